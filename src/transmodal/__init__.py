@@ -1,0 +1,20 @@
+"""transmodal: cross-modal autoencoders that integrate and translate single-cell modalities.
+
+One encoder / decoder per modality (RNA, ATAC, methylation, images, ...), one shared latent
+space aligned adversarially, translation ``i -> j = D_j(E_i(x))`` (Yang et al., Nat. Commun.
+12:31, 2021).
+"""
+
+from . import datasets, metrics
+from .data import Modality
+from .model import CrossModalAE
+from .nn import register_likelihood
+
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("transmodal")
+except Exception:  # pragma: no cover
+    __version__ = "unknown"
+
+__all__ = ["CrossModalAE", "Modality", "datasets", "metrics", "register_likelihood", "__version__"]

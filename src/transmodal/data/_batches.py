@@ -1,0 +1,116 @@
+"""Minibatches drawn from every modality in step.
+
+One epoch walks once through the largest modality; smaller modalities cycle through fresh
+permutations, so no modality is truncated. Paired (anchor) cells are drawn as a third,
+cycling stream. Rows are read per batch (sorted reads) and densified per batch only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ._setup import ModalityData
+
+
+class _Cycler:
+    """Endless stream of indices: concatenated permutations (or ``arange`` without shuffle)."""
+
+    def __init__(self, n: int, rng: np.random.Generator | None) -> None:
+        self.n = n
+        self.rng = rng
+
+    def take(self, total: int) -> np.ndarray:
+        reps = math.ceil(total / self.n)
+        if self.rng is None:
+            order = np.tile(np.arange(self.n), reps)
+        else:
+            order = np.concatenate([self.rng.permutation(self.n) for _ in range(reps)])
+        return order[:total]
+
+
+class EpochBatches(Dataset):
+    """Map-style dataset whose item ``s`` is the whole minibatch of step ``s``.
+
+    Parameters
+    ----------
+    mods
+        Validated modality data by name.
+    indices
+        Rows of each modality that belong to this split.
+    batch_size
+        Cells per modality per step.
+    pairs
+        ``{"a|b": (rows_a, rows_b)}`` of paired cells used by the anchor loss.
+    shuffle
+        Draw random permutations (training) or walk in order (validation).
+    seed
+        Base seed; epoch ``e`` uses ``np.random.default_rng([seed, e])``.
+    """
+
+    def __init__(
+        self,
+        mods: dict[str, ModalityData],
+        indices: dict[str, np.ndarray],
+        *,
+        batch_size: int,
+        pairs: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.mods = mods
+        self.indices = {k: np.asarray(v, dtype=np.int64) for k, v in indices.items()}
+        self.batch_size = int(batch_size)
+        self.pairs = {k: v for k, v in (pairs or {}).items() if len(v[0]) > 0}
+        self.shuffle = shuffle
+        self.seed = seed
+        self.n_max = max(len(v) for v in self.indices.values())
+        self.steps = max(1, math.ceil(self.n_max / self.batch_size))
+        self._epoch: int | None = None
+        self.set_epoch(0)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's orders (deterministic given ``seed`` and ``epoch``)."""
+        if epoch == self._epoch:
+            return
+        self._epoch = epoch
+        rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
+        sizes = [
+            min(self.batch_size, self.n_max - s * self.batch_size) for s in range(self.steps)
+        ]
+        self._bounds = np.concatenate([[0], np.cumsum(sizes)])
+        total = int(self._bounds[-1])
+        self._orders = {
+            name: idx[_Cycler(len(idx), rng).take(total)] for name, idx in self.indices.items()
+        }
+        self._pair_orders = {}
+        for key, (ia, ib) in self.pairs.items():
+            per_step = min(self.batch_size, len(ia))
+            sel = _Cycler(len(ia), rng).take(per_step * self.steps).reshape(self.steps, per_step)
+            self._pair_orders[key] = (ia[sel], ib[sel])
+
+    def _rows(self, name: str, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        md = self.mods[name]
+        out = {"x": torch.from_numpy(md.source.rows(rows))}
+        if md.labels is not None:
+            out["y"] = torch.from_numpy(md.labels[rows])
+        return out
+
+    def __getitem__(self, step: int) -> dict:
+        lo, hi = self._bounds[step], self._bounds[step + 1]
+        batch: dict = {name: self._rows(name, order[lo:hi]) for name, order in self._orders.items()}
+        if self._pair_orders:
+            batch["pairs"] = {}
+            for key, (ra, rb) in self._pair_orders.items():
+                a, b = key.split("|")
+                batch["pairs"][key] = {
+                    "a": torch.from_numpy(self.mods[a].source.rows(ra[step])),
+                    "b": torch.from_numpy(self.mods[b].source.rows(rb[step])),
+                }
+        return batch

@@ -1,0 +1,92 @@
+"""Fit a modality's preprocessing (library size, scaling, PCA) on the training cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..nn._transform import InputTransform
+from ._source import MatrixSource
+
+
+def fit_preprocessing(
+    transform: InputTransform,
+    src: MatrixSource,
+    idx: np.ndarray,
+    *,
+    seed: int = 0,
+    max_pca_cells: int = 50_000,
+    chunk_size: int = 4096,
+) -> None:
+    """Fit ``transform``'s buffers on rows ``idx`` of ``src``, streaming in chunks.
+
+    The same torch code that preprocesses training batches is used here, so fitted
+    statistics and later transforms agree exactly.
+
+    Parameters
+    ----------
+    transform
+        The modality's :class:`~transmodal.nn.InputTransform` (updated in place).
+    src
+        Row source of the raw matrix.
+    idx
+        Training rows.
+    seed
+        Seed of the PCA subsample and the randomized SVD.
+    max_pca_cells
+        PCA is fitted on at most this many randomly chosen training cells.
+    chunk_size
+        Rows per chunk.
+    """
+    if len(idx) == 0:
+        raise ValueError(f"modality {src.name!r}: no training cells to fit preprocessing on")
+    libs = np.concatenate([c.sum(1) for c in src.chunks(idx, chunk_size)])
+    median = float(np.median(libs))
+    if not np.isfinite(median) or median <= 0:
+        median = float(max(libs.mean(), 1.0))
+    stats: dict[str, torch.Tensor] = {
+        "library_size": torch.tensor(median),
+        "target_sum": torch.tensor(median),
+    }
+    transform.load_fitted(stats)
+
+    if transform.scale:
+        s1 = np.zeros(src.n_vars)
+        s2 = np.zeros(src.n_vars)
+        scale, transform.scale = transform.scale, False
+        try:
+            with torch.no_grad():
+                for c in src.chunks(idx, chunk_size):
+                    p = transform.process(torch.from_numpy(c)).double().numpy()
+                    s1 += p.sum(0)
+                    s2 += (p * p).sum(0)
+        finally:
+            transform.scale = scale
+        mean = s1 / len(idx)
+        var = np.maximum(s2 / len(idx) - mean**2, 0.0)
+        std = np.sqrt(var)
+        std[std < 1e-6] = 1.0
+        transform.load_fitted({"mean": torch.from_numpy(mean), "std": torch.from_numpy(std)})
+
+    if transform.n_pca:
+        from sklearn.decomposition import PCA
+
+        n_max = min(len(idx), src.n_vars)
+        if transform.n_pca > n_max:
+            raise ValueError(
+                f"modality {src.name!r}: field 'n_pca' = {transform.n_pca} exceeds "
+                f"min(n_train_cells, n_features) = {n_max}"
+            )
+        rng = np.random.default_rng(seed)
+        sub = idx if len(idx) <= max_pca_cells else rng.choice(idx, max_pca_cells, replace=False)
+        with torch.no_grad():
+            data = np.concatenate(
+                [transform.process(torch.from_numpy(c)).numpy() for c in src.chunks(np.sort(sub))]
+            )
+        pca = PCA(transform.n_pca, svd_solver="randomized", random_state=seed).fit(data)
+        transform.load_fitted(
+            {
+                "pca_components": torch.from_numpy(pca.components_),
+                "pca_mean": torch.from_numpy(pca.mean_),
+            }
+        )

@@ -1,0 +1,179 @@
+"""Turn user input (dict of AnnData or a MuData + Modality specs) into validated modality data."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ..nn._likelihoods import get_likelihood
+from ._modality import Modality
+from ._source import MatrixSource, check_values, matrix_of
+
+
+@dataclass
+class ModalityData:
+    """A validated modality: its spec, row source, names, labels and pairing keys."""
+
+    name: str
+    spec: Modality
+    adata: AnnData
+    source: MatrixSource
+    var_names: np.ndarray
+    obs_names: np.ndarray
+    pair_keys: np.ndarray
+    labels: np.ndarray | None = None
+
+    @property
+    def n_obs(self) -> int:  # noqa: D102
+        return self.source.n_obs
+
+
+def _as_dict(data) -> tuple[dict[str, AnnData], dict[str, np.ndarray] | None]:
+    """Return the modalities and, for MuData, per-modality global row keys from its obsmap."""
+    try:
+        from mudata import MuData
+    except ImportError:  # pragma: no cover - mudata is a dependency
+        MuData = ()  # type: ignore[assignment]
+    if isinstance(data, MuData):
+        mods = dict(data.mod)
+        keys: dict[str, np.ndarray] = {}
+        for name in mods:
+            obsmap = np.asarray(data.obsmap[name]) if name in data.obsmap else None
+            if obsmap is None:
+                keys = {}
+                break
+            # obsmap[g] = 1-based row of the modality present at global row g (0 = absent)
+            present = np.flatnonzero(obsmap > 0)
+            k = np.empty(mods[name].n_obs, dtype=np.int64)
+            k[obsmap[present] - 1] = present
+            keys[name] = k
+        return mods, (keys or None)
+    if isinstance(data, Mapping):
+        return dict(data), None
+    raise ValueError(
+        f"data must be a dict of AnnData (one per modality) or a MuData, got {type(data).__name__}"
+    )
+
+
+def label_codes(
+    adata: AnnData, labels_key: str, name: str, categories: list[str] | None
+) -> tuple[np.ndarray, list[str]]:
+    """Integer codes of ``adata.obs[labels_key]`` (-1 = missing) against ``categories``."""
+    if labels_key not in adata.obs:
+        raise ValueError(
+            f"modality {name!r}: labels_key {labels_key!r} not found in obs; "
+            f"available columns: {list(adata.obs.columns)}"
+        )
+    col = adata.obs[labels_key]
+    values = col.astype(object).where(col.notna(), None).to_numpy()
+    present = [str(v) for v in values if v is not None]
+    if categories is None:
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            categories = [str(c) for c in col.cat.categories]
+        else:
+            categories = sorted(set(present))
+    lookup = {c: i for i, c in enumerate(categories)}
+    codes = np.array([-1 if v is None else lookup.get(str(v), -2) for v in values], dtype=np.int64)
+    return codes, categories
+
+
+def setup_data(
+    data,
+    modalities: Mapping[str, Modality | dict | str],
+    *,
+    labels_key: str | None = None,
+    label_categories: list[str] | None = None,
+    check_data: bool = True,
+) -> tuple[dict[str, ModalityData], list[str] | None]:
+    """Validate inputs and collect everything the model needs about each modality.
+
+    Parameters
+    ----------
+    data
+        ``{name: AnnData}`` or a ``MuData``.
+    modalities
+        ``{name: Modality}`` (a dict or a likelihood name is converted).
+    labels_key
+        Optional ``obs`` column with shared labels (missing values allowed).
+    label_categories
+        Known label categories (when re-validating data for a trained model); labels
+        outside them are rejected.
+    check_data
+        Scan every matrix for NaNs, negative values or non-integers the likelihood rejects.
+
+    Returns
+    -------
+    The modality data by name (in the order of ``modalities``) and the label categories.
+    """
+    adatas, mudata_keys = _as_dict(data)
+    if not isinstance(modalities, Mapping) or len(modalities) == 0:
+        raise ValueError("`modalities` must be a dict {name: Modality(...)} with one entry per modality")
+    specs: dict[str, Modality] = {}
+    for name, spec in modalities.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"modality names must be non-empty strings, got {name!r}")
+        if not isinstance(spec, Modality):
+            spec = Modality.from_dict(spec, name=name)
+        spec.check(name)
+        specs[name] = spec
+    if len(specs) < 2:
+        raise ValueError(f"need at least two modalities, got {list(specs)}")
+    missing = [n for n in specs if n not in adatas]
+    if missing:
+        raise ValueError(
+            f"modality {missing[0]!r} has a spec but no data; data holds {sorted(adatas)}"
+        )
+
+    out: dict[str, ModalityData] = {}
+    for name, spec in specs.items():
+        adata = adatas[name]
+        src, var_names = matrix_of(adata, spec, name)
+        if src.n_obs == 0 or src.n_vars == 0:
+            raise ValueError(f"modality {name!r}: {src.where} is empty (shape {src.shape})")
+        obs_names = np.asarray(adata.obs_names, dtype=object)
+        if not adata.obs_names.is_unique:
+            dup = adata.obs_names[adata.obs_names.duplicated()][0]
+            raise ValueError(
+                f"modality {name!r}: obs_names are not unique (e.g. {dup!r}); pairing between "
+                "modalities uses obs_names — call adata.obs_names_make_unique()"
+            )
+        if spec.n_pca is not None and spec.n_pca >= src.n_vars:
+            raise ValueError(
+                f"modality {name!r}: field 'n_pca' = {spec.n_pca} must be smaller than the "
+                f"number of features ({src.n_vars})"
+            )
+        if check_data:
+            check_values(src, get_likelihood(spec.likelihood))
+        keys = mudata_keys[name] if mudata_keys is not None else obs_names
+        out[name] = ModalityData(name, spec, adata, src, var_names, obs_names, keys)
+    categories = list(label_categories) if label_categories is not None else None
+    if labels_key is not None:
+        if categories is None:  # union of every modality's categories
+            found: set[str] = set()
+            for name, md in out.items():
+                found |= set(label_codes(md.adata, labels_key, name, None)[1])
+            categories = sorted(found)
+        for name, md in out.items():
+            codes, _ = label_codes(md.adata, labels_key, name, categories)
+            if (codes == -2).any():
+                bad = md.adata.obs[labels_key][codes == -2].iloc[0]
+                raise ValueError(
+                    f"modality {name!r}: label {bad!r} in obs[{labels_key!r}] is not one of the "
+                    f"model's label categories {categories}"
+                )
+            md.labels = codes
+        if not any((md.labels >= 0).any() for md in out.values()):
+            raise ValueError(f"labels_key {labels_key!r}: no cell of any modality has a label")
+    return out, categories
+
+
+def find_pairs(a: ModalityData, b: ModalityData) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(ia, ib)`` of cells present in both modalities (equal pairing keys)."""
+    pos_b = pd.Index(b.pair_keys)
+    ib = pos_b.get_indexer(a.pair_keys)
+    ia = np.flatnonzero(ib >= 0)
+    return ia.astype(np.int64), ib[ia].astype(np.int64)

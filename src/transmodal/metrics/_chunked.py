@@ -1,0 +1,365 @@
+"""Chunked, memory-bounded nearest-neighbour and distance-rank helpers.
+
+Every metric that needs pairwise distances goes through this module.  Distances are
+never materialised as a full ``n x n`` matrix: query rows are processed in chunks of
+``chunk_size`` rows against all reference rows, so peak memory is
+``O(chunk_size * n_ref)``.
+
+Exactness
+---------
+A fast block of *approximate* distances is computed with torch (squared Euclidean via
+one matrix product of augmented, centred data, or ``torch.cdist`` for L1), together
+with a certified per-row error bound.  Every comparison whose outcome the bound cannot
+decide is redone with :meth:`_BlockDistance.exact`, a deterministic float64 routine
+that evaluates each pair with the same sequence of operations.  All results are
+therefore *as if* computed with the exact routine: pairs with bitwise-identical
+difference vectors (e.g. duplicated rows) have exactly equal distances, so the
+documented tie rules hold.  Euclidean comparisons use squared distances (same order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import sparse
+
+#: Target size in bytes of one ``chunk x n`` float64 block.
+DEFAULT_BLOCK_BYTES = 64 * 2**20
+
+_METRIC_ALIASES = {
+    "euclidean": "euclidean",
+    "l2": "euclidean",
+    "l1": "l1",
+    "manhattan": "l1",
+    "cityblock": "l1",
+}
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+# --------------------------------------------------------------------------- checks
+def check_metric(metric: str) -> str:
+    """Return the canonical metric name (``"euclidean"`` or ``"l1"``)."""
+    if not isinstance(metric, str) or metric.lower() not in _METRIC_ALIASES:
+        raise ValueError(
+            f"metric must be one of {sorted(_METRIC_ALIASES)}; got {metric!r}"
+        )
+    return _METRIC_ALIASES[metric.lower()]
+
+
+def as_embedding(x: Any, name: str, *, min_rows: int = 1) -> np.ndarray:
+    """Validate an embedding and return it as a C-contiguous float64 array.
+
+    Parameters
+    ----------
+    x
+        Array-like (numpy array, torch tensor, ...) of shape ``(n_cells, n_dims)``.
+    name
+        Argument name used in error messages.
+    min_rows
+        Minimum number of rows required.
+
+    Returns
+    -------
+    The validated ``float64`` array.
+    """
+    if sparse.issparse(x):
+        raise ValueError(f"{name} must be a dense 2-D array, got a sparse matrix")
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D array (cells x dimensions); got shape {arr.shape}"
+        )
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numeric; got dtype {arr.dtype}")
+    if arr.shape[0] < min_rows:
+        raise ValueError(
+            f"{name} needs at least {min_rows} row(s); got {arr.shape[0]}"
+        )
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has zero columns")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def check_same_dims(x: np.ndarray, y: np.ndarray, names: tuple[str, str]) -> None:
+    """Raise if two embeddings do not live in the same space (column count)."""
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same number of columns "
+            f"(a shared latent space); got {x.shape[1]} and {y.shape[1]}"
+        )
+
+
+def check_paired(
+    x: Any, y: Any, *, names: tuple[str, str] = ("x", "y"), min_rows: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate two paired embeddings (same cells in the same row order)."""
+    xa = as_embedding(x, names[0], min_rows=min_rows)
+    ya = as_embedding(y, names[1], min_rows=min_rows)
+    if xa.shape[0] != ya.shape[0]:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must be paired (same number of rows, row i = "
+            f"the same cell); got {xa.shape[0]} and {ya.shape[0]} rows"
+        )
+    check_same_dims(xa, ya, names)
+    return xa, ya
+
+
+def check_labels(labels: Any, n: int, name: str) -> np.ndarray:
+    """Validate a 1-D label vector of length ``n``."""
+    lab = np.asarray(labels)
+    if lab.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {lab.shape}")
+    if lab.shape[0] != n:
+        raise ValueError(
+            f"{name} has {lab.shape[0]} entries but the embedding has {n} rows"
+        )
+    return lab
+
+
+def check_ks(k: int | Iterable[int], name: str = "k") -> tuple[int, ...]:
+    """Normalise ``k`` (an int or an iterable of ints) to a tuple of positive ints."""
+    ks = (k,) if isinstance(k, (int, np.integer)) else tuple(k)
+    if not ks:
+        raise ValueError(f"{name} must contain at least one value")
+    out = []
+    for v in ks:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise ValueError(f"{name} values must be integers; got {v!r}")
+        if v < 1:
+            raise ValueError(f"{name} values must be >= 1; got {v}")
+        out.append(int(v))
+    return tuple(out)
+
+
+def resolve_chunk_size(chunk_size: int | None, n_query: int, row_width: int) -> int:
+    """Number of query rows per chunk.
+
+    ``None`` picks the largest chunk such that ``chunk * row_width`` float64 values take
+    about :data:`DEFAULT_BLOCK_BYTES` (64 MiB).
+    """
+    if chunk_size is None:
+        chunk = max(1, DEFAULT_BLOCK_BYTES // (8 * max(int(row_width), 1)))
+    else:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
+            raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+        chunk = int(chunk_size)
+    return max(1, min(chunk, n_query))
+
+
+# ------------------------------------------------------------------------ distances
+class _BlockDistance:
+    """Approximate distance blocks with certified error bounds, plus exact pairs.
+
+    Distances are squared Euclidean (``"euclidean"``) or L1 (``"l1"``).  Blocks are
+    returned as *scores* ``S`` (higher = closer) with ``D ~= offset[r] - S[r, j]``:
+    for Euclidean ``S = 2 q.r - |r|^2`` (one matrix product of augmented, centred
+    data) and ``offset = |q|^2``; for L1 ``S = -D`` and ``offset = 0``.
+
+    Parameters
+    ----------
+    query, ref
+        Validated float64 arrays with the same number of columns (may be the same
+        object).
+    metric
+        Canonical metric name.
+    """
+
+    def __init__(self, query: np.ndarray, ref: np.ndarray, metric: str) -> None:
+        self.metric = metric
+        self.query = query
+        self.ref = ref
+        same = ref is query
+        n_dims = query.shape[1]
+        if same:
+            center = query.mean(axis=0)
+        else:
+            center = (query.sum(0) + ref.sum(0)) / (query.shape[0] + ref.shape[0])
+        qc = query - center
+        rc = qc if same else ref - center
+        if metric == "euclidean":
+            q_scale = np.einsum("ij,ij->i", qc, qc)
+            r_scale = q_scale if same else np.einsum("ij,ij->i", rc, rc)
+            self._qaug = np.concatenate([2.0 * qc, -np.ones((qc.shape[0], 1))], axis=1)
+            raug_t = np.empty((n_dims + 1, rc.shape[0]))
+            raug_t[:n_dims] = rc.T
+            raug_t[n_dims] = r_scale
+            self._raug_t = torch.from_numpy(raug_t)
+            self._offset = q_scale
+        else:
+            q_scale = np.abs(qc).sum(1)
+            r_scale = q_scale if same else np.abs(rc).sum(1)
+            self._qt = torch.from_numpy(qc)
+            self._rt = self._qt if same else torch.from_numpy(rc)
+            self._offset = np.zeros(qc.shape[0])
+        # Generous bound on |approx - exact| (float64 rounding of the matrix product,
+        # of the centring, of the threshold arithmetic and of the exact routine),
+        # relative to the centred norms; valid for every entry of a query row.
+        rel = 32.0 * (n_dims + 4) * _EPS
+        self._tol = rel * (q_scale + r_scale.max()) + np.finfo(np.float64).tiny
+        self._pair_batch = max(1, DEFAULT_BLOCK_BYTES // (16 * n_dims))
+
+    @property
+    def n_query(self) -> int:
+        return self.query.shape[0]
+
+    @property
+    def n_ref(self) -> int:
+        return self.ref.shape[0]
+
+    def make_buffer(self, chunk: int) -> np.ndarray | None:
+        """Reusable output buffer for :meth:`scores` (avoids page faults per chunk)."""
+        if self.metric == "euclidean":
+            return np.empty((chunk, self.n_ref), dtype=np.float64)
+        return None
+
+    def scores(self, start: int, stop: int, out: np.ndarray | None) -> np.ndarray:
+        """Scores of query rows ``start:stop`` against all reference rows."""
+        if self.metric == "euclidean":
+            assert out is not None
+            res = out[: stop - start]
+            torch.mm(
+                torch.from_numpy(self._qaug[start:stop]), self._raug_t, out=torch.from_numpy(res)
+            )
+            return res
+        res = torch.cdist(self._qt[start:stop], self._rt, p=1.0).numpy()
+        np.negative(res, out=res)
+        return res
+
+    def offset(self, start: int, stop: int) -> np.ndarray:
+        """Per-row offsets: ``D ~= offset[:, None] - S``."""
+        return self._offset[start:stop]
+
+    def tol(self, start: int, stop: int) -> np.ndarray:
+        """Per-row bound on ``|approx - exact|`` valid for every entry of the row."""
+        return self._tol[start:stop]
+
+    def exact(self, qi: np.ndarray, rj: np.ndarray) -> np.ndarray:
+        """Exact (deterministic) distances of the pairs ``(query[qi], ref[rj])``.
+
+        Each pair is evaluated with the same sequence of float64 operations on the
+        original (uncentred) data, so identical difference vectors give
+        bitwise-identical distances, and ``d(a, b) == d(b, a)``.
+        """
+        qi = np.asarray(qi, dtype=np.int64)
+        rj = np.asarray(rj, dtype=np.int64)
+        out = np.empty(qi.shape[0], dtype=np.float64)
+        step = self._pair_batch
+        for s in range(0, qi.shape[0], step):
+            diff = self.query[qi[s : s + step]] - self.ref[rj[s : s + step]]
+            if self.metric == "euclidean":
+                np.multiply(diff, diff, out=diff)
+            else:
+                np.abs(diff, out=diff)
+            acc = diff[:, 0].copy()
+            for c in range(1, diff.shape[1]):
+                acc += diff[:, c]
+            out[s : s + step] = acc
+        return out
+
+
+def nearest(dist: _BlockDistance, chunk_size: int | None) -> np.ndarray:
+    """Index of the nearest reference row of every query row.
+
+    Among exactly equidistant reference rows the lowest index wins.
+
+    Parameters
+    ----------
+    dist
+        Distance object.
+    chunk_size
+        Query rows per chunk (``None``: automatic).
+
+    Returns
+    -------
+    int64 indices into the reference rows.
+    """
+    nq = dist.n_query
+    chunk = resolve_chunk_size(chunk_size, nq, dist.n_ref)
+    buf = dist.make_buffer(chunk)
+    mask_buf = np.empty((chunk, dist.n_ref), dtype=bool)
+    idx = np.empty(nq, dtype=np.int64)
+    for s in range(0, nq, chunk):
+        e = min(s + chunk, nq)
+        scores = dist.scores(s, e, buf)
+        idx[s:e] = scores.argmax(axis=1)
+        # exact_j <= exact_min  =>  S_j >= S_max - 2 tol: the candidates
+        floor = (scores.max(axis=1) - 2.0 * dist.tol(s, e))[:, None]
+        mask = np.greater_equal(scores, floor, out=mask_buf[: e - s])
+        multi = np.flatnonzero(np.count_nonzero(mask, axis=1) > 1)
+        if multi.size == 0:
+            continue
+        r_idx, c_idx = np.nonzero(scores[multi] >= floor[multi])
+        ex = dist.exact(s + multi[r_idx], c_idx)
+        order = np.lexsort((c_idx, ex, r_idx))
+        r_sorted = r_idx[order]
+        first = np.ones(r_sorted.shape[0], dtype=bool)
+        first[1:] = r_sorted[1:] != r_sorted[:-1]
+        idx[s + multi[r_sorted[first]]] = c_idx[order][first]
+    return idx
+
+
+def count_before(
+    dist: _BlockDistance,
+    thresholds: np.ndarray,
+    *,
+    tie_before: np.ndarray | None,
+    exclude: np.ndarray | None,
+    chunk_size: int | None,
+) -> np.ndarray:
+    """Rank-type counts of every query row against the reference.
+
+    For query row ``r`` returns ``#{j : d(q_r, R_j) < t_r} + #{j < tie_before_r :
+    d(q_r, R_j) == t_r}`` where ``t_r = thresholds[r]`` must be an *exact* distance
+    (from :meth:`_BlockDistance.exact`).  Column ``exclude_r`` (if given) is skipped; it
+    must be a column whose distance equals ``t_r`` and that is not counted by the rule
+    above (i.e. ``exclude_r >= tie_before_r``).
+
+    Returns
+    -------
+    int64 counts, one per query row.
+    """
+    nq = dist.n_query
+    chunk = resolve_chunk_size(chunk_size, nq, dist.n_ref)
+    buf = dist.make_buffer(chunk)
+    mask_buf = np.empty((chunk, dist.n_ref), dtype=bool)
+    counts = np.zeros(nq, dtype=np.int64)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    for s in range(0, nq, chunk):
+        e = min(s + chunk, nq)
+        m = e - s
+        scores = dist.scores(s, e, buf)
+        if exclude is not None:
+            scores[np.arange(m), exclude[s:e]] = -np.inf
+        # D < t  <=>  S > offset - t ; certain above hi, undecided in [lo, hi]
+        base = dist.offset(s, e) - thresholds[s:e]
+        tol = dist.tol(s, e)
+        hi = (base + tol)[:, None]
+        lo = (base - tol)[:, None]
+        mask = mask_buf[:m]
+        n_sure = np.count_nonzero(np.greater(scores, hi, out=mask), axis=1)
+        n_maybe = np.count_nonzero(np.greater_equal(scores, lo, out=mask), axis=1)
+        counts[s:e] = n_sure
+        amb = np.flatnonzero(n_maybe != n_sure)
+        if amb.size == 0:
+            continue
+        sub = scores[amb]
+        r_idx, c_idx = np.nonzero((sub >= lo[amb]) & (sub <= hi[amb]))
+        rows = s + amb[r_idx]
+        ex = dist.exact(rows, c_idx)
+        tr = thresholds[rows]
+        hit = ex < tr
+        if tie_before is not None:
+            hit |= (ex == tr) & (c_idx < tie_before[rows])
+        counts[s:e] += np.bincount(amb[r_idx[hit]], minlength=m)
+    return counts

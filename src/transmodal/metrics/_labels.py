@@ -1,0 +1,154 @@
+"""Label-based metrics: nearest-cell cluster accuracy and k-NN label transfer.
+
+Direction keys follow one convention throughout :mod:`transmodal.metrics`:
+``"x_to_y"`` means the cells of ``x`` are the queries, matched into (and labelled
+from) ``y``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from sklearn.neighbors import KNeighborsClassifier
+
+from ._chunked import (
+    _BlockDistance,
+    as_embedding,
+    check_labels,
+    check_metric,
+    check_same_dims,
+    nearest,
+)
+
+
+def cluster_accuracy(
+    x: np.ndarray,
+    y: np.ndarray,
+    labels_x: Any,
+    labels_y: Any,
+    *,
+    metric: str = "l1",
+    chunk_size: int | None = None,
+) -> dict[str, float]:
+    """Accuracy of labelling each cell with the label of its nearest other-modality cell.
+
+    ``x`` and ``y`` need not be paired (their row counts may differ).  Among equally
+    distant cells the lowest row index wins.
+
+    Parameters
+    ----------
+    x, y
+        Embeddings of shape ``(n_x, n_dims)`` and ``(n_y, n_dims)``.
+    labels_x, labels_y
+        Label vectors of length ``n_x`` and ``n_y`` (any comparable dtype).
+    metric
+        ``"l1"`` (manhattan, default) or ``"euclidean"``.
+    chunk_size
+        Query rows processed at once; ``None`` picks about 64 MiB per block.
+
+    Returns
+    -------
+    ``{"x_to_y": acc, "y_to_x": acc, "mean": acc}``; ``"x_to_y"`` is the fraction of
+    ``x`` cells whose nearest ``y`` cell has the same label.
+    """
+    met = check_metric(metric)
+    xa = as_embedding(x, "x")
+    ya = as_embedding(y, "y")
+    check_same_dims(xa, ya, ("x", "y"))
+    lx = check_labels(labels_x, xa.shape[0], "labels_x")
+    ly = check_labels(labels_y, ya.shape[0], "labels_y")
+    nn_x = nearest(_BlockDistance(xa, ya, met), chunk_size)
+    nn_y = nearest(_BlockDistance(ya, xa, met), chunk_size)
+    x_to_y = float(np.mean(ly[nn_x] == lx))
+    y_to_x = float(np.mean(lx[nn_y] == ly))
+    return {"x_to_y": x_to_y, "y_to_x": y_to_x, "mean": 0.5 * (x_to_y + y_to_x)}
+
+
+def label_transfer(
+    x_ref: np.ndarray,
+    labels_ref: Any,
+    x_query: np.ndarray,
+    labels_query: Any,
+    *,
+    k: int = 5,
+    classes: Iterable[Any] | None = None,
+) -> float:
+    """Accuracy of a k-NN classifier fitted on a reference embedding, on a query.
+
+    Uses :class:`sklearn.neighbors.KNeighborsClassifier` (Euclidean, uniform weights),
+    which works in bounded memory.
+
+    Parameters
+    ----------
+    x_ref
+        Reference embedding ``(n_ref, n_dims)``.
+    labels_ref
+        Reference labels (length ``n_ref``).
+    x_query
+        Query embedding ``(n_query, n_dims)``.
+    labels_query
+        True query labels (length ``n_query``).
+    k
+        Number of neighbours (``1 <= k <= n_ref``).
+    classes
+        If given, only query cells whose true label is in ``classes`` are evaluated
+        (useful when the two data sets share only part of their cell types).
+
+    Returns
+    -------
+    The fraction of evaluated query cells predicted correctly.
+    """
+    xr = as_embedding(x_ref, "x_ref")
+    xq = as_embedding(x_query, "x_query")
+    check_same_dims(xr, xq, ("x_ref", "x_query"))
+    lr = check_labels(labels_ref, xr.shape[0], "labels_ref")
+    lq = check_labels(labels_query, xq.shape[0], "labels_query")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer; got {k!r}")
+    if k > xr.shape[0]:
+        raise ValueError(
+            f"k={k} is larger than the number of reference cells ({xr.shape[0]})"
+        )
+    if classes is not None:
+        keep = np.isin(lq, np.asarray(list(classes)))
+        if not keep.any():
+            raise ValueError("no query cell has a label in `classes`")
+        xq, lq = xq[keep], lq[keep]
+    clf = KNeighborsClassifier(n_neighbors=int(k)).fit(xr, lr)
+    return float(np.mean(clf.predict(xq) == lq))
+
+
+def label_transfer_both(
+    x: np.ndarray,
+    labels_x: Any,
+    y: np.ndarray,
+    labels_y: Any,
+    *,
+    k: int = 5,
+    classes: Iterable[Any] | None = None,
+) -> dict[str, float]:
+    """:func:`label_transfer` in both directions.
+
+    Parameters
+    ----------
+    x, y
+        Embeddings ``(n_x, n_dims)`` and ``(n_y, n_dims)`` (unpaired allowed).
+    labels_x, labels_y
+        Their labels.
+    k
+        Number of neighbours.
+    classes
+        Optional restriction of the evaluated query cells to these labels.
+
+    Returns
+    -------
+    ``{"x_to_y": acc, "y_to_x": acc, "mean": acc}``; ``"x_to_y"`` classifies the ``x``
+    cells with a classifier fitted on ``y`` (same convention as
+    :func:`cluster_accuracy`).
+    """
+    classes = None if classes is None else list(classes)
+    x_to_y = label_transfer(y, labels_y, x, labels_x, k=k, classes=classes)
+    y_to_x = label_transfer(x, labels_x, y, labels_y, k=k, classes=classes)
+    return {"x_to_y": x_to_y, "y_to_x": y_to_x, "mean": 0.5 * (x_to_y + y_to_x)}

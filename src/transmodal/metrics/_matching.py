@@ -1,0 +1,161 @@
+"""Paired-cell matching metrics: FOSCTTM, partner top-k and k-NN accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from ._chunked import (
+    _BlockDistance,
+    check_ks,
+    check_metric,
+    check_paired,
+    count_before,
+    nearest,
+)
+
+
+def _partner_ranks(q: np.ndarray, r: np.ndarray, chunk_size: int | None) -> np.ndarray:
+    """For every row i: number of rows of ``r`` strictly closer (Euclidean) to ``q_i``
+    than its partner ``r_i``."""
+    dist = _BlockDistance(q, r, "euclidean")
+    diag = np.arange(q.shape[0], dtype=np.int64)
+    thr = dist.exact(diag, diag)
+    return count_before(dist, thr, tie_before=None, exclude=diag, chunk_size=chunk_size)
+
+
+def foscttm(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    chunk_size: int | None = None,
+    return_per_cell: bool = False,
+) -> float | tuple[float, np.ndarray, np.ndarray]:
+    """Fraction Of Samples Closer Than the True Match (lower is better).
+
+    For each cell ``i`` the fraction of the ``n - 1`` other rows of ``y`` that are
+    *strictly* closer (Euclidean) to ``x[i]`` than its partner ``y[i]``; likewise for
+    ``y[i]`` against the rows of ``x``.  Rows at exactly the partner's distance (ties,
+    e.g. duplicated cells) are not counted.
+
+    Parameters
+    ----------
+    x, y
+        Paired embeddings of shape ``(n_cells, n_dims)``; row ``i`` of both is the same
+        cell.  ``n_cells >= 2``.
+    chunk_size
+        Query rows processed at once (memory ``O(chunk_size * n_cells)``); ``None``
+        picks about 64 MiB per block.
+    return_per_cell
+        Also return the per-cell fractions of both directions.
+
+    Returns
+    -------
+    The mean of the two directions' averages (0 = perfect, about 0.5 = random), or
+    ``(value, per_cell_x, per_cell_y)`` if ``return_per_cell``.
+    """
+    xa, ya = check_paired(x, y, min_rows=2)
+    n = xa.shape[0]
+    fx = _partner_ranks(xa, ya, chunk_size) / (n - 1)
+    fy = _partner_ranks(ya, xa, chunk_size) / (n - 1)
+    value = float(0.5 * (fx.mean() + fy.mean()))
+    if return_per_cell:
+        return value, fx, fy
+    return value
+
+
+def partner_in_top_k(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    k: int | Iterable[int] = (1, 5, 10, 50),
+    chunk_size: int | None = None,
+) -> dict[int, float]:
+    """Fraction of cells whose true partner is among the ``k`` nearest other-modality rows.
+
+    The rank of the partner of ``x[i]`` is the number of rows of ``y`` strictly closer
+    (Euclidean) than ``y[i]`` (ties count in the cell's favour); it is a hit if
+    ``rank < k``.  Both directions (``x -> y`` and ``y -> x``) are averaged.
+
+    Parameters
+    ----------
+    x, y
+        Paired embeddings of shape ``(n_cells, n_dims)``.
+    k
+        One or several neighbourhood sizes; values larger than ``n_cells`` are clipped
+        to ``n_cells``.
+    chunk_size
+        Query rows processed at once; ``None`` picks about 64 MiB per block.
+
+    Returns
+    -------
+    ``{k: fraction}`` for every requested ``k`` (1 = perfect).
+    """
+    ks = check_ks(k)
+    xa, ya = check_paired(x, y)
+    n = xa.shape[0]
+    rx = _partner_ranks(xa, ya, chunk_size)
+    ry = _partner_ranks(ya, xa, chunk_size)
+    out: dict[int, float] = {}
+    for kk in ks:
+        kc = min(kk, n)
+        out[kk] = float(0.5 * (np.mean(rx < kc) + np.mean(ry < kc)))
+    return out
+
+
+def _knn_positions(
+    a: np.ndarray, b: np.ndarray, metric: str, chunk_size: int | None
+) -> np.ndarray:
+    """Position of ``nn_A(b_i)`` in the stable neighbour order of ``a_i`` among ``a``."""
+    nn = nearest(_BlockDistance(b, a, metric), chunk_size)
+    d_aa = _BlockDistance(a, a, metric)
+    thr = d_aa.exact(np.arange(a.shape[0], dtype=np.int64), nn)
+    return count_before(d_aa, thr, tie_before=nn, exclude=nn, chunk_size=chunk_size)
+
+
+def knn_accuracy(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    k: int | Iterable[int] = (5, 50),
+    metric: str = "l1",
+    chunk_size: int | None = None,
+) -> dict[str, dict[int, float]]:
+    """k-NN accuracy of Yang et al. (2021, Nat. Commun., cross-modal autoencoders).
+
+    For a direction with reference modality ``A`` and query modality ``B``: for each
+    cell ``i`` take the nearest ``A`` row to ``B[i]``; it is correct if it is among the
+    ``k`` nearest ``A`` rows of ``A[i]`` (neighbours computed among *all* rows of ``A``,
+    ``A[i]`` itself included).  Neighbour lists use a stable order: among equal
+    distances the lower row index comes first (also for the nearest-row search).
+
+    Parameters
+    ----------
+    x, y
+        Paired embeddings of shape ``(n_cells, n_dims)``.
+    k
+        One or several neighbourhood sizes, each ``<= n_cells``.
+    metric
+        ``"l1"`` (manhattan, as in the paper) or ``"euclidean"``.
+    chunk_size
+        Query rows processed at once; ``None`` picks about 64 MiB per block.
+
+    Returns
+    -------
+    ``{"x_to_y": {k: acc}, "y_to_x": {k: acc}, "mean": {k: acc}}`` where ``"x_to_y"``
+    queries ``x`` cells against ``y`` (``A = y``, ``B = x``) and ``"y_to_x"`` queries
+    ``y`` cells against ``x`` (``A = x``, ``B = y``).  1 = perfect.
+    """
+    ks = check_ks(k)
+    met = check_metric(metric)
+    xa, ya = check_paired(x, y)
+    n = xa.shape[0]
+    if max(ks) > n:
+        raise ValueError(f"k={max(ks)} is larger than the number of cells ({n})")
+    pos_x_to_y = _knn_positions(ya, xa, met, chunk_size)
+    pos_y_to_x = _knn_positions(xa, ya, met, chunk_size)
+    x_to_y = {kk: float(np.mean(pos_x_to_y < kk)) for kk in ks}
+    y_to_x = {kk: float(np.mean(pos_y_to_x < kk)) for kk in ks}
+    mean = {kk: 0.5 * (x_to_y[kk] + y_to_x[kk]) for kk in ks}
+    return {"x_to_y": x_to_y, "y_to_x": y_to_x, "mean": mean}

@@ -1,0 +1,105 @@
+"""Modality mixing: how well can a classifier tell the modalities apart in the latent space?"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ._chunked import as_embedding
+
+
+def mixing_accuracy_multi(
+    embeddings: Sequence[np.ndarray],
+    *,
+    cv: int = 5,
+    seed: int = 0,
+    max_cells: int | None = None,
+) -> float:
+    """Cross-validated balanced accuracy of predicting the modality from the embedding.
+
+    A ``StandardScaler -> LogisticRegression`` pipeline is evaluated with stratified
+    ``cv``-fold cross-validation (shuffled with ``seed``).  Chance level is
+    ``1 / len(embeddings)`` (perfect mixing); 1 means fully separable modalities.
+
+    Parameters
+    ----------
+    embeddings
+        Two or more embeddings ``(n_m, n_dims)`` with the same number of columns; row
+        counts may differ.
+    cv
+        Number of folds (``>= 2``).
+    seed
+        Seed for the subsampling and the fold shuffling.
+    max_cells
+        If given, randomly subsample each modality to at most this many rows.
+
+    Returns
+    -------
+    The mean balanced accuracy over folds.
+    """
+    if isinstance(embeddings, np.ndarray) or len(embeddings) < 2:
+        raise ValueError("embeddings must be a list of at least two 2-D arrays")
+    if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 2:
+        raise ValueError(f"cv must be an integer >= 2; got {cv!r}")
+    if max_cells is not None and (
+        isinstance(max_cells, bool) or not isinstance(max_cells, (int, np.integer)) or max_cells < 1
+    ):
+        raise ValueError(f"max_cells must be a positive integer or None; got {max_cells!r}")
+    rng = np.random.default_rng(seed)
+    parts = []
+    for m, emb in enumerate(embeddings):
+        arr = as_embedding(emb, f"embeddings[{m}]")
+        if max_cells is not None and arr.shape[0] > max_cells:
+            arr = arr[np.sort(rng.choice(arr.shape[0], size=max_cells, replace=False))]
+        if arr.shape[0] < cv:
+            raise ValueError(
+                f"embeddings[{m}] has {arr.shape[0]} rows, fewer than cv={cv} folds"
+            )
+        if parts and arr.shape[1] != parts[0].shape[1]:
+            raise ValueError(
+                f"all embeddings must have the same number of columns; embeddings[0] "
+                f"has {parts[0].shape[1]}, embeddings[{m}] has {arr.shape[1]}"
+            )
+        parts.append(arr)
+    features = np.concatenate(parts, axis=0)
+    target = np.concatenate([np.full(p.shape[0], m) for m, p in enumerate(parts)])
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    folds = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=seed)
+    scores = cross_val_score(model, features, target, cv=folds, scoring="balanced_accuracy")
+    return float(np.mean(scores))
+
+
+def mixing_accuracy(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    cv: int = 5,
+    seed: int = 0,
+    max_cells: int | None = None,
+) -> float:
+    """Balanced accuracy of a classifier predicting modality ``x`` vs ``y``.
+
+    See :func:`mixing_accuracy_multi`.  0.5 = perfectly mixed, 1.0 = separable.
+
+    Parameters
+    ----------
+    x, y
+        Embeddings ``(n_x, n_dims)`` and ``(n_y, n_dims)``; ``n_x`` may differ from
+        ``n_y``.
+    cv
+        Number of stratified folds.
+    seed
+        Seed for subsampling and fold shuffling.
+    max_cells
+        Optional per-modality subsample size.
+
+    Returns
+    -------
+    The cross-validated balanced accuracy.
+    """
+    return mixing_accuracy_multi([x, y], cv=cv, seed=seed, max_cells=max_cells)

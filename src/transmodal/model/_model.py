@@ -1,0 +1,523 @@
+"""The user-facing cross-modal autoencoder: data in, training, embeddings and translations out."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from .._utils import lightning_accelerator, resolve_device, seeded
+from ..data._batches import EpochBatches
+from ..data._modality import Modality
+from ..data._preprocess import fit_preprocessing
+from ..data._setup import ModalityData, setup_data
+from ..data._source import MatrixSource, check_values, matrix_of
+from ..nn._likelihoods import get_likelihood
+from ..train._plan import CrossModalPlan
+from ..train._trainer import default_max_epochs, run_training
+from ._module import CrossModalModule, ModalityArch
+from ._split import all_pairs, choose_anchors, names_digest, validation_masks
+
+SEPARABLE_ACCURACY = 0.8
+
+
+def _check_prior(prior: str, names: Sequence[str]) -> str | None:
+    if prior == "learned":
+        return None
+    if isinstance(prior, str) and prior.startswith("anchor:"):
+        anchor = prior.split(":", 1)[1]
+        if anchor not in names:
+            raise ValueError(
+                f"prior {prior!r}: anchor modality {anchor!r} is not one of {list(names)}"
+            )
+        return anchor
+    raise ValueError(f"prior must be 'learned' or 'anchor:<modality>', got {prior!r}")
+
+
+class CrossModalAE:
+    """Cross-modal autoencoder (Yang et al., Nat. Commun. 2021) for any number of modalities.
+
+    Each modality gets its own encoder / decoder; all encoders map into one shared latent
+    space whose modality distributions are aligned by an adversarial latent discriminator.
+    Optional prior knowledge: a latent classifier on shared labels and an L1 anchor loss on
+    a seeded fraction of the cells known to be paired.
+
+    Parameters
+    ----------
+    data
+        ``{name: AnnData}`` or a ``MuData``. Cells are paired between modalities by equal
+        ``obs_names`` (for a ``MuData``: by its per-modality membership maps); any fraction
+        of pairing, including none, is allowed.
+    modalities
+        ``{name: Modality(...)}``: where each matrix is, its likelihood and preprocessing.
+    n_latent
+        Dimension of the shared latent space.
+    hidden
+        Default hidden layer widths of encoders (decoders mirror them).
+    dropout
+        Dropout rate of hidden layers.
+    prior
+        ``"learned"``: all autoencoders are aligned to each other; ``"anchor:<name>"``:
+        modality ``name`` is pre-trained alone and the others are aligned to its latent.
+    labels_key
+        ``obs`` column of shared labels for the latent classifier (missing values allowed).
+    anchor_fraction
+        Fraction (0-1) of the paired training cells whose pairing is used by the anchor
+        loss; the seeded choice is saved with the model.
+    validation_fraction
+        Fraction of cells held out for validation and early stopping (split over pairing
+        keys, so both measurements of a cell land on the same side).
+    seed
+        Seeds the weight initialisation, the validation split and the anchor choice.
+    check_data
+        Scan every matrix for values its likelihood rejects before building networks.
+
+    Examples
+    --------
+    >>> model = tm.CrossModalAE({"rna": rna, "atac": atac},
+    ...     modalities={"rna": tm.Modality("nb"), "atac": tm.Modality("bernoulli")})
+    >>> model.train(max_epochs=50)
+    >>> rna.obsm["X_transmodal"] = model.get_latent_representation("rna")
+    >>> atac_from_rna = model.translate(rna, source="rna", target="atac")
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, AnnData] | Any,
+        modalities: Mapping[str, Modality | dict | str],
+        *,
+        n_latent: int = 32,
+        hidden: Sequence[int] = (256, 128),
+        dropout: float = 0.1,
+        disc_noise: float = 0.0,
+        prior: str = "learned",
+        labels_key: str | None = None,
+        anchor_fraction: float = 0.0,
+        validation_fraction: float = 0.1,
+        seed: int = 0,
+        check_data: bool = True,
+    ) -> None:
+        params = {
+            "n_latent": n_latent,
+            "hidden": list(hidden),
+            "dropout": dropout,
+            "disc_noise": disc_noise,
+            "prior": prior,
+            "labels_key": labels_key,
+            "anchor_fraction": anchor_fraction,
+            "validation_fraction": validation_fraction,
+            "seed": seed,
+        }
+        self._check_params(params)
+        self._setup(data, modalities, params, label_categories=None, check_data=check_data)
+        masks = validation_masks(self.mods, validation_fraction, seed)
+        self.val_masks_ = masks
+        train = {n: ~m for n, m in masks.items()}
+        self.anchors_ = choose_anchors(self.mods, train, anchor_fraction, seed)
+        for name, md in self.mods.items():
+            fit_preprocessing(
+                self.module.transforms[name], md.source, np.flatnonzero(train[name]), seed=seed
+            )
+
+    # -- construction ----------------------------------------------------------------------
+    @staticmethod
+    def _check_params(p: dict[str, Any]) -> None:
+        if not isinstance(p["n_latent"], int) or p["n_latent"] < 1:
+            raise ValueError(f"n_latent must be a positive integer, got {p['n_latent']!r}")
+        if not p["hidden"] or any(not isinstance(h, int) or h < 1 for h in p["hidden"]):
+            raise ValueError(f"hidden must be a non-empty list of positive widths, got {p['hidden']!r}")
+        if not 0 <= p["dropout"] < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {p['dropout']!r}")
+        if not 0 <= p["anchor_fraction"] <= 1:
+            raise ValueError(f"anchor_fraction must be in [0, 1], got {p['anchor_fraction']!r}")
+        if not 0 <= p["validation_fraction"] < 1:
+            raise ValueError(
+                f"validation_fraction must be in [0, 1), got {p['validation_fraction']!r}"
+            )
+
+    def _setup(self, data, modalities, params, *, label_categories, check_data) -> None:
+        """Validate data, then build the networks (seeded); shared by ``__init__`` and ``load``."""
+        mods, categories = setup_data(
+            data,
+            modalities,
+            labels_key=params["labels_key"],
+            label_categories=label_categories,
+            check_data=check_data,
+        )
+        for name in mods:
+            if "|" in name:
+                raise ValueError(f"modality {name!r}: names may not contain '|'")
+        self.anchor_modality_ = _check_prior(params["prior"], list(mods))
+        self.init_params_ = params
+        self.mods: dict[str, ModalityData] = mods
+        self.label_categories_ = categories
+        archs = {}
+        for name, md in mods.items():
+            opts = md.spec.resolved()
+            archs[name] = ModalityArch(
+                n_vars=md.source.n_vars,
+                likelihood=md.spec.likelihood,
+                hidden=md.spec.hidden or tuple(params["hidden"]),
+                input_dropout=md.spec.input_dropout,
+                **opts,
+            )
+        with seeded(params["seed"]):
+            self.module = CrossModalModule(
+                archs,
+                n_latent=params["n_latent"],
+                dropout=params["dropout"],
+                disc_noise=params.get("disc_noise", 0.0),
+                n_labels=len(categories) if categories else 0,
+            )
+        self.history_: pd.DataFrame | None = None
+        self.train_params_: dict[str, Any] = {}
+        self.is_trained_ = False
+
+    @property
+    def modality_names(self) -> list[str]:
+        """Names of the modalities, in model order."""
+        return list(self.mods)
+
+    @property
+    def history(self) -> pd.DataFrame | None:
+        """Per-epoch loss terms and discriminator accuracy (train and validation)."""
+        return self.history_
+
+    def __repr__(self) -> str:
+        parts = [
+            f"{n}: {md.n_obs} x {md.source.n_vars} ({md.spec.likelihood})"
+            for n, md in self.mods.items()
+        ]
+        n_params = sum(p.numel() for p in self.module.parameters())
+        anchors = sum(len(v[0]) for v in self.anchors_.values())
+        return (
+            f"CrossModalAE(n_latent={self.init_params_['n_latent']}, prior="
+            f"{self.init_params_['prior']!r}, {n_params:,} parameters, {anchors} anchor pairs, "
+            f"trained={self.is_trained_})\n  " + "\n  ".join(parts)
+        )
+
+    # -- training --------------------------------------------------------------------------
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        lr_disc: float | None = None,
+        weight_decay: float = 0.0,
+        lam_adv: float = 1.0,
+        lam_cls: float = 1.0,
+        lam_anchor: float = 1.0,
+        lam_latent: float = 1.0,
+        n_disc_steps: int = 1,
+        lam_mmd: float = 1.0,
+        pretrain_epochs: int | None = None,
+        adv_warmup_epochs: int | None = None,
+        early_stopping: bool = True,
+        patience: int | None = None,
+        accelerator: str = "cpu",
+        devices: int | str | list[int] = 1,
+        strategy: str = "auto",
+        num_nodes: int = 1,
+        precision: str | int = "32-true",
+        progress_bar: bool = True,
+        seed: int | None = None,
+    ) -> CrossModalAE:
+        """Train all autoencoders, the discriminator and the optional heads.
+
+        Parameters
+        ----------
+        max_epochs
+            Epochs over the largest modality; ``None`` picks a size-aware default.
+        batch_size
+            Cells per modality per step.
+        lr, lr_disc, weight_decay
+            Adam settings of the autoencoders and the discriminator (``lr_disc`` defaults
+            to ``lr``).
+        lam_adv, lam_cls, lam_anchor
+            Weights of the adversarial alignment, latent classifier and anchor loss.
+        lam_latent
+            Weight of a Gaussian prior on latent coordinates (keeps the latent scale
+            bounded; without it the encoders escape the discriminator by drifting apart).
+        n_disc_steps
+            Discriminator updates per autoencoder update.
+        lam_mmd
+            Weight of a multi-bandwidth Gaussian-kernel MMD between the modalities' latent
+            batches, a non-adversarial alignment term that stabilises the adversarial game
+            (0 = the paper's purely adversarial alignment).
+        pretrain_epochs
+            Anchor prior only: epochs of pre-training the anchor autoencoder alone
+            (default: a quarter of ``max_epochs``).
+        adv_warmup_epochs
+            Linear warm-up of the adversarial weight (default: a tenth of ``max_epochs``).
+        early_stopping, patience
+            Stop when the validation reconstruction (+ classifier + anchor) loss has not
+            improved for ``patience`` epochs (default: a fifth of ``max_epochs``, >= 10).
+        accelerator, devices, strategy, num_nodes, precision
+            Passed to the Lightning ``Trainer`` (CPU by default).
+        progress_bar
+            Show a progress bar.
+        seed
+            Seed of shuffling and dropout (default: the model's ``seed``).
+
+        Returns
+        -------
+        The model itself (its ``history`` holds the per-epoch losses).
+        """
+        accelerator = lightning_accelerator(accelerator)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for key, value in (("lam_adv", lam_adv), ("lam_cls", lam_cls), ("lam_anchor", lam_anchor)):
+            if value < 0:
+                raise ValueError(f"{key} must be >= 0, got {value}")
+        seed = self.init_params_["seed"] if seed is None else seed
+        n_max = max(md.n_obs for md in self.mods.values())
+        max_epochs = default_max_epochs(n_max) if max_epochs is None else int(max_epochs)
+        if max_epochs < 1:
+            raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
+        anchor = self.anchor_modality_
+        if pretrain_epochs is None:
+            pretrain_epochs = max(1, max_epochs // 4) if anchor is not None else 0
+        if adv_warmup_epochs is None:
+            adv_warmup_epochs = max_epochs // 10
+        if patience is None:
+            patience = max(10, max_epochs // 5)
+
+        train_idx = {n: np.flatnonzero(~m) for n, m in self.val_masks_.items()}
+        val_idx = {n: np.flatnonzero(m) for n, m in self.val_masks_.items()}
+        train_batches = EpochBatches(
+            self.mods, train_idx, batch_size=batch_size, pairs=self.anchors_, seed=seed
+        )
+        val_batches = None
+        if all(len(v) for v in val_idx.values()):
+            val_pairs = all_pairs(self.mods, self.val_masks_) if self.anchors_ else None
+            val_batches = EpochBatches(
+                self.mods, val_idx, batch_size=batch_size, pairs=val_pairs, shuffle=False
+            )
+        plan = CrossModalPlan(
+            self.module,
+            lr=lr,
+            lr_disc=lr if lr_disc is None else lr_disc,
+            weight_decay=weight_decay,
+            lam_adv=lam_adv,
+            lam_cls=lam_cls if self.module.classifier is not None else 0.0,
+            lam_anchor=lam_anchor,
+            lam_latent=lam_latent,
+            n_disc_steps=n_disc_steps,
+            lam_mmd=lam_mmd,
+            anchor=anchor,
+            pretrain_epochs=pretrain_epochs,
+            adv_warmup_epochs=adv_warmup_epochs,
+            batches=train_batches,
+        )
+        self.module.train()
+        history = run_training(
+            plan,
+            train_batches,
+            val_batches,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            num_nodes=num_nodes,
+            precision=precision,
+            progress_bar=progress_bar,
+            early_stopping=early_stopping,
+            patience=patience,
+            min_epochs=pretrain_epochs + adv_warmup_epochs,
+            seed=seed,
+        )
+        self.module.cpu().eval()
+        for p in self.module.parameters():
+            p.requires_grad_(True)
+        self.history_ = history if self.history_ is None else pd.concat([self.history_, history])
+        self.train_params_ = {
+            "max_epochs": max_epochs,
+            "epochs_run": int(len(history)),
+            "batch_size": batch_size,
+            "lr": lr,
+            "lr_disc": lr if lr_disc is None else lr_disc,
+            "weight_decay": weight_decay,
+            "lam_adv": lam_adv,
+            "lam_cls": lam_cls,
+            "lam_anchor": lam_anchor,
+            "lam_latent": lam_latent,
+            "n_disc_steps": n_disc_steps,
+            "lam_mmd": lam_mmd,
+            "pretrain_epochs": pretrain_epochs,
+            "adv_warmup_epochs": adv_warmup_epochs,
+            "early_stopping": early_stopping,
+            "patience": patience,
+            "seed": seed,
+        }
+        self.is_trained_ = True
+        self._warn_if_separable(history)
+        return self
+
+    def _warn_if_separable(self, history: pd.DataFrame) -> None:
+        col = "val_disc_acc" if "val_disc_acc" in history else "train_disc_acc"
+        if col not in history or history[col].dropna().empty:
+            return
+        acc = float(history[col].dropna().tail(5).mean())
+        chance = 1.0 / len(self.mods)
+        if acc > max(SEPARABLE_ACCURACY, chance + 0.3):
+            warnings.warn(
+                f"the modalities remain separable in the latent space: the discriminator tells "
+                f"them apart with balanced accuracy {acc:.2f} (chance {chance:.2f}) over the last "
+                "epochs. Train longer, raise lam_adv, add labels_key or anchor pairs, or check "
+                "that the modalities measure the same cell population.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    # -- inference -------------------------------------------------------------------------
+    def _source_for(self, modality: str, adata: AnnData | None, *, check: bool = True) -> MatrixSource:
+        if modality not in self.mods:
+            raise ValueError(f"unknown modality {modality!r}; the model has {self.modality_names}")
+        md = self.mods[modality]
+        if adata is None:
+            return md.source
+        src, var_names = matrix_of(adata, md.spec, modality)
+        if src.n_vars != md.source.n_vars or (
+            md.spec.obsm_key is None and not np.array_equal(var_names, md.var_names)
+        ):
+            raise ValueError(
+                f"modality {modality!r}: the features of the given data ({src.n_vars}) do not "
+                f"match the model's var_names ({md.source.n_vars}); subset / reorder with "
+                "adata[:, model_var_names]"
+            )
+        if check:
+            check_values(src, get_likelihood(md.spec.likelihood))
+        return src
+
+    @torch.no_grad()
+    def _apply(self, src: MatrixSource, fn, *, batch_size: int, device) -> np.ndarray:
+        dev = resolve_device(device)
+        self.module.to(dev).eval()
+        outs = []
+        try:
+            for start in range(0, src.n_obs, batch_size):
+                x = torch.from_numpy(src.rows(np.arange(start, min(start + batch_size, src.n_obs))))
+                outs.append(fn(x.to(dev)).float().cpu().numpy())
+        finally:
+            self.module.cpu()
+        return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
+
+    def get_latent_representation(
+        self,
+        modality: str,
+        adata: AnnData | None = None,
+        *,
+        batch_size: int = 1024,
+        device: str | None = None,
+    ) -> np.ndarray:
+        """Embed cells of one modality into the shared latent space.
+
+        Parameters
+        ----------
+        modality
+            Which modality (encoder) the cells come from.
+        adata
+            Cells to embed; default: the modality's training data.
+        batch_size
+            Cells per forward pass.
+        device
+            ``"cpu"`` (default), ``"cuda"`` or ``"auto"``.
+
+        Returns
+        -------
+        ``(n_cells, n_latent)`` float32 array (store it in ``adata.obsm["X_transmodal"]``).
+        """
+        src = self._source_for(modality, adata)
+        return self._apply(
+            src, lambda x: self.module.encode(modality, x), batch_size=batch_size, device=device
+        )
+
+    def translate(
+        self,
+        adata: AnnData | None = None,
+        *,
+        source: str,
+        target: str,
+        batch_size: int = 1024,
+        library_size: float | None = None,
+        device: str | None = None,
+    ) -> AnnData:
+        """Translate cells of ``source`` into modality ``target``: ``D_target(E_source(x))``.
+
+        Parameters
+        ----------
+        adata
+            Cells of the source modality; default: its training data.
+        source, target
+            Modality names.
+        batch_size
+            Cells per forward pass.
+        library_size
+            Count likelihoods: library size of the translated profiles (default: the
+            median library size of the target's training cells).
+        device
+            ``"cpu"`` (default), ``"cuda"`` or ``"auto"``.
+
+        Returns
+        -------
+        AnnData with the source cells' ``obs`` and the target's ``var_names``; ``X`` is in the
+        target's original units (counts at ``library_size`` for count likelihoods,
+        probabilities for Bernoulli, inverse-transformed values for Gaussian).
+        """
+        if target not in self.mods:
+            raise ValueError(f"unknown target modality {target!r}; the model has {self.modality_names}")
+        src = self._source_for(source, adata)
+        lib = None if library_size is None else float(library_size)
+
+        def fn(x):
+            library = None if lib is None else torch.full((x.shape[0],), lib, device=x.device)
+            return self.module.translate(x, source, target, library)
+
+        X = self._apply(src, fn, batch_size=batch_size, device=device)
+        obs = (self.mods[source].adata if adata is None else adata).obs.copy()
+        out = AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(self.mods[target].var_names.astype(str))))
+        units = {
+            "gaussian": "preprocessing inverted",
+            "bernoulli": "probability",
+        }.get(self.mods[target].spec.likelihood, "counts")
+        out.uns["transmodal"] = {"source": source, "target": target, "units": units}
+        return out
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Save to a directory: ``model.safetensors`` (tensors) + ``config.json``.
+
+        The directory is written to a temporary sibling and renamed into place, so an
+        interrupted save never leaves a half-written model.
+        """
+        from ._io import save_model
+
+        save_model(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
+        """Load a model saved with :meth:`save`, re-validating ``data`` against it.
+
+        Parameters
+        ----------
+        path
+            The directory written by :meth:`save`.
+        data
+            ``{name: AnnData}`` or ``MuData`` with the same modalities and ``var_names``.
+        check_data
+            Scan the matrices for values the likelihoods reject.
+        """
+        from ._io import load_model
+
+        return load_model(cls, path, data, check_data=check_data)
+
+    def _digests(self) -> dict[str, str]:
+        return {n: names_digest(md.obs_names) for n, md in self.mods.items()}
+
+

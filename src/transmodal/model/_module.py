@@ -1,0 +1,206 @@
+"""The cross-modal autoencoder as a pure torch module: networks, forward passes, named losses.
+
+No AnnData and no training loop here: :mod:`transmodal.train` drives it, and
+:class:`transmodal.CrossModalAE` is the user-facing class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn._likelihoods import get_likelihood
+from ..nn._mlp import MLPDecoder, MLPEncoder, mlp
+from ..nn._transform import InputTransform
+
+
+@dataclass
+class ModalityArch:
+    """Architecture of one modality's autoencoder (resolved from its :class:`Modality`)."""
+
+    n_vars: int
+    likelihood: str
+    normalize: bool
+    log1p: bool
+    scale: bool
+    n_pca: int
+    hidden: tuple[int, ...]
+    input_dropout: float = 0.0
+
+
+@dataclass
+class LossTerms:
+    """Named loss terms of one step (scalars) and the total to optimise."""
+
+    total: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class CrossModalModule(nn.Module):
+    """Per-modality encoders / decoders around one shared latent space.
+
+    Parameters
+    ----------
+    archs
+        Architecture of every modality, by name (any number >= 2).
+    n_latent
+        Dimension of the shared latent space.
+    dropout
+        Dropout of hidden layers.
+    n_labels
+        Number of label classes for the latent classifier (0 = no classifier).
+    disc_hidden
+        Hidden widths of the latent discriminator.
+    """
+
+    def __init__(
+        self,
+        archs: dict[str, ModalityArch],
+        *,
+        n_latent: int = 32,
+        dropout: float = 0.1,
+        n_labels: int = 0,
+        disc_hidden: tuple[int, ...] = (128, 128),
+        disc_noise: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.names = list(archs)
+        self.archs = archs
+        self.n_latent = n_latent
+        self.likelihoods = {n: get_likelihood(a.likelihood) for n, a in archs.items()}
+        self.transforms = nn.ModuleDict()
+        self.encoders = nn.ModuleDict()
+        self.decoders = nn.ModuleDict()
+        self.heads = nn.ModuleDict()
+        for name, a in archs.items():
+            t = InputTransform(
+                a.n_vars, normalize=a.normalize, log1p=a.log1p, scale=a.scale, n_pca=a.n_pca
+            )
+            self.transforms[name] = t
+            self.encoders[name] = MLPEncoder(
+                t.n_input, n_latent, a.hidden, dropout=dropout, input_dropout=a.input_dropout
+            )
+            dec = MLPDecoder(n_latent, tuple(reversed(a.hidden)), dropout=dropout)
+            self.decoders[name] = dec
+            self.heads[name] = self.likelihoods[name].head(dec.n_out, a.n_vars)
+        self.disc_noise = disc_noise
+        self.discriminator = mlp(n_latent, disc_hidden, len(archs), dropout=0.0, norm=False)
+        self.classifier = nn.Linear(n_latent, n_labels) if n_labels > 0 else None
+
+    # -- forward pieces --------------------------------------------------------------------
+    def encode(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Raw data of modality ``name`` -> latent points."""
+        t = self.transforms[name]
+        return self.encoders[name](t.encoder_input(t.process(x)))
+
+    def decode(
+        self, name: str, z: torch.Tensor, library: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Latent points -> distribution parameters of modality ``name``.
+
+        ``library`` (per-cell totals) scales count likelihoods; by default the median
+        training library size of the modality.
+        """
+        if library is None:
+            library = self.transforms[name].library_size.expand(z.shape[0])
+        return self.heads[name](self.decoders[name](z), library)
+
+    def output(self, name: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Distribution mean in the modality's original units (preprocessing inverted).
+
+        Count likelihoods give counts at the library size used to decode, Bernoulli gives
+        probabilities, Gaussian gives the processed features with scaling and log1p undone.
+        """
+        mean = self.likelihoods[name].mean(params)
+        if self.archs[name].likelihood == "gaussian":
+            mean = self.transforms[name].inverse(mean)
+        return mean
+
+    def translate(
+        self, x: torch.Tensor, source: str, target: str, library: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``D_target(E_source(x))`` in the target's original units."""
+        return self.output(target, self.decode(target, self.encode(source, x), library))
+
+    def reconstruction(self, name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode and decode a batch; returns latent points and per-cell NLL."""
+        t = self.transforms[name]
+        processed = t.process(x)
+        z = self.encoders[name](t.encoder_input(processed))
+        params = self.decode(name, z, t.library(x))
+        return z, self.likelihoods[name].nll(params, x, processed)
+
+    def discriminate(self, z: torch.Tensor) -> torch.Tensor:
+        """Discriminator logits; in training mode with Gaussian instance noise on ``z``."""
+        if self.training and self.disc_noise > 0:
+            z = z + self.disc_noise * torch.randn_like(z)
+        return self.discriminator(z)
+
+    def mmd_loss(self, zs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Multi-bandwidth Gaussian-kernel MMD between every pair of modalities' latents."""
+        names = list(zs)
+        out = []
+        for i in range(len(names)):
+            for j in range(i + 1, len(names)):
+                x, y = zs[names[i]], zs[names[j]]
+                xy = torch.cat([x, y])
+                d2 = torch.cdist(xy, xy).pow(2)
+                k = sum(torch.exp(-d2 / (2.0 * s * s)) for s in (0.5, 1.0, 2.0, 4.0, 8.0))
+                n = x.shape[0]
+                out.append(k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean())
+        return torch.stack(out).mean()
+
+    # -- losses ----------------------------------------------------------------------------
+    def discriminator_loss(self, zs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of the discriminator telling the modalities apart (each weighted
+        equally) and its balanced accuracy."""
+        losses, accs = [], []
+        for k, name in enumerate(self.names):
+            logits = self.discriminate(zs[name])
+            target = torch.full((logits.shape[0],), k, dtype=torch.long, device=logits.device)
+            losses.append(F.cross_entropy(logits, target))
+            accs.append((logits.argmax(-1) == target).float().mean())
+        return torch.stack(losses).mean(), torch.stack(accs).mean()
+
+    def adversarial_loss(self, name: str, z: torch.Tensor, anchor: str | None) -> torch.Tensor:
+        """Encoder loss for fooling the discriminator.
+
+        With a learned prior every encoder pushes the discriminator's output towards the
+        uniform distribution over modalities (maximal confusion; unlike flipped labels this
+        does not make two modalities chase each other's position). With an anchor modality
+        the target is the anchor's label (the non-saturating GAN loss).
+        """
+        logits = self.discriminate(z)
+        n = len(self.names)
+        if anchor is not None:
+            target = torch.zeros(n, device=z.device)
+            target[self.names.index(anchor)] = 1.0
+        else:
+            target = torch.full((n,), 1.0 / n, device=z.device)
+        return -(F.log_softmax(logits, -1) * target).sum(-1).mean()
+
+    def classifier_loss(
+        self, zs: dict[str, torch.Tensor], ys: dict[str, torch.Tensor]
+    ) -> torch.Tensor | None:
+        """Cross-entropy of the latent classifier over all labelled cells (label >= 0)."""
+        if self.classifier is None:
+            return None
+        z = torch.cat([zs[n] for n in ys])
+        y = torch.cat([ys[n] for n in ys])
+        keep = y >= 0
+        if not bool(keep.any()):
+            return z.sum() * 0.0
+        return F.cross_entropy(self.classifier(z[keep]), y[keep])
+
+    def anchor_loss(self, pairs: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor | None:
+        """Mean L1 distance between the latent points of known pairs (the paper's anchor loss)."""
+        if not pairs:
+            return None
+        losses = []
+        for key, p in pairs.items():
+            a, b = key.split("|")
+            losses.append((self.encode(a, p["a"]) - self.encode(b, p["b"])).abs().sum(-1).mean())
+        return torch.stack(losses).mean()

@@ -1,0 +1,80 @@
+"""Seeded train / validation split (consistent across paired modalities) and anchor pairs."""
+
+from __future__ import annotations
+
+import hashlib
+from itertools import combinations
+
+import numpy as np
+
+from ..data._setup import ModalityData, find_pairs
+
+
+def validation_masks(
+    mods: dict[str, ModalityData], fraction: float, seed: int
+) -> dict[str, np.ndarray]:
+    """Boolean validation mask per modality.
+
+    The split is drawn over pairing keys (``obs_names`` or MuData rows), so the two
+    measurements of a paired cell always fall in the same split. Returns all-False masks
+    when any modality would be left with fewer than 2 validation or training cells.
+    """
+    none = {n: np.zeros(md.n_obs, dtype=bool) for n, md in mods.items()}
+    if fraction <= 0:
+        return none
+    keys = np.unique(np.concatenate([md.pair_keys.astype(str) for md in mods.values()]))
+    rng = np.random.default_rng([seed, 7])
+    val_keys = keys[rng.permutation(len(keys))[: int(round(fraction * len(keys)))]]
+    masks = {n: np.isin(md.pair_keys.astype(str), val_keys) for n, md in mods.items()}
+    for m in masks.values():
+        if m.sum() < 2 or (~m).sum() < 2:
+            return none
+    return masks
+
+
+def choose_anchors(
+    mods: dict[str, ModalityData],
+    train_masks: dict[str, np.ndarray],
+    fraction: float,
+    seed: int,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Seeded choice of ``fraction`` of the paired training cells of every modality pair.
+
+    Returns ``{"a|b": (rows_a, rows_b)}`` for pairs of modalities that share cells.
+    """
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if fraction <= 0:
+        return out
+    rng = np.random.default_rng([seed, 11])
+    for a, b in combinations(mods, 2):
+        ia, ib = find_pairs(mods[a], mods[b])
+        keep = train_masks[a][ia] & train_masks[b][ib]
+        ia, ib = ia[keep], ib[keep]
+        n = int(round(fraction * len(ia)))
+        if n == 0:
+            continue
+        sel = np.sort(rng.choice(len(ia), n, replace=False))
+        out[f"{a}|{b}"] = (ia[sel], ib[sel])
+    return out
+
+
+def all_pairs(
+    mods: dict[str, ModalityData], masks: dict[str, np.ndarray]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Every known pair of cells whose two rows are both selected by ``masks``."""
+    out = {}
+    for a, b in combinations(mods, 2):
+        ia, ib = find_pairs(mods[a], mods[b])
+        keep = masks[a][ia] & masks[b][ib]
+        if keep.any():
+            out[f"{a}|{b}"] = (ia[keep], ib[keep])
+    return out
+
+
+def names_digest(names: np.ndarray) -> str:
+    """Stable digest of a list of names (to recognise the training data on load)."""
+    h = hashlib.sha1()
+    for n in names:
+        h.update(str(n).encode())
+        h.update(b"\0")
+    return h.hexdigest()

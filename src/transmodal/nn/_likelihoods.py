@@ -1,0 +1,223 @@
+"""Reconstruction likelihoods, registered by name.
+
+A likelihood owns the output head of a modality's decoder, its negative log-likelihood and
+the mean of the distribution it predicts. Adding a data type is one subclass of
+:class:`Likelihood` plus one call to :func:`register_likelihood`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_EPS = 1e-8
+
+
+class Likelihood:
+    """Base class of a reconstruction likelihood.
+
+    Class attributes
+    ----------------
+    name
+        Registry name (``Modality(likelihood=name)``).
+    counts
+        Whether the data must be non-negative integer counts; count likelihoods scale their
+        mean by each cell's library size.
+    nonnegative
+        Whether the data must be non-negative.
+    defaults
+        Default preprocessing of the encoder input (``normalize``, ``log1p``, ``scale``).
+    """
+
+    name: ClassVar[str] = ""
+    counts: ClassVar[bool] = False
+    nonnegative: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, bool]] = {"normalize": False, "log1p": False, "scale": True}
+
+    def head(self, n_hidden: int, n_vars: int) -> nn.Module:
+        """Return the output head ``(h, library) -> dict of distribution parameters``."""
+        raise NotImplementedError
+
+    def nll(self, params: dict[str, torch.Tensor], x: torch.Tensor, target: torch.Tensor):
+        """Per-cell negative log-likelihood, averaged over features.
+
+        Parameters
+        ----------
+        params
+            Output of the head.
+        x
+            Raw data of the batch (counts for count likelihoods).
+        target
+            The preprocessed data (normalised / log1p / scaled), the target of Gaussian
+            likelihoods.
+        """
+        raise NotImplementedError
+
+    def mean(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean of the predicted distribution, in the space the likelihood models."""
+        raise NotImplementedError
+
+
+class _Linear(nn.Module):
+    def __init__(self, n_hidden: int, n_vars: int, keys: tuple[str, ...]) -> None:
+        super().__init__()
+        self.keys = keys
+        self.layers = nn.ModuleDict({k: nn.Linear(n_hidden, n_vars) for k in keys})
+
+    def forward(self, h, library=None):
+        return {k: self.layers[k](h) for k in self.keys}
+
+
+class Gaussian(Likelihood):
+    """Gaussian with unit variance on the preprocessed data (mean squared error)."""
+
+    name = "gaussian"
+
+    def head(self, n_hidden, n_vars):  # noqa: D102
+        return _Linear(n_hidden, n_vars, ("mean",))
+
+    def nll(self, params, x, target):  # noqa: D102
+        return 0.5 * ((params["mean"] - target) ** 2).mean(-1)
+
+    def mean(self, params):  # noqa: D102
+        return params["mean"]
+
+
+class _CountHead(nn.Module):
+    """Softmax proportions times library size, plus optional per-feature / per-cell terms."""
+
+    def __init__(self, n_hidden: int, n_vars: int, *, dispersion: bool, dropout: bool) -> None:
+        super().__init__()
+        self.scale = nn.Linear(n_hidden, n_vars)
+        self.log_theta = nn.Parameter(torch.zeros(n_vars)) if dispersion else None
+        self.dropout = nn.Linear(n_hidden, n_vars) if dropout else None
+
+    def forward(self, h, library):
+        out = {"mu": F.softmax(self.scale(h), dim=-1) * library.unsqueeze(-1)}
+        if self.log_theta is not None:
+            out["theta"] = self.log_theta.exp().expand_as(out["mu"])
+        if self.dropout is not None:
+            out["pi_logits"] = self.dropout(h)
+        return out
+
+
+def _nb_log_prob(x, mu, theta):
+    log_theta_mu = torch.log(theta + mu + _EPS)
+    return (
+        theta * (torch.log(theta + _EPS) - log_theta_mu)
+        + x * (torch.log(mu + _EPS) - log_theta_mu)
+        + torch.lgamma(x + theta)
+        - torch.lgamma(theta)
+        - torch.lgamma(x + 1)
+    )
+
+
+class Poisson(Likelihood):
+    """Poisson counts with mean ``library * softmax(decoder)``."""
+
+    name = "poisson"
+    counts = True
+    nonnegative = True
+    defaults = {"normalize": True, "log1p": True, "scale": True}
+
+    def head(self, n_hidden, n_vars):  # noqa: D102
+        return _CountHead(n_hidden, n_vars, dispersion=False, dropout=False)
+
+    def nll(self, params, x, target):  # noqa: D102
+        mu = params["mu"]
+        return -(x * torch.log(mu + _EPS) - mu - torch.lgamma(x + 1)).mean(-1)
+
+    def mean(self, params):  # noqa: D102
+        return params["mu"]
+
+
+class NegativeBinomial(Poisson):
+    """Negative binomial counts with a learned per-feature inverse dispersion."""
+
+    name = "nb"
+
+    def head(self, n_hidden, n_vars):  # noqa: D102
+        return _CountHead(n_hidden, n_vars, dispersion=True, dropout=False)
+
+    def nll(self, params, x, target):  # noqa: D102
+        return -_nb_log_prob(x, params["mu"], params["theta"]).mean(-1)
+
+
+class ZeroInflatedNegativeBinomial(Poisson):
+    """Zero-inflated negative binomial (per-cell, per-feature dropout logits)."""
+
+    name = "zinb"
+
+    def head(self, n_hidden, n_vars):  # noqa: D102
+        return _CountHead(n_hidden, n_vars, dispersion=True, dropout=True)
+
+    def nll(self, params, x, target):  # noqa: D102
+        mu, theta, pi = params["mu"], params["theta"], params["pi_logits"]
+        nb = _nb_log_prob(x, mu, theta)
+        log_nb_zero = theta * (torch.log(theta + _EPS) - torch.log(theta + mu + _EPS))
+        zero = F.softplus(-pi + log_nb_zero) - F.softplus(-pi)  # log(pi + (1-pi) NB(0))
+        nonzero = -pi - F.softplus(-pi) + nb  # log((1-pi) NB(x))
+        ll = torch.where(x < 0.5, zero, nonzero)
+        return -ll.mean(-1)
+
+    def mean(self, params):  # noqa: D102
+        return params["mu"] * torch.sigmoid(-params["pi_logits"])
+
+
+class Bernoulli(Likelihood):
+    """Bernoulli on whether a feature is non-zero (e.g. peak accessibility)."""
+
+    name = "bernoulli"
+    nonnegative = True
+
+    def head(self, n_hidden, n_vars):  # noqa: D102
+        return _Linear(n_hidden, n_vars, ("logits",))
+
+    def nll(self, params, x, target):  # noqa: D102
+        return F.binary_cross_entropy_with_logits(
+            params["logits"], (x > 0).to(params["logits"].dtype), reduction="none"
+        ).mean(-1)
+
+    def mean(self, params):  # noqa: D102
+        return torch.sigmoid(params["logits"])
+
+
+_REGISTRY: dict[str, Likelihood] = {}
+
+
+def register_likelihood(likelihood: type[Likelihood]) -> type[Likelihood]:
+    """Register a :class:`Likelihood` subclass under its ``name`` (usable as a decorator)."""
+    if not likelihood.name:
+        raise ValueError("a likelihood class needs a non-empty `name`")
+    _REGISTRY[likelihood.name] = likelihood()
+    return likelihood
+
+
+def get_likelihood(name: str) -> Likelihood:
+    """Return the registered likelihood called ``name``."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown likelihood {name!r}; choose one of {sorted(_REGISTRY)}"
+        ) from None
+
+
+def available_likelihoods() -> list[str]:
+    """Names of all registered likelihoods."""
+    return sorted(_REGISTRY)
+
+
+for _cls in (Gaussian, Poisson, NegativeBinomial, ZeroInflatedNegativeBinomial, Bernoulli):
+    register_likelihood(_cls)
+
+__all__ = [
+    "Likelihood",
+    "register_likelihood",
+    "get_likelihood",
+    "available_likelihoods",
+]

@@ -1,0 +1,117 @@
+"""Fully connected building blocks shared by encoders, decoders and latent heads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+
+def mlp(
+    n_in: int,
+    hidden: Sequence[int],
+    n_out: int | None = None,
+    *,
+    dropout: float = 0.0,
+    norm: bool = True,
+    activation: type[nn.Module] = nn.LeakyReLU,
+) -> nn.Sequential:
+    """Build ``Linear -> [LayerNorm] -> activation -> [Dropout]`` blocks.
+
+    Parameters
+    ----------
+    n_in
+        Input width.
+    hidden
+        Widths of the hidden layers (may be empty).
+    n_out
+        If given, a final linear layer to this width (no activation).
+    dropout
+        Dropout rate after each hidden activation.
+    norm
+        Add a ``LayerNorm`` after every hidden linear layer (batch-size independent, so
+        results do not depend on how a data set is cut into batches).
+    activation
+        Activation class.
+
+    Returns
+    -------
+    The network as an ``nn.Sequential``.
+    """
+    layers: list[nn.Module] = []
+    width = n_in
+    for h in hidden:
+        layers.append(nn.Linear(width, h))
+        if norm:
+            layers.append(nn.LayerNorm(h))
+        layers.append(activation())
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    if n_out is not None:
+        layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """Map a (preprocessed) feature vector to a point of the shared latent space.
+
+    Parameters
+    ----------
+    n_in
+        Number of input features.
+    n_latent
+        Dimension of the shared latent space.
+    hidden
+        Hidden layer widths.
+    dropout
+        Dropout rate of hidden layers.
+    input_dropout
+        Dropout applied to the input features (a denoising autoencoder).
+    standardize
+        End with a per-modality batch normalisation without affine parameters: every
+        modality's latent distribution has mean 0 and unit variance per dimension, so the
+        adversarial alignment only has to match the shapes (no drift or collapse of scale).
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        n_latent: int,
+        hidden: Sequence[int],
+        *,
+        dropout: float = 0.1,
+        input_dropout: float = 0.0,
+        standardize: bool = True,
+    ) -> None:
+        super().__init__()
+        self.input_dropout = nn.Dropout(input_dropout) if input_dropout > 0 else nn.Identity()
+        self.net = mlp(n_in, hidden, n_latent, dropout=dropout)
+        self.standardize = (
+            nn.BatchNorm1d(n_latent, affine=False, momentum=0.01) if standardize else nn.Identity()
+        )
+
+    def forward(self, x):  # noqa: D102
+        return self.standardize(self.net(self.input_dropout(x)))
+
+
+class MLPDecoder(nn.Module):
+    """Map a latent point to the hidden representation consumed by a likelihood head.
+
+    Parameters
+    ----------
+    n_latent
+        Dimension of the shared latent space.
+    hidden
+        Hidden layer widths (the last one is the width handed to the head).
+    dropout
+        Dropout rate of hidden layers.
+    """
+
+    def __init__(self, n_latent: int, hidden: Sequence[int], *, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.net = mlp(n_latent, hidden, None, dropout=dropout)
+        self.n_out = hidden[-1] if len(hidden) else n_latent
+
+    def forward(self, z):  # noqa: D102
+        return self.net(z)

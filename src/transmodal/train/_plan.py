@@ -1,0 +1,214 @@
+"""The training step: alternating discriminator / autoencoder updates (Lightning, manual
+optimisation), loss bookkeeping and the per-epoch history."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import lightning.pytorch as pl
+import torch
+
+from ..model._module import CrossModalModule
+
+
+class CrossModalPlan(pl.LightningModule):
+    """Adversarial training of a :class:`~transmodal.model.CrossModalModule`.
+
+    Every step first updates the latent discriminator on detached latent points, then the
+    autoencoders on reconstruction + ``lam_adv`` * adversarial (+ ``lam_cls`` * classifier
+    + ``lam_anchor`` * anchor) loss.
+
+    Parameters
+    ----------
+    module
+        The networks.
+    lr, lr_disc, weight_decay
+        Adam settings of the autoencoders and of the discriminator.
+    lam_adv, lam_cls, lam_anchor
+        Weights of the adversarial, latent-classifier and anchor-pair loss terms.
+    lam_latent
+        Weight of a Gaussian prior on latent points (mean squared latent coordinate); keeps
+        the latent scale bounded so the encoders cannot escape the discriminator by
+        drifting apart.
+    n_disc_steps
+        Discriminator updates per autoencoder update.
+    anchor
+        ``None`` for a learned prior; otherwise the name of the anchor modality, whose
+        autoencoder is pre-trained alone for ``pretrain_epochs`` epochs and then frozen,
+        and whose latent distribution the other modalities are aligned to.
+    pretrain_epochs
+        Epochs of anchor-only pre-training (anchor prior only).
+    adv_warmup_epochs
+        The adversarial weight rises linearly from 0 to ``lam_adv`` over these epochs
+        (counted after pre-training).
+    batches
+        The training :class:`~transmodal.data.EpochBatches` (its epoch is advanced here).
+    """
+
+    def __init__(
+        self,
+        module: CrossModalModule,
+        *,
+        lr: float = 1e-3,
+        lr_disc: float = 1e-3,
+        weight_decay: float = 0.0,
+        lam_adv: float = 1.0,
+        lam_cls: float = 1.0,
+        lam_anchor: float = 1.0,
+        lam_latent: float = 0.0,
+        n_disc_steps: int = 1,
+        lam_mmd: float = 0.0,
+        anchor: str | None = None,
+        pretrain_epochs: int = 0,
+        adv_warmup_epochs: int = 0,
+        batches=None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.module = module
+        self.lr, self.lr_disc, self.weight_decay = lr, lr_disc, weight_decay
+        self.lam_adv, self.lam_cls, self.lam_anchor = lam_adv, lam_cls, lam_anchor
+        self.lam_latent = lam_latent
+        self.n_disc_steps = n_disc_steps
+        self.lam_mmd = lam_mmd
+        self.anchor = anchor
+        self.pretrain_epochs = pretrain_epochs if anchor is not None else 0
+        self.adv_warmup_epochs = adv_warmup_epochs
+        self.batches = batches
+        self.history_rows: list[dict[str, float]] = []
+        self._sums: dict[str, dict[str, torch.Tensor]] = {}
+        self._counts: dict[str, int] = {}
+
+    # -- optimisers ------------------------------------------------------------------------
+    def configure_optimizers(self):  # noqa: D102
+        m = self.module
+        ae = [p for n, p in m.named_parameters() if not n.startswith("discriminator.")]
+        opt_ae = torch.optim.Adam(ae, lr=self.lr, weight_decay=self.weight_decay)
+        opt_d = torch.optim.Adam(m.discriminator.parameters(), lr=self.lr_disc)
+        return [opt_ae, opt_d]
+
+    # -- phases ----------------------------------------------------------------------------
+    @property
+    def pretraining(self) -> bool:
+        """Whether the anchor modality is still being pre-trained alone."""
+        return self.current_epoch < self.pretrain_epochs
+
+    def _adv_weight(self) -> float:
+        if self.pretraining:
+            return 0.0
+        e = self.current_epoch - self.pretrain_epochs
+        if self.adv_warmup_epochs <= 0:
+            return self.lam_adv
+        return self.lam_adv * min(1.0, (e + 1) / self.adv_warmup_epochs)
+
+    def _set_anchor_frozen(self, frozen: bool) -> None:
+        m = self.module
+        for part in (m.encoders, m.decoders, m.heads):
+            for p in part[self.anchor].parameters():
+                p.requires_grad_(not frozen)
+
+    def on_train_epoch_start(self) -> None:  # noqa: D102
+        if self.batches is not None:
+            self.batches.set_epoch(self.current_epoch)
+        if self.anchor is not None:
+            self._set_anchor_frozen(not self.pretraining)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def _accumulate(self, split: str, terms: dict[str, torch.Tensor]) -> None:
+        sums = self._sums.setdefault(split, defaultdict(lambda: torch.zeros(())))
+        for k, v in terms.items():
+            sums[k] = sums[k].to(v.device) + v.detach().float()
+        self._counts[split] = self._counts.get(split, 0) + 1
+
+    def _means(self, split: str) -> dict[str, float]:
+        n = self._counts.pop(split, 0)
+        sums = self._sums.pop(split, {})
+        return {f"{split}_{k}": float(v) / max(n, 1) for k, v in sums.items()}
+
+    # -- steps -----------------------------------------------------------------------------
+    def _losses(self, batch: dict, *, train: bool) -> dict[str, torch.Tensor]:
+        m = self.module
+        pairs = batch.get("pairs", {})
+        names = [self.anchor] if self.pretraining else m.names
+        zs, terms = {}, {}
+        recon = []
+        for name in names:
+            if self.anchor == name and not self.pretraining:
+                with torch.no_grad():
+                    zs[name] = m.encode(name, batch[name]["x"])
+                continue
+            z, nll = m.reconstruction(name, batch[name]["x"])
+            zs[name] = z
+            terms[f"recon_{name}"] = nll.mean()
+            recon.append(terms[f"recon_{name}"])
+        objective = torch.stack(recon).sum() if recon else torch.zeros((), device=self.device)
+        if self.lam_latent > 0:
+            trained = [z for n, z in zs.items() if z.requires_grad]
+            if trained:
+                terms["latent_l2"] = torch.stack([z.pow(2).mean() for z in trained]).mean()
+                objective = objective + self.lam_latent * terms["latent_l2"]
+
+        # discriminator step on detached latents
+        if not self.pretraining:
+            d_loss, d_acc = m.discriminator_loss({n: z.detach() for n, z in zs.items()})
+            terms["disc"] = d_loss
+            terms["disc_acc"] = d_acc
+            if train:
+                _, opt_d = self.optimizers()
+                detached = {n: z.detach() for n, z in zs.items()}
+                for k in range(self.n_disc_steps):
+                    if k:
+                        d_loss, _ = m.discriminator_loss(detached)
+                    opt_d.zero_grad(set_to_none=True)
+                    self.manual_backward(d_loss)
+                    opt_d.step()
+            adv = [
+                m.adversarial_loss(n, zs[n], self.anchor) for n in names if n != self.anchor
+            ]
+            terms["adv"] = torch.stack(adv).mean()
+            objective = objective + self._adv_weight() * terms["adv"]
+            if self.lam_mmd > 0:
+                terms["mmd"] = m.mmd_loss(zs)
+                objective = objective + self.lam_mmd * terms["mmd"]
+
+        ys = {n: batch[n]["y"] for n in zs if "y" in batch[n]}
+        cls = m.classifier_loss(zs, ys) if ys else None
+        if cls is not None:
+            terms["cls"] = cls
+            objective = objective + self.lam_cls * cls
+        if pairs and not self.pretraining:
+            terms["anchor"] = m.anchor_loss(pairs)
+            objective = objective + self.lam_anchor * terms["anchor"]
+        terms["loss"] = objective
+        return terms
+
+    def training_step(self, batch, batch_idx):  # noqa: D102
+        terms = self._losses(batch, train=True)
+        opt_ae, _ = self.optimizers()
+        opt_ae.zero_grad(set_to_none=True)
+        self.manual_backward(terms["loss"])
+        opt_ae.step()
+        self._accumulate("train", terms)
+
+    def validation_step(self, batch, batch_idx):  # noqa: D102
+        terms = self._losses(batch, train=False)
+        monitor = sum(v for k, v in terms.items() if k.startswith("recon_"))
+        if "cls" in terms:
+            monitor = monitor + self.lam_cls * terms["cls"]
+        if "anchor" in terms:
+            monitor = monitor + self.lam_anchor * terms["anchor"]
+        terms["monitor"] = monitor
+        self._accumulate("val", terms)
+
+    def on_validation_epoch_end(self) -> None:  # noqa: D102
+        n = self._counts.get("val", 0)
+        # monitored only once alignment is on (pre-training losses are not comparable)
+        if n and "monitor" in self._sums.get("val", {}) and not self.pretraining:
+            self.log("val_monitor", self._sums["val"]["monitor"] / n, prog_bar=True, logger=False)
+
+    def on_train_epoch_end(self) -> None:  # noqa: D102
+        row = {"epoch": float(self.current_epoch)}
+        row.update(self._means("train"))
+        row.update(self._means("val"))
+        row["lam_adv_effective"] = self._adv_weight()
+        self.history_rows.append(row)

@@ -1,0 +1,115 @@
+"""Run a training plan with PyTorch Lightning (devices, early stopping, progress bar, seeds)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+
+import lightning.pytorch as pl
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
+from torch.utils.data import DataLoader
+
+from ._plan import CrossModalPlan
+
+
+def default_max_epochs(n_obs: int, *, cap: int = 400, decay_at: int = 20_000) -> int:
+    """Size-aware default number of epochs (as scvi-tools' heuristic).
+
+    ``cap`` epochs up to ``decay_at`` cells, then proportionally fewer, at least 10 —
+    the number of optimiser steps stays roughly constant for large data.
+    """
+    return int(max(10, min(cap, round(cap * decay_at / max(n_obs, 1)))))
+
+
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's informational logging and known-harmless warnings, then restore."""
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            for msg in (
+                ".*does not have many workers.*",
+                ".*GPU available but not used.*",
+                ".*The number of training batches.*",
+                ".*`isinstance\\(treespec, LeafSpec\\)`.*",
+                ".*LeafSpec.*",
+            ):
+                warnings.filterwarnings("ignore", message=msg)
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def run_training(
+    plan: CrossModalPlan,
+    train_batches,
+    val_batches=None,
+    *,
+    max_epochs: int,
+    accelerator: str = "cpu",
+    devices: int | str | list[int] = 1,
+    strategy: str = "auto",
+    num_nodes: int = 1,
+    precision: str | int = "32-true",
+    progress_bar: bool = True,
+    early_stopping: bool = True,
+    patience: int = 30,
+    min_epochs: int = 0,
+    seed: int = 0,
+    callbacks: list | None = None,
+) -> pd.DataFrame:
+    """Fit ``plan`` with a Lightning ``Trainer`` and return the per-epoch history.
+
+    Randomness (dropout, weight updates) is seeded with ``seed`` inside a forked RNG state,
+    so global random state is left untouched and equal seeds give equal runs on one machine.
+    """
+    cbs = list(callbacks or [])
+    if early_stopping and val_batches is not None:
+        cbs.append(
+            EarlyStopping(monitor="val_monitor", patience=patience, mode="min", strict=False)
+        )
+    with _quiet_lightning():
+        trainer = pl.Trainer(
+            max_epochs=max_epochs,
+            min_epochs=min_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            num_nodes=num_nodes,
+            precision=precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress_bar,
+            num_sanity_val_steps=0,
+            callbacks=cbs,
+            deterministic=True,
+        )
+        train_dl = DataLoader(train_batches, batch_size=None, shuffle=False, num_workers=0)
+        val_dl = (
+            DataLoader(val_batches, batch_size=None, shuffle=False, num_workers=0)
+            if val_batches is not None
+            else None
+        )
+        if val_dl is None:
+            trainer.limit_val_batches = 0
+        devices_rng = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices_rng):
+            torch.manual_seed(seed)
+            trainer.fit(plan, train_dataloaders=train_dl, val_dataloaders=val_dl)
+    history = pd.DataFrame(plan.history_rows)
+    if len(history):
+        history["epoch"] = history["epoch"].astype(int)
+        history = history.set_index("epoch")
+    return history
+
+
+__all__ = ["run_training", "default_max_epochs"]

@@ -1,0 +1,319 @@
+"""Tests for transmodal.metrics against slow brute-force references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import sparse
+from scipy.spatial.distance import cdist
+from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
+
+from transmodal.metrics import (
+    cluster_accuracy,
+    foscttm,
+    knn_accuracy,
+    label_transfer,
+    label_transfer_both,
+    mean_profile_baseline,
+    mixing_accuracy,
+    mixing_accuracy_multi,
+    partner_in_top_k,
+    translation_pearson,
+    translation_pearson_summary,
+)
+
+
+# ----------------------------------------------------------------- brute force refs
+def ref_partner_ranks(x, y):
+    d = cdist(x, y, "sqeuclidean")
+    diag = np.diag(d)
+    rx = (d < diag[:, None]).sum(1)
+    ry = (d < diag[None, :]).sum(0)
+    return rx, ry
+
+
+def ref_foscttm(x, y):
+    n = x.shape[0]
+    rx, ry = ref_partner_ranks(x, y)
+    fx, fy = rx / (n - 1), ry / (n - 1)
+    return 0.5 * (fx.mean() + fy.mean()), fx, fy
+
+
+def ref_topk(x, y, ks):
+    rx, ry = ref_partner_ranks(x, y)
+    n = x.shape[0]
+    return {k: 0.5 * (np.mean(rx < min(k, n)) + np.mean(ry < min(k, n))) for k in ks}
+
+
+def ref_knn_dir(a, b, ks, metric):
+    m = "cityblock" if metric == "l1" else "sqeuclidean"
+    nn = np.argmin(cdist(b, a, m), axis=1)  # first occurrence = lowest index
+    order = np.argsort(cdist(a, a, m), axis=1, kind="stable")
+    return {k: float(np.mean([nn[i] in order[i, :k] for i in range(a.shape[0])])) for k in ks}
+
+
+def ref_knn(x, y, ks, metric="l1"):
+    x_to_y = ref_knn_dir(y, x, ks, metric)
+    y_to_x = ref_knn_dir(x, y, ks, metric)
+    return {"x_to_y": x_to_y, "y_to_x": y_to_x, "mean": {k: 0.5 * (x_to_y[k] + y_to_x[k]) for k in ks}}
+
+
+def ref_cluster(x, y, lx, ly, metric="l1"):
+    m = "cityblock" if metric == "l1" else "sqeuclidean"
+    d = cdist(x, y, m)
+    a = np.mean(ly[np.argmin(d, 1)] == lx)
+    b = np.mean(lx[np.argmin(d.T, 1)] == ly)
+    return {"x_to_y": a, "y_to_x": b, "mean": 0.5 * (a + b)}
+
+
+def noisy_pair(rng, n=120, d=8, noise=0.5):
+    x = rng.normal(size=(n, d))
+    return x, x + noise * rng.normal(size=(n, d))
+
+
+def tied_pair(rng, n=90, d=3):
+    """Small-integer data with many exact ties and duplicated rows."""
+    x = rng.integers(0, 3, size=(n, d)).astype(float)
+    y = x + rng.integers(-1, 2, size=(n, d))
+    x[10:20] = x[0]
+    y[30:35] = y[5]
+    y[40] = y[41]
+    return x, y
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+# --------------------------------------------------------------------------- foscttm
+@pytest.mark.parametrize("chunk_size", [None, 7, 1000])
+def test_foscttm_matches_bruteforce(rng, chunk_size):
+    x, y = noisy_pair(rng, n=150)
+    value, fx, fy = foscttm(x, y, chunk_size=chunk_size, return_per_cell=True)
+    ref, rfx, rfy = ref_foscttm(x, y)
+    assert value == pytest.approx(ref, abs=1e-12)
+    np.testing.assert_allclose(fx, rfx)
+    np.testing.assert_allclose(fy, rfy)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 11])
+def test_foscttm_ties(rng, chunk_size):
+    x, y = tied_pair(rng)
+    value, fx, fy = foscttm(x, y, chunk_size=chunk_size, return_per_cell=True)
+    ref, rfx, rfy = ref_foscttm(x, y)
+    np.testing.assert_array_equal(fx, rfx)
+    np.testing.assert_array_equal(fy, rfy)
+    assert value == pytest.approx(ref)
+    # all-identical rows: nothing strictly closer
+    same = np.ones((20, 4))
+    assert foscttm(same, same + 1.0) == 0.0
+
+
+def test_foscttm_perfect_and_random(rng):
+    x = rng.normal(size=(200, 10))
+    assert foscttm(x, x.copy()) == 0.0
+    assert foscttm(x, x, chunk_size=13) == 0.0
+    y = rng.normal(size=(200, 10))
+    assert foscttm(x, y) == pytest.approx(0.5, abs=0.05)
+
+
+def test_foscttm_float32_and_offset(rng):
+    x, y = noisy_pair(rng, n=80)
+    ref = ref_foscttm(x, y)[0]
+    assert foscttm(x.astype(np.float32), y.astype(np.float32)) == pytest.approx(
+        ref_foscttm(x.astype(np.float32).astype(float), y.astype(np.float32).astype(float))[0]
+    )
+    # far from the origin: centring keeps the ranking exact
+    big = 1e6
+    assert foscttm(x + big, y + big, chunk_size=9) == pytest.approx(
+        ref_foscttm(x + big, y + big)[0]
+    )
+    assert foscttm(x, y) == pytest.approx(ref)
+
+
+# -------------------------------------------------------------------- partner top-k
+@pytest.mark.parametrize("chunk_size", [None, 5])
+def test_partner_top_k(rng, chunk_size):
+    x, y = noisy_pair(rng, n=100, noise=1.0)
+    ks = (1, 5, 10, 50, 500)
+    got = partner_in_top_k(x, y, k=ks, chunk_size=chunk_size)
+    assert got == pytest.approx(ref_topk(x, y, ks))
+    assert got[500] == 1.0
+    xt, yt = tied_pair(rng)
+    assert partner_in_top_k(xt, yt, k=(1, 3, 10), chunk_size=chunk_size) == pytest.approx(
+        ref_topk(xt, yt, (1, 3, 10))
+    )
+    assert partner_in_top_k(x, x, k=1) == {1: 1.0}
+
+
+# ---------------------------------------------------------------------- knn accuracy
+@pytest.mark.parametrize("metric", ["l1", "euclidean"])
+@pytest.mark.parametrize("chunk_size", [None, 6])
+def test_knn_accuracy_bruteforce(rng, metric, chunk_size):
+    x, y = noisy_pair(rng, n=120, noise=0.7)
+    got = knn_accuracy(x, y, k=(1, 5, 50), metric=metric, chunk_size=chunk_size)
+    ref = ref_knn(x, y, (1, 5, 50), metric)
+    for key in ("x_to_y", "y_to_x", "mean"):
+        assert got[key] == pytest.approx(ref[key])
+
+
+@pytest.mark.parametrize("metric", ["l1", "euclidean"])
+def test_knn_accuracy_ties(rng, metric):
+    x, y = tied_pair(rng)
+    for chunk_size in (None, 4):
+        got = knn_accuracy(x, y, k=(1, 2, 5, 20), metric=metric, chunk_size=chunk_size)
+        ref = ref_knn(x, y, (1, 2, 5, 20), metric)
+        for key in ("x_to_y", "y_to_x", "mean"):
+            assert got[key] == pytest.approx(ref[key])
+
+
+def test_knn_accuracy_matches_sklearn_paper_code(rng):
+    """Without ties the result equals the NearestNeighbors(metric='l1') recipe."""
+    x, y = noisy_pair(rng, n=150, noise=0.6)
+    k = 10
+
+    def paper(a, b):
+        nbrs = NearestNeighbors(n_neighbors=k, metric="manhattan").fit(a)
+        _, idx_a = nbrs.kneighbors(a)
+        _, idx_b = nbrs.kneighbors(b, n_neighbors=1)
+        return np.mean([idx_b[i, 0] in idx_a[i] for i in range(a.shape[0])])
+
+    got = knn_accuracy(x, y, k=k)
+    assert got["y_to_x"][k] == pytest.approx(paper(x, y))
+    assert got["x_to_y"][k] == pytest.approx(paper(y, x))
+
+
+def test_knn_accuracy_perfect(rng):
+    x = rng.normal(size=(60, 5))
+    x[5] = x[3]  # duplicates still give a perfect score
+    got = knn_accuracy(x, x.copy(), k=(1, 5))
+    assert got["mean"] == {1: 1.0, 5: 1.0}
+
+
+# ------------------------------------------------------------------- cluster accuracy
+@pytest.mark.parametrize("metric", ["l1", "euclidean"])
+def test_cluster_accuracy(rng, metric):
+    x = rng.normal(size=(70, 4))
+    y = rng.normal(size=(95, 4))
+    lx = rng.integers(0, 3, 70)
+    ly = rng.integers(0, 3, 95)
+    for chunk_size in (None, 8):
+        got = cluster_accuracy(x, y, lx, ly, metric=metric, chunk_size=chunk_size)
+        assert got == pytest.approx(ref_cluster(x, y, lx, ly, metric))
+    xt, yt = tied_pair(rng)
+    lxt = rng.integers(0, 4, len(xt)).astype(str)
+    lyt = rng.integers(0, 4, len(yt)).astype(str)
+    got = cluster_accuracy(xt, yt[:70], lxt, lyt[:70], metric=metric, chunk_size=5)
+    assert got == pytest.approx(ref_cluster(xt, yt[:70], lxt, lyt[:70], metric))
+
+
+# ------------------------------------------------------------------- label transfer
+def test_label_transfer(rng):
+    centers = np.array([[0, 0], [20, 0], [0, 20]], dtype=float)
+    lx = rng.integers(0, 3, 90)
+    ly = rng.integers(0, 3, 60)
+    x = centers[lx] + rng.normal(size=(90, 2))
+    y = centers[ly] + rng.normal(size=(60, 2))
+    assert label_transfer(x, lx, y, ly) == 1.0
+    both = label_transfer_both(x, lx, y, ly, k=3)
+    assert both == {"x_to_y": 1.0, "y_to_x": 1.0, "mean": 1.0}
+    # random labels: equals sklearn directly; classes restricts the query cells
+    lr = rng.integers(0, 3, 60)
+    clf = KNeighborsClassifier(n_neighbors=5).fit(x, lx)
+    keep = np.isin(lr, [0, 1])
+    assert label_transfer(x, lx, y, lr, classes=[0, 1]) == pytest.approx(
+        np.mean(clf.predict(y[keep]) == lr[keep])
+    )
+    with pytest.raises(ValueError, match="classes"):
+        label_transfer(x, lx, y, ly, classes=[7])
+    with pytest.raises(ValueError, match="larger"):
+        label_transfer(x[:3], lx[:3], y, ly, k=5)
+
+
+# ------------------------------------------------------------------------- mixing
+def test_mixing_accuracy(rng):
+    a = rng.normal(size=(300, 5))
+    b = rng.normal(size=(250, 5))
+    assert mixing_accuracy(a, b) == pytest.approx(0.5, abs=0.1)
+    assert mixing_accuracy(a, b + 5.0) > 0.98
+    assert mixing_accuracy(a, b + 5.0, max_cells=50, cv=3) > 0.95
+    c = rng.normal(size=(200, 5))
+    assert mixing_accuracy_multi([a, b, c]) == pytest.approx(1 / 3, abs=0.1)
+    assert mixing_accuracy_multi([a, b + 5, c - 5]) > 0.98
+    with pytest.raises(ValueError, match="at least two"):
+        mixing_accuracy_multi([a])
+    with pytest.raises(ValueError, match="columns"):
+        mixing_accuracy(a, b[:, :3])
+    with pytest.raises(ValueError, match="fewer than cv"):
+        mixing_accuracy(a, b[:3])
+
+
+# --------------------------------------------------------------------- translation
+def test_translation_pearson(rng):
+    obs = rng.poisson(2.0, size=(50, 30)).astype(float)
+    pred = obs + rng.normal(size=obs.shape)
+    expected = np.array([np.corrcoef(pred[i], obs[i])[0, 1] for i in range(50)])
+    np.testing.assert_allclose(translation_pearson(pred, obs), expected, atol=1e-12)
+    np.testing.assert_allclose(
+        translation_pearson(pred, sparse.csr_matrix(obs), chunk_size=7), expected, atol=1e-12
+    )
+    logged = np.array(
+        [np.corrcoef(np.log1p(np.abs(pred[i])), np.log1p(obs[i]))[0, 1] for i in range(50)]
+    )
+    got = translation_pearson(np.abs(pred), sparse.csc_matrix(obs), transform=np.log1p, chunk_size=4)
+    np.testing.assert_allclose(got, logged, atol=1e-12)
+    # zero-variance rows -> NaN, ignored by the summary
+    obs2 = obs.copy()
+    obs2[3] = 0.0
+    pred2 = pred.copy()
+    pred2[7] = 0.1
+    r = translation_pearson(pred2, obs2)
+    assert np.isnan(r[3]) and np.isnan(r[7]) and np.isfinite(np.delete(r, [3, 7])).all()
+    assert translation_pearson_summary(pred2, obs2) == pytest.approx(np.nanmean(r))
+
+
+def test_mean_profile_baseline(rng):
+    train = rng.poisson(1.5, size=(40, 25)).astype(float)
+    obs = rng.poisson(1.5, size=(30, 25)).astype(float)
+    for tr, tf in ((train, None), (sparse.csr_matrix(train), np.log1p)):
+        mu = (train if tf is None else np.log1p(train)).mean(0)
+        o = obs if tf is None else np.log1p(obs)
+        expected = np.array([np.corrcoef(mu, o[i])[0, 1] for i in range(30)])
+        got = mean_profile_baseline(tr, sparse.csr_matrix(obs), transform=tf, chunk_size=6)
+        np.testing.assert_allclose(got, expected, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- errors
+def test_errors(rng):
+    x = rng.normal(size=(20, 3))
+    with pytest.raises(ValueError, match="same number of rows"):
+        foscttm(x, x[:10])
+    with pytest.raises(ValueError, match="same number of columns"):
+        foscttm(x, x[:, :2])
+    with pytest.raises(ValueError, match="2-D"):
+        foscttm(x[:, 0], x[:, 0])
+    bad = x.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        foscttm(x, bad)
+    with pytest.raises(ValueError, match="at least 2"):
+        foscttm(x[:1], x[:1])
+    with pytest.raises(ValueError, match="chunk_size"):
+        foscttm(x, x, chunk_size=0)
+    with pytest.raises(ValueError, match="larger than the number of cells"):
+        knn_accuracy(x, x, k=(5, 50))
+    with pytest.raises(ValueError, match="metric"):
+        knn_accuracy(x, x, k=5, metric="cosine")
+    with pytest.raises(ValueError, match=">= 1"):
+        partner_in_top_k(x, x, k=0)
+    with pytest.raises(ValueError, match="labels_y"):
+        cluster_accuracy(x, x[:15], np.zeros(20), np.zeros(20))
+    with pytest.raises(ValueError, match="same number of columns"):
+        cluster_accuracy(x, x[:, :2], np.zeros(20), np.zeros(20))
+    with pytest.raises(ValueError, match="same shape"):
+        translation_pearson(x, x[:5])
+    with pytest.raises(ValueError, match="NaN"):
+        translation_pearson(bad, x)
+    with pytest.raises(ValueError, match="features"):
+        mean_profile_baseline(x, x[:, :2])
