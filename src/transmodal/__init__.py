@@ -5,7 +5,8 @@ space aligned adversarially, translation ``i -> j = D_j(E_i(x))`` (Yang et al., 
 12:31, 2021).
 """
 
-from . import datasets, metrics
+from . import datasets, metrics, plotting
+from . import plotting as pl
 from .data import Modality
 from .model import CrossModalAE
 from .nn import register_likelihood
@@ -17,4 +18,13 @@ try:
 except Exception:  # pragma: no cover
     __version__ = "unknown"
 
-__all__ = ["CrossModalAE", "Modality", "datasets", "metrics", "register_likelihood", "__version__"]
+__all__ = [
+    "CrossModalAE",
+    "Modality",
+    "__version__",
+    "datasets",
+    "metrics",
+    "pl",
+    "plotting",
+    "register_likelihood",
+]

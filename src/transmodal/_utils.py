@@ -63,8 +63,14 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool) -> Iterator[Pa
         raise FileExistsError(f"{target} exists and is not a directory")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         yield tmp
+        # mkdtemp (and some writers) create private files; give them the usual permissions
+        os.chmod(tmp, 0o777 & ~umask)
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)

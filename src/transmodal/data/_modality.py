@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
 from ..nn._likelihoods import get_likelihood
 
 
@@ -89,7 +91,9 @@ class Modality:
             value = getattr(self, key)
             if value is not None and not isinstance(value, bool):
                 raise ValueError(f"modality {name!r}: field {key!r} must be true or false")
-        if self.n_pca is not None and (not isinstance(self.n_pca, int) or self.n_pca < 1):
+        if self.n_pca is not None and (
+            isinstance(self.n_pca, bool) or not isinstance(self.n_pca, (int, np.integer)) or self.n_pca < 1
+        ):
             raise ValueError(f"modality {name!r}: field 'n_pca' must be a positive integer")
         if self.hidden is not None and (
             len(self.hidden) == 0 or any(h < 1 for h in self.hidden)

@@ -143,5 +143,7 @@ def load_model(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
     model.train_params_ = config.get("train_params") or {}
     model.is_trained_ = bool(config.get("is_trained"))
     if config.get("history"):
-        model.history_ = pd.DataFrame(config["history"]).set_index("epoch")
+        history = pd.DataFrame(config["history"])
+        history["epoch"] = history["epoch"].astype(int)
+        model.history_ = history.set_index("epoch")
     return model

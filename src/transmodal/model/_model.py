@@ -39,6 +39,18 @@ def _check_prior(prior: str, names: Sequence[str]) -> str | None:
     raise ValueError(f"prior must be 'learned' or 'anchor:<modality>', got {prior!r}")
 
 
+class _Rows:
+    """A subset of rows of a :class:`MatrixSource` with the same ``rows`` interface."""
+
+    def __init__(self, src: MatrixSource, rows: np.ndarray) -> None:
+        self.src, self.idx = src, np.asarray(rows)
+        self.n_obs = len(self.idx)
+        self.n_vars = src.n_vars
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:  # noqa: D102
+        return self.src.rows(self.idx[idx])
+
+
 class CrossModalAE:
     """Cross-modal autoencoder (Yang et al., Nat. Commun. 2021) for any number of modalities.
 
@@ -177,6 +189,7 @@ class CrossModalAE:
         self.history_: pd.DataFrame | None = None
         self.train_params_: dict[str, Any] = {}
         self.is_trained_ = False
+        self.mixing_accuracy_: float | None = None
 
     @property
     def modality_names(self) -> list[str]:
@@ -335,7 +348,10 @@ class CrossModalAE:
         self.module.cpu().eval()
         for p in self.module.parameters():
             p.requires_grad_(True)
-        self.history_ = history if self.history_ is None else pd.concat([self.history_, history])
+        if self.history_ is not None and len(self.history_):  # continue the epoch count
+            history.index = history.index + int(self.history_.index.max()) + 1
+            history = pd.concat([self.history_, history])
+        self.history_ = history
         self.train_params_ = {
             "max_epochs": max_epochs,
             "epochs_run": int(len(history)),
@@ -359,18 +375,46 @@ class CrossModalAE:
         self._warn_if_separable(history)
         return self
 
-    def _warn_if_separable(self, history: pd.DataFrame) -> None:
-        col = "val_disc_acc" if "val_disc_acc" in history else "train_disc_acc"
-        if col not in history or history[col].dropna().empty:
+    def _warn_if_separable(self, history: pd.DataFrame, *, max_cells: int = 1000) -> None:
+        """Measure how separable the modalities are after training and warn if they are.
+
+        A cross-validated logistic regression predicts the modality from the latent points
+        of up to ``max_cells`` cells per modality (validation cells when there are enough);
+        its balanced accuracy is stored in ``self.mixing_accuracy_``. The discriminator's own
+        accuracy is not used: an oscillating adversarial game can fool it while the
+        modalities stay linearly separable.
+        """
+        from ..metrics import mixing_accuracy_multi
+
+        rng = np.random.default_rng(self.init_params_["seed"])
+        embs = []
+        for name, md in self.mods.items():
+            rows = np.flatnonzero(self.val_masks_[name]) if name in self.val_masks_ else []
+            if len(rows) < 50:
+                rows = np.arange(md.n_obs)
+            if len(rows) > max_cells:
+                rows = np.sort(rng.choice(rows, max_cells, replace=False))
+            src = md.source
+            embs.append(
+                self._apply(
+                    _Rows(src, rows),
+                    lambda x, n=name: self.module.encode(n, x),
+                    batch_size=1024,
+                    device=None,
+                )
+            )
+        try:
+            acc = float(mixing_accuracy_multi(embs, cv=3, seed=0))
+        except ValueError:
             return
-        acc = float(history[col].dropna().tail(5).mean())
+        self.mixing_accuracy_ = acc
         chance = 1.0 / len(self.mods)
         if acc > max(SEPARABLE_ACCURACY, chance + 0.3):
             warnings.warn(
-                f"the modalities remain separable in the latent space: the discriminator tells "
-                f"them apart with balanced accuracy {acc:.2f} (chance {chance:.2f}) over the last "
-                "epochs. Train longer, raise lam_adv, add labels_key or anchor pairs, or check "
-                "that the modalities measure the same cell population.",
+                f"the modalities remain separable in the latent space: a linear classifier tells "
+                f"them apart with balanced accuracy {acc:.2f} (chance {chance:.2f}). Train longer, "
+                "raise lam_adv / lam_mmd, add labels_key or anchor pairs, or check that the "
+                "modalities measure the same cell population.",
                 UserWarning,
                 stacklevel=3,
             )
@@ -401,12 +445,14 @@ class CrossModalAE:
         self.module.to(dev).eval()
         outs = []
         try:
+            if src.n_obs == 0:  # still run the network once to get the output width
+                outs.append(fn(torch.zeros((0, src.n_vars), device=dev)).float().cpu().numpy())
             for start in range(0, src.n_obs, batch_size):
                 x = torch.from_numpy(src.rows(np.arange(start, min(start + batch_size, src.n_obs))))
                 outs.append(fn(x.to(dev)).float().cpu().numpy())
         finally:
             self.module.cpu()
-        return np.concatenate(outs) if outs else np.zeros((0, 0), dtype=np.float32)
+        return np.concatenate(outs)
 
     def get_latent_representation(
         self,

@@ -8,6 +8,28 @@ from collections.abc import Mapping
 import numpy as np
 
 
+def _pyplot(path):
+    """matplotlib.pyplot, on the non-interactive Agg backend when writing to a file."""
+    import matplotlib
+
+    if path is not None:
+        matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finish(fig, path, dpi: int):
+    fig.tight_layout()
+    if path is None:
+        return fig
+    fig.savefig(path, dpi=dpi)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return None
+
+
 def latent(
     embeddings: Mapping[str, np.ndarray],
     labels: Mapping[str, np.ndarray] | None = None,
@@ -42,12 +64,9 @@ def latent(
     -------
     The matplotlib figure, or ``None`` when ``path`` is given.
     """
-    import matplotlib
-
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     from sklearn.decomposition import PCA
+
+    plt = _pyplot(path)
 
     names = list(embeddings)
     z = np.vstack([np.asarray(embeddings[n]) for n in names])
@@ -59,8 +78,10 @@ def latent(
     order = rng.permutation(len(xy))  # no modality drawn on top of the other
     cmap = plt.get_cmap("tab10")
 
-    def panel(ax, groups, legend_title):
+    def panel(ax, groups, legend_title, *, sort):
         cats = list(dict.fromkeys(groups.tolist()))
+        if sort:
+            cats = sorted(cats)
         colour = {c: cmap(i % 10) for i, c in enumerate(cats)}
         ax.scatter(xy[order, 0], xy[order, 1], s=point_size, c=[colour[g] for g in groups[order]],
                    linewidths=0, alpha=0.8)
@@ -72,27 +93,26 @@ def latent(
         ax.set_xticks([])
         ax.set_yticks([])
 
-    panel(axes[0, 0], which, "modality")
+    panel(axes[0, 0], which, "modality", sort=False)
     if labels:
         lab = np.concatenate([np.asarray(labels[n]).astype(str) for n in names])
-        panel(axes[0, 1], lab, label_name)
+        panel(axes[0, 1], lab, label_name, sort=True)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        return None
-    return fig
+    return _finish(fig, path, 120)
 
 
 def history(model_history, *, path: str | os.PathLike | None = None):
-    """Training curves: every loss term and the discriminator accuracy per epoch."""
-    import matplotlib
+    """Training curves: every loss term and the discriminator accuracy per epoch.
 
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Parameters
+    ----------
+    model_history
+        ``model.history`` (a DataFrame indexed by epoch).
+    path
+        Write the figure there and close it; otherwise return it.
+    """
+    plt = _pyplot(path)
 
     h = model_history
     cols = [c for c in h.columns if c.startswith(("train_", "val_")) and h[c].notna().any()]
@@ -110,9 +130,4 @@ def history(model_history, *, path: str | os.PathLike | None = None):
         ax.legend(fontsize=7, frameon=False)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return None
-    return fig
+    return _finish(fig, path, 110)

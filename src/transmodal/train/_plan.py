@@ -134,8 +134,14 @@ class CrossModalPlan(pl.LightningModule):
         recon = []
         for name in names:
             if self.anchor == name and not self.pretraining:
+                # the pre-trained anchor is frozen: no gradients, no dropout, no updates of
+                # its batch-norm statistics
+                encoder = m.encoders[name]
+                was_training = encoder.training
+                encoder.eval()
                 with torch.no_grad():
                     zs[name] = m.encode(name, batch[name]["x"])
+                encoder.train(was_training)
                 continue
             z, nll = m.reconstruction(name, batch[name]["x"])
             zs[name] = z

@@ -40,6 +40,7 @@ def _quiet_lightning() -> Iterator[None]:
                 ".*The number of training batches.*",
                 ".*`isinstance\\(treespec, LeafSpec\\)`.*",
                 ".*LeafSpec.*",
+                ".*defined a `validation_step` but have no `val_dataloader`.*",
             ):
                 warnings.filterwarnings("ignore", message=msg)
             yield
@@ -72,6 +73,7 @@ def run_training(
     so global random state is left untouched and equal seeds give equal runs on one machine.
     """
     cbs = list(callbacks or [])
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
     if early_stopping and val_batches is not None:
         cbs.append(
             EarlyStopping(monitor="val_monitor", patience=patience, mode="min", strict=False)
@@ -102,9 +104,12 @@ def run_training(
         if val_dl is None:
             trainer.limit_val_batches = 0
         devices_rng = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=devices_rng):
-            torch.manual_seed(seed)
-            trainer.fit(plan, train_dataloaders=train_dl, val_dataloaders=val_dl)
+        try:
+            with torch.random.fork_rng(devices=devices_rng):
+                torch.manual_seed(seed)
+                trainer.fit(plan, train_dataloaders=train_dl, val_dataloaders=val_dl)
+        finally:  # Lightning's deterministic=True is process-wide; give the caller theirs back
+            torch.use_deterministic_algorithms(deterministic_before)
     history = pd.DataFrame(plan.history_rows)
     if len(history):
         history["epoch"] = history["epoch"].astype(int)

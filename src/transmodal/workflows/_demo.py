@@ -31,6 +31,11 @@ DEMO_KEYS = (
 )
 
 
+# chosen on the validation cells of the train split (FOSCTTM 0.338 / 0.313 / 0.356 and
+# mixing 0.52 / 0.56 / 0.62 for n_latent 8 / 16 / 32, seed 0); never on the test cells
+DEMO_N_LATENT = 16
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process in MiB."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -82,6 +87,7 @@ def run_demo(
     model = CrossModalAE(
         train,
         modalities=a549_modalities(),
+        n_latent=DEMO_N_LATENT,
         labels_key="treatment_time",
         anchor_fraction=0.0,
         seed=seed,

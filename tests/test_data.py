@@ -1,0 +1,602 @@
+"""Modality specs, data validation, row sources, pairing, minibatches and preprocessing."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+import transmodal as tm
+from transmodal.data import (
+    EpochBatches,
+    MatrixSource,
+    find_pairs,
+    fit_preprocessing,
+    setup_data,
+)
+from transmodal.nn import InputTransform
+
+
+# ------------------------------------------------------------------ Modality spec
+@pytest.mark.parametrize(
+    ("spec", "fields"),
+    [
+        (tm.Modality("no_such_likelihood"), ["likelihood", "no_such_likelihood"]),
+        (tm.Modality("nb", layer="counts", obsm_key="X_pca"), ["layer", "obsm_key"]),
+        (tm.Modality("nb", n_pca=0), ["n_pca"]),
+        (tm.Modality("nb", n_pca=-3), ["n_pca"]),
+        (tm.Modality("nb", n_pca=2.5), ["n_pca"]),
+        (tm.Modality("nb", layer=""), ["layer"]),
+        (tm.Modality("nb", hidden=()), ["hidden"]),
+        (tm.Modality("nb", input_dropout=1.0), ["input_dropout"]),
+        (tm.Modality("nb", scale="yes"), ["scale"]),
+    ],
+)
+def test_modality_check_names_modality_and_field(spec, fields):
+    with pytest.raises(ValueError) as info:
+        spec.check("my_rna")
+    msg = str(info.value)
+    assert "my_rna" in msg
+    for f in fields:
+        assert f in msg
+
+
+def test_modality_valid_spec_passes_and_resolves_defaults():
+    tm.Modality("nb", layer="counts", n_pca=5, hidden=[16, 8]).check("rna")
+    counts = tm.Modality("nb").resolved()
+    assert counts == {"normalize": True, "log1p": True, "scale": True, "n_pca": 0}
+    gauss = tm.Modality("gaussian", n_pca=3).resolved()
+    assert gauss == {"normalize": False, "log1p": False, "scale": True, "n_pca": 3}
+    explicit = tm.Modality("poisson", normalize=False, log1p=False, scale=False).resolved()
+    assert explicit == {"normalize": False, "log1p": False, "scale": False, "n_pca": 0}
+
+
+def test_modality_from_dict_unknown_key():
+    with pytest.raises(ValueError) as info:
+        tm.Modality.from_dict({"likelihood": "nb", "layr": "counts"}, name="rna")
+    msg = str(info.value)
+    assert "'rna'" in msg and "layr" in msg
+
+
+def test_modality_dict_round_trip():
+    spec = tm.Modality("zinb", layer="counts", n_pca=4, hidden=(32, 16), input_dropout=0.2)
+    d = spec.to_dict()
+    assert d["hidden"] == [32, 16]
+    assert tm.Modality.from_dict(d, name="x") == spec
+    assert tm.Modality.from_dict("bernoulli", name="x") == tm.Modality("bernoulli")
+    with pytest.raises(ValueError, match="'x'"):
+        tm.Modality.from_dict(3, name="x")
+
+
+def test_setup_data_converts_dict_and_string_specs(paired_data):
+    mods, cats = setup_data(paired_data, {"rna": {"likelihood": "nb", "layer": "counts"}, "atac": "poisson"})
+    assert mods["rna"].spec == tm.Modality("nb", layer="counts")
+    assert mods["atac"].spec == tm.Modality("poisson")
+    assert cats is None
+    assert list(mods) == ["rna", "atac"]
+
+
+def test_setup_data_spec_error_names_modality(paired_data):
+    with pytest.raises(ValueError, match="'atac'.*likelihood"):
+        setup_data(paired_data, {"rna": tm.Modality("nb"), "atac": tm.Modality("nope")})
+    with pytest.raises(ValueError, match="'atac'.*unknown field"):
+        setup_data(paired_data, {"rna": tm.Modality("nb"), "atac": {"likelihood": "nb", "foo": 1}})
+
+
+# ------------------------------------------------------------------ setup_data errors
+def test_missing_layer(paired_data, specs):
+    specs["rna"] = tm.Modality("nb", layer="raw_counts")
+    with pytest.raises(ValueError) as info:
+        setup_data(paired_data, specs)
+    msg = str(info.value)
+    assert "'rna'" in msg and "raw_counts" in msg
+
+
+def test_missing_obsm_key(three_mod_data, specs3):
+    specs3["prot"] = tm.Modality("gaussian", obsm_key="X_adt")
+    with pytest.raises(ValueError) as info:
+        setup_data(three_mod_data, specs3)
+    msg = str(info.value)
+    assert "'prot'" in msg and "X_adt" in msg and "X_prot" in msg
+
+
+def test_layer_is_used_instead_of_X(paired_data, specs):
+    # X holds normalised (non-integer) values, the layer the counts
+    rna = paired_data["rna"]
+    rna.X = sp.csr_matrix(rna.layers["counts"].multiply(1.0 / 7.0))
+    mods, _ = setup_data(paired_data, specs)
+    np.testing.assert_array_equal(
+        mods["rna"].source.rows(np.arange(5)), rna.layers["counts"][:5].toarray()
+    )
+    with pytest.raises(ValueError, match="non-integer"):
+        setup_data(paired_data, {"rna": tm.Modality("nb"), "atac": specs["atac"]})
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_negative_values_rejected_for_nb(paired_data, specs, sparse):
+    x = paired_data["rna"].layers["counts"].toarray()
+    x[3, 5] = -1.0
+    paired_data["rna"].layers["counts"] = sp.csr_matrix(x) if sparse else x
+    with pytest.raises(ValueError) as info:
+        setup_data(paired_data, specs)
+    msg = str(info.value)
+    assert "negative" in msg and "'rna'" in msg and "counts" in msg
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_non_integer_rejected_for_nb(paired_data, specs, sparse):
+    x = paired_data["rna"].layers["counts"].toarray()
+    x[7, 2] = 2.5
+    paired_data["rna"].layers["counts"] = sp.csr_matrix(x) if sparse else x
+    with pytest.raises(ValueError) as info:
+        setup_data(paired_data, specs)
+    assert "non-integer" in str(info.value) and "'rna'" in str(info.value)
+
+
+def test_non_integer_and_negative_allowed_for_gaussian(paired_data):
+    paired_data["atac"].X = paired_data["atac"].X - 0.5
+    mods, _ = setup_data(paired_data, {"rna": tm.Modality("nb", layer="counts"), "atac": "gaussian"})
+    assert mods["atac"].source.rows(np.array([0])).min() < 0
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "nb"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_inf_rejected(paired_data, likelihood, bad):
+    paired_data["atac"].X[10, 3] = bad
+    with pytest.raises(ValueError) as info:
+        setup_data(paired_data, {"rna": tm.Modality("nb", layer="counts"), "atac": likelihood})
+    assert "NaN" in str(info.value) and "'atac'" in str(info.value)
+
+
+def test_nan_in_sparse_rejected(paired_data, specs):
+    x = paired_data["rna"].layers["counts"].toarray()
+    x[0, 0] = np.nan
+    paired_data["rna"].layers["counts"] = sp.csr_matrix(x)
+    with pytest.raises(ValueError, match="NaN"):
+        setup_data(paired_data, specs)
+
+
+def test_check_data_false_skips_value_scan(paired_data, specs):
+    paired_data["atac"].X[0, 0] = -4.0
+    mods, _ = setup_data(paired_data, specs, check_data=False)
+    assert mods["atac"].source.rows(np.array([0]))[0, 0] == -4.0
+
+
+def test_negative_values_rejected_for_bernoulli(paired_data, specs):
+    paired_data["atac"].X[0, 0] = -1.0
+    with pytest.raises(ValueError, match="negative"):
+        setup_data(paired_data, {"rna": specs["rna"], "atac": "bernoulli"})
+
+
+def test_duplicated_obs_names(paired_data, specs):
+    names = list(paired_data["atac"].obs_names)
+    names[5] = names[4]
+    paired_data["atac"].obs_names = names
+    with pytest.raises(ValueError) as info:
+        setup_data(paired_data, specs)
+    msg = str(info.value)
+    assert "'atac'" in msg and "unique" in msg and names[4] in msg
+
+
+def test_labels_key_missing_in_obs(paired_data, specs):
+    del paired_data["atac"].obs["label"]
+    with pytest.raises(ValueError) as info:
+        setup_data(paired_data, specs, labels_key="label")
+    msg = str(info.value)
+    assert "'atac'" in msg and "'label'" in msg
+
+
+def test_labels_codes_with_missing_values(paired_data, specs):
+    paired_data["atac"].obs.loc[paired_data["atac"].obs_names[:10], "label"] = np.nan
+    mods, cats = setup_data(paired_data, specs, labels_key="label")
+    assert cats == ["type0", "type1", "type2"]
+    assert (mods["atac"].labels[:10] == -1).all()
+    assert (mods["atac"].labels[10:] >= 0).all()
+    expected = paired_data["rna"].obs["label"].cat.codes.to_numpy()
+    np.testing.assert_array_equal(mods["rna"].labels, expected)
+
+
+def test_unknown_label_against_known_categories(paired_data, specs):
+    with pytest.raises(ValueError, match="not one of"):
+        setup_data(paired_data, specs, labels_key="label", label_categories=["type0", "type1"])
+
+
+def test_fewer_than_two_modalities(paired_data, specs):
+    with pytest.raises(ValueError, match="at least two"):
+        setup_data(paired_data, {"rna": specs["rna"]})
+    with pytest.raises(ValueError):
+        setup_data(paired_data, {})
+
+
+def test_spec_without_data(paired_data, specs):
+    specs["prot"] = tm.Modality("gaussian")
+    with pytest.raises(ValueError) as info:
+        setup_data(paired_data, specs)
+    assert "'prot'" in str(info.value) and "no data" in str(info.value)
+
+
+def test_bad_data_container(specs):
+    with pytest.raises(ValueError, match="dict of AnnData"):
+        setup_data([1, 2], specs)
+    with pytest.raises(ValueError, match="'atac'.*AnnData"):
+        setup_data({"rna": ad.AnnData(np.ones((3, 2))), "atac": np.ones((3, 2))}, {"rna": "gaussian", "atac": "gaussian"})
+
+
+def test_n_pca_not_smaller_than_features(paired_data, specs):
+    specs["atac"] = tm.Modality("poisson", n_pca=25)
+    with pytest.raises(ValueError, match="'atac'.*n_pca"):
+        setup_data(paired_data, specs)
+
+
+def test_obsm_modality_feature_names(three_mod_data, specs3):
+    mods, _ = setup_data(three_mod_data, specs3)
+    assert list(mods["prot"].var_names) == [f"X_prot_{i}" for i in range(10)]
+    np.testing.assert_array_equal(
+        mods["prot"].source.rows(np.arange(150)), three_mod_data["prot"].obsm["X_prot"]
+    )
+
+
+# ------------------------------------------------------------------ MatrixSource
+@pytest.fixture
+def dense_and_sparse():
+    rng = np.random.default_rng(3)
+    x = rng.poisson(0.7, size=(30, 12)).astype(np.float32)
+    return x, sp.csr_matrix(x)
+
+
+IDX_CASES = [
+    np.arange(30),
+    np.array([29, 3, 17, 3, 0, 3, 29, 5]),  # unsorted with duplicates
+    np.array([7]),
+    np.array([5, 4, 3, 2, 1, 0]),
+]
+
+
+@pytest.mark.parametrize("idx", IDX_CASES)
+def test_matrix_source_dense_equals_sparse(dense_and_sparse, idx):
+    x, xs = dense_and_sparse
+    d = MatrixSource(x, name="m", where="X").rows(idx)
+    s = MatrixSource(xs, name="m", where="X").rows(idx)
+    assert d.dtype == np.float32 and s.dtype == np.float32
+    np.testing.assert_array_equal(d, x[idx])
+    np.testing.assert_array_equal(s, x[idx])
+
+
+@pytest.mark.parametrize("fmt", ["csc", "coo", "csr_array"])
+def test_matrix_source_other_sparse_formats(dense_and_sparse, fmt):
+    x, _ = dense_and_sparse
+    m = sp.csr_array(x) if fmt == "csr_array" else getattr(sp, f"{fmt}_matrix")(x)
+    src = MatrixSource(m, name="m", where="X")
+    assert src.sparse and src.shape == (30, 12)
+    idx = IDX_CASES[1]
+    np.testing.assert_array_equal(src.rows(idx), x[idx])
+
+
+def test_matrix_source_csr_with_unsorted_and_duplicate_column_indices():
+    # row 0: columns 3, 1, 3 (duplicate entries are summed), row 1: columns 2, 0 (unsorted)
+    data = np.array([1.0, 2.0, 4.0, 5.0, 6.0], dtype=np.float32)
+    indices = np.array([3, 1, 3, 2, 0])
+    indptr = np.array([0, 3, 5, 5])
+    m = sp.csr_matrix((data, indices, indptr), shape=(3, 4))
+    assert not m.has_canonical_format
+    dense = np.array([[0, 2, 0, 5], [6, 0, 5, 0], [0, 0, 0, 0]], dtype=np.float32)
+    src = MatrixSource(m, name="m", where="X")
+    idx = np.array([2, 0, 1, 0])
+    np.testing.assert_array_equal(src.rows(idx), dense[idx])
+    np.testing.assert_array_equal(MatrixSource(dense, name="m", where="X").rows(idx), dense[idx])
+
+
+def test_matrix_source_chunks_and_shape_errors(dense_and_sparse):
+    x, xs = dense_and_sparse
+    src = MatrixSource(xs, name="m", where="X")
+    idx = np.arange(3, 30, 2)
+    chunks = list(src.chunks(idx, chunk_size=4))
+    assert [c.shape[0] for c in chunks] == [4, 4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate(chunks), x[idx])
+    with pytest.raises(ValueError, match="'bad'.*2-D"):
+        MatrixSource(np.zeros(5), name="bad", where="X")
+
+
+# ------------------------------------------------------------------ pairing
+def test_find_pairs_full(paired_data, specs):
+    mods, _ = setup_data(paired_data, specs)
+    ia, ib = find_pairs(mods["rna"], mods["atac"])
+    np.testing.assert_array_equal(ia, np.arange(150))
+    np.testing.assert_array_equal(ib, np.arange(150))
+
+
+def test_find_pairs_partial_overlap(half_paired_data, specs):
+    # shuffle atac's rows so that pairs are not aligned by position
+    atac = half_paired_data["atac"]
+    perm = np.random.default_rng(0).permutation(atac.n_obs)
+    half_paired_data["atac"] = atac[perm].copy()
+    mods, _ = setup_data(half_paired_data, specs)
+    ia, ib = find_pairs(mods["rna"], mods["atac"])
+    assert len(ia) == len(ib) == 75
+    rna_names = np.asarray(half_paired_data["rna"].obs_names)
+    atac_names = np.asarray(half_paired_data["atac"].obs_names)
+    np.testing.assert_array_equal(rna_names[ia], atac_names[ib])
+    assert set(rna_names[ia]) == set(rna_names) & set(atac_names)
+    # reversed direction gives the same pairs
+    jb, ja = find_pairs(mods["atac"], mods["rna"])
+    assert set(zip(ia, ib)) == set(zip(ja, jb))
+
+
+def test_find_pairs_no_overlap(paired_data, specs):
+    paired_data["atac"].obs_names = [f"other{i}" for i in range(150)]
+    mods, _ = setup_data(paired_data, specs)
+    ia, ib = find_pairs(mods["rna"], mods["atac"])
+    assert len(ia) == 0 and len(ib) == 0
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("pairing", ["full", "half"])
+def test_mudata_gives_same_pairs_as_dict(pairing, specs):
+    import mudata
+
+    from conftest import make_data
+
+    data = make_data(pairing=pairing)
+    mods_d, _ = setup_data(data, specs)
+    mdata = mudata.MuData({"rna": data["rna"], "atac": data["atac"]})
+    mods_m, _ = setup_data(mdata, specs)
+    pd_ = find_pairs(mods_d["rna"], mods_d["atac"])
+    pm = find_pairs(mods_m["rna"], mods_m["atac"])
+    assert len(pd_[0]) == (150 if pairing == "full" else 75)
+    np.testing.assert_array_equal(pd_[0], pm[0])
+    np.testing.assert_array_equal(pd_[1], pm[1])
+    np.testing.assert_array_equal(
+        mods_d["rna"].source.rows(np.arange(150)), mods_m["rna"].source.rows(np.arange(150))
+    )
+
+
+# ------------------------------------------------------------------ EpochBatches
+def _id_data(n_big: int, n_small: int, n_shared: int):
+    """Two gaussian modalities whose column 0 is the row number (to identify rows)."""
+    big = np.zeros((n_big, 3), dtype=np.float32)
+    big[:, 0] = np.arange(n_big)
+    small = np.zeros((n_small, 3), dtype=np.float32)
+    small[:, 0] = np.arange(n_small)
+    big_names = [f"c{i}" for i in range(n_big)]
+    small_names = [f"c{i}" for i in range(n_shared)] + [f"s{i}" for i in range(n_small - n_shared)]
+    data = {
+        "big": ad.AnnData(big, obs=pd.DataFrame(index=big_names)),
+        "small": ad.AnnData(small, obs=pd.DataFrame(index=small_names)),
+    }
+    mods, _ = setup_data(data, {"big": "gaussian", "small": "gaussian"})
+    return mods
+
+
+def _collect(batches):
+    seen = {name: [] for name in batches.mods}
+    pairs = []
+    for s in range(len(batches)):
+        b = batches[s]
+        sizes = {b[n]["x"].shape[0] for n in batches.mods}
+        assert len(sizes) == 1  # every modality gets the same number of cells per step
+        for n in batches.mods:
+            seen[n].append(b[n]["x"][:, 0].numpy().astype(int))
+        if "pairs" in b:
+            pairs.append({k: (v["a"][:, 0].numpy().astype(int), v["b"][:, 0].numpy().astype(int)) for k, v in b["pairs"].items()})
+    return {n: np.concatenate(v) for n, v in seen.items()}, pairs
+
+
+@pytest.mark.parametrize("batch_size", [7, 16, 200])
+def test_epoch_visits_every_cell(batch_size):
+    mods = _id_data(50, 13, 10)
+    idx = {"big": np.arange(50), "small": np.arange(13)}
+    batches = EpochBatches(mods, idx, batch_size=batch_size, seed=4)
+    assert len(batches) == int(np.ceil(50 / batch_size))
+    for epoch in range(3):
+        batches.set_epoch(epoch)
+        seen, _ = _collect(batches)
+        # largest modality: every cell exactly once
+        assert len(seen["big"]) == 50
+        np.testing.assert_array_equal(np.sort(seen["big"]), np.arange(50))
+        # smaller modality cycles: every cell at least once, nothing beyond its rows
+        assert len(seen["small"]) == 50
+        counts = np.bincount(seen["small"], minlength=13)
+        assert counts.min() >= 1 and len(counts) == 13
+        assert counts.max() - counts.min() <= 1  # whole permutations, then a partial one
+
+
+def test_epoch_respects_split_indices():
+    mods = _id_data(40, 20, 20)
+    idx = {"big": np.arange(0, 40, 2), "small": np.array([1, 5, 9])}
+    batches = EpochBatches(mods, idx, batch_size=6, seed=0)
+    seen, _ = _collect(batches)
+    np.testing.assert_array_equal(np.sort(seen["big"]), np.arange(0, 40, 2))
+    assert set(seen["small"]) == {1, 5, 9}
+
+
+def test_epoch_batches_deterministic_and_vary_between_epochs():
+    mods = _id_data(60, 25, 20)
+    idx = {"big": np.arange(60), "small": np.arange(25)}
+    a = EpochBatches(mods, idx, batch_size=8, seed=11)
+    b = EpochBatches(mods, idx, batch_size=8, seed=11)
+    a.set_epoch(3)
+    b.set_epoch(3)
+    sa, _ = _collect(a)
+    sb, _ = _collect(b)
+    for n in sa:
+        np.testing.assert_array_equal(sa[n], sb[n])
+    a.set_epoch(4)
+    s4, _ = _collect(a)
+    assert not np.array_equal(s4["big"], sa["big"])
+    a.set_epoch(3)  # going back reproduces the epoch
+    s3, _ = _collect(a)
+    np.testing.assert_array_equal(s3["big"], sa["big"])
+    np.testing.assert_array_equal(s3["small"], sa["small"])
+    c = EpochBatches(mods, idx, batch_size=8, seed=12)
+    c.set_epoch(3)
+    sc, _ = _collect(c)
+    assert not np.array_equal(sc["big"], sa["big"])
+
+
+def test_epoch_batches_without_shuffle_walk_in_order():
+    mods = _id_data(20, 8, 8)
+    batches = EpochBatches(
+        mods, {"big": np.arange(20), "small": np.arange(8)}, batch_size=6, shuffle=False
+    )
+    seen, _ = _collect(batches)
+    np.testing.assert_array_equal(seen["big"], np.arange(20))
+    np.testing.assert_array_equal(seen["small"], np.tile(np.arange(8), 3)[:20])
+
+
+def test_epoch_batches_pairs_stream():
+    mods = _id_data(50, 30, 20)
+    ia, ib = find_pairs(mods["big"], mods["small"])
+    assert len(ia) == 20
+    batches = EpochBatches(
+        mods,
+        {"big": np.arange(50), "small": np.arange(30)},
+        batch_size=8,
+        pairs={"big|small": (ia, ib), "big|empty": (np.array([], dtype=int), np.array([], dtype=int))},
+        seed=1,
+    )
+    _, pairs = _collect(batches)
+    assert len(pairs) == len(batches)
+    all_a = []
+    for p in pairs:
+        assert set(p) == {"big|small"}  # empty pair sets are dropped
+        a, b = p["big|small"]
+        assert len(a) == 8
+        np.testing.assert_array_equal(a, b)  # the paired rows are the same cells c0..c19
+        all_a.append(a)
+    assert set(np.concatenate(all_a)) == set(range(20))
+
+
+def test_epoch_batches_labels(paired_data, specs):
+    mods, _ = setup_data(paired_data, specs, labels_key="label")
+    batches = EpochBatches(mods, {"rna": np.arange(150), "atac": np.arange(150)}, batch_size=32)
+    b = batches[0]
+    assert b["rna"]["x"].dtype == torch.float32
+    assert b["rna"]["y"].dtype == torch.int64 and b["rna"]["y"].shape == (32,)
+    assert set(b["rna"]["y"].tolist()) <= {0, 1, 2}
+
+
+# ------------------------------------------------------------------ preprocessing
+def _fit(x, *, likelihood="poisson", idx=None, **kw):
+    spec = tm.Modality(likelihood, **kw)
+    opts = spec.resolved()
+    t = InputTransform(x.shape[1], **opts)
+    src = MatrixSource(x, name="m", where="X")
+    idx = np.arange(x.shape[0]) if idx is None else idx
+    fit_preprocessing(t, src, idx, seed=0, chunk_size=17)
+    return t, src
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_scaling_standardises_training_rows(sim, sparse):
+    x = sim["rna"]
+    t, src = _fit(sp.csr_matrix(x) if sparse else x)
+    with torch.no_grad():
+        p = t.process(torch.from_numpy(src.rows(np.arange(x.shape[0])))).double().numpy()
+    np.testing.assert_allclose(p.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(p.std(0), 1.0, atol=1e-3)
+
+
+def test_scaling_uses_only_training_rows(sim):
+    x = sim["atac"]
+    train = np.arange(0, 150, 3)
+    t, src = _fit(x, idx=train)
+    with torch.no_grad():
+        p = t.process(torch.from_numpy(src.rows(train))).double().numpy()
+    np.testing.assert_allclose(p.mean(0), 0.0, atol=1e-4)
+    varies = x[train].std(0) > 0
+    assert 0 < (~varies).sum() < 5  # features without signal in the subset stay at 0
+    np.testing.assert_allclose(p.std(0)[varies], 1.0, atol=1e-3)
+    np.testing.assert_allclose(p[:, ~varies], 0.0, atol=1e-6)
+    # the statistics are not those of all cells
+    with torch.no_grad():
+        q = t.process(torch.from_numpy(x)).double().numpy()
+    assert np.abs(q.mean(0)).max() > 1e-2
+
+
+def test_constant_feature_does_not_divide_by_zero(sim):
+    x = sim["prot"].copy()
+    x[:, 2] = 3.0
+    t, src = _fit(x, likelihood="gaussian")
+    assert float(t.std[2]) == 1.0
+    with torch.no_grad():
+        p = t.process(torch.from_numpy(x)).numpy()
+    assert np.isfinite(p).all()
+    np.testing.assert_allclose(p[:, 2], 0.0, atol=1e-5)
+
+
+def test_gaussian_no_normalisation_by_default(sim):
+    x = sim["prot"]
+    t, _ = _fit(x, likelihood="gaussian", scale=False)
+    with torch.no_grad():
+        p = t.process(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(p, x)
+
+
+def test_library_size_uses_median_of_training_rows(sim):
+    x = sim["rna"]
+    train = np.arange(1, 150, 2)
+    t, src = _fit(x, idx=train, log1p=False, scale=False)
+    median = np.median(x[train].sum(1))
+    assert float(t.library_size) == pytest.approx(median, rel=1e-6)
+    assert float(t.target_sum) == pytest.approx(median, rel=1e-6)
+    assert median != pytest.approx(np.median(x.sum(1)))  # the subset matters
+    with torch.no_grad():
+        p = t.process(torch.from_numpy(x[:10])).numpy()
+    np.testing.assert_allclose(p.sum(1), median, rtol=1e-5)
+    np.testing.assert_allclose(p, x[:10] / x[:10].sum(1, keepdims=True) * median, rtol=1e-5)
+
+
+def test_normalise_log1p_pipeline(sim):
+    x = sim["atac"]
+    t, _ = _fit(x, scale=False)
+    med = np.median(x.sum(1))
+    with torch.no_grad():
+        p = t.process(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(p, np.log1p(x / x.sum(1, keepdims=True) * med), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        back = t.inverse(torch.from_numpy(p)).numpy()
+    np.testing.assert_allclose(back, x / x.sum(1, keepdims=True) * med, rtol=1e-4, atol=1e-4)
+
+
+def test_pca_gives_n_pca_inputs(sim):
+    x = sim["rna"]
+    t, src = _fit(x, n_pca=5)
+    assert t.n_input == 5
+    assert tuple(t.pca_components.shape) == (5, 40)
+    with torch.no_grad():
+        enc = t.encoder_input(t.process(torch.from_numpy(x))).numpy()
+    assert enc.shape == (150, 5)
+    # principal components are centred and ordered by variance
+    np.testing.assert_allclose(enc.mean(0), 0.0, atol=1e-4)
+    var = enc.var(0)
+    assert np.all(np.diff(var) <= 1e-6)
+    comp = t.pca_components.numpy()
+    np.testing.assert_allclose(comp @ comp.T, np.eye(5), atol=1e-4)
+
+
+def test_pca_too_many_components_for_training_cells(sim):
+    with pytest.raises(ValueError, match="n_pca"):
+        _fit(sim["rna"], idx=np.arange(4), n_pca=5)
+
+
+def test_pca_width_in_model(paired_data, make_model):
+    specs = {"rna": tm.Modality("nb", layer="counts", n_pca=6), "atac": tm.Modality("poisson")}
+    model = make_model(paired_data, specs)
+    assert model.module.transforms["rna"].n_input == 6
+    first = model.module.encoders["rna"].net[0]
+    assert first.in_features == 6
+    assert model.module.encoders["atac"].net[0].in_features == 25
+    # decoders still reconstruct every feature
+    z = model.get_latent_representation("rna")
+    assert z.shape == (150, 8)
+    out = model.translate(source="atac", target="rna")
+    assert out.shape == (150, 40)
+
+
+def test_fit_preprocessing_requires_training_cells(sim):
+    t = InputTransform(40, normalize=True, log1p=True, scale=True)
+    with pytest.raises(ValueError, match="no training cells"):
+        fit_preprocessing(t, MatrixSource(sim["rna"], name="rna", where="X"), np.array([], dtype=int))

@@ -1,0 +1,214 @@
+"""Reconstruction likelihoods against torch.distributions references; the registry."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import distributions as D
+
+import transmodal as tm
+from transmodal.nn import Likelihood, available_likelihoods, get_likelihood, register_likelihood
+from transmodal.nn import _likelihoods as lik_module
+
+BUILTIN = ["bernoulli", "gaussian", "nb", "poisson", "zinb"]
+
+
+@pytest.fixture
+def counts():
+    g = torch.Generator().manual_seed(0)
+    x = torch.poisson(torch.rand(6, 9, generator=g, dtype=torch.float64) * 6.0)
+    x[0, :3] = 0.0
+    x[1, 4] = 40.0
+    mu = torch.rand(6, 9, generator=g, dtype=torch.float64) * 8.0 + 0.05
+    theta = torch.rand(9, generator=g, dtype=torch.float64) * 4.0 + 0.2
+    return x, mu, theta.expand_as(mu)
+
+
+def test_builtin_registry():
+    assert set(BUILTIN) <= set(available_likelihoods())
+    for name in BUILTIN:
+        lik = get_likelihood(name)
+        assert lik.name == name
+    assert get_likelihood("nb").counts and get_likelihood("nb").nonnegative
+    assert get_likelihood("poisson").counts and get_likelihood("zinb").counts
+    assert not get_likelihood("bernoulli").counts and get_likelihood("bernoulli").nonnegative
+    assert not get_likelihood("gaussian").counts and not get_likelihood("gaussian").nonnegative
+    with pytest.raises(ValueError, match="unknown likelihood 'nope'"):
+        get_likelihood("nope")
+
+
+def test_poisson_nll(counts):
+    x, mu, _ = counts
+    got = get_likelihood("poisson").nll({"mu": mu}, x, None)
+    ref = -D.Poisson(mu).log_prob(x).mean(-1)
+    assert got.shape == (6,)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_nb_nll(counts):
+    x, mu, theta = counts
+    got = get_likelihood("nb").nll({"mu": mu, "theta": theta}, x, None)
+    ref = -D.NegativeBinomial(total_count=theta, logits=torch.log(mu / theta)).log_prob(x).mean(-1)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+    # the reference is parametrised with mean mu
+    torch.testing.assert_close(
+        D.NegativeBinomial(total_count=theta, logits=torch.log(mu / theta)).mean, mu
+    )
+
+
+def test_nb_tends_to_poisson_for_large_theta(counts):
+    x, mu, _ = counts
+    big = torch.full_like(mu, 1e7)
+    nb = get_likelihood("nb").nll({"mu": mu, "theta": big}, x, None)
+    po = get_likelihood("poisson").nll({"mu": mu}, x, None)
+    torch.testing.assert_close(nb, po, rtol=1e-4, atol=1e-4)
+
+
+def test_zinb_reduces_to_nb(counts):
+    x, mu, theta = counts
+    pi = torch.full_like(mu, -60.0)
+    zinb = get_likelihood("zinb").nll({"mu": mu, "theta": theta, "pi_logits": pi}, x, None)
+    nb = get_likelihood("nb").nll({"mu": mu, "theta": theta}, x, None)
+    torch.testing.assert_close(zinb, nb, rtol=1e-6, atol=1e-6)
+
+
+def test_zinb_nll_reference(counts):
+    x, mu, theta = counts
+    g = torch.Generator().manual_seed(1)
+    pi_logits = torch.randn(mu.shape, generator=g, dtype=torch.float64) * 2
+    got = get_likelihood("zinb").nll({"mu": mu, "theta": theta, "pi_logits": pi_logits}, x, None)
+    pi = torch.sigmoid(pi_logits)
+    nb = D.NegativeBinomial(total_count=theta, logits=torch.log(mu / theta))
+    p = (1 - pi) * nb.log_prob(x).exp() + pi * (x == 0).double()
+    ref = -torch.log(p).mean(-1)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_bernoulli_nll(counts):
+    x, _, _ = counts
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(x.shape, generator=g, dtype=torch.float64) * 3
+    got = get_likelihood("bernoulli").nll({"logits": logits}, x, None)
+    ref = -D.Bernoulli(logits=logits).log_prob((x > 0).double()).mean(-1)
+    torch.testing.assert_close(got, ref)
+    bce = F.binary_cross_entropy(torch.sigmoid(logits), (x > 0).double(), reduction="none").mean(-1)
+    torch.testing.assert_close(got, bce, rtol=1e-6, atol=1e-6)
+
+
+def test_gaussian_nll_is_half_mse_on_processed_target():
+    g = torch.Generator().manual_seed(3)
+    mean = torch.randn(5, 7, generator=g)
+    target = torch.randn(5, 7, generator=g)
+    raw = torch.full((5, 7), 1e6)  # the raw data must not be used
+    got = get_likelihood("gaussian").nll({"mean": mean}, raw, target)
+    torch.testing.assert_close(got, 0.5 * ((mean - target) ** 2).mean(-1))
+    torch.testing.assert_close(
+        got, -D.Normal(mean, 1.0).log_prob(target).mean(-1) - 0.5 * np.log(2 * np.pi)
+    )
+
+
+def test_means():
+    g = torch.Generator().manual_seed(4)
+    mu = torch.rand(3, 4, generator=g) + 0.1
+    pi = torch.randn(3, 4, generator=g)
+    logits = torch.randn(3, 4, generator=g)
+    torch.testing.assert_close(get_likelihood("poisson").mean({"mu": mu}), mu)
+    torch.testing.assert_close(get_likelihood("nb").mean({"mu": mu, "theta": mu}), mu)
+    torch.testing.assert_close(
+        get_likelihood("zinb").mean({"mu": mu, "theta": mu, "pi_logits": pi}),
+        mu * (1 - torch.sigmoid(pi)),
+    )
+    torch.testing.assert_close(get_likelihood("bernoulli").mean({"logits": logits}), torch.sigmoid(logits))
+    torch.testing.assert_close(get_likelihood("gaussian").mean({"mean": logits}), logits)
+
+
+@pytest.mark.parametrize(
+    ("name", "keys"),
+    [
+        ("gaussian", {"mean"}),
+        ("bernoulli", {"logits"}),
+        ("poisson", {"mu"}),
+        ("nb", {"mu", "theta"}),
+        ("zinb", {"mu", "theta", "pi_logits"}),
+    ],
+)
+def test_heads(name, keys):
+    torch.manual_seed(0)
+    head = get_likelihood(name).head(6, 11)
+    h = torch.randn(4, 6)
+    library = torch.tensor([1.0, 10.0, 100.0, 55.5])
+    out = head(h, library)
+    assert set(out) == keys
+    for v in out.values():
+        assert v.shape == (4, 11)
+    if "mu" in out:
+        # count means are proportions times the library size
+        assert (out["mu"] > 0).all()
+        torch.testing.assert_close(out["mu"].sum(-1), library)
+    if "theta" in out:
+        assert (out["theta"] > 0).all()
+        # per-feature dispersion: equal across cells
+        torch.testing.assert_close(out["theta"][0], out["theta"][3])
+    nll = get_likelihood(name).nll(out, torch.poisson(torch.ones(4, 11) * 3), torch.randn(4, 11))
+    assert nll.shape == (4,) and torch.isfinite(nll).all()
+    nll.sum().backward()  # differentiable w.r.t. the head's parameters
+    assert all(p.grad is not None for p in head.parameters())
+
+
+# ------------------------------------------------------------------ registering a likelihood
+@pytest.fixture
+def clean_registry():
+    before = dict(lik_module._REGISTRY)
+    yield
+    lik_module._REGISTRY.clear()
+    lik_module._REGISTRY.update(before)
+
+
+def test_register_likelihood_usable_in_modality(clean_registry, paired_data):
+    class Laplace(Likelihood):
+        name = "test_laplace"
+
+        def head(self, n_hidden, n_vars):
+            return lik_module._Linear(n_hidden, n_vars, ("mean",))
+
+        def nll(self, params, x, target):
+            return (params["mean"] - target).abs().mean(-1)
+
+        def mean(self, params):
+            return params["mean"]
+
+    assert "test_laplace" not in available_likelihoods()
+    with pytest.raises(ValueError, match="'atac'.*likelihood"):
+        tm.Modality("test_laplace").check("atac")
+    returned = register_likelihood(Laplace)
+    assert returned is Laplace  # usable as a decorator
+    assert "test_laplace" in available_likelihoods()
+    assert isinstance(get_likelihood("test_laplace"), Laplace)
+    spec = tm.Modality("test_laplace")
+    spec.check("atac")
+    assert spec.resolved() == {"normalize": False, "log1p": False, "scale": True, "n_pca": 0}
+
+    # a model with the new likelihood builds and trains
+    paired_data["atac"].X = np.log1p(paired_data["atac"].X)
+    model = tm.CrossModalAE(
+        paired_data,
+        {"rna": tm.Modality("nb", layer="counts"), "atac": spec},
+        n_latent=4,
+        hidden=(16,),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.train(max_epochs=1, batch_size=64, progress_bar=False)
+    assert np.isfinite(model.history["train_recon_atac"]).all()
+
+
+def test_register_likelihood_needs_name(clean_registry):
+    class Nameless(Likelihood):
+        pass
+
+    with pytest.raises(ValueError, match="name"):
+        register_likelihood(Nameless)

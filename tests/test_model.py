@@ -1,0 +1,459 @@
+"""CrossModalAE: training, history, embeddings, translation, seeds, priors and anchors."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import transmodal as tm
+from transmodal.data import find_pairs
+
+from conftest import default_specs, make_data
+
+N_LATENT = 8
+
+
+def _latents(model):
+    return {n: model.get_latent_representation(n) for n in model.modality_names}
+
+
+# ------------------------------------------------------------------ training and history
+@pytest.mark.parametrize("sparse_rna", [True, False])
+def test_trains_on_dense_and_sparse(sparse_rna, make_model, train):
+    data = make_data(sparse_rna=sparse_rna)
+    model = make_model(data, seed=0)
+    assert not model.is_trained_
+    out = train(model)
+    assert out is model and model.is_trained_
+    h = model.history
+    assert isinstance(h, pd.DataFrame)
+    assert h.index.name == "epoch" and list(h.index) == [0, 1]
+    for col in ("train_recon_rna", "train_recon_atac", "train_disc", "train_disc_acc", "train_adv"):
+        assert np.isfinite(h[col]).all(), col
+    assert model.train_params_["epochs_run"] == 2
+
+
+def test_dense_and_sparse_input_train_identically(make_model, train):
+    lat = []
+    for sparse_rna in (True, False):
+        model = train(make_model(make_data(sparse_rna=sparse_rna), seed=5))
+        lat.append(_latents(model))
+    for name in lat[0]:
+        np.testing.assert_array_equal(lat[0][name], lat[1][name])
+
+
+def test_history_columns(trained_model):
+    h = trained_model.history
+    expected = {
+        "train_recon_rna",
+        "train_recon_atac",
+        "train_disc",
+        "train_disc_acc",
+        "train_adv",
+        "train_cls",
+        "train_anchor",
+        "train_loss",
+        "val_recon_rna",
+        "val_recon_atac",
+        "val_disc",
+        "val_disc_acc",
+        "val_adv",
+        "val_cls",
+        "val_anchor",
+        "val_monitor",
+    }
+    assert expected <= set(h.columns), expected - set(h.columns)
+    assert len(h) == 2
+    assert np.isfinite(h[sorted(expected)].to_numpy()).all()
+    assert ((h["train_disc_acc"] >= 0) & (h["train_disc_acc"] <= 1)).all()
+    assert (h[["train_recon_rna", "train_recon_atac", "train_cls", "train_anchor"]] > 0).all().all()
+    # val_monitor = reconstruction + classifier + anchor terms (weights 1)
+    np.testing.assert_allclose(
+        h["val_monitor"],
+        h["val_recon_rna"] + h["val_recon_atac"] + h["val_cls"] + h["val_anchor"],
+        rtol=1e-5,
+    )
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step`")
+def test_history_without_labels_or_validation(paired_data, make_model, train):
+    model = train(make_model(paired_data, validation_fraction=0.0))
+    cols = set(model.history.columns)
+    assert {"train_recon_rna", "train_recon_atac", "train_disc", "train_adv"} <= cols
+    assert "train_cls" not in cols and "train_anchor" not in cols
+    assert not any(c.startswith("val_") for c in cols)
+    assert not any(m.any() for m in model.val_masks_.values())
+
+
+def test_validation_split_keeps_pairs_together(half_paired_data, make_model):
+    model = make_model(half_paired_data, validation_fraction=0.2, seed=3)
+    masks = model.val_masks_
+    ia, ib = find_pairs(model.mods["rna"], model.mods["atac"])
+    np.testing.assert_array_equal(masks["rna"][ia], masks["atac"][ib])
+    n_keys = 150 + 75  # distinct cell names over both modalities
+    # 20% of distinct cells are held out; paired cells count once
+    n_val_keys = masks["rna"].sum() + masks["atac"].sum() - masks["rna"][ia].sum()
+    assert n_val_keys == round(0.2 * n_keys)
+    again = make_model(half_paired_data, validation_fraction=0.2, seed=3).val_masks_
+    other = make_model(half_paired_data, validation_fraction=0.2, seed=4).val_masks_
+    np.testing.assert_array_equal(again["rna"], masks["rna"])
+    assert not np.array_equal(other["rna"], masks["rna"])
+
+
+# ------------------------------------------------------------------ embeddings
+def test_latent_shapes_and_dtype(trained_model):
+    for name in ("rna", "atac"):
+        z = trained_model.get_latent_representation(name)
+        assert z.shape == (150, N_LATENT)
+        assert z.dtype == np.float32
+        assert np.isfinite(z).all()
+    with pytest.raises(ValueError, match="'prot'"):
+        trained_model.get_latent_representation("prot")
+
+
+def test_embed_new_cells(trained_model, paired_data):
+    z_all = trained_model.get_latent_representation("rna")
+    rows = np.array([17, 3, 99, 42, 0, 149])
+    new = paired_data["rna"][rows].copy()
+    z_new = trained_model.get_latent_representation("rna", new)
+    assert z_new.shape == (6, N_LATENT) and z_new.dtype == np.float32
+    np.testing.assert_allclose(z_new, z_all[rows], rtol=1e-5, atol=1e-5)
+    # batch size does not change the embedding (eval mode, per-cell normalisation)
+    z_small = trained_model.get_latent_representation("rna", batch_size=7)
+    np.testing.assert_allclose(z_small, z_all, rtol=1e-5, atol=1e-5)
+
+
+def test_embed_with_wrong_var_names(trained_model, paired_data):
+    rna = paired_data["rna"].copy()
+    rna.var_names = [f"other{i}" for i in range(rna.n_vars)]
+    with pytest.raises(ValueError) as info:
+        trained_model.get_latent_representation("rna", rna)
+    assert "'rna'" in str(info.value)
+    reordered = paired_data["rna"][:, ::-1].copy()
+    with pytest.raises(ValueError, match="'rna'"):
+        trained_model.get_latent_representation("rna", reordered)
+    fewer = paired_data["atac"][:, :20].copy()
+    with pytest.raises(ValueError, match="'atac'"):
+        trained_model.get_latent_representation("atac", fewer)
+
+
+def test_embed_new_cells_checks_values(trained_model, paired_data):
+    atac = paired_data["atac"][:5].copy()
+    atac.X[0, 0] = 0.5
+    with pytest.raises(ValueError, match="non-integer"):
+        trained_model.get_latent_representation("atac", atac)
+
+
+# ------------------------------------------------------------------ translation
+def test_translate(trained_model, paired_data):
+    out = trained_model.translate(source="rna", target="atac")
+    assert isinstance(out, ad.AnnData)
+    assert out.shape == (150, 25)
+    assert list(out.var_names) == list(paired_data["atac"].var_names)
+    assert list(out.obs_names) == list(paired_data["rna"].obs_names)
+    assert "label" in out.obs
+    X = np.asarray(out.X)
+    assert X.dtype == np.float32 and np.isfinite(X).all()
+    assert (X >= 0).all()
+    assert out.uns["transmodal"] == {"source": "rna", "target": "atac", "units": "counts"}
+    # count targets are decoded at the median training library size of the target
+    lib = float(trained_model.module.transforms["atac"].library_size)
+    np.testing.assert_allclose(X.sum(1), lib, rtol=1e-4)
+    train_rows = np.flatnonzero(~trained_model.val_masks_["atac"])
+    assert lib == pytest.approx(np.median(paired_data["atac"].X[train_rows].sum(1)))
+
+    fixed = trained_model.translate(source="rna", target="atac", library_size=1000.0)
+    np.testing.assert_allclose(np.asarray(fixed.X).sum(1), 1000.0, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(fixed.X) / 1000.0, X / lib, rtol=1e-4, atol=1e-7)
+
+
+def test_translate_new_cells_and_reverse(trained_model, paired_data):
+    atac = paired_data["atac"][10:20].copy()
+    out = trained_model.translate(atac, source="atac", target="rna")
+    assert out.shape == (10, 40)
+    assert list(out.obs_names) == list(atac.obs_names)
+    assert list(out.var_names) == list(paired_data["rna"].var_names)
+    assert (np.asarray(out.X) >= 0).all()
+    full = trained_model.translate(source="atac", target="rna")
+    np.testing.assert_allclose(np.asarray(out.X), np.asarray(full.X)[10:20], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="'prot'"):
+        trained_model.translate(source="rna", target="prot")
+    bad = paired_data["atac"].copy()
+    bad.var_names = [f"x{i}" for i in range(bad.n_vars)]
+    with pytest.raises(ValueError, match="'atac'"):
+        trained_model.translate(bad, source="atac", target="rna")
+
+
+# ------------------------------------------------------------------ seeds
+def test_seed_makes_runs_identical(paired_data, make_model, train):
+    a = train(make_model(paired_data, seed=3, labels_key="label", anchor_fraction=0.3))
+    b = train(make_model(make_data(), seed=3, labels_key="label", anchor_fraction=0.3))
+    c = train(make_model(make_data(), seed=4, labels_key="label", anchor_fraction=0.3))
+    la, lb, lc = _latents(a), _latents(b), _latents(c)
+    for name in la:
+        assert np.array_equal(la[name], lb[name])
+        assert not np.array_equal(la[name], lc[name])
+    pd.testing.assert_frame_equal(a.history, b.history)
+    ta = a.translate(source="rna", target="atac").X
+    tb = b.translate(source="rna", target="atac").X
+    assert np.array_equal(ta, tb)
+
+
+def test_train_seed_overrides_model_seed(paired_data, make_model, train):
+    a = train(make_model(paired_data, seed=3), seed=10)
+    b = train(make_model(paired_data, seed=3), seed=10)
+    c = train(make_model(paired_data, seed=3), seed=11)
+    assert np.array_equal(a.get_latent_representation("rna"), b.get_latent_representation("rna"))
+    assert not np.array_equal(a.get_latent_representation("rna"), c.get_latent_representation("rna"))
+    assert a.train_params_["seed"] == 10
+
+
+def test_global_rng_untouched(paired_data, make_model, train):
+    state = torch.random.get_rng_state()
+    det = torch.are_deterministic_algorithms_enabled()
+    train(make_model(paired_data, seed=1))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert torch.are_deterministic_algorithms_enabled() == det
+
+
+# ------------------------------------------------------------------ priors
+@pytest.mark.parametrize("prior", ["foo", "anchor:prot", "anchor", "Learned", None, 3])
+def test_invalid_prior(paired_data, make_model, prior):
+    with pytest.raises(ValueError, match="prior"):
+        make_model(paired_data, prior=prior)
+
+
+def test_anchor_prior_freezes_anchor_after_pretraining(paired_data, make_model, train):
+    kw = dict(prior="anchor:rna", seed=2, labels_key="label")
+    pre = train(make_model(paired_data, **kw), max_epochs=1, pretrain_epochs=1)
+    full = train(make_model(make_data(), **kw), max_epochs=3, pretrain_epochs=1)
+    assert full.anchor_modality_ == "rna"
+    for part in ("encoders", "decoders", "heads"):
+        p_pre = dict(getattr(pre.module, part)["rna"].named_parameters())
+        p_full = dict(getattr(full.module, part)["rna"].named_parameters())
+        assert p_pre.keys() == p_full.keys() and p_pre
+        for k in p_pre:
+            assert torch.equal(p_pre[k], p_full[k]), f"{part}.rna.{k} changed after pre-training"
+    # the other modality did train after pre-training
+    p_pre = dict(pre.module.encoders["atac"].named_parameters())
+    p_full = dict(full.module.encoders["atac"].named_parameters())
+    assert any(not torch.equal(p_pre[k], p_full[k]) for k in p_pre)
+    # parameters are trainable again for the user after training
+    assert all(p.requires_grad for p in full.module.parameters())
+
+    h = full.history
+    assert list(h.index) == [0, 1, 2]
+    # epoch 0: only the anchor autoencoder, no alignment
+    assert np.isfinite(h.loc[0, "train_recon_rna"])
+    assert np.isnan(h.loc[0, "train_recon_atac"]) and np.isnan(h.loc[0, "train_adv"])
+    assert h.loc[0, "lam_adv_effective"] == 0.0
+    # later: the anchor is frozen (no reconstruction term), the others are aligned to it
+    assert h.loc[1:, "train_recon_rna"].isna().all()
+    assert np.isfinite(h.loc[1:, ["train_recon_atac", "train_adv", "train_disc"]].to_numpy()).all()
+
+
+def test_learned_prior_trains_every_modality(trained_model):
+    assert trained_model.anchor_modality_ is None
+    h = trained_model.history
+    assert np.isfinite(h[["train_recon_rna", "train_recon_atac"]].to_numpy()).all()
+
+
+# ------------------------------------------------------------------ anchors
+def test_anchor_fraction_selects_half_of_paired_training_cells(paired_data, make_model):
+    model = make_model(paired_data, anchor_fraction=0.5, seed=0)
+    assert set(model.anchors_) == {"rna|atac"}
+    ia, ib = model.anchors_["rna|atac"]
+    n_train = int((~model.val_masks_["rna"]).sum())
+    assert len(ia) == len(ib) == round(0.5 * n_train)
+    assert len(np.unique(ia)) == len(ia)
+    # anchors are training cells and true pairs
+    assert not model.val_masks_["rna"][ia].any() and not model.val_masks_["atac"][ib].any()
+    np.testing.assert_array_equal(
+        np.asarray(paired_data["rna"].obs_names)[ia], np.asarray(paired_data["atac"].obs_names)[ib]
+    )
+    same = make_model(make_data(), anchor_fraction=0.5, seed=0).anchors_["rna|atac"]
+    np.testing.assert_array_equal(same[0], ia)
+    np.testing.assert_array_equal(same[1], ib)
+    other = make_model(make_data(), anchor_fraction=0.5, seed=1).anchors_["rna|atac"]
+    assert not np.array_equal(other[0], ia)
+    assert make_model(make_data(), anchor_fraction=0.0).anchors_ == {}
+
+
+def test_anchor_fraction_partial_pairing(half_paired_data, make_model):
+    model = make_model(half_paired_data, anchor_fraction=0.5, seed=0)
+    ia, ib = model.anchors_["rna|atac"]
+    pa, pb = find_pairs(model.mods["rna"], model.mods["atac"])
+    n_paired_train = int((~model.val_masks_["rna"][pa] & ~model.val_masks_["atac"][pb]).sum())
+    assert len(ia) == round(0.5 * n_paired_train)
+    assert set(zip(ia.tolist(), ib.tolist())) <= set(zip(pa.tolist(), pb.tolist()))
+
+
+def test_anchor_loss_pulls_pairs_together(make_model, train):
+    dist = {}
+    for frac in (0.0, 0.5):
+        model = train(
+            make_model(make_data(), anchor_fraction=frac, seed=0),
+            max_epochs=10,
+            lam_anchor=10.0,
+        )
+        z_rna = model.get_latent_representation("rna")
+        z_atac = model.get_latent_representation("atac")
+        dist[frac] = float(np.linalg.norm(z_rna - z_atac, axis=1).mean())
+        if frac > 0:
+            h = model.history["train_anchor"].to_numpy()
+            assert h[-1] < 0.75 * h[0]
+    assert dist[0.5] < 0.7 * dist[0.0], dist
+
+
+# ------------------------------------------------------------------ latent classifier
+def test_classifier_loss_decreases(paired_data, make_model, train):
+    model = train(make_model(paired_data, labels_key="label", seed=0), max_epochs=6)
+    cls = model.history["train_cls"].to_numpy()
+    assert np.isfinite(cls).all()
+    assert cls[-1] < cls[0] - 0.1
+    assert model.label_categories_ == ["type0", "type1", "type2"]
+    assert model.module.classifier.out_features == 3
+
+
+# ------------------------------------------------------------------ three modalities
+@pytest.mark.parametrize("pairing", ["full", "half"])
+def test_three_modalities(pairing, make_model, train):
+    data = make_data(pairing=pairing, n_mods=3)
+    model = make_model(data, anchor_fraction=0.5, labels_key="label", seed=0)
+    assert model.modality_names == ["rna", "atac", "prot"]
+    assert set(model.anchors_) == {"rna|atac", "rna|prot", "atac|prot"}
+    n_pairs = {"rna|atac": 150, "rna|prot": 150, "atac|prot": 150}
+    if pairing == "half":
+        n_pairs = {"rna|atac": 75, "rna|prot": 75, "atac|prot": 75}
+    for key, (ia, ib) in model.anchors_.items():
+        a, b = key.split("|")
+        pa, pb = find_pairs(model.mods[a], model.mods[b])
+        assert len(pa) == n_pairs[key]
+        n_train = int((~model.val_masks_[a][pa] & ~model.val_masks_[b][pb]).sum())
+        assert len(ia) == round(0.5 * n_train)
+        names_a = np.asarray(data[a].obs_names)[ia]
+        np.testing.assert_array_equal(names_a, np.asarray(data[b].obs_names)[ib])
+    train(model)
+    h = model.history
+    for name in ("rna", "atac", "prot"):
+        assert np.isfinite(h[f"train_recon_{name}"]).all()
+        assert model.get_latent_representation(name).shape == (150, N_LATENT)
+    assert model.module.discriminator[-1].out_features == 3
+    out = model.translate(source="rna", target="prot")
+    assert out.shape == (150, 10)
+    assert list(out.var_names) == [f"X_prot_{i}" for i in range(10)]
+    assert out.uns["transmodal"]["units"] == "preprocessing inverted"
+    assert np.isfinite(np.asarray(out.X)).all()
+    back = model.translate(data["prot"], source="prot", target="atac")
+    assert back.shape == (150, 25) and (np.asarray(back.X) >= 0).all()
+    assert list(back.obs_names) == list(data["prot"].obs_names)
+
+
+def test_three_modalities_anchor_prior(three_mod_data, make_model, train):
+    model = make_model(three_mod_data, prior="anchor:prot", seed=0)
+    train(model, max_epochs=2, pretrain_epochs=1)
+    h = model.history
+    assert np.isnan(h.loc[0, "train_recon_rna"]) and np.isfinite(h.loc[0, "train_recon_prot"])
+    assert np.isfinite(h.loc[1, ["train_recon_rna", "train_recon_atac", "train_adv"]].to_numpy()).all()
+
+
+# ------------------------------------------------------------------ warnings and errors
+def test_warns_when_modalities_stay_separable(paired_data, make_model):
+    rng = np.random.default_rng(100)
+    # atac unrelated to rna, and no alignment terms at all
+    paired_data["atac"].X = rng.poisson(rng.gamma(0.3, 20, size=(150, 25))).astype(np.float32)
+    model = make_model(paired_data, n_latent=16, seed=0)
+    with pytest.warns(UserWarning, match="separable"):
+        model.train(
+            max_epochs=5, batch_size=32, progress_bar=False, lam_adv=0, lam_mmd=0, lam_latent=0
+        )
+    assert model.mixing_accuracy_ > 0.8
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_gpu_without_cuda_raises(paired_data, make_model, accelerator):
+    model = make_model(paired_data)
+    with pytest.raises(ValueError, match="CUDA"):
+        model.train(max_epochs=1, accelerator=accelerator, progress_bar=False)
+    assert not model.is_trained_
+    with pytest.raises(ValueError, match="CUDA"):
+        model.get_latent_representation("rna", device="cuda")
+
+
+def test_invalid_accelerator(paired_data, make_model):
+    with pytest.raises(ValueError, match="accelerator"):
+        make_model(paired_data).train(max_epochs=1, accelerator="tpu9000")
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"n_latent": 0},
+        {"hidden": ()},
+        {"dropout": 1.0},
+        {"anchor_fraction": 1.5},
+        {"anchor_fraction": -0.1},
+        {"validation_fraction": 1.0},
+    ],
+)
+def test_invalid_model_params(paired_data, make_model, kw):
+    with pytest.raises(ValueError):
+        make_model(paired_data, **kw)
+
+
+@pytest.mark.parametrize(
+    "kw", [{"batch_size": 0}, {"max_epochs": 0}, {"lam_adv": -1.0}, {"lam_anchor": -1.0}]
+)
+def test_invalid_train_params(paired_data, make_model, kw):
+    model = make_model(paired_data)
+    with pytest.raises(ValueError):
+        model.train(progress_bar=False, **{"max_epochs": 1, **kw})
+
+
+def test_modality_name_with_pipe(paired_data, make_model):
+    data = {"rna|x": paired_data["rna"], "atac": paired_data["atac"]}
+    with pytest.raises(ValueError, match="'rna\\|x'"):
+        make_model(data, {"rna|x": tm.Modality("nb"), "atac": tm.Modality("poisson")})
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_mudata_input_trains(paired_data, make_model, train):
+    import mudata
+
+    mdata = mudata.MuData({"rna": paired_data["rna"], "atac": paired_data["atac"]})
+    model = train(make_model(mdata, default_specs(), anchor_fraction=0.5))
+    assert len(model.anchors_["rna|atac"][0]) > 0
+    assert model.get_latent_representation("atac").shape == (150, N_LATENT)
+
+
+def test_repr(trained_model):
+    text = repr(trained_model)
+    assert "CrossModalAE" in text and "rna: 150 x 40 (nb)" in text and "trained=True" in text
+
+
+# ------------------------------------------------------------------ regressions
+def test_zero_cells(trained_model, paired_data):
+    empty = paired_data["rna"][:0].copy()
+    assert trained_model.get_latent_representation("rna", empty).shape == (0, N_LATENT)
+    assert trained_model.translate(empty, source="rna", target="atac").shape == (0, 25)
+
+
+def test_anchor_latent_frozen_after_pretraining(paired_data, make_model, train):
+    pre = train(make_model(paired_data, prior="anchor:rna", seed=2), max_epochs=1, pretrain_epochs=1)
+    full = train(make_model(make_data(), prior="anchor:rna", seed=2), max_epochs=3, pretrain_epochs=1)
+    np.testing.assert_array_equal(
+        pre.get_latent_representation("rna"), full.get_latent_representation("rna")
+    )
+
+
+def test_history_index_unique_after_continued_training(paired_data, make_model, train):
+    model = train(make_model(paired_data))
+    train(model, max_epochs=1)
+    assert len(model.history) == 3
+    assert model.history.index.is_unique
