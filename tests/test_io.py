@@ -13,7 +13,7 @@ from safetensors import safe_open
 import transmodal as tm
 from transmodal.model import _io
 
-from conftest import default_specs, make_data
+from conftest import make_data
 
 
 @pytest.fixture
@@ -157,14 +157,23 @@ def test_load_rejects_bad_data_values(saved, paired_data):
         tm.CrossModalAE.load(path, paired_data)
 
 
-def test_load_unknown_label(saved, paired_data):
-    _, path = saved
+def test_load_new_cells_need_no_known_labels(saved, paired_data):
+    """Embedding new cells never reads labels: unknown or absent labels become missing."""
+    model, path = saved
     for m in ("rna", "atac"):
         obs = paired_data[m].obs
         obs["label"] = obs["label"].cat.add_categories(["new"])
         obs.loc[obs.index[0], "label"] = "new"
-    with pytest.raises(ValueError, match="label"):
-        tm.CrossModalAE.load(path, paired_data)
+    loaded = tm.CrossModalAE.load(path, paired_data)
+    assert loaded.mods["rna"].labels[0] == -1 and (loaded.mods["rna"].labels[1:] >= 0).all()
+    unlabelled = {n: a.copy() for n, a in paired_data.items()}
+    for a in unlabelled.values():
+        del a.obs["label"]
+    loaded = tm.CrossModalAE.load(path, unlabelled)
+    assert (loaded.mods["atac"].labels == -1).all()
+    np.testing.assert_array_equal(
+        loaded.get_latent_representation("rna"), model.get_latent_representation("rna")
+    )
 
 
 def test_load_other_cells_drops_anchors(saved, paired_data):

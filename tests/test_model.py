@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 
 import anndata as ad
 import numpy as np

@@ -88,6 +88,7 @@ def setup_data(
     labels_key: str | None = None,
     label_categories: list[str] | None = None,
     check_data: bool = True,
+    labels_optional: bool = False,
 ) -> tuple[dict[str, ModalityData], list[str] | None]:
     """Validate inputs and collect everything the model needs about each modality.
 
@@ -104,6 +105,9 @@ def setup_data(
         outside them are rejected.
     check_data
         Scan every matrix for NaNs, negative values or non-integers the likelihood rejects.
+    labels_optional
+        For a trained model's new data: a modality without the ``labels_key`` column, or
+        with labels outside ``label_categories``, gets missing labels instead of an error.
 
     Returns
     -------
@@ -158,15 +162,18 @@ def setup_data(
                 found |= set(label_codes(md.adata, labels_key, name, None)[1])
             categories = sorted(found)
         for name, md in out.items():
+            if labels_optional and labels_key not in md.adata.obs:
+                md.labels = np.full(md.n_obs, -1, dtype=np.int64)
+                continue
             codes, _ = label_codes(md.adata, labels_key, name, categories)
-            if (codes == -2).any():
+            if (codes == -2).any() and not labels_optional:
                 bad = md.adata.obs[labels_key][codes == -2].iloc[0]
                 raise ValueError(
                     f"modality {name!r}: label {bad!r} in obs[{labels_key!r}] is not one of the "
                     f"model's label categories {categories}"
                 )
-            md.labels = codes
-        if not any((md.labels >= 0).any() for md in out.values()):
+            md.labels = np.where(codes == -2, -1, codes)
+        if not labels_optional and not any((md.labels >= 0).any() for md in out.values()):
             raise ValueError(f"labels_key {labels_key!r}: no cell of any modality has a label")
     return out, categories
 

@@ -18,7 +18,8 @@ from ._chunked import (
 
 def _partner_ranks(q: np.ndarray, r: np.ndarray, chunk_size: int | None) -> np.ndarray:
     """For every row i: number of rows of ``r`` strictly closer (Euclidean) to ``q_i``
-    than its partner ``r_i``."""
+    than its partner ``r_i``.
+    """
     dist = _BlockDistance(q, r, "euclidean")
     diag = np.arange(q.shape[0], dtype=np.int64)
     thr = dist.exact(diag, diag)

@@ -102,6 +102,7 @@ def load_model(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
         config["init_params"],
         label_categories=config["label_categories"],
         check_data=check_data,
+        labels_optional=True,
     )
     for name, md in model.mods.items():
         expected = config["var_names"][name]

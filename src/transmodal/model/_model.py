@@ -152,7 +152,9 @@ class CrossModalAE:
                 f"validation_fraction must be in [0, 1), got {p['validation_fraction']!r}"
             )
 
-    def _setup(self, data, modalities, params, *, label_categories, check_data) -> None:
+    def _setup(
+        self, data, modalities, params, *, label_categories, check_data, labels_optional=False
+    ) -> None:
         """Validate data, then build the networks (seeded); shared by ``__init__`` and ``load``."""
         mods, categories = setup_data(
             data,
@@ -160,6 +162,7 @@ class CrossModalAE:
             labels_key=params["labels_key"],
             label_categories=label_categories,
             check_data=check_data,
+            labels_optional=labels_optional,
         )
         for name in mods:
             if "|" in name:

@@ -156,7 +156,8 @@ class CrossModalModule(nn.Module):
     # -- losses ----------------------------------------------------------------------------
     def discriminator_loss(self, zs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of the discriminator telling the modalities apart (each weighted
-        equally) and its balanced accuracy."""
+        equally) and its balanced accuracy.
+        """
         losses, accs = [], []
         for k, name in enumerate(self.names):
             logits = self.discriminate(zs[name])

@@ -7,7 +7,6 @@ the mean of the distribution it predicts. Adding a data type is one subclass of
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch

@@ -1,5 +1,6 @@
 """The training step: alternating discriminator / autoencoder updates (Lightning, manual
-optimisation), loss bookkeeping and the per-epoch history."""
+optimisation), loss bookkeeping and the per-epoch history.
+"""
 
 from __future__ import annotations
 

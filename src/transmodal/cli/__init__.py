@@ -1,0 +1,9 @@
+"""The ``transmodal`` command line: ``train``, ``embed``, ``translate``, ``evaluate``, ``demo``.
+
+Run ``transmodal --help`` (or ``python -m transmodal --help``) for the commands and
+``transmodal COMMAND --help`` for their options and examples.
+"""
+
+from ._main import build_parser, main
+
+__all__ = ["build_parser", "main"]

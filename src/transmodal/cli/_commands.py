@@ -1,0 +1,373 @@
+"""Bodies of the ``transmodal`` subcommands (argparse wiring lives in ``_main``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ._config import ConfigError, load_config
+
+OBSM_KEY = "X_transmodal"
+
+
+# ----------------------------------------------------------------------------- helpers
+def _atomic_write(path: Path, write: Callable[[Path], None], *, suffix: str = "") -> None:
+    """Write via ``write(tmp)`` to a temporary file next to ``path``, then rename it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp files are private; use the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_h5ad(adata, path: Path) -> None:
+    _atomic_write(path, lambda tmp: adata.write_h5ad(tmp), suffix=".h5ad")
+
+
+def _write_text(text: str, path: Path) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _check_output(path: Path, *, overwrite: bool) -> None:
+    if path.is_dir():
+        raise IsADirectoryError(f"output {path} is a directory, expected a file path")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"output {path} exists; pass --overwrite to replace it")
+
+
+def _read_h5ad(path: Path, where: str):
+    import anndata as ad
+
+    if not path.exists():
+        raise FileNotFoundError(f"{where}: file not found: {path}")
+    try:
+        return ad.read_h5ad(path)
+    except OSError as err:
+        raise ValueError(f"{where}: cannot read {path} as .h5ad: {err}") from None
+
+
+def _read_h5mu(path: Path, where: str):
+    import mudata as md
+
+    try:
+        return md.read_h5mu(path)
+    except OSError as err:
+        raise ValueError(f"{where}: cannot read {path} as .h5mu: {err}") from None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        try:
+            value = value.item()
+        except (TypeError, ValueError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _subset_mask(obs, obs_key: str, value: Any, where: str):
+    if obs_key not in obs.columns:
+        raise ValueError(
+            f"{where}: subset obs_key {obs_key!r} not found in obs; available columns: "
+            f"{list(obs.columns)}"
+        )
+    values = value if isinstance(value, list) else [value]
+    col = obs[obs_key]
+    mask = col.isin(values).to_numpy() | col.astype(str).isin([str(v) for v in values]).to_numpy()
+    if not mask.any():
+        present = sorted({str(v) for v in col.dropna().unique()})[:10]
+        raise ValueError(
+            f"{where}: subset: no cell has obs[{obs_key!r}] == {value!r} (values present: {present})"
+        )
+    return mask
+
+
+# ------------------------------------------------------------------------------- train
+def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> int:
+    """``transmodal train``: validate config, read data, train, save the model + history."""
+    import pandas as pd
+    import yaml
+
+    cfg = load_config(config)  # everything checked before any data is read
+    out_dir = Path(out) if out is not None else cfg.out
+    if out_dir is None:
+        raise ConfigError(
+            f"{cfg.path}: no output directory: set 'out' in the config or pass --out DIR"
+        )
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"output directory {out_dir} exists; pass --overwrite to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"output {out_dir} exists and is not a directory")
+
+    from ..model import CrossModalAE
+
+    if cfg.data is not None:
+        data: Any = {n: _read_h5ad(p, f"data {n!r}") for n, p in cfg.data.items()}
+        if cfg.subset is not None:
+            for name, adata in data.items():
+                mask = _subset_mask(adata.obs, cfg.subset["obs_key"], cfg.subset["value"], f"modality {name!r}")
+                data[name] = adata[mask].copy()
+    else:
+        data = _read_h5mu(cfg.mudata, "mudata")
+        missing = [n for n in cfg.modalities if n not in data.mod]
+        if missing:
+            raise ConfigError(
+                f"{cfg.path}: modalities: modality {missing[0]!r} is not in {cfg.mudata} "
+                f"(it holds {', '.join(data.mod)})"
+            )
+        if cfg.subset is not None:
+            mask = _subset_mask(data.obs, cfg.subset["obs_key"], cfg.subset["value"], str(cfg.mudata))
+            data = data[mask].copy()
+
+    print(f"transmodal: training on {_describe(data, cfg.modalities)}", file=sys.stderr)
+    model = CrossModalAE(data, cfg.modalities, **cfg.model)
+    train_kwargs = dict(cfg.train)
+    model.train(**train_kwargs)
+    model.save(out_dir, overwrite=overwrite)
+    if model.history is not None:
+        hist: pd.DataFrame = model.history
+        _write_text(hist.to_csv(), out_dir / "history.csv")
+    _write_text(
+        yaml.safe_dump(cfg.to_dict(), sort_keys=False), out_dir / "run_config.yaml"
+    )
+    epochs = model.train_params_.get("epochs_run", "?")
+    print(f"transmodal: trained {epochs} epochs; model saved to {out_dir}", file=sys.stderr)
+    return 0
+
+
+def _describe(data, modalities: Mapping[str, Any]) -> str:
+    mods = data.mod if hasattr(data, "mod") else data
+    return ", ".join(f"{n} {mods[n].n_obs} x {mods[n].n_vars}" for n in modalities)
+
+
+# ---------------------------------------------------------------- model + data loading
+def parse_data_args(items: Sequence[str] | None) -> dict[str, Path]:
+    """``["rna=a.h5ad", "atac=b.h5ad"]`` -> ``{"rna": Path("a.h5ad"), ...}``."""
+    out: dict[str, Path] = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep or not name or not path:
+            raise ValueError(f"--data {item!r}: expected NAME=PATH.h5ad (e.g. rna=rna.h5ad)")
+        if name in out:
+            raise ValueError(f"--data: modality {name!r} given twice")
+        out[name] = Path(os.path.expanduser(path))
+    return out
+
+
+def _model_modalities(model_dir: Path) -> tuple[list[str], dict[str, Any]]:
+    from ..model._io import read_config
+
+    config = read_config(model_dir)
+    return list(config["modalities"]), config
+
+
+def _check_data_args(data_paths: dict[str, Path], names: list[str], model_dir: Path) -> None:
+    missing = [n for n in names if n not in data_paths]
+    if missing:
+        raise ValueError(
+            f"--data: the model in {model_dir} needs data for every modality it has "
+            f"({', '.join(names)}); missing: {', '.join(missing)} (add --data NAME=PATH.h5ad)"
+        )
+    extra = [n for n in data_paths if n not in names]
+    if extra:
+        raise ValueError(
+            f"--data: modality {extra[0]!r} is not in the model in {model_dir} "
+            f"(it has {', '.join(names)})"
+        )
+    for name, path in data_paths.items():
+        if not path.exists():
+            raise FileNotFoundError(f"--data {name}: file not found: {path}")
+        if not path.is_file():
+            raise ValueError(f"--data {name}: {path} is not a file")
+
+
+def _check_modality(name: str, names: list[str], option: str) -> None:
+    if name not in names:
+        raise ValueError(f"{option}: modality {name!r} is not in the model (it has {', '.join(names)})")
+
+
+def _load(model_dir: Path, data_paths: dict[str, Path], config: dict[str, Any]):
+    """Read the data and rebuild the model around it; returns ``(model, data)``.
+
+    New cells need no labels: ``load`` treats a missing ``labels_key`` column (or unknown
+    labels) as unlabelled, since embedding and translation never read labels.
+    """
+    from ..model import CrossModalAE
+
+    data = {n: _read_h5ad(p, f"--data {n}") for n, p in data_paths.items()}
+    # the matrices are checked again (per modality used) when embedding / translating
+    model = CrossModalAE.load(model_dir, data, check_data=False)
+    return model, data
+
+
+# ------------------------------------------------------------------------------- embed
+def cmd_embed(
+    model: str,
+    data: Sequence[str],
+    out: str,
+    modality: str | None = None,
+    key: str = OBSM_KEY,
+    overwrite: bool = False,
+) -> int:
+    """``transmodal embed``: write the inputs with ``.obsm[key]`` = the shared latent."""
+    model_dir = Path(model)
+    names, config = _model_modalities(model_dir)
+    data_paths = parse_data_args(data)
+    _check_data_args(data_paths, names, model_dir)
+    out_path = Path(out)
+    if modality is not None:
+        _check_modality(modality, names, "--modality")
+        targets = {modality: out_path}
+        _check_output(out_path, overwrite=overwrite)
+    else:
+        if out_path.suffix.lower() in (".h5ad", ".h5mu"):
+            raise ValueError(
+                f"--out {out_path}: without --modality every modality is embedded and --out is a "
+                "directory (files NAME.h5ad); give --modality NAME to write one file"
+            )
+        if out_path.exists() and not out_path.is_dir():
+            raise FileExistsError(f"--out {out_path} exists and is not a directory")
+        targets = {n: out_path / f"{n}.h5ad" for n in names}
+        for p in targets.values():
+            _check_output(p, overwrite=overwrite)
+    m, adatas = _load(model_dir, data_paths, config)
+    for name, path in targets.items():
+        adata = adatas[name]
+        adata.obsm[key] = m.get_latent_representation(name, adata)
+        _write_h5ad(adata, path)
+        print(f"transmodal: {name}: {adata.n_obs} cells embedded (obsm[{key!r}]) -> {path}", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- translate
+def cmd_translate(
+    model: str,
+    data: Sequence[str],
+    source: str,
+    target: str,
+    out: str,
+    library_size: float | None = None,
+    overwrite: bool = False,
+) -> int:
+    """``transmodal translate``: write ``model.translate(data[source], source, target)``."""
+    model_dir = Path(model)
+    names, config = _model_modalities(model_dir)
+    _check_modality(source, names, "--source")
+    _check_modality(target, names, "--target")
+    if library_size is not None and not (library_size > 0 and math.isfinite(library_size)):
+        raise ValueError(f"--library-size must be a positive number, got {library_size}")
+    data_paths = parse_data_args(data)
+    _check_data_args(data_paths, names, model_dir)
+    out_path = Path(out)
+    _check_output(out_path, overwrite=overwrite)
+    m, adatas = _load(model_dir, data_paths, config)
+    result = m.translate(adatas[source], source=source, target=target, library_size=library_size)
+    _write_h5ad(result, out_path)
+    print(
+        f"transmodal: {result.n_obs} cells translated {source} -> {target} "
+        f"({result.n_vars} features) -> {out_path}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------- evaluate
+def cmd_evaluate(
+    model: str,
+    data: Sequence[str],
+    source: str,
+    target: str,
+    labels_key: str | None = None,
+    out: str | None = None,
+    overwrite: bool = False,
+    train_data: Sequence[str] | None = None,
+) -> int:
+    """``transmodal evaluate``: paired-cell metrics as a table (and optionally JSON).
+
+    The model is rebuilt around ``train_data`` when given (then the mean-profile baseline is
+    the training cells' mean), otherwise around ``data`` (baseline: the evaluated cells' mean).
+    """
+    from ..workflows import evaluate_paired, format_table
+
+    model_dir = Path(model)
+    names, config = _model_modalities(model_dir)
+    _check_modality(source, names, "--source")
+    _check_modality(target, names, "--target")
+    if source == target:
+        raise ValueError(f"--source and --target must differ, both are {source!r}")
+    data_paths = parse_data_args(data)
+    for name in (source, target):
+        if name not in data_paths:
+            raise ValueError(f"--data: no data for modality {name!r} (add --data {name}=PATH.h5ad)")
+    for name, path in data_paths.items():
+        _check_modality(name, names, "--data")
+        if not path.is_file():
+            raise FileNotFoundError(f"--data {name}: file not found: {path}")
+    train_paths = parse_data_args(train_data) if train_data else None
+    if train_paths is not None:
+        _check_data_args(train_paths, names, model_dir)
+    else:
+        _check_data_args(data_paths, names, model_dir)
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        _check_output(out_path, overwrite=overwrite)
+    if train_paths is not None:
+        m, _ = _load(model_dir, train_paths, config)
+        adatas = {n: _read_h5ad(p, f"--data {n}") for n, p in data_paths.items()}
+    else:
+        m, adatas = _load(model_dir, data_paths, config)
+    if labels_key is None:  # default: the model's labels_key, where both inputs have it
+        model_key = (config.get("init_params") or {}).get("labels_key")
+        if model_key is not None and all(model_key in adatas[n].obs for n in (source, target)):
+            labels_key = model_key
+    else:
+        for name in (source, target):
+            if labels_key not in adatas[name].obs:
+                raise ValueError(
+                    f"--labels-key {labels_key!r} not found in obs of --data {name} "
+                    f"(columns: {list(adatas[name].obs.columns)})"
+                )
+    metrics = evaluate_paired(m, adatas, source=source, target=target, labels_key=labels_key)
+    print(format_table(metrics))
+    if out_path is not None:
+        _write_text(json.dumps(_jsonable(metrics), indent=1) + "\n", out_path)
+        print(f"transmodal: metrics written to {out_path}", file=sys.stderr)
+    return 0
+
+
+# -------------------------------------------------------------------------------- demo
+def cmd_demo(
+    out: str,
+    seed: int = 0,
+    max_epochs: int | None = None,
+    progress_bar: bool = True,
+    data_path: str | None = None,
+) -> int:
+    """``transmodal demo``: the sci-CAR A549 workflow (train split -> test metrics)."""
+    from ..workflows import run_demo
+
+    if max_epochs is not None and max_epochs < 1:
+        raise ValueError(f"--max-epochs must be >= 1, got {max_epochs}")
+    run_demo(out, seed=seed, data_path=data_path, max_epochs=max_epochs, progress_bar=progress_bar)
+    return 0

@@ -1,0 +1,393 @@
+"""Run-config files of ``transmodal train``: reading (YAML or JSON) and validation.
+
+Everything here is checked before any data is read or any network is built, so a typo in
+a config costs seconds, not a training run. Every problem is raised as :class:`ConfigError`
+with one line naming the file, the section and the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TOP_LEVEL_KEYS = ("data", "mudata", "modalities", "model", "train", "out", "subset")
+SUBSET_KEYS = ("obs_key", "value")
+
+
+class ConfigError(ValueError):
+    """A problem with a run-config file (reported as one line, exit code 2)."""
+
+
+# ----------------------------------------------------------------------------- reading
+class _Loader(yaml.SafeLoader):
+    """Safe YAML loader that also reads ``1e-3`` as a float and rejects duplicate keys."""
+
+
+# YAML 1.1 (PyYAML) needs a dot in floats ("1.0e-3"); accept the common "1e-3" as well.
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+        except TypeError:  # unhashable key: let PyYAML report it
+            break
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    if mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return problem
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Parse a YAML (or, by ``.json`` suffix, JSON) file into a dict."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"config {path} is not a file")
+    text = path.read_text()
+    if path.suffix.lower() == ".json":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(
+                f"{path}: invalid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
+            ) from None
+    else:
+        try:
+            raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: invalid YAML: {_yaml_problem(err)}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the config is empty")
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: the config must be a mapping of sections ({', '.join(TOP_LEVEL_KEYS)}), "
+            f"got {type(raw).__name__}"
+        )
+    return raw
+
+
+# -------------------------------------------------------------------------- type checks
+def _split_union(annotation: str) -> list[str]:
+    """Split ``"int | list[int | str] | None"`` at top-level ``|`` only."""
+    parts, depth, cur = [], 0, ""
+    for ch in annotation:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        if ch == "|" and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur.strip())
+    return parts
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_SCALARS: dict[str, tuple[str, Any]] = {
+    "int": ("an integer", _is_int),
+    "float": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "None": ("null", lambda v: v is None),
+}
+_INT_LIST = re.compile(r"^(?:[\w.]*Sequence|list|tuple|List|Tuple)\[int(?:, \.\.\.)?\]$")
+
+
+def _annotation_text(annotation: Any) -> str | None:
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):
+        return annotation
+    return inspect.formatannotation(annotation)
+
+
+def expected_type(annotation: Any) -> tuple[str, Any] | None:
+    """``(description, check)`` for simple annotations; ``None`` when we cannot tell."""
+    text = _annotation_text(annotation)
+    if text is None:
+        return None
+    checks, names = [], []
+    for part in _split_union(text):
+        if part in _SCALARS:
+            desc, fn = _SCALARS[part]
+        elif _INT_LIST.match(part):
+            desc = "a list of integers"
+
+            def fn(v):
+                return isinstance(v, (list, tuple)) and all(_is_int(x) for x in v)
+
+        else:
+            return None  # an annotation we do not understand: do not guess
+        names.append(desc)
+        checks.append(fn)
+    if not checks:
+        return None
+    if len(names) > 1:
+        desc = ", ".join(names[:-1]) + " or " + names[-1]
+    else:
+        desc = names[0]
+    return desc, (lambda v: any(fn(v) for fn in checks))
+
+
+def signature_params(func, skip: tuple[str, ...] = ("self",)) -> dict[str, inspect.Parameter]:
+    """Keyword parameters of ``func`` (by name), without ``skip`` and ``*args``/``**kwargs``."""
+    out = {}
+    for name, p in inspect.signature(func).parameters.items():
+        if name in skip or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        out[name] = p
+    return out
+
+
+def _unknown_key(where: str, key: Any, known: list[str]) -> ConfigError:
+    hint = difflib.get_close_matches(str(key), known, n=1)
+    did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return ConfigError(
+        f"{where}: unknown key {key!r}{did_you_mean}; known keys: {', '.join(known)}"
+    )
+
+
+def check_kwargs(
+    section: dict[str, Any], params: dict[str, inspect.Parameter], where: str
+) -> dict[str, Any]:
+    """Check a section's keys against a signature and its values against the annotations."""
+    known = list(params)
+    for key, value in section.items():
+        if key not in params:
+            raise _unknown_key(where, key, known)
+        exp = expected_type(params[key].annotation)
+        if exp is not None and not exp[1](value):
+            raise ConfigError(
+                f"{where}: key {key!r} must be {exp[0]}, got {value!r} ({type(value).__name__})"
+            )
+    return dict(section)
+
+
+# ----------------------------------------------------------------------------- the config
+@dataclass
+class RunConfig:
+    """A validated ``transmodal train`` config (paths resolved, modalities built)."""
+
+    path: Path
+    modalities: dict[str, Any]
+    data: dict[str, Path] | None = None
+    mudata: Path | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    out: Path | None = None
+    subset: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain representation (absolute paths) for writing next to the trained model."""
+        d: dict[str, Any] = {}
+        if self.data is not None:
+            d["data"] = {k: str(v) for k, v in self.data.items()}
+        if self.mudata is not None:
+            d["mudata"] = str(self.mudata)
+        d["modalities"] = {k: v.to_dict() for k, v in self.modalities.items()}
+        d["model"] = dict(self.model)
+        d["train"] = dict(self.train)
+        if self.subset is not None:
+            d["subset"] = dict(self.subset)
+        if self.out is not None:
+            d["out"] = str(self.out)
+        return d
+
+
+def _section(raw: dict, key: str, where: str) -> dict:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: section {key!r} must be a mapping, got {type(value).__name__}")
+    for k in value:
+        if not isinstance(k, str):
+            raise ConfigError(f"{where}: {key}: keys must be strings, got {k!r}")
+    return value
+
+
+def _resolve(base: Path, value: Any, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where} must be a path (a non-empty string), got {value!r}")
+    p = Path(os.path.expanduser(value))
+    return p if p.is_absolute() else (base / p)
+
+
+def _existing_file(p: Path, where: str) -> Path:
+    if not p.exists():
+        raise ConfigError(f"{where}: file not found: {p}")
+    if not p.is_file():
+        raise ConfigError(f"{where}: {p} is not a file")
+    return p
+
+
+def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
+    """Validate a parsed config; relative paths are relative to the config file's folder."""
+    from ..data._modality import Modality
+    from ..model._model import CrossModalAE, _check_prior
+
+    path = Path(path)
+    base = path.resolve().parent
+    f = str(path)
+
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            raise _unknown_key(f"{f}: top level", key, list(TOP_LEVEL_KEYS))
+
+    # modalities --------------------------------------------------------------------------
+    if "modalities" not in raw or raw["modalities"] is None:
+        raise ConfigError(
+            f"{f}: missing section 'modalities' (e.g. modalities: {{rna: {{likelihood: nb}}}})"
+        )
+    mods_raw = _section(raw, "modalities", f)
+    if not mods_raw:
+        raise ConfigError(f"{f}: section 'modalities' is empty")
+    modalities: dict[str, Modality] = {}
+    for name, spec in mods_raw.items():
+        if not name or "|" in name:
+            raise ConfigError(f"{f}: modalities: invalid modality name {name!r}")
+        try:
+            mod = Modality.from_dict(spec if spec is not None else {}, name=name)
+            mod.check(name)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"{f}: modalities: {err}") from None
+        modalities[name] = mod
+    if len(modalities) < 2:
+        raise ConfigError(
+            f"{f}: modalities: need at least two modalities, got {list(modalities)}"
+        )
+
+    # data ----------------------------------------------------------------------------------
+    has_data, has_mudata = raw.get("data") is not None, raw.get("mudata") is not None
+    if has_data and has_mudata:
+        raise ConfigError(f"{f}: give either 'data' (one .h5ad per modality) or 'mudata', not both")
+    if not has_data and not has_mudata:
+        raise ConfigError(
+            f"{f}: missing section 'data' ({{modality: path.h5ad}}) or key 'mudata' (path.h5mu)"
+        )
+    data = mudata = None
+    if has_data:
+        data_raw = _section(raw, "data", f)
+        for name in modalities:
+            if name not in data_raw:
+                raise ConfigError(
+                    f"{f}: modalities: modality {name!r} has no data path in section 'data' "
+                    f"(data has: {', '.join(data_raw) or 'nothing'})"
+                )
+        for name in data_raw:
+            if name not in modalities:
+                raise ConfigError(
+                    f"{f}: data: {name!r} has no spec in section 'modalities' "
+                    f"(modalities: {', '.join(modalities)})"
+                )
+        data = {
+            name: _existing_file(
+                _resolve(base, data_raw[name], f"{f}: data: {name!r}"), f"{f}: data: {name!r}"
+            )
+            for name in modalities
+        }
+    else:
+        mudata = _existing_file(_resolve(base, raw["mudata"], f"{f}: mudata"), f"{f}: mudata")
+
+    # model / train ------------------------------------------------------------------------
+    model_params = signature_params(CrossModalAE.__init__, ("self", "data", "modalities"))
+    model = check_kwargs(_section(raw, "model", f), model_params, f"{f}: model")
+    train_params = signature_params(CrossModalAE.train)
+    train = check_kwargs(_section(raw, "train", f), train_params, f"{f}: train")
+
+    # value checks the model does itself, but only after reading the data
+    merged = {k: p.default for k, p in model_params.items()}
+    merged.update(model)
+    if merged.get("hidden") is not None:
+        merged["hidden"] = list(merged["hidden"])
+    try:
+        CrossModalAE._check_params(merged)
+        _check_prior(merged["prior"], list(modalities))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{f}: model: {err}") from None
+    for key in ("max_epochs", "batch_size", "n_disc_steps"):
+        value = train.get(key)
+        if value is not None and _is_int(value) and value < 1:
+            raise ConfigError(f"{f}: train: key {key!r} must be >= 1, got {value}")
+
+    # out / subset -------------------------------------------------------------------------
+    out = None
+    if raw.get("out") is not None:
+        out = _resolve(base, raw["out"], f"{f}: out")
+    subset = None
+    if raw.get("subset") is not None:
+        sub = _section(raw, "subset", f)
+        for key in sub:
+            if key not in SUBSET_KEYS:
+                raise _unknown_key(f"{f}: subset", key, list(SUBSET_KEYS))
+        for key in SUBSET_KEYS:
+            if key not in sub:
+                raise ConfigError(
+                    f"{f}: subset: missing key {key!r} (e.g. subset: {{obs_key: split, value: train}})"
+                )
+        if not isinstance(sub["obs_key"], str) or not sub["obs_key"]:
+            raise ConfigError(f"{f}: subset: key 'obs_key' must be an obs column name (a string)")
+        values = sub["value"] if isinstance(sub["value"], list) else [sub["value"]]
+        if not values or any(isinstance(v, (dict, list)) or v is None for v in values):
+            raise ConfigError(
+                f"{f}: subset: key 'value' must be a value or a list of values, got {sub['value']!r}"
+            )
+        subset = {"obs_key": sub["obs_key"], "value": sub["value"]}
+
+    return RunConfig(
+        path=path,
+        modalities=modalities,
+        data=data,
+        mudata=mudata,
+        model=model,
+        train=train,
+        out=out,
+        subset=subset,
+    )
+
+
+def load_config(path: str | os.PathLike) -> RunConfig:
+    """Read and validate a run config (no data are touched beyond checking files exist)."""
+    return validate_config(read_config_file(path), path)

@@ -1,0 +1,314 @@
+"""The ``transmodal`` command line: train / embed / translate / evaluate, help, config errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from transmodal.cli import main
+
+N_CELLS, N_RNA, N_ATAC, N_TRAIN = 120, 30, 20, 90
+SUBCOMMANDS = ("train", "embed", "translate", "evaluate", "demo")
+
+
+# ------------------------------------------------------------------------------ fixtures
+def _simulate(seed: int = 0) -> dict[str, ad.AnnData]:
+    """Paired Poisson counts of two modalities with a shared 2-cluster structure."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(N_CELLS) % 2
+    rng.shuffle(labels)
+    obs = pd.DataFrame(
+        {
+            "label": pd.Categorical(np.where(labels == 0, "a", "b")),
+            "split": np.where(np.arange(N_CELLS) < N_TRAIN, "train", "test"),
+        },
+        index=[f"cell{i}" for i in range(N_CELLS)],
+    )
+    out = {}
+    for name, n_vars in (("rna", N_RNA), ("atac", N_ATAC)):
+        rates = rng.gamma(2.0, 2.0, size=(2, n_vars))
+        X = rng.poisson(rates[labels]).astype(np.float32)
+        var = pd.DataFrame(index=[f"{name}_{j}" for j in range(n_vars)])
+        out[name] = ad.AnnData(X=X, obs=obs.copy(), var=var)
+    return out
+
+
+def _config(tmp: Path, **overrides) -> dict:
+    cfg = {
+        "data": {"rna": "rna.h5ad", "atac": "atac.h5ad"},
+        "modalities": {"rna": {"likelihood": "nb"}, "atac": {"likelihood": "poisson"}},
+        "model": {
+            "n_latent": 4,
+            "hidden": [16],
+            "labels_key": "label",
+            "validation_fraction": 0.2,
+            "seed": 0,
+        },
+        "train": {"max_epochs": 2, "batch_size": 32, "progress_bar": False, "lr": 1e-3},
+        "subset": {"obs_key": "split", "value": "train"},
+        "out": "model",
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def _write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("cli")
+    for name, adata in _simulate().items():
+        adata.write_h5ad(d / f"{name}.h5ad")
+    return d
+
+
+@pytest.fixture(scope="module")
+def trained(workdir: Path) -> Path:
+    """Train once through the CLI (config `out:` relative to the config file)."""
+    cfg = _write_config(workdir / "run.yaml", _config(workdir))
+    assert main(["train", "--config", str(cfg)]) == 0
+    return workdir / "model"
+
+
+def _data_args(workdir: Path) -> list[str]:
+    return ["--data", f"rna={workdir / 'rna.h5ad'}", f"atac={workdir / 'atac.h5ad'}"]
+
+
+def _assert_one_line_error(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("transmodal: error:")]
+    assert len(lines) == 1, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------- train
+def test_train_writes_model_history_and_config(trained: Path, capsys):
+    assert (trained / "model.safetensors").is_file()
+    assert (trained / "config.json").is_file()
+    hist = pd.read_csv(trained / "history.csv")
+    assert len(hist) == 2 and "epoch" in hist.columns
+    run = yaml.safe_load((trained / "run_config.yaml").read_text())
+    assert run["subset"] == {"obs_key": "split", "value": "train"}
+    assert Path(run["data"]["rna"]).is_absolute()
+    saved = json.loads((trained / "config.json").read_text())
+    assert saved["init_params"]["n_latent"] == 4
+    assert saved["modalities"]["atac"]["likelihood"] == "poisson"
+
+
+def test_train_refuses_existing_output(workdir: Path, trained: Path, capsys):
+    cfg = _write_config(workdir / "run_again.yaml", _config(workdir))
+    assert main(["train", "--config", str(cfg), "--out", str(trained)]) == 2
+    _assert_one_line_error(capsys, str(trained), "--overwrite")
+
+
+# ------------------------------------------------------------------------- embed / translate
+def test_embed_all_modalities_to_directory(workdir: Path, trained: Path):
+    out = workdir / "embedded"
+    assert main(["embed", "--model", str(trained), *_data_args(workdir), "--out", str(out)]) == 0
+    for name, n_vars in (("rna", N_RNA), ("atac", N_ATAC)):
+        a = ad.read_h5ad(out / f"{name}.h5ad")
+        assert a.shape == (N_CELLS, n_vars)
+        assert a.obsm["X_transmodal"].shape == (N_CELLS, 4)
+        assert np.isfinite(a.obsm["X_transmodal"]).all()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_embed_one_modality_to_file(workdir: Path, trained: Path):
+    out = workdir / "rna_embedded.h5ad"
+    args = ["embed", "--model", str(trained), *_data_args(workdir), "--modality", "rna"]
+    assert main([*args, "--out", str(out)]) == 0
+    a = ad.read_h5ad(out)
+    assert a.obsm["X_transmodal"].shape == (N_CELLS, 4)
+    assert list(a.obs_names) == [f"cell{i}" for i in range(N_CELLS)]
+    # existing output: refused without --overwrite, replaced with it
+    assert main([*args, "--out", str(out)]) == 2
+    assert main([*args, "--out", str(out), "--overwrite"]) == 0
+
+
+def test_embed_needs_every_modality(workdir: Path, trained: Path, capsys):
+    code = main(
+        ["embed", "--model", str(trained), "--data", f"rna={workdir / 'rna.h5ad'}",
+         "--out", str(workdir / "x.h5ad"), "--modality", "rna"]
+    )
+    assert code == 2
+    _assert_one_line_error(capsys, "missing: atac")
+
+
+def test_translate(workdir: Path, trained: Path):
+    out = workdir / "atac_from_rna.h5ad"
+    args = ["translate", "--model", str(trained), *_data_args(workdir),
+            "--source", "rna", "--target", "atac", "--out", str(out), "--library-size", "50"]
+    assert main(args) == 0
+    t = ad.read_h5ad(out)
+    atac = ad.read_h5ad(workdir / "atac.h5ad")
+    assert t.shape == (N_CELLS, N_ATAC)
+    assert list(t.var_names) == list(atac.var_names)
+    assert np.allclose(np.asarray(t.X).sum(1), 50, rtol=1e-3)
+
+
+def test_translate_unknown_modality(workdir: Path, trained: Path, capsys):
+    args = ["translate", "--model", str(trained), *_data_args(workdir),
+            "--source", "rna", "--target", "protein", "--out", str(workdir / "p.h5ad")]
+    assert main(args) == 2
+    _assert_one_line_error(capsys, "--target", "'protein'")
+
+
+def test_evaluate(workdir: Path, trained: Path, capsys):
+    out = workdir / "metrics.json"
+    args = ["evaluate", "--model", str(trained), *_data_args(workdir),
+            "--source", "rna", "--target", "atac", "--labels-key", "label", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "foscttm" in printed
+    metrics = json.loads(out.read_text())
+    assert metrics["n_cells"] == N_CELLS
+    assert 0.0 <= metrics["foscttm"] <= 1.0
+    assert "cluster_accuracy" in metrics and "translation_pearson_rna_to_atac" in metrics
+
+
+# ---------------------------------------------------------------------------------- help
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_subcommand_help(command: str, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: transmodal {command}" in out
+    assert "examples:" in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("transmodal ")
+
+
+def test_console_script_help():
+    exe = Path(sys.executable).parent / "transmodal"
+    res = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "usage: transmodal" in res.stdout
+    for command in SUBCOMMANDS:
+        assert command in res.stdout
+
+
+# ---------------------------------------------------------------------------- bad configs
+def _bad(cfg: dict, edit) -> dict:
+    edit(cfg)
+    return cfg
+
+
+BAD_CONFIGS = {
+    "unknown model key": (
+        lambda c: c["model"].update(n_latnt=8),
+        ("model", "unknown key 'n_latnt'", "did you mean 'n_latent'"),
+    ),
+    "unknown train key": (
+        lambda c: c["train"].update(epochs=3),
+        ("train", "unknown key 'epochs'"),
+    ),
+    "unknown top-level key": (
+        lambda c: c.update(trainer={"max_epochs": 2}),
+        ("top level", "unknown key 'trainer'"),
+    ),
+    "missing data file": (
+        lambda c: c["data"].update(atac="nope/atac.h5ad"),
+        ("data", "'atac'", "file not found", "atac.h5ad"),
+    ),
+    "modality without data": (
+        lambda c: c["modalities"].update(protein={"likelihood": "gaussian"}),
+        ("modalities", "'protein'", "no data path"),
+    ),
+    "data without modality": (
+        lambda c: c["data"].update(prot="rna.h5ad"),
+        ("data", "'prot'", "no spec"),
+    ),
+    "missing modalities section": (
+        lambda c: c.pop("modalities"),
+        ("missing section 'modalities'",),
+    ),
+    "string instead of number": (
+        lambda c: c["model"].update(n_latent="eight"),
+        ("model", "'n_latent'", "must be an integer", "'eight'"),
+    ),
+    "string instead of float": (
+        lambda c: c["train"].update(lr="fast"),
+        ("train", "'lr'", "must be a number"),
+    ),
+    "bad modality field": (
+        lambda c: c["modalities"]["rna"].update(likelyhood="nb"),
+        ("modalities", "'rna'", "likelyhood"),
+    ),
+    "bad likelihood": (
+        lambda c: c["modalities"]["rna"].update(likelihood="gamma-ray"),
+        ("modalities", "'rna'", "likelihood"),
+    ),
+    "bad prior": (
+        lambda c: c["model"].update(prior="anchor:protein"),
+        ("model", "protein"),
+    ),
+    "bad subset": (
+        lambda c: c["subset"].update(column="split"),
+        ("subset", "unknown key 'column'"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_config(case: str, workdir: Path, tmp_path: Path, capsys):
+    edit, needles = BAD_CONFIGS[case]
+    cfg = _bad(_config(workdir), edit)
+    for name, path in list(cfg.get("data", {}).items()):  # data live in workdir
+        cfg["data"][name] = str(workdir / path)
+    path = _write_config(tmp_path / "run.yaml", cfg)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 2
+    line = _assert_one_line_error(capsys, str(path), *needles)
+    assert not (tmp_path / "m").exists(), line
+
+
+def test_invalid_yaml_and_missing_config(tmp_path: Path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {n_latent: 4\ntrain: [\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    _assert_one_line_error(capsys, "bad.yaml", "invalid YAML", "line")
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    _assert_one_line_error(capsys, "config file not found", "missing.yaml")
+
+
+def test_subset_value_not_found(workdir: Path, tmp_path: Path, capsys):
+    cfg = _config(workdir, subset={"obs_key": "split", "value": "validation"})
+    cfg["data"] = {n: str(workdir / p) for n, p in cfg["data"].items()}
+    path = _write_config(tmp_path / "run.yaml", cfg)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 2
+    _assert_one_line_error(capsys, "subset", "'validation'")
+
+
+def test_json_config_and_sci_notation(tmp_path: Path):
+    """JSON configs are read by suffix; YAML `1e-3` is a float (PyYAML alone reads a string)."""
+    from transmodal.cli._config import load_config, read_config_file
+
+    (tmp_path / "rna.h5ad").touch()
+    (tmp_path / "atac.h5ad").touch()
+    cfg = _config(tmp_path)
+    (tmp_path / "run.json").write_text(json.dumps(cfg))
+    rc = load_config(tmp_path / "run.json")
+    assert rc.data["rna"] == tmp_path / "rna.h5ad"
+    assert rc.out == tmp_path / "model"
+    (tmp_path / "lr.yaml").write_text("train: {lr: 1e-3, weight_decay: 5E-4}\n")
+    raw = read_config_file(tmp_path / "lr.yaml")
+    assert raw["train"] == {"lr": 1e-3, "weight_decay": 5e-4}

@@ -1,0 +1,101 @@
+"""Evaluation on paired cells, plots, the A549 demo and the demo benchmark, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import transmodal as tm
+from transmodal.workflows import evaluate_paired, run_demo
+from transmodal.workflows._demo import DEMO_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _has_a549() -> bool:
+    try:
+        tm.datasets.dataset_dir("scicar_a549")
+    except FileNotFoundError:
+        return False
+    return True
+
+
+needs_a549 = pytest.mark.skipif(not _has_a549(), reason="$TRANSMODAL_DATA/scicar_a549 missing")
+
+
+def test_evaluate_paired_keys_and_ranges(trained_model, paired_data):
+    res = evaluate_paired(trained_model, paired_data, source="rna", target="atac", labels_key="label")
+    assert res["n_cells"] == paired_data["rna"].n_obs
+    for key in ("foscttm", "cluster_accuracy", "label_transfer", "mixing_accuracy", "knn_acc_l1_5",
+                "knn_acc_l1_50", "partner_top1", "partner_top50"):
+        assert 0.0 <= res[key] <= 1.0, key
+    for d in ("rna_to_atac", "atac_to_rna"):
+        assert -1.0 <= res[f"translation_pearson_{d}"] <= 1.0
+        assert -1.0 <= res[f"baseline_pearson_{d}"] <= 1.0
+    # cluster accuracy per direction: cells of the first modality labelled from the second
+    z_r = trained_model.get_latent_representation("rna", paired_data["rna"])
+    z_a = trained_model.get_latent_representation("atac", paired_data["atac"])
+    lab = paired_data["rna"].obs["label"].astype(str).to_numpy()
+    ca = tm.metrics.cluster_accuracy(z_r, z_a, lab, lab)
+    assert res["cluster_accuracy_rna_to_atac"] == pytest.approx(ca["x_to_y"])
+
+
+def test_evaluate_paired_needs_shared_cells(trained_model, paired_data):
+    rna = paired_data["rna"].copy()
+    rna.obs_names = [f"other{i}" for i in range(rna.n_obs)]
+    with pytest.raises(ValueError, match="present in both"):
+        evaluate_paired(trained_model, {"rna": rna, "atac": paired_data["atac"]}, source="rna", target="atac")
+
+
+def test_baseline_is_the_mean_training_profile(trained_model, paired_data):
+    """The baseline uses the same units and comparison space as the translations."""
+    from transmodal.workflows import comparison_space
+
+    to_units, compare = comparison_space(trained_model, "atac")
+    x = paired_data["atac"].X
+    observed = compare(to_units(x))
+    train_rows = ~trained_model.val_masks_["atac"]
+    mean = compare(to_units(x[train_rows]).mean(0, keepdims=True))
+    expected = np.nanmean([np.corrcoef(mean[0], o)[0, 1] for o in observed])
+    res = evaluate_paired(trained_model, paired_data, source="rna", target="atac")
+    assert res["baseline_pearson_rna_to_atac"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_latent_and_history_plots(trained_model, paired_data, tmp_path):
+    z = {k: trained_model.get_latent_representation(k) for k in ("rna", "atac")}
+    labels = {k: paired_data[k].obs["label"].to_numpy() for k in z}
+    tm.pl.latent(z, labels, path=tmp_path / "latent.png")
+    tm.pl.history(trained_model.history, path=tmp_path / "history.png")
+    assert (tmp_path / "latent.png").stat().st_size > 1000
+    assert (tmp_path / "history.png").stat().st_size > 1000
+
+
+@needs_a549
+def test_demo_runs_end_to_end(tmp_path):
+    metrics = run_demo(tmp_path / "demo", seed=0, max_epochs=2, progress_bar=False, verbose=False)
+    saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    for key in (*DEMO_KEYS, "seconds", "peak_rss_mib"):
+        assert key in saved and np.isfinite(saved[key])
+    assert saved["n_test_cells"] == 340
+    assert metrics["foscttm"] == saved["foscttm"]
+    assert (tmp_path / "demo" / "latent.png").stat().st_size > 1000
+
+
+@needs_a549
+def test_demo_benchmark_prints_one_json_line(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "a549_demo.py"), "--seeds", "0", "--max-epochs", "1",
+         "--out", str(tmp_path / "bench")],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["seeds"] == [0] and "foscttm" in result["mean"]
