@@ -89,6 +89,16 @@ def test_history_without_labels_or_validation(paired_data, make_model, train):
     assert not any(m.any() for m in model.val_masks_.values())
 
 
+def test_backed_h5ad_trains_like_in_memory(tmp_path, make_model, train):
+    """A backed (on-disk) AnnData is read per batch and gives the same model."""
+    data = make_data()
+    data["rna"].write_h5ad(tmp_path / "rna.h5ad")
+    backed = {"rna": ad.read_h5ad(tmp_path / "rna.h5ad", backed="r"), "atac": data["atac"]}
+    z_backed = train(make_model(backed, seed=1)).get_latent_representation("rna")
+    z_memory = train(make_model(make_data(), seed=1)).get_latent_representation("rna")
+    np.testing.assert_array_equal(z_backed, z_memory)
+
+
 def test_validation_split_keeps_pairs_together(half_paired_data, make_model):
     model = make_model(half_paired_data, validation_fraction=0.2, seed=3)
     masks = model.val_masks_

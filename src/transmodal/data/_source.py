@@ -15,11 +15,11 @@ from ._modality import Modality
 
 
 def _is_sparse(m) -> bool:
+    """scipy sparse matrices and anndata's backed sparse datasets."""
     if sp.issparse(m):
         return True
-    # anndata's backed sparse datasets
-    return hasattr(m, "format") and hasattr(m, "to_memory") or type(m).__name__.endswith(
-        "SparseDataset"
+    return type(m).__name__.endswith("SparseDataset") or (
+        hasattr(m, "format") and hasattr(m, "to_memory")
     )
 
 

@@ -2,5 +2,6 @@
 
 from ._paths import data_dir, dataset_dir
 from ._scicar import scicar_a549
+from ._synthetic import synthetic, true_pairs
 
-__all__ = ["data_dir", "dataset_dir", "scicar_a549"]
+__all__ = ["data_dir", "dataset_dir", "scicar_a549", "synthetic", "true_pairs"]

@@ -1,0 +1,638 @@
+"""Simulated paired / unpaired multi-modal single-cell data from a shared latent cell state.
+
+Generative model
+----------------
+1. **Population.** A true cell state ``z`` (``n_latent`` dimensions) is drawn either from a
+   Gaussian mixture (``shape="clusters"``: mildly unequal cluster proportions, centres with
+   per-coordinate standard deviation ``cluster_separation``, unit within-cluster standard
+   deviation) or along a branching curve (``shape="trajectory"``: a bent stem that splits
+   into two bent branches, segment vectors with per-coordinate standard deviation
+   ``cluster_separation``, plus a jitter of standard deviation 0.5).
+2. **Shared signal.** Each modality has its own random nonlinear map of the standardised
+   state, ``h = tanh(z @ W1 + b1) @ W2`` (hidden width 32), normalised so that feature
+   ``j`` has mean 0 and a random signal strength (some features carry much, some little).
+3. **Modality-specific noise.** ``noise`` times a private low-rank factor (2 dimensions,
+   per cell, not shared with any other modality) plus ``noise`` times iid N(0, 1) noise.
+4. **Observation model.** ``"nb"``: rate ``softmax(h + gene baseline) * library`` with a
+   log-normal library size, counts ~ Gamma-Poisson (negative binomial, dispersion
+   ``theta = 10``); ``"bernoulli"``: ``p = sigmoid(h + peak offset + cell depth)`` with the
+   offsets set so that mean accessibility is about 0.15; ``"gaussian"``: ``h`` itself.
+
+Chunking and seeds
+------------------
+All randomness is drawn in fixed granules of ``_RNG_CHUNK`` cells, each with its own
+generator spawned (:meth:`numpy.random.SeedSequence.spawn`) from a seed sequence keyed by the
+main seed, the purpose (population, cell pool, measurement) and the modality name. Output
+matrices are assembled block by block (``block_size`` cells, default 10,000), so memory stays
+bounded by one dense block and the result does not depend on the block size. Because the
+modality streams are keyed by name, a modality's data do not change when other modalities
+are added (for a given pairing).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import zlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+from scipy.special import expit
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mudata import MuData
+
+__all__ = ["synthetic", "true_pairs"]
+
+KINDS = ("nb", "bernoulli", "gaussian")
+SHAPES = ("clusters", "trajectory")
+_DEFAULT_FEATURES = {"nb": 500, "bernoulli": 1000, "gaussian": 50}
+_VAR_PREFIX = {"nb": "gene", "bernoulli": "peak", "gaussian": "feat"}
+_SIGNAL = {"nb": 1.0, "bernoulli": 1.5, "gaussian": 1.0}  # mean per-feature signal sd
+_TRAJECTORY_LABELS = ("stem", "branch_a", "branch_b")
+
+_RNG_CHUNK = (
+    1000  # cells per random-number granule (fixed: changing it changes the data)
+)
+_BLOCK_SIZE = 10_000  # cells per assembled block (free: does not change the data)
+_N_HIDDEN = 32
+_N_PRIVATE = 2
+_N_REFERENCE = 4096
+_THETA = 10.0
+_JITTER = 0.5
+_ATAC_MEAN = 0.15
+_ATAC_DEPTH_SD = 0.5
+_DIRICHLET = 5.0
+
+# spawn-key purposes
+_K_POPULATION, _K_REFERENCE, _K_PARAMS, _K_SHARED, _K_OWN, _K_MEASURE = range(6)
+
+
+# --------------------------------------------------------------------------- seeds
+def _seq(seed: int, *key: int) -> np.random.SeedSequence:
+    """The seed sequence of one purpose (what ``SeedSequence(seed).spawn`` would give)."""
+    return np.random.SeedSequence(seed, spawn_key=tuple(key))
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng(_seq(seed, *key))
+
+
+def _granule_rngs(seed: int, n: int, *key: int) -> list[np.random.Generator]:
+    """One generator per granule of ``_RNG_CHUNK`` cells, spawned from the purpose's seed."""
+    n_granules = -(-n // _RNG_CHUNK)
+    return [np.random.default_rng(s) for s in _seq(seed, *key).spawn(n_granules)]
+
+
+def _name_key(name: str) -> int:
+    return zlib.crc32(name.encode("utf-8"))
+
+
+# --------------------------------------------------------------------------- validation
+def _check_int(value, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r}")  # noqa: TRY004
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_float(value, name: str, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r}")  # noqa: TRY004
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(
+            f"{name} must be {'> 0' if positive else '>= 0'} and finite, got {value}"
+        )
+    return value
+
+
+def _resolve(
+    n_cells,
+    modalities,
+    n_features,
+    shape,
+    n_clusters,
+    n_latent,
+    noise,
+    cluster_separation,
+    paired,
+    library_size,
+    seed,
+) -> dict:
+    n_cells = _check_int(n_cells, "n_cells", 2)
+    if modalities is None:
+        modalities = {"rna": "nb", "atac": "bernoulli"}
+    if not isinstance(modalities, Mapping) or len(modalities) == 0:
+        raise ValueError(
+            f"modalities must be a non-empty mapping {{name: kind}}, got {modalities!r}"
+        )
+    mods: dict[str, str] = {}
+    for name, kind in modalities.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"modality names must be non-empty strings, got {name!r}")
+        if kind not in KINDS:
+            raise ValueError(
+                f"modality {name!r}: unknown kind {kind!r}; expected one of {', '.join(KINDS)}"
+            )
+        mods[name] = str(kind)
+    if len({_name_key(m) for m in mods}) < len(
+        mods
+    ):  # pragma: no cover - crc32 collision
+        raise ValueError(
+            f"modality names {list(mods)} collide in the seed derivation; rename one"
+        )
+
+    if n_features is None:
+        n_features = {}
+    if isinstance(n_features, Mapping):
+        unknown = [m for m in n_features if m not in mods]
+        if unknown:
+            raise ValueError(
+                f"n_features names unknown modalities {unknown}; modalities: {list(mods)}"
+            )
+        feats = {
+            m: _check_int(
+                n_features.get(m, _DEFAULT_FEATURES[k]), f"n_features[{m!r}]", 1
+            )
+            for m, k in mods.items()
+        }
+    else:
+        n = _check_int(n_features, "n_features", 1)
+        feats = {m: n for m in mods}
+
+    if shape not in SHAPES:
+        raise ValueError(
+            f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}"
+        )
+    n_clusters = _check_int(n_clusters, "n_clusters", 1)
+    n_latent = _check_int(n_latent, "n_latent", 2 if shape == "trajectory" else 1)
+    noise = _check_float(noise, "noise", positive=True)
+    cluster_separation = _check_float(cluster_separation, "cluster_separation")
+
+    if isinstance(paired, (bool, np.bool_)):
+        fraction = 1.0 if paired else 0.0
+        paired_out: bool | float = bool(paired)
+    elif (
+        isinstance(paired, numbers.Real)
+        and math.isfinite(float(paired))
+        and 0 <= paired <= 1
+    ):
+        fraction = float(paired)
+        paired_out = fraction
+    else:
+        raise ValueError(
+            f"paired must be True, False or a fraction of shared cells in [0, 1], got {paired!r}"
+        )
+    n_shared = round(fraction * n_cells)
+
+    try:
+        lib_mean, lib_sd = library_size
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"library_size must be (mean, sd) of the log library size, got {library_size!r}"
+        ) from None
+    if isinstance(lib_mean, bool) or not isinstance(lib_mean, numbers.Real):
+        raise ValueError(f"library_size mean must be a number, got {lib_mean!r}")  # noqa: TRY004
+    if not math.isfinite(float(lib_mean)):
+        raise ValueError(f"library_size mean must be finite, got {lib_mean!r}")
+    lib_sd = _check_float(lib_sd, "library_size sd")
+    seed = _check_int(seed, "seed", 0)
+
+    return {
+        "n_cells": n_cells,
+        "modalities": mods,
+        "n_features": feats,
+        "shape": shape,
+        "n_clusters": n_clusters,
+        "n_latent": n_latent,
+        "noise": noise,
+        "cluster_separation": cluster_separation,
+        "paired": paired_out,
+        "n_shared": n_shared,
+        "library_size": [float(lib_mean), lib_sd],
+        "seed": seed,
+        "theta": _THETA,
+    }
+
+
+# --------------------------------------------------------------------------- population
+class _Population:
+    """Cluster means / trajectory curve, shared by every modality and every cell pool."""
+
+    def __init__(self, cfg: dict):
+        rng = _rng(cfg["seed"], _K_POPULATION)
+        d, sep = cfg["n_latent"], cfg["cluster_separation"]
+        self.shape = cfg["shape"]
+        self.d = d
+        if self.shape == "clusters":
+            k = cfg["n_clusters"]
+            self.weights = rng.dirichlet(np.full(k, _DIRICHLET))
+            self.means = rng.standard_normal((k, d)) * sep
+            self.categories = [f"cluster{i}" for i in range(k)]
+        else:
+            start = rng.standard_normal(d) * sep / 2
+            vecs = rng.standard_normal((3, d)) * sep  # stem, branch a, branch b
+            branch_point = start + vecs[0]
+            self.starts = np.stack([start, branch_point, branch_point])
+            self.vecs = vecs
+            lengths = np.linalg.norm(vecs, axis=1, keepdims=True)
+            self.bends = rng.standard_normal((3, d)) * 0.3 * lengths / math.sqrt(d)
+            self.weights = np.full(3, 1 / 3)
+            self.categories = list(_TRAJECTORY_LABELS)
+        # standardisation of z for the modality maps, from a seeded reference sample
+        ref, _, _ = self.sample(_rng(cfg["seed"], _K_REFERENCE), _N_REFERENCE)
+        self.reference = ref
+        self.center = ref.mean(0)
+        self.scale = float(np.sqrt(ref.var(0).mean())) or 1.0
+
+    def sample(self, rng: np.random.Generator, n: int):
+        """``n`` cell states: ``(z, label codes, pseudotime or None)``."""
+        codes = rng.choice(len(self.weights), size=n, p=self.weights)
+        if self.shape == "clusters":
+            z = self.means[codes] + rng.standard_normal((n, self.d))
+            return z, codes, None
+        s = rng.random(n)
+        z = (
+            self.starts[codes]
+            + s[:, None] * self.vecs[codes]
+            + np.sin(np.pi * s)[:, None] * self.bends[codes]
+            + _JITTER * rng.standard_normal((n, self.d))
+        )
+        t_branch = 1 / 3
+        pseudotime = np.where(codes == 0, s * t_branch, t_branch + s * (1 - t_branch))
+        return z, codes, pseudotime
+
+    def sample_pool(self, seed: int, n: int, *key: int):
+        """``n`` cell states drawn granule by granule (independent of any block size)."""
+        zs, codes, times = (
+            [np.empty((0, self.d))],
+            [np.empty(0, np.int64)],
+            [np.empty(0)],
+        )
+        for g, rng in enumerate(_granule_rngs(seed, n, *key)):
+            m = min(_RNG_CHUNK, n - g * _RNG_CHUNK)
+            z, c, t = self.sample(rng, m)
+            zs.append(z)
+            codes.append(c)
+            times.append(t if t is not None else np.zeros(m))
+        return np.concatenate(zs), np.concatenate(codes), np.concatenate(times)
+
+
+# --------------------------------------------------------------------------- modalities
+class _ModalityMap:
+    """A modality's random nonlinear map of z and its observation model."""
+
+    def __init__(self, cfg: dict, pop: _Population, name: str, kind: str):
+        rng = _rng(cfg["seed"], _K_PARAMS, _name_key(name))
+        d, f = cfg["n_latent"], cfg["n_features"][name]
+        self.kind, self.noise, self.pop = kind, cfg["noise"], pop
+        self.lib_mean, self.lib_sd = cfg["library_size"]
+        self.w1 = rng.standard_normal((d, _N_HIDDEN)) * (1.5 / math.sqrt(d))
+        self.b1 = rng.normal(0.0, 0.5, _N_HIDDEN)
+        w2 = rng.standard_normal((_N_HIDDEN, f))
+        strength = rng.gamma(
+            2.0, _SIGNAL[kind] / 2.0, f
+        )  # per-feature signal sd, mean _SIGNAL
+        self.private = (
+            rng.standard_normal((_N_PRIVATE, f)) / math.sqrt(_N_PRIVATE)
+        ).astype(np.float32)
+        # normalise the shared signal per feature on the population reference sample
+        h_ref = self._hidden(pop.reference) @ w2
+        sd = h_ref.std(0)
+        sd[sd == 0] = 1.0
+        self.w2 = (w2 * (strength / sd)).astype(np.float32)
+        offset = -h_ref.mean(0) * strength / sd
+        if kind == "nb":
+            offset = offset + rng.normal(0.0, 1.0, f)  # gene baseline (log scale)
+        elif kind == "bernoulli":
+            # per-peak target accessibility (mean _ATAC_MEAN); probit-style correction of the
+            # logit offset for the spread of h + noise + depth, E[sigmoid(x)] ~ sigmoid(mu/k)
+            target = np.clip(
+                rng.beta(1.5, 1.5 * (1 - _ATAC_MEAN) / _ATAC_MEAN, f), 1e-3, 0.9
+            )
+            var = strength**2 + 2 * self.noise**2 + _ATAC_DEPTH_SD**2
+            offset = offset + np.log(target / (1 - target)) * np.sqrt(
+                1 + np.pi * var / 8
+            )
+        self.offset = offset.astype(np.float32)
+
+    def _hidden(self, z: np.ndarray) -> np.ndarray:
+        zs = (z - self.pop.center) / self.pop.scale
+        return np.tanh(zs @ self.w1 + self.b1)
+
+    def measure(self, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Dense float32 observations of one granule of cells (fixed order of draws)."""
+        n, f = len(z), self.w2.shape[1]
+        h = self._hidden(z).astype(np.float32) @ self.w2 + self.offset
+        u = rng.standard_normal((n, _N_PRIVATE), dtype=np.float32)
+        eps = rng.standard_normal((n, f), dtype=np.float32)
+        h += np.float32(self.noise) * (u @ self.private + eps)
+        if self.kind == "gaussian":
+            return h
+        if self.kind == "nb":
+            library = np.exp(rng.normal(self.lib_mean, self.lib_sd, n)).astype(
+                np.float32
+            )
+            h -= h.max(1, keepdims=True)
+            rate = np.exp(h)
+            rate *= (library / rate.sum(1))[:, None]
+            rate *= rng.standard_gamma(
+                _THETA, size=(n, f), dtype=np.float32
+            ) / np.float32(_THETA)
+            return rng.poisson(rate).astype(np.float32)
+        depth = rng.normal(0.0, _ATAC_DEPTH_SD, n).astype(np.float32)
+        p = expit(h + depth[:, None])
+        return (rng.random((n, f), dtype=np.float32) < p).astype(np.float32)
+
+
+def _assemble(
+    mod: _ModalityMap, z: np.ndarray, rngs: list[np.random.Generator], block_size: int
+) -> np.ndarray | sp.csr_matrix:
+    """Observations of all cells, granule-generated and assembled block by block."""
+    n, f = len(z), mod.w2.shape[1]
+    sparse = mod.kind != "gaussian"
+    dense_out = None if sparse else np.empty((n, f), dtype=np.float32)
+    data, indices, indptr = [], [], [np.zeros(1, np.int64)]
+    nnz = 0
+    cache: tuple[int, np.ndarray] | None = None  # the granule straddling two blocks
+    for start in range(0, n, block_size):
+        stop = min(start + block_size, n)
+        parts = []
+        for g in range(start // _RNG_CHUNK, (stop - 1) // _RNG_CHUNK + 1):
+            g0 = g * _RNG_CHUNK
+            if cache is not None and cache[0] == g:
+                x = cache[1]
+            else:
+                x = mod.measure(z[g0 : min(g0 + _RNG_CHUNK, n)], rngs[g])
+                cache = (g, x)
+            parts.append(x[max(start - g0, 0) : stop - g0])
+        block = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if not sparse:
+            dense_out[start:stop] = block
+            continue
+        csr = sp.csr_matrix(block)
+        data.append(csr.data)
+        indices.append(csr.indices)
+        indptr.append(csr.indptr[1:].astype(np.int64) + nnz)
+        nnz += csr.nnz
+    if not sparse:
+        return dense_out
+    idx_dtype = np.int32 if nnz <= np.iinfo(np.int32).max else np.int64
+    return sp.csr_matrix(
+        (
+            np.concatenate(data).astype(np.float32, copy=False),
+            np.concatenate(indices).astype(idx_dtype, copy=False),
+            np.concatenate(indptr).astype(idx_dtype, copy=False),
+        ),
+        shape=(n, f),
+    )
+
+
+def _names(prefix: str, start: int, stop: int) -> list[str]:
+    return [f"{prefix}{i}" for i in range(start, stop)]
+
+
+def _synthetic(
+    n_cells: int = 1000,
+    *,
+    modalities: Mapping[str, str] | None = None,
+    n_features: Mapping[str, int] | int | None = None,
+    shape: Literal["clusters", "trajectory"] = "clusters",
+    n_clusters: int = 4,
+    n_latent: int = 8,
+    noise: float = 0.5,
+    cluster_separation: float = 3.0,
+    paired: bool | float = True,
+    library_size: tuple[float, float] = (7.5, 0.4),
+    seed: int = 0,
+    return_mudata: bool = False,
+    block_size: int = _BLOCK_SIZE,
+) -> dict[str, AnnData] | MuData:
+    """:func:`synthetic` with the assembly block size exposed (the data do not depend on it)."""
+    cfg = _resolve(
+        n_cells,
+        modalities,
+        n_features,
+        shape,
+        n_clusters,
+        n_latent,
+        noise,
+        cluster_separation,
+        paired,
+        library_size,
+        seed,
+    )
+    block_size = _check_int(block_size, "block_size", 1)
+    pop = _Population(cfg)
+    n, n_shared, seed = cfg["n_cells"], cfg["n_shared"], cfg["seed"]
+    shared = pop.sample_pool(seed, n_shared, _K_SHARED)
+    shared_names = _names("cell", 0, n_shared)
+
+    kinds = list(cfg["modalities"].values())
+    params = _jsonable(cfg)
+    out: dict[str, AnnData] = {}
+    for name, kind in cfg["modalities"].items():
+        own = pop.sample_pool(seed, n - n_shared, _K_OWN, _name_key(name))
+        z = np.concatenate([shared[0], own[0]])
+        codes = np.concatenate([shared[1], own[1]])
+        obs_names = shared_names + _names(f"{name}_cell", n_shared, n)
+        mod = _ModalityMap(cfg, pop, name, kind)
+        rngs = _granule_rngs(seed, n, _K_MEASURE, _name_key(name))
+        x = _assemble(mod, z, rngs, block_size)
+
+        obs = pd.DataFrame(
+            {
+                "label": pd.Categorical.from_codes(codes, categories=pop.categories),
+                "true_cell": pd.Series(obs_names, dtype=object).to_numpy(),
+            },
+            index=pd.Index(obs_names, dtype=object),
+        )
+        if cfg["shape"] == "trajectory":
+            obs["pseudotime"] = np.concatenate([shared[2], own[2]])
+        prefix = (
+            _VAR_PREFIX[kind]
+            if kinds.count(kind) == 1
+            else f"{name}_{_VAR_PREFIX[kind]}"
+        )
+        var = pd.DataFrame(index=pd.Index(_names(prefix, 0, x.shape[1]), dtype=object))
+        adata = AnnData(X=x, obs=obs, var=var)
+        if kind == "nb":
+            adata.layers["counts"] = x.copy()
+        adata.obsm["X_true"] = z.astype(np.float32)
+        adata.uns["synthetic"] = {"modality": name, "kind": kind, **params}
+        out[name] = adata
+
+    if return_mudata:
+        import warnings
+
+        from mudata import MuData
+
+        with warnings.catch_warnings():  # mudata 0.3's notice about its future defaults
+            warnings.filterwarnings(
+                "ignore", message=".*pull_on_update.*", category=FutureWarning
+            )
+            return MuData(out)
+    return out
+
+
+def _jsonable(params: dict) -> dict:
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, dict):
+            out[k] = dict(v)
+        elif isinstance(v, (list, tuple)):
+            out[k] = list(v)
+        else:
+            out[k] = v
+    return out
+
+
+# --------------------------------------------------------------------------- public API
+def synthetic(
+    n_cells: int = 1000,
+    *,
+    modalities: Mapping[str, str] | None = None,
+    n_features: Mapping[str, int] | int | None = None,
+    shape: Literal["clusters", "trajectory"] = "clusters",
+    n_clusters: int = 4,
+    n_latent: int = 8,
+    noise: float = 0.5,
+    cluster_separation: float = 3.0,
+    paired: bool | float = True,
+    library_size: tuple[float, float] = (7.5, 0.4),
+    seed: int = 0,
+    return_mudata: bool = False,
+) -> dict[str, AnnData] | MuData:
+    """Simulate multi-modal single-cell data from a shared latent cell state.
+
+    Every modality measures cells of one population (same clusters / trajectory): each cell
+    has a true state ``z``; each modality maps it through its own random nonlinear function,
+    adds modality-specific noise and samples observations (see the module docstring for the
+    full model). The true state, label and cell identity are recorded, so pairs are known even
+    when the modalities are unpaired or their ``obs_names`` are changed.
+
+    Parameters
+    ----------
+    n_cells
+        Cells per modality (>= 2).
+    modalities
+        ``{name: kind}`` with kinds ``"nb"`` (counts, negative binomial), ``"bernoulli"``
+        (binary accessibility) or ``"gaussian"`` (continuous features). Default
+        ``{"rna": "nb", "atac": "bernoulli"}``.
+    n_features
+        Features per modality, as one number for all or ``{name: n}`` (modalities not named
+        keep their default). Defaults by kind: nb 500, bernoulli 1000, gaussian 50.
+    shape
+        ``"clusters"``: a Gaussian mixture of ``n_clusters`` clusters (labels ``cluster0``,
+        ...). ``"trajectory"``: a stem that splits into two branches (labels ``stem``,
+        ``branch_a``, ``branch_b``; ``obs["pseudotime"]`` in [0, 1], the branch point at
+        1/3); ``n_clusters`` is then ignored.
+    n_clusters
+        Number of clusters (``shape="clusters"``).
+    n_latent
+        Dimension of the true shared cell state (>= 2 for trajectories).
+    noise
+        Scale (> 0) of the modality-specific noise: a private 2-dimensional factor per cell
+        plus iid feature noise, both not shared between modalities. Higher is harder.
+    cluster_separation
+        Per-coordinate standard deviation of the cluster centres (or of the trajectory
+        segments) in units of the within-cluster standard deviation (>= 0).
+    paired
+        ``True``: every cell is measured in every modality (identical ``obs_names``
+        ``cell0``, ...). ``False``: each modality measures its own, disjoint cells drawn from
+        the same population (``obs_names`` prefixed by the modality, e.g. ``rna_cell0``). A
+        fraction in [0, 1]: the first ``round(paired * n_cells)`` cells of every modality are
+        shared (same ``obs_names`` and ``true_cell``), the rest are the modality's own.
+    library_size
+        Mean and standard deviation of the log library size of ``"nb"`` modalities
+        (log-normal; default median about 1,800 counts).
+    seed
+        Seed (>= 0). The same arguments and seed give the same data; a modality's data are
+        keyed by its name, so adding modalities does not change the others.
+    return_mudata
+        Return a :class:`mudata.MuData` instead of a dict.
+
+    Returns
+    -------
+    ``{name: AnnData}`` (or a MuData with these as ``mod``). Each AnnData has
+
+    - ``X``: CSR float32 counts (``"nb"``, also in ``layers["counts"]``) or 0/1 values
+      (``"bernoulli"``); dense float32 (``"gaussian"``);
+    - ``obs["label"]`` (categorical cluster / branch), ``obs["true_cell"]`` (id of the
+      underlying cell state: equal across modalities exactly for the same cell),
+      ``obs["pseudotime"]`` for trajectories;
+    - ``obsm["X_true"]``: the true latent state ``z`` (float32);
+    - ``var_names`` ``gene0...`` / ``peak0...`` / ``feat0...`` (prefixed with the modality
+      name when several modalities share a kind);
+    - ``uns["synthetic"]``: the parameters (JSON-able).
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind (naming the modality) or shape, ``n_cells < 2``, a pairing
+        fraction outside [0, 1], non-positive ``noise`` or feature counts, and other
+        invalid arguments.
+
+    Examples
+    --------
+    >>> data = synthetic(500, paired=0.3, seed=1)
+    >>> rows_rna, rows_atac = true_pairs(data, "rna", "atac")
+    >>> len(rows_rna)
+    150
+    """
+    return _synthetic(
+        n_cells,
+        modalities=modalities,
+        n_features=n_features,
+        shape=shape,
+        n_clusters=n_clusters,
+        n_latent=n_latent,
+        noise=noise,
+        cluster_separation=cluster_separation,
+        paired=paired,
+        library_size=library_size,
+        seed=seed,
+        return_mudata=return_mudata,
+        block_size=_BLOCK_SIZE,
+    )
+
+
+def true_pairs(
+    adatas: Mapping[str, AnnData] | MuData, a: str, b: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of the cells of modalities ``a`` and ``b`` that are the same cell.
+
+    Parameters
+    ----------
+    adatas
+        ``{name: AnnData}`` or a MuData, as returned by :func:`synthetic` (every modality
+        needs ``obs["true_cell"]``).
+    a, b
+        Modality names.
+
+    Returns
+    -------
+    ``(rows_a, rows_b)``: integer arrays with ``adatas[a].obs["true_cell"][rows_a] ==
+    adatas[b].obs["true_cell"][rows_b]``, ordered by ``rows_a``; empty when no cell is shared.
+    """
+    mods = adatas.mod if hasattr(adatas, "mod") else adatas
+    ids = []
+    for name in (a, b):
+        if name not in mods:
+            raise ValueError(f"no modality {name!r}; available: {list(mods)}")
+        if "true_cell" not in mods[name].obs:
+            raise ValueError(
+                f"modality {name!r} has no obs['true_cell'] (not from synthetic()?)"
+            )
+        ids.append(pd.Index(np.asarray(mods[name].obs["true_cell"]).astype(str)))
+    if not ids[1].is_unique:
+        raise ValueError(f"obs['true_cell'] of modality {b!r} is not unique")
+    rows_b = ids[1].get_indexer(ids[0])
+    rows_a = np.flatnonzero(rows_b >= 0)
+    return rows_a.astype(np.int64), rows_b[rows_a].astype(np.int64)
