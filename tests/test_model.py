@@ -466,3 +466,21 @@ def test_history_index_unique_after_continued_training(paired_data, make_model, 
     train(model, max_epochs=1)
     assert len(model.history) == 3
     assert model.history.index.is_unique
+
+
+def test_divergence_gives_a_clear_error(paired_data, make_model, train):
+    with pytest.raises(FloatingPointError, match="diverged in epoch 0"):
+        train(make_model(paired_data), max_epochs=2, lr=1e30)
+
+
+def test_conditional_discriminator(paired_data, make_model, train):
+    model = train(make_model(paired_data, labels_key="label", disc_conditional=True))
+    first = model.module.discriminator[0]
+    assert first.in_features == model.init_params_["n_latent"] + 3  # z + one-hot of 3 labels
+    assert "train_adv" in model.history
+    # unlabelled cells are allowed: they condition on a zero vector
+    z = torch.zeros(4, model.init_params_["n_latent"])
+    logits = model.module.discriminate(z, torch.tensor([0, 1, -1, 2]))
+    assert logits.shape == (4, 2)
+    with pytest.raises(ValueError, match="labels_key"):
+        make_model(paired_data, disc_conditional=True)

@@ -73,6 +73,11 @@ class CrossModalAE:
         Default hidden layer widths of encoders (decoders mirror them).
     dropout
         Dropout rate of hidden layers.
+    disc_noise
+        Gaussian instance noise on the discriminator's inputs during training.
+    disc_conditional
+        Condition the latent discriminator on ``labels_key`` (one-hot; unlabelled cells get
+        zeros), aligning the modalities class by class.
     prior
         ``"learned"``: all autoencoders are aligned to each other; ``"anchor:<name>"``:
         modality ``name`` is pre-trained alone and the others are aligned to its latent.
@@ -107,6 +112,7 @@ class CrossModalAE:
         hidden: Sequence[int] = (256, 128),
         dropout: float = 0.1,
         disc_noise: float = 0.0,
+        disc_conditional: bool = False,
         prior: str = "learned",
         labels_key: str | None = None,
         anchor_fraction: float = 0.0,
@@ -119,6 +125,7 @@ class CrossModalAE:
             "hidden": list(hidden),
             "dropout": dropout,
             "disc_noise": disc_noise,
+            "disc_conditional": disc_conditional,
             "prior": prior,
             "labels_key": labels_key,
             "anchor_fraction": anchor_fraction,
@@ -147,6 +154,8 @@ class CrossModalAE:
             raise ValueError(f"dropout must be in [0, 1), got {p['dropout']!r}")
         if not 0 <= p["anchor_fraction"] <= 1:
             raise ValueError(f"anchor_fraction must be in [0, 1], got {p['anchor_fraction']!r}")
+        if p.get("disc_conditional") and p.get("labels_key") is None:
+            raise ValueError("disc_conditional=True needs a labels_key to condition on")
         if not 0 <= p["validation_fraction"] < 1:
             raise ValueError(
                 f"validation_fraction must be in [0, 1), got {p['validation_fraction']!r}"
@@ -187,6 +196,7 @@ class CrossModalAE:
                 n_latent=params["n_latent"],
                 dropout=params["dropout"],
                 disc_noise=params.get("disc_noise", 0.0),
+                disc_conditional=params.get("disc_conditional", False),
                 n_labels=len(categories) if categories else 0,
             )
         self.history_: pd.DataFrame | None = None

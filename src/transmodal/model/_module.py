@@ -54,6 +54,13 @@ class CrossModalModule(nn.Module):
         Number of label classes for the latent classifier (0 = no classifier).
     disc_hidden
         Hidden widths of the latent discriminator.
+    disc_noise
+        Standard deviation of Gaussian instance noise added to the discriminator's inputs
+        during training.
+    disc_conditional
+        Condition the discriminator on the one-hot label (zeros for unlabelled cells), so
+        that alignment matches the modalities class by class (the paper's conditional
+        alignment). Needs ``n_labels > 0``.
     """
 
     def __init__(
@@ -65,6 +72,7 @@ class CrossModalModule(nn.Module):
         n_labels: int = 0,
         disc_hidden: tuple[int, ...] = (128, 128),
         disc_noise: float = 0.0,
+        disc_conditional: bool = False,
     ) -> None:
         super().__init__()
         self.names = list(archs)
@@ -87,7 +95,14 @@ class CrossModalModule(nn.Module):
             self.decoders[name] = dec
             self.heads[name] = self.likelihoods[name].head(dec.n_out, a.n_vars)
         self.disc_noise = disc_noise
-        self.discriminator = mlp(n_latent, disc_hidden, len(archs), dropout=0.0, norm=False)
+        if disc_conditional and n_labels < 1:
+            raise ValueError("a conditional discriminator needs labels (labels_key)")
+        self.n_labels = n_labels
+        self.disc_conditional = disc_conditional
+        n_cond = n_labels if disc_conditional else 0
+        self.discriminator = mlp(
+            n_latent + n_cond, disc_hidden, len(archs), dropout=0.0, norm=False
+        )
         self.classifier = nn.Linear(n_latent, n_labels) if n_labels > 0 else None
 
     # -- forward pieces --------------------------------------------------------------------
@@ -133,10 +148,20 @@ class CrossModalModule(nn.Module):
         params = self.decode(name, z, t.library(x))
         return z, self.likelihoods[name].nll(params, x, processed)
 
-    def discriminate(self, z: torch.Tensor) -> torch.Tensor:
-        """Discriminator logits; in training mode with Gaussian instance noise on ``z``."""
+    def discriminate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Discriminator logits; in training mode with Gaussian instance noise on ``z``.
+
+        With a conditional discriminator, ``y`` (label codes, -1 = unlabelled) is appended
+        one-hot.
+        """
         if self.training and self.disc_noise > 0:
             z = z + self.disc_noise * torch.randn_like(z)
+        if self.disc_conditional:
+            onehot = torch.zeros(z.shape[0], self.n_labels, device=z.device, dtype=z.dtype)
+            if y is not None:
+                known = y >= 0
+                onehot[known, y[known]] = 1.0
+            z = torch.cat([z, onehot], dim=-1)
         return self.discriminator(z)
 
     def mmd_loss(self, zs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -154,19 +179,23 @@ class CrossModalModule(nn.Module):
         return torch.stack(out).mean()
 
     # -- losses ----------------------------------------------------------------------------
-    def discriminator_loss(self, zs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def discriminator_loss(
+        self, zs: dict[str, torch.Tensor], ys: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of the discriminator telling the modalities apart (each weighted
         equally) and its balanced accuracy.
         """
         losses, accs = [], []
         for k, name in enumerate(self.names):
-            logits = self.discriminate(zs[name])
+            logits = self.discriminate(zs[name], (ys or {}).get(name))
             target = torch.full((logits.shape[0],), k, dtype=torch.long, device=logits.device)
             losses.append(F.cross_entropy(logits, target))
             accs.append((logits.argmax(-1) == target).float().mean())
         return torch.stack(losses).mean(), torch.stack(accs).mean()
 
-    def adversarial_loss(self, name: str, z: torch.Tensor, anchor: str | None) -> torch.Tensor:
+    def adversarial_loss(
+        self, name: str, z: torch.Tensor, anchor: str | None, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Encoder loss for fooling the discriminator.
 
         With a learned prior every encoder pushes the discriminator's output towards the
@@ -174,7 +203,7 @@ class CrossModalModule(nn.Module):
         does not make two modalities chase each other's position). With an anchor modality
         the target is the anchor's label (the non-saturating GAN loss).
         """
-        logits = self.discriminate(z)
+        logits = self.discriminate(z, y)
         n = len(self.names)
         if anchor is not None:
             target = torch.zeros(n, device=z.device)

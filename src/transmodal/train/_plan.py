@@ -4,6 +4,7 @@ optimisation), loss bookkeeping and the per-epoch history.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import lightning.pytorch as pl
@@ -155,9 +156,10 @@ class CrossModalPlan(pl.LightningModule):
                 terms["latent_l2"] = torch.stack([z.pow(2).mean() for z in trained]).mean()
                 objective = objective + self.lam_latent * terms["latent_l2"]
 
+        ys = {n: batch[n]["y"] for n in zs if "y" in batch[n]}
         # discriminator step on detached latents
         if not self.pretraining:
-            d_loss, d_acc = m.discriminator_loss({n: z.detach() for n, z in zs.items()})
+            d_loss, d_acc = m.discriminator_loss({n: z.detach() for n, z in zs.items()}, ys)
             terms["disc"] = d_loss
             terms["disc_acc"] = d_acc
             if train:
@@ -165,12 +167,14 @@ class CrossModalPlan(pl.LightningModule):
                 detached = {n: z.detach() for n, z in zs.items()}
                 for k in range(self.n_disc_steps):
                     if k:
-                        d_loss, _ = m.discriminator_loss(detached)
+                        d_loss, _ = m.discriminator_loss(detached, ys)
                     opt_d.zero_grad(set_to_none=True)
                     self.manual_backward(d_loss)
                     opt_d.step()
             adv = [
-                m.adversarial_loss(n, zs[n], self.anchor) for n in names if n != self.anchor
+                m.adversarial_loss(n, zs[n], self.anchor, ys.get(n))
+                for n in names
+                if n != self.anchor
             ]
             terms["adv"] = torch.stack(adv).mean()
             objective = objective + self._adv_weight() * terms["adv"]
@@ -178,7 +182,6 @@ class CrossModalPlan(pl.LightningModule):
                 terms["mmd"] = m.mmd_loss(zs)
                 objective = objective + self.lam_mmd * terms["mmd"]
 
-        ys = {n: batch[n]["y"] for n in zs if "y" in batch[n]}
         cls = m.classifier_loss(zs, ys) if ys else None
         if cls is not None:
             terms["cls"] = cls
@@ -216,6 +219,14 @@ class CrossModalPlan(pl.LightningModule):
     def on_train_epoch_end(self) -> None:  # noqa: D102
         row = {"epoch": float(self.current_epoch)}
         row.update(self._means("train"))
+        bad = [k for k, v in row.items() if not math.isfinite(v)]
+        if bad:  # checked once per epoch, so there is no device sync per step
+            raise FloatingPointError(
+                f"training diverged in epoch {self.current_epoch}: loss term(s) "
+                f"{', '.join(bad)} became NaN or infinite. Lower lr, check the inputs of the "
+                "modalities named (e.g. cells with zero counts, extreme values), or use a "
+                "likelihood that matches the data."
+            )
         row.update(self._means("val"))
         row["lam_adv_effective"] = self._adv_weight()
         self.history_rows.append(row)

@@ -1,0 +1,123 @@
+"""Common interface of the alignment baselines and shared input validation."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import numpy as np
+from scipy import sparse
+
+
+def as_dense_matrix(a: Any, name: str, *, min_rows: int = 1) -> np.ndarray:
+    """Validate a ``(cells, features)`` matrix and return it as dense C-contiguous float64.
+
+    Parameters
+    ----------
+    a
+        Dense array-like or scipy sparse matrix of shape ``(n_cells, n_features)``.
+        Sparse input is densified.
+    name
+        Argument name used in error messages.
+    min_rows
+        Minimum number of rows (cells) required.
+
+    Returns
+    -------
+    The validated ``float64`` array.
+
+    Raises
+    ------
+    ValueError
+        If ``a`` is not 2-D or not numeric, has too few rows, no columns, or contains
+        NaN / infinite values.
+    """
+    if sparse.issparse(a):
+        a = a.toarray()
+    elif hasattr(a, "detach") and hasattr(a, "cpu"):  # torch tensor, without importing torch
+        a = a.detach().cpu().numpy()
+    arr = np.asarray(a)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (cells x features); got shape {arr.shape}")
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be numeric; got dtype {arr.dtype}")
+    if arr.shape[0] < min_rows:
+        raise ValueError(f"{name} needs at least {min_rows} rows (cells); got {arr.shape[0]}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has zero columns (features)")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+class Baseline(abc.ABC):
+    """Abstract base of the alignment baselines (OT, CCA, DCCA, CycleGAN, MAGAN, ...).
+
+    A baseline is fitted on the cells of two modalities, ``x`` ``(n_x, p)`` and ``y``
+    ``(n_y, q)``, and then provides embeddings of those cells in one common space.
+    Whether the rows of ``x`` and ``y`` must be paired is up to the subclass (see its
+    ``paired`` class attribute).
+
+    Subclasses implement :meth:`fit`, :meth:`embed_x` and :meth:`embed_y`;
+    :meth:`transform` and :meth:`fit_transform` are provided.
+    """
+
+    #: Whether row ``i`` of ``x`` and ``y`` must be the same cell.
+    paired: bool = False
+
+    @abc.abstractmethod
+    def fit(self, x: Any, y: Any) -> Baseline:
+        """Fit on the cells of both modalities and return ``self``.
+
+        Parameters
+        ----------
+        x
+            Modality 1, ``(n_x, p)``, dense array or scipy sparse matrix.
+        y
+            Modality 2, ``(n_y, q)``, dense array or scipy sparse matrix.
+
+        Returns
+        -------
+        The fitted estimator.
+        """
+
+    @abc.abstractmethod
+    def embed_x(self) -> np.ndarray:
+        """Embedding of the fitted ``x`` cells in the common space, ``(n_x, d)``."""
+
+    @abc.abstractmethod
+    def embed_y(self) -> np.ndarray:
+        """Embedding of the fitted ``y`` cells in the common space, ``(n_y, d)``."""
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether :meth:`fit` has completed."""
+        return getattr(self, "_fitted", False)
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(x, y) first")
+
+    def transform(self) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of the fitted cells, ``(embed_x(), embed_y())``.
+
+        Returns
+        -------
+        ``(x_aligned, y_aligned)`` of shapes ``(n_x, d)`` and ``(n_y, d)``.
+        """
+        return self.embed_x(), self.embed_y()
+
+    def fit_transform(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`fit` then :meth:`transform`.
+
+        Parameters
+        ----------
+        x, y
+            The two modalities, see :meth:`fit`.
+
+        Returns
+        -------
+        ``(x_aligned, y_aligned)`` of shapes ``(n_x, d)`` and ``(n_y, d)``.
+        """
+        return self.fit(x, y).transform()
