@@ -484,3 +484,19 @@ def test_conditional_discriminator(paired_data, make_model, train):
     assert logits.shape == (4, 2)
     with pytest.raises(ValueError, match="labels_key"):
         make_model(paired_data, disc_conditional=True)
+
+
+def test_variational_variant(paired_data, make_model, train):
+    model = train(make_model(paired_data, variational=True, seed=0), max_epochs=3, beta=0.01)
+    assert {"train_kl_rna", "train_kl_atac"} <= set(model.history.columns)
+    z1 = model.get_latent_representation("rna")
+    np.testing.assert_array_equal(z1, model.get_latent_representation("rna"))  # posterior mean
+    mean = model.translate(paired_data["rna"], source="rna", target="atac").X
+    s1 = model.translate(paired_data["rna"], source="rna", target="atac", sample=True, seed=1).X
+    s1b = model.translate(paired_data["rna"], source="rna", target="atac", sample=True, seed=1).X
+    s2 = model.translate(paired_data["rna"], source="rna", target="atac", sample=True, seed=2).X
+    np.testing.assert_array_equal(s1, s1b)
+    assert not np.allclose(s1, s2) and not np.allclose(s1, mean)
+    # a larger KL weight pulls the posteriors closer to the prior
+    strong = train(make_model(paired_data, variational=True, seed=0), max_epochs=3, beta=10.0)
+    assert strong.history["train_kl_rna"].iloc[-1] < model.history["train_kl_rna"].iloc[-1]

@@ -34,15 +34,19 @@ def as_dense_matrix(a: Any, name: str, *, min_rows: int = 1) -> np.ndarray:
     """
     if sparse.issparse(a):
         a = a.toarray()
-    elif hasattr(a, "detach") and hasattr(a, "cpu"):  # torch tensor, without importing torch
-        a = a.detach().cpu().numpy()
+    elif hasattr(a, "detach") and hasattr(a, "cpu"):
+        a = a.detach().cpu().numpy()  # a torch tensor (without importing torch)
     arr = np.asarray(a)
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (cells x features); got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be a 2-D array (cells x features); got shape {arr.shape}"
+        )
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"{name} must be numeric; got dtype {arr.dtype}")
     if arr.shape[0] < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} rows (cells); got {arr.shape[0]}")
+        raise ValueError(
+            f"{name} needs at least {min_rows} rows (cells); got {arr.shape[0]}"
+        )
     if arr.shape[1] == 0:
         raise ValueError(f"{name} has zero columns (features)")
     arr = np.ascontiguousarray(arr, dtype=np.float64)
@@ -97,7 +101,9 @@ class Baseline(abc.ABC):
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:
-            raise RuntimeError(f"{type(self).__name__} is not fitted yet; call fit(x, y) first")
+            raise RuntimeError(
+                f"{type(self).__name__} is not fitted yet; call fit(x, y) first"
+            )
 
     def transform(self) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings of the fitted cells, ``(embed_x(), embed_y())``.

@@ -13,16 +13,26 @@ _MODES = ("connectivity", "distance")
 _PROJECT = ("x", "y")
 
 
-def _check_int(value: Any, name: str, *, minimum: int, allow_none: bool = False) -> None:
+def _check_int(
+    value: Any, name: str, *, minimum: int, allow_none: bool = False
+) -> None:
     if allow_none and value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+    ):
         extra = " or None" if allow_none else ""
-        raise ValueError(f"{name} must be an integer >= {minimum}{extra}; got {value!r}")
+        raise ValueError(
+            f"{name} must be an integer >= {minimum}{extra}; got {value!r}"
+        )
 
 
 def _check_float(value: Any, name: str, *, positive: bool) -> None:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
     ok = ok and np.isfinite(value) and (value > 0 if positive else value >= 0)
     if not ok:
         bound = "> 0" if positive else ">= 0"
@@ -31,7 +41,7 @@ def _check_float(value: Any, name: str, *, positive: bool) -> None:
 
 def _import_ot() -> Any:
     try:
-        import ot  # noqa: PLC0415
+        import ot
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
             "GromovWassersteinOT needs the POT package (Python Optimal Transport): "
@@ -56,11 +66,15 @@ class GromovWassersteinOT(Baseline):
     connected components get the largest finite distance), divide by the maximum.
     Then, with uniform marginals, solve
     ``ot.gromov.entropic_gromov_wasserstein(Cx, Cy, p, q, "square_loss", epsilon)``.
-    If the solver fails numerically (NaN, a cell with no mass, or a total mass not
-    1), ``epsilon`` is
-    doubled and the solve repeated, at most ``n_retries`` times; the value used is
-    stored in ``epsilon_``.  With ``project="y"`` (default) the ``y`` cells keep their
-    preprocessed features and ``x_aligned = (T / T.sum(1)) @ y_features``.
+    If the solver fails numerically (NaN, a cell with no mass, or a total mass other
+    than 1), ``epsilon`` is doubled and the solve repeated, at most ``n_retries``
+    times; the value used is stored in ``epsilon_``.  With ``project="y"`` (default)
+    the ``y`` cells keep their preprocessed features and
+    ``x_aligned = (T / T.sum(1)) @ y_features``; ``project="x"`` is the mirror image.
+
+    Gromov-Wasserstein is non-convex: like SCOT, results can depend on
+    ``n_neighbors`` and ``epsilon`` (a poor local optimum may swap similar clusters),
+    and SCOT tunes them per data set.
 
     This is a *reference* method, not meant for large data: it holds two dense
     ``n x n`` distance matrices and the dense ``n_x x n_y`` coupling (memory
@@ -88,8 +102,8 @@ class GromovWassersteinOT(Baseline):
         or ``"distance"`` (metric lengths).
     metric
         Distance used to find the neighbours (any metric of
-        :func:`sklearn.neighbors.kneighbors_graph`), e.g. ``"euclidean"`` or SCOT's
-        ``"correlation"``.
+        :func:`sklearn.neighbors.kneighbors_graph`), e.g. ``"euclidean"`` or
+        ``"correlation"`` (SCOT's choice; meaningless with very few features).
     scale
         Standardise each feature (zero mean, unit variance) before PCA.  Constant
         features are only centred.
@@ -150,9 +164,11 @@ class GromovWassersteinOT(Baseline):
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {list(_MODES)}; got {mode!r}")
         if project not in _PROJECT:
-            raise ValueError(f"project must be one of {list(_PROJECT)}; got {project!r}")
+            raise ValueError(
+                f"project must be one of {list(_PROJECT)}; got {project!r}"
+            )
         if not isinstance(metric, str):
-            raise ValueError(f"metric must be a string; got {metric!r}")
+            raise TypeError(f"metric must be a string; got {metric!r}")
         self.n_neighbors = int(n_neighbors)
         self.n_components = None if n_components is None else int(n_components)
         self.epsilon = float(epsilon)
@@ -182,7 +198,7 @@ class GromovWassersteinOT(Baseline):
             a = a / sd
         n, p = a.shape
         if self.n_components is not None and p > self.n_components:
-            from sklearn.decomposition import PCA  # noqa: PLC0415
+            from sklearn.decomposition import PCA
 
             k = min(self.n_components, n)
             a = PCA(n_components=k, random_state=self.seed).fit_transform(a)
@@ -190,11 +206,15 @@ class GromovWassersteinOT(Baseline):
 
     def _geodesic(self, feat: np.ndarray) -> np.ndarray:
         """Shortest-path distances on the k-NN graph, scaled to a maximum of 1."""
-        from scipy.sparse.csgraph import shortest_path  # noqa: PLC0415
-        from sklearn.neighbors import kneighbors_graph  # noqa: PLC0415
+        from scipy.sparse.csgraph import shortest_path
+        from sklearn.neighbors import kneighbors_graph
 
         graph = kneighbors_graph(
-            feat, self.n_neighbors, mode=self.mode, metric=self.metric, include_self=False
+            feat,
+            self.n_neighbors,
+            mode=self.mode,
+            metric=self.metric,
+            include_self=False,
         )
         dist = shortest_path(graph, method="D", directed=False)
         finite = np.isfinite(dist)
@@ -210,7 +230,9 @@ class GromovWassersteinOT(Baseline):
     def _valid(coupling: np.ndarray) -> bool:
         if not np.isfinite(coupling).all() or abs(coupling.sum() - 1.0) > 1e-3:
             return False
-        return bool((coupling.sum(axis=1) > 0).all() and (coupling.sum(axis=0) > 0).all())
+        return bool(
+            (coupling.sum(axis=1) > 0).all() and (coupling.sum(axis=0) > 0).all()
+        )
 
     def _solve(self, cx: np.ndarray, cy: np.ndarray) -> tuple[np.ndarray, float, float]:
         ot = _import_ot()

@@ -78,6 +78,9 @@ class CrossModalAE:
     disc_conditional
         Condition the latent discriminator on ``labels_key`` (one-hot; unlabelled cells get
         zeros), aligning the modalities class by class.
+    variational
+        VAE variant: Gaussian posteriors, a KL term weighted by ``beta`` in :meth:`train`;
+        embeddings are posterior means and translation can sample.
     prior
         ``"learned"``: all autoencoders are aligned to each other; ``"anchor:<name>"``:
         modality ``name`` is pre-trained alone and the others are aligned to its latent.
@@ -113,6 +116,7 @@ class CrossModalAE:
         dropout: float = 0.1,
         disc_noise: float = 0.0,
         disc_conditional: bool = False,
+        variational: bool = False,
         prior: str = "learned",
         labels_key: str | None = None,
         anchor_fraction: float = 0.0,
@@ -126,6 +130,7 @@ class CrossModalAE:
             "dropout": dropout,
             "disc_noise": disc_noise,
             "disc_conditional": disc_conditional,
+            "variational": variational,
             "prior": prior,
             "labels_key": labels_key,
             "anchor_fraction": anchor_fraction,
@@ -197,6 +202,7 @@ class CrossModalAE:
                 dropout=params["dropout"],
                 disc_noise=params.get("disc_noise", 0.0),
                 disc_conditional=params.get("disc_conditional", False),
+                variational=params.get("variational", False),
                 n_labels=len(categories) if categories else 0,
             )
         self.history_: pd.DataFrame | None = None
@@ -242,6 +248,7 @@ class CrossModalAE:
         lam_latent: float = 1.0,
         n_disc_steps: int = 1,
         lam_mmd: float = 1.0,
+        beta: float = 1e-3,
         pretrain_epochs: int | None = None,
         adv_warmup_epochs: int | None = None,
         early_stopping: bool = True,
@@ -276,6 +283,8 @@ class CrossModalAE:
             Weight of a multi-bandwidth Gaussian-kernel MMD between the modalities' latent
             batches, a non-adversarial alignment term that stabilises the adversarial game
             (0 = the paper's purely adversarial alignment).
+        beta
+            Weight of the KL divergence of variational encoders (``variational=True``).
         pretrain_epochs
             Anchor prior only: epochs of pre-training the anchor autoencoder alone
             (default: a quarter of ``max_epochs``).
@@ -298,7 +307,14 @@ class CrossModalAE:
         accelerator = lightning_accelerator(accelerator)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        for key, value in (("lam_adv", lam_adv), ("lam_cls", lam_cls), ("lam_anchor", lam_anchor)):
+        for key, value in (
+            ("lam_adv", lam_adv),
+            ("lam_cls", lam_cls),
+            ("lam_anchor", lam_anchor),
+            ("lam_latent", lam_latent),
+            ("lam_mmd", lam_mmd),
+            ("beta", beta),
+        ):
             if value < 0:
                 raise ValueError(f"{key} must be >= 0, got {value}")
         seed = self.init_params_["seed"] if seed is None else seed
@@ -336,6 +352,7 @@ class CrossModalAE:
             lam_latent=lam_latent,
             n_disc_steps=n_disc_steps,
             lam_mmd=lam_mmd,
+            beta=beta,
             anchor=anchor,
             pretrain_epochs=pretrain_epochs,
             adv_warmup_epochs=adv_warmup_epochs,
@@ -378,6 +395,7 @@ class CrossModalAE:
             "lam_latent": lam_latent,
             "n_disc_steps": n_disc_steps,
             "lam_mmd": lam_mmd,
+            "beta": beta,
             "pretrain_epochs": pretrain_epochs,
             "adv_warmup_epochs": adv_warmup_epochs,
             "early_stopping": early_stopping,
@@ -505,6 +523,8 @@ class CrossModalAE:
         target: str,
         batch_size: int = 1024,
         library_size: float | None = None,
+        sample: bool = False,
+        seed: int = 0,
         device: str | None = None,
     ) -> AnnData:
         """Translate cells of ``source`` into modality ``target``: ``D_target(E_source(x))``.
@@ -520,6 +540,11 @@ class CrossModalAE:
         library_size
             Count likelihoods: library size of the translated profiles (default: the
             median library size of the target's training cells).
+        sample
+            Variational models: decode a draw from each cell's posterior instead of its
+            mean (seeded with ``seed``).
+        seed
+            Seed of the posterior draws.
         device
             ``"cpu"`` (default), ``"cuda"`` or ``"auto"``.
 
@@ -536,9 +561,10 @@ class CrossModalAE:
 
         def fn(x):
             library = None if lib is None else torch.full((x.shape[0],), lib, device=x.device)
-            return self.module.translate(x, source, target, library)
+            return self.module.translate(x, source, target, library, sample=sample)
 
-        X = self._apply(src, fn, batch_size=batch_size, device=device)
+        with seeded(seed):
+            X = self._apply(src, fn, batch_size=batch_size, device=device)
         obs = (self.mods[source].adata if adata is None else adata).obs.copy()
         out = AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(self.mods[target].var_names.astype(str))))
         units = {

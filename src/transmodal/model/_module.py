@@ -61,6 +61,9 @@ class CrossModalModule(nn.Module):
         Condition the discriminator on the one-hot label (zeros for unlabelled cells), so
         that alignment matches the modalities class by class (the paper's conditional
         alignment). Needs ``n_labels > 0``.
+    variational
+        VAE variant: encoders output a Gaussian posterior; training decodes samples and
+        adds a KL term to the standard normal prior; embeddings are posterior means.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class CrossModalModule(nn.Module):
         disc_hidden: tuple[int, ...] = (128, 128),
         disc_noise: float = 0.0,
         disc_conditional: bool = False,
+        variational: bool = False,
     ) -> None:
         super().__init__()
         self.names = list(archs)
@@ -89,12 +93,18 @@ class CrossModalModule(nn.Module):
             )
             self.transforms[name] = t
             self.encoders[name] = MLPEncoder(
-                t.n_input, n_latent, a.hidden, dropout=dropout, input_dropout=a.input_dropout
+                t.n_input,
+                n_latent,
+                a.hidden,
+                dropout=dropout,
+                input_dropout=a.input_dropout,
+                variational=variational,
             )
             dec = MLPDecoder(n_latent, tuple(reversed(a.hidden)), dropout=dropout)
             self.decoders[name] = dec
             self.heads[name] = self.likelihoods[name].head(dec.n_out, a.n_vars)
         self.disc_noise = disc_noise
+        self.variational = variational
         if disc_conditional and n_labels < 1:
             raise ValueError("a conditional discriminator needs labels (labels_key)")
         self.n_labels = n_labels
@@ -135,18 +145,47 @@ class CrossModalModule(nn.Module):
         return mean
 
     def translate(
-        self, x: torch.Tensor, source: str, target: str, library: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        source: str,
+        target: str,
+        library: torch.Tensor | None = None,
+        *,
+        sample: bool = False,
     ) -> torch.Tensor:
-        """``D_target(E_source(x))`` in the target's original units."""
-        return self.output(target, self.decode(target, self.encode(source, x), library))
+        """``D_target(E_source(x))`` in the target's original units.
 
-    def reconstruction(self, name: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encode and decode a batch; returns latent points and per-cell NLL."""
+        With ``sample=True`` (variational models) the latent point is drawn from the
+        source's posterior instead of taking its mean.
+        """
+        if sample and self.variational:
+            t = self.transforms[source]
+            mean, logvar = self.encoders[source].distribution(t.encoder_input(t.process(x)))
+            z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+        else:
+            z = self.encode(source, x)
+        return self.output(target, self.decode(target, z, library))
+
+    def reconstruction(
+        self, name: str, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Encode and decode a batch.
+
+        Returns the latent points (posterior samples in training mode for a variational
+        model), the per-cell NLL and the per-cell KL divergence to N(0, I) (``None`` for a
+        deterministic autoencoder).
+        """
         t = self.transforms[name]
         processed = t.process(x)
-        z = self.encoders[name](t.encoder_input(processed))
+        mean, logvar = self.encoders[name].distribution(t.encoder_input(processed))
+        kl = None
+        z = mean
+        if logvar is not None:
+            kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+            if self.training:
+                z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
         params = self.decode(name, z, t.library(x))
-        return z, self.likelihoods[name].nll(params, x, processed)
+        return z, self.likelihoods[name].nll(params, x, processed), kl
 
     def discriminate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Discriminator logits; in training mode with Gaussian instance noise on ``z``.

@@ -68,6 +68,9 @@ class MLPEncoder(nn.Module):
         Dropout rate of hidden layers.
     input_dropout
         Dropout applied to the input features (a denoising autoencoder).
+    variational
+        Also output a per-dimension log-variance (a VAE encoder); ``forward`` returns the
+        mean, :meth:`distribution` both.
     standardize
         End with a per-modality batch normalisation without affine parameters: every
         modality's latent distribution has mean 0 and unit variance per dimension, so the
@@ -83,16 +86,27 @@ class MLPEncoder(nn.Module):
         dropout: float = 0.1,
         input_dropout: float = 0.0,
         standardize: bool = True,
+        variational: bool = False,
     ) -> None:
         super().__init__()
         self.input_dropout = nn.Dropout(input_dropout) if input_dropout > 0 else nn.Identity()
-        self.net = mlp(n_in, hidden, n_latent, dropout=dropout)
+        self.variational = variational
+        self.net = mlp(n_in, hidden, n_latent * (2 if variational else 1), dropout=dropout)
         self.standardize = (
             nn.BatchNorm1d(n_latent, affine=False, momentum=0.01) if standardize else nn.Identity()
         )
 
-    def forward(self, x):  # noqa: D102
-        return self.standardize(self.net(self.input_dropout(x)))
+    def forward(self, x):
+        """Latent point (the posterior mean for a variational encoder)."""
+        return self.distribution(x)[0]
+
+    def distribution(self, x):
+        """``(mean, log_variance)``; the log-variance is ``None`` unless variational."""
+        h = self.net(self.input_dropout(x))
+        if not self.variational:
+            return self.standardize(h), None
+        mean, logvar = h.chunk(2, dim=-1)
+        return self.standardize(mean), logvar.clamp(-10.0, 6.0)
 
 
 class MLPDecoder(nn.Module):

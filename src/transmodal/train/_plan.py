@@ -34,6 +34,10 @@ class CrossModalPlan(pl.LightningModule):
         drifting apart.
     n_disc_steps
         Discriminator updates per autoencoder update.
+    lam_mmd
+        Weight of the kernel MMD between the modalities' latent batches.
+    beta
+        Weight of the KL term of variational encoders.
     anchor
         ``None`` for a learned prior; otherwise the name of the anchor modality, whose
         autoencoder is pre-trained alone for ``pretrain_epochs`` epochs and then frozen,
@@ -60,6 +64,7 @@ class CrossModalPlan(pl.LightningModule):
         lam_latent: float = 0.0,
         n_disc_steps: int = 1,
         lam_mmd: float = 0.0,
+        beta: float = 1e-3,
         anchor: str | None = None,
         pretrain_epochs: int = 0,
         adv_warmup_epochs: int = 0,
@@ -73,6 +78,7 @@ class CrossModalPlan(pl.LightningModule):
         self.lam_latent = lam_latent
         self.n_disc_steps = n_disc_steps
         self.lam_mmd = lam_mmd
+        self.beta = beta
         self.anchor = anchor
         self.pretrain_epochs = pretrain_epochs if anchor is not None else 0
         self.adv_warmup_epochs = adv_warmup_epochs
@@ -145,10 +151,13 @@ class CrossModalPlan(pl.LightningModule):
                     zs[name] = m.encode(name, batch[name]["x"])
                 encoder.train(was_training)
                 continue
-            z, nll = m.reconstruction(name, batch[name]["x"])
+            z, nll, kl = m.reconstruction(name, batch[name]["x"])
             zs[name] = z
             terms[f"recon_{name}"] = nll.mean()
             recon.append(terms[f"recon_{name}"])
+            if kl is not None:
+                terms[f"kl_{name}"] = kl.mean()
+                recon.append(self.beta * terms[f"kl_{name}"])
         objective = torch.stack(recon).sum() if recon else torch.zeros((), device=self.device)
         if self.lam_latent > 0:
             trained = [z for n, z in zs.items() if z.requires_grad]
@@ -203,6 +212,7 @@ class CrossModalPlan(pl.LightningModule):
     def validation_step(self, batch, batch_idx):  # noqa: D102
         terms = self._losses(batch, train=False)
         monitor = sum(v for k, v in terms.items() if k.startswith("recon_"))
+        monitor = monitor + self.beta * sum(v for k, v in terms.items() if k.startswith("kl_"))
         if "cls" in terms:
             monitor = monitor + self.lam_cls * terms["cls"]
         if "anchor" in terms:
