@@ -500,3 +500,44 @@ def test_variational_variant(paired_data, make_model, train):
     # a larger KL weight pulls the posteriors closer to the prior
     strong = train(make_model(paired_data, variational=True, seed=0), max_epochs=3, beta=10.0)
     assert strong.history["train_kl_rna"].iloc[-1] < model.history["train_kl_rna"].iloc[-1]
+
+
+def test_partly_shared_classes_and_predict_labels(make_model, train):
+    """A class seen in only one modality is masked out of the other's classifier loss."""
+    data = make_data()
+    atac = data["atac"]
+    # atac never carries "type2": its cells of that type are unlabelled
+    lab = atac.obs["label"].astype(object)
+    lab[lab == "type2"] = None
+    atac.obs["label"] = pd.Categorical(lab, categories=["type0", "type1"])
+    model = train(make_model(data, labels_key="label"), max_epochs=3)
+    mask = model.module.class_mask.numpy()
+    assert mask[0].tolist() == [True, True, True] and mask[1].tolist() == [True, True, False]
+    pred = model.predict_labels("rna")
+    assert pred.shape == (data["rna"].n_obs,) and set(pred) <= {"type0", "type1", "type2"}
+    proba = model.predict_labels("atac", return_proba=True, classes=["type0", "type1"])
+    assert list(proba.columns) == ["type0", "type1"]
+    np.testing.assert_allclose(proba.to_numpy().sum(1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="not among"):
+        model.predict_labels("rna", classes=["nope"])
+
+
+def test_anchor_distance_l2(paired_data, make_model, train):
+    model = train(make_model(paired_data, anchor_fraction=0.5), anchor_distance="l2")
+    assert model.history["train_anchor"].notna().all()
+    with pytest.raises(ValueError, match="anchor_distance"):
+        model.train(max_epochs=1, anchor_distance="cosine")
+
+
+def test_anchor_pairs_across_three_modalities_without_direct_pairs(make_model, train):
+    """rna-atac and atac-prot share cells, rna-prot share none: both pair sets are used."""
+    data = make_data(n_mods=3)
+    n = data["rna"].n_obs
+    half = n // 2
+    names = np.asarray(data["atac"].obs_names)
+    data["rna"].obs_names = [f"r{i}" if i >= half else names[i] for i in range(n)]
+    data["prot"].obs_names = [f"p{i}" if i < half else names[i] for i in range(n)]
+    model = make_model(data, anchor_fraction=1.0)
+    assert set(model.anchors_) == {"rna|atac", "atac|prot"}
+    train(model)
+    assert model.history["train_anchor"].notna().all()

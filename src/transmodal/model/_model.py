@@ -143,12 +143,24 @@ class CrossModalAE:
         self.val_masks_ = masks
         train = {n: ~m for n, m in masks.items()}
         self.anchors_ = choose_anchors(self.mods, train, anchor_fraction, seed)
+        self._set_class_mask(train)
         for name, md in self.mods.items():
             fit_preprocessing(
                 self.module.transforms[name], md.source, np.flatnonzero(train[name]), seed=seed
             )
 
     # -- construction ----------------------------------------------------------------------
+    def _set_class_mask(self, train: dict[str, np.ndarray]) -> None:
+        """Record which label classes each modality's training cells carry."""
+        if not self.label_categories_:
+            return
+        mask = self.module.class_mask
+        for k, (name, md) in enumerate(self.mods.items()):
+            seen = np.unique(md.labels[train[name] & (md.labels >= 0)])
+            if len(seen):  # a modality without labels may be pulled towards any class
+                mask[k] = False
+                mask[k, torch.from_numpy(seen)] = True
+
     @staticmethod
     def _check_params(p: dict[str, Any]) -> None:
         if not isinstance(p["n_latent"], int) or p["n_latent"] < 1:
@@ -249,6 +261,7 @@ class CrossModalAE:
         n_disc_steps: int = 1,
         lam_mmd: float = 1.0,
         beta: float = 1e-3,
+        anchor_distance: str = "l1",
         pretrain_epochs: int | None = None,
         adv_warmup_epochs: int | None = None,
         early_stopping: bool = True,
@@ -285,6 +298,9 @@ class CrossModalAE:
             (0 = the paper's purely adversarial alignment).
         beta
             Weight of the KL divergence of variational encoders (``variational=True``).
+        anchor_distance
+            Distance of the anchor loss between paired latent points: ``"l1"`` (the
+            paper's) or ``"l2"``.
         pretrain_epochs
             Anchor prior only: epochs of pre-training the anchor autoencoder alone
             (default: a quarter of ``max_epochs``).
@@ -307,6 +323,8 @@ class CrossModalAE:
         accelerator = lightning_accelerator(accelerator)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if anchor_distance not in ("l1", "l2"):
+            raise ValueError(f"anchor_distance must be 'l1' or 'l2', got {anchor_distance!r}")
         for key, value in (
             ("lam_adv", lam_adv),
             ("lam_cls", lam_cls),
@@ -353,6 +371,7 @@ class CrossModalAE:
             n_disc_steps=n_disc_steps,
             lam_mmd=lam_mmd,
             beta=beta,
+            anchor_distance=anchor_distance,
             anchor=anchor,
             pretrain_epochs=pretrain_epochs,
             adv_warmup_epochs=adv_warmup_epochs,
@@ -396,6 +415,7 @@ class CrossModalAE:
             "n_disc_steps": n_disc_steps,
             "lam_mmd": lam_mmd,
             "beta": beta,
+            "anchor_distance": anchor_distance,
             "pretrain_epochs": pretrain_epochs,
             "adv_warmup_epochs": adv_warmup_epochs,
             "early_stopping": early_stopping,
@@ -573,6 +593,58 @@ class CrossModalAE:
         }.get(self.mods[target].spec.likelihood, "counts")
         out.uns["transmodal"] = {"source": source, "target": target, "units": units}
         return out
+
+    def predict_labels(
+        self,
+        modality: str,
+        adata: AnnData | None = None,
+        *,
+        classes: Sequence[str] | None = None,
+        return_proba: bool = False,
+        batch_size: int = 1024,
+        device: str | None = None,
+    ) -> np.ndarray | pd.DataFrame:
+        """Transfer labels with the latent classifier (needs ``labels_key``).
+
+        Parameters
+        ----------
+        modality
+            Which encoder the cells come from.
+        adata
+            Cells to label; default: the modality's training data.
+        classes
+            Restrict predictions to these classes (e.g. the classes shared between
+            modalities); default: every class the model knows.
+        return_proba
+            Return a DataFrame of class probabilities (cells x classes) instead of labels.
+        batch_size, device
+            As in :meth:`get_latent_representation`.
+
+        Returns
+        -------
+        The predicted label per cell, or the class probabilities.
+        """
+        if self.module.classifier is None:
+            raise ValueError("predict_labels needs a model trained with labels_key")
+        cats = list(self.label_categories_)
+        keep = np.arange(len(cats))
+        if classes is not None:
+            unknown = [c for c in classes if c not in cats]
+            if unknown:
+                raise ValueError(f"classes {unknown} are not among the model's labels {cats}")
+            keep = np.array([cats.index(c) for c in classes])
+        src = self._source_for(modality, adata)
+        cols = torch.from_numpy(keep)
+
+        def fn(x):
+            logits = self.module.classifier(self.module.encode(modality, x))
+            return torch.softmax(logits[:, cols.to(x.device)], dim=-1)
+
+        proba = self._apply(src, fn, batch_size=batch_size, device=device)
+        names = (self.mods[modality].adata if adata is None else adata).obs_names
+        if return_proba:
+            return pd.DataFrame(proba, index=names, columns=[cats[i] for i in keep])
+        return np.asarray([cats[i] for i in keep], dtype=object)[proba.argmax(1)]
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, path, *, overwrite: bool = False) -> None:

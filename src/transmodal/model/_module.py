@@ -114,6 +114,8 @@ class CrossModalModule(nn.Module):
             n_latent + n_cond, disc_hidden, len(archs), dropout=0.0, norm=False
         )
         self.classifier = nn.Linear(n_latent, n_labels) if n_labels > 0 else None
+        # classes seen in each modality's training labels (set by the model class)
+        self.register_buffer("class_mask", torch.ones(len(archs), max(n_labels, 1), dtype=torch.bool))
 
     # -- forward pieces --------------------------------------------------------------------
     def encode(self, name: str, x: torch.Tensor) -> torch.Tensor:
@@ -254,22 +256,39 @@ class CrossModalModule(nn.Module):
     def classifier_loss(
         self, zs: dict[str, torch.Tensor], ys: dict[str, torch.Tensor]
     ) -> torch.Tensor | None:
-        """Cross-entropy of the latent classifier over all labelled cells (label >= 0)."""
+        """Cross-entropy of the latent classifier over all labelled cells (label >= 0).
+
+        Each modality's logits are restricted to the classes seen in that modality
+        (``class_mask``), so a class present in only one modality never pulls another
+        modality's cells towards it.
+        """
         if self.classifier is None:
             return None
-        z = torch.cat([zs[n] for n in ys])
-        y = torch.cat([ys[n] for n in ys])
-        keep = y >= 0
-        if not bool(keep.any()):
-            return z.sum() * 0.0
-        return F.cross_entropy(self.classifier(z[keep]), y[keep])
+        losses, weights = [], []
+        for name, y in ys.items():
+            logits = self.classifier(zs[name])
+            allowed = self.class_mask[self.names.index(name)]
+            logits = logits.masked_fill(~allowed, -1e4)
+            ce = F.cross_entropy(logits, y.clamp_min(0), reduction="none")
+            w = (y >= 0).to(ce.dtype)
+            losses.append((ce * w).sum())
+            weights.append(w.sum())
+        return torch.stack(losses).sum() / torch.stack(weights).sum().clamp_min(1.0)
 
-    def anchor_loss(self, pairs: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor | None:
-        """Mean L1 distance between the latent points of known pairs (the paper's anchor loss)."""
+    def anchor_loss(
+        self, pairs: dict[str, dict[str, torch.Tensor]], distance: str = "l1"
+    ) -> torch.Tensor | None:
+        """Mean distance between the latent points of known pairs (the paper's anchor loss).
+
+        ``distance="l1"`` (the paper's) or ``"l2"`` (Euclidean norm of the difference).
+        """
         if not pairs:
             return None
         losses = []
         for key, p in pairs.items():
             a, b = key.split("|")
-            losses.append((self.encode(a, p["a"]) - self.encode(b, p["b"])).abs().sum(-1).mean())
+            diff = self.encode(a, p["a"]) - self.encode(b, p["b"])
+            dist = diff.abs().sum(-1) if distance == "l1" else diff.pow(2).sum(-1).add(1e-12).sqrt()
+            losses.append(dist.mean())
         return torch.stack(losses).mean()
+

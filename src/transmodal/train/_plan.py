@@ -38,6 +38,8 @@ class CrossModalPlan(pl.LightningModule):
         Weight of the kernel MMD between the modalities' latent batches.
     beta
         Weight of the KL term of variational encoders.
+    anchor_distance
+        ``"l1"`` (the paper's) or ``"l2"`` distance of the anchor loss.
     anchor
         ``None`` for a learned prior; otherwise the name of the anchor modality, whose
         autoencoder is pre-trained alone for ``pretrain_epochs`` epochs and then frozen,
@@ -65,6 +67,7 @@ class CrossModalPlan(pl.LightningModule):
         n_disc_steps: int = 1,
         lam_mmd: float = 0.0,
         beta: float = 1e-3,
+        anchor_distance: str = "l1",
         anchor: str | None = None,
         pretrain_epochs: int = 0,
         adv_warmup_epochs: int = 0,
@@ -79,6 +82,7 @@ class CrossModalPlan(pl.LightningModule):
         self.n_disc_steps = n_disc_steps
         self.lam_mmd = lam_mmd
         self.beta = beta
+        self.anchor_distance = anchor_distance
         self.anchor = anchor
         self.pretrain_epochs = pretrain_epochs if anchor is not None else 0
         self.adv_warmup_epochs = adv_warmup_epochs
@@ -196,7 +200,7 @@ class CrossModalPlan(pl.LightningModule):
             terms["cls"] = cls
             objective = objective + self.lam_cls * cls
         if pairs and not self.pretraining:
-            terms["anchor"] = m.anchor_loss(pairs)
+            terms["anchor"] = m.anchor_loss(pairs, self.anchor_distance)
             objective = objective + self.lam_anchor * terms["anchor"]
         terms["loss"] = objective
         return terms
