@@ -195,3 +195,8 @@ def test_bad_input(x, y, match):
 def test_bad_parameters(kwargs):
     with pytest.raises(ValueError):
         GromovWassersteinOT(**kwargs)
+
+
+def test_metric_must_be_a_string():
+    with pytest.raises(TypeError, match="metric"):
+        GromovWassersteinOT(metric=None)

@@ -541,3 +541,24 @@ def test_anchor_pairs_across_three_modalities_without_direct_pairs(make_model, t
     assert set(model.anchors_) == {"rna|atac", "atac|prot"}
     train(model)
     assert model.history["train_anchor"].notna().all()
+
+
+def test_private_latent_dimensions(paired_data, make_model, train):
+    model = train(make_model(paired_data, n_private=3, seed=0))
+    n_latent = model.init_params_["n_latent"]
+    enc = model.module.encoders["rna"]
+    assert enc.net[-1].out_features == n_latent + 3  # shared + private code
+    assert model.module.decoders["atac"].net[0].in_features == n_latent + 3
+    assert model.get_latent_representation("rna").shape == (paired_data["rna"].n_obs, n_latent)
+    out = model.translate(paired_data["rna"], source="rna", target="atac")
+    assert out.shape == paired_data["atac"].shape and np.isfinite(out.X).all()
+    # the private part matters for a modality's own reconstruction only
+    x = torch.from_numpy(paired_data["atac"].X.astype(np.float32))
+    with torch.no_grad():
+        t = model.module.transforms["atac"]
+        full = model.module.encoders["atac"](t.encoder_input(t.process(x)))
+        own = model.module.decode("atac", full)["mu"]
+        shared_only = model.module.decode("atac", full[:, :n_latent])["mu"]
+    assert not torch.allclose(own, shared_only)
+    with pytest.raises(ValueError, match="n_private"):
+        make_model(paired_data, n_private=-1)

@@ -81,6 +81,9 @@ class CrossModalAE:
     variational
         VAE variant: Gaussian posteriors, a KL term weighted by ``beta`` in :meth:`train`;
         embeddings are posterior means and translation can sample.
+    n_private
+        Modality-private latent dimensions (the paper's proposed extension): used only by
+        the modality's own decoder; the embedding is the shared part.
     prior
         ``"learned"``: all autoencoders are aligned to each other; ``"anchor:<name>"``:
         modality ``name`` is pre-trained alone and the others are aligned to its latent.
@@ -117,6 +120,7 @@ class CrossModalAE:
         disc_noise: float = 0.0,
         disc_conditional: bool = False,
         variational: bool = False,
+        n_private: int = 0,
         prior: str = "learned",
         labels_key: str | None = None,
         anchor_fraction: float = 0.0,
@@ -131,6 +135,7 @@ class CrossModalAE:
             "disc_noise": disc_noise,
             "disc_conditional": disc_conditional,
             "variational": variational,
+            "n_private": n_private,
             "prior": prior,
             "labels_key": labels_key,
             "anchor_fraction": anchor_fraction,
@@ -167,6 +172,8 @@ class CrossModalAE:
             raise ValueError(f"n_latent must be a positive integer, got {p['n_latent']!r}")
         if not p["hidden"] or any(not isinstance(h, int) or h < 1 for h in p["hidden"]):
             raise ValueError(f"hidden must be a non-empty list of positive widths, got {p['hidden']!r}")
+        if not isinstance(p.get("n_private", 0), int) or p.get("n_private", 0) < 0:
+            raise ValueError(f"n_private must be an integer >= 0, got {p.get('n_private')!r}")
         if not 0 <= p["dropout"] < 1:
             raise ValueError(f"dropout must be in [0, 1), got {p['dropout']!r}")
         if not 0 <= p["anchor_fraction"] <= 1:
@@ -215,6 +222,7 @@ class CrossModalAE:
                 disc_noise=params.get("disc_noise", 0.0),
                 disc_conditional=params.get("disc_conditional", False),
                 variational=params.get("variational", False),
+                n_private=params.get("n_private", 0),
                 n_labels=len(categories) if categories else 0,
             )
         self.history_: pd.DataFrame | None = None

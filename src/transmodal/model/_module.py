@@ -64,6 +64,11 @@ class CrossModalModule(nn.Module):
     variational
         VAE variant: encoders output a Gaussian posterior; training decodes samples and
         adds a KL term to the standard normal prior; embeddings are posterior means.
+    n_private
+        Modality-private latent dimensions: every encoder outputs ``n_latent`` shared plus
+        ``n_private`` private coordinates; only the shared part is aligned, classified and
+        returned as the embedding, and each decoder also reads its own private part
+        (zeros, the prior mean, when translating from another modality).
     """
 
     def __init__(
@@ -77,11 +82,14 @@ class CrossModalModule(nn.Module):
         disc_noise: float = 0.0,
         disc_conditional: bool = False,
         variational: bool = False,
+        n_private: int = 0,
     ) -> None:
         super().__init__()
         self.names = list(archs)
         self.archs = archs
         self.n_latent = n_latent
+        self.n_private = n_private
+        n_code = n_latent + n_private
         self.likelihoods = {n: get_likelihood(a.likelihood) for n, a in archs.items()}
         self.transforms = nn.ModuleDict()
         self.encoders = nn.ModuleDict()
@@ -94,13 +102,13 @@ class CrossModalModule(nn.Module):
             self.transforms[name] = t
             self.encoders[name] = MLPEncoder(
                 t.n_input,
-                n_latent,
+                n_code,
                 a.hidden,
                 dropout=dropout,
                 input_dropout=a.input_dropout,
                 variational=variational,
             )
-            dec = MLPDecoder(n_latent, tuple(reversed(a.hidden)), dropout=dropout)
+            dec = MLPDecoder(n_code, tuple(reversed(a.hidden)), dropout=dropout)
             self.decoders[name] = dec
             self.heads[name] = self.likelihoods[name].head(dec.n_out, a.n_vars)
         self.disc_noise = disc_noise
@@ -121,7 +129,7 @@ class CrossModalModule(nn.Module):
     def encode(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Raw data of modality ``name`` -> latent points."""
         t = self.transforms[name]
-        return self.encoders[name](t.encoder_input(t.process(x)))
+        return self.encoders[name](t.encoder_input(t.process(x)))[..., : self.n_latent]
 
     def decode(
         self, name: str, z: torch.Tensor, library: torch.Tensor | None = None
@@ -133,6 +141,8 @@ class CrossModalModule(nn.Module):
         """
         if library is None:
             library = self.transforms[name].library_size.expand(z.shape[0])
+        if self.n_private and z.shape[-1] == self.n_latent:  # no private part: its prior mean
+            z = torch.cat([z, z.new_zeros(z.shape[0], self.n_private)], dim=-1)
         return self.heads[name](self.decoders[name](z), library)
 
     def output(self, name: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -164,6 +174,7 @@ class CrossModalModule(nn.Module):
             t = self.transforms[source]
             mean, logvar = self.encoders[source].distribution(t.encoder_input(t.process(x)))
             z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+            z = z[..., : self.n_latent]
         else:
             z = self.encode(source, x)
         return self.output(target, self.decode(target, z, library))
@@ -173,8 +184,8 @@ class CrossModalModule(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Encode and decode a batch.
 
-        Returns the latent points (posterior samples in training mode for a variational
-        model), the per-cell NLL and the per-cell KL divergence to N(0, I) (``None`` for a
+        Returns the shared latent points (posterior samples in training mode for a
+        variational model), the per-cell NLL and the per-cell KL divergence to N(0, I) (``None`` for a
         deterministic autoencoder).
         """
         t = self.transforms[name]
@@ -187,7 +198,7 @@ class CrossModalModule(nn.Module):
             if self.training:
                 z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
         params = self.decode(name, z, t.library(x))
-        return z, self.likelihoods[name].nll(params, x, processed), kl
+        return z[..., : self.n_latent], self.likelihoods[name].nll(params, x, processed), kl
 
     def discriminate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Discriminator logits; in training mode with Gaussian instance noise on ``z``.
