@@ -562,3 +562,23 @@ def test_private_latent_dimensions(paired_data, make_model, train):
     assert not torch.allclose(own, shared_only)
     with pytest.raises(ValueError, match="n_private"):
         make_model(paired_data, n_private=-1)
+
+
+def test_marker_conditioned_discriminator(make_model, train):
+    data = make_data()
+    rng = np.random.default_rng(0)
+    for a in data.values():
+        ratio = rng.normal(2.0, 0.5, a.n_obs)
+        ratio[:10] = np.nan  # not measured in some cells
+        a.obs["ratio"] = ratio
+    model = train(make_model(data, marker_key="ratio"))
+    n_latent = model.init_params_["n_latent"]
+    assert model.module.discriminator[0].in_features == n_latent + 2  # value + measured flag
+    assert float(model.module.marker_mean) == pytest.approx(2.0, abs=0.15)
+    logits = model.module.discriminate(torch.zeros(3, n_latent), m=torch.tensor([[1.0], [np.nan], [3.0]]))
+    assert torch.isfinite(logits).all()
+    data["rna"].obs["ratio"] = "high"
+    with pytest.raises(ValueError, match="numeric"):
+        make_model(data, marker_key="ratio")
+    with pytest.raises(ValueError, match="not found"):
+        make_model(data, marker_key="nope")

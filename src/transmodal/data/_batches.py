@@ -100,6 +100,8 @@ class EpochBatches(Dataset):
         out = {"x": torch.from_numpy(md.source.rows(rows))}
         if md.labels is not None:
             out["y"] = torch.from_numpy(md.labels[rows])
+        if md.markers is not None:
+            out["m"] = torch.from_numpy(md.markers[rows])
         return out
 
     def __getitem__(self, step: int) -> dict:

@@ -26,6 +26,7 @@ class ModalityData:
     obs_names: np.ndarray
     pair_keys: np.ndarray
     labels: np.ndarray | None = None
+    markers: np.ndarray | None = None
 
     @property
     def n_obs(self) -> int:  # noqa: D102
@@ -81,6 +82,34 @@ def label_codes(
     return codes, categories
 
 
+def marker_values(
+    adata: AnnData, marker_key: str | list[str], name: str, *, optional: bool = False
+) -> np.ndarray:
+    """``(n_cells, n_markers)`` float32 marker values from ``obs`` (NaN = not measured)."""
+    keys = [marker_key] if isinstance(marker_key, str) else list(marker_key)
+    cols = []
+    for key in keys:
+        if key not in adata.obs:
+            if optional:
+                cols.append(np.full(adata.n_obs, np.nan, dtype=np.float32))
+                continue
+            raise ValueError(
+                f"modality {name!r}: marker_key {key!r} not found in obs; "
+                f"available columns: {list(adata.obs.columns)}"
+            )
+        col = adata.obs[key]
+        if not pd.api.types.is_numeric_dtype(col):
+            raise ValueError(
+                f"modality {name!r}: marker_key {key!r} must be a numeric obs column "
+                f"(a continuous marker), got dtype {col.dtype}"
+            )
+        values = col.to_numpy(dtype=np.float32, na_value=np.nan)
+        if np.isinf(values).any():
+            raise ValueError(f"modality {name!r}: marker_key {key!r} holds infinite values")
+        cols.append(values)
+    return np.stack(cols, axis=1)
+
+
 def setup_data(
     data,
     modalities: Mapping[str, Modality | dict | str],
@@ -89,6 +118,7 @@ def setup_data(
     label_categories: list[str] | None = None,
     check_data: bool = True,
     labels_optional: bool = False,
+    marker_key: str | list[str] | None = None,
 ) -> tuple[dict[str, ModalityData], list[str] | None]:
     """Validate inputs and collect everything the model needs about each modality.
 
@@ -107,7 +137,10 @@ def setup_data(
         Scan every matrix for NaNs, negative values or non-integers the likelihood rejects.
     labels_optional
         For a trained model's new data: a modality without the ``labels_key`` column, or
-        with labels outside ``label_categories``, gets missing labels instead of an error.
+        with labels outside ``label_categories``, gets missing labels instead of an error
+        (the same holds for missing ``marker_key`` columns).
+    marker_key
+        Optional numeric ``obs`` column(s) of a shared continuous marker (NaN = missing).
 
     Returns
     -------
@@ -154,6 +187,9 @@ def setup_data(
             check_values(src, get_likelihood(spec.likelihood))
         keys = mudata_keys[name] if mudata_keys is not None else obs_names
         out[name] = ModalityData(name, spec, adata, src, var_names, obs_names, keys)
+    if marker_key is not None:
+        for name, md in out.items():
+            md.markers = marker_values(md.adata, marker_key, name, optional=labels_optional)
     categories = list(label_categories) if label_categories is not None else None
     if labels_key is not None:
         if categories is None:  # union of every modality's categories

@@ -89,6 +89,9 @@ class CrossModalAE:
         modality ``name`` is pre-trained alone and the others are aligned to its latent.
     labels_key
         ``obs`` column of shared labels for the latent classifier (missing values allowed).
+    marker_key
+        Numeric ``obs`` column(s) of a shared continuous marker (e.g. a protein ratio) on
+        which the latent discriminator is conditioned (NaN = not measured).
     anchor_fraction
         Fraction (0-1) of the paired training cells whose pairing is used by the anchor
         loss; the seeded choice is saved with the model.
@@ -123,6 +126,7 @@ class CrossModalAE:
         n_private: int = 0,
         prior: str = "learned",
         labels_key: str | None = None,
+        marker_key: str | list[str] | None = None,
         anchor_fraction: float = 0.0,
         validation_fraction: float = 0.1,
         seed: int = 0,
@@ -138,6 +142,7 @@ class CrossModalAE:
             "n_private": n_private,
             "prior": prior,
             "labels_key": labels_key,
+            "marker_key": marker_key,
             "anchor_fraction": anchor_fraction,
             "validation_fraction": validation_fraction,
             "seed": seed,
@@ -149,12 +154,26 @@ class CrossModalAE:
         train = {n: ~m for n, m in masks.items()}
         self.anchors_ = choose_anchors(self.mods, train, anchor_fraction, seed)
         self._set_class_mask(train)
+        self._set_marker_scale(train)
         for name, md in self.mods.items():
             fit_preprocessing(
                 self.module.transforms[name], md.source, np.flatnonzero(train[name]), seed=seed
             )
 
     # -- construction ----------------------------------------------------------------------
+    def _set_marker_scale(self, train: dict[str, np.ndarray]) -> None:
+        """Standardise markers with the mean / sd of all measured training values."""
+        if not self.module.n_markers:
+            return
+        values = np.concatenate([md.markers[train[n]] for n, md in self.mods.items()])
+        if np.isnan(values).all(axis=0).any():
+            raise ValueError("marker_key: a marker is not measured in any training cell")
+        mean = np.nanmean(values, axis=0)
+        std = np.nanstd(values, axis=0)
+        std[~(std > 0)] = 1.0
+        self.module.marker_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+        self.module.marker_std.copy_(torch.from_numpy(std.astype(np.float32)))
+
     def _set_class_mask(self, train: dict[str, np.ndarray]) -> None:
         """Record which label classes each modality's training cells carry."""
         if not self.label_categories_:
@@ -196,6 +215,7 @@ class CrossModalAE:
             label_categories=label_categories,
             check_data=check_data,
             labels_optional=labels_optional,
+            marker_key=params.get("marker_key"),
         )
         for name in mods:
             if "|" in name:
@@ -223,6 +243,9 @@ class CrossModalAE:
                 disc_conditional=params.get("disc_conditional", False),
                 variational=params.get("variational", False),
                 n_private=params.get("n_private", 0),
+                n_markers=0 if params.get("marker_key") is None else len(
+                    [params["marker_key"]] if isinstance(params["marker_key"], str) else params["marker_key"]
+                ),
                 n_labels=len(categories) if categories else 0,
             )
         self.history_: pd.DataFrame | None = None

@@ -69,6 +69,10 @@ class CrossModalModule(nn.Module):
         ``n_private`` private coordinates; only the shared part is aligned, classified and
         returned as the embedding, and each decoder also reads its own private part
         (zeros, the prior mean, when translating from another modality).
+    n_markers
+        Number of continuous markers the discriminator is conditioned on (the paper's
+        conditional alignment with e.g. a protein ratio); each enters standardised, with
+        an indicator of whether it was measured.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class CrossModalModule(nn.Module):
         disc_conditional: bool = False,
         variational: bool = False,
         n_private: int = 0,
+        n_markers: int = 0,
     ) -> None:
         super().__init__()
         self.names = list(archs)
@@ -117,7 +122,10 @@ class CrossModalModule(nn.Module):
             raise ValueError("a conditional discriminator needs labels (labels_key)")
         self.n_labels = n_labels
         self.disc_conditional = disc_conditional
-        n_cond = n_labels if disc_conditional else 0
+        self.n_markers = n_markers
+        self.register_buffer("marker_mean", torch.zeros(n_markers))
+        self.register_buffer("marker_std", torch.ones(n_markers))
+        n_cond = (n_labels if disc_conditional else 0) + 2 * n_markers
         self.discriminator = mlp(
             n_latent + n_cond, disc_hidden, len(archs), dropout=0.0, norm=False
         )
@@ -200,11 +208,14 @@ class CrossModalModule(nn.Module):
         params = self.decode(name, z, t.library(x))
         return z[..., : self.n_latent], self.likelihoods[name].nll(params, x, processed), kl
 
-    def discriminate(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def discriminate(
+        self, z: torch.Tensor, y: torch.Tensor | None = None, m: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Discriminator logits; in training mode with Gaussian instance noise on ``z``.
 
         With a conditional discriminator, ``y`` (label codes, -1 = unlabelled) is appended
-        one-hot.
+        one-hot; with markers, ``m`` (NaN = not measured) is appended standardised
+        together with a measured-indicator.
         """
         if self.training and self.disc_noise > 0:
             z = z + self.disc_noise * torch.randn_like(z)
@@ -214,6 +225,12 @@ class CrossModalModule(nn.Module):
                 known = y >= 0
                 onehot[known, y[known]] = 1.0
             z = torch.cat([z, onehot], dim=-1)
+        if self.n_markers:
+            if m is None:
+                m = torch.full((z.shape[0], self.n_markers), float("nan"), device=z.device)
+            seen = ~torch.isnan(m)
+            value = torch.where(seen, (m - self.marker_mean) / self.marker_std, torch.zeros_like(m))
+            z = torch.cat([z, value.to(z.dtype), seen.to(z.dtype)], dim=-1)
         return self.discriminator(z)
 
     def mmd_loss(self, zs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -232,21 +249,29 @@ class CrossModalModule(nn.Module):
 
     # -- losses ----------------------------------------------------------------------------
     def discriminator_loss(
-        self, zs: dict[str, torch.Tensor], ys: dict[str, torch.Tensor] | None = None
+        self,
+        zs: dict[str, torch.Tensor],
+        ys: dict[str, torch.Tensor] | None = None,
+        ms: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of the discriminator telling the modalities apart (each weighted
         equally) and its balanced accuracy.
         """
         losses, accs = [], []
         for k, name in enumerate(self.names):
-            logits = self.discriminate(zs[name], (ys or {}).get(name))
+            logits = self.discriminate(zs[name], (ys or {}).get(name), (ms or {}).get(name))
             target = torch.full((logits.shape[0],), k, dtype=torch.long, device=logits.device)
             losses.append(F.cross_entropy(logits, target))
             accs.append((logits.argmax(-1) == target).float().mean())
         return torch.stack(losses).mean(), torch.stack(accs).mean()
 
     def adversarial_loss(
-        self, name: str, z: torch.Tensor, anchor: str | None, y: torch.Tensor | None = None
+        self,
+        name: str,
+        z: torch.Tensor,
+        anchor: str | None,
+        y: torch.Tensor | None = None,
+        m: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Encoder loss for fooling the discriminator.
 
@@ -255,7 +280,7 @@ class CrossModalModule(nn.Module):
         does not make two modalities chase each other's position). With an anchor modality
         the target is the anchor's label (the non-saturating GAN loss).
         """
-        logits = self.discriminate(z, y)
+        logits = self.discriminate(z, y, m)
         n = len(self.names)
         if anchor is not None:
             target = torch.zeros(n, device=z.device)

@@ -170,9 +170,10 @@ class CrossModalPlan(pl.LightningModule):
                 objective = objective + self.lam_latent * terms["latent_l2"]
 
         ys = {n: batch[n]["y"] for n in zs if "y" in batch[n]}
+        ms = {n: batch[n]["m"] for n in zs if "m" in batch[n]}
         # discriminator step on detached latents
         if not self.pretraining:
-            d_loss, d_acc = m.discriminator_loss({n: z.detach() for n, z in zs.items()}, ys)
+            d_loss, d_acc = m.discriminator_loss({n: z.detach() for n, z in zs.items()}, ys, ms)
             terms["disc"] = d_loss
             terms["disc_acc"] = d_acc
             if train:
@@ -180,12 +181,12 @@ class CrossModalPlan(pl.LightningModule):
                 detached = {n: z.detach() for n, z in zs.items()}
                 for k in range(self.n_disc_steps):
                     if k:
-                        d_loss, _ = m.discriminator_loss(detached, ys)
+                        d_loss, _ = m.discriminator_loss(detached, ys, ms)
                     opt_d.zero_grad(set_to_none=True)
                     self.manual_backward(d_loss)
                     opt_d.step()
             adv = [
-                m.adversarial_loss(n, zs[n], self.anchor, ys.get(n))
+                m.adversarial_loss(n, zs[n], self.anchor, ys.get(n), ms.get(n))
                 for n in names
                 if n != self.anchor
             ]
