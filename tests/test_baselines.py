@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 pytest.importorskip("ot")
 
@@ -33,6 +34,13 @@ def simulate_unpaired(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray
         size=(N_CELLS, 15)
     )
     return x, y, labels
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_blas_thread():
+    """Multi-threaded BLAS on tiny matrices is much slower on a small shared machine."""
+    with threadpool_limits(limits=1):
+        yield
 
 
 @pytest.fixture(scope="module")
