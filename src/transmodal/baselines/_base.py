@@ -55,6 +55,34 @@ def as_dense_matrix(a: Any, name: str, *, min_rows: int = 1) -> np.ndarray:
     return arr
 
 
+def check_int(
+    value: Any, name: str, *, minimum: int, allow_none: bool = False
+) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is an integer >= ``minimum``."""
+    if allow_none and value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+    ):
+        extra = " or None" if allow_none else ""
+        raise ValueError(
+            f"{name} must be an integer >= {minimum}{extra}; got {value!r}"
+        )
+
+
+def check_float(value: Any, name: str, *, positive: bool) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is a finite (positive) number."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, bool
+    )
+    ok = ok and bool(np.isfinite(value)) and (value > 0 if positive else value >= 0)
+    if not ok:
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
+
+
 class Baseline(abc.ABC):
     """Abstract base of the alignment baselines (OT, CCA, DCCA, CycleGAN, MAGAN, ...).
 

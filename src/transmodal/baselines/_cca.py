@@ -12,38 +12,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._base import Baseline, as_dense_matrix
+from ._base import Baseline, as_dense_matrix, check_float, check_int
 
 _SPACES = ("features", "log", "input")
 
 
 # ------------------------------------------------------------------------- checks
-def _check_int(
-    value: Any, name: str, *, minimum: int, allow_none: bool = False
-) -> None:
-    if allow_none and value is None:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        extra = " or None" if allow_none else ""
-        raise ValueError(
-            f"{name} must be an integer >= {minimum}{extra}; got {value!r}"
-        )
-
-
-def _check_float(value: Any, name: str, *, positive: bool) -> None:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, bool
-    )
-    ok = ok and bool(np.isfinite(value)) and (value > 0 if positive else value >= 0)
-    if not ok:
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
-
-
 def _check_same_rows(xa: np.ndarray, ya: np.ndarray, who: str) -> None:
     if xa.shape[0] != ya.shape[0]:
         raise ValueError(
@@ -273,10 +247,10 @@ class CCA(Baseline):
         n_pca: int | None = 100,
         seed: int = 0,
     ) -> None:
-        _check_int(n_components, "n_components", minimum=1)
-        _check_float(reg, "reg", positive=False)
-        _check_int(n_pca, "n_pca", minimum=1, allow_none=True)
-        _check_int(seed, "seed", minimum=0)
+        check_int(n_components, "n_components", minimum=1)
+        check_float(reg, "reg", positive=False)
+        check_int(n_pca, "n_pca", minimum=1, allow_none=True)
+        check_int(seed, "seed", minimum=0)
         self.n_components = int(n_components)
         self.reg = float(reg)
         self.l2_normalize = bool(l2_normalize)

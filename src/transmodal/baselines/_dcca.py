@@ -15,10 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._base import Baseline, as_dense_matrix
+from ._base import Baseline, as_dense_matrix, check_float, check_int
 from ._cca import (
-    _check_float,
-    _check_int,
     _l2_rows,
     _linear_cca,
     _parse_pairs,
@@ -51,7 +49,7 @@ def _check_hidden(hidden: Any, name: str = "hidden") -> tuple[int, ...]:
             f"{name} must be a sequence of positive integers; got {hidden!r}"
         ) from err
     for h in out:
-        _check_int(h, name, minimum=1)
+        check_int(h, name, minimum=1)
     return tuple(int(h) for h in out)
 
 
@@ -213,16 +211,16 @@ class DCCA(Baseline):
         device: str | torch.device = "cpu",
         verbose: bool = False,
     ) -> None:
-        _check_int(n_components, "n_components", minimum=1)
+        check_int(n_components, "n_components", minimum=1)
         self.hidden = _check_hidden(hidden)
         for name, val in (("r1", r1), ("r2", r2), ("weight_decay", weight_decay)):
-            _check_float(val, name, positive=False)
+            check_float(val, name, positive=False)
         for name, val in (("eps", eps), ("lr", lr)):
-            _check_float(val, name, positive=True)
-        _check_int(max_epochs, "max_epochs", minimum=1)
-        _check_int(batch_size, "batch_size", minimum=2)
-        _check_int(n_pca, "n_pca", minimum=1, allow_none=True)
-        _check_int(seed, "seed", minimum=0)
+            check_float(val, name, positive=True)
+        check_int(max_epochs, "max_epochs", minimum=1)
+        check_int(batch_size, "batch_size", minimum=2)
+        check_int(n_pca, "n_pca", minimum=1, allow_none=True)
+        check_int(seed, "seed", minimum=0)
         self.device = _resolve_device(device)
         self.n_components = int(n_components)
         self.r1, self.r2, self.eps = float(r1), float(r2), float(eps)

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._base import Baseline, as_dense_matrix
-from ._cca import _check_float, _check_int, _check_space, _parse_pairs, _Preprocessor
+from ._base import Baseline, as_dense_matrix, check_float, check_int
+from ._cca import _check_space, _parse_pairs, _Preprocessor
 from ._dcca import _apply, _check_hidden, _mlp, _resolve_device, _seeded
 
 _GAN_LOSSES = ("lsgan", "bce")
@@ -56,18 +56,18 @@ class _CycleGANBase(Baseline):
     ) -> None:
         self.hidden_g = _check_hidden(hidden_g, "hidden_g")
         self.hidden_d = _check_hidden(hidden_d, "hidden_d")
-        _check_float(lam_cycle, "lam_cycle", positive=False)
+        check_float(lam_cycle, "lam_cycle", positive=False)
         if gan_loss not in _GAN_LOSSES:
             raise ValueError(
                 f"gan_loss must be one of {list(_GAN_LOSSES)}; got {gan_loss!r}"
             )
-        _check_int(max_epochs, "max_epochs", minimum=1)
-        _check_int(batch_size, "batch_size", minimum=1)
-        _check_float(lr, "lr", positive=True)
+        check_int(max_epochs, "max_epochs", minimum=1)
+        check_int(batch_size, "batch_size", minimum=1)
+        check_float(lr, "lr", positive=True)
         if len(tuple(betas)) != 2 or not all(0 <= float(b) < 1 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1); got {betas!r}")
-        _check_int(n_pca, "n_pca", minimum=1, allow_none=True)
-        _check_int(seed, "seed", minimum=0)
+        check_int(n_pca, "n_pca", minimum=1, allow_none=True)
+        check_int(seed, "seed", minimum=0)
         self.device = _resolve_device(device)
         self.lam_cycle = float(lam_cycle)
         self.gan_loss = gan_loss
@@ -367,8 +367,8 @@ class MAGAN(_CycleGANBase):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_float(lam_pairs, "lam_pairs", positive=False)
-        _check_float(lam_correspondence, "lam_correspondence", positive=False)
+        check_float(lam_pairs, "lam_pairs", positive=False)
+        check_float(lam_correspondence, "lam_correspondence", positive=False)
         if correspondence not in _CORRESPONDENCE:
             raise ValueError(
                 f"correspondence must be one of {list(_CORRESPONDENCE)}; got {correspondence!r}"

@@ -7,36 +7,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._base import Baseline, as_dense_matrix
+from ._base import Baseline, as_dense_matrix, check_float, check_int
 
 _MODES = ("connectivity", "distance")
 _PROJECT = ("x", "y")
-
-
-def _check_int(
-    value: Any, name: str, *, minimum: int, allow_none: bool = False
-) -> None:
-    if allow_none and value is None:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        extra = " or None" if allow_none else ""
-        raise ValueError(
-            f"{name} must be an integer >= {minimum}{extra}; got {value!r}"
-        )
-
-
-def _check_float(value: Any, name: str, *, positive: bool) -> None:
-    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, bool
-    )
-    ok = ok and np.isfinite(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be a finite number {bound}; got {value!r}")
 
 
 def _import_ot() -> Any:
@@ -154,13 +128,13 @@ class GromovWassersteinOT(Baseline):
         project: Literal["x", "y"] = "y",
         n_retries: int = 5,
     ) -> None:
-        _check_int(n_neighbors, "n_neighbors", minimum=1)
-        _check_int(n_components, "n_components", minimum=1, allow_none=True)
-        _check_float(epsilon, "epsilon", positive=True)
-        _check_int(max_iter, "max_iter", minimum=1)
-        _check_float(tol, "tol", positive=False)
-        _check_int(n_retries, "n_retries", minimum=0)
-        _check_int(seed, "seed", minimum=0)
+        check_int(n_neighbors, "n_neighbors", minimum=1)
+        check_int(n_components, "n_components", minimum=1, allow_none=True)
+        check_float(epsilon, "epsilon", positive=True)
+        check_int(max_iter, "max_iter", minimum=1)
+        check_float(tol, "tol", positive=False)
+        check_int(n_retries, "n_retries", minimum=0)
+        check_int(seed, "seed", minimum=0)
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {list(_MODES)}; got {mode!r}")
         if project not in _PROJECT:
