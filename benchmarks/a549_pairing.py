@@ -128,6 +128,8 @@ def main() -> None:
         for fraction in fractions:
             if fraction not in args.fractions and FRACTIONS[method] is None:
                 continue
+            if method == "dcca" and fraction == 0:  # DCCA needs pairs to train at all
+                continue
             for seed in args.seeds:
                 t0 = time.perf_counter()
                 if method == "transmodal":
