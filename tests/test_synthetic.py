@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
-from transmodal.datasets._synthetic import _synthetic, synthetic, true_pairs
+from transmodal.datasets._synthetic import synthetic, true_pairs
 
 THREE = {"rna": "nb", "atac": "bernoulli", "prot": "gaussian"}
 
@@ -47,8 +47,8 @@ def test_seeded_and_deterministic():
 def test_independent_of_block_size(shape):
     kw = {"modalities": THREE, "paired": 0.3, "shape": shape, "seed": 1}
     _assert_same(
-        _synthetic(2500, block_size=700, **kw),
-        _synthetic(2500, block_size=10_000, **kw),
+        synthetic(2500, block_size=700, **kw),
+        synthetic(2500, block_size=10_000, **kw),
     )
 
 

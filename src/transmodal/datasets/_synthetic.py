@@ -398,7 +398,8 @@ def _names(prefix: str, start: int, stop: int) -> list[str]:
     return [f"{prefix}{i}" for i in range(start, stop)]
 
 
-def _synthetic(
+# --------------------------------------------------------------------------- public API
+def synthetic(
     n_cells: int = 1000,
     *,
     modalities: Mapping[str, str] | None = None,
@@ -414,7 +415,85 @@ def _synthetic(
     return_mudata: bool = False,
     block_size: int = _BLOCK_SIZE,
 ) -> dict[str, AnnData] | MuData:
-    """:func:`synthetic` with the assembly block size exposed (the data do not depend on it)."""
+    """Simulate multi-modal single-cell data from a shared latent cell state.
+
+    Every modality measures cells of one population (same clusters / trajectory): each cell
+    has a true state ``z``; each modality maps it through its own random nonlinear function,
+    adds modality-specific noise and samples observations (see the module docstring for the
+    full model). The true state, label and cell identity are recorded, so pairs are known even
+    when the modalities are unpaired or their ``obs_names`` are changed.
+
+    Parameters
+    ----------
+    n_cells
+        Cells per modality (>= 2).
+    modalities
+        ``{name: kind}`` with kinds ``"nb"`` (counts, negative binomial), ``"bernoulli"``
+        (binary accessibility) or ``"gaussian"`` (continuous features). Default
+        ``{"rna": "nb", "atac": "bernoulli"}``.
+    n_features
+        Features per modality, as one number for all or ``{name: n}`` (modalities not named
+        keep their default). Defaults by kind: nb 500, bernoulli 1000, gaussian 50.
+    shape
+        ``"clusters"``: a Gaussian mixture of ``n_clusters`` clusters (labels ``cluster0``,
+        ...). ``"trajectory"``: a stem that splits into two branches (labels ``stem``,
+        ``branch_a``, ``branch_b``; ``obs["pseudotime"]`` in [0, 1], the branch point at
+        1/3); ``n_clusters`` is then ignored.
+    n_clusters
+        Number of clusters (``shape="clusters"``).
+    n_latent
+        Dimension of the true shared cell state (>= 2 for trajectories).
+    noise
+        Scale (> 0) of the modality-specific noise: a private 2-dimensional factor per cell
+        plus iid feature noise, both not shared between modalities. Higher is harder.
+    cluster_separation
+        Per-coordinate standard deviation of the cluster centres (or of the trajectory
+        segments) in units of the within-cluster standard deviation (>= 0).
+    paired
+        ``True``: every cell is measured in every modality (identical ``obs_names``
+        ``cell0``, ...). ``False``: each modality measures its own, disjoint cells drawn from
+        the same population (``obs_names`` prefixed by the modality, e.g. ``rna_cell0``). A
+        fraction in [0, 1]: the first ``round(paired * n_cells)`` cells of every modality are
+        shared (same ``obs_names`` and ``true_cell``), the rest are the modality's own.
+    library_size
+        Mean and standard deviation of the log library size of ``"nb"`` modalities
+        (log-normal; default median about 1,800 counts).
+    seed
+        Seed (>= 0). The same arguments and seed give the same data; a modality's data are
+        keyed by its name, so adding modalities does not change the others.
+    block_size
+        Cells assembled per block (memory only: the data do not depend on it).
+    return_mudata
+        Return a :class:`mudata.MuData` instead of a dict.
+
+    Returns
+    -------
+    ``{name: AnnData}`` (or a MuData with these as ``mod``). Each AnnData has
+
+    - ``X``: CSR float32 counts (``"nb"``, also in ``layers["counts"]``) or 0/1 values
+      (``"bernoulli"``); dense float32 (``"gaussian"``);
+    - ``obs["label"]`` (categorical cluster / branch), ``obs["true_cell"]`` (id of the
+      underlying cell state: equal across modalities exactly for the same cell),
+      ``obs["pseudotime"]`` for trajectories;
+    - ``obsm["X_true"]``: the true latent state ``z`` (float32);
+    - ``var_names`` ``gene0...`` / ``peak0...`` / ``feat0...`` (prefixed with the modality
+      name when several modalities share a kind);
+    - ``uns["synthetic"]``: the parameters (JSON-able).
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind (naming the modality) or shape, ``n_cells < 2``, a pairing
+        fraction outside [0, 1], non-positive ``noise`` or feature counts, and other
+        invalid arguments.
+
+    Examples
+    --------
+    >>> data = synthetic(500, paired=0.3, seed=1)
+    >>> rows_rna, rows_atac = true_pairs(data, "rna", "atac")
+    >>> len(rows_rna)
+    150
+    """
     cfg = _resolve(
         n_cells,
         modalities,
@@ -493,114 +572,6 @@ def _jsonable(params: dict) -> dict:
     return out
 
 
-# --------------------------------------------------------------------------- public API
-def synthetic(
-    n_cells: int = 1000,
-    *,
-    modalities: Mapping[str, str] | None = None,
-    n_features: Mapping[str, int] | int | None = None,
-    shape: Literal["clusters", "trajectory"] = "clusters",
-    n_clusters: int = 4,
-    n_latent: int = 8,
-    noise: float = 0.5,
-    cluster_separation: float = 3.0,
-    paired: bool | float = True,
-    library_size: tuple[float, float] = (7.5, 0.4),
-    seed: int = 0,
-    return_mudata: bool = False,
-) -> dict[str, AnnData] | MuData:
-    """Simulate multi-modal single-cell data from a shared latent cell state.
-
-    Every modality measures cells of one population (same clusters / trajectory): each cell
-    has a true state ``z``; each modality maps it through its own random nonlinear function,
-    adds modality-specific noise and samples observations (see the module docstring for the
-    full model). The true state, label and cell identity are recorded, so pairs are known even
-    when the modalities are unpaired or their ``obs_names`` are changed.
-
-    Parameters
-    ----------
-    n_cells
-        Cells per modality (>= 2).
-    modalities
-        ``{name: kind}`` with kinds ``"nb"`` (counts, negative binomial), ``"bernoulli"``
-        (binary accessibility) or ``"gaussian"`` (continuous features). Default
-        ``{"rna": "nb", "atac": "bernoulli"}``.
-    n_features
-        Features per modality, as one number for all or ``{name: n}`` (modalities not named
-        keep their default). Defaults by kind: nb 500, bernoulli 1000, gaussian 50.
-    shape
-        ``"clusters"``: a Gaussian mixture of ``n_clusters`` clusters (labels ``cluster0``,
-        ...). ``"trajectory"``: a stem that splits into two branches (labels ``stem``,
-        ``branch_a``, ``branch_b``; ``obs["pseudotime"]`` in [0, 1], the branch point at
-        1/3); ``n_clusters`` is then ignored.
-    n_clusters
-        Number of clusters (``shape="clusters"``).
-    n_latent
-        Dimension of the true shared cell state (>= 2 for trajectories).
-    noise
-        Scale (> 0) of the modality-specific noise: a private 2-dimensional factor per cell
-        plus iid feature noise, both not shared between modalities. Higher is harder.
-    cluster_separation
-        Per-coordinate standard deviation of the cluster centres (or of the trajectory
-        segments) in units of the within-cluster standard deviation (>= 0).
-    paired
-        ``True``: every cell is measured in every modality (identical ``obs_names``
-        ``cell0``, ...). ``False``: each modality measures its own, disjoint cells drawn from
-        the same population (``obs_names`` prefixed by the modality, e.g. ``rna_cell0``). A
-        fraction in [0, 1]: the first ``round(paired * n_cells)`` cells of every modality are
-        shared (same ``obs_names`` and ``true_cell``), the rest are the modality's own.
-    library_size
-        Mean and standard deviation of the log library size of ``"nb"`` modalities
-        (log-normal; default median about 1,800 counts).
-    seed
-        Seed (>= 0). The same arguments and seed give the same data; a modality's data are
-        keyed by its name, so adding modalities does not change the others.
-    return_mudata
-        Return a :class:`mudata.MuData` instead of a dict.
-
-    Returns
-    -------
-    ``{name: AnnData}`` (or a MuData with these as ``mod``). Each AnnData has
-
-    - ``X``: CSR float32 counts (``"nb"``, also in ``layers["counts"]``) or 0/1 values
-      (``"bernoulli"``); dense float32 (``"gaussian"``);
-    - ``obs["label"]`` (categorical cluster / branch), ``obs["true_cell"]`` (id of the
-      underlying cell state: equal across modalities exactly for the same cell),
-      ``obs["pseudotime"]`` for trajectories;
-    - ``obsm["X_true"]``: the true latent state ``z`` (float32);
-    - ``var_names`` ``gene0...`` / ``peak0...`` / ``feat0...`` (prefixed with the modality
-      name when several modalities share a kind);
-    - ``uns["synthetic"]``: the parameters (JSON-able).
-
-    Raises
-    ------
-    ValueError
-        For an unknown kind (naming the modality) or shape, ``n_cells < 2``, a pairing
-        fraction outside [0, 1], non-positive ``noise`` or feature counts, and other
-        invalid arguments.
-
-    Examples
-    --------
-    >>> data = synthetic(500, paired=0.3, seed=1)
-    >>> rows_rna, rows_atac = true_pairs(data, "rna", "atac")
-    >>> len(rows_rna)
-    150
-    """
-    return _synthetic(
-        n_cells,
-        modalities=modalities,
-        n_features=n_features,
-        shape=shape,
-        n_clusters=n_clusters,
-        n_latent=n_latent,
-        noise=noise,
-        cluster_separation=cluster_separation,
-        paired=paired,
-        library_size=library_size,
-        seed=seed,
-        return_mudata=return_mudata,
-        block_size=_BLOCK_SIZE,
-    )
 
 
 def true_pairs(

@@ -38,7 +38,6 @@ def _quiet_lightning() -> Iterator[None]:
                 ".*does not have many workers.*",
                 ".*GPU available but not used.*",
                 ".*The number of training batches.*",
-                ".*`isinstance\\(treespec, LeafSpec\\)`.*",
                 ".*LeafSpec.*",
                 ".*defined a `validation_step` but have no `val_dataloader`.*",
             ):

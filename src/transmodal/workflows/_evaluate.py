@@ -118,7 +118,8 @@ def evaluate_paired(
         # baseline: the mean training profile, in the same units, compared the same way
         md = model.mods[t]
         rows = np.flatnonzero(~model.val_masks_[t]) if t in model.val_masks_ else None
-        mean_profile = to_units(_dense(md.source, rows)).mean(0, keepdims=True)
+        total = sum(to_units(chunk).sum(0) for chunk in md.source.chunks(rows))  # O(chunk) memory
+        mean_profile = (total / (md.n_obs if rows is None else len(rows)))[None, :]
         out[f"baseline_pearson_{s}_to_{t}"] = float(
             np.nanmean(metrics.mean_profile_baseline(compare(mean_profile), observed))
         )
