@@ -503,7 +503,7 @@ def test_variational_variant(paired_data, make_model, train):
 
 
 def test_partly_shared_classes_and_predict_labels(make_model, train):
-    """A class seen in only one modality is masked out of the other's classifier loss."""
+    """A class seen in only one modality is recorded; labels transfer over every class."""
     data = make_data()
     atac = data["atac"]
     # atac never carries "type2": its cells of that type are unlabelled
@@ -513,6 +513,7 @@ def test_partly_shared_classes_and_predict_labels(make_model, train):
     model = train(make_model(data, labels_key="label"), max_epochs=3)
     mask = model.module.class_mask.numpy()
     assert mask[0].tolist() == [True, True, True] and mask[1].tolist() == [True, True, False]
+    assert model.classes_seen == {"rna": ["type0", "type1", "type2"], "atac": ["type0", "type1"]}
     pred = model.predict_labels("rna")
     assert pred.shape == (data["rna"].n_obs,) and set(pred) <= {"type0", "type1", "type2"}
     proba = model.predict_labels("atac", return_proba=True, classes=["type0", "type1"])

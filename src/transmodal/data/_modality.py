@@ -23,7 +23,10 @@ class Modality:
         Read the matrix from ``adata.layers[layer]`` instead of ``adata.X``.
     obsm_key
         Read the matrix from ``adata.obsm[obsm_key]`` (e.g. a precomputed embedding);
-        feature names are then ``f"{obsm_key}_{i}"``.
+        feature names are then ``f"{obsm_key}_{i}"``. An array of images,
+        ``(cells, channels, H, W)`` or ``(cells, channels, D, H, W)`` (e.g. the nucleus
+        crops of :func:`transmodal.images.read_nuclei`), makes this an *image modality*
+        with a convolutional encoder / decoder built from the image shape.
     normalize
         Library-size normalisation of the encoder input (divide by each cell's total,
         multiply by the median training total). Default: on for count likelihoods.
@@ -31,14 +34,19 @@ class Modality:
         ``log1p`` of the encoder input. Default: on for count likelihoods.
     scale
         Standardise every feature with the mean / standard deviation of the training cells.
+        Default: on, except for image modalities and likelihoods of data in ``[0, 1]``.
     n_pca
         If set, the encoder sees this many principal components of the processed matrix
         (fitted on training cells); decoders still reconstruct every feature.
     hidden
         Hidden layer widths of this modality's encoder (the decoder mirrors them). ``None``
-        uses the model's default.
+        uses the model's default. For an image modality: the channels of the stride-2
+        convolution stages (default ``(32, 64, 128)``).
     input_dropout
         Dropout on the encoder input (denoising), in [0, 1).
+    augment
+        Image modalities: random flips and 90-degree rotations of every training image
+        (nuclei have no orientation). Ignored for other modalities.
 
     Examples
     --------
@@ -52,10 +60,11 @@ class Modality:
     obsm_key: str | None = None
     normalize: bool | None = None
     log1p: bool | None = None
-    scale: bool = True
+    scale: bool | None = None
     n_pca: int | None = None
     hidden: tuple[int, ...] | None = None
     input_dropout: float = 0.0
+    augment: bool = True
     _extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -63,13 +72,14 @@ class Modality:
             object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
 
     # -- resolved options ---------------------------------------------------------------
-    def resolved(self) -> dict[str, Any]:
-        """Options with defaults filled in from the likelihood."""
+    def resolved(self, *, image: bool = False) -> dict[str, Any]:
+        """Options with defaults filled in from the likelihood (and the data's kind)."""
         lik = get_likelihood(self.likelihood)
+        scale = (not image and lik.defaults["scale"]) if self.scale is None else self.scale
         return {
             "normalize": lik.defaults["normalize"] if self.normalize is None else self.normalize,
             "log1p": lik.defaults["log1p"] if self.log1p is None else self.log1p,
-            "scale": self.scale,
+            "scale": scale,
             "n_pca": int(self.n_pca or 0),
         }
 
@@ -87,7 +97,7 @@ class Modality:
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"modality {name!r}: field {key!r} must be a non-empty string")
-        for key in ("normalize", "log1p", "scale"):
+        for key in ("normalize", "log1p", "scale", "augment"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, bool):
                 raise ValueError(f"modality {name!r}: field {key!r} must be true or false")

@@ -183,6 +183,8 @@ def setup_data(
                 f"modality {name!r}: field 'n_pca' = {spec.n_pca} must be smaller than the "
                 f"number of features ({src.n_vars})"
             )
+        if src.image_shape is not None:
+            check_image_spec(spec, src.image_shape, name)
         if check_data:
             check_values(src, get_likelihood(spec.likelihood))
         keys = mudata_keys[name] if mudata_keys is not None else obs_names
@@ -212,6 +214,22 @@ def setup_data(
         if not labels_optional and not any((md.labels >= 0).any() for md in out.values()):
             raise ValueError(f"labels_key {labels_key!r}: no cell of any modality has a label")
     return out, categories
+
+
+def check_image_spec(spec: Modality, image_shape: tuple[int, ...], name: str) -> None:
+    """Reject settings an image modality cannot use, naming the modality and field."""
+    lik = get_likelihood(spec.likelihood)
+    if lik.image_keys is None:
+        raise ValueError(
+            f"modality {name!r}: field 'likelihood': {spec.likelihood!r} cannot model images "
+            f"{image_shape}; use 'gaussian', 'continuous_bernoulli' or 'bernoulli'"
+        )
+    if spec.n_pca is not None:
+        raise ValueError(f"modality {name!r}: field 'n_pca' is not supported for images")
+    if spec.normalize or spec.log1p:
+        raise ValueError(
+            f"modality {name!r}: fields 'normalize' / 'log1p' are not supported for images"
+        )
 
 
 def find_pairs(a: ModalityData, b: ModalityData) -> tuple[np.ndarray, np.ndarray]:

@@ -51,6 +51,7 @@ class MatrixSource:
         self.where = where
         self.shape = (int(shape[0]), int(shape[1]))
         self.sparse = _is_sparse(matrix)
+        self.image_shape: tuple[int, ...] | None = None  # (channels, *spatial) for images
 
     @property
     def n_obs(self) -> int:  # noqa: D102
@@ -109,12 +110,23 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
         m = adata.obsm[spec.obsm_key]
         if hasattr(m, "to_numpy"):
             m = m.to_numpy()
-        if getattr(m, "ndim", 2) != 2:
+        image_shape = None
+        ndim = getattr(m, "ndim", 2)
+        if ndim in (4, 5):  # images: (n, channels, H, W) or (n, channels, D, H, W)
+            image_shape = tuple(int(s) for s in m.shape[1:])
+            if min(image_shape) < 1:
+                raise ValueError(
+                    f"modality {name!r}: obsm[{spec.obsm_key!r}] has an empty image shape "
+                    f"{image_shape}"
+                )
+            m = np.asarray(m).reshape(m.shape[0], -1)  # a view for C-contiguous arrays
+        elif ndim != 2:
             raise ValueError(
-                f"modality {name!r}: obsm[{spec.obsm_key!r}] has {m.ndim} dimensions; "
-                "the MLP modality needs a 2-D matrix"
+                f"modality {name!r}: obsm[{spec.obsm_key!r}] has {ndim} dimensions; expected "
+                "a matrix (cells x features) or images (cells x channels x [D x] H x W)"
             )
         src = MatrixSource(m, name=name, where=f"obsm[{spec.obsm_key!r}]")
+        src.image_shape = image_shape
         var_names = np.array([f"{spec.obsm_key}_{i}" for i in range(src.n_vars)], dtype=object)
         return src, var_names
     if spec.layer is not None:
@@ -157,6 +169,11 @@ def check_values(src: MatrixSource, likelihood, *, chunk_size: int = 8192) -> No
             raise ValueError(
                 f"{where} holds negative values; the {likelihood.name!r} likelihood needs "
                 "non-negative data"
+            )
+        if likelihood.unit_interval and vals.max() > 1:
+            raise ValueError(
+                f"{where} holds values above 1; the {likelihood.name!r} likelihood needs data "
+                "in [0, 1] (e.g. images normalised per nucleus)"
             )
         if likelihood.counts and not np.all(np.mod(vals, 1) == 0):
             raise ValueError(

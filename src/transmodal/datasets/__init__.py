@@ -1,7 +1,16 @@
 """Loaders of the public data sets used by demos, benchmarks and tests."""
 
 from ._paths import data_dir, dataset_dir
+from ._pbmc import PBMC_SHARED_CLASSES, pbmc_rna_atac_unpaired
 from ._scicar import scicar_a549
 from ._synthetic import synthetic, true_pairs
 
-__all__ = ["data_dir", "dataset_dir", "scicar_a549", "synthetic", "true_pairs"]
+__all__ = [
+    "PBMC_SHARED_CLASSES",
+    "data_dir",
+    "dataset_dir",
+    "pbmc_rna_atac_unpaired",
+    "scicar_a549",
+    "synthetic",
+    "true_pairs",
+]

@@ -16,6 +16,11 @@ Mixing of modalities:
 - :func:`mixing_accuracy`, :func:`mixing_accuracy_multi` -- cross-validated balanced
   accuracy of a logistic regression predicting the modality (chance = perfect mixing).
 
+Stability across training runs:
+
+- :func:`seed_agreement` -- chance-corrected overlap of cross-modal neighbourhoods between
+  runs (seeds); warns when the runs disagree.
+
 Translation:
 
 - :func:`translation_pearson`, :func:`translation_pearson_summary` -- per-cell Pearson
@@ -32,6 +37,7 @@ closer" excludes ties, and neighbour lists order equal distances by row index.
 
 from __future__ import annotations
 
+from ._agreement import SEED_AGREEMENT_WARNING, seed_agreement
 from ._labels import cluster_accuracy, label_transfer, label_transfer_both
 from ._matching import foscttm, knn_accuracy, partner_in_top_k
 from ._mixing import mixing_accuracy, mixing_accuracy_multi
@@ -47,6 +53,7 @@ __all__ = [
     "mixing_accuracy",
     "mixing_accuracy_multi",
     "partner_in_top_k",
+    "seed_agreement",
     "translation_pearson",
     "translation_pearson_summary",
 ]

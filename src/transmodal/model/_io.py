@@ -58,6 +58,11 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
         "init_params": model.init_params_,
         "modalities": {n: md.spec.to_dict() for n, md in model.mods.items()},
         "n_vars": {n: int(md.source.n_vars) for n, md in model.mods.items()},
+        "image_shape": {
+            n: list(md.source.image_shape)
+            for n, md in model.mods.items()
+            if md.source.image_shape is not None
+        },
         "var_names": {n: [str(v) for v in md.var_names] for n, md in model.mods.items()},
         "label_categories": model.label_categories_,
         "obs_digest": model._digests(),
@@ -105,6 +110,13 @@ def load_model(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
         labels_optional=True,
     )
     for name, md in model.mods.items():
+        saved_shape = config.get("image_shape", {}).get(name)
+        given_shape = None if md.source.image_shape is None else list(md.source.image_shape)
+        if saved_shape != given_shape:
+            raise ValueError(
+                f"modality {name!r}: the model was saved for images of shape {saved_shape}; "
+                f"the given data hold {given_shape}"
+            )
         expected = config["var_names"][name]
         if md.source.n_vars != config["n_vars"][name] or (
             md.spec.obsm_key is None and [str(v) for v in md.var_names] != expected

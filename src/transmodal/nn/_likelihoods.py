@@ -28,6 +28,11 @@ class Likelihood:
         mean by each cell's library size.
     nonnegative
         Whether the data must be non-negative.
+    unit_interval
+        Whether the data must lie in ``[0, 1]``.
+    image_keys
+        Parameter names the likelihood needs per pixel when it models an image modality
+        (``None``: not usable for images).
     defaults
         Default preprocessing of the encoder input (``normalize``, ``log1p``, ``scale``).
     """
@@ -35,6 +40,8 @@ class Likelihood:
     name: ClassVar[str] = ""
     counts: ClassVar[bool] = False
     nonnegative: ClassVar[bool] = False
+    unit_interval: ClassVar[bool] = False
+    image_keys: ClassVar[tuple[str, ...] | None] = None
     defaults: ClassVar[dict[str, bool]] = {"normalize": False, "log1p": False, "scale": True}
 
     def head(self, n_hidden: int, n_vars: int) -> nn.Module:
@@ -75,6 +82,7 @@ class Gaussian(Likelihood):
     """Gaussian with unit variance on the preprocessed data (mean squared error)."""
 
     name = "gaussian"
+    image_keys = ("mean",)
 
     def head(self, n_hidden, n_vars):  # noqa: D102
         return _Linear(n_hidden, n_vars, ("mean",))
@@ -172,6 +180,7 @@ class Bernoulli(Likelihood):
 
     name = "bernoulli"
     nonnegative = True
+    image_keys = ("logits",)
 
     def head(self, n_hidden, n_vars):  # noqa: D102
         return _Linear(n_hidden, n_vars, ("logits",))
@@ -183,6 +192,33 @@ class Bernoulli(Likelihood):
 
     def mean(self, params):  # noqa: D102
         return torch.sigmoid(params["logits"])
+
+
+class ContinuousBernoulli(Likelihood):
+    """Continuous Bernoulli on data in ``[0, 1]`` (e.g. normalised image intensities).
+
+    The properly normalised likelihood of Loaiza-Ganem & Cunningham (NeurIPS 2019), via
+    :class:`torch.distributions.ContinuousBernoulli`; its mean is the distribution's mean,
+    not the logistic of the logits.
+    """
+
+    name = "continuous_bernoulli"
+    nonnegative = True
+    unit_interval = True
+    image_keys = ("logits",)
+    defaults = {"normalize": False, "log1p": False, "scale": False}
+
+    def head(self, n_hidden, n_vars):  # noqa: D102
+        return _Linear(n_hidden, n_vars, ("logits",))
+
+    def nll(self, params, x, target):  # noqa: D102
+        dist = torch.distributions.ContinuousBernoulli(logits=params["logits"], validate_args=False)
+        return -dist.log_prob(x.clamp(0.0, 1.0)).mean(-1)
+
+    def mean(self, params):  # noqa: D102
+        return torch.distributions.ContinuousBernoulli(
+            logits=params["logits"], validate_args=False
+        ).mean
 
 
 _REGISTRY: dict[str, Likelihood] = {}
@@ -211,7 +247,14 @@ def available_likelihoods() -> list[str]:
     return sorted(_REGISTRY)
 
 
-for _cls in (Gaussian, Poisson, NegativeBinomial, ZeroInflatedNegativeBinomial, Bernoulli):
+for _cls in (
+    Gaussian,
+    Poisson,
+    NegativeBinomial,
+    ZeroInflatedNegativeBinomial,
+    Bernoulli,
+    ContinuousBernoulli,
+):
     register_likelihood(_cls)
 
 __all__ = [

@@ -1,0 +1,119 @@
+"""Agreement between training runs: do different seeds match the same cells?"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.neighbors import NearestNeighbors
+
+from ._chunked import as_embedding, check_same_dims
+
+# below this chance-corrected agreement, seeds are reported as disagreeing (chosen on the
+# unpaired benchmark: see benchmarks/unpaired.py and the README)
+SEED_AGREEMENT_WARNING = 0.2
+
+
+def _embeddings(run: Any, i: int) -> dict[str, np.ndarray]:
+    if hasattr(run, "get_latent_representation") and hasattr(run, "modality_names"):
+        return {n: run.get_latent_representation(n) for n in run.modality_names}
+    if isinstance(run, Mapping):
+        return {str(n): as_embedding(z, f"runs[{i}][{n!r}]") for n, z in run.items()}
+    raise TypeError(
+        f"runs[{i}] must be a trained CrossModalAE or a {{modality: embedding}} mapping; "
+        f"got {type(run).__name__}"
+    )
+
+
+def _cross_neighbours(zq: np.ndarray, zr: np.ndarray, k: int) -> np.ndarray:
+    return NearestNeighbors(n_neighbors=k).fit(zr).kneighbors(zq, return_distance=False)
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean fraction of shared entries between the rows of two neighbour-index arrays."""
+    k = a.shape[1]
+    both = np.sort(np.concatenate([a, b], axis=1), axis=1)
+    return float((both[:, 1:] == both[:, :-1]).sum(1).mean() / k)
+
+
+def seed_agreement(
+    runs: Sequence[Any],
+    *,
+    k: int = 50,
+    warn_below: float | None = SEED_AGREEMENT_WARNING,
+) -> pd.DataFrame:
+    """How consistently several training runs (seeds) match cells across modalities.
+
+    For every run, every ordered pair of modalities ``(a, b)`` and every cell of ``a``,
+    take its ``k`` nearest cells of ``b`` in the run's latent space. Two runs agree on a
+    cell by the fraction of these neighbours they share; the score is that fraction
+    averaged over cells and modality pairs, corrected for chance
+    (``(overlap - k / n_b) / (1 - k / n_b)``: 0 = unrelated matchings, 1 = identical).
+    Without known pairs, a low agreement means that the alignment is not determined by
+    the data (e.g. seeds that swap similar clusters) and no single run should be trusted.
+
+    Parameters
+    ----------
+    runs
+        At least two trained :class:`~transmodal.CrossModalAE` models of the same data
+        (embeddings of their training cells are used) or ``{modality: embedding}``
+        mappings with the same modalities and cell order.
+    k
+        Neighbours per cell (capped at the size of the smaller modality minus one).
+    warn_below
+        Emit a ``UserWarning`` when any pair of runs agrees less than this; ``None`` never
+        warns.
+
+    Returns
+    -------
+    DataFrame with one row per pair of runs: ``run_a``, ``run_b``, ``agreement``.
+    """
+    if len(runs) < 2:
+        raise ValueError(f"seed_agreement needs at least two runs; got {len(runs)}")
+    embs = [_embeddings(r, i) for i, r in enumerate(runs)]
+    names = list(embs[0])
+    if len(names) < 2:
+        raise ValueError("seed_agreement needs runs with at least two modalities")
+    for i, e in enumerate(embs[1:], start=1):
+        if list(e) != names:
+            raise ValueError(f"runs[{i}] has modalities {list(e)}; runs[0] has {names}")
+        for n in names:
+            if e[n].shape[0] != embs[0][n].shape[0]:
+                raise ValueError(
+                    f"runs[{i}][{n!r}] has {e[n].shape[0]} cells; runs[0] has "
+                    f"{embs[0][n].shape[0]} (the runs must embed the same cells)"
+                )
+    for e in embs:
+        for a, b in combinations(names, 2):
+            check_same_dims(e[a], e[b], (a, b))
+    n_min = min(embs[0][n].shape[0] for n in names)
+    k = int(min(k, n_min - 1))
+    if k < 1:
+        raise ValueError("seed_agreement needs at least two cells per modality")
+    pairs = [(a, b) for a in names for b in names if a != b]
+    neigh = [{(a, b): _cross_neighbours(e[a], e[b], k) for a, b in pairs} for e in embs]
+    rows = []
+    for i, j in combinations(range(len(runs)), 2):
+        scores = []
+        for a, b in pairs:
+            chance = k / embs[0][b].shape[0]
+            raw = _overlap(neigh[i][(a, b)], neigh[j][(a, b)])
+            scores.append((raw - chance) / (1.0 - chance) if chance < 1 else 1.0)
+        rows.append({"run_a": i, "run_b": j, "agreement": float(np.mean(scores))})
+    table = pd.DataFrame(rows)
+    worst = table.loc[table["agreement"].idxmin()]
+    if warn_below is not None and worst["agreement"] < warn_below:
+        warnings.warn(
+            f"runs {int(worst['run_a'])} and {int(worst['run_b'])} disagree on which cells "
+            f"match across modalities (chance-corrected agreement {worst['agreement']:.2f} < "
+            f"{warn_below}; mean over run pairs {table['agreement'].mean():.2f}): the alignment "
+            "is not determined by the data. Add prior knowledge (labels_key, anchor pairs, "
+            "marker_key) or compare the runs before trusting any one of them.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return table

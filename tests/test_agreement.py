@@ -1,0 +1,78 @@
+"""Seed agreement between training runs, and the PBMC loader."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import transmodal as tm
+
+
+def runs(rng, n=300):
+    a = rng.normal(size=(n, 5))
+    b = a + 0.1 * rng.normal(size=a.shape)
+    return a, b
+
+
+def test_identical_runs_agree_and_unrelated_runs_do_not(rng=np.random.default_rng(0)):
+    a, b = runs(rng)
+    same = tm.metrics.seed_agreement([{"x": a, "y": b}, {"x": a + 1e-3, "y": b}], k=10)
+    assert list(same.columns) == ["run_a", "run_b", "agreement"]
+    assert same["agreement"].iloc[0] > 0.95
+    swapped = {"x": a, "y": b[rng.permutation(len(b))]}  # y cells matched to the wrong x cells
+    with pytest.warns(UserWarning, match="runs 0 and 1 disagree"):
+        table = tm.metrics.seed_agreement([{"x": a, "y": b}, swapped, {"x": a, "y": b}], k=10)
+    assert len(table) == 3
+    assert abs(table["agreement"].iloc[0]) < 0.05 and table["agreement"].iloc[1] > 0.95
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tm.metrics.seed_agreement([{"x": a, "y": b}, swapped], k=10, warn_below=None)
+
+
+def test_swapped_clusters_are_caught():
+    """Two runs that match clusters differently agree only by chance."""
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 5, size=(4, 3))
+    lab = np.repeat(np.arange(4), 50)
+    x = centres[lab] + rng.normal(size=(200, 3))
+    y = centres[lab] + rng.normal(size=(200, 3))
+    y_swapped = centres[np.array([1, 0, 3, 2])[lab]] + rng.normal(size=(200, 3))
+    table = tm.metrics.seed_agreement([{"x": x, "y": y}, {"x": x, "y": y_swapped}], warn_below=None)
+    assert table["agreement"].iloc[0] < 0.1
+
+
+def test_seed_agreement_of_models(paired_data, make_model, train):
+    models = [train(make_model(paired_data, seed=s)) for s in (0, 1)]
+    table = tm.metrics.seed_agreement(models, k=10, warn_below=None)
+    assert table.shape == (1, 3) and np.isfinite(table["agreement"]).all()
+
+
+def test_seed_agreement_errors(rng=np.random.default_rng(2)):
+    a, b = runs(rng, 50)
+    with pytest.raises(ValueError, match="at least two runs"):
+        tm.metrics.seed_agreement([{"x": a, "y": b}])
+    with pytest.raises(ValueError, match=r"runs\[1\] has modalities"):
+        tm.metrics.seed_agreement([{"x": a, "y": b}, {"x": a, "z": b}])
+    with pytest.raises(ValueError, match=r"runs\[1\]\['y'\] has 40 cells"):
+        tm.metrics.seed_agreement([{"x": a, "y": b}, {"x": a, "y": b[:40]}])
+    with pytest.raises(TypeError, match="CrossModalAE"):
+        tm.metrics.seed_agreement([a, b])
+
+
+def _has(name):
+    try:
+        tm.datasets.dataset_dir(name)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _has("pbmc_rna_atac_unpaired"), reason="PBMC data missing")
+def test_pbmc_loader():
+    d = tm.datasets.pbmc_rna_atac_unpaired()
+    assert d["rna"].shape == (1985, 50) and d["atac"].shape == (1919, 50)
+    for a in d.values():
+        assert set(tm.datasets.PBMC_SHARED_CLASSES) <= set(a.obs["cell_type"].astype(str))
+    assert not set(d["rna"].obs_names) & set(d["atac"].obs_names)

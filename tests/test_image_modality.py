@@ -1,0 +1,151 @@
+"""Image modalities: convolutional encoder / decoder in the shared latent space."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pytest
+import torch
+
+import transmodal as tm
+from transmodal.nn._conv import ConvDecoder, ConvEncoder, random_dihedral
+from transmodal.nn._likelihoods import get_likelihood
+
+
+def nuclei(n: int = 120, size: int = 16, seed: int = 0, depth: int | None = None):
+    """Disc (or ball) nuclei whose radial profile falls more steeply with a cell state ``t``;
+    a second, paired modality holds smooth functions of ``t``."""
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(size=n)
+    axes = np.mgrid[tuple(slice(0, s) for s in ((depth,) if depth else ()) + (size, size))]
+    r = np.sqrt(sum((a - (a.shape[i] - 1) / 2) ** 2 for i, a in enumerate(axes))) / (size / 2)
+    crops = np.stack([np.clip(1 - r, 0, 1) ** (0.5 + 2 * ti) for ti in t])[:, None]
+    crops = (crops * (r < 1)).astype(np.float32)
+    img = ad.AnnData(np.zeros((n, 1), np.float32))
+    img.obsm["crops"] = crops
+    img.obs_names = [f"n{i}" for i in range(n)]
+    cols = [t, t**2, np.sin(3 * t)] + [0.1 * rng.normal(size=n) for _ in range(3)]
+    feat = ad.AnnData(np.stack(cols, 1).astype(np.float32))
+    feat.obs_names = img.obs_names
+    img.obs["t"] = feat.obs["t"] = t
+    return img, feat
+
+
+def image_model(img, feat, likelihood="gaussian", **kw):
+    kw.setdefault("n_latent", 4)
+    kw.setdefault("seed", 0)
+    return tm.CrossModalAE(
+        {"img": img, "feat": feat},
+        {"img": tm.Modality(likelihood, obsm_key="crops", hidden=(8, 16)), "feat": tm.Modality("gaussian")},
+        **kw,
+    )
+
+
+def fit(model, **kw):
+    kw.setdefault("max_epochs", 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return model.train(progress_bar=False, early_stopping=False, **kw)
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 16), (2, 15, 13), (1, 5, 6, 7)])
+def test_conv_networks_reproduce_any_image_shape(shape):
+    enc = ConvEncoder(shape, 6, (4, 8), variational=True)
+    dec = ConvDecoder(6, shape, (4, 8), n_out_channels=2 * shape[0])
+    x = torch.rand(3, int(np.prod(shape)))
+    mean, logvar = enc.distribution(x)
+    assert mean.shape == (3, 6) and logvar.shape == (3, 6)
+    assert dec(mean).shape == (3, 2 * shape[0], *shape[1:])
+
+
+def test_random_dihedral_moves_pixels_but_keeps_them():
+    torch.manual_seed(0)
+    shape = (2, 6, 6)
+    x = torch.rand(64, int(np.prod(shape)))
+    y = random_dihedral(x, shape)
+    assert not torch.equal(x, y)  # some images changed
+    torch.testing.assert_close(x.sort(1).values, y.sort(1).values)  # same pixel values
+    # non-square images are only flipped: each image equals one of its 4 flips
+    shape = (1, 4, 6)
+    x = torch.rand(16, 24)
+    y = random_dihedral(x, shape).reshape(16, *shape)
+    img = x.reshape(16, *shape)
+    views = [img, img.flip(2), img.flip(3), img.flip(2).flip(3)]
+    assert all(any(torch.equal(y[i], v[i]) for v in views) for i in range(16))
+
+
+def test_continuous_bernoulli_nll_is_torchs():
+    lik = get_likelihood("continuous_bernoulli")
+    logits = torch.randn(4, 5)
+    x = torch.rand(4, 5)
+    expected = -torch.distributions.ContinuousBernoulli(logits=logits).log_prob(x).mean(-1)
+    torch.testing.assert_close(lik.nll({"logits": logits}, x, x), expected)
+    mean = lik.mean({"logits": logits})
+    assert ((mean > 0) & (mean < 1)).all()
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "continuous_bernoulli"])
+def test_image_modality_trains_translates_and_round_trips(likelihood, tmp_path):
+    img, feat = nuclei()
+    model = fit(image_model(img, feat, likelihood, anchor_fraction=0.5), max_epochs=15)
+    recon = model.history["train_recon_img"]
+    assert recon.iloc[-1] < recon.iloc[0]
+    assert model.module.archs["img"].augment and model.module.archs["img"].image_shape == (1, 16, 16)
+    z = model.get_latent_representation("img")
+    assert z.shape == (img.n_obs, 4)
+    np.testing.assert_array_equal(z, model.get_latent_representation("img"))  # eval: no augmentation
+    out = model.translate(source="feat", target="img")
+    assert out.shape == (feat.n_obs, 256) and out.obsm["crops"].shape == (feat.n_obs, 1, 16, 16)
+    np.testing.assert_array_equal(out.obsm["crops"].reshape(feat.n_obs, -1), out.X)
+    back = model.translate(img, source="img", target="feat")
+    assert back.shape == feat.shape and np.isfinite(back.X).all()
+    model.save(tmp_path / "m")
+    loaded = tm.CrossModalAE.load(tmp_path / "m", {"img": img, "feat": feat})
+    np.testing.assert_allclose(loaded.get_latent_representation("img"), z, atol=1e-5)
+    small = img[:, :].copy()
+    small.obsm["crops"] = img.obsm["crops"][:, :, :8, :8].copy()
+    with pytest.raises(ValueError, match="'img'.*shape"):
+        model.get_latent_representation("img", small)
+    with pytest.raises(ValueError, match="'img'.*shape"):
+        tm.CrossModalAE.load(tmp_path / "m", {"img": small, "feat": feat})
+
+
+def test_translated_images_follow_the_source_state():
+    """Nuclei translated from the features of a cell match that cell's real radial profile."""
+    img, feat = nuclei(n=200)
+    model = fit(image_model(img, feat, anchor_fraction=1.0), max_epochs=40)
+    out = model.translate(source="feat", target="img").obsm["crops"][:, 0]
+    real = img.obsm["crops"][:, 0]
+    centre, ring = (slice(6, 10), slice(6, 10)), (slice(6, 10), slice(1, 3))
+    # the ratio of ring to centre intensity falls with t in both real and translated images
+    ratio_real = real[:, ring[0], ring[1]].mean((1, 2)) / real[:, centre[0], centre[1]].mean((1, 2))
+    ratio_tr = out[:, ring[0], ring[1]].mean((1, 2)) / np.maximum(out[:, centre[0], centre[1]].mean((1, 2)), 1e-3)
+    assert np.corrcoef(ratio_real, ratio_tr)[0, 1] > 0.7
+
+
+def test_three_d_image_modality_and_anchor_pretraining():
+    img, feat = nuclei(n=60, size=8, depth=6)
+    assert img.obsm["crops"].shape == (60, 1, 6, 8, 8)
+    model = fit(image_model(img, feat, prior="anchor:img"), max_epochs=4, pretrain_epochs=2)
+    assert model.translate(source="feat", target="img").obsm["crops"].shape == (60, 1, 6, 8, 8)
+
+
+def test_bad_image_settings_name_the_modality_and_field():
+    img, feat = nuclei(n=30)
+    with pytest.raises(ValueError, match="'img'.*'likelihood'.*cannot model images"):
+        image_model(img, feat, "nb")
+    with pytest.raises(ValueError, match="'img'.*'n_pca'"):
+        tm.CrossModalAE(
+            {"img": img, "feat": feat},
+            {"img": tm.Modality("gaussian", obsm_key="crops", n_pca=5), "feat": tm.Modality("gaussian")},
+        )
+    bright = img.copy()
+    bright.obsm["crops"] = bright.obsm["crops"] * 2 + 0.5
+    with pytest.raises(ValueError, match="'img'.*above 1"):
+        image_model(bright, feat, "continuous_bernoulli")
+    flat = img.copy()
+    flat.obsm["crops"] = np.zeros((30, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="'img'.*3 dimensions"):
+        image_model(flat, feat)
