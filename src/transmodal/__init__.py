@@ -5,7 +5,7 @@ space aligned adversarially, translation ``i -> j = D_j(E_i(x))`` (Yang et al., 
 12:31, 2021).
 """
 
-from . import baselines, datasets, metrics, plotting
+from . import analysis, baselines, datasets, metrics, plotting
 from . import plotting as pl
 from .data import Modality
 from .model import CrossModalAE
@@ -22,6 +22,7 @@ __all__ = [
     "CrossModalAE",
     "Modality",
     "__version__",
+    "analysis",
     "baselines",
     "datasets",
     "metrics",

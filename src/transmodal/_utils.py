@@ -30,6 +30,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+def is_global_zero() -> bool:
+    """Whether this process is rank 0 (always true outside ``torch.distributed`` runs)."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def lightning_accelerator(accelerator: str) -> str:
     """Validate a Lightning accelerator name (``"cpu"``, ``"gpu"``, ``"cuda"``, ``"mps"``, ``"auto"``)."""
     allowed = {"cpu", "gpu", "cuda", "mps", "auto"}

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from .._utils import lightning_accelerator, resolve_device, seeded
+from .._utils import is_global_zero, lightning_accelerator, resolve_device, seeded
 from ..data._batches import EpochBatches
 from ..data._modality import Modality
 from ..data._preprocess import fit_preprocessing
@@ -355,7 +355,13 @@ class CrossModalAE:
             Stop when the validation reconstruction (+ classifier + anchor) loss has not
             improved for ``patience`` epochs (default: a fifth of ``max_epochs``, >= 10).
         accelerator, devices, strategy, num_nodes, precision
-            Passed to the Lightning ``Trainer`` (CPU by default).
+            Passed to the Lightning ``Trainer`` (CPU by default). Several GPUs / nodes:
+            ``devices=4, strategy="ddp"`` (launched with ``torchrun`` or SLURM ``srun``, or
+            started by Lightning itself from a script); each process draws different step
+            batches (no modality is truncated), gradients and batch-norm statistics are
+            averaged over processes, the history holds the means over all processes, and
+            only rank 0 warns and :meth:`save` s. ``precision="16-mixed"`` /
+            ``"bf16-mixed"`` enables mixed precision.
         progress_bar
             Show a progress bar.
         seed
@@ -468,7 +474,8 @@ class CrossModalAE:
             "seed": seed,
         }
         self.is_trained_ = True
-        self._warn_if_separable(history)
+        if is_global_zero():  # under DDP every process holds the same model: warn once
+            self._warn_if_separable(history)
         return self
 
     def _warn_if_separable(self, history: pd.DataFrame, *, max_cells: int = 1000) -> None:
@@ -707,8 +714,11 @@ class CrossModalAE:
         """Save to a directory: ``model.safetensors`` (tensors) + ``config.json``.
 
         The directory is written to a temporary sibling and renamed into place, so an
-        interrupted save never leaves a half-written model.
+        interrupted save never leaves a half-written model. In a multi-process
+        (``torch.distributed``) run only rank 0 writes; every rank holds the same weights.
         """
+        if not is_global_zero():
+            return
         from ._io import save_model
 
         save_model(self, path, overwrite=overwrite)

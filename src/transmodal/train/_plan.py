@@ -9,8 +9,13 @@ from collections import defaultdict
 
 import lightning.pytorch as pl
 import torch
+import torch.distributed as dist
 
 from ..model._module import CrossModalModule
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 class CrossModalPlan(pl.LightningModule):
@@ -133,9 +138,28 @@ class CrossModalPlan(pl.LightningModule):
         self._counts[split] = self._counts.get(split, 0) + 1
 
     def _means(self, split: str) -> dict[str, float]:
+        """Epoch means of the accumulated terms, over every process under DDP."""
         n = self._counts.pop(split, 0)
         sums = self._sums.pop(split, {})
-        return {f"{split}_{k}": float(v) / max(n, 1) for k, v in sums.items()}
+        keys = sorted(sums)
+        if _distributed():
+            total = torch.stack([sums[k].float() for k in keys] + [torch.tensor(float(n))])
+            total = total.to(self.device)
+            dist.all_reduce(total)
+            n = float(total[-1])
+            sums = dict(zip(keys, total[:-1]))
+        return {f"{split}_{k}": float(sums[k]) / max(n, 1) for k in keys}
+
+    def _average_buffers(self) -> None:
+        """Under DDP, average floating-point buffers (batch-norm statistics) over processes,
+        so every rank ends with identical networks."""
+        if not _distributed():
+            return
+        world = dist.get_world_size()
+        for buf in self.module.buffers():
+            if buf.is_floating_point():
+                dist.all_reduce(buf)
+                buf.div_(world)
 
     # -- steps -----------------------------------------------------------------------------
     def _losses(self, batch: dict, *, train: bool) -> dict[str, torch.Tensor]:
@@ -229,9 +253,17 @@ class CrossModalPlan(pl.LightningModule):
         n = self._counts.get("val", 0)
         # monitored only once alignment is on (pre-training losses are not comparable)
         if n and "monitor" in self._sums.get("val", {}) and not self.pretraining:
-            self.log("val_monitor", self._sums["val"]["monitor"] / n, prog_bar=True, logger=False)
+            # synchronised, so that every process takes the same early-stopping decision
+            self.log(
+                "val_monitor",
+                self._sums["val"]["monitor"] / n,
+                prog_bar=True,
+                logger=False,
+                sync_dist=True,
+            )
 
     def on_train_epoch_end(self) -> None:  # noqa: D102
+        self._average_buffers()
         row = {"epoch": float(self.current_epoch)}
         row.update(self._means("train"))
         bad = [k for k, v in row.items() if not math.isfinite(v)]

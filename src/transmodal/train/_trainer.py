@@ -16,6 +16,22 @@ from torch.utils.data import DataLoader
 from ._plan import CrossModalPlan
 
 
+_DDP = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def resolve_strategy(strategy):
+    """Lightning strategy for our manual optimisation.
+
+    Each step runs two backward passes (discriminator, then autoencoders), and each touches
+    only part of the parameters, so DDP must look for unused parameters: the plain DDP
+    names are mapped to their ``*_find_unused_parameters_true`` variants. Strategy objects
+    are passed through unchanged.
+    """
+    if isinstance(strategy, str) and strategy in _DDP:
+        return f"{strategy}_find_unused_parameters_true"
+    return strategy
+
+
 def default_max_epochs(n_obs: int, *, cap: int = 400, decay_at: int = 20_000) -> int:
     """Size-aware default number of epochs (as scvi-tools' heuristic).
 
@@ -83,7 +99,7 @@ def run_training(
             min_epochs=min_epochs,
             accelerator=accelerator,
             devices=devices,
-            strategy=strategy,
+            strategy=resolve_strategy(strategy),
             num_nodes=num_nodes,
             precision=precision,
             logger=False,

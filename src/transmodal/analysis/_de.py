@@ -1,0 +1,326 @@
+"""Differential expression between two groups of cells (real or translated) and its comparison."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse, stats
+
+from ._inputs import get_labels, get_matrix
+from ._stats import benjamini_hochberg, overlap_pvalue
+
+#: Target size in bytes of one dense ``cells x features`` block read at a time.
+BLOCK_BYTES = 64 * 2**20
+
+DIRECTIONS = ("up", "down")
+
+
+def _select(values: np.ndarray, spec: Any, name: str) -> np.ndarray:
+    """Boolean mask of the cells whose label is ``spec`` (one label or a list of labels)."""
+    wanted = list(spec) if isinstance(spec, (list, tuple, set, np.ndarray, pd.Index)) else [spec]
+    present = set(values.tolist())
+    absent = [w for w in wanted if w not in present]
+    if absent:
+        shown = sorted(map(str, present))[:20]
+        raise ValueError(f"{name}: label(s) {absent} not found; labels are {shown}")
+    return pd.Series(values).isin(wanted).to_numpy()
+
+
+def _column_blocks(X, rows: np.ndarray, block_bytes: int):
+    """Yield ``(start, dense float64 block of X[rows, start:stop])`` over column chunks."""
+    width = max(1, block_bytes // (8 * max(len(rows), 1)))
+    if sparse.issparse(X):
+        X = sparse.csc_matrix(X[rows])  # only these rows, column-sliceable
+        rows = slice(None)
+    for start in range(0, X.shape[1], width):
+        block = X[rows, start : start + width]
+        yield start, np.asarray(block.toarray() if sparse.issparse(block) else block, dtype=np.float64)
+
+
+def _mean_var(X, rows: np.ndarray, block_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and unbiased variance over ``rows``, read in column chunks."""
+    mean = np.empty(X.shape[1])
+    var = np.empty(X.shape[1])
+    for start, block in _column_blocks(X, rows, block_bytes):
+        stop = start + block.shape[1]
+        mean[start:stop] = block.mean(0)
+        var[start:stop] = block.var(0, ddof=1)
+    return mean, var
+
+
+def welch_ttest(m1, v1, n1: int, m2, v2, n2: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided Welch's t-test from group means, unbiased variances and sizes.
+
+    The same statistic and p-value as ``scipy.stats.ttest_ind(a, b, equal_var=False)``
+    (Welch-Satterthwaite degrees of freedom), except for features constant in both groups:
+    ``t = 0, p = 1`` when the means are equal and ``t = +-inf, p = 0`` when they differ
+    (scipy returns NaN for the former).
+
+    Returns
+    -------
+    ``(t, pval)`` arrays.
+    """
+    a, b = np.asarray(v1) / n1, np.asarray(v2) / n2
+    se2 = a + b
+    diff = np.asarray(m1) - np.asarray(m2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = diff / np.sqrt(se2)
+        dof = se2**2 / (a**2 / (n1 - 1) + b**2 / (n2 - 1))
+    const = se2 == 0
+    t = np.where(const, np.where(diff == 0, 0.0, np.copysign(np.inf, diff)), t)
+    dof = np.where(const, n1 + n2 - 2, dof)
+    p = 2.0 * stats.t.sf(np.abs(t), dof)
+    return t, np.clip(p, 0.0, 1.0)
+
+
+def _significance_order(de: pd.DataFrame) -> np.ndarray:
+    """Positions sorted by p-value, ties (e.g. underflow to 0) by decreasing ``|t|``."""
+    return np.lexsort((-np.abs(de["t"].to_numpy()), de["pval"].to_numpy()))
+
+
+def differential_expression(
+    adata: AnnData,
+    groupby: str | Any,
+    group: Any,
+    reference: Any = "rest",
+    *,
+    layer: str | None = None,
+    n_top: int = 50,
+    alpha: float = 0.05,
+    log1p: bool = True,
+    pseudocount: float = 1.0,
+    block_bytes: int = BLOCK_BYTES,
+) -> pd.DataFrame:
+    """Two-sided Welch's t-test per feature between two groups of cells, BH-adjusted.
+
+    Works on any AnnData, real or translated (``model.translate(...)``), with a dense or
+    sparse matrix; the matrix is read in column chunks of about ``block_bytes``, so only
+    the selected rows of a sparse matrix and one dense chunk are held at a time.
+
+    Parameters
+    ----------
+    adata
+        Cells x features.
+    groupby
+        ``obs`` key of the grouping, or labels per cell.
+    group
+        The label (or list of labels) of the first group.
+    reference
+        The label (or list of labels) of the second group, or ``"rest"`` for all other cells.
+    layer
+        Read ``adata.layers[layer]`` instead of ``X``.
+    n_top, alpha
+        The ``marker`` column flags the ``n_top`` most significant features per direction
+        with adjusted p-value below ``alpha`` (the paper: top 50, 0.05).
+    log1p
+        Whether the values are log-transformed, ``log(1 + x)`` of normalised counts (the usual
+        input).  It only changes ``log2fc``: with ``log1p=True``,
+        ``log2fc = log2((expm1(mean_group) + pseudocount) / (expm1(mean_reference) +
+        pseudocount))``, which for the default pseudocount 1 is ``mean_diff / ln 2`` (the
+        mean difference in log2 units); with ``log1p=False`` (linear values such as
+        translated counts), ``log2fc = log2((mean_group + pseudocount) / (mean_reference +
+        pseudocount))``, NaN where a shifted mean is not positive.
+    pseudocount
+        Added to the linear-scale means before the ratio (default 1).
+    block_bytes
+        Size of one dense chunk.
+
+    Returns
+    -------
+    DataFrame indexed by feature name, sorted by p-value (ties by ``|t|``), with columns
+    ``mean_group``, ``mean_reference``, ``mean_diff`` (group - reference, in the units of
+    the data), ``log2fc``, ``t``, ``pval``, ``pval_adj`` (Benjamini-Hochberg over all
+    features), ``direction`` (``"up"`` when higher in the group, ``"down"`` when lower,
+    ``"none"``) and ``marker``.  ``attrs`` records the settings and group sizes;
+    :func:`top_markers` reads the markers back.
+    """
+    if not isinstance(adata, AnnData):
+        raise ValueError(f"adata must be an AnnData, got {type(adata).__name__}")
+    if not (isinstance(n_top, (int, np.integer)) and n_top >= 1):
+        raise ValueError(f"n_top must be a positive integer, got {n_top!r}")
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha must lie in (0, 1], got {alpha!r}")
+    if pseudocount < 0:
+        raise ValueError(f"pseudocount must be >= 0, got {pseudocount!r}")
+    X, names = get_matrix(adata, layer, "adata")
+    labels = get_labels(adata, groupby, X.shape[0], "groupby")
+    in_group = _select(labels, group, "group")
+    if isinstance(reference, str) and reference == "rest":
+        in_ref = ~in_group
+    else:
+        in_ref = _select(labels, reference, "reference")
+        if np.any(in_group & in_ref):
+            raise ValueError(f"group {group!r} and reference {reference!r} share cells")
+    n1, n2 = int(in_group.sum()), int(in_ref.sum())
+    if n1 < 2 or n2 < 2:
+        raise ValueError(f"each group needs at least 2 cells; group has {n1}, reference {n2}")
+
+    m1, v1 = _mean_var(X, np.flatnonzero(in_group), block_bytes)
+    m2, v2 = _mean_var(X, np.flatnonzero(in_ref), block_bytes)
+    t, p = welch_ttest(m1, v1, n1, m2, v2, n2)
+    lin1, lin2 = (np.expm1(m1), np.expm1(m2)) if log1p else (m1, m2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        num, den = lin1 + pseudocount, lin2 + pseudocount
+        lfc = np.where((num > 0) & (den > 0), np.log2(num / den), np.nan)
+    diff = m1 - m2
+    de = pd.DataFrame(
+        {
+            "mean_group": m1,
+            "mean_reference": m2,
+            "mean_diff": diff,
+            "log2fc": lfc,
+            "t": t,
+            "pval": p,
+            "pval_adj": benjamini_hochberg(p),
+            "direction": np.where(diff > 0, "up", np.where(diff < 0, "down", "none")),
+        },
+        index=pd.Index(names, name="feature"),
+    )
+    de = de.iloc[_significance_order(de)]
+    markers = top_markers(de, n_top=n_top, alpha=alpha)
+    de["marker"] = de.index.isin(markers["up"] + markers["down"])
+    de.attrs.update(
+        groupby=groupby if isinstance(groupby, str) else None,
+        group=group,
+        reference=reference,
+        n_group=n1,
+        n_reference=n2,
+        log1p=log1p,
+        pseudocount=pseudocount,
+        n_top=n_top,
+        alpha=alpha,
+    )
+    return de
+
+
+def top_markers(
+    de: pd.DataFrame, *, n_top: int | None = None, alpha: float | None = None
+) -> dict[str, list[str]]:
+    """The most significant features per direction with adjusted p-value below ``alpha``.
+
+    Parameters
+    ----------
+    de
+        Output of :func:`differential_expression` (or any subset of its rows).
+    n_top, alpha
+        Default: the values ``de`` was made with (else 50 and 0.05).
+
+    Returns
+    -------
+    ``{"up": [...], "down": [...]}``, each ordered by significance; ``"up"`` are higher in
+    the group than in the reference.
+    """
+    missing = {"t", "pval", "pval_adj", "direction"} - set(de.columns)
+    if missing:
+        raise ValueError(f"de lacks the column(s) {sorted(missing)}; pass differential_expression's output")
+    n_top = de.attrs.get("n_top", 50) if n_top is None else n_top
+    alpha = de.attrs.get("alpha", 0.05) if alpha is None else alpha
+    ordered = de.iloc[_significance_order(de)]
+    sig = ordered[ordered["pval_adj"].to_numpy() < alpha]
+    return {d: sig.index[sig["direction"].to_numpy() == d][:n_top].tolist() for d in DIRECTIONS}
+
+
+@dataclass
+class DEComparison:
+    """Result of :func:`compare_differential`.
+
+    Attributes
+    ----------
+    n_common
+        Features in both tables (the universe of the overlap test).
+    pearson, spearman
+        Correlations of the predicted and observed ``column`` (default ``mean_diff``)
+        over the common features.
+    overlap
+        One row per direction (``"up"``, ``"down"``): ``n_pred``, ``n_obs`` (markers in
+        each), ``n_overlap``, ``expected`` (overlap of random lists of those sizes),
+        ``jaccard`` and ``pval`` (one-sided hypergeometric test of at least that overlap).
+    markers
+        ``{"pred": {"up": [...], "down": [...]}, "obs": {...}}`` among the common features.
+    """
+
+    n_common: int
+    pearson: float
+    spearman: float
+    overlap: pd.DataFrame
+    markers: dict[str, dict[str, list[str]]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly summary (no marker lists)."""
+        return {
+            "n_common": self.n_common,
+            "pearson": self.pearson,
+            "spearman": self.spearman,
+            "overlap": {d: {k: (int(v) if k.startswith("n_") else float(v)) for k, v in row.items()}
+                        for d, row in self.overlap.iterrows()},
+        }
+
+
+def effect_correlations(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Pearson and Spearman correlations over the features finite in both (NaN if < 3 or constant)."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan"), float("nan")
+    return float(stats.pearsonr(a, b)[0]), float(stats.spearmanr(a, b)[0])
+
+
+def compare_differential(
+    pred: pd.DataFrame,
+    obs: pd.DataFrame,
+    *,
+    n_top: int = 50,
+    alpha: float = 0.05,
+    column: str = "mean_diff",
+) -> DEComparison:
+    """Agreement of two differential-expression results, e.g. on translated vs real data.
+
+    Parameters
+    ----------
+    pred, obs
+        Outputs of :func:`differential_expression` for the same comparison, e.g. on data
+        translated into a modality (``pred``) and on that modality's real data for the
+        same cells (``obs``).  Only features in both are used.
+    n_top, alpha
+        Markers: the ``n_top`` most significant features per direction with adjusted
+        p-value below ``alpha``, chosen among the common features (the paper: 50, 0.05).
+    column
+        The effect compared by correlation (``"mean_diff"`` or ``"log2fc"``).
+
+    Returns
+    -------
+    :class:`DEComparison`: Pearson and Spearman correlations of the effects and, per
+    direction, the marker overlap (counts, Jaccard index, hypergeometric p-value with the
+    common features as universe).
+    """
+    for name, de in (("pred", pred), ("obs", obs)):
+        if not isinstance(de, pd.DataFrame) or column not in de:
+            raise ValueError(f"{name} must be a differential_expression DataFrame with column {column!r}")
+    common = pred.index.intersection(obs.index, sort=False)
+    if len(common) < 3:
+        raise ValueError(f"pred and obs share {len(common)} features; need at least 3")
+    p, o = pred.loc[common], obs.loc[common]
+    pearson, spearman = effect_correlations(p[column].to_numpy(float), o[column].to_numpy(float))
+    markers = {
+        "pred": top_markers(p, n_top=n_top, alpha=alpha),
+        "obs": top_markers(o, n_top=n_top, alpha=alpha),
+    }
+    rows = {}
+    for d in DIRECTIONS:
+        a, b = set(markers["pred"][d]), set(markers["obs"][d])
+        k, union = len(a & b), len(a | b)
+        rows[d] = {
+            "n_pred": len(a),
+            "n_obs": len(b),
+            "n_overlap": k,
+            "expected": len(a) * len(b) / len(common),
+            "jaccard": k / union if union else float("nan"),
+            "pval": overlap_pvalue(k, len(common), len(a), len(b)),
+        }
+    overlap = pd.DataFrame.from_dict(rows, orient="index")
+    overlap.index.name = "direction"
+    return DEComparison(len(common), pearson, spearman, overlap, markers)

@@ -1,0 +1,81 @@
+"""Input helpers shared by the analysis functions: matrices and labels from AnnData or arrays."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import sparse
+
+
+def get_matrix(data: Any, layer: str | None, name: str):
+    """``(matrix, feature_names)`` from an AnnData (``X`` or ``layers[layer]``) or an array.
+
+    Sparse matrices stay sparse; dense input becomes a 2-D numpy array.  ``feature_names``
+    is ``None`` for arrays.
+    """
+    if isinstance(data, AnnData):
+        if layer is None:
+            X = data.X
+        elif layer in data.layers:
+            X = data.layers[layer]
+        else:
+            raise ValueError(f"{name}: layer {layer!r} not found; layers are {list(data.layers)}")
+        if X is None:
+            raise ValueError(f"{name}: the AnnData has no X")
+        names = np.asarray(data.var_names.astype(str))
+    else:
+        if layer is not None:
+            raise ValueError(f"{name}: layer={layer!r} needs an AnnData, got {type(data).__name__}")
+        X, names = data, None
+    if not sparse.issparse(X):
+        X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D (cells x features) matrix, got shape {X.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{name}: the matrix is empty (shape {X.shape})")
+    return X, names
+
+
+def get_labels(data: Any, labels: Any, n: int, name: str) -> np.ndarray:
+    """Labels per cell: an ``obs`` column of ``data`` (when ``labels`` is a string and
+    ``data`` an AnnData) or an array-like of length ``n``; missing values are refused."""
+    if isinstance(labels, str) and isinstance(data, AnnData):
+        if labels not in data.obs:
+            raise ValueError(f"{name}: obs key {labels!r} not found; obs columns are {list(data.obs)}")
+        values = data.obs[labels].to_numpy()
+    else:
+        if isinstance(labels, str):
+            raise ValueError(f"{name}: {labels!r} is an obs key, but the data is not an AnnData")
+        values = np.asarray(labels)
+        if values.ndim != 1:
+            raise ValueError(f"{name}: labels must be 1-D, got shape {values.shape}")
+    if len(values) != n:
+        raise ValueError(f"{name}: {len(values)} labels for {n} cells")
+    missing = pd.isna(values)
+    if missing.any():
+        raise ValueError(f"{name}: {int(missing.sum())} cells have no label")
+    return np.asarray(values, dtype=object)
+
+
+def get_latent(data: Any, use_rep: str | None, name: str) -> np.ndarray:
+    """Latent coordinates as a finite float64 array: ``data.obsm[use_rep]`` (``X`` when
+    ``use_rep`` is ``None``) for an AnnData, else ``data`` itself."""
+    if isinstance(data, AnnData):
+        if use_rep is None:
+            z = data.X
+        elif use_rep in data.obsm:
+            z = data.obsm[use_rep]
+        else:
+            raise ValueError(f"{name}: obsm key {use_rep!r} not found; obsm keys are {list(data.obsm)}")
+    else:
+        z = data
+    z = z.toarray() if sparse.issparse(z) else np.asarray(z)
+    if z.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D (cells x dims) latent, got shape {z.shape}")
+    z = z.astype(np.float64)
+    if not np.isfinite(z).all():
+        raise ValueError(f"{name}: the latent holds NaN or infinite values")
+    return z

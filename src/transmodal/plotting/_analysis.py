@@ -1,0 +1,323 @@
+"""Plots of :mod:`transmodal.analysis` results: ROC, DE agreement, co-association, LDA.
+
+Every function draws into ``ax`` (a new figure when ``None``) and returns the Axes; none
+calls ``plt.show``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ..analysis import ClusterRobustness, DEComparison, ROCResult
+from ..analysis._de import DIRECTIONS, effect_correlations
+from ..analysis._inputs import get_labels, get_latent
+from ._embedding import _pyplot
+
+_MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*")
+
+
+def _axes(ax, figsize: tuple[float, float]):
+    if ax is not None:
+        return ax
+    _, ax = _pyplot(None).subplots(figsize=figsize)
+    return ax
+
+
+def roc(result: ROCResult, *, ax=None, title: str | None = None):
+    """ROC curve(s) of :func:`transmodal.analysis.translated_classifier_roc`.
+
+    Parameters
+    ----------
+    result
+        A :class:`~transmodal.analysis.ROCResult`.
+    ax
+        Axes to draw into; default a new figure.
+    title
+        Axes title (default: the AUC).
+
+    Returns
+    -------
+    The matplotlib Axes.
+    """
+    ax = _axes(ax, (4.2, 4.0))
+    for c, curve in result.curves.items():
+        ax.plot(curve.fpr, curve.tpr, lw=1.6, label=f"{c} (AUC {curve.auc:.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    kind = "AUC" if result.positive is not None else "macro AUC"
+    ax.set_title(title if title is not None else f"{kind} {result.auc:.3f}")
+    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    return ax
+
+
+def de_scatter(
+    pred: pd.DataFrame,
+    obs: pd.DataFrame,
+    *,
+    column: str = "log2fc",
+    ax=None,
+    highlight: bool = True,
+    xlabel: str = "observed",
+    ylabel: str = "predicted",
+    point_size: float = 6.0,
+):
+    """Scatter of the predicted vs observed effect per feature (two DE results).
+
+    Parameters
+    ----------
+    pred, obs
+        Outputs of :func:`transmodal.analysis.differential_expression`; features in both
+        are drawn.
+    column
+        The effect drawn: ``"log2fc"`` (default) or ``"mean_diff"``.
+    ax
+        Axes to draw into; default a new figure.
+    highlight
+        Colour features that are markers (``marker`` column) in one or both results.
+    xlabel, ylabel
+        Axis labels (the column name is appended).
+    point_size
+        Marker size.
+
+    Returns
+    -------
+    The matplotlib Axes; the title gives the Pearson correlation.
+    """
+    for name, de in (("pred", pred), ("obs", obs)):
+        if column not in de:
+            raise ValueError(f"{name} has no column {column!r}")
+    common = pred.index.intersection(obs.index, sort=False)
+    if len(common) == 0:
+        raise ValueError("pred and obs share no features")
+    x = obs.loc[common, column].to_numpy(float)
+    y = pred.loc[common, column].to_numpy(float)
+    ax = _axes(ax, (4.4, 4.2))
+    if highlight and "marker" in pred and "marker" in obs:
+        mp = pred.loc[common, "marker"].to_numpy(bool)
+        mo = obs.loc[common, "marker"].to_numpy(bool)
+        groups = [
+            (~mp & ~mo, "lightgrey", "other"),
+            (mo & ~mp, "tab:blue", "marker: observed only"),
+            (mp & ~mo, "tab:orange", "marker: predicted only"),
+            (mp & mo, "tab:red", "marker: both"),
+        ]
+        for mask, colour, label in groups:
+            if mask.any():
+                ax.scatter(x[mask], y[mask], s=point_size, color=colour, label=label, linewidths=0)
+        ax.legend(fontsize=7, frameon=False, markerscale=2)
+    else:
+        ax.scatter(x, y, s=point_size, color="tab:blue", linewidths=0)
+    finite = np.isfinite(x) & np.isfinite(y)
+    if finite.any():
+        lo = min(x[finite].min(), y[finite].min())
+        hi = max(x[finite].max(), y[finite].max())
+        ax.plot([lo, hi], [lo, hi], ls="--", lw=0.8, color="grey")
+    ax.axhline(0, lw=0.5, color="black")
+    ax.axvline(0, lw=0.5, color="black")
+    r, _ = effect_correlations(x, y)
+    ax.set_title(f"Pearson r = {r:.3f} ({len(common)} features)")
+    ax.set_xlabel(f"{xlabel} {column}")
+    ax.set_ylabel(f"{ylabel} {column}")
+    return ax
+
+
+def marker_overlap(
+    result: DEComparison, *, ax=None, labels: tuple[str, str] = ("predicted", "observed")
+):
+    """Bars of the marker overlap of :func:`transmodal.analysis.compare_differential`.
+
+    Per direction: markers in each result, their overlap and the overlap expected by
+    chance; the hypergeometric p-value and Jaccard index are written above.
+
+    Parameters
+    ----------
+    result
+        A :class:`~transmodal.analysis.DEComparison`.
+    ax
+        Axes to draw into; default a new figure.
+    labels
+        Names of the predicted and observed results.
+
+    Returns
+    -------
+    The matplotlib Axes.
+    """
+    ov = result.overlap
+    bars = [
+        ("n_pred", f"markers {labels[0]}", "tab:orange"),
+        ("n_obs", f"markers {labels[1]}", "tab:blue"),
+        ("n_overlap", "overlap", "tab:red"),
+        ("expected", "expected overlap", "lightgrey"),
+    ]
+    ax = _axes(ax, (5.0, 3.8))
+    pos = np.arange(len(DIRECTIONS))
+    width = 0.8 / len(bars)
+    for i, (col, label, colour) in enumerate(bars):
+        offset = (i - (len(bars) - 1) / 2) * width
+        ax.bar(pos + offset, ov.loc[list(DIRECTIONS), col], width, label=label, color=colour)
+    top = float(np.nanmax(ov[[b[0] for b in bars]].to_numpy(float)))
+    for p, d in zip(pos, DIRECTIONS):
+        row = ov.loc[d]
+        ax.text(p, top * 1.05 + 0.5, f"p = {row['pval']:.2g}\nJaccard {row['jaccard']:.2f}",
+                ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, top * 1.35 + 1)
+    ax.set_xticks(pos)
+    ax.set_xticklabels([f"{d} in group" for d in DIRECTIONS])
+    ax.set_ylabel("markers")
+    ax.set_title(f"marker overlap ({result.n_common} common features)", fontsize=10)
+    ax.legend(fontsize=7, frameon=False, loc="upper right", ncol=2)
+    return ax
+
+
+def coassociation(
+    result: ClusterRobustness, *, ax=None, cmap: str = "viridis", colorbar: bool = True
+):
+    """Heat map of the co-association matrix of :func:`transmodal.analysis.cluster_robustness`.
+
+    Rows and columns are ordered by the leaves of its average-linkage dendrogram, so stable
+    clusters show as bright diagonal blocks.
+
+    Parameters
+    ----------
+    result
+        A :class:`~transmodal.analysis.ClusterRobustness`.
+    ax
+        Axes to draw into; default a new figure.
+    cmap
+        Colour map.
+    colorbar
+        Draw a colour bar.
+
+    Returns
+    -------
+    The matplotlib Axes.
+    """
+    from scipy.cluster.hierarchy import leaves_list
+
+    order = leaves_list(result.linkage)
+    ax = _axes(ax, (4.8, 4.2))
+    im = ax.imshow(result.coassociation[np.ix_(order, order)], cmap=cmap, vmin=0, vmax=1,
+                   interpolation="nearest", aspect="auto")
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="co-association")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel(f"{len(order)} cells (dendrogram order)")
+    ax.set_title(f"suggested k = {result.suggested_k}")
+    return ax
+
+
+def lda(
+    data: AnnData | np.ndarray | Mapping[str, AnnData | np.ndarray],
+    clusters: str | Any,
+    *,
+    modality: str | Any | None = None,
+    use_rep: str | None = "X_transmodal",
+    ax=None,
+    point_size: float = 10.0,
+    title: str | None = None,
+    seed: int = 0,
+):
+    """Linear discriminant projection of a joint latent space, coloured by cluster.
+
+    The paper's Fig. 4b: :class:`sklearn.discriminant_analysis.LinearDiscriminantAnalysis`
+    is fitted on the latent coordinates of all cells with their cluster labels and the cells
+    are drawn on the first two discriminants, one marker shape per modality.  With two
+    clusters there is one discriminant: it is the x axis and the modalities are drawn as
+    jittered rows.
+
+    Parameters
+    ----------
+    data
+        The latent: an AnnData (``obsm[use_rep]``; ``X`` when ``use_rep=None``), an array,
+        or ``{modality: AnnData or array}`` (cells of all modalities are projected together).
+    clusters
+        Cluster labels: an ``obs`` key, an array over all cells, or ``{modality: labels}``.
+    modality
+        Single AnnData/array input: the modality of each cell (``obs`` key or array) to
+        draw with different markers.  Taken from the keys for a mapping.
+    use_rep
+        ``obsm`` key of AnnData inputs.
+    ax
+        Axes to draw into; default a new figure.
+    point_size
+        Marker size.
+    title
+        Axes title.
+    seed
+        Seed of the drawing order and of the jitter.
+
+    Returns
+    -------
+    The matplotlib Axes.
+    """
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    if isinstance(data, Mapping):
+        if not data:
+            raise ValueError("data is an empty mapping")
+        zs, labs, mods = [], [], []
+        for name, d in data.items():
+            if isinstance(clusters, Mapping) and name not in clusters:
+                raise ValueError(f"clusters has no entry for modality {name!r}")
+            z = get_latent(d, use_rep, f"modality {name!r}")
+            lab = clusters[name] if isinstance(clusters, Mapping) else clusters
+            zs.append(z)
+            labs.append(get_labels(d, lab, len(z), f"clusters of modality {name!r}"))
+            mods.append(np.full(len(z), str(name), dtype=object))
+        dims = {z.shape[1] for z in zs}
+        if len(dims) > 1:
+            raise ValueError(f"the modalities' latents have different dimensions {sorted(dims)}")
+        z, lab, mod = np.vstack(zs), np.concatenate(labs), np.concatenate(mods)
+    else:
+        z = get_latent(data, use_rep, "data")
+        lab = get_labels(data, clusters, len(z), "clusters")
+        mod = None if modality is None else get_labels(data, modality, len(z), "modality")
+    classes = sorted(set(lab.tolist()), key=str)
+    if len(classes) < 2:
+        raise ValueError(f"LDA needs at least 2 clusters, got {classes}")
+    lab = lab.astype(str)
+    n_comp = min(2, len(classes) - 1, z.shape[1])
+    xy = LinearDiscriminantAnalysis(n_components=n_comp).fit_transform(z, lab)
+    rng = np.random.default_rng(seed)
+    mod_names = [None] if mod is None else list(dict.fromkeys(mod.tolist()))
+    if n_comp == 1:
+        row = np.zeros(len(z)) if mod is None else np.array([mod_names.index(m) for m in mod], float)
+        xy = np.column_stack([xy[:, 0], row + rng.uniform(-0.3, 0.3, len(z))])
+
+    plt = _pyplot(None)
+    ax = _axes(ax, (5.0, 4.4))
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    colour = {str(c): cmap(i % cmap.N) for i, c in enumerate(classes)}
+    for j, m in enumerate(mod_names):
+        sel = np.ones(len(z), bool) if m is None else mod == m
+        idx = rng.permutation(np.flatnonzero(sel))
+        ax.scatter(xy[idx, 0], xy[idx, 1], s=point_size, c=[colour[v] for v in lab[idx]],
+                   marker=_MARKERS[j % len(_MARKERS)], linewidths=0, alpha=0.8)
+    handles = [ax.scatter([], [], s=25, color=colour[str(c)], label=str(c)) for c in classes]
+    outside = {"fontsize": 8, "frameon": False, "loc": "upper left"}  # legends right of the axes
+    legend = ax.legend(handles=handles, title="cluster", bbox_to_anchor=(1.01, 1.0), **outside)
+    if mod is not None:
+        ax.add_artist(legend)
+        shapes = [ax.scatter([], [], s=25, color="grey", marker=_MARKERS[j % len(_MARKERS)], label=str(m))
+                  for j, m in enumerate(mod_names)]
+        ax.legend(handles=shapes, title="modality", bbox_to_anchor=(1.01, 0.45), **outside)
+    ax.set_xlabel("LD1")
+    if n_comp == 1:
+        ax.set_ylabel("modality" if mod is not None else "")
+        ax.set_yticks(range(len(mod_names)) if mod is not None else [])
+        if mod is not None:
+            ax.set_yticklabels(mod_names)
+    else:
+        ax.set_ylabel("LD2")
+    if title:
+        ax.set_title(title)
+    return ax

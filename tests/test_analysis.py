@@ -1,0 +1,424 @@
+"""Tests for transmodal.analysis (and its plots) on small simulated data with known answers."""
+
+from __future__ import annotations
+
+import anndata as ad
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from scipy import sparse, stats  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+
+import transmodal as tm  # noqa: E402
+from transmodal.analysis import (  # noqa: E402
+    benjamini_hochberg,
+    cluster_robustness,
+    compare_differential,
+    differential_expression,
+    enrichment,
+    read_gmt,
+    top_markers,
+    translated_classifier_roc,
+    welch_ttest,
+)
+
+N_PER_GROUP, N_FEATURES = 60, 200
+UP, DOWN = np.arange(10), np.arange(10, 20)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+# ------------------------------------------------------------------------- data
+def de_data(seed: int = 0, up=UP, down=DOWN, shift: float = 3.0, sparse_x: bool = False) -> ad.AnnData:
+    """Two groups of log-like values; features ``up`` (``down``) are higher (lower) in "A"."""
+    rng = np.random.default_rng(seed)
+    x = rng.gamma(2.0, 0.5, size=(2 * N_PER_GROUP, N_FEATURES))
+    x[:N_PER_GROUP, up] += shift
+    x[N_PER_GROUP:, down] += shift
+    x[rng.random(x.shape) < 0.2] = 0.0  # dropouts, so a sparse matrix is sparse
+    group = np.array(["A"] * N_PER_GROUP + ["B"] * N_PER_GROUP)
+    obs = pd.DataFrame({"group": pd.Categorical(group)}, index=[f"c{i}" for i in range(len(group))])
+    var = pd.DataFrame(index=[f"g{j}" for j in range(N_FEATURES)])
+    return ad.AnnData(X=sparse.csr_matrix(x) if sparse_x else x, obs=obs, var=var)
+
+
+def names(idx) -> set[str]:
+    return {f"g{j}" for j in idx}
+
+
+def blobs(n_per: int = 50, seed: int = 0, dims: int = 2, sep: float = 8.0):
+    rng = np.random.default_rng(seed)
+    centers = sep * np.eye(3, dims)
+    labels = np.repeat(np.arange(3), n_per)
+    return centers[labels] + rng.normal(size=(3 * n_per, dims)), labels
+
+
+def de_frame(up: list[str], down: list[str], universe: list[str]) -> pd.DataFrame:
+    """A minimal differential_expression-like table with the given significant markers."""
+    rows = {}
+    for i, g in enumerate(universe):
+        sign = 1 if g in up else -1 if g in down else 0
+        sig = sign != 0
+        rows[g] = {
+            "mean_diff": sign * (2.0 - i / 1000),
+            "t": sign * (10.0 - i / 100) if sig else 0.1,
+            "pval": 1e-6 * (1 + i) if sig else 0.5,
+            "pval_adj": 1e-4 if sig else 0.9,
+            "direction": "up" if sign > 0 else "down" if sign < 0 else "none",
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# --------------------------------------------------------------- statistics
+def test_benjamini_hochberg_hand_example():
+    # sorted p: .005 .01 .03 .04 .5 -> m p / rank: .025 .025 .05 .05 .5 (already monotone)
+    p = [0.01, 0.04, 0.03, 0.005, 0.5]
+    np.testing.assert_allclose(benjamini_hochberg(p), [0.025, 0.05, 0.05, 0.025, 0.5])
+    # the running minimum from the largest p down: 3 * .02 / 2 = .03 > 3 * .03 / 3 = .03
+    np.testing.assert_allclose(benjamini_hochberg([0.01, 0.02, 0.03]), [0.03, 0.03, 0.03])
+    np.testing.assert_allclose(benjamini_hochberg([0.9, 0.8]), [0.9, 0.9])
+    out = benjamini_hochberg([0.01, np.nan, 0.02])
+    assert np.isnan(out[1]) and np.allclose(out[[0, 2]], [0.02, 0.02])
+
+
+def test_benjamini_hochberg_matches_scipy_and_validates():
+    p = np.random.default_rng(1).random(300) ** 3
+    np.testing.assert_allclose(benjamini_hochberg(p), stats.false_discovery_control(p, method="bh"))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        benjamini_hochberg([0.5, 1.2])
+
+
+def test_welch_ttest_matches_scipy():
+    rng = np.random.default_rng(2)
+    a = rng.normal(0.0, 1.0, size=(12, 30))
+    b = rng.normal(0.4, 2.5, size=(31, 30))
+    t, p = welch_ttest(a.mean(0), a.var(0, ddof=1), 12, b.mean(0), b.var(0, ddof=1), 31)
+    ref = stats.ttest_ind(a, b, equal_var=False)
+    np.testing.assert_allclose(t, ref.statistic, rtol=1e-10)
+    np.testing.assert_allclose(p, ref.pvalue, rtol=1e-10)
+    # constant features: equal means -> p = 1, different means -> p = 0
+    t, p = welch_ttest(np.array([1.0, 1.0]), np.zeros(2), 5, np.array([1.0, 2.0]), np.zeros(2), 5)
+    assert p.tolist() == [1.0, 0.0] and t[0] == 0 and t[1] == -np.inf
+
+
+# -------------------------------------------------------------------------- DE
+@pytest.mark.parametrize("sparse_x", [False, True])
+def test_differential_expression_matches_scipy_and_finds_shifted_features(sparse_x):
+    adata = de_data(sparse_x=sparse_x)
+    # a tiny block forces many column chunks
+    de = differential_expression(adata, "group", "A", "B", block_bytes=8 * N_PER_GROUP * 7)
+    assert list(de.columns) == [
+        "mean_group", "mean_reference", "mean_diff", "log2fc", "t", "pval", "pval_adj", "direction", "marker",
+    ]
+    x = adata.X.toarray() if sparse_x else adata.X
+    ref = stats.ttest_ind(x[:N_PER_GROUP], x[N_PER_GROUP:], equal_var=False)
+    d = de.loc[adata.var_names]
+    np.testing.assert_allclose(d["t"], ref.statistic, rtol=1e-9)
+    np.testing.assert_allclose(d["pval"], ref.pvalue, rtol=1e-9, atol=1e-300)
+    np.testing.assert_allclose(d["pval_adj"], stats.false_discovery_control(ref.pvalue), rtol=1e-9)
+    np.testing.assert_allclose(d["mean_diff"], x[:N_PER_GROUP].mean(0) - x[N_PER_GROUP:].mean(0))
+    assert np.all(np.diff(de["pval"].to_numpy()) >= 0)  # sorted by significance
+
+    markers = top_markers(de)
+    for direction, truth in (("up", UP), ("down", DOWN)):
+        assert set(markers[direction][:10]) == names(truth)  # the shifted features come first
+        assert len(markers[direction]) <= 11  # BH at 5 %: at most a stray null feature
+    assert set(de.index[de["marker"]]) == set(markers["up"]) | set(markers["down"])
+    assert de.attrs["n_group"] == de.attrs["n_reference"] == N_PER_GROUP
+
+
+def test_differential_expression_sparse_equals_dense_and_rest():
+    dense = differential_expression(de_data(), "group", "A")
+    sp = differential_expression(de_data(sparse_x=True), "group", "A", "rest")
+    pd.testing.assert_frame_equal(dense, sp, check_exact=False, rtol=1e-10)
+    swapped = differential_expression(de_data(), "group", "B", "A")
+    np.testing.assert_allclose(swapped.loc[dense.index, "mean_diff"], -dense["mean_diff"])
+
+
+def test_log2_fold_change_definitions():
+    adata = de_data()
+    de = differential_expression(adata, "group", "A", "B")
+    np.testing.assert_allclose(de["log2fc"], de["mean_diff"] / np.log(2))  # log1p, pseudocount 1
+    lin = differential_expression(adata, "group", "A", "B", log1p=False, pseudocount=0.5)
+    expected = np.log2((lin["mean_group"] + 0.5) / (lin["mean_reference"] + 0.5))
+    np.testing.assert_allclose(lin["log2fc"], expected)
+    np.testing.assert_allclose(lin["t"], de["t"])  # the test itself does not change
+
+
+def test_top_markers_limits_and_layer():
+    adata = de_data()
+    adata.layers["raw"] = adata.X * 2
+    de = differential_expression(adata, "group", "A", "B", layer="raw", n_top=3)
+    assert de["marker"].sum() == 6
+    m = top_markers(de)
+    assert len(m["up"]) == 3 and set(m["up"]) <= names(UP)
+    ordered = de.loc[m["up"], "pval"].to_numpy()
+    assert np.all(np.diff(ordered) >= 0)
+    assert top_markers(de, n_top=50, alpha=1e-300) == {"up": [], "down": []}
+    labels = adata.obs["group"].to_numpy()
+    by_array = differential_expression(adata, labels, ["A"], ["B"], layer="raw")
+    pd.testing.assert_series_equal(by_array["t"], de["t"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"groupby": "nope", "group": "A"}, "obs key 'nope'"),
+        ({"groupby": "group", "group": "C"}, r"group: label\(s\) \['C'\] not found"),
+        ({"groupby": "group", "group": "A", "reference": "A"}, "share cells"),
+        ({"groupby": "group", "group": "A", "layer": "counts"}, "layer 'counts' not found"),
+        ({"groupby": "group", "group": "A", "alpha": 0}, "alpha"),
+        ({"groupby": "group", "group": "A", "n_top": 0}, "n_top"),
+    ],
+)
+def test_differential_expression_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        differential_expression(de_data(), **kwargs)
+
+
+def test_differential_expression_needs_two_cells_per_group():
+    adata = de_data()
+    adata.obs["one"] = ["solo"] + ["other"] * (adata.n_obs - 1)
+    with pytest.raises(ValueError, match="at least 2 cells"):
+        differential_expression(adata, "one", "solo")
+
+
+# -------------------------------------------------------------- comparison
+def test_compare_differential_overlap_against_hypergeometric():
+    universe = [f"g{i}" for i in range(100)]
+    pred = de_frame(universe[:10], universe[50:55], universe)
+    obs = de_frame(universe[:5] + universe[10:15], universe[60:65], universe)
+    res = compare_differential(pred, obs)
+    up, down = res.overlap.loc["up"], res.overlap.loc["down"]
+    assert (up["n_pred"], up["n_obs"], up["n_overlap"]) == (10, 10, 5)
+    assert up["jaccard"] == pytest.approx(5 / 15)
+    assert up["expected"] == pytest.approx(1.0)
+    assert up["pval"] == pytest.approx(stats.hypergeom.sf(4, 100, 10, 10))
+    assert up["pval"] < 1e-3
+    assert down["n_overlap"] == 0 and down["pval"] == 1.0 and down["jaccard"] == 0
+    assert res.n_common == 100
+    assert res.to_dict()["overlap"]["up"]["n_overlap"] == 5
+
+
+def test_compare_differential_on_replicates_and_disjoint_effects():
+    obs = differential_expression(de_data(seed=0), "group", "A", "B")
+    pred = differential_expression(de_data(seed=1), "group", "A", "B")
+    same = compare_differential(pred, obs)
+    assert same.pearson > 0.9 and same.spearman > 0.15  # 180 null features dilute Spearman
+    assert (same.overlap["n_overlap"] >= 10).all()
+    assert (same.overlap["pval"] < 1e-6).all()
+
+    other = differential_expression(de_data(seed=1, up=np.arange(100, 110), down=np.arange(110, 120)),
+                                    "group", "A", "B")
+    diff = compare_differential(other, obs)
+    assert (diff.overlap["n_overlap"] == 0).all() and (diff.overlap["pval"] == 1.0).all()
+    assert abs(diff.pearson) < 0.3
+
+    # only common features count
+    sub = compare_differential(pred.iloc[::2], obs)
+    assert sub.n_common == N_FEATURES // 2
+    with pytest.raises(ValueError, match="share 0 features"):
+        compare_differential(pred.rename(index=lambda g: "x" + g), obs)
+
+
+# -------------------------------------------------------------------- ROC
+def roc_data(seed: int, n: int = 120, separation: float = 3.0, n_classes: int = 2):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % n_classes
+    x = rng.normal(size=(n, 8))
+    x[:, :n_classes] += separation * np.eye(n_classes)[y]
+    return x, np.array([f"t{c}" for c in y])
+
+
+def test_roc_separable_and_random():
+    x, y = roc_data(0)
+    xt, yt = roc_data(1)
+    res = translated_classifier_roc(x, y, xt, yt)
+    assert res.positive == "t1" and list(res.curves) == ["t1"]
+    assert res.auc > 0.95
+    curve = res.curves["t1"]
+    assert curve.fpr[0] == 0 and curve.tpr[-1] == 1 and len(curve.fpr) == len(curve.thresholds)
+    assert (res.n_train, res.n_test) == (120, 120)
+
+    shuffled = np.random.default_rng(2).permutation(yt)
+    rand = translated_classifier_roc(x, y, xt, shuffled)
+    assert abs(rand.auc - 0.5) < 0.15
+
+    flipped = translated_classifier_roc(x, y, xt, yt, positive="t0")
+    assert flipped.auc == pytest.approx(res.auc)
+
+
+def test_roc_multiclass_anndata_and_feature_order():
+    x, y = roc_data(0, n_classes=3)
+    xt, yt = roc_data(1, n_classes=3)
+    var = pd.DataFrame(index=[f"f{j}" for j in range(8)])
+    real = ad.AnnData(x, obs=pd.DataFrame({"cl": y}, index=[f"r{i}" for i in range(len(y))]), var=var)
+    trans = ad.AnnData(xt, obs=pd.DataFrame({"cl": yt}, index=[f"t{i}" for i in range(len(yt))]), var=var)
+    res = translated_classifier_roc(real, "cl", trans, "cl", classifier=LogisticRegression())
+    assert res.positive is None and set(res.curves) == {"t0", "t1", "t2"}
+    assert res.auc == pytest.approx(np.mean(list(res.auc_per_class.values())))
+    assert res.auc > 0.95
+    reordered = trans[:, trans.var_names[::-1]].copy()
+    again = translated_classifier_roc(real, "cl", reordered, "cl", classifier=LogisticRegression())
+    assert again.auc == pytest.approx(res.auc)
+    # default random forest, sparse input
+    rf = translated_classifier_roc(sparse.csr_matrix(x), y, sparse.csr_matrix(xt), yt, seed=3)
+    assert rf.auc > 0.9
+
+
+def test_roc_errors():
+    x, y = roc_data(0)
+    xt, yt = roc_data(1)
+    with pytest.raises(ValueError, match=r"never saw: \['t9'\]"):
+        translated_classifier_roc(x, y, xt, np.where(yt == "t0", "t9", yt))
+    with pytest.raises(ValueError, match="all have label"):
+        translated_classifier_roc(x, y, xt, np.full(len(yt), "t0"))
+    with pytest.raises(ValueError, match="positive="):
+        translated_classifier_roc(x, y, xt, yt, positive="t7")
+    with pytest.raises(ValueError, match="features"):
+        translated_classifier_roc(x, y, xt[:, :5], yt)
+    with pytest.raises(ValueError, match="120 cells"):
+        translated_classifier_roc(x, y[:10], xt, yt)
+
+
+# ------------------------------------------------------------- enrichment
+def gene_sets(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    universe = [f"G{i}" for i in range(1000)]
+    sets = {f"set{k}": rng.choice(universe, 30, replace=False).tolist() for k in range(20)}
+    planted = sets["set7"][:15]
+    others = [g for g in rng.permutation(universe) if g not in sets["set7"]][:5]
+    return universe, sets, planted + others
+
+
+def test_enrichment_ranks_planted_set_first():
+    universe, sets, markers = gene_sets()
+    res = enrichment(markers, sets, universe=universe)
+    assert list(res.columns) == [
+        "set", "size", "overlap", "expected", "fold_enrichment", "pval", "pval_adj", "genes",
+    ]
+    top = res.iloc[0]
+    assert top["set"] == "set7" and top["overlap"] >= 15 and top["pval_adj"] < 1e-10
+    assert set(sets["set7"][:15]) <= set(top["genes"])
+    assert top["pval"] == pytest.approx(stats.hypergeom.sf(top["overlap"] - 1, 1000, 30, 20))
+    assert (res["pval_adj"].iloc[1:] > 0.05).all()
+    np.testing.assert_allclose(res["pval_adj"], stats.false_discovery_control(res["pval"]))
+    assert res.attrs["n_universe"] == 1000 and res.attrs["n_markers"] == 20
+
+
+def test_read_gmt_and_enrichment_from_file(tmp_path):
+    _, sets, markers = gene_sets()
+    path = tmp_path / "sets.gmt"
+    path.write_text("".join(f"{k}\tdescription {k}\t" + "\t".join(v) + "\n" for k, v in sets.items()) + "\n")
+    assert read_gmt(path) == sets
+    res = enrichment(markers, str(path), min_size=5, max_size=100)  # universe: annotated genes
+    assert res.iloc[0]["set"] == "set7"
+    assert res.attrs["n_universe"] == len(set().union(*map(set, sets.values())))
+
+    bad = tmp_path / "bad.gmt"
+    bad.write_text("only_a_name\n")
+    with pytest.raises(ValueError, match="bad.gmt:1"):
+        read_gmt(bad)
+    bad.write_text("a\td\tx\na\td\ty\n")
+    with pytest.raises(ValueError, match="appears twice"):
+        read_gmt(bad)
+    with pytest.raises(ValueError, match="none of the markers"):
+        enrichment(["nope"], sets)
+    with pytest.raises(ValueError, match="list of gene names"):
+        enrichment({"up": markers}, sets)
+
+
+# ------------------------------------------------------------- robustness
+def test_cluster_robustness_three_blobs():
+    x, labels = blobs()
+    res = cluster_robustness(x, n_init=3, seed=0)
+    assert res.suggested_k == res.silhouette_k == res.bic_k == 3
+    assert list(res.silhouette.index) == list(range(2, 9))
+    assert list(res.bic.index) == [1, 2, 3, 4, 5]
+    c = res.coassociation
+    assert c.shape == (150, 150) and np.allclose(c, c.T) and np.allclose(np.diag(c), 1)
+    same = labels[:, None] == labels[None, :]
+    assert c[same].mean() > 0.6 and c[~same].mean() < 0.15
+    # 3 methods x 7 k, spectral on 4 k-NN graphs: 7 + 7 + 4 * 7
+    assert res.partitions.shape == (150, 42)
+    assert pd.crosstab(res.labels, labels).gt(0).sum(1).eq(1).all()  # consensus = truth
+    assert res.to_dict()["suggested_k"] == 3
+
+
+def test_cluster_robustness_subsample_fixed_k_and_anndata():
+    x, _ = blobs()
+    adata = ad.AnnData(np.zeros((len(x), 1)), obsm={"X_transmodal": x})
+    res = cluster_robustness(adata, n_clusters=3, max_cells=60, knn=(10, 100), n_init=2)
+    assert len(res.indices) == 60 and np.all(np.diff(res.indices) > 0)
+    assert res.coassociation.shape == (60, 60)
+    # knn = 100 >= 60 cells is skipped
+    assert list(res.partitions.columns) == ["kmeans_k3", "gmm_k3", "spectral_knn10_k3"]
+    assert res.suggested_k == 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"methods": ("kmeans", "dbscan")}, "methods"),
+        ({"k_range": [1, 500]}, "k_range has no number"),
+        ({"n_clusters": 1}, "n_clusters"),
+        ({"use_rep": "X_pca"}, "obsm key 'X_pca'"),
+    ],
+)
+def test_cluster_robustness_errors(kwargs, match):
+    x, _ = blobs(n_per=10)
+    data = ad.AnnData(np.zeros((len(x), 1)), obsm={"X_transmodal": x}) if "use_rep" in kwargs else x
+    with pytest.raises(ValueError, match=match):
+        cluster_robustness(data, n_init=1, **kwargs)
+
+
+# ------------------------------------------------------------------- plots
+def test_analysis_plots_return_axes():
+    from matplotlib.axes import Axes
+
+    x, y = roc_data(0)
+    xt, yt = roc_data(1)
+    assert isinstance(tm.pl.roc(translated_classifier_roc(x, y, xt, yt)), Axes)
+    x3, y3 = roc_data(0, n_classes=3)
+    assert isinstance(tm.pl.roc(translated_classifier_roc(x3, y3, x3, y3)), Axes)
+
+    obs = differential_expression(de_data(seed=0), "group", "A", "B")
+    pred = differential_expression(de_data(seed=1), "group", "A", "B")
+    fig, axes = plt.subplots(1, 2)
+    assert tm.pl.de_scatter(pred, obs, ax=axes[0]) is axes[0]
+    assert tm.pl.marker_overlap(compare_differential(pred, obs), ax=axes[1]) is axes[1]
+    assert isinstance(tm.pl.de_scatter(pred, obs, column="mean_diff", highlight=False), Axes)
+
+    xb, _ = blobs(n_per=20)
+    assert isinstance(tm.pl.coassociation(cluster_robustness(xb, n_init=1, knn=(10,))), Axes)
+
+
+def test_lda_plot():
+    from matplotlib.axes import Axes
+
+    z, labels = blobs(dims=6)
+    half = len(z) // 2
+    rna = ad.AnnData(np.zeros((half, 1)), obsm={"X_transmodal": z[:half]})
+    rna.obs["cl"] = labels[:half].astype(str)
+    img = z[half:]
+    ax = tm.pl.lda({"rna": rna, "image": img}, {"rna": "cl", "image": labels[half:]}, title="LDA")
+    assert isinstance(ax, Axes) and ax.get_xlabel() == "LD1" and ax.get_ylabel() == "LD2"
+    assert len(ax.collections) >= 2  # one scatter per modality
+
+    two = labels < 2  # two clusters: one discriminant, modalities as rows
+    mod = np.where(np.arange(len(z)) < half, "rna", "image")[two]
+    ax = tm.pl.lda(z[two], labels[two], modality=mod)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["rna", "image"]
+    with pytest.raises(ValueError, match="at least 2 clusters"):
+        tm.pl.lda(z, np.zeros(len(z)))
+    with pytest.raises(ValueError, match="no entry for modality 'image'"):
+        tm.pl.lda({"rna": rna, "image": img}, {"rna": "cl"})
