@@ -5,7 +5,7 @@ space aligned adversarially, translation ``i -> j = D_j(E_i(x))`` (Yang et al., 
 12:31, 2021).
 """
 
-from . import analysis, baselines, datasets, metrics, plotting
+from . import analysis, baselines, datasets, images, metrics, plotting
 from . import plotting as pl
 from .data import Modality
 from .model import CrossModalAE
@@ -25,6 +25,7 @@ __all__ = [
     "analysis",
     "baselines",
     "datasets",
+    "images",
     "metrics",
     "pl",
     "plotting",

@@ -1,0 +1,191 @@
+"""Image and label files: finding image / mask pairs, reading and validating the arrays."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+MASK_FOLDERS = ("labels", "masks")
+
+PathLike = str | os.PathLike
+
+
+def imread(path: PathLike) -> np.ndarray:
+    """Read one image file: TIFF through :mod:`tifffile`, anything else through :mod:`skimage.io`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"image file not found: {path}")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            return np.asarray(tifffile.imread(path))
+        import skimage.io
+
+        return np.asarray(skimage.io.imread(path))
+    except Exception as err:  # unreadable or corrupt file
+        raise ValueError(f"cannot read image file {path}: {err}") from err
+
+
+def read_labels(path: PathLike) -> np.ndarray:
+    """Read an instance label image (0 = background, 1..N = one nucleus each) and validate it.
+
+    Returns a non-negative integer array of 2 or 3 dimensions.
+    """
+    labels = imread(path)
+    if labels.ndim not in (2, 3):
+        raise ValueError(
+            f"mask {path}: expected a 2-D or 3-D instance label image, got shape {labels.shape}"
+        )
+    if labels.ndim == 3 and Path(path).suffix.lower() not in (".tif", ".tiff"):
+        raise ValueError(
+            f"mask {path}: a colour image of shape {labels.shape}, not an instance label image "
+            "(3-D label stacks must be TIFF files)"
+        )
+    if labels.dtype == bool:
+        raise ValueError(
+            f"mask {path}: binary mask, not an instance label image; label it first "
+            "(e.g. skimage.measure.label) so that every nucleus has its own integer id"
+        )
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
+            raise ValueError(f"mask {path}: label values must be integers, got non-integral floats")
+        labels = labels.astype(np.int64)
+    elif labels.dtype.kind not in "iu":
+        raise ValueError(f"mask {path}: label image must be of integer type, got {labels.dtype}")
+    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
+        raise ValueError(f"mask {path}: label values must be >= 0 (0 = background)")
+    return labels
+
+
+def to_channels_first(
+    image: np.ndarray,
+    spatial_shape: tuple[int, ...],
+    *,
+    channel_axis: int | None = None,
+    channels: Sequence[int] | None = None,
+    path: PathLike = "<array>",
+) -> np.ndarray:
+    """Bring ``image`` to ``(channels, *spatial_shape)`` and keep the ``channels`` asked for.
+
+    An image with the mask's shape has one channel. An image with one axis more has its channels
+    on ``channel_axis``, or, if that is ``None``, on the one axis whose removal leaves the mask's
+    shape (the last axis is preferred, then the first).
+    """
+    if image.shape == tuple(spatial_shape):
+        image = image[None]
+    elif image.ndim == len(spatial_shape) + 1:
+        if channel_axis is None:
+            candidates = [
+                ax
+                for ax in (image.ndim - 1, *range(image.ndim - 1))
+                if image.shape[:ax] + image.shape[ax + 1 :] == tuple(spatial_shape)
+            ]
+            if not candidates:
+                raise ValueError(
+                    f"image {path}: shape {image.shape} does not match its mask's shape "
+                    f"{tuple(spatial_shape)} with or without a channel axis"
+                )
+            channel_axis = candidates[0]
+        if not -image.ndim <= channel_axis < image.ndim:
+            raise ValueError(
+                f"image {path}: channel_axis={channel_axis} is out of range for {image.ndim} axes"
+            )
+        image = np.moveaxis(image, channel_axis, 0)
+        if image.shape[1:] != tuple(spatial_shape):
+            raise ValueError(
+                f"image {path}: shape without the channel axis {image.shape[1:]} differs from its "
+                f"mask's shape {tuple(spatial_shape)}"
+            )
+    else:
+        raise ValueError(
+            f"image {path}: shape {image.shape} does not match its mask's shape {tuple(spatial_shape)}"
+        )
+    if channels is not None:
+        idx = np.asarray(channels, dtype=int).ravel()
+        if idx.size == 0 or idx.min() < -image.shape[0] or idx.max() >= image.shape[0]:
+            raise ValueError(
+                f"image {path}: channels={list(channels)} out of range for {image.shape[0]} channel(s)"
+            )
+        image = image[idx]
+    return image
+
+
+def _image_files(folder: Path) -> dict[str, Path]:
+    files = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+            if f.stem in files:
+                raise ValueError(
+                    f"two files with image id {f.stem!r} in {folder}: {files[f.stem].name}, {f.name}"
+                )
+            files[f.stem] = f
+    return files
+
+
+def find_pairs(
+    images: PathLike | Sequence[PathLike] | Sequence[tuple[PathLike, PathLike]],
+    masks: PathLike | Sequence[PathLike] | None = None,
+) -> list[tuple[str, Path, Path]]:
+    """Resolve the inputs of :func:`~transmodal.images.read_nuclei` to ``(image_id, image, mask)``.
+
+    Accepted forms: a list of ``(image, mask)`` pairs; two lists of equal length; an image folder
+    and a mask folder (files matched by name without suffix); or one folder holding ``images/``
+    and ``labels/`` (or ``masks/``) sub-folders. The image id is the image file name without its
+    suffix and must be unique.
+    """
+    if isinstance(images, (str, os.PathLike)):
+        folder = Path(images)
+        if not folder.is_dir():
+            raise ValueError(f"images: {folder} is not a folder (pass a folder or a list of files)")
+        if masks is None:
+            sub = [folder / m for m in MASK_FOLDERS if (folder / m).is_dir()]
+            if not (folder / "images").is_dir() or not sub:
+                raise ValueError(
+                    f"images: {folder} must hold 'images/' and 'labels/' (or 'masks/') sub-folders "
+                    "when no mask folder is given"
+                )
+            folder, mask_folder = folder / "images", sub[0]
+        else:
+            if not isinstance(masks, (str, os.PathLike)) or not Path(masks).is_dir():
+                raise ValueError(f"masks: {masks!r} must be a folder when images is a folder")
+            mask_folder = Path(masks)
+        image_files, mask_files = _image_files(folder), _image_files(mask_folder)
+        if not image_files:
+            raise ValueError(f"images: no {'/'.join(IMAGE_SUFFIXES)} files in {folder}")
+        missing = [k for k in image_files if k not in mask_files]
+        if missing:
+            raise ValueError(
+                f"masks: no mask in {mask_folder} for {len(missing)} image(s) of {folder}, "
+                f"e.g. {missing[:3]}"
+            )
+        pairs = [(image_files[k], mask_files[k]) for k in image_files]
+    else:
+        items = list(images)
+        if masks is None:
+            if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in items):
+                raise ValueError("images: a list must hold (image, mask) pairs when masks is None")
+            pairs = [(Path(i), Path(m)) for i, m in items]
+        else:
+            if isinstance(masks, (str, os.PathLike)) and Path(masks).is_dir():
+                raise ValueError(
+                    f"masks: {masks} is a folder; a mask folder goes with an image folder, a list of "
+                    "images with a list of masks"
+                )
+            mask_items = [masks] if isinstance(masks, (str, os.PathLike)) else list(masks)
+            if len(mask_items) != len(items):
+                raise ValueError(f"images and masks differ in length: {len(items)} != {len(mask_items)}")
+            pairs = [(Path(i), Path(m)) for i, m in zip(items, mask_items)]
+        if not pairs:
+            raise ValueError("images: no image given")
+    out, seen = [], {}
+    for image, mask in pairs:
+        if image.stem in seen:
+            raise ValueError(f"images: duplicate image id {image.stem!r} ({seen[image.stem]} and {image})")
+        seen[image.stem] = image
+        out.append((image.stem, image, mask))
+    return out

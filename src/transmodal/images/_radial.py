@@ -1,0 +1,223 @@
+"""Radial chromatin profiles: mean intensity in shells from the nuclear centre to the periphery."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import ndimage as ndi
+
+RULE = (
+    "shells of equal distance to the nuclear boundary (Euclidean distance transform of the mask; "
+    "one shell per distance value, or per shell_width band); the mean intensity of each shell "
+    "placed at the shell's mid {kind} fraction counted from the centre, interpolated linearly, "
+    "averaged over {n} equal {kind}-fraction bins (centre 0% to periphery 100%), then divided "
+    "by its maximum"
+)
+
+
+def shell_names(n_bins: int = 10) -> list[str]:
+    """Names of the radial bins, centre first: ``shell_0-10%`` ... ``shell_90-100%`` for 10 bins.
+
+    The same names as the variables of the T-cell radial chromatin data of Yang et al. (2021).
+    """
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"n_bins={n_bins!r}: expected a positive integer")
+    edges = np.linspace(0.0, 100.0, int(n_bins) + 1)
+    return [f"shell_{a:g}-{b:g}%" for a, b in itertools.pairwise(edges)]
+
+
+def radial_profile(
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    spacing: Sequence[float] | None = None,
+    shell_width: float | None = None,
+    n_bins: int = 10,
+) -> np.ndarray:
+    """Radial intensity profile of one nucleus, from its centre (first bin) to its periphery.
+
+    The nucleus is eroded in shells from the periphery inwards: the Euclidean distance of each
+    pixel (voxel) to the nearest pixel outside ``mask`` defines its shell (one shell per distinct
+    distance, or per band of ``shell_width``). Each shell covers an interval of the area (2-D)
+    or volume (3-D) fraction of the nucleus counted from the centre; its mean intensity is
+    placed at the interval's midpoint, the points are joined linearly (constant before the
+    first and after the last), and the curve is averaged over ``n_bins`` equal fractions (bin 0
+    = the innermost 10 % of the area or volume for 10 bins). The profile is then divided by its
+    maximum.
+
+    This follows Yang et al. (2021) (erosion shells, mean intensity per shell, linear
+    interpolation onto volume fractions), except that the normalisation comes last, so that
+    every profile has a maximum of exactly 1. Thick shells of small nuclei (the outer pixel
+    layer of a 10-pixel-radius disc is 19 % of its area) limit the resolution: linear and
+    quadratic radial intensities on discs and balls of radius 20 give profiles within 0.01 of
+    the analytic ones, within 0.03 at radius 10 and 0.07 at radius 6.
+
+    Parameters
+    ----------
+    image
+        Intensities, the shape of ``mask`` (one channel).
+    mask
+        The nucleus (nonzero = inside). The array border counts as outside.
+    spacing
+        Pixel (voxel) size per axis, for anisotropic z-stacks (default 1 on every axis).
+    shell_width
+        Width of a shell in units of ``spacing`` (the paper erodes 0.5 um per step; default:
+        one shell per distinct distance, the finest possible).
+    n_bins
+        Number of equal area- (volume-) fraction bins.
+
+    Returns
+    -------
+    ``(n_bins,)`` float64 profile with maximum 1; all NaN for an empty mask or a nucleus with
+    no positive intensity.
+    """
+    image, mask = np.asarray(image, dtype=np.float64), np.asarray(mask).astype(bool)
+    if image.shape != mask.shape:
+        raise ValueError(f"image shape {image.shape} differs from mask shape {mask.shape}")
+    names = shell_names(n_bins)
+    if not mask.any():
+        return np.full(len(names), np.nan)
+    if spacing is not None and len(spacing) != mask.ndim:
+        raise ValueError(f"spacing={spacing!r}: expected {mask.ndim} values, one per axis")
+    if shell_width is not None and not shell_width > 0:
+        raise ValueError(f"shell_width={shell_width!r}: expected a positive number")
+    inner = (slice(1, -1),) * mask.ndim
+    dist = ndi.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[inner][mask]
+    key = dist if shell_width is None else np.ceil(dist / shell_width - 1e-9)
+    _, shell = np.unique(-key, return_inverse=True)  # shell 0 = the centre
+    counts = np.bincount(shell.ravel())
+    means = np.bincount(shell.ravel(), weights=image[mask]) / counts
+    bounds = np.concatenate([[0.0], np.cumsum(counts)]) / counts.sum()
+    # shell means at their mid fractions, linear in between, constant beyond the end shells;
+    # the bin value is the average of that curve over the bin (trapezoids on all knots)
+    knots = np.concatenate([[0.0], (bounds[:-1] + bounds[1:]) / 2, [1.0]])
+    values = np.concatenate([means[:1], means, means[-1:]])
+    edges = np.linspace(0.0, 1.0, len(names) + 1)
+    grid = np.union1d(knots, edges)
+    curve = np.interp(grid, knots, values)
+    integral = np.concatenate([[0.0], np.cumsum(np.diff(grid) * (curve[1:] + curve[:-1]) / 2)])
+    profile = np.diff(np.interp(edges, grid, integral)) / np.diff(edges)
+    top = profile.max()
+    return profile / top if top > 0 else np.full(len(names), np.nan)
+
+
+def radial_profiles(
+    data: AnnData | np.ndarray,
+    labels: np.ndarray | None = None,
+    *,
+    crops_key: str = "crops",
+    masks_key: str = "masks",
+    channel: int = 0,
+    spacing: Sequence[float] | None = None,
+    shell_width: float | None = None,
+    n_bins: int = 10,
+) -> AnnData:
+    """Radial chromatin profiles of many nuclei (see :func:`radial_profile` for the rule).
+
+    Parameters
+    ----------
+    data
+        The AnnData of :func:`~transmodal.images.read_nuclei` (crops in ``obsm[crops_key]``,
+        masks in ``obsm[masks_key]``; without masks, the nucleus is where the crop is > 0), or
+        one image array (one channel) with ``labels``.
+    labels
+        Instance label image of the shape of ``data`` when ``data`` is an array (0 =
+        background; a boolean mask is one nucleus).
+    crops_key, masks_key
+        Keys of the crops ``(n, channels, *spatial)`` and masks ``(n, *spatial)`` in ``obsm``.
+    channel
+        Channel of the crops to profile (the DNA stain).
+    spacing, shell_width, n_bins
+        See :func:`radial_profile`. Crops downscaled by
+        :func:`~transmodal.images.read_nuclei` are profiled on their own grid (the profile is
+        scale-free).
+
+    Returns
+    -------
+    AnnData ``n_nuclei x n_bins`` (float32 ``X``; ``var_names`` ``shell_0-10%`` ...
+    ``shell_90-100%``, as in the published T-cell profiles, so that both are one modality).
+    ``obs`` is a copy of ``data.obs``, or for arrays one row per label (``obs["label"]``).
+    ``var["area_fraction"]`` (2-D) or ``var["volume_fraction"]`` (3-D) names the bin;
+    ``uns["radial"]`` holds the rule and settings. Nuclei without signal get NaN (with a
+    warning).
+    """
+    names = shell_names(n_bins)
+    kw = {"spacing": spacing, "shell_width": shell_width, "n_bins": n_bins}
+    if isinstance(data, AnnData):
+        if labels is not None:
+            raise ValueError("labels: only for an image array; an AnnData carries its masks in obsm")
+        if crops_key not in data.obsm:
+            raise ValueError(f"obsm[{crops_key!r}] not found (keys: {list(data.obsm.keys())})")
+        crops = np.asarray(data.obsm[crops_key])
+        if crops.ndim not in (4, 5):
+            raise ValueError(
+                f"obsm[{crops_key!r}]: expected (n, channels, [D,] H, W), got shape {crops.shape}"
+            )
+        if not -crops.shape[1] <= channel < crops.shape[1]:
+            raise ValueError(
+                f"channel={channel}: out of range for {crops.shape[1]} channel(s) in obsm[{crops_key!r}]"
+            )
+        crops = crops[:, channel]
+        if masks_key in data.obsm:
+            masks = np.asarray(data.obsm[masks_key])
+            if masks.shape != crops.shape:
+                raise ValueError(
+                    f"obsm[{masks_key!r}] shape {masks.shape} differs from the crops' {crops.shape}"
+                )
+        else:
+            masks = crops > 0
+        rows = (_bbox_profile(crops[i], masks[i].astype(bool), kw) for i in range(crops.shape[0]))
+        obs = data.obs.copy()
+        ndim = crops.ndim - 1
+        settings = {"channel": int(channel)}
+    else:
+        image = np.asarray(data)
+        if labels is None:
+            raise ValueError("labels: required with an image array (instance label image of its shape)")
+        labels = np.asarray(labels)
+        if labels.shape != image.shape:
+            raise ValueError(
+                f"labels shape {labels.shape} differs from image shape {image.shape} (one channel)"
+            )
+        if labels.dtype == bool:
+            labels = labels.astype(np.uint8)
+        elif labels.dtype.kind not in "iu":
+            raise ValueError(f"labels: expected an integer label image, got {labels.dtype}")
+        ids = np.unique(labels)
+        ids = ids[ids > 0]
+        boxes = ndi.find_objects(labels, max_label=int(ids.max())) if ids.size else []
+        rows = (radial_profile(image[boxes[i - 1]], labels[boxes[i - 1]] == i, **kw) for i in ids)
+        obs = pd.DataFrame({"label": ids}, index=ids.astype(str))
+        ndim = image.ndim
+        settings = {}
+    X = np.array(list(rows), dtype=np.float32).reshape(-1, len(names))
+    n_nan = int(np.isnan(X).any(1).sum())
+    if n_nan:
+        warnings.warn(
+            f"{n_nan} nucleus/nuclei without signal (empty mask or no positive intensity): NaN profiles",
+            stacklevel=2,
+        )
+    kind = "area" if ndim == 2 else "volume"
+    var = pd.DataFrame({f"{kind}_fraction": [n[len("shell_") :] for n in names]}, index=names)
+    out = AnnData(X=X, obs=obs, var=var)
+    out.uns["radial"] = {
+        "rule": RULE.format(kind=kind, n=len(names)),
+        "n_bins": len(names),
+        "shell_width": "per distance value" if shell_width is None else float(shell_width),
+        "spacing": [1.0] * ndim if spacing is None else [float(s) for s in spacing],
+        **settings,
+    }
+    return out
+
+
+def _bbox_profile(image: np.ndarray, mask: np.ndarray, kw: dict) -> np.ndarray:
+    """:func:`radial_profile` on the bounding box of ``mask`` (much smaller than the crop)."""
+    box = ndi.find_objects(mask.astype(np.uint8))
+    if not box or box[0] is None:
+        return np.full(len(shell_names(kw["n_bins"])), np.nan)
+    return radial_profile(image[box[0]], mask[box[0]], **kw)

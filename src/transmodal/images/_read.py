@@ -1,0 +1,226 @@
+"""From image and label files to one AnnData row per nucleus, with fixed-size crops."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from ._crops import (
+    AXES,
+    NORMALIZE_RULES,
+    Normalize,
+    crop_nuclei,
+    morphology,
+    select_nuclei,
+)
+from ._files import PathLike, find_pairs, imread, read_labels, to_channels_first
+
+DSB2018 = "nuclei_dsb2018_fluo"
+
+
+def read_nuclei(
+    images: PathLike | Sequence[PathLike] | Sequence[tuple[PathLike, PathLike]],
+    masks: PathLike | Sequence[PathLike] | None = None,
+    *,
+    crop_size: int | Sequence[int] = 64,
+    channels: Sequence[int] | None = None,
+    channel_axis: int | None = None,
+    min_area: int = 30,
+    exclude_border: bool = True,
+    normalize: Normalize = "max",
+) -> AnnData:
+    """Read microscopy images with instance label masks into one AnnData row per nucleus.
+
+    2-D images and 3-D z-stacks are read with :mod:`tifffile` (``.tif``, ``.tiff``) or
+    :func:`skimage.io.imread` (``.png`` and others). The files are streamed: a first pass reads
+    only the masks (to validate them and count the nuclei to keep), a second pass reads one
+    image at a time into preallocated crop arrays, so memory holds the crops plus one image.
+
+    Parameters
+    ----------
+    images
+        A list of ``(image, mask)`` file pairs; or a list of image files with ``masks`` a list
+        of mask files of the same length; or an image folder with ``masks`` a mask folder (files
+        matched by name without suffix); or a folder holding ``images/`` and ``labels/`` (or
+        ``masks/``) sub-folders. The image id is the image file name without its suffix.
+    masks
+        Mask files or folder, see ``images``. Each mask is an instance label image of the
+        image's spatial shape: 0 = background, one positive integer per nucleus.
+    crop_size
+        Crop edge in pixels (voxels), one number for every axis or one per spatial axis
+        (``(D, H, W)`` for z-stacks).
+    channels
+        Indices of the channels to keep (default: all). An image with the mask's shape has one
+        channel.
+    channel_axis
+        Axis of the channels in the image files (default: inferred as the one axis whose removal
+        leaves the mask's shape; the last axis is preferred, then the first).
+    min_area
+        Nuclei with fewer pixels (voxels) are dropped.
+    exclude_border
+        Drop nuclei with a pixel (voxel) on any face of the image (cut by the field of view).
+    normalize
+        ``"max"`` (default; intensities inside the nucleus divided by their maximum, so the
+        radial profile of a crop is that of the raw nucleus) or ``"minmax"``.
+
+    Returns
+    -------
+    AnnData with one row per kept nucleus and no variables:
+
+    - ``obs``: ``image_id`` (categorical), ``label`` (id in the mask), ``centroid_[z]yx`` (in
+      pixels of the full image), ``area`` (2-D) or ``volume`` (3-D), ``eccentricity`` and
+      ``perimeter`` (2-D), ``solidity``, ``axis_major_length``, ``axis_minor_length``,
+      ``mean_intensity`` and ``integrated_intensity`` (raw image units, suffixed ``_ch<k>`` with
+      the channel index ``k`` of the file when there are several), ``crop_scale`` (1, or the
+      downscaling factor of a nucleus larger than the crop). ``obs_names`` are
+      ``<image_id>_<label>``.
+    - ``obsm["crops"]``: float32 ``(n, channels, H, W)`` or ``(n, channels, D, H, W)``: each
+      nucleus's bounding box centred in the crop, pixels outside the nucleus set to 0, values
+      in [0, 1] by the ``normalize`` rule. A nucleus whose bounding box exceeds the crop on any
+      axis is downscaled isotropically to fit (factor in ``obs["crop_scale"]``).
+    - ``obsm["masks"]``: bool ``(n, H, W)`` or ``(n, D, H, W)``, the nucleus in its crop.
+    - ``uns["crops"]``: crop shape, channels, normalisation rule, centring and rescaling rule.
+    - ``uns["nuclei_filter"]``: the filter settings and the numbers of images, nuclei seen,
+      dropped as small (``< min_area``), dropped at the border (not small, touching a face) and
+      kept.
+
+    Examples
+    --------
+    >>> import transmodal as tm
+    >>> nuclei = tm.images.read_nuclei("my_images/", crop_size=64)  # my_images/{images,labels}/
+    >>> profiles = tm.images.radial_profiles(nuclei)
+    """
+    pairs = find_pairs(images, masks)
+    if normalize not in NORMALIZE_RULES:
+        raise ValueError(f"normalize={normalize!r}: expected one of {sorted(NORMALIZE_RULES)}")
+    if isinstance(min_area, bool) or not isinstance(min_area, (int, np.integer)) or min_area < 0:
+        raise ValueError(f"min_area={min_area!r}: expected an integer >= 0 (pixels or voxels)")
+
+    # pass 1: masks only -> validation, nuclei kept per image, total count
+    selected, ndim = [], None
+    totals = {"n_nuclei": 0, "n_dropped_small": 0, "n_dropped_border": 0}
+    for _, _, mask_path in pairs:
+        labels = read_labels(mask_path)
+        if ndim is None:
+            ndim = labels.ndim
+        elif labels.ndim != ndim:
+            raise ValueError(
+                f"mask {mask_path}: {labels.ndim}-D, but earlier masks are {ndim}-D; read 2-D images "
+                "and 3-D z-stacks separately"
+            )
+        ids, counts = select_nuclei(labels, min_area=int(min_area), exclude_border=exclude_border)
+        selected.append(ids)
+        for key, value in counts.items():
+            totals[key] += value
+    crop_shape = _crop_shape(crop_size, ndim)
+    n_kept = sum(ids.size for ids in selected)
+    if n_kept == 0:
+        raise ValueError(
+            f"no nucleus left in {len(pairs)} image(s) after filtering ({totals}); lower min_area "
+            "or set exclude_border=False"
+        )
+
+    # pass 2: one image at a time into preallocated arrays
+    crops = masks_out = None
+    obs_parts, start = [], 0
+    for (image_id, image_path, mask_path), ids in zip(pairs, selected):
+        if ids.size == 0:
+            continue
+        labels = read_labels(mask_path)
+        image = to_channels_first(
+            imread(image_path), labels.shape, channel_axis=channel_axis, channels=channels, path=image_path
+        )
+        if crops is None:
+            channel_ids = list(range(image.shape[0])) if channels is None else [int(c) for c in channels]
+            crops = np.zeros((n_kept, image.shape[0], *crop_shape), np.float32)
+            masks_out = np.zeros((n_kept, *crop_shape), bool)
+        elif image.shape[0] != crops.shape[1]:
+            raise ValueError(
+                f"image {image_path}: {image.shape[0]} channel(s), but earlier images have {crops.shape[1]}"
+            )
+        stop = start + ids.size
+        scales = crop_nuclei(
+            image, labels, ids, crop_shape, normalize, crops[start:stop], masks_out[start:stop]
+        )
+        part = morphology(labels, image, ids, channel_ids)
+        part.insert(0, "image_id", image_id)
+        part.insert(1, "label", ids)
+        part["crop_scale"] = scales
+        obs_parts.append(part)
+        start = stop
+
+    obs = pd.concat(obs_parts, ignore_index=True)
+    obs["image_id"] = pd.Categorical(obs["image_id"], categories=list(dict.fromkeys(obs["image_id"])))
+    obs.index = (obs["image_id"].astype(str) + "_" + obs["label"].astype(str)).to_numpy()
+    adata = AnnData(obs=obs, obsm={"crops": crops, "masks": masks_out})
+    adata.uns["crops"] = {
+        "shape": list(crop_shape),
+        "axes": "c" + AXES[-ndim:],
+        "channels": channel_ids,
+        "normalize": normalize,
+        "normalize_rule": NORMALIZE_RULES[normalize],
+        "centring": "bounding box of the nucleus centred in the crop",
+        "rescaling": "nuclei whose bounding box exceeds the crop are downscaled isotropically to fit "
+        "(linear, anti-aliased; factor in obs['crop_scale']); smaller nuclei keep their size",
+    }
+    adata.uns["nuclei_filter"] = {
+        "min_area": int(min_area),
+        "exclude_border": bool(exclude_border),
+        "rule": f"drop nuclei with < {int(min_area)} {'pixels' if ndim == 2 else 'voxels'}"
+        + (", then nuclei touching a face of the image" if exclude_border else ""),
+        "n_images": len(pairs),
+        **totals,
+        "n_kept": int(n_kept),
+    }
+    return adata
+
+
+def dsb2018_nuclei(
+    path: str | os.PathLike | None = None, *, n_images: int | None = None, **kwargs
+) -> AnnData:
+    """Nuclei of the 541 fluorescence images of the 2018 Data Science Bowl (BBBC038, fixed masks).
+
+    Reads ``nuclei_dsb2018_fluo/`` under the data root (``images/<id>.png`` uint8 grayscale,
+    ``labels/<id>.png`` uint16 instance labels, images in the order of ``index.csv``; 23,096
+    annotated nuclei) with :func:`read_nuclei`.
+
+    Parameters
+    ----------
+    path
+        Data root (default ``$TRANSMODAL_DATA`` or ``../shared/data``).
+    n_images
+        Read only the first ``n_images`` images of ``index.csv`` (default: all).
+    **kwargs
+        Passed to :func:`read_nuclei` (``crop_size``, ``min_area``, ``exclude_border``, ...).
+
+    Returns
+    -------
+    The AnnData of :func:`read_nuclei`.
+    """
+    from ..datasets import dataset_dir
+
+    folder = dataset_dir(DSB2018, path)
+    index = pd.read_csv(folder / "index.csv")
+    if "image_id" not in index.columns:
+        raise ValueError(f"{folder / 'index.csv'}: no 'image_id' column")
+    ids = index["image_id"].astype(str).tolist()
+    if n_images is not None:
+        if n_images < 1:
+            raise ValueError(f"n_images={n_images}: expected a positive number of images")
+        ids = ids[:n_images]
+    pairs = [(folder / "images" / f"{i}.png", folder / "labels" / f"{i}.png") for i in ids]
+    return read_nuclei(pairs, **kwargs)
+
+
+def _crop_shape(crop_size: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    sizes = [crop_size] * ndim if np.isscalar(crop_size) else list(crop_size)
+    if len(sizes) != ndim or not all(isinstance(s, (int, np.integer)) and s > 0 for s in sizes):
+        raise ValueError(
+            f"crop_size={crop_size!r}: expected a positive integer or {ndim} positive integers "
+            f"for {ndim}-D images"
+        )
+    return tuple(int(s) for s in sizes)
