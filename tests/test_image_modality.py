@@ -149,3 +149,16 @@ def test_bad_image_settings_name_the_modality_and_field():
     flat.obsm["crops"] = np.zeros((30, 4, 4), np.float32)
     with pytest.raises(ValueError, match="'img'.*3 dimensions"):
         image_model(flat, feat)
+
+
+def test_gallery_of_real_and_translated_crops(tmp_path):
+    img, feat = nuclei(n=10)
+    crops = img.obsm["crops"]
+    fig = tm.pl.gallery({"real": crops, "noisy": np.clip(crops + 0.1, 0, 1)}, n=4)
+    assert len(fig.axes) == 8
+    tm.pl.gallery({"real": crops, "3-D": np.repeat(crops[:, :, None], 3, axis=2)}, path=tmp_path / "g.png")
+    assert (tmp_path / "g.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="different numbers"):
+        tm.pl.gallery({"a": crops, "b": crops[:5]})
+    with pytest.raises(ValueError, match="'bad'"):
+        tm.pl.gallery({"bad": crops[:, 0, 0]})

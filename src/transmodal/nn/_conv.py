@@ -95,9 +95,10 @@ class ConvEncoder(MLPEncoder):
 class ConvDecoder(nn.Module):
     """Latent point -> image-shaped parameter maps, mirroring :class:`ConvEncoder`.
 
-    A linear layer to the smallest feature map, then per stage an upsampling to the
-    encoder's size at that stage and a 3x3 convolution, so any crop size is reproduced
-    exactly; a final 3x3 convolution gives ``n_out_channels`` maps at full resolution.
+    A linear layer to the smallest feature map, then, stage by stage in reverse, an
+    upsampling to the encoder's size at that stage and a 3x3 convolution to the encoder's
+    channels there; the last stage upsamples to the full size and a 3x3 convolution gives
+    ``n_out_channels`` maps. Upsampling to exact sizes reproduces any crop size.
 
     Parameters
     ----------
@@ -130,11 +131,11 @@ class ConvDecoder(nn.Module):
             nn.Unflatten(1, (chans[-1], *sizes[-1])),
         ]
         width = chans[-1]
-        for stage in range(len(chans) - 1, -1, -1):
-            out = chans[stage - 1] if stage > 0 else chans[0]
+        for stage in range(len(chans) - 1, 0, -1):  # mirror of encoder stages L-1 .. 1
             layers.append(nn.Upsample(size=sizes[stage], mode=mode, align_corners=False))
-            layers += _block(conv, width, out, stride=1)
-            width = out
+            layers += _block(conv, width, chans[stage - 1], stride=1)
+            width = chans[stage - 1]
+        layers.append(nn.Upsample(size=sizes[0], mode=mode, align_corners=False))
         layers.append(conv(width, n_out_channels, kernel_size=3, padding=1))
         self.net = nn.Sequential(*layers)
         self.n_out = n_out_channels

@@ -1,6 +1,16 @@
-"""Plots: the joint latent space, training curves and downstream analysis results."""
+"""Plots: the joint latent space, training curves, image galleries and analysis results."""
 
 from ._analysis import coassociation, de_scatter, lda, marker_overlap, roc
 from ._embedding import history, latent
+from ._gallery import gallery
 
-__all__ = ["coassociation", "de_scatter", "history", "latent", "lda", "marker_overlap", "roc"]
+__all__ = [
+    "coassociation",
+    "de_scatter",
+    "gallery",
+    "history",
+    "latent",
+    "lda",
+    "marker_overlap",
+    "roc",
+]

@@ -1,0 +1,81 @@
+"""Gallery of image crops: real nuclei next to their reconstructions and translations."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import numpy as np
+
+from ._embedding import _finish, _pyplot
+
+
+def _as_images(name: str, crops) -> np.ndarray:
+    """``(n, H, W)`` images to show: first channel, middle z-slice of 3-D crops."""
+    a = np.asarray(crops)
+    if a.ndim == 3:
+        return a
+    if a.ndim == 4:
+        return a[:, 0]
+    if a.ndim == 5:
+        return a[:, 0, a.shape[2] // 2]
+    raise ValueError(
+        f"gallery row {name!r}: expected crops (n, [channels, [D,]] H, W), got shape {a.shape}"
+    )
+
+
+def gallery(
+    rows: Mapping[str, np.ndarray],
+    *,
+    n: int = 8,
+    path: str | os.PathLike | None = None,
+    cmap: str = "gray",
+    vmin: float | None = 0.0,
+    vmax: float | None = 1.0,
+    size: float = 1.2,
+    dpi: int = 120,
+):
+    """Show the same nuclei in several versions, one version per row.
+
+    Parameters
+    ----------
+    rows
+        ``{row title: crops}``, every entry with the same cells in the same order, e.g.
+        ``{"real": crops, "reconstructed": ..., "from profile": ...}``; crops are
+        ``(n, H, W)``, ``(n, channels, H, W)`` (first channel shown) or
+        ``(n, channels, D, H, W)`` (middle z-slice shown).
+    n
+        Number of cells (columns) shown: the first ``n``.
+    path
+        Write the figure there (PNG, ...) and return ``None``; otherwise return it.
+    cmap, vmin, vmax
+        Colour map and intensity range (crops of :func:`transmodal.images.read_nuclei` are in
+        ``[0, 1]``); ``None`` scales each image on its own.
+    size, dpi
+        Inches per image, and resolution of the written file.
+
+    Returns
+    -------
+    The matplotlib figure, or ``None`` when written to ``path``.
+    """
+    if not rows:
+        raise ValueError("gallery needs at least one row of crops")
+    images = {name: _as_images(name, c) for name, c in rows.items()}
+    counts = {name: len(a) for name, a in images.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"gallery rows hold different numbers of cells: {counts}")
+    n = int(min(n, next(iter(counts.values()))))
+    if n < 1:
+        raise ValueError("gallery needs at least one cell")
+    plt = _pyplot(path)
+    fig, axes = plt.subplots(
+        len(images), n, figsize=(size * n + 1.2, size * len(images)), squeeze=False
+    )
+    for r, (name, imgs) in enumerate(images.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(imgs[c], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center")
+    return _finish(fig, path, dpi)
