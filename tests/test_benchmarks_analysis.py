@@ -1,0 +1,123 @@
+"""Smoke tests of the analysis benchmarks' core functions on tiny simulated data."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from anndata import AnnData
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def a549():
+    return _load("a549_translated_analysis")
+
+
+@pytest.fixture(scope="module")
+def tcell():
+    return _load("tcell_case_study")
+
+
+def _counts(rng, labels, n_features=40, shift=8):
+    mu = np.full((len(labels), n_features), 5.0)
+    mu[labels == "3h", :shift] *= 4.0
+    mu[labels == "3h", shift : 2 * shift] /= 4.0
+    return rng.poisson(mu).astype(np.float64)
+
+
+def test_log_normalise(a549):
+    x = np.array([[1.0, 3.0], [0.0, 0.0]])
+    out = a549.log_normalise(x, 8.0)
+    np.testing.assert_allclose(np.expm1(out[0]).sum(), 8.0)
+    assert np.all(out[1] == 0)
+
+
+def test_analyse_and_knn_regression(a549):
+    rng = np.random.default_rng(0)
+    y_tr = np.array(["0h", "1h", "3h"] * 40)
+    y_te = np.array(["0h", "3h", "1h"] * 20)
+    real_tr = a549.log_normalise(_counts(rng, y_tr), 200.0)
+    real_te = a549.log_normalise(_counts(rng, y_te), 200.0)
+    names = [f"g{i}" for i in range(real_tr.shape[1])]
+    # a perfect "translation": the real test profiles themselves
+    res = a549.analyse(real_tr, y_tr, real_te, real_te, y_te, names, n_top=5)
+    assert res["auc"] > 0.95 and res["de_pearson"] == pytest.approx(1.0)
+    assert res["overlap_up"] == 5 and res["overlap_both_pval"] < 1e-3
+    assert res["n_test"] == 40  # only 3h and 0h cells
+    # a paired k-NN regression from a source modality carrying the same signal
+    src_tr = a549.log_normalise(_counts(rng, y_tr, 30), 100.0)
+    src_te = a549.log_normalise(_counts(rng, y_te, 30), 100.0)
+    pred = a549.knn_regression(src_tr, np.expm1(real_tr), src_te, k=10, n_pcs=5)
+    assert pred.shape == real_te.shape
+    res = a549.analyse(real_tr, y_tr, np.log1p(pred), real_te, y_te, names, n_top=5)
+    assert res["auc"] > 0.8 and res["de_pearson"] > 0.5
+
+
+def test_group_test_and_gene_ratio(tcell):
+    labels = np.array(["central"] * 20 + ["peripheral"] * 20)
+    values = np.r_[np.zeros(20), np.ones(20)] + np.linspace(0, 0.1, 40)
+    res = tcell.group_test(values, labels)
+    assert res["n_peripheral"] == 20 and res["mannwhitney_pval"] < 1e-6 and res["welch_pval"] < 1e-6
+    x = np.log1p(np.array([[3.0, 1.0, 5.0], [1.0, 3.0, 5.0]]))
+    with_genes = AnnData(x, var=pd.DataFrame(index=["CORO1A", "RPL10A", "CD3E"]))
+    np.testing.assert_allclose(tcell.translated_gene_ratio(with_genes), [1.0, -1.0])
+    assert tcell.translated_gene_ratio(with_genes[:, ["CD3E"]]) is None
+
+
+def _tcell_toy(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    n_nuc, n_rna = 80, 40
+    cluster = np.array(["central", "peripheral"])[np.arange(n_nuc) % 2]
+    shells = np.linspace(1.0, 0.3, 10)[None, :] + 0.2 * (cluster == "peripheral")[:, None] * np.linspace(0, 1, 10)
+    nuclei = AnnData(
+        (shells + 0.02 * rng.normal(size=(n_nuc, 10))).astype(np.float32),
+        obs=pd.DataFrame(
+            {"chromatin_cluster": cluster, "log2_coro1a_rpl10a": rng.normal(size=n_nuc)},
+            index=[f"nucleus_{i}" for i in range(n_nuc)],
+        ),
+        var=pd.DataFrame(index=[f"shell_{i}" for i in range(10)]),
+    )
+    genes = ["CORO1A", "RPL10A"] + [f"g{i}" for i in range(18)]
+    rna = AnnData(
+        np.log1p(rng.poisson(3.0, size=(n_rna, len(genes)))).astype(np.float32),
+        obs=pd.DataFrame({"population": np.array(["naive", "memory"])[np.arange(n_rna) % 2]},
+                         index=[f"cell_{i}" for i in range(n_rna)]),
+        var=pd.DataFrame(index=genes),
+    )
+    return nuclei, rna
+
+
+def test_case_study_runs(tcell):
+    nuclei, rna = _tcell_toy()
+    row, de, latents = tcell.case_study(nuclei, rna, seed=0, n_latent=2, max_epochs=2, n_top=5, n_show=3)
+    for key in ("auc_real", "auc_reconstruction", "auc_cycle", "domain_auc_rna_to_image"):
+        assert 0.0 <= row[key] <= 1.0
+    assert row["auc_real"] > 0.9  # the toy clusters are separable in the real profiles
+    assert set(row["rna_predicted_peripheral_by_population"]) == {"naive", "memory"}
+    assert row["translated_rna_coro1a_rpl10a"]["available"] is True
+    assert len(de) == rna.n_vars and {"pval", "pval_adj", "mean_diff"} <= set(de.columns)
+    assert latents["rna"].shape == (rna.n_obs, 2) and latents["image"].shape == (nuclei.n_obs, 2)
+    stab = tcell.seed_stability({0: de, 1: de}, {0: latents, 1: latents}, n_top=5)
+    assert stab["pairs"][0]["spearman_mean_diff"] == pytest.approx(1.0)
+    assert stab["mean_seed_agreement"] == pytest.approx(1.0)
+
+
+def test_case_study_refuses_shared_names(tcell):
+    nuclei, rna = _tcell_toy()
+    rna.obs_names = nuclei.obs_names[: rna.n_obs]
+    with pytest.raises(ValueError, match="share obs_names"):
+        tcell.case_study(nuclei, rna, max_epochs=1)
