@@ -561,6 +561,11 @@ def test_private_latent_dimensions(paired_data, make_model, train):
         own = model.module.decode("atac", full)["mu"]
         shared_only = model.module.decode("atac", full[:, :n_latent])["mu"]
     assert not torch.allclose(own, shared_only)
+    # reconstruction (source == target) keeps the private part; translation cannot
+    recon = model.translate(paired_data["atac"], source="atac", target="atac").X
+    with torch.no_grad():
+        expected = model.module.output("atac", model.module.decode("atac", full)).numpy()
+    np.testing.assert_allclose(recon, expected, rtol=1e-4)
     with pytest.raises(ValueError, match="n_private"):
         make_model(paired_data, n_private=-1)
 

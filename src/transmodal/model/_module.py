@@ -193,15 +193,17 @@ class CrossModalModule(nn.Module):
         """``D_target(E_source(x))`` in the target's original units.
 
         With ``sample=True`` (variational models) the latent point is drawn from the
-        source's posterior instead of taking its mean.
+        source's posterior instead of taking its mean. With ``source == target`` this is the
+        modality's reconstruction and keeps its private latent part; across modalities the
+        target's private part is unknown and set to its prior mean (zeros).
         """
+        t = self.transforms[source]
+        mean, logvar = self.encoders[source].distribution(t.encoder_input(t.process(x)))
+        z = mean
         if sample and self.variational:
-            t = self.transforms[source]
-            mean, logvar = self.encoders[source].distribution(t.encoder_input(t.process(x)))
             z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+        if source != target:
             z = z[..., : self.n_latent]
-        else:
-            z = self.encode(source, x)
         return self.output(target, self.decode(target, z, library))
 
     def reconstruction(
