@@ -75,6 +75,11 @@ class EpochBatches(Dataset):
     def __len__(self) -> int:
         return self.steps
 
+    @property
+    def on_disk(self) -> bool:
+        """Whether any modality's rows are read from a file (worth prefetching)."""
+        return any(getattr(md.source, "on_disk", False) for md in self.mods.values())
+
     def set_epoch(self, epoch: int) -> None:
         """Draw this epoch's orders (deterministic given ``seed`` and ``epoch``)."""
         if epoch == self._epoch:

@@ -23,6 +23,84 @@ def _is_sparse(m) -> bool:
     )
 
 
+def _runs(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start / stop of the runs of consecutive values of a sorted unique index array."""
+    if len(idx) == 0:
+        return idx, idx
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    starts = idx[np.concatenate([[0], breaks])]
+    stops = idx[np.concatenate([breaks - 1, [len(idx) - 1]])] + 1
+    return starts, stops
+
+
+def _gather(data, indices, indptr: np.ndarray, rows: np.ndarray, n_vars: int) -> sp.csr_matrix:
+    """Rows ``rows`` (any order, repeats allowed) of in-memory CSR arrays as a CSR matrix.
+
+    Vectorised over the selected entries only (scipy's own row indexing may copy the whole
+    matrix, e.g. when ``indptr`` and ``indices`` have different integer types).
+    """
+    starts = indptr[rows]
+    counts = indptr[rows + 1] - starts
+    new_indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=new_indptr[1:])
+    pos = np.arange(new_indptr[-1], dtype=np.int64) + np.repeat(starts - new_indptr[:-1], counts)
+    return sp.csr_matrix((data[pos], indices[pos], new_indptr), shape=(len(rows), n_vars))
+
+
+class _BackedCSR:
+    """Rows of a CSR matrix stored in an HDF5 or zarr group (``data``, ``indices``,
+    ``indptr``): ``indptr`` is cached, and every run of consecutive rows is one read of
+    ``data`` and ``indices`` (zarr: one selection for all runs, each chunk decoded once).
+    """
+
+    def __init__(self, group, shape: tuple[int, int], zarr: bool) -> None:
+        self.data = group["data"]
+        self.indices = group["indices"]
+        self.indptr = np.asarray(group["indptr"][...], dtype=np.int64)
+        self.shape = shape
+        self.zarr = zarr
+
+    @classmethod
+    def of(cls, m) -> _BackedCSR | None:
+        """A reader for anndata's backed CSR datasets; ``None`` for anything else."""
+        if getattr(m, "format", None) != "csr" or not hasattr(m, "group"):
+            return None
+        try:
+            group = m.group
+            zarr = getattr(m, "backend", "hdf5") == "zarr"
+            return cls(group, (int(m.shape[0]), int(m.shape[1])), zarr)
+        except (KeyError, AttributeError, TypeError):  # pragma: no cover - unknown layout
+            return None
+
+    def rows(self, uniq: np.ndarray) -> sp.csr_matrix:
+        """Rows ``uniq`` (sorted, unique) as an in-memory CSR matrix."""
+        starts, stops = _runs(uniq)
+        lo, hi = self.indptr[starts], self.indptr[stops]
+        if self.zarr:
+            coords = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)] or [np.zeros(0, np.int64)])
+            if len(coords) and coords[-1] - coords[0] + 1 == len(coords):
+                data = self.data[int(coords[0]) : int(coords[-1]) + 1]
+                indices = self.indices[int(coords[0]) : int(coords[-1]) + 1]
+            elif len(coords):
+                data = self.data.get_orthogonal_selection(coords)
+                indices = self.indices.get_orthogonal_selection(coords)
+            else:
+                data = np.zeros(0, np.float32)
+                indices = np.zeros(0, np.int64)
+        else:
+            data = np.concatenate(
+                [self.data[a:b] for a, b in zip(lo, hi)] or [np.zeros(0, self.data.dtype)]
+            )
+            indices = np.concatenate(
+                [self.indices[a:b] for a, b in zip(lo, hi)] or [np.zeros(0, np.int64)]
+            )
+        counts = self.indptr[uniq + 1] - self.indptr[uniq]
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        return sp.csr_matrix(
+            (np.asarray(data), np.asarray(indices), indptr), shape=(len(uniq), self.shape[1])
+        )
+
+
 class MatrixSource:
     """Read rows of a 2-D matrix as dense float32 arrays.
 
@@ -58,31 +136,53 @@ class MatrixSource:
         return self.shape[0]
 
     @property
+    def on_disk(self) -> bool:
+        """Whether rows are read from a file (backed h5ad, zarr, h5py) rather than memory."""
+        return not (isinstance(self.matrix, np.ndarray) or sp.issparse(self.matrix))
+
+    @property
     def n_vars(self) -> int:  # noqa: D102
         return self.shape[1]
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
-        """Dense float32 rows ``idx`` (any order; read in sorted order)."""
-        idx = np.asarray(idx, dtype=np.int64)
-        order = np.argsort(idx, kind="stable")
-        sorted_idx = idx[order]
-        block = self._read_sorted(sorted_idx)
-        out = np.empty_like(block)
-        out[order] = block
-        return out
+        """Dense float32 rows ``idx`` (any order, repeats allowed).
 
-    def _read_sorted(self, idx: np.ndarray) -> np.ndarray:
+        In-memory matrices are indexed directly. Files are read in sorted order (one read
+        per run of consecutive rows for backed CSR), the rows are put in the requested
+        order while still sparse, and only the requested rows are densified.
+        """
+        idx = np.asarray(idx, dtype=np.int64)
         m = self.matrix
         if isinstance(m, np.ndarray):
-            block = m[idx]
-        else:
-            # h5py and backed datasets need unique increasing indices
-            uniq, inverse = np.unique(idx, return_inverse=True)
-            block = m[uniq]
-            if sp.issparse(block):
-                block = block.toarray()
-            block = np.asarray(block)[inverse]
+            return np.asarray(m[idx], dtype=np.float32)
+        if sp.issparse(m):  # CSR (converted on construction)
+            block = _gather(m.data, m.indices, np.asarray(m.indptr), idx, self.n_vars)
+            return np.asarray(block.toarray(), dtype=np.float32)
+        uniq = np.unique(idx)
+        block = self._read_unique(uniq)
+        if len(uniq) != len(idx) or (len(idx) > 1 and not np.all(idx[1:] > idx[:-1])):
+            block = block[np.searchsorted(uniq, idx)]
+        if sp.issparse(block):
+            block = block.toarray()
         return np.asarray(block, dtype=np.float32)
+
+    def _read_unique(self, uniq: np.ndarray):
+        """Rows ``uniq`` (sorted, unique) of an on-disk matrix: CSR or dense."""
+        reader = self._reader
+        if reader is not None:
+            return reader.rows(uniq)
+        if len(uniq) and uniq[-1] - uniq[0] + 1 == len(uniq):  # one contiguous run
+            block = self.matrix[int(uniq[0]) : int(uniq[-1]) + 1]
+        else:
+            block = self.matrix[uniq]
+        return block if sp.issparse(block) else np.asarray(block)
+
+    @property
+    def _reader(self) -> _BackedCSR | None:
+        """Fast row reader for a backed CSR matrix (built on first use)."""
+        if not hasattr(self, "_reader_cache"):
+            self._reader_cache = _BackedCSR.of(self.matrix)
+        return self._reader_cache
 
     def chunks(self, idx: np.ndarray | None = None, chunk_size: int = 4096) -> Iterator[np.ndarray]:
         """Iterate over dense row blocks of ``idx`` (all rows by default), in order."""
@@ -156,7 +256,12 @@ def check_values(src: MatrixSource, likelihood, *, chunk_size: int = 8192) -> No
     for start in range(0, src.n_obs, chunk_size):
         stop = min(start + chunk_size, src.n_obs)
         m = src.matrix
-        if src.sparse:
+        reader = src._reader if src.on_disk else None
+        if sp.issparse(m):  # CSR: the stored values of these rows, without copying indices
+            vals = m.data[int(m.indptr[start]) : int(m.indptr[stop])]
+        elif reader is not None:  # backed CSR: read only the values
+            vals = np.asarray(reader.data[int(reader.indptr[start]) : int(reader.indptr[stop])])
+        elif src.sparse:
             block = m[start:stop]
             vals = np.asarray(block.data if sp.issparse(block) else block)
         else:

@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -351,15 +353,11 @@ class _ModalityMap:
         return (rng.random((n, f), dtype=np.float32) < p).astype(np.float32)
 
 
-def _assemble(
+def _blocks(
     mod: _ModalityMap, z: np.ndarray, rngs: list[np.random.Generator], block_size: int
-) -> np.ndarray | sp.csr_matrix:
-    """Observations of all cells, granule-generated and assembled block by block."""
-    n, f = len(z), mod.w2.shape[1]
-    sparse = mod.kind != "gaussian"
-    dense_out = None if sparse else np.empty((n, f), dtype=np.float32)
-    data, indices, indptr = [], [], [np.zeros(1, np.int64)]
-    nnz = 0
+) -> Iterator[np.ndarray]:
+    """Dense float32 observations of consecutive blocks of ``block_size`` cells."""
+    n = len(z)
     cache: tuple[int, np.ndarray] | None = None  # the granule straddling two blocks
     for start in range(0, n, block_size):
         stop = min(start + block_size, n)
@@ -372,10 +370,26 @@ def _assemble(
                 x = mod.measure(z[g0 : min(g0 + _RNG_CHUNK, n)], rngs[g])
                 cache = (g, x)
             parts.append(x[max(start - g0, 0) : stop - g0])
-        block = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        yield parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _assemble(
+    mod: _ModalityMap, z: np.ndarray, rngs: list[np.random.Generator], block_size: int
+) -> np.ndarray | sp.csr_matrix:
+    """Observations of all cells, granule-generated and assembled block by block."""
+    n, f = len(z), mod.w2.shape[1]
+    sparse = mod.kind != "gaussian"
+    dense_out = None if sparse else np.empty((n, f), dtype=np.float32)
+    data, indices, indptr = [], [], [np.zeros(1, np.int64)]
+    nnz = 0
+    start = 0
+    for block in _blocks(mod, z, rngs, block_size):
+        stop = start + block.shape[0]
         if not sparse:
             dense_out[start:stop] = block
+            start = stop
             continue
+        start = stop
         csr = sp.csr_matrix(block)
         data.append(csr.data)
         indices.append(csr.indices)
@@ -392,6 +406,34 @@ def _assemble(
         ),
         shape=(n, f),
     )
+
+
+def _write_modality(
+    path: Path, mod: _ModalityMap, z: np.ndarray, rngs, block_size: int, *,
+    obs: pd.DataFrame, var: pd.DataFrame, uns: dict, overwrite: bool,
+) -> None:
+    """One modality's AnnData as .h5ad, observations written block by block.
+
+    Sparse kinds: ``X`` is CSR; for ``"nb"`` ``layers["counts"]`` is an HDF5 hard link to
+    the same data (read as an equal copy, stored once).
+    """
+    import h5py
+
+    from ..data._h5ad import CSRRows, DenseRows, atomic_file, write_skeleton
+
+    n, f = len(z), mod.w2.shape[1]
+    with atomic_file(path, overwrite=overwrite) as tmp:
+        write_skeleton(tmp, obs=obs, var=var, uns=uns, obsm={"X_true": z.astype(np.float32)})
+        with h5py.File(tmp, "r+") as h5:
+            if mod.kind == "gaussian":
+                w = DenseRows(h5, "X", n, (f,))
+            else:
+                w = CSRRows(h5, "X", n, f)
+            for block in _blocks(mod, z, rngs, block_size):
+                w.write(block)
+            w.close()
+            if mod.kind == "nb":
+                h5["layers"]["counts"] = h5["X"]  # hard link
 
 
 def _names(prefix: str, start: int, stop: int) -> list[str]:
@@ -414,6 +456,8 @@ def synthetic(
     seed: int = 0,
     return_mudata: bool = False,
     block_size: int = _BLOCK_SIZE,
+    out: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> dict[str, AnnData] | MuData:
     """Simulate multi-modal single-cell data from a shared latent cell state.
 
@@ -465,10 +509,22 @@ def synthetic(
         Cells assembled per block (memory only: the data do not depend on it).
     return_mudata
         Return a :class:`mudata.MuData` instead of a dict.
+    out
+        A directory: write each modality to ``<out>/<name>.h5ad`` block by block
+        (``block_size`` cells at a time, sparse matrices as CSR on disk) and return the
+        files opened lazily (:func:`~transmodal.datasets.read_backed`: matrices and layers
+        stay on disk), so that data larger than memory can be made: memory holds one
+        block plus the per-cell annotations. Each file is written under a temporary name
+        and renamed once complete. The contents equal the in-memory result
+        (``layers["counts"]`` is stored once, as an HDF5 link to ``X``; note that
+        ``anndata.read_h5ad(..., backed="r")`` would load layers into memory).
+    overwrite
+        With ``out``: replace existing files.
 
     Returns
     -------
-    ``{name: AnnData}`` (or a MuData with these as ``mod``). Each AnnData has
+    ``{name: AnnData}`` (or a MuData with these as ``mod``; with ``out``: AnnData objects
+    whose matrices stay on disk). Each AnnData has
 
     - ``X``: CSR float32 counts (``"nb"``, also in ``layers["counts"]``) or 0/1 values
       (``"bernoulli"``); dense float32 (``"gaussian"``);
@@ -508,6 +564,14 @@ def synthetic(
         seed,
     )
     block_size = _check_int(block_size, "block_size", 1)
+    if out is not None:
+        if return_mudata:
+            raise ValueError("return_mudata=True cannot be combined with out= (files are "
+                             "returned as backed AnnData objects)")
+        existing = [str(Path(out) / f"{m}.h5ad") for m in cfg["modalities"]
+                    if (Path(out) / f"{m}.h5ad").exists()]
+        if existing and not overwrite:
+            raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it")
     pop = _Population(cfg)
     n, n_shared, seed = cfg["n_cells"], cfg["n_shared"], cfg["seed"]
     shared = pop.sample_pool(seed, n_shared, _K_SHARED)
@@ -515,7 +579,7 @@ def synthetic(
 
     kinds = list(cfg["modalities"].values())
     params = _jsonable(cfg)
-    out: dict[str, AnnData] = {}
+    result: dict[str, AnnData] = {}
     for name, kind in cfg["modalities"].items():
         own = pop.sample_pool(seed, n - n_shared, _K_OWN, _name_key(name))
         z = np.concatenate([shared[0], own[0]])
@@ -523,7 +587,6 @@ def synthetic(
         obs_names = shared_names + _names(f"{name}_cell", n_shared, n)
         mod = _ModalityMap(cfg, pop, name, kind)
         rngs = _granule_rngs(seed, n, _K_MEASURE, _name_key(name))
-        x = _assemble(mod, z, rngs, block_size)
 
         obs = pd.DataFrame(
             {
@@ -539,14 +602,27 @@ def synthetic(
             if kinds.count(kind) == 1
             else f"{name}_{_VAR_PREFIX[kind]}"
         )
-        var = pd.DataFrame(index=pd.Index(_names(prefix, 0, x.shape[1]), dtype=object))
+        n_vars = cfg["n_features"][name]
+        var = pd.DataFrame(index=pd.Index(_names(prefix, 0, n_vars), dtype=object))
+        uns = {"synthetic": {"modality": name, "kind": kind, **params}}
+        if out is not None:
+            path = Path(out) / f"{name}.h5ad"
+            _write_modality(
+                path, mod, z, rngs, block_size, obs=obs, var=var, uns=uns, overwrite=overwrite
+            )
+            continue
+        x = _assemble(mod, z, rngs, block_size)
         adata = AnnData(X=x, obs=obs, var=var)
         if kind == "nb":
             adata.layers["counts"] = x.copy()
         adata.obsm["X_true"] = z.astype(np.float32)
-        adata.uns["synthetic"] = {"modality": name, "kind": kind, **params}
-        out[name] = adata
+        adata.uns.update(uns)
+        result[name] = adata
 
+    if out is not None:
+        from ..data._h5ad import read_backed
+
+        return {name: read_backed(Path(out) / f"{name}.h5ad") for name in cfg["modalities"]}
     if return_mudata:
         import warnings
 
@@ -556,8 +632,8 @@ def synthetic(
             warnings.filterwarnings(
                 "ignore", message=".*pull_on_update.*", category=FutureWarning
             )
-            return MuData(out)
-    return out
+            return MuData(result)
+    return result
 
 
 def _jsonable(params: dict) -> dict:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,9 @@ from anndata import AnnData
 
 from .._utils import is_global_zero, lightning_accelerator, resolve_device, seeded
 from ..data._batches import EpochBatches
+from ..data._h5ad import write_rows_h5ad
 from ..data._modality import Modality
+from ..data._prefetch import Prefetcher
 from ..data._preprocess import fit_preprocessing
 from ..data._setup import ModalityData, setup_data
 from ..data._source import MatrixSource, check_values, matrix_of
@@ -47,6 +50,7 @@ class _Rows:
         self.src, self.idx = src, np.asarray(rows)
         self.n_obs = len(self.idx)
         self.n_vars = src.n_vars
+        self.on_disk = src.on_disk
 
     def rows(self, idx: np.ndarray) -> np.ndarray:  # noqa: D102
         return self.src.rows(self.idx[idx])
@@ -547,20 +551,60 @@ class CrossModalAE:
             check_values(src, get_likelihood(md.spec.likelihood))
         return src
 
-    @torch.no_grad()
-    def _apply(self, src: MatrixSource, fn, *, batch_size: int, device) -> np.ndarray:
+    def _iter_apply(self, src: MatrixSource, fn, *, batch_size: int, device) -> Iterator[np.ndarray]:
+        """``fn`` applied to consecutive row blocks of ``src``, block by block.
+
+        For sources on disk the next blocks are read by a background thread while the model
+        runs on the current one. An empty source still runs the network once (to give the
+        width).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         dev = resolve_device(device)
         self.module.to(dev).eval()
-        outs = []
+        n = src.n_obs
+        reads = (src.rows(np.arange(s, min(s + batch_size, n))) for s in range(0, n, batch_size))
+        if getattr(src, "on_disk", False):
+            reads = Prefetcher(reads, depth=2)
+
+        def run(x: torch.Tensor) -> np.ndarray:
+            with torch.no_grad():  # not held across the yields
+                return fn(x.to(dev)).float().cpu().numpy()
+
         try:
-            if src.n_obs == 0:  # still run the network once to get the output width
-                outs.append(fn(torch.zeros((0, src.n_vars), device=dev)).float().cpu().numpy())
-            for start in range(0, src.n_obs, batch_size):
-                x = torch.from_numpy(src.rows(np.arange(start, min(start + batch_size, src.n_obs))))
-                outs.append(fn(x.to(dev)).float().cpu().numpy())
+            if n == 0:
+                yield run(torch.zeros((0, src.n_vars)))
+            for x in reads:
+                yield run(torch.from_numpy(x))
         finally:
+            reads.close()
             self.module.cpu()
-        return np.concatenate(outs)
+
+    def _apply(self, src: MatrixSource, fn, *, batch_size: int, device) -> np.ndarray:
+        return np.concatenate(list(self._iter_apply(src, fn, batch_size=batch_size, device=device)))
+
+    def _output(
+        self, src: MatrixSource, fn, *, batch_size: int, device, obs: pd.DataFrame,
+        var_names, uns: dict, images: dict[str, tuple[int, ...]], out, overwrite: bool,
+    ) -> AnnData:
+        """``fn`` over every row of ``src`` as an AnnData: in memory, or (``out``) written
+        block by block to an .h5ad file and returned opened read-only (``backed="r"``)."""
+        var = pd.DataFrame(index=pd.Index(np.asarray(var_names).astype(str)))
+        blocks = self._iter_apply(src, fn, batch_size=batch_size, device=device)
+        if out is not None:
+            import anndata as ad
+
+            write_rows_h5ad(
+                out, blocks, n_obs=src.n_obs, obs=obs, var=var, uns=uns, images=images,
+                overwrite=overwrite,
+            )
+            return ad.read_h5ad(out, backed="r")
+        X = np.concatenate(list(blocks))
+        result = AnnData(X=X, obs=obs, var=var)
+        for key, shape in images.items():  # images also in their own shape
+            result.obsm[key] = X.reshape(X.shape[0], *shape)
+        result.uns.update(uns)
+        return result
 
     def get_latent_representation(
         self,
@@ -569,7 +613,9 @@ class CrossModalAE:
         *,
         batch_size: int = 1024,
         device: str | None = None,
-    ) -> np.ndarray:
+        out: str | os.PathLike | None = None,
+        overwrite: bool = False,
+    ) -> np.ndarray | AnnData:
         """Embed cells of one modality into the shared latent space.
 
         Parameters
@@ -577,19 +623,37 @@ class CrossModalAE:
         modality
             Which modality (encoder) the cells come from.
         adata
-            Cells to embed; default: the modality's training data.
+            Cells to embed; default: the modality's training data. Backed (``.h5ad``
+            opened with ``backed="r"``) and zarr data are read batch by batch.
         batch_size
             Cells per forward pass.
         device
             ``"cpu"`` (default), ``"cuda"`` or ``"auto"``.
+        out
+            Write the embedding to this .h5ad file instead (``X`` = latent coordinates,
+            ``var_names`` ``latent0...``, the cells' ``obs``), batch by batch, so memory
+            holds one batch; the file appears only once complete.
+        overwrite
+            Replace an existing ``out``.
 
         Returns
         -------
-        ``(n_cells, n_latent)`` float32 array (store it in ``adata.obsm["X_transmodal"]``).
+        ``(n_cells, n_latent)`` float32 array (store it in ``adata.obsm["X_transmodal"]``),
+        or with ``out`` the written AnnData opened read-only (``backed="r"``).
         """
         src = self._source_for(modality, adata)
-        return self._apply(
-            src, lambda x: self.module.encode(modality, x), batch_size=batch_size, device=device
+
+        def fn(x):
+            return self.module.encode(modality, x)
+
+        if out is None:
+            return self._apply(src, fn, batch_size=batch_size, device=device)
+        obs = (self.mods[modality].adata if adata is None else adata).obs.copy()
+        return self._output(
+            src, fn, batch_size=batch_size, device=device, obs=obs,
+            var_names=[f"latent{i}" for i in range(self.module.n_latent)],
+            uns={"transmodal": {"modality": modality, "units": "latent"}}, images={},
+            out=out, overwrite=overwrite,
         )
 
     def translate(
@@ -603,13 +667,16 @@ class CrossModalAE:
         sample: bool = False,
         seed: int = 0,
         device: str | None = None,
+        out: str | os.PathLike | None = None,
+        overwrite: bool = False,
     ) -> AnnData:
         """Translate cells of ``source`` into modality ``target``: ``D_target(E_source(x))``.
 
         Parameters
         ----------
         adata
-            Cells of the source modality; default: its training data.
+            Cells of the source modality; default: its training data. Backed (``.h5ad``
+            opened with ``backed="r"``) and zarr data are read batch by batch.
         source, target
             Modality names.
         batch_size
@@ -624,6 +691,12 @@ class CrossModalAE:
             Seed of the posterior draws.
         device
             ``"cpu"`` (default), ``"cuda"`` or ``"auto"``.
+        out
+            Write the result to this .h5ad file instead of memory, batch by batch (memory
+            holds one batch); the file appears only once complete, and the result equals
+            the in-memory one.
+        overwrite
+            Replace an existing ``out``.
 
         Returns
         -------
@@ -631,7 +704,8 @@ class CrossModalAE:
         target's original units (counts at ``library_size`` for count likelihoods,
         probabilities for Bernoulli, inverse-transformed values for Gaussian). For an image
         target, ``X`` holds the flattened pixels and ``obsm[<the target's obsm_key>]`` the
-        images, ``(cells, channels, [D,] H, W)``.
+        images, ``(cells, channels, [D,] H, W)``. With ``out``: the written file, opened
+        read-only (``backed="r"``).
         """
         if target not in self.mods:
             raise ValueError(f"unknown target modality {target!r}; the model has {self.modality_names}")
@@ -642,20 +716,22 @@ class CrossModalAE:
             library = None if lib is None else torch.full((x.shape[0],), lib, device=x.device)
             return self.module.translate(x, source, target, library, sample=sample)
 
-        with seeded(seed):
-            X = self._apply(src, fn, batch_size=batch_size, device=device)
         obs = (self.mods[source].adata if adata is None else adata).obs.copy()
         tmd = self.mods[target]
-        out = AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(tmd.var_names.astype(str))))
-        if tmd.source.image_shape is not None:  # images also in their own shape
-            out.obsm[tmd.spec.obsm_key] = X.reshape(X.shape[0], *tmd.source.image_shape)
+        images = {}
+        if tmd.source.image_shape is not None:
+            images[tmd.spec.obsm_key] = tuple(tmd.source.image_shape)
         units = {
             "gaussian": "preprocessing inverted",
             "bernoulli": "probability",
             "continuous_bernoulli": "mean intensity in [0, 1]",
         }.get(tmd.spec.likelihood, "counts")
-        out.uns["transmodal"] = {"source": source, "target": target, "units": units}
-        return out
+        uns = {"transmodal": {"source": source, "target": target, "units": units}}
+        with seeded(seed):
+            return self._output(
+                src, fn, batch_size=batch_size, device=device, obs=obs,
+                var_names=tmd.var_names, uns=uns, images=images, out=out, overwrite=overwrite,
+            )
 
     def predict_labels(
         self,

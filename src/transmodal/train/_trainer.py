@@ -11,8 +11,8 @@ import lightning.pytorch as pl
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
-from torch.utils.data import DataLoader
 
+from ..data._prefetch import PrefetchLoader
 from ._plan import CrossModalPlan
 
 
@@ -81,11 +81,17 @@ def run_training(
     min_epochs: int = 0,
     seed: int = 0,
     callbacks: list | None = None,
+    prefetch: int | None = None,
 ) -> pd.DataFrame:
     """Fit ``plan`` with a Lightning ``Trainer`` and return the per-epoch history.
 
     Randomness (dropout, weight updates) is seeded with ``seed`` inside a forked RNG state,
     so global random state is left untouched and equal seeds give equal runs on one machine.
+
+    Batches are read ``prefetch`` steps ahead by a background thread (0 = read on demand;
+    ``None``: 2 when a modality is read from a file, else 0), so the model does not wait on
+    reads from backed files; batches come in the same order either way and reading draws no
+    random numbers, so the result does not change.
     """
     cbs = list(callbacks or [])
     deterministic_before = torch.are_deterministic_algorithms_enabled()
@@ -110,9 +116,16 @@ def run_training(
             callbacks=cbs,
             deterministic=True,
         )
-        train_dl = DataLoader(train_batches, batch_size=None, shuffle=False, num_workers=0)
+        if prefetch is None:
+            on_disk = any(getattr(b, "on_disk", False) for b in (train_batches, val_batches))
+            prefetch = 2 if on_disk else 0
+        train_dl = PrefetchLoader(
+            train_batches, batch_size=None, shuffle=False, num_workers=0, prefetch=prefetch
+        )
         val_dl = (
-            DataLoader(val_batches, batch_size=None, shuffle=False, num_workers=0)
+            PrefetchLoader(
+                val_batches, batch_size=None, shuffle=False, num_workers=0, prefetch=prefetch
+            )
             if val_batches is not None
             else None
         )

@@ -1,0 +1,390 @@
+"""Scale: overhead against a bare torch loop, a million cells from backed h5ad, OT at 10^4.
+
+Parts (each runs in its own subprocess; its peak RSS is that child's own, from
+``os.wait4``; one JSON line per part):
+
+- ``gen``: :func:`transmodal.datasets.synthetic` written straight to .h5ad
+  (``out=``): ``--n-cells`` cells x 2,000 genes (NB counts) + the same cells x 5,000
+  peaks (binary), CSR on disk. Seconds, peak RSS, file sizes.
+- ``a``: training throughput (cells/s) of ``CrossModalAE.train`` on in-memory data
+  (``--a-cells`` cells, the same 2,000 + 5,000 features, dense and CSR) against a bare torch
+  loop over the same networks (a fresh copy of the model's module, same initial weights):
+  the same losses, batch size, Adam optimisers and number of steps, on dense torch tensors,
+  in the same process. Repeated ``--repeats`` times, best time of each; ratio = library /
+  bare cells per second. ``cells`` count every modality's cells of a step.
+- ``b``: one training epoch over the ``gen`` files opened lazily
+  (:func:`transmodal.datasets.read_backed`): seconds for the setup (value scan,
+  preprocessing fit) and the epoch, peak RSS; the model is saved for ``c``.
+- ``c``: embedding of all cells of both modalities, streamed to .h5ad
+  (``get_latent_representation(..., out=)``), then FOSCTTM, partner top-k and 5-NN label
+  transfer. Exact FOSCTTM costs O(n^2) distances (10^12 at 10^6 cells, hours on 2 cores),
+  so with more than ``--queries`` cells it is estimated from ``--queries`` random cells per
+  direction, each ranked against *all* cells of the other modality (unbiased; the standard
+  error is reported); label transfer queries the same cells against all reference cells.
+- ``d``: at ``--d-cells`` cells (pairs hidden, unlabelled: the ``syn_clusters`` setting
+  of ``benchmarks/unpaired.py``): wall time and FOSCTTM of the library (``--d-epochs``)
+  next to :class:`~transmodal.baselines.GromovWassersteinOT` (entropic Gromov-Wasserstein,
+  POT, SCOT's settings).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts a d --d-cells 2000
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts gen b c --n-cells 1000000 \\
+        --workdir /tmp/tm_scale --cleanup
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+PARTS = ("gen", "a", "b", "c", "d")
+FEATURES = {"rna": 2000, "atac": 5000}
+SPECS = {"rna": "nb", "atac": "bernoulli"}
+N_LATENT = 16
+BATCH = 128
+
+
+def _modalities():
+    import transmodal as tm
+
+    return {k: tm.Modality(v) for k, v in SPECS.items()}
+
+
+def _paths(workdir: str) -> dict[str, str]:
+    return {k: os.path.join(workdir, "data", f"{k}.h5ad") for k in SPECS}
+
+
+def _round(d: dict) -> dict:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
+
+
+# ------------------------------------------------------------------------------ gen
+def part_gen(args) -> dict:
+    import transmodal as tm
+
+    t0 = time.perf_counter()
+    tm.datasets.synthetic(
+        args.n_cells, n_features=FEATURES, seed=args.seed, out=os.path.join(args.workdir, "data"),
+        overwrite=True,
+    )
+    seconds = time.perf_counter() - t0
+    sizes = {k: os.path.getsize(p) / 2**30 for k, p in _paths(args.workdir).items()}
+    return {"n_cells": args.n_cells, "features": FEATURES, "seconds": seconds,
+            "file_gib": {k: round(v, 3) for k, v in sizes.items()}}
+
+
+# ------------------------------------------------------------------------------ a
+def _bare_loop(module, data: dict, *, steps: int, batch_size: int, seed: int) -> float:
+    """The library's default training step in plain torch; returns seconds."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    ae = [p for n, p in module.named_parameters() if not n.startswith("discriminator.")]
+    opt_ae = torch.optim.Adam(ae, lr=1e-3)
+    opt_d = torch.optim.Adam(module.discriminator.parameters(), lr=1e-3)
+    module.train()
+    names = list(data)
+    n = {k: v.shape[0] for k, v in data.items()}
+    perms = {k: torch.randperm(n[k], generator=gen) for k in names}
+    pos = 0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        if pos + batch_size > max(n.values()):
+            perms = {k: torch.randperm(n[k], generator=gen) for k in names}
+            pos = 0
+        zs, recon = {}, []
+        for k in names:
+            x = data[k][perms[k][pos : pos + batch_size]]
+            z, nll, _ = module.reconstruction(k, x)
+            zs[k] = z
+            recon.append(nll.mean())
+        pos += batch_size
+        objective = torch.stack(recon).sum()
+        objective = objective + torch.stack([z.pow(2).mean() for z in zs.values()]).mean()
+        detached = {k: z.detach() for k, z in zs.items()}
+        d_loss, _ = module.discriminator_loss(detached, {}, {})
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        adv = torch.stack([module.adversarial_loss(k, zs[k], None, None, None) for k in names])
+        objective = objective + adv.mean() + module.mmd_loss(zs)
+        opt_ae.zero_grad(set_to_none=True)
+        objective.backward()
+        opt_ae.step()
+    return time.perf_counter() - t0
+
+
+def part_a(args) -> dict:
+    import torch
+
+    import transmodal as tm
+    import transmodal.model._model as model_mod
+
+    data = tm.datasets.synthetic(args.a_cells, n_features=FEATURES, seed=args.seed)
+    dense = {}
+    for k, a in data.items():
+        b = a.copy()
+        b.X = a.X.toarray()
+        if "counts" in b.layers:
+            del b.layers["counts"]
+        dense[k] = b
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(a.X)) for k, a in dense.items()}
+
+    loop_seconds: list[float] = []
+    real_run = model_mod.run_training
+
+    def timed_run(*a, **kw):  # the training loop alone, without setup and the final check
+        t = time.perf_counter()
+        try:
+            return real_run(*a, **kw)
+        finally:
+            loop_seconds.append(time.perf_counter() - t)
+
+    model_mod.run_training = timed_run
+
+    def make(d):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tm.CrossModalAE(d, modalities=_modalities(), n_latent=N_LATENT,
+                                   validation_fraction=0.0, seed=args.seed)
+
+    steps = math.ceil(args.a_cells / BATCH) * args.a_epochs
+    cells = steps * BATCH * len(SPECS)
+    res: dict[str, list[float]] = {"library_dense": [], "library_csr": [], "library_dense_loop": [],
+                                   "library_csr_loop": [], "bare": []}
+    for _ in range(args.repeats):
+        for name, d in (("dense", dense), ("csr", data)):
+            model = make(d)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.train(max_epochs=args.a_epochs, batch_size=BATCH, early_stopping=False,
+                            progress_bar=False)
+            res[f"library_{name}"].append(time.perf_counter() - t0)
+            res[f"library_{name}_loop"].append(loop_seconds[-1])
+        module = make(dense).module  # the same initial weights as the library's runs
+        res["bare"].append(_bare_loop(module, tensors, steps=steps, batch_size=BATCH,
+                                      seed=args.seed))
+    model_mod.run_training = real_run
+    best = {k: min(v) for k, v in res.items()}
+    rate = {k: cells / v for k, v in best.items()}
+    return {
+        "n_cells": args.a_cells, "features": FEATURES, "batch_size": BATCH, "steps": steps,
+        "epochs": args.a_epochs, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
+        "bare_cells_per_s": rate["bare"],
+        "library_dense_cells_per_s": rate["library_dense"],
+        "library_csr_cells_per_s": rate["library_csr"],
+        "ratio_dense": rate["library_dense"] / rate["bare"],
+        "ratio_csr": rate["library_csr"] / rate["bare"],
+        "ratio_dense_loop_only": rate["library_dense_loop"] / rate["bare"],
+        "ratio_csr_loop_only": rate["library_csr_loop"] / rate["bare"],
+        "seconds": {k: [round(x, 2) for x in v] for k, v in res.items()},
+        "note": "ratio: whole train() call (setup of the plan, Lightning, the final mixing "
+                "check); *_loop_only: the Lightning fit alone",
+    }
+
+
+# ------------------------------------------------------------------------------ b
+def _open(workdir: str):
+    import transmodal as tm
+
+    return {k: tm.datasets.read_backed(p) for k, p in _paths(workdir).items()}
+
+
+def part_b(args) -> dict:
+    import transmodal as tm
+
+    data = _open(args.workdir)
+    n = {k: a.n_obs for k, a in data.items()}
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = tm.CrossModalAE(data, modalities=_modalities(), n_latent=N_LATENT, seed=args.seed)
+        t1 = time.perf_counter()
+        model.train(max_epochs=1, batch_size=BATCH, early_stopping=False, progress_bar=False)
+    t2 = time.perf_counter()
+    model.save(os.path.join(args.workdir, "model"), overwrite=True)
+    steps = math.ceil(max(int((~m).sum()) for m in model.val_masks_.values()) / BATCH)
+    return {"n_cells": n, "batch_size": BATCH, "steps": steps,
+            "seconds_setup": t1 - t0, "seconds_epoch": t2 - t1,
+            "train_cells_per_s": steps * BATCH * len(n) / (t2 - t1),
+            "history": {k: round(float(v), 4) for k, v in model.history.iloc[-1].items()}}
+
+
+# ------------------------------------------------------------------------------ c
+def _sampled_ranks(q_all: np.ndarray, r_all: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """For each cell in ``rows``: how many rows of ``r_all`` are strictly closer to
+    ``q_all[cell]`` than its partner ``r_all[cell]`` (FOSCTTM's count, all reference rows)."""
+    from transmodal.metrics._chunked import _BlockDistance, count_before
+
+    q = np.ascontiguousarray(q_all[rows], dtype=np.float64)
+    r = np.ascontiguousarray(r_all, dtype=np.float64)
+    dist = _BlockDistance(q, r, "euclidean")
+    thr = dist.exact(np.arange(len(rows)), rows)
+    return count_before(dist, thr, tie_before=None, exclude=rows, chunk_size=None)
+
+
+def part_c(args) -> dict:
+    import anndata as ad
+    from sklearn.neighbors import KNeighborsClassifier
+
+    import transmodal as tm
+
+    data = _open(args.workdir)
+    t0 = time.perf_counter()
+    model_dir = os.path.join(args.workdir, "model")
+    trained = os.path.isdir(model_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if trained:
+            model = tm.CrossModalAE.load(model_dir, data, check_data=False)
+        else:  # embedding costs the same for an untrained model
+            model = tm.CrossModalAE(data, modalities=_modalities(), n_latent=N_LATENT,
+                                    seed=args.seed, check_data=False)
+    t1 = time.perf_counter()
+    emb = {}
+    for k in data:
+        path = os.path.join(args.workdir, f"latent_{k}.h5ad")
+        model.get_latent_representation(k, out=path, overwrite=True)
+        emb[k] = ad.read_h5ad(path).X  # n x 16 float32: small
+    t2 = time.perf_counter()
+    x, y = emb["rna"], emb["atac"]
+    n = x.shape[0]
+    rng = np.random.default_rng(args.seed)
+    m = min(args.queries, n)
+    exact = m == n
+    out: dict = {"n_cells": n, "trained_model": trained, "seconds_load": t1 - t0,
+                 "seconds_embed": t2 - t1, "foscttm_queries": m, "foscttm_exact": exact}
+    ranks = []
+    for q, r in ((x, y), (y, x)):
+        rows = np.arange(n) if exact else np.sort(rng.choice(n, m, replace=False))
+        ranks.append(_sampled_ranks(q, r, rows))
+    frac = np.concatenate(ranks) / (n - 1)
+    out["foscttm"] = float(frac.mean())
+    out["foscttm_se"] = 0.0 if exact else float(frac.std(ddof=1) / math.sqrt(len(frac)))
+    for k in (1, 5, 50):
+        out[f"partner_in_top_{k}"] = float(np.mean(np.concatenate(ranks) < k))
+    labels = {k: np.asarray(a.obs["label"]).astype(str) for k, a in data.items()}
+    lt = []
+    for qk, rk in (("rna", "atac"), ("atac", "rna")):
+        rows = np.sort(rng.choice(n, m, replace=False))
+        clf = KNeighborsClassifier(n_neighbors=5).fit(emb[rk], labels[rk])
+        lt.append(float(np.mean(clf.predict(emb[qk][rows]) == labels[qk][rows])))
+    out["label_transfer_5nn"] = float(np.mean(lt))
+    t3 = time.perf_counter()
+    out["seconds_metrics"] = t3 - t2
+    out["seconds"] = t3 - t0
+    return out
+
+
+# ------------------------------------------------------------------------------ d
+def part_d(args) -> dict:
+    import transmodal as tm
+    from transmodal.metrics import foscttm
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from unpaired import ot_features
+
+    data = tm.datasets.synthetic(args.d_cells, seed=args.seed)
+    x, y = data["rna"], data["atac"].copy()
+    y.obs_names = [f"hidden_{i}" for i in range(y.n_obs)]  # hide the pairing
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = tm.CrossModalAE({"x": x, "y": y},
+                                modalities={"x": tm.Modality("nb"), "y": tm.Modality("bernoulli")},
+                                n_latent=N_LATENT, seed=args.seed)
+        model.train(max_epochs=args.d_epochs, progress_bar=False)
+    zx, zy = model.get_latent_representation("x"), model.get_latent_representation("y")
+    t_lib = time.perf_counter() - t0
+    f_lib = foscttm(zx, zy)
+    out = {"n_cells": args.d_cells, "library_seconds": t_lib, "library_foscttm": f_lib,
+           "library_epochs": args.d_epochs}
+    if args.skip_ot:
+        return out
+    try:
+        tm.baselines.GromovWassersteinOT  # noqa: B018
+        import ot  # noqa: F401
+    except ImportError:
+        out["ot"] = "POT not installed"
+        return out
+    t0 = time.perf_counter()
+    gw = tm.baselines.GromovWassersteinOT(seed=args.seed).fit(ot_features(x, "nb"),
+                                                             ot_features(y, "bernoulli"))
+    t_ot = time.perf_counter() - t0
+    out.update({"ot_seconds": t_ot, "ot_foscttm": foscttm(gw.embed_x(), gw.embed_y()),
+                "time_ratio_library_to_ot": t_lib / t_ot})
+    return out
+
+
+# ------------------------------------------------------------------------------ driver
+RUNNERS = {"gen": part_gen, "a": part_a, "b": part_b, "c": part_c, "d": part_d}
+
+
+def run_child(part: str, argv: list[str]) -> dict:
+    """Run one part in a subprocess; add its own peak RSS (``os.wait4``)."""
+    with tempfile.TemporaryFile(mode="w+") as fout, tempfile.TemporaryFile(mode="w+") as ferr:
+        proc = subprocess.Popen([sys.executable, __file__, "--one", part, *argv],
+                                stdout=fout, stderr=ferr, env=os.environ.copy())
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        fout.seek(0)
+        ferr.seek(0)
+        lines = [ln for ln in fout.read().splitlines() if ln.startswith("{")]
+        err = ferr.read().strip().splitlines()
+    peak = usage.ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
+    if proc.returncode or not lines:
+        return {"part": part, "error": err[-3:], "returncode": proc.returncode,
+                "peak_rss_mib": round(peak, 1)}
+    res = json.loads(lines[-1])
+    res["peak_rss_mib"] = round(peak, 1)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    ap.add_argument("--n-cells", type=int, default=1_000_000, help="cells per modality (gen, b, c)")
+    ap.add_argument("--a-cells", type=int, default=20_000)
+    ap.add_argument("--a-epochs", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--d-cells", type=int, default=10_000)
+    ap.add_argument("--d-epochs", type=int, default=30)
+    ap.add_argument("--skip-ot", action="store_true", help="part d: the library only")
+    ap.add_argument("--queries", type=int, default=10_000,
+                    help="part c: query cells per direction of the FOSCTTM estimate")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "transmodal_scale"))
+    ap.add_argument("--cleanup", action="store_true", help="delete --workdir at the end")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        t0 = time.perf_counter()
+        res = RUNNERS[args.one](args)
+        res = {"part": args.one, **res, "wall_s": time.perf_counter() - t0}
+        print(json.dumps(_round(res), default=str), flush=True)
+        return
+    os.makedirs(args.workdir, exist_ok=True)
+    argv = [a for a in sys.argv[1:] if a != "--cleanup"]
+    try:
+        for part in args.parts:
+            print(json.dumps(run_child(part, argv)), flush=True)
+    finally:
+        if args.cleanup:
+            shutil.rmtree(args.workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

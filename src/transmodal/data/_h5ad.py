@@ -1,0 +1,230 @@
+"""Write large matrices to .h5ad block by block, and open .h5ad / .zarr stores lazily.
+
+An .h5ad file is written in two steps: anndata writes everything except the big
+matrices (``obs``, ``var``, ``uns``, small ``obsm`` entries), then the matrices are
+created as HDF5 datasets with anndata's encoding attributes and filled block by block,
+so memory holds one block at a time. The file is written under a temporary name in the
+target's folder and renamed into place only when complete: an error leaves no
+half-written file behind (and an existing file untouched).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+_CHUNK_BYTES = 1 << 16  # HDF5 chunks of appendable datasets: small, for fast random row reads
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` on success.
+
+    On any error the temporary file is removed and an existing ``path`` is left as it was.
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+    if target.is_dir():
+        raise IsADirectoryError(f"{target} is a directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates private files
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_skeleton(
+    path: Path, *, obs: pd.DataFrame, var: pd.DataFrame, uns: Mapping | None = None,
+    obsm: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """An .h5ad without ``X`` (and with only small ``obsm`` entries), to be filled in."""
+    AnnData(obs=obs, var=var, uns=dict(uns or {}), obsm=dict(obsm or {})).write_h5ad(path)
+
+
+def _encode(obj, encoding: str, version: str) -> None:
+    obj.attrs["encoding-type"] = encoding
+    obj.attrs["encoding-version"] = version
+
+
+class DenseRows:
+    """A dense float32 ``(n_obs, *shape)`` array in an HDF5 file, filled block by block."""
+
+    def __init__(self, h5, key: str, n_obs: int, shape: tuple[int, ...], dtype=np.float32) -> None:
+        self.ds = h5.create_dataset(key, shape=(n_obs, *shape), dtype=dtype)
+        _encode(self.ds, "array", "0.2.0")
+        self.n_obs = n_obs
+        self.filled = 0
+
+    def write(self, block: np.ndarray) -> None:
+        """Append the next ``len(block)`` rows."""
+        stop = self.filled + block.shape[0]
+        if stop > self.n_obs:
+            raise ValueError(f"{stop} rows written to an array of {self.n_obs}")
+        if block.shape[0]:
+            self.ds[self.filled : stop] = block.reshape(block.shape[0], *self.ds.shape[1:])
+        self.filled = stop
+
+    def close(self) -> None:
+        """Check that every row was written."""
+        if self.filled != self.n_obs:
+            raise ValueError(f"only {self.filled} of {self.n_obs} rows were written")
+
+
+class CSRRows:
+    """A CSR matrix in an HDF5 file (anndata's ``csr_matrix`` encoding), appended block by
+    block; ``data`` and ``indices`` grow in 64 KiB chunks (random rows read fast), ``indptr``
+    is int64."""
+
+    def __init__(self, h5, key: str, n_obs: int, n_vars: int, dtype=np.float32) -> None:
+        self.group = h5.create_group(key)
+        _encode(self.group, "csr_matrix", "0.1.0")
+        self.group.attrs["shape"] = np.array([n_obs, n_vars], dtype=np.int64)
+        self.n_obs, self.n_vars = n_obs, n_vars
+        idx_dtype = np.int32 if n_vars <= np.iinfo(np.int32).max else np.int64
+        self.data = self._appendable("data", np.dtype(dtype))
+        self.indices = self._appendable("indices", np.dtype(idx_dtype))
+        self.indptr = self.group.create_dataset("indptr", shape=(n_obs + 1,), dtype=np.int64)
+        self.indptr[0] = 0
+        self.filled = 0
+        self.nnz = 0
+
+    def _appendable(self, name: str, dtype: np.dtype):
+        chunk = max(1, _CHUNK_BYTES // dtype.itemsize)
+        return self.group.create_dataset(
+            name, shape=(0,), maxshape=(None,), chunks=(chunk,), dtype=dtype
+        )
+
+    def write(self, block) -> None:
+        """Append the next rows (a dense array or any scipy sparse matrix)."""
+        csr = sp.csr_matrix(block)
+        if csr.shape[1] != self.n_vars:
+            raise ValueError(f"block has {csr.shape[1]} columns, expected {self.n_vars}")
+        stop = self.filled + csr.shape[0]
+        if stop > self.n_obs:
+            raise ValueError(f"{stop} rows written to a matrix of {self.n_obs}")
+        nnz = self.nnz + csr.nnz
+        if csr.nnz:
+            self.data.resize((nnz,))
+            self.indices.resize((nnz,))
+            self.data[self.nnz : nnz] = csr.data.astype(self.data.dtype, copy=False)
+            self.indices[self.nnz : nnz] = csr.indices.astype(self.indices.dtype, copy=False)
+        if csr.shape[0]:
+            self.indptr[self.filled + 1 : stop + 1] = csr.indptr[1:].astype(np.int64) + self.nnz
+        self.filled, self.nnz = stop, nnz
+
+    def close(self) -> None:
+        """Check that every row was written."""
+        if self.filled != self.n_obs:
+            raise ValueError(f"only {self.filled} of {self.n_obs} rows were written")
+
+
+def write_rows_h5ad(
+    path: str | os.PathLike,
+    blocks: Iterator[np.ndarray],
+    *,
+    n_obs: int,
+    obs: pd.DataFrame,
+    var: pd.DataFrame,
+    uns: Mapping | None = None,
+    images: Mapping[str, tuple[int, ...]] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Write an AnnData whose dense ``X`` arrives as row blocks, never all in memory.
+
+    Parameters
+    ----------
+    path
+        The .h5ad file (written atomically).
+    blocks
+        Consecutive row blocks of ``X``, ``n_obs`` rows and ``len(var)`` columns in all.
+    n_obs, obs, var, uns
+        Rows, cell and feature annotations, unstructured metadata.
+    images
+        ``{obsm_key: shape}``: also store ``X``'s rows reshaped to ``shape`` in ``obsm``.
+    overwrite
+        Replace an existing file (only once the new one is complete).
+    """
+    import h5py
+
+    if len(obs) != n_obs:
+        raise ValueError(f"obs has {len(obs)} rows, expected {n_obs}")
+    try:
+        with atomic_file(path, overwrite=overwrite) as tmp:
+            write_skeleton(tmp, obs=obs, var=var, uns=uns)
+            with h5py.File(tmp, "r+") as f:
+                writers = [DenseRows(f, "X", n_obs, (len(var),))]
+                for key, shape in (images or {}).items():
+                    writers.append(DenseRows(f, f"obsm/{key}", n_obs, tuple(shape)))
+                for block in blocks:
+                    for w in writers:
+                        w.write(block)
+                for w in writers:
+                    w.close()
+    finally:
+        close = getattr(blocks, "close", None)
+        if close is not None:  # a generator's clean-up runs now, not at garbage collection
+            close()
+
+
+def read_backed(path: str | os.PathLike) -> AnnData:
+    """Open an .h5ad file or a .zarr store without loading its matrices.
+
+    ``obs``, ``var``, ``obsm`` and ``uns`` are read into memory; ``X`` and every layer stay
+    on disk (sparse matrices as anndata's backed sparse datasets, dense ones as HDF5 /
+    zarr arrays) and are read per batch by training, embedding and translation. Unlike
+    ``anndata.read_h5ad(path, backed="r")``, which keeps only ``X`` on disk, layers are
+    not loaded either. The file stays open as long as the returned object is in use.
+    """
+    p = Path(path)
+    if p.is_dir():
+        import zarr
+
+        g = zarr.open(str(p), mode="r")
+    else:
+        import h5py
+
+        g = h5py.File(p, "r")
+    try:
+        from anndata.io import read_elem, sparse_dataset
+    except ImportError:  # pragma: no cover - anndata < 0.11
+        from anndata.experimental import read_elem, sparse_dataset
+
+    def lazy(elem):
+        if elem.attrs.get("encoding-type") in ("csr_matrix", "csc_matrix"):
+            return sparse_dataset(elem)
+        return elem
+
+    def read(key, default):
+        return read_elem(g[key]) if key in g else default
+
+    X = lazy(g["X"]) if "X" in g else None
+    layers = {k: lazy(g["layers"][k]) for k in g["layers"]} if "layers" in g else {}
+    return AnnData(
+        X=X,
+        obs=read("obs", None),
+        var=read("var", None),
+        uns=read("uns", {}),
+        obsm=read("obsm", {}),
+        layers=layers,
+    )
+
+
+__all__ = ["CSRRows", "DenseRows", "atomic_file", "read_backed", "write_rows_h5ad", "write_skeleton"]

@@ -1,0 +1,107 @@
+"""Read ahead in a background thread, so the model does not wait on I/O.
+
+Reading rows (h5py / zarr reads, sparse-to-dense conversion) and the model's forward /
+backward passes both release the GIL for most of their work, so one reader thread
+overlaps the next batches' reads with the current step. Items come out in order and
+reading draws no random numbers, so results do not depend on prefetching.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from torch.utils.data import DataLoader
+
+T = TypeVar("T")
+
+_DONE = object()
+
+
+class Prefetcher(Iterator[T]):
+    """Iterate over ``iterable`` with up to ``depth`` items read ahead by a daemon thread.
+
+    The thread starts on the first ``next()``. Exceptions raised while reading are
+    re-raised by ``next()``; :meth:`close` (also called on garbage collection) stops the
+    thread after the item it is reading.
+    """
+
+    def __init__(self, iterable: Iterable[T], depth: int = 2) -> None:
+        if depth < 1:
+            raise ValueError(f"prefetch depth must be >= 1, got {depth}")
+        self._source = iterable
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._finished = False
+
+    def _work(self) -> None:
+        try:
+            for item in self._source:
+                if not self._put((True, item)):
+                    return
+        except BaseException as err:  # noqa: BLE001 - re-raised by the consumer
+            self._put((False, err))
+            return
+        self._put((True, _DONE))
+
+    def _put(self, entry) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __next__(self) -> T:
+        if self._finished:
+            raise StopIteration
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="transmodal-prefetch", daemon=True)
+            self._thread.start()
+        ok, item = self._queue.get()
+        if not ok:
+            self._finished = True
+            raise item
+        if item is _DONE:
+            self._finished = True
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stop the reader thread (pending items are dropped)."""
+        self._stop.set()
+        self._finished = True
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def __del__(self) -> None:  # pragma: no cover - timing of garbage collection
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+
+
+class PrefetchLoader(DataLoader):
+    """A ``DataLoader`` whose iterator reads ``prefetch`` items ahead in a background thread.
+
+    With ``prefetch=0`` it is a plain ``DataLoader``. Lightning may re-create the loader
+    (e.g. to insert a distributed sampler); ``prefetch`` is kept as an attribute of the same
+    name, so the copy prefetches too.
+    """
+
+    def __init__(self, dataset, *args, prefetch: int = 2, **kwargs) -> None:
+        super().__init__(dataset, *args, **kwargs)
+        self.prefetch = int(prefetch)
+
+    def __iter__(self):
+        it = super().__iter__()
+        if self.prefetch <= 0:
+            return it
+        return Prefetcher(it, self.prefetch)
+
+
+__all__ = ["PrefetchLoader", "Prefetcher"]

@@ -1,0 +1,264 @@
+"""Streaming: backed h5ad / zarr inputs, prefetching, outputs written to .h5ad in blocks,
+and the synthetic generator writing straight to disk."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+
+import transmodal as tm
+from transmodal.data import MatrixSource
+from transmodal.data._prefetch import Prefetcher
+from transmodal.datasets import read_backed
+
+SPECS = {"rna": "nb", "atac": "bernoulli"}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A small synthetic pair of modalities, in memory and as .h5ad / .zarr files."""
+    d = tm.datasets.synthetic(240, n_features={"rna": 30, "atac": 40}, seed=0)
+    root = tmp_path_factory.mktemp("small")
+    fmt = getattr(ad.settings, "zarr_write_format", None)
+    try:
+        if fmt is not None:
+            ad.settings.zarr_write_format = 3
+        with warnings.catch_warnings():  # zarr's notes on the v3 format
+            warnings.simplefilter("ignore")
+            for k, a in d.items():
+                a.write_h5ad(root / f"{k}.h5ad")
+                a.write_zarr(root / f"{k}.zarr")
+    finally:
+        if fmt is not None:
+            ad.settings.zarr_write_format = fmt
+    return d, root
+
+
+def _inputs(kind: str, d: dict, root) -> dict:
+    if kind == "csr":
+        return d
+    if kind == "dense":
+        out = {}
+        for k, a in d.items():
+            b = a.copy()
+            b.X = a.X.toarray()
+            out[k] = b
+        return out
+    if kind == "backed":
+        return {k: ad.read_h5ad(root / f"{k}.h5ad", backed="r") for k in d}
+    return {k: read_backed(root / f"{k}.zarr") for k in d}
+
+
+def _fit(data, **kw) -> tm.CrossModalAE:
+    model = tm.CrossModalAE(
+        data, modalities={k: tm.Modality(v) for k, v in SPECS.items()}, n_latent=4,
+        hidden=(16,), seed=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.train(max_epochs=kw.pop("max_epochs", 2), batch_size=64, progress_bar=False, **kw)
+    return model
+
+
+def test_dense_csr_backed_and_zarr_inputs_train_identically(small):
+    d, root = small
+    ref = _fit(_inputs("csr", d, root))
+    ref_state = ref.module.state_dict()
+    ref_z = ref.get_latent_representation("atac")
+    for kind in ("dense", "backed", "zarr"):
+        data = _inputs(kind, d, root)
+        model = _fit(data)
+        for key, value in model.module.state_dict().items():
+            assert torch.equal(value, ref_state[key]), (kind, key)
+        np.testing.assert_array_equal(model.get_latent_representation("atac"), ref_z)
+        pd.testing.assert_frame_equal(model.history, ref.history)
+        if kind != "dense":
+            assert model.mods["rna"].source.on_disk
+    # a trained model embeds backed / zarr data it was not trained on, the same way
+    for kind in ("backed", "zarr"):
+        other = _inputs(kind, d, root)["rna"]
+        np.testing.assert_array_equal(
+            ref.get_latent_representation("rna", other), ref.get_latent_representation("rna")
+        )
+
+
+def test_backed_rows_any_order_equal_memory(small, tmp_path):
+    d, root = small
+    x = d["atac"].X.toarray()
+    dense_h5 = tmp_path / "dense.h5ad"
+    ad.AnnData(X=x).write_h5ad(dense_h5)
+    idx = np.array([7, 3, 3, 200, 0, 1, 2, 239, 7])
+    sources = [
+        ad.read_h5ad(root / "atac.h5ad", backed="r").X,
+        read_backed(root / "atac.zarr").X,
+        read_backed(dense_h5).X,
+        sp.csr_matrix((d["atac"].X.data, d["atac"].X.indices.astype(np.int32),
+                       d["atac"].X.indptr.astype(np.int64)), shape=x.shape),
+    ]
+    for m in sources:
+        src = MatrixSource(m, name="atac", where="X")
+        np.testing.assert_array_equal(src.rows(idx), x[idx])
+        np.testing.assert_array_equal(src.rows(np.arange(5, 90)), x[5:90])
+        np.testing.assert_array_equal(np.concatenate(list(src.chunks(chunk_size=100))), x)
+        assert src.rows(np.zeros(0, np.int64)).shape == (0, x.shape[1])
+
+
+def test_outputs_stream_to_h5ad_and_equal_memory(small, tmp_path):
+    d, root = small
+    model = _fit(_inputs("csr", d, root), max_epochs=1)
+    backed = ad.read_h5ad(root / "rna.h5ad", backed="r")
+    mem = model.translate(backed, source="rna", target="atac", batch_size=50)
+    out = tmp_path / "sub" / "atac_from_rna.h5ad"
+    res = model.translate(backed, source="rna", target="atac", batch_size=50, out=out)
+    assert res.isbacked and res.shape == mem.shape
+    disk = ad.read_h5ad(out)
+    np.testing.assert_array_equal(disk.X, mem.X)
+    pd.testing.assert_frame_equal(disk.obs, mem.obs)
+    pd.testing.assert_index_equal(disk.var_names, mem.var_names)
+    assert dict(disk.uns["transmodal"]) == mem.uns["transmodal"]
+
+    z = model.get_latent_representation("atac", batch_size=70)
+    lat = model.get_latent_representation("atac", batch_size=70, out=tmp_path / "z.h5ad")
+    np.testing.assert_array_equal(np.asarray(lat.X[:]), z)
+    assert list(lat.var_names) == [f"latent{i}" for i in range(4)]
+    assert list(lat.obs_names) == list(d["atac"].obs_names)
+
+    # an existing file is kept unless overwrite=True
+    with pytest.raises(FileExistsError, match="overwrite"):
+        model.get_latent_representation("atac", out=tmp_path / "z.h5ad")
+    model.get_latent_representation("rna", out=tmp_path / "z.h5ad", overwrite=True)
+    assert ad.read_h5ad(tmp_path / "z.h5ad").obs_names[0] == d["rna"].obs_names[0]
+
+
+def test_failed_output_leaves_no_file(small, tmp_path, monkeypatch):
+    d, root = small
+    model = _fit(_inputs("csr", d, root), max_epochs=1)
+    src = model.mods["rna"].source
+    calls = {"n": 0}
+    rows = src.rows
+
+    def failing(idx):  # the third batch cannot be read
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("read error")
+        return rows(idx)
+
+    monkeypatch.setattr(src, "rows", failing)
+    with pytest.raises(OSError, match="read error"):
+        model.translate(source="rna", target="atac", batch_size=50, out=tmp_path / "t.h5ad")
+    calls["n"] = 0
+    with pytest.raises(OSError, match="read error"):
+        model.get_latent_representation("rna", batch_size=50, out=tmp_path / "z.h5ad")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_image_target_streams_obsm(tmp_path):
+    rng = np.random.default_rng(0)
+    img = ad.AnnData(np.zeros((40, 1), np.float32))
+    img.obsm["crops"] = rng.uniform(size=(40, 1, 8, 8)).astype(np.float32)
+    feat = ad.AnnData(rng.normal(size=(40, 5)).astype(np.float32))
+    img.obs_names = feat.obs_names = [f"n{i}" for i in range(40)]
+    model = tm.CrossModalAE(
+        {"img": img, "feat": feat},
+        {"img": tm.Modality("gaussian", obsm_key="crops", hidden=(4, 8)),
+         "feat": tm.Modality("gaussian")},
+        n_latent=3, seed=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.train(max_epochs=1, progress_bar=False)
+    mem = model.translate(source="feat", target="img", batch_size=16)
+    model.translate(source="feat", target="img", batch_size=16, out=tmp_path / "img.h5ad")
+    disk = ad.read_h5ad(tmp_path / "img.h5ad")
+    np.testing.assert_array_equal(disk.obsm["crops"], mem.obsm["crops"])
+    np.testing.assert_array_equal(disk.X, mem.X)
+
+
+def test_prefetcher_keeps_order_and_raises():
+    assert list(Prefetcher(iter(range(50)), depth=3)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise ValueError("bad read")
+
+    it = Prefetcher(broken())
+    assert next(it) == 1
+    with pytest.raises(ValueError, match="bad read"):
+        next(it)
+    endless = Prefetcher(iter(range(10**9)), depth=2)
+    assert next(endless) == 0
+    endless.close()
+    assert not any(t.name == "transmodal-prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_prefetching_does_not_change_training(small):
+    from functools import partial
+
+    import transmodal.model._model as model_mod
+    from transmodal.train._trainer import run_training
+
+    d, _ = small
+    ref = _fit(d)
+    real = model_mod.run_training
+    model_mod.run_training = partial(run_training, prefetch=3)  # prefetch in-memory data too
+    try:
+        pre = _fit(d)
+    finally:
+        model_mod.run_training = real
+    for key, value in pre.module.state_dict().items():
+        assert torch.equal(value, ref.module.state_dict()[key]), key
+
+
+def _same(a: ad.AnnData, b: ad.AnnData) -> None:
+    for x, y in [(a.X, b.X)] + [(a.layers[k], b.layers[k]) for k in a.layers]:
+        if sp.issparse(x):
+            assert sp.issparse(y)
+            for attr in ("data", "indices", "indptr"):
+                np.testing.assert_array_equal(getattr(x, attr), getattr(y, attr))
+        else:
+            np.testing.assert_array_equal(x, y)
+    assert list(a.layers) == list(b.layers)
+    pd.testing.assert_frame_equal(a.obs, b.obs)
+    pd.testing.assert_frame_equal(a.var, b.var)
+    np.testing.assert_array_equal(a.obsm["X_true"], b.obsm["X_true"])
+    ua, ub = a.uns["synthetic"], b.uns["synthetic"]
+    assert set(ua) == set(ub)
+    for k in ua:
+        va, vb = ua[k], ub[k]
+        if isinstance(va, dict):
+            assert dict(va) == dict(vb), k
+        else:
+            np.testing.assert_array_equal(np.asarray(va), np.asarray(vb))
+
+
+def test_synthetic_writes_h5ad_blockwise_equal_to_memory(tmp_path):
+    kw = {
+        "modalities": {"rna": "nb", "atac": "bernoulli", "prot": "gaussian"},
+        "n_features": {"rna": 40, "atac": 60, "prot": 5},
+        "paired": 0.5,
+        "shape": "trajectory",
+        "seed": 3,
+    }
+    mem = tm.datasets.synthetic(2300, block_size=700, **kw)
+    files = tm.datasets.synthetic(2300, block_size=900, out=tmp_path, **kw)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atac.h5ad", "prot.h5ad", "rna.h5ad"]
+    for k, a in mem.items():
+        _same(a, ad.read_h5ad(tmp_path / f"{k}.h5ad"))
+        f = files[k]  # matrices and layers stay on disk
+        assert not isinstance(f.X, (np.ndarray, sp.spmatrix))
+        np.testing.assert_array_equal(
+            MatrixSource(f.X, name=k, where="X").rows(np.arange(2300)),
+            a.X.toarray() if sp.issparse(a.X) else a.X,
+        )
+    assert not isinstance(files["rna"].layers["counts"], sp.spmatrix)
+    with pytest.raises(FileExistsError):
+        tm.datasets.synthetic(2300, out=tmp_path, **kw)
+    with pytest.raises(ValueError, match="return_mudata"):
+        tm.datasets.synthetic(100, out=tmp_path / "m", return_mudata=True)
