@@ -19,7 +19,7 @@ import numpy as np
 
 import transmodal as tm
 from transmodal.workflows import evaluate_paired
-from transmodal.workflows._demo import DEMO_N_LATENT, a549_modalities, peak_rss_mib
+from transmodal.workflows._demo import a549_model, peak_rss_mib
 
 # which anchor fractions each method is run at (the paper's Fig. 2 design)
 FRACTIONS = {
@@ -46,14 +46,7 @@ def _embedding_metrics(zx, zy, labels) -> dict:
 
 
 def run_transmodal(train, test, fraction, seed) -> dict:
-    model = tm.CrossModalAE(
-        train,
-        modalities=a549_modalities(),
-        n_latent=DEMO_N_LATENT,
-        labels_key="treatment_time",
-        anchor_fraction=fraction,
-        seed=seed,
-    )
+    model = a549_model(train, anchor_fraction=fraction, seed=seed)
     model.train(progress_bar=False)
     res = evaluate_paired(model, test, source="rna", target="atac", labels_key="treatment_time")
     keep = (

@@ -55,7 +55,7 @@ from transmodal.analysis import (
     translated_classifier_roc,
 )
 from transmodal.analysis._stats import overlap_pvalue
-from transmodal.workflows._demo import DEMO_N_LATENT, a549_modalities, peak_rss_mib
+from transmodal.workflows._demo import a549_model, peak_rss_mib
 
 GROUP, REFERENCE = "3h", "0h"
 DIRECTIONS = (("atac", "rna"), ("rna", "atac"))
@@ -203,14 +203,7 @@ def references(train, test, seed: int = 0) -> list[dict[str, Any]]:
 def run_transmodal(train, test, fraction: float, seed: int, max_epochs: int | None = None) -> list[dict]:
     """Train one model and analyse its test translations in both directions."""
     t0 = time.perf_counter()
-    model = tm.CrossModalAE(
-        train,
-        modalities=a549_modalities(),
-        n_latent=DEMO_N_LATENT,
-        labels_key="treatment_time",
-        anchor_fraction=fraction,
-        seed=seed,
-    )
+    model = a549_model(train, anchor_fraction=fraction, seed=seed)
     model.train(max_epochs=max_epochs, progress_bar=False)
     train_seconds = time.perf_counter() - t0
     rows = []

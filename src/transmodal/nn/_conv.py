@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ._mlp import MLPEncoder
+from ._mlp import LatentEncoder
 
 DEFAULT_CHANNELS = (32, 64, 128)
 
@@ -43,12 +43,12 @@ def spatial_sizes(spatial: Sequence[int], n_stages: int) -> list[tuple[int, ...]
     return sizes
 
 
-class ConvEncoder(MLPEncoder):
+class ConvEncoder(LatentEncoder):
     """Image -> latent point: stride-2 convolution stages, then one linear layer.
 
-    Shares :class:`~transmodal.nn.MLPEncoder`'s output handling (variational posterior,
-    per-modality batch standardisation of the latent), so the rest of the model treats
-    both alike.
+    Shares the output handling of every encoder (:class:`~transmodal.nn._mlp.LatentEncoder`:
+    variational posterior, per-modality batch standardisation of the latent), so the rest
+    of the model treats both alike.
 
     Parameters
     ----------
@@ -61,7 +61,7 @@ class ConvEncoder(MLPEncoder):
     dropout
         Dropout before the final linear layer.
     variational, standardize
-        As in :class:`~transmodal.nn.MLPEncoder`.
+        As in :class:`~transmodal.nn._mlp.LatentEncoder`.
     """
 
     def __init__(
@@ -76,20 +76,19 @@ class ConvEncoder(MLPEncoder):
     ) -> None:
         c, *spatial = (int(s) for s in image_shape)
         conv, _ = _layers(len(spatial))
-        super().__init__(
-            1, n_latent, (), dropout=0.0, standardize=standardize, variational=variational
-        )
         layers: list[nn.Module] = [nn.Unflatten(1, (c, *spatial))]
         width = c
         for ch in channels:
             layers += _block(conv, width, ch, stride=2)
             width = ch
         last = spatial_sizes(spatial, len(channels))[-1]
-        layers += [nn.Flatten(1)]
+        layers.append(nn.Flatten(1))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(width * math.prod(last), n_latent * (2 if variational else 1)))
-        self.net = nn.Sequential(*layers)
+        super().__init__(
+            nn.Sequential(*layers), n_latent, standardize=standardize, variational=variational
+        )
 
 
 class ConvDecoder(nn.Module):

@@ -53,37 +53,32 @@ def mlp(
     return nn.Sequential(*layers)
 
 
-class MLPEncoder(nn.Module):
-    """Map a (preprocessed) feature vector to a point of the shared latent space.
+class LatentEncoder(nn.Module):
+    """Output handling shared by every encoder: a network body, then the latent point.
 
     Parameters
     ----------
-    n_in
-        Number of input features.
+    net
+        Body mapping the (flattened) input to ``n_latent`` values, or ``2 * n_latent``
+        (mean and log-variance) when ``variational``.
     n_latent
-        Dimension of the shared latent space.
-    hidden
-        Hidden layer widths.
-    dropout
-        Dropout rate of hidden layers.
+        Dimension of the latent code.
     input_dropout
         Dropout applied to the input features (a denoising autoencoder).
-    variational
-        Also output a per-dimension log-variance (a VAE encoder); ``forward`` returns the
-        mean, :meth:`distribution` both.
     standardize
         End with a per-modality batch normalisation without affine parameters: every
         modality's latent distribution has mean 0 and unit variance per dimension, so the
         adversarial alignment only has to match the shapes (no drift or collapse of scale).
+    variational
+        The body also outputs a per-dimension log-variance (a VAE encoder); ``forward``
+        returns the mean, :meth:`distribution` both.
     """
 
     def __init__(
         self,
-        n_in: int,
+        net: nn.Module,
         n_latent: int,
-        hidden: Sequence[int],
         *,
-        dropout: float = 0.1,
         input_dropout: float = 0.0,
         standardize: bool = True,
         variational: bool = False,
@@ -91,7 +86,7 @@ class MLPEncoder(nn.Module):
         super().__init__()
         self.input_dropout = nn.Dropout(input_dropout) if input_dropout > 0 else nn.Identity()
         self.variational = variational
-        self.net = mlp(n_in, hidden, n_latent * (2 if variational else 1), dropout=dropout)
+        self.net = net
         self.standardize = (
             nn.BatchNorm1d(n_latent, affine=False, momentum=0.01) if standardize else nn.Identity()
         )
@@ -107,6 +102,44 @@ class MLPEncoder(nn.Module):
             return self.standardize(h), None
         mean, logvar = h.chunk(2, dim=-1)
         return self.standardize(mean), logvar.clamp(-10.0, 6.0)
+
+
+class MLPEncoder(LatentEncoder):
+    """Map a (preprocessed) feature vector to a point of the shared latent space.
+
+    Parameters
+    ----------
+    n_in
+        Number of input features.
+    n_latent
+        Dimension of the shared latent space.
+    hidden
+        Hidden layer widths.
+    dropout
+        Dropout rate of hidden layers.
+    input_dropout, standardize, variational
+        As in :class:`LatentEncoder`.
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        n_latent: int,
+        hidden: Sequence[int],
+        *,
+        dropout: float = 0.1,
+        input_dropout: float = 0.0,
+        standardize: bool = True,
+        variational: bool = False,
+    ) -> None:
+        net = mlp(n_in, hidden, n_latent * (2 if variational else 1), dropout=dropout)
+        super().__init__(
+            net,
+            n_latent,
+            input_dropout=input_dropout,
+            standardize=standardize,
+            variational=variational,
+        )
 
 
 class MLPDecoder(nn.Module):
