@@ -81,7 +81,8 @@ def test_history_columns(trained_model):
 
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step`")
 def test_history_without_labels_or_validation(paired_data, make_model, train):
-    model = train(make_model(paired_data, validation_fraction=0.0))
+    # no labels, no anchors and no shape-based pseudo-pairs: no classifier or anchor term
+    model = train(make_model(paired_data, validation_fraction=0.0, geometric_pairs=False))
     cols = set(model.history.columns)
     assert {"train_recon_rna", "train_recon_atac", "train_disc", "train_adv"} <= cols
     assert "train_cls" not in cols and "train_anchor" not in cols
@@ -306,7 +307,7 @@ def test_anchor_loss_pulls_pairs_together(make_model, train):
     dist = {}
     for frac in (0.0, 0.5):
         model = train(
-            make_model(make_data(), anchor_fraction=frac, seed=0),
+            make_model(make_data(), anchor_fraction=frac, geometric_pairs=False, seed=0),
             max_epochs=10,
             lam_anchor=10.0,
         )
@@ -453,9 +454,13 @@ def test_zero_cells(trained_model, paired_data):
     assert trained_model.translate(empty, source="rna", target="atac").shape == (0, 25)
 
 
-def test_anchor_latent_frozen_after_pretraining(paired_data, make_model, train):
-    pre = train(make_model(paired_data, prior="anchor:rna", seed=2), max_epochs=1, pretrain_epochs=1)
-    full = train(make_model(make_data(), prior="anchor:rna", seed=2), max_epochs=3, pretrain_epochs=1)
+@pytest.mark.parametrize("pairs", [{}, {"anchor_fraction": 0.5}])
+def test_anchor_latent_frozen_after_pretraining(paired_data, make_model, train, pairs):
+    # also with an anchor loss, which encodes the frozen modality's paired cells again
+    pre = train(make_model(paired_data, prior="anchor:rna", seed=2, **pairs),
+                max_epochs=1, pretrain_epochs=1)
+    full = train(make_model(make_data(), prior="anchor:rna", seed=2, **pairs),
+                 max_epochs=3, pretrain_epochs=1)
     np.testing.assert_array_equal(
         pre.get_latent_representation("rna"), full.get_latent_representation("rna")
     )

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 FORMAT_VERSION = 1
+# pair sets saved with the model: tensor-name prefix -> model attribute
+_PAIRS = {"anchors": "anchors_", "geometric": "geometric_pairs_"}
 
 
 def _version() -> str:
@@ -42,9 +44,10 @@ def _jsonable(value):
 def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
     """Write ``model`` to directory ``path`` atomically (see :meth:`CrossModalAE.save`)."""
     tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
-    for key, (ia, ib) in model.anchors_.items():
-        tensors[f"anchors.{key}.a"] = torch.from_numpy(np.ascontiguousarray(ia, dtype=np.int64))
-        tensors[f"anchors.{key}.b"] = torch.from_numpy(np.ascontiguousarray(ib, dtype=np.int64))
+    for prefix, pairs in _PAIRS.items():
+        for key, (ia, ib) in getattr(model, pairs).items():
+            tensors[f"{prefix}.{key}.a"] = torch.from_numpy(np.ascontiguousarray(ia, dtype=np.int64))
+            tensors[f"{prefix}.{key}.b"] = torch.from_numpy(np.ascontiguousarray(ib, dtype=np.int64))
     for name, mask in model.val_masks_.items():
         tensors[f"validation.{name}"] = torch.from_numpy(mask.astype(np.uint8))
     history = None
@@ -135,13 +138,14 @@ def load_model(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
         )
     model.module.eval()
     same_data = model._digests() == config.get("obs_digest")
-    model.anchors_, model.val_masks_ = {}, {}
+    model.anchors_, model.geometric_pairs_, model.val_masks_ = {}, {}, {}
     if same_data:
-        for key in {k.split(".")[1] for k in tensors if k.startswith("anchors.")}:
-            model.anchors_[key] = (
-                tensors[f"anchors.{key}.a"].numpy(),
-                tensors[f"anchors.{key}.b"].numpy(),
-            )
+        for prefix, pairs in _PAIRS.items():
+            for key in {k.split(".")[1] for k in tensors if k.startswith(f"{prefix}.")}:
+                getattr(model, pairs)[key] = (
+                    tensors[f"{prefix}.{key}.a"].numpy(),
+                    tensors[f"{prefix}.{key}.b"].numpy(),
+                )
         for name in model.mods:
             model.val_masks_[name] = tensors[f"validation.{name}"].numpy().astype(bool)
     else:

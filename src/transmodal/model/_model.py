@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from itertools import combinations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -20,12 +21,16 @@ from ..data._prefetch import Prefetcher
 from ..data._preprocess import fit_preprocessing
 from ..data._setup import ModalityData, setup_data
 from ..data._source import MatrixSource, check_values, matrix_of
+from ..geometry import geometric_pairs
 from ..nn._conv import DEFAULT_CHANNELS
 from ..nn._likelihoods import get_likelihood
 from ..train._plan import CrossModalPlan
 from ..train._trainer import default_max_epochs, run_training
 from ._module import CrossModalModule, ModalityArch
 from ._split import all_pairs, choose_anchors, names_digest, validation_masks
+
+# below this many training cells per modality the default shape-based pairs are skipped
+_MIN_GEOMETRY_CELLS = 100
 
 SEPARABLE_ACCURACY = 0.8
 
@@ -100,6 +105,14 @@ class CrossModalAE:
     anchor_fraction
         Fraction (0-1) of the paired training cells whose pairing is used by the anchor
         loss; the seeded choice is saved with the model.
+    geometric_pairs
+        Pseudo-pairs from the shapes of the data (:func:`transmodal.geometry.geometric_pairs`:
+        landmark Isomap of each modality, overlaid by Wasserstein-Procrustes, each cell
+        matched to its nearest partner), added to the anchor loss for modality pairs
+        without known anchors. ``None`` (default): on only when there are no anchor pairs,
+        no ``labels_key`` and no ``marker_key``, i.e. when nothing else can tell which
+        alignment of the latent distributions is the right one (and every modality has at
+        least 100 training cells).
     validation_fraction
         Fraction of cells held out for validation and early stopping (split over pairing
         keys, so both measurements of a cell land on the same side).
@@ -133,6 +146,7 @@ class CrossModalAE:
         labels_key: str | None = None,
         marker_key: str | list[str] | None = None,
         anchor_fraction: float = 0.0,
+        geometric_pairs: bool | None = None,
         validation_fraction: float = 0.1,
         seed: int = 0,
         check_data: bool = True,
@@ -149,6 +163,7 @@ class CrossModalAE:
             "labels_key": labels_key,
             "marker_key": marker_key,
             "anchor_fraction": anchor_fraction,
+            "geometric_pairs": geometric_pairs,
             "validation_fraction": validation_fraction,
             "seed": seed,
         }
@@ -164,6 +179,50 @@ class CrossModalAE:
             fit_preprocessing(
                 self.module.transforms[name], md.source, np.flatnonzero(train[name]), seed=seed
             )
+        self.geometric_pairs_: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if self._use_geometry(params):
+            self.geometric_pairs_ = self._geometric_pairs(train, seed)
+
+    def _use_geometry(self, p: dict[str, Any]) -> bool:
+        """Shape-based pseudo-pairs: on by default only without any other prior knowledge."""
+        if p["geometric_pairs"] is not None:
+            return bool(p["geometric_pairs"])
+        few = min(int((~m).sum()) for m in self.val_masks_.values()) < _MIN_GEOMETRY_CELLS
+        no_prior = p["labels_key"] is None and p["marker_key"] is None and not self.anchors_
+        return no_prior and len(self.mods) > 1 and not few
+
+    def _geometric_pairs(
+        self,
+        train: dict[str, np.ndarray],
+        seed: int,
+        max_cells: int = 20_000,
+        max_values: int = 50_000_000,
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """:func:`~transmodal.geometry.geometric_pairs` between every two modalities without
+        anchor pairs, on at most ``max_cells`` seeded training cells of each (fewer for wide
+        inputs such as images: at most ``max_values`` numbers per modality in memory)."""
+        rng = np.random.default_rng([seed, 13])
+        feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name, md in self.mods.items():
+            idx = np.flatnonzero(train[name])
+            n_max = max(_MIN_GEOMETRY_CELLS, min(max_cells, max_values // md.source.n_vars))
+            if len(idx) > n_max:
+                idx = np.sort(rng.choice(idx, n_max, replace=False))
+            transform = self.module.transforms[name]
+            with torch.no_grad():
+                x = [transform.process(torch.from_numpy(c)).numpy() for c in md.source.chunks(idx)]
+            feats[name] = (idx, np.concatenate(x))
+        out = {}
+        for a, b in combinations(self.mods, 2):
+            key = f"{a}|{b}"
+            if key in self.anchors_:
+                continue
+            try:
+                match = geometric_pairs(feats[a][1], feats[b][1], seed=seed)
+            except ValueError as err:
+                raise ValueError(f"geometric_pairs between {a!r} and {b!r}: {err}") from err
+            out[key] = (feats[a][0][match.rows_a], feats[b][0][match.rows_b])
+        return out
 
     # -- construction ----------------------------------------------------------------------
     def _set_marker_scale(self, train: dict[str, np.ndarray]) -> None:
@@ -196,6 +255,10 @@ class CrossModalAE:
             raise ValueError(f"n_latent must be a positive integer, got {p['n_latent']!r}")
         if not p["hidden"] or any(not isinstance(h, int) or h < 1 for h in p["hidden"]):
             raise ValueError(f"hidden must be a non-empty list of positive widths, got {p['hidden']!r}")
+        if p.get("geometric_pairs") not in (None, True, False):
+            raise ValueError(
+                f"geometric_pairs must be None, True or False, got {p['geometric_pairs']!r}"
+            )
         if not isinstance(p.get("n_private", 0), int) or p.get("n_private", 0) < 0:
             raise ValueError(f"n_private must be an integer >= 0, got {p.get('n_private')!r}")
         if not 0 <= p["dropout"] < 1:
@@ -406,7 +469,11 @@ class CrossModalAE:
         train_idx = {n: np.flatnonzero(~m) for n, m in self.val_masks_.items()}
         val_idx = {n: np.flatnonzero(m) for n, m in self.val_masks_.items()}
         train_batches = EpochBatches(
-            self.mods, train_idx, batch_size=batch_size, pairs=self.anchors_, seed=seed
+            self.mods,
+            train_idx,
+            batch_size=batch_size,
+            pairs={**self.geometric_pairs_, **self.anchors_},
+            seed=seed,
         )
         val_batches = None
         if all(len(v) for v in val_idx.values()):

@@ -336,19 +336,39 @@ class CrossModalModule(nn.Module):
             weights.append(w.sum())
         return torch.stack(losses).sum() / torch.stack(weights).sum().clamp_min(1.0)
 
+    def encode_frozen(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Encode with a frozen encoder: no gradients, no dropout, no update of its
+        batch-norm statistics (the pre-trained anchor of ``prior="anchor:<name>"``)."""
+        encoder = self.encoders[name]
+        was_training = encoder.training
+        encoder.eval()
+        try:
+            with torch.no_grad():
+                return self.encode(name, x)
+        finally:
+            encoder.train(was_training)
+
     def anchor_loss(
-        self, pairs: dict[str, dict[str, torch.Tensor]], distance: str = "l1"
+        self,
+        pairs: dict[str, dict[str, torch.Tensor]],
+        distance: str = "l1",
+        frozen: str | None = None,
     ) -> torch.Tensor | None:
         """Mean distance between the latent points of known pairs (the paper's anchor loss).
 
-        ``distance="l1"`` (the paper's) or ``"l2"`` (Euclidean norm of the difference).
+        ``distance="l1"`` (the paper's) or ``"l2"`` (Euclidean norm of the difference);
+        modality ``frozen`` (the pre-trained anchor) is encoded by :meth:`encode_frozen`.
         """
         if not pairs:
             return None
+
+        def enc(name: str, x: torch.Tensor) -> torch.Tensor:
+            return self.encode_frozen(name, x) if name == frozen else self.encode(name, x)
+
         losses = []
         for key, p in pairs.items():
             a, b = key.split("|")
-            diff = self.encode(a, p["a"]) - self.encode(b, p["b"])
+            diff = enc(a, p["a"]) - enc(b, p["b"])
             dist = diff.abs().sum(-1) if distance == "l1" else diff.pow(2).sum(-1).add(1e-12).sqrt()
             losses.append(dist.mean())
         return torch.stack(losses).mean()

@@ -170,14 +170,7 @@ class CrossModalPlan(pl.LightningModule):
         recon = []
         for name in names:
             if self.anchor == name and not self.pretraining:
-                # the pre-trained anchor is frozen: no gradients, no dropout, no updates of
-                # its batch-norm statistics
-                encoder = m.encoders[name]
-                was_training = encoder.training
-                encoder.eval()
-                with torch.no_grad():
-                    zs[name] = m.encode(name, batch[name]["x"])
-                encoder.train(was_training)
+                zs[name] = m.encode_frozen(name, batch[name]["x"])  # the pre-trained anchor
                 continue
             z, nll, kl = m.reconstruction(name, batch[name]["x"])
             zs[name] = z
@@ -225,7 +218,7 @@ class CrossModalPlan(pl.LightningModule):
             terms["cls"] = cls
             objective = objective + self.lam_cls * cls
         if pairs and not self.pretraining:
-            terms["anchor"] = m.anchor_loss(pairs, self.anchor_distance)
+            terms["anchor"] = m.anchor_loss(pairs, self.anchor_distance, frozen=self.anchor)
             objective = objective + self.lam_anchor * terms["anchor"]
         terms["loss"] = objective
         return terms

@@ -1,0 +1,100 @@
+"""Shape-based alignment: landmark Isomap, Wasserstein-Procrustes, geometric pseudo-pairs."""
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+import transmodal as tm
+from transmodal.geometry import geometric_pairs, landmark_isomap, wasserstein_procrustes
+
+
+def _clusters(rng, n, centres, sizes):
+    lab = rng.choice(len(centres), n, p=np.asarray(sizes) / np.sum(sizes))
+    return centres[lab] + rng.normal(scale=0.3, size=(n, centres.shape[1])), lab
+
+
+def test_landmark_isomap_unrolls_a_curve():
+    rng = np.random.default_rng(0)
+    t = np.sort(rng.uniform(0, 3 * np.pi, 600))
+    helix = np.c_[np.cos(t), np.sin(t), 0.3 * t] + rng.normal(scale=0.01, size=(600, 3))
+    emb, w = landmark_isomap(helix, n_components=2, n_neighbors=8, n_landmarks=50)
+    assert emb.shape == (600, 2)
+    assert w[0] > 5 * w[1]  # geodesically a line: one dominant axis
+    assert abs(spearmanr(emb[:, 0], t)[0]) > 0.99  # ordered by arc length, not by 3-D position
+    np.testing.assert_allclose(emb.mean(0), 0, atol=1e-9)
+    assert np.isclose(np.sqrt((emb**2).sum(1).mean()), 1.0)
+
+
+def test_landmark_isomap_checks_sizes():
+    x = np.random.default_rng(0).normal(size=(10, 3))
+    with pytest.raises(ValueError, match="n_neighbors"):
+        landmark_isomap(x, n_neighbors=10)
+    with pytest.raises(ValueError, match="n_components"):
+        landmark_isomap(x, n_components=5, n_neighbors=3, n_landmarks=4)
+
+
+def test_wasserstein_procrustes_recovers_flips_without_pairs():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(400, 3)) * [3.0, 1.5, 0.5] + [[0.0, 0.0, 0.0]]
+    a[:, 0] += np.where(a[:, 1] > 0, 1.5, 0.0)  # asymmetric, so the orientation is unique
+    a -= a.mean(0)
+    flip = np.diag([1.0, -1.0, -1.0])
+    b = (a @ flip)[rng.permutation(400)] + rng.normal(scale=0.01, size=(400, 3))
+    q, cost = wasserstein_procrustes(a, b, n_search=200, n_refine=400)
+    np.testing.assert_allclose(q @ q.T, np.eye(3), atol=1e-8)
+    np.testing.assert_allclose(q, flip, atol=0.05)
+    assert cost < 0.01
+    with pytest.raises(ValueError, match="same number of columns"):
+        wasserstein_procrustes(a, b[:, :2])
+
+
+def test_geometric_pairs_match_clusters_across_unrelated_features():
+    rng = np.random.default_rng(2)
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 3.0], [7.0, 7.0]])
+    sizes = [0.4, 0.3, 0.2, 0.1]
+    za, la = _clusters(rng, 600, centres, sizes)
+    zb, lb = _clusters(rng, 500, centres, sizes)
+    a = za @ rng.normal(size=(2, 40)) + rng.normal(scale=0.2, size=(600, 40))
+    b = np.tanh(zb @ rng.normal(size=(2, 25)) / 4) + rng.normal(scale=0.02, size=(500, 25))
+    m = geometric_pairs(a, b, n_components=3, n_landmarks=100)
+    assert m.embedding_a.shape == (600, 3) and m.embedding_b.shape == (500, 3)
+    assert len(m.rows_a) == len(m.rows_b) == 1100  # each cell of both with its partner
+    assert (la[m.rows_a] == lb[m.rows_b]).mean() > 0.9
+
+
+def _unpaired(seed=0, n=300):
+    d = tm.datasets.synthetic(n, modalities={"a": "gaussian", "b": "gaussian"},
+                              n_features={"a": 30, "b": 20}, paired=False, seed=seed)
+    return d["a"], d["b"]
+
+
+def test_model_uses_geometric_pairs_only_without_prior_knowledge(tmp_path):
+    a, b = _unpaired()
+    mods = {"a": tm.Modality("gaussian"), "b": tm.Modality("gaussian")}
+    model = tm.CrossModalAE({"a": a, "b": b}, mods, n_latent=4, hidden=(16,))
+    ia, ib = model.geometric_pairs_["a|b"]
+    assert len(ia) == len(ib) > 0
+    assert not model.val_masks_["a"][ia].any() and not model.val_masks_["b"][ib].any()
+    model.train(max_epochs=2, progress_bar=False)
+    assert "train_anchor" in model.history_.columns
+    model.save(tmp_path / "m")
+    loaded = tm.CrossModalAE.load(tmp_path / "m", {"a": a, "b": b})
+    np.testing.assert_array_equal(loaded.geometric_pairs_["a|b"][1], ib)
+
+    labelled = tm.CrossModalAE({"a": a, "b": b}, mods, n_latent=4, hidden=(16,),
+                               labels_key="label")
+    assert labelled.geometric_pairs_ == {}
+    forced = tm.CrossModalAE({"a": a, "b": b}, mods, n_latent=4, hidden=(16,),
+                             labels_key="label", geometric_pairs=True)
+    assert "a|b" in forced.geometric_pairs_
+    off = tm.CrossModalAE({"a": a, "b": b}, mods, n_latent=4, hidden=(16,), geometric_pairs=False)
+    assert off.geometric_pairs_ == {}
+    with pytest.raises(ValueError, match="geometric_pairs"):
+        tm.CrossModalAE({"a": a, "b": b}, mods, geometric_pairs="yes")
+
+
+def test_model_with_anchor_pairs_skips_geometry():
+    d = tm.datasets.synthetic(300, modalities={"a": "gaussian", "b": "gaussian"}, seed=0)
+    mods = {"a": tm.Modality("gaussian"), "b": tm.Modality("gaussian")}
+    model = tm.CrossModalAE(d, mods, n_latent=4, hidden=(16,), anchor_fraction=0.2)
+    assert model.anchors_ and model.geometric_pairs_ == {}
