@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from itertools import combinations
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -351,10 +351,11 @@ class CrossModalAE:
         ]
         n_params = sum(p.numel() for p in self.module.parameters())
         anchors = sum(len(v[0]) for v in self.anchors_.values())
+        geometric = sum(len(v[0]) for v in self.geometric_pairs_.values())
         return (
             f"CrossModalAE(n_latent={self.init_params_['n_latent']}, prior="
             f"{self.init_params_['prior']!r}, {n_params:,} parameters, {anchors} anchor pairs, "
-            f"trained={self.is_trained_})\n  " + "\n  ".join(parts)
+            f"{geometric} geometric pairs, trained={self.is_trained_})\n  " + "\n  ".join(parts)
         )
 
     # -- training --------------------------------------------------------------------------
