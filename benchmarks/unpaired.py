@@ -11,8 +11,9 @@ renamed, no ``labels_key``); they are used only to score the result. Datasets:
   ``syn_noise`` (noise 1.5): :func:`transmodal.datasets.synthetic`, 2,000 paired cells,
   RNA counts + binary ATAC.
 
-Methods: ``transmodal`` (the library's defaults), ``adversarial`` (the paper's purely
-adversarial alignment: ``lam_mmd=0``) and ``ot`` (:class:`~transmodal.baselines.GromovWassersteinOT`
+Methods: ``transmodal`` (the library's defaults, which without pairs or labels include the
+shape-based pseudo-pairs of :mod:`transmodal.geometry`), ``adversarial`` (the paper's purely
+adversarial alignment: ``lam_mmd=0``, ``geometric_pairs=False``) and ``ot`` (:class:`~transmodal.baselines.GromovWassersteinOT`
 on log-normalised counts, SCOT's defaults). Each run is a separate process (so that its peak
 RSS is its own) and prints one JSON line; ``--summary FILE`` turns saved lines into the
 README's table (mean and seed-to-seed standard deviation).
