@@ -34,6 +34,11 @@ import pandas as pd
 import transmodal as tm
 from transmodal.workflows._demo import peak_rss_mib
 
+# the benchmark's default setting, shared by run() and the command line
+CHANNELS = (16, 32, 64)
+N_PRIVATE = 16
+PRIOR = "learned"
+
 MORPHOLOGY_LOG = (
     "area", "perimeter", "axis_major_length", "axis_minor_length",
     "mean_intensity", "integrated_intensity",
@@ -83,9 +88,9 @@ def ssim_mse(pred: np.ndarray, real: np.ndarray) -> tuple[float, float]:
 
 def run(
     image, profile, fraction: float, seed: int, max_epochs: int, out_dir: Path,
-    channels: tuple[int, ...] = (16, 32, 64),
-    n_private: int = 16,
-    prior: str = "learned",
+    channels: tuple[int, ...] = CHANNELS,
+    n_private: int = N_PRIVATE,
+    prior: str = PRIOR,
     pretrain_epochs: int | None = None,
 ) -> dict:
     test = split_by_image(image.obs, seed)
@@ -167,11 +172,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--crop-size", type=int, default=32)
     ap.add_argument("--max-epochs", type=int, default=80)
-    ap.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64],
+    ap.add_argument("--channels", type=int, nargs="+", default=list(CHANNELS),
                     help="channels of the convolution stages of the image autoencoder")
-    ap.add_argument("--n-private", type=int, default=16,
+    ap.add_argument("--n-private", type=int, default=N_PRIVATE,
                     help="modality-private latent dimensions (shape / orientation of the image)")
-    ap.add_argument("--prior", default="learned",
+    ap.add_argument("--prior", default=PRIOR,
                     help="'learned' or 'anchor:image' (the paper: pre-train the image "
                     "autoencoder, then align the profiles to it)")
     ap.add_argument("--pretrain-epochs", type=int, default=None,
