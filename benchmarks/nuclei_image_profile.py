@@ -92,6 +92,7 @@ def run(
     n_private: int = N_PRIVATE,
     prior: str = PRIOR,
     pretrain_epochs: int | None = None,
+    patience: int | None = None,
 ) -> dict:
     test = split_by_image(image.obs, seed)
     tr = {"image": image[~test].copy(), "profile": profile[~test].copy()}
@@ -111,7 +112,8 @@ def run(
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # separability is reported as a number
-        model.train(max_epochs=max_epochs, pretrain_epochs=pretrain_epochs, progress_bar=False)
+        model.train(max_epochs=max_epochs, pretrain_epochs=pretrain_epochs, progress_bar=False,
+                    early_stopping=patience != 0, patience=patience or None)
     seconds = time.perf_counter() - t0
     za = model.get_latent_representation("image", te_img)
     zb = model.get_latent_representation("profile", te_prof)
@@ -146,6 +148,7 @@ def run(
         "n_private": n_private,
         "prior": prior,
         "epochs": int(model.train_params_["epochs_run"]),
+        "patience": model.train_params_["patience"] if model.train_params_["early_stopping"] else 0,
         "pretrain_epochs": int(model.train_params_["pretrain_epochs"]),
         "foscttm": tm.metrics.foscttm(za, zb),
         "partner_top1": top[1],
@@ -182,6 +185,9 @@ def main() -> None:
     ap.add_argument("--pretrain-epochs", type=int, default=None,
                     help="epochs of image-only pre-training with the anchor prior "
                     "(default: the library's, a quarter of --max-epochs)")
+    ap.add_argument("--patience", type=int, default=None,
+                    help="early-stopping patience in epochs (default: the library's; 0 = train "
+                    "all --max-epochs)")
     ap.add_argument("--out", default="benchmarks/out")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -192,7 +198,7 @@ def main() -> None:
         for fraction in args.fractions:
             print(json.dumps(run(image, profile, fraction, seed, args.max_epochs, Path(args.out),
                                  tuple(args.channels), args.n_private, args.prior,
-                                 args.pretrain_epochs)),
+                                 args.pretrain_epochs, args.patience)),
                   flush=True)
 
 

@@ -9,7 +9,10 @@ renamed, no ``labels_key``); they are used only to score the result. Datasets:
   shared cell types; no pairs exist, so no FOSCTTM);
 - ``syn_clusters``, ``syn_trajectory``, ``syn_unequal`` (2,000 genes vs 200 peaks),
   ``syn_noise`` (noise 1.5): :func:`transmodal.datasets.synthetic`, 2,000 paired cells,
-  RNA counts + binary ATAC.
+  RNA counts + binary ATAC;
+- ``nuclei``: 3,000 DSB2018 nuclei (one fixed random draw) as 32 x 32 crops (a
+  convolutional autoencoder) against the same nuclei's radial profiles + morphology
+  (``benchmarks/nuclei_image_profile.py``'s two modalities); FOSCTTM only (no labels).
 
 Methods: ``transmodal`` (the library's defaults, which without pairs or labels include the
 shape-based pseudo-pairs of :mod:`transmodal.geometry`), ``adversarial`` (the paper's purely
@@ -36,16 +39,30 @@ from collections import defaultdict
 
 import numpy as np
 
-DATASETS = ("a549", "pbmc", "syn_clusters", "syn_trajectory", "syn_unequal", "syn_noise")
+DATASETS = ("a549", "pbmc", "syn_clusters", "syn_trajectory", "syn_unequal", "syn_noise", "nuclei")
 METHODS = ("transmodal", "adversarial", "ot")
 N_SYNTHETIC = 2000
 N_LATENT = 16
+N_NUCLEI = 3000
 
 
 def load(name: str, seed: int):
-    """``(x, y, likelihoods, label_key, paired, shared_classes)`` with pairs hidden."""
+    """``(x, y, modality_specs, label_key, paired, shared_classes)`` with pairs hidden;
+    ``modality_specs`` are the keyword arguments of each modality's :class:`Modality`."""
     import transmodal as tm
 
+    if name == "nuclei":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from nuclei_image_profile import CHANNELS
+        from nuclei_image_profile import load as load_nuclei
+
+        image, profile = load_nuclei(32)
+        rows = np.sort(np.random.default_rng(0).choice(image.n_obs, N_NUCLEI, replace=False))
+        x, y = image[rows].copy(), profile[rows].copy()
+        specs = ({"likelihood": "gaussian", "obsm_key": "crops", "hidden": CHANNELS},
+                 {"likelihood": "gaussian"})
+        y.obs_names = [f"hidden_{i}" for i in range(y.n_obs)]
+        return x, y, specs, None, True, None
     if name == "a549":
         d = tm.datasets.scicar_a549()
         x, y, lik, key = d["rna"], d["atac"], ("nb", "nb"), "treatment_time"
@@ -69,7 +86,7 @@ def load(name: str, seed: int):
     paired = name != "pbmc"
     y = y.copy()
     y.obs_names = [f"hidden_{i}" for i in range(y.n_obs)]  # hide the pairing
-    return x, y, lik, key, paired, shared
+    return x, y, ({"likelihood": lik[0]}, {"likelihood": lik[1]}), key, paired, shared
 
 
 def _dense(a) -> np.ndarray:
@@ -78,8 +95,12 @@ def _dense(a) -> np.ndarray:
     return np.asarray(a.toarray() if sp.issparse(a) else a, dtype=np.float64)
 
 
-def ot_features(adata, likelihood: str) -> np.ndarray:
-    """OT's input: counts normalised to the median library size and log1p-transformed."""
+def ot_features(adata, likelihood: str, obsm_key: str | None = None) -> np.ndarray:
+    """OT's input: counts normalised to the median library size and log1p-transformed
+    (images: the flattened crops)."""
+    if obsm_key is not None:
+        crops = np.asarray(adata.obsm[obsm_key], dtype=np.float64)
+        return crops.reshape(len(crops), -1)
     x = _dense(adata.X)
     if likelihood in ("nb", "zinb", "poisson"):
         lib = np.maximum(x.sum(1, keepdims=True), 1.0)
@@ -93,11 +114,12 @@ def run_one(
     import transmodal as tm
     from transmodal.workflows._demo import peak_rss_mib
 
-    x, y, lik, key, paired, shared = load(dataset, seed)
+    x, y, specs, key, paired, shared = load(dataset, seed)
     t0 = time.perf_counter()
     if method == "ot":
         ot = tm.baselines.GromovWassersteinOT(seed=seed).fit(
-            ot_features(x, lik[0]), ot_features(y, lik[1])
+            ot_features(x, specs[0]["likelihood"], specs[0].get("obsm_key")),
+            ot_features(y, specs[1]["likelihood"], specs[1].get("obsm_key")),
         )
         zx, zy = ot.embed_x(), ot.embed_y()
     else:
@@ -109,7 +131,7 @@ def run_one(
             warnings.simplefilter("ignore")  # the separability warning is reported as a number
             model = tm.CrossModalAE(
                 {"x": x, "y": y},
-                modalities={"x": tm.Modality(lik[0]), "y": tm.Modality(lik[1])},
+                modalities={"x": tm.Modality(**specs[0]), "y": tm.Modality(**specs[1])},
                 n_latent=N_LATENT,
                 geometric_pairs=False if adversarial else None,
                 seed=seed,
@@ -120,9 +142,11 @@ def run_one(
     if save_dir:  # embeddings, for the seed-agreement summary
         os.makedirs(save_dir, exist_ok=True)
         np.savez_compressed(os.path.join(save_dir, f"{dataset}_{method}_{seed}.npz"), x=zx, y=zy)
-    lx = x.obs[key].astype(str).to_numpy()
-    ly = y.obs[key].astype(str).to_numpy()
-    lt = tm.metrics.label_transfer_both(zx, lx, zy, ly, k=5, classes=shared)
+    lt = {"y_to_x": None, "x_to_y": None}
+    if key is not None:
+        lx = x.obs[key].astype(str).to_numpy()
+        ly = y.obs[key].astype(str).to_numpy()
+        lt = tm.metrics.label_transfer_both(zx, lx, zy, ly, k=5, classes=shared)
     out = {
         "dataset": dataset,
         "method": method,

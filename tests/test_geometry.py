@@ -80,6 +80,10 @@ def test_model_uses_geometric_pairs_only_without_prior_knowledge(tmp_path):
     model.save(tmp_path / "m")
     loaded = tm.CrossModalAE.load(tmp_path / "m", {"a": a, "b": b})
     np.testing.assert_array_equal(loaded.geometric_pairs_["a|b"][1], ib)
+    # other cells: the row indices mean nothing there, so the pairs go, with a warning
+    with pytest.warns(UserWarning, match="shape-based pseudo-pairs are dropped"):
+        other = tm.CrossModalAE.load(tmp_path / "m", {"a": a[:200].copy(), "b": b})
+    assert other.geometric_pairs_ == {}
 
     labelled = tm.CrossModalAE({"a": a, "b": b}, mods, n_latent=4, hidden=(16,),
                                labels_key="label")

@@ -11,10 +11,12 @@ from sklearn.neighbors import NearestNeighbors
 def knn_graph(x: np.ndarray, n_neighbors: int) -> sp.csr_matrix:
     """Symmetric, connected ``n_neighbors``-NN graph of the rows of ``x``, in hops.
 
-    Every k-NN edge has length 1. If the graph falls apart (separated clusters), the
-    every two components are joined by a bridge between their closest cells, as long as
-    its Euclidean length in units of the median k-NN edge, so that the
-    distances between clusters are kept instead of being lost to "infinitely far".
+    Every k-NN edge has length 1. If the graph falls apart (separated clusters), every
+    two components are joined by a bridge between their closest cells, whose length is
+    its Euclidean length in units of the median k-NN edge, so that the distances between
+    clusters are kept instead of being lost to "infinitely far". Cost of the bridges: one
+    nearest-neighbour search per component (a symmetric k-NN graph rarely has more than a
+    few).
     """
     n = x.shape[0]
     if n <= n_neighbors:

@@ -149,10 +149,15 @@ def load_model(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
         for name in model.mods:
             model.val_masks_[name] = tensors[f"validation.{name}"].numpy().astype(bool)
     else:
-        if config["init_params"].get("anchor_fraction", 0) > 0:
+        dropped = [
+            what
+            for prefix, what in (("anchors", "anchor pairs"), ("geometric", "shape-based pseudo-pairs"))
+            if any(k.startswith(f"{prefix}.") for k in tensors)
+        ]
+        if dropped:
             warnings.warn(
                 "the data given to load() are not the cells the model was trained on; the saved "
-                "anchor pairs are dropped (further training uses no anchor loss)",
+                f"{' and '.join(dropped)} are dropped (further training uses no anchor loss)",
                 UserWarning,
                 stacklevel=3,
             )
