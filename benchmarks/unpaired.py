@@ -22,7 +22,7 @@ RSS is its own) and prints one JSON line; ``--summary FILE`` turns saved lines i
 README's table (mean and seed-to-seed standard deviation).
 
     .venv/bin/python benchmarks/unpaired.py --seeds 0 1 2 3 4 | tee benchmarks/out/unpaired.jsonl
-    # what the README reports (2-core CPU budget): --seeds 0 1 2 --max-epochs 100
+    # what the README reports (2-core CPU budget): --max-epochs 100 (nuclei: --seeds 0 1 2)
     .venv/bin/python benchmarks/unpaired.py --summary benchmarks/out/unpaired.jsonl
 """
 
