@@ -2,8 +2,9 @@
 
 Default: both autoencoders aligned to each other (``prior="learned"``) with 16 image-private
 latent dimensions (orientation and shape details that the profile cannot explain), all 80
-epochs (no early stopping; ``--patience``); ``--prior anchor:image`` is the paper's order (pre-train the image
-autoencoder alone, then align the profile autoencoder to its latent space).
+epochs (no early stopping; ``--patience``); ``--prior anchor:image`` is the paper's order
+(pre-train the image autoencoder alone, then align the profile autoencoder to its latent
+space).
 Modality ``image`` = the masked, max-normalised crop of every nucleus
 (:func:`transmodal.images.dsb2018_nuclei`); modality ``profile`` = the same nucleus's radial
 chromatin profile (10 bins) plus morphology (log area, perimeter, axis lengths, mean and

@@ -24,6 +24,7 @@ CONFIG = "config.json"
 FORMAT_VERSION = 1
 # pair sets saved with the model: tensor-name prefix -> model attribute
 _PAIRS = {"anchors": "anchors_", "geometric": "geometric_pairs_"}
+_PAIR_NAMES = {"anchors": "anchor pairs", "geometric": "shape-based pseudo-pairs"}
 
 
 def _version() -> str:
@@ -151,7 +152,7 @@ def load_model(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
     else:
         dropped = [
             what
-            for prefix, what in (("anchors", "anchor pairs"), ("geometric", "shape-based pseudo-pairs"))
+            for prefix, what in _PAIR_NAMES.items()
             if any(k.startswith(f"{prefix}.") for k in tensors)
         ]
         if dropped:
