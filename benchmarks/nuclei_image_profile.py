@@ -94,7 +94,7 @@ def run(
     n_private: int = N_PRIVATE,
     prior: str = PRIOR,
     pretrain_epochs: int | None = None,
-    patience: int | None = PATIENCE,
+    patience: int | None = PATIENCE,  # None: the library's early stopping; 0: none
 ) -> dict:
     test = split_by_image(image.obs, seed)
     tr = {"image": image[~test].copy(), "profile": profile[~test].copy()}
@@ -115,8 +115,7 @@ def run(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # separability is reported as a number
         model.train(max_epochs=max_epochs, pretrain_epochs=pretrain_epochs, progress_bar=False,
-                    early_stopping=patience != 0,
-                    patience=None if patience is None or patience < 0 else patience)
+                    early_stopping=patience != 0, patience=patience or None)
     seconds = time.perf_counter() - t0
     za = model.get_latent_representation("image", te_img)
     zb = model.get_latent_representation("profile", te_prof)
@@ -201,7 +200,8 @@ def main() -> None:
         for fraction in args.fractions:
             print(json.dumps(run(image, profile, fraction, seed, args.max_epochs, Path(args.out),
                                  tuple(args.channels), args.n_private, args.prior,
-                                 args.pretrain_epochs, args.patience)),
+                                 args.pretrain_epochs,
+                                 None if args.patience < 0 else args.patience)),
                   flush=True)
 
 

@@ -51,6 +51,7 @@ def load(name: str, seed: int):
     ``modality_specs`` are the keyword arguments of each modality's :class:`Modality`."""
     import transmodal as tm
 
+    key, shared, paired = None, None, name != "pbmc"
     if name == "nuclei":
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         from nuclei_image_profile import CHANNELS
@@ -58,35 +59,32 @@ def load(name: str, seed: int):
 
         image, profile = load_nuclei(32)
         rows = np.sort(np.random.default_rng(0).choice(image.n_obs, N_NUCLEI, replace=False))
-        x, y = image[rows].copy(), profile[rows].copy()
+        x, y = image[rows].copy(), profile[rows]
         specs = ({"likelihood": "gaussian", "obsm_key": "crops", "hidden": CHANNELS},
                  {"likelihood": "gaussian"})
-        y.obs_names = [f"hidden_{i}" for i in range(y.n_obs)]
-        return x, y, specs, None, True, None
-    if name == "a549":
-        d = tm.datasets.scicar_a549()
-        x, y, lik, key = d["rna"], d["atac"], ("nb", "nb"), "treatment_time"
-        shared = None
-    elif name == "pbmc":
-        d = tm.datasets.pbmc_rna_atac_unpaired()
-        x, y, lik, key = d["rna"], d["atac"], ("gaussian", "gaussian"), "cell_type"
-        shared = tm.datasets.PBMC_SHARED_CLASSES
     else:
-        kw = {"n_cells": N_SYNTHETIC, "seed": seed}
-        shape = name.split("_", 1)[1]
-        if shape == "trajectory":
-            kw["shape"] = "trajectory"
-        elif shape == "unequal":
-            kw["n_features"] = {"rna": 2000, "atac": 200}
-        elif shape == "noise":
-            kw["noise"] = 1.5
-        d = tm.datasets.synthetic(**kw)
-        x, y, lik, key = d["rna"], d["atac"], ("nb", "bernoulli"), "label"
-        shared = None
-    paired = name != "pbmc"
+        if name == "a549":
+            d = tm.datasets.scicar_a549()
+            x, y, lik, key = d["rna"], d["atac"], ("nb", "nb"), "treatment_time"
+        elif name == "pbmc":
+            d = tm.datasets.pbmc_rna_atac_unpaired()
+            x, y, lik, key = d["rna"], d["atac"], ("gaussian", "gaussian"), "cell_type"
+            shared = tm.datasets.PBMC_SHARED_CLASSES
+        else:
+            kw = {"n_cells": N_SYNTHETIC, "seed": seed}
+            shape = name.split("_", 1)[1]
+            if shape == "trajectory":
+                kw["shape"] = "trajectory"
+            elif shape == "unequal":
+                kw["n_features"] = {"rna": 2000, "atac": 200}
+            elif shape == "noise":
+                kw["noise"] = 1.5
+            d = tm.datasets.synthetic(**kw)
+            x, y, lik, key = d["rna"], d["atac"], ("nb", "bernoulli"), "label"
+        specs = ({"likelihood": lik[0]}, {"likelihood": lik[1]})
     y = y.copy()
     y.obs_names = [f"hidden_{i}" for i in range(y.n_obs)]  # hide the pairing
-    return x, y, ({"likelihood": lik[0]}, {"likelihood": lik[1]}), key, paired, shared
+    return x, y, specs, key, paired, shared
 
 
 def _dense(a) -> np.ndarray:

@@ -22,9 +22,11 @@ if TYPE_CHECKING:
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 FORMAT_VERSION = 1
-# pair sets saved with the model: tensor-name prefix -> model attribute
-_PAIRS = {"anchors": "anchors_", "geometric": "geometric_pairs_"}
-_PAIR_NAMES = {"anchors": "anchor pairs", "geometric": "shape-based pseudo-pairs"}
+# pair sets saved with the model: tensor-name prefix -> (model attribute, name in messages)
+_PAIRS = {
+    "anchors": ("anchors_", "anchor pairs"),
+    "geometric": ("geometric_pairs_", "shape-based pseudo-pairs"),
+}
 
 
 def _version() -> str:
@@ -45,7 +47,7 @@ def _jsonable(value):
 def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
     """Write ``model`` to directory ``path`` atomically (see :meth:`CrossModalAE.save`)."""
     tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
-    for prefix, pairs in _PAIRS.items():
+    for prefix, (pairs, _) in _PAIRS.items():
         for key, (ia, ib) in getattr(model, pairs).items():
             tensors[f"{prefix}.{key}.a"] = torch.from_numpy(np.ascontiguousarray(ia, dtype=np.int64))
             tensors[f"{prefix}.{key}.b"] = torch.from_numpy(np.ascontiguousarray(ib, dtype=np.int64))
@@ -141,7 +143,7 @@ def load_model(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
     same_data = model._digests() == config.get("obs_digest")
     model.anchors_, model.geometric_pairs_, model.val_masks_ = {}, {}, {}
     if same_data:
-        for prefix, pairs in _PAIRS.items():
+        for prefix, (pairs, _) in _PAIRS.items():
             for key in {k.split(".")[1] for k in tensors if k.startswith(f"{prefix}.")}:
                 getattr(model, pairs)[key] = (
                     tensors[f"{prefix}.{key}.a"].numpy(),
@@ -152,7 +154,7 @@ def load_model(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
     else:
         dropped = [
             what
-            for prefix, what in _PAIR_NAMES.items()
+            for prefix, (_, what) in _PAIRS.items()
             if any(k.startswith(f"{prefix}.") for k in tensors)
         ]
         if dropped:
