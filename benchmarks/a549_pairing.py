@@ -5,7 +5,14 @@ to the method as known pairs), evaluates on its 340 test cells, and prints one J
 (method, fraction, seed) with the demo's metrics; writes ``benchmarks/out/a549_pairing.png``.
 
     .venv/bin/python benchmarks/a549_pairing.py --seeds 0 1 2 --fractions 0 0.05 0.25 0.5 1 \
-        --methods transmodal cca dcca magan cyclegan
+        --methods transmodal cca dcca magan cyclegan | tee benchmarks/out/a549_pairing.jsonl
+    # the README's table (and the figure again) from saved lines, e.g. of runs in parts:
+    .venv/bin/python benchmarks/a549_pairing.py --summary benchmarks/out/a549_pairing.jsonl
+
+Every row also reports ``knn_chance_l1_{k}``: the k-NN accuracy that the same embeddings
+score under a random pairing (:func:`transmodal.metrics.knn_accuracy_chance`). The paper's
+k-NN accuracy rewards hubs, so methods that embed in different spaces are compared on how
+far they rise above their own chance level.
 """
 
 from __future__ import annotations
@@ -33,11 +40,14 @@ FRACTIONS = {
 
 def _embedding_metrics(zx, zy, labels) -> dict:
     knn = tm.metrics.knn_accuracy(zx, zy, k=(5, 50), metric="l1")
+    chance = tm.metrics.knn_accuracy_chance(zx, zy, k=(5, 50), metric="l1")
     ca = tm.metrics.cluster_accuracy(zx, zy, labels, labels, metric="l1")
     return {
         "foscttm": tm.metrics.foscttm(zx, zy),
         "knn_acc_l1_5": knn["mean"][5],
         "knn_acc_l1_50": knn["mean"][50],
+        "knn_chance_l1_5": chance["mean"][5],
+        "knn_chance_l1_50": chance["mean"][50],
         "cluster_accuracy": ca["mean"],
         "cluster_accuracy_rna_to_atac": ca["x_to_y"],
         "cluster_accuracy_atac_to_rna": ca["y_to_x"],
@@ -50,7 +60,8 @@ def run_transmodal(train, test, fraction, seed) -> dict:
     model.train(progress_bar=False)
     res = evaluate_paired(model, test, source="rna", target="atac", labels_key="treatment_time")
     keep = (
-        "foscttm", "knn_acc_l1_5", "knn_acc_l1_50", "cluster_accuracy",
+        "foscttm", "knn_acc_l1_5", "knn_acc_l1_50", "knn_chance_l1_5", "knn_chance_l1_50",
+        "cluster_accuracy",
         "cluster_accuracy_rna_to_atac", "cluster_accuracy_atac_to_rna", "mixing_accuracy",
         "translation_pearson_rna_to_atac", "translation_pearson_atac_to_rna",
         "baseline_pearson_rna_to_atac", "baseline_pearson_atac_to_rna",
@@ -80,7 +91,23 @@ def run_baseline(name, train, test, fraction, seed) -> dict:
     return _embedding_metrics(zx, zy, labels)
 
 
+def _mean_sd(rows: list[dict], metric: str) -> tuple[float, float]:
+    v = np.array([r[metric] for r in rows], dtype=float)
+    return float(v.mean()), float(v.std())
+
+
+def _groups(results: list[dict]) -> dict[tuple[str, float], list[dict]]:
+    """Rows per (method, anchor fraction), methods in the order of ``FRACTIONS``."""
+    out: dict[tuple[str, float], list[dict]] = {}
+    order = {m: i for i, m in enumerate(FRACTIONS)}
+    for r in sorted(results, key=lambda r: (order.get(r["method"], 99), r["anchor_fraction"])):
+        out.setdefault((r["method"], r["anchor_fraction"]), []).append(r)
+    return out
+
+
 def plot(results: list[dict], path: Path) -> None:
+    """The paper's Fig. 2c-e panels; k-NN panels also show each method's chance level
+    (dashed: its k-NN accuracy under a random pairing)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,20 +115,44 @@ def plot(results: list[dict], path: Path) -> None:
 
     metrics = ("knn_acc_l1_5", "knn_acc_l1_50", "cluster_accuracy", "foscttm")
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6))
-    methods = sorted({r["method"] for r in results})
+    groups = _groups(results)
+    methods = list(dict.fromkeys(m for m, _ in groups))
     for ax, metric in zip(axes, metrics):
+        chance = metric.replace("knn_acc", "knn_chance")
         for m in methods:
-            rows = [r for r in results if r["method"] == m]
-            fr = sorted({r["anchor_fraction"] for r in rows})
-            mean = [np.mean([r[metric] for r in rows if r["anchor_fraction"] == f]) for f in fr]
-            sd = [np.std([r[metric] for r in rows if r["anchor_fraction"] == f]) for f in fr]
-            ax.errorbar([100 * f for f in fr], mean, yerr=sd, marker="o", capsize=3, label=m)
+            fr = [f for mm, f in groups if mm == m]
+            stats = [_mean_sd(groups[(m, f)], metric) for f in fr]
+            line = ax.errorbar([100 * f for f in fr], [s[0] for s in stats],
+                               yerr=[s[1] for s in stats], marker="o", capsize=3, label=m)
+            if chance != metric and all(chance in r for f in fr for r in groups[(m, f)]):
+                ax.plot([100 * f for f in fr], [_mean_sd(groups[(m, f)], chance)[0] for f in fr],
+                        ls="--", lw=1, marker="_", ms=10, color=line[0].get_color())
         ax.set_xlabel("anchor pairs (%)")
-        ax.set_title(metric)
+        ax.set_title(metric + (" (dashed: chance)" if chance != metric else ""))
     axes[0].legend(fontsize=8, frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
+
+
+def summary(results: list[dict]) -> str:
+    """The README's markdown table: mean ± sd over seeds per (method, anchor fraction);
+    k-NN accuracies with the mean chance level of the same embeddings in brackets."""
+    cols = ("foscttm", "knn_acc_l1_5", "knn_acc_l1_50", "cluster_accuracy", "mixing_accuracy")
+    out = ["| method | anchors | FOSCTTM | kNN acc k=5 (chance) | kNN acc k=50 (chance) "
+           "| cluster acc | mixing | s/run |", "|---|---|---|---|---|---|---|---|"]
+    for (m, f), rows in _groups(results).items():
+        cells = []
+        for c in cols:
+            mean, sd = _mean_sd(rows, c)
+            cell = f"{mean:.3f} ± {sd:.3f}"
+            chance = c.replace("knn_acc", "knn_chance")
+            if chance != c and all(chance in r for r in rows):
+                cell += f" ({_mean_sd(rows, chance)[0]:.3f})"
+            cells.append(cell)
+        cells.append(f"{_mean_sd(rows, 'seconds')[0]:.0f}")
+        out.append(f"| {m} | {100 * f:g} % | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def main() -> None:
@@ -110,7 +161,15 @@ def main() -> None:
     p.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.05, 0.25, 0.5, 1.0])
     p.add_argument("--methods", nargs="+", default=list(FRACTIONS), choices=list(FRACTIONS))
     p.add_argument("--figure", default="benchmarks/out/a549_pairing.png")
+    p.add_argument("--summary", metavar="JSONL",
+                   help="print the README table of saved JSON lines and redraw the figure")
     args = p.parse_args()
+    if args.summary:
+        with open(args.summary) as fh:
+            results = [json.loads(line) for line in fh if line.startswith("{")]
+        print(summary(results))
+        plot(results, Path(args.figure))
+        return
     data = tm.datasets.scicar_a549()
     split = data["rna"].obs["yang2021_split"].astype(str).to_numpy()
     train = {k: a[split == "train"].copy() for k, a in data.items()}

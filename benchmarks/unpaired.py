@@ -24,6 +24,8 @@ README's table (mean and seed-to-seed standard deviation).
     .venv/bin/python benchmarks/unpaired.py --seeds 0 1 2 3 4 | tee benchmarks/out/unpaired.jsonl
     # what the README reports (2-core CPU budget): --max-epochs 100 (nuclei: --seeds 0 1 2)
     .venv/bin/python benchmarks/unpaired.py --summary benchmarks/out/unpaired.jsonl
+    # seed-to-seed spread of the methods alone: one synthetic draw, seeds 0-4
+    .venv/bin/python benchmarks/unpaired.py --datasets syn_clusters --data-seed 0
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ N_NUCLEI = 3000
 
 def load(name: str, seed: int):
     """``(x, y, modality_specs, label_key, paired, shared_classes)`` with pairs hidden;
-    ``modality_specs`` are the keyword arguments of each modality's :class:`Modality`."""
+    ``modality_specs`` are the keyword arguments of each modality's :class:`Modality`;
+    ``seed`` draws the synthetic data sets (the real ones are fixed)."""
     import transmodal as tm
 
     key, shared, paired = None, None, name != "pbmc"
@@ -106,13 +109,26 @@ def ot_features(adata, likelihood: str, obsm_key: str | None = None) -> np.ndarr
     return x
 
 
+def _run_name(dataset: str, data_seed: int | None) -> str:
+    """Name of a run's data: ``dataset``, or ``dataset@draw`` for a fixed synthetic draw."""
+    return dataset if data_seed is None else f"{dataset}@{data_seed}"
+
+
 def run_one(
-    dataset: str, method: str, seed: int, save_dir: str | None = None, max_epochs: int | None = None
+    dataset: str,
+    method: str,
+    seed: int,
+    save_dir: str | None = None,
+    max_epochs: int | None = None,
+    data_seed: int | None = None,
 ) -> dict:
+    """One run; ``data_seed`` fixes the synthetic draw (default: a new draw per ``seed``)."""
     import transmodal as tm
     from transmodal.workflows._demo import peak_rss_mib
 
-    x, y, specs, key, paired, shared = load(dataset, seed)
+    if not dataset.startswith("syn"):
+        data_seed = None  # real data sets are fixed: nothing to draw
+    x, y, specs, key, paired, shared = load(dataset, seed if data_seed is None else data_seed)
     t0 = time.perf_counter()
     if method == "ot":
         ot = tm.baselines.GromovWassersteinOT(seed=seed).fit(
@@ -139,7 +155,8 @@ def run_one(
     seconds = time.perf_counter() - t0
     if save_dir:  # embeddings, for the seed-agreement summary
         os.makedirs(save_dir, exist_ok=True)
-        np.savez_compressed(os.path.join(save_dir, f"{dataset}_{method}_{seed}.npz"), x=zx, y=zy)
+        name = _run_name(dataset, data_seed)
+        np.savez_compressed(os.path.join(save_dir, f"{name}_{method}_{seed}.npz"), x=zx, y=zy)
     lt = {"y_to_x": None, "x_to_y": None}
     if key is not None:
         lx = x.obs[key].astype(str).to_numpy()
@@ -149,6 +166,7 @@ def run_one(
         "dataset": dataset,
         "method": method,
         "seed": seed,
+        "data_seed": data_seed,
         "n_cells": [int(x.n_obs), int(y.n_obs)],
         "foscttm": tm.metrics.foscttm(zx, zy) if paired else None,
         "label_transfer_y_to_x": lt["y_to_x"],
@@ -184,11 +202,15 @@ def summary(path: str, save_dir: str) -> str:
                 r = json.loads(line)
                 if "error" in r:
                     continue
-                rows[(r["dataset"], r["method"])].append(r)
+                rows[(r["dataset"], r.get("data_seed"), r["method"])].append(r)
     cols = ("foscttm", "label_transfer_y_to_x", "seconds", "peak_rss_mib")
     out = ["| dataset | method | seeds | FOSCTTM | label transfer (y→x) | seconds | peak RSS MiB "
            "| seed agreement |", "|---|---|---|---|---|---|---|---|"]
-    for (d, m), rs in sorted(rows.items(), key=lambda kv: (DATASETS.index(kv[0][0]), METHODS.index(kv[0][1]))):
+    def order(kv):
+        d, ds, m = kv[0]
+        return DATASETS.index(d), -1 if ds is None else ds, METHODS.index(m)
+
+    for (d, ds, m), rs in sorted(rows.items(), key=order):
         cells = []
         for c in cols:
             v = np.array([r[c] for r in rs if r[c] is not None], dtype=float)
@@ -198,10 +220,13 @@ def summary(path: str, save_dir: str) -> str:
                 cells.append(f"{v.mean():.0f}")
             else:
                 cells.append(f"{v.mean():.3f} ± {v.std():.3f}")
-        # synthetic data are drawn anew for every seed: their runs embed different cells
-        agree = None if d.startswith("syn") else _agreement(save_dir, d, m, [r["seed"] for r in rs])
+        # without a fixed draw, synthetic runs of different seeds embed different cells
+        name = _run_name(d, ds)
+        fixed = not d.startswith("syn") or ds is not None
+        agree = _agreement(save_dir, name, m, [r["seed"] for r in rs]) if fixed else None
         cells.append("–" if agree is None else f"{agree:.2f}")
-        out.append(f"| {d} | {m} | {len(rs)} | " + " | ".join(cells) + " |")
+        label = d if ds is None else f"{d} (draw {ds})"
+        out.append(f"| {label} | {m} | {len(rs)} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -215,6 +240,9 @@ def main() -> None:
                     help="where each run's embeddings are saved (for seed agreement)")
     ap.add_argument("--max-epochs", type=int, default=None,
                     help="epochs of the autoencoders (default: the library's size-aware default)")
+    ap.add_argument("--data-seed", type=int, default=None,
+                    help="one fixed synthetic draw for every seed (then the seeds vary only "
+                         "the methods); default: a new draw per seed")
     ap.add_argument("--one", nargs=3, metavar=("DATASET", "METHOD", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.summary:
@@ -222,14 +250,16 @@ def main() -> None:
         return
     if args.one:
         d, m, s = args.one
-        print(json.dumps(run_one(d, m, int(s), args.save_dir, args.max_epochs)), flush=True)
+        print(json.dumps(run_one(d, m, int(s), args.save_dir, args.max_epochs, args.data_seed)),
+              flush=True)
         return
     for d in args.datasets:
         for m in args.methods:
             for s in args.seeds:
                 res = subprocess.run(
                     [sys.executable, __file__, "--one", d, m, str(s), "--save-dir", args.save_dir]
-                    + ([] if args.max_epochs is None else ["--max-epochs", str(args.max_epochs)]),
+                    + ([] if args.max_epochs is None else ["--max-epochs", str(args.max_epochs)])
+                    + ([] if args.data_seed is None else ["--data-seed", str(args.data_seed)]),
                     capture_output=True, text=True, env=os.environ.copy(),
                 )
                 lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]

@@ -121,3 +121,23 @@ def test_case_study_refuses_shared_names(tcell):
     rna.obs_names = nuclei.obs_names[: rna.n_obs]
     with pytest.raises(ValueError, match="share obs_names"):
         tcell.case_study(nuclei, rna, max_epochs=1)
+
+
+def test_a549_pairing_summary_and_figure(tmp_path):
+    """The README table and the figure from saved JSON lines (chance levels in brackets)."""
+    pairing = _load("a549_pairing")
+    rows = []
+    for method, fraction in (("transmodal", 0.0), ("transmodal", 1.0), ("cca", 1.0)):
+        for seed, acc in ((0, 0.2), (1, 0.4)):
+            rows.append({"method": method, "anchor_fraction": fraction, "seed": seed,
+                         "foscttm": 0.3, "knn_acc_l1_5": 0.03, "knn_acc_l1_50": acc,
+                         "knn_chance_l1_5": 0.01, "knn_chance_l1_50": 0.15,
+                         "cluster_accuracy": 0.6, "mixing_accuracy": 0.55, "seconds": 10.0})
+    rows[-1].pop("knn_chance_l1_50")  # a line without chance level: no bracket
+    table = pairing.summary(rows).splitlines()
+    assert len(table) == 2 + 3
+    assert table[2].startswith("| transmodal | 0 % | 0.300 ± 0.000 |")
+    assert "0.300 ± 0.100 (0.150)" in table[2]
+    assert table[4].startswith("| cca | 100 % |") and "(0.150)" not in table[4]
+    pairing.plot(rows, tmp_path / "fig.png")
+    assert (tmp_path / "fig.png").stat().st_size > 0

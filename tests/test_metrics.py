@@ -12,6 +12,7 @@ from transmodal.metrics import (
     cluster_accuracy,
     foscttm,
     knn_accuracy,
+    knn_accuracy_chance,
     label_transfer,
     label_transfer_both,
     mean_profile_baseline,
@@ -189,6 +190,42 @@ def test_knn_accuracy_perfect(rng):
     x[5] = x[3]  # duplicates still give a perfect score
     got = knn_accuracy(x, x.copy(), k=(1, 5))
     assert got["mean"] == {1: 1.0, 5: 1.0}
+
+
+@pytest.mark.parametrize("metric", ["l1", "euclidean"])
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_knn_accuracy_chance_is_the_random_pairing_average(rng, metric, chunk_size):
+    """The chance level equals knn_accuracy averaged over every cyclic re-pairing (each
+    x row meets each y row exactly once), i.e. over a uniformly random pairing."""
+    x, y = noisy_pair(rng, n=60, noise=0.5)
+    ks = (1, 5, 20)
+    shifted = [knn_accuracy(np.roll(x, s, axis=0), y, k=ks, metric=metric) for s in range(60)]
+    got = knn_accuracy_chance(x, y, k=ks, metric=metric, chunk_size=chunk_size)
+    for key in ("x_to_y", "y_to_x", "mean"):
+        for kk in ks:
+            assert got[key][kk] == pytest.approx(np.mean([r[key][kk] for r in shifted]))
+
+
+def test_knn_accuracy_chance_exposes_hubs(rng):
+    """Queries shrunk towards the mean retrieve hubs: a high raw k-NN accuracy with no
+    information about the pairing, which the chance level matches."""
+    y = rng.normal(size=(300, 50))
+    x = y.mean(axis=0) + 0.1 * rng.normal(size=y.shape)  # knows nothing about the pairs
+    raw = knn_accuracy(x, y, k=30)["x_to_y"][30]
+    chance = knn_accuracy_chance(x, y, k=30)["x_to_y"][30]
+    assert raw > 2 * 30 / 300  # far above k / n ...
+    assert raw == pytest.approx(chance, abs=0.06)  # ... yet at its chance level
+    informed = knn_accuracy(y + 0.1 * rng.normal(size=y.shape), y, k=30)["x_to_y"][30]
+    assert informed > 0.9 > 0.5 > knn_accuracy_chance(y + 0.1 * rng.normal(size=y.shape), y,
+                                                        k=30)["x_to_y"][30]
+
+
+def test_knn_accuracy_chance_errors(rng):
+    x = rng.normal(size=(10, 3))
+    with pytest.raises(ValueError, match="larger than the number of cells"):
+        knn_accuracy_chance(x, x, k=11)
+    with pytest.raises(ValueError, match="metric"):
+        knn_accuracy_chance(x, x, metric="cosine")
 
 
 # ------------------------------------------------------------------- cluster accuracy

@@ -33,7 +33,8 @@ def test_evaluate_paired_keys_and_ranges(trained_model, paired_data):
     res = evaluate_paired(trained_model, paired_data, source="rna", target="atac", labels_key="label")
     assert res["n_cells"] == paired_data["rna"].n_obs
     for key in ("foscttm", "cluster_accuracy", "label_transfer", "mixing_accuracy", "knn_acc_l1_5",
-                "knn_acc_l1_50", "partner_top1", "partner_top50"):
+                "knn_acc_l1_50", "knn_chance_l1_5", "knn_chance_l1_50", "partner_top1",
+                "partner_top50"):
         assert 0.0 <= res[key] <= 1.0, key
     for d in ("rna_to_atac", "atac_to_rna"):
         assert -1.0 <= res[f"translation_pearson_{d}"] <= 1.0

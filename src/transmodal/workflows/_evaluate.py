@@ -72,7 +72,8 @@ def evaluate_paired(
     Returns
     -------
     Flat dict of metrics: ``foscttm``, ``partner_top{k}``, ``knn_acc_l1_{k}`` (mean of both
-    directions, plus per direction), ``cluster_accuracy`` (+ directions), ``label_transfer``,
+    directions, plus per direction) and its level under a random pairing
+    ``knn_chance_l1_{k}`` (:func:`~transmodal.metrics.knn_accuracy_chance`), ``cluster_accuracy`` (+ directions), ``label_transfer``,
     ``mixing_accuracy``, ``translation_pearson_{a}_to_{b}`` and
     ``baseline_pearson_{a}_to_{b}`` (mean training profile) for both directions, ``n_cells``.
     """
@@ -92,8 +93,10 @@ def evaluate_paired(
         out[f"partner_top{k}"] = float(v)
     ks = tuple(k for k in (5, 50) if k <= len(common))
     knn = metrics.knn_accuracy(za, zb, k=ks, metric="l1")
+    chance = metrics.knn_accuracy_chance(za, zb, k=ks, metric="l1")
     for k in ks:
         out[f"knn_acc_l1_{k}"] = float(knn["mean"][k])
+        out[f"knn_chance_l1_{k}"] = float(chance["mean"][k])
         out[f"knn_acc_l1_{k}_{source}_to_{target}"] = float(knn["x_to_y"][k])
         out[f"knn_acc_l1_{k}_{target}_to_{source}"] = float(knn["y_to_x"][k])
     if labels_key is not None:
