@@ -121,6 +121,7 @@ def run(
     zb = model.get_latent_representation("profile", te_prof)
     top = tm.metrics.partner_in_top_k(za, zb, k=(1, 5, 50))
     knn = tm.metrics.knn_accuracy(za, zb, k=(5, 50))
+    chance = tm.metrics.knn_accuracy_chance(za, zb, k=(5, 50))
     real = te_img.obsm["crops"]
     recon = model.translate(te_img, source="image", target="image").obsm["crops"]
     from_profile = model.translate(te_prof, source="profile", target="image").obsm["crops"]
@@ -158,6 +159,8 @@ def run(
         "partner_top50": top[50],
         "knn_acc_l1_5": knn["mean"][5],
         "knn_acc_l1_50": knn["mean"][50],
+        "knn_chance_l1_5": chance["mean"][5],
+        "knn_chance_l1_50": chance["mean"][50],
         "recon_ssim": rec_ssim,
         "recon_mse": rec_mse,
         "profile_to_image_ssim": tr_ssim,
