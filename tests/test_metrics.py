@@ -220,6 +220,19 @@ def test_knn_accuracy_chance_exposes_hubs(rng):
                                                         k=30)["x_to_y"][30]
 
 
+def test_nearest_first_is_a_stable_partial_sort(rng):
+    """The top-k selection behind the chance level orders like a stable full sort, ties
+    (many here) included."""
+    from transmodal.metrics._matching import _nearest_first
+
+    for _ in range(200):
+        m, n = int(rng.integers(1, 15)), int(rng.integers(2, 30))
+        k = int(rng.integers(1, n + 1))
+        d = rng.integers(0, 4, size=(m, n)).astype(float)
+        np.testing.assert_array_equal(_nearest_first(d, k),
+                                      np.argsort(d, axis=1, kind="stable")[:, :k])
+
+
 def test_knn_accuracy_chance_errors(rng):
     x = rng.normal(size=(10, 3))
     with pytest.raises(ValueError, match="larger than the number of cells"):

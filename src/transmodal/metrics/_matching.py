@@ -171,6 +171,24 @@ def knn_accuracy(
     return {"x_to_y": x_to_y, "y_to_x": y_to_x, "mean": mean}
 
 
+def _nearest_first(d: np.ndarray, k: int) -> np.ndarray:
+    """Columns of the ``k`` smallest values of every row of ``d``, ascending, the lower
+    column first among equal values (as a stable full sort; ``O(size)`` plus
+    ``O(rows * k log k)``)."""
+    m, n = d.shape
+    if k >= n:
+        return np.argsort(d, axis=1, kind="stable")
+    part = np.argpartition(d, k - 1, axis=1)[:, :k]
+    kth = np.take_along_axis(d, part, axis=1).max(axis=1)[:, None]
+    below = d < kth
+    ties = d == kth
+    # all values below the k-th, then the lowest columns among those equal to it
+    keep = below | (ties & (np.cumsum(ties, axis=1) <= (k - below.sum(axis=1))[:, None]))
+    cols = np.nonzero(keep)[1].reshape(m, k)
+    order = np.argsort(np.take_along_axis(d, cols, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(cols, order, axis=1)
+
+
 def _k_occurrence(
     a: np.ndarray, metric: str, ks: list[int], chunk_size: int | None
 ) -> dict[int, np.ndarray]:
@@ -183,8 +201,7 @@ def _k_occurrence(
     occurrence = {kk: np.zeros(n, dtype=np.int64) for kk in ks}
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
-        # larger score = closer; a stable sort puts the lower row index first among ties
-        order = np.argsort(-dist.scores(s, e, buf), axis=1, kind="stable")[:, :k_max]
+        order = _nearest_first(-dist.scores(s, e, buf), k_max)  # larger score = closer
         for kk in ks:
             occurrence[kk] += np.bincount(order[:, :kk].ravel(), minlength=n)
     return occurrence
