@@ -206,6 +206,7 @@ def summary(path: str, save_dir: str) -> str:
     cols = ("foscttm", "label_transfer_y_to_x", "seconds", "peak_rss_mib")
     out = ["| dataset | method | seeds | FOSCTTM | label transfer (y→x) | seconds | peak RSS MiB "
            "| seed agreement |", "|---|---|---|---|---|---|---|---|"]
+
     def order(kv):
         d, ds, m = kv[0]
         return DATASETS.index(d), -1 if ds is None else ds, METHODS.index(m)

@@ -190,7 +190,7 @@ def _nearest_first(d: np.ndarray, k: int) -> np.ndarray:
 
 
 def _k_occurrence(
-    a: np.ndarray, metric: str, ks: list[int], chunk_size: int | None
+    a: np.ndarray, metric: str, ks: tuple[int, ...], chunk_size: int | None
 ) -> dict[int, np.ndarray]:
     """``N_k(h)``: in how many rows' ``k`` nearest rows of ``a`` (the row itself included)
     row ``h`` appears, for every ``k`` in ``ks``."""
