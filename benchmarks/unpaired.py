@@ -26,6 +26,8 @@ README's table (mean and seed-to-seed standard deviation).
     .venv/bin/python benchmarks/unpaired.py --summary benchmarks/out/unpaired.jsonl
     # seed-to-seed spread of the methods alone: one synthetic draw, seeds 0-4
     .venv/bin/python benchmarks/unpaired.py --datasets syn_clusters --data-seed 0
+    # the medoid of 3 runs (what transmodal.workflows.train_consensus keeps) from saved runs
+    .venv/bin/python benchmarks/unpaired.py --summary benchmarks/out/unpaired_fixed_draw.jsonl --medoid 3
 """
 
 from __future__ import annotations
@@ -178,31 +180,73 @@ def run_one(
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
 
 
+def _saved_runs(save_dir: str, name: str, method: str, seeds: list[int]) -> tuple[list[int], list[dict]]:
+    """Seeds with saved embeddings, and their ``{"x": ..., "y": ...}`` embeddings."""
+    found, runs = [], []
+    for s in seeds:
+        f = os.path.join(save_dir, f"{name}_{method}_{s}.npz")
+        if os.path.exists(f):
+            z = np.load(f)
+            found.append(s)
+            runs.append({"x": z["x"], "y": z["y"]})
+    return found, runs
+
+
 def _agreement(save_dir: str, dataset: str, method: str, seeds: list[int]) -> float | None:
     """Mean chance-corrected seed agreement of the saved embeddings (None if < 2 saved)."""
     import transmodal as tm
 
-    runs = []
-    for s in seeds:
-        f = os.path.join(save_dir, f"{dataset}_{method}_{s}.npz")
-        if os.path.exists(f):
-            z = np.load(f)
-            runs.append({"x": z["x"], "y": z["y"]})
+    _, runs = _saved_runs(save_dir, dataset, method, seeds)
     if len(runs) < 2:
         return None
     return float(tm.metrics.seed_agreement(runs, warn_below=None)["agreement"].mean())
 
 
-def summary(path: str, save_dir: str) -> str:
-    """Markdown table: mean ± sd over seeds per dataset and method, and seed agreement."""
+def _load_rows(path: str) -> dict[tuple, list[dict]]:
+    """Saved JSON lines per (dataset, data seed, method), failed runs left out."""
     rows = defaultdict(list)
     with open(path) as fh:
         for line in fh:
             if line.startswith("{"):
                 r = json.loads(line)
-                if "error" in r:
-                    continue
-                rows[(r["dataset"], r.get("data_seed"), r["method"])].append(r)
+                if "error" not in r:
+                    rows[(r["dataset"], r.get("data_seed"), r["method"])].append(r)
+    return rows
+
+
+def medoid_summary(path: str, save_dir: str, size: int) -> str:
+    """Markdown table: FOSCTTM of one run against the medoid of ``size`` runs
+    (:func:`transmodal.metrics.medoid_run`, what :func:`transmodal.workflows.train_consensus`
+    keeps), over every ``size``-subset of the saved seeds of data sets whose runs embed the
+    same cells."""
+    from itertools import combinations
+
+    import transmodal as tm
+
+    out = [f"| dataset | method | seeds | one run | medoid of {size} (all subsets) | subsets |",
+           "|---|---|---|---|---|---|"]
+    for (d, ds, m), rs in _load_rows(path).items():
+        if (d.startswith("syn") and ds is None) or rs[0]["foscttm"] is None:
+            continue
+        fos = {r["seed"]: r["foscttm"] for r in rs}
+        seeds, runs = _saved_runs(save_dir, _run_name(d, ds), m, sorted(fos))
+        if len(runs) < size:
+            continue
+        table = tm.metrics.seed_agreement(runs, warn_below=None)
+        picks = []
+        for sub in combinations(range(len(runs)), size):
+            part = table[table["run_a"].isin(sub) & table["run_b"].isin(sub)]
+            picks.append(fos[seeds[tm.metrics.medoid_run(part)]])
+        one = np.array([fos[s] for s in seeds])
+        label = d if ds is None else f"{d} (draw {ds})"
+        out.append(f"| {label} | {m} | {len(seeds)} | {one.mean():.3f} ± {one.std():.3f} | "
+                   f"{np.mean(picks):.3f} ± {np.std(picks):.3f} | {len(picks)} |")
+    return "\n".join(out)
+
+
+def summary(path: str, save_dir: str) -> str:
+    """Markdown table: mean ± sd over seeds per dataset and method, and seed agreement."""
+    rows = _load_rows(path)
     cols = ("foscttm", "label_transfer_y_to_x", "seconds", "peak_rss_mib")
     out = ["| dataset | method | seeds | FOSCTTM | label transfer (y→x) | seconds | peak RSS MiB "
            "| seed agreement |", "|---|---|---|---|---|---|---|---|"]
@@ -237,6 +281,8 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--summary", metavar="FILE", help="print the table of saved JSON lines")
+    ap.add_argument("--medoid", type=int, metavar="K", default=None,
+                    help="with --summary: FOSCTTM of the medoid of K saved runs instead")
     ap.add_argument("--save-dir", default="benchmarks/out/unpaired",
                     help="where each run's embeddings are saved (for seed agreement)")
     ap.add_argument("--max-epochs", type=int, default=None,
@@ -247,7 +293,10 @@ def main() -> None:
     ap.add_argument("--one", nargs=3, metavar=("DATASET", "METHOD", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.summary:
-        print(summary(args.summary, args.save_dir))
+        if args.medoid:
+            print(medoid_summary(args.summary, args.save_dir, args.medoid))
+        else:
+            print(summary(args.summary, args.save_dir))
         return
     if args.one:
         d, m, s = args.one

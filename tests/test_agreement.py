@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import transmodal as tm
@@ -79,3 +80,51 @@ def test_pbmc_loader():
     for a in d.values():
         assert set(tm.datasets.PBMC_SHARED_CLASSES) <= set(a.obs["cell_type"].astype(str))
     assert not set(d["rna"].obs_names) & set(d["atac"].obs_names)
+
+
+def test_medoid_run_is_the_majority():
+    """Runs 0, 2 and 3 found the same alignment, run 1 another: the medoid is one of the
+    majority (the most central one), never the odd one out."""
+    agree = {(0, 1): 0.0, (0, 2): 0.9, (0, 3): 0.8, (1, 2): 0.05, (1, 3): 0.0, (2, 3): 0.85}
+    table = pd.DataFrame([{"run_a": a, "run_b": b, "agreement": v} for (a, b), v in agree.items()])
+    assert tm.metrics.medoid_run(table) == 2
+    two = pd.DataFrame([{"run_a": 0, "run_b": 1, "agreement": 0.3}])
+    assert tm.metrics.medoid_run(two) == 0  # a tie: the lower index
+    with pytest.raises(ValueError, match="missing columns"):
+        tm.metrics.medoid_run(table.drop(columns="agreement"))
+    with pytest.raises(ValueError, match="at least two runs"):
+        tm.metrics.medoid_run(table.iloc[:0])
+
+
+def test_train_consensus(paired_data, make_model):
+    """Every seed is trained; the kept model is the medoid of the agreement table."""
+    built = []
+
+    def build(seed):
+        built.append(seed)
+        return make_model(paired_data, seed=seed)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*separable.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*disagree.*", category=UserWarning)
+        run = tm.workflows.train_consensus(build, seeds=(3, 5, 7), k=10, max_epochs=2,
+                                           batch_size=32, progress_bar=False)
+    assert built == [3, 5, 7]
+    assert run.seed in (3, 5, 7) and run.model.is_trained_
+    table = run.agreement
+    assert list(table.columns) == ["run_a", "run_b", "seed_a", "seed_b", "agreement"]
+    assert run.seed == (3, 5, 7)[tm.metrics.medoid_run(table)]
+    z = run.model.get_latent_representation("rna")
+    assert z.shape[0] == paired_data["rna"].n_obs
+
+
+def test_train_consensus_errors(paired_data, make_model):
+    build = lambda s: make_model(paired_data, seed=s)  # noqa: E731
+    with pytest.raises(ValueError, match="at least two integers"):
+        tm.workflows.train_consensus(build, seeds=(0,))
+    with pytest.raises(ValueError, match="distinct"):
+        tm.workflows.train_consensus(build, seeds=(1, 1))
+    with pytest.raises(ValueError, match="do not pass seed"):
+        tm.workflows.train_consensus(build, seeds=(0, 1), seed=3)
+    with pytest.raises(TypeError, match="not a CrossModalAE"):
+        tm.workflows.train_consensus(lambda s: "model", seeds=(0, 1))

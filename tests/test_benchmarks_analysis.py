@@ -141,3 +141,22 @@ def test_a549_pairing_summary_and_figure(tmp_path):
     assert table[4].startswith("| cca | 100 % |") and "(0.150)" not in table[4]
     pairing.plot(rows, tmp_path / "fig.png")
     assert (tmp_path / "fig.png").stat().st_size > 0
+
+
+def test_unpaired_medoid_summary(tmp_path):
+    """The medoid of saved runs: the two runs that agree outvote the odd one."""
+    import json
+
+    unpaired = _load("unpaired")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 4))
+    good = {"x": x, "y": x + 0.05 * rng.normal(size=x.shape)}
+    odd = {"x": x, "y": x[rng.permutation(120)]}
+    lines = []
+    for seed, (run, fos) in enumerate(((good, 0.1), (odd, 0.5), (good, 0.1))):
+        np.savez(tmp_path / f"a549_transmodal_{seed}.npz", **run)
+        lines.append(json.dumps({"dataset": "a549", "method": "transmodal", "seed": seed,
+                                 "foscttm": fos}))
+    (tmp_path / "runs.jsonl").write_text("\n".join(lines) + "\n")
+    table = unpaired.medoid_summary(str(tmp_path / "runs.jsonl"), str(tmp_path), 3).splitlines()
+    assert table[2] == "| a549 | transmodal | 3 | 0.233 ± 0.189 | 0.100 ± 0.000 | 1 |"

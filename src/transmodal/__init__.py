@@ -10,6 +10,7 @@ from . import plotting as pl
 from .data import Modality
 from .model import CrossModalAE
 from .nn import register_likelihood
+from . import workflows
 
 try:
     from importlib.metadata import version as _version
@@ -30,4 +31,5 @@ __all__ = [
     "pl",
     "plotting",
     "register_likelihood",
+    "workflows",
 ]

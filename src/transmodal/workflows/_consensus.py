@@ -1,0 +1,112 @@
+"""Train several seeds and keep the run that the others agree with."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from .. import metrics
+from ..model import CrossModalAE
+
+
+@dataclass(frozen=True)
+class ConsensusRun:
+    """Result of :func:`train_consensus`.
+
+    Attributes
+    ----------
+    model
+        The trained model of the chosen seed.
+    seed
+        Its seed.
+    agreement
+        :func:`~transmodal.metrics.seed_agreement` of all runs, with ``seed_a`` and
+        ``seed_b`` next to the run indices.
+    """
+
+    model: CrossModalAE
+    seed: int
+    agreement: pd.DataFrame
+
+
+def train_consensus(
+    build: Callable[[int], CrossModalAE],
+    seeds: Sequence[int] = (0, 1, 2),
+    *,
+    k: int = 50,
+    **train_kwargs: Any,
+) -> ConsensusRun:
+    """Train one model per seed and keep the medoid: the run the others agree with most.
+
+    Without known pairs or labels the alignment can depend on the seed (two similar
+    clusters swapped, a branch flipped). Runs that found the same alignment match the
+    same cells across modalities; :func:`~transmodal.metrics.medoid_run` picks the run
+    with the highest mean :func:`~transmodal.metrics.seed_agreement` with the others, i.e.
+    the majority's alignment. Costs ``len(seeds)`` trainings; only the chosen model is
+    kept. Measured on the unpaired benchmark (README): with three seeds, FOSCTTM 0.273 ±
+    0.013 instead of 0.347 ± 0.135 for one run on separated clusters; no gain where the
+    runs have no majority.
+
+    Parameters
+    ----------
+    build
+        ``seed -> CrossModalAE``: a new, untrained model of the data with that seed, e.g.
+        ``lambda s: tm.CrossModalAE(mdata, n_latent=16, seed=s)``.
+    seeds
+        At least two distinct seeds.
+    k
+        Neighbours per cell of :func:`~transmodal.metrics.seed_agreement`.
+    **train_kwargs
+        Passed to :meth:`CrossModalAE.train` of every run (``seed`` is the run's own).
+
+    Returns
+    -------
+    ConsensusRun
+        The chosen model, its seed and the agreement table. Warns (as
+        :func:`~transmodal.metrics.seed_agreement` does) when runs disagree, also those
+        outside the majority.
+
+    Examples
+    --------
+    >>> run = tm.workflows.train_consensus(
+    ...     lambda s: tm.CrossModalAE(mdata, n_latent=16, seed=s), seeds=(0, 1, 2),
+    ...     max_epochs=100)
+    >>> z = run.model.get_latent_representation("rna")
+    """
+    seeds = list(seeds)
+    if len(seeds) < 2 or any(
+        isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in seeds
+    ):
+        raise ValueError(f"seeds must be at least two integers; got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct; got {seeds!r}")
+    if not callable(build):
+        raise TypeError(f"build must be a callable seed -> CrossModalAE; got {type(build).__name__}")
+    if "seed" in train_kwargs:
+        raise ValueError("train_consensus sets each run's seed: do not pass seed=")
+    models = []
+    for s in seeds:
+        model = build(int(s))
+        if not isinstance(model, CrossModalAE):
+            raise TypeError(f"build({s}) returned {type(model).__name__}, not a CrossModalAE")
+        if models and model.modality_names != models[0].modality_names:
+            raise ValueError(
+                f"build({s}) has modalities {model.modality_names}; build({seeds[0]}) has "
+                f"{models[0].modality_names}"
+            )
+        models.append(model.train(**train_kwargs))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = metrics.seed_agreement(models, k=k)
+    chosen = metrics.medoid_run(table)
+    for w in caught:
+        warnings.warn(f"{w.message} train_consensus kept seed {seeds[chosen]}, the run that "
+                      "agrees most with the others.", w.category, stacklevel=2)
+    table.insert(2, "seed_a", [seeds[i] for i in table["run_a"]])
+    table.insert(3, "seed_b", [seeds[i] for i in table["run_b"]])
+    return ConsensusRun(models[chosen], int(seeds[chosen]), table)
