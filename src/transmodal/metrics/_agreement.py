@@ -128,7 +128,9 @@ def medoid_run(agreement: pd.DataFrame) -> int:
     alignment. On the unpaired benchmark (one synthetic draw per shape, five seeds, see the
     README) the medoid of three runs reached FOSCTTM 0.273 ± 0.013 on separated clusters and
     0.132 ± 0.003 on unequal feature counts, against 0.347 ± 0.135 and 0.161 ± 0.056 for a
-    single run; it does not help where no majority exists (noise: 0.437 against 0.427).
+    single run; it does not help where no majority exists (noise: 0.437 against 0.427),
+    and where all runs agree little (every pair below about 0.2) the choice rests on a weak
+    signal.
 
     Parameters
     ----------
