@@ -56,7 +56,7 @@ def train_consensus(
     ----------
     build
         ``seed -> CrossModalAE``: a new, untrained model of the data with that seed, e.g.
-        ``lambda s: tm.CrossModalAE(mdata, n_latent=16, seed=s)``.
+        ``lambda s: tm.CrossModalAE(mdata, {"rna": "nb", "atac": "bernoulli"}, seed=s)``.
     seeds
         At least two distinct seeds.
     k
@@ -74,8 +74,8 @@ def train_consensus(
     Examples
     --------
     >>> run = tm.workflows.train_consensus(
-    ...     lambda s: tm.CrossModalAE(mdata, n_latent=16, seed=s), seeds=(0, 1, 2),
-    ...     max_epochs=100)
+    ...     lambda s: tm.CrossModalAE(mdata, {"rna": "nb", "atac": "bernoulli"}, seed=s),
+    ...     seeds=(0, 1, 2), max_epochs=100)
     >>> z = run.model.get_latent_representation("rna")
     """
     seeds = list(seeds)
