@@ -114,8 +114,31 @@ def test_train_consensus(paired_data, make_model):
     table = run.agreement
     assert list(table.columns) == ["run_a", "run_b", "seed_a", "seed_b", "agreement"]
     assert run.seed == (3, 5, 7)[tm.metrics.medoid_run(table)]
-    z = run.model.get_latent_representation("rna")
-    assert z.shape[0] == paired_data["rna"].n_obs
+    # the kept model is the one trained with that seed (training is deterministic)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*separable.*", category=UserWarning)
+        again = make_model(paired_data, seed=run.seed).train(max_epochs=2, batch_size=32,
+                                                             progress_bar=False)
+    np.testing.assert_allclose(run.model.get_latent_representation("rna"),
+                               again.get_latent_representation("rna"), rtol=1e-5, atol=1e-6)
+
+
+def test_train_consensus_names_the_kept_seed_when_runs_disagree(paired_data, make_model,
+                                                                monkeypatch):
+    """A disagreement warning is passed on with the seed that was kept."""
+    def disagreeing(runs, k):
+        warnings.warn("runs 0 and 1 disagree", UserWarning, stacklevel=2)
+        return pd.DataFrame({"run_a": [0, 0, 1], "run_b": [1, 2, 2],
+                             "agreement": [0.1, 0.0, 0.8]})
+
+    monkeypatch.setattr(tm.metrics, "seed_agreement", disagreeing)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*separable.*", category=UserWarning)
+        with pytest.warns(UserWarning, match="disagree.*kept seed 9"):
+            run = tm.workflows.train_consensus(lambda s: make_model(paired_data, seed=s),
+                                               seeds=(4, 9, 2), max_epochs=1, batch_size=32,
+                                               progress_bar=False)
+    assert run.seed == 9  # run 1: agreement 0.1 + 0.8, the highest
 
 
 def test_train_consensus_errors(paired_data, make_model):

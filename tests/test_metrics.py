@@ -215,9 +215,10 @@ def test_knn_accuracy_chance_exposes_hubs(rng):
     chance = knn_accuracy_chance(x, y, k=30)["x_to_y"][30]
     assert raw > 2 * 30 / 300  # far above k / n ...
     assert raw == pytest.approx(chance, abs=0.06)  # ... yet at its chance level
-    informed = knn_accuracy(y + 0.1 * rng.normal(size=y.shape), y, k=30)["x_to_y"][30]
-    assert informed > 0.9 > 0.5 > knn_accuracy_chance(y + 0.1 * rng.normal(size=y.shape), y,
-                                                        k=30)["x_to_y"][30]
+    # an embedding that does know the pairs scores far above its own chance level
+    close = y + 0.1 * rng.normal(size=y.shape)
+    assert knn_accuracy(close, y, k=30)["x_to_y"][30] > 0.9
+    assert knn_accuracy_chance(close, y, k=30)["x_to_y"][30] < 0.5
 
 
 def test_nearest_first_is_a_stable_partial_sort(rng):

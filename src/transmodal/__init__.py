@@ -5,12 +5,11 @@ space aligned adversarially, translation ``i -> j = D_j(E_i(x))`` (Yang et al., 
 12:31, 2021).
 """
 
-from . import analysis, baselines, datasets, images, metrics, plotting
+from . import analysis, baselines, datasets, images, metrics, plotting, workflows
 from . import plotting as pl
 from .data import Modality
 from .model import CrossModalAE
 from .nn import register_likelihood
-from . import workflows
 
 try:
     from importlib.metadata import version as _version

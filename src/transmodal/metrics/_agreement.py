@@ -147,9 +147,9 @@ def medoid_run(agreement: pd.DataFrame) -> int:
         raise ValueError(f"agreement must be a seed_agreement table; missing columns {sorted(missing)}")
     if agreement.empty:
         raise ValueError("agreement is empty: medoid_run needs at least two runs")
-    runs = np.union1d(agreement["run_a"], agreement["run_b"]).astype(int)
-    total = pd.concat([
-        agreement.groupby("run_a")["agreement"].sum(),
-        agreement.groupby("run_b")["agreement"].sum(),
-    ]).groupby(level=0).sum().reindex(runs, fill_value=0.0)
-    return int(total.index[int(np.argmax(total.to_numpy()))])
+    a = agreement["run_a"].to_numpy(dtype=np.int64)
+    b = agreement["run_b"].to_numpy(dtype=np.int64)
+    total = np.bincount(a, agreement["agreement"], minlength=max(a.max(), b.max()) + 1)
+    total += np.bincount(b, agreement["agreement"], minlength=len(total))
+    runs = np.union1d(a, b)
+    return int(runs[np.argmax(total[runs])])

@@ -73,8 +73,8 @@ def evaluate_paired(
     -------
     Flat dict of metrics: ``foscttm``, ``partner_top{k}``, ``knn_acc_l1_{k}`` (mean of both
     directions, plus per direction) and its level under a random pairing
-    ``knn_chance_l1_{k}`` (:func:`~transmodal.metrics.knn_accuracy_chance`), ``cluster_accuracy`` (+ directions), ``label_transfer``,
-    ``mixing_accuracy``, ``translation_pearson_{a}_to_{b}`` and
+    ``knn_chance_l1_{k}`` (:func:`~transmodal.metrics.knn_accuracy_chance`),
+    ``cluster_accuracy`` (+ directions), ``label_transfer``, ``mixing_accuracy``, ``translation_pearson_{a}_to_{b}`` and
     ``baseline_pearson_{a}_to_{b}`` (mean training profile) for both directions, ``n_cells``.
     """
     a, b = data[source], data[target]
