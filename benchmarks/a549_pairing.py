@@ -31,6 +31,7 @@ from transmodal.workflows._demo import a549_model, peak_rss_mib
 # which anchor fractions each method is run at (the paper's Fig. 2 design)
 FRACTIONS = {
     "transmodal": None,  # all requested fractions
+    "transmodal_ensemble": None,  # tm.workflows.train_ensemble of --ensemble-size seeds
     "dcca": None,
     "magan": None,
     "cca": (1.0,),
@@ -55,9 +56,17 @@ def _embedding_metrics(zx, zy, labels) -> dict:
     }
 
 
-def run_transmodal(train, test, fraction, seed) -> dict:
-    model = a549_model(train, anchor_fraction=fraction, seed=seed)
-    model.train(progress_bar=False)
+def run_transmodal(train, test, fraction, seed, n_members: int = 1) -> dict:
+    """One model, or with ``n_members > 1`` an ensemble of the seeds
+    ``seed * n_members, ..., seed * n_members + n_members - 1`` (disjoint per ``seed``)."""
+    if n_members == 1:
+        model = a549_model(train, anchor_fraction=fraction, seed=seed)
+        model.train(progress_bar=False)
+    else:
+        model = tm.workflows.train_ensemble(
+            lambda s: a549_model(train, anchor_fraction=fraction, seed=s),
+            seeds=range(seed * n_members, (seed + 1) * n_members), progress_bar=False,
+        )
     res = evaluate_paired(model, test, source="rna", target="atac", labels_key="treatment_time")
     keep = (
         "foscttm", "knn_acc_l1_5", "knn_acc_l1_50", "knn_chance_l1_5", "knn_chance_l1_50",
@@ -160,6 +169,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.05, 0.25, 0.5, 1.0])
     p.add_argument("--methods", nargs="+", default=list(FRACTIONS), choices=list(FRACTIONS))
+    p.add_argument("--ensemble-size", type=int, default=3,
+                   help="members of transmodal_ensemble (seed s trains seeds s*N ... s*N+N-1)")
     p.add_argument("--figure", default="benchmarks/out/a549_pairing.png")
     p.add_argument("--summary", metavar="JSONL",
                    help="print the README table of saved JSON lines and redraw the figure")
@@ -186,6 +197,8 @@ def main() -> None:
                 t0 = time.perf_counter()
                 if method == "transmodal":
                     res = run_transmodal(train, test, fraction, seed)
+                elif method == "transmodal_ensemble":
+                    res = run_transmodal(train, test, fraction, seed, args.ensemble_size)
                 else:
                     res = run_baseline(method, train, test, fraction, seed)
                 row = {
@@ -193,6 +206,8 @@ def main() -> None:
                     "method": method,
                     "anchor_fraction": fraction,
                     "seed": seed,
+                    **({"ensemble_size": args.ensemble_size}
+                       if method == "transmodal_ensemble" else {}),
                     **{k: float(v) for k, v in res.items()},
                     "seconds": time.perf_counter() - t0,
                     "peak_rss_mib": peak_rss_mib(),

@@ -8,7 +8,7 @@ space aligned adversarially, translation ``i -> j = D_j(E_i(x))`` (Yang et al., 
 from . import analysis, baselines, datasets, images, metrics, plotting, workflows
 from . import plotting as pl
 from .data import Modality
-from .model import CrossModalAE
+from .model import CrossModalAE, Ensemble
 from .nn import register_likelihood
 
 try:
@@ -20,6 +20,7 @@ except Exception:  # pragma: no cover
 
 __all__ = [
     "CrossModalAE",
+    "Ensemble",
     "Modality",
     "__version__",
     "analysis",

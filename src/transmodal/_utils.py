@@ -76,8 +76,8 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool) -> Iterator[Pa
         yield tmp
         # mkdtemp (and some writers) create private files; give them the usual permissions
         os.chmod(tmp, 0o777 & ~umask)
-        for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~umask)
+        for f in tmp.rglob("*"):
+            os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)

@@ -1,6 +1,8 @@
-"""The cross-modal autoencoder: torch module (``CrossModalModule``) and user class (``CrossModalAE``)."""
+"""The cross-modal autoencoder: torch module (``CrossModalModule``), user class (``CrossModalAE``)
+and several trained models used as one (``Ensemble``)."""
 
+from ._ensemble import Ensemble
 from ._model import CrossModalAE
 from ._module import CrossModalModule, ModalityArch
 
-__all__ = ["CrossModalAE", "CrossModalModule", "ModalityArch"]
+__all__ = ["CrossModalAE", "Ensemble", "CrossModalModule", "ModalityArch"]

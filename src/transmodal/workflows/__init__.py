@@ -1,7 +1,7 @@
 """End-to-end workflows over the public API: evaluation on paired cells, the A549 demo and
-the consensus of several seeds."""
+the consensus or the ensemble of several seeds."""
 
-from ._consensus import ConsensusRun, train_consensus
+from ._consensus import ConsensusRun, train_consensus, train_ensemble
 from ._demo import format_table, run_demo
 from ._evaluate import comparison_space, evaluate_paired
 
@@ -12,4 +12,5 @@ __all__ = [
     "format_table",
     "run_demo",
     "train_consensus",
+    "train_ensemble",
 ]

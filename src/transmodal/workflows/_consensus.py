@@ -1,4 +1,4 @@
-"""Train several seeds and keep the run that the others agree with."""
+"""Train several seeds: keep the run the others agree with, or combine them all."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from .. import metrics
-from ..model import CrossModalAE
+from ..model import CrossModalAE, Ensemble
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,38 @@ class ConsensusRun:
     model: CrossModalAE
     seed: int
     agreement: pd.DataFrame
+
+
+def _train_runs(
+    build: Callable[[int], CrossModalAE],
+    seeds: Sequence[int],
+    train_kwargs: dict[str, Any],
+    caller: str,
+) -> tuple[list[int], list[CrossModalAE]]:
+    """Check ``seeds`` and ``build``, then train one model per seed."""
+    seeds = list(seeds)
+    if len(seeds) < 2 or any(
+        isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in seeds
+    ):
+        raise ValueError(f"seeds must be at least two integers; got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct; got {seeds!r}")
+    if not callable(build):
+        raise TypeError(f"build must be a callable seed -> CrossModalAE; got {type(build).__name__}")
+    if "seed" in train_kwargs:
+        raise ValueError(f"{caller} sets each run's seed: do not pass seed=")
+    models = []
+    for s in seeds:
+        model = build(int(s))
+        if not isinstance(model, CrossModalAE):
+            raise TypeError(f"build({s}) returned {type(model).__name__}, not a CrossModalAE")
+        if models and model.modality_names != models[0].modality_names:
+            raise ValueError(
+                f"build({s}) has modalities {model.modality_names}; build({seeds[0]}) has "
+                f"{models[0].modality_names}"
+            )
+        models.append(model.train(**train_kwargs))
+    return seeds, models
 
 
 def train_consensus(
@@ -78,28 +110,7 @@ def train_consensus(
     ...     seeds=(0, 1, 2), max_epochs=100)
     >>> z = run.model.get_latent_representation("rna")
     """
-    seeds = list(seeds)
-    if len(seeds) < 2 or any(
-        isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in seeds
-    ):
-        raise ValueError(f"seeds must be at least two integers; got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct; got {seeds!r}")
-    if not callable(build):
-        raise TypeError(f"build must be a callable seed -> CrossModalAE; got {type(build).__name__}")
-    if "seed" in train_kwargs:
-        raise ValueError("train_consensus sets each run's seed: do not pass seed=")
-    models = []
-    for s in seeds:
-        model = build(int(s))
-        if not isinstance(model, CrossModalAE):
-            raise TypeError(f"build({s}) returned {type(model).__name__}, not a CrossModalAE")
-        if models and model.modality_names != models[0].modality_names:
-            raise ValueError(
-                f"build({s}) has modalities {model.modality_names}; build({seeds[0]}) has "
-                f"{models[0].modality_names}"
-            )
-        models.append(model.train(**train_kwargs))
+    seeds, models = _train_runs(build, seeds, train_kwargs, "train_consensus")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         table = metrics.seed_agreement(models, k=k)
@@ -110,3 +121,58 @@ def train_consensus(
     table.insert(2, "seed_a", [seeds[i] for i in table["run_a"]])
     table.insert(3, "seed_b", [seeds[i] for i in table["run_b"]])
     return ConsensusRun(models[chosen], int(seeds[chosen]), table)
+
+
+def train_ensemble(
+    build: Callable[[int], CrossModalAE],
+    seeds: Sequence[int] = (0, 1, 2),
+    *,
+    k: int = 50,
+    **train_kwargs: Any,
+) -> Ensemble:
+    """Train one model per seed and combine them all into an :class:`~transmodal.Ensemble`.
+
+    The members' errors partly cancel: on the paper's A549 test cells (README), three
+    seeds reach FOSCTTM 0.334 instead of 0.347 for one model without anchor pairs, and
+    0.351 instead of 0.369 with 25 % anchors. Costs ``len(seeds)`` trainings.
+
+    The runs' :func:`~transmodal.metrics.seed_agreement` is checked, and a low agreement
+    is warned about. If the runs found different alignments (swapped clusters, a flipped
+    branch: typical without pairs or labels), averaging them blurs the match and
+    :func:`train_consensus`, which keeps the majority's run, is the better choice. Where
+    the match of single cells is just noisy it still helps: on A549 the runs agree at only
+    0.05-0.15 (every anchor fraction) and the ensemble improves FOSCTTM at every one.
+
+    Parameters
+    ----------
+    build
+        ``seed -> CrossModalAE``: a new, untrained model of the data with that seed.
+    seeds
+        At least two distinct seeds.
+    k
+        Neighbours per cell of the agreement check.
+    **train_kwargs
+        Passed to :meth:`CrossModalAE.train` of every run.
+
+    Returns
+    -------
+    Ensemble
+        The trained members, in the order of ``seeds``.
+
+    Examples
+    --------
+    >>> ens = tm.workflows.train_ensemble(
+    ...     lambda s: tm.CrossModalAE(mdata, {"rna": "nb", "atac": "bernoulli"},
+    ...                               anchor_fraction=0.25, seed=s), seeds=(0, 1, 2))
+    >>> mdata["rna"].obsm["X_transmodal"] = ens.get_latent_representation("rna")
+    """
+    seeds, models = _train_runs(build, seeds, train_kwargs, "train_ensemble")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics.seed_agreement(models, k=k)
+    for w in caught:
+        warnings.warn(f"{w.message} train_ensemble averages these runs: if they found "
+                      "different alignments (swapped clusters, a flipped branch), prefer "
+                      "train_consensus, which keeps the majority's run.", w.category,
+                      stacklevel=2)
+    return Ensemble(models)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from anndata import AnnData
 
 from .. import metrics
-
-if TYPE_CHECKING:
-    from ..model import CrossModalAE
+from ..model import CrossModalAE, Ensemble
 
 
 def comparison_space(model: CrossModalAE, modality: str):
@@ -45,7 +43,7 @@ def _dense(src, idx=None) -> np.ndarray:
 
 
 def evaluate_paired(
-    model: CrossModalAE,
+    model: CrossModalAE | Ensemble,
     data: Mapping[str, AnnData],
     *,
     source: str,
@@ -58,7 +56,7 @@ def evaluate_paired(
     Parameters
     ----------
     model
-        A trained :class:`~transmodal.CrossModalAE`.
+        A trained :class:`~transmodal.CrossModalAE` or :class:`~transmodal.Ensemble`.
     data
         ``{name: AnnData}`` with at least ``source`` and ``target``; cells are paired by
         equal ``obs_names`` (only cells present in both are used).
@@ -111,16 +109,17 @@ def evaluate_paired(
         out["label_transfer"] = float(lt["mean"])
     out["mixing_accuracy"] = float(metrics.mixing_accuracy(za, zb, seed=mixing_seed))
 
+    data_model = model.models[0] if isinstance(model, Ensemble) else model  # same data in all
     for s, t, adata_s, adata_t in ((source, target, a, b), (target, source, b, a)):
         pred = model.translate(adata_s, source=s, target=t).X
-        to_units, compare = comparison_space(model, t)
-        observed = compare(to_units(_dense(model._source_for(t, adata_t, check=False))))
+        to_units, compare = comparison_space(data_model, t)
+        observed = compare(to_units(_dense(data_model._source_for(t, adata_t, check=False))))
         out[f"translation_pearson_{s}_to_{t}"] = float(
             np.nanmean(metrics.translation_pearson(compare(pred), observed))
         )
         # baseline: the mean training profile, in the same units, compared the same way
-        md = model.mods[t]
-        rows = np.flatnonzero(~model.val_masks_[t]) if t in model.val_masks_ else None
+        md = data_model.mods[t]
+        rows = np.flatnonzero(~data_model.val_masks_[t]) if t in data_model.val_masks_ else None
         total = sum(to_units(chunk).sum(0) for chunk in md.source.chunks(rows))  # O(chunk) memory
         mean_profile = (total / (md.n_obs if rows is None else len(rows)))[None, :]
         out[f"baseline_pearson_{s}_to_{t}"] = float(

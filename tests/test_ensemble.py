@@ -1,0 +1,101 @@
+"""Deep ensembles: tm.Ensemble and tm.workflows.train_ensemble."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import transmodal as tm
+
+
+@pytest.fixture
+def ensemble(paired_data, make_model):
+    """Three seeds of a small model, 2 epochs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*separable.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*disagree.*", category=UserWarning)
+        return tm.workflows.train_ensemble(
+            lambda s: make_model(paired_data, seed=s), seeds=(0, 1, 2), k=10,
+            max_epochs=2, batch_size=32, progress_bar=False,
+        )
+
+
+def test_ensemble_embeds_members_side_by_side_with_equal_weight(ensemble, paired_data):
+    ens = ensemble
+    assert [m.init_params_["seed"] for m in ens.models] == [0, 1, 2]
+    z = ens.get_latent_representation("rna", paired_data["rna"])
+    assert z.shape == (paired_data["rna"].n_obs, ens.n_latent) and z.dtype == np.float32
+    assert ens.n_latent == sum(m.module.n_latent for m in ens.models)
+    for i, (m, s) in enumerate(zip(ens.models, ens.scales_)):
+        part = z[:, i * m.module.n_latent:(i + 1) * m.module.n_latent]
+        np.testing.assert_allclose(part, m.get_latent_representation("rna") / s, rtol=1e-5)
+    # every member's training latents (both modalities) have unit root-mean-square spread
+    both = np.vstack([ens.get_latent_representation(n) for n in ens.modality_names])
+    for i, m in enumerate(ens.models):
+        part = both[:, i * m.module.n_latent:(i + 1) * m.module.n_latent].astype(np.float64)
+        rms = np.sqrt(((part - part.mean(0)) ** 2).sum(1).mean())
+        assert rms == pytest.approx(1.0, rel=1e-4)
+
+
+def test_ensemble_translation_is_the_members_mean(ensemble, paired_data):
+    ens = ensemble
+    out = ens.translate(paired_data["rna"], source="rna", target="atac")
+    each = [m.translate(paired_data["rna"], source="rna", target="atac").X for m in ens.models]
+    np.testing.assert_allclose(out.X, np.mean(each, axis=0), rtol=1e-5, atol=1e-6)
+    assert list(out.var_names) == list(paired_data["atac"].var_names)
+    assert out.uns["transmodal"]["ensemble"] == 3
+
+
+def test_ensemble_evaluates_and_round_trips(ensemble, paired_data, tmp_path):
+    ens = ensemble
+    res = tm.workflows.evaluate_paired(ens, paired_data, source="rna", target="atac",
+                                       labels_key="label")
+    assert 0 <= res["foscttm"] <= 1 and "translation_pearson_rna_to_atac" in res
+    ens.save(tmp_path / "ens")
+    cfg = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
+    assert cfg["members"] == ["member0", "member1", "member2"]
+    back = tm.Ensemble.load(tmp_path / "ens", paired_data)
+    np.testing.assert_allclose(back.scales_, ens.scales_)
+    np.testing.assert_allclose(back.get_latent_representation("atac"),
+                               ens.get_latent_representation("atac"), rtol=1e-5, atol=1e-6)
+    with pytest.raises(FileExistsError):
+        ens.save(tmp_path / "ens")
+
+
+def test_ensemble_errors(ensemble, paired_data, make_model, tmp_path):
+    m0, m1 = ensemble.models[:2]
+    with pytest.raises(ValueError, match="at least two models"):
+        tm.Ensemble([m0])
+    with pytest.raises(ValueError, match=r"models\[1\] is not trained"):
+        tm.Ensemble([m0, make_model(paired_data, seed=5)])
+    with pytest.raises(TypeError, match=r"models\[1\] is a str"):
+        tm.Ensemble([m0, "model"])
+    with pytest.raises(ValueError, match="scales must be 2 positive"):
+        tm.Ensemble([m0, m1], scales=[1.0, 0.0])
+    with pytest.raises(FileNotFoundError, match="not a saved transmodal Ensemble"):
+        tm.Ensemble.load(tmp_path, paired_data)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "ensemble.json").write_text(json.dumps(
+        {"format": "transmodal-ensemble", "format_version": 1, "members": ["../x"], "scales": [1]}))
+    with pytest.raises(ValueError, match="member directories"):
+        tm.Ensemble.load(tmp_path / "bad", paired_data)
+    with pytest.raises(ValueError, match="do not pass seed"):
+        tm.workflows.train_ensemble(lambda s: make_model(paired_data, seed=s), seeds=(0, 1),
+                                    seed=3)
+
+
+def test_train_ensemble_warns_when_runs_disagree(paired_data, make_model, monkeypatch):
+    def disagreeing(runs, k):
+        warnings.warn("runs 0 and 1 disagree", UserWarning, stacklevel=2)
+
+    monkeypatch.setattr(tm.metrics, "seed_agreement", disagreeing)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*separable.*", category=UserWarning)
+        with pytest.warns(UserWarning, match="disagree.*prefer train_consensus"):
+            ens = tm.workflows.train_ensemble(lambda s: make_model(paired_data, seed=s),
+                                              seeds=(0, 1), max_epochs=1, batch_size=32,
+                                              progress_bar=False)
+    assert len(ens.models) == 2
