@@ -18,8 +18,9 @@ ENSEMBLE_FORMAT_VERSION = 1
 
 
 def _latent_scale(model: CrossModalAE) -> float:
-    """Root-mean-square distance of the training cells' latents (all modalities) from
-    their mean: divides the member's latent so that every member weighs the same."""
+    """Root-mean-square distance of the latents of the model's own data (every modality,
+    validation cells included) from their mean: divides the member's latent so that every
+    member weighs the same."""
     z = np.concatenate([model.get_latent_representation(m) for m in model.modality_names])
     z = z.astype(np.float64)
     return max(float(np.sqrt(((z - z.mean(0)) ** 2).sum(1).mean())), 1e-12)
@@ -31,7 +32,7 @@ class Ensemble:
     A deep ensemble (Lakshminarayanan et al., NeurIPS 2017): models that differ only in
     their seed make different errors, so combining them is more accurate than any one.
     The embedding of a cell is the concatenation of the members' latents, each divided by
-    the root-mean-square spread of that member's training latents, so that distances are
+    the root-mean-square spread of that member's latents of its own data, so that distances are
     the members' (squared) distances averaged with equal weights; translations are the
     members' translations averaged. On the paper's A549 test cells, ensembles of three seeds
     reach FOSCTTM 0.334 ± 0.002 (no anchor pairs) and 0.351 ± 0.007 (25 % anchors) against
@@ -47,8 +48,8 @@ class Ensemble:
     models
         At least two trained models with the same modalities (in the same order).
     scales
-        Per-member divisors of the latent (default: computed from each member's training
-        cells; given when loading).
+        Per-member divisors of the latent (default: computed from each member's own data;
+        given when loading).
 
     Attributes
     ----------
