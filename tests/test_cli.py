@@ -180,6 +180,46 @@ def test_evaluate(workdir: Path, trained: Path, capsys):
     assert "cluster_accuracy" in metrics and "translation_pearson_rna_to_atac" in metrics
 
 
+# --------------------------------------------------------------------- several seeds
+def _runs_config(workdir: Path, name: str, combine: str) -> Path:
+    cfg = _config(workdir, runs={"seeds": [0, 1], "combine": combine, "k": 10}, out=name)
+    cfg["model"].pop("seed")
+    return _write_config(workdir / f"{name}.yaml", cfg)
+
+
+@pytest.mark.filterwarnings("ignore:.*(separable|disagree).*:UserWarning")
+def test_train_consensus_keeps_one_seed(workdir: Path, capsys):
+    assert main(["train", "--config", str(_runs_config(workdir, "consensus", "consensus"))]) == 0
+    out = workdir / "consensus"
+    saved = json.loads((out / "config.json").read_text())  # an ordinary model directory
+    table = pd.read_csv(out / "agreement.csv")
+    assert list(table.columns) == ["run_a", "run_b", "seed_a", "seed_b", "agreement"]
+    assert saved["init_params"]["seed"] in (0, 1)
+    assert "kept seed" in capsys.readouterr().err
+    assert yaml.safe_load((out / "run_config.yaml").read_text())["runs"]["combine"] == "consensus"
+
+
+@pytest.mark.filterwarnings("ignore:.*(separable|disagree).*:UserWarning")
+def test_train_ensemble_then_embed_translate_evaluate(workdir: Path, capsys):
+    assert main(["train", "--config", str(_runs_config(workdir, "ensemble", "ensemble"))]) == 0
+    model = workdir / "ensemble"
+    assert (model / "ensemble.json").is_file() and (model / "member1" / "config.json").is_file()
+    hist = pd.read_csv(model / "history.csv")
+    assert sorted(hist["seed"].unique()) == [0, 1]
+    out = workdir / "ens_rna.h5ad"
+    assert main(["embed", "--model", str(model), *_data_args(workdir), "--modality", "rna",
+                 "--out", str(out)]) == 0
+    assert ad.read_h5ad(out).obsm["X_transmodal"].shape == (N_CELLS, 8)  # 2 members x 4
+    out = workdir / "ens_atac_from_rna.h5ad"
+    assert main(["translate", "--model", str(model), *_data_args(workdir), "--source", "rna",
+                 "--target", "atac", "--out", str(out)]) == 0
+    assert ad.read_h5ad(out).shape == (N_CELLS, N_ATAC)
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(model), *_data_args(workdir), "--source", "rna",
+                 "--target", "atac"]) == 0
+    assert "foscttm" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------------------------- help
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_subcommand_help(command: str, capsys):
@@ -261,6 +301,18 @@ BAD_CONFIGS = {
     "bad prior": (
         lambda c: c["model"].update(prior="anchor:protein"),
         ("model", "protein"),
+    ),
+    "runs with a model seed": (
+        lambda c: c.update(runs={"seeds": [0, 1]}),
+        ("model", "'seed'", "conflicts with section 'runs'"),
+    ),
+    "runs with one seed": (
+        lambda c: (c["model"].pop("seed"), c.update(runs={"seeds": [3]})),
+        ("runs", "'seeds'", "at least two distinct integers"),
+    ),
+    "runs with a bad combine": (
+        lambda c: (c["model"].pop("seed"), c.update(runs={"seeds": [0, 1], "combine": "mean"})),
+        ("runs", "'combine'", "consensus, ensemble", "'mean'"),
     ),
     "bad subset": (
         lambda c: c["subset"].update(column="split"),

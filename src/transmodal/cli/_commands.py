@@ -140,18 +140,41 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
             data = data[mask].copy()
 
     print(f"transmodal: training on {_describe(data, cfg.modalities)}", file=sys.stderr)
-    model = CrossModalAE(data, cfg.modalities, **cfg.model)
     train_kwargs = dict(cfg.train)
-    model.train(**train_kwargs)
-    model.save(out_dir, overwrite=overwrite)
-    if model.history is not None:
-        hist: pd.DataFrame = model.history
+    agreement = None
+    if cfg.runs is None:
+        model = CrossModalAE(data, cfg.modalities, **cfg.model)
+        model.train(**train_kwargs)
+        model.save(out_dir, overwrite=overwrite)
+        hist = model.history
+        done = f"trained {model.train_params_.get('epochs_run', '?')} epochs"
+    else:
+        from ..workflows import train_consensus, train_ensemble
+
+        seeds, k = cfg.runs["seeds"], cfg.runs["k"]
+
+        def build(seed: int) -> CrossModalAE:
+            return CrossModalAE(data, cfg.modalities, **cfg.model, seed=seed)
+
+        if cfg.runs["combine"] == "consensus":
+            run = train_consensus(build, seeds, k=k, **train_kwargs)
+            run.model.save(out_dir, overwrite=overwrite)
+            hist, agreement = run.model.history, run.agreement
+            done = f"trained seeds {seeds}, kept seed {run.seed} (the runs' medoid)"
+        else:
+            ens = train_ensemble(build, seeds, k=k, **train_kwargs)
+            ens.save(out_dir, overwrite=overwrite)
+            hists = {s: m.history for s, m in zip(seeds, ens.models) if m.history is not None}
+            hist = pd.concat(hists, names=["seed"]) if hists else None
+            done = f"trained seeds {seeds} as an ensemble"
+    if hist is not None:
         _write_text(hist.to_csv(), out_dir / "history.csv")
+    if agreement is not None:
+        _write_text(agreement.to_csv(index=False), out_dir / "agreement.csv")
     _write_text(
         yaml.safe_dump(cfg.to_dict(), sort_keys=False), out_dir / "run_config.yaml"
     )
-    epochs = model.train_params_.get("epochs_run", "?")
-    print(f"transmodal: trained {epochs} epochs; model saved to {out_dir}", file=sys.stderr)
+    print(f"transmodal: {done}; model saved to {out_dir}", file=sys.stderr)
     return 0
 
 
@@ -175,10 +198,17 @@ def parse_data_args(items: Sequence[str] | None) -> dict[str, Path]:
     return out
 
 
+def _is_ensemble(model_dir: Path) -> bool:
+    from ..model._ensemble import ENSEMBLE_CONFIG
+
+    return (model_dir / ENSEMBLE_CONFIG).is_file()
+
+
 def _model_modalities(model_dir: Path) -> tuple[list[str], dict[str, Any]]:
+    """Modality names and config of a saved model (of an ensemble: its first member's)."""
     from ..model._io import read_config
 
-    config = read_config(model_dir)
+    config = read_config(model_dir / "member0" if _is_ensemble(model_dir) else model_dir)
     return list(config["modalities"]), config
 
 
@@ -213,12 +243,12 @@ def _load(model_dir: Path, data_paths: dict[str, Path], config: dict[str, Any]):
     New cells need no labels: ``load`` treats a missing ``labels_key`` column (or unknown
     labels) as unlabelled, since embedding and translation never read labels.
     """
-    from ..model import CrossModalAE
+    from ..model import CrossModalAE, Ensemble
 
     data = {n: _read_h5ad(p, f"--data {n}") for n, p in data_paths.items()}
     # the matrices are checked again (per modality used) when embedding / translating
-    model = CrossModalAE.load(model_dir, data, check_data=False)
-    return model, data
+    cls = Ensemble if _is_ensemble(model_dir) else CrossModalAE
+    return cls.load(model_dir, data, check_data=False), data
 
 
 # ------------------------------------------------------------------------------- embed

@@ -18,8 +18,10 @@ from typing import Any
 
 import yaml
 
-TOP_LEVEL_KEYS = ("data", "mudata", "modalities", "model", "train", "out", "subset")
+TOP_LEVEL_KEYS = ("data", "mudata", "modalities", "model", "train", "runs", "out", "subset")
 SUBSET_KEYS = ("obs_key", "value")
+RUNS_KEYS = ("seeds", "combine", "k")
+COMBINE = ("consensus", "ensemble")
 
 
 class ConfigError(ValueError):
@@ -218,6 +220,7 @@ class RunConfig:
     train: dict[str, Any] = field(default_factory=dict)
     out: Path | None = None
     subset: dict[str, Any] | None = None
+    runs: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain representation (absolute paths) for writing next to the trained model."""
@@ -229,6 +232,8 @@ class RunConfig:
         d["modalities"] = {k: v.to_dict() for k, v in self.modalities.items()}
         d["model"] = dict(self.model)
         d["train"] = dict(self.train)
+        if self.runs is not None:
+            d["runs"] = dict(self.runs)
         if self.subset is not None:
             d["subset"] = dict(self.subset)
         if self.out is not None:
@@ -236,7 +241,8 @@ class RunConfig:
         return d
 
 
-def _section(raw: dict, key: str, where: str) -> dict:
+def _section(raw: dict, key: str, where: str, known: tuple[str, ...] | None = None) -> dict:
+    """Section ``key`` of the config (``{}`` if absent), its keys checked against ``known``."""
     value = raw.get(key)
     if value is None:
         return {}
@@ -245,6 +251,8 @@ def _section(raw: dict, key: str, where: str) -> dict:
     for k in value:
         if not isinstance(k, str):
             raise ConfigError(f"{where}: {key}: keys must be strings, got {k!r}")
+        if known is not None and k not in known:
+            raise _unknown_key(f"{where}: {key}", k, list(known))
     return value
 
 
@@ -352,16 +360,41 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         if value is not None and _is_int(value) and value < 1:
             raise ConfigError(f"{f}: train: key {key!r} must be >= 1, got {value}")
 
+    # runs: several seeds, one kept (consensus) or all combined (ensemble) ------------------
+    runs = None
+    if raw.get("runs") is not None:
+        sec = _section(raw, "runs", f, known=RUNS_KEYS)
+        seeds = sec.get("seeds")
+        if (
+            not isinstance(seeds, list) or len(seeds) < 2
+            or not all(_is_int(v) for v in seeds) or len(set(seeds)) != len(seeds)
+        ):
+            raise ConfigError(
+                f"{f}: runs: key 'seeds' must be a list of at least two distinct integers, "
+                f"got {seeds!r}"
+            )
+        combine = sec.get("combine", COMBINE[0])
+        if combine not in COMBINE:
+            raise ConfigError(
+                f"{f}: runs: key 'combine' must be one of {', '.join(COMBINE)}, got {combine!r}"
+            )
+        k = sec.get("k", 50)
+        if not _is_int(k) or k < 1:
+            raise ConfigError(f"{f}: runs: key 'k' must be a positive integer, got {k!r}")
+        if "seed" in model:
+            raise ConfigError(
+                f"{f}: model: key 'seed' conflicts with section 'runs' (each run gets its "
+                "seed from runs: seeds)"
+            )
+        runs = {"seeds": list(seeds), "combine": combine, "k": k}
+
     # out / subset -------------------------------------------------------------------------
     out = None
     if raw.get("out") is not None:
         out = _resolve(base, raw["out"], f"{f}: out")
     subset = None
     if raw.get("subset") is not None:
-        sub = _section(raw, "subset", f)
-        for key in sub:
-            if key not in SUBSET_KEYS:
-                raise _unknown_key(f"{f}: subset", key, list(SUBSET_KEYS))
+        sub = _section(raw, "subset", f, known=SUBSET_KEYS)
         for key in SUBSET_KEYS:
             if key not in sub:
                 raise ConfigError(
@@ -385,6 +418,7 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         train=train,
         out=out,
         subset=subset,
+        runs=runs,
     )
 
 

@@ -40,6 +40,9 @@ config file (YAML, or JSON by .json suffix); relative paths are relative to the 
     lr: 1e-3
   subset: {obs_key: split, value: train}   # optional: train on these cells only
   out: model_dir             # output directory (--out overrides)
+  # optional, instead of model: seed: one model per seed, then keep the runs' medoid
+  # (combine: consensus, the default) or all of them (combine: ensemble)
+  # runs: {seeds: [0, 1, 2], combine: consensus}
 """
 
 
@@ -126,8 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=_desc(
             "Train a CrossModalAE from a config file and save it to a directory "
             "(model.safetensors + config.json, plus history.csv with the per-epoch losses "
-            "and run_config.yaml with the resolved config). The config is fully validated "
-            "before any data are read."
+            "and run_config.yaml with the resolved config). With a 'runs' section one model "
+            "is trained per seed: 'combine: consensus' saves the run the others agree with "
+            "most (and agreement.csv), 'combine: ensemble' saves all of them as one "
+            "transmodal.Ensemble, which embed / translate / evaluate read like a model. The "
+            "config is fully validated before any data are read."
         ),
         epilog=CONFIG_EXAMPLE
         + "\n"
