@@ -105,12 +105,19 @@ def _mean_sd(rows: list[dict], metric: str) -> tuple[float, float]:
     return float(v.mean()), float(v.std())
 
 
+def _label(row: dict) -> str:
+    """Method name of a row; ensembles with their size (``transmodal_ensemble x3``)."""
+    size = row.get("ensemble_size")
+    return row["method"] if size is None else f"{row['method']} x{size}"
+
+
 def _groups(results: list[dict]) -> dict[tuple[str, float], list[dict]]:
     """Rows per (method, anchor fraction), methods in the order of ``FRACTIONS``."""
     out: dict[tuple[str, float], list[dict]] = {}
     order = {m: i for i, m in enumerate(FRACTIONS)}
-    for r in sorted(results, key=lambda r: (order.get(r["method"], 99), r["anchor_fraction"])):
-        out.setdefault((r["method"], r["anchor_fraction"]), []).append(r)
+    key = lambda r: (order.get(r["method"], 99), r.get("ensemble_size", 0), r["anchor_fraction"])  # noqa: E731
+    for r in sorted(results, key=key):
+        out.setdefault((_label(r), r["anchor_fraction"]), []).append(r)
     return out
 
 

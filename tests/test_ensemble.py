@@ -13,13 +13,13 @@ import transmodal as tm
 
 @pytest.fixture
 def ensemble(paired_data, make_model):
-    """Three seeds of a small model, 2 epochs."""
+    """Three seeds of a small model with a latent classifier, 2 epochs."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*separable.*", category=UserWarning)
         warnings.filterwarnings("ignore", message=".*disagree.*", category=UserWarning)
         return tm.workflows.train_ensemble(
-            lambda s: make_model(paired_data, seed=s), seeds=(0, 1, 2), k=10,
-            max_epochs=2, batch_size=32, progress_bar=False,
+            lambda s: make_model(paired_data, seed=s, labels_key="label"), seeds=(0, 1, 2),
+            k=10, max_epochs=2, batch_size=32, progress_bar=False,
         )
 
 
@@ -47,6 +47,17 @@ def test_ensemble_translation_is_the_members_mean(ensemble, paired_data):
     np.testing.assert_allclose(out.X, np.mean(each, axis=0), rtol=1e-5, atol=1e-6)
     assert list(out.var_names) == list(paired_data["atac"].var_names)
     assert out.uns["transmodal"]["ensemble"] == 3
+
+
+def test_ensemble_labels_are_the_members_mean_probability(ensemble, paired_data):
+    ens = ensemble
+    proba = ens.predict_labels("atac", paired_data["atac"], return_proba=True)
+    each = [m.predict_labels("atac", paired_data["atac"], return_proba=True) for m in ens.models]
+    np.testing.assert_allclose(proba.to_numpy(), np.mean([p.to_numpy() for p in each], axis=0),
+                               rtol=1e-6)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    labels = ens.predict_labels("atac", paired_data["atac"])
+    assert (labels == proba.idxmax(axis=1).to_numpy()).all()
 
 
 def test_ensemble_evaluates_and_round_trips(ensemble, paired_data, tmp_path):

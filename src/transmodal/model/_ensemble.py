@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 
 from .._utils import atomic_directory
@@ -157,6 +158,32 @@ class Ensemble:
             out.obsm[key] = out.X.reshape(out.obsm[key].shape)
         out.uns["transmodal"] = {**out.uns["transmodal"], "ensemble": len(self.models)}
         return out
+
+    def predict_labels(
+        self,
+        modality: str,
+        adata: AnnData | None = None,
+        *,
+        classes: Sequence[str] | None = None,
+        return_proba: bool = False,
+        batch_size: int = 1024,
+        device: str | None = None,
+    ) -> np.ndarray | pd.DataFrame:
+        """Transfer labels with the members' latent classifiers: the class with the highest
+        mean probability over members (parameters of :meth:`CrossModalAE.predict_labels`).
+
+        Returns
+        -------
+        The predicted label per cell, or (``return_proba``) the mean class probabilities.
+        """
+        proba = sum(
+            m.predict_labels(modality, adata, classes=classes, return_proba=True,
+                             batch_size=batch_size, device=device)
+            for m in self.models
+        ) / len(self.models)
+        if return_proba:
+            return proba
+        return proba.columns.to_numpy(dtype=object)[proba.to_numpy().argmax(1)]
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
