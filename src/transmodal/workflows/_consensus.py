@@ -134,7 +134,8 @@ def train_ensemble(
 
     The members' errors partly cancel: on the paper's A549 test cells (README), three
     seeds reach FOSCTTM 0.334 instead of 0.347 for one model without anchor pairs, and
-    0.351 instead of 0.369 with 25 % anchors. Costs ``len(seeds)`` trainings.
+    0.351 instead of 0.369 with 25 % anchors (five seeds: 0.340). Costs ``len(seeds)``
+    trainings.
 
     The runs' :func:`~transmodal.metrics.seed_agreement` is checked, and a low agreement
     is warned about. If the runs found different alignments (swapped clusters, a flipped
