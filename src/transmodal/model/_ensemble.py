@@ -141,8 +141,9 @@ class Ensemble:
         """Translate cells of ``source`` into ``target``: the mean of the members'
         :meth:`CrossModalAE.translate` (the mean of the mixture of their predictions).
 
-        Parameters are those of :meth:`CrossModalAE.translate`; the result is in the same
-        units, with the same ``obs``, ``var_names`` and image ``obsm``.
+        Parameters are those of :meth:`CrossModalAE.translate` (means only: no ``sample``;
+        in memory only: no ``out``); the result is in the same units, with the same ``obs``,
+        ``var_names`` and image ``obsm``.
         """
         out = None
         for m in self.models:
