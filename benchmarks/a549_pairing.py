@@ -40,8 +40,7 @@ FRACTIONS = {
 
 
 def _embedding_metrics(zx, zy, labels) -> dict:
-    knn = tm.metrics.knn_accuracy(zx, zy, k=(5, 50), metric="l1")
-    chance = tm.metrics.knn_accuracy_chance(zx, zy, k=(5, 50), metric="l1")
+    knn, chance = tm.metrics.knn_accuracy_and_chance(zx, zy, k=(5, 50), metric="l1")
     ca = tm.metrics.cluster_accuracy(zx, zy, labels, labels, metric="l1")
     return {
         "foscttm": tm.metrics.foscttm(zx, zy),

@@ -120,8 +120,7 @@ def run(
     za = model.get_latent_representation("image", te_img)
     zb = model.get_latent_representation("profile", te_prof)
     top = tm.metrics.partner_in_top_k(za, zb, k=(1, 5, 50))
-    knn = tm.metrics.knn_accuracy(za, zb, k=(5, 50))
-    chance = tm.metrics.knn_accuracy_chance(za, zb, k=(5, 50))
+    knn, chance = tm.metrics.knn_accuracy_and_chance(za, zb, k=(5, 50))
     real = te_img.obsm["crops"]
     recon = model.translate(te_img, source="image", target="image").obsm["crops"]
     from_profile = model.translate(te_prof, source="profile", target="image").obsm["crops"]

@@ -116,6 +116,11 @@ def _run_name(dataset: str, data_seed: int | None) -> str:
     return dataset if data_seed is None else f"{dataset}@{data_seed}"
 
 
+def _table_name(dataset: str, data_seed: int | None) -> str:
+    """A run's data set as the summary tables name it."""
+    return dataset if data_seed is None else f"{dataset} (draw {data_seed})"
+
+
 def run_one(
     dataset: str,
     method: str,
@@ -238,8 +243,8 @@ def medoid_summary(path: str, save_dir: str, size: int) -> str:
             part = table[table["run_a"].isin(sub) & table["run_b"].isin(sub)]
             picks.append(fos[seeds[tm.metrics.medoid_run(part)]])
         one = np.array([fos[s] for s in seeds])
-        label = d if ds is None else f"{d} (draw {ds})"
-        out.append(f"| {label} | {m} | {len(seeds)} | {one.mean():.3f} ± {one.std():.3f} | "
+        out.append(f"| {_table_name(d, ds)} | {m} | {len(seeds)} | "
+                   f"{one.mean():.3f} ± {one.std():.3f} | "
                    f"{np.mean(picks):.3f} ± {np.std(picks):.3f} | {len(picks)} |")
     return "\n".join(out)
 
@@ -270,8 +275,7 @@ def summary(path: str, save_dir: str) -> str:
         fixed = not d.startswith("syn") or ds is not None
         agree = _agreement(save_dir, name, m, [r["seed"] for r in rs]) if fixed else None
         cells.append("–" if agree is None else f"{agree:.2f}")
-        label = d if ds is None else f"{d} (draw {ds})"
-        out.append(f"| {label} | {m} | {len(rs)} | " + " | ".join(cells) + " |")
+        out.append(f"| {_table_name(d, ds)} | {m} | {len(rs)} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

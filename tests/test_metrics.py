@@ -12,6 +12,7 @@ from transmodal.metrics import (
     cluster_accuracy,
     foscttm,
     knn_accuracy,
+    knn_accuracy_and_chance,
     knn_accuracy_chance,
     label_transfer,
     label_transfer_both,
@@ -219,6 +220,16 @@ def test_knn_accuracy_chance_exposes_hubs(rng):
     close = y + 0.1 * rng.normal(size=y.shape)
     assert knn_accuracy(close, y, k=30)["x_to_y"][30] > 0.9
     assert knn_accuracy_chance(close, y, k=30)["x_to_y"][30] < 0.5
+
+
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_knn_accuracy_and_chance_equal_the_separate_functions(rng, chunk_size):
+    x, y = noisy_pair(rng, n=80, noise=0.7)
+    acc, chance = knn_accuracy_and_chance(x, y, k=(3, 10), chunk_size=chunk_size)
+    assert acc == knn_accuracy(x, y, k=(3, 10), chunk_size=chunk_size)
+    assert chance == knn_accuracy_chance(x, y, k=(3, 10), chunk_size=chunk_size)
+    with pytest.raises(ValueError, match="larger than the number of cells"):
+        knn_accuracy_and_chance(x, y, k=81)
 
 
 def test_nearest_first_is_a_stable_partial_sort(rng):

@@ -5,7 +5,8 @@ Alignment of paired cells (row ``i`` of ``x`` and ``y`` is the same cell):
 - :func:`foscttm` -- fraction of samples closer than the true match (0 = perfect).
 - :func:`partner_in_top_k` -- fraction of cells whose partner is among the k nearest.
 - :func:`knn_accuracy` -- k-NN accuracy of Yang et al. (2021), L1 by default;
-  :func:`knn_accuracy_chance` -- its level under a random pairing (hubness).
+  :func:`knn_accuracy_chance` -- its level under a random pairing (hubness);
+  :func:`knn_accuracy_and_chance` -- both in one pass.
 
 Labels (paired or not):
 
@@ -41,7 +42,13 @@ from __future__ import annotations
 
 from ._agreement import SEED_AGREEMENT_WARNING, medoid_run, seed_agreement
 from ._labels import cluster_accuracy, label_transfer, label_transfer_both
-from ._matching import foscttm, knn_accuracy, knn_accuracy_chance, partner_in_top_k
+from ._matching import (
+    foscttm,
+    knn_accuracy,
+    knn_accuracy_and_chance,
+    knn_accuracy_chance,
+    partner_in_top_k,
+)
 from ._mixing import mixing_accuracy, mixing_accuracy_multi
 from ._translation import mean_profile_baseline, translation_pearson, translation_pearson_summary
 
@@ -49,6 +56,7 @@ __all__ = [
     "cluster_accuracy",
     "foscttm",
     "knn_accuracy",
+    "knn_accuracy_and_chance",
     "knn_accuracy_chance",
     "label_transfer",
     "label_transfer_both",

@@ -107,10 +107,10 @@ def partner_in_top_k(
 
 
 def _knn_positions(
-    a: np.ndarray, b: np.ndarray, metric: str, chunk_size: int | None
+    a: np.ndarray, nn: np.ndarray, metric: str, chunk_size: int | None
 ) -> np.ndarray:
-    """Position of ``nn_A(b_i)`` in the stable neighbour order of ``a_i`` among ``a``."""
-    nn = nearest(_BlockDistance(b, a, metric), chunk_size)
+    """Position of ``nn[i]`` (``nn_A(b_i)``) in the stable neighbour order of ``a_i`` among
+    ``a``."""
     d_aa = _BlockDistance(a, a, metric)
     thr = d_aa.exact(np.arange(a.shape[0], dtype=np.int64), nn)
     return count_before(d_aa, thr, tie_before=nn, exclude=nn, chunk_size=chunk_size)
@@ -162,13 +162,49 @@ def knn_accuracy(
     queries ``x`` cells against ``y`` (``A = y``, ``B = x``) and ``"y_to_x"`` queries
     ``y`` cells against ``x`` (``A = x``, ``B = y``).  1 = perfect.
     """
+    return _knn_scores(x, y, k, metric, chunk_size, accuracy=True, chance=False)[0]
+
+
+def _knn_scores(
+    x: np.ndarray,
+    y: np.ndarray,
+    k: int | Iterable[int],
+    metric: str,
+    chunk_size: int | None,
+    *,
+    accuracy: bool,
+    chance: bool,
+) -> tuple[dict[str, dict[int, float]] | None, dict[str, dict[int, float]] | None]:
+    """:func:`knn_accuracy` and / or :func:`knn_accuracy_chance`, sharing one nearest-row
+    search per direction."""
     ks, met, xa, ya, n = _knn_arguments(x, y, k, metric)
-    pos_x_to_y = _knn_positions(ya, xa, met, chunk_size)
-    pos_y_to_x = _knn_positions(xa, ya, met, chunk_size)
-    x_to_y = {kk: float(np.mean(pos_x_to_y < kk)) for kk in ks}
-    y_to_x = {kk: float(np.mean(pos_y_to_x < kk)) for kk in ks}
-    mean = {kk: 0.5 * (x_to_y[kk] + y_to_x[kk]) for kk in ks}
-    return {"x_to_y": x_to_y, "y_to_x": y_to_x, "mean": mean}
+    acc: dict[str, dict[int, float]] = {}
+    level: dict[str, dict[int, float]] = {}
+    for key, ref, query in (("x_to_y", ya, xa), ("y_to_x", xa, ya)):
+        nn = nearest(_BlockDistance(query, ref, met), chunk_size)
+        if accuracy:
+            pos = _knn_positions(ref, nn, met, chunk_size)
+            acc[key] = {kk: float(np.mean(pos < kk)) for kk in ks}
+        if chance:
+            occurrence = _k_occurrence(ref, met, ks, chunk_size)
+            level[key] = {kk: float(occurrence[kk][nn].mean() / n) for kk in ks}
+    for scores in (acc, level):
+        if scores:
+            scores["mean"] = {kk: 0.5 * (scores["x_to_y"][kk] + scores["y_to_x"][kk]) for kk in ks}
+    return (acc or None), (level or None)
+
+
+def knn_accuracy_and_chance(
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    k: int | Iterable[int] = (5, 50),
+    metric: str = "l1",
+    chunk_size: int | None = None,
+) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, float]]]:
+    """``(knn_accuracy(...), knn_accuracy_chance(...))`` in one pass: the nearest-row search
+    of each direction is done once for both (same arguments and results)."""
+    return _knn_scores(x, y, k, metric, chunk_size, accuracy=True, chance=True)
 
 
 def _nearest_first(d: np.ndarray, k: int) -> np.ndarray:
@@ -250,11 +286,4 @@ def knn_accuracy_chance(
     The structure of :func:`knn_accuracy`: ``{"x_to_y": {k: level}, "y_to_x": {k: level},
     "mean": {k: level}}``.
     """
-    ks, met, xa, ya, n = _knn_arguments(x, y, k, metric)
-    out: dict[str, dict[int, float]] = {}
-    for key, ref, query in (("x_to_y", ya, xa), ("y_to_x", xa, ya)):
-        occurrence = _k_occurrence(ref, met, ks, chunk_size)
-        hits = nearest(_BlockDistance(query, ref, met), chunk_size)
-        out[key] = {kk: float(occurrence[kk][hits].mean() / n) for kk in ks}
-    out["mean"] = {kk: 0.5 * (out["x_to_y"][kk] + out["y_to_x"][kk]) for kk in ks}
-    return out
+    return _knn_scores(x, y, k, metric, chunk_size, accuracy=False, chance=True)[1]

@@ -66,6 +66,19 @@ def _train_runs(
     return seeds, models
 
 
+def _agreement(
+    models: list[CrossModalAE], k: int, advice: Callable[[pd.DataFrame], str]
+) -> pd.DataFrame:
+    """:func:`~transmodal.metrics.seed_agreement` of the runs; its warnings are passed on to
+    the workflow's caller with ``advice(table)`` appended."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = metrics.seed_agreement(models, k=k)
+    for w in caught:
+        warnings.warn(f"{w.message} {advice(table)}", w.category, stacklevel=3)
+    return table
+
+
 def train_consensus(
     build: Callable[[int], CrossModalAE],
     seeds: Sequence[int] = (0, 1, 2),
@@ -111,13 +124,11 @@ def train_consensus(
     >>> z = run.model.get_latent_representation("rna")
     """
     seeds, models = _train_runs(build, seeds, train_kwargs, "train_consensus")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        table = metrics.seed_agreement(models, k=k)
+    table = _agreement(
+        models, k, lambda t: f"train_consensus kept seed {seeds[metrics.medoid_run(t)]}, the "
+        "run that agrees most with the others."
+    )
     chosen = metrics.medoid_run(table)
-    for w in caught:
-        warnings.warn(f"{w.message} train_consensus kept seed {seeds[chosen]}, the run that "
-                      "agrees most with the others.", w.category, stacklevel=2)
     table.insert(2, "seed_a", [seeds[i] for i in table["run_a"]])
     table.insert(3, "seed_b", [seeds[i] for i in table["run_b"]])
     return ConsensusRun(models[chosen], int(seeds[chosen]), table)
@@ -167,13 +178,10 @@ def train_ensemble(
     ...                               anchor_fraction=0.25, seed=s), seeds=(0, 1, 2))
     >>> mdata["rna"].obsm["X_transmodal"] = ens.get_latent_representation("rna")
     """
-    seeds, models = _train_runs(build, seeds, train_kwargs, "train_ensemble")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        metrics.seed_agreement(models, k=k)
-    for w in caught:
-        warnings.warn(f"{w.message} train_ensemble averages these runs: if they found "
-                      "different alignments (swapped clusters, a flipped branch), prefer "
-                      "train_consensus, which keeps the majority's run.", w.category,
-                      stacklevel=2)
+    _, models = _train_runs(build, seeds, train_kwargs, "train_ensemble")
+    _agreement(
+        models, k, lambda t: "train_ensemble averages these runs: if they found different "
+        "alignments (swapped clusters, a flipped branch), prefer train_consensus, which keeps "
+        "the majority's run."
+    )
     return Ensemble(models)

@@ -90,8 +90,7 @@ def evaluate_paired(
     for k, v in metrics.partner_in_top_k(za, zb, k=(1, 5, 10, 50)).items():
         out[f"partner_top{k}"] = float(v)
     ks = tuple(k for k in (5, 50) if k <= len(common))
-    knn = metrics.knn_accuracy(za, zb, k=ks, metric="l1")
-    chance = metrics.knn_accuracy_chance(za, zb, k=ks, metric="l1")
+    knn, chance = metrics.knn_accuracy_and_chance(za, zb, k=ks, metric="l1")
     for k in ks:
         out[f"knn_acc_l1_{k}"] = float(knn["mean"][k])
         out[f"knn_chance_l1_{k}"] = float(chance["mean"][k])
