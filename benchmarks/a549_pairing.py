@@ -9,6 +9,11 @@ to the method as known pairs), evaluates on its 340 test cells, and prints one J
     # the README's table (and the figure again) from saved lines, e.g. of runs in parts:
     .venv/bin/python benchmarks/a549_pairing.py --summary benchmarks/out/a549_pairing.jsonl
 
+``transmodal_contrastive`` is the autoencoder with the contrastive anchor loss
+(``anchor_distance="contrastive"``) in the setting ``a549_model(contrastive=True)`` /
+``A549_CONTRASTIVE_TRAIN`` of ``transmodal.workflows._demo`` (chosen on validation cells);
+``*_ensemble`` methods train ``--ensemble-size`` seeds with ``tm.workflows.train_ensemble``.
+
 Every row also reports ``knn_chance_l1_{k}``: the k-NN accuracy that the same embeddings
 score under a random pairing (:func:`transmodal.metrics.knn_accuracy_chance`). The paper's
 k-NN accuracy rewards hubs, so methods that embed in different spaces are compared on how
@@ -26,12 +31,14 @@ import numpy as np
 
 import transmodal as tm
 from transmodal.workflows import evaluate_paired
-from transmodal.workflows._demo import a549_model, peak_rss_mib
+from transmodal.workflows._demo import A549_CONTRASTIVE_TRAIN, a549_model, peak_rss_mib
 
 # which anchor fractions each method is run at (the paper's Fig. 2 design)
 FRACTIONS = {
     "transmodal": None,  # all requested fractions
     "transmodal_ensemble": None,  # tm.workflows.train_ensemble of --ensemble-size seeds
+    "transmodal_contrastive": None,  # contrastive anchor loss (needs pairs: no 0 % row)
+    "transmodal_contrastive_ensemble": None,  # train_ensemble of the contrastive setting
     "dcca": None,
     "magan": None,
     "cca": (1.0,),
@@ -55,16 +62,18 @@ def _embedding_metrics(zx, zy, labels) -> dict:
     }
 
 
-def run_transmodal(train, test, fraction, seed, n_members: int = 1) -> dict:
+def run_transmodal(train, test, fraction, seed, n_members: int = 1, contrastive: bool = False) -> dict:
     """One model, or with ``n_members > 1`` an ensemble of the seeds
-    ``seed * n_members, ..., seed * n_members + n_members - 1`` (disjoint per ``seed``)."""
+    ``seed * n_members, ..., seed * n_members + n_members - 1`` (disjoint per ``seed``);
+    ``contrastive``: the contrastive-anchor setting (``a549_model(contrastive=True)``)."""
+    train_kw = dict(A549_CONTRASTIVE_TRAIN) if contrastive else {}
+    build = lambda s: a549_model(train, anchor_fraction=fraction, seed=s, contrastive=contrastive)  # noqa: E731
     if n_members == 1:
-        model = a549_model(train, anchor_fraction=fraction, seed=seed)
-        model.train(progress_bar=False)
+        model = build(seed).train(progress_bar=False, **train_kw)
     else:
         model = tm.workflows.train_ensemble(
-            lambda s: a549_model(train, anchor_fraction=fraction, seed=s),
-            seeds=range(seed * n_members, (seed + 1) * n_members), progress_bar=False,
+            build, seeds=range(seed * n_members, (seed + 1) * n_members), progress_bar=False,
+            **train_kw,
         )
     res = evaluate_paired(model, test, source="rna", target="atac", labels_key="treatment_time")
     keep = (
@@ -176,7 +185,7 @@ def main() -> None:
     p.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.05, 0.25, 0.5, 1.0])
     p.add_argument("--methods", nargs="+", default=list(FRACTIONS), choices=list(FRACTIONS))
     p.add_argument("--ensemble-size", type=int, default=3,
-                   help="members of transmodal_ensemble (seed s trains seeds s*N ... s*N+N-1)")
+                   help="members of the *_ensemble methods (seed s trains seeds s*N ... s*N+N-1)")
     p.add_argument("--figure", default="benchmarks/out/a549_pairing.png")
     p.add_argument("--summary", metavar="JSONL",
                    help="print the README table of saved JSON lines and redraw the figure")
@@ -197,14 +206,20 @@ def main() -> None:
         for fraction in fractions:
             if fraction not in args.fractions and FRACTIONS[method] is None:
                 continue
-            if method == "dcca" and fraction == 0:  # DCCA needs pairs to train at all
-                continue
+            if (method == "dcca" or "contrastive" in method) and fraction == 0:
+                continue  # both need pairs to train at all
             for seed in args.seeds:
                 t0 = time.perf_counter()
                 if method == "transmodal":
                     res = run_transmodal(train, test, fraction, seed)
                 elif method == "transmodal_ensemble":
                     res = run_transmodal(train, test, fraction, seed, args.ensemble_size)
+                elif method == "transmodal_contrastive":
+                    res = run_transmodal(train, test, fraction, seed, contrastive=True)
+                elif method == "transmodal_contrastive_ensemble":
+                    res = run_transmodal(
+                        train, test, fraction, seed, args.ensemble_size, contrastive=True
+                    )
                 else:
                     res = run_baseline(method, train, test, fraction, seed)
                 row = {
@@ -213,7 +228,7 @@ def main() -> None:
                     "anchor_fraction": fraction,
                     "seed": seed,
                     **({"ensemble_size": args.ensemble_size}
-                       if method == "transmodal_ensemble" else {}),
+                       if method.endswith("_ensemble") else {}),
                     **{k: float(v) for k, v in res.items()},
                     "seconds": time.perf_counter() - t0,
                     "peak_rss_mib": peak_rss_mib(),

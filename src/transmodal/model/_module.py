@@ -353,11 +353,17 @@ class CrossModalModule(nn.Module):
         pairs: dict[str, dict[str, torch.Tensor]],
         distance: str = "l1",
         frozen: str | None = None,
+        temperature: float = 0.2,
     ) -> torch.Tensor | None:
-        """Mean distance between the latent points of known pairs (the paper's anchor loss).
+        """Anchor loss of the known pairs of a batch.
 
-        ``distance="l1"`` (the paper's) or ``"l2"`` (Euclidean norm of the difference);
-        modality ``frozen`` (the pre-trained anchor) is encoded by :meth:`encode_frozen`.
+        ``distance="l1"`` (the paper's) or ``"l2"``: mean distance (L1, or Euclidean norm of
+        the difference) between the latent points of paired cells. ``"contrastive"``:
+        symmetric InfoNCE over the batch's pairs, as in CLIP — the cosine similarities of
+        every cell of one modality to every paired cell of the other, divided by
+        ``temperature``, are scored by cross-entropy against the true partner, in both
+        directions; it pulls partners together *and* pushes the other cells' partners away.
+        Modality ``frozen`` (the pre-trained anchor) is encoded by :meth:`encode_frozen`.
         """
         if not pairs:
             return None
@@ -368,7 +374,15 @@ class CrossModalModule(nn.Module):
         losses = []
         for key, p in pairs.items():
             a, b = key.split("|")
-            diff = enc(a, p["a"]) - enc(b, p["b"])
+            za, zb = enc(a, p["a"]), enc(b, p["b"])
+            if distance == "contrastive":
+                logits = F.normalize(za, dim=-1) @ F.normalize(zb, dim=-1).T / temperature
+                target = torch.arange(len(za), device=za.device)
+                losses.append(
+                    0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+                )
+                continue
+            diff = za - zb
             dist = diff.abs().sum(-1) if distance == "l1" else diff.pow(2).sum(-1).add(1e-12).sqrt()
             losses.append(dist.mean())
         return torch.stack(losses).mean()

@@ -44,7 +44,10 @@ class CrossModalPlan(pl.LightningModule):
     beta
         Weight of the KL term of variational encoders.
     anchor_distance
-        ``"l1"`` (the paper's) or ``"l2"`` distance of the anchor loss.
+        ``"l1"`` (the paper's) or ``"l2"`` distance of the anchor loss, or
+        ``"contrastive"`` (InfoNCE over the pairs of a batch).
+    anchor_temperature
+        Temperature of the contrastive anchor loss.
     anchor
         ``None`` for a learned prior; otherwise the name of the anchor modality, whose
         autoencoder is pre-trained alone for ``pretrain_epochs`` epochs and then frozen,
@@ -73,6 +76,7 @@ class CrossModalPlan(pl.LightningModule):
         lam_mmd: float = 0.0,
         beta: float = 1e-3,
         anchor_distance: str = "l1",
+        anchor_temperature: float = 0.2,
         anchor: str | None = None,
         pretrain_epochs: int = 0,
         adv_warmup_epochs: int = 0,
@@ -88,6 +92,7 @@ class CrossModalPlan(pl.LightningModule):
         self.lam_mmd = lam_mmd
         self.beta = beta
         self.anchor_distance = anchor_distance
+        self.anchor_temperature = anchor_temperature
         self.anchor = anchor
         self.pretrain_epochs = pretrain_epochs if anchor is not None else 0
         self.adv_warmup_epochs = adv_warmup_epochs
@@ -218,7 +223,9 @@ class CrossModalPlan(pl.LightningModule):
             terms["cls"] = cls
             objective = objective + self.lam_cls * cls
         if pairs and not self.pretraining:
-            terms["anchor"] = m.anchor_loss(pairs, self.anchor_distance, frozen=self.anchor)
+            terms["anchor"] = m.anchor_loss(
+                pairs, self.anchor_distance, frozen=self.anchor, temperature=self.anchor_temperature
+            )
             objective = objective + self.lam_anchor * terms["anchor"]
         terms["loss"] = objective
         return terms
