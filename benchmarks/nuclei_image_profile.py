@@ -95,6 +95,7 @@ def run(
     prior: str = PRIOR,
     pretrain_epochs: int | None = None,
     patience: int | None = PATIENCE,  # None: the library's early stopping; 0: none
+    anchor_distance: str = "l1",
 ) -> dict:
     test = split_by_image(image.obs, seed)
     tr = {"image": image[~test].copy(), "profile": profile[~test].copy()}
@@ -115,7 +116,8 @@ def run(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # separability is reported as a number
         model.train(max_epochs=max_epochs, pretrain_epochs=pretrain_epochs, progress_bar=False,
-                    early_stopping=patience != 0, patience=patience or None)
+                    early_stopping=patience != 0, patience=patience or None,
+                    anchor_distance=anchor_distance)
     seconds = time.perf_counter() - t0
     za = model.get_latent_representation("image", te_img)
     zb = model.get_latent_representation("profile", te_prof)
@@ -149,6 +151,7 @@ def run(
         "channels": list(channels),
         "n_private": n_private,
         "prior": prior,
+        "anchor_distance": anchor_distance,
         "epochs": int(model.train_params_["epochs_run"]),
         "patience": model.train_params_["patience"] if model.train_params_["early_stopping"] else 0,
         "pretrain_epochs": int(model.train_params_["pretrain_epochs"]),
@@ -192,6 +195,8 @@ def main() -> None:
     ap.add_argument("--patience", type=int, default=PATIENCE,
                     help="early-stopping patience in epochs (0: none, train all --max-epochs; "
                     "-1: the library's default)")
+    ap.add_argument("--anchor-distance", default="l1", choices=["l1", "l2", "contrastive"],
+                    help="anchor loss of the known pairs (train(anchor_distance=...))")
     ap.add_argument("--out", default="benchmarks/out")
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -203,7 +208,8 @@ def main() -> None:
             print(json.dumps(run(image, profile, fraction, seed, args.max_epochs, Path(args.out),
                                  tuple(args.channels), args.n_private, args.prior,
                                  args.pretrain_epochs,
-                                 None if args.patience < 0 else args.patience)),
+                                 None if args.patience < 0 else args.patience,
+                                 args.anchor_distance)),
                   flush=True)
 
 
