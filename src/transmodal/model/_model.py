@@ -419,7 +419,7 @@ class CrossModalAE:
             cells' partners; CLIP's loss). It ranks held-out partners better, but
             overfits fast: on A549 (README) it lowered the test FOSCTTM at 5-100 %
             anchors with encoders on 50 principal components (``Modality(n_pca=50)``),
-            ``dropout=0.3`` and 25 epochs, and raised it with full-feature encoders
+            ``dropout=0.5`` and 25 epochs, and raised it with full-feature encoders
             trained for 100+ epochs.
         anchor_temperature
             Temperature of the contrastive anchor loss (cosine similarities are divided
