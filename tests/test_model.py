@@ -538,7 +538,7 @@ def test_anchor_distance_l2(paired_data, make_model, train):
 
 def test_contrastive_anchor_loss_is_symmetric_infonce(paired_data, make_model):
     """The loss is CLIP's: cross-entropy of cosine similarities / temperature against the
-    partner, averaged over both directions; it is small when partners coincide."""
+    partner, averaged over both directions; identical partners score far better than wrong ones."""
     module = make_model(paired_data).module.eval()
     rng = torch.Generator().manual_seed(0)
     xa = torch.poisson(torch.full((16, module.archs["rna"].n_vars), 2.0), generator=rng)
