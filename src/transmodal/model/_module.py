@@ -378,12 +378,11 @@ class CrossModalModule(nn.Module):
             if distance == "contrastive":
                 logits = F.normalize(za, dim=-1) @ F.normalize(zb, dim=-1).T / temperature
                 target = torch.arange(len(za), device=za.device)
-                losses.append(
-                    0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
-                )
-                continue
-            diff = za - zb
-            dist = diff.abs().sum(-1) if distance == "l1" else diff.pow(2).sum(-1).add(1e-12).sqrt()
-            losses.append(dist.mean())
+                loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+            else:
+                diff = za - zb
+                dist = diff.abs().sum(-1) if distance == "l1" else diff.pow(2).sum(-1).add(1e-12).sqrt()
+                loss = dist.mean()
+            losses.append(loss)
         return torch.stack(losses).mean()
 
