@@ -149,6 +149,32 @@ class _Preprocessor:
         return a
 
 
+class _PreprocessedBaseline(Baseline):
+    """A baseline whose modalities each go through their own :class:`_Preprocessor`
+    (``prep_x_``, ``prep_y_``), configured by the subclass's ``log1p``, ``scale``,
+    ``n_pca`` and ``seed``."""
+
+    log1p: bool
+    scale: bool
+    n_pca: int | None
+    seed: int
+
+    def _fit_preprocessing(self, xa: np.ndarray, ya: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fit ``prep_x_`` / ``prep_y_`` on the training cells; their preprocessed features."""
+        kw = {"log1p": self.log1p, "scale": self.scale, "n_pca": self.n_pca, "seed": self.seed}
+        self.prep_x_, self.prep_y_ = _Preprocessor(**kw), _Preprocessor(**kw)
+        return self.prep_x_.fit_transform(xa, "x"), self.prep_y_.fit_transform(ya, "y")
+
+    def _features(self, cells: Any, side: str, name: str | None = None) -> np.ndarray:
+        """New cells of modality ``side`` (``"x"`` / ``"y"``), validated and put through
+        that modality's fitted preprocessing; errors name the argument ``name``
+        (default ``side``)."""
+        self._check_fitted()
+        name = side if name is None else name
+        prep = self.prep_x_ if side == "x" else self.prep_y_
+        return prep.transform(as_dense_matrix(cells, name), name)
+
+
 # --------------------------------------------------------------------- linear CCA
 def _inv_sqrt(c: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     w, v = np.linalg.eigh(c)
@@ -189,7 +215,7 @@ def _l2_rows(a: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- CCA
-class CCA(Baseline):
+class CCA(_PreprocessedBaseline):
     """Linear canonical correlation analysis of paired cells (Seurat v3 style).
 
     Both modalities are preprocessed separately -- ``log1p`` (optional), standardised
@@ -288,14 +314,7 @@ class CCA(Baseline):
         ya = as_dense_matrix(y, "y", min_rows=2)
         _check_same_rows(xa, ya, "CCA")
         self._fitted = False
-        self.prep_x_ = _Preprocessor(
-            log1p=self.log1p, scale=self.scale, n_pca=self.n_pca, seed=self.seed
-        )
-        self.prep_y_ = _Preprocessor(
-            log1p=self.log1p, scale=self.scale, n_pca=self.n_pca, seed=self.seed
-        )
-        fx = self.prep_x_.fit_transform(xa, "x")
-        fy = self.prep_y_.fit_transform(ya, "y")
+        fx, fy = self._fit_preprocessing(xa, ya)
         k = min(self.n_components, fx.shape[1], fy.shape[1], xa.shape[0] - 1)
         if k < self.n_components:
             warnings.warn(
@@ -347,16 +366,14 @@ class CCA(Baseline):
         self._check_fitted()
         if x is None:
             return self._x_emb.copy()
-        fx = self.prep_x_.transform(as_dense_matrix(x, "x"), "x")
-        return self._finish(self._scores_x(fx))
+        return self._finish(self._scores_x(self._features(x, "x")))
 
     def embed_y(self, y: Any = None) -> np.ndarray:
         """Common-space embedding of ``y`` cells (``None``: the training cells)."""
         self._check_fitted()
         if y is None:
             return self._y_emb.copy()
-        fy = self.prep_y_.transform(as_dense_matrix(y, "y"), "y")
-        return self._finish(self._scores_y(fy))
+        return self._finish(self._scores_y(self._features(y, "y")))
 
     def translate_x_to_y(
         self, x_new: Any, *, space: Literal["features", "log", "input"] = "input"
@@ -380,8 +397,7 @@ class CCA(Baseline):
         """
         self._check_fitted()
         _check_space(space)
-        fx = self.prep_x_.transform(as_dense_matrix(x_new, "x_new"), "x_new")
-        u = self._scores_x(fx)
+        u = self._scores_x(self._features(x_new, "x", "x_new"))
         f = np.hstack([u, np.ones((u.shape[0], 1))]) @ self.coef_x_to_y_
         return self.prep_y_.inverse_transform(f, space)
 
@@ -391,7 +407,6 @@ class CCA(Baseline):
         """Predict modality ``x`` of cells measured in ``y`` (see :meth:`translate_x_to_y`)."""
         self._check_fitted()
         _check_space(space)
-        fy = self.prep_y_.transform(as_dense_matrix(y_new, "y_new"), "y_new")
-        u = self._scores_y(fy)
+        u = self._scores_y(self._features(y_new, "y", "y_new"))
         f = np.hstack([u, np.ones((u.shape[0], 1))]) @ self.coef_y_to_x_
         return self.prep_x_.inverse_transform(f, space)

@@ -15,13 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._base import Baseline, as_dense_matrix, check_float, check_int
-from ._cca import (
-    _l2_rows,
-    _linear_cca,
-    _parse_pairs,
-    _Preprocessor,
-)
+from ._base import as_dense_matrix, check_float, check_int
+from ._cca import _l2_rows, _linear_cca, _parse_pairs, _PreprocessedBaseline
 
 _EPS_DIV = 1e-9
 
@@ -132,7 +127,7 @@ def dcca_loss(
 
 
 # ---------------------------------------------------------------------------- DCCA
-class DCCA(Baseline):
+class DCCA(_PreprocessedBaseline):
     """Deep CCA (Andrew et al. 2013): two MLPs whose outputs are maximally correlated.
 
     Each modality is preprocessed separately (``log1p``, standardisation, PCA to
@@ -282,14 +277,7 @@ class DCCA(Baseline):
                 f"DCCA needs more than n_components={self.n_components} pairs; got {ix.size}"
             )
         self._fitted = False
-        self.prep_x_ = _Preprocessor(
-            log1p=self.log1p, scale=self.scale, n_pca=self.n_pca, seed=self.seed
-        )
-        self.prep_y_ = _Preprocessor(
-            log1p=self.log1p, scale=self.scale, n_pca=self.n_pca, seed=self.seed
-        )
-        fx = self.prep_x_.fit_transform(xa, "x")
-        fy = self.prep_y_.fit_transform(ya, "y")
+        fx, fy = self._fit_preprocessing(xa, ya)
         self.pairs_ = (ix, iy)
         dev = self.device
         rng = np.random.default_rng(self.seed)
@@ -362,8 +350,7 @@ class DCCA(Baseline):
         self._check_fitted()
         if x is None:
             return self._x_emb.copy()
-        fx = self.prep_x_.transform(as_dense_matrix(x, "x"), "x")
-        h = _apply(self.net_x_, fx, self.device)
+        h = _apply(self.net_x_, self._features(x, "x"), self.device)
         return self._finish((h - self.mean_x_) @ self.x_weights_)
 
     def embed_y(self, y: Any = None) -> np.ndarray:
@@ -371,8 +358,7 @@ class DCCA(Baseline):
         self._check_fitted()
         if y is None:
             return self._y_emb.copy()
-        fy = self.prep_y_.transform(as_dense_matrix(y, "y"), "y")
-        h = _apply(self.net_y_, fy, self.device)
+        h = _apply(self.net_y_, self._features(y, "y"), self.device)
         return self._finish((h - self.mean_y_) @ self.y_weights_)
 
     def translate_x_to_y(self, x_new: Any, **kwargs: Any) -> np.ndarray:

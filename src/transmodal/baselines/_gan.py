@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._base import Baseline, as_dense_matrix, check_float, check_int
-from ._cca import _check_space, _parse_pairs, _Preprocessor
+from ._base import as_dense_matrix, check_float, check_int
+from ._cca import _check_space, _parse_pairs, _PreprocessedBaseline
 from ._dcca import _apply, _check_hidden, _mlp, _resolve_device, _seeded
 
 _GAN_LOSSES = ("lsgan", "bce")
@@ -30,7 +30,7 @@ def _cycle_order(rng: np.random.Generator, n: int, length: int) -> np.ndarray:
     return np.concatenate([rng.permutation(n) for _ in range(reps)])[:length]
 
 
-class _CycleGANBase(Baseline):
+class _CycleGANBase(_PreprocessedBaseline):
     """Shared training loop of :class:`CycleGAN` and :class:`MAGAN`."""
 
     paired = False
@@ -116,14 +116,7 @@ class _CycleGANBase(Baseline):
         xa = as_dense_matrix(x, "x", min_rows=2)
         ya = as_dense_matrix(y, "y", min_rows=2)
         self._fitted = False
-        self.prep_x_ = _Preprocessor(
-            log1p=self.log1p, scale=self.scale, n_pca=self.n_pca, seed=self.seed
-        )
-        self.prep_y_ = _Preprocessor(
-            log1p=self.log1p, scale=self.scale, n_pca=self.n_pca, seed=self.seed
-        )
-        fx = self.prep_x_.fit_transform(xa, "x")
-        fy = self.prep_y_.fit_transform(ya, "y")
+        fx, fy = self._fit_preprocessing(xa, ya)
         self._prepare_extra(fx, fy, pairs)
         dev = self.device
         tx = torch.as_tensor(fx, dtype=torch.float32, device=dev)
@@ -213,8 +206,7 @@ class _CycleGANBase(Baseline):
         self._check_fitted()
         if x is None:
             return self._x_emb.copy()
-        fx = self.prep_x_.transform(as_dense_matrix(x, "x"), "x")
-        return _apply(self.g_, fx, self.device)
+        return _apply(self.g_, self._features(x, "x"), self.device)
 
     def embed_y(self, y: Any = None) -> np.ndarray:
         """``y`` cells as themselves: their preprocessed features, ``(n, d_y)``
@@ -222,7 +214,7 @@ class _CycleGANBase(Baseline):
         self._check_fitted()
         if y is None:
             return self.y_features_.copy()
-        return self.prep_y_.transform(as_dense_matrix(y, "y"), "y")
+        return self._features(y, "y")
 
     def translate_x_to_y(
         self, x_new: Any, *, space: Literal["features", "log", "input"] = "input"
@@ -241,7 +233,7 @@ class _CycleGANBase(Baseline):
         """
         self._check_fitted()
         _check_space(space)
-        fx = self.prep_x_.transform(as_dense_matrix(x_new, "x_new"), "x_new")
+        fx = self._features(x_new, "x", "x_new")
         return self.prep_y_.inverse_transform(_apply(self.g_, fx, self.device), space)
 
     def translate_y_to_x(
@@ -251,7 +243,7 @@ class _CycleGANBase(Baseline):
         :meth:`translate_x_to_y` for ``space``)."""
         self._check_fitted()
         _check_space(space)
-        fy = self.prep_y_.transform(as_dense_matrix(y_new, "y_new"), "y_new")
+        fy = self._features(y_new, "y", "y_new")
         return self.prep_x_.inverse_transform(_apply(self.f_, fy, self.device), space)
 
 
