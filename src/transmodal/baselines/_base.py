@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
+from ..metrics._chunked import as_embedding
+
 
 def as_dense_matrix(a: Any, name: str, *, min_rows: int = 1) -> np.ndarray:
     """Validate a ``(cells, features)`` matrix and return it as dense C-contiguous float64.
@@ -34,25 +36,7 @@ def as_dense_matrix(a: Any, name: str, *, min_rows: int = 1) -> np.ndarray:
     """
     if sparse.issparse(a):
         a = a.toarray()
-    elif hasattr(a, "detach") and hasattr(a, "cpu"):
-        a = a.detach().cpu().numpy()  # a torch tensor (without importing torch)
-    arr = np.asarray(a)
-    if arr.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D array (cells x features); got shape {arr.shape}"
-        )
-    if arr.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must be numeric; got dtype {arr.dtype}")
-    if arr.shape[0] < min_rows:
-        raise ValueError(
-            f"{name} needs at least {min_rows} rows (cells); got {arr.shape[0]}"
-        )
-    if arr.shape[1] == 0:
-        raise ValueError(f"{name} has zero columns (features)")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
+    return as_embedding(a, name, min_rows=min_rows, columns="features")
 
 
 def check_int(

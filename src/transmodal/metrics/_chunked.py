@@ -50,7 +50,9 @@ def check_metric(metric: str) -> str:
     return _METRIC_ALIASES[metric.lower()]
 
 
-def as_embedding(x: Any, name: str, *, min_rows: int = 1) -> np.ndarray:
+def as_embedding(
+    x: Any, name: str, *, min_rows: int = 1, columns: str = "dimensions"
+) -> np.ndarray:
     """Validate an embedding and return it as a C-contiguous float64 array.
 
     Parameters
@@ -61,6 +63,8 @@ def as_embedding(x: Any, name: str, *, min_rows: int = 1) -> np.ndarray:
         Argument name used in error messages.
     min_rows
         Minimum number of rows required.
+    columns
+        What the columns are, for the error messages (``"dimensions"``, ``"features"``).
 
     Returns
     -------
@@ -73,7 +77,7 @@ def as_embedding(x: Any, name: str, *, min_rows: int = 1) -> np.ndarray:
     arr = np.asarray(x)
     if arr.ndim != 2:
         raise ValueError(
-            f"{name} must be a 2-D array (cells x dimensions); got shape {arr.shape}"
+            f"{name} must be a 2-D array (cells x {columns}); got shape {arr.shape}"
         )
     if arr.dtype.kind not in "biuf":
         raise ValueError(f"{name} must be numeric; got dtype {arr.dtype}")
@@ -82,7 +86,7 @@ def as_embedding(x: Any, name: str, *, min_rows: int = 1) -> np.ndarray:
             f"{name} needs at least {min_rows} row(s); got {arr.shape[0]}"
         )
     if arr.shape[1] == 0:
-        raise ValueError(f"{name} has zero columns")
+        raise ValueError(f"{name} has zero columns ({columns})")
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
