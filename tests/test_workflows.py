@@ -128,3 +128,33 @@ def test_a549_contrastive_setting_trains():
     assert np.isfinite(model.history["train_anchor"]).all()
     res = evaluate_paired(model, test, source="rna", target="atac", labels_key="treatment_time")
     assert 0.0 <= res["foscttm"] <= 1.0
+
+
+@needs_a549
+def test_a549_validation_benchmark_applies_variants(tmp_path):
+    """benchmarks/a549_validation.py scores a variant of the contrastive setting on held-out
+    train cells: the replaced arguments reach the model, one JSON line per run."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "a549_validation.py"), "--fractions", "1",
+         "--seeds", "0", "--train", '{"max_epochs": 1}', "--model", '{"n_latent": 4}',
+         "--modality", "atac", '{"normalize": false}'],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    lines = [json.loads(ln) for ln in out.stdout.splitlines() if ln.startswith("{")]
+    assert len(lines) == 1
+    row = lines[0]
+    assert row["model"] == {"n_latent": 4} and row["modality"] == {"atac": {"normalize": False}}
+    assert 0.0 <= row["foscttm_validation"] <= 1.0 and 0.0 <= row["foscttm_train"] <= 1.0
+
+
+@needs_a549
+def test_a549_model_overrides():
+    from transmodal.workflows._demo import a549_model
+
+    data = tm.datasets.scicar_a549()
+    train = {k: a[:200].copy() for k, a in data.items()}
+    mods = {"rna": tm.Modality("nb", n_pca=10), "atac": tm.Modality("nb", n_pca=10, normalize=False)}
+    model = a549_model(train, contrastive=True, modalities=mods, n_latent=4, dropout=0.1)
+    assert model.init_params_["n_latent"] == 4 and model.init_params_["dropout"] == 0.1
+    assert model.mods["atac"].spec.normalize is False and model.mods["rna"].spec.n_pca == 10

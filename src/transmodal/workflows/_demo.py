@@ -70,21 +70,32 @@ A549_CONTRASTIVE_TRAIN = {
 
 
 def a549_model(
-    train, *, anchor_fraction: float = 0.0, seed: int = 0, contrastive: bool = False
+    train,
+    *,
+    anchor_fraction: float = 0.0,
+    seed: int = 0,
+    contrastive: bool = False,
+    modalities: dict[str, Modality] | None = None,
+    **overrides: Any,
 ) -> CrossModalAE:
     """The demo's (untrained) model of the A549 train cells: the paper's setting, a latent
     classifier on ``treatment_time``, ``DEMO_N_LATENT`` dimensions; shared by the demo and
     the A549 benchmarks. ``contrastive=True``: the benchmark's contrastive-anchor setting
     (encoders on principal components, more dropout; train with
-    ``A549_CONTRASTIVE_TRAIN``)."""
+    ``A549_CONTRASTIVE_TRAIN``). ``modalities`` and ``overrides`` (keyword arguments of
+    :class:`~transmodal.CrossModalAE`) replace the setting's own, for measuring variants."""
+    kwargs: dict[str, Any] = {
+        "n_latent": DEMO_N_LATENT,
+        "labels_key": "treatment_time",
+        **({"dropout": A549_CONTRASTIVE_DROPOUT} if contrastive else {}),
+        **overrides,
+    }
     return CrossModalAE(
         train,
-        modalities=a549_modalities(A549_CONTRASTIVE_PCA if contrastive else None),
-        n_latent=DEMO_N_LATENT,
-        labels_key="treatment_time",
+        modalities=modalities or a549_modalities(A549_CONTRASTIVE_PCA if contrastive else None),
         anchor_fraction=anchor_fraction,
         seed=seed,
-        **({"dropout": A549_CONTRASTIVE_DROPOUT} if contrastive else {}),
+        **kwargs,
     )
 
 

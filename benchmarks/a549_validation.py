@@ -1,0 +1,98 @@
+"""Variants of the A549 contrastive-anchor setting, scored on validation cells only.
+
+Settings of ``benchmarks/a549_pairing.py`` are chosen here, never on its 340 test cells:
+the model is fitted on the paper's train split less a seeded set of validation cells
+(``--n-validation``, default 307 = 20 %) and scored on those. Per (anchor fraction, seed)
+one JSON line: validation FOSCTTM, the training cells' FOSCTTM (the gap is what the pairing
+fails to generalise), seconds. A variant is the setting ``a549_model(contrastive=True)`` /
+``A549_CONTRASTIVE_TRAIN`` with some arguments replaced:
+
+    # the setting itself, then e.g. the ATAC encoder input without library normalisation
+    .venv/bin/python benchmarks/a549_validation.py --fractions 1 0.25 --seeds 0 1 2
+    .venv/bin/python benchmarks/a549_validation.py --modality atac '{"normalize": false}'
+    # model / training arguments (JSON), ensembles of N members (seed s: sN ... sN + N - 1)
+    .venv/bin/python benchmarks/a549_validation.py --model '{"n_latent": 8}' --train '{"batch_size": 256}'
+    .venv/bin/python benchmarks/a549_validation.py --fractions 1 --seeds 0 1 --members 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import numpy as np
+
+import transmodal as tm
+from transmodal.workflows._demo import (
+    A549_CONTRASTIVE_PCA,
+    A549_CONTRASTIVE_TRAIN,
+    a549_modalities,
+    a549_model,
+)
+
+
+def validation_split(train: dict, n_validation: int, seed: int) -> tuple[dict, dict]:
+    """``(fit, validation)`` cells of the train split (a seeded choice of rows)."""
+    n = next(iter(train.values())).n_obs
+    if not 0 < n_validation < n:
+        raise SystemExit(f"--n-validation must be in (0, {n}), got {n_validation}")
+    perm = np.random.default_rng(seed).permutation(n)
+    val, fit = np.sort(perm[:n_validation]), np.sort(perm[n_validation:])
+    return ({k: a[fit].copy() for k, a in train.items()},
+            {k: a[val].copy() for k, a in train.items()})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.25])
+    p.add_argument("--members", type=int, default=1, help="ensemble members per seed")
+    p.add_argument("--model", type=json.loads, default={}, metavar="JSON",
+                   help="CrossModalAE arguments replacing the setting's")
+    p.add_argument("--train", type=json.loads, default={}, metavar="JSON",
+                   help="train() arguments replacing A549_CONTRASTIVE_TRAIN's")
+    p.add_argument("--modality", nargs=2, action="append", default=[], metavar=("NAME", "JSON"),
+                   help="Modality fields replacing the setting's for modality NAME")
+    p.add_argument("--n-validation", type=int, default=307)
+    p.add_argument("--split-seed", type=int, default=123)
+    args = p.parse_args()
+
+    data = tm.datasets.scicar_a549()
+    split = data["rna"].obs["yang2021_split"].astype(str).to_numpy()
+    train = {k: a[split == "train"].copy() for k, a in data.items()}
+    fit, val = validation_split(train, args.n_validation, args.split_seed)
+    modalities = a549_modalities(A549_CONTRASTIVE_PCA)
+    for name, fields in args.modality:
+        if name not in modalities:
+            raise SystemExit(f"--modality: unknown modality {name!r}; one of {list(modalities)}")
+        modalities[name] = replace(modalities[name], **json.loads(fields))
+    train_kw = {**A549_CONTRASTIVE_TRAIN, **args.train}
+    for fraction in args.fractions:
+        for seed in args.seeds:
+            t0 = time.perf_counter()
+            build = lambda s: a549_model(  # noqa: E731
+                fit, anchor_fraction=fraction, seed=s, contrastive=True,
+                modalities=modalities, **args.model,
+            )
+            if args.members == 1:
+                model = build(seed).train(progress_bar=False, **train_kw)
+            else:
+                seeds = range(seed * args.members, (seed + 1) * args.members)
+                model = tm.workflows.train_ensemble(build, seeds=seeds, progress_bar=False, **train_kw)
+
+            def foscttm(cells: dict) -> float:
+                z = [model.get_latent_representation(m, cells[m]) for m in ("rna", "atac")]
+                return float(tm.metrics.foscttm(*z))
+
+            print(json.dumps({
+                "anchor_fraction": fraction, "seed": seed, "members": args.members,
+                "model": args.model, "train": args.train, "modality": {n: json.loads(f) for n, f in args.modality},
+                "foscttm_validation": foscttm(val), "foscttm_train": foscttm(fit),
+                "seconds": time.perf_counter() - t0,
+            }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
