@@ -4,8 +4,10 @@ Settings of ``benchmarks/a549_pairing.py`` are chosen here, never on its 340 tes
 the model is fitted on the paper's train split less a seeded set of validation cells
 (``--n-validation``, default 307 = 20 %) and scored on those. Per (anchor fraction, seed)
 one JSON line: validation FOSCTTM, the training cells' FOSCTTM (the gap is what the pairing
-fails to generalise), seconds. A variant is the setting ``a549_model(contrastive=True)`` /
-``A549_CONTRASTIVE_TRAIN`` with some arguments replaced:
+fails to generalise), the paper's k-NN accuracy (L1, k = 5 / 50) with its chance level, seconds.
+A variant is the setting ``a549_model(contrastive=True)`` / ``A549_CONTRASTIVE_TRAIN`` (or, with
+``--setting demo``, the demo's ``a549_model()`` and default training) with some arguments
+replaced:
 
     # the setting itself, then e.g. the ATAC encoder input without library normalisation
     .venv/bin/python benchmarks/a549_validation.py --fractions 1 0.25 --seeds 0 1 2
@@ -55,6 +57,8 @@ def main() -> None:
                    help="train() arguments replacing A549_CONTRASTIVE_TRAIN's")
     p.add_argument("--modality", nargs=2, action="append", default=[], metavar=("NAME", "JSON"),
                    help="Modality fields replacing the setting's for modality NAME")
+    p.add_argument("--setting", choices=("contrastive", "demo"), default="contrastive",
+                   help="the variant's base: the contrastive setting or the demo's (L1 anchors)")
     p.add_argument("--n-validation", type=int, default=307)
     p.add_argument("--split-seed", type=int, default=123)
     args = p.parse_args()
@@ -63,17 +67,18 @@ def main() -> None:
     split = data["rna"].obs["yang2021_split"].astype(str).to_numpy()
     train = {k: a[split == "train"].copy() for k, a in data.items()}
     fit, val = validation_split(train, args.n_validation, args.split_seed)
-    modalities = a549_modalities(A549_CONTRASTIVE_PCA)
+    contrastive = args.setting == "contrastive"
+    modalities = a549_modalities(A549_CONTRASTIVE_PCA if contrastive else None)
     for name, fields in args.modality:
         if name not in modalities:
             raise SystemExit(f"--modality: unknown modality {name!r}; one of {list(modalities)}")
         modalities[name] = replace(modalities[name], **json.loads(fields))
-    train_kw = {**A549_CONTRASTIVE_TRAIN, **args.train}
+    train_kw = {**(A549_CONTRASTIVE_TRAIN if contrastive else {}), **args.train}
     for fraction in args.fractions:
         for seed in args.seeds:
             t0 = time.perf_counter()
             build = lambda s: a549_model(  # noqa: E731
-                fit, anchor_fraction=fraction, seed=s, contrastive=True,
+                fit, anchor_fraction=fraction, seed=s, contrastive=contrastive,
                 modalities=modalities, **args.model,
             )
             if args.members == 1:
@@ -82,16 +87,21 @@ def main() -> None:
                 seeds = range(seed * args.members, (seed + 1) * args.members)
                 model = tm.workflows.train_ensemble(build, seeds=seeds, progress_bar=False, **train_kw)
 
-            def foscttm(cells: dict) -> float:
-                z = [model.get_latent_representation(m, cells[m]) for m in ("rna", "atac")]
-                return float(tm.metrics.foscttm(*z))
+            def latents(cells: dict) -> list[np.ndarray]:
+                return [model.get_latent_representation(m, cells[m]) for m in ("rna", "atac")]
 
+            zv = latents(val)
+            knn, chance = tm.metrics.knn_accuracy_and_chance(*zv, k=(5, 50), metric="l1")
             print(json.dumps({
-                "anchor_fraction": fraction, "seed": seed, "members": args.members,
-                "model": args.model, "train": args.train, "modality": {n: json.loads(f) for n, f in args.modality},
-                "foscttm_validation": foscttm(val), "foscttm_train": foscttm(fit),
+                "setting": args.setting, "anchor_fraction": fraction, "seed": seed,
+                "members": args.members, "model": args.model, "train": args.train,
+                "modality": {n: json.loads(f) for n, f in args.modality},
+                "foscttm_validation": tm.metrics.foscttm(*zv),
+                "foscttm_train": tm.metrics.foscttm(*latents(fit)),
+                **{f"knn_acc_l1_{k}_validation": knn["mean"][k] for k in (5, 50)},
+                **{f"knn_chance_l1_{k}_validation": chance["mean"][k] for k in (5, 50)},
                 "seconds": time.perf_counter() - t0,
-            }), flush=True)
+            }, default=float), flush=True)
 
 
 if __name__ == "__main__":

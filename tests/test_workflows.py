@@ -146,6 +146,7 @@ def test_a549_validation_benchmark_applies_variants(tmp_path):
     row = lines[0]
     assert row["model"] == {"n_latent": 4} and row["modality"] == {"atac": {"normalize": False}}
     assert 0.0 <= row["foscttm_validation"] <= 1.0 and 0.0 <= row["foscttm_train"] <= 1.0
+    assert all(0.0 <= row[f"knn_acc_l1_{k}_validation"] <= 1.0 for k in (5, 50))
 
 
 @needs_a549
