@@ -69,10 +69,14 @@ def main() -> None:
     fit, val = validation_split(train, args.n_validation, args.split_seed)
     contrastive = args.setting == "contrastive"
     modalities = a549_modalities(A549_CONTRASTIVE_PCA if contrastive else None)
-    for name, fields in args.modality:
+    fields = {name: json.loads(f) for name, f in args.modality}
+    for name, changes in fields.items():
         if name not in modalities:
             raise SystemExit(f"--modality: unknown modality {name!r}; one of {list(modalities)}")
-        modalities[name] = replace(modalities[name], **json.loads(fields))
+        try:
+            modalities[name] = replace(modalities[name], **changes)
+        except TypeError as err:
+            raise SystemExit(f"--modality {name}: {err}") from None
     train_kw = {**(A549_CONTRASTIVE_TRAIN if contrastive else {}), **args.train}
     for fraction in args.fractions:
         for seed in args.seeds:
@@ -95,7 +99,7 @@ def main() -> None:
             print(json.dumps({
                 "setting": args.setting, "anchor_fraction": fraction, "seed": seed,
                 "members": args.members, "model": args.model, "train": args.train,
-                "modality": {n: json.loads(f) for n, f in args.modality},
+                "modality": fields,
                 "foscttm_validation": tm.metrics.foscttm(*zv),
                 "foscttm_train": tm.metrics.foscttm(*latents(fit)),
                 **{f"knn_acc_l1_{k}_validation": knn["mean"][k] for k in (5, 50)},

@@ -50,10 +50,11 @@ def a549_modalities(n_pca: int | None = None) -> dict[str, Modality]:
 
 # The contrastive-anchor setting of the A549 benchmark (``a549_model(contrastive=True)``,
 # trained with ``A549_CONTRASTIVE_TRAIN``). Chosen on the validation cells of the train
-# split, never on the test cells (mean validation FOSCTTM; 100 % anchors, seeds 0-1 unless
-# said): encoders on 50 principal components 0.326, on 20 0.352 (25 epochs) / 0.342 (50
-# epochs); temperature 0.2 against 0.3 0.326 against 0.329 (0.1: 0.42); dropout, seeds 0-2
-# at 5 / 25 / 50 / 100 % anchors: 0.5 gives 0.348 / 0.332 / 0.306 / 0.300 (mean 0.321),
+# split (variants: ``benchmarks/a549_validation.py``, README), never on the test cells
+# (mean validation FOSCTTM; 100 % anchors, seeds 0-1 unless said): encoders on 50
+# principal components 0.326, on 20 0.352 (25 epochs) / 0.342 (50 epochs); temperature 0.2
+# against 0.3 0.326 against 0.329 (0.1: 0.42); dropout, seeds 0-2 at 5 / 25 / 50 / 100 %
+# anchors: 0.5 gives 0.348 / 0.332 / 0.306 / 0.300 (mean 0.321),
 # 0.3 0.341 / 0.345 / 0.332 / 0.308 (0.332), 0.7 at 25 / 100 % 0.317 / 0.318 (0.5: 0.316),
 # 0.1 (20 components, seeds 0-1) 0.371 against 0.352 for 0.3. 25 epochs without early
 # stopping: within noise of early stopping (dropout 0.3, seeds 0-2: 0.308, against 0.303
