@@ -5,7 +5,12 @@ import pytest
 from scipy.stats import spearmanr
 
 import transmodal as tm
-from transmodal.geometry import geometric_pairs, landmark_isomap, wasserstein_procrustes
+from transmodal.geometry import (
+    geometric_pairs,
+    landmark_isomap,
+    transport_pairs,
+    wasserstein_procrustes,
+)
 
 
 def _clusters(rng, n, centres, sizes):
@@ -48,18 +53,34 @@ def test_wasserstein_procrustes_recovers_flips_without_pairs():
         wasserstein_procrustes(a, b[:, :2])
 
 
-def test_geometric_pairs_match_clusters_across_unrelated_features():
-    rng = np.random.default_rng(2)
+def _two_modalities(seed):
+    """Four clusters of unequal sizes seen through two unrelated maps (600 / 500 cells):
+    ``(a, labels_a, b, labels_b)``."""
+    rng = np.random.default_rng(seed)
     centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 3.0], [7.0, 7.0]])
     sizes = [0.4, 0.3, 0.2, 0.1]
     za, la = _clusters(rng, 600, centres, sizes)
     zb, lb = _clusters(rng, 500, centres, sizes)
     a = za @ rng.normal(size=(2, 40)) + rng.normal(scale=0.2, size=(600, 40))
     b = np.tanh(zb @ rng.normal(size=(2, 25)) / 4) + rng.normal(scale=0.02, size=(500, 25))
+    return a, la, b, lb
+
+
+def test_geometric_pairs_match_clusters_across_unrelated_features():
+    a, la, b, lb = _two_modalities(seed=2)
     m = geometric_pairs(a, b, n_components=3, n_landmarks=100)
     assert m.embedding_a.shape == (600, 3) and m.embedding_b.shape == (500, 3)
     assert len(m.rows_a) == len(m.rows_b) == 1100  # each cell of both with its partner
     assert (la[m.rows_a] == lb[m.rows_b]).mean() > 0.9
+
+
+def test_transport_pairs_match_clusters_on_landmarks():
+    pytest.importorskip("ot")
+    a, la, b, lb = _two_modalities(seed=3)
+    ra, rb = transport_pairs(a, b, n_landmarks=400, seed=0)
+    assert len(ra) == len(rb) == 800  # 400 landmarks of each modality with a partner
+    assert len(np.unique(ra[:400])) == 400 and len(np.unique(rb[400:])) == 400
+    assert (la[ra] == lb[rb]).mean() > 0.9
 
 
 def _unpaired(seed=0, n=300):
@@ -95,6 +116,18 @@ def test_model_uses_geometric_pairs_only_without_prior_knowledge(tmp_path):
     assert off.geometric_pairs_ == {}
     with pytest.raises(ValueError, match="geometric_pairs"):
         tm.CrossModalAE({"a": a, "b": b}, mods, geometric_pairs="yes")
+
+
+def test_model_combines_overlay_and_transport_pairs():
+    pytest.importorskip("ot")
+    a, b = _unpaired()
+    mods = {"a": tm.Modality("gaussian"), "b": tm.Modality("gaussian")}
+    kw = dict(n_latent=4, hidden=(16,))
+    n = {m: len(tm.CrossModalAE({"a": a, "b": b}, mods, geometric_pairs=m, **kw)
+                .geometric_pairs_["a|b"][0]) for m in ("overlay", "transport", "overlay+transport")}
+    n_train = sum(int((~m).sum()) for m in tm.CrossModalAE({"a": a, "b": b}, mods, **kw).val_masks_.values())
+    assert n["overlay"] == n_train  # every training cell of both modalities
+    assert n["overlay+transport"] == n["overlay"] + n["transport"] > n["overlay"]
 
 
 def test_model_with_anchor_pairs_skips_geometry():

@@ -109,3 +109,50 @@ def geometric_pairs(
     rows_a = np.concatenate([np.arange(len(ea)), to_a])
     rows_b = np.concatenate([to_b, np.arange(len(eb))])
     return GeometricMatch(rows_a, rows_b, ea, eb, cost)
+
+
+def transport_pairs(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    n_landmarks: int = 2000,
+    max_iter: int = 30,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Match landmark cells of two unpaired modalities by Gromov-Wasserstein transport.
+
+    At most ``n_landmarks`` seeded cells per modality are coupled by entropic
+    Gromov-Wasserstein transport between their k-NN-graph geodesic distances
+    (:class:`transmodal.baselines.GromovWassersteinOT`); every landmark is matched to the
+    landmark of the other modality that receives most of its mass. Cost: ``O(m^2)`` memory
+    and ``O(m^3)`` time per iteration for ``m = min(n, n_landmarks)``, independent of the
+    number of cells beyond that.
+
+    Parameters
+    ----------
+    a, b
+        ``(n_a, p_a)`` and ``(n_b, p_b)`` preprocessed features; feature counts may differ.
+    n_landmarks
+        Cells per modality that enter the transport problem.
+    max_iter
+        Iterations of the solver (its plan changes little after the first tens).
+    seed
+        Seed of the landmark choice and the solver's PCA.
+
+    Returns
+    -------
+    ``(rows_a, rows_b)``: matched rows of ``a`` and ``b`` (each landmark of both
+    modalities with its partner).
+    """
+    from ..baselines import GromovWassersteinOT
+
+    rng = np.random.default_rng([seed, 17])
+    la, lb = (
+        np.sort(rng.choice(len(x), n_landmarks, replace=False)) if len(x) > n_landmarks
+        else np.arange(len(x))
+        for x in (a, b)
+    )
+    plan = GromovWassersteinOT(max_iter=max_iter, seed=seed).fit(a[la], b[lb]).coupling_
+    rows_a = np.concatenate([la, la[plan.argmax(axis=0)]])
+    rows_b = np.concatenate([lb[plan.argmax(axis=1)], lb])
+    return rows_a, rows_b

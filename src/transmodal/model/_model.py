@@ -21,7 +21,7 @@ from ..data._prefetch import Prefetcher
 from ..data._preprocess import fit_preprocessing
 from ..data._setup import ModalityData, setup_data
 from ..data._source import MatrixSource, check_values, matrix_of
-from ..geometry import geometric_pairs
+from ..geometry import geometric_pairs, transport_pairs
 from ..nn._conv import DEFAULT_CHANNELS
 from ..nn._likelihoods import get_likelihood
 from ..train._plan import CrossModalPlan
@@ -31,6 +31,10 @@ from ._split import all_pairs, choose_anchors, names_digest, validation_masks
 
 # below this many training cells per modality the default shape-based pairs are skipped
 _MIN_GEOMETRY_CELLS = 100
+# sources of shape-based pseudo-pairs (``geometric_pairs=``): the Isomap overlay, landmark
+# Gromov-Wasserstein transport, or both; ``True`` / ``None`` (when on) use the default
+_GEOMETRY_METHODS = ("overlay", "transport", "overlay+transport")
+_GEOMETRY_DEFAULT = "overlay"
 
 SEPARABLE_ACCURACY = 0.8
 
@@ -112,7 +116,12 @@ class CrossModalAE:
         without known anchors. ``None`` (default): on only when there are no anchor pairs,
         no ``labels_key`` and no ``marker_key``, i.e. when nothing else can tell which
         alignment of the latent distributions is the right one (and every modality has at
-        least 100 training cells).
+        least 100 training cells). ``True`` / ``False``: always on / off. A source of the
+        pairs (on): ``"overlay"`` (the Isomap overlay above), ``"transport"``
+        (:func:`transmodal.geometry.transport_pairs`: entropic Gromov-Wasserstein transport
+        between at most 2,000 landmark cells per modality) or
+        ``"overlay+transport"`` (both sets of pairs); ``True`` and ``None`` use
+        ``"overlay"``.
     validation_fraction
         Fraction of cells held out for validation and early stopping (split over pairing
         keys, so both measurements of a cell land on the same side).
@@ -186,7 +195,7 @@ class CrossModalAE:
     def _use_geometry(self, p: dict[str, Any]) -> bool:
         """Shape-based pseudo-pairs: on by default only without any other prior knowledge."""
         if p["geometric_pairs"] is not None:
-            return bool(p["geometric_pairs"])
+            return p["geometric_pairs"] is not False
         few = min(int((~m).sum()) for m in self.val_masks_.values()) < _MIN_GEOMETRY_CELLS
         no_prior = p["labels_key"] is None and p["marker_key"] is None and not self.anchors_
         return no_prior and len(self.mods) > 1 and not few
@@ -201,6 +210,8 @@ class CrossModalAE:
         """:func:`~transmodal.geometry.geometric_pairs` between every two modalities without
         anchor pairs, on at most ``max_cells`` seeded training cells of each (fewer for wide
         inputs such as images: at most ``max_values`` numbers per modality in memory)."""
+        chosen = self.init_params_["geometric_pairs"]
+        method = chosen if isinstance(chosen, str) else _GEOMETRY_DEFAULT
         rng = np.random.default_rng([seed, 13])
         feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, md in self.mods.items():
@@ -217,11 +228,19 @@ class CrossModalAE:
             key = f"{a}|{b}"
             if key in self.anchors_:
                 continue
+            rows_a, rows_b = [], []
             try:
-                match = geometric_pairs(feats[a][1], feats[b][1], seed=seed)
+                if "overlay" in method:
+                    match = geometric_pairs(feats[a][1], feats[b][1], seed=seed)
+                    rows_a.append(match.rows_a)
+                    rows_b.append(match.rows_b)
+                if "transport" in method:
+                    ta, tb = transport_pairs(feats[a][1], feats[b][1], seed=seed)
+                    rows_a.append(ta)
+                    rows_b.append(tb)
             except ValueError as err:
                 raise ValueError(f"geometric_pairs between {a!r} and {b!r}: {err}") from err
-            out[key] = (feats[a][0][match.rows_a], feats[b][0][match.rows_b])
+            out[key] = (feats[a][0][np.concatenate(rows_a)], feats[b][0][np.concatenate(rows_b)])
         return out
 
     # -- construction ----------------------------------------------------------------------
@@ -255,9 +274,10 @@ class CrossModalAE:
             raise ValueError(f"n_latent must be a positive integer, got {p['n_latent']!r}")
         if not p["hidden"] or any(not isinstance(h, int) or h < 1 for h in p["hidden"]):
             raise ValueError(f"hidden must be a non-empty list of positive widths, got {p['hidden']!r}")
-        if p.get("geometric_pairs") not in (None, True, False):
+        if p.get("geometric_pairs") not in (None, True, False, *_GEOMETRY_METHODS):
             raise ValueError(
-                f"geometric_pairs must be None, True or False, got {p['geometric_pairs']!r}"
+                f"geometric_pairs must be None, True, False or one of {list(_GEOMETRY_METHODS)}, "
+                f"got {p['geometric_pairs']!r}"
             )
         if not isinstance(p.get("n_private", 0), int) or p.get("n_private", 0) < 0:
             raise ValueError(f"n_private must be an integer >= 0, got {p.get('n_private')!r}")
