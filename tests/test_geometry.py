@@ -135,3 +135,19 @@ def test_model_with_anchor_pairs_skips_geometry():
     mods = {"a": tm.Modality("gaussian"), "b": tm.Modality("gaussian")}
     model = tm.CrossModalAE(d, mods, n_latent=4, hidden=(16,), anchor_fraction=0.2)
     assert model.anchors_ and model.geometric_pairs_ == {}
+
+
+def test_failed_transport_falls_back_to_the_overlay(monkeypatch):
+    import transmodal.model._model as model_module
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("entropic Gromov-Wasserstein failed numerically")
+
+    monkeypatch.setattr(model_module, "transport_pairs", fail)
+    a, b = _unpaired()
+    mods = {"a": tm.Modality("gaussian"), "b": tm.Modality("gaussian")}
+    with pytest.warns(UserWarning, match="landmark transport failed"):
+        model = tm.CrossModalAE({"a": a, "b": b}, mods, n_latent=4, hidden=(16,))
+    assert len(model.geometric_pairs_["a|b"][0]) == sum(int((~m).sum()) for m in model.val_masks_.values())
+    with pytest.raises(ValueError, match="geometric_pairs between 'a' and 'b'"):
+        tm.CrossModalAE({"a": a, "b": b}, mods, n_latent=4, hidden=(16,), geometric_pairs="transport")

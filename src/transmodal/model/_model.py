@@ -208,9 +208,11 @@ class CrossModalAE:
         max_cells: int = 20_000,
         max_values: int = 50_000_000,
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """:func:`~transmodal.geometry.geometric_pairs` between every two modalities without
-        anchor pairs, on at most ``max_cells`` seeded training cells of each (fewer for wide
-        inputs such as images: at most ``max_values`` numbers per modality in memory)."""
+        """Shape-based pseudo-pairs between every two modalities without anchor pairs: the
+        overlay of :func:`~transmodal.geometry.geometric_pairs` and / or the landmark
+        transport of :func:`~transmodal.geometry.transport_pairs` (``geometric_pairs=``), on
+        at most ``max_cells`` seeded training cells of each (fewer for wide inputs such as
+        images: at most ``max_values`` numbers per modality in memory)."""
         chosen = self.init_params_["geometric_pairs"]
         method = chosen if isinstance(chosen, str) else _GEOMETRY_DEFAULT
         rng = np.random.default_rng([seed, 13])
@@ -236,9 +238,18 @@ class CrossModalAE:
                     rows_a.append(match.rows_a)
                     rows_b.append(match.rows_b)
                 if "transport" in method:
-                    ta, tb = transport_pairs(feats[a][1], feats[b][1], seed=seed)
-                    rows_a.append(ta)
-                    rows_b.append(tb)
+                    try:
+                        ta, tb = transport_pairs(feats[a][1], feats[b][1], seed=seed)
+                        rows_a.append(ta)
+                        rows_b.append(tb)
+                    except RuntimeError as err:  # the solver failed numerically
+                        if not rows_a:
+                            raise ValueError(str(err)) from err
+                        warnings.warn(
+                            f"geometric_pairs between {a!r} and {b!r}: landmark transport "
+                            f"failed ({err}); using the overlay's pseudo-pairs alone",
+                            UserWarning, stacklevel=3,
+                        )
             except ValueError as err:
                 raise ValueError(f"geometric_pairs between {a!r} and {b!r}: {err}") from err
             out[key] = (feats[a][0][np.concatenate(rows_a)], feats[b][0][np.concatenate(rows_b)])
