@@ -123,9 +123,10 @@ def test_model_combines_overlay_and_transport_pairs():
     a, b = _unpaired()
     mods = {"a": tm.Modality("gaussian"), "b": tm.Modality("gaussian")}
     kw = dict(n_latent=4, hidden=(16,))
-    n = {m: len(tm.CrossModalAE({"a": a, "b": b}, mods, geometric_pairs=m, **kw)
-                .geometric_pairs_["a|b"][0]) for m in ("overlay", "transport", "overlay+transport")}
-    n_train = sum(int((~m).sum()) for m in tm.CrossModalAE({"a": a, "b": b}, mods, **kw).val_masks_.values())
+    models = {m: tm.CrossModalAE({"a": a, "b": b}, mods, geometric_pairs=m, **kw)
+              for m in ("overlay", "transport", "overlay+transport")}
+    n = {m: len(model.geometric_pairs_["a|b"][0]) for m, model in models.items()}
+    n_train = sum(int((~m).sum()) for m in models["overlay"].val_masks_.values())
     assert n["overlay"] == n_train  # every training cell of both modalities
     assert n["overlay+transport"] == n["overlay"] + n["transport"] > n["overlay"]
 
