@@ -75,12 +75,13 @@ def test_geometric_pairs_match_clusters_across_unrelated_features():
 
 
 def test_transport_pairs_match_clusters_on_landmarks():
-    pytest.importorskip("ot")
     a, la, b, lb = _two_modalities(seed=3)
     ra, rb = transport_pairs(a, b, n_landmarks=400, seed=0)
     assert len(ra) == len(rb) == 800  # 400 landmarks of each modality with a partner
     assert len(np.unique(ra[:400])) == 400 and len(np.unique(rb[400:])) == 400
     assert (la[ra] == lb[rb]).mean() > 0.9
+    with pytest.raises(ValueError, match="n_landmarks"):
+        transport_pairs(a, b, n_landmarks=1)
 
 
 def _unpaired(seed=0, n=300):
@@ -119,7 +120,6 @@ def test_model_uses_geometric_pairs_only_without_prior_knowledge(tmp_path):
 
 
 def test_model_combines_overlay_and_transport_pairs():
-    pytest.importorskip("ot")
     a, b = _unpaired()
     mods = {"a": tm.Modality("gaussian"), "b": tm.Modality("gaussian")}
     kw = dict(n_latent=4, hidden=(16,))
@@ -147,7 +147,7 @@ def test_failed_transport_falls_back_to_the_overlay(monkeypatch):
     monkeypatch.setattr(model_module, "transport_pairs", fail)
     a, b = _unpaired()
     mods = {"a": tm.Modality("gaussian"), "b": tm.Modality("gaussian")}
-    with pytest.warns(UserWarning, match="landmark transport failed"):
+    with pytest.warns(UserWarning, match="between 'a' and 'b': landmark transport failed .* overlay"):
         model = tm.CrossModalAE({"a": a, "b": b}, mods, n_latent=4, hidden=(16,))
     assert len(model.geometric_pairs_["a|b"][0]) == sum(int((~m).sum()) for m in model.val_masks_.values())
     with pytest.raises(ValueError, match="geometric_pairs between 'a' and 'b'"):

@@ -146,6 +146,8 @@ def transport_pairs(
     """
     from ..baselines import GromovWassersteinOT
 
+    if isinstance(n_landmarks, bool) or not isinstance(n_landmarks, int) or n_landmarks < 2:
+        raise ValueError(f"n_landmarks must be an integer >= 2, got {n_landmarks!r}")
     rng = np.random.default_rng([seed, 17])
     la, lb = (
         np.sort(rng.choice(len(x), n_landmarks, replace=False)) if len(x) > n_landmarks

@@ -37,6 +37,35 @@ _MIN_GEOMETRY_CELLS = 100
 _GEOMETRY_METHODS = ("overlay", "transport", "overlay+transport")
 _GEOMETRY_DEFAULT = "overlay+transport"
 
+
+def _pseudo_pairs(
+    xa: np.ndarray, xb: np.ndarray, sources: list[str], seed: int, label: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``xa`` / ``xb`` paired by each source in ``sources`` ("overlay", "transport"),
+    concatenated. A transport that fails numerically is dropped with a warning (naming
+    ``label``) when the overlay's pairs remain; alone it raises ``ValueError``."""
+    rows_a, rows_b = [], []
+    if "overlay" in sources:
+        match = geometric_pairs(xa, xb, seed=seed)
+        rows_a.append(match.rows_a)
+        rows_b.append(match.rows_b)
+    if "transport" in sources:
+        try:
+            ta, tb = transport_pairs(xa, xb, seed=seed)
+        except RuntimeError as err:  # the solver failed even at its largest epsilon
+            if not rows_a:
+                raise ValueError(str(err)) from err
+            warnings.warn(
+                f"{label}: landmark transport failed ({err}); using the overlay's "
+                "pseudo-pairs alone",
+                UserWarning, stacklevel=4,
+            )
+        else:
+            rows_a.append(ta)
+            rows_b.append(tb)
+    return np.concatenate(rows_a), np.concatenate(rows_b)
+
+
 SEPARABLE_ACCURACY = 0.8
 
 
@@ -214,7 +243,7 @@ class CrossModalAE:
         at most ``max_cells`` seeded training cells of each (fewer for wide inputs such as
         images: at most ``max_values`` numbers per modality in memory)."""
         chosen = self.init_params_["geometric_pairs"]
-        method = chosen if isinstance(chosen, str) else _GEOMETRY_DEFAULT
+        sources = (chosen if isinstance(chosen, str) else _GEOMETRY_DEFAULT).split("+")
         rng = np.random.default_rng([seed, 13])
         feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, md in self.mods.items():
@@ -231,28 +260,12 @@ class CrossModalAE:
             key = f"{a}|{b}"
             if key in self.anchors_:
                 continue
-            rows_a, rows_b = [], []
+            label = f"geometric_pairs between {a!r} and {b!r}"
             try:
-                if "overlay" in method:
-                    match = geometric_pairs(feats[a][1], feats[b][1], seed=seed)
-                    rows_a.append(match.rows_a)
-                    rows_b.append(match.rows_b)
-                if "transport" in method:
-                    try:
-                        ta, tb = transport_pairs(feats[a][1], feats[b][1], seed=seed)
-                        rows_a.append(ta)
-                        rows_b.append(tb)
-                    except RuntimeError as err:  # the solver failed numerically
-                        if not rows_a:
-                            raise ValueError(str(err)) from err
-                        warnings.warn(
-                            f"geometric_pairs between {a!r} and {b!r}: landmark transport "
-                            f"failed ({err}); using the overlay's pseudo-pairs alone",
-                            UserWarning, stacklevel=3,
-                        )
+                rows_a, rows_b = _pseudo_pairs(feats[a][1], feats[b][1], sources, seed, label)
             except ValueError as err:
-                raise ValueError(f"geometric_pairs between {a!r} and {b!r}: {err}") from err
-            out[key] = (feats[a][0][np.concatenate(rows_a)], feats[b][0][np.concatenate(rows_b)])
+                raise ValueError(f"{label}: {err}") from err
+            out[key] = (feats[a][0][rows_a], feats[b][0][rows_b])
         return out
 
     # -- construction ----------------------------------------------------------------------
