@@ -17,7 +17,8 @@ renamed, no ``labels_key``); they are used only to score the result. Datasets:
 Methods: ``transmodal`` (the library's defaults, which without pairs or labels include the
 shape-based pseudo-pairs of :mod:`transmodal.geometry`: ``geometric_pairs="overlay+transport"``),
 ``transmodal_overlay`` (the earlier default: the Isomap overlay's pseudo-pairs only,
-``geometric_pairs="overlay"``), ``adversarial`` (the paper's purely
+``geometric_pairs="overlay"``), ``transmodal_transport`` (landmark transport's pairs only,
+``geometric_pairs="transport"``), ``adversarial`` (the paper's purely
 adversarial alignment: ``lam_mmd=0``, ``geometric_pairs=False``) and ``ot`` (:class:`~transmodal.baselines.GromovWassersteinOT`
 on log-normalised counts, SCOT's defaults). Each run is a separate process (so that its peak
 RSS is its own) and prints one JSON line; ``--summary FILE`` turns saved lines into the
@@ -46,7 +47,7 @@ from collections import defaultdict
 import numpy as np
 
 DATASETS = ("a549", "pbmc", "syn_clusters", "syn_trajectory", "syn_unequal", "syn_noise", "nuclei")
-METHODS = ("transmodal", "transmodal_overlay", "adversarial", "ot")
+METHODS = ("transmodal", "transmodal_overlay", "transmodal_transport", "adversarial", "ot")
 N_SYNTHETIC = 2000
 N_LATENT = 16
 N_NUCLEI = 3000
@@ -150,9 +151,11 @@ def run_one(
         # without the default shape-based pseudo-pairs
         # transmodal_overlay: the earlier default, pseudo-pairs from the Isomap overlay only
         # (geometric_pairs="overlay"; the default adds landmark Gromov-Wasserstein transport)
+        # transmodal_transport: landmark transport's pseudo-pairs only
         adversarial = method == "adversarial"
         train = {"lam_mmd": 0.0} if adversarial else {}
-        geometry = {"adversarial": False, "transmodal_overlay": "overlay"}.get(method)
+        geometry = {"adversarial": False, "transmodal_overlay": "overlay",
+                    "transmodal_transport": "transport"}.get(method)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the separability warning is reported as a number
             model = tm.CrossModalAE(
