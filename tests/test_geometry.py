@@ -117,6 +117,8 @@ def test_model_uses_geometric_pairs_only_without_prior_knowledge(tmp_path):
     assert off.geometric_pairs_ == {}
     with pytest.raises(ValueError, match="geometric_pairs"):
         tm.CrossModalAE({"a": a, "b": b}, mods, geometric_pairs="yes")
+    with pytest.raises(ValueError, match="geometric_pairs"):  # 0 == False, but not off
+        tm.CrossModalAE({"a": a, "b": b}, mods, geometric_pairs=0)
 
 
 def test_model_combines_overlay_and_transport_pairs():

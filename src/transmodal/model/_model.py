@@ -299,7 +299,9 @@ class CrossModalAE:
             raise ValueError(f"n_latent must be a positive integer, got {p['n_latent']!r}")
         if not p["hidden"] or any(not isinstance(h, int) or h < 1 for h in p["hidden"]):
             raise ValueError(f"hidden must be a non-empty list of positive widths, got {p['hidden']!r}")
-        if p.get("geometric_pairs") not in (None, True, False, *_GEOMETRY_METHODS):
+        geometry = p.get("geometric_pairs")
+        if not (geometry is None or isinstance(geometry, bool)
+                or (isinstance(geometry, str) and geometry in _GEOMETRY_METHODS)):
             raise ValueError(
                 f"geometric_pairs must be None, True, False or one of {list(_GEOMETRY_METHODS)}, "
                 f"got {p['geometric_pairs']!r}"
