@@ -11,7 +11,9 @@ Parts (each runs in its own subprocess; its peak RSS is that child's own, from
   loop over the same networks (a fresh copy of the model's module, same initial weights):
   the same losses, batch size, Adam optimisers and number of steps, on dense torch tensors,
   in the same process. Repeated ``--repeats`` times, best time of each; ratio = library /
-  bare cells per second. ``cells`` count every modality's cells of a step.
+  bare cells per second. ``cells`` count every modality's cells of a step. With
+  ``--accelerator gpu`` both train on the first CUDA GPU, the data staying in host memory
+  (the bare loop copies each batch from pinned memory).
 - ``b``: one training epoch over the ``gen`` files opened lazily
   (:func:`transmodal.datasets.read_backed`): seconds for the setup (value scan,
   preprocessing fit) and the epoch, peak RSS; the model is saved for ``c``.
@@ -31,6 +33,7 @@ Parts (each runs in its own subprocess; its peak RSS is that child's own, from
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts d d_ot --ot-max-iter 11
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts gen b c --n-cells 1000000 \\
         --workdir /tmp/tm_scale --cleanup
+    .venv/bin/python benchmarks/scale.py --parts a --accelerator gpu --batch-size 1024
 """
 
 from __future__ import annotations
@@ -52,7 +55,6 @@ PARTS = ("gen", "a", "b", "c", "d", "d_ot")
 FEATURES = {"rna": 2000, "atac": 5000}
 SPECS = {"rna": "nb", "atac": "bernoulli"}
 N_LATENT = 16
-BATCH = 128
 
 
 def _modalities():
@@ -85,11 +87,27 @@ def part_gen(args) -> dict:
 
 
 # ------------------------------------------------------------------------------ a
-def _bare_loop(module, data: dict, *, steps: int, batch_size: int, seed: int) -> float:
-    """The library's default training step in plain torch; returns seconds."""
+def _device(args):
+    import torch
+
+    return torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _bare_loop(module, data: dict, *, steps: int, batch_size: int, seed: int, device) -> float:
+    """The library's default training step in plain torch; returns seconds. ``data`` stays
+    where it is (host memory, like the library's): each batch is copied to ``device``."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
+    module.to(device)
+    pin = device.type == "cuda"
     ae = [p for n, p in module.named_parameters() if not n.startswith("discriminator.")]
     opt_ae = torch.optim.Adam(ae, lr=1e-3)
     opt_d = torch.optim.Adam(module.discriminator.parameters(), lr=1e-3)
@@ -106,6 +124,7 @@ def _bare_loop(module, data: dict, *, steps: int, batch_size: int, seed: int) ->
         zs, recon = {}, []
         for k in names:
             x = data[k][perms[k][pos : pos + batch_size]]
+            x = (x.pin_memory() if pin else x).to(device, non_blocking=pin)
             z, nll, _ = module.reconstruction(k, x)
             zs[k] = z
             recon.append(nll.mean())
@@ -122,6 +141,7 @@ def _bare_loop(module, data: dict, *, steps: int, batch_size: int, seed: int) ->
         opt_ae.zero_grad(set_to_none=True)
         objective.backward()
         opt_ae.step()
+    _sync(device)
     return time.perf_counter() - t0
 
 
@@ -157,10 +177,13 @@ def part_a(args) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return tm.CrossModalAE(d, modalities=_modalities(), n_latent=N_LATENT,
-                                   validation_fraction=0.0, seed=args.seed)
+                                   validation_fraction=0.0, seed=args.seed,
+                                   geometric_pairs=False)  # throughput: no setup transport
 
-    steps = math.ceil(args.a_cells / BATCH) * args.a_epochs
-    cells = steps * BATCH * len(SPECS)
+    batch = args.batch_size
+    device = _device(args)
+    steps = math.ceil(args.a_cells / batch) * args.a_epochs
+    cells = steps * batch * len(SPECS)
     res: dict[str, list[float]] = {"library_dense": [], "library_csr": [], "library_dense_loop": [],
                                    "library_csr_loop": [], "bare": []}
     for _ in range(args.repeats):
@@ -169,18 +192,20 @@ def part_a(args) -> dict:
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model.train(max_epochs=args.a_epochs, batch_size=BATCH, early_stopping=False,
-                            progress_bar=False)
+                model.train(max_epochs=args.a_epochs, batch_size=batch, early_stopping=False,
+                            progress_bar=False, accelerator=args.accelerator)
             res[f"library_{name}"].append(time.perf_counter() - t0)
             res[f"library_{name}_loop"].append(loop_seconds[-1])
         module = make(dense).module  # the same initial weights as the library's runs
-        res["bare"].append(_bare_loop(module, tensors, steps=steps, batch_size=BATCH,
-                                      seed=args.seed))
+        res["bare"].append(_bare_loop(module, tensors, steps=steps, batch_size=batch,
+                                      seed=args.seed, device=device))
     model_mod.run_training = real_run
     best = {k: min(v) for k, v in res.items()}
     rate = {k: cells / v for k, v in best.items()}
     return {
-        "n_cells": args.a_cells, "features": FEATURES, "batch_size": BATCH, "steps": steps,
+        "n_cells": args.a_cells, "features": FEATURES, "batch_size": batch, "steps": steps,
+        "accelerator": args.accelerator,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "epochs": args.a_epochs, "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
         "bare_cells_per_s": rate["bare"],
         "library_dense_cells_per_s": rate["library_dense"],
@@ -212,13 +237,15 @@ def part_b(args) -> dict:
         warnings.simplefilter("ignore")
         model = tm.CrossModalAE(data, modalities=_modalities(), n_latent=N_LATENT, seed=args.seed)
         t1 = time.perf_counter()
-        model.train(max_epochs=1, batch_size=BATCH, early_stopping=False, progress_bar=False)
+        model.train(max_epochs=1, batch_size=args.batch_size, early_stopping=False,
+                    progress_bar=False, accelerator=args.accelerator)
     t2 = time.perf_counter()
     model.save(os.path.join(args.workdir, "model"), overwrite=True)
-    steps = math.ceil(max(int((~m).sum()) for m in model.val_masks_.values()) / BATCH)
-    return {"n_cells": n, "batch_size": BATCH, "steps": steps,
+    steps = math.ceil(max(int((~m).sum()) for m in model.val_masks_.values()) / args.batch_size)
+    return {"n_cells": n, "batch_size": args.batch_size, "steps": steps,
+            "accelerator": args.accelerator,
             "seconds_setup": t1 - t0, "seconds_epoch": t2 - t1,
-            "train_cells_per_s": steps * BATCH * len(n) / (t2 - t1),
+            "train_cells_per_s": steps * args.batch_size * len(n) / (t2 - t1),
             "history": {k: round(float(v), 4) for k, v in model.history.iloc[-1].items()}}
 
 
@@ -256,7 +283,7 @@ def part_c(args) -> dict:
     emb = {}
     for k in data:
         path = os.path.join(args.workdir, f"latent_{k}.h5ad")
-        model.get_latent_representation(k, out=path, overwrite=True)
+        model.get_latent_representation(k, out=path, overwrite=True, device=_device(args))
         emb[k] = ad.read_h5ad(path).X  # n x 16 float32: small
     t2 = time.perf_counter()
     x, y = emb["rna"], emb["atac"]
@@ -381,6 +408,9 @@ def main() -> None:
                     "bound of its time; same memory)")
     ap.add_argument("--queries", type=int, default=10_000,
                     help="part c: query cells per direction of the FOSCTTM estimate")
+    ap.add_argument("--batch-size", type=int, default=128, help="cells per modality per step (a, b)")
+    ap.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu",
+                    help="train (a, b) and embed (c) on the CPU or the first CUDA GPU")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "transmodal_scale"))
     ap.add_argument("--cleanup", action="store_true", help="delete --workdir at the end")

@@ -660,6 +660,11 @@ class CrossModalAE:
 
     # -- inference -------------------------------------------------------------------------
     def _source_for(self, modality: str, adata: AnnData | None, *, check: bool = True) -> MatrixSource:
+        if not isinstance(modality, str):
+            raise TypeError(
+                f"modality must be a modality name (one of {self.modality_names}), got a "
+                f"{type(modality).__name__}; pass the cells as adata"
+            )
         if modality not in self.mods:
             raise ValueError(f"unknown modality {modality!r}; the model has {self.modality_names}")
         md = self.mods[modality]

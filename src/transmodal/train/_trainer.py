@@ -89,9 +89,10 @@ def run_training(
     so global random state is left untouched and equal seeds give equal runs on one machine.
 
     Batches are read ``prefetch`` steps ahead by a background thread (0 = read on demand;
-    ``None``: 2 when a modality is read from a file, else 0), so the model does not wait on
-    reads from backed files; batches come in the same order either way and reading draws no
-    random numbers, so the result does not change.
+    ``None``: 2 when a modality is read from a file or the model trains on a GPU, else 0),
+    so the model does not wait on reads from backed files, or the GPU on the host; batches
+    come in the same order either way and reading draws no random numbers, so the result
+    does not change.
     """
     cbs = list(callbacks or [])
     deterministic_before = torch.are_deterministic_algorithms_enabled()
@@ -116,19 +117,13 @@ def run_training(
             callbacks=cbs,
             deterministic=True,
         )
+        on_gpu = trainer.strategy.root_device.type == "cuda"
         if prefetch is None:
             on_disk = any(getattr(b, "on_disk", False) for b in (train_batches, val_batches))
-            prefetch = 2 if on_disk else 0
-        train_dl = PrefetchLoader(
-            train_batches, batch_size=None, shuffle=False, num_workers=0, prefetch=prefetch
-        )
-        val_dl = (
-            PrefetchLoader(
-                val_batches, batch_size=None, shuffle=False, num_workers=0, prefetch=prefetch
-            )
-            if val_batches is not None
-            else None
-        )
+            prefetch = 2 if on_disk or on_gpu else 0
+        loader = {"batch_size": None, "shuffle": False, "num_workers": 0, "prefetch": prefetch}
+        train_dl = PrefetchLoader(train_batches, **loader)
+        val_dl = PrefetchLoader(val_batches, **loader) if val_batches is not None else None
         if val_dl is None:
             trainer.limit_val_batches = 0
         devices_rng = [torch.cuda.current_device()] if torch.cuda.is_available() else []
