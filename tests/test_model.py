@@ -397,6 +397,14 @@ def test_gpu_without_cuda_raises(paired_data, make_model, accelerator):
         model.get_latent_representation("rna", device="cuda")
 
 
+def test_bad_device_and_modality_arguments_are_named(paired_data, make_model):
+    model = make_model(paired_data)
+    with pytest.raises(ValueError, match="device must be"):
+        model.get_latent_representation("rna", device="tpu")
+    with pytest.raises(TypeError, match="modality must be a modality name"):
+        model.get_latent_representation(paired_data["rna"], "rna")
+
+
 def test_invalid_accelerator(paired_data, make_model):
     with pytest.raises(ValueError, match="accelerator"):
         make_model(paired_data).train(max_epochs=1, accelerator="tpu9000")

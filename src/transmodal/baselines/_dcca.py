@@ -1,6 +1,6 @@
 """Deep canonical correlation analysis (Andrew et al., ICML 2013) for paired cells.
 
-Also holds the small torch helpers shared with :mod:`._gan` (device choice, MLPs,
+Also holds the small torch helpers shared with :mod:`._gan` (MLPs,
 seeded random state, minibatch schedules).
 """
 
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._utils import resolve_device
 from ._base import as_dense_matrix, check_float, check_int
 from ._cca import _l2_rows, _linear_cca, _parse_pairs, _PreprocessedBaseline
 
@@ -22,20 +23,6 @@ _EPS_DIV = 1e-9
 
 
 # ------------------------------------------------------------------ torch helpers
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"device must be 'cpu', 'cuda', 'auto' or a torch.device; got {device!r}"
-        ) from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' requested but CUDA is not available")
-    return dev
-
-
 def _check_hidden(hidden: Any, name: str = "hidden") -> tuple[int, ...]:
     try:
         out = tuple(hidden)
@@ -216,7 +203,7 @@ class DCCA(_PreprocessedBaseline):
         check_int(batch_size, "batch_size", minimum=2)
         check_int(n_pca, "n_pca", minimum=1, allow_none=True)
         check_int(seed, "seed", minimum=0)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.n_components = int(n_components)
         self.r1, self.r2, self.eps = float(r1), float(r2), float(eps)
         self.max_epochs = int(max_epochs)

@@ -11,9 +11,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .._utils import resolve_device
 from ._base import as_dense_matrix, check_float, check_int
 from ._cca import _check_space, _parse_pairs, _PreprocessedBaseline
-from ._dcca import _apply, _check_hidden, _mlp, _resolve_device, _seeded
+from ._dcca import _apply, _check_hidden, _mlp, _seeded
 
 _GAN_LOSSES = ("lsgan", "bce")
 _CORRESPONDENCE = (None, "mse", "cosine")
@@ -68,7 +69,7 @@ class _CycleGANBase(_PreprocessedBaseline):
             raise ValueError(f"betas must be two numbers in [0, 1); got {betas!r}")
         check_int(n_pca, "n_pca", minimum=1, allow_none=True)
         check_int(seed, "seed", minimum=0)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.lam_cycle = float(lam_cycle)
         self.gan_loss = gan_loss
         self.max_epochs = int(max_epochs)
