@@ -153,7 +153,8 @@ class DCCA(_PreprocessedBaseline):
         Seeds the network initialisation, the minibatch order and the PCA (no global
         random state is changed).
     device
-        ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"`` (CUDA, else MPS, when
+        available).
     verbose
         Print the loss after every 10th epoch.
 

@@ -281,7 +281,8 @@ _COMMON_DOC = """
     seed
         Seeds initialisation, minibatches and PCA (no global random state is changed).
     device
-        ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or ``"auto"`` (CUDA, else MPS, when
+        available).
     verbose
         Print the epoch losses after every 10th epoch."""
 
