@@ -160,3 +160,24 @@ def test_unpaired_medoid_summary(tmp_path):
     (tmp_path / "runs.jsonl").write_text("\n".join(lines) + "\n")
     table = unpaired.medoid_summary(str(tmp_path / "runs.jsonl"), str(tmp_path), 3).splitlines()
     assert table[2] == "| a549 | transmodal | 3 | 0.233 ± 0.189 | 0.100 ± 0.000 | 1 |"
+
+
+def test_scale_throughput_part_runs():
+    """``benchmarks/scale.py --parts a`` on a few hundred cells: one JSON line, library and
+    bare loop both timed, with the requested batch size and accelerator."""
+    import json
+    import os
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "scale.py"), "--parts", "a", "--a-cells", "300",
+         "--a-epochs", "1", "--repeats", "1", "--batch-size", "64"],
+        capture_output=True, text=True, env=env, timeout=300, check=True,
+    ).stdout
+    lines = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    assert len(lines) == 1, out
+    res = lines[0]
+    assert "error" not in res, res
+    assert res["batch_size"] == 64 and res["accelerator"] == "cpu" and res["steps"] == 5
+    assert res["bare_cells_per_s"] > 0 and res["library_csr_cells_per_s"] > 0
