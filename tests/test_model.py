@@ -397,6 +397,18 @@ def test_gpu_without_cuda_raises(paired_data, make_model, accelerator):
         model.get_latent_representation("rna", device="cuda")
 
 
+def test_mixed_precision_training_on_cpu(half_paired_data, make_model, train):
+    """``precision="bf16-mixed"`` (Lightning autocast) trains every loss term; the model and
+    its embeddings stay float32."""
+    model = make_model(half_paired_data, labels_key="label", anchor_fraction=1.0)
+    train(model, max_epochs=3, precision="bf16-mixed")
+    hist = model.history.select_dtypes("number").to_numpy()
+    assert len(hist) == 3 and np.isfinite(hist).all()
+    assert model.history["train_anchor"].iloc[-1] < model.history["train_anchor"].iloc[0]
+    z = model.get_latent_representation("rna")
+    assert z.dtype == np.float32 and np.isfinite(z).all()
+
+
 def test_bad_device_and_modality_arguments_are_named(paired_data, make_model):
     model = make_model(paired_data)
     with pytest.raises(ValueError, match="device must be"):
