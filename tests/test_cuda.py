@@ -63,14 +63,15 @@ def test_gpu_trained_model_saved_and_loaded_on_cpu(paired_data, make_model, tmp_
 
 def test_gpu_and_cpu_training_agree(paired_data, make_model):
     """The same seed trained on either device aligns the paired cells equally well (float
-    arithmetic differs, and the adversarial game amplifies it, so not bit for bit)."""
+    arithmetic differs, and the adversarial game amplifies it, so not bit for bit). With
+    every pair an anchor the result is stable: six CPU seeds span FOSCTTM 0.147-0.157."""
     fos = {}
     for acc in ("cpu", "gpu"):
-        model = make_model(paired_data, seed=3)
+        model = make_model(paired_data, seed=3, anchor_fraction=1.0)
         _quiet_train(model, accelerator=acc, max_epochs=6)
         fos[acc] = foscttm(model.get_latent_representation("rna"),
                            model.get_latent_representation("atac"))
-    assert abs(fos["gpu"] - fos["cpu"]) < 0.1, fos
+    assert abs(fos["gpu"] - fos["cpu"]) < 0.05, fos
 
 
 def test_gpu_unpaired_default_geometric_pairs(paired_data, make_model):
