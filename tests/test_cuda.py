@@ -33,7 +33,8 @@ def test_gpu_training_with_every_prior_matches_on_cpu(half_paired_data, make_mod
     """Anchors (half the cells), labels, a variational encoder and private dimensions,
     trained on the GPU; the trained weights give the same embedding, translation and
     labels on the GPU and on the CPU."""
-    model = make_model(half_paired_data, anchor_fraction=1.0, labels_key="label", variational=True, n_private=2)
+    model = make_model(half_paired_data, anchor_fraction=1.0, labels_key="label",
+                       variational=True, n_private=2)
     _quiet_train(model, accelerator="gpu", precision=precision)
     hist = model.history
     assert len(hist) == 3 and np.isfinite(hist.select_dtypes("number").to_numpy()).all()
@@ -110,7 +111,8 @@ def test_ensemble_on_gpu(paired_data, make_model):
 def test_neural_baselines_on_gpu(cls, paired_data):
     x = paired_data["rna"].layers["counts"].toarray()
     y = paired_data["atac"].X
-    kw = {"n_components": 4, "hidden": (32,)} if cls is DCCA else {"hidden_g": (32,), "hidden_d": (32,)}
+    kw = ({"n_components": 4, "hidden": (32,)} if cls is DCCA
+          else {"hidden_g": (32,), "hidden_d": (32,)})
     model = cls(max_epochs=2, n_pca=10, device="cuda", **kw)
     idx = np.arange(len(x))
     model.fit(x, y) if cls is CycleGAN else model.fit(x, y, pairs=(idx, idx))
