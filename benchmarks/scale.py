@@ -408,7 +408,8 @@ def main() -> None:
                     "bound of its time; same memory)")
     ap.add_argument("--queries", type=int, default=10_000,
                     help="part c: query cells per direction of the FOSCTTM estimate")
-    ap.add_argument("--batch-size", type=int, default=128, help="cells per modality per step (a, b)")
+    ap.add_argument("--batch-size", type=int, default=128,
+                    help="cells per modality per step (a, b)")
     ap.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu",
                     help="train (a, b) and embed (c) on the CPU or the first CUDA GPU")
     ap.add_argument("--seed", type=int, default=0)

@@ -28,7 +28,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(
-            f"device must be 'cpu', 'cuda', 'cuda:N', 'mps', 'auto' or a torch.device; got {device!r}"
+            "device must be 'cpu', 'cuda', 'cuda:N', 'mps', 'auto' or a torch.device; "
+            f"got {device!r}"
         ) from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
