@@ -88,9 +88,10 @@ def part_gen(args) -> dict:
 
 # ------------------------------------------------------------------------------ a
 def _device(args):
-    import torch
+    """The device of ``--accelerator`` (a clear error when CUDA is asked for but missing)."""
+    from transmodal._utils import resolve_device
 
-    return torch.device("cuda" if args.accelerator == "gpu" else "cpu")
+    return resolve_device("cuda" if args.accelerator == "gpu" else "cpu")
 
 
 def _sync(device) -> None:
