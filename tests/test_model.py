@@ -415,6 +415,10 @@ def test_bad_device_and_modality_arguments_are_named(paired_data, make_model):
         model.get_latent_representation("rna", device="tpu")
     with pytest.raises(TypeError, match="modality must be a modality name"):
         model.get_latent_representation(paired_data["rna"], "rna")
+    with pytest.raises(TypeError, match="target must be a modality name"):
+        model.translate(source="rna", target=paired_data["atac"])
+    with pytest.raises(ValueError, match="unknown target 'protein'"):
+        model.translate(source="rna", target="protein")
 
 
 def test_invalid_accelerator(paired_data, make_model):

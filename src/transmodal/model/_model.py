@@ -659,14 +659,18 @@ class CrossModalAE:
             )
 
     # -- inference -------------------------------------------------------------------------
-    def _source_for(self, modality: str, adata: AnnData | None, *, check: bool = True) -> MatrixSource:
+    def _check_name(self, modality: str, what: str = "modality") -> None:
+        """A modality name of this model (``what`` names the argument in the error)."""
         if not isinstance(modality, str):
             raise TypeError(
-                f"modality must be a modality name (one of {self.modality_names}), got a "
+                f"{what} must be a modality name (one of {self.modality_names}), got a "
                 f"{type(modality).__name__}; pass the cells as adata"
             )
         if modality not in self.mods:
-            raise ValueError(f"unknown modality {modality!r}; the model has {self.modality_names}")
+            raise ValueError(f"unknown {what} {modality!r}; the model has {self.modality_names}")
+
+    def _source_for(self, modality: str, adata: AnnData | None, *, check: bool = True) -> MatrixSource:
+        self._check_name(modality)
         md = self.mods[modality]
         if adata is None:
             return md.source
@@ -844,8 +848,7 @@ class CrossModalAE:
         images, ``(cells, channels, [D,] H, W)``. With ``out``: the written file, opened
         read-only (``backed="r"``).
         """
-        if target not in self.mods:
-            raise ValueError(f"unknown target modality {target!r}; the model has {self.modality_names}")
+        self._check_name(target, "target")
         src = self._source_for(source, adata)
         lib = None if library_size is None else float(library_size)
 
