@@ -5,8 +5,9 @@ space aligned adversarially, translation ``i -> j = D_j(E_i(x))`` (Yang et al., 
 12:31, 2021).
 """
 
-from . import analysis, baselines, datasets, images, metrics, plotting, workflows
+from . import analysis, baselines, datasets, images, metrics, plotting, tools, workflows
 from . import plotting as pl
+from . import tools as tl
 from .data import Modality
 from .model import CrossModalAE, Ensemble
 from .nn import register_likelihood
@@ -31,5 +32,7 @@ __all__ = [
     "pl",
     "plotting",
     "register_likelihood",
+    "tl",
+    "tools",
     "workflows",
 ]

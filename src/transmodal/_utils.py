@@ -1,13 +1,16 @@
-"""Small shared helpers: device resolution, seeded initialisation, atomic directory writes."""
+"""Small shared helpers: device resolution, seeded initialisation, atomic directory writes,
+plain-JSON values."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -94,3 +97,20 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool) -> Iterator[Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types: dicts with string keys, lists, Python scalars (numpy
+    scalars converted), non-finite floats as ``None`` (also what h5ad ``uns`` can store)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        try:
+            value = value.item()
+        except (TypeError, ValueError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

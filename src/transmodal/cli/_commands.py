@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._utils import jsonable
 from ._config import ConfigError, load_config
 
 OBSM_KEY = "X_transmodal"
@@ -68,21 +69,6 @@ def _read_h5mu(path: Path, where: str):
         return md.read_h5mu(path)
     except OSError as err:
         raise ValueError(f"{where}: cannot read {path} as .h5mu: {err}") from None
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
-        try:
-            value = value.item()
-        except (TypeError, ValueError):
-            return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _subset_mask(obs, obs_key: str, value: Any, where: str):
@@ -381,7 +367,7 @@ def cmd_evaluate(
     metrics = evaluate_paired(m, adatas, source=source, target=target, labels_key=labels_key)
     print(format_table(metrics))
     if out_path is not None:
-        _write_text(json.dumps(_jsonable(metrics), indent=1) + "\n", out_path)
+        _write_text(json.dumps(jsonable(metrics), indent=1) + "\n", out_path)
         print(f"transmodal: metrics written to {out_path}", file=sys.stderr)
     return 0
 

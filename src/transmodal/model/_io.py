@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +12,7 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from .._utils import atomic_directory
+from .._utils import atomic_directory, jsonable
 from ..data._modality import Modality
 
 if TYPE_CHECKING:
@@ -38,12 +37,6 @@ def _version() -> str:
         return "unknown"
 
 
-def _jsonable(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
     """Write ``model`` to directory ``path`` atomically (see :meth:`CrossModalAE.save`)."""
     tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
@@ -56,7 +49,7 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
     history = None
     if model.history_ is not None:
         h = model.history_.reset_index()
-        history = {c: [_jsonable(float(v)) for v in h[c]] for c in h.columns}
+        history = {c: [jsonable(float(v)) for v in h[c]] for c in h.columns}
     config = {
         "format_version": FORMAT_VERSION,
         "class": type(model).__name__,

@@ -1,0 +1,188 @@
+"""``tm.tl.integrate``: the scanpy-style one call (data in, embeddings written into it)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from anndata import AnnData
+
+from .._utils import jsonable
+from ..data import Modality
+from ..data._setup import _as_dict
+from ..model import CrossModalAE
+
+
+def _is_mudata(data) -> bool:
+    try:
+        from mudata import MuData
+    except ImportError:  # pragma: no cover - mudata is a dependency
+        return False
+    return isinstance(data, MuData)
+
+
+def _check_kwargs(kwargs: Mapping[str, Any] | None, func, taken: set[str], what: str) -> dict:
+    """``kwargs`` for ``func``, rejecting unknown names and names ``integrate`` sets itself."""
+    if kwargs is None:
+        return {}
+    if not isinstance(kwargs, Mapping):
+        raise ValueError(f"{what} must be a dict of keyword arguments, got {type(kwargs).__name__}")
+    allowed = [p for p in inspect.signature(func).parameters if p not in ("self", "data", "modalities")]
+    for key in kwargs:
+        if key in taken:
+            raise ValueError(f"{what}: pass {key!r} as integrate({key}=...), not inside {what}")
+        if key not in allowed:
+            raise ValueError(f"{what}: unknown argument {key!r}; allowed: {sorted(set(allowed) - taken)}")
+    return dict(kwargs)
+
+
+def _copy(data):
+    """A deep in-memory copy of a MuData or a dict of AnnData."""
+    if getattr(data, "isbacked", False) or (
+        isinstance(data, Mapping) and any(getattr(a, "isbacked", False) for a in data.values())
+    ):
+        raise ValueError(
+            "copy=True needs data in memory; backed data are read batch by batch — pass "
+            "copy=False to write the embeddings into the (in-memory) obsm of the backed objects"
+        )
+    if _is_mudata(data):
+        return data.copy()
+    return {name: adata.copy() for name, adata in data.items()}
+
+
+def joint_embedding(data, latents: Mapping[str, np.ndarray]) -> np.ndarray:
+    """One row per cell of a ``MuData``: the mean of its modalities' embeddings.
+
+    A cell measured in several of the embedded modalities gets the mean of their latents;
+    a cell measured in none of them gets NaN (as muon writes ``X_mofa`` for cells outside
+    the model).
+    """
+    _, keys = _as_dict(data)
+    first = next(iter(latents.values()))
+    total = np.zeros((data.n_obs, first.shape[1]))
+    count = np.zeros(data.n_obs)
+    for name, z in latents.items():
+        if keys is not None:
+            rows = keys[name]
+        else:  # no obsmap (a MuData that was never updated): match obs_names
+            rows = data.obs_names.get_indexer(data.mod[name].obs_names)
+            if (rows < 0).any():
+                raise ValueError(f"modality {name!r}: cells missing from the MuData's obs_names")
+        total[rows] += z
+        count[rows] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (total / count[:, None]).astype(np.float32)
+
+
+def integrate(
+    data,
+    modalities: Mapping[str, Modality | dict | str],
+    *,
+    key_added: str = "transmodal",
+    copy: bool = False,
+    max_epochs: int | None = None,
+    accelerator: str = "cpu",
+    seed: int = 0,
+    model_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    model_kwargs: Mapping[str, Any] | None = None,
+    train_kwargs: Mapping[str, Any] | None = None,
+):
+    """Train a cross-modal autoencoder and write every cell's shared embedding into ``data``.
+
+    The scanpy-style counterpart of :class:`~transmodal.CrossModalAE` (``sc.tl.umap``-like):
+    builds the model, trains it and writes
+
+    - ``adata.obsm["X_<key_added>"]`` for every modality's AnnData;
+    - for a ``MuData`` also ``mdata.obsm["X_<key_added>"]``: per cell the mean of its
+      modalities' embeddings (paired cells: the mean of both; NaN for cells of a modality
+      outside ``modalities``);
+    - ``.uns[key_added]`` (each modality's, and the MuData's) with ``"params"`` (the model's
+      and the training's arguments, the modality specs, where the model was saved) and
+      ``"mixing_accuracy"`` (how well the modalities can be told apart in the latent;
+      0.5 for two modalities = mixed).
+
+    Use the class directly for translation and label transfer, or pass ``model_dir`` and
+    load the saved model later with :meth:`CrossModalAE.load`.
+
+    Parameters
+    ----------
+    data
+        A ``MuData`` or ``{name: AnnData}`` (paired cells share ``obs_names``).
+    modalities
+        ``{name: Modality(...)}`` as for :class:`~transmodal.CrossModalAE` (a likelihood name
+        or a dict is converted).
+    key_added
+        Name under which results are written: ``obsm["X_<key_added>"]``, ``uns[key_added]``.
+    copy
+        Work on a copy of ``data`` and return it, leaving ``data`` untouched; otherwise
+        write into ``data`` and return ``None``.
+    max_epochs
+        Training epochs; ``None`` picks the size-aware default with early stopping.
+    accelerator
+        ``"cpu"`` (default), ``"gpu"`` or ``"auto"``.
+    seed
+        Seeds the networks, the validation split, the anchors and the training.
+    model_dir
+        Save the trained model here (``model.safetensors`` + ``config.json``); its path is
+        recorded in ``uns[key_added]["params"]["model_dir"]``.
+    overwrite
+        Replace an existing ``model_dir``.
+    model_kwargs
+        Further arguments of :class:`~transmodal.CrossModalAE` (e.g. ``n_latent``,
+        ``labels_key``, ``anchor_fraction``).
+    train_kwargs
+        Further arguments of :meth:`CrossModalAE.train` (e.g. ``batch_size``, ``lr``).
+
+    Returns
+    -------
+    ``None``, or with ``copy=True`` the copy of ``data`` with the results written.
+
+    Examples
+    --------
+    >>> tm.tl.integrate(mdata, {"rna": tm.Modality("nb"), "atac": tm.Modality("bernoulli")},
+    ...                 model_kwargs={"labels_key": "cell_type"})
+    >>> sc.pp.neighbors(mdata["rna"], use_rep="X_transmodal"); sc.tl.umap(mdata["rna"])
+    """
+    if not isinstance(key_added, str) or not key_added:
+        raise ValueError(f"key_added must be a non-empty string, got {key_added!r}")
+    if not (_is_mudata(data) or isinstance(data, Mapping)):
+        raise ValueError(
+            f"data must be a MuData or a dict of AnnData (one per modality), got {type(data).__name__}"
+        )
+    init_kw = _check_kwargs(model_kwargs, CrossModalAE.__init__, {"seed"}, "model_kwargs")
+    train_kw = _check_kwargs(
+        train_kwargs, CrossModalAE.train, {"max_epochs", "accelerator", "seed"}, "train_kwargs"
+    )
+    if model_dir is not None and os.path.exists(model_dir) and not overwrite:
+        raise FileExistsError(f"model_dir {model_dir} exists; pass overwrite=True to replace it")
+    if copy:
+        data = _copy(data)
+    model = CrossModalAE(data, modalities, seed=seed, **init_kw)
+    model.train(max_epochs=max_epochs, accelerator=accelerator, seed=seed, **train_kw)
+    if model_dir is not None:
+        model.save(model_dir, overwrite=overwrite)
+
+    params = jsonable(
+        {
+            **model.init_params_,
+            "modalities": {n: md.spec.to_dict() for n, md in model.mods.items()},
+            "train": model.train_params_,
+            "model_dir": None if model_dir is None else os.fspath(model_dir),
+        }
+    )
+    uns = {"params": params, "mixing_accuracy": jsonable(model.mixing_accuracy_)}
+    obsm_key = f"X_{key_added}"
+    latents = {}
+    for name, md in model.mods.items():
+        adata: AnnData = md.adata
+        latents[name] = model.get_latent_representation(name)
+        adata.obsm[obsm_key] = latents[name]
+        adata.uns[key_added] = {**uns, "modality": name}
+    if _is_mudata(data):
+        data.obsm[obsm_key] = joint_embedding(data, latents)
+        data.uns[key_added] = uns
+    return data if copy else None

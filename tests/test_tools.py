@@ -1,0 +1,111 @@
+"""tm.tl.integrate: the scanpy-style call that trains and writes the embeddings into the data."""
+
+from __future__ import annotations
+
+import anndata as ad
+import mudata
+import numpy as np
+import pytest
+
+import transmodal as tm
+
+SPECS = {"rna": "nb", "atac": "bernoulli"}
+FAST = dict(
+    max_epochs=2,
+    model_kwargs={"n_latent": 4, "hidden": [16], "geometric_pairs": False},
+    train_kwargs={"progress_bar": False, "batch_size": 64},
+)
+
+
+@pytest.fixture(scope="module")
+def partly_paired():
+    return tm.datasets.synthetic(
+        160, n_features={"rna": 20, "atac": 24}, paired=0.5, seed=0, return_mudata=True
+    )
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+def test_integrate_writes_mudata_in_place_and_saves_the_model(partly_paired, tmp_path):
+    mdata = partly_paired.copy()
+    assert tm.tl.integrate(mdata, SPECS, model_dir=tmp_path / "run", **FAST) is None
+
+    latents = {}
+    for name in SPECS:
+        mod = mdata[name]
+        z = mod.obsm["X_transmodal"]
+        assert z.shape == (mod.n_obs, 4) and z.dtype == np.float32
+        assert mod.uns["transmodal"]["modality"] == name
+        latents[name] = z
+    joint = mdata.obsm["X_transmodal"]
+    assert joint.shape == (mdata.n_obs, 4) and np.isfinite(joint).all()
+    # a paired cell's joint embedding is the mean of its two modalities' latents,
+    # a cell measured once is its only latent
+    rows = {n: mdata.obs_names.get_indexer(mdata[n].obs_names) for n in SPECS}
+    both = np.intersect1d(rows["rna"], rows["atac"])
+    only_rna = np.setdiff1d(rows["rna"], rows["atac"])
+    assert len(both) and len(only_rna)
+    pos = {n: {g: i for i, g in enumerate(r)} for n, r in rows.items()}
+    g = both[0]
+    expected = (latents["rna"][pos["rna"][g]] + latents["atac"][pos["atac"][g]]) / 2
+    np.testing.assert_allclose(joint[g], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(joint[only_rna[0]], latents["rna"][pos["rna"][only_rna[0]]], rtol=1e-6)
+
+    params = mdata.uns["transmodal"]["params"]
+    assert params["n_latent"] == 4 and params["train"]["max_epochs"] == 2
+    assert params["modalities"]["rna"]["likelihood"] == "nb"
+    assert params["model_dir"] == str(tmp_path / "run")
+    # the results are plain data: the MuData round-trips through .h5mu
+    mdata.write(tmp_path / "out.h5mu")
+    back = mudata.read_h5mu(tmp_path / "out.h5mu")
+    np.testing.assert_array_equal(back.obsm["X_transmodal"], joint)
+    assert int(back.uns["transmodal"]["params"]["n_latent"]) == 4
+    # the saved model embeds the cells exactly as written
+    model = tm.CrossModalAE.load(tmp_path / "run", mdata)
+    np.testing.assert_allclose(model.get_latent_representation("atac"), latents["atac"], atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+def test_integrate_copy_leaves_the_input_untouched(partly_paired):
+    data = {n: partly_paired[n].copy() for n in SPECS}
+    out = tm.tl.integrate(data, SPECS, copy=True, key_added="tm", **FAST)
+    assert all("X_tm" not in a.obsm and "tm" not in a.uns for a in data.values())
+    assert set(out) == set(SPECS)
+    assert out["rna"].obsm["X_tm"].shape == (data["rna"].n_obs, 4)
+    assert out["atac"].uns["tm"]["params"]["seed"] == 0
+    # same seed, same result
+    again = tm.tl.integrate(data, SPECS, copy=True, key_added="tm", **FAST)
+    np.testing.assert_array_equal(again["rna"].obsm["X_tm"], out["rna"].obsm["X_tm"])
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+def test_joint_embedding_is_nan_for_cells_outside_the_embedded_modalities():
+    rng = np.random.default_rng(0)
+    mods = {
+        "a": ad.AnnData(rng.random((3, 2)), obs={"i": range(3)}),
+        "b": ad.AnnData(rng.random((2, 2)), obs={"i": range(2)}),
+    }
+    mods["a"].obs_names = ["c0", "c1", "c2"]
+    mods["b"].obs_names = ["c2", "c3"]
+    mdata = mudata.MuData(mods)
+    z = tm.tl.joint_embedding(mdata, {"a": np.ones((3, 2), dtype=np.float32)})
+    row = {name: i for i, name in enumerate(mdata.obs_names)}
+    assert np.isnan(z[row["c3"]]).all()
+    np.testing.assert_array_equal(z[row["c2"]], [1.0, 1.0])
+
+
+def test_integrate_rejects_bad_arguments_by_name(partly_paired, tmp_path):
+    data = {n: partly_paired[n] for n in SPECS}
+    with pytest.raises(ValueError, match="key_added must be a non-empty string"):
+        tm.tl.integrate(data, SPECS, key_added="")
+    with pytest.raises(ValueError, match=r"pass 'seed' as integrate\(seed=...\)"):
+        tm.tl.integrate(data, SPECS, model_kwargs={"seed": 3})
+    with pytest.raises(ValueError, match="model_kwargs: unknown argument 'n_latnet'"):
+        tm.tl.integrate(data, SPECS, model_kwargs={"n_latnet": 3})
+    with pytest.raises(ValueError, match="train_kwargs: unknown argument 'epochs'"):
+        tm.tl.integrate(data, SPECS, train_kwargs={"epochs": 3})
+    with pytest.raises(ValueError, match="data must be a MuData or a dict of AnnData"):
+        tm.tl.integrate([data["rna"], data["atac"]], SPECS)
+    (tmp_path / "run").mkdir()
+    with pytest.raises(FileExistsError, match="pass overwrite=True"):
+        tm.tl.integrate(data, SPECS, model_dir=tmp_path / "run")
+    assert all("X_transmodal" not in a.obsm for a in data.values())
