@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -42,6 +44,30 @@ def test_modality_check_names_modality_and_field(spec, fields):
     assert "my_rna" in msg
     for f in fields:
         assert f in msg
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"likelihood": "nb", "input_dropout": "0.1"}, "field 'input_dropout' must be a number in [0, 1), got '0.1'"),
+        ({"likelihood": "nb", "hidden": 64}, "field 'hidden' must be a list of positive integers, got 64"),
+        ({"likelihood": "nb", "hidden": "64"}, "field 'hidden' must be a list of positive integers, got '64'"),
+        ({"likelihood": "nb", "hidden": [64.5]}, "field 'hidden' must be a list of positive integers"),
+        ({"likelihood": "nb", "hidden": [True]}, "field 'hidden' must be a list of positive integers"),
+        ({"likelihood": "nb", "n_pca": "5"}, "field 'n_pca' must be a positive integer, got '5'"),
+        ({"likelihood": 3}, "field 'likelihood' must be a likelihood name"),
+        ({"likelihood": "nb", "log1p": "yes"}, "field 'log1p' must be true or false, got 'yes'"),
+    ],
+)
+def test_modality_field_types_are_checked(paired_data, spec, expected):
+    with pytest.raises(ValueError) as info:
+        setup_data(paired_data, {"rna": spec, "atac": "poisson"})
+    assert str(info.value).startswith("modality 'rna': " + expected)
+
+
+def test_modality_hidden_accepts_integer_sequences():
+    assert tm.Modality("nb", hidden=np.array([16, 8])).hidden == (16, 8)
+    assert tm.Modality("nb", hidden=[np.int64(4)]).hidden == (4,)
 
 
 def test_modality_valid_spec_passes_and_resolves_defaults():
@@ -197,6 +223,39 @@ def test_labels_codes_with_missing_values(paired_data, specs):
     assert (mods["atac"].labels[10:] >= 0).all()
     expected = paired_data["rna"].obs["label"].cat.codes.to_numpy()
     np.testing.assert_array_equal(mods["rna"].labels, expected)
+
+
+def test_numeric_labels_with_a_missing_value_share_classes(paired_data, specs):
+    codes = paired_data["rna"].obs["label"].cat.codes.to_numpy()
+    paired_data["atac"].obs["num"] = codes  # integers
+    rna_num = codes.astype(float)
+    rna_num[0] = np.nan  # one missing value makes the column float
+    paired_data["rna"].obs["num"] = rna_num
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the classes are shared: no warning
+        mods, cats = setup_data(paired_data, specs, labels_key="num")
+    assert cats == ["0", "1", "2"]
+    assert mods["rna"].labels[0] == -1
+    np.testing.assert_array_equal(mods["rna"].labels[1:], codes[1:])
+    np.testing.assert_array_equal(mods["atac"].labels, codes)
+
+
+def test_string_nan_and_unused_categories_are_not_classes(paired_data, specs):
+    obs = paired_data["rna"].obs
+    obs["label"] = obs["label"].cat.add_categories(["unused"])
+    atac = paired_data["atac"].obs
+    atac["label"] = atac["label"].astype(str)
+    atac.loc[atac.index[:5], "label"] = "nan"
+    mods, cats = setup_data(paired_data, specs, labels_key="label")
+    assert cats == ["type0", "type1", "type2"]
+    assert (mods["atac"].labels[:5] == -1).all() and (mods["atac"].labels[5:] >= 0).all()
+
+
+def test_labels_sharing_no_class_warn(paired_data, specs):
+    atac = paired_data["atac"].obs
+    atac["label"] = "x_" + atac["label"].astype(str)
+    with pytest.warns(UserWarning, match="'label'.*share no label class.*'rna'.*'atac'"):
+        setup_data(paired_data, specs, labels_key="label")
 
 
 def test_unknown_label_against_known_categories(paired_data, specs):
@@ -389,7 +448,8 @@ def test_epoch_visits_every_cell(batch_size):
     mods = _id_data(50, 13, 10)
     idx = {"big": np.arange(50), "small": np.arange(13)}
     batches = EpochBatches(mods, idx, batch_size=batch_size, seed=4)
-    assert len(batches) == int(np.ceil(50 / batch_size))
+    # 50 = 7 * 7 + 1: the lone last cell is folded into the previous batch
+    assert len(batches) == int(np.ceil(50 / batch_size)) - (50 % batch_size == 1)
     for epoch in range(3):
         batches.set_epoch(epoch)
         seen, _ = _collect(batches)
@@ -401,6 +461,25 @@ def test_epoch_visits_every_cell(batch_size):
         counts = np.bincount(seen["small"], minlength=13)
         assert counts.min() >= 1 and len(counts) == 13
         assert counts.max() - counts.min() <= 1  # whole permutations, then a partial one
+
+
+@pytest.mark.parametrize(("n", "batch_size", "sizes"), [(50, 7, [7] * 6 + [8]), (50, 49, [50]), (3, 2, [3])])
+def test_epoch_never_yields_a_batch_of_one_cell(n, batch_size, sizes):
+    mods = _id_data(n, 3, 3)
+    batches = EpochBatches(mods, {"big": np.arange(n), "small": np.arange(3)}, batch_size=batch_size)
+    assert [batches[s]["big"]["x"].shape[0] for s in range(len(batches))] == sizes
+    assert [batches[s]["small"]["x"].shape[0] for s in range(len(batches))] == sizes
+
+
+def test_epoch_batches_skip_a_single_training_pair():
+    mods = _id_data(20, 8, 8)
+    idx = {"big": np.arange(20), "small": np.arange(8)}
+    one = {"big|small": (np.array([0]), np.array([0]))}
+    with pytest.warns(UserWarning, match="'big' and 'small': only 1 training pair"):
+        train = EpochBatches(mods, idx, batch_size=6, pairs=one)
+    assert "pairs" not in train[0]
+    val = EpochBatches(mods, idx, batch_size=6, pairs=one, shuffle=False)  # eval: one is fine
+    assert val[0]["pairs"]["big|small"]["a"].shape[0] == 1
 
 
 def test_epoch_respects_split_indices():

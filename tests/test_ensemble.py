@@ -110,3 +110,17 @@ def test_train_ensemble_warns_when_runs_disagree(paired_data, make_model, monkey
                                               seeds=(0, 1), max_epochs=1, batch_size=32,
                                               progress_bar=False)
     assert len(ens.models) == 2
+
+
+def test_ensemble_rejects_members_with_other_features_or_classes(ensemble, paired_data, make_model):
+    m0 = ensemble.models[0]
+    fit = dict(max_epochs=1, batch_size=32, progress_bar=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning)
+        reordered = {n: a[:, ::-1].copy() for n, a in paired_data.items()}
+        other_order = make_model(reordered, labels_key="label").train(**fit)
+        no_labels = make_model(paired_data).train(**fit)
+    with pytest.raises(ValueError, match=r"models\[1\], modality 'rna': var_names differ"):
+        tm.Ensemble([m0, other_order])
+    with pytest.raises(ValueError, match=r"models\[1\] has label categories None"):
+        tm.Ensemble([m0, no_labels])

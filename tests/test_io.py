@@ -238,14 +238,6 @@ def test_save_overwrite_replaces(saved, paired_data, make_model, train):
     )
 
 
-def test_save_onto_a_file_raises(trained_model, tmp_path):
-    target = tmp_path / "file"
-    target.write_text("x")
-    with pytest.raises(FileExistsError):
-        trained_model.save(target, overwrite=True)
-    assert target.read_text() == "x"
-
-
 def _boom(*args, **kwargs):
     raise RuntimeError("disk full")
 
@@ -292,3 +284,194 @@ def test_save_untrained_model(tmp_path, paired_data, make_model):
     assert np.array_equal(
         loaded.get_latent_representation("rna"), model.get_latent_representation("rna")
     )
+
+
+# ------------------------------------------------------------- overwrite keeps foreign files
+def _tree(path):
+    """Every file under ``path`` with its bytes."""
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_refuses_directory_with_foreign_files(saved):
+    model, path = saved
+    (path / "figs").mkdir()
+    (path / "figs" / "umap.png").write_text("x")
+    (path / "rna.h5ad").write_text("data")
+    before = _tree(path)
+    with pytest.raises(FileExistsError, match=r"holds files that are not part of a saved model") as err:
+        model.save(path, overwrite=True)
+    assert "figs/" in str(err.value) and "rna.h5ad" in str(err.value) and str(path) in str(err.value)
+    assert _tree(path) == before  # nothing moved, replaced or deleted
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model"]  # no temporary left
+
+
+def test_overwrite_project_folder_is_refused(trained_model, tmp_path):
+    proj = tmp_path / "proj"
+    (proj / "figs").mkdir(parents=True)
+    (proj / "figs" / "umap.png").write_text("x")
+    with pytest.raises(FileExistsError, match=r"figs/"):
+        trained_model.save(proj, overwrite=True)
+    assert (proj / "figs" / "umap.png").read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]
+
+
+def test_overwrite_empty_directory(trained_model, paired_data, tmp_path):
+    (tmp_path / "empty").mkdir()
+    trained_model.save(tmp_path / "empty", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == ["config.json", "model.safetensors"]
+    tm.CrossModalAE.load(tmp_path / "empty", paired_data)
+
+
+def test_overwrite_current_directory_is_refused(trained_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("x")
+    for where in (".", "", str(tmp_path), ".."):
+        with pytest.raises(ValueError, match="current working directory"):
+            trained_model.save(where, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_overwrite_a_file_is_refused(trained_model, tmp_path):
+    target = tmp_path / "file"
+    target.write_text("x")
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match="is not a directory"):
+            trained_model.save(target, overwrite=overwrite)
+    assert target.read_text() == "x"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def _ensemble(data, make_model, train, n):
+    return tm.Ensemble([train(make_model(data, seed=s), max_epochs=1) for s in range(n)])
+
+
+def test_overwrite_larger_ensemble_with_smaller_one(paired_data, make_model, train, tmp_path):
+    """Members left from the larger ensemble are saved models: replaced with the rest."""
+    big = _ensemble(paired_data, make_model, train, 3)
+    path = tmp_path / "ens"
+    big.save(path)
+    small = tm.Ensemble(big.models[:2])
+    small.save(path, overwrite=True)
+    assert sorted(p.name for p in path.iterdir()) == ["ensemble.json", "member0", "member1"]
+    assert len(tm.Ensemble.load(path, paired_data).models) == 2
+    # a member directory holding anything else is not a saved model: refused
+    big.save(path, overwrite=True)
+    (path / "member2" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"member2/"):
+        small.save(path, overwrite=True)
+    assert (path / "member2" / "notes.txt").read_text() == "mine"
+    assert len(tm.Ensemble.load(path, paired_data).models) == 3
+
+
+def _write_cli_inputs(folder):
+    data = tm.datasets.synthetic(60, n_features=15, seed=0)
+    for name, adata in data.items():
+        adata.write_h5ad(folder / f"{name}.h5ad")
+    config = {
+        "data": {"rna": "rna.h5ad", "atac": "atac.h5ad"},
+        "modalities": {"rna": {"likelihood": "nb"}, "atac": {"likelihood": "bernoulli"}},
+        "model": {"n_latent": 2, "hidden": [8], "seed": 0},
+        "train": {"max_epochs": 2, "batch_size": 32, "progress_bar": False},
+        "out": ".",  # the folder holding the config and the data
+    }
+    (folder / "run.yaml").write_text(json.dumps(config))  # JSON is YAML
+    return folder / "run.yaml"
+
+
+def test_cli_train_overwrite_keeps_input_data(tmp_path, capsys):
+    from transmodal.cli import main
+
+    config = _write_cli_inputs(tmp_path)
+    before = _tree(tmp_path)
+    assert main(["train", "--config", str(config), "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "not part of a saved model" in err and "rna.h5ad" in err and "run.yaml" in err
+    assert "training on" not in err  # refused before the data are read
+    assert _tree(tmp_path) == before
+    # an output directory of an earlier run is replaced (model and side files together)
+    out = tmp_path / "out"
+    assert main(["train", "--config", str(config), "--out", str(out)]) == 0
+    assert main(["train", "--config", str(config), "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "history.csv", "model.safetensors", "run_config.yaml"
+    ]
+    assert _tree(tmp_path).keys() - {f"out/{p.name}" for p in out.iterdir()} == before.keys()
+
+
+# ----------------------------------------------------------------- corrupt or edited config
+def _edit_config(path, edit):
+    cfg = json.loads((path / "config.json").read_text())
+    cfg = edit(cfg)
+    (path / "config.json").write_text(json.dumps(cfg))
+
+
+def _drop(*keys):
+    def edit(cfg):
+        d = cfg
+        for k in keys[:-1]:
+            d = d[k]
+        del d[keys[-1]]
+        return cfg
+
+    return edit
+
+
+def _set(*keys, value):
+    def edit(cfg):
+        d = cfg
+        for k in keys[:-1]:
+            d = d[k]
+        d[keys[-1]] = value
+        return cfg
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda cfg: list(cfg), "expected a JSON object, got a JSON array"),
+        (_drop("init_params"), "missing field 'init_params'"),
+        (_drop("n_vars"), "missing field 'n_vars'"),
+        (_drop("var_names", "atac"), "field 'var_names' has no entry for modality 'atac'"),
+        (_set("n_vars", "rna", value="40"), "field 'n_vars' must be an object of integers"),
+        (_set("history", value={"loss": [1.0, 0.5]}), "'epoch' list"),
+        (_set("history", "epoch", value=[0]), "differ in length"),
+        (_set("init_params", "n_latent", value="four"), "init_params.n_latent must be a JSON integer"),
+        (_set("init_params", "dropout", value="0.1"), "init_params.dropout must be a JSON number"),
+        (_set("init_params", "n_latnt", value=4), r"unknown init_params key\(s\) \['n_latnt'\]"),
+        (_drop("init_params", "seed"), r"init_params is missing key\(s\) \['seed'\]"),
+        (_set("init_params", "n_latent", value=0), "n_latent must be a positive integer"),
+        (_set("init_params", "hidden", value=[32, "x"]), "hidden must be a non-empty list"),
+        (_set("modalities", "rna", "likelihod", value="nb"), r"modalities: .*likelihod"),
+    ],
+)
+def test_load_rejects_edited_config(saved, paired_data, edit, message):
+    _, path = saved
+    _edit_config(path, edit)
+    with pytest.raises(ValueError, match=message) as err:
+        tm.CrossModalAE.load(path, paired_data)
+    assert str(path / "config.json") in str(err.value)
+
+
+def test_load_config_without_later_optional_params(saved, paired_data):
+    """Parameters added after format_version 1 (n_private, geometric_pairs, ...) default."""
+    model, path = saved
+    optional = ("disc_noise", "disc_conditional", "variational", "n_private", "marker_key",
+                "geometric_pairs")
+    _edit_config(path, lambda cfg: {**cfg, "init_params": {
+        k: v for k, v in cfg["init_params"].items() if k not in optional}})
+    loaded = tm.CrossModalAE.load(path, paired_data)
+    assert np.array_equal(
+        loaded.get_latent_representation("rna"), model.get_latent_representation("rna")
+    )
+
+
+@pytest.mark.parametrize("keep", [0, 100])
+def test_load_rejects_truncated_weights(saved, paired_data, keep):
+    _, path = saved
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:keep])
+    with pytest.raises(ValueError, match="is not a readable safetensors file") as err:
+        tm.CrossModalAE.load(path, paired_data)
+    assert str(weights) in str(err.value)

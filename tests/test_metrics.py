@@ -379,3 +379,41 @@ def test_errors(rng):
         translation_pearson(bad, x)
     with pytest.raises(ValueError, match="features"):
         mean_profile_baseline(x, x[:, :2])
+
+
+# ------------------------------------------------------ AnnData input, missing labels
+def test_metrics_take_anndata_and_align_translated_features():
+    import anndata as ad
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+    assert foscttm(ad.AnnData(x), ad.AnnData(y)) == foscttm(x, y)
+
+    pred, obs = rng.random((20, 6)), rng.random((20, 6))
+    names = [f"g{i}" for i in range(6)]
+    cells = [f"c{i}" for i in range(20)]
+    a_pred = ad.AnnData(pred, obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=names))
+    order = names[::-1]  # the observed AnnData lists the same features in another order
+    a_obs = ad.AnnData(obs[:, ::-1].copy(), obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=order))
+    np.testing.assert_allclose(translation_pearson(a_pred, a_obs), translation_pearson(pred, obs))
+    with pytest.raises(ValueError, match="different obs_names"):
+        translation_pearson(a_pred, a_obs[::-1])
+    with pytest.raises(ValueError, match="not in obs.var_names"):
+        translation_pearson(a_pred, a_obs[:, :3])
+
+
+def test_label_metrics_leave_out_unlabelled_cells_and_reject_disjoint_label_types():
+    import pandas as pd
+
+    x = np.array([[0.0], [1.0], [10.0], [11.0]])
+    y = x + 0.1
+    lx = pd.Categorical(["a", "a", "b", None])
+    ly = np.array(["a", "a", "b", "b"], dtype=object)
+    acc = cluster_accuracy(x, y, lx, ly)
+    # x's unlabelled 4th cell is not scored; y's 4th cell finds it (no label) and misses
+    assert acc["x_to_y"] == 1.0 and acc["y_to_x"] == 0.75
+    lab_ref = np.array(["a", "a", "b", np.nan], dtype=object)
+    assert label_transfer(x, lab_ref, y, ly, k=1) == 1.0
+    with pytest.raises(ValueError, match="share no label"):
+        cluster_accuracy(x, y, np.array([0, 0, 1, 1]), np.array(["0", "0", "1", "1"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -667,3 +668,100 @@ def test_marker_conditioned_discriminator(make_model, train):
         make_model(data, marker_key="ratio")
     with pytest.raises(ValueError, match="not found"):
         make_model(data, marker_key="nope")
+
+
+# ------------------------------------------------------------------ argument and data checks
+def test_last_batch_of_one_cell_trains():
+    # 143 cells -> 129 training cells = 128 + 1 with the default batch_size
+    data = tm.datasets.synthetic(143, n_features={"rna": 30, "atac": 40})
+    model = tm.CrossModalAE(data, {"rna": "nb", "atac": "bernoulli"}, n_latent=4, hidden=(16,))
+    assert int((~model.val_masks_["rna"]).sum()) == 129
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*separable.*")
+        model.train(max_epochs=1, progress_bar=False)
+    assert model.is_trained_
+
+
+def test_too_few_cells_or_batch_of_one_raise(paired_data, make_model):
+    model = make_model(paired_data)
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 2, got 1"):
+        model.train(max_epochs=1, batch_size=1)
+    one = {"rna": paired_data["rna"][:1].copy(), "atac": paired_data["atac"]}
+    with pytest.raises(ValueError, match="modality 'rna' has 1 training cell"):
+        make_model(one).train(max_epochs=1)
+
+
+@pytest.mark.parametrize("distance", ["l1", "contrastive"])
+def test_one_anchor_pair_is_skipped(half_paired_data, make_model, train, distance):
+    atac = half_paired_data["atac"]
+    rna_names = set(half_paired_data["rna"].obs_names)
+    atac.obs_names = [n if n == atac.obs_names[0] else f"u{i}" for i, n in enumerate(atac.obs_names)]
+    assert sum(n in rna_names for n in atac.obs_names) == 1
+    model = make_model(half_paired_data, anchor_fraction=1.0, validation_fraction=0.0)
+    assert len(model.anchors_["rna|atac"][0]) == 1
+    with pytest.warns(UserWarning, match="only 1 training pair"):
+        train(model, anchor_distance=distance)
+    assert model.is_trained_
+
+
+def test_modality_name_with_dot_or_bar(paired_data, make_model):
+    for bad in ("rna.1", "rna|1"):
+        data = {bad: paired_data["rna"], "atac": paired_data["atac"]}
+        specs = {bad: tm.Modality("nb", layer="counts"), "atac": tm.Modality("poisson")}
+        with pytest.raises(ValueError, match=f"modality '{bad}'.*may not contain '.' or '|'.*'rna_1'"):
+            make_model(data, specs)
+
+
+@pytest.mark.parametrize("hidden", [64, "64", [64.0], []])
+def test_model_hidden_type(paired_data, make_model, hidden):
+    with pytest.raises(ValueError, match="hidden must be a non-empty list of positive integers"):
+        make_model(paired_data, hidden=hidden)
+
+
+def test_model_hidden_accepts_an_array(paired_data, make_model):
+    model = make_model(paired_data, hidden=np.array([16]))
+    assert model.init_params_["hidden"] == [16] and type(model.init_params_["hidden"][0]) is int
+
+
+def test_anchor_fraction_without_shared_cells(paired_data, make_model):
+    paired_data["atac"].obs_names = [f"other{i}" for i in range(paired_data["atac"].n_obs)]
+    with pytest.raises(ValueError, match="anchor_fraction=0.5 needs paired cells.*equal obs_names"):
+        make_model(paired_data, anchor_fraction=0.5)
+    assert make_model(paired_data, anchor_fraction=0.0).anchors_ == {}
+
+
+def test_numeric_labels_with_nan_and_unused_categories(paired_data, make_model, train):
+    codes = paired_data["rna"].obs["label"].cat.codes.to_numpy()
+    rna_num = codes.astype(float)
+    rna_num[:3] = np.nan
+    paired_data["rna"].obs["num"] = rna_num
+    paired_data["atac"].obs["num"] = pd.Categorical(codes, categories=[0, 1, 2, 99])
+    model = train(make_model(paired_data, labels_key="num"))
+    assert model.label_categories_ == ["0", "1", "2"]
+    assert model.classes_seen == {"rna": ["0", "1", "2"], "atac": ["0", "1", "2"]}
+    assert set(model.predict_labels("atac")) <= {"0", "1", "2"}
+
+
+@pytest.mark.parametrize(
+    ("kw", "expected"),
+    [
+        ({"lr": float("nan")}, "lr must be a finite number > 0, got nan"),
+        ({"lr": -1}, "lr must be a finite number > 0, got -1"),
+        ({"lr_disc": 0}, "lr_disc must be a finite number > 0, got 0"),
+        ({"weight_decay": -0.1}, "weight_decay must be a finite number >= 0, got -0.1"),
+        ({"lam_adv": float("nan")}, "lam_adv must be a finite number >= 0, got nan"),
+        ({"batch_size": 2.5}, "batch_size must be an integer >= 2, got 2.5"),
+        ({"n_disc_steps": 0}, "n_disc_steps must be an integer >= 1, got 0"),
+    ],
+)
+def test_train_arguments_are_checked(paired_data, make_model, kw, expected):
+    with pytest.raises(ValueError) as info:
+        make_model(paired_data).train(max_epochs=1, progress_bar=False, **kw)
+    assert str(info.value) == expected
+
+
+@pytest.mark.parametrize("library_size", [0, -5, float("nan"), float("inf")])
+def test_translate_library_size_must_be_positive(paired_data, make_model, library_size):
+    model = make_model(paired_data)
+    with pytest.raises(ValueError, match="library_size must be a finite number > 0"):
+        model.translate(source="atac", target="rna", library_size=library_size)

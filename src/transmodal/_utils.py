@@ -8,7 +8,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,25 +64,112 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+# the files of a saved model (model/_io.py); a directory holding just these may be replaced
+MODEL_CONFIG = "config.json"
+MODEL_WEIGHTS = "model.safetensors"
+_SHOWN_ENTRIES = 5  # foreign entries named in an error message
+
+
+def _is_saved_model(path: Path) -> bool:
+    """Whether ``path`` is a directory holding a saved model and nothing else (such as an
+    ensemble member directory)."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    return {p.name for p in path.iterdir()} == {MODEL_CONFIG, MODEL_WEIGHTS}
+
+
+def check_output_directory(
+    path: str | os.PathLike, *, overwrite: bool, names: Collection[str] | None = None
+) -> Path:
+    """Check that directory ``path`` may be written, before anything is written or moved.
+
+    Parameters
+    ----------
+    path
+        The directory to create (or replace).
+    overwrite
+        Whether an existing directory may be replaced.
+    names
+        The names of the entries the write produces (files, or saved-model directories).
+        With ``overwrite=True``, an existing directory is replaced only if every entry in it
+        is a file or link with one of these names or a directory holding nothing but a
+        saved model (e.g. a member left from a larger ensemble); ``None`` skips this check
+        (the names are not known yet).
+
+    Returns
+    -------
+    ``path`` made absolute (``..`` and ``.`` resolved).
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is the current working directory or one of its parents.
+    FileExistsError
+        If ``path`` is a file, exists without ``overwrite``, or holds other entries.
+    """
+    given, target = Path(path), Path(os.path.abspath(path))
+    cwd = Path.cwd().resolve()
+    if target.exists() and target.resolve() in (cwd, *cwd.parents):
+        raise ValueError(
+            f"cannot write a directory to {str(path)!r}: it is the current working directory "
+            "(or holds it); give a new directory such as 'model'"
+        )
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(
+            f"{given} exists and is not a directory; refusing to replace it - choose a "
+            "directory path"
+        )
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{given} exists; pass overwrite=True to replace it")
+    if target.exists() and names is not None:
+        foreign = []
+        for entry in sorted(target.iterdir()):
+            is_dir = entry.is_dir() and not entry.is_symlink()
+            if not (_is_saved_model(entry) or (not is_dir and entry.name in names)):
+                foreign.append(f"{entry.name}/" if is_dir else entry.name)
+        if foreign:
+            shown = ", ".join(foreign[:_SHOWN_ENTRIES])
+            n_more = len(foreign) - _SHOWN_ENTRIES
+            more = f" and {n_more} more" if n_more > 0 else ""
+            raise FileExistsError(
+                f"{given} exists and holds files that are not part of a saved model "
+                f"({shown}{more}); refusing to replace it - choose a new or empty path"
+            )
+    return target
+
+
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike, *, overwrite: bool) -> Iterator[Path]:
+def atomic_directory(
+    path: str | os.PathLike, *, overwrite: bool, replaceable: Collection[str] = ()
+) -> Iterator[Path]:
     """Write a directory atomically: fill a temporary sibling, then rename it into place.
 
     If anything fails, the temporary directory is removed and an existing ``path`` is left
     untouched. With ``overwrite=True`` an existing directory is replaced only after the new
-    one is complete.
+    one is complete, and only if it holds nothing but what the new one holds, saved-model
+    directories and files named in ``replaceable`` (see :func:`check_output_directory`);
+    otherwise :class:`FileExistsError` is raised and nothing is changed.
+
+    Parameters
+    ----------
+    path
+        The directory to write.
+    overwrite
+        Whether an existing directory may be replaced.
+    replaceable
+        Names of further files the writer produces at other times (e.g. outputs of other
+        kinds of run), which may be replaced too.
     """
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
-    if target.exists() and not target.is_dir():
-        raise FileExistsError(f"{target} exists and is not a directory")
+    target = check_output_directory(path, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
     try:
         yield tmp
+        if target.exists():  # before anything existing is moved
+            written = {p.name for p in tmp.iterdir()}
+            check_output_directory(path, overwrite=True, names=written | set(replaceable))
         # mkdtemp (and some writers) create private files; give them the usual permissions
         os.chmod(tmp, 0o777 & ~umask)
         for f in tmp.rglob("*"):
@@ -91,7 +178,10 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool) -> Iterator[Pa
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
             os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
+            if old.is_symlink():
+                old.unlink()
+            else:
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, target)
     except BaseException:

@@ -11,10 +11,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._utils import jsonable
+from .._utils import MODEL_CONFIG, MODEL_WEIGHTS, atomic_directory, check_output_directory, jsonable
 from ._config import ConfigError, load_config
 
 OBSM_KEY = "X_transmodal"
+# files ``train`` writes into its output directory besides the saved model (or ensemble)
+TRAIN_SIDE_FILES = ("history.csv", "agreement.csv", "run_config.yaml")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -102,10 +104,14 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
         )
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"output directory {out_dir} exists; pass --overwrite to replace it")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"output {out_dir} exists and is not a directory")
 
     from ..model import CrossModalAE
+    from ..model._ensemble import ENSEMBLE_CONFIG
+
+    # whatever kind of run wrote an existing output directory, it is replaced only if it
+    # holds nothing but train's outputs (checked before training; member dirs are models)
+    outputs = (MODEL_CONFIG, MODEL_WEIGHTS, ENSEMBLE_CONFIG, *TRAIN_SIDE_FILES)
+    check_output_directory(out_dir, overwrite=True, names=outputs)
 
     if cfg.data is not None:
         data: Any = {n: _read_h5ad(p, f"data {n!r}") for n, p in cfg.data.items()}
@@ -129,11 +135,10 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
     train_kwargs = dict(cfg.train)
     agreement = None
     if cfg.runs is None:
-        model = CrossModalAE(data, cfg.modalities, **cfg.model)
-        model.train(**train_kwargs)
-        model.save(out_dir, overwrite=overwrite)
-        hist = model.history
-        done = f"trained {model.train_params_.get('epochs_run', '?')} epochs"
+        result: Any = CrossModalAE(data, cfg.modalities, **cfg.model)
+        result.train(**train_kwargs)
+        hist = result.history
+        done = f"trained {result.train_params_.get('epochs_run', '?')} epochs"
     else:
         from ..workflows import train_consensus, train_ensemble
 
@@ -144,22 +149,21 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
 
         if cfg.runs["combine"] == "consensus":
             run = train_consensus(build, seeds, k=k, **train_kwargs)
-            run.model.save(out_dir, overwrite=overwrite)
-            hist, agreement = run.model.history, run.agreement
+            result, hist, agreement = run.model, run.model.history, run.agreement
             done = f"trained seeds {seeds}, kept seed {run.seed} (the runs' medoid)"
         else:
-            ens = train_ensemble(build, seeds, k=k, **train_kwargs)
-            ens.save(out_dir, overwrite=overwrite)
-            hists = {s: m.history for s, m in zip(seeds, ens.models) if m.history is not None}
+            result = train_ensemble(build, seeds, k=k, **train_kwargs)
+            hists = {s: m.history for s, m in zip(seeds, result.models) if m.history is not None}
             hist = pd.concat(hists, names=["seed"]) if hists else None
             done = f"trained seeds {seeds} as an ensemble"
-    if hist is not None:
-        _write_text(hist.to_csv(), out_dir / "history.csv")
-    if agreement is not None:
-        _write_text(agreement.to_csv(index=False), out_dir / "agreement.csv")
-    _write_text(
-        yaml.safe_dump(cfg.to_dict(), sort_keys=False), out_dir / "run_config.yaml"
-    )
+    # model and side files replace an earlier output directory together, or not at all
+    with atomic_directory(out_dir, overwrite=overwrite, replaceable=outputs) as tmp:
+        result.save(tmp, overwrite=True)  # tmp is empty
+        if hist is not None:
+            (tmp / "history.csv").write_text(hist.to_csv())
+        if agreement is not None:
+            (tmp / "agreement.csv").write_text(agreement.to_csv(index=False))
+        (tmp / "run_config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     print(f"transmodal: {done}; model saved to {out_dir}", file=sys.stderr)
     return 0
 

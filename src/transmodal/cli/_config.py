@@ -348,17 +348,15 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
     # value checks the model does itself, but only after reading the data
     merged = {k: p.default for k, p in model_params.items()}
     merged.update(model)
-    if merged.get("hidden") is not None:
-        merged["hidden"] = list(merged["hidden"])
     try:
         CrossModalAE._check_params(merged)
         _check_prior(merged["prior"], list(modalities))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{f}: model: {err}") from None
-    for key in ("max_epochs", "batch_size", "n_disc_steps"):
+    for key, least in (("max_epochs", 1), ("batch_size", 2), ("n_disc_steps", 1)):
         value = train.get(key)
-        if value is not None and _is_int(value) and value < 1:
-            raise ConfigError(f"{f}: train: key {key!r} must be >= 1, got {value}")
+        if value is not None and _is_int(value) and value < least:
+            raise ConfigError(f"{f}: train: key {key!r} must be >= {least}, got {value}")
 
     # runs: several seeds, one kept (consensus) or all combined (ensemble) ------------------
     runs = None

@@ -3,11 +3,15 @@
 One epoch walks once through the largest modality; smaller modalities cycle through fresh
 permutations, so no modality is truncated. Paired (anchor) cells are drawn as a third,
 cycling stream. Rows are read per batch (sorted reads) and densified per batch only.
+No training batch holds a single cell (batch normalisation needs two): a last batch of one
+cell is folded into the previous one, and anchor pairs with fewer than two training pairs
+are skipped.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -42,7 +46,7 @@ class EpochBatches(Dataset):
     indices
         Rows of each modality that belong to this split.
     batch_size
-        Cells per modality per step.
+        Cells per modality per step (the last step may hold one more, never a lone cell).
     pairs
         ``{"a|b": (rows_a, rows_b)}`` of paired cells used by the anchor loss.
     shuffle
@@ -64,11 +68,26 @@ class EpochBatches(Dataset):
         self.mods = mods
         self.indices = {k: np.asarray(v, dtype=np.int64) for k, v in indices.items()}
         self.batch_size = int(batch_size)
-        self.pairs = {k: v for k, v in (pairs or {}).items() if len(v[0]) > 0}
+        # a training batch of one cell breaks batch normalisation (evaluation does not)
+        min_cells = 2 if shuffle else 1
+        self.pairs = {}
+        for key, v in (pairs or {}).items():
+            if len(v[0]) >= min_cells:
+                self.pairs[key] = v
+            elif len(v[0]):
+                a, b = key.split("|")
+                warnings.warn(
+                    f"anchor pairs between {a!r} and {b!r}: only {len(v[0])} training pair; "
+                    "a batch needs at least 2 cells, so the anchor loss skips this pair",
+                    UserWarning, stacklevel=3,
+                )
         self.shuffle = shuffle
         self.seed = seed
         self.n_max = max(len(v) for v in self.indices.values())
         self.steps = max(1, math.ceil(self.n_max / self.batch_size))
+        last = self.n_max - (self.steps - 1) * self.batch_size
+        if last < min_cells and self.steps > 1:  # fold a last batch of one cell into the previous
+            self.steps -= 1
         self._epoch: int | None = None
         self.set_epoch(0)
 
@@ -86,9 +105,8 @@ class EpochBatches(Dataset):
             return
         self._epoch = epoch
         rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
-        sizes = [
-            min(self.batch_size, self.n_max - s * self.batch_size) for s in range(self.steps)
-        ]
+        sizes = [self.batch_size] * (self.steps - 1)
+        sizes.append(self.n_max - sum(sizes))  # the last batch may hold batch_size + 1 cells
         self._bounds = np.concatenate([[0], np.cumsum(sizes)])
         total = int(self._bounds[-1])
         self._orders = {

@@ -10,6 +10,29 @@ import numpy as np
 from ..nn._likelihoods import get_likelihood
 
 
+def is_number(value: Any, *, integer: bool = False) -> bool:
+    """Whether ``value`` is a finite real number (an integer with ``integer``), not a bool
+    or a string."""
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    return (
+        isinstance(value, kinds)
+        and not isinstance(value, (bool, np.bool_))
+        and bool(np.isfinite(value))
+    )
+
+
+def as_widths(value: Any) -> tuple[int, ...] | None:
+    """``value`` as a tuple of layer widths, or ``None`` unless it is a non-empty list,
+    tuple or 1-d array of positive integers."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist() if value.ndim == 1 else None
+    if not isinstance(value, (list, tuple)) or len(value) == 0:
+        return None
+    if not all(is_number(h, integer=True) and h >= 1 for h in value):
+        return None
+    return tuple(int(h) for h in value)
+
+
 @dataclass(frozen=True)
 class Modality:
     """How to read, preprocess and model one modality.
@@ -68,8 +91,10 @@ class Modality:
     _extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.hidden is not None:
-            object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        # normalise valid widths; invalid values are kept for :meth:`check` to name
+        widths = as_widths(self.hidden)
+        if widths is not None:
+            object.__setattr__(self, "hidden", widths)
 
     # -- resolved options ---------------------------------------------------------------
     def resolved(self, *, image: bool = False) -> dict[str, Any]:
@@ -85,6 +110,11 @@ class Modality:
 
     def check(self, name: str) -> None:
         """Validate the spec itself (not the data); errors name the modality and field."""
+        if not isinstance(self.likelihood, str):
+            raise ValueError(
+                f"modality {name!r}: field 'likelihood' must be a likelihood name (a string), "
+                f"got {self.likelihood!r}"
+            )
         try:
             get_likelihood(self.likelihood)
         except ValueError as err:
@@ -96,23 +126,29 @@ class Modality:
         for key in ("layer", "obsm_key"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value):
-                raise ValueError(f"modality {name!r}: field {key!r} must be a non-empty string")
+                raise ValueError(
+                    f"modality {name!r}: field {key!r} must be a non-empty string, got {value!r}"
+                )
         for key in ("normalize", "log1p", "scale", "augment"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, bool):
-                raise ValueError(f"modality {name!r}: field {key!r} must be true or false")
-        if self.n_pca is not None and (
-            isinstance(self.n_pca, bool) or not isinstance(self.n_pca, (int, np.integer)) or self.n_pca < 1
-        ):
-            raise ValueError(f"modality {name!r}: field 'n_pca' must be a positive integer")
-        if self.hidden is not None and (
-            len(self.hidden) == 0 or any(h < 1 for h in self.hidden)
-        ):
+                raise ValueError(
+                    f"modality {name!r}: field {key!r} must be true or false, got {value!r}"
+                )
+        if self.n_pca is not None and not (is_number(self.n_pca, integer=True) and self.n_pca >= 1):
             raise ValueError(
-                f"modality {name!r}: field 'hidden' must be a non-empty list of positive widths"
+                f"modality {name!r}: field 'n_pca' must be a positive integer, got {self.n_pca!r}"
             )
-        if not 0.0 <= float(self.input_dropout) < 1.0:
-            raise ValueError(f"modality {name!r}: field 'input_dropout' must be in [0, 1)")
+        if self.hidden is not None and as_widths(self.hidden) is None:
+            raise ValueError(
+                f"modality {name!r}: field 'hidden' must be a list of positive integers, "
+                f"got {self.hidden!r}"
+            )
+        if not (is_number(self.input_dropout) and 0.0 <= self.input_dropout < 1.0):
+            raise ValueError(
+                f"modality {name!r}: field 'input_dropout' must be a number in [0, 1), "
+                f"got {self.input_dropout!r}"
+            )
 
     # -- (de)serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

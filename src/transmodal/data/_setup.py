@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import combinations
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -60,25 +63,48 @@ def _as_dict(data) -> tuple[dict[str, AnnData], dict[str, np.ndarray] | None]:
     )
 
 
+def label_str(value: Any) -> str | None:
+    """A label as its class name; ``None`` for a missing one (NaN, None, the string "nan").
+
+    Numbers are written alike whatever their dtype (``1``, ``1.0``, ``np.int64(1)`` -> "1"),
+    so a column made float by one missing value still shares classes with an integer one.
+    """
+    if value is None or (pd.api.types.is_scalar(value) and not isinstance(value, str)
+                         and pd.isna(value)):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    text = str(value)
+    return None if text.strip().lower() in ("nan", "<na>") else text
+
+
 def label_codes(
     adata: AnnData, labels_key: str, name: str, categories: list[str] | None
 ) -> tuple[np.ndarray, list[str]]:
-    """Integer codes of ``adata.obs[labels_key]`` (-1 = missing) against ``categories``."""
+    """Integer codes of ``adata.obs[labels_key]`` (-1 = missing, -2 = not in ``categories``).
+
+    Without ``categories``, they are the (sorted) classes the cells carry: unused categories
+    of a categorical column are not classes.
+    """
     if labels_key not in adata.obs:
         raise ValueError(
             f"modality {name!r}: labels_key {labels_key!r} not found in obs; "
             f"available columns: {list(adata.obs.columns)}"
         )
-    col = adata.obs[labels_key]
-    values = col.astype(object).where(col.notna(), None).to_numpy()
-    present = [str(v) for v in values if v is not None]
+    raw = adata.obs[labels_key].astype(object).to_numpy()
+    values = [label_str(v) for v in raw]
     if categories is None:
-        if isinstance(col.dtype, pd.CategoricalDtype):
-            categories = [str(c) for c in col.cat.categories]
-        else:
-            categories = sorted(set(present))
+        categories = sorted({v for v in values if v is not None})
     lookup = {c: i for i, c in enumerate(categories)}
-    codes = np.array([-1 if v is None else lookup.get(str(v), -2) for v in values], dtype=np.int64)
+    # str(raw) also matches the categories of models saved before numbers were normalised
+    codes = np.array(
+        [-1 if v is None else lookup.get(v, lookup.get(str(r), -2)) for v, r in zip(values, raw)],
+        dtype=np.int64,
+    )
     return codes, categories
 
 
@@ -213,7 +239,32 @@ def setup_data(
             md.labels = np.where(codes == -2, -1, codes)
         if not labels_optional and not any((md.labels >= 0).any() for md in out.values()):
             raise ValueError(f"labels_key {labels_key!r}: no cell of any modality has a label")
+        if label_categories is None:
+            _warn_disjoint_labels(out, categories, labels_key)
     return out, categories
+
+
+def _warn_disjoint_labels(
+    mods: dict[str, ModalityData], categories: list[str], labels_key: str
+) -> None:
+    """Warn about labelled modalities that share no class with each other (the labels then
+    cannot align them, e.g. "1" in one modality and "type1" in the other)."""
+    seen = {n: set(np.unique(md.labels[md.labels >= 0])) for n, md in mods.items()}
+    seen = {n: s for n, s in seen.items() if s}
+    disjoint = [(a, b) for a, b in combinations(seen, 2) if not seen[a] & seen[b]]
+    if not disjoint:
+        return
+    pairs = "; ".join(
+        f"{a!r} {[categories[i] for i in sorted(seen[a])][:5]} and "
+        f"{b!r} {[categories[i] for i in sorted(seen[b])][:5]}"
+        for a, b in disjoint
+    )
+    warnings.warn(
+        f"labels_key {labels_key!r}: modalities share no label class, so the labels cannot "
+        f"align them: {pairs}. Check that the modalities name their classes alike.",
+        UserWarning,
+        stacklevel=5,  # the CrossModalAE(...) call
+    )
 
 
 def check_image_spec(spec: Modality, image_shape: tuple[int, ...], name: str) -> None:

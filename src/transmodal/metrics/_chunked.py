@@ -50,6 +50,26 @@ def check_metric(metric: str) -> str:
     return _METRIC_ALIASES[metric.lower()]
 
 
+def unwrap_anndata(x: Any, name: str) -> Any:
+    """An AnnData's ``X`` (read into memory if backed); anything else unchanged."""
+    try:
+        from anndata import AnnData
+    except ImportError:  # pragma: no cover - anndata is a dependency
+        return x
+    if not isinstance(x, AnnData):
+        return x
+    if x.X is None:
+        raise ValueError(
+            f"{name} is an AnnData without X; pass the matrix itself (e.g. adata.obsm[...])"
+        )
+    X = x.X
+    if hasattr(X, "to_memory"):  # backed sparse dataset
+        return X.to_memory()
+    if not isinstance(X, np.ndarray) and not sparse.issparse(X) and hasattr(X, "shape"):
+        return X[()]  # backed dense h5py dataset
+    return X
+
+
 def as_embedding(
     x: Any, name: str, *, min_rows: int = 1, columns: str = "dimensions"
 ) -> np.ndarray:
@@ -58,7 +78,8 @@ def as_embedding(
     Parameters
     ----------
     x
-        Array-like (numpy array, torch tensor, ...) of shape ``(n_cells, n_dims)``.
+        Array-like (numpy array, torch tensor, ...) of shape ``(n_cells, n_dims)``, or an
+        AnnData whose ``X`` it is.
     name
         Argument name used in error messages.
     min_rows
@@ -70,6 +91,7 @@ def as_embedding(
     -------
     The validated ``float64`` array.
     """
+    x = unwrap_anndata(x, name)
     if sparse.issparse(x):
         raise ValueError(f"{name} must be a dense 2-D array, got a sparse matrix")
     if isinstance(x, torch.Tensor):
@@ -119,6 +141,8 @@ def check_paired(
 
 def check_labels(labels: Any, n: int, name: str) -> np.ndarray:
     """Validate a 1-D label vector of length ``n``."""
+    if hasattr(labels, "to_numpy") and hasattr(labels, "dtype"):  # pandas: NaN stays NaN
+        labels = labels.to_numpy(dtype=object) if str(labels.dtype) == "category" else labels.to_numpy()
     lab = np.asarray(labels)
     if lab.ndim != 1:
         raise ValueError(f"{name} must be 1-D; got shape {lab.shape}")
@@ -127,6 +151,24 @@ def check_labels(labels: Any, n: int, name: str) -> np.ndarray:
             f"{name} has {lab.shape[0]} entries but the embedding has {n} rows"
         )
     return lab
+
+
+def labelled(labels: np.ndarray) -> np.ndarray:
+    """Boolean mask of the entries that carry a label (not None / NaN / pd.NA)."""
+    import pandas as pd
+
+    return ~np.asarray(pd.isna(labels), dtype=bool).reshape(labels.shape)
+
+
+def check_shared_labels(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> None:
+    """Raise when two label vectors have no value in common (e.g. ``0`` against ``"0"``),
+    which would score every cell as wrong."""
+    va, vb = a[labelled(a)], b[labelled(b)]
+    if len(va) and len(vb) and not np.isin(va, vb).any():
+        raise ValueError(
+            f"{names[0]} and {names[1]} share no label (e.g. {va[0]!r} against {vb[0]!r}); "
+            "check that both use the same names and types for the classes"
+        )
 
 
 def check_ks(k: int | Iterable[int], name: str = "k") -> tuple[int, ...]:

@@ -18,6 +18,8 @@ from ._chunked import (
     as_embedding,
     check_labels,
     check_metric,
+    check_shared_labels,
+    labelled,
     check_same_dims,
     nearest,
 )
@@ -42,7 +44,9 @@ def cluster_accuracy(
     x, y
         Embeddings of shape ``(n_x, n_dims)`` and ``(n_y, n_dims)``.
     labels_x, labels_y
-        Label vectors of length ``n_x`` and ``n_y`` (any comparable dtype).
+        Label vectors of length ``n_x`` and ``n_y`` (any comparable dtype). Cells without a
+        label (None / NaN) are not scored; a cell whose nearest other-modality cell has no
+        label counts as wrong.
     metric
         ``"l1"`` (manhattan, default) or ``"euclidean"``.
     chunk_size
@@ -61,8 +65,12 @@ def cluster_accuracy(
     ly = check_labels(labels_y, ya.shape[0], "labels_y")
     nn_x = nearest(_BlockDistance(xa, ya, met), chunk_size)
     nn_y = nearest(_BlockDistance(ya, xa, met), chunk_size)
-    x_to_y = float(np.mean(ly[nn_x] == lx))
-    y_to_x = float(np.mean(lx[nn_y] == ly))
+    check_shared_labels(lx, ly, ("labels_x", "labels_y"))
+    kx, ky = labelled(lx), labelled(ly)
+    if not kx.any() or not ky.any():
+        raise ValueError("cluster_accuracy needs labelled cells in both labels_x and labels_y")
+    x_to_y = float(np.mean(ly[nn_x][kx] == lx[kx]))
+    y_to_x = float(np.mean(lx[nn_y][ky] == ly[ky]))
     return {"x_to_y": x_to_y, "y_to_x": y_to_x, "mean": 0.5 * (x_to_y + y_to_x)}
 
 
@@ -89,7 +97,8 @@ def label_transfer(
     x_query
         Query embedding ``(n_query, n_dims)``.
     labels_query
-        True query labels (length ``n_query``).
+        True query labels (length ``n_query``). Cells without a label (None / NaN) are
+        left out: reference cells are not fitted, query cells not scored.
     k
         Number of neighbours (``1 <= k <= n_ref``).
     classes
@@ -107,15 +116,21 @@ def label_transfer(
     lq = check_labels(labels_query, xq.shape[0], "labels_query")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer; got {k!r}")
+    check_shared_labels(lr, lq, ("labels_ref", "labels_query"))
+    keep_ref = labelled(lr)
+    xr, lr = xr[keep_ref], lr[keep_ref]
     if k > xr.shape[0]:
         raise ValueError(
-            f"k={k} is larger than the number of reference cells ({xr.shape[0]})"
+            f"k={k} is larger than the number of labelled reference cells ({xr.shape[0]})"
         )
+    keep = labelled(lq)
     if classes is not None:
-        keep = np.isin(lq, np.asarray(list(classes)))
+        keep &= np.isin(lq, np.asarray(list(classes)))
         if not keep.any():
             raise ValueError("no query cell has a label in `classes`")
-        xq, lq = xq[keep], lq[keep]
+    if not keep.any():
+        raise ValueError("no query cell has a label")
+    xq, lq = xq[keep], lq[keep]
     clf = KNeighborsClassifier(n_neighbors=int(k)).fit(xr, lr)
     return float(np.mean(clf.predict(xq) == lq))
 

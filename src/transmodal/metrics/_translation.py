@@ -10,13 +10,15 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from ._chunked import resolve_chunk_size
+from ._chunked import resolve_chunk_size, unwrap_anndata
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
 
 def _as_matrix(a: Any, name: str) -> np.ndarray | sparse.csr_matrix:
-    """Validate a 2-D dense or sparse matrix; sparse input becomes CSR (row slicing)."""
+    """Validate a 2-D dense or sparse matrix (or an AnnData's ``X``); sparse input becomes
+    CSR (row slicing)."""
+    a = unwrap_anndata(a, name)
     if sparse.issparse(a):
         if a.ndim != 2:
             raise ValueError(f"{name} must be 2-D; got shape {a.shape}")
@@ -73,6 +75,28 @@ def _check_features(n_features: int) -> None:
         )
 
 
+def _align_features(pred: Any, obs: Any) -> Any:
+    """With two AnnData: ``obs`` with ``pred``'s features in ``pred``'s order; cells must
+    already correspond row by row."""
+    from anndata import AnnData
+
+    if not (isinstance(pred, AnnData) and isinstance(obs, AnnData)):
+        return obs
+    if not pred.obs_names.equals(obs.obs_names):
+        raise ValueError(
+            "pred and obs are AnnData with different obs_names (or order): rows must be the "
+            "same cells; subset / reorder obs with obs[pred.obs_names]"
+        )
+    if pred.var_names.equals(obs.var_names):
+        return obs
+    missing = pred.var_names.difference(obs.var_names)
+    if len(missing):
+        raise ValueError(
+            f"{len(missing)} feature(s) of pred are not in obs.var_names (e.g. {list(missing[:3])})"
+        )
+    return obs[:, pred.var_names]
+
+
 def translation_pearson(
     pred: Any,
     obs: Any,
@@ -85,10 +109,12 @@ def translation_pearson(
     Parameters
     ----------
     pred
-        Predicted profiles ``(n_cells, n_features)``, dense or scipy sparse.
+        Predicted profiles ``(n_cells, n_features)``, dense or scipy sparse, or an AnnData
+        (e.g. the output of :meth:`~transmodal.CrossModalAE.translate`).
     obs
         Observed profiles of the same shape, dense or scipy sparse (densified one chunk
-        at a time).
+        at a time), or an AnnData. When both are AnnData, their ``var_names`` and
+        ``obs_names`` must match (``obs`` is reordered to ``pred``'s features if needed).
     transform
         Optional callable applied to both dense chunks before correlating (e.g.
         :func:`numpy.log1p`); it must act row-wise and preserve the shape.
@@ -99,6 +125,7 @@ def translation_pearson(
     -------
     float64 array of length ``n_cells``; NaN where either row has zero variance.
     """
+    obs = _align_features(pred, obs)
     p = _as_matrix(pred, "pred")
     o = _as_matrix(obs, "obs")
     if p.shape != o.shape:

@@ -74,6 +74,18 @@ class Ensemble:
                     f"models[{i}] has modalities {m.modality_names}; models[0] has "
                     f"{models[0].modality_names}"
                 )
+            for name, md in m.mods.items():  # translations are averaged feature by feature
+                if not np.array_equal(md.var_names, models[0].mods[name].var_names):
+                    raise ValueError(
+                        f"models[{i}], modality {name!r}: var_names differ from models[0]'s "
+                        f"({len(md.var_names)} against {len(models[0].mods[name].var_names)} "
+                        "features, or another order); members must be trained on the same features"
+                    )
+            if m.label_categories_ != models[0].label_categories_:
+                raise ValueError(
+                    f"models[{i}] has label categories {m.label_categories_}; models[0] has "
+                    f"{models[0].label_categories_} (class probabilities are averaged by class)"
+                )
         if scales is None:
             scales = [_latent_scale(m) for m in models]
         scales = np.asarray(scales, dtype=np.float64)

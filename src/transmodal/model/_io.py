@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .._utils import atomic_directory, jsonable
+from .._utils import MODEL_CONFIG, MODEL_WEIGHTS, atomic_directory, jsonable
 from ..data._modality import Modality
 
 if TYPE_CHECKING:
     from ._model import CrossModalAE
 
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
+WEIGHTS = MODEL_WEIGHTS
+CONFIG = MODEL_CONFIG
 FORMAT_VERSION = 1
+# init_params every saved model has held since format_version 1 (later ones have defaults)
+_REQUIRED_INIT_PARAMS = (
+    "n_latent", "hidden", "dropout", "prior", "labels_key", "anchor_fraction",
+    "validation_fraction", "seed",
+)
 # pair sets saved with the model: tensor-name prefix -> (model attribute, name in messages)
 _PAIRS = {
     "anchors": ("anchors_", "anchor pairs"),
@@ -74,31 +82,158 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
         (tmp / CONFIG).write_text(json.dumps(config, indent=1))
 
 
+def _json_kind(value: Any) -> str | None:
+    """The JSON type of ``value`` ("integer" for whole numbers; ``None`` for null)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    kinds = ((int, "integer"), (float, "number"), (str, "string"), ((list, tuple), "array"),
+             (dict, "object"))
+    return next((kind for types, kind in kinds if isinstance(value, types)), type(value).__name__)
+
+
+def _is_number(v: Any) -> bool:
+    return _json_kind(v) in ("integer", "number")
+
+
+def _object_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, dict) and all(check(x) for x in v.values())
+
+
+def _array_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and all(check(x) for x in v)
+
+
+def _or_null(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+# config.json fields: name -> (required, check, what the check wants)
+_CONFIG_FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
+    "class": (True, lambda v: isinstance(v, str), "a string"),
+    "init_params": (True, lambda v: isinstance(v, dict), "an object"),
+    "modalities": (True, lambda v: isinstance(v, dict) and bool(v), "a non-empty object"),
+    "n_vars": (True, _object_of(lambda v: _json_kind(v) == "integer"), "an object of integers"),
+    "var_names": (
+        True, _object_of(_array_of(lambda v: isinstance(v, str))), "an object of lists of strings"
+    ),
+    "label_categories": (
+        True, _or_null(_array_of(lambda v: isinstance(v, str))), "null or a list of strings"
+    ),
+    "image_shape": (
+        False, _object_of(_array_of(lambda v: _json_kind(v) == "integer")),
+        "an object of lists of integers",
+    ),
+    "train_params": (False, _or_null(lambda v: isinstance(v, dict)), "null or an object"),
+    "is_trained": (False, lambda v: isinstance(v, bool), "true or false"),
+    "history": (
+        False, _or_null(_object_of(_array_of(_or_null(_is_number)))),
+        "null or an object of lists of numbers",
+    ),
+}
+
+
+def _check_config(config: Any, cfg_path: Path) -> None:
+    """Check the structure of a parsed ``config.json``: the fields a model is rebuilt from are
+    present and of the right JSON type, with an entry for every modality."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{cfg_path}: expected a JSON object, got a JSON {_json_kind(config)}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{cfg_path}: unsupported format_version {config.get('format_version')!r} "
+            f"(this transmodal reads {FORMAT_VERSION})"
+        )
+    for field, (required, check, wanted) in _CONFIG_FIELDS.items():
+        if field not in config:
+            if required:
+                raise ValueError(f"{cfg_path}: missing field {field!r}")
+        elif not check(config[field]):
+            raise ValueError(
+                f"{cfg_path}: field {field!r} must be {wanted}, got {config[field]!r:.80}"
+            )
+    for field in ("n_vars", "var_names"):
+        missing = [n for n in config["modalities"] if n not in config[field]]
+        if missing:
+            raise ValueError(
+                f"{cfg_path}: field {field!r} has no entry for modality {missing[0]!r}"
+            )
+    history = config.get("history")
+    if history:
+        epochs = history.get("epoch")
+        if epochs is None or not all(_is_number(e) and float(e).is_integer() for e in epochs):
+            raise ValueError(f"{cfg_path}: field 'history' needs an 'epoch' list of whole numbers")
+        lengths = {k: len(v) for k, v in history.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(
+                f"{cfg_path}: the lists in field 'history' differ in length ({lengths})"
+            )
+
+
+def _check_init_params(cls, params: dict[str, Any], cfg_path: Path) -> None:
+    """Check saved ``init_params`` against ``cls``'s constructor: no unknown key, no missing
+    required key, each value of the JSON type of the parameter's default, then the model's
+    own parameter checks."""
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and name != "check_data"
+    }
+    unknown = sorted(set(params) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"{cfg_path}: unknown init_params key(s) {unknown} (known: {sorted(defaults)})"
+        )
+    missing = [k for k in _REQUIRED_INIT_PARAMS if k not in params]
+    if missing:
+        raise ValueError(f"{cfg_path}: init_params is missing key(s) {missing}")
+    for key, value in params.items():
+        wanted, got = _json_kind(defaults[key]), _json_kind(value)
+        if wanted is not None and got != wanted and not (wanted == "number" and got == "integer"):
+            raise ValueError(
+                f"{cfg_path}: init_params.{key} must be a JSON {wanted}, got {value!r}"
+            )
+    try:
+        cls._check_params(params)
+    except ValueError as err:
+        raise ValueError(f"{cfg_path}: init_params: {err}") from None
+
+
 def read_config(path) -> dict:
-    """Read and check a saved model's ``config.json``."""
+    """Read and check a saved model's ``config.json`` (its structure; the values are checked
+    when the model is rebuilt)."""
     path = Path(path)
     cfg_path, weights = path / CONFIG, path / WEIGHTS
     if not cfg_path.is_file() or not weights.is_file():
         raise FileNotFoundError(f"{path} is not a saved transmodal model ({CONFIG} and {WEIGHTS} needed)")
     try:
         config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{cfg_path} is not valid JSON: {err}") from None
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{cfg_path}: unsupported format_version {config.get('format_version')!r} "
-            f"(this transmodal reads {FORMAT_VERSION})"
-        )
+    _check_config(config, cfg_path)
     return config
+
+
+def _read_weights(weights: Path) -> dict[str, torch.Tensor]:
+    """The tensors in ``weights``; a file safetensors cannot read raises a ValueError naming it."""
+    try:
+        return load_file(str(weights))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{weights} is not a readable safetensors file: {err}") from None
 
 
 def load_model(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
     """Rebuild a model from ``path`` around ``data`` (see :meth:`CrossModalAE.load`)."""
     path = Path(path)
     config = read_config(path)
-    if config.get("class") != cls.__name__:
-        raise ValueError(f"{path} holds a {config.get('class')!r} model, not a {cls.__name__!r}")
-    specs = {n: Modality.from_dict(d, name=n) for n, d in config["modalities"].items()}
+    if config["class"] != cls.__name__:
+        raise ValueError(f"{path} holds a {config['class']!r} model, not a {cls.__name__!r}")
+    _check_init_params(cls, config["init_params"], path / CONFIG)
+    try:
+        specs = {n: Modality.from_dict(d, name=n) for n, d in config["modalities"].items()}
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path / CONFIG}: modalities: {err}") from None
+    tensors = _read_weights(path / WEIGHTS)
     model = cls.__new__(cls)
     model._setup(
         data,
@@ -124,7 +259,6 @@ def load_model(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
                 f"modality {name!r}: var_names of the given data do not match the saved model "
                 f"({md.source.n_vars} features given, {config['n_vars'][name]} saved)"
             )
-    tensors = load_file(str(path / WEIGHTS))
     state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
     missing, unexpected = model.module.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -16,7 +16,7 @@ from anndata import AnnData
 from .._utils import is_global_zero, lightning_accelerator, resolve_device, seeded
 from ..data._batches import EpochBatches
 from ..data._h5ad import write_rows_h5ad
-from ..data._modality import Modality
+from ..data._modality import Modality, as_widths, is_number
 from ..data._prefetch import Prefetcher
 from ..data._preprocess import fit_preprocessing
 from ..data._setup import ModalityData, setup_data
@@ -69,6 +69,17 @@ def _pseudo_pairs(
 SEPARABLE_ACCURACY = 0.8
 
 
+def _check_number(
+    name: str, value: Any, *, low: float = 0.0, strict: bool = False, integer: bool = False
+) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is a finite number (an integer
+    with ``integer``) ``>= low`` (``> low`` with ``strict``)."""
+    if is_number(value, integer=integer) and (value > low if strict else value >= low):
+        return
+    kind = "an integer" if integer else "a finite number"
+    raise ValueError(f"{name} must be {kind} {'>' if strict else '>='} {low:g}, got {value!r}")
+
+
 def _check_prior(prior: str, names: Sequence[str]) -> str | None:
     if prior == "learned":
         return None
@@ -108,7 +119,7 @@ class CrossModalAE:
     data
         ``{name: AnnData}`` or a ``MuData``. Cells are paired between modalities by equal
         ``obs_names`` (for a ``MuData``: by its per-modality membership maps); any fraction
-        of pairing, including none, is allowed.
+        of pairing, including none, is allowed. Modality names may not contain '.' or '|'.
     modalities
         ``{name: Modality(...)}``: where each matrix is, its likelihood and preprocessing.
     n_latent
@@ -138,7 +149,8 @@ class CrossModalAE:
         which the latent discriminator is conditioned (NaN = not measured).
     anchor_fraction
         Fraction (0-1) of the paired training cells whose pairing is used by the anchor
-        loss; the seeded choice is saved with the model.
+        loss; the seeded choice is saved with the model. Above 0 it needs two modalities
+        that share cells (a ``ValueError`` otherwise).
     geometric_pairs
         Pseudo-pairs from the shapes of the data (:func:`transmodal.geometry.geometric_pairs`:
         landmark Isomap of each modality, overlaid by Wasserstein-Procrustes, each cell
@@ -192,7 +204,7 @@ class CrossModalAE:
     ) -> None:
         params = {
             "n_latent": n_latent,
-            "hidden": list(hidden),
+            "hidden": list(as_widths(hidden) or ()) or hidden,
             "dropout": dropout,
             "disc_noise": disc_noise,
             "disc_conditional": disc_conditional,
@@ -297,8 +309,10 @@ class CrossModalAE:
     def _check_params(p: dict[str, Any]) -> None:
         if not isinstance(p["n_latent"], int) or p["n_latent"] < 1:
             raise ValueError(f"n_latent must be a positive integer, got {p['n_latent']!r}")
-        if not p["hidden"] or any(not isinstance(h, int) or h < 1 for h in p["hidden"]):
-            raise ValueError(f"hidden must be a non-empty list of positive widths, got {p['hidden']!r}")
+        if as_widths(p["hidden"]) is None:
+            raise ValueError(
+                f"hidden must be a non-empty list of positive integers, got {p['hidden']!r}"
+            )
         geometry = p.get("geometric_pairs")
         if not (geometry is None or isinstance(geometry, bool)
                 or (isinstance(geometry, str) and geometry in _GEOMETRY_METHODS)):
@@ -323,6 +337,14 @@ class CrossModalAE:
         self, data, modalities, params, *, label_categories, check_data, labels_optional=False
     ) -> None:
         """Validate data, then build the networks (seeded); shared by ``__init__`` and ``load``."""
+        for name in modalities if isinstance(modalities, Mapping) else ():
+            # '|' joins pair keys; '.' is not allowed in the networks' module names
+            if isinstance(name, str) and ("|" in name or "." in name):
+                raise ValueError(
+                    f"modality {name!r}: names may not contain '.' or '|' (they name the "
+                    "networks and the modality pairs); rename it, e.g. "
+                    f"{name.replace('|', '_').replace('.', '_')!r}"
+                )
         mods, categories = setup_data(
             data,
             modalities,
@@ -332,9 +354,6 @@ class CrossModalAE:
             labels_optional=labels_optional,
             marker_key=params.get("marker_key"),
         )
-        for name in mods:
-            if "|" in name:
-                raise ValueError(f"modality {name!r}: names may not contain '|'")
         self.anchor_modality_ = _check_prior(params["prior"], list(mods))
         self.init_params_ = params
         self.mods: dict[str, ModalityData] = mods
@@ -442,7 +461,8 @@ class CrossModalAE:
         max_epochs
             Epochs over the largest modality; ``None`` picks a size-aware default.
         batch_size
-            Cells per modality per step.
+            Cells per modality per step (at least 2: batch normalisation; a lone last
+            cell of an epoch joins the previous batch).
         lr, lr_disc, weight_decay
             Adam settings of the autoencoders and the discriminator (``lr_disc`` defaults
             to ``lr``).
@@ -497,16 +517,20 @@ class CrossModalAE:
         The model itself (its ``history`` holds the per-epoch losses).
         """
         accelerator = lightning_accelerator(accelerator)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        # batch normalisation of the latent codes needs at least 2 cells per batch
+        _check_number("batch_size", batch_size, low=2, integer=True)
+        _check_number("n_disc_steps", n_disc_steps, low=1, integer=True)
         if anchor_distance not in ("l1", "l2", "contrastive"):
             raise ValueError(
                 "anchor_distance must be 'l1', 'l2' or 'contrastive', got "
                 f"{anchor_distance!r}"
             )
-        if not anchor_temperature > 0:
-            raise ValueError(f"anchor_temperature must be > 0, got {anchor_temperature!r}")
+        positive = (("lr", lr), ("lr_disc", lr_disc), ("anchor_temperature", anchor_temperature))
+        for key, value in positive:
+            if value is not None:
+                _check_number(key, value, strict=True)
         for key, value in (
+            ("weight_decay", weight_decay),
             ("lam_adv", lam_adv),
             ("lam_cls", lam_cls),
             ("lam_anchor", lam_anchor),
@@ -514,8 +538,14 @@ class CrossModalAE:
             ("lam_mmd", lam_mmd),
             ("beta", beta),
         ):
-            if value < 0:
-                raise ValueError(f"{key} must be >= 0, got {value}")
+            _check_number(key, value)
+        for name, mask in self.val_masks_.items():
+            n_train = int((~mask).sum())
+            if n_train < 2:
+                raise ValueError(
+                    f"modality {name!r} has {n_train} training cell(s); training needs at "
+                    "least 2 per modality (batch normalisation)"
+                )
         seed = self.init_params_["seed"] if seed is None else seed
         n_max = max(md.n_obs for md in self.mods.values())
         max_epochs = default_max_epochs(n_max) if max_epochs is None else int(max_epochs)
@@ -823,8 +853,8 @@ class CrossModalAE:
         batch_size
             Cells per forward pass.
         library_size
-            Count likelihoods: library size of the translated profiles (default: the
-            median library size of the target's training cells).
+            Count likelihoods: library size of the translated profiles, a finite number
+            > 0 (default: the median library size of the target's training cells).
         sample
             Variational models: decode a draw from each cell's posterior instead of its
             mean (seeded with ``seed``).
@@ -849,6 +879,8 @@ class CrossModalAE:
         read-only (``backed="r"``).
         """
         self._check_name(target, "target")
+        if library_size is not None:
+            _check_number("library_size", library_size, strict=True)
         src = self._source_for(source, adata)
         lib = None if library_size is None else float(library_size)
 

@@ -41,13 +41,25 @@ def choose_anchors(
     """Seeded choice of ``fraction`` of the paired training cells of every modality pair.
 
     Returns ``{"a|b": (rows_a, rows_b)}`` for pairs of modalities that share cells.
+
+    Raises
+    ------
+    ValueError
+        If ``fraction > 0`` but no two modalities share any cell.
     """
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if fraction <= 0:
         return out
     rng = np.random.default_rng([seed, 11])
-    for a, b in combinations(mods, 2):
-        ia, ib = find_pairs(mods[a], mods[b])
+    found = [(a, b, *find_pairs(mods[a], mods[b])) for a, b in combinations(mods, 2)]
+    if not any(len(ia) for _, _, ia, _ in found):
+        raise ValueError(
+            f"anchor_fraction={fraction} needs paired cells, but no two of the modalities "
+            f"{list(mods)} share a cell: cells are paired by equal obs_names (for a MuData, "
+            "by its per-modality obsmap). Give paired cells the same obs_names, or set "
+            "anchor_fraction=0."
+        )
+    for a, b, ia, ib in found:
         keep = train_masks[a][ia] & train_masks[b][ib]
         ia, ib = ia[keep], ib[keep]
         n = int(round(fraction * len(ia)))

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from .._utils import jsonable
+from .._utils import MODEL_CONFIG, MODEL_WEIGHTS, check_output_directory, jsonable
 from ..data import Modality
 from ..data._setup import _as_dict
 from ..model import CrossModalAE
@@ -157,8 +157,8 @@ def integrate(
     train_kw = _check_kwargs(
         train_kwargs, CrossModalAE.train, {"max_epochs", "accelerator", "seed"}, "train_kwargs"
     )
-    if model_dir is not None and os.path.exists(model_dir) and not overwrite:
-        raise FileExistsError(f"model_dir {model_dir} exists; pass overwrite=True to replace it")
+    if model_dir is not None:  # before training: an unusable path fails fast
+        check_output_directory(model_dir, overwrite=overwrite, names=(MODEL_CONFIG, MODEL_WEIGHTS))
     if copy:
         data = _copy(data)
     model = CrossModalAE(data, modalities, seed=seed, **init_kw)
