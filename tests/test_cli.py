@@ -139,11 +139,24 @@ def test_embed_one_modality_to_file(workdir: Path, trained: Path):
     assert main([*args, "--out", str(out), "--overwrite"]) == 0
 
 
-def test_embed_needs_every_modality(workdir: Path, trained: Path, capsys):
-    code = main(
-        ["embed", "--model", str(trained), "--data", f"rna={workdir / 'rna.h5ad'}",
-         "--out", str(workdir / "x.h5ad"), "--modality", "rna"]
-    )
+def test_embed_and_translate_need_only_the_modalities_used(workdir: Path, trained: Path, capsys):
+    rna_only = ["--model", str(trained), "--data", f"rna={workdir / 'rna.h5ad'}"]
+    full = workdir / "full.h5ad"
+    assert main(["embed", *rna_only, "--out", str(workdir / "x.h5ad"), "--modality", "rna"]) == 0
+    assert main(["embed", "--model", str(trained), *_data_args(workdir), "--out", str(full),
+                 "--modality", "rna"]) == 0
+    np.testing.assert_allclose(ad.read_h5ad(workdir / "x.h5ad").obsm["X_transmodal"],
+                               ad.read_h5ad(full).obsm["X_transmodal"], atol=1e-6)
+    assert main(["embed", *rna_only, "--out", str(workdir / "dir")]) == 0
+    assert sorted(p.name for p in (workdir / "dir").iterdir()) == ["rna.h5ad"]
+    out = workdir / "t.h5ad"
+    assert main(["translate", *rna_only, "--source", "rna", "--target", "atac", "--out", str(out)]) == 0
+    assert ad.read_h5ad(out).shape == (N_CELLS, N_ATAC)
+    capsys.readouterr()
+    code = main(["embed", *rna_only, "--out", str(workdir / "y.h5ad"), "--modality", "atac"])
+    assert code == 2
+    _assert_one_line_error(capsys, "missing: atac")
+    code = main(["translate", *rna_only, "--source", "atac", "--target", "rna", "--out", str(workdir / "u.h5ad")])
     assert code == 2
     _assert_one_line_error(capsys, "missing: atac")
 

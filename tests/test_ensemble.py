@@ -72,6 +72,9 @@ def test_ensemble_evaluates_and_round_trips(ensemble, paired_data, tmp_path):
     np.testing.assert_allclose(back.scales_, ens.scales_)
     np.testing.assert_allclose(back.get_latent_representation("atac"),
                                ens.get_latent_representation("atac"), rtol=1e-5, atol=1e-6)
+    bare = tm.Ensemble.load(tmp_path / "ens")  # without data: for new cells
+    np.testing.assert_allclose(bare.get_latent_representation("atac", paired_data["atac"]),
+                               ens.get_latent_representation("atac"), rtol=1e-5, atol=1e-6)
     with pytest.raises(FileExistsError):
         ens.save(tmp_path / "ens")
 

@@ -140,14 +140,35 @@ def test_load_with_different_var_names(saved, paired_data):
 def test_load_with_fewer_features(saved, paired_data):
     _, path = saved
     paired_data["rna"] = paired_data["rna"][:, :30].copy()
-    with pytest.raises(ValueError, match="'rna'"):
+    with pytest.raises(ValueError, match=r"'rna'.*30 features given, 40 expected; 10 missing"):
         tm.CrossModalAE.load(path, paired_data)
 
 
-def test_load_with_missing_modality(saved, paired_data):
-    _, path = saved
-    with pytest.raises(ValueError, match="'atac'"):
-        tm.CrossModalAE.load(path, {"rna": paired_data["rna"]})
+def test_features_in_another_order_are_named_as_such(saved, paired_data):
+    model, path = saved
+    reordered = paired_data["atac"][:, ::-1].copy()
+    with pytest.raises(ValueError, match="'atac'.*the same 25 features in another order"):
+        model.get_latent_representation("atac", reordered)
+    with pytest.raises(ValueError, match="'atac'.*the same 25 features in another order"):
+        tm.CrossModalAE.load(path, {**paired_data, "atac": reordered})
+
+
+def test_load_without_data_embeds_and_translates_new_cells(saved, paired_data, train):
+    model, path = saved
+    rna, atac = paired_data["rna"], paired_data["atac"]
+    for data in (None, {"rna": rna}):  # no data at all, or one modality's
+        alone = tm.CrossModalAE.load(path, data)
+        np.testing.assert_allclose(
+            alone.get_latent_representation("atac", atac),
+            model.get_latent_representation("atac", atac), atol=1e-6,
+        )
+        got = alone.translate(rna, source="rna", target="atac")
+        want = model.translate(rna, source="rna", target="atac")
+        assert list(got.var_names) == list(atac.var_names)
+        np.testing.assert_allclose(got.X, want.X, rtol=1e-5)
+    assert alone.get_latent_representation("atac").shape == (0, 8)
+    with pytest.raises(ValueError, match="modality 'atac' has no cells"):
+        train(alone)
 
 
 def test_load_rejects_bad_data_values(saved, paired_data):

@@ -135,6 +135,12 @@ def test_outputs_stream_to_h5ad_and_equal_memory(small, tmp_path):
         model.get_latent_representation("atac", out=tmp_path / "z.h5ad")
     model.get_latent_representation("rna", out=tmp_path / "z.h5ad", overwrite=True)
     assert ad.read_h5ad(tmp_path / "z.h5ad").obs_names[0] == d["rna"].obs_names[0]
+    # never onto the file being read, never under another format's name
+    with pytest.raises(ValueError, match="is the file the cells are read from"):
+        model.translate(backed, source="rna", target="atac", out=root / "rna.h5ad", overwrite=True)
+    with pytest.raises(ValueError, match=r"out must be an \.h5ad file path"):
+        model.get_latent_representation("rna", out=tmp_path / "z.zarr")
+    assert ad.read_h5ad(root / "rna.h5ad").n_obs == backed.n_obs and not (tmp_path / "z.zarr").exists()
 
 
 def test_failed_output_leaves_no_file(small, tmp_path, monkeypatch):

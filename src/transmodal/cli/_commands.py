@@ -202,13 +202,21 @@ def _model_modalities(model_dir: Path) -> tuple[list[str], dict[str, Any]]:
     return list(config["modalities"]), config
 
 
-def _check_data_args(data_paths: dict[str, Path], names: list[str], model_dir: Path) -> None:
-    missing = [n for n in names if n not in data_paths]
+def _check_data_args(
+    data_paths: dict[str, Path], names: list[str], model_dir: Path, needed: Sequence[str] | None = None
+) -> None:
+    """Check ``--data``: files exist, modalities are the model's, ``needed`` ones (default:
+    every modality) are given."""
+    needed = names if needed is None else needed
+    missing = [n for n in needed if n not in data_paths]
     if missing:
+        which = "every modality it has" if needed == names else "the modalities used"
         raise ValueError(
-            f"--data: the model in {model_dir} needs data for every modality it has "
-            f"({', '.join(names)}); missing: {', '.join(missing)} (add --data NAME=PATH.h5ad)"
+            f"--data: the model in {model_dir} needs data for {which} "
+            f"({', '.join(needed)}); missing: {', '.join(missing)} (add --data NAME=PATH.h5ad)"
         )
+    if not data_paths:
+        raise ValueError("--data: give at least one modality's cells (--data NAME=PATH.h5ad)")
     extra = [n for n in data_paths if n not in names]
     if extra:
         raise ValueError(
@@ -254,10 +262,11 @@ def cmd_embed(
     model_dir = Path(model)
     names, config = _model_modalities(model_dir)
     data_paths = parse_data_args(data)
-    _check_data_args(data_paths, names, model_dir)
-    out_path = Path(out)
     if modality is not None:
         _check_modality(modality, names, "--modality")
+    _check_data_args(data_paths, names, model_dir, [] if modality is None else [modality])
+    out_path = Path(out)
+    if modality is not None:
         targets = {modality: out_path}
         _check_output(out_path, overwrite=overwrite)
     else:
@@ -268,7 +277,7 @@ def cmd_embed(
             )
         if out_path.exists() and not out_path.is_dir():
             raise FileExistsError(f"--out {out_path} exists and is not a directory")
-        targets = {n: out_path / f"{n}.h5ad" for n in names}
+        targets = {n: out_path / f"{n}.h5ad" for n in names if n in data_paths}
         for p in targets.values():
             _check_output(p, overwrite=overwrite)
     m, adatas = _load(model_dir, data_paths, config)
@@ -298,7 +307,7 @@ def cmd_translate(
     if library_size is not None and not (library_size > 0 and math.isfinite(library_size)):
         raise ValueError(f"--library-size must be a positive number, got {library_size}")
     data_paths = parse_data_args(data)
-    _check_data_args(data_paths, names, model_dir)
+    _check_data_args(data_paths, names, model_dir, [source])
     out_path = Path(out)
     _check_output(out_path, overwrite=overwrite)
     m, adatas = _load(model_dir, data_paths, config)

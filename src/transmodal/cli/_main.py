@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
             examples:
               transmodal train --config run.yaml --out model/
               transmodal embed --model model/ --data rna=rna.h5ad atac=atac.h5ad --out embedded/
-              transmodal translate --model model/ --data rna=rna.h5ad atac=atac.h5ad \\
+              transmodal translate --model model/ --data rna=new_rna.h5ad \\
                   --source rna --target atac --out atac_from_rna.h5ad
               transmodal evaluate --model model/ --data rna=test_rna.h5ad atac=test_atac.h5ad \\
                   --source rna --target atac --out metrics.json
@@ -157,23 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="write cells with their shared latent coordinates (.obsm['X_transmodal'])",
         description=_desc(
             "Embed cells into the model's shared latent space. Each input AnnData is written "
-            "back with the latent coordinates in .obsm[KEY]. The model is rebuilt around the "
-            "given data, so --data is needed for every modality of the model (features must "
-            "match the model's var_names). With --modality NAME only that modality is "
-            "embedded and --out is a file; otherwise every modality is embedded and --out is "
-            "a directory receiving NAME.h5ad per modality."
+            "back with the latent coordinates in .obsm[KEY]. Features must match the model's "
+            "var_names; modalities without --data are not needed. With --modality NAME only "
+            "that modality is embedded and --out is a file; otherwise every modality given "
+            "is embedded and --out is a directory receiving NAME.h5ad per modality."
         ),
         epilog=_epilog(
             """
             examples:
               transmodal embed --model model/ --data rna=rna.h5ad atac=atac.h5ad --out embedded/
-              transmodal embed --model model/ --data rna=rna.h5ad atac=atac.h5ad \\
+              transmodal embed --model model/ --data rna=new_rna.h5ad \\
                   --modality rna --out rna_embedded.h5ad
             """
         ),
     )
     _add_model(p)
-    _add_data(p, help_extra=" (every modality of the model)")
+    _add_data(p, help_extra=" (the modalities to embed)")
     p.add_argument(
         "--out", metavar="PATH", required=True,
         help="output .h5ad file with --modality, else an output directory",
@@ -194,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Translate the cells of --source into modality --target and write the result as "
             ".h5ad: the source cells' obs, the target's var_names, X in the target's units "
             "(counts at --library-size for count likelihoods, probabilities for Bernoulli). "
-            "--data is needed for every modality of the model."
+            "Only --source needs --data."
         ),
         epilog=_epilog(
             """
@@ -207,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_model(p)
-    _add_data(p, help_extra=" (every modality of the model)")
+    _add_data(p, help_extra=" (at least --source's)")
     p.add_argument("--source", metavar="NAME", required=True, help="modality of the input cells")
     p.add_argument("--target", metavar="NAME", required=True, help="modality to translate into")
     p.add_argument("--out", metavar="FILE", required=True, help="output .h5ad file")

@@ -145,6 +145,7 @@ def setup_data(
     check_data: bool = True,
     labels_optional: bool = False,
     marker_key: str | list[str] | None = None,
+    allow_empty: tuple[str, ...] = (),
 ) -> tuple[dict[str, ModalityData], list[str] | None]:
     """Validate inputs and collect everything the model needs about each modality.
 
@@ -167,6 +168,9 @@ def setup_data(
         (the same holds for missing ``marker_key`` columns).
     marker_key
         Optional numeric ``obs`` column(s) of a shared continuous marker (NaN = missing).
+    allow_empty
+        Modalities whose data may hold no cells (stand-ins for modalities a loaded model
+        is used without).
 
     Returns
     -------
@@ -195,7 +199,7 @@ def setup_data(
     for name, spec in specs.items():
         adata = adatas[name]
         src, var_names = matrix_of(adata, spec, name)
-        if src.n_obs == 0 or src.n_vars == 0:
+        if (src.n_obs == 0 and name not in allow_empty) or src.n_vars == 0:
             raise ValueError(f"modality {name!r}: {src.where} is empty (shape {src.shape})")
         obs_names = np.asarray(adata.obs_names, dtype=object)
         if not adata.obs_names.is_unique:
@@ -265,6 +269,24 @@ def _warn_disjoint_labels(
         UserWarning,
         stacklevel=5,  # the CrossModalAE(...) call
     )
+
+
+def feature_mismatch(given, expected) -> str:
+    """How two lists of feature names differ, for error messages (``""`` if they are equal)."""
+    given, expected = [str(v) for v in given], [str(v) for v in expected]
+    if given == expected:
+        return ""
+    if sorted(given) == sorted(expected):
+        return (f"the same {len(given)} features in another order; reorder with "
+                "adata[:, model_var_names]")
+    lacking = [v for v in expected if v not in set(given)]
+    extra = [v for v in given if v not in set(expected)]
+    parts = [f"{len(given)} features given, {len(expected)} expected"]
+    if lacking:
+        parts.append(f"{len(lacking)} missing (e.g. {lacking[:3]})")
+    if extra:
+        parts.append(f"{len(extra)} not in the model (e.g. {extra[:3]})")
+    return "; ".join(parts) + "; subset / reorder with adata[:, model_var_names]"
 
 
 def check_image_spec(spec: Modality, image_shape: tuple[int, ...], name: str) -> None:

@@ -219,7 +219,8 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
                     f"modality {name!r}: obsm[{spec.obsm_key!r}] has an empty image shape "
                     f"{image_shape}"
                 )
-            m = np.asarray(m).reshape(m.shape[0], -1)  # a view for C-contiguous arrays
+            # a view for C-contiguous arrays; the width is explicit so that 0 cells work too
+            m = np.asarray(m).reshape(m.shape[0], int(np.prod(image_shape)))
         elif ndim != 2:
             raise ValueError(
                 f"modality {name!r}: obsm[{spec.obsm_key!r}] has {ndim} dimensions; expected "

@@ -215,9 +215,10 @@ class Ensemble:
             (tmp / ENSEMBLE_CONFIG).write_text(json.dumps(config, indent=1))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, data, *, check_data: bool = True) -> Ensemble:
+    def load(cls, path: str | os.PathLike, data=None, *, check_data: bool = True) -> Ensemble:
         """Load an ensemble saved with :meth:`save` around ``data`` (as
-        :meth:`CrossModalAE.load`: the same modalities and ``var_names``)."""
+        :meth:`CrossModalAE.load`: the model's ``var_names``; modalities it lacks, all with
+        ``None``, stand in without cells, for embedding / translating new cells)."""
         path = Path(path)
         cfg = path / ENSEMBLE_CONFIG
         if not cfg.is_file():

@@ -12,11 +12,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import torch
+from anndata import AnnData
+from scipy import sparse
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .._utils import MODEL_CONFIG, MODEL_WEIGHTS, atomic_directory, jsonable
 from ..data._modality import Modality
+from ..data._setup import _as_dict, feature_mismatch
 
 if TYPE_CHECKING:
     from ._model import CrossModalAE
@@ -222,7 +225,40 @@ def _read_weights(weights: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{weights} is not a readable safetensors file: {err}") from None
 
 
-def load_model(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
+def _stand_in(spec: Modality, var_names: list[str], image_shape: list[int] | None) -> AnnData:
+    """A cell-less AnnData shaped like a modality's data, for a model loaded without them."""
+    obs = pd.DataFrame(index=pd.Index([], dtype=object))
+    if spec.obsm_key is not None:
+        adata = AnnData(obs=obs)
+        width = tuple(image_shape) if image_shape else (len(var_names),)
+        adata.obsm[spec.obsm_key] = np.zeros((0, *width), dtype=np.float32)
+        return adata
+    var = pd.DataFrame(index=pd.Index(var_names, dtype=object))
+    empty = sparse.csr_matrix((0, len(var_names)), dtype=np.float32)
+    if spec.layer is None:
+        return AnnData(X=empty, obs=obs, var=var)
+    adata = AnnData(obs=obs, var=var)
+    adata.layers[spec.layer] = empty
+    return adata
+
+
+def _with_stand_ins(data, specs: dict[str, Modality], config: dict) -> tuple[Any, tuple[str, ...]]:
+    """``data`` completed with cell-less stand-ins for the modalities it lacks (``None`` =
+    all); returns the data and the names of the stand-ins."""
+    adatas, _ = _as_dict({} if data is None else data)
+    missing = tuple(n for n in specs if n not in adatas)
+    if not missing:
+        return data, ()
+    # a MuData's pairing maps only matter for training, which needs every modality's cells
+    out = dict(adatas)
+    for name in missing:
+        out[name] = _stand_in(
+            specs[name], config["var_names"][name], config.get("image_shape", {}).get(name)
+        )
+    return out, missing
+
+
+def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE:
     """Rebuild a model from ``path`` around ``data`` (see :meth:`CrossModalAE.load`)."""
     path = Path(path)
     config = read_config(path)
@@ -234,6 +270,7 @@ def load_model(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path / CONFIG}: modalities: {err}") from None
     tensors = _read_weights(path / WEIGHTS)
+    data, stand_ins = _with_stand_ins(data, specs, config)
     model = cls.__new__(cls)
     model._setup(
         data,
@@ -242,6 +279,7 @@ def load_model(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
         label_categories=config["label_categories"],
         check_data=check_data,
         labels_optional=True,
+        allow_empty=stand_ins,
     )
     for name, md in model.mods.items():
         saved_shape = config.get("image_shape", {}).get(name)
@@ -251,13 +289,16 @@ def load_model(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
                 f"modality {name!r}: the model was saved for images of shape {saved_shape}; "
                 f"the given data hold {given_shape}"
             )
-        expected = config["var_names"][name]
-        if md.source.n_vars != config["n_vars"][name] or (
-            md.spec.obsm_key is None and [str(v) for v in md.var_names] != expected
-        ):
+        saved_n = config["n_vars"][name]
+        differ = (
+            feature_mismatch(md.var_names, config["var_names"][name])
+            if md.spec.obsm_key is None else ""
+        )
+        if md.source.n_vars != saved_n or differ:
+            detail = differ or f"{md.source.n_vars} features given, {saved_n} saved"
             raise ValueError(
                 f"modality {name!r}: var_names of the given data do not match the saved model "
-                f"({md.source.n_vars} features given, {config['n_vars'][name]} saved)"
+                f"({detail})"
             )
     state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
     missing, unexpected = model.module.load_state_dict(state, strict=False)
@@ -284,7 +325,7 @@ def load_model(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
             for prefix, (_, what) in _PAIRS.items()
             if any(k.startswith(f"{prefix}.") for k in tensors)
         ]
-        if dropped:
+        if dropped and not stand_ins:  # without every modality there is no training anyway
             warnings.warn(
                 "the data given to load() are not the cells the model was trained on; the saved "
                 f"{' and '.join(dropped)} are dropped (further training uses no anchor loss)",

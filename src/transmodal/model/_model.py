@@ -6,6 +6,7 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from ..data._h5ad import write_rows_h5ad
 from ..data._modality import Modality, as_widths, is_number
 from ..data._prefetch import Prefetcher
 from ..data._preprocess import fit_preprocessing
-from ..data._setup import ModalityData, setup_data
+from ..data._setup import ModalityData, feature_mismatch, setup_data
 from ..data._source import MatrixSource, check_values, matrix_of
 from ..geometry import geometric_pairs, transport_pairs
 from ..nn._conv import DEFAULT_CHANNELS
@@ -334,7 +335,8 @@ class CrossModalAE:
             )
 
     def _setup(
-        self, data, modalities, params, *, label_categories, check_data, labels_optional=False
+        self, data, modalities, params, *, label_categories, check_data, labels_optional=False,
+        allow_empty: tuple[str, ...] = (),
     ) -> None:
         """Validate data, then build the networks (seeded); shared by ``__init__`` and ``load``."""
         for name in modalities if isinstance(modalities, Mapping) else ():
@@ -353,6 +355,7 @@ class CrossModalAE:
             check_data=check_data,
             labels_optional=labels_optional,
             marker_key=params.get("marker_key"),
+            allow_empty=allow_empty,
         )
         self.anchor_modality_ = _check_prior(params["prior"], list(mods))
         self.init_params_ = params
@@ -541,6 +544,11 @@ class CrossModalAE:
             _check_number(key, value)
         for name, mask in self.val_masks_.items():
             n_train = int((~mask).sum())
+            if self.mods[name].n_obs == 0:
+                raise ValueError(
+                    f"modality {name!r} has no cells (a model loaded without its data?); "
+                    "to train further, load it with data for every modality"
+                )
             if n_train < 2:
                 raise ValueError(
                     f"modality {name!r} has {n_train} training cell(s); training needs at "
@@ -710,13 +718,12 @@ class CrossModalAE:
                 f"modality {modality!r}: obsm[{md.spec.obsm_key!r}] holds images of shape "
                 f"{src.image_shape}; the model was built for {md.source.image_shape}"
             )
-        if src.n_vars != md.source.n_vars or (
-            md.spec.obsm_key is None and not np.array_equal(var_names, md.var_names)
-        ):
+        differ = feature_mismatch(var_names, md.var_names) if md.spec.obsm_key is None else ""
+        if src.n_vars != md.source.n_vars or differ:
+            detail = differ or f"{src.n_vars} features given, {md.source.n_vars} expected"
             raise ValueError(
-                f"modality {modality!r}: the features of the given data ({src.n_vars}) do not "
-                f"match the model's var_names ({md.source.n_vars}); subset / reorder with "
-                "adata[:, model_var_names]"
+                f"modality {modality!r}: the features of the given data do not match the "
+                f"model's var_names ({detail})"
             )
         if check:
             check_values(src, get_likelihood(md.spec.likelihood))
@@ -755,12 +762,21 @@ class CrossModalAE:
         return np.concatenate(list(self._iter_apply(src, fn, batch_size=batch_size, device=device)))
 
     def _output(
-        self, src: MatrixSource, fn, *, batch_size: int, device, obs: pd.DataFrame,
+        self, src: MatrixSource, fn, *, batch_size: int, device, cells: AnnData,
         var_names, uns: dict, images: dict[str, tuple[int, ...]], out, overwrite: bool,
     ) -> AnnData:
-        """``fn`` over every row of ``src`` as an AnnData: in memory, or (``out``) written
-        block by block to an .h5ad file and returned opened read-only (``backed="r"``)."""
+        """``fn`` over every row of ``src`` (the matrix of ``cells``) as an AnnData with
+        ``cells.obs``: in memory, or (``out``) written block by block to an .h5ad file and
+        returned opened read-only (``backed="r"``)."""
+        obs = cells.obs.copy()
         var = pd.DataFrame(index=pd.Index(np.asarray(var_names).astype(str)))
+        if out is not None:
+            if Path(out).suffix.lower() != ".h5ad":
+                raise ValueError(f"out must be an .h5ad file path, got {os.fspath(out)!r}")
+            if cells.isbacked and Path(out).resolve() == Path(cells.filename).resolve():
+                raise ValueError(
+                    f"out {os.fspath(out)!r} is the file the cells are read from; write elsewhere"
+                )
         blocks = self._iter_apply(src, fn, batch_size=batch_size, device=device)
         if out is not None:
             import anndata as ad
@@ -819,9 +835,9 @@ class CrossModalAE:
 
         if out is None:
             return self._apply(src, fn, batch_size=batch_size, device=device)
-        obs = (self.mods[modality].adata if adata is None else adata).obs.copy()
         return self._output(
-            src, fn, batch_size=batch_size, device=device, obs=obs,
+            src, fn, batch_size=batch_size, device=device,
+            cells=self.mods[modality].adata if adata is None else adata,
             var_names=[f"latent{i}" for i in range(self.module.n_latent)],
             uns={"transmodal": {"modality": modality, "units": "latent"}}, images={},
             out=out, overwrite=overwrite,
@@ -888,7 +904,7 @@ class CrossModalAE:
             library = None if lib is None else torch.full((x.shape[0],), lib, device=x.device)
             return self.module.translate(x, source, target, library, sample=sample)
 
-        obs = (self.mods[source].adata if adata is None else adata).obs.copy()
+        cells = self.mods[source].adata if adata is None else adata
         tmd = self.mods[target]
         images = {}
         if tmd.source.image_shape is not None:
@@ -901,7 +917,7 @@ class CrossModalAE:
         uns = {"transmodal": {"source": source, "target": target, "units": units}}
         with seeded(seed):
             return self._output(
-                src, fn, batch_size=batch_size, device=device, obs=obs,
+                src, fn, batch_size=batch_size, device=device, cells=cells,
                 var_names=tmd.var_names, uns=uns, images=images, out=out, overwrite=overwrite,
             )
 
@@ -972,7 +988,7 @@ class CrossModalAE:
         save_model(self, path, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path, data, *, check_data: bool = True) -> CrossModalAE:
+    def load(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE:
         """Load a model saved with :meth:`save`, re-validating ``data`` against it.
 
         Parameters
@@ -980,7 +996,10 @@ class CrossModalAE:
         path
             The directory written by :meth:`save`.
         data
-            ``{name: AnnData}`` or ``MuData`` with the same modalities and ``var_names``.
+            ``{name: AnnData}`` or ``MuData`` with the model's ``var_names``. Modalities it
+            lacks (all of them with ``None``) stand in without cells: the model then embeds
+            and translates new cells passed as ``adata=`` (everything it needs is saved
+            with it), but cannot train further.
         check_data
             Scan the matrices for values the likelihoods reject.
         """
