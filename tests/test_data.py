@@ -207,6 +207,14 @@ def test_duplicated_obs_names(paired_data, specs):
     assert "'atac'" in msg and "unique" in msg and names[4] in msg
 
 
+def test_duplicated_var_names_warn(paired_data, specs):
+    names = list(paired_data["atac"].var_names)
+    names[3] = names[2]
+    paired_data["atac"].var_names = names
+    with pytest.warns(UserWarning, match=f"'atac': var_names are not unique \\(e.g. '{names[2]}'\\)"):
+        setup_data(paired_data, specs)
+
+
 def test_labels_key_missing_in_obs(paired_data, specs):
     del paired_data["atac"].obs["label"]
     with pytest.raises(ValueError) as info:

@@ -208,6 +208,14 @@ def setup_data(
                 f"modality {name!r}: obs_names are not unique (e.g. {dup!r}); pairing between "
                 "modalities uses obs_names — call adata.obs_names_make_unique()"
             )
+        if spec.obsm_key is None and not pd.Index(var_names).is_unique:
+            dup = pd.Index(var_names)[pd.Index(var_names).duplicated()][0]
+            warnings.warn(
+                f"modality {name!r}: var_names are not unique (e.g. {dup!r}); features are "
+                "matched by name when new data are embedded or translated and translations "
+                "are named by them — call adata.var_names_make_unique()",
+                UserWarning, stacklevel=4,
+            )
         if spec.n_pca is not None and spec.n_pca >= src.n_vars:
             raise ValueError(
                 f"modality {name!r}: field 'n_pca' = {spec.n_pca} must be smaller than the "
