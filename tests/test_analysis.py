@@ -185,6 +185,13 @@ def test_differential_expression_errors(kwargs, match):
         differential_expression(de_data(), **kwargs)
 
 
+def test_differential_expression_names_a_label_of_the_wrong_type():
+    adata = de_data()
+    adata.obs["num"] = (np.arange(adata.n_obs) % 2).astype(int)
+    with pytest.raises(ValueError, match=r"\['0'\] not found; labels are \[0, 1\].*another type"):
+        differential_expression(adata, "num", "0")
+
+
 def test_differential_expression_needs_two_cells_per_group():
     adata = de_data()
     adata.obs["one"] = ["solo"] + ["other"] * (adata.n_obs - 1)

@@ -216,6 +216,7 @@ def test_writes_h5ad(tmp_path):
         ({"modalities": {}}, "modalities"),
         ({"seed": -1}, "seed"),
         ({"library_size": (7.0,)}, "library_size"),
+        ({"library_size": (50.0, 0.1)}, "log of the library size"),
     ],
 )
 def test_invalid_arguments(kwargs, match):

@@ -55,6 +55,35 @@ def test_evaluate_paired_needs_shared_cells(trained_model, paired_data):
         evaluate_paired(trained_model, {"rna": rna, "atac": paired_data["atac"]}, source="rna", target="atac")
 
 
+def test_evaluate_paired_leaves_unlabelled_cells_out_and_names_bad_arguments(
+    trained_model, paired_data, tmp_path
+):
+    for adata in paired_data.values():
+        lab = adata.obs["label"].astype(object).to_numpy()
+        lab[:30] = np.nan
+        adata.obs["label"] = lab
+    res = evaluate_paired(trained_model, paired_data, source="rna", target="atac", labels_key="label")
+    z_r = trained_model.get_latent_representation("rna", paired_data["rna"])
+    z_a = trained_model.get_latent_representation("atac", paired_data["atac"])
+    lab = paired_data["rna"].obs["label"].to_numpy()
+    assert res["cluster_accuracy"] == pytest.approx(tm.metrics.cluster_accuracy(z_r, z_a, lab, lab)["mean"])
+    with pytest.raises(ValueError, match="source and target must differ"):
+        evaluate_paired(trained_model, paired_data, source="rna", target="rna")
+    with pytest.raises(ValueError, match=r"target 'protein' is not a modality of the model"):
+        evaluate_paired(trained_model, paired_data, source="rna", target="protein")
+    with pytest.raises(ValueError, match="modality 'rna': labels_key 'nope' not found"):
+        evaluate_paired(trained_model, paired_data, source="rna", target="atac", labels_key="nope")
+    few = {k: a[:3].copy() for k, a in paired_data.items()}  # too few cells for k-NN accuracy
+    res = evaluate_paired(trained_model, few, source="rna", target="atac")
+    assert res["n_cells"] == 3 and "knn_acc_l1_5" not in res and "mixing_accuracy" not in res
+    assert 0 <= res["foscttm"] <= 1
+    # a model loaded without its data compares translations with the evaluated cells' mean
+    trained_model.save(tmp_path / "m")
+    bare = tm.CrossModalAE.load(tmp_path / "m")
+    res = evaluate_paired(bare, paired_data, source="rna", target="atac")
+    assert -1.0 <= res["baseline_pearson_rna_to_atac"] <= 1.0
+
+
 def test_baseline_is_the_mean_training_profile(trained_model, paired_data):
     """The baseline uses the same units and comparison space as the translations."""
     from transmodal.workflows import comparison_space

@@ -25,8 +25,13 @@ def _select(values: np.ndarray, spec: Any, name: str) -> np.ndarray:
     present = set(values.tolist())
     absent = [w for w in wanted if w not in present]
     if absent:
-        shown = sorted(map(str, present))[:20]
-        raise ValueError(f"{name}: label(s) {absent} not found; labels are {shown}")
+        shown = sorted(map(repr, present))[:20]
+        hint = ""
+        if {str(w) for w in absent} & {str(v) for v in present}:
+            hint = " (the same names of another type: match the labels' type, e.g. 0 not '0')"
+        raise ValueError(
+            f"{name}: label(s) {absent} not found; labels are [{', '.join(shown)}]{hint}"
+        )
     return pd.Series(values).isin(wanted).to_numpy()
 
 

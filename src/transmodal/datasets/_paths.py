@@ -17,6 +17,8 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
 def dataset_dir(name: str, path: str | os.PathLike | None = None) -> Path:
     """Folder of data set ``name`` under the data root, with a clear error if it is missing."""
     d = data_dir(path) / name
+    if not d.is_dir() and path is not None:
+        raise FileNotFoundError(f"data set {name!r} not found at {d} (under path={os.fspath(path)!r})")
     if not d.is_dir():
         raise FileNotFoundError(
             f"data set {name!r} not found at {d}; set ${ENV_VAR} to the folder that holds it "

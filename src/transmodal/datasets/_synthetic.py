@@ -203,6 +203,11 @@ def _resolve(
         raise ValueError(f"library_size mean must be a number, got {lib_mean!r}")  # noqa: TRY004
     if not math.isfinite(float(lib_mean)):
         raise ValueError(f"library_size mean must be finite, got {lib_mean!r}")
+    if lib_mean > 20:  # exp(20) ~ 5e8 counts per cell
+        raise ValueError(
+            f"library_size mean is the log of the library size (7.5: about 1,800 counts), "
+            f"got {lib_mean!r}; pass log(counts)"
+        )
     lib_sd = _check_float(lib_sd, "library_size sd")
     seed = _check_int(seed, "seed", 0)
 

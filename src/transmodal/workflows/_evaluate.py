@@ -9,6 +9,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import metrics
+from ..data._setup import label_str
 from ..model import CrossModalAE, Ensemble
 
 
@@ -74,7 +75,22 @@ def evaluate_paired(
     ``knn_chance_l1_{k}`` (:func:`~transmodal.metrics.knn_accuracy_chance`),
     ``cluster_accuracy`` (+ directions), ``label_transfer``, ``mixing_accuracy``, ``translation_pearson_{a}_to_{b}`` and
     ``baseline_pearson_{a}_to_{b}`` (mean training profile) for both directions, ``n_cells``.
+    With fewer than 5 cells the k-NN accuracies and the mixing accuracy are left out.
     """
+    if source == target:
+        raise ValueError(f"source and target must differ, both are {source!r}")
+    for role, name in (("source", source), ("target", target)):
+        if name not in model.modality_names:
+            raise ValueError(
+                f"{role} {name!r} is not a modality of the model ({model.modality_names})"
+            )
+        if name not in data:
+            raise ValueError(f"{role} {name!r}: no data given for it (data holds {list(data)})")
+        if labels_key is not None and labels_key not in data[name].obs:
+            raise ValueError(
+                f"modality {name!r}: labels_key {labels_key!r} not found in obs; available "
+                f"columns: {list(data[name].obs.columns)}"
+            )
     a, b = data[source], data[target]
     common = a.obs_names.intersection(b.obs_names, sort=False)
     if len(common) < 2:
@@ -89,16 +105,17 @@ def evaluate_paired(
     out["foscttm"] = float(metrics.foscttm(za, zb))
     for k, v in metrics.partner_in_top_k(za, zb, k=(1, 5, 10, 50)).items():
         out[f"partner_top{k}"] = float(v)
-    ks = tuple(k for k in (5, 50) if k <= len(common))
-    knn, chance = metrics.knn_accuracy_and_chance(za, zb, k=ks, metric="l1")
+    ks = tuple(k for k in (5, 50) if k <= len(common))  # none below 5 cells
+    knn, chance = metrics.knn_accuracy_and_chance(za, zb, k=ks, metric="l1") if ks else ({}, {})
     for k in ks:
         out[f"knn_acc_l1_{k}"] = float(knn["mean"][k])
         out[f"knn_chance_l1_{k}"] = float(chance["mean"][k])
         out[f"knn_acc_l1_{k}_{source}_to_{target}"] = float(knn["x_to_y"][k])
         out[f"knn_acc_l1_{k}_{target}_to_{source}"] = float(knn["y_to_x"][k])
     if labels_key is not None:
-        la = a.obs[labels_key].astype(str).to_numpy()
-        lb = b.obs[labels_key].astype(str).to_numpy()
+        # class names as the model reads them; missing labels stay missing (not scored)
+        la = np.array([label_str(v) for v in a.obs[labels_key].astype(object)], dtype=object)
+        lb = np.array([label_str(v) for v in b.obs[labels_key].astype(object)], dtype=object)
         ca = metrics.cluster_accuracy(za, zb, la, lb, metric="l1")
         # "{a}_to_{b}": cells of a are queried against (get the label of their nearest) b
         out["cluster_accuracy"] = float(ca["mean"])
@@ -106,7 +123,8 @@ def evaluate_paired(
         out[f"cluster_accuracy_{target}_to_{source}"] = float(ca["y_to_x"])
         lt = metrics.label_transfer_both(za, la, zb, lb, k=5)
         out["label_transfer"] = float(lt["mean"])
-    out["mixing_accuracy"] = float(metrics.mixing_accuracy(za, zb, seed=mixing_seed))
+    if len(common) >= 5:  # its 5 cross-validation folds
+        out["mixing_accuracy"] = float(metrics.mixing_accuracy(za, zb, seed=mixing_seed))
 
     data_model = model.models[0] if isinstance(model, Ensemble) else model  # same data in all
     for s, t, adata_s, adata_t in ((source, target, a, b), (target, source, b, a)):
@@ -117,10 +135,15 @@ def evaluate_paired(
             np.nanmean(metrics.translation_pearson(compare(pred), observed))
         )
         # baseline: the mean training profile, in the same units, compared the same way
+        # (the evaluated cells' mean for a model loaded without its training data)
         md = data_model.mods[t]
-        rows = np.flatnonzero(~data_model.val_masks_[t]) if t in data_model.val_masks_ else None
-        total = sum(to_units(chunk).sum(0) for chunk in md.source.chunks(rows))  # O(chunk) memory
-        mean_profile = (total / (md.n_obs if rows is None else len(rows)))[None, :]
+        src, rows = md.source, None
+        if md.n_obs == 0:
+            src = data_model._source_for(t, adata_t, check=False)
+        elif t in data_model.val_masks_:
+            rows = np.flatnonzero(~data_model.val_masks_[t])
+        total = sum(to_units(chunk).sum(0) for chunk in src.chunks(rows))  # O(chunk) memory
+        mean_profile = (total / (src.n_obs if rows is None else len(rows)))[None, :]
         out[f"baseline_pearson_{s}_to_{t}"] = float(
             np.nanmean(metrics.mean_profile_baseline(compare(mean_profile), observed))
         )
