@@ -63,6 +63,9 @@ def test_seed_agreement_errors(rng=np.random.default_rng(2)):
         tm.metrics.seed_agreement([{"x": a, "y": b}, {"x": a, "y": b[:40]}])
     with pytest.raises(TypeError, match="CrossModalAE"):
         tm.metrics.seed_agreement([a, b])
+    for k in (0, 2.5, True):
+        with pytest.raises(ValueError, match="k must be a positive integer"):
+            tm.metrics.seed_agreement([{"x": a, "y": b}, {"x": a, "y": b}], k=k)
 
 
 def _has(name):
@@ -151,3 +154,12 @@ def test_train_consensus_errors(paired_data, make_model):
         tm.workflows.train_consensus(build, seeds=(0, 1), seed=3)
     with pytest.raises(TypeError, match="not a CrossModalAE"):
         tm.workflows.train_consensus(lambda s: "model", seeds=(0, 1))
+
+
+def test_workflows_check_k_before_training():
+    def build(seed):
+        raise AssertionError("k must be checked before any run is built")
+
+    for train in (tm.workflows.train_consensus, tm.workflows.train_ensemble):
+        with pytest.raises(ValueError, match="k must be a positive integer; got 0"):
+            train(build, seeds=(0, 1), k=0)

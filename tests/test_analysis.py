@@ -429,3 +429,54 @@ def test_lda_plot():
         tm.pl.lda(z, np.zeros(len(z)))
     with pytest.raises(ValueError, match="no entry for modality 'image'"):
         tm.pl.lda({"rna": rna, "image": img}, {"rna": "cl"})
+
+
+def test_latent_and_history_validate_inputs_before_drawing(tmp_path, monkeypatch):
+    z, labels = blobs(dims=4)
+    emb = {"rna": z[:60], "image": z[60:]}
+    lab = {"rna": labels[:60], "image": labels[60:]}
+    n_open = len(plt.get_fignums())
+    cases = [
+        (({"rna": z[:60], "image": z[60:]}, {"rna": labels[:60]}), "no entry for modality 'image'"),
+        ((emb, {"rna": labels[:3], "image": labels[60:]}), r"labels\['rna'\]: 3 label"),
+        ((emb, {**lab, "atac": labels}), r"\['atac'\] are not in embeddings"),
+        (({"rna": z[:60], "image": z[60:, :3]},), "differ in latent dimensions"),
+        (({"rna": np.full((5, 4), np.nan)},), r"embeddings\['rna'\]: 5 cell"),
+        (({"rna": z[:, :1]},), r"embeddings\['rna'\]: 1 latent dimension"),
+        (({"rna": z[:, 0]},), r"embeddings\['rna'\]: expected a 2-D"),
+        (({},), "embeddings: empty"),
+    ]
+    for args, match in cases:
+        with pytest.raises(ValueError, match=match):
+            tm.pl.latent(*args, path=tmp_path / "lat.png")
+    with pytest.raises(ValueError, match="folder .* does not exist"):
+        tm.pl.latent(emb, lab, path=tmp_path / "no_such_dir" / "lat.png")
+    with pytest.raises(ValueError, match="unsupported file type 'xyz'"):
+        tm.pl.latent(emb, path=tmp_path / "lat.xyz")
+
+    history = pd.DataFrame({"train_loss": [3.0, 2.0], "val_loss": [3.5, 2.5]})
+    with pytest.raises(ValueError, match="model_history: no 'train_\\*'"):
+        tm.pl.history(pd.DataFrame(), path=tmp_path / "h.png")
+    with pytest.raises(ValueError, match="model_history: no 'train_\\*'"):
+        tm.pl.history(pd.DataFrame({"epoch": [1, 2]}), path=tmp_path / "h.png")
+    with pytest.raises(ValueError, match="has the model been trained"):
+        tm.pl.history(None)
+    with pytest.raises(ValueError, match="folder .* does not exist"):
+        tm.pl.history(history, path=tmp_path / "no_such_dir" / "h.png")
+    assert not list(tmp_path.iterdir()) and len(plt.get_fignums()) == n_open
+
+    tm.pl.history({"train_loss": [3.0, 2.0]}, path=tmp_path / "h.png")  # a mapping of columns
+    tm.pl.latent(emb, lab, path=tmp_path / "lat.png")
+    assert (tmp_path / "h.png").stat().st_size > 0 and (tmp_path / "lat.png").stat().st_size > 0
+    assert len(plt.get_fignums()) == n_open
+
+    # a failure while writing closes the figure too
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
+    with pytest.raises(OSError, match="disk full"):
+        tm.pl.latent(emb, lab, path=tmp_path / "lat2.png")
+    with pytest.raises(OSError, match="disk full"):
+        tm.pl.history(history, path=tmp_path / "h2.png")
+    assert len(plt.get_fignums()) == n_open

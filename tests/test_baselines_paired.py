@@ -182,6 +182,22 @@ def test_dcca_trains_only_on_pairs(data):
         DCCA(**kw).fit(x, y, pairs=(np.arange(4), np.arange(4)))
 
 
+def test_dcca_rejects_constant_pairs_and_reports_linalg_failure(data, monkeypatch):
+    x, y, _ = data
+    kw = {**DCCA_FAST, "hidden": (8,), "max_epochs": 1}
+    with pytest.raises(ValueError, match="x: the 60 paired rows are all identical"):
+        DCCA(**kw).fit(np.ones((60, P)), y[:60])
+    with pytest.raises(ValueError, match="y: the 10 paired rows"):
+        DCCA(**kw).fit(x, y, pairs=(np.arange(10), np.zeros(10, int)))
+
+    def broken(*args, **kwargs):
+        return torch.linalg.eigh(torch.full((3, 3), float("nan"), dtype=torch.float64))
+
+    monkeypatch.setattr("transmodal.baselines._dcca.dcca_loss", broken)
+    with pytest.raises(RuntimeError, match="loss became NaN at epoch 1.*r1 / r2"):
+        DCCA(**kw).fit(x, y)
+
+
 def test_dcca_deterministic_without_leaking_rng(data):
     x, y, _ = data
     kw = {**DCCA_FAST, "max_epochs": 3}

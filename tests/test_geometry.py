@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from scipy.stats import spearmanr
 
 import transmodal as tm
@@ -82,6 +83,48 @@ def test_transport_pairs_match_clusters_on_landmarks():
     assert (la[ra] == lb[rb]).mean() > 0.9
     with pytest.raises(ValueError, match="n_landmarks"):
         transport_pairs(a, b, n_landmarks=1)
+
+
+def test_transport_pairs_on_few_cells_and_input_checks():
+    """30 cells or fewer: fewer neighbours (the default of 30 needs more); errors name a / b."""
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(10, 6)), rng.normal(size=(12, 4))
+    ra, rb = transport_pairs(a, b)
+    assert len(ra) == len(rb) == 22 and ra.max() < 10 and rb.max() < 12
+    ra2, _ = transport_pairs(a.tolist(), b, n_landmarks=np.int64(8))  # list, numpy integer
+    assert len(ra2) == 8 + 8
+    with pytest.raises(ValueError, match="a must be a dense"):
+        transport_pairs(sp.csr_matrix(a), b)
+    with pytest.raises(ValueError, match="b needs at least 2"):
+        transport_pairs(a, b[:1])
+    with pytest.raises(ValueError, match="b contains NaN"):
+        transport_pairs(a, np.where(b > 1, np.nan, b))
+    with pytest.raises(ValueError, match="a has 10 cells.*n_neighbors=10"):
+        transport_pairs(a, b, n_neighbors=10)
+    with pytest.raises(ValueError, match="max_iter"):
+        transport_pairs(a, b, max_iter=0)
+
+
+def test_geometric_inputs_are_checked_up_front():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 6)), rng.normal(size=(30, 4))
+    with pytest.raises(ValueError, match="b has 10 cells.*n_neighbors=15"):
+        geometric_pairs(a, b[:10])
+    for bad, match in [(a[:0], "a needs at least 1"), (a[:1], "a has 1 cells"),
+                       (sp.csr_matrix(a), "a must be a dense"), (a[:, 0], "a must be a 2-D"),
+                       (np.where(a > 1, np.nan, a), "a contains NaN")]:
+        with pytest.raises(ValueError, match=match):
+            geometric_pairs(bad, b)
+    for kw in ({"n_neighbors": 0}, {"n_pca": 0}, {"n_components": 0},
+               {"n_components": 11}, {"n_landmarks": 5}):
+        with pytest.raises(ValueError, match=list(kw)[0]):
+            geometric_pairs(a, b, **kw)
+    with pytest.raises(ValueError, match="n_neighbors"):
+        landmark_isomap(a, n_neighbors=0)
+    with pytest.raises(ValueError, match="a contains NaN"):
+        wasserstein_procrustes(np.full((5, 3), np.nan), b[:5, :3])
+    m = geometric_pairs(a, b, n_neighbors=5, n_landmarks=np.int64(20))
+    assert len(m.rows_a) == 70
 
 
 def _unpaired(seed=0, n=300):

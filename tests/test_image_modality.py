@@ -167,3 +167,15 @@ def test_gallery_of_real_and_translated_crops(tmp_path):
         tm.pl.gallery({"a": crops, "b": crops[:5]})
     with pytest.raises(ValueError, match="'bad'"):
         tm.pl.gallery({"bad": crops[:, 0, 0]})
+    with pytest.raises(ValueError, match="n=0"):
+        tm.pl.gallery({"real": crops}, n=0)
+
+
+def test_gallery_checks_the_output_folder_before_drawing(tmp_path):
+    import matplotlib.pyplot as plt
+
+    crops = nuclei(n=4)[0].obsm["crops"]
+    n_open = len(plt.get_fignums())
+    with pytest.raises(ValueError, match="folder .* does not exist"):
+        tm.pl.gallery({"real": crops}, path=tmp_path / "missing" / "g.png")
+    assert len(plt.get_fignums()) == n_open and not (tmp_path / "missing").exists()

@@ -365,3 +365,86 @@ def test_cluster_stability():
     }
     with pytest.raises(ValueError, match="fraction"):
         tm.images.cluster_stability(x, n_clusters=2, fraction=0)
+    with pytest.raises(ValueError, match="n_resamples=2.5"):
+        tm.images.cluster_stability(x, n_clusters=2, n_resamples=2.5)
+
+
+# ------------------------------------------------------------------- robustness of inputs
+
+
+def test_huge_label_ids_keep_ids_and_results(tmp_path):
+    """A label id near 2**32 must not allocate a list of that length; results equal small ids."""
+    image, labels = _scene_2d()
+    huge = labels.astype(np.uint32)
+    huge[labels == 4] = 3_000_000_000
+    small_pair = (_write(tmp_path / "a.tif", image), _write(tmp_path / "a_mask.tif", labels))
+    huge_pair = (_write(tmp_path / "b.tif", image), _write(tmp_path / "b_mask.tif", huge))
+    ref = tm.images.read_nuclei([small_pair], crop_size=16, min_area=20)
+    big = tm.images.read_nuclei([huge_pair], crop_size=16, min_area=20)
+    assert list(big.obs["label"]) == [1, 3_000_000_000]
+    assert list(big.obs_names) == ["b_1", "b_3000000000"]
+    np.testing.assert_array_equal(big.obsm["crops"], ref.obsm["crops"])
+    np.testing.assert_array_equal(big.obsm["masks"], ref.obsm["masks"])
+    cols = [c for c in ref.obs if c not in ("image_id", "label")]
+    pd.testing.assert_frame_equal(big.obs[cols].reset_index(drop=True), ref.obs[cols].reset_index(drop=True))
+
+    direct_ref = tm.images.radial_profiles(image, labels)
+    direct = tm.images.radial_profiles(image, huge)
+    assert list(direct.obs["label"]) == [1, 2, 3, 3_000_000_000]
+    np.testing.assert_array_equal(direct.X, direct_ref.X)
+
+
+@pytest.mark.parametrize("spacing", [(1, 0), (1, -1), (1, np.nan), (1, np.inf), (1, 1, 1), 2.0])
+def test_radial_spacing_must_be_finite_and_positive(spacing):
+    mask, r = _ball((21, 21), (10, 10), 8)
+    with pytest.raises(ValueError, match="spacing"):
+        tm.images.radial_profile(1 - r, mask, spacing=spacing)
+    with pytest.raises(ValueError, match="spacing"):  # also with nothing to profile
+        tm.images.radial_profile(1 - r, np.zeros_like(mask), spacing=spacing)
+    with pytest.raises(ValueError, match="spacing"):
+        tm.images.radial_profiles(1 - r, mask.astype(np.uint8), spacing=spacing)
+
+
+@pytest.mark.parametrize("normalize", ["max", "minmax"])
+@pytest.mark.parametrize("crop_size", [32, 16])  # 16: nucleus 4 (25 px box) is downscaled
+def test_nan_pixels_are_missing_values(tmp_path, normalize, crop_size):
+    image, labels = _scene_2d()
+    image = image.astype(np.float32)
+    ref = tm.images.read_nuclei(
+        [(_write(tmp_path / "a.tif", image), _write(tmp_path / "m.tif", labels))],
+        crop_size=crop_size, normalize=normalize,
+    )
+    holed = image.copy()
+    holed[20, 20] = np.nan  # centre of nucleus 1: its brightest pixel
+    holed[50, 60] = np.nan  # centre of nucleus 4
+    with pytest.warns(UserWarning, match="2 nucleus/nuclei with NaN pixels"):
+        nuclei = tm.images.read_nuclei(
+            [(_write(tmp_path / "b.tif", holed), _write(tmp_path / "n.tif", labels))],
+            crop_size=crop_size, normalize=normalize,
+        )
+    crops = nuclei.obsm["crops"]
+    assert np.isfinite(crops).all() and crops.min() >= 0 and crops.max() <= 1
+    assert np.allclose(crops.max(axis=(1, 2, 3)), 1)  # the remaining pixels span [.., 1]
+    changed = (crops != ref.obsm["crops"]).any(axis=(1, 2, 3))
+    assert changed.all() and (crops.sum(axis=(1, 2, 3)) > 0.5 * ref.obsm["crops"].sum(axis=(1, 2, 3))).all()
+    obs = nuclei.obs.set_index("label")
+    inside = (labels == 1) & ~np.isnan(holed)
+    np.testing.assert_allclose(obs.loc[1, "mean_intensity"], holed[inside].mean(), rtol=1e-6)
+    np.testing.assert_allclose(
+        obs.loc[1, "integrated_intensity"], holed[inside].mean() * (labels == 1).sum(), rtol=1e-6
+    )
+
+
+def test_negative_channel_indices_are_recorded_resolved(tmp_path):
+    image, labels = _scene_2d()
+    rgb = np.stack([image, image // 2, image // 3], axis=-1)
+    pair = (_write(tmp_path / "rgb.tif", rgb), _write(tmp_path / "m.tif", labels))
+    last = tm.images.read_nuclei([pair], crop_size=16, channels=[-1])
+    assert last.uns["crops"]["channels"] == [2]
+    two = tm.images.read_nuclei([pair], crop_size=16, channels=[0, -1])
+    assert two.uns["crops"]["channels"] == [0, 2]
+    assert {"mean_intensity_ch0", "mean_intensity_ch2"} <= set(two.obs.columns)
+    assert not any(c.endswith("_ch-1") for c in two.obs.columns)
+    np.testing.assert_array_equal(
+        two.obsm["crops"][:, 1], tm.images.read_nuclei([pair], crop_size=16, channels=[2]).obsm["crops"][:, 0]
+    )

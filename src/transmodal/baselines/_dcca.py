@@ -248,7 +248,11 @@ class DCCA(_PreprocessedBaseline):
         ------
         ValueError
             For invalid inputs, different row counts without ``pairs``, invalid pairs,
-            or no more than ``n_components`` pairs.
+            no more than ``n_components`` pairs, or paired rows of ``x`` or ``y`` that
+            are all identical (no variation to correlate).
+        RuntimeError
+            If training breaks down numerically (NaN loss, or a covariance whose
+            eigen-decomposition fails).
         """
         xa = as_dense_matrix(x, "x", min_rows=2)
         ya = as_dense_matrix(y, "y", min_rows=2)
@@ -264,6 +268,12 @@ class DCCA(_PreprocessedBaseline):
             raise ValueError(
                 f"DCCA needs more than n_components={self.n_components} pairs; got {ix.size}"
             )
+        for name, a, idx in (("x", xa, ix), ("y", ya, iy)):
+            if (a[idx] == a[idx[0]]).all():
+                raise ValueError(
+                    f"{name}: the {idx.size} paired rows are all identical (constant "
+                    "input), so DCCA has nothing to correlate; check the data and pairs"
+                )
         self._fitted = False
         fx, fy = self._fit_preprocessing(xa, ya)
         self.pairs_ = (ix, iy)
@@ -290,9 +300,16 @@ class DCCA(_PreprocessedBaseline):
                     if len(b) <= self.n_components:
                         continue
                     bt = torch.as_tensor(b, device=dev)
-                    loss = dcca_loss(
-                        net_x(px[bt]), net_y(py[bt]), self.r1, self.r2, self.eps
-                    )
+                    try:
+                        loss = dcca_loss(
+                            net_x(px[bt]), net_y(py[bt]), self.r1, self.r2, self.eps
+                        )
+                    except torch.linalg.LinAlgError as err:  # NaN / degenerate outputs
+                        raise RuntimeError(
+                            f"DCCA loss became NaN at epoch {epoch + 1} (the output "
+                            f"covariance could not be decomposed: {err}); try a lower lr "
+                            "or larger r1 / r2, and check that the paired cells vary"
+                        ) from err
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

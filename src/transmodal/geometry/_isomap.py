@@ -7,6 +7,9 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, dijkstra
 from sklearn.neighbors import NearestNeighbors
 
+from ..baselines._base import check_int
+from ..metrics._chunked import as_embedding
+
 
 def knn_graph(x: np.ndarray, n_neighbors: int) -> sp.csr_matrix:
     """Symmetric, connected ``n_neighbors``-NN graph of the rows of ``x``, in hops.
@@ -17,7 +20,15 @@ def knn_graph(x: np.ndarray, n_neighbors: int) -> sp.csr_matrix:
     clusters are kept instead of being lost to "infinitely far". Cost of the bridges: one
     nearest-neighbour search per component (a symmetric k-NN graph rarely has more than a
     few).
+
+    Raises
+    ------
+    ValueError
+        If ``n_neighbors`` is not a positive integer or ``x`` has no more than
+        ``n_neighbors`` rows.
     """
+    check_int(n_neighbors, "n_neighbors", minimum=1)
+    n_neighbors = int(n_neighbors)
     n = x.shape[0]
     if n <= n_neighbors:
         raise ValueError(f"need more than n_neighbors = {n_neighbors} cells, got {n}")
@@ -90,7 +101,18 @@ def landmark_isomap(
         decreasing order of variance.
     eigenvalues
         Landmark MDS eigenvalues of the kept axes (relative sizes of the axes).
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not a finite 2-D numeric array, an integer argument is not a positive
+        integer, ``x`` has no more than ``n_neighbors`` rows, or ``n_components`` is not
+        below the number of landmarks.
     """
+    check_int(n_components, "n_components", minimum=1)
+    check_int(n_neighbors, "n_neighbors", minimum=1)
+    check_int(n_landmarks, "n_landmarks", minimum=1)
+    x = as_embedding(x, "x", columns="features")
     n = x.shape[0]
     graph = knn_graph(x, n_neighbors)
     n_landmarks = min(int(n_landmarks), n)

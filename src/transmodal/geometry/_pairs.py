@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
+from ..baselines._base import check_int
+from ..metrics._chunked import as_embedding
 from ._isomap import landmark_isomap
 from ._procrustes import wasserstein_procrustes
 
@@ -45,9 +48,23 @@ def _reduce(x: np.ndarray, n_pca: int, seed: int) -> np.ndarray:
     return x
 
 
+def _check_cells(x: Any, name: str, n_neighbors: int, n_components: int) -> np.ndarray:
+    """``x`` as a float64 array (:func:`~transmodal.metrics._chunked.as_embedding`) with
+    more cells than ``n_neighbors`` and ``n_components``; errors name the argument
+    ``name``."""
+    x = as_embedding(x, name, columns="features")
+    for arg, value in (("n_neighbors", n_neighbors), ("n_components", n_components)):
+        if x.shape[0] <= value:
+            raise ValueError(
+                f"{name} has {x.shape[0]} cells; geometric_pairs needs more than "
+                f"{arg}={value} cells per modality (lower {arg})"
+            )
+    return x
+
+
 def geometric_pairs(
-    a: np.ndarray,
-    b: np.ndarray,
+    a: Any,
+    b: Any,
     *,
     n_components: int = 5,
     n_neighbors: int = 15,
@@ -76,7 +93,8 @@ def geometric_pairs(
     ----------
     a, b
         ``(n_a, p_a)`` and ``(n_b, p_b)`` preprocessed features (e.g. log-normalised
-        expression and accessibility); feature counts may differ.
+        expression and accessibility; dense arrays or AnnData): feature counts may
+        differ; each needs more than ``n_neighbors`` and ``n_components`` cells.
     n_components
         Isomap dimensions overlaid (<= 10; ``2^n_components`` orientations are searched).
     n_neighbors
@@ -91,7 +109,28 @@ def geometric_pairs(
     Returns
     -------
     GeometricMatch
+
+    Raises
+    ------
+    ValueError
+        If ``a`` or ``b`` is not a dense, finite 2-D numeric array or has too few cells,
+        or an integer argument is out of range.
     """
+    check_int(n_components, "n_components", minimum=1)
+    if n_components > 10:
+        raise ValueError(
+            f"n_components must be <= 10 (2^n_components orientations are searched); "
+            f"got {n_components}"
+        )
+    check_int(n_neighbors, "n_neighbors", minimum=1)
+    check_int(n_landmarks, "n_landmarks", minimum=2)
+    if n_landmarks <= n_components:
+        raise ValueError(
+            f"n_landmarks must be greater than n_components={n_components}; got {n_landmarks}"
+        )
+    check_int(n_pca, "n_pca", minimum=1)
+    a = _check_cells(a, "a", n_neighbors, n_components)
+    b = _check_cells(b, "b", n_neighbors, n_components)
     emb = []
     for x in (a, b):
         e, _ = landmark_isomap(
@@ -112,10 +151,11 @@ def geometric_pairs(
 
 
 def transport_pairs(
-    a: np.ndarray,
-    b: np.ndarray,
+    a: Any,
+    b: Any,
     *,
     n_landmarks: int = 2000,
+    n_neighbors: int | None = None,
     max_iter: int = 30,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -131,9 +171,13 @@ def transport_pairs(
     Parameters
     ----------
     a, b
-        ``(n_a, p_a)`` and ``(n_b, p_b)`` preprocessed features; feature counts may differ.
+        ``(n_a, p_a)`` and ``(n_b, p_b)`` preprocessed features (dense arrays or
+        AnnData), at least 2 cells each; feature counts may differ.
     n_landmarks
         Cells per modality that enter the transport problem.
+    n_neighbors
+        Neighbours per cell in each k-NN graph; ``None``: 30, or one less than the
+        number of landmark cells of the smaller modality when that is 30 or fewer.
     max_iter
         Iterations of the solver (its plan changes little after the first tens).
     seed
@@ -143,18 +187,44 @@ def transport_pairs(
     -------
     ``(rows_a, rows_b)``: matched rows of ``a`` and ``b`` (each landmark of both
     modalities with its partner).
+
+    Raises
+    ------
+    ValueError
+        If ``a`` or ``b`` is not a dense, finite 2-D numeric array with at least 2 cells
+        (more than ``n_neighbors`` landmark cells when it is given), or an integer
+        argument is out of range.
+    RuntimeError
+        If the transport solver fails numerically.
     """
     from ..baselines import GromovWassersteinOT
 
-    if isinstance(n_landmarks, bool) or not isinstance(n_landmarks, int) or n_landmarks < 2:
-        raise ValueError(f"n_landmarks must be an integer >= 2, got {n_landmarks!r}")
+    check_int(n_landmarks, "n_landmarks", minimum=2)
+    check_int(n_neighbors, "n_neighbors", minimum=1, allow_none=True)
+    check_int(max_iter, "max_iter", minimum=1)
+    check_int(seed, "seed", minimum=0)
+    n_landmarks = int(n_landmarks)
+    a = as_embedding(a, "a", min_rows=2, columns="features")
+    b = as_embedding(b, "b", min_rows=2, columns="features")
+    m = {name: min(len(x), n_landmarks) for name, x in (("a", a), ("b", b))}
+    if n_neighbors is None:
+        n_neighbors = min(30, min(m.values()) - 1)
+    for name, x in (("a", a), ("b", b)):
+        if m[name] <= n_neighbors:
+            raise ValueError(
+                f"{name} has {len(x)} cells (at most n_landmarks={n_landmarks} enter the "
+                f"transport); the k-NN graph needs more than n_neighbors={n_neighbors} "
+                "(lower n_neighbors, or pass None)"
+            )
     rng = np.random.default_rng([seed, 17])
     la, lb = (
         np.sort(rng.choice(len(x), n_landmarks, replace=False)) if len(x) > n_landmarks
         else np.arange(len(x))
         for x in (a, b)
     )
-    plan = GromovWassersteinOT(max_iter=max_iter, seed=seed).fit(a[la], b[lb]).coupling_
+    plan = GromovWassersteinOT(
+        n_neighbors=int(n_neighbors), max_iter=max_iter, seed=seed
+    ).fit(a[la], b[lb]).coupling_
     rows_a = np.concatenate([la, la[plan.argmax(axis=0)]])
     rows_b = np.concatenate([lb[plan.argmax(axis=1)], lb])
     return rows_a, rows_b

@@ -6,6 +6,9 @@ import itertools
 
 import numpy as np
 
+from ..baselines._base import check_int
+from ..metrics._chunked import as_embedding
+
 
 def _subsample(rng: np.random.Generator, x: np.ndarray, n: int) -> np.ndarray:
     return x if len(x) <= n else x[rng.choice(len(x), n, replace=False)]
@@ -65,7 +68,19 @@ def wasserstein_procrustes(
     cost
         The mean squared distance of the optimal transport between ``a @ Q`` and ``b`` on
         the refinement cells.
+
+    Raises
+    ------
+    ValueError
+        If ``a`` or ``b`` is not a finite 2-D numeric array, they differ in columns or
+        have more than 10, or ``n_iter`` / ``n_search`` / ``n_refine`` is not an integer
+        (>= 0 for ``n_iter``, >= 1 for the others).
     """
+    a = as_embedding(a, "a")
+    b = as_embedding(b, "b")
+    check_int(n_iter, "n_iter", minimum=0)
+    check_int(n_search, "n_search", minimum=1)
+    check_int(n_refine, "n_refine", minimum=1)
     d = a.shape[1]
     if b.shape[1] != d:
         raise ValueError(f"a and b need the same number of columns, got {d} and {b.shape[1]}")

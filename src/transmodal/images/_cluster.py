@@ -161,7 +161,7 @@ def cluster_stability(
 
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction={fraction!r}: expected a number in (0, 1]")
-    if n_resamples < 1:
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
         raise ValueError(f"n_resamples={n_resamples!r}: expected a positive integer")
     x = _as_matrix(profiles)
     kw = {"n_clusters": n_clusters, "height": height, "tie_break": tie_break}

@@ -52,6 +52,43 @@ def select_nuclei(
     return ids[~small & ~on_border], counts_out
 
 
+def sequential_labels(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``labels`` with the sorted label ids ``ids`` renumbered ``1..len(ids)`` (all else 0).
+
+    Label images with a few very large ids (e.g. ``3_000_000_000``) break
+    ``scipy.ndimage.find_objects`` and ``skimage.measure.regionprops``, which allocate one entry
+    per id up to the largest; renumbered, they need one entry per nucleus.
+    """
+    ids = np.asarray(ids)
+    out = np.zeros(labels.shape, np.int64 if ids.size >= 2**31 - 1 else np.int32)
+    if ids.size == 0:
+        return out
+    pos = np.searchsorted(ids, labels)
+    hit = ids[np.minimum(pos, ids.size - 1)] == labels
+    out[hit] = pos[hit] + 1
+    return out
+
+
+def _huge_ids(labels: np.ndarray, ids: np.ndarray) -> bool:
+    """Whether a list of ``max(ids)`` entries would be much larger than the image itself."""
+    return bool(ids.size) and int(ids.max()) > max(labels.size, 2**16)
+
+
+def bounding_boxes(labels: np.ndarray, ids: np.ndarray) -> list[tuple[slice, ...]]:
+    """Bounding box (tuple of slices) of each label id in the sorted array ``ids``, in order.
+
+    Uses :func:`scipy.ndimage.find_objects` directly, or on :func:`sequential_labels` when the
+    largest id is much larger than the image (so that memory does not grow with the id values).
+    """
+    ids = np.asarray(ids)
+    if ids.size == 0:
+        return []
+    if _huge_ids(labels, ids):
+        return ndi.find_objects(sequential_labels(labels, ids), max_label=ids.size)
+    slices = ndi.find_objects(labels, max_label=int(ids.max()))
+    return [slices[int(lab) - 1] for lab in ids]
+
+
 def morphology(
     labels: np.ndarray, image: np.ndarray, ids: np.ndarray, channel_ids: Sequence[int]
 ) -> pd.DataFrame:
@@ -61,7 +98,8 @@ def morphology(
     ``area`` (2-D) or ``volume`` (3-D), ``eccentricity`` and ``perimeter`` (2-D only),
     ``solidity``, ``axis_major_length``, ``axis_minor_length``, ``mean_intensity`` and
     ``integrated_intensity`` (suffixed ``_ch<k>``, ``k`` from ``channel_ids``, when there are
-    several channels).
+    several channels). NaN pixels are left out of the intensity mean (the integrated intensity
+    is that mean times the size); a nucleus without a finite pixel gets NaN. ``ids`` are sorted.
     """
     from skimage.measure import regionprops_table
 
@@ -69,12 +107,18 @@ def morphology(
     props = ["label", "area", "centroid", "solidity", "axis_major_length", "axis_minor_length"]
     if ndim == 2:
         props += ["eccentricity", "perimeter"]
-    kept = labels * np.isin(labels, ids)
+    seq = None
+    if _huge_ids(labels, ids):  # regionprops allocates one entry per id up to the largest
+        seq = kept = sequential_labels(labels, ids)
+    else:
+        kept = labels * np.isin(labels, ids)
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # degenerate (flat) nuclei: NaN axes
         table = regionprops_table(
             kept, intensity_image=np.moveaxis(image, 0, -1), properties=[*props, "intensity_mean"]
         )
+    if seq is not None:
+        table["label"] = np.asarray(ids)[table["label"] - 1]
     if not np.array_equal(table["label"], ids):  # pragma: no cover - regionprops sorts by label
         raise RuntimeError("regionprops did not return the requested labels in order")
     axes = AXES[-ndim:]
@@ -87,9 +131,22 @@ def morphology(
     for k, channel in enumerate(channel_ids):
         suffix = "" if len(channel_ids) == 1 else f"_ch{channel}"
         mean = table[f"intensity_mean-{k}"] if f"intensity_mean-{k}" in table else table["intensity_mean"]
+        if np.isnan(mean).any():  # NaN pixels: mean over the finite pixels only
+            if seq is None:
+                seq = sequential_labels(labels, ids)
+            mean = np.where(np.isnan(mean), _nanmean_per_label(image[k], seq, len(ids)), mean)
         cols[f"mean_intensity{suffix}"] = mean
         cols[f"integrated_intensity{suffix}"] = mean * table["area"]
     return pd.DataFrame(cols)
+
+
+def _nanmean_per_label(values: np.ndarray, seq: np.ndarray, n: int) -> np.ndarray:
+    """Mean of the non-NaN ``values`` of each label ``1..n`` of ``seq`` (NaN where there is none)."""
+    valid = (seq > 0) & ~np.isnan(values)
+    sums = np.bincount(seq[valid], weights=values[valid], minlength=n + 1)[1:]
+    counts = np.bincount(seq[valid], minlength=n + 1)[1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
 def crop_nuclei(
@@ -105,16 +162,17 @@ def crop_nuclei(
 
     Each nucleus's bounding box is centred in the crop; a nucleus whose box exceeds the crop on
     any axis is first downscaled isotropically (linear interpolation with anti-aliasing; the mask
-    is resized the same way and thresholded at 0.5) so that it fits. Returns the scale factor of
-    each nucleus (1 = not rescaled).
+    is resized the same way and thresholded at 0.5) so that it fits. NaN pixels are missing
+    values (see :func:`normalize_nucleus`; a downscaled pixel is NaN if most of its weight came
+    from NaN pixels). ``ids`` are sorted. Returns the scale factor of each nucleus (1 = not
+    rescaled).
     """
     from skimage.transform import resize
 
     out_shape = np.asarray(crop_shape)
-    slices = ndi.find_objects(labels, max_label=int(ids.max())) if ids.size else []
+    boxes = bounding_boxes(labels, ids)
     scales = np.ones(ids.size)
-    for i, lab in enumerate(ids):
-        box = slices[lab - 1]
+    for i, (lab, box) in enumerate(zip(ids, boxes)):
         mask = labels[box] == lab
         region = image[(slice(None), *box)].astype(np.float32)
         size = np.asarray(mask.shape)
@@ -122,9 +180,17 @@ def crop_nuclei(
         if scale < 1.0:
             new = tuple(np.clip(np.round(size * scale), 1, out_shape).astype(int))
             mask = resize(mask.astype(np.float32), new, order=1, anti_aliasing=True) >= 0.5
-            region = resize(
-                region, (region.shape[0], *new), order=1, anti_aliasing=True, preserve_range=True
-            )
+            shape = (region.shape[0], *new)
+            missing = np.isnan(region)
+            if missing.any():  # resize values and weights of the finite pixels apart
+                weight = resize((~missing).astype(np.float32), shape, order=1, anti_aliasing=True)
+                total = resize(
+                    np.where(missing, 0, region), shape, order=1, anti_aliasing=True, preserve_range=True
+                )
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    region = np.where(weight >= 0.5, total / weight, np.nan).astype(np.float32)
+            else:
+                region = resize(region, shape, order=1, anti_aliasing=True, preserve_range=True)
             size, scales[i] = np.asarray(new), scale
         start = (out_shape - size) // 2
         dst = tuple(slice(s, s + n) for s, n in zip(start, size))
@@ -137,6 +203,8 @@ def normalize_nucleus(region: np.ndarray, mask: np.ndarray, rule: Normalize) -> 
     """Scale a channels-first nucleus region to [0, 1] inside ``mask`` and zero it outside.
 
     A channel of constant intensity inside the nucleus becomes 1 (0 if that intensity is <= 0).
+    NaN pixels are missing values: they are left out of the minimum and maximum and are 0 in
+    the result (a channel with no finite pixel in the nucleus is all 0).
     """
     if rule not in NORMALIZE_RULES:
         raise ValueError(f"normalize={rule!r}: expected one of {sorted(NORMALIZE_RULES)}")
@@ -144,8 +212,17 @@ def normalize_nucleus(region: np.ndarray, mask: np.ndarray, rule: Normalize) -> 
     inside = region[:, mask]
     if inside.shape[1] == 0:
         return np.zeros_like(region, dtype=np.float32)
-    hi = inside.max(1)
-    lo = inside.min(1) if rule == "minmax" else np.zeros_like(hi)
+    missing = np.isnan(region)
+    if missing.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channel
+            hi = np.nan_to_num(np.nanmax(inside, 1), nan=0.0)
+            lo = np.nan_to_num(np.nanmin(inside, 1), nan=0.0) if rule == "minmax" else np.zeros_like(hi)
+        region = np.where(missing, 0, region)
+        mask = mask & ~missing  # per channel from here on
+    else:
+        hi = inside.max(1)
+        lo = inside.min(1) if rule == "minmax" else np.zeros_like(hi)
     if rule == "max":
         region = np.maximum(region, 0)
     span = hi - lo

@@ -11,6 +11,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import ndimage as ndi
 
+from ._crops import bounding_boxes
+
 RULE = (
     "shells of equal distance to the nuclear boundary (Euclidean distance transform of the mask; "
     "one shell per distance value, or per shell_width band); the mean intensity of each shell "
@@ -64,7 +66,8 @@ def radial_profile(
     mask
         The nucleus (nonzero = inside). The array border counts as outside.
     spacing
-        Pixel (voxel) size per axis, for anisotropic z-stacks (default 1 on every axis).
+        Pixel (voxel) size per axis, for anisotropic z-stacks (default 1 on every axis); every
+        value finite and > 0.
     shell_width
         Width of a shell in units of ``spacing`` (the paper erodes 0.5 um per step; default:
         one shell per distinct distance, the finest possible).
@@ -80,10 +83,9 @@ def radial_profile(
     if image.shape != mask.shape:
         raise ValueError(f"image shape {image.shape} differs from mask shape {mask.shape}")
     names = shell_names(n_bins)
+    spacing = _check_spacing(spacing, mask.ndim)
     if not mask.any():
         return np.full(len(names), np.nan)
-    if spacing is not None and len(spacing) != mask.ndim:
-        raise ValueError(f"spacing={spacing!r}: expected {mask.ndim} values, one per axis")
     if shell_width is not None and not shell_width > 0:
         raise ValueError(f"shell_width={shell_width!r}: expected a positive number")
     inner = (slice(1, -1),) * mask.ndim
@@ -163,6 +165,7 @@ def radial_profiles(
                 f"channel={channel}: out of range for {crops.shape[1]} channel(s) in obsm[{crops_key!r}]"
             )
         crops = crops[:, channel]
+        _check_spacing(spacing, crops.ndim - 1)
         if masks_key in data.obsm:
             masks = np.asarray(data.obsm[masks_key])
             if masks.shape != crops.shape:
@@ -188,10 +191,11 @@ def radial_profiles(
             labels = labels.astype(np.uint8)
         elif labels.dtype.kind not in "iu":
             raise ValueError(f"labels: expected an integer label image, got {labels.dtype}")
+        _check_spacing(spacing, labels.ndim)
         ids = np.unique(labels)
         ids = ids[ids > 0]
-        boxes = ndi.find_objects(labels, max_label=int(ids.max())) if ids.size else []
-        rows = (radial_profile(image[boxes[i - 1]], labels[boxes[i - 1]] == i, **kw) for i in ids)
+        boxes = bounding_boxes(labels, ids)  # memory by number of nuclei, not by largest id
+        rows = (radial_profile(image[box], labels[box] == i, **kw) for i, box in zip(ids, boxes))
         obs = pd.DataFrame({"label": ids}, index=ids.astype(str))
         ndim = image.ndim
         settings = {}
@@ -213,6 +217,21 @@ def radial_profiles(
         **settings,
     }
     return out
+
+
+def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...] | None:
+    """``spacing`` as a tuple of ``ndim`` finite positive floats (``None`` stays ``None``)."""
+    if spacing is None:
+        return None
+    try:
+        values = np.asarray(spacing, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"spacing={spacing!r}: expected {ndim} numbers, one per axis") from None
+    if values.ndim != 1 or values.size != ndim:
+        raise ValueError(f"spacing={spacing!r}: expected {ndim} values, one per axis")
+    if not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError(f"spacing={spacing!r}: every pixel (voxel) size must be finite and > 0")
+    return tuple(float(v) for v in values)
 
 
 def _bbox_profile(image: np.ndarray, mask: np.ndarray, kw: dict) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -54,8 +55,9 @@ def read_nuclei(
         Crop edge in pixels (voxels), one number for every axis or one per spatial axis
         (``(D, H, W)`` for z-stacks).
     channels
-        Indices of the channels to keep (default: all). An image with the mask's shape has one
-        channel.
+        Indices of the channels to keep (default: all; negative indices count from the last and
+        are recorded as the non-negative index of the file). An image with the mask's shape has
+        one channel.
     channel_axis
         Axis of the channels in the image files (default: inferred as the one axis whose removal
         leaves the mask's shape; the last axis is preferred, then the first).
@@ -82,6 +84,9 @@ def read_nuclei(
       nucleus's bounding box centred in the crop, pixels outside the nucleus set to 0, values
       in [0, 1] by the ``normalize`` rule. A nucleus whose bounding box exceeds the crop on any
       axis is downscaled isotropically to fit (factor in ``obs["crop_scale"]``).
+    - NaN pixels of float images are missing values (with a warning naming how many nuclei
+      hold some): they are left out of the normalisation and of ``mean_intensity`` (the
+      integrated intensity is that mean times the size) and are 0 in the crops.
     - ``obsm["masks"]``: bool ``(n, H, W)`` or ``(n, D, H, W)``, the nucleus in its crop.
     - ``uns["crops"]``: crop shape, channels, normalisation rule, centring and rescaling rule.
     - ``uns["nuclei_filter"]``: the filter settings and the numbers of images, nuclei seen,
@@ -126,22 +131,36 @@ def read_nuclei(
 
     # pass 2: one image at a time into preallocated arrays
     crops = masks_out = None
-    obs_parts, start = [], 0
+    obs_parts, start, n_nan_nuclei = [], 0, 0
     for (image_id, image_path, mask_path), ids in zip(pairs, selected):
         if ids.size == 0:
             continue
         labels = read_labels(mask_path)
         image = to_channels_first(
-            imread(image_path), labels.shape, channel_axis=channel_axis, channels=channels, path=image_path
+            imread(image_path), labels.shape, channel_axis=channel_axis, path=image_path
         )
+        n_file = image.shape[0]
+        if channels is not None:
+            image = to_channels_first(image, labels.shape, channel_axis=0, channels=channels, path=image_path)
+        # channel indices of the file, negative ones resolved (channels=[-1] -> [n_file - 1])
+        ids_here = list(range(n_file)) if channels is None else [int(c) % n_file for c in np.ravel(channels)]
         if crops is None:
-            channel_ids = list(range(image.shape[0])) if channels is None else [int(c) for c in channels]
+            channel_ids = ids_here
             crops = np.zeros((n_kept, image.shape[0], *crop_shape), np.float32)
             masks_out = np.zeros((n_kept, *crop_shape), bool)
         elif image.shape[0] != crops.shape[1]:
             raise ValueError(
                 f"image {image_path}: {image.shape[0]} channel(s), but earlier images have {crops.shape[1]}"
             )
+        elif ids_here != channel_ids:
+            raise ValueError(
+                f"image {image_path}: channels={list(channels)} are channels {ids_here} of its "
+                f"{n_file}, but channels {channel_ids} of earlier images"
+            )
+        if image.dtype.kind in "fc":
+            nan_px = np.isnan(image).any(0)
+            if nan_px.any():
+                n_nan_nuclei += int(np.isin(ids, labels[nan_px]).sum())
         stop = start + ids.size
         scales = crop_nuclei(
             image, labels, ids, crop_shape, normalize, crops[start:stop], masks_out[start:stop]
@@ -153,6 +172,12 @@ def read_nuclei(
         obs_parts.append(part)
         start = stop
 
+    if n_nan_nuclei:
+        warnings.warn(
+            f"{n_nan_nuclei} nucleus/nuclei with NaN pixels: NaN is treated as missing (left out of "
+            "the normalisation and of mean_intensity / integrated_intensity, 0 in the crops)",
+            stacklevel=2,
+        )
     obs = pd.concat(obs_parts, ignore_index=True)
     obs["image_id"] = pd.Categorical(obs["image_id"], categories=list(dict.fromkeys(obs["image_id"])))
     obs.index = (obs["image_id"].astype(str) + "_" + obs["label"].astype(str)).to_numpy()

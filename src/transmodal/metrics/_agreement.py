@@ -29,6 +29,14 @@ def _embeddings(run: Any, i: int) -> dict[str, np.ndarray]:
     )
 
 
+def check_k(k: Any) -> int:
+    """``k`` of :func:`seed_agreement` as an ``int``; a ``ValueError`` naming ``k`` unless
+    it is a positive integer (also used by the workflows before they train)."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer; got {k!r}")
+    return int(k)
+
+
 def _cross_neighbours(zq: np.ndarray, zr: np.ndarray, k: int) -> np.ndarray:
     return NearestNeighbors(n_neighbors=k).fit(zr).kneighbors(zq, return_distance=False)
 
@@ -71,7 +79,14 @@ def seed_agreement(
     Returns
     -------
     DataFrame with one row per pair of runs: ``run_a``, ``run_b``, ``agreement``.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a positive integer, there are fewer than two runs, or the runs
+        do not embed the same modalities and cells.
     """
+    k = check_k(k)
     if len(runs) < 2:
         raise ValueError(f"seed_agreement needs at least two runs; got {len(runs)}")
     embs = [_embeddings(r, i) for i, r in enumerate(runs)]
@@ -91,9 +106,11 @@ def seed_agreement(
         for a, b in combinations(names, 2):
             check_same_dims(e[a], e[b], (a, b))
     n_min = min(embs[0][n].shape[0] for n in names)
-    k = int(min(k, n_min - 1))
+    k = min(k, n_min - 1)
     if k < 1:
-        raise ValueError("seed_agreement needs at least two cells per modality")
+        raise ValueError(
+            f"seed_agreement needs at least two cells per modality; got {n_min}"
+        )
     pairs = [(a, b) for a in names for b in names if a != b]
     neigh = [{(a, b): _cross_neighbours(e[a], e[b], k) for a, b in pairs} for e in embs]
     rows = []

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._embedding import _finish, _pyplot
+from ._embedding import _check_path, _closing_on_error, _finish, _pyplot
 
 
 def _as_images(name: str, crops) -> np.ndarray:
@@ -57,6 +57,12 @@ def gallery(
     Returns
     -------
     The matplotlib figure, or ``None`` when written to ``path``.
+
+    Raises
+    ------
+    ValueError
+        Before drawing, if the rows are empty, of other shapes or lengths, or the folder of
+        ``path`` does not exist.
     """
     if not rows:
         raise ValueError("gallery needs at least one row of crops")
@@ -64,18 +70,23 @@ def gallery(
     counts = {name: len(a) for name, a in images.items()}
     if len(set(counts.values())) != 1:
         raise ValueError(f"gallery rows hold different numbers of cells: {counts}")
-    n = int(min(n, next(iter(counts.values()))))
+    n_cells = next(iter(counts.values()))
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n={n!r}: expected a positive number of cells to show")
+    n = int(min(n, n_cells))
     if n < 1:
-        raise ValueError("gallery needs at least one cell")
+        raise ValueError(f"rows: no cells to show ({counts})")
+    _check_path(path)
     plt = _pyplot(path)
     fig, axes = plt.subplots(
         len(images), n, figsize=(size * n + 1.2, size * len(images)), squeeze=False
     )
-    for r, (name, imgs) in enumerate(images.items()):
-        for c in range(n):
-            ax = axes[r, c]
-            ax.imshow(imgs[c], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center")
+    with _closing_on_error(fig):
+        for r, (name, imgs) in enumerate(images.items()):
+            for c in range(n):
+                ax = axes[r, c]
+                ax.imshow(imgs[c], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+            axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center")
     return _finish(fig, path, dpi)

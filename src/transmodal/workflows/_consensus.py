@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from .. import metrics
+from ..metrics._agreement import check_k
 from ..model import CrossModalAE, Ensemble
 
 
@@ -105,7 +106,8 @@ def train_consensus(
     seeds
         At least two distinct seeds.
     k
-        Neighbours per cell of :func:`~transmodal.metrics.seed_agreement`.
+        Neighbours per cell of :func:`~transmodal.metrics.seed_agreement` (a positive
+        integer, checked before any training).
     **train_kwargs
         Passed to :meth:`CrossModalAE.train` of every run (``seed`` is the run's own).
 
@@ -123,6 +125,7 @@ def train_consensus(
     ...     seeds=(0, 1, 2), max_epochs=100)
     >>> z = run.model.get_latent_representation("rna")
     """
+    k = check_k(k)
     seeds, models = _train_runs(build, seeds, train_kwargs, "train_consensus")
     table = _agreement(
         models, k, lambda t: f"train_consensus kept seed {seeds[metrics.medoid_run(t)]}, the "
@@ -162,7 +165,8 @@ def train_ensemble(
     seeds
         At least two distinct seeds.
     k
-        Neighbours per cell of the agreement check.
+        Neighbours per cell of the agreement check (a positive integer, checked before
+        any training).
     **train_kwargs
         Passed to :meth:`CrossModalAE.train` of every run.
 
@@ -178,6 +182,7 @@ def train_ensemble(
     ...                               anchor_fraction=0.25, seed=s), seeds=(0, 1, 2))
     >>> mdata["rna"].obsm["X_transmodal"] = ens.get_latent_representation("rna")
     """
+    k = check_k(k)
     _, models = _train_runs(build, seeds, train_kwargs, "train_ensemble")
     _agreement(
         models, k, lambda t: "train_ensemble averages these runs: if they found different "
