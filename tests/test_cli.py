@@ -191,6 +191,11 @@ def test_evaluate(workdir: Path, trained: Path, capsys):
     assert metrics["n_cells"] == N_CELLS
     assert 0.0 <= metrics["foscttm"] <= 1.0
     assert "cluster_accuracy" in metrics and "translation_pearson_rna_to_atac" in metrics
+    # --train-data is checked under its own name
+    capsys.readouterr()
+    code = main([*args[:-2], "--train-data", f"rna={workdir / 'rna.h5ad'}"])
+    assert code == 2
+    _assert_one_line_error(capsys, "--train-data: the model")
 
 
 # --------------------------------------------------------------------- several seeds

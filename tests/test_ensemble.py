@@ -127,3 +127,18 @@ def test_ensemble_rejects_members_with_other_features_or_classes(ensemble, paire
         tm.Ensemble([m0, other_order])
     with pytest.raises(ValueError, match=r"models\[1\] has label categories None"):
         tm.Ensemble([m0, no_labels])
+
+
+def test_predict_labels_classes_argument_and_ensemble_classes_seen(ensemble, paired_data):
+    model = ensemble.models[0]
+    assert ensemble.classes_seen == model.classes_seen
+    one = model.predict_labels("rna", classes="type1", return_proba=True)
+    assert list(one.columns) == ["type1"] and np.allclose(one.to_numpy(), 1.0)
+    twice = model.predict_labels("rna", classes=["type2", "type0", "type2"], return_proba=True)
+    assert list(twice.columns) == ["type2", "type0"]
+    with pytest.raises(ValueError, match="classes must name at least one"):
+        model.predict_labels("rna", classes=[])
+    with pytest.warns(UserWarning, match="sample=True has no effect"):
+        model.translate(paired_data["rna"][:5], source="rna", target="atac", sample=True)
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        model.translate(paired_data["rna"][:5], source="rna", target="atac", seed=None)

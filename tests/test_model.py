@@ -765,3 +765,99 @@ def test_translate_library_size_must_be_positive(paired_data, make_model, librar
     model = make_model(paired_data)
     with pytest.raises(ValueError, match="library_size must be a finite number > 0"):
         model.translate(source="atac", target="rna", library_size=library_size)
+
+
+# ------------------------------------------------------------------ conditioning must not leak
+def _with_marker(data, seed=0):
+    rng = np.random.default_rng(seed)
+    for a in data.values():
+        a.obs["m"] = rng.normal(size=a.n_obs)
+    return data
+
+
+def test_marker_measured_in_one_modality_only_is_rejected(paired_data, make_model, train, tmp_path):
+    data = _with_marker(paired_data)
+    data["atac"].obs["m"] = np.nan
+    with pytest.raises(ValueError, match="marker_key 'm': not measured in any training cell of "
+                       "modality 'atac'; the discriminator would tell the modalities apart"):
+        make_model(data, marker_key="m")
+    data["atac"].obs.loc[data["atac"].obs_names[::2], "m"] = 1.0  # partly measured: allowed
+    model = train(make_model(data, marker_key="m"), max_epochs=1)
+    # a loaded model is not re-checked: new cells may lack the marker
+    model.save(tmp_path / "m")
+    data["atac"].obs["m"] = np.nan
+    loaded = tm.CrossModalAE.load(tmp_path / "m", data)
+    assert loaded.get_latent_representation("atac").shape == (data["atac"].n_obs, N_LATENT)
+
+
+def test_disc_conditional_needs_labels_in_every_modality(paired_data, make_model):
+    paired_data["atac"].obs["label"] = np.nan
+    with pytest.raises(ValueError, match="disc_conditional=True: modality 'atac' has no labelled "
+                       "training cell"):
+        make_model(paired_data, labels_key="label", disc_conditional=True)
+    # without conditioning the classifier may use one modality's labels only
+    assert make_model(paired_data, labels_key="label").classes_seen["atac"]
+
+
+@pytest.mark.parametrize("marker_key", [[], (), 3, ["m", 3]])
+def test_marker_key_must_name_columns(paired_data, make_model, marker_key):
+    with pytest.raises(ValueError, match="marker_key must be a column name or a non-empty list"):
+        make_model(_with_marker(paired_data), marker_key=marker_key)
+
+
+def test_huge_marker_values_are_standardised_in_float64(paired_data, make_model):
+    data = _with_marker(paired_data)
+    for a in data.values():
+        a.obs["m"] *= 1e18  # float32 squares overflow: the sd used to be inf
+    model = make_model(data, marker_key="m")
+    values = np.concatenate([a.obs["m"].to_numpy() for a in data.values()])
+    assert np.isfinite(model.module.marker_std.numpy()).all()
+    np.testing.assert_allclose(model.module.marker_std.item(), values.std(), rtol=0.05)
+
+
+# ------------------------------------------------------------------ epoch-count arguments
+@pytest.mark.parametrize(
+    ("kw", "expected"),
+    [
+        ({"pretrain_epochs": -1}, "pretrain_epochs must be an integer >= 0, got -1"),
+        ({"pretrain_epochs": 1.5}, "pretrain_epochs must be an integer >= 0, got 1.5"),
+        ({"adv_warmup_epochs": -3}, "adv_warmup_epochs must be an integer >= 0, got -3"),
+        ({"patience": -1}, "patience must be an integer >= 0, got -1"),
+        ({"patience": True}, "patience must be an integer >= 0, got True"),
+    ],
+)
+def test_train_epoch_arguments_are_checked(paired_data, make_model, kw, expected):
+    with pytest.raises(ValueError) as info:
+        make_model(paired_data).train(max_epochs=1, progress_bar=False, **kw)
+    assert str(info.value) == expected
+
+
+def test_anchor_prior_pretraining_longer_than_training(paired_data, make_model):
+    model = make_model(paired_data, prior="anchor:rna")
+    with pytest.raises(ValueError, match="pretrain_epochs=3 > max_epochs=2.*leaves no epoch to "
+                       "train the other modalities"):
+        model.train(max_epochs=2, pretrain_epochs=3, progress_bar=False)
+
+
+def test_learned_prior_ignores_pretrain_epochs_with_a_warning(paired_data, make_model, train):
+    with pytest.warns(UserWarning, match="pretrain_epochs=5 is ignored"):
+        model = train(make_model(paired_data), max_epochs=1, pretrain_epochs=5)
+    assert model.train_params_["pretrain_epochs"] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", message=".*separable.*")
+        train(make_model(paired_data), max_epochs=1, pretrain_epochs=0)
+
+
+@pytest.mark.filterwarnings("ignore:You defined a `validation_step`")
+def test_early_stopping_without_validation_cells_warns(paired_data, make_model, train):
+    model = make_model(paired_data, validation_fraction=0.0, geometric_pairs=False)
+    with pytest.warns(UserWarning, match="early_stopping=True is off") as record:
+        train(model, max_epochs=2)
+    assert sum("early_stopping" in str(w.message) for w in record) == 1
+    assert len(model.history) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", message=".*separable.*")
+        warnings.filterwarnings("ignore", message=".*validation_step.*")
+        train(model, max_epochs=1, early_stopping=False)

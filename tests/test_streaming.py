@@ -138,6 +138,9 @@ def test_outputs_stream_to_h5ad_and_equal_memory(small, tmp_path):
     # never onto the file being read, never under another format's name
     with pytest.raises(ValueError, match="is the file the cells are read from"):
         model.translate(backed, source="rna", target="atac", out=root / "rna.h5ad", overwrite=True)
+    lazy = tm.datasets.read_backed(root / "rna.h5ad")  # not "isbacked", yet read from the file
+    with pytest.raises(ValueError, match="is the file the cells are read from"):
+        model.get_latent_representation("rna", lazy, out=root / "rna.h5ad", overwrite=True)
     with pytest.raises(ValueError, match=r"out must be an \.h5ad file path"):
         model.get_latent_representation("rna", out=tmp_path / "z.zarr")
     assert ad.read_h5ad(root / "rna.h5ad").n_obs == backed.n_obs and not (tmp_path / "z.zarr").exists()
@@ -268,3 +271,12 @@ def test_synthetic_writes_h5ad_blockwise_equal_to_memory(tmp_path):
         tm.datasets.synthetic(2300, out=tmp_path, **kw)
     with pytest.raises(ValueError, match="return_mudata"):
         tm.datasets.synthetic(100, out=tmp_path / "m", return_mudata=True)
+
+
+def test_read_backed_refuses_a_mudata_file(tmp_path):
+    import mudata
+
+    d = tm.datasets.synthetic(20, n_features={"rna": 5, "atac": 6}, seed=0)
+    mudata.MuData(d).write(tmp_path / "m.h5mu")
+    with pytest.raises(ValueError, match=r"holds a MuData .*read_h5mu"):
+        tm.datasets.read_backed(tmp_path / "m.h5mu")

@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -203,31 +204,35 @@ def _model_modalities(model_dir: Path) -> tuple[list[str], dict[str, Any]]:
 
 
 def _check_data_args(
-    data_paths: dict[str, Path], names: list[str], model_dir: Path, needed: Sequence[str] | None = None
+    data_paths: dict[str, Path],
+    names: list[str],
+    model_dir: Path,
+    needed: Sequence[str] | None = None,
+    option: str = "--data",
 ) -> None:
-    """Check ``--data``: files exist, modalities are the model's, ``needed`` ones (default:
-    every modality) are given."""
+    """Check ``--data`` (or ``option``): files exist, modalities are the model's, ``needed``
+    ones (default: every modality) are given."""
     needed = names if needed is None else needed
     missing = [n for n in needed if n not in data_paths]
     if missing:
         which = "every modality it has" if needed == names else "the modalities used"
         raise ValueError(
-            f"--data: the model in {model_dir} needs data for {which} "
-            f"({', '.join(needed)}); missing: {', '.join(missing)} (add --data NAME=PATH.h5ad)"
+            f"{option}: the model in {model_dir} needs data for {which} "
+            f"({', '.join(needed)}); missing: {', '.join(missing)} (add {option} NAME=PATH.h5ad)"
         )
     if not data_paths:
-        raise ValueError("--data: give at least one modality's cells (--data NAME=PATH.h5ad)")
+        raise ValueError(f"{option}: give at least one modality's cells ({option} NAME=PATH.h5ad)")
     extra = [n for n in data_paths if n not in names]
     if extra:
         raise ValueError(
-            f"--data: modality {extra[0]!r} is not in the model in {model_dir} "
+            f"{option}: modality {extra[0]!r} is not in the model in {model_dir} "
             f"(it has {', '.join(names)})"
         )
     for name, path in data_paths.items():
         if not path.exists():
-            raise FileNotFoundError(f"--data {name}: file not found: {path}")
+            raise FileNotFoundError(f"{option} {name}: file not found: {path}")
         if not path.is_file():
-            raise ValueError(f"--data {name}: {path} is not a file")
+            raise ValueError(f"{option} {name}: {path} is not a file")
 
 
 def _check_modality(name: str, names: list[str], option: str) -> None:
@@ -246,7 +251,9 @@ def _load(model_dir: Path, data_paths: dict[str, Path], config: dict[str, Any]):
     data = {n: _read_h5ad(p, f"--data {n}") for n, p in data_paths.items()}
     # the matrices are checked again (per modality used) when embedding / translating
     cls = Ensemble if _is_ensemble(model_dir) else CrossModalAE
-    return cls.load(model_dir, data, check_data=False), data
+    with warnings.catch_warnings():  # no training here: that saved pairs are dropped is moot
+        warnings.filterwarnings("ignore", message="the data given to load", category=UserWarning)
+        return cls.load(model_dir, data, check_data=False), data
 
 
 # ------------------------------------------------------------------------------- embed
@@ -355,7 +362,7 @@ def cmd_evaluate(
             raise FileNotFoundError(f"--data {name}: file not found: {path}")
     train_paths = parse_data_args(train_data) if train_data else None
     if train_paths is not None:
-        _check_data_args(train_paths, names, model_dir)
+        _check_data_args(train_paths, names, model_dir, option="--train-data")
     else:
         _check_data_args(data_paths, names, model_dir)
     out_path = Path(out) if out is not None else None

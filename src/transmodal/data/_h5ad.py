@@ -207,6 +207,12 @@ def read_backed(path: str | os.PathLike) -> AnnData:
     except ImportError:  # pragma: no cover - anndata < 0.11
         from anndata.experimental import read_elem, sparse_dataset
 
+    if "mod" in g:
+        raise ValueError(
+            f"{p} holds a MuData (modalities under 'mod/'); open it with "
+            "mudata.read_h5mu(path, backed=True), or read one modality's .h5ad"
+        )
+
     def lazy(elem):
         if elem.attrs.get("encoding-type") in ("csr_matrix", "csc_matrix"):
             return sparse_dataset(elem)

@@ -6,6 +6,7 @@ Rows are read by sorted index blocks and densified per batch only.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -139,6 +140,22 @@ class MatrixSource:
     def on_disk(self) -> bool:
         """Whether rows are read from a file (backed h5ad, zarr, h5py) rather than memory."""
         return not (isinstance(self.matrix, np.ndarray) or sp.issparse(self.matrix))
+
+    @property
+    def file(self) -> Path | None:
+        """The file (or zarr store) the rows are read from; ``None`` for in-memory matrices."""
+        if not self.on_disk:
+            return None
+        obj = getattr(self.matrix, "group", self.matrix)  # anndata's backed sparse datasets
+        f = getattr(obj, "file", None)
+        if getattr(f, "filename", None):  # h5py
+            return Path(f.filename)
+        store = getattr(obj, "store", None)
+        for attr in ("root", "path", "dir_path"):  # zarr stores (v3 / v2)
+            value = getattr(store, attr, None) if store is not None else None
+            if value:
+                return Path(str(value))
+        return None
 
     @property
     def n_vars(self) -> int:  # noqa: D102

@@ -100,6 +100,11 @@ class Ensemble:
         return self.models[0].modality_names
 
     @property
+    def classes_seen(self) -> dict[str, list[str]]:
+        """The label classes of each modality's training cells (the members share them)."""
+        return self.models[0].classes_seen
+
+    @property
     def n_latent(self) -> int:
         """Dimensions of the ensemble's embedding (the members' latents side by side)."""
         return sum(m.module.n_latent for m in self.models)

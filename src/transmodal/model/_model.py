@@ -283,25 +283,64 @@ class CrossModalAE:
 
     # -- construction ----------------------------------------------------------------------
     def _set_marker_scale(self, train: dict[str, np.ndarray]) -> None:
-        """Standardise markers with the mean / sd of all measured training values."""
+        """Standardise markers with the mean / sd of all measured training values.
+
+        Every marker must be measured in some training cell of every modality: the
+        discriminator sees which cells carry a measurement, and a marker measured in one
+        modality only would tell the modalities apart by itself (``ValueError``). Mean and
+        sd are computed in float64 (float32 squares overflow from about 1e19).
+        """
         if not self.module.n_markers:
             return
-        values = np.concatenate([md.markers[train[n]] for n, md in self.mods.items()])
-        if np.isnan(values).all(axis=0).any():
-            raise ValueError("marker_key: a marker is not measured in any training cell")
+        keys = self.init_params_["marker_key"]
+        keys = [keys] if isinstance(keys, str) else list(keys)
+        per_mod = {n: md.markers[train[n]] for n, md in self.mods.items()}
+        measured = {n: ~np.isnan(v).all(axis=0) for n, v in per_mod.items()}
+        for j, key in enumerate(keys):
+            if not any(m[j] for m in measured.values()):
+                raise ValueError(f"marker_key {key!r}: not measured in any training cell")
+            for name, m in measured.items():
+                if not m[j]:
+                    raise ValueError(
+                        f"marker_key {key!r}: not measured in any training cell of modality "
+                        f"{name!r}; the discriminator would tell the modalities apart by it "
+                        "\u2014 conditioning needs the marker measured in every modality"
+                    )
+        values = np.concatenate(list(per_mod.values())).astype(np.float64)
         mean = np.nanmean(values, axis=0)
         std = np.nanstd(values, axis=0)
         std[~(std > 0)] = 1.0
-        self.module.marker_mean.copy_(torch.from_numpy(mean.astype(np.float32)))
-        self.module.marker_std.copy_(torch.from_numpy(std.astype(np.float32)))
+        mean32, std32 = mean.astype(np.float32), std.astype(np.float32)
+        std32[std32 == 0] = 1.0  # an sd below float32's range
+        bad = ~(np.isfinite(mean32) & np.isfinite(std32))
+        if bad.any():
+            key = keys[int(np.flatnonzero(bad)[0])]
+            raise ValueError(
+                f"marker_key {key!r}: the mean / sd of its training values is not a finite "
+                "float32 number; rescale the marker"
+            )
+        self.module.marker_mean.copy_(torch.from_numpy(mean32))
+        self.module.marker_std.copy_(torch.from_numpy(std32))
 
     def _set_class_mask(self, train: dict[str, np.ndarray]) -> None:
-        """Record which label classes each modality's training cells carry."""
+        """Record which label classes each modality's training cells carry.
+
+        With ``disc_conditional=True`` every modality needs a labelled training cell: the
+        discriminator sees the labels' one-hot (zeros when unlabelled), which would tell
+        a modality without labels apart by itself (``ValueError``).
+        """
         if not self.label_categories_:
             return
         mask = self.module.class_mask
         for k, (name, md) in enumerate(self.mods.items()):
             seen = np.unique(md.labels[train[name] & (md.labels >= 0)])
+            if not len(seen) and self.init_params_.get("disc_conditional"):
+                raise ValueError(
+                    f"disc_conditional=True: modality {name!r} has no labelled training cell "
+                    f"(labels_key {self.init_params_['labels_key']!r}); the discriminator would "
+                    "tell the modalities apart by the missing labels \u2014 conditioning needs "
+                    "labels in every modality"
+                )
             if len(seen):  # a modality without any label keeps "all classes"
                 mask[k] = False
                 mask[k, torch.from_numpy(seen)] = True
@@ -329,6 +368,14 @@ class CrossModalAE:
             raise ValueError(f"anchor_fraction must be in [0, 1], got {p['anchor_fraction']!r}")
         if p.get("disc_conditional") and p.get("labels_key") is None:
             raise ValueError("disc_conditional=True needs a labels_key to condition on")
+        markers = p.get("marker_key")
+        if markers is not None and not isinstance(markers, str) and not (
+            isinstance(markers, (list, tuple)) and markers
+            and all(isinstance(k, str) for k in markers)
+        ):
+            raise ValueError(
+                f"marker_key must be a column name or a non-empty list of names, got {markers!r}"
+            )
         if not 0 <= p["validation_fraction"] < 1:
             raise ValueError(
                 f"validation_fraction must be in [0, 1), got {p['validation_fraction']!r}"
@@ -495,13 +542,17 @@ class CrossModalAE:
             Temperature of the contrastive anchor loss (cosine similarities are divided
             by it); ignored by the distances.
         pretrain_epochs
-            Anchor prior only: epochs of pre-training the anchor autoencoder alone
-            (default: a quarter of ``max_epochs``).
+            Anchor prior only: epochs (an integer >= 0, at most ``max_epochs``) of
+            pre-training the anchor autoencoder alone (default: a quarter of
+            ``max_epochs``); ignored, with a warning, by the learned prior.
         adv_warmup_epochs
-            Linear warm-up of the adversarial weight (default: a tenth of ``max_epochs``).
+            Linear warm-up (integer >= 0 epochs) of the adversarial weight (default: a
+            tenth of ``max_epochs``).
         early_stopping, patience
             Stop when the validation reconstruction (+ classifier + anchor) loss has not
-            improved for ``patience`` epochs (default: a fifth of ``max_epochs``, >= 10).
+            improved for ``patience`` (integer >= 0) epochs (default: a fifth of
+            ``max_epochs``, >= 10). Needs validation cells in every modality
+            (``validation_fraction`` > 0); without them it is off, with a warning.
         accelerator, devices, strategy, num_nodes, precision
             Passed to the Lightning ``Trainer`` (CPU by default). Several GPUs / nodes:
             ``devices=4, strategy="ddp"`` (launched with ``torchrun`` or SLURM ``srun``, or
@@ -523,6 +574,13 @@ class CrossModalAE:
         # batch normalisation of the latent codes needs at least 2 cells per batch
         _check_number("batch_size", batch_size, low=2, integer=True)
         _check_number("n_disc_steps", n_disc_steps, low=1, integer=True)
+        for key, value in (
+            ("pretrain_epochs", pretrain_epochs),
+            ("adv_warmup_epochs", adv_warmup_epochs),
+            ("patience", patience),
+        ):
+            if value is not None:  # None: the size-aware default
+                _check_number(key, value, integer=True)
         if anchor_distance not in ("l1", "l2", "contrastive"):
             raise ValueError(
                 "anchor_distance must be 'l1', 'l2' or 'contrastive', got "
@@ -560,8 +618,31 @@ class CrossModalAE:
         if max_epochs < 1:
             raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
         anchor = self.anchor_modality_
+        if anchor is None and pretrain_epochs:
+            warnings.warn(
+                f"pretrain_epochs={pretrain_epochs} is ignored: only prior='anchor:<modality>' "
+                f"pre-trains a modality (this model's prior is "
+                f"{self.init_params_['prior']!r})",
+                UserWarning,
+                stacklevel=2,
+            )
+            pretrain_epochs = 0  # nor does it delay early stopping (min_epochs)
         if pretrain_epochs is None:
             pretrain_epochs = max(1, max_epochs // 4) if anchor is not None else 0
+        if anchor is not None and pretrain_epochs > max_epochs:
+            raise ValueError(
+                f"pretrain_epochs={pretrain_epochs} > max_epochs={max_epochs} (prior "
+                f"{self.init_params_['prior']!r}): pre-training the anchor modality {anchor!r} "
+                "leaves no epoch to train the other modalities"
+            )
+        if anchor is not None and pretrain_epochs == max_epochs:
+            warnings.warn(
+                f"pretrain_epochs={pretrain_epochs} = max_epochs (prior "
+                f"{self.init_params_['prior']!r}): only the anchor modality {anchor!r} is "
+                "trained; no epoch is left to train the other modalities",
+                UserWarning,
+                stacklevel=2,
+            )
         if adv_warmup_epochs is None:
             adv_warmup_epochs = max_epochs // 10
         if patience is None:
@@ -581,6 +662,16 @@ class CrossModalAE:
             val_pairs = all_pairs(self.mods, self.val_masks_) if self.anchors_ else None
             val_batches = EpochBatches(
                 self.mods, val_idx, batch_size=batch_size, pairs=val_pairs, shuffle=False
+            )
+        elif early_stopping and is_global_zero():
+            lacking = [n for n, v in val_idx.items() if not len(v)]
+            warnings.warn(
+                f"early_stopping=True is off: no validation cells in "
+                f"{'modality' if len(lacking) == 1 else 'modalities'} "
+                f"{', '.join(map(repr, lacking))} (validation_fraction="
+                f"{self.init_params_['validation_fraction']}); all {max_epochs} epochs run",
+                UserWarning,
+                stacklevel=2,
             )
         plan = CrossModalPlan(
             self.module,
@@ -687,11 +778,18 @@ class CrossModalAE:
         self.mixing_accuracy_ = acc
         chance = 1.0 / len(self.mods)
         if acc > max(SEPARABLE_ACCURACY, chance + 0.3):
+            missing = [
+                what for what, given in (
+                    ("labels_key", self.init_params_["labels_key"] is not None),
+                    ("anchor pairs", bool(self.anchors_)),
+                ) if not given
+            ]
+            add = f"add {' or '.join(missing)}, " if missing else ""
             warnings.warn(
                 f"the modalities remain separable in the latent space: a linear classifier tells "
                 f"them apart with balanced accuracy {acc:.2f} (chance {chance:.2f}). Train longer, "
-                "raise lam_adv / lam_mmd, add labels_key or anchor pairs, or check that the "
-                "modalities measure the same cell population.",
+                f"raise lam_adv / lam_mmd, {add}or check that the modalities measure the same "
+                "cell population.",
                 UserWarning,
                 stacklevel=3,
             )
@@ -711,6 +809,11 @@ class CrossModalAE:
         self._check_name(modality)
         md = self.mods[modality]
         if adata is None:
+            if md.n_obs == 0:
+                raise ValueError(
+                    f"modality {modality!r}: the model holds no cells of it (loaded without its "
+                    "data?); pass the cells as adata"
+                )
             return md.source
         src, var_names = matrix_of(adata, md.spec, modality)
         if src.image_shape != md.source.image_shape:
@@ -773,7 +876,8 @@ class CrossModalAE:
         if out is not None:
             if Path(out).suffix.lower() != ".h5ad":
                 raise ValueError(f"out must be an .h5ad file path, got {os.fspath(out)!r}")
-            if cells.isbacked and Path(out).resolve() == Path(cells.filename).resolve():
+            read_from = {src.file, Path(cells.filename) if cells.isbacked else None} - {None}
+            if Path(out).resolve() in {p.resolve() for p in read_from}:
                 raise ValueError(
                     f"out {os.fspath(out)!r} is the file the cells are read from; write elsewhere"
                 )
@@ -873,9 +977,9 @@ class CrossModalAE:
             > 0 (default: the median library size of the target's training cells).
         sample
             Variational models: decode a draw from each cell's posterior instead of its
-            mean (seeded with ``seed``).
+            mean (seeded with ``seed``; the draws depend on ``batch_size`` too).
         seed
-            Seed of the posterior draws.
+            Seed of the posterior draws (an integer >= 0).
         device
             ``"cpu"`` (default), ``"cuda"`` or ``"auto"``.
         out
@@ -897,6 +1001,12 @@ class CrossModalAE:
         self._check_name(target, "target")
         if library_size is not None:
             _check_number("library_size", library_size, strict=True)
+        _check_number("seed", seed, integer=True)
+        if sample and not self.init_params_.get("variational"):
+            warnings.warn(
+                "sample=True has no effect: the model is not variational (variational=True); "
+                "the translation is the decoder's mean", UserWarning, stacklevel=2,
+            )
         src = self._source_for(source, adata)
         lib = None if library_size is None else float(library_size)
 
@@ -956,10 +1066,15 @@ class CrossModalAE:
         cats = list(self.label_categories_)
         keep = np.arange(len(cats))
         if classes is not None:
+            if isinstance(classes, str):
+                classes = [classes]
+            classes = list(dict.fromkeys(classes))  # each class once, in the order given
+            if not classes:
+                raise ValueError("classes must name at least one of the model's labels")
             unknown = [c for c in classes if c not in cats]
             if unknown:
                 raise ValueError(f"classes {unknown} are not among the model's labels {cats}")
-            keep = np.array([cats.index(c) for c in classes])
+            keep = np.array([cats.index(c) for c in classes], dtype=np.int64)
         src = self._source_for(modality, adata)
         cols = torch.from_numpy(keep)
 
