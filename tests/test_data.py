@@ -687,3 +687,14 @@ def test_fit_preprocessing_requires_training_cells(sim):
     t = InputTransform(40, normalize=True, log1p=True, scale=True)
     with pytest.raises(ValueError, match="no training cells"):
         fit_preprocessing(t, MatrixSource(sim["rna"], name="rna", where="X"), np.array([], dtype=int))
+
+
+def test_marker_values_beyond_float32_are_named(paired_data):
+    from transmodal.data._setup import marker_values
+
+    adata = paired_data["rna"]
+    adata.obs["m"] = np.linspace(0, 1e39, adata.n_obs)
+    with pytest.raises(ValueError, match="'rna': marker_key 'm' holds values beyond float32"):
+        marker_values(adata, "m", "rna")
+    adata.obs["m"] = np.nan  # all missing is fine here (the model checks where it is measured)
+    assert np.isnan(marker_values(adata, "m", "rna")).all()

@@ -129,10 +129,15 @@ def marker_values(
                 f"modality {name!r}: marker_key {key!r} must be a numeric obs column "
                 f"(a continuous marker), got dtype {col.dtype}"
             )
-        values = col.to_numpy(dtype=np.float32, na_value=np.nan)
+        values = col.to_numpy(dtype=np.float64, na_value=np.nan)
         if np.isinf(values).any():
             raise ValueError(f"modality {name!r}: marker_key {key!r} holds infinite values")
-        cols.append(values)
+        if np.nanmax(np.abs(values), initial=0.0) > np.finfo(np.float32).max:
+            raise ValueError(
+                f"modality {name!r}: marker_key {key!r} holds values beyond float32's range "
+                "(|x| > 3.4e38); rescale the marker (e.g. log)"
+            )
+        cols.append(values.astype(np.float32))
     return np.stack(cols, axis=1)
 
 
