@@ -64,7 +64,7 @@ def test_seed_agreement_errors(rng=np.random.default_rng(2)):
     with pytest.raises(TypeError, match="CrossModalAE"):
         tm.metrics.seed_agreement([a, b])
     for k in (0, 2.5, True):
-        with pytest.raises(ValueError, match="k must be a positive integer"):
+        with pytest.raises(ValueError, match="k must be an integer >= 1"):
             tm.metrics.seed_agreement([{"x": a, "y": b}, {"x": a, "y": b}], k=k)
 
 
@@ -161,5 +161,5 @@ def test_workflows_check_k_before_training():
         raise AssertionError("k must be checked before any run is built")
 
     for train in (tm.workflows.train_consensus, tm.workflows.train_ensemble):
-        with pytest.raises(ValueError, match="k must be a positive integer; got 0"):
+        with pytest.raises(ValueError, match="k must be an integer >= 1; got 0"):
             train(build, seeds=(0, 1), k=0)

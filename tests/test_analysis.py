@@ -441,9 +441,9 @@ def test_latent_and_history_validate_inputs_before_drawing(tmp_path, monkeypatch
         ((emb, {"rna": labels[:3], "image": labels[60:]}), r"labels\['rna'\]: 3 label"),
         ((emb, {**lab, "atac": labels}), r"\['atac'\] are not in embeddings"),
         (({"rna": z[:60], "image": z[60:, :3]},), "differ in latent dimensions"),
-        (({"rna": np.full((5, 4), np.nan)},), r"embeddings\['rna'\]: 5 cell"),
+        (({"rna": np.full((5, 4), np.nan)},), r"embeddings\['rna'\] contains NaN"),
         (({"rna": z[:, :1]},), r"embeddings\['rna'\]: 1 latent dimension"),
-        (({"rna": z[:, 0]},), r"embeddings\['rna'\]: expected a 2-D"),
+        (({"rna": z[:, 0]},), r"embeddings\['rna'\] must be a 2-D array"),
         (({},), "embeddings: empty"),
     ]
     for args, match in cases:

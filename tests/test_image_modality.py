@@ -167,7 +167,7 @@ def test_gallery_of_real_and_translated_crops(tmp_path):
         tm.pl.gallery({"a": crops, "b": crops[:5]})
     with pytest.raises(ValueError, match="'bad'"):
         tm.pl.gallery({"bad": crops[:, 0, 0]})
-    with pytest.raises(ValueError, match="n=0"):
+    with pytest.raises(ValueError, match="n must be an integer >= 1; got 0"):
         tm.pl.gallery({"real": crops}, n=0)
 
 

@@ -365,7 +365,7 @@ def test_cluster_stability():
     }
     with pytest.raises(ValueError, match="fraction"):
         tm.images.cluster_stability(x, n_clusters=2, fraction=0)
-    with pytest.raises(ValueError, match="n_resamples=2.5"):
+    with pytest.raises(ValueError, match="n_resamples must be an integer >= 1; got 2.5"):
         tm.images.cluster_stability(x, n_clusters=2, n_resamples=2.5)
 
 

@@ -1,5 +1,5 @@
 """Small shared helpers: device resolution, seeded initialisation, atomic directory writes,
-plain-JSON values."""
+integer-argument checks, plain-JSON values."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -187,6 +188,23 @@ def atomic_directory(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_int(
+    value: Any, name: str, *, minimum: int, allow_none: bool = False
+) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is an integer >= ``minimum``."""
+    if allow_none and value is None:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+    ):
+        extra = " or None" if allow_none else ""
+        raise ValueError(
+            f"{name} must be an integer >= {minimum}{extra}; got {value!r}"
+        )
 
 
 def jsonable(value: Any) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from scipy import sparse
 
+from .._utils import check_int  # noqa: F401 - re-exported for the baselines
 from ..metrics._chunked import as_embedding
 
 
@@ -37,23 +38,6 @@ def as_dense_matrix(a: Any, name: str, *, min_rows: int = 1) -> np.ndarray:
     if sparse.issparse(a):
         a = a.toarray()
     return as_embedding(a, name, min_rows=min_rows, columns="features")
-
-
-def check_int(
-    value: Any, name: str, *, minimum: int, allow_none: bool = False
-) -> None:
-    """Raise a ValueError naming ``name`` unless ``value`` is an integer >= ``minimum``."""
-    if allow_none and value is None:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < minimum
-    ):
-        extra = " or None" if allow_none else ""
-        raise ValueError(
-            f"{name} must be an integer >= {minimum}{extra}; got {value!r}"
-        )
 
 
 def check_float(value: Any, name: str, *, positive: bool) -> None:

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, dijkstra
 from sklearn.neighbors import NearestNeighbors
 
-from ..baselines._base import check_int
+from .._utils import check_int
 from ..metrics._chunked import as_embedding
 
 

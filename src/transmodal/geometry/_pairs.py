@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
-from ..baselines._base import check_int
+from .._utils import check_int
 from ..metrics._chunked import as_embedding
 from ._isomap import landmark_isomap
 from ._procrustes import wasserstein_procrustes

@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from ..baselines._base import check_int
+from .._utils import check_int
 from ..metrics._chunked import as_embedding
 
 

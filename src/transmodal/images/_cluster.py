@@ -10,6 +10,8 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import rankdata
 
+from .._utils import check_int
+
 TieBreak = Literal["pearson", "euclidean"]
 TIE_BREAKS = {"pearson": "correlation", "euclidean": "euclidean"}  # scipy pdist metrics
 TIE_BREAK_EPS = 1e-6  # far below the gaps between distinct Spearman distances
@@ -161,8 +163,7 @@ def cluster_stability(
 
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction={fraction!r}: expected a number in (0, 1]")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
-        raise ValueError(f"n_resamples={n_resamples!r}: expected a positive integer")
+    check_int(n_resamples, "n_resamples", minimum=1)
     x = _as_matrix(profiles)
     kw = {"n_clusters": n_clusters, "height": height, "tie_break": tie_break}
     reference = cluster_profiles(x, **kw)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
+from .._utils import check_int
 from ._chunked import as_embedding, check_same_dims
 
 # below this chance-corrected agreement, seeds are reported as disagreeing (chosen on the
@@ -27,14 +28,6 @@ def _embeddings(run: Any, i: int) -> dict[str, np.ndarray]:
         f"runs[{i}] must be a trained CrossModalAE or a {{modality: embedding}} mapping; "
         f"got {type(run).__name__}"
     )
-
-
-def check_k(k: Any) -> int:
-    """``k`` of :func:`seed_agreement` as an ``int``; a ``ValueError`` naming ``k`` unless
-    it is a positive integer (also used by the workflows before they train)."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer; got {k!r}")
-    return int(k)
 
 
 def _cross_neighbours(zq: np.ndarray, zr: np.ndarray, k: int) -> np.ndarray:
@@ -86,7 +79,8 @@ def seed_agreement(
         If ``k`` is not a positive integer, there are fewer than two runs, or the runs
         do not embed the same modalities and cells.
     """
-    k = check_k(k)
+    check_int(k, "k", minimum=1)
+    k = int(k)
     if len(runs) < 2:
         raise ValueError(f"seed_agreement needs at least two runs; got {len(runs)}")
     embs = [_embeddings(r, i) for i, r in enumerate(runs)]

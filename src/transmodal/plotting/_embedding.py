@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..metrics._chunked import as_embedding
+
 
 def _check_path(path: str | os.PathLike | None) -> None:
     """Fail before drawing if the figure cannot be written to ``path``."""
@@ -85,23 +87,11 @@ def _check_latent_inputs(
         raise ValueError("embeddings: empty; expected at least one modality")
     arrays = {}
     for name, z in embeddings.items():
-        try:
-            a = np.asarray(z, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"embeddings[{name!r}]: not a numeric array") from None
-        if a.ndim != 2:
-            raise ValueError(
-                f"embeddings[{name!r}]: expected a 2-D (n_cells, n_latent) array, got shape {a.shape}"
-            )
-        if a.shape[0] == 0:
-            raise ValueError(f"embeddings[{name!r}]: no cells")
+        a = as_embedding(z, f"embeddings[{name!r}]")  # 2-D, numeric, finite, >= 1 cell
         if a.shape[1] < 2:
             raise ValueError(
                 f"embeddings[{name!r}]: {a.shape[1]} latent dimension(s); a 2-D scatter needs >= 2"
             )
-        bad = int((~np.isfinite(a)).any(1).sum())
-        if bad:
-            raise ValueError(f"embeddings[{name!r}]: {bad} cell(s) with NaN or infinite values")
         arrays[name] = a
     widths = {name: a.shape[1] for name, a in arrays.items()}
     if len(set(widths.values())) > 1:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .._utils import check_int
 from ._embedding import _check_path, _closing_on_error, _finish, _pyplot
 
 
@@ -71,8 +72,7 @@ def gallery(
     if len(set(counts.values())) != 1:
         raise ValueError(f"gallery rows hold different numbers of cells: {counts}")
     n_cells = next(iter(counts.values()))
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n={n!r}: expected a positive number of cells to show")
+    check_int(n, "n", minimum=1)
     n = int(min(n, n_cells))
     if n < 1:
         raise ValueError(f"rows: no cells to show ({counts})")

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from .. import metrics
-from ..metrics._agreement import check_k
+from .._utils import check_int
 from ..model import CrossModalAE, Ensemble
 
 
@@ -125,7 +125,7 @@ def train_consensus(
     ...     seeds=(0, 1, 2), max_epochs=100)
     >>> z = run.model.get_latent_representation("rna")
     """
-    k = check_k(k)
+    check_int(k, "k", minimum=1)
     seeds, models = _train_runs(build, seeds, train_kwargs, "train_consensus")
     table = _agreement(
         models, k, lambda t: f"train_consensus kept seed {seeds[metrics.medoid_run(t)]}, the "
@@ -182,7 +182,7 @@ def train_ensemble(
     ...                               anchor_fraction=0.25, seed=s), seeds=(0, 1, 2))
     >>> mdata["rna"].obsm["X_transmodal"] = ens.get_latent_representation("rna")
     """
-    k = check_k(k)
+    check_int(k, "k", minimum=1)
     _, models = _train_runs(build, seeds, train_kwargs, "train_ensemble")
     _agreement(
         models, k, lambda t: "train_ensemble averages these runs: if they found different "
