@@ -181,3 +181,29 @@ def test_scale_throughput_part_runs():
     assert "error" not in res, res
     assert res["batch_size"] == 64 and res["accelerator"] == "cpu" and res["steps"] == 5
     assert res["bare_cells_per_s"] > 0 and res["library_csr_cells_per_s"] > 0
+
+
+def test_batches_benchmark_runs_and_summarises(tmp_path):
+    """``benchmarks/batches.py``: one run of each method on a few hundred cells gives every
+    metric, and the summary prints the table."""
+    import json
+
+    batches = _load("batches")
+    lines = [
+        batches.run_one("imbalanced", method, 0, 1.0, max_epochs=1, n_cells=300)
+        for method in batches.METHODS
+    ]
+    for res in lines:
+        assert res["n_batches"] == 2 and res["epochs"] == 1
+        for key in ("batch_mixing", "rna_label_purity", "foscttm", "label_transfer",
+                    "translation_pearson"):
+            assert 0 <= res[key] <= 1, (key, res)
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        batches.summary(str(tmp_path / "b.jsonl"))
+    rows = buf.getvalue().splitlines()
+    assert len(rows) == 5 and rows[2].startswith("| imbalanced | none | 1 |")

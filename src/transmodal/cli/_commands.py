@@ -305,6 +305,7 @@ def cmd_translate(
     out: str,
     library_size: float | None = None,
     overwrite: bool = False,
+    target_batch: str | None = None,
 ) -> int:
     """``transmodal translate``: write ``model.translate(data[source], source, target)``."""
     model_dir = Path(model)
@@ -318,7 +319,10 @@ def cmd_translate(
     out_path = Path(out)
     _check_output(out_path, overwrite=overwrite)
     m, adatas = _load(model_dir, data_paths, config)
-    result = m.translate(adatas[source], source=source, target=target, library_size=library_size)
+    result = m.translate(
+        adatas[source], source=source, target=target, library_size=library_size,
+        target_batch=target_batch,
+    )
     _write_h5ad(result, out_path)
     print(
         f"transmodal: {result.n_obs} cells translated {source} -> {target} "

@@ -214,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--library-size", metavar="X", type=float,
         help="library size of translated count profiles (default: median of the training cells)",
     )
+    p.add_argument(
+        "--target-batch", metavar="BATCH",
+        help="a target with a batch_key: decode as measured in this batch (default: the mean "
+        "over its batches)",
+    )
     _add_overwrite(p, "output file")
 
     # evaluate -----------------------------------------------------------------------------
@@ -299,6 +304,7 @@ def _run(args: argparse.Namespace) -> int:
         return c.cmd_translate(
             args.model, args.data, args.source, args.target, args.out,
             library_size=args.library_size, overwrite=args.overwrite,
+            target_batch=args.target_batch,
         )
     if args.command == "evaluate":
         return c.cmd_evaluate(

@@ -125,6 +125,8 @@ class EpochBatches(Dataset):
             out["y"] = torch.from_numpy(md.labels[rows])
         if md.markers is not None:
             out["m"] = torch.from_numpy(md.markers[rows])
+        if md.batches is not None:
+            out["b"] = torch.from_numpy(md.batches[rows])
         return out
 
     def __getitem__(self, step: int) -> dict:

@@ -70,6 +70,12 @@ class Modality:
     augment
         Image modalities: random flips and 90-degree rotations of every training image
         (nuclei have no orientation). Ignored for other modalities.
+    batch_key
+        ``obs`` column of this modality's batches (samples, donors, plates). The decoder
+        takes the batch as a covariate (one-hot, as scVI's), so the shared latent space
+        need not encode batch effects; the encoder does not see it, so embedding new
+        cells needs no batch column. Translations into this modality are decoded in a
+        chosen batch or averaged over all (``translate(target_batch=...)``).
 
     Examples
     --------
@@ -88,6 +94,7 @@ class Modality:
     hidden: tuple[int, ...] | None = None
     input_dropout: float = 0.0
     augment: bool = True
+    batch_key: str | None = None
     _extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -123,7 +130,7 @@ class Modality:
             raise ValueError(
                 f"modality {name!r}: give either 'layer' or 'obsm_key', not both"
             )
-        for key in ("layer", "obsm_key"):
+        for key in ("layer", "obsm_key", "batch_key"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(

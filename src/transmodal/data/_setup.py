@@ -30,6 +30,8 @@ class ModalityData:
     pair_keys: np.ndarray
     labels: np.ndarray | None = None
     markers: np.ndarray | None = None
+    batches: np.ndarray | None = None  # batch codes (-1 = unknown) of spec.batch_key
+    batch_categories: list[str] | None = None
 
     @property
     def n_obs(self) -> int:  # noqa: D102
@@ -108,6 +110,37 @@ def label_codes(
     return codes, categories
 
 
+def batch_codes(
+    md: ModalityData, categories: list[str] | None, *, optional: bool = False
+) -> tuple[np.ndarray, list[str]]:
+    """Codes of ``md.adata.obs[md.spec.batch_key]`` in ``categories`` (default: the batches
+    the cells carry, sorted) and the categories. Missing values and unknown batches are
+    errors unless ``optional`` (then -1, as for a missing column)."""
+    key, name = md.spec.batch_key, md.name
+    if optional and key not in md.adata.obs and categories is not None:
+        return np.full(md.n_obs, -1, dtype=np.int64), list(categories)
+    if key not in md.adata.obs:
+        raise ValueError(
+            f"modality {name!r}: batch_key {key!r} not found in obs; "
+            f"available columns: {list(md.adata.obs.columns)}"
+        )
+    codes, categories = label_codes(md.adata, key, name, categories)
+    if optional:
+        return np.where(codes < 0, -1, codes), categories
+    if (codes == -1).any():
+        raise ValueError(
+            f"modality {name!r}: batch_key {key!r} is missing for {int((codes == -1).sum())} "
+            "cell(s); every cell needs a batch (name unknown ones, e.g. 'unknown')"
+        )
+    if (codes == -2).any():
+        bad = md.adata.obs[key][codes == -2].iloc[0]
+        raise ValueError(
+            f"modality {name!r}: batch {bad!r} in obs[{key!r}] is not one of the model's "
+            f"batches {categories}"
+        )
+    return codes, categories
+
+
 def marker_values(
     adata: AnnData, marker_key: str | list[str], name: str, *, optional: bool = False
 ) -> np.ndarray:
@@ -151,6 +184,7 @@ def setup_data(
     labels_optional: bool = False,
     marker_key: str | list[str] | None = None,
     allow_empty: tuple[str, ...] = (),
+    batch_categories: Mapping[str, list[str]] | None = None,
 ) -> tuple[dict[str, ModalityData], list[str] | None]:
     """Validate inputs and collect everything the model needs about each modality.
 
@@ -176,6 +210,10 @@ def setup_data(
     allow_empty
         Modalities whose data may hold no cells (stand-ins for modalities a loaded model
         is used without).
+    batch_categories
+        Known batches of the modalities with a ``batch_key`` (a trained model's); without
+        them, each modality's batches are the values its cells carry. With
+        ``labels_optional``, a missing column or an unknown batch gives code -1.
 
     Returns
     -------
@@ -235,6 +273,10 @@ def setup_data(
     if marker_key is not None:
         for name, md in out.items():
             md.markers = marker_values(md.adata, marker_key, name, optional=labels_optional)
+    for name, md in out.items():
+        if md.spec.batch_key is not None:
+            known = None if batch_categories is None else batch_categories.get(name)
+            md.batches, md.batch_categories = batch_codes(md, known, optional=labels_optional)
     categories = list(label_categories) if label_categories is not None else None
     if labels_key is not None:
         if categories is None:  # union of every modality's categories

@@ -13,7 +13,13 @@ Generative model
    ``j`` has mean 0 and a random signal strength (some features carry much, some little).
 3. **Modality-specific noise.** ``noise`` times a private low-rank factor (2 dimensions,
    per cell, not shared with any other modality) plus ``noise`` times iid N(0, 1) noise.
-4. **Observation model.** ``"nb"``: rate ``softmax(h + gene baseline) * library`` with a
+4. **Batch effects** (``n_batches`` > 1 for a modality): each cell of the modality belongs to
+   one of its batches (uniformly at random; a cell measured in several modalities with as
+   many batches is in the same batch in each), and each batch adds its own per-feature shift
+   of standard deviation ``batch_effect`` to ``h`` (a log fold change of counts, a logit
+   shift of accessibility, a shift of Gaussian features). Batches hold the same mixture of
+   cell states, so a batch-corrected latent space mixes them.
+5. **Observation model.** ``"nb"``: rate ``softmax(h + gene baseline) * library`` with a
    log-normal library size, counts ~ Gamma-Poisson (negative binomial, dispersion
    ``theta = 10``); ``"bernoulli"``: ``p = sigmoid(h + peak offset + cell depth)`` with the
    offsets set so that mean accessibility is about 0.15; ``"gaussian"``: ``h`` itself.
@@ -71,7 +77,7 @@ _ATAC_DEPTH_SD = 0.5
 _DIRICHLET = 5.0
 
 # spawn-key purposes
-_K_POPULATION, _K_REFERENCE, _K_PARAMS, _K_SHARED, _K_OWN, _K_MEASURE = range(6)
+_K_POPULATION, _K_REFERENCE, _K_PARAMS, _K_SHARED, _K_OWN, _K_MEASURE, _K_BATCH = range(7)
 
 
 # --------------------------------------------------------------------------- seeds
@@ -126,6 +132,8 @@ def _resolve(
     paired,
     library_size,
     seed,
+    n_batches=1,
+    batch_effect=1.0,
 ) -> dict:
     n_cells = _check_int(n_cells, "n_cells", 2)
     if modalities is None:
@@ -210,6 +218,17 @@ def _resolve(
         )
     lib_sd = _check_float(lib_sd, "library_size sd")
     seed = _check_int(seed, "seed", 0)
+    if isinstance(n_batches, Mapping):
+        unknown = [m for m in n_batches if m not in mods]
+        if unknown:
+            raise ValueError(
+                f"n_batches names unknown modalities {unknown}; modalities: {list(mods)}"
+            )
+        batches = {m: _check_int(n_batches.get(m, 1), f"n_batches[{m!r}]", 1) for m in mods}
+    else:
+        k = _check_int(n_batches, "n_batches", 1)
+        batches = {m: k for m in mods}
+    batch_effect = _check_float(batch_effect, "batch_effect")
 
     return {
         "n_cells": n_cells,
@@ -225,6 +244,8 @@ def _resolve(
         "library_size": [float(lib_mean), lib_sd],
         "seed": seed,
         "theta": _THETA,
+        "n_batches": batches,
+        "batch_effect": batch_effect,
     }
 
 
@@ -328,15 +349,27 @@ class _ModalityMap:
                 1 + np.pi * var / 8
             )
         self.offset = offset.astype(np.float32)
+        # per-batch feature shifts (own stream: data without batches are unchanged)
+        k = cfg["n_batches"][name]
+        self.batch_shift = None
+        if k > 1:
+            shift = _rng(cfg["seed"], _K_BATCH, 1, _name_key(name)).standard_normal((k, f))
+            self.batch_shift = (shift * cfg["batch_effect"]).astype(np.float32)
+        self.cell_batches: np.ndarray | None = None  # the cells' batch codes, set per draw
 
     def _hidden(self, z: np.ndarray) -> np.ndarray:
         zs = (z - self.pop.center) / self.pop.scale
         return np.tanh(zs @ self.w1 + self.b1)
 
-    def measure(self, z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Dense float32 observations of one granule of cells (fixed order of draws)."""
+    def measure(
+        self, z: np.ndarray, rng: np.random.Generator, batches: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Dense float32 observations of one granule of cells (fixed order of draws;
+        ``batches``: the cells' batch codes)."""
         n, f = len(z), self.w2.shape[1]
         h = self._hidden(z).astype(np.float32) @ self.w2 + self.offset
+        if self.batch_shift is not None:
+            h += self.batch_shift[batches]
         u = rng.standard_normal((n, _N_PRIVATE), dtype=np.float32)
         eps = rng.standard_normal((n, f), dtype=np.float32)
         h += np.float32(self.noise) * (u @ self.private + eps)
@@ -372,7 +405,9 @@ def _blocks(
             if cache is not None and cache[0] == g:
                 x = cache[1]
             else:
-                x = mod.measure(z[g0 : min(g0 + _RNG_CHUNK, n)], rngs[g])
+                g1 = min(g0 + _RNG_CHUNK, n)
+                b = None if mod.cell_batches is None else mod.cell_batches[g0:g1]
+                x = mod.measure(z[g0:g1], rngs[g], b)
                 cache = (g, x)
             parts.append(x[max(start - g0, 0) : stop - g0])
         yield parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -458,6 +493,8 @@ def synthetic(
     cluster_separation: float = 3.0,
     paired: bool | float = True,
     library_size: tuple[float, float] = (7.5, 0.4),
+    n_batches: int | Mapping[str, int] = 1,
+    batch_effect: float = 1.0,
     seed: int = 0,
     return_mudata: bool = False,
     block_size: int = _BLOCK_SIZE,
@@ -507,6 +544,14 @@ def synthetic(
     library_size
         Mean and standard deviation of the log library size of ``"nb"`` modalities
         (log-normal; default median about 1,800 counts).
+    n_batches
+        Batches per modality, as one number for all or ``{name: n}`` (others: 1). With more
+        than one, cells are spread uniformly over the batches (``obs["batch"]``,
+        ``batch0``, ...) and each batch shifts every feature (see ``batch_effect``).
+    batch_effect
+        Standard deviation (>= 0) of the per-batch, per-feature shift of the modality's
+        signal (log scale for counts, logit for accessibility). Batches do not change the
+        cell states, so a good integration mixes them.
     seed
         Seed (>= 0). The same arguments and seed give the same data; a modality's data are
         keyed by its name, so adding modalities does not change the others.
@@ -535,7 +580,7 @@ def synthetic(
       (``"bernoulli"``); dense float32 (``"gaussian"``);
     - ``obs["label"]`` (categorical cluster / branch), ``obs["true_cell"]`` (id of the
       underlying cell state: equal across modalities exactly for the same cell),
-      ``obs["pseudotime"]`` for trajectories;
+      ``obs["pseudotime"]`` for trajectories, ``obs["batch"]`` with batches;
     - ``obsm["X_true"]``: the true latent state ``z`` (float32);
     - ``var_names`` ``gene0...`` / ``peak0...`` / ``feat0...`` (prefixed with the modality
       name when several modalities share a kind);
@@ -567,6 +612,8 @@ def synthetic(
         paired,
         library_size,
         seed,
+        n_batches,
+        batch_effect,
     )
     block_size = _check_int(block_size, "block_size", 1)
     if out is not None:
@@ -581,6 +628,8 @@ def synthetic(
     n, n_shared, seed = cfg["n_cells"], cfg["n_shared"], cfg["seed"]
     shared = pop.sample_pool(seed, n_shared, _K_SHARED)
     shared_names = _names("cell", 0, n_shared)
+    # batch draws: one uniform per cell, shared cells' from a common stream
+    shared_u = _rng(seed, _K_BATCH, 0).random(n_shared)
 
     kinds = list(cfg["modalities"].values())
     params = _jsonable(cfg)
@@ -592,6 +641,12 @@ def synthetic(
         obs_names = shared_names + _names(f"{name}_cell", n_shared, n)
         mod = _ModalityMap(cfg, pop, name, kind)
         rngs = _granule_rngs(seed, n, _K_MEASURE, _name_key(name))
+        k = cfg["n_batches"][name]
+        if k > 1:
+            own_u = _rng(seed, _K_BATCH, 2, _name_key(name)).random(n - n_shared)
+            mod.cell_batches = np.minimum(
+                (np.concatenate([shared_u, own_u]) * k).astype(np.int64), k - 1
+            )
 
         obs = pd.DataFrame(
             {
@@ -602,6 +657,10 @@ def synthetic(
         )
         if cfg["shape"] == "trajectory":
             obs["pseudotime"] = np.concatenate([shared[2], own[2]])
+        if mod.cell_batches is not None:
+            obs["batch"] = pd.Categorical.from_codes(
+                mod.cell_batches, categories=[f"batch{i}" for i in range(k)]
+            )
         prefix = (
             _VAR_PREFIX[kind]
             if kinds.count(kind) == 1

@@ -86,6 +86,11 @@ class Ensemble:
                     f"models[{i}] has label categories {m.label_categories_}; models[0] has "
                     f"{models[0].label_categories_} (class probabilities are averaged by class)"
                 )
+            if m.batch_categories_ != models[0].batch_categories_:
+                raise ValueError(
+                    f"models[{i}] has batches {m.batch_categories_}; models[0] has "
+                    f"{models[0].batch_categories_} (translations are decoded per batch)"
+                )
         if scales is None:
             scales = [_latent_scale(m) for m in models]
         scales = np.asarray(scales, dtype=np.float64)
@@ -153,6 +158,7 @@ class Ensemble:
         target: str,
         batch_size: int = 1024,
         library_size: float | None = None,
+        target_batch: str | None = None,
         device: str | None = None,
     ) -> AnnData:
         """Translate cells of ``source`` into ``target``: the mean of the members'
@@ -165,7 +171,8 @@ class Ensemble:
         out = None
         for m in self.models:
             t = m.translate(adata, source=source, target=target, batch_size=batch_size,
-                            library_size=library_size, device=device)
+                            library_size=library_size, target_batch=target_batch,
+                            device=device)
             if out is None:
                 out = t
                 out.X = np.asarray(out.X, dtype=np.float64)

@@ -75,6 +75,7 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
         },
         "var_names": {n: [str(v) for v in md.var_names] for n, md in model.mods.items()},
         "label_categories": model.label_categories_,
+        "batch_categories": model.batch_categories_,
         "obs_digest": model._digests(),
         "train_params": model.train_params_,
         "is_trained": model.is_trained_,
@@ -124,6 +125,10 @@ _CONFIG_FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
     "label_categories": (
         True, _or_null(_array_of(lambda v: isinstance(v, str))), "null or a list of strings"
     ),
+    "batch_categories": (
+        False, _object_of(_array_of(lambda v: isinstance(v, str))),
+        "an object of lists of strings",
+    ),
     "image_shape": (
         False, _object_of(_array_of(lambda v: _json_kind(v) == "integer")),
         "an object of lists of integers",
@@ -160,6 +165,14 @@ def _check_config(config: Any, cfg_path: Path) -> None:
         if missing:
             raise ValueError(
                 f"{cfg_path}: field {field!r} has no entry for modality {missing[0]!r}"
+            )
+    for name, spec in config["modalities"].items():
+        if isinstance(spec, dict) and spec.get("batch_key") is not None and name not in (
+            config.get("batch_categories") or {}
+        ):
+            raise ValueError(
+                f"{cfg_path}: field 'batch_categories' has no entry for modality {name!r} "
+                f"(its batch_key is {spec['batch_key']!r})"
             )
     history = config.get("history")
     if history:
@@ -280,6 +293,7 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
         check_data=check_data,
         labels_optional=True,
         allow_empty=stand_ins,
+        batch_categories=config.get("batch_categories") or {},
     )
     for name, md in model.mods.items():
         saved_shape = config.get("image_shape", {}).get(name)

@@ -20,7 +20,7 @@ from ..data._h5ad import write_rows_h5ad
 from ..data._modality import Modality, as_widths, is_number
 from ..data._prefetch import Prefetcher
 from ..data._preprocess import fit_preprocessing
-from ..data._setup import ModalityData, feature_mismatch, setup_data
+from ..data._setup import ModalityData, feature_mismatch, label_str, setup_data
 from ..data._source import MatrixSource, check_values, matrix_of
 from ..geometry import geometric_pairs, transport_pairs
 from ..nn._conv import DEFAULT_CHANNELS
@@ -383,7 +383,7 @@ class CrossModalAE:
 
     def _setup(
         self, data, modalities, params, *, label_categories, check_data, labels_optional=False,
-        allow_empty: tuple[str, ...] = (),
+        allow_empty: tuple[str, ...] = (), batch_categories: Mapping[str, list[str]] | None = None,
     ) -> None:
         """Validate data, then build the networks (seeded); shared by ``__init__`` and ``load``."""
         for name in modalities if isinstance(modalities, Mapping) else ():
@@ -403,11 +403,17 @@ class CrossModalAE:
             labels_optional=labels_optional,
             marker_key=params.get("marker_key"),
             allow_empty=allow_empty,
+            batch_categories=batch_categories,
         )
         self.anchor_modality_ = _check_prior(params["prior"], list(mods))
         self.init_params_ = params
         self.mods: dict[str, ModalityData] = mods
         self.label_categories_ = categories
+        self.batch_categories_: dict[str, list[str]] = {
+            n: list(md.batch_categories)
+            for n, md in mods.items()
+            if md.batch_categories is not None
+        }
         archs = {}
         for name, md in mods.items():
             image = md.source.image_shape
@@ -420,6 +426,7 @@ class CrossModalAE:
                 input_dropout=md.spec.input_dropout,
                 image_shape=image,
                 augment=bool(md.spec.augment and image is not None),
+                n_batches=len(self.batch_categories_.get(name, ())),
                 **opts,
             )
         with seeded(params["seed"]):
@@ -462,7 +469,9 @@ class CrossModalAE:
 
     def __repr__(self) -> str:
         parts = [
-            f"{n}: {md.n_obs} x {md.source.n_vars} ({md.spec.likelihood})"
+            f"{n}: {md.n_obs} x {md.source.n_vars} ({md.spec.likelihood}"
+            + (f", {len(self.batch_categories_[n])} batches" if n in self.batch_categories_ else "")
+            + ")"
             for n, md in self.mods.items()
         ]
         n_params = sum(p.numel() for p in self.module.parameters())
@@ -489,6 +498,7 @@ class CrossModalAE:
         lam_latent: float = 1.0,
         n_disc_steps: int = 1,
         lam_mmd: float = 1.0,
+        lam_batch: float = 0.0,
         beta: float = 1e-3,
         anchor_distance: str = "l1",
         anchor_temperature: float = 0.2,
@@ -527,6 +537,13 @@ class CrossModalAE:
             Weight of a multi-bandwidth Gaussian-kernel MMD between the modalities' latent
             batches, a non-adversarial alignment term that stabilises the adversarial game
             (0 = the paper's purely adversarial alignment).
+        lam_batch
+            Modalities with a ``batch_key``: weight of the same kernel MMD between the
+            latent points of the batches of each modality (within a step), which removes
+            what batch effect the batch-conditioned decoder leaves in the latent space. Off
+            by default: it assumes every batch holds the same cell types in the same
+            proportions, and where they do not it merges distinct cells (README,
+            ``benchmarks/batches.py``).
         beta
             Weight of the KL divergence of variational encoders (``variational=True``).
         anchor_distance
@@ -597,6 +614,7 @@ class CrossModalAE:
             ("lam_anchor", lam_anchor),
             ("lam_latent", lam_latent),
             ("lam_mmd", lam_mmd),
+            ("lam_batch", lam_batch),
             ("beta", beta),
         ):
             _check_number(key, value)
@@ -611,6 +629,15 @@ class CrossModalAE:
                 raise ValueError(
                     f"modality {name!r} has {n_train} training cell(s); training needs at "
                     "least 2 per modality (batch normalisation)"
+                )
+            batches = self.mods[name].batches
+            if batches is not None and (batches[~mask] < 0).any():
+                key = self.mods[name].spec.batch_key
+                raise ValueError(
+                    f"modality {name!r}: {int((batches[~mask] < 0).sum())} training cell(s) "
+                    f"have no batch of the model (obs[{key!r}] missing, empty or holding a "
+                    f"batch other than {self.batch_categories_[name]}); the decoder needs "
+                    "each training cell's batch"
                 )
         seed = self.init_params_["seed"] if seed is None else seed
         n_max = max(md.n_obs for md in self.mods.values())
@@ -684,6 +711,7 @@ class CrossModalAE:
             lam_latent=lam_latent,
             n_disc_steps=n_disc_steps,
             lam_mmd=lam_mmd,
+            lam_batch=lam_batch,
             beta=beta,
             anchor_distance=anchor_distance,
             anchor_temperature=anchor_temperature,
@@ -729,6 +757,7 @@ class CrossModalAE:
             "lam_latent": lam_latent,
             "n_disc_steps": n_disc_steps,
             "lam_mmd": lam_mmd,
+            "lam_batch": lam_batch,
             "beta": beta,
             "anchor_distance": anchor_distance,
             "anchor_temperature": anchor_temperature,
@@ -957,6 +986,7 @@ class CrossModalAE:
         library_size: float | None = None,
         sample: bool = False,
         seed: int = 0,
+        target_batch: str | Sequence[str] | None = None,
         device: str | None = None,
         out: str | os.PathLike | None = None,
         overwrite: bool = False,
@@ -980,6 +1010,12 @@ class CrossModalAE:
             mean (seeded with ``seed``; the draws depend on ``batch_size`` too).
         seed
             Seed of the posterior draws (an integer >= 0).
+        target_batch
+            A target with a ``batch_key``: decode every cell as if measured in this batch
+            (one of ``model.batch_categories_[target]``), or each cell in its own (one batch
+            per cell, e.g. the ``obs`` column of the cells' partners in the target); default:
+            the mean of the decodings in every batch. Also for ``source == target``
+            (reconstruction: pass the cells' own batches).
         device
             ``"cpu"`` (default), ``"cuda"`` or ``"auto"``.
         out
@@ -1008,11 +1044,19 @@ class CrossModalAE:
                 "the translation is the decoder's mean", UserWarning, stacklevel=2,
             )
         src = self._source_for(source, adata)
+        batch_code = self._batch_code(target, target_batch, src.n_obs)
         lib = None if library_size is None else float(library_size)
+        done = [0]  # rows translated so far (blocks come in order)
 
         def fn(x):
             library = None if lib is None else torch.full((x.shape[0],), lib, device=x.device)
-            return self.module.translate(x, source, target, library, sample=sample)
+            code = batch_code
+            if isinstance(code, np.ndarray):
+                code = torch.from_numpy(code[done[0] : done[0] + x.shape[0]]).to(x.device)
+                done[0] += x.shape[0]
+            return self.module.translate(
+                x, source, target, library, sample=sample, target_batch=code
+            )
 
         cells = self.mods[source].adata if adata is None else adata
         tmd = self.mods[target]
@@ -1025,11 +1069,50 @@ class CrossModalAE:
             "continuous_bernoulli": "mean intensity in [0, 1]",
         }.get(tmd.spec.likelihood, "counts")
         uns = {"transmodal": {"source": source, "target": target, "units": units}}
+        if target in self.batch_categories_:
+            uns["transmodal"]["target_batch"] = (
+                "mean over batches" if target_batch is None
+                else "per cell" if isinstance(batch_code, np.ndarray) else str(target_batch)
+            )
         with seeded(seed):
             return self._output(
                 src, fn, batch_size=batch_size, device=device, cells=cells,
                 var_names=tmd.var_names, uns=uns, images=images, out=out, overwrite=overwrite,
             )
+
+    def _batch_code(
+        self, target: str, target_batch: Any, n_cells: int
+    ) -> int | np.ndarray | None:
+        """The code of ``target_batch`` among ``target``'s batches, or the codes of one batch
+        per cell (``n_cells`` of them); ``None``: every batch."""
+        if target_batch is None:
+            return None
+        if target not in self.batch_categories_:
+            raise ValueError(
+                f"target_batch: modality {target!r} has no batches (no batch_key in its "
+                "Modality)"
+            )
+        batches = self.batch_categories_[target]
+        per_cell = np.ndim(target_batch) > 0  # a name (string or number), or one per cell
+        values = (
+            list(np.asarray(target_batch, dtype=object).ravel()) if per_cell else [target_batch]
+        )
+        if per_cell and len(values) != n_cells:
+            raise ValueError(
+                f"target_batch holds {len(values)} batches for {n_cells} cells; give one batch "
+                "name, or one per cell"
+            )
+        names = [label_str(v) for v in values]
+        unknown = sorted({str(v) for v, n in zip(values, names) if n not in batches})
+        if unknown:
+            raise ValueError(
+                f"target_batch: {unknown[:3]} {'is' if len(unknown) == 1 else 'are'} not "
+                f"{'a batch' if len(unknown) == 1 else 'batches'} of modality {target!r}; its "
+                f"batches: {batches}"
+            )
+        lookup = {b: i for i, b in enumerate(batches)}
+        codes = np.array([lookup[n] for n in names], dtype=np.int64)
+        return codes if per_cell else int(codes[0])
 
     def predict_labels(
         self,

@@ -32,6 +32,7 @@ class ModalityArch:
     input_dropout: float = 0.0
     image_shape: tuple[int, ...] | None = None  # (channels, *spatial): convolutional
     augment: bool = False  # random flips / rotations of training images
+    n_batches: int = 0  # categories of the modality's batch_key (0 = none): decoder covariate
 
 
 @dataclass
@@ -118,7 +119,8 @@ class CrossModalModule(nn.Module):
                     a.image_shape, n_code, a.hidden, dropout=dropout, variational=variational
                 )
                 self.decoders[name] = ConvDecoder(
-                    n_code, a.image_shape, a.hidden, n_out_channels=len(keys) * a.image_shape[0]
+                    n_code + a.n_batches, a.image_shape, a.hidden,
+                    n_out_channels=len(keys) * a.image_shape[0],
                 )
                 self.heads[name] = ImageHead(keys, a.image_shape[0])
                 continue
@@ -130,7 +132,7 @@ class CrossModalModule(nn.Module):
                 input_dropout=a.input_dropout,
                 variational=variational,
             )
-            dec = MLPDecoder(n_code, tuple(reversed(a.hidden)), dropout=dropout)
+            dec = MLPDecoder(n_code + a.n_batches, tuple(reversed(a.hidden)), dropout=dropout)
             self.decoders[name] = dec
             self.heads[name] = self.likelihoods[name].head(dec.n_out, a.n_vars)
         self.disc_noise = disc_noise
@@ -157,17 +159,28 @@ class CrossModalModule(nn.Module):
         return self.encoders[name](t.encoder_input(t.process(x)))[..., : self.n_latent]
 
     def decode(
-        self, name: str, z: torch.Tensor, library: torch.Tensor | None = None
+        self,
+        name: str,
+        z: torch.Tensor,
+        library: torch.Tensor | None = None,
+        batch: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Latent points -> distribution parameters of modality ``name``.
 
         ``library`` (per-cell totals) scales count likelihoods; by default the median
-        training library size of the modality.
+        training library size of the modality. ``batch``: for a modality with a
+        ``batch_key``, the batch code of every cell (the decoder's covariate, one-hot);
+        needed there.
         """
         if library is None:
             library = self.transforms[name].library_size.expand(z.shape[0])
         if self.n_private and z.shape[-1] == self.n_latent:  # no private part: its prior mean
             z = torch.cat([z, z.new_zeros(z.shape[0], self.n_private)], dim=-1)
+        n_batches = self.archs[name].n_batches
+        if n_batches:
+            if batch is None:
+                raise ValueError(f"modality {name!r} decodes per batch: pass its batch codes")
+            z = torch.cat([z, F.one_hot(batch.long(), n_batches).to(z.dtype)], dim=-1)
         return self.heads[name](self.decoders[name](z), library)
 
     def output(self, name: str, params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -189,13 +202,16 @@ class CrossModalModule(nn.Module):
         library: torch.Tensor | None = None,
         *,
         sample: bool = False,
+        target_batch: int | torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``D_target(E_source(x))`` in the target's original units.
 
         With ``sample=True`` (variational models) the latent point is drawn from the
         source's posterior instead of taking its mean. With ``source == target`` this is the
         modality's reconstruction and keeps its private latent part; across modalities the
-        target's private part is unknown and set to its prior mean (zeros).
+        target's private part is unknown and set to its prior mean (zeros). A target with
+        batches (``batch_key``) is decoded as batch ``target_batch`` (a code, or a tensor of
+        one code per cell), or, with ``None``, as the mean of its decodings in every batch.
         """
         t = self.transforms[source]
         mean, logvar = self.encoders[source].distribution(t.encoder_input(t.process(x)))
@@ -204,12 +220,23 @@ class CrossModalModule(nn.Module):
             z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
         if source != target:
             z = z[..., : self.n_latent]
-        return self.output(target, self.decode(target, z, library))
+        n_batches = self.archs[target].n_batches
+        if not n_batches:
+            return self.output(target, self.decode(target, z, library))
+        if isinstance(target_batch, torch.Tensor):
+            return self.output(target, self.decode(target, z, library, target_batch))
+        codes = range(n_batches) if target_batch is None else [target_batch]
+        outs = [
+            self.output(target, self.decode(target, z, library, z.new_full((len(z),), b).long()))
+            for b in codes
+        ]
+        return torch.stack(outs).mean(0)
 
     def reconstruction(
-        self, name: str, x: torch.Tensor
+        self, name: str, x: torch.Tensor, batch: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Encode and decode a batch.
+        """Encode and decode a batch (``batch``: the cells' batch codes, for a modality
+        with a ``batch_key``).
 
         Returns the shared latent points (posterior samples in training mode for a
         variational model), the per-cell NLL and the per-cell KL divergence to N(0, I) (``None`` for a
@@ -227,7 +254,7 @@ class CrossModalModule(nn.Module):
             kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
             if self.training:
                 z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
-        params = self.decode(name, z, t.library(x))
+        params = self.decode(name, z, t.library(x), batch)
         return z[..., : self.n_latent], self.likelihoods[name].nll(params, x, processed), kl
 
     def discriminate(
@@ -255,19 +282,33 @@ class CrossModalModule(nn.Module):
             z = torch.cat([z, value.to(z.dtype), seen.to(z.dtype)], dim=-1)
         return self.discriminator(z)
 
+    @staticmethod
+    def _mmd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Multi-bandwidth Gaussian-kernel MMD between two sets of latent points."""
+        xy = torch.cat([x, y])
+        d2 = torch.cdist(xy, xy).pow(2)
+        k = sum(torch.exp(-d2 / (2.0 * s * s)) for s in (0.5, 1.0, 2.0, 4.0, 8.0))
+        n = x.shape[0]
+        return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+
     def mmd_loss(self, zs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Multi-bandwidth Gaussian-kernel MMD between every pair of modalities' latents."""
         names = list(zs)
-        out = []
-        for i in range(len(names)):
-            for j in range(i + 1, len(names)):
-                x, y = zs[names[i]], zs[names[j]]
-                xy = torch.cat([x, y])
-                d2 = torch.cdist(xy, xy).pow(2)
-                k = sum(torch.exp(-d2 / (2.0 * s * s)) for s in (0.5, 1.0, 2.0, 4.0, 8.0))
-                n = x.shape[0]
-                out.append(k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean())
+        out = [self._mmd(zs[a], zs[b]) for i, a in enumerate(names) for b in names[i + 1 :]]
         return torch.stack(out).mean()
+
+    def batch_mmd_loss(
+        self, zs: dict[str, torch.Tensor], bs: dict[str, torch.Tensor]
+    ) -> torch.Tensor | None:
+        """Within each modality with batches, the MMD between every two of its batches'
+        latent points in the step (batches with fewer than 2 cells are skipped); ``None``
+        when no step batch holds two batches."""
+        out = []
+        for name, codes in bs.items():
+            groups = [zs[name][codes == c] for c in torch.unique(codes)]
+            groups = [g for g in groups if g.shape[0] >= 2]
+            out += [self._mmd(g, h) for i, g in enumerate(groups) for h in groups[i + 1 :]]
+        return torch.stack(out).mean() if out else None
 
     # -- losses ----------------------------------------------------------------------------
     def discriminator_loss(

@@ -41,6 +41,8 @@ class CrossModalPlan(pl.LightningModule):
         Discriminator updates per autoencoder update.
     lam_mmd
         Weight of the kernel MMD between the modalities' latent batches.
+    lam_batch
+        Weight of the kernel MMD between the batches (``batch_key``) within each modality.
     beta
         Weight of the KL term of variational encoders.
     anchor_distance
@@ -74,6 +76,7 @@ class CrossModalPlan(pl.LightningModule):
         lam_latent: float = 0.0,
         n_disc_steps: int = 1,
         lam_mmd: float = 0.0,
+        lam_batch: float = 0.0,
         beta: float = 1e-3,
         anchor_distance: str = "l1",
         anchor_temperature: float = 0.2,
@@ -90,6 +93,7 @@ class CrossModalPlan(pl.LightningModule):
         self.lam_latent = lam_latent
         self.n_disc_steps = n_disc_steps
         self.lam_mmd = lam_mmd
+        self.lam_batch = lam_batch
         self.beta = beta
         self.anchor_distance = anchor_distance
         self.anchor_temperature = anchor_temperature
@@ -177,7 +181,7 @@ class CrossModalPlan(pl.LightningModule):
             if self.anchor == name and not self.pretraining:
                 zs[name] = m.encode_frozen(name, batch[name]["x"])  # the pre-trained anchor
                 continue
-            z, nll, kl = m.reconstruction(name, batch[name]["x"])
+            z, nll, kl = m.reconstruction(name, batch[name]["x"], batch[name].get("b"))
             zs[name] = z
             terms[f"recon_{name}"] = nll.mean()
             recon.append(terms[f"recon_{name}"])
@@ -217,6 +221,12 @@ class CrossModalPlan(pl.LightningModule):
             if self.lam_mmd > 0:
                 terms["mmd"] = m.mmd_loss(zs)
                 objective = objective + self.lam_mmd * terms["mmd"]
+        bs = {n: batch[n]["b"] for n in zs if "b" in batch[n] and zs[n].requires_grad}
+        if bs and self.lam_batch > 0:
+            batch_mmd = m.batch_mmd_loss(zs, bs)
+            if batch_mmd is not None:
+                terms["batch_mmd"] = batch_mmd
+                objective = objective + self.lam_batch * batch_mmd
 
         cls = m.classifier_loss(zs, ys) if ys else None
         if cls is not None:

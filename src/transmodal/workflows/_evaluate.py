@@ -43,6 +43,18 @@ def _dense(src, idx=None) -> np.ndarray:
     return np.concatenate(list(src.chunks(idx)))
 
 
+def _partner_batches(model: CrossModalAE, target: str, adata: AnnData) -> np.ndarray | None:
+    """The batches of the partner cells ``adata`` of ``target``, when the model decodes
+    ``target`` per batch and every partner's batch is one of the model's (else ``None``:
+    translations are averaged over the batches)."""
+    key = model.mods[target].spec.batch_key
+    known = model.batch_categories_.get(target)
+    if key is None or known is None or key not in adata.obs:
+        return None
+    values = np.array([label_str(v) for v in adata.obs[key].astype(object)], dtype=object)
+    return values if all(v in known for v in values) else None
+
+
 def evaluate_paired(
     model: CrossModalAE | Ensemble,
     data: Mapping[str, AnnData],
@@ -76,6 +88,8 @@ def evaluate_paired(
     ``cluster_accuracy`` (+ directions), ``label_transfer``, ``mixing_accuracy``, ``translation_pearson_{a}_to_{b}`` and
     ``baseline_pearson_{a}_to_{b}`` (mean training profile) for both directions, ``n_cells``.
     With fewer than 5 cells the k-NN accuracies and the mixing accuracy are left out.
+    Into a target with batches (``batch_key``) each cell is translated in its partner's
+    batch when the partners carry known batches, else averaged over the batches.
     """
     if source == target:
         raise ValueError(f"source and target must differ, both are {source!r}")
@@ -128,7 +142,8 @@ def evaluate_paired(
 
     data_model = model.models[0] if isinstance(model, Ensemble) else model  # same data in all
     for s, t, adata_s, adata_t in ((source, target, a, b), (target, source, b, a)):
-        pred = model.translate(adata_s, source=s, target=t).X
+        pred = model.translate(adata_s, source=s, target=t,
+                               target_batch=_partner_batches(data_model, t, adata_t)).X
         to_units, compare = comparison_space(data_model, t)
         observed = compare(to_units(_dense(data_model._source_for(t, adata_t, check=False))))
         out[f"translation_pearson_{s}_to_{t}"] = float(

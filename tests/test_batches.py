@@ -1,0 +1,252 @@
+"""Batch effects within a modality: ``Modality(batch_key=)`` (a batch-conditioned decoder),
+``train(lam_batch=)`` and ``translate(target_batch=)``; the simulator's batches."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import transmodal as tm
+from transmodal.cli import main
+
+
+def batched(n: int = 600, effect: float = 1.5, seed: int = 0, **kw):
+    return tm.datasets.synthetic(
+        n, n_features={"rna": 200, "atac": 300}, n_batches={"rna": 2}, batch_effect=effect,
+        seed=seed, **kw,
+    )
+
+
+def specs(batch_key: str | None = "batch"):
+    return {"rna": tm.Modality("nb", batch_key=batch_key), "atac": tm.Modality("bernoulli")}
+
+
+def fit(model, **kw):
+    kw.setdefault("max_epochs", 20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return model.train(progress_bar=False, early_stopping=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return batched()
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    return fit(tm.CrossModalAE(data, specs(), n_latent=8, anchor_fraction=0.3, seed=0))
+
+
+# ------------------------------------------------------------------------- simulator
+def test_synthetic_batches_shift_only_their_modality():
+    plain = tm.datasets.synthetic(300, seed=1)
+    data = tm.datasets.synthetic(300, seed=1, n_batches={"rna": 3}, batch_effect=1.0)
+    # the other modality and the cell states are untouched
+    assert (plain["atac"].X != data["atac"].X).nnz == 0
+    assert "batch" not in data["atac"].obs and "batch" not in plain["rna"].obs
+    np.testing.assert_array_equal(plain["rna"].obsm["X_true"], data["rna"].obsm["X_true"])
+    assert list(data["rna"].obs["batch"].cat.categories) == ["batch0", "batch1", "batch2"]
+    assert data["rna"].obs["batch"].value_counts().min() > 60
+    # no effect: the same counts; an effect changes them
+    none = tm.datasets.synthetic(300, seed=1, n_batches={"rna": 3}, batch_effect=0.0)
+    assert (none["rna"].X != plain["rna"].X).nnz == 0
+    assert (data["rna"].X != plain["rna"].X).nnz > 0
+    # a cell measured in both modalities is in the same batch in both
+    both = tm.datasets.synthetic(200, seed=2, n_batches=2, paired=0.5)
+    shared = both["rna"].obs_names.intersection(both["atac"].obs_names)
+    assert len(shared) == 100
+    np.testing.assert_array_equal(
+        both["rna"].obs.loc[shared, "batch"].to_numpy(),
+        both["atac"].obs.loc[shared, "batch"].to_numpy(),
+    )
+    assert both["rna"].uns["synthetic"]["n_batches"] == {"rna": 2, "atac": 2}
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"n_batches": 0}, "n_batches must be >= 1"),
+        ({"n_batches": {"prot": 2}}, "unknown modalities"),
+        ({"batch_effect": -1.0}, "batch_effect"),
+    ],
+)
+def test_synthetic_rejects_bad_batch_arguments(kw, match):
+    with pytest.raises(ValueError, match=match):
+        tm.datasets.synthetic(50, **kw)
+
+
+# ------------------------------------------------------------------------------ model
+def test_the_decoder_takes_the_batch(model, data):
+    assert model.batch_categories_ == {"rna": ["batch0", "batch1"]}
+    arch = model.module.archs
+    assert arch["rna"].n_batches == 2 and arch["atac"].n_batches == 0
+    # the RNA decoder reads the shared code plus the batch's one-hot
+    assert model.module.decoders["rna"].net[0].in_features == 8 + 2
+    rna = data["rna"]
+    batch = rna.obs["batch"].to_numpy()
+    # reconstructions in each cell's own batch match the measured counts better than in
+    # the other batch
+    own, other = [], []
+    for b, o in (("batch0", "batch1"), ("batch1", "batch0")):
+        cells = rna[batch == b]
+        for target, out in ((b, own), (o, other)):
+            pred = model.translate(cells, source="rna", target="rna", target_batch=target)
+            out.append(np.nanmean(tm.metrics.translation_pearson(pred, cells, transform=np.log1p)))
+    assert min(own) > max(other) + 0.02
+    # default: the mean of the decodings in every batch
+    mean = model.translate(rna[:20], source="rna", target="rna")
+    both = [model.translate(rna[:20], source="rna", target="rna", target_batch=b).X
+            for b in ("batch0", "batch1")]
+    np.testing.assert_allclose(mean.X, (both[0] + both[1]) / 2, rtol=1e-5, atol=1e-4)
+    assert mean.uns["transmodal"]["target_batch"] == "mean over batches"
+    # embedding needs no batch column
+    cells = rna[:10].copy()
+    del cells.obs["batch"]
+    np.testing.assert_allclose(
+        model.get_latent_representation("rna", cells),
+        model.get_latent_representation("rna")[:10], rtol=1e-5, atol=1e-5,
+    )
+
+
+def test_batch_key_mixes_the_batches_and_keeps_the_clusters():
+    data = batched(800, effect=2.0, seed=3)
+    rna = data["rna"]
+    batch, labels = rna.obs["batch"].to_numpy(), rna.obs["label"].to_numpy()
+    scores = {}
+    for key in (None, "batch"):
+        m = tm.CrossModalAE(data, specs(key), n_latent=8, anchor_fraction=0.3, seed=0)
+        z = fit(m, max_epochs=40).get_latent_representation("rna")
+        scores[key] = (
+            tm.metrics.mixing_accuracy_multi([z[batch == b] for b in np.unique(batch)]),
+            tm.metrics.label_transfer(z[batch == "batch0"], labels[batch == "batch0"],
+                                      z[batch == "batch1"], labels[batch == "batch1"]),
+        )
+    # without the covariate the batches stay apart (measured 1.0); with it they mix more
+    # (0.77; 0.5 = chance) and a cluster of one batch still finds its own in the other
+    assert scores[None][0] > 0.9
+    assert scores["batch"][0] < scores[None][0] - 0.15
+    assert scores["batch"][1] > 0.9
+
+
+def test_lam_batch_adds_a_batch_mmd_term(data):
+    m = fit(tm.CrossModalAE(data, specs(), n_latent=8, seed=0), max_epochs=2, lam_batch=1.0)
+    assert "train_batch_mmd" in m.history.columns and m.train_params_["lam_batch"] == 1.0
+    m = fit(tm.CrossModalAE(data, specs(), n_latent=8, seed=0), max_epochs=2)
+    assert "train_batch_mmd" not in m.history.columns
+    with pytest.raises(ValueError, match="lam_batch must be a finite number >= 0"):
+        m.train(max_epochs=1, lam_batch=-1.0)
+
+
+def test_batch_key_errors_name_the_modality_and_field(data):
+    with pytest.raises(ValueError, match="'rna'.*'batch_key' must be a non-empty string"):
+        tm.CrossModalAE(data, {"rna": tm.Modality("nb", batch_key=3), "atac": "bernoulli"})
+    with pytest.raises(ValueError, match="'rna'.*batch_key 'sample' not found in obs"):
+        tm.CrossModalAE(data, specs("sample"))
+    holes = {k: v.copy() for k, v in data.items()}
+    holes["rna"].obs["batch"] = holes["rna"].obs["batch"].astype(object)
+    holes["rna"].obs.iloc[:3, holes["rna"].obs.columns.get_loc("batch")] = np.nan
+    with pytest.raises(ValueError, match="'rna'.*batch_key 'batch' is missing for 3 cell"):
+        tm.CrossModalAE(holes, specs())
+
+
+def test_target_batch_errors(model):
+    with pytest.raises(ValueError, match=r"\['batch7'\] is not a batch of modality 'rna'.*batch0"):
+        model.translate(source="atac", target="rna", target_batch="batch7")
+    with pytest.raises(ValueError, match="holds 2 batches for 600 cells"):
+        model.translate(source="atac", target="rna", target_batch=["batch0", "batch1"])
+    with pytest.raises(ValueError, match="modality 'atac' has no batches"):
+        model.translate(source="rna", target="atac", target_batch="batch0")
+
+
+def test_batches_save_load_and_train_on(model, data, tmp_path):
+    model.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["batch_categories"] == {"rna": ["batch0", "batch1"]}
+    assert config["modalities"]["rna"]["batch_key"] == "batch"
+    expected = model.translate(source="atac", target="rna", target_batch="batch1").X
+    # without data: translations need no batch column
+    bare = tm.CrossModalAE.load(tmp_path / "m")
+    got = bare.translate(data["atac"], source="atac", target="rna", target_batch="batch1").X
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+    # with the data it trains on
+    fit(tm.CrossModalAE.load(tmp_path / "m", data), max_epochs=1)
+    # cells without a known batch embed and translate, but cannot be trained on
+    renamed = {k: v.copy() for k, v in data.items()}
+    renamed["rna"].obs["batch"] = renamed["rna"].obs["batch"].cat.rename_categories(["x", "y"])
+    loaded = tm.CrossModalAE.load(tmp_path / "m", renamed)
+    assert loaded.get_latent_representation("rna").shape == (data["rna"].n_obs, 8)
+    with pytest.raises(ValueError, match=r"'rna': \d+ training cell\(s\) have no batch of the model"):
+        loaded.train(max_epochs=1, progress_bar=False)
+    # a config whose batched modality has no batches saved is refused
+    del config["batch_categories"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="'batch_categories' has no entry for modality 'rna'"):
+        tm.CrossModalAE.load(tmp_path / "m")
+
+
+def test_ensemble_and_cli_pass_the_target_batch(model, data, tmp_path):
+    other = fit(tm.CrossModalAE(data, specs(), n_latent=8, anchor_fraction=0.3, seed=1), max_epochs=2)
+    ens = tm.Ensemble([model, other])
+    t = ens.translate(data["atac"][:30], source="atac", target="rna", target_batch="batch0")
+    singles = [m.translate(data["atac"][:30], source="atac", target="rna",
+                           target_batch="batch0").X for m in (model, other)]
+    np.testing.assert_allclose(t.X, (singles[0] + singles[1]) / 2, rtol=1e-4, atol=1e-3)
+    no_batches = fit(tm.CrossModalAE(data, specs(None), n_latent=8, seed=1), max_epochs=1)
+    with pytest.raises(ValueError, match="models\\[1\\] has batches \\{\\}"):
+        tm.Ensemble([model, no_batches])
+    model.save(tmp_path / "m")
+    data["atac"].write_h5ad(tmp_path / "atac.h5ad")
+    out = tmp_path / "rna_from_atac.h5ad"
+    args = ["translate", "--model", str(tmp_path / "m"), "--data",
+            f"atac={tmp_path / 'atac.h5ad'}", "--source", "atac", "--target", "rna"]
+    assert main([*args, "--target-batch", "batch1", "--out", str(out)]) == 0
+    import anndata as ad
+
+    written = ad.read_h5ad(out)
+    np.testing.assert_allclose(
+        written.X, model.translate(source="atac", target="rna", target_batch="batch1").X,
+        rtol=1e-5, atol=1e-4,
+    )
+    assert main([*args, "--target-batch", "nope", "--out", str(tmp_path / "x.h5ad")]) == 2
+
+
+def test_image_modality_with_batches():
+    from test_image_modality import nuclei
+
+    img, feat = nuclei(60)
+    img.obs["plate"] = np.where(np.arange(60) % 2, "p1", "p2")
+    m = tm.CrossModalAE(
+        {"img": img, "feat": feat},
+        {"img": tm.Modality("gaussian", obsm_key="crops", hidden=(8, 16), batch_key="plate"),
+         "feat": tm.Modality("gaussian")},
+        n_latent=4, anchor_fraction=0.5,
+    )
+    fit(m, max_epochs=2)
+    out = m.translate(source="feat", target="img", target_batch="p1")
+    assert out.obsm["crops"].shape == (60, 1, 16, 16)
+
+
+def test_translation_in_each_partners_batch(model, data):
+    rna, atac = data["rna"], data["atac"]
+    per_cell = model.translate(atac, source="atac", target="rna", target_batch=rna.obs["batch"])
+    assert per_cell.uns["transmodal"]["target_batch"] == "per cell"
+    batch = rna.obs["batch"].to_numpy()
+    for b in ("batch0", "batch1"):
+        one = model.translate(atac[batch == b], source="atac", target="rna", target_batch=b)
+        np.testing.assert_allclose(per_cell.X[batch == b], one.X, rtol=1e-5, atol=1e-4)
+    # evaluate_paired decodes in the partners' batches, which scores above the mean decoding
+    from transmodal.workflows._evaluate import comparison_space
+
+    res = tm.workflows.evaluate_paired(model, data, source="atac", target="rna")
+    to_units, compare = comparison_space(model, "rna")
+    observed = compare(to_units(rna.X.toarray()))
+
+    def score(pred):
+        return float(np.nanmean(tm.metrics.translation_pearson(compare(pred.X), observed)))
+
+    assert res["translation_pearson_atac_to_rna"] == pytest.approx(score(per_cell), abs=1e-6)
+    assert score(per_cell) > score(model.translate(atac, source="atac", target="rna")) + 0.01
