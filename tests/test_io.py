@@ -497,3 +497,24 @@ def test_load_rejects_truncated_weights(saved, paired_data, keep):
     with pytest.raises(ValueError, match="is not a readable safetensors file") as err:
         tm.CrossModalAE.load(path, paired_data)
     assert str(weights) in str(err.value)
+
+
+def test_loading_embedding_and_translating_do_not_import_lightning(saved, paired_data, tmp_path):
+    """Lightning (seconds to import) is loaded only to train: a fresh process that loads a
+    model, embeds and translates never imports it."""
+    import subprocess
+    import sys
+
+    _, path = saved
+    paired_data["rna"].write_h5ad(tmp_path / "rna.h5ad")
+    code = (
+        "import sys, anndata, transmodal as tm\n"
+        f"m = tm.CrossModalAE.load({str(path)!r})\n"
+        f"rna = anndata.read_h5ad({str(tmp_path / 'rna.h5ad')!r})\n"
+        "m.get_latent_representation('rna', rna)\n"
+        "m.translate(rna, source='rna', target='atac')\n"
+        "print(sorted(k for k in sys.modules if k.split('.')[0] in ('lightning', 'pytorch_lightning')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=300)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -25,8 +25,6 @@ from ..data._source import MatrixSource, check_values, matrix_of
 from ..geometry import geometric_pairs, transport_pairs
 from ..nn._conv import DEFAULT_CHANNELS
 from ..nn._likelihoods import get_likelihood
-from ..train._plan import CrossModalPlan
-from ..train._trainer import default_max_epochs, run_training
 from ._module import CrossModalModule, ModalityArch
 from ._split import all_pairs, choose_anchors, names_digest, validation_masks
 
@@ -587,6 +585,10 @@ class CrossModalAE:
         -------
         The model itself (its ``history`` holds the per-epoch losses).
         """
+        # Lightning (about 2 s to import) is loaded only to train: embedding, translating
+        # and loading models do without it
+        from ..train import CrossModalPlan, default_max_epochs, run_training
+
         accelerator = lightning_accelerator(accelerator)
         # batch normalisation of the latent codes needs at least 2 cells per batch
         _check_number("batch_size", batch_size, low=2, integer=True)
