@@ -188,7 +188,7 @@ def test_batches_save_load_and_train_on(model, data, tmp_path):
         tm.CrossModalAE.load(tmp_path / "m")
 
 
-def test_ensemble_and_cli_pass_the_target_batch(model, data, tmp_path):
+def test_ensemble_and_cli_pass_the_target_batch(model, data, tmp_path, capsys):
     other = fit(tm.CrossModalAE(data, specs(), n_latent=8, anchor_fraction=0.3, seed=1), max_epochs=2)
     ens = tm.Ensemble([model, other])
     t = ens.translate(data["atac"][:30], source="atac", target="rna", target_batch="batch0")
@@ -212,6 +212,7 @@ def test_ensemble_and_cli_pass_the_target_batch(model, data, tmp_path):
         rtol=1e-5, atol=1e-4,
     )
     assert main([*args, "--target-batch", "nope", "--out", str(tmp_path / "x.h5ad")]) == 2
+    assert "--target-batch 'nope' is not a batch of modality 'rna'" in capsys.readouterr().err
 
 
 def test_image_modality_with_batches():
@@ -250,3 +251,61 @@ def test_translation_in_each_partners_batch(model, data):
 
     assert res["translation_pearson_atac_to_rna"] == pytest.approx(score(per_cell), abs=1e-6)
     assert score(per_cell) > score(model.translate(atac, source="atac", target="rna")) + 0.01
+
+
+def test_per_cell_batches_align_by_index(model, data):
+    rna, atac = data["rna"], data["atac"]
+    order = np.random.default_rng(0).permutation(atac.n_obs)
+    shuffled = atac[order].copy()
+    # the partners' Series is aligned to the shuffled cells by obs_names
+    got = model.translate(shuffled, source="atac", target="rna", target_batch=rna.obs["batch"])
+    want = model.translate(atac, source="atac", target="rna", target_batch=rna.obs["batch"])
+    np.testing.assert_allclose(got.X, want.X[order], rtol=1e-5, atol=1e-4)
+    foreign = rna.obs["batch"].copy()
+    foreign.index = [f"x{i}" for i in range(len(foreign))]
+    with pytest.raises(ValueError, match="Series whose index does not name every cell"):
+        model.translate(atac, source="atac", target="rna", target_batch=foreign)
+    # by position: an array
+    by_position = model.translate(shuffled, source="atac", target="rna",
+                                  target_batch=rna.obs["batch"].to_numpy()[order])
+    np.testing.assert_allclose(by_position.X, got.X, rtol=1e-5, atol=1e-4)
+    holes = rna.obs["batch"].astype(object).to_numpy()
+    holes[:2] = np.nan
+    with pytest.raises(ValueError, match="target_batch is missing .* for 2 cell"):
+        model.translate(atac, source="atac", target="rna", target_batch=holes)
+
+
+def test_batch_warnings(data):
+    plain = tm.CrossModalAE(data, specs(None), n_latent=4, seed=0)
+    with pytest.warns(UserWarning, match="lam_batch=1.0 has no effect"):
+        plain.train(max_epochs=1, lam_batch=1.0, progress_bar=False, early_stopping=False)
+    lonely = {k: v.copy() for k, v in data.items()}
+    lonely["rna"].obs["batch"] = lonely["rna"].obs["batch"].cat.add_categories("solo")
+    model = tm.CrossModalAE(lonely, specs(), n_latent=4, seed=0)
+    val = np.flatnonzero(model.val_masks_["rna"])
+    lonely["rna"].obs.iloc[val[:3], lonely["rna"].obs.columns.get_loc("batch")] = "solo"
+    model = tm.CrossModalAE(lonely, specs(), n_latent=4, seed=0)  # the same split (seeded)
+    with pytest.warns(UserWarning, match=r"batch\(es\) \['solo'\] hold no training cell"):
+        model.train(max_epochs=1, progress_bar=False, early_stopping=False)
+
+
+def test_evaluate_paired_warns_about_unknown_partner_batches(model, data):
+    odd = {k: v.copy() for k, v in data.items()}
+    odd["rna"].obs["batch"] = odd["rna"].obs["batch"].cat.add_categories("zzz")
+    odd["rna"].obs.iloc[0, odd["rna"].obs.columns.get_loc("batch")] = "zzz"
+    with pytest.warns(UserWarning, match="1 partner cell\\(s\\) have no batch of the model"):
+        tm.workflows.evaluate_paired(model, odd, source="atac", target="rna")
+
+
+def test_config_batches_must_fit_the_weights(model, tmp_path):
+    model.save(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    config = json.loads(path.read_text())
+    config["batch_categories"]["rna"] = ["batch0", "batch0"]
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="'batch_categories' of modality 'rna' must list distinct"):
+        tm.CrossModalAE.load(tmp_path / "m")
+    config["batch_categories"]["rna"] = ["batch0", "batch1", "batch2"]
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="does not match the architecture.*shapes differ"):
+        tm.CrossModalAE.load(tmp_path / "m")

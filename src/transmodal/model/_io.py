@@ -166,13 +166,18 @@ def _check_config(config: Any, cfg_path: Path) -> None:
             raise ValueError(
                 f"{cfg_path}: field {field!r} has no entry for modality {missing[0]!r}"
             )
+    batches = config.get("batch_categories") or {}
     for name, spec in config["modalities"].items():
-        if isinstance(spec, dict) and spec.get("batch_key") is not None and name not in (
-            config.get("batch_categories") or {}
-        ):
+        if isinstance(spec, dict) and spec.get("batch_key") is not None and name not in batches:
             raise ValueError(
                 f"{cfg_path}: field 'batch_categories' has no entry for modality {name!r} "
                 f"(its batch_key is {spec['batch_key']!r})"
+            )
+    for name, cats in batches.items():
+        if not cats or len(set(cats)) != len(cats):
+            raise ValueError(
+                f"{cfg_path}: field 'batch_categories' of modality {name!r} must list distinct "
+                f"batches, got {cats!r:.80}"
             )
     history = config.get("history")
     if history:
@@ -315,6 +320,16 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
                 f"({detail})"
             )
     state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
+    expected = model.module.state_dict()
+    shapes = [
+        f"{k}: {tuple(v.shape)} saved, {tuple(expected[k].shape)} built"
+        for k, v in state.items() if k in expected and v.shape != expected[k].shape
+    ]
+    if shapes:  # e.g. a hand-edited config (hidden widths, batches) for these weights
+        raise ValueError(
+            f"{path / WEIGHTS} does not match the architecture in {CONFIG} "
+            f"(tensor shapes differ: {'; '.join(shapes[:2])})"
+        )
     missing, unexpected = model.module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(

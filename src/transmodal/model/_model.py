@@ -65,6 +65,16 @@ def _pseudo_pairs(
     return np.concatenate(rows_a), np.concatenate(rows_b)
 
 
+def _center_batches(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``x`` with each batch's mean feature vector subtracted (a batch effect that shifts
+    the features moves whole batches apart, which the shape matching would otherwise
+    take for structure). In place: ``x`` is a fresh array of the caller's."""
+    for code in np.unique(codes):
+        rows = codes == code
+        x[rows] -= x[rows].mean(axis=0, dtype=np.float64).astype(x.dtype)
+    return x
+
+
 SEPARABLE_ACCURACY = 0.8
 
 
@@ -265,7 +275,10 @@ class CrossModalAE:
             transform = self.module.transforms[name]
             with torch.no_grad():
                 x = [transform.process(torch.from_numpy(c)).numpy() for c in md.source.chunks(idx)]
-            feats[name] = (idx, np.concatenate(x))
+            x = np.concatenate(x)
+            if md.batches is not None:
+                x = _center_batches(x, md.batches[idx])
+            feats[name] = (idx, x)
         out = {}
         for a, b in combinations(self.mods, 2):
             key = f"{a}|{b}"
@@ -641,6 +654,8 @@ class CrossModalAE:
                     f"batch other than {self.batch_categories_[name]}); the decoder needs "
                     "each training cell's batch"
                 )
+        if is_global_zero():
+            self._warn_batches(lam_batch)
         seed = self.init_params_["seed"] if seed is None else seed
         n_max = max(md.n_obs for md in self.mods.values())
         max_epochs = default_max_epochs(n_max) if max_epochs is None else int(max_epochs)
@@ -773,6 +788,29 @@ class CrossModalAE:
         if is_global_zero():  # under DDP every process holds the same model: warn once
             self._warn_if_separable(history)
         return self
+
+    def _warn_batches(self, lam_batch: float) -> None:
+        """Warn about batches without training cells (their decoder input is never trained)
+        and about a ``lam_batch`` that cannot act (no modality with two batches)."""
+        acts = False
+        for name, batches in self.batch_categories_.items():
+            codes = self.mods[name].batches[~self.val_masks_[name]]
+            counts = np.bincount(codes, minlength=len(batches))
+            idle = [b for b, k in zip(batches, counts) if k == 0]
+            if idle:
+                warnings.warn(
+                    f"modality {name!r}: batch(es) {idle[:3]} hold no training cell (only "
+                    "validation cells); the decoder does not learn them, yet the default "
+                    "translation (the mean over the batches) includes them",
+                    UserWarning, stacklevel=3,
+                )
+            acts = acts or int((counts >= 2).sum()) >= 2
+        if lam_batch > 0 and not acts:
+            warnings.warn(
+                f"lam_batch={lam_batch} has no effect: no modality has two batches "
+                "(Modality(batch_key=...)) with at least 2 training cells each",
+                UserWarning, stacklevel=3,
+            )
 
     def _warn_if_separable(self, history: pd.DataFrame, *, max_cells: int = 1000) -> None:
         """Measure how separable the modalities are after training and warn if they are.
@@ -1046,7 +1084,8 @@ class CrossModalAE:
                 "the translation is the decoder's mean", UserWarning, stacklevel=2,
             )
         src = self._source_for(source, adata)
-        batch_code = self._batch_code(target, target_batch, src.n_obs)
+        cells = self.mods[source].adata if adata is None else adata
+        batch_code = self._batch_code(target, target_batch, cells.obs_names)
         lib = None if library_size is None else float(library_size)
         done = [0]  # rows translated so far (blocks come in order)
 
@@ -1060,7 +1099,6 @@ class CrossModalAE:
                 x, source, target, library, sample=sample, target_batch=code
             )
 
-        cells = self.mods[source].adata if adata is None else adata
         tmd = self.mods[target]
         images = {}
         if tmd.source.image_shape is not None:
@@ -1073,8 +1111,9 @@ class CrossModalAE:
         uns = {"transmodal": {"source": source, "target": target, "units": units}}
         if target in self.batch_categories_:
             uns["transmodal"]["target_batch"] = (
-                "mean over batches" if target_batch is None
-                else "per cell" if isinstance(batch_code, np.ndarray) else str(target_batch)
+                "mean over batches" if batch_code is None
+                else "per cell" if isinstance(batch_code, np.ndarray)
+                else self.batch_categories_[target][batch_code]
             )
         with seeded(seed):
             return self._output(
@@ -1083,32 +1122,50 @@ class CrossModalAE:
             )
 
     def _batch_code(
-        self, target: str, target_batch: Any, n_cells: int
+        self, target: str, target_batch: Any, obs_names: pd.Index
     ) -> int | np.ndarray | None:
         """The code of ``target_batch`` among ``target``'s batches, or the codes of one batch
-        per cell (``n_cells`` of them); ``None``: every batch."""
+        per cell (cells ``obs_names``; a pandas Series is aligned to them by its index);
+        ``None``: every batch."""
         if target_batch is None:
             return None
+        what = "target_batch"
         if target not in self.batch_categories_:
             raise ValueError(
-                f"target_batch: modality {target!r} has no batches (no batch_key in its "
-                "Modality)"
+                f"{what}: modality {target!r} has no batches (no batch_key in its Modality)"
             )
         batches = self.batch_categories_[target]
         per_cell = np.ndim(target_batch) > 0  # a name (string or number), or one per cell
-        values = (
-            list(np.asarray(target_batch, dtype=object).ravel()) if per_cell else [target_batch]
-        )
-        if per_cell and len(values) != n_cells:
+        if isinstance(target_batch, pd.Series):
+            index = target_batch.index
+            if not (isinstance(index, pd.RangeIndex) or index.equals(obs_names)):
+                lacking = obs_names.difference(index)
+                if len(lacking) or not index.is_unique:
+                    raise ValueError(
+                        f"{what} is a Series whose index does not name every cell once (e.g. "
+                        f"{list(lacking[:3]) or list(index[index.duplicated()][:3])}); index it "
+                        "by the cells' obs_names, or pass .to_numpy() to give batches by position"
+                    )
+                target_batch = target_batch.reindex(obs_names)
+        if per_cell:
+            values = list(np.asarray(target_batch, dtype=object).ravel())
+        else:
+            values = [target_batch]
+        if per_cell and len(values) != len(obs_names):
             raise ValueError(
-                f"target_batch holds {len(values)} batches for {n_cells} cells; give one batch "
+                f"{what} holds {len(values)} batches for {len(obs_names)} cells; give one batch "
                 "name, or one per cell"
             )
         names = [label_str(v) for v in values]
+        if None in names:
+            raise ValueError(
+                f"{what} is missing (NaN / None) for {names.count(None)} cell(s); its batches: "
+                f"{batches}"
+            )
         unknown = sorted({str(v) for v, n in zip(values, names) if n not in batches})
         if unknown:
             raise ValueError(
-                f"target_batch: {unknown[:3]} {'is' if len(unknown) == 1 else 'are'} not "
+                f"{what}: {unknown[:3]} {'is' if len(unknown) == 1 else 'are'} not "
                 f"{'a batch' if len(unknown) == 1 else 'batches'} of modality {target!r}; its "
                 f"batches: {batches}"
             )

@@ -226,11 +226,12 @@ class CrossModalModule(nn.Module):
         if isinstance(target_batch, torch.Tensor):
             return self.output(target, self.decode(target, z, library, target_batch))
         codes = range(n_batches) if target_batch is None else [target_batch]
-        outs = [
-            self.output(target, self.decode(target, z, library, z.new_full((len(z),), b).long()))
-            for b in codes
-        ]
-        return torch.stack(outs).mean(0)
+        total = None  # a running sum: memory of one decoding, whatever the number of batches
+        for b in codes:
+            codes_b = z.new_full((len(z),), b).long()
+            out = self.output(target, self.decode(target, z, library, codes_b))
+            total = out if total is None else total + out
+        return total / len(codes)
 
     def reconstruction(
         self, name: str, x: torch.Tensor, batch: torch.Tensor | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -52,7 +53,16 @@ def _partner_batches(model: CrossModalAE, target: str, adata: AnnData) -> np.nda
     if key is None or known is None or key not in adata.obs:
         return None
     values = np.array([label_str(v) for v in adata.obs[key].astype(object)], dtype=object)
-    return values if all(v in known for v in values) else None
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        warnings.warn(
+            f"modality {target!r}: {len(unknown)} partner cell(s) have no batch of the model in "
+            f"obs[{key!r}] (e.g. {unknown[0]!r}; its batches: {known}); every cell is "
+            "translated as the mean over the batches",
+            UserWarning, stacklevel=3,
+        )
+        return None
+    return values
 
 
 def evaluate_paired(
