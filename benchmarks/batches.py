@@ -7,7 +7,11 @@ come from several batches, each shifting every gene (log fold changes of sd
 
 - ``balanced``: 3 RNA batches, each holding every cluster in the same proportions;
 - ``imbalanced``: 2 RNA batches, and clusters 0 and 1 are missing from batch 0 (its cells
-  of those clusters are dropped), as when samples differ in composition.
+  of those clusters are dropped), as when samples differ in composition;
+- ``unpaired``: as ``balanced``, but with 2,000 cells, no anchors, the pairs hidden (the
+  ATAC ``obs_names`` renamed) and 100 epochs: the library's default unpaired integration
+  (shape-based pseudo-pairs; the features of each batch are centred before the shapes are
+  matched when the modality has a ``batch_key``).
 
 Methods: ``none`` (no ``batch_key``: the batch effect is left to the encoder),
 ``batch_key`` (``Modality("nb", batch_key="batch")``: the decoder takes the batch as a
@@ -41,7 +45,10 @@ from collections import defaultdict
 
 import numpy as np
 
-SCENARIOS = ("balanced", "imbalanced")
+SCENARIOS = ("balanced", "imbalanced", "unpaired")
+# the unpaired scenario: the settings of benchmarks/unpaired.py's synthetic data sets
+UNPAIRED_CELLS = 2000
+UNPAIRED_EPOCHS = 100
 METHODS = ("none", "batch_key", "batch_key_mmd")
 N_CELLS = 2400
 ANCHOR_FRACTION = 0.1
@@ -52,10 +59,12 @@ def make_data(scenario: str, seed: int, batch_effect: float, n_cells: int = N_CE
     """The scenario's ``{"rna", "atac"}`` data and the clusters every RNA batch holds."""
     import transmodal as tm
 
-    n_batches = 3 if scenario == "balanced" else 2
+    n_batches = 2 if scenario == "imbalanced" else 3
     data = tm.datasets.synthetic(
         n_cells, n_batches={"rna": n_batches}, batch_effect=batch_effect, seed=seed
     )
+    if scenario == "unpaired":  # pairs hidden: true_pairs still finds them (obs["true_cell"])
+        data["atac"].obs_names = [f"atac_{name}" for name in data["atac"].obs_names]
     if scenario == "imbalanced":
         rna = data["rna"]
         drop = (rna.obs["batch"] == "batch0") & rna.obs["label"].isin(["cluster0", "cluster1"])
@@ -76,6 +85,9 @@ def run_one(
     from transmodal.workflows._demo import peak_rss_mib
 
     warnings.filterwarnings("ignore")
+    unpaired = scenario == "unpaired"
+    if unpaired and n_cells == N_CELLS:
+        n_cells, max_epochs = UNPAIRED_CELLS, UNPAIRED_EPOCHS
     data, common = make_data(scenario, seed, batch_effect, n_cells)
     specs = {
         "rna": tm.Modality("nb", batch_key=None if method == "none" else "batch"),
@@ -83,7 +95,8 @@ def run_one(
     }
     t0 = time.perf_counter()
     model = tm.CrossModalAE(
-        data, specs, n_latent=N_LATENT, anchor_fraction=ANCHOR_FRACTION, seed=seed
+        data, specs, n_latent=N_LATENT, anchor_fraction=0.0 if unpaired else ANCHOR_FRACTION,
+        seed=seed,
     )
     model.train(
         max_epochs=max_epochs, progress_bar=False,

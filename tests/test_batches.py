@@ -309,3 +309,29 @@ def test_config_batches_must_fit_the_weights(model, tmp_path):
     path.write_text(json.dumps(config))
     with pytest.raises(ValueError, match="does not match the architecture.*shapes differ"):
         tm.CrossModalAE.load(tmp_path / "m")
+
+
+def test_shape_based_pairs_see_batch_centred_features(monkeypatch):
+    """Without pairs or labels the pseudo-pairs match shapes; a batch effect would be the
+    most visible shape, so each batch's features are centred first."""
+    import transmodal.model._model as model_mod
+
+    data = batched(300, effect=2.0, seed=1, paired=False)
+    seen = {}
+
+    def capture(xa, xb, **kw):
+        seen["rna"], seen["atac"] = xa, xb
+        return real(xa, xb, **kw)
+
+    real = model_mod.geometric_pairs
+    monkeypatch.setattr(model_mod, "geometric_pairs", capture)
+    model = tm.CrossModalAE(data, specs(), n_latent=4, geometric_pairs="overlay", seed=0)
+    assert model.geometric_pairs_
+    train = ~model.val_masks_["rna"]
+    batch = data["rna"].obs["batch"].to_numpy()[train]
+    assert len(seen["rna"]) == train.sum()
+    for b in ("batch0", "batch1"):
+        np.testing.assert_allclose(seen["rna"][batch == b].mean(0), 0.0, atol=1e-4)
+    # without a batch_key the batches sit apart in the features the shapes are matched on
+    tm.CrossModalAE(data, specs(None), n_latent=4, geometric_pairs="overlay", seed=0)
+    assert np.abs(seen["rna"][batch == "batch0"].mean(0)).max() > 0.5

@@ -207,3 +207,6 @@ def test_batches_benchmark_runs_and_summarises(tmp_path):
         batches.summary(str(tmp_path / "b.jsonl"))
     rows = buf.getvalue().splitlines()
     assert len(rows) == 5 and rows[2].startswith("| imbalanced | none | 1 |")
+    # unpaired: no anchors, pairs found again through obs["true_cell"]
+    res = batches.run_one("unpaired", "batch_key", 0, 1.0, max_epochs=1, n_cells=300)
+    assert res["n_batches"] == 3 and 0 <= res["foscttm"] <= 1

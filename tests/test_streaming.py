@@ -207,20 +207,18 @@ def test_prefetcher_keeps_order_and_raises():
     assert not any(t.name == "transmodal-prefetch" and t.is_alive() for t in threading.enumerate())
 
 
-def test_prefetching_does_not_change_training(small):
+def test_prefetching_does_not_change_training(small, monkeypatch):
     from functools import partial
 
-    import transmodal.model._model as model_mod
+    import transmodal.train as train_mod  # CrossModalAE.train imports run_training from it
     from transmodal.train._trainer import run_training
 
     d, _ = small
     ref = _fit(d)
-    real = model_mod.run_training
-    model_mod.run_training = partial(run_training, prefetch=3)  # prefetch in-memory data too
-    try:
-        pre = _fit(d)
-    finally:
-        model_mod.run_training = real
+    # prefetch in-memory data too
+    monkeypatch.setattr(train_mod, "run_training", partial(run_training, prefetch=3))
+    pre = _fit(d)
+    monkeypatch.undo()
     for key, value in pre.module.state_dict().items():
         assert torch.equal(value, ref.module.state_dict()[key]), key
 
