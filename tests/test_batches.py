@@ -133,9 +133,10 @@ def test_batch_key_mixes_the_batches_and_keeps_the_clusters():
 
 
 def test_lam_batch_adds_a_batch_mmd_term(data):
-    m = fit(tm.CrossModalAE(data, specs(), n_latent=8, seed=0), max_epochs=2, lam_batch=1.0)
+    m = fit(tm.CrossModalAE(data, specs(), n_latent=8, geometric_pairs=False), max_epochs=2,
+            lam_batch=1.0)
     assert "train_batch_mmd" in m.history.columns and m.train_params_["lam_batch"] == 1.0
-    m = fit(tm.CrossModalAE(data, specs(), n_latent=8, seed=0), max_epochs=2)
+    m = fit(tm.CrossModalAE(data, specs(), n_latent=8, geometric_pairs=False), max_epochs=2)
     assert "train_batch_mmd" not in m.history.columns
     with pytest.raises(ValueError, match="lam_batch must be a finite number >= 0"):
         m.train(max_epochs=1, lam_batch=-1.0)
@@ -195,7 +196,8 @@ def test_ensemble_and_cli_pass_the_target_batch(model, data, tmp_path, capsys):
     singles = [m.translate(data["atac"][:30], source="atac", target="rna",
                            target_batch="batch0").X for m in (model, other)]
     np.testing.assert_allclose(t.X, (singles[0] + singles[1]) / 2, rtol=1e-4, atol=1e-3)
-    no_batches = fit(tm.CrossModalAE(data, specs(None), n_latent=8, seed=1), max_epochs=1)
+    no_batches = fit(tm.CrossModalAE(data, specs(None), n_latent=8, geometric_pairs=False),
+                     max_epochs=1)
     with pytest.raises(ValueError, match="models\\[1\\] has batches \\{\\}"):
         tm.Ensemble([model, no_batches])
     model.save(tmp_path / "m")
@@ -276,15 +278,15 @@ def test_per_cell_batches_align_by_index(model, data):
 
 
 def test_batch_warnings(data):
-    plain = tm.CrossModalAE(data, specs(None), n_latent=4, seed=0)
+    plain = tm.CrossModalAE(data, specs(None), n_latent=4, geometric_pairs=False)
     with pytest.warns(UserWarning, match="lam_batch=1.0 has no effect"):
         plain.train(max_epochs=1, lam_batch=1.0, progress_bar=False, early_stopping=False)
     lonely = {k: v.copy() for k, v in data.items()}
     lonely["rna"].obs["batch"] = lonely["rna"].obs["batch"].cat.add_categories("solo")
-    model = tm.CrossModalAE(lonely, specs(), n_latent=4, seed=0)
+    model = tm.CrossModalAE(lonely, specs(), n_latent=4, geometric_pairs=False)
     val = np.flatnonzero(model.val_masks_["rna"])
     lonely["rna"].obs.iloc[val[:3], lonely["rna"].obs.columns.get_loc("batch")] = "solo"
-    model = tm.CrossModalAE(lonely, specs(), n_latent=4, seed=0)  # the same split (seeded)
+    model = tm.CrossModalAE(lonely, specs(), n_latent=4, geometric_pairs=False)  # same split
     with pytest.warns(UserWarning, match=r"batch\(es\) \['solo'\] hold no training cell"):
         model.train(max_epochs=1, progress_bar=False, early_stopping=False)
 

@@ -1053,9 +1053,10 @@ class CrossModalAE:
         target_batch
             A target with a ``batch_key``: decode every cell as if measured in this batch
             (one of ``model.batch_categories_[target]``), or each cell in its own (one batch
-            per cell, e.g. the ``obs`` column of the cells' partners in the target); default:
-            the mean of the decodings in every batch. Also for ``source == target``
-            (reconstruction: pass the cells' own batches).
+            per cell, e.g. the ``obs`` column of the cells' partners in the target; a pandas
+            Series is aligned to the cells by its index, one with a default RangeIndex or an
+            array is taken by position); default: the mean of the decodings in every batch.
+            Also for ``source == target`` (reconstruction: pass the cells' own batches).
         device
             ``"cpu"`` (default), ``"cuda"`` or ``"auto"``.
         out
@@ -1125,8 +1126,8 @@ class CrossModalAE:
         self, target: str, target_batch: Any, obs_names: pd.Index
     ) -> int | np.ndarray | None:
         """The code of ``target_batch`` among ``target``'s batches, or the codes of one batch
-        per cell (cells ``obs_names``; a pandas Series is aligned to them by its index);
-        ``None``: every batch."""
+        per cell (cells ``obs_names``; a pandas Series is aligned to them by its index unless
+        it is a default RangeIndex); ``None``: every batch."""
         if target_batch is None:
             return None
         what = "target_batch"
