@@ -480,3 +480,62 @@ def test_latent_and_history_validate_inputs_before_drawing(tmp_path, monkeypatch
     with pytest.raises(OSError, match="disk full"):
         tm.pl.history(history, path=tmp_path / "h2.png")
     assert len(plt.get_fignums()) == n_open
+
+
+# ------------------------------------------------- fourth round of input checks
+def test_labels_series_are_aligned_by_index():
+    adata = de_data()
+    labels = adata.obs["group"]
+    shuffled = labels.sample(frac=1, random_state=0)
+    a = differential_expression(adata, labels, "A")
+    b = differential_expression(adata, shuffled, "A")
+    pd.testing.assert_frame_equal(a, b)
+    foreign = labels.copy()
+    foreign.index = [f"x{i}" for i in range(len(foreign))]
+    with pytest.raises(ValueError, match="groupby is a Series whose index does not name every cell"):
+        differential_expression(adata, foreign, "A")
+
+
+def test_non_finite_values_are_refused():
+    adata = de_data()
+    adata.X[0, 1] = np.nan
+    with pytest.raises(ValueError, match=r"adata: 1 feature\(s\) hold NaN or infinite values \(e.g. 'g1'\)"):
+        differential_expression(adata, "group", "A")
+    x, y = roc_data(0)
+    xt, yt = roc_data(1)
+    xt = np.array(xt, dtype=float)
+    xt[3, 0] = np.inf
+    with pytest.raises(ValueError, match="translated holds NaN or infinite values"):
+        translated_classifier_roc(x, y, xt, yt)
+
+
+def test_marker_arguments_are_checked():
+    adata = de_data()
+    de = differential_expression(adata, "group", "A")
+    for bad in (-1, 0, True, 2.5):
+        with pytest.raises(ValueError, match="n_top must be an integer >= 1"):
+            top_markers(de, n_top=bad)
+    with pytest.raises(ValueError, match="n_top must be an integer >= 1"):
+        differential_expression(adata, "group", "A", n_top=True)
+    with pytest.raises(ValueError, match="alpha must lie in"):
+        differential_expression(adata, "group", "A", alpha="0.1")
+    dup = de.copy()
+    dup.index = ["g0"] + list(dup.index[1:-1]) + ["g0"]
+    with pytest.raises(ValueError, match="pred: feature names are not unique"):
+        compare_differential(dup, de)
+    with pytest.raises(ValueError, match="column must be"):
+        compare_differential(de, de, column="direction")
+    universe, sets, markers = gene_sets()
+    with pytest.raises(ValueError, match="gene set 'S' must be a collection of gene names"):
+        enrichment(markers, {"S": "G1"}, universe=universe)
+
+
+def test_two_anchor_pairs_must_be_given_unambiguously():
+    from transmodal.baselines._cca import _parse_pairs
+
+    with pytest.raises(ValueError, match=r"shape \(2, 2\) can be read as two pairs"):
+        _parse_pairs([(0, 5), (1, 7)], 10, 10)
+    ix, iy = _parse_pairs((np.array([0, 1]), np.array([5, 7])), 10, 10)
+    assert ix.tolist() == [0, 1] and iy.tolist() == [5, 7]
+    ix, iy = _parse_pairs([(0, 5), (1, 7), (2, 9)], 10, 10)  # (k, 2): one pair per row
+    assert ix.tolist() == [0, 1, 2] and iy.tolist() == [5, 7, 9]

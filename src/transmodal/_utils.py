@@ -222,3 +222,25 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def align_to_cells(values: Any, obs_names: Any, name: str) -> Any:
+    """A pandas Series of per-cell values aligned to the cells ``obs_names`` by its index,
+    as pandas would (a default RangeIndex, or anything that is not a Series, is taken by
+    position and returned as it is); ``ValueError`` naming ``name`` when the index does not
+    name every cell exactly once."""
+    import pandas as pd
+
+    if not isinstance(values, pd.Series):
+        return values
+    index, obs_names = values.index, pd.Index(obs_names)
+    if isinstance(index, pd.RangeIndex) or index.equals(obs_names):
+        return values
+    lacking = obs_names.difference(index)
+    if len(lacking) or not index.is_unique:
+        example = list(lacking[:3]) or list(index[index.duplicated()][:3])
+        raise ValueError(
+            f"{name} is a Series whose index does not name every cell once (e.g. {example}); "
+            "index it by the cells' obs_names, or pass .to_numpy() to give values by position"
+        )
+    return values.reindex(obs_names)

@@ -10,6 +10,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse, stats
 
+from .._utils import check_int
+from ..data._modality import is_number
 from ._inputs import get_labels, get_matrix
 from ._stats import benjamini_hochberg, overlap_pvalue
 
@@ -145,12 +147,11 @@ def differential_expression(
     """
     if not isinstance(adata, AnnData):
         raise ValueError(f"adata must be an AnnData, got {type(adata).__name__}")
-    if not (isinstance(n_top, (int, np.integer)) and n_top >= 1):
-        raise ValueError(f"n_top must be a positive integer, got {n_top!r}")
-    if not 0 < alpha <= 1:
+    check_int(n_top, "n_top", minimum=1)
+    if not (is_number(alpha) and 0 < alpha <= 1):
         raise ValueError(f"alpha must lie in (0, 1], got {alpha!r}")
-    if pseudocount < 0:
-        raise ValueError(f"pseudocount must be >= 0, got {pseudocount!r}")
+    if not (is_number(pseudocount) and pseudocount >= 0):
+        raise ValueError(f"pseudocount must be a number >= 0, got {pseudocount!r}")
     X, names = get_matrix(adata, layer, "adata")
     labels = get_labels(adata, groupby, X.shape[0], "groupby")
     in_group = _select(labels, group, "group")
@@ -166,6 +167,12 @@ def differential_expression(
 
     m1, v1 = _mean_var(X, np.flatnonzero(in_group), block_bytes)
     m2, v2 = _mean_var(X, np.flatnonzero(in_ref), block_bytes)
+    bad = ~np.isfinite(np.stack([m1, v1, m2, v2])).all(axis=0)
+    if bad.any():  # a NaN / inf value makes its feature's mean or variance non-finite
+        first = names[np.flatnonzero(bad)[0]] if names is not None else int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"adata: {int(bad.sum())} feature(s) hold NaN or infinite values (e.g. {first!r})"
+        )
     t, p = welch_ttest(m1, v1, n1, m2, v2, n2)
     lin1, lin2 = (np.expm1(m1), np.expm1(m2)) if log1p else (m1, m2)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -224,6 +231,9 @@ def top_markers(
         raise ValueError(f"de lacks the column(s) {sorted(missing)}; pass differential_expression's output")
     n_top = de.attrs.get("n_top", 50) if n_top is None else n_top
     alpha = de.attrs.get("alpha", 0.05) if alpha is None else alpha
+    check_int(n_top, "n_top", minimum=1)
+    if not (is_number(alpha) and 0 < alpha <= 1):
+        raise ValueError(f"alpha must lie in (0, 1], got {alpha!r}")
     ordered = de.iloc[_significance_order(de)]
     sig = ordered[ordered["pval_adj"].to_numpy() < alpha]
     return {d: sig.index[sig["direction"].to_numpy() == d][:n_top].tolist() for d in DIRECTIONS}
@@ -302,9 +312,17 @@ def compare_differential(
     direction, the marker overlap (counts, Jaccard index, hypergeometric p-value with the
     common features as universe).
     """
+    if column not in ("mean_diff", "log2fc", "t"):
+        raise ValueError(f"column must be 'mean_diff', 'log2fc' or 't', got {column!r}")
     for name, de in (("pred", pred), ("obs", obs)):
         if not isinstance(de, pd.DataFrame) or column not in de:
             raise ValueError(f"{name} must be a differential_expression DataFrame with column {column!r}")
+        if not de.index.is_unique:
+            dup = de.index[de.index.duplicated()][0]
+            raise ValueError(
+                f"{name}: feature names are not unique (e.g. {dup!r}); features are matched "
+                "by name — call var_names_make_unique() before differential_expression"
+            )
     common = pred.index.intersection(obs.index, sort=False)
     if len(common) < 3:
         raise ValueError(f"pred and obs share {len(common)} features; need at least 3")

@@ -94,6 +94,12 @@ def enrichment(
         gene_sets = read_gmt(gene_sets)
     if not isinstance(gene_sets, Mapping) or not gene_sets:
         raise ValueError("gene_sets must be a non-empty {name: genes} mapping or a GMT path")
+    for name, genes in gene_sets.items():
+        if isinstance(genes, (str, bytes)):  # set("G1") would be {"G", "1"}
+            raise ValueError(
+                f"gene set {name!r} must be a collection of gene names, got the string "
+                f"{genes!r}; wrap it: [{genes!r}]"
+            )
     sets = {name: set(map(str, genes)) for name, genes in gene_sets.items()}
     if universe is None:
         universe_set = set().union(*sets.values())

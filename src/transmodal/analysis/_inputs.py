@@ -9,6 +9,8 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
+from .._utils import align_to_cells
+
 
 def get_matrix(data: Any, layer: str | None, name: str):
     """``(matrix, feature_names)`` from an AnnData (``X`` or ``layers[layer]``) or an array.
@@ -49,6 +51,8 @@ def get_labels(data: Any, labels: Any, n: int, name: str) -> np.ndarray:
     else:
         if isinstance(labels, str):
             raise ValueError(f"{name}: {labels!r} is an obs key, but the data is not an AnnData")
+        if isinstance(data, AnnData):
+            labels = align_to_cells(labels, data.obs_names, name)
         values = np.asarray(labels)
         if values.ndim != 1:
             raise ValueError(f"{name}: labels must be 1-D, got shape {values.shape}")

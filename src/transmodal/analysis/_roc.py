@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 from anndata import AnnData
+from scipy import sparse
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score, roc_curve
 
@@ -93,6 +94,10 @@ def _aligned(real: Any, translated: Any, layer_real: str | None, layer_translate
             Y, _ = get_matrix(Y, layer_translated, "translated")
     elif X.shape[1] != Y.shape[1]:
         raise ValueError(f"real has {X.shape[1]} features but translated has {Y.shape[1]}")
+    for name, m in (("real", X), ("translated", Y)):
+        values = np.asarray(m.data if sparse.issparse(m) else m)
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():
+            raise ValueError(f"{name} holds NaN or infinite values")
     return X, Y
 
 

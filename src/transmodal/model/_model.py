@@ -14,7 +14,9 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from .._utils import is_global_zero, lightning_accelerator, resolve_device, seeded
+from .._utils import (
+    align_to_cells, is_global_zero, lightning_accelerator, resolve_device, seeded,
+)
 from ..data._batches import EpochBatches
 from ..data._h5ad import write_rows_h5ad
 from ..data._modality import Modality, as_widths, is_number
@@ -1137,17 +1139,7 @@ class CrossModalAE:
             )
         batches = self.batch_categories_[target]
         per_cell = np.ndim(target_batch) > 0  # a name (string or number), or one per cell
-        if isinstance(target_batch, pd.Series):
-            index = target_batch.index
-            if not (isinstance(index, pd.RangeIndex) or index.equals(obs_names)):
-                lacking = obs_names.difference(index)
-                if len(lacking) or not index.is_unique:
-                    raise ValueError(
-                        f"{what} is a Series whose index does not name every cell once (e.g. "
-                        f"{list(lacking[:3]) or list(index[index.duplicated()][:3])}); index it "
-                        "by the cells' obs_names, or pass .to_numpy() to give batches by position"
-                    )
-                target_batch = target_batch.reindex(obs_names)
+        target_batch = align_to_cells(target_batch, obs_names, what)
         if per_cell:
             values = list(np.asarray(target_batch, dtype=object).ravel())
         else:
