@@ -539,3 +539,13 @@ def test_two_anchor_pairs_must_be_given_unambiguously():
     assert ix.tolist() == [0, 1] and iy.tolist() == [5, 7]
     ix, iy = _parse_pairs([(0, 5), (1, 7), (2, 9)], 10, 10)  # (k, 2): one pair per row
     assert ix.tolist() == [0, 1, 2] and iy.tolist() == [5, 7, 9]
+
+
+def test_one_cell_groups_constant_ot_input_and_gmt_byte_order_mark(tmp_path):
+    with pytest.raises(ValueError, match="n1 must be a group size >= 2"):
+        welch_ttest([1.0], [0.0], 1, [0.0], [1.0], 5)
+    with pytest.raises(ValueError, match="x: all 40 cells are identical"):
+        tm.baselines.GromovWassersteinOT(n_neighbors=5).fit(np.ones((40, 3)), np.random.rand(40, 3))
+    gmt = tmp_path / "bom.gmt"
+    gmt.write_bytes("S1\tdesc\tG1\tG2\n".encode("utf-8-sig"))
+    assert list(read_gmt(gmt)) == ["S1"]

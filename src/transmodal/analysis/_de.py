@@ -70,7 +70,15 @@ def welch_ttest(m1, v1, n1: int, m2, v2, n2: int) -> tuple[np.ndarray, np.ndarra
     Returns
     -------
     ``(t, pval)`` arrays.
+
+    Raises
+    ------
+    ValueError
+        If a group has fewer than 2 cells (no variance, no degrees of freedom).
     """
+    for name, n in (("n1", n1), ("n2", n2)):
+        if not (is_number(n) and n >= 2):
+            raise ValueError(f"{name} must be a group size >= 2 (Welch's test needs a variance), got {n!r}")
     a, b = np.asarray(v1) / n1, np.asarray(v2) / n2
     se2 = a + b
     diff = np.asarray(m1) - np.asarray(m2)

@@ -31,7 +31,7 @@ def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
     ``{set name: [genes]}`` in file order.
     """
     sets: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:  # a byte-order mark is not a name
         for lineno, line in enumerate(fh, 1):
             line = line.rstrip("\r\n")
             if not line.strip():

@@ -257,8 +257,8 @@ class GromovWassersteinOT(Baseline):
         Raises
         ------
         ValueError
-            If an input is not a 2-D numeric matrix, contains NaN / infinite values, or
-            has no more than ``n_neighbors`` cells.
+            If an input is not a 2-D numeric matrix, contains NaN / infinite values, has
+            no more than ``n_neighbors`` cells, or all its cells are identical.
         RuntimeError
             If the solver fails even at the largest ``epsilon`` tried.
         """
@@ -269,6 +269,12 @@ class GromovWassersteinOT(Baseline):
                 raise ValueError(
                     f"{name} has {a.shape[0]} cells; the k-NN graph needs more than "
                     f"n_neighbors={self.n_neighbors} cells (lower n_neighbors)"
+                )
+        for name, a in (("x", xa), ("y", ya)):
+            if (a == a[0]).all():
+                raise ValueError(
+                    f"{name}: all {a.shape[0]} cells are identical (constant input), so its "
+                    "k-NN graph, and the alignment, would be arbitrary; check the data"
                 )
         self._fitted = False
         x_feat = self._features(xa)
