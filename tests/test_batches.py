@@ -214,7 +214,7 @@ def test_ensemble_and_cli_pass_the_target_batch(model, data, tmp_path, capsys):
         rtol=1e-5, atol=1e-4,
     )
     assert main([*args, "--target-batch", "nope", "--out", str(tmp_path / "x.h5ad")]) == 2
-    assert "--target-batch 'nope' is not a batch of modality 'rna'" in capsys.readouterr().err
+    assert "--target-batch: ['nope'] is not a batch of modality 'rna'" in capsys.readouterr().err
 
 
 def test_image_modality_with_batches():
@@ -229,8 +229,13 @@ def test_image_modality_with_batches():
         n_latent=4, anchor_fraction=0.5,
     )
     fit(m, max_epochs=2)
-    out = m.translate(source="feat", target="img", target_batch="p1")
-    assert out.obsm["crops"].shape == (60, 1, 16, 16)
+    # the convolutional decoder reads the shared code plus the plate's one-hot
+    assert m.module.decoders["img"].net[0].in_features == 4 + 2
+    p1, p2 = (m.translate(source="feat", target="img", target_batch=b) for b in ("p1", "p2"))
+    assert p1.obsm["crops"].shape == (60, 1, 16, 16)
+    assert np.abs(p1.X - p2.X).mean() > 1e-4  # the plate changes the decoded images
+    both = m.translate(source="feat", target="img")
+    np.testing.assert_allclose(both.X, (p1.X + p2.X) / 2, rtol=1e-5, atol=1e-5)
 
 
 def test_translation_in_each_partners_batch(model, data):

@@ -314,18 +314,11 @@ def cmd_translate(
     _check_modality(target, names, "--target")
     if library_size is not None and not (library_size > 0 and math.isfinite(library_size)):
         raise ValueError(f"--library-size must be a positive number, got {library_size}")
-    if target_batch is not None:
-        batches = (config.get("batch_categories") or {}).get(target)
-        if batches is None:
-            raise ValueError(
-                f"--target-batch: modality {target!r} has no batches (no batch_key in its "
-                "Modality)"
-            )
-        if target_batch not in batches:
-            raise ValueError(
-                f"--target-batch {target_batch!r} is not a batch of modality {target!r}; its "
-                f"batches: {batches}"
-            )
+    from ..data._setup import target_batch_codes
+
+    # checked before any data are read
+    target_batch_codes((config.get("batch_categories") or {}).get(target), target, target_batch,
+                       what="--target-batch")
     data_paths = parse_data_args(data)
     _check_data_args(data_paths, names, model_dir, [source])
     out_path = Path(out)

@@ -13,6 +13,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ..nn._likelihoods import get_likelihood
+from .._utils import align_to_cells
 from ._modality import Modality
 from ._source import MatrixSource, check_values, matrix_of
 
@@ -139,6 +140,52 @@ def batch_codes(
             f"batches {categories}"
         )
     return codes, categories
+
+
+def target_batch_codes(
+    batches: list[str] | None,
+    target: str,
+    target_batch: Any,
+    obs_names: Any = (),
+    what: str = "target_batch",
+) -> int | np.ndarray | None:
+    """The code of ``target_batch`` among ``batches`` (the batches of modality ``target``;
+    ``None``: it has none), or the codes of one batch per cell (cells ``obs_names``; a
+    pandas Series is aligned to them by its index unless it has a default RangeIndex);
+    ``None`` for ``target_batch=None`` (every batch). Errors name the argument ``what``."""
+    if target_batch is None:
+        return None
+    if batches is None:
+        raise ValueError(
+            f"{what}: modality {target!r} has no batches (no batch_key in its Modality)"
+        )
+    per_cell = np.ndim(target_batch) > 0  # a name (string or number), or one per cell
+    if per_cell:
+        target_batch = align_to_cells(target_batch, obs_names, what)
+        values = list(np.asarray(target_batch, dtype=object).ravel())
+        if len(values) != len(obs_names):
+            raise ValueError(
+                f"{what} holds {len(values)} batches for {len(obs_names)} cells; give one "
+                "batch name, or one per cell"
+            )
+    else:
+        values = [target_batch]
+    names = [label_str(v) for v in values]
+    if None in names:
+        raise ValueError(
+            f"{what} is missing (NaN / None) for {names.count(None)} cell(s); its batches: "
+            f"{batches}"
+        )
+    unknown = sorted({str(v) for v, n in zip(values, names) if n not in batches})
+    if unknown:
+        raise ValueError(
+            f"{what}: {unknown[:3]} {'is' if len(unknown) == 1 else 'are'} not "
+            f"{'a batch' if len(unknown) == 1 else 'batches'} of modality {target!r}; its "
+            f"batches: {batches}"
+        )
+    lookup = {b: i for i, b in enumerate(batches)}
+    codes = np.array([lookup[n] for n in names], dtype=np.int64)
+    return codes if per_cell else int(codes[0])
 
 
 def marker_values(

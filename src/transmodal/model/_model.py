@@ -14,15 +14,13 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from .._utils import (
-    align_to_cells, is_global_zero, lightning_accelerator, resolve_device, seeded,
-)
+from .._utils import is_global_zero, lightning_accelerator, resolve_device, seeded
 from ..data._batches import EpochBatches
 from ..data._h5ad import write_rows_h5ad
 from ..data._modality import Modality, as_widths, is_number
 from ..data._prefetch import Prefetcher
 from ..data._preprocess import fit_preprocessing
-from ..data._setup import ModalityData, feature_mismatch, label_str, setup_data
+from ..data._setup import ModalityData, feature_mismatch, setup_data, target_batch_codes
 from ..data._source import MatrixSource, check_values, matrix_of
 from ..geometry import geometric_pairs, transport_pairs
 from ..nn._conv import DEFAULT_CHANNELS
@@ -1088,7 +1086,9 @@ class CrossModalAE:
             )
         src = self._source_for(source, adata)
         cells = self.mods[source].adata if adata is None else adata
-        batch_code = self._batch_code(target, target_batch, cells.obs_names)
+        batch_code = target_batch_codes(
+            self.batch_categories_.get(target), target, target_batch, cells.obs_names
+        )
         lib = None if library_size is None else float(library_size)
         done = [0]  # rows translated so far (blocks come in order)
 
@@ -1123,48 +1123,6 @@ class CrossModalAE:
                 src, fn, batch_size=batch_size, device=device, cells=cells,
                 var_names=tmd.var_names, uns=uns, images=images, out=out, overwrite=overwrite,
             )
-
-    def _batch_code(
-        self, target: str, target_batch: Any, obs_names: pd.Index
-    ) -> int | np.ndarray | None:
-        """The code of ``target_batch`` among ``target``'s batches, or the codes of one batch
-        per cell (cells ``obs_names``; a pandas Series is aligned to them by its index unless
-        it is a default RangeIndex); ``None``: every batch."""
-        if target_batch is None:
-            return None
-        what = "target_batch"
-        if target not in self.batch_categories_:
-            raise ValueError(
-                f"{what}: modality {target!r} has no batches (no batch_key in its Modality)"
-            )
-        batches = self.batch_categories_[target]
-        per_cell = np.ndim(target_batch) > 0  # a name (string or number), or one per cell
-        target_batch = align_to_cells(target_batch, obs_names, what)
-        if per_cell:
-            values = list(np.asarray(target_batch, dtype=object).ravel())
-        else:
-            values = [target_batch]
-        if per_cell and len(values) != len(obs_names):
-            raise ValueError(
-                f"{what} holds {len(values)} batches for {len(obs_names)} cells; give one batch "
-                "name, or one per cell"
-            )
-        names = [label_str(v) for v in values]
-        if None in names:
-            raise ValueError(
-                f"{what} is missing (NaN / None) for {names.count(None)} cell(s); its batches: "
-                f"{batches}"
-            )
-        unknown = sorted({str(v) for v, n in zip(values, names) if n not in batches})
-        if unknown:
-            raise ValueError(
-                f"{what}: {unknown[:3]} {'is' if len(unknown) == 1 else 'are'} not "
-                f"{'a batch' if len(unknown) == 1 else 'batches'} of modality {target!r}; its "
-                f"batches: {batches}"
-            )
-        lookup = {b: i for i, b in enumerate(batches)}
-        codes = np.array([lookup[n] for n in names], dtype=np.int64)
-        return codes if per_cell else int(codes[0])
 
     def predict_labels(
         self,
