@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anndata as ad
 import matplotlib
 
@@ -361,6 +363,14 @@ def test_cluster_robustness_three_blobs():
     assert res.to_dict()["suggested_k"] == 3
 
 
+def test_cluster_robustness_suggests_one_cluster_without_structure():
+    z = np.random.default_rng(0).normal(size=(400, 16))
+    res = cluster_robustness(z, n_init=2, knn=(10, 50))
+    assert res.suggested_k == 1 and res.bic_k == 1
+    assert res.lifetimes.idxmax() == 1 and list(res.lifetimes.index) == list(range(1, 9))
+    assert set(res.labels) == {0}
+
+
 def test_cluster_robustness_subsample_fixed_k_and_anndata():
     x, _ = blobs()
     adata = ad.AnnData(np.zeros((len(x), 1)), obsm={"X_transmodal": x})
@@ -549,3 +559,26 @@ def test_one_cell_groups_constant_ot_input_and_gmt_byte_order_mark(tmp_path):
     gmt = tmp_path / "bom.gmt"
     gmt.write_bytes("S1\tdesc\tG1\tG2\n".encode("utf-8-sig"))
     assert list(read_gmt(gmt)) == ["S1"]
+
+
+def test_plot_file_replaced_in_one_step(tmp_path, monkeypatch):
+    """A failing write leaves an existing figure as it was and no temporary file behind."""
+    from matplotlib.figure import Figure
+
+    z, labels = blobs(dims=4)
+    target = tmp_path / "lat.png"
+    target.write_bytes(b"old figure")
+
+    def broken(self, fname, **kwargs):
+        Path(fname).write_bytes(b"half")
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(Figure, "savefig", broken)
+        with pytest.raises(OSError, match="disk full"):
+            tm.pl.latent({"rna": z}, path=target)
+    assert target.read_bytes() == b"old figure" and [p.name for p in tmp_path.iterdir()] == ["lat.png"]
+    tm.pl.latent({"rna": z}, path=target)
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tm.pl.latent({"rna": z}, path=tmp_path / "no_suffix")  # matplotlib's default format
+    assert (tmp_path / "no_suffix").read_bytes()[:4] == b"\x89PNG"

@@ -117,19 +117,21 @@ def test_batch_key_mixes_the_batches_and_keeps_the_clusters():
     rna = data["rna"]
     batch, labels = rna.obs["batch"].to_numpy(), rna.obs["label"].to_numpy()
     scores = {}
-    for key in (None, "batch"):
-        m = tm.CrossModalAE(data, specs(key), n_latent=8, anchor_fraction=0.3, seed=0)
-        z = fit(m, max_epochs=40).get_latent_representation("rna")
+    for key, lam_batch in ((None, 0.0), ("batch", 0.0), ("mmd", 1.0)):
+        m = tm.CrossModalAE(data, specs(key and "batch"), n_latent=8, anchor_fraction=0.3, seed=0)
+        z = fit(m, max_epochs=40, lam_batch=lam_batch).get_latent_representation("rna")
         scores[key] = (
             tm.metrics.mixing_accuracy_multi([z[batch == b] for b in np.unique(batch)]),
             tm.metrics.label_transfer(z[batch == "batch0"], labels[batch == "batch0"],
                                       z[batch == "batch1"], labels[batch == "batch1"]),
         )
     # without the covariate the batches stay apart (measured 1.0); with it they mix more
-    # (0.77; 0.5 = chance) and a cluster of one batch still finds its own in the other
+    # (0.77; 0.5 = chance), with the batch MMD too still more (0.53), and a cluster of one
+    # batch still finds its own in the other (0.93 in all three)
     assert scores[None][0] > 0.9
     assert scores["batch"][0] < scores[None][0] - 0.15
-    assert scores["batch"][1] > 0.9
+    assert scores["mmd"][0] < scores["batch"][0] - 0.1
+    assert scores["batch"][1] > 0.9 and scores["mmd"][1] > 0.9
 
 
 def test_lam_batch_adds_a_batch_mmd_term(data):

@@ -1,5 +1,5 @@
-"""Small shared helpers: device resolution, seeded initialisation, atomic directory writes,
-integer-argument checks, plain-JSON values."""
+"""Small shared helpers: device resolution, seeded initialisation, atomic file and directory
+writes, integer-argument checks, plain-JSON values."""
 
 from __future__ import annotations
 
@@ -137,6 +137,45 @@ def check_output_directory(
                 f"({shown}{more}); refusing to replace it - choose a new or empty path"
             )
     return target
+
+
+@contextlib.contextmanager
+def atomic_file(
+    path: str | os.PathLike, *, overwrite: bool = False, suffix: str = ""
+) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it to ``path`` on success.
+
+    On any error the temporary file is removed and an existing ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path
+        The file to write.
+    overwrite
+        Whether an existing file may be replaced.
+    suffix
+        Ending of the temporary name, for writers that choose a format by it (``".png"``,
+        ``".h5ad"``).
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(f"{target} is a directory")
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates private files
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 @contextlib.contextmanager

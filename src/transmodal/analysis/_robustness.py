@@ -45,10 +45,13 @@ class ClusterRobustness:
     linkage
         Average-linkage hierarchy of ``1 - coassociation`` (scipy format).
     lifetimes
-        For each ``k``: the range of dendrogram heights over which ``k`` clusters exist.
+        For each ``k``: the range of dendrogram heights over which ``k`` clusters exist;
+        for ``k = 1``, from the last merge up to 1, the largest possible distance.
     suggested_k
         ``k`` with the longest lifetime (the evidence-accumulation rule of Fred & Jain,
-        2005): the number of clusters most stable across the ensemble.
+        2005): the number of clusters most stable across the ensemble.  1 means that no
+        partition is stable: the ensemble's clusterings disagree more than they agree
+        (e.g. a latent without cluster structure).
     silhouette_k, bic_k
         The best ``k`` by silhouette (largest) and by BIC (smallest; may be 1, i.e. no
         cluster structure); ``None`` when not computable.
@@ -152,9 +155,14 @@ def cluster_robustness(
        each for every ``k`` in ``k_range`` (or only ``n_clusters`` when given, to test the
        robustness of one chosen number) -- and the fraction of clusterings that put each
        pair of cells together.
-    4. Suggested number of clusters: the ``k`` in ``k_range`` whose clusters live longest
-       in the average-linkage dendrogram of ``1 - coassociation`` (the largest gap between
-       successive merge heights; Fred & Jain 2005).  Ties go to the smaller ``k``.
+    4. Suggested number of clusters: the ``k`` in ``k_range``, or 1, whose clusters live
+       longest in the average-linkage dendrogram of ``1 - coassociation`` (the largest gap
+       between successive merge heights, or between the last merge and 1 for a single
+       cluster; Fred & Jain 2005).  Ties go to the smaller ``k``.  On a latent without
+       cluster structure the clusterings cut it differently, the last merge happens well
+       below 1 and the suggestion is 1 (one Gaussian cloud of 500 cells in 16 dimensions:
+       1 on three seeds, where k = 2 ... 8 alone suggested 2-3).  A cloud in 2-4
+       dimensions can be cut into stable slices, so read ``bic_k`` beside it.
 
     The co-association matrix takes ``O(m^2)`` memory (the float32 matrix plus condensed
     distances for the hierarchy: at most about 10 bytes x m^2, ~90 MiB for m = 3000) and
@@ -256,7 +264,12 @@ def cluster_robustness(
     tree = linkage(dist, method="average")
     del dist
     heights = tree[:, 2]
-    lifetimes = pd.Series({k: heights[m - k] - heights[m - k - 1] for k in ks}, name="lifetime")
+    # k clusters exist between merge heights m - k - 1 and m - k (0-based); one cluster from
+    # the last merge up to the largest possible distance, 1
+    lifetimes = pd.Series(
+        {1: 1.0 - heights[-1], **{k: heights[m - k] - heights[m - k - 1] for k in ks}},
+        name="lifetime",
+    )
     lifetimes.index.name = "k"
     suggested = int(lifetimes.idxmax())
     sil = silhouette["silhouette"]

@@ -6,13 +6,19 @@ import json
 import math
 import os
 import sys
-import tempfile
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._utils import MODEL_CONFIG, MODEL_WEIGHTS, atomic_directory, check_output_directory, jsonable
+from .._utils import (
+    MODEL_CONFIG,
+    MODEL_WEIGHTS,
+    atomic_directory,
+    atomic_file,
+    check_output_directory,
+    jsonable,
+)
 from ._config import ConfigError, load_config
 
 OBSM_KEY = "X_transmodal"
@@ -21,30 +27,14 @@ TRAIN_SIDE_FILES = ("history.csv", "agreement.csv", "run_config.yaml")
 
 
 # ----------------------------------------------------------------------------- helpers
-def _atomic_write(path: Path, write: Callable[[Path], None], *, suffix: str = "") -> None:
-    """Write via ``write(tmp)`` to a temporary file next to ``path``, then rename it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp files are private; use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _write_h5ad(adata, path: Path) -> None:
-    _atomic_write(path, lambda tmp: adata.write_h5ad(tmp), suffix=".h5ad")
+    with atomic_file(path, overwrite=True, suffix=".h5ad") as tmp:
+        adata.write_h5ad(tmp)
 
 
 def _write_text(text: str, path: Path) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(text))
+    with atomic_file(path, overwrite=True) as tmp:
+        tmp.write_text(text)
 
 
 def _check_output(path: Path, *, overwrite: bool) -> None:

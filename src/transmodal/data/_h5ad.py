@@ -10,9 +10,7 @@ half-written file behind (and an existing file untouched).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -21,34 +19,9 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._utils import atomic_file
+
 _CHUNK_BYTES = 1 << 16  # HDF5 chunks of appendable datasets: small, for fast random row reads
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it to ``path`` on success.
-
-    On any error the temporary file is removed and an existing ``path`` is left as it was.
-    """
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
-    if target.is_dir():
-        raise IsADirectoryError(f"{target} is a directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates private files
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def write_skeleton(
@@ -233,4 +206,4 @@ def read_backed(path: str | os.PathLike) -> AnnData:
     )
 
 
-__all__ = ["CSRRows", "DenseRows", "atomic_file", "read_backed", "write_rows_h5ad", "write_skeleton"]
+__all__ = ["CSRRows", "DenseRows", "read_backed", "write_rows_h5ad", "write_skeleton"]

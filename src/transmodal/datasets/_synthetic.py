@@ -459,7 +459,8 @@ def _write_modality(
     """
     import h5py
 
-    from ..data._h5ad import CSRRows, DenseRows, atomic_file, write_skeleton
+    from .._utils import atomic_file
+    from ..data._h5ad import CSRRows, DenseRows, write_skeleton
 
     n, f = len(z), mod.w2.shape[1]
     with atomic_file(path, overwrite=overwrite) as tmp:

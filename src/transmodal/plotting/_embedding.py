@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._utils import atomic_file
 from ..metrics._chunked import as_embedding
 
 
@@ -69,7 +70,10 @@ def _finish(fig, path, dpi: int):
         fig.tight_layout()
         if path is None:
             return fig
-        fig.savefig(path, dpi=dpi)
+        # the format follows path's suffix (matplotlib's default format without one)
+        fmt = Path(path).suffix[1:].lower() or plt.rcParams["savefig.format"]
+        with atomic_file(path, overwrite=True) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=fmt)
     plt.close(fig)
     return None
 

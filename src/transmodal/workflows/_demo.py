@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .._utils import atomic_file
 from ..data import Modality
 from ..datasets import scicar_a549
 from ..model import CrossModalAE
@@ -113,7 +114,9 @@ def run_demo(
 
     The paper's setting: 0 % anchor pairs and a latent classifier on ``treatment_time``.
     Writes ``out/metrics.json`` and ``out/latent.png`` (test cells of both modalities,
-    coloured by modality and by treatment time) and returns the metrics.
+    coloured by modality and by treatment time) and returns the metrics.  Earlier files of
+    those two names are replaced, each in one step (never left half-written); nothing else
+    in ``out`` is touched.
 
     Parameters
     ----------
@@ -153,7 +156,8 @@ def run_demo(
         title=f"sci-CAR A549 test cells (n={res['n_cells']} per modality), seed {seed}",
         label_name="treatment time",
     )
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    with atomic_file(out / "metrics.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=1))
     if verbose:
         print(format_table(metrics))
     return metrics
