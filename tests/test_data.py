@@ -259,6 +259,18 @@ def test_string_nan_and_unused_categories_are_not_classes(paired_data, specs):
     assert (mods["atac"].labels[:5] == -1).all() and (mods["atac"].labels[5:] >= 0).all()
 
 
+def test_numeric_classes_sort_by_value_and_none_strings_are_missing(paired_data, specs):
+    values = np.array([2, 10, 1] * 50)
+    paired_data["rna"].obs["num"] = values
+    atac = values.astype(object)
+    atac[:4] = ["None", "", "<NA>", None]  # what astype(str) and empty cells leave
+    paired_data["atac"].obs["num"] = atac
+    mods, cats = setup_data(paired_data, specs, labels_key="num")
+    assert cats == ["1", "2", "10"]
+    assert (mods["atac"].labels[:4] == -1).all()
+    np.testing.assert_array_equal(mods["rna"].labels[:3], [1, 2, 0])
+
+
 def test_labels_sharing_no_class_warn(paired_data, specs):
     atac = paired_data["atac"].obs
     atac["label"] = "x_" + atac["label"].astype(str)
@@ -418,6 +430,27 @@ def test_mudata_gives_same_pairs_as_dict(pairing, specs):
     np.testing.assert_array_equal(
         mods_d["rna"].source.rows(np.arange(150)), mods_m["rna"].source.rows(np.arange(150))
     )
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("change", ["subset", "reorder"])
+def test_mudata_stale_obsmap_refused(change, specs):
+    import mudata
+
+    from conftest import make_data
+
+    data = make_data(pairing="full")
+    mdata = mudata.MuData({"rna": data["rna"], "atac": data["atac"]})
+    atac = mdata.mod["atac"]
+    order = np.arange(100) if change == "subset" else np.random.default_rng(0).permutation(150)
+    mdata.mod["atac"] = atac[order].copy()  # no mdata.update(): obsmap is stale
+    with pytest.raises(ValueError, match=r"obsmap\['atac'\].*mdata.update\(\)"):
+        setup_data(mdata, specs)
+    mdata.update()
+    mods, _ = setup_data(mdata, specs)
+    ia, ib = find_pairs(mods["rna"], mods["atac"])
+    assert len(ia) == len(order)
+    np.testing.assert_array_equal(mods["rna"].obs_names[ia], mods["atac"].obs_names[ib])
 
 
 # ------------------------------------------------------------------ EpochBatches

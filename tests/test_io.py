@@ -385,6 +385,22 @@ def test_overwrite_larger_ensemble_with_smaller_one(paired_data, make_model, tra
     assert len(tm.Ensemble.load(path, paired_data).models) == 3
 
 
+def test_overwrite_keeps_sibling_saved_models(trained_model, paired_data, make_model, train, tmp_path):
+    """A user's other saved models inside the target are not ensemble members: refused."""
+    path = tmp_path / "results"
+    trained_model.save(path)
+    trained_model.save(path / "model_b")
+    before = _tree(path)
+    with pytest.raises(FileExistsError, match=r"model_b/"):
+        trained_model.save(path, overwrite=True)
+    assert _tree(path) == before
+    # without ensemble.json, member-named directories are not members either
+    (path / "model_b").rename(path / "member0")
+    with pytest.raises(FileExistsError, match=r"member0/"):
+        _ensemble(paired_data, make_model, train, 2).save(path, overwrite=True)
+    assert (path / "member0" / "config.json").is_file()
+
+
 def _write_cli_inputs(folder):
     data = tm.datasets.synthetic(60, n_features=15, seed=0)
     for name, adata in data.items():
@@ -463,7 +479,7 @@ def _set(*keys, value):
         (_set("init_params", "dropout", value="0.1"), "init_params.dropout must be a JSON number"),
         (_set("init_params", "n_latnt", value=4), r"unknown init_params key\(s\) \['n_latnt'\]"),
         (_drop("init_params", "seed"), r"init_params is missing key\(s\) \['seed'\]"),
-        (_set("init_params", "n_latent", value=0), "n_latent must be a positive integer"),
+        (_set("init_params", "n_latent", value=0), "n_latent must be an integer >= 1"),
         (_set("init_params", "hidden", value=[32, "x"]), "hidden must be a non-empty list"),
         (_set("modalities", "rna", "likelihod", value="nb"), r"modalities: .*likelihod"),
     ],
@@ -518,3 +534,30 @@ def test_loading_embedding_and_translating_do_not_import_lightning(saved, paired
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=300)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_atomic_directory_restores_the_old_directory_if_the_swap_fails(tmp_path, monkeypatch):
+    from transmodal import _utils
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "config.json").write_text("old")
+    real_replace, calls = os.replace, []
+
+    def flaky(src, dst):  # the second rename (new directory into place) fails
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise OSError("disk gone")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(_utils.os, "replace", flaky)
+    with pytest.raises(OSError, match="disk gone"):
+        with _utils.atomic_directory(target, overwrite=True) as tmp:
+            (tmp / "config.json").write_text("new")
+    assert (target / "config.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing left behind
+    monkeypatch.setattr(_utils.os, "replace", real_replace)
+    with _utils.atomic_directory(target, overwrite=True) as tmp:
+        (tmp / "config.json").write_text("new")
+    assert (target / "config.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import anndata as ad
@@ -436,20 +437,54 @@ def test_invalid_accelerator(paired_data, make_model):
         {"anchor_fraction": 1.5},
         {"anchor_fraction": -0.1},
         {"validation_fraction": 1.0},
+        {"n_latent": True},
+        {"n_latent": 2.0},
+        {"dropout": "0.1"},
+        {"anchor_fraction": None},
+        {"disc_noise": -1.0},
+        {"seed": -1},
+        {"seed": None},
+        {"seed": 1.5},
+        {"seed": 2**70},
+        {"variational": "yes"},
     ],
 )
 def test_invalid_model_params(paired_data, make_model, kw):
-    with pytest.raises(ValueError):
+    (key,) = kw
+    with pytest.raises(ValueError, match=key):
         make_model(paired_data, **kw)
 
 
 @pytest.mark.parametrize(
-    "kw", [{"batch_size": 0}, {"max_epochs": 0}, {"lam_adv": -1.0}, {"lam_anchor": -1.0}]
+    "kw",
+    [
+        {"batch_size": 0}, {"max_epochs": 0}, {"lam_adv": -1.0}, {"lam_anchor": -1.0},
+        {"max_epochs": 2.5}, {"max_epochs": True}, {"max_epochs": "2"}, {"seed": -3},
+        {"early_stopping": None},
+    ],
 )
 def test_invalid_train_params(paired_data, make_model, kw):
     model = make_model(paired_data)
-    with pytest.raises(ValueError):
+    (key,) = kw
+    with pytest.raises(ValueError, match=key):
         model.train(progress_bar=False, **{"max_epochs": 1, **kw})
+
+
+def test_numpy_scalar_arguments_are_saved_as_numbers(paired_data, make_model, tmp_path):
+    """Values taken from numpy (seeds from a generator, grids) train, save and load."""
+    model = make_model(
+        paired_data, n_latent=np.int64(4), n_private=np.int64(0), dropout=np.float32(0.1),
+        seed=np.int64(3), anchor_fraction=np.float64(0.5), variational=np.bool_(False),
+    )
+    model.train(max_epochs=np.int64(1), batch_size=np.int64(32), seed=np.int64(1),
+                lr=np.float32(1e-3), progress_bar=False)
+    model.save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["init_params"]["seed"] == 3 and cfg["train_params"]["batch_size"] == 32
+    loaded = tm.CrossModalAE.load(tmp_path / "m", paired_data)
+    np.testing.assert_allclose(
+        loaded.get_latent_representation("rna"), model.get_latent_representation("rna"), atol=1e-6
+    )
 
 
 def test_modality_name_with_pipe(paired_data, make_model):
@@ -740,6 +775,9 @@ def test_numeric_labels_with_nan_and_unused_categories(paired_data, make_model, 
     assert model.label_categories_ == ["0", "1", "2"]
     assert model.classes_seen == {"rna": ["0", "1", "2"], "atac": ["0", "1", "2"]}
     assert set(model.predict_labels("atac")) <= {"0", "1", "2"}
+    # classes may be named by the numbers of the training column
+    proba = model.predict_labels("atac", classes=[0, 2.0], return_proba=True)
+    assert list(proba.columns) == ["0", "2"]
 
 
 @pytest.mark.parametrize(

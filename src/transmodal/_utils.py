@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Collection, Iterator
@@ -68,12 +69,17 @@ def seeded(seed: int) -> Iterator[None]:
 # the files of a saved model (model/_io.py); a directory holding just these may be replaced
 MODEL_CONFIG = "config.json"
 MODEL_WEIGHTS = "model.safetensors"
+# a saved ensemble (model/_ensemble.py): this file and one saved model per member<N>/
+ENSEMBLE_CONFIG = "ensemble.json"
 _SHOWN_ENTRIES = 5  # foreign entries named in an error message
 
 
-def _is_saved_model(path: Path) -> bool:
-    """Whether ``path`` is a directory holding a saved model and nothing else (such as an
-    ensemble member directory)."""
+def _is_ensemble_member(path: Path) -> bool:
+    """Whether ``path`` is a member directory of the saved ensemble around it: named
+    ``member<N>``, next to an ``ensemble.json``, holding a saved model and nothing else.
+    Other directories (a user's other saved models among them) are never replaced."""
+    if not re.fullmatch(r"member\d+", path.name) or not (path.parent / ENSEMBLE_CONFIG).is_file():
+        return False
     if not path.is_dir() or path.is_symlink():
         return False
     return {p.name for p in path.iterdir()} == {MODEL_CONFIG, MODEL_WEIGHTS}
@@ -93,9 +99,10 @@ def check_output_directory(
     names
         The names of the entries the write produces (files, or saved-model directories).
         With ``overwrite=True``, an existing directory is replaced only if every entry in it
-        is a file or link with one of these names or a directory holding nothing but a
-        saved model (e.g. a member left from a larger ensemble); ``None`` skips this check
-        (the names are not known yet).
+        is a file or link with one of these names or a member directory of a saved ensemble
+        (``member<N>/`` next to ``ensemble.json``, holding nothing but a saved model, e.g. a
+        member left from a larger ensemble); ``None`` skips this check (the names are not
+        known yet).
 
     Returns
     -------
@@ -126,7 +133,7 @@ def check_output_directory(
         foreign = []
         for entry in sorted(target.iterdir()):
             is_dir = entry.is_dir() and not entry.is_symlink()
-            if not (_is_saved_model(entry) or (not is_dir and entry.name in names)):
+            if not (_is_ensemble_member(entry) or (not is_dir and entry.name in names)):
                 foreign.append(f"{entry.name}/" if is_dir else entry.name)
         if foreign:
             shown = ", ".join(foreign[:_SHOWN_ENTRIES])
@@ -186,7 +193,7 @@ def atomic_directory(
 
     If anything fails, the temporary directory is removed and an existing ``path`` is left
     untouched. With ``overwrite=True`` an existing directory is replaced only after the new
-    one is complete, and only if it holds nothing but what the new one holds, saved-model
+    one is complete, and only if it holds nothing but what the new one holds, ensemble member
     directories and files named in ``replaceable`` (see :func:`check_output_directory`);
     otherwise :class:`FileExistsError` is raised and nothing is changed.
 
@@ -215,13 +222,19 @@ def atomic_directory(
         for f in tmp.rglob("*"):
             os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
         if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(tmp, target)
-            if old.is_symlink():
-                old.unlink()
-            else:
-                shutil.rmtree(old, ignore_errors=True)
+            # the old directory waits in a fresh hidden folder (a unique name) until the
+            # new one is in place; if that rename fails, it goes back
+            hold = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            old = hold / target.name
+            try:
+                os.replace(target, old)
+                try:
+                    os.replace(tmp, target)
+                except BaseException:
+                    os.replace(old, target)
+                    raise
+            finally:
+                shutil.rmtree(hold, ignore_errors=True)
         else:
             os.replace(tmp, target)
     except BaseException:

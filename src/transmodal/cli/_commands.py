@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._utils import (
+    ENSEMBLE_CONFIG,
     MODEL_CONFIG,
     MODEL_WEIGHTS,
     atomic_directory,
@@ -97,7 +98,6 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
         raise FileExistsError(f"output directory {out_dir} exists; pass --overwrite to replace it")
 
     from ..model import CrossModalAE
-    from ..model._ensemble import ENSEMBLE_CONFIG
 
     # whatever kind of run wrote an existing output directory, it is replaced only if it
     # holds nothing but train's outputs (checked before training; member dirs are models)
@@ -180,8 +180,6 @@ def parse_data_args(items: Sequence[str] | None) -> dict[str, Path]:
 
 
 def _is_ensemble(model_dir: Path) -> bool:
-    from ..model._ensemble import ENSEMBLE_CONFIG
-
     return (model_dir / ENSEMBLE_CONFIG).is_file()
 
 

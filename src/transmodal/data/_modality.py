@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._utils import jsonable
 from ..nn._likelihoods import get_likelihood
 
 
@@ -14,11 +15,9 @@ def is_number(value: Any, *, integer: bool = False) -> bool:
     """Whether ``value`` is a finite real number (an integer with ``integer``), not a bool
     or a string."""
     kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    return (
-        isinstance(value, kinds)
-        and not isinstance(value, (bool, np.bool_))
-        and bool(np.isfinite(value))
-    )
+    if not isinstance(value, kinds) or isinstance(value, (bool, np.bool_)):
+        return False
+    return isinstance(value, (int, np.integer)) or bool(np.isfinite(value))  # ints: any size
 
 
 def as_widths(value: Any) -> tuple[int, ...] | None:
@@ -162,9 +161,7 @@ class Modality:
         """Plain-JSON representation."""
         d = asdict(self)
         d.pop("_extra")
-        if d["hidden"] is not None:
-            d["hidden"] = list(d["hidden"])
-        return d
+        return jsonable(d)  # numpy scalars (n_pca=np.int64(50)) as Python numbers
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, name: str = "?") -> Modality:

@@ -39,6 +39,37 @@ class ModalityData:
         return self.source.n_obs
 
 
+def _obsmap_keys(mdata, name: str, obsmap: np.ndarray, mod: AnnData) -> np.ndarray:
+    """Global row of each cell of ``mod`` from ``mdata.obsmap[name]``, checked to be current.
+
+    ``obsmap[g]`` is the 1-based row of the modality present at global row ``g`` (0 = absent).
+    A modality filtered or reordered after the MuData was built leaves a stale map behind; it
+    would pair the wrong cells, so it is refused.
+    """
+    stale = (
+        f"MuData: obsmap[{name!r}] does not match mod[{name!r}] (the modality was filtered or "
+        "reordered after the MuData was built); call mdata.update() first"
+    )
+    obsmap = obsmap.ravel()
+    if obsmap.shape[0] != mdata.n_obs or not np.issubdtype(obsmap.dtype, np.integer):
+        raise ValueError(stale)
+    present = np.flatnonzero(obsmap > 0)
+    rows = obsmap[present].astype(np.int64) - 1
+    if (
+        len(present) != mod.n_obs
+        or rows.max(initial=-1) >= mod.n_obs
+        or len(np.unique(rows)) != mod.n_obs
+    ):
+        raise ValueError(stale)
+    if not np.array_equal(
+        np.asarray(mdata.obs_names[present]), np.asarray(mod.obs_names[rows])
+    ):
+        raise ValueError(stale)
+    keys = np.zeros(mod.n_obs, dtype=np.int64)
+    keys[rows] = present
+    return keys
+
+
 def _as_dict(data) -> tuple[dict[str, AnnData], dict[str, np.ndarray] | None]:
     """Return the modalities and, for MuData, per-modality global row keys from its obsmap."""
     try:
@@ -53,11 +84,7 @@ def _as_dict(data) -> tuple[dict[str, AnnData], dict[str, np.ndarray] | None]:
             if obsmap is None:
                 keys = {}
                 break
-            # obsmap[g] = 1-based row of the modality present at global row g (0 = absent)
-            present = np.flatnonzero(obsmap > 0)
-            k = np.empty(mods[name].n_obs, dtype=np.int64)
-            k[obsmap[present] - 1] = present
-            keys[name] = k
+            keys[name] = _obsmap_keys(data, name, obsmap, mods[name])
         return mods, (keys or None)
     if isinstance(data, Mapping):
         return dict(data), None
@@ -67,7 +94,8 @@ def _as_dict(data) -> tuple[dict[str, AnnData], dict[str, np.ndarray] | None]:
 
 
 def label_str(value: Any) -> str | None:
-    """A label as its class name; ``None`` for a missing one (NaN, None, the string "nan").
+    """A label as its class name; ``None`` for a missing one (NaN, None, and the strings
+    ``"nan"``, ``"None"``, ``"<NA>"`` and ``""`` that ``astype(str)`` leaves of them).
 
     Numbers are written alike whatever their dtype (``1``, ``1.0``, ``np.int64(1)`` -> "1"),
     so a column made float by one missing value still shares classes with an integer one.
@@ -82,7 +110,20 @@ def label_str(value: Any) -> str | None:
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     text = str(value)
-    return None if text.strip().lower() in ("nan", "<na>") else text
+    return None if text.strip().lower() in ("nan", "<na>", "none", "") else text
+
+
+def _class_key(name: str) -> tuple:
+    """Sort key of class names: numbers by value (2 before 10), before other names."""
+    try:
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)
+
+
+def sorted_classes(names) -> list[str]:
+    """Class names sorted as a user reads them: ``["1", "2", "10", "B", "T"]``."""
+    return sorted(set(names), key=_class_key)
 
 
 def label_codes(
@@ -90,8 +131,8 @@ def label_codes(
 ) -> tuple[np.ndarray, list[str]]:
     """Integer codes of ``adata.obs[labels_key]`` (-1 = missing, -2 = not in ``categories``).
 
-    Without ``categories``, they are the (sorted) classes the cells carry: unused categories
-    of a categorical column are not classes.
+    Without ``categories``, they are the classes the cells carry (sorted by
+    :func:`sorted_classes`): unused categories of a categorical column are not classes.
     """
     if labels_key not in adata.obs:
         raise ValueError(
@@ -101,7 +142,7 @@ def label_codes(
     raw = adata.obs[labels_key].astype(object).to_numpy()
     values = [label_str(v) for v in raw]
     if categories is None:
-        categories = sorted({v for v in values if v is not None})
+        categories = sorted_classes(v for v in values if v is not None)
     lookup = {c: i for i, c in enumerate(categories)}
     # str(raw) also matches the categories of models saved before numbers were normalised
     codes = np.array(
@@ -330,7 +371,7 @@ def setup_data(
             found: set[str] = set()
             for name, md in out.items():
                 found |= set(label_codes(md.adata, labels_key, name, None)[1])
-            categories = sorted(found)
+            categories = sorted_classes(found)
         for name, md in out.items():
             if labels_optional and labels_key not in md.adata.obs:
                 md.labels = np.full(md.n_obs, -1, dtype=np.int64)

@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._utils import atomic_directory
+from .._utils import ENSEMBLE_CONFIG, atomic_directory
 from ._model import CrossModalAE
 
-ENSEMBLE_CONFIG = "ensemble.json"
 ENSEMBLE_FORMAT_VERSION = 1
 
 

@@ -14,13 +14,19 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from .._utils import is_global_zero, lightning_accelerator, resolve_device, seeded
+from .._utils import is_global_zero, jsonable, lightning_accelerator, resolve_device, seeded
 from ..data._batches import EpochBatches
 from ..data._h5ad import write_rows_h5ad
 from ..data._modality import Modality, as_widths, is_number
 from ..data._prefetch import Prefetcher
 from ..data._preprocess import fit_preprocessing
-from ..data._setup import ModalityData, feature_mismatch, setup_data, target_batch_codes
+from ..data._setup import (
+    ModalityData,
+    feature_mismatch,
+    label_str,
+    setup_data,
+    target_batch_codes,
+)
 from ..data._source import MatrixSource, check_values, matrix_of
 from ..geometry import geometric_pairs, transport_pairs
 from ..nn._conv import DEFAULT_CHANNELS
@@ -87,6 +93,15 @@ def _check_number(
         return
     kind = "an integer" if integer else "a finite number"
     raise ValueError(f"{name} must be {kind} {'>' if strict else '>='} {low:g}, got {value!r}")
+
+
+# torch.manual_seed and numpy's generators take seeds in [0, 2**63)
+_MAX_SEED = 2**63 - 1
+
+
+def _check_seed(seed: Any) -> None:
+    if not (is_number(seed, integer=True) and 0 <= seed <= _MAX_SEED):
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
 
 
 def _check_prior(prior: str, names: Sequence[str]) -> str | None:
@@ -227,12 +242,13 @@ class CrossModalAE:
             "validation_fraction": validation_fraction,
             "seed": seed,
         }
-        self._check_params(params)
+        params = self._check_params(params)
         self._setup(data, modalities, params, label_categories=None, check_data=check_data)
-        masks = validation_masks(self.mods, validation_fraction, seed)
+        seed = params["seed"]
+        masks = validation_masks(self.mods, params["validation_fraction"], seed)
         self.val_masks_ = masks
         train = {n: ~m for n, m in masks.items()}
-        self.anchors_ = choose_anchors(self.mods, train, anchor_fraction, seed)
+        self.anchors_ = choose_anchors(self.mods, train, params["anchor_fraction"], seed)
         self._set_class_mask(train)
         self._set_marker_scale(train)
         for name, md in self.mods.items():
@@ -357,27 +373,38 @@ class CrossModalAE:
                 mask[k, torch.from_numpy(seen)] = True
 
     @staticmethod
-    def _check_params(p: dict[str, Any]) -> None:
-        if not isinstance(p["n_latent"], int) or p["n_latent"] < 1:
-            raise ValueError(f"n_latent must be a positive integer, got {p['n_latent']!r}")
+    def _check_params(p: dict[str, Any]) -> dict[str, Any]:
+        """Check the constructor's arguments; return them as plain Python values (numpy
+        scalars converted), as they are saved."""
+        _check_number("n_latent", p["n_latent"], low=1, integer=True)
+        _check_number("n_private", p.get("n_private", 0), integer=True)
         if as_widths(p["hidden"]) is None:
             raise ValueError(
                 f"hidden must be a non-empty list of positive integers, got {p['hidden']!r}"
             )
         geometry = p.get("geometric_pairs")
-        if not (geometry is None or isinstance(geometry, bool)
+        if not (geometry is None or isinstance(geometry, (bool, np.bool_))
                 or (isinstance(geometry, str) and geometry in _GEOMETRY_METHODS)):
             raise ValueError(
                 f"geometric_pairs must be None, True, False or one of {list(_GEOMETRY_METHODS)}, "
                 f"got {p['geometric_pairs']!r}"
             )
-        if not isinstance(p.get("n_private", 0), int) or p.get("n_private", 0) < 0:
-            raise ValueError(f"n_private must be an integer >= 0, got {p.get('n_private')!r}")
-        if not 0 <= p["dropout"] < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {p['dropout']!r}")
-        if not 0 <= p["anchor_fraction"] <= 1:
-            raise ValueError(f"anchor_fraction must be in [0, 1], got {p['anchor_fraction']!r}")
-        if p.get("disc_conditional") and p.get("labels_key") is None:
+        for key in ("disc_conditional", "variational"):
+            if key in p and not isinstance(p[key], (bool, np.bool_)):
+                raise ValueError(f"{key} must be True or False, got {p[key]!r}")
+        for key, high, closed in (
+            ("dropout", 1, False), ("anchor_fraction", 1, True), ("validation_fraction", 1, False)
+        ):
+            value = p[key]
+            if not (is_number(value) and 0 <= value and (value <= high if closed else value < high)):
+                interval = f"[0, {high}]" if closed else f"[0, {high})"
+                raise ValueError(f"{key} must be a number in {interval}, got {value!r}")
+        _check_number("disc_noise", p.get("disc_noise", 0.0))
+        _check_seed(p["seed"])
+        labels_key = p.get("labels_key")
+        if labels_key is not None and not isinstance(labels_key, str):
+            raise ValueError(f"labels_key must be an obs column name or None, got {labels_key!r}")
+        if p.get("disc_conditional") and labels_key is None:
             raise ValueError("disc_conditional=True needs a labels_key to condition on")
         markers = p.get("marker_key")
         if markers is not None and not isinstance(markers, str) and not (
@@ -387,10 +414,7 @@ class CrossModalAE:
             raise ValueError(
                 f"marker_key must be a column name or a non-empty list of names, got {markers!r}"
             )
-        if not 0 <= p["validation_fraction"] < 1:
-            raise ValueError(
-                f"validation_fraction must be in [0, 1), got {p['validation_fraction']!r}"
-            )
+        return jsonable(p)
 
     def _setup(
         self, data, modalities, params, *, label_categories, check_data, labels_optional=False,
@@ -606,6 +630,13 @@ class CrossModalAE:
         # batch normalisation of the latent codes needs at least 2 cells per batch
         _check_number("batch_size", batch_size, low=2, integer=True)
         _check_number("n_disc_steps", n_disc_steps, low=1, integer=True)
+        if max_epochs is not None:  # None: the size-aware default
+            _check_number("max_epochs", max_epochs, low=1, integer=True)
+        if seed is not None:  # None: the model's seed
+            _check_seed(seed)
+        for key, value in (("early_stopping", early_stopping), ("progress_bar", progress_bar)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{key} must be True or False, got {value!r}")
         for key, value in (
             ("pretrain_epochs", pretrain_epochs),
             ("adv_warmup_epochs", adv_warmup_epochs),
@@ -659,8 +690,6 @@ class CrossModalAE:
         seed = self.init_params_["seed"] if seed is None else seed
         n_max = max(md.n_obs for md in self.mods.values())
         max_epochs = default_max_epochs(n_max) if max_epochs is None else int(max_epochs)
-        if max_epochs < 1:
-            raise ValueError(f"max_epochs must be >= 1, got {max_epochs}")
         anchor = self.anchor_modality_
         if anchor is None and pretrain_epochs:
             warnings.warn(
@@ -761,7 +790,7 @@ class CrossModalAE:
             history.index = history.index + int(self.history_.index.max()) + 1
             history = pd.concat([self.history_, history])
         self.history_ = history
-        self.train_params_ = {
+        self.train_params_ = jsonable({
             "max_epochs": max_epochs,
             "epochs_run": int(len(history)),
             "batch_size": batch_size,
@@ -783,7 +812,7 @@ class CrossModalAE:
             "early_stopping": early_stopping,
             "patience": patience,
             "seed": seed,
-        }
+        })
         self.is_trained_ = True
         if is_global_zero():  # under DDP every process holds the same model: warn once
             self._warn_if_separable(history)
@@ -1078,7 +1107,7 @@ class CrossModalAE:
         self._check_name(target, "target")
         if library_size is not None:
             _check_number("library_size", library_size, strict=True)
-        _check_number("seed", seed, integer=True)
+        _check_seed(seed)
         if sample and not self.init_params_.get("variational"):
             warnings.warn(
                 "sample=True has no effect: the model is not variational (variational=True); "
@@ -1144,7 +1173,8 @@ class CrossModalAE:
             Cells to label; default: the modality's training data.
         classes
             Restrict predictions to these classes (e.g. the classes shared between
-            modalities); default: every class the model knows.
+            modalities); default: every class the model knows. Numbers name classes as
+            they do in ``labels_key`` (``[0, 1]`` for the classes ``"0"``, ``"1"``).
         return_proba
             Return a DataFrame of class probabilities (cells x classes) instead of labels.
         batch_size, device
@@ -1152,7 +1182,10 @@ class CrossModalAE:
 
         Returns
         -------
-        The predicted label per cell, or the class probabilities.
+        The predicted label per cell, or the class probabilities. Labels are the model's
+        class names (:attr:`label_categories_`, strings as in scanpy's cluster columns):
+        numeric or boolean training labels come back as ``"3"``, ``"True"``; compare them
+        with ``adata.obs[key].astype(str)`` (or convert the predictions back).
         """
         if self.module.classifier is None:
             raise ValueError("predict_labels needs a model trained with labels_key")
@@ -1161,7 +1194,10 @@ class CrossModalAE:
         if classes is not None:
             if isinstance(classes, str):
                 classes = [classes]
-            classes = list(dict.fromkeys(classes))  # each class once, in the order given
+            # each class once, in the order given; numbers and booleans as class names
+            classes = list(dict.fromkeys(
+                c if isinstance(c, str) else label_str(c) for c in classes
+            ))
             if not classes:
                 raise ValueError("classes must name at least one of the model's labels")
             unknown = [c for c in classes if c not in cats]
