@@ -168,6 +168,20 @@ def test_non_integer_and_negative_allowed_for_gaussian(paired_data):
     assert mods["atac"].source.rows(np.array([0])).min() < 0
 
 
+def test_gaussian_preprocessing_that_needs_nonnegative_values(paired_data):
+    paired_data["atac"].X = paired_data["atac"].X - 0.5
+    rna = tm.Modality("nb", layer="counts")
+    with pytest.raises(ValueError, match=r"'atac'.*negative values.*log1p=True needs non-negative"):
+        setup_data(paired_data, {"rna": rna, "atac": tm.Modality("gaussian", log1p=True)})
+
+
+def test_values_beyond_float32_rejected(paired_data):
+    paired_data["atac"].X = paired_data["atac"].X.astype(np.float64)
+    paired_data["atac"].X[2, 1] = 1e300
+    with pytest.raises(ValueError, match=r"'atac'.*beyond float32"):
+        setup_data(paired_data, {"rna": tm.Modality("nb", layer="counts"), "atac": "gaussian"})
+
+
 @pytest.mark.parametrize("likelihood", ["gaussian", "nb"])
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_nan_or_inf_rejected(paired_data, likelihood, bad):
@@ -216,11 +230,14 @@ def test_duplicated_var_names_warn(paired_data, specs):
 
 
 def test_labels_key_missing_in_obs(paired_data, specs):
-    del paired_data["atac"].obs["label"]
+    del paired_data["atac"].obs["label"]  # the modality labels are transferred to
+    mods, cats = setup_data(paired_data, specs, labels_key="label")
+    assert cats == ["type0", "type1", "type2"] and (mods["atac"].labels == -1).all()
+    del paired_data["rna"].obs["label"]
     with pytest.raises(ValueError) as info:
         setup_data(paired_data, specs, labels_key="label")
     msg = str(info.value)
-    assert "'atac'" in msg and "'label'" in msg
+    assert "not an obs column of any modality" in msg and "'label'" in msg
 
 
 def test_labels_codes_with_missing_values(paired_data, specs):

@@ -96,6 +96,23 @@ def test_ensemble_errors(ensemble, paired_data, make_model, tmp_path):
         {"format": "transmodal-ensemble", "format_version": 1, "members": ["../x"], "scales": [1]}))
     with pytest.raises(ValueError, match="member directories"):
         tm.Ensemble.load(tmp_path / "bad", paired_data)
+    with pytest.raises(ValueError, match=r"models\[1\] is models\[0\]"):
+        tm.Ensemble([m0, m0])
+    # a tampered ensemble.json is named in the error, whatever is wrong with it
+    head = {"format": "transmodal-ensemble", "format_version": 1}
+    for bad, match in [
+        ([1, 2], "must hold a JSON object"),
+        ({**head, "members": ["member0", "member1"]}, "'scales' must list one number"),
+        ({**head, "members": ["member0", "member1"], "scales": ["a", 1]}, "'scales'"),
+        ({**head, "members": ["member0", "member0"], "scales": [1, 1]}, "names a directory twice"),
+    ]:
+        (tmp_path / "bad" / "ensemble.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=match) as info:
+            tm.Ensemble.load(tmp_path / "bad", paired_data)
+        assert "ensemble.json" in str(info.value)
+    (tmp_path / "bad" / "ensemble.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        tm.Ensemble.load(tmp_path / "bad", paired_data)
     with pytest.raises(ValueError, match="do not pass seed"):
         tm.workflows.train_ensemble(lambda s: make_model(paired_data, seed=s), seeds=(0, 1),
                                     seed=3)

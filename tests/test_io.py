@@ -482,6 +482,8 @@ def _set(*keys, value):
         (_set("init_params", "n_latent", value=0), "n_latent must be an integer >= 1"),
         (_set("init_params", "hidden", value=[32, "x"]), "hidden must be a non-empty list"),
         (_set("modalities", "rna", "likelihod", value="nb"), r"modalities: .*likelihod"),
+        (_set("label_categories", value=["type0", "type0", "type1"]), "list of distinct strings"),
+        (_set("init_params", "seed", value=2**70), r"seed must be an integer in \[0, 2\*\*63\)"),
     ],
 )
 def test_load_rejects_edited_config(saved, paired_data, edit, message):
@@ -561,3 +563,26 @@ def test_atomic_directory_restores_the_old_directory_if_the_swap_fails(tmp_path,
         (tmp / "config.json").write_text("new")
     assert (target / "config.json").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda t: t.pop("validation.atac"), r"validation.atac is missing"),
+        (lambda t: t.update({"validation.rna": t["validation.rna"][:5]}), r"validation.rna"),
+        (lambda t: t.pop("anchors.rna|atac.b"), r"anchors.rna\|atac.b: missing"),
+        (lambda t: t.update({"anchors.rna|atac.a": t["anchors.rna|atac.a"] + 10**6}),
+         r"rows outside modality 'rna'"),
+        (lambda t: t.update({"anchors.rna|atac.a": t["anchors.rna|atac.a"][:3]}), r"differ in length"),
+    ],
+)
+def test_load_rejects_damaged_pair_and_mask_tensors(saved, paired_data, edit, match):
+    from safetensors.torch import load_file, save_file
+
+    _, path = saved
+    tensors = load_file(str(path / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "transmodal"})
+    with pytest.raises(ValueError, match=match) as info:
+        tm.CrossModalAE.load(path, paired_data)
+    assert "model.safetensors" in str(info.value)

@@ -283,16 +283,17 @@ def setup_data(
     modalities
         ``{name: Modality}`` (a dict or a likelihood name is converted).
     labels_key
-        Optional ``obs`` column with shared labels (missing values allowed).
+        Optional ``obs`` column with shared labels (missing values allowed; a modality
+        without the column is unlabelled, but at least one modality must have it).
     label_categories
         Known label categories (when re-validating data for a trained model); labels
         outside them are rejected.
     check_data
         Scan every matrix for NaNs, negative values or non-integers the likelihood rejects.
     labels_optional
-        For a trained model's new data: a modality without the ``labels_key`` column, or
-        with labels outside ``label_categories``, gets missing labels instead of an error
-        (the same holds for missing ``marker_key`` columns).
+        For a trained model's new data: labels outside ``label_categories`` are missing
+        instead of an error, and no modality needs the ``labels_key`` column (nor the
+        ``marker_key`` columns).
     marker_key
         Optional numeric ``obs`` column(s) of a shared continuous marker (NaN = missing).
     allow_empty
@@ -355,7 +356,7 @@ def setup_data(
         if src.image_shape is not None:
             check_image_spec(spec, src.image_shape, name)
         if check_data:
-            check_values(src, get_likelihood(spec.likelihood))
+            check_values(src, spec)
         keys = mudata_keys[name] if mudata_keys is not None else obs_names
         out[name] = ModalityData(name, spec, adata, src, var_names, obs_names, keys)
     if marker_key is not None:
@@ -367,13 +368,21 @@ def setup_data(
             md.batches, md.batch_categories = batch_codes(md, known, optional=labels_optional)
     categories = list(label_categories) if label_categories is not None else None
     if labels_key is not None:
+        # a modality without the column is unlabelled (e.g. the one labels are transferred to)
+        labelled = {n: md for n, md in out.items() if labels_key in md.adata.obs}
+        if not labelled and not labels_optional:
+            columns = {n: list(md.adata.obs.columns)[:10] for n, md in out.items()}
+            raise ValueError(
+                f"labels_key {labels_key!r} is not an obs column of any modality; "
+                f"their columns: {columns}"
+            )
         if categories is None:  # union of every modality's categories
             found: set[str] = set()
-            for name, md in out.items():
+            for name, md in labelled.items():
                 found |= set(label_codes(md.adata, labels_key, name, None)[1])
             categories = sorted_classes(found)
         for name, md in out.items():
-            if labels_optional and labels_key not in md.adata.obs:
+            if name not in labelled:
                 md.labels = np.full(md.n_obs, -1, dtype=np.int64)
                 continue
             codes, _ = label_codes(md.adata, labels_key, name, categories)

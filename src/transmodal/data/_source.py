@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from ..nn._likelihoods import get_likelihood
 from ._modality import Modality
 
 
@@ -261,16 +262,33 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
     return src, np.asarray(adata.var_names, dtype=object)
 
 
-def check_values(src: MatrixSource, likelihood, *, chunk_size: int = 8192) -> None:
-    """Scan the matrix once (in chunks) for values the likelihood cannot model.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -> None:
+    """Scan the matrix once (in chunks) for values the modality's likelihood or its
+    preprocessing cannot take.
+
+    Parameters
+    ----------
+    src
+        The matrix.
+    spec
+        Its modality spec (likelihood; ``normalize`` and ``log1p`` need non-negative values).
+    chunk_size
+        Rows scanned at a time.
 
     Raises
     ------
     ValueError
-        On NaN / infinite values, negative values for non-negative likelihoods, or
-        non-integers for count likelihoods. The message names the modality and field.
+        On NaN / infinite values or values beyond float32 (the networks' precision), negative
+        values for non-negative likelihoods or preprocessing, or non-integers for count
+        likelihoods. The message names the modality and field.
     """
     where = f"modality {src.name!r}: {src.where}"
+    likelihood = get_likelihood(spec.likelihood)
+    opts = spec.resolved(image=src.image_shape is not None)
+    nonnegative_for = " and ".join(f"{k}=True" for k in ("normalize", "log1p") if opts[k]) or None
     for start in range(0, src.n_obs, chunk_size):
         stop = min(start + chunk_size, src.n_obs)
         m = src.matrix
@@ -288,6 +306,15 @@ def check_values(src: MatrixSource, likelihood, *, chunk_size: int = 8192) -> No
             continue
         if not np.all(np.isfinite(vals)):
             raise ValueError(f"{where} holds NaN or infinite values")
+        if np.abs(vals).max() > _FLOAT32_MAX:
+            raise ValueError(
+                f"{where} holds values beyond float32 (|x| > {_FLOAT32_MAX:.3g}); rescale them"
+            )
+        if nonnegative_for is not None and vals.min() < 0:
+            raise ValueError(
+                f"{where} holds negative values (min {vals.min():.3g}); {nonnegative_for} "
+                "needs non-negative data (set it to False for centred or signed features)"
+            )
         if likelihood.nonnegative and vals.min() < 0:
             raise ValueError(
                 f"{where} holds negative values; the {likelihood.name!r} likelihood needs "

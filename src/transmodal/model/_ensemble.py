@@ -68,6 +68,12 @@ class Ensemble:
                 raise TypeError(f"models[{i}] is a {type(m).__name__}, not a CrossModalAE")
             if not m.is_trained_:
                 raise ValueError(f"models[{i}] is not trained; train it before combining")
+            same = next((j for j in range(i) if models[j] is m), None)
+            if same is not None:
+                raise ValueError(
+                    f"models[{i}] is models[{same}]: an ensemble combines distinct runs "
+                    "(e.g. the same model trained with other seeds)"
+                )
             if m.modality_names != models[0].modality_names:
                 raise ValueError(
                     f"models[{i}] has modalities {m.modality_names}; models[0] has "
@@ -235,9 +241,11 @@ class Ensemble:
         if not cfg.is_file():
             raise FileNotFoundError(f"{path} is not a saved transmodal Ensemble ({ENSEMBLE_CONFIG} needed)")
         try:
-            config = json.loads(cfg.read_text())
-        except json.JSONDecodeError as err:
+            config = json.loads(cfg.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{cfg} is not valid JSON: {err}") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{cfg}: must hold a JSON object, got {type(config).__name__}")
         if config.get("format") != "transmodal-ensemble" or (
             config.get("format_version") != ENSEMBLE_FORMAT_VERSION
         ):
@@ -251,8 +259,18 @@ class Ensemble:
             isinstance(n, str) and n.startswith("member") and n[6:].isdigit() for n in names
         ):
             raise ValueError(f"{cfg}: 'members' must list member directories (member0, ...)")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{cfg}: 'members' names a directory twice: {names}")
+        scales = config.get("scales")
+        if not (isinstance(scales, list) and len(scales) == len(names) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in scales
+        )):
+            raise ValueError(f"{cfg}: 'scales' must list one number per member; got {scales!r}")
         members = [
             CrossModalAE.load(path / name, data, check_data=check_data and i == 0)
             for i, name in enumerate(names)
         ]
-        return cls(members, scales=config["scales"])
+        try:
+            return cls(members, scales=scales)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None

@@ -113,6 +113,10 @@ def _or_null(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
 
+def _distinct_strings(v: Any) -> bool:
+    return _array_of(lambda x: isinstance(x, str))(v) and len(set(v)) == len(v)
+
+
 # config.json fields: name -> (required, check, what the check wants)
 _CONFIG_FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
     "class": (True, lambda v: isinstance(v, str), "a string"),
@@ -123,11 +127,10 @@ _CONFIG_FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
         True, _object_of(_array_of(lambda v: isinstance(v, str))), "an object of lists of strings"
     ),
     "label_categories": (
-        True, _or_null(_array_of(lambda v: isinstance(v, str))), "null or a list of strings"
+        True, _or_null(_distinct_strings), "null or a list of distinct strings"
     ),
     "batch_categories": (
-        False, _object_of(_array_of(lambda v: isinstance(v, str))),
-        "an object of lists of strings",
+        False, _object_of(_distinct_strings), "an object of lists of distinct strings",
     ),
     "image_shape": (
         False, _object_of(_array_of(lambda v: _json_kind(v) == "integer")),
@@ -276,6 +279,39 @@ def _with_stand_ins(data, specs: dict[str, Modality], config: dict) -> tuple[Any
     return out, missing
 
 
+def _saved_pairs(
+    tensors: dict[str, torch.Tensor], prefix: str, key: str, n_obs: dict[str, int], path: Path
+) -> tuple[np.ndarray, np.ndarray]:
+    """The saved row pairs ``{prefix}.{key}.a/.b``, checked against the cells they index."""
+    names = key.split("|")
+    where = f"{path / WEIGHTS}: {prefix}.{key}"
+    if len(names) != 2 or any(n not in n_obs for n in names):
+        raise ValueError(f"{where}: not a pair of this model's modalities {list(n_obs)}")
+    rows = []
+    for side, name in zip("ab", names):
+        t = tensors.get(f"{prefix}.{key}.{side}")
+        if t is None or t.ndim != 1 or t.dtype != torch.int64:
+            raise ValueError(f"{where}.{side}: missing or not a 1-d int64 tensor")
+        r = t.numpy()
+        if len(r) and (r.min() < 0 or r.max() >= n_obs[name]):
+            raise ValueError(f"{where}.{side}: rows outside modality {name!r}'s {n_obs[name]} cells")
+        rows.append(r)
+    if len(rows[0]) != len(rows[1]):
+        raise ValueError(f"{where}: .a and .b differ in length ({len(rows[0])}, {len(rows[1])})")
+    return rows[0], rows[1]
+
+
+def _saved_mask(tensors: dict[str, torch.Tensor], name: str, n: int, path: Path) -> np.ndarray:
+    """The saved validation mask of modality ``name``, checked to cover its ``n`` cells."""
+    t = tensors.get(f"validation.{name}")
+    if t is None or tuple(t.shape) != (n,):
+        raise ValueError(
+            f"{path / WEIGHTS}: validation.{name} is missing or does not hold one value per "
+            f"cell ({n})"
+        )
+    return t.numpy().astype(bool)
+
+
 def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE:
     """Rebuild a model from ``path`` around ``data`` (see :meth:`CrossModalAE.load`)."""
     path = Path(path)
@@ -340,14 +376,12 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
     same_data = model._digests() == config.get("obs_digest")
     model.anchors_, model.geometric_pairs_, model.val_masks_ = {}, {}, {}
     if same_data:
+        n_obs = {n: md.n_obs for n, md in model.mods.items()}
         for prefix, (pairs, _) in _PAIRS.items():
             for key in {k.split(".")[1] for k in tensors if k.startswith(f"{prefix}.")}:
-                getattr(model, pairs)[key] = (
-                    tensors[f"{prefix}.{key}.a"].numpy(),
-                    tensors[f"{prefix}.{key}.b"].numpy(),
-                )
+                getattr(model, pairs)[key] = _saved_pairs(tensors, prefix, key, n_obs, path)
         for name in model.mods:
-            model.val_masks_[name] = tensors[f"validation.{name}"].numpy().astype(bool)
+            model.val_masks_[name] = _saved_mask(tensors, name, n_obs[name], path)
     else:
         dropped = [
             what

@@ -30,7 +30,6 @@ from ..data._setup import (
 from ..data._source import MatrixSource, check_values, matrix_of
 from ..geometry import geometric_pairs, transport_pairs
 from ..nn._conv import DEFAULT_CHANNELS
-from ..nn._likelihoods import get_likelihood
 from ._module import CrossModalModule, ModalityArch
 from ._split import all_pairs, choose_anchors, names_digest, validation_masks
 
@@ -167,7 +166,9 @@ class CrossModalAE:
         ``"learned"``: all autoencoders are aligned to each other; ``"anchor:<name>"``:
         modality ``name`` is pre-trained alone and the others are aligned to its latent.
     labels_key
-        ``obs`` column of shared labels for the latent classifier (missing values allowed).
+        ``obs`` column of shared labels for the latent classifier (missing values allowed;
+        a modality without the column, e.g. the one labels are transferred to, is
+        unlabelled).
     marker_key
         Numeric ``obs`` column(s) of a shared continuous marker (e.g. a protein ratio) on
         which the latent discriminator is conditioned (NaN = not measured).
@@ -927,7 +928,7 @@ class CrossModalAE:
                 f"model's var_names ({detail})"
             )
         if check:
-            check_values(src, get_likelihood(md.spec.likelihood))
+            check_values(src, md.spec)
         return src
 
     def _iter_apply(self, src: MatrixSource, fn, *, batch_size: int, device) -> Iterator[np.ndarray]:
