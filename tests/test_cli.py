@@ -137,6 +137,9 @@ def test_embed_one_modality_to_file(workdir: Path, trained: Path):
     # existing output: refused without --overwrite, replaced with it
     assert main([*args, "--out", str(out)]) == 2
     assert main([*args, "--out", str(out), "--overwrite"]) == 0
+    # the file is .h5ad whatever its name says: a wrong suffix is refused, nothing written
+    assert main([*args, "--out", str(workdir / "e.txt")]) == 2
+    assert not (workdir / "e.txt").exists()
 
 
 def test_embed_and_translate_need_only_the_modalities_used(workdir: Path, trained: Path, capsys):
@@ -303,6 +306,10 @@ BAD_CONFIGS = {
     "string instead of number": (
         lambda c: c["model"].update(n_latent="eight"),
         ("model", "'n_latent'", "must be an integer", "'eight'"),
+    ),
+    "unknown accelerator": (
+        lambda c: c["train"].update(accelerator="tpu"),
+        ("train", "accelerator must be one of", "'tpu'"),
     ),
     "string instead of float": (
         lambda c: c["train"].update(lr="fast"),

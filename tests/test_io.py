@@ -170,6 +170,8 @@ def test_load_without_data_embeds_and_translates_new_cells(saved, paired_data, t
         alone.get_latent_representation("atac")
     with pytest.raises(ValueError, match="modality 'atac' has no cells"):
         train(alone)
+    with pytest.raises(ValueError, match="holds modality 'RNA', which the model does not have"):
+        tm.CrossModalAE.load(path, {"RNA": rna})  # a misspelt name is not silently dropped
 
 
 def test_load_rejects_bad_data_values(saved, paired_data):

@@ -38,9 +38,16 @@ def _write_text(text: str, path: Path) -> None:
         tmp.write_text(text)
 
 
-def _check_output(path: Path, *, overwrite: bool) -> None:
+def _check_output(path: Path, *, overwrite: bool, suffix: str) -> None:
+    """Check an output file path (before any data are read): a file ending in ``suffix``
+    (the format written), new unless ``overwrite``."""
     if path.is_dir():
         raise IsADirectoryError(f"output {path} is a directory, expected a file path")
+    if path.suffix.lower() != suffix:
+        raise ValueError(
+            f"--out {path}: the output is written as {suffix} - name it "
+            f"{path.with_suffix(suffix).name if path.suffix else path.name + suffix}"
+        )
     if path.exists() and not overwrite:
         raise FileExistsError(f"output {path} exists; pass --overwrite to replace it")
 
@@ -263,7 +270,7 @@ def cmd_embed(
     out_path = Path(out)
     if modality is not None:
         targets = {modality: out_path}
-        _check_output(out_path, overwrite=overwrite)
+        _check_output(out_path, overwrite=overwrite, suffix=".h5ad")
     else:
         if out_path.suffix.lower() in (".h5ad", ".h5mu"):
             raise ValueError(
@@ -274,7 +281,7 @@ def cmd_embed(
             raise FileExistsError(f"--out {out_path} exists and is not a directory")
         targets = {n: out_path / f"{n}.h5ad" for n in names if n in data_paths}
         for p in targets.values():
-            _check_output(p, overwrite=overwrite)
+            _check_output(p, overwrite=overwrite, suffix=".h5ad")
     m, adatas = _load(model_dir, data_paths, config)
     for name, path in targets.items():
         adata = adatas[name]
@@ -310,7 +317,7 @@ def cmd_translate(
     data_paths = parse_data_args(data)
     _check_data_args(data_paths, names, model_dir, [source])
     out_path = Path(out)
-    _check_output(out_path, overwrite=overwrite)
+    _check_output(out_path, overwrite=overwrite, suffix=".h5ad")
     m, adatas = _load(model_dir, data_paths, config)
     result = m.translate(
         adatas[source], source=source, target=target, library_size=library_size,
@@ -364,7 +371,7 @@ def cmd_evaluate(
         _check_data_args(data_paths, names, model_dir)
     out_path = Path(out) if out is not None else None
     if out_path is not None:
-        _check_output(out_path, overwrite=overwrite)
+        _check_output(out_path, overwrite=overwrite, suffix=".json")
     if train_paths is not None:
         m, _ = _load(model_dir, train_paths, config)
         adatas = {n: _read_h5ad(p, f"--data {n}") for n, p in data_paths.items()}

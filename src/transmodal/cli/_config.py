@@ -275,6 +275,7 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
     """Validate a parsed config; relative paths are relative to the config file's folder."""
     from ..data._modality import Modality
     from ..model._model import CrossModalAE, _check_prior
+    from .._utils import lightning_accelerator
 
     path = Path(path)
     base = path.resolve().parent
@@ -357,6 +358,11 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         value = train.get(key)
         if value is not None and _is_int(value) and value < least:
             raise ConfigError(f"{f}: train: key {key!r} must be >= {least}, got {value}")
+    if "accelerator" in train:
+        try:
+            lightning_accelerator(train["accelerator"])
+        except ValueError as err:
+            raise ConfigError(f"{f}: train: {err}") from None
 
     # runs: several seeds, one kept (consensus) or all combined (ensemble) ------------------
     runs = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,7 +130,8 @@ _CONFIG_FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
         True, _or_null(_distinct_strings), "null or a list of distinct strings"
     ),
     "batch_categories": (
-        False, _object_of(_distinct_strings), "an object of lists of distinct strings",
+        False, _object_of(_array_of(lambda v: isinstance(v, str))),
+        "an object of lists of strings",
     ),
     "image_shape": (
         False, _object_of(_array_of(lambda v: _json_kind(v) == "integer")),
@@ -267,6 +268,12 @@ def _with_stand_ins(data, specs: dict[str, Modality], config: dict) -> tuple[Any
     """``data`` completed with cell-less stand-ins for the modalities it lacks (``None`` =
     all); returns the data and the names of the stand-ins."""
     adatas, _ = _as_dict({} if data is None else data)
+    unknown = [n for n in adatas if n not in specs]
+    if unknown and isinstance(data, Mapping):  # a MuData may hold other modalities
+        raise ValueError(
+            f"data holds modality {unknown[0]!r}, which the model does not have (its "
+            f"modalities: {list(specs)}); pass only the model's modalities"
+        )
     missing = tuple(n for n in specs if n not in adatas)
     if not missing:
         return data, ()

@@ -1099,8 +1099,10 @@ class CrossModalAE:
         Returns
         -------
         AnnData with the source cells' ``obs`` and the target's ``var_names``; ``X`` is in the
-        target's original units (counts at ``library_size`` for count likelihoods,
-        probabilities for Bernoulli, inverse-transformed values for Gaussian). For an image
+        target's original units (expected counts at ``library_size`` for count likelihoods
+        - for ``"zinb"`` the negative binomial mean times the chance of no dropout, so a
+        profile sums to less than ``library_size`` by its expected dropouts -, probabilities
+        for Bernoulli, inverse-transformed values for Gaussian). For an image
         target, ``X`` holds the flattened pixels and ``obsm[<the target's obsm_key>]`` the
         images, ``(cells, channels, [D,] H, W)``. With ``out``: the written file, opened
         read-only (``backed="r"``).
