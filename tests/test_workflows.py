@@ -188,3 +188,13 @@ def test_a549_model_overrides():
     model = a549_model(train, contrastive=True, modalities=mods, n_latent=4, dropout=0.1)
     assert model.init_params_["n_latent"] == 4 and model.init_params_["dropout"] == 0.1
     assert model.mods["atac"].spec.normalize is False and model.mods["rna"].spec.n_pca == 10
+
+
+def test_demo_without_data_creates_nothing(tmp_path):
+    with pytest.raises((FileNotFoundError, ValueError)):
+        run_demo(tmp_path / "demo", data_path=tmp_path / "nowhere", max_epochs=1,
+                 progress_bar=False, verbose=False)
+    assert not (tmp_path / "demo").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a directory"):
+        run_demo(tmp_path / "file", max_epochs=1, progress_bar=False, verbose=False)

@@ -101,6 +101,8 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
         raise ConfigError(
             f"{cfg.path}: no output directory: set 'out' in the config or pass --out DIR"
         )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"output {out_dir} exists and is not a directory; give a directory")
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"output directory {out_dir} exists; pass --overwrite to replace it")
 

@@ -135,8 +135,10 @@ def run_demo(
     """
     t0 = time.perf_counter()
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a directory; give a directory for the demo's files")
+    data = scicar_a549(data_path)  # a missing dataset fails here, before anything is created
     out.mkdir(parents=True, exist_ok=True)
-    data = scicar_a549(data_path)
     split = data["rna"].obs["yang2021_split"].astype(str).to_numpy()
     train = {k: a[split == "train"].copy() for k, a in data.items()}
     test = {k: a[split == "test"].copy() for k, a in data.items()}
