@@ -417,7 +417,7 @@ def test_nan_pixels_are_missing_values(tmp_path, normalize, crop_size):
     holed = image.copy()
     holed[20, 20] = np.nan  # centre of nucleus 1: its brightest pixel
     holed[50, 60] = np.nan  # centre of nucleus 4
-    with pytest.warns(UserWarning, match="2 nucleus/nuclei with NaN pixels"):
+    with pytest.warns(UserWarning, match="2 nucleus/nuclei with NaN or infinite pixels"):
         nuclei = tm.images.read_nuclei(
             [(_write(tmp_path / "b.tif", holed), _write(tmp_path / "n.tif", labels))],
             crop_size=crop_size, normalize=normalize,
@@ -433,6 +433,76 @@ def test_nan_pixels_are_missing_values(tmp_path, normalize, crop_size):
     np.testing.assert_allclose(
         obs.loc[1, "integrated_intensity"], holed[inside].mean() * (labels == 1).sum(), rtol=1e-6
     )
+
+
+def test_missing_pixels_are_left_out_of_radial_profiles(tmp_path):
+    """A uniform disc keeps a flat profile with NaN and infinite pixels in it (they were
+    dark chromatin), from the files and from the image array."""
+    yy, xx = np.mgrid[:80, :100]
+    labels = ((yy - 40) ** 2 + (xx - 50) ** 2 <= 12**2).astype(np.uint16)
+    image = np.ones((80, 100), np.float32)
+    image[38:43, 48:53] = np.nan
+    image[45, 50] = np.inf
+    with pytest.warns(UserWarning, match="1 nucleus/nuclei with NaN or infinite pixels"):
+        nuclei = tm.images.read_nuclei(
+            [(_write(tmp_path / "a.tif", image), _write(tmp_path / "m.tif", labels))], crop_size=32
+        )
+    assert np.isfinite(nuclei.obsm["crops"]).all()
+    assert nuclei.obsm["missing"].sum() == 26 and nuclei.obsm["masks"].sum() == labels.sum()
+    np.testing.assert_allclose(tm.images.radial_profiles(nuclei).X, 1.0)
+    np.testing.assert_allclose(tm.images.radial_profiles(image, labels).X, 1.0)
+
+
+def test_thin_downscaled_nucleus_keeps_its_core(tmp_path):
+    labels = np.zeros((80, 100), np.uint16)
+    for i in range(60):  # a 2-pixel-wide diagonal nucleus, downscaled to a 16-pixel crop
+        labels[10 + i, 20 + i] = labels[10 + i, 21 + i] = 1
+    image = np.ones((80, 100), np.float32)
+    nuclei = tm.images.read_nuclei(
+        [(_write(tmp_path / "a.tif", image), _write(tmp_path / "m.tif", labels))],
+        crop_size=16, min_area=10,
+    )
+    assert nuclei.obs["crop_scale"].iloc[0] < 0.3
+    assert nuclei.obsm["masks"].sum() >= 10 and nuclei.obsm["crops"].max() == 1
+    assert np.isfinite(tm.images.radial_profiles(nuclei).X).all()
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda p: tm.images.read_nuclei(p, channels=5), r"channels=\[5\] out of range"),
+        (lambda p: tm.images.read_nuclei(p, channels=[0.5]), r"channels=\[0.5\]: expected"),
+        (lambda p: tm.images.read_nuclei(p, channels="0"), "channels='0': expected"),
+        (lambda p: tm.images.read_nuclei(p, channels=[0, 0]), "named twice"),
+    ],
+)
+def test_read_nuclei_channels_are_checked(tmp_path, call, match):
+    image, labels = _scene_2d()
+    pairs = [(_write(tmp_path / "a.tif", image), _write(tmp_path / "m.tif", labels))]
+    with pytest.raises(ValueError, match=match):
+        call(pairs)
+
+
+def test_image_function_arguments_are_checked():
+    x = np.random.default_rng(0).random((20, 10))
+    with pytest.raises(ValueError, match="height='1'"):
+        tm.images.cluster_profiles(x, height="1")
+    with pytest.raises(ValueError, match="height=-1"):
+        tm.images.cluster_profiles(x, height=-1)
+    with pytest.raises(ValueError, match="shell_width='1'"):
+        tm.images.radial_profile(np.ones((9, 9)), np.ones((9, 9)), shell_width="1")
+    with pytest.raises(ValueError, match="shell_width=-1"):
+        tm.images.radial_profile(np.ones((9, 9)), np.zeros((9, 9)), shell_width=-1)
+    with pytest.raises(ValueError, match="labels: negative"):
+        tm.images.radial_profiles(np.ones((10, 10)), -np.ones((10, 10), int))
+    with pytest.raises(ValueError, match="at least 2 profiles"):
+        tm.images.cluster_stability(x[:1])
+    with pytest.raises(ValueError, match="n_clusters=5: more than the 2 profiles of each subsample"):
+        tm.images.cluster_stability(x, n_clusters=5, fraction=0.1)
+    with pytest.warns(UserWarning, match="only 1 cluster"):
+        tm.images.cluster_profiles(np.ones((4, 3)), n_clusters=2)
+    with pytest.raises(ValueError, match="n_images=1.5"):
+        tm.images.dsb2018_nuclei(n_images=1.5)
 
 
 def test_negative_channel_indices_are_recorded_resolved(tmp_path):

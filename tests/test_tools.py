@@ -105,6 +105,10 @@ def test_integrate_rejects_bad_arguments_by_name(partly_paired, tmp_path):
         tm.tl.integrate(data, SPECS, train_kwargs={"epochs": 3})
     with pytest.raises(ValueError, match="data must be a MuData or a dict of AnnData"):
         tm.tl.integrate([data["rna"], data["atac"]], SPECS)
+    names = list(SPECS)
+    same = {names[0]: data[names[0]], names[1]: data[names[0]]}  # e.g. X and obsm of one object
+    with pytest.raises(ValueError, match=f"{names[0]!r} and {names[1]!r} are the same AnnData"):
+        tm.tl.integrate(same, SPECS)
     (tmp_path / "run").mkdir()
     with pytest.raises(FileExistsError, match="pass overwrite=True"):
         tm.tl.integrate(data, SPECS, model_dir=tmp_path / "run")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal
 
 import numpy as np
@@ -11,6 +12,7 @@ from scipy.spatial.distance import pdist, squareform
 from scipy.stats import rankdata
 
 from .._utils import check_int
+from ..data._modality import is_number
 
 TieBreak = Literal["pearson", "euclidean"]
 TIE_BREAKS = {"pearson": "correlation", "euclidean": "euclidean"}  # scipy pdist metrics
@@ -103,8 +105,8 @@ def cluster_profiles(
         or not 1 <= n_clusters <= n
     ):
         raise ValueError(f"n_clusters={n_clusters!r}: expected an integer between 1 and the {n} profiles")
-    if height is not None and not np.isfinite(height):
-        raise ValueError(f"height={height!r}: expected a finite number")
+    if height is not None and not (is_number(height) and height >= 0):
+        raise ValueError(f"height={height!r}: expected a finite number >= 0 (1 - Spearman units)")
     if tie_break is not None and tie_break not in TIE_BREAKS:
         raise ValueError(f"tie_break={tie_break!r}: expected one of {sorted(TIE_BREAKS)} or None")
     if n == 1:
@@ -119,6 +121,13 @@ def cluster_profiles(
     new_id[ids[rank]] = np.arange(1, ids.size + 1)
     labels = np.empty(n, dtype=np.int64)
     labels[order] = new_id[raw]
+    if n_clusters is not None and ids.size < n_clusters:
+        warnings.warn(
+            f"n_clusters={n_clusters}: only {ids.size} cluster(s) could be made (identical or "
+            "tied profiles cannot be split)",
+            UserWarning,
+            stacklevel=2,
+        )
     return labels
 
 
@@ -161,14 +170,21 @@ def cluster_stability(
     """
     from sklearn.metrics import adjusted_rand_score
 
-    if not 0 < fraction <= 1:
+    if not (is_number(fraction) and 0 < fraction <= 1):
         raise ValueError(f"fraction={fraction!r}: expected a number in (0, 1]")
     check_int(n_resamples, "n_resamples", minimum=1)
     x = _as_matrix(profiles)
+    n, n_sub = x.shape[0], min(x.shape[0], max(2, round(fraction * x.shape[0])))
+    if n < 2:
+        raise ValueError(f"profiles: {n} row; stability needs at least 2 profiles")
+    if is_number(n_clusters, integer=True) and n_clusters > n_sub:
+        raise ValueError(
+            f"n_clusters={n_clusters}: more than the {n_sub} profiles of each subsample "
+            f"(fraction={fraction} of {n}); raise fraction or lower n_clusters"
+        )
     kw = {"n_clusters": n_clusters, "height": height, "tie_break": tie_break}
     reference = cluster_profiles(x, **kw)
     rng = np.random.default_rng(seed)
-    n, n_sub = x.shape[0], min(x.shape[0], max(2, round(fraction * x.shape[0])))
     ari = {"permutation": [], "subsample": [], "tie_order": []}
     for _ in range(n_resamples):
         perm = rng.permutation(n)

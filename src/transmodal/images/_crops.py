@@ -157,15 +157,17 @@ def crop_nuclei(
     normalize: Normalize,
     out_crops: np.ndarray,
     out_masks: np.ndarray,
+    out_missing: np.ndarray | None = None,
 ) -> np.ndarray:
     """Write one masked, normalised crop per nucleus into ``out_crops`` / ``out_masks``.
 
     Each nucleus's bounding box is centred in the crop; a nucleus whose box exceeds the crop on
     any axis is first downscaled isotropically (linear interpolation with anti-aliasing; the mask
-    is resized the same way and thresholded at 0.5) so that it fits. NaN pixels are missing
-    values (see :func:`normalize_nucleus`; a downscaled pixel is NaN if most of its weight came
-    from NaN pixels). ``ids`` are sorted. Returns the scale factor of each nucleus (1 = not
-    rescaled).
+    is resized the same way and thresholded at 0.5 - at half its largest value where that is
+    below 0.5, so that a thin nucleus keeps its core) so that it fits. NaN pixels are missing values (see
+    :func:`normalize_nucleus`; a downscaled pixel is NaN if most of its weight came from NaN
+    pixels); with ``out_missing``, those of the nucleus are marked there. ``ids`` are sorted.
+    Returns the scale factor of each nucleus (1 = not rescaled).
     """
     from skimage.transform import resize
 
@@ -179,7 +181,9 @@ def crop_nuclei(
         scale = min(1.0, float(np.min(out_shape / size)))
         if scale < 1.0:
             new = tuple(np.clip(np.round(size * scale), 1, out_shape).astype(int))
-            mask = resize(mask.astype(np.float32), new, order=1, anti_aliasing=True) >= 0.5
+            weight = resize(mask.astype(np.float32), new, order=1, anti_aliasing=True)
+            top = float(weight.max())
+            mask = weight >= (0.5 if top >= 0.5 else 0.5 * top)  # a thin nucleus keeps its core
             shape = (region.shape[0], *new)
             missing = np.isnan(region)
             if missing.any():  # resize values and weights of the finite pixels apart
@@ -196,6 +200,8 @@ def crop_nuclei(
         dst = tuple(slice(s, s + n) for s, n in zip(start, size))
         out_crops[i][(slice(None), *dst)] = normalize_nucleus(region, mask, normalize)
         out_masks[i][dst] = mask
+        if out_missing is not None:
+            out_missing[i][dst] = mask & np.isnan(region).any(0)
     return scales
 
 

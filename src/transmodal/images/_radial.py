@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import ndimage as ndi
 
+from ..data._modality import is_number
 from ._crops import bounding_boxes
 
 RULE = (
@@ -77,27 +78,36 @@ def radial_profile(
     Returns
     -------
     ``(n_bins,)`` float64 profile with maximum 1; all NaN for an empty mask or a nucleus with
-    no positive intensity.
+    no positive intensity. NaN pixels of ``image`` are missing values, left out of the shell
+    means (the shells themselves come from ``mask``).
     """
     image, mask = np.asarray(image, dtype=np.float64), np.asarray(mask).astype(bool)
     if image.shape != mask.shape:
         raise ValueError(f"image shape {image.shape} differs from mask shape {mask.shape}")
     names = shell_names(n_bins)
     spacing = _check_spacing(spacing, mask.ndim)
+    if shell_width is not None and not (is_number(shell_width) and shell_width > 0):
+        raise ValueError(f"shell_width={shell_width!r}: expected a positive number")
     if not mask.any():
         return np.full(len(names), np.nan)
-    if shell_width is not None and not shell_width > 0:
-        raise ValueError(f"shell_width={shell_width!r}: expected a positive number")
     inner = (slice(1, -1),) * mask.ndim
     dist = ndi.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[inner][mask]
     key = dist if shell_width is None else np.ceil(dist / shell_width - 1e-9)
     _, shell = np.unique(-key, return_inverse=True)  # shell 0 = the centre
-    counts = np.bincount(shell.ravel())
-    means = np.bincount(shell.ravel(), weights=image[mask]) / counts
+    shell = shell.ravel()
+    counts = np.bincount(shell)
     bounds = np.concatenate([[0.0], np.cumsum(counts)]) / counts.sum()
+    # NaN pixels are missing: left out of the shell means (a shell without any is skipped)
+    values_in = image[mask]
+    ok = np.isfinite(values_in)
+    n_ok = np.bincount(shell[ok], minlength=len(counts))
+    if not n_ok.any():
+        return np.full(len(names), np.nan)
+    has = n_ok > 0
+    means = np.bincount(shell[ok], weights=values_in[ok], minlength=len(counts))[has] / n_ok[has]
     # shell means at their mid fractions, linear in between, constant beyond the end shells;
     # the bin value is the average of that curve over the bin (trapezoids on all knots)
-    knots = np.concatenate([[0.0], (bounds[:-1] + bounds[1:]) / 2, [1.0]])
+    knots = np.concatenate([[0.0], ((bounds[:-1] + bounds[1:]) / 2)[has], [1.0]])
     values = np.concatenate([means[:1], means, means[-1:]])
     edges = np.linspace(0.0, 1.0, len(names) + 1)
     grid = np.union1d(knots, edges)
@@ -114,6 +124,7 @@ def radial_profiles(
     *,
     crops_key: str = "crops",
     masks_key: str = "masks",
+    missing_key: str = "missing",
     channel: int = 0,
     spacing: Sequence[float] | None = None,
     shell_width: float | None = None,
@@ -132,6 +143,9 @@ def radial_profiles(
         background; a boolean mask is one nucleus).
     crops_key, masks_key
         Keys of the crops ``(n, channels, *spatial)`` and masks ``(n, *spatial)`` in ``obsm``.
+    missing_key
+        Key of the pixels to leave out ``(n, *spatial)`` in ``obsm``, if present (NaN or
+        infinite pixels of the images, marked by :func:`~transmodal.images.read_nuclei`).
     channel
         Channel of the crops to profile (the DNA stain).
     spacing, shell_width, n_bins
@@ -160,7 +174,7 @@ def radial_profiles(
             raise ValueError(
                 f"obsm[{crops_key!r}]: expected (n, channels, [D,] H, W), got shape {crops.shape}"
             )
-        if not -crops.shape[1] <= channel < crops.shape[1]:
+        if not is_number(channel, integer=True) or not -crops.shape[1] <= channel < crops.shape[1]:
             raise ValueError(
                 f"channel={channel}: out of range for {crops.shape[1]} channel(s) in obsm[{crops_key!r}]"
             )
@@ -174,6 +188,13 @@ def radial_profiles(
                 )
         else:
             masks = crops > 0
+        if missing_key in data.obsm:
+            missing = np.asarray(data.obsm[missing_key])
+            if missing.shape != crops.shape:
+                raise ValueError(
+                    f"obsm[{missing_key!r}] shape {missing.shape} differs from the crops' {crops.shape}"
+                )
+            crops = np.where(missing.astype(bool), np.nan, crops)
         rows = (_bbox_profile(crops[i], masks[i].astype(bool), kw) for i in range(crops.shape[0]))
         obs = data.obs.copy()
         ndim = crops.ndim - 1
@@ -191,6 +212,11 @@ def radial_profiles(
             labels = labels.astype(np.uint8)
         elif labels.dtype.kind not in "iu":
             raise ValueError(f"labels: expected an integer label image, got {labels.dtype}")
+        elif labels.size and labels.min() < 0:
+            raise ValueError(
+                f"labels: negative value {labels.min()}; expected 0 (background) and positive "
+                "nucleus ids"
+            )
         _check_spacing(spacing, labels.ndim)
         ids = np.unique(labels)
         ids = ids[ids > 0]
@@ -203,7 +229,8 @@ def radial_profiles(
     n_nan = int(np.isnan(X).any(1).sum())
     if n_nan:
         warnings.warn(
-            f"{n_nan} nucleus/nuclei without signal (empty mask or no positive intensity): NaN profiles",
+            f"{n_nan} nucleus/nuclei without signal (empty mask, no positive intensity or no "
+            "finite pixel): NaN profiles",
             stacklevel=2,
         )
     kind = "area" if ndim == 2 else "volume"

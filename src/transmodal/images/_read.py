@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from ..data._modality import is_number
 from ._crops import (
     AXES,
     NORMALIZE_RULES,
@@ -84,9 +85,11 @@ def read_nuclei(
       nucleus's bounding box centred in the crop, pixels outside the nucleus set to 0, values
       in [0, 1] by the ``normalize`` rule. A nucleus whose bounding box exceeds the crop on any
       axis is downscaled isotropically to fit (factor in ``obs["crop_scale"]``).
-    - NaN pixels of float images are missing values (with a warning naming how many nuclei
-      hold some): they are left out of the normalisation and of ``mean_intensity`` (the
-      integrated intensity is that mean times the size) and are 0 in the crops.
+    - NaN and infinite pixels of float images are missing values (with a warning naming how
+      many nuclei hold some): they are left out of the normalisation and of
+      ``mean_intensity`` (the integrated intensity is that mean times the size), are 0 in the
+      crops and ``True`` in ``obsm["missing"]`` (bool, the shape of the masks; only present
+      when there are such pixels), which :func:`~transmodal.images.radial_profiles` leaves out.
     - ``obsm["masks"]``: bool ``(n, H, W)`` or ``(n, D, H, W)``, the nucleus in its crop.
     - ``uns["crops"]``: crop shape, channels, normalisation rule, centring and rescaling rule.
     - ``uns["nuclei_filter"]``: the filter settings and the numbers of images, nuclei seen,
@@ -100,6 +103,7 @@ def read_nuclei(
     >>> profiles = tm.images.radial_profiles(nuclei)
     """
     pairs = find_pairs(images, masks)
+    channels = _check_channels(channels)
     if normalize not in NORMALIZE_RULES:
         raise ValueError(f"normalize={normalize!r}: expected one of {sorted(NORMALIZE_RULES)}")
     if isinstance(min_area, bool) or not isinstance(min_area, (int, np.integer)) or min_area < 0:
@@ -130,7 +134,7 @@ def read_nuclei(
         )
 
     # pass 2: one image at a time into preallocated arrays
-    crops = masks_out = None
+    crops = masks_out = missing_out = None
     obs_parts, start, n_nan_nuclei = [], 0, 0
     for (image_id, image_path, mask_path), ids in zip(pairs, selected):
         if ids.size == 0:
@@ -154,16 +158,21 @@ def read_nuclei(
             )
         elif ids_here != channel_ids:
             raise ValueError(
-                f"image {image_path}: channels={list(channels)} are channels {ids_here} of its "
+                f"image {image_path}: channels={channels} are channels {ids_here} of its "
                 f"{n_file}, but channels {channel_ids} of earlier images"
             )
         if image.dtype.kind in "fc":
-            nan_px = np.isnan(image).any(0)
-            if nan_px.any():
-                n_nan_nuclei += int(np.isin(ids, labels[nan_px]).sum())
+            bad_px = ~np.isfinite(image)
+            if bad_px.any():  # NaN and infinite pixels are missing values
+                image = np.where(bad_px, np.nan, image)
+                bad_px = bad_px.any(0)
+                n_nan_nuclei += int(np.isin(ids, labels[bad_px]).sum())
+                if missing_out is None:
+                    missing_out = np.zeros((n_kept, *crop_shape), bool)
         stop = start + ids.size
         scales = crop_nuclei(
-            image, labels, ids, crop_shape, normalize, crops[start:stop], masks_out[start:stop]
+            image, labels, ids, crop_shape, normalize, crops[start:stop], masks_out[start:stop],
+            None if missing_out is None else missing_out[start:stop],
         )
         part = morphology(labels, image, ids, channel_ids)
         part.insert(0, "image_id", image_id)
@@ -174,14 +183,18 @@ def read_nuclei(
 
     if n_nan_nuclei:
         warnings.warn(
-            f"{n_nan_nuclei} nucleus/nuclei with NaN pixels: NaN is treated as missing (left out of "
-            "the normalisation and of mean_intensity / integrated_intensity, 0 in the crops)",
+            f"{n_nan_nuclei} nucleus/nuclei with NaN or infinite pixels: they are treated as "
+            "missing (left out of the normalisation, of mean_intensity / integrated_intensity "
+            "and of radial profiles; 0 in the crops, True in obsm['missing'])",
             stacklevel=2,
         )
     obs = pd.concat(obs_parts, ignore_index=True)
     obs["image_id"] = pd.Categorical(obs["image_id"], categories=list(dict.fromkeys(obs["image_id"])))
     obs.index = (obs["image_id"].astype(str) + "_" + obs["label"].astype(str)).to_numpy()
-    adata = AnnData(obs=obs, obsm={"crops": crops, "masks": masks_out})
+    obsm = {"crops": crops, "masks": masks_out}
+    if missing_out is not None:
+        obsm["missing"] = missing_out
+    adata = AnnData(obs=obs, obsm=obsm)
     adata.uns["crops"] = {
         "shape": list(crop_shape),
         "axes": "c" + AXES[-ndim:],
@@ -234,11 +247,29 @@ def dsb2018_nuclei(
         raise ValueError(f"{folder / 'index.csv'}: no 'image_id' column")
     ids = index["image_id"].astype(str).tolist()
     if n_images is not None:
-        if n_images < 1:
-            raise ValueError(f"n_images={n_images}: expected a positive number of images")
+        if not is_number(n_images, integer=True) or n_images < 1:
+            raise ValueError(f"n_images={n_images!r}: expected a positive number of images")
         ids = ids[:n_images]
     pairs = [(folder / "images" / f"{i}.png", folder / "labels" / f"{i}.png") for i in ids]
     return read_nuclei(pairs, **kwargs)
+
+
+def _check_channels(channels: Sequence[int] | int | None) -> list[int] | None:
+    """``channels`` as a list of distinct integers (``None`` = all)."""
+    if channels is None:
+        return None
+    values = [channels] if isinstance(channels, (int, np.integer)) else channels
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"channels={channels!r}: expected channel indices (integers)")
+    values = list(np.ravel(np.asarray(values, dtype=object)))
+    if not values or not all(
+        isinstance(c, (int, np.integer)) and not isinstance(c, (bool, np.bool_)) for c in values
+    ):
+        raise ValueError(f"channels={channels!r}: expected one or more channel indices (integers)")
+    values = [int(c) for c in values]
+    if len(set(values)) != len(values):
+        raise ValueError(f"channels={channels!r}: a channel is named twice")
+    return values
 
 
 def _crop_shape(crop_size: int | Sequence[int], ndim: int) -> tuple[int, ...]:

@@ -157,6 +157,18 @@ def integrate(
     train_kw = _check_kwargs(
         train_kwargs, CrossModalAE.train, {"max_epochs", "accelerator", "seed"}, "train_kwargs"
     )
+    if isinstance(data, Mapping) and isinstance(modalities, Mapping):
+        seen: dict[int, str] = {}
+        for name in modalities:
+            adata = data.get(name)
+            if adata is not None and id(adata) in seen:
+                raise ValueError(
+                    f"modalities {seen[id(adata)]!r} and {name!r} are the same AnnData object; "
+                    f"integrate writes each modality's obsm['X_{key_added}'] and "
+                    f"uns[{key_added!r}], so one would overwrite the other - pass a copy, or "
+                    "use tm.CrossModalAE directly"
+                )
+            seen.setdefault(id(adata), name)
     if model_dir is not None:  # before training: an unusable path fails fast
         check_output_directory(model_dir, overwrite=overwrite, names=(MODEL_CONFIG, MODEL_WEIGHTS))
     if copy:
