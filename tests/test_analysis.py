@@ -146,6 +146,18 @@ def test_differential_expression_sparse_equals_dense_and_rest():
     np.testing.assert_allclose(swapped.loc[dense.index, "mean_diff"], -dense["mean_diff"])
 
 
+def test_differential_expression_leaves_unlabelled_cells_out():
+    adata = de_data()
+    labels = adata.obs["group"].astype(object).to_numpy()
+    unlabelled = adata.copy()
+    unlabelled.obs["group"] = pd.Categorical(np.where(np.arange(adata.n_obs) % 7 == 0, None, labels))
+    keep = ~pd.isna(unlabelled.obs["group"]).to_numpy()
+    for reference in ("B", "rest"):
+        got = differential_expression(unlabelled, "group", "A", reference)
+        want = differential_expression(adata[keep].copy(), "group", "A", reference)
+        pd.testing.assert_frame_equal(got, want)
+
+
 def test_log2_fold_change_definitions():
     adata = de_data()
     de = differential_expression(adata, "group", "A", "B")
@@ -582,3 +594,22 @@ def test_plot_file_replaced_in_one_step(tmp_path, monkeypatch):
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     tm.pl.latent({"rna": z}, path=tmp_path / "no_suffix")  # matplotlib's default format
     assert (tmp_path / "no_suffix").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_analysis_arguments_are_checked_by_name():
+    z = np.random.default_rng(0).normal(size=(60, 4))
+    one = cluster_robustness(z, k_range=3, knn=10, gmm_components=2, max_cells=None, n_init=1)
+    assert len(one.indices) == 60
+    for kwargs, match in [
+        ({"max_cells": 50.0}, "max_cells must be an integer"),
+        ({"n_clusters": "2"}, "n_clusters must be an integer"),
+        ({"n_init": 2.5}, "n_init must be an integer"),
+        ({"k_range": [2.7, 3.2]}, "k_range values must be integers"),
+        ({"knn": "10"}, "knn must be an integer or a list"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            cluster_robustness(z, **kwargs)
+    with pytest.raises(ValueError, match="v2: variances must be finite and >= 0"):
+        welch_ttest(np.ones(2), np.ones(2), 5, np.zeros(2), np.array([0.5, -0.5]), 5)
+    with pytest.raises(ValueError, match="block_bytes must be an integer"):
+        differential_expression(de_data(), "group", "A", block_bytes=1e3)

@@ -180,6 +180,9 @@ def test_dcca_trains_only_on_pairs(data):
         DCCA(**kw).fit(x, y[:100], pairs=pairs)
     with pytest.raises(ValueError, match="more than"):
         DCCA(**kw).fit(x, y, pairs=(np.arange(4), np.arange(4)))
+    for two_pairs in (((0, 5), (1, 7)), [[0, 5], [1, 7]]):  # pairs or (ix, iy)? refused
+        with pytest.raises(ValueError, match="two pairs or as"):
+            DCCA(**kw).fit(x, y, pairs=two_pairs)
 
 
 def test_dcca_rejects_constant_pairs_and_reports_linalg_failure(data, monkeypatch):

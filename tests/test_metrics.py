@@ -397,10 +397,21 @@ def test_metrics_take_anndata_and_align_translated_features():
     order = names[::-1]  # the observed AnnData lists the same features in another order
     a_obs = ad.AnnData(obs[:, ::-1].copy(), obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=order))
     np.testing.assert_allclose(translation_pearson(a_pred, a_obs), translation_pearson(pred, obs))
-    with pytest.raises(ValueError, match="different obs_names"):
+    with pytest.raises(ValueError, match="name different cells"):
         translation_pearson(a_pred, a_obs[::-1])
-    with pytest.raises(ValueError, match="not in obs.var_names"):
+    with pytest.raises(ValueError, match="not among obs's features"):
         translation_pearson(a_pred, a_obs[:, :3])
+    # DataFrames are aligned by their columns (and index) too
+    d_pred = pd.DataFrame(pred, columns=names)
+    d_obs = pd.DataFrame(obs[:, ::-1], columns=order)
+    np.testing.assert_allclose(translation_pearson(d_pred, d_obs), translation_pearson(pred, obs))
+    # the mean-profile baseline matches features by name (it used their positions)
+    a_train = ad.AnnData(rng.random((15, 6)), var=pd.DataFrame(index=names))
+    np.testing.assert_allclose(
+        mean_profile_baseline(a_train, a_obs), mean_profile_baseline(a_train.X, obs)
+    )
+    with pytest.raises(ValueError, match="not among obs's features"):
+        mean_profile_baseline(a_train, ad.AnnData(obs, var=pd.DataFrame(index=[f"x{i}" for i in range(6)])))
 
 
 def test_label_metrics_leave_out_unlabelled_cells_and_reject_disjoint_label_types():
@@ -417,3 +428,22 @@ def test_label_metrics_leave_out_unlabelled_cells_and_reject_disjoint_label_type
     assert label_transfer(x, lab_ref, y, ly, k=1) == 1.0
     with pytest.raises(ValueError, match="share no label"):
         cluster_accuracy(x, y, np.array([0, 0, 1, 1]), np.array(["0", "0", "1", "1"]))
+
+
+def test_metric_arguments_of_other_types():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(10, 3)), rng.normal(size=(10, 3))
+    for k in (5.0, "5"):
+        with pytest.raises(ValueError, match="k"):
+            partner_in_top_k(x, y, k=k)
+    assert knn_accuracy(x, y, k=np.array(5)) == knn_accuracy(x, y, k=5)
+    # mixed-type labels are classes like any others
+    mixed = np.array(["0"] * 5 + [1] * 5, dtype=object)
+    assert label_transfer(x, mixed, x, mixed, k=1) == 1.0
+    with pytest.raises(ValueError, match=r"labels_ref must be one label per cell.*obs key"):
+        label_transfer(x, "ct", y, "ct")
+    # runs are matched by modality name, whatever the key order
+    from transmodal.metrics import seed_agreement
+
+    a = seed_agreement([{"rna": x, "atac": y}, {"atac": y, "rna": x}], k=3)
+    assert np.allclose(a["agreement"], 1.0)

@@ -79,6 +79,10 @@ def welch_ttest(m1, v1, n1: int, m2, v2, n2: int) -> tuple[np.ndarray, np.ndarra
     for name, n in (("n1", n1), ("n2", n2)):
         if not (is_number(n) and n >= 2):
             raise ValueError(f"{name} must be a group size >= 2 (Welch's test needs a variance), got {n!r}")
+    for name, v in (("v1", v1), ("v2", v2)):
+        v = np.asarray(v, dtype=np.float64)
+        if not (np.isfinite(v) & (v >= 0)).all():
+            raise ValueError(f"{name}: variances must be finite and >= 0")
     a, b = np.asarray(v1) / n1, np.asarray(v2) / n2
     se2 = a + b
     diff = np.asarray(m1) - np.asarray(m2)
@@ -121,7 +125,8 @@ def differential_expression(
     adata
         Cells x features.
     groupby
-        ``obs`` key of the grouping, or labels per cell.
+        ``obs`` key of the grouping, or labels per cell. Unlabelled cells (NaN) are in
+        neither group (nor in ``"rest"``).
     group
         The label (or list of labels) of the first group.
     reference
@@ -160,11 +165,12 @@ def differential_expression(
         raise ValueError(f"alpha must lie in (0, 1], got {alpha!r}")
     if not (is_number(pseudocount) and pseudocount >= 0):
         raise ValueError(f"pseudocount must be a number >= 0, got {pseudocount!r}")
+    check_int(block_bytes, "block_bytes", minimum=1)
     X, names = get_matrix(adata, layer, "adata")
-    labels = get_labels(adata, groupby, X.shape[0], "groupby")
+    labels = get_labels(adata, groupby, X.shape[0], "groupby", allow_missing=True)
     in_group = _select(labels, group, "group")
     if isinstance(reference, str) and reference == "rest":
-        in_ref = ~in_group
+        in_ref = ~in_group & ~pd.isna(labels)  # unlabelled cells are in neither group
     else:
         in_ref = _select(labels, reference, "reference")
         if np.any(in_group & in_ref):

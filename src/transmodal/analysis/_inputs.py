@@ -41,9 +41,12 @@ def get_matrix(data: Any, layer: str | None, name: str):
     return X, names
 
 
-def get_labels(data: Any, labels: Any, n: int, name: str) -> np.ndarray:
+def get_labels(
+    data: Any, labels: Any, n: int, name: str, *, allow_missing: bool = False
+) -> np.ndarray:
     """Labels per cell: an ``obs`` column of ``data`` (when ``labels`` is a string and
-    ``data`` an AnnData) or an array-like of length ``n``; missing values are refused."""
+    ``data`` an AnnData) or an array-like of length ``n``; missing values are refused
+    unless ``allow_missing``."""
     if isinstance(labels, str) and isinstance(data, AnnData):
         if labels not in data.obs:
             raise ValueError(f"{name}: obs key {labels!r} not found; obs columns are {list(data.obs)}")
@@ -59,7 +62,7 @@ def get_labels(data: Any, labels: Any, n: int, name: str) -> np.ndarray:
     if len(values) != n:
         raise ValueError(f"{name}: {len(values)} labels for {n} cells")
     missing = pd.isna(values)
-    if missing.any():
+    if missing.any() and not allow_missing:
         raise ValueError(f"{name}: {int(missing.sum())} cells have no label")
     return np.asarray(values, dtype=object)
 

@@ -18,6 +18,8 @@ from anndata import AnnData
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
+from .._utils import check_int
+from ..metrics._chunked import check_ks
 from ._inputs import get_latent
 
 METHODS = ("kmeans", "gmm", "spectral")
@@ -84,11 +86,9 @@ class ClusterRobustness:
         }
 
 
-def _ints(values: Iterable[int], name: str) -> list[int]:
-    out = sorted({int(v) for v in values})
-    if not out:
-        raise ValueError(f"{name} is empty")
-    return out
+def _ints(values: Iterable[int] | int, name: str) -> list[int]:
+    """``values`` (one integer >= 1 or several) as a sorted list of distinct integers."""
+    return sorted(set(check_ks(values, name)))
 
 
 def _spectral_partitions(z, knn: int, ks: Sequence[int], n_init: int, seed: int) -> dict[int, np.ndarray]:
@@ -140,7 +140,7 @@ def cluster_robustness(
     methods: Sequence[str] = METHODS,
     n_init: int = 10,
     covariance_type: str = "full",
-    max_cells: int = 3000,
+    max_cells: int | None = 3000,
     use_rep: str | None = "X_transmodal",
     seed: int = 0,
 ) -> ClusterRobustness:
@@ -191,7 +191,7 @@ def cluster_robustness(
     covariance_type
         Of the Gaussian mixtures (``"full"``, ``"tied"``, ``"diag"``, ``"spherical"``).
     max_cells
-        Subsample above this many cells.
+        Subsample above this many cells (``None``: never).
     use_rep
         ``obsm`` key of an AnnData input.
     seed
@@ -210,14 +210,13 @@ def cluster_robustness(
     unknown = set(methods) - set(METHODS)
     if unknown or not methods:
         raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {list(methods)}")
-    if n_init < 1:
-        raise ValueError(f"n_init must be >= 1, got {n_init}")
-    if max_cells < 3:
-        raise ValueError(f"max_cells must be >= 3, got {max_cells}")
+    check_int(n_init, "n_init", minimum=1)
+    check_int(max_cells, "max_cells", minimum=3, allow_none=True)
+    check_int(n_clusters, "n_clusters", minimum=2, allow_none=True)
     if n < 3:
         raise ValueError(f"need at least 3 cells, got {n}")
     indices = np.arange(n)
-    if n > max_cells:
+    if max_cells is not None and n > max_cells:
         indices = np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
         z = z[indices]
     m = z.shape[0]

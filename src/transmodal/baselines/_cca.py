@@ -37,7 +37,8 @@ def _parse_pairs(pairs: Any, n_x: int, n_y: int) -> tuple[np.ndarray, np.ndarray
     ``pairs`` may be ``"all"`` (row ``i`` of ``x`` with row ``i`` of ``y``; needs
     ``n_x == n_y``), a tuple ``(ix, iy)`` of 1-D index arrays, or an integer array (or
     list) of shape ``(2, k)`` or ``(k, 2)``; a ``(2, 2)`` one, which could be read either
-    way, is refused (pass the tuple).
+    way, is refused (pass the tuple of numpy arrays), and so is a tuple of two 2-element
+    lists or tuples.
     """
     if isinstance(pairs, str):
         if pairs != "all":
@@ -50,16 +51,20 @@ def _parse_pairs(pairs: Any, n_x: int, n_y: int) -> tuple[np.ndarray, np.ndarray
             )
         idx = np.arange(n_x)
         return idx, idx.copy()
+    ambiguous = ValueError(
+        "pairs of shape (2, 2) can be read as two pairs or as (ix, iy); pass a tuple "
+        "(ix, iy) of index arrays, e.g. (np.array([0, 1]), np.array([5, 7])) for the "
+        "pairs (0, 5) and (1, 7)"
+    )
     if isinstance(pairs, tuple) and len(pairs) == 2:
+        # ((0, 5), (1, 7)) reads as two pairs as well as (ix, iy): only arrays say which
+        if not any(isinstance(p, np.ndarray) for p in pairs) and np.shape(pairs) == (2, 2):
+            raise ambiguous
         ix, iy = np.asarray(pairs[0]), np.asarray(pairs[1])
     else:
         arr = np.asarray(pairs)
         if arr.shape == (2, 2):
-            raise ValueError(
-                "pairs of shape (2, 2) can be read as two pairs or as (ix, iy); pass a tuple "
-                "(ix, iy) of index arrays, e.g. (np.array([0, 1]), np.array([5, 7])) for the "
-                "pairs (0, 5) and (1, 7)"
-            )
+            raise ambiguous
         if arr.ndim != 2 or 2 not in arr.shape:
             raise ValueError(
                 "pairs must be (ix, iy) or an index array of shape (2, k) or (k, 2); "

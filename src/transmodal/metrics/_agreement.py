@@ -88,8 +88,8 @@ def seed_agreement(
     if len(names) < 2:
         raise ValueError("seed_agreement needs runs with at least two modalities")
     for i, e in enumerate(embs[1:], start=1):
-        if list(e) != names:
-            raise ValueError(f"runs[{i}] has modalities {list(e)}; runs[0] has {names}")
+        if set(e) != set(names):  # matched by name, in any order
+            raise ValueError(f"runs[{i}] has modalities {sorted(e)}; runs[0] has {sorted(names)}")
         for n in names:
             if e[n].shape[0] != embs[0][n].shape[0]:
                 raise ValueError(

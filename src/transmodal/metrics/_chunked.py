@@ -141,6 +141,10 @@ def check_paired(
 
 def check_labels(labels: Any, n: int, name: str) -> np.ndarray:
     """Validate a 1-D label vector of length ``n``."""
+    if isinstance(labels, str):
+        raise ValueError(
+            f"{name} must be one label per cell (e.g. adata.obs[{labels!r}]), not an obs key"
+        )
     if hasattr(labels, "to_numpy") and hasattr(labels, "dtype"):  # pandas: NaN stays NaN
         labels = labels.to_numpy(dtype=object) if str(labels.dtype) == "category" else labels.to_numpy()
     lab = np.asarray(labels)
@@ -160,11 +164,18 @@ def labelled(labels: np.ndarray) -> np.ndarray:
     return ~np.asarray(pd.isna(labels), dtype=bool).reshape(labels.shape)
 
 
+def _isin(values: np.ndarray, among: Any) -> np.ndarray:
+    """``np.isin`` by hashing, for labels of mixed types (``"0"`` and ``1``) too."""
+    import pandas as pd
+
+    return pd.Series(values, dtype=object).isin(list(among)).to_numpy()
+
+
 def check_shared_labels(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> None:
     """Raise when two label vectors have no value in common (e.g. ``0`` against ``"0"``),
     which would score every cell as wrong."""
     va, vb = a[labelled(a)], b[labelled(b)]
-    if len(va) and len(vb) and not np.isin(va, vb).any():
+    if len(va) and len(vb) and not _isin(va, vb).any():
         raise ValueError(
             f"{names[0]} and {names[1]} share no label (e.g. {va[0]!r} against {vb[0]!r}); "
             "check that both use the same names and types for the classes"
@@ -173,7 +184,14 @@ def check_shared_labels(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) ->
 
 def check_ks(k: int | Iterable[int], name: str = "k") -> tuple[int, ...]:
     """Normalise ``k`` (an int or an iterable of ints) to a tuple of positive ints."""
-    ks = (k,) if isinstance(k, (int, np.integer)) else tuple(k)
+    if isinstance(k, np.ndarray) and k.ndim == 0:
+        k = k.item()
+    if isinstance(k, (int, np.integer)):
+        ks: tuple = (k,)
+    elif isinstance(k, (str, bytes)) or not hasattr(k, "__iter__"):
+        raise ValueError(f"{name} must be an integer or a list of integers; got {k!r}")
+    else:
+        ks = tuple(k)
     if not ks:
         raise ValueError(f"{name} must contain at least one value")
     out = []

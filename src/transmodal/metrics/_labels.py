@@ -11,10 +11,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sklearn.neighbors import KNeighborsClassifier
 
 from ._chunked import (
     _BlockDistance,
+    _isin,
     as_embedding,
     check_labels,
     check_metric,
@@ -125,14 +127,21 @@ def label_transfer(
         )
     keep = labelled(lq)
     if classes is not None:
-        keep &= np.isin(lq, np.asarray(list(classes)))
+        keep &= _isin(lq, classes)
         if not keep.any():
             raise ValueError("no query cell has a label in `classes`")
     if not keep.any():
         raise ValueError("no query cell has a label")
     xq, lq = xq[keep], lq[keep]
-    clf = KNeighborsClassifier(n_neighbors=int(k)).fit(xr, lr)
-    return float(np.mean(clf.predict(xq) == lq))
+    # classes as codes: sklearn sorts labels, which fails for mixed types ("0" and 1); sorted
+    # codes where the labels can be sorted keep sklearn's tie-breaking (the smallest class)
+    both = np.concatenate([lr.astype(object), lq.astype(object)])
+    try:
+        codes, _ = pd.factorize(both, sort=True)
+    except TypeError:
+        codes, _ = pd.factorize(both)
+    clf = KNeighborsClassifier(n_neighbors=int(k)).fit(xr, codes[: len(lr)])
+    return float(np.mean(clf.predict(xq) == codes[len(lr):]))
 
 
 def label_transfer_both(

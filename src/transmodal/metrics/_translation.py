@@ -75,26 +75,43 @@ def _check_features(n_features: int) -> None:
         )
 
 
-def _align_features(pred: Any, obs: Any) -> Any:
-    """With two AnnData: ``obs`` with ``pred``'s features in ``pred``'s order; cells must
-    already correspond row by row."""
+def _names(x: Any, axis: str) -> Any:
+    """The cell (``"obs"``) or feature (``"var"``) names of an AnnData or a DataFrame; ``None``
+    for arrays and for a DataFrame's default RangeIndex (positions, not names)."""
+    import pandas as pd
     from anndata import AnnData
 
-    if not (isinstance(pred, AnnData) and isinstance(obs, AnnData)):
-        return obs
-    if not pred.obs_names.equals(obs.obs_names):
-        raise ValueError(
-            "pred and obs are AnnData with different obs_names (or order): rows must be the "
-            "same cells; subset / reorder obs with obs[pred.obs_names]"
-        )
-    if pred.var_names.equals(obs.var_names):
-        return obs
-    missing = pred.var_names.difference(obs.var_names)
+    if isinstance(x, AnnData):
+        return x.obs_names if axis == "obs" else x.var_names
+    if isinstance(x, pd.DataFrame):
+        names = x.index if axis == "obs" else x.columns
+        return None if isinstance(names, pd.RangeIndex) else names
+    return None
+
+
+def _align_features(ref: Any, other: Any, *, names: tuple[str, str], cells: bool) -> Any:
+    """``other`` with ``ref``'s features in ``ref``'s order, where both name their features
+    (AnnData ``var_names``, DataFrame columns); with ``cells``, their cells too must be the
+    same rows where both name them."""
+    ref_name, other_name = names
+    if cells:
+        a, b = _names(ref, "obs"), _names(other, "obs")
+        if a is not None and b is not None and not a.equals(b):
+            raise ValueError(
+                f"{ref_name} and {other_name} name different cells (or the same in another "
+                f"order): rows must be the same cells; reorder {other_name} to "
+                f"{ref_name}'s obs_names / index"
+            )
+    a, b = _names(ref, "var"), _names(other, "var")
+    if a is None or b is None or a.equals(b):
+        return other
+    missing = a.difference(b)
     if len(missing):
         raise ValueError(
-            f"{len(missing)} feature(s) of pred are not in obs.var_names (e.g. {list(missing[:3])})"
+            f"{len(missing)} feature(s) of {ref_name} are not among {other_name}'s features "
+            f"(e.g. {list(missing[:3])})"
         )
-    return obs[:, pred.var_names]
+    return other[:, a] if hasattr(other, "var_names") else other.loc[:, a]
 
 
 def translation_pearson(
@@ -113,8 +130,9 @@ def translation_pearson(
         (e.g. the output of :meth:`~transmodal.CrossModalAE.translate`).
     obs
         Observed profiles of the same shape, dense or scipy sparse (densified one chunk
-        at a time), or an AnnData. When both are AnnData, their ``var_names`` and
-        ``obs_names`` must match (``obs`` is reordered to ``pred``'s features if needed).
+        at a time), an AnnData or a DataFrame. Where both name their features (AnnData
+        ``var_names``, DataFrame columns), ``obs`` is reordered to ``pred``'s; where both
+        name their cells, the names must be the same rows.
     transform
         Optional callable applied to both dense chunks before correlating (e.g.
         :func:`numpy.log1p`); it must act row-wise and preserve the shape.
@@ -125,7 +143,7 @@ def translation_pearson(
     -------
     float64 array of length ``n_cells``; NaN where either row has zero variance.
     """
-    obs = _align_features(pred, obs)
+    obs = _align_features(pred, obs, names=("pred", "obs"), cells=True)
     p = _as_matrix(pred, "pred")
     o = _as_matrix(obs, "obs")
     if p.shape != o.shape:
@@ -178,10 +196,11 @@ def mean_profile_baseline(
     Parameters
     ----------
     train
-        Training profiles ``(n_train, n_features)``, dense or sparse; the profile is
-        the mean over rows after ``transform``.
+        Training profiles ``(n_train, n_features)``, dense or sparse, an AnnData or a
+        DataFrame; the profile is the mean over rows after ``transform``.
     obs
-        Observed profiles ``(n_cells, n_features)``, dense or sparse.
+        Observed profiles ``(n_cells, n_features)``, as ``train``. Where both name their
+        features, ``obs`` is reordered to ``train``'s.
     transform
         Optional callable applied to ``train`` and ``obs`` chunks.
     chunk_size
@@ -192,6 +211,7 @@ def mean_profile_baseline(
     float64 array of length ``n_cells``; NaN where a row (or the mean profile) is
     constant.
     """
+    obs = _align_features(train, obs, names=("train", "obs"), cells=False)
     t = _as_matrix(train, "train")
     o = _as_matrix(obs, "obs")
     if t.shape[1] != o.shape[1]:
