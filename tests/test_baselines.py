@@ -208,3 +208,11 @@ def test_bad_parameters(kwargs):
 def test_metric_must_be_a_string():
     with pytest.raises(TypeError, match="metric"):
         GromovWassersteinOT(metric=None)
+
+
+def test_correlation_metric_refuses_constant_feature_rows(data):
+    x, y, _ = data
+    x = x.copy()
+    x[3] = np.delete(x, 3, axis=0).mean(axis=0)  # the mean cell: zero after centring
+    with pytest.raises(ValueError, match=r"x: 1 cell\(s\) \(e.g. row 3\) have constant features"):
+        GromovWassersteinOT(metric="correlation", **FAST).fit(x, y)

@@ -121,6 +121,8 @@ def test_cca_options(data):
         CCA().fit(x - 5, y)
     m = CCA(n_components=3, log1p=False, n_pca=10).fit(x - 5, y)
     assert m.x_features_.shape == (N_CELLS, 10) and m.embed_x().shape == (N_CELLS, 3)
+    with pytest.raises(ValueError, match="y: the .* paired rows are all identical"):
+        CCA().fit(x, np.ones_like(y))  # gave all-zero embeddings
 
 
 @pytest.mark.parametrize("cls", [CCA, DCCA])

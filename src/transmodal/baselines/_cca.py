@@ -31,6 +31,16 @@ def _check_space(space: str) -> None:
         raise ValueError(f"space must be one of {list(_SPACES)}; got {space!r}")
 
 
+def check_varies(x: np.ndarray, y: np.ndarray, ix: np.ndarray, iy: np.ndarray, method: str) -> None:
+    """Refuse paired rows of ``x`` or ``y`` that are all identical: nothing to correlate."""
+    for name, a, idx in (("x", x, ix), ("y", y, iy)):
+        if (a[idx] == a[idx[0]]).all():
+            raise ValueError(
+                f"{name}: the {idx.size} paired rows are all identical (constant "
+                f"input), so {method} has nothing to correlate; check the data and pairs"
+            )
+
+
 def _parse_pairs(pairs: Any, n_x: int, n_y: int) -> tuple[np.ndarray, np.ndarray]:
     """Parse anchor pairs into two equal-length integer index arrays ``(ix, iy)``.
 
@@ -320,11 +330,13 @@ class CCA(_PreprocessedBaseline):
         Raises
         ------
         ValueError
-            If the inputs are invalid or their row counts differ.
+            If the inputs are invalid, their row counts differ or a modality is constant.
         """
         xa = as_dense_matrix(x, "x", min_rows=2)
         ya = as_dense_matrix(y, "y", min_rows=2)
         _check_same_rows(xa, ya, "CCA")
+        rows = np.arange(xa.shape[0])
+        check_varies(xa, ya, rows, rows, "CCA")
         self._fitted = False
         fx, fy = self._fit_preprocessing(xa, ya)
         k = min(self.n_components, fx.shape[1], fy.shape[1], xa.shape[0] - 1)

@@ -17,7 +17,7 @@ from torch import nn
 
 from .._utils import resolve_device
 from ._base import as_dense_matrix, check_float, check_int
-from ._cca import _l2_rows, _linear_cca, _parse_pairs, _PreprocessedBaseline
+from ._cca import _l2_rows, _linear_cca, _parse_pairs, _PreprocessedBaseline, check_varies
 
 _EPS_DIV = 1e-9
 
@@ -268,12 +268,7 @@ class DCCA(_PreprocessedBaseline):
             raise ValueError(
                 f"DCCA needs more than n_components={self.n_components} pairs; got {ix.size}"
             )
-        for name, a, idx in (("x", xa, ix), ("y", ya, iy)):
-            if (a[idx] == a[idx[0]]).all():
-                raise ValueError(
-                    f"{name}: the {idx.size} paired rows are all identical (constant "
-                    "input), so DCCA has nothing to correlate; check the data and pairs"
-                )
+        check_varies(xa, ya, ix, iy, "DCCA")
         self._fitted = False
         fx, fy = self._fit_preprocessing(xa, ya)
         self.pairs_ = (ix, iy)

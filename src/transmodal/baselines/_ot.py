@@ -279,6 +279,19 @@ class GromovWassersteinOT(Baseline):
         self._fitted = False
         x_feat = self._features(xa)
         y_feat = self._features(ya)
+        for name, f in (("x", x_feat), ("y", y_feat)):
+            # correlation (cosine) distances are undefined for constant (zero) feature rows
+            tol = 1e-9 * max(float(np.abs(f).max()), 1e-300)  # rounding of the centring
+            flat = {"correlation": np.ptp(f, axis=1) <= tol,
+                    "cosine": np.abs(f).max(axis=1) <= tol}
+            bad = flat.get(self.metric)
+            if bad is not None and bad.any():
+                raise ValueError(
+                    f"{name}: {int(bad.sum())} cell(s) (e.g. row {int(np.flatnonzero(bad)[0])}) "
+                    f"have {'constant' if self.metric == 'correlation' else 'zero'} features "
+                    f"after standardisation, so their {self.metric} distances are undefined; "
+                    "drop them or use another metric"
+                )
         coupling, eps, gw = self._solve(self._geodesic(x_feat), self._geodesic(y_feat))
 
         if self.project == "y":
