@@ -154,6 +154,12 @@ def test_train_consensus_errors(paired_data, make_model):
         tm.workflows.train_consensus(build, seeds=(0, 1), seed=3)
     with pytest.raises(TypeError, match="not a CrossModalAE"):
         tm.workflows.train_consensus(lambda s: "model", seeds=(0, 1))
+    # a build that ignores its seed would train near-identical runs silently
+    with pytest.raises(ValueError, match=r"build\(1\) returned a model with seed=0"):
+        tm.workflows.train_ensemble(lambda s: make_model(paired_data), seeds=(0, 1))
+    model = make_model(paired_data, seed=0)
+    with pytest.raises(ValueError, match="returned before"):
+        tm.workflows.train_consensus(lambda s: model, seeds=(0, 2), max_epochs=1)
 
 
 def test_workflows_check_k_before_training():

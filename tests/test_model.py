@@ -532,6 +532,37 @@ def test_history_index_unique_after_continued_training(paired_data, make_model, 
     train(model, max_epochs=1)
     assert len(model.history) == 3
     assert model.history.index.is_unique
+    # epochs_run counts this call's epochs, epochs_total all of them
+    assert model.train_params_["epochs_run"] == 1
+    assert model.train_params_["epochs_total"] == 3
+
+
+def test_anchor_prior_needs_pretraining_once(paired_data, make_model, train):
+    model = make_model(paired_data, prior="anchor:rna", seed=2)
+    with pytest.raises(ValueError, match="pretrain_epochs=0 .* keep its random weights"):
+        train(model, max_epochs=2, pretrain_epochs=0)
+    train(model, max_epochs=2, pretrain_epochs=1)
+    z = model.get_latent_representation("rna")
+    # continued training: the trained anchor is not pre-trained again by default
+    train(model, max_epochs=1)
+    assert model.train_params_["pretrain_epochs"] == 0
+    np.testing.assert_array_equal(z, model.get_latent_representation("rna"))
+
+
+def test_small_anchor_fraction_gives_at_least_one_pair(paired_data, make_model):
+    model = make_model(paired_data, anchor_fraction=1e-4)
+    assert len(model.anchors_["rna|atac"][0]) == 1
+    assert model.geometric_pairs_ == {}  # anchors are prior knowledge: no pseudo-pairs
+
+
+def test_library_size_only_acts_on_count_targets(paired_data, make_model, train):
+    specs = {"rna": tm.Modality("nb", layer="counts"), "atac": tm.Modality("bernoulli")}
+    model = train(make_model(paired_data, specs), max_epochs=1)
+    with pytest.warns(UserWarning, match="library_size=100.0 has no effect: target 'atac'"):
+        model.translate(source="rna", target="atac", library_size=100.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.translate(source="atac", target="rna", library_size=100.0)
 
 
 def test_divergence_gives_a_clear_error(paired_data, make_model, train):

@@ -53,6 +53,11 @@ def test_evaluate_paired_needs_shared_cells(trained_model, paired_data):
     rna.obs_names = [f"other{i}" for i in range(rna.n_obs)]
     with pytest.raises(ValueError, match="present in both"):
         evaluate_paired(trained_model, {"rna": rna, "atac": paired_data["atac"]}, source="rna", target="atac")
+    atac = paired_data["atac"].copy()
+    atac.obs_names = ["c0"] * atac.n_obs
+    with pytest.raises(ValueError, match="modality 'atac': obs_names are not unique"):
+        evaluate_paired(trained_model, {"rna": paired_data["rna"], "atac": atac},
+                        source="rna", target="atac")
 
 
 def test_evaluate_paired_leaves_unlabelled_cells_out_and_names_bad_arguments(

@@ -276,6 +276,17 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def check_unique_obs_names(adata: Any, name: str) -> None:
+    """``ValueError`` naming modality ``name`` when ``adata.obs_names`` repeat a name (cells
+    are paired across modalities by their obs_names)."""
+    if not adata.obs_names.is_unique:
+        dup = adata.obs_names[adata.obs_names.duplicated()][0]
+        raise ValueError(
+            f"modality {name!r}: obs_names are not unique (e.g. {dup!r}); pairing between "
+            "modalities uses obs_names — call adata.obs_names_make_unique()"
+        )
+
+
 def align_to_cells(values: Any, obs_names: Any, name: str) -> Any:
     """A pandas Series of per-cell values aligned to the cells ``obs_names`` by its index,
     as pandas would (a default RangeIndex, or anything that is not a Series, is taken by

@@ -13,7 +13,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ..nn._likelihoods import get_likelihood
-from .._utils import align_to_cells
+from .._utils import align_to_cells, check_unique_obs_names
 from ._modality import Modality
 from ._source import MatrixSource, check_values, matrix_of
 
@@ -334,12 +334,7 @@ def setup_data(
         if (src.n_obs == 0 and name not in allow_empty) or src.n_vars == 0:
             raise ValueError(f"modality {name!r}: {src.where} is empty (shape {src.shape})")
         obs_names = np.asarray(adata.obs_names, dtype=object)
-        if not adata.obs_names.is_unique:
-            dup = adata.obs_names[adata.obs_names.duplicated()][0]
-            raise ValueError(
-                f"modality {name!r}: obs_names are not unique (e.g. {dup!r}); pairing between "
-                "modalities uses obs_names — call adata.obs_names_make_unique()"
-            )
+        check_unique_obs_names(adata, name)
         if spec.obsm_key is None and not pd.Index(var_names).is_unique:
             dup = pd.Index(var_names)[pd.Index(var_names).duplicated()][0]
             warnings.warn(

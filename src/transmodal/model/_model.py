@@ -30,6 +30,7 @@ from ..data._setup import (
 from ..data._source import MatrixSource, check_values, matrix_of
 from ..geometry import geometric_pairs, transport_pairs
 from ..nn._conv import DEFAULT_CHANNELS
+from ..nn._likelihoods import get_likelihood
 from ._module import CrossModalModule, ModalityArch
 from ._split import all_pairs, choose_anchors, names_digest, validation_masks
 
@@ -174,8 +175,8 @@ class CrossModalAE:
         which the latent discriminator is conditioned (NaN = not measured).
     anchor_fraction
         Fraction (0-1) of the paired training cells whose pairing is used by the anchor
-        loss; the seeded choice is saved with the model. Above 0 it needs two modalities
-        that share cells (a ``ValueError`` otherwise).
+        loss (rounded, at least one pair); the seeded choice is saved with the model. Above
+        0 it needs two modalities that share cells (a ``ValueError`` otherwise).
     geometric_pairs
         Pseudo-pairs from the shapes of the data (:func:`transmodal.geometry.geometric_pairs`:
         landmark Isomap of each modality, overlaid by Wasserstein-Procrustes, each cell
@@ -520,6 +521,41 @@ class CrossModalAE:
         )
 
     # -- training --------------------------------------------------------------------------
+    @staticmethod
+    def _check_train_params(p: Mapping[str, Any]) -> None:
+        """Check the arguments of :meth:`train` (those in ``p``; the CLI checks a config's
+        ``train`` section with it before any data are read)."""
+        if "accelerator" in p:
+            lightning_accelerator(p["accelerator"])
+        checks = (
+            # batch normalisation of the latent codes needs at least 2 cells per batch
+            ("batch_size", dict(low=2, integer=True)),
+            ("n_disc_steps", dict(low=1, integer=True)),
+            ("max_epochs", dict(low=1, integer=True)),  # None: the size-aware default
+            ("pretrain_epochs", dict(integer=True)),
+            ("adv_warmup_epochs", dict(integer=True)),
+            ("patience", dict(integer=True)),
+            ("lr", dict(strict=True)),
+            ("lr_disc", dict(strict=True)),  # None: lr
+            ("anchor_temperature", dict(strict=True)),
+            *((k, {}) for k in ("weight_decay", "lam_adv", "lam_cls", "lam_anchor",
+                                "lam_latent", "lam_mmd", "lam_batch", "beta")),
+        )
+        nullable = ("max_epochs", "pretrain_epochs", "adv_warmup_epochs", "patience", "lr_disc")
+        for key, kw in checks:  # None of a nullable one: its default
+            if key in p and not (key in nullable and p[key] is None):
+                _check_number(key, p[key], **kw)
+        if p.get("seed") is not None:  # None: the model's seed
+            _check_seed(p["seed"])
+        for key in ("early_stopping", "progress_bar"):
+            if key in p and not isinstance(p[key], (bool, np.bool_)):
+                raise ValueError(f"{key} must be True or False, got {p[key]!r}")
+        if p.get("anchor_distance", "l1") not in ("l1", "l2", "contrastive"):
+            raise ValueError(
+                "anchor_distance must be 'l1', 'l2' or 'contrastive', got "
+                f"{p['anchor_distance']!r}"
+            )
+
     def train(
         self,
         max_epochs: int | None = None,
@@ -597,7 +633,9 @@ class CrossModalAE:
         pretrain_epochs
             Anchor prior only: epochs (an integer >= 0, at most ``max_epochs``) of
             pre-training the anchor autoencoder alone (default: a quarter of
-            ``max_epochs``); ignored, with a warning, by the learned prior.
+            ``max_epochs``, and 0 when the model is already trained); ignored, with a
+            warning, by the learned prior. The anchor autoencoder is frozen after it, so
+            an untrained model needs at least 1.
         adv_warmup_epochs
             Linear warm-up (integer >= 0 epochs) of the adversarial weight (default: a
             tenth of ``max_epochs``).
@@ -623,48 +661,12 @@ class CrossModalAE:
         -------
         The model itself (its ``history`` holds the per-epoch losses).
         """
+        self._check_train_params(locals())
         # Lightning (about 2 s to import) is loaded only to train: embedding, translating
         # and loading models do without it
         from ..train import CrossModalPlan, default_max_epochs, run_training
 
         accelerator = lightning_accelerator(accelerator)
-        # batch normalisation of the latent codes needs at least 2 cells per batch
-        _check_number("batch_size", batch_size, low=2, integer=True)
-        _check_number("n_disc_steps", n_disc_steps, low=1, integer=True)
-        if max_epochs is not None:  # None: the size-aware default
-            _check_number("max_epochs", max_epochs, low=1, integer=True)
-        if seed is not None:  # None: the model's seed
-            _check_seed(seed)
-        for key, value in (("early_stopping", early_stopping), ("progress_bar", progress_bar)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise ValueError(f"{key} must be True or False, got {value!r}")
-        for key, value in (
-            ("pretrain_epochs", pretrain_epochs),
-            ("adv_warmup_epochs", adv_warmup_epochs),
-            ("patience", patience),
-        ):
-            if value is not None:  # None: the size-aware default
-                _check_number(key, value, integer=True)
-        if anchor_distance not in ("l1", "l2", "contrastive"):
-            raise ValueError(
-                "anchor_distance must be 'l1', 'l2' or 'contrastive', got "
-                f"{anchor_distance!r}"
-            )
-        positive = (("lr", lr), ("lr_disc", lr_disc), ("anchor_temperature", anchor_temperature))
-        for key, value in positive:
-            if value is not None:
-                _check_number(key, value, strict=True)
-        for key, value in (
-            ("weight_decay", weight_decay),
-            ("lam_adv", lam_adv),
-            ("lam_cls", lam_cls),
-            ("lam_anchor", lam_anchor),
-            ("lam_latent", lam_latent),
-            ("lam_mmd", lam_mmd),
-            ("lam_batch", lam_batch),
-            ("beta", beta),
-        ):
-            _check_number(key, value)
         for name, mask in self.val_masks_.items():
             n_train = int((~mask).sum())
             if self.mods[name].n_obs == 0:
@@ -701,8 +703,17 @@ class CrossModalAE:
                 stacklevel=2,
             )
             pretrain_epochs = 0  # nor does it delay early stopping (min_epochs)
-        if pretrain_epochs is None:
-            pretrain_epochs = max(1, max_epochs // 4) if anchor is not None else 0
+        if pretrain_epochs is None:  # a trained anchor autoencoder is not pre-trained again
+            pretrain_epochs = (
+                max(1, max_epochs // 4) if anchor is not None and not self.is_trained_ else 0
+            )
+        if anchor is not None and pretrain_epochs == 0 and not self.is_trained_:
+            raise ValueError(
+                f"pretrain_epochs=0 with prior {self.init_params_['prior']!r} on an untrained "
+                f"model: the anchor modality {anchor!r} is frozen after pre-training, so it "
+                "would keep its random weights; pre-train it (pretrain_epochs >= 1) or use "
+                "prior='learned'"
+            )
         if anchor is not None and pretrain_epochs > max_epochs:
             raise ValueError(
                 f"pretrain_epochs={pretrain_epochs} > max_epochs={max_epochs} (prior "
@@ -787,13 +798,15 @@ class CrossModalAE:
         self.module.cpu().eval()
         for p in self.module.parameters():
             p.requires_grad_(True)
+        epochs_run = int(len(history))
         if self.history_ is not None and len(self.history_):  # continue the epoch count
             history.index = history.index + int(self.history_.index.max()) + 1
             history = pd.concat([self.history_, history])
         self.history_ = history
         self.train_params_ = jsonable({
             "max_epochs": max_epochs,
-            "epochs_run": int(len(history)),
+            "epochs_run": epochs_run,  # by this call; history holds every call's
+            "epochs_total": int(len(history)),
             "batch_size": batch_size,
             "lr": lr,
             "lr_disc": lr if lr_disc is None else lr_disc,
@@ -1110,6 +1123,12 @@ class CrossModalAE:
         self._check_name(target, "target")
         if library_size is not None:
             _check_number("library_size", library_size, strict=True)
+            if not get_likelihood(self.mods[target].spec.likelihood).counts:
+                warnings.warn(
+                    f"library_size={library_size} has no effect: target {target!r} has the "
+                    f"{self.mods[target].spec.likelihood!r} likelihood, not a count one "
+                    "('nb', 'zinb', 'poisson')", UserWarning, stacklevel=2,
+                )
         _check_seed(seed)
         if sample and not self.init_params_.get("variational"):
             warnings.warn(

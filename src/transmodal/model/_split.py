@@ -38,7 +38,8 @@ def choose_anchors(
     fraction: float,
     seed: int,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Seeded choice of ``fraction`` of the paired training cells of every modality pair.
+    """Seeded choice of ``fraction`` of the paired training cells of every modality pair
+    (rounded, at least one pair where the two modalities share a training cell).
 
     Returns ``{"a|b": (rows_a, rows_b)}`` for pairs of modalities that share cells.
 
@@ -62,9 +63,9 @@ def choose_anchors(
     for a, b, ia, ib in found:
         keep = train_masks[a][ia] & train_masks[b][ib]
         ia, ib = ia[keep], ib[keep]
-        n = int(round(fraction * len(ia)))
-        if n == 0:
+        if not len(ia):
             continue
+        n = max(1, int(round(fraction * len(ia))))  # a fraction > 0 asks for anchors
         sel = np.sort(rng.choice(len(ia), n, replace=False))
         out[f"{a}|{b}"] = (ia[sel], ib[sel])
     return out

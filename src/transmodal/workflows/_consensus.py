@@ -58,6 +58,18 @@ def _train_runs(
         model = build(int(s))
         if not isinstance(model, CrossModalAE):
             raise TypeError(f"build({s}) returned {type(model).__name__}, not a CrossModalAE")
+        if any(model is m for m in models):
+            raise ValueError(
+                f"build({s}) returned a model it returned before: build must create a new "
+                "model for every seed"
+            )
+        if model.init_params_["seed"] != int(s):
+            # the seed sets the split, the anchors and the initial weights: ignoring it
+            # would train near-identical runs and hide the seed dependence
+            raise ValueError(
+                f"build({s}) returned a model with seed={model.init_params_['seed']}: build "
+                "must pass its argument on, e.g. lambda s: tm.CrossModalAE(..., seed=s)"
+            )
         if models and model.modality_names != models[0].modality_names:
             raise ValueError(
                 f"build({s}) has modalities {model.modality_names}; build({seeds[0]}) has "

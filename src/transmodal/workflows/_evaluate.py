@@ -10,6 +10,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import metrics
+from .._utils import check_unique_obs_names
 from ..data._setup import label_str
 from ..model import CrossModalAE, Ensemble
 
@@ -116,6 +117,8 @@ def evaluate_paired(
                 f"columns: {list(data[name].obs.columns)}"
             )
     a, b = data[source], data[target]
+    check_unique_obs_names(a, source)
+    check_unique_obs_names(b, target)
     common = a.obs_names.intersection(b.obs_names, sort=False)
     if len(common) < 2:
         raise ValueError(
