@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -331,6 +332,23 @@ BAD_CONFIGS = {
         lambda c: c.update(runs={"seeds": [0, 1]}),
         ("model", "'seed'", "conflicts with section 'runs'"),
     ),
+    "runs with a train seed": (
+        lambda c: (c["model"].pop("seed"), c.update(runs={"seeds": [0, 1]}),
+                   c["train"].update(seed=4)),
+        ("train", "'seed'", "conflicts with section 'runs'"),
+    ),
+    "negative learning rate": (
+        lambda c: c["train"].update(lr=-1),
+        ("train", "lr must be a finite number > 0", "-1"),
+    ),
+    "negative adversarial weight": (
+        lambda c: c["train"].update(lam_adv=-0.5),
+        ("train", "lam_adv must be a finite number >= 0"),
+    ),
+    "bad anchor distance": (
+        lambda c: c["train"].update(anchor_distance="cosine"),
+        ("train", "anchor_distance must be", "'cosine'"),
+    ),
     "runs with one seed": (
         lambda c: (c["model"].pop("seed"), c.update(runs={"seeds": [3]})),
         ("runs", "'seeds'", "at least two distinct integers"),
@@ -389,3 +407,66 @@ def test_json_config_and_sci_notation(tmp_path: Path):
     (tmp_path / "lr.yaml").write_text("train: {lr: 1e-3, weight_decay: 5E-4}\n")
     raw = read_config_file(tmp_path / "lr.yaml")
     assert raw["train"] == {"lr": 1e-3, "weight_decay": 5e-4}
+
+
+def test_wrong_file_types_are_one_line_errors(workdir: Path, trained: Path, tmp_path: Path, capsys):
+    import mudata as md
+
+    # an .h5ad given as the MuData of a config, an .h5mu given as a modality's .h5ad
+    cfg = _config(workdir)
+    del cfg["data"]
+    cfg["mudata"] = str(workdir / "rna.h5ad")
+    path = _write_config(tmp_path / "run.yaml", cfg)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 2
+    _assert_one_line_error(capsys, "mudata", "cannot read", "rna.h5ad", ".h5mu")
+    h5mu = tmp_path / "cells.h5mu"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        md.MuData({"rna": ad.read_h5ad(workdir / "rna.h5ad")}).write(h5mu)
+    out = tmp_path / "e.h5ad"
+    args = ["embed", "--model", str(trained), "--data", f"rna={h5mu}", "--modality", "rna"]
+    assert main([*args, "--out", str(out)]) == 2
+    _assert_one_line_error(capsys, "--data rna", "cannot read", "cells.h5mu", ".h5ad")
+    (tmp_path / "junk.h5ad").write_text("not hdf5")
+    args[4] = f"rna={tmp_path / 'junk.h5ad'}"
+    assert main([*args, "--out", str(out)]) == 2
+    _assert_one_line_error(capsys, "--data rna", "cannot read", "junk.h5ad")
+    assert not out.exists()
+
+
+def test_embed_checks_key_and_writes_all_or_nothing(workdir: Path, trained: Path, tmp_path: Path,
+                                                     capsys):
+    base = ["embed", "--model", str(trained), *_data_args(workdir)]
+    for key in ("", "  ", "a/b"):
+        assert main([*base, "--key", key, "--out", str(tmp_path / "k")]) == 2
+        _assert_one_line_error(capsys, "--key", "non-empty obsm key")
+    # atac with the wrong features fails after rna would have been embedded: nothing written
+    atac = ad.read_h5ad(workdir / "atac.h5ad")[:, :5].copy()
+    atac.write_h5ad(tmp_path / "atac_bad.h5ad")
+    out = tmp_path / "embedded"
+    args = ["embed", "--model", str(trained), "--data", f"rna={workdir / 'rna.h5ad'}",
+            f"atac={tmp_path / 'atac_bad.h5ad'}", "--out", str(out)]
+    assert main(args) == 2
+    _assert_one_line_error(capsys, "atac")
+    assert not (out / "rna.h5ad").exists() and not (out / "atac.h5ad").exists()
+
+
+def test_traceback_flag_after_the_command(trained: Path, tmp_path: Path, capsys):
+    args = ["embed", "--model", str(tmp_path / "none"), "--data", "rna=x.h5ad",
+            "--out", str(tmp_path / "e.h5ad"), "--modality", "rna"]
+    assert main(args) == 2
+    _assert_one_line_error(capsys, "not a saved transmodal model")
+    for argv in (["--traceback", *args], [*args, "--traceback"]):
+        with pytest.raises(FileNotFoundError):
+            main(argv)
+
+
+def test_config_encoding_and_duplicate_json_keys(tmp_path: Path, capsys):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("model: {labels_key: 'Zelltyp-\xe4'}\n".encode("latin-1"))
+    assert main(["train", "--config", str(bad)]) == 2
+    _assert_one_line_error(capsys, "latin1.yaml", "not UTF-8")
+    dup = tmp_path / "dup.json"
+    dup.write_text('{"model": {"n_latent": 4, "n_latent": 8}}')
+    assert main(["train", "--config", str(dup)]) == 2
+    _assert_one_line_error(capsys, "dup.json", "invalid JSON", "'n_latent' appears twice")

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from safetensors import safe_open
 
 import transmodal as tm
@@ -436,6 +437,9 @@ def test_cli_train_overwrite_keeps_input_data(tmp_path, capsys):
         "config.json", "history.csv", "model.safetensors", "run_config.yaml"
     ]
     assert _tree(tmp_path).keys() - {f"out/{p.name}" for p in out.iterdir()} == before.keys()
+    # the resolved config names where the model went (--out, not the config's out: .)
+    run = yaml.safe_load((out / "run_config.yaml").read_text())
+    assert run["out"] == str(out.resolve())
 
 
 # ----------------------------------------------------------------- corrupt or edited config

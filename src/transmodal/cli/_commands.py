@@ -52,24 +52,29 @@ def _check_output(path: Path, *, overwrite: bool, suffix: str) -> None:
         raise FileExistsError(f"output {path} exists; pass --overwrite to replace it")
 
 
-def _read_h5ad(path: Path, where: str):
-    import anndata as ad
-
+def _read(path: Path, where: str, fmt: str):
+    """Read ``path`` as ``fmt`` (".h5ad" or ".h5mu"); any failure of the reader (not HDF5,
+    an .h5mu given as .h5ad or the reverse, a damaged file) is one ValueError naming
+    ``where`` and the file."""
     if not path.exists():
         raise FileNotFoundError(f"{where}: file not found: {path}")
-    try:
-        return ad.read_h5ad(path)
-    except OSError as err:
-        raise ValueError(f"{where}: cannot read {path} as .h5ad: {err}") from None
+    if path.is_dir():
+        raise IsADirectoryError(f"{where}: {path} is a directory, expected a {fmt} file")
+    with warnings.catch_warnings():  # e.g. "not created by muon/mudata": the error says more
+        warnings.simplefilter("ignore")
+        try:
+            if fmt == ".h5mu":
+                import mudata as md
 
+                return md.read_h5mu(path)
+            import anndata as ad
 
-def _read_h5mu(path: Path, where: str):
-    import mudata as md
-
-    try:
-        return md.read_h5mu(path)
-    except OSError as err:
-        raise ValueError(f"{where}: cannot read {path} as .h5mu: {err}") from None
+            return ad.read_h5ad(path)
+        except MemoryError:
+            raise
+        except Exception as err:  # noqa: BLE001 - the readers raise many kinds
+            reason = " ".join(str(err).split())[:200] or type(err).__name__
+            raise ValueError(f"{where}: cannot read {path} as {fmt}: {reason}") from None
 
 
 def _subset_mask(obs, obs_key: str, value: Any, where: str):
@@ -92,7 +97,6 @@ def _subset_mask(obs, obs_key: str, value: Any, where: str):
 # ------------------------------------------------------------------------------- train
 def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> int:
     """``transmodal train``: validate config, read data, train, save the model + history."""
-    import pandas as pd
     import yaml
 
     cfg = load_config(config)  # everything checked before any data is read
@@ -114,13 +118,13 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
     check_output_directory(out_dir, overwrite=True, names=outputs)
 
     if cfg.data is not None:
-        data: Any = {n: _read_h5ad(p, f"data {n!r}") for n, p in cfg.data.items()}
+        data: Any = {n: _read(p, f"data {n!r}", ".h5ad") for n, p in cfg.data.items()}
         if cfg.subset is not None:
             for name, adata in data.items():
                 mask = _subset_mask(adata.obs, cfg.subset["obs_key"], cfg.subset["value"], f"modality {name!r}")
                 data[name] = adata[mask].copy()
     else:
-        data = _read_h5mu(cfg.mudata, "mudata")
+        data = _read(cfg.mudata, "mudata", ".h5mu")
         missing = [n for n in cfg.modalities if n not in data.mod]
         if missing:
             raise ConfigError(
@@ -153,8 +157,7 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
             done = f"trained seeds {seeds}, kept seed {run.seed} (the runs' medoid)"
         else:
             result = train_ensemble(build, seeds, k=k, **train_kwargs)
-            hists = {s: m.history for s, m in zip(seeds, result.models) if m.history is not None}
-            hist = pd.concat(hists, names=["seed"]) if hists else None
+            hist = result.history  # indexed by (seed, epoch)
             done = f"trained seeds {seeds} as an ensemble"
     # model and side files replace an earlier output directory together, or not at all
     with atomic_directory(out_dir, overwrite=overwrite, replaceable=outputs) as tmp:
@@ -163,7 +166,9 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
             (tmp / "history.csv").write_text(hist.to_csv())
         if agreement is not None:
             (tmp / "agreement.csv").write_text(agreement.to_csv(index=False))
-        (tmp / "run_config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        # the directory the model was written to (--out overrides the config's out)
+        run_config = {**cfg.to_dict(), "out": str(out_dir.resolve())}
+        (tmp / "run_config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
     print(f"transmodal: {done}; model saved to {out_dir}", file=sys.stderr)
     return 0
 
@@ -245,7 +250,7 @@ def _load(model_dir: Path, data_paths: dict[str, Path], config: dict[str, Any]):
     """
     from ..model import CrossModalAE, Ensemble
 
-    data = {n: _read_h5ad(p, f"--data {n}") for n, p in data_paths.items()}
+    data = {n: _read(p, f"--data {n}", ".h5ad") for n, p in data_paths.items()}
     # the matrices are checked again (per modality used) when embedding / translating
     cls = Ensemble if _is_ensemble(model_dir) else CrossModalAE
     with warnings.catch_warnings():  # no training here: that saved pairs are dropped is moot
@@ -263,6 +268,8 @@ def cmd_embed(
     overwrite: bool = False,
 ) -> int:
     """``transmodal embed``: write the inputs with ``.obsm[key]`` = the shared latent."""
+    if not isinstance(key, str) or not key.strip() or "/" in key:
+        raise ValueError(f"--key {key!r}: give a non-empty obsm key without '/'")
     model_dir = Path(model)
     names, config = _model_modalities(model_dir)
     data_paths = parse_data_args(data)
@@ -285,11 +292,14 @@ def cmd_embed(
         for p in targets.values():
             _check_output(p, overwrite=overwrite, suffix=".h5ad")
     m, adatas = _load(model_dir, data_paths, config)
+    # every modality is embedded before any file is written: a modality that fails leaves
+    # no partial set of outputs behind
+    for name in targets:
+        adatas[name].obsm[key] = m.get_latent_representation(name, adatas[name])
     for name, path in targets.items():
-        adata = adatas[name]
-        adata.obsm[key] = m.get_latent_representation(name, adata)
-        _write_h5ad(adata, path)
-        print(f"transmodal: {name}: {adata.n_obs} cells embedded (obsm[{key!r}]) -> {path}", file=sys.stderr)
+        _write_h5ad(adatas[name], path)
+        print(f"transmodal: {name}: {adatas[name].n_obs} cells embedded (obsm[{key!r}]) -> "
+              f"{path}", file=sys.stderr)
     return 0
 
 
@@ -376,7 +386,7 @@ def cmd_evaluate(
         _check_output(out_path, overwrite=overwrite, suffix=".json")
     if train_paths is not None:
         m, _ = _load(model_dir, train_paths, config)
-        adatas = {n: _read_h5ad(p, f"--data {n}") for n, p in data_paths.items()}
+        adatas = {n: _read(p, f"--data {n}", ".h5ad") for n, p in data_paths.items()}
     else:
         m, adatas = _load(model_dir, data_paths, config)
     if labels_key is None:  # default: the model's labels_key, where both inputs have it

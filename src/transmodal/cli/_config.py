@@ -75,6 +75,17 @@ def _yaml_problem(err: yaml.YAMLError) -> str:
     return problem
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON objects with a repeated key are refused (json keeps the last silently; the YAML
+    loader refuses them too)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     """Parse a YAML (or, by ``.json`` suffix, JSON) file into a dict."""
     path = Path(path)
@@ -82,14 +93,22 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}")
     if not path.is_file():
         raise ConfigError(f"config {path} is not a file")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {err.object[err.start]:#x} at position {err.start}); "
+            "save the config as UTF-8"
+        ) from None
     if path.suffix.lower() == ".json":
         try:
-            raw = json.loads(text)
+            raw = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             raise ConfigError(
                 f"{path}: invalid JSON: {err.msg} (line {err.lineno}, column {err.colno})"
             ) from None
+        except ValueError as err:  # a repeated key
+            raise ConfigError(f"{path}: invalid JSON: {err}") from None
     else:
         try:
             raw = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
@@ -275,7 +294,6 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
     """Validate a parsed config; relative paths are relative to the config file's folder."""
     from ..data._modality import Modality
     from ..model._model import CrossModalAE, _check_prior
-    from .._utils import lightning_accelerator
 
     path = Path(path)
     base = path.resolve().parent
@@ -354,15 +372,10 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         _check_prior(merged["prior"], list(modalities))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{f}: model: {err}") from None
-    for key, least in (("max_epochs", 1), ("batch_size", 2), ("n_disc_steps", 1)):
-        value = train.get(key)
-        if value is not None and _is_int(value) and value < least:
-            raise ConfigError(f"{f}: train: key {key!r} must be >= {least}, got {value}")
-    if "accelerator" in train:
-        try:
-            lightning_accelerator(train["accelerator"])
-        except ValueError as err:
-            raise ConfigError(f"{f}: train: {err}") from None
+    try:
+        CrossModalAE._check_train_params(train)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"{f}: train: {err}") from None
 
     # runs: several seeds, one kept (consensus) or all combined (ensemble) ------------------
     runs = None
@@ -385,11 +398,12 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         k = sec.get("k", 50)
         if not _is_int(k) or k < 1:
             raise ConfigError(f"{f}: runs: key 'k' must be a positive integer, got {k!r}")
-        if "seed" in model:
-            raise ConfigError(
-                f"{f}: model: key 'seed' conflicts with section 'runs' (each run gets its "
-                "seed from runs: seeds)"
-            )
+        for section, params in (("model", model), ("train", train)):
+            if "seed" in params:
+                raise ConfigError(
+                    f"{f}: {section}: key 'seed' conflicts with section 'runs' (each run "
+                    "gets its seed from runs: seeds)"
+                )
         runs = {"seeds": list(seeds), "combine": combine, "k": k}
 
     # out / subset -------------------------------------------------------------------------

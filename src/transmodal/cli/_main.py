@@ -114,16 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_argument(
-        "--traceback",
-        action="store_true",
-        help="on errors, show the full Python traceback instead of one line",
-    )
+    tb_help = "on errors, show the full Python traceback instead of one line"
+    parser.add_argument("--traceback", action="store_true", help=tb_help)
+    # --traceback is also taken after the command (SUPPRESS: absent there, the top-level
+    # value stands)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=tb_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     # train --------------------------------------------------------------------------------
     p = sub.add_parser(
         "train",
+        parents=[common],
         formatter_class=_Formatter,
         help="train a model from a YAML/JSON config and save it",
         description=_desc(
@@ -153,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     # embed --------------------------------------------------------------------------------
     p = sub.add_parser(
         "embed",
+        parents=[common],
         formatter_class=_Formatter,
         help="write cells with their shared latent coordinates (.obsm['X_transmodal'])",
         description=_desc(
@@ -187,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     # translate ----------------------------------------------------------------------------
     p = sub.add_parser(
         "translate",
+        parents=[common],
         formatter_class=_Formatter,
         help="translate cells of one modality into another (D_target(E_source(x)))",
         description=_desc(
@@ -224,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     # evaluate -----------------------------------------------------------------------------
     p = sub.add_parser(
         "evaluate",
+        parents=[common],
         formatter_class=_Formatter,
         help="metrics on paired cells (FOSCTTM, kNN accuracy, translation Pearson, ...)",
         description=_desc(
@@ -264,11 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     # demo ---------------------------------------------------------------------------------
     p = sub.add_parser(
         "demo",
+        parents=[common],
         formatter_class=_Formatter,
         help="run the sci-CAR A549 demo (train split -> metrics on the test cells)",
         description=_desc(
             "Train on the sci-CAR A549 train split (Yang et al. 2021 setting) and evaluate "
-            "on its test cells; writes DIR/metrics.json and DIR/latent.png and prints the "
+            "on its test cells; writes DIR/metrics.json and DIR/latent.png (replacing "
+            "earlier files of those names; nothing else in DIR is touched) and prints the "
             "metrics table. Needs the A549 data ($TRANSMODAL_DATA or --data-path)."
         ),
         epilog=_epilog(
@@ -279,7 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
             """
         ),
     )
-    p.add_argument("--out", metavar="DIR", required=True, help="output directory (created)")
+    p.add_argument(
+        "--out", metavar="DIR", required=True,
+        help="output directory (created; its metrics.json and latent.png are replaced)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument(
         "--max-epochs", type=int, metavar="N",

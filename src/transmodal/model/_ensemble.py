@@ -119,6 +119,17 @@ class Ensemble:
         """Dimensions of the ensemble's embedding (the members' latents side by side)."""
         return sum(m.module.n_latent for m in self.models)
 
+    @property
+    def history(self) -> pd.DataFrame | None:
+        """The members' per-epoch losses, indexed by (seed, epoch) - by (member, epoch)
+        where members share a seed - as :func:`transmodal.pl.history` draws them; ``None``
+        if no member has a history."""
+        seeds = [m.init_params_["seed"] for m in self.models]
+        level = "seed" if len(set(seeds)) == len(seeds) else "member"
+        keys = seeds if level == "seed" else range(len(self.models))
+        hists = {k: m.history for k, m in zip(keys, self.models) if m.history is not None}
+        return pd.concat(hists, names=[level]) if hists else None
+
     def __repr__(self) -> str:
         return (f"Ensemble({len(self.models)} models, modalities={self.modality_names}, "
                 f"n_latent={self.n_latent})")

@@ -1,12 +1,13 @@
 """Plots of :mod:`transmodal.analysis` results: ROC, DE agreement, co-association, LDA.
 
 Every function draws into ``ax`` (a new figure when ``None``) and returns the Axes; none
-calls ``plt.show``.
+calls ``plt.show``.  A figure made here is closed again if drawing it fails.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -16,16 +17,21 @@ from anndata import AnnData
 from ..analysis import ClusterRobustness, DEComparison, ROCResult
 from ..analysis._de import DIRECTIONS, effect_correlations
 from ..analysis._inputs import get_labels, get_latent
-from ._embedding import _pyplot
+from ..data._setup import sorted_classes
+from ._embedding import _class_names, _closing_on_error, _palette, _subplots
 
 _MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*")
 
 
-def _axes(ax, figsize: tuple[float, float]):
+@contextmanager
+def _axes(ax, figsize: tuple[float, float]) -> Iterator:
+    """``ax``, or the Axes of a new pyplot figure that is closed if drawing fails."""
     if ax is not None:
-        return ax
-    _, ax = _pyplot(None).subplots(figsize=figsize)
-    return ax
+        yield ax
+        return
+    fig, axes = _subplots(None, 1, 1, figsize)
+    with _closing_on_error(fig):
+        yield axes[0, 0]
 
 
 def roc(result: ROCResult, *, ax=None, title: str | None = None):
@@ -44,17 +50,17 @@ def roc(result: ROCResult, *, ax=None, title: str | None = None):
     -------
     The matplotlib Axes.
     """
-    ax = _axes(ax, (4.2, 4.0))
-    for c, curve in result.curves.items():
-        ax.plot(curve.fpr, curve.tpr, lw=1.6, label=f"{c} (AUC {curve.auc:.3f})")
-    ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    kind = "AUC" if result.positive is not None else "macro AUC"
-    ax.set_title(title if title is not None else f"{kind} {result.auc:.3f}")
-    ax.legend(fontsize=8, frameon=False, loc="lower right")
+    with _axes(ax, (4.2, 4.0)) as ax:
+        for c, curve in result.curves.items():
+            ax.plot(curve.fpr, curve.tpr, lw=1.6, label=f"{c} (AUC {curve.auc:.3f})")
+        ax.plot([0, 1], [0, 1], ls="--", lw=0.8, color="grey")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        kind = "AUC" if result.positive is not None else "macro AUC"
+        ax.set_title(title if title is not None else f"{kind} {result.auc:.3f}")
+        ax.legend(fontsize=8, frameon=False, loc="lower right")
     return ax
 
 
@@ -99,33 +105,34 @@ def de_scatter(
         raise ValueError("pred and obs share no features")
     x = obs.loc[common, column].to_numpy(float)
     y = pred.loc[common, column].to_numpy(float)
-    ax = _axes(ax, (4.4, 4.2))
-    if highlight and "marker" in pred and "marker" in obs:
-        mp = pred.loc[common, "marker"].to_numpy(bool)
-        mo = obs.loc[common, "marker"].to_numpy(bool)
-        groups = [
-            (~mp & ~mo, "lightgrey", "other"),
-            (mo & ~mp, "tab:blue", "marker: observed only"),
-            (mp & ~mo, "tab:orange", "marker: predicted only"),
-            (mp & mo, "tab:red", "marker: both"),
-        ]
-        for mask, colour, label in groups:
-            if mask.any():
-                ax.scatter(x[mask], y[mask], s=point_size, color=colour, label=label, linewidths=0)
-        ax.legend(fontsize=7, frameon=False, markerscale=2)
-    else:
-        ax.scatter(x, y, s=point_size, color="tab:blue", linewidths=0)
-    finite = np.isfinite(x) & np.isfinite(y)
-    if finite.any():
-        lo = min(x[finite].min(), y[finite].min())
-        hi = max(x[finite].max(), y[finite].max())
-        ax.plot([lo, hi], [lo, hi], ls="--", lw=0.8, color="grey")
-    ax.axhline(0, lw=0.5, color="black")
-    ax.axvline(0, lw=0.5, color="black")
-    r, _ = effect_correlations(x, y)
-    ax.set_title(f"Pearson r = {r:.3f} ({len(common)} features)")
-    ax.set_xlabel(f"{xlabel} {column}")
-    ax.set_ylabel(f"{ylabel} {column}")
+    with _axes(ax, (4.4, 4.2)) as ax:
+        if highlight and "marker" in pred and "marker" in obs:
+            mp = pred.loc[common, "marker"].to_numpy(bool)
+            mo = obs.loc[common, "marker"].to_numpy(bool)
+            groups = [
+                (~mp & ~mo, "lightgrey", "other"),
+                (mo & ~mp, "tab:blue", "marker: observed only"),
+                (mp & ~mo, "tab:orange", "marker: predicted only"),
+                (mp & mo, "tab:red", "marker: both"),
+            ]
+            for mask, colour, label in groups:
+                if mask.any():
+                    ax.scatter(x[mask], y[mask], s=point_size, color=colour, label=label,
+                               linewidths=0)
+            ax.legend(fontsize=7, frameon=False, markerscale=2)
+        else:
+            ax.scatter(x, y, s=point_size, color="tab:blue", linewidths=0)
+        finite = np.isfinite(x) & np.isfinite(y)
+        if finite.any():
+            lo = min(x[finite].min(), y[finite].min())
+            hi = max(x[finite].max(), y[finite].max())
+            ax.plot([lo, hi], [lo, hi], ls="--", lw=0.8, color="grey")
+        ax.axhline(0, lw=0.5, color="black")
+        ax.axvline(0, lw=0.5, color="black")
+        r, _ = effect_correlations(x, y)
+        ax.set_title(f"Pearson r = {r:.3f} ({len(common)} features)")
+        ax.set_xlabel(f"{xlabel} {column}")
+        ax.set_ylabel(f"{ylabel} {column}")
     return ax
 
 
@@ -149,6 +156,12 @@ def marker_overlap(
     Returns
     -------
     The matplotlib Axes.
+
+    Raises
+    ------
+    ValueError
+        Before drawing, if ``result.overlap`` lacks a direction or count column, or holds no
+        finite marker count (e.g. all NaN).
     """
     ov = result.overlap
     bars = [
@@ -157,23 +170,33 @@ def marker_overlap(
         ("n_overlap", "overlap", "tab:red"),
         ("expected", "expected overlap", "lightgrey"),
     ]
-    ax = _axes(ax, (5.0, 3.8))
-    pos = np.arange(len(DIRECTIONS))
-    width = 0.8 / len(bars)
-    for i, (col, label, colour) in enumerate(bars):
-        offset = (i - (len(bars) - 1) / 2) * width
-        ax.bar(pos + offset, ov.loc[list(DIRECTIONS), col], width, label=label, color=colour)
-    top = float(np.nanmax(ov[[b[0] for b in bars]].to_numpy(float)))
-    for p, d in zip(pos, DIRECTIONS):
-        row = ov.loc[d]
-        ax.text(p, top * 1.05 + 0.5, f"p = {row['pval']:.2g}\nJaccard {row['jaccard']:.2f}",
-                ha="center", va="bottom", fontsize=8)
-    ax.set_ylim(0, top * 1.35 + 1)
-    ax.set_xticks(pos)
-    ax.set_xticklabels([f"{d} in group" for d in DIRECTIONS])
-    ax.set_ylabel("markers")
-    ax.set_title(f"marker overlap ({result.n_common} common features)", fontsize=10)
-    ax.legend(fontsize=7, frameon=False, loc="upper right", ncol=2)
+    needed = [b[0] for b in bars] + ["pval", "jaccard"]
+    lacking = [d for d in DIRECTIONS if d not in ov.index] + [c for c in needed if c not in ov]
+    if lacking:
+        raise ValueError(f"result.overlap: no row or column {lacking}")
+    counts = ov.loc[list(DIRECTIONS), [b[0] for b in bars]].to_numpy(float)
+    finite = np.isfinite(counts)
+    if not finite.any():
+        raise ValueError(
+            "result.overlap: no finite marker count (all NaN); there is nothing to draw"
+        )
+    top = float(counts[finite].max())
+    with _axes(ax, (5.0, 3.8)) as ax:
+        pos = np.arange(len(DIRECTIONS))
+        width = 0.8 / len(bars)
+        for i, (col, label, colour) in enumerate(bars):
+            offset = (i - (len(bars) - 1) / 2) * width
+            ax.bar(pos + offset, ov.loc[list(DIRECTIONS), col], width, label=label, color=colour)
+        for p, d in zip(pos, DIRECTIONS):
+            row = ov.loc[d]
+            ax.text(p, top * 1.05 + 0.5, f"p = {row['pval']:.2g}\nJaccard {row['jaccard']:.2f}",
+                    ha="center", va="bottom", fontsize=8)
+        ax.set_ylim(0, top * 1.35 + 1)
+        ax.set_xticks(pos)
+        ax.set_xticklabels([f"{d} in group" for d in DIRECTIONS])
+        ax.set_ylabel("markers")
+        ax.set_title(f"marker overlap ({result.n_common} common features)", fontsize=10)
+        ax.legend(fontsize=7, frameon=False, loc="upper right", ncol=2)
     return ax
 
 
@@ -203,15 +226,15 @@ def coassociation(
     from scipy.cluster.hierarchy import leaves_list
 
     order = leaves_list(result.linkage)
-    ax = _axes(ax, (4.8, 4.2))
-    im = ax.imshow(result.coassociation[np.ix_(order, order)], cmap=cmap, vmin=0, vmax=1,
-                   interpolation="nearest", aspect="auto")
-    if colorbar:
-        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="co-association")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_xlabel(f"{len(order)} cells (dendrogram order)")
-    ax.set_title(f"suggested k = {result.suggested_k}")
+    with _axes(ax, (4.8, 4.2)) as ax:
+        im = ax.imshow(result.coassociation[np.ix_(order, order)], cmap=cmap, vmin=0, vmax=1,
+                       interpolation="nearest", aspect="auto")
+        if colorbar:
+            ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="co-association")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"{len(order)} cells (dendrogram order)")
+        ax.set_title(f"suggested k = {result.suggested_k}")
     return ax
 
 
@@ -233,6 +256,9 @@ def lda(
     are drawn on the first two discriminants, one marker shape per modality.  With two
     clusters there is one discriminant: it is the x axis and the modalities are drawn as
     jittered rows.
+
+    Cluster labels are class names as the models write them: ``1``, ``1.0`` and ``"1"`` are
+    one cluster "1" (see :func:`transmodal.data._setup.label_str`).
 
     Parameters
     ----------
@@ -258,6 +284,12 @@ def lda(
     Returns
     -------
     The matplotlib Axes.
+
+    Raises
+    ------
+    ValueError
+        Before drawing, if a cell has no cluster label or modality (NaN, None, ``""``), there
+        are fewer than 2 clusters, or the inputs do not match (see the parameters).
     """
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
@@ -281,10 +313,12 @@ def lda(
         z = get_latent(data, use_rep, "data")
         lab = get_labels(data, clusters, len(z), "clusters")
         mod = None if modality is None else get_labels(data, modality, len(z), "modality")
-    classes = sorted(set(lab.tolist()), key=str)
+        if mod is not None:
+            mod = _class_names(mod, "modality")
+    lab = _class_names(lab, "clusters")  # 1, 1.0 and "1" are one cluster "1"
+    classes = sorted_classes(lab.tolist())
     if len(classes) < 2:
         raise ValueError(f"LDA needs at least 2 clusters, got {classes}")
-    lab = lab.astype(str)
     n_comp = min(2, len(classes) - 1, z.shape[1])
     xy = LinearDiscriminantAnalysis(n_components=n_comp).fit_transform(z, lab)
     rng = np.random.default_rng(seed)
@@ -293,31 +327,33 @@ def lda(
         row = np.zeros(len(z)) if mod is None else np.array([mod_names.index(m) for m in mod], float)
         xy = np.column_stack([xy[:, 0], row + rng.uniform(-0.3, 0.3, len(z))])
 
-    plt = _pyplot(None)
-    ax = _axes(ax, (5.0, 4.4))
-    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
-    colour = {str(c): cmap(i % cmap.N) for i, c in enumerate(classes)}
-    for j, m in enumerate(mod_names):
-        sel = np.ones(len(z), bool) if m is None else mod == m
-        idx = rng.permutation(np.flatnonzero(sel))
-        ax.scatter(xy[idx, 0], xy[idx, 1], s=point_size, c=[colour[v] for v in lab[idx]],
-                   marker=_MARKERS[j % len(_MARKERS)], linewidths=0, alpha=0.8)
-    handles = [ax.scatter([], [], s=25, color=colour[str(c)], label=str(c)) for c in classes]
-    outside = {"fontsize": 8, "frameon": False, "loc": "upper left"}  # legends right of the axes
-    legend = ax.legend(handles=handles, title="cluster", bbox_to_anchor=(1.01, 1.0), **outside)
-    if mod is not None:
-        ax.add_artist(legend)
-        shapes = [ax.scatter([], [], s=25, color="grey", marker=_MARKERS[j % len(_MARKERS)], label=str(m))
-                  for j, m in enumerate(mod_names)]
-        ax.legend(handles=shapes, title="modality", bbox_to_anchor=(1.01, 0.45), **outside)
-    ax.set_xlabel("LD1")
-    if n_comp == 1:
-        ax.set_ylabel("modality" if mod is not None else "")
-        ax.set_yticks(range(len(mod_names)) if mod is not None else [])
+    colour = dict(zip(classes, _palette(len(classes))))
+    with _axes(ax, (5.0, 4.4)) as ax:
+        for j, m in enumerate(mod_names):
+            sel = np.ones(len(z), bool) if m is None else mod == m
+            idx = rng.permutation(np.flatnonzero(sel))
+            ax.scatter(xy[idx, 0], xy[idx, 1], s=point_size, c=[colour[v] for v in lab[idx]],
+                       marker=_MARKERS[j % len(_MARKERS)], linewidths=0, alpha=0.8)
+        handles = [ax.scatter([], [], s=25, color=colour[c], label=c) for c in classes]
+        # legends right of the axes
+        outside = {"fontsize": 8, "frameon": False, "loc": "upper left"}
+        legend = ax.legend(handles=handles, title="cluster", bbox_to_anchor=(1.01, 1.0), **outside)
         if mod is not None:
-            ax.set_yticklabels(mod_names)
-    else:
-        ax.set_ylabel("LD2")
-    if title:
-        ax.set_title(title)
+            ax.add_artist(legend)
+            shapes = [
+                ax.scatter([], [], s=25, color="grey", marker=_MARKERS[j % len(_MARKERS)],
+                           label=str(m))
+                for j, m in enumerate(mod_names)
+            ]
+            ax.legend(handles=shapes, title="modality", bbox_to_anchor=(1.01, 0.45), **outside)
+        ax.set_xlabel("LD1")
+        if n_comp == 1:
+            ax.set_ylabel("modality" if mod is not None else "")
+            ax.set_yticks(range(len(mod_names)) if mod is not None else [])
+            if mod is not None:
+                ax.set_yticklabels(mod_names)
+        else:
+            ax.set_ylabel("LD2")
+        if title:
+            ax.set_title(title)
     return ax

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .._utils import atomic_file
+from ..data._setup import label_str, sorted_classes
 from ..metrics._chunked import as_embedding
 
 
@@ -36,27 +37,43 @@ def _check_path(path: str | os.PathLike | None) -> None:
             )
 
 
+def _close(fig) -> None:
+    """Close ``fig`` if pyplot manages it; a bare :class:`~matplotlib.figure.Figure` (see
+    :func:`_subplots`) needs no closing and pyplot is not touched for it."""
+    if getattr(fig.canvas, "manager", None) is not None:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+
 @contextmanager
 def _closing_on_error(fig) -> Iterator:
     """Close ``fig`` if drawing it fails, so that failed plots do not leak open figures."""
     try:
         yield fig
     except BaseException:
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+        _close(fig)
         raise
 
 
-def _pyplot(path):
-    """matplotlib.pyplot, on the non-interactive Agg backend when writing to a file."""
-    import matplotlib
+def _subplots(path: str | os.PathLike | None, nrows: int, ncols: int, figsize: tuple[float, float]):
+    """A new figure and its ``(nrows, ncols)`` array of Axes.
 
-    if path is not None:
-        matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Without ``path`` it is a pyplot figure (shown by the session's backend, returned to the
+    user).  With ``path`` it is a bare :class:`~matplotlib.figure.Figure` on an Agg canvas
+    that pyplot never sees: writing it leaves pyplot's backend and figure list as they were.
+    """
+    if path is None:
+        import matplotlib.pyplot as plt
 
-    return plt
+        return plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    with _closing_on_error(fig):
+        return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
 def _finish(fig, path, dpi: int):
@@ -64,18 +81,58 @@ def _finish(fig, path, dpi: int):
 
     The figure is closed whenever this fails, too.
     """
-    import matplotlib.pyplot as plt
+    import matplotlib
 
     with _closing_on_error(fig):
         fig.tight_layout()
         if path is None:
             return fig
         # the format follows path's suffix (matplotlib's default format without one)
-        fmt = Path(path).suffix[1:].lower() or plt.rcParams["savefig.format"]
+        fmt = Path(path).suffix[1:].lower() or matplotlib.rcParams["savefig.format"]
         with atomic_file(path, overwrite=True) as tmp:
             fig.savefig(tmp, dpi=dpi, format=fmt)
-    plt.close(fig)
+    _close(fig)
     return None
+
+
+def _palette(n: int) -> list[tuple[float, float, float, float]]:
+    """``n`` distinct RGBA colours for categories.
+
+    ``tab10`` up to 10 categories, ``tab20`` up to 20; beyond that evenly spaced samples of
+    the continuous ``turbo`` map (distinct up to its 256 entries) or, for more, evenly
+    spaced hues.
+    """
+    import matplotlib
+    from matplotlib.colors import hsv_to_rgb
+
+    if n <= 10:
+        return [matplotlib.colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [matplotlib.colormaps["tab20"](i) for i in range(n)]
+    turbo = matplotlib.colormaps["turbo"]
+    if n <= turbo.N:
+        return [tuple(c) for c in turbo(np.linspace(0.0, 1.0, n))]
+    hsv = np.column_stack([np.arange(n) / n, np.full(n, 0.85), np.full(n, 0.9)])
+    return [(*map(float, rgb), 1.0) for rgb in hsv_to_rgb(hsv)]
+
+
+def _class_names(values, name: str, *, missing: str | None = None) -> np.ndarray:
+    """Labels as class names (an object array of str), written as the models write them
+    (:func:`~transmodal.data._setup.label_str`: ``1``, ``1.0`` and ``"1"`` are class "1").
+
+    Missing labels (NaN, None, "nan", "") become ``missing``; with ``missing=None`` they are
+    refused with a ValueError that names ``name``.
+    """
+    raw = np.asarray(values, dtype=object).ravel()
+    out = np.array([label_str(v) for v in raw], dtype=object)
+    gaps = np.array([v is None for v in out], dtype=bool)
+    if gaps.any():
+        if missing is None:
+            raise ValueError(
+                f"{name}: {int(gaps.sum())} cell(s) have no label (e.g. {raw[gaps][0]!r})"
+            )
+        out[gaps] = missing
+    return out
 
 
 def _check_latent_inputs(
@@ -102,6 +159,9 @@ def _check_latent_inputs(
         raise ValueError(
             f"embeddings: modalities differ in latent dimensions {widths}; they must share one space"
         )
+    n_cells = sum(a.shape[0] for a in arrays.values())
+    if n_cells < 2:
+        raise ValueError(f"embeddings: the latent plot needs at least 2 cells, got {n_cells}")
     if labels is None or (isinstance(labels, Mapping) and not labels):
         return arrays, None
     if not isinstance(labels, Mapping):
@@ -135,9 +195,11 @@ def latent(
 ):
     """Scatter the joint latent space of several modalities in 2-D.
 
-    The embeddings are projected on the first two principal components of all cells
-    together (so distances between modalities are kept); one panel is coloured by
-    modality and, if ``labels`` are given, a second by label.
+    Embeddings with more than two dimensions are projected on the first two principal
+    components of all cells together (so distances between modalities are kept); a 2-D
+    latent is drawn as it is (axes "latent 1" and "latent 2").  One panel is coloured by
+    modality and, if ``labels`` are given, a second by label, with a distinct colour per
+    class (``tab10``, ``tab20``, or evenly spaced colours of ``turbo`` for more than 20).
 
     Parameters
     ----------
@@ -147,6 +209,8 @@ def latent(
         ``{modality: labels per cell}`` (optional).
     path
         Write the figure there (PNG/PDF by extension) and close it; otherwise return it.
+        Written figures are drawn apart from pyplot: its backend and open figures are left
+        as they were.
     title
         Figure title.
     label_name
@@ -161,55 +225,72 @@ def latent(
     Raises
     ------
     ValueError
-        Before drawing, if ``embeddings`` is empty, an embedding is not 2-D, has fewer than 2
-        columns or non-finite values, the modalities differ in width, ``labels`` lacks a
-        modality (or names an unknown one) or has the wrong number of labels, or the folder of
-        ``path`` does not exist.
+        Before drawing, if ``embeddings`` is empty or holds fewer than 2 cells in all, an
+        embedding is not 2-D, has fewer than 2 columns or non-finite values, the modalities
+        differ in width, ``labels`` lacks a modality (or names an unknown one) or has the
+        wrong number of labels, or ``path`` cannot be written (no such folder, unknown type).
     """
     from sklearn.decomposition import PCA
 
     embeddings, labels = _check_latent_inputs(embeddings, labels)
     _check_path(path)
-    plt = _pyplot(path)
 
     names = list(embeddings)
     z = np.vstack([embeddings[n] for n in names])
-    xy = PCA(2).fit_transform(z) if z.shape[1] > 2 else z
+    if z.shape[1] > 2:
+        xy = PCA(2).fit_transform(z)
+        axis_names = ("PC1 of latent", "PC2 of latent")
+    else:
+        xy, axis_names = z, ("latent 1", "latent 2")
     which = np.concatenate([[n] * len(embeddings[n]) for n in names])
     n_panels = 2 if labels else 1
-    fig, axes = plt.subplots(1, n_panels, figsize=(5.2 * n_panels, 4.6), squeeze=False)
+    fig, axes = _subplots(path, 1, n_panels, (5.2 * n_panels, 4.6))
     with _closing_on_error(fig):
-        _draw_latent(plt, fig, axes, xy, which, names, labels, title, label_name, point_size)
+        _draw_latent(fig, axes, xy, axis_names, which, names, labels, title, label_name, point_size)
     return _finish(fig, path, 120)
 
 
-def _draw_latent(plt, fig, axes, xy, which, names, labels, title, label_name, point_size) -> None:
+def _draw_latent(
+    fig, axes, xy, axis_names, which, names, labels, title, label_name, point_size
+) -> None:
     """Draw the panels of :func:`latent` (by modality, and by label if ``labels``)."""
     rng = np.random.default_rng(0)
     order = rng.permutation(len(xy))  # no modality drawn on top of the other
-    cmap = plt.get_cmap("tab10")
 
     def panel(ax, groups, legend_title, *, sort):
-        cats = list(dict.fromkeys(groups.tolist()))
-        if sort:
-            cats = sorted(cats)
-        colour = {c: cmap(i % 10) for i, c in enumerate(cats)}
+        cats = sorted_classes(groups.tolist()) if sort else list(dict.fromkeys(groups.tolist()))
+        colour = dict(zip(cats, _palette(len(cats))))
         ax.scatter(xy[order, 0], xy[order, 1], s=point_size, c=[colour[g] for g in groups[order]],
                    linewidths=0, alpha=0.8)
         for c in cats:
             ax.scatter([], [], s=20, color=colour[c], label=str(c))
         ax.legend(title=legend_title, fontsize=8, markerscale=1.2, frameon=False)
-        ax.set_xlabel("PC1 of latent")
-        ax.set_ylabel("PC2 of latent")
+        ax.set_xlabel(axis_names[0])
+        ax.set_ylabel(axis_names[1])
         ax.set_xticks([])
         ax.set_yticks([])
 
     panel(axes[0, 0], which, "modality", sort=False)
     if labels:
-        lab = np.concatenate([np.asarray(labels[n]).astype(str) for n in names])
+        lab = np.concatenate([_class_names(labels[n], n, missing="nan") for n in names])
         panel(axes[0, 1], lab, label_name, sort=True)
     if title:
         fig.suptitle(title)
+
+
+def _history_runs(h: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
+    """The training runs of a history table: ``[(None, h)]`` for one model's history,
+    ``[("seed 0", ...), ("seed 1", ...)]`` for an ensemble's, indexed by (seed, epoch)."""
+    if not isinstance(h.index, pd.MultiIndex):
+        return [(None, h)]
+    if h.index.nlevels != 2:
+        raise ValueError(
+            f"model_history: index levels {list(h.index.names)}; expected (epoch) or, for an "
+            "ensemble, (seed, epoch)"
+        )
+    level = h.index.names[0] or "seed"
+    keys = h.index.get_level_values(0).unique()
+    return [(f"{level} {key}", h.xs(key, level=0)) for key in keys]
 
 
 def history(model_history, *, path: str | os.PathLike | None = None):
@@ -218,10 +299,13 @@ def history(model_history, *, path: str | os.PathLike | None = None):
     Parameters
     ----------
     model_history
-        ``model.history`` (a DataFrame indexed by epoch), or a mapping of its columns
-        (``{"train_loss": [...], ...}``).
+        ``model.history`` (a DataFrame indexed by epoch), a mapping of its columns
+        (``{"train_loss": [...], ...}``), or the history of several runs (an ensemble's):
+        a DataFrame indexed by (seed, epoch) or a mapping ``{seed: model.history}``.  Each
+        run is drawn as its own line ("seed N"; training solid, validation dashed).
     path
-        Write the figure there and close it; otherwise return it.
+        Write the figure there and close it; otherwise return it.  Written figures are
+        drawn apart from pyplot: its backend and open figures are left as they were.
 
     Returns
     -------
@@ -231,12 +315,16 @@ def history(model_history, *, path: str | os.PathLike | None = None):
     ------
     ValueError
         Before drawing, if ``model_history`` is not a DataFrame or mapping (e.g. ``None`` for an
-        untrained model), holds no ``train_*`` / ``val_*`` column with a value, or the folder of
-        ``path`` does not exist.
+        untrained model), has an index of more than two levels, holds no ``train_*`` /
+        ``val_*`` column with a value, or ``path`` cannot be written (no such folder, unknown
+        type).
     """
     if isinstance(model_history, Mapping):
         try:
-            model_history = pd.DataFrame(dict(model_history))
+            if model_history and all(isinstance(v, pd.DataFrame) for v in model_history.values()):
+                model_history = pd.concat(dict(model_history), names=["seed"])
+            else:
+                model_history = pd.DataFrame(dict(model_history))
         except (TypeError, ValueError) as err:
             raise ValueError(f"model_history: cannot make a table of the mapping ({err})") from None
     if not isinstance(model_history, pd.DataFrame):
@@ -246,6 +334,7 @@ def history(model_history, *, path: str | os.PathLike | None = None):
             + (" (has the model been trained?)" if model_history is None else "")
         )
     h = model_history
+    runs = _history_runs(h)
     cols = [
         c for c in h.columns
         if isinstance(c, str) and c.startswith(("train_", "val_")) and h[c].notna().any()
@@ -255,21 +344,28 @@ def history(model_history, *, path: str | os.PathLike | None = None):
             f"model_history: no 'train_*' or 'val_*' column with a value (columns: {list(h.columns)})"
         )
     _check_path(path)
-    plt = _pyplot(path)
 
     terms = sorted({c.split("_", 1)[1] for c in cols})
     n = len(terms)
     ncol = min(4, n)
     nrow = int(np.ceil(n / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(3.3 * ncol, 2.6 * nrow), squeeze=False)
+    fig, axes = _subplots(path, nrow, ncol, (3.3 * ncol, 2.6 * nrow))
     with _closing_on_error(fig):
-        for ax, term in zip(axes.flat, terms):
-            for split in ("train", "val"):
-                c = f"{split}_{term}"
-                if c in h:
-                    ax.plot(h.index, h[c], label=split)
+        colours = _palette(len(runs))
+        for i, (ax, term) in enumerate(zip(axes.flat, terms)):
+            for (run, frame), colour in zip(runs, colours):
+                for split, style in (("train", "-"), ("val", "--")):
+                    c = f"{split}_{term}"
+                    if c not in frame:
+                        continue
+                    if run is None:  # one model: matplotlib's colour cycle, as always
+                        ax.plot(frame.index, frame[c], label=split)
+                    else:
+                        ax.plot(frame.index, frame[c], ls=style, color=colour,
+                                label=f"{run} {split}")
             ax.set_title(term, fontsize=9)
-            ax.legend(fontsize=7, frameon=False)
+            if len(runs) == 1 or i == 0:  # runs share colours: one legend is enough
+                ax.legend(fontsize=7, frameon=False)
         for ax in list(axes.flat)[n:]:
             ax.axis("off")
     return _finish(fig, path, 110)

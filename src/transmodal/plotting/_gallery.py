@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .._utils import check_int
-from ._embedding import _check_path, _closing_on_error, _finish, _pyplot
+from ._embedding import _check_path, _closing_on_error, _finish, _subplots
 
 
 def _as_images(name: str, crops) -> np.ndarray:
@@ -48,7 +48,9 @@ def gallery(
     n
         Number of cells (columns) shown: the first ``n``.
     path
-        Write the figure there (PNG, ...) and return ``None``; otherwise return it.
+        Write the figure there (PNG, ...) and return ``None``; otherwise return it.  Written
+        figures are drawn apart from pyplot: its backend and open figures are left as they
+        were.
     cmap, vmin, vmax
         Colour map and intensity range (crops of :func:`transmodal.images.read_nuclei` are in
         ``[0, 1]``); ``None`` scales each image on its own.
@@ -62,8 +64,8 @@ def gallery(
     Raises
     ------
     ValueError
-        Before drawing, if the rows are empty, of other shapes or lengths, or the folder of
-        ``path`` does not exist.
+        Before drawing, if the rows are empty, of other shapes or lengths, or ``path`` cannot
+        be written (no such folder, unknown type).
     """
     if not rows:
         raise ValueError("gallery needs at least one row of crops")
@@ -77,10 +79,7 @@ def gallery(
     if n < 1:
         raise ValueError(f"rows: no cells to show ({counts})")
     _check_path(path)
-    plt = _pyplot(path)
-    fig, axes = plt.subplots(
-        len(images), n, figsize=(size * n + 1.2, size * len(images)), squeeze=False
-    )
+    fig, axes = _subplots(path, len(images), n, (size * n + 1.2, size * len(images)))
     with _closing_on_error(fig):
         for r, (name, imgs) in enumerate(images.items()):
             for c in range(n):

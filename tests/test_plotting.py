@@ -1,0 +1,252 @@
+"""Plotting fixes: no backend switch when saving, ensemble histories, many-class colours,
+tiny/2-D latents, mixed-type LDA labels, and figures closed on every error path."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
+
+import transmodal as tm  # noqa: E402
+from transmodal.analysis import DEComparison  # noqa: E402
+from transmodal.data._setup import label_str  # noqa: E402
+from transmodal.plotting._embedding import _palette  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_new_figures():
+    """Close the pyplot figures a test leaves open (and only those)."""
+    before = set(plt.get_fignums())
+    yield
+    for num in set(plt.get_fignums()) - before:
+        plt.close(num)
+
+
+def _blobs(n_classes: int, n_per: int = 4, dims: int = 4, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_classes), n_per)
+    centres = rng.normal(0.0, 5.0, size=(n_classes, dims))
+    return centres[labels] + rng.normal(size=(len(labels), dims)), labels
+
+
+def _history(seed: int = 0, epochs: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    loss = 3.0 - np.arange(epochs) * 0.5 + rng.uniform(0, 0.1, epochs)
+    return pd.DataFrame(
+        {"train_loss": loss, "val_loss": loss + 0.3, "train_recon": loss / 2},
+        index=pd.Index(np.arange(epochs), name="epoch"),
+    )
+
+
+def _legend_texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+# ----------------------------------------------------------------- 1. backend untouched
+def test_saving_leaves_backend_and_pyplot_figures_alone(tmp_path):
+    z, labels = _blobs(3)
+    crops = np.random.default_rng(0).uniform(size=(4, 1, 8, 8))
+    before_backend = matplotlib.get_backend()
+    plt.switch_backend("svg")  # any backend but Agg shows a switch
+    try:
+        user_fig = plt.figure()  # the user's open figure stays open and current
+        backend, nums = matplotlib.get_backend(), plt.get_fignums()
+        assert tm.pl.latent({"rna": z}, {"rna": labels}, path=tmp_path / "lat.png") is None
+        assert tm.pl.history(_history(), path=tmp_path / "h.pdf") is None
+        assert tm.pl.gallery({"real": crops}, n=3, path=tmp_path / "g.svg") is None
+        assert matplotlib.get_backend() == backend
+        assert plt.get_fignums() == nums and plt.gcf() is user_fig
+        assert (tmp_path / "lat.png").read_bytes()[:4] == b"\x89PNG"
+        assert (tmp_path / "h.pdf").read_bytes()[:4] == b"%PDF"
+        assert b"<svg" in (tmp_path / "g.svg").read_bytes()[:500]
+
+        # without path: a pyplot figure, returned as before
+        fig = tm.pl.latent({"rna": z})
+        assert fig.number in plt.get_fignums() and matplotlib.get_backend() == backend
+    finally:
+        plt.switch_backend(before_backend)
+
+
+def test_failed_save_leaves_no_pyplot_figure(tmp_path, monkeypatch):
+    z, _ = _blobs(3)
+    nums = plt.get_fignums()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
+    with pytest.raises(OSError, match="disk full"):
+        tm.pl.latent({"rna": z}, path=tmp_path / "lat.png")
+    assert plt.get_fignums() == nums and not list(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------- 2. ensemble history
+def test_history_of_an_ensemble_draws_one_line_per_seed(paired_data, make_model, train, tmp_path):
+    members = []
+    for seed in (0, 1):
+        model = make_model(paired_data, labels_key="label", seed=seed)
+        members.append(train(model, max_epochs=2))
+    ensemble = tm.Ensemble(members)
+    # the ensemble's history (the CLI writes it as history.csv): indexed by (seed, epoch)
+    hist = ensemble.history
+    assert isinstance(hist.index, pd.MultiIndex) and list(hist.index.names) == ["seed", "epoch"]
+    pd.testing.assert_frame_equal(hist.loc[1], members[1].history)
+    for h in (hist, {0: members[0].history, 1: members[1].history}):
+        fig = tm.pl.history(h)
+        first = fig.axes[0]
+        texts = _legend_texts(first)
+        assert "seed 0 train" in texts and "seed 1 train" in texts
+        n_train = sum(1 for line in first.get_lines() if line.get_label().endswith(" train"))
+        assert n_train == 2  # one training line per seed
+        for line in first.get_lines():  # each seed's line holds that seed's epochs
+            assert len(line.get_xdata()) == len(members[0].history)
+        plt.close(fig)
+    assert tm.pl.history(hist, path=tmp_path / "ens.png") is None
+    assert (tmp_path / "ens.png").stat().st_size > 1000
+
+
+def test_history_runs_from_a_built_multiindex_and_bad_levels():
+    h = pd.concat({3: _history(0), 7: _history(1, epochs=2)}, names=["seed"])
+    fig = tm.pl.history(h)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]  # term "loss"
+    assert labels == ["seed 3 train", "seed 3 val", "seed 7 train", "seed 7 val"]
+    lines = fig.axes[0].get_lines()
+    assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
+    assert [len(line.get_xdata()) for line in lines] == [3, 3, 2, 2]
+    # one model's history still draws train/val without seed labels
+    single = tm.pl.history(_history())
+    assert _legend_texts(single.axes[0]) == ["train", "val"]
+    deep = pd.concat({"a": h}, names=["run"])
+    nums = plt.get_fignums()
+    with pytest.raises(ValueError, match=r"index levels \['run', 'seed', 'epoch'\]"):
+        tm.pl.history(deep)
+    assert plt.get_fignums() == nums
+
+
+# ----------------------------------------------------------------- 3. many classes
+def test_latent_gives_distinct_colours_to_many_classes():
+    z, labels = _blobs(25)
+    fig = tm.pl.latent({"rna": z}, {"rna": labels})
+    label_ax = fig.axes[1]
+    handles = label_ax.get_legend().legend_handles
+    assert len(handles) == 25
+    legend_colours = {tuple(np.round(h.get_facecolor()[0], 6)) for h in handles}
+    assert len(legend_colours) == 25
+    cells = label_ax.collections[0].get_facecolors()
+    assert len({tuple(c) for c in np.round(cells, 6)}) == 25
+    # numbers sort by value in the legend
+    assert _legend_texts(label_ax)[:3] == ["0", "1", "2"] and _legend_texts(label_ax)[-1] == "24"
+
+
+@pytest.mark.parametrize("n", [1, 10, 15, 25, 256, 300])
+def test_palette_colours_are_distinct(n):
+    colours = _palette(n)
+    assert len(colours) == n
+    assert len({tuple(np.round(to_rgba(c), 8)) for c in colours}) == n
+
+
+def test_lda_gives_distinct_colours_to_many_classes():
+    z, labels = _blobs(25, n_per=6, dims=6)
+    ax = tm.pl.lda(z, labels)
+    handles = ax.get_legend().legend_handles
+    assert len({tuple(np.round(h.get_facecolor()[0], 6)) for h in handles}) == 25
+
+
+# ----------------------------------------------------------------- 4. tiny and 2-D latents
+def test_latent_single_cell_is_refused_clearly(tmp_path):
+    nums = plt.get_fignums()
+    with pytest.raises(ValueError, match="needs at least 2 cells, got 1"):
+        tm.pl.latent({"rna": np.zeros((1, 4))})
+    with pytest.raises(ValueError, match="needs at least 2 cells"):
+        tm.pl.latent({"rna": np.zeros((1, 2))}, {"rna": ["a"]}, path=tmp_path / "one.png")
+    assert plt.get_fignums() == nums and not list(tmp_path.iterdir())
+    # two cells, one per modality, are enough
+    fig = tm.pl.latent({"rna": np.zeros((1, 4)), "atac": np.ones((1, 4))})
+    assert len(fig.axes) == 1
+
+
+def test_latent_axis_labels_say_whether_pca_was_applied():
+    z, labels = _blobs(3)
+    fig2 = tm.pl.latent({"rna": z[:, :2]}, {"rna": labels})
+    for ax in fig2.axes:
+        assert (ax.get_xlabel(), ax.get_ylabel()) == ("latent 1", "latent 2")
+    # a 2-D latent is drawn as it is
+    np.testing.assert_allclose(
+        np.sort(fig2.axes[0].collections[0].get_offsets()[:, 0]), np.sort(z[:, 0])
+    )
+    fig4 = tm.pl.latent({"rna": z})
+    axis_labels = (fig4.axes[0].get_xlabel(), fig4.axes[0].get_ylabel())
+    assert axis_labels == ("PC1 of latent", "PC2 of latent")
+
+
+# ----------------------------------------------------------------- 5. mixed labels in LDA
+def test_lda_mixed_label_types_are_one_class_per_name():
+    z, _ = _blobs(2, n_per=15, dims=4)
+    mixed = np.array([1, "1", 1.0] * 5 + [2, "2", 2.0] * 5, dtype=object)
+    ax = tm.pl.lda(z, mixed)
+    assert _legend_texts(ax) == sorted({label_str(v) for v in mixed}) == ["1", "2"]
+    # the prompt's example: [1, "1", 2] is two clusters (one discriminant), not three
+    z3, _ = _blobs(3, n_per=10, dims=4)
+    labels = np.array([1, "1", 2] * 10, dtype=object)
+    ax = tm.pl.lda(z3, labels)
+    assert _legend_texts(ax) == ["1", "2"] and ax.get_ylabel() != "LD2"
+    # numbers sort by value, as the models sort classes
+    z12, _ = _blobs(3, n_per=8, dims=4)
+    ax = tm.pl.lda(z12, np.array([10, 2, "1"] * 8, dtype=object))
+    assert _legend_texts(ax) == ["1", "2", "10"]
+
+
+def test_lda_refuses_missing_and_single_class_labels():
+    z, _ = _blobs(2, n_per=10)
+    nums = plt.get_fignums()
+    with pytest.raises(ValueError, match=r"clusters: 1 cell\(s\) have no label \(e.g. ''\)"):
+        tm.pl.lda(z, np.array(["a"] * 10 + ["b"] * 9 + [""], dtype=object))
+    with pytest.raises(ValueError, match=r"at least 2 clusters, got \['1'\]"):
+        tm.pl.lda(z, np.array([1, "1", 1.0] * 6 + [1, 1], dtype=object))
+    assert plt.get_fignums() == nums
+
+
+# ----------------------------------------------------------------- 6. figures closed on errors
+def _nan_comparison() -> DEComparison:
+    cols = ["n_pred", "n_obs", "n_overlap", "expected", "jaccard", "pval"]
+    overlap = pd.DataFrame(np.nan, index=["up", "down"], columns=cols)
+    return DEComparison(n_common=0, pearson=np.nan, spearman=np.nan, overlap=overlap, markers={})
+
+
+def test_marker_overlap_all_nan_raises_without_leaking_a_figure():
+    nums = plt.get_fignums()
+    with pytest.raises(ValueError, match="no finite marker count"):
+        tm.pl.marker_overlap(_nan_comparison())
+    assert plt.get_fignums() == nums
+    bad = _nan_comparison()
+    bad.overlap = bad.overlap.drop(columns="pval")
+    with pytest.raises(ValueError, match=r"no row or column \['pval'\]"):
+        tm.pl.marker_overlap(bad)
+    assert plt.get_fignums() == nums
+
+
+def test_errors_while_drawing_close_the_new_figure_only():
+    class Broken:
+        curves = {"a": None}  # no fpr/tpr: fails while drawing
+        positive = None
+        auc = 0.5
+
+    nums = plt.get_fignums()
+    with pytest.raises(AttributeError):
+        tm.pl.roc(Broken())
+    assert plt.get_fignums() == nums
+    # a figure the caller passed in is theirs: it stays open
+    fig, ax = plt.subplots()
+    with pytest.raises(AttributeError):
+        tm.pl.roc(Broken(), ax=ax)
+    assert fig.number in plt.get_fignums()
+    # partly NaN counts still draw
+    comparison = _nan_comparison()
+    comparison.overlap.loc["up", ["n_pred", "n_obs", "n_overlap", "expected"]] = [5, 4, 2, 1.0]
+    assert tm.pl.marker_overlap(comparison) is not None
