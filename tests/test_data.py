@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import anndata as ad
@@ -63,6 +64,13 @@ def test_modality_field_types_are_checked(paired_data, spec, expected):
     with pytest.raises(ValueError) as info:
         setup_data(paired_data, {"rna": spec, "atac": "poisson"})
     assert str(info.value).startswith("modality 'rna': " + expected)
+
+
+def test_modality_numpy_booleans_are_plain_booleans():
+    spec = tm.Modality("nb", normalize=np.False_, log1p=np.True_)
+    spec.check("rna")
+    assert spec.normalize is False and spec.log1p is True
+    assert json.dumps(spec.to_dict())
 
 
 def test_modality_hidden_accepts_integer_sequences():

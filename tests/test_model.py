@@ -930,3 +930,93 @@ def test_early_stopping_without_validation_cells_warns(paired_data, make_model, 
         warnings.filterwarnings("ignore", message=".*separable.*")
         warnings.filterwarnings("ignore", message=".*validation_step.*")
         train(model, max_epochs=1, early_stopping=False)
+
+
+# ------------------------------------------------------- new data after training (probes)
+def _prot_model(paired_data, make_model, train, columns):
+    """rna + a protein panel held as an obsm DataFrame (the scvi-tools CITE-seq layout)."""
+    rna = paired_data["rna"].copy()
+    prot = rna.copy()
+    values = np.asarray(paired_data["atac"].X[:, :6], dtype=np.float32)
+    prot.obsm["prot"] = pd.DataFrame(values, index=rna.obs_names, columns=columns)
+    specs = {"rna": tm.Modality("nb", layer="counts"),
+             "prot": tm.Modality("poisson", obsm_key="prot")}
+    return train(make_model({"rna": rna, "prot": prot}, specs), max_epochs=1), prot
+
+
+def test_obsm_dataframe_features_are_matched_by_name(paired_data, make_model, train, tmp_path):
+    names = [f"CD{i}" for i in range(6)]
+    model, prot = _prot_model(paired_data, make_model, train, names)
+    assert list(model.mods["prot"].var_names) == names
+    z = model.get_latent_representation("prot", prot)
+    new = prot.copy()
+    new.obsm["prot"] = prot.obsm["prot"].iloc[:, ::-1]  # same proteins, reversed
+    with pytest.raises(ValueError, match="modality 'prot'.*another order"):
+        model.get_latent_representation("prot", new)
+    new.obsm["prot"] = prot.obsm["prot"].set_axis([f"X{i}" for i in range(6)], axis=1)
+    with pytest.raises(ValueError, match="modality 'prot'.*6 missing"):
+        model.get_latent_representation("prot", new)
+    # an array has no names: its columns are taken by position
+    new.obsm["prot"] = prot.obsm["prot"].to_numpy()
+    np.testing.assert_allclose(model.get_latent_representation("prot", new), z, rtol=1e-6)
+    # translations into the panel carry the protein names; save / load keeps them
+    assert list(model.translate(source="rna", target="prot").var_names) == names
+    model.save(tmp_path / "m")
+    bad = {"rna": paired_data["rna"], "prot": prot.copy()}
+    bad["prot"].obsm["prot"] = prot.obsm["prot"].iloc[:, ::-1]
+    with pytest.raises(ValueError, match="modality 'prot'.*another order"):
+        tm.CrossModalAE.load(tmp_path / "m", bad)
+
+
+def test_translation_keeps_the_target_var_columns(paired_data, make_model, train):
+    data = {k: v.copy() for k, v in paired_data.items()}
+    data["atac"].var["chrom"] = [f"chr{i % 3}" for i in range(data["atac"].n_vars)]
+    model = train(make_model(data), max_epochs=1)
+    out = model.translate(source="rna", target="atac")
+    assert list(out.var["chrom"]) == list(data["atac"].var["chrom"])
+    assert out.var is not data["atac"].var
+
+
+def test_training_data_changed_in_place_is_noticed(paired_data, make_model, train):
+    data = {k: v.copy() for k, v in paired_data.items()}
+    model = train(make_model(data, labels_key="label"), max_epochs=1)
+    # values edited in place (what sc.pp.log1p does): refused as they are for new data
+    np.log1p(data["atac"].X, out=data["atac"].X)
+    with pytest.raises(ValueError, match="modality 'atac'.*non-integer"):
+        model.get_latent_representation("atac")
+    with pytest.raises(ValueError, match="modality 'atac'.*non-integer"):
+        train(model, max_epochs=1)
+    # cells removed in place (sc.pp.filter_cells(inplace=True)): named, not a deep error
+    data["rna"]._inplace_subset_obs(np.arange(100))
+    for call in (lambda: model.get_latent_representation("rna"),
+                 lambda: model.translate(source="rna", target="atac"),
+                 lambda: model.predict_labels("rna"),
+                 lambda: train(model, max_epochs=1)):
+        with pytest.raises(ValueError, match=r"modality 'rna'.*changed since the model was built"):
+            call()
+
+
+@pytest.mark.parametrize("bad", [64.0, "64", None, True, 0])
+def test_inference_batch_size_is_checked_first(trained_model, tmp_path, bad):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        trained_model.get_latent_representation("rna", batch_size=bad)
+    out = tmp_path / "t.h5ad"
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        trained_model.translate(source="rna", target="atac", batch_size=bad, out=out)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_all_zero_modality_warns(paired_data, make_model):
+    data = {k: v.copy() for k, v in paired_data.items()}
+    data["atac"].X = np.zeros(data["atac"].shape, dtype=np.float32)
+    with pytest.warns(UserWarning, match="modality 'atac': X is all zeros"):
+        make_model(data, geometric_pairs=False)
+
+
+def test_translate_out_names_an_unwritable_obs_column(paired_data, trained_model, tmp_path):
+    rna = paired_data["rna"].copy()
+    rna.obs["sample"] = pd.Series([1, "a"] * (rna.n_obs // 2), index=rna.obs_names, dtype=object)
+    out = tmp_path / "t.h5ad"
+    with pytest.raises(ValueError, match="cannot write the annotations.*astype\\(str\\)"):
+        trained_model.translate(rna, source="rna", target="atac", out=out)
+    assert not out.exists()

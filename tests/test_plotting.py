@@ -1,4 +1,4 @@
-"""Plotting fixes: no backend switch when saving, ensemble histories, many-class colours,
+"""Plotting: no backend switch when saving, ensemble histories, many-class colours,
 tiny/2-D latents, mixed-type LDA labels, and figures closed on every error path."""
 
 from __future__ import annotations

@@ -28,8 +28,18 @@ def write_skeleton(
     path: Path, *, obs: pd.DataFrame, var: pd.DataFrame, uns: Mapping | None = None,
     obsm: Mapping[str, np.ndarray] | None = None,
 ) -> None:
-    """An .h5ad without ``X`` (and with only small ``obsm`` entries), to be filled in."""
-    AnnData(obs=obs, var=var, uns=dict(uns or {}), obsm=dict(obsm or {})).write_h5ad(path)
+    """An .h5ad without ``X`` (and with only small ``obsm`` entries), to be filled in.
+
+    What anndata cannot write (e.g. an ``obs`` column mixing numbers and strings) is a
+    ValueError naming the element, as anndata's own note names it."""
+    try:
+        AnnData(obs=obs, var=var, uns=dict(uns or {}), obsm=dict(obsm or {})).write_h5ad(path)
+    except (TypeError, ValueError) as err:
+        where = " ".join(getattr(err, "__notes__", []))  # "... while writing key 'x' ... /obs"
+        raise ValueError(
+            f"cannot write the annotations of the cells ({err}{'; ' + where if where else ''}); "
+            "an obs column of mixed types can be made writable with .astype(str)"
+        ) from None
 
 
 def _encode(obj, encoding: str, version: str) -> None:

@@ -101,6 +101,9 @@ class Modality:
         widths = as_widths(self.hidden)
         if widths is not None:
             object.__setattr__(self, "hidden", widths)
+        for key in ("normalize", "log1p", "scale", "augment"):  # numpy booleans: plain
+            if isinstance(getattr(self, key), np.bool_):
+                object.__setattr__(self, key, bool(getattr(self, key)))
 
     # -- resolved options ---------------------------------------------------------------
     def resolved(self, *, image: bool = False) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -40,7 +42,17 @@ def fit_preprocessing(
     """
     if len(idx) == 0:
         raise ValueError(f"modality {src.name!r}: no training cells to fit preprocessing on")
-    libs = np.concatenate([c.sum(1) for c in src.chunks(idx, chunk_size)])
+    libs, nonzero = [], False
+    for c in src.chunks(idx, chunk_size):
+        libs.append(c.sum(1))
+        nonzero = nonzero or bool(np.any(c))
+    if not nonzero:
+        warnings.warn(
+            f"modality {src.name!r}: {src.where} is all zeros in every training cell; the "
+            "modality carries no information (a wrong layer or obsm key?)",
+            UserWarning, stacklevel=4,
+        )
+    libs = np.concatenate(libs)
     median = float(np.median(libs))
     if not np.isfinite(median) or median <= 0:
         median = float(max(libs.mean(), 1.0))

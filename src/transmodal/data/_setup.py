@@ -15,7 +15,7 @@ from anndata import AnnData
 from ..nn._likelihoods import get_likelihood
 from .._utils import align_to_cells, check_unique_obs_names
 from ._modality import Modality
-from ._source import MatrixSource, check_values, matrix_of
+from ._source import MatrixSource, check_values, matrix_of, obsm_feature_names
 
 
 @dataclass
@@ -37,6 +37,19 @@ class ModalityData:
     @property
     def n_obs(self) -> int:  # noqa: D102
         return self.source.n_obs
+
+    def check_current(self) -> None:
+        """``ValueError`` if the user's AnnData no longer holds the cells the model was built
+        with (subset or reordered in place since, e.g. by ``sc.pp.filter_cells``): the model's
+        matrix and the AnnData's ``obs`` would belong to different cells."""
+        now = self.adata.obs_names
+        if len(now) != self.n_obs or not np.array_equal(np.asarray(now, dtype=object),
+                                                        self.obs_names):
+            raise ValueError(
+                f"modality {self.name!r}: its AnnData has changed since the model was built "
+                f"({self.n_obs} -> {len(now)} cells, or other obs_names); pass the cells as "
+                "adata, or build the model again"
+            )
 
 
 def _obsmap_keys(mdata, name: str, obsmap: np.ndarray, mod: AnnData) -> np.ndarray:
@@ -423,17 +436,31 @@ def feature_mismatch(given, expected) -> str:
     given, expected = [str(v) for v in given], [str(v) for v in expected]
     if given == expected:
         return ""
+    fix = "the model's features of a modality are model.mods[name].var_names"
     if sorted(given) == sorted(expected):
-        return (f"the same {len(given)} features in another order; reorder with "
-                "adata[:, model_var_names]")
+        return f"the same {len(given)} features in another order; reorder them ({fix})"
     lacking = [v for v in expected if v not in set(given)]
     extra = [v for v in given if v not in set(expected)]
     parts = [f"{len(given)} features given, {len(expected)} expected"]
     if lacking:
-        parts.append(f"{len(lacking)} missing (e.g. {lacking[:3]})")
+        parts.append(f"{len(lacking)} missing (e.g. {lacking[:3]}); they must be added")
     if extra:
         parts.append(f"{len(extra)} not in the model (e.g. {extra[:3]})")
-    return "; ".join(parts) + "; subset / reorder with adata[:, model_var_names]"
+    return "; ".join(parts) + f"; {fix}"
+
+
+def features_differ(given, expected, spec: Modality) -> str:
+    """:func:`feature_mismatch` of a modality's features, which are matched by name where
+    both sides name them: always for ``X`` and layers, for an ``obsm`` matrix only where both
+    are DataFrames with named columns (an array's columns can only be taken by position)."""
+    if spec.obsm_key is not None:
+        unnamed = [
+            list(map(str, names)) == list(obsm_feature_names(spec.obsm_key, len(names)))
+            for names in (given, expected)
+        ]
+        if any(unnamed):
+            return ""
+    return feature_mismatch(given, expected)
 
 
 def check_image_spec(spec: Modality, image_shape: tuple[int, ...], name: str) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
@@ -210,6 +211,12 @@ class MatrixSource:
             yield self.rows(idx[start : start + chunk_size])
 
 
+def obsm_feature_names(obsm_key: str, n_vars: int) -> np.ndarray:
+    """Names of the features of an ``obsm`` matrix without its own (an array, or a
+    DataFrame with default integer columns): ``{obsm_key}_0``, ``{obsm_key}_1``, ..."""
+    return np.array([f"{obsm_key}_{i}" for i in range(n_vars)], dtype=object)
+
+
 def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, np.ndarray]:
     """Locate a modality's matrix in ``adata`` following ``spec``.
 
@@ -226,6 +233,7 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
                 f"available: {sorted(adata.obsm.keys())}"
             )
         m = adata.obsm[spec.obsm_key]
+        columns = getattr(m, "columns", None)  # a DataFrame's feature names (e.g. proteins)
         if hasattr(m, "to_numpy"):
             m = m.to_numpy()
         image_shape = None
@@ -246,7 +254,10 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
             )
         src = MatrixSource(m, name=name, where=f"obsm[{spec.obsm_key!r}]")
         src.image_shape = image_shape
-        var_names = np.array([f"{spec.obsm_key}_{i}" for i in range(src.n_vars)], dtype=object)
+        if columns is not None and not isinstance(columns, pd.RangeIndex):
+            var_names = np.asarray(columns.astype(str), dtype=object)
+        else:
+            var_names = obsm_feature_names(spec.obsm_key, src.n_vars)
         return src, var_names
     if spec.layer is not None:
         if spec.layer not in adata.layers:

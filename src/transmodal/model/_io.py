@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from .._utils import MODEL_CONFIG, MODEL_WEIGHTS, atomic_directory, jsonable
 from ..data._modality import Modality
-from ..data._setup import _as_dict, feature_mismatch
+from ..data._setup import _as_dict, features_differ
 
 if TYPE_CHECKING:
     from ._model import CrossModalAE
@@ -352,10 +352,7 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
                 f"the given data hold {given_shape}"
             )
         saved_n = config["n_vars"][name]
-        differ = (
-            feature_mismatch(md.var_names, config["var_names"][name])
-            if md.spec.obsm_key is None else ""
-        )
+        differ = features_differ(md.var_names, config["var_names"][name], md.spec)
         if md.source.n_vars != saved_n or differ:
             detail = differ or f"{md.source.n_vars} features given, {saved_n} saved"
             raise ValueError(

@@ -22,7 +22,7 @@ from ..data._prefetch import Prefetcher
 from ..data._preprocess import fit_preprocessing
 from ..data._setup import (
     ModalityData,
-    feature_mismatch,
+    features_differ,
     label_str,
     setup_data,
     target_batch_codes,
@@ -197,6 +197,9 @@ class CrossModalAE:
         Seeds the weight initialisation, the validation split and the anchor choice.
     check_data
         Scan every matrix for values its likelihood rejects before building networks.
+        :meth:`train` and the methods reading the model's own cells (``adata=None``) scan
+        them again, as values edited in place since (e.g. ``sc.pp.log1p``) would otherwise
+        go unnoticed.
 
     Examples
     --------
@@ -674,6 +677,8 @@ class CrossModalAE:
                     f"modality {name!r} has no cells (a model loaded without its data?); "
                     "to train further, load it with data for every modality"
                 )
+            self.mods[name].check_current()  # and values edited in place since:
+            check_values(self.mods[name].source, self.mods[name].spec)
             if n_train < 2:
                 raise ValueError(
                     f"modality {name!r} has {n_train} training cell(s); training needs at "
@@ -926,6 +931,9 @@ class CrossModalAE:
                     f"modality {modality!r}: the model holds no cells of it (loaded without its "
                     "data?); pass the cells as adata"
                 )
+            md.check_current()
+            if check:  # values edited in place since (e.g. sc.pp.log1p) are caught as well
+                check_values(md.source, md.spec)
             return md.source
         src, var_names = matrix_of(adata, md.spec, modality)
         if src.image_shape != md.source.image_shape:
@@ -933,7 +941,7 @@ class CrossModalAE:
                 f"modality {modality!r}: obsm[{md.spec.obsm_key!r}] holds images of shape "
                 f"{src.image_shape}; the model was built for {md.source.image_shape}"
             )
-        differ = feature_mismatch(var_names, md.var_names) if md.spec.obsm_key is None else ""
+        differ = features_differ(var_names, md.var_names, md.spec)
         if src.n_vars != md.source.n_vars or differ:
             detail = differ or f"{src.n_vars} features given, {md.source.n_vars} expected"
             raise ValueError(
@@ -949,11 +957,14 @@ class CrossModalAE:
 
         For sources on disk the next blocks are read by a background thread while the model
         runs on the current one. An empty source still runs the network once (to give the
-        width).
+        width). ``batch_size`` and ``device`` are checked at once, before any block is asked
+        for (and before an output file is begun).
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        dev = resolve_device(device)
+        _check_number("batch_size", batch_size, low=1, integer=True)
+        return self._blocks(src, fn, batch_size=int(batch_size), dev=resolve_device(device))
+
+    def _blocks(self, src: MatrixSource, fn, *, batch_size: int, dev) -> Iterator[np.ndarray]:
+        """The generator of :meth:`_iter_apply`."""
         self.module.to(dev).eval()
         n = src.n_obs
         reads = (src.rows(np.arange(s, min(s + batch_size, n))) for s in range(0, n, batch_size))
@@ -979,12 +990,19 @@ class CrossModalAE:
     def _output(
         self, src: MatrixSource, fn, *, batch_size: int, device, cells: AnnData,
         var_names, uns: dict, images: dict[str, tuple[int, ...]], out, overwrite: bool,
+        var_annotations: pd.DataFrame | None = None,
     ) -> AnnData:
         """``fn`` over every row of ``src`` (the matrix of ``cells``) as an AnnData with
-        ``cells.obs``: in memory, or (``out``) written block by block to an .h5ad file and
-        returned opened read-only (``backed="r"``)."""
+        ``cells.obs`` (and ``var_annotations``' columns, one row per feature): in memory, or
+        (``out``) written block by block to an .h5ad file and returned opened read-only
+        (``backed="r"``)."""
         obs = cells.obs.copy()
-        var = pd.DataFrame(index=pd.Index(np.asarray(var_names).astype(str)))
+        index = pd.Index(np.asarray(var_names).astype(str))
+        if var_annotations is not None:
+            var = var_annotations.copy()
+            var.index = index
+        else:
+            var = pd.DataFrame(index=index)
         if out is not None:
             if Path(out).suffix.lower() != ".h5ad":
                 raise ValueError(f"out must be an .h5ad file path, got {os.fspath(out)!r}")
@@ -1111,7 +1129,8 @@ class CrossModalAE:
 
         Returns
         -------
-        AnnData with the source cells' ``obs`` and the target's ``var_names``; ``X`` is in the
+        AnnData with the source cells' ``obs`` and the target's ``var_names`` (and ``var``
+        columns, for a target held in ``X`` or a layer); ``X`` is in the
         target's original units (expected counts at ``library_size`` for count likelihoods
         - for ``"zinb"`` the negative binomial mean times the chance of no dropout, so a
         profile sums to less than ``library_size`` by its expected dropouts -, probabilities
@@ -1154,6 +1173,13 @@ class CrossModalAE:
             )
 
         tmd = self.mods[target]
+        # the target's feature annotations (gene symbols, peak coordinates) where its
+        # features are the var of its AnnData
+        same = tmd.spec.obsm_key is None and np.array_equal(
+            np.asarray(tmd.adata.var_names, dtype=object).astype(str),
+            np.asarray(tmd.var_names).astype(str),
+        )
+        target_var = tmd.adata.var if same else None
         images = {}
         if tmd.source.image_shape is not None:
             images[tmd.spec.obsm_key] = tuple(tmd.source.image_shape)
@@ -1173,6 +1199,7 @@ class CrossModalAE:
             return self._output(
                 src, fn, batch_size=batch_size, device=device, cells=cells,
                 var_names=tmd.var_names, uns=uns, images=images, out=out, overwrite=overwrite,
+                var_annotations=target_var,
             )
 
     def predict_labels(
