@@ -217,6 +217,7 @@ def test_writes_h5ad(tmp_path):
         ({"seed": -1}, "seed"),
         ({"library_size": (7.0,)}, "library_size"),
         ({"library_size": (50.0, 0.1)}, "log of the library size"),
+        ({"library_size": (-5.0, 0.4)}, "log of the library size, in \\[0, 20\\]"),
     ],
 )
 def test_invalid_arguments(kwargs, match):

@@ -93,6 +93,34 @@ def test_joint_embedding_is_nan_for_cells_outside_the_embedded_modalities():
     np.testing.assert_array_equal(z[row["c2"]], [1.0, 1.0])
 
 
+def test_joint_embedding_checks_its_inputs(partly_paired):
+    n_rna = partly_paired["rna"].n_obs
+    cases = [
+        (dict(partly_paired.mod), {"rna": np.ones((n_rna, 3))}, "must be a MuData"),
+        (partly_paired, {}, "non-empty"),
+        (partly_paired, {"protein": np.ones((n_rna, 3))}, "'protein' is not a modality"),
+        (partly_paired, {"rna": np.ones((3, 2))}, r"latents\['rna'\] has shape \(3, 2\)"),
+        (partly_paired, {"rna": np.ones((n_rna, 2)),
+                         "atac": np.ones((partly_paired["atac"].n_obs, 3))}, "differ in width"),
+    ]
+    for data, latents, match in cases:
+        with pytest.raises(ValueError, match=match):
+            tm.tl.joint_embedding(data, latents)
+
+
+def test_integrate_backed_inputs_fail_before_training(tmp_path):
+    data = tm.datasets.synthetic(60, n_features=10, seed=0)
+    for name, adata in data.items():
+        adata.write_h5ad(tmp_path / f"{name}.h5ad")
+    lazy = {n: tm.datasets.read_backed(tmp_path / f"{n}.h5ad") for n in data}
+    with pytest.raises(ValueError, match="copy=True needs data in memory"):
+        tm.tl.integrate(lazy, SPECS, copy=True, **FAST)
+    backed = {n: ad.read_h5ad(tmp_path / f"{n}.h5ad", backed="r") for n in data}
+    views = {n: a[:30] for n, a in backed.items()}
+    with pytest.raises(ValueError, match="modality 'rna' is a view of a backed AnnData"):
+        tm.tl.integrate(views, SPECS, **FAST)
+
+
 def test_integrate_rejects_bad_arguments_by_name(partly_paired, tmp_path):
     data = {n: partly_paired[n] for n in SPECS}
     with pytest.raises(ValueError, match="key_added must be a non-empty string"):

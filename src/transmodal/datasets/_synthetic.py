@@ -211,10 +211,10 @@ def _resolve(
         raise ValueError(f"library_size mean must be a number, got {lib_mean!r}")  # noqa: TRY004
     if not math.isfinite(float(lib_mean)):
         raise ValueError(f"library_size mean must be finite, got {lib_mean!r}")
-    if lib_mean > 20:  # exp(20) ~ 5e8 counts per cell
+    if not 0 <= lib_mean <= 20:  # exp(0) = 1 count, exp(20) ~ 5e8 counts per cell
         raise ValueError(
-            f"library_size mean is the log of the library size (7.5: about 1,800 counts), "
-            f"got {lib_mean!r}; pass log(counts)"
+            f"library_size mean is the log of the library size, in [0, 20] (7.5: about "
+            f"1,800 counts), got {lib_mean!r}; pass log(counts)"
         )
     lib_sd = _check_float(lib_sd, "library_size sd")
     seed = _check_int(seed, "seed", 0)
@@ -543,7 +543,7 @@ def synthetic(
         fraction in [0, 1]: the first ``round(paired * n_cells)`` cells of every modality are
         shared (same ``obs_names`` and ``true_cell``), the rest are the modality's own.
     library_size
-        Mean and standard deviation of the log library size of ``"nb"`` modalities
+        Mean (0-20) and standard deviation of the log library size of ``"nb"`` modalities
         (log-normal; default median about 1,800 counts).
     n_batches
         Batches per modality, as one number for all or ``{name: n}`` (others: 1). With more

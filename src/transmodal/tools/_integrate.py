@@ -39,18 +39,25 @@ def _check_kwargs(kwargs: Mapping[str, Any] | None, func, taken: set[str], what:
     return dict(kwargs)
 
 
+def _adatas(data) -> dict[str, AnnData]:
+    """The AnnData of each modality of a MuData or a dict."""
+    return dict(data.mod) if _is_mudata(data) else dict(data)
+
+
 def _copy(data):
     """A deep in-memory copy of a MuData or a dict of AnnData."""
-    if getattr(data, "isbacked", False) or (
-        isinstance(data, Mapping) and any(getattr(a, "isbacked", False) for a in data.values())
-    ):
-        raise ValueError(
-            "copy=True needs data in memory; backed data are read batch by batch — pass "
-            "copy=False to write the embeddings into the (in-memory) obsm of the backed objects"
-        )
-    if _is_mudata(data):
-        return data.copy()
-    return {name: adata.copy() for name, adata in data.items()}
+    lazy = (
+        "copy=True needs data in memory; backed data are read batch by batch — pass "
+        "copy=False to write the embeddings into the (in-memory) obsm of the backed objects"
+    )
+    if getattr(data, "isbacked", False) or any(getattr(a, "isbacked", False) for a in _adatas(data).values()):
+        raise ValueError(lazy)
+    try:  # matrices read lazily (tm.datasets.read_backed) cannot be copied either
+        if _is_mudata(data):
+            return data.copy()
+        return {name: adata.copy() for name, adata in data.items()}
+    except (AttributeError, TypeError, NotImplementedError):
+        raise ValueError(lazy) from None
 
 
 def joint_embedding(data, latents: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -59,10 +66,38 @@ def joint_embedding(data, latents: Mapping[str, np.ndarray]) -> np.ndarray:
     A cell measured in several of the embedded modalities gets the mean of their latents;
     a cell measured in none of them gets NaN (as muon writes ``X_mofa`` for cells outside
     the model).
+
+    Parameters
+    ----------
+    data
+        The MuData.
+    latents
+        ``{modality: embedding}``: for modalities of ``data``, one row per cell of
+        ``data.mod[modality]`` and the same number of columns for all.
+
+    Returns
+    -------
+    ``(data.n_obs, n_latent)`` float32 array.
     """
+    if not _is_mudata(data):
+        raise ValueError(f"data must be a MuData, got {type(data).__name__}")
+    if not isinstance(latents, Mapping) or not latents:
+        raise ValueError("latents must be a non-empty dict {modality: embedding}")
+    widths = set()
+    for name, z in latents.items():
+        if name not in data.mod:
+            raise ValueError(f"latents: {name!r} is not a modality of the MuData ({list(data.mod)})")
+        shape = np.shape(z)
+        if len(shape) != 2 or shape[0] != data.mod[name].n_obs:
+            raise ValueError(
+                f"latents[{name!r}] has shape {shape}; expected one row per cell of the "
+                f"modality ({data.mod[name].n_obs}, n_latent)"
+            )
+        widths.add(shape[1])
+    if len(widths) > 1:
+        raise ValueError(f"latents differ in width {sorted(widths)}; they must share one space")
     _, keys = _as_dict(data)
-    first = next(iter(latents.values()))
-    total = np.zeros((data.n_obs, first.shape[1]))
+    total = np.zeros((data.n_obs, widths.pop()))
     count = np.zeros(data.n_obs)
     for name, z in latents.items():
         if keys is not None:
@@ -71,7 +106,7 @@ def joint_embedding(data, latents: Mapping[str, np.ndarray]) -> np.ndarray:
             rows = data.obs_names.get_indexer(data.mod[name].obs_names)
             if (rows < 0).any():
                 raise ValueError(f"modality {name!r}: cells missing from the MuData's obs_names")
-        total[rows] += z
+        total[rows] += np.asarray(z, dtype=np.float64)
         count[rows] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
         return (total / count[:, None]).astype(np.float32)
@@ -169,6 +204,13 @@ def integrate(
                     "use tm.CrossModalAE directly"
                 )
             seen.setdefault(id(adata), name)
+    for name, adata in _adatas(data).items():
+        if isinstance(adata, AnnData) and adata.is_view and adata.isbacked:
+            # its obsm could not take the embedding after training
+            raise ValueError(
+                f"modality {name!r} is a view of a backed AnnData, whose obsm cannot be "
+                "written; pass the whole backed object, or adata[mask].to_memory()"
+            )
     if model_dir is not None:  # before training: an unusable path fails fast
         check_output_directory(model_dir, overwrite=overwrite, names=(MODEL_CONFIG, MODEL_WEIGHTS))
     if copy:
