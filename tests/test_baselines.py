@@ -216,3 +216,131 @@ def test_correlation_metric_refuses_constant_feature_rows(data):
     x[3] = np.delete(x, 3, axis=0).mean(axis=0)  # the mean cell: zero after centring
     with pytest.raises(ValueError, match=r"x: 1 cell\(s\) \(e.g. row 3\) have constant features"):
         GromovWassersteinOT(metric="correlation", **FAST).fit(x, y)
+
+
+# ------------------------------------------- AnnData input, DCCA batches, MAGAN checks
+@pytest.fixture
+def _torch_single_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def poisson_pair(n: int = 100, p: int = 30, q: int = 20, seed: int = 0):
+    """Paired Poisson counts ``(n, p)`` and ``(n, q)`` sharing a 3-D latent space."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 3))
+    x = rng.poisson(np.exp(1.0 + 0.4 * z @ rng.normal(size=(3, p)))).astype(float)
+    y = rng.poisson(np.exp(0.5 + 0.4 * z @ rng.normal(size=(3, q)))).astype(float)
+    return x, y
+
+
+def test_anndata_with_sparse_x_is_densified_like_a_matrix(_torch_single_thread):
+    """An AnnData is unwrapped before the sparse check: a sparse ``X`` is accepted."""
+    import anndata as ad
+
+    from transmodal.baselines import CCA, DCCA
+    from transmodal.baselines._base import as_dense_matrix
+
+    x, y = poisson_pair()
+    xs, ys = sp.csr_matrix(x), sp.csr_matrix(y)
+    ax, ay = ad.AnnData(xs), ad.AnnData(ys)
+    np.testing.assert_array_equal(as_dense_matrix(ax, "x"), x)
+    with pytest.raises(ValueError, match="x is an AnnData without X"):
+        as_dense_matrix(ad.AnnData(obs={"a": np.arange(3)}), "x")
+
+    ref = CCA(5).fit(xs, ys)
+    m = CCA(5).fit(ax, ay)
+    np.testing.assert_allclose(m.embed_x(), ref.embed_x())
+    np.testing.assert_allclose(m.embed_y(ad.AnnData(ys[:7])), ref.embed_y()[:7], atol=1e-10)
+
+    kw = {"n_components": 3, "hidden": (8,), "max_epochs": 2, "batch_size": 32}
+    ref = DCCA(**kw).fit(xs, ys)
+    m = DCCA(**kw).fit(ax, ay)
+    np.testing.assert_allclose(m.embed_x(), ref.embed_x())
+    np.testing.assert_allclose(m.embed_x(ad.AnnData(xs[:7])), ref.embed_x()[:7], atol=1e-6)
+
+
+@pytest.mark.parametrize(("n_components", "batch_size"), [(10, 4), (20, 16), (10, 10)])
+def test_dcca_refuses_batch_size_not_above_n_components(n_components, batch_size):
+    """Minibatches of at most ``n_components`` cells were skipped: no training, loss 0.0."""
+    from transmodal.baselines import DCCA
+
+    match = f"batch_size must be larger than n_components={n_components}"
+    with pytest.raises(ValueError, match=match):
+        DCCA(n_components=n_components, batch_size=batch_size)
+    # also when the attribute is changed after construction
+    m = DCCA(n_components=n_components, batch_size=n_components + 1, hidden=(8,))
+    m.batch_size = batch_size
+    x, y = poisson_pair()
+    with pytest.raises(ValueError, match="batch_size must be larger"):
+        m.fit(x, y)
+    assert not m.is_fitted
+
+
+def test_dcca_trains_with_batch_size_just_above_n_components(_torch_single_thread):
+    from transmodal.baselines import DCCA
+
+    x, y = poisson_pair()
+    m0 = DCCA(n_components=10, batch_size=11, hidden=(16,), max_epochs=1).fit(x, y)
+    m = DCCA(n_components=10, batch_size=11, hidden=(16,), max_epochs=5).fit(x, y)
+    loss = m.history_["loss"]
+    assert len(loss) == 5 and all(v < -1.0 for v in loss)  # real correlations, not 0.0
+    assert loss[-1] < loss[0]
+    changed = max(
+        (a - b).abs().max().item()
+        for a, b in zip(m0.net_x_.parameters(), m.net_x_.parameters())
+    )
+    assert changed > 1e-4
+    # too few cells to train on at all
+    with pytest.raises(ValueError, match="more than n_components=10 pairs; got 10"):
+        DCCA(n_components=10, batch_size=16, hidden=(8,), max_epochs=1).fit(x[:10], y[:10])
+
+
+def test_dcca_history_averages_only_steps_that_ran(monkeypatch, _torch_single_thread):
+    """A minibatch of at most ``n_components`` cells is skipped and not averaged in; an
+    epoch without any step raises instead of recording a loss of 0.0."""
+    from transmodal.baselines import DCCA
+    from transmodal.baselines import _dcca
+
+    x, y = poisson_pair(60)
+    seen: list[tuple[int, float]] = []
+    real_loss = _dcca.dcca_loss
+
+    def recording_loss(h1, h2, *args):
+        out = real_loss(h1, h2, *args)
+        seen.append((h1.shape[0], out.item()))
+        return out
+
+    monkeypatch.setattr(_dcca, "dcca_loss", recording_loss)
+    # a too-small first batch (3 <= n_components) that the default schedule never makes
+    monkeypatch.setattr(_dcca, "_batches", lambda order, bs, ml: [order[:3], order[3:]])
+    m = DCCA(n_components=5, batch_size=64, hidden=(8,), max_epochs=2).fit(x, y)
+    assert [s for s, _ in seen] == [57, 57]
+    np.testing.assert_allclose(m.history_["loss"], [v for _, v in seen])
+
+    monkeypatch.setattr(_dcca, "_batches", lambda order, bs, ml: [order[:5], order[5:10]])
+    with pytest.raises(RuntimeError, match="no training step in epoch 1"):
+        DCCA(n_components=5, batch_size=64, hidden=(8,), max_epochs=2).fit(x, y)
+
+
+def test_magan_correspondence_refuses_per_modality_pca(_torch_single_thread):
+    """Same features but more than ``n_pca`` of them: equal widths, unrelated PCA axes."""
+    from transmodal.baselines import MAGAN
+
+    x, y = poisson_pair(80, 30, 30)
+    kw = {"hidden_g": (8,), "hidden_d": (8,), "max_epochs": 1, "batch_size": 40}
+    for corr in ("mse", "cosine"):
+        with pytest.raises(ValueError, match=r"x \(30 features\) and y \(30 features\) by a PCA"):
+            MAGAN(**kw, correspondence=corr, n_pca=10).fit(x, y)
+    # only one side reduced to the other's width is refused too
+    with pytest.raises(ValueError, match=r"n_pca=10 reduced x \(30 features\) by a PCA"):
+        MAGAN(**kw, correspondence="mse", n_pca=10).fit(x, y[:, :10])
+    for n_pca in (None, 30):  # no PCA: the features correspond one to one
+        m = MAGAN(**kw, correspondence="mse", n_pca=n_pca).fit(x, y)
+        assert "correspondence" in m.history_ and m.prep_x_.pca_ is None
+    # without correspondence, per-modality PCA is fine
+    assert MAGAN(**kw, n_pca=10).fit(x, y).y_features_.shape == (80, 10)

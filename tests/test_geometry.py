@@ -8,6 +8,7 @@ from scipy.stats import spearmanr
 import transmodal as tm
 from transmodal.geometry import (
     geometric_pairs,
+    knn_graph,
     landmark_isomap,
     transport_pairs,
     wasserstein_procrustes,
@@ -93,8 +94,9 @@ def test_transport_pairs_on_few_cells_and_input_checks():
     assert len(ra) == len(rb) == 22 and ra.max() < 10 and rb.max() < 12
     ra2, _ = transport_pairs(a.tolist(), b, n_landmarks=np.int64(8))  # list, numpy integer
     assert len(ra2) == 8 + 8
-    with pytest.raises(ValueError, match="a must be a dense"):
-        transport_pairs(sp.csr_matrix(a), b)
+    ra3, rb3 = transport_pairs(sp.csr_matrix(a), b)  # sparse input is densified
+    np.testing.assert_array_equal(ra3, ra)
+    np.testing.assert_array_equal(rb3, rb)
     with pytest.raises(ValueError, match="b needs at least 2"):
         transport_pairs(a, b[:1])
     with pytest.raises(ValueError, match="b contains NaN"):
@@ -111,12 +113,12 @@ def test_geometric_inputs_are_checked_up_front():
     with pytest.raises(ValueError, match="b has 10 cells.*n_neighbors=15"):
         geometric_pairs(a, b[:10])
     for bad, match in [(a[:0], "a needs at least 1"), (a[:1], "a has 1 cells"),
-                       (sp.csr_matrix(a), "a must be a dense"), (a[:, 0], "a must be a 2-D"),
+                       (a[:, 0], "a must be a 2-D"),
                        (np.where(a > 1, np.nan, a), "a contains NaN")]:
         with pytest.raises(ValueError, match=match):
             geometric_pairs(bad, b)
     for kw in ({"n_neighbors": 0}, {"n_pca": 0}, {"n_components": 0},
-               {"n_components": 11}, {"n_landmarks": 5}):
+               {"n_components": 11}, {"n_landmarks": 5}, {"seed": None}, {"seed": -1}):
         with pytest.raises(ValueError, match=list(kw)[0]):
             geometric_pairs(a, b, **kw)
     with pytest.raises(ValueError, match="n_neighbors"):
@@ -125,6 +127,117 @@ def test_geometric_inputs_are_checked_up_front():
         wasserstein_procrustes(np.full((5, 3), np.nan), b[:5, :3])
     m = geometric_pairs(a, b, n_neighbors=5, n_landmarks=np.int64(20))
     assert len(m.rows_a) == 70
+    for seed in (None, -1, 1.0):  # a seed must be reproducible
+        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+            landmark_isomap(a, n_neighbors=5, n_landmarks=20, seed=seed)
+        with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+            wasserstein_procrustes(a[:, :2], b[:, :2], seed=seed)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        transport_pairs(a, b, seed=None)
+
+
+def test_geometric_pairs_accept_sparse_matrices_and_anndata():
+    """Sparse input (also an AnnData's sparse X) is densified: same pairs as dense."""
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 6)), rng.normal(size=(30, 4))
+    kw = dict(n_neighbors=5, n_landmarks=20)
+    dense = geometric_pairs(a, b, **kw)
+    for sa, sb in [(sp.csr_matrix(a), sp.csc_matrix(b)),
+                   (ad.AnnData(sp.csr_matrix(a)), ad.AnnData(sp.csr_matrix(b)))]:
+        m = geometric_pairs(sa, sb, **kw)
+        np.testing.assert_array_equal(m.rows_a, dense.rows_a)
+        np.testing.assert_array_equal(m.rows_b, dense.rows_b)
+    ra, rb = transport_pairs(a, b)
+    ta, tb = transport_pairs(ad.AnnData(sp.csr_matrix(a)), ad.AnnData(sp.csr_matrix(b)))
+    np.testing.assert_array_equal(ta, ra)
+    np.testing.assert_array_equal(tb, rb)
+    bad = sp.csr_matrix(np.where(a > 1, np.nan, a))
+    with pytest.raises(ValueError, match="a contains NaN"):
+        geometric_pairs(bad, b, **kw)
+
+
+def _four_clusters(seed=0):
+    """Two pairs of nearby clusters, the pairs far apart: the symmetric 5-NN graph has 4
+    components, each nearest to its partner only (two mutually nearest pairs)."""
+    rng = np.random.default_rng(seed)
+    c = np.array([[0, 0, 0], [3, 3, 3], [100, 100, 100], [103, 103, 103]], float)
+    return np.concatenate([ci + 0.3 * rng.normal(size=(40, 3)) for ci in c])
+
+
+def test_knn_graph_is_connected_when_clusters_pair_up():
+    from scipy.sparse.csgraph import connected_components, dijkstra
+
+    x = _four_clusters()
+    g = knn_graph(x, 5)
+    assert connected_components(g, directed=False)[0] == 1
+    assert (g != g.T).nnz == 0
+    # the bridge between the pairs keeps their distance (~170 in units of the k-NN edge)
+    hops = dijkstra(g, indices=[0], directed=False)[0]
+    assert np.isfinite(hops).all() and hops[80:].min() > 10 * hops[:80].max()
+    # pairs of pairs of clusters: three rounds of bridging
+    rng = np.random.default_rng(1)
+    c8 = np.array([0, 3, 100, 103, 1e4, 1e4 + 3, 1e4 + 100, 1e4 + 103])[:, None] * [1, 1, 1]
+    x8 = np.concatenate([ci + 0.3 * rng.normal(size=(20, 3)) for ci in c8])
+    g8 = knn_graph(x8, 5)
+    assert connected_components(g8, directed=False)[0] == 1
+    assert (g8.data > 1).sum() == 2 * 7  # 8 clusters, 7 bridges (one pair of cells each)
+    # many components (1-NN pairs of points on a line, spaced so that each pair is apart)
+    t = np.repeat(np.arange(50.0) * 10, 2) + np.tile([0.0, 1.0], 50)
+    x_line = np.c_[t, np.zeros_like(t)]
+    assert connected_components(knn_graph(x_line, 1), directed=False)[0] == 1
+    emb, w = landmark_isomap(x, n_components=2, n_neighbors=5, n_landmarks=50)
+    assert np.isfinite(emb).all() and np.isfinite(w).all()
+    assert abs(spearmanr(emb[:, 0], x[:, 0])[0]) > 0.8  # the far pairs lie apart on axis 0
+    m = geometric_pairs(x, x[::-1].copy(), n_components=2, n_neighbors=5, n_landmarks=50)
+    assert np.isfinite(m.embedding_a).all() and np.isfinite(m.cost)
+
+
+def test_knn_graph_checks_inputs():
+    x = [[0.0, 1.0], [1.0, 2.0], [3.0, 4.0]]
+    g = knn_graph(x, np.int64(1))  # a list, a numpy integer
+    assert g.shape == (3, 3) and g.nnz == 4
+    with pytest.raises(ValueError, match="x contains NaN"):
+        knn_graph(np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 4.0]]), 1)
+    with pytest.raises(ValueError, match="x must be a 2-D"):
+        knn_graph(np.arange(5.0), 1)
+    for k in (0, 1.5, None):
+        with pytest.raises(ValueError, match="n_neighbors must be an integer >= 1"):
+            knn_graph(x, k)
+    with pytest.raises(ValueError, match="need more than n_neighbors = 3 cells"):
+        knn_graph(x, 3)
+
+
+def test_landmark_isomap_refuses_infinite_geodesics(monkeypatch):
+    import transmodal.geometry._isomap as isomap
+
+    def cut(x, n_neighbors):  # a disconnected graph, as knn_graph never returns
+        n = len(x)
+        return sp.csr_matrix((np.ones(n - 2), (np.arange(n - 2), np.arange(1, n - 1))),
+                             shape=(n, n))
+
+    monkeypatch.setattr(isomap, "_knn_graph", cut)
+    with pytest.raises(ValueError, match="non-finite geodesic distances"):
+        landmark_isomap(np.random.default_rng(0).normal(size=(30, 2)), n_components=2,
+                        n_neighbors=3, n_landmarks=10)
+
+
+@pytest.mark.parametrize("n_landmarks", [5, 20, 100])
+def test_landmark_isomap_zeroes_axes_without_positive_eigenvalue(n_landmarks):
+    """A straight line asked for 4 axes: one positive eigenvalue (for n_landmarks=100 the
+    hop distances bend it a little); the other axes are zero instead of blown-up noise,
+    and the line stays on axis 0."""
+    s = np.arange(100.0)[:, None]
+    with pytest.warns(UserWarning, match="of n_components=4 landmark MDS eigenvalues"):
+        e, w = landmark_isomap(s, n_components=4, n_neighbors=2, n_landmarks=n_landmarks)
+    assert np.isfinite(e).all() and (w >= 0).all() and (np.diff(w) <= 0).all()
+    var = e.var(0)
+    assert (np.diff(var) <= 1e-12).all()  # decreasing variance
+    assert var[0] > 0.99 and abs(np.corrcoef(e[:, 0], s[:, 0])[0, 1]) > 0.999
+    assert w[3] == 0 and not e[:, 3].any()
+    if n_landmarks < 100:
+        assert (w[1:] == 0).all() and not e[:, 1:].any()
 
 
 def _unpaired(seed=0, n=300):

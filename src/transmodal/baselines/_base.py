@@ -6,38 +6,9 @@ import abc
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 
 from .._utils import check_int  # noqa: F401 - re-exported for the baselines
-from ..metrics._chunked import as_embedding
-
-
-def as_dense_matrix(a: Any, name: str, *, min_rows: int = 1) -> np.ndarray:
-    """Validate a ``(cells, features)`` matrix and return it as dense C-contiguous float64.
-
-    Parameters
-    ----------
-    a
-        Dense array-like or scipy sparse matrix of shape ``(n_cells, n_features)``.
-        Sparse input is densified.
-    name
-        Argument name used in error messages.
-    min_rows
-        Minimum number of rows (cells) required.
-
-    Returns
-    -------
-    The validated ``float64`` array.
-
-    Raises
-    ------
-    ValueError
-        If ``a`` is not 2-D or not numeric, has too few rows, no columns, or contains
-        NaN / infinite values.
-    """
-    if sparse.issparse(a):
-        a = a.toarray()
-    return as_embedding(a, name, min_rows=min_rows, columns="features")
+from ..metrics._chunked import as_dense_matrix  # noqa: F401 - re-exported for the baselines
 
 
 def check_float(value: Any, name: str, *, positive: bool) -> None:
@@ -73,9 +44,10 @@ class Baseline(abc.ABC):
         Parameters
         ----------
         x
-            Modality 1, ``(n_x, p)``, dense array or scipy sparse matrix.
+            Modality 1, ``(n_x, p)``: dense array, scipy sparse matrix, or an AnnData
+            whose ``X`` it is.
         y
-            Modality 2, ``(n_y, q)``, dense array or scipy sparse matrix.
+            Modality 2, ``(n_y, q)``, likewise.
 
         Returns
         -------

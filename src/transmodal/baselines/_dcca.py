@@ -114,6 +114,16 @@ def dcca_loss(
 
 
 # ---------------------------------------------------------------------------- DCCA
+def _check_batch_size(batch_size: int, n_components: int) -> None:
+    """Raise a ValueError unless a minibatch can hold more cells than DCCA outputs."""
+    if batch_size <= n_components:
+        raise ValueError(
+            f"batch_size must be larger than n_components={n_components} (a DCCA "
+            "minibatch needs more cells than network outputs to estimate their "
+            f"covariances); got batch_size={batch_size}"
+        )
+
+
 class DCCA(_PreprocessedBaseline):
     """Deep CCA (Andrew et al. 2013): two MLPs whose outputs are maximally correlated.
 
@@ -142,7 +152,8 @@ class DCCA(_PreprocessedBaseline):
     max_epochs, batch_size, lr
         Adam training schedule (one epoch = one pass over the training pairs; a last
         batch smaller than ``max(batch_size // 2, 2 * n_components)`` is merged into the
-        previous one).
+        previous one).  ``batch_size`` must exceed ``n_components``: the loss needs more
+        cells than outputs to estimate the output covariances.
     weight_decay
         Adam weight decay.
     l2_normalize
@@ -161,9 +172,9 @@ class DCCA(_PreprocessedBaseline):
     Attributes
     ----------
     history_
-        ``{"loss": [...]}``, the mean minibatch loss of every epoch (minus the total
-        correlation of ``n_components`` outputs: lower is better, minimum
-        ``-n_components``).
+        ``{"loss": [...]}``, the mean minibatch loss of every epoch, weighted by batch
+        size over the minibatches trained on (minus the total correlation of
+        ``n_components`` outputs: lower is better, minimum ``-n_components``).
     correlations_
         Canonical correlations of the training pairs' network outputs.
     pairs_
@@ -202,6 +213,7 @@ class DCCA(_PreprocessedBaseline):
             check_float(val, name, positive=True)
         check_int(max_epochs, "max_epochs", minimum=1)
         check_int(batch_size, "batch_size", minimum=2)
+        _check_batch_size(batch_size, n_components)
         check_int(n_pca, "n_pca", minimum=1, allow_none=True)
         check_int(seed, "seed", minimum=0)
         self.device = resolve_device(device)
@@ -247,13 +259,16 @@ class DCCA(_PreprocessedBaseline):
         Raises
         ------
         ValueError
-            For invalid inputs, different row counts without ``pairs``, invalid pairs,
-            no more than ``n_components`` pairs, or paired rows of ``x`` or ``y`` that
-            are all identical (no variation to correlate).
+            For invalid inputs, ``batch_size <= n_components``, different row counts
+            without ``pairs``, invalid pairs, no more than ``n_components`` pairs (too
+            few cells to train on), or paired rows of ``x`` or ``y`` that are all
+            identical (no variation to correlate).
         RuntimeError
             If training breaks down numerically (NaN loss, or a covariance whose
-            eigen-decomposition fails).
+            eigen-decomposition fails), or an epoch has no minibatch of more than
+            ``n_components`` pairs to train on.
         """
+        _check_batch_size(self.batch_size, self.n_components)  # attributes may be reset
         xa = as_dense_matrix(x, "x", min_rows=2)
         ya = as_dense_matrix(y, "y", min_rows=2)
         if pairs is None:
@@ -292,7 +307,7 @@ class DCCA(_PreprocessedBaseline):
                 net_y.train()
                 total, count = 0.0, 0
                 for b in _batches(rng.permutation(k), self.batch_size, min_last):
-                    if len(b) <= self.n_components:
+                    if len(b) <= self.n_components:  # too few cells for the covariances
                         continue
                     bt = torch.as_tensor(b, device=dev)
                     try:
@@ -310,7 +325,13 @@ class DCCA(_PreprocessedBaseline):
                     opt.step()
                     total += loss.item() * len(b)
                     count += len(b)
-                history.append(total / max(count, 1))
+                if count == 0:  # never a silent "loss 0.0" for an epoch without training
+                    raise RuntimeError(
+                        f"DCCA ran no training step in epoch {epoch + 1}: no minibatch "
+                        f"had more than n_components={self.n_components} of the {k} "
+                        f"pairs (batch_size={self.batch_size})"
+                    )
+                history.append(total / count)
                 if not math.isfinite(history[-1]):
                     raise RuntimeError(
                         f"DCCA loss became {history[-1]} at epoch {epoch + 1}; "

@@ -331,9 +331,11 @@ class MAGAN(_CycleGANBase):
         MAGAN's own unsupervised correspondence loss between a cell and its translation,
         ``None``, ``"mse"`` (``mse(G(x), x) + mse(F(y), y)``) or ``"cosine"``
         (``1 - cos``).  It is only meaningful when the features of ``x`` and ``y``
-        correspond one to one (same features, ``n_pca=None``), and needs equal
-        preprocessed dimensions.  For modalities without shared features (e.g. RNA and
-        ATAC) leave it ``None``: without pairs MAGAN then reduces to :class:`CycleGAN`.
+        correspond one to one (same features, no PCA: ``n_pca=None`` or at least the
+        number of features), and needs equal preprocessed dimensions; :meth:`fit` refuses
+        it when a modality is reduced by its own PCA (separate PCA bases have unrelated
+        axes).  For modalities without shared features (e.g. RNA and ATAC) leave it
+        ``None``: without pairs MAGAN then reduces to :class:`CycleGAN`.
     lam_correspondence
         Its weight.
 
@@ -386,16 +388,38 @@ class MAGAN(_CycleGANBase):
         Returns
         -------
         ``self``.
+
+        Raises
+        ------
+        ValueError
+            For invalid inputs or pairs, or when ``correspondence`` is set but the
+            preprocessed ``x`` and ``y`` differ in width or either was reduced by its
+            own PCA (more features than ``n_pca``).
         """
         return self._fit(x, y, pairs)
 
     def _prepare_extra(self, fx: np.ndarray, fy: np.ndarray, pairs: Any) -> None:
-        if self.correspondence is not None and fx.shape[1] != fy.shape[1]:
-            raise ValueError(
-                f"correspondence={self.correspondence!r} needs corresponding features, but "
-                f"the preprocessed x and y have {fx.shape[1]} and {fy.shape[1]} features; "
-                "use correspondence=None"
-            )
+        if self.correspondence is not None:
+            if fx.shape[1] != fy.shape[1]:
+                raise ValueError(
+                    f"correspondence={self.correspondence!r} needs corresponding "
+                    f"features, but the preprocessed x and y have {fx.shape[1]} and "
+                    f"{fy.shape[1]} features; use correspondence=None"
+                )
+            # each modality has its own PCA basis: equal widths, unrelated axes
+            reduced = [
+                f"{side} ({prep.n_features_in_} features)"
+                for side, prep in (("x", self.prep_x_), ("y", self.prep_y_))
+                if prep.pca_ is not None
+            ]
+            if reduced:
+                raise ValueError(
+                    f"correspondence={self.correspondence!r} compares features one to "
+                    f"one, but n_pca={self.n_pca} reduced {' and '.join(reduced)} by a "
+                    "PCA fitted per modality, whose axes do not correspond; pass "
+                    "n_pca=None (or at least the number of features) or "
+                    "correspondence=None"
+                )
         self.pairs_ = (
             None if pairs is None else _parse_pairs(pairs, fx.shape[0], fy.shape[0])
         )

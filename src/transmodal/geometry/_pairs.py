@@ -10,7 +10,7 @@ from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
 from .._utils import check_int
-from ..metrics._chunked import as_embedding
+from ..metrics._chunked import as_dense_matrix
 from ._isomap import landmark_isomap
 from ._procrustes import wasserstein_procrustes
 
@@ -49,10 +49,10 @@ def _reduce(x: np.ndarray, n_pca: int, seed: int) -> np.ndarray:
 
 
 def _check_cells(x: Any, name: str, n_neighbors: int, n_components: int) -> np.ndarray:
-    """``x`` as a float64 array (:func:`~transmodal.metrics._chunked.as_embedding`) with
-    more cells than ``n_neighbors`` and ``n_components``; errors name the argument
-    ``name``."""
-    x = as_embedding(x, name, columns="features")
+    """``x`` (array, sparse matrix or AnnData) as a dense float64 array
+    (:func:`~transmodal.metrics._chunked.as_dense_matrix`) with more cells than
+    ``n_neighbors`` and ``n_components``; errors name the argument ``name``."""
+    x = as_dense_matrix(x, name)
     for arg, value in (("n_neighbors", n_neighbors), ("n_components", n_components)):
         if x.shape[0] <= value:
             raise ValueError(
@@ -93,8 +93,11 @@ def geometric_pairs(
     ----------
     a, b
         ``(n_a, p_a)`` and ``(n_b, p_b)`` preprocessed features (e.g. log-normalised
-        expression and accessibility; dense arrays or AnnData): feature counts may
-        differ; each needs more than ``n_neighbors`` and ``n_components`` cells.
+        expression and accessibility): arrays, scipy sparse matrices or AnnData (its
+        ``X``); feature counts may differ; each needs more than ``n_neighbors`` and
+        ``n_components`` cells. Sparse input is densified: ``n * p`` float64 values in
+        memory, so reduce very wide sparse data (e.g. to a few hundred principal
+        components or a subsample of cells) first.
     n_components
         Isomap dimensions overlaid (<= 10; ``2^n_components`` orientations are searched).
     n_neighbors
@@ -104,7 +107,7 @@ def geometric_pairs(
     n_pca
         Principal components kept per modality before the graph.
     seed
-        Seed of landmarks, subsamples and PCA.
+        Seed of landmarks, subsamples and PCA (an integer >= 0).
 
     Returns
     -------
@@ -113,8 +116,8 @@ def geometric_pairs(
     Raises
     ------
     ValueError
-        If ``a`` or ``b`` is not a dense, finite 2-D numeric array or has too few cells,
-        or an integer argument is out of range.
+        If ``a`` or ``b`` is not a finite 2-D numeric matrix or has too few cells, or an
+        integer argument is out of range.
     """
     check_int(n_components, "n_components", minimum=1)
     if n_components > 10:
@@ -129,6 +132,7 @@ def geometric_pairs(
             f"n_landmarks must be greater than n_components={n_components}; got {n_landmarks}"
         )
     check_int(n_pca, "n_pca", minimum=1)
+    check_int(seed, "seed", minimum=0)
     a = _check_cells(a, "a", n_neighbors, n_components)
     b = _check_cells(b, "b", n_neighbors, n_components)
     emb = []
@@ -171,8 +175,9 @@ def transport_pairs(
     Parameters
     ----------
     a, b
-        ``(n_a, p_a)`` and ``(n_b, p_b)`` preprocessed features (dense arrays or
-        AnnData), at least 2 cells each; feature counts may differ.
+        ``(n_a, p_a)`` and ``(n_b, p_b)`` preprocessed features: arrays, scipy sparse
+        matrices or AnnData (its ``X``), at least 2 cells each; feature counts may
+        differ. Sparse input is densified (``n * p`` float64 values in memory).
     n_landmarks
         Cells per modality that enter the transport problem.
     n_neighbors
@@ -181,7 +186,7 @@ def transport_pairs(
     max_iter
         Iterations of the solver (its plan changes little after the first tens).
     seed
-        Seed of the landmark choice and the solver's PCA.
+        Seed of the landmark choice and the solver's PCA (an integer >= 0).
 
     Returns
     -------
@@ -191,7 +196,7 @@ def transport_pairs(
     Raises
     ------
     ValueError
-        If ``a`` or ``b`` is not a dense, finite 2-D numeric array with at least 2 cells
+        If ``a`` or ``b`` is not a finite 2-D numeric matrix with at least 2 cells
         (more than ``n_neighbors`` landmark cells when it is given), or an integer
         argument is out of range.
     RuntimeError
@@ -204,8 +209,8 @@ def transport_pairs(
     check_int(max_iter, "max_iter", minimum=1)
     check_int(seed, "seed", minimum=0)
     n_landmarks = int(n_landmarks)
-    a = as_embedding(a, "a", min_rows=2, columns="features")
-    b = as_embedding(b, "b", min_rows=2, columns="features")
+    a = as_dense_matrix(a, "a", min_rows=2)
+    b = as_dense_matrix(b, "b", min_rows=2)
     m = {name: min(len(x), n_landmarks) for name, x in (("a", a), ("b", b))}
     if n_neighbors is None:
         n_neighbors = min(30, min(m.values()) - 1)

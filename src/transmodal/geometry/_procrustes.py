@@ -59,7 +59,7 @@ def wasserstein_procrustes(
         Cells per cloud in the search and in the refinement (exact transport is
         ``O(n^3)``, so these stay small).
     seed
-        Seed of the subsamples.
+        Seed of the subsamples (an integer >= 0).
 
     Returns
     -------
@@ -73,14 +73,15 @@ def wasserstein_procrustes(
     ------
     ValueError
         If ``a`` or ``b`` is not a finite 2-D numeric array, they differ in columns or
-        have more than 10, or ``n_iter`` / ``n_search`` / ``n_refine`` is not an integer
-        (>= 0 for ``n_iter``, >= 1 for the others).
+        have more than 10, or ``n_iter`` / ``n_search`` / ``n_refine`` / ``seed`` is not an
+        integer (>= 0 for ``n_iter`` and ``seed``, >= 1 for the others).
     """
     a = as_embedding(a, "a")
     b = as_embedding(b, "b")
     check_int(n_iter, "n_iter", minimum=0)
     check_int(n_search, "n_search", minimum=1)
     check_int(n_refine, "n_refine", minimum=1)
+    check_int(seed, "seed", minimum=0)
     d = a.shape[1]
     if b.shape[1] != d:
         raise ValueError(f"a and b need the same number of columns, got {d} and {b.shape[1]}")

@@ -115,6 +115,36 @@ def as_embedding(
     return arr
 
 
+def as_dense_matrix(a: Any, name: str, *, min_rows: int = 1) -> np.ndarray:
+    """Validate a ``(cells, features)`` matrix and return it as dense C-contiguous float64.
+
+    Parameters
+    ----------
+    a
+        Dense array-like or scipy sparse matrix of shape ``(n_cells, n_features)``, or an
+        AnnData whose ``X`` it is (read into memory if backed).  Sparse input (also a
+        sparse ``X``) is densified.
+    name
+        Argument name used in error messages.
+    min_rows
+        Minimum number of rows (cells) required.
+
+    Returns
+    -------
+    The validated ``float64`` array.
+
+    Raises
+    ------
+    ValueError
+        If ``a`` is not 2-D or not numeric, has too few rows, no columns, or contains
+        NaN / infinite values, or is an AnnData without ``X``.
+    """
+    a = unwrap_anndata(a, name)  # first, so that a sparse X is densified like a matrix
+    if sparse.issparse(a):
+        a = a.toarray()
+    return as_embedding(a, name, min_rows=min_rows, columns="features")
+
+
 def check_same_dims(x: np.ndarray, y: np.ndarray, names: tuple[str, str]) -> None:
     """Raise if two embeddings do not live in the same space (column count)."""
     if x.shape[1] != y.shape[1]:
