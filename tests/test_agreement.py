@@ -51,6 +51,12 @@ def test_seed_agreement_of_models(paired_data, make_model, train):
     assert table.shape == (3, 3)
     assert table["agreement"].iloc[0] == pytest.approx(1.0)
     assert table["agreement"].iloc[1:].max() < 1.0
+    # an Ensemble stands for its members
+    ens = tm.Ensemble(models[1:])
+    pd.testing.assert_frame_equal(
+        tm.metrics.seed_agreement(ens, k=10, warn_below=None),
+        tm.metrics.seed_agreement(models[1:], k=10, warn_below=None),
+    )
 
 
 def test_seed_agreement_errors(rng=np.random.default_rng(2)):
@@ -63,6 +69,8 @@ def test_seed_agreement_errors(rng=np.random.default_rng(2)):
         tm.metrics.seed_agreement([{"x": a, "y": b}, {"x": a, "y": b[:40]}])
     with pytest.raises(TypeError, match="CrossModalAE"):
         tm.metrics.seed_agreement([a, b])
+    with pytest.raises(ValueError, match="runs must be a list"):
+        tm.metrics.seed_agreement(5)
     for k in (0, 2.5, True):
         with pytest.raises(ValueError, match="k must be an integer >= 1"):
             tm.metrics.seed_agreement([{"x": a, "y": b}, {"x": a, "y": b}], k=k)

@@ -389,6 +389,13 @@ def test_metrics_take_anndata_and_align_translated_features():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
     assert foscttm(ad.AnnData(x), ad.AnnData(y)) == foscttm(x, y)
+    # an embedded AnnData (sparse counts in X): the error points to its obsm
+    import scipy.sparse as sp
+
+    embedded = ad.AnnData(sp.csr_matrix(rng.poisson(1.0, size=(30, 8)).astype(np.float32)))
+    embedded.obsm["X_transmodal"] = x
+    with pytest.raises(ValueError, match=r"pass adata.obsm\[key\] \(it holds \['X_transmodal'\]\)"):
+        foscttm(embedded, y)
 
     pred, obs = rng.random((20, 6)), rng.random((20, 6))
     names = [f"g{i}" for i in range(6)]

@@ -61,8 +61,9 @@ def seed_agreement(
     ----------
     runs
         At least two trained :class:`~transmodal.CrossModalAE` models of the same data
-        (embeddings of their training cells are used) or ``{modality: embedding}``
-        mappings with the same modalities and cell order.
+        (embeddings of their training cells are used), an :class:`~transmodal.Ensemble`
+        (its members), or ``{modality: embedding}`` mappings with the same modalities and
+        cell order.
     k
         Neighbours per cell (capped at the size of the smaller modality minus one).
     warn_below
@@ -81,6 +82,13 @@ def seed_agreement(
     """
     check_int(k, "k", minimum=1)
     k = int(k)
+    if isinstance(getattr(runs, "models", None), list):  # an Ensemble: its members' runs
+        runs = runs.models
+    if isinstance(runs, (str, bytes)) or not hasattr(runs, "__len__"):
+        raise ValueError(
+            f"runs must be a list of trained models (or of {{modality: embedding}} mappings) "
+            f"or an Ensemble; got {type(runs).__name__}"
+        )
     if len(runs) < 2:
         raise ValueError(f"seed_agreement needs at least two runs; got {len(runs)}")
     embs = [_embeddings(r, i) for i, r in enumerate(runs)]

@@ -91,9 +91,14 @@ def as_embedding(
     -------
     The validated ``float64`` array.
     """
+    hint = ""
+    if type(x).__name__ == "AnnData":
+        obsm = list(getattr(x, "obsm", {}).keys())
+        hint = (f"; an AnnData stands for its X - to compare embeddings pass "
+                f"adata.obsm[key] (it holds {obsm})" if obsm else "")
     x = unwrap_anndata(x, name)
     if sparse.issparse(x):
-        raise ValueError(f"{name} must be a dense 2-D array, got a sparse matrix")
+        raise ValueError(f"{name} must be a dense 2-D array, got a sparse matrix{hint}")
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     arr = np.asarray(x)
