@@ -54,3 +54,18 @@ def test_two_process_ddp_matches_ranks_and_single_process(tmp_path):
     hs = json.loads(Path(f"{single}_history_0.json").read_text())
     for key in ("val_recon_rna", "val_recon_atac"):
         assert h0[key][-1] == pytest.approx(hs[key][-1], rel=0.03), key
+
+
+def test_strategy_resolution():
+    from transmodal.train._trainer import resolve_strategy
+
+    unused = "ddp_find_unused_parameters_true"
+    assert resolve_strategy("ddp") == unused
+    assert resolve_strategy("auto") == "auto"  # one process
+    assert resolve_strategy("auto", "auto") == "auto"
+    for devices in (2, [0, 1], "2", "0,1", -1, "-1"):
+        assert resolve_strategy("auto", devices) == unused, devices
+    assert resolve_strategy("auto", 1, num_nodes=2) == unused
+    for child in ("ddp_spawn", "ddp_fork", "ddp_notebook"):
+        with pytest.raises(ValueError, match="child processes"):
+            resolve_strategy(child)

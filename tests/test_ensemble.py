@@ -140,6 +140,10 @@ def test_ensemble_rejects_members_with_other_features_or_classes(ensemble, paire
         reordered = {n: a[:, ::-1].copy() for n, a in paired_data.items()}
         other_order = make_model(reordered, labels_key="label").train(**fit)
         no_labels = make_model(paired_data).train(**fit)
+        fewer = make_model({n: a[:120].copy() for n, a in paired_data.items()},
+                           labels_key="label").train(**fit)
+    with pytest.raises(ValueError, match=r"models\[1\], modality 'rna': holds other cells"):
+        tm.Ensemble([m0, fewer])
     with pytest.raises(ValueError, match=r"models\[1\], modality 'rna': var_names differ"):
         tm.Ensemble([m0, other_order])
     with pytest.raises(ValueError, match=r"models\[1\] has label categories None"):

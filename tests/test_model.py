@@ -1020,3 +1020,32 @@ def test_translate_out_names_an_unwritable_obs_column(paired_data, trained_model
     with pytest.raises(ValueError, match="cannot write the annotations.*astype\\(str\\)"):
         trained_model.translate(rna, source="rna", target="atac", out=out)
     assert not out.exists()
+
+
+def test_failed_training_leaves_a_usable_model(paired_data, make_model, train, monkeypatch):
+    import transmodal.train as tm_train
+
+    model = make_model(paired_data, prior="anchor:rna", seed=2)
+
+    def broken(plan, *args, **kwargs):  # a run that dies half-way (bf16, Ctrl+C, ...)
+        plan.module.double()
+        for p in plan.module.parameters():
+            p.requires_grad_(False)
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(tm_train, "run_training", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        train(model, max_epochs=2, pretrain_epochs=1)
+    params = list(model.module.parameters())
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in params)
+    assert not model.module.training and not model.is_trained_
+    assert model.get_latent_representation("rna").dtype == np.float32
+
+
+def test_early_stopping_counts_patience_after_the_warm_up(paired_data, make_model, train):
+    """Epochs of the adversarial warm-up are not monitored: the first monitored epoch is the
+    first after it, so patience=1 can stop the run two epochs after the warm-up at the
+    earliest (a plateau inside the warm-up used to stop it right at its end)."""
+    model = train(make_model(paired_data, seed=1), max_epochs=12, adv_warmup_epochs=6,
+                  patience=1, lr=0.3)  # stopped after 6 epochs (the warm-up) before
+    assert len(model.history) >= 8

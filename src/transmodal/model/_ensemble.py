@@ -79,6 +79,14 @@ class Ensemble:
                     f"models[{i}] has modalities {m.modality_names}; models[0] has "
                     f"{models[0].modality_names}"
                 )
+            for name, md in m.mods.items():  # the members embed their own cells (adata=None)
+                first = models[0].mods[name]
+                if md.n_obs and first.n_obs and not np.array_equal(md.obs_names, first.obs_names):
+                    raise ValueError(
+                        f"models[{i}], modality {name!r}: holds other cells than models[0] "
+                        f"({md.n_obs} against {first.n_obs}, or other obs_names); members must "
+                        "be trained on the same data"
+                    )
             for name, md in m.mods.items():  # translations are averaged feature by feature
                 if not np.array_equal(md.var_names, models[0].mods[name].var_names):
                     raise ValueError(

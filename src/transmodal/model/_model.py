@@ -653,7 +653,9 @@ class CrossModalAE:
             started by Lightning itself from a script); each process draws different step
             batches (no modality is truncated), gradients and batch-norm statistics are
             averaged over processes, the history holds the means over all processes, and
-            only rank 0 warns and :meth:`save` s. ``precision="16-mixed"`` /
+            only rank 0 warns and :meth:`save` s. ``strategy="auto"`` with several devices
+            is this DDP too; ``ddp_spawn`` / ``ddp_fork`` / ``ddp_notebook`` are refused (the
+            history would stay in their child processes). ``precision="16-mixed"`` /
             ``"bf16-mixed"`` enables mixed precision.
         progress_bar
             Show a progress bar.
@@ -784,25 +786,28 @@ class CrossModalAE:
             batches=train_batches,
         )
         self.module.train()
-        history = run_training(
-            plan,
-            train_batches,
-            val_batches,
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            strategy=strategy,
-            num_nodes=num_nodes,
-            precision=precision,
-            progress_bar=progress_bar,
-            early_stopping=early_stopping,
-            patience=patience,
-            min_epochs=pretrain_epochs + adv_warmup_epochs,
-            seed=seed,
-        )
-        self.module.cpu().eval()
-        for p in self.module.parameters():
-            p.requires_grad_(True)
+        try:
+            history = run_training(
+                plan,
+                train_batches,
+                val_batches,
+                max_epochs=max_epochs,
+                accelerator=accelerator,
+                devices=devices,
+                strategy=strategy,
+                num_nodes=num_nodes,
+                precision=precision,
+                progress_bar=progress_bar,
+                early_stopping=early_stopping,
+                patience=patience,
+                min_epochs=pretrain_epochs + adv_warmup_epochs,
+                seed=seed,
+            )
+        finally:  # also after a failure or an interrupt: float32 weights on the CPU,
+            # trainable (the anchor was frozen), in evaluation mode
+            self.module.float().cpu().eval()
+            for p in self.module.parameters():
+                p.requires_grad_(True)
         epochs_run = int(len(history))
         if self.history_ is not None and len(self.history_):  # continue the epoch count
             history.index = history.index + int(self.history_.index.max()) + 1

@@ -261,8 +261,11 @@ class CrossModalPlan(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:  # noqa: D102
         n = self._counts.get("val", 0)
-        # monitored only once alignment is on (pre-training losses are not comparable)
-        if n and "monitor" in self._sums.get("val", {}) and not self.pretraining:
+        # monitored for early stopping only once pre-training and the adversarial warm-up
+        # are over: earlier losses are not comparable, and an early "no improvement" would
+        # stay set in Lightning's EarlyStopping and stop the run at min_epochs
+        settled = self.current_epoch >= self.pretrain_epochs + self.adv_warmup_epochs
+        if n and "monitor" in self._sums.get("val", {}) and settled:
             # synchronised, so that every process takes the same early-stopping decision
             self.log(
                 "val_monitor",

@@ -16,19 +16,47 @@ from ..data._prefetch import PrefetchLoader
 from ._plan import CrossModalPlan
 
 
-_DDP = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+_DDP = ("ddp",)
+# launchers that train in child processes: the history (and the run's own state) would
+# stay there, and the model in the caller would come back with an empty history
+_CHILD_DDP = ("ddp_spawn", "ddp_fork", "ddp_notebook")
 
 
-def resolve_strategy(strategy):
+def _several(devices, num_nodes) -> bool:
+    """Whether ``devices`` / ``num_nodes`` (Lightning's forms: 2, [0, 1], "2", "0,1", -1,
+    "-1") ask for more than one process (``"auto"``, one process on a CPU, is left to
+    Lightning)."""
+    if num_nodes != 1:
+        return True
+    if isinstance(devices, str):
+        text = devices.strip()
+        if "," in text:
+            return len([d for d in text.split(",") if d.strip()]) > 1
+        devices = -1 if text == "-1" else int(text) if text.isdigit() else 1
+    if isinstance(devices, (list, tuple)):
+        return len(devices) > 1
+    return isinstance(devices, int) and (devices > 1 or devices == -1)
+
+
+def resolve_strategy(strategy, devices=1, num_nodes=1):
     """Lightning strategy for our manual optimisation.
 
     Each step runs two backward passes (discriminator, then autoencoders), and each touches
-    only part of the parameters, so DDP must look for unused parameters: the plain DDP
-    names are mapped to their ``*_find_unused_parameters_true`` variants. Strategy objects
-    are passed through unchanged.
+    only part of the parameters, so DDP must look for unused parameters: ``"ddp"`` - and
+    ``"auto"`` with several devices or nodes, which Lightning would make plain DDP - become
+    ``"ddp_find_unused_parameters_true"``. Strategies that train in child processes
+    (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook``) are refused: the history would stay in
+    the children. Strategy objects are passed through unchanged.
     """
-    if isinstance(strategy, str) and strategy in _DDP:
-        return f"{strategy}_find_unused_parameters_true"
+    if isinstance(strategy, str) and strategy in _CHILD_DDP:
+        raise ValueError(
+            f"strategy={strategy!r} trains in child processes, whose history would be lost; "
+            "use strategy='ddp' (launched with torchrun / srun, or by Lightning from a script)"
+        )
+    if isinstance(strategy, str) and (
+        strategy in _DDP or (strategy == "auto" and _several(devices, num_nodes))
+    ):
+        return "ddp_find_unused_parameters_true"
     return strategy
 
 
@@ -106,7 +134,7 @@ def run_training(
             min_epochs=min_epochs,
             accelerator=accelerator,
             devices=devices,
-            strategy=resolve_strategy(strategy),
+            strategy=resolve_strategy(strategy, devices, num_nodes),
             num_nodes=num_nodes,
             precision=precision,
             logger=False,
