@@ -986,6 +986,11 @@ def test_training_data_changed_in_place_is_noticed(paired_data, make_model, trai
         model.get_latent_representation("atac")
     with pytest.raises(ValueError, match="modality 'atac'.*non-integer"):
         train(model, max_epochs=1)
+    # check_data=False: the user opted out of the scans (cells passed as adata still are)
+    unchecked = make_model(data, labels_key="label", check_data=False)
+    assert np.isfinite(unchecked.get_latent_representation("atac")).all()
+    with pytest.raises(ValueError, match="modality 'atac'.*non-integer"):
+        unchecked.get_latent_representation("atac", data["atac"])
     # cells removed in place (sc.pp.filter_cells(inplace=True)): named, not a deep error
     data["rna"]._inplace_subset_obs(np.arange(100))
     for call in (lambda: model.get_latent_representation("rna"),

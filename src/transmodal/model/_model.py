@@ -196,10 +196,11 @@ class CrossModalAE:
     seed
         Seeds the weight initialisation, the validation split and the anchor choice.
     check_data
-        Scan every matrix for values its likelihood rejects before building networks.
+        Scan every matrix for values its likelihood rejects before building networks;
         :meth:`train` and the methods reading the model's own cells (``adata=None``) scan
-        them again, as values edited in place since (e.g. ``sc.pp.log1p``) would otherwise
-        go unnoticed.
+        them again (values edited in place since, e.g. by ``sc.pp.log1p``, would otherwise
+        go unnoticed; one more pass over the matrix). ``False`` skips all these scans;
+        cells passed as ``adata`` are always scanned.
 
     Examples
     --------
@@ -426,6 +427,7 @@ class CrossModalAE:
         allow_empty: tuple[str, ...] = (), batch_categories: Mapping[str, list[str]] | None = None,
     ) -> None:
         """Validate data, then build the networks (seeded); shared by ``__init__`` and ``load``."""
+        self._check_data = bool(check_data)  # also when the model's own cells are read again
         for name in modalities if isinstance(modalities, Mapping) else ():
             # '|' joins pair keys; '.' is not allowed in the networks' module names
             if isinstance(name, str) and ("|" in name or "." in name):
@@ -679,8 +681,9 @@ class CrossModalAE:
                     f"modality {name!r} has no cells (a model loaded without its data?); "
                     "to train further, load it with data for every modality"
                 )
-            self.mods[name].check_current()  # and values edited in place since:
-            check_values(self.mods[name].source, self.mods[name].spec)
+            self.mods[name].check_current()
+            if self._check_data:  # values edited in place since (e.g. sc.pp.log1p)
+                check_values(self.mods[name].source, self.mods[name].spec)
             if n_train < 2:
                 raise ValueError(
                     f"modality {name!r} has {n_train} training cell(s); training needs at "
@@ -937,7 +940,7 @@ class CrossModalAE:
                     "data?); pass the cells as adata"
                 )
             md.check_current()
-            if check:  # values edited in place since (e.g. sc.pp.log1p) are caught as well
+            if check and self._check_data:  # values edited in place since (sc.pp.log1p)
                 check_values(md.source, md.spec)
             return md.source
         src, var_names = matrix_of(adata, md.spec, modality)

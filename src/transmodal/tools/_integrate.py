@@ -50,7 +50,8 @@ def _copy(data):
         "copy=True needs data in memory; backed data are read batch by batch — pass "
         "copy=False to write the embeddings into the (in-memory) obsm of the backed objects"
     )
-    if getattr(data, "isbacked", False) or any(getattr(a, "isbacked", False) for a in _adatas(data).values()):
+    adatas = _adatas(data).values()
+    if getattr(data, "isbacked", False) or any(getattr(a, "isbacked", False) for a in adatas):
         raise ValueError(lazy)
     try:  # matrices read lazily (tm.datasets.read_backed) cannot be copied either
         if _is_mudata(data):
