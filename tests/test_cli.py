@@ -470,3 +470,18 @@ def test_config_encoding_and_duplicate_json_keys(tmp_path: Path, capsys):
     dup.write_text('{"model": {"n_latent": 4, "n_latent": 8}}')
     assert main(["train", "--config", str(dup)]) == 2
     _assert_one_line_error(capsys, "dup.json", "invalid JSON", "'n_latent' appears twice")
+
+
+def test_ctrl_c_exits_130_without_a_traceback(tmp_path: Path, capsys, monkeypatch):
+    from transmodal.cli import _commands
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_commands, "cmd_embed", interrupted)
+    args = ["embed", "--model", str(tmp_path), "--data", "rna=x.h5ad",
+            "--out", str(tmp_path / "e.h5ad"), "--modality", "rna"]
+    assert main(args) == 130
+    assert capsys.readouterr().err == "transmodal: interrupted\n"
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--traceback"])

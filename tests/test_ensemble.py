@@ -163,3 +163,14 @@ def test_predict_labels_classes_argument_and_ensemble_classes_seen(ensemble, pai
         model.translate(paired_data["rna"][:5], source="rna", target="atac", sample=True)
     with pytest.raises(ValueError, match="seed must be an integer"):
         model.translate(paired_data["rna"][:5], source="rna", target="atac", seed=None)
+
+
+def test_ensemble_of_a_model_loaded_without_data_needs_scales(ensemble, tmp_path):
+    m0, m1 = ensemble.models[:2]
+    m1.save(tmp_path / "m1")
+    bare = tm.CrossModalAE.load(tmp_path / "m1")
+    with pytest.raises(ValueError, match=r"models\[1\] holds no cells.*pass scales="):
+        tm.Ensemble([m0, bare])
+    assert tm.Ensemble([m0, bare], scales=ensemble.scales_[:2]).scales_.tolist() == list(
+        ensemble.scales_[:2]
+    )

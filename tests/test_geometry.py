@@ -310,3 +310,16 @@ def test_failed_transport_falls_back_to_the_overlay(monkeypatch):
     assert len(model.geometric_pairs_["a|b"][0]) == sum(int((~m).sum()) for m in model.val_masks_.values())
     with pytest.raises(ValueError, match="geometric_pairs between 'a' and 'b'"):
         tm.CrossModalAE({"a": a, "b": b}, mods, n_latent=4, hidden=(16,), geometric_pairs="transport")
+
+
+def test_knn_graph_bridges_duplicated_cells_in_units_of_real_edges():
+    """Duplicated cells make most k-NN edges 0 long; the bridge unit is the median non-zero
+    edge (it was floored at 1e-12, so a bridge of 100 became ~1e14 hops)."""
+    line = np.repeat(np.arange(10.0), 5)  # each point 5 times, neighbours 1 apart
+    x = np.c_[np.r_[line, line + 100.0], np.zeros(2 * line.size)]
+    g = knn_graph(x, 6)
+    bridges = g.data[g.data > 1]
+    assert len(bridges) == 2 and np.allclose(bridges, 91.0)  # 100 - 9, in unit edges
+    same = np.zeros((40, 2))
+    same[20:] = 5.0  # two clusters of identical cells: no non-zero edge, unit 1
+    assert np.allclose(knn_graph(same, 3).data.max(), 5 * np.sqrt(2))

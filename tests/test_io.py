@@ -93,6 +93,7 @@ def test_round_trip(saved, paired_data):
     np.testing.assert_array_equal(loaded.history.index.to_numpy(), [0, 1])
     assert loaded.train_params_ == model.train_params_
     assert loaded.label_categories_ == model.label_categories_
+    assert loaded.mixing_accuracy_ == model.mixing_accuracy_ is not None
     # state dicts agree exactly (buffers included: preprocessing, batch-norm statistics)
     sa, sb = model.module.state_dict(), loaded.module.state_dict()
     assert sa.keys() == sb.keys()
@@ -104,6 +105,22 @@ def test_loaded_model_can_continue_training(saved, paired_data, train):
     loaded = tm.CrossModalAE.load(path, paired_data)
     train(loaded, max_epochs=1)
     assert len(loaded.history) == 3
+
+
+def test_new_data_with_unknown_labels_warn_when_training(tmp_path, make_model, train):
+    data = make_data()
+    model = train(make_model(data, labels_key="label"))
+    model.save(tmp_path / "m")
+    new = make_data(seed=1)
+    for adata in new.values():  # a class the model has never seen
+        adata.obs["label"] = adata.obs["label"].cat.add_categories("typeNEW")
+        adata.obs.iloc[:7, 0] = "typeNEW"
+    loaded = tm.CrossModalAE.load(tmp_path / "m", new)  # unknown labels count as missing
+    assert (loaded.mods["rna"].labels[:7] == -1).all()
+    with pytest.warns(UserWarning) as record:
+        train(loaded, max_epochs=1)
+    messages = [str(w.message) for w in record if "carry labels" in str(w.message)]
+    assert len(messages) == 2 and all("7 cell(s)" in m and "['typeNEW']" in m for m in messages)
 
 
 def test_round_trip_anchor_prior_and_three_modalities(tmp_path, make_model, train):

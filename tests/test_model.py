@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import warnings
 
 import anndata as ad
@@ -232,6 +233,60 @@ def test_global_rng_untouched(paired_data, make_model, train):
     train(make_model(paired_data, seed=1))
     assert torch.equal(torch.random.get_rng_state(), state)
     assert torch.are_deterministic_algorithms_enabled() == det
+
+
+def test_process_wide_torch_flags_are_restored(paired_data, make_model, train, monkeypatch):
+    """Lightning's deterministic=True sets torch flags and an environment variable for the
+    whole process; training gives the caller's back."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark)
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = True
+        train(make_model(paired_data, seed=1), max_epochs=1)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.benchmark
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
+
+
+def test_ctrl_c_stops_training_and_keeps_the_epochs_run(paired_data, make_model, train,
+                                                         monkeypatch):
+    """Ctrl+C raises KeyboardInterrupt (Lightning exits the process with SystemExit(1)), the
+    model keeps the completed epochs in its history, and Ctrl+C works again afterwards
+    (Lightning leaves SIGINT ignored)."""
+    import signal
+
+    from transmodal.train import CrossModalPlan
+
+    end_of_epoch = CrossModalPlan.on_train_epoch_end
+
+    def interrupted(plan):
+        end_of_epoch(plan)
+        if len(plan.history_rows) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(CrossModalPlan, "on_train_epoch_end", interrupted)
+    handler = signal.getsignal(signal.SIGINT)
+    model = make_model(paired_data, seed=1)
+    with pytest.raises(KeyboardInterrupt, match="after 2 complete epoch"):
+        train(model, max_epochs=5, early_stopping=False)
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert model.is_trained_ and len(model.history) == 2
+    assert model.train_params_["epochs_run"] == 2
+    assert not model.module.training
+    assert np.isfinite(model.get_latent_representation("rna")).all()
+
+
+@pytest.mark.parametrize("precision", ["16-true", "bf16-true", "8-mixed", True, 32.0])
+def test_unsupported_precision_is_refused_up_front(paired_data, make_model, precision):
+    with pytest.raises(ValueError, match="precision must be one of"):
+        make_model(paired_data).train(max_epochs=1, progress_bar=False, precision=precision)
 
 
 # ------------------------------------------------------------------ priors

@@ -344,8 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``transmodal`` command; returns the exit code.
 
     User errors (invalid config, missing files, unknown modality names, existing outputs)
-    print ``transmodal: error: ...`` on one line to stderr and return 2; ``--help`` and
-    argument errors exit through :class:`SystemExit` as usual with argparse.
+    print ``transmodal: error: ...`` on one line to stderr and return 2; Ctrl+C returns 130
+    (the shell's code for SIGINT); ``--help`` and argument errors exit through
+    :class:`SystemExit` as usual with argparse.
     """
     import yaml
 
@@ -361,3 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROG}: error: {_message(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl+C; each output is written atomically: none is partial
+        if args.traceback:
+            raise
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

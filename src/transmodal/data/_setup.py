@@ -33,6 +33,8 @@ class ModalityData:
     markers: np.ndarray | None = None
     batches: np.ndarray | None = None  # batch codes (-1 = unknown) of spec.batch_key
     batch_categories: list[str] | None = None
+    # cells per label outside a trained model's label categories (new data given to load())
+    unknown_labels: dict[str, int] | None = None
 
     @property
     def n_obs(self) -> int:  # noqa: D102
@@ -400,6 +402,9 @@ def setup_data(
                     f"modality {name!r}: label {bad!r} in obs[{labels_key!r}] is not one of the "
                     f"model's label categories {categories}"
                 )
+            if (codes == -2).any():
+                unknown = md.adata.obs[labels_key].astype(object)[codes == -2].map(label_str)
+                md.unknown_labels = {str(k): int(v) for k, v in unknown.value_counts().items()}
             md.labels = np.where(codes == -2, -1, codes)
         if not labels_optional and not any((md.labels >= 0).any() for md in out.values()):
             raise ValueError(f"labels_key {labels_key!r}: no cell of any modality has a label")

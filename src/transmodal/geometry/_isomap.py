@@ -22,7 +22,7 @@ def knn_graph(x: Any, n_neighbors: int) -> sp.csr_matrix:
 
     Every k-NN edge has length 1. If the graph falls apart (separated clusters), its
     components are joined by bridges, whose length is their Euclidean length in units of
-    the median k-NN edge (at least 1), so that the distances between clusters are kept
+    the median non-zero k-NN edge (at least 1), so that the distances between clusters are kept
     instead of being lost to "infinitely far". Each component is bridged to every other
     component that holds the nearest outside cell of one of its cells, through the closest
     such pair; the components so joined are bridged again in the same way until one is
@@ -66,7 +66,9 @@ def _knn_graph(x: np.ndarray, n_neighbors: int) -> sp.csr_matrix:
     n_comp, comp = connected_components(g, directed=False)
     if n_comp == 1:
         return g
-    unit = max(float(np.median(dist)), 1e-12)
+    # duplicated cells give k-NN edges of length 0; the unit is a typical non-zero edge
+    positive = dist[dist > 0]
+    unit = float(np.median(positive)) if positive.size else 1.0
     rows, cols, vals = [], [], []
     while n_comp > 1:
         # closest cells between each component and those holding its cells' nearest

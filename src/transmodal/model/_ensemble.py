@@ -105,6 +105,13 @@ class Ensemble:
                     f"{models[0].batch_categories_} (translations are decoded per batch)"
                 )
         if scales is None:
+            empty = [i for i, m in enumerate(models) if not any(md.n_obs for md in m.mods.values())]
+            if empty:
+                raise ValueError(
+                    f"models[{empty[0]}] holds no cells (loaded without its data), so its "
+                    "latent scale cannot be measured; load it with its training data, or "
+                    "pass scales= (e.g. the scales_ of the ensemble it came from)"
+                )
             scales = [_latent_scale(m) for m in models]
         scales = np.asarray(scales, dtype=np.float64)
         if scales.shape != (len(models),) or not (np.isfinite(scales) & (scales > 0)).all():

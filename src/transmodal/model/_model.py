@@ -97,6 +97,9 @@ def _check_number(
 
 # torch.manual_seed and numpy's generators take seeds in [0, 2**63)
 _MAX_SEED = 2**63 - 1
+# Lightning precisions the training supports (long forms first); half-precision weights
+# ("16-true", "bf16-true") break the latent distance kernels (no float16 cdist)
+_PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", 32, 64, 16, "32", "64", "16", "bf16")
 
 
 def _check_seed(seed: Any) -> None:
@@ -560,6 +563,13 @@ class CrossModalAE:
                 "anchor_distance must be 'l1', 'l2' or 'contrastive', got "
                 f"{p['anchor_distance']!r}"
             )
+        precision = p.get("precision", "32-true")
+        if isinstance(precision, (bool, float)) or precision not in _PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {list(_PRECISIONS[:4])} (or Lightning's short forms "
+                f"32, 64, 16, 'bf16'), got {precision!r}; half-precision weights ('16-true', "
+                "'bf16-true') are not supported (the latent distance kernels need float32)"
+            )
 
     def train(
         self,
@@ -648,9 +658,12 @@ class CrossModalAE:
             Stop when the validation reconstruction (+ classifier + anchor) loss has not
             improved for ``patience`` (integer >= 0) epochs (default: a fifth of
             ``max_epochs``, >= 10). Needs validation cells in every modality
-            (``validation_fraction`` > 0); without them it is off, with a warning.
+            (``validation_fraction`` > 0); without them it is off, with a warning. The
+            model keeps the weights of the last epoch run (the monitored loss leaves out
+            the alignment, so its best epoch need not be the best aligned one).
         accelerator, devices, strategy, num_nodes, precision
-            Passed to the Lightning ``Trainer`` (CPU by default). Several GPUs / nodes:
+            Passed to the Lightning ``Trainer`` (CPU by default; ``precision`` one of
+            ``"32-true"``, ``"64-true"``, ``"16-mixed"``, ``"bf16-mixed"``). Several GPUs / nodes:
             ``devices=4, strategy="ddp"`` (launched with ``torchrun`` or SLURM ``srun``, or
             started by Lightning itself from a script); each process draws different step
             batches (no modality is truncated), gradients and batch-norm statistics are
@@ -667,11 +680,19 @@ class CrossModalAE:
         Returns
         -------
         The model itself (its ``history`` holds the per-epoch losses).
+
+        Notes
+        -----
+        Calling ``train`` again continues from the current weights with new optimisers
+        (Adam's moments start afresh) and appends to the history; with the same ``seed`` the
+        batches come in the same order as in the first call (pass another ``seed`` for
+        others). Ctrl+C stops training with ``KeyboardInterrupt``; the model keeps the
+        weights trained so far and the history of the epochs completed.
         """
         self._check_train_params(locals())
         # Lightning (about 2 s to import) is loaded only to train: embedding, translating
         # and loading models do without it
-        from ..train import CrossModalPlan, default_max_epochs, run_training
+        from ..train import CrossModalPlan, TrainingInterrupted, default_max_epochs, run_training
 
         accelerator = lightning_accelerator(accelerator)
         for name, mask in self.val_masks_.items():
@@ -700,6 +721,7 @@ class CrossModalAE:
                 )
         if is_global_zero():
             self._warn_batches(lam_batch)
+            self._warn_unknown_labels()
         seed = self.init_params_["seed"] if seed is None else seed
         n_max = max(md.n_obs for md in self.mods.values())
         max_epochs = default_max_epochs(n_max) if max_epochs is None else int(max_epochs)
@@ -789,6 +811,7 @@ class CrossModalAE:
             batches=train_batches,
         )
         self.module.train()
+        interrupted = False
         try:
             history = run_training(
                 plan,
@@ -806,6 +829,8 @@ class CrossModalAE:
                 min_epochs=pretrain_epochs + adv_warmup_epochs,
                 seed=seed,
             )
+        except TrainingInterrupted as err:  # Ctrl+C: record the epochs run, then re-raise
+            history, interrupted = err.history, True
         finally:  # also after a failure or an interrupt: float32 weights on the CPU,
             # trainable (the anchor was frozen), in evaluation mode
             self.module.float().cpu().eval()
@@ -840,10 +865,29 @@ class CrossModalAE:
             "patience": patience,
             "seed": seed,
         })
-        self.is_trained_ = True
+        self.is_trained_ = self.is_trained_ or epochs_run > 0
+        if interrupted:
+            raise KeyboardInterrupt(
+                f"training interrupted after {epochs_run} complete epoch(s) of {max_epochs}; "
+                "the model keeps the weights trained so far (history_ lists those epochs)"
+            )
         if is_global_zero():  # under DDP every process holds the same model: warn once
             self._warn_if_separable(history)
         return self
+
+    def _warn_unknown_labels(self) -> None:
+        """Warn about cells whose label is not a class of the model (new data given to
+        :meth:`load`): they train as unlabelled, since a model's classes are fixed."""
+        for name, md in self.mods.items():
+            if md.unknown_labels:
+                labels = sorted(md.unknown_labels, key=md.unknown_labels.get, reverse=True)
+                warnings.warn(
+                    f"modality {name!r}: {sum(md.unknown_labels.values())} cell(s) carry labels "
+                    f"that are not classes of the model ({labels[:5]}); they train as "
+                    f"unlabelled (the model's classes: {self.label_categories_[:10]}); to "
+                    "learn new classes, build a new model",
+                    UserWarning, stacklevel=3,
+                )
 
     def _warn_batches(self, lam_batch: float) -> None:
         """Warn about batches without training cells (their decoder input is never trained)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -92,6 +95,31 @@ def _quiet_lightning() -> Iterator[None]:
             lg.setLevel(level)
 
 
+@contextlib.contextmanager
+def _process_state_restored() -> Iterator[None]:
+    """Give the caller back what a Lightning run changes process-wide: torch's deterministic
+    mode (``Trainer(deterministic=True)``), cuDNN's benchmark flag, the
+    ``CUBLAS_WORKSPACE_CONFIG`` variable, and the Ctrl+C handler (on an interrupt Lightning
+    ignores SIGINT from then on, which would leave a notebook kernel deaf to Ctrl+C)."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigint = signal.getsignal(signal.SIGINT) if main_thread else None
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+        if main_thread and sigint is not None:
+            signal.signal(signal.SIGINT, sigint)
+
+
 def run_training(
     plan: CrossModalPlan,
     train_batches,
@@ -115,6 +143,9 @@ def run_training(
 
     Randomness (dropout, weight updates) is seeded with ``seed`` inside a forked RNG state,
     so global random state is left untouched and equal seeds give equal runs on one machine.
+    Torch's process-wide flags are restored afterwards, and Ctrl+C raises
+    :class:`TrainingInterrupted` (a ``KeyboardInterrupt`` holding the history of the epochs
+    completed; Lightning itself would exit the process with ``SystemExit``).
 
     Batches are read ``prefetch`` steps ahead by a background thread (0 = read on demand;
     ``None``: 2 when a modality is read from a file or the model trains on a GPU, else 0),
@@ -123,12 +154,11 @@ def run_training(
     does not change.
     """
     cbs = list(callbacks or [])
-    deterministic_before = torch.are_deterministic_algorithms_enabled()
     if early_stopping and val_batches is not None:
         cbs.append(
             EarlyStopping(monitor="val_monitor", patience=patience, mode="min", strict=False)
         )
-    with _quiet_lightning():
+    with _quiet_lightning(), _process_state_restored():
         trainer = pl.Trainer(
             max_epochs=max_epochs,
             min_epochs=min_epochs,
@@ -159,8 +189,23 @@ def run_training(
             with torch.random.fork_rng(devices=devices_rng):
                 torch.manual_seed(seed)
                 trainer.fit(plan, train_dataloaders=train_dl, val_dataloaders=val_dl)
-        finally:  # Lightning's deterministic=True is process-wide; give the caller theirs back
-            torch.use_deterministic_algorithms(deterministic_before)
+        except SystemExit:  # Lightning's answer to Ctrl+C: sys.exit(1) after its teardown
+            if trainer.interrupted:
+                raise TrainingInterrupted(_history(plan)) from None
+            raise
+    return _history(plan)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl+C during :func:`run_training`; ``history`` holds the epochs completed before it."""
+
+    def __init__(self, history: pd.DataFrame) -> None:
+        super().__init__(f"training interrupted after {len(history)} complete epoch(s)")
+        self.history = history
+
+
+def _history(plan: CrossModalPlan) -> pd.DataFrame:
+    """The plan's per-epoch rows as a DataFrame indexed by epoch."""
     history = pd.DataFrame(plan.history_rows)
     if len(history):
         history["epoch"] = history["epoch"].astype(int)
@@ -168,4 +213,4 @@ def run_training(
     return history
 
 
-__all__ = ["run_training", "default_max_epochs"]
+__all__ = ["run_training", "default_max_epochs", "TrainingInterrupted"]
