@@ -28,12 +28,16 @@ Parts (each runs in its own subprocess; its peak RSS is that child's own, from
 - ``d_ot``: the same data through :class:`~transmodal.baselines.GromovWassersteinOT`
   (entropic Gromov-Wasserstein, POT, SCOT's settings) in its own process; with
   ``--ot-max-iter`` only its first iterations (a lower bound of its time, its full memory).
+- ``wide``: fitting the preprocessing (library size, scaling, ``--wide-pca`` components) of
+  a wide sparse binary matrix (``--wide-cells`` x ``--wide-features``, in memory): seconds
+  and peak RSS against the sizes of the sparse and of the dense matrix.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts a d d_ot --d-cells 2000
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts d d_ot --ot-max-iter 11
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts gen b c --n-cells 1000000 \\
         --workdir /tmp/tm_scale --cleanup
     .venv/bin/python benchmarks/scale.py --parts a --accelerator gpu --batch-size 1024
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts wide
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ import warnings
 
 import numpy as np
 
-PARTS = ("gen", "a", "b", "c", "d", "d_ot")
+PARTS = ("gen", "a", "b", "c", "d", "d_ot", "wide")
 FEATURES = {"rna": 2000, "atac": 5000}
 SPECS = {"rna": "nb", "atac": "bernoulli"}
 N_LATENT = 16
@@ -382,9 +386,43 @@ def part_d_ot(args) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------ wide
+def part_wide(args) -> dict:
+    """Fitting the preprocessing of a wide sparse modality: ``--wide-cells`` cells x
+    ``--wide-features`` binary features (density ``--wide-density``, CSR in memory), with
+    per-feature scaling and ``--wide-pca`` principal components (a scATAC peak matrix).
+    Seconds, the peak RSS before the fit (imports and data) and, from the parent, the peak
+    RSS of the whole part; the sizes of the sparse and of the dense matrix for comparison."""
+    import scipy.sparse as sp
+
+    from transmodal.data import MatrixSource, Modality, fit_preprocessing
+    from transmodal.nn import InputTransform
+
+    import resource
+
+    rng = np.random.default_rng(args.seed)
+    n, g = args.wide_cells, args.wide_features
+    per_row = rng.binomial(g, args.wide_density, size=n)  # features drawn with replacement
+    indptr = np.concatenate([[0], np.cumsum(per_row)])
+    indices = rng.integers(0, g, size=int(indptr[-1]), dtype=np.int32)
+    x = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(n, g))
+    x.sum_duplicates()
+    x.data[:] = 1.0
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    opts = Modality("bernoulli", n_pca=args.wide_pca).resolved()
+    t = InputTransform(g, normalize=opts["normalize"], log1p=opts["log1p"],
+                       scale=opts["scale"], n_pca=opts["n_pca"])
+    t0 = time.perf_counter()
+    fit_preprocessing(t, MatrixSource(x, name="atac", where="X"), np.arange(n), seed=args.seed)
+    sparse_mib = (x.data.nbytes + x.indices.nbytes + x.indptr.nbytes) / 2**20
+    return {"n_cells": n, "n_features": g, "density": args.wide_density, "n_pca": args.wide_pca,
+            "fit_seconds": time.perf_counter() - t0, "sparse_input_mib": sparse_mib,
+            "dense_input_mib": n * g * 4 / 2**20, "rss_before_fit_mib": before}
+
+
 # ------------------------------------------------------------------------------ driver
 RUNNERS = {"gen": part_gen, "a": part_a, "b": part_b, "c": part_c, "d": part_d,
-           "d_ot": part_d_ot}
+           "d_ot": part_d_ot, "wide": part_wide}
 
 
 def run_child(part: str, argv: list[str]) -> dict:
@@ -425,6 +463,10 @@ def main() -> None:
                     help="cells per modality per step (a, b)")
     ap.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu",
                     help="train (a, b) and embed (c) on the CPU or the first CUDA GPU")
+    ap.add_argument("--wide-cells", type=int, default=10_000)
+    ap.add_argument("--wide-features", type=int, default=50_000)
+    ap.add_argument("--wide-density", type=float, default=0.02)
+    ap.add_argument("--wide-pca", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "transmodal_scale"))
     ap.add_argument("--cleanup", action="store_true", help="delete --workdir at the end")

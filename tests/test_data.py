@@ -402,6 +402,43 @@ def test_matrix_source_chunks_and_shape_errors(dense_and_sparse):
     np.testing.assert_array_equal(np.concatenate(chunks), x[idx])
     with pytest.raises(ValueError, match="'bad'.*2-D"):
         MatrixSource(np.zeros(5), name="bad", where="X")
+    # wide matrices come in blocks of at most CHUNK_VALUES numbers, whatever chunk_size says
+    wide = MatrixSource(sp.csr_matrix((10, 3 * 2**20), dtype=np.float32), name="w", where="X")
+    assert wide.chunk_rows(4096) == 5 and [len(c) for c in wide.chunks(chunk_size=4096)] == [5, 5]
+
+
+def test_matrix_source_refuses_non_numbers_and_backed_csc(tmp_path, paired_data):
+    for values, dtype in [(np.ones((3, 2)) + 1j, "complex128"), (np.full((3, 2), "a"), "<U1"),
+                          (np.ones((3, 2), dtype=object), "object")]:
+        with pytest.raises(ValueError, match=f"'m': X holds {dtype} values; expected real"):
+            MatrixSource(values, name="m", where="X")
+    rna = paired_data["rna"]
+    rna.X = sp.csc_matrix(rna.X)
+    rna.write_h5ad(tmp_path / "csc.h5ad")
+    backed = ad.read_h5ad(tmp_path / "csc.h5ad", backed="r")
+    with pytest.raises(ValueError, match="'rna': X is a CSC matrix read from a file.*as CSR"):
+        tm.CrossModalAE({"rna": backed, "atac": paired_data["atac"]},
+                        {"rna": tm.Modality("nb"), "atac": tm.Modality("poisson")})
+
+
+def test_obsm_dataframe_columns_must_be_numbers(paired_data):
+    rna, n = paired_data["rna"], paired_data["rna"].n_obs
+    specs = {"rna": tm.Modality("gaussian", obsm_key="prot"), "atac": tm.Modality("poisson")}
+    for column, message in [
+        (pd.Categorical(["a", "b"] * (n // 2)), r"column\(s\) that are not numbers: \['C1'\]"),
+        (np.array(["x"] * n, dtype=object), r"not numbers: \['C1'\] \(dtypes \['object'\]\)"),
+        (pd.array([1, None] * (n // 2), dtype="Int64"), r"obsm\['prot'\] holds NaN"),
+    ]:
+        rna.obsm["prot"] = pd.DataFrame({"C1": column, "C2": np.arange(n, dtype=float)},
+                                        index=rna.obs_names)
+        with pytest.raises(ValueError, match="modality 'rna': obsm\\['prot'\\].*") as info:
+            tm.CrossModalAE(paired_data, specs)
+        assert info.match(message)
+    # nullable integers without missing values and booleans mixed with floats are numbers
+    rna.obsm["prot"] = pd.DataFrame({"C1": pd.array([1, 2] * (n // 2), dtype="Int64"),
+                                     "C2": [True, False] * (n // 2)}, index=rna.obs_names)
+    model = tm.CrossModalAE(paired_data, specs, n_latent=4, hidden=(8,))
+    assert model.mods["rna"].source.rows(np.arange(2)).tolist() == [[1.0, 1.0], [2.0, 0.0]]
 
 
 # ------------------------------------------------------------------ pairing
@@ -642,6 +679,21 @@ def test_scaling_standardises_training_rows(sim, sparse):
         p = t.process(torch.from_numpy(src.rows(np.arange(x.shape[0])))).double().numpy()
     np.testing.assert_allclose(p.mean(0), 0.0, atol=1e-4)
     np.testing.assert_allclose(p.std(0), 1.0, atol=1e-3)
+
+
+def test_pca_of_data_too_wide_to_hold_is_incremental(sim):
+    """Past max_pca_values the PCA is fitted block by block (IncrementalPCA); it finds the
+    same leading subspace as the randomized PCA of the whole matrix."""
+    x = sim["rna"]
+    fitted = {}
+    for max_values in (2**27, 40 * 30):  # all in memory / incremental, blocks of 6 rows
+        spec = tm.Modality("nb", n_pca=3)
+        t = InputTransform(x.shape[1], **spec.resolved())
+        fit_preprocessing(t, MatrixSource(x, name="m", where="X"), np.arange(150),
+                          max_pca_values=max_values)
+        fitted[max_values] = t.pca_components.double().numpy()
+    overlap = np.linalg.svd(fitted[2**27] @ fitted[40 * 30].T, compute_uv=False)
+    assert overlap.min() > 0.97  # cosines of the principal angles between the subspaces
 
 
 def test_scaling_uses_only_training_rows(sim):

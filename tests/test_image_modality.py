@@ -130,6 +130,23 @@ def test_translated_images_follow_the_source_state():
     assert np.corrcoef(ratio_real, ratio_tr)[0, 1] > 0.7
 
 
+def test_input_dropout_drops_pixels_of_image_modalities():
+    img, feat = nuclei(n=30)
+    model = tm.CrossModalAE(
+        {"img": img, "feat": feat},
+        {"img": tm.Modality("gaussian", obsm_key="crops", hidden=(4, 8), input_dropout=0.5),
+         "feat": tm.Modality("gaussian")},
+        n_latent=3,
+    )
+    enc = model.module.encoders["img"]
+    assert isinstance(enc.input_dropout, torch.nn.Dropout) and enc.input_dropout.p == 0.5
+    x = torch.from_numpy(img.obsm["crops"].reshape(30, -1))
+    enc.train()
+    assert not torch.equal(enc.input_dropout(x), x)  # trained on pixels dropped at random
+    enc.eval()
+    assert torch.equal(enc.input_dropout(x), x)
+
+
 def test_three_d_image_modality_and_anchor_pretraining():
     img, feat = nuclei(n=60, size=8, depth=6)
     assert img.obsm["crops"].shape == (60, 1, 6, 8, 8)
@@ -169,6 +186,13 @@ def test_gallery_of_real_and_translated_crops(tmp_path):
         tm.pl.gallery({"bad": crops[:, 0, 0]})
     with pytest.raises(ValueError, match="n must be an integer >= 1; got 0"):
         tm.pl.gallery({"real": crops}, n=0)
+    for kw, match in [({"size": 0}, "size must be a finite number > 0; got 0"),
+                      ({"dpi": -1}, "dpi must be"), ({"cmap": "nope"}, "cmap='nope' is not"),
+                      ({"vmin": 1.0, "vmax": 0.5}, "vmin must be below vmax"),
+                      ({"vmax": float("nan")}, "vmax must be a finite number or None")]:
+        with pytest.raises(ValueError, match=match):
+            tm.pl.gallery({"real": crops}, path=tmp_path / "x.png", **kw)
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_gallery_checks_the_output_folder_before_drawing(tmp_path):

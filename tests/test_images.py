@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -518,3 +520,21 @@ def test_negative_channel_indices_are_recorded_resolved(tmp_path):
     np.testing.assert_array_equal(
         two.obsm["crops"][:, 1], tm.images.read_nuclei([pair], crop_size=16, channels=[2]).obsm["crops"][:, 0]
     )
+    with pytest.raises(ValueError, match=r"channels=\[0, -3\] name a channel twice"):
+        tm.images.read_nuclei([pair], crop_size=16, channels=[0, -3])  # -3 is channel 0
+
+
+def test_flat_3d_nucleus_has_nan_solidity_without_warnings(tmp_path):
+    """A nucleus one z-slice thick has no convex volume: skimage warned (Qhull) and gave
+    solidity inf, which a morphology modality then refused as an infinite value."""
+    zz, yy, xx = np.mgrid[:5, :30, :30]
+    labels = np.zeros((5, 30, 30), np.uint16)
+    labels[2][(yy[0] - 15) ** 2 + (xx[0] - 15) ** 2 <= 16] = 1  # one slice thick
+    labels[1:4][(yy[:3] - 15) ** 2 + (xx[:3] - 5) ** 2 <= 4] = 2  # three slices
+    image = np.random.default_rng(0).random((5, 30, 30)).astype(np.float32)
+    pair = (_write(tmp_path / "i.tif", image), _write(tmp_path / "l.tif", labels))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nuclei = tm.images.read_nuclei([pair], crop_size=16)
+    solidity = nuclei.obs.set_index("label")["solidity"]
+    assert np.isnan(solidity[1]) and 0 < solidity[2] <= 1

@@ -188,8 +188,12 @@ def test_load_without_data_embeds_and_translates_new_cells(saved, paired_data, t
         alone.get_latent_representation("atac")
     with pytest.raises(ValueError, match="modality 'atac' has no cells"):
         train(alone)
-    with pytest.raises(ValueError, match="holds modality 'RNA', which the model does not have"):
+    with pytest.raises(ValueError, match="holds modality 'RNA', which the model does not have, "
+                       "and lacks its modality 'rna'"):
         tm.CrossModalAE.load(path, {"RNA": rna})  # a misspelt name is not silently dropped
+    # beside all of the model's modalities, others are ignored (as by the constructor)
+    extra = tm.CrossModalAE.load(path, {"rna": rna, "atac": atac, "prot": rna})
+    assert extra.modality_names == ["rna", "atac"]
 
 
 def test_load_rejects_bad_data_values(saved, paired_data):

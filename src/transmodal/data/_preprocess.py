@@ -18,6 +18,7 @@ def fit_preprocessing(
     *,
     seed: int = 0,
     max_pca_cells: int = 50_000,
+    max_pca_values: int = 2**27,
     chunk_size: int = 4096,
 ) -> None:
     """Fit ``transform``'s buffers on rows ``idx`` of ``src``, streaming in chunks.
@@ -37,8 +38,13 @@ def fit_preprocessing(
         Seed of the PCA subsample and the randomized SVD.
     max_pca_cells
         PCA is fitted on at most this many randomly chosen training cells.
+    max_pca_values
+        Those cells' processed rows are held in memory for a randomized PCA when they are at
+        most this many numbers (512 MiB of float32); wider data are fitted by incremental
+        PCA over blocks of rows instead (memory of one block).
     chunk_size
-        Rows per chunk.
+        Rows per chunk (fewer for wide matrices: a chunk holds at most
+        :data:`~transmodal.data._source.CHUNK_VALUES` numbers).
     """
     if len(idx) == 0:
         raise ValueError(f"modality {src.name!r}: no training cells to fit preprocessing on")
@@ -91,11 +97,25 @@ def fit_preprocessing(
             )
         rng = np.random.default_rng(seed)
         sub = idx if len(idx) <= max_pca_cells else rng.choice(idx, max_pca_cells, replace=False)
-        with torch.no_grad():
-            data = np.concatenate(
-                [transform.process(torch.from_numpy(c)).numpy() for c in src.chunks(np.sort(sub))]
-            )
-        pca = PCA(transform.n_pca, svd_solver="randomized", random_state=seed).fit(data)
+        sub = np.sort(sub)
+        if len(sub) * src.n_vars <= max_pca_values:
+            with torch.no_grad():
+                data = np.concatenate(
+                    [transform.process(torch.from_numpy(c)).numpy() for c in src.chunks(sub)]
+                )
+            pca = PCA(transform.n_pca, svd_solver="randomized", random_state=seed).fit(data)
+        else:  # too wide to hold densely: incremental PCA, one block of rows at a time
+            from sklearn.decomposition import IncrementalPCA
+
+            pca = IncrementalPCA(transform.n_pca)
+            # blocks of 2 * n_pca rows: each update is an SVD of (n_pca + block) rows, so the
+            # cost per cell, (n_pca + block)^2 / block, is near its minimum (block = n_pca),
+            # and sklearn's ~11 copies of a block stay small
+            step = max(transform.n_pca, min(2 * transform.n_pca, src.chunk_rows()))
+            with torch.no_grad():
+                for block in np.array_split(sub, max(1, len(sub) // step)):
+                    rows = transform.process(torch.from_numpy(src.rows(block)))
+                    pca.partial_fit(rows.numpy())
         transform.load_fitted(
             {
                 "pca_components": torch.from_numpy(pca.components_),

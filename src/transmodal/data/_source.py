@@ -104,6 +104,11 @@ class _BackedCSR:
         )
 
 
+# numbers in one dense block of rows read at a time (64 MiB of float32): a 150,000-peak
+# matrix is read in blocks of 111 rows, not 4,096 (2.5 GB)
+CHUNK_VALUES = 2**24
+
+
 class MatrixSource:
     """Read rows of a 2-D matrix as dense float32 arrays.
 
@@ -125,8 +130,21 @@ class MatrixSource:
                 f"modality {name!r}: {where} must be a 2-D matrix (cells x features), "
                 f"got shape {shape}"
             )
+        dtype = getattr(matrix, "dtype", None)
+        if dtype is not None and np.dtype(dtype).kind not in "biuf":
+            raise ValueError(
+                f"modality {name!r}: {where} holds {np.dtype(dtype)} values; expected real "
+                "numbers (integers, floats or booleans)"
+            )
         if sp.issparse(matrix) and not isinstance(matrix, (sp.csr_matrix, sp.csr_array)):
             matrix = sp.csr_matrix(matrix)
+        elif not isinstance(matrix, np.ndarray) and getattr(matrix, "format", None) == "csc":
+            raise ValueError(
+                f"modality {name!r}: {where} is a CSC matrix read from a file, whose rows can "
+                "only be read by reading the whole matrix, at every batch; store it as CSR "
+                "(adata = anndata.read_h5ad(path); adata.X = adata.X.tocsr(); "
+                "adata.write_h5ad(path)) or read it into memory"
+            )
         self.matrix = matrix
         self.name = name
         self.where = where
@@ -203,18 +221,45 @@ class MatrixSource:
             self._reader_cache = _BackedCSR.of(self.matrix)
         return self._reader_cache
 
+    def chunk_rows(self, chunk_size: int = 4096, *, max_values: int = CHUNK_VALUES) -> int:
+        """Rows per dense block: ``chunk_size``, fewer for wide matrices (at most
+        ``max_values`` numbers per block; at least one row)."""
+        return max(1, min(int(chunk_size), int(max_values) // max(self.n_vars, 1)))
+
     def chunks(self, idx: np.ndarray | None = None, chunk_size: int = 4096) -> Iterator[np.ndarray]:
-        """Iterate over dense row blocks of ``idx`` (all rows by default), in order."""
+        """Iterate over dense row blocks of ``idx`` (all rows by default), in order: blocks of
+        ``chunk_size`` rows, fewer for wide matrices (:meth:`chunk_rows`), so that a block
+        holds at most :data:`CHUNK_VALUES` numbers whatever the number of features."""
         if idx is None:
             idx = np.arange(self.n_obs)
-        for start in range(0, len(idx), chunk_size):
-            yield self.rows(idx[start : start + chunk_size])
+        step = self.chunk_rows(chunk_size)
+        for start in range(0, len(idx), step):
+            yield self.rows(idx[start : start + step])
 
 
 def obsm_feature_names(obsm_key: str, n_vars: int) -> np.ndarray:
     """Names of the features of an ``obsm`` matrix without its own (an array, or a
     DataFrame with default integer columns): ``{obsm_key}_0``, ``{obsm_key}_1``, ..."""
     return np.array([f"{obsm_key}_{i}" for i in range(n_vars)], dtype=object)
+
+
+def _numeric_frame(df: pd.DataFrame, where: str) -> np.ndarray:
+    """The values of a DataFrame of numbers; nullable columns' missing values become NaN
+    (which the value scan then names). Other columns (strings, categories) are refused."""
+    bad = [
+        str(c) for c, dt in df.dtypes.items()
+        if not (pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt))
+        or pd.api.types.is_complex_dtype(dt)
+    ]
+    if bad:
+        raise ValueError(
+            f"{where} has column(s) that are not numbers: {bad[:5]} (dtypes "
+            f"{[str(df[c].dtype) for c in df.columns if str(c) in bad[:5]]})"
+        )
+    values = df.to_numpy()
+    if values.dtype.kind not in "biuf":  # nullable (Int64, boolean) or mixed columns: objects
+        values = df.to_numpy(dtype=np.float64, na_value=np.nan)
+    return values
 
 
 def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, np.ndarray]:
@@ -234,7 +279,9 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
             )
         m = adata.obsm[spec.obsm_key]
         columns = getattr(m, "columns", None)  # a DataFrame's feature names (e.g. proteins)
-        if hasattr(m, "to_numpy"):
+        if isinstance(m, pd.DataFrame):
+            m = _numeric_frame(m, f"modality {name!r}: obsm[{spec.obsm_key!r}]")
+        elif hasattr(m, "to_numpy"):
             m = m.to_numpy()
         image_shape = None
         ndim = getattr(m, "ndim", 2)
@@ -300,10 +347,12 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
     likelihood = get_likelihood(spec.likelihood)
     opts = spec.resolved(image=src.image_shape is not None)
     nonnegative_for = " and ".join(f"{k}=True" for k in ("normalize", "log1p") if opts[k]) or None
-    for start in range(0, src.n_obs, chunk_size):
-        stop = min(start + chunk_size, src.n_obs)
-        m = src.matrix
-        reader = src._reader if src.on_disk else None
+    m = src.matrix
+    reader = src._reader if src.on_disk else None
+    # stored values of sparse rows are sliced without densifying; dense rows in bounded blocks
+    step = chunk_size if src.sparse else src.chunk_rows(chunk_size)
+    for start in range(0, src.n_obs, step):
+        stop = min(start + step, src.n_obs)
         if sp.issparse(m):  # CSR: the stored values of these rows, without copying indices
             vals = m.data[int(m.indptr[start]) : int(m.indptr[stop])]
         elif reader is not None:  # backed CSR: read only the values

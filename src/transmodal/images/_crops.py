@@ -99,7 +99,9 @@ def morphology(
     ``solidity``, ``axis_major_length``, ``axis_minor_length``, ``mean_intensity`` and
     ``integrated_intensity`` (suffixed ``_ch<k>``, ``k`` from ``channel_ids``, when there are
     several channels). NaN pixels are left out of the intensity mean (the integrated intensity
-    is that mean times the size); a nucleus without a finite pixel gets NaN. ``ids`` are sorted.
+    is that mean times the size); a nucleus without a finite pixel gets NaN. Degenerate
+    nuclei get NaN where a measure is undefined: axis lengths of flat nuclei, solidity of a
+    3-D nucleus without a convex volume (one slice thick, a line). ``ids`` are sorted.
     """
     from skimage.measure import regionprops_table
 
@@ -114,6 +116,8 @@ def morphology(
         kept = labels * np.isin(labels, ids)
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)  # degenerate (flat) nuclei: NaN axes
+        # ... and no convex hull (a 3-D nucleus one slice thick): skimage warns, solidity inf
+        warnings.filterwarnings("ignore", message=".*convex hull.*", category=UserWarning)
         table = regionprops_table(
             kept, intensity_image=np.moveaxis(image, 0, -1), properties=[*props, "intensity_mean"]
         )
@@ -128,6 +132,8 @@ def morphology(
     for name in ("eccentricity", "solidity", "perimeter", "axis_major_length", "axis_minor_length"):
         if name in table:
             cols[name] = table[name]
+    solid = np.asarray(cols["solidity"], dtype=np.float64)  # without a hull: NaN, not inf
+    cols["solidity"] = np.where(np.isfinite(solid) & (solid <= 1.0 + 1e-9), solid, np.nan)
     for k, channel in enumerate(channel_ids):
         suffix = "" if len(channel_ids) == 1 else f"_ch{channel}"
         mean = table[f"intensity_mean-{k}"] if f"intensity_mean-{k}" in table else table["intensity_mean"]

@@ -148,6 +148,11 @@ def read_nuclei(
             image = to_channels_first(image, labels.shape, channel_axis=0, channels=channels, path=image_path)
         # channel indices of the file, negative ones resolved (channels=[-1] -> [n_file - 1])
         ids_here = list(range(n_file)) if channels is None else [int(c) % n_file for c in np.ravel(channels)]
+        if len(set(ids_here)) != len(ids_here):
+            raise ValueError(
+                f"image {image_path}: channels={channels} name a channel twice (channels "
+                f"{ids_here} of its {n_file})"
+            )
         if crops is None:
             channel_ids = ids_here
             crops = np.zeros((n_kept, image.shape[0], *crop_shape), np.float32)

@@ -271,12 +271,15 @@ def _with_stand_ins(data, specs: dict[str, Modality], config: dict) -> tuple[Any
     all); returns the data and the names of the stand-ins."""
     adatas, _ = _as_dict({} if data is None else data)
     unknown = [n for n in adatas if n not in specs]
-    if unknown and isinstance(data, Mapping):  # a MuData may hold other modalities
-        raise ValueError(
-            f"data holds modality {unknown[0]!r}, which the model does not have (its "
-            f"modalities: {list(specs)}); pass only the model's modalities"
-        )
     missing = tuple(n for n in specs if n not in adatas)
+    # other modalities beside all of the model's are ignored, as by the constructor (a
+    # MuData may hold any); beside a lacking one, a dict's may be it misspelt
+    if unknown and missing and isinstance(data, Mapping):
+        raise ValueError(
+            f"data holds modality {unknown[0]!r}, which the model does not have, and lacks "
+            f"its modality {missing[0]!r} (the model's modalities: {list(specs)}); pass the "
+            "model's modalities by their names"
+        )
     if not missing:
         return data, ()
     # a MuData's pairing maps only matter for training, which needs every modality's cells

@@ -116,7 +116,8 @@ class CrossModalModule(nn.Module):
                         f"modality {name!r}: likelihood {a.likelihood!r} cannot model images"
                     )
                 self.encoders[name] = ConvEncoder(
-                    a.image_shape, n_code, a.hidden, dropout=dropout, variational=variational
+                    a.image_shape, n_code, a.hidden, dropout=dropout,
+                    input_dropout=a.input_dropout, variational=variational,
                 )
                 self.decoders[name] = ConvDecoder(
                     n_code + a.n_batches, a.image_shape, a.hidden,

@@ -60,8 +60,8 @@ class ConvEncoder(LatentEncoder):
         Channels of the convolution stages; each halves every spatial size.
     dropout
         Dropout before the final linear layer.
-    variational, standardize
-        As in :class:`~transmodal.nn._mlp.LatentEncoder`.
+    input_dropout, variational, standardize
+        As in :class:`~transmodal.nn._mlp.LatentEncoder` (``input_dropout`` drops pixels).
     """
 
     def __init__(
@@ -71,6 +71,7 @@ class ConvEncoder(LatentEncoder):
         channels: Sequence[int] = DEFAULT_CHANNELS,
         *,
         dropout: float = 0.1,
+        input_dropout: float = 0.0,
         standardize: bool = True,
         variational: bool = False,
     ) -> None:
@@ -87,7 +88,8 @@ class ConvEncoder(LatentEncoder):
             layers.append(nn.Dropout(dropout))
         layers.append(nn.Linear(width * math.prod(last), n_latent * (2 if variational else 1)))
         super().__init__(
-            nn.Sequential(*layers), n_latent, standardize=standardize, variational=variational
+            nn.Sequential(*layers), n_latent, input_dropout=input_dropout,
+            standardize=standardize, variational=variational,
         )
 
 

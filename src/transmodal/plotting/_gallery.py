@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .._utils import check_int
+from ..data._modality import is_number
 from ._embedding import _check_path, _closing_on_error, _finish, _subplots
 
 
@@ -23,6 +24,22 @@ def _as_images(name: str, crops) -> np.ndarray:
     raise ValueError(
         f"gallery row {name!r}: expected crops (n, [channels, [D,]] H, W), got shape {a.shape}"
     )
+
+
+def _check_style(cmap, vmin, vmax, size, dpi) -> None:
+    """``ValueError`` for drawing settings matplotlib would reject only while drawing."""
+    import matplotlib
+
+    for key, value in (("size", size), ("dpi", dpi)):
+        if not (is_number(value) and value > 0):
+            raise ValueError(f"{key} must be a finite number > 0; got {value!r}")
+    for key, value in (("vmin", vmin), ("vmax", vmax)):
+        if value is not None and not is_number(value):
+            raise ValueError(f"{key} must be a finite number or None; got {value!r}")
+    if vmin is not None and vmax is not None and vmin >= vmax:
+        raise ValueError(f"vmin must be below vmax; got vmin={vmin!r}, vmax={vmax!r}")
+    if isinstance(cmap, str) and cmap not in matplotlib.colormaps:
+        raise ValueError(f"cmap={cmap!r} is not a matplotlib colour map")
 
 
 def gallery(
@@ -64,8 +81,9 @@ def gallery(
     Raises
     ------
     ValueError
-        Before drawing, if the rows are empty, of other shapes or lengths, or ``path`` cannot
-        be written (no such folder, unknown type).
+        Before drawing, if the rows are empty, of other shapes or lengths, the drawing
+        settings are invalid (unknown ``cmap``, ``vmin >= vmax``, ``size`` or ``dpi`` not
+        positive), or ``path`` cannot be written (no such folder, unknown type).
     """
     if not rows:
         raise ValueError("gallery needs at least one row of crops")
@@ -75,6 +93,7 @@ def gallery(
         raise ValueError(f"gallery rows hold different numbers of cells: {counts}")
     n_cells = next(iter(counts.values()))
     check_int(n, "n", minimum=1)
+    _check_style(cmap, vmin, vmax, size, dpi)
     n = int(min(n, n_cells))
     if n < 1:
         raise ValueError(f"rows: no cells to show ({counts})")
