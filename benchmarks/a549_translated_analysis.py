@@ -26,7 +26,7 @@ reference lines (the same metrics, seed-independent, printed first):
   profiles of the test cells; (b) DE on the real target profiles of the *train* cells
   (independent cells, same experiment) against DE on the test cells: how well real data
   reproduce the test cells' DE at all.
-- ``reference:paired_knn_regression`` -- a supervised reference that sees every training pair
+- ``reference:paired_knn_regression_k50`` -- a supervised reference that sees every training pair
   (no unpaired model has them): each test cell's target profile predicted as the mean of the
   normalised target profiles of its k = 50 nearest training cells in the source modality's
   PCA space (20 components of the log-normalised source).

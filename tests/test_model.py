@@ -905,8 +905,10 @@ def test_marker_measured_in_one_modality_only_is_rejected(paired_data, make_mode
     with pytest.raises(ValueError, match="marker_key 'm': not measured in any training cell of "
                        "modality 'atac'; the discriminator would tell the modalities apart"):
         make_model(data, marker_key="m")
-    data["atac"].obs.loc[data["atac"].obs_names[::2], "m"] = 1.0  # partly measured: allowed
-    model = train(make_model(data, marker_key="m"), max_epochs=1)
+    data["atac"].obs.loc[data["atac"].obs_names[::2], "m"] = 1.0  # partly measured: allowed,
+    with pytest.warns(UserWarning, match=r"marker_key 'm' is measured in unequal shares of the "
+                      r"modalities' training cells \('rna' 100 %, 'atac' 5\d %\)"):  # a warning
+        model = train(make_model(data, marker_key="m"), max_epochs=1)
     # a loaded model is not re-checked: new cells may lack the marker
     model.save(tmp_path / "m")
     data["atac"].obs["m"] = np.nan
@@ -921,6 +923,26 @@ def test_disc_conditional_needs_labels_in_every_modality(paired_data, make_model
         make_model(paired_data, labels_key="label", disc_conditional=True)
     # without conditioning the classifier may use one modality's labels only
     assert make_model(paired_data, labels_key="label").classes_seen["atac"]
+
+
+def test_conditional_discriminator_gives_unlabelled_cells_predicted_labels(paired_data,
+                                                                           make_model):
+    """Unlabelled cells are conditioned on the classifier's prediction: with zeros, the
+    modality with fewer labels was told apart by its unlabelled cells."""
+    labels = paired_data["atac"].obs["label"].astype(object)
+    labels.iloc[::3] = np.nan
+    paired_data["atac"].obs["label"] = labels
+    model = make_model(paired_data, labels_key="label", disc_conditional=True)
+    module = model.module.eval()
+    z = torch.randn(20, module.classifier.in_features)
+    predicted = module.classifier(z).argmax(-1)
+    unlabelled = torch.full((20,), -1)
+    given = predicted.clone()
+    given[:5] = (predicted[:5] + 1) % module.n_labels  # given labels win over predictions
+    mixed = torch.where(torch.arange(20) < 5, given, unlabelled)
+    assert torch.equal(module.discriminate(z, unlabelled), module.discriminate(z, predicted))
+    assert torch.equal(module.discriminate(z, mixed), module.discriminate(z, given))
+    assert torch.equal(module.discriminate(z), module.discriminate(z, predicted))
 
 
 @pytest.mark.parametrize("marker_key", [[], (), 3, ["m", 3]])

@@ -95,6 +95,8 @@ def _check_number(
     raise ValueError(f"{name} must be {kind} {'>' if strict else '>='} {low:g}, got {value!r}")
 
 
+# measured shares of a marker in two modalities' training cells further apart than this warn
+_MARKER_SHARE_GAP = 0.2
 # torch.manual_seed and numpy's generators take seeds in [0, 2**63)
 _MAX_SEED = 2**63 - 1
 # Lightning precisions the training supports (long forms first); half-precision weights
@@ -159,7 +161,8 @@ class CrossModalAE:
         Gaussian instance noise on the discriminator's inputs during training.
     disc_conditional
         Condition the latent discriminator on ``labels_key`` (one-hot; unlabelled cells get
-        zeros), aligning the modalities class by class.
+        the latent classifier's prediction, so that a modality with fewer labels is not
+        given away by them), aligning the modalities class by class.
     variational
         VAE variant: Gaussian posteriors, a KL term weighted by ``beta`` in :meth:`train`;
         embeddings are posterior means and translation can sample.
@@ -323,7 +326,8 @@ class CrossModalAE:
 
         Every marker must be measured in some training cell of every modality: the
         discriminator sees which cells carry a measurement, and a marker measured in one
-        modality only would tell the modalities apart by itself (``ValueError``). Mean and
+        modality only would tell the modalities apart by itself (``ValueError``); shares
+        measured more than 20 points apart warn, for the same reason. Mean and
         sd are computed in float64 (float32 squares overflow from about 1e19).
         """
         if not self.module.n_markers:
@@ -342,6 +346,17 @@ class CrossModalAE:
                         f"{name!r}; the discriminator would tell the modalities apart by it "
                         "\u2014 conditioning needs the marker measured in every modality"
                     )
+            share = {n: float((~np.isnan(v[:, j])).mean()) for n, v in per_mod.items()}
+            if max(share.values()) - min(share.values()) > _MARKER_SHARE_GAP:
+                warnings.warn(
+                    f"marker_key {key!r} is measured in unequal shares of the modalities' "
+                    "training cells ("
+                    + ", ".join(f"{n!r} {100 * f:.0f} %" for n, f in share.items())
+                    + "): the discriminator sees which cells carry a "
+                    "measurement, so the unmeasured cells give their modality away and align "
+                    "worse; condition on markers measured alike in every modality",
+                    UserWarning, stacklevel=4,
+                )
         values = np.concatenate(list(per_mod.values())).astype(np.float64)
         mean = np.nanmean(values, axis=0)
         std = np.nanstd(values, axis=0)
@@ -1274,8 +1289,13 @@ class CrossModalAE:
             Cells to label; default: the modality's training data.
         classes
             Restrict predictions to these classes (e.g. the classes shared between
-            modalities); default: every class the model knows. Numbers name classes as
-            they do in ``labels_key`` (``[0, 1]`` for the classes ``"0"``, ``"1"``).
+            modalities); default: every class the model knows, so that an unlabelled or
+            partly labelled modality can receive the other modalities' classes. For cells of
+            a modality whose labels name all its cell types, ``classes=
+            model.classes_seen[modality]`` keeps them off the other modalities' private
+            classes (where alignment has laid two private classes on top of each other, the
+            default can confuse them). Numbers name classes as they do in ``labels_key``
+            (``[0, 1]`` for the classes ``"0"``, ``"1"``).
         return_proba
             Return a DataFrame of class probabilities (cells x classes) instead of labels.
         batch_size, device

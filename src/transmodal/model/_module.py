@@ -62,7 +62,8 @@ class CrossModalModule(nn.Module):
         Standard deviation of Gaussian instance noise added to the discriminator's inputs
         during training.
     disc_conditional
-        Condition the discriminator on the one-hot label (zeros for unlabelled cells), so
+        Condition the discriminator on the one-hot label (the classifier's prediction for
+        unlabelled cells), so
         that alignment matches the modalities class by class (the paper's conditional
         alignment). Needs ``n_labels > 0``.
     variational
@@ -265,16 +266,21 @@ class CrossModalModule(nn.Module):
         """Discriminator logits; in training mode with Gaussian instance noise on ``z``.
 
         With a conditional discriminator, ``y`` (label codes, -1 = unlabelled) is appended
-        one-hot; with markers, ``m`` (NaN = not measured) is appended standardised
-        together with a measured-indicator.
+        one-hot; an unlabelled cell gets the one-hot of the latent classifier's prediction
+        (without gradient), so that missing labels look like given ones (zeros gave away
+        the modality with fewer labels). With markers, ``m`` (NaN = not measured) is
+        appended standardised together with a measured-indicator.
         """
+        if self.disc_conditional:
+            if y is None:
+                y = torch.full((z.shape[0],), -1, dtype=torch.long, device=z.device)
+            if (y < 0).any():
+                with torch.no_grad():  # pseudo-labels of the unlabelled cells
+                    y = torch.where(y >= 0, y, self.classifier(z).argmax(-1))
+            onehot = F.one_hot(y, self.n_labels).to(z.dtype)
         if self.training and self.disc_noise > 0:
             z = z + self.disc_noise * torch.randn_like(z)
         if self.disc_conditional:
-            onehot = torch.zeros(z.shape[0], self.n_labels, device=z.device, dtype=z.dtype)
-            if y is not None:
-                known = y >= 0
-                onehot[known, y[known]] = 1.0
             z = torch.cat([z, onehot], dim=-1)
         if self.n_markers:
             if m is None:
