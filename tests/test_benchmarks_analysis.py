@@ -210,3 +210,37 @@ def test_batches_benchmark_runs_and_summarises(tmp_path):
     # unpaired: no anchors, pairs found again through obs["true_cell"]
     res = batches.run_one("unpaired", "batch_key", 0, 1.0, max_epochs=1, n_cells=300)
     assert res["n_batches"] == 3 and 0 <= res["foscttm"] <= 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["a549_demo.py", "--seeds", "0", "--max-epochs", "1", "--out", "demo"],
+        ["a549_validation.py", "--seeds", "0", "--fractions", "1", "--train",
+         '{"max_epochs": 1}'],
+        ["a549_translated_analysis.py", "--seeds", "0", "--fractions", "0", "--max-epochs", "1"],
+        ["tcell_case_study.py", "--seeds", "0", "--populations", "cd4", "--max-epochs", "1",
+         "--out", "tcell"],
+        ["tcell_radial_clusters.py", "--n-resamples", "1"],
+        ["scale.py", "--parts", "wide", "--wide-cells", "300", "--wide-features", "2000",
+         "--wide-pca", "5"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_benchmark_script_runs_on_real_data(argv, tmp_path):
+    """Each script in its smallest setting, on the real data, from an empty folder: it exits
+    0 and prints JSON lines without an error (guards the scripts against API changes)."""
+    import json
+    import os
+    import subprocess
+
+    from transmodal.datasets import data_dir
+
+    # the default data root is relative to the working folder, which is tmp_path here
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSMODAL_DATA": str(data_dir().resolve())}
+    proc = subprocess.run([sys.executable, str(BENCH / argv[0]), *argv[1:]], cwd=tmp_path,
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert lines, proc.stdout[-2000:]
+    assert not any("error" in ln for ln in lines), lines
