@@ -212,18 +212,29 @@ def test_batches_benchmark_runs_and_summarises(tmp_path):
     assert res["n_batches"] == 3 and 0 <= res["foscttm"] <= 1
 
 
+def _needs(*datasets):
+    from transmodal.datasets import data_dir
+
+    missing = [d for d in datasets if not (data_dir() / d).is_dir()]
+    return pytest.mark.skipif(bool(missing), reason=f"$TRANSMODAL_DATA lacks {missing}")
+
+
 @pytest.mark.parametrize(
     "argv",
     [
-        ["a549_demo.py", "--seeds", "0", "--max-epochs", "1", "--out", "demo"],
-        ["a549_validation.py", "--seeds", "0", "--fractions", "1", "--train",
-         '{"max_epochs": 1}'],
-        ["a549_translated_analysis.py", "--seeds", "0", "--fractions", "0", "--max-epochs", "1"],
-        ["tcell_case_study.py", "--seeds", "0", "--populations", "cd4", "--max-epochs", "1",
-         "--out", "tcell"],
-        ["tcell_radial_clusters.py", "--n-resamples", "1"],
+        pytest.param(["a549_demo.py", "--seeds", "0", "--max-epochs", "1", "--out", "demo"],
+                     marks=_needs("scicar_a549")),
+        pytest.param(["a549_validation.py", "--seeds", "0", "--fractions", "1", "--train",
+                      '{"max_epochs": 1}'], marks=_needs("scicar_a549")),
+        pytest.param(["a549_translated_analysis.py", "--seeds", "0", "--fractions", "0",
+                      "--max-epochs", "1"], marks=_needs("scicar_a549")),
+        pytest.param(["tcell_case_study.py", "--seeds", "0", "--populations", "cd4",
+                      "--max-epochs", "1", "--out", "tcell"],
+                     marks=_needs("tcell_chromatin_radial", "pbmc")),
+        pytest.param(["tcell_radial_clusters.py", "--n-resamples", "1"],
+                     marks=_needs("tcell_chromatin_radial")),
         ["scale.py", "--parts", "wide", "--wide-cells", "300", "--wide-features", "2000",
-         "--wide-pca", "5"],
+         "--wide-pca", "5"],  # simulated
     ],
     ids=lambda argv: argv[0],
 )

@@ -193,6 +193,8 @@ def test_gallery_of_real_and_translated_crops(tmp_path):
         with pytest.raises(ValueError, match=match):
             tm.pl.gallery({"real": crops}, path=tmp_path / "x.png", **kw)
     assert not (tmp_path / "x.png").exists()
+    tm.pl.gallery({"real": crops}, path=tmp_path / "x.png", dpi=None)  # matplotlib's default
+    assert (tmp_path / "x.png").exists()
 
 
 def test_gallery_checks_the_output_folder_before_drawing(tmp_path):

@@ -256,7 +256,7 @@ def test_process_wide_torch_flags_are_restored(paired_data, make_model, train, m
 
 
 def test_ctrl_c_stops_training_and_keeps_the_epochs_run(paired_data, make_model, train,
-                                                         monkeypatch):
+                                                         monkeypatch, tmp_path):
     """Ctrl+C raises KeyboardInterrupt (Lightning exits the process with SystemExit(1)), the
     model keeps the completed epochs in its history, and Ctrl+C works again afterwards
     (Lightning leaves SIGINT ignored)."""
@@ -282,11 +282,23 @@ def test_ctrl_c_stops_training_and_keeps_the_epochs_run(paired_data, make_model,
     assert not model.module.training
     assert np.isfinite(model.get_latent_representation("rna")).all()
 
+    def first(plan):  # within the first epoch: nothing to record; the model saves and loads
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(CrossModalPlan, "on_train_epoch_end", first)
+    fresh = make_model(paired_data, seed=1)
+    with pytest.raises(KeyboardInterrupt, match="after 0 complete epoch"):
+        train(fresh, max_epochs=5, early_stopping=False)
+    assert fresh.history_ is None and not fresh.is_trained_
+    fresh.save(tmp_path / "m")
+    assert tm.CrossModalAE.load(tmp_path / "m", paired_data).history_ is None
+
 
 @pytest.mark.parametrize("precision", ["16-true", "bf16-true", "8-mixed", True, 32.0])
 def test_unsupported_precision_is_refused_up_front(paired_data, make_model, precision):
     with pytest.raises(ValueError, match="precision must be one of"):
         make_model(paired_data).train(max_epochs=1, progress_bar=False, precision=precision)
+    tm.CrossModalAE._check_train_params({"precision": None})  # Lightning's default: allowed
 
 
 # ------------------------------------------------------------------ priors

@@ -246,15 +246,15 @@ def obsm_feature_names(obsm_key: str, n_vars: int) -> np.ndarray:
 def _numeric_frame(df: pd.DataFrame, where: str) -> np.ndarray:
     """The values of a DataFrame of numbers; nullable columns' missing values become NaN
     (which the value scan then names). Other columns (strings, categories) are refused."""
-    bad = [
-        str(c) for c, dt in df.dtypes.items()
+    bad = [  # by position: column names may repeat
+        (str(c), str(dt)) for c, dt in zip(df.columns, df.dtypes)
         if not (pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt))
         or pd.api.types.is_complex_dtype(dt)
     ]
     if bad:
         raise ValueError(
-            f"{where} has column(s) that are not numbers: {bad[:5]} (dtypes "
-            f"{[str(df[c].dtype) for c in df.columns if str(c) in bad[:5]]})"
+            f"{where} has column(s) that are not numbers: {[c for c, _ in bad[:5]]} (dtypes "
+            f"{[dt for _, dt in bad[:5]]})"
         )
     values = df.to_numpy()
     if values.dtype.kind not in "biuf":  # nullable (Int64, boolean) or mixed columns: objects

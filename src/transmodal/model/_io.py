@@ -58,7 +58,7 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
     for name, mask in model.val_masks_.items():
         tensors[f"validation.{name}"] = torch.from_numpy(mask.astype(np.uint8))
     history = None
-    if model.history_ is not None:
+    if model.history_ is not None and len(model.history_):
         h = model.history_.reset_index()
         history = {c: [jsonable(float(v)) for v in h[c]] for c in h.columns}
     config = {

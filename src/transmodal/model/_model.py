@@ -579,7 +579,9 @@ class CrossModalAE:
                 f"{p['anchor_distance']!r}"
             )
         precision = p.get("precision", "32-true")
-        if isinstance(precision, (bool, float)) or precision not in _PRECISIONS:
+        if precision is not None and (  # None: Lightning's default, 32-true
+            isinstance(precision, (bool, float)) or precision not in _PRECISIONS
+        ):
             raise ValueError(
                 f"precision must be one of {list(_PRECISIONS[:4])} (or Lightning's short forms "
                 f"32, 64, 16, 'bf16'), got {precision!r}; half-precision weights ('16-true', "
@@ -852,14 +854,15 @@ class CrossModalAE:
             for p in self.module.parameters():
                 p.requires_grad_(True)
         epochs_run = int(len(history))
-        if self.history_ is not None and len(self.history_):  # continue the epoch count
+        if epochs_run and self.history_ is not None and len(self.history_):  # continue count
             history.index = history.index + int(self.history_.index.max()) + 1
             history = pd.concat([self.history_, history])
-        self.history_ = history
+        if epochs_run:  # (an interrupt within the first epoch adds nothing)
+            self.history_ = history
         self.train_params_ = jsonable({
             "max_epochs": max_epochs,
             "epochs_run": epochs_run,  # by this call; history holds every call's
-            "epochs_total": int(len(history)),
+            "epochs_total": 0 if self.history_ is None else int(len(self.history_)),
             "batch_size": batch_size,
             "lr": lr,
             "lr_disc": lr if lr_disc is None else lr_disc,
@@ -887,7 +890,7 @@ class CrossModalAE:
                 "the model keeps the weights trained so far (history_ lists those epochs)"
             )
         if is_global_zero():  # under DDP every process holds the same model: warn once
-            self._warn_if_separable(history)
+            self._warn_if_separable(self.history_)
         return self
 
     def _warn_unknown_labels(self) -> None:

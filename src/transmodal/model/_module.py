@@ -274,6 +274,7 @@ class CrossModalModule(nn.Module):
         if self.disc_conditional:
             if y is None:
                 y = torch.full((z.shape[0],), -1, dtype=torch.long, device=z.device)
+            y = y.to(device=z.device, dtype=torch.long)
             if (y < 0).any():
                 with torch.no_grad():  # pseudo-labels of the unlabelled cells
                     y = torch.where(y >= 0, y, self.classifier(z).argmax(-1))

@@ -30,9 +30,10 @@ def _check_style(cmap, vmin, vmax, size, dpi) -> None:
     """``ValueError`` for drawing settings matplotlib would reject only while drawing."""
     import matplotlib
 
-    for key, value in (("size", size), ("dpi", dpi)):
-        if not (is_number(value) and value > 0):
-            raise ValueError(f"{key} must be a finite number > 0; got {value!r}")
+    if not (is_number(size) and size > 0):
+        raise ValueError(f"size must be a finite number > 0; got {size!r}")
+    if not (dpi is None or dpi == "figure" or (is_number(dpi) and dpi > 0)):
+        raise ValueError(f"dpi must be a finite number > 0, 'figure' or None; got {dpi!r}")
     for key, value in (("vmin", vmin), ("vmax", vmax)):
         if value is not None and not is_number(value):
             raise ValueError(f"{key} must be a finite number or None; got {value!r}")

@@ -189,6 +189,8 @@ def run_training(
             with torch.random.fork_rng(devices=devices_rng):
                 torch.manual_seed(seed)
                 trainer.fit(plan, train_dataloaders=train_dl, val_dataloaders=val_dl)
+            if trainer.interrupted:  # Lightning < 2.4 returned from fit after Ctrl+C
+                raise TrainingInterrupted(_history(plan))
         except SystemExit:  # Lightning's answer to Ctrl+C: sys.exit(1) after its teardown
             if trainer.interrupted:
                 raise TrainingInterrupted(_history(plan)) from None
