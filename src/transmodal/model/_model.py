@@ -95,8 +95,6 @@ def _check_number(
     raise ValueError(f"{name} must be {kind} {'>' if strict else '>='} {low:g}, got {value!r}")
 
 
-# measured shares of a marker in two modalities' training cells further apart than this warn
-_MARKER_SHARE_GAP = 0.2
 # torch.manual_seed and numpy's generators take seeds in [0, 2**63)
 _MAX_SEED = 2**63 - 1
 # Lightning precisions the training supports (long forms first); half-precision weights
@@ -178,7 +176,9 @@ class CrossModalAE:
         unlabelled).
     marker_key
         Numeric ``obs`` column(s) of a shared continuous marker (e.g. a protein ratio) on
-        which the latent discriminator is conditioned (NaN = not measured).
+        which the latent discriminator is conditioned (NaN = not measured: in training,
+        such a cell takes the value of the nearest cell of its step, in the latent space,
+        where the marker was measured).
     anchor_fraction
         Fraction (0-1) of the paired training cells whose pairing is used by the anchor
         loss (rounded, at least one pair); the seeded choice is saved with the model. Above
@@ -326,8 +326,9 @@ class CrossModalAE:
 
         Every marker must be measured in some training cell of every modality: the
         discriminator sees which cells carry a measurement, and a marker measured in one
-        modality only would tell the modalities apart by itself (``ValueError``); shares
-        measured more than 20 points apart warn, for the same reason. Mean and
+        modality only would tell the modalities apart by itself (``ValueError``). (In
+        training, a cell without a measurement takes the value of the nearest measured cell
+        of its step, so unequal shares measured do not give a modality away.) Mean and
         sd are computed in float64 (float32 squares overflow from about 1e19).
         """
         if not self.module.n_markers:
@@ -346,17 +347,6 @@ class CrossModalAE:
                         f"{name!r}; the discriminator would tell the modalities apart by it "
                         "\u2014 conditioning needs the marker measured in every modality"
                     )
-            share = {n: float((~np.isnan(v[:, j])).mean()) for n, v in per_mod.items()}
-            if max(share.values()) - min(share.values()) > _MARKER_SHARE_GAP:
-                warnings.warn(
-                    f"marker_key {key!r} is measured in unequal shares of the modalities' "
-                    "training cells ("
-                    + ", ".join(f"{n!r} {100 * f:.0f} %" for n, f in share.items())
-                    + "): the discriminator sees which cells carry a "
-                    "measurement, so the unmeasured cells give their modality away and align "
-                    "worse; condition on markers measured alike in every modality",
-                    UserWarning, stacklevel=4,
-                )
         values = np.concatenate(list(per_mod.values())).astype(np.float64)
         mean = np.nanmean(values, axis=0)
         std = np.nanstd(values, axis=0)

@@ -292,6 +292,30 @@ class CrossModalModule(nn.Module):
         return self.discriminator(z)
 
     @staticmethod
+    def impute_markers(
+        zs: dict[str, torch.Tensor], ms: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """Markers of a step with each unmeasured value (NaN) replaced by that of the nearest
+        cell (in the latent, any modality of the step) where it was measured; without any
+        measured cell a value stays NaN. Conditioning the discriminator on imputed values
+        keeps the cells without a measurement from giving their modality away."""
+        names = [n for n in ms if n in zs]
+        if not names:
+            return ms
+        m_all = torch.cat([ms[n].to(zs[n].device) for n in names])
+        missing = torch.isnan(m_all)
+        if not missing.any():
+            return ms
+        z_all = torch.cat([zs[n].detach().float() for n in names])
+        out = m_all.clone()
+        for j in range(m_all.shape[1]):
+            seen = ~missing[:, j]
+            if seen.any() and not seen.all():
+                nearest = torch.cdist(z_all[~seen], z_all[seen]).argmin(1)
+                out[~seen, j] = m_all[seen, j][nearest]
+        return dict(zip(names, out.split([len(ms[n]) for n in names])))
+
+    @staticmethod
     def _mmd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Multi-bandwidth Gaussian-kernel MMD between two sets of latent points."""
         xy = torch.cat([x, y])
