@@ -46,6 +46,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -397,8 +398,6 @@ def part_wide(args) -> dict:
 
     from transmodal.data import MatrixSource, Modality, fit_preprocessing
     from transmodal.nn import InputTransform
-
-    import resource
 
     rng = np.random.default_rng(args.seed)
     n, g = args.wide_cells, args.wide_features

@@ -63,9 +63,8 @@ class CrossModalModule(nn.Module):
         during training.
     disc_conditional
         Condition the discriminator on the one-hot label (the classifier's prediction for
-        unlabelled cells), so
-        that alignment matches the modalities class by class (the paper's conditional
-        alignment). Needs ``n_labels > 0``.
+        unlabelled cells), so that alignment matches the modalities class by class (the
+        paper's conditional alignment). Needs ``n_labels > 0``.
     variational
         VAE variant: encoders output a Gaussian posterior; training decodes samples and
         adds a KL term to the standard normal prior; embeddings are posterior means.

@@ -197,10 +197,10 @@ class CrossModalPlan(pl.LightningModule):
 
         ys = {n: batch[n]["y"] for n in zs if "y" in batch[n]}
         ms = {n: batch[n]["m"] for n in zs if "m" in batch[n]}
-        if ms:  # unmeasured markers take the nearest measured cell's value
-            ms = m.impute_markers(zs, ms)
         # discriminator step on detached latents
         if not self.pretraining:
+            if ms:  # unmeasured markers take the nearest measured cell's value
+                ms = m.impute_markers(zs, ms)
             d_loss, d_acc = m.discriminator_loss({n: z.detach() for n, z in zs.items()}, ys, ms)
             terms["disc"] = d_loss
             terms["disc_acc"] = d_acc
