@@ -219,6 +219,56 @@ def test_negative_values_rejected_for_bernoulli(paired_data, specs):
         setup_data(paired_data, {"rna": specs["rna"], "atac": "bernoulli"})
 
 
+@pytest.mark.parametrize("sparse", [False, True])
+def test_fractions_warn_for_bernoulli(paired_data, specs, sparse):
+    x = (paired_data["atac"].X > 0).astype(np.float32)
+    x[:3, :2] = 0.25  # e.g. methylation levels: bernoulli would read them as 1
+    paired_data["atac"].X = sp.csr_matrix(x) if sparse else x
+    with pytest.warns(
+        UserWarning,
+        match=r"'atac': X holds 6 value\(s\) strictly between 0 and 1; the 'bernoulli' "
+        r"likelihood models whether a value is > 0, so each of them counts as 1.*"
+        r"'continuous_bernoulli', which models values in \[0, 1\]",
+    ):
+        setup_data(paired_data, {"rna": specs["rna"], "atac": "bernoulli"})
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("binary", [True, False])
+def test_binary_values_and_counts_are_silent_for_bernoulli(paired_data, specs, sparse, binary):
+    x = paired_data["atac"].X  # counts up to ~10: binarised on purpose
+    assert x.max() > 1
+    x = (x > 0).astype(np.float32) if binary else x
+    paired_data["atac"].X = sp.csr_matrix(x) if sparse else x
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        setup_data(paired_data, {"rna": specs["rna"], "atac": "bernoulli"})
+
+
+def test_float64_features_below_float32_resolution_warn(paired_data, specs):
+    rng = np.random.default_rng(0)
+    x = paired_data["atac"].X.astype(np.float64)
+    x[:, 3] = 1e7 + 0.01 * rng.normal(size=len(x))  # one float32 value: all variation lost
+    x[:, 4] = 1e7  # constant: nothing to lose
+    paired_data["atac"].X = x
+    assert len(np.unique(x[:, 3].astype(np.float32))) == 1
+    with pytest.warns(
+        UserWarning,
+        match=r"'atac': X: 1 of 25 feature\(s\) \(columns \[3\]\) vary by less than float32's "
+        r"resolution.*mean 1e\+07 in column 3.*Subtract each feature's mean",
+    ) as record:
+        model = tm.CrossModalAE(paired_data, {"rna": specs["rna"], "atac": "gaussian"})
+    assert sum("float32's resolution" in str(w.message) for w in record) == 1
+    with warnings.catch_warnings():  # the same source is not warned about twice
+        warnings.simplefilter("error")
+        model.get_latent_representation("atac")
+    # centred in float64, the same features keep their variation: no warning
+    paired_data["atac"].X = x - x.mean(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        setup_data(paired_data, {"rna": specs["rna"], "atac": "gaussian"})
+
+
 def test_duplicated_obs_names(paired_data, specs):
     names = list(paired_data["atac"].obs_names)
     names[5] = names[4]
@@ -808,3 +858,106 @@ def test_marker_values_beyond_float32_are_named(paired_data):
         marker_values(adata, "m", "rna")
     adata.obs["m"] = np.nan  # all missing is fine here (the model checks where it is measured)
     assert np.isnan(marker_values(adata, "m", "rna")).all()
+
+
+# ------------------------------------------------------------------ probe findings (MuData, labels)
+def _tiny(names, labels=None, seed=0) -> ad.AnnData:
+    """A small gaussian modality with cells ``names`` and optional obs['label']."""
+    rng = np.random.default_rng(seed)
+    adata = ad.AnnData(
+        X=rng.normal(size=(len(names), 5)).astype(np.float32),
+        obs=pd.DataFrame(index=pd.Index(list(names), dtype=object)),
+        var=pd.DataFrame(index=[f"m{seed}_{j}" for j in range(5)]),
+    )
+    if labels is not None:
+        adata.obs["label"] = pd.Categorical(labels)
+    return adata
+
+
+TINY_SPECS = {"a": "gaussian", "b": "gaussian"}
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+def test_mudata_repeated_obs_name_is_named_like_dict():
+    import mudata
+
+    names = [f"c{i}" for i in range(12)]
+    data = {"a": _tiny(names), "b": _tiny(names[:-1] + ["c0"], seed=1)}  # 'c0' twice in b
+    expected = r"modality 'b': obs_names are not unique \(e.g. 'c0'\).*obs_names_make_unique"
+    with pytest.raises(ValueError, match=expected):
+        setup_data(data, TINY_SPECS)
+    mdata = mudata.MuData(data)
+    for _ in range(2):  # mdata.update() does not change the answer
+        with pytest.raises(ValueError, match=expected) as err:
+            setup_data(mdata, TINY_SPECS)
+        assert "obsmap" not in str(err.value)
+        mdata.update()
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("as_mudata", [False, True])
+def test_paired_cells_with_different_labels_warn(as_mudata):
+    import mudata
+
+    from transmodal.data._setup import label_conflicts
+
+    names = [f"c{i}" for i in range(12)]
+    la = ["T"] * 6 + ["B"] * 6
+    lb = ["T"] * 6 + ["B"] * 6
+    lb[1] = lb[2] = "B"  # c1, c2 differ
+    la[3], lb[3] = np.nan, "B"  # unlabelled on one side: no conflict
+    # b holds 8 of a's cells and 4 of its own (c8..c11 of a are unpaired, labelled 'X' in b)
+    b_names = names[:8] + [f"b_only{i}" for i in range(4)]
+    lb[8:] = ["X"] * 4
+    data = {"a": _tiny(names, la), "b": _tiny(b_names, lb, seed=1)}
+    if as_mudata:
+        data = mudata.MuData(data)
+    kw = dict(labels_key="label", validation_fraction=0.0, n_latent=2, hidden=(4,))
+    with pytest.warns(UserWarning) as record:
+        tm.CrossModalAE(data, TINY_SPECS, anchor_fraction=1.0, **kw)
+    msgs = [str(w.message) for w in record if "different labels" in str(w.message)]
+    assert len(msgs) == 1 and record[0].filename == __file__
+    assert "labels_key 'label'" in msgs[0] and "modalities 'a' and 'b': 2 paired cell(s)" in msgs[0]
+    assert "'c1': 'T' in 'a', 'B' in 'b'" in msgs[0]
+    mods, cats = setup_data(data, TINY_SPECS, labels_key="label")
+    assert label_conflicts(mods, cats) == [("a", "b", 2, ("c1", "T", "B"))]
+    # unpaired data (anchor_fraction=0): shared names need not be the same cell
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        tm.CrossModalAE(data, TINY_SPECS, anchor_fraction=0.0, **kw)
+    assert not [w for w in record if "different labels" in str(w.message)]
+
+    # labels that agree (one side missing is fine): no conflict
+    data = {"a": _tiny(names, la), "b": _tiny(names, la, seed=1)}
+    data["b"].obs.loc["c5", "label"] = np.nan
+    mods, cats = setup_data(data, TINY_SPECS, labels_key="label")
+    assert label_conflicts(mods, cats) == []
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_column_only_in_mudata_global_obs_suggests_push_obs():
+    import mudata
+
+    names = [f"c{i}" for i in range(12)]
+    mdata = mudata.MuData({"a": _tiny(names), "b": _tiny(names[:8], seed=1)})
+    for key in ("celltype", "batch", "m"):
+        mdata.obs[key] = np.arange(mdata.n_obs) % 2
+    hint = r"MuData's global \.obs holds '{}'.*mdata\.push_obs\(\['{}'\]"
+    with pytest.raises(ValueError, match="not an obs column of any modality.*"
+                       + hint.format("celltype", "celltype")):
+        setup_data(mdata, TINY_SPECS, labels_key="celltype")
+    with pytest.raises(ValueError, match="modality 'a': marker_key 'm' not found in obs.*"
+                       + hint.format("m", "m")):
+        setup_data(mdata, TINY_SPECS, marker_key="m")
+    specs = {"a": tm.Modality("gaussian", batch_key="batch"), "b": "gaussian"}
+    with pytest.raises(ValueError, match="modality 'a': batch_key 'batch' not found in obs.*"
+                       + hint.format("batch", "batch") + r", mods=\['a'\]\)"):
+        setup_data(mdata, specs)
+    # a dict of AnnData has no global obs: no hint
+    with pytest.raises(ValueError, match="not an obs column of any modality") as err:
+        setup_data(dict(mdata.mod), TINY_SPECS, labels_key="celltype")
+    assert "push_obs" not in str(err.value)
+    # following the hint works
+    mdata.push_obs(["celltype", "batch", "m"])
+    mods, cats = setup_data(mdata, specs, labels_key="celltype", marker_key="m")
+    assert cats == ["0", "1"] and mods["a"].batches is not None

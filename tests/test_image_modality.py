@@ -60,6 +60,57 @@ def test_conv_networks_reproduce_any_image_shape(shape):
     assert dec(mean).shape == (3, 2 * shape[0], *shape[1:])
 
 
+def test_default_conv_networks_keep_their_group_norms():
+    """Every stage of the default channels on 32x32 crops is normalised in gcd(8, c) groups."""
+    enc = ConvEncoder((3, 32, 32), 6)
+    dec = ConvDecoder(6, (3, 32, 32), n_out_channels=6)
+    norms = [m for net in (enc, dec) for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert [(m.num_groups, m.num_channels) for m in norms] == [
+        (8, 32), (8, 64), (8, 128), (8, 64), (8, 32)
+    ]
+    assert not any(isinstance(m, torch.nn.Identity) for m in (*enc.net, *dec.net))
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 2, 2), (1, 1, 1)])
+def test_conv_networks_on_one_pixel_feature_maps_depend_on_their_input(shape):
+    """A group of one value per sample normalises to 0: stages reaching 1x1 maps with few
+    channels must use fewer groups (or none) so that the image is not ignored."""
+    torch.manual_seed(0)
+    enc = ConvEncoder(shape, 4, (8, 8, 8), dropout=0.0, standardize=False).eval()
+    dec = ConvDecoder(4, shape, (8, 8, 8), n_out_channels=1).eval()
+    with torch.no_grad():
+        z = enc(torch.rand(16, int(np.prod(shape))))
+        out = dec(torch.randn(16, 4))
+    assert z.std(0).min() > 1e-3
+    assert out.std(0).min() > 1e-3
+    last = [m for m in enc.net if isinstance(m, torch.nn.GroupNorm)][-1]  # on a 1x1 map
+    assert (last.num_groups, last.num_channels) == (2, 8)  # 4 channels per group, not 1
+    # one channel of one pixel: not normalised (a 2x2 map of one channel still is)
+    one = ConvEncoder((1, 4, 4), 4, (1, 1), dropout=0.0, standardize=False)
+    assert isinstance(one.net[2], torch.nn.GroupNorm) and isinstance(one.net[5], torch.nn.Identity)
+
+
+@pytest.mark.parametrize("shape", [(16, 16, 3), (16, 16, 1), (8, 12, 12, 4)])
+def test_channels_last_crops_are_refused(shape):
+    img, feat = nuclei(n=20)
+    img.obsm["crops"] = np.zeros((20, *shape), np.float32)
+    with pytest.raises(
+        ValueError,
+        match=r"'img': obsm\['crops'\] has shape \(20, " + ", ".join(map(str, shape))
+        + r"\), which looks channels-last.*np\.moveaxis\(crops, -1, 1\)",
+    ):
+        image_model(img, feat)
+
+
+@pytest.mark.parametrize(
+    "shape", [(3, 16, 16), (1, 16, 16), (8, 4, 4), (4, 3, 8, 8), (1, 1, 16, 16)]
+)
+def test_channels_first_crops_are_taken(shape):
+    img, feat = nuclei(n=20)
+    img.obsm["crops"] = np.random.default_rng(0).random((20, *shape)).astype(np.float32)
+    assert image_model(img, feat).mods["img"].source.image_shape == shape
+
+
 def test_random_dihedral_moves_pixels_but_keeps_them():
     torch.manual_seed(0)
     shape = (2, 6, 6)

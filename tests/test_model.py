@@ -319,6 +319,10 @@ def test_anchor_prior_freezes_anchor_after_pretraining(paired_data, make_model, 
         assert p_pre.keys() == p_full.keys() and p_pre
         for k in p_pre:
             assert torch.equal(p_pre[k], p_full[k]), f"{part}.rna.{k} changed after pre-training"
+    # the frozen anchor's latent statistics stay those the others were aligned to
+    b_pre = dict(pre.module.encoders["rna"].named_buffers())
+    b_full = dict(full.module.encoders["rna"].named_buffers())
+    assert b_pre and all(torch.equal(b_pre[k], b_full[k]) for k in b_pre)
     # the other modality did train after pre-training
     p_pre = dict(pre.module.encoders["atac"].named_parameters())
     p_full = dict(full.module.encoders["atac"].named_parameters())
@@ -443,16 +447,21 @@ def test_three_modalities_anchor_prior(three_mod_data, make_model, train):
 
 
 # ------------------------------------------------------------------ warnings and errors
-def test_warns_when_modalities_stay_separable(paired_data, make_model):
-    rng = np.random.default_rng(100)
-    # atac unrelated to rna, and no alignment terms at all
-    paired_data["atac"].X = rng.poisson(rng.gamma(0.3, 20, size=(150, 25))).astype(np.float32)
-    model = make_model(paired_data, n_latent=16, seed=0)
-    with pytest.warns(UserWarning, match="separable"):
-        model.train(
-            max_epochs=5, batch_size=32, progress_bar=False, lam_adv=0, lam_mmd=0, lam_latent=0
-        )
+def test_warns_when_modalities_stay_separable(paired_data, make_model, train):
+    # every encoder standardises its latent per modality (the same mean and variance on the
+    # training cells), so a linear classifier sees the modalities apart only where their
+    # embeddings differ beyond that; here atac's are moved off by 3 standard deviations
+    model = train(make_model(paired_data, n_latent=8, seed=0), max_epochs=2)
+    bn = model.module.encoders["atac"].standardize
+    bn.running_mean += 3 * bn.running_var.sqrt()
+    with pytest.warns(UserWarning, match="modalities remain separable.*add labels_key or anchor"):
+        model._warn_if_separable()
     assert model.mixing_accuracy_ > 0.8
+    bn.running_mean -= 3 * bn.running_var.sqrt()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model._warn_if_separable()
+    assert model.mixing_accuracy_ < 0.7
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -635,6 +644,55 @@ def test_library_size_only_acts_on_count_targets(paired_data, make_model, train)
 def test_divergence_gives_a_clear_error(paired_data, make_model, train):
     with pytest.raises(FloatingPointError, match="diverged in epoch 0"):
         train(make_model(paired_data), max_epochs=2, lr=1e30)
+
+
+def test_divergence_puts_back_the_last_finite_weights(paired_data, make_model, train):
+    model = train(make_model(paired_data, seed=0), max_epochs=2)
+    z = model.get_latent_representation("rna")
+    state = {k: v.clone() for k, v in model.module.state_dict().items()}
+    with pytest.raises(FloatingPointError, match="keeps the weights it had before this training"):
+        train(model, max_epochs=2, lr=1e30)
+    assert all(torch.equal(v, model.module.state_dict()[k]) for k, v in state.items())
+    np.testing.assert_array_equal(model.get_latent_representation("rna"), z)
+    assert model.is_trained_ and len(model.history) == 2
+    # diverging in the first training: the initial weights, still untrained
+    fresh = make_model(paired_data, seed=0)
+    with pytest.raises(FloatingPointError):
+        train(fresh, max_epochs=2, lr=1e30)
+    assert not fresh.is_trained_ and fresh.history is None
+    assert all(torch.isfinite(v).all() for v in fresh.module.state_dict().values() if v.is_floating_point())
+
+
+def test_latent_statistics_are_those_of_the_final_weights(paired_data, make_model, train):
+    # after a few steps the batch norm's running average (momentum 0.01) still lies near its
+    # start; training ends by recomputing it from the training cells with the final weights
+    model = make_model(paired_data, seed=0, validation_fraction=0.0)
+    train(model, max_epochs=2, early_stopping=False)
+    for name in model.modality_names:
+        bn = model.module.encoders[name].standardize
+        assert bn.momentum == 0.01 and not model.module.training
+        z = model.get_latent_representation(name)
+        assert np.abs(z.mean(0)).max() < 0.1, name  # (the running average: 0.39)
+        assert 0.6 < z.var(0).mean() <= 1.05, name  # below 1: training's dropout is off
+
+
+def test_outputs_that_are_not_finite_are_named(make_model, train):
+    data = tm.datasets.synthetic(
+        120, modalities={"rna": "nb", "prot": "gaussian"},
+        n_features={"rna": 30, "prot": 8}, seed=0,
+    )
+    model = train(make_model(data, {"rna": "nb", "prot": "gaussian"}), max_epochs=1)
+    extreme = data["prot"][:5].copy()
+    extreme.X = np.full(extreme.shape, 1e30, dtype=np.float32)
+    with pytest.warns(UserWarning, match="modality 'prot': the embeddings: 5 of 5 cell"):
+        model.get_latent_representation("prot", extreme)
+    with pytest.warns(UserWarning, match="translation 'prot' -> 'rna': 5 of 5 cell"):
+        model.translate(extreme, source="prot", target="rna")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.get_latent_representation("prot", data["prot"][:5])
+    with pytest.raises(ValueError, match="library_size must be at most"):
+        model.translate(data["prot"][:5], source="prot", target="rna", library_size=1e39)
 
 
 def test_conditional_discriminator(paired_data, make_model, train):

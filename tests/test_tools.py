@@ -141,3 +141,22 @@ def test_integrate_rejects_bad_arguments_by_name(partly_paired, tmp_path):
     with pytest.raises(FileExistsError, match="pass overwrite=True"):
         tm.tl.integrate(data, SPECS, model_dir=tmp_path / "run")
     assert all("X_transmodal" not in a.obsm for a in data.values())
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+def test_integrate_gives_each_object_its_own_uns():
+    mdata = tm.datasets.synthetic(
+        40, n_features={"rna": 10, "atac": 12}, paired=0.5, seed=0, return_mudata=True
+    )
+    tm.tl.integrate(mdata, SPECS, **{**FAST, "max_epochs": 1})
+    objects = {"rna": mdata["rna"].uns, "atac": mdata["atac"].uns, "mdata": mdata.uns}
+    before = {k: v["transmodal"]["params"]["n_latent"] for k, v in objects.items()}
+    assert before == {"rna": 4, "atac": 4, "mdata": 4}
+    mdata["rna"].uns["transmodal"]["params"]["model_dir"] = "edited_in_rna"
+    mdata["rna"].uns["transmodal"]["params"]["modalities"]["atac"]["likelihood"] = "edited"
+    for other in ("atac", "mdata"):
+        params = objects[other]["transmodal"]["params"]
+        assert params["model_dir"] is None
+        assert params["modalities"]["atac"]["likelihood"] == "bernoulli"
+    assert objects["atac"]["transmodal"]["modality"] == "atac"
+    assert "modality" not in mdata.uns["transmodal"]

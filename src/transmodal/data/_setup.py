@@ -93,6 +93,10 @@ def _as_dict(data) -> tuple[dict[str, AnnData], dict[str, np.ndarray] | None]:
         MuData = ()  # type: ignore[assignment]
     if isinstance(data, MuData):
         mods = dict(data.mod)
+        # a repeated name breaks the obsmap check below, whose error would blame another
+        # modality and a stale map
+        for name, mod in mods.items():
+            check_unique_obs_names(mod, name)
         keys: dict[str, np.ndarray] = {}
         for name in mods:
             obsmap = np.asarray(data.obsmap[name]) if name in data.obsmap else None
@@ -105,6 +109,37 @@ def _as_dict(data) -> tuple[dict[str, AnnData], dict[str, np.ndarray] | None]:
         return dict(data), None
     raise ValueError(
         f"data must be a dict of AnnData (one per modality) or a MuData, got {type(data).__name__}"
+    )
+
+
+def global_obs_hint(data: Any, key: str, mods: list[str] | None = None) -> str:
+    """How to fix a missing ``obs`` column ``key`` that a MuData ``data`` holds in its global
+    ``.obs`` (e.g. after a joint annotation with muon), to append to the error; ``""`` when
+    ``data`` is no MuData or its ``.obs`` lacks ``key``.
+
+    Parameters
+    ----------
+    data
+        The user's data (a MuData or a dict of AnnData).
+    key
+        The column looked up in the modalities' ``obs``.
+    mods
+        Modalities that lack the column, for the suggested call (``None``: all).
+    """
+    obs = getattr(data, "obs", None)
+    if not hasattr(data, "mod") or obs is None or key not in obs.columns:
+        return ""
+    where = "" if mods is None else f", mods={list(mods)!r}"
+    if hasattr(type(data), "push_obs"):
+        fix = f"copy it into the modalities with mdata.push_obs([{key!r}]{where})"
+    else:  # mudata without push_obs
+        fix = (
+            f"copy it into each modality, e.g. mdata[name].obs[{key!r}] = "
+            f"mdata.obs.loc[mdata[name].obs_names, {key!r}]"
+        )
+    return (
+        f"; the MuData's global .obs holds {key!r}, but transmodal reads the modalities' "
+        f"own obs — {fix}"
     )
 
 
@@ -168,11 +203,12 @@ def label_codes(
 
 
 def batch_codes(
-    md: ModalityData, categories: list[str] | None, *, optional: bool = False
+    md: ModalityData, categories: list[str] | None, *, optional: bool = False, data: Any = None
 ) -> tuple[np.ndarray, list[str]]:
     """Codes of ``md.adata.obs[md.spec.batch_key]`` in ``categories`` (default: the batches
     the cells carry, sorted) and the categories. Missing values and unknown batches are
-    errors unless ``optional`` (then -1, as for a missing column)."""
+    errors unless ``optional`` (then -1, as for a missing column). ``data``: the user's data,
+    for a MuData whose global ``.obs`` holds the column (:func:`global_obs_hint`)."""
     key, name = md.spec.batch_key, md.name
     if optional and key not in md.adata.obs and categories is not None:
         return np.full(md.n_obs, -1, dtype=np.int64), list(categories)
@@ -180,6 +216,7 @@ def batch_codes(
         raise ValueError(
             f"modality {name!r}: batch_key {key!r} not found in obs; "
             f"available columns: {list(md.adata.obs.columns)}"
+            + global_obs_hint(data, key, [name])
         )
     codes, categories = label_codes(md.adata, key, name, categories)
     if optional:
@@ -245,9 +282,16 @@ def target_batch_codes(
 
 
 def marker_values(
-    adata: AnnData, marker_key: str | list[str], name: str, *, optional: bool = False
+    adata: AnnData,
+    marker_key: str | list[str],
+    name: str,
+    *,
+    optional: bool = False,
+    data: Any = None,
 ) -> np.ndarray:
-    """``(n_cells, n_markers)`` float32 marker values from ``obs`` (NaN = not measured)."""
+    """``(n_cells, n_markers)`` float32 marker values from ``obs`` (NaN = not measured).
+    ``data``: the user's data, for a MuData whose global ``.obs`` holds a missing column
+    (:func:`global_obs_hint`)."""
     keys = [marker_key] if isinstance(marker_key, str) else list(marker_key)
     cols = []
     for key in keys:
@@ -258,6 +302,7 @@ def marker_values(
             raise ValueError(
                 f"modality {name!r}: marker_key {key!r} not found in obs; "
                 f"available columns: {list(adata.obs.columns)}"
+                + global_obs_hint(data, key)
             )
         col = adata.obs[key]
         if not pd.api.types.is_numeric_dtype(col):
@@ -371,11 +416,15 @@ def setup_data(
         out[name] = ModalityData(name, spec, adata, src, var_names, obs_names, keys)
     if marker_key is not None:
         for name, md in out.items():
-            md.markers = marker_values(md.adata, marker_key, name, optional=labels_optional)
+            md.markers = marker_values(
+                md.adata, marker_key, name, optional=labels_optional, data=data
+            )
     for name, md in out.items():
         if md.spec.batch_key is not None:
             known = None if batch_categories is None else batch_categories.get(name)
-            md.batches, md.batch_categories = batch_codes(md, known, optional=labels_optional)
+            md.batches, md.batch_categories = batch_codes(
+                md, known, optional=labels_optional, data=data
+            )
     categories = list(label_categories) if label_categories is not None else None
     if labels_key is not None:
         # a modality without the column is unlabelled (e.g. the one labels are transferred to)
@@ -384,7 +433,7 @@ def setup_data(
             columns = {n: list(md.adata.obs.columns)[:10] for n, md in out.items()}
             raise ValueError(
                 f"labels_key {labels_key!r} is not an obs column of any modality; "
-                f"their columns: {columns}"
+                f"their columns: {columns}" + global_obs_hint(data, labels_key)
             )
         if categories is None:  # union of every modality's categories
             found: set[str] = set()
@@ -411,6 +460,66 @@ def setup_data(
         if label_categories is None:
             _warn_disjoint_labels(out, categories, labels_key)
     return out, categories
+
+
+def label_conflicts(
+    mods: Mapping[str, ModalityData], categories: list[str]
+) -> list[tuple[str, str, int, tuple[Any, str, str]]]:
+    """Paired cells (present in two modalities, see :func:`find_pairs`) labelled differently
+    in the two.
+
+    Only cells labelled in both modalities count: a label missing on one side (code -1)
+    is no conflict.
+
+    Parameters
+    ----------
+    mods
+        The modalities, with their label codes (``ModalityData.labels``) set.
+    categories
+        The label categories the codes index.
+
+    Returns
+    -------
+    For each pair of modalities ``(a, b)`` with a conflict: ``(a, b, n_cells, (cell,
+    label_in_a, label_in_b))`` with an example cell (its ``obs_name`` in ``a``).
+    """
+    out = []
+    for a, b in combinations(mods, 2):
+        ma, mb = mods[a], mods[b]
+        if ma.labels is None or mb.labels is None:
+            continue
+        ia, ib = find_pairs(ma, mb)
+        la, lb = ma.labels[ia], mb.labels[ib]
+        differ = np.flatnonzero((la >= 0) & (lb >= 0) & (la != lb))
+        if len(differ):
+            i = differ[0]
+            example = (ma.obs_names[ia[i]], categories[la[i]], categories[lb[i]])
+            out.append((a, b, len(differ), example))
+    return out
+
+
+def warn_label_conflicts(
+    mods: Mapping[str, ModalityData], categories: list[str], labels_key: str, *, stacklevel: int
+) -> None:
+    """Warn about paired cells whose label differs between two modalities (the latent
+    classifier would be trained on both labels for the same cell, and the anchor loss pull
+    it together); for models that pair cells (``anchor_fraction > 0``), where shared
+    ``obs_names`` name the same cell. ``stacklevel`` as the caller's own."""
+    conflicts = label_conflicts(mods, categories)
+    if not conflicts:
+        return
+    found = "; ".join(
+        f"modalities {a!r} and {b!r}: {n} paired cell(s) (e.g. {cell!r}: {la!r} in {a!r}, "
+        f"{lb!r} in {b!r})"
+        for a, b, n, (cell, la, lb) in conflicts
+    )
+    warnings.warn(
+        f"labels_key {labels_key!r}: paired cells (the same cell in two modalities) carry "
+        f"different labels, and the classifier would learn both for one cell: {found}. "
+        "Make the labels agree (or set one side to NaN where it is unsure).",
+        UserWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def _warn_disjoint_labels(

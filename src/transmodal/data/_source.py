@@ -5,6 +5,7 @@ Rows are read by sorted index blocks and densified per batch only.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,6 +152,7 @@ class MatrixSource:
         self.shape = (int(shape[0]), int(shape[1]))
         self.sparse = _is_sparse(matrix)
         self.image_shape: tuple[int, ...] | None = None  # (channels, *spatial) for images
+        self.warned: set[str] = set()  # warnings of check_values already given about it
 
     @property
     def n_obs(self) -> int:  # noqa: D102
@@ -287,6 +289,15 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
         ndim = getattr(m, "ndim", 2)
         if ndim in (4, 5):  # images: (n, channels, H, W) or (n, channels, D, H, W)
             image_shape = tuple(int(s) for s in m.shape[1:])
+            # (n, [D,] H, W, 1|3|4): few "pixels" along the last axis, many "channels"
+            if image_shape[-1] in (1, 3, 4) and min(image_shape[0], image_shape[-2]) > 4:
+                raise ValueError(
+                    f"modality {name!r}: obsm[{spec.obsm_key!r}] has shape {tuple(m.shape)}, "
+                    f"which looks channels-last (cells x [D x] H x W x channels, "
+                    f"{image_shape[-1]} channel(s)); image crops must be channels-first "
+                    "(cells x channels x [D x] H x W): store "
+                    f"np.moveaxis(crops, -1, 1) in obsm[{spec.obsm_key!r}]"
+                )
             if min(image_shape) < 1:
                 raise ValueError(
                     f"modality {name!r}: obsm[{spec.obsm_key!r}] has an empty image shape "
@@ -321,6 +332,40 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+# a feature whose standard deviation is below this fraction of its magnitude is (almost) one
+# value in float32 (relative resolution 2**-23 = 1.2e-7)
+_FLOAT32_RESOLUTION = 1e-6
+
+
+class _FeatureSpread:
+    """Per-feature mean and standard deviation of dense row blocks, accumulated in float64
+    around the first row (shifted sums: exact for features with a large offset)."""
+
+    def __init__(self) -> None:
+        self.shift: np.ndarray | None = None
+        self.n = 0
+        self.s1 = self.s2 = None
+
+    def add(self, block: np.ndarray) -> None:
+        """Add a ``(rows, features)`` block."""
+        d = np.asarray(block, dtype=np.float64)
+        if self.shift is None:
+            self.shift = d[0].copy()
+            self.s1 = np.zeros_like(self.shift)
+            self.s2 = np.zeros_like(self.shift)
+        d = d - self.shift
+        self.n += len(d)
+        self.s1 += d.sum(0)
+        self.s2 += np.einsum("ij,ij->j", d, d)
+
+    def lost_in_float32(self) -> np.ndarray:
+        """Features that vary, but by less than float32's resolution at their magnitude."""
+        if not self.n:
+            return np.zeros(0, np.int64)
+        m = self.s1 / self.n
+        std = np.sqrt(np.maximum(self.s2 / self.n - m * m, 0.0))
+        mean = self.shift + m
+        return np.flatnonzero((std > 0) & (std < _FLOAT32_RESOLUTION * np.abs(mean)))
 
 
 def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -> None:
@@ -342,6 +387,15 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
         On NaN / infinite values or values beyond float32 (the networks' precision), negative
         values for non-negative likelihoods or preprocessing, or non-integers for count
         likelihoods. The message names the modality and field.
+
+    Warns
+    -----
+    UserWarning
+        For a ``'bernoulli'`` modality with values strictly between 0 and 1 (it models
+        ``x > 0``, so they all become 1), and for features of a dense float64 matrix (not
+        counts or binary data) whose spread is below float32's resolution at their
+        magnitude (standard deviation < 1e-6 * |mean|): the model reads float32, so their
+        variation is lost. Each warning is given once per source (``src.warned``).
     """
     where = f"modality {src.name!r}: {src.where}"
     likelihood = get_likelihood(spec.likelihood)
@@ -349,6 +403,15 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
     nonnegative_for = " and ".join(f"{k}=True" for k in ("normalize", "log1p") if opts[k]) or None
     m = src.matrix
     reader = src._reader if src.on_disk else None
+    dtype = getattr(m, "dtype", None)
+    binary = likelihood.name == "bernoulli"  # models x > 0
+    n_fractions = 0  # values strictly between 0 and 1 of a 'bernoulli' modality
+    # dense floats wider than float32 (float64): their per-feature spread, collected in the
+    # same pass; not for counts (integers, exact in float32 up to 2**24) or binary data
+    wide = dtype is not None and np.dtype(dtype).kind == "f" and np.dtype(dtype).itemsize > 4
+    spread = (
+        _FeatureSpread() if wide and not src.sparse and not (likelihood.counts or binary) else None
+    )
     # stored values of sparse rows are sliced without densifying; dense rows in bounded blocks
     step = chunk_size if src.sparse else src.chunk_rows(chunk_size)
     for start in range(0, src.n_obs, step):
@@ -390,3 +453,33 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
                 f"{where} holds non-integer values; the {likelihood.name!r} likelihood needs "
                 "raw counts (use a 'layer' with counts, or likelihood='gaussian')"
             )
+        if binary and vals.dtype.kind == "f":
+            n_fractions += int(np.count_nonzero((vals > 0) & (vals < 1)))
+        if spread is not None:
+            spread.add(vals)
+
+    def warn(message: str) -> None:  # once per source: rescans (train, embed) repeat none
+        if message not in src.warned:
+            src.warned.add(message)
+            warnings.warn(message, UserWarning, stacklevel=6)  # the CrossModalAE(...) call
+
+    if n_fractions:
+        warn(
+            f"{where} holds {n_fractions} value(s) strictly between 0 and 1; the 'bernoulli' "
+            "likelihood models whether a value is > 0, so each of them counts as 1 (counts "
+            "above 1 are binarised on purpose). For fractions or probabilities (e.g. "
+            "methylation levels) use likelihood='continuous_bernoulli', which models values "
+            "in [0, 1]"
+        )
+    lost = spread.lost_in_float32() if spread is not None else np.zeros(0, np.int64)
+    if len(lost):
+        mean = spread.shift[lost[0]] + spread.s1[lost[0]] / spread.n
+        warn(
+            f"{where}: {len(lost)} of {src.n_vars} feature(s) (columns {lost[:5].tolist()}"
+            f"{', ...' if len(lost) > 5 else ''}) vary by less than float32's resolution at "
+            f"their magnitude (standard deviation < {_FLOAT32_RESOLUTION:g} * |mean|, e.g. "
+            f"mean {mean:.6g} in column {lost[0]}); the model reads {np.dtype(dtype)} values "
+            "as float32, so their variation is lost. Subtract each feature's mean (in "
+            f"{np.dtype(dtype)}, e.g. x - x.mean(0)) from {src.where} before building the "
+            "model"
+        )

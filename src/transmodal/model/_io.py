@@ -373,7 +373,9 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
     if shapes:  # e.g. a hand-edited config (hidden widths, batches) for these weights
         raise ValueError(
             f"{path / WEIGHTS} does not match the architecture in {CONFIG} "
-            f"(tensor shapes differ: {'; '.join(shapes[:2])})"
+            f"(tensor shapes differ: {'; '.join(shapes[:2])}): the model was saved by a "
+            f"transmodal whose networks differ from this one's ({_version()}; {CONFIG} names "
+            "the version that saved it), or its config was edited"
         )
     missing, unexpected = model.module.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -405,6 +407,10 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
                 stacklevel=3,
             )
         model.val_masks_ = {n: np.zeros(md.n_obs, dtype=bool) for n, md in model.mods.items()}
+        # named if this model trains further (it then has no validation cells)
+        model._split_dropped = any(
+            bool(v.any()) for k, v in tensors.items() if k.startswith("validation.")
+        )
     model.train_params_ = config.get("train_params") or {}
     model.is_trained_ = bool(config.get("is_trained"))
     if config.get("mixing_accuracy") is not None:

@@ -26,11 +26,51 @@ def _layers(n_dims: int) -> tuple[type[nn.Module], str]:
     raise ValueError(f"image modalities need 2-D or 3-D images, got {n_dims} spatial dimensions")
 
 
-def _block(conv: type[nn.Module], c_in: int, c_out: int, stride: int) -> list[nn.Module]:
-    """``conv 3 -> GroupNorm -> LeakyReLU`` (GroupNorm: independent of the batch size)."""
+def _norm(channels: int, n_pixels: int) -> nn.Module:
+    """Group normalisation of ``channels`` feature maps of ``n_pixels`` values each.
+
+    The groups are ``gcd(8, channels)`` unless a group would then normalise too few values
+    per sample: a group of one value always normalises to 0 (the block's output would not
+    depend on its input), and on a one-pixel map a group of two channels normalises to
+    +-1 (only which one is larger survives). So the number of groups is halved while a group holds
+    a single value, or, on a one-pixel map, fewer than 4 channels (or all of them, when
+    there are fewer). Where even one group holds a single value (one channel of one pixel)
+    the block is not normalised. Maps of more than one pixel, and every map of the default
+    channels, keep ``gcd(8, channels)`` groups.
+
+    Parameters
+    ----------
+    channels
+        Feature maps (channels) of the block's output.
+    n_pixels
+        Values per feature map (the product of its spatial size).
+
+    Returns
+    -------
+    ``nn.GroupNorm``, or ``nn.Identity`` for a single value.
+    """
+    if channels * n_pixels < 2:
+        return nn.Identity()
+    min_channels = min(4, channels) if n_pixels == 1 else 1
+    groups = math.gcd(8, channels)  # a power of 2: halving keeps it a divisor of channels
+    while groups > 1 and (
+        (channels // groups) * n_pixels < 2 or channels // groups < min_channels
+    ):
+        groups //= 2
+    return nn.GroupNorm(groups, channels)
+
+
+def _block(
+    conv: type[nn.Module], c_in: int, c_out: int, stride: int, out_size: Sequence[int]
+) -> list[nn.Module]:
+    """``conv 3 -> GroupNorm -> LeakyReLU`` (GroupNorm: independent of the batch size).
+
+    ``out_size`` is the spatial size of the block's output, which sets the groups
+    (:func:`_norm`).
+    """
     return [
         conv(c_in, c_out, kernel_size=3, stride=stride, padding=1),
-        nn.GroupNorm(math.gcd(8, c_out), c_out),
+        _norm(c_out, math.prod(out_size)),
         nn.LeakyReLU(),
     ]
 
@@ -79,10 +119,11 @@ class ConvEncoder(LatentEncoder):
         conv, _ = _layers(len(spatial))
         layers: list[nn.Module] = [nn.Unflatten(1, (c, *spatial))]
         width = c
-        for ch in channels:
-            layers += _block(conv, width, ch, stride=2)
+        sizes = spatial_sizes(spatial, len(channels))
+        for stage, ch in enumerate(channels, start=1):
+            layers += _block(conv, width, ch, stride=2, out_size=sizes[stage])
             width = ch
-        last = spatial_sizes(spatial, len(channels))[-1]
+        last = sizes[-1]
         layers.append(nn.Flatten(1))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
@@ -134,7 +175,7 @@ class ConvDecoder(nn.Module):
         width = chans[-1]
         for stage in range(len(chans) - 1, 0, -1):  # mirror of encoder stages L-1 .. 1
             layers.append(nn.Upsample(size=sizes[stage], mode=mode, align_corners=False))
-            layers += _block(conv, width, chans[stage - 1], stride=1)
+            layers += _block(conv, width, chans[stage - 1], stride=1, out_size=sizes[stage])
             width = chans[stage - 1]
         layers.append(nn.Upsample(size=sizes[0], mode=mode, align_corners=False))
         layers.append(conv(width, n_out_channels, kernel_size=3, padding=1))

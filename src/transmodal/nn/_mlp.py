@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 from torch import nn
 
@@ -90,6 +91,36 @@ class LatentEncoder(nn.Module):
         self.standardize = (
             nn.BatchNorm1d(n_latent, affine=False, momentum=0.01) if standardize else nn.Identity()
         )
+
+    @contextlib.contextmanager
+    def exact_statistics(self) -> Iterator[bool]:
+        """Recompute the running statistics of the latent standardisation exactly.
+
+        Within the block, the encoder is in training mode (dropout as in training) and each
+        forward pass adds its batch's mean and variance to a plain average (no momentum); on
+        leaving, that average replaces the running statistics, which are otherwise an
+        exponential average (momentum 0.01) that lags behind the weights by a few hundred
+        steps. Yields whether there is a standardisation to recalibrate; with no batch seen
+        (or an error) the previous statistics are kept.
+        """
+        bn = self.standardize
+        if not isinstance(bn, nn.BatchNorm1d):
+            yield False
+            return
+        saved = {k: v.clone() for k, v in bn.state_dict().items()}
+        momentum, was_training = bn.momentum, self.training
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average
+        self.train()
+        done = False
+        try:
+            yield True
+            done = int(bn.num_batches_tracked) > 0
+        finally:
+            bn.momentum = momentum
+            self.train(was_training)
+            if not done:
+                bn.load_state_dict(saved)
 
     def forward(self, x):
         """Latent point (the posterior mean for a variational encoder)."""

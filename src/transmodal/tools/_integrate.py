@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Mapping
+from copy import deepcopy
 from typing import Any
 
 import numpy as np
@@ -232,12 +233,14 @@ def integrate(
     uns = {"params": params, "mixing_accuracy": jsonable(model.mixing_accuracy_)}
     obsm_key = f"X_{key_added}"
     latents = {}
+    # each object gets its own copy: editing one's uns (e.g. params["model_dir"]) must not
+    # change the others'
     for name, md in model.mods.items():
         adata: AnnData = md.adata
         latents[name] = model.get_latent_representation(name)
         adata.obsm[obsm_key] = latents[name]
-        adata.uns[key_added] = {**uns, "modality": name}
+        adata.uns[key_added] = {**deepcopy(uns), "modality": name}
     if _is_mudata(data):
         data.obsm[obsm_key] = joint_embedding(data, latents)
-        data.uns[key_added] = uns
+        data.uns[key_added] = deepcopy(uns)
     return data if copy else None

@@ -102,6 +102,8 @@ class CrossModalPlan(pl.LightningModule):
         self.adv_warmup_epochs = adv_warmup_epochs
         self.batches = batches
         self.history_rows: list[dict[str, float]] = []
+        # the module's weights after the last epoch whose losses were finite (CPU copies)
+        self._last_finite: dict[str, torch.Tensor] | None = None
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
         self._counts: dict[str, int] = {}
 
@@ -132,6 +134,14 @@ class CrossModalPlan(pl.LightningModule):
         for part in (m.encoders, m.decoders, m.heads):
             for p in part[self.anchor].parameters():
                 p.requires_grad_(not frozen)
+
+    def _snapshot(self) -> None:
+        self._last_finite = {
+            k: v.detach().to("cpu", copy=True) for k, v in self.module.state_dict().items()
+        }
+
+    def on_train_start(self) -> None:  # noqa: D102
+        self._snapshot()
 
     def on_train_epoch_start(self) -> None:  # noqa: D102
         if self.batches is not None:
@@ -283,12 +293,20 @@ class CrossModalPlan(pl.LightningModule):
         row.update(self._means("train"))
         bad = [k for k, v in row.items() if not math.isfinite(v)]
         if bad:  # checked once per epoch, so there is no device sync per step
+            n = len(self.history_rows)
+            kept = (
+                f"its weights after epoch {n} of this training (the last with finite losses)"
+                if n else "the weights it had before this training"
+            )
+            if self._last_finite is not None:  # NaN weights would make every output NaN
+                self.module.load_state_dict(self._last_finite)
             raise FloatingPointError(
                 f"training diverged in epoch {self.current_epoch}: loss term(s) "
-                f"{', '.join(bad)} became NaN or infinite. Lower lr, check the inputs of the "
-                "modalities named (e.g. cells with zero counts, extreme values), or use a "
-                "likelihood that matches the data."
+                f"{', '.join(bad)} became NaN or infinite; the model keeps {kept}. Lower lr, "
+                "check the inputs of the modalities named (e.g. cells with zero counts, "
+                "extreme values), or use a likelihood that matches the data."
             )
+        self._snapshot()
         row.update(self._means("val"))
         row["lam_adv_effective"] = self._adv_weight()
         self.history_rows.append(row)

@@ -195,7 +195,18 @@ def run_training(
             if trainer.interrupted:
                 raise TrainingInterrupted(_history(plan)) from None
             raise
+        except FloatingPointError as err:  # the plan's check of the epoch losses
+            raise TrainingDiverged(str(err), _history(plan)) from None
     return _history(plan)
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss became NaN or infinite during :func:`run_training`; the plan has put back the
+    weights of the last epoch with finite losses, and ``history`` holds the epochs up to it."""
+
+    def __init__(self, message: str, history: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.history = history
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -215,4 +226,4 @@ def _history(plan: CrossModalPlan) -> pd.DataFrame:
     return history
 
 
-__all__ = ["run_training", "default_max_epochs", "TrainingInterrupted"]
+__all__ = ["run_training", "default_max_epochs", "TrainingInterrupted", "TrainingDiverged"]
