@@ -28,6 +28,12 @@ Parts (each runs in its own subprocess; its peak RSS is that child's own, from
 - ``d_ot``: the same data through :class:`~transmodal.baselines.GromovWassersteinOT`
   (entropic Gromov-Wasserstein, POT, SCOT's settings) in its own process; with
   ``--ot-max-iter`` only its first iterations (a lower bound of its time, its full memory).
+- ``infer``: peak memory of in-memory outputs at ``--infer-cells`` new cells (a model of
+  500 + 1,000 features trained one epoch on 2,000 cells): ``translate`` into 1,000 features
+  and a two-member :class:`~transmodal.Ensemble`'s ``translate``, each as the rise of RSS
+  during the call (sampled every 5 ms) against the size of the output; and
+  :func:`transmodal.images.cluster_profiles` of ``--cluster-profiles`` random 10-bin
+  profiles against the size of the condensed distances that complete linkage needs.
 - ``wide``: fitting the preprocessing (library size, scaling, ``--wide-pca`` components) of
   a wide sparse binary matrix (``--wide-cells`` x ``--wide-features``, in memory): seconds
   and peak RSS against the sizes of the sparse and of the dense matrix.
@@ -38,6 +44,7 @@ Parts (each runs in its own subprocess; its peak RSS is that child's own, from
         --workdir /tmp/tm_scale --cleanup
     .venv/bin/python benchmarks/scale.py --parts a --accelerator gpu --batch-size 1024
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts wide
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts infer
 """
 
 from __future__ import annotations
@@ -56,7 +63,7 @@ import warnings
 
 import numpy as np
 
-PARTS = ("gen", "a", "b", "c", "d", "d_ot", "wide")
+PARTS = ("gen", "a", "b", "c", "d", "d_ot", "wide", "infer")
 FEATURES = {"rna": 2000, "atac": 5000}
 SPECS = {"rna": "nb", "atac": "bernoulli"}
 N_LATENT = 16
@@ -419,9 +426,75 @@ def part_wide(args) -> dict:
             "dense_input_mib": n * g * 4 / 2**20, "rss_before_fit_mib": before}
 
 
+# ------------------------------------------------------------------------------ infer
+def _rise_mib(fn) -> tuple[float, float]:
+    """``(seconds, MiB)``: the wall time of ``fn()`` and how far the resident memory rose
+    above its level at the start (sampled every 5 ms from /proc/self/statm)."""
+    import threading
+
+    def current() -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    start = current()
+    high, done = [start], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            high[0] = max(high[0], current())
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    result = fn()
+    seconds = time.perf_counter() - t0
+    done.set()
+    thread.join()
+    del result
+    return seconds, max(high[0], current()) - start
+
+
+def part_infer(args) -> dict:
+    """In-memory outputs: RSS rise of translate, Ensemble.translate and cluster_profiles."""
+    import gc
+
+    import transmodal as tm
+
+    features = {"rna": 500, "atac": 1000}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        models = []
+        for seed in (0, 1):
+            train = tm.datasets.synthetic(2000, n_features=features, seed=args.seed)
+            model = tm.CrossModalAE(train, modalities=_modalities(), n_latent=N_LATENT,
+                                    labels_key="label", seed=seed)
+            models.append(model.train(max_epochs=1, progress_bar=False))
+        cells = tm.datasets.synthetic(args.infer_cells, n_features=features,
+                                      seed=args.seed + 1)["rna"]
+        out_mib = args.infer_cells * features["atac"] * 4 / 2**20
+        res: dict = {"n_cells": args.infer_cells, "output_mib": out_mib}
+        for name, fn in (
+            ("translate", lambda: models[0].translate(cells, source="rna", target="atac")),
+            ("ensemble_translate",
+             lambda: tm.Ensemble(models).translate(cells, source="rna", target="atac")),
+        ):
+            gc.collect()
+            res[f"{name}_seconds"], res[f"{name}_rise_mib"] = _rise_mib(fn)
+    n = args.cluster_profiles
+    profiles = np.random.default_rng(args.seed).random((n, 10))
+    gc.collect()
+    res["cluster_profiles_n"] = n
+    res["cluster_condensed_mib"] = n * (n - 1) / 2 * 8 / 2**20
+    res["cluster_seconds"], res["cluster_rise_mib"] = _rise_mib(
+        lambda: tm.images.cluster_profiles(profiles, n_clusters=4)
+    )
+    return res
+
+
 # ------------------------------------------------------------------------------ driver
 RUNNERS = {"gen": part_gen, "a": part_a, "b": part_b, "c": part_c, "d": part_d,
-           "d_ot": part_d_ot, "wide": part_wide}
+           "d_ot": part_d_ot, "wide": part_wide, "infer": part_infer}
 
 
 def run_child(part: str, argv: list[str]) -> dict:
@@ -466,6 +539,8 @@ def main() -> None:
     ap.add_argument("--wide-features", type=int, default=50_000)
     ap.add_argument("--wide-density", type=float, default=0.02)
     ap.add_argument("--wide-pca", type=int, default=50)
+    ap.add_argument("--infer-cells", type=int, default=100_000)
+    ap.add_argument("--cluster-profiles", type=int, default=8_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "transmodal_scale"))
     ap.add_argument("--cleanup", action="store_true", help="delete --workdir at the end")

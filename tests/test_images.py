@@ -331,6 +331,16 @@ def test_spearman_distance_and_cluster_errors():
     np.testing.assert_allclose(d, 1 - spearmanr(x, axis=1).statistic, atol=1e-12)
     flat = tm.images.spearman_distance(np.vstack([x[:2], np.ones(10)]))
     np.testing.assert_allclose(flat[2, :2], 1)
+    # the condensed form (what linkage takes) is the square's upper triangle, computed in
+    # blocks of rows: the same numbers, whatever the block size
+    from scipy.spatial.distance import squareform
+
+    many = np.random.default_rng(0).random((1500, 10))  # blocks of 699 rows
+    condensed = tm.images.spearman_distance(many, condensed=True)
+    assert condensed.shape == (1500 * 1499 // 2,)
+    np.testing.assert_array_equal(squareform(condensed), tm.images.spearman_distance(many))
+    reference = 1 - squareform(spearmanr(many, axis=1).statistic, checks=False)
+    np.testing.assert_allclose(condensed, reference, atol=1e-12)
     with pytest.raises(ValueError, match="not both"):
         tm.images.cluster_profiles(x, n_clusters=2, height=0.5)
     with pytest.raises(ValueError, match="n_clusters"):

@@ -20,23 +20,32 @@ TIE_BREAK_EPS = 1e-6  # far below the gaps between distinct Spearman distances
 PAPER_HEIGHT_DIVISOR = 1.3  # Yang et al. (2021): cutree(h = max(height) / 1.3)
 
 
-def spearman_distance(profiles: np.ndarray) -> np.ndarray:
-    """Square matrix of 1 - Spearman correlation between the rows of ``profiles``.
+def spearman_distance(profiles: np.ndarray, *, condensed: bool = False) -> np.ndarray:
+    """1 - Spearman correlation between the rows of ``profiles``: a square matrix, or with
+    ``condensed`` the upper triangle in :func:`scipy.spatial.distance.pdist`'s layout (what
+    :func:`scipy.cluster.hierarchy.linkage` takes; half the memory of the square).
 
     Ranks use the average of ties. The correlations are computed from twice-centred ranks,
     which are integers, so every entry is exact and independent of the row order. A constant
-    row has correlation 0 with every other row (distance 1).
+    row has correlation 0 with every other row (distance 1). Rows are compared in blocks, so
+    that beside the result only a few megabytes are needed.
     """
     x = np.asarray(profiles, dtype=np.float64)
-    m = x.shape[1]
+    n, m = x.shape
     centred = 2.0 * rankdata(x, axis=1) - (m + 1)  # integers: exact sums of products
-    cov = centred @ centred.T
-    var = np.diag(cov).copy()
-    denom = np.sqrt(np.outer(var, var))
-    corr = np.divide(cov, denom, out=np.zeros_like(cov), where=denom > 0)
-    dist = np.clip(1.0 - corr, 0.0, 2.0)
-    np.fill_diagonal(dist, 0.0)
-    return dist
+    var = np.einsum("ij,ij->i", centred, centred)
+    out = np.empty(n * (n - 1) // 2)
+    step = max(1, 2**20 // max(n, 1))
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        cov = centred[s:e] @ centred[s:].T  # rows s..e against rows s..n
+        denom = np.sqrt(np.outer(var[s:e], var[s:]))
+        corr = np.divide(cov, denom, out=np.zeros_like(cov), where=denom > 0)
+        dist = np.clip(1.0 - corr, 0.0, 2.0)
+        for i in range(s, e):  # row i's pairs (i, j > i) in pdist order
+            start = i * n - i * (i + 1) // 2
+            out[start : start + n - 1 - i] = dist[i - s, i + 1 - s :]
+    return out if condensed else squareform(out, checks=False)
 
 
 def cluster_profiles(
@@ -212,12 +221,16 @@ def _cut(
     x: np.ndarray, n_clusters: int | None, height: float | None, tie_break: TieBreak | None
 ) -> np.ndarray:
     """fcluster labels of complete linkage on 1 - Spearman (+ tie break) of ``x`` in its row order."""
-    dist = squareform(spearman_distance(x), checks=False)
+    dist = spearman_distance(x, condensed=True)
     if tie_break is not None:
         with np.errstate(invalid="ignore", divide="ignore"):
             second = np.nan_to_num(pdist(x, TIE_BREAKS[tie_break]), nan=1.0)  # constant rows: 1
-        if second.max() > 0:
-            dist = dist + TIE_BREAK_EPS * second / second.max()
+        top = second.max() if second.size else 0.0
+        if top > 0:
+            second *= TIE_BREAK_EPS  # (the same arithmetic as dist + eps * second / top)
+            second /= top
+            dist += second
+        del second
     tree = linkage(dist, method="complete")
     if n_clusters is not None:
         return fcluster(tree, n_clusters, criterion="maxclust")

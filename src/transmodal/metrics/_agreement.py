@@ -129,9 +129,10 @@ def seed_agreement(
         warnings.warn(
             f"runs {int(worst['run_a'])} and {int(worst['run_b'])} disagree on which cells "
             f"match across modalities (chance-corrected agreement {worst['agreement']:.2f} < "
-            f"{warn_below}; mean over run pairs {table['agreement'].mean():.2f}): the alignment "
-            "is not determined by the data. Add prior knowledge (labels_key, anchor pairs, "
-            "marker_key) or compare the runs before trusting any one of them.",
+            f"{warn_below}; mean over run pairs {table['agreement'].mean():.2f}): the data do "
+            "not determine which cells match. Without prior knowledge, add it (labels_key, "
+            "anchor pairs, marker_key); with it, compare the runs before trusting any one "
+            "(tm.workflows.train_consensus keeps the run the others agree with most).",
             UserWarning,
             stacklevel=2,
         )

@@ -172,7 +172,8 @@ class Ensemble:
 
         Returns
         -------
-        ``(n_cells, n_latent)`` float32 array (store it in ``adata.obsm["X_transmodal"]``).
+        ``(n_cells, n_members * n_latent)`` float32 array: the members' latents side by side
+        (store it in ``adata.obsm["X_transmodal"]``).
         """
         parts = [
             m.get_latent_representation(modality, adata, batch_size=batch_size, device=device)
@@ -189,27 +190,27 @@ class Ensemble:
         target: str,
         batch_size: int = 1024,
         library_size: float | None = None,
-        target_batch: str | None = None,
+        target_batch: str | Sequence[str] | None = None,
         device: str | None = None,
     ) -> AnnData:
         """Translate cells of ``source`` into ``target``: the mean of the members'
         :meth:`CrossModalAE.translate` (the mean of the mixture of their predictions).
 
-        Parameters are those of :meth:`CrossModalAE.translate` (means only: no ``sample``;
-        in memory only: no ``out``); the result is in the same units, with the same ``obs``,
-        ``var_names`` and image ``obsm``.
+        Parameters are those of :meth:`CrossModalAE.translate`, less ``sample`` and
+        ``seed`` (means only) and ``out`` / ``overwrite`` (in memory only); the result is
+        in the same units, with the same ``obs``, ``var_names`` and image ``obsm``.
         """
         out = None
-        for m in self.models:
+        for m in self.models:  # summed in place: the sum and one member's result in memory
             t = m.translate(adata, source=source, target=target, batch_size=batch_size,
                             library_size=library_size, target_batch=target_batch,
                             device=device)
             if out is None:
                 out = t
-                out.X = np.asarray(out.X, dtype=np.float64)
             else:
                 out.X += t.X
-        out.X = (out.X / len(self.models)).astype(np.float32)
+            del t
+        out.X /= len(self.models)
         for key in out.obsm:  # images: the averaged pixels in their own shape
             out.obsm[key] = out.X.reshape(out.obsm[key].shape)
         out.uns["transmodal"] = {**out.uns["transmodal"], "ensemble": len(self.models)}

@@ -129,6 +129,18 @@ def _device_of(accelerator: str) -> torch.device:
     return resolve_device(accelerator if accelerator in ("mps", "auto") else "cpu")
 
 
+def _collect(blocks: Iterator[np.ndarray], n: int) -> np.ndarray:
+    """The row blocks of ``n`` rows in all as one array, filled in place (concatenating the
+    list of blocks held them and the result at once: twice the output's memory)."""
+    out, pos = None, 0
+    for block in blocks:
+        if out is None:
+            out = np.empty((n, *block.shape[1:]), dtype=block.dtype)
+        out[pos : pos + len(block)] = block
+        pos += len(block)
+    return out
+
+
 class _Rows:
     """A subset of rows of a :class:`MatrixSource` with the same ``rows`` interface."""
 
@@ -655,7 +667,11 @@ class CrossModalAE:
             proportions, and where they do not it merges distinct cells (README,
             ``benchmarks/batches.py``).
         beta
-            Weight of the KL divergence of variational encoders (``variational=True``).
+            Weight of the KL divergence of variational encoders (``variational=True``). The
+            posterior means are standardised per modality like every embedding (unit
+            variance per dimension), so the KL's mean term stays near ``n_latent / 2`` per
+            cell and ``beta`` acts on the posterior variances: a large one widens them
+            towards 1, as wide as the spread of the means.
         anchor_distance
             Anchor loss of known pairs: the ``"l1"`` (the paper's) or ``"l2"`` distance
             between paired latent points, or ``"contrastive"``: InfoNCE over the pairs of
@@ -1137,7 +1153,7 @@ class CrossModalAE:
         self, src: MatrixSource, fn, *, batch_size: int, device, what: str | None = None
     ) -> np.ndarray:
         blocks = self._iter_apply(src, fn, batch_size=batch_size, device=device, what=what)
-        return np.concatenate(list(blocks))
+        return _collect(blocks, src.n_obs)
 
     def _output(
         self, src: MatrixSource, fn, *, batch_size: int, device, cells: AnnData,
@@ -1172,7 +1188,7 @@ class CrossModalAE:
                 overwrite=overwrite,
             )
             return ad.read_h5ad(out, backed="r")
-        X = np.concatenate(list(blocks))
+        X = _collect(blocks, src.n_obs)
         result = AnnData(X=X, obs=obs, var=var)
         for key, shape in images.items():  # images also in their own shape
             result.obsm[key] = X.reshape(X.shape[0], *shape)
@@ -1439,6 +1455,14 @@ class CrossModalAE:
         The directory is written to a temporary sibling and renamed into place, so an
         interrupted save never leaves a half-written model. In a multi-process
         (``torch.distributed``) run only rank 0 writes; every rank holds the same weights.
+
+        Parameters
+        ----------
+        path
+            The directory to write (created; it must not exist unless ``overwrite``).
+        overwrite
+            Replace ``path`` if it holds a saved model (and nothing else); any other
+            existing directory or file is refused, never deleted.
         """
         if not is_global_zero():
             return

@@ -41,10 +41,6 @@ def comparison_space(model: CrossModalAE, modality: str):
     return ident, (log if opts["log1p"] else ident)
 
 
-def _dense(src, idx=None) -> np.ndarray:
-    return np.concatenate(list(src.chunks(idx)))
-
-
 def _partner_batches(model: CrossModalAE, target: str, adata: AnnData) -> np.ndarray | None:
     """The batches of the partner cells ``adata`` of ``target``, when the model decodes
     ``target`` per batch and every partner's batch is one of the model's (else ``None``:
@@ -158,10 +154,7 @@ def evaluate_paired(
         pred = model.translate(adata_s, source=s, target=t,
                                target_batch=_partner_batches(data_model, t, adata_t)).X
         to_units, compare = comparison_space(data_model, t)
-        observed = compare(to_units(_dense(data_model._source_for(t, adata_t, check=False))))
-        out[f"translation_pearson_{s}_to_{t}"] = float(
-            np.nanmean(metrics.translation_pearson(compare(pred), observed))
-        )
+        partners = data_model._source_for(t, adata_t, check=False)
         # baseline: the mean training profile, in the same units, compared the same way
         # (the evaluated cells' mean for a model loaded without its training data)
         md = data_model.mods[t]
@@ -171,8 +164,16 @@ def evaluate_paired(
         elif t in data_model.val_masks_:
             rows = np.flatnonzero(~data_model.val_masks_[t])
         total = sum(to_units(chunk).sum(0) for chunk in src.chunks(rows))  # O(chunk) memory
-        mean_profile = (total / (src.n_obs if rows is None else len(rows)))[None, :]
-        out[f"baseline_pearson_{s}_to_{t}"] = float(
-            np.nanmean(metrics.mean_profile_baseline(compare(mean_profile), observed))
-        )
+        mean_profile = compare((total / (src.n_obs if rows is None else len(rows)))[None, :])
+        # per-cell correlations over blocks of the partners (the observed profiles are never
+        # held whole: dense float64, they were 2.6x the float32 translation)
+        r_pred, r_base, start = [], [], 0
+        for chunk in partners.chunks():
+            observed = compare(to_units(chunk))
+            block = compare(pred[start : start + len(chunk)])
+            r_pred.append(metrics.translation_pearson(block, observed))
+            r_base.append(metrics.mean_profile_baseline(mean_profile, observed))
+            start += len(chunk)
+        out[f"translation_pearson_{s}_to_{t}"] = float(np.nanmean(np.concatenate(r_pred)))
+        out[f"baseline_pearson_{s}_to_{t}"] = float(np.nanmean(np.concatenate(r_base)))
     return out
