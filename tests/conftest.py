@@ -183,8 +183,8 @@ def make_model():
 def train():
     """``train(model, **kw)``: quick training (2 epochs, batches of 32, no progress bar).
 
-    The 'modalities remain separable' warning is expected after 2 epochs and is silenced
-    unless ``quiet=False``.
+    The 'modalities remain separable' warning, possible after 2 epochs, is silenced unless
+    ``quiet=False``.
     """
 
     def _train(model, *, quiet: bool = True, **kw):

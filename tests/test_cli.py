@@ -110,6 +110,15 @@ def test_train_writes_model_history_and_config(trained: Path, capsys):
     assert saved["modalities"]["atac"]["likelihood"] == "poisson"
 
 
+def test_train_that_diverges_is_one_line_and_writes_nothing(workdir: Path, capsys):
+    cfg = _config(workdir, out="diverged")
+    cfg["train"]["lr"] = 1e30
+    path = _write_config(workdir / "diverge.yaml", cfg)
+    assert main(["train", "--config", str(path)]) == 2
+    _assert_one_line_error(capsys, "training diverged", "Lower lr")
+    assert not (workdir / "diverged").exists()
+
+
 def test_train_refuses_existing_output(workdir: Path, trained: Path, capsys):
     cfg = _write_config(workdir / "run_again.yaml", _config(workdir))
     assert main(["train", "--config", str(cfg), "--out", str(trained)]) == 2
@@ -352,6 +361,10 @@ BAD_CONFIGS = {
     "runs with one seed": (
         lambda c: (c["model"].pop("seed"), c.update(runs={"seeds": [3]})),
         ("runs", "'seeds'", "at least two distinct integers"),
+    ),
+    "runs with a negative seed": (
+        lambda c: (c["model"].pop("seed"), c.update(runs={"seeds": [0, -1]})),
+        ("runs", "'seeds'", "in [0, 2**63)", "-1"),
     ),
     "runs with a bad combine": (
         lambda c: (c["model"].pop("seed"), c.update(runs={"seeds": [0, 1], "combine": "mean"})),

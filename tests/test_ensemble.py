@@ -116,6 +116,22 @@ def test_ensemble_errors(ensemble, paired_data, make_model, tmp_path):
     with pytest.raises(ValueError, match="do not pass seed"):
         tm.workflows.train_ensemble(lambda s: make_model(paired_data, seed=s), seeds=(0, 1),
                                     seed=3)
+    with pytest.raises(ValueError, match="at least two integers"):
+        tm.workflows.train_consensus(lambda s: make_model(paired_data, seed=s), seeds=3)
+
+
+def test_ensemble_refuses_other_units_or_other_data(ensemble, paired_data, make_model, train):
+    m0 = ensemble.models[0]
+    specs = {"rna": tm.Modality("gaussian", layer="counts"), "atac": tm.Modality("poisson")}
+    gaussian = train(make_model(paired_data, specs, labels_key="label", seed=1), max_epochs=1)
+    with pytest.raises(ValueError, match=r"models\[1\], modality 'rna': reads or models its "
+                       r"data otherwise.*'nb'.*averaged across units"):
+        tm.Ensemble([m0, gaussian])
+    other = {k: a.copy() for k, a in paired_data.items()}
+    other["atac"].X = other["atac"].X + 1  # the same names, other values
+    moved = train(make_model(other, labels_key="label", seed=1), max_epochs=1)
+    with pytest.raises(ValueError, match=r"modality 'atac': its cells hold other values"):
+        tm.Ensemble([m0, moved])
 
 
 def test_train_ensemble_warns_when_runs_disagree(paired_data, make_model, monkeypatch):

@@ -88,6 +88,9 @@ def test_conv_networks_on_one_pixel_feature_maps_depend_on_their_input(shape):
     # one channel of one pixel: not normalised (a 2x2 map of one channel still is)
     one = ConvEncoder((1, 4, 4), 4, (1, 1), dropout=0.0, standardize=False)
     assert isinstance(one.net[2], torch.nn.GroupNorm) and isinstance(one.net[5], torch.nn.Identity)
+    # nor two channels of one pixel (a group of two values normalises to +-1)
+    two = ConvEncoder((1, 4, 4), 4, (2, 2), dropout=0.0, standardize=False)
+    assert isinstance(two.net[5], torch.nn.Identity)
 
 
 @pytest.mark.parametrize("shape", [(16, 16, 3), (16, 16, 1), (8, 12, 12, 4)])

@@ -144,6 +144,11 @@ def test_integrate_rejects_bad_arguments_by_name(partly_paired, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
+def test_integrate_refuses_a_key_with_a_slash(paired_data):
+    with pytest.raises(ValueError, match="key_added must be a non-empty string without '/'"):
+        tm.tl.integrate(paired_data, {"rna": "nb", "atac": "poisson"}, key_added="a/b")
+
+
 def test_integrate_gives_each_object_its_own_uns():
     mdata = tm.datasets.synthetic(
         40, n_features={"rna": 10, "atac": 12}, paired=0.5, seed=0, return_mudata=True

@@ -384,11 +384,12 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         seeds = sec.get("seeds")
         if (
             not isinstance(seeds, list) or len(seeds) < 2
-            or not all(_is_int(v) for v in seeds) or len(set(seeds)) != len(seeds)
+            or not all(_is_int(v) and 0 <= v < 2**63 for v in seeds)
+            or len(set(seeds)) != len(seeds)
         ):
             raise ConfigError(
-                f"{f}: runs: key 'seeds' must be a list of at least two distinct integers, "
-                f"got {seeds!r}"
+                f"{f}: runs: key 'seeds' must be a list of at least two distinct integers in "
+                f"[0, 2**63), got {seeds!r}"
             )
         combine = sec.get("combine", COMBINE[0])
         if combine not in COMBINE:

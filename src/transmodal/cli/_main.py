@@ -13,6 +13,7 @@ PROG = "transmodal"
 # stderr and exit code 2. Anything else is a bug and propagates with its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
+    FloatingPointError,  # training diverged: the message says what to change
     KeyError,
     FileNotFoundError,
     FileExistsError,

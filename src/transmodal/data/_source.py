@@ -14,6 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._utils import user_stacklevel
 from ..nn._likelihoods import get_likelihood
 from ._modality import Modality
 
@@ -461,7 +462,7 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
     def warn(message: str) -> None:  # once per source: rescans (train, embed) repeat none
         if message not in src.warned:
             src.warned.add(message)
-            warnings.warn(message, UserWarning, stacklevel=6)  # the CrossModalAE(...) call
+            warnings.warn(message, UserWarning, stacklevel=user_stacklevel())
 
     if n_fractions:
         warn(

@@ -45,7 +45,9 @@ def spearman_distance(profiles: np.ndarray, *, condensed: bool = False) -> np.nd
         for i in range(s, e):  # row i's pairs (i, j > i) in pdist order
             start = i * n - i * (i + 1) // 2
             out[start : start + n - 1 - i] = dist[i - s, i + 1 - s :]
-    return out if condensed else squareform(out, checks=False)
+    if condensed:
+        return out
+    return squareform(out, checks=False) if n else np.zeros((0, 0))
 
 
 def cluster_profiles(

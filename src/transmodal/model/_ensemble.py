@@ -17,6 +17,22 @@ from ._model import CrossModalAE
 ENSEMBLE_FORMAT_VERSION = 1
 
 
+def _units(md) -> tuple:
+    """What a member's translations of a modality are: its likelihood, the data it reads and
+    the preprocessing that translations invert."""
+    opts = md.spec.resolved()
+    return (md.spec.likelihood, md.spec.layer, md.spec.obsm_key, opts["normalize"], opts["log1p"])
+
+
+def _same_values(md, ref, n_rows: int = 64) -> bool:
+    """Whether two members' data of a modality agree on their first ``n_rows`` cells (the
+    same AnnData, or equal values: a cheap check that they were trained on the same data)."""
+    if md.adata is ref.adata or not md.n_obs or not ref.n_obs:
+        return True
+    rows = np.arange(min(n_rows, md.n_obs, ref.n_obs))
+    return np.array_equal(md.source.rows(rows), ref.source.rows(rows), equal_nan=True)
+
+
 def _latent_scale(model: CrossModalAE) -> float:
     """Root-mean-square distance of the latents of the model's own data (every modality,
     validation cells included) from their mean: divides the member's latent so that every
@@ -46,7 +62,11 @@ class Ensemble:
     Parameters
     ----------
     models
-        At least two trained models with the same modalities (in the same order).
+        At least two trained models with the same modalities (in the same order), trained
+        on the same data (cells, features and values, labels, batches) and reading and
+        modelling each modality alike (likelihood, layer / obsm_key, normalisation, so
+        that translations share their units); their architecture, latent size and
+        ``n_pca`` may differ.
     scales
         Per-member divisors of the latent (default: computed from each member's own data;
         given when loading).
@@ -88,11 +108,25 @@ class Ensemble:
                         "be trained on the same data"
                     )
             for name, md in m.mods.items():  # translations are averaged feature by feature
+                ref = models[0].mods[name]
+                if _units(md) != _units(ref):
+                    raise ValueError(
+                        f"models[{i}], modality {name!r}: reads or models its data otherwise "
+                        f"than models[0] ((likelihood, layer, obsm_key, normalize, log1p) "
+                        f"{_units(md)} against {_units(ref)}); their translations would be "
+                        "averaged across units"
+                    )
                 if not np.array_equal(md.var_names, models[0].mods[name].var_names):
                     raise ValueError(
                         f"models[{i}], modality {name!r}: var_names differ from models[0]'s "
                         f"({len(md.var_names)} against {len(models[0].mods[name].var_names)} "
                         "features, or another order); members must be trained on the same features"
+                    )
+                if not _same_values(md, ref):
+                    raise ValueError(
+                        f"models[{i}], modality {name!r}: its cells hold other values than "
+                        "models[0]'s under the same obs_names; members must be trained on the "
+                        "same data"
                     )
             if m.label_categories_ != models[0].label_categories_:
                 raise ValueError(

@@ -370,18 +370,21 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
         f"{k}: {tuple(v.shape)} saved, {tuple(expected[k].shape)} built"
         for k, v in state.items() if k in expected and v.shape != expected[k].shape
     ]
-    if shapes:  # e.g. a hand-edited config (hidden widths, batches) for these weights
+    # e.g. a hand-edited config (hidden widths, batches), or networks built differently
+    why = (
+        f"the model was saved by a transmodal whose networks differ from this one's "
+        f"({_version()}; {CONFIG} names the version that saved it), or its config was edited"
+    )
+    if shapes:
         raise ValueError(
             f"{path / WEIGHTS} does not match the architecture in {CONFIG} "
-            f"(tensor shapes differ: {'; '.join(shapes[:2])}): the model was saved by a "
-            f"transmodal whose networks differ from this one's ({_version()}; {CONFIG} names "
-            "the version that saved it), or its config was edited"
+            f"(tensor shapes differ: {'; '.join(shapes[:2])}): {why}"
         )
     missing, unexpected = model.module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(
             f"{path / WEIGHTS} does not match the architecture in {CONFIG} "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]}): {why}"
         )
     model.module.eval()
     same_data = model._digests() == config.get("obs_digest")

@@ -29,14 +29,12 @@ def _layers(n_dims: int) -> tuple[type[nn.Module], str]:
 def _norm(channels: int, n_pixels: int) -> nn.Module:
     """Group normalisation of ``channels`` feature maps of ``n_pixels`` values each.
 
-    The groups are ``gcd(8, channels)`` unless a group would then normalise too few values
-    per sample: a group of one value always normalises to 0 (the block's output would not
-    depend on its input), and on a one-pixel map a group of two channels normalises to
-    +-1 (only which one is larger survives). So the number of groups is halved while a group holds
-    a single value, or, on a one-pixel map, fewer than 4 channels (or all of them, when
-    there are fewer). Where even one group holds a single value (one channel of one pixel)
-    the block is not normalised. Maps of more than one pixel, and every map of the default
-    channels, keep ``gcd(8, channels)`` groups.
+    The groups are ``gcd(8, channels)``, halved while a group would normalise fewer than 4
+    values per sample: a group of one value always normalises to 0 (the block's output would
+    not depend on its input), one of two to +-1, one of three keeps only a direction. Where
+    even a single group holds fewer than 4 values the block is not normalised. Every map of
+    the default channels, and every map of more than a few pixels, keeps ``gcd(8, channels)``
+    groups.
 
     Parameters
     ----------
@@ -47,16 +45,13 @@ def _norm(channels: int, n_pixels: int) -> nn.Module:
 
     Returns
     -------
-    ``nn.GroupNorm``, or ``nn.Identity`` for a single value.
+    ``nn.GroupNorm``, or ``nn.Identity`` where a group would hold fewer than 4 values.
     """
-    if channels * n_pixels < 2:
-        return nn.Identity()
-    min_channels = min(4, channels) if n_pixels == 1 else 1
     groups = math.gcd(8, channels)  # a power of 2: halving keeps it a divisor of channels
-    while groups > 1 and (
-        (channels // groups) * n_pixels < 2 or channels // groups < min_channels
-    ):
+    while groups > 1 and (channels // groups) * n_pixels < 4:
         groups //= 2
+    if (channels // groups) * n_pixels < 4:
+        return nn.Identity()
     return nn.GroupNorm(groups, channels)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
+import torch
 from torch import nn
 
 
@@ -96,31 +97,40 @@ class LatentEncoder(nn.Module):
     def exact_statistics(self) -> Iterator[bool]:
         """Recompute the running statistics of the latent standardisation exactly.
 
-        Within the block, the encoder is in training mode (dropout as in training) and each
-        forward pass adds its batch's mean and variance to a plain average (no momentum); on
-        leaving, that average replaces the running statistics, which are otherwise an
-        exponential average (momentum 0.01) that lags behind the weights by a few hundred
-        steps. Yields whether there is a standardisation to recalibrate; with no batch seen
-        (or an error) the previous statistics are kept.
+        Within the block the encoder is in training mode (dropout as in training) while its
+        batch norm only records its inputs: their mean and variance over every cell passed,
+        whatever the batches (sums in float64), replace the running statistics on leaving.
+        Those are otherwise an exponential average (momentum 0.01) that lags behind the
+        weights by a few hundred steps. Yields whether there is a standardisation to
+        recalibrate; with fewer than two cells seen (or an error) the statistics are kept.
         """
         bn = self.standardize
         if not isinstance(bn, nn.BatchNorm1d):
             yield False
             return
-        saved = {k: v.clone() for k, v in bn.state_dict().items()}
-        momentum, was_training = bn.momentum, self.training
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average
+        sums: list = [0, 0.0, 0.0]  # cells, sum, sum of squares (float64, per dimension)
+
+        def record(module, inputs):
+            h = inputs[0].detach().to("cpu", torch.float64)  # (MPS has no float64)
+            sums[0] += h.shape[0]
+            sums[1] = sums[1] + h.sum(0)
+            sums[2] = sums[2] + (h * h).sum(0)
+
+        was_training = self.training
         self.train()
-        done = False
+        bn.eval()  # normalises with the old statistics, which nothing reads, and keeps them
+        hook = bn.register_forward_pre_hook(record)
         try:
             yield True
-            done = int(bn.num_batches_tracked) > 0
         finally:
-            bn.momentum = momentum
+            hook.remove()
             self.train(was_training)
-            if not done:
-                bn.load_state_dict(saved)
+        n = sums[0]
+        if n >= 2:
+            mean = sums[1] / n
+            var = (sums[2] - n * mean * mean).clamp_min(0.0) / (n - 1)  # unbiased, as torch's
+            bn.running_mean.copy_(mean.to(bn.running_mean))
+            bn.running_var.copy_(var.to(bn.running_var))
 
     def forward(self, x):
         """Latent point (the posterior mean for a variational encoder)."""

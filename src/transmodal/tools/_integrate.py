@@ -184,8 +184,11 @@ def integrate(
     ...                 model_kwargs={"labels_key": "cell_type"})
     >>> sc.pp.neighbors(mdata["rna"], use_rep="X_transmodal"); sc.tl.umap(mdata["rna"])
     """
-    if not isinstance(key_added, str) or not key_added:
-        raise ValueError(f"key_added must be a non-empty string, got {key_added!r}")
+    if not isinstance(key_added, str) or not key_added or "/" in key_added:
+        raise ValueError(
+            f"key_added must be a non-empty string without '/' (h5ad and zarr would read it "
+            f"as a path), got {key_added!r}"
+        )
     if not (_is_mudata(data) or isinstance(data, Mapping)):
         raise ValueError(
             f"data must be a MuData or a dict of AnnData (one per modality), got {type(data).__name__}"

@@ -104,6 +104,7 @@ class CrossModalPlan(pl.LightningModule):
         self.history_rows: list[dict[str, float]] = []
         # the module's weights after the last epoch whose losses were finite (CPU copies)
         self._last_finite: dict[str, torch.Tensor] | None = None
+        self.diverged = False  # set (with the weights put back) before FloatingPointError
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
         self._counts: dict[str, int] = {}
 
@@ -287,26 +288,34 @@ class CrossModalPlan(pl.LightningModule):
                 sync_dist=True,
             )
 
+    def _finite_weights(self) -> bool:
+        values = [t for t in self.module.state_dict().values() if t.is_floating_point()]
+        return bool(torch.stack([torch.isfinite(t).all() for t in values]).all())
+
     def on_train_epoch_end(self) -> None:  # noqa: D102
         self._average_buffers()
         row = {"epoch": float(self.current_epoch)}
         row.update(self._means("train"))
+        row.update(self._means("val"))  # (validation ran before this hook)
+        # checked once per epoch, so there is no device sync per step; a last step that
+        # made the weights NaN leaves this epoch's losses finite, hence the weights too
         bad = [k for k, v in row.items() if not math.isfinite(v)]
-        if bad:  # checked once per epoch, so there is no device sync per step
-            n = len(self.history_rows)
+        if bad or not self._finite_weights():
+            self.diverged = True
+            what = f"loss term(s) {', '.join(bad)}" if bad else "the network weights"
             kept = (
-                f"its weights after epoch {n} of this training (the last with finite losses)"
-                if n else "the weights it had before this training"
+                f"its weights after epoch {int(self.history_rows[-1]['epoch'])} of this "
+                "training (the last with finite losses and weights)"
+                if self.history_rows else "the weights it had before this training"
             )
             if self._last_finite is not None:  # NaN weights would make every output NaN
                 self.module.load_state_dict(self._last_finite)
             raise FloatingPointError(
-                f"training diverged in epoch {self.current_epoch}: loss term(s) "
-                f"{', '.join(bad)} became NaN or infinite; the model keeps {kept}. Lower lr, "
-                "check the inputs of the modalities named (e.g. cells with zero counts, "
-                "extreme values), or use a likelihood that matches the data."
+                f"training diverged in epoch {self.current_epoch}: {what} became NaN or "
+                f"infinite; the model keeps {kept}. Lower lr, check the inputs of the "
+                "modalities named (e.g. cells with zero counts, extreme values), or use a "
+                "likelihood that matches the data."
             )
         self._snapshot()
-        row.update(self._means("val"))
         row["lam_adv_effective"] = self._adv_weight()
         self.history_rows.append(row)

@@ -195,8 +195,10 @@ def run_training(
             if trainer.interrupted:
                 raise TrainingInterrupted(_history(plan)) from None
             raise
-        except FloatingPointError as err:  # the plan's check of the epoch losses
-            raise TrainingDiverged(str(err), _history(plan)) from None
+        except FloatingPointError as err:
+            if plan.diverged:  # the plan's check of the epoch (weights put back)
+                raise TrainingDiverged(str(err), _history(plan)) from None
+            raise
     return _history(plan)
 
 

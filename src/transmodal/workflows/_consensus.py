@@ -42,7 +42,10 @@ def _train_runs(
     caller: str,
 ) -> tuple[list[int], list[CrossModalAE]]:
     """Check ``seeds`` and ``build``, then train one model per seed."""
-    seeds = list(seeds)
+    try:
+        seeds = list(seeds)
+    except TypeError:
+        raise ValueError(f"seeds must be at least two integers; got {seeds!r}") from None
     if len(seeds) < 2 or any(
         isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in seeds
     ):

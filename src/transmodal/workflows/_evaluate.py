@@ -126,7 +126,8 @@ def evaluate_paired(
     zb = model.get_latent_representation(target, b)
     out: dict[str, Any] = {"n_cells": int(len(common))}
     out["foscttm"] = float(metrics.foscttm(za, zb))
-    for k, v in metrics.partner_in_top_k(za, zb, k=(1, 5, 10, 50)).items():
+    tops = tuple(k for k in (1, 5, 10, 50) if k < len(common))  # (k >= n: 1 by definition)
+    for k, v in metrics.partner_in_top_k(za, zb, k=tops).items():
         out[f"partner_top{k}"] = float(v)
     ks = tuple(k for k in (5, 50) if k <= len(common))  # none below 5 cells
     knn, chance = metrics.knn_accuracy_and_chance(za, zb, k=ks, metric="l1") if ks else ({}, {})
