@@ -344,3 +344,12 @@ def test_shape_based_pairs_see_batch_centred_features(monkeypatch):
     # without a batch_key the batches sit apart in the features the shapes are matched on
     tm.CrossModalAE(data, specs(None), n_latent=4, geometric_pairs="overlay", seed=0)
     assert np.abs(seen["rna"][batch == "batch0"].mean(0)).max() > 0.5
+
+
+def test_shape_based_pairs_refuse_batches_of_one_cell():
+    # a per-cell id as batch_key: centring each one-cell batch would leave every cell at zero
+    data = batched(120, seed=2, paired=False)
+    data["rna"].obs["cell_id"] = data["rna"].obs_names.astype(str)
+    with pytest.raises(ValueError, match=r"modality 'rna': \d+ of the \d+ cells .* only cell of "
+                       r"their batch \(batch_key 'cell_id'\)"):
+        tm.CrossModalAE(data, specs("cell_id"), n_latent=4, seed=0)

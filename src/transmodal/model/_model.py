@@ -330,7 +330,18 @@ class CrossModalAE:
                 x = [transform.process(torch.from_numpy(c)).numpy() for c in md.source.chunks(idx)]
             x = np.concatenate(x)
             if md.batches is not None:
-                x = _center_batches(x, md.batches[idx])
+                codes = md.batches[idx]
+                alone = int((np.bincount(codes)[codes] < 2).sum())
+                if 2 * alone > len(codes):  # centring would erase most cells
+                    raise ValueError(
+                        f"modality {name!r}: {alone} of the {len(codes)} cells the shape-based "
+                        f"pseudo-pairs use are the only cell of their batch (batch_key "
+                        f"{md.spec.batch_key!r}); they are matched on features centred within "
+                        "each batch, which leaves such cells at zero. Give a batch_key whose "
+                        "batches hold several cells (samples, donors, plates), or prior "
+                        "knowledge (labels_key, anchor pairs) with geometric_pairs=False"
+                    )
+                x = _center_batches(x, codes)
             feats[name] = (idx, x)
         out = {}
         for a, b in combinations(self.mods, 2):
