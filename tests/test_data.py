@@ -961,3 +961,18 @@ def test_column_only_in_mudata_global_obs_suggests_push_obs():
     mdata.push_obs(["celltype", "batch", "m"])
     mods, cats = setup_data(mdata, specs, labels_key="celltype", marker_key="m")
     assert cats == ["0", "1"] and mods["a"].batches is not None
+
+
+def test_feature_moments_match_numpy_in_blocks_and_keep_large_offsets():
+    from transmodal._utils import FeatureMoments
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 3)) * [1.0, 1e-3, 5.0] + [0.0, 1e7, -3.0]
+    moments = FeatureMoments()
+    for block in np.array_split(x, 7):  # blocks of any size, one empty
+        moments.add(block)
+    moments.add(x[:0])
+    assert moments.n == 1000
+    np.testing.assert_allclose(moments.mean(), x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(moments.var(), x.var(0), rtol=1e-9)  # sd 1e-3 beside 1e7
+    np.testing.assert_allclose(moments.var(ddof=1), x.var(0, ddof=1), rtol=1e-9)

@@ -721,8 +721,9 @@ def test_outputs_that_are_not_finite_are_named(make_model, train):
     model = train(make_model(data, {"rna": "nb", "prot": "gaussian"}), max_epochs=1)
     extreme = data["prot"][:5].copy()
     extreme.X = np.full(extreme.shape, 1e30, dtype=np.float32)
-    with pytest.warns(UserWarning, match="modality 'prot': the embeddings: 5 of 5 cell"):
+    with pytest.warns(UserWarning, match="modality 'prot': the embeddings: 5 of 5 cell") as rec:
         model.get_latent_representation("prot", extreme)
+    assert rec[0].filename == __file__  # the user's line
     with pytest.warns(UserWarning, match="translation 'prot' -> 'rna': 5 of 5 cell"):
         model.translate(extreme, source="prot", target="rna")
     with warnings.catch_warnings():

@@ -54,6 +54,38 @@ def user_stacklevel() -> int:
     return level
 
 
+class FeatureMoments:
+    """Per-feature mean and variance of rows added block by block, from float64 sums taken
+    around the first row (so that a large common offset costs no precision)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._shift: np.ndarray | None = None
+        self._s1 = self._s2 = None
+
+    def add(self, block: np.ndarray) -> None:
+        """Add a ``(rows, features)`` block."""
+        d = np.asarray(block, dtype=np.float64)
+        if not len(d):
+            return
+        if self._shift is None:
+            self._shift = d[0].copy()
+            self._s1, self._s2 = np.zeros_like(self._shift), np.zeros_like(self._shift)
+        d = d - self._shift
+        self.n += len(d)
+        self._s1 += d.sum(0)
+        self._s2 += np.einsum("ij,ij->j", d, d)
+
+    def mean(self) -> np.ndarray:
+        """Per-feature mean of the rows added (at least one)."""
+        return self._shift + self._s1 / self.n
+
+    def var(self, ddof: int = 0) -> np.ndarray:
+        """Per-feature variance (divided by ``n - ddof``) of the rows added."""
+        m = self._s1 / self.n
+        return np.maximum(self._s2 - self.n * m * m, 0.0) / (self.n - ddof)
+
+
 def is_global_zero() -> bool:
     """Whether this process is rank 0 (always true outside ``torch.distributed`` runs)."""
     import torch.distributed as dist

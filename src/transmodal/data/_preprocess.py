@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import torch
 
+from .._utils import FeatureMoments
 from ..nn._transform import InputTransform
 from ._source import MatrixSource
 
@@ -69,20 +70,16 @@ def fit_preprocessing(
     transform.load_fitted(stats)
 
     if transform.scale:
-        s1 = np.zeros(src.n_vars)
-        s2 = np.zeros(src.n_vars)
+        moments = FeatureMoments()
         scale, transform.scale = transform.scale, False
         try:
             with torch.no_grad():
                 for c in src.chunks(idx, chunk_size):
-                    p = transform.process(torch.from_numpy(c)).double().numpy()
-                    s1 += p.sum(0)
-                    s2 += (p * p).sum(0)
+                    moments.add(transform.process(torch.from_numpy(c)).numpy())
         finally:
             transform.scale = scale
-        mean = s1 / len(idx)
-        var = np.maximum(s2 / len(idx) - mean**2, 0.0)
-        std = np.sqrt(var)
+        mean = moments.mean()
+        std = np.sqrt(moments.var())
         std[std < 1e-6] = 1.0
         transform.load_fitted({"mean": torch.from_numpy(mean), "std": torch.from_numpy(std)})
 

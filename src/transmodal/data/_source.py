@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._utils import user_stacklevel
+from .._utils import FeatureMoments, user_stacklevel
 from ..nn._likelihoods import get_likelihood
 from ._modality import Modality
 
@@ -338,37 +338,6 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _FLOAT32_RESOLUTION = 1e-6
 
 
-class _FeatureSpread:
-    """Per-feature mean and standard deviation of dense row blocks, accumulated in float64
-    around the first row (shifted sums: exact for features with a large offset)."""
-
-    def __init__(self) -> None:
-        self.shift: np.ndarray | None = None
-        self.n = 0
-        self.s1 = self.s2 = None
-
-    def add(self, block: np.ndarray) -> None:
-        """Add a ``(rows, features)`` block."""
-        d = np.asarray(block, dtype=np.float64)
-        if self.shift is None:
-            self.shift = d[0].copy()
-            self.s1 = np.zeros_like(self.shift)
-            self.s2 = np.zeros_like(self.shift)
-        d = d - self.shift
-        self.n += len(d)
-        self.s1 += d.sum(0)
-        self.s2 += np.einsum("ij,ij->j", d, d)
-
-    def lost_in_float32(self) -> np.ndarray:
-        """Features that vary, but by less than float32's resolution at their magnitude."""
-        if not self.n:
-            return np.zeros(0, np.int64)
-        m = self.s1 / self.n
-        std = np.sqrt(np.maximum(self.s2 / self.n - m * m, 0.0))
-        mean = self.shift + m
-        return np.flatnonzero((std > 0) & (std < _FLOAT32_RESOLUTION * np.abs(mean)))
-
-
 def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -> None:
     """Scan the matrix once (in chunks) for values the modality's likelihood or its
     preprocessing cannot take.
@@ -411,7 +380,7 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
     # same pass; not for counts (integers, exact in float32 up to 2**24) or binary data
     wide = dtype is not None and np.dtype(dtype).kind == "f" and np.dtype(dtype).itemsize > 4
     spread = (
-        _FeatureSpread() if wide and not src.sparse and not (likelihood.counts or binary) else None
+        FeatureMoments() if wide and not src.sparse and not (likelihood.counts or binary) else None
     )
     # stored values of sparse rows are sliced without densifying; dense rows in bounded blocks
     step = chunk_size if src.sparse else src.chunk_rows(chunk_size)
@@ -472,14 +441,16 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
             "methylation levels) use likelihood='continuous_bernoulli', which models values "
             "in [0, 1]"
         )
-    lost = spread.lost_in_float32() if spread is not None else np.zeros(0, np.int64)
+    lost: np.ndarray = np.zeros(0, np.int64)
+    if spread is not None and spread.n:  # features that vary, below float32's resolution
+        mean, std = spread.mean(), np.sqrt(spread.var())
+        lost = np.flatnonzero((std > 0) & (std < _FLOAT32_RESOLUTION * np.abs(mean)))
     if len(lost):
-        mean = spread.shift[lost[0]] + spread.s1[lost[0]] / spread.n
         warn(
             f"{where}: {len(lost)} of {src.n_vars} feature(s) (columns {lost[:5].tolist()}"
             f"{', ...' if len(lost) > 5 else ''}) vary by less than float32's resolution at "
             f"their magnitude (standard deviation < {_FLOAT32_RESOLUTION:g} * |mean|, e.g. "
-            f"mean {mean:.6g} in column {lost[0]}); the model reads {np.dtype(dtype)} values "
+            f"mean {mean[lost[0]]:.6g} in column {lost[0]}); the model reads {np.dtype(dtype)} values "
             "as float32, so their variation is lost. Subtract each feature's mean (in "
             f"{np.dtype(dtype)}, e.g. x - x.mean(0)) from {src.where} before building the "
             "model"

@@ -14,7 +14,9 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from .._utils import is_global_zero, jsonable, lightning_accelerator, resolve_device, seeded
+from .._utils import (
+    is_global_zero, jsonable, lightning_accelerator, resolve_device, seeded, user_stacklevel,
+)
 from ..data._batches import EpochBatches
 from ..data._h5ad import write_rows_h5ad
 from ..data._modality import Modality, as_widths, is_number
@@ -1022,7 +1024,8 @@ class CrossModalAE:
         accuracy is not used: an oscillating adversarial game can fool it while the
         modalities stay linearly separable. Every encoder standardises its latent per
         modality (equal mean and variance on the training cells), so the check sees only
-        differences beyond those: it catches gross failures, not every misalignment.
+        differences beyond those: it can stay silent even for unrelated modalities trained
+        without any alignment term (two equally standardised clouds overlap).
         """
         from ..metrics import mixing_accuracy_multi
 
@@ -1152,7 +1155,7 @@ class CrossModalAE:
             warnings.warn(
                 f"{what}: {bad} of {n} cell(s) gave NaN or infinite values; their inputs lie far "
                 "outside the range of the training data (check them for extreme values)",
-                UserWarning, stacklevel=2,
+                UserWarning, stacklevel=user_stacklevel(),
             )
 
     def _apply(

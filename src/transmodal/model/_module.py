@@ -273,10 +273,10 @@ class CrossModalModule(nn.Module):
         if self.disc_conditional:
             if y is None:
                 y = torch.full((z.shape[0],), -1, dtype=torch.long, device=z.device)
+            with torch.no_grad():  # pseudo-labels of the unlabelled cells (no device sync)
+                predicted = self.classifier(z).argmax(-1)
             y = y.to(device=z.device, dtype=torch.long)
-            if (y < 0).any():
-                with torch.no_grad():  # pseudo-labels of the unlabelled cells
-                    y = torch.where(y >= 0, y, self.classifier(z).argmax(-1))
+            y = torch.where(y >= 0, y, predicted)
             onehot = F.one_hot(y, self.n_labels).to(z.dtype)
         if self.training and self.disc_noise > 0:
             z = z + self.disc_noise * torch.randn_like(z)

@@ -8,6 +8,8 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from .._utils import FeatureMoments
+
 
 def mlp(
     n_in: int,
@@ -108,13 +110,10 @@ class LatentEncoder(nn.Module):
         if not isinstance(bn, nn.BatchNorm1d):
             yield False
             return
-        sums: list = [0, 0.0, 0.0]  # cells, sum, sum of squares (float64, per dimension)
+        moments = FeatureMoments()
 
         def record(module, inputs):
-            h = inputs[0].detach().to("cpu", torch.float64)  # (MPS has no float64)
-            sums[0] += h.shape[0]
-            sums[1] = sums[1] + h.sum(0)
-            sums[2] = sums[2] + (h * h).sum(0)
+            moments.add(inputs[0].detach().to("cpu", torch.float64).numpy())  # (MPS: no f64)
 
         was_training = self.training
         self.train()
@@ -125,12 +124,9 @@ class LatentEncoder(nn.Module):
         finally:
             hook.remove()
             self.train(was_training)
-        n = sums[0]
-        if n >= 2:
-            mean = sums[1] / n
-            var = (sums[2] - n * mean * mean).clamp_min(0.0) / (n - 1)  # unbiased, as torch's
-            bn.running_mean.copy_(mean.to(bn.running_mean))
-            bn.running_var.copy_(var.to(bn.running_var))
+        if moments.n >= 2:  # unbiased variance, as torch's running_var
+            bn.running_mean.copy_(torch.from_numpy(moments.mean()))
+            bn.running_var.copy_(torch.from_numpy(moments.var(ddof=1)))
 
     def forward(self, x):
         """Latent point (the posterior mean for a variational encoder)."""
