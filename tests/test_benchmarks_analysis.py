@@ -212,6 +212,30 @@ def test_batches_benchmark_runs_and_summarises(tmp_path):
     assert res["n_batches"] == 3 and 0 <= res["foscttm"] <= 1
 
 
+def test_methylation_benchmark_runs_and_summarises(tmp_path):
+    """``benchmarks/methylation.py``: one run of each method on a few hundred simulated
+    cells gives every metric, the sparse setting thins the coverage, and the summary prints
+    the table."""
+    import contextlib
+    import io
+    import json
+
+    meth = _load("methylation")
+    lines = [meth.run_one("sparse", method, 0, max_epochs=1, n_cells=300) for method in meth.METHODS]
+    for res in lines:
+        assert 0.05 < res["covered_fraction"] < 0.15 and res["epochs"] == 1
+        for key in ("foscttm", "label_transfer"):
+            assert 0 <= res[key] <= 1, (key, res)
+        for key in ("pearson_rna_to_met", "pearson_met_to_rna", "region_pearson_rna_to_met"):
+            assert -1 <= res[key] <= 1, (key, res)
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        meth.summary(str(tmp_path / "m.jsonl"))
+    rows = buf.getvalue().splitlines()
+    assert len(rows) == 2 + len(meth.METHODS) and rows[2].startswith("| sparse | missing | 1 |")
+
+
 def _needs(*datasets):
     from transmodal.datasets import data_dir
 

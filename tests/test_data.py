@@ -81,11 +81,15 @@ def test_modality_hidden_accepts_integer_sequences():
 def test_modality_valid_spec_passes_and_resolves_defaults():
     tm.Modality("nb", layer="counts", n_pca=5, hidden=[16, 8]).check("rna")
     counts = tm.Modality("nb").resolved()
-    assert counts == {"normalize": True, "log1p": True, "scale": True, "n_pca": 0}
+    assert counts == {"normalize": True, "log1p": True, "scale": True, "n_pca": 0, "missing": False}
     gauss = tm.Modality("gaussian", n_pca=3).resolved()
-    assert gauss == {"normalize": False, "log1p": False, "scale": True, "n_pca": 3}
+    assert gauss == {"normalize": False, "log1p": False, "scale": True, "n_pca": 3, "missing": False}
+    # rates with unmeasured entries: scaled unless told otherwise (unmeasured -> 0)
+    rates = tm.Modality("continuous_bernoulli", missing=True)
+    assert rates.resolved()["scale"] and not tm.Modality("continuous_bernoulli").resolved()["scale"]
+    assert not tm.Modality("continuous_bernoulli", missing=True, scale=False).resolved()["scale"]
     explicit = tm.Modality("poisson", normalize=False, log1p=False, scale=False).resolved()
-    assert explicit == {"normalize": False, "log1p": False, "scale": False, "n_pca": 0}
+    assert explicit == {"normalize": False, "log1p": False, "scale": False, "n_pca": 0, "missing": False}
 
 
 def test_modality_from_dict_unknown_key():
@@ -196,7 +200,10 @@ def test_nan_or_inf_rejected(paired_data, likelihood, bad):
     paired_data["atac"].X[10, 3] = bad
     with pytest.raises(ValueError) as info:
         setup_data(paired_data, {"rna": tm.Modality("nb", layer="counts"), "atac": likelihood})
-    assert "NaN" in str(info.value) and "'atac'" in str(info.value)
+    assert ("NaN" if np.isnan(bad) else "infinite") in str(info.value)
+    assert "'atac'" in str(info.value)
+    # NaN as unmeasured is suggested where the likelihood can skip entries
+    assert ("missing=True" in str(info.value)) == (np.isnan(bad) and likelihood == "gaussian")
 
 
 def test_nan_in_sparse_rejected(paired_data, specs):

@@ -190,7 +190,8 @@ def test_register_likelihood_usable_in_modality(clean_registry, paired_data):
     assert isinstance(get_likelihood("test_laplace"), Laplace)
     spec = tm.Modality("test_laplace")
     spec.check("atac")
-    assert spec.resolved() == {"normalize": False, "log1p": False, "scale": True, "n_pca": 0}
+    assert spec.resolved() == {"normalize": False, "log1p": False, "scale": True, "n_pca": 0,
+                               "missing": False}
 
     # a model with the new likelihood builds and trains
     paired_data["atac"].X = np.log1p(paired_data["atac"].X)

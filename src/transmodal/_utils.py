@@ -10,6 +10,7 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,12 @@ def user_stacklevel() -> int:
 
 class FeatureMoments:
     """Per-feature mean and variance of rows added block by block, from float64 sums taken
-    around the first row (so that a large common offset costs no precision)."""
+    around the first row (so that a large common offset costs no precision). NaN entries
+    (unmeasured values) are skipped: each feature has its own count (``counts``)."""
 
     def __init__(self) -> None:
-        self.n = 0
+        self.n = 0  # rows added
+        self.counts: np.ndarray | None = None  # finite entries per feature
         self._shift: np.ndarray | None = None
         self._s1 = self._s2 = None
 
@@ -71,19 +74,35 @@ class FeatureMoments:
         if self._shift is None:
             self._shift = d[0].copy()
             self._s1, self._s2 = np.zeros_like(self._shift), np.zeros_like(self._shift)
+            self.counts = np.zeros(len(self._shift), dtype=np.int64)
+        gaps = np.isnan(self._shift)  # features unmeasured so far: shift by their first value
+        if gaps.any():
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # columns all NaN
+                first = np.nanmean(d[:, gaps], axis=0)
+            self._shift[gaps] = first  # (only features without values so far: sums are 0)
         d = d - self._shift
         self.n += len(d)
+        nan = np.isnan(d)
+        if nan.any():
+            d[nan] = 0.0
+            self.counts += len(d) - nan.sum(0)
+        else:
+            self.counts += len(d)
         self._s1 += d.sum(0)
         self._s2 += np.einsum("ij,ij->j", d, d)
 
     def mean(self) -> np.ndarray:
-        """Per-feature mean of the rows added (at least one)."""
-        return self._shift + self._s1 / self.n
+        """Per-feature mean of the values added (NaN for a feature without any)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self._shift + self._s1 / self.counts
 
     def var(self, ddof: int = 0) -> np.ndarray:
-        """Per-feature variance (divided by ``n - ddof``) of the rows added."""
-        m = self._s1 / self.n
-        return np.maximum(self._s2 - self.n * m * m, 0.0) / (self.n - ddof)
+        """Per-feature variance (divided by ``count - ddof``) of the values added (NaN for a
+        feature with at most ``ddof`` values)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = self._s1 / self.counts
+            return np.maximum(self._s2 - self.counts * m * m, 0.0) / (self.counts - ddof)
 
 
 def is_global_zero() -> bool:

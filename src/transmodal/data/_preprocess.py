@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import torch
 
-from .._utils import FeatureMoments
+from .._utils import FeatureMoments, user_stacklevel
 from ..nn._transform import InputTransform
 from ._source import MatrixSource
 
@@ -51,8 +51,8 @@ def fit_preprocessing(
         raise ValueError(f"modality {src.name!r}: no training cells to fit preprocessing on")
     libs, nonzero = [], False
     for c in src.chunks(idx, chunk_size):
-        libs.append(c.sum(1))
-        nonzero = nonzero or bool(np.any(c))
+        libs.append(np.nansum(c, 1) if transform.missing else c.sum(1))
+        nonzero = nonzero or bool(np.any(np.nan_to_num(c) if transform.missing else c))
     if not nonzero:
         warnings.warn(
             f"modality {src.name!r}: {src.where} is all zeros in every training cell; the "
@@ -69,19 +69,34 @@ def fit_preprocessing(
     }
     transform.load_fitted(stats)
 
-    if transform.scale:
+    if transform.scale or transform.missing:
+        # moments of the processed values, unmeasured (NaN) entries skipped
         moments = FeatureMoments()
-        scale, transform.scale = transform.scale, False
+        scale, missing = transform.scale, transform.missing
+        transform.scale = transform.missing = False
         try:
             with torch.no_grad():
                 for c in src.chunks(idx, chunk_size):
                     moments.add(transform.process(torch.from_numpy(c)).numpy())
         finally:
-            transform.scale = scale
+            transform.scale, transform.missing = scale, missing
         mean = moments.mean()
-        std = np.sqrt(moments.var())
-        std[std < 1e-6] = 1.0
-        transform.load_fitted({"mean": torch.from_numpy(mean), "std": torch.from_numpy(std)})
+        if missing:
+            never = np.flatnonzero(np.isnan(mean))
+            if len(never):
+                warnings.warn(
+                    f"modality {src.name!r}: {len(never)} of {src.n_vars} feature(s) of "
+                    f"{src.where} (e.g. {never[:5].tolist()}) are unmeasured (NaN) in every "
+                    "training cell; they carry nothing (the encoder sees 0, the model "
+                    "predicts them from the other features)",
+                    UserWarning, stacklevel=user_stacklevel(),
+                )
+            mean = np.nan_to_num(mean, nan=0.0)
+            transform.load_fitted({"fill": torch.from_numpy(mean)})
+        if scale:
+            std = np.sqrt(moments.var())
+            std[~(std >= 1e-6)] = 1.0  # constant, or fewer than two measured values
+            transform.load_fitted({"mean": torch.from_numpy(mean), "std": torch.from_numpy(std)})
 
     if transform.n_pca:
         from sklearn.decomposition import PCA

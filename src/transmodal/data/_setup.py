@@ -587,6 +587,11 @@ def check_image_spec(spec: Modality, image_shape: tuple[int, ...], name: str) ->
         )
     if spec.n_pca is not None:
         raise ValueError(f"modality {name!r}: field 'n_pca' is not supported for images")
+    if spec.missing:
+        raise ValueError(
+            f"modality {name!r}: field 'missing' is not supported for images (crops are "
+            "masked to their nucleus: pixels outside it are 0, not unmeasured)"
+        )
     if spec.normalize or spec.log1p:
         raise ValueError(
             f"modality {name!r}: fields 'normalize' / 'log1p' are not supported for images"

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._utils import FeatureMoments, user_stacklevel
-from ..nn._likelihoods import get_likelihood
+from ..nn._likelihoods import get_likelihood, skips_missing
 from ._modality import Modality
 
 
@@ -354,7 +354,8 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
     Raises
     ------
     ValueError
-        On NaN / infinite values or values beyond float32 (the networks' precision), negative
+        On infinite values, NaN values (unless ``spec.missing``: unmeasured entries), values
+        beyond float32 (the networks' precision), negative
         values for non-negative likelihoods or preprocessing, or non-integers for count
         likelihoods. The message names the modality and field.
 
@@ -397,8 +398,21 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
             vals = np.asarray(m[start:stop])
         if vals.size == 0:
             continue
+        spread_vals = vals
         if not np.all(np.isfinite(vals)):
-            raise ValueError(f"{where} holds NaN or infinite values")
+            if np.isinf(vals).any():
+                raise ValueError(f"{where} holds infinite values")
+            if not spec.missing:
+                hint = (
+                    "; if NaN marks values that were not measured (e.g. regions without "
+                    f"coverage), build the modality with Modality({spec.likelihood!r}, ..., "
+                    "missing=True) (in a config file: missing: true)"
+                    if skips_missing(likelihood) and src.image_shape is None else ""
+                )
+                raise ValueError(f"{where} holds NaN values{hint}")
+            vals = vals[~np.isnan(vals)]  # the checks below: measured values
+            if vals.size == 0:
+                continue
         if np.abs(vals).max() > _FLOAT32_MAX:
             raise ValueError(
                 f"{where} holds values beyond float32 (|x| > {_FLOAT32_MAX:.3g}); rescale them"
@@ -426,7 +440,7 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
         if binary and vals.dtype.kind == "f":
             n_fractions += int(np.count_nonzero((vals > 0) & (vals < 1)))
         if spread is not None:
-            spread.add(vals)
+            spread.add(spread_vals)
 
     def warn(message: str) -> None:  # once per source: rescans (train, embed) repeat none
         if message not in src.warned:

@@ -22,7 +22,16 @@ Generative model
 5. **Observation model.** ``"nb"``: rate ``softmax(h + gene baseline) * library`` with a
    log-normal library size, counts ~ Gamma-Poisson (negative binomial, dispersion
    ``theta = 10``); ``"bernoulli"``: ``p = sigmoid(h + peak offset + cell depth)`` with the
-   offsets set so that mean accessibility is about 0.15; ``"gaussian"``: ``h`` itself.
+   offsets set so that mean accessibility is about 0.15; ``"gaussian"``: ``h`` itself;
+   ``"methylation"`` (single-cell DNA methylation summarised per genomic region, as from
+   scbs, MethSCAn or ALLCools): methylation probability ``p = sigmoid(h + region offset)``,
+   the offsets bimodal like CpG methylation (70 % of regions with a target mean level drawn
+   from Beta(8, 1.5), mean about 0.84; 30 % from Beta(1, 8), mean about 0.11; the logit
+   corrected for the spread of ``h`` + noise as for ``"bernoulli"``); per (cell, region)
+   coverage ~ Poisson(0.5 * cell depth * region factor), depth and factor log-normal with
+   mean 1 and log standard deviation 0.5 (about 36 % of entries covered, from about 18 %
+   to 60 % per cell), methylated reads ~ Binomial(coverage, p), observed rate =
+   methylated / coverage, NaN where the coverage is 0.
 
 Chunking and seeds
 ------------------
@@ -56,11 +65,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["synthetic", "true_pairs"]
 
-KINDS = ("nb", "bernoulli", "gaussian")
+KINDS = ("nb", "bernoulli", "gaussian", "methylation")
 SHAPES = ("clusters", "trajectory")
-_DEFAULT_FEATURES = {"nb": 500, "bernoulli": 1000, "gaussian": 50}
-_VAR_PREFIX = {"nb": "gene", "bernoulli": "peak", "gaussian": "feat"}
-_SIGNAL = {"nb": 1.0, "bernoulli": 1.5, "gaussian": 1.0}  # mean per-feature signal sd
+_DEFAULT_FEATURES = {"nb": 500, "bernoulli": 1000, "gaussian": 50, "methylation": 500}
+_VAR_PREFIX = {"nb": "gene", "bernoulli": "peak", "gaussian": "feat", "methylation": "region"}
+_SIGNAL = {  # mean per-feature signal sd
+    "nb": 1.0, "bernoulli": 1.5, "gaussian": 1.0, "methylation": 1.5
+}
+_SPARSE_KINDS = ("nb", "bernoulli")  # X stored as CSR; the others dense
 _TRAJECTORY_LABELS = ("stem", "branch_a", "branch_b")
 
 _RNG_CHUNK = (
@@ -75,6 +87,14 @@ _JITTER = 0.5
 _ATAC_MEAN = 0.15
 _ATAC_DEPTH_SD = 0.5
 _DIRICHLET = 5.0
+# methylation: bimodal region levels (a fraction _METH_HIGH from Beta(*_METH_HIGH_BETA),
+# the rest from Beta(*_METH_LOW_BETA)); coverage ~ Poisson(_METH_COVERAGE * depth * factor)
+_METH_HIGH = 0.7
+_METH_HIGH_BETA = (8.0, 1.5)
+_METH_LOW_BETA = (1.0, 8.0)
+_METH_COVERAGE = 0.5
+_METH_DEPTH_SD = 0.5  # log sd of the cell depth (mean 1)
+_METH_REGION_SD = 0.5  # log sd of the region coverage factor (mean 1)
 
 # spawn-key purposes
 _K_POPULATION, _K_REFERENCE, _K_PARAMS, _K_SHARED, _K_OWN, _K_MEASURE, _K_BATCH = range(7)
@@ -348,6 +368,21 @@ class _ModalityMap:
             offset = offset + np.log(target / (1 - target)) * np.sqrt(
                 1 + np.pi * var / 8
             )
+        elif kind == "methylation":
+            # per-region target methylation level, bimodal (mostly methylated / mostly
+            # unmethylated regions); same probit-style logit correction (no depth term)
+            high = rng.random(f) < _METH_HIGH
+            level_high = rng.beta(*_METH_HIGH_BETA, f)
+            level_low = rng.beta(*_METH_LOW_BETA, f)
+            target = np.clip(np.where(high, level_high, level_low), 0.01, 0.99)
+            var = strength**2 + 2 * self.noise**2
+            offset = offset + np.log(target / (1 - target)) * np.sqrt(
+                1 + np.pi * var / 8
+            )
+            # per-region coverage factor (log-normal, mean 1)
+            self.region_factor = np.exp(
+                rng.normal(-_METH_REGION_SD**2 / 2, _METH_REGION_SD, f)
+            ).astype(np.float32)
         self.offset = offset.astype(np.float32)
         # per-batch feature shifts (own stream: data without batches are unchanged)
         k = cfg["n_batches"][name]
@@ -365,7 +400,8 @@ class _ModalityMap:
         self, z: np.ndarray, rng: np.random.Generator, batches: np.ndarray | None = None
     ) -> np.ndarray:
         """Dense float32 observations of one granule of cells (fixed order of draws;
-        ``batches``: the cells' batch codes)."""
+        ``batches``: the cells' batch codes). ``"methylation"``: ``(n, 2, f)``, the rates
+        (NaN where not covered) and the coverage counts."""
         n, f = len(z), self.w2.shape[1]
         h = self._hidden(z).astype(np.float32) @ self.w2 + self.offset
         if self.batch_shift is not None:
@@ -386,6 +422,18 @@ class _ModalityMap:
                 _THETA, size=(n, f), dtype=np.float32
             ) / np.float32(_THETA)
             return rng.poisson(rate).astype(np.float32)
+        if self.kind == "methylation":
+            depth = np.exp(
+                rng.normal(-_METH_DEPTH_SD**2 / 2, _METH_DEPTH_SD, n)
+            ).astype(np.float32)
+            coverage = rng.poisson(
+                np.float32(_METH_COVERAGE) * depth[:, None] * self.region_factor
+            )
+            methylated = rng.binomial(coverage, expit(h))
+            cov = coverage.astype(np.float32)
+            rate = np.full((n, f), np.nan, dtype=np.float32)
+            np.divide(methylated.astype(np.float32), cov, out=rate, where=coverage > 0)
+            return np.stack([rate, cov], axis=1)
         depth = rng.normal(0.0, _ATAC_DEPTH_SD, n).astype(np.float32)
         p = expit(h + depth[:, None])
         return (rng.random((n, f), dtype=np.float32) < p).astype(np.float32)
@@ -394,7 +442,8 @@ class _ModalityMap:
 def _blocks(
     mod: _ModalityMap, z: np.ndarray, rngs: list[np.random.Generator], block_size: int
 ) -> Iterator[np.ndarray]:
-    """Dense float32 observations of consecutive blocks of ``block_size`` cells."""
+    """Dense float32 observations of consecutive blocks of ``block_size`` cells (as
+    :meth:`_ModalityMap.measure` gives them: ``(cells, 2, features)`` for methylation)."""
     n = len(z)
     cache: tuple[int, np.ndarray] | None = None  # the granule straddling two blocks
     for start in range(0, n, block_size):
@@ -415,16 +464,24 @@ def _blocks(
 
 def _assemble(
     mod: _ModalityMap, z: np.ndarray, rngs: list[np.random.Generator], block_size: int
-) -> np.ndarray | sp.csr_matrix:
-    """Observations of all cells, granule-generated and assembled block by block."""
+) -> tuple[np.ndarray | sp.csr_matrix, dict[str, np.ndarray]]:
+    """Observations of all cells, granule-generated and assembled block by block:
+    ``(X, layers)`` (layers: ``{"coverage": ...}`` for methylation, else empty)."""
     n, f = len(z), mod.w2.shape[1]
-    sparse = mod.kind != "gaussian"
+    sparse = mod.kind in _SPARSE_KINDS
+    meth = mod.kind == "methylation"
     dense_out = None if sparse else np.empty((n, f), dtype=np.float32)
+    cov_out = np.empty((n, f), dtype=np.float32) if meth else None
     data, indices, indptr = [], [], [np.zeros(1, np.int64)]
     nnz = 0
     start = 0
     for block in _blocks(mod, z, rngs, block_size):
         stop = start + block.shape[0]
+        if meth:
+            dense_out[start:stop] = block[:, 0]
+            cov_out[start:stop] = block[:, 1]
+            start = stop
+            continue
         if not sparse:
             dense_out[start:stop] = block
             start = stop
@@ -435,8 +492,10 @@ def _assemble(
         indices.append(csr.indices)
         indptr.append(csr.indptr[1:].astype(np.int64) + nnz)
         nnz += csr.nnz
+    if meth:
+        return dense_out, {"coverage": cov_out}
     if not sparse:
-        return dense_out
+        return dense_out, {}
     idx_dtype = np.int32 if nnz <= np.iinfo(np.int32).max else np.int64
     return sp.csr_matrix(
         (
@@ -445,7 +504,7 @@ def _assemble(
             np.concatenate(indptr).astype(idx_dtype, copy=False),
         ),
         shape=(n, f),
-    )
+    ), {}
 
 
 def _write_modality(
@@ -455,7 +514,8 @@ def _write_modality(
     """One modality's AnnData as .h5ad, observations written block by block.
 
     Sparse kinds: ``X`` is CSR; for ``"nb"`` ``layers["counts"]`` is an HDF5 hard link to
-    the same data (read as an equal copy, stored once).
+    the same data (read as an equal copy, stored once). ``"methylation"``: dense ``X``
+    (rates, NaN where not covered) and dense ``layers["coverage"]``.
     """
     import h5py
 
@@ -466,13 +526,22 @@ def _write_modality(
     with atomic_file(path, overwrite=overwrite) as tmp:
         write_skeleton(tmp, obs=obs, var=var, uns=uns, obsm={"X_true": z.astype(np.float32)})
         with h5py.File(tmp, "r+") as h5:
-            if mod.kind == "gaussian":
-                w = DenseRows(h5, "X", n, (f,))
-            else:
+            if mod.kind in _SPARSE_KINDS:
                 w = CSRRows(h5, "X", n, f)
+            else:
+                w = DenseRows(h5, "X", n, (f,))
+            wc = None
+            if mod.kind == "methylation":
+                wc = DenseRows(h5["layers"], "coverage", n, (f,))
             for block in _blocks(mod, z, rngs, block_size):
-                w.write(block)
+                if wc is None:
+                    w.write(block)
+                else:
+                    w.write(block[:, 0])
+                    wc.write(block[:, 1])
             w.close()
+            if wc is not None:
+                wc.close()
             if mod.kind == "nb":
                 h5["layers"]["counts"] = h5["X"]  # hard link
 
@@ -516,11 +585,13 @@ def synthetic(
         Cells per modality (>= 2).
     modalities
         ``{name: kind}`` with kinds ``"nb"`` (counts, negative binomial), ``"bernoulli"``
-        (binary accessibility) or ``"gaussian"`` (continuous features). Default
-        ``{"rna": "nb", "atac": "bernoulli"}``.
+        (binary accessibility), ``"gaussian"`` (continuous features) or ``"methylation"``
+        (DNA methylation rate per genomic region, NaN where a region is not covered in a
+        cell; about 36 % of entries covered). Default ``{"rna": "nb", "atac": "bernoulli"}``.
     n_features
         Features per modality, as one number for all or ``{name: n}`` (modalities not named
-        keep their default). Defaults by kind: nb 500, bernoulli 1000, gaussian 50.
+        keep their default). Defaults by kind: nb 500, bernoulli 1000, gaussian 50,
+        methylation 500.
     shape
         ``"clusters"``: a Gaussian mixture of ``n_clusters`` clusters (labels ``cluster0``,
         ...). ``"trajectory"``: a stem that splits into two branches (labels ``stem``,
@@ -544,15 +615,16 @@ def synthetic(
         shared (same ``obs_names`` and ``true_cell``), the rest are the modality's own.
     library_size
         Mean (0-20) and standard deviation of the log library size of ``"nb"`` modalities
-        (log-normal; default median about 1,800 counts).
+        (log-normal; default median about 1,800 counts); the coverage of ``"methylation"``
+        modalities does not depend on it.
     n_batches
         Batches per modality, as one number for all or ``{name: n}`` (others: 1). With more
         than one, cells are spread uniformly over the batches (``obs["batch"]``,
         ``batch0``, ...) and each batch shifts every feature (see ``batch_effect``).
     batch_effect
         Standard deviation (>= 0) of the per-batch, per-feature shift of the modality's
-        signal (log scale for counts, logit for accessibility). Batches do not change the
-        cell states, so a good integration mixes them.
+        signal (log scale for counts, logit for accessibility and methylation). Batches
+        do not change the cell states, so a good integration mixes them.
     seed
         Seed (>= 0). The same arguments and seed give the same data; a modality's data are
         keyed by its name, so adding modalities does not change the others.
@@ -578,13 +650,16 @@ def synthetic(
     whose matrices stay on disk). Each AnnData has
 
     - ``X``: CSR float32 counts (``"nb"``, also in ``layers["counts"]``) or 0/1 values
-      (``"bernoulli"``); dense float32 (``"gaussian"``);
+      (``"bernoulli"``); dense float32 (``"gaussian"``); dense float32 methylation rates
+      in [0, 1] (methylated / covered reads), NaN where the region has no coverage in
+      the cell (``"methylation"``, coverage counts in ``layers["coverage"]``, dense
+      float32);
     - ``obs["label"]`` (categorical cluster / branch), ``obs["true_cell"]`` (id of the
       underlying cell state: equal across modalities exactly for the same cell),
       ``obs["pseudotime"]`` for trajectories, ``obs["batch"]`` with batches;
     - ``obsm["X_true"]``: the true latent state ``z`` (float32);
-    - ``var_names`` ``gene0...`` / ``peak0...`` / ``feat0...`` (prefixed with the modality
-      name when several modalities share a kind);
+    - ``var_names`` ``gene0...`` / ``peak0...`` / ``feat0...`` / ``region0...`` (prefixed
+      with the modality name when several modalities share a kind);
     - ``uns["synthetic"]``: the parameters (JSON-able).
 
     Raises
@@ -676,8 +751,8 @@ def synthetic(
                 path, mod, z, rngs, block_size, obs=obs, var=var, uns=uns, overwrite=overwrite
             )
             continue
-        x = _assemble(mod, z, rngs, block_size)
-        adata = AnnData(X=x, obs=obs, var=var)
+        x, layers = _assemble(mod, z, rngs, block_size)
+        adata = AnnData(X=x, obs=obs, var=var, layers=layers)
         if kind == "nb":
             adata.layers["counts"] = x.copy()
         adata.obsm["X_true"] = z.astype(np.float32)

@@ -34,28 +34,59 @@ def _as_matrix(a: Any, name: str) -> np.ndarray | sparse.csr_matrix:
 
 
 def _dense_rows(
-    a: np.ndarray | sparse.csr_matrix, start: int, stop: int, name: str, transform: Transform | None
+    a: np.ndarray | sparse.csr_matrix,
+    start: int,
+    stop: int,
+    name: str,
+    transform: Transform | None,
+    *,
+    missing: bool = False,
 ) -> np.ndarray:
-    """Rows ``start:stop`` as a float64 dense block, validated and transformed."""
+    """Rows ``start:stop`` as a float64 dense block, validated and transformed (with
+    ``missing``, NaN entries are unmeasured values and stay NaN)."""
     block = a[start:stop]
     block = block.toarray() if sparse.issparse(block) else block
     block = np.array(block, dtype=np.float64)  # private copy: transform may work in place
-    if not np.isfinite(block).all():
-        raise ValueError(f"{name} contains NaN or infinite values (rows {start}:{stop})")
+    nan = np.isnan(block) if missing else None
+    if not np.isfinite(block[~nan] if missing else block).all():
+        what = "infinite" if missing else "NaN or infinite"
+        raise ValueError(f"{name} contains {what} values (rows {start}:{stop})")
     if transform is not None:
         out = np.asarray(transform(block), dtype=np.float64)
         if out.shape != block.shape:
             raise ValueError(
                 f"transform must preserve the shape; got {out.shape} from {block.shape}"
             )
-        if not np.isfinite(out).all():
+        if not np.isfinite(out[~nan] if missing else out).all():
             raise ValueError(f"transform produced NaN or infinite values on {name}")
+        if missing:
+            out[nan] = np.nan
         block = out
     return block
 
 
 def _row_pearson(p: np.ndarray, o: np.ndarray) -> np.ndarray:
-    """Row-wise Pearson correlation of two equally shaped blocks (NaN if a row is constant)."""
+    """Row-wise Pearson correlation of two equally shaped blocks (NaN if a row is constant).
+    NaN entries of ``o`` (unmeasured values) are left out of their row's correlation."""
+    unmeasured = np.isnan(o)
+    if unmeasured.any():
+        w = (~unmeasured).astype(np.float64)
+        o = np.where(unmeasured, 0.0, o)
+        n = w.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pc = (p - (p * w).sum(axis=1, keepdims=True) / n) * w
+            oc = (o - o.sum(axis=1, keepdims=True) / n) * w
+        num = np.einsum("ij,ij->i", pc, oc)
+        den = np.sqrt(np.einsum("ij,ij->i", pc, pc) * np.einsum("ij,ij->i", oc, oc))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            r = np.clip(num / den, -1.0, 1.0)
+        lo, hi = np.where(unmeasured, np.inf, o).min(1), np.where(unmeasured, -np.inf, o).max(1)
+        plo = np.where(unmeasured, np.inf, p).min(1)
+        phi = np.where(unmeasured, -np.inf, p).max(1)
+        # fewer than 2 measured values, or either row constant over them (exactly: the
+        # centred values of a constant row are rounding errors, not zeros)
+        r[~(den > 0) | (lo == hi) | (plo == phi)] = np.nan
+        return r
     const = (p.max(axis=1) == p.min(axis=1)) | (o.max(axis=1) == o.min(axis=1))
     pc = p - p.mean(axis=1, keepdims=True)
     oc = o - o.mean(axis=1, keepdims=True)
@@ -120,6 +151,7 @@ def translation_pearson(
     *,
     transform: Transform | None = None,
     chunk_size: int | None = None,
+    missing: bool = False,
 ) -> np.ndarray:
     """Per-cell Pearson correlation between translated and observed profiles.
 
@@ -138,10 +170,15 @@ def translation_pearson(
         :func:`numpy.log1p`); it must act row-wise and preserve the shape.
     chunk_size
         Rows densified at once; ``None`` picks about 64 MiB per block.
+    missing
+        NaN entries of ``obs`` are unmeasured values (e.g. regions without coverage, a
+        modality built with ``Modality(missing=True)``): each cell is correlated over its
+        measured features. Without it NaN in ``obs`` is an error.
 
     Returns
     -------
-    float64 array of length ``n_cells``; NaN where either row has zero variance.
+    float64 array of length ``n_cells``; NaN where either row is constant (over the cell's
+    measured features) or fewer than two features are measured.
     """
     obs = _align_features(pred, obs, names=("pred", "obs"), cells=True)
     p = _as_matrix(pred, "pred")
@@ -155,13 +192,14 @@ def translation_pearson(
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
         out[s:e] = _row_pearson(
-            _dense_rows(p, s, e, "pred", transform), _dense_rows(o, s, e, "obs", transform)
+            _dense_rows(p, s, e, "pred", transform),
+            _dense_rows(o, s, e, "obs", transform, missing=missing),
         )
     return out
 
 
 def translation_pearson_summary(
-    pred: Any, obs: Any, *, transform: Transform | None = None
+    pred: Any, obs: Any, *, transform: Transform | None = None, missing: bool = False
 ) -> float:
     """Mean per-cell Pearson correlation, ignoring NaN cells.
 
@@ -171,12 +209,14 @@ def translation_pearson_summary(
         As in :func:`translation_pearson`.
     transform
         Optional callable applied to both.
+    missing
+        NaN entries of ``obs`` are unmeasured values (see :func:`translation_pearson`).
 
     Returns
     -------
     ``nanmean`` of :func:`translation_pearson` (NaN if every cell is NaN).
     """
-    r = translation_pearson(pred, obs, transform=transform)
+    r = translation_pearson(pred, obs, transform=transform, missing=missing)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(np.nanmean(r))
@@ -188,6 +228,7 @@ def mean_profile_baseline(
     *,
     transform: Transform | None = None,
     chunk_size: int | None = None,
+    missing: bool = False,
 ) -> np.ndarray:
     """Per-cell Pearson correlation of the mean training profile with each observed cell.
 
@@ -205,6 +246,11 @@ def mean_profile_baseline(
         Optional callable applied to ``train`` and ``obs`` chunks.
     chunk_size
         Rows densified at once; ``None`` picks about 64 MiB per block.
+    missing
+        NaN entries of ``train`` and ``obs`` are unmeasured values: the profile is each
+        feature's mean over the rows that measure it, each cell is correlated over its
+        measured features (as in :func:`translation_pearson`), and features unmeasured in
+        every training row are left out. Without it NaN is an error.
 
     Returns
     -------
@@ -225,10 +271,16 @@ def mean_profile_baseline(
     _check_features(g)
     chunk_t = resolve_chunk_size(chunk_size, t.shape[0], g)
     total = np.zeros(g, dtype=np.float64)
+    measured = np.zeros(g, dtype=np.float64)
     for s in range(0, t.shape[0], chunk_t):
         e = min(s + chunk_t, t.shape[0])
-        total += _dense_rows(t, s, e, "train", transform).sum(axis=0)
-    profile = total / t.shape[0]
+        block = _dense_rows(t, s, e, "train", transform, missing=missing)
+        total += np.nansum(block, axis=0)
+        measured += (~np.isnan(block)).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        profile = total / measured
+    unknown = np.isnan(profile)  # features unmeasured in every training row: left out
+    profile[unknown] = 0.0
     n = o.shape[0]
     out = np.empty(n, dtype=np.float64)
     if n == 0:
@@ -236,6 +288,7 @@ def mean_profile_baseline(
     chunk = resolve_chunk_size(chunk_size, n, g)
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
-        ob = _dense_rows(o, s, e, "obs", transform)
+        ob = _dense_rows(o, s, e, "obs", transform, missing=missing)
+        ob[:, unknown] = np.nan
         out[s:e] = _row_pearson(np.broadcast_to(profile, ob.shape), ob)
     return out

@@ -33,6 +33,7 @@ class ModalityArch:
     image_shape: tuple[int, ...] | None = None  # (channels, *spatial): convolutional
     augment: bool = False  # random flips / rotations of training images
     n_batches: int = 0  # categories of the modality's batch_key (0 = none): decoder covariate
+    missing: bool = False  # NaN entries are unmeasured (skipped by the reconstruction loss)
 
 
 @dataclass
@@ -106,7 +107,8 @@ class CrossModalModule(nn.Module):
         self.heads = nn.ModuleDict()
         for name, a in archs.items():
             t = InputTransform(
-                a.n_vars, normalize=a.normalize, log1p=a.log1p, scale=a.scale, n_pca=a.n_pca
+                a.n_vars, normalize=a.normalize, log1p=a.log1p, scale=a.scale, n_pca=a.n_pca,
+                missing=a.missing,
             )
             self.transforms[name] = t
             if a.image_shape is not None:
@@ -257,7 +259,12 @@ class CrossModalModule(nn.Module):
             if self.training:
                 z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
         params = self.decode(name, z, t.library(x), batch)
-        return z[..., : self.n_latent], self.likelihoods[name].nll(params, x, processed), kl
+        if arch.missing:  # unmeasured entries: finite placeholders, masked out of the loss
+            mask = ~torch.isnan(x)
+            nll = self.likelihoods[name].nll(params, torch.nan_to_num(x), processed, mask)
+        else:
+            nll = self.likelihoods[name].nll(params, x, processed)
+        return z[..., : self.n_latent], nll, kl
 
     def discriminate(
         self, z: torch.Tensor, y: torch.Tensor | None = None, m: torch.Tensor | None = None

@@ -33,6 +33,10 @@ class Likelihood:
     image_keys
         Parameter names the likelihood needs per pixel when it models an image modality
         (``None``: not usable for images).
+    missing
+        Whether :meth:`nll` takes a ``mask`` of measured entries (``Modality(missing=True)``);
+        declared by the class that defines :meth:`nll` (a subclass that overrides
+        :meth:`nll` without declaring it does not inherit it: see :func:`skips_missing`).
     defaults
         Default preprocessing of the encoder input (``normalize``, ``log1p``, ``scale``).
     """
@@ -42,13 +46,20 @@ class Likelihood:
     nonnegative: ClassVar[bool] = False
     unit_interval: ClassVar[bool] = False
     image_keys: ClassVar[tuple[str, ...] | None] = None
+    missing: ClassVar[bool] = False
     defaults: ClassVar[dict[str, bool]] = {"normalize": False, "log1p": False, "scale": True}
 
     def head(self, n_hidden: int, n_vars: int) -> nn.Module:
         """Return the output head ``(h, library) -> dict of distribution parameters``."""
         raise NotImplementedError
 
-    def nll(self, params: dict[str, torch.Tensor], x: torch.Tensor, target: torch.Tensor):
+    def nll(
+        self,
+        params: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        target: torch.Tensor,
+        mask: torch.Tensor | None = None,
+    ):
         """Per-cell negative log-likelihood, averaged over features.
 
         Parameters
@@ -60,12 +71,25 @@ class Likelihood:
         target
             The preprocessed data (normalised / log1p / scaled), the target of Gaussian
             likelihoods.
+        mask
+            For likelihoods with ``missing = True``: ``True`` where an entry was measured.
+            Unmeasured entries (finite placeholders in ``x`` and ``target``) add nothing;
+            the sum over measured entries is divided by the number of features, so every
+            measured entry weighs the same, whichever cell it is in.
         """
         raise NotImplementedError
 
     def mean(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean of the predicted distribution, in the space the likelihood models."""
         raise NotImplementedError
+
+
+def _feature_mean(ll: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-cell mean over features of elementwise values, unmeasured entries (``mask``
+    False) counted as 0."""
+    if mask is None:
+        return ll.mean(-1)
+    return torch.where(mask, ll, torch.zeros_like(ll)).sum(-1) / ll.shape[-1]
 
 
 class _Linear(nn.Module):
@@ -83,12 +107,13 @@ class Gaussian(Likelihood):
 
     name = "gaussian"
     image_keys = ("mean",)
+    missing = True
 
     def head(self, n_hidden, n_vars):  # noqa: D102
         return _Linear(n_hidden, n_vars, ("mean",))
 
-    def nll(self, params, x, target):  # noqa: D102
-        return 0.5 * ((params["mean"] - target) ** 2).mean(-1)
+    def nll(self, params, x, target, mask=None):  # noqa: D102
+        return _feature_mean(0.5 * (params["mean"] - target) ** 2, mask)
 
     def mean(self, params):  # noqa: D102
         return params["mean"]
@@ -134,7 +159,7 @@ class Poisson(Likelihood):
     def head(self, n_hidden, n_vars):  # noqa: D102
         return _CountHead(n_hidden, n_vars, dispersion=False, dropout=False)
 
-    def nll(self, params, x, target):  # noqa: D102
+    def nll(self, params, x, target, mask=None):  # noqa: D102
         mu = params["mu"]
         return -(x * torch.log(mu + _EPS) - mu - torch.lgamma(x + 1)).mean(-1)
 
@@ -150,7 +175,7 @@ class NegativeBinomial(Poisson):
     def head(self, n_hidden, n_vars):  # noqa: D102
         return _CountHead(n_hidden, n_vars, dispersion=True, dropout=False)
 
-    def nll(self, params, x, target):  # noqa: D102
+    def nll(self, params, x, target, mask=None):  # noqa: D102
         return -_nb_log_prob(x, params["mu"], params["theta"]).mean(-1)
 
 
@@ -162,7 +187,7 @@ class ZeroInflatedNegativeBinomial(Poisson):
     def head(self, n_hidden, n_vars):  # noqa: D102
         return _CountHead(n_hidden, n_vars, dispersion=True, dropout=True)
 
-    def nll(self, params, x, target):  # noqa: D102
+    def nll(self, params, x, target, mask=None):  # noqa: D102
         mu, theta, pi = params["mu"], params["theta"], params["pi_logits"]
         nb = _nb_log_prob(x, mu, theta)
         log_nb_zero = theta * (torch.log(theta + _EPS) - torch.log(theta + mu + _EPS))
@@ -181,14 +206,15 @@ class Bernoulli(Likelihood):
     name = "bernoulli"
     nonnegative = True
     image_keys = ("logits",)
+    missing = True
 
     def head(self, n_hidden, n_vars):  # noqa: D102
         return _Linear(n_hidden, n_vars, ("logits",))
 
-    def nll(self, params, x, target):  # noqa: D102
-        return F.binary_cross_entropy_with_logits(
+    def nll(self, params, x, target, mask=None):  # noqa: D102
+        return _feature_mean(F.binary_cross_entropy_with_logits(
             params["logits"], (x > 0).to(params["logits"].dtype), reduction="none"
-        ).mean(-1)
+        ), mask)
 
     def mean(self, params):  # noqa: D102
         return torch.sigmoid(params["logits"])
@@ -206,19 +232,28 @@ class ContinuousBernoulli(Likelihood):
     nonnegative = True
     unit_interval = True
     image_keys = ("logits",)
+    missing = True
     defaults = {"normalize": False, "log1p": False, "scale": False}
 
     def head(self, n_hidden, n_vars):  # noqa: D102
         return _Linear(n_hidden, n_vars, ("logits",))
 
-    def nll(self, params, x, target):  # noqa: D102
+    def nll(self, params, x, target, mask=None):  # noqa: D102
         dist = torch.distributions.ContinuousBernoulli(logits=params["logits"], validate_args=False)
-        return -dist.log_prob(x.clamp(0.0, 1.0)).mean(-1)
+        return -_feature_mean(dist.log_prob(x.clamp(0.0, 1.0)), mask)
 
     def mean(self, params):  # noqa: D102
         return torch.distributions.ContinuousBernoulli(
             logits=params["logits"], validate_args=False
         ).mean
+
+
+def skips_missing(likelihood: Likelihood) -> bool:
+    """Whether ``likelihood`` can leave unmeasured entries out of its loss: its ``missing``
+    attribute is true on the class that defines its ``nll`` (so that a subclass overriding
+    ``nll`` without a ``mask`` is not taken to support it)."""
+    owner = next(c for c in type(likelihood).__mro__ if "nll" in c.__dict__)
+    return bool(owner.__dict__.get("missing", False))
 
 
 _REGISTRY: dict[str, Likelihood] = {}

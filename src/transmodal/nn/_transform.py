@@ -26,10 +26,21 @@ class InputTransform(nn.Module):
         Standardise each feature with the fitted mean and standard deviation.
     n_pca
         If > 0, the encoder sees this many principal components of the processed data.
+    missing
+        NaN entries are unmeasured: they are replaced by the feature's fitted mean of the
+        normalised / log1p data (buffer ``fill``) before scaling, so they enter the encoder
+        as the average cell's value (0 after scaling).
     """
 
     def __init__(
-        self, n_vars: int, *, normalize: bool, log1p: bool, scale: bool, n_pca: int = 0
+        self,
+        n_vars: int,
+        *,
+        normalize: bool,
+        log1p: bool,
+        scale: bool,
+        n_pca: int = 0,
+        missing: bool = False,
     ) -> None:
         super().__init__()
         self.n_vars = n_vars
@@ -37,6 +48,9 @@ class InputTransform(nn.Module):
         self.log1p = log1p
         self.scale = scale
         self.n_pca = n_pca
+        self.missing = missing
+        if missing:  # only then: the weights of models without it keep their keys
+            self.register_buffer("fill", torch.zeros(n_vars))
         self.register_buffer("target_sum", torch.tensor(1.0))
         self.register_buffer("library_size", torch.tensor(1.0))
         self.register_buffer("mean", torch.zeros(n_vars))
@@ -50,8 +64,8 @@ class InputTransform(nn.Module):
         return self.n_pca if self.n_pca else self.n_vars
 
     def library(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-cell library size (row sums of the raw data)."""
-        return x.sum(-1)
+        """Per-cell library size (row sums of the raw data; unmeasured entries count 0)."""
+        return x.nansum(-1) if self.missing else x.sum(-1)
 
     def process(self, x: torch.Tensor) -> torch.Tensor:
         """Raw data -> normalised / log1p / scaled features (before PCA)."""
@@ -59,6 +73,8 @@ class InputTransform(nn.Module):
             x = x / self.library(x).clamp_min(1.0).unsqueeze(-1) * self.target_sum
         if self.log1p:
             x = torch.log1p(x)
+        if self.missing:
+            x = torch.where(torch.isnan(x), self.fill, x)
         if self.scale:
             x = (x - self.mean) / self.std
         return x

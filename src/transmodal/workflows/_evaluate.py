@@ -29,8 +29,13 @@ def comparison_space(model: CrossModalAE, modality: str):
     lib = float(model.module.transforms[modality].library_size)
     ident = lambda v: np.asarray(v, dtype=np.float64)  # noqa: E731
     log = lambda v: np.log1p(np.maximum(np.asarray(v, dtype=np.float64), 0.0))  # noqa: E731
-    if md.spec.likelihood == "bernoulli":
-        return (lambda x: (np.asarray(x) > 0).astype(np.float64)), ident
+    if md.spec.likelihood == "bernoulli":  # presence; unmeasured entries stay NaN
+
+        def presence(x):
+            x = np.asarray(x, dtype=np.float64)
+            return np.where(np.isnan(x), np.nan, x > 0)
+
+        return presence, ident
     if opts["normalize"] or md.spec.likelihood in ("nb", "zinb", "poisson"):
 
         def to_units(x):
@@ -164,16 +169,23 @@ def evaluate_paired(
             src = data_model._source_for(t, adata_t, check=False)
         elif t in data_model.val_masks_:
             rows = np.flatnonzero(~data_model.val_masks_[t])
-        total = sum(to_units(chunk).sum(0) for chunk in src.chunks(rows))  # O(chunk) memory
-        mean_profile = compare((total / (src.n_obs if rows is None else len(rows)))[None, :])
+        total, measured = 0.0, 0  # O(chunk) memory; unmeasured (NaN) entries left out
+        for chunk in src.chunks(rows):
+            units = to_units(chunk)
+            total = total + np.nansum(units, 0)
+            measured = measured + (~np.isnan(units)).sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_profile = compare((total / measured)[None, :])
         # per-cell correlations over blocks of the partners (the observed profiles are never
         # held whole: dense float64, they were 2.6x the float32 translation)
         r_pred, r_base, start = [], [], 0
         for chunk in partners.chunks():
             observed = compare(to_units(chunk))
             block = compare(pred[start : start + len(chunk)])
-            r_pred.append(metrics.translation_pearson(block, observed))
-            r_base.append(metrics.mean_profile_baseline(mean_profile, observed))
+            r_pred.append(metrics.translation_pearson(block, observed, missing=md.spec.missing))
+            r_base.append(
+                metrics.mean_profile_baseline(mean_profile, observed, missing=md.spec.missing)
+            )
             start += len(chunk)
         out[f"translation_pearson_{s}_to_{t}"] = float(np.nanmean(np.concatenate(r_pred)))
         out[f"baseline_pearson_{s}_to_{t}"] = float(np.nanmean(np.concatenate(r_base)))
