@@ -7,7 +7,9 @@ a region's rate is its methylated / covering reads, NaN where no read covers it,
 of entries covered, most of them by one read). Coverage settings: ``full`` (as simulated)
 and ``sparse`` (each covered entry kept with probability 0.25: about 9 % covered, closer to
 single-cell bisulfite data over small regions). 80 % of the cells (seeded) train the model,
-10 % of them as anchor pairs; the other 20 % are scored, never seen in training.
+10 % of them as anchor pairs (``--anchor-fraction``; 0: unpaired, the pairs hidden from the
+model, which then uses its shape-based pseudo-pairs); the other 20 % are scored, never seen
+in training.
 
 Methods (all ``continuous_bernoulli`` on the rates, same networks and epochs):
 
@@ -86,7 +88,10 @@ def region_pearson(pred: np.ndarray, observed: np.ndarray, min_cells: int = 10) 
     return float(np.mean(out)) if out else float("nan")
 
 
-def run_one(coverage: str, method: str, seed: int, max_epochs: int, n_cells: int = N_CELLS) -> dict:
+def run_one(
+    coverage: str, method: str, seed: int, max_epochs: int, n_cells: int = N_CELLS,
+    anchor_fraction: float = ANCHOR_FRACTION,
+) -> dict:
     """Train one model and score it on the held-out cells (see the module docstring)."""
     import transmodal as tm
     from transmodal.workflows._demo import peak_rss_mib
@@ -108,9 +113,11 @@ def run_one(coverage: str, method: str, seed: int, max_epochs: int, n_cells: int
         ),
     }
     train = {"rna": rna[~test].copy(), "met": met[~test].copy()}
+    if anchor_fraction == 0:  # unpaired: the pairs hidden, so the model cannot see them
+        train["met"].obs_names = [f"met_{name}" for name in train["met"].obs_names]
     t0 = time.perf_counter()
     model = tm.CrossModalAE(
-        train, specs, n_latent=N_LATENT, anchor_fraction=ANCHOR_FRACTION, seed=seed
+        train, specs, n_latent=N_LATENT, anchor_fraction=anchor_fraction, seed=seed
     )
     model.train(max_epochs=max_epochs, progress_bar=False)
     seconds = time.perf_counter() - t0
@@ -130,6 +137,7 @@ def run_one(coverage: str, method: str, seed: int, max_epochs: int, n_cells: int
     observed = measured[test]
     return {
         "coverage": coverage,
+        "anchor_fraction": anchor_fraction,
         "method": method,
         "seed": seed,
         "covered_fraction": float(np.mean(~np.isnan(measured))),
@@ -157,19 +165,20 @@ def summary(path: str) -> None:
         for line in f:
             if line.strip():
                 rec = json.loads(line)
-                runs[(rec["coverage"], rec["method"])].append(rec)
+                anchors = rec.get("anchor_fraction", ANCHOR_FRACTION)
+                runs[(rec["coverage"], anchors, rec["method"])].append(rec)
     cols = ("covered_fraction", "foscttm", "label_transfer", "pearson_rna_to_met",
             "baseline_rna_to_met", "region_pearson_rna_to_met", "pearson_met_to_rna",
             "baseline_met_to_rna", "seconds")
-    print("| coverage | method | seeds | " + " | ".join(cols) + " |")
-    print("|---" * (len(cols) + 3) + "|")
-    for (coverage, method), rs in sorted(runs.items(), key=lambda kv: (
-            list(COVERAGES).index(kv[0][0]), METHODS.index(kv[0][1]))):
+    print("| coverage | anchors | method | seeds | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 4) + "|")
+    for (coverage, anchors, method), rs in sorted(runs.items(), key=lambda kv: (
+            list(COVERAGES).index(kv[0][0]), -kv[0][1], METHODS.index(kv[0][2]))):
         cells = []
         for c in cols:
             v = np.array([rec[c] for rec in rs], dtype=float)
             cells.append(f"{v.mean():.0f}" if c == "seconds" else f"{v.mean():.3f} ± {v.std():.3f}")
-        print(f"| {coverage} | {method} | {len(rs)} | " + " | ".join(cells) + " |")
+        print(f"| {coverage} | {anchors:.0%} | {method} | {len(rs)} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -178,6 +187,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-epochs", type=int, default=60)
+    parser.add_argument("--anchor-fraction", type=float, default=ANCHOR_FRACTION,
+                        help="share of the training cells used as anchor pairs (0: unpaired, "
+                        "the pairs hidden; the library's shape-based pseudo-pairs)")
     parser.add_argument("--n-cells", type=int, default=N_CELLS)
     parser.add_argument("--summary", metavar="FILE", help="print the table of saved lines")
     parser.add_argument("--one", nargs=3, metavar=("COVERAGE", "METHOD", "SEED"),
@@ -188,13 +200,15 @@ def main() -> None:
         return
     if args.one:
         coverage, method, seed = args.one
-        print(json.dumps(run_one(coverage, method, int(seed), args.max_epochs, args.n_cells)))
+        print(json.dumps(run_one(coverage, method, int(seed), args.max_epochs, args.n_cells,
+                                 args.anchor_fraction)))
         return
     for coverage in args.coverages:
         for seed in args.seeds:
             for method in args.methods:  # one process per run: its own peak RSS
                 cmd = [sys.executable, __file__, "--one", coverage, method, str(seed),
-                       "--max-epochs", str(args.max_epochs), "--n-cells", str(args.n_cells)]
+                       "--max-epochs", str(args.max_epochs), "--n-cells", str(args.n_cells),
+                       "--anchor-fraction", str(args.anchor_fraction)]
                 res = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if res.returncode:
                     sys.stderr.write(res.stderr)

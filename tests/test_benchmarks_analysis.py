@@ -233,7 +233,10 @@ def test_methylation_benchmark_runs_and_summarises(tmp_path):
     with contextlib.redirect_stdout(buf):
         meth.summary(str(tmp_path / "m.jsonl"))
     rows = buf.getvalue().splitlines()
-    assert len(rows) == 2 + len(meth.METHODS) and rows[2].startswith("| sparse | missing | 1 |")
+    assert len(rows) == 2 + len(meth.METHODS) and rows[2].startswith("| sparse | 10% | missing | 1 |")
+    # unpaired: the pairs hidden from the model, still scored on the true pairs
+    res = meth.run_one("full", "missing", 0, max_epochs=1, n_cells=300, anchor_fraction=0.0)
+    assert res["anchor_fraction"] == 0 and 0 <= res["foscttm"] <= 1
 
 
 def _needs(*datasets):

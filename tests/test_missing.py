@@ -231,3 +231,48 @@ def test_all_zero_modality_with_gaps_still_warns():
     m.X = np.where(np.isnan(m.X), np.nan, 0.0).astype(np.float32)
     with pytest.warns(UserWarning, match="all zeros in every training cell"):
         tm.CrossModalAE({"rna": a, "met": m}, SPECS, n_latent=4, anchor_fraction=1.0, seed=0)
+
+
+def test_methylation_rates_from_read_counts():
+    import scipy.sparse as sp
+
+    data = tm.datasets.synthetic(
+        200, modalities={"rna": "nb", "met": "methylation"}, n_features={"rna": 30, "met": 40},
+        seed=0,
+    )
+    met = data["met"]
+    cov = met.layers["coverage"]
+    mc = np.where(cov > 0, np.rint(np.nan_to_num(met.X) * cov), 0.0).astype(np.float32)
+    met.layers["mc"], met.layers["cov"] = sp.csr_matrix(mc), sp.csr_matrix(cov)
+    out = tm.pp.methylation_rates(met, copy=True, chunk_size=64)
+    assert "methylation_rate" not in met.layers  # copy: the input untouched
+    rate = out.layers["methylation_rate"]
+    assert rate.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(rate), cov == 0)
+    np.testing.assert_allclose(rate, met.X, rtol=1e-6)  # the simulated rates, NaN-equal
+    met.layers["mc"], met.layers["cov"] = mc, cov  # dense layers: the same; in place
+    assert tm.pp.methylation_rates(met, min_coverage=2, key_added="r2") is None
+    np.testing.assert_array_equal(np.isnan(met.layers["r2"]), cov < 2)
+    # the layer is a modality's input as it is
+    spec = tm.Modality("continuous_bernoulli", layer="r2", missing=True)
+    model = tm.CrossModalAE(
+        data, {"rna": tm.Modality("nb"), "met": spec}, n_latent=4, anchor_fraction=1.0, seed=0
+    )
+    assert np.isfinite(model.get_latent_representation("met")).all()
+
+
+def test_methylation_rates_name_bad_layers():
+    x = ad.AnnData(np.zeros((3, 2), np.float32))
+    x.obs_names, x.var_names = ["a", "b", "c"], ["r0", "r1"]
+    x.layers["mc"] = np.array([[1, 0], [0, 3], [0, 0]], np.float32)
+    x.layers["cov"] = np.array([[1, 0], [2, 3], [0, 1]], np.float32)
+    with pytest.raises(ValueError, match=r"layers\['coverage'\] \(covering reads\) not found"):
+        tm.pp.methylation_rates(x, coverage="coverage")
+    x.layers["cov"][1, 1] = 2
+    with pytest.raises(ValueError, match=r"cell 'b', region 'r1': 3 methylated reads .* 2 covering"):
+        tm.pp.methylation_rates(x)
+    x.layers["cov"][1, 1] = 3.5
+    with pytest.raises(ValueError, match=r"layers\['cov'\] must hold non-negative integer read counts"):
+        tm.pp.methylation_rates(x)
+    with pytest.raises(ValueError, match="min_coverage must be an integer >= 1"):
+        tm.pp.methylation_rates(x, min_coverage=0)

@@ -5,8 +5,11 @@ space aligned adversarially, translation ``i -> j = D_j(E_i(x))`` (Yang et al., 
 12:31, 2021).
 """
 
-from . import analysis, baselines, datasets, images, metrics, plotting, tools, workflows
+from . import (
+    analysis, baselines, datasets, images, metrics, plotting, preprocessing, tools, workflows,
+)
 from . import plotting as pl
+from . import preprocessing as pp
 from . import tools as tl
 from .data import Modality
 from .model import CrossModalAE, Ensemble
@@ -31,6 +34,8 @@ __all__ = [
     "metrics",
     "pl",
     "plotting",
+    "pp",
+    "preprocessing",
     "register_likelihood",
     "tl",
     "tools",

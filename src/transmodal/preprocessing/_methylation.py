@@ -1,0 +1,118 @@
+"""Methylation rates from methylated / covering read counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .._utils import check_int
+
+
+def _layer(adata: AnnData, key: str, what: str):
+    if key not in adata.layers:
+        raise ValueError(
+            f"layers[{key!r}] ({what}) not found; available: {sorted(adata.layers.keys())}"
+        )
+    m = adata.layers[key]
+    if not (sp.issparse(m) or isinstance(m, np.ndarray)):
+        m = np.asarray(m)  # e.g. a backed dataset read into memory
+    return m
+
+
+def _rows(m, start: int, stop: int) -> np.ndarray:
+    block = m[start:stop]
+    return np.asarray(block.toarray() if sp.issparse(block) else block, dtype=np.float64)
+
+
+def methylation_rates(
+    adata: AnnData,
+    *,
+    methylated: str = "mc",
+    coverage: str = "cov",
+    min_coverage: int = 1,
+    key_added: str = "methylation_rate",
+    chunk_size: int = 4096,
+    copy: bool = False,
+) -> AnnData | None:
+    """Methylation rate per cell and region, NaN where the region is not (enough) covered.
+
+    Single-cell methylation is often stored as two count matrices per region (scvi-tools'
+    MethylVI and ALLCools use ``mc`` / ``cov`` layers): reads showing the region methylated,
+    and reads covering it. This writes their ratio, the input of
+    ``Modality("continuous_bernoulli", layer=key_added, missing=True)``.
+
+    Parameters
+    ----------
+    adata
+        Cells x regions, with both count layers (dense or scipy sparse; in a sparse
+        coverage matrix an absent entry is no coverage).
+    methylated, coverage
+        ``layers`` keys of the methylated and the covering read counts.
+    min_coverage
+        Regions covered by fewer reads in a cell are NaN (unmeasured) there.
+    key_added
+        The rates go to ``adata.layers[key_added]`` (dense float32: most entries of sparse
+        methylation data are NaN, which a sparse matrix cannot leave out).
+    chunk_size
+        Rows computed at a time (memory of a few dense blocks besides the output).
+    copy
+        Return a copy with the new layer instead of writing into ``adata``.
+
+    Returns
+    -------
+    With ``copy``, the new AnnData; else ``None`` (``adata.layers[key_added]`` is set).
+
+    Raises
+    ------
+    ValueError
+        When a layer is missing, the shapes differ, counts are negative or non-integer, or
+        a region shows more methylated than covering reads (naming the first such cell).
+
+    Examples
+    --------
+    >>> tm.pp.methylation_rates(met, methylated="mc", coverage="cov")          # doctest: +SKIP
+    >>> spec = tm.Modality("continuous_bernoulli", layer="methylation_rate", missing=True)
+    """
+    if not isinstance(adata, AnnData):
+        raise ValueError(f"expected an AnnData, got {type(adata).__name__}")
+    check_int(min_coverage, "min_coverage", minimum=1)
+    check_int(chunk_size, "chunk_size", minimum=1)
+    if not isinstance(key_added, str) or not key_added or "/" in key_added:
+        raise ValueError(f"key_added must be a non-empty string without '/', got {key_added!r}")
+    mc = _layer(adata, methylated, "methylated reads")
+    cov = _layer(adata, coverage, "covering reads")
+    if mc.shape != cov.shape:
+        raise ValueError(
+            f"layers[{methylated!r}] {mc.shape} and layers[{coverage!r}] {cov.shape} differ "
+            "in shape"
+        )
+    out = np.empty(adata.shape, dtype=np.float32)
+    for start in range(0, adata.n_obs, chunk_size):
+        stop = min(start + chunk_size, adata.n_obs)
+        m, c = _rows(mc, start, stop), _rows(cov, start, stop)
+        for name, x in ((methylated, m), (coverage, c)):
+            if not np.isfinite(x).all() or (x < 0).any() or (np.mod(x, 1) != 0).any():
+                raise ValueError(
+                    f"layers[{name!r}] must hold non-negative integer read counts (rows "
+                    f"{start}:{stop} do not)"
+                )
+        over = m > c
+        if over.any():
+            i, j = np.argwhere(over)[0]
+            raise ValueError(
+                f"cell {adata.obs_names[start + i]!r}, region {adata.var_names[j]!r}: "
+                f"{m[i, j]:.0f} methylated reads in layers[{methylated!r}] but "
+                f"{c[i, j]:.0f} covering reads in layers[{coverage!r}]; are the layers "
+                "swapped?"
+            )
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = m / c
+        rate[c < min_coverage] = np.nan
+        out[start:stop] = rate
+    if copy:
+        adata = adata.copy()
+        adata.layers[key_added] = out
+        return adata
+    adata.layers[key_added] = out
+    return None
