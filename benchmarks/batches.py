@@ -37,13 +37,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 import warnings
-from collections import defaultdict
 
 import numpy as np
+from _runs import grouped, mean_sd, run_each
 
 SCENARIOS = ("balanced", "imbalanced", "unpaired")
 # the unpaired scenario: the settings of benchmarks/unpaired.py's synthetic data sets
@@ -142,23 +140,14 @@ def run_one(
 
 def summary(path: str) -> None:
     """Print the README table (mean ± sd over seeds) from saved JSON lines."""
-    runs = defaultdict(list)
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                r = json.loads(line)
-                runs[(r["scenario"], r["method"])].append(r)
+    runs = grouped(path, lambda r: (r["scenario"], r["method"]))
     cols = ("batch_mixing", "rna_label_purity", "foscttm", "label_transfer",
             "translation_pearson", "seconds")
     print("| scenario | method | seeds | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 3) + "|")
     for (scenario, method), rs in sorted(runs.items(), key=lambda kv: (
             SCENARIOS.index(kv[0][0]), METHODS.index(kv[0][1]))):
-        cells = []
-        for c in cols:
-            v = np.array([r[c] for r in rs], dtype=float)
-            cells.append(f"{v.mean():.0f}" if c == "seconds" else f"{v.mean():.3f} ± {v.std():.3f}")
-        print(f"| {scenario} | {method} | {len(rs)} | " + " | ".join(cells) + " |")
+        print(f"| {scenario} | {method} | {len(rs)} | " + " | ".join(mean_sd(rs, cols)) + " |")
 
 
 def main() -> None:
@@ -179,17 +168,10 @@ def main() -> None:
         scenario, method, seed = args.one
         print(json.dumps(run_one(scenario, method, int(seed), args.batch_effect, args.max_epochs)))
         return
-    for scenario in args.scenarios:
-        for seed in args.seeds:
-            for method in args.methods:  # one process per run: its own peak RSS
-                cmd = [sys.executable, __file__, "--one", scenario, method, str(seed),
-                       "--batch-effect", str(args.batch_effect),
-                       "--max-epochs", str(args.max_epochs)]
-                res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                if res.returncode:
-                    sys.stderr.write(res.stderr)
-                    raise SystemExit(f"run {scenario} / {method} / seed {seed} failed")
-                print(res.stdout.strip().splitlines()[-1], flush=True)
+    runs = [(scenario, method, seed) for scenario in args.scenarios for seed in args.seeds
+            for method in args.methods]
+    run_each(__file__, runs, ["--batch-effect", str(args.batch_effect),
+                              "--max-epochs", str(args.max_epochs)])
 
 
 if __name__ == "__main__":

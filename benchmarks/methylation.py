@@ -41,13 +41,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 import warnings
-from collections import defaultdict
 
 import numpy as np
+from _runs import grouped, mean_sd, run_each
 
 COVERAGES = {"full": 1.0, "sparse": 0.25}
 METHODS = ("missing", "missing_unscaled", "mean_scaled", "mean", "zero")
@@ -160,13 +158,8 @@ def run_one(
 
 def summary(path: str) -> None:
     """Print the README table (mean ± sd over seeds) from saved JSON lines."""
-    runs = defaultdict(list)
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                rec = json.loads(line)
-                anchors = rec.get("anchor_fraction", ANCHOR_FRACTION)
-                runs[(rec["coverage"], anchors, rec["method"])].append(rec)
+    runs = grouped(path, lambda r: (
+        r["coverage"], r.get("anchor_fraction", ANCHOR_FRACTION), r["method"]))
     cols = ("covered_fraction", "foscttm", "label_transfer", "pearson_rna_to_met",
             "baseline_rna_to_met", "region_pearson_rna_to_met", "pearson_met_to_rna",
             "baseline_met_to_rna", "seconds")
@@ -174,11 +167,8 @@ def summary(path: str) -> None:
     print("|---" * (len(cols) + 4) + "|")
     for (coverage, anchors, method), rs in sorted(runs.items(), key=lambda kv: (
             list(COVERAGES).index(kv[0][0]), -kv[0][1], METHODS.index(kv[0][2]))):
-        cells = []
-        for c in cols:
-            v = np.array([rec[c] for rec in rs], dtype=float)
-            cells.append(f"{v.mean():.0f}" if c == "seconds" else f"{v.mean():.3f} ± {v.std():.3f}")
-        print(f"| {coverage} | {anchors:.0%} | {method} | {len(rs)} | " + " | ".join(cells) + " |")
+        print(f"| {coverage} | {anchors:.0%} | {method} | {len(rs)} | "
+              + " | ".join(mean_sd(rs, cols)) + " |")
 
 
 def main() -> None:
@@ -203,17 +193,10 @@ def main() -> None:
         print(json.dumps(run_one(coverage, method, int(seed), args.max_epochs, args.n_cells,
                                  args.anchor_fraction)))
         return
-    for coverage in args.coverages:
-        for seed in args.seeds:
-            for method in args.methods:  # one process per run: its own peak RSS
-                cmd = [sys.executable, __file__, "--one", coverage, method, str(seed),
-                       "--max-epochs", str(args.max_epochs), "--n-cells", str(args.n_cells),
-                       "--anchor-fraction", str(args.anchor_fraction)]
-                res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                if res.returncode:
-                    sys.stderr.write(res.stderr)
-                    raise SystemExit(f"run {coverage} / {method} / seed {seed} failed")
-                print(res.stdout.strip().splitlines()[-1], flush=True)
+    runs = [(coverage, method, seed) for coverage in args.coverages for seed in args.seeds
+            for method in args.methods]
+    run_each(__file__, runs, ["--max-epochs", str(args.max_epochs), "--n-cells",
+                              str(args.n_cells), "--anchor-fraction", str(args.anchor_fraction)])
 
 
 if __name__ == "__main__":
