@@ -613,3 +613,24 @@ def test_analysis_arguments_are_checked_by_name():
         welch_ttest(np.ones(2), np.ones(2), 5, np.zeros(2), np.array([0.5, -0.5]), 5)
     with pytest.raises(ValueError, match="block_bytes must be an integer"):
         differential_expression(de_data(), "group", "A", block_bytes=1e3)
+
+
+def test_de_fold_change_of_large_log_means_and_boolean_groups():
+    rng = np.random.default_rng(0)
+    x = np.log1p(rng.poisson(5, size=(20, 4)).astype(float))
+    x[:10, 0] += 1
+    a = ad.AnnData(x)
+    a.obs["g"] = ["x"] * 10 + ["y"] * 10
+    m1, m2 = x[:10].mean(0), x[10:].mean(0)
+    for pc in (1.0, 0.5, 2.0):  # the same numbers as the linear-scale formula
+        de = tm.analysis.differential_expression(a, "g", group="x", reference="y", pseudocount=pc)
+        expect = np.log2((np.expm1(m1) + pc) / (np.expm1(m2) + pc))
+        np.testing.assert_allclose(de.loc[a.var_names, "log2fc"], expect, rtol=1e-10)
+    counts = ad.AnnData(rng.poisson(900, size=(20, 3)).astype(float))  # raw counts
+    counts.obs["g"] = a.obs["g"].to_numpy()
+    with pytest.warns(UserWarning, match="pass log1p=False"):
+        de = tm.analysis.differential_expression(counts, "g", group="x", reference="y")
+    assert np.isfinite(de["log2fc"]).all()  # expm1(900) overflowed to NaN before
+    a.obs["g"] = [1] * 10 + [2] * 10  # True == 1 in Python: not a label here
+    with pytest.raises(ValueError, match=r"label\(s\) \[True\] not found"):
+        tm.analysis.differential_expression(a, "g", group=True, reference=2)

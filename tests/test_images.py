@@ -548,3 +548,49 @@ def test_flat_3d_nucleus_has_nan_solidity_without_warnings(tmp_path):
         nuclei = tm.images.read_nuclei([pair], crop_size=16)
     solidity = nuclei.obs.set_index("label")["solidity"]
     assert np.isnan(solidity[1]) and 0 < solidity[2] <= 1
+
+
+def test_single_slice_stacks_palette_masks_and_ambiguous_channel_axes(tmp_path):
+    from PIL import Image
+
+    labels = np.zeros((40, 40), np.uint16)
+    labels[5:15, 5:15], labels[20:32, 20:30] = 1, 2
+    image = np.where(labels > 0, 100, 1).astype(np.uint16)
+    # a one-slice stack (1, H, W) is a 2-D image, not a z-stack whose faces touch every nucleus
+    tifffile.imwrite(tmp_path / "one.tif", image[None])
+    tifffile.imwrite(tmp_path / "one_mask.tif", labels[None])
+    flat = tm.images.read_nuclei([(tmp_path / "one.tif", tmp_path / "one_mask.tif")], crop_size=16)
+    assert flat.obsm["crops"].shape == (2, 1, 16, 16) and "area" in flat.obs
+    # a palette PNG keeps its indices as labels
+    png = Image.fromarray(labels.astype(np.uint8), mode="P")
+    png.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)
+    png.save(tmp_path / "p_mask.png")
+    Image.fromarray(image.astype(np.uint8)).save(tmp_path / "p.png")
+    pal = tm.images.read_nuclei([(tmp_path / "p.png", tmp_path / "p_mask.png")], crop_size=16)
+    np.testing.assert_array_equal(pal.obs["area"], flat.obs["area"])
+    # 3 slices x 3 channels: the TIFF's axis letters decide, else channel_axis is asked for
+    mask3 = np.zeros((3, 40, 40), np.uint16)
+    mask3[:, 5:15, 5:15] = 1
+    dna = np.broadcast_to(np.arange(1.0, 4.0)[:, None, None], (3, 40, 40))
+    zcyx = np.stack([dna, np.full((3, 40, 40), 100.0), np.full((3, 40, 40), 100.0)], axis=1)
+    tifffile.imwrite(tmp_path / "m3.tif", mask3)
+    tifffile.imwrite(tmp_path / "zcyx.tif", zcyx.astype(np.uint16), imagej=True,
+                     metadata={"axes": "ZCYX"})
+    tifffile.imwrite(tmp_path / "plain.tif", zcyx.astype(np.uint16))
+    kw = {"crop_size": 8, "exclude_border": False}
+    known = tm.images.read_nuclei([(tmp_path / "zcyx.tif", tmp_path / "m3.tif")], **kw)
+    assert known.obs["mean_intensity_ch0"].tolist() == [2.0]
+    assert known.obs["mean_intensity_ch1"].tolist() == [100.0]
+    with pytest.raises(ValueError, match=r"channels on any of axes \[0, 1\]; pass channel_axis"):
+        tm.images.read_nuclei([(tmp_path / "plain.tif", tmp_path / "m3.tif")], **kw)
+    given = tm.images.read_nuclei([(tmp_path / "plain.tif", tmp_path / "m3.tif")],
+                                  channel_axis=1, **kw)
+    assert given.obs["mean_intensity_ch0"].tolist() == [2.0]
+
+
+def test_spearman_distance_refuses_nan_and_vectors():
+    with pytest.raises(ValueError, match="1 row\\(s\\) with NaN"):
+        tm.images.spearman_distance(np.array([[1.0, 2.0, 3.0], [1.0, np.nan, 2.0]]))
+    with pytest.raises(ValueError, match="expected an \\(n, bins\\) matrix"):
+        tm.images.spearman_distance(np.arange(5.0))
+    assert tm.images.spearman_distance(np.zeros((0, 10))).shape == (0, 0)

@@ -250,3 +250,11 @@ def test_errors_while_drawing_close_the_new_figure_only():
     comparison = _nan_comparison()
     comparison.overlap.loc["up", ["n_pred", "n_obs", "n_overlap", "expected"]] = [5, 4, 2, 1.0]
     assert tm.pl.marker_overlap(comparison) is not None
+
+
+def test_gallery_refuses_channels_last_crops_and_a_list_of_rows():
+    crops = np.random.default_rng(0).random((4, 32, 32, 3))
+    with pytest.raises(ValueError, match="look channels-last"):
+        tm.pl.gallery({"real": crops})
+    with pytest.raises(ValueError, match="rows must be a mapping"):
+        tm.pl.gallery([np.moveaxis(crops, -1, 1)])

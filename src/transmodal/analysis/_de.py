@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,13 @@ def _select(values: np.ndarray, spec: Any, name: str) -> np.ndarray:
     """Boolean mask of the cells whose label is ``spec`` (one label or a list of labels)."""
     wanted = list(spec) if isinstance(spec, (list, tuple, set, np.ndarray, pd.Index)) else [spec]
     present = set(values.tolist())
-    absent = [w for w in wanted if w not in present]
+    # True == 1 in Python: a boolean selects only boolean labels, and a number only numbers
+    kinds = {isinstance(v, (bool, np.bool_)) for v in present if not pd.isna(v)}
+    absent = [
+        w for w in wanted
+        if w not in present or (isinstance(w, (bool, np.bool_)) and True not in kinds)
+        or (not isinstance(w, (bool, np.bool_)) and kinds == {True})
+    ]
     if absent:
         shown = sorted(map(repr, present))[:20]
         hint = ""
@@ -188,10 +195,22 @@ def differential_expression(
             f"adata: {int(bad.sum())} feature(s) hold NaN or infinite values (e.g. {first!r})"
         )
     t, p = welch_ttest(m1, v1, n1, m2, v2, n2)
-    lin1, lin2 = (np.expm1(m1), np.expm1(m2)) if log1p else (m1, m2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        num, den = lin1 + pseudocount, lin2 + pseudocount
-        lfc = np.where((num > 0) & (den > 0), np.log2(num / den), np.nan)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if log1p:  # log(expm1(m) + c) = m + log1p((c - 1) e^-m): no overflow for large m
+            top = float(max(m1.max(initial=0.0), m2.max(initial=0.0)))
+            if top > 30:
+                warnings.warn(
+                    f"differential_expression: group means up to {top:.3g} with log1p=True; "
+                    "log1p values of normalised counts stay far below 30, so these look like "
+                    "linear values (counts): pass log1p=False for a fold change of them",
+                    UserWarning, stacklevel=2,
+                )
+            ln1 = m1 + np.log1p((pseudocount - 1.0) * np.exp(-m1))
+            ln2 = m2 + np.log1p((pseudocount - 1.0) * np.exp(-m2))
+            lfc = np.where(np.isfinite(ln1) & np.isfinite(ln2), (ln1 - ln2) / np.log(2.0), np.nan)
+        else:
+            num, den = m1 + pseudocount, m2 + pseudocount
+            lfc = np.where((num > 0) & (den > 0), np.log2(num / den), np.nan)
     diff = m1 - m2
     de = pd.DataFrame(
         {

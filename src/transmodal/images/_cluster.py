@@ -31,6 +31,8 @@ def spearman_distance(profiles: np.ndarray, *, condensed: bool = False) -> np.nd
     that beside the result only a few megabytes are needed.
     """
     x = np.asarray(profiles, dtype=np.float64)
+    if not (x.ndim == 2 and x.shape[0] == 0):  # (no profiles: 0 x 0 distances)
+        x = _as_matrix(x)  # (n, bins), finite: NaN would be ranked as a value
     n, m = x.shape
     centred = 2.0 * rankdata(x, axis=1) - (m + 1)  # integers: exact sums of products
     var = np.einsum("ij,ij->i", centred, centred)

@@ -31,12 +31,35 @@ def imread(path: PathLike) -> np.ndarray:
         raise ValueError(f"cannot read image file {path}: {err}") from err
 
 
+def _tiff_axes(path: PathLike) -> str | None:
+    """The axis letters tifffile reports for a TIFF's first series (e.g. ``"ZCYX"``), or
+    ``None`` (not a TIFF, or no axis metadata)."""
+    if Path(path).suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return str(tif.series[0].axes)
+    except Exception:  # noqa: BLE001 - metadata is a hint only
+        return None
+
+
 def read_labels(path: PathLike) -> np.ndarray:
     """Read an instance label image (0 = background, 1..N = one nucleus each) and validate it.
 
-    Returns a non-negative integer array of 2 or 3 dimensions.
+    Returns a non-negative integer array of 2 or 3 dimensions. A palette ("P" mode) PNG keeps
+    its indices as labels; singleton axes (a one-slice stack ``(1, H, W)``) are dropped.
     """
     labels = imread(path)
+    if labels.ndim > 2 and 1 in labels.shape:  # (1, H, W): one slice, a 2-D mask
+        labels = labels.reshape([n for n in labels.shape if n != 1] or [1])
+    if labels.ndim == 3 and Path(path).suffix.lower() == ".png":
+        from PIL import Image
+
+        with Image.open(path) as im:  # indexed colours: the indices are the labels
+            if im.mode == "P":
+                labels = np.asarray(im)
     if labels.ndim not in (2, 3):
         raise ValueError(
             f"mask {path}: expected a 2-D or 3-D instance label image, got shape {labels.shape}"
@@ -76,6 +99,8 @@ def to_channels_first(
     on ``channel_axis``, or, if that is ``None``, on the one axis whose removal leaves the mask's
     shape (the last axis is preferred, then the first).
     """
+    if image.ndim > len(spatial_shape) + 1 and 1 in image.shape:  # e.g. (1, C, H, W)
+        image = image.reshape([n for n in image.shape if n != 1] or [1])
     if image.shape == tuple(spatial_shape):
         image = image[None]
     elif image.ndim == len(spatial_shape) + 1:
@@ -90,6 +115,17 @@ def to_channels_first(
                     f"image {path}: shape {image.shape} does not match its mask's shape "
                     f"{tuple(spatial_shape)} with or without a channel axis"
                 )
+            if len(candidates) > 1:  # equal-sized neighbours, e.g. 3 slices x 3 channels
+                axes = _tiff_axes(path)
+                if axes is not None and len(axes) == image.ndim and axes.count("C") == 1 \
+                        and axes.index("C") in candidates:
+                    candidates = [axes.index("C")]
+                else:
+                    raise ValueError(
+                        f"image {path}: shape {image.shape} fits its mask's shape "
+                        f"{tuple(spatial_shape)} with the channels on any of axes "
+                        f"{sorted(candidates)}; pass channel_axis= to say which"
+                    )
             channel_axis = candidates[0]
         if not -image.ndim <= channel_axis < image.ndim:
             raise ValueError(

@@ -61,7 +61,9 @@ def read_nuclei(
         one channel.
     channel_axis
         Axis of the channels in the image files (default: inferred as the one axis whose removal
-        leaves the mask's shape; the last axis is preferred, then the first).
+        leaves the mask's shape; where several axes would, as in 3 slices x 3 channels, the
+        TIFF's own axis letters decide, else an error asks for it). Singleton axes of images
+        and masks are dropped first (a one-slice stack is a 2-D image).
     min_area
         Nuclei with fewer pixels (voxels) are dropped.
     exclude_border

@@ -17,6 +17,11 @@ def _as_images(name: str, crops) -> np.ndarray:
     a = np.asarray(crops)
     if a.ndim == 3:
         return a
+    if a.ndim in (4, 5) and a.shape[-1] in (1, 3, 4) and min(a.shape[1], a.shape[-2]) > 4:
+        raise ValueError(  # (n, [D,] H, W, 3) would draw H x 3 strips
+            f"gallery row {name!r}: crops of shape {a.shape} look channels-last; pass them "
+            f"channels-first (n, channels, [D,] H, W), e.g. np.moveaxis(crops, -1, 1)"
+        )
     if a.ndim == 4:
         return a[:, 0]
     if a.ndim == 5:
@@ -86,6 +91,11 @@ def gallery(
         settings are invalid (unknown ``cmap``, ``vmin >= vmax``, ``size`` or ``dpi`` not
         positive), or ``path`` cannot be written (no such folder, unknown type).
     """
+    if not isinstance(rows, Mapping):
+        raise ValueError(
+            f"rows must be a mapping of row names to crops (e.g. {{'real': crops}}), got "
+            f"{type(rows).__name__}"
+        )
     if not rows:
         raise ValueError("gallery needs at least one row of crops")
     images = {name: _as_images(name, c) for name, c in rows.items()}
