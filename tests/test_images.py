@@ -594,3 +594,18 @@ def test_spearman_distance_refuses_nan_and_vectors():
     with pytest.raises(ValueError, match="expected an \\(n, bins\\) matrix"):
         tm.images.spearman_distance(np.arange(5.0))
     assert tm.images.spearman_distance(np.zeros((0, 10))).shape == (0, 0)
+
+
+def test_a_label_on_two_separate_pieces_warns(tmp_path):
+    labels = np.zeros((40, 40), np.uint16)
+    labels[5:12, 5:12] = 1
+    labels[14:24, 20:28] = 2
+    labels[22:26, 5:9] = 2  # the same id on a second blob
+    labels[28:34, 28:34] = 3
+    labels[34:36, 34:36] = 3  # touching diagonally: one piece
+    image = np.where(labels > 0, 50, 1).astype(np.uint8)
+    pair = (_write(tmp_path / "a.tif", image), _write(tmp_path / "a_mask.tif", labels))
+    with pytest.warns(UserWarning, match=r"1 nucleus label\(s\) cover several separate pieces "
+                      r"\(e.g. label 2 of"):
+        nuclei = tm.images.read_nuclei([pair], crop_size=16)
+    assert len(nuclei) == 3

@@ -52,6 +52,18 @@ def select_nuclei(
     return ids[~small & ~on_border], counts_out
 
 
+def split_labels(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The ids among ``ids`` whose pixels (voxels) form more than one connected piece (full
+    connectivity): one id on two separate blobs is read as one nucleus."""
+    from skimage.measure import label
+
+    pieces = label(labels, connectivity=labels.ndim)  # regions of one id, background 0
+    owner = np.zeros(int(pieces.max()) + 1, dtype=labels.dtype)
+    owner[pieces.ravel()] = labels.ravel()  # every pixel of a piece has the piece's id
+    owners, n_pieces = np.unique(owner[1:], return_counts=True)
+    return np.intersect1d(owners[n_pieces > 1], ids)
+
+
 def sequential_labels(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """``labels`` with the sorted label ids ``ids`` renumbered ``1..len(ids)`` (all else 0).
 

@@ -18,6 +18,7 @@ from ._crops import (
     crop_nuclei,
     morphology,
     select_nuclei,
+    split_labels,
 )
 from ._files import PathLike, find_pairs, imread, read_labels, to_channels_first
 
@@ -114,6 +115,7 @@ def read_nuclei(
     # pass 1: masks only -> validation, nuclei kept per image, total count
     selected, ndim = [], None
     totals = {"n_nuclei": 0, "n_dropped_small": 0, "n_dropped_border": 0}
+    n_split, split_example = 0, ""
     for _, _, mask_path in pairs:
         labels = read_labels(mask_path)
         if ndim is None:
@@ -124,9 +126,21 @@ def read_nuclei(
                 "and 3-D z-stacks separately"
             )
         ids, counts = select_nuclei(labels, min_area=int(min_area), exclude_border=exclude_border)
+        split = split_labels(labels, ids)
+        if split.size:
+            n_split += split.size
+            split_example = split_example or f"label {int(split[0])} of {mask_path}"
         selected.append(ids)
         for key, value in counts.items():
             totals[key] += value
+    if n_split:
+        warnings.warn(
+            f"{n_split} nucleus label(s) cover several separate pieces (e.g. {split_example}); "
+            "each is read as one nucleus (its centroid between the pieces, one crop around "
+            "all of them). If the pieces are different nuclei, relabel the mask first (e.g. "
+            "skimage.measure.label(mask > 0))",
+            UserWarning, stacklevel=2,
+        )
     crop_shape = _crop_shape(crop_size, ndim)
     n_kept = sum(ids.size for ids in selected)
     if n_kept == 0:
