@@ -209,6 +209,8 @@ def test_lda_refuses_missing_and_single_class_labels():
         tm.pl.lda(z, np.array(["a"] * 10 + ["b"] * 9 + [""], dtype=object))
     with pytest.raises(ValueError, match=r"at least 2 clusters, got \['1'\]"):
         tm.pl.lda(z, np.array([1, "1", 1.0] * 6 + [1, 1], dtype=object))
+    with pytest.raises(ValueError, match="the same latent coordinates"):  # a collapsed model
+        tm.pl.lda(np.ones_like(z), np.array(["a", "b"] * 10))
     assert plt.get_fignums() == nums
 
 

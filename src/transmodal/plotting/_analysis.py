@@ -320,6 +320,11 @@ def lda(
     if len(classes) < 2:
         raise ValueError(f"LDA needs at least 2 clusters, got {classes}")
     n_comp = min(2, len(classes) - 1, z.shape[1])
+    if not np.ptp(z, axis=0).any():
+        raise ValueError(
+            f"every cell has the same latent coordinates ({z.shape[1]} dimensions): LDA has no "
+            "direction to separate the clusters (an untrained or collapsed model?)"
+        )
     xy = LinearDiscriminantAnalysis(n_components=n_comp).fit_transform(z, lab)
     rng = np.random.default_rng(seed)
     mod_names = [None] if mod is None else list(dict.fromkeys(mod.tolist()))
