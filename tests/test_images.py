@@ -609,3 +609,21 @@ def test_a_label_on_two_separate_pieces_warns(tmp_path):
                       r"\(e.g. label 2 of"):
         nuclei = tm.images.read_nuclei([pair], crop_size=16)
     assert len(nuclei) == 3
+
+
+def test_rgba_png_warns_about_its_alpha_channel(tmp_path):
+    labels = np.zeros((40, 40), np.uint8)
+    labels[10:20, 10:20] = 1
+    rgba = np.zeros((40, 40, 4), np.uint8)
+    rgba[..., 2] = np.where(labels > 0, 200, 5)
+    rgba[..., 3] = 255
+    skimage.io.imsave(tmp_path / "c.png", rgba, check_contrast=False)
+    skimage.io.imsave(tmp_path / "c_mask.png", labels, check_contrast=False)
+    pair = (tmp_path / "c.png", tmp_path / "c_mask.png")
+    with pytest.warns(UserWarning, match="RGBA PNG: its alpha channel is read as channel 3"):
+        four = tm.images.read_nuclei([pair], crop_size=16)
+    assert four.obsm["crops"].shape[1] == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        three = tm.images.read_nuclei([pair], crop_size=16, channels=[0, 1, 2])
+    assert three.obsm["crops"].shape[1] == 3

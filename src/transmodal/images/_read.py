@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -151,14 +152,23 @@ def read_nuclei(
 
     # pass 2: one image at a time into preallocated arrays
     crops = masks_out = missing_out = None
-    obs_parts, start, n_nan_nuclei = [], 0, 0
+    obs_parts, start, n_nan_nuclei, rgba_warned = [], 0, 0, False
     for (image_id, image_path, mask_path), ids in zip(pairs, selected):
         if ids.size == 0:
             continue
         labels = read_labels(mask_path)
-        image = to_channels_first(
-            imread(image_path), labels.shape, channel_axis=channel_axis, path=image_path
-        )
+        raw = imread(image_path)
+        if (channels is None and channel_axis is None and not rgba_warned
+                and raw.ndim == labels.ndim + 1 and raw.shape[-1] == 4
+                and Path(image_path).suffix.lower() == ".png"):
+            rgba_warned = True
+            warnings.warn(
+                f"image {image_path} is an RGBA PNG: its alpha channel is read as channel 3 "
+                "like the colours; pass channels=[0, 1, 2] (or the one holding the DNA stain) "
+                "to leave it out",
+                UserWarning, stacklevel=2,
+            )
+        image = to_channels_first(raw, labels.shape, channel_axis=channel_axis, path=image_path)
         n_file = image.shape[0]
         if channels is not None:
             image = to_channels_first(image, labels.shape, channel_axis=0, channels=channels, path=image_path)
