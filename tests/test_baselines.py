@@ -344,3 +344,8 @@ def test_magan_correspondence_refuses_per_modality_pca(_torch_single_thread):
         assert "correspondence" in m.history_ and m.prep_x_.pca_ is None
     # without correspondence, per-modality PCA is fine
     assert MAGAN(**kw, n_pca=10).fit(x, y).y_features_.shape == (80, 10)
+
+
+def test_ot_metric_typo_is_refused_at_construction():
+    with pytest.raises(ValueError, match="metric='euclidian' is not a distance"):
+        GromovWassersteinOT(metric="euclidian")

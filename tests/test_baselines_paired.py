@@ -272,3 +272,12 @@ def test_gan_validation(data):
         CycleGAN(gan_loss="wgan")
     with pytest.raises(ValueError, match="device"):
         CycleGAN(device="tpu")
+
+
+@pytest.mark.parametrize("n", [300, 600, 700, 256, 257])
+def test_dcca_minibatches_cover_every_cell_once(n):
+    from transmodal.baselines._dcca import _batches
+
+    chunks = _batches(np.arange(n), 256, 128)
+    assert np.array_equal(np.sort(np.concatenate(chunks)), np.arange(n))
+    assert all(len(c) >= 128 for c in chunks) or len(chunks) == 1

@@ -109,7 +109,8 @@ def test_foscttm_ties(rng, chunk_size):
     assert value == pytest.approx(ref)
     # all-identical rows: nothing strictly closer
     same = np.ones((20, 4))
-    assert foscttm(same, same + 1.0) == 0.0
+    with pytest.warns(UserWarning, match="same coordinates"):  # a collapsed embedding: named
+        assert foscttm(same, same + 1.0) == 0.0
 
 
 def test_foscttm_perfect_and_random(rng):
@@ -454,3 +455,27 @@ def test_metric_arguments_of_other_types():
 
     a = seed_agreement([{"rna": x, "atac": y}, {"atac": y, "rna": x}], k=3)
     assert np.allclose(a["agreement"], 1.0)
+
+
+def test_probe_findings_collapsed_embeddings_duplicate_names_class_strings_nan_agreement():
+    import anndata as ad
+    import pandas as pd
+
+    import transmodal as tm
+
+    rng = np.random.default_rng(0)
+    z, y = np.zeros((50, 4)), rng.normal(size=(50, 4))
+    with pytest.warns(UserWarning, match="x: all 50 cells have the same coordinates"):
+        assert tm.metrics.foscttm(z, y) < 0.5  # ties count as not closer: why it warns
+    pred = ad.AnnData(rng.random((5, 4)))
+    pred.var_names = ["A", "X", "X", "B"]
+    obs = ad.AnnData(rng.random((5, 4)))
+    obs.var_names = ["B", "X", "A", "X"]
+    with pytest.raises(ValueError, match="pred names some features twice \\(e.g. 'X'\\)"):
+        tm.metrics.translation_pearson(pred, obs)
+    labels = np.array(["T cell"] * 25 + ["B cell"] * 25)
+    one = tm.metrics.label_transfer(y, labels, y, labels, classes="T cell")
+    assert one == tm.metrics.label_transfer(y, labels, y, labels, classes=["T cell"])
+    table = pd.DataFrame({"run_a": [0, 0, 1], "run_b": [1, 2, 2], "agreement": [np.nan, 0.5, 0.9]})
+    with pytest.raises(ValueError, match="agreement holds 1 NaN"):
+        tm.metrics.medoid_run(table)

@@ -61,7 +61,8 @@ def _batches(order: np.ndarray, batch_size: int, min_last: int) -> list[np.ndarr
     into the previous one."""
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if len(chunks) > 1 and len(chunks[-1]) < min_last:
-        chunks[-2] = np.concatenate([chunks[-2], chunks.pop()])
+        last = chunks.pop()  # (popped first: `chunks[-2] = ...pop()` indexed the shorter list)
+        chunks[-1] = np.concatenate([chunks[-1], last])
     return chunks
 
 

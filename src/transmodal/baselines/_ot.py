@@ -143,6 +143,13 @@ class GromovWassersteinOT(Baseline):
             )
         if not isinstance(metric, str):
             raise TypeError(f"metric must be a string; got {metric!r}")
+        from sklearn.neighbors import VALID_METRICS
+
+        if metric not in VALID_METRICS["brute"]:  # the k-NN graph's (checked before any fit)
+            raise ValueError(
+                f"metric={metric!r} is not a distance the k-NN graph knows; e.g. 'euclidean', "
+                "'correlation', 'cosine', 'manhattan'"
+            )
         self.n_neighbors = int(n_neighbors)
         self.n_components = None if n_components is None else int(n_components)
         self.epsilon = float(epsilon)

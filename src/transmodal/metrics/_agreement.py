@@ -167,6 +167,12 @@ def medoid_run(agreement: pd.DataFrame) -> int:
         raise ValueError(f"agreement must be a seed_agreement table; missing columns {sorted(missing)}")
     if agreement.empty:
         raise ValueError("agreement is empty: medoid_run needs at least two runs")
+    values = agreement["agreement"].to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():  # argmax would pick the first NaN's run
+        raise ValueError(
+            f"agreement holds {int((~np.isfinite(values)).sum())} NaN / infinite value(s); "
+            "medoid_run needs every pair's agreement"
+        )
     a = agreement["run_a"].to_numpy(dtype=np.int64)
     b = agreement["run_b"].to_numpy(dtype=np.int64)
     total = np.bincount(a, agreement["agreement"], minlength=max(a.max(), b.max()) + 1)

@@ -19,12 +19,15 @@ documented tie rules hold.  Euclidean comparisons use squared distances (same or
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import torch
 from scipy import sparse
+
+from .._utils import user_stacklevel
 
 #: Target size in bytes of one ``chunk x n`` float64 block.
 DEFAULT_BLOCK_BYTES = 64 * 2**20
@@ -117,6 +120,13 @@ def as_embedding(
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
+    if columns == "dimensions" and len(arr) > 1 and not np.ptp(arr, axis=0).any():
+        warnings.warn(
+            f"{name}: all {len(arr)} cells have the same coordinates (a collapsed embedding, "
+            "e.g. an untrained or dead network); distances tie everywhere, and the matching "
+            "metrics, which count a tie as not closer, score such ties as matches",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
     return arr
 
 

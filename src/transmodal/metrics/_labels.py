@@ -126,6 +126,8 @@ def label_transfer(
             f"k={k} is larger than the number of labelled reference cells ({xr.shape[0]})"
         )
     keep = labelled(lq)
+    if isinstance(classes, str):  # one class name (list("T cell") would be its letters)
+        classes = [classes]
     if classes is not None:
         keep &= _isin(lq, classes)
         if not keep.any():
@@ -172,7 +174,7 @@ def label_transfer_both(
     cells with a classifier fitted on ``y`` (same convention as
     :func:`cluster_accuracy`).
     """
-    classes = None if classes is None else list(classes)
+    classes = None if classes is None else [classes] if isinstance(classes, str) else list(classes)
     x_to_y = label_transfer(y, labels_y, x, labels_x, k=k, classes=classes)
     y_to_x = label_transfer(x, labels_x, y, labels_y, k=k, classes=classes)
     return {"x_to_y": x_to_y, "y_to_x": y_to_x, "mean": 0.5 * (x_to_y + y_to_x)}

@@ -136,6 +136,13 @@ def _align_features(ref: Any, other: Any, *, names: tuple[str, str], cells: bool
     a, b = _names(ref, "var"), _names(other, "var")
     if a is None or b is None or a.equals(b):
         return other
+    for label, names_ in ((ref_name, a), (other_name, b)):
+        if not names_.is_unique:  # reordering by name needs each name once
+            raise ValueError(
+                f"{label} names some features twice (e.g. {names_[names_.duplicated()][0]!r}) "
+                f"and {ref_name} / {other_name} list them in different orders; make the names "
+                "unique first (AnnData.var_names_make_unique())"
+            )
     missing = a.difference(b)
     if len(missing):
         raise ValueError(
