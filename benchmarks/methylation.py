@@ -92,6 +92,7 @@ def run_one(
 ) -> dict:
     """Train one model and score it on the held-out cells (see the module docstring)."""
     import transmodal as tm
+    from transmodal.workflows import comparison_space
     from transmodal.workflows._demo import peak_rss_mib
 
     warnings.filterwarnings("ignore")
@@ -125,12 +126,8 @@ def run_one(
     labels = rna_t.obs["label"].to_numpy()
     to_met = model.translate(rna_t, source="rna", target="met").X
     to_rna = model.translate(met_t, source="met", target="rna").X
-    lib = float(model.module.transforms["rna"].library_size)
-    counts = np.asarray(rna_t.X.toarray() if hasattr(rna_t.X, "toarray") else rna_t.X)
-    counts = counts / np.maximum(counts.sum(1, keepdims=True), 1.0) * lib  # translate's units
-    train_counts = train["rna"].X
-    train_counts = np.asarray(train_counts.toarray() if hasattr(train_counts, "toarray") else train_counts)
-    train_counts = train_counts / np.maximum(train_counts.sum(1, keepdims=True), 1.0) * lib
+    to_units = comparison_space(model, "rna")[0]  # counts at translate's library size
+    counts, train_counts = (to_units(x.X.toarray()) for x in (rna_t, train["rna"]))
     r = tm.metrics
     observed = measured[test]
     return {

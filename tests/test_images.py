@@ -561,6 +561,14 @@ def test_single_slice_stacks_palette_masks_and_ambiguous_channel_axes(tmp_path):
     tifffile.imwrite(tmp_path / "one_mask.tif", labels[None])
     flat = tm.images.read_nuclei([(tmp_path / "one.tif", tmp_path / "one_mask.tif")], crop_size=16)
     assert flat.obsm["crops"].shape == (2, 1, 16, 16) and "area" in flat.obs
+    # (Z=1, C, Y, X) with the channel axis given in the file's own numbering
+    two = np.stack([image, np.full_like(image, 7)])[None]
+    tifffile.imwrite(tmp_path / "zc.tif", two)
+    for axis in (None, 1, -3):
+        zc = tm.images.read_nuclei([(tmp_path / "zc.tif", tmp_path / "one_mask.tif")],
+                                   crop_size=16, channel_axis=axis)
+        assert zc.obsm["crops"].shape == (2, 2, 16, 16)
+        assert zc.obs["mean_intensity_ch1"].tolist() == [7.0, 7.0]
     # a palette PNG keeps its indices as labels
     png = Image.fromarray(labels.astype(np.uint8), mode="P")
     png.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * 759)

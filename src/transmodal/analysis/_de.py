@@ -164,6 +164,12 @@ def differential_expression(
     features), ``direction`` (``"up"`` when higher in the group, ``"down"`` when lower,
     ``"none"``) and ``marker``.  ``attrs`` records the settings and group sizes;
     :func:`top_markers` reads the markers back.
+
+    Warns
+    -----
+    UserWarning
+        With ``log1p=True``, when a group mean exceeds 30: log1p values of normalised
+        counts stay far below that, so the data look linear (pass ``log1p=False``).
     """
     if not isinstance(adata, AnnData):
         raise ValueError(f"adata must be an AnnData, got {type(adata).__name__}")

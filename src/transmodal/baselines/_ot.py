@@ -145,7 +145,8 @@ class GromovWassersteinOT(Baseline):
             raise TypeError(f"metric must be a string; got {metric!r}")
         from sklearn.neighbors import VALID_METRICS
 
-        if metric not in VALID_METRICS["brute"]:  # the k-NN graph's (checked before any fit)
+        known = set().union(*VALID_METRICS.values())  # kneighbors_graph's, for any algorithm
+        if metric not in known:  # (checked before any fit)
             raise ValueError(
                 f"metric={metric!r} is not a distance the k-NN graph knows; e.g. 'euclidean', "
                 "'correlation', 'cosine', 'manhattan'"

@@ -77,9 +77,9 @@ class Modality:
         NaN entries of the matrix are values that were not measured (e.g. genomic regions
         without coverage in a cell's methylation rates, proteins not detected), not errors.
         The encoder sees them as the feature's training mean (0 after the scaling that is
-        then on by default), and the reconstruction loss
-        counts only measured entries. For likelihoods without a library size
-        (``"gaussian"``, ``"continuous_bernoulli"``, ``"bernoulli"``); not for images.
+        then on by default), and the reconstruction loss counts only measured entries. For
+        likelihoods without a library size (``"gaussian"``, ``"continuous_bernoulli"``,
+        ``"bernoulli"``); not for images.
         Without it NaN values are refused.
     batch_key
         ``obs`` column of this modality's batches (samples, donors, plates). The decoder

@@ -53,15 +53,16 @@ def select_nuclei(
 
 
 def split_labels(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """The ids among ``ids`` whose pixels (voxels) form more than one connected piece (full
-    connectivity): one id on two separate blobs is read as one nucleus."""
-    from skimage.measure import label
-
-    pieces = label(labels, connectivity=labels.ndim)  # regions of one id, background 0
-    owner = np.zeros(int(pieces.max()) + 1, dtype=labels.dtype)
-    owner[pieces.ravel()] = labels.ravel()  # every pixel of a piece has the piece's id
-    owners, n_pieces = np.unique(owner[1:], return_counts=True)
-    return np.intersect1d(owners[n_pieces > 1], ids)
+    """The ids among the sorted ``ids`` whose pixels (voxels) form more than one connected
+    piece (full connectivity): one id on two separate blobs is read as one nucleus. Each id
+    is checked within its bounding box (memory of one box, not of the image)."""
+    ids = np.asarray(ids)
+    full = np.ones((3,) * labels.ndim, bool)
+    split = [
+        i for i, box in zip(ids, bounding_boxes(labels, ids))
+        if box is not None and ndi.label(labels[box] == i, structure=full)[1] > 1
+    ]
+    return np.asarray(split, dtype=ids.dtype)
 
 
 def sequential_labels(labels: np.ndarray, ids: np.ndarray) -> np.ndarray:

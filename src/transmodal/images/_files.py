@@ -100,7 +100,16 @@ def to_channels_first(
     shape (the last axis is preferred, then the first).
     """
     if image.ndim > len(spatial_shape) + 1 and 1 in image.shape:  # e.g. (1, C, H, W)
-        image = image.reshape([n for n in image.shape if n != 1] or [1])
+        keep = [ax for ax, n in enumerate(image.shape) if n != 1]
+        if channel_axis is not None:  # counted in the file's axes: kept, and renumbered
+            if not -image.ndim <= channel_axis < image.ndim:
+                raise ValueError(
+                    f"image {path}: channel_axis={channel_axis} is out of range for "
+                    f"{image.ndim} axes"
+                )
+            keep = sorted({*keep, channel_axis % image.ndim})
+            channel_axis = keep.index(channel_axis % image.ndim)
+        image = image.reshape([image.shape[ax] for ax in keep] or [1])
     if image.shape == tuple(spatial_shape):
         image = image[None]
     elif image.ndim == len(spatial_shape) + 1:

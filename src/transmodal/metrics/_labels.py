@@ -174,7 +174,8 @@ def label_transfer_both(
     cells with a classifier fitted on ``y`` (same convention as
     :func:`cluster_accuracy`).
     """
-    classes = None if classes is None else [classes] if isinstance(classes, str) else list(classes)
+    if classes is not None and not isinstance(classes, str):  # (label_transfer takes a str)
+        classes = list(classes)  # an iterator: read once, used twice
     x_to_y = label_transfer(y, labels_y, x, labels_x, k=k, classes=classes)
     y_to_x = label_transfer(x, labels_x, y, labels_y, k=k, classes=classes)
     return {"x_to_y": x_to_y, "y_to_x": y_to_x, "mean": 0.5 * (x_to_y + y_to_x)}

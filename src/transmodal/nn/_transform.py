@@ -28,8 +28,8 @@ class InputTransform(nn.Module):
         If > 0, the encoder sees this many principal components of the processed data.
     missing
         NaN entries are unmeasured: they are replaced by the feature's fitted mean of the
-        normalised / log1p data (buffer ``fill``) before scaling, so they enter the encoder
-        as the average cell's value (0 after scaling).
+        (log1p) data (buffer ``fill``) before scaling, so they enter the encoder as the
+        average cell's value (0 after scaling).
     """
 
     def __init__(

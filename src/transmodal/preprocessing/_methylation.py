@@ -7,9 +7,11 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._utils import check_int
+from ..metrics._chunked import resolve_chunk_size
 
 
-def _layer(adata: AnnData, key: str, what: str):
+def _layer(adata: AnnData, key: str, what: str) -> np.ndarray | sp.spmatrix:
+    """``adata.layers[key]`` as a dense or scipy sparse matrix, or an error naming it."""
     if key not in adata.layers:
         raise ValueError(
             f"layers[{key!r}] ({what}) not found; available: {sorted(adata.layers.keys())}"
@@ -20,7 +22,8 @@ def _layer(adata: AnnData, key: str, what: str):
     return m
 
 
-def _rows(m, start: int, stop: int) -> np.ndarray:
+def _rows(m: np.ndarray | sp.spmatrix, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of ``m`` as a dense float64 block."""
     block = m[start:stop]
     return np.asarray(block.toarray() if sp.issparse(block) else block, dtype=np.float64)
 
@@ -32,7 +35,7 @@ def methylation_rates(
     coverage: str = "cov",
     min_coverage: int = 1,
     key_added: str = "methylation_rate",
-    chunk_size: int = 4096,
+    chunk_size: int | None = None,
     copy: bool = False,
 ) -> AnnData | None:
     """Methylation rate per cell and region, NaN where the region is not (enough) covered.
@@ -55,7 +58,8 @@ def methylation_rates(
         The rates go to ``adata.layers[key_added]`` (dense float32: most entries of sparse
         methylation data are NaN, which a sparse matrix cannot leave out).
     chunk_size
-        Rows computed at a time (memory of a few dense blocks besides the output).
+        Rows computed at a time (memory of a few dense blocks besides the output); ``None``
+        picks blocks of about 64 MiB of float64 values.
     copy
         Return a copy with the new layer instead of writing into ``adata``.
 
@@ -77,7 +81,6 @@ def methylation_rates(
     if not isinstance(adata, AnnData):
         raise ValueError(f"expected an AnnData, got {type(adata).__name__}")
     check_int(min_coverage, "min_coverage", minimum=1)
-    check_int(chunk_size, "chunk_size", minimum=1)
     if not isinstance(key_added, str) or not key_added or "/" in key_added:
         raise ValueError(f"key_added must be a non-empty string without '/', got {key_added!r}")
     mc = _layer(adata, methylated, "methylated reads")
@@ -87,6 +90,7 @@ def methylation_rates(
             f"layers[{methylated!r}] {mc.shape} and layers[{coverage!r}] {cov.shape} differ "
             "in shape"
         )
+    chunk_size = resolve_chunk_size(chunk_size, adata.n_obs, adata.n_vars)
     out = np.empty(adata.shape, dtype=np.float32)
     for start in range(0, adata.n_obs, chunk_size):
         stop = min(start + chunk_size, adata.n_obs)
