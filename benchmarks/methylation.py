@@ -29,9 +29,9 @@ Per run one JSON line, on the held-out cells: ``foscttm`` (true pairs), ``label_
 the measured rates, each cell over its covered regions), ``region_pearson_rna_to_met`` (the
 same per region, across the held-out cells covering it: the cell-to-cell variation, which
 the per-cell correlation mostly misses since regions differ far more in their mean level
-than cells do), ``pearson_met_to_rna``
-(methylation -> RNA translations against the measured counts, log1p) and the mean-profile
-baselines of both, ``seconds`` (model creation + training), ``peak_rss_mib``.
+than cells do), ``pearson_met_to_rna`` (methylation -> RNA translations against the
+measured counts, log1p) and the mean-profile baselines of both, ``seconds`` (model creation
++ training), ``peak_rss_mib``.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/methylation.py --seeds 0 1 2 | tee benchmarks/out/methylation.jsonl
     .venv/bin/python benchmarks/methylation.py --summary benchmarks/out/methylation.jsonl
