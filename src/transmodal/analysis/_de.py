@@ -26,13 +26,10 @@ def _select(values: np.ndarray, spec: Any, name: str) -> np.ndarray:
     """Boolean mask of the cells whose label is ``spec`` (one label or a list of labels)."""
     wanted = list(spec) if isinstance(spec, (list, tuple, set, np.ndarray, pd.Index)) else [spec]
     present = set(values.tolist())
-    # True == 1 in Python: a boolean selects only boolean labels, and a number only numbers
-    kinds = {isinstance(v, (bool, np.bool_)) for v in present if not pd.isna(v)}
-    absent = [
-        w for w in wanted
-        if w not in present or (isinstance(w, (bool, np.bool_)) and True not in kinds)
-        or (not isinstance(w, (bool, np.bool_)) and kinds == {True})
-    ]
+    # True == 1 in Python: a boolean matches only boolean labels, anything else only others
+    is_bool = lambda v: isinstance(v, (bool, np.bool_))  # noqa: E731
+    kinds = {is_bool(v) for v in present if not pd.isna(v)}
+    absent = [w for w in wanted if w not in present or is_bool(w) not in kinds]
     if absent:
         shown = sorted(map(repr, present))[:20]
         hint = ""

@@ -265,6 +265,13 @@ def _numeric_frame(df: pd.DataFrame, where: str) -> np.ndarray:
     return values
 
 
+def looks_channels_last(image_shape: tuple[int, ...]) -> bool:
+    """Whether one image's shape (without the cell axis), read channels-first as
+    ``(channels, [D,] H, W)``, looks channels-last instead: few "pixels" along the last
+    axis (1, 3 or 4, as grey / RGB / RGBA) and many "channels" and rows."""
+    return image_shape[-1] in (1, 3, 4) and min(image_shape[0], image_shape[-2]) > 4
+
+
 def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, np.ndarray]:
     """Locate a modality's matrix in ``adata`` following ``spec``.
 
@@ -290,8 +297,7 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
         ndim = getattr(m, "ndim", 2)
         if ndim in (4, 5):  # images: (n, channels, H, W) or (n, channels, D, H, W)
             image_shape = tuple(int(s) for s in m.shape[1:])
-            # (n, [D,] H, W, 1|3|4): few "pixels" along the last axis, many "channels"
-            if image_shape[-1] in (1, 3, 4) and min(image_shape[0], image_shape[-2]) > 4:
+            if looks_channels_last(image_shape):  # (n, [D,] H, W, 1|3|4)
                 raise ValueError(
                     f"modality {name!r}: obsm[{spec.obsm_key!r}] has shape {tuple(m.shape)}, "
                     f"which looks channels-last (cells x [D x] H x W x channels, "
@@ -355,9 +361,9 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
     ------
     ValueError
         On infinite values, NaN values (unless ``spec.missing``: unmeasured entries), values
-        beyond float32 (the networks' precision), negative
-        values for non-negative likelihoods or preprocessing, or non-integers for count
-        likelihoods. The message names the modality and field.
+        beyond float32 (the networks' precision), negative values for non-negative
+        likelihoods or preprocessing, or non-integers for count likelihoods. The message
+        names the modality and field.
 
     Warns
     -----

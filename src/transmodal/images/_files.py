@@ -45,6 +45,19 @@ def _tiff_axes(path: PathLike) -> str | None:
         return None
 
 
+def drop_singleton_axes(a: np.ndarray, keep: int | None = None) -> tuple[np.ndarray, int | None]:
+    """``a`` without its size-1 axes (a one-slice stack ``(1, H, W)`` becomes ``(H, W)``),
+    except axis ``keep`` (a valid, possibly negative index of ``a``); also returns ``keep``'s
+    index among the remaining axes (``None`` without ``keep``)."""
+    kept = [ax for ax, n in enumerate(a.shape) if n != 1]
+    if keep is not None:
+        keep %= a.ndim
+        kept = sorted({*kept, keep})
+    return a.reshape([a.shape[ax] for ax in kept] or [1]), (
+        None if keep is None else kept.index(keep)
+    )
+
+
 def read_labels(path: PathLike) -> np.ndarray:
     """Read an instance label image (0 = background, 1..N = one nucleus each) and validate it.
 
@@ -52,8 +65,8 @@ def read_labels(path: PathLike) -> np.ndarray:
     its indices as labels; singleton axes (a one-slice stack ``(1, H, W)``) are dropped.
     """
     labels = imread(path)
-    if labels.ndim > 2 and 1 in labels.shape:  # (1, H, W): one slice, a 2-D mask
-        labels = labels.reshape([n for n in labels.shape if n != 1] or [1])
+    if labels.ndim > 2:  # (1, H, W): one slice, a 2-D mask
+        labels, _ = drop_singleton_axes(labels)
     if labels.ndim == 3 and Path(path).suffix.lower() == ".png":
         from PIL import Image
 
@@ -99,17 +112,13 @@ def to_channels_first(
     on ``channel_axis``, or, if that is ``None``, on the one axis whose removal leaves the mask's
     shape (the last axis is preferred, then the first).
     """
-    if image.ndim > len(spatial_shape) + 1 and 1 in image.shape:  # e.g. (1, C, H, W)
-        keep = [ax for ax, n in enumerate(image.shape) if n != 1]
-        if channel_axis is not None:  # counted in the file's axes: kept, and renumbered
-            if not -image.ndim <= channel_axis < image.ndim:
-                raise ValueError(
-                    f"image {path}: channel_axis={channel_axis} is out of range for "
-                    f"{image.ndim} axes"
-                )
-            keep = sorted({*keep, channel_axis % image.ndim})
-            channel_axis = keep.index(channel_axis % image.ndim)
-        image = image.reshape([image.shape[ax] for ax in keep] or [1])
+    if image.ndim > len(spatial_shape) + 1:  # e.g. (1, C, H, W)
+        if channel_axis is not None and not -image.ndim <= channel_axis < image.ndim:
+            raise ValueError(
+                f"image {path}: channel_axis={channel_axis} is out of range for {image.ndim} axes"
+            )
+        # channel_axis counts in the file's axes: the axis is kept, and renumbered
+        image, channel_axis = drop_singleton_axes(image, keep=channel_axis)
     if image.shape == tuple(spatial_shape):
         image = image[None]
     elif image.ndim == len(spatial_shape) + 1:

@@ -9,6 +9,7 @@ import numpy as np
 
 from .._utils import check_int
 from ..data._modality import is_number
+from ..data._source import looks_channels_last
 from ._embedding import _check_path, _closing_on_error, _finish, _subplots
 
 
@@ -17,7 +18,7 @@ def _as_images(name: str, crops) -> np.ndarray:
     a = np.asarray(crops)
     if a.ndim == 3:
         return a
-    if a.ndim in (4, 5) and a.shape[-1] in (1, 3, 4) and min(a.shape[1], a.shape[-2]) > 4:
+    if a.ndim in (4, 5) and looks_channels_last(a.shape[1:]):
         raise ValueError(  # (n, [D,] H, W, 3) would draw H x 3 strips
             f"gallery row {name!r}: crops of shape {a.shape} look channels-last; pass them "
             f"channels-first (n, channels, [D,] H, W), e.g. np.moveaxis(crops, -1, 1)"
