@@ -249,6 +249,10 @@ def test_train_ensemble_then_embed_translate_evaluate(workdir: Path, capsys):
     assert main(["evaluate", "--model", str(model), *_data_args(workdir), "--source", "rna",
                  "--target", "atac"]) == 0
     assert "foscttm" in capsys.readouterr().out
+    from transmodal import CrossModalAE
+
+    with pytest.raises(FileNotFoundError, match="holds an ensemble.*tm.Ensemble.load"):
+        CrossModalAE.load(model)
 
 
 # ---------------------------------------------------------------------------------- help
@@ -374,6 +378,28 @@ BAD_CONFIGS = {
         lambda c: c["subset"].update(column="split"),
         ("subset", "unknown key 'column'"),
     ),
+    # multi-process settings: named before any data are read (Lightning failed after)
+    "zero devices": (
+        lambda c: c["train"].update(devices=0),
+        ("train", "devices must be a positive number of processes", "0"),
+    ),
+    "GPU indices on the CPU": (
+        lambda c: c["train"].update(devices=[5]),
+        ("train", "devices=[5] lists GPU indices", "CPU"),
+    ),
+    "unknown strategy": (
+        lambda c: c["train"].update(strategy="nonsense"),
+        ("train", "unknown strategy 'nonsense'"),
+    ),
+    "zero nodes": (
+        lambda c: c["train"].update(num_nodes=0),
+        ("train", "num_nodes must be a positive integer"),
+    ),
+    "dot in a modality name": (
+        lambda c: (c["modalities"].update({"rna.v1": c["modalities"].pop("rna")}),
+                   c["data"].update({"rna.v1": c["data"].pop("rna")})),
+        ("modalities", "'rna.v1'", "may not contain '.'", "'rna_v1'"),
+    ),
 }
 
 
@@ -387,6 +413,24 @@ def test_bad_config(case: str, workdir: Path, tmp_path: Path, capsys):
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 2
     line = _assert_one_line_error(capsys, str(path), *needles)
     assert not (tmp_path / "m").exists(), line
+
+
+def test_config_values_as_documented(workdir: Path, tmp_path: Path):
+    """String choices of boolean-or-string options pass; YAML 1.1's yes / no / on / off stay
+    strings (only true / false are booleans)."""
+    from transmodal.cli._config import load_config
+
+    cfg = _config(workdir)
+    cfg["data"] = {n: str(workdir / p) for n, p in cfg["data"].items()}
+    cfg["model"].update(geometric_pairs="transport")
+    path = _write_config(tmp_path / "run.yaml", cfg)
+    text = path.read_text().replace("value: train", "value: yes")
+    path.write_text(text + "\n")
+    loaded = load_config(path)
+    assert loaded.model["geometric_pairs"] == "transport"
+    assert loaded.subset["value"] == "yes"
+    path.write_text(text.replace("progress_bar: false", "progress_bar: False"))
+    assert load_config(path).train["progress_bar"] is False
 
 
 def test_invalid_yaml_and_missing_config(tmp_path: Path, capsys):

@@ -20,6 +20,7 @@ from transmodal.data import (
     fit_preprocessing,
     setup_data,
 )
+from transmodal.data._source import check_values, matrix_of
 from transmodal.nn import InputTransform
 
 
@@ -570,6 +571,11 @@ def test_mudata_stale_obsmap_refused(change, specs):
     ia, ib = find_pairs(mods["rna"], mods["atac"])
     assert len(ia) == len(order)
     np.testing.assert_array_equal(mods["rna"].obs_names[ia], mods["atac"].obs_names[ib])
+    # a modality the model does not use is not checked: its stale map pairs nothing used
+    mdata = mudata.MuData({"rna": data["rna"], "atac": data["atac"], "prot": data["atac"].copy()})
+    mdata.mod["prot"] = mdata.mod["prot"][order].copy()
+    mods, _ = setup_data(mdata, specs)
+    assert list(mods) == ["rna", "atac"] and mods["atac"].n_obs == 150
 
 
 # ------------------------------------------------------------------ EpochBatches
@@ -983,3 +989,41 @@ def test_feature_moments_match_numpy_in_blocks_and_keep_large_offsets():
     np.testing.assert_allclose(moments.mean(), x.mean(0), rtol=1e-12)
     np.testing.assert_allclose(moments.var(), x.var(0), rtol=1e-9)  # sd 1e-3 beside 1e7
     np.testing.assert_allclose(moments.var(ddof=1), x.var(0, ddof=1), rtol=1e-9)
+
+
+def test_feature_scaling_does_not_depend_on_units():
+    """Features whose spread is tiny in absolute terms (values ~1e-7) are standardised like
+    any other; only features constant up to float32 rounding keep a unit scale."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    x[:, 1] *= 1e-7  # other units
+    x[:, 2] = 1e-7  # constant
+    x[:, 3] = 1000.0 + np.float32(rng.normal(size=200)) * 1e-5  # 1000 in float32 (rounding)
+    t = InputTransform(4, **tm.Modality("gaussian").resolved())
+    fit_preprocessing(t, MatrixSource(x, name="prot", where="X"), np.arange(200))
+    std = t.std.numpy()
+    np.testing.assert_allclose(std[:2], x[:, :2].std(0), rtol=1e-3)
+    assert std[2] == 1.0 and std[3] == 1.0
+    z = t.process(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(z[:, 1].std(), 1.0, rtol=1e-3)
+
+
+def test_fractional_labels_warn_and_point_to_marker_key(paired_data, specs):
+    paired_data["rna"].obs["time"] = np.linspace(0, 1, paired_data["rna"].n_obs)
+    with pytest.warns(UserWarning, match=r"'rna': labels_key 'time' holds non-integer.*marker_key"):
+        setup_data({"rna": paired_data["rna"], "atac": paired_data["atac"]}, specs,
+                   labels_key="time")
+    paired_data["rna"].obs["time"] = np.arange(paired_data["rna"].n_obs) % 3 * 1.0  # 0., 1., 2.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        setup_data({"rna": paired_data["rna"], "atac": paired_data["atac"]}, specs,
+                   labels_key="time")
+
+
+def test_float16_values_scan_without_numpy_warnings(paired_data):
+    adata = paired_data["atac"].copy()
+    adata.X = np.asarray(adata.X.toarray() if sp.issparse(adata.X) else adata.X, np.float16)
+    src, _ = matrix_of(adata, tm.Modality("poisson"), "atac")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_values(src, tm.Modality("poisson"))

@@ -69,3 +69,38 @@ def test_strategy_resolution():
     for child in ("ddp_spawn", "ddp_fork", "ddp_notebook"):
         with pytest.raises(ValueError, match="child processes"):
             resolve_strategy(child)
+
+
+def test_cli_train_with_two_processes_writes_one_complete_model(tmp_path):
+    """``transmodal train`` with ``devices: 2`` (Lightning starts the second process): rank 0
+    alone writes the output directory, which holds the model and its side files."""
+    import anndata as ad
+    import yaml
+
+    import transmodal as tm
+
+    data = tm.datasets.synthetic(
+        200, modalities={"rna": "nb", "atac": "bernoulli"}, n_features={"rna": 30, "atac": 40},
+        seed=0,
+    )
+    for name, adata in data.items():
+        ad.AnnData(adata.X, obs=adata.obs, var=adata.var).write_h5ad(tmp_path / f"{name}.h5ad")
+    cfg = {
+        "data": {"rna": "rna.h5ad", "atac": "atac.h5ad"},
+        "modalities": {"rna": "nb", "atac": "bernoulli"},
+        "model": {"n_latent": 4, "hidden": [16]},
+        "train": {"max_epochs": 1, "progress_bar": False, "devices": 2},
+        "out": "model",
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port())}
+    res = subprocess.run([sys.executable, "-m", "transmodal", "train", "--config", "run.yaml"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stderr.count("model saved to") == 1, res.stderr[-3000:]
+    files = sorted(p.name for p in (tmp_path / "model").iterdir())
+    assert files == ["config.json", "history.csv", "model.safetensors", "run_config.yaml"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no leftovers
+    model = tm.CrossModalAE.load(tmp_path / "model", data)
+    assert model.is_trained_ and model.get_latent_representation("rna").shape == (200, 4)

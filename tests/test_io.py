@@ -613,3 +613,28 @@ def test_load_rejects_damaged_pair_and_mask_tensors(saved, paired_data, edit, ma
     with pytest.raises(ValueError, match=match) as info:
         tm.CrossModalAE.load(path, paired_data)
     assert "model.safetensors" in str(info.value)
+
+
+def test_feature_annotations_survive_a_load_without_data(tmp_path, make_model, train, paired_data):
+    """Translations of a model loaded without the target's data keep its ``var`` columns
+    (gene symbols, flags, numbers, categories; other objects are not saved)."""
+    atac = paired_data["atac"]
+    n = atac.n_vars
+    atac.var["symbol"] = [f"S{i}" for i in range(n)]
+    atac.var["highly_variable"] = np.arange(n) % 2 == 0
+    atac.var["mean"] = np.linspace(0.0, 1.0, n)
+    atac.var.loc[atac.var_names[3], "mean"] = np.nan
+    atac.var["chrom"] = pd.Categorical(["chr1", "chr2", None] * (n // 3) + ["chr1"] * (n % 3))
+    atac.var["obj"] = [object()] * n
+    model = make_model(paired_data)
+    train(model)
+    model.save(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert "obj" not in cfg["var"]["atac"] and "rna" not in cfg["var"]  # rna: no columns
+    alone = tm.CrossModalAE.load(tmp_path / "m")
+    got = alone.translate(paired_data["rna"], source="rna", target="atac").var
+    pd.testing.assert_frame_equal(got, atac.var.drop(columns="obj"), check_index_type=False)
+    cfg["var"]["atac"]["symbol"]["values"] = ["S0"]  # hand-edited: one value for n features
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=rf"'var' of modality 'atac': column 'symbol'.*{n} "):
+        tm.CrossModalAE.load(tmp_path / "m")

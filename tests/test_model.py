@@ -497,6 +497,14 @@ def test_bad_device_and_modality_arguments_are_named(paired_data, make_model):
     model = make_model(paired_data)
     with pytest.raises(ValueError, match="device must be"):
         model.get_latent_representation("rna", device="tpu")
+    # torch devices that hold no data: refused before the weights are moved (they were lost)
+    for device in ("meta", torch.device("meta")):
+        with pytest.raises(ValueError, match="device must be 'cpu', 'cuda'"):
+            model.get_latent_representation("rna", device=device)
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match="MPS .* not available"):
+            model.get_latent_representation("rna", device="mps")
+    assert np.isfinite(model.get_latent_representation("rna")).all()  # the model still works
     with pytest.raises(TypeError, match="modality must be a modality name"):
         model.get_latent_representation(paired_data["rna"], "rna")
     with pytest.raises(TypeError, match="target must be a modality name"):
@@ -508,6 +516,15 @@ def test_bad_device_and_modality_arguments_are_named(paired_data, make_model):
 def test_invalid_accelerator(paired_data, make_model):
     with pytest.raises(ValueError, match="accelerator"):
         make_model(paired_data).train(max_epochs=1, accelerator="tpu9000")
+    model = make_model(paired_data)
+    for kw, match in (
+        ({"devices": 0}, "devices must be a positive number"),
+        ({"devices": [0, 1]}, "lists GPU indices, but training runs on the CPU"),
+        ({"num_nodes": 0}, "num_nodes must be a positive integer"),
+        ({"strategy": "nonsense"}, "unknown strategy 'nonsense'"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            model.train(max_epochs=1, **kw)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from transmodal.datasets import _synthetic
 from transmodal.datasets._synthetic import synthetic
 
 METH = {"meth": "methylation"}
@@ -59,17 +58,27 @@ def test_nan_fraction_sensible_and_varies_between_cells(meth):
     assert (1 - missing.mean(0)).std() > 3 * np.sqrt(p * (1 - p) / N)
 
 
-def test_covered_fraction_follows_depth(meth, monkeypatch):
+def test_covered_fraction_follows_depth(meth):
     cov = meth.layers["coverage"]
     covered = (cov > 0).mean(1)
     # the same cell depth drives both: deeper cells cover more regions, more reads each
     reads_per_covered = cov.sum(1) / np.maximum((cov > 0).sum(1), 1)
     assert np.corrcoef(covered, cov.sum(1))[0, 1] > 0.9
     assert np.corrcoef(covered, reads_per_covered)[0, 1] > 0.3
-    # a deeper experiment covers more entries
-    monkeypatch.setattr(_synthetic, "_METH_COVERAGE", 4 * _synthetic._METH_COVERAGE)
-    deep = _meth()
+    # a deeper experiment covers more entries, by more reads each
+    deep = _meth(methylation_coverage=2.0)
     assert (~np.isnan(deep.X)).mean() > (~np.isnan(meth.X)).mean() + 0.25
+    assert deep.layers["coverage"].mean() > 3 * cov.mean()
+    np.testing.assert_array_equal(  # the default is the documented 0.5
+        _meth(methylation_coverage=0.5).layers["coverage"], cov
+    )
+    # the read counts behind the rates
+    k = meth.layers["methylated"]
+    assert np.all(k <= cov) and np.all(k == np.round(k))
+    np.testing.assert_allclose(np.where(cov > 0, k / np.maximum(cov, 1), np.nan), meth.X,
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="methylation_coverage must be > 0"):
+        _meth(methylation_coverage=0)
 
 
 def test_regions_bimodal(meth):

@@ -23,8 +23,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"auto"`` -> a device."""
     if device is None:
         return torch.device("cpu")
-    if isinstance(device, torch.device):
-        return device
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -32,14 +30,24 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
+        dev = device if isinstance(device, torch.device) else torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):  # not "meta", "xpu", ...
         raise ValueError(
-            "device must be 'cpu', 'cuda', 'cuda:N', 'mps', 'auto' or a torch.device; "
-            f"got {device!r}"
-        ) from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+            "device must be 'cpu', 'cuda', 'cuda:N', 'mps', 'auto' or a torch.device of "
+            f"these; got {device!r}"
+        )
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r}: {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+    mps = getattr(torch.backends, "mps", None)
+    if dev.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ValueError(f"device {device!r} requested but MPS (Apple GPU) is not available")
     return dev
 
 
@@ -110,6 +118,67 @@ def is_global_zero() -> bool:
     import torch.distributed as dist
 
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def check_parallel(p) -> None:
+    """Check ``devices`` / ``num_nodes`` / ``strategy`` of ``train`` (those in the mapping
+    ``p``, with ``accelerator``) before Lightning sees them, so that a bad value is named
+    at once rather than deep inside Lightning after the data are read.
+
+    ``devices``: a positive number of processes, -1 (all), ``"auto"``, such a number as a
+    string, or GPU indices (a list, or ``"0,1"``; only for GPU accelerators). ``num_nodes``:
+    a positive integer. ``strategy``: ``"auto"``, a Lightning strategy name or a strategy
+    object.
+    """
+    def number(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    accelerator = p.get("accelerator", "cpu")
+    if "devices" in p:
+        d = p["devices"]
+        text = d.strip() if isinstance(d, str) else None
+        indices = None
+        if text is not None and "," in text:
+            parts = [x.strip() for x in text.split(",") if x.strip()]
+            indices = [int(x) for x in parts] if all(x.isdigit() for x in parts) else False
+        elif isinstance(d, (list, tuple)):
+            indices = list(d) if d and all(number(x) and x >= 0 for x in d) else False
+        ok = (
+            (number(d) and (d >= 1 or d == -1))
+            or (text is not None and (text in ("auto", "-1") or (text.isdigit() and int(text) >= 1)))
+            or bool(indices)
+        )
+        if not ok:
+            raise ValueError(
+                "devices must be a positive number of processes, -1 (all), 'auto', or a "
+                f"list of GPU indices, got {d!r}"
+            )
+        if indices:
+            if len(set(indices)) != len(indices):
+                raise ValueError(f"devices lists a GPU twice: {d!r}")
+            if accelerator == "cpu" or not torch.cuda.is_available():
+                raise ValueError(
+                    f"devices={d!r} lists GPU indices, but training runs on the CPU "
+                    f"(accelerator={accelerator!r}); give a number of processes, e.g. devices=2"
+                )
+            if max(indices) >= torch.cuda.device_count():
+                raise ValueError(
+                    f"devices={d!r}: GPU {max(indices)} does not exist "
+                    f"({torch.cuda.device_count()} visible)"
+                )
+    if "num_nodes" in p:
+        n = p["num_nodes"]
+        if not (number(n) and n >= 1):
+            raise ValueError(f"num_nodes must be a positive integer, got {n!r}")
+    if "strategy" in p and isinstance(p["strategy"], str):
+        from lightning.pytorch.strategies import StrategyRegistry  # only when asked: ~2 s
+
+        known = ["auto", *StrategyRegistry.available_strategies()]
+        if p["strategy"] not in known:
+            raise ValueError(
+                f"unknown strategy {p['strategy']!r}; use 'auto', 'ddp' (several processes) or "
+                f"another of Lightning's: {', '.join(known[2:8])}, ..."
+            )
 
 
 def lightning_accelerator(accelerator: str) -> str:

@@ -18,6 +18,7 @@ from .._utils import (
     atomic_directory,
     atomic_file,
     check_output_directory,
+    is_global_zero,
     jsonable,
 )
 from ._config import ConfigError, load_config
@@ -159,6 +160,8 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
             result = train_ensemble(build, seeds, k=k, **train_kwargs)
             hist = result.history  # indexed by (seed, epoch)
             done = f"trained seeds {seeds} as an ensemble"
+    if not is_global_zero():  # a multi-process run: rank 0 alone writes the directory
+        return 0
     # model and side files replace an earlier output directory together, or not at all
     with atomic_directory(out_dir, overwrite=overwrite, replaceable=outputs) as tmp:
         result.save(tmp, overwrite=True)  # tmp is empty
@@ -401,10 +404,10 @@ def cmd_evaluate(
                     f"(columns: {list(adatas[name].obs.columns)})"
                 )
     metrics = evaluate_paired(m, adatas, source=source, target=target, labels_key=labels_key)
-    print(format_table(metrics))
-    if out_path is not None:
+    if out_path is not None:  # before the table: a reader closing the pipe early loses nothing
         _write_text(json.dumps(jsonable(metrics), indent=1) + "\n", out_path)
         print(f"transmodal: metrics written to {out_path}", file=sys.stderr)
+    print(format_table(metrics))
     return 0
 
 

@@ -30,8 +30,20 @@ class ConfigError(ValueError):
 
 # ----------------------------------------------------------------------------- reading
 class _Loader(yaml.SafeLoader):
-    """Safe YAML loader that also reads ``1e-3`` as a float and rejects duplicate keys."""
+    """Safe YAML loader that also reads ``1e-3`` as a float, reads only true / false as
+    booleans and rejects duplicate keys."""
 
+
+# booleans as in YAML 1.2: yes / no / on / off (YAML 1.1 booleans) stay strings, so that
+# e.g. ``subset: {obs_key: qc, value: yes}`` selects the cells whose value is "yes"
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 # YAML 1.1 (PyYAML) needs a dot in floats ("1.0e-3"); accept the common "1e-3" as well.
 _Loader.add_implicit_resolver(
@@ -292,7 +304,7 @@ def _existing_file(p: Path, where: str) -> Path:
 
 def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
     """Validate a parsed config; relative paths are relative to the config file's folder."""
-    from ..data._modality import Modality
+    from ..data._modality import Modality, check_modality_name
     from ..model._model import CrossModalAE, _check_prior
 
     path = Path(path)
@@ -313,9 +325,8 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         raise ConfigError(f"{f}: section 'modalities' is empty")
     modalities: dict[str, Modality] = {}
     for name, spec in mods_raw.items():
-        if not name or "|" in name:
-            raise ConfigError(f"{f}: modalities: invalid modality name {name!r}")
         try:
+            check_modality_name(name)
             mod = Modality.from_dict(spec if spec is not None else {}, name=name)
             mod.check(name)
         except (ValueError, TypeError) as err:

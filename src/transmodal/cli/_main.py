@@ -15,11 +15,9 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
     FloatingPointError,  # training diverged: the message says what to change
     KeyError,
-    FileNotFoundError,
-    FileExistsError,
-    IsADirectoryError,
-    NotADirectoryError,
-    PermissionError,
+    # files: missing, existing, not a directory, no permission, name too long, read-only
+    # or full disk
+    OSError,
 )
 
 CONFIG_EXAMPLE = """\
@@ -358,6 +356,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return _run(args)
+    except BrokenPipeError:  # stdout's reader stopped early (| head): quiet, as Python advises
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 1
     except (*USER_ERRORS, yaml.YAMLError) as err:
         if args.traceback:
             raise

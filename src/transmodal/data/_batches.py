@@ -120,7 +120,11 @@ class EpochBatches(Dataset):
 
     def _rows(self, name: str, rows: np.ndarray) -> dict[str, torch.Tensor]:
         md = self.mods[name]
-        out = {"x": torch.from_numpy(md.source.rows(rows))}
+        if md.source.totals is not None:  # rates, and the trials that weigh the loss
+            x, n = md.source.rates_and_totals(rows)
+            out = {"x": torch.from_numpy(x), "n": torch.from_numpy(n)}
+        else:
+            out = {"x": torch.from_numpy(md.source.rows(rows))}
         if md.labels is not None:
             out["y"] = torch.from_numpy(md.labels[rows])
         if md.markers is not None:

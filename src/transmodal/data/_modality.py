@@ -32,6 +32,19 @@ def as_widths(value: Any) -> tuple[int, ...] | None:
     return tuple(int(h) for h in value)
 
 
+def check_modality_name(name: Any) -> None:
+    """``ValueError`` unless ``name`` can name a modality: a non-empty string without '|'
+    (it joins the keys of modality pairs) or '.' (not allowed in the networks' names)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"modality names must be non-empty strings, got {name!r}")
+    if "|" in name or "." in name:
+        raise ValueError(
+            f"modality {name!r}: names may not contain '.' or '|' (they name the networks "
+            f"and the modality pairs); rename it, e.g. "
+            f"{name.replace('|', '_').replace('.', '_')!r}"
+        )
+
+
 @dataclass(frozen=True)
 class Modality:
     """How to read, preprocess and model one modality.
@@ -41,9 +54,17 @@ class Modality:
     likelihood
         Reconstruction likelihood: ``"gaussian"``, ``"nb"``, ``"zinb"``, ``"poisson"``,
         ``"bernoulli"``, ``"continuous_bernoulli"`` (data in [0, 1], e.g. methylation rates
-        or images) or any name added with :func:`transmodal.nn.register_likelihood`.
+        or images), ``"binomial"`` / ``"betabinomial"`` (successes out of a number of trials
+        per entry, e.g. methylated out of covering reads; needs ``total_layer``) or any name
+        added with :func:`transmodal.nn.register_likelihood`.
     layer
         Read the matrix from ``adata.layers[layer]`` instead of ``adata.X``.
+    total_layer
+        For ``"binomial"`` / ``"betabinomial"``: ``adata.layers`` key of each entry's
+        number of trials (e.g. the reads covering a region; MethylVI's and ALLCools'
+        ``cov``), the matrix (``layer`` or ``X``) holding the successes (``mc``). The
+        encoder sees the rates, entries without trials as unmeasured (as ``missing``); the
+        loss weighs every entry by its trials. Translations into the modality are rates.
     obsm_key
         Read the matrix from ``adata.obsm[obsm_key]`` (e.g. a precomputed embedding);
         feature names are then ``f"{obsm_key}_{i}"``. An array of images,
@@ -107,6 +128,7 @@ class Modality:
     augment: bool = True
     batch_key: str | None = None
     missing: bool = False
+    total_layer: str | None = None
     _extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -131,7 +153,8 @@ class Modality:
             "log1p": lik.defaults["log1p"] if self.log1p is None else self.log1p,
             "scale": scale,
             "n_pca": int(self.n_pca or 0),
-            "missing": bool(self.missing),
+            # entries without trials are unmeasured
+            "missing": bool(self.missing) or lik.totals,
         }
 
     def check(self, name: str) -> None:
@@ -149,7 +172,7 @@ class Modality:
             raise ValueError(
                 f"modality {name!r}: give either 'layer' or 'obsm_key', not both"
             )
-        for key in ("layer", "obsm_key", "batch_key"):
+        for key in ("layer", "obsm_key", "batch_key", "total_layer"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(
@@ -163,8 +186,34 @@ class Modality:
                 )
         if self.missing is None:
             raise ValueError(f"modality {name!r}: field 'missing' must be true or false, got None")
+        lik = get_likelihood(self.likelihood)
+        if lik.totals and self.total_layer is None:
+            raise ValueError(
+                f"modality {name!r}: likelihood {self.likelihood!r} needs field 'total_layer', "
+                "the layers key of each entry's number of trials (e.g. total_layer='cov' for "
+                "reads covering each region, with the methylated reads in 'layer')"
+            )
+        if self.total_layer is not None and not lik.totals:
+            able = [n for n in available_likelihoods() if get_likelihood(n).totals]
+            raise ValueError(
+                f"modality {name!r}: field 'total_layer' is for likelihoods of successes out of "
+                f"a number of trials ({', '.join(able)}), not {self.likelihood!r}"
+            )
+        if self.total_layer is not None and self.obsm_key is not None:
+            raise ValueError(
+                f"modality {name!r}: field 'total_layer' goes with counts in 'layer' or X, "
+                "not 'obsm_key'"
+            )
+        if self.total_layer is not None and self.total_layer == self.layer:
+            raise ValueError(
+                f"modality {name!r}: fields 'layer' and 'total_layer' are both "
+                f"{self.layer!r}; the successes and the trials are two matrices"
+            )
         if self.missing and not skips_missing(get_likelihood(self.likelihood)):
-            able = [n for n in available_likelihoods() if skips_missing(get_likelihood(n))]
+            able = [  # (the likelihoods of trials skip entries without any by themselves)
+                n for n in available_likelihoods()
+                if skips_missing(get_likelihood(n)) and not get_likelihood(n).totals
+            ]
             why = (
                 "a cell's library size is unknown when some of its counts are"
                 if get_likelihood(self.likelihood).counts
@@ -174,11 +223,15 @@ class Modality:
                 f"modality {name!r}: field 'missing' needs a likelihood that can skip "
                 f"unmeasured entries ({', '.join(able)}), not {self.likelihood!r}: {why}; "
                 "for rates with unmeasured entries (e.g. methylation levels) use "
-                "'continuous_bernoulli'"
+                "'continuous_bernoulli', or 'binomial' on the read counts (total_layer=)"
             )
-        if self.missing and self.normalize:
+        if (self.missing or lik.totals) and self.normalize:
+            which = (
+                "fields 'missing' and 'normalize'" if self.missing
+                else f"likelihood {self.likelihood!r} and field 'normalize'"
+            )
             raise ValueError(
-                f"modality {name!r}: fields 'missing' and 'normalize' exclude each other (a "
+                f"modality {name!r}: {which} exclude each other (a "
                 "cell's library size is unknown when some of its values are)"
             )
         if self.n_pca is not None and not (is_number(self.n_pca, integer=True) and self.n_pca >= 1):
@@ -201,8 +254,11 @@ class Modality:
         """Plain-JSON representation."""
         d = asdict(self)
         d.pop("_extra")
-        if not d["missing"]:  # the default: files stay readable by versions without the field
+        # the defaults: files stay readable by versions without the fields
+        if not d["missing"]:
             d.pop("missing")
+        if d["total_layer"] is None:
+            d.pop("total_layer")
         return jsonable(d)  # numpy scalars (n_pca=np.int64(50)) as Python numbers
 
     @classmethod

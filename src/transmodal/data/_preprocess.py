@@ -9,7 +9,7 @@ import torch
 
 from .._utils import FeatureMoments, user_stacklevel
 from ..nn._transform import InputTransform
-from ._source import MatrixSource
+from ._source import FLOAT32_RESOLUTION, MatrixSource
 
 
 def fit_preprocessing(
@@ -95,7 +95,10 @@ def fit_preprocessing(
             transform.load_fitted({"fill": torch.from_numpy(mean)})
         if scale:
             std = np.sqrt(moments.var())
-            std[~(std >= 1e-6)] = 1.0  # constant, or fewer than two measured values
+            # constant (up to float32 rounding of its values), or fewer than two measured
+            # values; relative, so that a feature's units do not decide (x * 1e-7 is scaled)
+            floor = np.maximum(FLOAT32_RESOLUTION * np.abs(mean), 1e-30)
+            std[~(std > floor)] = 1.0
             transform.load_fitted({"mean": torch.from_numpy(mean), "std": torch.from_numpy(std)})
 
     if transform.n_pca:

@@ -13,8 +13,8 @@ import pandas as pd
 from anndata import AnnData
 
 from ..nn._likelihoods import get_likelihood
-from .._utils import align_to_cells, check_unique_obs_names
-from ._modality import Modality
+from .._utils import align_to_cells, check_unique_obs_names, user_stacklevel
+from ._modality import Modality, check_modality_name
 from ._source import MatrixSource, check_values, matrix_of, obsm_feature_names
 
 
@@ -85,20 +85,25 @@ def _obsmap_keys(mdata, name: str, obsmap: np.ndarray, mod: AnnData) -> np.ndarr
     return keys
 
 
-def _as_dict(data) -> tuple[dict[str, AnnData], dict[str, np.ndarray] | None]:
-    """Return the modalities and, for MuData, per-modality global row keys from its obsmap."""
+def _as_dict(
+    data, names: Any = None
+) -> tuple[dict[str, AnnData], dict[str, np.ndarray] | None]:
+    """Return the modalities and, for MuData, per-modality global row keys from its obsmap
+    (of the modalities ``names`` only, when given: the others are not used, so neither
+    checked)."""
     try:
         from mudata import MuData
     except ImportError:  # pragma: no cover - mudata is a dependency
         MuData = ()  # type: ignore[assignment]
     if isinstance(data, MuData):
         mods = dict(data.mod)
+        used = [n for n in mods if names is None or n in names]
         # a repeated name breaks the obsmap check below, whose error would blame another
         # modality and a stale map
-        for name, mod in mods.items():
-            check_unique_obs_names(mod, name)
+        for name in used:
+            check_unique_obs_names(mods[name], name)
         keys: dict[str, np.ndarray] = {}
-        for name in mods:
+        for name in used:
             obsmap = np.asarray(data.obsmap[name]) if name in data.obsmap else None
             if obsmap is None:
                 keys = {}
@@ -189,10 +194,22 @@ def label_codes(
             f"modality {name!r}: labels_key {labels_key!r} not found in obs; "
             f"available columns: {list(adata.obs.columns)}"
         )
-    raw = adata.obs[labels_key].astype(object).to_numpy()
+    column = adata.obs[labels_key]
+    raw = column.astype(object).to_numpy()
     values = [label_str(v) for v in raw]
     if categories is None:
         categories = sorted_classes(v for v in values if v is not None)
+        if pd.api.types.is_float_dtype(column.dtype):
+            finite = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            finite = finite[np.isfinite(finite)]
+            if np.any(finite != np.round(finite)):  # fractions: a continuous column
+                warnings.warn(
+                    f"modality {name!r}: labels_key {labels_key!r} holds non-integer numbers "
+                    f"({len(categories)} distinct values), each of which becomes a class of "
+                    "its own; for a continuous quantity shared by the modalities (e.g. a "
+                    "protein ratio, pseudotime) use marker_key instead",
+                    UserWarning, stacklevel=user_stacklevel(),
+                )
     lookup = {c: i for i, c in enumerate(categories)}
     # str(raw) also matches the categories of models saved before numbers were normalised
     codes = np.array(
@@ -368,13 +385,12 @@ def setup_data(
     -------
     The modality data by name (in the order of ``modalities``) and the label categories.
     """
-    adatas, mudata_keys = _as_dict(data)
+    adatas, mudata_keys = _as_dict(data, modalities if isinstance(modalities, Mapping) else None)
     if not isinstance(modalities, Mapping) or len(modalities) == 0:
         raise ValueError("`modalities` must be a dict {name: Modality(...)} with one entry per modality")
     specs: dict[str, Modality] = {}
     for name, spec in modalities.items():
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"modality names must be non-empty strings, got {name!r}")
+        check_modality_name(name)
         if not isinstance(spec, Modality):
             spec = Modality.from_dict(spec, name=name)
         spec.check(name)

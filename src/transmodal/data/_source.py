@@ -154,6 +154,7 @@ class MatrixSource:
         self.sparse = _is_sparse(matrix)
         self.image_shape: tuple[int, ...] | None = None  # (channels, *spatial) for images
         self.warned: set[str] = set()  # warnings of check_values already given about it
+        self.totals: MatrixSource | None = None  # trials per entry (RateSource)
 
     @property
     def n_obs(self) -> int:  # noqa: D102
@@ -240,6 +241,54 @@ class MatrixSource:
             yield self.rows(idx[start : start + step])
 
 
+class RateSource(MatrixSource):
+    """Successes out of trials per entry (e.g. methylated out of covering reads), read as
+    rates: :meth:`rows` gives ``successes / trials``, NaN (unmeasured) where there are no
+    trials; :meth:`rates_and_totals` also gives the trials (the binomial loss's weights).
+
+    Parameters
+    ----------
+    successes, totals
+        The two count matrices, of the same shape (any :class:`MatrixSource` input).
+    name
+        Modality name, for error messages.
+    where, total_where
+        Their locations (``"X"``, ``"layers['mc']"``, ``"layers['cov']"``).
+    """
+
+    def __init__(self, successes, totals, *, name: str, where: str, total_where: str) -> None:
+        super().__init__(successes, name=name, where=where)
+        self.totals = MatrixSource(totals, name=name, where=total_where)
+        if self.totals.shape != self.shape:
+            raise ValueError(
+                f"modality {name!r}: {total_where} (trials) has shape {self.totals.shape}, "
+                f"{where} (successes) {self.shape}; they must match entry by entry"
+            )
+
+    @property
+    def on_disk(self) -> bool:  # noqa: D102
+        return super().on_disk or self.totals.on_disk
+
+    def chunk_rows(self, chunk_size: int = 4096, *, max_values: int = CHUNK_VALUES) -> int:
+        """Rows per dense block (two matrices are read per block: half as many)."""
+        return super().chunk_rows(chunk_size, max_values=max_values // 2)
+
+    def counts(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Successes and trials of rows ``idx``, dense float32."""
+        return super().rows(idx), self.totals.rows(idx)
+
+    def rates_and_totals(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rates (NaN without trials) and trials of rows ``idx``, dense float32."""
+        k, n = self.counts(idx)
+        rate = np.full(k.shape, np.nan, dtype=np.float32)
+        np.divide(k, n, out=rate, where=n > 0)
+        return rate, n
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        """Rates of rows ``idx`` (NaN where there are no trials)."""
+        return self.rates_and_totals(idx)[0]
+
+
 def obsm_feature_names(obsm_key: str, n_vars: int) -> np.ndarray:
     """Names of the features of an ``obsm`` matrix without its own (an array, or a
     DataFrame with default integer columns): ``{obsm_key}_0``, ``{obsm_key}_1``, ..."""
@@ -324,24 +373,71 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
         else:
             var_names = obsm_feature_names(spec.obsm_key, src.n_vars)
         return src, var_names
-    if spec.layer is not None:
-        if spec.layer not in adata.layers:
+    for key, field in ((spec.layer, "layer"), (spec.total_layer, "total_layer")):
+        if key is not None and key not in adata.layers:
             raise ValueError(
-                f"modality {name!r}: layer {spec.layer!r} not found; "
+                f"modality {name!r}: {field} {key!r} not found; "
                 f"available: {sorted(adata.layers.keys())}"
             )
-        src = MatrixSource(adata.layers[spec.layer], name=name, where=f"layers[{spec.layer!r}]")
+    if spec.layer is not None:
+        matrix, where = adata.layers[spec.layer], f"layers[{spec.layer!r}]"
     else:
         if adata.X is None:
             raise ValueError(f"modality {name!r}: adata.X is empty; set 'layer' or 'obsm_key'")
-        src = MatrixSource(adata.X, name=name, where="X")
+        matrix, where = adata.X, "X"
+    if spec.total_layer is not None:
+        src = RateSource(
+            matrix, adata.layers[spec.total_layer], name=name, where=where,
+            total_where=f"layers[{spec.total_layer!r}]",
+        )
+    else:
+        src = MatrixSource(matrix, name=name, where=where)
     return src, np.asarray(adata.var_names, dtype=object)
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # a feature whose standard deviation is below this fraction of its magnitude is (almost) one
 # value in float32 (relative resolution 2**-23 = 1.2e-7)
-_FLOAT32_RESOLUTION = 1e-6
+FLOAT32_RESOLUTION = 1e-6
+
+
+def check_trials(
+    k: np.ndarray, n: np.ndarray, *, successes: str, trials: str, prefix: str = "",
+    cell=str, feature=str,
+) -> None:
+    """``ValueError`` unless the dense blocks ``k`` (successes) and ``n`` (trials) hold
+    finite non-negative integers with ``k <= n``; ``successes`` / ``trials`` name where they
+    are, ``cell`` / ``feature`` name a row / column of the block in the message."""
+    for vals, where in ((k, successes), (n, trials)):
+        if not np.all(np.isfinite(vals)):
+            raise ValueError(
+                f"{prefix}{where} holds NaN or infinite values; an entry without reads (trials) "
+                f"is unmeasured: 0 in {trials}"
+            )
+        if vals.size and (vals.min() < 0 or not np.all(np.mod(vals, 1) == 0)):
+            raise ValueError(
+                f"{prefix}{where} holds negative or non-integer values; it needs read counts "
+                "(e.g. methylated and covering reads, not rates)"
+            )
+    above = k > n
+    if above.any():
+        i, j = np.argwhere(above)[0]
+        raise ValueError(
+            f"{prefix}{int(above.sum())} entries of {successes} exceed {trials} (e.g. cell "
+            f"{cell(i)}, feature {feature(j)}: {k[i, j]:g} > {n[i, j]:g}); successes cannot "
+            "outnumber trials (swapped layers?)"
+        )
+
+
+def _check_counts(src: RateSource, *, chunk_size: int) -> None:
+    """Successes and trials of every row (:func:`check_trials`, in dense blocks of both)."""
+    step = src.chunk_rows(chunk_size)
+    for start in range(0, src.n_obs, step):
+        k, n = src.counts(np.arange(start, min(start + step, src.n_obs)))
+        check_trials(
+            k, n, successes=src.where, trials=src.totals.where,
+            prefix=f"modality {src.name!r}: ", cell=lambda i, s=start: str(s + i),
+        )
 
 
 def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -> None:
@@ -374,6 +470,9 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
         magnitude (standard deviation < 1e-6 * |mean|): the model reads float32, so their
         variation is lost. Each warning is given once per source (``src.warned``).
     """
+    if isinstance(src, RateSource):
+        _check_counts(src, chunk_size=chunk_size)
+        return
     where = f"modality {src.name!r}: {src.where}"
     likelihood = get_likelihood(spec.likelihood)
     opts = spec.resolved(image=src.image_shape is not None)
@@ -419,7 +518,8 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
             vals = vals[~np.isnan(vals)]  # the checks below: measured values
             if vals.size == 0:
                 continue
-        if np.abs(vals).max() > _FLOAT32_MAX:
+        # float16 / integer values cannot exceed it (and float16 cannot hold the bound)
+        if vals.dtype.kind == "f" and vals.dtype.itemsize > 4 and np.abs(vals).max() > _FLOAT32_MAX:
             raise ValueError(
                 f"{where} holds values beyond float32 (|x| > {_FLOAT32_MAX:.3g}); rescale them"
             )
@@ -464,12 +564,12 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
     lost: np.ndarray = np.zeros(0, np.int64)
     if spread is not None and spread.n:  # features that vary, below float32's resolution
         mean, std = spread.mean(), np.sqrt(spread.var())
-        lost = np.flatnonzero((std > 0) & (std < _FLOAT32_RESOLUTION * np.abs(mean)))
+        lost = np.flatnonzero((std > 0) & (std < FLOAT32_RESOLUTION * np.abs(mean)))
     if len(lost):
         warn(
             f"{where}: {len(lost)} of {src.n_vars} feature(s) (columns {lost[:5].tolist()}"
             f"{', ...' if len(lost) > 5 else ''}) vary by less than float32's resolution at "
-            f"their magnitude (standard deviation < {_FLOAT32_RESOLUTION:g} * |mean|, e.g. "
+            f"their magnitude (standard deviation < {FLOAT32_RESOLUTION:g} * |mean|, e.g. "
             f"mean {mean[lost[0]]:.6g} in column {lost[0]}); the model reads {np.dtype(dtype)} values "
             "as float32, so their variation is lost. Subtract each feature's mean (in "
             f"{np.dtype(dtype)}, e.g. x - x.mean(0)) from {src.where} before building the "

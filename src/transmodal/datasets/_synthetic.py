@@ -31,7 +31,8 @@ Generative model
    coverage ~ Poisson(0.5 * cell depth * region factor), depth and factor log-normal with
    mean 1 and log standard deviation 0.5 (about 36 % of entries covered, from about 18 %
    to 60 % per cell), methylated reads ~ Binomial(coverage, p), observed rate =
-   methylated / coverage, NaN where the coverage is 0.
+   methylated / coverage, NaN where the coverage is 0 (the read counts kept too, for
+   ``Modality("binomial", layer="methylated", total_layer="coverage")``).
 
 Chunking and seeds
 ------------------
@@ -95,6 +96,8 @@ _METH_LOW_BETA = (1.0, 8.0)
 _METH_COVERAGE = 0.5
 _METH_DEPTH_SD = 0.5  # log sd of the cell depth (mean 1)
 _METH_REGION_SD = 0.5  # log sd of the region coverage factor (mean 1)
+# layers of a methylation modality besides its rates (X), in the order measure() stacks them
+_METH_LAYERS = ("coverage", "methylated")
 
 # spawn-key purposes
 _K_POPULATION, _K_REFERENCE, _K_PARAMS, _K_SHARED, _K_OWN, _K_MEASURE, _K_BATCH = range(7)
@@ -154,6 +157,7 @@ def _resolve(
     seed,
     n_batches=1,
     batch_effect=1.0,
+    methylation_coverage=_METH_COVERAGE,
 ) -> dict:
     n_cells = _check_int(n_cells, "n_cells", 2)
     if modalities is None:
@@ -249,6 +253,7 @@ def _resolve(
         k = _check_int(n_batches, "n_batches", 1)
         batches = {m: k for m in mods}
     batch_effect = _check_float(batch_effect, "batch_effect")
+    methylation_coverage = _check_float(methylation_coverage, "methylation_coverage", positive=True)
 
     return {
         "n_cells": n_cells,
@@ -266,6 +271,7 @@ def _resolve(
         "theta": _THETA,
         "n_batches": batches,
         "batch_effect": batch_effect,
+        "methylation_coverage": methylation_coverage,
     }
 
 
@@ -341,6 +347,7 @@ class _ModalityMap:
         d, f = cfg["n_latent"], cfg["n_features"][name]
         self.kind, self.noise, self.pop = kind, cfg["noise"], pop
         self.lib_mean, self.lib_sd = cfg["library_size"]
+        self.coverage = cfg["methylation_coverage"]
         self.w1 = rng.standard_normal((d, _N_HIDDEN)) * (1.5 / math.sqrt(d))
         self.b1 = rng.normal(0.0, 0.5, _N_HIDDEN)
         w2 = rng.standard_normal((_N_HIDDEN, f))
@@ -400,8 +407,8 @@ class _ModalityMap:
         self, z: np.ndarray, rng: np.random.Generator, batches: np.ndarray | None = None
     ) -> np.ndarray:
         """Dense float32 observations of one granule of cells (fixed order of draws;
-        ``batches``: the cells' batch codes). ``"methylation"``: ``(n, 2, f)``, the rates
-        (NaN where not covered) and the coverage counts."""
+        ``batches``: the cells' batch codes). ``"methylation"``: ``(n, 3, f)``, the rates
+        (NaN where not covered), the coverage and the methylated read counts."""
         n, f = len(z), self.w2.shape[1]
         h = self._hidden(z).astype(np.float32) @ self.w2 + self.offset
         if self.batch_shift is not None:
@@ -427,13 +434,13 @@ class _ModalityMap:
                 rng.normal(-_METH_DEPTH_SD**2 / 2, _METH_DEPTH_SD, n)
             ).astype(np.float32)
             coverage = rng.poisson(
-                np.float32(_METH_COVERAGE) * depth[:, None] * self.region_factor
+                np.float32(self.coverage) * depth[:, None] * self.region_factor
             )
             methylated = rng.binomial(coverage, expit(h))
             cov = coverage.astype(np.float32)
             rate = np.full((n, f), np.nan, dtype=np.float32)
             np.divide(methylated.astype(np.float32), cov, out=rate, where=coverage > 0)
-            return np.stack([rate, cov], axis=1)
+            return np.stack([rate, cov, methylated.astype(np.float32)], axis=1)
         depth = rng.normal(0.0, _ATAC_DEPTH_SD, n).astype(np.float32)
         p = expit(h + depth[:, None])
         return (rng.random((n, f), dtype=np.float32) < p).astype(np.float32)
@@ -443,7 +450,7 @@ def _blocks(
     mod: _ModalityMap, z: np.ndarray, rngs: list[np.random.Generator], block_size: int
 ) -> Iterator[np.ndarray]:
     """Dense float32 observations of consecutive blocks of ``block_size`` cells (as
-    :meth:`_ModalityMap.measure` gives them: ``(cells, 2, features)`` for methylation)."""
+    :meth:`_ModalityMap.measure` gives them: ``(cells, 3, features)`` for methylation)."""
     n = len(z)
     cache: tuple[int, np.ndarray] | None = None  # the granule straddling two blocks
     for start in range(0, n, block_size):
@@ -466,12 +473,12 @@ def _assemble(
     mod: _ModalityMap, z: np.ndarray, rngs: list[np.random.Generator], block_size: int
 ) -> tuple[np.ndarray | sp.csr_matrix, dict[str, np.ndarray]]:
     """Observations of all cells, granule-generated and assembled block by block:
-    ``(X, layers)`` (layers: ``{"coverage": ...}`` for methylation, else empty)."""
+    ``(X, layers)`` (layers: :data:`_METH_LAYERS` for methylation, else empty)."""
     n, f = len(z), mod.w2.shape[1]
     sparse = mod.kind in _SPARSE_KINDS
     meth = mod.kind == "methylation"
     dense_out = None if sparse else np.empty((n, f), dtype=np.float32)
-    cov_out = np.empty((n, f), dtype=np.float32) if meth else None
+    layers = {k: np.empty((n, f), dtype=np.float32) for k in _METH_LAYERS} if meth else {}
     data, indices, indptr = [], [], [np.zeros(1, np.int64)]
     nnz = 0
     start = 0
@@ -479,7 +486,8 @@ def _assemble(
         stop = start + block.shape[0]
         if meth:
             dense_out[start:stop] = block[:, 0]
-            cov_out[start:stop] = block[:, 1]
+            for i, out in enumerate(layers.values(), start=1):
+                out[start:stop] = block[:, i]
             start = stop
             continue
         if not sparse:
@@ -493,7 +501,7 @@ def _assemble(
         indptr.append(csr.indptr[1:].astype(np.int64) + nnz)
         nnz += csr.nnz
     if meth:
-        return dense_out, {"coverage": cov_out}
+        return dense_out, layers
     if not sparse:
         return dense_out, {}
     idx_dtype = np.int32 if nnz <= np.iinfo(np.int32).max else np.int64
@@ -515,7 +523,7 @@ def _write_modality(
 
     Sparse kinds: ``X`` is CSR; for ``"nb"`` ``layers["counts"]`` is an HDF5 hard link to
     the same data (read as an equal copy, stored once). ``"methylation"``: dense ``X``
-    (rates, NaN where not covered) and dense ``layers["coverage"]``.
+    (rates, NaN where not covered) and dense ``layers["coverage"]`` / ``["methylated"]``.
     """
     import h5py
 
@@ -530,18 +538,19 @@ def _write_modality(
                 w = CSRRows(h5, "X", n, f)
             else:
                 w = DenseRows(h5, "X", n, (f,))
-            wc = None
-            if mod.kind == "methylation":
-                wc = DenseRows(h5["layers"], "coverage", n, (f,))
+            extra = [  # the methylation counts' layers
+                DenseRows(h5["layers"], key, n, (f,))
+                for key in (_METH_LAYERS if mod.kind == "methylation" else ())
+            ]
             for block in _blocks(mod, z, rngs, block_size):
-                if wc is None:
+                if not extra:
                     w.write(block)
-                else:
-                    w.write(block[:, 0])
-                    wc.write(block[:, 1])
-            w.close()
-            if wc is not None:
-                wc.close()
+                    continue
+                w.write(block[:, 0])
+                for i, wl in enumerate(extra, start=1):
+                    wl.write(block[:, i])
+            for wl in (w, *extra):
+                wl.close()
             if mod.kind == "nb":
                 h5["layers"]["counts"] = h5["X"]  # hard link
 
@@ -565,6 +574,7 @@ def synthetic(
     library_size: tuple[float, float] = (7.5, 0.4),
     n_batches: int | Mapping[str, int] = 1,
     batch_effect: float = 1.0,
+    methylation_coverage: float = _METH_COVERAGE,
     seed: int = 0,
     return_mudata: bool = False,
     block_size: int = _BLOCK_SIZE,
@@ -625,6 +635,11 @@ def synthetic(
         Standard deviation (>= 0) of the per-batch, per-feature shift of the modality's
         signal (log scale for counts, logit for accessibility and methylation). Batches
         do not change the cell states, so a good integration mixes them.
+    methylation_coverage
+        Mean reads per cell and region of ``"methylation"`` modalities (> 0; times a
+        log-normal cell depth and region factor, each of mean 1): 0.5 covers about 36 %
+        of the entries, most by one read; 5 about 94 %, by 1 to 14 reads (5th to 95th
+        percentile).
     seed
         Seed (>= 0). The same arguments and seed give the same data; a modality's data are
         keyed by its name, so adding modalities does not change the others.
@@ -652,8 +667,8 @@ def synthetic(
     - ``X``: CSR float32 counts (``"nb"``, also in ``layers["counts"]``) or 0/1 values
       (``"bernoulli"``); dense float32 (``"gaussian"``); dense float32 methylation rates
       in [0, 1] (methylated / covered reads), NaN where the region has no coverage in
-      the cell (``"methylation"``, coverage counts in ``layers["coverage"]``, dense
-      float32);
+      the cell (``"methylation"``, the covering and the methylated read counts in
+      ``layers["coverage"]`` and ``layers["methylated"]``, dense float32);
     - ``obs["label"]`` (categorical cluster / branch), ``obs["true_cell"]`` (id of the
       underlying cell state: equal across modalities exactly for the same cell),
       ``obs["pseudotime"]`` for trajectories, ``obs["batch"]`` with batches;
@@ -690,6 +705,7 @@ def synthetic(
         seed,
         n_batches,
         batch_effect,
+        methylation_coverage,
     )
     block_size = _check_int(block_size, "block_size", 1)
     if out is not None:

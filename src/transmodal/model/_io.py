@@ -17,7 +17,7 @@ from scipy import sparse
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .._utils import MODEL_CONFIG, MODEL_WEIGHTS, atomic_directory, jsonable
+from .._utils import ENSEMBLE_CONFIG, MODEL_CONFIG, MODEL_WEIGHTS, atomic_directory, jsonable
 from ..data._modality import Modality
 from ..data._setup import _as_dict, features_differ
 
@@ -74,6 +74,11 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
             if md.source.image_shape is not None
         },
         "var_names": {n: [str(v) for v in md.var_names] for n, md in model.mods.items()},
+        # feature annotations (gene symbols, ...), for translations of a model without data
+        "var": {
+            n: var_columns(md.adata.var) for n, md in model.mods.items()
+            if md.spec.obsm_key is None and len(md.adata.var.columns)
+        },
         "label_categories": model.label_categories_,
         "batch_categories": model.batch_categories_,
         "obs_digest": model._digests(),
@@ -232,7 +237,13 @@ def read_config(path) -> dict:
     path = Path(path)
     cfg_path, weights = path / CONFIG, path / WEIGHTS
     if not cfg_path.is_file() or not weights.is_file():
-        raise FileNotFoundError(f"{path} is not a saved transmodal model ({CONFIG} and {WEIGHTS} needed)")
+        hint = (
+            f"; it holds an ensemble ({ENSEMBLE_CONFIG}): load it with tm.Ensemble.load"
+            if (path / ENSEMBLE_CONFIG).is_file() else ""
+        )
+        raise FileNotFoundError(
+            f"{path} is not a saved transmodal model ({CONFIG} and {WEIGHTS} needed){hint}"
+        )
     try:
         config = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -249,27 +260,72 @@ def _read_weights(weights: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{weights} is not a readable safetensors file: {err}") from None
 
 
-def _stand_in(spec: Modality, var_names: list[str], image_shape: list[int] | None) -> AnnData:
-    """A cell-less AnnData shaped like a modality's data, for a model loaded without them."""
+def var_columns(var: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """The columns of a ``var`` table that JSON holds exactly: numbers, booleans, strings and
+    categories (``{"values": [...], "categorical": bool}``; missing values as ``None``);
+    other columns (objects, mixed types) are left out."""
+    out = {}
+    for col in var.columns:
+        column = var[col]
+        categorical = isinstance(column.dtype, pd.CategoricalDtype)
+        values = column.astype(object).to_numpy()
+        missing = pd.isna(values)
+        if categorical or column.dtype.kind in "biuf":
+            kept = [None if m else (str(v) if categorical else v) for v, m in zip(values, missing)]
+        elif column.dtype.kind == "O" and all(isinstance(v, str) for v in values[~missing]):
+            kept = [None if m else v for v, m in zip(values, missing)]
+        else:
+            continue
+        out[str(col)] = {"values": jsonable(kept), "categorical": categorical}
+    return out
+
+
+def _var_frame(columns: dict[str, Any], var_names: list[str], cfg_path: Path, name: str) -> pd.DataFrame:
+    """The saved ``var`` columns of modality ``name`` as a DataFrame indexed by its features."""
+    var = pd.DataFrame(index=pd.Index(var_names, dtype=object))
+    if not isinstance(columns, dict):
+        raise ValueError(f"{cfg_path}: field 'var' of modality {name!r} must be an object")
+    for col, entry in columns.items():
+        values = entry.get("values") if isinstance(entry, dict) else None
+        if not isinstance(values, list) or len(values) != len(var_names):
+            raise ValueError(
+                f"{cfg_path}: field 'var' of modality {name!r}: column {col!r} needs a list "
+                f"'values' of {len(var_names)} entries (one per feature)"
+            )
+        column = pd.Series(values, index=var.index, dtype=None if any(
+            v is not None for v in values) else object)
+        var[col] = column.astype("category") if entry.get("categorical") else column
+    return var
+
+
+def _stand_in(
+    spec: Modality, var_names: list[str], image_shape: list[int] | None,
+    var: pd.DataFrame | None = None,
+) -> AnnData:
+    """A cell-less AnnData shaped like a modality's data (``var``: its saved feature
+    annotations), for a model loaded without them."""
     obs = pd.DataFrame(index=pd.Index([], dtype=object))
     if spec.obsm_key is not None:
         adata = AnnData(obs=obs)
         width = tuple(image_shape) if image_shape else (len(var_names),)
         adata.obsm[spec.obsm_key] = np.zeros((0, *width), dtype=np.float32)
         return adata
-    var = pd.DataFrame(index=pd.Index(var_names, dtype=object))
+    if var is None:
+        var = pd.DataFrame(index=pd.Index(var_names, dtype=object))
     empty = sparse.csr_matrix((0, len(var_names)), dtype=np.float32)
-    if spec.layer is None:
-        return AnnData(X=empty, obs=obs, var=var)
-    adata = AnnData(obs=obs, var=var)
-    adata.layers[spec.layer] = empty
+    adata = AnnData(X=empty if spec.layer is None else None, obs=obs, var=var)
+    for layer in (spec.layer, spec.total_layer):  # total_layer: the trials of binomial data
+        if layer is not None:
+            adata.layers[layer] = empty
     return adata
 
 
-def _with_stand_ins(data, specs: dict[str, Modality], config: dict) -> tuple[Any, tuple[str, ...]]:
+def _with_stand_ins(
+    data, specs: dict[str, Modality], config: dict, cfg_path: Path
+) -> tuple[Any, tuple[str, ...]]:
     """``data`` completed with cell-less stand-ins for the modalities it lacks (``None`` =
     all); returns the data and the names of the stand-ins."""
-    adatas, _ = _as_dict({} if data is None else data)
+    adatas, _ = _as_dict({} if data is None else data, specs)
     unknown = [n for n in adatas if n not in specs]
     missing = tuple(n for n in specs if n not in adatas)
     # other modalities beside all of the model's are ignored, as by the constructor (a
@@ -285,8 +341,11 @@ def _with_stand_ins(data, specs: dict[str, Modality], config: dict) -> tuple[Any
     # a MuData's pairing maps only matter for training, which needs every modality's cells
     out = dict(adatas)
     for name in missing:
+        var_names = config["var_names"][name]
+        columns = (config.get("var") or {}).get(name)
         out[name] = _stand_in(
-            specs[name], config["var_names"][name], config.get("image_shape", {}).get(name)
+            specs[name], var_names, config.get("image_shape", {}).get(name),
+            None if columns is None else _var_frame(columns, var_names, cfg_path, name),
         )
     return out, missing
 
@@ -336,7 +395,7 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path / CONFIG}: modalities: {err}") from None
     tensors = _read_weights(path / WEIGHTS)
-    data, stand_ins = _with_stand_ins(data, specs, config)
+    data, stand_ins = _with_stand_ins(data, specs, config, path / CONFIG)
     model = cls.__new__(cls)
     model._setup(
         data,

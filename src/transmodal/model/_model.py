@@ -15,11 +15,12 @@ import torch
 from anndata import AnnData
 
 from .._utils import (
-    is_global_zero, jsonable, lightning_accelerator, resolve_device, seeded, user_stacklevel,
+    check_parallel, is_global_zero, jsonable, lightning_accelerator, resolve_device, seeded,
+    user_stacklevel,
 )
 from ..data._batches import EpochBatches
 from ..data._h5ad import write_rows_h5ad
-from ..data._modality import Modality, as_widths, is_number
+from ..data._modality import Modality, as_widths, check_modality_name, is_number
 from ..data._prefetch import Prefetcher
 from ..data._preprocess import fit_preprocessing
 from ..data._setup import (
@@ -256,7 +257,7 @@ class CrossModalAE:
         labels_key: str | None = None,
         marker_key: str | list[str] | None = None,
         anchor_fraction: float = 0.0,
-        geometric_pairs: bool | None = None,
+        geometric_pairs: bool | str | None = None,
         validation_fraction: float = 0.1,
         seed: int = 0,
         check_data: bool = True,
@@ -475,13 +476,7 @@ class CrossModalAE:
         """Validate data, then build the networks (seeded); shared by ``__init__`` and ``load``."""
         self._check_data = bool(check_data)  # also when the model's own cells are read again
         for name in modalities if isinstance(modalities, Mapping) else ():
-            # '|' joins pair keys; '.' is not allowed in the networks' module names
-            if isinstance(name, str) and ("|" in name or "." in name):
-                raise ValueError(
-                    f"modality {name!r}: names may not contain '.' or '|' (they name the "
-                    "networks and the modality pairs); rename it, e.g. "
-                    f"{name.replace('|', '_').replace('.', '_')!r}"
-                )
+            check_modality_name(name)
         mods, categories = setup_data(
             data,
             modalities,
@@ -581,6 +576,7 @@ class CrossModalAE:
         ``train`` section with it before any data are read)."""
         if "accelerator" in p:
             lightning_accelerator(p["accelerator"])
+        check_parallel(p)
         checks = (
             # batch normalisation of the latent codes needs at least 2 cells per batch
             ("batch_size", dict(low=2, integer=True)),

@@ -237,10 +237,15 @@ class CrossModalModule(nn.Module):
         return total / len(codes)
 
     def reconstruction(
-        self, name: str, x: torch.Tensor, batch: torch.Tensor | None = None
+        self,
+        name: str,
+        x: torch.Tensor,
+        batch: torch.Tensor | None = None,
+        total: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Encode and decode a batch (``batch``: the cells' batch codes, for a modality
-        with a ``batch_key``).
+        with a ``batch_key``; ``total``: the trials per entry of a binomial modality, whose
+        ``x`` are then the rates, NaN without trials).
 
         Returns the shared latent points (posterior samples in training mode for a
         variational model), the per-cell NLL and the per-cell KL divergence to N(0, I) (``None`` for a
@@ -259,11 +264,17 @@ class CrossModalModule(nn.Module):
             if self.training:
                 z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
         params = self.decode(name, z, t.library(x), batch)
-        if arch.missing:  # unmeasured entries: finite placeholders, masked out of the loss
+        lik = self.likelihoods[name]
+        if lik.totals:  # successes out of trials; entries without trials add nothing
+            if total is None:
+                raise ValueError(f"modality {name!r}: the {lik.name!r} loss needs the trials")
+            successes = torch.round(torch.nan_to_num(x) * total)
+            nll = lik.nll(params, successes, processed, total > 0, total=total)
+        elif arch.missing:  # unmeasured entries: finite placeholders, masked out of the loss
             mask = ~torch.isnan(x)
-            nll = self.likelihoods[name].nll(params, torch.nan_to_num(x), processed, mask)
+            nll = lik.nll(params, torch.nan_to_num(x), processed, mask)
         else:
-            nll = self.likelihoods[name].nll(params, x, processed)
+            nll = lik.nll(params, x, processed)
         return z[..., : self.n_latent], nll, kl
 
     def discriminate(

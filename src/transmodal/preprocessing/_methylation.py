@@ -7,6 +7,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._utils import check_int
+from ..data._source import check_trials
 from ..metrics._chunked import resolve_chunk_size
 
 
@@ -43,7 +44,9 @@ def methylation_rates(
     Single-cell methylation is often stored as two count matrices per region (scvi-tools'
     MethylVI and ALLCools use ``mc`` / ``cov`` layers): reads showing the region methylated,
     and reads covering it. This writes their ratio, the input of
-    ``Modality("continuous_bernoulli", layer=key_added, missing=True)``.
+    ``Modality("continuous_bernoulli", layer=key_added, missing=True)``. (The counts can
+    also be modelled as they are: ``Modality("binomial", layer=methylated,
+    total_layer=coverage)``.)
 
     Parameters
     ----------
@@ -95,21 +98,11 @@ def methylation_rates(
     for start in range(0, adata.n_obs, chunk_size):
         stop = min(start + chunk_size, adata.n_obs)
         m, c = _rows(mc, start, stop), _rows(cov, start, stop)
-        for name, x in ((methylated, m), (coverage, c)):
-            if not np.isfinite(x).all() or (x < 0).any() or (np.mod(x, 1) != 0).any():
-                raise ValueError(
-                    f"layers[{name!r}] must hold non-negative integer read counts (rows "
-                    f"{start}:{stop} do not)"
-                )
-        over = m > c
-        if over.any():
-            i, j = np.argwhere(over)[0]
-            raise ValueError(
-                f"cell {adata.obs_names[start + i]!r}, region {adata.var_names[j]!r}: "
-                f"{m[i, j]:.0f} methylated reads in layers[{methylated!r}] but "
-                f"{c[i, j]:.0f} covering reads in layers[{coverage!r}]; are the layers "
-                "swapped?"
-            )
+        check_trials(
+            m, c, successes=f"layers[{methylated!r}]", trials=f"layers[{coverage!r}]",
+            cell=lambda i, s=start: repr(adata.obs_names[s + i]),
+            feature=lambda j: repr(adata.var_names[j]),
+        )
         with np.errstate(invalid="ignore", divide="ignore"):
             rate = m / c
         rate[c < min_coverage] = np.nan

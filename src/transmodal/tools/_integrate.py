@@ -98,7 +98,7 @@ def joint_embedding(data, latents: Mapping[str, np.ndarray]) -> np.ndarray:
         widths.add(shape[1])
     if len(widths) > 1:
         raise ValueError(f"latents differ in width {sorted(widths)}; they must share one space")
-    _, keys = _as_dict(data)
+    _, keys = _as_dict(data, latents)
     total = np.zeros((data.n_obs, widths.pop()))
     count = np.zeros(data.n_obs)
     for name, z in latents.items():

@@ -192,7 +192,9 @@ class CrossModalPlan(pl.LightningModule):
             if self.anchor == name and not self.pretraining:
                 zs[name] = m.encode_frozen(name, batch[name]["x"])  # the pre-trained anchor
                 continue
-            z, nll, kl = m.reconstruction(name, batch[name]["x"], batch[name].get("b"))
+            z, nll, kl = m.reconstruction(
+                name, batch[name]["x"], batch[name].get("b"), batch[name].get("n")
+            )
             zs[name] = z
             terms[f"recon_{name}"] = nll.mean()
             recon.append(terms[f"recon_{name}"])

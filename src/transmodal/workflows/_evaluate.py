@@ -178,13 +178,14 @@ def evaluate_paired(
             mean_profile = compare((total / measured)[None, :])
         # per-cell correlations over blocks of the partners (the observed profiles are never
         # held whole: dense float64, they were 2.6x the float32 translation)
+        missing = md.spec.resolved()["missing"]
         r_pred, r_base, start = [], [], 0
         for chunk in partners.chunks():
             observed = compare(to_units(chunk))
             block = compare(pred[start : start + len(chunk)])
-            r_pred.append(metrics.translation_pearson(block, observed, missing=md.spec.missing))
+            r_pred.append(metrics.translation_pearson(block, observed, missing=missing))
             r_base.append(
-                metrics.mean_profile_baseline(mean_profile, observed, missing=md.spec.missing)
+                metrics.mean_profile_baseline(mean_profile, observed, missing=missing)
             )
             start += len(chunk)
         out[f"translation_pearson_{s}_to_{t}"] = float(np.nanmean(np.concatenate(r_pred)))
