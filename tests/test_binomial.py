@@ -125,7 +125,7 @@ def test_source_reads_rates_and_check_values_names_bad_counts():
         matrix_of(adata, tm.Modality("binomial", total_layer="nope"), "met")
     swapped = ad.AnnData(n, layers={"cov": k})
     src, _ = matrix_of(swapped, spec, "met")
-    with pytest.raises(ValueError, match=r"'met': 4 entries of X exceed layers\['cov'\].*swapped"):
+    with pytest.raises(ValueError, match=r"'met': 4 entries of X exceed layers\['cov'\] \(e.g. row 0, column 0: 1 > 0\).*swapped"):
         check_values(src, spec)
     rates = ad.AnnData(np.where(n > 0, k / np.maximum(n, 1), 0), layers={"cov": n})
     src, _ = matrix_of(rates, spec, "met")

@@ -61,6 +61,7 @@ def test_strategy_resolution():
 
     unused = "ddp_find_unused_parameters_true"
     assert resolve_strategy("ddp") == unused
+    assert resolve_strategy("DDP") == unused  # Lightning reads names in any case
     assert resolve_strategy("auto") == "auto"  # one process
     assert resolve_strategy("auto", "auto") == "auto"
     for devices in (2, [0, 1], "2", "0,1", -1, "-1"):

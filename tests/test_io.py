@@ -616,25 +616,39 @@ def test_load_rejects_damaged_pair_and_mask_tensors(saved, paired_data, edit, ma
 
 
 def test_feature_annotations_survive_a_load_without_data(tmp_path, make_model, train, paired_data):
-    """Translations of a model loaded without the target's data keep its ``var`` columns
-    (gene symbols, flags, numbers, categories; other objects are not saved)."""
+    """Translations of a model loaded without the target's data keep its ``var`` columns,
+    with their dtypes (nullable ones too), categories and category order; other objects
+    are not saved; the result stays writable."""
     atac = paired_data["atac"]
     n = atac.n_vars
-    atac.var["symbol"] = [f"S{i}" for i in range(n)]
-    atac.var["highly_variable"] = np.arange(n) % 2 == 0
-    atac.var["mean"] = np.linspace(0.0, 1.0, n)
-    atac.var.loc[atac.var_names[3], "mean"] = np.nan
-    atac.var["chrom"] = pd.Categorical(["chr1", "chr2", None] * (n // 3) + ["chr1"] * (n % 3))
-    atac.var["obj"] = [object()] * n
+    var = atac.var
+    var["symbol"] = [f"S{i}" for i in range(n)]
+    var["highly_variable"] = np.arange(n) % 2 == 0
+    var["mean"] = np.linspace(0.0, 1.0, n).astype(np.float32)
+    var.loc[var.index[3], "mean"] = np.nan
+    var["all_nan"] = np.nan
+    var["start"] = np.arange(n, dtype=np.int32) * 1000
+    var["count"] = pd.array([1, None] * (n // 2) + [2] * (n % 2), dtype="Int64")
+    var["chrom"] = pd.Categorical(["chr1", "chr2", None] * (n // 3) + ["chr1"] * (n % 3))
+    var["level"] = pd.Categorical(["low", "high"] * (n // 2) + ["low"] * (n % 2),
+                                  categories=["low", "mid", "high"], ordered=True)
+    var["cluster"] = pd.Categorical(np.arange(n) % 3)
+    var["obj"] = [object()] * n
     model = make_model(paired_data)
     train(model)
     model.save(tmp_path / "m")
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
-    assert "obj" not in cfg["var"]["atac"] and "rna" not in cfg["var"]  # rna: no columns
+    saved = [c["name"] for c in cfg["var"]["atac"]]
+    assert "obj" not in saved and "rna" not in cfg["var"]  # rna: no columns
     alone = tm.CrossModalAE.load(tmp_path / "m")
-    got = alone.translate(paired_data["rna"], source="rna", target="atac").var
-    pd.testing.assert_frame_equal(got, atac.var.drop(columns="obj"), check_index_type=False)
-    cfg["var"]["atac"]["symbol"]["values"] = ["S0"]  # hand-edited: one value for n features
+    got = alone.translate(paired_data["rna"], source="rna", target="atac",
+                          out=tmp_path / "t.h5ad")
+    pd.testing.assert_frame_equal(got.var, var.drop(columns="obj"), check_index_type=False)
+    cfg["var"]["atac"][saved.index("symbol")]["values"] = ["S0"]  # hand-edited
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=rf"'var' of modality 'atac': column 'symbol'.*{n} "):
+    with pytest.raises(ValueError, match=r"var\['atac'\]\[\d+\] \(column 'symbol'\).*list 'values'"):
+        tm.CrossModalAE.load(tmp_path / "m")
+    cfg["var"] = ["not an object"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="field 'var' must be an object of lists"):
         tm.CrossModalAE.load(tmp_path / "m")

@@ -270,7 +270,7 @@ def test_methylation_rates_name_bad_layers():
         tm.pp.methylation_rates(x, coverage="coverage")
     x.layers["cov"][1, 1] = 2
     with pytest.raises(ValueError, match=r"1 entries of layers\['mc'\] exceed layers\['cov'\] "
-                       r"\(e.g. cell 'b', feature 'r1': 3 > 2\).*swapped"):
+                       r"\(e.g. cell 'b', region 'r1': 3 > 2\).*swapped"):
         tm.pp.methylation_rates(x)
     x.layers["cov"][1, 1] = 3.5
     with pytest.raises(ValueError, match=r"layers\['cov'\] holds negative or non-integer values"):

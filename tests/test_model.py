@@ -520,11 +520,20 @@ def test_invalid_accelerator(paired_data, make_model):
     for kw, match in (
         ({"devices": 0}, "devices must be a positive number"),
         ({"devices": [0, 1]}, "lists GPU indices, but training runs on the CPU"),
+        ({"devices": -1}, "devices=-1 means all GPUs, but training runs on the CPU"),
         ({"num_nodes": 0}, "num_nodes must be a positive integer"),
         ({"strategy": "nonsense"}, "unknown strategy 'nonsense'"),
+        ({"strategy": "ddp_spawn"}, "trains in child processes"),
     ):
         with pytest.raises(ValueError, match=match):
             model.train(max_epochs=1, **kw)
+    from transmodal._utils import check_parallel
+
+    check_parallel({"strategy": "DDP", "devices": "2", "num_nodes": 1})  # valid as Lightning's
+    check_parallel({"devices": "auto", "accelerator": "auto"})
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match="lists GPU indices, but training runs on the CPU"):
+            check_parallel({"devices": [0], "accelerator": "auto"})
 
 
 @pytest.mark.parametrize(

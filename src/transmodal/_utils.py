@@ -120,64 +120,100 @@ def is_global_zero() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def check_parallel(p) -> None:
+# strategies that train in child processes: the history (and the run's own state) would stay
+# there, and the model in the caller would come back with an empty history
+CHILD_PROCESS_STRATEGIES = ("ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def parse_devices(devices: Any) -> str | int | list[int] | None:
+    """Lightning's forms of ``devices`` (2, "2", -1, "-1", "auto", [0, 1], "0,1") as
+    ``"auto"``, a number of devices (-1: all) or a list of device indices; ``None`` for
+    anything else (0, negative numbers, booleans, ...)."""
+    if isinstance(devices, bool):
+        return None
+    if isinstance(devices, (int, np.integer)):
+        return int(devices) if devices >= 1 or devices == -1 else None
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text in ("auto", "-1"):
+            return "auto" if text == "auto" else -1
+        if "," in text:
+            parts = [x.strip() for x in text.split(",") if x.strip()]
+            return [int(x) for x in parts] if parts and all(x.isdigit() for x in parts) else None
+        return int(text) if text.isdigit() and int(text) >= 1 else None
+    if isinstance(devices, (list, tuple)) and devices and all(
+        isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= 0 for x in devices
+    ):
+        return [int(x) for x in devices]
+    return None
+
+
+def _device_kind(accelerator: str) -> str:
+    """What Lightning's ``accelerator`` trains on here: ``"cpu"``, ``"cuda"`` or ``"mps"``."""
+    mps = getattr(torch.backends, "mps", None)
+    mps = mps is not None and mps.is_available()
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return "cuda" if torch.cuda.is_available() or not mps else "mps"
+    if accelerator == "mps" or (accelerator == "auto" and mps):
+        return "mps"
+    return "cpu"
+
+
+def check_parallel(p: Any) -> None:
     """Check ``devices`` / ``num_nodes`` / ``strategy`` of ``train`` (those in the mapping
-    ``p``, with ``accelerator``) before Lightning sees them, so that a bad value is named
-    at once rather than deep inside Lightning after the data are read.
+    ``p``, with ``accelerator``) as Lightning would, before it sees them: a bad value is
+    named at once rather than deep inside Lightning after the data are read.
 
-    ``devices``: a positive number of processes, -1 (all), ``"auto"``, such a number as a
-    string, or GPU indices (a list, or ``"0,1"``; only for GPU accelerators). ``num_nodes``:
-    a positive integer. ``strategy``: ``"auto"``, a Lightning strategy name or a strategy
-    object.
+    ``devices``: a positive number of processes, ``"auto"``, such a number as a string, or
+    (GPUs only) -1 for all or a list of device indices (``[0, 1]`` or ``"0,1"``).
+    ``num_nodes``: a positive integer. ``strategy``: ``"auto"``, a Lightning strategy name
+    (any case) other than those that train in child processes, or a strategy object.
     """
-    def number(v) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    accelerator = p.get("accelerator", "cpu")
+    kind = _device_kind(str(p.get("accelerator", "cpu")))
     if "devices" in p:
         d = p["devices"]
-        text = d.strip() if isinstance(d, str) else None
-        indices = None
-        if text is not None and "," in text:
-            parts = [x.strip() for x in text.split(",") if x.strip()]
-            indices = [int(x) for x in parts] if all(x.isdigit() for x in parts) else False
-        elif isinstance(d, (list, tuple)):
-            indices = list(d) if d and all(number(x) and x >= 0 for x in d) else False
-        ok = (
-            (number(d) and (d >= 1 or d == -1))
-            or (text is not None and (text in ("auto", "-1") or (text.isdigit() and int(text) >= 1)))
-            or bool(indices)
-        )
-        if not ok:
+        parsed = parse_devices(d)
+        if parsed is None:
             raise ValueError(
-                "devices must be a positive number of processes, -1 (all), 'auto', or a "
+                "devices must be a positive number of processes, 'auto', -1 (all GPUs) or a "
                 f"list of GPU indices, got {d!r}"
             )
-        if indices:
-            if len(set(indices)) != len(indices):
-                raise ValueError(f"devices lists a GPU twice: {d!r}")
-            if accelerator == "cpu" or not torch.cuda.is_available():
+        on_cpu = (
+            f"training runs on the CPU (accelerator={p.get('accelerator', 'cpu')!r}); give a "
+            "number of processes, e.g. devices=2"
+        )
+        if parsed == -1 and kind == "cpu":
+            raise ValueError(f"devices=-1 means all GPUs, but {on_cpu}")
+        if isinstance(parsed, list):
+            if len(set(parsed)) != len(parsed):
+                raise ValueError(f"devices lists a device twice: {d!r}")
+            if kind == "cpu":
+                raise ValueError(f"devices={d!r} lists GPU indices, but {on_cpu}")
+            count = torch.cuda.device_count() if kind == "cuda" else 1
+            if max(parsed) >= count:
                 raise ValueError(
-                    f"devices={d!r} lists GPU indices, but training runs on the CPU "
-                    f"(accelerator={accelerator!r}); give a number of processes, e.g. devices=2"
-                )
-            if max(indices) >= torch.cuda.device_count():
-                raise ValueError(
-                    f"devices={d!r}: GPU {max(indices)} does not exist "
-                    f"({torch.cuda.device_count()} visible)"
+                    f"devices={d!r}: {kind.upper()} device {max(parsed)} does not exist "
+                    f"({count} visible)"
                 )
     if "num_nodes" in p:
         n = p["num_nodes"]
-        if not (number(n) and n >= 1):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"num_nodes must be a positive integer, got {n!r}")
     if "strategy" in p and isinstance(p["strategy"], str):
+        name = p["strategy"].lower()  # as Lightning reads it
+        if name in CHILD_PROCESS_STRATEGIES:
+            raise ValueError(
+                f"strategy={p['strategy']!r} trains in child processes, whose history would be "
+                "lost; use strategy='ddp' (launched with torchrun / srun, or by Lightning from "
+                "a script)"
+            )
         from lightning.pytorch.strategies import StrategyRegistry  # only when asked: ~2 s
 
-        known = ["auto", *StrategyRegistry.available_strategies()]
-        if p["strategy"] not in known:
+        if name != "auto" and name not in StrategyRegistry.available_strategies():
             raise ValueError(
-                f"unknown strategy {p['strategy']!r}; use 'auto', 'ddp' (several processes) or "
-                f"another of Lightning's: {', '.join(known[2:8])}, ..."
+                f"unknown strategy {p['strategy']!r}; use 'auto' or 'ddp' (several processes: "
+                "launched with torchrun / srun, or by Lightning from a script), or another "
+                "name of Lightning's strategy registry (e.g. 'fsdp', 'deepspeed')"
             )
 
 

@@ -96,7 +96,8 @@ def fit_preprocessing(
         if scale:
             std = np.sqrt(moments.var())
             # constant (up to float32 rounding of its values), or fewer than two measured
-            # values; relative, so that a feature's units do not decide (x * 1e-7 is scaled)
+            # values; relative to the magnitude, as scikit-learn's StandardScaler judges
+            # constancy, so that a feature's units do not decide (x * 1e-7 is scaled)
             floor = np.maximum(FLOAT32_RESOLUTION * np.abs(mean), 1e-30)
             std[~(std > floor)] = 1.0
             transform.load_fitted({"mean": torch.from_numpy(mean), "std": torch.from_numpy(std)})

@@ -402,30 +402,37 @@ FLOAT32_RESOLUTION = 1e-6
 
 
 def check_trials(
-    k: np.ndarray, n: np.ndarray, *, successes: str, trials: str, prefix: str = "",
-    cell=str, feature=str,
+    k: np.ndarray, n: np.ndarray, *, successes: str, trials: str, at, prefix: str = ""
 ) -> None:
     """``ValueError`` unless the dense blocks ``k`` (successes) and ``n`` (trials) hold
-    finite non-negative integers with ``k <= n``; ``successes`` / ``trials`` name where they
-    are, ``cell`` / ``feature`` name a row / column of the block in the message."""
+    finite non-negative integers with ``k <= n``. ``successes`` / ``trials`` name where they
+    are; ``at(i, j)`` names the entry in row ``i``, column ``j`` of the blocks (e.g. "cell
+    'c7', region 'r3'"), the first bad one in the message."""
+    def first(bad: np.ndarray) -> str:
+        i, j = np.argwhere(bad)[0]
+        return at(int(i), int(j))
+
     for vals, where in ((k, successes), (n, trials)):
-        if not np.all(np.isfinite(vals)):
+        finite = np.isfinite(vals)
+        if not finite.all():
             raise ValueError(
-                f"{prefix}{where} holds NaN or infinite values; an entry without reads (trials) "
-                f"is unmeasured: 0 in {trials}"
+                f"{prefix}{where} holds NaN or infinite values (e.g. {first(~finite)}); an entry "
+                f"without reads (trials) is unmeasured: 0 in {trials}"
             )
-        if vals.size and (vals.min() < 0 or not np.all(np.mod(vals, 1) == 0)):
+        bad = (vals < 0) | (np.mod(vals, 1) != 0)
+        if bad.any():
             raise ValueError(
-                f"{prefix}{where} holds negative or non-integer values; it needs read counts "
-                "(e.g. methylated and covering reads, not rates)"
+                f"{prefix}{where} holds negative or non-integer values (e.g. {first(bad)}: "
+                f"{vals[bad][0]:g}); it needs read counts (e.g. methylated and covering reads, "
+                "not rates)"
             )
     above = k > n
     if above.any():
         i, j = np.argwhere(above)[0]
         raise ValueError(
-            f"{prefix}{int(above.sum())} entries of {successes} exceed {trials} (e.g. cell "
-            f"{cell(i)}, feature {feature(j)}: {k[i, j]:g} > {n[i, j]:g}); successes cannot "
-            "outnumber trials (swapped layers?)"
+            f"{prefix}{int(above.sum())} entries of {successes} exceed {trials} (e.g. "
+            f"{at(int(i), int(j))}: {k[i, j]:g} > {n[i, j]:g}); successes cannot outnumber "
+            "trials (swapped layers?)"
         )
 
 
@@ -436,7 +443,8 @@ def _check_counts(src: RateSource, *, chunk_size: int) -> None:
         k, n = src.counts(np.arange(start, min(start + step, src.n_obs)))
         check_trials(
             k, n, successes=src.where, trials=src.totals.where,
-            prefix=f"modality {src.name!r}: ", cell=lambda i, s=start: str(s + i),
+            prefix=f"modality {src.name!r}: ",
+            at=lambda i, j, s=start: f"row {s + i}, column {j}",
         )
 
 
@@ -452,6 +460,9 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
         Its modality spec (likelihood; ``normalize`` and ``log1p`` need non-negative values).
     chunk_size
         Rows scanned at a time.
+
+    For successes out of trials (a :class:`RateSource`), only :func:`check_trials` runs:
+    both matrices must be read counts.
 
     Raises
     ------

@@ -21,7 +21,8 @@ def _units(md) -> tuple:
     """What a member's translations of a modality are: its likelihood, the data it reads and
     the preprocessing that translations invert."""
     opts = md.spec.resolved()
-    return (md.spec.likelihood, md.spec.layer, md.spec.obsm_key, opts["normalize"], opts["log1p"])
+    return (md.spec.likelihood, md.spec.layer, md.spec.total_layer, md.spec.obsm_key,
+            opts["normalize"], opts["log1p"])
 
 
 def _same_values(md, ref, n_rows: int = 64) -> bool:

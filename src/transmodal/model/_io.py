@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from .._utils import ENSEMBLE_CONFIG, MODEL_CONFIG, MODEL_WEIGHTS, atomic_directory, jsonable
 from ..data._modality import Modality
 from ..data._setup import _as_dict, features_differ
+from ._var import decode_var, encode_var
 
 if TYPE_CHECKING:
     from ._model import CrossModalAE
@@ -57,6 +58,13 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
             tensors[f"{prefix}.{key}.b"] = torch.from_numpy(np.ascontiguousarray(ib, dtype=np.int64))
     for name, mask in model.val_masks_.items():
         tensors[f"validation.{name}"] = torch.from_numpy(mask.astype(np.uint8))
+    # feature annotations (gene symbols, peak coordinates), for translations of a model
+    # loaded without the data
+    var_meta = {}
+    for name, md in model.mods.items():
+        if md.spec.obsm_key is None and len(md.adata.var.columns):
+            var_meta[name], var_tensors = encode_var(md.adata.var, f"var.{name}")
+            tensors.update(var_tensors)
     history = None
     if model.history_ is not None and len(model.history_):
         h = model.history_.reset_index()
@@ -74,11 +82,7 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
             if md.source.image_shape is not None
         },
         "var_names": {n: [str(v) for v in md.var_names] for n, md in model.mods.items()},
-        # feature annotations (gene symbols, ...), for translations of a model without data
-        "var": {
-            n: var_columns(md.adata.var) for n, md in model.mods.items()
-            if md.spec.obsm_key is None and len(md.adata.var.columns)
-        },
+        "var": var_meta,
         "label_categories": model.label_categories_,
         "batch_categories": model.batch_categories_,
         "obs_digest": model._digests(),
@@ -143,6 +147,8 @@ _CONFIG_FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
         False, _object_of(_array_of(lambda v: _json_kind(v) == "integer")),
         "an object of lists of integers",
     ),
+    "var": (False, _object_of(_array_of(lambda v: isinstance(v, dict))),
+            "an object of lists of column descriptions"),
     "train_params": (False, _or_null(lambda v: isinstance(v, dict)), "null or an object"),
     "is_trained": (False, lambda v: isinstance(v, bool), "true or false"),
     "mixing_accuracy": (False, _or_null(_is_number), "null or a number"),
@@ -260,44 +266,6 @@ def _read_weights(weights: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{weights} is not a readable safetensors file: {err}") from None
 
 
-def var_columns(var: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """The columns of a ``var`` table that JSON holds exactly: numbers, booleans, strings and
-    categories (``{"values": [...], "categorical": bool}``; missing values as ``None``);
-    other columns (objects, mixed types) are left out."""
-    out = {}
-    for col in var.columns:
-        column = var[col]
-        categorical = isinstance(column.dtype, pd.CategoricalDtype)
-        values = column.astype(object).to_numpy()
-        missing = pd.isna(values)
-        if categorical or column.dtype.kind in "biuf":
-            kept = [None if m else (str(v) if categorical else v) for v, m in zip(values, missing)]
-        elif column.dtype.kind == "O" and all(isinstance(v, str) for v in values[~missing]):
-            kept = [None if m else v for v, m in zip(values, missing)]
-        else:
-            continue
-        out[str(col)] = {"values": jsonable(kept), "categorical": categorical}
-    return out
-
-
-def _var_frame(columns: dict[str, Any], var_names: list[str], cfg_path: Path, name: str) -> pd.DataFrame:
-    """The saved ``var`` columns of modality ``name`` as a DataFrame indexed by its features."""
-    var = pd.DataFrame(index=pd.Index(var_names, dtype=object))
-    if not isinstance(columns, dict):
-        raise ValueError(f"{cfg_path}: field 'var' of modality {name!r} must be an object")
-    for col, entry in columns.items():
-        values = entry.get("values") if isinstance(entry, dict) else None
-        if not isinstance(values, list) or len(values) != len(var_names):
-            raise ValueError(
-                f"{cfg_path}: field 'var' of modality {name!r}: column {col!r} needs a list "
-                f"'values' of {len(var_names)} entries (one per feature)"
-            )
-        column = pd.Series(values, index=var.index, dtype=None if any(
-            v is not None for v in values) else object)
-        var[col] = column.astype("category") if entry.get("categorical") else column
-    return var
-
-
 def _stand_in(
     spec: Modality, var_names: list[str], image_shape: list[int] | None,
     var: pd.DataFrame | None = None,
@@ -321,7 +289,8 @@ def _stand_in(
 
 
 def _with_stand_ins(
-    data, specs: dict[str, Modality], config: dict, cfg_path: Path
+    data, specs: dict[str, Modality], config: dict, tensors: dict[str, torch.Tensor],
+    cfg_path: Path,
 ) -> tuple[Any, tuple[str, ...]]:
     """``data`` completed with cell-less stand-ins for the modalities it lacks (``None`` =
     all); returns the data and the names of the stand-ins."""
@@ -345,7 +314,9 @@ def _with_stand_ins(
         columns = (config.get("var") or {}).get(name)
         out[name] = _stand_in(
             specs[name], var_names, config.get("image_shape", {}).get(name),
-            None if columns is None else _var_frame(columns, var_names, cfg_path, name),
+            None if columns is None else decode_var(
+                columns, tensors, f"var.{name}", var_names, f"{cfg_path}: var[{name!r}]"
+            ),
         )
     return out, missing
 
@@ -395,7 +366,7 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path / CONFIG}: modalities: {err}") from None
     tensors = _read_weights(path / WEIGHTS)
-    data, stand_ins = _with_stand_ins(data, specs, config, path / CONFIG)
+    data, stand_ins = _with_stand_ins(data, specs, config, tensors, path / CONFIG)
     model = cls.__new__(cls)
     model._setup(
         data,

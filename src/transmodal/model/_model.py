@@ -1308,7 +1308,8 @@ class CrossModalAE:
         target's original units (expected counts at ``library_size`` for count likelihoods
         - for ``"zinb"`` the negative binomial mean times the chance of no dropout, so a
         profile sums to less than ``library_size`` by its expected dropouts -, probabilities
-        for Bernoulli, inverse-transformed values for Gaussian). For an image
+        for Bernoulli, rates (e.g. methylation levels) for binomial and beta-binomial,
+        inverse-transformed values for Gaussian). For an image
         target, ``X`` holds the flattened pixels and ``obsm[<the target's obsm_key>]`` the
         images, ``(cells, channels, [D,] H, W)``. With ``out``: the written file, opened
         read-only (``backed="r"``).
@@ -1366,6 +1367,8 @@ class CrossModalAE:
             "gaussian": "preprocessing inverted",
             "bernoulli": "probability",
             "continuous_bernoulli": "mean intensity in [0, 1]",
+            "binomial": "success probability (rate)",
+            "betabinomial": "success probability (rate)",
         }.get(tmd.spec.likelihood, "counts")
         uns = {"transmodal": {"source": source, "target": target, "units": units}}
         if target in self.batch_categories_:

@@ -100,8 +100,9 @@ def methylation_rates(
         m, c = _rows(mc, start, stop), _rows(cov, start, stop)
         check_trials(
             m, c, successes=f"layers[{methylated!r}]", trials=f"layers[{coverage!r}]",
-            cell=lambda i, s=start: repr(adata.obs_names[s + i]),
-            feature=lambda j: repr(adata.var_names[j]),
+            at=lambda i, j, s=start: (
+                f"cell {adata.obs_names[s + i]!r}, region {adata.var_names[j]!r}"
+            ),
         )
         with np.errstate(invalid="ignore", divide="ignore"):
             rate = m / c

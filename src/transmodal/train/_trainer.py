@@ -15,14 +15,12 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
+from .._utils import check_parallel, parse_devices
 from ..data._prefetch import PrefetchLoader
 from ._plan import CrossModalPlan
 
 
 _DDP = ("ddp",)
-# launchers that train in child processes: the history (and the run's own state) would
-# stay there, and the model in the caller would come back with an empty history
-_CHILD_DDP = ("ddp_spawn", "ddp_fork", "ddp_notebook")
 
 
 def _several(devices, num_nodes) -> bool:
@@ -31,14 +29,10 @@ def _several(devices, num_nodes) -> bool:
     Lightning)."""
     if num_nodes != 1:
         return True
-    if isinstance(devices, str):
-        text = devices.strip()
-        if "," in text:
-            return len([d for d in text.split(",") if d.strip()]) > 1
-        devices = -1 if text == "-1" else int(text) if text.isdigit() else 1
-    if isinstance(devices, (list, tuple)):
-        return len(devices) > 1
-    return isinstance(devices, int) and (devices > 1 or devices == -1)
+    parsed = parse_devices(devices)
+    if isinstance(parsed, list):
+        return len(parsed) > 1
+    return isinstance(parsed, int) and (parsed > 1 or parsed == -1)
 
 
 def resolve_strategy(strategy, devices=1, num_nodes=1):
@@ -48,18 +42,14 @@ def resolve_strategy(strategy, devices=1, num_nodes=1):
     only part of the parameters, so DDP must look for unused parameters: ``"ddp"`` - and
     ``"auto"`` with several devices or nodes, which Lightning would make plain DDP - become
     ``"ddp_find_unused_parameters_true"``. Strategies that train in child processes
-    (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook``) are refused: the history would stay in
-    the children. Strategy objects are passed through unchanged.
+    (``ddp_spawn``, ``ddp_fork``, ``ddp_notebook``) are refused (:func:`check_parallel`):
+    the history would stay in the children. Strategy objects are passed through unchanged.
     """
-    if isinstance(strategy, str) and strategy in _CHILD_DDP:
-        raise ValueError(
-            f"strategy={strategy!r} trains in child processes, whose history would be lost; "
-            "use strategy='ddp' (launched with torchrun / srun, or by Lightning from a script)"
-        )
-    if isinstance(strategy, str) and (
-        strategy in _DDP or (strategy == "auto" and _several(devices, num_nodes))
-    ):
-        return "ddp_find_unused_parameters_true"
+    if isinstance(strategy, str):
+        check_parallel({"strategy": strategy})
+        name = strategy.lower()
+        if name in _DDP or (name == "auto" and _several(devices, num_nodes)):
+            return "ddp_find_unused_parameters_true"
     return strategy
 
 

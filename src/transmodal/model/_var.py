@@ -1,0 +1,123 @@
+"""A modality's feature annotations (``var`` columns) in a model file: numbers and category
+codes as safetensors tensors, strings and category names in the JSON config.
+
+Saved so that the translations of a model loaded without the target's data keep the gene
+symbols, peak coordinates and flags of the features. Columns are restored with their
+dtypes (nullable ones included), categories and category order; columns of other kinds
+(arbitrary objects, mixed types, dates) are left out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._utils import jsonable
+
+# numpy kinds that safetensors holds exactly: bool, signed / unsigned integers, floats
+_TENSOR_KINDS = "biuf"
+
+
+def _numbers(column: pd.Series) -> np.ndarray | None:
+    """The values of a numeric column as an array safetensors can hold (``None``: not a
+    numeric column, or unsigned integers beyond int64)."""
+    dtype = column.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return None
+    if isinstance(dtype, np.dtype):
+        if dtype.kind not in _TENSOR_KINDS:
+            return None
+        values = column.to_numpy()
+    elif pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)  # nullable: NA as NaN
+    else:
+        return None
+    if values.dtype.kind == "u" and values.dtype.itemsize > 1:  # torch: uint8 only
+        if values.size and values.max() > np.iinfo(np.int64).max:
+            return None
+        values = values.astype(np.int64)
+    return np.ascontiguousarray(values)
+
+
+def _category_names(categories: pd.Index) -> list | None:
+    """Category names as JSON values (all strings, all integers or all floats), or ``None``."""
+    for kind, ok in (("string", lambda v: isinstance(v, str)),
+                     ("integer", lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)),
+                     ("floating", lambda v: isinstance(v, (float, np.floating)))):
+        if all(ok(v) for v in categories):
+            return jsonable(list(categories)) if kind != "floating" or np.isfinite(
+                np.asarray(categories, dtype=float)).all() else None
+    return None
+
+
+def encode_var(var: pd.DataFrame, prefix: str) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
+    """Describe ``var``'s columns for the config (a list in column order) and the tensors
+    named ``{prefix}.{i}`` holding the numbers / category codes of column ``i``."""
+    meta: list[dict[str, Any]] = []
+    tensors: dict[str, torch.Tensor] = {}
+    for col in var.columns:
+        column = var[col]
+        entry: dict[str, Any] = {"name": str(col), "dtype": str(column.dtype)}
+        key = f"{prefix}.{len(meta)}"
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            names = _category_names(column.cat.categories)
+            if names is None:
+                continue
+            entry.update(kind="categorical", categories=names, ordered=bool(column.cat.ordered))
+            tensors[key] = torch.from_numpy(column.cat.codes.to_numpy().astype(np.int64))
+        elif (values := _numbers(column)) is not None:
+            entry["kind"] = "number"
+            tensors[key] = torch.from_numpy(values)
+        else:
+            values = column.astype(object).to_numpy()
+            missing = pd.isna(values)
+            if not all(isinstance(v, str) for v in values[~missing]):
+                continue  # objects, mixed types: not saved
+            entry.update(kind="string", values=[None if m else v for v, m in zip(values, missing)])
+        meta.append(entry)
+    return meta, tensors
+
+
+def decode_var(
+    meta: Any, tensors: dict[str, torch.Tensor], prefix: str, var_names: list[str], where: str
+) -> pd.DataFrame:
+    """The ``var`` DataFrame (indexed by ``var_names``) from :func:`encode_var`'s output;
+    ``ValueError`` naming ``where`` when the saved description is malformed."""
+    n = len(var_names)
+    var = pd.DataFrame(index=pd.Index(var_names, dtype=object))
+    if not isinstance(meta, list):
+        raise ValueError(f"{where} must be a list of column descriptions")
+    for i, entry in enumerate(meta):
+        kind = entry.get("kind") if isinstance(entry, dict) else None
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or kind not in ("number", "categorical", "string"):
+            raise ValueError(f"{where}[{i}] needs a string 'name' and a 'kind' "
+                             "(number, categorical or string)")
+        try:
+            if kind == "string":
+                values = entry.get("values")
+                if not isinstance(values, list) or len(values) != n:
+                    raise ValueError(f"needs a list 'values' of {n} entries (one per feature)")
+                column = pd.Series(values, index=var.index, dtype=object)
+            else:
+                t = tensors.get(f"{prefix}.{i}")
+                if t is None or tuple(t.shape) != (n,):
+                    raise ValueError(f"needs the tensor {prefix}.{i} of {n} values")
+                values = t.numpy()
+                if kind == "categorical":
+                    column = pd.Series(pd.Categorical.from_codes(
+                        values, categories=pd.Index(entry["categories"]),
+                        ordered=bool(entry.get("ordered", False)),
+                    ), index=var.index)
+                else:
+                    column = pd.Series(values, index=var.index)
+            dtype = entry.get("dtype")
+            if kind != "categorical" and isinstance(dtype, str) and dtype != str(column.dtype):
+                column = column.astype(dtype)
+        except (ValueError, TypeError, KeyError) as err:
+            raise ValueError(f"{where}[{i}] (column {name!r}): {err}") from None
+        var[name] = column
+    return var
