@@ -67,7 +67,7 @@ def test_strategy_resolution():
     for devices in (2, [0, 1], "2", "0,1", -1, "-1"):
         assert resolve_strategy("auto", devices) == unused, devices
     assert resolve_strategy("auto", 1, num_nodes=2) == unused
-    for child in ("ddp_spawn", "ddp_fork", "ddp_notebook"):
+    for child in ("ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_spawn_find_unused_parameters_true"):
         with pytest.raises(ValueError, match="child processes"):
             resolve_strategy(child)
 

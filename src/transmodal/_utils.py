@@ -201,7 +201,7 @@ def check_parallel(p: Any) -> None:
             raise ValueError(f"num_nodes must be a positive integer, got {n!r}")
     if "strategy" in p and isinstance(p["strategy"], str):
         name = p["strategy"].lower()  # as Lightning reads it
-        if name in CHILD_PROCESS_STRATEGIES:
+        if name.startswith(CHILD_PROCESS_STRATEGIES):  # also "ddp_spawn_find_unused_..."
             raise ValueError(
                 f"strategy={p['strategy']!r} trains in child processes, whose history would be "
                 "lost; use strategy='ddp' (launched with torchrun / srun, or by Lightning from "

@@ -289,6 +289,18 @@ class RateSource(MatrixSource):
         return self.rates_and_totals(idx)[0]
 
 
+def sampled_blocks(
+    src: MatrixSource, rows: np.ndarray, batch_size: int, rng: np.random.Generator,
+    max_cells: int,
+) -> Iterator[np.ndarray]:
+    """Dense blocks of ``batch_size`` of ``rows`` (in order), of at most ``max_cells`` of
+    them drawn with ``rng``."""
+    if len(rows) > max_cells:
+        rows = np.sort(rng.choice(rows, max_cells, replace=False))
+    for start in range(0, len(rows), batch_size):
+        yield src.rows(rows[start : start + batch_size])
+
+
 def obsm_feature_names(obsm_key: str, n_vars: int) -> np.ndarray:
     """Names of the features of an ``obsm`` matrix without its own (an array, or a
     DataFrame with default integer columns): ``{obsm_key}_0``, ``{obsm_key}_1``, ..."""

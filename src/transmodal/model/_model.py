@@ -31,12 +31,12 @@ from ..data._setup import (
     target_batch_codes,
     warn_label_conflicts,
 )
-from ..data._source import MatrixSource, check_values, matrix_of
+from ..data._source import MatrixSource, check_values, matrix_of, sampled_blocks
 from ..geometry import geometric_pairs, transport_pairs
 from ..nn._conv import DEFAULT_CHANNELS
 from ..nn._likelihoods import get_likelihood
 from ._module import CrossModalModule, ModalityArch
-from ._split import all_pairs, choose_anchors, names_digest, validation_masks
+from ._split import choose_anchors, names_digest, validation_masks
 
 # below this many training cells per modality the default shape-based pairs are skipped
 _MIN_GEOMETRY_CELLS = 100
@@ -660,8 +660,10 @@ class CrossModalAE:
         lam_adv, lam_cls, lam_anchor
             Weights of the adversarial alignment, latent classifier and anchor loss.
         lam_latent
-            Weight of a Gaussian prior on latent coordinates (keeps the latent scale
-            bounded; without it the encoders escape the discriminator by drifting apart).
+            Weight of a Gaussian prior on latent coordinates (the mean square of the batch's
+            latent points). The latent standardisation already fixes a batch's mean square
+            at 1, so it only acts in a variational model (on the sampled points, i.e. the
+            posterior spread); a deterministic model is practically unaffected by it.
         n_disc_steps
             Discriminator updates per autoencoder update.
         lam_mmd
@@ -734,7 +736,9 @@ class CrossModalAE:
         Calling ``train`` again continues from the current weights with new optimisers
         (Adam's moments start afresh) and appends to the history; with the same ``seed`` the
         batches come in the same order as in the first call (pass another ``seed`` for
-        others). Ctrl+C stops training with ``KeyboardInterrupt``; the model keeps the
+        others); the adversarial weight rises again over ``adv_warmup_epochs`` (pass 0 to
+        continue at full weight), while a trained anchor is not pre-trained again. Ctrl+C
+        stops training with ``KeyboardInterrupt``; the model keeps the
         weights trained so far and the history of the epochs completed.
         """
         self._check_train_params(locals())
@@ -826,7 +830,11 @@ class CrossModalAE:
         )
         val_batches = None
         if all(len(v) for v in val_idx.values()):
-            val_pairs = all_pairs(self.mods, self.val_masks_) if self.anchors_ else None
+            # the same share of the validation cells' pairs as of the training cells' (all
+            # of them would tell early stopping more pairs than the model may know)
+            val_pairs = choose_anchors(
+                self.mods, self.val_masks_, self.init_params_["anchor_fraction"], seed
+            ) if self.anchors_ else None
             val_batches = EpochBatches(
                 self.mods, val_idx, batch_size=batch_size, pairs=val_pairs, shuffle=False
             )
@@ -925,9 +933,10 @@ class CrossModalAE:
             "seed": seed,
         })
         self.is_trained_ = self.is_trained_ or epochs_run > 0
-        if epochs_run:
+        if epochs_run:  # the anchor, once frozen, keeps the statistics set then
             self._recalibrate_latent_norm(
-                frozen=anchor, batch_size=batch_size, device=_device_of(accelerator), seed=seed
+                frozen=anchor if plan.anchor_settled else None, batch_size=batch_size,
+                device=_device_of(accelerator), seed=seed,
             )
         if diverged is not None:
             raise diverged
@@ -951,26 +960,19 @@ class CrossModalAE:
         Training keeps an exponential average that lags behind the weights, so after few
         steps the modalities' embeddings came out shifted against each other (300 synthetic
         cells, 5 epochs: their mean embeddings 0.90 apart, in units of the latent's spread).
-        The ``frozen`` anchor modality keeps the statistics the others were aligned to.
+        The ``frozen`` anchor modality keeps the statistics the others were aligned to (set
+        the same way when it was frozen; a fit that only pre-trains it recalibrates it).
         """
         rng = np.random.default_rng(seed)
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else []
         self.module.to(device).eval()
         try:
             for name, md in self.mods.items():
                 rows = np.flatnonzero(~self.val_masks_[name])
                 if name == frozen:
                     continue
-                if len(rows) > max_cells:
-                    rows = np.sort(rng.choice(rows, max_cells, replace=False))
-                encoder = self.module.encoders[name]
-                with encoder.exact_statistics() as active, torch.random.fork_rng(devices=cuda):
-                    torch.manual_seed(seed)
-                    for start in range(0, len(rows) if active else 0, batch_size):
-                        x = md.source.rows(rows[start : start + batch_size])
-                        with torch.no_grad():
-                            self.module.encode(name, torch.from_numpy(x).to(device))
+                self.module.settle_latent_statistics(
+                    name, sampled_blocks(md.source, rows, batch_size, rng, max_cells), device, seed
+                )
         finally:
             self.module.cpu().eval()
 

@@ -6,8 +6,10 @@ No AnnData and no training loop here: :mod:`transmodal.train` drives it, and
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -156,10 +158,13 @@ class CrossModalModule(nn.Module):
         self.register_buffer("class_mask", torch.ones(len(archs), max(n_labels, 1), dtype=torch.bool))
 
     # -- forward pieces --------------------------------------------------------------------
-    def encode(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """Raw data of modality ``name`` -> latent points."""
+    def encode(self, name: str, x: torch.Tensor, like_batch: bool = False) -> torch.Tensor:
+        """Raw data of modality ``name`` -> latent points (``like_batch``: standardised as
+        the modality's last training batch, see
+        :meth:`~transmodal.nn._mlp.LatentEncoder.distribution`)."""
         t = self.transforms[name]
-        return self.encoders[name](t.encoder_input(t.process(x)))[..., : self.n_latent]
+        z, _ = self.encoders[name].distribution(t.encoder_input(t.process(x)), like_batch)
+        return z[..., : self.n_latent]
 
     def decode(
         self,
@@ -427,6 +432,22 @@ class CrossModalModule(nn.Module):
             weights.append(w.sum())
         return torch.stack(losses).sum() / torch.stack(weights).sum().clamp_min(1.0)
 
+    def settle_latent_statistics(
+        self, name: str, blocks: Iterable[np.ndarray], device: torch.device, seed: int
+    ) -> None:
+        """Set modality ``name``'s latent standardisation (batch norm) to the exact mean and
+        variance of its encoder's output over the rows of ``blocks`` (raw data, read only if
+        there is a standardisation), dropout as in training with RNG ``seed``, the global
+        RNG untouched (:meth:`~transmodal.nn._mlp.LatentEncoder.exact_statistics`)."""
+        encoder = self.encoders[name]
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else []
+        with encoder.exact_statistics() as active, torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            for x in blocks if active else ():
+                with torch.no_grad():
+                    self.encode(name, torch.from_numpy(x).to(device))
+
     def encode_frozen(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """Encode with a frozen encoder: no gradients, no dropout, no update of its
         batch-norm statistics (the pre-trained anchor of ``prior="anchor:<name>"``)."""
@@ -459,8 +480,8 @@ class CrossModalModule(nn.Module):
         if not pairs:
             return None
 
-        def enc(name: str, x: torch.Tensor) -> torch.Tensor:
-            return self.encode_frozen(name, x) if name == frozen else self.encode(name, x)
+        def enc(name: str, x: torch.Tensor) -> torch.Tensor:  # pairs: standardised as batches
+            return self.encode_frozen(name, x) if name == frozen else self.encode(name, x, True)
 
         losses = []
         for key, p in pairs.items():

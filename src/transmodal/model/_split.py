@@ -71,19 +71,6 @@ def choose_anchors(
     return out
 
 
-def all_pairs(
-    mods: dict[str, ModalityData], masks: dict[str, np.ndarray]
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Every known pair of cells whose two rows are both selected by ``masks``."""
-    out = {}
-    for a, b in combinations(mods, 2):
-        ia, ib = find_pairs(mods[a], mods[b])
-        keep = masks[a][ia] & masks[b][ib]
-        if keep.any():
-            out[f"{a}|{b}"] = (ia[keep], ib[keep])
-    return out
-
-
 def names_digest(names: np.ndarray) -> str:
     """Stable digest of a list of names (to recognise the training data on load)."""
     h = hashlib.sha1()
