@@ -640,6 +640,19 @@ def test_feature_annotations_survive_a_load_without_data(tmp_path, make_model, t
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     saved = [c["name"] for c in cfg["var"]["atac"]]
     assert "obj" not in saved and "rna" not in cfg["var"]  # rna: no columns
+    # columns whose names repeat (as strings) cannot be told apart: left out, the rest saved
+    twice = paired_data["rna"].copy()
+    twice.var[0] = 1.0
+    twice.var["0"] = "x"
+    twice.var["kept"] = 2
+    model2 = make_model({"rna": twice, "atac": atac})
+    model2.save(tmp_path / "m2")
+    cfg2 = json.loads((tmp_path / "m2" / "config.json").read_text())
+    assert [c["name"] for c in cfg2["var"]["rna"]] == ["kept"]
+    from transmodal.model._var import encode_var  # big-endian numbers: stored natively
+
+    meta, tensors = encode_var(pd.DataFrame({"x": np.arange(3, dtype=">f8")}), "v")
+    assert meta[0]["kind"] == "number" and tensors["v.0"].tolist() == [0.0, 1.0, 2.0]
     alone = tm.CrossModalAE.load(tmp_path / "m")
     got = alone.translate(paired_data["rna"], source="rna", target="atac",
                           out=tmp_path / "t.h5ad")

@@ -350,6 +350,9 @@ def test_anchor_prior_freezes_anchor_after_pretraining(paired_data, make_model, 
     # later: the anchor is frozen (no reconstruction term), the others are aligned to it
     assert h.loc[1:, "train_recon_rna"].isna().all()
     assert np.isfinite(h.loc[1:, ["train_recon_atac", "train_adv", "train_disc"]].to_numpy()).all()
+    # continued training (another seed) leaves the frozen anchor's embedding as it was
+    train(full, max_epochs=1, seed=5)
+    np.testing.assert_array_equal(full.get_latent_representation("rna")[~full.val_masks_["rna"]], z)
 
 
 def test_learned_prior_trains_every_modality(trained_model):

@@ -935,7 +935,7 @@ class CrossModalAE:
         self.is_trained_ = self.is_trained_ or epochs_run > 0
         if epochs_run:  # the anchor, once frozen, keeps the statistics set then
             self._recalibrate_latent_norm(
-                frozen=anchor if plan.anchor_settled else None, batch_size=batch_size,
+                frozen=anchor if plan.anchor_frozen else None, batch_size=batch_size,
                 device=_device_of(accelerator), seed=seed,
             )
         if diverged is not None:

@@ -4,7 +4,8 @@ codes as safetensors tensors, strings and category names in the JSON config.
 Saved so that the translations of a model loaded without the target's data keep the gene
 symbols, peak coordinates and flags of the features. Columns are restored with their
 dtypes (nullable ones included), categories and category order; columns of other kinds
-(arbitrary objects, mixed types, dates) are left out.
+(arbitrary objects, mixed types, dates), columns whose names repeat and nullable integers
+beyond 2**53 are left out.
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ def _numbers(column: pd.Series) -> np.ndarray | None:
         values = column.to_numpy()
     elif pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)  # nullable: NA as NaN
+        if np.nanmax(np.abs(values), initial=0.0) > 2.0**53:  # integers beyond float64's
+            return None
     else:
         return None
     if values.dtype.kind == "u" and values.dtype.itemsize > 1:  # torch: uint8 only
         if values.size and values.max() > np.iinfo(np.int64).max:
             return None
         values = values.astype(np.int64)
-    return np.ascontiguousarray(values)
+    return np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("="))
 
 
 def _category_names(categories: pd.Index) -> list | None:
@@ -58,15 +61,19 @@ def encode_var(var: pd.DataFrame, prefix: str) -> tuple[list[dict[str, Any]], di
     named ``{prefix}.{i}`` holding the numbers / category codes of column ``i``."""
     meta: list[dict[str, Any]] = []
     tensors: dict[str, torch.Tensor] = {}
-    for col in var.columns:
-        column = var[col]
-        entry: dict[str, Any] = {"name": str(col), "dtype": str(column.dtype)}
+    names = [str(c) for c in var.columns]
+    for i, col in enumerate(var.columns):
+        if names.count(names[i]) > 1:  # repeated names (also 0 and "0"): not one column each
+            continue
+        column = var.iloc[:, i]
+        entry: dict[str, Any] = {"name": names[i], "dtype": str(column.dtype)}
         key = f"{prefix}.{len(meta)}"
         if isinstance(column.dtype, pd.CategoricalDtype):
-            names = _category_names(column.cat.categories)
-            if names is None:
+            categories = _category_names(column.cat.categories)
+            if categories is None:
                 continue
-            entry.update(kind="categorical", categories=names, ordered=bool(column.cat.ordered))
+            entry.update(kind="categorical", categories=categories,
+                         ordered=bool(column.cat.ordered))
             tensors[key] = torch.from_numpy(column.cat.codes.to_numpy().astype(np.int64))
         elif (values := _numbers(column)) is not None:
             entry["kind"] = "number"

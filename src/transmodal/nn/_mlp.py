@@ -97,9 +97,9 @@ class LatentEncoder(nn.Module):
         self.standardize = (
             nn.BatchNorm1d(n_latent, affine=False, momentum=0.01) if standardize else nn.Identity()
         )
-        # mean and (biased) variance of the last training batch before its standardisation:
-        # few cells encoded "like the batch" (the anchor loss's pairs) use them (kept with
-        # their graph, dropped when the encoder leaves training mode)
+        # mean and (biased) variance of the last training batch before its standardisation
+        # (detached): few cells encoded "like the batch" (the anchor loss's pairs) use them;
+        # dropped when the encoder leaves training mode
         self.batch_moments: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def train(self, mode: bool = True):  # noqa: D102
@@ -172,7 +172,7 @@ class LatentEncoder(nn.Module):
                 return (h - mean) / torch.sqrt(var + bn.eps)
             return bn(h)
         if h.shape[0] > 1:
-            self.batch_moments = (h.mean(0), h.var(0, unbiased=False))
+            self.batch_moments = (h.mean(0).detach(), h.var(0, unbiased=False).detach())
         return bn(h)
 
 

@@ -103,8 +103,9 @@ class CrossModalPlan(pl.LightningModule):
         self.pretrain_epochs = pretrain_epochs if anchor is not None else 0
         self.adv_warmup_epochs = adv_warmup_epochs
         self.batches = batches
-        # whether the frozen anchor's latent statistics were set exactly (in this fit)
-        self.anchor_settled = False
+        # whether the anchor was frozen in this fit: its latent statistics set exactly when
+        # its pre-training ended, or kept from the fit that pre-trained it
+        self.anchor_frozen = False
         self.history_rows: list[dict[str, float]] = []
         # the module's weights after the last epoch whose losses were finite (CPU copies)
         self._last_finite: dict[str, torch.Tensor] | None = None
@@ -140,7 +141,6 @@ class CrossModalPlan(pl.LightningModule):
         eval mode, with running statistics that lag the weights by a few hundred steps
         (momentum 0.01): after a short pre-training its cloud sat shifted and shrunken
         (sd 0.4-0.6, mean 0.7-0.9 away) where batch-standardised encoders cannot follow."""
-        self.anchor_settled = True
         if self.batches is None:
             return
         rows = self.batches.indices[self.anchor]
@@ -153,6 +153,7 @@ class CrossModalPlan(pl.LightningModule):
             self.module.settle_latent_statistics(self.anchor, blocks, self.device, self.batches.seed)
         finally:
             self.module.train(was_training)
+        self._snapshot()  # weights put back after a divergence keep these statistics
 
     def _set_anchor_frozen(self, frozen: bool) -> None:
         m = self.module
@@ -173,8 +174,10 @@ class CrossModalPlan(pl.LightningModule):
             self.batches.set_epoch(self.current_epoch)
         if self.anchor is not None:
             frozen = not self.pretraining
-            if frozen and not self.anchor_settled:
-                self._settle_anchor()
+            if frozen and not self.anchor_frozen:
+                if self.pretrain_epochs > 0:  # pre-trained in this fit (else: already settled)
+                    self._settle_anchor()
+                self.anchor_frozen = True
             self._set_anchor_frozen(frozen)
 
     # -- bookkeeping -----------------------------------------------------------------------
