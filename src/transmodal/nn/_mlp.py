@@ -150,10 +150,11 @@ class LatentEncoder(nn.Module):
         ``like_batch``: in training, fewer than :attr:`MIN_OWN_STATISTICS` cells are
         standardised with the statistics of the last batch encoded without it
         (:attr:`batch_moments`) rather than their own: batch normalisation over 2 anchor
-        pairs sets every coordinate to +-1, and the anchor loss had no gradient (4-16
-        pairs: partners 4-9 apart in L1 after 8 epochs, against 1.2-1.5 so). More cells
-        keep their own statistics, the same cells in both modalities of a pair (about 67
-        pairs, 32 per step: partners 1.2 apart, against 1.6 with the batch's).
+        pairs sets every coordinate to +-1, and the anchor loss had no gradient (2-16
+        pairs: partners 1.9-9.5 apart in L1 after 8 epochs, 1.2-1.3 with the batch's
+        statistics). More cells keep their own statistics, taken over the same cells in
+        both modalities of a pair (about 67 pairs, 32 per step: partners 1.2 apart, 1.6-2.4
+        with the batch's, whose cells differ between the modalities).
         """
         h = self.net(self.input_dropout(x))
         logvar = None

@@ -233,7 +233,8 @@ class CrossModalPlan(pl.LightningModule):
                 recon.append(self.beta * terms[f"kl_{name}"])
         objective = torch.stack(recon).sum() if recon else torch.zeros((), device=self.device)
         # the modalities this phase trains (not the frozen anchor): by name, so that the
-        # validation losses (no gradients) hold the same terms as the training ones
+        # validation losses (no gradients) hold the same terms as the training ones (their
+        # values differ: validation standardises latents with the running statistics)
         training = [n for n in zs if n != self.anchor or self.pretraining]
         if self.lam_latent > 0:
             trained = [zs[n] for n in training]
