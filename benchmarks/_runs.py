@@ -3,6 +3,7 @@ JSON lines."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -22,6 +23,47 @@ def run_each(script: str, runs: Iterable[Sequence], options: Sequence[str] = ())
             sys.stderr.write(res.stderr)
             raise SystemExit(f"run {' / '.join(map(str, run))} failed")
         print(res.stdout.strip().splitlines()[-1], flush=True)
+
+
+def grid_parser(
+    doc: str, axis: str, values: Sequence[str], methods: Sequence[str]
+) -> argparse.ArgumentParser:
+    """The options of a benchmark over a grid of ``axis`` values (``--{axis}s``), methods
+    and seeds: ``--max-epochs``, ``--summary FILE`` and the internal ``--one`` of
+    :func:`run_each`; a script adds its own before :func:`grid_main`."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument(f"--{axis}s", nargs="+", choices=list(values), default=list(values))
+    parser.add_argument("--methods", nargs="+", choices=list(methods), default=list(methods))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--max-epochs", type=int, default=60)
+    parser.add_argument("--summary", metavar="FILE", help="print the table of saved lines")
+    parser.add_argument("--one", nargs=3, metavar=(axis.upper(), "METHOD", "SEED"),
+                        help=argparse.SUPPRESS)
+    return parser
+
+
+def grid_main(
+    parser: argparse.ArgumentParser,
+    script: str,
+    axis: str,
+    summary: Callable[[str], None],
+    run_one: Callable[[argparse.Namespace, str, str, int], dict],
+    options: Callable[[argparse.Namespace], Sequence[str]],
+) -> None:
+    """Parse the options of :func:`grid_parser`; then print the summary table of saved
+    lines, one run's JSON line (``--one``), or run every (value, seed, method) of the grid
+    in its own process, passing on ``options(args)``."""
+    args = parser.parse_args()
+    if args.summary:
+        summary(args.summary)
+        return
+    if args.one:
+        value, method, seed = args.one
+        print(json.dumps(run_one(args, value, method, int(seed))))
+        return
+    runs = [(value, method, seed) for value in getattr(args, f"{axis}s") for seed in args.seeds
+            for method in args.methods]
+    run_each(script, runs, ["--max-epochs", str(args.max_epochs), *options(args)])
 
 
 def grouped(path: str, key: Callable[[dict], tuple]) -> dict[tuple, list[dict]]:

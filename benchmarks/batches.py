@@ -35,13 +35,11 @@ line:
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 import warnings
 
 import numpy as np
-from _runs import grouped, mean_sd, run_each
+from _runs import grid_main, grid_parser, grouped, mean_sd
 
 SCENARIOS = ("balanced", "imbalanced", "unpaired")
 # the unpaired scenario: the settings of benchmarks/unpaired.py's synthetic data sets
@@ -151,27 +149,14 @@ def summary(path: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser = grid_parser(__doc__, "scenario", SCENARIOS, METHODS)
     parser.add_argument("--batch-effect", type=float, default=1.0)
-    parser.add_argument("--max-epochs", type=int, default=60)
-    parser.add_argument("--summary", metavar="FILE", help="print the table of saved lines")
-    parser.add_argument("--one", nargs=3, metavar=("SCENARIO", "METHOD", "SEED"),
-                        help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.summary:
-        summary(args.summary)
-        return
-    if args.one:
-        scenario, method, seed = args.one
-        print(json.dumps(run_one(scenario, method, int(seed), args.batch_effect, args.max_epochs)))
-        return
-    runs = [(scenario, method, seed) for scenario in args.scenarios for seed in args.seeds
-            for method in args.methods]
-    run_each(__file__, runs, ["--batch-effect", str(args.batch_effect),
-                              "--max-epochs", str(args.max_epochs)])
+    grid_main(
+        parser, __file__, "scenario", summary,
+        lambda a, scenario, method, seed: run_one(
+            scenario, method, seed, a.batch_effect, a.max_epochs),
+        lambda a: ["--batch-effect", str(a.batch_effect)],
+    )
 
 
 if __name__ == "__main__":

@@ -49,13 +49,11 @@ measured counts, log1p) and the mean-profile baselines of both, ``seconds`` (mod
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 import warnings
 
 import numpy as np
-from _runs import grouped, mean_sd, run_each
+from _runs import grid_main, grid_parser, grouped, mean_sd
 
 # setting: (mean reads per cell and region as simulated, share of covered entries kept)
 COVERAGES = {"full": (0.5, 1.0), "sparse": (0.5, 0.25), "deep": (5.0, 1.0)}
@@ -190,31 +188,17 @@ def summary(path: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--coverages", nargs="+", choices=list(COVERAGES), default=list(COVERAGES))
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--max-epochs", type=int, default=60)
+    parser = grid_parser(__doc__, "coverage", COVERAGES, METHODS)
     parser.add_argument("--anchor-fraction", type=float, default=ANCHOR_FRACTION,
                         help="share of the training cells used as anchor pairs (0: unpaired, "
                         "the pairs hidden; the library's shape-based pseudo-pairs)")
     parser.add_argument("--n-cells", type=int, default=N_CELLS)
-    parser.add_argument("--summary", metavar="FILE", help="print the table of saved lines")
-    parser.add_argument("--one", nargs=3, metavar=("COVERAGE", "METHOD", "SEED"),
-                        help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.summary:
-        summary(args.summary)
-        return
-    if args.one:
-        coverage, method, seed = args.one
-        print(json.dumps(run_one(coverage, method, int(seed), args.max_epochs, args.n_cells,
-                                 args.anchor_fraction)))
-        return
-    runs = [(coverage, method, seed) for coverage in args.coverages for seed in args.seeds
-            for method in args.methods]
-    run_each(__file__, runs, ["--max-epochs", str(args.max_epochs), "--n-cells",
-                              str(args.n_cells), "--anchor-fraction", str(args.anchor_fraction)])
+    grid_main(
+        parser, __file__, "coverage", summary,
+        lambda a, coverage, method, seed: run_one(
+            coverage, method, seed, a.max_epochs, a.n_cells, a.anchor_fraction),
+        lambda a: ["--n-cells", str(a.n_cells), "--anchor-fraction", str(a.anchor_fraction)],
+    )
 
 
 if __name__ == "__main__":

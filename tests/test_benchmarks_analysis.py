@@ -264,6 +264,8 @@ def _needs(*datasets):
                      marks=_needs("tcell_chromatin_radial")),
         ["scale.py", "--parts", "wide", "--wide-cells", "300", "--wide-features", "2000",
          "--wide-pca", "5"],  # simulated
+        ["methylation.py", "--coverages", "deep", "--methods", "binomial", "--seeds", "0",
+         "--max-epochs", "1", "--n-cells", "300"],  # simulated; the grid runner of _runs.py
     ],
     ids=lambda argv: argv[0],
 )

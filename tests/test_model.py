@@ -1324,3 +1324,28 @@ def test_validation_history_holds_the_training_terms(paired_data, make_model, tr
     h = model.history
     assert {"train_latent_l2", "val_latent_l2"} <= set(h.columns)
     assert np.isfinite(h["val_latent_l2"]).all()
+
+
+def test_early_stopping_scores_the_anchor_share_of_validation_pairs(
+    paired_data, make_model, train, monkeypatch
+):
+    """The validation anchor loss uses ``anchor_fraction`` of the validation cells' pairs,
+    not all of them (which would tell model selection more pairs than the model knows)."""
+    import transmodal.model._model as model_module
+
+    seen = {}
+    real = model_module.EpochBatches
+
+    def recording(mods, indices, **kw):
+        seen["val" if kw.get("shuffle") is False else "train"] = kw.get("pairs") or {}
+        return real(mods, indices, **kw)
+
+    monkeypatch.setattr(model_module, "EpochBatches", recording)
+    model = make_model(paired_data, anchor_fraction=0.2, geometric_pairs=False, seed=0)
+    train(model, max_epochs=1)
+    n_val = int(model.val_masks_["rna"].sum())  # every cell is paired
+    n_train_pairs = len(model.anchors_["rna|atac"][0])
+    n_val_pairs = len(seen["val"]["rna|atac"][0])
+    assert n_train_pairs == round(0.2 * (150 - n_val)) and n_val_pairs == round(0.2 * n_val)
+    a, b = seen["val"]["rna|atac"]
+    assert model.val_masks_["rna"][a].all() and model.val_masks_["atac"][b].all()

@@ -113,7 +113,7 @@ class Ensemble:
                 if _units(md) != _units(ref):
                     raise ValueError(
                         f"models[{i}], modality {name!r}: reads or models its data otherwise "
-                        f"than models[0] ((likelihood, layer, obsm_key, normalize, log1p) "
+                        f"than models[0] ((likelihood, layer, total_layer, obsm_key, normalize, log1p) "
                         f"{_units(md)} against {_units(ref)}); their translations would be "
                         "averaged across units"
                     )

@@ -23,11 +23,9 @@ _TENSOR_KINDS = "biuf"
 
 
 def _numbers(column: pd.Series) -> np.ndarray | None:
-    """The values of a numeric column as an array safetensors can hold (``None``: not a
-    numeric column, or unsigned integers beyond int64)."""
+    """The values of a numeric (not categorical) column as an array safetensors can hold
+    (``None``: not numeric, or integers beyond what it stores exactly)."""
     dtype = column.dtype
-    if isinstance(dtype, pd.CategoricalDtype):
-        return None
     if isinstance(dtype, np.dtype):
         if dtype.kind not in _TENSOR_KINDS:
             return None
@@ -46,14 +44,15 @@ def _numbers(column: pd.Series) -> np.ndarray | None:
 
 
 def _category_names(categories: pd.Index) -> list | None:
-    """Category names as JSON values (all strings, all integers or all floats), or ``None``."""
-    for kind, ok in (("string", lambda v: isinstance(v, str)),
-                     ("integer", lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)),
-                     ("floating", lambda v: isinstance(v, (float, np.floating)))):
-        if all(ok(v) for v in categories):
-            return jsonable(list(categories)) if kind != "floating" or np.isfinite(
-                np.asarray(categories, dtype=float)).all() else None
-    return None
+    """Category names as JSON values (all strings, all integers or all finite floats), or
+    ``None``."""
+    values = list(categories)
+    kinds = (
+        lambda v: isinstance(v, str),
+        lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)),
+        lambda v: isinstance(v, (float, np.floating)) and bool(np.isfinite(v)),
+    )
+    return jsonable(values) if any(all(ok(v) for v in values) for ok in kinds) else None
 
 
 def encode_var(var: pd.DataFrame, prefix: str) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
@@ -62,11 +61,11 @@ def encode_var(var: pd.DataFrame, prefix: str) -> tuple[list[dict[str, Any]], di
     meta: list[dict[str, Any]] = []
     tensors: dict[str, torch.Tensor] = {}
     names = [str(c) for c in var.columns]
-    for i, col in enumerate(var.columns):
-        if names.count(names[i]) > 1:  # repeated names (also 0 and "0"): not one column each
+    for i, name in enumerate(names):
+        if names.count(name) > 1:  # repeated names (also 0 and "0"): not one column each
             continue
         column = var.iloc[:, i]
-        entry: dict[str, Any] = {"name": names[i], "dtype": str(column.dtype)}
+        entry: dict[str, Any] = {"name": name, "dtype": str(column.dtype)}
         key = f"{prefix}.{len(meta)}"
         if isinstance(column.dtype, pd.CategoricalDtype):
             categories = _category_names(column.cat.categories)

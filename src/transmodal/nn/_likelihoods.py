@@ -294,9 +294,13 @@ class Binomial(Likelihood):
     def head(self, n_hidden, n_vars):  # noqa: D102
         return _Linear(n_hidden, n_vars, ("logits",))
 
-    def nll(self, params, x, target, mask=None, total=None):  # noqa: D102
+    def _trials(self, total: torch.Tensor | None) -> torch.Tensor:
         if total is None:
             raise ValueError(f"the {self.name!r} likelihood needs each entry's number of trials")
+        return total
+
+    def nll(self, params, x, target, mask=None, total=None):  # noqa: D102
+        total = self._trials(total)
         logits = params["logits"]
         ll = (
             x * F.logsigmoid(logits) + (total - x) * F.logsigmoid(-logits)
@@ -322,8 +326,7 @@ class BetaBinomial(Binomial):
         return _LogitsDispersion(n_hidden, n_vars, log_theta=2.0)
 
     def nll(self, params, x, target, mask=None, total=None):  # noqa: D102
-        if total is None:
-            raise ValueError(f"the {self.name!r} likelihood needs each entry's number of trials")
+        total = self._trials(total)
         # float64: the log-gamma terms of a large concentration cancel (lgamma(1e4) ~ 8e4,
         # float32 resolution there ~ 0.01)
         logits, theta = params["logits"].double(), params["theta"].double()
