@@ -174,6 +174,48 @@ def test_embed_and_translate_need_only_the_modalities_used(workdir: Path, traine
     _assert_one_line_error(capsys, "missing: atac")
 
 
+def test_embed_translate_evaluate_read_mudata_files(workdir: Path, trained: Path, tmp_path: Path,
+                                                    capsys):
+    import mudata as md
+
+    h5mu = tmp_path / "cells.h5mu"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        md.MuData({n: ad.read_h5ad(workdir / f"{n}.h5ad") for n in ("rna", "atac")}).write(h5mu)
+    model = ["--model", str(trained)]
+    # a bare .h5mu: every modality of the model it holds; NAME=PATH.h5mu: that one
+    assert main(["embed", *model, "--data", str(h5mu), "--out", str(tmp_path / "mu")]) == 0
+    assert main(["embed", *model, *_data_args(workdir), "--out", str(tmp_path / "ad")]) == 0
+    for name in ("rna", "atac"):
+        np.testing.assert_array_equal(
+            ad.read_h5ad(tmp_path / "mu" / f"{name}.h5ad").obsm["X_transmodal"],
+            ad.read_h5ad(tmp_path / "ad" / f"{name}.h5ad").obsm["X_transmodal"],
+        )
+    out = tmp_path / "t.h5ad"
+    args = ["translate", *model, "--data", f"rna={h5mu}", "--source", "rna", "--target", "atac"]
+    assert main([*args, "--out", str(out)]) == 0
+    assert ad.read_h5ad(out).shape == (N_CELLS, N_ATAC)
+    metrics = tmp_path / "m.json"
+    assert main(["evaluate", *model, "--data", str(h5mu), "--source", "rna", "--target", "atac",
+                 "--train-data", str(h5mu), "--out", str(metrics)]) == 0
+    assert json.loads(metrics.read_text())["n_cells"] == N_CELLS
+    capsys.readouterr()
+    # a modality the file lacks, and a file with none of the model's
+    rna_only = tmp_path / "rna_only.h5mu"
+    other = tmp_path / "other.h5mu"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        md.MuData({"rna": ad.read_h5ad(workdir / "rna.h5ad")}).write(rna_only)
+        md.MuData({"prot": ad.read_h5ad(workdir / "rna.h5ad")}).write(other)
+    args = ["embed", *model, "--modality", "atac", "--out", str(tmp_path / "a.h5ad")]
+    assert main([*args, "--data", f"atac={rna_only}"]) == 2
+    _assert_one_line_error(capsys, "--data atac", "rna_only.h5mu", "no modality 'atac'", "rna")
+    assert main([*args, "--data", str(other)]) == 2
+    _assert_one_line_error(capsys, "--data", "other.h5mu", "prot", "none of the model's")
+    assert main([*args, "--data", str(h5mu), f"atac={h5mu}"]) == 2
+    _assert_one_line_error(capsys, "modality 'atac' given twice")
+
+
 def test_translate(workdir: Path, trained: Path):
     out = workdir / "atac_from_rna.h5ad"
     args = ["translate", "--model", str(trained), *_data_args(workdir),
@@ -482,8 +524,12 @@ def test_wrong_file_types_are_one_line_errors(workdir: Path, trained: Path, tmp_
         md.MuData({"rna": ad.read_h5ad(workdir / "rna.h5ad")}).write(h5mu)
     out = tmp_path / "e.h5ad"
     args = ["embed", "--model", str(trained), "--data", f"rna={h5mu}", "--modality", "rna"]
-    assert main([*args, "--out", str(out)]) == 2
-    _assert_one_line_error(capsys, "--data rna", "cannot read", "cells.h5mu", ".h5ad")
+    fake = tmp_path / "fake.h5mu"  # an .h5ad named .h5mu
+    fake.write_bytes((workdir / "rna.h5ad").read_bytes())
+    assert main([*args[:4], f"rna={fake}", *args[5:], "--out", str(out)]) == 2
+    _assert_one_line_error(capsys, "--data rna", "cannot read", "fake.h5mu", ".h5mu")
+    assert main([*args[:4], str(fake), *args[5:], "--out", str(out)]) == 2
+    _assert_one_line_error(capsys, "--data", "fake.h5mu", "not a MuData file")
     (tmp_path / "junk.h5ad").write_text("not hdf5")
     args[4] = f"rna={tmp_path / 'junk.h5ad'}"
     assert main([*args, "--out", str(out)]) == 2

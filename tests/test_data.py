@@ -163,6 +163,8 @@ def test_negative_values_rejected_for_nb(paired_data, specs, sparse):
         setup_data(paired_data, specs)
     msg = str(info.value)
     assert "negative" in msg and "'rna'" in msg and "counts" in msg
+    # the likelihood's advice, not normalize / log1p's (which would lead to a second error)
+    assert "'nb' likelihood needs raw counts" in msg and "set it to False" not in msg
 
 
 @pytest.mark.parametrize("sparse", [False, True])
@@ -269,6 +271,7 @@ def test_float64_features_below_float32_resolution_warn(paired_data, specs):
     assert sum("float32's resolution" in str(w.message) for w in record) == 1
     with warnings.catch_warnings():  # the same source is not warned about twice
         warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message=".*untrained model")
         model.get_latent_representation("atac")
     # centred in float64, the same features keep their variation: no warning
     paired_data["atac"].X = x - x.mean(0)
@@ -974,6 +977,15 @@ def test_column_only_in_mudata_global_obs_suggests_push_obs():
     mdata.push_obs(["celltype", "batch", "m"])
     mods, cats = setup_data(mdata, specs, labels_key="celltype", marker_key="m")
     assert cats == ["0", "1"] and mods["a"].batches is not None
+    # a modality's column pulled into the global obs carries mudata's prefix: pushing it back
+    # strips the prefix, so the hint names the modality's own column instead
+    mdata.mod["a"].obs["cluster"] = np.arange(12) % 3
+    mdata.pull_obs(["cluster"])
+    assert "a:cluster" in mdata.obs
+    with pytest.raises(ValueError, match=r"holds 'a:cluster', which is modality 'a''s own column "
+                       r"'cluster'.*pass 'cluster' instead") as err:
+        setup_data(mdata, TINY_SPECS, labels_key="a:cluster")
+    assert "push_obs" not in str(err.value)
 
 
 def test_feature_moments_match_numpy_in_blocks_and_keep_large_offsets():

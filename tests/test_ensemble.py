@@ -91,6 +91,9 @@ def test_ensemble_errors(ensemble, paired_data, make_model, tmp_path):
         tm.Ensemble([m0, m1], scales=[1.0, 0.0])
     with pytest.raises(FileNotFoundError, match="not a saved transmodal Ensemble"):
         tm.Ensemble.load(tmp_path, paired_data)
+    m0.save(tmp_path / "single")  # a single model: pointed to CrossModalAE.load
+    with pytest.raises(FileNotFoundError, match="single model: load it with tm.CrossModalAE.load"):
+        tm.Ensemble.load(tmp_path / "single", paired_data)
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "ensemble.json").write_text(json.dumps(
         {"format": "transmodal-ensemble", "format_version": 1, "members": ["../x"], "scales": [1]}))

@@ -95,6 +95,23 @@ def test_history_without_labels_or_validation(paired_data, make_model, train):
     assert not any(m.any() for m in model.val_masks_.values())
 
 
+def test_progress_bar_counts_epochs_with_losses(paired_data, make_model, train, capsys):
+    model = make_model(paired_data, anchor_fraction=1.0)
+    train(model, max_epochs=3, progress_bar=True)
+    err = capsys.readouterr().err
+    # one bar over the epochs, with the last epoch's losses; no per-step / validation bars
+    assert "Training: 100%" in err and "3/3" in err and "epoch/s" in err
+    last = model.history.iloc[-1]
+    assert f"loss={last['train_loss']:.4g}" in err and f"disc_acc={last['train_disc_acc']:.2f}" in err
+    assert "Validation" not in err and "Epoch 0" not in err
+    # early stopping ends the bar short, and says so
+    train(model, max_epochs=50, progress_bar=True, early_stopping=True, patience=1)
+    err = capsys.readouterr().err
+    assert len(model.history) < 3 + 50 and "Training (stopped early)" in err
+    train(model, max_epochs=1)  # progress_bar=False: silent
+    assert "Training" not in capsys.readouterr().err
+
+
 def test_backed_h5ad_trains_like_in_memory(tmp_path, make_model, train):
     """A backed (on-disk) AnnData is read per batch and gives the same model."""
     data = make_data()
@@ -129,6 +146,23 @@ def test_latent_shapes_and_dtype(trained_model):
         assert np.isfinite(z).all()
     with pytest.raises(ValueError, match="'prot'"):
         trained_model.get_latent_representation("prot")
+
+
+def test_untrained_model_warns_before_use(paired_data, make_model, trained_model):
+    model = make_model(paired_data, labels_key="label")
+    calls = {
+        "Embeddings": lambda m: m.get_latent_representation("rna"),
+        "Translations": lambda m: m.translate(source="rna", target="atac"),
+        "Label predictions": lambda m: m.predict_labels("atac"),
+    }
+    for what, call in calls.items():
+        with pytest.warns(UserWarning, match=f"{what} come from an untrained model") as rec:
+            call(model)
+        assert rec[0].filename == __file__  # points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a trained model: no warning
+        trained_model.get_latent_representation("rna")
+        trained_model.translate(source="rna", target="atac")
 
 
 def test_embed_new_cells(trained_model, paired_data):
@@ -382,6 +416,23 @@ def test_anchor_fraction_selects_half_of_paired_training_cells(paired_data, make
     assert make_model(make_data(), anchor_fraction=0.0).anchors_ == {}
 
 
+def test_default_anchor_fraction_warns_that_known_pairs_go_unused(half_paired_data, make_model):
+    with pytest.warns(UserWarning, match=r"known pairs unused: 'rna' and 'atac' share \d+ "
+                      r"training cells.*anchor_fraction=1.0") as rec:
+        model = make_model(half_paired_data)
+    assert rec[0].filename.endswith("conftest.py")  # make_model's CrossModalAE(...) line
+    assert model.anchors_ == {} and model.init_params_["anchor_fraction"] == 0.0
+    pa, pb = find_pairs(model.mods["rna"], model.mods["atac"])
+    n = int((~model.val_masks_["rna"][pa] & ~model.val_masks_["atac"][pb]).sum())
+    assert f"share {n} training cells" in str(rec[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_model(half_paired_data, anchor_fraction=0)  # chosen: silent
+        unpaired = {k: a.copy() for k, a in half_paired_data.items()}
+        unpaired["atac"].obs_names = [f"x{i}" for i in range(unpaired["atac"].n_obs)]
+        make_model(unpaired)  # nothing to use
+
+
 def test_anchor_fraction_partial_pairing(half_paired_data, make_model):
     model = make_model(half_paired_data, anchor_fraction=0.5, seed=0)
     ia, ib = model.anchors_["rna|atac"]
@@ -507,6 +558,21 @@ def test_warns_when_modalities_stay_separable(paired_data, make_model, train):
     assert model.mixing_accuracy_ < 0.7
 
 
+def test_warns_when_the_discriminator_still_tells_the_modalities_apart(paired_data, make_model,
+                                                                     train):
+    # without any alignment term the standardised latents overlap in mean and variance, so
+    # the linear check is blind (0.5); the discriminator is not (val accuracy 1.0)
+    model = make_model(paired_data, anchor_fraction=0, geometric_pairs=False, seed=0)
+    with pytest.warns(UserWarning, match=r"the latent discriminator tells them apart with "
+                      r"balanced accuracy 1\.00 \(mean of the last epochs\)") as rec:
+        train(model, max_epochs=20, lam_adv=0, lam_mmd=0, quiet=False)
+    assert model.mixing_accuracy_ < 0.7 and "linear classifier" not in str(rec[0].message)
+    model.history_["val_disc_acc"] = 0.6  # as an aligned model's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model._warn_if_separable()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 @pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
 def test_gpu_without_cuda_raises(paired_data, make_model, accelerator):
@@ -541,6 +607,14 @@ def test_bad_device_and_modality_arguments_are_named(paired_data, make_model):
     if not torch.backends.mps.is_available():
         with pytest.raises(ValueError, match="MPS .* not available"):
             model.get_latent_representation("rna", device="mps")
+    # "gpu", as Lightning's accelerator: CUDA (else MPS), refused by name without one
+    if torch.cuda.is_available():
+        np.testing.assert_allclose(model.get_latent_representation("rna", device="gpu"),
+                                   model.get_latent_representation("rna"), atol=1e-4)
+    elif not torch.backends.mps.is_available():
+        for device in ("gpu", "GPU:0"):
+            with pytest.raises(ValueError, match=f"device '{device}' requested but no GPU"):
+                model.get_latent_representation("rna", device=device)
     assert np.isfinite(model.get_latent_representation("rna")).all()  # the model still works
     with pytest.raises(TypeError, match="modality must be a modality name"):
         model.get_latent_representation(paired_data["rna"], "rna")
@@ -585,7 +659,7 @@ def test_invalid_accelerator(paired_data, make_model):
         {"n_latent": True},
         {"n_latent": 2.0},
         {"dropout": "0.1"},
-        {"anchor_fraction": None},
+        {"anchor_fraction": "0.5"},
         {"disc_noise": -1.0},
         {"seed": -1},
         {"seed": None},
@@ -1176,7 +1250,7 @@ def test_learned_prior_ignores_pretrain_epochs_with_a_warning(paired_data, make_
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         warnings.filterwarnings("ignore", message=".*separable.*")
-        train(make_model(paired_data), max_epochs=1, pretrain_epochs=0)
+        train(make_model(paired_data, anchor_fraction=0), max_epochs=1, pretrain_epochs=0)
 
 
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step`")

@@ -260,3 +260,34 @@ def test_gallery_refuses_channels_last_crops_and_a_list_of_rows():
         tm.pl.gallery({"real": crops})
     with pytest.raises(ValueError, match="rows must be a mapping"):
         tm.pl.gallery([np.moveaxis(crops, -1, 1)])
+
+
+def test_embedding_plots_the_stored_latent_of_every_modality(tmp_path):
+    import warnings
+
+    import anndata as ad
+    import mudata as md
+
+    z, labels = _blobs(3)
+    rng = np.random.default_rng(1)
+    data = {}
+    for name, n in (("rna", len(z)), ("atac", 20)):
+        a = ad.AnnData(np.zeros((n, 1), np.float32))
+        a.obsm["X_transmodal"] = z if name == "rna" else rng.normal(size=(n, z.shape[1]))
+        data[name] = a
+    data["rna"].obs["cell_type"] = labels
+    fig = tm.pl.embedding(data, color="cell_type")
+    assert len(fig.axes) == 2 and fig.axes[1].get_legend().get_title().get_text() == "cell_type"
+    # the unlabelled modality is drawn as nan; the points are both modalities' latents
+    assert "nan" in _legend_texts(fig.axes[1])
+    assert len(fig.axes[0].collections[0].get_offsets()) == len(z) + 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # mudata's notes on obs_names
+        mdata = md.MuData(data)
+    assert tm.pl.embedding(mdata, path=tmp_path / "e.png") is None and (tmp_path / "e.png").is_file()
+    with pytest.raises(TypeError, match="for one AnnData use scanpy.pl.embedding"):
+        tm.pl.embedding(data["rna"])
+    with pytest.raises(ValueError, match=r"modality 'rna': obsm\['X_umap'\] not found"):
+        tm.pl.embedding(data, basis="X_umap")
+    with pytest.raises(ValueError, match="color 'batch': not an obs column of any modality"):
+        tm.pl.embedding(data, color="batch")

@@ -20,9 +20,18 @@ import torch
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"auto"`` -> a device."""
+    """``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"gpu"`` (as Lightning's
+    accelerator: CUDA, else MPS; ``"gpu:1"`` = ``"cuda:1"``) or ``"auto"`` -> a device."""
     if device is None:
         return torch.device("cpu")
+    if isinstance(device, str) and device.strip().lower().split(":")[0] == "gpu":
+        name, _, index = device.strip().lower().partition(":")
+        mps = getattr(torch.backends, "mps", None)
+        if not index and not torch.cuda.is_available() and mps is not None and mps.is_available():
+            return torch.device("mps")
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but no GPU (CUDA or MPS) is available")
+        device = f"cuda:{index}" if index else "cuda"
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -35,7 +44,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         dev = None
     if dev is None or dev.type not in ("cpu", "cuda", "mps"):  # not "meta", "xpu", ...
         raise ValueError(
-            "device must be 'cpu', 'cuda', 'cuda:N', 'mps', 'auto' or a torch.device of "
+            "device must be 'cpu', 'cuda', 'cuda:N', 'gpu', 'mps', 'auto' or a torch.device of "
             f"these; got {device!r}"
         )
     if dev.type == "cuda":

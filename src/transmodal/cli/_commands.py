@@ -182,17 +182,80 @@ def _describe(data, modalities: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- model + data loading
-def parse_data_args(items: Sequence[str] | None) -> dict[str, Path]:
-    """``["rna=a.h5ad", "atac=b.h5ad"]`` -> ``{"rna": Path("a.h5ad"), ...}``."""
+def _is_mudata(path: Path) -> bool:
+    return path.suffix.lower() == ".h5mu"
+
+
+def _mudata_modalities(path: Path, names: Sequence[str], option: str) -> list[str]:
+    """The modalities among ``names`` that the .h5mu file ``path`` holds (read from the
+    file's index alone, not its matrices)."""
+    import h5py
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{option}: file not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            held = list(f["mod"].keys()) if isinstance(f.get("mod"), h5py.Group) else None
+    except OSError as err:
+        raise ValueError(f"{option}: cannot read {path} as .h5mu: {err}") from None
+    if held is None:
+        raise ValueError(f"{option}: {path} is not a MuData file (it has no 'mod' group)")
+    found = [n for n in names if n in held]
+    if not found:
+        raise ValueError(
+            f"{option}: {path} holds the modalities {', '.join(held) or '(none)'}, none of the "
+            f"model's ({', '.join(names)})"
+        )
+    return found
+
+
+def parse_data_args(
+    items: Sequence[str] | None, names: Sequence[str], option: str = "--data"
+) -> dict[str, Path]:
+    """``["rna=a.h5ad", "atac=b.h5ad"]`` -> ``{"rna": Path("a.h5ad"), ...}``.
+
+    ``NAME=PATH.h5mu`` takes modality ``NAME`` of a MuData file; a bare ``PATH.h5mu`` every
+    modality among ``names`` (the model's) that the file holds.
+    """
     out: dict[str, Path] = {}
     for item in items or []:
         name, sep, path = item.partition("=")
         name, path = name.strip(), path.strip()
-        if not sep or not name or not path:
-            raise ValueError(f"--data {item!r}: expected NAME=PATH.h5ad (e.g. rna=rna.h5ad)")
-        if name in out:
-            raise ValueError(f"--data: modality {name!r} given twice")
-        out[name] = Path(os.path.expanduser(path))
+        if not sep and _is_mudata(Path(name)):
+            mudata = Path(os.path.expanduser(name))
+            pairs = [(n, mudata) for n in _mudata_modalities(mudata, names, option)]
+        elif not sep or not name or not path:
+            raise ValueError(
+                f"{option} {item!r}: expected NAME=PATH.h5ad (e.g. rna=rna.h5ad), "
+                "NAME=PATH.h5mu (modality NAME of a MuData file) or PATH.h5mu"
+            )
+        else:
+            pairs = [(name, Path(os.path.expanduser(path)))]
+        for name, path in pairs:
+            if name in out:
+                raise ValueError(f"{option}: modality {name!r} given twice")
+            out[name] = path
+    return out
+
+
+def _read_inputs(paths: Mapping[str, Path], option: str = "--data") -> dict[str, Any]:
+    """Read each modality's cells: an .h5ad file, or that modality of an .h5mu file (each
+    file read once)."""
+    files: dict[Path, Any] = {}
+    out: dict[str, Any] = {}
+    for name, path in paths.items():
+        where = f"{option} {name}"
+        if not _is_mudata(path):
+            out[name] = _read(path, where, ".h5ad")
+            continue
+        if path not in files:
+            files[path] = _read(path, where, ".h5mu")
+        mods = files[path].mod
+        if name not in mods:
+            raise ValueError(
+                f"{where}: {path} holds no modality {name!r} (it has {', '.join(mods) or 'none'})"
+            )
+        out[name] = mods[name]
     return out
 
 
@@ -245,7 +308,9 @@ def _check_modality(name: str, names: list[str], option: str) -> None:
         raise ValueError(f"{option}: modality {name!r} is not in the model (it has {', '.join(names)})")
 
 
-def _load(model_dir: Path, data_paths: dict[str, Path], config: dict[str, Any]):
+def _load(
+    model_dir: Path, data_paths: dict[str, Path], config: dict[str, Any], option: str = "--data"
+):
     """Read the data and rebuild the model around it; returns ``(model, data)``.
 
     New cells need no labels: ``load`` treats a missing ``labels_key`` column (or unknown
@@ -253,7 +318,7 @@ def _load(model_dir: Path, data_paths: dict[str, Path], config: dict[str, Any]):
     """
     from ..model import CrossModalAE, Ensemble
 
-    data = {n: _read(p, f"--data {n}", ".h5ad") for n, p in data_paths.items()}
+    data = _read_inputs(data_paths, option)
     # the matrices are checked again (per modality used) when embedding / translating
     cls = Ensemble if _is_ensemble(model_dir) else CrossModalAE
     with warnings.catch_warnings():  # no training here: that saved pairs are dropped is moot
@@ -275,7 +340,7 @@ def cmd_embed(
         raise ValueError(f"--key {key!r}: give a non-empty obsm key without '/'")
     model_dir = Path(model)
     names, config = _model_modalities(model_dir)
-    data_paths = parse_data_args(data)
+    data_paths = parse_data_args(data, names)
     if modality is not None:
         _check_modality(modality, names, "--modality")
     _check_data_args(data_paths, names, model_dir, [] if modality is None else [modality])
@@ -329,7 +394,7 @@ def cmd_translate(
     # checked before any data are read
     target_batch_codes((config.get("batch_categories") or {}).get(target), target, target_batch,
                        what="--target-batch")
-    data_paths = parse_data_args(data)
+    data_paths = parse_data_args(data, names)
     _check_data_args(data_paths, names, model_dir, [source])
     out_path = Path(out)
     _check_output(out_path, overwrite=overwrite, suffix=".h5ad")
@@ -371,7 +436,7 @@ def cmd_evaluate(
     _check_modality(target, names, "--target")
     if source == target:
         raise ValueError(f"--source and --target must differ, both are {source!r}")
-    data_paths = parse_data_args(data)
+    data_paths = parse_data_args(data, names)
     for name in (source, target):
         if name not in data_paths:
             raise ValueError(f"--data: no data for modality {name!r} (add --data {name}=PATH.h5ad)")
@@ -379,7 +444,7 @@ def cmd_evaluate(
         _check_modality(name, names, "--data")
         if not path.is_file():
             raise FileNotFoundError(f"--data {name}: file not found: {path}")
-    train_paths = parse_data_args(train_data) if train_data else None
+    train_paths = parse_data_args(train_data, names, "--train-data") if train_data else None
     if train_paths is not None:
         _check_data_args(train_paths, names, model_dir, option="--train-data")
     else:
@@ -388,8 +453,8 @@ def cmd_evaluate(
     if out_path is not None:
         _check_output(out_path, overwrite=overwrite, suffix=".json")
     if train_paths is not None:
-        m, _ = _load(model_dir, train_paths, config)
-        adatas = {n: _read(p, f"--data {n}", ".h5ad") for n, p in data_paths.items()}
+        m, _ = _load(model_dir, train_paths, config, "--train-data")
+        adatas = _read_inputs(data_paths)
     else:
         m, adatas = _load(model_dir, data_paths, config)
     if labels_key is None:  # default: the model's labels_key, where both inputs have it

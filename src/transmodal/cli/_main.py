@@ -74,7 +74,9 @@ def _add_data(p: argparse.ArgumentParser, *, required: bool = True, help_extra: 
         nargs="+",
         action="extend",
         required=required,
-        help="input .h5ad per modality, e.g. --data rna=rna.h5ad atac=atac.h5ad" + help_extra,
+        help="input .h5ad per modality, e.g. --data rna=rna.h5ad atac=atac.h5ad; or from a "
+        "MuData file: rna=cells.h5mu (its modality rna), or cells.h5mu (every modality of the "
+        "model that it holds)" + help_extra,
     )
 
 
@@ -260,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--train-data", metavar="NAME=PATH", nargs="+", action="extend",
-        help="training .h5ad per modality (every modality of the model), for the baseline",
+        help="training .h5ad per modality (every modality of the model; or an .h5mu, as for "
+        "--data), for the baseline",
     )
     p.add_argument("--out", metavar="FILE", help="also write the metrics as JSON")
     _add_overwrite(p, "metrics file")

@@ -134,6 +134,13 @@ def global_obs_hint(data: Any, key: str, mods: list[str] | None = None) -> str:
     obs = getattr(data, "obs", None)
     if not hasattr(data, "mod") or obs is None or key not in obs.columns:
         return ""
+    mod, sep, col = key.partition(":")
+    if sep and mod in data.mod and col in data.mod[mod].obs.columns:  # pulled, so prefixed
+        return (
+            f"; the MuData's global .obs holds {key!r}, which is modality {mod!r}'s own column "
+            f"{col!r} under mudata's prefix, and transmodal reads the modalities' own obs: "
+            f"pass {col!r} instead"
+        )
     where = "" if mods is None else f", mods={list(mods)!r}"
     if hasattr(type(data), "push_obs"):
         fix = f"copy it into the modalities with mdata.push_obs([{key!r}]{where})"

@@ -546,15 +546,19 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
             raise ValueError(
                 f"{where} holds values beyond float32 (|x| > {_FLOAT32_MAX:.3g}); rescale them"
             )
+        if likelihood.nonnegative and vals.min() < 0:  # first: its advice is the one to take
+            need = (
+                "raw counts (use a 'layer' with counts, or likelihood='gaussian' for centred or "
+                "scaled data)" if likelihood.counts else "non-negative data"
+            )
+            raise ValueError(
+                f"{where} holds negative values (min {vals.min():.3g}); the "
+                f"{likelihood.name!r} likelihood needs {need}"
+            )
         if nonnegative_for is not None and vals.min() < 0:
             raise ValueError(
                 f"{where} holds negative values (min {vals.min():.3g}); {nonnegative_for} "
                 "needs non-negative data (set it to False for centred or signed features)"
-            )
-        if likelihood.nonnegative and vals.min() < 0:
-            raise ValueError(
-                f"{where} holds negative values; the {likelihood.name!r} likelihood needs "
-                "non-negative data"
             )
         if likelihood.unit_interval and vals.max() > 1:
             raise ValueError(

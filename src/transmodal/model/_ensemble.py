@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._utils import ENSEMBLE_CONFIG, atomic_directory
+from .._utils import ENSEMBLE_CONFIG, MODEL_CONFIG, atomic_directory
 from ._model import CrossModalAE
 
 ENSEMBLE_FORMAT_VERSION = 1
@@ -203,7 +203,7 @@ class Ensemble:
         batch_size
             Cells per forward pass.
         device
-            ``"cpu"`` (default), ``"cuda"`` or ``"auto"``.
+            ``"cpu"`` (default), ``"cuda"`` (or ``"gpu"``, as Lightning names it) or ``"auto"``.
 
         Returns
         -------
@@ -301,7 +301,11 @@ class Ensemble:
         path = Path(path)
         cfg = path / ENSEMBLE_CONFIG
         if not cfg.is_file():
-            raise FileNotFoundError(f"{path} is not a saved transmodal Ensemble ({ENSEMBLE_CONFIG} needed)")
+            single = (path / MODEL_CONFIG).is_file()
+            raise FileNotFoundError(
+                f"{path} is not a saved transmodal Ensemble ({ENSEMBLE_CONFIG} needed)"
+                + ("; it holds a single model: load it with tm.CrossModalAE.load" if single else "")
+            )
         try:
             config = json.loads(cfg.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:

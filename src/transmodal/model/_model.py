@@ -36,7 +36,7 @@ from ..geometry import geometric_pairs, transport_pairs
 from ..nn._conv import DEFAULT_CHANNELS
 from ..nn._likelihoods import get_likelihood
 from ._module import CrossModalModule, ModalityArch
-from ._split import choose_anchors, names_digest, validation_masks
+from ._split import choose_anchors, names_digest, validation_masks, warn_unused_pairs
 
 # below this many training cells per modality the default shape-based pairs are skipped
 _MIN_GEOMETRY_CELLS = 100
@@ -86,6 +86,7 @@ def _center_batches(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
 
 
 SEPARABLE_ACCURACY = 0.8
+DISC_SEPARABLE_ACCURACY = 0.9  # healthy runs end near 0.5-0.65; unaligned ones near 1
 
 
 def _check_number(
@@ -206,7 +207,9 @@ class CrossModalAE:
     anchor_fraction
         Fraction (0-1) of the paired training cells whose pairing is used by the anchor
         loss (rounded, at least one pair); the seeded choice is saved with the model. Above
-        0 it needs two modalities that share cells (a ``ValueError`` otherwise).
+        0 it needs two modalities that share cells (a ``ValueError`` otherwise). ``None``
+        (default): 0, the paper's unpaired setting, with a warning where modalities share
+        training cells (their pairs would go unused); pass 0 to keep that silently.
     geometric_pairs
         Pseudo-pairs from the shapes of the data (:func:`transmodal.geometry.geometric_pairs`:
         landmark Isomap of each modality, overlaid by Wasserstein-Procrustes, each cell
@@ -256,7 +259,7 @@ class CrossModalAE:
         prior: str = "learned",
         labels_key: str | None = None,
         marker_key: str | list[str] | None = None,
-        anchor_fraction: float = 0.0,
+        anchor_fraction: float | None = None,
         geometric_pairs: bool | str | None = None,
         validation_fraction: float = 0.1,
         seed: int = 0,
@@ -273,7 +276,7 @@ class CrossModalAE:
             "prior": prior,
             "labels_key": labels_key,
             "marker_key": marker_key,
-            "anchor_fraction": anchor_fraction,
+            "anchor_fraction": 0.0 if anchor_fraction is None else anchor_fraction,
             "geometric_pairs": geometric_pairs,
             "validation_fraction": validation_fraction,
             "seed": seed,
@@ -285,6 +288,8 @@ class CrossModalAE:
         self.val_masks_ = masks
         train = {n: ~m for n, m in masks.items()}
         self.anchors_ = choose_anchors(self.mods, train, params["anchor_fraction"], seed)
+        if anchor_fraction is None:
+            warn_unused_pairs(self.mods, train)
         if self.anchors_ and self.label_categories_:
             warn_label_conflicts(
                 self.mods, self.label_categories_, params["labels_key"], stacklevel=2
@@ -449,6 +454,8 @@ class CrossModalAE:
             ("dropout", 1, False), ("anchor_fraction", 1, True), ("validation_fraction", 1, False)
         ):
             value = p[key]
+            if key == "anchor_fraction" and value is None:  # the default: 0, warning of pairs
+                continue
             if not (is_number(value) and 0 <= value and (value <= high if closed else value < high)):
                 interval = f"[0, {high}]" if closed else f"[0, {high})"
                 raise ValueError(f"{key} must be a number in {interval}, got {value!r}")
@@ -1018,12 +1025,16 @@ class CrossModalAE:
 
         A cross-validated logistic regression predicts the modality from the latent points
         of up to ``max_cells`` cells per modality (validation cells when there are enough);
-        its balanced accuracy is stored in ``self.mixing_accuracy_``. The discriminator's own
-        accuracy is not used: an oscillating adversarial game can fool it while the
-        modalities stay linearly separable. Every encoder standardises its latent per
-        modality (equal mean and variance on the training cells), so the check sees only
-        differences beyond those: it can stay silent even for unrelated modalities trained
-        without any alignment term (two equally standardised clouds overlap).
+        its balanced accuracy is stored in ``self.mixing_accuracy_``. Every encoder
+        standardises its latent per modality (equal mean and variance on the training cells),
+        so this check sees only differences beyond those and can stay silent for modalities
+        trained without any alignment term (two equally standardised clouds overlap). So it
+        also warns when the latent discriminator (a nonlinear classifier) still tells the
+        modalities apart with balanced accuracy above 0.9 over the last epochs: unaligned
+        modalities end near 1 (1.00 on simulated data with ``lam_adv=0, lam_mmd=0``, where
+        the linear check gave 0.50), aligned ones near 0.5-0.65. The discriminator alone is
+        not enough either: an oscillating adversarial game can fool it while the modalities
+        stay linearly separable.
         """
         from ..metrics import mixing_accuracy_multi
 
@@ -1046,11 +1057,23 @@ class CrossModalAE:
             )
         try:
             acc = float(mixing_accuracy_multi(embs, cv=3, seed=0))
-        except ValueError:
-            return
+        except ValueError:  # too few cells to cross-validate
+            acc = None
         self.mixing_accuracy_ = acc
         chance = 1.0 / len(self.mods)
-        if acc > max(SEPARABLE_ACCURACY, chance + 0.3):
+        found = []
+        if acc is not None and acc > max(SEPARABLE_ACCURACY, chance + 0.3):
+            found.append(
+                f"a linear classifier tells them apart with balanced accuracy {acc:.2f} "
+                f"(chance {chance:.2f})"
+            )
+        disc = self._recent_disc_accuracy()
+        if disc is not None and disc > max(DISC_SEPARABLE_ACCURACY, chance + 0.3):
+            found.append(
+                f"the latent discriminator tells them apart with balanced accuracy {disc:.2f} "
+                "(mean of the last epochs)"
+            )
+        if found:
             missing = [
                 what for what, given in (
                     ("labels_key", self.init_params_["labels_key"] is not None),
@@ -1059,13 +1082,25 @@ class CrossModalAE:
             ]
             add = f"add {' or '.join(missing)}, " if missing else ""
             warnings.warn(
-                f"the modalities remain separable in the latent space: a linear classifier tells "
-                f"them apart with balanced accuracy {acc:.2f} (chance {chance:.2f}). Train longer, "
-                f"raise lam_adv / lam_mmd, {add}or check that the modalities measure the same "
-                "cell population.",
+                f"the modalities remain separable in the latent space: {'; '.join(found)}. "
+                f"Train longer, raise lam_adv / lam_mmd, {add}or check that the modalities "
+                "measure the same cell population.",
                 UserWarning,
                 stacklevel=3,
             )
+
+    def _recent_disc_accuracy(self, epochs: int = 5) -> float | None:
+        """The latent discriminator's mean balanced accuracy over the last ``epochs`` epochs
+        that trained it (validation cells where there are, else training cells)."""
+        h = self.history_
+        if h is None:
+            return None
+        for col in ("val_disc_acc", "train_disc_acc"):
+            if col in h.columns:
+                recent = h[col].dropna().tail(epochs)
+                if len(recent):
+                    return float(recent.mean())
+        return None
 
     # -- inference -------------------------------------------------------------------------
     def _check_name(self, modality: str, what: str = "modality") -> None:
@@ -1077,6 +1112,15 @@ class CrossModalAE:
             )
         if modality not in self.mods:
             raise ValueError(f"unknown {what} {modality!r}; the model has {self.modality_names}")
+
+    def _warn_untrained(self, what: str) -> None:
+        """Warn that ``what`` come from random weights (``train()`` never ran)."""
+        if not self.is_trained_:
+            warnings.warn(
+                f"{what} come from an untrained model (random weights): call model.train() "
+                "first, or load a trained model with CrossModalAE.load",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
 
     def _source_for(self, modality: str, adata: AnnData | None, *, check: bool = True) -> MatrixSource:
         self._check_name(modality)
@@ -1224,7 +1268,7 @@ class CrossModalAE:
         batch_size
             Cells per forward pass.
         device
-            ``"cpu"`` (default), ``"cuda"`` or ``"auto"``.
+            ``"cpu"`` (default), ``"cuda"`` (or ``"gpu"``, as Lightning names it) or ``"auto"``.
         out
             Write the embedding to this .h5ad file instead (``X`` = latent coordinates,
             ``var_names`` ``latent0...``, the cells' ``obs``), batch by batch, so memory
@@ -1238,6 +1282,7 @@ class CrossModalAE:
         or with ``out`` the written AnnData opened read-only (``backed="r"``).
         """
         src = self._source_for(modality, adata)
+        self._warn_untrained("Embeddings")
 
         def fn(x):
             return self.module.encode(modality, x)
@@ -1295,7 +1340,7 @@ class CrossModalAE:
             array is taken by position); default: the mean of the decodings in every batch.
             Also for ``source == target`` (reconstruction: pass the cells' own batches).
         device
-            ``"cpu"`` (default), ``"cuda"`` or ``"auto"``.
+            ``"cpu"`` (default), ``"cuda"`` (or ``"gpu"``, as Lightning names it) or ``"auto"``.
         out
             Write the result to this .h5ad file instead of memory, batch by batch (memory
             holds one batch); the file appears only once complete, and the result equals
@@ -1337,6 +1382,7 @@ class CrossModalAE:
                 "the translation is the decoder's mean", UserWarning, stacklevel=2,
             )
         src = self._source_for(source, adata)
+        self._warn_untrained("Translations")
         cells = self.mods[source].adata if adata is None else adata
         batch_code = target_batch_codes(
             self.batch_categories_.get(target), target, target_batch, cells.obs_names
@@ -1443,6 +1489,7 @@ class CrossModalAE:
                 raise ValueError(f"classes {unknown} are not among the model's labels {cats}")
             keep = np.array([cats.index(c) for c in classes], dtype=np.int64)
         src = self._source_for(modality, adata)
+        self._warn_untrained("Label predictions")
         cols = torch.from_numpy(keep)
 
         def fn(x):

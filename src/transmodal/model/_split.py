@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from itertools import combinations
 
 import numpy as np
 
+from .._utils import user_stacklevel
 from ..data._setup import ModalityData, find_pairs
 
 
@@ -69,6 +71,26 @@ def choose_anchors(
         sel = np.sort(rng.choice(len(ia), n, replace=False))
         out[f"{a}|{b}"] = (ia[sel], ib[sel])
     return out
+
+
+def warn_unused_pairs(mods: dict[str, ModalityData], train_masks: dict[str, np.ndarray]) -> None:
+    """Warn that modalities share training cells whose pairs no loss uses (for a model
+    whose ``anchor_fraction`` was left at its default, 0)."""
+    shared = []
+    for a, b in combinations(mods, 2):
+        ia, ib = find_pairs(mods[a], mods[b])
+        n = int(np.count_nonzero(train_masks[a][ia] & train_masks[b][ib]))
+        if n:
+            shared.append(f"{a!r} and {b!r} share {n} training cells")
+    if shared:
+        warnings.warn(
+            f"known pairs unused: {'; '.join(shared)} (equal obs_names, or a MuData's "
+            "obsmap), but anchor_fraction defaults to 0, so training uses none of their pairs "
+            "and aligns the modalities as if they were unpaired (the paper's setting). Pass "
+            "anchor_fraction=1.0 to use every pair (or a fraction of them), or "
+            "anchor_fraction=0 to keep this and silence the warning",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
 
 
 def names_digest(names: np.ndarray) -> str:

@@ -250,6 +250,69 @@ def latent(
     return _finish(fig, path, 120)
 
 
+def embedding(
+    data,
+    *,
+    basis: str = "X_transmodal",
+    color: str | None = None,
+    path: str | os.PathLike | None = None,
+    title: str | None = None,
+    point_size: float = 6.0,
+):
+    """Scatter the joint latent space stored in the data, as :func:`scanpy.pl.embedding`
+    does for one AnnData: every modality's ``obsm[basis]`` (as written by
+    :func:`transmodal.tl.integrate` or ``adata.obsm["X_transmodal"] =
+    model.get_latent_representation(...)``), coloured by modality and by ``obs[color]``.
+
+    Parameters
+    ----------
+    data
+        A MuData or a ``{modality: AnnData}`` mapping.
+    basis
+        ``obsm`` key of the embeddings (the same width in every modality).
+    color
+        ``obs`` column of labels for a second panel; a modality without the column is drawn
+        as ``nan`` (e.g. the modality labels were not transferred to).
+    path, title, point_size
+        As in :func:`latent`.
+
+    Returns
+    -------
+    The matplotlib figure, or ``None`` when ``path`` is given.
+    """
+    mods = getattr(data, "mod", data)
+    if not isinstance(mods, Mapping):
+        hint = (
+            "; for one AnnData use scanpy.pl.embedding(adata, basis=...)"
+            if hasattr(data, "obsm") else ""
+        )
+        raise TypeError(
+            f"data: expected a MuData or a {{modality: AnnData}} mapping, got "
+            f"{type(data).__name__}{hint}"
+        )
+    embeddings, labels = {}, {}
+    for name, adata in mods.items():
+        if not hasattr(adata, "obsm"):
+            raise TypeError(f"modality {name!r}: expected an AnnData, got {type(adata).__name__}")
+        if basis not in adata.obsm:
+            raise ValueError(
+                f"modality {name!r}: obsm[{basis!r}] not found (obsm holds {list(adata.obsm)}); "
+                "store the embedding first, e.g. with tm.tl.integrate"
+            )
+        embeddings[name] = adata.obsm[basis]
+        if color is not None:
+            labels[name] = (
+                adata.obs[color].to_numpy(dtype=object) if color in adata.obs.columns
+                else np.full(adata.n_obs, np.nan, dtype=object)
+            )
+    if color is not None and not any(color in a.obs.columns for a in mods.values()):
+        raise ValueError(f"color {color!r}: not an obs column of any modality ({list(mods)})")
+    return latent(
+        embeddings, labels or None, path=path, title=title, label_name=color or "label",
+        point_size=point_size,
+    )
+
+
 def _draw_latent(
     fig, axes, xy, axis_names, which, names, labels, title, label_name, point_size
 ) -> None:

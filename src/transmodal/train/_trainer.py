@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from .._utils import check_parallel, parse_devices
 from ..data._prefetch import PrefetchLoader
 from ._plan import CrossModalPlan
+from ._progress import EpochProgressBar
 
 
 _DDP = ("ddp",)
@@ -144,6 +145,8 @@ def run_training(
     does not change.
     """
     cbs = list(callbacks or [])
+    if progress_bar:  # one bar over the epochs instead of Lightning's per-step bars
+        cbs.append(EpochProgressBar())
     if early_stopping and val_batches is not None:
         cbs.append(
             EarlyStopping(monitor="val_monitor", patience=patience, mode="min", strict=False)
