@@ -125,6 +125,18 @@ def test_train_refuses_existing_output(workdir: Path, trained: Path, capsys):
     _assert_one_line_error(capsys, str(trained), "--overwrite")
 
 
+def test_warnings_are_one_line_each(workdir: Path, tmp_path: Path, capsys):
+    # the training cells are paired and the config leaves anchor_fraction at its default
+    path = _write_config(workdir / "run_warn.yaml", _config(workdir))  # data beside it
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")  # the suite's configuration ignores this one
+        assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "known pairs unused" in ln]
+    assert len(lines) == 1 and lines[0].startswith("transmodal: warning: known pairs unused")
+    assert ".py:" not in err  # no file and line of the library
+
+
 # ------------------------------------------------------------------------- embed / translate
 def test_embed_all_modalities_to_directory(workdir: Path, trained: Path):
     out = workdir / "embedded"

@@ -278,8 +278,10 @@ def test_embedding_plots_the_stored_latent_of_every_modality(tmp_path):
     data["rna"].obs["cell_type"] = labels
     fig = tm.pl.embedding(data, color="cell_type")
     assert len(fig.axes) == 2 and fig.axes[1].get_legend().get_title().get_text() == "cell_type"
-    # the unlabelled modality is drawn as nan; the points are both modalities' latents
-    assert "nan" in _legend_texts(fig.axes[1])
+    # the unlabelled modality is drawn grey, listed last; the points are both modalities'
+    assert _legend_texts(fig.axes[1])[-1] == "unlabelled"
+    grey = fig.axes[1].get_legend().legend_handles[-1].get_facecolor()[0]
+    np.testing.assert_allclose(grey, (0.75, 0.75, 0.75, 1.0))
     assert len(fig.axes[0].collections[0].get_offsets()) == len(z) + 20
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # mudata's notes on obs_names

@@ -20,32 +20,27 @@ import torch
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"gpu"`` (as Lightning's
-    accelerator: CUDA, else MPS; ``"gpu:1"`` = ``"cuda:1"``) or ``"auto"`` -> a device."""
+    """``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"gpu"`` / ``"gpu:1"`` (CUDA,
+    as training's ``accelerator="gpu"``) or ``"auto"`` -> a device."""
     if device is None:
         return torch.device("cpu")
-    if isinstance(device, str) and device.strip().lower().split(":")[0] == "gpu":
-        name, _, index = device.strip().lower().partition(":")
-        mps = getattr(torch.backends, "mps", None)
-        if not index and not torch.cuda.is_available() and mps is not None and mps.is_available():
-            return torch.device("mps")
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but no GPU (CUDA or MPS) is available")
-        device = f"cuda:{index}" if index else "cuda"
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    name = device
+    if isinstance(device, str) and device.strip().lower().startswith("gpu"):
+        name = "cuda" + device.strip().lower()[3:]
     try:
-        dev = device if isinstance(device, torch.device) else torch.device(device)
+        dev = name if isinstance(name, torch.device) else torch.device(name)
     except (RuntimeError, TypeError):
         dev = None
     if dev is None or dev.type not in ("cpu", "cuda", "mps"):  # not "meta", "xpu", ...
         raise ValueError(
-            "device must be 'cpu', 'cuda', 'cuda:N', 'gpu', 'mps', 'auto' or a torch.device of "
-            f"these; got {device!r}"
+            "device must be 'cpu', 'cuda', 'cuda:N', 'gpu', 'gpu:N', 'mps', 'auto' or a "
+            f"torch.device of these; got {device!r}"
         )
     if dev.type == "cuda":
         if not torch.cuda.is_available():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import textwrap
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 
 PROG = "transmodal"
 
@@ -342,6 +344,22 @@ def _message(err: BaseException) -> str:
     return msg or type(err).__name__
 
 
+@contextlib.contextmanager
+def _warnings_as_lines(traceback: bool) -> Iterator[None]:
+    """Show warnings as ``transmodal: warning: ...`` (without the library's file and line,
+    which point nowhere useful from a command line); ``--traceback`` keeps Python's form."""
+    if traceback:
+        yield
+        return
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"{PROG}: warning: {message}", file=sys.stderr if file is None else file)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``transmodal`` command; returns the exit code.
 
@@ -358,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return _run(args)
+        with _warnings_as_lines(args.traceback):
+            return _run(args)
     except BrokenPipeError:  # stdout's reader stopped early (| head): quiet, as Python advises
         import os
 

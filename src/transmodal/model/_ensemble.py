@@ -203,7 +203,7 @@ class Ensemble:
         batch_size
             Cells per forward pass.
         device
-            ``"cpu"`` (default), ``"cuda"`` (or ``"gpu"``, as Lightning names it) or ``"auto"``.
+            ``"cpu"`` (default), ``"cuda"`` (or ``"gpu"``, as for training) or ``"auto"``.
 
         Returns
         -------

@@ -15,6 +15,9 @@ from ..data._setup import label_str, sorted_classes
 from ..metrics._chunked import as_embedding
 
 
+UNLABELLED = "unlabelled"  # the legend entry of cells without a label (drawn grey)
+
+
 def _check_path(path: str | os.PathLike | None) -> None:
     """Fail before drawing if the figure cannot be written to ``path``."""
     if path is None:
@@ -206,7 +209,8 @@ def latent(
     embeddings
         ``{modality: (n_cells, n_latent) array}``.
     labels
-        ``{modality: labels per cell}`` (optional).
+        ``{modality: labels per cell}`` (optional; cells without a label, None / NaN, are
+        drawn grey as "unlabelled").
     path
         Write the figure there (PNG/PDF by extension) and close it; otherwise return it.
         Written figures are drawn apart from pyplot: its backend and open figures are left
@@ -271,8 +275,9 @@ def embedding(
     basis
         ``obsm`` key of the embeddings (the same width in every modality).
     color
-        ``obs`` column of labels for a second panel; a modality without the column is drawn
-        as ``nan`` (e.g. the modality labels were not transferred to).
+        ``obs`` column of labels for a second panel; cells without a label, and those of a
+        modality without the column (e.g. the one labels were not transferred to), are
+        drawn grey as "unlabelled".
     path, title, point_size
         As in :func:`latent`.
 
@@ -320,9 +325,12 @@ def _draw_latent(
     rng = np.random.default_rng(0)
     order = rng.permutation(len(xy))  # no modality drawn on top of the other
 
-    def panel(ax, groups, legend_title, *, sort):
+    def panel(ax, groups, legend_title, *, sort, missing=None):
         cats = sorted_classes(groups.tolist()) if sort else list(dict.fromkeys(groups.tolist()))
+        cats = [c for c in cats if c != missing] + ([missing] if missing in cats else [])
         colour = dict(zip(cats, _palette(len(cats))))
+        if missing in colour:  # cells without a label: grey, listed last
+            colour[missing] = (0.75, 0.75, 0.75, 1.0)
         ax.scatter(xy[order, 0], xy[order, 1], s=point_size, c=[colour[g] for g in groups[order]],
                    linewidths=0, alpha=0.8)
         for c in cats:
@@ -335,8 +343,8 @@ def _draw_latent(
 
     panel(axes[0, 0], which, "modality", sort=False)
     if labels:
-        lab = np.concatenate([_class_names(labels[n], n, missing="nan") for n in names])
-        panel(axes[0, 1], lab, label_name, sort=True)
+        lab = np.concatenate([_class_names(labels[n], n, missing=UNLABELLED) for n in names])
+        panel(axes[0, 1], lab, label_name, sort=True, missing=UNLABELLED)
     if title:
         fig.suptitle(title)
 
