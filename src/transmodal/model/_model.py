@@ -86,7 +86,7 @@ def _center_batches(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
 
 
 SEPARABLE_ACCURACY = 0.8
-DISC_SEPARABLE_ACCURACY = 0.9  # healthy runs end near 0.5-0.65; unaligned ones near 1
+DISC_SEPARABLE_ACCURACY = 0.9  # aligned runs measured 0.50-0.68, unaligned ones 1.00
 
 
 def _check_number(
@@ -1034,7 +1034,7 @@ class CrossModalAE:
         it also reads). The points are embedded as the model embeds them now, after the
         latent statistics are set: during training the validation accuracy is measured
         with running statistics that lag behind the weights (0.90-0.98 after 2-3 epochs,
-        where the final latents give 0.59-0.68). The discriminator alone is not enough
+        where the final latents give 0.52-0.68). The discriminator alone is not enough
         either: an oscillating adversarial game can fool it while the modalities stay
         linearly separable.
         """
