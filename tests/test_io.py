@@ -94,6 +94,7 @@ def test_round_trip(saved, paired_data):
     assert loaded.train_params_ == model.train_params_
     assert loaded.label_categories_ == model.label_categories_
     assert loaded.mixing_accuracy_ == model.mixing_accuracy_ is not None
+    assert loaded.disc_accuracy_ == model.disc_accuracy_ is not None
     # state dicts agree exactly (buffers included: preprocessing, batch-norm statistics)
     sa, sb = model.module.state_dict(), loaded.module.state_dict()
     assert sa.keys() == sb.keys()

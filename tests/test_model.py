@@ -567,6 +567,17 @@ def test_warns_when_the_discriminator_still_tells_the_modalities_apart(paired_da
                       r"balanced accuracy (0\.9[1-9]|1\.00)\. ") as rec:
         train(model, max_epochs=20, lam_adv=0, lam_mmd=0, quiet=False)
     assert model.mixing_accuracy_ < 0.7 and "linear classifier" not in str(rec[0].message)
+    assert model.disc_accuracy_ > 0.9
+    # a conditional discriminator is scored as it was trained: given the cells' labels
+    cond = train(make_model(paired_data, anchor_fraction=0, labels_key="label",
+                            disc_conditional=True, seed=0), max_epochs=3)
+    rows = {n: np.arange(md.n_obs) for n, md in cond.mods.items()}
+    embs = {n: cond.get_latent_representation(n) for n in cond.mods}
+    zs = {n: torch.from_numpy(z) for n, z in embs.items()}
+    ys = {n: torch.from_numpy(md.labels) for n, md in cond.mods.items()}
+    with torch.no_grad():
+        expected = float(cond.module.discriminator_loss(zs, ys)[1])
+    assert cond._disc_accuracy(embs, rows) == pytest.approx(expected)
     # short aligned runs: validation accuracies measured with lagging statistics do not
     # count, the final latents do
     for seed in (0, 1):

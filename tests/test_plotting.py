@@ -268,7 +268,7 @@ def test_embedding_plots_the_stored_latent_of_every_modality(tmp_path):
     import anndata as ad
     import mudata as md
 
-    z, labels = _blobs(3)
+    z, labels = _blobs(10)  # 10 classes: tab10, whether or not cells lack a label
     rng = np.random.default_rng(1)
     data = {}
     for name, n in (("rna", len(z)), ("atac", 20)):
@@ -278,10 +278,14 @@ def test_embedding_plots_the_stored_latent_of_every_modality(tmp_path):
     data["rna"].obs["cell_type"] = labels
     fig = tm.pl.embedding(data, color="cell_type")
     assert len(fig.axes) == 2 and fig.axes[1].get_legend().get_title().get_text() == "cell_type"
-    # the unlabelled modality is drawn grey, listed last; the points are both modalities'
-    assert _legend_texts(fig.axes[1])[-1] == "unlabelled"
-    grey = fig.axes[1].get_legend().legend_handles[-1].get_facecolor()[0]
-    np.testing.assert_allclose(grey, (0.75, 0.75, 0.75, 1.0))
+    # the unlabelled modality is drawn light grey, listed last, and the classes keep the
+    # colours they have without it; the points are both modalities'
+    assert _legend_texts(fig.axes[1])[-1] == "(no label)"
+    handles = fig.axes[1].get_legend().legend_handles
+    np.testing.assert_allclose(handles[-1].get_facecolor()[0], (0.85, 0.85, 0.85, 1.0))
+    alone = tm.pl.latent({"rna": z}, {"rna": labels}).axes[1].get_legend().legend_handles
+    for a, b in zip(alone, handles[:-1]):
+        np.testing.assert_allclose(a.get_facecolor()[0], b.get_facecolor()[0])
     assert len(fig.axes[0].collections[0].get_offsets()) == len(z) + 20
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # mudata's notes on obs_names
@@ -293,3 +297,6 @@ def test_embedding_plots_the_stored_latent_of_every_modality(tmp_path):
         tm.pl.embedding(data, basis="X_umap")
     with pytest.raises(ValueError, match="color 'batch': not an obs column of any modality"):
         tm.pl.embedding(data, color="batch")
+    mdata.obs["celltype"] = "a"  # only in the MuData's global obs: the hint says so
+    with pytest.raises(ValueError, match=r"global \.obs holds 'celltype'.*push_obs"):
+        tm.pl.embedding(mdata, color="celltype")

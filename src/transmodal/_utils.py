@@ -24,15 +24,15 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     as training's ``accelerator="gpu"``) or ``"auto"`` -> a device."""
     if device is None:
         return torch.device("cpu")
-    if device == "auto":
+    name = device.strip().lower() if isinstance(device, str) else device  # any case
+    if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    name = device
-    if isinstance(device, str) and device.strip().lower().startswith("gpu"):
-        name = "cuda" + device.strip().lower()[3:]
+    if isinstance(name, str) and name.startswith("gpu"):
+        name = "cuda" + name[3:]
     try:
         dev = name if isinstance(name, torch.device) else torch.device(name)
     except (RuntimeError, TypeError):

@@ -346,18 +346,24 @@ def _message(err: BaseException) -> str:
 
 @contextlib.contextmanager
 def _warnings_as_lines(traceback: bool) -> Iterator[None]:
-    """Show warnings as ``transmodal: warning: ...`` (without the library's file and line,
-    which point nowhere useful from a command line); ``--traceback`` keeps Python's form."""
+    """Print warnings as one line each, ``transmodal: warning: ...`` (the category named
+    unless it is a UserWarning), without the file and line that Python adds: from a command
+    line they point into the library. Only the formatting changes, so a caller that records
+    warnings still gets them; ``--traceback`` keeps Python's form."""
     if traceback:
         yield
         return
 
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        print(f"{PROG}: warning: {message}", file=sys.stderr if file is None else file)
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        kind = "" if category is UserWarning else f"{category.__name__}: "
+        return f"{PROG}: warning: {kind}{' '.join(str(message).split())}\n"
 
-    with warnings.catch_warnings():
-        warnings.showwarning = show
+    saved = warnings.formatwarning
+    warnings.formatwarning = one_line
+    try:
         yield
+    finally:
+        warnings.formatwarning = saved
 
 
 def main(argv: Sequence[str] | None = None) -> int:

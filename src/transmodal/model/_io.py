@@ -89,6 +89,7 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
         "train_params": model.train_params_,
         "is_trained": model.is_trained_,
         "mixing_accuracy": jsonable(model.mixing_accuracy_),
+        "disc_accuracy": jsonable(model.disc_accuracy_),
         "history": history,
     }
     with atomic_directory(path, overwrite=overwrite) as tmp:
@@ -152,6 +153,7 @@ _CONFIG_FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
     "train_params": (False, _or_null(lambda v: isinstance(v, dict)), "null or an object"),
     "is_trained": (False, lambda v: isinstance(v, bool), "true or false"),
     "mixing_accuracy": (False, _or_null(_is_number), "null or a number"),
+    "disc_accuracy": (False, _or_null(_is_number), "null or a number"),
     "history": (
         False, _or_null(_object_of(_array_of(_or_null(_is_number)))),
         "null or an object of lists of numbers",
@@ -446,8 +448,9 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
         )
     model.train_params_ = config.get("train_params") or {}
     model.is_trained_ = bool(config.get("is_trained"))
-    if config.get("mixing_accuracy") is not None:
-        model.mixing_accuracy_ = float(config["mixing_accuracy"])
+    for key in ("mixing_accuracy", "disc_accuracy"):
+        if config.get(key) is not None:
+            setattr(model, f"{key}_", float(config[key]))
     if config.get("history"):
         history = pd.DataFrame(config["history"])
         history["epoch"] = history["epoch"].astype(int)

@@ -537,6 +537,7 @@ class CrossModalAE:
         self.train_params_: dict[str, Any] = {}
         self.is_trained_ = False
         self.mixing_accuracy_: float | None = None
+        self.disc_accuracy_: float | None = None
         self._split_dropped = False  # load() had to drop the saved validation split
 
     @property
@@ -1030,8 +1031,9 @@ class CrossModalAE:
         so this check sees only differences beyond those and can stay silent for modalities
         trained without any alignment term (two equally standardised clouds overlap). So it
         also warns when the trained latent discriminator (a nonlinear classifier) tells the
-        same latent points apart with balanced accuracy above 0.9 (not with markers, which
-        it also reads). The points are embedded as the model embeds them now, after the
+        same latent points apart with balanced accuracy above 0.9 (stored in
+        ``self.disc_accuracy_``; a conditional discriminator is given the cells' labels, as
+        in training; not with markers, which it also reads). The points are embedded as the model embeds them now, after the
         latent statistics are set: during training the validation accuracy is measured
         with running statistics that lag behind the weights (0.90-0.98 after 2-3 epochs,
         where the final latents give 0.52-0.68). The discriminator alone is not enough
@@ -1041,13 +1043,14 @@ class CrossModalAE:
         from ..metrics import mixing_accuracy_multi
 
         rng = np.random.default_rng(self.init_params_["seed"])
-        embs = []
+        embs, chosen = [], {}
         for name, md in self.mods.items():
             rows = np.flatnonzero(self.val_masks_[name]) if name in self.val_masks_ else []
             if len(rows) < 50:
                 rows = np.arange(md.n_obs)
             if len(rows) > max_cells:
                 rows = np.sort(rng.choice(rows, max_cells, replace=False))
+            chosen[name] = rows
             src = md.source
             embs.append(
                 self._apply(
@@ -1069,7 +1072,8 @@ class CrossModalAE:
                 f"a linear classifier tells them apart with balanced accuracy {acc:.2f} "
                 f"(chance {chance:.2f})"
             )
-        disc = self._disc_accuracy(embs)
+        disc = self._disc_accuracy(dict(zip(self.mods, embs)), chosen)
+        self.disc_accuracy_ = disc
         if disc is not None and disc > max(DISC_SEPARABLE_ACCURACY, chance + 0.3):
             found.append(
                 f"the latent discriminator tells them apart with balanced accuracy {disc:.2f}"
@@ -1090,19 +1094,22 @@ class CrossModalAE:
                 stacklevel=3,
             )
 
-    def _disc_accuracy(self, embs: list[np.ndarray]) -> float | None:
+    def _disc_accuracy(
+        self, embs: dict[str, np.ndarray], rows: dict[str, np.ndarray]
+    ) -> float | None:
         """Balanced accuracy of the trained latent discriminator on the latent points
-        ``embs`` (one array per modality, in ``self.mods`` order), as the model embeds them
-        now; ``None`` with markers (the discriminator also reads those)."""
-        if self.module.n_markers:
+        ``embs`` of each modality's ``rows``, as the model embeds them now (a conditional
+        discriminator given the cells' labels, as in training); ``None`` with markers,
+        which it also reads, or without points."""
+        if self.module.n_markers or not all(len(z) for z in embs.values()):
             return None
-        names = list(self.module.names)
-        accs = []
+        zs = {n: torch.from_numpy(np.ascontiguousarray(z)) for n, z in embs.items()}
+        ys = {
+            n: torch.from_numpy(md.labels[rows[n]]) for n, md in self.mods.items()
+            if md.labels is not None
+        }
         with torch.no_grad():
-            for name, z in zip(self.mods, embs):
-                logits = self.module.discriminate(torch.from_numpy(np.ascontiguousarray(z)))
-                accs.append(float((logits.argmax(-1) == names.index(name)).float().mean()))
-        return float(np.mean(accs))
+            return float(self.module.discriminator_loss(zs, ys)[1])
 
     # -- inference -------------------------------------------------------------------------
     def _check_name(self, modality: str, what: str = "modality") -> None:

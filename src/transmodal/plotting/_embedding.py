@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 
 from .._utils import atomic_file
-from ..data._setup import label_str, sorted_classes
+from ..data._setup import global_obs_hint, label_str, sorted_classes
 from ..metrics._chunked import as_embedding
 
 
-UNLABELLED = "unlabelled"  # the legend entry of cells without a label (drawn grey)
+# the legend entry of cells without a label, drawn grey (a class of this name joins them)
+UNLABELLED = "(no label)"
 
 
 def _check_path(path: str | os.PathLike | None) -> None:
@@ -210,7 +211,7 @@ def latent(
         ``{modality: (n_cells, n_latent) array}``.
     labels
         ``{modality: labels per cell}`` (optional; cells without a label, None / NaN, are
-        drawn grey as "unlabelled").
+        drawn light grey as "(no label)").
     path
         Write the figure there (PNG/PDF by extension) and close it; otherwise return it.
         Written figures are drawn apart from pyplot: its backend and open figures are left
@@ -277,7 +278,7 @@ def embedding(
     color
         ``obs`` column of labels for a second panel; cells without a label, and those of a
         modality without the column (e.g. the one labels were not transferred to), are
-        drawn grey as "unlabelled".
+        drawn light grey as "(no label)".
     path, title, point_size
         As in :func:`latent`.
 
@@ -311,7 +312,10 @@ def embedding(
                 else np.full(adata.n_obs, np.nan, dtype=object)
             )
     if color is not None and not any(color in a.obs.columns for a in mods.values()):
-        raise ValueError(f"color {color!r}: not an obs column of any modality ({list(mods)})")
+        raise ValueError(
+            f"color {color!r}: not an obs column of any modality ({list(mods)})"
+            + global_obs_hint(data, color)
+        )
     return latent(
         embeddings, labels or None, path=path, title=title, label_name=color or "label",
         point_size=point_size,
@@ -327,10 +331,11 @@ def _draw_latent(
 
     def panel(ax, groups, legend_title, *, sort, missing=None):
         cats = sorted_classes(groups.tolist()) if sort else list(dict.fromkeys(groups.tolist()))
-        cats = [c for c in cats if c != missing] + ([missing] if missing in cats else [])
-        colour = dict(zip(cats, _palette(len(cats))))
-        if missing in colour:  # cells without a label: grey, listed last
-            colour[missing] = (0.75, 0.75, 0.75, 1.0)
+        named = [c for c in cats if c != missing]
+        colour = dict(zip(named, _palette(len(named))))  # the classes' colours as without it
+        if missing in cats:  # cells without a label: light grey, listed last
+            colour[missing] = (0.85, 0.85, 0.85, 1.0)
+            cats = [*named, missing]
         ax.scatter(xy[order, 0], xy[order, 1], s=point_size, c=[colour[g] for g in groups[order]],
                    linewidths=0, alpha=0.8)
         for c in cats:
