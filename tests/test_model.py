@@ -644,6 +644,12 @@ def test_bad_device_and_modality_arguments_are_named(paired_data, make_model):
 def test_invalid_accelerator(paired_data, make_model):
     with pytest.raises(ValueError, match="accelerator"):
         make_model(paired_data).train(max_epochs=1, accelerator="tpu9000")
+    # names in any case, as device= reads them
+    trained = make_model(paired_data).train(max_epochs=1, accelerator=" CPU", progress_bar=False)
+    assert trained.is_trained_
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="accelerator 'GPU' requested but CUDA"):
+            make_model(paired_data).train(max_epochs=1, accelerator="GPU")
     model = make_model(paired_data)
     for kw, match in (
         ({"devices": 0}, "devices must be a positive number"),

@@ -222,12 +222,16 @@ def check_parallel(p: Any) -> None:
 
 
 def lightning_accelerator(accelerator: str) -> str:
-    """Validate a Lightning accelerator name (``"cpu"``, ``"gpu"``, ``"cuda"``, ``"mps"``, ``"auto"``)."""
+    """Validate a Lightning accelerator name (``"cpu"``, ``"gpu"``, ``"cuda"``, ``"mps"``,
+    ``"auto"``, in any case); returns it as Lightning spells it (lower case)."""
     allowed = {"cpu", "gpu", "cuda", "mps", "auto"}
+    given = accelerator
+    if isinstance(accelerator, str):
+        accelerator = accelerator.strip().lower()
     if accelerator not in allowed:
-        raise ValueError(f"accelerator must be one of {sorted(allowed)}, got {accelerator!r}")
+        raise ValueError(f"accelerator must be one of {sorted(allowed)}, got {given!r}")
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ValueError(f"accelerator {accelerator!r} requested but CUDA is not available")
+        raise ValueError(f"accelerator {given!r} requested but CUDA is not available")
     return accelerator
 
 
