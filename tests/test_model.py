@@ -641,7 +641,7 @@ def test_bad_device_and_modality_arguments_are_named(paired_data, make_model):
         model.translate(source="rna", target="protein")
 
 
-def test_invalid_accelerator(paired_data, make_model):
+def test_invalid_accelerator(paired_data, make_model, monkeypatch):
     with pytest.raises(ValueError, match="accelerator"):
         make_model(paired_data).train(max_epochs=1, accelerator="tpu9000")
     # names in any case, as device= reads them
@@ -668,6 +668,13 @@ def test_invalid_accelerator(paired_data, make_model):
     if not torch.cuda.is_available() and not torch.backends.mps.is_available():
         with pytest.raises(ValueError, match="lists GPU indices, but training runs on the CPU"):
             check_parallel({"devices": [0], "accelerator": "auto"})
+
+    # accelerator names in any case, as train() reads them: "GPU" trains on the GPUs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_parallel({"devices": [0, 1], "accelerator": " GPU"})
+    with pytest.raises(ValueError, match="CUDA device 2 does not exist"):
+        check_parallel({"devices": [2], "accelerator": "Cuda"})
 
 
 @pytest.mark.parametrize(

@@ -153,7 +153,9 @@ def parse_devices(devices: Any) -> str | int | list[int] | None:
 
 
 def _device_kind(accelerator: str) -> str:
-    """What Lightning's ``accelerator`` trains on here: ``"cpu"``, ``"cuda"`` or ``"mps"``."""
+    """What Lightning's ``accelerator`` (any case) trains on here: ``"cpu"``, ``"cuda"`` or
+    ``"mps"``."""
+    accelerator = accelerator.strip().lower()
     mps = getattr(torch.backends, "mps", None)
     mps = mps is not None and mps.is_available()
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):

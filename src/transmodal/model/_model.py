@@ -1033,17 +1033,17 @@ class CrossModalAE:
         also warns when the trained latent discriminator (a nonlinear classifier) tells the
         same latent points apart with balanced accuracy above 0.9 (stored in
         ``self.disc_accuracy_``; a conditional discriminator is given the cells' labels, as
-        in training; not with markers, which it also reads). The points are embedded as the model embeds them now, after the
-        latent statistics are set: during training the validation accuracy is measured
-        with running statistics that lag behind the weights (0.90-0.98 after 2-3 epochs,
-        where the final latents give 0.52-0.68). The discriminator alone is not enough
-        either: an oscillating adversarial game can fool it while the modalities stay
-        linearly separable.
+        in training; not with markers, which it also reads). The points are embedded as the
+        model embeds them now, after the latent statistics are set: during training the
+        validation accuracy is measured with running statistics that lag behind the weights
+        (0.90-0.98 after 2-3 epochs, where the final latents give 0.52-0.68). The
+        discriminator alone is not enough either: an oscillating adversarial game can fool
+        it while the modalities stay linearly separable.
         """
         from ..metrics import mixing_accuracy_multi
 
         rng = np.random.default_rng(self.init_params_["seed"])
-        embs, chosen = [], {}
+        embs, chosen = {}, {}
         for name, md in self.mods.items():
             rows = np.flatnonzero(self.val_masks_[name]) if name in self.val_masks_ else []
             if len(rows) < 50:
@@ -1051,17 +1051,14 @@ class CrossModalAE:
             if len(rows) > max_cells:
                 rows = np.sort(rng.choice(rows, max_cells, replace=False))
             chosen[name] = rows
-            src = md.source
-            embs.append(
-                self._apply(
-                    _Rows(src, rows),
-                    lambda x, n=name: self.module.encode(n, x),
-                    batch_size=1024,
-                    device=None,
-                )
+            embs[name] = self._apply(
+                _Rows(md.source, rows),
+                lambda x, n=name: self.module.encode(n, x),
+                batch_size=1024,
+                device=None,
             )
         try:
-            acc = float(mixing_accuracy_multi(embs, cv=3, seed=0))
+            acc = float(mixing_accuracy_multi(list(embs.values()), cv=3, seed=0))
         except ValueError:  # too few cells to cross-validate
             acc = None
         self.mixing_accuracy_ = acc
@@ -1072,7 +1069,7 @@ class CrossModalAE:
                 f"a linear classifier tells them apart with balanced accuracy {acc:.2f} "
                 f"(chance {chance:.2f})"
             )
-        disc = self._disc_accuracy(dict(zip(self.mods, embs)), chosen)
+        disc = self._disc_accuracy(embs, chosen)
         self.disc_accuracy_ = disc
         if disc is not None and disc > max(DISC_SEPARABLE_ACCURACY, chance + 0.3):
             found.append(
