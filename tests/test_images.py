@@ -635,3 +635,119 @@ def test_rgba_png_warns_about_its_alpha_channel(tmp_path):
         warnings.simplefilter("error")
         three = tm.images.read_nuclei([pair], crop_size=16, channels=[0, 1, 2])
     assert three.obsm["crops"].shape[1] == 3
+
+
+def test_z_stack_with_a_2d_mask_is_not_read_as_channels(tmp_path):
+    labels = np.zeros((40, 40), np.uint16)
+    labels[10:20, 10:20] = 1
+    stack = np.random.default_rng(0).random((6, 40, 40)).astype(np.float32)
+    mask = _write(tmp_path / "m.tif", labels)
+    tifffile.imwrite(tmp_path / "z.tif", stack, imagej=True, metadata={"axes": "ZYX"})
+    with pytest.raises(ValueError, match=r"names an axis Z \(z-slices.*mask .* is 2-D: a z-stack "
+                       r"needs a 3-D mask"):
+        tm.images.read_nuclei([(tmp_path / "z.tif", mask)], crop_size=16)
+    # said to be channels: read as such
+    six = tm.images.read_nuclei([(tmp_path / "z.tif", mask)], crop_size=16, channel_axis=0)
+    assert six.obsm["crops"].shape == (1, 6, 16, 16)
+    # axes the file does not name: read as channels, with a warning that says so
+    tifffile.imwrite(tmp_path / "q.tif", stack)
+    with pytest.warns(UserWarning, match=r"does not name its axes: the axis that its 2-D mask "
+                      r"lacks is read as channels"):
+        tm.images.read_nuclei([(tmp_path / "q.tif", mask)], crop_size=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tm.images.read_nuclei([(tmp_path / "q.tif", mask)], crop_size=16, channel_axis=0)
+        # channels named in the file (ImageJ's C) and RGB samples read silently
+        tifffile.imwrite(tmp_path / "c.tif", stack[:3], imagej=True, metadata={"axes": "CYX"})
+        assert tm.images.read_nuclei([(tmp_path / "c.tif", mask)], crop_size=16).obsm[
+            "crops"].shape == (1, 3, 16, 16)
+
+
+def test_binary_masks_stored_as_integers_are_refused(tmp_path):
+    blobs = np.zeros((40, 40), np.uint8)
+    blobs[5:12, 5:12] = blobs[20:30, 20:30] = 255
+    image = _write(tmp_path / "i.png", np.where(blobs > 0, 120, 3).astype(np.uint8))
+    _write(tmp_path / "m.png", blobs)
+    with pytest.raises(ValueError, match=r"binary mask \(every nucleus pixel is 255, 2 separate "
+                       r"pieces\).*skimage.measure.label"):
+        tm.images.read_nuclei([(image, tmp_path / "m.png")], crop_size=16)
+    # one nucleus of label 1 is a valid instance mask
+    one = np.where(np.arange(40)[:, None] < 20, blobs, 0).astype(np.uint8) // 255
+    _write(tmp_path / "one.png", one)
+    assert len(tm.images.read_nuclei([(image, tmp_path / "one.png")], crop_size=16)) == 1
+
+
+def test_single_pairs_and_image_ids(tmp_path):
+    image, labels = _scene_2d()
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        _write(tmp_path / folder / "img.png", image)
+        _write(tmp_path / folder / "img_mask.png", labels)
+    a, b = tmp_path / "a", tmp_path / "b"
+    one = tm.images.read_nuclei(a / "img.png", a / "img_mask.png", crop_size=32)
+    assert len(one) == 2 and set(one.obs["image_id"]) == {"img"}
+    pair = tm.images.read_nuclei((str(a / "img.png"), str(a / "img_mask.png")), crop_size=32)
+    assert pair.obs_names.tolist() == one.obs_names.tolist()
+    pairs = [(a / "img.png", a / "img_mask.png"), (b / "img.png", b / "img_mask.png")]
+    with pytest.raises(ValueError, match="duplicate image id 'img'.*pass image_ids="):
+        tm.images.read_nuclei(pairs, crop_size=32)
+    both = tm.images.read_nuclei(pairs, crop_size=32, image_ids=["plate1", "plate2"])
+    assert both.obs["image_id"].cat.categories.tolist() == ["plate1", "plate2"]
+    assert both.obs_names[0].startswith("plate1_")
+    with pytest.raises(ValueError, match=r"image_ids: expected one id per image \(2\)"):
+        tm.images.read_nuclei(pairs, crop_size=32, image_ids=["x"])
+    with pytest.raises(ValueError, match="needs one mask file"):
+        tm.images.read_nuclei(a / "img.png", crop_size=32)
+
+
+def test_anisotropic_voxels_in_morphology_and_radial_profiles(tmp_path):
+    # a ball of radius 12 um in voxels of 3 x 1 x 1 um (4 slices of radius in z)
+    shape = (16, 40, 40)
+    z, y, x = np.indices(shape, dtype=float)
+    r = np.sqrt(((z - 7.5) * 3) ** 2 + (y - 20) ** 2 + (x - 20) ** 2) / 12
+    labels = (r <= 1).astype(np.uint16)
+    image = np.where(labels > 0, 50 + 150 * r, 0).astype(np.uint16)  # bright rim
+    pair = (_write(tmp_path / "s.tif", image), _write(tmp_path / "s_mask.tif", labels))
+    plain = tm.images.read_nuclei([pair], crop_size=(16, 32, 32))
+    sized = tm.images.read_nuclei([pair], crop_size=(16, 32, 32), spacing=(3, 1, 1))
+    assert sized.uns["crops"]["spacing"] == [3.0, 1.0, 1.0]
+    assert plain.uns["crops"]["spacing"] == [1.0, 1.0, 1.0]
+    assert plain.obs["axis_major_length"].iloc[0] > 2.5 * plain.obs["axis_minor_length"].iloc[0]
+    major, minor = sized.obs[["axis_major_length", "axis_minor_length"]].iloc[0]
+    assert minor / major > 0.9  # a ball in physical units
+    np.testing.assert_allclose(sized.obs["volume"], labels.sum() * 3.0)
+    np.testing.assert_allclose(sized.obs[["centroid_z", "centroid_y", "centroid_x"]],
+                               plain.obs[["centroid_z", "centroid_y", "centroid_x"]])
+    np.testing.assert_allclose(sized.obs["integrated_intensity"], plain.obs["integrated_intensity"])
+    # radial profiles take the recorded spacing: close to a ball's analytic rising profile
+    truth = _analytic(3, 50, 150, 1)
+    own = tm.images.radial_profiles(sized)
+    assert own.uns["radial"]["spacing"] == [3.0, 1.0, 1.0]
+    assert np.abs(own.X[0] - truth).max() < 0.05
+    assert np.abs(tm.images.radial_profiles(plain).X[0] - truth).max() > 0.05
+
+
+def test_radial_profiles_of_decoded_crops_segment_the_nucleus():
+    # a decoder's output: a bright-centre nucleus over a dim, nowhere-zero background
+    shape = (32, 32)
+    disc, r = _ball(shape, (15.5, 15.5), 10)
+    crop = np.where(disc, 1.0 - 0.5 * r, 0.03 + 0.02 * r / r.max()).astype(np.float32)
+    real = np.where(disc, crop, 0)
+    data = ad.AnnData(obsm={"crops": np.stack([crop, real])[:, None]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = tm.images.radial_profiles(data)
+    assert out.uns["radial"]["masks"] == {"crop > 0": 1, "otsu": 1}
+    np.testing.assert_allclose(out.X[0], out.X[1], atol=0.02)  # the same nucleus
+    np.testing.assert_allclose(out.X[1], _analytic(2, 1.0, -0.5, 1), atol=0.03)
+
+
+def test_large_crops_warn_with_their_memory(tmp_path, monkeypatch):
+    import transmodal.images._read as read
+
+    image, labels = _scene_2d()
+    pair = (_write(tmp_path / "i.png", image), _write(tmp_path / "i_mask.png", labels))
+    monkeypatch.setattr(read, "CROP_MEMORY_WARN", 1000)
+    with pytest.warns(UserWarning, match=r"2 nuclei in crops of \(32, 32\) x 1 channel\(s\) take "
+                      r"0.0 GiB .*give crop_size per axis"):
+        tm.images.read_nuclei([pair], crop_size=32)

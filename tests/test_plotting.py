@@ -262,6 +262,26 @@ def test_gallery_refuses_channels_last_crops_and_a_list_of_rows():
         tm.pl.gallery([np.moveaxis(crops, -1, 1)])
 
 
+def test_gallery_takes_anndata_rows_and_3d_masks():
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    crops = np.zeros((3, 1, 5, 8, 8))
+    masks = np.zeros((3, 5, 8, 8), bool)
+    masks[:, 2, 2:6, 2:6] = True  # only the middle slice holds the nucleus
+    crops[:, 0][masks] = 1.0
+    fig = tm.pl.gallery({"crop": ad.AnnData(obsm={"crops": crops}), "mask": masks})
+    shown = [ax.get_images()[0].get_array() for ax in fig.axes[:6]]
+    np.testing.assert_array_equal(shown[0], crops[0, 0, 2])  # middle slice of the crop
+    np.testing.assert_array_equal(shown[3], masks[0, 2])  # ... and of the mask under it
+    # a translation's AnnData: its one obsm entry of images
+    other = ad.AnnData(obsm={"img": rng.random((3, 1, 8, 8)), "X_pca": rng.random((3, 2))})
+    assert tm.pl.gallery({"translated": other}) is not None
+    with pytest.raises(ValueError, match=r"row 'none': an AnnData without obsm\['crops'\] and "
+                       r"with no image entries"):
+        tm.pl.gallery({"none": ad.AnnData(obsm={"X_pca": rng.random((3, 2))})})
+
+
 def test_embedding_plots_the_stored_latent_of_every_modality(tmp_path):
     import warnings
 

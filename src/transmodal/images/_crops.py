@@ -103,12 +103,19 @@ def bounding_boxes(labels: np.ndarray, ids: np.ndarray) -> list[tuple[slice, ...
 
 
 def morphology(
-    labels: np.ndarray, image: np.ndarray, ids: np.ndarray, channel_ids: Sequence[int]
+    labels: np.ndarray,
+    image: np.ndarray,
+    ids: np.ndarray,
+    channel_ids: Sequence[int],
+    spacing: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """Centroid, size, shape and intensity of the nuclei ``ids`` (``skimage.measure.regionprops``).
 
-    ``image`` is channels-first; intensities are in its original units. Columns: ``centroid_[z]yx``,
-    ``area`` (2-D) or ``volume`` (3-D), ``eccentricity`` and ``perimeter`` (2-D only),
+    ``image`` is channels-first; intensities are in its original units. With ``spacing`` (pixel
+    or voxel size per axis), sizes and shape measures are in its units (size a float; a 2-D
+    perimeter only for square pixels, else NaN) and centroids stay in pixels. Columns:
+    ``centroid_[z]yx``, ``area`` (2-D) or ``volume`` (3-D), ``eccentricity`` and ``perimeter``
+    (2-D only),
     ``solidity``, ``axis_major_length``, ``axis_minor_length``, ``mean_intensity`` and
     ``integrated_intensity`` (suffixed ``_ch<k>``, ``k`` from ``channel_ids``, when there are
     several channels). NaN pixels are left out of the intensity mean (the integrated intensity
@@ -120,8 +127,9 @@ def morphology(
 
     ndim = labels.ndim
     props = ["label", "area", "centroid", "solidity", "axis_major_length", "axis_minor_length"]
+    isotropic = spacing is None or len(set(spacing)) == 1
     if ndim == 2:
-        props += ["eccentricity", "perimeter"]
+        props += ["eccentricity"] + (["perimeter"] if isotropic else [])
     seq = None
     if _huge_ids(labels, ids):  # regionprops allocates one entry per id up to the largest
         seq = kept = sequential_labels(labels, ids)
@@ -132,7 +140,8 @@ def morphology(
         # ... and no convex hull (a 3-D nucleus one slice thick): skimage warns, solidity inf
         warnings.filterwarnings("ignore", message=".*convex hull.*", category=UserWarning)
         table = regionprops_table(
-            kept, intensity_image=np.moveaxis(image, 0, -1), properties=[*props, "intensity_mean"]
+            kept, intensity_image=np.moveaxis(image, 0, -1), properties=[*props, "intensity_mean"],
+            spacing=spacing,
         )
     if seq is not None:
         table["label"] = np.asarray(ids)[table["label"] - 1]
@@ -140,8 +149,12 @@ def morphology(
         raise RuntimeError("regionprops did not return the requested labels in order")
     axes = AXES[-ndim:]
     size_name = "area" if ndim == 2 else "volume"
-    cols = {f"centroid_{a}": table[f"centroid-{i}"] for i, a in enumerate(axes)}
-    cols[size_name] = table["area"].astype(np.int64)
+    step = np.ones(ndim) if spacing is None else np.asarray(spacing, dtype=np.float64)
+    cols = {f"centroid_{a}": table[f"centroid-{i}"] / step[i] for i, a in enumerate(axes)}
+    cols[size_name] = table["area"].astype(np.int64) if spacing is None else table["area"]
+    n_pixels = np.round(table["area"] / np.prod(step))
+    if ndim == 2 and not isotropic:
+        table["perimeter"] = np.full(len(table["label"]), np.nan)
     for name in ("eccentricity", "solidity", "perimeter", "axis_major_length", "axis_minor_length"):
         if name in table:
             cols[name] = table[name]
@@ -155,7 +168,7 @@ def morphology(
                 seq = sequential_labels(labels, ids)
             mean = np.where(np.isnan(mean), _nanmean_per_label(image[k], seq, len(ids)), mean)
         cols[f"mean_intensity{suffix}"] = mean
-        cols[f"integrated_intensity{suffix}"] = mean * table["area"]
+        cols[f"integrated_intensity{suffix}"] = mean * n_pixels  # the sum of the pixels
     return pd.DataFrame(cols)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage as ndi
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 MASK_FOLDERS = ("labels", "masks")
@@ -29,6 +30,22 @@ def imread(path: PathLike) -> np.ndarray:
         return np.asarray(skimage.io.imread(path))
     except Exception as err:  # unreadable or corrupt file
         raise ValueError(f"cannot read image file {path}: {err}") from err
+
+
+def extra_axis_letter(path: PathLike, image_ndim: int, mask_ndim: int) -> str | None:
+    """For an image with one axis more than its mask: the TIFF axis letter of that axis
+    (``"C"``/``"S"`` channels, ``"Z"`` slices, ``"T"`` time, ``"Q"`` unnamed), or ``None``
+    (not a TIFF, no axis metadata, or axes that do not fit)."""
+    axes = _tiff_axes(path)
+    if axes is None or len(axes) != image_ndim or image_ndim != mask_ndim + 1:
+        return None
+    spatial = "YX" if mask_ndim == 2 else "ZYX"
+    rest = list(axes)
+    for letter in spatial:
+        if letter not in rest:
+            return None
+        rest.remove(letter)
+    return rest[0] if len(rest) == 1 else None
 
 
 def _tiff_axes(path: PathLike) -> str | None:
@@ -95,7 +112,24 @@ def read_labels(path: PathLike) -> np.ndarray:
         raise ValueError(f"mask {path}: label image must be of integer type, got {labels.dtype}")
     if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
         raise ValueError(f"mask {path}: label values must be >= 0 (0 = background)")
+    _refuse_binary(labels, path)
     return labels
+
+
+def _refuse_binary(labels: np.ndarray, path: PathLike) -> None:
+    """Refuse a binary mask stored as integers (0 / 1 or 0 / 255 PNGs): one label value over
+    several separate pieces is nuclei not yet labelled, not one nucleus."""
+    top = labels.max(initial=0)
+    if top == 0 or labels[labels > 0].min() != top:
+        return
+    full = np.ones((3,) * labels.ndim, bool)
+    pieces = ndi.label(labels > 0, structure=full)[1]
+    if pieces > 1:
+        raise ValueError(
+            f"mask {path}: binary mask (every nucleus pixel is {int(top)}, {pieces} separate "
+            "pieces), not an instance label image; label it first (e.g. "
+            "skimage.measure.label(mask > 0)) so that every nucleus has its own integer id"
+        )
 
 
 def to_channels_first(
@@ -184,18 +218,33 @@ def _image_files(folder: Path) -> dict[str, Path]:
 def find_pairs(
     images: PathLike | Sequence[PathLike] | Sequence[tuple[PathLike, PathLike]],
     masks: PathLike | Sequence[PathLike] | None = None,
+    image_ids: Sequence[str] | None = None,
 ) -> list[tuple[str, Path, Path]]:
     """Resolve the inputs of :func:`~transmodal.images.read_nuclei` to ``(image_id, image, mask)``.
 
-    Accepted forms: a list of ``(image, mask)`` pairs; two lists of equal length; an image folder
-    and a mask folder (files matched by name without suffix); or one folder holding ``images/``
-    and ``labels/`` (or ``masks/``) sub-folders. The image id is the image file name without its
-    suffix and must be unique.
+    Accepted forms: one image file with one mask file; one ``(image, mask)`` tuple; a list of
+    ``(image, mask)`` pairs; two lists of equal length; an image folder and a mask folder (files
+    matched by name without suffix); or one folder holding ``images/`` and ``labels/`` (or
+    ``masks/``) sub-folders. The image id is ``image_ids[i]`` or else the image file name
+    without its suffix, and must be unique.
     """
+    if isinstance(images, tuple) and masks is None and len(images) == 2 \
+            and all(isinstance(p, (str, os.PathLike)) for p in images) \
+            and not Path(images[0]).is_dir():
+        images = [images]  # one (image, mask) pair
+    if isinstance(images, (str, os.PathLike)) and Path(images).is_file():
+        if not isinstance(masks, (str, os.PathLike)) or not Path(masks).is_file():
+            raise ValueError(
+                f"masks: an image file ({images}) needs one mask file, got {masks!r}"
+            )
+        images, masks = [images], [masks]
     if isinstance(images, (str, os.PathLike)):
         folder = Path(images)
         if not folder.is_dir():
-            raise ValueError(f"images: {folder} is not a folder (pass a folder or a list of files)")
+            raise ValueError(
+                f"images: {folder} is neither a folder nor a file (pass a folder, an image file "
+                "with its mask file, or a list of files)"
+            )
         if masks is None:
             sub = [folder / m for m in MASK_FOLDERS if (folder / m).is_dir()]
             if not (folder / "images").is_dir() or not sub:
@@ -236,10 +285,21 @@ def find_pairs(
             pairs = [(Path(i), Path(m)) for i, m in zip(items, mask_items)]
         if not pairs:
             raise ValueError("images: no image given")
+    if image_ids is not None:
+        if isinstance(image_ids, (str, bytes)) or len(image_ids) != len(pairs):
+            raise ValueError(
+                f"image_ids: expected one id per image ({len(pairs)}), got {image_ids!r:.80}"
+            )
+        ids = [str(i) for i in image_ids]
+    else:
+        ids = [image.stem for image, _ in pairs]
     out, seen = [], {}
-    for image, mask in pairs:
-        if image.stem in seen:
-            raise ValueError(f"images: duplicate image id {image.stem!r} ({seen[image.stem]} and {image})")
-        seen[image.stem] = image
-        out.append((image.stem, image, mask))
+    for image_id, (image, mask) in zip(ids, pairs):
+        if image_id in seen:
+            hint = "" if image_ids is not None else " (pass image_ids= to name the images)"
+            raise ValueError(
+                f"images: duplicate image id {image_id!r} ({seen[image_id]} and {image}){hint}"
+            )
+        seen[image_id] = image
+        out.append((image_id, image, mask))
     return out

@@ -85,7 +85,7 @@ def radial_profile(
     if image.shape != mask.shape:
         raise ValueError(f"image shape {image.shape} differs from mask shape {mask.shape}")
     names = shell_names(n_bins)
-    spacing = _check_spacing(spacing, mask.ndim)
+    spacing = check_spacing(spacing, mask.ndim)
     if shell_width is not None and not (is_number(shell_width) and shell_width > 0):
         raise ValueError(f"shell_width={shell_width!r}: expected a positive number")
     if not mask.any():
@@ -136,8 +136,12 @@ def radial_profiles(
     ----------
     data
         The AnnData of :func:`~transmodal.images.read_nuclei` (crops in ``obsm[crops_key]``,
-        masks in ``obsm[masks_key]``; without masks, the nucleus is where the crop is > 0), or
-        one image array (one channel) with ``labels``.
+        masks in ``obsm[masks_key]``), or one image array (one channel) with ``labels``.
+        Without masks (e.g. images translated from another modality), a crop with a zero
+        background (as ``read_nuclei`` writes them) has its nucleus where it is > 0; a crop
+        without one (a decoder's output is nowhere exactly 0) is segmented: pixels above its
+        Otsu threshold, the largest connected piece, holes filled. ``uns["radial"]["masks"]``
+        says which rule gave how many nuclei.
     labels
         Instance label image of the shape of ``data`` when ``data`` is an array (0 =
         background; a boolean mask is one nucleus).
@@ -149,9 +153,11 @@ def radial_profiles(
     channel
         Channel of the crops to profile (the DNA stain).
     spacing, shell_width, n_bins
-        See :func:`radial_profile`. Crops downscaled by
+        See :func:`radial_profile`. For an AnnData, ``spacing`` defaults to the one
+        :func:`~transmodal.images.read_nuclei` recorded in ``uns["crops"]``. Crops downscaled by
         :func:`~transmodal.images.read_nuclei` are profiled on their own grid (the profile is
-        scale-free).
+        scale-free; the downscaling is the same on every axis, so the spacing's proportions
+        hold).
 
     Returns
     -------
@@ -179,15 +185,20 @@ def radial_profiles(
                 f"channel={channel}: out of range for {crops.shape[1]} channel(s) in obsm[{crops_key!r}]"
             )
         crops = crops[:, channel]
-        _check_spacing(spacing, crops.ndim - 1)
+        if spacing is None:
+            spacing = _recorded_spacing(data, crops.ndim - 1)
+            kw["spacing"] = spacing
+        check_spacing(spacing, crops.ndim - 1)
         if masks_key in data.obsm:
             masks = np.asarray(data.obsm[masks_key])
             if masks.shape != crops.shape:
                 raise ValueError(
                     f"obsm[{masks_key!r}] shape {masks.shape} differs from the crops' {crops.shape}"
                 )
+            mask_rule = {f"obsm[{masks_key!r}]": int(crops.shape[0])}
         else:
-            masks = crops > 0
+            masks, n_segmented = segment_crops(crops)
+            mask_rule = {"crop > 0": int(crops.shape[0] - n_segmented), "otsu": n_segmented}
         if missing_key in data.obsm:
             missing = np.asarray(data.obsm[missing_key])
             if missing.shape != crops.shape:
@@ -198,7 +209,7 @@ def radial_profiles(
         rows = (_bbox_profile(crops[i], masks[i].astype(bool), kw) for i in range(crops.shape[0]))
         obs = data.obs.copy()
         ndim = crops.ndim - 1
-        settings = {"channel": int(channel)}
+        settings = {"channel": int(channel), "masks": mask_rule}
     else:
         image = np.asarray(data)
         if labels is None:
@@ -217,7 +228,7 @@ def radial_profiles(
                 f"labels: negative value {labels.min()}; expected 0 (background) and positive "
                 "nucleus ids"
             )
-        _check_spacing(spacing, labels.ndim)
+        check_spacing(spacing, labels.ndim)
         ids = np.unique(labels)
         ids = ids[ids > 0]
         boxes = bounding_boxes(labels, ids)  # memory by number of nuclei, not by largest id
@@ -246,7 +257,7 @@ def radial_profiles(
     return out
 
 
-def _check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...] | None:
+def check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...] | None:
     """``spacing`` as a tuple of ``ndim`` finite positive floats (``None`` stays ``None``)."""
     if spacing is None:
         return None
@@ -267,3 +278,35 @@ def _bbox_profile(image: np.ndarray, mask: np.ndarray, kw: dict) -> np.ndarray:
     if not box or box[0] is None:
         return np.full(len(shell_names(kw["n_bins"])), np.nan)
     return radial_profile(image[box[0]], mask[box[0]], **kw)
+
+
+def _recorded_spacing(data: AnnData, ndim: int) -> tuple[float, ...] | None:
+    """The pixel (voxel) spacing that :func:`~transmodal.images.read_nuclei` recorded in
+    ``uns["crops"]``, if it fits ``ndim`` axes."""
+    recorded = data.uns.get("crops", {}).get("spacing") if hasattr(data.uns, "get") else None
+    if recorded is None or np.size(recorded) != ndim:
+        return None
+    return check_spacing(np.asarray(recorded, dtype=np.float64).ravel(), ndim)
+
+
+def segment_crops(crops: np.ndarray) -> tuple[np.ndarray, int]:
+    """Nucleus masks of crops ``(n, *spatial)`` that come without masks, and how many were
+    segmented: a crop with a zero background has its nucleus where it is > 0; one without
+    (decoded images) is segmented at its Otsu threshold (the largest connected piece, holes
+    filled)."""
+    from skimage.filters import threshold_otsu
+
+    masks = crops > 0
+    n_segmented = 0
+    full = np.ones((3,) * (crops.ndim - 1), bool)
+    for i, crop in enumerate(crops):
+        finite = crop[np.isfinite(crop)]
+        if finite.size == 0 or (finite == 0).any() or finite.min() == finite.max():
+            continue
+        n_segmented += 1
+        mask = crop > threshold_otsu(finite)
+        pieces, n = ndi.label(mask, structure=full)
+        if n > 1:
+            mask = pieces == 1 + np.argmax(np.bincount(pieces.ravel())[1:])
+        masks[i] = ndi.binary_fill_holes(mask)
+    return masks, n_segmented

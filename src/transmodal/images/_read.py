@@ -21,7 +21,15 @@ from ._crops import (
     select_nuclei,
     split_labels,
 )
-from ._files import PathLike, find_pairs, imread, read_labels, to_channels_first
+from ._files import (
+    PathLike,
+    extra_axis_letter,
+    find_pairs,
+    imread,
+    read_labels,
+    to_channels_first,
+)
+from ._radial import check_spacing
 
 DSB2018 = "nuclei_dsb2018_fluo"
 
@@ -36,6 +44,8 @@ def read_nuclei(
     min_area: int = 30,
     exclude_border: bool = True,
     normalize: Normalize = "max",
+    spacing: Sequence[float] | None = None,
+    image_ids: Sequence[str] | None = None,
 ) -> AnnData:
     """Read microscopy images with instance label masks into one AnnData row per nucleus.
 
@@ -47,10 +57,11 @@ def read_nuclei(
     Parameters
     ----------
     images
-        A list of ``(image, mask)`` file pairs; or a list of image files with ``masks`` a list
-        of mask files of the same length; or an image folder with ``masks`` a mask folder (files
-        matched by name without suffix); or a folder holding ``images/`` and ``labels/`` (or
-        ``masks/``) sub-folders. The image id is the image file name without its suffix.
+        A list of ``(image, mask)`` file pairs (or one such pair); or a list of image files with
+        ``masks`` a list of mask files of the same length (or one image file with one mask
+        file); or an image folder with ``masks`` a mask folder (files matched by name without
+        suffix); or a folder holding ``images/`` and ``labels/`` (or ``masks/``) sub-folders.
+        The image id is the image file name without its suffix, unless ``image_ids`` are given.
     masks
         Mask files or folder, see ``images``. Each mask is an instance label image of the
         image's spatial shape: 0 = background, one positive integer per nucleus.
@@ -65,7 +76,10 @@ def read_nuclei(
         Axis of the channels in the image files (default: inferred as the one axis whose removal
         leaves the mask's shape; where several axes would, as in 3 slices x 3 channels, the
         TIFF's own axis letters decide, else an error asks for it). Singleton axes of images
-        and masks are dropped first (a one-slice stack is a 2-D image).
+        and masks are dropped first (a one-slice stack is a 2-D image). A TIFF whose metadata
+        names that axis ``Z`` (slices) or ``T`` (time) is refused when its mask is 2-D (a
+        z-stack needs a 3-D mask, or a projection first); a TIFF that names no axes warns
+        that its planes are read as channels (pass ``channel_axis`` or ``channels`` to say so).
     min_area
         Nuclei with fewer pixels (voxels) are dropped.
     exclude_border
@@ -73,6 +87,15 @@ def read_nuclei(
     normalize
         ``"max"`` (default; intensities inside the nucleus divided by their maximum, so the
         radial profile of a crop is that of the raw nucleus) or ``"minmax"``.
+    spacing
+        Pixel (voxel) size per spatial axis (``(z, y, x)`` for z-stacks, e.g. ``(2.0, 0.5,
+        0.5)`` um), for anisotropic voxels: sizes and shape measures are then in these units
+        (``area`` / ``volume`` a float; a 2-D ``perimeter`` only for square pixels, else NaN),
+        centroids stay in pixels. Recorded in ``uns["crops"]["spacing"]``, where
+        :func:`~transmodal.images.radial_profiles` takes it from. Default: 1 on every axis.
+    image_ids
+        One id per image (default: the file names without suffix), e.g. to read files of the
+        same name from different folders.
 
     Returns
     -------
@@ -95,7 +118,8 @@ def read_nuclei(
       crops and ``True`` in ``obsm["missing"]`` (bool, the shape of the masks; only present
       when there are such pixels), which :func:`~transmodal.images.radial_profiles` leaves out.
     - ``obsm["masks"]``: bool ``(n, H, W)`` or ``(n, D, H, W)``, the nucleus in its crop.
-    - ``uns["crops"]``: crop shape, channels, normalisation rule, centring and rescaling rule.
+    - ``uns["crops"]``: crop shape, channels, normalisation rule, centring and rescaling
+      rule, pixel (voxel) ``spacing``.
     - ``uns["nuclei_filter"]``: the filter settings and the numbers of images, nuclei seen,
       dropped as small (``< min_area``), dropped at the border (not small, touching a face) and
       kept.
@@ -106,7 +130,7 @@ def read_nuclei(
     >>> nuclei = tm.images.read_nuclei("my_images/", crop_size=64)  # my_images/{images,labels}/
     >>> profiles = tm.images.radial_profiles(nuclei)
     """
-    pairs = find_pairs(images, masks)
+    pairs = find_pairs(images, masks, image_ids)
     channels = _check_channels(channels)
     if normalize not in NORMALIZE_RULES:
         raise ValueError(f"normalize={normalize!r}: expected one of {sorted(NORMALIZE_RULES)}")
@@ -143,6 +167,7 @@ def read_nuclei(
             UserWarning, stacklevel=2,
         )
     crop_shape = _crop_shape(crop_size, ndim)
+    spacing = check_spacing(spacing, ndim)
     n_kept = sum(ids.size for ids in selected)
     if n_kept == 0:
         raise ValueError(
@@ -152,7 +177,7 @@ def read_nuclei(
 
     # pass 2: one image at a time into preallocated arrays
     crops = masks_out = missing_out = None
-    obs_parts, start, n_nan_nuclei, rgba_warned = [], 0, 0, False
+    obs_parts, start, n_nan_nuclei, rgba_warned, axes_warned = [], 0, 0, False, False
     for (image_id, image_path, mask_path), ids in zip(pairs, selected):
         if ids.size == 0:
             continue
@@ -168,6 +193,25 @@ def read_nuclei(
                 "to leave it out",
                 UserWarning, stacklevel=2,
             )
+        if channel_axis is None and raw.ndim == labels.ndim + 1 and 1 not in raw.shape:
+            letter = extra_axis_letter(image_path, raw.ndim, labels.ndim)
+            if letter in ("Z", "T"):
+                what = "z-slices" if letter == "Z" else "time points"
+                raise ValueError(
+                    f"image {image_path}: its metadata names an axis {letter} ({what}; image "
+                    f"shape {raw.shape}), but its mask {mask_path} is 2-D: a z-stack needs a 3-D "
+                    "mask of its shape, or project it "
+                    "first (e.g. the maximum over z); pass channel_axis= if they are channels"
+                )
+            if letter == "Q" and channels is None and not axes_warned:
+                axes_warned = True
+                warnings.warn(
+                    f"image {image_path} (shape {raw.shape}) does not name its axes: the axis "
+                    f"that its {labels.ndim}-D mask lacks is read as channels; if those planes "
+                    "are z-slices, give a 3-D mask of the stack's shape or project it first. "
+                    "Pass channel_axis= (or channels=) to say they are channels",
+                    UserWarning, stacklevel=2,
+                )
         image = to_channels_first(raw, labels.shape, channel_axis=channel_axis, path=image_path)
         n_file = image.shape[0]
         if channels is not None:
@@ -181,6 +225,7 @@ def read_nuclei(
             )
         if crops is None:
             channel_ids = ids_here
+            _warn_crop_memory(n_kept, image.shape[0], crop_shape)
             crops = np.zeros((n_kept, image.shape[0], *crop_shape), np.float32)
             masks_out = np.zeros((n_kept, *crop_shape), bool)
         elif image.shape[0] != crops.shape[1]:
@@ -205,7 +250,7 @@ def read_nuclei(
             image, labels, ids, crop_shape, normalize, crops[start:stop], masks_out[start:stop],
             None if missing_out is None else missing_out[start:stop],
         )
-        part = morphology(labels, image, ids, channel_ids)
+        part = morphology(labels, image, ids, channel_ids, spacing)
         part.insert(0, "image_id", image_id)
         part.insert(1, "label", ids)
         part["crop_scale"] = scales
@@ -235,6 +280,7 @@ def read_nuclei(
         "centring": "bounding box of the nucleus centred in the crop",
         "rescaling": "nuclei whose bounding box exceeds the crop are downscaled isotropically to fit "
         "(linear, anti-aliased; factor in obs['crop_scale']); smaller nuclei keep their size",
+        "spacing": [1.0] * ndim if spacing is None else list(spacing),
     }
     adata.uns["nuclei_filter"] = {
         "min_area": int(min_area),
@@ -311,3 +357,19 @@ def _crop_shape(crop_size: int | Sequence[int], ndim: int) -> tuple[int, ...]:
             f"for {ndim}-D images"
         )
     return tuple(int(s) for s in sizes)
+
+
+CROP_MEMORY_WARN = 4 * 2**30  # bytes of crops and masks above which read_nuclei warns
+
+
+def _warn_crop_memory(n: int, channels: int, crop_shape: tuple[int, ...]) -> None:
+    """Warn before allocating crops and masks of more than :data:`CROP_MEMORY_WARN` bytes."""
+    size = int(np.prod(crop_shape))
+    total = n * size * (4 * channels + 1)
+    if total > CROP_MEMORY_WARN:
+        warnings.warn(
+            f"{n} nuclei in crops of {crop_shape} x {channels} channel(s) take "
+            f"{total / 2**30:.1f} GiB (float32 crops and bool masks); for z-stacks give "
+            "crop_size per axis (e.g. (16, 64, 64)) to fit the stack's depth",
+            UserWarning, stacklevel=3,
+        )

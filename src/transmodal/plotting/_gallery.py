@@ -13,9 +13,30 @@ from ..data._source import looks_channels_last
 from ._embedding import _check_path, _closing_on_error, _finish, _subplots
 
 
-def _as_images(name: str, crops) -> np.ndarray:
-    """``(n, H, W)`` images to show: first channel, middle z-slice of 3-D crops."""
-    a = np.asarray(crops)
+def _as_array(name: str, crops) -> np.ndarray:
+    """The crops of a gallery row: an array, or an AnnData's image ``obsm`` (``"crops"``, else
+    its one entry of images, as :meth:`~transmodal.CrossModalAE.translate` returns them)."""
+    from anndata import AnnData
+
+    if not isinstance(crops, AnnData):
+        return np.asarray(crops)
+    keys = list(crops.obsm.keys())
+    if "crops" in crops.obsm:
+        return np.asarray(crops.obsm["crops"])
+    found = [k for k in keys if np.ndim(crops.obsm[k]) in (4, 5)]
+    if len(found) != 1:
+        raise ValueError(
+            f"gallery row {name!r}: an AnnData without obsm['crops'] and with "
+            f"{'no' if not found else 'several'} image entries in obsm (keys: {keys}); pass the "
+            "crops array itself, e.g. adata.obsm['<key>']"
+        )
+    return np.asarray(crops.obsm[found[0]])
+
+
+def _as_images(name: str, a: np.ndarray, volumes: bool = False) -> np.ndarray:
+    """``(n, H, W)`` images to show: first channel, middle z-slice of 3-D crops; with
+    ``volumes`` (another row holds ``(n, channels, D, H, W)`` crops), a 4-D row is
+    ``(n, D, H, W)``, such as the masks of 3-D crops."""
     if a.ndim == 3:
         return a
     if a.ndim in (4, 5) and looks_channels_last(a.shape[1:]):
@@ -24,7 +45,7 @@ def _as_images(name: str, crops) -> np.ndarray:
             f"channels-first (n, channels, [D,] H, W), e.g. np.moveaxis(crops, -1, 1)"
         )
     if a.ndim == 4:
-        return a[:, 0]
+        return a[:, a.shape[1] // 2] if volumes else a[:, 0]
     if a.ndim == 5:
         return a[:, 0, a.shape[2] // 2]
     raise ValueError(
@@ -68,7 +89,9 @@ def gallery(
         ``{row title: crops}``, every entry with the same cells in the same order, e.g.
         ``{"real": crops, "reconstructed": ..., "from profile": ...}``; crops are
         ``(n, H, W)``, ``(n, channels, H, W)`` (first channel shown) or
-        ``(n, channels, D, H, W)`` (middle z-slice shown).
+        ``(n, channels, D, H, W)`` (middle z-slice shown; beside them, a 4-D row such as the
+        masks is ``(n, D, H, W)``), or an AnnData holding them in ``obsm["crops"]`` (or in
+        its one ``obsm`` entry of images, as ``translate`` returns them).
     n
         Number of cells (columns) shown: the first ``n``.
     path
@@ -99,7 +122,9 @@ def gallery(
         )
     if not rows:
         raise ValueError("gallery needs at least one row of crops")
-    images = {name: _as_images(name, c) for name, c in rows.items()}
+    arrays = {name: _as_array(name, c) for name, c in rows.items()}
+    volumes = any(a.ndim == 5 for a in arrays.values())
+    images = {name: _as_images(name, a, volumes) for name, a in arrays.items()}
     counts = {name: len(a) for name, a in images.items()}
     if len(set(counts.values())) != 1:
         raise ValueError(f"gallery rows hold different numbers of cells: {counts}")
