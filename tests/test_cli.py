@@ -246,6 +246,16 @@ def test_translate(workdir: Path, trained: Path):
     assert np.allclose(np.asarray(t.X).sum(1), 50, rtol=1e-3)
 
 
+def test_translate_refuses_to_write_over_its_input(workdir: Path, trained: Path, capsys):
+    rna = workdir / "rna.h5ad"
+    before = rna.read_bytes()
+    args = ["translate", "--model", str(trained), "--data", f"rna={rna}", "--source", "rna",
+            "--target", "atac", "--out", str(rna), "--overwrite"]
+    assert main(args) == 2
+    _assert_one_line_error(capsys, "rna.h5ad is the file of --data rna", "write the output elsewhere")
+    assert rna.read_bytes() == before
+
+
 def test_translate_unknown_modality(workdir: Path, trained: Path, capsys):
     args = ["translate", "--model", str(trained), *_data_args(workdir),
             "--source", "rna", "--target", "protein", "--out", str(workdir / "p.h5ad")]
@@ -384,6 +394,10 @@ BAD_CONFIGS = {
     "unknown accelerator": (
         lambda c: c["train"].update(accelerator="tpu"),
         ("train", "accelerator must be one of", "'tpu'"),
+    ),
+    "accelerator not on this machine": (
+        lambda c: c["train"].update(accelerator="mps"),
+        ("train", "accelerator 'mps' requested but MPS"),
     ),
     "string instead of float": (
         lambda c: c["train"].update(lr="fast"),

@@ -540,9 +540,50 @@ def test_load_rejects_truncated_weights(saved, paired_data, keep):
     _, path = saved
     weights = path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:keep])
+    with pytest.raises(ValueError, match="does not match the checksum recorded in config.json "
+                       "when it was saved") as err:
+        tm.CrossModalAE.load(path, paired_data)
+    assert str(weights) in str(err.value)
+    # a model file without a checksum (saved before they were recorded)
+    _edit_config(path, lambda cfg: {k: v for k, v in cfg.items() if k != "weights_sha256"})
     with pytest.raises(ValueError, match="is not a readable safetensors file") as err:
         tm.CrossModalAE.load(path, paired_data)
     assert str(weights) in str(err.value)
+
+
+def test_load_detects_changed_weights_and_warns_about_non_finite_ones(saved, paired_data):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model, path = saved
+    weights = path / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-5] ^= 0xFF  # one byte of the data flipped: still a readable file
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="does not match the checksum"):
+        tm.CrossModalAE.load(path, paired_data)
+    model.save(path, overwrite=True)
+    tensors = load_file(str(weights))
+    key = next(k for k in tensors if k.startswith("module.") and tensors[k].is_floating_point())
+    tensors[key] = torch.full_like(tensors[key], float("nan"))
+    save_file(tensors, str(weights), metadata={"format": "transmodal"})
+    _edit_config(path, lambda cfg: {**cfg, "weights_sha256": _sha256(weights)})
+    with pytest.warns(UserWarning, match=r"1 tensor\(s\) hold NaN or infinite weights \(e.g. "
+                      f"'{key}'\\); the model's outputs will not be finite"):
+        tm.CrossModalAE.load(path, paired_data)
+
+
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_save_needs_a_path(saved):
+    model, _ = saved
+    for bad in (None, 3, b"model"):
+        with pytest.raises(TypeError, match="the directory to write must be a path"):
+            model.save(bad)
 
 
 def test_loading_embedding_and_translating_do_not_import_lightning(saved, paired_data, tmp_path):
@@ -611,6 +652,7 @@ def test_load_rejects_damaged_pair_and_mask_tensors(saved, paired_data, edit, ma
     tensors = load_file(str(path / "model.safetensors"))
     edit(tensors)
     save_file(tensors, str(path / "model.safetensors"), metadata={"format": "transmodal"})
+    _edit_config(path, lambda cfg: {**cfg, "weights_sha256": _sha256(path / "model.safetensors")})
     with pytest.raises(ValueError, match=match) as info:
         tm.CrossModalAE.load(path, paired_data)
     assert "model.safetensors" in str(info.value)

@@ -390,6 +390,18 @@ def test_metrics_take_anndata_and_align_translated_features():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
     assert foscttm(ad.AnnData(x), ad.AnnData(y)) == foscttm(x, y)
+    # named cells: the same names on other rows are refused, not paired by position
+    cells30 = pd.DataFrame(index=[f"c{i}" for i in range(30)])
+    ax, ay = ad.AnnData(x, obs=cells30), ad.AnnData(y, obs=cells30)
+    assert foscttm(ax, ay) == foscttm(x, y)
+    for metric in (foscttm, lambda a, b: knn_accuracy(a, b, k=3),
+                   lambda a, b: partner_in_top_k(a, b, k=3)):
+        with pytest.raises(ValueError, match=r"hold the same cells in another order \('c0' is "
+                           r"row 0 of x and row 29 of y\)"):
+            metric(ax, ay[::-1])
+    # each modality's own names (no name in both) pair by position
+    ay_own = ad.AnnData(y, obs=pd.DataFrame(index=[f"c{i}_atac" for i in range(30)]))
+    assert foscttm(ax, ay_own) == foscttm(x, y)
     # an embedded AnnData (sparse counts in X): the error points to its obsm
     import scipy.sparse as sp
 

@@ -102,6 +102,16 @@ def test_backed_rows_any_order_equal_memory(small, tmp_path):
         sp.csr_matrix((d["atac"].X.data, d["atac"].X.indices.astype(np.int32),
                        d["atac"].X.indptr.astype(np.int64)), shape=x.shape),
     ]
+    # float16 values in a file (scipy.sparse has no float16 of its own)
+    import h5py
+
+    half_h5 = tmp_path / "half.h5ad"
+    ad.AnnData(X=sp.csr_matrix(x)).write_h5ad(half_h5)
+    with h5py.File(half_h5, "r+") as f:
+        values = f["X/data"][...]
+        del f["X/data"]
+        f.create_dataset("X/data", data=values.astype(np.float16))
+    sources.append(ad.read_h5ad(half_h5, backed="r").X)
     for m in sources:
         src = MatrixSource(m, name="atac", where="X")
         np.testing.assert_array_equal(src.rows(idx), x[idx])

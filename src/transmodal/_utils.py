@@ -19,20 +19,28 @@ import numpy as np
 import torch
 
 
+def mps_available() -> bool:
+    """Whether an Apple GPU (MPS) can be used."""
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``, ``"mps"``, ``"gpu"`` / ``"gpu:1"`` (CUDA,
-    as training's ``accelerator="gpu"``) or ``"auto"`` -> a device."""
+    or an Apple GPU where there is no CUDA, as training's ``accelerator="gpu"``) or
+    ``"auto"`` -> a device."""
     if device is None:
         return torch.device("cpu")
     name = device.strip().lower() if isinstance(device, str) else device  # any case
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        if mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     if isinstance(name, str) and name.startswith("gpu"):
-        name = "cuda" + name[3:]
+        name = "mps" if name == "gpu" and not torch.cuda.is_available() and mps_available() \
+            else "cuda" + name[3:]
     try:
         dev = name if isinstance(name, torch.device) else torch.device(name)
     except (RuntimeError, TypeError):
@@ -49,8 +57,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             raise ValueError(
                 f"device {device!r}: {torch.cuda.device_count()} CUDA device(s) visible"
             )
-    mps = getattr(torch.backends, "mps", None)
-    if dev.type == "mps" and not (mps is not None and mps.is_available()):
+    if dev.type == "mps" and not mps_available():
         raise ValueError(f"device {device!r} requested but MPS (Apple GPU) is not available")
     return dev
 
@@ -232,8 +239,15 @@ def lightning_accelerator(accelerator: str) -> str:
         accelerator = accelerator.strip().lower()
     if accelerator not in allowed:
         raise ValueError(f"accelerator must be one of {sorted(allowed)}, got {given!r}")
-    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    if accelerator == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"accelerator {given!r} requested but CUDA is not available")
+    if accelerator == "gpu" and not (torch.cuda.is_available() or mps_available()):
+        raise ValueError(
+            f"accelerator {given!r} requested but no GPU is available (neither CUDA nor an "
+            "Apple GPU)"
+        )
+    if accelerator == "mps" and not mps_available():
+        raise ValueError(f"accelerator {given!r} requested but MPS (Apple GPU) is not available")
     return accelerator
 
 
@@ -294,6 +308,11 @@ def check_output_directory(
     FileExistsError
         If ``path`` is a file, exists without ``overwrite``, or holds other entries.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"the directory to write must be a path (a str or pathlib.Path), got "
+            f"{path!r:.80}"
+        )
     given, target = Path(path), Path(os.path.abspath(path))
     cwd = Path.cwd().resolve()
     if target.exists() and target.resolve() in (cwd, *cwd.parents):

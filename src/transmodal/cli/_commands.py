@@ -53,6 +53,19 @@ def _check_output(path: Path, *, overwrite: bool, suffix: str) -> None:
         raise FileExistsError(f"output {path} exists; pass --overwrite to replace it")
 
 
+def _check_not_an_input(out: Path, inputs: Mapping[str, Path], option: str = "--data") -> None:
+    """Refuse an output file that is one of the input files (``--overwrite`` replaces an
+    earlier output, never the data being read)."""
+    if not out.exists():
+        return
+    for name, path in inputs.items():
+        if path.exists() and os.path.samefile(out, path):
+            raise ValueError(
+                f"--out {out} is the file of {option} {name}; write the output elsewhere "
+                "(--overwrite replaces an earlier output, not the input)"
+            )
+
+
 def _read(path: Path, where: str, fmt: str):
     """Read ``path`` as ``fmt`` (".h5ad" or ".h5mu"); any failure of the reader (not HDF5,
     an .h5mu given as .h5ad or the reverse, a damaged file) is one ValueError naming
@@ -398,6 +411,7 @@ def cmd_translate(
     _check_data_args(data_paths, names, model_dir, [source])
     out_path = Path(out)
     _check_output(out_path, overwrite=overwrite, suffix=".h5ad")
+    _check_not_an_input(out_path, data_paths)
     m, adatas = _load(model_dir, data_paths, config)
     result = m.translate(
         adatas[source], source=source, target=target, library_size=library_size,

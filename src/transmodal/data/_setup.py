@@ -600,6 +600,22 @@ def features_differ(given, expected, spec: Modality) -> str:
     return feature_mismatch(given, expected)
 
 
+def warn_unnamed_columns(given, expected, spec: Modality, name: str) -> None:
+    """Warn when an ``obsm`` matrix comes as an array (columns by position) for a modality
+    whose model knows its columns by name (a DataFrame at training): a reordering would go
+    unnoticed."""
+    if spec.obsm_key is None or len(given) != len(expected):
+        return
+    default = list(map(str, obsm_feature_names(spec.obsm_key, len(given))))
+    if list(map(str, given)) == default and list(map(str, expected)) != default:
+        warnings.warn(
+            f"modality {name!r}: obsm[{spec.obsm_key!r}] is an array without column names, but "
+            f"the model knows its columns by name ({list(map(str, expected[:3]))}...): they are "
+            "taken by position; pass a DataFrame with named columns to have them checked",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
+
+
 def check_image_spec(spec: Modality, image_shape: tuple[int, ...], name: str) -> None:
     """Reject settings an image modality cannot use, naming the modality and field."""
     lik = get_likelihood(spec.likelihood)

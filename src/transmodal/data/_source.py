@@ -101,9 +101,10 @@ class _BackedCSR:
             )
         counts = self.indptr[uniq + 1] - self.indptr[uniq]
         indptr = np.concatenate([[0], np.cumsum(counts)])
-        return sp.csr_matrix(
-            (np.asarray(data), np.asarray(indices), indptr), shape=(len(uniq), self.shape[1])
-        )
+        data = np.asarray(data)
+        if data.dtype == np.float16:  # stored as half floats: scipy.sparse has no float16
+            data = data.astype(np.float32)
+        return sp.csr_matrix((data, np.asarray(indices), indptr), shape=(len(uniq), self.shape[1]))
 
 
 # numbers in one dense block of rows read at a time (64 MiB of float32): a 150,000-peak

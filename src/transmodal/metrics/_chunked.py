@@ -172,7 +172,10 @@ def check_same_dims(x: np.ndarray, y: np.ndarray, names: tuple[str, str]) -> Non
 def check_paired(
     x: Any, y: Any, *, names: tuple[str, str] = ("x", "y"), min_rows: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Validate two paired embeddings (same cells in the same row order)."""
+    """Validate two paired embeddings (same cells in the same row order). Where both name
+    their cells (AnnData ``obs_names``, a DataFrame's index), a name in both must be on the
+    same row (names of each modality's own, e.g. with a suffix, pair by position)."""
+    _check_same_rows(axis_names(x), axis_names(y), names)
     xa = as_embedding(x, names[0], min_rows=min_rows)
     ya = as_embedding(y, names[1], min_rows=min_rows)
     if xa.shape[0] != ya.shape[0]:
@@ -182,6 +185,37 @@ def check_paired(
         )
     check_same_dims(xa, ya, names)
     return xa, ya
+
+
+def axis_names(x: Any, axis: str = "obs") -> Any:
+    """The cell (``"obs"``) or feature (``"var"``) names of an AnnData or a DataFrame; ``None``
+    for arrays and for a DataFrame's default RangeIndex (positions, not names)."""
+    import pandas as pd
+    from anndata import AnnData
+
+    if isinstance(x, AnnData):
+        return x.obs_names if axis == "obs" else x.var_names
+    if isinstance(x, pd.DataFrame):
+        names = x.index if axis == "obs" else x.columns
+        return None if isinstance(names, pd.RangeIndex) else names
+    return None
+
+
+def _check_same_rows(a: Any, b: Any, names: tuple[str, str]) -> None:
+    """``ValueError`` if a cell name of ``a`` is also in ``b`` but on another row."""
+    if a is None or b is None or len(a) != len(b) or a.equals(b):
+        return
+    ia, ib = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
+    pos = {name: i for i, name in enumerate(ib)}
+    for i, name in enumerate(ia):
+        j = pos.get(name)
+        if j is not None and j != i:
+            raise ValueError(
+                f"{names[0]} and {names[1]} hold the same cells in another order ({name!r} is "
+                f"row {i} of {names[0]} and row {j} of {names[1]}): rows must be the same "
+                f"cells; reorder {names[1]} to {names[0]}'s obs_names / index "
+                f"(e.g. {names[1]}[{names[0]}.obs_names])"
+            )
 
 
 def check_labels(labels: Any, n: int, name: str) -> np.ndarray:

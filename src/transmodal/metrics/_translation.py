@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from ._chunked import axis_names as _names
 from ._chunked import resolve_chunk_size, unwrap_anndata
 
 Transform = Callable[[np.ndarray], np.ndarray]
@@ -104,20 +105,6 @@ def _check_features(n_features: int) -> None:
         raise ValueError(
             f"per-cell Pearson correlation needs at least 2 features; got {n_features}"
         )
-
-
-def _names(x: Any, axis: str) -> Any:
-    """The cell (``"obs"``) or feature (``"var"``) names of an AnnData or a DataFrame; ``None``
-    for arrays and for a DataFrame's default RangeIndex (positions, not names)."""
-    import pandas as pd
-    from anndata import AnnData
-
-    if isinstance(x, AnnData):
-        return x.obs_names if axis == "obs" else x.var_names
-    if isinstance(x, pd.DataFrame):
-        names = x.index if axis == "obs" else x.columns
-        return None if isinstance(names, pd.RangeIndex) else names
-    return None
 
 
 def _align_features(ref: Any, other: Any, *, names: tuple[str, str], cells: bool) -> Any:

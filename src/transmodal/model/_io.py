@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import warnings
@@ -17,9 +18,16 @@ from scipy import sparse
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .._utils import ENSEMBLE_CONFIG, MODEL_CONFIG, MODEL_WEIGHTS, atomic_directory, jsonable
+from .._utils import (
+    ENSEMBLE_CONFIG,
+    MODEL_CONFIG,
+    MODEL_WEIGHTS,
+    atomic_directory,
+    jsonable,
+    user_stacklevel,
+)
 from ..data._modality import Modality
-from ..data._setup import _as_dict, features_differ
+from ..data._setup import _as_dict, features_differ, warn_unnamed_columns
 from ._var import decode_var, encode_var
 
 if TYPE_CHECKING:
@@ -94,7 +102,17 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
     }
     with atomic_directory(path, overwrite=overwrite) as tmp:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "transmodal"})
+        config["weights_sha256"] = _sha256(tmp / WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps(config, indent=1))
+
+
+def _sha256(path: Path) -> str:
+    """SHA-256 of a file, read in blocks of 1 MiB."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _json_kind(value: Any) -> str | None:
@@ -157,6 +175,9 @@ _CONFIG_FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
     "history": (
         False, _or_null(_object_of(_array_of(_or_null(_is_number)))),
         "null or an object of lists of numbers",
+    ),
+    "weights_sha256": (
+        False, lambda v: isinstance(v, str) and len(v) == 64, "a SHA-256 hex digest",
     ),
 }
 
@@ -260,12 +281,28 @@ def read_config(path) -> dict:
     return config
 
 
-def _read_weights(weights: Path) -> dict[str, torch.Tensor]:
-    """The tensors in ``weights``; a file safetensors cannot read raises a ValueError naming it."""
+def _read_weights(weights: Path, checksum: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors in ``weights``; a file safetensors cannot read, or one whose SHA-256 is not
+    the ``checksum`` recorded when it was saved, raises a ValueError naming it. Weights with
+    NaN or infinite values (a training that diverged) load with a warning."""
+    if checksum is not None and _sha256(weights) != checksum:
+        raise ValueError(
+            f"{weights} does not match the checksum recorded in {CONFIG} when it was saved: "
+            "the file was changed or damaged since; save the model again or restore the file"
+        )
     try:
-        return load_file(str(weights))
+        tensors = load_file(str(weights))
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{weights} is not a readable safetensors file: {err}") from None
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        warnings.warn(
+            f"{weights}: {len(bad)} tensor(s) hold NaN or infinite weights (e.g. {bad[0]!r}); "
+            "the model's outputs will not be finite - it diverged while training (lower the "
+            "learning rate) or was saved so",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
+    return tensors
 
 
 def _stand_in(
@@ -367,7 +404,7 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
         specs = {n: Modality.from_dict(d, name=n) for n, d in config["modalities"].items()}
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path / CONFIG}: modalities: {err}") from None
-    tensors = _read_weights(path / WEIGHTS)
+    tensors = _read_weights(path / WEIGHTS, config.get("weights_sha256"))
     data, stand_ins = _with_stand_ins(data, specs, config, tensors, path / CONFIG)
     model = cls.__new__(cls)
     model._setup(
@@ -390,6 +427,7 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
             )
         saved_n = config["n_vars"][name]
         differ = features_differ(md.var_names, config["var_names"][name], md.spec)
+        warn_unnamed_columns(md.var_names, config["var_names"][name], md.spec, name)
         if md.source.n_vars != saved_n or differ:
             detail = differ or f"{md.source.n_vars} features given, {saved_n} saved"
             raise ValueError(

@@ -30,6 +30,7 @@ from ..data._setup import (
     setup_data,
     target_batch_codes,
     warn_label_conflicts,
+    warn_unnamed_columns,
 )
 from ..data._source import MatrixSource, check_values, matrix_of, sampled_blocks
 from ..geometry import geometric_pairs, transport_pairs
@@ -128,9 +129,9 @@ def _check_prior(prior: str, names: Sequence[str]) -> str | None:
 
 def _device_of(accelerator: str) -> torch.device:
     """The one device that Lightning's ``accelerator`` trains on in this process."""
-    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+    if accelerator == "cuda" or (accelerator in ("gpu", "auto") and torch.cuda.is_available()):
         return torch.device("cuda", torch.cuda.current_device())
-    return resolve_device(accelerator if accelerator in ("mps", "auto") else "cpu")
+    return resolve_device(accelerator if accelerator in ("mps", "auto", "gpu") else "cpu")
 
 
 def _collect(blocks: Iterator[np.ndarray], n: int) -> np.ndarray:
@@ -1148,6 +1149,7 @@ class CrossModalAE:
                 f"{src.image_shape}; the model was built for {md.source.image_shape}"
             )
         differ = features_differ(var_names, md.var_names, md.spec)
+        warn_unnamed_columns(var_names, md.var_names, md.spec, modality)
         if src.n_vars != md.source.n_vars or differ:
             detail = differ or f"{src.n_vars} features given, {md.source.n_vars} expected"
             raise ValueError(
