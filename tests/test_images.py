@@ -654,6 +654,22 @@ def test_z_stack_with_a_2d_mask_is_not_read_as_channels(tmp_path):
     with pytest.warns(UserWarning, match=r"does not name its axes: the axis that its 2-D mask "
                       r"lacks is read as channels"):
         tm.images.read_nuclei([(tmp_path / "q.tif", mask)], crop_size=16)
+    # multi-page TIFFs of other writers name their pages I: the same warning
+    from PIL import Image
+
+    pages = [Image.fromarray(p) for p in stack]
+    pages[0].save(tmp_path / "pil.tif", save_all=True, append_images=pages[1:])
+    with pytest.warns(UserWarning, match="does not name its axes"):
+        tm.images.read_nuclei([(tmp_path / "pil.tif", mask)], crop_size=16)
+    # time points beside a 3-D mask
+    mask3 = np.zeros((4, 40, 40), np.uint16)
+    mask3[1:3, 10:20, 10:20] = 1
+    tifffile.imwrite(tmp_path / "m3.tif", mask3)
+    tifffile.imwrite(tmp_path / "tz.tif", np.zeros((3, 4, 40, 40), np.float32), imagej=True,
+                     metadata={"axes": "TZYX"})
+    with pytest.raises(ValueError, match=r"names an axis T \(time points.*read one time point "
+                       r"at a time"):
+        tm.images.read_nuclei([(tmp_path / "tz.tif", tmp_path / "m3.tif")], crop_size=16)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tm.images.read_nuclei([(tmp_path / "q.tif", mask)], crop_size=16, channel_axis=0)
@@ -668,13 +684,21 @@ def test_binary_masks_stored_as_integers_are_refused(tmp_path):
     blobs[5:12, 5:12] = blobs[20:30, 20:30] = 255
     image = _write(tmp_path / "i.png", np.where(blobs > 0, 120, 3).astype(np.uint8))
     _write(tmp_path / "m.png", blobs)
-    with pytest.raises(ValueError, match=r"binary mask \(every nucleus pixel is 255, 2 separate "
+    with pytest.raises(ValueError, match=r"binary mask \(every nucleus pixel is 255; 2 separate "
                        r"pieces\).*skimage.measure.label"):
         tm.images.read_nuclei([(image, tmp_path / "m.png")], crop_size=16)
-    # one nucleus of label 1 is a valid instance mask
+    # one nucleus of label 1 is a valid instance mask, also with a stray pixel (smaller than
+    # min_area) or as one label of another value on two large pieces: read, with a warning
     one = np.where(np.arange(40)[:, None] < 20, blobs, 0).astype(np.uint8) // 255
     _write(tmp_path / "one.png", one)
     assert len(tm.images.read_nuclei([(image, tmp_path / "one.png")], crop_size=16)) == 1
+    one[35, 35] = 1
+    _write(tmp_path / "stray.png", one)
+    with pytest.warns(UserWarning, match="cover several separate pieces"):
+        assert len(tm.images.read_nuclei([(image, tmp_path / "stray.png")], crop_size=16)) == 1
+    _write(tmp_path / "seven.png", (blobs > 0).astype(np.uint8) * 7)
+    with pytest.warns(UserWarning, match="cover several separate pieces"):
+        assert len(tm.images.read_nuclei([(image, tmp_path / "seven.png")], crop_size=32)) == 1
 
 
 def test_single_pairs_and_image_ids(tmp_path):
@@ -686,8 +710,11 @@ def test_single_pairs_and_image_ids(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     one = tm.images.read_nuclei(a / "img.png", a / "img_mask.png", crop_size=32)
     assert len(one) == 2 and set(one.obs["image_id"]) == {"img"}
-    pair = tm.images.read_nuclei((str(a / "img.png"), str(a / "img_mask.png")), crop_size=32)
+    pair = tm.images.read_nuclei([(str(a / "img.png"), str(a / "img_mask.png"))], crop_size=32)
     assert pair.obs_names.tolist() == one.obs_names.tolist()
+    # a bare tuple may be two images as well as an image and its mask: refused, with the forms
+    with pytest.raises(ValueError, match=r"pass \[\(image, mask\)\] or read_nuclei\(image, mask\)"):
+        tm.images.read_nuclei((a / "img.png", a / "img_mask.png"), crop_size=32)
     pairs = [(a / "img.png", a / "img_mask.png"), (b / "img.png", b / "img_mask.png")]
     with pytest.raises(ValueError, match="duplicate image id 'img'.*pass image_ids="):
         tm.images.read_nuclei(pairs, crop_size=32)
@@ -740,6 +767,25 @@ def test_radial_profiles_of_decoded_crops_segment_the_nucleus():
     assert out.uns["radial"]["masks"] == {"crop > 0": 1, "otsu": 1}
     np.testing.assert_allclose(out.X[0], out.X[1], atol=0.02)  # the same nucleus
     np.testing.assert_allclose(out.X[1], _analytic(2, 1.0, -0.5, 1), atol=0.03)
+    # a stray exact 0 (a clipped decoder output) does not make a zero background
+    crop[0, 0] = 0
+    again = tm.images.radial_profiles(ad.AnnData(obsm={"crops": crop[None, None]}))
+    assert again.uns["radial"]["masks"] == {"crop > 0": 0, "otsu": 1}
+    np.testing.assert_allclose(again.X[0], out.X[0])
+
+
+def test_shell_width_counts_in_the_units_of_downscaled_crops():
+    disc, r = _ball((32, 32), (15.5, 15.5), 12)
+    crop = np.where(disc, 0.2 + r, 0).astype(np.float32)
+    data = ad.AnnData(obsm={"crops": crop[None, None], "masks": disc[None]},
+                      obs=pd.DataFrame({"crop_scale": [0.5]}, index=["n0"]))
+    data.uns["crops"] = {"spacing": [0.5, 0.5]}
+    out = tm.images.radial_profiles(data, shell_width=2.0)
+    # its pixels are 0.5 / 0.5 = 1 unit wide: shells of 2 pixels
+    expected = tm.images.radial_profile(crop, disc, spacing=(1.0, 1.0), shell_width=2.0)
+    np.testing.assert_allclose(out.X[0], expected, rtol=1e-6)
+    assert not np.allclose(expected, tm.images.radial_profile(crop, disc, spacing=(0.5, 0.5),
+                                                               shell_width=2.0))
 
 
 def test_large_crops_warn_with_their_memory(tmp_path, monkeypatch):

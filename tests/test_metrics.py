@@ -399,9 +399,12 @@ def test_metrics_take_anndata_and_align_translated_features():
         with pytest.raises(ValueError, match=r"hold the same cells in another order \('c0' is "
                            r"row 0 of x and row 29 of y\)"):
             metric(ax, ay[::-1])
-    # each modality's own names (no name in both) pair by position
+    # each modality's own names (no name in both) pair by position, as do partly shared ones
+    # (AnnData's default "0".."n-1" of a subset against a new AnnData)
     ay_own = ad.AnnData(y, obs=pd.DataFrame(index=[f"c{i}_atac" for i in range(30)]))
     assert foscttm(ax, ay_own) == foscttm(x, y)
+    full = ad.AnnData(np.vstack([x, x]))
+    assert foscttm(full[10:40].copy(), ad.AnnData(y)) == foscttm(np.vstack([x, x])[10:40], y)
     # an embedded AnnData (sparse counts in X): the error points to its obsm
     import scipy.sparse as sp
 

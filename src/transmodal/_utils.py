@@ -278,6 +278,12 @@ def _is_ensemble_member(path: Path) -> bool:
     return {p.name for p in path.iterdir()} == {MODEL_CONFIG, MODEL_WEIGHTS}
 
 
+def check_path(path: Any, what: str = "the directory to write") -> None:
+    """``TypeError`` naming ``what`` unless ``path`` is a str or os.PathLike."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{what} must be a path (a str or pathlib.Path), got {path!r:.80}")
+
+
 def check_output_directory(
     path: str | os.PathLike, *, overwrite: bool, names: Collection[str] | None = None
 ) -> Path:
@@ -308,11 +314,7 @@ def check_output_directory(
     FileExistsError
         If ``path`` is a file, exists without ``overwrite``, or holds other entries.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(
-            f"the directory to write must be a path (a str or pathlib.Path), got "
-            f"{path!r:.80}"
-        )
+    check_path(path)
     given, target = Path(path), Path(os.path.abspath(path))
     cwd = Path.cwd().resolve()
     if target.exists() and target.resolve() in (cwd, *cwd.parents):

@@ -410,8 +410,8 @@ def cmd_translate(
     data_paths = parse_data_args(data, names)
     _check_data_args(data_paths, names, model_dir, [source])
     out_path = Path(out)
-    _check_output(out_path, overwrite=overwrite, suffix=".h5ad")
     _check_not_an_input(out_path, data_paths)
+    _check_output(out_path, overwrite=overwrite, suffix=".h5ad")
     m, adatas = _load(model_dir, data_paths, config)
     result = m.translate(
         adatas[source], source=source, target=target, library_size=library_size,

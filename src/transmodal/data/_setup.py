@@ -607,7 +607,8 @@ def warn_unnamed_columns(given, expected, spec: Modality, name: str) -> None:
     if spec.obsm_key is None or len(given) != len(expected):
         return
     default = list(map(str, obsm_feature_names(spec.obsm_key, len(given))))
-    if list(map(str, given)) == default and list(map(str, expected)) != default:
+    positions = [str(i) for i in range(len(expected))]  # columns named 0..n-1: positions
+    if list(map(str, given)) == default and list(map(str, expected)) not in (default, positions):
         warnings.warn(
             f"modality {name!r}: obsm[{spec.obsm_key!r}] is an array without column names, but "
             f"the model knows its columns by name ({list(map(str, expected[:3]))}...): they are "

@@ -118,10 +118,11 @@ def morphology(
     (2-D only),
     ``solidity``, ``axis_major_length``, ``axis_minor_length``, ``mean_intensity`` and
     ``integrated_intensity`` (suffixed ``_ch<k>``, ``k`` from ``channel_ids``, when there are
-    several channels). NaN pixels are left out of the intensity mean (the integrated intensity
-    is that mean times the size); a nucleus without a finite pixel gets NaN. Degenerate
-    nuclei get NaN where a measure is undefined: axis lengths of flat nuclei, solidity of a
-    3-D nucleus without a convex volume (one slice thick, a line). ``ids`` are sorted.
+    several channels). NaN pixels are left out of the intensity mean (the integrated
+    intensity is that mean times the number of pixels); a nucleus without a finite pixel gets
+    NaN. Degenerate nuclei get NaN where a measure is undefined: axis lengths of flat nuclei,
+    solidity of a 3-D nucleus without a convex volume (one slice thick, a line). ``ids`` are
+    sorted.
     """
     from skimage.measure import regionprops_table
 

@@ -112,21 +112,26 @@ def read_labels(path: PathLike) -> np.ndarray:
         raise ValueError(f"mask {path}: label image must be of integer type, got {labels.dtype}")
     if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
         raise ValueError(f"mask {path}: label values must be >= 0 (0 = background)")
-    _refuse_binary(labels, path)
     return labels
 
 
-def _refuse_binary(labels: np.ndarray, path: PathLike) -> None:
-    """Refuse a binary mask stored as integers (0 / 1 or 0 / 255 PNGs): one label value over
-    several separate pieces is nuclei not yet labelled, not one nucleus."""
+BINARY_VALUES = (1, 255, 65535)  # the foreground of binary masks saved as integers
+
+
+def refuse_binary(labels: np.ndarray, path: PathLike, min_size: int) -> None:
+    """Refuse a binary mask stored as integers (a 0 / 1 or 0 / 255 PNG): its one label
+    value over two or more separate pieces of at least ``min_size`` pixels is nuclei not yet
+    labelled, not one nucleus (a nucleus with a stray pixel stays a nucleus)."""
     top = labels.max(initial=0)
-    if top == 0 or labels[labels > 0].min() != top:
+    if top not in BINARY_VALUES or labels[labels > 0].min() != top:
         return
     full = np.ones((3,) * labels.ndim, bool)
-    pieces = ndi.label(labels > 0, structure=full)[1]
-    if pieces > 1:
+    pieces, n = ndi.label(labels > 0, structure=full)
+    sizes = np.bincount(pieces.ravel())[1:]
+    big = int((sizes >= max(int(min_size), 1)).sum())
+    if big > 1:
         raise ValueError(
-            f"mask {path}: binary mask (every nucleus pixel is {int(top)}, {pieces} separate "
+            f"mask {path}: binary mask (every nucleus pixel is {int(top)}; {big} separate "
             "pieces), not an instance label image; label it first (e.g. "
             "skimage.measure.label(mask > 0)) so that every nucleus has its own integer id"
         )
@@ -222,16 +227,11 @@ def find_pairs(
 ) -> list[tuple[str, Path, Path]]:
     """Resolve the inputs of :func:`~transmodal.images.read_nuclei` to ``(image_id, image, mask)``.
 
-    Accepted forms: one image file with one mask file; one ``(image, mask)`` tuple; a list of
-    ``(image, mask)`` pairs; two lists of equal length; an image folder and a mask folder (files
+    Accepted forms: one image file with one mask file; a list of ``(image, mask)`` pairs; two lists of equal length; an image folder and a mask folder (files
     matched by name without suffix); or one folder holding ``images/`` and ``labels/`` (or
     ``masks/``) sub-folders. The image id is ``image_ids[i]`` or else the image file name
     without its suffix, and must be unique.
     """
-    if isinstance(images, tuple) and masks is None and len(images) == 2 \
-            and all(isinstance(p, (str, os.PathLike)) for p in images) \
-            and not Path(images[0]).is_dir():
-        images = [images]  # one (image, mask) pair
     if isinstance(images, (str, os.PathLike)) and Path(images).is_file():
         if not isinstance(masks, (str, os.PathLike)) or not Path(masks).is_file():
             raise ValueError(
@@ -271,7 +271,10 @@ def find_pairs(
         items = list(images)
         if masks is None:
             if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in items):
-                raise ValueError("images: a list must hold (image, mask) pairs when masks is None")
+                raise ValueError(
+                    "images: a list must hold (image, mask) pairs when masks is None; for one "
+                    "image, pass [(image, mask)] or read_nuclei(image, mask)"
+                )
             pairs = [(Path(i), Path(m)) for i, m in items]
         else:
             if isinstance(masks, (str, os.PathLike)) and Path(masks).is_dir():

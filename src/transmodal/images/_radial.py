@@ -138,9 +138,9 @@ def radial_profiles(
         The AnnData of :func:`~transmodal.images.read_nuclei` (crops in ``obsm[crops_key]``,
         masks in ``obsm[masks_key]``), or one image array (one channel) with ``labels``.
         Without masks (e.g. images translated from another modality), a crop with a zero
-        background (as ``read_nuclei`` writes them) has its nucleus where it is > 0; a crop
-        without one (a decoder's output is nowhere exactly 0) is segmented: pixels above its
-        Otsu threshold, the largest connected piece, holes filled. ``uns["radial"]["masks"]``
+        background (at least 5 % of its pixels exactly 0, as ``read_nuclei`` writes them) has
+        its nucleus where it is > 0; a crop without one (a decoder's output) is segmented:
+        pixels above its Otsu threshold, the largest connected piece, holes filled. ``uns["radial"]["masks"]``
         says which rule gave how many nuclei.
     labels
         Instance label image of the shape of ``data`` when ``data`` is an array (0 =
@@ -157,7 +157,8 @@ def radial_profiles(
         :func:`~transmodal.images.read_nuclei` recorded in ``uns["crops"]``. Crops downscaled by
         :func:`~transmodal.images.read_nuclei` are profiled on their own grid (the profile is
         scale-free; the downscaling is the same on every axis, so the spacing's proportions
-        hold).
+        hold), with pixels of ``spacing / obs["crop_scale"]``, so that a ``shell_width`` in
+        the units of ``spacing`` is as wide on them as on the others.
 
     Returns
     -------
@@ -206,7 +207,17 @@ def radial_profiles(
                     f"obsm[{missing_key!r}] shape {missing.shape} differs from the crops' {crops.shape}"
                 )
             crops = np.where(missing.astype(bool), np.nan, crops)
-        rows = (_bbox_profile(crops[i], masks[i].astype(bool), kw) for i in range(crops.shape[0]))
+        scales = np.ones(crops.shape[0])
+        if shell_width is not None and "crop_scale" in data.obs:
+            scales = np.asarray(data.obs["crop_scale"], dtype=np.float64)
+            if not np.all(np.isfinite(scales) & (scales > 0)):
+                raise ValueError("obs['crop_scale'] must hold positive numbers (1 = not rescaled)")
+        base = np.ones(crops.ndim - 1) if spacing is None else np.asarray(spacing, dtype=np.float64)
+        rows = (
+            _bbox_profile(crops[i], masks[i].astype(bool),
+                          kw if scales[i] == 1 else {**kw, "spacing": tuple(base / scales[i])})
+            for i in range(crops.shape[0])
+        )
         obs = data.obs.copy()
         ndim = crops.ndim - 1
         settings = {"channel": int(channel), "masks": mask_rule}
@@ -289,11 +300,15 @@ def _recorded_spacing(data: AnnData, ndim: int) -> tuple[float, ...] | None:
     return check_spacing(np.asarray(recorded, dtype=np.float64).ravel(), ndim)
 
 
+ZERO_BACKGROUND = 0.05  # share of exact zeros from which a crop has a zero background
+
+
 def segment_crops(crops: np.ndarray) -> tuple[np.ndarray, int]:
     """Nucleus masks of crops ``(n, *spatial)`` that come without masks, and how many were
-    segmented: a crop with a zero background has its nucleus where it is > 0; one without
-    (decoded images) is segmented at its Otsu threshold (the largest connected piece, holes
-    filled)."""
+    segmented: a crop with a zero background (at least :data:`ZERO_BACKGROUND` of its
+    pixels exactly 0, as :func:`~transmodal.images.read_nuclei` writes them) has its nucleus
+    where it is > 0; one without (decoded images; a stray 0 does not count) is segmented at
+    its Otsu threshold (the largest connected piece, holes filled)."""
     from skimage.filters import threshold_otsu
 
     masks = crops > 0
@@ -301,7 +316,7 @@ def segment_crops(crops: np.ndarray) -> tuple[np.ndarray, int]:
     full = np.ones((3,) * (crops.ndim - 1), bool)
     for i, crop in enumerate(crops):
         finite = crop[np.isfinite(crop)]
-        if finite.size == 0 or (finite == 0).any() or finite.min() == finite.max():
+        if finite.size == 0 or (finite == 0).mean() >= ZERO_BACKGROUND or finite.min() == finite.max():
             continue
         n_segmented += 1
         mask = crop > threshold_otsu(finite)

@@ -27,6 +27,7 @@ from ._files import (
     find_pairs,
     imread,
     read_labels,
+    refuse_binary,
     to_channels_first,
 )
 from ._radial import check_spacing
@@ -57,7 +58,7 @@ def read_nuclei(
     Parameters
     ----------
     images
-        A list of ``(image, mask)`` file pairs (or one such pair); or a list of image files with
+        A list of ``(image, mask)`` file pairs; or a list of image files with
         ``masks`` a list of mask files of the same length (or one image file with one mask
         file); or an image folder with ``masks`` a mask folder (files matched by name without
         suffix); or a folder holding ``images/`` and ``labels/`` (or ``masks/``) sub-folders.
@@ -114,9 +115,10 @@ def read_nuclei(
       axis is downscaled isotropically to fit (factor in ``obs["crop_scale"]``).
     - NaN and infinite pixels of float images are missing values (with a warning naming how
       many nuclei hold some): they are left out of the normalisation and of
-      ``mean_intensity`` (the integrated intensity is that mean times the size), are 0 in the
-      crops and ``True`` in ``obsm["missing"]`` (bool, the shape of the masks; only present
-      when there are such pixels), which :func:`~transmodal.images.radial_profiles` leaves out.
+      ``mean_intensity`` (the integrated intensity is that mean times the number of pixels),
+      are 0 in the crops and ``True`` in ``obsm["missing"]`` (bool, the shape of the masks;
+      only present when there are such pixels), which
+      :func:`~transmodal.images.radial_profiles` leaves out.
     - ``obsm["masks"]``: bool ``(n, H, W)`` or ``(n, D, H, W)``, the nucleus in its crop.
     - ``uns["crops"]``: crop shape, channels, normalisation rule, centring and rescaling
       rule, pixel (voxel) ``spacing``.
@@ -136,6 +138,8 @@ def read_nuclei(
         raise ValueError(f"normalize={normalize!r}: expected one of {sorted(NORMALIZE_RULES)}")
     if isinstance(min_area, bool) or not isinstance(min_area, (int, np.integer)) or min_area < 0:
         raise ValueError(f"min_area={min_area!r}: expected an integer >= 0 (pixels or voxels)")
+    if spacing is not None:  # its values now; its length against the masks' axes below
+        check_spacing(spacing, np.size(spacing))
 
     # pass 1: masks only -> validation, nuclei kept per image, total count
     selected, ndim = [], None
@@ -143,6 +147,7 @@ def read_nuclei(
     n_split, split_example = 0, ""
     for _, _, mask_path in pairs:
         labels = read_labels(mask_path)
+        refuse_binary(labels, mask_path, min_area)
         if ndim is None:
             ndim = labels.ndim
         elif labels.ndim != ndim:
@@ -167,7 +172,7 @@ def read_nuclei(
             UserWarning, stacklevel=2,
         )
     crop_shape = _crop_shape(crop_size, ndim)
-    spacing = check_spacing(spacing, ndim)
+    spacing = check_spacing(spacing, ndim)  # its length once the masks' dimension is known
     n_kept = sum(ids.size for ids in selected)
     if n_kept == 0:
         raise ValueError(
@@ -197,19 +202,26 @@ def read_nuclei(
             letter = extra_axis_letter(image_path, raw.ndim, labels.ndim)
             if letter in ("Z", "T"):
                 what = "z-slices" if letter == "Z" else "time points"
+                advice = (
+                    f"its mask {mask_path} is 2-D: a z-stack needs a 3-D mask of its shape, or "
+                    "project it first (e.g. the maximum over z)" if letter == "Z"
+                    else "read one time point at a time"
+                )
                 raise ValueError(
                     f"image {image_path}: its metadata names an axis {letter} ({what}; image "
-                    f"shape {raw.shape}), but its mask {mask_path} is 2-D: a z-stack needs a 3-D "
-                    "mask of its shape, or project it "
-                    "first (e.g. the maximum over z); pass channel_axis= if they are channels"
+                    f"shape {raw.shape}), which would be read as channels; {advice}. Pass "
+                    "channel_axis= if they are channels"
                 )
-            if letter == "Q" and channels is None and not axes_warned:
+            if letter in ("Q", "I") and channels is None and not axes_warned:
                 axes_warned = True
+                planes = (
+                    "z-slices, give a 3-D mask of the stack's shape or project it first"
+                    if labels.ndim == 2 else "time points, read one at a time"
+                )
                 warnings.warn(
                     f"image {image_path} (shape {raw.shape}) does not name its axes: the axis "
                     f"that its {labels.ndim}-D mask lacks is read as channels; if those planes "
-                    "are z-slices, give a 3-D mask of the stack's shape or project it first. "
-                    "Pass channel_axis= (or channels=) to say they are channels",
+                    f"are {planes}. Pass channel_axis= (or channels=) to say they are channels",
                     UserWarning, stacklevel=2,
                 )
         image = to_channels_first(raw, labels.shape, channel_axis=channel_axis, path=image_path)

@@ -173,8 +173,9 @@ def check_paired(
     x: Any, y: Any, *, names: tuple[str, str] = ("x", "y"), min_rows: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Validate two paired embeddings (same cells in the same row order). Where both name
-    their cells (AnnData ``obs_names``, a DataFrame's index), a name in both must be on the
-    same row (names of each modality's own, e.g. with a suffix, pair by position)."""
+    the same cells (AnnData ``obs_names``, a DataFrame's index: the same set of unique
+    names), they must be in the same order; other names (each modality's own, e.g. with a
+    suffix) pair by position."""
     _check_same_rows(axis_names(x), axis_names(y), names)
     xa = as_embedding(x, names[0], min_rows=min_rows)
     ya = as_embedding(y, names[1], min_rows=min_rows)
@@ -202,20 +203,20 @@ def axis_names(x: Any, axis: str = "obs") -> Any:
 
 
 def _check_same_rows(a: Any, b: Any, names: tuple[str, str]) -> None:
-    """``ValueError`` if a cell name of ``a`` is also in ``b`` but on another row."""
+    """``ValueError`` if ``a`` and ``b`` name the same cells (each name once, the same set)
+    in another order."""
     if a is None or b is None or len(a) != len(b) or a.equals(b):
         return
-    ia, ib = np.asarray(a, dtype=object), np.asarray(b, dtype=object)
-    pos = {name: i for i, name in enumerate(ib)}
-    for i, name in enumerate(ia):
-        j = pos.get(name)
-        if j is not None and j != i:
-            raise ValueError(
-                f"{names[0]} and {names[1]} hold the same cells in another order ({name!r} is "
-                f"row {i} of {names[0]} and row {j} of {names[1]}): rows must be the same "
-                f"cells; reorder {names[1]} to {names[0]}'s obs_names / index "
-                f"(e.g. {names[1]}[{names[0]}.obs_names])"
-            )
+    if not (a.is_unique and b.is_unique) or set(a) != set(b):
+        return  # partly shared or repeated names (e.g. AnnData's default "0".."n-1"): positions
+    i = int(np.flatnonzero(np.asarray(a, dtype=object) != np.asarray(b, dtype=object))[0])
+    j = int(b.get_loc(a[i]))
+    raise ValueError(
+        f"{names[0]} and {names[1]} hold the same cells in another order ({a[i]!r} is row {i} "
+        f"of {names[0]} and row {j} of {names[1]}): rows must be the same cells; reorder "
+        f"{names[1]} to {names[0]}'s cells ({names[1]}[{names[0]}.obs_names] for AnnData, "
+        f"{names[1]}.loc[{names[0]}.index] for DataFrames)"
+    )
 
 
 def check_labels(labels: Any, n: int, name: str) -> np.ndarray:

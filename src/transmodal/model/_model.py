@@ -15,8 +15,8 @@ import torch
 from anndata import AnnData
 
 from .._utils import (
-    check_parallel, is_global_zero, jsonable, lightning_accelerator, resolve_device, seeded,
-    user_stacklevel,
+    check_parallel, check_path, is_global_zero, jsonable, lightning_accelerator, resolve_device,
+    seeded, user_stacklevel,
 )
 from ..data._batches import EpochBatches
 from ..data._h5ad import write_rows_h5ad
@@ -1528,7 +1528,15 @@ class CrossModalAE:
         overwrite
             Replace ``path`` if it holds a saved model (and nothing else); any other
             existing directory or file is refused, never deleted.
+
+        Raises
+        ------
+        TypeError
+            If ``path`` is not a str or os.PathLike (on every process).
+        FileExistsError
+            If ``path`` exists and may not be replaced.
         """
+        check_path(path)
         if not is_global_zero():
             return
         from ._io import save_model
