@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -230,6 +231,21 @@ def test_compare_differential_overlap_against_hypergeometric():
     assert res.to_dict()["overlap"]["up"]["n_overlap"] == 5
 
 
+def test_compare_differential_takes_the_results_settings_and_checks_their_groups():
+    obs = differential_expression(de_data(seed=0), "group", "A", "B", n_top=2)
+    pred = differential_expression(de_data(seed=1), "group", "A", "B", n_top=2)
+    res = compare_differential(pred, obs)  # the n_top both were made with
+    assert res.overlap.loc["up", "n_pred"] <= 2 and res.overlap.loc["up", "n_obs"] <= 2
+    assert res.overlap.loc["up", "n_pred"] == pred["marker"][pred["direction"] == "up"].sum()
+    wide = differential_expression(de_data(seed=1), "group", "A", "B", n_top=5)
+    with pytest.raises(ValueError, match=r"made with different n_top \(\[2, 5\]\); pass n_top="):
+        compare_differential(wide, obs)
+    assert compare_differential(wide, obs, n_top=2).overlap.equals(res.overlap)
+    other = differential_expression(de_data(seed=1), "group", "B", "A", n_top=2)
+    with pytest.warns(UserWarning, match="pred compares 'B' with 'A', obs 'A' with 'B'"):
+        compare_differential(other, obs)
+
+
 def test_compare_differential_on_replicates_and_disjoint_effects():
     obs = differential_expression(de_data(seed=0), "group", "A", "B")
     pred = differential_expression(de_data(seed=1), "group", "A", "B")
@@ -291,6 +307,10 @@ def test_roc_multiclass_anndata_and_feature_order():
     reordered = trans[:, trans.var_names[::-1]].copy()
     again = translated_classifier_roc(real, "cl", reordered, "cl", classifier=LogisticRegression())
     assert again.auc == pytest.approx(res.auc)
+    twice = real.copy()  # a duplicated name cannot be matched: refused, not scored on it twice
+    twice.var_names = ["f1"] + list(real.var_names[1:])
+    with pytest.raises(ValueError, match="real names feature 'f1' twice"):
+        translated_classifier_roc(twice, "cl", trans, "cl", classifier=LogisticRegression())
     # default random forest, sparse input
     rf = translated_classifier_roc(sparse.csr_matrix(x), y, sparse.csr_matrix(xt), yt, seed=3)
     assert rf.auc > 0.9
@@ -373,6 +393,19 @@ def test_cluster_robustness_three_blobs():
     assert res.partitions.shape == (150, 42)
     assert pd.crosstab(res.labels, labels).gt(0).sum(1).eq(1).all()  # consensus = truth
     assert res.to_dict()["suggested_k"] == 3
+    # a MuData: its joint embedding (tl.integrate's obsm), or a clear error; never np.asarray
+    import mudata as md
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mdata = md.MuData({"rna": ad.AnnData(x), "atac": ad.AnnData(x.copy())})
+    mdata.obsm["X_transmodal"] = np.vstack([x, x])[: mdata.n_obs]
+    assert cluster_robustness(mdata, n_init=3, seed=0).suggested_k == 3
+    with pytest.raises(ValueError, match="a MuData's latent is an obsm entry"):
+        cluster_robustness(mdata, use_rep="X_other")
+    with pytest.raises(ValueError, match=r"a MuData holds one matrix per modality; pass one of "
+                       r"them, e.g. mdata\['rna'\]"):
+        differential_expression(mdata, "group", "A", "B")
 
 
 def test_cluster_robustness_suggests_one_cluster_without_structure():
@@ -631,6 +664,21 @@ def test_de_fold_change_of_large_log_means_and_boolean_groups():
     with pytest.warns(UserWarning, match="pass log1p=False"):
         de = tm.analysis.differential_expression(counts, "g", group="x", reference="y")
     assert np.isfinite(de["log2fc"]).all()  # expm1(900) overflowed to NaN before
+    # shallow counts (means far below 30): whole numbers, or a translation's units, warn too
+    shallow = ad.AnnData(rng.poisson(2, size=(20, 3)).astype(np.float32))
+    shallow.obs["g"] = a.obs["g"].to_numpy()
+    with pytest.warns(UserWarning, match=r"look like linear values \(counts\): every value is a "
+                      r"whole number"):
+        tm.analysis.differential_expression(shallow, "g", group="x", reference="y")
+    translated = ad.AnnData(rng.gamma(2.0, size=(20, 3)))
+    translated.obs["g"] = a.obs["g"].to_numpy()
+    translated.uns["transmodal"] = {"units": "counts"}
+    with pytest.warns(UserWarning, match=r"the translation's values are counts"):
+        tm.analysis.differential_expression(translated, "g", group="x", reference="y")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tm.analysis.differential_expression(shallow, "g", group="x", reference="y", log1p=False)
+        tm.analysis.differential_expression(a, "g", group="x", reference="y")
     a.obs["g"] = [1] * 10 + [2] * 10  # True == 1 in Python: not a label here
     with pytest.raises(ValueError, match=r"label\(s\) \[True\] not found"):
         tm.analysis.differential_expression(a, "g", group=True, reference=2)

@@ -399,6 +399,13 @@ def test_metrics_take_anndata_and_align_translated_features():
         with pytest.raises(ValueError, match=r"hold the same cells in another order \('c0' is "
                            r"row 0 of x and row 29 of y\)"):
             metric(ax, ay[::-1])
+    # labels as a Series: aligned to an AnnData's obs_names by their index
+    labels = pd.Series(np.repeat(["a", "b", "c"], 10), index=cells30.index)
+    shuffled = labels.sample(frac=1, random_state=0)
+    assert label_transfer(ax, shuffled, ay, labels, k=3) == label_transfer(x, labels.to_numpy(),
+                                                                            y, labels.to_numpy(), k=3)
+    with pytest.raises(ValueError, match="labels_ref is a Series whose index does not name every"):
+        label_transfer(ax, shuffled.iloc[:-1].set_axis([f"z{i}" for i in range(29)]), ay, labels)
     # each modality's own names (no name in both) pair by position, as do partly shared ones
     # (AnnData's default "0".."n-1" of a subset against a new AnnData)
     ay_own = ad.AnnData(y, obs=pd.DataFrame(index=[f"c{i}_atac" for i in range(30)]))

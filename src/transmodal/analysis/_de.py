@@ -105,6 +105,16 @@ def _significance_order(de: pd.DataFrame) -> np.ndarray:
     return np.lexsort((-np.abs(de["t"].to_numpy()), de["pval"].to_numpy()))
 
 
+def _whole_numbers(X, rows: np.ndarray, max_rows: int = 500) -> bool:
+    """Whether the non-zero values of up to ``max_rows`` of the ``rows`` (a mask) are all
+    whole numbers, and there are some: raw counts rather than log-normalised values."""
+    idx = np.flatnonzero(rows)[:max_rows]
+    block = X[idx]
+    values = block.data if sparse.issparse(block) else np.asarray(block).ravel()
+    values = values[values != 0]
+    return bool(values.size) and bool(np.all(values == np.round(values)))
+
+
 def differential_expression(
     adata: AnnData,
     groupby: str | Any,
@@ -165,10 +175,13 @@ def differential_expression(
     Warns
     -----
     UserWarning
-        With ``log1p=True``, when a group mean exceeds 30: log1p values of normalised
-        counts stay far below that, so the data look linear (pass ``log1p=False``).
+        With ``log1p=True``, when the data look like linear values (counts): a group mean
+        above 30 (log1p values of normalised counts stay far below that), a translation
+        whose ``uns["transmodal"]["units"]`` are counts, or whole numbers only (in up to
+        500 cells of the two groups).
     """
     if not isinstance(adata, AnnData):
+        get_matrix(adata, layer, "adata")  # a MuData: which modality to pass
         raise ValueError(f"adata must be an AnnData, got {type(adata).__name__}")
     check_int(n_top, "n_top", minimum=1)
     if not (is_number(alpha) and 0 < alpha <= 1):
@@ -201,11 +214,22 @@ def differential_expression(
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if log1p:  # log(expm1(m) + c) = m + log1p((c - 1) e^-m): no overflow for large m
             top = float(max(m1.max(initial=0.0), m2.max(initial=0.0)))
-            if top > 30:
+            units = (adata.uns.get("transmodal") or {}).get("units") \
+                if hasattr(adata.uns, "get") else None
+            reason = (
+                f"group means up to {top:.3g} (log1p values of normalised counts stay far "
+                "below 30)" if top > 30
+                else "the translation's values are counts (uns['transmodal']['units'])"
+                if units == "counts"
+                else "every value is a whole number" if _whole_numbers(X, in_group | in_ref)
+                else None
+            )
+            if reason is not None:
                 warnings.warn(
-                    f"differential_expression: group means up to {top:.3g} with log1p=True; "
-                    "log1p values of normalised counts stay far below 30, so these look like "
-                    "linear values (counts): pass log1p=False for a fold change of them",
+                    f"differential_expression: log1p=True, but these look like linear values "
+                    f"(counts): {reason}; log2fc would be far off - normalise and log1p them "
+                    "first (sc.pp.normalize_total, sc.pp.log1p), or pass log1p=False for a "
+                    "fold change of the values themselves",
                     UserWarning, stacklevel=2,
                 )
             ln1 = m1 + np.log1p((pseudocount - 1.0) * np.exp(-m1))
@@ -320,12 +344,26 @@ def effect_correlations(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(stats.pearsonr(a, b)[0]), float(stats.spearmanr(a, b)[0])
 
 
+def _shared_setting(key: str, given, pred: pd.DataFrame, obs: pd.DataFrame, default):
+    """``given``, else the setting ``key`` that both DE results were made with (their
+    ``attrs``), else ``default``; ``ValueError`` when they were made with different ones."""
+    if given is not None:
+        return given
+    made = {de.attrs[key] for de in (pred, obs) if key in de.attrs}
+    if len(made) > 1:
+        raise ValueError(
+            f"pred and obs were made with different {key} ({sorted(made)}); pass {key}= to say "
+            "which to compare"
+        )
+    return made.pop() if made else default
+
+
 def compare_differential(
     pred: pd.DataFrame,
     obs: pd.DataFrame,
     *,
-    n_top: int = 50,
-    alpha: float = 0.05,
+    n_top: int | None = None,
+    alpha: float | None = None,
     column: str = "mean_diff",
 ) -> DEComparison:
     """Agreement of two differential-expression results, e.g. on translated vs real data.
@@ -338,7 +376,8 @@ def compare_differential(
         same cells (``obs``).  Only features in both are used.
     n_top, alpha
         Markers: the ``n_top`` most significant features per direction with adjusted
-        p-value below ``alpha``, chosen among the common features (the paper: 50, 0.05).
+        p-value below ``alpha``, chosen among the common features. Default: the values both
+        results were made with (``attrs``; else the paper's 50 and 0.05).
     column
         The effect compared by correlation (``"mean_diff"`` or ``"log2fc"``).
 
@@ -359,6 +398,15 @@ def compare_differential(
                 f"{name}: feature names are not unique (e.g. {dup!r}); features are matched "
                 "by name — call var_names_make_unique() before differential_expression"
             )
+    n_top = _shared_setting("n_top", n_top, pred, obs, 50)
+    alpha = _shared_setting("alpha", alpha, pred, obs, 0.05)
+    sides = [(de.attrs.get("group"), de.attrs.get("reference")) for de in (pred, obs)]
+    if None not in sides[0] + sides[1] and str(sides[0]) != str(sides[1]):
+        warnings.warn(
+            f"compare_differential: pred compares {sides[0][0]!r} with {sides[0][1]!r}, obs "
+            f"{sides[1][0]!r} with {sides[1][1]!r}; compare the same groups",
+            UserWarning, stacklevel=2,
+        )
     common = pred.index.intersection(obs.index, sort=False)
     if len(common) < 3:
         raise ValueError(f"pred and obs share {len(common)} features; need at least 3")

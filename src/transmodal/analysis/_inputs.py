@@ -12,12 +12,22 @@ from scipy import sparse
 from .._utils import align_to_cells
 
 
+def _is_mudata(data: Any) -> bool:
+    """Whether ``data`` is a MuData (checked by its type's name: mudata is not imported)."""
+    return type(data).__name__ == "MuData" and hasattr(data, "mod")
+
+
 def get_matrix(data: Any, layer: str | None, name: str):
     """``(matrix, feature_names)`` from an AnnData (``X`` or ``layers[layer]``) or an array.
 
     Sparse matrices stay sparse; dense input becomes a 2-D numpy array.  ``feature_names``
     is ``None`` for arrays.
     """
+    if _is_mudata(data):
+        raise ValueError(
+            f"{name}: a MuData holds one matrix per modality; pass one of them, e.g. "
+            f"mdata[{next(iter(data.mod), 'rna')!r}]"
+        )
     if isinstance(data, AnnData):
         if layer is None:
             X = data.X
@@ -47,14 +57,21 @@ def get_labels(
     """Labels per cell: an ``obs`` column of ``data`` (when ``labels`` is a string and
     ``data`` an AnnData) or an array-like of length ``n``; missing values are refused
     unless ``allow_missing``."""
-    if isinstance(labels, str) and isinstance(data, AnnData):
+    annotated = isinstance(data, AnnData) or _is_mudata(data)
+    if isinstance(labels, str) and annotated:
         if labels not in data.obs:
-            raise ValueError(f"{name}: obs key {labels!r} not found; obs columns are {list(data.obs)}")
+            hint = (
+                " (a MuData's global obs: columns of its modalities appear there as "
+                "'<modality>:<column>' after mdata.pull_obs())" if _is_mudata(data) else ""
+            )
+            raise ValueError(
+                f"{name}: obs key {labels!r} not found; obs columns are {list(data.obs)}{hint}"
+            )
         values = data.obs[labels].to_numpy()
     else:
         if isinstance(labels, str):
             raise ValueError(f"{name}: {labels!r} is an obs key, but the data is not an AnnData")
-        if isinstance(data, AnnData):
+        if annotated:
             labels = align_to_cells(labels, data.obs_names, name)
         values = np.asarray(labels)
         if values.ndim != 1:
@@ -69,8 +86,17 @@ def get_labels(
 
 def get_latent(data: Any, use_rep: str | None, name: str) -> np.ndarray:
     """Latent coordinates as a finite float64 array: ``data.obsm[use_rep]`` (``X`` when
-    ``use_rep`` is ``None``) for an AnnData, else ``data`` itself."""
-    if isinstance(data, AnnData):
+    ``use_rep`` is ``None``) for an AnnData, ``data.obsm[use_rep]`` for a MuData (the joint
+    embedding of :func:`~transmodal.tools.integrate`), else ``data`` itself."""
+    if _is_mudata(data):
+        if use_rep is None or use_rep not in data.obsm:
+            raise ValueError(
+                f"{name}: a MuData's latent is an obsm entry (use_rep=, e.g. 'X_transmodal' "
+                f"of tm.tl.integrate); its obsm keys are {list(data.obsm)} - or pass one "
+                "modality, e.g. mdata['rna']"
+            )
+        z = data.obsm[use_rep]
+    elif isinstance(data, AnnData):
         if use_rep is None:
             z = data.X
         elif use_rep in data.obsm:
@@ -80,6 +106,11 @@ def get_latent(data: Any, use_rep: str | None, name: str) -> np.ndarray:
     else:
         z = data
     z = z.toarray() if sparse.issparse(z) else np.asarray(z)
+    if z.dtype.kind not in "biuf":
+        raise ValueError(
+            f"{name}: expected an AnnData, a MuData or a numeric (cells x dims) array, got "
+            f"{type(data).__name__}"
+        )
     if z.ndim != 2:
         raise ValueError(f"{name}: expected a 2-D (cells x dims) latent, got shape {z.shape}")
     z = z.astype(np.float64)

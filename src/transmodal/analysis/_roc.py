@@ -90,6 +90,14 @@ def _aligned(real: Any, translated: Any, layer_real: str | None, layer_translate
                 f"(e.g. {missing[:3].tolist()}); translate into the same modality"
             )
         if not np.array_equal(names_real, names_trans):
+            for label, names in (("real", names_real), ("translated", names_trans)):
+                uniq, counts = np.unique(names, return_counts=True)
+                if (counts > 1).any():  # matching by name needs each name once
+                    raise ValueError(
+                        f"{label} names feature {uniq[counts > 1][0]!r} twice, and real / "
+                        "translated list their features in different orders; make the names "
+                        "unique first (AnnData.var_names_make_unique())"
+                    )
             Y = translated[:, names_real]
             Y, _ = get_matrix(Y, layer_translated, "translated")
     elif X.shape[1] != Y.shape[1]:

@@ -219,8 +219,13 @@ def _check_same_rows(a: Any, b: Any, names: tuple[str, str]) -> None:
     )
 
 
-def check_labels(labels: Any, n: int, name: str) -> np.ndarray:
-    """Validate a 1-D label vector of length ``n``."""
+def check_labels(labels: Any, n: int, name: str, cells: Any = None) -> np.ndarray:
+    """Validate a 1-D label vector of length ``n``; a pandas Series is aligned by its index
+    to ``cells`` (the embedding's obs_names, when it is an AnnData), else taken by position."""
+    if cells is not None:
+        from .._utils import align_to_cells
+
+        labels = align_to_cells(labels, cells, name)
     if isinstance(labels, str):
         raise ValueError(
             f"{name} must be one label per cell (e.g. adata.obs[{labels!r}]), not an obs key"

@@ -18,6 +18,7 @@ from ._chunked import (
     _BlockDistance,
     _isin,
     as_embedding,
+    axis_names,
     check_labels,
     check_metric,
     check_shared_labels,
@@ -46,9 +47,10 @@ def cluster_accuracy(
     x, y
         Embeddings of shape ``(n_x, n_dims)`` and ``(n_y, n_dims)``.
     labels_x, labels_y
-        Label vectors of length ``n_x`` and ``n_y`` (any comparable dtype). Cells without a
-        label (None / NaN) are not scored; a cell whose nearest other-modality cell has no
-        label counts as wrong.
+        Label vectors of length ``n_x`` and ``n_y`` (any comparable dtype; a pandas Series
+        is aligned by its index to an AnnData embedding's obs_names, else taken by
+        position). Cells without a label (None / NaN) are not scored; a cell whose nearest
+        other-modality cell has no label counts as wrong.
     metric
         ``"l1"`` (manhattan, default) or ``"euclidean"``.
     chunk_size
@@ -63,8 +65,8 @@ def cluster_accuracy(
     xa = as_embedding(x, "x")
     ya = as_embedding(y, "y")
     check_same_dims(xa, ya, ("x", "y"))
-    lx = check_labels(labels_x, xa.shape[0], "labels_x")
-    ly = check_labels(labels_y, ya.shape[0], "labels_y")
+    lx = check_labels(labels_x, xa.shape[0], "labels_x", axis_names(x))
+    ly = check_labels(labels_y, ya.shape[0], "labels_y", axis_names(y))
     nn_x = nearest(_BlockDistance(xa, ya, met), chunk_size)
     nn_y = nearest(_BlockDistance(ya, xa, met), chunk_size)
     check_shared_labels(lx, ly, ("labels_x", "labels_y"))
@@ -95,7 +97,8 @@ def label_transfer(
     x_ref
         Reference embedding ``(n_ref, n_dims)``.
     labels_ref
-        Reference labels (length ``n_ref``).
+        Reference labels (length ``n_ref``; a pandas Series is aligned by its index to an
+        AnnData embedding's obs_names, else taken by position).
     x_query
         Query embedding ``(n_query, n_dims)``.
     labels_query
@@ -114,8 +117,8 @@ def label_transfer(
     xr = as_embedding(x_ref, "x_ref")
     xq = as_embedding(x_query, "x_query")
     check_same_dims(xr, xq, ("x_ref", "x_query"))
-    lr = check_labels(labels_ref, xr.shape[0], "labels_ref")
-    lq = check_labels(labels_query, xq.shape[0], "labels_query")
+    lr = check_labels(labels_ref, xr.shape[0], "labels_ref", axis_names(x_ref))
+    lq = check_labels(labels_query, xq.shape[0], "labels_query", axis_names(x_query))
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer; got {k!r}")
     check_shared_labels(lr, lq, ("labels_ref", "labels_query"))
