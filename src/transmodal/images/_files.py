@@ -126,7 +126,7 @@ def refuse_binary(labels: np.ndarray, path: PathLike, min_size: int) -> None:
     if top not in BINARY_VALUES or labels[labels > 0].min() != top:
         return
     full = np.ones((3,) * labels.ndim, bool)
-    pieces, n = ndi.label(labels > 0, structure=full)
+    pieces, _ = ndi.label(labels > 0, structure=full)
     sizes = np.bincount(pieces.ravel())[1:]
     big = int((sizes >= max(int(min_size), 1)).sum())
     if big > 1:
@@ -227,9 +227,10 @@ def find_pairs(
 ) -> list[tuple[str, Path, Path]]:
     """Resolve the inputs of :func:`~transmodal.images.read_nuclei` to ``(image_id, image, mask)``.
 
-    Accepted forms: one image file with one mask file; a list of ``(image, mask)`` pairs; two lists of equal length; an image folder and a mask folder (files
-    matched by name without suffix); or one folder holding ``images/`` and ``labels/`` (or
-    ``masks/``) sub-folders. The image id is ``image_ids[i]`` or else the image file name
+    Accepted forms: one image file with one mask file; a list of ``(image, mask)`` pairs;
+    two lists of equal length; an image folder and a mask folder (files matched by name
+    without suffix); or one folder holding ``images/`` and ``labels/`` (or ``masks/``)
+    sub-folders. The image id is ``image_ids[i]`` or else the image file name
     without its suffix, and must be unique.
     """
     if isinstance(images, (str, os.PathLike)) and Path(images).is_file():

@@ -140,8 +140,8 @@ def radial_profiles(
         Without masks (e.g. images translated from another modality), a crop with a zero
         background (at least 5 % of its pixels exactly 0, as ``read_nuclei`` writes them) has
         its nucleus where it is > 0; a crop without one (a decoder's output) is segmented:
-        pixels above its Otsu threshold, the largest connected piece, holes filled. ``uns["radial"]["masks"]``
-        says which rule gave how many nuclei.
+        pixels above its Otsu threshold, the largest connected piece, holes filled.
+        ``uns["radial"]["masks"]`` says which rule gave how many nuclei.
     labels
         Instance label image of the shape of ``data`` when ``data`` is an array (0 =
         background; a boolean mask is one nucleus).
@@ -316,7 +316,8 @@ def segment_crops(crops: np.ndarray) -> tuple[np.ndarray, int]:
     full = np.ones((3,) * (crops.ndim - 1), bool)
     for i, crop in enumerate(crops):
         finite = crop[np.isfinite(crop)]
-        if finite.size == 0 or (finite == 0).mean() >= ZERO_BACKGROUND or finite.min() == finite.max():
+        zero_background = (finite == 0).mean() >= ZERO_BACKGROUND if finite.size else True
+        if zero_background or finite.min() == finite.max():
             continue
         n_segmented += 1
         mask = crop > threshold_otsu(finite)

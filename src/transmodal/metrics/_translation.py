@@ -10,8 +10,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from ._chunked import axis_names as _names
-from ._chunked import resolve_chunk_size, unwrap_anndata
+from ._chunked import axis_names, resolve_chunk_size, unwrap_anndata
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
@@ -113,14 +112,14 @@ def _align_features(ref: Any, other: Any, *, names: tuple[str, str], cells: bool
     same rows where both name them."""
     ref_name, other_name = names
     if cells:
-        a, b = _names(ref, "obs"), _names(other, "obs")
+        a, b = axis_names(ref, "obs"), axis_names(other, "obs")
         if a is not None and b is not None and not a.equals(b):
             raise ValueError(
                 f"{ref_name} and {other_name} name different cells (or the same in another "
                 f"order): rows must be the same cells; reorder {other_name} to "
                 f"{ref_name}'s obs_names / index"
             )
-    a, b = _names(ref, "var"), _names(other, "var")
+    a, b = axis_names(ref, "var"), axis_names(other, "var")
     if a is None or b is None or a.equals(b):
         return other
     for label, names_ in ((ref_name, a), (other_name, b)):
