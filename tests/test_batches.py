@@ -154,6 +154,13 @@ def test_batch_key_errors_name_the_modality_and_field(data):
     holes["rna"].obs.iloc[:3, holes["rna"].obs.columns.get_loc("batch")] = np.nan
     with pytest.raises(ValueError, match="'rna'.*batch_key 'batch' is missing for 3 cell"):
         tm.CrossModalAE(holes, specs())
+    # a continuous column given as batch_key: one batch per cell, said so (not as labels_key)
+    per_cell = {k: v.copy() for k, v in data.items()}
+    per_cell["rna"].obs["plate"] = np.random.default_rng(0).normal(size=per_cell["rna"].n_obs)
+    with pytest.warns(UserWarning, match=r"batch_key 'plate' puts \d+ of \d+ cells in a batch of "
+                      "their own") as record:
+        tm.CrossModalAE(per_cell, specs("plate"), geometric_pairs=False)
+    assert not any("labels_key" in str(w.message) for w in record)
 
 
 def test_target_batch_errors(model):

@@ -231,6 +231,16 @@ def test_all_zero_modality_with_gaps_still_warns():
     m.X = np.where(np.isnan(m.X), np.nan, 0.0).astype(np.float32)
     with pytest.warns(UserWarning, match="all zeros in every training cell"):
         tm.CrossModalAE({"rna": a, "met": m}, SPECS, n_latent=4, anchor_fraction=1.0, seed=0)
+    # nothing measured at all, or some cells without any measured entry: said so
+    m.X = np.full(m.shape, np.nan, np.float32)
+    with pytest.warns(UserWarning, match="X is unmeasured in every training cell"):
+        tm.CrossModalAE({"rna": a, "met": m}, SPECS, n_latent=4, anchor_fraction=1.0, seed=0)
+    m = _rates(n=120)[1]
+    m.X[:3] = np.nan
+    with pytest.warns(UserWarning, match=r"3 training cell\(s\) have no measured entry in X; .*"
+                      "embed at one point"):
+        tm.CrossModalAE({"rna": a, "met": m}, SPECS, n_latent=4, anchor_fraction=1.0, seed=0,
+                        validation_fraction=0)
 
 
 def test_methylation_rates_from_read_counts():

@@ -49,14 +49,31 @@ def fit_preprocessing(
     """
     if len(idx) == 0:
         raise ValueError(f"modality {src.name!r}: no training cells to fit preprocessing on")
-    libs, nonzero = [], False
+    libs, nonzero, measured, empty_cells = [], False, False, 0
     for c in src.chunks(idx, chunk_size):
         libs.append(np.nansum(c, 1) if transform.missing else c.sum(1))
         nonzero = nonzero or bool(np.any(np.nan_to_num(c) if transform.missing else c))
-    if not nonzero:
+        if transform.missing:
+            unmeasured = np.isnan(c).all(1)
+            empty_cells += int(unmeasured.sum())
+            measured = measured or not unmeasured.all()
+    if transform.missing and not measured:
+        warnings.warn(
+            f"modality {src.name!r}: {src.where} is unmeasured in every training cell; the "
+            "modality carries no information (a wrong layer, or no coverage?)",
+            UserWarning, stacklevel=4,
+        )
+    elif not nonzero:
         warnings.warn(
             f"modality {src.name!r}: {src.where} is all zeros in every training cell; the "
             "modality carries no information (a wrong layer or obsm key?)",
+            UserWarning, stacklevel=4,
+        )
+    elif empty_cells:
+        warnings.warn(
+            f"modality {src.name!r}: {empty_cells} training cell(s) have no measured entry in "
+            f"{src.where}; the encoder sees only the fill values for them, so they all embed "
+            "at one point - filter them out (e.g. by coverage) before training",
             UserWarning, stacklevel=4,
         )
     libs = np.concatenate(libs)
@@ -86,9 +103,10 @@ def fit_preprocessing(
             if len(never):
                 warnings.warn(
                     f"modality {src.name!r}: {len(never)} of {src.n_vars} feature(s) of "
-                    f"{src.where} (e.g. {never[:5].tolist()}) are unmeasured (NaN) in every "
-                    "training cell; they carry nothing (the encoder sees 0, the model "
-                    "predicts them from the other features)",
+                    f"{src.where} (e.g. {never[:5].tolist()}) are unmeasured in every training "
+                    "cell; they carry nothing: the encoder sees 0 for them, and no loss reaches "
+                    "their outputs, so their translations come from untrained weights - leave "
+                    "them out of translated results (or of the data)",
                     UserWarning, stacklevel=user_stacklevel(),
                 )
             mean = np.nan_to_num(mean, nan=0.0)

@@ -189,16 +189,18 @@ def sorted_classes(names) -> list[str]:
 
 
 def label_codes(
-    adata: AnnData, labels_key: str, name: str, categories: list[str] | None
+    adata: AnnData, labels_key: str, name: str, categories: list[str] | None,
+    field: str = "labels_key",
 ) -> tuple[np.ndarray, list[str]]:
     """Integer codes of ``adata.obs[labels_key]`` (-1 = missing, -2 = not in ``categories``).
 
     Without ``categories``, they are the classes the cells carry (sorted by
     :func:`sorted_classes`): unused categories of a categorical column are not classes.
+    ``field`` names the argument in messages (``"labels_key"`` or ``"batch_key"``).
     """
     if labels_key not in adata.obs:
         raise ValueError(
-            f"modality {name!r}: labels_key {labels_key!r} not found in obs; "
+            f"modality {name!r}: {field} {labels_key!r} not found in obs; "
             f"available columns: {list(adata.obs.columns)}"
         )
     column = adata.obs[labels_key]
@@ -209,7 +211,7 @@ def label_codes(
         if pd.api.types.is_float_dtype(column.dtype):
             finite = column.to_numpy(dtype=np.float64, na_value=np.nan)
             finite = finite[np.isfinite(finite)]
-            if np.any(finite != np.round(finite)):  # fractions: a continuous column
+            if np.any(finite != np.round(finite)) and field == "labels_key":  # continuous
                 warnings.warn(
                     f"modality {name!r}: labels_key {labels_key!r} holds non-integer numbers "
                     f"({len(categories)} distinct values), each of which becomes a class of "
@@ -242,9 +244,21 @@ def batch_codes(
             f"available columns: {list(md.adata.obs.columns)}"
             + global_obs_hint(data, key, [name])
         )
-    codes, categories = label_codes(md.adata, key, name, categories)
+    training = categories is None
+    codes, categories = label_codes(md.adata, key, name, categories, field="batch_key")
     if optional:
         return np.where(codes < 0, -1, codes), categories
+    if training and len(codes) >= 4:
+        sizes = np.bincount(codes[codes >= 0], minlength=len(categories))
+        alone = int((sizes == 1).sum())
+        if alone > len(codes) / 2:
+            warnings.warn(
+                f"modality {name!r}: batch_key {key!r} puts {alone} of {len(codes)} cells in a "
+                f"batch of their own ({len(categories)} batches): a per-cell or continuous "
+                "column (a cell id, a measurement), not batches? Batches are groups of cells "
+                "measured together (samples, plates, runs)",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
     if (codes == -1).any():
         raise ValueError(
             f"modality {name!r}: batch_key {key!r} is missing for {int((codes == -1).sum())} "

@@ -1422,7 +1422,7 @@ class CrossModalAE:
         units = {
             "gaussian": "preprocessing inverted",
             "bernoulli": "probability",
-            "continuous_bernoulli": "mean intensity in [0, 1]",
+            "continuous_bernoulli": "mean in [0, 1] (a rate, e.g. of methylation, or an intensity)",
             "binomial": "success probability (rate)",
             "betabinomial": "success probability (rate)",
         }.get(tmd.spec.likelihood, "counts")
