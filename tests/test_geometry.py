@@ -266,6 +266,12 @@ def test_model_uses_geometric_pairs_only_without_prior_knowledge(tmp_path):
     labelled = tm.CrossModalAE({"a": a, "b": b}, mods, n_latent=4, hidden=(16,),
                                labels_key="label")
     assert labelled.geometric_pairs_ == {}
+    # labels on one modality only tie nothing to the other: the pseudo-pairs stay on
+    one_side = b.copy()
+    del one_side.obs["label"]
+    half = tm.CrossModalAE({"a": a, "b": one_side}, mods, n_latent=4, hidden=(16,),
+                           labels_key="label")
+    assert "a|b" in half.geometric_pairs_
     forced = tm.CrossModalAE({"a": a, "b": b}, mods, n_latent=4, hidden=(16,),
                              labels_key="label", geometric_pairs=True)
     assert "a|b" in forced.geometric_pairs_

@@ -578,6 +578,22 @@ def test_warns_when_the_discriminator_still_tells_the_modalities_apart(paired_da
     with torch.no_grad():
         expected = float(cond.module.discriminator_loss(zs, ys)[1])
     assert cond._disc_accuracy(embs, rows) == pytest.approx(expected)
+    # ... on the cells of the classes every modality holds: a class of one modality tells
+    # the modality by itself (rna's cells of the first class are relabelled as its own)
+    labels = {n: md.labels.copy() for n, md in cond.mods.items()}
+    private = labels["rna"] == labels["rna"].min()
+    cond.mods["rna"].labels = np.where(private, labels["rna"].max(), labels["rna"])
+    shared = set(cond.mods["rna"].labels.tolist()) & set(cond.mods["atac"].labels.tolist())
+    keep = {n: np.isin(md.labels, sorted(shared)) for n, md in cond.mods.items()}
+    with torch.no_grad():
+        expected = float(cond.module.discriminator_loss(
+            {n: zs[n][keep[n]] for n in zs},
+            {n: torch.from_numpy(cond.mods[n].labels[keep[n]]) for n in zs})[1])
+    assert cond._disc_accuracy(embs, rows) == pytest.approx(expected)
+    cond.mods["rna"].labels = np.full_like(labels["rna"], -1)  # no class in every modality
+    assert cond._disc_accuracy(embs, rows) is None
+    for n, y in labels.items():
+        cond.mods[n].labels = y
     # short aligned runs: validation accuracies measured with lagging statistics do not
     # count, the final latents do
     for seed in (0, 1):

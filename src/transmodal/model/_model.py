@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import combinations
@@ -216,9 +217,9 @@ class CrossModalAE:
         landmark Isomap of each modality, overlaid by Wasserstein-Procrustes, each cell
         matched to its nearest partner), added to the anchor loss for modality pairs
         without known anchors. ``None`` (default): on only when there are no anchor pairs,
-        no ``labels_key`` and no ``marker_key``, i.e. when nothing else can tell which
-        alignment of the latent distributions is the right one (and every modality has at
-        least 100 training cells). ``True`` / ``False``: always on / off. A source of the
+        no ``marker_key`` and no ``labels_key`` that labels cells of every modality, i.e.
+        when nothing else can tell which alignment of the latent distributions is the right
+        one (and every modality has at least 100 training cells). ``True`` / ``False``: always on / off. A source of the
         pairs (on): ``"overlay"`` (the Isomap overlay above), ``"transport"``
         (:func:`transmodal.geometry.transport_pairs`: entropic Gromov-Wasserstein transport
         between at most 2,000 landmark cells per modality) or
@@ -310,7 +311,13 @@ class CrossModalAE:
         if p["geometric_pairs"] is not None:
             return p["geometric_pairs"] is not False
         few = min(int((~m).sum()) for m in self.val_masks_.values()) < _MIN_GEOMETRY_CELLS
-        no_prior = p["labels_key"] is None and p["marker_key"] is None and not self.anchors_
+        # labels tie the modalities together only where every modality has labelled cells
+        # (labels on one modality alone left the other unanchored: PBMC label transfer to the
+        # unlabelled ATAC 0.22 without the pseudo-pairs, 0.50 with them)
+        labels_tie = p["labels_key"] is not None and all(
+            md.labels is not None and bool((md.labels >= 0).any()) for md in self.mods.values()
+        )
+        no_prior = not labels_tie and p["marker_key"] is None and not self.anchors_
         return no_prior and len(self.mods) > 1 and not few
 
     def _geometric_pairs(
@@ -361,7 +368,12 @@ class CrossModalAE:
             try:
                 rows_a, rows_b = _pseudo_pairs(feats[a][1], feats[b][1], sources, seed, label)
             except ValueError as err:
-                raise ValueError(f"{label}: {err}") from err
+                # the geometry's advice to lower n_neighbors names no argument of the model
+                reason = re.sub(r" \(lower n_neighbors[^)]*\)", "", str(err))
+                raise ValueError(
+                    f"{label}: {reason}; pass geometric_pairs=False (and other prior "
+                    "knowledge: labels_key, anchor pairs) for data this small"
+                ) from err
             out[key] = (feats[a][0][rows_a], feats[b][0][rows_b])
         return out
 
@@ -1096,16 +1108,26 @@ class CrossModalAE:
         self, embs: dict[str, np.ndarray], rows: dict[str, np.ndarray]
     ) -> float | None:
         """Balanced accuracy of the trained latent discriminator on the latent points
-        ``embs`` of each modality's ``rows``, as the model embeds them now (a conditional
-        discriminator given the cells' labels, as in training); ``None`` with markers,
-        which it also reads, or without points."""
+        ``embs`` of each modality's ``rows``, as the model embeds them now; ``None`` with
+        markers, which it also reads, or without points. A conditional discriminator is
+        given the cells' labels, as in training, and scored on the cells of the classes
+        every modality holds only (a class of one modality, or a label at all where another
+        modality has none, tells the modality by itself); ``None`` without such classes."""
         if self.module.n_markers or not all(len(z) for z in embs.values()):
             return None
-        zs = {n: torch.from_numpy(np.ascontiguousarray(z)) for n, z in embs.items()}
-        ys = {
-            n: torch.from_numpy(md.labels[rows[n]]) for n, md in self.mods.items()
-            if md.labels is not None
+        labels = {
+            n: md.labels[rows[n]] if md.labels is not None else np.full(len(rows[n]), -1)
+            for n, md in self.mods.items()
         }
+        if self.module.disc_conditional:
+            shared = set.intersection(*(set(y[y >= 0].tolist()) for y in labels.values()))
+            keep = {n: np.isin(y, sorted(shared)) for n, y in labels.items()}
+            if not all(k.any() for k in keep.values()):
+                return None
+            embs = {n: z[keep[n]] for n, z in embs.items()}
+            labels = {n: y[keep[n]] for n, y in labels.items()}
+        zs = {n: torch.from_numpy(np.ascontiguousarray(z)) for n, z in embs.items()}
+        ys = {n: torch.from_numpy(y) for n, y in labels.items()}
         with torch.no_grad():
             return float(self.module.discriminator_loss(zs, ys)[1])
 
