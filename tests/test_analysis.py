@@ -244,6 +244,12 @@ def test_compare_differential_takes_the_results_settings_and_checks_their_groups
     other = differential_expression(de_data(seed=1), "group", "B", "A", n_top=2)
     with pytest.warns(UserWarning, match="pred compares 'B' with 'A', obs 'A' with 'B'"):
         compare_differential(other, obs)
+    # the same groups spelt otherwise (numpy strings, a list), the same alpha as float32
+    same = differential_expression(de_data(seed=1), "group", np.str_("A"), ["B"], n_top=2,
+                                   alpha=np.float32(0.05))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compare_differential(same, obs)
 
 
 def test_compare_differential_on_replicates_and_disjoint_effects():
@@ -675,8 +681,10 @@ def test_de_fold_change_of_large_log_means_and_boolean_groups():
     translated.uns["transmodal"] = {"units": "counts"}
     with pytest.warns(UserWarning, match=r"the translation's values are counts"):
         tm.analysis.differential_expression(translated, "g", group="x", reference="y")
+    translated.uns["log1p"] = {"base": None}  # scanpy's log1p ran on it since: not counts
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        tm.analysis.differential_expression(translated, "g", group="x", reference="y")
         tm.analysis.differential_expression(shallow, "g", group="x", reference="y", log1p=False)
         tm.analysis.differential_expression(a, "g", group="x", reference="y")
     a.obs["g"] = [1] * 10 + [2] * 10  # True == 1 in Python: not a label here

@@ -359,4 +359,9 @@ def test_shape_based_pairs_refuse_batches_of_one_cell():
     data["rna"].obs["cell_id"] = data["rna"].obs_names.astype(str)
     with pytest.raises(ValueError, match=r"modality 'rna': \d+ of the \d+ cells .* only cell of "
                        r"their batch \(batch_key 'cell_id'\)"):
-        tm.CrossModalAE(data, specs("cell_id"), n_latent=4, seed=0)
+        tm.CrossModalAE(data, specs("cell_id"), n_latent=4, seed=0, geometric_pairs=True)
+    # on by default: the model warns and trains without them
+    with pytest.warns(UserWarning, match=r"on by default here, cannot be computed \(modality "
+                      r"'rna': .* only cell of their batch"):
+        model = tm.CrossModalAE(data, specs("cell_id"), n_latent=4, seed=0)
+    assert model.geometric_pairs_ == {}

@@ -272,6 +272,22 @@ def test_model_uses_geometric_pairs_only_without_prior_knowledge(tmp_path):
     half = tm.CrossModalAE({"a": a, "b": one_side}, mods, n_latent=4, hidden=(16,),
                            labels_key="label")
     assert "a|b" in half.geometric_pairs_
+    disjoint = one_side.copy()  # labels on both, but no class in common: no tie either
+    disjoint.obs["label"] = "B_" + b.obs["label"].astype(str)
+    apart = tm.CrossModalAE({"a": a, "b": disjoint}, mods, n_latent=4, hidden=(16,),
+                            labels_key="label")
+    assert "a|b" in apart.geometric_pairs_
+    # on by default but impossible (every cell alone in its batch): a warning, no pairs
+    lonely = b.copy()
+    lonely.obs["cell"] = lonely.obs_names.to_numpy()
+    bmods = {"a": mods["a"], "b": tm.Modality("gaussian", batch_key="cell")}
+    with pytest.warns(UserWarning, match="pseudo-pairs, on by default here, cannot be computed "
+                      r"\(modality 'b': .* the only cell of their batch"):
+        alone = tm.CrossModalAE({"a": a, "b": lonely}, bmods, n_latent=4, hidden=(16,))
+    assert alone.geometric_pairs_ == {}
+    with pytest.raises(ValueError, match="the only cell of their batch"):
+        tm.CrossModalAE({"a": a, "b": lonely}, bmods, n_latent=4, hidden=(16,),
+                        geometric_pairs=True)
     forced = tm.CrossModalAE({"a": a, "b": b}, mods, n_latent=4, hidden=(16,),
                              labels_key="label", geometric_pairs=True)
     assert "a|b" in forced.geometric_pairs_

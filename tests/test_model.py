@@ -590,8 +590,17 @@ def test_warns_when_the_discriminator_still_tells_the_modalities_apart(paired_da
             {n: zs[n][keep[n]] for n in zs},
             {n: torch.from_numpy(cond.mods[n].labels[keep[n]]) for n in zs})[1])
     assert cond._disc_accuracy(embs, rows) == pytest.approx(expected)
-    cond.mods["rna"].labels = np.full_like(labels["rna"], -1)  # no class in every modality
-    assert cond._disc_accuracy(embs, rows) is None
+    few = {n: r[:10] for n, r in rows.items()}  # too few cells to say anything
+    assert cond._disc_accuracy({n: z[:10] for n, z in embs.items()}, few) is None
+    # unlabelled cells are scored with the classifier's prediction, as the discriminator
+    # sees them in training
+    cond.mods["rna"].labels = np.full_like(labels["rna"], -1)
+    with torch.no_grad():
+        predicted = cond.module.classifier(zs["rna"]).argmax(-1)
+        expected = float(cond.module.discriminator_loss(
+            zs, {"rna": predicted, "atac": torch.from_numpy(labels["atac"])})[1])
+    assert set(predicted.tolist()) == set(labels["atac"].tolist())  # every class shared
+    assert cond._disc_accuracy(embs, rows) == pytest.approx(expected)
     for n, y in labels.items():
         cond.mods[n].labels = y
     # short aligned runs: validation accuracies measured with lagging statistics do not

@@ -278,6 +278,13 @@ def _is_ensemble_member(path: Path) -> bool:
     return {p.name for p in path.iterdir()} == {MODEL_CONFIG, MODEL_WEIGHTS}
 
 
+def is_mudata(data: Any) -> bool:
+    """Whether ``data`` is a MuData (a MuData exists only once mudata is imported, so this
+    never imports it)."""
+    mudata = sys.modules.get("mudata")
+    return mudata is not None and isinstance(data, mudata.MuData)
+
+
 def check_path(path: Any, what: str = "the directory to write") -> None:
     """``TypeError`` naming ``what`` unless ``path`` is a str or os.PathLike."""
     if not isinstance(path, (str, os.PathLike)):

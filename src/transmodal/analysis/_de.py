@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse, stats
 
-from .._utils import check_int
+from .._utils import check_int, is_mudata
 from ..data._modality import is_number
 from ._inputs import get_labels, get_matrix
 from ._stats import benjamini_hochberg, overlap_pvalue
@@ -181,7 +181,8 @@ def differential_expression(
         500 cells of the two groups).
     """
     if not isinstance(adata, AnnData):
-        get_matrix(adata, layer, "adata")  # a MuData: which modality to pass
+        if is_mudata(adata):
+            get_matrix(adata, layer, "adata")  # says which modality to pass
         raise ValueError(f"adata must be an AnnData, got {type(adata).__name__}")
     check_int(n_top, "n_top", minimum=1)
     if not (is_number(alpha) and 0 < alpha <= 1):
@@ -214,8 +215,8 @@ def differential_expression(
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if log1p:  # log(expm1(m) + c) = m + log1p((c - 1) e^-m): no overflow for large m
             top = float(max(m1.max(initial=0.0), m2.max(initial=0.0)))
-            units = (adata.uns.get("transmodal") or {}).get("units") \
-                if hasattr(adata.uns, "get") else None
+            # a translation's units, unless scanpy's log1p has run on it since
+            units = None if "log1p" in adata.uns else (adata.uns.get("transmodal") or {}).get("units")
             reason = (
                 f"group means up to {top:.3g} (log1p values of normalised counts stay far "
                 "below 30)" if top > 30
@@ -229,7 +230,7 @@ def differential_expression(
                     f"differential_expression: log1p=True, but these look like linear values "
                     f"(counts): {reason}; log2fc would be far off - normalise and log1p them "
                     "first (sc.pp.normalize_total, sc.pp.log1p), or pass log1p=False for a "
-                    "fold change of the values themselves",
+                    "fold change of the values themselves (binary 0 / 1 data too)",
                     UserWarning, stacklevel=2,
                 )
             ln1 = m1 + np.log1p((pseudocount - 1.0) * np.exp(-m1))
@@ -344,12 +345,22 @@ def effect_correlations(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(stats.pearsonr(a, b)[0]), float(stats.spearmanr(a, b)[0])
 
 
+def _label_set(value) -> frozenset[str]:
+    """A group (one label or a list of them) as a set of label strings, so that
+    ``np.str_("A")``, ``"A"`` and ``["A"]`` name the same group."""
+    return frozenset(str(v) for v in np.atleast_1d(np.asarray(value, dtype=object)).tolist())
+
+
 def _shared_setting(key: str, given, pred: pd.DataFrame, obs: pd.DataFrame, default):
     """``given``, else the setting ``key`` that both DE results were made with (their
     ``attrs``), else ``default``; ``ValueError`` when they were made with different ones."""
     if given is not None:
         return given
-    made = {de.attrs[key] for de in (pred, obs) if key in de.attrs}
+
+    def cast(v):  # np.float32(0.05) and 0.05 are one setting
+        return int(v) if key == "n_top" else round(float(v), 6)
+
+    made = {cast(de.attrs[key]) for de in (pred, obs) if key in de.attrs}
     if len(made) > 1:
         raise ValueError(
             f"pred and obs were made with different {key} ({sorted(made)}); pass {key}= to say "
@@ -401,7 +412,9 @@ def compare_differential(
     n_top = _shared_setting("n_top", n_top, pred, obs, 50)
     alpha = _shared_setting("alpha", alpha, pred, obs, 0.05)
     sides = [(de.attrs.get("group"), de.attrs.get("reference")) for de in (pred, obs)]
-    if None not in sides[0] + sides[1] and str(sides[0]) != str(sides[1]):
+    if None not in sides[0] + sides[1] and [_label_set(v) for v in sides[0]] != [
+        _label_set(v) for v in sides[1]
+    ]:
         warnings.warn(
             f"compare_differential: pred compares {sides[0][0]!r} with {sides[0][1]!r}, obs "
             f"{sides[1][0]!r} with {sides[1][1]!r}; compare the same groups",

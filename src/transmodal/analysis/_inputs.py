@@ -9,12 +9,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse
 
-from .._utils import align_to_cells
-
-
-def _is_mudata(data: Any) -> bool:
-    """Whether ``data`` is a MuData (checked by its type's name: mudata is not imported)."""
-    return type(data).__name__ == "MuData" and hasattr(data, "mod")
+from .._utils import align_to_cells, is_mudata
 
 
 def get_matrix(data: Any, layer: str | None, name: str):
@@ -23,7 +18,7 @@ def get_matrix(data: Any, layer: str | None, name: str):
     Sparse matrices stay sparse; dense input becomes a 2-D numpy array.  ``feature_names``
     is ``None`` for arrays.
     """
-    if _is_mudata(data):
+    if is_mudata(data):
         raise ValueError(
             f"{name}: a MuData holds one matrix per modality; pass one of them, e.g. "
             f"mdata[{next(iter(data.mod), 'rna')!r}]"
@@ -57,12 +52,12 @@ def get_labels(
     """Labels per cell: an ``obs`` column of ``data`` (when ``labels`` is a string and
     ``data`` an AnnData) or an array-like of length ``n``; missing values are refused
     unless ``allow_missing``."""
-    annotated = isinstance(data, AnnData) or _is_mudata(data)
+    annotated = isinstance(data, AnnData) or is_mudata(data)
     if isinstance(labels, str) and annotated:
         if labels not in data.obs:
             hint = (
                 " (a MuData's global obs: columns of its modalities appear there as "
-                "'<modality>:<column>' after mdata.pull_obs())" if _is_mudata(data) else ""
+                "'<modality>:<column>' after mdata.pull_obs())" if is_mudata(data) else ""
             )
             raise ValueError(
                 f"{name}: obs key {labels!r} not found; obs columns are {list(data.obs)}{hint}"
@@ -88,7 +83,7 @@ def get_latent(data: Any, use_rep: str | None, name: str) -> np.ndarray:
     """Latent coordinates as a finite float64 array: ``data.obsm[use_rep]`` (``X`` when
     ``use_rep`` is ``None``) for an AnnData, ``data.obsm[use_rep]`` for a MuData (the joint
     embedding of :func:`~transmodal.tools.integrate`), else ``data`` itself."""
-    if _is_mudata(data):
+    if is_mudata(data):
         if use_rep is None or use_rep not in data.obsm:
             raise ValueError(
                 f"{name}: a MuData's latent is an obsm entry (use_rep=, e.g. 'X_transmodal' "

@@ -61,20 +61,20 @@ def fit_preprocessing(
         warnings.warn(
             f"modality {src.name!r}: {src.where} is unmeasured in every training cell; the "
             "modality carries no information (a wrong layer, or no coverage?)",
-            UserWarning, stacklevel=4,
+            UserWarning, stacklevel=user_stacklevel(),
         )
     elif not nonzero:
         warnings.warn(
             f"modality {src.name!r}: {src.where} is all zeros in every training cell; the "
             "modality carries no information (a wrong layer or obsm key?)",
-            UserWarning, stacklevel=4,
+            UserWarning, stacklevel=user_stacklevel(),
         )
     elif empty_cells:
         warnings.warn(
             f"modality {src.name!r}: {empty_cells} training cell(s) have no measured entry in "
             f"{src.where}; the encoder sees only the fill values for them, so they all embed "
             "at one point - filter them out (e.g. by coverage) before training",
-            UserWarning, stacklevel=4,
+            UserWarning, stacklevel=user_stacklevel(),
         )
     libs = np.concatenate(libs)
     median = float(np.median(libs))

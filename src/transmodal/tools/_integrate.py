@@ -11,18 +11,10 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from .._utils import MODEL_CONFIG, MODEL_WEIGHTS, check_output_directory, jsonable
+from .._utils import MODEL_CONFIG, MODEL_WEIGHTS, check_output_directory, is_mudata, jsonable
 from ..data import Modality
 from ..data._setup import _as_dict
 from ..model import CrossModalAE
-
-
-def _is_mudata(data) -> bool:
-    try:
-        from mudata import MuData
-    except ImportError:  # pragma: no cover - mudata is a dependency
-        return False
-    return isinstance(data, MuData)
 
 
 def _check_kwargs(kwargs: Mapping[str, Any] | None, func, taken: set[str], what: str) -> dict:
@@ -42,7 +34,7 @@ def _check_kwargs(kwargs: Mapping[str, Any] | None, func, taken: set[str], what:
 
 def _adatas(data) -> dict[str, AnnData]:
     """The AnnData of each modality of a MuData or a dict."""
-    return dict(data.mod) if _is_mudata(data) else dict(data)
+    return dict(data.mod) if is_mudata(data) else dict(data)
 
 
 def _copy(data):
@@ -55,7 +47,7 @@ def _copy(data):
     if getattr(data, "isbacked", False) or any(getattr(a, "isbacked", False) for a in adatas):
         raise ValueError(lazy)
     try:  # matrices read lazily (tm.datasets.read_backed) cannot be copied either
-        if _is_mudata(data):
+        if is_mudata(data):
             return data.copy()
         return {name: adata.copy() for name, adata in data.items()}
     except (AttributeError, TypeError, NotImplementedError):
@@ -81,7 +73,7 @@ def joint_embedding(data, latents: Mapping[str, np.ndarray]) -> np.ndarray:
     -------
     ``(data.n_obs, n_latent)`` float32 array.
     """
-    if not _is_mudata(data):
+    if not is_mudata(data):
         raise ValueError(f"data must be a MuData, got {type(data).__name__}")
     if not isinstance(latents, Mapping) or not latents:
         raise ValueError("latents must be a non-empty dict {modality: embedding}")
@@ -189,7 +181,7 @@ def integrate(
             f"key_added must be a non-empty string without '/' (h5ad and zarr would read it "
             f"as a path), got {key_added!r}"
         )
-    if not (_is_mudata(data) or isinstance(data, Mapping)):
+    if not (is_mudata(data) or isinstance(data, Mapping)):
         raise ValueError(
             f"data must be a MuData or a dict of AnnData (one per modality), got {type(data).__name__}"
         )
@@ -243,7 +235,7 @@ def integrate(
         latents[name] = model.get_latent_representation(name)
         adata.obsm[obsm_key] = latents[name]
         adata.uns[key_added] = {**deepcopy(uns), "modality": name}
-    if _is_mudata(data):
+    if is_mudata(data):
         data.obsm[obsm_key] = joint_embedding(data, latents)
         data.uns[key_added] = deepcopy(uns)
     return data if copy else None
