@@ -221,12 +221,13 @@ class CrossModalAE:
         no ``marker_key`` and no ``labels_key`` class that the training cells of every
         modality hold, i.e. when nothing else can tell which alignment of the latent
         distributions is the right one (and every modality has at least 100 training
-        cells); where they cannot be computed, the model warns and trains without them. ``True`` / ``False``: always on / off. A source of the
-        pairs (on): ``"overlay"`` (the Isomap overlay above), ``"transport"``
+        cells); where they cannot be computed, the model warns and trains without them.
+        ``True`` / ``False``: always on / off. A source of the pairs (on): ``"overlay"``
+        (the Isomap overlay above), ``"transport"``
         (:func:`transmodal.geometry.transport_pairs`: entropic Gromov-Wasserstein transport
-        between at most 2,000 landmark cells per modality) or
-        ``"overlay+transport"`` (both sets of pairs, what ``True`` and ``None`` use: on the
-        unpaired benchmarks it matched better than either alone, README).
+        between at most 2,000 landmark cells per modality) or ``"overlay+transport"`` (both
+        sets of pairs, what ``True`` and ``None`` use: on the unpaired benchmarks it matched
+        better than either alone, README).
     validation_fraction
         Fraction of cells held out for validation and early stopping (split over pairing
         keys, so both measurements of a cell land on the same side).
@@ -1062,8 +1063,8 @@ class CrossModalAE:
         same latent points apart with balanced accuracy above 0.9 (stored in
         ``self.disc_accuracy_``; a conditional discriminator is given the cells' labels, as
         in training, and scored on the classes every modality holds, see
-        :meth:`_disc_accuracy`; not with markers, which it also reads). The points are embedded as the
-        model embeds them now, after the latent statistics are set: during training the
+        :meth:`_disc_accuracy`; not with markers, which it also reads). The points are
+        embedded as the model embeds them now, after the latent statistics are set: during training the
         validation accuracy is measured with running statistics that lag behind the weights
         (0.90-0.98 after 2-3 epochs, where the final latents give 0.52-0.68). The
         discriminator alone is not enough either: an oscillating adversarial game can fool
@@ -1468,7 +1469,7 @@ class CrossModalAE:
         units = {
             "gaussian": "preprocessing inverted",
             "bernoulli": "probability",
-            "continuous_bernoulli": "mean in [0, 1] (a rate, e.g. of methylation, or an intensity)",
+            "continuous_bernoulli": "mean in [0, 1] (a rate, e.g. methylation, or an intensity)",
             "binomial": "success probability (rate)",
             "betabinomial": "success probability (rate)",
         }.get(tmd.spec.likelihood, "counts")
