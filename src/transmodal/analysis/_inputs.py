@@ -103,7 +103,8 @@ def get_latent(data: Any, use_rep: str | None, name: str) -> np.ndarray:
     z = z.toarray() if sparse.issparse(z) else np.asarray(z)
     if z.dtype.kind not in "biuf":
         raise ValueError(
-            f"{name}: expected an AnnData, a MuData or a numeric (cells x dims) array, got "
+            f"{name}: expected numeric (cells x dims) latent coordinates (an AnnData's obsm "
+            f"entry, a MuData's or an array), got values of dtype {z.dtype} from a "
             f"{type(data).__name__}"
         )
     if z.ndim != 2:

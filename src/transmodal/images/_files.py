@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
+
+from .._utils import user_stacklevel
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 MASK_FOLDERS = ("labels", "masks")
@@ -46,6 +49,41 @@ def extra_axis_letter(path: PathLike, image_ndim: int, mask_ndim: int) -> str | 
             return None
         rest.remove(letter)
     return rest[0] if len(rest) == 1 else None
+
+
+def check_extra_axis(
+    image_path: PathLike, mask_path: PathLike, shape: tuple[int, ...], mask_ndim: int, *,
+    warn: bool,
+) -> bool:
+    """For an image with one axis more than its mask, which would be read as channels:
+    refuse a TIFF whose metadata names that axis Z (slices, beside a 2-D mask) or T (time),
+    and, with ``warn``, warn about a TIFF that does not name it; returns whether it warned."""
+    letter = extra_axis_letter(image_path, len(shape), mask_ndim)
+    if letter in ("Z", "T"):
+        what = "z-slices" if letter == "Z" else "time points"
+        advice = (
+            f"its mask {mask_path} is 2-D: a z-stack needs a 3-D mask of its shape, or "
+            "project it first (e.g. the maximum over z)" if letter == "Z"
+            else "read one time point at a time"
+        )
+        raise ValueError(
+            f"image {image_path}: its metadata names an axis {letter} ({what}; image shape "
+            f"{shape}), which would be read as channels; {advice}. Pass channel_axis= if they "
+            "are channels"
+        )
+    if letter in ("Q", "I") and warn:
+        planes = (
+            "z-slices, give a 3-D mask of the stack's shape or project it first"
+            if mask_ndim == 2 else "time points, read one at a time"
+        )
+        warnings.warn(
+            f"image {image_path} (shape {shape}) does not name its axes: the axis that its "
+            f"{mask_ndim}-D mask lacks is read as channels; if those planes are {planes}. "
+            "Pass channel_axis= (or channels=) to say they are channels",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
+        return True
+    return False
 
 
 def _tiff_axes(path: PathLike) -> str | None:

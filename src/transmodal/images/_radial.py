@@ -294,7 +294,7 @@ def _bbox_profile(image: np.ndarray, mask: np.ndarray, kw: dict) -> np.ndarray:
 def _recorded_spacing(data: AnnData, ndim: int) -> tuple[float, ...] | None:
     """The pixel (voxel) spacing that :func:`~transmodal.images.read_nuclei` recorded in
     ``uns["crops"]``, if it fits ``ndim`` axes and is not 1 on every axis (the default)."""
-    recorded = data.uns.get("crops", {}).get("spacing") if hasattr(data.uns, "get") else None
+    recorded = (data.uns.get("crops") or {}).get("spacing")
     if recorded is None or np.size(recorded) != ndim or np.all(np.asarray(recorded) == 1):
         return None
     return check_spacing(np.asarray(recorded, dtype=np.float64).ravel(), ndim)

@@ -23,7 +23,7 @@ from ._crops import (
 )
 from ._files import (
     PathLike,
-    extra_axis_letter,
+    check_extra_axis,
     find_pairs,
     imread,
     read_labels,
@@ -199,31 +199,9 @@ def read_nuclei(
                 UserWarning, stacklevel=2,
             )
         if channel_axis is None and raw.ndim == labels.ndim + 1 and 1 not in raw.shape:
-            letter = extra_axis_letter(image_path, raw.ndim, labels.ndim)
-            if letter in ("Z", "T"):
-                what = "z-slices" if letter == "Z" else "time points"
-                advice = (
-                    f"its mask {mask_path} is 2-D: a z-stack needs a 3-D mask of its shape, or "
-                    "project it first (e.g. the maximum over z)" if letter == "Z"
-                    else "read one time point at a time"
-                )
-                raise ValueError(
-                    f"image {image_path}: its metadata names an axis {letter} ({what}; image "
-                    f"shape {raw.shape}), which would be read as channels; {advice}. Pass "
-                    "channel_axis= if they are channels"
-                )
-            if letter in ("Q", "I") and channels is None and not axes_warned:
-                axes_warned = True
-                planes = (
-                    "z-slices, give a 3-D mask of the stack's shape or project it first"
-                    if labels.ndim == 2 else "time points, read one at a time"
-                )
-                warnings.warn(
-                    f"image {image_path} (shape {raw.shape}) does not name its axes: the axis "
-                    f"that its {labels.ndim}-D mask lacks is read as channels; if those planes "
-                    f"are {planes}. Pass channel_axis= (or channels=) to say they are channels",
-                    UserWarning, stacklevel=2,
-                )
+            # the axis the mask lacks would be read as channels: what the TIFF names it
+            warn = channels is None and not axes_warned
+            axes_warned |= check_extra_axis(image_path, mask_path, raw.shape, labels.ndim, warn=warn)
         image = to_channels_first(raw, labels.shape, channel_axis=channel_axis, path=image_path)
         n_file = image.shape[0]
         if channels is not None:

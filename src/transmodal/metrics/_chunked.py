@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from .._utils import user_stacklevel
+from .._utils import align_to_cells, user_stacklevel
 
 #: Target size in bytes of one ``chunk x n`` float64 block.
 DEFAULT_BLOCK_BYTES = 64 * 2**20
@@ -223,8 +223,6 @@ def check_labels(labels: Any, n: int, name: str, cells: Any = None) -> np.ndarra
     """Validate a 1-D label vector of length ``n``; a pandas Series is aligned by its index
     to ``cells`` (the embedding's obs_names, when it is an AnnData), else taken by position."""
     if cells is not None:
-        from .._utils import align_to_cells
-
         labels = align_to_cells(labels, cells, name)
     if isinstance(labels, str):
         raise ValueError(

@@ -1140,13 +1140,7 @@ class CrossModalAE:
             if md.labels is not None
         }
         if self.module.disc_conditional:
-            with torch.no_grad():  # the labels the discriminator sees (as in discriminate)
-                seen = {
-                    n: torch.where(
-                        ys[n] >= 0, ys[n], self.module.classifier(z).argmax(-1)
-                    ) if n in ys else self.module.classifier(z).argmax(-1)
-                    for n, z in zs.items()
-                }
+            seen = {n: self.module.condition_labels(z, ys.get(n)) for n, z in zs.items()}
             shared = set.intersection(*(set(y.tolist()) for y in seen.values()))
             keep = {n: np.isin(y.numpy(), sorted(shared)) for n, y in seen.items()}
             if min(int(k.sum()) for k in keep.values()) < MIN_DISC_CELLS:

@@ -282,6 +282,17 @@ class CrossModalModule(nn.Module):
             nll = lik.nll(params, x, processed)
         return z[..., : self.n_latent], nll, kl
 
+    def condition_labels(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The labels a conditional discriminator is given: ``y`` (label codes, -1 =
+        unlabelled; ``None`` = all unlabelled), an unlabelled cell the latent classifier's
+        prediction from ``z`` (without gradient, no device sync)."""
+        with torch.no_grad():
+            predicted = self.classifier(z).argmax(-1)
+        if y is None:
+            return predicted
+        y = y.to(device=z.device, dtype=torch.long)
+        return torch.where(y >= 0, y, predicted)
+
     def discriminate(
         self, z: torch.Tensor, y: torch.Tensor | None = None, m: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -294,13 +305,7 @@ class CrossModalModule(nn.Module):
         appended standardised together with a measured-indicator.
         """
         if self.disc_conditional:
-            if y is None:
-                y = torch.full((z.shape[0],), -1, dtype=torch.long, device=z.device)
-            with torch.no_grad():  # pseudo-labels of the unlabelled cells (no device sync)
-                predicted = self.classifier(z).argmax(-1)
-            y = y.to(device=z.device, dtype=torch.long)
-            y = torch.where(y >= 0, y, predicted)
-            onehot = F.one_hot(y, self.n_labels).to(z.dtype)
+            onehot = F.one_hot(self.condition_labels(z, y), self.n_labels).to(z.dtype)
         if self.training and self.disc_noise > 0:
             z = z + self.disc_noise * torch.randn_like(z)
         if self.disc_conditional:
