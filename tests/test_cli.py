@@ -281,6 +281,23 @@ def test_evaluate(workdir: Path, trained: Path, capsys):
     _assert_one_line_error(capsys, "--train-data: the model")
 
 
+def test_evaluate_unpaired_cells_by_their_labels(workdir: Path, trained: Path, capsys):
+    import anndata as ad
+
+    atac = ad.read_h5ad(workdir / "atac.h5ad")
+    atac.obs_names = [f"a{i}" for i in range(atac.n_obs)]  # measured apart from the RNA cells
+    atac.write_h5ad(workdir / "atac_apart.h5ad")
+    args = ["evaluate", "--model", str(trained), "--data", f"rna={workdir / 'rna.h5ad'}",
+            f"atac={workdir / 'atac_apart.h5ad'}", "--source", "rna", "--target", "atac"]
+    assert main(args) == 0  # the model's labels_key, which both files hold
+    printed = capsys.readouterr().out
+    assert "label_transfer_rna_to_atac" in printed and "foscttm" not in printed
+    atac.obs = atac.obs.drop(columns="label")
+    atac.write_h5ad(workdir / "atac_apart.h5ad")
+    assert main(args) == 2
+    _assert_one_line_error(capsys, "share 0 cell(s)", "--labels-key")
+
+
 # --------------------------------------------------------------------- several seeds
 def _runs_config(workdir: Path, name: str, combine: str) -> Path:
     cfg = _config(workdir, runs={"seeds": [0, 1], "combine": combine, "k": 10}, out=name)

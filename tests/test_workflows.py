@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import transmodal as tm
-from transmodal.workflows import evaluate_paired, run_demo
+from transmodal.workflows import evaluate_paired, evaluate_unpaired, run_demo
 from transmodal.workflows._demo import DEMO_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +58,39 @@ def test_evaluate_paired_needs_shared_cells(trained_model, paired_data):
     with pytest.raises(ValueError, match="modality 'atac': obs_names are not unique"):
         evaluate_paired(trained_model, {"rna": paired_data["rna"], "atac": atac},
                         source="rna", target="atac")
+
+
+def test_evaluate_unpaired_scores_shared_classes(trained_model, paired_data):
+    """Cells measured apart: label metrics on the classes both modalities hold."""
+    rna = paired_data["rna"].copy()
+    rna.obs_names = [f"r{i}" for i in range(rna.n_obs)]  # no cell in common
+    atac = paired_data["atac"].copy()
+    classes = sorted(atac.obs["label"].astype(str).unique())
+    private = atac.obs["label"].astype(str).to_numpy() == classes[0]
+    lab = atac.obs["label"].astype(object).to_numpy()
+    lab[private] = "atac only"  # a class the RNA cells never hold
+    atac.obs["label"] = lab
+    data = {"rna": rna, "atac": atac}
+    with pytest.raises(ValueError, match="evaluate_unpaired"):
+        evaluate_paired(trained_model, data, source="rna", target="atac", labels_key="label")
+    res = evaluate_unpaired(trained_model, data, source="rna", target="atac", labels_key="label")
+    assert res["n_cells_rna"] == rna.n_obs and res["shared_classes"] == len(classes) - 1
+    z_r = trained_model.get_latent_representation("rna", rna)
+    z_a = trained_model.get_latent_representation("atac", atac)
+    lr = rna.obs["label"].astype(str).to_numpy()
+    shared = classes[1:]
+    lt = tm.metrics.label_transfer_both(z_r, lr, z_a, lab, k=5, classes=shared)
+    assert res["label_transfer_rna_to_atac"] == pytest.approx(lt["x_to_y"])
+    assert res["label_transfer"] == pytest.approx(lt["mean"])
+    # RNA cells of the class ATAC lacks are not scored; their nearest ATAC cell being of
+    # ATAC's private class counts as wrong
+    nn = tm.metrics.cluster_accuracy(z_r, z_a, np.where(np.isin(lr, shared), lr, None),
+                                     np.where(np.isin(lab, shared), lab, None))
+    assert res["cluster_accuracy"] == pytest.approx(nn["mean"])
+    assert 0.5 <= res["label_transfer"] <= 1.0 and 0.0 <= res["mixing_accuracy"] <= 1.0
+    atac.obs["label"] = "other"
+    with pytest.raises(ValueError, match="share no class"):
+        evaluate_unpaired(trained_model, data, source="rna", target="atac", labels_key="label")
 
 
 def test_evaluate_paired_leaves_unlabelled_cells_out_and_names_bad_arguments(

@@ -437,12 +437,13 @@ def cmd_evaluate(
     overwrite: bool = False,
     train_data: Sequence[str] | None = None,
 ) -> int:
-    """``transmodal evaluate``: paired-cell metrics as a table (and optionally JSON).
+    """``transmodal evaluate``: paired-cell metrics as a table (and optionally JSON); for
+    inputs without cells in common, the label-based metrics of unpaired cells.
 
     The model is rebuilt around ``train_data`` when given (then the mean-profile baseline is
     the training cells' mean), otherwise around ``data`` (baseline: the evaluated cells' mean).
     """
-    from ..workflows import evaluate_paired, format_table
+    from ..workflows import evaluate_paired, evaluate_unpaired, format_table
 
     model_dir = Path(model)
     names, config = _model_modalities(model_dir)
@@ -482,7 +483,18 @@ def cmd_evaluate(
                     f"--labels-key {labels_key!r} not found in obs of --data {name} "
                     f"(columns: {list(adatas[name].obs.columns)})"
                 )
-    metrics = evaluate_paired(m, adatas, source=source, target=target, labels_key=labels_key)
+    common = adatas[source].obs_names.intersection(adatas[target].obs_names)
+    if len(common) >= 2:
+        metrics = evaluate_paired(m, adatas, source=source, target=target, labels_key=labels_key)
+    elif labels_key is not None:
+        metrics = evaluate_unpaired(m, adatas, source=source, target=target,
+                                    labels_key=labels_key)
+    else:
+        raise ValueError(
+            f"--data {source} and --data {target} share {len(common)} cell(s) (equal obs_names), "
+            "so no cell can be paired; to score cells measured apart by their labels, give "
+            "--labels-key"
+        )
     if out_path is not None:  # before the table: a reader closing the pipe early loses nothing
         _write_text(json.dumps(jsonable(metrics), indent=1) + "\n", out_path)
         print(f"transmodal: metrics written to {out_path}", file=sys.stderr)

@@ -233,12 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         parents=[common],
         formatter_class=_Formatter,
-        help="metrics on paired cells (FOSCTTM, kNN accuracy, translation Pearson, ...)",
+        help="metrics on paired cells (FOSCTTM, kNN accuracy, translation Pearson, ...) or "
+        "on labelled unpaired cells (label transfer, ...)",
         description=_desc(
             "Evaluate a trained model on cells measured in both --source and --target "
             "(paired by equal obs_names): FOSCTTM, partner ranks, kNN accuracy, cluster "
             "accuracy and label transfer (with labels), mixing accuracy and translation "
-            "Pearson vs a mean-profile baseline. Prints a table; --out also writes JSON. "
+            "Pearson vs a mean-profile baseline. Cells measured apart (no obs_names in "
+            "common) are scored by their labels (--labels-key, or the model's): label "
+            "transfer and cluster accuracy on the classes both modalities hold, and mixing "
+            "accuracy. Prints a table; --out also writes JSON. "
             "Without --train-data the model is rebuilt around --data (every modality needed) "
             "and the baseline is the mean profile of the evaluated cells; with --train-data "
             "it is rebuilt around the training data and --data needs only source and target."
@@ -251,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
               transmodal evaluate --model model/ --data rna=test_rna.h5ad atac=test_atac.h5ad \\
                   --train-data rna=train_rna.h5ad atac=train_atac.h5ad \\
                   --source rna --target atac --out metrics.json
+              transmodal evaluate --model model/ --data rna=pbmc_rna.h5ad atac=pbmc_atac.h5ad \\
+                  --source rna --target atac --labels-key cell_type    # unpaired cells
             """
         ),
     )

@@ -1,4 +1,5 @@
-"""Evaluate a trained model on cells measured in two modalities (paired test cells)."""
+"""Evaluate a trained model: on cells measured in two modalities (paired test cells), or on
+labelled cells of two modalities measured apart (unpaired)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,118 @@ def _partner_batches(model: CrossModalAE, target: str, adata: AnnData) -> np.nda
     return values
 
 
+def _check_arguments(
+    model: CrossModalAE | Ensemble,
+    data: Mapping[str, AnnData],
+    source: str,
+    target: str,
+    labels_key: str | None,
+) -> None:
+    """The checks both evaluations share: two distinct modalities of the model, each with
+    data, holding ``labels_key`` when it is given."""
+    if source == target:
+        raise ValueError(f"source and target must differ, both are {source!r}")
+    for role, name in (("source", source), ("target", target)):
+        if name not in model.modality_names:
+            raise ValueError(
+                f"{role} {name!r} is not a modality of the model ({model.modality_names})"
+            )
+        if name not in data:
+            raise ValueError(f"{role} {name!r}: no data given for it (data holds {list(data)})")
+        if labels_key is not None and labels_key not in data[name].obs:
+            raise ValueError(
+                f"modality {name!r}: labels_key {labels_key!r} not found in obs; available "
+                f"columns: {list(data[name].obs.columns)}"
+            )
+    check_unique_obs_names(data[source], source)
+    check_unique_obs_names(data[target], target)
+
+
+def _labels(adata: AnnData, key: str) -> np.ndarray:
+    """Class names as the model reads them; missing labels stay missing (not scored)."""
+    return np.array([label_str(v) for v in adata.obs[key].astype(object)], dtype=object)
+
+
+def evaluate_unpaired(
+    model: CrossModalAE | Ensemble,
+    data: Mapping[str, AnnData],
+    *,
+    source: str,
+    target: str,
+    labels_key: str,
+    k: int = 5,
+    mixing_seed: int = 0,
+) -> dict[str, Any]:
+    """Label-based metrics of an alignment of ``source`` and ``target`` cells measured apart.
+
+    Without paired cells the labels are the truth: cells of a class should lie among the
+    other modality's cells of the same class. Only classes that both modalities hold are
+    scored (a class measured in one modality alone has no right answer in the other); a
+    cell whose nearest other-modality cell is of a class the other modality alone holds
+    counts as wrong.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`~transmodal.CrossModalAE` or :class:`~transmodal.Ensemble`.
+    data
+        ``{name: AnnData}`` with at least ``source`` and ``target`` (any cells; shared
+        ``obs_names`` are not needed and not used).
+    source, target
+        Modality names ("x" and "y" of the metrics).
+    labels_key
+        ``obs`` column of both modalities holding the cell types (missing values allowed:
+        those cells are not scored).
+    k
+        Neighbours of the label transfer's k-NN classifier.
+    mixing_seed
+        Seed of the mixing classifier's folds.
+
+    Returns
+    -------
+    Flat dict: ``label_transfer`` (5-NN classifier fitted on one modality, scored on the
+    other's cells of the shared classes; mean of both directions, plus
+    ``label_transfer_{a}_to_{b}``: cells of ``a`` labelled from ``b``), ``cluster_accuracy``
+    (+ directions; the label of the nearest other-modality cell, L1), ``mixing_accuracy``
+    (balanced accuracy of telling the modalities apart; 0.5 is perfect mixing),
+    ``shared_classes`` (their number) and ``n_cells_{a}`` / ``n_cells_{b}``.
+
+    See Also
+    --------
+    evaluate_paired : the metrics on cells measured in both modalities.
+    """
+    _check_arguments(model, data, source, target, labels_key)
+    a, b = data[source], data[target]
+    la, lb = _labels(a, labels_key), _labels(b, labels_key)
+    shared = set(la[la != None].tolist()) & set(lb[lb != None].tolist())  # noqa: E711
+    if not shared:
+        raise ValueError(
+            f"obs[{labels_key!r}]: {source!r} and {target!r} share no class, so no cell has a "
+            f"right answer in the other modality (classes of {source!r}: "
+            f"{sorted(set(la[la != None].tolist()))[:10]}, of {target!r}: "  # noqa: E711
+            f"{sorted(set(lb[lb != None].tolist()))[:10]})"
+        )
+    za = model.get_latent_representation(source, a)
+    zb = model.get_latent_representation(target, b)
+    out: dict[str, Any] = {
+        f"n_cells_{source}": int(a.n_obs), f"n_cells_{target}": int(b.n_obs),
+        "shared_classes": len(shared),
+    }
+    lt = metrics.label_transfer_both(za, la, zb, lb, k=k, classes=sorted(shared))
+    out["label_transfer"] = float(lt["mean"])
+    out[f"label_transfer_{source}_to_{target}"] = float(lt["x_to_y"])
+    out[f"label_transfer_{target}_to_{source}"] = float(lt["y_to_x"])
+    # private classes: not scored as queries, wrong as the nearest cell of a query
+    only = lambda v: np.where(np.isin(v, list(shared)), v, None)  # noqa: E731
+    ca = metrics.cluster_accuracy(za, zb, only(la), only(lb), metric="l1")
+    out["cluster_accuracy"] = float(ca["mean"])
+    out[f"cluster_accuracy_{source}_to_{target}"] = float(ca["x_to_y"])
+    out[f"cluster_accuracy_{target}_to_{source}"] = float(ca["y_to_x"])
+    if min(a.n_obs, b.n_obs) >= 5:  # its 5 cross-validation folds
+        out["mixing_accuracy"] = float(metrics.mixing_accuracy(za, zb, seed=mixing_seed))
+    return out
+
+
 def evaluate_paired(
     model: CrossModalAE | Ensemble,
     data: Mapping[str, AnnData],
@@ -103,28 +216,14 @@ def evaluate_paired(
     Into a target with batches (``batch_key``) each cell is translated in its partner's
     batch when the partners carry known batches, else averaged over the batches.
     """
-    if source == target:
-        raise ValueError(f"source and target must differ, both are {source!r}")
-    for role, name in (("source", source), ("target", target)):
-        if name not in model.modality_names:
-            raise ValueError(
-                f"{role} {name!r} is not a modality of the model ({model.modality_names})"
-            )
-        if name not in data:
-            raise ValueError(f"{role} {name!r}: no data given for it (data holds {list(data)})")
-        if labels_key is not None and labels_key not in data[name].obs:
-            raise ValueError(
-                f"modality {name!r}: labels_key {labels_key!r} not found in obs; available "
-                f"columns: {list(data[name].obs.columns)}"
-            )
+    _check_arguments(model, data, source, target, labels_key)
     a, b = data[source], data[target]
-    check_unique_obs_names(a, source)
-    check_unique_obs_names(b, target)
     common = a.obs_names.intersection(b.obs_names, sort=False)
     if len(common) < 2:
         raise ValueError(
             f"need at least 2 cells present in both {source!r} and {target!r} (equal obs_names), "
-            f"found {len(common)}"
+            f"found {len(common)}; for cells measured apart, evaluate_unpaired scores the "
+            "alignment by their labels"
         )
     a, b = a[common], b[common]
     za = model.get_latent_representation(source, a)
@@ -142,9 +241,7 @@ def evaluate_paired(
         out[f"knn_acc_l1_{k}_{source}_to_{target}"] = float(knn["x_to_y"][k])
         out[f"knn_acc_l1_{k}_{target}_to_{source}"] = float(knn["y_to_x"][k])
     if labels_key is not None:
-        # class names as the model reads them; missing labels stay missing (not scored)
-        la = np.array([label_str(v) for v in a.obs[labels_key].astype(object)], dtype=object)
-        lb = np.array([label_str(v) for v in b.obs[labels_key].astype(object)], dtype=object)
+        la, lb = _labels(a, labels_key), _labels(b, labels_key)
         ca = metrics.cluster_accuracy(za, zb, la, lb, metric="l1")
         # "{a}_to_{b}": cells of a are queried against (get the label of their nearest) b
         out["cluster_accuracy"] = float(ca["mean"])
