@@ -151,6 +151,21 @@ def test_train_ensemble_warns_when_runs_disagree(paired_data, make_model, monkey
     assert len(ens.models) == 2
 
 
+def test_runs_warnings_are_shown_once_at_the_callers_line(paired_data, make_model):
+    """train() sets warning filters, which clears Python's once-per-line record: each run's
+    warnings are passed on once, with the number of runs, pointing at the user's call."""
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", message=".*(separable|disagree).*")
+        tm.workflows.train_ensemble(
+            lambda s: make_model(paired_data, seed=s, validation_fraction=0.0), seeds=(0, 1, 2),
+            max_epochs=1, batch_size=32, progress_bar=False,
+        )
+    off = [w for w in rec if "early_stopping=True is off" in str(w.message)]
+    assert len(off) == 1 and str(off[0].message).endswith("[3 of the 3 runs]")
+    assert off[0].filename == __file__
+
+
 def test_ensemble_rejects_members_with_other_features_or_classes(ensemble, paired_data, make_model):
     m0 = ensemble.models[0]
     fit = dict(max_epochs=1, batch_size=32, progress_bar=False)

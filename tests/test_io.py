@@ -408,6 +408,16 @@ def test_overwrite_larger_ensemble_with_smaller_one(paired_data, make_model, tra
         small.save(path, overwrite=True)
     assert (path / "member2" / "notes.txt").read_text() == "mine"
     assert len(tm.Ensemble.load(path, paired_data).models) == 3
+    # a saved model and a saved ensemble replace each other; a lone config.json is not a model
+    one = tmp_path / "one"
+    big.models[0].save(one)
+    small.save(one, overwrite=True)
+    assert sorted(p.name for p in one.iterdir()) == ["ensemble.json", "member0", "member1"]
+    big.models[0].save(one, overwrite=True)
+    assert sorted(p.name for p in one.iterdir()) == ["config.json", "model.safetensors"]
+    (one / "model.safetensors").unlink()
+    with pytest.raises(FileExistsError, match=r"not part of a saved model \(config.json\)"):
+        small.save(one, overwrite=True)
 
 
 def test_overwrite_keeps_sibling_saved_models(trained_model, paired_data, make_model, train, tmp_path):

@@ -322,11 +322,46 @@ def test_ctrl_c_stops_training_and_keeps_the_epochs_run(paired_data, make_model,
 
     monkeypatch.setattr(CrossModalPlan, "on_train_epoch_end", first)
     fresh = make_model(paired_data, seed=1)
-    with pytest.raises(KeyboardInterrupt, match="after 0 complete epoch"):
+    weights = {k: v.clone() for k, v in fresh.module.state_dict().items()}
+    with pytest.raises(KeyboardInterrupt, match="within its first epoch.*before this train"):
         train(fresh, max_epochs=5, early_stopping=False)
     assert fresh.history_ is None and not fresh.is_trained_
+    # the steps of the partial epoch are undone: the model is as it was
+    for k, v in fresh.module.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    # the same in a continued training: the trained weights stay, with their statistics
+    z = model.get_latent_representation("rna")
+    with pytest.raises(KeyboardInterrupt, match="within its first epoch"):
+        train(model, max_epochs=5, early_stopping=False)
+    np.testing.assert_array_equal(model.get_latent_representation("rna"), z)
+    assert len(model.history) == 2
     fresh.save(tmp_path / "m")
     assert tm.CrossModalAE.load(tmp_path / "m", paired_data).history_ is None
+
+
+def test_untrained_classifier_and_endless_warm_up_are_named(paired_data, make_model, train,
+                                                             tmp_path):
+    model = make_model(paired_data, labels_key="label", disc_conditional=True)
+    with pytest.warns(UserWarning, match=r"lam_cls=0 leaves the latent classifier of labels_key "
+                      r"'label' untrained.*disc_conditional") as rec:
+        train(model, lam_cls=0)
+    assert not model.train_params_["classifier_trained"]
+    assert not any("adv_warmup" in str(w.message) for w in rec)
+    with pytest.warns(UserWarning, match="untrained latent classifier .*lam_cls=0"):
+        model.predict_labels("rna")
+    model.save(tmp_path / "m")  # the flag is saved with the model
+    loaded = tm.CrossModalAE.load(tmp_path / "m", paired_data)
+    with pytest.warns(UserWarning, match="untrained latent classifier"):
+        loaded.predict_labels("rna")
+    train(model, max_epochs=1)  # lam_cls > 0 once: trained from then on
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        train(model, max_epochs=1, lam_cls=0)
+        model.predict_labels("rna")
+    assert model.train_params_["classifier_trained"]
+    with pytest.warns(UserWarning, match=r"adv_warmup_epochs=10 .* reaches max_epochs=4: the "
+                      r"adversarial weight never reaches lam_adv=1.0, and early stopping"):
+        train(make_model(paired_data), max_epochs=4, adv_warmup_epochs=10)
 
 
 @pytest.mark.parametrize("precision", ["16-true", "bf16-true", "8-mixed", True, 32.0])
@@ -431,6 +466,25 @@ def test_default_anchor_fraction_warns_that_known_pairs_go_unused(half_paired_da
         unpaired = {k: a.copy() for k, a in half_paired_data.items()}
         unpaired["atac"].obs_names = [f"x{i}" for i in range(unpaired["atac"].n_obs)]
         make_model(unpaired)  # nothing to use
+
+
+def test_row_number_cell_names_are_not_advised_as_pairs(paired_data, make_model):
+    """AnnData(matrix) names cells "0".."n-1" in every modality: such shared names are not
+    taken for known pairs to use."""
+    data = {k: a.copy() for k, a in paired_data.items()}
+    data["atac"] = data["atac"][::-1].copy()  # other cells under the same row numbers
+    for a in data.values():
+        a.obs_names = [str(i) for i in range(a.n_obs)]
+    with pytest.warns(UserWarning, match=r"cell names that are row numbers: 'rna' and 'atac' "
+                      r"pair \d+ cells only by AnnData's default names") as rec:
+        make_model(data)
+    assert not any("known pairs unused" in str(w.message) for w in rec)
+    with pytest.warns(UserWarning, match="anchor pairs from row numbers"):
+        make_model(data, anchor_fraction=1.0)
+    with warnings.catch_warnings():  # real names (or row numbers in one modality): silent
+        warnings.simplefilter("error")
+        data["atac"].obs_names = [f"a{i}" for i in range(data["atac"].n_obs)]
+        make_model(data, anchor_fraction=0)
 
 
 def test_anchor_fraction_partial_pairing(half_paired_data, make_model):
@@ -1364,6 +1418,14 @@ def test_obsm_dataframe_features_are_matched_by_name(paired_data, make_model, tr
     bad["prot"].obsm["prot"] = prot.obsm["prot"].iloc[:, ::-1]
     with pytest.raises(ValueError, match="modality 'prot'.*another order"):
         tm.CrossModalAE.load(tmp_path / "m", bad)
+    # loaded without the panel: its names are kept, checked on new cells, and not warned about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        alone = tm.CrossModalAE.load(tmp_path / "m", {"rna": paired_data["rna"]})
+    assert list(alone.translate(paired_data["rna"], source="rna", target="prot").var_names) == names
+    with pytest.raises(ValueError, match="modality 'prot'.*another order"):
+        alone.get_latent_representation("prot", bad["prot"])
+    np.testing.assert_allclose(alone.get_latent_representation("prot", prot), z, rtol=1e-5)
 
 
 def test_translation_keeps_the_target_var_columns(paired_data, make_model, train):
@@ -1420,9 +1482,26 @@ def test_translate_out_names_an_unwritable_obs_column(paired_data, trained_model
     rna = paired_data["rna"].copy()
     rna.obs["sample"] = pd.Series([1, "a"] * (rna.n_obs // 2), index=rna.obs_names, dtype=object)
     out = tmp_path / "t.h5ad"
-    with pytest.raises(ValueError, match="cannot write the annotations.*astype\\(str\\)"):
+    with pytest.raises(ValueError, match=r"cannot write the annotations of the cells \(obs\)"
+                       r".*mixed types in obs.*astype\(str\)"):
         trained_model.translate(rna, source="rna", target="atac", out=out)
     assert not out.exists()
+    # the target's var is copied into a translation: named as such
+    var = paired_data["atac"].var.copy()
+    var["mixed"] = pd.Series([1, "a"] * (len(var) // 2) + [1] * (len(var) % 2),
+                             index=var.index, dtype=object)
+    from transmodal.data._h5ad import write_skeleton
+
+    with pytest.raises(ValueError, match=r"cannot write the features' annotations \(var\)"
+                       r".*mixed types in var"):
+        write_skeleton(tmp_path / "skeleton.h5ad", obs=pd.DataFrame(index=["c"]), var=var)
+    # new cells without X, for a model that reads X: the fix at inference is named
+    atac = paired_data["atac"]
+    bare = ad.AnnData(obs=atac.obs[[]].copy(), var=atac.var[[]].copy())
+    bare.layers["raw"] = atac.X.copy()
+    with pytest.raises(ValueError, match=r"modality 'atac': adata.X is empty.*"
+                       r"adata.X = adata.layers\['raw'\]"):
+        trained_model.get_latent_representation("atac", bare)
 
 
 def test_failed_training_leaves_a_usable_model(paired_data, make_model, train, monkeypatch):

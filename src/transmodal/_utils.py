@@ -338,7 +338,14 @@ def check_output_directory(
         raise FileExistsError(f"{given} exists; pass overwrite=True to replace it")
     if target.exists() and names is not None:
         foreign = []
-        for entry in sorted(target.iterdir()):
+        entries = sorted(target.iterdir())
+        # a saved model or ensemble may replace the other kind
+        saved = {e.name for e in entries if e.is_file() and not e.is_symlink()}
+        if {MODEL_CONFIG, MODEL_WEIGHTS} <= saved:
+            names = {*names, MODEL_CONFIG, MODEL_WEIGHTS}
+        if ENSEMBLE_CONFIG in saved and any(_is_ensemble_member(e) for e in entries):
+            names = {*names, ENSEMBLE_CONFIG}
+        for entry in entries:
             is_dir = entry.is_dir() and not entry.is_symlink()
             if not (_is_ensemble_member(entry) or (not is_dir and entry.name in names)):
                 foreign.append(f"{entry.name}/" if is_dir else entry.name)

@@ -11,6 +11,7 @@ half-written file behind (and an existing file untouched).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -36,9 +37,15 @@ def write_skeleton(
         AnnData(obs=obs, var=var, uns=dict(uns or {}), obsm=dict(obsm or {})).write_h5ad(path)
     except (TypeError, ValueError) as err:
         where = " ".join(getattr(err, "__notes__", []))  # "... while writing key 'x' ... /obs"
+        found = re.search(r"to /(obs|var|uns|obsm)\b", where)
+        element = found.group(1) if found else "obs"
+        what = {"var": "the features' annotations (var)", "uns": "the unstructured "
+                "annotations (uns)", "obsm": "the cells' arrays (obsm)"}.get(
+            element, "the annotations of the cells (obs)")
+        fix = (f"; a column of mixed types in {element} can be made writable with .astype(str)"
+               if element in ("obs", "var") else "")
         raise ValueError(
-            f"cannot write the annotations of the cells ({err}{'; ' + where if where else ''}); "
-            "an obs column of mixed types can be made writable with .astype(str)"
+            f"cannot write {what} ({err}{'; ' + where if where else ''}){fix}"
         ) from None
 
 

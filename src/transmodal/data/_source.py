@@ -396,7 +396,14 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
         matrix, where = adata.layers[spec.layer], f"layers[{spec.layer!r}]"
     else:
         if adata.X is None:
-            raise ValueError(f"modality {name!r}: adata.X is empty; set 'layer' or 'obsm_key'")
+            layers = sorted(adata.layers.keys())
+            raise ValueError(
+                f"modality {name!r}: adata.X is empty (None), and the modality reads X: put "
+                "the data there"
+                + (f" (e.g. adata.X = adata.layers[{layers[0]!r}]; layers: {layers})"
+                   if layers else "")
+                + ", or give the modality's 'layer' or 'obsm_key' when building the model"
+            )
         matrix, where = adata.X, "X"
     if spec.total_layer is not None:
         src = RateSource(

@@ -314,8 +314,13 @@ def _stand_in(
     obs = pd.DataFrame(index=pd.Index([], dtype=object))
     if spec.obsm_key is not None:
         adata = AnnData(obs=obs)
-        width = tuple(image_shape) if image_shape else (len(var_names),)
-        adata.obsm[spec.obsm_key] = np.zeros((0, *width), dtype=np.float32)
+        if image_shape:
+            adata.obsm[spec.obsm_key] = np.zeros((0, *image_shape), dtype=np.float32)
+        else:  # named columns, so translations into it and new cells' columns use the names
+            adata.obsm[spec.obsm_key] = pd.DataFrame(
+                np.zeros((0, len(var_names)), dtype=np.float32), index=obs.index,
+                columns=pd.Index(var_names, dtype=object),
+            )
         return adata
     if var is None:
         var = pd.DataFrame(index=pd.Index(var_names, dtype=object))

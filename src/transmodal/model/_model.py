@@ -853,6 +853,27 @@ class CrossModalAE:
             )
         if adv_warmup_epochs is None:
             adv_warmup_epochs = max_epochs // 10
+        if (lam_adv > 0 and adv_warmup_epochs > 0 and pretrain_epochs < max_epochs
+                and pretrain_epochs + adv_warmup_epochs >= max_epochs):
+            warnings.warn(
+                f"adv_warmup_epochs={adv_warmup_epochs} (after {pretrain_epochs} pre-training "
+                f"epochs) reaches max_epochs={max_epochs}: the adversarial weight never "
+                f"reaches lam_adv={lam_adv}"
+                + (", and early stopping, which starts after the warm-up, never acts"
+                   if early_stopping else "")
+                + "; lower adv_warmup_epochs or raise max_epochs",
+                UserWarning, stacklevel=2,
+            )
+        classifier_trained = self.train_params_.get("classifier_trained", self.is_trained_)
+        if self.module.classifier is not None and lam_cls == 0 and not classifier_trained:
+            warnings.warn(
+                f"lam_cls=0 leaves the latent classifier of labels_key "
+                f"{self.init_params_['labels_key']!r} untrained: predict_labels would answer "
+                "from its random weights"
+                + (", and disc_conditional conditions unlabelled cells on those predictions"
+                   if self.init_params_["disc_conditional"] else ""),
+                UserWarning, stacklevel=2,
+            )
         if patience is None:
             patience = max(10, max_epochs // 5)
 
@@ -911,6 +932,8 @@ class CrossModalAE:
             adv_warmup_epochs=adv_warmup_epochs,
             batches=train_batches,
         )
+        # an interrupt within the first epoch restores these: the model stays as it was
+        before = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
         self.module.train()
         interrupted, diverged = False, None
         try:
@@ -940,12 +963,17 @@ class CrossModalAE:
             for p in self.module.parameters():
                 p.requires_grad_(True)
         epochs_run = int(len(history))
+        if interrupted and not epochs_run:  # part of an epoch: no history row, no statistics
+            self.module.load_state_dict(before)
+        del before
         if epochs_run and self.history_ is not None and len(self.history_):  # continue count
             history.index = history.index + int(self.history_.index.max()) + 1
             history = pd.concat([self.history_, history])
         if epochs_run:  # (an interrupt within the first epoch adds nothing)
             self.history_ = history
         self.train_params_ = jsonable({
+            # (any call's) classifier loss with a weight: predict_labels is no guess
+            "classifier_trained": bool(classifier_trained or (lam_cls > 0 and epochs_run)),
             "max_epochs": max_epochs,
             "epochs_run": epochs_run,  # by this call; history holds every call's
             "epochs_total": 0 if self.history_ is None else int(len(self.history_)),
@@ -977,6 +1005,11 @@ class CrossModalAE:
             )
         if diverged is not None:
             raise diverged
+        if interrupted and not epochs_run:
+            raise KeyboardInterrupt(
+                f"training interrupted within its first epoch (of {max_epochs}); the model "
+                "keeps the weights it had before this train() call"
+            )
         if interrupted:
             raise KeyboardInterrupt(
                 f"training interrupted after {epochs_run} complete epoch(s) of {max_epochs}; "
@@ -1539,6 +1572,12 @@ class CrossModalAE:
             keep = np.array([cats.index(c) for c in classes], dtype=np.int64)
         src = self._source_for(modality, adata)
         self._warn_untrained("Label predictions")
+        if self.is_trained_ and not self.train_params_.get("classifier_trained", True):
+            warnings.warn(
+                "label predictions come from an untrained latent classifier (every train() "
+                "ran with lam_cls=0): its weights are random; train with lam_cls > 0",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
         cols = torch.from_numpy(keep)
 
         def fn(x):

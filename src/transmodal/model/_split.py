@@ -34,6 +34,26 @@ def validation_masks(
     return masks
 
 
+def _row_numbers(md: ModalityData) -> bool:
+    """Whether a modality's cell names are AnnData's defaults, its row numbers "0".."n-1"
+    (``AnnData(matrix)``): names that say nothing about which cells are the same."""
+    keys = np.asarray(md.pair_keys).astype(str)
+    return bool(len(keys)) and bool(np.array_equal(keys, np.arange(len(keys)).astype(str)))
+
+
+def _row_number_pairs(mods: dict[str, ModalityData], a: str, b: str, n: int) -> str | None:
+    """The advice for ``n`` cells that ``a`` and ``b`` pair only through default row-number
+    names (``None`` when either holds real names)."""
+    if not (_row_numbers(mods[a]) and _row_numbers(mods[b])):
+        return None
+    return (
+        f"{a!r} and {b!r} pair {n} cells only by AnnData's default names, their row numbers "
+        "'0', '1', ... (as AnnData(matrix) names cells): if their rows are not the same cells "
+        "in the same order, give each modality its own names (e.g. adata.obs_names = "
+        "'atac_' + adata.obs_names), else set the cell barcodes as obs_names"
+    )
+
+
 def choose_anchors(
     mods: dict[str, ModalityData],
     train_masks: dict[str, np.ndarray],
@@ -70,18 +90,34 @@ def choose_anchors(
         n = max(1, int(round(fraction * len(ia))))  # a fraction > 0 asks for anchors
         sel = np.sort(rng.choice(len(ia), n, replace=False))
         out[f"{a}|{b}"] = (ia[sel], ib[sel])
+        advice = _row_number_pairs(mods, a, b, len(ia))
+        if advice:
+            warnings.warn(
+                f"anchor pairs from row numbers: {advice}", UserWarning,
+                stacklevel=user_stacklevel(),
+            )
     return out
 
 
 def warn_unused_pairs(mods: dict[str, ModalityData], train_masks: dict[str, np.ndarray]) -> None:
     """Warn that modalities share training cells whose pairs no loss uses (for a model
     whose ``anchor_fraction`` was left at its default, 0)."""
-    shared = []
+    shared, positional = [], []
     for a, b in combinations(mods, 2):
         ia, ib = find_pairs(mods[a], mods[b])
         n = int(np.count_nonzero(train_masks[a][ia] & train_masks[b][ib]))
-        if n:
+        advice = _row_number_pairs(mods, a, b, len(ia)) if n else None
+        if advice:
+            positional.append(advice)
+        elif n:
             shared.append(f"{a!r} and {b!r} share {n} training cells")
+    if positional:  # not advised as pairs to use: likely unrelated cells
+        warnings.warn(
+            f"cell names that are row numbers: {'; '.join(positional)}. Cells of equal names "
+            "are kept in the same train / validation split; no loss uses them as pairs "
+            "(anchor_fraction=0)",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
     if shared:
         warnings.warn(
             f"known pairs unused: {'; '.join(shared)} (equal obs_names, or a MuData's "

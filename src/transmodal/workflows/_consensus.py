@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from .. import metrics
-from .._utils import check_int
+from .._utils import check_int, user_stacklevel
 from ..model import CrossModalAE, Ensemble
 
 
@@ -56,7 +56,39 @@ def _train_runs(
         raise TypeError(f"build must be a callable seed -> CrossModalAE; got {type(build).__name__}")
     if "seed" in train_kwargs:
         raise ValueError(f"{caller} sets each run's seed: do not pass seed=")
-    models = []
+    models: list[CrossModalAE] = []
+    # each run's warnings pass on once, at the caller's line: Python shows a warning once per
+    # line, but train() sets warning filters, which clears that record, so N runs showed
+    # every warning N times
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _build_and_train(build, seeds, train_kwargs, models)
+    finally:  # (also those of the runs before a failure)
+        _pass_on_once(caught, len(seeds))
+    return seeds, models
+
+
+def _pass_on_once(caught: list[warnings.WarningMessage], n_runs: int) -> None:
+    """Issue each distinct warning of ``caught`` once, pointing at the user's line, with the
+    number of runs that gave it."""
+    counts: dict[tuple[type, str], int] = {}
+    for w in caught:
+        key = (w.category, str(w.message))
+        counts[key] = counts.get(key, 0) + 1
+    for (category, message), n in counts.items():
+        where = f" [{n} of the {n_runs} runs]" if n > 1 else ""
+        warnings.warn(message + where, category, stacklevel=user_stacklevel())
+
+
+def _build_and_train(
+    build: Callable[[int], CrossModalAE],
+    seeds: list[int],
+    train_kwargs: dict[str, Any],
+    models: list[CrossModalAE],
+) -> None:
+    """Build and train one model per seed, appended to ``models``."""
     for s in seeds:
         model = build(int(s))
         if not isinstance(model, CrossModalAE):
@@ -79,7 +111,6 @@ def _train_runs(
                 f"{models[0].modality_names}"
             )
         models.append(model.train(**train_kwargs))
-    return seeds, models
 
 
 def _agreement(
