@@ -196,7 +196,8 @@ def test_embed_translate_evaluate_read_mudata_files(workdir: Path, trained: Path
                                                     capsys):
     import mudata as md
 
-    h5mu = tmp_path / "cells.h5mu"
+    (tmp_path / "seed=1").mkdir()  # an "=" in a folder name (pipelines' partitions)
+    h5mu = tmp_path / "seed=1" / "cells.h5mu"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         md.MuData({n: ad.read_h5ad(workdir / f"{n}.h5ad") for n in ("rna", "atac")}).write(h5mu)
@@ -637,3 +638,71 @@ def test_ctrl_c_exits_130_without_a_traceback(tmp_path: Path, capsys, monkeypatc
     assert capsys.readouterr().err == "transmodal: interrupted\n"
     with pytest.raises(KeyboardInterrupt):
         main([*args, "--traceback"])
+
+
+def test_pipeline_paths(workdir: Path, trained: Path, tmp_path: Path, capsys):
+    """What pipelines do to paths: a config staged as a link reads the data and writes the
+    model beside the link; an output that cannot be written is an error before training;
+    an embedding never replaces its input; a folder holding another program's config.json
+    is not replaced; an output folder that is a link is replaced behind the link."""
+    import os
+
+    project = tmp_path / "project"
+    project.mkdir()
+    cfg = _config(workdir, train={"max_epochs": 1, "batch_size": 32, "progress_bar": False},
+                  out="model_linked")
+    _write_config(project / "run.yaml", cfg)  # no data beside it
+    link = workdir / "linked.yaml"
+    link.symlink_to(project / "run.yaml")
+    assert main(["train", "--config", str(link)]) == 0
+    assert (workdir / "model_linked" / "config.json").is_file()
+    assert sorted(p.name for p in project.iterdir()) == ["run.yaml"]
+    capsys.readouterr()
+    assert main(["train", "--config", str(link), "--out", str(workdir / "rna.h5ad" / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "rna.h5ad is a file, not a folder" in err and "training" not in err
+    inp = tmp_path / "mine.h5ad"
+    inp.write_bytes((workdir / "rna.h5ad").read_bytes())
+    args = ["embed", "--model", str(trained), "--data", f"rna={inp}", "--modality", "rna",
+            "--out", str(inp), "--overwrite"]
+    assert main(args) == 2
+    _assert_one_line_error(capsys, "mine.h5ad is the file of --data rna")
+    assert inp.read_bytes() == (workdir / "rna.h5ad").read_bytes()
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    (settings / "config.json").write_text('{"my": "pipeline settings"}')
+    assert main(["train", "--config", str(link), "--out", str(settings), "--overwrite"]) == 2
+    _assert_one_line_error(capsys, "not part of a saved model (config.json)")
+    assert (settings / "config.json").read_text() == '{"my": "pipeline settings"}'
+    out_link = tmp_path / "model_link"
+    out_link.symlink_to(workdir / "model_linked")
+    before = (workdir / "model_linked" / "model.safetensors").stat().st_mtime_ns
+    assert main(["train", "--config", str(link), "--out", str(out_link), "--overwrite"]) == 0
+    assert out_link.is_symlink() and os.path.samefile(out_link, workdir / "model_linked")
+    assert (workdir / "model_linked" / "model.safetensors").stat().st_mtime_ns != before
+
+
+def test_sigterm_exits_143_and_removes_unfinished_outputs(tmp_path: Path, capsys, monkeypatch):
+    """SIGTERM (timeout, a pipeline's cancel) removes the temporary file of an output being
+    written, as Ctrl+C does, and restores the previous handler."""
+    import os
+    import signal
+    import time
+
+    from transmodal._utils import atomic_file
+    from transmodal.cli import _commands
+
+    def terminated_while_writing(*args, **kwargs):
+        with atomic_file(tmp_path / "e.h5ad") as tmp:
+            tmp.write_text("half")
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # (the handler raises before this ends)
+
+    monkeypatch.setattr(_commands, "cmd_embed", terminated_while_writing)
+    before = signal.getsignal(signal.SIGTERM)
+    args = ["embed", "--model", str(tmp_path), "--data", "rna=x.h5ad",
+            "--out", str(tmp_path / "e.h5ad"), "--modality", "rna"]
+    assert main(args) == 143
+    assert capsys.readouterr().err == "transmodal: terminated\n"
+    assert list(tmp_path.iterdir()) == []  # no output, no temporary file
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -622,7 +622,8 @@ def test_atomic_directory_restores_the_old_directory_if_the_swap_fails(tmp_path,
 
     target = tmp_path / "out"
     target.mkdir()
-    (target / "config.json").write_text("old")
+    old = json.dumps({"class": "CrossModalAE", "format_version": 1, "old": True})
+    (target / "config.json").write_text(old)  # (only a model's config.json is replaced)
     real_replace, calls = os.replace, []
 
     def flaky(src, dst):  # the second rename (new directory into place) fails
@@ -635,7 +636,7 @@ def test_atomic_directory_restores_the_old_directory_if_the_swap_fails(tmp_path,
     with pytest.raises(OSError, match="disk gone"):
         with _utils.atomic_directory(target, overwrite=True) as tmp:
             (tmp / "config.json").write_text("new")
-    assert (target / "config.json").read_text() == "old"
+    assert (target / "config.json").read_text() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing left behind
     monkeypatch.setattr(_utils.os, "replace", real_replace)
     with _utils.atomic_directory(target, overwrite=True) as tmp:

@@ -4,6 +4,7 @@ writes, integer-argument checks, plain-JSON values."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -267,6 +268,31 @@ ENSEMBLE_CONFIG = "ensemble.json"
 _SHOWN_ENTRIES = 5  # foreign entries named in an error message
 
 
+def _written_by_transmodal(path: Path) -> bool:
+    """Whether the file ``path``, named as a saved model's file, is one: a model's
+    ``config.json`` (its class and format version), an ``ensemble.json`` of the ensemble
+    format, or weights whose safetensors header says transmodal. Another program's
+    ``config.json`` is never taken for a model's."""
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        if path.name == MODEL_WEIGHTS:
+            with open(path, "rb") as fh:
+                size = int.from_bytes(fh.read(8), "little")
+                if not 0 < size <= 100_000_000:
+                    return False
+                header = json.loads(fh.read(size))
+            return (header.get("__metadata__") or {}).get("format") == "transmodal"
+        config = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return False
+    if not isinstance(config, dict):
+        return False
+    if path.name == ENSEMBLE_CONFIG:
+        return config.get("format") == "transmodal-ensemble"
+    return isinstance(config.get("class"), str) and "format_version" in config
+
+
 def _is_ensemble_member(path: Path) -> bool:
     """Whether ``path`` is a member directory of the saved ensemble around it: named
     ``member<N>``, next to an ``ensemble.json``, holding a saved model and nothing else.
@@ -275,7 +301,10 @@ def _is_ensemble_member(path: Path) -> bool:
         return False
     if not path.is_dir() or path.is_symlink():
         return False
-    return {p.name for p in path.iterdir()} == {MODEL_CONFIG, MODEL_WEIGHTS}
+    entries = list(path.iterdir())
+    return {p.name for p in entries} == {MODEL_CONFIG, MODEL_WEIGHTS} and all(
+        _written_by_transmodal(p) for p in entries
+    )
 
 
 def is_mudata(data: Any) -> bool:
@@ -289,6 +318,33 @@ def check_path(path: Any, what: str = "the directory to write") -> None:
     """``TypeError`` naming ``what`` unless ``path`` is a str or os.PathLike."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{what} must be a path (a str or pathlib.Path), got {path!r:.80}")
+
+
+def check_writable_parent(path: str | os.PathLike) -> None:
+    """Check, before any work, that ``path`` can be created where it is to be written: its
+    nearest existing ancestor folder must be a folder that accepts new entries (tried by
+    creating and removing an empty temporary folder there), so a long computation does not
+    end in an error about its output.
+
+    Raises
+    ------
+    NotADirectoryError
+        If an ancestor of ``path`` is a file.
+    PermissionError
+        If nothing can be created there (no permission, a read-only or virtual file system).
+    """
+    given = Path(path)
+    parent = Path(os.path.abspath(path)).parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"cannot write {given}: {parent} is a file, not a folder")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".transmodal-check.", dir=parent))
+    except OSError as err:
+        raise PermissionError(
+            f"cannot write {given}: nothing can be created in {parent} ({err.strerror})"
+        ) from None
 
 
 def check_output_directory(
@@ -323,6 +379,9 @@ def check_output_directory(
     """
     check_path(path)
     given, target = Path(path), Path(os.path.abspath(path))
+    if target.is_symlink() and target.is_dir():  # a link to a folder: replace the folder
+        target = Path(os.path.realpath(target))
+    check_writable_parent(target)
     cwd = Path.cwd().resolve()
     if target.exists() and target.resolve() in (cwd, *cwd.parents):
         raise ValueError(
@@ -345,9 +404,13 @@ def check_output_directory(
             names = {*names, MODEL_CONFIG, MODEL_WEIGHTS}
         if ENSEMBLE_CONFIG in saved and any(_is_ensemble_member(e) for e in entries):
             names = {*names, ENSEMBLE_CONFIG}
+        model_files = (MODEL_CONFIG, MODEL_WEIGHTS, ENSEMBLE_CONFIG)
         for entry in entries:
             is_dir = entry.is_dir() and not entry.is_symlink()
-            if not (_is_ensemble_member(entry) or (not is_dir and entry.name in names)):
+            ours = not is_dir and entry.name in names and (
+                entry.name not in model_files or _written_by_transmodal(entry)
+            )
+            if not (ours or _is_ensemble_member(entry)):
                 foreign.append(f"{entry.name}/" if is_dir else entry.name)
         if foreign:
             shown = ", ".join(foreign[:_SHOWN_ENTRIES])

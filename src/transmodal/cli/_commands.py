@@ -18,6 +18,7 @@ from .._utils import (
     atomic_directory,
     atomic_file,
     check_output_directory,
+    check_writable_parent,
     is_global_zero,
     jsonable,
 )
@@ -51,6 +52,7 @@ def _check_output(path: Path, *, overwrite: bool, suffix: str) -> None:
         )
     if path.exists() and not overwrite:
         raise FileExistsError(f"output {path} exists; pass --overwrite to replace it")
+    check_writable_parent(path)
 
 
 def _check_not_an_input(out: Path, inputs: Mapping[str, Path], option: str = "--data") -> None:
@@ -234,6 +236,9 @@ def parse_data_args(
     for item in items or []:
         name, sep, path = item.partition("=")
         name, path = name.strip(), path.strip()
+        whole = Path(os.path.expanduser(item.strip()))
+        if sep and _is_mudata(whole) and whole.is_file():  # an "=" in a folder name
+            name, sep = item.strip(), ""
         if not sep and _is_mudata(Path(name)):
             mudata = Path(os.path.expanduser(name))
             pairs = [(n, mudata) for n in _mudata_modalities(mudata, names, option)]
@@ -372,6 +377,8 @@ def cmd_embed(
         targets = {n: out_path / f"{n}.h5ad" for n in names if n in data_paths}
         for p in targets.values():
             _check_output(p, overwrite=overwrite, suffix=".h5ad")
+    for p in targets.values():  # the inputs are read whole, but an output replaces them
+        _check_not_an_input(p, data_paths)
     m, adatas = _load(model_dir, data_paths, config)
     # every modality is embedded before any file is written: a modality that fails leaves
     # no partial set of outputs behind

@@ -308,7 +308,8 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
     from ..model._model import CrossModalAE, _check_prior
 
     path = Path(path)
-    base = path.resolve().parent
+    # the folder the config was given in, a link's own (pipelines stage configs as links)
+    base = Path(os.path.abspath(path)).parent
     f = str(path)
 
     for key in raw:

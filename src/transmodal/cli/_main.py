@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 import textwrap
 import warnings
@@ -372,13 +373,37 @@ def _warnings_as_lines(traceback: bool) -> Iterator[None]:
         warnings.formatwarning = saved
 
 
+class Terminated(BaseException):
+    """SIGTERM (what ``timeout``, a pipeline's cancel or a scheduler sends) raised as an
+    exception, so that the temporary files of unfinished outputs are removed on the way
+    out, as they are after Ctrl+C."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` within the block (main thread only)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``transmodal`` command; returns the exit code.
 
     User errors (invalid config, missing files, unknown modality names, existing outputs)
     print ``transmodal: error: ...`` on one line to stderr and return 2; Ctrl+C returns 130
-    (the shell's code for SIGINT); ``--help`` and argument errors exit through
-    :class:`SystemExit` as usual with argparse.
+    and SIGTERM 143 (the shell's codes), unfinished outputs removed; ``--help`` and
+    argument errors exit through :class:`SystemExit` as usual with argparse.
     """
     import yaml
 
@@ -388,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        with _warnings_as_lines(args.traceback):
+        with _sigterm_raises(), _warnings_as_lines(args.traceback):
             return _run(args)
     except BrokenPipeError:  # stdout's reader stopped early (| head): quiet, as Python advises
         import os
@@ -405,3 +430,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:  # SIGTERM: as Ctrl+C, nothing partial is left
+        if args.traceback:
+            raise
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return 143  # the shell's code for SIGTERM
