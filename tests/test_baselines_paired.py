@@ -132,6 +132,58 @@ def test_paired_methods_reject_mismatched_rows(cls, data):
         cls().fit(x, y[:-1])
 
 
+def _named(data, order=None):
+    """The simulation as AnnData with cell and feature names (y's cells in ``order``)."""
+    import anndata as ad
+    import pandas as pd
+
+    x, y, _ = data
+    cells = np.array([f"c{i}" for i in range(len(x))])
+    order = np.arange(len(x)) if order is None else order
+    ax = ad.AnnData(x, obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=[f"g{j}" for j in range(P)]))
+    ay = ad.AnnData(y[order], obs=pd.DataFrame(index=cells[order]),
+                    var=pd.DataFrame(index=[f"p{j}" for j in range(Q)]))
+    return ax, ay
+
+
+def test_paired_fits_read_the_cell_and_feature_names(data):
+    """AnnData naming their cells in another order are not paired by row; new cells with
+    the fitted features in another order are refused (both were silently wrong)."""
+    perm = np.random.default_rng(1).permutation(N_CELLS)
+    ax, ay = _named(data, perm)
+    fast = {**DCCA_FAST, "max_epochs": 1}
+    for fit in (lambda: CCA(5).fit(ax, ay), lambda: DCCA(**fast).fit(ax, ay),
+                lambda: MAGAN(**{**GAN_FAST, "max_epochs": 1}).fit(ax, ay, pairs="all")):
+        with pytest.raises(ValueError, match="same cells in another order"):
+            fit()
+    moved = ay.copy()  # one shared name at another row, the others renamed
+    moved.obs_names = [f"d{i}" for i in range(N_CELLS)]
+    names = moved.obs_names.to_numpy().copy()
+    names[5] = "c7"
+    moved.obs_names = names
+    with pytest.raises(ValueError, match="cell 'c7' is row 7 of x and row 5 of y"):
+        CCA(5).fit(ax, moved)
+    ax, ay = _named(data)
+    part = ay.copy()
+    part.obs_names = [f"c{i}" if i < 50 else f"d{i}" for i in range(N_CELLS)]
+    with pytest.warns(UserWarning, match="share 50 cell names at the same rows, but 150 rows"):
+        CCA(5).fit(ax, part)
+    other = ay.copy()  # differently named modalities: paired by position, silently
+    other.obs_names = [f"atac_{i}" for i in range(N_CELLS)]
+    model = CCA(5).fit(ax, other)
+    np.testing.assert_allclose(model.embed_x(ax), model.embed_x(), rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match=r"x: its features do not match .*same 30 features in "
+                       r"another order.*var_names_\['x'\]"):
+        model.embed_x(ax[:, ax.var_names[::-1]])
+    with pytest.raises(ValueError, match="1 of the 30 fitted features missing, 0 others"):
+        model.translate_x_to_y(ax[:, ax.var_names[1:]])
+    model.embed_x(ax.X[:, ::-1])  # an array: by position (nothing to check)
+    # fit_transform passes fit's arguments on
+    idx = np.arange(N_CELLS)
+    ex, ey = DCCA(**fast).fit_transform(ax.X, ay.X[:-1], pairs=(idx[:-1], idx[:-1]))
+    assert ex.shape == (N_CELLS, 5) and ey.shape == (N_CELLS - 1, 5)
+
+
 def test_not_fitted():
     with pytest.raises(RuntimeError, match="not fitted"):
         CCA().embed_x()

@@ -7,8 +7,61 @@ from typing import Any
 
 import numpy as np
 
-from .._utils import check_int  # noqa: F401 - re-exported for the baselines
-from ..metrics._chunked import as_dense_matrix  # noqa: F401 - re-exported for the baselines
+import warnings
+
+from .._utils import check_int, user_stacklevel  # noqa: F401 - check_int re-exported
+from ..metrics._chunked import _check_same_rows, as_dense_matrix, axis_names  # noqa: F401
+
+
+def check_row_pairs(x: Any, y: Any, method: str) -> None:
+    """For a fit that takes row ``i`` of ``x`` and of ``y`` as one cell: refuse AnnData /
+    DataFrames whose cell names say otherwise (the same cells in another order, or a name
+    of both at different rows), and warn where they share some names but differ at other
+    rows (partly paired data). Differently named modalities (no name in common) and arrays
+    pair by position."""
+    a, b = axis_names(x), axis_names(y)
+    if a is None or b is None or len(a) != len(b) or a.equals(b):
+        return
+    _check_same_rows(a, b, ("x", "y"))
+    if not (a.is_unique and b.is_unique):
+        return
+    shared = a.intersection(b)
+    if not len(shared):
+        return
+    rows_a, rows_b = a.get_indexer(shared), b.get_indexer(shared)
+    moved = np.flatnonzero(rows_a != rows_b)
+    if len(moved):
+        i = moved[0]
+        raise ValueError(
+            f"{method} pairs row i of x with row i of y, but cell {shared[i]!r} is row "
+            f"{rows_a[i]} of x and row {rows_b[i]} of y: give the paired cells in the same "
+            "order (y[x.obs_names] for AnnData) or pass pairs=(ix, iy)"
+        )
+    differ = int((np.asarray(a, dtype=object) != np.asarray(b, dtype=object)).sum())
+    warnings.warn(
+        f"{method} pairs row i of x with row i of y: they share {len(shared)} cell names at "
+        f"the same rows, but {differ} rows name different cells, which are paired too; "
+        "subset both to the shared cells (or pass pairs=) if those are not pairs",
+        UserWarning, stacklevel=user_stacklevel(),
+    )
+
+
+def check_features(fitted: Any, cells: Any, name: str, side: str) -> None:
+    """Refuse new cells whose feature names (AnnData var_names, DataFrame columns) differ
+    from the ``fitted`` ones (``None``: the fit had no names; arrays: by position)."""
+    given = axis_names(cells, "var")
+    if fitted is None or given is None or list(map(str, given)) == fitted:
+        return
+    if sorted(map(str, given)) == sorted(fitted):
+        why = f"the same {len(fitted)} features in another order"
+    else:
+        names = set(map(str, given))
+        missing, extra = len(set(fitted) - names), len(names - set(fitted))
+        why = f"{missing} of the {len(fitted)} fitted features missing, {extra} others"
+    raise ValueError(
+        f"{name}: its features do not match those the baseline was fitted on ({why}); "
+        f"select them in the fitted order, adata[:, baseline.var_names_[{side!r}]]"
+    )
 
 
 def check_float(value: Any, name: str, *, positive: bool) -> None:
@@ -82,16 +135,18 @@ class Baseline(abc.ABC):
         """
         return self.embed_x(), self.embed_y()
 
-    def fit_transform(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    def fit_transform(self, x: Any, y: Any, **fit_kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`fit` then :meth:`transform`.
 
         Parameters
         ----------
         x, y
             The two modalities, see :meth:`fit`.
+        **fit_kwargs
+            Further arguments of the subclass's :meth:`fit` (e.g. ``pairs=``).
 
         Returns
         -------
         ``(x_aligned, y_aligned)`` of shapes ``(n_x, d)`` and ``(n_y, d)``.
         """
-        return self.fit(x, y).transform()
+        return self.fit(x, y, **fit_kwargs).transform()

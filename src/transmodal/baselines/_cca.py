@@ -12,7 +12,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._base import Baseline, as_dense_matrix, check_float, check_int
+from ._base import (
+    Baseline,
+    as_dense_matrix,
+    axis_names,
+    check_features,
+    check_float,
+    check_int,
+    check_row_pairs,
+)
 
 _SPACES = ("features", "log", "input")
 
@@ -181,10 +189,18 @@ class _PreprocessedBaseline(Baseline):
     n_pca: int | None
     seed: int
 
-    def _fit_preprocessing(self, xa: np.ndarray, ya: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Fit ``prep_x_`` / ``prep_y_`` on the training cells; their preprocessed features."""
+    def _fit_preprocessing(
+        self, xa: np.ndarray, ya: np.ndarray, x: Any = None, y: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fit ``prep_x_`` / ``prep_y_`` on the training cells; their preprocessed features.
+        The feature names of ``x`` / ``y`` (AnnData, DataFrame; else ``None``) are kept in
+        ``var_names_`` and checked on new cells."""
         kw = {"log1p": self.log1p, "scale": self.scale, "n_pca": self.n_pca, "seed": self.seed}
         self.prep_x_, self.prep_y_ = _Preprocessor(**kw), _Preprocessor(**kw)
+        names = {side: axis_names(a, "var") for side, a in (("x", x), ("y", y))}
+        self.var_names_ = {
+            side: None if v is None else [str(n) for n in v] for side, v in names.items()
+        }
         return self.prep_x_.fit_transform(xa, "x"), self.prep_y_.fit_transform(ya, "y")
 
     def _features(self, cells: Any, side: str, name: str | None = None) -> np.ndarray:
@@ -194,6 +210,7 @@ class _PreprocessedBaseline(Baseline):
         self._check_fitted()
         name = side if name is None else name
         prep = self.prep_x_ if side == "x" else self.prep_y_
+        check_features(getattr(self, "var_names_", {}).get(side), cells, name, side)
         return prep.transform(as_dense_matrix(cells, name), name)
 
 
@@ -319,9 +336,10 @@ class CCA(_PreprocessedBaseline):
         Parameters
         ----------
         x
-            Modality 1, ``(n, p)``: dense array or scipy sparse matrix.
+            Modality 1, ``(n, p)``: dense array, scipy sparse matrix or AnnData.
         y
-            Modality 2, ``(n, q)``; row ``i`` must be the same cell as row ``i`` of ``x``.
+            Modality 2, ``(n, q)``; row ``i`` must be the same cell as row ``i`` of ``x``
+            (AnnData whose obs_names say otherwise are refused).
 
         Returns
         -------
@@ -335,10 +353,11 @@ class CCA(_PreprocessedBaseline):
         xa = as_dense_matrix(x, "x", min_rows=2)
         ya = as_dense_matrix(y, "y", min_rows=2)
         _check_same_rows(xa, ya, "CCA")
+        check_row_pairs(x, y, "CCA")
         rows = np.arange(xa.shape[0])
         check_varies(xa, ya, rows, rows, "CCA")
         self._fitted = False
-        fx, fy = self._fit_preprocessing(xa, ya)
+        fx, fy = self._fit_preprocessing(xa, ya, x, y)
         k = min(self.n_components, fx.shape[1], fy.shape[1], xa.shape[0] - 1)
         if k < self.n_components:
             warnings.warn(

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .._utils import resolve_device
-from ._base import as_dense_matrix, check_float, check_int
+from ._base import as_dense_matrix, check_float, check_int, check_row_pairs
 from ._cca import _l2_rows, _linear_cca, _parse_pairs, _PreprocessedBaseline, check_varies
 
 _EPS_DIV = 1e-9
@@ -279,6 +279,8 @@ class DCCA(_PreprocessedBaseline):
                     f"(or pass pairs=(ix, iy)); got {xa.shape[0]} and {ya.shape[0]}"
                 )
             pairs = "all"
+        if isinstance(pairs, str) and pairs == "all":
+            check_row_pairs(x, y, "DCCA")
         ix, iy = _parse_pairs(pairs, xa.shape[0], ya.shape[0])
         if ix.size <= self.n_components:
             raise ValueError(
@@ -286,7 +288,7 @@ class DCCA(_PreprocessedBaseline):
             )
         check_varies(xa, ya, ix, iy, "DCCA")
         self._fitted = False
-        fx, fy = self._fit_preprocessing(xa, ya)
+        fx, fy = self._fit_preprocessing(xa, ya, x, y)
         self.pairs_ = (ix, iy)
         dev = self.device
         rng = np.random.default_rng(self.seed)

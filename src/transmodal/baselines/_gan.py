@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._utils import resolve_device
-from ._base import as_dense_matrix, check_float, check_int
+from ._base import as_dense_matrix, check_float, check_int, check_row_pairs
 from ._cca import _check_space, _parse_pairs, _PreprocessedBaseline
 from ._dcca import _apply, _check_hidden, _mlp, _seeded
 
@@ -116,8 +116,10 @@ class _CycleGANBase(_PreprocessedBaseline):
     def _fit(self, x: Any, y: Any, pairs: Any) -> _CycleGANBase:
         xa = as_dense_matrix(x, "x", min_rows=2)
         ya = as_dense_matrix(y, "y", min_rows=2)
+        if isinstance(pairs, str) and pairs == "all":
+            check_row_pairs(x, y, type(self).__name__)
         self._fitted = False
-        fx, fy = self._fit_preprocessing(xa, ya)
+        fx, fy = self._fit_preprocessing(xa, ya, x, y)
         self._prepare_extra(fx, fy, pairs)
         dev = self.device
         tx = torch.as_tensor(fx, dtype=torch.float32, device=dev)
