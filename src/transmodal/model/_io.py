@@ -294,7 +294,10 @@ def _read_weights(weights: Path, checksum: str | None = None) -> dict[str, torch
         tensors = load_file(str(weights))
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{weights} is not a readable safetensors file: {err}") from None
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = [  # the networks' weights (saved var annotations may hold NaN: missing values)
+        k for k, v in tensors.items()
+        if k.startswith("module.") and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
     if bad:
         warnings.warn(
             f"{weights}: {len(bad)} tensor(s) hold NaN or infinite weights (e.g. {bad[0]!r}); "
