@@ -297,6 +297,23 @@ def test_evaluate_unpaired_cells_by_their_labels(workdir: Path, trained: Path, c
     atac.write_h5ad(workdir / "atac_apart.h5ad")
     assert main(args) == 2
     _assert_one_line_error(capsys, "share 0 cell(s)", "--labels-key")
+    # names that are numbers (AnnData's default row numbers) say nothing: scored by labels
+    rna = ad.read_h5ad(workdir / "rna.h5ad")
+    for name, a in (("rna", rna), ("atac", ad.read_h5ad(workdir / "atac.h5ad"))):
+        a.obs_names = [str(i) for i in range(a.n_obs)]
+        a.write_h5ad(workdir / f"{name}_numbers.h5ad")
+    assert main([*args[:4], f"rna={workdir / 'rna_numbers.h5ad'}",
+                 f"atac={workdir / 'atac_numbers.h5ad'}", *args[6:]]) == 0
+    res = capsys.readouterr()
+    assert "label_transfer_rna_to_atac" in res.out and "foscttm" not in res.out
+    assert "are numbers" in res.err
+    # a partial overlap of named cells: the shared cells are scored, and the counts said
+    ad.read_h5ad(workdir / "rna.h5ad")[:50].write_h5ad(workdir / "rna_part.h5ad")
+    assert main([*args[:4], f"rna={workdir / 'rna_part.h5ad'}",
+                 f"atac={workdir / 'atac.h5ad'}", *args[6:]]) == 0
+    res = capsys.readouterr()
+    assert "scoring the 50 cells present in both --data rna (50 cells) and atac" in res.err
+    assert "foscttm" in res.out
 
 
 # --------------------------------------------------------------------- several seeds
@@ -664,9 +681,10 @@ def test_pipeline_paths(workdir: Path, trained: Path, tmp_path: Path, capsys):
     inp = tmp_path / "mine.h5ad"
     inp.write_bytes((workdir / "rna.h5ad").read_bytes())
     args = ["embed", "--model", str(trained), "--data", f"rna={inp}", "--modality", "rna",
-            "--out", str(inp), "--overwrite"]
-    assert main(args) == 2
-    _assert_one_line_error(capsys, "mine.h5ad is the file of --data rna")
+            "--out", str(inp)]
+    for extra in ([], ["--overwrite"]):  # (not first advised to pass --overwrite)
+        assert main([*args, *extra]) == 2
+        _assert_one_line_error(capsys, "mine.h5ad is the file of --data rna")
     assert inp.read_bytes() == (workdir / "rna.h5ad").read_bytes()
     settings = tmp_path / "settings"
     settings.mkdir()
@@ -680,6 +698,17 @@ def test_pipeline_paths(workdir: Path, trained: Path, tmp_path: Path, capsys):
     assert main(["train", "--config", str(link), "--out", str(out_link), "--overwrite"]) == 0
     assert out_link.is_symlink() and os.path.samefile(out_link, workdir / "model_linked")
     assert (workdir / "model_linked" / "model.safetensors").stat().st_mtime_ns != before
+    capsys.readouterr()
+    elsewhere = tmp_path / "elsewhere"  # a linked config without data beside the link
+    elsewhere.mkdir()
+    (elsewhere / "run.yaml").symlink_to(project / "run.yaml")
+    assert main(["train", "--config", str(elsewhere / "run.yaml")]) == 2
+    _assert_one_line_error(capsys, "file not found", "read from the folder of the config as "
+                           "given", "is a link to")
+    # an .h5mu path with "=" in a folder that does not exist: named as a missing file
+    assert main(["embed", "--model", str(trained), "--data", str(tmp_path / "a=1" / "c.h5mu"),
+                 "--out", str(tmp_path / "e")]) == 2
+    assert "not found" in capsys.readouterr().err
 
 
 def test_sigterm_exits_143_and_removes_unfinished_outputs(tmp_path: Path, capsys, monkeypatch):
@@ -706,3 +735,11 @@ def test_sigterm_exits_143_and_removes_unfinished_outputs(tmp_path: Path, capsys
     assert capsys.readouterr().err == "transmodal: terminated\n"
     assert list(tmp_path.iterdir()) == []  # no output, no temporary file
     assert signal.getsignal(signal.SIGTERM) is before
+    # called from a program with its own handler: that handler gets the signal as well
+    seen = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        assert main(args) == 143
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert seen == [signal.SIGTERM] and list(tmp_path.iterdir()) == []

@@ -164,6 +164,28 @@ def test_runs_warnings_are_shown_once_at_the_callers_line(paired_data, make_mode
     off = [w for w in rec if "early_stopping=True is off" in str(w.message)]
     assert len(off) == 1 and str(off[0].message).endswith("[3 of the 3 runs]")
     assert off[0].filename == __file__
+    # counted by runs (a warning given twice per run: 2 of 2); an "error" filter still
+    # raises in the first run; a run's failure is what is raised
+    built = []
+
+    def build(s):
+        built.append(s)
+        warnings.warn("twice per run")
+        warnings.warn("twice per run")
+        if s == 1:
+            raise RuntimeError("run 1 failed")
+        return make_model(paired_data, seed=s)
+
+    fit = dict(max_epochs=1, batch_size=32, progress_bar=False)
+    with pytest.warns(UserWarning, match=r"twice per run \[2 of the 2 runs\]"):
+        with pytest.raises(RuntimeError, match="run 1 failed"):
+            tm.workflows.train_ensemble(build, seeds=(0, 1), **fit)
+    built.clear()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="twice per run")
+        with pytest.raises(UserWarning, match="twice per run"):
+            tm.workflows.train_ensemble(build, seeds=(0, 1), **fit)
+    assert built == [0]
 
 
 def test_ensemble_rejects_members_with_other_features_or_classes(ensemble, paired_data, make_model):

@@ -416,6 +416,13 @@ def test_overwrite_larger_ensemble_with_smaller_one(paired_data, make_model, tra
     assert sorted(p.name for p in one.iterdir()) == ["ensemble.json", "member0", "member1"]
     big.models[0].save(one, overwrite=True)
     assert sorted(p.name for p in one.iterdir()) == ["config.json", "model.safetensors"]
+    # a model whose files are links (git-annex, DVC) is still a saved model
+    store = tmp_path / "store"
+    store.mkdir()
+    (one / "model.safetensors").rename(store / "w")
+    (one / "model.safetensors").symlink_to(store / "w")
+    big.models[0].save(one, overwrite=True)
+    assert not (one / "model.safetensors").is_symlink() and (store / "w").is_file()
     (one / "model.safetensors").unlink()
     with pytest.raises(FileExistsError, match=r"not part of a saved model \(config.json\)"):
         small.save(one, overwrite=True)

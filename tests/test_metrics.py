@@ -233,17 +233,21 @@ def test_knn_accuracy_and_chance_equal_the_separate_functions(rng, chunk_size):
         knn_accuracy_and_chance(x, y, k=81)
 
 
-def test_nearest_first_is_a_stable_partial_sort(rng):
-    """The top-k selection behind the chance level orders like a stable full sort, ties
-    (many here) included."""
-    from transmodal.metrics._matching import _nearest_first
-
-    for _ in range(200):
-        m, n = int(rng.integers(1, 15)), int(rng.integers(2, 30))
-        k = int(rng.integers(1, n + 1))
-        d = rng.integers(0, 4, size=(m, n)).astype(float)
-        np.testing.assert_array_equal(_nearest_first(d, k),
-                                      np.argsort(d, axis=1, kind="stable")[:, :k])
+@pytest.mark.parametrize("metric", ["l1", "euclidean"])
+def test_knn_accuracy_chance_ranks_ties_as_the_accuracy(rng, metric):
+    """Duplicated cells (exact ties): the chance level is the same for every chunk size and
+    still the average of knn_accuracy over every re-pairing (the matrix-product distances
+    had ranked equal distances by rounding, per block)."""
+    base = rng.normal(size=(10, 32))
+    x = base[rng.integers(0, 10, 40)]
+    y = base[rng.integers(0, 10, 40)] + 0.01 * rng.normal(size=(40, 32))
+    ks = (1, 5, 40)
+    shifted = [knn_accuracy(np.roll(x, s, axis=0), y, k=ks, metric=metric) for s in range(40)]
+    for chunk_size in (1, 8, None):
+        got = knn_accuracy_chance(x, y, k=ks, metric=metric, chunk_size=chunk_size)
+        for key in ("x_to_y", "y_to_x"):
+            for kk in ks:
+                assert got[key][kk] == pytest.approx(np.mean([r[key][kk] for r in shifted]))
 
 
 def test_knn_accuracy_chance_errors(rng):

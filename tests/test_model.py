@@ -329,12 +329,14 @@ def test_ctrl_c_stops_training_and_keeps_the_epochs_run(paired_data, make_model,
     # the steps of the partial epoch are undone: the model is as it was
     for k, v in fresh.module.state_dict().items():
         assert torch.equal(v, weights[k]), k
-    # the same in a continued training: the trained weights stay, with their statistics
+    # the same in a continued training: the trained weights stay, with their statistics and
+    # the settings they were trained with
     z = model.get_latent_representation("rna")
+    params = dict(model.train_params_)
     with pytest.raises(KeyboardInterrupt, match="within its first epoch"):
-        train(model, max_epochs=5, early_stopping=False)
+        train(model, max_epochs=5, early_stopping=False, lam_cls=0.5, seed=9)
     np.testing.assert_array_equal(model.get_latent_representation("rna"), z)
-    assert len(model.history) == 2
+    assert len(model.history) == 2 and model.train_params_ == params
     fresh.save(tmp_path / "m")
     assert tm.CrossModalAE.load(tmp_path / "m", paired_data).history_ is None
 
@@ -362,6 +364,9 @@ def test_untrained_classifier_and_endless_warm_up_are_named(paired_data, make_mo
     with pytest.warns(UserWarning, match=r"adv_warmup_epochs=10 .* reaches max_epochs=4: the "
                       r"adversarial weight never reaches lam_adv=1.0, and early stopping"):
         train(make_model(paired_data), max_epochs=4, adv_warmup_epochs=10)
+    with warnings.catch_warnings():  # reached in the last epoch: nothing to say
+        warnings.filterwarnings("error", message=".*adv_warmup_epochs")
+        train(make_model(paired_data), max_epochs=3, adv_warmup_epochs=3)
 
 
 @pytest.mark.parametrize("precision", ["16-true", "bf16-true", "8-mixed", True, 32.0])
@@ -476,11 +481,13 @@ def test_row_number_cell_names_are_not_advised_as_pairs(paired_data, make_model)
     for a in data.values():
         a.obs_names = [str(i) for i in range(a.n_obs)]
     with pytest.warns(UserWarning, match=r"cell names that are row numbers: 'rna' and 'atac' "
-                      r"pair \d+ cells only by AnnData's default names") as rec:
+                      r"pair \d+ cells only by names that are numbers") as rec:
         make_model(data)
     assert not any("known pairs unused" in str(w.message) for w in rec)
     with pytest.warns(UserWarning, match="anchor pairs from row numbers"):
         make_model(data, anchor_fraction=1.0)
+    with pytest.warns(UserWarning, match=r"cell names that are row numbers"):  # after a filter
+        make_model({k: a[1:].copy() for k, a in data.items()})
     with warnings.catch_warnings():  # real names (or row numbers in one modality): silent
         warnings.simplefilter("error")
         data["atac"].obs_names = [f"a{i}" for i in range(data["atac"].n_obs)]

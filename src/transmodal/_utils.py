@@ -273,7 +273,7 @@ def _written_by_transmodal(path: Path) -> bool:
     ``config.json`` (its class and format version), an ``ensemble.json`` of the ensemble
     format, or weights whose safetensors header says transmodal. Another program's
     ``config.json`` is never taken for a model's."""
-    if not path.is_file() or path.is_symlink():
+    if not path.is_file():  # (a link to a file is read through: git-annex, DVC)
         return False
     try:
         if path.name == MODEL_WEIGHTS:
@@ -305,6 +305,14 @@ def _is_ensemble_member(path: Path) -> bool:
     return {p.name for p in entries} == {MODEL_CONFIG, MODEL_WEIGHTS} and all(
         _written_by_transmodal(p) for p in entries
     )
+
+
+def names_are_numbers(names: Any) -> bool:
+    """Whether every cell name is a number, as AnnData's default row numbers "0".."n-1"
+    (``AnnData(matrix)``) and any subset of them: names that say nothing about which
+    cells of two modalities are the same."""
+    keys = np.asarray(names).astype(str)
+    return bool(len(keys)) and bool(np.char.isdigit(keys).all())
 
 
 def is_mudata(data: Any) -> bool:

@@ -20,6 +20,7 @@ from .._utils import (
     check_output_directory,
     check_writable_parent,
     is_global_zero,
+    names_are_numbers,
     jsonable,
 )
 from ._config import ConfigError, load_config
@@ -237,7 +238,8 @@ def parse_data_args(
         name, sep, path = item.partition("=")
         name, path = name.strip(), path.strip()
         whole = Path(os.path.expanduser(item.strip()))
-        if sep and _is_mudata(whole) and whole.is_file():  # an "=" in a folder name
+        # an "=" in a folder name (a modality name holds no "/")
+        if sep and _is_mudata(whole) and (whole.is_file() or "/" in name or os.sep in name):
             name, sep = item.strip(), ""
         if not sep and _is_mudata(Path(name)):
             mudata = Path(os.path.expanduser(name))
@@ -365,6 +367,7 @@ def cmd_embed(
     out_path = Path(out)
     if modality is not None:
         targets = {modality: out_path}
+        _check_not_an_input(out_path, data_paths)  # (before advising --overwrite)
         _check_output(out_path, overwrite=overwrite, suffix=".h5ad")
     else:
         if out_path.suffix.lower() in (".h5ad", ".h5mu"):
@@ -376,9 +379,8 @@ def cmd_embed(
             raise FileExistsError(f"--out {out_path} exists and is not a directory")
         targets = {n: out_path / f"{n}.h5ad" for n in names if n in data_paths}
         for p in targets.values():
+            _check_not_an_input(p, data_paths)
             _check_output(p, overwrite=overwrite, suffix=".h5ad")
-    for p in targets.values():  # the inputs are read whole, but an output replaces them
-        _check_not_an_input(p, data_paths)
     m, adatas = _load(model_dir, data_paths, config)
     # every modality is embedded before any file is written: a modality that fails leaves
     # no partial set of outputs behind
@@ -490,8 +492,17 @@ def cmd_evaluate(
                     f"--labels-key {labels_key!r} not found in obs of --data {name} "
                     f"(columns: {list(adatas[name].obs.columns)})"
                 )
-    common = adatas[source].obs_names.intersection(adatas[target].obs_names)
-    if len(common) >= 2:
+    a, b = adatas[source], adatas[target]
+    common = a.obs_names.intersection(b.obs_names)
+    numbers = names_are_numbers(a.obs_names) and names_are_numbers(b.obs_names)
+    if numbers and len(common) and labels_key is not None:
+        print(f"transmodal: the cell names of --data {source} and {target} are numbers (as "
+              "AnnData's default row numbers), which do not say which cells are the same: "
+              "scored as cells measured apart, by their labels", file=sys.stderr)
+    if len(common) >= 2 and not (numbers and labels_key is not None):
+        if len(common) < max(a.n_obs, b.n_obs):
+            print(f"transmodal: scoring the {len(common)} cells present in both --data "
+                  f"{source} ({a.n_obs} cells) and {target} ({b.n_obs})", file=sys.stderr)
         metrics = evaluate_paired(m, adatas, source=source, target=target, labels_key=labels_key)
     elif labels_key is not None:
         metrics = evaluate_unpaired(m, adatas, source=source, target=target,

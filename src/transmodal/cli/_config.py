@@ -294,9 +294,14 @@ def _resolve(base: Path, value: Any, where: str) -> Path:
     return p if p.is_absolute() else (base / p)
 
 
-def _existing_file(p: Path, where: str) -> Path:
+def _existing_file(p: Path, where: str, config: Path | None = None) -> Path:
     if not p.exists():
-        raise ConfigError(f"{where}: file not found: {p}")
+        hint = ""
+        if config is not None and config.is_symlink():  # read beside the link, not its file
+            hint = (f" (relative paths are read from the folder of the config as given, "
+                    f"{Path(os.path.abspath(config)).parent}; {config} is a link to "
+                    f"{config.resolve()})")
+        raise ConfigError(f"{where}: file not found: {p}{hint}")
     if not p.is_file():
         raise ConfigError(f"{where}: {p} is not a file")
     return p
@@ -363,12 +368,15 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
                 )
         data = {
             name: _existing_file(
-                _resolve(base, data_raw[name], f"{f}: data: {name!r}"), f"{f}: data: {name!r}"
+                _resolve(base, data_raw[name], f"{f}: data: {name!r}"), f"{f}: data: {name!r}",
+                path,
             )
             for name in modalities
         }
     else:
-        mudata = _existing_file(_resolve(base, raw["mudata"], f"{f}: mudata"), f"{f}: mudata")
+        mudata = _existing_file(
+            _resolve(base, raw["mudata"], f"{f}: mudata"), f"{f}: mudata", path
+        )
 
     # model / train ------------------------------------------------------------------------
     model_params = signature_params(CrossModalAE.__init__, ("self", "data", "modalities"))

@@ -386,8 +386,12 @@ def _raise_terminated(signum, frame) -> None:
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
     """SIGTERM raises :class:`Terminated` within the block (main thread only)."""
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_IGN:  # the caller ignores SIGTERM (nohup-like): so do we
+        yield
+        return
     try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread: signals cannot be handled here
         yield
         return
@@ -434,4 +438,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.traceback:
             raise
         print(f"{PROG}: terminated", file=sys.stderr)
+        if callable(signal.getsignal(signal.SIGTERM)):  # called in a program with its own
+            signal.raise_signal(signal.SIGTERM)  # handler (restored): it gets the signal
         return 143  # the shell's code for SIGTERM

@@ -207,39 +207,31 @@ def knn_accuracy_and_chance(
     return _knn_scores(x, y, k, metric, chunk_size, accuracy=True, chance=True)
 
 
-def _nearest_first(d: np.ndarray, k: int) -> np.ndarray:
-    """Columns of the ``k`` smallest values of every row of ``d``, ascending, the lower
-    column first among equal values (as a stable full sort; ``O(size)`` plus
-    ``O(rows * k log k)``)."""
-    m, n = d.shape
-    if k >= n:
-        return np.argsort(d, axis=1, kind="stable")
-    part = np.argpartition(d, k - 1, axis=1)[:, :k]
-    kth = np.take_along_axis(d, part, axis=1).max(axis=1)[:, None]
-    below = d < kth
-    ties = d == kth
-    # all values below the k-th, then the lowest columns among those equal to it
-    keep = below | (ties & (np.cumsum(ties, axis=1) <= (k - below.sum(axis=1))[:, None]))
-    cols = np.nonzero(keep)[1].reshape(m, k)
-    order = np.argsort(np.take_along_axis(d, cols, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(cols, order, axis=1)
-
-
 def _k_occurrence(
     a: np.ndarray, metric: str, ks: tuple[int, ...], chunk_size: int | None
 ) -> dict[int, np.ndarray]:
     """``N_k(h)``: in how many rows' ``k`` nearest rows of ``a`` (the row itself included)
-    row ``h`` appears, for every ``k`` in ``ks``."""
+    row ``h`` appears, for every ``k`` in ``ks``. Neighbours are ranked by exact distance,
+    the lower row first among equal ones (as :func:`knn_accuracy` ranks them): the block's
+    approximate distances only choose the candidates, every row within rounding of its
+    ``k``-th nearest."""
     dist = _BlockDistance(a, a, metric)
-    n, k_max = a.shape[0], max(ks)
+    n, k_max = a.shape[0], min(max(ks), a.shape[0])
     chunk = resolve_chunk_size(chunk_size, n, n)
     buf = dist.make_buffer(chunk)
     occurrence = {kk: np.zeros(n, dtype=np.int64) for kk in ks}
     for s in range(0, n, chunk):
         e = min(s + chunk, n)
-        order = _nearest_first(-dist.scores(s, e, buf), k_max)  # larger score = closer
+        scores = dist.scores(s, e, buf)  # larger score = closer
+        kth = np.partition(scores, n - k_max, axis=1)[:, n - k_max]  # k-th largest
+        # exact_j within the k nearest  =>  S_j >= S_(k) - 2 tol
+        r_idx, c_idx = np.nonzero(scores >= (kth - 2.0 * dist.tol(s, e))[:, None])
+        exact = dist.exact(s + r_idx, c_idx)
+        order = np.lexsort((c_idx, exact, r_idx))
+        rows, cols = r_idx[order], c_idx[order]
+        rank = np.arange(rows.size) - np.searchsorted(rows, rows)  # position within its row
         for kk in ks:
-            occurrence[kk] += np.bincount(order[:, :kk].ravel(), minlength=n)
+            occurrence[kk] += np.bincount(cols[rank < kk], minlength=n)
     return occurrence
 
 
@@ -266,9 +258,8 @@ def knn_accuracy_chance(
     principal components, has a chance level of 0.24-0.28 at ``k = 50`` and the
     autoencoder's 16-dimensional latent 0.14, against ``k / n = 0.15``.
 
-    Neighbour lists are ranked as computed in one block of (approximate) distances,
-    lower row index first among equal values, so exact ties may be ordered slightly
-    differently than in :func:`knn_accuracy`.
+    Neighbour lists are ranked by exact distance, the lower row index first among equal
+    ones, as in :func:`knn_accuracy` (whatever ``chunk_size``).
 
     Parameters
     ----------

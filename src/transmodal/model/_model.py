@@ -854,7 +854,7 @@ class CrossModalAE:
         if adv_warmup_epochs is None:
             adv_warmup_epochs = max_epochs // 10
         if (lam_adv > 0 and adv_warmup_epochs > 0 and pretrain_epochs < max_epochs
-                and pretrain_epochs + adv_warmup_epochs >= max_epochs):
+                and pretrain_epochs + adv_warmup_epochs > max_epochs):  # (reached at =)
             warnings.warn(
                 f"adv_warmup_epochs={adv_warmup_epochs} (after {pretrain_epochs} pre-training "
                 f"epochs) reaches max_epochs={max_epochs}: the adversarial weight never "
@@ -963,8 +963,12 @@ class CrossModalAE:
             for p in self.module.parameters():
                 p.requires_grad_(True)
         epochs_run = int(len(history))
-        if interrupted and not epochs_run:  # part of an epoch: no history row, no statistics
+        if interrupted and not epochs_run:  # part of an epoch: the model stays as it was
             self.module.load_state_dict(before)
+            raise KeyboardInterrupt(
+                f"training interrupted within its first epoch (of {max_epochs}); the model "
+                "keeps the weights it had before this train() call"
+            )
         del before
         if epochs_run and self.history_ is not None and len(self.history_):  # continue count
             history.index = history.index + int(self.history_.index.max()) + 1
@@ -1005,11 +1009,6 @@ class CrossModalAE:
             )
         if diverged is not None:
             raise diverged
-        if interrupted and not epochs_run:
-            raise KeyboardInterrupt(
-                f"training interrupted within its first epoch (of {max_epochs}); the model "
-                "keeps the weights it had before this train() call"
-            )
         if interrupted:
             raise KeyboardInterrupt(
                 f"training interrupted after {epochs_run} complete epoch(s) of {max_epochs}; "

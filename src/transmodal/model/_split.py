@@ -8,7 +8,7 @@ from itertools import combinations
 
 import numpy as np
 
-from .._utils import user_stacklevel
+from .._utils import names_are_numbers, user_stacklevel
 from ..data._setup import ModalityData, find_pairs
 
 
@@ -34,23 +34,16 @@ def validation_masks(
     return masks
 
 
-def _row_numbers(md: ModalityData) -> bool:
-    """Whether a modality's cell names are AnnData's defaults, its row numbers "0".."n-1"
-    (``AnnData(matrix)``): names that say nothing about which cells are the same."""
-    keys = np.asarray(md.pair_keys).astype(str)
-    return bool(len(keys)) and bool(np.array_equal(keys, np.arange(len(keys)).astype(str)))
-
-
 def _row_number_pairs(mods: dict[str, ModalityData], a: str, b: str, n: int) -> str | None:
     """The advice for ``n`` cells that ``a`` and ``b`` pair only through default row-number
     names (``None`` when either holds real names)."""
-    if not (_row_numbers(mods[a]) and _row_numbers(mods[b])):
+    if not (names_are_numbers(mods[a].pair_keys) and names_are_numbers(mods[b].pair_keys)):
         return None
     return (
-        f"{a!r} and {b!r} pair {n} cells only by AnnData's default names, their row numbers "
-        "'0', '1', ... (as AnnData(matrix) names cells): if their rows are not the same cells "
-        "in the same order, give each modality its own names (e.g. adata.obs_names = "
-        "'atac_' + adata.obs_names), else set the cell barcodes as obs_names"
+        f"{a!r} and {b!r} pair {n} cells only by names that are numbers, as AnnData's "
+        "default row numbers '0', '1', ... (AnnData(matrix)): if equal numbers are not the "
+        "same cells, give each modality its own names (e.g. adata.obs_names = 'atac_' + "
+        "adata.obs_names), else set the cell barcodes as obs_names"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import warnings
 from collections.abc import Callable, Sequence
@@ -59,58 +60,64 @@ def _train_runs(
     models: list[CrossModalAE] = []
     # each run's warnings pass on once, at the caller's line: Python shows a warning once per
     # line, but train() sets warning filters, which clears that record, so N runs showed
-    # every warning N times
-    caught: list[warnings.WarningMessage] = []
+    # every warning N times. Recorded under the caller's filters: an "error" one still
+    # raises at once, in the run that warns
+    runs: dict[tuple[type, str], set[int]] = {}
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            _build_and_train(build, seeds, train_kwargs, models)
-    finally:  # (also those of the runs before a failure)
-        _pass_on_once(caught, len(seeds))
+        for i, s in enumerate(seeds):
+            caught: list[warnings.WarningMessage] = []
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    models.append(_build_and_train(build, int(s), seeds, train_kwargs, models))
+            finally:
+                for w in caught:
+                    runs.setdefault((w.category, str(w.message)), set()).add(i)
+    except BaseException:  # the runs' warnings, then the failure itself
+        with contextlib.suppress(Warning):
+            _pass_on_once(runs, len(seeds))
+        raise
+    _pass_on_once(runs, len(seeds))
     return seeds, models
 
 
-def _pass_on_once(caught: list[warnings.WarningMessage], n_runs: int) -> None:
-    """Issue each distinct warning of ``caught`` once, pointing at the user's line, with the
-    number of runs that gave it."""
-    counts: dict[tuple[type, str], int] = {}
-    for w in caught:
-        key = (w.category, str(w.message))
-        counts[key] = counts.get(key, 0) + 1
-    for (category, message), n in counts.items():
-        where = f" [{n} of the {n_runs} runs]" if n > 1 else ""
+def _pass_on_once(runs: dict[tuple[type, str], set[int]], n_runs: int) -> None:
+    """Issue each distinct warning once, pointing at the user's line, with the number of
+    runs that gave it (``runs``: the indices of the runs per category and message)."""
+    for (category, message), which in runs.items():
+        where = f" [{len(which)} of the {n_runs} runs]" if len(which) > 1 else ""
         warnings.warn(message + where, category, stacklevel=user_stacklevel())
 
 
 def _build_and_train(
     build: Callable[[int], CrossModalAE],
+    s: int,
     seeds: list[int],
     train_kwargs: dict[str, Any],
     models: list[CrossModalAE],
-) -> None:
-    """Build and train one model per seed, appended to ``models``."""
-    for s in seeds:
-        model = build(int(s))
-        if not isinstance(model, CrossModalAE):
-            raise TypeError(f"build({s}) returned {type(model).__name__}, not a CrossModalAE")
-        if any(model is m for m in models):
-            raise ValueError(
-                f"build({s}) returned a model it returned before: build must create a new "
-                "model for every seed"
-            )
-        if model.init_params_["seed"] != int(s):
-            # the seed sets the split, the anchors and the initial weights: ignoring it
-            # would train near-identical runs and hide the seed dependence
-            raise ValueError(
-                f"build({s}) returned a model with seed={model.init_params_['seed']}: build "
-                "must pass its argument on, e.g. lambda s: tm.CrossModalAE(..., seed=s)"
-            )
-        if models and model.modality_names != models[0].modality_names:
-            raise ValueError(
-                f"build({s}) has modalities {model.modality_names}; build({seeds[0]}) has "
-                f"{models[0].modality_names}"
-            )
-        models.append(model.train(**train_kwargs))
+) -> CrossModalAE:
+    """Build the model of seed ``s`` (checked against the ``models`` built before) and
+    train it."""
+    model = build(s)
+    if not isinstance(model, CrossModalAE):
+        raise TypeError(f"build({s}) returned {type(model).__name__}, not a CrossModalAE")
+    if any(model is m for m in models):
+        raise ValueError(
+            f"build({s}) returned a model it returned before: build must create a new "
+            "model for every seed"
+        )
+    if model.init_params_["seed"] != s:
+        # the seed sets the split, the anchors and the initial weights: ignoring it
+        # would train near-identical runs and hide the seed dependence
+        raise ValueError(
+            f"build({s}) returned a model with seed={model.init_params_['seed']}: build "
+            "must pass its argument on, e.g. lambda s: tm.CrossModalAE(..., seed=s)"
+        )
+    if models and model.modality_names != models[0].modality_names:
+        raise ValueError(
+            f"build({s}) has modalities {model.modality_names}; build({seeds[0]}) has "
+            f"{models[0].modality_names}"
+        )
+    return model.train(**train_kwargs)
 
 
 def _agreement(

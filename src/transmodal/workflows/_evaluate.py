@@ -212,7 +212,8 @@ def evaluate_paired(
     ``knn_chance_l1_{k}`` (:func:`~transmodal.metrics.knn_accuracy_chance`),
     ``cluster_accuracy`` (+ directions), ``label_transfer``, ``mixing_accuracy``, ``translation_pearson_{a}_to_{b}`` and
     ``baseline_pearson_{a}_to_{b}`` (mean training profile) for both directions, ``n_cells``.
-    With fewer than 5 cells the k-NN accuracies and the mixing accuracy are left out.
+    With fewer than 5 cells the k-NN accuracies and the mixing accuracy are left out, and
+    the label transfer with fewer than 5 labelled cells in either modality.
     Into a target with batches (``batch_key``) each cell is translated in its partner's
     batch when the partners carry known batches, else averaged over the batches.
     """
@@ -247,8 +248,9 @@ def evaluate_paired(
         out["cluster_accuracy"] = float(ca["mean"])
         out[f"cluster_accuracy_{source}_to_{target}"] = float(ca["x_to_y"])
         out[f"cluster_accuracy_{target}_to_{source}"] = float(ca["y_to_x"])
-        lt = metrics.label_transfer_both(za, la, zb, lb, k=5)
-        out["label_transfer"] = float(lt["mean"])
+        if min(np.sum(la != None), np.sum(lb != None)) >= 5:  # noqa: E711 - its 5 neighbours
+            lt = metrics.label_transfer_both(za, la, zb, lb, k=5)
+            out["label_transfer"] = float(lt["mean"])
     if len(common) >= 5:  # its 5 cross-validation folds
         out["mixing_accuracy"] = float(metrics.mixing_accuracy(za, zb, seed=mixing_seed))
 
