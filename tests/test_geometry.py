@@ -345,3 +345,20 @@ def test_knn_graph_bridges_duplicated_cells_in_units_of_real_edges():
     same = np.zeros((40, 2))
     same[20:] = 5.0  # two clusters of identical cells: no non-zero edge, unit 1
     assert np.allclose(knn_graph(same, 3).data.max(), 5 * np.sqrt(2))
+
+
+def test_slow_construction_steps_show_a_running_clock(capsys):
+    """The pseudo-pairs' stages are drawn once they take a while, the clock redrawn within
+    a long stage; a quick step prints nothing."""
+    import time
+
+    from transmodal.model._model import _stage_bar
+
+    with _stage_bar(2, "shape-based pseudo-pairs", delay=0.05, every=0.05) as bar:
+        time.sleep(0.4)  # one long stage
+        bar.update(2)
+    err = capsys.readouterr().err
+    assert "transmodal: shape-based pseudo-pairs" in err and err.count("0/2") >= 2
+    with _stage_bar(2, "quick", delay=5.0) as bar:
+        bar.update(2)
+    assert "quick" not in capsys.readouterr().err

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import combinations
@@ -69,12 +71,43 @@ def _pseudo_pairs(
             warnings.warn(
                 f"{label}: landmark transport failed ({err}); using the overlay's "
                 "pseudo-pairs alone",
-                UserWarning, stacklevel=4,
+                UserWarning, stacklevel=user_stacklevel(),
             )
         else:
             rows_a.append(ta)
             rows_b.append(tb)
     return np.concatenate(rows_a), np.concatenate(rows_b)
+
+
+@contextlib.contextmanager
+def _stage_bar(total: int, what: str, delay: float = 3.0, every: float = 2.0) -> Iterator[Any]:
+    """A progress bar over ``total`` stages of a slow step of the model's construction, on
+    stderr, drawn only once the step has run ``delay`` seconds (by the first process);
+    redrawn every ``every`` seconds, so its clock runs while one stage takes a minute."""
+    import threading
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=f"transmodal: {what}", unit="step", file=sys.stderr,
+               delay=delay, leave=True, disable=not is_global_zero(), dynamic_ncols=True)
+    done = threading.Event()
+
+    def redraw() -> None:
+        if done.wait(delay):
+            return
+        while not done.wait(every):
+            bar.refresh()
+
+    clock = threading.Thread(target=redraw, daemon=True)
+    if not bar.disable:
+        clock.start()
+    try:
+        yield bar
+    finally:
+        done.set()
+        if clock.is_alive():
+            clock.join()
+        bar.close()
 
 
 def _center_batches(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -350,8 +383,20 @@ class CrossModalAE:
         chosen = self.init_params_["geometric_pairs"]
         sources = (chosen if isinstance(chosen, str) else _GEOMETRY_DEFAULT).split("+")
         rng = np.random.default_rng([seed, 13])
+        pairs = [(a, b) for a, b in combinations(self.mods, 2) if f"{a}|{b}" not in self.anchors_]
+        with _stage_bar(len(self.mods) + len(pairs), "shape-based pseudo-pairs") as bar:
+            feats = self._pair_features(train, rng, bar, max_cells, max_values)
+            return self._pairs_of(feats, pairs, sources, seed, bar)
+
+    def _pair_features(
+        self, train: dict[str, np.ndarray], rng: np.random.Generator, bar: Any,
+        max_cells: int, max_values: int,
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{name: (cells, features)}``: the rows each modality's pseudo-pairs are computed
+        on (see :meth:`_geometric_pairs`)."""
         feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, md in self.mods.items():
+            bar.set_postfix_str(f"features of {name!r}")
             idx = np.flatnonzero(train[name])
             n_max = max(_MIN_GEOMETRY_CELLS, min(max_cells, max_values // md.source.n_vars))
             if len(idx) > n_max:
@@ -375,11 +420,19 @@ class CrossModalAE:
                     )
                 x = _center_batches(x, codes)
             feats[name] = (idx, x)
+            bar.update()
+        return feats
+
+    @staticmethod
+    def _pairs_of(
+        feats: dict[str, tuple[np.ndarray, np.ndarray]], pairs: list[tuple[str, str]],
+        sources: list[str], seed: int, bar: Any,
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """The pseudo-pairs of each two modalities in ``pairs``, as rows of their data."""
         out = {}
-        for a, b in combinations(self.mods, 2):
+        for a, b in pairs:
             key = f"{a}|{b}"
-            if key in self.anchors_:
-                continue
+            bar.set_postfix_str(f"{a!r} and {b!r}: {' + '.join(sources)}")
             label = f"geometric_pairs between {a!r} and {b!r}"
             try:
                 rows_a, rows_b = _pseudo_pairs(feats[a][1], feats[b][1], sources, seed, label)
@@ -391,6 +444,7 @@ class CrossModalAE:
                     "knowledge: labels_key on every modality, anchor pairs)"
                 ) from err
             out[key] = (feats[a][0][rows_a], feats[b][0][rows_b])
+            bar.update()
         return out
 
     # -- construction ----------------------------------------------------------------------
