@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import transmodal as tm
 from transmodal.cli import main
 
 N_CELLS, N_RNA, N_ATAC, N_TRAIN = 120, 30, 20, 90
@@ -245,6 +246,26 @@ def test_translate(workdir: Path, trained: Path):
     assert t.shape == (N_CELLS, N_ATAC)
     assert list(t.var_names) == list(atac.var_names)
     assert np.allclose(np.asarray(t.X).sum(1), 50, rtol=1e-3)
+    # the cells are read from the file block by block (backed), sparse by rows or by
+    # columns (then read whole): the same translation as the Python API's, with the cells'
+    # annotations
+    import scipy.sparse as sp
+
+    model = tm.CrossModalAE.load(trained)
+    rna = ad.read_h5ad(workdir / "rna.h5ad")
+    want = model.translate(rna, source="rna", target="atac")
+    for fmt in (sp.csr_matrix, sp.csc_matrix):
+        src = workdir / f"rna_{fmt.__name__}.h5ad"
+        stored = rna.copy()
+        stored.X = fmt(stored.X)
+        stored.write_h5ad(src)
+        out = workdir / f"t_{fmt.__name__}.h5ad"
+        assert main(["translate", "--model", str(trained), "--data", f"rna={src}", "--source",
+                     "rna", "--target", "atac", "--out", str(out)]) == 0
+        got = ad.read_h5ad(out)
+        np.testing.assert_allclose(np.asarray(got.X), np.asarray(want.X), rtol=1e-5)
+        assert list(got.obs["label"]) == list(rna.obs["label"])
+        assert got.uns["transmodal"]["units"] == want.uns["transmodal"]["units"]
 
 
 def test_translate_refuses_to_write_over_its_input(workdir: Path, trained: Path, capsys):

@@ -69,10 +69,11 @@ def _check_not_an_input(out: Path, inputs: Mapping[str, Path], option: str = "--
             )
 
 
-def _read(path: Path, where: str, fmt: str):
-    """Read ``path`` as ``fmt`` (".h5ad" or ".h5mu"); any failure of the reader (not HDF5,
-    an .h5mu given as .h5ad or the reverse, a damaged file) is one ValueError naming
-    ``where`` and the file."""
+def _read(path: Path, where: str, fmt: str, backed: bool = False):
+    """Read ``path`` as ``fmt`` (".h5ad" or ".h5mu"; ``backed``: an .h5ad opened read-only
+    when its matrices are stored by rows); any failure of the reader (not HDF5, an .h5mu
+    given as .h5ad or the reverse, a damaged file) is one ValueError naming ``where`` and
+    the file."""
     if not path.exists():
         raise FileNotFoundError(f"{where}: file not found: {path}")
     if path.is_dir():
@@ -86,12 +87,29 @@ def _read(path: Path, where: str, fmt: str):
                 return md.read_h5mu(path)
             import anndata as ad
 
+            if backed and _rows_readable(path):
+                return ad.read_h5ad(path, backed="r")
             return ad.read_h5ad(path)
         except MemoryError:
             raise
         except Exception as err:  # noqa: BLE001 - the readers raise many kinds
             reason = " ".join(str(err).split())[:200] or type(err).__name__
             raise ValueError(f"{where}: cannot read {path} as {fmt}: {reason}") from None
+
+
+def _rows_readable(path: Path) -> bool:
+    """Whether the matrices of an .h5ad (``X`` and its layers) can be read by rows from
+    the file: dense, or sparse by rows (CSR)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        mats = [f["X"]] if "X" in f else []
+        if "layers" in f:
+            mats += [f["layers"][k] for k in f["layers"]]
+        return all(
+            isinstance(m, h5py.Dataset) or m.attrs.get("encoding-type") == "csr_matrix"
+            for m in mats
+        )
 
 
 def _subset_mask(obs, obs_key: str, value: Any, where: str):
@@ -258,15 +276,18 @@ def parse_data_args(
     return out
 
 
-def _read_inputs(paths: Mapping[str, Path], option: str = "--data") -> dict[str, Any]:
-    """Read each modality's cells: an .h5ad file, or that modality of an .h5mu file (each
-    file read once)."""
+def _read_inputs(
+    paths: Mapping[str, Path], option: str = "--data", backed: bool = False
+) -> dict[str, Any]:
+    """Read each modality's cells: an .h5ad file (``backed``: opened read-only, unless
+    its matrix is stored by columns, which cannot be read by rows), or that modality of an
+    .h5mu file (each file read once)."""
     files: dict[Path, Any] = {}
     out: dict[str, Any] = {}
     for name, path in paths.items():
         where = f"{option} {name}"
         if not _is_mudata(path):
-            out[name] = _read(path, where, ".h5ad")
+            out[name] = _read(path, where, ".h5ad", backed=backed)
             continue
         if path not in files:
             files[path] = _read(path, where, ".h5mu")
@@ -329,16 +350,18 @@ def _check_modality(name: str, names: list[str], option: str) -> None:
 
 
 def _load(
-    model_dir: Path, data_paths: dict[str, Path], config: dict[str, Any], option: str = "--data"
+    model_dir: Path, data_paths: dict[str, Path], config: dict[str, Any], option: str = "--data",
+    backed: bool = False,
 ):
     """Read the data and rebuild the model around it; returns ``(model, data)``.
 
     New cells need no labels: ``load`` treats a missing ``labels_key`` column (or unknown
-    labels) as unlabelled, since embedding and translation never read labels.
+    labels) as unlabelled, since embedding and translation never read labels. ``backed``:
+    .h5ad files are opened read-only and read block by block where their matrices allow.
     """
     from ..model import CrossModalAE, Ensemble
 
-    data = _read_inputs(data_paths, option)
+    data = _read_inputs(data_paths, option, backed=backed)
     # the matrices are checked again (per modality used) when embedding / translating
     cls = Ensemble if _is_ensemble(model_dir) else CrossModalAE
     with warnings.catch_warnings():  # no training here: that saved pairs are dropped is moot
@@ -421,12 +444,16 @@ def cmd_translate(
     out_path = Path(out)
     _check_not_an_input(out_path, data_paths)
     _check_output(out_path, overwrite=overwrite, suffix=".h5ad")
-    m, adatas = _load(model_dir, data_paths, config)
-    result = m.translate(
-        adatas[source], source=source, target=target, library_size=library_size,
-        target_batch=target_batch,
-    )
-    _write_h5ad(result, out_path)
+    # the cells are read block by block and the translation written so (memory of a block,
+    # not of the data), as translate(out=) does in Python
+    m, adatas = _load(model_dir, data_paths, config, backed=True)
+    kw = dict(source=source, target=target, library_size=library_size, target_batch=target_batch)
+    if hasattr(m, "models"):  # an ensemble averages its members' translations in memory
+        result = m.translate(adatas[source], **kw)
+        _write_h5ad(result, out_path)
+    else:
+        result = m.translate(adatas[source], **kw, out=out_path, overwrite=overwrite)
+        result.file.close()
     print(
         f"transmodal: {result.n_obs} cells translated {source} -> {target} "
         f"({result.n_vars} features) -> {out_path}",
