@@ -234,19 +234,22 @@ def test_marker_overlap_all_nan_raises_without_leaking_a_figure():
 
 
 def test_errors_while_drawing_close_the_new_figure_only():
-    class Broken:
+    from transmodal.analysis import ROCResult
+
+    class Broken(ROCResult):
         curves = {"a": None}  # no fpr/tpr: fails while drawing
         positive = None
         auc = 0.5
 
+    broken = Broken.__new__(Broken)
     nums = plt.get_fignums()
     with pytest.raises(AttributeError):
-        tm.pl.roc(Broken())
+        tm.pl.roc(broken)
     assert plt.get_fignums() == nums
     # a figure the caller passed in is theirs: it stays open
     fig, ax = plt.subplots()
     with pytest.raises(AttributeError):
-        tm.pl.roc(Broken(), ax=ax)
+        tm.pl.roc(broken, ax=ax)
     assert fig.number in plt.get_fignums()
     # partly NaN counts still draw
     comparison = _nan_comparison()
@@ -320,3 +323,50 @@ def test_embedding_plots_the_stored_latent_of_every_modality(tmp_path):
     mdata.obs["celltype"] = "a"  # only in the MuData's global obs: the hint says so
     with pytest.raises(ValueError, match=r"global \.obs holds 'celltype'.*push_obs"):
         tm.pl.embedding(mdata, color="celltype")
+
+
+def _fits(fig, artist) -> bool:
+    fig.canvas.draw()
+    box, frame = artist.get_window_extent(), fig.bbox
+    return box.x0 >= frame.x0 - 1 and box.x1 <= frame.x1 + 1 and box.y0 >= frame.y0 - 1 \
+        and box.y1 <= frame.y1 + 1
+
+
+def test_probe_findings_many_classes_measurements_single_epochs_and_clipped_tiles():
+    """A legend of 30 classes stays in the figure; a numeric column with many values gets
+    a colour bar; a one-epoch history is drawn; tiles outside the colour range are warned
+    about; LDA's legend fits a plain savefig; wrong results are named."""
+    from anndata import AnnData
+
+    rng = np.random.default_rng(0)
+    data = {}
+    for name in ("rna", "atac"):
+        a = AnnData(obs=pd.DataFrame(index=[f"{name}{i}" for i in range(120)]))
+        a.obsm["X_transmodal"] = rng.normal(size=(120, 4))
+        a.obs["cell_type"] = pd.Categorical([f"ct{i % 30}" for i in range(120)])
+        a.obs["depth"] = rng.gamma(2.0, 100.0, size=120)
+        data[name] = a
+    data["atac"].obs.loc[data["atac"].obs_names[:5], "depth"] = np.nan
+    fig = tm.pl.embedding(data, color="cell_type")
+    legend = fig.axes[1].get_legend()
+    assert len(legend.get_texts()) == 30 and _fits(fig, legend)
+    fig = tm.pl.embedding(data, color="depth")
+    assert fig.axes[1].get_legend() is None and len(fig.axes) == 3  # + the colour bar
+    assert "grey: no value" in fig.axes[2].get_ylabel()
+    one = _history(epochs=1)
+    fig = tm.pl.history(one)
+    assert all(line.get_marker() == "." for ax in fig.axes for line in ax.get_lines())
+    with pytest.warns(UserWarning, match=r"rows\['real'\]: \d+% of the drawn pixels lie outside"):
+        tm.pl.gallery({"real": (rng.random((3, 1, 8, 8)) * 255).astype(np.uint8)})
+    z = {k: rng.normal(size=(90, 4)) for k in ("rna", "atac")}
+    lab = {k: np.array(["B cell", "T cell", "monocyte"])[np.arange(90) % 3] for k in z}
+    ax = tm.pl.lda(z, lab)
+    assert _fits(ax.figure, ax.get_legend())
+    with pytest.raises(TypeError, match="result: expected the ROCResult"):
+        tm.pl.roc(None)
+    pred = pd.DataFrame({"log2fc": [1.0, 2.0, np.nan]}, index=["a", "a", "b"])
+    with pytest.raises(ValueError, match="pred: feature names are not unique"):
+        tm.pl.de_scatter(pred, pred.iloc[[0, 2]])
+    pred.index = ["a", "c", "b"]
+    ax = tm.pl.de_scatter(pred, pred)
+    assert ax.get_title().endswith("(2 features, 1 NaN left out)")

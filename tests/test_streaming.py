@@ -288,3 +288,32 @@ def test_read_backed_refuses_a_mudata_file(tmp_path):
     mudata.MuData(d).write(tmp_path / "m.h5mu")
     with pytest.raises(ValueError, match=r"holds a MuData .*read_h5mu"):
         tm.datasets.read_backed(tmp_path / "m.h5mu")
+
+
+def test_read_backed_keeps_annotations_and_names_what_it_leaves_out(tmp_path):
+    """obsp / varm / varp are read; .raw is left out with a warning; an old-layout file is
+    refused with an error naming it (it failed inside anndata) and left closed."""
+    import h5py
+
+    rng = np.random.default_rng(0)
+    counts = sp.csr_matrix(rng.poisson(1.0, (50, 20)).astype(np.float32))
+    a = ad.AnnData(X=np.log1p(counts.toarray()))
+    a.raw = ad.AnnData(X=counts)
+    a.obsp["connectivities"] = sp.identity(50, format="csr")
+    a.varm["PCs"] = rng.normal(size=(20, 3))
+    path = tmp_path / "with_raw.h5ad"
+    a.write_h5ad(path)
+    with pytest.warns(UserWarning, match=r"with_raw.h5ad: its .raw .* is not read"):
+        b = read_backed(path)
+    assert list(b.obsp) == ["connectivities"] and b.varm["PCs"].shape == (20, 3)
+    np.testing.assert_array_equal(b.X[:], a.X)
+    old = tmp_path / "old.h5ad"
+    ad.AnnData(X=np.ones((3, 2), dtype=np.float32)).write_h5ad(old)
+    with h5py.File(old, "r+") as f:  # obs as a plain dataset, as anndata < 0.7 stored it
+        del f["obs"]
+        f.create_dataset("obs", data=np.array([(b"c0",), (b"c1",), (b"c2",)],
+                                              dtype=[("index", "S2")]))
+    with pytest.raises(ValueError, match=r"old.h5ad: obs is stored in the layout of anndata < 0.7"):
+        read_backed(old)
+    with h5py.File(old, "r+"):  # not left open by the failed read
+        pass

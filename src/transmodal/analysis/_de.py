@@ -369,6 +369,20 @@ def _shared_setting(key: str, given, pred: pd.DataFrame, obs: pd.DataFrame, defa
     return made.pop() if made else default
 
 
+def check_de_pair(pred: Any, obs: Any, column: str) -> None:
+    """``ValueError`` unless ``pred`` and ``obs`` are differential_expression DataFrames
+    with ``column`` and unique feature names (features are matched by name)."""
+    for name, de in (("pred", pred), ("obs", obs)):
+        if not isinstance(de, pd.DataFrame) or column not in de:
+            raise ValueError(f"{name} must be a differential_expression DataFrame with column {column!r}")
+        if not de.index.is_unique:
+            dup = de.index[de.index.duplicated()][0]
+            raise ValueError(
+                f"{name}: feature names are not unique (e.g. {dup!r}); features are matched "
+                "by name — call var_names_make_unique() before differential_expression"
+            )
+
+
 def compare_differential(
     pred: pd.DataFrame,
     obs: pd.DataFrame,
@@ -400,15 +414,7 @@ def compare_differential(
     """
     if column not in ("mean_diff", "log2fc", "t"):
         raise ValueError(f"column must be 'mean_diff', 'log2fc' or 't', got {column!r}")
-    for name, de in (("pred", pred), ("obs", obs)):
-        if not isinstance(de, pd.DataFrame) or column not in de:
-            raise ValueError(f"{name} must be a differential_expression DataFrame with column {column!r}")
-        if not de.index.is_unique:
-            dup = de.index[de.index.duplicated()][0]
-            raise ValueError(
-                f"{name}: feature names are not unique (e.g. {dup!r}); features are matched "
-                "by name — call var_names_make_unique() before differential_expression"
-            )
+    check_de_pair(pred, obs, column)
     n_top = _shared_setting("n_top", n_top, pred, obs, 50)
     alpha = _shared_setting("alpha", alpha, pred, obs, 0.05)
     sides = [(de.attrs.get("group"), de.attrs.get("reference")) for de in (pred, obs)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._utils import atomic_file
+from .._utils import atomic_file, user_stacklevel
 
 _CHUNK_BYTES = 1 << 16  # HDF5 chunks of appendable datasets: small, for fast random row reads
 
@@ -177,11 +178,14 @@ def write_rows_h5ad(
 def read_backed(path: str | os.PathLike) -> AnnData:
     """Open an .h5ad file or a .zarr store without loading its matrices.
 
-    ``obs``, ``var``, ``obsm`` and ``uns`` are read into memory; ``X`` and every layer stay
-    on disk (sparse matrices as anndata's backed sparse datasets, dense ones as HDF5 /
-    zarr arrays) and are read per batch by training, embedding and translation. Unlike
-    ``anndata.read_h5ad(path, backed="r")``, which keeps only ``X`` on disk, layers are
-    not loaded either. The file stays open as long as the returned object is in use.
+    ``obs``, ``var``, ``obsm``, ``varm``, ``obsp``, ``varp`` and ``uns`` are read into
+    memory; ``X`` and every layer stay on disk (sparse matrices as anndata's backed sparse
+    datasets, dense ones as HDF5 / zarr arrays) and are read per batch by training,
+    embedding and translation. Unlike ``anndata.read_h5ad(path, backed="r")``, which keeps
+    only ``X`` on disk, layers are not loaded either. ``.raw`` is not read (a warning says
+    so: ``anndata.read_h5ad`` reads it), and files written by anndata before 0.7 are refused
+    (re-save them with anndata). The file stays open as long as the returned object is in
+    use.
     """
     p = Path(path)
     if p.is_dir():
@@ -192,6 +196,16 @@ def read_backed(path: str | os.PathLike) -> AnnData:
         import h5py
 
         g = h5py.File(p, "r")
+    try:
+        return _read_open(p, g)
+    except BaseException:
+        if hasattr(g, "close"):  # (an error leaves no file open)
+            g.close()
+        raise
+
+
+def _read_open(p: Path, g) -> AnnData:
+    """:func:`read_backed` of the open file or store ``g``."""
     try:
         from anndata.io import read_elem, sparse_dataset
     except ImportError:  # pragma: no cover - anndata < 0.11
@@ -211,6 +225,20 @@ def read_backed(path: str | os.PathLike) -> AnnData:
     def read(key, default):
         return read_elem(g[key]) if key in g else default
 
+    for key in ("obs", "var"):
+        if key in g and g[key].attrs.get("encoding-type") != "dataframe":
+            raise ValueError(
+                f"{p}: {key} is stored in the layout of anndata < 0.7, which read_backed does "
+                "not read; re-save the file with anndata (anndata.read_h5ad(path)"
+                ".write_h5ad(new_path))"
+            )
+    if "raw" in g:
+        warnings.warn(
+            f"{p}: its .raw (a second matrix, e.g. counts before normalisation) is not read "
+            "by read_backed, and a copy written from the result lacks it; anndata.read_h5ad "
+            "reads it (into memory)",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
     X = lazy(g["X"]) if "X" in g else None
     layers = {k: lazy(g["layers"][k]) for k in g["layers"]} if "layers" in g else {}
     return AnnData(
@@ -219,6 +247,9 @@ def read_backed(path: str | os.PathLike) -> AnnData:
         var=read("var", None),
         uns=read("uns", {}),
         obsm=read("obsm", {}),
+        varm=read("varm", {}),
+        obsp=read("obsp", {}),
+        varp=read("varp", {}),
         layers=layers,
     )
 

@@ -15,7 +15,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ..analysis import ClusterRobustness, DEComparison, ROCResult
-from ..analysis._de import DIRECTIONS, effect_correlations
+from ..analysis._de import DIRECTIONS, check_de_pair, effect_correlations
 from ..analysis._inputs import get_labels, get_latent
 from ..data._setup import sorted_classes
 from ._embedding import _class_names, _closing_on_error, _palette, _subplots
@@ -30,8 +30,19 @@ def _axes(ax, figsize: tuple[float, float]) -> Iterator:
         yield ax
         return
     fig, axes = _subplots(None, 1, 1, figsize)
+    # laid out when drawn, so a legend beside the axes stays in a plain savefig too
+    fig.set_layout_engine("constrained")
     with _closing_on_error(fig):
         yield axes[0, 0]
+
+
+def _check_result(result: Any, cls: type, made_by: str) -> None:
+    """``TypeError`` naming ``result`` unless it is a ``cls`` (made by ``made_by``)."""
+    if not isinstance(result, cls):
+        raise TypeError(
+            f"result: expected the {cls.__name__} of transmodal.analysis.{made_by}, got "
+            f"{type(result).__name__}"
+        )
 
 
 def roc(result: ROCResult, *, ax=None, title: str | None = None):
@@ -50,6 +61,7 @@ def roc(result: ROCResult, *, ax=None, title: str | None = None):
     -------
     The matplotlib Axes.
     """
+    _check_result(result, ROCResult, "translated_classifier_roc")
     with _axes(ax, (4.2, 4.0)) as ax:
         for c, curve in result.curves.items():
             ax.plot(curve.fpr, curve.tpr, lw=1.6, label=f"{c} (AUC {curve.auc:.3f})")
@@ -97,14 +109,13 @@ def de_scatter(
     -------
     The matplotlib Axes; the title gives the Pearson correlation.
     """
-    for name, de in (("pred", pred), ("obs", obs)):
-        if column not in de:
-            raise ValueError(f"{name} has no column {column!r}")
+    check_de_pair(pred, obs, column)
     common = pred.index.intersection(obs.index, sort=False)
     if len(common) == 0:
         raise ValueError("pred and obs share no features")
     x = obs.loc[common, column].to_numpy(float)
     y = pred.loc[common, column].to_numpy(float)
+    drawn = int((np.isfinite(x) & np.isfinite(y)).sum())  # NaN effects are not drawn
     with _axes(ax, (4.4, 4.2)) as ax:
         if highlight and "marker" in pred and "marker" in obs:
             mp = pred.loc[common, "marker"].to_numpy(bool)
@@ -130,7 +141,8 @@ def de_scatter(
         ax.axhline(0, lw=0.5, color="black")
         ax.axvline(0, lw=0.5, color="black")
         r, _ = effect_correlations(x, y)
-        ax.set_title(f"Pearson r = {r:.3f} ({len(common)} features)")
+        left_out = f", {len(common) - drawn} NaN left out" if drawn < len(common) else ""
+        ax.set_title(f"Pearson r = {r:.3f} ({drawn} features{left_out})")
         ax.set_xlabel(f"{xlabel} {column}")
         ax.set_ylabel(f"{ylabel} {column}")
     return ax
@@ -163,6 +175,7 @@ def marker_overlap(
         Before drawing, if ``result.overlap`` lacks a direction or count column, or holds no
         finite marker count (e.g. all NaN).
     """
+    _check_result(result, DEComparison, "compare_differential")
     ov = result.overlap
     bars = [
         ("n_pred", f"markers {labels[0]}", "tab:orange"),
@@ -340,17 +353,17 @@ def lda(
             ax.scatter(xy[idx, 0], xy[idx, 1], s=point_size, c=[colour[v] for v in lab[idx]],
                        marker=_MARKERS[j % len(_MARKERS)], linewidths=0, alpha=0.8)
         handles = [ax.scatter([], [], s=25, color=colour[c], label=c) for c in classes]
-        # legends right of the axes
-        outside = {"fontsize": 8, "frameon": False, "loc": "upper left"}
-        legend = ax.legend(handles=handles, title="cluster", bbox_to_anchor=(1.01, 1.0), **outside)
-        if mod is not None:
-            ax.add_artist(legend)
-            shapes = [
+        if mod is not None:  # one legend (its layout keeps it in the figure): then the shapes
+            from matplotlib.lines import Line2D
+
+            handles.append(Line2D([], [], linestyle="none", label="modality"))  # a heading
+            handles += [
                 ax.scatter([], [], s=25, color="grey", marker=_MARKERS[j % len(_MARKERS)],
                            label=str(m))
                 for j, m in enumerate(mod_names)
             ]
-            ax.legend(handles=shapes, title="modality", bbox_to_anchor=(1.01, 0.45), **outside)
+        ax.legend(handles=handles, title="cluster", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+                  frameon=False, loc="upper left")
         ax.set_xlabel("LD1")
         if n_comp == 1:
             ax.set_ylabel("modality" if mod is not None else "")

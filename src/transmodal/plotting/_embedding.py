@@ -179,7 +179,8 @@ def _check_latent_inputs(
     for name, a in arrays.items():
         if name not in labels:
             raise ValueError(f"labels: no entry for modality {name!r} (labels for {list(labels)})")
-        lab = np.asarray(labels[name], dtype=object).ravel()
+        lab = np.asarray(labels[name])
+        lab = (lab if lab.dtype.kind in "iuf" else lab.astype(object)).ravel()  # numbers stay
         if lab.size != a.shape[0]:
             raise ValueError(
                 f"labels[{name!r}]: {lab.size} label(s) for {a.shape[0]} cells of embeddings[{name!r}]"
@@ -196,6 +197,7 @@ def latent(
     title: str | None = None,
     label_name: str = "label",
     point_size: float = 6.0,
+    continuous: bool = False,
 ):
     """Scatter the joint latent space of several modalities in 2-D.
 
@@ -203,7 +205,9 @@ def latent(
     components of all cells together (so distances between modalities are kept); a 2-D
     latent is drawn as it is (axes "latent 1" and "latent 2").  One panel is coloured by
     modality and, if ``labels`` are given, a second by label, with a distinct colour per
-    class (``tab10``, ``tab20``, or evenly spaced colours of ``turbo`` for more than 20).
+    class (``tab10``, ``tab20``, or evenly spaced colours of ``turbo`` for more than 20;
+    more than 10 classes listed beside the axes), or with ``continuous=True`` a colour map
+    of the values with its colour bar.
 
     Parameters
     ----------
@@ -222,6 +226,9 @@ def latent(
         Legend title of the label panel.
     point_size
         Marker size.
+    continuous
+        ``labels`` are numbers measured per cell (e.g. a library size), drawn with a colour
+        map (NaN light grey) rather than as classes.
 
     Returns
     -------
@@ -251,7 +258,8 @@ def latent(
     n_panels = 2 if labels else 1
     fig, axes = _subplots(path, 1, n_panels, (5.2 * n_panels, 4.6))
     with _closing_on_error(fig):
-        _draw_latent(fig, axes, xy, axis_names, which, names, labels, title, label_name, point_size)
+        _draw_latent(fig, axes, xy, axis_names, which, names, labels, title, label_name,
+                     point_size, continuous)
     return _finish(fig, path, 120)
 
 
@@ -278,7 +286,8 @@ def embedding(
     color
         ``obs`` column of labels for a second panel; cells without a label, and those of a
         modality without the column (e.g. the one labels were not transferred to), are
-        drawn light grey as "(no label)".
+        drawn light grey as "(no label)". A numeric column (not categorical) with more than
+        20 distinct values is a measurement, drawn with a colour map, as scanpy draws it.
     path, title, point_size
         As in :func:`latent`.
 
@@ -306,10 +315,14 @@ def embedding(
                 "store the embedding first, e.g. with tm.tl.integrate"
             )
         embeddings[name] = adata.obsm[basis]
-        if color is not None:
+        if color is not None:  # numbers stay numbers (a measurement gets a colour map)
+            column = adata.obs[color] if color in adata.obs.columns else None
+            numeric = (column is not None and pd.api.types.is_numeric_dtype(column)
+                       and not pd.api.types.is_bool_dtype(column))
             labels[name] = (
-                adata.obs[color].to_numpy(dtype=object) if color in adata.obs.columns
-                else np.full(adata.n_obs, np.nan, dtype=object)
+                np.full(adata.n_obs, np.nan) if column is None
+                else column.to_numpy(dtype=float, na_value=np.nan) if numeric
+                else column.to_numpy(dtype=object)
             )
     if color is not None and not any(color in a.obs.columns for a in mods.values()):
         raise ValueError(
@@ -318,12 +331,12 @@ def embedding(
         )
     return latent(
         embeddings, labels or None, path=path, title=title, label_name=color or "label",
-        point_size=point_size,
+        point_size=point_size, continuous=bool(labels) and _continuous(labels),
     )
 
 
 def _draw_latent(
-    fig, axes, xy, axis_names, which, names, labels, title, label_name, point_size
+    fig, axes, xy, axis_names, which, names, labels, title, label_name, point_size, continuous
 ) -> None:
     """Draw the panels of :func:`latent` (by modality, and by label if ``labels``)."""
     rng = np.random.default_rng(0)
@@ -340,18 +353,46 @@ def _draw_latent(
                    linewidths=0, alpha=0.8)
         for c in cats:
             ax.scatter([], [], s=20, color=colour[c], label=str(c))
-        ax.legend(title=legend_title, fontsize=8, markerscale=1.2, frameon=False)
+        if len(cats) <= 10:
+            ax.legend(title=legend_title, fontsize=8, markerscale=1.2, frameon=False)
+        else:  # beside the axes, in columns of at most 18 entries: kept within the figure
+            ax.legend(title=legend_title, fontsize=7, markerscale=1.2, frameon=False,
+                      loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=-(-len(cats) // 18))
         ax.set_xlabel(axis_names[0])
         ax.set_ylabel(axis_names[1])
         ax.set_xticks([])
         ax.set_yticks([])
 
     panel(axes[0, 0], which, "modality", sort=False)
-    if labels:
+    if labels and continuous:  # a measurement: a colour map, not classes
+        import matplotlib
+
+        values = np.concatenate([np.asarray(labels[n], dtype=float) for n in names])
+        cmap = matplotlib.colormaps["viridis"].with_extremes(bad=(0.85, 0.85, 0.85, 1.0))
+        ax = axes[0, 1]
+        points = ax.scatter(xy[order, 0], xy[order, 1], s=point_size, c=values[order],
+                            cmap=cmap, linewidths=0, alpha=0.8, plotnonfinite=True)
+        fig.colorbar(points, ax=ax, label=label_name + (" (grey: no value)"
+                                                        if np.isnan(values).any() else ""))
+        ax.set_xlabel(axis_names[0])
+        ax.set_ylabel(axis_names[1])
+        ax.set_xticks([])
+        ax.set_yticks([])
+    elif labels:
         lab = np.concatenate([_class_names(labels[n], n, missing=UNLABELLED) for n in names])
         panel(axes[0, 1], lab, label_name, sort=True, missing=UNLABELLED)
     if title:
         fig.suptitle(title)
+
+
+def _continuous(labels: Mapping[str, np.ndarray], max_classes: int = 20) -> bool:
+    """Whether ``labels`` are a measurement rather than classes: numbers (not booleans or
+    categories) in every modality, with more than ``max_classes`` distinct values."""
+    arrays = [np.asarray(v) for v in labels.values()]
+    if not all(a.dtype.kind in "iuf" for a in arrays):
+        return False
+    values = np.concatenate([a.astype(float).ravel() for a in arrays])
+    return len(np.unique(values[np.isfinite(values)])) > max_classes
 
 
 def _history_runs(h: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
@@ -434,12 +475,20 @@ def history(model_history, *, path: str | os.PathLike | None = None):
                     c = f"{split}_{term}"
                     if c not in frame:
                         continue
+                    # points where a value has no neighbouring value (one epoch, or values
+                    # between NaN) draw no line: marked so that they show
+                    v = frame[c].to_numpy(dtype=float)
+                    near = np.zeros(len(v), dtype=bool)
+                    near[1:] |= ~np.isnan(v[:-1])
+                    near[:-1] |= ~np.isnan(v[1:])
+                    mark = "." if (~np.isnan(v) & ~near).any() else None
                     if run is None:  # one model: matplotlib's colour cycle, as always
-                        ax.plot(frame.index, frame[c], label=split)
+                        ax.plot(frame.index, v, label=split, marker=mark)
                     else:
-                        ax.plot(frame.index, frame[c], ls=style, color=colour,
+                        ax.plot(frame.index, v, ls=style, color=colour, marker=mark,
                                 label=f"{run} {split}")
             ax.set_title(term, fontsize=9)
+            ax.set_xlabel("epoch", fontsize=8)
             if len(runs) == 1 or i == 0:  # runs share colours: one legend is enough
                 ax.legend(fontsize=7, frameon=False)
         for ax in list(axes.flat)[n:]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
 
-from .._utils import check_int
+from .._utils import check_int, user_stacklevel
 from ..data._modality import is_number
 from ..data._source import looks_channels_last
 from ._embedding import _check_path, _closing_on_error, _finish, _subplots
@@ -135,6 +136,19 @@ def gallery(
     if n < 1:
         raise ValueError(f"rows: no cells to show ({counts})")
     _check_path(path)
+    for name, imgs in images.items():  # drawn tiles whose values the colour range clips
+        shown = np.asarray(imgs[:n], dtype=float)
+        lo, hi = np.nanmin(shown), np.nanmax(shown)
+        below = shown < vmin if vmin is not None else np.zeros(shown.shape, dtype=bool)
+        above = shown > vmax if vmax is not None else np.zeros(shown.shape, dtype=bool)
+        clipped = float(np.mean(below | above))
+        if clipped > 0.05:
+            warnings.warn(
+                f"rows[{name!r}]: {clipped:.0%} of the drawn pixels lie outside the colour "
+                f"range [{vmin}, {vmax}] (values {lo:.3g} to {hi:.3g}) and are drawn at its "
+                "ends; pass vmin= / vmax= for these data (None: each tile's own range)",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
     fig, axes = _subplots(path, len(images), n, (size * n + 1.2, size * len(images)))
     with _closing_on_error(fig):
         for r, (name, imgs) in enumerate(images.items()):
