@@ -204,7 +204,8 @@ def _resolve(
         raise ValueError(
             f"unknown shape {shape!r}; expected one of {', '.join(SHAPES)}"
         )
-    n_clusters = _check_int(n_clusters, "n_clusters", 1)
+    # (a trajectory has its own three labels: n_clusters is not used, nor recorded)
+    n_clusters = None if shape == "trajectory" else _check_int(n_clusters, "n_clusters", 1)
     n_latent = _check_int(n_latent, "n_latent", 2 if shape == "trajectory" else 1)
     noise = _check_float(noise, "noise", positive=True)
     cluster_separation = _check_float(cluster_separation, "cluster_separation")
