@@ -168,6 +168,12 @@ def test_paired_fits_read_the_cell_and_feature_names(data):
     part.obs_names = [f"c{i}" if i < 50 else f"d{i}" for i in range(N_CELLS)]
     with pytest.warns(UserWarning, match="share 50 cell names at the same rows, but 150 rows"):
         CCA(5).fit(ax, part)
+    numbers = ay[perm].copy()  # names that are row numbers say nothing: by position
+    shuffled_x = ax[perm].copy()
+    for a in (numbers, shuffled_x):
+        a.obs_names = [str(i) for i in range(N_CELLS)]
+    shuffled_x.obs_names = [str(i) for i in perm]
+    CCA(5).fit(shuffled_x, numbers)
     other = ay.copy()  # differently named modalities: paired by position, silently
     other.obs_names = [f"atac_{i}" for i in range(N_CELLS)]
     model = CCA(5).fit(ax, other)

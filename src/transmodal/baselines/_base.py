@@ -9,18 +9,22 @@ import numpy as np
 
 import warnings
 
-from .._utils import check_int, user_stacklevel  # noqa: F401 - check_int re-exported
+from .._utils import check_int, names_are_numbers, user_stacklevel  # noqa: F401
 from ..metrics._chunked import _check_same_rows, as_dense_matrix, axis_names  # noqa: F401
 
 
-def check_row_pairs(x: Any, y: Any, method: str) -> None:
+def check_row_pairs(x: Any, y: Any, method: str, takes_pairs: bool = True) -> None:
     """For a fit that takes row ``i`` of ``x`` and of ``y`` as one cell: refuse AnnData /
     DataFrames whose cell names say otherwise (the same cells in another order, or a name
     of both at different rows), and warn where they share some names but differ at other
-    rows (partly paired data). Differently named modalities (no name in common) and arrays
-    pair by position."""
+    rows (partly paired data). Differently named modalities (no name in common), names
+    that are numbers (AnnData's default row numbers, which say nothing about the cells) and
+    arrays pair by position. ``takes_pairs``: the method's fit has a ``pairs=`` argument
+    (advised in the errors)."""
     a, b = axis_names(x), axis_names(y)
     if a is None or b is None or len(a) != len(b) or a.equals(b):
+        return
+    if names_are_numbers(a) and names_are_numbers(b):
         return
     _check_same_rows(a, b, ("x", "y"))
     if not (a.is_unique and b.is_unique):
@@ -35,7 +39,8 @@ def check_row_pairs(x: Any, y: Any, method: str) -> None:
         raise ValueError(
             f"{method} pairs row i of x with row i of y, but cell {shared[i]!r} is row "
             f"{rows_a[i]} of x and row {rows_b[i]} of y: give the paired cells in the same "
-            "order (y[x.obs_names] for AnnData) or pass pairs=(ix, iy)"
+            "order (y[x.obs_names] for AnnData)"
+            + (" or pass pairs=(ix, iy)" if takes_pairs else "")
         )
     differ = int((np.asarray(a, dtype=object) != np.asarray(b, dtype=object)).sum())
     warnings.warn(

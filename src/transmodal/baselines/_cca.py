@@ -353,7 +353,7 @@ class CCA(_PreprocessedBaseline):
         xa = as_dense_matrix(x, "x", min_rows=2)
         ya = as_dense_matrix(y, "y", min_rows=2)
         _check_same_rows(xa, ya, "CCA")
-        check_row_pairs(x, y, "CCA")
+        check_row_pairs(x, y, "CCA", takes_pairs=False)
         rows = np.arange(xa.shape[0])
         check_varies(xa, ya, rows, rows, "CCA")
         self._fitted = False

@@ -83,20 +83,28 @@ def _pseudo_pairs(
 def _stage_bar(total: int, what: str, delay: float = 3.0, every: float = 2.0) -> Iterator[Any]:
     """A progress bar over ``total`` stages of a slow step of the model's construction, on
     stderr, drawn only once the step has run ``delay`` seconds (by the first process);
-    redrawn every ``every`` seconds, so its clock runs while one stage takes a minute."""
+    redrawn every ``every`` seconds, so its clock runs while one stage takes a minute.
+    ``TQDM_DISABLE=1`` in the environment turns it off (tqdm reads its settings there)."""
     import threading
 
     from tqdm.auto import tqdm
 
+    # (no remaining time: the stages are too unequal; "disable" only where it must be, so
+    # that TQDM_DISABLE from the environment applies otherwise)
+    others = {} if is_global_zero() else {"disable": True}
     bar = tqdm(total=total, desc=f"transmodal: {what}", unit="step", file=sys.stderr,
-               delay=delay, leave=True, disable=not is_global_zero(), dynamic_ncols=True)
+               delay=delay, leave=True, dynamic_ncols=True,
+               bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}]{postfix}", **others)
     done = threading.Event()
 
     def redraw() -> None:
         if done.wait(delay):
             return
-        while not done.wait(every):
+        while True:  # (marked as drawn, so that closing draws the end and a newline)
             bar.refresh()
+            bar.last_print_t = bar._time()
+            if done.wait(every):
+                return
 
     clock = threading.Thread(target=redraw, daemon=True)
     if not bar.disable:
@@ -396,7 +404,7 @@ class CrossModalAE:
         on (see :meth:`_geometric_pairs`)."""
         feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for name, md in self.mods.items():
-            bar.set_postfix_str(f"features of {name!r}")
+            bar.set_postfix_str(f"features of {name!r}", refresh=False)
             idx = np.flatnonzero(train[name])
             n_max = max(_MIN_GEOMETRY_CELLS, min(max_cells, max_values // md.source.n_vars))
             if len(idx) > n_max:
@@ -432,7 +440,7 @@ class CrossModalAE:
         out = {}
         for a, b in pairs:
             key = f"{a}|{b}"
-            bar.set_postfix_str(f"{a!r} and {b!r}: {' + '.join(sources)}")
+            bar.set_postfix_str(f"{a!r} and {b!r}: {' + '.join(sources)}", refresh=False)
             label = f"geometric_pairs between {a!r} and {b!r}"
             try:
                 rows_a, rows_b = _pseudo_pairs(feats[a][1], feats[b][1], sources, seed, label)
