@@ -86,6 +86,7 @@ def _stage_bar(total: int, what: str, delay: float = 3.0, every: float = 2.0) ->
     redrawn every ``every`` seconds, so its clock runs while one stage takes a minute.
     ``TQDM_DISABLE=1`` in the environment turns it off (tqdm reads its settings there)."""
     import threading
+    import time
 
     from tqdm.auto import tqdm
 
@@ -102,7 +103,7 @@ def _stage_bar(total: int, what: str, delay: float = 3.0, every: float = 2.0) ->
             return
         while True:  # (marked as drawn, so that closing draws the end and a newline)
             bar.refresh()
-            bar.last_print_t = bar._time()
+            bar.last_print_t = time.time()  # (tqdm's clock)
             if done.wait(every):
                 return
 

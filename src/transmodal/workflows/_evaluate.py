@@ -137,7 +137,7 @@ def evaluate_unpaired(
 
     Returns
     -------
-    Flat dict: ``label_transfer`` (5-NN classifier fitted on one modality, scored on the
+    Flat dict: ``label_transfer`` (k-NN classifier fitted on one modality, scored on the
     other's cells of the shared classes; mean of both directions, plus
     ``label_transfer_{a}_to_{b}``: cells of ``a`` labelled from ``b``), ``cluster_accuracy``
     (+ directions; the label of the nearest other-modality cell, L1), ``mixing_accuracy``
