@@ -232,7 +232,7 @@ def _read_open(p: Path, g) -> AnnData:
                 "not read; re-save the file with anndata (anndata.read_h5ad(path)"
                 ".write_h5ad(new_path))"
             )
-    if "raw" in g:
+    if "raw" in g and "X" in g["raw"]:  # (zarr stores hold an empty raw group without one)
         warnings.warn(
             f"{p}: its .raw (a second matrix, e.g. counts before normalisation) is not read "
             "by read_backed, and a copy written from the result lacks it; anndata.read_h5ad "
