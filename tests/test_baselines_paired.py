@@ -173,7 +173,8 @@ def test_paired_fits_read_the_cell_and_feature_names(data):
     for a in (numbers, shuffled_x):
         a.obs_names = [str(i) for i in range(N_CELLS)]
     shuffled_x.obs_names = [str(i) for i in perm]
-    CCA(5).fit(shuffled_x, numbers)
+    with pytest.warns(UserWarning, match="names are numbers, the same in another order"):
+        CCA(5).fit(shuffled_x, numbers)
     other = ay.copy()  # differently named modalities: paired by position, silently
     other.obs_names = [f"atac_{i}" for i in range(N_CELLS)]
     model = CCA(5).fit(ax, other)

@@ -3,6 +3,8 @@ tiny/2-D latents, mixed-type LDA labels, and figures closed on every error path.
 
 from __future__ import annotations
 
+import warnings
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -358,6 +360,12 @@ def test_probe_findings_many_classes_measurements_single_epochs_and_clipped_tile
     assert all(line.get_marker() == "." for ax in fig.axes for line in ax.get_lines())
     with pytest.warns(UserWarning, match=r"rows\['real'\]: \d+% of the drawn pixels lie outside"):
         tm.pl.gallery({"real": (rng.random((3, 1, 8, 8)) * 255).astype(np.uint8)})
+    with warnings.catch_warnings():  # a decoder's noise around 0: not clipped visibly
+        warnings.simplefilter("error")
+        tm.pl.gallery({"decoded": rng.normal(0.0, 0.02, (3, 1, 8, 8))})
+    with pytest.raises(ValueError, match=r"labels\['rna'\]: continuous=True needs numbers"):
+        tm.pl.latent({"rna": rng.normal(size=(5, 2))}, {"rna": np.array(list("abcde"))},
+                     continuous=True)
     z = {k: rng.normal(size=(90, 4)) for k in ("rna", "atac")}
     lab = {k: np.array(["B cell", "T cell", "monocyte"])[np.arange(90) % 3] for k in z}
     ax = tm.pl.lda(z, lab)

@@ -24,7 +24,15 @@ def check_row_pairs(x: Any, y: Any, method: str, takes_pairs: bool = True) -> No
     a, b = axis_names(x), axis_names(y)
     if a is None or b is None or len(a) != len(b) or a.equals(b):
         return
-    if names_are_numbers(a) and names_are_numbers(b):
+    if names_are_numbers(a) and names_are_numbers(b):  # maybe row numbers: by position
+        if a.is_unique and b.is_unique and set(a) == set(b):
+            warnings.warn(
+                f"{method} pairs row i of x with row i of y; their cell names are numbers, "
+                "the same in another order: if they are AnnData's row numbers, this is "
+                "right; if they name the cells (y was reordered), reorder y to x's cells "
+                "(y[x.obs_names])",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
         return
     _check_same_rows(a, b, ("x", "y"))
     if not (a.is_unique and b.is_unique):

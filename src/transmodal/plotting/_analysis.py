@@ -30,10 +30,9 @@ def _axes(ax, figsize: tuple[float, float]) -> Iterator:
         yield ax
         return
     fig, axes = _subplots(None, 1, 1, figsize)
-    # laid out when drawn, so a legend beside the axes stays in a plain savefig too
-    fig.set_layout_engine("constrained")
     with _closing_on_error(fig):
         yield axes[0, 0]
+        fig.tight_layout()  # a legend beside the axes stays in a plain savefig too
 
 
 def _check_result(result: Any, cls: type, made_by: str) -> None:

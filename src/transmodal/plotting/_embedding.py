@@ -245,6 +245,15 @@ def latent(
     from sklearn.decomposition import PCA
 
     embeddings, labels = _check_latent_inputs(embeddings, labels)
+    if continuous:
+        if not labels:
+            raise ValueError("continuous=True draws labels with a colour map: give labels")
+        for name, lab in labels.items():
+            if np.asarray(lab).dtype.kind not in "iuf":
+                raise ValueError(
+                    f"labels[{name!r}]: continuous=True needs numbers (a measurement per "
+                    f"cell), got {np.asarray(lab).dtype} values"
+                )
     _check_path(path)
 
     names = list(embeddings)
