@@ -409,7 +409,8 @@ def test_overwrite_larger_ensemble_with_smaller_one(paired_data, make_model, tra
         small.save(path, overwrite=True)
     assert (path / "member2" / "notes.txt").read_text() == "mine"
     assert len(tm.Ensemble.load(path, paired_data).models) == 3
-    # a saved model and a saved ensemble replace each other; a lone config.json is not a model
+    # a saved model and a saved ensemble replace each other; another program's config.json
+    # is not a model's
     one = tmp_path / "one"
     big.models[0].save(one)
     small.save(one, overwrite=True)
@@ -423,9 +424,10 @@ def test_overwrite_larger_ensemble_with_smaller_one(paired_data, make_model, tra
     (one / "model.safetensors").symlink_to(store / "w")
     big.models[0].save(one, overwrite=True)
     assert not (one / "model.safetensors").is_symlink() and (store / "w").is_file()
-    (one / "model.safetensors").unlink()
+    (one / "config.json").write_text('{"my": "settings"}')
     with pytest.raises(FileExistsError, match=r"not part of a saved model \(config.json\)"):
         small.save(one, overwrite=True)
+    assert (one / "config.json").read_text() == '{"my": "settings"}'
 
 
 def test_overwrite_keeps_sibling_saved_models(trained_model, paired_data, make_model, train, tmp_path):

@@ -405,19 +405,16 @@ def check_output_directory(
         raise FileExistsError(f"{given} exists; pass overwrite=True to replace it")
     if target.exists() and names is not None:
         foreign = []
-        entries = sorted(target.iterdir())
-        # a saved model or ensemble may replace the other kind
-        saved = {e.name for e in entries if e.is_file() and not e.is_symlink()}
-        if {MODEL_CONFIG, MODEL_WEIGHTS} <= saved:
-            names = {*names, MODEL_CONFIG, MODEL_WEIGHTS}
-        if ENSEMBLE_CONFIG in saved and any(_is_ensemble_member(e) for e in entries):
-            names = {*names, ENSEMBLE_CONFIG}
+        # a saved model's files are replaced by a writer of a model or an ensemble (either
+        # kind replaces the other) when transmodal wrote them; other files by their names
         model_files = (MODEL_CONFIG, MODEL_WEIGHTS, ENSEMBLE_CONFIG)
-        for entry in entries:
+        writes_model = any(n in model_files for n in names)
+        for entry in sorted(target.iterdir()):
             is_dir = entry.is_dir() and not entry.is_symlink()
-            ours = not is_dir and entry.name in names and (
-                entry.name not in model_files or _written_by_transmodal(entry)
-            )
+            if entry.name in model_files:
+                ours = not is_dir and writes_model and _written_by_transmodal(entry)
+            else:
+                ours = not is_dir and entry.name in names
             if not (ours or _is_ensemble_member(entry)):
                 foreign.append(f"{entry.name}/" if is_dir else entry.name)
         if foreign:

@@ -367,6 +367,9 @@ def _draw_latent(
         else:  # beside the axes, in columns of at most 18 entries: kept within the figure
             ax.legend(title=legend_title, fontsize=7, markerscale=1.2, frameon=False,
                       loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=-(-len(cats) // 18))
+        bare(ax)
+
+    def bare(ax) -> None:  # the latent's axes: named, without ticks
         ax.set_xlabel(axis_names[0])
         ax.set_ylabel(axis_names[1])
         ax.set_xticks([])
@@ -383,10 +386,7 @@ def _draw_latent(
                             cmap=cmap, linewidths=0, alpha=0.8, plotnonfinite=True)
         fig.colorbar(points, ax=ax, label=label_name + (" (grey: no value)"
                                                         if np.isnan(values).any() else ""))
-        ax.set_xlabel(axis_names[0])
-        ax.set_ylabel(axis_names[1])
-        ax.set_xticks([])
-        ax.set_yticks([])
+        bare(ax)
     elif labels:
         lab = np.concatenate([_class_names(labels[n], n, missing=UNLABELLED) for n in names])
         panel(axes[0, 1], lab, label_name, sort=True, missing=UNLABELLED)
