@@ -184,6 +184,15 @@ def test_batches_save_load_and_train_on(model, data, tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
     # with the data it trains on
     fit(tm.CrossModalAE.load(tmp_path / "m", data), max_epochs=1)
+    # on cells of one batch only, the other is named as absent (not as held by validation)
+    one = {k: v.copy() for k, v in data.items()}
+    one["rna"] = one["rna"][one["rna"].obs["batch"] == "batch0"].copy()
+    with pytest.warns(UserWarning, match=r"batch\(es\) \['batch1'\] of the model hold no cell "
+                      "of these data") as rec:
+        tm.CrossModalAE.load(tmp_path / "m", one).train(
+            max_epochs=1, progress_bar=False, early_stopping=False
+        )
+    assert not any("only validation cells" in str(w.message) for w in rec)
     # cells without a known batch embed and translate, but cannot be trained on
     renamed = {k: v.copy() for k, v in data.items()}
     renamed["rna"].obs["batch"] = renamed["rna"].obs["batch"].cat.rename_categories(["x", "y"])

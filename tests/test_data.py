@@ -150,8 +150,29 @@ def test_layer_is_used_instead_of_X(paired_data, specs):
     np.testing.assert_array_equal(
         mods["rna"].source.rows(np.arange(5)), rna.layers["counts"][:5].toarray()
     )
-    with pytest.raises(ValueError, match="non-integer"):
+    with pytest.raises(ValueError, match="non-integer") as info:
         setup_data(paired_data, {"rna": tm.Modality("nb"), "atac": specs["atac"]})
+    assert ".raw" not in str(info.value)  # (no .raw to point at)
+    # scanpy keeps counts in .raw: the error says it is not read and how to give them
+    rna.raw = ad.AnnData(rna.layers["counts"], obs=rna.obs, var=rna.var)
+    with pytest.raises(ValueError, match=r"\.raw is not read: .*adata\.raw\[:, adata\.var_names\]"):
+        setup_data(paired_data, {"rna": tm.Modality("nb"), "atac": specs["atac"]})
+
+
+def test_duplicate_sparse_entries_are_checked_as_their_sum(paired_data, specs):
+    """A CSR matrix may hold an entry twice (scipy sums them): 0.5 + 0.5 is a count of 1."""
+    counts = sp.csr_matrix(paired_data["rna"].layers["counts"])
+    dup = sp.csr_matrix(
+        (np.repeat(counts.data / 2, 2), np.repeat(counts.indices, 2), 2 * counts.indptr),
+        shape=counts.shape,
+    )
+    assert not dup.has_canonical_format and (dup != counts).nnz == 0
+    paired_data["rna"].layers["counts"] = dup
+    mods, _ = setup_data(paired_data, specs)
+    np.testing.assert_array_equal(mods["rna"].source.rows(np.arange(5)), counts[:5].toarray())
+    dup.data[0] = 0.25  # now an entry sums to a fraction
+    with pytest.raises(ValueError, match="non-integer"):
+        setup_data(paired_data, specs)
 
 
 @pytest.mark.parametrize("sparse", [False, True])

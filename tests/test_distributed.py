@@ -72,6 +72,45 @@ def test_strategy_resolution():
             resolve_strategy(child)
 
 
+def test_processes_asked_for_must_fit_how_the_program_was_started(monkeypatch):
+    """Under torchrun (WORLD_SIZE) devices x num_nodes must be its number of processes; a
+    program that Lightning cannot re-run (no script file) cannot start several itself."""
+    import types
+
+    from transmodal._utils import check_parallel
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"WORLD_SIZE=2 .* devices=1 x num_nodes=1"):
+        check_parallel({"devices": 1, "num_nodes": 1})
+    check_parallel({"devices": 2, "num_nodes": 1})
+    check_parallel({"devices": 1, "num_nodes": 2})
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))  # python -c
+    with pytest.raises(ValueError, match="not started from a script file"):
+        check_parallel({"devices": 2})
+    check_parallel({"devices": 1})
+
+
+@pytest.mark.filterwarnings("ignore:.*untrained model")
+def test_only_rank_zero_writes_outputs_and_counts_as_rank_zero(monkeypatch, tmp_path):
+    """Before a process group exists (warnings of a script started by torchrun), the
+    launcher's variables tell the rank; out= files are written by rank 0 alone."""
+    import transmodal as tm
+    from transmodal._utils import is_global_zero
+
+    data = tm.datasets.synthetic(60, n_features={"rna": 12, "atac": 10}, seed=0)
+    model = tm.CrossModalAE(data, {"rna": "nb", "atac": "bernoulli"}, n_latent=3,
+                            hidden=(8,), geometric_pairs=False)
+    assert is_global_zero()
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.setenv(var, "1")
+        assert not is_global_zero()
+        assert model.translate(source="rna", target="atac", out=tmp_path / "t.h5ad") is None
+        assert model.get_latent_representation("rna", out=tmp_path / "z.h5ad") is None
+        monkeypatch.setenv(var, "0")
+    assert is_global_zero() and not list(tmp_path.iterdir())
+
+
 def test_cli_train_with_two_processes_writes_one_complete_model(tmp_path):
     """``transmodal train`` with ``devices: 2`` (Lightning starts the second process): rank 0
     alone writes the output directory, which holds the model and its side files."""

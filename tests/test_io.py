@@ -241,6 +241,39 @@ def test_load_other_cells_drops_anchors(saved, paired_data):
     )
 
 
+def test_resaving_a_model_loaded_without_data_keeps_its_training_record(
+    tmp_path, make_model, train, paired_data
+):
+    """A model loaded without its cells (e.g. to copy it) and saved again still knows its
+    anchor pairs and validation split when it is loaded with those cells later."""
+    model = train(make_model(paired_data, anchor_fraction=0.5, seed=0))
+    model.save(tmp_path / "a")
+    tm.CrossModalAE.load(tmp_path / "a").save(tmp_path / "b")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = tm.CrossModalAE.load(tmp_path / "b", paired_data)
+    for key, (ia, ib) in model.anchors_.items():
+        np.testing.assert_array_equal(again.anchors_[key][0], ia)
+        np.testing.assert_array_equal(again.anchors_[key][1], ib)
+    assert again.anchors_.keys() == model.anchors_.keys() and len(model.anchors_)
+    for name, mask in model.val_masks_.items():
+        np.testing.assert_array_equal(again.val_masks_[name], mask)
+
+
+def test_load_with_cells_named_by_row_numbers_warns(tmp_path, make_model, train, paired_data):
+    """Names "0".."n-1" cannot tell the training cells from others: the saved pairs and
+    split are kept for them, with a warning."""
+    data = {k: a.copy() for k, a in paired_data.items()}
+    for a in data.values():
+        a.obs_names = [str(i) for i in range(a.n_obs)]
+    with pytest.warns(UserWarning, match="row numbers"):
+        model = train(make_model(data, anchor_fraction=1.0, seed=0))
+    model.save(tmp_path / "m")
+    with pytest.warns(UserWarning, match="cannot be told from their names") as rec:
+        loaded = tm.CrossModalAE.load(tmp_path / "m", data)
+    assert len(rec) == 1 and loaded.anchors_.keys() == model.anchors_.keys()
+
+
 def test_load_not_a_model(tmp_path, paired_data):
     with pytest.raises(FileNotFoundError):
         tm.CrossModalAE.load(tmp_path / "nothing", paired_data)
@@ -532,6 +565,9 @@ def _set(*keys, value):
         (_set("modalities", "rna", "likelihod", value="nb"), r"modalities: .*likelihod"),
         (_set("label_categories", value=["type0", "type0", "type1"]), "list of distinct strings"),
         (_set("init_params", "seed", value=2**70), r"seed must be an integer in \[0, 2\*\*63\)"),
+        # sizes beyond the weights are refused before anything is built (allocated)
+        (_set("init_params", "n_latent", value=10**30), r"init_params.n_latent = 10+ is larger"),
+        (_set("init_params", "hidden", value=[10**11]), r"init_params.hidden = 10+ is larger"),
     ],
 )
 def test_load_rejects_edited_config(saved, paired_data, edit, message):
@@ -642,6 +678,7 @@ def test_atomic_directory_restores_the_old_directory_if_the_swap_fails(tmp_path,
             raise OSError("disk gone")
         real_replace(src, dst)
 
+    monkeypatch.setattr(_utils, "_exchange", lambda a, b: False)  # (a system without it)
     monkeypatch.setattr(_utils.os, "replace", flaky)
     with pytest.raises(OSError, match="disk gone"):
         with _utils.atomic_directory(target, overwrite=True) as tmp:
@@ -653,6 +690,31 @@ def test_atomic_directory_restores_the_old_directory_if_the_swap_fails(tmp_path,
         (tmp / "config.json").write_text("new")
     assert (target / "config.json").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_atomic_directory_swaps_old_and_new_in_one_step(tmp_path, monkeypatch):
+    """Where the system can exchange two directories atomically, an existing one is replaced
+    without a moment in which neither is at the path (no two renames)."""
+    from transmodal import _utils
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (a / "x").write_text("a")
+    if not _utils._exchange(a, b):
+        pytest.skip("this system or file system cannot exchange directories atomically")
+    assert (b / "x").read_text() == "a" and not (a / "x").exists()
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "config.json").write_text(json.dumps({"class": "CrossModalAE", "format_version": 1}))
+
+    def no_rename(src, dst):
+        raise AssertionError("renamed instead of exchanged")
+
+    monkeypatch.setattr(_utils.os, "replace", no_rename)
+    with _utils.atomic_directory(target, overwrite=True) as tmp:
+        (tmp / "config.json").write_text("new")
+    assert (target / "config.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "out"]  # old one removed
 
 
 @pytest.mark.parametrize(

@@ -271,6 +271,36 @@ def test_methylation_rates_from_read_counts():
     assert np.isfinite(model.get_latent_representation("met")).all()
 
 
+def test_methylation_rates_of_sparse_layers_in_a_file(tmp_path):
+    """Layers kept sparse in a file (read_backed) are read by row blocks."""
+    import scipy.sparse as sp
+
+    met = tm.datasets.synthetic(
+        100, modalities={"rna": "nb", "met": "methylation"}, n_features={"met": 30}, seed=0
+    )["met"]
+    cov = met.layers["coverage"]
+    mc = np.where(cov > 0, np.rint(np.nan_to_num(met.X) * cov), 0.0).astype(np.float32)
+    met.layers["mc"], met.layers["cov"] = sp.csr_matrix(mc), sp.csr_matrix(cov)
+    want = tm.pp.methylation_rates(met, copy=True).layers["methylation_rate"]
+    met.write_h5ad(tmp_path / "met.h5ad")
+    lazy = tm.datasets.read_backed(tmp_path / "met.h5ad")
+    tm.pp.methylation_rates(lazy, chunk_size=16)
+    np.testing.assert_array_equal(np.asarray(lazy.layers["methylation_rate"]), want)
+
+
+def test_sparse_matrix_without_nan_warns_that_nothing_is_missing():
+    """A sparse matrix leaves zeros out, not unmeasured entries: with missing=True and no
+    stored NaN, every absent entry would count as a measured 0."""
+    import scipy.sparse as sp
+
+    rna, met, _ = _rates()
+    met.X = sp.csr_matrix(np.nan_to_num(met.X, nan=0.0))
+    specs = {"rna": tm.Modality("nb"), "met": tm.Modality("continuous_bernoulli", missing=True)}
+    with pytest.warns(UserWarning, match="sparse matrix without NaN, and the modality has "
+                      "missing=True"):
+        tm.CrossModalAE({"rna": rna, "met": met}, specs, n_latent=4, geometric_pairs=False)
+
+
 def test_methylation_rates_name_bad_layers():
     x = ad.AnnData(np.zeros((3, 2), np.float32))
     x.obs_names, x.var_names = ["a", "b", "c"], ["r0", "r1"]

@@ -270,6 +270,43 @@ def test_global_rng_untouched(paired_data, make_model, train):
     assert torch.are_deterministic_algorithms_enabled() == det
 
 
+def test_callers_grad_mode_and_default_dtype_do_not_change_training(paired_data, make_model, train):
+    """Training inside the user's torch.no_grad() / inference_mode() works and leaves grad
+    mode as the user had it (Lightning switches autograd on process-wide); a float64 default
+    dtype builds the same float32 networks from the same seed."""
+    ref = _latents(train(make_model(paired_data, seed=1)))
+    with torch.no_grad():
+        a = _latents(train(make_model(paired_data, seed=1)))
+        assert not torch.is_grad_enabled()
+    with torch.inference_mode():
+        b = _latents(train(make_model(paired_data, seed=1)))  # built inside the block too
+        assert torch.is_inference_mode_enabled()
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = make_model(paired_data, seed=1)
+        assert next(model.module.parameters()).dtype == torch.float32
+        c = _latents(train(model))
+        assert torch.get_default_dtype() == torch.float64
+    finally:
+        torch.set_default_dtype(before)
+    for other in (a, b, c):
+        for name in ref:
+            np.testing.assert_array_equal(other[name], ref[name])
+
+
+def test_seeding_leaves_cuda_generators_alone_when_cuda_is_not_used(paired_data, make_model,
+                                                                    train, monkeypatch):
+    """torch.manual_seed would also (lazily) seed every CUDA generator, changing the caller's
+    later GPU draws; building, training and translating on the CPU seed only the CPU's."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(seed))
+    model = train(make_model(paired_data, seed=7))
+    model.translate(source="rna", target="atac", seed=3)
+    assert calls == []
+
+
 def test_process_wide_torch_flags_are_restored(paired_data, make_model, train, monkeypatch):
     """Lightning's deterministic=True sets torch flags and an environment variable for the
     whole process; training gives the caller's back."""
@@ -492,6 +529,31 @@ def test_row_number_cell_names_are_not_advised_as_pairs(paired_data, make_model)
         warnings.simplefilter("error")
         data["atac"].obs_names = [f"a{i}" for i in range(data["atac"].n_obs)]
         make_model(data, anchor_fraction=0)
+
+
+def test_mudata_pairs_by_its_cells_names_not_its_row_keys(paired_data, make_model):
+    """A MuData pairs cells through its rows (obsmap), but whether the names say which cells
+    are the same is a matter of the cells' own names: barcodes are known pairs, row numbers
+    are not."""
+    md = pytest.importorskip("mudata")
+
+    def mudata(data):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # mudata's pull_on_update notice
+            return md.MuData({k: a.copy() for k, a in data.items()})
+
+    specs = default_specs(2)
+    with pytest.warns(UserWarning, match="known pairs unused") as rec:
+        make_model(mudata(paired_data), specs)
+    assert not any("row numbers" in str(w.message) for w in rec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_model(mudata(paired_data), specs, anchor_fraction=1.0)
+    numbered = {k: a.copy() for k, a in paired_data.items()}
+    for a in numbered.values():
+        a.obs_names = [str(i) for i in range(a.n_obs)]
+    with pytest.warns(UserWarning, match="cell names that are row numbers"):
+        make_model(mudata(numbered), specs)
 
 
 def test_anchor_fraction_partial_pairing(half_paired_data, make_model):

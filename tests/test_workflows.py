@@ -46,6 +46,9 @@ def test_evaluate_paired_keys_and_ranges(trained_model, paired_data):
     lab = paired_data["rna"].obs["label"].astype(str).to_numpy()
     ca = tm.metrics.cluster_accuracy(z_r, z_a, lab, lab)
     assert res["cluster_accuracy_rna_to_atac"] == pytest.approx(ca["x_to_y"])
+    lt = tm.metrics.label_transfer_both(z_r, lab, z_a, lab, k=5)  # both directions too
+    assert res["label_transfer_rna_to_atac"] == pytest.approx(lt["x_to_y"])
+    assert res["label_transfer_atac_to_rna"] == pytest.approx(lt["y_to_x"])
 
 
 def test_evaluate_paired_needs_shared_cells(trained_model, paired_data):

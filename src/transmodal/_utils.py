@@ -126,10 +126,19 @@ class FeatureMoments:
 
 
 def is_global_zero() -> bool:
-    """Whether this process is rank 0 (always true outside ``torch.distributed`` runs)."""
+    """Whether this process is rank 0 (always true outside ``torch.distributed`` runs): by
+    the process group, or before one exists (a script started by ``torchrun``, or re-run by
+    Lightning for its other processes, before training) by the launcher's ``RANK`` /
+    ``LOCAL_RANK`` and ``NODE_RANK`` variables."""
     import torch.distributed as dist
 
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK"):
+        value = os.environ.get(var, "0").strip()
+        if value.isdigit() and int(value) > 0:
+            return False
+    return True
 
 
 # strategies that train in child processes: the history (and the run's own state) would stay
@@ -213,6 +222,8 @@ def check_parallel(p: Any) -> None:
         n = p["num_nodes"]
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"num_nodes must be a positive integer, got {n!r}")
+    if "devices" in p:
+        _check_launch(parse_devices(p["devices"]), int(p.get("num_nodes", 1)))
     if "strategy" in p and isinstance(p["strategy"], str):
         name = p["strategy"].lower()  # as Lightning reads it
         if name.startswith(CHILD_PROCESS_STRATEGIES):  # also "ddp_spawn_find_unused_..."
@@ -229,6 +240,39 @@ def check_parallel(p: Any) -> None:
                 "launched with torchrun / srun, or by Lightning from a script), or another "
                 "name of Lightning's strategy registry (e.g. 'fsdp', 'deepspeed')"
             )
+
+
+def _check_launch(devices: Any, num_nodes: int) -> None:
+    """Check that the processes asked for fit how this one was started: under a launcher
+    (``WORLD_SIZE`` set, e.g. by ``torchrun``) ``devices x num_nodes`` must be its number of
+    processes, else each process would train the whole model alone; without one, several
+    processes are started by Lightning re-running the script, which needs a script file
+    (``python -c``, standard input, a REPL or a notebook cannot be re-run)."""
+    count = devices if isinstance(devices, int) and devices > 0 else (
+        len(devices) if isinstance(devices, list) else None
+    )
+    world = os.environ.get("WORLD_SIZE", "").strip()
+    if world.isdigit() and int(world) > 1:
+        if count is not None and count * num_nodes != int(world):
+            raise ValueError(
+                f"this process is one of WORLD_SIZE={world} processes (started by torchrun "
+                f"or another launcher), but devices={count} x num_nodes={num_nodes} asks for "
+                f"{count * num_nodes}: each process would train the whole model on its own; "
+                f"pass devices={int(world) // num_nodes} (processes per node) and num_nodes"
+            )
+        return
+    if count is None or count * num_nodes < 2 or num_nodes > 1:  # (nodes: srun starts them)
+        return
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if script is None or not os.path.isfile(script) or hasattr(sys, "ps1") or sys.flags.interactive:
+        raise ValueError(
+            f"devices={count}: Lightning starts the other {count - 1} process(es) by running "
+            "this program's script again, but it was not started from a script file "
+            "(python -c, standard input, an interactive session or a notebook); put the "
+            "training in a .py file and run it, or launch it with torchrun --nproc_per_node "
+            f"{count} train.py"
+        )
 
 
 def lightning_accelerator(accelerator: str) -> str:
@@ -253,11 +297,39 @@ def lightning_accelerator(accelerator: str) -> str:
 
 
 @contextlib.contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Run a block with torch's RNG seeded, restoring the caller's RNG state afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
+    """Run a block with torch's random generators seeded, giving the caller theirs back.
+
+    The CPU generator is seeded, and the CUDA generators where the block may draw on them
+    (CUDA already started, or ``device`` a CUDA device): all of them are saved and restored.
+    ``torch.manual_seed`` is not used, as it also seeds every CUDA generator - before CUDA
+    starts, by a queued call - which would change the caller's later GPU draws.
+    """
+    cuda: list[int] = []
+    if torch.cuda.is_available() and (
+        torch.cuda.is_initialized() or (device is not None and torch.device(device).type == "cuda")
+    ):
+        cuda = list(range(torch.cuda.device_count()))
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed_all(seed)
         yield
+
+
+@contextlib.contextmanager
+def torch_defaults() -> Iterator[None]:
+    """Build and train networks with torch's defaults whatever the caller set, and give
+    the caller's settings back: float32 as the default dtype (a float64 default would
+    draw other initial weights from the same seed), autograd on and inference mode off
+    (inside ``torch.no_grad()`` or ``torch.inference_mode()`` nothing could learn)."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+    finally:
+        torch.set_default_dtype(dtype)
 
 
 # the files of a saved model (model/_io.py); a directory holding just these may be replaced
@@ -467,6 +539,43 @@ def atomic_file(
         raise
 
 
+def _sync(directory: Path) -> None:
+    """Flush the files of ``directory`` and the directory itself to disk (where the system
+    allows: some file systems refuse to sync a directory)."""
+    for f in [*directory.rglob("*"), directory]:
+        try:
+            fd = os.open(f, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the entries ``a`` and ``b`` in one atomic step (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``); ``False`` where the system or its file system cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):  # a C library without it (glibc < 2.28, musl)
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(b))
+
+
 @contextlib.contextmanager
 def atomic_directory(
     path: str | os.PathLike, *, overwrite: bool, replaceable: Collection[str] = ()
@@ -475,7 +584,8 @@ def atomic_directory(
 
     If anything fails, the temporary directory is removed and an existing ``path`` is left
     untouched. With ``overwrite=True`` an existing directory is replaced only after the new
-    one is complete, and only if it holds nothing but what the new one holds, ensemble member
+    one is complete and flushed to disk (on Linux by swapping the two in one step, so that
+    even a crash leaves one of them whole at ``path``), and only if it holds nothing but what the new one holds, ensemble member
     directories and files named in ``replaceable`` (see :func:`check_output_directory`);
     otherwise :class:`FileExistsError` is raised and nothing is changed.
 
@@ -503,7 +613,10 @@ def atomic_directory(
         os.chmod(tmp, 0o777 & ~umask)
         for f in tmp.rglob("*"):
             os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
-        if target.exists():
+        _sync(tmp)  # on disk before its name is: a crash leaves the old or the new, whole
+        if target.exists() and _exchange(tmp, target):  # one step: no moment without either
+            shutil.rmtree(tmp, ignore_errors=True)  # (now the old directory)
+        elif target.exists():
             # the old directory waits in a fresh hidden folder (a unique name) until the
             # new one is in place; if that rename fails, it goes back
             hold = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._utils import resolve_device
+from .._utils import resolve_device, seeded, torch_defaults
 from ._base import as_dense_matrix, check_float, check_int, check_row_pairs
 from ._cca import _l2_rows, _linear_cca, _parse_pairs, _PreprocessedBaseline, check_varies
 
@@ -49,10 +49,9 @@ def _mlp(
 
 @contextlib.contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch inside ``fork_rng`` so that no global random state leaks out."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    """Train seeded with torch's defaults; the caller's random state and settings are left
+    as they were."""
+    with torch_defaults(), seeded(seed, device):
         yield
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -18,6 +19,29 @@ from torch.utils.data import DataLoader
 T = TypeVar("T")
 
 _DONE = object()
+
+
+def _read_ahead(source: Iterable, items: queue.Queue, stop: threading.Event) -> None:
+    """The reader thread: put ``(True, item)`` for each item of ``source``, then ``(True,
+    _DONE)``, or ``(False, error)``; return early once ``stop`` is set."""
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for item in source:
+            if not put((True, item)):
+                return
+    except BaseException as err:  # noqa: BLE001 - re-raised by the consumer
+        put((False, err))
+        return
+    put((True, _DONE))
 
 
 class Prefetcher(Iterator[T]):
@@ -37,30 +61,16 @@ class Prefetcher(Iterator[T]):
         self._thread: threading.Thread | None = None
         self._finished = False
 
-    def _work(self) -> None:
-        try:
-            for item in self._source:
-                if not self._put((True, item)):
-                    return
-        except BaseException as err:  # noqa: BLE001 - re-raised by the consumer
-            self._put((False, err))
-            return
-        self._put((True, _DONE))
-
-    def _put(self, entry) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def __next__(self) -> T:
         if self._finished:
             raise StopIteration
         if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="transmodal-prefetch", daemon=True)
+            # the thread holds no reference to this object, so that dropping the iterator
+            # (e.g. a training ended by an error) stops it through __del__
+            self._thread = threading.Thread(
+                target=_read_ahead, args=(self._source, self._queue, self._stop),
+                name="transmodal-prefetch", daemon=True,
+            )
             self._thread.start()
         ok, item = self._queue.get()
         if not ok:
@@ -96,12 +106,21 @@ class PrefetchLoader(DataLoader):
     def __init__(self, dataset, *args, prefetch: int = 2, **kwargs) -> None:
         super().__init__(dataset, *args, **kwargs)
         self.prefetch = int(prefetch)
+        self._readers: weakref.WeakSet[Prefetcher] = weakref.WeakSet()
 
     def __iter__(self):
         it = super().__iter__()
         if self.prefetch <= 0:
             return it
-        return Prefetcher(it, self.prefetch)
+        reader = Prefetcher(it, self.prefetch)
+        self._readers.add(reader)
+        return reader
+
+    def close(self) -> None:
+        """Stop the reader threads of this loader's iterators (a training that ended, also
+        by an error: their threads would otherwise keep the data's files open)."""
+        for reader in list(self._readers):
+            reader.close()
 
 
 __all__ = ["PrefetchLoader", "Prefetcher"]

@@ -156,6 +156,7 @@ class MatrixSource:
         self.image_shape: tuple[int, ...] | None = None  # (channels, *spatial) for images
         self.warned: set[str] = set()  # warnings of check_values already given about it
         self.totals: MatrixSource | None = None  # trials per entry (RateSource)
+        self.hint = ""  # appended to check_values' advice on counts (e.g. where they are)
 
     @property
     def n_obs(self) -> int:  # noqa: D102
@@ -412,7 +413,20 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
         )
     else:
         src = MatrixSource(matrix, name=name, where=where)
+    if where == "X" and _has_raw(adata):
+        src.hint = (
+            "; .raw is not read: counts kept there can be given as a layer, "
+            "adata.layers['counts'] = adata.raw[:, adata.var_names].X, then layer='counts'"
+        )
     return src, np.asarray(adata.var_names, dtype=object)
+
+
+def _has_raw(adata: AnnData) -> bool:
+    """Whether ``adata`` holds a ``.raw`` (scanpy's place for counts before normalising)."""
+    try:
+        return adata.raw is not None
+    except (KeyError, OSError, TypeError, ValueError):  # an unreadable raw group of a file
+        return False
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -499,7 +513,10 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
         ``x > 0``, so they all become 1), and for features of a dense float64 matrix (not
         counts or binary data) whose spread is below float32's resolution at their
         magnitude (standard deviation < 1e-6 * |mean|): the model reads float32, so their
-        variation is lost. Each warning is given once per source (``src.warned``).
+        variation is lost; and for a sparse matrix without NaN in a modality with
+        ``missing=True`` (the entries it leaves out are zeros, all measured). Each warning
+        is given once per source (``src.warned``). Duplicate entries of a sparse matrix are
+        checked as the values they sum to.
     """
     if isinstance(src, RateSource):
         _check_counts(src, chunk_size=chunk_size)
@@ -519,11 +536,17 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
     spread = (
         FeatureMoments() if wide and not src.sparse and not (likelihood.counts or binary) else None
     )
+    canonical = not sp.issparse(m) or m.has_canonical_format  # (no duplicate entries)
+    saw_nan = False
     # stored values of sparse rows are sliced without densifying; dense rows in bounded blocks
     step = chunk_size if src.sparse else src.chunk_rows(chunk_size)
     for start in range(0, src.n_obs, step):
         stop = min(start + step, src.n_obs)
-        if sp.issparse(m):  # CSR: the stored values of these rows, without copying indices
+        if sp.issparse(m) and not canonical:  # duplicate entries: the values they sum to
+            block = m[start:stop]
+            block.sum_duplicates()
+            vals = block.data
+        elif sp.issparse(m):  # CSR: the stored values of these rows, without copying indices
             vals = m.data[int(m.indptr[start]) : int(m.indptr[stop])]
         elif reader is not None:  # backed CSR: read only the values
             vals = np.asarray(reader.data[int(reader.indptr[start]) : int(reader.indptr[stop])])
@@ -546,6 +569,7 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
                     if skips_missing(likelihood) and src.image_shape is None else ""
                 )
                 raise ValueError(f"{where} holds NaN values{hint}")
+            saw_nan = True
             vals = vals[~np.isnan(vals)]  # the checks below: measured values
             if vals.size == 0:
                 continue
@@ -557,7 +581,7 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
         if likelihood.nonnegative and vals.min() < 0:  # first: its advice is the one to take
             need = (
                 "raw counts (use a 'layer' with counts, or likelihood='gaussian' for centred or "
-                "scaled data)" if likelihood.counts else "non-negative data"
+                "scaled data)" + src.hint if likelihood.counts else "non-negative data"
             )
             raise ValueError(
                 f"{where} holds negative values (min {vals.min():.3g}); the "
@@ -576,7 +600,7 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
         if likelihood.counts and not np.all(np.mod(vals, 1) == 0):
             raise ValueError(
                 f"{where} holds non-integer values; the {likelihood.name!r} likelihood needs "
-                "raw counts (use a 'layer' with counts, or likelihood='gaussian')"
+                "raw counts (use a 'layer' with counts, or likelihood='gaussian')" + src.hint
             )
         if binary and vals.dtype.kind == "f":
             n_fractions += int(np.count_nonzero((vals > 0) & (vals < 1)))
@@ -588,6 +612,13 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
             src.warned.add(message)
             warnings.warn(message, UserWarning, stacklevel=user_stacklevel())
 
+    if spec.missing and src.sparse and not saw_nan and src.n_obs:
+        warn(
+            f"{where} is a sparse matrix without NaN, and the modality has missing=True: "
+            "entries a sparse matrix leaves out are zeros, so every entry counts as measured "
+            "(absent ones as 0). Mark unmeasured entries with NaN in a dense matrix, or model "
+            "read counts with likelihood='binomial' and total_layer= (coverage)"
+        )
     if n_fractions:
         warn(
             f"{where} holds {n_fractions} value(s) strictly between 0 and 1; the 'bernoulli' "

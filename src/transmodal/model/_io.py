@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 from anndata import AnnData
 from scipy import sparse
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes, save_file
 
 from .._utils import (
     ENSEMBLE_CONFIG,
@@ -24,6 +25,7 @@ from .._utils import (
     MODEL_WEIGHTS,
     atomic_directory,
     jsonable,
+    names_are_numbers,
     user_stacklevel,
 )
 from ..data._modality import Modality
@@ -60,12 +62,17 @@ def _version() -> str:
 def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
     """Write ``model`` to directory ``path`` atomically (see :meth:`CrossModalAE.save`)."""
     tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
-    for prefix, (pairs, _) in _PAIRS.items():
-        for key, (ia, ib) in getattr(model, pairs).items():
-            tensors[f"{prefix}.{key}.a"] = torch.from_numpy(np.ascontiguousarray(ia, dtype=np.int64))
-            tensors[f"{prefix}.{key}.b"] = torch.from_numpy(np.ascontiguousarray(ib, dtype=np.int64))
-    for name, mask in model.val_masks_.items():
-        tensors[f"validation.{name}"] = torch.from_numpy(mask.astype(np.uint8))
+    # a model loaded without its data passes on the saved record of its training cells
+    carried = model._training_record
+    if carried is not None:
+        tensors.update(carried[0])
+    else:
+        for prefix, (pairs, _) in _PAIRS.items():
+            for key, (ia, ib) in getattr(model, pairs).items():
+                tensors[f"{prefix}.{key}.a"] = torch.from_numpy(np.ascontiguousarray(ia, dtype=np.int64))
+                tensors[f"{prefix}.{key}.b"] = torch.from_numpy(np.ascontiguousarray(ib, dtype=np.int64))
+        for name, mask in model.val_masks_.items():
+            tensors[f"validation.{name}"] = torch.from_numpy(mask.astype(np.uint8))
     # feature annotations (gene symbols, peak coordinates), for translations of a model
     # loaded without the data
     var_meta = {}
@@ -93,7 +100,7 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
         "var": var_meta,
         "label_categories": model.label_categories_,
         "batch_categories": model.batch_categories_,
-        "obs_digest": model._digests(),
+        "obs_digest": model._digests() if carried is None else carried[1],
         "train_params": model.train_params_,
         "is_trained": model.is_trained_,
         "mixing_accuracy": jsonable(model.mixing_accuracy_),
@@ -285,13 +292,15 @@ def _read_weights(weights: Path, checksum: str | None = None) -> dict[str, torch
     """The tensors in ``weights``; a file safetensors cannot read, or one whose SHA-256 is not
     the ``checksum`` recorded when it was saved, raises a ValueError naming it. Weights with
     NaN or infinite values (a training that diverged) load with a warning."""
-    if checksum is not None and _sha256(weights) != checksum:
-        raise ValueError(
-            f"{weights} does not match the checksum recorded in {CONFIG} when it was saved: "
-            "the file was changed or damaged since; save the model again or restore the file"
-        )
-    try:
-        tensors = load_file(str(weights))
+    try:  # read once: the same bytes are checked and parsed
+        data = weights.read_bytes()
+        if checksum is not None and hashlib.sha256(data).hexdigest() != checksum:
+            raise ValueError(
+                f"{weights} does not match the checksum recorded in {CONFIG} when it was saved: "
+                "the file was changed or damaged since; save the model again or restore the file"
+            )
+        tensors = load_bytes(data)
+        del data
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{weights} is not a readable safetensors file: {err}") from None
     bad = [  # the networks' weights (saved var annotations may hold NaN: missing values)
@@ -333,6 +342,39 @@ def _stand_in(
         if layer is not None:
             adata.layers[layer] = empty
     return adata
+
+
+def _check_sizes(
+    config: dict, specs: dict[str, Modality], tensors: dict[str, torch.Tensor], cfg_path: Path
+) -> None:
+    """Check the sizes in ``config.json`` that the networks are built from against the
+    weights, before anything is built: every layer width appears as a dimension of a saved
+    tensor, so none can exceed the largest one, and an image modality's features are its
+    pixels. (An edited size would otherwise fail inside torch's allocator, or not at all
+    until memory runs out.)"""
+    largest = max(
+        (max(t.shape, default=1) for k, t in tensors.items() if k.startswith("module.")),
+        default=0,
+    )
+    params = config["init_params"]
+    widths = {"init_params.n_latent": [params.get("n_latent")],
+              "init_params.n_private": [params.get("n_private", 0)],
+              "init_params.hidden": params.get("hidden") or []}
+    for name, spec in specs.items():
+        widths[f"modalities.{name}.hidden"] = list(spec.hidden or ())
+    for field, values in widths.items():
+        bad = [v for v in values if isinstance(v, int) and v > largest]
+        if bad:
+            raise ValueError(
+                f"{cfg_path}: {field} = {bad[0]} is larger than any dimension of the saved "
+                f"weights ({largest}); the config was edited or belongs to other weights"
+            )
+    for name, shape in (config.get("image_shape") or {}).items():
+        if not shape or min(shape) < 1 or math.prod(shape) != config["n_vars"].get(name):
+            raise ValueError(
+                f"{cfg_path}: image_shape[{name!r}] = {shape} does not give its n_vars "
+                f"({config['n_vars'].get(name)}) pixels of positive size"
+            )
 
 
 def _with_stand_ins(
@@ -413,6 +455,7 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path / CONFIG}: modalities: {err}") from None
     tensors = _read_weights(path / WEIGHTS, config.get("weights_sha256"))
+    _check_sizes(config, specs, tensors, path / CONFIG)
     data, stand_ins = _with_stand_ins(data, specs, config, tensors, path / CONFIG)
     model = cls.__new__(cls)
     model._setup(
@@ -466,6 +509,23 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
         )
     model.module.eval()
     same_data = model._digests() == config.get("obs_digest")
+    record = {k: v for k, v in tensors.items() if k.split(".")[0] in (*_PAIRS, "validation")}
+    if stand_ins:  # not trainable: a save passes on what the file says of the training cells
+        model._training_record = (record, config.get("obs_digest"))
+    elif (
+        same_data
+        and any(names_are_numbers(md.obs_names) for md in model.mods.values())
+        and any(v.numel() and (not k.startswith("validation.") or bool(v.any()))
+                for k, v in record.items())
+    ):
+        warnings.warn(
+            "the cells given to load() are named by numbers, as AnnData's default row numbers "
+            "'0', '1', ...: whether they are the cells the model was trained on cannot be told "
+            "from their names, so the saved anchor pairs, pseudo-pairs and validation split "
+            "are taken for them as saved; if these are other cells, set real cell names "
+            "(e.g. barcodes) as obs_names before training further",
+            UserWarning, stacklevel=3,
+        )
     model.anchors_, model.geometric_pairs_, model.val_masks_ = {}, {}, {}
     if same_data:
         n_obs = {n: md.n_obs for n, md in model.mods.items()}

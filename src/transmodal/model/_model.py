@@ -19,7 +19,7 @@ from anndata import AnnData
 
 from .._utils import (
     check_parallel, check_path, is_global_zero, jsonable, lightning_accelerator, resolve_device,
-    seeded, user_stacklevel,
+    seeded, torch_defaults, user_stacklevel,
 )
 from ..data._batches import EpochBatches
 from ..data._h5ad import write_rows_h5ad
@@ -611,7 +611,7 @@ class CrossModalAE:
                 n_batches=len(self.batch_categories_.get(name, ())),
                 **opts,
             )
-        with seeded(params["seed"]):
+        with torch_defaults(), seeded(params["seed"]):
             self.module = CrossModalModule(
                 archs,
                 n_latent=params["n_latent"],
@@ -631,6 +631,9 @@ class CrossModalAE:
         self.mixing_accuracy_: float | None = None
         self.disc_accuracy_: float | None = None
         self._split_dropped = False  # load() had to drop the saved validation split
+        # (saved pair and validation tensors, obs digests) of a model loaded without its
+        # data, passed on when it is saved again
+        self._training_record: tuple[dict, dict] | None = None
 
     @property
     def modality_names(self) -> list[str]:
@@ -818,8 +821,9 @@ class CrossModalAE:
             started by Lightning itself from a script); each process draws different step
             batches (no modality is truncated), gradients and batch-norm statistics are
             averaged over processes, the history holds the means over all processes, and
-            only rank 0 warns and :meth:`save` s. ``strategy="auto"`` with several devices
-            is this DDP too; ``ddp_spawn`` / ``ddp_fork`` / ``ddp_notebook`` are refused (the
+            only rank 0 warns while training and :meth:`save` s (``devices`` x ``num_nodes``
+            must match the processes of a ``torchrun`` launch). ``strategy="auto"`` with
+            several devices is this DDP too; ``ddp_spawn`` / ``ddp_fork`` / ``ddp_notebook`` are refused (the
             history would stay in their child processes). ``precision="16-mixed"`` /
             ``"bf16-mixed"`` enables mixed precision.
         progress_bar
@@ -839,7 +843,9 @@ class CrossModalAE:
         others); the adversarial weight rises again over ``adv_warmup_epochs`` (pass 0 to
         continue at full weight), while a trained anchor is not pre-trained again. Ctrl+C
         stops training with ``KeyboardInterrupt``; the model keeps the
-        weights trained so far and the history of the epochs completed.
+        weights trained so far and the history of the epochs completed. Any other error
+        raised while training (e.g. a file that cannot be read) leaves the model as it was
+        before this call, weights included.
         """
         self._check_train_params(locals())
         # Lightning (about 2 s to import) is loaded only to train: embedding, translating
@@ -1020,6 +1026,9 @@ class CrossModalAE:
             history, interrupted = err.history, True
         except TrainingDiverged as err:  # the last finite epoch's weights are back: record
             history, diverged = err.history, err  # the epochs up to it, then re-raise
+        except BaseException:  # any other error: the model stays as it was (its history and
+            self.module.load_state_dict(before)  # flags tell of the weights before the call)
+            raise
         finally:  # also after a failure or an interrupt: float32 weights on the CPU,
             # trainable (the anchor was frozen), in evaluation mode
             self.module.float().cpu().eval()
@@ -1127,14 +1136,23 @@ class CrossModalAE:
         and about a ``lam_batch`` that cannot act (no modality with two batches)."""
         acts = False
         for name, batches in self.batch_categories_.items():
-            codes = self.mods[name].batches[~self.val_masks_[name]]
-            counts = np.bincount(codes, minlength=len(batches))
+            codes = self.mods[name].batches
+            counts = np.bincount(codes[~self.val_masks_[name]], minlength=len(batches))
+            held = np.bincount(codes, minlength=len(batches))
             idle = [b for b, k in zip(batches, counts) if k == 0]
-            if idle:
+            absent = [b for b, k in zip(batches, held) if k == 0]
+            if absent:  # e.g. a loaded model trained further on cells of some batches
                 warnings.warn(
-                    f"modality {name!r}: batch(es) {idle[:3]} hold no training cell (only "
-                    "validation cells); the decoder does not learn them, yet the default "
-                    "translation (the mean over the batches) includes them",
+                    f"modality {name!r}: batch(es) {absent[:3]} of the model hold no cell of "
+                    "these data; this training does not update what the decoder learnt of "
+                    "them, yet the default translation (the mean over the batches) includes "
+                    "them", UserWarning, stacklevel=3,
+                )
+            if len(idle) > len(absent):
+                warnings.warn(
+                    f"modality {name!r}: batch(es) {[b for b in idle if b not in absent][:3]} "
+                    "hold no training cell (only validation cells); the decoder does not learn "
+                    "them, yet the default translation (the mean over the batches) includes them",
                     UserWarning, stacklevel=3,
                 )
             acts = acts or int((counts >= 2).sum()) >= 2
@@ -1374,6 +1392,8 @@ class CrossModalAE:
                 raise ValueError(
                     f"out {os.fspath(out)!r} is the file the cells are read from; write elsewhere"
                 )
+        if out is not None and not is_global_zero():  # several processes: rank 0 writes
+            return None
         blocks = self._iter_apply(src, fn, batch_size=batch_size, device=device, what=what)
         if out is not None:
             import anndata as ad
@@ -1416,7 +1436,8 @@ class CrossModalAE:
         out
             Write the embedding to this .h5ad file instead (``X`` = latent coordinates,
             ``var_names`` ``latent0...``, the cells' ``obs``), batch by batch, so memory
-            holds one batch; the file appears only once complete.
+            holds one batch; the file appears only once complete. In a multi-process (DDP)
+            run only rank 0 writes it; the other processes return ``None``.
         overwrite
             Replace an existing ``out``.
 
@@ -1488,7 +1509,8 @@ class CrossModalAE:
         out
             Write the result to this .h5ad file instead of memory, batch by batch (memory
             holds one batch); the file appears only once complete, and the result equals
-            the in-memory one.
+            the in-memory one. In a multi-process (DDP) run only rank 0 writes it; the other
+            processes return ``None``.
         overwrite
             Replace an existing ``out``.
 
@@ -1569,7 +1591,7 @@ class CrossModalAE:
                 else "per cell" if isinstance(batch_code, np.ndarray)
                 else self.batch_categories_[target][batch_code]
             )
-        with seeded(seed):
+        with seeded(seed, resolve_device(device)):
             return self._output(
                 src, fn, batch_size=batch_size, device=device, cells=cells,
                 var_names=tmd.var_names, uns=uns, images=images, out=out, overwrite=overwrite,
@@ -1612,8 +1634,10 @@ class CrossModalAE:
         -------
         The predicted label per cell, or the class probabilities. Labels are the model's
         class names (:attr:`label_categories_`, strings as in scanpy's cluster columns):
-        numeric or boolean training labels come back as ``"3"``, ``"True"``; compare them
-        with ``adata.obs[key].astype(str)`` (or convert the predictions back).
+        numeric or boolean training labels come back as ``"3"``, ``"True"`` (``"3"`` also
+        for a float column's 3.0, e.g. one with a missing value): compare numeric labels as
+        numbers (``pd.to_numeric(pred) == adata.obs[key]``), others with
+        ``adata.obs[key].astype(str)``.
         """
         if self.module.classifier is None:
             raise ValueError("predict_labels needs a model trained with labels_key")

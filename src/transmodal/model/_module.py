@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._utils import seeded
 from ..nn._conv import ConvDecoder, ConvEncoder, ImageHead, random_dihedral
 from ..nn._likelihoods import get_likelihood
 from ..nn._mlp import MLPDecoder, MLPEncoder, mlp
@@ -445,10 +446,7 @@ class CrossModalModule(nn.Module):
         there is a standardisation), dropout as in training with RNG ``seed``, the global
         RNG untouched (:meth:`~transmodal.nn._mlp.LatentEncoder.exact_statistics`)."""
         encoder = self.encoders[name]
-        cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
-            if device.type == "cuda" else []
-        with encoder.exact_statistics() as active, torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(seed)
+        with encoder.exact_statistics() as active, seeded(seed, device):
             for x in blocks if active else ():
                 with torch.no_grad():
                     self.encode(name, torch.from_numpy(x).to(device))

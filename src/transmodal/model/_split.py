@@ -36,8 +36,9 @@ def validation_masks(
 
 def _row_number_pairs(mods: dict[str, ModalityData], a: str, b: str, n: int) -> str | None:
     """The advice for ``n`` cells that ``a`` and ``b`` pair only through default row-number
-    names (``None`` when either holds real names)."""
-    if not (names_are_numbers(mods[a].pair_keys) and names_are_numbers(mods[b].pair_keys)):
+    names (``None`` when either holds real names: the cells' own ``obs_names``, also in a MuData,
+    whose pairing keys are its rows)."""
+    if not (names_are_numbers(mods[a].obs_names) and names_are_numbers(mods[b].obs_names)):
         return None
     return (
         f"{a!r} and {b!r} pair {n} cells only by names that are numbers, as AnnData's "

@@ -365,8 +365,13 @@ def get_likelihood(name: str) -> Likelihood:
     try:
         return _REGISTRY[name]
     except KeyError:
+        hint = (
+            " (an image modality is one whose obsm_key holds crops, cells x channels x [D x] "
+            "H x W, with e.g. likelihood 'gaussian' or 'continuous_bernoulli')"
+            if isinstance(name, str) and name.lower() in ("image", "images", "img", "conv") else ""
+        )
         raise ValueError(
-            f"unknown likelihood {name!r}; choose one of {sorted(_REGISTRY)}"
+            f"unknown likelihood {name!r}; choose one of {sorted(_REGISTRY)}{hint}"
         ) from None
 
 

@@ -5,21 +5,23 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
+from anndata.abc import CSCDataset, CSRDataset
 
 from .._utils import check_int
 from ..data._source import check_trials
 from ..metrics._chunked import resolve_chunk_size
 
 
-def _layer(adata: AnnData, key: str, what: str) -> np.ndarray | sp.spmatrix:
-    """``adata.layers[key]`` as a dense or scipy sparse matrix, or an error naming it."""
+def _layer(adata: AnnData, key: str, what: str):
+    """``adata.layers[key]``, or an error naming it: a dense or scipy sparse matrix, or a
+    sparse matrix in a file (read by row blocks)."""
     if key not in adata.layers:
         raise ValueError(
             f"layers[{key!r}] ({what}) not found; available: {sorted(adata.layers.keys())}"
         )
     m = adata.layers[key]
-    if not (sp.issparse(m) or isinstance(m, np.ndarray)):
-        m = np.asarray(m)  # e.g. a backed dataset read into memory
+    if not (sp.issparse(m) or isinstance(m, (np.ndarray, CSRDataset, CSCDataset))):
+        m = np.asarray(m)  # e.g. a dense dataset of a file read into memory
     return m
 
 

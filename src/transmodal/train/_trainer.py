@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from .._utils import check_parallel, parse_devices
+from .._utils import check_parallel, parse_devices, seeded, torch_defaults
 from ..data._prefetch import PrefetchLoader
 from ._plan import CrossModalPlan
 from ._progress import EpochProgressBar
@@ -151,7 +151,7 @@ def run_training(
         cbs.append(
             EarlyStopping(monitor="val_monitor", patience=patience, mode="min", strict=False)
         )
-    with _quiet_lightning(), _process_state_restored():
+    with _quiet_lightning(), _process_state_restored(), torch_defaults():
         trainer = pl.Trainer(
             max_epochs=max_epochs,
             min_epochs=min_epochs,
@@ -177,10 +177,8 @@ def run_training(
         val_dl = PrefetchLoader(val_batches, **loader) if val_batches is not None else None
         if val_dl is None:
             trainer.limit_val_batches = 0
-        devices_rng = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         try:
-            with torch.random.fork_rng(devices=devices_rng):
-                torch.manual_seed(seed)
+            with seeded(seed, trainer.strategy.root_device):
                 trainer.fit(plan, train_dataloaders=train_dl, val_dataloaders=val_dl)
             if trainer.interrupted:  # Lightning < 2.4 returned from fit after Ctrl+C
                 raise TrainingInterrupted(_history(plan))
@@ -192,6 +190,10 @@ def run_training(
             if plan.diverged:  # the plan's check of the epoch (weights put back)
                 raise TrainingDiverged(str(err), _history(plan)) from None
             raise
+        finally:  # however it ended: no reader thread left holding the data
+            for dl in (train_dl, val_dl):
+                if dl is not None:
+                    dl.close()
     return _history(plan)
 
 

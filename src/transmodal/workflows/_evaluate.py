@@ -210,7 +210,8 @@ def evaluate_paired(
     Flat dict of metrics: ``foscttm``, ``partner_top{k}``, ``knn_acc_l1_{k}`` (mean of both
     directions, plus per direction) and its level under a random pairing
     ``knn_chance_l1_{k}`` (:func:`~transmodal.metrics.knn_accuracy_chance`),
-    ``cluster_accuracy`` (+ directions), ``label_transfer``, ``mixing_accuracy``, ``translation_pearson_{a}_to_{b}`` and
+    ``cluster_accuracy`` and ``label_transfer`` (+ directions, ``{a}_to_{b}``: cells of
+    ``a`` labelled from ``b``), ``mixing_accuracy``, ``translation_pearson_{a}_to_{b}`` and
     ``baseline_pearson_{a}_to_{b}`` (mean training profile) for both directions, ``n_cells``.
     With fewer than 5 cells the k-NN accuracies and the mixing accuracy are left out, and
     the label transfer with fewer than 5 labelled cells in either modality.
@@ -255,6 +256,8 @@ def evaluate_paired(
         if min(np.sum(la != None), np.sum(lb != None)) >= 5:  # noqa: E711 - its 5 neighbours
             lt = metrics.label_transfer_both(za, la, zb, lb, k=5)
             out["label_transfer"] = float(lt["mean"])
+            out[f"label_transfer_{source}_to_{target}"] = float(lt["x_to_y"])
+            out[f"label_transfer_{target}_to_{source}"] = float(lt["y_to_x"])
     if len(common) >= 5:  # its 5 cross-validation folds
         out["mixing_accuracy"] = float(metrics.mixing_accuracy(za, zb, seed=mixing_seed))
 
