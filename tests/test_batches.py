@@ -198,8 +198,16 @@ def test_batches_save_load_and_train_on(model, data, tmp_path):
     renamed["rna"].obs["batch"] = renamed["rna"].obs["batch"].cat.rename_categories(["x", "y"])
     loaded = tm.CrossModalAE.load(tmp_path / "m", renamed)
     assert loaded.get_latent_representation("rna").shape == (data["rna"].n_obs, 8)
-    with pytest.raises(ValueError, match=r"'rna': \d+ training cell\(s\) have no batch of the model"):
+    with pytest.raises(ValueError, match=r"'rna': \d+ cell\(s\) .*have no batch of the model"):
         loaded.train(max_epochs=1, progress_bar=False)
+    # a validation cell (the saved split, same cells) without its batch: named too
+    holes = {k: v.copy() for k, v in data.items()}
+    val = np.flatnonzero(model.val_masks_["rna"])[0]
+    holes["rna"].obs["batch"] = holes["rna"].obs["batch"].astype(object)
+    holes["rna"].obs.iloc[val, holes["rna"].obs.columns.get_loc("batch")] = np.nan
+    with pytest.raises(ValueError, match=r"'rna': 1 cell\(s\) \(1 of them validation cells\) "
+                       "have no batch"):
+        tm.CrossModalAE.load(tmp_path / "m", holes).train(max_epochs=1, progress_bar=False)
     # a config whose batched modality has no batches saved is refused
     del config["batch_categories"]
     (tmp_path / "m" / "config.json").write_text(json.dumps(config))

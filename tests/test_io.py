@@ -260,6 +260,18 @@ def test_resaving_a_model_loaded_without_data_keeps_its_training_record(
         np.testing.assert_array_equal(again.val_masks_[name], mask)
 
 
+def test_models_whose_own_widths_are_not_the_model_default_load(tmp_path):
+    """The size check compares only widths that built networks: every modality with its own
+    hidden widths leaves the model-wide default (256, 128) unused."""
+    data = tm.datasets.synthetic(120, modalities={"a": "gaussian", "b": "gaussian"},
+                                 n_features=12, seed=0)
+    specs = {k: tm.Modality("gaussian", hidden=(16,)) for k in data}
+    model = tm.CrossModalAE(data, specs, n_latent=4, geometric_pairs=False)
+    model.save(tmp_path / "m")
+    tm.CrossModalAE.load(tmp_path / "m", data)
+    tm.CrossModalAE.load(tmp_path / "m")
+
+
 def test_load_with_cells_named_by_row_numbers_warns(tmp_path, make_model, train, paired_data):
     """Names "0".."n-1" cannot tell the training cells from others: the saved pairs and
     split are kept for them, with a warning."""

@@ -125,15 +125,24 @@ class FeatureMoments:
             return np.maximum(self._s2 - self.counts * m * m, 0.0) / (self.counts - ddof)
 
 
-def is_global_zero() -> bool:
-    """Whether this process is rank 0 (always true outside ``torch.distributed`` runs): by
-    the process group, or before one exists (a script started by ``torchrun``, or re-run by
-    Lightning for its other processes, before training) by the launcher's ``RANK`` /
-    ``LOCAL_RANK`` and ``NODE_RANK`` variables."""
+def is_global_zero(*, launcher: bool = False) -> bool:
+    """Whether this process is rank 0 of a ``torch.distributed`` run (always true outside
+    one), by its process group.
+
+    With ``launcher=True`` (for warnings, never for writing files), also before a process
+    group exists - a script started by ``torchrun``, or re-run by Lightning for its other
+    processes, warns before training - by the launcher's ``RANK`` / ``LOCAL_RANK`` /
+    ``NODE_RANK`` variables, read only beside a ``WORLD_SIZE`` above 1 (set by both): a lone
+    process is rank 0 whatever a job system exports."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
+    if not launcher:
+        return True
+    world = os.environ.get("WORLD_SIZE", "").strip()
+    if not (world.isdigit() and int(world) > 1):
+        return True
     for var in ("RANK", "LOCAL_RANK", "NODE_RANK"):
         value = os.environ.get(var, "0").strip()
         if value.isdigit() and int(value) > 0:
@@ -300,21 +309,28 @@ def lightning_accelerator(accelerator: str) -> str:
 def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
     """Run a block with torch's random generators seeded, giving the caller theirs back.
 
-    The CPU generator is seeded, and the CUDA generators where the block may draw on them
-    (CUDA already started, or ``device`` a CUDA device): all of them are saved and restored.
+    The CPU generator is seeded, and the GPU generators where the block may draw on them
+    (CUDA already started, or ``device`` a CUDA or an Apple (MPS) device): all of them are
+    saved and restored.
     ``torch.manual_seed`` is not used, as it also seeds every CUDA generator - before CUDA
     starts, by a queued call - which would change the caller's later GPU draws.
     """
+    kind = None if device is None else torch.device(device).type
     cuda: list[int] = []
-    if torch.cuda.is_available() and (
-        torch.cuda.is_initialized() or (device is not None and torch.device(device).type == "cuda")
-    ):
+    if torch.cuda.is_available() and (torch.cuda.is_initialized() or kind == "cuda"):
         cuda = list(range(torch.cuda.device_count()))
-    with torch.random.fork_rng(devices=cuda):
-        torch.random.default_generator.manual_seed(seed)
-        if cuda:
-            torch.cuda.manual_seed_all(seed)
-        yield
+    mps = torch.mps.get_rng_state() if kind == "mps" else None  # (Apple GPUs: one generator)
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            torch.random.default_generator.manual_seed(int(seed))  # (numpy integers too)
+            if cuda:
+                torch.cuda.manual_seed_all(int(seed))
+            if mps is not None:
+                torch.mps.manual_seed(int(seed))
+            yield
+    finally:
+        if mps is not None:
+            torch.mps.set_rng_state(mps)
 
 
 @contextlib.contextmanager

@@ -357,11 +357,14 @@ def _check_sizes(
         default=0,
     )
     params = config["init_params"]
+    images = config.get("image_shape") or {}
     widths = {"init_params.n_latent": [params.get("n_latent")],
-              "init_params.n_private": [params.get("n_private", 0)],
-              "init_params.hidden": params.get("hidden") or []}
+              "init_params.n_private": [params.get("n_private", 0)]}
     for name, spec in specs.items():
-        widths[f"modalities.{name}.hidden"] = list(spec.hidden or ())
+        if spec.hidden:
+            widths[f"modalities.{name}.hidden"] = list(spec.hidden)
+        elif name not in images:  # (image modalities' default is their own channels)
+            widths["init_params.hidden"] = params.get("hidden") or []
     for field, values in widths.items():
         bad = [v for v in values if isinstance(v, int) and v > largest]
         if bad:

@@ -92,7 +92,7 @@ def _stage_bar(total: int, what: str, delay: float = 3.0, every: float = 2.0) ->
 
     # (no remaining time: the stages are too unequal; "disable" only where it must be, so
     # that TQDM_DISABLE from the environment applies otherwise)
-    others = {} if is_global_zero() else {"disable": True}
+    others = {} if is_global_zero(launcher=True) else {"disable": True}
     bar = tqdm(total=total, desc=f"transmodal: {what}", unit="step", file=sys.stderr,
                delay=delay, leave=True, dynamic_ncols=True,
                bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}]{postfix}", **others)
@@ -871,15 +871,17 @@ class CrossModalAE:
                     "least 2 per modality (batch normalisation)"
                 )
             batches = self.mods[name].batches
-            if batches is not None and (batches[~mask] < 0).any():
+            if batches is not None and (batches < 0).any():  # (validation cells are decoded too)
                 key = self.mods[name].spec.batch_key
+                n_val = int((batches[mask] < 0).sum())
                 raise ValueError(
-                    f"modality {name!r}: {int((batches[~mask] < 0).sum())} training cell(s) "
-                    f"have no batch of the model (obs[{key!r}] missing, empty or holding a "
+                    f"modality {name!r}: {int((batches < 0).sum())} cell(s) "
+                    + (f"({n_val} of them validation cells) " if n_val else "")
+                    + f"have no batch of the model (obs[{key!r}] missing, empty or holding a "
                     f"batch other than {self.batch_categories_[name]}); the decoder needs "
-                    "each training cell's batch"
+                    "each training and validation cell's batch"
                 )
-        if is_global_zero():
+        if is_global_zero(launcher=True):
             self._warn_batches(lam_batch)
             self._warn_unknown_labels()
         seed = self.init_params_["seed"] if seed is None else seed
@@ -965,7 +967,7 @@ class CrossModalAE:
             val_batches = EpochBatches(
                 self.mods, val_idx, batch_size=batch_size, pairs=val_pairs, shuffle=False
             )
-        elif early_stopping and is_global_zero():
+        elif early_stopping and is_global_zero(launcher=True):
             lacking = [n for n, v in val_idx.items() if not len(v)]
             why = (
                 "load() dropped the saved validation split, since the cells given to it are "
@@ -1086,7 +1088,7 @@ class CrossModalAE:
                 f"training interrupted after {epochs_run} complete epoch(s) of {max_epochs}; "
                 "the model keeps the weights trained so far (history_ lists those epochs)"
             )
-        if is_global_zero():  # under DDP every process holds the same model: warn once
+        if is_global_zero(launcher=True):  # (under DDP every process holds the same model)
             self._warn_if_separable()
         return self
 
@@ -1136,9 +1138,9 @@ class CrossModalAE:
         and about a ``lam_batch`` that cannot act (no modality with two batches)."""
         acts = False
         for name, batches in self.batch_categories_.items():
-            codes = self.mods[name].batches
+            codes = self.mods[name].batches  # (-1: unknown, refused for training cells)
             counts = np.bincount(codes[~self.val_masks_[name]], minlength=len(batches))
-            held = np.bincount(codes, minlength=len(batches))
+            held = np.bincount(codes[codes >= 0], minlength=len(batches))
             idle = [b for b, k in zip(batches, counts) if k == 0]
             absent = [b for b, k in zip(batches, held) if k == 0]
             if absent:  # e.g. a loaded model trained further on cells of some batches
@@ -1392,8 +1394,6 @@ class CrossModalAE:
                 raise ValueError(
                     f"out {os.fspath(out)!r} is the file the cells are read from; write elsewhere"
                 )
-        if out is not None and not is_global_zero():  # several processes: rank 0 writes
-            return None
         blocks = self._iter_apply(src, fn, batch_size=batch_size, device=device, what=what)
         if out is not None:
             import anndata as ad
@@ -1436,8 +1436,9 @@ class CrossModalAE:
         out
             Write the embedding to this .h5ad file instead (``X`` = latent coordinates,
             ``var_names`` ``latent0...``, the cells' ``obs``), batch by batch, so memory
-            holds one batch; the file appears only once complete. In a multi-process (DDP)
-            run only rank 0 writes it; the other processes return ``None``.
+            holds one batch; the file appears only once complete. (In a multi-process run
+            every process that calls this writes: give each its own file, or call it on one
+            rank.)
         overwrite
             Replace an existing ``out``.
 
@@ -1509,8 +1510,8 @@ class CrossModalAE:
         out
             Write the result to this .h5ad file instead of memory, batch by batch (memory
             holds one batch); the file appears only once complete, and the result equals
-            the in-memory one. In a multi-process (DDP) run only rank 0 writes it; the other
-            processes return ``None``.
+            the in-memory one. (In a multi-process run every process that calls this writes:
+            give each its own file, or call it on one rank.)
         overwrite
             Replace an existing ``out``.
 

@@ -148,12 +148,20 @@ class _CountHead(nn.Module):
 
 
 def _nb_log_prob(x, mu, theta):
+    """Negative binomial log-probability of counts ``x`` (mean ``mu``, inverse dispersion
+    ``theta``), elementwise. The terms of ``theta`` alone are computed once per feature
+    where ``theta`` is one vector broadcast over the cells (the count heads' per-feature
+    dispersion), rather than once per entry: lgamma and its gradient are costly."""
     log_theta_mu = torch.log(theta + mu + _EPS)
+    t = theta
+    if t.dim() > 1 and all(s == 0 for s in t.stride()[:-1]):  # (an expanded vector)
+        t = t[(0,) * (t.dim() - 1)]
+    own = (t * torch.log(t + _EPS) - torch.lgamma(t)).expand_as(theta)
     return (
-        theta * (torch.log(theta + _EPS) - log_theta_mu)
+        own
+        - theta * log_theta_mu
         + x * (torch.log(mu + _EPS) - log_theta_mu)
         + torch.lgamma(x + theta)
-        - torch.lgamma(theta)
         - torch.lgamma(x + 1)
     )
 
