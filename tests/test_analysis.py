@@ -250,6 +250,10 @@ def test_compare_differential_takes_the_results_settings_and_checks_their_groups
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         compare_differential(same, obs)
+    linear = differential_expression(de_data(seed=1), "group", "A", "B", n_top=2, log1p=False)
+    with pytest.warns(UserWarning, match=r"pred was computed with log1p=False, obs with "
+                      r"log1p=True: their effects and tests are on different scales"):
+        compare_differential(linear, obs)
 
 
 def test_compare_differential_on_replicates_and_disjoint_effects():
@@ -680,6 +684,9 @@ def test_de_fold_change_of_large_log_means_and_boolean_groups():
     translated.obs["g"] = a.obs["g"].to_numpy()
     translated.uns["transmodal"] = {"units": "counts"}
     with pytest.warns(UserWarning, match=r"the translation's values are counts"):
+        tm.analysis.differential_expression(translated, "g", group="x", reference="y")
+    translated.uns["transmodal"] = {"units": "probability"}  # (also rates: linear values)
+    with pytest.warns(UserWarning, match=r"the translation's values are probability"):
         tm.analysis.differential_expression(translated, "g", group="x", reference="y")
     translated.uns["log1p"] = {"base": None}  # scanpy's log1p ran on it since: not counts
     with warnings.catch_warnings():

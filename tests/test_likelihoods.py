@@ -171,6 +171,7 @@ def clean_registry():
 def test_register_likelihood_usable_in_modality(clean_registry, paired_data):
     class Laplace(Likelihood):
         name = "test_laplace"
+        preprocessed = True  # models the processed data: translations are mapped back
 
         def head(self, n_hidden, n_vars):
             return lik_module._Linear(n_hidden, n_vars, ("mean",))
@@ -205,6 +206,12 @@ def test_register_likelihood_usable_in_modality(clean_registry, paired_data):
         warnings.simplefilter("ignore", UserWarning)
         model.train(max_epochs=1, batch_size=64, progress_bar=False)
     assert np.isfinite(model.history["train_recon_atac"]).all()
+    # its translations are in the data's units (scaling undone), and say so
+    out = model.translate(source="atac", target="atac")
+    assert out.uns["transmodal"]["units"] == "preprocessing inverted"
+    x = np.asarray(paired_data["atac"].X.todense() if hasattr(paired_data["atac"].X, "todense")
+                   else paired_data["atac"].X)
+    assert abs(float(out.X.mean()) - float(x.mean())) < 0.5 * float(x.std())
 
 
 def test_register_likelihood_needs_name(clean_registry):

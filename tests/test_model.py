@@ -556,6 +556,27 @@ def test_mudata_pairs_by_its_cells_names_not_its_row_keys(paired_data, make_mode
         make_model(mudata(numbered), specs)
 
 
+def test_pseudo_pairs_beside_too_few_anchors_and_options_that_cannot_act(paired_data,
+                                                                          make_model, train):
+    """One anchor pair is too few for the anchor loss: the pseudo-pairs stay on in its
+    place; geometric_pairs=True beside usable anchors, and training options that nothing
+    reads, say that they have no effect."""
+    n = paired_data["rna"].n_obs
+    with pytest.warns(UserWarning, match="too few for the anchor loss; the shape-based "
+                      "pseudo-pairs take their place"):
+        model = train(make_model(paired_data, anchor_fraction=1.5 / n, seed=0))
+    assert len(model.anchors_["rna|atac"][0]) == 1 and len(model.geometric_pairs_["rna|atac"][0])
+    assert "train_anchor" in model.history
+    with pytest.warns(UserWarning, match="geometric_pairs=True has no effect"):
+        make_model(paired_data, anchor_fraction=0.5, geometric_pairs=True)
+    plain = make_model(paired_data, geometric_pairs=False)
+    for kw, match in (({"beta": 0.5}, "beta=0.5 has no effect: the model is not variational"),
+                      ({"lam_cls": 3.0}, "lam_cls=3.0 has no effect"),
+                      ({"anchor_distance": "contrastive"}, "no anchor pairs or pseudo-pairs")):
+        with pytest.warns(UserWarning, match=match):
+            train(plain, **kw)
+
+
 def test_anchor_fraction_partial_pairing(half_paired_data, make_model):
     model = make_model(half_paired_data, anchor_fraction=0.5, seed=0)
     ia, ib = model.anchors_["rna|atac"]

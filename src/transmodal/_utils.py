@@ -274,7 +274,8 @@ def _check_launch(devices: Any, num_nodes: int) -> None:
         return
     main = sys.modules.get("__main__")
     script = getattr(main, "__file__", None)
-    if script is None or not os.path.isfile(script) or hasattr(sys, "ps1") or sys.flags.interactive:
+    interactive = hasattr(sys, "ps1") or bool(sys.flags.interactive)
+    if script is None or not os.path.isfile(script) or interactive:
         raise ValueError(
             f"devices={count}: Lightning starts the other {count - 1} process(es) by running "
             "this program's script again, but it was not started from a script file "
@@ -601,9 +602,10 @@ def atomic_directory(
     If anything fails, the temporary directory is removed and an existing ``path`` is left
     untouched. With ``overwrite=True`` an existing directory is replaced only after the new
     one is complete and flushed to disk (on Linux by swapping the two in one step, so that
-    even a crash leaves one of them whole at ``path``), and only if it holds nothing but what the new one holds, ensemble member
-    directories and files named in ``replaceable`` (see :func:`check_output_directory`);
-    otherwise :class:`FileExistsError` is raised and nothing is changed.
+    even a crash leaves one of them whole at ``path``), and only if it holds nothing but
+    what the new one holds, ensemble member directories and files named in ``replaceable``
+    (see :func:`check_output_directory`); otherwise :class:`FileExistsError` is raised and
+    nothing is changed.
 
     Parameters
     ----------

@@ -217,11 +217,14 @@ def differential_expression(
             top = float(max(m1.max(initial=0.0), m2.max(initial=0.0)))
             # a translation's units, unless scanpy's log1p has run on it since
             units = None if "log1p" in adata.uns else (adata.uns.get("transmodal") or {}).get("units")
+            # every likelihood but those of preprocessed data (Gaussian) translates into
+            # linear units: counts, probabilities, rates
+            linear = isinstance(units, str) and not units.startswith("preprocessing inverted")
             reason = (
                 f"group means up to {top:.3g} (log1p values of normalised counts stay far "
                 "below 30)" if top > 30
-                else "the translation's values are counts (uns['transmodal']['units'])"
-                if units == "counts"
+                else f"the translation's values are {units} (uns['transmodal']['units'])"
+                if linear
                 else "every value is a whole number" if _whole_numbers(X, in_group | in_ref)
                 else None
             )
@@ -424,6 +427,15 @@ def compare_differential(
         warnings.warn(
             f"compare_differential: pred compares {sides[0][0]!r} with {sides[0][1]!r}, obs "
             f"{sides[1][0]!r} with {sides[1][1]!r}; compare the same groups",
+            UserWarning, stacklevel=2,
+        )
+    scales = [de.attrs.get("log1p") for de in (pred, obs)]
+    if None not in scales and scales[0] != scales[1]:
+        warnings.warn(
+            f"compare_differential: pred was computed with log1p={scales[0]}, obs with "
+            f"log1p={scales[1]}: their effects and tests are on different scales; bring both data "
+            "to the same units (e.g. normalise and log1p the translation) and use the same "
+            "log1p",
             UserWarning, stacklevel=2,
         )
     common = pred.index.intersection(obs.index, sort=False)

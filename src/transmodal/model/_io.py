@@ -372,7 +372,7 @@ def _check_sizes(
                 f"{cfg_path}: {field} = {bad[0]} is larger than any dimension of the saved "
                 f"weights ({largest}); the config was edited or belongs to other weights"
             )
-    for name, shape in (config.get("image_shape") or {}).items():
+    for name, shape in images.items():
         if not shape or min(shape) < 1 or math.prod(shape) != config["n_vars"].get(name):
             raise ValueError(
                 f"{cfg_path}: image_shape[{name!r}] = {shape} does not give its n_vars "

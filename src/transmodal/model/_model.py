@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import re
 import sys
@@ -348,6 +349,14 @@ class CrossModalAE:
                 self.module.transforms[name], md.source, np.flatnonzero(train[name]), seed=seed
             )
         self.geometric_pairs_: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        if params["geometric_pairs"] not in (None, False) and all(
+            f"{a}|{b}" in self._usable_anchors() for a, b in combinations(self.mods, 2)
+        ):
+            warnings.warn(
+                f"geometric_pairs={params['geometric_pairs']!r} has no effect: every pair of "
+                "modalities has anchor pairs, which take the place of shape-based pseudo-pairs",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
         if self._use_geometry(params):
             try:
                 self.geometric_pairs_ = self._geometric_pairs(train, seed)
@@ -374,8 +383,13 @@ class CrossModalAE:
             for n, md in self.mods.items()
         ]
         labels_tie = p["labels_key"] is not None and bool(set.intersection(*classes))
-        no_prior = not labels_tie and p["marker_key"] is None and not self.anchors_
+        no_prior = not labels_tie and p["marker_key"] is None and not self._usable_anchors()
         return no_prior and len(self.mods) > 1 and not few
+
+    def _usable_anchors(self) -> set[str]:
+        """The modality pairs (``"a|b"``) whose anchor pairs the anchor loss uses: at least
+        2 (a batch of one pair is skipped, :class:`~transmodal.data.EpochBatches`)."""
+        return {k for k, (ia, _) in self.anchors_.items() if len(ia) >= 2}
 
     def _geometric_pairs(
         self,
@@ -392,7 +406,8 @@ class CrossModalAE:
         chosen = self.init_params_["geometric_pairs"]
         sources = (chosen if isinstance(chosen, str) else _GEOMETRY_DEFAULT).split("+")
         rng = np.random.default_rng([seed, 13])
-        pairs = [(a, b) for a, b in combinations(self.mods, 2) if f"{a}|{b}" not in self.anchors_]
+        usable = self._usable_anchors()
+        pairs = [(a, b) for a, b in combinations(self.mods, 2) if f"{a}|{b}" not in usable]
         with _stage_bar(len(self.mods) + len(pairs), "shape-based pseudo-pairs") as bar:
             feats = self._pair_features(train, rng, bar, max_cells, max_values)
             return self._pairs_of(feats, pairs, sources, seed, bar)
@@ -897,6 +912,25 @@ class CrossModalAE:
                 stacklevel=2,
             )
             pretrain_epochs = 0  # nor does it delay early stopping (min_epochs)
+        # options set (away from their default) that nothing in this model reads
+        given = {"beta": beta, "lam_cls": lam_cls, "lam_anchor": lam_anchor,
+                 "anchor_distance": anchor_distance, "anchor_temperature": anchor_temperature}
+        defaults = {k: p.default for k, p in inspect.signature(type(self).train).parameters.items()}
+        idle = {
+            "beta": "the model is not variational (variational=True)"
+            if not self.init_params_.get("variational") else None,
+            "lam_cls": "the model has no latent classifier (labels_key)"
+            if self.module.classifier is None else None,
+            **dict.fromkeys(
+                ("lam_anchor", "anchor_distance", "anchor_temperature"),
+                "the model has no anchor pairs or pseudo-pairs"
+                if not (self.anchors_ or self.geometric_pairs_) else None,
+            ),
+        }
+        for name, why in idle.items():
+            value = given[name]
+            if why and value not in (defaults[name], 0) and is_global_zero(launcher=True):
+                warnings.warn(f"{name}={value!r} has no effect: {why}", UserWarning, stacklevel=2)
         if pretrain_epochs is None:  # a trained anchor autoencoder is not pre-trained again
             pretrain_epochs = (
                 max(1, max_epochs // 4) if anchor is not None and not self.is_trained_ else 0
@@ -950,12 +984,18 @@ class CrossModalAE:
 
         train_idx = {n: np.flatnonzero(~m) for n, m in self.val_masks_.items()}
         val_idx = {n: np.flatnonzero(m) for n, m in self.val_masks_.items()}
+        pairs = dict(self.anchors_)  # a pair with too few anchors to use keeps its pseudo-pairs
+        for key in set(self.geometric_pairs_) - self._usable_anchors():
+            if len(pairs.get(key, ((),))[0]) and is_global_zero(launcher=True):
+                a, b = key.split("|")
+                warnings.warn(
+                    f"anchor pairs between {a!r} and {b!r}: only {len(pairs[key][0])} training "
+                    "pair, too few for the anchor loss; the shape-based pseudo-pairs take "
+                    "their place", UserWarning, stacklevel=2,
+                )
+            pairs[key] = self.geometric_pairs_[key]
         train_batches = EpochBatches(
-            self.mods,
-            train_idx,
-            batch_size=batch_size,
-            pairs={**self.geometric_pairs_, **self.anchors_},
-            seed=seed,
+            self.mods, train_idx, batch_size=batch_size, pairs=pairs, seed=seed,
         )
         val_batches = None
         if all(len(v) for v in val_idx.values()):
@@ -1523,7 +1563,9 @@ class CrossModalAE:
         - for ``"zinb"`` the negative binomial mean times the chance of no dropout, so a
         profile sums to less than ``library_size`` by its expected dropouts -, probabilities
         for Bernoulli, rates (e.g. methylation levels) for binomial and beta-binomial,
-        inverse-transformed values for Gaussian). For an image
+        inverse-transformed values for Gaussian - scaling and log1p undone, and with
+        ``normalize=True`` every cell at the median training library size; ``uns
+        ["transmodal"]["units"]`` says which). For an image
         target, ``X`` holds the flattened pixels and ``obsm[<the target's obsm_key>]`` the
         images, ``(cells, channels, [D,] H, W)``. With ``out``: the written file, opened
         read-only (``backed="r"``).
@@ -1578,13 +1620,10 @@ class CrossModalAE:
         images = {}
         if tmd.source.image_shape is not None:
             images[tmd.spec.obsm_key] = tuple(tmd.source.image_shape)
-        units = {
-            "gaussian": "preprocessing inverted",
-            "bernoulli": "probability",
-            "continuous_bernoulli": "mean in [0, 1] (a rate, e.g. methylation, or an intensity)",
-            "binomial": "success probability (rate)",
-            "betabinomial": "success probability (rate)",
-        }.get(tmd.spec.likelihood, "counts")
+        likelihood = get_likelihood(tmd.spec.likelihood)
+        units = likelihood.units_of_mean()
+        if likelihood.preprocessed and tmd.spec.resolved(image=bool(images))["normalize"]:
+            units += " (each cell normalised to the median training library size)"
         uns = {"transmodal": {"source": source, "target": target, "units": units}}
         if target in self.batch_categories_:
             uns["transmodal"]["target_batch"] = (

@@ -199,7 +199,7 @@ class CrossModalModule(nn.Module):
         probabilities, Gaussian gives the processed features with scaling and log1p undone.
         """
         mean = self.likelihoods[name].mean(params)
-        if self.archs[name].likelihood == "gaussian":
+        if self.likelihoods[name].preprocessed:  # e.g. Gaussian: of the processed features
             mean = self.transforms[name].inverse(mean)
         return mean
 
@@ -425,7 +425,9 @@ class CrossModalModule(nn.Module):
         modality's softmax to its own classes was measured to be worse on PBMC RNA / ATAC
         with partly shared cell types: it lets the private classes of the two modalities
         overlap, and up to 51 % of the RNA-only cells were then classified as ATAC-only
-        types, against 0.2 % with the full softmax.)
+        types, against 0.2 % with the full softmax. The push is not a guarantee: where the
+        adversarial alignment of two distributions with different class mixtures lays the
+        private classes onto each other, they overlap all the same.)
         """
         if self.classifier is None:
             return None

@@ -44,6 +44,14 @@ class Likelihood:
         and the encoder sees the rates ``x / total`` (unmeasured where ``total`` is 0).
     defaults
         Default preprocessing of the encoder input (``normalize``, ``log1p``, ``scale``).
+    preprocessed
+        Whether the likelihood models the preprocessed data (``target`` in :meth:`nll`),
+        so that its mean is mapped back through the inverse preprocessing (scaling, log1p)
+        in translations; otherwise the mean is in the data's own units.
+    units
+        What a translation into the modality holds (``uns["transmodal"]["units"]``);
+        default: ``"preprocessing inverted"`` or ``"counts"`` by the two flags above, else
+        ``"the likelihood's mean"``.
     """
 
     name: ClassVar[str] = ""
@@ -54,6 +62,17 @@ class Likelihood:
     missing: ClassVar[bool] = False
     totals: ClassVar[bool] = False
     defaults: ClassVar[dict[str, bool]] = {"normalize": False, "log1p": False, "scale": True}
+    preprocessed: ClassVar[bool] = False
+    units: ClassVar[str | None] = None
+
+    @classmethod
+    def units_of_mean(cls) -> str:
+        """What a translation into a modality of this likelihood holds (see ``units``)."""
+        if cls.units is not None:
+            return cls.units
+        if cls.preprocessed:
+            return "preprocessing inverted"
+        return "counts" if cls.counts else "the likelihood's mean"
 
     def head(self, n_hidden: int, n_vars: int) -> nn.Module:
         """Return the output head ``(h, library) -> dict of distribution parameters``."""
@@ -118,6 +137,7 @@ class Gaussian(Likelihood):
     name = "gaussian"
     image_keys = ("mean",)
     missing = True
+    preprocessed = True
 
     def head(self, n_hidden, n_vars):  # noqa: D102
         return _Linear(n_hidden, n_vars, ("mean",))
@@ -225,6 +245,7 @@ class Bernoulli(Likelihood):
     nonnegative = True
     image_keys = ("logits",)
     missing = True
+    units = "probability"
 
     def head(self, n_hidden, n_vars):  # noqa: D102
         return _Linear(n_hidden, n_vars, ("logits",))
@@ -251,6 +272,7 @@ class ContinuousBernoulli(Likelihood):
     unit_interval = True
     image_keys = ("logits",)
     missing = True
+    units = "mean in [0, 1] (a rate, e.g. methylation, or an intensity)"
     defaults = {"normalize": False, "log1p": False, "scale": False}
 
     def head(self, n_hidden, n_vars):  # noqa: D102
@@ -297,6 +319,7 @@ class Binomial(Likelihood):
     nonnegative = True
     missing = True
     totals = True
+    units = "success probability (rate)"
     defaults = {"normalize": False, "log1p": False, "scale": True}
 
     def head(self, n_hidden, n_vars):  # noqa: D102
