@@ -976,7 +976,11 @@ def test_anchor_prior_needs_pretraining_once(paired_data, make_model, train):
 def test_small_anchor_fraction_gives_at_least_one_pair(paired_data, make_model):
     model = make_model(paired_data, anchor_fraction=1e-4)
     assert len(model.anchors_["rna|atac"][0]) == 1
-    assert model.geometric_pairs_ == {}  # anchors are prior knowledge: no pseudo-pairs
+    # one pair is too few for the anchor loss (a batch needs 2): the pseudo-pairs stay on
+    assert len(model.geometric_pairs_["rna|atac"][0])
+    two = make_model(paired_data, anchor_fraction=2.5 / paired_data["rna"].n_obs)
+    assert len(two.anchors_["rna|atac"][0]) == 2
+    assert two.geometric_pairs_ == {}  # usable anchors are prior knowledge: no pseudo-pairs
 
 
 def test_library_size_only_acts_on_count_targets(paired_data, make_model, train):
