@@ -50,8 +50,8 @@ class Likelihood:
         in translations; otherwise the mean is in the data's own units.
     units
         What a translation into the modality holds (``uns["transmodal"]["units"]``);
-        default: ``"preprocessing inverted"`` or ``"counts"`` by the two flags above, else
-        ``"the likelihood's mean"``.
+        default: ``"preprocessing inverted"`` (``preprocessed``), ``"counts"``
+        (``counts``), else ``"the likelihood's mean"``.
     """
 
     name: ClassVar[str] = ""
