@@ -688,6 +688,10 @@ def test_de_fold_change_of_large_log_means_and_boolean_groups():
     translated.uns["transmodal"] = {"units": "probability"}  # (also rates: linear values)
     with pytest.warns(UserWarning, match=r"the translation's values are probability"):
         tm.analysis.differential_expression(translated, "g", group="x", reference="y")
+    # a Gaussian target with log1p: inverted into linear values too
+    translated.uns["transmodal"] = {"units": "preprocessing inverted (log1p undone: linear values)"}
+    with pytest.warns(UserWarning, match=r"log1p undone: linear values"):
+        tm.analysis.differential_expression(translated, "g", group="x", reference="y")
     translated.uns["log1p"] = {"base": None}  # scanpy's log1p ran on it since: not counts
     with warnings.catch_warnings():
         warnings.simplefilter("error")

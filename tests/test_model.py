@@ -983,6 +983,17 @@ def test_small_anchor_fraction_gives_at_least_one_pair(paired_data, make_model):
     assert two.geometric_pairs_ == {}  # usable anchors are prior knowledge: no pseudo-pairs
 
 
+def test_translation_units_say_what_the_inverse_preprocessing_gives(paired_data, make_model,
+                                                                   train):
+    specs = {"rna": tm.Modality("nb", layer="counts"),
+             "atac": tm.Modality("gaussian", log1p=True, normalize=True)}
+    model = train(make_model(paired_data, specs), max_epochs=1)
+    units = model.translate(source="rna", target="atac").uns["transmodal"]["units"]
+    assert units == ("preprocessing inverted (log1p undone: linear values; each cell "
+                     "normalised to the median training library size)")
+    assert model.translate(source="atac", target="rna").uns["transmodal"]["units"] == "counts"
+
+
 def test_library_size_only_acts_on_count_targets(paired_data, make_model, train):
     specs = {"rna": tm.Modality("nb", layer="counts"), "atac": tm.Modality("bernoulli")}
     model = train(make_model(paired_data, specs), max_epochs=1)

@@ -218,8 +218,10 @@ def differential_expression(
             # a translation's units, unless scanpy's log1p has run on it since
             units = None if "log1p" in adata.uns else (adata.uns.get("transmodal") or {}).get("units")
             # every likelihood but those of preprocessed data (Gaussian) translates into
-            # linear units: counts, probabilities, rates
-            linear = isinstance(units, str) and not units.startswith("preprocessing inverted")
+            # linear units: counts, probabilities, rates; those too once log1p is undone
+            linear = isinstance(units, str) and (
+                not units.startswith("preprocessing inverted") or "linear values" in units
+            )
             reason = (
                 f"group means up to {top:.3g} (log1p values of normalised counts stay far "
                 "below 30)" if top > 30

@@ -1622,8 +1622,12 @@ class CrossModalAE:
             images[tmd.spec.obsm_key] = tuple(tmd.source.image_shape)
         likelihood = get_likelihood(tmd.spec.likelihood)
         units = likelihood.units_of_mean()
-        if likelihood.preprocessed and tmd.spec.resolved(image=bool(images))["normalize"]:
-            units += " (each cell normalised to the median training library size)"
+        if likelihood.preprocessed:
+            opts = tmd.spec.resolved(image=bool(images))
+            notes = ["log1p undone: linear values"] if opts["log1p"] else []
+            if opts["normalize"]:
+                notes.append("each cell normalised to the median training library size")
+            units += f" ({'; '.join(notes)})" if notes else ""
         uns = {"transmodal": {"source": source, "target": target, "units": units}}
         if target in self.batch_categories_:
             uns["transmodal"]["target_batch"] = (

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from .._utils import check_parallel, parse_devices, seeded, torch_defaults
+from .._utils import check_parallel, is_global_zero, parse_devices, seeded, torch_defaults
 from ..data._prefetch import PrefetchLoader
 from ._plan import CrossModalPlan
 from ._progress import EpochProgressBar
@@ -168,6 +169,12 @@ def run_training(
             callbacks=cbs,
             deterministic=True,
         )
+        if num_nodes > 1 and is_global_zero(launcher=True):  # (Lightning's own note is hidden)
+            print(
+                f"transmodal: training in {trainer.world_size} processes on {num_nodes} nodes; "
+                "waiting until every process has started (srun / torchrun on each node)",
+                file=sys.stderr, flush=True,
+            )
         on_gpu = trainer.strategy.root_device.type == "cuda"
         if prefetch is None:
             on_disk = any(getattr(b, "on_disk", False) for b in (train_batches, val_batches))
