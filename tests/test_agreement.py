@@ -137,7 +137,7 @@ def test_train_consensus(paired_data, make_model):
 def test_train_consensus_names_the_kept_seed_when_runs_disagree(paired_data, make_model,
                                                                 monkeypatch):
     """A disagreement warning is passed on with the seed that was kept."""
-    def disagreeing(runs, k):
+    def disagreeing(runs, k, run_names=None):
         warnings.warn("runs 0 and 1 disagree", UserWarning, stacklevel=2)
         return pd.DataFrame({"run_a": [0, 0, 1], "run_b": [1, 2, 2],
                              "agreement": [0.1, 0.0, 0.8]})

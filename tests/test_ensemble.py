@@ -6,6 +6,7 @@ import json
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import transmodal as tm
@@ -138,7 +139,7 @@ def test_ensemble_refuses_other_units_or_other_data(ensemble, paired_data, make_
 
 
 def test_train_ensemble_warns_when_runs_disagree(paired_data, make_model, monkeypatch):
-    def disagreeing(runs, k):
+    def disagreeing(runs, k, run_names=None):
         warnings.warn("runs 0 and 1 disagree", UserWarning, stacklevel=2)
 
     monkeypatch.setattr(tm.metrics, "seed_agreement", disagreeing)
@@ -162,7 +163,7 @@ def test_runs_warnings_are_shown_once_at_the_callers_line(paired_data, make_mode
             max_epochs=1, batch_size=32, progress_bar=False,
         )
     off = [w for w in rec if "early_stopping=True is off" in str(w.message)]
-    assert len(off) == 1 and str(off[0].message).endswith("[3 of the 3 runs]")
+    assert len(off) == 1 and str(off[0].message).endswith("[3 of the 3 runs: seeds 0, 1, 2]")
     assert off[0].filename == __file__
     # counted by runs (a warning given twice per run: 2 of 2); an "error" filter still
     # raises in the first run; a run's failure is what is raised
@@ -177,9 +178,12 @@ def test_runs_warnings_are_shown_once_at_the_callers_line(paired_data, make_mode
         return make_model(paired_data, seed=s)
 
     fit = dict(max_epochs=1, batch_size=32, progress_bar=False)
-    with pytest.warns(UserWarning, match=r"twice per run \[2 of the 2 runs\]"):
-        with pytest.raises(RuntimeError, match="run 1 failed"):
+    with pytest.warns(UserWarning, match=r"twice per run \[2 of the 2 runs: seeds 0, 1\]"):
+        with pytest.raises(RuntimeError, match="run 1 failed") as err:
             tm.workflows.train_ensemble(build, seeds=(0, 1), **fit)
+    assert "raised by the run of seed 1, after 1 of the 2 runs had finished" in str(
+        getattr(err.value, "__notes__", [""])[0]
+    )
     built.clear()
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="twice per run")
@@ -230,3 +234,31 @@ def test_ensemble_of_a_model_loaded_without_data_needs_scales(ensemble, tmp_path
     assert tm.Ensemble([m0, bare], scales=ensemble.scales_[:2]).scales_.tolist() == list(
         ensemble.scales_[:2]
     )
+
+
+def test_seed_agreement_matches_the_runs_cells_by_name(paired_data, make_model):
+    """The same cells stored in another order are the same cells; other cells are refused;
+    the warning names the runs as the caller does; two seeds have no medoid."""
+    fit = dict(max_epochs=1, batch_size=32, progress_bar=False)
+    order = np.random.default_rng(0).permutation(paired_data["rna"].n_obs)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning)
+        a = make_model(paired_data, seed=0).train(**fit)
+        b = make_model({n: x[order].copy() for n, x in paired_data.items()}, seed=1).train(**fit)
+        renamed = {n: x.copy() for n, x in paired_data.items()}
+        for x in renamed.values():
+            x.obs_names = "other_" + x.obs_names
+        c = make_model(renamed, seed=2).train(**fit)
+    aligned = [{n: m.get_latent_representation(n)[
+        pd.Index(m.mods[n].obs_names).get_indexer(paired_data[n].obs_names)
+    ] for n in m.modality_names} for m in (a, b)]
+    want = tm.metrics.seed_agreement(aligned, k=10, warn_below=None)
+    got = tm.metrics.seed_agreement([a, b], k=10, warn_below=None)
+    assert got["agreement"].iloc[0] == pytest.approx(want["agreement"].iloc[0])
+    with pytest.raises(ValueError, match=r"runs\[1\]\['rna'\] embeds other cells than runs\[0\]"):
+        tm.metrics.seed_agreement([a, c], k=10)
+    with pytest.warns(UserWarning, match="the runs of seed 5 and seed 9 disagree"):
+        tm.metrics.seed_agreement([a, b], k=10, warn_below=1.01, run_names=["seed 5", "seed 9"])
+    with pytest.warns(UserWarning, match="two runs agree with each other equally"):
+        tm.workflows.train_consensus(lambda s: make_model(paired_data, seed=s), seeds=(3, 4),
+                                     **fit)

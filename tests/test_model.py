@@ -577,6 +577,34 @@ def test_pseudo_pairs_beside_too_few_anchors_and_options_that_cannot_act(paired_
             train(plain, **kw)
 
 
+def test_a_small_modality_beside_a_large_one_keeps_a_validation_split():
+    """The split drawn over all cells can leave a small unpaired modality (40 cells beside
+    2,000) with fewer than 2 validation cells, which switched validation off for every
+    modality: it now draws its share from its own cells, the large one's split unchanged."""
+    a = tm.datasets.synthetic(40, n_features={"rna": 20, "atac": 20}, paired=False, seed=0)
+    b = tm.datasets.synthetic(2000, n_features={"rna": 20, "atac": 20}, paired=False, seed=1)
+    model = tm.CrossModalAE({"rna": a["rna"], "atac": b["atac"]},
+                            {"rna": "nb", "atac": "bernoulli"}, n_latent=3, hidden=(8,),
+                            geometric_pairs=False, seed=0)
+    assert model.val_masks_["rna"].sum() == 4 and model.val_masks_["atac"].sum() > 150
+
+
+def test_modalities_without_information_and_contrastive_in_one_dimension_are_named(
+    paired_data, make_model, train
+):
+    const = {n: a.copy() for n, a in paired_data.items()}
+    const["atac"].X = np.ones(const["atac"].shape, dtype=np.float32)
+    with pytest.warns(UserWarning, match="modality 'atac': X is the same in every training cell"):
+        make_model(const)
+    one = {n: a.copy() for n, a in paired_data.items()}
+    one["rna"] = one["rna"][:, :1].copy()
+    with pytest.warns(UserWarning, match="modality 'rna' has one feature: normalize=True"):
+        make_model(one)
+    model = make_model(paired_data, n_latent=1, anchor_fraction=1.0)
+    with pytest.raises(ValueError, match="contrastive' needs n_latent >= 2"):
+        train(model, anchor_distance="contrastive")
+
+
 def test_anchor_fraction_partial_pairing(half_paired_data, make_model):
     model = make_model(half_paired_data, anchor_fraction=0.5, seed=0)
     ia, ib = model.anchors_["rna|atac"]

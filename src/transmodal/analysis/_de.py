@@ -177,8 +177,9 @@ def differential_expression(
     UserWarning
         With ``log1p=True``, when the data look like linear values (counts): a group mean
         above 30 (log1p values of normalised counts stay far below that), a translation
-        whose ``uns["transmodal"]["units"]`` are counts, or whole numbers only (in up to
-        500 cells of the two groups).
+        whose ``uns["transmodal"]["units"]`` are linear (counts, probabilities, rates, or a
+        Gaussian's values with log1p undone), or whole numbers only (in up to 500 cells of
+        the two groups).
     """
     if not isinstance(adata, AnnData):
         if is_mudata(adata):
@@ -217,10 +218,8 @@ def differential_expression(
             top = float(max(m1.max(initial=0.0), m2.max(initial=0.0)))
             # a translation's units, unless scanpy's log1p has run on it since
             units = None if "log1p" in adata.uns else (adata.uns.get("transmodal") or {}).get("units")
-            # every likelihood but those of preprocessed data (Gaussian) translates into
-            # linear units: counts, probabilities, rates; those too once log1p is undone
             linear = isinstance(units, str) and (
-                not units.startswith("preprocessing inverted") or "linear values" in units
+                units in _linear_units() or "linear values" in units  # (a Gaussian's log1p undone)
             )
             reason = (
                 f"group means up to {top:.3g} (log1p values of normalised counts stay far "
@@ -386,6 +385,19 @@ def check_de_pair(pred: Any, obs: Any, column: str) -> None:
                 f"{name}: feature names are not unique (e.g. {dup!r}); features are matched "
                 "by name — call var_names_make_unique() before differential_expression"
             )
+
+
+def _linear_units() -> set[str]:
+    """The translation units (``uns["transmodal"]["units"]``) of the registered likelihoods
+    that model the data in their own linear units: counts, probabilities, rates."""
+    from ..nn import available_likelihoods, get_likelihood
+
+    units = set()
+    for name in available_likelihoods():
+        likelihood = get_likelihood(name)
+        if not likelihood.preprocessed and (likelihood.counts or likelihood.units is not None):
+            units.add(likelihood.units_of_mean())
+    return units
 
 
 def compare_differential(

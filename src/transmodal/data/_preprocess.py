@@ -50,7 +50,14 @@ def fit_preprocessing(
     if len(idx) == 0:
         raise ValueError(f"modality {src.name!r}: no training cells to fit preprocessing on")
     libs, nonzero, measured, empty_cells = [], False, False, 0
+    first, constant = None, True  # (every training cell the same row)
     for c in src.chunks(idx, chunk_size):
+        if len(c):
+            first = c[0] if first is None else first
+            same = c == first
+            if c.dtype.kind == "f":  # (unmeasured entries: NaN in both)
+                same |= np.isnan(c) & np.isnan(first)
+            constant = constant and bool(same.all())
         libs.append(np.nansum(c, 1) if transform.missing else c.sum(1))
         nonzero = nonzero or bool(np.any(np.nan_to_num(c) if transform.missing else c))
         if transform.missing:
@@ -67,6 +74,20 @@ def fit_preprocessing(
         warnings.warn(
             f"modality {src.name!r}: {src.where} is all zeros in every training cell; the "
             "modality carries no information (a wrong layer or obsm key?)",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
+    elif constant and len(idx) > 1:
+        warnings.warn(
+            f"modality {src.name!r}: {src.where} is the same in every training cell; the "
+            "modality carries no information, and all its cells embed at one point (a wrong "
+            "layer or obsm key?)",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
+    elif transform.normalize and src.n_vars == 1:
+        warnings.warn(
+            f"modality {src.name!r} has one feature: normalize=True divides every cell by "
+            "its own total, which leaves 0 or 1 and loses the values; build it with "
+            "normalize=False",
             UserWarning, stacklevel=user_stacklevel(),
         )
     elif empty_cells:

@@ -19,11 +19,16 @@ from ._chunked import as_embedding, check_same_dims
 SEED_AGREEMENT_WARNING = 0.2
 
 
-def _embeddings(run: Any, i: int) -> dict[str, np.ndarray]:
+def _embeddings(run: Any, i: int) -> tuple[dict[str, np.ndarray], dict[str, pd.Index] | None]:
+    """A run's embedding per modality, and (for a model) its cells' names per modality."""
     if hasattr(run, "get_latent_representation") and hasattr(run, "modality_names"):
-        return {n: run.get_latent_representation(n) for n in run.modality_names}
+        try:
+            embs = {n: run.get_latent_representation(n) for n in run.modality_names}
+        except ValueError as err:  # e.g. a model loaded without its data
+            raise ValueError(f"runs[{i}]: {err}") from None
+        return embs, {n: pd.Index(run.mods[n].obs_names) for n in run.modality_names}
     if isinstance(run, Mapping):
-        return {str(n): as_embedding(z, f"runs[{i}][{n!r}]") for n, z in run.items()}
+        return {str(n): as_embedding(z, f"runs[{i}][{n!r}]") for n, z in run.items()}, None
     raise TypeError(
         f"runs[{i}] must be a trained CrossModalAE or a {{modality: embedding}} mapping; "
         f"got {type(run).__name__}"
@@ -46,6 +51,7 @@ def seed_agreement(
     *,
     k: int = 50,
     warn_below: float | None = SEED_AGREEMENT_WARNING,
+    run_names: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """How consistently several training runs (seeds) match cells across modalities.
 
@@ -61,7 +67,8 @@ def seed_agreement(
     ----------
     runs
         At least two trained :class:`~transmodal.CrossModalAE` models of the same data
-        (embeddings of their training cells are used), an :class:`~transmodal.Ensemble`
+        (embeddings of their training cells are used, matched by the cells' names, so
+        the same cells stored in another order are the same), an :class:`~transmodal.Ensemble`
         (its members), or ``{modality: embedding}`` mappings with the same modalities and
         cell order.
     k
@@ -69,6 +76,9 @@ def seed_agreement(
     warn_below
         Emit a ``UserWarning`` when any pair of runs agrees less than this; ``None`` never
         warns.
+    run_names
+        What the warning calls the runs (e.g. ``["seed 5", "seed 9"]``); default: their
+        positions in ``runs``.
 
     Returns
     -------
@@ -91,7 +101,10 @@ def seed_agreement(
         )
     if len(runs) < 2:
         raise ValueError(f"seed_agreement needs at least two runs; got {len(runs)}")
-    embs = [_embeddings(r, i) for i, r in enumerate(runs)]
+    if run_names is not None and len(run_names) != len(runs):
+        raise ValueError(f"run_names names {len(run_names)} runs; there are {len(runs)}")
+    embs, cells = zip(*(_embeddings(r, i) for i, r in enumerate(runs)))
+    embs = list(embs)
     names = list(embs[0])
     if len(names) < 2:
         raise ValueError("seed_agreement needs runs with at least two modalities")
@@ -104,6 +117,14 @@ def seed_agreement(
                     f"runs[{i}][{n!r}] has {e[n].shape[0]} cells; runs[0] has "
                     f"{embs[0][n].shape[0]} (the runs must embed the same cells)"
                 )
+            if cells[i] is not None and cells[0] is not None:  # models: match cells by name
+                order = cells[i][n].get_indexer(cells[0][n])
+                if (order < 0).any():
+                    raise ValueError(
+                        f"runs[{i}][{n!r}] embeds other cells than runs[0] (obs_names "
+                        "differ); the runs must be trained on the same cells"
+                    )
+                e[n] = e[n][order]
     for e in embs:
         for a, b in combinations(names, 2):
             check_same_dims(e[a], e[b], (a, b))
@@ -126,8 +147,12 @@ def seed_agreement(
     table = pd.DataFrame(rows)
     worst = table.loc[table["agreement"].idxmin()]
     if warn_below is not None and worst["agreement"] < warn_below:
+        ia, ib = int(worst["run_a"]), int(worst["run_b"])
+        who = f"runs {ia} and {ib}" if run_names is None else (
+            f"the runs of {run_names[ia]} and {run_names[ib]}"
+        )
         warnings.warn(
-            f"runs {int(worst['run_a'])} and {int(worst['run_b'])} disagree on which cells "
+            f"{who} disagree on which cells "
             f"match across modalities (chance-corrected agreement {worst['agreement']:.2f} < "
             f"{warn_below}; mean over run pairs {table['agreement'].mean():.2f}): the data do "
             "not determine which cells match. Without prior knowledge, add it (labels_key, "

@@ -927,6 +927,18 @@ class CrossModalAE:
                 if not (self.anchors_ or self.geometric_pairs_) else None,
             ),
         }
+        if idle["anchor_temperature"] is None and anchor_distance != "contrastive":
+            idle["anchor_temperature"] = (
+                f"only anchor_distance='contrastive' has a temperature (not {anchor_distance!r})"
+            )
+        if anchor_distance == "contrastive" and self.module.n_latent < 2 and (
+            self.anchors_ or self.geometric_pairs_
+        ):
+            raise ValueError(
+                "anchor_distance='contrastive' needs n_latent >= 2: it compares directions "
+                "(cosine similarity), and in one dimension every cell points one of two ways, "
+                "so the pairs would teach nothing; use anchor_distance='l1' or 'l2'"
+            )
         for name, why in idle.items():
             value = given[name]
             if why and value not in (defaults[name], 0) and is_global_zero(launcher=True):
@@ -985,7 +997,10 @@ class CrossModalAE:
         train_idx = {n: np.flatnonzero(~m) for n, m in self.val_masks_.items()}
         val_idx = {n: np.flatnonzero(m) for n, m in self.val_masks_.items()}
         pairs = dict(self.anchors_)  # a pair with too few anchors to use keeps its pseudo-pairs
-        for key in set(self.geometric_pairs_) - self._usable_anchors():
+        usable = self._usable_anchors()
+        for key in self.geometric_pairs_:  # (in their order: it sets the batches' draws)
+            if key in usable:
+                continue
             if len(pairs.get(key, ((),))[0]) and is_global_zero(launcher=True):
                 a, b = key.split("|")
                 warnings.warn(

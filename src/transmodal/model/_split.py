@@ -18,8 +18,10 @@ def validation_masks(
     """Boolean validation mask per modality.
 
     The split is drawn over pairing keys (``obs_names`` or MuData rows), so the two
-    measurements of a paired cell always fall in the same split. Returns all-False masks
-    when any modality would be left with fewer than 2 validation or training cells.
+    measurements of a paired cell always fall in the same split. A modality that this
+    draw leaves with fewer than 2 validation cells (a small modality beside a large one)
+    draws its share from its own unpaired cells. Returns all-False masks when any
+    modality would still be left with fewer than 2 validation or training cells.
     """
     none = {n: np.zeros(md.n_obs, dtype=bool) for n, md in mods.items()}
     if fraction <= 0:
@@ -28,6 +30,18 @@ def validation_masks(
     rng = np.random.default_rng([seed, 7])
     val_keys = keys[rng.permutation(len(keys))[: int(round(fraction * len(keys)))]]
     masks = {n: np.isin(md.pair_keys.astype(str), val_keys) for n, md in mods.items()}
+    for k, (name, md) in enumerate(mods.items()):
+        m = masks[name]
+        if m.sum() >= 2:
+            continue
+        own = md.pair_keys.astype(str)
+        others = np.concatenate(
+            [o.pair_keys.astype(str) for n, o in mods.items() if n != name] or [np.array([], str)]
+        )
+        free = np.flatnonzero(~m & ~np.isin(own, others))  # (no other modality's split moves)
+        want = max(2, int(round(fraction * md.n_obs))) - int(m.sum())
+        if len(free) >= want:
+            m[np.random.default_rng([seed, 7, k]).choice(free, want, replace=False)] = True
     for m in masks.values():
         if m.sum() < 2 or (~m).sum() < 2:
             return none

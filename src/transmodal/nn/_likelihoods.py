@@ -174,7 +174,7 @@ def _nb_log_prob(x, mu, theta):
     dispersion), rather than once per entry: lgamma and its gradient are costly."""
     log_theta_mu = torch.log(theta + mu + _EPS)
     t = theta
-    if t.dim() > 1 and all(s == 0 for s in t.stride()[:-1]):  # (an expanded vector)
+    if t.dim() > 1 and t.numel() and all(s == 0 for s in t.stride()[:-1]):  # (expanded)
         t = t[(0,) * (t.dim() - 1)]
     own = (t * torch.log(t + _EPS) - torch.lgamma(t)).expand_as(theta)
     return (

@@ -69,22 +69,31 @@ def _train_runs(
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     models.append(_build_and_train(build, int(s), seeds, train_kwargs, models))
+            except BaseException as err:  # say which run it was (the others are lost)
+                if hasattr(err, "add_note"):
+                    err.add_note(
+                        f"{caller}: raised by the run of seed {s}, after {i} of the "
+                        f"{len(seeds)} runs had finished"
+                    )
+                raise
             finally:
                 for w in caught:
                     runs.setdefault((w.category, str(w.message)), set()).add(i)
     except BaseException:  # the runs' warnings, then the failure itself
         with contextlib.suppress(Warning):
-            _pass_on_once(runs, len(seeds))
+            _pass_on_once(runs, seeds)
         raise
-    _pass_on_once(runs, len(seeds))
+    _pass_on_once(runs, seeds)
     return seeds, models
 
 
-def _pass_on_once(runs: dict[tuple[type, str], set[int]], n_runs: int) -> None:
-    """Issue each distinct warning once, pointing at the user's line, with the number of
-    runs that gave it (``runs``: the indices of the runs per category and message)."""
+def _pass_on_once(runs: dict[tuple[type, str], set[int]], seeds: list[int]) -> None:
+    """Issue each distinct warning once, pointing at the user's line, with the runs that
+    gave it (``runs``: the indices of the runs per category and message)."""
     for (category, message), which in runs.items():
-        where = f" [{len(which)} of the {n_runs} runs]" if len(which) > 1 else ""
+        named = ", ".join(str(seeds[i]) for i in sorted(which))
+        plural = "s" if len(which) > 1 else ""
+        where = f" [{len(which)} of the {len(seeds)} runs: seed{plural} {named}]"
         warnings.warn(message + where, category, stacklevel=user_stacklevel())
 
 
@@ -121,13 +130,13 @@ def _build_and_train(
 
 
 def _agreement(
-    models: list[CrossModalAE], k: int, advice: Callable[[pd.DataFrame], str]
+    models: list[CrossModalAE], seeds: list[int], k: int, advice: Callable[[pd.DataFrame], str]
 ) -> pd.DataFrame:
-    """:func:`~transmodal.metrics.seed_agreement` of the runs; its warnings are passed on to
-    the workflow's caller with ``advice(table)`` appended."""
+    """:func:`~transmodal.metrics.seed_agreement` of the runs (named by their seeds); its
+    warnings are passed on to the workflow's caller with ``advice(table)`` appended."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        table = metrics.seed_agreement(models, k=k)
+        table = metrics.seed_agreement(models, k=k, run_names=[f"seed {s}" for s in seeds])
     for w in caught:
         warnings.warn(f"{w.message} {advice(table)}", w.category, stacklevel=3)
     return table
@@ -157,7 +166,8 @@ def train_consensus(
         ``seed -> CrossModalAE``: a new, untrained model of the data with that seed, e.g.
         ``lambda s: tm.CrossModalAE(mdata, {"rna": "nb", "atac": "bernoulli"}, seed=s)``.
     seeds
-        At least two distinct seeds.
+        At least two distinct seeds (three or more: two runs have no medoid, and the
+        first is kept, with a warning).
     k
         Neighbours per cell of :func:`~transmodal.metrics.seed_agreement` (a positive
         integer, checked before any training).
@@ -180,9 +190,16 @@ def train_consensus(
     """
     check_int(k, "k", minimum=1)
     seeds, models = _train_runs(build, seeds, train_kwargs, "train_consensus")
+    if len(seeds) == 2:
+        warnings.warn(
+            f"train_consensus with two seeds: two runs agree with each other equally, so "
+            f"there is no medoid and the first, seed {seeds[0]}, is kept; give three or more "
+            "seeds for the majority's run",
+            UserWarning, stacklevel=2,
+        )
     table = _agreement(
-        models, k, lambda t: f"train_consensus kept seed {seeds[metrics.medoid_run(t)]}, the "
-        "run that agrees most with the others."
+        models, seeds, k, lambda t: f"train_consensus kept seed {seeds[metrics.medoid_run(t)]}, "
+        "the run that agrees most with the others."
     )
     chosen = metrics.medoid_run(table)
     table.insert(2, "seed_a", [seeds[i] for i in table["run_a"]])
@@ -236,9 +253,9 @@ def train_ensemble(
     >>> mdata["rna"].obsm["X_transmodal"] = ens.get_latent_representation("rna")
     """
     check_int(k, "k", minimum=1)
-    _, models = _train_runs(build, seeds, train_kwargs, "train_ensemble")
+    seeds, models = _train_runs(build, seeds, train_kwargs, "train_ensemble")
     _agreement(
-        models, k, lambda t: "train_ensemble averages these runs: if they found different "
+        models, seeds, k, lambda t: "train_ensemble averages these runs: if they found different "
         "alignments (swapped clusters, a flipped branch), prefer train_consensus, which keeps "
         "the majority's run."
     )
