@@ -262,3 +262,10 @@ def test_seed_agreement_matches_the_runs_cells_by_name(paired_data, make_model):
     with pytest.warns(UserWarning, match="two runs agree with each other equally"):
         tm.workflows.train_consensus(lambda s: make_model(paired_data, seed=s), seeds=(3, 4),
                                      **fit)
+
+
+def test_seed_agreement_of_ensembles(ensemble):
+    """Ensembles in a list of runs are compared by row position (their members' cells are
+    the same by construction)."""
+    table = tm.metrics.seed_agreement([ensemble, ensemble.models[0]], k=5, warn_below=None)
+    assert len(table) == 1 and np.isfinite(table["agreement"]).all()

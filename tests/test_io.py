@@ -272,6 +272,17 @@ def test_models_whose_own_widths_are_not_the_model_default_load(tmp_path):
     tm.CrossModalAE.load(tmp_path / "m")
 
 
+def test_loaded_pairs_keep_the_constructors_order(tmp_path, make_model, three_mod_data):
+    """The order of the modality pairs sets the training batches' draws: a loaded model
+    lists them as the constructor did (not in a set's per-process hash order)."""
+    model = make_model(three_mod_data, geometric_pairs=True)
+    model.save(tmp_path / "m")
+    loaded = tm.CrossModalAE.load(tmp_path / "m", three_mod_data)
+    assert list(loaded.geometric_pairs_) == list(model.geometric_pairs_) == [
+        "rna|atac", "rna|prot", "atac|prot"
+    ]
+
+
 def test_load_with_cells_named_by_row_numbers_warns(tmp_path, make_model, train, paired_data):
     """Names "0".."n-1" cannot tell the training cells from others: the saved pairs and
     split are kept for them, with a warning."""

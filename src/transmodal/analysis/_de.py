@@ -395,7 +395,7 @@ def _linear_units() -> set[str]:
     units = set()
     for name in available_likelihoods():
         likelihood = get_likelihood(name)
-        if not likelihood.preprocessed and (likelihood.counts or likelihood.units is not None):
+        if not likelihood.preprocessed:  # (its mean in the data's own units)
             units.add(likelihood.units_of_mean())
     return units
 

@@ -189,7 +189,9 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
         if cfg.runs["combine"] == "consensus":
             run = train_consensus(build, seeds, k=k, **train_kwargs)
             result, hist, agreement = run.model, run.model.history, run.agreement
-            done = f"trained seeds {seeds}, kept seed {run.seed} (the runs' medoid)"
+            done = f"trained seeds {seeds}, kept seed {run.seed} " + (
+                "(the runs' medoid)" if len(seeds) > 2 else "(the first: two runs have no medoid)"
+            )
         else:
             result = train_ensemble(build, seeds, k=k, **train_kwargs)
             hist = result.history  # indexed by (seed, epoch)

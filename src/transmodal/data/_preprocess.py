@@ -52,8 +52,8 @@ def fit_preprocessing(
     libs, nonzero, measured, empty_cells = [], False, False, 0
     first, constant = None, True  # (every training cell the same row)
     for c in src.chunks(idx, chunk_size):
-        if len(c):
-            first = c[0] if first is None else first
+        if len(c) and constant:
+            first = c[0].copy() if first is None else first
             same = c == first
             if c.dtype.kind == "f":  # (unmeasured entries: NaN in both)
                 same |= np.isnan(c) & np.isnan(first)
@@ -86,7 +86,7 @@ def fit_preprocessing(
     elif transform.normalize and src.n_vars == 1:
         warnings.warn(
             f"modality {src.name!r} has one feature: normalize=True divides every cell by "
-            "its own total, which leaves 0 or 1 and loses the values; build it with "
+            "its own total, which leaves 0 or one value and loses the counts; build it with "
             "normalize=False",
             UserWarning, stacklevel=user_stacklevel(),
         )

@@ -26,7 +26,10 @@ def _embeddings(run: Any, i: int) -> tuple[dict[str, np.ndarray], dict[str, pd.I
             embs = {n: run.get_latent_representation(n) for n in run.modality_names}
         except ValueError as err:  # e.g. a model loaded without its data
             raise ValueError(f"runs[{i}]: {err}") from None
-        return embs, {n: pd.Index(run.mods[n].obs_names) for n in run.modality_names}
+        mods = getattr(run, "mods", None)  # (a model; an Ensemble's rows are by position)
+        if mods is None:
+            return embs, None
+        return embs, {n: pd.Index(mods[n].obs_names) for n in run.modality_names}
     if isinstance(run, Mapping):
         return {str(n): as_embedding(z, f"runs[{i}][{n!r}]") for n, z in run.items()}, None
     raise TypeError(

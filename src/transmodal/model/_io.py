@@ -8,6 +8,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Mapping
+from itertools import combinations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -533,7 +534,10 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
     if same_data:
         n_obs = {n: md.n_obs for n, md in model.mods.items()}
         for prefix, (pairs, _) in _PAIRS.items():
-            for key in {k.split(".")[1] for k in tensors if k.startswith(f"{prefix}.")}:
+            saved = {k.split(".")[1] for k in tensors if k.startswith(f"{prefix}.")}
+            # in the constructor's order (it sets the training batches' draws)
+            order = [f"{a}|{b}" for a, b in combinations(model.mods, 2)]
+            for key in [k for k in order if k in saved] + sorted(saved - set(order)):
                 getattr(model, pairs)[key] = _saved_pairs(tensors, prefix, key, n_obs, path)
         for name in model.mods:
             model.val_masks_[name] = _saved_mask(tensors, name, n_obs[name], path)

@@ -931,7 +931,7 @@ class CrossModalAE:
             idle["anchor_temperature"] = (
                 f"only anchor_distance='contrastive' has a temperature (not {anchor_distance!r})"
             )
-        if anchor_distance == "contrastive" and self.module.n_latent < 2 and (
+        if anchor_distance == "contrastive" and self.module.n_latent < 2 and lam_anchor and (
             self.anchors_ or self.geometric_pairs_
         ):
             raise ValueError(

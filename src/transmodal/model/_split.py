@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+import zlib
 from itertools import combinations
 
 import numpy as np
@@ -30,18 +31,19 @@ def validation_masks(
     rng = np.random.default_rng([seed, 7])
     val_keys = keys[rng.permutation(len(keys))[: int(round(fraction * len(keys)))]]
     masks = {n: np.isin(md.pair_keys.astype(str), val_keys) for n, md in mods.items()}
-    for k, (name, md) in enumerate(mods.items()):
+    for name, md in mods.items():
         m = masks[name]
-        if m.sum() >= 2:
+        want = int(round(fraction * md.n_obs)) - int(m.sum())  # its own share
+        if m.sum() >= 2 or int(round(fraction * md.n_obs)) < 2:
             continue
         own = md.pair_keys.astype(str)
         others = np.concatenate(
             [o.pair_keys.astype(str) for n, o in mods.items() if n != name] or [np.array([], str)]
         )
         free = np.flatnonzero(~m & ~np.isin(own, others))  # (no other modality's split moves)
-        want = max(2, int(round(fraction * md.n_obs))) - int(m.sum())
-        if len(free) >= want:
-            m[np.random.default_rng([seed, 7, k]).choice(free, want, replace=False)] = True
+        if len(free) >= want:  # seeded by the modality's name, not its place in the dict
+            rng_own = np.random.default_rng([seed, 7, zlib.crc32(name.encode())])
+            m[rng_own.choice(free, want, replace=False)] = True
     for m in masks.values():
         if m.sum() < 2 or (~m).sum() < 2:
             return none

@@ -63,8 +63,10 @@ def _train_runs(
     # every warning N times. Recorded under the caller's filters: an "error" one still
     # raises at once, in the run that warns
     runs: dict[tuple[type, str], set[int]] = {}
+    started = 0
     try:
         for i, s in enumerate(seeds):
+            started = i + 1
             caught: list[warnings.WarningMessage] = []
             try:
                 with warnings.catch_warnings(record=True) as caught:
@@ -81,7 +83,7 @@ def _train_runs(
                     runs.setdefault((w.category, str(w.message)), set()).add(i)
     except BaseException:  # the runs' warnings, then the failure itself
         with contextlib.suppress(Warning):
-            _pass_on_once(runs, seeds)
+            _pass_on_once(runs, seeds[:started])  # (of the runs that ran)
         raise
     _pass_on_once(runs, seeds)
     return seeds, models
@@ -166,8 +168,8 @@ def train_consensus(
         ``seed -> CrossModalAE``: a new, untrained model of the data with that seed, e.g.
         ``lambda s: tm.CrossModalAE(mdata, {"rna": "nb", "atac": "bernoulli"}, seed=s)``.
     seeds
-        At least two distinct seeds (three or more: two runs have no medoid, and the
-        first is kept, with a warning).
+        Distinct seeds, at least three for a medoid (of two runs, which agree with each
+        other equally, the first is kept, with a warning).
     k
         Neighbours per cell of :func:`~transmodal.metrics.seed_agreement` (a positive
         integer, checked before any training).
@@ -198,8 +200,11 @@ def train_consensus(
             UserWarning, stacklevel=2,
         )
     table = _agreement(
-        models, seeds, k, lambda t: f"train_consensus kept seed {seeds[metrics.medoid_run(t)]}, "
-        "the run that agrees most with the others."
+        models, seeds, k, lambda t: (
+            f"train_consensus kept seed {seeds[metrics.medoid_run(t)]}, the run that agrees "
+            "most with the others." if len(seeds) > 2 else
+            f"train_consensus kept the first seed, {seeds[0]} (two runs have no medoid)."
+        )
     )
     chosen = metrics.medoid_run(table)
     table.insert(2, "seed_a", [seeds[i] for i in table["run_a"]])
