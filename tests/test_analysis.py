@@ -685,9 +685,16 @@ def test_de_fold_change_of_large_log_means_and_boolean_groups():
     translated.uns["transmodal"] = {"units": "counts"}
     with pytest.warns(UserWarning, match=r"the translation's values are counts"):
         tm.analysis.differential_expression(translated, "g", group="x", reference="y")
+    translated.layers["lognorm"] = np.log1p(translated.X)  # the units describe X, not a layer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tm.analysis.differential_expression(translated, "g", group="x", reference="y",
+                                            layer="lognorm")
     translated.uns["transmodal"] = {"units": "probability"}  # (also rates: linear values)
-    with pytest.warns(UserWarning, match=r"the translation's values are probability"):
+    with pytest.warns(UserWarning, match=r"linear values: the translation's values are "
+                      r"probability .* pass log1p=False") as rec:
         tm.analysis.differential_expression(translated, "g", group="x", reference="y")
+    assert "normalize_total" not in str(rec[0].message)  # (no library sizes to normalise)
     # a Gaussian target with log1p: inverted into linear values too
     translated.uns["transmodal"] = {"units": "preprocessing inverted (log1p undone: linear values)"}
     with pytest.warns(UserWarning, match=r"log1p undone: linear values"):

@@ -97,6 +97,8 @@ def test_rank_before_a_process_group_is_read_from_the_launcher_for_warnings(monk
     job system exports."""
     from transmodal._utils import is_global_zero
 
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK"):  # (a launcher's, inherited)
+        monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("RANK", "3")  # without a WORLD_SIZE: a lone process (a job system's)
     assert is_global_zero() and is_global_zero(launcher=True)
     monkeypatch.setenv("RANK", "0")

@@ -163,7 +163,7 @@ def test_runs_warnings_are_shown_once_at_the_callers_line(paired_data, make_mode
             max_epochs=1, batch_size=32, progress_bar=False,
         )
     off = [w for w in rec if "early_stopping=True is off" in str(w.message)]
-    assert len(off) == 1 and str(off[0].message).endswith("[3 of the 3 runs: seeds 0, 1, 2]")
+    assert len(off) == 1 and str(off[0].message).endswith("[all 3 runs]")
     assert off[0].filename == __file__
     # counted by runs (a warning given twice per run: 2 of 2); an "error" filter still
     # raises in the first run; a run's failure is what is raised
@@ -178,7 +178,7 @@ def test_runs_warnings_are_shown_once_at_the_callers_line(paired_data, make_mode
         return make_model(paired_data, seed=s)
 
     fit = dict(max_epochs=1, batch_size=32, progress_bar=False)
-    with pytest.warns(UserWarning, match=r"twice per run \[2 of the 2 runs: seeds 0, 1\]"):
+    with pytest.warns(UserWarning, match=r"twice per run \[all 2 runs\]"):
         with pytest.raises(RuntimeError, match="run 1 failed") as err:
             tm.workflows.train_ensemble(build, seeds=(0, 1), **fit)
     assert "raised by the run of seed 1, after 1 of the 2 runs had finished" in str(

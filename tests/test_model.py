@@ -299,6 +299,8 @@ def test_seeding_leaves_cuda_generators_alone_when_cuda_is_not_used(paired_data,
                                                                     train, monkeypatch):
     """torch.manual_seed would also (lazily) seed every CUDA generator, changing the caller's
     later GPU draws; building, training and translating on the CPU seed only the CPU's."""
+    if torch.cuda.is_initialized():  # (started by an earlier test: then it is seeded)
+        pytest.skip("CUDA was started by an earlier test")
     calls = []
     monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
     monkeypatch.setattr(torch.cuda, "manual_seed", lambda seed: calls.append(seed))

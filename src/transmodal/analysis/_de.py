@@ -216,8 +216,11 @@ def differential_expression(
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if log1p:  # log(expm1(m) + c) = m + log1p((c - 1) e^-m): no overflow for large m
             top = float(max(m1.max(initial=0.0), m2.max(initial=0.0)))
-            # a translation's units, unless scanpy's log1p has run on it since
-            units = None if "log1p" in adata.uns else (adata.uns.get("transmodal") or {}).get("units")
+            # a translation's units describe its X (not a layer), unless scanpy's log1p has
+            # run on it since
+            units = None if "log1p" in adata.uns or layer is not None else (
+                (adata.uns.get("transmodal") or {}).get("units")
+            )
             linear = isinstance(units, str) and (
                 units in _linear_units() or "linear values" in units  # (a Gaussian's log1p undone)
             )
@@ -230,11 +233,17 @@ def differential_expression(
                 else None
             )
             if reason is not None:
+                counts = not linear or units == "counts"
+                advice = (
+                    "normalise and log1p them first (sc.pp.normalize_total, sc.pp.log1p), or "
+                    "pass log1p=False for a fold change of the values themselves (binary 0 / 1 "
+                    "data too)" if counts else "pass log1p=False for a fold change of the "
+                    "values themselves"
+                )
                 warnings.warn(
-                    f"differential_expression: log1p=True, but these look like linear values "
-                    f"(counts): {reason}; log2fc would be far off - normalise and log1p them "
-                    "first (sc.pp.normalize_total, sc.pp.log1p), or pass log1p=False for a "
-                    "fold change of the values themselves (binary 0 / 1 data too)",
+                    f"differential_expression: log1p=True, but these look like linear values"
+                    f"{' (counts)' if counts else ''}: {reason}; log2fc would be far off - "
+                    f"{advice}",
                     UserWarning, stacklevel=2,
                 )
             ln1 = m1 + np.log1p((pseudocount - 1.0) * np.exp(-m1))

@@ -26,7 +26,8 @@ def _embeddings(run: Any, i: int) -> tuple[dict[str, np.ndarray], dict[str, pd.I
             embs = {n: run.get_latent_representation(n) for n in run.modality_names}
         except ValueError as err:  # e.g. a model loaded without its data
             raise ValueError(f"runs[{i}]: {err}") from None
-        mods = getattr(run, "mods", None)  # (a model; an Ensemble's rows are by position)
+        members = getattr(run, "models", None)  # an Ensemble: its members' cells
+        mods = getattr(run, "mods", None) if members is None else getattr(members[0], "mods", None)
         if mods is None:
             return embs, None
         return embs, {n: pd.Index(mods[n].obs_names) for n in run.modality_names}

@@ -18,7 +18,7 @@ import torch
 from anndata import AnnData
 from scipy import sparse
 from safetensors import SafetensorError
-from safetensors.torch import load as load_bytes, save_file
+from safetensors.torch import load_file, save_file
 
 from .._utils import (
     ENSEMBLE_CONFIG,
@@ -293,15 +293,15 @@ def _read_weights(weights: Path, checksum: str | None = None) -> dict[str, torch
     """The tensors in ``weights``; a file safetensors cannot read, or one whose SHA-256 is not
     the ``checksum`` recorded when it was saved, raises a ValueError naming it. Weights with
     NaN or infinite values (a training that diverged) load with a warning."""
-    try:  # read once: the same bytes are checked and parsed
-        data = weights.read_bytes()
-        if checksum is not None and hashlib.sha256(data).hexdigest() != checksum:
-            raise ValueError(
-                f"{weights} does not match the checksum recorded in {CONFIG} when it was saved: "
-                "the file was changed or damaged since; save the model again or restore the file"
-            )
-        tensors = load_bytes(data)
-        del data
+    # (read twice, the second time from the page cache: reading the bytes once and parsing
+    # them would hold the file twice in memory)
+    if checksum is not None and _sha256(weights) != checksum:
+        raise ValueError(
+            f"{weights} does not match the checksum recorded in {CONFIG} when it was saved: "
+            "the file was changed or damaged since; save the model again or restore the file"
+        )
+    try:
+        tensors = load_file(str(weights))
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{weights} is not a readable safetensors file: {err}") from None
     bad = [  # the networks' weights (saved var annotations may hold NaN: missing values)

@@ -273,7 +273,9 @@ class CrossModalAE:
         better than either alone, README).
     validation_fraction
         Fraction of cells held out for validation and early stopping (split over pairing
-        keys, so both measurements of a cell land on the same side).
+        keys, so both measurements of a cell land on the same side; a small unpaired
+        modality that this draw leaves with fewer than 2 validation cells draws its own
+        share from its cells).
     seed
         Seeds the weight initialisation, the validation split and the anchor choice.
     check_data
@@ -408,6 +410,8 @@ class CrossModalAE:
         rng = np.random.default_rng([seed, 13])
         usable = self._usable_anchors()
         pairs = [(a, b) for a, b in combinations(self.mods, 2) if f"{a}|{b}" not in usable]
+        if not pairs:  # every pair of modalities has anchors
+            return {}
         with _stage_bar(len(self.mods) + len(pairs), "shape-based pseudo-pairs") as bar:
             feats = self._pair_features(train, rng, bar, max_cells, max_values)
             return self._pairs_of(feats, pairs, sources, seed, bar)
@@ -812,7 +816,11 @@ class CrossModalAE:
             trained for 100+ epochs.
         anchor_temperature
             Temperature of the contrastive anchor loss (cosine similarities are divided
-            by it); ignored by the distances.
+            by it); ignored, with a warning, by the distances. The contrastive loss needs
+            ``n_latent >= 2`` (it compares directions; ``ValueError`` otherwise). Options
+            that nothing in the model reads (``beta`` without ``variational``, ``lam_cls``
+            without ``labels_key``, anchor options without pairs) warn that they have no
+            effect.
         pretrain_epochs
             Anchor prior only: epochs (an integer >= 0, at most ``max_epochs``) of
             pre-training the anchor autoencoder alone (default: a quarter of
@@ -996,19 +1004,20 @@ class CrossModalAE:
 
         train_idx = {n: np.flatnonzero(~m) for n, m in self.val_masks_.items()}
         val_idx = {n: np.flatnonzero(m) for n, m in self.val_masks_.items()}
-        pairs = dict(self.anchors_)  # a pair with too few anchors to use keeps its pseudo-pairs
+        # pseudo-pairs first, then anchors (the order sets the batches' draws); a pair of
+        # modalities with too few anchors to use keeps its pseudo-pairs
+        pairs = dict(self.geometric_pairs_)
         usable = self._usable_anchors()
-        for key in self.geometric_pairs_:  # (in their order: it sets the batches' draws)
-            if key in usable:
-                continue
-            if len(pairs.get(key, ((),))[0]) and is_global_zero(launcher=True):
+        for key, value in self.anchors_.items():
+            if key in usable or key not in pairs:
+                pairs[key] = value
+            elif is_global_zero(launcher=True):
                 a, b = key.split("|")
                 warnings.warn(
-                    f"anchor pairs between {a!r} and {b!r}: only {len(pairs[key][0])} training "
+                    f"anchor pairs between {a!r} and {b!r}: only {len(value[0])} training "
                     "pair, too few for the anchor loss; the shape-based pseudo-pairs take "
                     "their place", UserWarning, stacklevel=2,
                 )
-            pairs[key] = self.geometric_pairs_[key]
         train_batches = EpochBatches(
             self.mods, train_idx, batch_size=batch_size, pairs=pairs, seed=seed,
         )

@@ -95,7 +95,10 @@ def _pass_on_once(runs: dict[tuple[type, str], set[int]], seeds: list[int]) -> N
     for (category, message), which in runs.items():
         named = ", ".join(str(seeds[i]) for i in sorted(which))
         plural = "s" if len(which) > 1 else ""
-        where = f" [{len(which)} of the {len(seeds)} runs: seed{plural} {named}]"
+        where = (
+            f" [all {len(seeds)} runs]" if len(which) == len(seeds)
+            else f" [{len(which)} of the {len(seeds)} runs: seed{plural} {named}]"
+        )
         warnings.warn(message + where, category, stacklevel=user_stacklevel())
 
 
@@ -197,7 +200,7 @@ def train_consensus(
             f"train_consensus with two seeds: two runs agree with each other equally, so "
             f"there is no medoid and the first, seed {seeds[0]}, is kept; give three or more "
             "seeds for the majority's run",
-            UserWarning, stacklevel=2,
+            UserWarning, stacklevel=user_stacklevel(),
         )
     table = _agreement(
         models, seeds, k, lambda t: (
