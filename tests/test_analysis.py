@@ -690,14 +690,19 @@ def test_de_fold_change_of_large_log_means_and_boolean_groups():
         warnings.simplefilter("error")
         tm.analysis.differential_expression(translated, "g", group="x", reference="y",
                                             layer="lognorm")
-    translated.uns["transmodal"] = {"units": "probability"}  # (also rates: linear values)
+    translated.uns["transmodal"] = {"units": "probability", "linear": True}  # (rates too)
     with pytest.warns(UserWarning, match=r"linear values: the translation's values are "
                       r"probability .* pass log1p=False") as rec:
         tm.analysis.differential_expression(translated, "g", group="x", reference="y")
     assert "normalize_total" not in str(rec[0].message)  # (no library sizes to normalise)
-    # a Gaussian target with log1p: inverted into linear values too
-    translated.uns["transmodal"] = {"units": "preprocessing inverted (log1p undone: linear values)"}
+    # a Gaussian target with log1p: inverted into linear values too; without log1p not
+    gauss = "preprocessing inverted (log1p undone: linear values)"
+    translated.uns["transmodal"] = {"units": gauss, "linear": True}
     with pytest.warns(UserWarning, match=r"log1p undone: linear values"):
+        tm.analysis.differential_expression(translated, "g", group="x", reference="y")
+    translated.uns["transmodal"] = {"units": "preprocessing inverted", "linear": False}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         tm.analysis.differential_expression(translated, "g", group="x", reference="y")
     translated.uns["log1p"] = {"base": None}  # scanpy's log1p ran on it since: not counts
     with warnings.catch_warnings():

@@ -209,7 +209,8 @@ def test_translate(trained_model, paired_data):
     X = np.asarray(out.X)
     assert X.dtype == np.float32 and np.isfinite(X).all()
     assert (X >= 0).all()
-    assert out.uns["transmodal"] == {"source": "rna", "target": "atac", "units": "counts"}
+    assert out.uns["transmodal"] == {"source": "rna", "target": "atac", "units": "counts",
+                                     "linear": True}
     # count targets are decoded at the median training library size of the target
     lib = float(trained_model.module.transforms["atac"].library_size)
     np.testing.assert_allclose(X.sum(1), lib, rtol=1e-4)
@@ -1021,7 +1022,9 @@ def test_translation_units_say_what_the_inverse_preprocessing_gives(paired_data,
     units = model.translate(source="rna", target="atac").uns["transmodal"]["units"]
     assert units == ("preprocessing inverted (log1p undone: linear values; each cell "
                      "normalised to the median training library size)")
-    assert model.translate(source="atac", target="rna").uns["transmodal"]["units"] == "counts"
+    assert model.translate(source="rna", target="atac").uns["transmodal"]["linear"] is True
+    counts = model.translate(source="atac", target="rna").uns["transmodal"]
+    assert counts["units"] == "counts" and counts["linear"] is True
 
 
 def test_library_size_only_acts_on_count_targets(paired_data, make_model, train):

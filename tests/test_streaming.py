@@ -217,28 +217,33 @@ def test_prefetcher_keeps_order_and_raises():
     assert not any(t.name == "transmodal-prefetch" and t.is_alive() for t in threading.enumerate())
 
 
-def test_an_error_in_training_from_files_leaves_no_reader_thread(small):
+@pytest.mark.parametrize("where", ["reader", "step"])
+def test_an_error_in_training_from_files_leaves_no_reader_thread(small, where):
     """However training ends, the reader thread stops (it would keep the files open) and
-    the model keeps the weights it had before the call."""
+    the model keeps the weights it had before the call: also when the error is raised by
+    a training step while the reader waits on a full queue (only closing stops it then)."""
     d, root = small
     data = _inputs("backed", d, root)
     model = tm.CrossModalAE(data, {k: tm.Modality(v) for k, v in SPECS.items()}, n_latent=4,
                             hidden=(16,), seed=0, geometric_pairs=False)
     before = {k: v.clone() for k, v in model.module.state_dict().items()}
-    source, reads = model.mods["atac"].source, [0]
-    rows = source.rows
+    owner, name = (model.mods["atac"].source, "rows") if where == "reader" else (
+        model.module, "reconstruction"
+    )
+    original, calls = getattr(owner, name), [0]
 
-    def failing(idx):
-        reads[0] += 1
-        if reads[0] == 6:
-            raise OSError("simulated read error")
-        return rows(idx)
+    def failing(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 6:
+            raise OSError("simulated error")
+        return original(*args, **kwargs)
 
-    source.rows = failing
-    with pytest.raises(OSError, match="simulated read error"), warnings.catch_warnings():
+    setattr(owner, name, failing)
+    with pytest.raises(OSError, match="simulated error"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         model.train(max_epochs=5, batch_size=16, progress_bar=False)
     assert not any(t.name == "transmodal-prefetch" and t.is_alive() for t in threading.enumerate())
+    setattr(owner, name, original)
     for key, value in model.module.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert not model.is_trained_ and model.history is None

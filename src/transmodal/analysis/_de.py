@@ -177,9 +177,9 @@ def differential_expression(
     UserWarning
         With ``log1p=True``, when the data look like linear values (counts): a group mean
         above 30 (log1p values of normalised counts stay far below that), a translation
-        whose ``uns["transmodal"]["units"]`` are linear (counts, probabilities, rates, or a
-        Gaussian's values with log1p undone), or whole numbers only (in up to 500 cells of
-        the two groups).
+        whose ``X`` is linear (``uns["transmodal"]["linear"]``: counts, probabilities,
+        rates, or a Gaussian's values with log1p undone), or whole numbers only (in up to
+        500 cells of the two groups).
     """
     if not isinstance(adata, AnnData):
         if is_mudata(adata):
@@ -218,12 +218,12 @@ def differential_expression(
             top = float(max(m1.max(initial=0.0), m2.max(initial=0.0)))
             # a translation's units describe its X (not a layer), unless scanpy's log1p has
             # run on it since
-            units = None if "log1p" in adata.uns or layer is not None else (
-                (adata.uns.get("transmodal") or {}).get("units")
+            info = {} if "log1p" in adata.uns or layer is not None else (
+                adata.uns.get("transmodal") or {}
             )
-            linear = isinstance(units, str) and (
-                units in _linear_units() or "linear values" in units  # (a Gaussian's log1p undone)
-            )
+            units = info.get("units")
+            # (translations written before the flag: only counts were known to be linear)
+            linear = bool(info.get("linear", units == "counts")) and isinstance(units, str)
             reason = (
                 f"group means up to {top:.3g} (log1p values of normalised counts stay far "
                 "below 30)" if top > 30
@@ -394,19 +394,6 @@ def check_de_pair(pred: Any, obs: Any, column: str) -> None:
                 f"{name}: feature names are not unique (e.g. {dup!r}); features are matched "
                 "by name — call var_names_make_unique() before differential_expression"
             )
-
-
-def _linear_units() -> set[str]:
-    """The translation units (``uns["transmodal"]["units"]``) of the registered likelihoods
-    that model the data in their own linear units: counts, probabilities, rates."""
-    from ..nn import available_likelihoods, get_likelihood
-
-    units = set()
-    for name in available_likelihoods():
-        likelihood = get_likelihood(name)
-        if not likelihood.preprocessed:  # (its mean in the data's own units)
-            units.add(likelihood.units_of_mean())
-    return units
 
 
 def compare_differential(

@@ -36,6 +36,10 @@ class _Cycler:
         return order[:total]
 
 
+# a training batch of one cell breaks batch normalisation (evaluation does not): so do a
+# pair set's batches of one pair
+MIN_TRAINING_BATCH = 2
+
 class EpochBatches(Dataset):
     """Map-style dataset whose item ``s`` is the whole minibatch of step ``s``.
 
@@ -68,8 +72,7 @@ class EpochBatches(Dataset):
         self.mods = mods
         self.indices = {k: np.asarray(v, dtype=np.int64) for k, v in indices.items()}
         self.batch_size = int(batch_size)
-        # a training batch of one cell breaks batch normalisation (evaluation does not)
-        min_cells = 2 if shuffle else 1
+        min_cells = MIN_TRAINING_BATCH if shuffle else 1
         self.pairs = {}
         for key, v in (pairs or {}).items():
             if len(v[0]) >= min_cells:

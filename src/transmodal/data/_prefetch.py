@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import weakref
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -106,21 +105,24 @@ class PrefetchLoader(DataLoader):
     def __init__(self, dataset, *args, prefetch: int = 2, **kwargs) -> None:
         super().__init__(dataset, *args, **kwargs)
         self.prefetch = int(prefetch)
-        self._readers: weakref.WeakSet[Prefetcher] = weakref.WeakSet()
+        # held (not weakly: one dropped by the trainer after an error may still be reading
+        # when close() runs) until they are done
+        self._readers: list[Prefetcher] = []
 
     def __iter__(self):
         it = super().__iter__()
         if self.prefetch <= 0:
             return it
         reader = Prefetcher(it, self.prefetch)
-        self._readers.add(reader)
+        self._readers = [r for r in self._readers if not r._finished] + [reader]
         return reader
 
     def close(self) -> None:
         """Stop the reader threads of this loader's iterators (a training that ended, also
         by an error: their threads would otherwise keep the data's files open)."""
-        for reader in list(self._readers):
+        for reader in self._readers:
             reader.close()
+        self._readers = []
 
 
 __all__ = ["PrefetchLoader", "Prefetcher"]

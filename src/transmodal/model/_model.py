@@ -22,7 +22,7 @@ from .._utils import (
     check_parallel, check_path, is_global_zero, jsonable, lightning_accelerator, resolve_device,
     seeded, torch_defaults, user_stacklevel,
 )
-from ..data._batches import EpochBatches
+from ..data._batches import MIN_TRAINING_BATCH, EpochBatches
 from ..data._h5ad import write_rows_h5ad
 from ..data._modality import Modality, as_widths, check_modality_name, is_number
 from ..data._prefetch import Prefetcher
@@ -351,14 +351,6 @@ class CrossModalAE:
                 self.module.transforms[name], md.source, np.flatnonzero(train[name]), seed=seed
             )
         self.geometric_pairs_: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        if params["geometric_pairs"] not in (None, False) and all(
-            f"{a}|{b}" in self._usable_anchors() for a, b in combinations(self.mods, 2)
-        ):
-            warnings.warn(
-                f"geometric_pairs={params['geometric_pairs']!r} has no effect: every pair of "
-                "modalities has anchor pairs, which take the place of shape-based pseudo-pairs",
-                UserWarning, stacklevel=user_stacklevel(),
-            )
         if self._use_geometry(params):
             try:
                 self.geometric_pairs_ = self._geometric_pairs(train, seed)
@@ -389,9 +381,9 @@ class CrossModalAE:
         return no_prior and len(self.mods) > 1 and not few
 
     def _usable_anchors(self) -> set[str]:
-        """The modality pairs (``"a|b"``) whose anchor pairs the anchor loss uses: at least
-        2 (a batch of one pair is skipped, :class:`~transmodal.data.EpochBatches`)."""
-        return {k for k, (ia, _) in self.anchors_.items() if len(ia) >= 2}
+        """The modality pairs (``"a|b"``) whose anchor pairs the anchor loss uses (as many
+        as a training batch needs: :class:`~transmodal.data.EpochBatches` skips fewer)."""
+        return {k for k, (ia, _) in self.anchors_.items() if len(ia) >= MIN_TRAINING_BATCH}
 
     def _geometric_pairs(
         self,
@@ -410,7 +402,12 @@ class CrossModalAE:
         rng = np.random.default_rng([seed, 13])
         usable = self._usable_anchors()
         pairs = [(a, b) for a, b in combinations(self.mods, 2) if f"{a}|{b}" not in usable]
-        if not pairs:  # every pair of modalities has anchors
+        if not pairs:  # (asked for explicitly: the default is off beside usable anchors)
+            warnings.warn(
+                f"geometric_pairs={chosen!r} has no effect: every pair of modalities has "
+                "anchor pairs, which take the place of shape-based pseudo-pairs",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
             return {}
         with _stage_bar(len(self.mods) + len(pairs), "shape-based pseudo-pairs") as bar:
             feats = self._pair_features(train, rng, bar, max_cells, max_values)
@@ -1645,14 +1642,18 @@ class CrossModalAE:
         if tmd.source.image_shape is not None:
             images[tmd.spec.obsm_key] = tuple(tmd.source.image_shape)
         likelihood = get_likelihood(tmd.spec.likelihood)
-        units = likelihood.units_of_mean()
+        units, linear = likelihood.units_of_mean(), not likelihood.preprocessed
         if likelihood.preprocessed:
             opts = tmd.spec.resolved(image=bool(images))
-            notes = ["log1p undone: linear values"] if opts["log1p"] else []
+            linear = bool(opts["log1p"])  # (the inverse undoes it)
+            notes = ["log1p undone: linear values"] if linear else []
             if opts["normalize"]:
                 notes.append("each cell normalised to the median training library size")
             units += f" ({'; '.join(notes)})" if notes else ""
-        uns = {"transmodal": {"source": source, "target": target, "units": units}}
+        # (linear: counts, probabilities, rates, exponentiated values; read by
+        # tm.analysis.differential_expression)
+        uns = {"transmodal": {"source": source, "target": target, "units": units,
+                              "linear": linear}}
         if target in self.batch_categories_:
             uns["transmodal"]["target_batch"] = (
                 "mean over batches" if batch_code is None

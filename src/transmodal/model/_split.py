@@ -32,10 +32,10 @@ def validation_masks(
     val_keys = keys[rng.permutation(len(keys))[: int(round(fraction * len(keys)))]]
     masks = {n: np.isin(md.pair_keys.astype(str), val_keys) for n, md in mods.items()}
     for name, md in mods.items():
-        m = masks[name]
-        want = int(round(fraction * md.n_obs)) - int(m.sum())  # its own share
-        if m.sum() >= 2 or int(round(fraction * md.n_obs)) < 2:
+        m, share = masks[name], int(round(fraction * md.n_obs))  # (its own share)
+        if m.sum() >= 2 or share < 2:
             continue
+        want = share - int(m.sum())
         own = md.pair_keys.astype(str)
         others = np.concatenate(
             [o.pair_keys.astype(str) for n, o in mods.items() if n != name] or [np.array([], str)]
