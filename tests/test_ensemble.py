@@ -50,6 +50,46 @@ def test_ensemble_translation_is_the_members_mean(ensemble, paired_data):
     assert out.uns["transmodal"]["ensemble"] == 3
 
 
+def test_ensemble_translation_to_a_file_equals_the_one_in_memory(ensemble, paired_data, tmp_path):
+    """out= translates and writes batch_size cells at a time (here from a backed file, the
+    last block short) and returns the file opened read-only."""
+    import anndata as ad
+
+    ens = ensemble
+    want = ens.translate(paired_data["rna"], source="rna", target="atac")
+    paired_data["rna"].write_h5ad(tmp_path / "rna.h5ad")
+    cells = ad.read_h5ad(tmp_path / "rna.h5ad", backed="r")
+    got = ens.translate(cells, source="rna", target="atac", batch_size=37,
+                        out=tmp_path / "t.h5ad")
+    assert got.isbacked and got.shape == want.shape
+    np.testing.assert_allclose(got.X[:], want.X, rtol=1e-5, atol=1e-6)
+    assert list(got.obs_names) == list(want.obs_names)
+    assert list(got.var_names) == list(want.var_names)
+    assert dict(got.uns["transmodal"]) == dict(want.uns["transmodal"])
+    got.file.close()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        ens.translate(cells, source="rna", target="atac", out=tmp_path / "t.h5ad")
+    with pytest.raises(ValueError, match="the file the cells are read from"):
+        ens.translate(cells, source="rna", target="atac", out=tmp_path / "rna.h5ad",
+                      overwrite=True)
+    with pytest.raises(ValueError, match="unknown target 'protein'"):
+        ens.translate(cells, source="rna", target="protein", out=tmp_path / "p.h5ad")
+    assert not (tmp_path / "p.h5ad").exists()
+
+
+def test_ensemble_translates_images_to_a_file(tmp_path):
+    from test_image_modality import fit, image_model, nuclei
+
+    img, feat = nuclei(n=60)
+    ens = tm.Ensemble([fit(image_model(img, feat, seed=s), max_epochs=1) for s in (0, 1)])
+    want = ens.translate(feat, source="feat", target="img")
+    got = ens.translate(feat, source="feat", target="img", batch_size=25,
+                        out=tmp_path / "img.h5ad")
+    assert got.obsm["crops"].shape == want.obsm["crops"].shape == (60, 1, 16, 16)
+    np.testing.assert_allclose(got.obsm["crops"][:], want.obsm["crops"], rtol=1e-5, atol=1e-6)
+    got.file.close()
+
+
 def test_ensemble_labels_are_the_members_mean_probability(ensemble, paired_data):
     ens = ensemble
     proba = ens.predict_labels("atac", paired_data["atac"], return_proba=True)
@@ -149,6 +189,25 @@ def test_train_ensemble_warns_when_runs_disagree(paired_data, make_model, monkey
             ens = tm.workflows.train_ensemble(lambda s: make_model(paired_data, seed=s),
                                               seeds=(0, 1), max_epochs=1, batch_size=32,
                                               progress_bar=False)
+    assert len(ens.models) == 2
+
+
+def test_train_ensemble_does_not_check_runs_that_anchor_pairs_tie(
+    paired_data, make_model, monkeypatch
+):
+    """Known pairs between every two modalities fix the alignment: low agreement there is
+    noise in single-cell matches (A549: 0.05-0.2), which the ensemble averages, so the
+    advice to keep one run instead would be wrong."""
+    def disagreeing(runs, k, run_names=None):
+        warnings.warn("runs 0 and 1 disagree", UserWarning, stacklevel=2)
+
+    monkeypatch.setattr(tm.metrics, "seed_agreement", disagreeing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ens = tm.workflows.train_ensemble(
+            lambda s: make_model(paired_data, seed=s, anchor_fraction=0.5), seeds=(0, 1),
+            max_epochs=1, batch_size=32, progress_bar=False,
+        )
     assert len(ens.models) == 2
 
 

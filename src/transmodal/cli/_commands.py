@@ -447,15 +447,12 @@ def cmd_translate(
     _check_not_an_input(out_path, data_paths)
     _check_output(out_path, overwrite=overwrite, suffix=".h5ad")
     # the cells are read block by block and the translation written so (memory of a block,
-    # not of the data), as translate(out=) does in Python
+    # not of the data), as translate(out=) does in Python (for a model or an ensemble)
     m, adatas = _load(model_dir, data_paths, config, backed=True)
-    kw = dict(source=source, target=target, library_size=library_size, target_batch=target_batch)
-    if hasattr(m, "models"):  # an ensemble averages its members' translations in memory
-        result = m.translate(adatas[source], **kw)
-        _write_h5ad(result, out_path)
-    else:
-        result = m.translate(adatas[source], **kw, out=out_path, overwrite=overwrite)
-        result.file.close()
+    result = m.translate(adatas[source], source=source, target=target,
+                         library_size=library_size, target_batch=target_batch, out=out_path,
+                         overwrite=overwrite)
+    result.file.close()
     print(
         f"transmodal: {result.n_obs} cells translated {source} -> {target} "
         f"({result.n_vars} features) -> {out_path}",

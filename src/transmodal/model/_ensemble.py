@@ -11,7 +11,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._utils import ENSEMBLE_CONFIG, MODEL_CONFIG, atomic_directory
+from .._utils import ENSEMBLE_CONFIG, MODEL_CONFIG, atomic_directory, check_int
+from ..data._h5ad import write_rows_h5ad
+from ..data._setup import target_batch_codes
 from ._model import CrossModalAE
 
 ENSEMBLE_FORMAT_VERSION = 1
@@ -227,14 +229,67 @@ class Ensemble:
         library_size: float | None = None,
         target_batch: str | Sequence[str] | None = None,
         device: str | None = None,
+        out: str | os.PathLike | None = None,
+        overwrite: bool = False,
     ) -> AnnData:
         """Translate cells of ``source`` into ``target``: the mean of the members'
         :meth:`CrossModalAE.translate` (the mean of the mixture of their predictions).
 
         Parameters are those of :meth:`CrossModalAE.translate`, less ``sample`` and
-        ``seed`` (means only) and ``out`` / ``overwrite`` (in memory only); the result is
-        in the same units, with the same ``obs``, ``var_names`` and image ``obsm``.
+        ``seed`` (means only); the result is in the same units, with the same ``obs``,
+        ``var_names`` and image ``obsm``. With ``out`` the cells are translated and written
+        ``batch_size`` at a time (memory holds one block of every member's translation),
+        and the written file is returned opened read-only (``backed="r"``).
         """
+        if out is None:
+            return self._translate_rows(adata, source, target, batch_size, library_size,
+                                        target_batch, device)
+        if Path(out).suffix.lower() != ".h5ad":
+            raise ValueError(f"out must be an .h5ad file path, got {os.fspath(out)!r}")
+        if Path(out).exists() and not overwrite:
+            raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+        first_model = self.models[0]
+        first_model._check_name(source, "source")
+        first_model._check_name(target, "target")
+        if adata is None:  # the training cells (an error where the model holds none)
+            first_model._source_for(source, None)
+        cells = first_model.mods[source].adata if adata is None else adata
+        if cells.isbacked and Path(cells.filename).resolve() == Path(out).resolve():
+            raise ValueError(
+                f"out {os.fspath(out)!r} is the file the cells are read from; write elsewhere"
+            )
+        check_int(batch_size, "batch_size", minimum=1)
+        batches = first_model.batch_categories_.get(target)
+        codes = target_batch_codes(batches, target, target_batch, cells.obs_names)
+        per_cell = isinstance(codes, np.ndarray)  # (validated once, then sliced per block)
+        names = np.asarray(batches, dtype=object)[codes] if per_cell else None
+
+        def block(start: int) -> AnnData:
+            rows = cells[start : start + batch_size]
+            if rows.isbacked:
+                rows = rows.to_memory()
+            tb = names[start : start + batch_size] if per_cell else target_batch
+            return self._translate_rows(rows, source, target, batch_size, library_size, tb,
+                                        device)
+
+        first = block(0)
+
+        def blocks():
+            yield first.X
+            for start in range(batch_size, cells.n_obs, batch_size):
+                yield block(start).X
+
+        images = {k: tuple(v.shape[1:]) for k, v in first.obsm.items()}
+        write_rows_h5ad(out, blocks(), n_obs=cells.n_obs, obs=cells.obs.copy(),
+                        var=first.var, uns=dict(first.uns), images=images,
+                        overwrite=overwrite)
+        import anndata as ad
+
+        return ad.read_h5ad(out, backed="r")
+
+    def _translate_rows(self, adata, source, target, batch_size, library_size, target_batch,
+                        device) -> AnnData:
+        """The members' mean translation of ``adata``, in memory."""
         out = None
         for m in self.models:  # summed in place: the sum and one member's result in memory
             t = m.translate(adata, source=source, target=target, batch_size=batch_size,
