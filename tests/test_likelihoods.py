@@ -220,3 +220,127 @@ def test_register_likelihood_needs_name(clean_registry):
 
     with pytest.raises(ValueError, match="name"):
         register_likelihood(Nameless)
+
+
+def test_register_likelihood_refuses_what_it_cannot_use(clean_registry):
+    from transmodal.nn._likelihoods import Gaussian
+
+    class NotALikelihood:
+        name = "test_not"
+
+    class NoMean(Gaussian):
+        name = "test_no_mean"
+        mean = Likelihood.mean
+
+    class PartialDefaults(Gaussian):
+        name = "test_partial"
+        defaults = {"log1p": True}
+
+    class MyPoisson(Gaussian):
+        name = "poisson"
+
+    with pytest.raises(TypeError, match="takes a Likelihood subclass"):
+        register_likelihood(NotALikelihood)
+    with pytest.raises(TypeError, match="an instance of Gaussian; pass the class itself"):
+        register_likelihood(Gaussian())
+    with pytest.raises(TypeError, match="NoMean .* must implement mean"):
+        register_likelihood(NoMean)
+    with pytest.raises(ValueError, match=r"defaults must give each of \['normalize', 'log1p', "
+                       r"'scale'\]"):
+        register_likelihood(PartialDefaults)
+    # a built-in name would change what models saved with the built-in load with
+    with pytest.raises(ValueError, match="'poisson' is built in; give MyPoisson another name"):
+        register_likelihood(MyPoisson)
+    assert type(get_likelihood("poisson")).__name__ == "Poisson"
+    register_likelihood(Gaussian)  # the registered class itself again: nothing changes
+
+    class First(Gaussian):
+        name = "test_twice"
+
+    class Second(Gaussian):
+        name = "test_twice"
+
+    register_likelihood(First)
+    with pytest.warns(UserWarning, match="Second replaces First as likelihood 'test_twice'"):
+        register_likelihood(Second)
+    assert isinstance(get_likelihood("test_twice"), Second)
+
+
+def _adt_gauss(log1p: bool):
+    """The same class defined again with other defaults (an edited notebook cell)."""
+    from transmodal.nn._likelihoods import Gaussian
+
+    class ADTGauss(Gaussian):
+        name = "test_adt_gauss"
+        defaults = {"normalize": False, "log1p": log1p, "scale": True}
+
+    return ADTGauss
+
+
+def test_saved_model_keeps_the_preprocessing_it_was_trained_with(clean_registry, paired_data,
+                                                                  tmp_path):
+    register_likelihood(_adt_gauss(True))
+    model = tm.CrossModalAE(
+        paired_data, {"rna": tm.Modality("nb", layer="counts"), "atac": "test_adt_gauss"},
+        n_latent=4, hidden=(16,), anchor_fraction=1.0, seed=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.train(max_epochs=1, batch_size=64, progress_bar=False)
+    want = model.translate(source="rna", target="atac").X
+    model.save(tmp_path / "m")
+    register_likelihood(_adt_gauss(False))  # no warning: the same class name
+    with pytest.warns(UserWarning, match=r"'atac': likelihood 'test_adt_gauss' now defaults "
+                      r"to \{'log1p': False\}, but the model was trained with \{'log1p': True\}"):
+        loaded = tm.CrossModalAE.load(tmp_path / "m", paired_data)
+    np.testing.assert_allclose(loaded.translate(source="rna", target="atac").X, want,
+                               rtol=1e-5, atol=1e-5)
+    # a likelihood not registered in this process is named as such
+    del lik_module._REGISTRY["test_adt_gauss"]
+    with pytest.raises(ValueError, match="'atac' was saved with likelihood 'test_adt_gauss', "
+                       "which is not registered in this process: register its class"):
+        tm.CrossModalAE.load(tmp_path / "m", paired_data)
+
+
+def test_custom_likelihoods_are_handled_by_what_they_are_not_by_name(clean_registry,
+                                                                      paired_data):
+    """A count (or Bernoulli) subclass under another name is evaluated as the built-in is;
+    a mean of the wrong width is named at translation."""
+    from transmodal.nn._likelihoods import Bernoulli, NegativeBinomial
+
+    @register_likelihood
+    class MyNB(NegativeBinomial):
+        name = "test_my_nb"
+
+    @register_likelihood
+    class MyBernoulli(Bernoulli):
+        name = "test_my_bernoulli"
+
+    @register_likelihood
+    class Short(NegativeBinomial):
+        name = "test_short"
+
+        def mean(self, params):
+            return super().mean(params)[:, :-1]
+
+    x = paired_data["rna"].layers["counts"][:5]
+    x = np.asarray(x.todense() if hasattr(x, "todense") else x)
+    spaces = {}
+    for rna, atac in (("nb", "bernoulli"), ("test_my_nb", "test_my_bernoulli")):
+        model = tm.CrossModalAE(
+            paired_data, {"rna": tm.Modality(rna, layer="counts", normalize=False),
+                          "atac": atac}, n_latent=4, hidden=(16,), anchor_fraction=1.0, seed=0,
+        )
+        spaces[rna] = [tm.workflows.comparison_space(model, m)[0](v) for m, v in
+                       (("rna", x), ("atac", np.array([[0.0, 2.0], [np.nan, 0.0]])))]
+    for a, b in zip(spaces["nb"], spaces["test_my_nb"]):
+        np.testing.assert_array_equal(a, b)
+    model = tm.CrossModalAE(
+        paired_data, {"rna": tm.Modality("test_short", layer="counts"), "atac": "bernoulli"},
+        n_latent=4, hidden=(16,), anchor_fraction=1.0, seed=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.raises(ValueError, match=r"modality 'rna': likelihood 'test_short' "
+                           r"\(Short.mean\) returned \(\d+, \d+\); expected \(cells, \d+\)"):
+            model.translate(source="atac", target="rna")

@@ -1004,6 +1004,42 @@ def test_anchor_prior_needs_pretraining_once(paired_data, make_model, train):
     np.testing.assert_array_equal(z, model.get_latent_representation("rna"))
 
 
+def test_interrupted_pretraining_is_finished_by_the_next_call(
+    paired_data, make_model, train, monkeypatch, tmp_path
+):
+    """Ctrl+C after 2 of 5 pre-training epochs: the next call (also after save / load)
+    pre-trains the anchor 3 more epochs before freezing it, instead of freezing it half
+    trained; fewer, asked for explicitly, warn."""
+    from transmodal.train import CrossModalPlan
+
+    end_of_epoch = CrossModalPlan.on_train_epoch_end
+
+    def interrupted(plan):
+        end_of_epoch(plan)
+        if len(plan.history_rows) == 2:
+            raise KeyboardInterrupt
+
+    model = make_model(paired_data, prior="anchor:rna", seed=2)
+    with monkeypatch.context() as mp:
+        mp.setattr(CrossModalPlan, "on_train_epoch_end", interrupted)
+        with pytest.raises(KeyboardInterrupt, match="after 2 complete epoch"):
+            train(model, max_epochs=10, pretrain_epochs=5, early_stopping=False)
+    assert model.train_params_["pretrain_left"] == 3
+    model.save(tmp_path / "m")
+    loaded = tm.CrossModalAE.load(tmp_path / "m", paired_data)
+    with pytest.warns(UserWarning, match="3 epoch.*short of the pre-training"):
+        train(loaded, max_epochs=4, pretrain_epochs=1, early_stopping=False)
+    z = model.get_latent_representation("rna")
+    train(model, max_epochs=6, early_stopping=False)
+    assert model.train_params_["pretrain_epochs"] == 3
+    assert model.train_params_["pretrain_left"] == 0
+    assert not np.array_equal(z, model.get_latent_representation("rna"))  # trained on
+    z = model.get_latent_representation("rna")
+    train(model, max_epochs=1)  # pre-trained: frozen from now on
+    assert model.train_params_["pretrain_epochs"] == 0
+    np.testing.assert_array_equal(z, model.get_latent_representation("rna"))
+
+
 def test_small_anchor_fraction_gives_at_least_one_pair(paired_data, make_model):
     model = make_model(paired_data, anchor_fraction=1e-4)
     assert len(model.anchors_["rna|atac"][0]) == 1
@@ -1020,8 +1056,9 @@ def test_translation_units_say_what_the_inverse_preprocessing_gives(paired_data,
              "atac": tm.Modality("gaussian", log1p=True, normalize=True)}
     model = train(make_model(paired_data, specs), max_epochs=1)
     units = model.translate(source="rna", target="atac").uns["transmodal"]["units"]
-    assert units == ("preprocessing inverted (log1p undone: linear values; each cell "
-                     "normalised to the median training library size)")
+    assert units == ("preprocessing inverted (log1p undone: linear values; in units of cells "
+                     "normalised to the median training library size; with log1p undone on a "
+                     "mean of log values, a profile sums to less than it)")
     assert model.translate(source="rna", target="atac").uns["transmodal"]["linear"] is True
     counts = model.translate(source="atac", target="rna").uns["transmodal"]
     assert counts["units"] == "counts" and counts["linear"] is True
@@ -1419,6 +1456,12 @@ def test_disc_conditional_needs_labels_in_every_modality(paired_data, make_model
         make_model(paired_data, labels_key="label", disc_conditional=True)
     # without conditioning the classifier may use one modality's labels only
     assert make_model(paired_data, labels_key="label").classes_seen["atac"]
+    # classes named differently in each modality: the labels alone tell them apart
+    paired_data["atac"].obs["label"] = "atac_" + paired_data["rna"].obs["label"].astype(str)
+    with pytest.warns(UserWarning, match="share no label class"), pytest.raises(
+        ValueError, match="'rna' and 'atac' share no label class among their training cells"
+    ):
+        make_model(paired_data, labels_key="label", disc_conditional=True)
 
 
 def test_unmeasured_markers_take_the_nearest_measured_value():

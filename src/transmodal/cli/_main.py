@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="training epochs (default: size-aware default with early stopping)",
     )
     p.add_argument("--no-progress", action="store_true", help="hide the training progress bar")
-    p.add_argument("--data-path", metavar="DIR", help="data root (default: $TRANSMODAL_DATA)")
+    p.add_argument("--data-path", metavar="DIR",
+                   help="data root (default: $TRANSMODAL_DATA, else ../shared/data)")
     return parser
 
 

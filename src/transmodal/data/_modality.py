@@ -78,10 +78,10 @@ class Modality:
         ``log1p`` of the encoder input. Default: on for count likelihoods.
     scale
         Standardise every feature with the mean / standard deviation of the training cells.
-        Default: on, except for image modalities and likelihoods of data in ``[0, 1]``
-        (there on with ``missing``: unmeasured entries then enter the encoder as 0 and
-        measured ones as z-scores, which the methylation benchmark found far better for
-        sparse coverage).
+        Default: the likelihood's: on, except for image modalities and
+        ``"continuous_bernoulli"``, whose rates in ``[0, 1]`` enter as they are (there on
+        with ``missing``: unmeasured entries then enter the encoder as 0 and measured ones
+        as z-scores, which the methylation benchmark found far better for sparse coverage).
     n_pca
         If set, the encoder sees this many principal components of the processed matrix
         (fitted on training cells); decoders still reconstruct every feature.

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._utils import FeatureMoments, user_stacklevel
-from ..nn._likelihoods import get_likelihood, skips_missing
+from ..nn._likelihoods import Bernoulli, get_likelihood, skips_missing
 from ._modality import Modality
 
 
@@ -484,7 +484,8 @@ def _check_counts(src: RateSource, *, chunk_size: int) -> None:
 
 def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -> None:
     """Scan the matrix once (in chunks) for values the modality's likelihood or its
-    preprocessing cannot take.
+    preprocessing cannot take. For successes out of trials (a :class:`RateSource`), only
+    :func:`check_trials` runs: both matrices must be read counts.
 
     Parameters
     ----------
@@ -494,9 +495,6 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
         Its modality spec (likelihood; ``normalize`` and ``log1p`` need non-negative values).
     chunk_size
         Rows scanned at a time.
-
-    For successes out of trials (a :class:`RateSource`), only :func:`check_trials` runs:
-    both matrices must be read counts.
 
     Raises
     ------
@@ -528,7 +526,7 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
     m = src.matrix
     reader = src._reader if src.on_disk else None
     dtype = getattr(m, "dtype", None)
-    binary = likelihood.name == "bernoulli"  # models x > 0
+    binary = isinstance(likelihood, Bernoulli)  # models x > 0
     n_fractions = 0  # values strictly between 0 and 1 of a 'bernoulli' modality
     # dense floats wider than float32 (float64): their per-feature spread, collected in the
     # same pass; not for counts (integers, exact in float32 up to 2**24) or binary data

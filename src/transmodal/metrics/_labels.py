@@ -162,10 +162,10 @@ def label_transfer_both(
 
     Parameters
     ----------
-    x, y
-        Embeddings ``(n_x, n_dims)`` and ``(n_y, n_dims)`` (unpaired allowed).
-    labels_x, labels_y
-        Their labels.
+    x, labels_x
+        Embedding ``(n_x, n_dims)`` of one set of cells, and their labels.
+    y, labels_y
+        Embedding ``(n_y, n_dims)`` of the other (unpaired allowed), and their labels.
     k
         Number of neighbours.
     classes

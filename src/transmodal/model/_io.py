@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -31,6 +32,7 @@ from .._utils import (
 )
 from ..data._modality import Modality
 from ..data._setup import _as_dict, features_differ, warn_unnamed_columns
+from ..nn._likelihoods import PREPROCESSING_OPTIONS, available_likelihoods
 from ._var import decode_var, encode_var
 
 if TYPE_CHECKING:
@@ -91,6 +93,12 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
         "transmodal_version": _version(),
         "init_params": model.init_params_,
         "modalities": {n: md.spec.to_dict() for n, md in model.mods.items()},
+        # the preprocessing the weights were fitted under (a spec's unset options follow
+        # its likelihood's defaults, which a registered class can change before load)
+        "preprocessing": {
+            n: {k: md.spec.resolved()[k] for k in PREPROCESSING_OPTIONS}
+            for n, md in model.mods.items() if md.source.image_shape is None
+        },
         "n_vars": {n: int(md.source.n_vars) for n, md in model.mods.items()},
         "image_shape": {
             n: list(md.source.image_shape)
@@ -112,6 +120,37 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
         save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "transmodal"})
         config["weights_sha256"] = _sha256(tmp / WEIGHTS)
         (tmp / CONFIG).write_text(json.dumps(config, indent=1))
+
+
+def _as_trained(
+    specs: dict[str, Modality], saved: Mapping[str, Mapping[str, bool]], path: Path
+) -> dict[str, Modality]:
+    """The saved specs, their likelihoods registered, with the preprocessing recorded at
+    save time (``saved``) where the likelihood's defaults now resolve otherwise (warned)."""
+    for name, spec in specs.items():
+        if isinstance(spec.likelihood, str) and spec.likelihood not in available_likelihoods():
+            raise ValueError(
+                f"{path}: modality {name!r} was saved with likelihood {spec.likelihood!r}, "
+                "which is not registered in this process: register its class with "
+                "tm.register_likelihood before loading (registered: "
+                f"{available_likelihoods()})"
+            )
+    out = dict(specs)
+    for name, opts in saved.items():
+        if name not in specs:
+            continue
+        now = specs[name].resolved()
+        differ = {k: v for k, v in opts.items() if k in now and now[k] != v}
+        if differ:
+            warnings.warn(
+                f"{path}: modality {name!r}: likelihood {specs[name].likelihood!r} now "
+                f"defaults to {({k: now[k] for k in differ})}, but the model was trained "
+                f"with {differ}: the model keeps what it was trained with (the likelihood's "
+                "class registered now differs from the one it was saved with)",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
+            out[name] = dataclasses.replace(specs[name], **differ)
+    return out
 
 
 def _sha256(path: Path) -> str:
@@ -458,6 +497,7 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
         specs = {n: Modality.from_dict(d, name=n) for n, d in config["modalities"].items()}
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path / CONFIG}: modalities: {err}") from None
+    specs = _as_trained(specs, config.get("preprocessing") or {}, path)
     tensors = _read_weights(path / WEIGHTS, config.get("weights_sha256"))
     _check_sizes(config, specs, tensors, path / CONFIG)
     data, stand_ins = _with_stand_ins(data, specs, config, tensors, path / CONFIG)

@@ -209,8 +209,9 @@ class CrossModalAE:
 
     Each modality gets its own encoder / decoder; all encoders map into one shared latent
     space whose modality distributions are aligned by an adversarial latent discriminator.
-    Optional prior knowledge: a latent classifier on shared labels and an L1 anchor loss on
-    a seeded fraction of the cells known to be paired.
+    Optional prior knowledge: a latent classifier on shared labels and an anchor loss (L1
+    as in the paper, L2 or contrastive: ``train(anchor_distance=)``) on a seeded fraction of
+    the cells known to be paired.
 
     Parameters
     ----------
@@ -537,6 +538,17 @@ class CrossModalAE:
             if len(seen):  # a modality without any label keeps "all classes"
                 mask[k] = False
                 mask[k, torch.from_numpy(seen)] = True
+        if self.init_params_.get("disc_conditional"):
+            names = list(self.mods)
+            for a, b in combinations(range(len(names)), 2):
+                if not (mask[a] & mask[b]).any():
+                    raise ValueError(
+                        f"disc_conditional=True: modalities {names[a]!r} and {names[b]!r} "
+                        "share no label class among their training cells (labels_key "
+                        f"{self.init_params_['labels_key']!r}); the discriminator would tell "
+                        "them apart by their labels alone, so nothing would align them. "
+                        "Name shared classes alike, or use disc_conditional=False"
+                    )
 
     @staticmethod
     def _check_params(p: dict[str, Any]) -> dict[str, Any]:
@@ -821,9 +833,10 @@ class CrossModalAE:
         pretrain_epochs
             Anchor prior only: epochs (an integer >= 0, at most ``max_epochs``) of
             pre-training the anchor autoencoder alone (default: a quarter of
-            ``max_epochs``, and 0 when the model is already trained); ignored, with a
-            warning, by the learned prior. The anchor autoencoder is frozen after it, so
-            an untrained model needs at least 1.
+            ``max_epochs``, and 0 when the model is already trained, except that a call
+            interrupted during pre-training leaves its remaining epochs to the next call's
+            default); ignored, with a warning, by the learned prior. The anchor autoencoder
+            is frozen after it, so an untrained model needs at least 1.
         adv_warmup_epochs
             Linear warm-up (integer >= 0 epochs) of the adversarial weight (default: a
             tenth of ``max_epochs``).
@@ -948,9 +961,19 @@ class CrossModalAE:
             value = given[name]
             if why and value not in (defaults[name], 0) and is_global_zero(launcher=True):
                 warnings.warn(f"{name}={value!r} has no effect: {why}", UserWarning, stacklevel=2)
+        # pre-training epochs an interrupted call left undone (the anchor is not frozen yet)
+        pretrain_left = int(self.train_params_.get("pretrain_left", 0)) if anchor else 0
         if pretrain_epochs is None:  # a trained anchor autoencoder is not pre-trained again
             pretrain_epochs = (
-                max(1, max_epochs // 4) if anchor is not None and not self.is_trained_ else 0
+                max(1, max_epochs // 4) if anchor is not None and not self.is_trained_
+                else min(pretrain_left, max_epochs)
+            )
+        elif pretrain_left and pretrain_epochs < pretrain_left:
+            warnings.warn(
+                f"pretrain_epochs={pretrain_epochs}: the anchor modality {anchor!r} is "
+                f"{pretrain_left} epoch(s) short of the pre-training an interrupted call "
+                "asked for, and is frozen after this call's pre-training (by default the "
+                "call finishes it)", UserWarning, stacklevel=2,
             )
         if anchor is not None and pretrain_epochs == 0 and not self.is_trained_:
             raise ValueError(
@@ -1131,6 +1154,8 @@ class CrossModalAE:
             "anchor_distance": anchor_distance,
             "anchor_temperature": anchor_temperature,
             "pretrain_epochs": pretrain_epochs,
+            # (cut short by an interrupt: the next call's default finishes it)
+            "pretrain_left": max(0, pretrain_epochs - epochs_run) if anchor else 0,
             "adv_warmup_epochs": adv_warmup_epochs,
             "early_stopping": early_stopping,
             "patience": patience,
@@ -1585,7 +1610,9 @@ class CrossModalAE:
         profile sums to less than ``library_size`` by its expected dropouts -, probabilities
         for Bernoulli, rates (e.g. methylation levels) for binomial and beta-binomial,
         inverse-transformed values for Gaussian - scaling and log1p undone, and with
-        ``normalize=True`` every cell at the median training library size; ``uns
+        ``normalize=True`` in the units of cells normalised to the median training library
+        size (``expm1`` of a predicted mean of log values: a profile sums to less than that
+        size, as the geometric mean lies below the mean); ``uns
         ["transmodal"]["units"]`` says which). For an image
         target, ``X`` holds the flattened pixels and ``obsm[<the target's obsm_key>]`` the
         images, ``(cells, channels, [D,] H, W)``. With ``out``: the written file, opened
@@ -1648,7 +1675,11 @@ class CrossModalAE:
             linear = bool(opts["log1p"])  # (the inverse undoes it)
             notes = ["log1p undone: linear values"] if linear else []
             if opts["normalize"]:
-                notes.append("each cell normalised to the median training library size")
+                notes.append(
+                    "in units of cells normalised to the median training library size; with "
+                    "log1p undone on a mean of log values, a profile sums to less than it"
+                    if linear else "of cells normalised to the median training library size"
+                )
             units += f" ({'; '.join(notes)})" if notes else ""
         # (linear: counts, probabilities, rates, exponentiated values; read by
         # tm.analysis.differential_expression)

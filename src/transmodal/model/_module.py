@@ -198,8 +198,17 @@ class CrossModalModule(nn.Module):
         Count likelihoods give counts at the library size used to decode, Bernoulli gives
         probabilities, Gaussian gives the processed features with scaling and log1p undone.
         """
-        mean = self.likelihoods[name].mean(params)
-        if self.likelihoods[name].preprocessed:  # e.g. Gaussian: of the processed features
+        likelihood = self.likelihoods[name]
+        mean = likelihood.mean(params)
+        width = self.archs[name].n_vars
+        if not isinstance(mean, torch.Tensor) or mean.ndim != 2 or mean.shape[1] != width:
+            got = tuple(mean.shape) if isinstance(mean, torch.Tensor) else type(mean).__name__
+            raise ValueError(
+                f"modality {name!r}: likelihood {likelihood.name!r} "
+                f"({type(likelihood).__name__}.mean) returned {got}; expected (cells, "
+                f"{width}), one value per cell and feature"
+            )
+        if likelihood.preprocessed:  # e.g. Gaussian: of the processed features
             mean = self.transforms[name].inverse(mean)
         return mean
 

@@ -7,7 +7,9 @@ the mean of the distribution it predicts. Adding a data type is one subclass of
 
 from __future__ import annotations
 
-from typing import ClassVar
+import warnings
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -381,13 +383,72 @@ def skips_missing(likelihood: Likelihood) -> bool:
 
 
 _REGISTRY: dict[str, Likelihood] = {}
+_BUILT_IN: set[str] = set()  # (filled below, once the built-in classes are registered)
+PREPROCESSING_OPTIONS = ("normalize", "log1p", "scale")
+
+
+def _check_likelihood_class(likelihood: Any) -> None:
+    """Refuse what :func:`register_likelihood` cannot use, naming the problem."""
+    if not (isinstance(likelihood, type) and issubclass(likelihood, Likelihood)):
+        what = (f"an instance of {type(likelihood).__name__}; pass the class itself"
+                if isinstance(likelihood, Likelihood) else repr(likelihood))
+        raise TypeError(f"register_likelihood takes a Likelihood subclass, got {what}")
+    if not isinstance(likelihood.name, str) or not likelihood.name:
+        raise ValueError("a likelihood class needs a non-empty `name`")
+    where = f"likelihood class {likelihood.__name__} ({likelihood.name!r})"
+    lacking = [m for m in ("head", "nll", "mean")
+               if getattr(likelihood, m) is getattr(Likelihood, m)]
+    if lacking:
+        raise TypeError(f"{where} must implement {', '.join(lacking)}")
+    d = likelihood.defaults
+    if (not isinstance(d, Mapping) or set(d) != set(PREPROCESSING_OPTIONS)
+            or not all(isinstance(v, bool) for v in d.values())):
+        raise ValueError(
+            f"{where}: defaults must give each of {list(PREPROCESSING_OPTIONS)} as True / False "
+            f"(e.g. {Likelihood.defaults}); got {d!r}"
+        )
 
 
 def register_likelihood(likelihood: type[Likelihood]) -> type[Likelihood]:
-    """Register a :class:`Likelihood` subclass under its ``name`` (usable as a decorator)."""
-    if not likelihood.name:
-        raise ValueError("a likelihood class needs a non-empty `name`")
-    _REGISTRY[likelihood.name] = likelihood()
+    """Register a :class:`Likelihood` subclass under its ``name`` (usable as a decorator).
+
+    The class must implement :meth:`~Likelihood.head`, :meth:`~Likelihood.nll` and
+    :meth:`~Likelihood.mean` and give all three ``defaults``. A built-in name cannot be
+    taken (models saved with the built-in would load with another likelihood); registering
+    a name again replaces the earlier class (e.g. a notebook cell run again), with a warning
+    when the class has another name.
+
+    Parameters
+    ----------
+    likelihood
+        The class (not an instance); ``Modality(likelihood=likelihood.name)`` then uses it.
+
+    Returns
+    -------
+    The class itself, so that ``@register_likelihood`` decorates a class definition.
+
+    Raises
+    ------
+    TypeError
+        For anything but a :class:`Likelihood` subclass, or one that lacks ``head``,
+        ``nll`` or ``mean``.
+    ValueError
+        For an empty ``name``, a built-in one, or incomplete ``defaults``.
+    """
+    _check_likelihood_class(likelihood)
+    name = likelihood.name
+    old = _REGISTRY.get(name)
+    if old is not None and type(old) is not likelihood:
+        if name in _BUILT_IN:
+            raise ValueError(
+                f"likelihood {name!r} is built in; give {likelihood.__name__} another name"
+            )
+        if type(old).__qualname__ != likelihood.__qualname__:
+            warnings.warn(
+                f"register_likelihood: {likelihood.__name__} replaces "
+                f"{type(old).__name__} as likelihood {name!r}", UserWarning, stacklevel=2,
+            )
+    _REGISTRY[name] = likelihood()
     return likelihood
 
 
@@ -422,6 +483,7 @@ for _cls in (
     BetaBinomial,
 ):
     register_likelihood(_cls)
+_BUILT_IN.update(_REGISTRY)
 
 __all__ = [
     "Likelihood",

@@ -14,6 +14,7 @@ from .. import metrics
 from .._utils import check_unique_obs_names
 from ..data._setup import label_str
 from ..model import CrossModalAE, Ensemble
+from ..nn._likelihoods import Bernoulli, get_likelihood
 
 
 def comparison_space(model: CrossModalAE, modality: str):
@@ -30,14 +31,15 @@ def comparison_space(model: CrossModalAE, modality: str):
     lib = float(model.module.transforms[modality].library_size)
     ident = lambda v: np.asarray(v, dtype=np.float64)  # noqa: E731
     log = lambda v: np.log1p(np.maximum(np.asarray(v, dtype=np.float64), 0.0))  # noqa: E731
-    if md.spec.likelihood == "bernoulli":  # presence; unmeasured entries stay NaN
+    likelihood = get_likelihood(md.spec.likelihood)
+    if isinstance(likelihood, Bernoulli):  # presence; unmeasured entries stay NaN
 
         def presence(x):
             x = np.asarray(x, dtype=np.float64)
             return np.where(np.isnan(x), np.nan, x > 0)
 
         return presence, ident
-    if opts["normalize"] or md.spec.likelihood in ("nb", "zinb", "poisson"):
+    if opts["normalize"] or likelihood.counts:
 
         def to_units(x):
             x = np.asarray(x, dtype=np.float64)
