@@ -67,6 +67,14 @@ def test_ensemble_translation_to_a_file_equals_the_one_in_memory(ensemble, paire
     assert list(got.var_names) == list(want.var_names)
     assert dict(got.uns["transmodal"]) == dict(want.uns["transmodal"])
     got.file.close()
+    # a view of the backed cells, in another order (anndata cannot slice it again)
+    order = np.random.default_rng(0).permutation(cells.n_obs)[:50]
+    want = ens.translate(cells[order], source="rna", target="atac")
+    got = ens.translate(cells[order], source="rna", target="atac", batch_size=16,
+                        out=tmp_path / "view.h5ad")
+    np.testing.assert_allclose(got.X[:], want.X, rtol=1e-5, atol=1e-6)
+    assert list(got.obs_names) == list(cells.obs_names[order])
+    got.file.close()
     with pytest.raises(FileExistsError, match="overwrite=True"):
         ens.translate(cells, source="rna", target="atac", out=tmp_path / "t.h5ad")
     with pytest.raises(ValueError, match="the file the cells are read from"):
@@ -209,6 +217,16 @@ def test_train_ensemble_does_not_check_runs_that_anchor_pairs_tie(
             max_epochs=1, batch_size=32, progress_bar=False,
         )
     assert len(ens.models) == 2
+    # too few pairs to fix the alignment, or the anchor loss off: checked
+    for fraction, lam_anchor in ((0.02, 1.0), (0.5, 0.0)):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*separable.*", category=UserWarning)
+            with pytest.warns(UserWarning, match="disagree"):
+                tm.workflows.train_ensemble(
+                    lambda s: make_model(paired_data, seed=s, anchor_fraction=fraction),
+                    seeds=(0, 1), max_epochs=1, batch_size=32, progress_bar=False,
+                    lam_anchor=lam_anchor,
+                )
 
 
 def test_runs_warnings_are_shown_once_at_the_callers_line(paired_data, make_model):

@@ -93,7 +93,9 @@ def test_conv_networks_on_one_pixel_feature_maps_depend_on_their_input(shape):
     assert isinstance(two.net[5], torch.nn.Identity)
 
 
-@pytest.mark.parametrize("shape", [(16, 16, 3), (16, 16, 1), (8, 12, 12, 4)])
+@pytest.mark.parametrize(
+    "shape", [(16, 16, 3), (16, 16, 1), (8, 12, 12, 4), (4, 12, 12, 1), (3, 12, 12, 3)]
+)
 def test_channels_last_crops_are_refused(shape):
     img, feat = nuclei(n=20)
     img.obsm["crops"] = np.zeros((20, *shape), np.float32)
@@ -259,3 +261,20 @@ def test_gallery_checks_the_output_folder_before_drawing(tmp_path):
     with pytest.raises(ValueError, match="folder .* does not exist"):
         tm.pl.gallery({"real": crops}, path=tmp_path / "missing" / "g.png")
     assert len(plt.get_fignums()) == n_open and not (tmp_path / "missing").exists()
+
+
+def test_translations_to_images_carry_the_recorded_voxel_spacing(tmp_path):
+    """radial_profiles reads the spacing of uns["crops"]: translated (and reconstructed)
+    crops carry the one read_nuclei recorded, also from a model loaded without data."""
+    img, feat = nuclei(n=40, size=8, depth=4)
+    img.uns["crops"] = {"spacing": [2.0, 0.5, 0.5]}
+    model = fit(image_model(img, feat), max_epochs=1)
+    out = model.translate(source="feat", target="img")
+    assert list(out.uns["crops"]["spacing"]) == [2.0, 0.5, 0.5]
+    assert "crops" not in model.translate(source="img", target="feat").uns
+    prof = tm.images.radial_profiles(out)
+    assert list(prof.uns["radial"]["spacing"]) == [2.0, 0.5, 0.5]
+    model.save(tmp_path / "m")
+    loaded = tm.CrossModalAE.load(tmp_path / "m")
+    again = loaded.translate(feat, source="feat", target="img")
+    assert list(again.uns["crops"]["spacing"]) == [2.0, 0.5, 0.5]

@@ -295,6 +295,22 @@ def test_saved_model_keeps_the_preprocessing_it_was_trained_with(clean_registry,
         loaded = tm.CrossModalAE.load(tmp_path / "m", paired_data)
     np.testing.assert_allclose(loaded.translate(source="rna", target="atac").X, want,
                                rtol=1e-5, atol=1e-5)
+    # image modalities too (their spec refuses explicit normalize / log1p)
+    from test_image_modality import fit, nuclei
+
+    register_likelihood(_adt_gauss(True))
+    img, feat = nuclei(n=40)
+    image = fit(tm.CrossModalAE(
+        {"img": img, "feat": feat},
+        {"img": tm.Modality("test_adt_gauss", obsm_key="crops", hidden=(8, 16)),
+         "feat": tm.Modality("gaussian")}, n_latent=4, seed=0), max_epochs=1)
+    want_img = image.translate(source="feat", target="img").X
+    image.save(tmp_path / "img")
+    register_likelihood(_adt_gauss(False))
+    with pytest.warns(UserWarning, match="'img': likelihood 'test_adt_gauss' now defaults"):
+        loaded = tm.CrossModalAE.load(tmp_path / "img", {"img": img, "feat": feat})
+    np.testing.assert_allclose(loaded.translate(source="feat", target="img").X, want_img,
+                               rtol=1e-5, atol=1e-5)
     # a likelihood not registered in this process is named as such
     del lik_module._REGISTRY["test_adt_gauss"]
     with pytest.raises(ValueError, match="'atac' was saved with likelihood 'test_adt_gauss', "

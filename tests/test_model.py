@@ -559,6 +559,23 @@ def test_mudata_pairs_by_its_cells_names_not_its_row_keys(paired_data, make_mode
         make_model(mudata(numbered), specs)
 
 
+def test_pseudo_pairs_for_a_modality_that_no_anchors_chain_to_the_others(three_mod_data,
+                                                                          specs3, make_model):
+    """RNA and ATAC paired, protein measured on other cells: the anchors tie nothing to the
+    protein, so it gets pseudo-pairs with both (and RNA-ATAC, anchored, none)."""
+    three_mod_data["prot"].obs_names = "p_" + three_mod_data["prot"].obs_names
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = make_model(three_mod_data, specs3, anchor_fraction=1.0, seed=0)
+    assert set(model.anchors_) == {"rna|atac"}
+    assert set(model.geometric_pairs_) == {"rna|prot", "atac|prot"}
+    # every modality chained by anchors: none
+    three_mod_data["prot"].obs_names = three_mod_data["rna"].obs_names
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert make_model(three_mod_data, specs3, anchor_fraction=1.0).geometric_pairs_ == {}
+
+
 def test_pseudo_pairs_beside_too_few_anchors_and_options_that_cannot_act(paired_data,
                                                                           make_model, train):
     """One anchor pair is too few for the anchor loss: the pseudo-pairs stay on in its
@@ -1029,9 +1046,13 @@ def test_interrupted_pretraining_is_finished_by_the_next_call(
     loaded = tm.CrossModalAE.load(tmp_path / "m", paired_data)
     with pytest.warns(UserWarning, match="3 epoch.*short of the pre-training"):
         train(loaded, max_epochs=4, pretrain_epochs=1, early_stopping=False)
+    with pytest.warns(UserWarning, match="only the anchor modality 'rna' is trained"):
+        train(model, max_epochs=2, early_stopping=False)  # 2 of the 3 owed
+    assert model.train_params_["pretrain_epochs"] == 2
+    assert model.train_params_["pretrain_left"] == 1
     z = model.get_latent_representation("rna")
     train(model, max_epochs=6, early_stopping=False)
-    assert model.train_params_["pretrain_epochs"] == 3
+    assert model.train_params_["pretrain_epochs"] == 1
     assert model.train_params_["pretrain_left"] == 0
     assert not np.array_equal(z, model.get_latent_representation("rna"))  # trained on
     z = model.get_latent_representation("rna")
@@ -1459,9 +1480,28 @@ def test_disc_conditional_needs_labels_in_every_modality(paired_data, make_model
     # classes named differently in each modality: the labels alone tell them apart
     paired_data["atac"].obs["label"] = "atac_" + paired_data["rna"].obs["label"].astype(str)
     with pytest.warns(UserWarning, match="share no label class"), pytest.raises(
-        ValueError, match="'rna' and 'atac' share no label class among their training cells"
+        ValueError, match=r"the modalities \['rna'\] / \['atac'\] share no label class"
     ):
         make_model(paired_data, labels_key="label", disc_conditional=True)
+    # partly labelled: the unlabelled cells are conditioned on predictions of any class
+    paired_data["atac"].obs["label"] = paired_data["atac"].obs["label"].where(
+        np.arange(paired_data["atac"].n_obs) < 20)
+    with pytest.warns(UserWarning, match="share no label class"):
+        make_model(paired_data, labels_key="label", disc_conditional=True)
+
+
+def test_disc_conditional_takes_modalities_linked_through_a_third(three_mod_data, specs3,
+                                                                 make_model):
+    """rna and prot share no class, but each shares one with atac: one aligned space."""
+    label = three_mod_data["rna"].obs["label"].astype(str)
+    classes = sorted(label.unique())
+    three_mod_data["rna"] = three_mod_data["rna"][label != classes[-1]].copy()
+    three_mod_data["prot"] = three_mod_data["prot"][label == classes[-1]].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor the warning that the labels cannot align them
+        warnings.filterwarnings("ignore", message="known pairs unused")
+        model = make_model(three_mod_data, specs3, labels_key="label", disc_conditional=True)
+    assert set(model.classes_seen["rna"]).isdisjoint(model.classes_seen["prot"])
 
 
 def test_unmeasured_markers_take_the_nearest_measured_value():
@@ -1561,6 +1601,13 @@ def test_early_stopping_without_validation_cells_warns(paired_data, make_model, 
         warnings.filterwarnings("ignore", message=".*separable.*")
         warnings.filterwarnings("ignore", message=".*validation_step.*")
         train(model, max_epochs=1, early_stopping=False)
+    # a small modality leaves every modality without validation cells: it is named
+    paired_data["atac"] = paired_data["atac"][-12:].copy()  # (none of them drawn)
+    model = make_model(paired_data, geometric_pairs=False)
+    with pytest.warns(UserWarning, match=r"no validation cells .*: the split needs 2 "
+                      r"validation cells in every modality, and 'atac' \(12 cells\) holds "
+                      r"too few for that \(e.g. validation_fraction=0.17"):
+        train(model, max_epochs=1)
 
 
 # ------------------------------------------------------- new data after training (probes)

@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -720,3 +720,23 @@ def align_to_cells(values: Any, obs_names: Any, name: str) -> Any:
             "index it by the cells' obs_names, or pass .to_numpy() to give values by position"
         )
     return values.reindex(obs_names)
+
+
+def linked_groups(names: Sequence[str], linked: Callable[[str, str], bool]) -> list[list[str]]:
+    """``names`` grouped by chains of ``linked`` pairs (the connected components), each
+    group and the groups in the order of ``names``."""
+    group = {n: n for n in names}  # union-find
+
+    def root(n: str) -> str:
+        while group[n] != n:
+            n = group[n]
+        return n
+
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if root(a) != root(b) and linked(a, b):
+                group[root(a)] = root(b)
+    parts: dict[str, list[str]] = {}
+    for n in names:
+        parts.setdefault(root(n), []).append(n)
+    return list(parts.values())

@@ -212,9 +212,12 @@ def _read_open(p: Path, g) -> AnnData:
         from anndata.experimental import read_elem, sparse_dataset
 
     if "mod" in g:
+        zarr = p.is_dir()
         raise ValueError(
             f"{p} holds a MuData (modalities under 'mod/'); open it with "
-            "mudata.read_h5mu(path, backed=True), or read one modality's .h5ad"
+            + ("mudata.read_zarr(path), or one modality lazily with "
+               f"tm.datasets.read_backed('{p}/mod/<name>')" if zarr else
+               "mudata.read_h5mu(path, backed=True), or read one modality's .h5ad")
         )
 
     def lazy(elem):

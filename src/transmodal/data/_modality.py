@@ -155,6 +155,8 @@ class Modality:
             "n_pca": int(self.n_pca or 0),
             # entries without trials are unmeasured
             "missing": bool(self.missing) or lik.totals,
+            # a loaded model's preprocessing where the likelihood's defaults changed since
+            **self._extra.get("trained", {}),
         }
 
     def check(self, name: str) -> None:

@@ -13,7 +13,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ..nn._likelihoods import get_likelihood
-from .._utils import align_to_cells, check_unique_obs_names, user_stacklevel
+from .._utils import align_to_cells, check_unique_obs_names, linked_groups, user_stacklevel
 from ._modality import Modality, check_modality_name
 from ._source import MatrixSource, check_values, matrix_of, obsm_feature_names
 
@@ -559,24 +559,34 @@ def warn_label_conflicts(
     )
 
 
+def class_groups(classes: Mapping[str, set | None]) -> list[list[str]]:
+    """The modalities grouped by chains of shared label classes (``None``: a modality that
+    links to every other): modalities in different groups share no class, directly or
+    through others."""
+    return linked_groups(
+        list(classes),
+        lambda a, b: classes[a] is None or classes[b] is None or bool(classes[a] & classes[b]),
+    )
+
+
 def _warn_disjoint_labels(
     mods: dict[str, ModalityData], categories: list[str], labels_key: str
 ) -> None:
-    """Warn about labelled modalities that share no class with each other (the labels then
-    cannot align them, e.g. "1" in one modality and "type1" in the other)."""
-    seen = {n: set(np.unique(md.labels[md.labels >= 0])) for n, md in mods.items()}
+    """Warn about groups of labelled modalities that share no class, not even through other
+    modalities (the labels then cannot align them, e.g. "1" in one modality and "type1" in
+    the other)."""
+    seen = {n: set(np.unique(md.labels[md.labels >= 0]).tolist()) for n, md in mods.items()}
     seen = {n: s for n, s in seen.items() if s}
-    disjoint = [(a, b) for a, b in combinations(seen, 2) if not seen[a] & seen[b]]
-    if not disjoint:
+    groups = class_groups(seen)
+    if len(groups) < 2:
         return
-    pairs = "; ".join(
-        f"{a!r} {[categories[i] for i in sorted(seen[a])][:5]} and "
-        f"{b!r} {[categories[i] for i in sorted(seen[b])][:5]}"
-        for a, b in disjoint
+    listed = " and ".join(
+        ", ".join(f"{n!r} {[categories[i] for i in sorted(seen[n])][:5]}" for n in g)
+        for g in groups
     )
     warnings.warn(
         f"labels_key {labels_key!r}: modalities share no label class, so the labels cannot "
-        f"align them: {pairs}. Check that the modalities name their classes alike.",
+        f"align them: {listed}. Check that the modalities name their classes alike.",
         UserWarning,
         stacklevel=5,  # the CrossModalAE(...) call
     )

@@ -146,7 +146,8 @@ class MatrixSource:
                 f"modality {name!r}: {where} is a CSC matrix read from a file, whose rows can "
                 "only be read by reading the whole matrix, at every batch; store it as CSR "
                 "(adata = anndata.read_h5ad(path); adata.X = adata.X.tocsr(); "
-                "adata.write_h5ad(path)) or read it into memory"
+                "adata.write_h5ad(path), or read_zarr / write_zarr for a zarr store) or read "
+                "it into memory"
             )
         self.matrix = matrix
         self.name = name
@@ -331,8 +332,12 @@ def _numeric_frame(df: pd.DataFrame, where: str) -> np.ndarray:
 def looks_channels_last(image_shape: tuple[int, ...]) -> bool:
     """Whether one image's shape (without the cell axis), read channels-first as
     ``(channels, [D,] H, W)``, looks channels-last instead: few "pixels" along the last
-    axis (1, 3 or 4, as grey / RGB / RGBA) and many "channels" and rows."""
-    return image_shape[-1] in (1, 3, 4) and min(image_shape[0], image_shape[-2]) > 4
+    axis (1, 3 or 4, as grey / RGB / RGBA) beside many rows, and many "channels" too for a
+    2-D image (a z-stack of few slices, ``(D, H, W, 1)``, has few; a crop 1 pixel wide,
+    or a z-stack 3 or 4 pixels wide, is no image)."""
+    if image_shape[-1] not in (1, 3, 4) or image_shape[-2] <= 4:
+        return False
+    return image_shape[-1] == 1 or len(image_shape) == 4 or image_shape[0] > 4
 
 
 def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, np.ndarray]:

@@ -264,11 +264,17 @@ class Ensemble:
         per_cell = isinstance(codes, np.ndarray)  # (validated once, then sliced per block)
         names = np.asarray(batches, dtype=object)[codes] if per_cell else None
 
+        base, positions = cells, None
+        if cells.isbacked and cells.is_view:  # (anndata cannot take a view of such a view)
+            base = cells._adata_ref
+            positions = np.arange(base.n_obs)[cells._oidx]
+
         def block(start: int) -> AnnData:
-            rows = cells[start : start + batch_size]
+            stop = start + batch_size
+            rows = cells[start:stop] if positions is None else base[positions[start:stop]]
             if rows.isbacked:
                 rows = rows.to_memory()
-            tb = names[start : start + batch_size] if per_cell else target_batch
+            tb = names[start:stop] if per_cell else target_batch
             return self._translate_rows(rows, source, target, batch_size, library_size, tb,
                                         device)
 

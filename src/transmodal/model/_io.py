@@ -96,8 +96,9 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
         # the preprocessing the weights were fitted under (a spec's unset options follow
         # its likelihood's defaults, which a registered class can change before load)
         "preprocessing": {
-            n: {k: md.spec.resolved()[k] for k in PREPROCESSING_OPTIONS}
-            for n, md in model.mods.items() if md.source.image_shape is None
+            n: {k: md.spec.resolved(image=md.source.image_shape is not None)[k]
+                for k in PREPROCESSING_OPTIONS}
+            for n, md in model.mods.items()
         },
         "n_vars": {n: int(md.source.n_vars) for n, md in model.mods.items()},
         "image_shape": {
@@ -108,6 +109,7 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
         "var_names": {n: [str(v) for v in md.var_names] for n, md in model.mods.items()},
         "var": var_meta,
         "label_categories": model.label_categories_,
+        "image_spacing": model.image_spacing_,
         "batch_categories": model.batch_categories_,
         "obs_digest": model._digests() if carried is None else carried[1],
         "train_params": model.train_params_,
@@ -123,10 +125,10 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
 
 
 def _as_trained(
-    specs: dict[str, Modality], saved: Mapping[str, Mapping[str, bool]], path: Path
+    specs: dict[str, Modality], config: Mapping[str, Any], path: Path
 ) -> dict[str, Modality]:
     """The saved specs, their likelihoods registered, with the preprocessing recorded at
-    save time (``saved``) where the likelihood's defaults now resolve otherwise (warned)."""
+    save time where the likelihood's defaults now resolve otherwise (warned)."""
     for name, spec in specs.items():
         if isinstance(spec.likelihood, str) and spec.likelihood not in available_likelihoods():
             raise ValueError(
@@ -136,10 +138,11 @@ def _as_trained(
                 f"{available_likelihoods()})"
             )
     out = dict(specs)
-    for name, opts in saved.items():
+    images = config.get("image_shape") or {}
+    for name, opts in (config.get("preprocessing") or {}).items():
         if name not in specs:
             continue
-        now = specs[name].resolved()
+        now = specs[name].resolved(image=name in images)
         differ = {k: v for k, v in opts.items() if k in now and now[k] != v}
         if differ:
             warnings.warn(
@@ -149,7 +152,10 @@ def _as_trained(
                 "class registered now differs from the one it was saved with)",
                 UserWarning, stacklevel=user_stacklevel(),
             )
-            out[name] = dataclasses.replace(specs[name], **differ)
+            # (not as fields: an image spec refuses explicit normalize / log1p)
+            out[name] = dataclasses.replace(
+                specs[name], _extra={**specs[name]._extra, "trained": differ}
+            )
     return out
 
 
@@ -497,7 +503,7 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
         specs = {n: Modality.from_dict(d, name=n) for n, d in config["modalities"].items()}
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path / CONFIG}: modalities: {err}") from None
-    specs = _as_trained(specs, config.get("preprocessing") or {}, path)
+    specs = _as_trained(specs, config, path)
     tensors = _read_weights(path / WEIGHTS, config.get("weights_sha256"))
     _check_sizes(config, specs, tensors, path / CONFIG)
     data, stand_ins = _with_stand_ins(data, specs, config, tensors, path / CONFIG)
@@ -601,6 +607,9 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
         )
     model.train_params_ = config.get("train_params") or {}
     model.is_trained_ = bool(config.get("is_trained"))
+    if config.get("image_spacing") is not None:  # (what it was trained with)
+        model.image_spacing_ = {n: list(v) for n, v in config["image_spacing"].items()
+                                if n in model.mods}
     for key in ("mixing_accuracy", "disc_accuracy"):
         if config.get(key) is not None:
             setattr(model, f"{key}_", float(config[key]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import os
 import re
 import sys
@@ -19,8 +20,8 @@ import torch
 from anndata import AnnData
 
 from .._utils import (
-    check_parallel, check_path, is_global_zero, jsonable, lightning_accelerator, resolve_device,
-    seeded, torch_defaults, user_stacklevel,
+    check_parallel, check_path, is_global_zero, jsonable, lightning_accelerator, linked_groups,
+    resolve_device, seeded, torch_defaults, user_stacklevel,
 )
 from ..data._batches import MIN_TRAINING_BATCH, EpochBatches
 from ..data._h5ad import write_rows_h5ad
@@ -29,6 +30,7 @@ from ..data._prefetch import Prefetcher
 from ..data._preprocess import fit_preprocessing
 from ..data._setup import (
     ModalityData,
+    class_groups,
     features_differ,
     label_str,
     setup_data,
@@ -253,7 +255,9 @@ class CrossModalAE:
         where the marker was measured).
     anchor_fraction
         Fraction (0-1) of the paired training cells whose pairing is used by the anchor
-        loss (rounded, at least one pair); the seeded choice is saved with the model. Above
+        loss (rounded, at least one pair), drawn for every two modalities on its own (with
+        three modalities measured on the same cells, 0.25 uses the pairing of more than a
+        quarter of the cells: about 58 %); the seeded choice is saved with the model. Above
         0 it needs two modalities that share cells (a ``ValueError`` otherwise). ``None``
         (default): 0, the paper's unpaired setting, with a warning where modalities share
         training cells (their pairs would go unused); pass 0 to keep that silently.
@@ -261,11 +265,13 @@ class CrossModalAE:
         Pseudo-pairs from the shapes of the data (:func:`transmodal.geometry.geometric_pairs`:
         landmark Isomap of each modality, overlaid by Wasserstein-Procrustes, each cell
         matched to its nearest partner), added to the anchor loss for modality pairs
-        without known anchors. ``None`` (default): on only when there are no anchor pairs,
-        no ``marker_key`` and no ``labels_key`` class that the training cells of every
-        modality hold, i.e. when nothing else can tell which alignment of the latent
-        distributions is the right one (and every modality has at least 100 training
-        cells); where they cannot be computed, the model warns and trains without them.
+        without known anchors. ``None`` (default): on only when no ``marker_key``, no
+        ``labels_key`` class that the training cells of every modality hold and no chain
+        of anchor pairs ties every modality to the others, i.e. when nothing else can tell
+        which alignment of the latent distributions is the right one (and every modality
+        has at least 100 training cells), and then only between modalities that no anchors
+        chain together (e.g. a third modality measured on other cells than two paired
+        ones); where they cannot be computed, the model warns and trains without them.
         ``True`` / ``False``: always on / off. A source of the pairs (on): ``"overlay"``
         (the Isomap overlay above), ``"transport"``
         (:func:`transmodal.geometry.transport_pairs`: entropic Gromov-Wasserstein transport
@@ -378,8 +384,16 @@ class CrossModalAE:
             for n, md in self.mods.items()
         ]
         labels_tie = p["labels_key"] is not None and bool(set.intersection(*classes))
-        no_prior = not labels_tie and p["marker_key"] is None and not self._usable_anchors()
-        return no_prior and len(self.mods) > 1 and not few
+        # anchors tie the modalities they chain together; a modality outside the chain
+        # (e.g. a third one measured on other cells) is tied by nothing
+        no_prior = (not labels_tie and p["marker_key"] is None
+                    and len(self._anchor_groups()) > 1)
+        return no_prior and not few
+
+    def _anchor_groups(self) -> list[list[str]]:
+        """The modalities grouped by chains of usable anchor pairs."""
+        usable = self._usable_anchors()
+        return linked_groups(list(self.mods), lambda a, b: f"{a}|{b}" in usable)
 
     def _usable_anchors(self) -> set[str]:
         """The modality pairs (``"a|b"``) whose anchor pairs the anchor loss uses (as many
@@ -403,6 +417,9 @@ class CrossModalAE:
         rng = np.random.default_rng([seed, 13])
         usable = self._usable_anchors()
         pairs = [(a, b) for a, b in combinations(self.mods, 2) if f"{a}|{b}" not in usable]
+        if chosen is None:  # by default only between modalities that no anchors chain
+            group = {n: i for i, g in enumerate(self._anchor_groups()) for n in g}
+            pairs = [(a, b) for a, b in pairs if group[a] != group[b]]
         if not pairs:  # (asked for explicitly: the default is off beside usable anchors)
             warnings.warn(
                 f"geometric_pairs={chosen!r} has no effect: every pair of modalities has "
@@ -539,16 +556,27 @@ class CrossModalAE:
                 mask[k] = False
                 mask[k, torch.from_numpy(seen)] = True
         if self.init_params_.get("disc_conditional"):
-            names = list(self.mods)
-            for a, b in combinations(range(len(names)), 2):
-                if not (mask[a] & mask[b]).any():
-                    raise ValueError(
-                        f"disc_conditional=True: modalities {names[a]!r} and {names[b]!r} "
-                        "share no label class among their training cells (labels_key "
-                        f"{self.init_params_['labels_key']!r}); the discriminator would tell "
-                        "them apart by their labels alone, so nothing would align them. "
-                        "Name shared classes alike, or use disc_conditional=False"
-                    )
+            self._check_classes_connect(train)
+
+    def _check_classes_connect(self, train: dict[str, np.ndarray]) -> None:
+        """With a conditional discriminator, modalities are aligned class by class: refuse
+        modalities that no chain of shared classes links (each group would be told apart
+        by its labels alone). A modality with unlabelled training cells links to every
+        other: those cells are conditioned on the classifier's predictions."""
+        mask = self.module.class_mask.cpu().numpy()
+        groups = class_groups({
+            n: None if (md.labels[train[n]] < 0).any() else set(np.flatnonzero(mask[k]).tolist())
+            for k, (n, md) in enumerate(self.mods.items())
+        })
+        if len(groups) > 1:
+            raise ValueError(
+                f"disc_conditional=True: the modalities {' / '.join(map(str, groups))} share "
+                f"no label class between the groups (labels_key "
+                f"{self.init_params_['labels_key']!r}, every training cell labelled); the "
+                "discriminator would tell the groups apart by their labels alone, so nothing "
+                "would align them. Check that the modalities name their classes alike, or use "
+                "disc_conditional=False"
+            )
 
     @staticmethod
     def _check_params(p: dict[str, Any]) -> dict[str, Any]:
@@ -624,6 +652,13 @@ class CrossModalAE:
             for n, md in mods.items()
             if md.batch_categories is not None
         }
+        # image modalities: the pixel (voxel) spacing read_nuclei recorded, passed on to
+        # translations so that their radial profiles measure as the real crops' do
+        self.image_spacing_: dict[str, list[float]] = {}
+        for n, md in mods.items():
+            spacing = (md.adata.uns.get("crops") or {}).get("spacing")
+            if md.source.image_shape is not None and spacing is not None:
+                self.image_spacing_[n] = [float(v) for v in np.ravel(spacing)]
         archs = {}
         for name, md in mods.items():
             image = md.source.image_shape
@@ -963,11 +998,13 @@ class CrossModalAE:
                 warnings.warn(f"{name}={value!r} has no effect: {why}", UserWarning, stacklevel=2)
         # pre-training epochs an interrupted call left undone (the anchor is not frozen yet)
         pretrain_left = int(self.train_params_.get("pretrain_left", 0)) if anchor else 0
+        pretrain_owed = pretrain_epochs  # (what remains owed is counted against this)
         if pretrain_epochs is None:  # a trained anchor autoencoder is not pre-trained again
             pretrain_epochs = (
                 max(1, max_epochs // 4) if anchor is not None and not self.is_trained_
                 else min(pretrain_left, max_epochs)
             )
+            pretrain_owed = max(pretrain_epochs, pretrain_left)
         elif pretrain_left and pretrain_epochs < pretrain_left:
             warnings.warn(
                 f"pretrain_epochs={pretrain_epochs}: the anchor modality {anchor!r} is "
@@ -1053,12 +1090,19 @@ class CrossModalAE:
             )
         elif early_stopping and is_global_zero(launcher=True):
             lacking = [n for n, v in val_idx.items() if not len(v)]
+            fraction = self.init_params_["validation_fraction"]
+            small = {n: md.n_obs for n, md in self.mods.items()
+                     if fraction > 0 and int(round(fraction * md.n_obs)) < 2}
             why = (
                 "load() dropped the saved validation split, since the cells given to it are "
                 "not the training cells in their order (its former validation cells now "
                 "train too; to keep the split, load with the training cells as they were)"
                 if self._split_dropped else
-                f"validation_fraction={self.init_params_['validation_fraction']}"
+                f"validation_fraction={fraction}: the split needs 2 validation cells in every "
+                "modality, and " + ", ".join(f"{n!r} ({k} cells)" for n, k in small.items())
+                + f" {'holds' if len(small) == 1 else 'hold'} too few for that (e.g. "
+                f"validation_fraction={math.ceil(200 / min(small.values())) / 100:g} gives "
+                "them 2)" if small else f"validation_fraction={fraction}"
             )
             warnings.warn(
                 f"early_stopping=True is off: no validation cells in "
@@ -1155,7 +1199,7 @@ class CrossModalAE:
             "anchor_temperature": anchor_temperature,
             "pretrain_epochs": pretrain_epochs,
             # (cut short by an interrupt: the next call's default finishes it)
-            "pretrain_left": max(0, pretrain_epochs - epochs_run) if anchor else 0,
+            "pretrain_left": max(0, pretrain_owed - epochs_run) if anchor else 0,
             "adv_warmup_epochs": adv_warmup_epochs,
             "early_stopping": early_stopping,
             "patience": patience,
@@ -1685,6 +1729,8 @@ class CrossModalAE:
         # tm.analysis.differential_expression)
         uns = {"transmodal": {"source": source, "target": target, "units": units,
                               "linear": linear}}
+        if images and target in self.image_spacing_:  # (read by radial_profiles)
+            uns["crops"] = {"spacing": list(self.image_spacing_[target])}
         if target in self.batch_categories_:
             uns["transmodal"]["target_batch"] = (
                 "mean over batches" if batch_code is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+from itertools import combinations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -134,10 +135,22 @@ def _build_and_train(
     return model.train(**train_kwargs)
 
 
+# known pairs that fix an alignment: at least this many (or every training cell of the
+# smaller modality) between every two modalities
+_TYING_PAIRS = 50
+
+
 def _anchored(model: CrossModalAE) -> bool:
-    """Whether the model's anchor loss ties every two of its modalities by known pairs."""
-    n = len(model.modality_names)
-    return len(model._usable_anchors()) == n * (n - 1) // 2
+    """Whether the model's anchor loss (on: ``lam_anchor`` > 0) ties every two of its
+    modalities by enough known pairs to fix their alignment."""
+    if not model.train_params_.get("lam_anchor"):
+        return False
+    cells = {n: int((~model.val_masks_[n]).sum()) for n in model.modality_names}
+    for a, b in combinations(model.modality_names, 2):
+        pairs = model.anchors_.get(f"{a}|{b}")
+        if pairs is None or len(pairs[0]) < min(_TYING_PAIRS, cells[a], cells[b]):
+            return False
+    return True
 
 
 def _agreement(
@@ -241,9 +254,10 @@ def train_ensemble(
     :func:`train_consensus`, which keeps the majority's run, is the better choice. Where
     the match of single cells is just noisy it still helps: on A549 the runs agree at only
     0.05-0.2 (every anchor fraction) and the ensemble improves FOSCTTM at every one. Runs
-    whose anchor pairs tie every two modalities are therefore not checked: their pairs fix
-    the alignment, so a low agreement there means noisy single-cell matches, which the
-    average reduces, not different alignments.
+    whose anchor loss ties every two modalities by at least 50 known pairs (or every
+    training cell of the smaller one) are therefore not checked: their pairs fix the
+    alignment, so a low agreement there means noisy single-cell matches, which the average
+    reduces, not different alignments.
 
     Parameters
     ----------
