@@ -278,3 +278,8 @@ def test_translations_to_images_carry_the_recorded_voxel_spacing(tmp_path):
     loaded = tm.CrossModalAE.load(tmp_path / "m")
     again = loaded.translate(feat, source="feat", target="img")
     assert list(again.uns["crops"]["spacing"]) == [2.0, 0.5, 0.5]
+    # anything else in uns["crops"] is not a spacing to pass on, and builds as before
+    for other in ("crops.tif", np.ones(3), {"spacing": "0.5um"}):
+        img.uns["crops"] = other
+        assert "crops" not in image_model(img, feat).translate(
+            source="feat", target="img").uns

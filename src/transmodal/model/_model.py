@@ -561,18 +561,19 @@ class CrossModalAE:
     def _check_classes_connect(self, train: dict[str, np.ndarray]) -> None:
         """With a conditional discriminator, modalities are aligned class by class: refuse
         modalities that no chain of shared classes links (each group would be told apart
-        by its labels alone). A modality with unlabelled training cells links to every
-        other: those cells are conditioned on the classifier's predictions."""
+        by its labels alone). A modality with at least half its training cells unlabelled
+        links to every other: those cells are conditioned on the classifier's predictions."""
         mask = self.module.class_mask.cpu().numpy()
         groups = class_groups({
-            n: None if (md.labels[train[n]] < 0).any() else set(np.flatnonzero(mask[k]).tolist())
+            n: None if (md.labels[train[n]] < 0).mean() >= 0.5
+            else set(np.flatnonzero(mask[k]).tolist())
             for k, (n, md) in enumerate(self.mods.items())
         })
         if len(groups) > 1:
             raise ValueError(
                 f"disc_conditional=True: the modalities {' / '.join(map(str, groups))} share "
                 f"no label class between the groups (labels_key "
-                f"{self.init_params_['labels_key']!r}, every training cell labelled); the "
+                f"{self.init_params_['labels_key']!r}, most training cells labelled); the "
                 "discriminator would tell the groups apart by their labels alone, so nothing "
                 "would align them. Check that the modalities name their classes alike, or use "
                 "disc_conditional=False"
@@ -656,9 +657,15 @@ class CrossModalAE:
         # translations so that their radial profiles measure as the real crops' do
         self.image_spacing_: dict[str, list[float]] = {}
         for n, md in mods.items():
-            spacing = (md.adata.uns.get("crops") or {}).get("spacing")
-            if md.source.image_shape is not None and spacing is not None:
-                self.image_spacing_[n] = [float(v) for v in np.ravel(spacing)]
+            crops = md.adata.uns.get("crops")
+            spacing = crops.get("spacing") if isinstance(crops, Mapping) else None
+            try:  # (anything but numbers, e.g. "0.5um", is not a spacing to pass on)
+                spacing = np.asarray(spacing, dtype=np.float64).ravel()
+            except (TypeError, ValueError):
+                continue
+            if (md.source.image_shape is not None and spacing.size
+                    and np.isfinite(spacing).all()):
+                self.image_spacing_[n] = spacing.tolist()
         archs = {}
         for name, md in mods.items():
             image = md.source.image_shape
@@ -846,9 +853,11 @@ class CrossModalAE:
         beta
             Weight of the KL divergence of variational encoders (``variational=True``). The
             posterior means are standardised per modality like every embedding (unit
-            variance per dimension), so the KL's mean term stays near ``n_latent / 2`` per
-            cell and ``beta`` acts on the posterior variances: a large one widens them
-            towards 1, as wide as the spread of the means.
+            variance per dimension), so the KL's mean term stays near ``(n_latent +
+            n_private) / 2`` per cell and ``beta`` acts on the posterior variances: a large
+            one widens them towards 1, as wide as the spread of the means. Early stopping
+            follows the validation loss without the KL (computed in evaluation, it follows
+            the batch norm's running statistics, which lag behind the weights).
         anchor_distance
             Anchor loss of known pairs: the ``"l1"`` (the paper's) or ``"l2"`` distance
             between paired latent points, or ``"contrastive"``: InfoNCE over the pairs of
@@ -1093,16 +1102,23 @@ class CrossModalAE:
             fraction = self.init_params_["validation_fraction"]
             small = {n: md.n_obs for n, md in self.mods.items()
                      if fraction > 0 and int(round(fraction * md.n_obs)) < 2}
+            fewest = min(small.values(), default=0)
+            advice = (
+                f"validation_fraction={math.ceil(200 / fewest) / 100:g} or more would give "
+                "it 2 (more where its cells are paired: a cell's measurements share a side)"
+                if fewest >= 4 else "no fraction leaves 2 validation and 2 training cells "
+                "in a modality of fewer than 4"
+            )
             why = (
                 "load() dropped the saved validation split, since the cells given to it are "
                 "not the training cells in their order (its former validation cells now "
                 "train too; to keep the split, load with the training cells as they were)"
                 if self._split_dropped else
-                f"validation_fraction={fraction}: the split needs 2 validation cells in every "
-                "modality, and " + ", ".join(f"{n!r} ({k} cells)" for n, k in small.items())
-                + f" {'holds' if len(small) == 1 else 'hold'} too few for that (e.g. "
-                f"validation_fraction={math.ceil(200 / min(small.values())) / 100:g} gives "
-                "them 2)" if small else f"validation_fraction={fraction}"
+                f"validation_fraction={fraction}: the split needs 2 validation and 2 training "
+                "cells in every modality, and "
+                + ", ".join(f"{n!r} ({k} cells)" for n, k in small.items())
+                + f" {'holds' if len(small) == 1 else 'hold'} too few for that; {advice}"
+                if small else f"validation_fraction={fraction}"
             )
             warnings.warn(
                 f"early_stopping=True is off: no validation cells in "
