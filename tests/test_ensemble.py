@@ -261,6 +261,9 @@ def test_runs_warnings_are_shown_once_at_the_callers_line(paired_data, make_mode
     assert "raised by the run of seed 1, after 1 of the 2 runs had finished" in str(
         getattr(err.value, "__notes__", [""])[0]
     )
+    # the finished run is not lost (e.g. to Ctrl+C in the tenth of ten long runs)
+    assert [m.init_params_["seed"] for m in err.value.runs] == [0]
+    assert err.value.runs[0].is_trained_
     built.clear()
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message="twice per run")

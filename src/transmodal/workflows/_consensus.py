@@ -72,11 +72,19 @@ def _train_runs(
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     models.append(_build_and_train(build, int(s), seeds, train_kwargs, models))
-            except BaseException as err:  # say which run it was (the others are lost)
-                if hasattr(err, "add_note"):
+            except BaseException as err:  # say which run it was; keep the finished ones
+                kept = ""
+                if models:
+                    with contextlib.suppress(AttributeError, TypeError):
+                        err.runs = list(models)  # type: ignore[attr-defined]
+                        kept = (
+                            "; the finished runs' models are the exception's .runs (e.g. "
+                            "tm.Ensemble(err.runs); in a notebook sys.last_value.runs)"
+                        )
+                if hasattr(err, "add_note"):  # (Python >= 3.11)
                     err.add_note(
                         f"{caller}: raised by the run of seed {s}, after {i} of the "
-                        f"{len(seeds)} runs had finished"
+                        f"{len(seeds)} runs had finished{kept}"
                     )
                 raise
             finally:
@@ -203,7 +211,8 @@ def train_consensus(
     ConsensusRun
         The chosen model, its seed and the agreement table. Warns (as
         :func:`~transmodal.metrics.seed_agreement` does) when runs disagree, also those
-        outside the majority.
+        outside the majority. If a run raises (Ctrl+C too), the exception names its seed
+        and holds the finished runs' models as ``.runs``.
 
     Examples
     --------
@@ -274,7 +283,8 @@ def train_ensemble(
     Returns
     -------
     Ensemble
-        The trained members, in the order of ``seeds``.
+        The trained members, in the order of ``seeds``. If a run raises (Ctrl+C too), the
+        exception names its seed and holds the finished runs' models as ``.runs``.
 
     Examples
     --------
