@@ -156,6 +156,24 @@ def test_embed_all_modalities_to_directory(workdir: Path, trained: Path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
+def test_embed_writes_all_files_or_none(workdir: Path, trained: Path, tmp_path: Path,
+                                        monkeypatch, capsys):
+    written = []
+    write = ad.AnnData.write_h5ad
+
+    def second_fails(self, path, *a, **k):
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(path)
+        write(self, path, *a, **k)
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", second_fails)
+    out = tmp_path / "emb"
+    assert main(["embed", "--model", str(trained), *_data_args(workdir), "--out", str(out)]) == 2
+    assert "No space left" in capsys.readouterr().err
+    assert written and not [p for p in out.rglob("*") if p.is_file()]
+
+
 def test_embed_one_modality_to_file(workdir: Path, trained: Path):
     out = workdir / "rna_embedded.h5ad"
     args = ["embed", "--model", str(trained), *_data_args(workdir), "--modality", "rna"]
@@ -169,6 +187,19 @@ def test_embed_one_modality_to_file(workdir: Path, trained: Path):
     # the file is .h5ad whatever its name says: a wrong suffix is refused, nothing written
     assert main([*args, "--out", str(workdir / "e.txt")]) == 2
     assert not (workdir / "e.txt").exists()
+
+
+def test_paths_given_as_option_equals_tilde_are_expanded(workdir: Path, trained: Path,
+                                                         tmp_path: Path, monkeypatch):
+    """The shell leaves "~" in --out=~/x as it is: --model and --out expanded it not (a
+    folder named "~" in the working directory), --data did."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "run"
+    model.symlink_to(trained)
+    assert main(["embed", "--model=~/run", *_data_args(workdir), "--modality", "rna",
+                 "--out=~/e.h5ad"]) == 0
+    assert (tmp_path / "e.h5ad").is_file() and not (tmp_path / "~").exists()
 
 
 def test_embed_and_translate_need_only_the_modalities_used(workdir: Path, trained: Path, capsys):

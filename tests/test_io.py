@@ -396,6 +396,21 @@ def _tree(path):
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
+def test_save_refuses_a_link_to_nothing_before_training(tmp_path, paired_data, make_model,
+                                                      monkeypatch):
+    """A symbolic link to a removed scratch folder failed only after training."""
+    link = tmp_path / "run"
+    link.symlink_to(tmp_path / "scratch" / "run")
+    model = make_model(paired_data)
+    with pytest.raises(FileNotFoundError, match="run is a symbolic link to .*scratch/run"):
+        model.save(link)
+    monkeypatch.setattr(tm.CrossModalAE, "train", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(FileNotFoundError, match="symbolic link"):
+        tm.tl.integrate(paired_data, {"rna": tm.Modality("nb", layer="counts"),
+                                      "atac": "poisson"}, model_dir=link)
+    assert link.is_symlink() and not link.exists()
+
+
 def test_overwrite_refuses_directory_with_foreign_files(saved):
     model, path = saved
     (path / "figs").mkdir()

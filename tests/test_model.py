@@ -1388,10 +1388,17 @@ def test_one_anchor_pair_is_skipped(half_paired_data, make_model, train, distanc
 
 
 def test_modality_name_with_dot_or_bar(paired_data, make_model):
-    for bad in ("rna.1", "rna|1"):
+    for bad in ("rna.1", "rna|1", "rna/1"):
         data = {bad: paired_data["rna"], "atac": paired_data["atac"]}
         specs = {bad: tm.Modality("nb", layer="counts"), "atac": tm.Modality("poisson")}
-        with pytest.raises(ValueError, match=f"modality '{bad}'.*may not contain '.' or '|'.*'rna_1'"):
+        with pytest.raises(ValueError, match=f"modality '{bad}'.*may not contain '.', '/' or "
+                           r"'\|'.*'rna_1'"):
+            make_model(data, specs)
+    # names torch's module containers hold (a bare KeyError from torch before)
+    for bad in ("train", "keys", "cuda"):
+        data = {bad: paired_data["rna"], "atac": paired_data["atac"]}
+        specs = {bad: tm.Modality("nb", layer="counts"), "atac": tm.Modality("poisson")}
+        with pytest.raises(ValueError, match=f"modality '{bad}': the name is taken by torch"):
             make_model(data, specs)
 
 

@@ -11,6 +11,7 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
@@ -306,6 +307,22 @@ def lightning_accelerator(accelerator: str) -> str:
     return accelerator
 
 
+# torch's random generators, default dtype, deterministic mode, Lightning's logger levels
+# and Python's warning filters belong to the whole process: the blocks that set them and
+# give them back (seeded, torch_defaults, training, the ensembles' runs) hold this lock, so
+# that two threads cannot interleave them (one thread's draws moved another's, and a
+# training started while another ran left deterministic mode on for the process)
+_PROCESS_STATE = threading.RLock()
+
+
+@contextlib.contextmanager
+def process_state() -> Iterator[None]:
+    """Hold the process-wide state of torch, Lightning and ``warnings`` for this thread:
+    blocks that change it run one thread at a time (re-entered freely by the holder)."""
+    with _PROCESS_STATE:
+        yield
+
+
 @contextlib.contextmanager
 def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
     """Run a block with torch's random generators seeded, giving the caller theirs back.
@@ -320,18 +337,19 @@ def seeded(seed: int, device: torch.device | str | None = None) -> Iterator[None
     cuda: list[int] = []
     if torch.cuda.is_available() and (torch.cuda.is_initialized() or kind == "cuda"):
         cuda = list(range(torch.cuda.device_count()))
-    mps = torch.mps.get_rng_state() if kind == "mps" else None  # (Apple GPUs: one generator)
-    try:
-        with torch.random.fork_rng(devices=cuda):
-            torch.random.default_generator.manual_seed(int(seed))  # (numpy integers too)
-            if cuda:
-                torch.cuda.manual_seed_all(int(seed))
+    with process_state():
+        mps = torch.mps.get_rng_state() if kind == "mps" else None  # (Apple GPUs: one)
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                torch.random.default_generator.manual_seed(int(seed))  # (numpy integers)
+                if cuda:
+                    torch.cuda.manual_seed_all(int(seed))
+                if mps is not None:
+                    torch.mps.manual_seed(int(seed))
+                yield
+        finally:
             if mps is not None:
-                torch.mps.manual_seed(int(seed))
-            yield
-    finally:
-        if mps is not None:
-            torch.mps.set_rng_state(mps)
+                torch.mps.set_rng_state(mps)
 
 
 @contextlib.contextmanager
@@ -340,13 +358,14 @@ def torch_defaults() -> Iterator[None]:
     the caller's settings back: float32 as the default dtype (a float64 default would
     draw other initial weights from the same seed), autograd on and inference mode off
     (inside ``torch.no_grad()`` or ``torch.inference_mode()`` nothing could learn)."""
-    dtype = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
-    try:
-        with torch.inference_mode(False), torch.enable_grad():
-            yield
-    finally:
-        torch.set_default_dtype(dtype)
+    with process_state():
+        dtype = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float32)
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                yield
+        finally:
+            torch.set_default_dtype(dtype)
 
 
 # the files of a saved model (model/_io.py); a directory holding just these may be replaced
@@ -473,9 +492,16 @@ def check_output_directory(
         If ``path`` is the current working directory or one of its parents.
     FileExistsError
         If ``path`` is a file, exists without ``overwrite``, or holds other entries.
+    FileNotFoundError
+        If ``path`` is a symbolic link to nothing.
     """
     check_path(path)
     given, target = Path(path), Path(os.path.abspath(path))
+    if target.is_symlink() and not target.exists():  # (checked now, not after training)
+        raise FileNotFoundError(
+            f"{given} is a symbolic link to {os.readlink(target)!r}, which does not exist; "
+            "create that directory or remove the link"
+        )
     if target.is_symlink() and target.is_dir():  # a link to a folder: replace the folder
         target = Path(os.path.realpath(target))
     check_writable_parent(target)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import contextlib
 import os
 import sys
 import warnings
@@ -31,11 +32,6 @@ TRAIN_SIDE_FILES = ("history.csv", "agreement.csv", "run_config.yaml")
 
 
 # ----------------------------------------------------------------------------- helpers
-def _write_h5ad(adata, path: Path) -> None:
-    with atomic_file(path, overwrite=True, suffix=".h5ad") as tmp:
-        adata.write_h5ad(tmp)
-
-
 def _write_text(text: str, path: Path) -> None:
     with atomic_file(path, overwrite=True) as tmp:
         tmp.write_text(text)
@@ -134,8 +130,9 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
     """``transmodal train``: validate config, read data, train, save the model + history."""
     import yaml
 
-    cfg = load_config(config)  # everything checked before any data is read
-    out_dir = Path(out) if out is not None else cfg.out
+    # (paths: "~" expanded, as the shell does not in --opt=~/x)
+    cfg = load_config(os.path.expanduser(config))  # everything checked before data are read
+    out_dir = Path(out).expanduser() if out is not None else cfg.out
     if out_dir is None:
         raise ConfigError(
             f"{cfg.path}: no output directory: set 'out' in the config or pass --out DIR"
@@ -383,13 +380,13 @@ def cmd_embed(
     """``transmodal embed``: write the inputs with ``.obsm[key]`` = the shared latent."""
     if not isinstance(key, str) or not key.strip() or "/" in key:
         raise ValueError(f"--key {key!r}: give a non-empty obsm key without '/'")
-    model_dir = Path(model)
+    model_dir = Path(model).expanduser()
     names, config = _model_modalities(model_dir)
     data_paths = parse_data_args(data, names)
     if modality is not None:
         _check_modality(modality, names, "--modality")
     _check_data_args(data_paths, names, model_dir, [] if modality is None else [modality])
-    out_path = Path(out)
+    out_path = Path(out).expanduser()
     if modality is not None:
         targets = {modality: out_path}
         _check_not_an_input(out_path, data_paths)  # (before advising --overwrite)
@@ -411,8 +408,13 @@ def cmd_embed(
     # no partial set of outputs behind
     for name in targets:
         adatas[name].obsm[key] = m.get_latent_representation(name, adatas[name])
+    # every file written under a temporary name, and all renamed once all are written: a
+    # failed write (a full disk) leaves none of them
+    with contextlib.ExitStack() as stack:
+        for name, path in targets.items():
+            tmp = stack.enter_context(atomic_file(path, overwrite=True, suffix=".h5ad"))
+            adatas[name].write_h5ad(tmp)
     for name, path in targets.items():
-        _write_h5ad(adatas[name], path)
         print(f"transmodal: {name}: {adatas[name].n_obs} cells embedded (obsm[{key!r}]) -> "
               f"{path}", file=sys.stderr)
     return 0
@@ -430,7 +432,7 @@ def cmd_translate(
     target_batch: str | None = None,
 ) -> int:
     """``transmodal translate``: write ``model.translate(data[source], source, target)``."""
-    model_dir = Path(model)
+    model_dir = Path(model).expanduser()
     names, config = _model_modalities(model_dir)
     _check_modality(source, names, "--source")
     _check_modality(target, names, "--target")
@@ -443,7 +445,7 @@ def cmd_translate(
                        what="--target-batch")
     data_paths = parse_data_args(data, names)
     _check_data_args(data_paths, names, model_dir, [source])
-    out_path = Path(out)
+    out_path = Path(out).expanduser()
     _check_not_an_input(out_path, data_paths)
     _check_output(out_path, overwrite=overwrite, suffix=".h5ad")
     # the cells are read block by block and the translation written so (memory of a block,
@@ -480,7 +482,7 @@ def cmd_evaluate(
     """
     from ..workflows import evaluate_paired, evaluate_unpaired, format_table
 
-    model_dir = Path(model)
+    model_dir = Path(model).expanduser()
     names, config = _model_modalities(model_dir)
     _check_modality(source, names, "--source")
     _check_modality(target, names, "--target")
@@ -499,7 +501,7 @@ def cmd_evaluate(
         _check_data_args(train_paths, names, model_dir, option="--train-data")
     else:
         _check_data_args(data_paths, names, model_dir)
-    out_path = Path(out) if out is not None else None
+    out_path = Path(out).expanduser() if out is not None else None
     if out_path is not None:
         _check_output(out_path, overwrite=overwrite, suffix=".json")
     if train_paths is not None:
@@ -559,5 +561,7 @@ def cmd_demo(
 
     if max_epochs is not None and max_epochs < 1:
         raise ValueError(f"--max-epochs must be >= 1, got {max_epochs}")
-    run_demo(out, seed=seed, data_path=data_path, max_epochs=max_epochs, progress_bar=progress_bar)
+    run_demo(os.path.expanduser(out), seed=seed, max_epochs=max_epochs,
+             data_path=None if data_path is None else os.path.expanduser(data_path),
+             progress_bar=progress_bar)
     return 0

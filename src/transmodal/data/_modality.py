@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
+from torch.nn import ModuleDict
 
 from .._utils import jsonable
 from ..nn._likelihoods import available_likelihoods, get_likelihood, skips_missing
@@ -34,14 +35,22 @@ def as_widths(value: Any) -> tuple[int, ...] | None:
 
 def check_modality_name(name: Any) -> None:
     """``ValueError`` unless ``name`` can name a modality: a non-empty string without '|'
-    (it joins the keys of modality pairs) or '.' (not allowed in the networks' names)."""
+    (it joins the keys of modality pairs), '.' (not allowed in the networks' names) or '/'
+    (a modality's name becomes a file name and an HDF5 key), and not a name that torch's
+    module containers already use (``"train"``, ``"eval"``, ``"keys"``, ...)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"modality names must be non-empty strings, got {name!r}")
-    if "|" in name or "." in name:
+    if any(c in name for c in "|./"):
         raise ValueError(
-            f"modality {name!r}: names may not contain '.' or '|' (they name the networks "
-            f"and the modality pairs); rename it, e.g. "
-            f"{name.replace('|', '_').replace('.', '_')!r}"
+            f"modality {name!r}: names may not contain '.', '/' or '|' (they name the "
+            "networks, files and the modality pairs); rename it, e.g. "
+            f"{name.replace('|', '_').replace('.', '_').replace('/', '_')!r}"
+        )
+    if hasattr(ModuleDict(), name):
+        raise ValueError(
+            f"modality {name!r}: the name is taken by torch's module containers (an "
+            f"attribute of torch.nn.ModuleDict), which hold the networks by modality; "
+            f"rename it, e.g. {name + '_data'!r}"
         )
 
 

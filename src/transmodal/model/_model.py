@@ -1706,6 +1706,12 @@ class CrossModalAE:
         )
         lib = None if library_size is None else float(library_size)
         done = [0]  # rows translated so far (blocks come in order)
+        # posterior draws from a generator of this call's own: seeded, and independent of
+        # torch's global one (which other threads, and the caller, draw from)
+        generator = (
+            torch.Generator(device=resolve_device(device)).manual_seed(int(seed))
+            if sample and self.init_params_.get("variational") else None
+        )
 
         def fn(x):
             library = None if lib is None else torch.full((x.shape[0],), lib, device=x.device)
@@ -1714,7 +1720,8 @@ class CrossModalAE:
                 code = torch.from_numpy(code[done[0] : done[0] + x.shape[0]]).to(x.device)
                 done[0] += x.shape[0]
             return self.module.translate(
-                x, source, target, library, sample=sample, target_batch=code
+                x, source, target, library, sample=sample, target_batch=code,
+                generator=generator,
             )
 
         tmd = self.mods[target]
@@ -1753,12 +1760,11 @@ class CrossModalAE:
                 else "per cell" if isinstance(batch_code, np.ndarray)
                 else self.batch_categories_[target][batch_code]
             )
-        with seeded(seed, resolve_device(device)):
-            return self._output(
-                src, fn, batch_size=batch_size, device=device, cells=cells,
-                var_names=tmd.var_names, uns=uns, images=images, out=out, overwrite=overwrite,
-                var_annotations=target_var, what=f"translation {source!r} -> {target!r}",
-            )
+        return self._output(
+            src, fn, batch_size=batch_size, device=device, cells=cells,
+            var_names=tmd.var_names, uns=uns, images=images, out=out, overwrite=overwrite,
+            var_annotations=target_var, what=f"translation {source!r} -> {target!r}",
+        )
 
     def predict_labels(
         self,

@@ -221,11 +221,13 @@ class CrossModalModule(nn.Module):
         *,
         sample: bool = False,
         target_batch: int | torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """``D_target(E_source(x))`` in the target's original units.
 
         With ``sample=True`` (variational models) the latent point is drawn from the
-        source's posterior instead of taking its mean. With ``source == target`` this is the
+        source's posterior instead of taking its mean (with ``generator``, on the device of
+        ``x``; else torch's global generator). With ``source == target`` this is the
         modality's reconstruction and keeps its private latent part; across modalities the
         target's private part is unknown and set to its prior mean (zeros). A target with
         batches (``batch_key``) is decoded as batch ``target_batch`` (a code, or a tensor of
@@ -235,7 +237,9 @@ class CrossModalModule(nn.Module):
         mean, logvar = self.encoders[source].distribution(t.encoder_input(t.process(x)))
         z = mean
         if sample and self.variational:
-            z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device,
+                                dtype=mean.dtype)
+            z = mean + noise * (0.5 * logvar).exp()
         if source != target:
             z = z[..., : self.n_latent]
         n_batches = self.archs[target].n_batches

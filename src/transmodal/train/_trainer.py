@@ -16,7 +16,9 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from .._utils import check_parallel, is_global_zero, parse_devices, seeded, torch_defaults
+from .._utils import (
+    check_parallel, is_global_zero, parse_devices, process_state, seeded, torch_defaults,
+)
 from ..data._prefetch import PrefetchLoader
 from ._plan import CrossModalPlan
 from ._progress import EpochProgressBar
@@ -152,7 +154,7 @@ def run_training(
         cbs.append(
             EarlyStopping(monitor="val_monitor", patience=patience, mode="min", strict=False)
         )
-    with _quiet_lightning(), _process_state_restored(), torch_defaults():
+    with process_state(), _quiet_lightning(), _process_state_restored(), torch_defaults():
         trainer = pl.Trainer(
             max_epochs=max_epochs,
             min_epochs=min_epochs,

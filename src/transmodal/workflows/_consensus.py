@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from .. import metrics
-from .._utils import check_int, user_stacklevel
+from .._utils import check_int, process_state, user_stacklevel
 from ..model import CrossModalAE, Ensemble
 
 
@@ -70,7 +70,8 @@ def _train_runs(
             started = i + 1
             caught: list[warnings.WarningMessage] = []
             try:
-                with warnings.catch_warnings(record=True) as caught:
+                # (the process's warning filters: one thread at a time)
+                with process_state(), warnings.catch_warnings(record=True) as caught:
                     models.append(_build_and_train(build, int(s), seeds, train_kwargs, models))
             except BaseException as err:  # say which run it was; keep the finished ones
                 kept = ""
@@ -166,7 +167,7 @@ def _agreement(
 ) -> pd.DataFrame:
     """:func:`~transmodal.metrics.seed_agreement` of the runs (named by their seeds); its
     warnings are passed on to the workflow's caller with ``advice(table)`` appended."""
-    with warnings.catch_warnings(record=True) as caught:
+    with process_state(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         table = metrics.seed_agreement(models, k=k, run_names=[f"seed {s}" for s in seeds])
     for w in caught:
