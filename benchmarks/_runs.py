@@ -26,16 +26,19 @@ def run_each(script: str, runs: Iterable[Sequence], options: Sequence[str] = ())
 
 
 def grid_parser(
-    doc: str, axis: str, values: Sequence[str], methods: Sequence[str]
+    doc: str, axis: str, values: Sequence[str], methods: Sequence[str],
+    max_epochs: int | None = 60, epochs_help: str | None = None,
 ) -> argparse.ArgumentParser:
     """The options of a benchmark over a grid of ``axis`` values (``--{axis}s``), methods
-    and seeds: ``--max-epochs``, ``--summary FILE`` and the internal ``--one`` of
+    and seeds: ``--max-epochs`` (default ``max_epochs``; ``None``: the script chooses, as
+    ``epochs_help`` says), ``--summary FILE`` and the internal ``--one`` of
     :func:`run_each`; a script adds its own before :func:`grid_main`."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument(f"--{axis}s", nargs="+", choices=list(values), default=list(values))
     parser.add_argument("--methods", nargs="+", choices=list(methods), default=list(methods))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--max-epochs", type=int, default=60)
+    parser.add_argument("--max-epochs", type=int, default=max_epochs,
+                        help=epochs_help or f"epochs per run (default {max_epochs})")
     parser.add_argument("--summary", metavar="FILE", help="print the table of saved lines")
     parser.add_argument("--one", nargs=3, metavar=(axis.upper(), "METHOD", "SEED"),
                         help=argparse.SUPPRESS)
@@ -63,7 +66,8 @@ def grid_main(
         return
     runs = [(value, method, seed) for value in getattr(args, f"{axis}s") for seed in args.seeds
             for method in args.methods]
-    run_each(script, runs, ["--max-epochs", str(args.max_epochs), *options(args)])
+    epochs = [] if args.max_epochs is None else ["--max-epochs", str(args.max_epochs)]
+    run_each(script, runs, [*epochs, *options(args)])
 
 
 def grouped(path: str, key: Callable[[dict], tuple]) -> dict[tuple, list[dict]]:

@@ -33,6 +33,10 @@ def lognorm(x) -> np.ndarray:
 
 
 def main() -> None:
+    import argparse
+
+    # (no options: --help says what it does, anything else is refused)
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     d = tm.datasets.scicar_a549()
     train = (d["rna"].obs["yang2021_split"] == "train").to_numpy()
     test = ~train

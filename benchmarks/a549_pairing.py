@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -190,6 +191,9 @@ def main() -> None:
     p.add_argument("--summary", metavar="JSONL",
                    help="print the README table of saved JSON lines and redraw the figure")
     args = p.parse_args()
+    bad = [f for f in args.fractions if not 0.0 <= f <= 1.0]
+    if bad:
+        p.error(f"--fractions must lie in [0, 1]; got {bad}")
     if args.summary:
         with open(args.summary) as fh:
             results = [json.loads(line) for line in fh if line.startswith("{")]
@@ -203,11 +207,14 @@ def main() -> None:
     results = []
     for method in args.methods:
         fractions = FRACTIONS[method] or args.fractions
+        if FRACTIONS[method] and set(FRACTIONS[method]) != set(args.fractions):
+            print(f"a549_pairing.py: {method} runs at anchor fraction(s) "
+                  f"{list(FRACTIONS[method])} only (the paper's design)", file=sys.stderr)
         for fraction in fractions:
-            if fraction not in args.fractions and FRACTIONS[method] is None:
-                continue
             if (method == "dcca" or "contrastive" in method) and fraction == 0:
-                continue  # both need pairs to train at all
+                print(f"a549_pairing.py: {method} skipped at anchor fraction 0: it needs "
+                      "pairs to train", file=sys.stderr)
+                continue
             for seed in args.seeds:
                 t0 = time.perf_counter()
                 if method == "transmodal":

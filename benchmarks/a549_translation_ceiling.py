@@ -31,6 +31,10 @@ def _normalised(x, target: float) -> np.ndarray:
 
 
 def main() -> None:
+    import argparse
+
+    # (no options: --help says what it does, anything else is refused)
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     data = tm.datasets.scicar_a549()
     split = data["rna"].obs["yang2021_split"].astype(str).to_numpy()
     tr, te = split == "train", split == "test"

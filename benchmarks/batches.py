@@ -45,6 +45,7 @@ SCENARIOS = ("balanced", "imbalanced", "unpaired")
 # the unpaired scenario: the settings of benchmarks/unpaired.py's synthetic data sets
 UNPAIRED_CELLS = 2000
 UNPAIRED_EPOCHS = 100
+EPOCHS = 60  # the other scenarios
 METHODS = ("none", "batch_key", "batch_key_mmd")
 N_CELLS = 2400
 ANCHOR_FRACTION = 0.1
@@ -70,7 +71,7 @@ def make_data(scenario: str, seed: int, batch_effect: float, n_cells: int = N_CE
 
 
 def run_one(
-    scenario: str, method: str, seed: int, batch_effect: float, max_epochs: int,
+    scenario: str, method: str, seed: int, batch_effect: float, max_epochs: int | None,
     n_cells: int = N_CELLS,
 ) -> dict:
     """Train one model and score it (see the module docstring)."""
@@ -83,7 +84,9 @@ def run_one(
     warnings.filterwarnings("ignore")
     unpaired = scenario == "unpaired"
     if unpaired and n_cells == N_CELLS:
-        n_cells, max_epochs = UNPAIRED_CELLS, UNPAIRED_EPOCHS
+        n_cells = UNPAIRED_CELLS
+    if max_epochs is None:  # (not given)
+        max_epochs = UNPAIRED_EPOCHS if unpaired else EPOCHS
     data, common = make_data(scenario, seed, batch_effect, n_cells)
     specs = {
         "rna": tm.Modality("nb", batch_key=None if method == "none" else "batch"),
@@ -149,7 +152,10 @@ def summary(path: str) -> None:
 
 
 def main() -> None:
-    parser = grid_parser(__doc__, "scenario", SCENARIOS, METHODS)
+    parser = grid_parser(
+        __doc__, "scenario", SCENARIOS, METHODS, max_epochs=None,
+        epochs_help=f"epochs per run (default {EPOCHS}; {UNPAIRED_EPOCHS} for 'unpaired')",
+    )
     parser.add_argument("--batch-effect", type=float, default=1.0)
     grid_main(
         parser, __file__, "scenario", summary,

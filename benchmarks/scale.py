@@ -557,12 +557,17 @@ def main() -> None:
         return
     os.makedirs(args.workdir, exist_ok=True)
     argv = [a for a in sys.argv[1:] if a != "--cleanup"]
+    failed = 0
     try:
         for part in args.parts:
-            print(json.dumps(run_child(part, argv)), flush=True)
+            res = run_child(part, argv)
+            failed += "error" in res
+            print(json.dumps(res), flush=True)
     finally:
         if args.cleanup:
             shutil.rmtree(args.workdir, ignore_errors=True)
+    if failed:
+        sys.exit(f"scale.py: {failed} part(s) failed (their lines hold the errors)")
 
 
 if __name__ == "__main__":

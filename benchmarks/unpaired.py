@@ -171,7 +171,10 @@ def run_one(
     if save_dir:  # embeddings, for the seed-agreement summary
         os.makedirs(save_dir, exist_ok=True)
         name = _run_name(dataset, data_seed)
-        np.savez_compressed(os.path.join(save_dir, f"{name}_{method}_{seed}.npz"), x=zx, y=zy)
+        path = os.path.join(save_dir, f"{name}_{method}_{seed}.npz")
+        if os.path.exists(path):  # (--summary and --medoid read the latest run's)
+            print(f"unpaired.py: replacing {path}, saved by an earlier run", file=sys.stderr)
+        np.savez_compressed(path, x=zx, y=zy)
     lt = {"y_to_x": None, "x_to_y": None}
     if key is not None:
         lx = x.obs[key].astype(str).to_numpy()
@@ -315,6 +318,7 @@ def main() -> None:
         print(json.dumps(run_one(d, m, int(s), args.save_dir, args.max_epochs, args.data_seed)),
               flush=True)
         return
+    failed = 0
     for d in args.datasets:
         for m in args.methods:
             for s in args.seeds:
@@ -326,10 +330,13 @@ def main() -> None:
                 )
                 lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
                 if res.returncode or not lines:
+                    failed += 1
                     print(json.dumps({"dataset": d, "method": m, "seed": s,
-                                      "error": res.stderr.strip().splitlines()[-1:]}), flush=True)
+                                      "error": res.stderr.strip().splitlines()[-3:]}), flush=True)
                 else:
                     print(lines[-1], flush=True)
+    if failed:  # (the lines of the runs that finished are printed above)
+        sys.exit(f"unpaired.py: {failed} run(s) failed (their lines hold the errors)")
 
 
 if __name__ == "__main__":

@@ -438,7 +438,7 @@ class CrossModalModule(nn.Module):
         modality's softmax to its own classes was measured to be worse on PBMC RNA / ATAC
         with partly shared cell types: it lets the private classes of the two modalities
         overlap, and up to 51 % of the RNA-only cells were then classified as ATAC-only
-        types, against 0.2 % with the full softmax. The push is not a guarantee: where the
+        types, against 3 % with the full softmax (``benchmarks/pbmc_shared_classes.py``). The push is not a guarantee: where the
         adversarial alignment of two distributions with different class mixtures lays the
         private classes onto each other, they overlap all the same.)
         """
