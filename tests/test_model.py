@@ -1387,6 +1387,23 @@ def test_one_anchor_pair_is_skipped(half_paired_data, make_model, train, distanc
     assert model.is_trained_
 
 
+def test_models_saved_with_a_slash_in_a_name_still_load(paired_data, make_model,
+                                                         monkeypatch, tmp_path):
+    """'/' is refused in new models' names (they become file names and HDF5 keys), but
+    models saved before that rule load."""
+    import transmodal.model._model as model_module
+
+    data = {"rna/1": paired_data["rna"], "atac": paired_data["atac"]}
+    specs = {"rna/1": tm.Modality("nb", layer="counts"), "atac": tm.Modality("poisson")}
+    with monkeypatch.context() as mp:  # (as the earlier version built it)
+        mp.setattr(model_module, "check_modality_name", lambda name, new=True: None)
+        old = make_model(data, specs)
+    old.save(tmp_path / "m")
+    loaded = tm.CrossModalAE.load(tmp_path / "m", data)
+    np.testing.assert_array_equal(loaded.get_latent_representation("rna/1"),
+                                  old.get_latent_representation("rna/1"))
+
+
 def test_modality_name_with_dot_or_bar(paired_data, make_model):
     for bad in ("rna.1", "rna|1", "rna/1"):
         data = {bad: paired_data["rna"], "atac": paired_data["atac"]}

@@ -55,3 +55,47 @@ def test_posterior_draws_in_threads_are_the_seeds_own(paired_data, make_model):
     torch.manual_seed(123)
     draw(7)
     assert torch.equal(torch.rand(5), want)
+
+
+def _enter_process_state() -> bool:
+    from transmodal._utils import process_state
+
+    with process_state():
+        return True
+
+
+def test_a_forked_child_does_not_wait_for_its_parents_threads():
+    """A lock held by a parent's thread at fork time has no holder in the child."""
+    import multiprocessing as mp
+    import threading
+
+    from transmodal._utils import process_state
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold():
+        with process_state():
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(30)
+    try:
+        with mp.get_context("fork").Pool(1) as pool:
+            assert pool.apply_async(_enter_process_state).get(timeout=30)
+    finally:
+        release.set()
+        thread.join()
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_ensemble_build_may_build_in_another_thread(paired_data, make_model):
+    """build() is the caller's code: it runs without the lock that training holds."""
+    with ThreadPoolExecutor(1) as pool:
+        ens = tm.workflows.train_ensemble(
+            lambda s: pool.submit(make_model, paired_data, seed=s, anchor_fraction=1.0)
+            .result(timeout=60),
+            seeds=(0, 1), max_epochs=1, batch_size=32, progress_bar=False,
+        )
+    assert len(ens.models) == 2

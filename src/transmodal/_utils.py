@@ -315,6 +315,17 @@ def lightning_accelerator(accelerator: str) -> str:
 _PROCESS_STATE = threading.RLock()
 
 
+def _fresh_lock_in_child() -> None:
+    """A forked child starts with a free lock (its holder, a thread of the parent, does not
+    exist there: the child's first model would wait forever)."""
+    global _PROCESS_STATE
+    _PROCESS_STATE = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):  # (POSIX)
+    os.register_at_fork(after_in_child=_fresh_lock_in_child)
+
+
 @contextlib.contextmanager
 def process_state() -> Iterator[None]:
     """Hold the process-wide state of torch, Lightning and ``warnings`` for this thread:

@@ -33,14 +33,15 @@ def as_widths(value: Any) -> tuple[int, ...] | None:
     return tuple(int(h) for h in value)
 
 
-def check_modality_name(name: Any) -> None:
+def check_modality_name(name: Any, *, new: bool = True) -> None:
     """``ValueError`` unless ``name`` can name a modality: a non-empty string without '|'
-    (it joins the keys of modality pairs), '.' (not allowed in the networks' names) or '/'
-    (a modality's name becomes a file name and an HDF5 key), and not a name that torch's
-    module containers already use (``"train"``, ``"eval"``, ``"keys"``, ...)."""
+    (it joins the keys of modality pairs), '.' (not allowed in the networks' names) or, for
+    a ``new`` model, '/' (a modality's name becomes a file name and an HDF5 key; models
+    saved before that rule still load), and not a name that torch's module containers
+    already use (``"train"``, ``"eval"``, ``"keys"``, ...)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"modality names must be non-empty strings, got {name!r}")
-    if any(c in name for c in "|./"):
+    if any(c in name for c in ("|./" if new else "|.")):
         raise ValueError(
             f"modality {name!r}: names may not contain '.', '/' or '|' (they name the "
             "networks, files and the modality pairs); rename it, e.g. "

@@ -411,7 +411,7 @@ def setup_data(
         raise ValueError("`modalities` must be a dict {name: Modality(...)} with one entry per modality")
     specs: dict[str, Modality] = {}
     for name, spec in modalities.items():
-        check_modality_name(name)
+        check_modality_name(name, new=False)  # (a new model's: checked by CrossModalAE)
         if not isinstance(spec, Modality):
             spec = Modality.from_dict(spec, name=name)
         spec.check(name)

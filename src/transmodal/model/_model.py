@@ -339,6 +339,8 @@ class CrossModalAE:
             "seed": seed,
         }
         params = self._check_params(params)
+        for name in modalities if isinstance(modalities, Mapping) else ():
+            check_modality_name(name)
         self._setup(data, modalities, params, label_categories=None, check_data=check_data)
         seed = params["seed"]
         masks = validation_masks(self.mods, params["validation_fraction"], seed)
@@ -632,7 +634,7 @@ class CrossModalAE:
         """Validate data, then build the networks (seeded); shared by ``__init__`` and ``load``."""
         self._check_data = bool(check_data)  # also when the model's own cells are read again
         for name in modalities if isinstance(modalities, Mapping) else ():
-            check_modality_name(name)
+            check_modality_name(name, new=False)  # (a new model's: checked in __init__)
         mods, categories = setup_data(
             data,
             modalities,

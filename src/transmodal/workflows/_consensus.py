@@ -6,7 +6,7 @@ import contextlib
 import numbers
 from itertools import combinations
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,18 +70,20 @@ def _train_runs(
             started = i + 1
             caught: list[warnings.WarningMessage] = []
             try:
-                # (the process's warning filters: one thread at a time)
-                with process_state(), warnings.catch_warnings(record=True) as caught:
-                    models.append(_build_and_train(build, int(s), seeds, train_kwargs, models))
+                # build() is the caller's code (it may build in another thread); training
+                # holds the process's state, warning filters included, for its thread
+                with _recorded(caught):
+                    model = _built(build, int(s), seeds, models)
+                with process_state(), _recorded(caught):
+                    models.append(model.train(**train_kwargs))
             except BaseException as err:  # say which run it was; keep the finished ones
                 kept = ""
                 if models:
                     with contextlib.suppress(AttributeError, TypeError):
                         err.runs = list(models)  # type: ignore[attr-defined]
-                        kept = (
-                            "; the finished runs' models are the exception's .runs (e.g. "
-                            "tm.Ensemble(err.runs); in a notebook sys.last_value.runs)"
-                        )
+                        kept = "; the finished runs' models are the exception's .runs (" + (
+                            "e.g. tm.Ensemble(err.runs)" if len(models) > 1 else "err.runs[0]"
+                        ) + "; in a notebook sys.last_value.runs)"
                 if hasattr(err, "add_note"):  # (Python >= 3.11)
                     err.add_note(
                         f"{caller}: raised by the run of seed {s}, after {i} of the "
@@ -99,6 +101,16 @@ def _train_runs(
     return seeds, models
 
 
+@contextlib.contextmanager
+def _recorded(into: list[warnings.WarningMessage]) -> Iterator[None]:
+    """Record the block's warnings into ``into`` (also when it raises)."""
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            yield
+        finally:
+            into.extend(caught)
+
+
 def _pass_on_once(runs: dict[tuple[type, str], set[int]], seeds: list[int]) -> None:
     """Issue each distinct warning once, pointing at the user's line, with the runs that
     gave it (``runs``: the indices of the runs per category and message)."""
@@ -112,15 +124,10 @@ def _pass_on_once(runs: dict[tuple[type, str], set[int]], seeds: list[int]) -> N
         warnings.warn(message + where, category, stacklevel=user_stacklevel())
 
 
-def _build_and_train(
-    build: Callable[[int], CrossModalAE],
-    s: int,
-    seeds: list[int],
-    train_kwargs: dict[str, Any],
-    models: list[CrossModalAE],
+def _built(
+    build: Callable[[int], CrossModalAE], s: int, seeds: list[int], models: list[CrossModalAE]
 ) -> CrossModalAE:
-    """Build the model of seed ``s`` (checked against the ``models`` built before) and
-    train it."""
+    """The model of seed ``s``, checked against the ``models`` built before."""
     model = build(s)
     if not isinstance(model, CrossModalAE):
         raise TypeError(f"build({s}) returned {type(model).__name__}, not a CrossModalAE")
@@ -141,7 +148,7 @@ def _build_and_train(
             f"build({s}) has modalities {model.modality_names}; build({seeds[0]}) has "
             f"{models[0].modality_names}"
         )
-    return model.train(**train_kwargs)
+    return model
 
 
 # known pairs that fix an alignment: at least this many (or every training cell of the
