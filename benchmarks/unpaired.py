@@ -334,6 +334,9 @@ def main() -> None:
                     print(json.dumps({"dataset": d, "method": m, "seed": s,
                                       "error": res.stderr.strip().splitlines()[-3:]}), flush=True)
                 else:
+                    for note in res.stderr.splitlines():  # (e.g. replaced embeddings)
+                        if note.startswith("unpaired.py:"):
+                            print(note, file=sys.stderr)
                     print(lines[-1], flush=True)
     if failed:  # (the lines of the runs that finished are printed above)
         sys.exit(f"unpaired.py: {failed} run(s) failed (their lines hold the errors)")

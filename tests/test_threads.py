@@ -87,15 +87,3 @@ def test_a_forked_child_does_not_wait_for_its_parents_threads():
     finally:
         release.set()
         thread.join()
-
-
-@pytest.mark.filterwarnings("ignore")
-def test_ensemble_build_may_build_in_another_thread(paired_data, make_model):
-    """build() is the caller's code: it runs without the lock that training holds."""
-    with ThreadPoolExecutor(1) as pool:
-        ens = tm.workflows.train_ensemble(
-            lambda s: pool.submit(make_model, paired_data, seed=s, anchor_fraction=1.0)
-            .result(timeout=60),
-            seeds=(0, 1), max_epochs=1, batch_size=32, progress_bar=False,
-        )
-    assert len(ens.models) == 2

@@ -70,11 +70,11 @@ def _train_runs(
             started = i + 1
             caught: list[warnings.WarningMessage] = []
             try:
-                # build() is the caller's code (it may build in another thread); training
-                # holds the process's state, warning filters included, for its thread
-                with _recorded(caught):
-                    model = _built(build, int(s), seeds, models)
+                # the process's state, warning filters included, held for the whole run (a
+                # record of build()'s warnings taken beside another thread's training mixed
+                # the two threads' filters; so build() must build in this thread)
                 with process_state(), _recorded(caught):
+                    model = _built(build, int(s), seeds, models)
                     models.append(model.train(**train_kwargs))
             except BaseException as err:  # say which run it was; keep the finished ones
                 kept = ""
@@ -204,7 +204,8 @@ def train_consensus(
     ----------
     build
         ``seed -> CrossModalAE``: a new, untrained model of the data with that seed, e.g.
-        ``lambda s: tm.CrossModalAE(mdata, {"rna": "nb", "atac": "bernoulli"}, seed=s)``.
+        ``lambda s: tm.CrossModalAE(mdata, {"rna": "nb", "atac": "bernoulli"}, seed=s)``,
+        built in the calling thread (runs hold the process-wide state: README, Threads).
     seeds
         Distinct seeds, at least three for a medoid (of two runs, which agree with each
         other equally, the first is kept, with a warning).
@@ -279,7 +280,8 @@ def train_ensemble(
     Parameters
     ----------
     build
-        ``seed -> CrossModalAE``: a new, untrained model of the data with that seed.
+        ``seed -> CrossModalAE``: a new, untrained model of the data with that seed,
+        built in the calling thread.
     seeds
         At least two distinct seeds.
     k
