@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -188,7 +188,7 @@ def radial_profiles(
             )
         crops = crops[:, channel]
         if spacing is None:
-            spacing = _recorded_spacing(data, crops.ndim - 1)
+            spacing = recorded_spacing(data, crops.ndim - 1)
             kw["spacing"] = spacing
         check_spacing(spacing, crops.ndim - 1)
         if masks_key in data.obsm:
@@ -292,13 +292,19 @@ def _bbox_profile(image: np.ndarray, mask: np.ndarray, kw: dict) -> np.ndarray:
     return radial_profile(image[box[0]], mask[box[0]], **kw)
 
 
-def _recorded_spacing(data: AnnData, ndim: int) -> tuple[float, ...] | None:
+def recorded_spacing(data: AnnData, ndim: int) -> tuple[float, ...] | None:
     """The pixel (voxel) spacing that :func:`~transmodal.images.read_nuclei` recorded in
-    ``uns["crops"]``, if it fits ``ndim`` axes and is not 1 on every axis (the default)."""
-    recorded = (data.uns.get("crops") or {}).get("spacing")
-    if recorded is None or np.size(recorded) != ndim or np.all(np.asarray(recorded) == 1):
+    ``uns["crops"]``, if it fits ``ndim`` axes and is not 1 on every axis (the default);
+    ``ValueError`` for a recorded value that is no spacing (e.g. ``"0.5um"``)."""
+    crops = data.uns.get("crops")
+    recorded = crops.get("spacing") if isinstance(crops, Mapping) else None
+    if recorded is None or np.size(recorded) != ndim:
         return None
-    return check_spacing(np.asarray(recorded, dtype=np.float64).ravel(), ndim)
+    try:
+        spacing = check_spacing(np.ravel(recorded), ndim)
+    except ValueError as err:
+        raise ValueError(f"uns['crops']['spacing']: {err}") from None
+    return None if all(v == 1 for v in spacing) else spacing
 
 
 ZERO_BACKGROUND = 0.05  # share of exact zeros from which a crop has a zero background

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from anndata import AnnData
+from anndata import AnnData, read_h5ad
 
 from .._utils import ENSEMBLE_CONFIG, MODEL_CONFIG, atomic_directory, check_int
 from ..data._h5ad import write_rows_h5ad
@@ -289,9 +289,7 @@ class Ensemble:
         write_rows_h5ad(out, blocks(), n_obs=cells.n_obs, obs=cells.obs.copy(),
                         var=first.var, uns=dict(first.uns), images=images,
                         overwrite=overwrite)
-        import anndata as ad
-
-        return ad.read_h5ad(out, backed="r")
+        return read_h5ad(out, backed="r")
 
     def _translate_rows(self, adata, source, target, batch_size, library_size, target_batch,
                         device) -> AnnData:

@@ -96,8 +96,8 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
         # the preprocessing the weights were fitted under (a spec's unset options follow
         # its likelihood's defaults, which a registered class can change before load)
         "preprocessing": {
-            n: {k: md.spec.resolved(image=md.source.image_shape is not None)[k]
-                for k in PREPROCESSING_OPTIONS}
+            n: {k: v for k, v in md.spec.resolved(image=md.source.image_shape is not None)
+                .items() if k in PREPROCESSING_OPTIONS}
             for n, md in model.mods.items()
         },
         "n_vars": {n: int(md.source.n_vars) for n, md in model.mods.items()},

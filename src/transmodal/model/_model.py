@@ -25,6 +25,7 @@ from .._utils import (
 )
 from ..data._batches import MIN_TRAINING_BATCH, EpochBatches
 from ..data._h5ad import write_rows_h5ad
+from ..images._radial import recorded_spacing
 from ..data._modality import Modality, as_widths, check_modality_name, is_number
 from ..data._prefetch import Prefetcher
 from ..data._preprocess import fit_preprocessing
@@ -659,15 +660,14 @@ class CrossModalAE:
         # translations so that their radial profiles measure as the real crops' do
         self.image_spacing_: dict[str, list[float]] = {}
         for n, md in mods.items():
-            crops = md.adata.uns.get("crops")
-            spacing = crops.get("spacing") if isinstance(crops, Mapping) else None
-            try:  # (anything but numbers, e.g. "0.5um", is not a spacing to pass on)
-                spacing = np.asarray(spacing, dtype=np.float64).ravel()
-            except (TypeError, ValueError):
+            if md.source.image_shape is None:
                 continue
-            if (md.source.image_shape is not None and spacing.size
-                    and np.isfinite(spacing).all()):
-                self.image_spacing_[n] = spacing.tolist()
+            try:  # (a recorded value that is no spacing is not passed on)
+                spacing = recorded_spacing(md.adata, len(md.source.image_shape) - 1)
+            except ValueError:
+                continue
+            if spacing is not None:
+                self.image_spacing_[n] = list(spacing)
         archs = {}
         for name, md in mods.items():
             image = md.source.image_shape

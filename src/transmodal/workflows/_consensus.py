@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-from itertools import combinations
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import combinations
 from typing import Any
 
 import pandas as pd
@@ -73,7 +73,7 @@ def _train_runs(
                 # the process's state, warning filters included, held for the whole run (a
                 # record of build()'s warnings taken beside another thread's training mixed
                 # the two threads' filters; so build() must build in this thread)
-                with process_state(), _recorded(caught):
+                with process_state(), warnings.catch_warnings(record=True) as caught:
                     model = _built(build, int(s), seeds, models)
                     models.append(model.train(**train_kwargs))
             except BaseException as err:  # say which run it was; keep the finished ones
@@ -99,16 +99,6 @@ def _train_runs(
         raise
     _pass_on_once(runs, seeds)
     return seeds, models
-
-
-@contextlib.contextmanager
-def _recorded(into: list[warnings.WarningMessage]) -> Iterator[None]:
-    """Record the block's warnings into ``into`` (also when it raises)."""
-    with warnings.catch_warnings(record=True) as caught:
-        try:
-            yield
-        finally:
-            into.extend(caught)
 
 
 def _pass_on_once(runs: dict[tuple[type, str], set[int]], seeds: list[int]) -> None:
