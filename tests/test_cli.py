@@ -158,20 +158,55 @@ def test_embed_all_modalities_to_directory(workdir: Path, trained: Path):
 
 def test_embed_writes_all_files_or_none(workdir: Path, trained: Path, tmp_path: Path,
                                         monkeypatch, capsys):
-    written = []
-    write = ad.AnnData.write_h5ad
+    from transmodal.cli import _commands
 
-    def second_fails(self, path, *a, **k):
+    written = []
+    write = _commands._write_embedded
+
+    def second_fails(adata, latent, key, path):
         if written:
             raise OSError(28, "No space left on device")
         written.append(path)
-        write(self, path, *a, **k)
+        write(adata, latent, key, path)
 
-    monkeypatch.setattr(ad.AnnData, "write_h5ad", second_fails)
+    monkeypatch.setattr(_commands, "_write_embedded", second_fails)
     out = tmp_path / "emb"
     assert main(["embed", "--model", str(trained), *_data_args(workdir), "--out", str(out)]) == 2
     assert "No space left" in capsys.readouterr().err
     assert written and not [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_embed_copies_the_input_file_and_adds_the_embedding(workdir: Path, trained: Path,
+                                                             tmp_path: Path):
+    """An .h5ad input is read block by block and copied as stored, with the embedding added
+    (an existing obsm key replaced); an .h5ad with CSC matrices is read whole, to the same
+    result."""
+    import scipy.sparse as sp
+
+    rna = ad.read_h5ad(workdir / "rna.h5ad")
+    rna.uns["note"] = {"kept": 1}
+    rna.obsm["X_transmodal"] = np.zeros((rna.n_obs, 2))
+    rna.obsm["X_umap"] = np.ones((rna.n_obs, 2))
+    rna.obsp["connectivities"] = sp.identity(rna.n_obs, format="csr")
+    rna.write_h5ad(tmp_path / "rna.h5ad")
+    csc = rna.copy()
+    csc.X = sp.csc_matrix(csc.X)
+    for k in csc.layers:
+        csc.layers[k] = sp.csc_matrix(csc.layers[k])
+    assert not (sp.issparse(rna.X) and rna.X.format == "csc")
+    csc.write_h5ad(tmp_path / "rna_csc.h5ad")
+    expected = tm.CrossModalAE.load(trained).get_latent_representation("rna", rna)
+    for name in ("rna.h5ad", "rna_csc.h5ad"):
+        out = tmp_path / f"emb_{name}"
+        assert main(["embed", "--model", str(trained), "--data", f"rna={tmp_path / name}",
+                     "--modality", "rna", "--out", str(out)]) == 0
+        a = ad.read_h5ad(out)
+        np.testing.assert_allclose(a.obsm["X_transmodal"], expected, rtol=1e-6, atol=1e-6)
+        assert a.uns["note"] == {"kept": 1} and (a.obsm["X_umap"] == 1).all()
+        assert a.obsp["connectivities"].nnz == rna.n_obs
+        dense = [m.toarray() if sp.issparse(m) else m for m in (a.X, rna.X)]
+        np.testing.assert_array_equal(*dense)
+        assert list(a.obs_names) == list(rna.obs_names) and list(a.layers) == list(rna.layers)
 
 
 def test_embed_one_modality_to_file(workdir: Path, trained: Path):

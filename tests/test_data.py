@@ -153,9 +153,17 @@ def test_layer_is_used_instead_of_X(paired_data, specs):
     with pytest.raises(ValueError, match="non-integer") as info:
         setup_data(paired_data, {"rna": tm.Modality("nb"), "atac": specs["atac"]})
     assert ".raw" not in str(info.value)  # (no .raw to point at)
+    # the layers it holds are named, with the spec that reads one
+    assert "the AnnData holds layers ['counts']: if one of them has the raw counts, read it " \
+        "with Modality('nb', layer='counts')" in str(info.value)
     # scanpy keeps counts in .raw: the error says it is not read and how to give them
+    # (where no layer is named like counts, which it names instead)
     rna.raw = ad.AnnData(rna.layers["counts"], obs=rna.obs, var=rna.var)
-    with pytest.raises(ValueError, match=r"\.raw is not read: .*adata\.raw\[:, adata\.var_names\]"):
+    with pytest.raises(ValueError, match=r"layer='counts'\)$"):
+        setup_data(paired_data, {"rna": tm.Modality("nb"), "atac": specs["atac"]})
+    rna.layers["lognorm"] = rna.layers.pop("counts")
+    with pytest.raises(ValueError, match=r"layers \['lognorm'\]: .*layer=NAME\); \.raw is not "
+                       r"read: .*adata\.raw\[:, adata\.var_names\]"):
         setup_data(paired_data, {"rna": tm.Modality("nb"), "atac": specs["atac"]})
 
 
@@ -382,6 +390,23 @@ def test_labels_sharing_no_class_warn(paired_data, specs):
     atac = paired_data["atac"].obs
     atac["label"] = "x_" + atac["label"].astype(str)
     with pytest.warns(UserWarning, match="'label'.*share no label class.*'rna'.*'atac'"):
+        setup_data(paired_data, specs, labels_key="label")
+
+
+def test_classes_differing_in_case_or_whitespace_warn(paired_data, specs):
+    """"B cell" and "B cell " are separate classes: warned, naming where each is used, also
+    while other classes are shared (the no-shared-class warning then stays silent)."""
+    rna, atac = paired_data["rna"].obs, paired_data["atac"].obs
+    rna["label"] = rna["label"].astype(str).replace({"type0": "B cell"})
+    atac["label"] = atac["label"].astype(str).replace({"type0": "B cell ", "type1": "TYPE1"})
+    with pytest.warns(UserWarning, match=r"differ only in case or whitespace.*"
+                      r"'B cell' \('rna'\) / 'B cell ' \('atac'\); 'TYPE1' \('atac'\) / "
+                      r"'type1' \('rna'\)") as rec:
+        setup_data(paired_data, specs, labels_key="label")
+    assert not any("share no label class" in str(w.message) for w in rec)
+    atac["label"] = atac["label"].replace({"B cell ": "B cell", "TYPE1": "type1"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         setup_data(paired_data, specs, labels_key="label")
 
 
@@ -1060,3 +1085,55 @@ def test_float16_values_scan_without_numpy_warnings(paired_data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_values(src, tm.Modality("poisson"))
+
+
+def _csr_with_zeros_stored(x: np.ndarray, cells: list[int], repeat: int) -> sp.csr_matrix:
+    """CSR of ``x`` where each of ``cells`` stores ``repeat`` explicit zeros in column 0
+    (``repeat`` > 1: duplicate entries, which sum to zero)."""
+    rows = [sp.csr_matrix(x[i : i + 1]) for i in range(len(x))]
+    data, indices, indptr = [], [], [0]
+    for i, r in enumerate(rows):
+        d, c = list(r.data), list(r.indices)
+        if i in cells:
+            d, c = [0.0] * repeat, [0] * repeat
+        data += d
+        indices += c
+        indptr.append(len(data))
+    m = sp.csr_matrix((np.asarray(data, np.float32), np.asarray(indices), np.asarray(indptr)),
+                      shape=x.shape)
+    m.has_canonical_format = repeat == 1
+    return m
+
+
+@pytest.mark.parametrize("storage", ["dense", "csr", "csr_stored_zeros", "csr_duplicates", "csc"])
+def test_all_zero_cells_warned_once_by_count(paired_data, specs, storage):
+    """Cells without a single non-zero value carry no signal (they all embed as the same
+    cell): counted in every storage, explicit stored zeros and duplicate entries summing to
+    zero included."""
+    x = np.asarray(paired_data["rna"].layers["counts"].todense(), dtype=np.float32)
+    x[x.sum(1) == 0, 0] = 1  # (the fixture's own empty cells, if any, filled)
+    x[[2, 5, 7]] = 0
+    m = {
+        "dense": lambda: x,
+        "csr": lambda: sp.csr_matrix(x),
+        "csr_stored_zeros": lambda: _csr_with_zeros_stored(x, [2, 5, 7], 1),
+        "csr_duplicates": lambda: _csr_with_zeros_stored(x, [2, 5, 7], 2),
+        "csc": lambda: sp.csc_matrix(x),
+    }[storage]()
+    paired_data["rna"].layers["counts"] = m
+    with pytest.warns(UserWarning, match=r"'rna': layers\['counts'\]: 3 of 150 cell\(s\) hold no "
+                      r"non-zero value \(all-zero rows\).*sc.pp.filter_cells") as rec:
+        setup_data(paired_data, specs)
+    assert sum("no non-zero value" in str(w.message) for w in rec) == 1
+
+
+def test_all_zero_cells_not_warned_for_gaussian_data(paired_data, specs):
+    """Zeros are ordinary values of centred or scaled data."""
+    x = np.asarray(paired_data["rna"].layers["counts"].todense(), dtype=np.float32)
+    x[:4] = 0
+    paired_data["rna"].X = x
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        setup_data(paired_data, {"rna": tm.Modality("gaussian", layer=None), "atac": specs["atac"]})
+    assert not [w for w in rec
+                if "no non-zero value" in str(w.message) and "'rna'" in str(w.message)]

@@ -349,3 +349,45 @@ def test_seed_agreement_of_ensembles(ensemble):
     the same by construction)."""
     table = tm.metrics.seed_agreement([ensemble, ensemble.models[0]], k=5, warn_below=None)
     assert len(table) == 1 and np.isfinite(table["agreement"]).all()
+
+
+def test_ensemble_load_warns_once_for_all_members(paired_data, make_model, tmp_path):
+    """Loading on other cells drops each member's anchor pairs: said once, at the caller's
+    line, not once per member."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ens = tm.workflows.train_ensemble(
+            lambda s: make_model(paired_data, seed=s, anchor_fraction=1.0), seeds=(0, 1, 2),
+            max_epochs=1, progress_bar=False,
+        )
+    ens.save(tmp_path / "ens")
+    subset = {n: a[:100].copy() for n, a in paired_data.items()}
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        tm.Ensemble.load(tmp_path / "ens", subset)
+    other = [w for w in rec if "not the cells the model was trained on" in str(w.message)]
+    assert len(other) == 1 and other[0].filename == __file__
+    with warnings.catch_warnings(), pytest.raises(UserWarning, match="not the cells"):
+        warnings.simplefilter("error")  # the caller's filters apply
+        tm.Ensemble.load(tmp_path / "ens", subset)
+    # a member that fails to load: the members loaded before it still say their warnings
+    weights = tmp_path / "ens" / "member1" / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-1] ^= 1
+    weights.write_bytes(bytes(raw))
+    with warnings.catch_warnings(record=True) as rec, pytest.raises(ValueError, match="checksum"):
+        warnings.simplefilter("always")
+        tm.Ensemble.load(tmp_path / "ens", subset)
+    assert sum("not the cells the model was trained on" in str(w.message) for w in rec) == 1
+
+
+def test_ensemble_mods_names_the_features_its_errors_point_to(ensemble, paired_data):
+    """The feature-order error tells to read model.mods[name].var_names: an Ensemble has it."""
+    ens = ensemble
+    assert list(ens.mods["rna"].var_names) == list(ens.models[1].mods["rna"].var_names)
+    shuffled = paired_data["rna"][:, ::-1].copy()
+    with pytest.raises(ValueError, match=r"model.mods\[name\].var_names"):
+        ens.get_latent_representation("rna", shuffled)
+    fixed = shuffled[:, ens.mods["rna"].var_names].copy()
+    np.testing.assert_allclose(ens.get_latent_representation("rna", fixed),
+                               ens.get_latent_representation("rna", paired_data["rna"]))

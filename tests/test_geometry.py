@@ -362,3 +362,27 @@ def test_slow_construction_steps_show_a_running_clock(capsys):
     with _stage_bar(2, "quick", delay=5.0) as bar:
         bar.update(2)
     assert "quick" not in capsys.readouterr().err
+
+
+def test_workflows_with_progress_bar_off_draw_no_construction_bar(capsys):
+    """progress_bar=False of the workflows that build and train in one call also silences
+    the construction's slow-step bars (in this thread only, until the context ends)."""
+    import threading
+    import time
+
+    from transmodal.model._model import _stage_bar, construction_bars
+
+    def slow_stage() -> None:
+        with _stage_bar(1, "pseudo", delay=0.01, every=0.01) as bar:
+            time.sleep(0.1)
+            bar.update(1)
+
+    with construction_bars(False):
+        slow_stage()
+        assert "pseudo" not in capsys.readouterr().err
+        other = threading.Thread(target=slow_stage)  # another thread: its own setting
+        other.start()
+        other.join()
+        assert "pseudo" in capsys.readouterr().err
+    slow_stage()
+    assert "pseudo" in capsys.readouterr().err

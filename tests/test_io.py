@@ -64,6 +64,8 @@ def test_safetensors_has_no_pickle(saved):
             "anchors.rna|atac.b",
             "validation.rna",
             "validation.atac",
+            "cells.rna",
+            "cells.atac",
         }
         w = f.get_tensor("module.encoders.rna.net.0.weight")
         assert w.equal(model.module.state_dict()["encoders.rna.net.0.weight"])
@@ -222,6 +224,32 @@ def test_load_new_cells_need_no_known_labels(saved, paired_data):
     np.testing.assert_array_equal(
         loaded.get_latent_representation("rna"), model.get_latent_representation("rna")
     )
+
+
+def test_load_training_cells_reordered_keeps_pairs_and_split(saved, paired_data):
+    """The training cells in another order (sorted by label) are recognised by name: the
+    saved anchor pairs and validation split follow each cell to its new row, silently."""
+    model, path = saved
+    rng = np.random.default_rng(0)
+    shuffled = {n: a[rng.permutation(a.n_obs)].copy() for n, a in paired_data.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = tm.CrossModalAE.load(path, shuffled)
+    names = {n: a.obs_names.to_numpy() for n, a in paired_data.items()}
+    new = {n: a.obs_names.to_numpy() for n, a in shuffled.items()}
+    (ia, ib), (ja, jb) = model.anchors_["rna|atac"], loaded.anchors_["rna|atac"]
+    assert len(ja) == len(ia) > 0
+    np.testing.assert_array_equal(new["rna"][ja], names["rna"][ia])
+    np.testing.assert_array_equal(new["atac"][jb], names["atac"][ib])
+    for n in ("rna", "atac"):
+        assert loaded.val_masks_[n].sum() == model.val_masks_[n].sum() > 0
+        assert set(new[n][loaded.val_masks_[n]]) == set(names[n][model.val_masks_[n]])
+    assert not loaded._split_dropped
+    # saved again, and loaded in the training order: the record is the original one
+    loaded.save(path.parent / "again")
+    back = tm.CrossModalAE.load(path.parent / "again", paired_data)
+    for i in range(2):
+        np.testing.assert_array_equal(back.anchors_["rna|atac"][i], model.anchors_["rna|atac"][i])
 
 
 def test_load_other_cells_drops_anchors(saved, paired_data):

@@ -126,6 +126,84 @@ def test_means():
     torch.testing.assert_close(get_likelihood("gaussian").mean({"mean": logits}), logits)
 
 
+def test_continuous_bernoulli_exact_at_every_logit(monkeypatch):
+    """Normaliser and mean from the logits, exact at every precision (torch's clamp of the
+    probability by the dtype's epsilon set where the tails flattened: float32 |l| ~ 16,
+    float64 ~ 36), the series near 0 joining the closed form; the library clips the logits
+    at +-16 on purpose (checked below)."""
+    cb = get_likelihood("continuous_bernoulli")
+    monkeypatch.setattr(lik_module, "_CB_MAX_LOGIT", float("inf"))  # the formulas themselves
+    logits = torch.tensor([-1000.0, -100.0, -20.0, -5.0, -0.6, -0.4, -0.011, -0.009, 0.0,
+                           0.005, 0.3, 0.7, 5.0, 20.0, 100.0, 1000.0])
+    ld = logits.double()
+    exact_mean = torch.where(ld == 0, torch.full_like(ld, 0.5), 1 / -torch.expm1(-ld) - 1 / ld)
+    torch.testing.assert_close(cb.mean({"logits": logits}).double(), exact_mean,
+                               rtol=0, atol=2e-7)
+    assert cb.mean({"logits": torch.tensor([-100.0])}).item() == pytest.approx(0.01, abs=1e-6)
+    # log p(x) = x l - softplus(l) + log(l / tanh(l / 2)), for x in {0, 1/2, 1}
+    safe = torch.where(ld == 0, torch.ones_like(ld), ld)
+    log_norm = torch.where(ld == 0, torch.full_like(ld, np.log(2.0)),
+                           torch.log(safe / torch.tanh(safe / 2)))
+    for x in (0.0, 0.5, 1.0):
+        xs = torch.full_like(logits, x)
+        got = torch.stack([cb.nll({"logits": logits[i : i + 1, None]}, xs[i : i + 1, None], None)
+                           for i in range(len(logits))]).ravel()
+        ref = -(x * ld - F.softplus(ld) + log_norm)
+        torch.testing.assert_close(got.double(), ref, rtol=1e-6, atol=2e-6)
+    # equal to torch's own where its clamp does not act
+    mid = torch.linspace(-8, 8, 41, dtype=torch.float64)
+    x = torch.rand(41, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    ref = D.ContinuousBernoulli(logits=mid, validate_args=False)
+    torch.testing.assert_close(cb.nll({"logits": mid[None]}, x[None], None).item(),
+                               -ref.log_prob(x).mean().item(), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(cb.mean({"logits": mid}), ref.mean, rtol=1e-9, atol=1e-9)
+    # gradients through both branches
+    g = torch.tensor([-40.0, -0.3, -0.005, 0.0001, 0.02, 3.0], dtype=torch.float64,
+                     requires_grad=True)
+    xg = torch.rand(6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    assert torch.autograd.gradcheck(lambda t: cb.nll({"logits": t[None]}, xg[None], None), (g,))
+    assert torch.autograd.gradcheck(lambda t: cb.mean({"logits": t}), (g,))
+    # half precision (mixed-precision training): finite gradients far out in the tails
+    h = torch.tensor([-1000.0, -100.0, -0.3, 0.001, 300.0], dtype=torch.float16,
+                     requires_grad=True)
+    cb.nll({"logits": h[None]}, torch.tensor([[0.0, 0.0, 0.5, 1.0, 1.0]], dtype=torch.float16),
+           None).sum().backward()
+    assert torch.isfinite(h.grad).all()
+    cb.mean({"logits": h}).sum().backward()
+    assert torch.isfinite(h.grad).all()
+    # the library's bound: the same values in float32 and float64, means in [1/16, 15/16]
+    monkeypatch.undo()
+    tails = torch.tensor([[-300.0, -16.0, 16.0, 300.0]])
+    for dtype in (torch.float32, torch.float64):
+        mean = cb.mean({"logits": tails.to(dtype)}).double()
+        torch.testing.assert_close(mean, torch.tensor([[1 / 16, 1 / 16, 15 / 16, 15 / 16]],
+                                                      dtype=torch.float64), rtol=0, atol=1e-6)
+    x = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    assert cb.nll({"logits": tails}, x, None).item() == pytest.approx(
+        cb.nll({"logits": torch.tensor([[-16.0, -16.0, 16.0, 16.0]])}, x, None).item())
+
+
+def test_negative_binomial_precise_in_float32_for_large_theta():
+    """Nearly Poisson features (theta 1e4-1e8): float32 lost nats per entry (theta 1e8,
+    x = 12: 19.99 against 2.36); their entries are taken in float64, for a per-feature theta
+    (the count heads') and an elementwise one, in the NB and the ZINB."""
+    from scipy import stats
+
+    thetas = torch.tensor([1e4, 1e6, 1e8, 5.0])
+    mu = torch.tensor([[10.0, 0.001, 10.0, 3.0], [2.0, 7.0, 0.5, 1.0]])
+    x = torch.tensor([[12.0, 1.0, 0.0, 3.0], [0.0, 9.0, 1.0, 0.0]])
+    t64, m64 = thetas.double().numpy(), mu.double().numpy()
+    ref = -stats.nbinom.logpmf(x.double().numpy(), t64, t64 / (t64 + m64))
+    # per feature (expanded, as the count heads give it); elementwise; broadcast (1-D, 1 x G)
+    for theta in (thetas.expand_as(mu), thetas.repeat(2, 1), thetas, thetas[None]):
+        for name in ("nb", "zinb"):
+            params = {"mu": mu, "theta": theta}
+            if name == "zinb":
+                params["pi_logits"] = torch.full_like(mu, -40.0)
+            got = get_likelihood(name).nll(params, x, None)
+            np.testing.assert_allclose(got.numpy(), ref.mean(1), rtol=2e-6, atol=2e-5)
+
+
 @pytest.mark.parametrize(
     ("name", "keys"),
     [

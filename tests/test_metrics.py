@@ -464,6 +464,24 @@ def test_label_metrics_leave_out_unlabelled_cells_and_reject_disjoint_label_type
         cluster_accuracy(x, y, np.array([0, 0, 1, 1]), np.array(["0", "0", "1", "1"]))
 
 
+def test_label_metrics_read_missing_label_strings_as_the_model_does():
+    """``astype(str)`` turns NaN into "nan" (as predict_labels' docstring suggests for
+    comparisons): such cells are unlabelled, as for labels_key, not a class of their own."""
+    import pandas as pd
+
+    x_ref = np.array([[0.0], [1.0], [10.0], [11.0]])
+    x_q = np.array([[0.2], [10.2], [5.0], [0.1]])
+    ref = pd.Series(["A", "A", "B", "B"])
+    for missing in ("nan", "None", "<NA>", "", " "):
+        q = pd.Series(["A", "B", missing, "A"])
+        assert label_transfer(x_ref, ref, x_q, q, k=1) == 1.0
+        assert cluster_accuracy(x_q, x_ref, q, ref)["x_to_y"] == 1.0
+    q = pd.Series(["A", "B", np.nan, "A"]).astype(str)
+    assert label_transfer(x_ref, ref, x_q, q, k=1) == 1.0
+    # (a class named "NA" or "unknown" is a class, as for the model)
+    assert label_transfer(x_ref, ref, x_q, pd.Series(["A", "B", "NA", "A"]), k=1) == 0.75
+
+
 def test_metric_arguments_of_other_types():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(10, 3)), rng.normal(size=(10, 3))

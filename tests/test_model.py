@@ -209,10 +209,10 @@ def test_translate(trained_model, paired_data):
     X = np.asarray(out.X)
     assert X.dtype == np.float32 and np.isfinite(X).all()
     assert (X >= 0).all()
-    assert out.uns["transmodal"] == {"source": "rna", "target": "atac", "units": "counts",
-                                     "linear": True}
     # count targets are decoded at the median training library size of the target
     lib = float(trained_model.module.transforms["atac"].library_size)
+    assert out.uns["transmodal"] == {"source": "rna", "target": "atac", "units": "counts",
+                                     "linear": True, "library_size": lib}
     np.testing.assert_allclose(X.sum(1), lib, rtol=1e-4)
     train_rows = np.flatnonzero(~trained_model.val_masks_["atac"])
     assert lib == pytest.approx(np.median(paired_data["atac"].X[train_rows].sum(1)))
@@ -525,7 +525,10 @@ def test_row_number_cell_names_are_not_advised_as_pairs(paired_data, make_model)
         make_model(data)
     assert not any("known pairs unused" in str(w.message) for w in rec)
     with pytest.warns(UserWarning, match="anchor pairs from row numbers"):
-        make_model(data, anchor_fraction=1.0)
+        model = make_model(data, anchor_fraction=1.0, validation_fraction=0.2)
+    with warnings.catch_warnings():  # once: not again for the validation pairs of train()
+        warnings.simplefilter("error")
+        model.train(max_epochs=1, progress_bar=False)
     with pytest.warns(UserWarning, match=r"cell names that are row numbers"):  # after a filter
         make_model({k: a[1:].copy() for k, a in data.items()})
     with warnings.catch_warnings():  # real names (or row numbers in one modality): silent
@@ -1092,7 +1095,22 @@ def test_library_size_only_acts_on_count_targets(paired_data, make_model, train)
         model.translate(source="rna", target="atac", library_size=100.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model.translate(source="atac", target="rna", library_size=100.0)
+        t = model.translate(source="atac", target="rna", library_size=100.0)
+    # the library size the counts are expected at is recorded with them (not for 'atac')
+    assert t.uns["transmodal"]["library_size"] == 100.0
+    np.testing.assert_allclose(np.asarray(t.X).sum(1), 100.0, rtol=1e-4)
+    counts = paired_data["rna"].layers["counts"]
+    totals = np.asarray(counts.sum(1)).ravel()[~model.val_masks_["rna"]]
+    default = model.translate(source="atac", target="rna")
+    assert default.uns["transmodal"]["library_size"] == pytest.approx(np.median(totals))
+    assert "library_size" not in model.translate(source="rna", target="atac").uns["transmodal"]
+    ens = tm.Ensemble([model, train(make_model(paired_data, specs, seed=1), max_epochs=1)])
+    assert ens.translate(paired_data["atac"], source="atac", target="rna", library_size=50.0) \
+        .uns["transmodal"]["library_size"] == 50.0
+    # by default each member decodes at its own training cells' median: their mean
+    mean = ens.translate(paired_data["atac"], source="atac", target="rna")
+    np.testing.assert_allclose(np.asarray(mean.X).sum(1), mean.uns["transmodal"]["library_size"],
+                               rtol=1e-4)
 
 
 def test_divergence_gives_a_clear_error(paired_data, make_model, train):
@@ -1833,3 +1851,87 @@ def test_early_stopping_scores_the_anchor_share_of_validation_pairs(
     assert n_train_pairs == round(0.2 * (150 - n_val)) and n_val_pairs == round(0.2 * n_val)
     a, b = seen["val"]["rna|atac"]
     assert model.val_masks_["rna"][a].all() and model.val_masks_["atac"][b].all()
+
+
+def test_class_with_only_validation_cells_warns(paired_data, make_model):
+    """A rare class whose cells all fall in the validation split is never learnt, yet the
+    default predict_labels scores it: named at construction."""
+    val = make_model(paired_data, labels_key="label", seed=0).val_masks_
+    for name, a in paired_data.items():
+        lab = a.obs["label"].astype(str).to_numpy(dtype=object)
+        lab[np.flatnonzero(val[name])[:2]] = "rare"
+        a.obs["label"] = lab
+    with pytest.warns(UserWarning, match=r"'label': class\(es\) \['rare'\] have no training cell "
+                      r"in any modality.*validation_fraction"):
+        model = make_model(paired_data, labels_key="label", seed=0)
+    assert "rare" in model.label_categories_
+    assert all("rare" not in seen for seen in model.classes_seen.values())
+
+
+def test_wrong_modality_spec_type_names_what_is_accepted(paired_data):
+    with pytest.raises(ValueError, match=r"modality 'rna': spec must be a likelihood name such as "
+                       r"'nb' or a mapping of Modality fields \(in Python also a tm.Modality\), got int"):
+        tm.CrossModalAE(paired_data, {"rna": 5, "atac": "bernoulli"})
+
+
+def test_new_cells_in_other_units_are_told_to_match_the_training_data(paired_data, make_model,
+                                                                       train, tmp_path):
+    """A built model's options are fixed: the advice for new cells is to give them as in
+    training, not to pass layer= or another likelihood."""
+    model = train(make_model(paired_data), max_epochs=1)
+    where = model.mods["rna"].source.where
+    new = paired_data["rna"][:10].copy()
+    counts = new.layers["counts"]
+    new.layers["counts"] = np.log1p(counts.toarray() if hasattr(counts, "toarray") else counts)
+    with pytest.raises(ValueError, match=r"non-integer values; the 'nb' likelihood needs raw counts; "
+                       r"the model reads these cells' layers\['counts'\], as in training: put their "
+                       r"raw counts there$") as err:
+        model.get_latent_representation("rna", new)
+    assert "layer" not in str(err.value).split("; the model")[-1].replace(where, "")
+    new.layers["counts"] = -np.ones(new.shape, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"negative values.*needs raw counts; the model reads"):
+        model.translate(new, source="rna", target="atac")
+    # the same when a saved model is loaded around such data
+    model.save(tmp_path / "m")
+    with pytest.raises(ValueError, match=r"negative values.*needs raw counts; the model reads"):
+        tm.CrossModalAE.load(tmp_path / "m", {**paired_data, "rna": new})
+
+
+def test_scvi_tools_spellings_name_the_transmodal_argument(paired_data, make_model, tmp_path):
+    """What scvi-tools users type fails with the method's name and the transmodal spelling,
+    not a bare TypeError; the signatures stay what they are."""
+    import inspect
+
+    model = make_model(paired_data)
+    cases = [
+        (lambda: model.train(n_epochs=2), r"CrossModalAE.train\(\): .*'n_epochs'; .*max_epochs="),
+        (lambda: model.train(use_gpu=True), r"'use_gpu'; choose the device with accelerator="),
+        (lambda: model.train(plan_kwargs={"lr": 1e-2}), r"train\(\)'s own arguments \(lr="),
+        (lambda: model.train(train_size=0.9), r"CrossModalAE\(\.\.\., validation_fraction=\)"),
+        (lambda: model.train(max_epoch=2), r"did you mean max_epochs=\?"),
+        (lambda: model.get_latent_representation(adata=paired_data["rna"]),
+         r"get_latent_representation\(\): missing a required argument: 'modality'; name the "
+         r"modality"),
+        (lambda: model.translate(paired_data["rna"], source="rna"),
+         r"'target'; name the modalities"),
+        (lambda: model.translate(paired_data["rna"], "rna", "atac"),
+         r"too many positional arguments; source and target are named"),
+        (lambda: model.save(tmp_path / "m", save_anndata=True), r"not saved with the model"),
+        (lambda: tm.CrossModalAE.load(tmp_path / "m", adata=paired_data),
+         r"CrossModalAE.load\(\): .*'adata'; the data are load\(\)'s second argument"),
+    ]
+    for call, message in cases:
+        with pytest.raises(TypeError, match=message):
+            call()
+    assert not (tmp_path / "m").exists()
+    assert list(inspect.signature(tm.CrossModalAE.train).parameters)[:2] == ["self", "max_epochs"]
+    assert list(inspect.signature(tm.CrossModalAE.load).parameters)[:2] == ["path", "data"]
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'foo'$"):
+        model.train(foo=1)
+    # the unknown keyword is named first (as Python does), with the nearest spelling; an
+    # argument given twice gets no suggestion of its own name
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'targt'; did you mean "
+                       r"target=\?"):
+        model.translate(paired_data["rna"], source="rna", targt="atac")
+    with pytest.raises(TypeError, match=r"multiple values for argument 'modality'$"):
+        model.get_latent_representation("rna", modality="rna")

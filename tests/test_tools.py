@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import mudata
 import numpy as np
@@ -165,3 +167,20 @@ def test_integrate_gives_each_object_its_own_uns():
         assert params["modalities"]["atac"]["likelihood"] == "bernoulli"
     assert objects["atac"]["transmodal"]["modality"] == "atac"
     assert "modality" not in mdata.uns["transmodal"]
+
+
+def test_integrate_warnings_point_at_the_callers_line():
+    """Warnings of the model's construction and training, raised through integrate, point
+    at the integrate(...) line, as for direct calls."""
+    data = tm.datasets.synthetic(120, n_features={"rna": 20, "atac": 24}, seed=0)
+    names = data["rna"].var_names.tolist()
+    names[1] = names[0]
+    data["rna"].var_names = names
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        tm.tl.integrate(data, SPECS, max_epochs=1,
+                        model_kwargs={"n_latent": 4, "anchor_fraction": 1.0},
+                        train_kwargs={"progress_bar": False, "beta": 2.0, "pretrain_epochs": 1})
+    messages = {str(w.message)[:40]: w.filename for w in rec}
+    assert any("not unique" in m for m in messages) and any("beta" in m for m in messages)
+    assert set(messages.values()) == {__file__}, messages

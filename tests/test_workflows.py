@@ -150,8 +150,13 @@ def test_latent_and_history_plots(trained_model, paired_data, tmp_path):
 
 @needs_a549
 def test_demo_runs_end_to_end(tmp_path):
-    metrics = run_demo(tmp_path / "demo", seed=0, max_epochs=2, progress_bar=False, verbose=False)
+    with warnings.catch_warnings(record=True) as rec:  # (the paper's empty ATAC cells kept)
+        warnings.simplefilter("always")
+        metrics = run_demo(tmp_path / "demo", seed=0, max_epochs=2, progress_bar=False,
+                           verbose=False)
+    assert not [w for w in rec if "no non-zero value" in str(w.message)]
     saved = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert list(saved)[: len(DEMO_KEYS) + 3] == [*DEMO_KEYS, "seconds", "peak_rss_mib", "seed"]
     for key in (*DEMO_KEYS, "seconds", "peak_rss_mib"):
         assert key in saved and np.isfinite(saved[key])
     assert saved["n_test_cells"] == 340

@@ -67,6 +67,102 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
+def is_missing_text(text: str) -> bool:
+    """Whether a label string stands for a missing value: ``"nan"``, ``"None"``, ``"<NA>"``
+    or blank, as ``astype(str)`` leaves NaN / None / pd.NA."""
+    return text.strip().lower() in ("nan", "<na>", "none", "")
+
+
+# what users of scvi-tools / scanpy type, and the transmodal way (see argument_hints)
+_MODALITY_FIRST = (
+    "name the modality the cells come from first, e.g. model.{method}('rna', adata) "
+    "(the model's modalities: model.modality_names)"
+)
+ARGUMENT_HINTS: dict[str, dict[str, str]] = {
+    "train": {
+        "n_epochs": "the number of epochs is max_epochs=",
+        "epochs": "the number of epochs is max_epochs=",
+        "use_gpu": "choose the device with accelerator='gpu' (or 'auto')",
+        "gpu": "choose the device with accelerator='gpu' (or 'auto'), devices= which ones",
+        "early_stopping_patience": "the epochs without improvement are patience=",
+        "plan_kwargs": "the optimiser's settings are train()'s own arguments (lr=, "
+                       "weight_decay=, lr_disc=, lam_*=)",
+        "train_size": "the validation split is set when the model is built: "
+                      "CrossModalAE(..., validation_fraction=)",
+        "validation_size": "the validation split is set when the model is built: "
+                           "CrossModalAE(..., validation_fraction=)",
+        "shuffle_set_split": "the validation split is drawn by the model's seed: "
+                             "CrossModalAE(..., seed=)",
+        "enable_progress_bar": "the progress bar is progress_bar=",
+        "check_val_every_n_epoch": "validation cells are scored every epoch",
+    },
+    "get_latent_representation": {
+        "*modality": _MODALITY_FIRST.format(method="get_latent_representation"),
+        "give_mean": "embeddings are the posterior means (translate(..., sample=True) draws)",
+    },
+    "predict_labels": {"*modality": _MODALITY_FIRST.format(method="predict_labels")},
+    "translate": {
+        "*source": "name the modalities: model.translate(adata, source='rna', target='atac')",
+        "*target": "name the modalities: model.translate(adata, source='rna', target='atac')",
+        "*positional": "source and target are named: model.translate(adata, source='rna', "
+                       "target='atac')",
+    },
+    "save": {
+        "save_anndata": "the data are not saved with the model: load(path, data) takes them "
+                        "again (load(path) alone embeds and translates new cells)",
+    },
+    "load": {
+        "adata": "the data are load()'s second argument: load(path, data), a dict of "
+                 "AnnData or a MuData",
+    },
+}
+
+
+def argument_hints(hints: dict[str, str]) -> Callable:
+    """Decorate a public method: a call Python would refuse with a bare ``TypeError`` (an
+    unknown keyword, a missing argument) names the method and, for the names in ``hints``
+    (keywords given; ``"*name"``: a required argument left out; ``"*positional"``: too many
+    positional arguments), how transmodal spells it; a misspelt keyword gets the nearest.
+    The signature is kept (``inspect.signature`` follows ``__wrapped__``)."""
+    import difflib
+    import functools
+    import inspect
+
+    def wrap(func: Callable) -> Callable:
+        sig = inspect.signature(func)
+
+        @functools.wraps(func)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            try:
+                sig.bind(*args, **kwargs)
+            except TypeError as err:
+                # an unknown keyword first, as Python's own call reports it (bind names a
+                # missing argument first); else the argument the error names
+                unknown = [k for k in kwargs if k not in sig.parameters] if not any(
+                    q.kind is q.VAR_KEYWORD for q in sig.parameters.values()) else []
+                if unknown:
+                    name, text = unknown[0], f"got an unexpected keyword argument {unknown[0]!r}"
+                    hint = hints.get(name)
+                    if hint is None:  # a misspelt keyword
+                        params = [p for p in sig.parameters if p not in ("self", "cls")]
+                        near = difflib.get_close_matches(name, params, 1)
+                        hint = f"did you mean {near[0]}=?" if near else None
+                else:
+                    text, quoted = str(err), re.search(r"missing .*'([^']+)'", str(err))
+                    hint = hints.get(f"*{quoted.group(1)}") if quoted else None
+                    if hint is None and "positional" in text:
+                        hint = hints.get("*positional")
+                where = func.__qualname__.split(".")[-2:]
+                raise TypeError(
+                    f"{'.'.join(where)}(): {text}" + (f"; {hint}" if hint else "")
+                ) from None
+            return func(*args, **kwargs)
+
+        return checked
+
+    return wrap
+
+
 def user_stacklevel() -> int:
     """The ``stacklevel`` that makes a warning of the function calling this one point at the
     first frame outside transmodal: the user's line, whichever public call led there."""

@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import sparse, stats
 
-from .._utils import check_int, is_mudata
+from .._utils import check_int, is_mudata, user_stacklevel
 from ..data._modality import is_number
 from ._inputs import get_labels, get_matrix
 from ._stats import benjamini_hochberg, overlap_pvalue
@@ -244,7 +244,7 @@ def differential_expression(
                     f"differential_expression: log1p=True, but these look like linear values"
                     f"{' (counts)' if counts else ''}: {reason}; log2fc would be far off - "
                     f"{advice}",
-                    UserWarning, stacklevel=2,
+                    UserWarning, stacklevel=user_stacklevel(),
                 )
             ln1 = m1 + np.log1p((pseudocount - 1.0) * np.exp(-m1))
             ln2 = m2 + np.log1p((pseudocount - 1.0) * np.exp(-m2))
@@ -437,7 +437,7 @@ def compare_differential(
         warnings.warn(
             f"compare_differential: pred compares {sides[0][0]!r} with {sides[0][1]!r}, obs "
             f"{sides[1][0]!r} with {sides[1][1]!r}; compare the same groups",
-            UserWarning, stacklevel=2,
+            UserWarning, stacklevel=user_stacklevel(),
         )
     scales = [de.attrs.get("log1p") for de in (pred, obs)]
     if None not in scales and scales[0] != scales[1]:
@@ -446,7 +446,7 @@ def compare_differential(
             f"log1p={scales[1]}: their effects and tests are on different scales; bring both data "
             "to the same units (e.g. normalise and log1p the translation) and use the same "
             "log1p",
-            UserWarning, stacklevel=2,
+            UserWarning, stacklevel=user_stacklevel(),
         )
     common = pred.index.intersection(obs.index, sort=False)
     if len(common) < 3:

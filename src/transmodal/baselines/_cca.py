@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .._utils import user_stacklevel
 from ._base import (
     Baseline,
     as_dense_matrix,
@@ -364,7 +365,7 @@ class CCA(_PreprocessedBaseline):
                 f"CCA: n_components={self.n_components} reduced to {k} (preprocessed "
                 f"features: {fx.shape[1]} and {fy.shape[1]}, cells: {xa.shape[0]})",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         self.n_components_ = k
         (

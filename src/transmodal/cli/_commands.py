@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import contextlib
 import os
+import shutil
 import sys
 import warnings
 from collections.abc import Mapping, Sequence
@@ -143,6 +144,7 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
         raise FileExistsError(f"output directory {out_dir} exists; pass --overwrite to replace it")
 
     from ..model import CrossModalAE
+    from ..model._model import construction_bars
 
     # whatever kind of run wrote an existing output directory, it is replaced only if it
     # holds nothing but train's outputs (checked before training; member dirs are models)
@@ -171,7 +173,8 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
     train_kwargs = dict(cfg.train)
     agreement = None
     if cfg.runs is None:
-        result: Any = CrossModalAE(data, cfg.modalities, **cfg.model)
+        with construction_bars(train_kwargs.get("progress_bar", True)):
+            result: Any = CrossModalAE(data, cfg.modalities, **cfg.model)
         result.train(**train_kwargs)
         hist = result.history
         done = f"trained {result.train_params_.get('epochs_run', '?')} epochs"
@@ -403,21 +406,43 @@ def cmd_embed(
         for p in targets.values():
             _check_not_an_input(p, data_paths)
             _check_output(p, overwrite=overwrite, suffix=".h5ad")
-    m, adatas = _load(model_dir, data_paths, config)
+    # .h5ad inputs opened read-only and read block by block (memory of a block and of the
+    # embedding, not of the data), as translate does
+    m, adatas = _load(model_dir, data_paths, config, backed=True)
     # every modality is embedded before any file is written: a modality that fails leaves
     # no partial set of outputs behind
-    for name in targets:
-        adatas[name].obsm[key] = m.get_latent_representation(name, adatas[name])
+    latents = {name: m.get_latent_representation(name, adatas[name]) for name in targets}
     # every file written under a temporary name, and all renamed once all are written: a
     # failed write (a full disk) leaves none of them
     with contextlib.ExitStack() as stack:
         for name, path in targets.items():
             tmp = stack.enter_context(atomic_file(path, overwrite=True, suffix=".h5ad"))
-            adatas[name].write_h5ad(tmp)
+            _write_embedded(adatas[name], latents[name], key, tmp)
     for name, path in targets.items():
         print(f"transmodal: {name}: {adatas[name].n_obs} cells embedded (obsm[{key!r}]) -> "
               f"{path}", file=sys.stderr)
     return 0
+
+
+def _write_embedded(adata: Any, latent: Any, key: str, path: Path) -> None:
+    """Write ``adata`` with ``obsm[key] = latent`` to ``path``. A backed .h5ad is copied as
+    it is on disk and the embedding added to the copy, so its matrices are never read whole
+    (and everything in the file is kept as stored)."""
+    if not getattr(adata, "isbacked", False):
+        adata.obsm[key] = latent
+        adata.write_h5ad(path)
+        return
+    import h5py
+    import numpy as np
+    from anndata.io import write_elem
+
+    shutil.copyfile(adata.filename, path)
+    with h5py.File(path, "r+") as f:
+        if "obsm" not in f:
+            write_elem(f, "obsm", {})
+        if key in f["obsm"]:
+            del f["obsm"][key]
+        write_elem(f["obsm"], key, np.asarray(latent))
 
 
 # --------------------------------------------------------------------------- translate

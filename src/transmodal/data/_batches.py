@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._utils import user_stacklevel
 from ._setup import ModalityData
 
 
@@ -82,7 +83,7 @@ class EpochBatches(Dataset):
                 warnings.warn(
                     f"anchor pairs between {a!r} and {b!r}: only {len(v[0])} training pair; "
                     "a batch needs at least 2 cells, so the anchor loss skips this pair",
-                    UserWarning, stacklevel=3,
+                    UserWarning, stacklevel=user_stacklevel(),
                 )
         self.shuffle = shuffle
         self.seed = seed

@@ -274,12 +274,16 @@ class Modality:
         return jsonable(d)  # numpy scalars (n_pca=np.int64(50)) as Python numbers
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, name: str = "?") -> Modality:
-        """Build from :meth:`to_dict` output (or a config file), rejecting unknown keys."""
+    def from_dict(cls, d: dict[str, Any] | str, *, name: str = "?") -> Modality:
+        """Build from :meth:`to_dict` output (or a config file), or from a likelihood name
+        alone, rejecting unknown keys."""
         if isinstance(d, str):
             d = {"likelihood": d}
         if not isinstance(d, dict):
-            raise ValueError(f"modality {name!r}: spec must be a mapping, got {type(d).__name__}")
+            raise ValueError(
+                f"modality {name!r}: spec must be a likelihood name such as 'nb' or a mapping "
+                f"of Modality fields (in Python also a tm.Modality), got {type(d).__name__}"
+            )
         known = {f.name for f in fields(cls) if not f.name.startswith("_")}
         unknown = set(d) - known
         if unknown:

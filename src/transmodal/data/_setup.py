@@ -13,7 +13,9 @@ import pandas as pd
 from anndata import AnnData
 
 from ..nn._likelihoods import get_likelihood
-from .._utils import align_to_cells, check_unique_obs_names, linked_groups, user_stacklevel
+from .._utils import (
+    align_to_cells, check_unique_obs_names, is_missing_text, linked_groups, user_stacklevel,
+)
 from ._modality import Modality, check_modality_name
 from ._source import MatrixSource, check_values, matrix_of, obsm_feature_names
 
@@ -172,7 +174,7 @@ def label_str(value: Any) -> str | None:
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     text = str(value)
-    return None if text.strip().lower() in ("nan", "<na>", "none", "") else text
+    return None if is_missing_text(text) else text
 
 
 def _class_key(name: str) -> tuple:
@@ -371,6 +373,7 @@ def setup_data(
     marker_key: str | list[str] | None = None,
     allow_empty: tuple[str, ...] = (),
     batch_categories: Mapping[str, list[str]] | None = None,
+    trained: bool = False,
 ) -> tuple[dict[str, ModalityData], list[str] | None]:
     """Validate inputs and collect everything the model needs about each modality.
 
@@ -401,6 +404,9 @@ def setup_data(
         Known batches of the modalities with a ``batch_key`` (a trained model's); without
         them, each modality's batches are the values its cells carry. With
         ``labels_optional``, a missing column or an unknown batch gives code -1.
+    trained
+        The data are given to a trained model (its options fixed): errors of the value scan
+        advise to give the data as it was trained on (see :func:`check_values`).
 
     Returns
     -------
@@ -438,7 +444,7 @@ def setup_data(
                 f"modality {name!r}: var_names are not unique (e.g. {dup!r}); features are "
                 "matched by name when new data are embedded or translated and translations "
                 "are named by them — call adata.var_names_make_unique()",
-                UserWarning, stacklevel=4,
+                UserWarning, stacklevel=user_stacklevel(),
             )
         if spec.n_pca is not None and spec.n_pca >= src.n_vars:
             raise ValueError(
@@ -448,7 +454,7 @@ def setup_data(
         if src.image_shape is not None:
             check_image_spec(spec, src.image_shape, name)
         if check_data:
-            check_values(src, spec)
+            check_values(src, spec, new_cells=trained)
         keys = mudata_keys[name] if mudata_keys is not None else obs_names
         out[name] = ModalityData(name, spec, adata, src, var_names, obs_names, keys)
     if marker_key is not None:
@@ -496,6 +502,7 @@ def setup_data(
             raise ValueError(f"labels_key {labels_key!r}: no cell of any modality has a label")
         if label_categories is None:
             _warn_disjoint_labels(out, categories, labels_key)
+            _warn_near_duplicate_classes(out, categories, labels_key)
     return out, categories
 
 
@@ -536,12 +543,12 @@ def label_conflicts(
 
 
 def warn_label_conflicts(
-    mods: Mapping[str, ModalityData], categories: list[str], labels_key: str, *, stacklevel: int
+    mods: Mapping[str, ModalityData], categories: list[str], labels_key: str
 ) -> None:
     """Warn about paired cells whose label differs between two modalities (the latent
     classifier would be trained on both labels for the same cell, and the anchor loss pull
     it together); for models that pair cells (``anchor_fraction > 0``), where shared
-    ``obs_names`` name the same cell. ``stacklevel`` as the caller's own."""
+    ``obs_names`` name the same cell."""
     conflicts = label_conflicts(mods, categories)
     if not conflicts:
         return
@@ -555,7 +562,7 @@ def warn_label_conflicts(
         f"different labels, and the classifier would learn both for one cell: {found}. "
         "Make the labels agree (or set one side to NaN where it is unsure).",
         UserWarning,
-        stacklevel=stacklevel + 1,
+        stacklevel=user_stacklevel(),
     )
 
 
@@ -588,7 +595,33 @@ def _warn_disjoint_labels(
         f"labels_key {labels_key!r}: modalities share no label class, so the labels cannot "
         f"align them: {listed}. Check that the modalities name their classes alike.",
         UserWarning,
-        stacklevel=5,  # the CrossModalAE(...) call
+        stacklevel=user_stacklevel(),
+    )
+
+
+def _warn_near_duplicate_classes(
+    mods: dict[str, ModalityData], categories: list[str], labels_key: str
+) -> None:
+    """Warn about classes whose names differ only in case or whitespace ("B cell" and
+    "B cell "): they are separate classes, and where each modality has its own spelling the
+    classifier pushes the two modalities' cells apart."""
+    spellings: dict[str, list[int]] = {}
+    for i, name in enumerate(categories):
+        spellings.setdefault(" ".join(name.split()).casefold(), []).append(i)
+    clashes = [ids for ids in spellings.values() if len(ids) > 1]
+    if not clashes:
+        return
+    seen = {n: set(np.unique(md.labels[md.labels >= 0]).tolist()) for n, md in mods.items()}
+
+    def where(i: int) -> str:
+        return f"{categories[i]!r} ({', '.join(repr(n) for n, s in seen.items() if i in s)})"
+
+    listed = "; ".join(" / ".join(where(i) for i in ids) for ids in clashes[:5])
+    warnings.warn(
+        f"labels_key {labels_key!r}: classes whose names differ only in case or whitespace "
+        f"are separate classes: {listed}. If they are the same cell type, name them alike "
+        "(e.g. obs[key].str.strip()) before building the model",
+        UserWarning, stacklevel=user_stacklevel(),
     )
 
 

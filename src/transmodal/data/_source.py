@@ -5,6 +5,7 @@ Rows are read by sorted index blocks and densified per batch only.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -418,8 +419,18 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
         )
     else:
         src = MatrixSource(matrix, name=name, where=where)
-    if where == "X" and _has_raw(adata):
-        src.hint = (
+    # (where the counts may be: layers named like counts first, then .raw)
+    counts_like = [k for k in adata.layers if re.search("count|raw", str(k), re.IGNORECASE)]
+    if where == "X" and len(adata.layers):
+        layer = repr(counts_like[0]) if counts_like else "NAME"
+        listed = counts_like + [k for k in adata.layers if k not in counts_like]
+        names = ", ".join(repr(k) for k in listed[:5]) + (", ..." if len(listed) > 5 else "")
+        src.hint += (
+            f"; the AnnData holds layers [{names}]: if one of them has the raw counts, read "
+            f"it with Modality({spec.likelihood!r}, layer={layer})"
+        )
+    if where == "X" and _has_raw(adata) and not counts_like:
+        src.hint += (
             "; .raw is not read: counts kept there can be given as a layer, "
             "adata.layers['counts'] = adata.raw[:, adata.var_names].X, then layer='counts'"
         )
@@ -487,7 +498,21 @@ def _check_counts(src: RateSource, *, chunk_size: int) -> None:
         )
 
 
-def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -> None:
+def _n_empty_rows(indptr: np.ndarray, vals: np.ndarray) -> int:
+    """Rows of a CSR block (``indptr`` of its rows, ``vals`` their stored values) without a
+    non-zero value (no stored entry, or only stored zeros)."""
+    indptr = np.asarray(indptr, dtype=np.int64)
+    indptr = indptr - indptr[0]
+    stored = np.diff(indptr) > 0
+    if not stored.any():
+        return len(stored)
+    nonzero = np.logical_or.reduceat(np.asarray(vals) != 0, indptr[:-1][stored])
+    return int(len(stored) - nonzero.sum())
+
+
+def check_values(
+    src: MatrixSource, spec: Modality, *, chunk_size: int = 8192, new_cells: bool = False
+) -> None:
     """Scan the matrix once (in chunks) for values the modality's likelihood or its
     preprocessing cannot take. For successes out of trials (a :class:`RateSource`), only
     :func:`check_trials` runs: both matrices must be read counts.
@@ -500,6 +525,9 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
         Its modality spec (likelihood; ``normalize`` and ``log1p`` need non-negative values).
     chunk_size
         Rows scanned at a time.
+    new_cells
+        The cells are given to a built model (embedding, translation): errors advise to
+        give the data as the model was trained on, not options that only a new model takes.
 
     Raises
     ------
@@ -528,6 +556,12 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
     likelihood = get_likelihood(spec.likelihood)
     opts = spec.resolved(image=src.image_shape is not None)
     nonnegative_for = " and ".join(f"{k}=True" for k in ("normalize", "log1p") if opts[k]) or None
+    # for cells given to a built model, whose modality options are fixed
+    put = "raw counts there" if likelihood.counts else "values there, in the training data's units"
+    as_trained = (
+        f"; the model reads these cells' {src.where}, as in training: put their {put}"
+        if new_cells else None
+    )
     m = src.matrix
     reader = src._reader if src.on_disk else None
     dtype = getattr(m, "dtype", None)
@@ -541,6 +575,10 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
     )
     canonical = not sp.issparse(m) or m.has_canonical_format  # (no duplicate entries)
     saw_nan = False
+    # cells without a single non-zero value carry no signal in counts or binary data (their
+    # normalised profile is all zeros), so they embed as one and the same average-looking cell
+    count_empty = src.image_shape is None and (likelihood.counts or binary or opts["normalize"])
+    n_empty = 0
     # stored values of sparse rows are sliced without densifying; dense rows in bounded blocks
     step = chunk_size if src.sparse else src.chunk_rows(chunk_size)
     for start in range(0, src.n_obs, step):
@@ -549,15 +587,28 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
             block = m[start:stop]
             block.sum_duplicates()
             vals = block.data
+            if count_empty:
+                n_empty += _n_empty_rows(block.indptr, vals)
         elif sp.issparse(m):  # CSR: the stored values of these rows, without copying indices
             vals = m.data[int(m.indptr[start]) : int(m.indptr[stop])]
+            if count_empty:
+                n_empty += _n_empty_rows(m.indptr[start : stop + 1], vals)
         elif reader is not None:  # backed CSR: read only the values
-            vals = np.asarray(reader.data[int(reader.indptr[start]) : int(reader.indptr[stop])])
-        elif src.sparse:
-            block = m[start:stop]
-            vals = np.asarray(block.data if sp.issparse(block) else block)
+            indptr = np.asarray(reader.indptr[start : stop + 1])
+            vals = np.asarray(reader.data[int(indptr[0]) : int(indptr[-1])])
+            if count_empty:
+                n_empty += _n_empty_rows(indptr, vals)
         else:
-            vals = np.asarray(m[start:stop])
+            block = m[start:stop]
+            if sp.issparse(block):
+                block = sp.csr_matrix(block)
+                vals = np.asarray(block.data)
+                if count_empty:
+                    n_empty += _n_empty_rows(block.indptr, vals)
+            else:
+                vals = np.asarray(block)
+                if count_empty:
+                    n_empty += int((~np.any(vals.reshape(len(vals), -1) != 0, axis=1)).sum())
         if vals.size == 0:
             continue
         spread_vals = vals
@@ -571,6 +622,15 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
                     "missing=True) (in a config file: missing: true)"
                     if skips_missing(likelihood) and src.image_shape is None else ""
                 )
+                if new_cells:  # (the model's options are fixed)
+                    built = (
+                        " was built without missing=True, so it" if skips_missing(likelihood)
+                        and src.image_shape is None else ""
+                    )
+                    hint = (
+                        f"; the model{built} reads no unmeasured (NaN) entries: give these "
+                        "cells' values as in its training data"
+                    )
                 raise ValueError(f"{where} holds NaN values{hint}")
             saw_nan = True
             vals = vals[~np.isnan(vals)]  # the checks below: measured values
@@ -586,14 +646,17 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
                 "raw counts (use a 'layer' with counts, or likelihood='gaussian' for centred or "
                 "scaled data)" + src.hint if likelihood.counts else "non-negative data"
             )
+            if as_trained:
+                need = "raw counts" if likelihood.counts else "non-negative data"
             raise ValueError(
                 f"{where} holds negative values (min {vals.min():.3g}); the "
-                f"{likelihood.name!r} likelihood needs {need}"
+                f"{likelihood.name!r} likelihood needs {need}{as_trained or ''}"
             )
         if nonnegative_for is not None and vals.min() < 0:
+            fix = as_trained or " (set it to False for centred or signed features)"
             raise ValueError(
                 f"{where} holds negative values (min {vals.min():.3g}); {nonnegative_for} "
-                "needs non-negative data (set it to False for centred or signed features)"
+                f"needs non-negative data{fix}"
             )
         if likelihood.unit_interval and vals.max() > 1:
             raise ValueError(
@@ -601,9 +664,12 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
                 "in [0, 1] (e.g. images normalised per nucleus)"
             )
         if likelihood.counts and not np.all(np.mod(vals, 1) == 0):
+            fix = as_trained or (
+                " (use a 'layer' with counts, or likelihood='gaussian')" + src.hint
+            )
             raise ValueError(
                 f"{where} holds non-integer values; the {likelihood.name!r} likelihood needs "
-                "raw counts (use a 'layer' with counts, or likelihood='gaussian')" + src.hint
+                f"raw counts{fix}"
             )
         if binary and vals.dtype.kind == "f":
             n_fractions += int(np.count_nonzero((vals > 0) & (vals < 1)))
@@ -615,6 +681,14 @@ def check_values(src: MatrixSource, spec: Modality, *, chunk_size: int = 8192) -
             src.warned.add(message)
             warnings.warn(message, UserWarning, stacklevel=user_stacklevel())
 
+    if n_empty:
+        warn(
+            f"{where}: {n_empty} of {src.n_obs} cell(s) hold no non-zero value (all-zero "
+            "rows): they carry no signal, so each of them embeds and translates as the same "
+            "average-looking cell. Remove them first (e.g. sc.pp.filter_cells(adata, "
+            "min_counts=1)). Cells not measured in a modality belong out of its AnnData, not "
+            "in it as rows of zeros: cells pair by name, so a padded row counts as measured"
+        )
     if spec.missing and src.sparse and not saw_nan and src.n_obs:
         warn(
             f"{where} is a sparse matrix without NaN, and the modality has missing=True: "

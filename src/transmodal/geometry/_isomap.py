@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, dijkstra
 from sklearn.neighbors import NearestNeighbors
 
-from .._utils import check_int
+from .._utils import check_int, user_stacklevel
 from ..metrics._chunked import as_embedding
 
 # landmark MDS eigenvalues at most this fraction of the largest count as zero
@@ -192,7 +192,7 @@ def landmark_isomap(
             f"landmark_isomap: only {int(keep.sum())} of n_components={n_components} "
             "landmark MDS eigenvalues are positive (the geodesic distances span fewer "
             "dimensions); the other axes are zero",
-            UserWarning, stacklevel=2,
+            UserWarning, stacklevel=user_stacklevel(),
         )
     w = np.where(keep, w, 0.0)
     scale = np.zeros(len(w))

@@ -11,7 +11,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import rankdata
 
-from .._utils import check_int
+from .._utils import check_int, user_stacklevel
 from ..data._modality import is_number
 
 TieBreak = Literal["pearson", "euclidean"]
@@ -139,7 +139,7 @@ def cluster_profiles(
             f"n_clusters={n_clusters}: only {ids.size} cluster(s) could be made (identical or "
             "tied profiles cannot be split)",
             UserWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     return labels
 

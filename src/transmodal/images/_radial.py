@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import ndimage as ndi
 
+from .._utils import user_stacklevel
 from ..data._modality import is_number
 from ._crops import bounding_boxes
 
@@ -254,7 +255,7 @@ def radial_profiles(
         warnings.warn(
             f"{n_nan} nucleus/nuclei without signal (empty mask, no positive intensity or no "
             "finite pixel): NaN profiles",
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     kind = "area" if ndim == 2 else "volume"
     var = pd.DataFrame({f"{kind}_fraction": [n[len("shell_") :] for n in names]}, index=names)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._utils import user_stacklevel
 from ..data._modality import is_number
 from ._crops import (
     AXES,
@@ -169,7 +170,7 @@ def read_nuclei(
             "each is read as one nucleus (its centroid between the pieces, one crop around "
             "all of them). If the pieces are different nuclei, relabel the mask first (e.g. "
             "skimage.measure.label(mask > 0))",
-            UserWarning, stacklevel=2,
+            UserWarning, stacklevel=user_stacklevel(),
         )
     crop_shape = _crop_shape(crop_size, ndim)
     spacing = check_spacing(spacing, ndim)  # its length once the masks' dimension is known
@@ -196,7 +197,7 @@ def read_nuclei(
                 f"image {image_path} is an RGBA PNG: its alpha channel is read as channel 3 "
                 "like the colours; pass channels=[0, 1, 2] (or the one holding the DNA stain) "
                 "to leave it out",
-                UserWarning, stacklevel=2,
+                UserWarning, stacklevel=user_stacklevel(),
             )
         if channel_axis is None and raw.ndim == labels.ndim + 1 and 1 not in raw.shape:
             # the axis the mask lacks would be read as channels: what the TIFF names it
@@ -252,7 +253,7 @@ def read_nuclei(
             f"{n_nan_nuclei} nucleus/nuclei with NaN or infinite pixels: they are treated as "
             "missing (left out of the normalisation, of mean_intensity / integrated_intensity "
             "and of radial profiles; 0 in the crops, True in obsm['missing'])",
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     obs = pd.concat(obs_parts, ignore_index=True)
     obs["image_id"] = pd.Categorical(obs["image_id"], categories=list(dict.fromkeys(obs["image_id"])))
@@ -361,5 +362,5 @@ def _warn_crop_memory(n: int, channels: int, crop_shape: tuple[int, ...]) -> Non
             f"{n} nuclei in crops of {crop_shape} x {channels} channel(s) take "
             f"{total / 2**30:.1f} GiB (float32 crops and bool masks); for z-stacks give "
             "crop_size per axis (e.g. (16, 64, 64)) to fit the stack's depth",
-            UserWarning, stacklevel=3,
+            UserWarning, stacklevel=user_stacklevel(),
         )

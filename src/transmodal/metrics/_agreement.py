@@ -5,14 +5,17 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from itertools import combinations
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
-from .._utils import check_int
+from .._utils import check_int, user_stacklevel
 from ._chunked import as_embedding, check_same_dims
+
+if TYPE_CHECKING:
+    from ..model import Ensemble
 
 # below this chance-corrected agreement, seeds are reported as disagreeing (chosen on the
 # unpaired benchmark: see benchmarks/unpaired.py and the README)
@@ -51,7 +54,7 @@ def _overlap(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def seed_agreement(
-    runs: Sequence[Any],
+    runs: Sequence[Any] | Ensemble,
     *,
     k: int = 50,
     warn_below: float | None = SEED_AGREEMENT_WARNING,
@@ -163,7 +166,7 @@ def seed_agreement(
             "anchor pairs, marker_key); with it, compare the runs before trusting any one "
             "(tm.workflows.train_consensus keeps the run the others agree with most).",
             UserWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     return table
 

@@ -241,10 +241,22 @@ def check_labels(labels: Any, n: int, name: str, cells: Any = None) -> np.ndarra
 
 
 def labelled(labels: np.ndarray) -> np.ndarray:
-    """Boolean mask of the entries that carry a label (not None / NaN / pd.NA)."""
+    """Boolean mask of the entries that carry a label: not None / NaN / pd.NA, nor a string
+    that stands for one ("nan", "None", "<NA>", blank: what ``astype(str)`` leaves of them),
+    as the model reads ``labels_key``."""
     import pandas as pd
 
-    return ~np.asarray(pd.isna(labels), dtype=bool).reshape(labels.shape)
+    from .._utils import is_missing_text
+
+    if labels.dtype.kind in "biufcmM":  # numbers: only NaN / NaT are missing
+        return ~np.asarray(pd.isna(labels), dtype=bool).reshape(labels.shape)
+    # strings and objects: each distinct value judged once
+    codes, uniques = pd.factorize(labels.ravel(), use_na_sentinel=True)
+    missing_u = np.array(
+        [pd.isna(v) or (isinstance(v, str) and is_missing_text(v)) for v in uniques], dtype=bool
+    )
+    missing = np.where(codes < 0, True, missing_u[np.maximum(codes, 0)] if len(uniques) else True)
+    return ~missing.reshape(labels.shape)
 
 
 def _isin(values: np.ndarray, among: Any) -> np.ndarray:

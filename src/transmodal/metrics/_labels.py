@@ -49,8 +49,9 @@ def cluster_accuracy(
     labels_x, labels_y
         Label vectors of length ``n_x`` and ``n_y`` (any comparable dtype; a pandas Series
         is aligned by its index to an AnnData embedding's obs_names, else taken by
-        position). Cells without a label (None / NaN) are not scored; a cell whose nearest
-        other-modality cell has no label counts as wrong.
+        position). Cells without a label (None / NaN, or the strings "nan" / "None" /
+        "<NA>" / blank that ``astype(str)`` makes of them) are not scored; a cell whose
+        nearest other-modality cell has no label counts as wrong.
     metric
         ``"l1"`` (manhattan, default) or ``"euclidean"``.
     chunk_size
@@ -102,7 +103,8 @@ def label_transfer(
     x_query
         Query embedding ``(n_query, n_dims)``.
     labels_query
-        True query labels (length ``n_query``). Cells without a label (None / NaN) are
+        True query labels (length ``n_query``). Cells without a label (None / NaN, or the
+        strings "nan" / "None" / "<NA>" / blank that ``astype(str)`` makes of them) are
         left out: reference cells are not fitted, query cells not scored.
     k
         Number of neighbours (``1 <= k <= n_ref``).

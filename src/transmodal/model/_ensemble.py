@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +13,10 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData, read_h5ad
 
-from .._utils import ENSEMBLE_CONFIG, MODEL_CONFIG, atomic_directory, check_int
+from .._utils import (
+    ARGUMENT_HINTS, ENSEMBLE_CONFIG, MODEL_CONFIG, argument_hints, atomic_directory, check_int,
+    process_state, user_stacklevel,
+)
 from ..data._h5ad import write_rows_h5ad
 from ..data._setup import target_batch_codes
 from ._model import CrossModalAE
@@ -162,6 +167,13 @@ class Ensemble:
         return self.models[0].modality_names
 
     @property
+    def mods(self) -> dict:
+        """The modalities' data and specs (``ens.mods[name].var_names``: the features the
+        ensemble reads, in order), as a model's: the first member's, which every member
+        shares."""
+        return self.models[0].mods
+
+    @property
     def classes_seen(self) -> dict[str, list[str]]:
         """The label classes of each modality's training cells (the members share them)."""
         return self.models[0].classes_seen
@@ -186,6 +198,7 @@ class Ensemble:
         return (f"Ensemble({len(self.models)} models, modalities={self.modality_names}, "
                 f"n_latent={self.n_latent})")
 
+    @argument_hints(ARGUMENT_HINTS["get_latent_representation"])
     def get_latent_representation(
         self,
         modality: str,
@@ -219,6 +232,7 @@ class Ensemble:
         ]
         return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
+    @argument_hints(ARGUMENT_HINTS["translate"])
     def translate(
         self,
         adata: AnnData | None = None,
@@ -227,7 +241,7 @@ class Ensemble:
         target: str,
         batch_size: int = 1024,
         library_size: float | None = None,
-        target_batch: str | Sequence[str] | None = None,
+        target_batch: str | Sequence[str] | np.ndarray | pd.Series | None = None,
         device: str | None = None,
         out: str | os.PathLike | None = None,
         overwrite: bool = False,
@@ -237,9 +251,12 @@ class Ensemble:
 
         Parameters are those of :meth:`CrossModalAE.translate`, less ``sample`` and
         ``seed`` (means only); the result is in the same units, with the same ``obs``,
-        ``var_names`` and image ``obsm``. With ``out`` the cells are translated and written
-        ``batch_size`` at a time (memory holds one block of every member's translation),
-        and the written file is returned opened read-only (``backed="r"``).
+        ``var_names`` and image ``obsm``; by default each member decodes counts at its own
+        training cells' median library size, and ``uns["transmodal"]["library_size"]``
+        holds their mean, which the translated profiles sum to. With ``out`` the cells are
+        translated and written ``batch_size`` at a time (memory holds one block of every
+        member's translation), and the written file is returned opened read-only
+        (``backed="r"``).
         """
         if out is None:
             return self._translate_rows(adata, source, target, batch_size, library_size,
@@ -307,9 +324,16 @@ class Ensemble:
         out.X /= len(self.models)
         for key in out.obsm:  # images: the averaged pixels in their own shape
             out.obsm[key] = out.X.reshape(out.obsm[key].shape)
-        out.uns["transmodal"] = {**out.uns["transmodal"], "ensemble": len(self.models)}
+        info = {**out.uns["transmodal"], "ensemble": len(self.models)}
+        if "library_size" in info and library_size is None:
+            # each member decodes at its own training cells' median: the mean is the sum
+            info["library_size"] = float(np.mean([
+                float(m.module.transforms[target].library_size) for m in self.models
+            ]))
+        out.uns["transmodal"] = info
         return out
 
+    @argument_hints(ARGUMENT_HINTS["predict_labels"])
     def predict_labels(
         self,
         modality: str,
@@ -337,6 +361,7 @@ class Ensemble:
         return proba.columns.to_numpy(dtype=object)[proba.to_numpy().argmax(1)]
 
     # -- persistence -----------------------------------------------------------------------
+    @argument_hints(ARGUMENT_HINTS["save"])
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Save to a directory: ``ensemble.json`` and one :meth:`CrossModalAE.save`
         directory per member (``member0``, ``member1``, ...), written atomically as a whole."""
@@ -353,6 +378,7 @@ class Ensemble:
             (tmp / ENSEMBLE_CONFIG).write_text(json.dumps(config, indent=1))
 
     @classmethod
+    @argument_hints(ARGUMENT_HINTS["load"])
     def load(cls, path: str | os.PathLike, data=None, *, check_data: bool = True) -> Ensemble:
         """Load an ensemble saved with :meth:`save` around ``data`` (as
         :meth:`CrossModalAE.load`: the model's ``var_names``; modalities it lacks, all with
@@ -391,10 +417,25 @@ class Ensemble:
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in scales
         )):
             raise ValueError(f"{cfg}: 'scales' must list one number per member; got {scales!r}")
-        members = [
-            CrossModalAE.load(path / name, data, check_data=check_data and i == 0)
-            for i, name in enumerate(names)
-        ]
+        # each member's warnings (e.g. other cells than the training cells) once, at the
+        # caller's line; an "error" filter still raises in the first member
+        caught: list[warnings.WarningMessage] = []
+
+        def pass_on() -> None:
+            for category, message in dict.fromkeys((w.category, str(w.message)) for w in caught):
+                warnings.warn(message, category, stacklevel=user_stacklevel())
+
+        try:
+            with process_state(), warnings.catch_warnings(record=True) as caught:
+                members = [
+                    CrossModalAE.load(path / name, data, check_data=check_data and i == 0)
+                    for i, name in enumerate(names)
+                ]
+        except BaseException:  # the loaded members' warnings, then the failure itself
+            with contextlib.suppress(Warning):
+                pass_on()
+            raise
+        pass_on()
         try:
             return cls(members, scales=scales)
         except ValueError as err:

@@ -76,6 +76,8 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
                 tensors[f"{prefix}.{key}.b"] = torch.from_numpy(np.ascontiguousarray(ib, dtype=np.int64))
         for name, mask in model.val_masks_.items():
             tensors[f"validation.{name}"] = torch.from_numpy(mask.astype(np.uint8))
+        for name, md in model.mods.items():  # to find the cells again in another order
+            tensors[f"cells.{name}"] = torch.from_numpy(cell_hashes(md.obs_names))
     # feature annotations (gene symbols, peak coordinates), for translations of a model
     # loaded without the data
     var_meta = {}
@@ -481,6 +483,32 @@ def _saved_pairs(
     return rows[0], rows[1]
 
 
+def cell_hashes(names) -> np.ndarray:
+    """A 64-bit hash of each cell name (pandas' stable hash), as int64."""
+    return pd.util.hash_array(np.asarray(names, dtype=object)).view(np.int64)
+
+
+def _reordering(
+    model: CrossModalAE, tensors: dict[str, torch.Tensor]
+) -> dict[str, np.ndarray] | None:
+    """Where each saved training cell is among the given cells, per modality, when the
+    given cells are the training cells in another order (the same names, each once);
+    ``None`` otherwise (or for files saved without the cells' hashes)."""
+    where = {}
+    for name, md in model.mods.items():
+        saved = tensors.get(f"cells.{name}")
+        if saved is None or saved.ndim != 1 or len(saved) != md.n_obs:
+            return None
+        given = pd.Index(cell_hashes(md.obs_names))
+        if not given.is_unique:
+            return None
+        pos = given.get_indexer(saved.numpy())
+        if (pos < 0).any():
+            return None
+        where[name] = pos
+    return where
+
+
 def _saved_mask(tensors: dict[str, torch.Tensor], name: str, n: int, path: Path) -> np.ndarray:
     """The saved validation mask of modality ``name``, checked to cover its ``n`` cells."""
     t = tensors.get(f"validation.{name}")
@@ -517,6 +545,7 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
         labels_optional=True,
         allow_empty=stand_ins,
         batch_categories=config.get("batch_categories") or {},
+        trained=True,
     )
     for name, md in model.mods.items():
         saved_shape = config.get("image_shape", {}).get(name)
@@ -559,7 +588,13 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
         )
     model.module.eval()
     same_data = model._digests() == config.get("obs_digest")
-    record = {k: v for k, v in tensors.items() if k.split(".")[0] in (*_PAIRS, "validation")}
+    # the training cells in another order (e.g. sorted by a label): the saved pairs and
+    # split, stored by row, are moved to where each cell now is
+    moved = None if same_data or stand_ins else _reordering(model, tensors)
+    same_data = same_data or moved is not None
+    record = {
+        k: v for k, v in tensors.items() if k.split(".")[0] in (*_PAIRS, "validation", "cells")
+    }
     if stand_ins:  # not trainable: a save passes on what the file says of the training cells
         model._training_record = (record, config.get("obs_digest"))
     elif (
@@ -574,7 +609,7 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
             "from their names, so the saved anchor pairs, pseudo-pairs and validation split "
             "are taken for them as saved; if these are other cells, set real cell names "
             "(e.g. barcodes) as obs_names before training further",
-            UserWarning, stacklevel=3,
+            UserWarning, stacklevel=user_stacklevel(),
         )
     model.anchors_, model.geometric_pairs_, model.val_masks_ = {}, {}, {}
     if same_data:
@@ -584,9 +619,18 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
             # in the constructor's order (it sets the training batches' draws)
             order = [f"{a}|{b}" for a, b in combinations(model.mods, 2)]
             for key in [k for k in order if k in saved] + sorted(saved - set(order)):
-                getattr(model, pairs)[key] = _saved_pairs(tensors, prefix, key, n_obs, path)
+                ia, ib = _saved_pairs(tensors, prefix, key, n_obs, path)
+                if moved is not None:
+                    a, b = key.split("|")
+                    ia, ib = moved[a][ia], moved[b][ib]
+                getattr(model, pairs)[key] = (ia, ib)
         for name in model.mods:
-            model.val_masks_[name] = _saved_mask(tensors, name, n_obs[name], path)
+            mask = _saved_mask(tensors, name, n_obs[name], path)
+            if moved is not None:
+                placed = np.zeros_like(mask)
+                placed[moved[name]] = mask
+                mask = placed
+            model.val_masks_[name] = mask
     else:
         dropped = [
             what
@@ -598,7 +642,7 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
                 "the data given to load() are not the cells the model was trained on; the saved "
                 f"{' and '.join(dropped)} are dropped (further training uses no anchor loss)",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
         model.val_masks_ = {n: np.zeros(md.n_obs, dtype=bool) for n, md in model.mods.items()}
         # named if this model trains further (it then has no validation cells)

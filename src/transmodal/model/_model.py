@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 import math
 import os
@@ -20,8 +21,8 @@ import torch
 from anndata import AnnData
 
 from .._utils import (
-    check_parallel, check_path, is_global_zero, jsonable, lightning_accelerator, linked_groups,
-    resolve_device, seeded, torch_defaults, user_stacklevel,
+    ARGUMENT_HINTS, argument_hints, check_parallel, check_path, is_global_zero, jsonable,
+    lightning_accelerator, linked_groups, resolve_device, seeded, torch_defaults, user_stacklevel,
 )
 from ..data._batches import MIN_TRAINING_BATCH, EpochBatches
 from ..data._h5ad import write_rows_h5ad
@@ -83,12 +84,31 @@ def _pseudo_pairs(
     return np.concatenate(rows_a), np.concatenate(rows_b)
 
 
+# whether the construction's slow steps draw a progress bar (see construction_bars)
+_STAGE_BARS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "transmodal_stage_bars", default=True
+)
+
+
+@contextlib.contextmanager
+def construction_bars(show: bool) -> Iterator[None]:
+    """Within this context (of this thread), models built draw no progress bar over slow
+    construction steps when ``show`` is false: for the workflows that build and train in
+    one call, which pass on their ``progress_bar``."""
+    token = _STAGE_BARS.set(bool(show))
+    try:
+        yield
+    finally:
+        _STAGE_BARS.reset(token)
+
+
 @contextlib.contextmanager
 def _stage_bar(total: int, what: str, delay: float = 3.0, every: float = 2.0) -> Iterator[Any]:
     """A progress bar over ``total`` stages of a slow step of the model's construction, on
     stderr, drawn only once the step has run ``delay`` seconds (by the first process);
     redrawn every ``every`` seconds, so its clock runs while one stage takes a minute.
-    ``TQDM_DISABLE=1`` in the environment turns it off (tqdm reads its settings there)."""
+    ``TQDM_DISABLE=1`` in the environment turns it off (tqdm reads its settings there), as
+    does :func:`construction_bars` (``False``)."""
     import threading
     import time
 
@@ -96,7 +116,8 @@ def _stage_bar(total: int, what: str, delay: float = 3.0, every: float = 2.0) ->
 
     # (no remaining time: the stages are too unequal; "disable" only where it must be, so
     # that TQDM_DISABLE from the environment applies otherwise)
-    others = {} if is_global_zero(launcher=True) else {"disable": True}
+    shown = _STAGE_BARS.get() and is_global_zero(launcher=True)
+    others = {} if shown else {"disable": True}
     bar = tqdm(total=total, desc=f"transmodal: {what}", unit="step", file=sys.stderr,
                delay=delay, leave=True, dynamic_ncols=True,
                bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}]{postfix}", **others)
@@ -285,7 +306,10 @@ class CrossModalAE:
         modality that this draw leaves with fewer than 2 validation cells draws its own
         share from its cells).
     seed
-        Seeds the weight initialisation, the validation split and the anchor choice.
+        Seeds the weight initialisation, the validation split and the anchor choice. The
+        networks are built, and the training batches drawn, in the order of
+        ``modalities``: the same seed with the modalities in another order (also in a
+        config file) trains another model (the split and the anchors stay the same).
     check_data
         Scan every matrix for values its likelihood rejects before building networks;
         :meth:`train` and the methods reading the model's own cells (``adata=None``) scan
@@ -351,9 +375,7 @@ class CrossModalAE:
         if anchor_fraction is None:
             warn_unused_pairs(self.mods, train)
         if self.anchors_ and self.label_categories_:
-            warn_label_conflicts(
-                self.mods, self.label_categories_, params["labels_key"], stacklevel=2
-            )
+            warn_label_conflicts(self.mods, self.label_categories_, params["labels_key"])
         self._set_class_mask(train)
         self._set_marker_scale(train)
         for name, md in self.mods.items():
@@ -546,8 +568,10 @@ class CrossModalAE:
         if not self.label_categories_:
             return
         mask = self.module.class_mask
+        trained = np.zeros(len(self.label_categories_), dtype=bool)
         for k, (name, md) in enumerate(self.mods.items()):
             seen = np.unique(md.labels[train[name] & (md.labels >= 0)])
+            trained[seen] = True
             if not len(seen) and self.init_params_.get("disc_conditional"):
                 raise ValueError(
                     f"disc_conditional=True: modality {name!r} has no labelled training cell "
@@ -558,6 +582,16 @@ class CrossModalAE:
             if len(seen):  # a modality without any label keeps "all classes"
                 mask[k] = False
                 mask[k, torch.from_numpy(seen)] = True
+        untrained = [self.label_categories_[i] for i in np.flatnonzero(~trained)]
+        if untrained and trained.any():
+            warnings.warn(
+                f"labels_key {self.init_params_['labels_key']!r}: class(es) {untrained[:5]}"
+                f"{' ...' if len(untrained) > 5 else ''} have no training cell in any modality "
+                "(all their cells are validation cells): the classifier never learns them, "
+                "yet predict_labels scores them unless classes= leaves them out. Give them "
+                "more cells, or a smaller validation_fraction",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
         if self.init_params_.get("disc_conditional"):
             self._check_classes_connect(train)
 
@@ -631,6 +665,7 @@ class CrossModalAE:
     def _setup(
         self, data, modalities, params, *, label_categories, check_data, labels_optional=False,
         allow_empty: tuple[str, ...] = (), batch_categories: Mapping[str, list[str]] | None = None,
+        trained: bool = False,
     ) -> None:
         """Validate data, then build the networks (seeded); shared by ``__init__`` and ``load``."""
         self._check_data = bool(check_data)  # also when the model's own cells are read again
@@ -646,6 +681,7 @@ class CrossModalAE:
             marker_key=params.get("marker_key"),
             allow_empty=allow_empty,
             batch_categories=batch_categories,
+            trained=trained,
         )
         self.anchor_modality_ = _check_prior(params["prior"], list(mods))
         self.init_params_ = params
@@ -790,6 +826,7 @@ class CrossModalAE:
                 "'bf16-true') are not supported (the latent distance kernels need float32)"
             )
 
+    @argument_hints(ARGUMENT_HINTS["train"])
     def train(
         self,
         max_epochs: int | None = None,
@@ -943,7 +980,8 @@ class CrossModalAE:
                 )
             self.mods[name].check_current()
             if self._check_data:  # values edited in place since (e.g. sc.pp.log1p)
-                check_values(self.mods[name].source, self.mods[name].spec)
+                check_values(self.mods[name].source, self.mods[name].spec,
+                             new_cells=self.is_trained_)
             if n_train < 2:
                 raise ValueError(
                     f"modality {name!r} has {n_train} training cell(s); training needs at "
@@ -973,7 +1011,7 @@ class CrossModalAE:
                 f"pre-trains a modality (this model's prior is "
                 f"{self.init_params_['prior']!r})",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
             pretrain_epochs = 0  # nor does it delay early stopping (min_epochs)
         # options set (away from their default) that nothing in this model reads
@@ -1006,7 +1044,8 @@ class CrossModalAE:
         for name, why in idle.items():
             value = given[name]
             if why and value not in (defaults[name], 0) and is_global_zero(launcher=True):
-                warnings.warn(f"{name}={value!r} has no effect: {why}", UserWarning, stacklevel=2)
+                warnings.warn(f"{name}={value!r} has no effect: {why}", UserWarning,
+                              stacklevel=user_stacklevel())
         # pre-training epochs an interrupted call left undone (the anchor is not frozen yet)
         pretrain_left = int(self.train_params_.get("pretrain_left", 0)) if anchor else 0
         pretrain_owed = pretrain_epochs  # (what remains owed is counted against this)
@@ -1021,7 +1060,7 @@ class CrossModalAE:
                 f"pretrain_epochs={pretrain_epochs}: the anchor modality {anchor!r} is "
                 f"{pretrain_left} epoch(s) short of the pre-training an interrupted call "
                 "asked for, and is frozen after this call's pre-training (by default the "
-                "call finishes it)", UserWarning, stacklevel=2,
+                "call finishes it)", UserWarning, stacklevel=user_stacklevel(),
             )
         if anchor is not None and pretrain_epochs == 0 and not self.is_trained_:
             raise ValueError(
@@ -1042,7 +1081,7 @@ class CrossModalAE:
                 f"{self.init_params_['prior']!r}): only the anchor modality {anchor!r} is "
                 "trained; no epoch is left to train the other modalities",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         if adv_warmup_epochs is None:
             adv_warmup_epochs = max_epochs // 10
@@ -1055,7 +1094,7 @@ class CrossModalAE:
                 + (", and early stopping, which starts after the warm-up, never acts"
                    if early_stopping else "")
                 + "; lower adv_warmup_epochs or raise max_epochs",
-                UserWarning, stacklevel=2,
+                UserWarning, stacklevel=user_stacklevel(),
             )
         classifier_trained = self.train_params_.get("classifier_trained", self.is_trained_)
         if self.module.classifier is not None and lam_cls == 0 and not classifier_trained:
@@ -1065,7 +1104,7 @@ class CrossModalAE:
                 "from its random weights"
                 + (", and disc_conditional conditions unlabelled cells on those predictions"
                    if self.init_params_["disc_conditional"] else ""),
-                UserWarning, stacklevel=2,
+                UserWarning, stacklevel=user_stacklevel(),
             )
         if patience is None:
             patience = max(10, max_epochs // 5)
@@ -1084,7 +1123,7 @@ class CrossModalAE:
                 warnings.warn(
                     f"anchor pairs between {a!r} and {b!r}: only {len(value[0])} training "
                     "pair, too few for the anchor loss; the shape-based pseudo-pairs take "
-                    "their place", UserWarning, stacklevel=2,
+                    "their place", UserWarning, stacklevel=user_stacklevel(),
                 )
         train_batches = EpochBatches(
             self.mods, train_idx, batch_size=batch_size, pairs=pairs, seed=seed,
@@ -1094,7 +1133,8 @@ class CrossModalAE:
             # the same share of the validation cells' pairs as of the training cells' (all
             # of them would tell early stopping more pairs than the model may know)
             val_pairs = choose_anchors(
-                self.mods, self.val_masks_, self.init_params_["anchor_fraction"], seed
+                self.mods, self.val_masks_, self.init_params_["anchor_fraction"], seed,
+                warn=False,  # (warned about, if at all, for the training pairs)
             ) if self.anchors_ else None
             val_batches = EpochBatches(
                 self.mods, val_idx, batch_size=batch_size, pairs=val_pairs, shuffle=False
@@ -1127,7 +1167,7 @@ class CrossModalAE:
                 f"{'modality' if len(lacking) == 1 else 'modalities'} "
                 f"{', '.join(map(repr, lacking))} ({why}); all {max_epochs} epochs run",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         plan = CrossModalPlan(
             self.module,
@@ -1278,7 +1318,7 @@ class CrossModalAE:
                     f"that are not classes of the model ({labels[:5]}); they train as "
                     f"unlabelled (the model's classes: {self.label_categories_[:10]}); to "
                     "learn new classes, build a new model",
-                    UserWarning, stacklevel=3,
+                    UserWarning, stacklevel=user_stacklevel(),
                 )
 
     def _warn_batches(self, lam_batch: float) -> None:
@@ -1296,21 +1336,21 @@ class CrossModalAE:
                     f"modality {name!r}: batch(es) {absent[:3]} of the model hold no cell of "
                     "these data; this training does not update what the decoder learnt of "
                     "them, yet the default translation (the mean over the batches) includes "
-                    "them", UserWarning, stacklevel=3,
+                    "them", UserWarning, stacklevel=user_stacklevel(),
                 )
             if len(idle) > len(absent):
                 warnings.warn(
                     f"modality {name!r}: batch(es) {[b for b in idle if b not in absent][:3]} "
                     "hold no training cell (only validation cells); the decoder does not learn "
                     "them, yet the default translation (the mean over the batches) includes them",
-                    UserWarning, stacklevel=3,
+                    UserWarning, stacklevel=user_stacklevel(),
                 )
             acts = acts or int((counts >= 2).sum()) >= 2
         if lam_batch > 0 and not acts:
             warnings.warn(
                 f"lam_batch={lam_batch} has no effect: no modality has two batches "
                 "(Modality(batch_key=...)) with at least 2 training cells each",
-                UserWarning, stacklevel=3,
+                UserWarning, stacklevel=user_stacklevel(),
             )
 
     def _warn_if_separable(self, *, max_cells: int = 1000) -> None:
@@ -1381,7 +1421,7 @@ class CrossModalAE:
                 f"Train longer, raise lam_adv / lam_mmd, {add}or check that the modalities "
                 "measure the same cell population.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
 
     def _disc_accuracy(
@@ -1444,7 +1484,7 @@ class CrossModalAE:
                 )
             md.check_current()
             if check and self._check_data:  # values edited in place since (sc.pp.log1p)
-                check_values(md.source, md.spec)
+                check_values(md.source, md.spec, new_cells=self.is_trained_)
             return md.source
         src, var_names = matrix_of(adata, md.spec, modality)
         if src.image_shape != md.source.image_shape:
@@ -1461,7 +1501,7 @@ class CrossModalAE:
                 f"model's var_names ({detail})"
             )
         if check:
-            check_values(src, md.spec)
+            check_values(src, md.spec, new_cells=True)
         return src
 
     def _iter_apply(
@@ -1558,6 +1598,7 @@ class CrossModalAE:
         result.uns.update(uns)
         return result
 
+    @argument_hints(ARGUMENT_HINTS["get_latent_representation"])
     def get_latent_representation(
         self,
         modality: str,
@@ -1612,6 +1653,7 @@ class CrossModalAE:
             out=out, overwrite=overwrite, what=what,
         )
 
+    @argument_hints(ARGUMENT_HINTS["translate"])
     def translate(
         self,
         adata: AnnData | None = None,
@@ -1622,7 +1664,7 @@ class CrossModalAE:
         library_size: float | None = None,
         sample: bool = False,
         seed: int = 0,
-        target_batch: str | Sequence[str] | None = None,
+        target_batch: str | Sequence[str] | np.ndarray | pd.Series | None = None,
         device: str | None = None,
         out: str | os.PathLike | None = None,
         overwrite: bool = False,
@@ -1675,7 +1717,8 @@ class CrossModalAE:
         ``normalize=True`` in the units of cells normalised to the median training library
         size (``expm1`` of a predicted mean of log values: a profile sums to less than that
         size, as the geometric mean lies below the mean); ``uns
-        ["transmodal"]["units"]`` says which). For an image
+        ["transmodal"]["units"]`` says which, and for count likelihoods ``uns["transmodal"]
+        ["library_size"]`` the library size). For an image
         target, ``X`` holds the flattened pixels and ``obsm[<the target's obsm_key>]`` the
         images, ``(cells, channels, [D,] H, W)``. With ``out``: the written file, opened
         read-only (``backed="r"``).
@@ -1692,13 +1735,13 @@ class CrossModalAE:
                 warnings.warn(
                     f"library_size={library_size} has no effect: target {target!r} has the "
                     f"{self.mods[target].spec.likelihood!r} likelihood, not a count one "
-                    "('nb', 'zinb', 'poisson')", UserWarning, stacklevel=2,
+                    "('nb', 'zinb', 'poisson')", UserWarning, stacklevel=user_stacklevel(),
                 )
         _check_seed(seed)
         if sample and not self.init_params_.get("variational"):
             warnings.warn(
                 "sample=True has no effect: the model is not variational (variational=True); "
-                "the translation is the decoder's mean", UserWarning, stacklevel=2,
+                "the translation is the decoder's mean", UserWarning, stacklevel=user_stacklevel(),
             )
         src = self._source_for(source, adata)
         self._warn_untrained("Translations")
@@ -1754,6 +1797,10 @@ class CrossModalAE:
         # tm.analysis.differential_expression)
         uns = {"transmodal": {"source": source, "target": target, "units": units,
                               "linear": linear}}
+        if likelihood.counts:  # the library size the counts are expected at
+            uns["transmodal"]["library_size"] = float(
+                self.module.transforms[target].library_size if lib is None else lib
+            )
         if images and target in self.image_spacing_:  # (read by radial_profiles)
             uns["crops"] = {"spacing": list(self.image_spacing_[target])}
         if target in self.batch_categories_:
@@ -1768,6 +1815,7 @@ class CrossModalAE:
             var_annotations=target_var, what=f"translation {source!r} -> {target!r}",
         )
 
+    @argument_hints(ARGUMENT_HINTS["predict_labels"])
     def predict_labels(
         self,
         modality: str,
@@ -1850,6 +1898,7 @@ class CrossModalAE:
         return np.asarray([cats[i] for i in keep], dtype=object)[proba.argmax(1)]
 
     # -- persistence -----------------------------------------------------------------------
+    @argument_hints(ARGUMENT_HINTS["save"])
     def save(self, path, *, overwrite: bool = False) -> None:
         """Save to a directory: ``model.safetensors`` (tensors) + ``config.json``.
 
@@ -1880,6 +1929,7 @@ class CrossModalAE:
         save_model(self, path, overwrite=overwrite)
 
     @classmethod
+    @argument_hints(ARGUMENT_HINTS["load"])
     def load(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE:
         """Load a model saved with :meth:`save`, re-validating ``data`` against it.
 

@@ -69,9 +69,12 @@ def choose_anchors(
     train_masks: dict[str, np.ndarray],
     fraction: float,
     seed: int,
+    *,
+    warn: bool = True,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Seeded choice of ``fraction`` of the paired training cells of every modality pair
-    (rounded, at least one pair where the two modalities share a training cell).
+    (rounded, at least one pair where the two modalities share a training cell). ``warn``:
+    warn about pairs of cells named by row numbers (once, for the model's own anchors).
 
     Returns ``{"a|b": (rows_a, rows_b)}`` for pairs of modalities that share cells.
 
@@ -100,7 +103,7 @@ def choose_anchors(
         n = max(1, int(round(fraction * len(ia))))  # a fraction > 0 asks for anchors
         sel = np.sort(rng.choice(len(ia), n, replace=False))
         out[f"{a}|{b}"] = (ia[sel], ib[sel])
-        advice = _row_number_pairs(mods, a, b, len(ia))
+        advice = _row_number_pairs(mods, a, b, len(ia)) if warn else None
         if advice:
             warnings.warn(
                 f"anchor pairs from row numbers: {advice}", UserWarning,

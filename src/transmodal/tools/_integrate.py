@@ -15,6 +15,7 @@ from .._utils import MODEL_CONFIG, MODEL_WEIGHTS, check_output_directory, is_mud
 from ..data import Modality
 from ..data._setup import _as_dict
 from ..model import CrossModalAE
+from ..model._model import construction_bars
 
 
 def _check_kwargs(kwargs: Mapping[str, Any] | None, func, taken: set[str], what: str) -> dict:
@@ -164,7 +165,9 @@ def integrate(
         Further arguments of :class:`~transmodal.CrossModalAE` (e.g. ``n_latent``,
         ``labels_key``, ``anchor_fraction``).
     train_kwargs
-        Further arguments of :meth:`CrossModalAE.train` (e.g. ``batch_size``, ``lr``).
+        Further arguments of :meth:`CrossModalAE.train` (e.g. ``batch_size``, ``lr``);
+        ``progress_bar=False`` also hides the bar of the model's slow construction steps
+        (the shape-based pseudo-pairs).
 
     Returns
     -------
@@ -212,7 +215,8 @@ def integrate(
         check_output_directory(model_dir, overwrite=overwrite, names=(MODEL_CONFIG, MODEL_WEIGHTS))
     if copy:
         data = _copy(data)
-    model = CrossModalAE(data, modalities, seed=seed, **init_kw)
+    with construction_bars(train_kw.get("progress_bar", True)):
+        model = CrossModalAE(data, modalities, seed=seed, **init_kw)
     model.train(max_epochs=max_epochs, accelerator=accelerator, seed=seed, **train_kw)
     if model_dir is not None:
         model.save(model_dir, overwrite=overwrite)

@@ -15,6 +15,7 @@ import pandas as pd
 from .. import metrics
 from .._utils import check_int, process_state, user_stacklevel
 from ..model import CrossModalAE, Ensemble
+from ..model._model import construction_bars
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ def _train_runs(
                 # record of build()'s warnings taken beside another thread's training mixed
                 # the two threads' filters; so build() must build in this thread)
                 with process_state(), warnings.catch_warnings(record=True) as caught:
-                    model = _built(build, int(s), seeds, models)
+                    with construction_bars(train_kwargs.get("progress_bar", True)):
+                        model = _built(build, int(s), seeds, models)
                     models.append(model.train(**train_kwargs))
             except BaseException as err:  # say which run it was; keep the finished ones
                 kept = ""
@@ -168,7 +170,7 @@ def _agreement(
         warnings.simplefilter("always")
         table = metrics.seed_agreement(models, k=k, run_names=[f"seed {s}" for s in seeds])
     for w in caught:
-        warnings.warn(f"{w.message} {advice(table)}", w.category, stacklevel=3)
+        warnings.warn(f"{w.message} {advice(table)}", w.category, stacklevel=user_stacklevel())
     return table
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import metrics
-from .._utils import check_unique_obs_names
+from .._utils import check_unique_obs_names, user_stacklevel
 from ..data._setup import label_str
 from ..model import CrossModalAE, Ensemble
 from ..nn._likelihoods import Bernoulli, get_likelihood
@@ -64,7 +64,7 @@ def _partner_batches(model: CrossModalAE, target: str, adata: AnnData) -> np.nda
             f"modality {target!r}: {len(unknown)} partner cell(s) have no batch of the model in "
             f"obs[{key!r}] (e.g. {unknown[0]!r}; its batches: {known}); every cell is "
             "translated as the mean over the batches",
-            UserWarning, stacklevel=3,
+            UserWarning, stacklevel=user_stacklevel(),
         )
         return None
     return values
