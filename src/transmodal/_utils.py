@@ -78,7 +78,7 @@ _MODALITY_FIRST = (
     "name the modality the cells come from first, e.g. model.{method}('rna', adata) "
     "(the model's modalities: model.modality_names)"
 )
-ARGUMENT_HINTS: dict[str, dict[str, str]] = {
+_ARGUMENT_HINTS: dict[str, dict[str, str]] = {
     "train": {
         "n_epochs": "the number of epochs is max_epochs=",
         "epochs": "the number of epochs is max_epochs=",
@@ -118,49 +118,48 @@ ARGUMENT_HINTS: dict[str, dict[str, str]] = {
 }
 
 
-def argument_hints(hints: dict[str, str]) -> Callable:
+def argument_hints(func: Callable) -> Callable:
     """Decorate a public method: a call Python would refuse with a bare ``TypeError`` (an
-    unknown keyword, a missing argument) names the method and, for the names in ``hints``
-    (keywords given; ``"*name"``: a required argument left out; ``"*positional"``: too many
-    positional arguments), how transmodal spells it; a misspelt keyword gets the nearest.
-    The signature is kept (``inspect.signature`` follows ``__wrapped__``)."""
+    unknown keyword, a missing argument) names the method and, for the names in
+    ``_ARGUMENT_HINTS[<method name>]`` (keywords given; ``"*name"``: a required argument left
+    out; ``"*positional"``: too many positional arguments), how transmodal spells it; a
+    misspelt keyword gets the nearest. The signature is kept (``inspect.signature`` follows
+    ``__wrapped__``)."""
     import difflib
     import functools
     import inspect
 
-    def wrap(func: Callable) -> Callable:
-        sig = inspect.signature(func)
+    hints = _ARGUMENT_HINTS.get(func.__name__, {})
+    sig = inspect.signature(func)
+    any_keyword = any(q.kind is q.VAR_KEYWORD for q in sig.parameters.values())
 
-        @functools.wraps(func)
-        def checked(*args: Any, **kwargs: Any) -> Any:
-            try:
-                sig.bind(*args, **kwargs)
-            except TypeError as err:
-                # an unknown keyword first, as Python's own call reports it (bind names a
-                # missing argument first); else the argument the error names
-                unknown = [k for k in kwargs if k not in sig.parameters] if not any(
-                    q.kind is q.VAR_KEYWORD for q in sig.parameters.values()) else []
-                if unknown:
-                    name, text = unknown[0], f"got an unexpected keyword argument {unknown[0]!r}"
-                    hint = hints.get(name)
-                    if hint is None:  # a misspelt keyword
-                        params = [p for p in sig.parameters if p not in ("self", "cls")]
-                        near = difflib.get_close_matches(name, params, 1)
-                        hint = f"did you mean {near[0]}=?" if near else None
-                else:
-                    text, quoted = str(err), re.search(r"missing .*'([^']+)'", str(err))
-                    hint = hints.get(f"*{quoted.group(1)}") if quoted else None
-                    if hint is None and "positional" in text:
-                        hint = hints.get("*positional")
-                where = func.__qualname__.split(".")[-2:]
-                raise TypeError(
-                    f"{'.'.join(where)}(): {text}" + (f"; {hint}" if hint else "")
-                ) from None
-            return func(*args, **kwargs)
+    @functools.wraps(func)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as err:
+            # an unknown keyword first, as Python's own call reports it (bind names a
+            # missing argument first); else the argument the error names
+            unknown = [] if any_keyword else [k for k in kwargs if k not in sig.parameters]
+            if unknown:
+                name, text = unknown[0], f"got an unexpected keyword argument {unknown[0]!r}"
+                hint = hints.get(name)
+                if hint is None:  # a misspelt keyword
+                    params = [p for p in sig.parameters if p not in ("self", "cls")]
+                    near = difflib.get_close_matches(name, params, 1)
+                    hint = f"did you mean {near[0]}=?" if near else None
+            else:
+                text, quoted = str(err), re.search(r"missing .*'([^']+)'", str(err))
+                hint = hints.get(f"*{quoted.group(1)}") if quoted else None
+                if hint is None and "positional" in text:
+                    hint = hints.get("*positional")
+            where = func.__qualname__.split(".")[-2:]
+            raise TypeError(
+                f"{'.'.join(where)}(): {text}" + (f"; {hint}" if hint else "")
+            ) from None
+        return func(*args, **kwargs)
 
-        return checked
-
-    return wrap
+    return checked
 
 
 def user_stacklevel() -> int:

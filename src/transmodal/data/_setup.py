@@ -501,8 +501,10 @@ def setup_data(
         if not labels_optional and not any((md.labels >= 0).any() for md in out.values()):
             raise ValueError(f"labels_key {labels_key!r}: no cell of any modality has a label")
         if label_categories is None:
-            _warn_disjoint_labels(out, categories, labels_key)
-            _warn_near_duplicate_classes(out, categories, labels_key)
+            # the classes each labelled modality's cells hold
+            seen = {n: set(np.unique(md.labels[md.labels >= 0]).tolist()) for n, md in out.items()}
+            _warn_disjoint_labels(seen, categories, labels_key)
+            _warn_near_duplicate_classes(seen, categories, labels_key)
     return out, categories
 
 
@@ -577,12 +579,11 @@ def class_groups(classes: Mapping[str, set | None]) -> list[list[str]]:
 
 
 def _warn_disjoint_labels(
-    mods: dict[str, ModalityData], categories: list[str], labels_key: str
+    seen: dict[str, set[int]], categories: list[str], labels_key: str
 ) -> None:
     """Warn about groups of labelled modalities that share no class, not even through other
     modalities (the labels then cannot align them, e.g. "1" in one modality and "type1" in
-    the other)."""
-    seen = {n: set(np.unique(md.labels[md.labels >= 0]).tolist()) for n, md in mods.items()}
+    the other). ``seen``: the classes (codes) of each modality's cells."""
     seen = {n: s for n, s in seen.items() if s}
     groups = class_groups(seen)
     if len(groups) < 2:
@@ -600,7 +601,7 @@ def _warn_disjoint_labels(
 
 
 def _warn_near_duplicate_classes(
-    mods: dict[str, ModalityData], categories: list[str], labels_key: str
+    seen: dict[str, set[int]], categories: list[str], labels_key: str
 ) -> None:
     """Warn about classes whose names differ only in case or whitespace ("B cell" and
     "B cell "): they are separate classes, and where each modality has its own spelling the
@@ -611,7 +612,6 @@ def _warn_near_duplicate_classes(
     clashes = [ids for ids in spellings.values() if len(ids) > 1]
     if not clashes:
         return
-    seen = {n: set(np.unique(md.labels[md.labels >= 0]).tolist()) for n, md in mods.items()}
 
     def where(i: int) -> str:
         return f"{categories[i]!r} ({', '.join(repr(n) for n, s in seen.items() if i in s)})"

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from .._utils import align_to_cells, user_stacklevel
+from .._utils import align_to_cells, is_missing_text, user_stacklevel
 
 #: Target size in bytes of one ``chunk x n`` float64 block.
 DEFAULT_BLOCK_BYTES = 64 * 2**20
@@ -246,8 +246,6 @@ def labelled(labels: np.ndarray) -> np.ndarray:
     as the model reads ``labels_key``."""
     import pandas as pd
 
-    from .._utils import is_missing_text
-
     if labels.dtype.kind in "biufcmM":  # numbers: only NaN / NaT are missing
         return ~np.asarray(pd.isna(labels), dtype=bool).reshape(labels.shape)
     # strings and objects: each distinct value judged once
@@ -255,7 +253,9 @@ def labelled(labels: np.ndarray) -> np.ndarray:
     missing_u = np.array(
         [pd.isna(v) or (isinstance(v, str) and is_missing_text(v)) for v in uniques], dtype=bool
     )
-    missing = np.where(codes < 0, True, missing_u[np.maximum(codes, 0)] if len(uniques) else True)
+    missing = codes < 0  # (NaN, None, pd.NA)
+    if len(uniques):
+        missing |= missing_u[np.maximum(codes, 0)]
     return ~missing.reshape(labels.shape)
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 from anndata import AnnData, read_h5ad
 
 from .._utils import (
-    ARGUMENT_HINTS, ENSEMBLE_CONFIG, MODEL_CONFIG, argument_hints, atomic_directory, check_int,
+    ENSEMBLE_CONFIG, MODEL_CONFIG, argument_hints, atomic_directory, check_int,
     process_state, user_stacklevel,
 )
 from ..data._h5ad import write_rows_h5ad
@@ -198,7 +198,7 @@ class Ensemble:
         return (f"Ensemble({len(self.models)} models, modalities={self.modality_names}, "
                 f"n_latent={self.n_latent})")
 
-    @argument_hints(ARGUMENT_HINTS["get_latent_representation"])
+    @argument_hints
     def get_latent_representation(
         self,
         modality: str,
@@ -232,7 +232,7 @@ class Ensemble:
         ]
         return np.concatenate(parts, axis=1).astype(np.float32, copy=False)
 
-    @argument_hints(ARGUMENT_HINTS["translate"])
+    @argument_hints
     def translate(
         self,
         adata: AnnData | None = None,
@@ -333,7 +333,7 @@ class Ensemble:
         out.uns["transmodal"] = info
         return out
 
-    @argument_hints(ARGUMENT_HINTS["predict_labels"])
+    @argument_hints
     def predict_labels(
         self,
         modality: str,
@@ -361,7 +361,7 @@ class Ensemble:
         return proba.columns.to_numpy(dtype=object)[proba.to_numpy().argmax(1)]
 
     # -- persistence -----------------------------------------------------------------------
-    @argument_hints(ARGUMENT_HINTS["save"])
+    @argument_hints
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Save to a directory: ``ensemble.json`` and one :meth:`CrossModalAE.save`
         directory per member (``member0``, ``member1``, ...), written atomically as a whole."""
@@ -378,7 +378,7 @@ class Ensemble:
             (tmp / ENSEMBLE_CONFIG).write_text(json.dumps(config, indent=1))
 
     @classmethod
-    @argument_hints(ARGUMENT_HINTS["load"])
+    @argument_hints
     def load(cls, path: str | os.PathLike, data=None, *, check_data: bool = True) -> Ensemble:
         """Load an ensemble saved with :meth:`save` around ``data`` (as
         :meth:`CrossModalAE.load`: the model's ``var_names``; modalities it lacks, all with

@@ -21,12 +21,11 @@ import torch
 from anndata import AnnData
 
 from .._utils import (
-    ARGUMENT_HINTS, argument_hints, check_parallel, check_path, is_global_zero, jsonable,
+    argument_hints, check_parallel, check_path, is_global_zero, jsonable,
     lightning_accelerator, linked_groups, resolve_device, seeded, torch_defaults, user_stacklevel,
 )
 from ..data._batches import MIN_TRAINING_BATCH, EpochBatches
 from ..data._h5ad import write_rows_h5ad
-from ..images._radial import recorded_spacing
 from ..data._modality import Modality, as_widths, check_modality_name, is_number
 from ..data._prefetch import Prefetcher
 from ..data._preprocess import fit_preprocessing
@@ -42,6 +41,7 @@ from ..data._setup import (
 )
 from ..data._source import MatrixSource, check_values, matrix_of, sampled_blocks
 from ..geometry import geometric_pairs, transport_pairs
+from ..images._radial import recorded_spacing
 from ..nn._conv import DEFAULT_CHANNELS
 from ..nn._likelihoods import get_likelihood
 from ._module import CrossModalModule, ModalityArch
@@ -826,7 +826,7 @@ class CrossModalAE:
                 "'bf16-true') are not supported (the latent distance kernels need float32)"
             )
 
-    @argument_hints(ARGUMENT_HINTS["train"])
+    @argument_hints
     def train(
         self,
         max_epochs: int | None = None,
@@ -1598,7 +1598,7 @@ class CrossModalAE:
         result.uns.update(uns)
         return result
 
-    @argument_hints(ARGUMENT_HINTS["get_latent_representation"])
+    @argument_hints
     def get_latent_representation(
         self,
         modality: str,
@@ -1653,7 +1653,7 @@ class CrossModalAE:
             out=out, overwrite=overwrite, what=what,
         )
 
-    @argument_hints(ARGUMENT_HINTS["translate"])
+    @argument_hints
     def translate(
         self,
         adata: AnnData | None = None,
@@ -1815,7 +1815,7 @@ class CrossModalAE:
             var_annotations=target_var, what=f"translation {source!r} -> {target!r}",
         )
 
-    @argument_hints(ARGUMENT_HINTS["predict_labels"])
+    @argument_hints
     def predict_labels(
         self,
         modality: str,
@@ -1898,7 +1898,7 @@ class CrossModalAE:
         return np.asarray([cats[i] for i in keep], dtype=object)[proba.argmax(1)]
 
     # -- persistence -----------------------------------------------------------------------
-    @argument_hints(ARGUMENT_HINTS["save"])
+    @argument_hints
     def save(self, path, *, overwrite: bool = False) -> None:
         """Save to a directory: ``model.safetensors`` (tensors) + ``config.json``.
 
@@ -1929,7 +1929,7 @@ class CrossModalAE:
         save_model(self, path, overwrite=overwrite)
 
     @classmethod
-    @argument_hints(ARGUMENT_HINTS["load"])
+    @argument_hints
     def load(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE:
         """Load a model saved with :meth:`save`, re-validating ``data`` against it.
 

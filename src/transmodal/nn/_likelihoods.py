@@ -304,9 +304,9 @@ class Bernoulli(Likelihood):
         return torch.sigmoid(params["logits"])
 
 
-# below these |logits|, the continuous Bernoulli's log normaliser and mean by their series
-# at 0 (the closed forms cancel there: the mean's by ~eps / |l|)
-_CB_NORM_SERIES, _CB_MEAN_SERIES = 0.5, 0.5
+# below this |logit|, the continuous Bernoulli's log normaliser and mean by their series at 0
+# (the closed forms cancel there: the mean's by ~eps / |l|)
+_CB_SERIES = 0.5
 # the continuous Bernoulli's logits are clipped to +-_CB_MAX_LOGIT, so means lie within
 # [0.0625, 0.9375] (see ContinuousBernoulli; about where torch's float32 clamp left them)
 _CB_MAX_LOGIT = 16.0
@@ -318,7 +318,7 @@ def _cb_log_norm(logits: torch.Tensor) -> torch.Tensor:
     ``[eps, 1 - eps]``, which flattens it beyond |l| ~ 16 in float32), by its series
     ``log 2 + l^2/12 - 7 l^4/1440 + 31 l^6/90720 - 127 l^8/4838400`` near 0."""
     a = logits.abs()
-    small = a < _CB_NORM_SERIES
+    small = a < _CB_SERIES
     a_safe = torch.where(small, torch.ones_like(a), a)
     # log|l| - log|tanh(l/2)|, with |tanh(l/2)| = (1 - e^-|l|) / (1 + e^-|l|)
     direct = a_safe.log() - torch.log(-torch.expm1(-a_safe)) + torch.log1p(torch.exp(-a_safe))
@@ -334,7 +334,7 @@ def _cb_mean(logits: torch.Tensor) -> torch.Tensor:
     """Mean of the continuous Bernoulli, ``1 / (1 - e^-l) - 1 / l``, from the logits (it
     reaches 0 and 1 only in the limit: 0.01 at l = -100); near 0 by its series
     ``1/2 + l/12 - l^3/720 + l^5/30240 - l^7/1209600``."""
-    small = logits.abs() < _CB_MEAN_SERIES
+    small = logits.abs() < _CB_SERIES
     pos = logits > 0
     up = torch.where(pos & ~small, logits, torch.ones_like(logits))
     down = torch.where(~pos & ~small, logits, -torch.ones_like(logits))
