@@ -474,6 +474,27 @@ def test_console_script_help():
         assert command in res.stdout
 
 
+def test_import_and_help_do_not_load_torch():
+    """``import transmodal`` and the CLI's help import the subpackages only when used (they
+    took 5-9 s, mostly torch and scipy.stats); every public name still resolves."""
+    code = (
+        "import sys, transmodal as tm\n"
+        "from transmodal.cli import build_parser\n"
+        "try:\n    build_parser().parse_args(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "for name in tm.__all__:\n    assert getattr(tm, name) is not None, name\n"
+        "assert tm.pl is tm.plotting and tm.tl is tm.tools and tm.pp is tm.preprocessing\n"
+        "from transmodal import CrossModalAE, Modality, register_likelihood\n"
+        "assert CrossModalAE is tm.CrossModalAE and 'torch' in sys.modules\n"
+        "assert tm.model is sys.modules['transmodal.model'] and 'CrossModalAE' in dir(tm)\n"
+        "try:\n    tm.CrossModalAEE\nexcept AttributeError as e:\n    print(e)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "module 'transmodal' has no attribute 'CrossModalAEE'" in res.stdout
+
+
 # ---------------------------------------------------------------------------- bad configs
 def _bad(cfg: dict, edit) -> dict:
     edit(cfg)

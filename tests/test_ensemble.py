@@ -85,6 +85,33 @@ def test_ensemble_translation_to_a_file_equals_the_one_in_memory(ensemble, paire
     assert not (tmp_path / "p.h5ad").exists()
 
 
+def test_ensemble_embeds_to_a_file_as_in_memory(ensemble, paired_data, tmp_path):
+    """out= of the embedding, like CrossModalAE's: block by block, the cells' obs, the
+    file returned read-only; the same argument checks as translate's."""
+    import anndata as ad
+
+    ens = ensemble
+    want = ens.get_latent_representation("atac", paired_data["atac"])
+    paired_data["atac"].write_h5ad(tmp_path / "atac.h5ad")
+    cells = ad.read_h5ad(tmp_path / "atac.h5ad", backed="r")
+    got = ens.get_latent_representation("atac", cells, batch_size=37, out=tmp_path / "z.h5ad")
+    assert got.isbacked and got.shape == want.shape == (cells.n_obs, ens.n_latent)
+    np.testing.assert_allclose(got.X[:], want, rtol=1e-5, atol=1e-6)
+    assert list(got.obs_names) == list(cells.obs_names)
+    assert list(got.var_names) == [f"latent{i}" for i in range(ens.n_latent)]
+    assert got.uns["transmodal"]["ensemble"] == 3
+    got.file.close()
+    training = ens.get_latent_representation("rna", out=tmp_path / "train.h5ad")
+    np.testing.assert_allclose(training.X[:], ens.get_latent_representation("rna"),
+                               rtol=1e-5, atol=1e-6)
+    training.file.close()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        ens.get_latent_representation("atac", cells, out=tmp_path / "z.h5ad")
+    with pytest.raises(ValueError, match="unknown modality 'protein'"):
+        ens.get_latent_representation("protein", cells, out=tmp_path / "p.h5ad")
+    assert not (tmp_path / "p.h5ad").exists()
+
+
 def test_ensemble_translates_images_to_a_file(tmp_path):
     from test_image_modality import fit, image_model, nuclei
 

@@ -1747,6 +1747,45 @@ def test_training_data_changed_in_place_is_noticed(paired_data, make_model, trai
             call()
 
 
+def test_a_matrix_replaced_in_the_training_anndata_is_read_anew(paired_data, make_model, train):
+    """adata.X = ... (or a layer set again) after building: the methods on the model's own
+    cells and train() read the AnnData as it is now (they kept the first matrix), e.g. the
+    raw counts put back after an in-place normalisation was refused."""
+    data = {k: v.copy() for k, v in paired_data.items()}
+    data["atac"].layers["counts"] = data["atac"].X.copy()
+    specs = {"rna": tm.Modality("nb"), "atac": tm.Modality("bernoulli", layer="counts")}
+    model = train(make_model(data, specs), max_epochs=1)
+    raw = data["rna"].X.copy()
+    z = model.get_latent_representation("rna")
+    data["rna"].X = raw[::-1].copy()  # other valid counts (the cells in reverse)
+    changed = model.get_latent_representation("rna")
+    np.testing.assert_allclose(changed, model.get_latent_representation("rna", data["rna"]),
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(changed, z, atol=1e-3)
+    # edited in place and refused, then replaced by the raw counts: accepted again
+    x = data["rna"].X
+    values = x if isinstance(x, np.ndarray) else x.data  # (sparse: its stored values)
+    np.log1p(values, out=values)
+    with pytest.raises(ValueError, match="modality 'rna'.*non-integer"):
+        model.get_latent_representation("rna")
+    data["rna"].X = raw
+    np.testing.assert_allclose(model.get_latent_representation("rna"), z, rtol=1e-5, atol=1e-6)
+    rows = model.mods["atac"].source.rows(np.arange(5)).copy()
+    data["atac"].layers["counts"] = np.zeros(data["atac"].shape, dtype=np.float32)
+    train(model, max_epochs=1)  # trained on the replaced layer
+    assert model.mods["atac"].source.rows(np.arange(5)).sum() == 0 < rows.sum()
+    # another feature set, or the layer deleted: named
+    del data["atac"].layers["counts"]
+    with pytest.raises(ValueError, match=r"modality 'atac': layer 'counts' not found"):
+        model.get_latent_representation("atac")
+    renamed = data["rna"].copy()
+    data["rna"].var_names = [f"g{i}" for i in range(data["rna"].n_vars)]
+    data["rna"].X = renamed.X.copy()
+    with pytest.raises(ValueError, match=r"modality 'rna': its AnnData's X was replaced since "
+                       r"the model was built, by data of other features"):
+        model.translate(source="rna", target="atac")
+
+
 @pytest.mark.parametrize("bad", [64.0, "64", None, True, 0])
 def test_inference_batch_size_is_checked_first(trained_model, tmp_path, bad):
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
@@ -1919,6 +1958,13 @@ def test_scvi_tools_spellings_name_the_transmodal_argument(paired_data, make_mod
         (lambda: model.save(tmp_path / "m", save_anndata=True), r"not saved with the model"),
         (lambda: tm.CrossModalAE.load(tmp_path / "m", adata=paired_data),
          r"CrossModalAE.load\(\): .*'adata'; the data are load\(\)'s second argument"),
+        (lambda: model.train(learning_rate=1e-2), r"'learning_rate'; the learning rate is lr="),
+        (lambda: model.train(kl_weight=0.1), r"'kl_weight'; the KL weight .* is beta="),
+        (lambda: make_model(paired_data, n_hidden=64),
+         r"^CrossModalAE\(\): .*'n_hidden'; the hidden layers' widths are hidden="),
+        (lambda: make_model(paired_data, dropout_rate=0.2), r"'dropout_rate'; .* is dropout="),
+        (lambda: make_model(paired_data, gene_likelihood="nb"),
+         r"'gene_likelihood'; the likelihood is each modality's: Modality\('nb'\)"),
     ]
     for call, message in cases:
         with pytest.raises(TypeError, match=message):
@@ -1926,6 +1972,7 @@ def test_scvi_tools_spellings_name_the_transmodal_argument(paired_data, make_mod
     assert not (tmp_path / "m").exists()
     assert list(inspect.signature(tm.CrossModalAE.train).parameters)[:2] == ["self", "max_epochs"]
     assert list(inspect.signature(tm.CrossModalAE.load).parameters)[:2] == ["path", "data"]
+    assert list(inspect.signature(tm.CrossModalAE).parameters)[:2] == ["data", "modalities"]
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'foo'$"):
         model.train(foo=1)
     # the unknown keyword is named first (as Python does), with the nearest spelling; an

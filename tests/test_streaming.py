@@ -3,6 +3,7 @@ and the synthetic generator writing straight to disk."""
 
 from __future__ import annotations
 
+import copy
 import threading
 import warnings
 
@@ -349,3 +350,86 @@ def test_read_backed_keeps_annotations_and_names_what_it_leaves_out(tmp_path):
         read_backed(old)
     with h5py.File(old, "r+"):  # not left open by the failed read
         pass
+
+
+def test_inference_blocks_of_wide_data_hold_at_most_chunk_values(tmp_path):
+    """Embedding reads, and translation computes, blocks of at most CHUNK_VALUES numbers:
+    a 1,024-cell batch of 20,000 peaks is cut to 838 rows (it was read whole), in memory and
+    written to a file, by a model and an ensemble; the results do not depend on it."""
+    from transmodal.data._source import CHUNK_VALUES
+
+    rng = np.random.default_rng(0)
+    n, wide = 1100, 20_000
+    peaks = ad.AnnData(sp.random(n, wide, density=0.002, format="csr", dtype=np.float32,
+                                 random_state=0, data_rvs=lambda k: np.ones(k)))
+    genes = ad.AnnData(rng.poisson(2.0, (n, 30)).astype(np.float32))
+    for a in (peaks, genes):
+        a.obs_names = [f"c{i}" for i in range(n)]
+    model = tm.CrossModalAE({"rna": genes, "atac": peaks},
+                            {"rna": tm.Modality("nb"), "atac": tm.Modality("bernoulli")},
+                            n_latent=4, hidden=(8,), seed=0, geometric_pairs=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.train(max_epochs=1, batch_size=256, progress_bar=False)
+    ens = tm.Ensemble([model, copy.deepcopy(model)])  # (a second member sharing the cells)
+    rows = CHUNK_VALUES // wide
+    seen = []
+    encode, translate = model.module.encode, model.module.translate
+
+    def encoding(m, x, *args, **kw):
+        seen.append(("encode", m, len(x)))
+        return encode(m, x, *args, **kw)
+
+    def translating(x, source, target, *args, **kw):
+        seen.append(("translate", source, len(x)))
+        return translate(x, source, target, *args, **kw)
+
+    model.module.encode, model.module.translate = encoding, translating
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # (modalities told apart)
+        z = model.get_latent_representation("atac", batch_size=1024)
+        assert [r for what, m, r in seen] == [rows, n - rows]
+        seen.clear()
+        t = model.translate(source="rna", target="atac", batch_size=1024)
+        assert [r for what, m, r in seen] == [rows, n - rows]
+        whole = model.get_latent_representation("rna", batch_size=2048)  # narrow: one block
+        assert seen[-1] == ("encode", "rna", n)
+        seen.clear()
+        written = model.translate(source="rna", target="atac", out=tmp_path / "t.h5ad")
+        assert [r for what, m, r in seen] == [rows, n - rows]
+        np.testing.assert_allclose(written.X[:], t.X, rtol=1e-6)
+        written.file.close()
+        seen.clear()
+        got = ens.get_latent_representation("atac", out=tmp_path / "z.h5ad")
+        assert max(r for what, m, r in seen) <= rows
+        np.testing.assert_allclose(got.X[:], ens.get_latent_representation("atac"), rtol=1e-6)
+        got.file.close()
+    assert z.shape == (n, 4) and whole.shape == (n, 4)
+    np.testing.assert_allclose(z, np.concatenate([
+        model.get_latent_representation("atac", peaks[:500]),
+        model.get_latent_representation("atac", peaks[500:]),
+    ]), rtol=1e-5, atol=1e-6)
+
+
+def test_deepcopy_shares_the_cells_and_pickling_backed_cells_points_to_save(small):
+    """copy.deepcopy(model) (a snapshot before training further) has its own networks and
+    history but shares the cells, also from backed files (h5py objects cannot be copied);
+    pickling a model whose cells are read from a file names it and points to save()."""
+    import pickle
+
+    d, root = small
+    for data in (d, _inputs("backed", d, root)):
+        model = _fit(data, max_epochs=1)
+        snapshot = copy.deepcopy(model)
+        assert snapshot.mods["rna"].adata is model.mods["rna"].adata
+        assert snapshot.module is not model.module and snapshot.mods is not model.mods
+        before = model.get_latent_representation("rna")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            snapshot.train(max_epochs=1, batch_size=64, progress_bar=False)
+        assert len(snapshot.history) == 2 and len(model.history) == 1
+        np.testing.assert_array_equal(model.get_latent_representation("rna"), before)
+        assert not np.allclose(snapshot.get_latent_representation("rna"), before)
+    with pytest.raises(TypeError, match=r"modality 'rna' is read from a file \(.*rna.h5ad\); "
+                       r"save the model with model.save\(path\)"):
+        pickle.dumps(model)

@@ -61,6 +61,9 @@ def test_integrate_writes_mudata_in_place_and_saves_the_model(partly_paired, tmp
     back = mudata.read_h5mu(tmp_path / "out.h5mu")
     np.testing.assert_array_equal(back.obsm["X_transmodal"], joint)
     assert int(back.uns["transmodal"]["params"]["n_latent"]) == 4
+    # the modalities' order, part of the setting, survives the file's sorted keys
+    assert list(params["modality_order"]) == list(SPECS)
+    assert list(back.uns["transmodal"]["params"]["modality_order"]) == list(SPECS)
     # the saved model embeds the cells exactly as written
     model = tm.CrossModalAE.load(tmp_path / "run", mdata)
     np.testing.assert_allclose(model.get_latent_representation("atac"), latents["atac"], atol=1e-6)

@@ -79,7 +79,22 @@ _MODALITY_FIRST = (
     "(the model's modalities: model.modality_names)"
 )
 _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
+    "__init__": {
+        "n_hidden": "the hidden layers' widths are hidden=, e.g. hidden=(256, 128) (per "
+                    "modality: Modality(hidden=))",
+        "n_layers": "the hidden layers are hidden=, one width per layer, e.g. hidden=(256, "
+                    "128) (per modality: Modality(hidden=))",
+        "dropout_rate": "the dropout rate is dropout=",
+        "gene_likelihood": "the likelihood is each modality's: Modality('nb'), "
+                           "Modality('zinb'), ...",
+        "batch_key": "batches are each modality's: Modality(..., batch_key=)",
+        "layer": "the layer is each modality's: Modality(..., layer=)",
+        "latent_distribution": "a variational latent is variational=True",
+    },
     "train": {
+        "learning_rate": "the learning rate is lr=",
+        "kl_weight": "the KL weight of a variational model is beta=",
+        "max_kl_weight": "the KL weight of a variational model is beta=",
         "n_epochs": "the number of epochs is max_epochs=",
         "epochs": "the number of epochs is max_epochs=",
         "use_gpu": "choose the device with accelerator='gpu' (or 'auto')",
@@ -154,6 +169,8 @@ def argument_hints(func: Callable) -> Callable:
                 if hint is None and "positional" in text:
                     hint = hints.get("*positional")
             where = func.__qualname__.split(".")[-2:]
+            if where[-1] == "__init__":  # the class is what the user called
+                where = where[:-1]
             raise TypeError(
                 f"{'.'.join(where)}(): {text}" + (f"; {hint}" if hint else "")
             ) from None

@@ -17,7 +17,9 @@ from .._utils import (
     align_to_cells, check_unique_obs_names, is_missing_text, linked_groups, user_stacklevel,
 )
 from ._modality import Modality, check_modality_name
-from ._source import MatrixSource, check_values, matrix_of, obsm_feature_names
+from ._source import (
+    MatrixSource, check_values, matrix_of, obsm_feature_names, stored_matrices,
+)
 
 
 @dataclass
@@ -45,7 +47,9 @@ class ModalityData:
     def check_current(self) -> None:
         """``ValueError`` if the user's AnnData no longer holds the cells the model was built
         with (subset or reordered in place since, e.g. by ``sc.pp.filter_cells``): the model's
-        matrix and the AnnData's ``obs`` would belong to different cells."""
+        matrix and the AnnData's ``obs`` would belong to different cells. A matrix replaced
+        there since (``adata.X = counts``) is read anew, as long as it has the same features
+        (else ``ValueError``; also for a layer or ``obsm`` entry deleted since)."""
         now = self.adata.obs_names
         if len(now) != self.n_obs or not np.array_equal(np.asarray(now, dtype=object),
                                                         self.obs_names):
@@ -54,6 +58,21 @@ class ModalityData:
                 f"({self.n_obs} -> {len(now)} cells, or other obs_names); pass the cells as "
                 "adata, or build the model again"
             )
+        held, stored = self.source.stored, stored_matrices(self.adata, self.spec)
+        if held is None or stored is None or all(a is b for a, b in zip(held, stored)):
+            return
+        src, var_names = matrix_of(self.adata, self.spec, self.name)  # (names one gone)
+        differ = features_differ(var_names, self.var_names, self.spec)
+        if src.image_shape != self.source.image_shape or src.n_vars != self.source.n_vars \
+                or differ:
+            detail = differ or (f"shape {src.image_shape or src.n_vars}, built with "
+                                f"{self.source.image_shape or self.source.n_vars}")
+            raise ValueError(
+                f"modality {self.name!r}: its AnnData's {src.where} was replaced since the "
+                f"model was built, by data of other features ({detail}); pass the cells as "
+                "adata, or build the model again"
+            )
+        self.source = src
 
 
 def _obsmap_keys(mdata, name: str, obsmap: np.ndarray, mod: AnnData) -> np.ndarray:

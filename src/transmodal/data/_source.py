@@ -159,6 +159,7 @@ class MatrixSource:
         self.warned: set[str] = set()  # warnings of check_values already given about it
         self.totals: MatrixSource | None = None  # trials per entry (RateSource)
         self.hint = ""  # appended to check_values' advice on counts (e.g. where they are)
+        self.stored: tuple | None = None  # what its AnnData held there (stored_matrices)
 
     @property
     def n_obs(self) -> int:  # noqa: D102
@@ -388,6 +389,7 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
             )
         src = MatrixSource(m, name=name, where=f"obsm[{spec.obsm_key!r}]")
         src.image_shape = image_shape
+        src.stored = stored_matrices(adata, spec)
         if columns is not None and not isinstance(columns, pd.RangeIndex):
             var_names = np.asarray(columns.astype(str), dtype=object)
         else:
@@ -419,6 +421,7 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
         )
     else:
         src = MatrixSource(matrix, name=name, where=where)
+    src.stored = stored_matrices(adata, spec)
     # (where the counts may be: layers named like counts first, then .raw)
     counts_like = [k for k in adata.layers if re.search("count|raw", str(k), re.IGNORECASE)]
     if where == "X" and len(adata.layers):
@@ -435,6 +438,24 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
             "adata.layers['counts'] = adata.raw[:, adata.var_names].X, then layer='counts'"
         )
     return src, np.asarray(adata.var_names, dtype=object)
+
+
+def stored_matrices(adata: AnnData, spec: Modality) -> tuple | None:
+    """The objects ``adata`` holds where ``spec`` reads its data (the matrix, and a rate
+    modality's trials; ``None`` for one no longer there), to tell by identity a matrix
+    replaced since (``adata.X = ...``, a layer set again). ``None`` where identity cannot
+    tell: a view or backed data give a new object at every access (and cannot be assigned
+    to without becoming another AnnData)."""
+    if adata.is_view or adata.isbacked:
+        return None
+    if spec.obsm_key is not None:
+        return (adata.obsm[spec.obsm_key] if spec.obsm_key in adata.obsm else None,)
+    layers = (spec.layer, spec.total_layer)
+    return tuple(
+        (adata.X if i == 0 else None) if key is None
+        else (adata.layers[key] if key in adata.layers else None)
+        for i, key in enumerate(layers)
+    )
 
 
 def _has_raw(adata: AnnData) -> bool:

@@ -18,6 +18,7 @@ from .._utils import (
     process_state, user_stacklevel,
 )
 from ..data._h5ad import write_rows_h5ad
+from ..data._source import CHUNK_VALUES
 from ..data._setup import target_batch_codes
 from ._model import CrossModalAE
 
@@ -206,7 +207,9 @@ class Ensemble:
         *,
         batch_size: int = 1024,
         device: str | None = None,
-    ) -> np.ndarray:
+        out: str | os.PathLike | None = None,
+        overwrite: bool = False,
+    ) -> np.ndarray | AnnData:
         """Embed cells of one modality: the members' scaled latents side by side.
 
         Parameters
@@ -216,15 +219,36 @@ class Ensemble:
         adata
             Cells to embed; default: the modality's training data.
         batch_size
-            Cells per forward pass.
+            Cells per forward pass (fewer for wide data: at most 2^24 values read, or
+            computed, per pass).
         device
             ``"cpu"`` (default), ``"cuda"`` (or ``"gpu"``, as for training) or ``"auto"``.
+        out, overwrite
+            As in :meth:`CrossModalAE.get_latent_representation`: write the embedding
+            (``var_names`` ``latent0...``, member by member) to this .h5ad file,
+            ``batch_size`` cells at a time, and return it opened read-only.
 
         Returns
         -------
         ``(n_cells, n_members * n_latent)`` float32 array: the members' latents side by side
-        (store it in ``adata.obsm["X_transmodal"]``).
+        (store it in ``adata.obsm["X_transmodal"]``), or with ``out`` the written AnnData.
         """
+        if out is None:
+            return self._embed_rows(modality, adata, batch_size, device)
+        cells = self._cells_for_file(modality, adata, out, overwrite, batch_size, "modality")
+        var = pd.DataFrame(index=[f"latent{i}" for i in range(self.n_latent)])
+        uns = {"transmodal": {"modality": modality, "units": "latent",
+                              "ensemble": len(self.models)}}
+
+        def embed(rows: AnnData, start: int, stop: int) -> AnnData:
+            x = self._embed_rows(modality, rows, batch_size, device)
+            return AnnData(x, var=var, uns=uns)
+
+        width = self.models[0].mods[modality].source.n_vars
+        return self._write_by_blocks(cells, embed, out, overwrite, batch_size, width)
+
+    def _embed_rows(self, modality, adata, batch_size, device) -> np.ndarray:
+        """The members' scaled latents of ``adata`` side by side, in memory."""
         parts = [
             m.get_latent_representation(modality, adata, batch_size=batch_size, device=device)
             / np.float32(s)
@@ -261,26 +285,50 @@ class Ensemble:
         if out is None:
             return self._translate_rows(adata, source, target, batch_size, library_size,
                                         target_batch, device)
+        self.models[0]._check_name(target, "target")
+        cells = self._cells_for_file(source, adata, out, overwrite, batch_size, "source")
+        batches = self.models[0].batch_categories_.get(target)
+        codes = target_batch_codes(batches, target, target_batch, cells.obs_names)
+        per_cell = isinstance(codes, np.ndarray)  # (validated once, then sliced per block)
+        names = np.asarray(batches, dtype=object)[codes] if per_cell else None
+
+        def translate(rows: AnnData, start: int, stop: int) -> AnnData:
+            tb = names[start:stop] if per_cell else target_batch
+            return self._translate_rows(rows, source, target, batch_size, library_size, tb,
+                                        device)
+
+        mods = self.models[0].mods
+        width = max(mods[source].source.n_vars, mods[target].source.n_vars)
+        return self._write_by_blocks(cells, translate, out, overwrite, batch_size, width)
+
+    def _cells_for_file(self, modality: str, adata: AnnData | None, out, overwrite: bool,
+                        batch_size: int, what: str) -> AnnData:
+        """The cells of ``modality`` to write to ``out`` block by block (the training cells
+        for ``adata=None``), once the arguments are checked."""
         if Path(out).suffix.lower() != ".h5ad":
             raise ValueError(f"out must be an .h5ad file path, got {os.fspath(out)!r}")
         if Path(out).exists() and not overwrite:
             raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
         first_model = self.models[0]
-        first_model._check_name(source, "source")
-        first_model._check_name(target, "target")
+        first_model._check_name(modality, what)
         if adata is None:  # the training cells (an error where the model holds none)
-            first_model._source_for(source, None)
-        cells = first_model.mods[source].adata if adata is None else adata
+            first_model._source_for(modality, None)
+        cells = first_model.mods[modality].adata if adata is None else adata
         if cells.isbacked and Path(cells.filename).resolve() == Path(out).resolve():
             raise ValueError(
                 f"out {os.fspath(out)!r} is the file the cells are read from; write elsewhere"
             )
         check_int(batch_size, "batch_size", minimum=1)
-        batches = first_model.batch_categories_.get(target)
-        codes = target_batch_codes(batches, target, target_batch, cells.obs_names)
-        per_cell = isinstance(codes, np.ndarray)  # (validated once, then sliced per block)
-        names = np.asarray(batches, dtype=object)[codes] if per_cell else None
+        return cells
 
+    @staticmethod
+    def _write_by_blocks(cells: AnnData, compute, out, overwrite: bool, batch_size: int,
+                         width: int) -> AnnData:
+        """Write ``compute(rows, start, stop)`` (an AnnData) of consecutive blocks of
+        ``batch_size`` cells (fewer where ``width`` values per cell, read or computed, would
+        make a block of more than :data:`CHUNK_VALUES` numbers) to the .h5ad file ``out``,
+        with the cells' ``obs``; return it opened read-only. Memory holds one block."""
+        batch_size = max(1, min(batch_size, CHUNK_VALUES // max(width, 1)))
         base, positions = cells, None
         if cells.isbacked and cells.is_view:  # (anndata cannot take a view of such a view)
             base = cells._adata_ref
@@ -291,9 +339,7 @@ class Ensemble:
             rows = cells[start:stop] if positions is None else base[positions[start:stop]]
             if rows.isbacked:
                 rows = rows.to_memory()
-            tb = names[start:stop] if per_cell else target_batch
-            return self._translate_rows(rows, source, target, batch_size, library_size, tb,
-                                        device)
+            return compute(rows, start, stop)
 
         first = block(0)
 

@@ -39,7 +39,7 @@ from ..data._setup import (
     warn_label_conflicts,
     warn_unnamed_columns,
 )
-from ..data._source import MatrixSource, check_values, matrix_of, sampled_blocks
+from ..data._source import CHUNK_VALUES, MatrixSource, check_values, matrix_of, sampled_blocks
 from ..geometry import geometric_pairs, transport_pairs
 from ..images._radial import recorded_spacing
 from ..nn._conv import DEFAULT_CHANNELS
@@ -227,6 +227,9 @@ class _Rows:
     def rows(self, idx: np.ndarray) -> np.ndarray:  # noqa: D102
         return self.src.rows(self.idx[idx])
 
+    def chunk_rows(self, chunk_size: int) -> int:  # noqa: D102
+        return self.src.chunk_rows(chunk_size)
+
 
 class CrossModalAE:
     """Cross-modal autoencoder (Yang et al., Nat. Commun. 2021) for any number of modalities.
@@ -250,7 +253,8 @@ class CrossModalAE:
     hidden
         Default hidden layer widths of encoders (decoders mirror them).
     dropout
-        Dropout rate of hidden layers.
+        Dropout rate of hidden layers (of an image encoder: before its last, linear layer;
+        image decoders, which are convolutional, take none).
     disc_noise
         Gaussian instance noise on the discriminator's inputs during training.
     disc_conditional
@@ -326,6 +330,7 @@ class CrossModalAE:
     >>> atac_from_rna = model.translate(rna, source="rna", target="atac")
     """
 
+    @argument_hints
     def __init__(
         self,
         data: Mapping[str, AnnData] | Any,
@@ -780,6 +785,34 @@ class CrossModalAE:
             f"{geometric} geometric pairs, trained={self.is_trained_})\n  " + "\n  ".join(parts)
         )
 
+    def __deepcopy__(self, memo: dict) -> CrossModalAE:
+        """``copy.deepcopy(model)``: its own networks, settings and history (training the
+        copy leaves the model as it was); the cells are shared, not copied, as with a second
+        model built on them: their AnnData objects and the matrices read from them (also
+        from backed files, which cannot be copied)."""
+        import copy
+
+        for md in self.mods.values():
+            for shared in (md.adata, md.source, md.source.totals):
+                if shared is not None:
+                    memo.setdefault(id(shared), shared)
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickling is Python's business, not a model file (:meth:`save` writes one that is
+        safe to open); refused with a pointer to :meth:`save` for cells read from a file."""
+        for name, md in self.mods.items():
+            if md.source.on_disk:
+                raise TypeError(
+                    f"CrossModalAE cannot be pickled: modality {name!r} is read from a file "
+                    f"({md.source.file}); save the model with model.save(path) and open it "
+                    "with CrossModalAE.load(path, data) (copy.deepcopy(model) shares the cells)"
+                )
+        return self.__dict__
+
     # -- training --------------------------------------------------------------------------
     @staticmethod
     def _check_train_params(p: Mapping[str, Any]) -> None:
@@ -867,8 +900,9 @@ class CrossModalAE:
             Cells per modality per step (at least 2: batch normalisation; a lone last
             cell of an epoch joins the previous batch).
         lr, lr_disc, weight_decay
-            Adam settings of the autoencoders and the discriminator (``lr_disc`` defaults
-            to ``lr``).
+            Adam settings: ``lr`` and ``weight_decay`` of the autoencoders and the latent
+            classifier, ``lr_disc`` of the discriminator (defaults to ``lr``; the
+            discriminator is not weight-decayed).
         lam_adv, lam_cls, lam_anchor
             Weights of the adversarial alignment, latent classifier and anchor loss.
         lam_latent
@@ -1505,11 +1539,14 @@ class CrossModalAE:
         return src
 
     def _iter_apply(
-        self, src: MatrixSource, fn, *, batch_size: int, device, what: str | None = None
+        self, src: MatrixSource, fn, *, batch_size: int, device, what: str | None = None,
+        out_width: int = 0,
     ) -> Iterator[np.ndarray]:
         """``fn`` applied to consecutive row blocks of ``src``, block by block.
 
-        For sources on disk the next blocks are read by a background thread while the model
+        Blocks hold ``batch_size`` rows, fewer where the rows read or the ``out_width``
+        values computed per row would make a block of more than :data:`CHUNK_VALUES`
+        numbers (wide peak matrices: 111 rows at 150,000 features). For sources on disk the next blocks are read by a background thread while the model
         runs on the current one. An empty source still runs the network once (to give the
         width). ``batch_size`` and ``device`` are checked at once, before any block is asked
         for (and before an output file is begun). With ``what`` (the outputs, as named in
@@ -1517,7 +1554,8 @@ class CrossModalAE:
         about once all blocks are done.
         """
         _check_number("batch_size", batch_size, low=1, integer=True)
-        return self._blocks(src, fn, batch_size=int(batch_size), dev=resolve_device(device), what=what)
+        rows = min(src.chunk_rows(int(batch_size)), max(1, CHUNK_VALUES // max(out_width, 1)))
+        return self._blocks(src, fn, batch_size=rows, dev=resolve_device(device), what=what)
 
     def _blocks(
         self, src: MatrixSource, fn, *, batch_size: int, dev, what: str | None
@@ -1582,7 +1620,8 @@ class CrossModalAE:
                 raise ValueError(
                     f"out {os.fspath(out)!r} is the file the cells are read from; write elsewhere"
                 )
-        blocks = self._iter_apply(src, fn, batch_size=batch_size, device=device, what=what)
+        blocks = self._iter_apply(src, fn, batch_size=batch_size, device=device, what=what,
+                                  out_width=len(index))
         if out is not None:
             import anndata as ad
 
@@ -1619,7 +1658,8 @@ class CrossModalAE:
             Cells to embed; default: the modality's training data. Backed (``.h5ad``
             opened with ``backed="r"``) and zarr data are read batch by batch.
         batch_size
-            Cells per forward pass.
+            Cells per forward pass (fewer for wide data: at most 2^24 values read, or
+            computed, per pass).
         device
             ``"cpu"`` (default), ``"cuda"`` (or ``"gpu"``, as for training) or ``"auto"``.
         out
@@ -1679,7 +1719,8 @@ class CrossModalAE:
         source, target
             Modality names.
         batch_size
-            Cells per forward pass.
+            Cells per forward pass (fewer for wide data: at most 2^24 values read, or
+            computed, per pass).
         library_size
             Count likelihoods: library size of the translated profiles, a finite number
             > 0 (default: the median library size of the target's training cells).

@@ -7,7 +7,7 @@ No AnnData and no training loop here: :mod:`transmodal.train` drives it, and
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,14 +39,6 @@ class ModalityArch:
     missing: bool = False  # NaN entries are unmeasured (skipped by the reconstruction loss)
 
 
-@dataclass
-class LossTerms:
-    """Named loss terms of one step (scalars) and the total to optimise."""
-
-    total: torch.Tensor
-    terms: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
 class CrossModalModule(nn.Module):
     """Per-modality encoders / decoders around one shared latent space.
 
@@ -57,7 +49,7 @@ class CrossModalModule(nn.Module):
     n_latent
         Dimension of the shared latent space.
     dropout
-        Dropout of hidden layers.
+        Dropout of hidden layers (none in the convolutional image decoders).
     n_labels
         Number of label classes for the latent classifier (0 = no classifier).
     disc_hidden

@@ -131,7 +131,8 @@ def integrate(
       modalities' embeddings (paired cells: the mean of both; NaN for cells of a modality
       outside ``modalities``);
     - ``.uns[key_added]`` (each modality's, and the MuData's) with ``"params"`` (the model's
-      and the training's arguments, the modality specs, where the model was saved) and
+      and the training's arguments, the modality specs and their order, in
+      ``"modality_order"``, where the model was saved) and
       ``"mixing_accuracy"`` (how well the modalities can be told apart in the latent;
       0.5 for two modalities = mixed).
 
@@ -225,6 +226,9 @@ def integrate(
         {
             **model.init_params_,
             "modalities": {n: md.spec.to_dict() for n, md in model.mods.items()},
+            # their order is part of the setting (README), and .h5ad / .h5mu files keep a
+            # dict's keys sorted
+            "modality_order": list(model.mods),
             "train": model.train_params_,
             "model_dir": None if model_dir is None else os.fspath(model_dir),
         }

@@ -24,7 +24,8 @@ def comparison_space(model: CrossModalAE, modality: str):
     :meth:`CrossModalAE.translate` (counts scaled to the modality's median training library
     for count data or normalised input, presence for Bernoulli, raw values otherwise), and
     ``compare`` maps those units into the space where Pearson correlations are taken
-    (``log1p`` wherever the data are non-negative and the modality uses log1p or counts).
+    (``log1p`` for count data and library-normalised input, whether or not the modality
+    takes ``log1p`` of its input, and for other data where it does; raw values otherwise).
     """
     md = model.mods[modality]
     opts = md.spec.resolved()
