@@ -386,3 +386,31 @@ def test_workflows_with_progress_bar_off_draw_no_construction_bar(capsys):
         assert "pseudo" in capsys.readouterr().err
     slow_stage()
     assert "pseudo" in capsys.readouterr().err
+
+
+def test_wasserstein_procrustes_recovers_a_non_symmetric_rotation():
+    """A rotation that is not its own transpose (a sign flip is): Q, not Q.T."""
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(400, 3)) * [3.0, 1.5, 0.5]
+    a[:, 0] += np.where(a[:, 1] > 0, 1.5, 0.0)
+    a -= a.mean(0)
+    c, s = np.cos(0.3), np.sin(0.3)
+    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    b = (a @ rot)[rng.permutation(400)] + rng.normal(scale=0.01, size=(400, 3))
+    q, cost = wasserstein_procrustes(a, b, n_search=200, n_refine=400)
+    np.testing.assert_allclose(q, rot, atol=0.05)
+    assert cost < 0.01
+
+
+def test_geometric_pairs_returns_the_aligned_embeddings():
+    """The embeddings returned are the ones matched (the first rotated onto the second):
+    their exact transport cost is the cost reported, and the pairs share labels."""
+    import ot
+
+    a, la, b, lb = _two_modalities(seed=3)
+    m = geometric_pairs(a, b, n_components=3, n_landmarks=100)
+    ea, eb = m.embedding_a, m.embedding_b
+    wa, wb = np.full(len(ea), 1 / len(ea)), np.full(len(eb), 1 / len(eb))
+    cost = ot.dist(ea, eb)
+    assert float((ot.emd(wa, wb, cost) * cost).sum()) == pytest.approx(m.cost, rel=1e-6)
+    assert (la[m.rows_a] == lb[m.rows_b]).mean() > 0.8

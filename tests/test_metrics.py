@@ -523,3 +523,22 @@ def test_probe_findings_collapsed_embeddings_duplicate_names_class_strings_nan_a
     table = pd.DataFrame({"run_a": [0, 0, 1], "run_b": [1, 2, 2], "agreement": [np.nan, 0.5, 0.9]})
     with pytest.raises(ValueError, match="agreement holds 1 NaN"):
         tm.metrics.medoid_run(table)
+
+
+def test_mixing_accuracy_is_balanced_for_unequal_sizes():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(900, 5)), rng.normal(size=(100, 5))  # one distribution
+    assert mixing_accuracy(x, y) < 0.65  # plain accuracy would be about 0.9
+
+
+def test_label_transfer_both_keeps_the_directions_apart():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0, 0], [20, 0], [0, 20]], dtype=float)
+    lx = rng.integers(0, 3, 90)
+    x = centers[lx] + rng.normal(size=(90, 2))
+    y = centers[rng.integers(0, 3, 60)] + rng.normal(size=(60, 2))
+    ly = rng.integers(0, 3, 60)  # labels unrelated to the geometry: the directions differ
+    both = label_transfer_both(x, lx, y, ly, k=5)
+    assert both["x_to_y"] == pytest.approx(label_transfer(y, ly, x, lx, k=5))  # x from y
+    assert both["y_to_x"] == pytest.approx(label_transfer(x, lx, y, ly, k=5))
+    assert both["x_to_y"] != pytest.approx(both["y_to_x"])

@@ -317,3 +317,23 @@ def test_methylation_rates_name_bad_layers():
         tm.pp.methylation_rates(x)
     with pytest.raises(ValueError, match="min_coverage must be an integer >= 1"):
         tm.pp.methylation_rates(x, min_coverage=0)
+
+
+def test_unmeasured_entries_give_no_gradient_to_their_feature():
+    """The model passes the NaN mask into the reconstruction: a feature unmeasured in every
+    cell of a batch gets no gradient (treated as 0 it would)."""
+    a, m, _ = _rates(n=120)
+    model = tm.CrossModalAE({"rna": a, "met": m}, SPECS, n_latent=4, seed=0)
+    mod = model.module.eval()
+    x = torch.from_numpy(m.X[:64].copy())
+    j = 5
+    x[:, j] = float("nan")
+    mod.zero_grad()
+    _, nll, _ = mod.reconstruction("met", x)
+    nll.sum().backward()
+    rows = [p.grad for p in mod.heads["met"].parameters()
+            if p.grad is not None and p.shape[0] == m.n_vars]
+    assert rows, "no per-feature output parameters found"
+    for g in rows:
+        assert torch.all(g[j] == 0), "an unmeasured entry contributed to the loss"
+        assert torch.any(g[j + 1] != 0)

@@ -433,3 +433,17 @@ def test_deepcopy_shares_the_cells_and_pickling_backed_cells_points_to_save(smal
     with pytest.raises(TypeError, match=r"modality 'rna' is read from a file \(.*rna.h5ad\); "
                        r"save the model with model.save\(path\)"):
         pickle.dumps(model)
+    shallow = copy.copy(model)  # (the same networks)
+    assert shallow.module is model.module and shallow.mods is model.mods
+    # a backed AnnData whose modality reads obsm (held in memory): refused to pickle too,
+    # and an obsm entry set again is read anew, as in memory
+    backed = {"rna": d["rna"], "atac": _inputs("backed", d, root)["atac"]}
+    backed["atac"].obsm["pcs"] = np.asarray(d["atac"].X[:, :6].toarray())
+    model = tm.CrossModalAE(backed, {"rna": tm.Modality("nb"), "atac": tm.Modality(
+        "gaussian", obsm_key="pcs")}, n_latent=4, hidden=(16,), seed=0)
+    with pytest.raises(TypeError, match=r"modality 'atac' is read from a file"):
+        pickle.dumps(model)
+    backed["atac"].obsm["pcs"] = backed["atac"].obsm["pcs"] + 1.0
+    with pytest.warns(UserWarning, match=r"obsm\['pcs'\] was replaced"):
+        model.get_latent_representation("atac")
+    assert model.mods["atac"].source.matrix is backed["atac"].obsm["pcs"]

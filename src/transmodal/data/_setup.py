@@ -68,10 +68,17 @@ class ModalityData:
             detail = differ or (f"shape {src.image_shape or src.n_vars}, built with "
                                 f"{self.source.image_shape or self.source.n_vars}")
             raise ValueError(
-                f"modality {self.name!r}: its AnnData's {src.where} was replaced since the "
-                f"model was built, by data of other features ({detail}); pass the cells as "
-                "adata, or build the model again"
+                f"modality {self.name!r}: its AnnData's {src.where} now holds other features "
+                f"than when the model was built ({detail}; e.g. genes filtered in place, as "
+                "sc.pp.filter_genes does); pass the cells as adata, or build the model again"
             )
+        warnings.warn(
+            f"modality {self.name!r}: its AnnData's {src.where} was replaced since the model "
+            f"was built; the model reads it as it is now (its preprocessing, fitted when it "
+            f"was built, is kept: {src.where} must hold what it held then, e.g. counts, not "
+            "normalised values)",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
         self.source = src
 
 

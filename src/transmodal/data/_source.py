@@ -440,19 +440,23 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
     return src, np.asarray(adata.var_names, dtype=object)
 
 
+_UNTRACKED = object()  # stands for a backed AnnData's X in stored_matrices
+
+
 def stored_matrices(adata: AnnData, spec: Modality) -> tuple | None:
     """The objects ``adata`` holds where ``spec`` reads its data (the matrix, and a rate
     modality's trials; ``None`` for one no longer there), to tell by identity a matrix
     replaced since (``adata.X = ...``, a layer set again). ``None`` where identity cannot
-    tell: a view or backed data give a new object at every access (and cannot be assigned
-    to without becoming another AnnData)."""
-    if adata.is_view or adata.isbacked:
+    tell: a view gives a new object at every access (and cannot be assigned to without
+    becoming another AnnData); so does a backed AnnData's ``X`` (read-only; its layers and
+    ``obsm`` are held in memory and tracked)."""
+    if adata.is_view:
         return None
     if spec.obsm_key is not None:
         return (adata.obsm[spec.obsm_key] if spec.obsm_key in adata.obsm else None,)
     layers = (spec.layer, spec.total_layer)
     return tuple(
-        (adata.X if i == 0 else None) if key is None
+        ((_UNTRACKED if adata.isbacked else adata.X) if i == 0 else None) if key is None
         else (adata.layers[key] if key in adata.layers else None)
         for i, key in enumerate(layers)
     )

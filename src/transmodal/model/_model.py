@@ -801,14 +801,22 @@ class CrossModalAE:
         new.__dict__.update(copy.deepcopy(self.__dict__, memo))
         return new
 
+    def __copy__(self) -> CrossModalAE:
+        """``copy.copy(model)``: a second reference to the same networks (training one
+        trains the other; ``copy.deepcopy`` gives a model of its own)."""
+        new = self.__class__.__new__(self.__class__)
+        new.__dict__.update(self.__dict__)
+        return new
+
     def __getstate__(self) -> dict[str, Any]:
         """Pickling is Python's business, not a model file (:meth:`save` writes one that is
         safe to open); refused with a pointer to :meth:`save` for cells read from a file."""
         for name, md in self.mods.items():
-            if md.source.on_disk:
+            if md.source.on_disk or md.adata.isbacked:
+                where = md.source.file or md.adata.filename
                 raise TypeError(
                     f"CrossModalAE cannot be pickled: modality {name!r} is read from a file "
-                    f"({md.source.file}); save the model with model.save(path) and open it "
+                    f"({where}); save the model with model.save(path) and open it "
                     "with CrossModalAE.load(path, data) (copy.deepcopy(model) shares the cells)"
                 )
         return self.__dict__
@@ -1726,7 +1734,8 @@ class CrossModalAE:
             > 0 (default: the median library size of the target's training cells).
         sample
             Variational models: decode a draw from each cell's posterior instead of its
-            mean (seeded with ``seed``; the draws depend on ``batch_size`` too).
+            mean (seeded with ``seed``; the draws depend on the cells per pass too:
+            ``batch_size``, fewer for wide data, see ``batch_size``).
         seed
             Seed of the posterior draws (an integer >= 0).
         target_batch
