@@ -43,8 +43,9 @@ config file (YAML, or JSON by .json suffix); relative paths are relative to the 
   subset: {obs_key: split, value: train}   # optional: train on these cells only
   out: model_dir             # output directory (--out overrides)
   # optional, instead of model: seed: one model per seed, then keep the runs' medoid
-  # (combine: consensus, the default) or all of them (combine: ensemble)
-  # runs: {seeds: [0, 1, 2], combine: consensus}
+  # (combine: consensus, the default) or all of them (combine: ensemble); k: the
+  # neighbours the runs' agreement is scored on (default 50)
+  # runs: {seeds: [0, 1, 2], combine: consensus, k: 50}
 """
 
 

@@ -48,8 +48,9 @@ class ModalityData:
         """``ValueError`` if the user's AnnData no longer holds the cells the model was built
         with (subset or reordered in place since, e.g. by ``sc.pp.filter_cells``): the model's
         matrix and the AnnData's ``obs`` would belong to different cells. A matrix replaced
-        there since (``adata.X = counts``) is read anew, as long as it has the same features
-        (else ``ValueError``; also for a layer or ``obsm`` entry deleted since)."""
+        there since (``adata.X = counts``) is read anew, with a warning, as long as it has
+        the same features (else ``ValueError``; also for a layer or ``obsm`` entry deleted
+        since)."""
         now = self.adata.obs_names
         if len(now) != self.n_obs or not np.array_equal(np.asarray(now, dtype=object),
                                                         self.obs_names):

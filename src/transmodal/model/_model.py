@@ -1554,8 +1554,9 @@ class CrossModalAE:
 
         Blocks hold ``batch_size`` rows, fewer where the rows read or the ``out_width``
         values computed per row would make a block of more than :data:`CHUNK_VALUES`
-        numbers (wide peak matrices: 111 rows at 150,000 features). For sources on disk the next blocks are read by a background thread while the model
-        runs on the current one. An empty source still runs the network once (to give the
+        numbers (wide peak matrices: 111 rows at 150,000 features). For sources on disk
+        the next blocks are read by a background thread while the model runs on the
+        current one. An empty source still runs the network once (to give the
         width). ``batch_size`` and ``device`` are checked at once, before any block is asked
         for (and before an output file is begun). With ``what`` (the outputs, as named in
         the message), cells whose outputs hold NaN or infinite values are counted and warned
