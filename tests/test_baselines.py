@@ -93,6 +93,15 @@ def test_alignment_quality(fitted, data):
     assert label_transfer(xa, labels, ya, labels, k=5) > 0.8
 
 
+def test_transport_refuses_new_cells_with_a_message(fitted, data):
+    x, y, _ = data
+    np.testing.assert_array_equal(fitted.embed_x(), fitted.x_aligned_)
+    for embed, cells, which in ((fitted.embed_x, x, "x"), (fitted.embed_y, y, "y")):
+        with pytest.raises(NotImplementedError, match=rf"cannot embed new {which} cells: "
+                           "transport aligns the cells it was fitted on only"):
+            embed(cells)
+
+
 def test_deterministic_and_fit_transform(fitted, data):
     x, y, _ = data
     xa, ya = GromovWassersteinOT(**FAST).fit_transform(x, y)

@@ -312,14 +312,18 @@ def test_embedding_plots_the_stored_latent_of_every_modality(tmp_path):
     for a, b in zip(alone, handles[:-1]):
         np.testing.assert_allclose(a.get_facecolor()[0], b.get_facecolor()[0])
     assert len(fig.axes[0].collections[0].get_offsets()) == len(z) + 20
+    assert fig.axes[0].get_xlabel() == "PC1 of latent"
+    for a in data.values():  # another basis names the axes
+        a.obsm["X_umap"] = a.obsm["X_transmodal"][:, :2]
+    assert tm.pl.embedding(data, basis="X_umap").axes[0].get_xlabel() == "umap 1"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # mudata's notes on obs_names
         mdata = md.MuData(data)
     assert tm.pl.embedding(mdata, path=tmp_path / "e.png") is None and (tmp_path / "e.png").is_file()
     with pytest.raises(TypeError, match="for one AnnData use scanpy.pl.embedding"):
         tm.pl.embedding(data["rna"])
-    with pytest.raises(ValueError, match=r"modality 'rna': obsm\['X_umap'\] not found"):
-        tm.pl.embedding(data, basis="X_umap")
+    with pytest.raises(ValueError, match=r"modality 'rna': obsm\['X_tsne'\] not found"):
+        tm.pl.embedding(data, basis="X_tsne")
     with pytest.raises(ValueError, match="color 'batch': not an obs column of any modality"):
         tm.pl.embedding(data, color="batch")
     mdata.obs["celltype"] = "a"  # only in the MuData's global obs: the hint says so

@@ -319,12 +319,24 @@ class GromovWassersteinOT(Baseline):
         self._fitted = True
         return self
 
-    def embed_x(self) -> np.ndarray:
-        """Aligned embedding of the fitted ``x`` cells, ``(n_x, d)`` (a copy)."""
-        self._check_fitted()
+    def embed_x(self, x: Any = None) -> np.ndarray:
+        """Aligned embedding of the fitted ``x`` cells, ``(n_x, d)`` (a copy). Transport
+        aligns only the cells it was fitted on: new cells (``x``) are refused."""
+        self._no_new_cells(x, "x")
         return self.x_aligned_.copy()
 
-    def embed_y(self) -> np.ndarray:
-        """Aligned embedding of the fitted ``y`` cells, ``(n_y, d)`` (a copy)."""
-        self._check_fitted()
+    def embed_y(self, y: Any = None) -> np.ndarray:
+        """Aligned embedding of the fitted ``y`` cells, ``(n_y, d)`` (a copy); new cells
+        (``y``) are refused, as by :meth:`embed_x`."""
+        self._no_new_cells(y, "y")
         return self.y_aligned_.copy()
+
+    def _no_new_cells(self, cells: Any, which: str) -> None:
+        if cells is not None:
+            raise NotImplementedError(
+                f"{type(self).__name__} cannot embed new {which} cells: transport aligns the "
+                f"cells it was fitted on only (call embed_{which}() without arguments, or fit "
+                "it again with the new cells; the other baselines and CrossModalAE embed new "
+                "cells)"
+            )
+        self._check_fitted()

@@ -198,12 +198,14 @@ def latent(
     label_name: str = "label",
     point_size: float = 6.0,
     continuous: bool = False,
+    basis_name: str = "latent",
 ):
     """Scatter the joint latent space of several modalities in 2-D.
 
     Embeddings with more than two dimensions are projected on the first two principal
-    components of all cells together (so distances between modalities are kept); a 2-D
-    latent is drawn as it is (axes "latent 1" and "latent 2").  One panel is coloured by
+    components of all cells together (so distances between modalities are kept; axes
+    "PC1 of latent", ...); a 2-D latent is drawn as it is (axes "latent 1" and "latent 2";
+    ``basis_name`` names the space instead of "latent").  One panel is coloured by
     modality and, if ``labels`` are given, a second by label, with a distinct colour per
     class (``tab10``, ``tab20``, or evenly spaced colours of ``turbo`` for more than 20;
     more than 10 classes listed beside the axes), or with ``continuous=True`` a colour map
@@ -229,6 +231,8 @@ def latent(
     continuous
         ``labels`` are numbers measured per cell (e.g. a library size), drawn with a colour
         map (NaN light grey) rather than as classes.
+    basis_name
+        The space's name on the axes.
 
     Returns
     -------
@@ -260,9 +264,9 @@ def latent(
     z = np.vstack([embeddings[n] for n in names])
     if z.shape[1] > 2:
         xy = PCA(2).fit_transform(z)
-        axis_names = ("PC1 of latent", "PC2 of latent")
+        axis_names = (f"PC1 of {basis_name}", f"PC2 of {basis_name}")
     else:
-        xy, axis_names = z, ("latent 1", "latent 2")
+        xy, axis_names = z, (f"{basis_name} 1", f"{basis_name} 2")
     which = np.concatenate([[n] * len(embeddings[n]) for n in names])
     n_panels = 2 if labels else 1
     fig, axes = _subplots(path, 1, n_panels, (5.2 * n_panels, 4.6))
@@ -291,7 +295,10 @@ def embedding(
     data
         A MuData or a ``{modality: AnnData}`` mapping.
     basis
-        ``obsm`` key of the embeddings (the same width in every modality).
+        ``obsm`` key of the embeddings (the same width in every modality), in one space
+        shared by the modalities: an embedding computed for each modality on its own (e.g.
+        each one's UMAP) has a frame of its own, and overlaying them compares nothing. The
+        axes are named after it (``"X_umap"``: "umap 1", "umap 2").
     color
         ``obs`` column of labels for a second panel; cells without a label, and those of a
         modality without the column (e.g. the one labels were not transferred to), are
@@ -338,9 +345,11 @@ def embedding(
             f"color {color!r}: not an obs column of any modality ({list(mods)})"
             + global_obs_hint(data, color)
         )
+    name = "latent" if basis == "X_transmodal" else basis.removeprefix("X_")
     return latent(
         embeddings, labels or None, path=path, title=title, label_name=color or "label",
         point_size=point_size, continuous=bool(labels) and _continuous(labels),
+        basis_name=name,
     )
 
 

@@ -114,7 +114,9 @@ class CrossModalPlan(pl.LightningModule):
         self._counts: dict[str, int] = {}
 
     # -- optimisers ------------------------------------------------------------------------
-    def configure_optimizers(self):  # noqa: D102
+    def configure_optimizers(self):
+        """Two Adam optimisers: the autoencoders with the latent classifier (``lr``,
+        ``weight_decay``), and the discriminator (``lr_disc``)."""
         m = self.module
         ae = [p for n, p in m.named_parameters() if not n.startswith("discriminator.")]
         opt_ae = torch.optim.Adam(ae, lr=self.lr, weight_decay=self.weight_decay)
@@ -289,7 +291,10 @@ class CrossModalPlan(pl.LightningModule):
         terms["loss"] = objective
         return terms
 
-    def training_step(self, batch, batch_idx):  # noqa: D102
+    def training_step(self, batch, batch_idx):
+        """One step of the autoencoders on every loss term of ``batch`` (the discriminator's
+        steps are taken inside the loss computation), the terms accumulated for the epoch's
+        history row."""
         terms = self._losses(batch, train=True)
         opt_ae, _ = self.optimizers()
         opt_ae.zero_grad(set_to_none=True)
@@ -297,7 +302,9 @@ class CrossModalPlan(pl.LightningModule):
         opt_ae.step()
         self._accumulate("train", terms)
 
-    def validation_step(self, batch, batch_idx):  # noqa: D102
+    def validation_step(self, batch, batch_idx):
+        """The loss terms of a batch of validation cells, accumulated for the epoch's
+        monitored validation loss (no update)."""
         terms = self._losses(batch, train=False)
         # (not the KL: in evaluation it follows the latent batch norm's running statistics,
         # which lag behind the weights, and with a large beta that lag outweighed the
@@ -330,7 +337,9 @@ class CrossModalPlan(pl.LightningModule):
         values = [t for t in self.module.state_dict().values() if t.is_floating_point()]
         return bool(torch.stack([torch.isfinite(t).all() for t in values]).all())
 
-    def on_train_epoch_end(self) -> None:  # noqa: D102
+    def on_train_epoch_end(self) -> None:
+        """The epoch's row of the training history: mean loss terms, discriminator accuracy
+        and the validation loss."""
         self._average_buffers()
         row = {"epoch": float(self.current_epoch)}
         row.update(self._means("train"))
