@@ -188,3 +188,17 @@ def test_read_counts_from_files_and_sparse_layers(tmp_path):
     for key in ("methylated", "coverage"):
         met.layers[key] = sp.csr_matrix(np.asarray(met.layers[key]))
     np.testing.assert_allclose(model.get_latent_representation("met", met), z, atol=1e-5)
+
+
+def test_trials_layer_set_again_is_named_and_read_anew():
+    data = tm.datasets.synthetic(
+        120, modalities={"rna": "nb", "met": "methylation"}, n_features={"rna": 30, "met": 40},
+        seed=0,
+    )
+    model = tm.CrossModalAE(data, SPECS, n_latent=4, hidden=(16,), seed=0)
+    coverage = data["met"].layers["coverage"]
+    data["met"].layers["coverage"] = coverage * 2  # only the trials set again
+    with pytest.warns(UserWarning, match=r"modality 'met': its AnnData's "
+                      r"layers\['coverage'\] was replaced"):
+        model.get_latent_representation("met")
+    assert model.mods["met"].source.totals.matrix is data["met"].layers["coverage"]

@@ -265,6 +265,7 @@ def _nuclei_scene(tmp_path):
     labels[42:48, 20:26] = 3   # touches the last row
     labels[20:26, 42:48] = 4   # touches the last column
     labels[0:6, 30:36] = 5     # touches the first row
+    labels[30:36, 0:6] = 6     # touches the first column
     image = np.where(labels > 0, 200, 5).astype(np.uint16)
     tifffile.imwrite(tmp_path / "img.tif", image)
     tifffile.imwrite(tmp_path / "mask.tif", labels)
@@ -282,8 +283,9 @@ def test_min_area_keeps_a_nucleus_of_exactly_min_area(tmp_path):
 def test_exclude_border_drops_nuclei_on_every_face(tmp_path):
     img, mask = _nuclei_scene(tmp_path)
     nuclei = tm.images.read_nuclei([(img, mask)], crop_size=16, min_area=1)
-    assert list(nuclei.obs["label"]) == [1, 2]  # 3 (last row), 4 (last column), 5 (first row)
-    assert nuclei.uns["nuclei_filter"]["n_dropped_border"] == 3
+    # 3 (last row), 4 (last column), 5 (first row), 6 (first column)
+    assert list(nuclei.obs["label"]) == [1, 2]
+    assert nuclei.uns["nuclei_filter"]["n_dropped_border"] == 4
 
 
 def test_synthetic_labels_follow_the_cell_state_in_partly_paired_data():

@@ -51,6 +51,24 @@ def test_evaluate_paired_keys_and_ranges(trained_model, paired_data):
     assert res["label_transfer_atac_to_rna"] == pytest.approx(lt["y_to_x"])
 
 
+def test_evaluate_paired_scores_given_cells_after_the_training_data_changed(paired_data,
+                                                                           make_model, train):
+    """Cells given to evaluate: its baseline profile comes from the model's training matrix,
+    also once the training AnnData lost that matrix or cells (it was an error), and from a
+    matrix replaced there (read anew, with the warning)."""
+    data = {k: v.copy() for k, v in paired_data.items()}
+    model = train(make_model(data, anchor_fraction=1.0), max_epochs=1)
+    test = {k: v[:50].copy() for k, v in paired_data.items()}
+    want = evaluate_paired(model, test, source="rna", target="atac")
+    data["rna"]._inplace_subset_obs(np.arange(100))
+    assert evaluate_paired(model, test, source="rna", target="atac") == want
+    data["atac"].X = data["atac"].X[::-1].copy()
+    with pytest.warns(UserWarning, match="modality 'atac': its AnnData's X was replaced"):
+        moved = evaluate_paired(model, test, source="rna", target="atac")
+    assert moved["baseline_pearson_rna_to_atac"] != want["baseline_pearson_rna_to_atac"]
+    assert moved["foscttm"] == want["foscttm"]
+
+
 def test_evaluate_paired_needs_shared_cells(trained_model, paired_data):
     rna = paired_data["rna"].copy()
     rna.obs_names = [f"other{i}" for i in range(rna.n_obs)]

@@ -89,8 +89,9 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
                            "Modality('zinb'), ...",
         "batch_key": "batches are each modality's: Modality(..., batch_key=)",
         "layer": "the layer is each modality's: Modality(..., layer=)",
-        "latent_distribution": "the latent is Gaussian; variational=True makes the model "
-                               "a VAE (train(beta=) weighs its KL term)",
+        "latent_distribution": "the latent is deterministic; variational=True gives "
+                               "Gaussian posteriors, a VAE (train(beta=) weighs its KL "
+                               "term)",
     },
     "train": {
         "learning_rate": "the learning rate is lr=",

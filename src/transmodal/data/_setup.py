@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,19 +69,32 @@ class ModalityData:
                 or differ:
             detail = differ or (f"shape {src.image_shape or src.n_vars}, built with "
                                 f"{self.source.image_shape or self.source.n_vars}")
+            filtered = ("; e.g. genes filtered in place, as sc.pp.filter_genes does"
+                        if self.spec.obsm_key is None else "")
             raise ValueError(
                 f"modality {self.name!r}: its AnnData's {src.where} now holds other features "
-                f"than when the model was built ({detail}; e.g. genes filtered in place, as "
-                "sc.pp.filter_genes does); pass the cells as adata, or build the model again"
+                f"than when the model was built ({detail}{filtered}); pass the cells as "
+                "adata, or build the model again"
             )
+        # (a rate modality's trials may be what was set again)
+        where = src.where if held[0] is not stored[0] else src.totals.where
         warnings.warn(
-            f"modality {self.name!r}: its AnnData's {src.where} was replaced since the model "
+            f"modality {self.name!r}: its AnnData's {where} was replaced since the model "
             f"was built; the model reads it as it is now (its preprocessing, fitted when it "
-            f"was built, is kept: {src.where} must hold what it held then, e.g. counts, not "
+            f"was built, is kept: {where} must hold what it held then, e.g. counts, not "
             "normalised values)",
             UserWarning, stacklevel=user_stacklevel(),
         )
         self.source = src
+
+    def source_now(self) -> MatrixSource:
+        """The rows to read: a matrix replaced in the AnnData since, as :meth:`check_current`
+        reads it anew; the matrix the model holds where the AnnData changed beyond that
+        (cells or features removed, the matrix deleted), for what needs the model's own
+        training data rather than the AnnData (a baseline profile, a comparison of runs)."""
+        with contextlib.suppress(ValueError):
+            self.check_current()
+        return self.source
 
 
 def _obsmap_keys(mdata, name: str, obsmap: np.ndarray, mod: AnnData) -> np.ndarray:

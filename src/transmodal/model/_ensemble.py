@@ -38,10 +38,9 @@ def _same_values(md, ref, n_rows: int = 64) -> bool:
     same AnnData, or equal values: a cheap check that they were trained on the same data)."""
     if md.adata is ref.adata or not md.n_obs or not ref.n_obs:
         return True
-    md.check_current()  # (a matrix replaced in either AnnData since: read anew)
-    ref.check_current()
     rows = np.arange(min(n_rows, md.n_obs, ref.n_obs))
-    return np.array_equal(md.source.rows(rows), ref.source.rows(rows), equal_nan=True)
+    return np.array_equal(md.source_now().rows(rows), ref.source_now().rows(rows),
+                          equal_nan=True)
 
 
 def _latent_scale(model: CrossModalAE) -> float:

@@ -802,8 +802,9 @@ class CrossModalAE:
         return new
 
     def __copy__(self) -> CrossModalAE:
-        """``copy.copy(model)``: a second reference to the same networks (training one
-        trains the other; ``copy.deepcopy`` gives a model of its own)."""
+        """``copy.copy(model)``: a model sharing the networks (training one changes the
+        other's weights, but not its ``history`` or ``is_trained_``): for a model of its
+        own, ``copy.deepcopy``."""
         new = self.__class__.__new__(self.__class__)
         new.__dict__.update(self.__dict__)
         return new

@@ -338,8 +338,9 @@ class CrossModalPlan(pl.LightningModule):
         return bool(torch.stack([torch.isfinite(t).all() for t in values]).all())
 
     def on_train_epoch_end(self) -> None:
-        """The epoch's row of the training history: mean loss terms, discriminator accuracy
-        and the validation loss."""
+        """The epoch's row of the training history (mean loss terms, discriminator accuracy,
+        the validation loss); where a loss term or a weight is no longer finite, the last
+        finite weights are restored and ``FloatingPointError`` raised."""
         self._average_buffers()
         row = {"epoch": float(self.current_epoch)}
         row.update(self._means("train"))
