@@ -273,11 +273,12 @@ def evaluate_paired(
         # baseline: the mean training profile, in the same units, compared the same way
         # (the evaluated cells' mean for a model loaded without its training data)
         md, rows = data_model.mods[t], None
-        src = md.source_now()  # (a matrix replaced in its AnnData since: read anew)
         if md.n_obs == 0:
             src = data_model._source_for(t, adata_t, check=False)
-        elif t in data_model.val_masks_:
-            rows = np.flatnonzero(~data_model.val_masks_[t])
+        else:
+            src = md.source_now()  # (a matrix replaced in its AnnData since: read anew)
+            if t in data_model.val_masks_:
+                rows = np.flatnonzero(~data_model.val_masks_[t])
         total, measured = 0.0, 0  # O(chunk) memory; unmeasured (NaN) entries left out
         for chunk in src.chunks(rows):
             units = to_units(chunk)
