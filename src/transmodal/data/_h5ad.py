@@ -127,6 +127,17 @@ class CSRRows:
             raise ValueError(f"only {self.filled} of {self.n_obs} rows were written")
 
 
+def check_output_h5ad(out: str | os.PathLike, read_from) -> None:
+    """``ValueError`` unless ``out`` names an .h5ad file, none of the files in ``read_from``
+    (paths, or ``None`` for cells held in memory) that the rows to write are read from."""
+    if Path(out).suffix.lower() != ".h5ad":
+        raise ValueError(f"out must be an .h5ad file path, got {os.fspath(out)!r}")
+    if Path(out).resolve() in {Path(p).resolve() for p in read_from if p is not None}:
+        raise ValueError(
+            f"out {os.fspath(out)!r} is the file the cells are read from; write elsewhere"
+        )
+
+
 def write_rows_h5ad(
     path: str | os.PathLike,
     blocks: Iterator[np.ndarray],

@@ -454,12 +454,13 @@ def stored_matrices(adata: AnnData, spec: Modality) -> tuple | None:
         return None
     if spec.obsm_key is not None:
         return (adata.obsm[spec.obsm_key] if spec.obsm_key in adata.obsm else None,)
-    layers = (spec.layer, spec.total_layer)
-    return tuple(
-        ((_UNTRACKED if adata.isbacked else adata.X) if i == 0 else None) if key is None
-        else (adata.layers[key] if key in adata.layers else None)
-        for i, key in enumerate(layers)
-    )
+
+    def layer(key: str):
+        return adata.layers[key] if key in adata.layers else None
+
+    x = _UNTRACKED if adata.isbacked else adata.X
+    trials = None if spec.total_layer is None else layer(spec.total_layer)
+    return (x if spec.layer is None else layer(spec.layer), trials)
 
 
 def _has_raw(adata: AnnData) -> bool:

@@ -17,7 +17,7 @@ from .._utils import (
     ENSEMBLE_CONFIG, MODEL_CONFIG, argument_hints, atomic_directory, check_int,
     process_state, user_stacklevel,
 )
-from ..data._h5ad import write_rows_h5ad
+from ..data._h5ad import check_output_h5ad, write_rows_h5ad
 from ..data._source import CHUNK_VALUES
 from ..data._setup import target_batch_codes
 from ._model import CrossModalAE
@@ -306,8 +306,7 @@ class Ensemble:
                         batch_size: int, what: str) -> AnnData:
         """The cells of ``modality`` to write to ``out`` block by block (the training cells
         for ``adata=None``), once the arguments are checked."""
-        if Path(out).suffix.lower() != ".h5ad":
-            raise ValueError(f"out must be an .h5ad file path, got {os.fspath(out)!r}")
+        check_output_h5ad(out, ())
         if Path(out).exists() and not overwrite:
             raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
         first_model = self.models[0]
@@ -315,10 +314,7 @@ class Ensemble:
         if adata is None:  # the training cells (an error where the model holds none)
             first_model._source_for(modality, None)
         cells = first_model.mods[modality].adata if adata is None else adata
-        if cells.isbacked and Path(cells.filename).resolve() == Path(out).resolve():
-            raise ValueError(
-                f"out {os.fspath(out)!r} is the file the cells are read from; write elsewhere"
-            )
+        check_output_h5ad(out, (cells.filename if cells.isbacked else None,))
         check_int(batch_size, "batch_size", minimum=1)
         return cells
 

@@ -25,7 +25,7 @@ from .._utils import (
     lightning_accelerator, linked_groups, resolve_device, seeded, torch_defaults, user_stacklevel,
 )
 from ..data._batches import MIN_TRAINING_BATCH, EpochBatches
-from ..data._h5ad import write_rows_h5ad
+from ..data._h5ad import check_output_h5ad, write_rows_h5ad
 from ..data._modality import Modality, as_widths, check_modality_name, is_number
 from ..data._prefetch import Prefetcher
 from ..data._preprocess import fit_preprocessing
@@ -1623,13 +1623,7 @@ class CrossModalAE:
         else:
             var = pd.DataFrame(index=index)
         if out is not None:
-            if Path(out).suffix.lower() != ".h5ad":
-                raise ValueError(f"out must be an .h5ad file path, got {os.fspath(out)!r}")
-            read_from = {src.file, Path(cells.filename) if cells.isbacked else None} - {None}
-            if Path(out).resolve() in {p.resolve() for p in read_from}:
-                raise ValueError(
-                    f"out {os.fspath(out)!r} is the file the cells are read from; write elsewhere"
-                )
+            check_output_h5ad(out, (src.file, cells.filename if cells.isbacked else None))
         blocks = self._iter_apply(src, fn, batch_size=batch_size, device=device, what=what,
                                   out_width=len(index))
         if out is not None:
