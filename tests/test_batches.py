@@ -347,7 +347,7 @@ def test_config_batches_must_fit_the_weights(model, tmp_path):
 def test_shape_based_pairs_see_batch_centred_features(monkeypatch):
     """Without pairs or labels the pseudo-pairs match shapes; a batch effect would be the
     most visible shape, so each batch's features are centred first."""
-    import transmodal.model._model as model_mod
+    import transmodal.model._priors as model_mod
 
     data = batched(300, effect=2.0, seed=1, paired=False)
     seen = {}

@@ -319,7 +319,7 @@ def test_model_with_anchor_pairs_skips_geometry():
 
 
 def test_failed_transport_falls_back_to_the_overlay(monkeypatch):
-    import transmodal.model._model as model_module
+    import transmodal.model._priors as model_module
 
     def fail(*args, **kwargs):
         raise RuntimeError("entropic Gromov-Wasserstein failed numerically")
@@ -352,7 +352,7 @@ def test_slow_construction_steps_show_a_running_clock(capsys):
     a long stage; a quick step prints nothing."""
     import time
 
-    from transmodal.model._model import _stage_bar
+    from transmodal.model._priors import _stage_bar
 
     with _stage_bar(2, "shape-based pseudo-pairs", delay=0.05, every=0.05) as bar:
         time.sleep(0.4)  # one long stage
@@ -370,7 +370,7 @@ def test_workflows_with_progress_bar_off_draw_no_construction_bar(capsys):
     import threading
     import time
 
-    from transmodal.model._model import _stage_bar, construction_bars
+    from transmodal.model._priors import _stage_bar, construction_bars
 
     def slow_stage() -> None:
         with _stage_bar(1, "pseudo", delay=0.01, every=0.01) as bar:

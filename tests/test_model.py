@@ -1879,7 +1879,7 @@ def test_early_stopping_scores_the_anchor_share_of_validation_pairs(
 ):
     """The validation anchor loss uses ``anchor_fraction`` of the validation cells' pairs,
     not all of them (which would tell model selection more pairs than the model knows)."""
-    import transmodal.model._model as model_module
+    import transmodal.model._training as model_module
 
     seen = {}
     real = model_module.EpochBatches

@@ -149,6 +149,7 @@ def argument_hints(func: Callable) -> Callable:
     hints = _ARGUMENT_HINTS.get(func.__name__, {})
     sig = inspect.signature(func)
     any_keyword = any(q.kind is q.VAR_KEYWORD for q in sig.parameters.values())
+    first = next(iter(sig.parameters), None)
 
     @functools.wraps(func)
     def checked(*args: Any, **kwargs: Any) -> Any:
@@ -171,6 +172,9 @@ def argument_hints(func: Callable) -> Callable:
                 if hint is None and "positional" in text:
                     hint = hints.get("*positional")
             where = func.__qualname__.split(".")[-2:]
+            if len(where) == 2 and args and first in ("self", "cls"):  # the class called,
+                owner = args[0] if isinstance(args[0], type) else type(args[0])
+                where[0] = owner.__name__  # not the mixin defining the method
             if where[-1] == "__init__":  # the class is what the user called
                 where = where[:-1]
             raise TypeError(

@@ -144,7 +144,7 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
         raise FileExistsError(f"output directory {out_dir} exists; pass --overwrite to replace it")
 
     from ..model import CrossModalAE
-    from ..model._model import construction_bars
+    from ..model._priors import construction_bars
 
     # whatever kind of run wrote an existing output directory, it is replaced only if it
     # holds nothing but train's outputs (checked before training; member dirs are models)

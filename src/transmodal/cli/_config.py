@@ -310,7 +310,8 @@ def _existing_file(p: Path, where: str, config: Path | None = None) -> Path:
 def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
     """Validate a parsed config; relative paths are relative to the config file's folder."""
     from ..data._modality import Modality, check_modality_name
-    from ..model._model import CrossModalAE, _check_prior
+    from ..model._checks import check_prior
+    from ..model._model import CrossModalAE
 
     path = Path(path)
     # the folder the config was given in, a link's own (pipelines stage configs as links)
@@ -389,7 +390,7 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
     merged.update(model)
     try:
         CrossModalAE._check_params(merged)
-        _check_prior(merged["prior"], list(modalities))
+        check_prior(merged["prior"], list(modalities))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{f}: model: {err}") from None
     try:

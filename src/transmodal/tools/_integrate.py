@@ -15,7 +15,7 @@ from .._utils import MODEL_CONFIG, MODEL_WEIGHTS, check_output_directory, is_mud
 from ..data import Modality
 from ..data._setup import _as_dict
 from ..model import CrossModalAE
-from ..model._model import construction_bars
+from ..model._priors import construction_bars
 
 
 def _check_kwargs(kwargs: Mapping[str, Any] | None, func, taken: set[str], what: str) -> dict:

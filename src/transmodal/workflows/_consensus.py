@@ -15,7 +15,7 @@ import pandas as pd
 from .. import metrics
 from .._utils import check_int, process_state, user_stacklevel
 from ..model import CrossModalAE, Ensemble
-from ..model._model import construction_bars
+from ..model._priors import construction_bars
 
 
 @dataclass(frozen=True)

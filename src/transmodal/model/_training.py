@@ -1,0 +1,731 @@
+"""Training of :class:`~transmodal.CrossModalAE`: the arguments checked, the schedule and
+the batches set, the Lightning run, and the checks and statistics after it."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._utils import (
+    argument_hints,
+    check_parallel,
+    is_global_zero,
+    jsonable,
+    lightning_accelerator,
+    resolve_device,
+    user_stacklevel,
+)
+from ..data._batches import EpochBatches
+from ..data._source import check_values, sampled_blocks
+from ._checks import check_number, check_seed
+from ._inference import RowSubset
+from ._split import choose_anchors
+
+if TYPE_CHECKING:
+    from ._model import CrossModalAE
+
+SEPARABLE_ACCURACY = 0.8
+DISC_SEPARABLE_ACCURACY = 0.9  # aligned runs measured 0.50-0.68, unaligned ones 1.00
+MIN_DISC_CELLS = 20  # cells per modality below which the conditional check says nothing
+# Lightning precisions the training supports (long forms first); half-precision weights
+# ("16-true", "bf16-true") break the latent distance kernels (no float16 cdist)
+_PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", 32, 64, 16, "32", "64", "16", "bf16")
+
+
+def _device_of(accelerator: str) -> torch.device:
+    """The one device that Lightning's ``accelerator`` trains on in this process."""
+    if accelerator == "cuda" or (accelerator in ("gpu", "auto") and torch.cuda.is_available()):
+        return torch.device("cuda", torch.cuda.current_device())
+    return resolve_device(accelerator if accelerator in ("mps", "auto", "gpu") else "cpu")
+
+class TrainingMixin:
+    """Training of :class:`~transmodal.CrossModalAE` (:meth:`train` and what it runs)."""
+
+    @staticmethod
+    def _check_train_params(p: Mapping[str, Any]) -> None:
+        """Check the arguments of :meth:`train` (those in ``p``; the CLI checks a config's
+        ``train`` section with it before any data are read)."""
+        if "accelerator" in p:
+            lightning_accelerator(p["accelerator"])
+        check_parallel(p)
+        checks = (
+            # batch normalisation of the latent codes needs at least 2 cells per batch
+            ("batch_size", dict(low=2, integer=True)),
+            ("n_disc_steps", dict(low=1, integer=True)),
+            ("max_epochs", dict(low=1, integer=True)),  # None: the size-aware default
+            ("pretrain_epochs", dict(integer=True)),
+            ("adv_warmup_epochs", dict(integer=True)),
+            ("patience", dict(integer=True)),
+            ("lr", dict(strict=True)),
+            ("lr_disc", dict(strict=True)),  # None: lr
+            ("anchor_temperature", dict(strict=True)),
+            *((k, {}) for k in ("weight_decay", "lam_adv", "lam_cls", "lam_anchor",
+                                "lam_latent", "lam_mmd", "lam_batch", "beta")),
+        )
+        nullable = ("max_epochs", "pretrain_epochs", "adv_warmup_epochs", "patience", "lr_disc")
+        for key, kw in checks:  # None of a nullable one: its default
+            if key in p and not (key in nullable and p[key] is None):
+                check_number(key, p[key], **kw)
+        if p.get("seed") is not None:  # None: the model's seed
+            check_seed(p["seed"])
+        for key in ("early_stopping", "progress_bar"):
+            if key in p and not isinstance(p[key], (bool, np.bool_)):
+                raise ValueError(f"{key} must be True or False, got {p[key]!r}")
+        if p.get("anchor_distance", "l1") not in ("l1", "l2", "contrastive"):
+            raise ValueError(
+                "anchor_distance must be 'l1', 'l2' or 'contrastive', got "
+                f"{p['anchor_distance']!r}"
+            )
+        precision = p.get("precision", "32-true")
+        if precision is not None and (  # None: Lightning's default, 32-true
+            isinstance(precision, (bool, float)) or precision not in _PRECISIONS
+        ):
+            raise ValueError(
+                f"precision must be one of {list(_PRECISIONS[:4])} (or Lightning's short forms "
+                f"32, 64, 16, 'bf16'), got {precision!r}; half-precision weights ('16-true', "
+                "'bf16-true') are not supported (the latent distance kernels need float32)"
+            )
+
+    @argument_hints
+    def train(
+        self,
+        max_epochs: int | None = None,
+        *,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        lr_disc: float | None = None,
+        weight_decay: float = 0.0,
+        lam_adv: float = 1.0,
+        lam_cls: float = 1.0,
+        lam_anchor: float = 1.0,
+        lam_latent: float = 1.0,
+        n_disc_steps: int = 1,
+        lam_mmd: float = 1.0,
+        lam_batch: float = 0.0,
+        beta: float = 1e-3,
+        anchor_distance: str = "l1",
+        anchor_temperature: float = 0.2,
+        pretrain_epochs: int | None = None,
+        adv_warmup_epochs: int | None = None,
+        early_stopping: bool = True,
+        patience: int | None = None,
+        accelerator: str = "cpu",
+        devices: int | str | list[int] = 1,
+        strategy: str = "auto",
+        num_nodes: int = 1,
+        precision: str | int = "32-true",
+        progress_bar: bool = True,
+        seed: int | None = None,
+    ) -> CrossModalAE:
+        """Train all autoencoders, the discriminator and the optional heads.
+
+        Parameters
+        ----------
+        max_epochs
+            Epochs over the largest modality; ``None`` picks a size-aware default.
+        batch_size
+            Cells per modality per step (at least 2: batch normalisation; a lone last
+            cell of an epoch joins the previous batch).
+        lr, lr_disc, weight_decay
+            Adam settings: ``lr`` and ``weight_decay`` of the autoencoders and the latent
+            classifier, ``lr_disc`` of the discriminator (defaults to ``lr``; the
+            discriminator is not weight-decayed).
+        lam_adv, lam_cls, lam_anchor
+            Weights of the adversarial alignment, latent classifier and anchor loss.
+        lam_latent
+            Weight of a Gaussian prior on latent coordinates (the mean square of the batch's
+            latent points). The latent standardisation already fixes a batch's mean square
+            at 1, so it only acts in a variational model (on the sampled points, i.e. the
+            posterior spread); a deterministic model is practically unaffected by it.
+        n_disc_steps
+            Discriminator updates per autoencoder update.
+        lam_mmd
+            Weight of a multi-bandwidth Gaussian-kernel MMD between the modalities' latent
+            batches, a non-adversarial alignment term that stabilises the adversarial game
+            (0 = the paper's purely adversarial alignment).
+        lam_batch
+            Modalities with a ``batch_key``: weight of the same kernel MMD between the
+            latent points of the batches of each modality (within a step), which removes
+            what batch effect the batch-conditioned decoder leaves in the latent space. Off
+            by default: it assumes every batch holds the same cell types in the same
+            proportions, and where they do not it merges distinct cells (README,
+            ``benchmarks/batches.py``).
+        beta
+            Weight of the KL divergence of variational encoders (``variational=True``). The
+            posterior means are standardised per modality like every embedding (unit
+            variance per dimension), so the KL's mean term stays near ``(n_latent +
+            n_private) / 2`` per cell and ``beta`` acts on the posterior variances: a large
+            one widens them towards 1, as wide as the spread of the means. Early stopping
+            follows the validation loss without the KL (computed in evaluation, it follows
+            the batch norm's running statistics, which lag behind the weights).
+        anchor_distance
+            Anchor loss of known pairs: the ``"l1"`` (the paper's) or ``"l2"`` distance
+            between paired latent points, or ``"contrastive"``: InfoNCE over the pairs of
+            each batch (every cell must be more similar to its partner than to the other
+            cells' partners; CLIP's loss). It ranks held-out partners better, but
+            overfits fast: on A549 (README) it lowered the test FOSCTTM at 5-100 %
+            anchors with encoders on 50 principal components (``Modality(n_pca=50)``),
+            ``dropout=0.5`` and 25 epochs, and raised it with full-feature encoders
+            trained for 100+ epochs.
+        anchor_temperature
+            Temperature of the contrastive anchor loss (cosine similarities are divided
+            by it); ignored, with a warning, by the distances. The contrastive loss needs
+            ``n_latent >= 2`` (it compares directions; ``ValueError`` otherwise). Options
+            that nothing in the model reads (``beta`` without ``variational``, ``lam_cls``
+            without ``labels_key``, anchor options without pairs) warn that they have no
+            effect.
+        pretrain_epochs
+            Anchor prior only: epochs (an integer >= 0, at most ``max_epochs``) of
+            pre-training the anchor autoencoder alone (default: a quarter of
+            ``max_epochs``, and 0 when the model is already trained, except that a call
+            interrupted during pre-training leaves its remaining epochs to the next call's
+            default); ignored, with a warning, by the learned prior. The anchor autoencoder
+            is frozen after it, so an untrained model needs at least 1.
+        adv_warmup_epochs
+            Linear warm-up (integer >= 0 epochs) of the adversarial weight (default: a
+            tenth of ``max_epochs``).
+        early_stopping, patience
+            Stop when the validation reconstruction (+ classifier + anchor) loss has not
+            improved for ``patience`` (integer >= 0) epochs (default: a fifth of
+            ``max_epochs``, >= 10). Needs validation cells in every modality
+            (``validation_fraction`` > 0); without them it is off, with a warning. The
+            model keeps the weights of the last epoch run (the monitored loss leaves out
+            the alignment, so its best epoch need not be the best aligned one).
+        accelerator, devices, strategy, num_nodes, precision
+            Passed to the Lightning ``Trainer`` (CPU by default; ``precision`` one of
+            ``"32-true"``, ``"64-true"``, ``"16-mixed"``, ``"bf16-mixed"``). Several GPUs / nodes:
+            ``devices=4, strategy="ddp"`` (launched with ``torchrun`` or SLURM ``srun``, or
+            started by Lightning itself from a script); each process draws different step
+            batches (no modality is truncated), gradients and batch-norm statistics are
+            averaged over processes, the history holds the means over all processes, and
+            only rank 0 warns while training and :meth:`save` s (``devices`` x ``num_nodes``
+            must match the processes of a ``torchrun`` launch). ``strategy="auto"`` with
+            several devices is this DDP too; ``ddp_spawn`` / ``ddp_fork`` / ``ddp_notebook`` are refused (the
+            history would stay in their child processes). ``precision="16-mixed"`` /
+            ``"bf16-mixed"`` enables mixed precision.
+        progress_bar
+            Show a progress bar.
+        seed
+            Seed of shuffling and dropout (default: the model's ``seed``).
+
+        Returns
+        -------
+        The model itself (its ``history`` holds the per-epoch losses).
+
+        Notes
+        -----
+        Calling ``train`` again continues from the current weights with new optimisers
+        (Adam's moments start afresh) and appends to the history; with the same ``seed`` the
+        batches come in the same order as in the first call (pass another ``seed`` for
+        others); the adversarial weight rises again over ``adv_warmup_epochs`` (pass 0 to
+        continue at full weight), while a trained anchor is not pre-trained again. Ctrl+C
+        stops training with ``KeyboardInterrupt``; the model keeps the
+        weights trained so far and the history of the epochs completed. Any other error
+        raised while training (e.g. a file that cannot be read) leaves the model as it was
+        before this call, weights included.
+        """
+        self._check_train_params(locals())
+        # Lightning (about 2 s to import) is loaded only to train: embedding, translating
+        # and loading models do without it
+        from ..train import CrossModalPlan, default_max_epochs
+
+        accelerator = lightning_accelerator(accelerator)
+        self._check_training_cells()
+        if is_global_zero(launcher=True):
+            self._warn_batches(lam_batch)
+            self._warn_unknown_labels()
+        seed = self.init_params_["seed"] if seed is None else seed
+        n_max = max(md.n_obs for md in self.mods.values())
+        max_epochs = default_max_epochs(n_max) if max_epochs is None else int(max_epochs)
+        losses = {
+            "lr": lr, "lr_disc": lr if lr_disc is None else lr_disc,
+            "weight_decay": weight_decay, "lam_adv": lam_adv, "lam_cls": lam_cls,
+            "lam_anchor": lam_anchor, "lam_latent": lam_latent, "n_disc_steps": n_disc_steps,
+            "lam_mmd": lam_mmd, "lam_batch": lam_batch, "beta": beta,
+            "anchor_distance": anchor_distance, "anchor_temperature": anchor_temperature,
+        }
+        self._check_options_used(losses)
+        pretrain_epochs, pretrain_owed = self._pretraining(pretrain_epochs, max_epochs)
+        if adv_warmup_epochs is None:
+            adv_warmup_epochs = max_epochs // 10
+        if (lam_adv > 0 and adv_warmup_epochs > 0 and pretrain_epochs < max_epochs
+                and pretrain_epochs + adv_warmup_epochs > max_epochs):  # (reached at =)
+            warnings.warn(
+                f"adv_warmup_epochs={adv_warmup_epochs} (after {pretrain_epochs} pre-training "
+                f"epochs) reaches max_epochs={max_epochs}: the adversarial weight never "
+                f"reaches lam_adv={lam_adv}"
+                + (", and early stopping, which starts after the warm-up, never acts"
+                   if early_stopping else "")
+                + "; lower adv_warmup_epochs or raise max_epochs",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
+        classifier_trained = self.train_params_.get("classifier_trained", self.is_trained_)
+        if self.module.classifier is not None and lam_cls == 0 and not classifier_trained:
+            warnings.warn(
+                f"lam_cls=0 leaves the latent classifier of labels_key "
+                f"{self.init_params_['labels_key']!r} untrained: predict_labels would answer "
+                "from its random weights"
+                + (", and disc_conditional conditions unlabelled cells on those predictions"
+                   if self.init_params_["disc_conditional"] else ""),
+                UserWarning, stacklevel=user_stacklevel(),
+            )
+        if patience is None:
+            patience = max(10, max_epochs // 5)
+        train_batches, val_batches = self._epoch_batches(
+            batch_size, seed, warn_no_validation=early_stopping, max_epochs=max_epochs
+        )
+        plan = CrossModalPlan(
+            self.module,
+            **{**losses, "lam_cls": lam_cls if self.module.classifier is not None else 0.0},
+            anchor=self.anchor_modality_,
+            pretrain_epochs=pretrain_epochs,
+            adv_warmup_epochs=adv_warmup_epochs,
+            batches=train_batches,
+        )
+        history, interrupted, diverged = self._fit(
+            plan, train_batches, val_batches, max_epochs=max_epochs, accelerator=accelerator,
+            devices=devices, strategy=strategy, num_nodes=num_nodes, precision=precision,
+            progress_bar=progress_bar, early_stopping=early_stopping, patience=patience,
+            min_epochs=pretrain_epochs + adv_warmup_epochs, seed=seed,
+        )
+        epochs_run = int(len(history))
+        if epochs_run and self.history_ is not None and len(self.history_):  # continue count
+            history.index = history.index + int(self.history_.index.max()) + 1
+            history = pd.concat([self.history_, history])
+        if epochs_run:  # (an interrupt within the first epoch adds nothing)
+            self.history_ = history
+        anchor = self.anchor_modality_
+        self.train_params_ = jsonable({
+            # (any call's) classifier loss with a weight: predict_labels is no guess
+            "classifier_trained": bool(classifier_trained or (lam_cls > 0 and epochs_run)),
+            "max_epochs": max_epochs,
+            "epochs_run": epochs_run,  # by this call; history holds every call's
+            "epochs_total": 0 if self.history_ is None else int(len(self.history_)),
+            "batch_size": batch_size,
+            **losses,
+            "pretrain_epochs": pretrain_epochs,
+            # (cut short by an interrupt: the next call's default finishes it)
+            "pretrain_left": max(0, pretrain_owed - epochs_run) if anchor else 0,
+            "adv_warmup_epochs": adv_warmup_epochs,
+            "early_stopping": early_stopping,
+            "patience": patience,
+            "seed": seed,
+        })
+        self.is_trained_ = self.is_trained_ or epochs_run > 0
+        if epochs_run:  # the anchor, once frozen, keeps the statistics set then
+            self._recalibrate_latent_norm(
+                frozen=anchor if plan.anchor_frozen else None, batch_size=batch_size,
+                device=_device_of(accelerator), seed=seed,
+            )
+        if diverged is not None:
+            raise diverged
+        if interrupted:
+            raise KeyboardInterrupt(
+                f"training interrupted after {epochs_run} complete epoch(s) of {max_epochs}; "
+                "the model keeps the weights trained so far (history_ lists those epochs)"
+            )
+        if is_global_zero(launcher=True):  # (under DDP every process holds the same model)
+            self._warn_if_separable()
+        return self
+
+    def _check_training_cells(self) -> None:
+        """Refuse to train on modalities without cells, with fewer than 2 training cells or
+        with cells of no batch of the model; scan values edited in place since the model was
+        built (``check_data``)."""
+        for name, mask in self.val_masks_.items():
+            md = self.mods[name]
+            if md.n_obs == 0:
+                raise ValueError(
+                    f"modality {name!r} has no cells (a model loaded without its data?); "
+                    "to train further, load it with data for every modality"
+                )
+            md.check_current()
+            if self._check_data:  # values edited in place since (e.g. sc.pp.log1p)
+                check_values(md.source, md.spec, new_cells=self.is_trained_)
+            n_train = int((~mask).sum())
+            if n_train < 2:
+                raise ValueError(
+                    f"modality {name!r} has {n_train} training cell(s); training needs at "
+                    "least 2 per modality (batch normalisation)"
+                )
+            batches = md.batches
+            if batches is not None and (batches < 0).any():  # (validation cells are decoded too)
+                n_val = int((batches[mask] < 0).sum())
+                raise ValueError(
+                    f"modality {name!r}: {int((batches < 0).sum())} cell(s) "
+                    + (f"({n_val} of them validation cells) " if n_val else "")
+                    + f"have no batch of the model (obs[{md.spec.batch_key!r}] missing, empty "
+                    f"or holding a batch other than {self.batch_categories_[name]}); the "
+                    "decoder needs each training and validation cell's batch"
+                )
+
+    def _check_options_used(self, given: Mapping[str, Any]) -> None:
+        """Warn about options of :meth:`train` in ``given``, set away from their default,
+        that nothing in this model reads; refuse the contrastive anchor loss in one latent
+        dimension."""
+        has_pairs = bool(self.anchors_ or self.geometric_pairs_)
+        if (given["anchor_distance"] == "contrastive" and self.module.n_latent < 2
+                and given["lam_anchor"] and has_pairs):
+            raise ValueError(
+                "anchor_distance='contrastive' needs n_latent >= 2: it compares directions "
+                "(cosine similarity), and in one dimension every cell points one of two ways, "
+                "so the pairs would teach nothing; use anchor_distance='l1' or 'l2'"
+            )
+        no_pairs = None if has_pairs else "the model has no anchor pairs or pseudo-pairs"
+        idle = {
+            "beta": None if self.init_params_.get("variational")
+            else "the model is not variational (variational=True)",
+            "lam_cls": None if self.module.classifier is not None
+            else "the model has no latent classifier (labels_key)",
+            **dict.fromkeys(("lam_anchor", "anchor_distance", "anchor_temperature"), no_pairs),
+        }
+        if idle["anchor_temperature"] is None and given["anchor_distance"] != "contrastive":
+            idle["anchor_temperature"] = (
+                "only anchor_distance='contrastive' has a temperature (not "
+                f"{given['anchor_distance']!r})"
+            )
+        defaults = inspect.signature(type(self).train).parameters
+        for name, why in idle.items():
+            value = given[name]
+            if why and value not in (defaults[name].default, 0) and is_global_zero(launcher=True):
+                warnings.warn(f"{name}={value!r} has no effect: {why}", UserWarning,
+                              stacklevel=user_stacklevel())
+
+    def _pretraining(self, pretrain_epochs: int | None, max_epochs: int) -> tuple[int, int]:
+        """The epochs this call pre-trains the anchor modality (``prior="anchor:..."``) and
+        those it owes, counting what an interrupted call left undone (the anchor is frozen
+        after pre-training, so an untrained one needs at least one epoch)."""
+        anchor, prior = self.anchor_modality_, self.init_params_["prior"]
+        if anchor is None:
+            if pretrain_epochs:
+                warnings.warn(
+                    f"pretrain_epochs={pretrain_epochs} is ignored: only "
+                    f"prior='anchor:<modality>' pre-trains a modality (this model's prior is "
+                    f"{prior!r})", UserWarning, stacklevel=user_stacklevel(),
+                )
+            return 0, 0  # nor does it delay early stopping (min_epochs)
+        # pre-training epochs an interrupted call left undone (the anchor is not frozen yet)
+        left = int(self.train_params_.get("pretrain_left", 0))
+        owed = pretrain_epochs
+        if pretrain_epochs is None:  # a trained anchor autoencoder is not pre-trained again
+            pretrain_epochs = (
+                max(1, max_epochs // 4) if not self.is_trained_ else min(left, max_epochs)
+            )
+            owed = max(pretrain_epochs, left)
+        elif left and pretrain_epochs < left:
+            warnings.warn(
+                f"pretrain_epochs={pretrain_epochs}: the anchor modality {anchor!r} is "
+                f"{left} epoch(s) short of the pre-training an interrupted call asked for, "
+                "and is frozen after this call's pre-training (by default the call finishes "
+                "it)", UserWarning, stacklevel=user_stacklevel(),
+            )
+        if pretrain_epochs == 0 and not self.is_trained_:
+            raise ValueError(
+                f"pretrain_epochs=0 with prior {prior!r} on an untrained model: the anchor "
+                f"modality {anchor!r} is frozen after pre-training, so it would keep its "
+                "random weights; pre-train it (pretrain_epochs >= 1) or use prior='learned'"
+            )
+        if pretrain_epochs > max_epochs:
+            raise ValueError(
+                f"pretrain_epochs={pretrain_epochs} > max_epochs={max_epochs} (prior "
+                f"{prior!r}): pre-training the anchor modality {anchor!r} leaves no epoch to "
+                "train the other modalities"
+            )
+        if pretrain_epochs == max_epochs:
+            warnings.warn(
+                f"pretrain_epochs={pretrain_epochs} = max_epochs (prior {prior!r}): only the "
+                f"anchor modality {anchor!r} is trained; no epoch is left to train the other "
+                "modalities", UserWarning, stacklevel=user_stacklevel(),
+            )
+        return pretrain_epochs, owed
+
+    def _epoch_batches(
+        self, batch_size: int, seed: int, *, warn_no_validation: bool, max_epochs: int
+    ) -> tuple[EpochBatches, EpochBatches | None]:
+        """The training batches (with the anchor pairs and pseudo-pairs) and the validation
+        batches (``None`` without validation cells in every modality: a warning with
+        ``warn_no_validation``, since early stopping is then off)."""
+        train_idx = {n: np.flatnonzero(~m) for n, m in self.val_masks_.items()}
+        val_idx = {n: np.flatnonzero(m) for n, m in self.val_masks_.items()}
+        # pseudo-pairs first, then anchors (the order sets the batches' draws); a pair of
+        # modalities with too few anchors to use keeps its pseudo-pairs
+        pairs = dict(self.geometric_pairs_)
+        usable = self._usable_anchors()
+        for key, value in self.anchors_.items():
+            if key in usable or key not in pairs:
+                pairs[key] = value
+            elif is_global_zero(launcher=True):
+                a, b = key.split("|")
+                warnings.warn(
+                    f"anchor pairs between {a!r} and {b!r}: only {len(value[0])} training "
+                    "pair, too few for the anchor loss; the shape-based pseudo-pairs take "
+                    "their place", UserWarning, stacklevel=user_stacklevel(),
+                )
+        train_batches = EpochBatches(
+            self.mods, train_idx, batch_size=batch_size, pairs=pairs, seed=seed,
+        )
+        if not all(len(v) for v in val_idx.values()):
+            if warn_no_validation and is_global_zero(launcher=True):
+                self._warn_no_validation([n for n, v in val_idx.items() if not len(v)],
+                                         max_epochs)
+            return train_batches, None
+        # the same share of the validation cells' pairs as of the training cells' (all of
+        # them would tell early stopping more pairs than the model may know)
+        val_pairs = choose_anchors(
+            self.mods, self.val_masks_, self.init_params_["anchor_fraction"], seed,
+            warn=False,  # (warned about, if at all, for the training pairs)
+        ) if self.anchors_ else None
+        val_batches = EpochBatches(
+            self.mods, val_idx, batch_size=batch_size, pairs=val_pairs, shuffle=False
+        )
+        return train_batches, val_batches
+
+    def _warn_no_validation(self, lacking: list[str], max_epochs: int) -> None:
+        """Warn that early stopping is off: the modalities ``lacking`` have no validation
+        cells (and why, with the fraction that would give them some)."""
+        fraction = self.init_params_["validation_fraction"]
+        small = {n: md.n_obs for n, md in self.mods.items()
+                 if fraction > 0 and int(round(fraction * md.n_obs)) < 2}
+        fewest = min(small.values(), default=0)
+        advice = (
+            f"validation_fraction={math.ceil(200 / fewest) / 100:g} or more would give "
+            "it 2 (more where its cells are paired: a cell's measurements share a side)"
+            if fewest >= 4 else "no fraction leaves 2 validation and 2 training cells "
+            "in a modality of fewer than 4"
+        )
+        why = (
+            "load() dropped the saved validation split, since the cells given to it are "
+            "not the training cells in their order (its former validation cells now "
+            "train too; to keep the split, load with the training cells as they were)"
+            if self._split_dropped else
+            f"validation_fraction={fraction}: the split needs 2 validation and 2 training "
+            "cells in every modality, and "
+            + ", ".join(f"{n!r} ({k} cells)" for n, k in small.items())
+            + f" {'holds' if len(small) == 1 else 'hold'} too few for that; {advice}"
+            if small else f"validation_fraction={fraction}"
+        )
+        warnings.warn(
+            f"early_stopping=True is off: no validation cells in "
+            f"{'modality' if len(lacking) == 1 else 'modalities'} "
+            f"{', '.join(map(repr, lacking))} ({why}); all {max_epochs} epochs run",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+
+    def _fit(
+        self, plan: Any, train_batches: EpochBatches, val_batches: EpochBatches | None,
+        *, max_epochs: int, **trainer: Any,
+    ) -> tuple[pd.DataFrame, bool, BaseException | None]:
+        """Run ``plan`` with Lightning; return the history of the epochs run, whether Ctrl+C
+        stopped it and the divergence error it ended with (the weights are those of the last
+        finite epoch). Any other error, or an interrupt within the first epoch, leaves the
+        weights as they were before; afterwards the module is float32 on the CPU,
+        trainable (the anchor was frozen) and in evaluation mode."""
+        from ..train import TrainingDiverged, TrainingInterrupted, run_training
+
+        # an interrupt within the first epoch restores these: the model stays as it was
+        before = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        self.module.train()
+        interrupted, diverged = False, None
+        try:
+            history = run_training(plan, train_batches, val_batches, max_epochs=max_epochs,
+                                   **trainer)
+        except TrainingInterrupted as err:  # Ctrl+C: record the epochs run, then re-raise
+            history, interrupted = err.history, True
+        except TrainingDiverged as err:  # the last finite epoch's weights are back: record
+            history, diverged = err.history, err  # the epochs up to it, then re-raise
+        except BaseException:  # any other error: the model stays as it was (its history and
+            self.module.load_state_dict(before)  # flags tell of the weights before the call)
+            raise
+        finally:  # also after a failure or an interrupt: float32 weights on the CPU,
+            # trainable (the anchor was frozen), in evaluation mode
+            self.module.float().cpu().eval()
+            for p in self.module.parameters():
+                p.requires_grad_(True)
+        if interrupted and not len(history):  # part of an epoch: the model stays as it was
+            self.module.load_state_dict(before)
+            raise KeyboardInterrupt(
+                f"training interrupted within its first epoch (of {max_epochs}); the model "
+                "keeps the weights it had before this train() call"
+            )
+        return history, interrupted, diverged
+
+    def _recalibrate_latent_norm(
+        self, *, frozen: str | None, batch_size: int, device: torch.device, seed: int,
+        max_cells: int = 2**16,
+    ) -> None:
+        """Set each trained encoder's latent standardisation (batch norm) to the mean and
+        variance of its input over the training cells (at most ``max_cells`` per modality,
+        drawn with ``seed``) with the final weights, dropout as in training
+        (:meth:`~transmodal.nn._mlp.LatentEncoder.exact_statistics`; no image augmentation).
+        Training keeps an exponential average that lags behind the weights, so after few
+        steps the modalities' embeddings came out shifted against each other (300 synthetic
+        cells, 5 epochs: their mean embeddings 0.90 apart, in units of the latent's spread).
+        The ``frozen`` anchor modality keeps the statistics the others were aligned to (set
+        the same way when it was frozen; a fit that only pre-trains it recalibrates it).
+        """
+        rng = np.random.default_rng(seed)
+        self.module.to(device).eval()
+        try:
+            for name, md in self.mods.items():
+                rows = np.flatnonzero(~self.val_masks_[name])
+                if name == frozen:
+                    continue
+                self.module.settle_latent_statistics(
+                    name, sampled_blocks(md.source, rows, batch_size, rng, max_cells), device, seed
+                )
+        finally:
+            self.module.cpu().eval()
+
+    def _warn_unknown_labels(self) -> None:
+        """Warn about cells whose label is not a class of the model (new data given to
+        :meth:`load`): they train as unlabelled, since a model's classes are fixed."""
+        for name, md in self.mods.items():
+            if md.unknown_labels:
+                labels = sorted(md.unknown_labels, key=md.unknown_labels.get, reverse=True)
+                warnings.warn(
+                    f"modality {name!r}: {sum(md.unknown_labels.values())} cell(s) carry labels "
+                    f"that are not classes of the model ({labels[:5]}); they train as "
+                    f"unlabelled (the model's classes: {self.label_categories_[:10]}); to "
+                    "learn new classes, build a new model",
+                    UserWarning, stacklevel=user_stacklevel(),
+                )
+
+    def _warn_batches(self, lam_batch: float) -> None:
+        """Warn about batches without training cells (their decoder input is never trained)
+        and about a ``lam_batch`` that cannot act (no modality with two batches)."""
+        acts = False
+        for name, batches in self.batch_categories_.items():
+            codes = self.mods[name].batches  # (-1: unknown, refused for training cells)
+            counts = np.bincount(codes[~self.val_masks_[name]], minlength=len(batches))
+            held = np.bincount(codes[codes >= 0], minlength=len(batches))
+            idle = [b for b, k in zip(batches, counts) if k == 0]
+            absent = [b for b, k in zip(batches, held) if k == 0]
+            if absent:  # e.g. a loaded model trained further on cells of some batches
+                warnings.warn(
+                    f"modality {name!r}: batch(es) {absent[:3]} of the model hold no cell of "
+                    "these data; this training does not update what the decoder learnt of "
+                    "them, yet the default translation (the mean over the batches) includes "
+                    "them", UserWarning, stacklevel=user_stacklevel(),
+                )
+            if len(idle) > len(absent):
+                warnings.warn(
+                    f"modality {name!r}: batch(es) {[b for b in idle if b not in absent][:3]} "
+                    "hold no training cell (only validation cells); the decoder does not learn "
+                    "them, yet the default translation (the mean over the batches) includes them",
+                    UserWarning, stacklevel=user_stacklevel(),
+                )
+            acts = acts or int((counts >= 2).sum()) >= 2
+        if lam_batch > 0 and not acts:
+            warnings.warn(
+                f"lam_batch={lam_batch} has no effect: no modality has two batches "
+                "(Modality(batch_key=...)) with at least 2 training cells each",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
+
+    def _warn_if_separable(self, *, max_cells: int = 1000) -> None:
+        """Measure how separable the modalities are after training and warn if they are.
+
+        A cross-validated logistic regression predicts the modality from the latent points
+        of up to ``max_cells`` cells per modality (validation cells when there are enough);
+        its balanced accuracy is stored in ``self.mixing_accuracy_``. Every encoder
+        standardises its latent per modality (equal mean and variance on the training cells),
+        so this check sees only differences beyond those and can stay silent for modalities
+        trained without any alignment term (two equally standardised clouds overlap). So it
+        also warns when the trained latent discriminator (a nonlinear classifier) tells the
+        same latent points apart with balanced accuracy above 0.9 (stored in
+        ``self.disc_accuracy_``; a conditional discriminator is given the cells' labels, as
+        in training, and scored on the classes every modality holds, see
+        :meth:`_disc_accuracy`; not with markers, which it also reads). The points are
+        embedded as the model embeds them now, after the latent statistics are set: during training the
+        validation accuracy is measured with running statistics that lag behind the weights
+        (0.90-0.98 after 2-3 epochs, where the final latents give 0.52-0.68). The
+        discriminator alone is not enough either: an oscillating adversarial game can fool
+        it while the modalities stay linearly separable.
+        """
+        from ..metrics import mixing_accuracy_multi
+
+        rng = np.random.default_rng(self.init_params_["seed"])
+        embs, chosen = {}, {}
+        for name, md in self.mods.items():
+            rows = np.flatnonzero(self.val_masks_[name]) if name in self.val_masks_ else []
+            if len(rows) < 50:
+                rows = np.arange(md.n_obs)
+            if len(rows) > max_cells:
+                rows = np.sort(rng.choice(rows, max_cells, replace=False))
+            chosen[name] = rows
+            embs[name] = self._apply(
+                RowSubset(md.source, rows),
+                lambda x, n=name: self.module.encode(n, x),
+                batch_size=1024,
+                device=None,
+            )
+        try:
+            acc = float(mixing_accuracy_multi(list(embs.values()), cv=3, seed=0))
+        except ValueError:  # too few cells to cross-validate
+            acc = None
+        self.mixing_accuracy_ = acc
+        chance = 1.0 / len(self.mods)
+        found = []
+        if acc is not None and acc > max(SEPARABLE_ACCURACY, chance + 0.3):
+            found.append(
+                f"a linear classifier tells them apart with balanced accuracy {acc:.2f} "
+                f"(chance {chance:.2f})"
+            )
+        disc = self._disc_accuracy(embs, chosen)
+        self.disc_accuracy_ = disc
+        if disc is not None and disc > max(DISC_SEPARABLE_ACCURACY, chance + 0.3):
+            found.append(
+                f"the latent discriminator tells them apart with balanced accuracy {disc:.2f}"
+            )
+        if found:
+            missing = [
+                what for what, given in (
+                    ("labels_key", self.init_params_["labels_key"] is not None),
+                    ("anchor pairs", bool(self.anchors_)),
+                ) if not given
+            ]
+            add = f"add {' or '.join(missing)}, " if missing else ""
+            warnings.warn(
+                f"the modalities remain separable in the latent space: {'; '.join(found)}. "
+                f"Train longer, raise lam_adv / lam_mmd, {add}or check that the modalities "
+                "measure the same cell population.",
+                UserWarning,
+                stacklevel=user_stacklevel(),
+            )
+
+    def _disc_accuracy(
+        self, embs: dict[str, np.ndarray], rows: dict[str, np.ndarray]
+    ) -> float | None:
+        """Balanced accuracy of the trained latent discriminator on the latent points
+        ``embs`` of each modality's ``rows``, as the model embeds them now; ``None`` with
+        markers, which it also reads, or without points. A conditional discriminator is
+        given the cells' labels as in training (an unlabelled cell the latent classifier's
+        prediction) and scored on the cells of the classes that every modality holds only:
+        a class of one modality tells the modality by itself (with partly shared cell types
+        it read 0.95 for a good alignment); ``None`` with fewer than
+        :data:`MIN_DISC_CELLS` such cells in a modality."""
+        if self.module.n_markers or not all(len(z) for z in embs.values()):
+            return None
+        zs = {n: torch.from_numpy(np.ascontiguousarray(z)) for n, z in embs.items()}
+        ys = {
+            n: torch.from_numpy(md.labels[rows[n]]) for n, md in self.mods.items()
+            if md.labels is not None
+        }
+        if self.module.disc_conditional:
+            seen = {n: self.module.condition_labels(z, ys.get(n)) for n, z in zs.items()}
+            shared = set.intersection(*(set(y.tolist()) for y in seen.values()))
+            keep = {n: np.isin(y.numpy(), sorted(shared)) for n, y in seen.items()}
+            if min(int(k.sum()) for k in keep.values()) < MIN_DISC_CELLS:
+                return None
+            zs = {n: z[torch.from_numpy(keep[n])] for n, z in zs.items()}
+            ys = {n: seen[n][torch.from_numpy(keep[n])] for n in zs}
+        with torch.no_grad():
+            return float(self.module.discriminator_loss(zs, ys)[1])
