@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import warnings
 
+import anndata as ad
 import numpy as np
 import pytest
 
@@ -382,3 +383,47 @@ def test_shape_based_pairs_refuse_batches_of_one_cell():
                       r"'rna': .* only cell of their batch"):
         model = tm.CrossModalAE(data, specs("cell_id"), n_latent=4, seed=0)
     assert model.geometric_pairs_ == {}
+
+
+def _rare_batch(n_rare, seed=0):
+    """640 cells of two modalities; the first ``n_rare`` of modality a in batch "rare"."""
+    rng = np.random.default_rng(seed)
+    n = 640
+    z = rng.normal(size=(n, 3))
+    a = ad.AnnData((z @ rng.normal(size=(3, 30)) + rng.normal(size=(n, 30))).astype(np.float32))
+    a.obs_names = [f"a{i}" for i in range(n)]
+    a.obs["batch"] = ["rare" if i < n_rare else "main" for i in range(n)]
+    b = ad.AnnData((z @ rng.normal(size=(3, 20)) + rng.normal(size=(n, 20))).astype(np.float32))
+    b.obs_names = [f"b{i}" for i in range(n)]
+    specs = {"a": tm.Modality("gaussian", batch_key="batch"), "b": tm.Modality("gaussian")}
+    return tm.CrossModalAE({"a": a, "b": b}, specs, geometric_pairs=False, seed=0)
+
+
+def test_history_mean_of_the_batch_loss_counts_only_the_steps_that_hold_it(monkeypatch):
+    """The batch MMD exists only in steps holding 2 cells each of two batches: its epoch
+    mean is over those steps (it was divided by every step: 1.27 where they held 2.20)."""
+    from transmodal.train._plan import CrossModalPlan
+
+    seen = []
+    real = CrossModalPlan._accumulate
+
+    def spy(self, split, terms):
+        if split == "train":
+            seen.append(terms.get("batch_mmd"))
+        return real(self, split, terms)
+
+    monkeypatch.setattr(CrossModalPlan, "_accumulate", spy)
+    model = _rare_batch(30)
+    model.train(max_epochs=1, batch_size=32, lam_batch=1.0, progress_bar=False)
+    held = [float(v) for v in seen if v is not None]
+    assert 0 < len(held) < len(seen)  # (the case: some steps without the term)
+    assert model.history["train_batch_mmd"].iloc[0] == pytest.approx(np.mean(held), rel=1e-5)
+
+
+def test_lam_batch_that_no_step_uses_warns():
+    # a batch of 6 cells among 640: no step of 32 cells holds two of them
+    model = _rare_batch(6)
+    with pytest.warns(UserWarning, match=r"lam_batch=1.0 had no effect: no training step held "
+                      r"2 cells each of two batches .* raise batch_size \(now 32\)"):
+        model.train(max_epochs=1, batch_size=32, lam_batch=1.0, progress_bar=False)
+    assert "train_batch_mmd" not in model.history.columns

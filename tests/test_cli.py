@@ -156,6 +156,44 @@ def test_embed_all_modalities_to_directory(workdir: Path, trained: Path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
+def test_embed_writes_old_names_with_a_slash_inside_the_out_directory(
+    workdir: Path, tmp_path: Path, monkeypatch
+):
+    """Models saved before '/' was refused in names still load; a name such as "/x/rna"
+    (or one crafted so) made `embed --out DIR` write /x/rna.h5ad, outside DIR."""
+    import transmodal.model._model as model_module
+
+    data = {"/x/rna": ad.read_h5ad(workdir / "rna.h5ad"), "atac": ad.read_h5ad(workdir / "atac.h5ad")}
+    specs = {"/x/rna": tm.Modality("nb"), "atac": tm.Modality("bernoulli")}
+    with monkeypatch.context() as mp:  # (as the earlier version built it)
+        mp.setattr(model_module, "check_modality_name", lambda name, new=True: None)
+        model = tm.CrossModalAE(data, specs, n_latent=4, geometric_pairs=False, seed=0)
+    model.train(max_epochs=1, progress_bar=False)
+    model.save(tmp_path / "old")
+    out = tmp_path / "embedded"
+    assert main(["embed", "--model", str(tmp_path / "old"), "--data",
+                 f"/x/rna={workdir / 'rna.h5ad'}", f"atac={workdir / 'atac.h5ad'}",
+                 "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["%2Fx%2Frna.h5ad", "atac.h5ad"]
+
+
+def test_cli_reads_an_ensemble_whose_first_member_is_not_member0(workdir: Path, tmp_path: Path):
+    data = {n: ad.read_h5ad(workdir / f"{n}.h5ad") for n in ("rna", "atac")}
+    specs = {"rna": tm.Modality("nb"), "atac": tm.Modality("bernoulli")}
+    models = [tm.CrossModalAE(data, specs, n_latent=4, geometric_pairs=False, seed=s)
+              .train(max_epochs=1, progress_bar=False) for s in (0, 1)]
+    path = tmp_path / "ens"
+    tm.Ensemble(models).save(path)
+    (path / "member0").rename(path / "member2")  # a manifest naming other directories
+    manifest = json.loads((path / "ensemble.json").read_text())
+    manifest["members"] = ["member2", "member1"]
+    (path / "ensemble.json").write_text(json.dumps(manifest))
+    out = tmp_path / "rna.h5ad"
+    assert main(["embed", "--model", str(path), *_data_args(workdir), "--modality", "rna",
+                 "--out", str(out)]) == 0
+    assert ad.read_h5ad(out).obsm["X_transmodal"].shape == (N_CELLS, 8)
+
+
 def test_embed_writes_all_files_or_none(workdir: Path, trained: Path, tmp_path: Path,
                                         monkeypatch, capsys):
     from transmodal.cli import _commands

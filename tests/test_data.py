@@ -649,10 +649,11 @@ def _collect(batches):
     pairs = []
     for s in range(len(batches)):
         b = batches[s]
-        sizes = {b[n]["x"].shape[0] for n in batches.mods}
-        assert len(sizes) == 1  # every modality gets the same number of cells per step
+        sizes = {b["cells"][n]["x"].shape[0] for n in batches.mods}
+        if batches.shuffle:  # every modality gets the same number of cells per training step
+            assert len(sizes) == 1
         for n in batches.mods:
-            seen[n].append(b[n]["x"][:, 0].numpy().astype(int))
+            seen[n].append(b["cells"][n]["x"][:, 0].numpy().astype(int))
         if "pairs" in b:
             pairs.append({k: (v["a"][:, 0].numpy().astype(int), v["b"][:, 0].numpy().astype(int)) for k, v in b["pairs"].items()})
     return {n: np.concatenate(v) for n, v in seen.items()}, pairs
@@ -682,8 +683,8 @@ def test_epoch_visits_every_cell(batch_size):
 def test_epoch_never_yields_a_batch_of_one_cell(n, batch_size, sizes):
     mods = _id_data(n, 3, 3)
     batches = EpochBatches(mods, {"big": np.arange(n), "small": np.arange(3)}, batch_size=batch_size)
-    assert [batches[s]["big"]["x"].shape[0] for s in range(len(batches))] == sizes
-    assert [batches[s]["small"]["x"].shape[0] for s in range(len(batches))] == sizes
+    assert [batches[s]["cells"]["big"]["x"].shape[0] for s in range(len(batches))] == sizes
+    assert [batches[s]["cells"]["small"]["x"].shape[0] for s in range(len(batches))] == sizes
 
 
 def test_epoch_batches_skip_a_single_training_pair():
@@ -736,8 +737,19 @@ def test_epoch_batches_without_shuffle_walk_in_order():
         mods, {"big": np.arange(20), "small": np.arange(8)}, batch_size=6, shuffle=False
     )
     seen, _ = _collect(batches)
+    # every validation cell once (a smaller modality is not cycled: its cells would weigh
+    # unequally in the validation loss), in parts that differ by at most one cell (not 6 /
+    # 6 / 6 / 2: the last two cells would weigh as much as the twelve before them)
     np.testing.assert_array_equal(seen["big"], np.arange(20))
-    np.testing.assert_array_equal(seen["small"], np.tile(np.arange(8), 3)[:20])
+    np.testing.assert_array_equal(seen["small"], np.arange(8))
+    assert [len(batches[s]["cells"]["big"]["x"]) for s in range(len(batches))] == [5] * 4
+    assert [len(batches[s]["cells"]["small"]["x"]) for s in range(len(batches))] == [2] * 4
+    # fewer cells (or pairs) than steps: cycled, one per step
+    few = EpochBatches(mods, {"big": np.arange(20), "small": np.arange(3)}, batch_size=6,
+                       pairs={"big|small": (np.array([0, 1]), np.array([0, 1]))}, shuffle=False)
+    seen, pairs = _collect(few)
+    np.testing.assert_array_equal(seen["small"], [0, 1, 2, 0])
+    assert [p["big|small"][0].tolist() for p in pairs] == [[0], [1], [0], [1]]
 
 
 def test_epoch_batches_pairs_stream():
@@ -767,9 +779,9 @@ def test_epoch_batches_labels(paired_data, specs):
     mods, _ = setup_data(paired_data, specs, labels_key="label")
     batches = EpochBatches(mods, {"rna": np.arange(150), "atac": np.arange(150)}, batch_size=32)
     b = batches[0]
-    assert b["rna"]["x"].dtype == torch.float32
-    assert b["rna"]["y"].dtype == torch.int64 and b["rna"]["y"].shape == (32,)
-    assert set(b["rna"]["y"].tolist()) <= {0, 1, 2}
+    assert b["cells"]["rna"]["x"].dtype == torch.float32
+    assert b["cells"]["rna"]["y"].dtype == torch.int64 and b["cells"]["rna"]["y"].shape == (32,)
+    assert set(b["cells"]["rna"]["y"].tolist()) <= {0, 1, 2}
 
 
 # ------------------------------------------------------------------ preprocessing

@@ -165,6 +165,9 @@ def test_ensemble_errors(ensemble, paired_data, make_model, tmp_path):
         tm.Ensemble([m0, "model"])
     with pytest.raises(ValueError, match="scales must be 2 positive"):
         tm.Ensemble([m0, m1], scales=[1.0, 0.0])
+    # the latents are divided by them in float32 (1e300: zeros; 1e-300: infinities)
+    with pytest.raises(ValueError, match="scales must be 2 positive numbers within float32's"):
+        tm.Ensemble([m0, m1], scales=[1e300, 1e-300])
     with pytest.raises(FileNotFoundError, match="not a saved transmodal Ensemble"):
         tm.Ensemble.load(tmp_path, paired_data)
     m0.save(tmp_path / "single")  # a single model: pointed to CrossModalAE.load

@@ -617,6 +617,7 @@ def _set(*keys, value):
     [
         (lambda cfg: list(cfg), "expected a JSON object, got a JSON array"),
         (_drop("init_params"), "missing field 'init_params'"),
+        (_set("format_version", value=True), "unsupported format_version True"),
         (_drop("n_vars"), "missing field 'n_vars'"),
         (_drop("var_names", "atac"), "field 'var_names' has no entry for modality 'atac'"),
         (_set("n_vars", "rna", value="40"), "field 'n_vars' must be an object of integers"),
@@ -634,6 +635,20 @@ def _set(*keys, value):
         # sizes beyond the weights are refused before anything is built (allocated)
         (_set("init_params", "n_latent", value=10**30), r"init_params.n_latent = 10+ is larger"),
         (_set("init_params", "hidden", value=[10**11]), r"init_params.hidden = 10+ is larger"),
+        # sizes and options of other fields: refused, naming the field (not a traceback)
+        (_set("var_names", "rna", value=[f"g{i}" for i in range(39)]),
+         "modality 'rna': n_vars is 40 but var_names lists 39 features"),
+        (_set("preprocessing", "rna", "normalize", value="no"),
+         r"field 'preprocessing' must be an object of objects of options \['normalize'"),
+        (_set("preprocessing", "rna", "n_pca", value=5 * 10**6), "field 'preprocessing'"),
+        (_set("preprocessing", value=["rna"]), "field 'preprocessing'"),
+        (_set("image_spacing", value=[1.0]), "field 'image_spacing' must be null or an object"),
+        (_set("image_spacing", value={"rna": [0.0, -1.0]}), "lists of positive numbers"),
+        (_set("image_spacing", value={"dna": [1.0, 1.0]}),
+         r"field 'image_spacing' has an entry for 'dna', which is not a modality"),
+        (_set("modalities", "rna", "likelihood", value=["nb"]),
+         r"modalities: modality 'rna': field 'likelihood' must be a likelihood name"),
+        (_set("modalities", "rna", "normalize", value="yes"), r"modalities: modality 'rna'"),
     ],
 )
 def test_load_rejects_edited_config(saved, paired_data, edit, message):
@@ -642,6 +657,84 @@ def test_load_rejects_edited_config(saved, paired_data, edit, message):
     with pytest.raises(ValueError, match=message) as err:
         tm.CrossModalAE.load(path, paired_data)
     assert str(path / "config.json") in str(err.value)
+
+
+def test_load_builds_no_network_before_the_saved_shapes_are_checked(saved, paired_data,
+                                                                     monkeypatch):
+    """An edited width that the size check lets through (a zero-sized tensor added to the
+    weights made any width look like one of theirs) is refused before the networks are
+    built: they are built on the meta device first (it read 1.7-3.9 GB from edited configs
+    of a few kB)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from transmodal.model import _model
+
+    _, path = saved
+    weights = path / "model.safetensors"
+    tensors = load_file(str(weights))
+    tensors["module.zz"] = torch.zeros((0, 10**9))
+    save_file(tensors, str(weights), metadata={"format": "transmodal"})
+    _edit_config(path, lambda cfg: {**cfg, "weights_sha256": _sha256(weights),
+                                    "init_params": {**cfg["init_params"], "hidden": [20_000]}})
+    built = []
+    real = _model.CrossModalModule
+
+    def recording(*args, **kwargs):
+        module = real(*args, **kwargs)
+        built.append(next(module.parameters()).device.type)
+        return module
+
+    monkeypatch.setattr(_model, "CrossModalModule", recording)
+    with pytest.raises(ValueError, match=r"model.safetensors does not match the architecture in "
+                       r"config.json \(tensor shapes differ: .*\(20000, 8\) built"):
+        tm.CrossModalAE.load(path, paired_data)
+    assert built == ["meta"]
+    # the unexpected tensor alone (the widths as saved) is named as such
+    _edit_config(path, _set("init_params", "hidden", value=[32]))
+    with pytest.raises(ValueError, match=r"unexpected \['zz'\]"):
+        tm.CrossModalAE.load(path, paired_data)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ("9" * 5_000, "is not valid JSON"),
+])
+def test_load_names_a_config_python_cannot_parse(saved, paired_data, text, match):
+    _, path = saved
+    (path / "config.json").write_text(text)
+    with pytest.raises(ValueError, match=match) as err:
+        tm.CrossModalAE.load(path, paired_data)
+    assert str(path / "config.json") in str(err.value)
+
+
+@pytest.mark.parametrize(("column", "match"), [
+    ({"name": "gene", "kind": "string", "dtype": "S20000000"}, r"dtype 'S20000000' is not one"),
+    ({"name": "flag", "kind": "number", "dtype": "datetime64[ns]"}, r"dtype 'datetime64\[ns\]'"),
+    ({"name": "flag", "kind": "number", "dtype": "complex128"}, "dtype 'complex128'"),
+])
+def test_load_refuses_var_dtypes_that_are_never_saved(tmp_path, make_model, train, paired_data,
+                                                      column, match):
+    data = {**paired_data, "rna": paired_data["rna"].copy()}
+    data["rna"].var["gene"] = [f"G{i}" for i in range(data["rna"].n_vars)]
+    data["rna"].var["flag"] = np.arange(data["rna"].n_vars) % 2 == 0
+    model = train(make_model(data), max_epochs=1)
+    model.save(tmp_path / "m")
+
+    def edit(cfg):
+        entry = next(e for e in cfg["var"]["rna"] if e["name"] == column["name"])
+        entry["dtype"] = column["dtype"]
+        return cfg
+
+    _edit_config(tmp_path / "m", edit)
+    with pytest.raises(ValueError, match=match):
+        tm.CrossModalAE.load(tmp_path / "m")
+    # a column described twice
+    model.save(tmp_path / "m", overwrite=True)
+    _edit_config(tmp_path / "m", lambda cfg: {**cfg, "var": {
+        **cfg["var"], "rna": cfg["var"]["rna"] + [cfg["var"]["rna"][-1]]}})
+    with pytest.raises(ValueError, match="is described twice"):
+        tm.CrossModalAE.load(tmp_path / "m")
 
 
 def test_load_config_without_later_optional_params(saved, paired_data):
@@ -788,6 +881,9 @@ def test_atomic_directory_swaps_old_and_new_in_one_step(tmp_path, monkeypatch):
     [
         (lambda t: t.pop("validation.atac"), r"validation.atac is missing"),
         (lambda t: t.update({"validation.rna": t["validation.rna"][:5]}), r"validation.rna"),
+        # (a float mask read as bool made every cell a validation cell)
+        (lambda t: t.update({"validation.rna": t["validation.rna"].float() + 0.5}),
+         r"validation.rna .* one 0 / 1 \(uint8\) value per cell"),
         (lambda t: t.pop("anchors.rna|atac.b"), r"anchors.rna\|atac.b: missing"),
         (lambda t: t.update({"anchors.rna|atac.a": t["anchors.rna|atac.a"] + 10**6}),
          r"rows outside modality 'rna'"),

@@ -1793,6 +1793,47 @@ def test_a_matrix_replaced_in_the_training_anndata_is_read_anew(paired_data, mak
         model.translate(source="rna", target="atac")
 
 
+def test_a_matrix_edited_in_place_is_told_like_a_replaced_one(paired_data, make_model, train):
+    """sc.pp.scale(adata) or adata.X *= 100 keep the object: it was read silently with the
+    preprocessing fitted on the old values (means ~5 against data means ~500)."""
+    rng = np.random.default_rng(0)
+    data = {k: v.copy() for k, v in paired_data.items()}
+    data["prot"] = ad.AnnData(rng.normal(5.0, 1.0, (data["rna"].n_obs, 12)).astype(np.float32),
+                              obs=pd.DataFrame(index=data["rna"].obs_names))
+    specs = {"rna": tm.Modality("nb", layer="counts"), "prot": tm.Modality("gaussian")}
+    model = train(make_model({"rna": data["rna"], "prot": data["prot"]}, specs), max_epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # unchanged: nothing to tell
+        z = model.get_latent_representation("prot")
+    data["prot"].X *= 100
+    with pytest.warns(UserWarning, match=r"modality 'prot': its AnnData's X was changed in place "
+                      r"since the model was built; the model reads it as it is now \(its "
+                      r"preprocessing, fitted when it was built, is kept"):
+        changed = model.get_latent_representation("prot")
+    assert not np.allclose(changed, z, atol=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # once per change
+        model.get_latent_representation("prot")
+    # a sparse layer's stored values edited in place
+    data["rna"].layers["counts"].data[:] += 1
+    with pytest.warns(UserWarning, match=r"layers\['counts'\] was changed in place"):
+        train(model, max_epochs=1)
+
+
+def test_a_modality_may_be_named_pairs(paired_data, make_model, train):
+    """The training batches held the anchor pairs beside the modalities, under "pairs": a
+    modality of that name was taken for the pairs (a deep unpacking error) or replaced by
+    them (KeyError)."""
+    data = {"rna": paired_data["rna"], "pairs": paired_data["atac"]}
+    specs = {"rna": tm.Modality("nb", layer="counts"), "pairs": tm.Modality("poisson")}
+    for fraction in (0.0, 1.0):
+        model = train(make_model(data, specs, anchor_fraction=fraction), max_epochs=1)
+        assert "train_recon_pairs" in model.history.columns
+        # pairs in every step: the shape-based pseudo-pairs at 0 %, the anchors at 100 %
+        assert "train_anchor" in model.history.columns
+        assert bool(model.anchors_) == bool(fraction)
+
+
 @pytest.mark.parametrize("bad", [64.0, "64", None, True, 0])
 def test_inference_batch_size_is_checked_first(trained_model, tmp_path, bad):
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):

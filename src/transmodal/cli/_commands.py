@@ -308,9 +308,12 @@ def _is_ensemble(model_dir: Path) -> bool:
 
 def _model_modalities(model_dir: Path) -> tuple[list[str], dict[str, Any]]:
     """Modality names and config of a saved model (of an ensemble: its first member's)."""
+    from ..model._ensemble import read_manifest
     from ..model._io import read_config
 
-    config = read_config(model_dir / "member0" if _is_ensemble(model_dir) else model_dir)
+    config = read_config(
+        model_dir / read_manifest(model_dir)[0][0] if _is_ensemble(model_dir) else model_dir
+    )
     return list(config["modalities"]), config
 
 
@@ -402,7 +405,10 @@ def cmd_embed(
             )
         if out_path.exists() and not out_path.is_dir():
             raise FileExistsError(f"--out {out_path} exists and is not a directory")
-        targets = {n: out_path / f"{n}.h5ad" for n in names if n in data_paths}
+        # ('/' of a name of a model saved before names refused it: as %2F, so that the file
+        # stays in the directory)
+        targets = {n: out_path / f"{n.replace('/', '%2F')}.h5ad"
+                   for n in names if n in data_paths}
         for p in targets.values():
             _check_not_an_input(p, data_paths)
             _check_output(p, overwrite=overwrite, suffix=".h5ad")

@@ -42,7 +42,10 @@ class _Cycler:
 MIN_TRAINING_BATCH = 2
 
 class EpochBatches(Dataset):
-    """Map-style dataset whose item ``s`` is the whole minibatch of step ``s``.
+    """Map-style dataset whose item ``s`` is the whole minibatch of step ``s``:
+    ``{"cells": {name: {"x": rows, ...}}, "pairs": {"a|b": {"a": rows, "b": rows}}}`` (the
+    modalities' rows, with labels ``"y"``, markers ``"m"``, batch codes ``"b"`` and trials
+    ``"n"`` where the modality has them; ``"pairs"`` only with anchor pairs).
 
     Parameters
     ----------
@@ -55,7 +58,10 @@ class EpochBatches(Dataset):
     pairs
         ``{"a|b": (rows_a, rows_b)}`` of paired cells used by the anchor loss.
     shuffle
-        Draw random permutations (training) or walk in order (validation).
+        Draw random permutations (training: each step holds ``batch_size`` cells of every
+        modality, a smaller modality cycling through its cells), or walk in order
+        (validation: every cell once, each modality's cells spread over the steps in parts
+        that differ by at most one, so that the mean over steps weighs every cell alike).
     seed
         Base seed; epoch ``e`` uses ``np.random.default_rng([seed, e])``.
     """
@@ -108,19 +114,35 @@ class EpochBatches(Dataset):
         if epoch == self._epoch:
             return
         self._epoch = epoch
-        rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
-        sizes = [self.batch_size] * (self.steps - 1)
-        sizes.append(self.n_max - sum(sizes))  # the last batch may hold batch_size + 1 cells
-        self._bounds = np.concatenate([[0], np.cumsum(sizes)])
-        total = int(self._bounds[-1])
-        self._orders = {
-            name: idx[_Cycler(len(idx), rng).take(total)] for name, idx in self.indices.items()
-        }
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, epoch])
+            sizes = [self.batch_size] * (self.steps - 1)
+            sizes.append(self.n_max - sum(sizes))  # the last batch may hold batch_size + 1 cells
+            bounds = np.concatenate([[0], np.cumsum(sizes)])
+            total = int(bounds[-1])
+            self._orders = {
+                name: idx[_Cycler(len(idx), rng).take(total)] for name, idx in self.indices.items()
+            }
+            self._bounds = dict.fromkeys(self.indices, bounds)
+            self._pair_orders = {}
+            for key, (ia, ib) in self.pairs.items():
+                per_step = min(self.batch_size, len(ia))
+                sel = _Cycler(len(ia), rng).take(per_step * self.steps)
+                self._pair_orders[key] = (ia[sel], ib[sel], np.arange(self.steps + 1) * per_step)
+            return
+        # evaluation: every cell (and pair) once, in order, spread over the steps in parts
+        # that differ by at most one cell, so that averaging the steps' means weighs every
+        # cell alike (a modality, or pair set, with fewer cells than steps cycles through them)
+        self._orders, self._bounds = {}, {}
+        for name, idx in self.indices.items():
+            n = max(len(idx), self.steps)
+            self._orders[name] = idx[_Cycler(len(idx), None).take(n)]
+            self._bounds[name] = np.arange(self.steps + 1) * n // self.steps
         self._pair_orders = {}
         for key, (ia, ib) in self.pairs.items():
-            per_step = min(self.batch_size, len(ia))
-            sel = _Cycler(len(ia), rng).take(per_step * self.steps).reshape(self.steps, per_step)
-            self._pair_orders[key] = (ia[sel], ib[sel])
+            n = max(len(ia), self.steps)
+            sel = _Cycler(len(ia), None).take(n)
+            self._pair_orders[key] = (ia[sel], ib[sel], np.arange(self.steps + 1) * n // self.steps)
 
     def _rows(self, name: str, rows: np.ndarray) -> dict[str, torch.Tensor]:
         md = self.mods[name]
@@ -138,14 +160,18 @@ class EpochBatches(Dataset):
         return out
 
     def __getitem__(self, step: int) -> dict:
-        lo, hi = self._bounds[step], self._bounds[step + 1]
-        batch: dict = {name: self._rows(name, order[lo:hi]) for name, order in self._orders.items()}
+        cells = {
+            name: self._rows(name, order[self._bounds[name][step] : self._bounds[name][step + 1]])
+            for name, order in self._orders.items()
+        }
+        batch: dict = {"cells": cells}
         if self._pair_orders:
             batch["pairs"] = {}
-            for key, (ra, rb) in self._pair_orders.items():
+            for key, (ra, rb, bounds) in self._pair_orders.items():
                 a, b = key.split("|")
+                lo, hi = bounds[step], bounds[step + 1]
                 batch["pairs"][key] = {
-                    "a": torch.from_numpy(self.mods[a].source.rows(ra[step])),
-                    "b": torch.from_numpy(self.mods[b].source.rows(rb[step])),
+                    "a": torch.from_numpy(self.mods[a].source.rows(ra[lo:hi])),
+                    "b": torch.from_numpy(self.mods[b].source.rows(rb[lo:hi])),
                 }
         return batch

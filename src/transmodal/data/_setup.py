@@ -19,7 +19,7 @@ from .._utils import (
 )
 from ._modality import Modality, check_modality_name
 from ._source import (
-    MatrixSource, check_values, matrix_of, obsm_feature_names, stored_matrices,
+    MatrixSource, check_values, matrix_of, obsm_feature_names, stored_matrices, values_digest,
 )
 
 
@@ -41,6 +41,15 @@ class ModalityData:
     # cells per label outside a trained model's label categories (new data given to load())
     unknown_labels: dict[str, int] | None = None
 
+    def __post_init__(self) -> None:
+        self._digests = self._digests_of(self.source.stored)
+
+    def _digests_of(self, stored: tuple | None) -> tuple | None:
+        """:func:`values_digest` of each matrix in ``stored``."""
+        if stored is None:
+            return None
+        return tuple(values_digest(m, len(self.adata)) for m in stored)
+
     @property
     def n_obs(self) -> int:  # noqa: D102
         return self.source.n_obs
@@ -49,9 +58,10 @@ class ModalityData:
         """``ValueError`` if the user's AnnData no longer holds the cells the model was built
         with (subset or reordered in place since, e.g. by ``sc.pp.filter_cells``): the model's
         matrix and the AnnData's ``obs`` would belong to different cells. A matrix replaced
-        there since (``adata.X = counts``) is read anew, with a warning, as long as it has
-        the same features (else ``ValueError``; also for a layer or ``obsm`` entry deleted
-        since)."""
+        there since (``adata.X = counts``) or edited in place (``sc.pp.scale(adata)``,
+        ``adata.X *= 2``; told by :func:`values_digest`) is read anew, with a warning, as
+        long as it has the same features (else ``ValueError``; also for a layer or ``obsm``
+        entry deleted since)."""
         now = self.adata.obs_names
         if len(now) != self.n_obs or not np.array_equal(np.asarray(now, dtype=object),
                                                         self.obs_names):
@@ -61,7 +71,13 @@ class ModalityData:
                 "adata, or build the model again"
             )
         held, stored = self.source.stored, stored_matrices(self.adata, self.spec)
-        if held is None or stored is None or all(a is b for a, b in zip(held, stored)):
+        if held is None or stored is None:
+            return
+        digests = self._digests_of(stored)
+        replaced = [a is not b for a, b in zip(held, stored)]
+        changed = [r or (self._digests is not None and d != d0)
+                   for r, d, d0 in zip(replaced, digests, self._digests or digests)]
+        if not any(changed):
             return
         src, var_names = matrix_of(self.adata, self.spec, self.name)  # (names one gone)
         differ = features_differ(var_names, self.var_names, self.spec)
@@ -76,16 +92,17 @@ class ModalityData:
                 f"than when the model was built ({detail}{filtered}); pass the cells as "
                 "adata, or build the model again"
             )
-        # (a rate modality's trials may be what was set again)
-        where = src.where if held[0] is not stored[0] else src.totals.where
+        first = changed.index(True)  # (a rate modality's trials may be what changed)
+        where = src.where if first == 0 else src.totals.where
+        how = "was replaced" if replaced[first] else "was changed in place"
         warnings.warn(
-            f"modality {self.name!r}: its AnnData's {where} was replaced since the model "
-            f"was built; the model reads it as it is now (its preprocessing, fitted when it "
+            f"modality {self.name!r}: its AnnData's {where} {how} since the model was "
+            f"built; the model reads it as it is now (its preprocessing, fitted when it "
             f"was built, is kept: {where} must hold what it held then, e.g. counts, not "
-            "normalised values)",
+            "normalised or scaled values)",
             UserWarning, stacklevel=user_stacklevel(),
         )
-        self.source = src
+        self.source, self._digests = src, digests
 
     def source_now(self) -> MatrixSource:
         """The rows to read: a matrix replaced in the AnnData since, as :meth:`check_current`

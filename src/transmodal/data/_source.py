@@ -9,6 +9,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -461,6 +462,32 @@ def stored_matrices(adata: AnnData, spec: Modality) -> tuple | None:
     x = _UNTRACKED if adata.isbacked else adata.X
     trials = None if spec.total_layer is None else layer(spec.total_layer)
     return (x if spec.layer is None else layer(spec.layer), trials)
+
+
+def values_digest(matrix: Any, n_obs: int, max_rows: int = 64) -> tuple | None:
+    """A fingerprint of the values ``matrix`` holds (one of :func:`stored_matrices`, with
+    ``n_obs`` rows): the sums of the values and of their squares, and the numbers of NaN and
+    of entries, over a fixed sample of at most ``max_rows`` rows. It tells a matrix edited
+    in place (``adata.X *= 100``, ``sc.pp.scale(adata)``: the same object, other values)
+    from the one a model was built on; ``None`` where there is nothing to read (a backed
+    ``X``, a missing matrix) or it cannot be read by rows."""
+    if matrix is None or matrix is _UNTRACKED:
+        return None
+    rng = np.random.default_rng(0)
+    rows = np.sort(rng.choice(n_obs, min(n_obs, max_rows), replace=False))
+    try:
+        if sp.issparse(matrix):
+            values = sp.csr_matrix(matrix[rows]).data
+        elif isinstance(matrix, pd.DataFrame):
+            values = matrix.iloc[rows].to_numpy()
+        else:
+            values = matrix[rows]
+        values = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, IndexError, KeyError, OSError):
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        return (float(np.nansum(values)), float(np.nansum(np.square(values))),
+                int(np.isnan(values).sum()), int(values.size))
 
 
 def _has_raw(adata: AnnData) -> bool:

@@ -20,6 +20,7 @@ from .._utils import (
 from ..data._h5ad import check_output_h5ad, write_rows_h5ad
 from ..data._source import CHUNK_VALUES
 from ..data._setup import target_batch_codes
+from ._io import read_json
 from ._model import CrossModalAE
 
 ENSEMBLE_FORMAT_VERSION = 1
@@ -158,8 +159,13 @@ class Ensemble:
                 )
             scales = [_latent_scale(m) for m in models]
         scales = np.asarray(scales, dtype=np.float64)
-        if scales.shape != (len(models),) or not (np.isfinite(scales) & (scales > 0)).all():
-            raise ValueError(f"scales must be {len(models)} positive numbers; got {scales.tolist()}")
+        # (the latents are divided by them in float32: within its normal range)
+        tiny, big = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+        if scales.shape != (len(models),) or not ((scales >= tiny) & (scales <= big)).all():
+            raise ValueError(
+                f"scales must be {len(models)} positive numbers within float32's range "
+                f"[{tiny:.3g}, {big:.3g}]; got {scales.tolist()}"
+            )
         self.models = models
         self.scales_ = scales
 
@@ -427,39 +433,7 @@ class Ensemble:
         :meth:`CrossModalAE.load`: the model's ``var_names``; modalities it lacks, all with
         ``None``, stand in without cells, for embedding / translating new cells)."""
         path = Path(path)
-        cfg = path / ENSEMBLE_CONFIG
-        if not cfg.is_file():
-            single = (path / MODEL_CONFIG).is_file()
-            raise FileNotFoundError(
-                f"{path} is not a saved transmodal Ensemble ({ENSEMBLE_CONFIG} needed)"
-                + ("; it holds a single model: load it with tm.CrossModalAE.load" if single else "")
-            )
-        try:
-            config = json.loads(cfg.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{cfg} is not valid JSON: {err}") from None
-        if not isinstance(config, dict):
-            raise ValueError(f"{cfg}: must hold a JSON object, got {type(config).__name__}")
-        if config.get("format") != "transmodal-ensemble" or (
-            config.get("format_version") != ENSEMBLE_FORMAT_VERSION
-        ):
-            raise ValueError(
-                f"{cfg}: unsupported format {config.get('format')!r} version "
-                f"{config.get('format_version')!r} (this transmodal reads transmodal-ensemble "
-                f"{ENSEMBLE_FORMAT_VERSION})"
-            )
-        names = config.get("members")
-        if not isinstance(names, list) or not all(
-            isinstance(n, str) and n.startswith("member") and n[6:].isdigit() for n in names
-        ):
-            raise ValueError(f"{cfg}: 'members' must list member directories (member0, ...)")
-        if len(set(names)) != len(names):
-            raise ValueError(f"{cfg}: 'members' names a directory twice: {names}")
-        scales = config.get("scales")
-        if not (isinstance(scales, list) and len(scales) == len(names) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in scales
-        )):
-            raise ValueError(f"{cfg}: 'scales' must list one number per member; got {scales!r}")
+        names, scales = read_manifest(path)
         # each member's warnings (e.g. other cells than the training cells) once, at the
         # caller's line; an "error" filter still raises in the first member
         caught: list[warnings.WarningMessage] = []
@@ -483,3 +457,39 @@ class Ensemble:
             return cls(members, scales=scales)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
+
+
+def read_manifest(path: Path) -> tuple[list[str], list[float]]:
+    """The member directories (``member0``, ...) and latent scales listed by the ensemble
+    saved at ``path``; ``FileNotFoundError`` / ``ValueError`` naming the file otherwise."""
+    cfg = path / ENSEMBLE_CONFIG
+    if not cfg.is_file():
+        single = (path / MODEL_CONFIG).is_file()
+        raise FileNotFoundError(
+            f"{path} is not a saved transmodal Ensemble ({ENSEMBLE_CONFIG} needed)"
+            + ("; it holds a single model: load it with tm.CrossModalAE.load" if single else "")
+        )
+    config = read_json(cfg)
+    if not isinstance(config, dict):
+        raise ValueError(f"{cfg}: must hold a JSON object, got {type(config).__name__}")
+    if config.get("format") != "transmodal-ensemble" or (
+        config.get("format_version") != ENSEMBLE_FORMAT_VERSION
+    ):
+        raise ValueError(
+            f"{cfg}: unsupported format {config.get('format')!r} version "
+            f"{config.get('format_version')!r} (this transmodal reads transmodal-ensemble "
+            f"{ENSEMBLE_FORMAT_VERSION})"
+        )
+    names = config.get("members")
+    if not isinstance(names, list) or not all(
+        isinstance(n, str) and n.startswith("member") and n[6:].isdigit() for n in names
+    ):
+        raise ValueError(f"{cfg}: 'members' must list member directories (member0, ...)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{cfg}: 'members' names a directory twice: {names}")
+    scales = config.get("scales")
+    if not (isinstance(scales, list) and len(scales) == len(names) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in scales
+    )):
+        raise ValueError(f"{cfg}: 'scales' must list one number per member; got {scales!r}")
+    return names, scales

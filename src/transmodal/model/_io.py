@@ -139,6 +139,10 @@ def _as_trained(
                 "tm.register_likelihood before loading (registered: "
                 f"{available_likelihoods()})"
             )
+        try:  # (before the spec's options are resolved below)
+            spec.check(name)
+        except ValueError as err:
+            raise ValueError(f"{path / CONFIG}: modalities: {err}") from None
     out = dict(specs)
     images = config.get("image_shape") or {}
     for name, opts in (config.get("preprocessing") or {}).items():
@@ -197,6 +201,18 @@ def _or_null(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or check(v)
 
 
+def _positive_number(v: Any) -> bool:
+    return _is_number(v) and math.isfinite(v) and v > 0
+
+
+def _trained_options(v: Any) -> bool:
+    """An object of preprocessing options (``normalize``, ``log1p``, ``scale``), each true or
+    false, as :func:`save_model` records them."""
+    return isinstance(v, dict) and all(
+        k in PREPROCESSING_OPTIONS and isinstance(x, bool) for k, x in v.items()
+    )
+
+
 def _distinct_strings(v: Any) -> bool:
     return _array_of(lambda x: isinstance(x, str))(v) and len(set(v)) == len(v)
 
@@ -223,6 +239,14 @@ _CONFIG_FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
     ),
     "var": (False, _object_of(_array_of(lambda v: isinstance(v, dict))),
             "an object of lists of column descriptions"),
+    "preprocessing": (
+        False, _object_of(_trained_options),
+        f"an object of objects of options {list(PREPROCESSING_OPTIONS)}, each true or false",
+    ),
+    "image_spacing": (
+        False, _or_null(_object_of(_array_of(_positive_number))),
+        "null or an object of lists of positive numbers",
+    ),
     "train_params": (False, _or_null(lambda v: isinstance(v, dict)), "null or an object"),
     "is_trained": (False, lambda v: isinstance(v, bool), "true or false"),
     "mixing_accuracy": (False, _or_null(_is_number), "null or a number"),
@@ -242,7 +266,8 @@ def _check_config(config: Any, cfg_path: Path) -> None:
     present and of the right JSON type, with an entry for every modality."""
     if not isinstance(config, dict):
         raise ValueError(f"{cfg_path}: expected a JSON object, got a JSON {_json_kind(config)}")
-    if config.get("format_version") != FORMAT_VERSION:
+    version = config.get("format_version")
+    if version != FORMAT_VERSION or _json_kind(version) != "integer":  # (not true, 1.0)
         raise ValueError(
             f"{cfg_path}: unsupported format_version {config.get('format_version')!r} "
             f"(this transmodal reads {FORMAT_VERSION})"
@@ -260,6 +285,20 @@ def _check_config(config: Any, cfg_path: Path) -> None:
         if missing:
             raise ValueError(
                 f"{cfg_path}: field {field!r} has no entry for modality {missing[0]!r}"
+            )
+    for name in config["modalities"]:  # (the sizes the networks are built from)
+        n_vars, names = config["n_vars"][name], config["var_names"][name]
+        if n_vars != len(names):
+            raise ValueError(
+                f"{cfg_path}: modality {name!r}: n_vars is {n_vars} but var_names lists "
+                f"{len(names)} features"
+            )
+    for field in ("image_shape", "image_spacing", "preprocessing", "batch_categories", "var"):
+        unknown = [n for n in config.get(field) or {} if n not in config["modalities"]]
+        if unknown:
+            raise ValueError(
+                f"{cfg_path}: field {field!r} has an entry for {unknown[0]!r}, which is not "
+                f"a modality of the model ({list(config['modalities'])})"
             )
     batches = config.get("batch_categories") or {}
     for name, spec in config["modalities"].items():
@@ -328,12 +367,20 @@ def read_config(path) -> dict:
         raise FileNotFoundError(
             f"{path} is not a saved transmodal model ({CONFIG} and {WEIGHTS} needed){hint}"
         )
-    try:
-        config = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{cfg_path} is not valid JSON: {err}") from None
+    config = read_json(cfg_path)
     _check_config(config, cfg_path)
     return config
+
+
+def read_json(path: Path) -> Any:
+    """The JSON value of a UTF-8 file; ``ValueError`` naming it where it is not JSON (also
+    nested too deeply for Python's parser, or with an integer beyond its digit limit)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ValueError(f"{path}: its JSON is nested too deeply for a config") from None
+    except (ValueError, UnicodeDecodeError) as err:  # (JSONDecodeError; a long integer)
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
 
 
 def _read_weights(weights: Path, checksum: str | None = None) -> dict[str, torch.Tensor]:
@@ -428,6 +475,61 @@ def _check_sizes(
             )
 
 
+def _check_given_data(model: CrossModalAE, config: dict) -> None:
+    """``ValueError`` unless the data given to :func:`load_model` (set up in ``model.mods``)
+    have the saved images' shape and features."""
+    for name, md in model.mods.items():
+        saved_shape = config.get("image_shape", {}).get(name)
+        given_shape = None if md.source.image_shape is None else list(md.source.image_shape)
+        if saved_shape != given_shape:
+            raise ValueError(
+                f"modality {name!r}: the model was saved for images of shape {saved_shape}; "
+                f"the given data hold {given_shape}"
+            )
+        saved_n = config["n_vars"][name]
+        differ = features_differ(md.var_names, config["var_names"][name], md.spec)
+        warn_unnamed_columns(md.var_names, config["var_names"][name], md.spec, name)
+        if md.source.n_vars != saved_n or differ:
+            detail = differ or f"{md.source.n_vars} features given, {saved_n} saved"
+            raise ValueError(
+                f"modality {name!r}: var_names of the given data do not match the saved model "
+                f"({detail})"
+            )
+
+
+def _module_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The saved tensors of the networks, named as in the module's ``state_dict``."""
+    return {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
+
+
+def _check_architecture(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
+                        path: Path) -> None:
+    """``ValueError`` unless the saved network tensors are those of ``module`` (built from
+    the config on the meta device, which allocates nothing), by name and shape: an edited
+    size in the config would otherwise allocate its networks (gigabytes from a few edited
+    numbers) before the weights were found not to fit."""
+    state = _module_state(tensors)
+    expected = module.state_dict()
+    shapes = [
+        f"{k}: {tuple(v.shape)} saved, {tuple(expected[k].shape)} built"
+        for k, v in state.items() if k in expected and v.shape != expected[k].shape
+    ]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if not (shapes or missing or unexpected):
+        return
+    # e.g. a hand-edited config (hidden widths, batches), or networks built differently
+    why = (
+        f"the model was saved by a transmodal whose networks differ from this one's "
+        f"({_version()}; {CONFIG} names the version that saved it), or its config was edited"
+    )
+    detail = (f"tensor shapes differ: {'; '.join(shapes[:2])}" if shapes
+              else f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    raise ValueError(
+        f"{path / WEIGHTS} does not match the architecture in {CONFIG} ({detail}): {why}"
+    )
+
+
 def _with_stand_ins(
     data, specs: dict[str, Modality], config: dict, tensors: dict[str, torch.Tensor],
     cfg_path: Path,
@@ -512,10 +614,10 @@ def _reordering(
 def _saved_mask(tensors: dict[str, torch.Tensor], name: str, n: int, path: Path) -> np.ndarray:
     """The saved validation mask of modality ``name``, checked to cover its ``n`` cells."""
     t = tensors.get(f"validation.{name}")
-    if t is None or tuple(t.shape) != (n,):
+    if t is None or tuple(t.shape) != (n,) or t.dtype != torch.uint8 or bool((t > 1).any()):
         raise ValueError(
-            f"{path / WEIGHTS}: validation.{name} is missing or does not hold one value per "
-            f"cell ({n})"
+            f"{path / WEIGHTS}: validation.{name} is missing or does not hold one 0 / 1 (uint8) "
+            f"value per cell ({n})"
         )
     return t.numpy().astype(bool)
 
@@ -536,6 +638,11 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
     _check_sizes(config, specs, tensors, path / CONFIG)
     data, stand_ins = _with_stand_ins(data, specs, config, tensors, path / CONFIG)
     model = cls.__new__(cls)
+
+    def check_module(module: torch.nn.Module) -> None:  # (model.mods is set by then)
+        _check_given_data(model, config)
+        _check_architecture(module, tensors, path)
+
     model._setup(
         data,
         specs,
@@ -546,46 +653,9 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
         allow_empty=stand_ins,
         batch_categories=config.get("batch_categories") or {},
         trained=True,
+        check_module=check_module,
     )
-    for name, md in model.mods.items():
-        saved_shape = config.get("image_shape", {}).get(name)
-        given_shape = None if md.source.image_shape is None else list(md.source.image_shape)
-        if saved_shape != given_shape:
-            raise ValueError(
-                f"modality {name!r}: the model was saved for images of shape {saved_shape}; "
-                f"the given data hold {given_shape}"
-            )
-        saved_n = config["n_vars"][name]
-        differ = features_differ(md.var_names, config["var_names"][name], md.spec)
-        warn_unnamed_columns(md.var_names, config["var_names"][name], md.spec, name)
-        if md.source.n_vars != saved_n or differ:
-            detail = differ or f"{md.source.n_vars} features given, {saved_n} saved"
-            raise ValueError(
-                f"modality {name!r}: var_names of the given data do not match the saved model "
-                f"({detail})"
-            )
-    state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
-    expected = model.module.state_dict()
-    shapes = [
-        f"{k}: {tuple(v.shape)} saved, {tuple(expected[k].shape)} built"
-        for k, v in state.items() if k in expected and v.shape != expected[k].shape
-    ]
-    # e.g. a hand-edited config (hidden widths, batches), or networks built differently
-    why = (
-        f"the model was saved by a transmodal whose networks differ from this one's "
-        f"({_version()}; {CONFIG} names the version that saved it), or its config was edited"
-    )
-    if shapes:
-        raise ValueError(
-            f"{path / WEIGHTS} does not match the architecture in {CONFIG} "
-            f"(tensor shapes differ: {'; '.join(shapes[:2])}): {why}"
-        )
-    missing, unexpected = model.module.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"{path / WEIGHTS} does not match the architecture in {CONFIG} "
-            f"(missing {missing[:3]}, unexpected {unexpected[:3]}): {why}"
-        )
+    model.module.load_state_dict(_module_state(tensors))  # (shapes checked before it was built)
     model.module.eval()
     same_data = model._digests() == config.get("obs_digest")
     # the training cells in another order (e.g. sorted by a label): the saved pairs and

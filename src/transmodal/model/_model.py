@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from anndata import AnnData
 
 from .._utils import (
@@ -251,9 +252,11 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin):
     def _setup(
         self, data, modalities, params, *, label_categories, check_data, labels_optional=False,
         allow_empty: tuple[str, ...] = (), batch_categories: Mapping[str, list[str]] | None = None,
-        trained: bool = False,
+        trained: bool = False, check_module: Callable[[CrossModalModule], None] | None = None,
     ) -> None:
-        """Validate data, then build the networks (seeded); shared by ``__init__`` and ``load``."""
+        """Validate data, then build the networks (seeded); shared by ``__init__`` and ``load``
+        (whose ``check_module`` is given the networks built on the meta device first: their
+        shapes without memory)."""
         self._check_data = bool(check_data)  # also when the model's own cells are read again
         for name in modalities if isinstance(modalities, Mapping) else ():
             check_modality_name(name, new=False)  # (a new model's: checked in __init__)
@@ -305,20 +308,23 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin):
                 n_batches=len(self.batch_categories_.get(name, ())),
                 **opts,
             )
+        markers = params.get("marker_key")
+        markers = [] if markers is None else [markers] if isinstance(markers, str) else markers
+        sizes = dict(
+            n_latent=params["n_latent"],
+            dropout=params["dropout"],
+            disc_noise=params.get("disc_noise", 0.0),
+            disc_conditional=params.get("disc_conditional", False),
+            variational=params.get("variational", False),
+            n_private=params.get("n_private", 0),
+            n_markers=len(markers),
+            n_labels=len(categories) if categories else 0,
+        )
+        if check_module is not None:
+            with torch_defaults(), seeded(params["seed"]), torch.device("meta"):
+                check_module(CrossModalModule(archs, **sizes))
         with torch_defaults(), seeded(params["seed"]):
-            self.module = CrossModalModule(
-                archs,
-                n_latent=params["n_latent"],
-                dropout=params["dropout"],
-                disc_noise=params.get("disc_noise", 0.0),
-                disc_conditional=params.get("disc_conditional", False),
-                variational=params.get("variational", False),
-                n_private=params.get("n_private", 0),
-                n_markers=0 if params.get("marker_key") is None else len(
-                    [params["marker_key"]] if isinstance(params["marker_key"], str) else params["marker_key"]
-                ),
-                n_labels=len(categories) if categories else 0,
-            )
+            self.module = CrossModalModule(archs, **sizes)
         self.history_: pd.DataFrame | None = None
         self.train_params_: dict[str, Any] = {}
         self.is_trained_ = False

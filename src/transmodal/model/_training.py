@@ -238,8 +238,9 @@ class TrainingMixin:
 
         accelerator = lightning_accelerator(accelerator)
         self._check_training_cells()
+        batch_loss_acts = False  # (whether lam_batch can act: warned about if not)
         if is_global_zero(launcher=True):
-            self._warn_batches(lam_batch)
+            batch_loss_acts = self._warn_batches(lam_batch)
             self._warn_unknown_labels()
         seed = self.init_params_["seed"] if seed is None else seed
         n_max = max(md.n_obs for md in self.mods.values())
@@ -296,6 +297,13 @@ class TrainingMixin:
             min_epochs=pretrain_epochs + adv_warmup_epochs, seed=seed,
         )
         epochs_run = int(len(history))
+        if batch_loss_acts and epochs_run and "train_batch_mmd" not in history.columns:
+            warnings.warn(
+                f"lam_batch={lam_batch} had no effect: no training step held 2 cells each of "
+                "two batches of a modality (its batches are small against the cells per "
+                f"step); raise batch_size (now {batch_size})",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
         if epochs_run and self.history_ is not None and len(self.history_):  # continue count
             history.index = history.index + int(self.history_.index.max()) + 1
             history = pd.concat([self.history_, history])
@@ -598,9 +606,10 @@ class TrainingMixin:
                     UserWarning, stacklevel=user_stacklevel(),
                 )
 
-    def _warn_batches(self, lam_batch: float) -> None:
+    def _warn_batches(self, lam_batch: float) -> bool:
         """Warn about batches without training cells (their decoder input is never trained)
-        and about a ``lam_batch`` that cannot act (no modality with two batches)."""
+        and about a ``lam_batch`` that cannot act (no modality with two batches); return
+        whether ``lam_batch`` (> 0) can act."""
         acts = False
         for name, batches in self.batch_categories_.items():
             codes = self.mods[name].batches  # (-1: unknown, refused for training cells)
@@ -629,6 +638,7 @@ class TrainingMixin:
                 "(Modality(batch_key=...)) with at least 2 training cells each",
                 UserWarning, stacklevel=user_stacklevel(),
             )
+        return lam_batch > 0 and acts
 
     def _warn_if_separable(self, *, max_cells: int = 1000) -> None:
         """Measure how separable the modalities are after training and warn if they are.

@@ -10,6 +10,7 @@ beyond 2**53 are left out.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -87,6 +88,26 @@ def encode_var(var: pd.DataFrame, prefix: str) -> tuple[list[dict[str, Any]], di
     return meta, tensors
 
 
+# pandas' nullable dtypes that :func:`_numbers` saves as float64 numbers
+_NULLABLE = {*(f"{s}Int{b}" for s in ("", "U") for b in (8, 16, 32, 64)), "Float32", "Float64",
+             "boolean"}
+
+
+def _saved_dtype(dtype: str, kind: str) -> Any:
+    """The dtype named ``dtype`` if :func:`encode_var` saves columns of it as ``kind``
+    (numbers: numpy booleans, integers and floats, pandas' nullable ones; strings: object or
+    pandas' string dtype); ``ValueError`` otherwise (a file edited to name another, e.g. a
+    bytes dtype of gigabytes per value)."""
+    if kind == "number" and dtype in _NULLABLE:
+        return dtype
+    if kind == "string" and dtype in ("object", "string", "str"):
+        return dtype
+    with contextlib.suppress(TypeError):
+        if kind == "number" and np.dtype(dtype).kind in _TENSOR_KINDS:
+            return np.dtype(dtype)
+    raise ValueError(f"dtype {dtype!r} is not one a {kind} column is saved with")
+
+
 def decode_var(
     meta: Any, tensors: dict[str, torch.Tensor], prefix: str, var_names: list[str], where: str
 ) -> pd.DataFrame:
@@ -102,6 +123,8 @@ def decode_var(
         if not isinstance(name, str) or kind not in ("number", "categorical", "string"):
             raise ValueError(f"{where}[{i}] needs a string 'name' and a 'kind' "
                              "(number, categorical or string)")
+        if name in var.columns:  # (encode_var leaves repeated names out)
+            raise ValueError(f"{where}[{i}]: column {name!r} is described twice")
         try:
             if kind == "string":
                 values = entry.get("values")
@@ -122,7 +145,7 @@ def decode_var(
                     column = pd.Series(values, index=var.index)
             dtype = entry.get("dtype")
             if kind != "categorical" and isinstance(dtype, str) and dtype != str(column.dtype):
-                column = column.astype(dtype)
+                column = column.astype(_saved_dtype(dtype, kind))
         except (ValueError, TypeError, KeyError) as err:
             raise ValueError(f"{where}[{i}] (column {name!r}): {err}") from None
         var[name] = column

@@ -111,7 +111,7 @@ class CrossModalPlan(pl.LightningModule):
         self._last_finite: dict[str, torch.Tensor] | None = None
         self.diverged = False  # set (with the weights put back) before FloatingPointError
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
-        self._counts: dict[str, int] = {}
+        self._counts: dict[str, dict[str, int]] = {}
 
     # -- optimisers ------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -183,24 +183,33 @@ class CrossModalPlan(pl.LightningModule):
             self._set_anchor_frozen(frozen)
 
     # -- bookkeeping -----------------------------------------------------------------------
-    def _accumulate(self, split: str, terms: dict[str, torch.Tensor]) -> None:
-        sums = self._sums.setdefault(split, defaultdict(lambda: torch.zeros(())))
+    def _accumulate(self, split: str, terms: dict[str, torch.Tensor | None]) -> None:
+        """Add a step's loss terms to the epoch's sums; a term that is ``None`` (one this
+        fit computes, absent from this step) adds nothing to its sum or its count of steps."""
+        sums = self._sums.setdefault(split, {})
+        counts = self._counts.setdefault(split, {})
         for k, v in terms.items():
-            sums[k] = sums[k].to(v.device) + v.detach().float()
-        self._counts[split] = self._counts.get(split, 0) + 1
+            if k not in sums:
+                sums[k], counts[k] = torch.zeros(()), 0
+            if v is not None:
+                sums[k] = sums[k].to(v.device) + v.detach().float()
+                counts[k] += 1
 
     def _means(self, split: str) -> dict[str, float]:
-        """Epoch means of the accumulated terms, over every process under DDP."""
-        n = self._counts.pop(split, 0)
+        """Epoch means of the accumulated terms, each over the steps that held it, over
+        every process under DDP (every process holds the same terms: those a step lacks are
+        accumulated as ``None``); a term that no step held is left out."""
+        counts = self._counts.pop(split, {})
         sums = self._sums.pop(split, {})
         keys = sorted(sums)
+        totals = {k: float(counts[k]) for k in keys}
         if _distributed():
-            total = torch.stack([sums[k].float() for k in keys] + [torch.tensor(float(n))])
-            total = total.to(self.device)
-            dist.all_reduce(total)
-            n = float(total[-1])
-            sums = dict(zip(keys, total[:-1]))
-        return {f"{split}_{k}": float(sums[k]) / max(n, 1) for k in keys}
+            both = torch.stack([sums[k].float().to(self.device) for k in keys]
+                               + [torch.tensor(totals[k], device=self.device) for k in keys])
+            dist.all_reduce(both)
+            sums = dict(zip(keys, both[: len(keys)]))
+            totals = {k: float(c) for k, c in zip(keys, both[len(keys) :])}
+        return {f"{split}_{k}": float(sums[k]) / totals[k] for k in keys if totals[k] > 0}
 
     def _average_buffers(self) -> None:
         """Under DDP, average floating-point buffers (batch-norm statistics) over processes,
@@ -216,16 +225,16 @@ class CrossModalPlan(pl.LightningModule):
     # -- steps -----------------------------------------------------------------------------
     def _losses(self, batch: dict, *, train: bool) -> dict[str, torch.Tensor]:
         m = self.module
-        pairs = batch.get("pairs", {})
+        cells, pairs = batch["cells"], batch.get("pairs", {})
         names = [self.anchor] if self.pretraining else m.names
         zs, terms = {}, {}
         recon = []
         for name in names:
             if self.anchor == name and not self.pretraining:
-                zs[name] = m.encode_frozen(name, batch[name]["x"])  # the pre-trained anchor
+                zs[name] = m.encode_frozen(name, cells[name]["x"])  # the pre-trained anchor
                 continue
             z, nll, kl = m.reconstruction(
-                name, batch[name]["x"], batch[name].get("b"), batch[name].get("n")
+                name, cells[name]["x"], cells[name].get("b"), cells[name].get("n")
             )
             zs[name] = z
             terms[f"recon_{name}"] = nll.mean()
@@ -244,8 +253,8 @@ class CrossModalPlan(pl.LightningModule):
                 terms["latent_l2"] = torch.stack([z.pow(2).mean() for z in trained]).mean()
                 objective = objective + self.lam_latent * terms["latent_l2"]
 
-        ys = {n: batch[n]["y"] for n in zs if "y" in batch[n]}
-        ms = {n: batch[n]["m"] for n in zs if "m" in batch[n]}
+        ys = {n: cells[n]["y"] for n in zs if "y" in cells[n]}
+        ms = {n: cells[n]["m"] for n in zs if "m" in cells[n]}
         # discriminator step on detached latents
         if not self.pretraining:
             if ms:  # unmeasured markers take the nearest measured cell's value
@@ -272,12 +281,13 @@ class CrossModalPlan(pl.LightningModule):
             if self.lam_mmd > 0:
                 terms["mmd"] = m.mmd_loss(zs)
                 objective = objective + self.lam_mmd * terms["mmd"]
-        bs = {n: batch[n]["b"] for n in training if "b" in batch[n]}
+        bs = {n: cells[n]["b"] for n in training if "b" in cells[n]}
         if bs and self.lam_batch > 0:
-            batch_mmd = m.batch_mmd_loss(zs, bs)
-            if batch_mmd is not None:
-                terms["batch_mmd"] = batch_mmd
-                objective = objective + self.lam_batch * batch_mmd
+            # (None where no modality's step holds two cells each of two batches: counted
+            # as absent in the epoch's mean)
+            terms["batch_mmd"] = m.batch_mmd_loss(zs, bs)
+            if terms["batch_mmd"] is not None:
+                objective = objective + self.lam_batch * terms["batch_mmd"]
 
         cls = m.classifier_loss(zs, ys) if ys else None
         if cls is not None:
@@ -318,7 +328,7 @@ class CrossModalPlan(pl.LightningModule):
         self._accumulate("val", terms)
 
     def on_validation_epoch_end(self) -> None:  # noqa: D102
-        n = self._counts.get("val", 0)
+        n = self._counts.get("val", {}).get("monitor", 0)
         # monitored for early stopping only once pre-training and the adversarial warm-up
         # are over: earlier losses are not comparable, and an early "no improvement" would
         # stay set in Lightning's EarlyStopping and stop the run at min_epochs
