@@ -407,10 +407,10 @@ def test_history_mean_of_the_batch_loss_counts_only_the_steps_that_hold_it(monke
     seen = []
     real = CrossModalPlan._accumulate
 
-    def spy(self, split, terms):
+    def spy(self, split, terms, weights):
         if split == "train":
             seen.append(terms.get("batch_mmd"))
-        return real(self, split, terms)
+        return real(self, split, terms, weights)
 
     monkeypatch.setattr(CrossModalPlan, "_accumulate", spy)
     model = _rare_batch(30)
@@ -427,3 +427,16 @@ def test_lam_batch_that_no_step_uses_warns():
                       r"2 cells each of two batches .* raise batch_size \(now 32\)"):
         model.train(max_epochs=1, batch_size=32, lam_batch=1.0, progress_bar=False)
     assert "train_batch_mmd" not in model.history.columns
+
+
+def test_lam_batch_on_a_frozen_anchor_names_the_anchor():
+    """The batches are the anchor's, which a further training leaves frozen: the warning
+    said to raise batch_size (steps held 200 cells)."""
+    model = tm.CrossModalAE(batched(300, seed=1), specs(), n_latent=4, prior="anchor:rna",
+                            anchor_fraction=0.5, seed=0)
+    fit(model, max_epochs=2, pretrain_epochs=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.train(max_epochs=1, lam_batch=1.0, batch_size=200, progress_bar=False)
+    said = [str(w.message) for w in caught if "lam_batch" in str(w.message)]
+    assert len(said) == 1 and "but the anchor modality 'rna', which this training" in said[0]

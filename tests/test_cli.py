@@ -448,6 +448,19 @@ def _runs_config(workdir: Path, name: str, combine: str) -> Path:
     return _write_config(workdir / f"{name}.yaml", cfg)
 
 
+def test_config_checkpoint_dir_is_read_from_the_config_folder(workdir: Path, capsys):
+    cfg = _config(workdir, out="ckpt_model")
+    cfg["train"].update(checkpoint_dir="ckpt", checkpoint_every=1)
+    assert main(["train", "--config", str(_write_config(workdir / "ckpt.yaml", cfg))]) == 0
+    saved = tm.CrossModalAE.load(workdir / "ckpt")  # the last checkpoint: the trained model
+    assert list(saved.history.index) == [0, 1]
+    # several runs would each write it: refused before any data are read
+    cfg["runs"] = {"seeds": [0, 1]}
+    cfg["model"].pop("seed")
+    assert main(["train", "--config", str(_write_config(workdir / "ckpt2.yaml", cfg))]) == 2
+    assert "checkpoint_dir saves one model's training" in capsys.readouterr().err
+
+
 @pytest.mark.filterwarnings("ignore:.*(separable|disagree).*:UserWarning")
 def test_train_consensus_keeps_one_seed(workdir: Path, capsys):
     assert main(["train", "--config", str(_runs_config(workdir, "consensus", "consensus"))]) == 0

@@ -744,12 +744,13 @@ def test_epoch_batches_without_shuffle_walk_in_order():
     np.testing.assert_array_equal(seen["small"], np.arange(8))
     assert [len(batches[s]["cells"]["big"]["x"]) for s in range(len(batches))] == [5] * 4
     assert [len(batches[s]["cells"]["small"]["x"]) for s in range(len(batches))] == [2] * 4
-    # fewer cells (or pairs) than steps: cycled, one per step
+    # fewer cells than steps: all of them, as often each; pairs as in training (as many
+    # per step as batch_size allows: a contrastive loss over one pair is 0)
     few = EpochBatches(mods, {"big": np.arange(20), "small": np.arange(3)}, batch_size=6,
                        pairs={"big|small": (np.array([0, 1]), np.array([0, 1]))}, shuffle=False)
     seen, pairs = _collect(few)
-    np.testing.assert_array_equal(seen["small"], [0, 1, 2, 0])
-    assert [p["big|small"][0].tolist() for p in pairs] == [[0], [1], [0], [1]]
+    np.testing.assert_array_equal(seen["small"], [0, 1, 2, 0, 1, 2])
+    assert [p["big|small"][0].tolist() for p in pairs] == [[0, 1]] * 4
 
 
 def test_epoch_batches_pairs_stream():

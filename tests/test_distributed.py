@@ -56,6 +56,19 @@ def test_two_process_ddp_matches_ranks_and_single_process(tmp_path):
         assert h0[key][-1] == pytest.approx(hs[key][-1], rel=0.03), key
 
 
+def test_two_process_ddp_without_validation_cells_writes_checkpoints(tmp_path):
+    """No validation cells (no validation step on any process) and a checkpoint every 2
+    epochs, written by rank 0 (the epoch means failed on an empty list of terms)."""
+    out, ckpt = str(tmp_path / "noval"), tmp_path / "ckpt"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_addr", "127.0.0.1", "--master_port", str(_free_port())]
+    _run(torchrun + [str(WORKER), out, "32", "0", str(ckpt)], tmp_path)
+    h0, h1 = (json.loads(Path(f"{out}_history_{r}.json").read_text()) for r in (0, 1))
+    assert h0 == h1 and len(h0["epoch"]) == 3 and not any(k.startswith("val_") for k in h0)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors"]
+    assert json.loads((ckpt / "config.json").read_text())["train_params"]["epochs_run"] == 3
+
+
 def test_strategy_resolution():
     from transmodal.train._trainer import resolve_strategy
 

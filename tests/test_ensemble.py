@@ -198,6 +198,9 @@ def test_ensemble_errors(ensemble, paired_data, make_model, tmp_path):
     with pytest.raises(ValueError, match="do not pass seed"):
         tm.workflows.train_ensemble(lambda s: make_model(paired_data, seed=s), seeds=(0, 1),
                                     seed=3)
+    with pytest.raises(ValueError, match="checkpoint_dir= saves one model's training"):
+        tm.workflows.train_ensemble(lambda s: make_model(paired_data, seed=s), seeds=(0, 1),
+                                    checkpoint_dir=tmp_path / "ckpt")
     with pytest.raises(ValueError, match="at least two integers"):
         tm.workflows.train_consensus(lambda s: make_model(paired_data, seed=s), seeds=3)
 

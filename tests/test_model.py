@@ -1868,6 +1868,12 @@ def test_translate_out_names_an_unwritable_obs_column(paired_data, trained_model
     with pytest.raises(ValueError, match=r"cannot write the features' annotations \(var\)"
                        r".*mixed types in var"):
         write_skeleton(tmp_path / "skeleton.h5ad", obs=pd.DataFrame(index=["c"]), var=var)
+    # an error of the element itself (a reserved column name) named it "obs" by default
+    var = pd.DataFrame({"_index": list(paired_data["atac"].var_names)},
+                       index=paired_data["atac"].var_names)
+    with pytest.raises(ValueError, match=r"cannot write the features' annotations \(var\) "
+                       r"\('_index' is a reserved name"):
+        write_skeleton(tmp_path / "reserved.h5ad", obs=pd.DataFrame(index=["c"]), var=var)
     # new cells without X, for a model that reads X: the fix at inference is named
     atac = paired_data["atac"]
     bare = ad.AnnData(obs=atac.obs[[]].copy(), var=atac.var[[]].copy())
@@ -1895,6 +1901,42 @@ def test_failed_training_leaves_a_usable_model(paired_data, make_model, train, m
     assert all(p.dtype == torch.float32 and p.requires_grad for p in params)
     assert not model.module.training and not model.is_trained_
     assert model.get_latent_representation("rna").dtype == np.float32
+
+
+def test_epoch_means_weigh_cells_and_the_monitor_is_built_from_them():
+    """Each term's epoch mean is over what it averages: a step of 2 cells weighed as much as
+    one of 128 (the validation's last step), a step without a labelled cell diluted the
+    classifier's mean, a step without the batch MMD its mean; the monitored validation
+    loss is the sum of those means."""
+    from types import SimpleNamespace
+
+    from transmodal.train._plan import CrossModalPlan
+
+    plan = SimpleNamespace(_sums={}, _counts={}, device=torch.device("cpu"), lam_cls=2.0,
+                           lam_anchor=0.5, current_epoch=5, pretrain_epochs=0,
+                           adv_warmup_epochs=1, _val_means={})
+    plan._means = lambda split: CrossModalPlan._means(plan, split)
+    logged = {}
+    plan.log = lambda name, value, **kw: logged.update({name: value})
+    t = torch.tensor
+    steps = [  # (terms, weights)
+        ({"recon_a": t(1.0), "cls": t(0.5), "anchor": t(4.0), "batch_mmd": t(2.0)},
+         {"recon_a": 128, "cls": t(2)}),
+        ({"recon_a": t(3.0), "cls": t(0.0), "anchor": t(2.0), "batch_mmd": None},
+         {"recon_a": 2, "cls": t(0)}),
+    ]
+    for terms, weights in steps:
+        CrossModalPlan._accumulate(plan, "val", terms, weights)
+    CrossModalPlan.on_validation_epoch_end(plan)
+    means = plan._val_means
+    assert means["val_recon_a"] == pytest.approx((128 * 1.0 + 2 * 3.0) / 130)
+    assert means["val_cls"] == pytest.approx(0.5)  # (0.25 averaged over steps)
+    assert means["val_anchor"] == pytest.approx(3.0)
+    assert means["val_batch_mmd"] == pytest.approx(2.0)  # (1.0 over every step)
+    monitor = means["val_recon_a"] + 2.0 * 0.5 + 0.5 * 3.0
+    assert means["val_monitor"] == pytest.approx(monitor) == logged["val_monitor"]
+    # nothing accumulated (no validation cells): no means, nothing to stack
+    assert CrossModalPlan._means(plan, "val") == {}
 
 
 def test_early_stopping_counts_patience_after_the_warm_up(paired_data, make_model, train):

@@ -102,6 +102,8 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
         "use_gpu": "choose the device with accelerator='gpu' (or 'auto')",
         "gpu": "choose the device with accelerator='gpu' (or 'auto'), devices= which ones",
         "early_stopping_patience": "the epochs without improvement are patience=",
+        "enable_checkpointing": "checkpoints (in the model's own format) are written to "
+                                "checkpoint_dir= every checkpoint_every= epochs",
         "plan_kwargs": "the optimiser's settings are train()'s own arguments (lr=, "
                        "weight_decay=, lr_disc=, lam_*=)",
         "train_size": "the validation split is set when the model is built: "

@@ -397,6 +397,10 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         CrossModalAE._check_train_params(train)
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{f}: train: {err}") from None
+    if train.get("checkpoint_dir") is not None:  # (relative to the config, like out)
+        train["checkpoint_dir"] = str(
+            _resolve(base, train["checkpoint_dir"], f"{f}: train: checkpoint_dir")
+        )
 
     # runs: several seeds, one kept (consensus) or all combined (ensemble) ------------------
     runs = None
@@ -420,6 +424,11 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         k = sec.get("k", 50)
         if not _is_int(k) or k < 1:
             raise ConfigError(f"{f}: runs: key 'k' must be a positive integer, got {k!r}")
+        if train.get("checkpoint_dir") is not None:
+            raise ConfigError(
+                f"{f}: train: checkpoint_dir saves one model's training; with section 'runs' "
+                "every run would write it"
+            )
         for section, params in (("model", model), ("train", train)):
             if "seed" in params:
                 raise ConfigError(

@@ -61,7 +61,8 @@ class EpochBatches(Dataset):
         Draw random permutations (training: each step holds ``batch_size`` cells of every
         modality, a smaller modality cycling through its cells), or walk in order
         (validation: every cell once, each modality's cells spread over the steps in parts
-        that differ by at most one, so that the mean over steps weighs every cell alike).
+        that differ by at most one; anchor pairs as in training, ``batch_size`` or all of
+        them per step, cycling).
     seed
         Base seed; epoch ``e`` uses ``np.random.default_rng([seed, e])``.
     """
@@ -114,8 +115,8 @@ class EpochBatches(Dataset):
         if epoch == self._epoch:
             return
         self._epoch = epoch
+        rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
         if self.shuffle:
-            rng = np.random.default_rng([self.seed, epoch])
             sizes = [self.batch_size] * (self.steps - 1)
             sizes.append(self.n_max - sum(sizes))  # the last batch may hold batch_size + 1 cells
             bounds = np.concatenate([[0], np.cumsum(sizes)])
@@ -124,25 +125,23 @@ class EpochBatches(Dataset):
                 name: idx[_Cycler(len(idx), rng).take(total)] for name, idx in self.indices.items()
             }
             self._bounds = dict.fromkeys(self.indices, bounds)
-            self._pair_orders = {}
-            for key, (ia, ib) in self.pairs.items():
-                per_step = min(self.batch_size, len(ia))
-                sel = _Cycler(len(ia), rng).take(per_step * self.steps)
-                self._pair_orders[key] = (ia[sel], ib[sel], np.arange(self.steps + 1) * per_step)
-            return
-        # evaluation: every cell (and pair) once, in order, spread over the steps in parts
-        # that differ by at most one cell, so that averaging the steps' means weighs every
-        # cell alike (a modality, or pair set, with fewer cells than steps cycles through them)
-        self._orders, self._bounds = {}, {}
-        for name, idx in self.indices.items():
-            n = max(len(idx), self.steps)
-            self._orders[name] = idx[_Cycler(len(idx), None).take(n)]
-            self._bounds[name] = np.arange(self.steps + 1) * n // self.steps
+        else:
+            # evaluation: every cell once, in order, spread over the steps in parts that
+            # differ by at most one cell, so that the mean over the steps weighs every cell
+            # alike (a modality with fewer cells than steps: all of them, as often each)
+            self._orders, self._bounds = {}, {}
+            for name, idx in self.indices.items():
+                n = len(idx) * math.ceil(self.steps / len(idx)) if len(idx) < self.steps \
+                    else len(idx)
+                self._orders[name] = idx[_Cycler(len(idx), None).take(n)]
+                self._bounds[name] = np.arange(self.steps + 1) * n // self.steps
+        # pairs: the same number in every step, cycling (the contrastive loss of a step
+        # contrasts its pairs: the validation's as many as the training's)
         self._pair_orders = {}
         for key, (ia, ib) in self.pairs.items():
-            n = max(len(ia), self.steps)
-            sel = _Cycler(len(ia), None).take(n)
-            self._pair_orders[key] = (ia[sel], ib[sel], np.arange(self.steps + 1) * n // self.steps)
+            per_step = min(self.batch_size, len(ia))
+            sel = _Cycler(len(ia), rng).take(per_step * self.steps)
+            self._pair_orders[key] = (ia[sel], ib[sel], np.arange(self.steps + 1) * per_step)
 
     def _rows(self, name: str, rows: np.ndarray) -> dict[str, torch.Tensor]:
         md = self.mods[name]

@@ -38,13 +38,17 @@ def write_skeleton(
         AnnData(obs=obs, var=var, uns=dict(uns or {}), obsm=dict(obsm or {})).write_h5ad(path)
     except (TypeError, ValueError) as err:
         where = " ".join(getattr(err, "__notes__", []))  # "... while writing key 'x' ... /obs"
-        found = re.search(r"to /(obs|var|uns|obsm)\b", where)
-        element = found.group(1) if found else "obs"
-        what = {"var": "the features' annotations (var)", "uns": "the unstructured "
-                "annotations (uns)", "obsm": "the cells' arrays (obsm)"}.get(
-            element, "the annotations of the cells (obs)")
-        fix = (f"; a column of mixed types in {element} can be made writable with .astype(str)"
-               if element in ("obs", "var") else "")
+        # (a column's error names its element's path; an element's own error, e.g. a
+        # reserved column name, the element as the key written to /)
+        found = (re.search(r"to /(obs|var|uns|obsm)\b", where)
+                 or re.search(r"key '(obs|var|uns|obsm)' of .* to /(?!\w)", where))
+        element = found.group(1) if found else None
+        what = {"obs": "the annotations of the cells (obs)",
+                "var": "the features' annotations (var)",
+                "uns": "the unstructured annotations (uns)", "obsm": "the cells' arrays (obsm)",
+                None: "the annotations of the cells or features (obs / var)"}[element]
+        fix = (f"; a column of mixed types in {element or 'obs / var'} can be made writable "
+               "with .astype(str)" if element in ("obs", "var", None) else "")
         raise ValueError(
             f"cannot write {what} ({err}{'; ' + where if where else ''}){fix}"
         ) from None

@@ -74,9 +74,10 @@ class ModalityData:
         if held is None or stored is None:
             return
         digests = self._digests_of(stored)
+        before = getattr(self, "_digests", None)  # (None: pickled by a version without)
         replaced = [a is not b for a, b in zip(held, stored)]
-        changed = [r or (self._digests is not None and d != d0)
-                   for r, d, d0 in zip(replaced, digests, self._digests or digests)]
+        changed = [r or (before is not None and d != d0)
+                   for r, d, d0 in zip(replaced, digests, before or digests)]
         if not any(changed):
             return
         src, var_names = matrix_of(self.adata, self.spec, self.name)  # (names one gone)

@@ -514,9 +514,14 @@ def _check_architecture(module: torch.nn.Module, tensors: dict[str, torch.Tensor
         f"{k}: {tuple(v.shape)} saved, {tuple(expected[k].shape)} built"
         for k, v in state.items() if k in expected and v.shape != expected[k].shape
     ]
+    kinds = [  # (a float saved for an integer counter, or integers for weights)
+        f"{k}: {v.dtype} saved, {expected[k].dtype} built"
+        for k, v in state.items()
+        if k in expected and v.is_floating_point() != expected[k].is_floating_point()
+    ]
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    if not (shapes or missing or unexpected):
+    if not (shapes or kinds or missing or unexpected):
         return
     # e.g. a hand-edited config (hidden widths, batches), or networks built differently
     why = (
@@ -524,6 +529,7 @@ def _check_architecture(module: torch.nn.Module, tensors: dict[str, torch.Tensor
         f"({_version()}; {CONFIG} names the version that saved it), or its config was edited"
     )
     detail = (f"tensor shapes differ: {'; '.join(shapes[:2])}" if shapes
+              else f"tensor types differ: {'; '.join(kinds[:2])}" if kinds
               else f"missing {missing[:3]}, unexpected {unexpected[:3]}")
     raise ValueError(
         f"{path / WEIGHTS} does not match the architecture in {CONFIG} ({detail}): {why}"

@@ -3,18 +3,24 @@ the batches set, the Lightning run, and the checks and statistics after it."""
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
+import os
+import sys
 import warnings
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .._utils import (
+    MODEL_CONFIG,
+    MODEL_WEIGHTS,
     argument_hints,
+    check_output_directory,
     check_parallel,
     is_global_zero,
     jsonable,
@@ -28,8 +34,10 @@ from ._checks import check_number, check_seed
 from ._inference import RowSubset
 from ._split import choose_anchors
 
-if TYPE_CHECKING:
-    from ._model import CrossModalAE
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # (installed with torch)
+    from typing_extensions import Self
 
 SEPARABLE_ACCURACY = 0.8
 DISC_SEPARABLE_ACCURACY = 0.9  # aligned runs measured 0.50-0.68, unaligned ones 1.00
@@ -63,6 +71,7 @@ class TrainingMixin:
             ("pretrain_epochs", dict(integer=True)),
             ("adv_warmup_epochs", dict(integer=True)),
             ("patience", dict(integer=True)),
+            ("checkpoint_every", dict(low=1, integer=True)),
             ("lr", dict(strict=True)),
             ("lr_disc", dict(strict=True)),  # None: lr
             ("anchor_temperature", dict(strict=True)),
@@ -116,6 +125,8 @@ class TrainingMixin:
         adv_warmup_epochs: int | None = None,
         early_stopping: bool = True,
         patience: int | None = None,
+        checkpoint_dir: str | os.PathLike | None = None,
+        checkpoint_every: int = 10,
         accelerator: str = "cpu",
         devices: int | str | list[int] = 1,
         strategy: str = "auto",
@@ -123,7 +134,7 @@ class TrainingMixin:
         precision: str | int = "32-true",
         progress_bar: bool = True,
         seed: int | None = None,
-    ) -> CrossModalAE:
+    ) -> Self:
         """Train all autoencoders, the discriminator and the optional heads.
 
         Parameters
@@ -198,6 +209,17 @@ class TrainingMixin:
             (``validation_fraction`` > 0); without them it is off, with a warning. The
             model keeps the weights of the last epoch run (the monitored loss leaves out
             the alignment, so its best epoch need not be the best aligned one).
+        checkpoint_dir, checkpoint_every
+            Save the model to the directory ``checkpoint_dir`` every ``checkpoint_every``
+            epochs (an integer >= 1) and when training ends, as :meth:`save` does (safetensors
+            + JSON, each checkpoint replacing the last one in one step; under DDP by the
+            first process). A run that stops (a job pre-empted, a machine lost) resumes from
+            its last checkpoint: ``CrossModalAE.load(checkpoint_dir, data).train(max_epochs=
+            <the epochs left>)`` goes on with its weights, history and, with an anchor prior,
+            the pre-training left; with new optimisers (see Notes), and the latent
+            statistics are set exactly once training ends (a checkpoint taken during
+            training holds the running ones). The directory must be new, empty or hold a
+            saved model; ``None`` (default): no checkpoints.
         accelerator, devices, strategy, num_nodes, precision
             Passed to the Lightning ``Trainer`` (CPU by default; ``precision`` one of
             ``"32-true"``, ``"64-true"``, ``"16-mixed"``, ``"bf16-mixed"``). Several GPUs / nodes:
@@ -235,12 +257,14 @@ class TrainingMixin:
         # Lightning (about 2 s to import) is loaded only to train: embedding, translating
         # and loading models do without it
         from ..train import CrossModalPlan, default_max_epochs
+        from ..train._callbacks import SaveEvery
 
         accelerator = lightning_accelerator(accelerator)
+        if checkpoint_dir is not None:  # (before training: not refused after it)
+            check_output_directory(checkpoint_dir, overwrite=True,
+                                   names=(MODEL_CONFIG, MODEL_WEIGHTS))
         self._check_training_cells()
-        batch_loss_acts = False  # (whether lam_batch can act: warned about if not)
         if is_global_zero(launcher=True):
-            batch_loss_acts = self._warn_batches(lam_batch)
             self._warn_unknown_labels()
         seed = self.init_params_["seed"] if seed is None else seed
         n_max = max(md.n_obs for md in self.mods.values())
@@ -254,6 +278,11 @@ class TrainingMixin:
         }
         self._check_options_used(losses)
         pretrain_epochs, pretrain_owed = self._pretraining(pretrain_epochs, max_epochs)
+        # the anchor modality trains only while it is pre-trained (then it is frozen)
+        frozen = self.anchor_modality_ if pretrain_epochs == 0 else None
+        batch_loss_acts = False  # (whether lam_batch can act: warned about if not)
+        if is_global_zero(launcher=True):
+            batch_loss_acts = self._warn_batches(lam_batch, frozen)
         if adv_warmup_epochs is None:
             adv_warmup_epochs = max_epochs // 10
         if (lam_adv > 0 and adv_warmup_epochs > 0 and pretrain_epochs < max_epochs
@@ -290,11 +319,39 @@ class TrainingMixin:
             adv_warmup_epochs=adv_warmup_epochs,
             batches=train_batches,
         )
+        anchor = self.anchor_modality_
+
+        def record(epochs_run: int) -> dict[str, Any]:
+            """``train_params_`` once this call has run ``epochs_run`` epochs."""
+            return jsonable({
+                # (any call's) classifier loss with a weight: predict_labels is no guess
+                "classifier_trained": bool(classifier_trained or (lam_cls > 0 and epochs_run)),
+                "max_epochs": max_epochs,
+                "epochs_run": epochs_run,  # by this call; history holds every call's
+                "epochs_total": epochs_run + (0 if self.history_ is None
+                                              else int(len(self.history_))),
+                "batch_size": batch_size,
+                **losses,
+                "pretrain_epochs": pretrain_epochs,
+                # (cut short by an interrupt: the next call's default finishes it)
+                "pretrain_left": max(0, pretrain_owed - epochs_run) if anchor else 0,
+                "adv_warmup_epochs": adv_warmup_epochs,
+                "early_stopping": early_stopping,
+                "patience": patience,
+                "seed": seed,
+            })
+
+        callbacks = []
+        if checkpoint_dir is not None:
+            callbacks.append(SaveEvery(
+                lambda rows: self._save_checkpoint(checkpoint_dir, rows, record),
+                checkpoint_every,
+            ))
         history, interrupted, diverged = self._fit(
             plan, train_batches, val_batches, max_epochs=max_epochs, accelerator=accelerator,
             devices=devices, strategy=strategy, num_nodes=num_nodes, precision=precision,
             progress_bar=progress_bar, early_stopping=early_stopping, patience=patience,
-            min_epochs=pretrain_epochs + adv_warmup_epochs, seed=seed,
+            min_epochs=pretrain_epochs + adv_warmup_epochs, seed=seed, callbacks=callbacks,
         )
         epochs_run = int(len(history))
         if batch_loss_acts and epochs_run and "train_batch_mmd" not in history.columns:
@@ -304,28 +361,9 @@ class TrainingMixin:
                 f"step); raise batch_size (now {batch_size})",
                 UserWarning, stacklevel=user_stacklevel(),
             )
-        if epochs_run and self.history_ is not None and len(self.history_):  # continue count
-            history.index = history.index + int(self.history_.index.max()) + 1
-            history = pd.concat([self.history_, history])
+        self.train_params_ = record(epochs_run)
         if epochs_run:  # (an interrupt within the first epoch adds nothing)
-            self.history_ = history
-        anchor = self.anchor_modality_
-        self.train_params_ = jsonable({
-            # (any call's) classifier loss with a weight: predict_labels is no guess
-            "classifier_trained": bool(classifier_trained or (lam_cls > 0 and epochs_run)),
-            "max_epochs": max_epochs,
-            "epochs_run": epochs_run,  # by this call; history holds every call's
-            "epochs_total": 0 if self.history_ is None else int(len(self.history_)),
-            "batch_size": batch_size,
-            **losses,
-            "pretrain_epochs": pretrain_epochs,
-            # (cut short by an interrupt: the next call's default finishes it)
-            "pretrain_left": max(0, pretrain_owed - epochs_run) if anchor else 0,
-            "adv_warmup_epochs": adv_warmup_epochs,
-            "early_stopping": early_stopping,
-            "patience": patience,
-            "seed": seed,
-        })
+            self.history_ = self._history_with(history)
         self.is_trained_ = self.is_trained_ or epochs_run > 0
         if epochs_run:  # the anchor, once frozen, keeps the statistics set then
             self._recalibrate_latent_norm(
@@ -341,7 +379,32 @@ class TrainingMixin:
             )
         if is_global_zero(launcher=True):  # (under DDP every process holds the same model)
             self._warn_if_separable()
+        if checkpoint_dir is not None:  # the trained model, as the last checkpoint
+            self.save(checkpoint_dir, overwrite=True)
         return self
+
+    def _history_with(self, history: pd.DataFrame) -> pd.DataFrame:
+        """The history so far followed by ``history`` (a call's epochs, numbered on)."""
+        if self.history_ is None or not len(self.history_):
+            return history
+        history = history.copy()
+        history.index = history.index + int(self.history_.index.max()) + 1
+        return pd.concat([self.history_, history])
+
+    def _save_checkpoint(
+        self, path: str | os.PathLike, rows: list[dict[str, float]],
+        record: Callable[[int], dict[str, Any]],
+    ) -> None:
+        """Save the model as it is after this call's epochs ``rows`` (their history, and
+        ``record(len(rows))`` as its ``train_params_``) to ``path``, as :meth:`save` does."""
+        from ..train._trainer import history_frame
+        from ._io import save_model
+
+        snapshot = copy.copy(self)  # (the networks shared: their weights now)
+        snapshot.history_ = self._history_with(history_frame(rows))
+        snapshot.train_params_ = record(len(rows))
+        snapshot.is_trained_ = True
+        save_model(snapshot, path, overwrite=True)
 
     def _check_training_cells(self) -> None:
         """Refuse to train on modalities without cells, with fewer than 2 training cells or
@@ -606,10 +669,11 @@ class TrainingMixin:
                     UserWarning, stacklevel=user_stacklevel(),
                 )
 
-    def _warn_batches(self, lam_batch: float) -> bool:
+    def _warn_batches(self, lam_batch: float, frozen: str | None) -> bool:
         """Warn about batches without training cells (their decoder input is never trained)
-        and about a ``lam_batch`` that cannot act (no modality with two batches); return
-        whether ``lam_batch`` (> 0) can act."""
+        and about a ``lam_batch`` that cannot act (no modality that this training updates,
+        i.e. other than a ``frozen`` anchor, with two batches); return whether ``lam_batch``
+        (> 0) can act."""
         acts = False
         for name, batches in self.batch_categories_.items():
             codes = self.mods[name].batches  # (-1: unknown, refused for training cells)
@@ -631,11 +695,14 @@ class TrainingMixin:
                     "them, yet the default translation (the mean over the batches) includes them",
                     UserWarning, stacklevel=user_stacklevel(),
                 )
-            acts = acts or int((counts >= 2).sum()) >= 2
+            acts = acts or (name != frozen and int((counts >= 2).sum()) >= 2)
         if lam_batch > 0 and not acts:
             warnings.warn(
                 f"lam_batch={lam_batch} has no effect: no modality has two batches "
-                "(Modality(batch_key=...)) with at least 2 training cells each",
+                "(Modality(batch_key=...)) with at least 2 training cells each"
+                + (f", but the anchor modality {frozen!r}, which this training leaves as "
+                   "it is (frozen after its pre-training)"
+                   if frozen in self.batch_categories_ else ""),
                 UserWarning, stacklevel=user_stacklevel(),
             )
         return lam_batch > 0 and acts

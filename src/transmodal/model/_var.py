@@ -10,7 +10,6 @@ beyond 2**53 are left out.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
@@ -37,6 +36,8 @@ def _numbers(column: pd.Series) -> np.ndarray | None:
             return None
     else:
         return None
+    if values.dtype.kind == "f" and values.dtype.itemsize > 8:  # long double: no torch dtype
+        values = values.astype(np.float64)
     if values.dtype.kind == "u" and values.dtype.itemsize > 1:  # torch: uint8 only
         if values.size and values.max() > np.iinfo(np.int64).max:
             return None
@@ -95,17 +96,22 @@ _NULLABLE = {*(f"{s}Int{b}" for s in ("", "U") for b in (8, 16, 32, 64)), "Float
 
 def _saved_dtype(dtype: str, kind: str) -> Any:
     """The dtype named ``dtype`` if :func:`encode_var` saves columns of it as ``kind``
-    (numbers: numpy booleans, integers and floats, pandas' nullable ones; strings: object or
-    pandas' string dtype); ``ValueError`` otherwise (a file edited to name another, e.g. a
-    bytes dtype of gigabytes per value)."""
+    (numbers: numpy booleans, integers and floats, pandas' nullable and sparse ones;
+    strings: object or pandas' string dtype); ``None`` for any other name (a file edited to
+    name, e.g., a bytes dtype of gigabytes per value: the column keeps the dtype it is
+    read with)."""
     if kind == "number" and dtype in _NULLABLE:
         return dtype
     if kind == "string" and dtype in ("object", "string", "str"):
         return dtype
-    with contextlib.suppress(TypeError):
-        if kind == "number" and np.dtype(dtype).kind in _TENSOR_KINDS:
-            return np.dtype(dtype)
-    raise ValueError(f"dtype {dtype!r} is not one a {kind} column is saved with")
+    if kind != "number":
+        return None
+    try:
+        parsed = pd.api.types.pandas_dtype(dtype)
+    except (TypeError, ValueError):
+        return None
+    base = parsed.subtype if isinstance(parsed, pd.SparseDtype) else parsed
+    return parsed if isinstance(base, np.dtype) and base.kind in _TENSOR_KINDS else None
 
 
 def decode_var(
@@ -145,7 +151,8 @@ def decode_var(
                     column = pd.Series(values, index=var.index)
             dtype = entry.get("dtype")
             if kind != "categorical" and isinstance(dtype, str) and dtype != str(column.dtype):
-                column = column.astype(_saved_dtype(dtype, kind))
+                saved = _saved_dtype(dtype, kind)
+                column = column if saved is None else column.astype(saved)
         except (ValueError, TypeError, KeyError) as err:
             raise ValueError(f"{where}[{i}] (column {name!r}): {err}") from None
         var[name] = column

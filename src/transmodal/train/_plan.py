@@ -5,7 +5,6 @@ optimisation), loss bookkeeping and the per-epoch history.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 
 import lightning.pytorch as pl
 import numpy as np
@@ -111,7 +110,8 @@ class CrossModalPlan(pl.LightningModule):
         self._last_finite: dict[str, torch.Tensor] | None = None
         self.diverged = False  # set (with the weights put back) before FloatingPointError
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
-        self._counts: dict[str, dict[str, int]] = {}
+        self._counts: dict[str, dict[str, torch.Tensor]] = {}
+        self._val_means: dict[str, float] = {}  # the last validation's, for the history
 
     # -- optimisers ------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -183,33 +183,38 @@ class CrossModalPlan(pl.LightningModule):
             self._set_anchor_frozen(frozen)
 
     # -- bookkeeping -----------------------------------------------------------------------
-    def _accumulate(self, split: str, terms: dict[str, torch.Tensor | None]) -> None:
-        """Add a step's loss terms to the epoch's sums; a term that is ``None`` (one this
-        fit computes, absent from this step) adds nothing to its sum or its count of steps."""
+    def _accumulate(
+        self, split: str, terms: dict[str, torch.Tensor | None],
+        weights: dict[str, torch.Tensor | int],
+    ) -> None:
+        """Add a step's loss terms to the epoch's sums, each weighted by what it is a mean
+        over (``weights``: cells of a modality, labelled cells; 1 by default). A term that
+        is ``None`` (one this fit computes, absent from this step) adds nothing."""
         sums = self._sums.setdefault(split, {})
         counts = self._counts.setdefault(split, {})
         for k, v in terms.items():
             if k not in sums:
-                sums[k], counts[k] = torch.zeros(()), 0
+                sums[k], counts[k] = torch.zeros(()), torch.zeros(())
             if v is not None:
-                sums[k] = sums[k].to(v.device) + v.detach().float()
-                counts[k] += 1
+                w = torch.as_tensor(weights.get(k, 1), dtype=torch.float32, device=v.device)
+                sums[k] = sums[k].to(v.device) + v.detach().float() * w
+                counts[k] = counts[k].to(v.device) + w
 
     def _means(self, split: str) -> dict[str, float]:
-        """Epoch means of the accumulated terms, each over the steps that held it, over
-        every process under DDP (every process holds the same terms: those a step lacks are
-        accumulated as ``None``); a term that no step held is left out."""
+        """Epoch means of the accumulated terms (weighted: per cell where a term is a mean
+        over cells), over every process under DDP (every process holds the same terms:
+        those a step lacks are accumulated as ``None``); a term that nothing weighed is
+        left out."""
         counts = self._counts.pop(split, {})
         sums = self._sums.pop(split, {})
         keys = sorted(sums)
-        totals = {k: float(counts[k]) for k in keys}
-        if _distributed():
-            both = torch.stack([sums[k].float().to(self.device) for k in keys]
-                               + [torch.tensor(totals[k], device=self.device) for k in keys])
+        both = torch.stack([sums[k].float().to(self.device) for k in keys]
+                           + [counts[k].float().to(self.device) for k in keys]) if keys else None
+        if _distributed() and keys:
             dist.all_reduce(both)
-            sums = dict(zip(keys, both[: len(keys)]))
-            totals = {k: float(c) for k, c in zip(keys, both[len(keys) :])}
-        return {f"{split}_{k}": float(sums[k]) / totals[k] for k in keys if totals[k] > 0}
+        values = both.tolist() if keys else []
+        totals = dict(zip(keys, values[len(keys) :]))
+        return {f"{split}_{k}": v / totals[k] for k, v in zip(keys, values) if totals[k] > 0}
 
     def _average_buffers(self) -> None:
         """Under DDP, average floating-point buffers (batch-norm statistics) over processes,
@@ -228,6 +233,7 @@ class CrossModalPlan(pl.LightningModule):
         cells, pairs = batch["cells"], batch.get("pairs", {})
         names = [self.anchor] if self.pretraining else m.names
         zs, terms = {}, {}
+        weights: dict[str, torch.Tensor | int] = {}  # what each term is a mean over
         recon = []
         for name in names:
             if self.anchor == name and not self.pretraining:
@@ -238,6 +244,7 @@ class CrossModalPlan(pl.LightningModule):
             )
             zs[name] = z
             terms[f"recon_{name}"] = nll.mean()
+            weights[f"recon_{name}"] = weights[f"kl_{name}"] = len(z)
             recon.append(terms[f"recon_{name}"])
             if kl is not None:
                 terms[f"kl_{name}"] = kl.mean()
@@ -291,7 +298,8 @@ class CrossModalPlan(pl.LightningModule):
 
         cls = m.classifier_loss(zs, ys) if ys else None
         if cls is not None:
-            terms["cls"] = cls
+            terms["cls"] = cls  # (a mean over the step's labelled cells: 0 without any)
+            weights["cls"] = sum((y >= 0).sum() for y in ys.values())
             objective = objective + self.lam_cls * cls
         if pairs and not self.pretraining:
             terms["anchor"] = m.anchor_loss(
@@ -299,49 +307,47 @@ class CrossModalPlan(pl.LightningModule):
             )
             objective = objective + self.lam_anchor * terms["anchor"]
         terms["loss"] = objective
-        return terms
+        return terms, weights
 
     def training_step(self, batch, batch_idx):
         """One step of the autoencoders on every loss term of ``batch`` (the discriminator's
         steps are taken inside the loss computation), the terms accumulated for the epoch's
         history row."""
-        terms = self._losses(batch, train=True)
+        terms, weights = self._losses(batch, train=True)
         opt_ae, _ = self.optimizers()
         opt_ae.zero_grad(set_to_none=True)
         self.manual_backward(terms["loss"])
         opt_ae.step()
-        self._accumulate("train", terms)
+        self._accumulate("train", terms, weights)
 
     def validation_step(self, batch, batch_idx):
         """The loss terms of a batch of validation cells, accumulated for the epoch's
         monitored validation loss (no update)."""
-        terms = self._losses(batch, train=False)
-        # (not the KL: in evaluation it follows the latent batch norm's running statistics,
-        # which lag behind the weights, and with a large beta that lag outweighed the
-        # reconstruction: training stopped at epoch 31 of 100 while it still improved)
-        monitor = sum(v for k, v in terms.items() if k.startswith("recon_"))
-        if "cls" in terms:
-            monitor = monitor + self.lam_cls * terms["cls"]
-        if "anchor" in terms:
-            monitor = monitor + self.lam_anchor * terms["anchor"]
-        terms["monitor"] = monitor
-        self._accumulate("val", terms)
+        self._accumulate("val", *self._losses(batch, train=False))
 
-    def on_validation_epoch_end(self) -> None:  # noqa: D102
-        n = self._counts.get("val", {}).get("monitor", 0)
+    def on_validation_epoch_end(self) -> None:
+        """The epoch's validation means (for its history row) and the loss monitored for
+        early stopping, from them: the reconstructions (+ ``lam_cls`` x classifier +
+        ``lam_anchor`` x anchor loss), each a mean over its cells, labelled cells or pairs;
+        not the KL, which in evaluation follows the latent batch norm's running statistics
+        (they lag behind the weights: with a large beta that lag outweighed the
+        reconstruction, and training stopped at epoch 31 of 100 while it still improved)."""
+        means = self._means("val")
+        if any(k.startswith("val_recon_") for k in means):
+            means["val_monitor"] = (
+                sum(v for k, v in means.items() if k.startswith("val_recon_"))
+                + self.lam_cls * means.get("val_cls", 0.0)
+                + self.lam_anchor * means.get("val_anchor", 0.0)
+            )
+        self._val_means = means
         # monitored for early stopping only once pre-training and the adversarial warm-up
         # are over: earlier losses are not comparable, and an early "no improvement" would
         # stay set in Lightning's EarlyStopping and stop the run at min_epochs
         settled = self.current_epoch >= self.pretrain_epochs + self.adv_warmup_epochs
-        if n and "monitor" in self._sums.get("val", {}) and settled:
-            # synchronised, so that every process takes the same early-stopping decision
-            self.log(
-                "val_monitor",
-                self._sums["val"]["monitor"] / n,
-                prog_bar=True,
-                logger=False,
-                sync_dist=True,
-            )
+        if "val_monitor" in means and settled:
+            # (the same on every process: computed from the means over all of them)
+            self.log("val_monitor", means["val_monitor"], prog_bar=True, logger=False,
+                     sync_dist=True)
 
     def _finite_weights(self) -> bool:
         values = [t for t in self.module.state_dict().values() if t.is_floating_point()]
@@ -354,7 +360,8 @@ class CrossModalPlan(pl.LightningModule):
         self._average_buffers()
         row = {"epoch": float(self.current_epoch)}
         row.update(self._means("train"))
-        row.update(self._means("val"))  # (validation ran before this hook)
+        row.update(self._val_means)  # (validation ran before this hook)
+        self._val_means = {}
         # checked once per epoch, so there is no device sync per step; a last step that
         # made the weights NaN leaves this epoch's losses finite, hence the weights too
         bad = [k for k, v in row.items() if not math.isfinite(v)]

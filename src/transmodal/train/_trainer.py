@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import lightning.pytorch as pl
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
 
 from .._utils import (
     check_parallel, is_global_zero, parse_devices, process_state, seeded, torch_defaults,
@@ -164,7 +164,9 @@ def run_training(
             num_nodes=num_nodes,
             precision=precision,
             logger=False,
-            enable_checkpointing=False,
+            # (a callback of the model's own checkpoints: Lightning refuses them otherwise;
+            # with none, it adds no checkpoint of its own either way)
+            enable_checkpointing=any(isinstance(cb, Checkpoint) for cb in cbs),
             enable_model_summary=False,
             enable_progress_bar=progress_bar,
             num_sanity_val_steps=0,
@@ -225,7 +227,12 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 def _history(plan: CrossModalPlan) -> pd.DataFrame:
     """The plan's per-epoch rows as a DataFrame indexed by epoch."""
-    history = pd.DataFrame(plan.history_rows)
+    return history_frame(plan.history_rows)
+
+
+def history_frame(rows: list[dict[str, float]]) -> pd.DataFrame:
+    """Per-epoch rows (with an ``"epoch"`` entry) as a DataFrame indexed by epoch."""
+    history = pd.DataFrame(rows)
     if len(history):
         history["epoch"] = history["epoch"].astype(int)
         history = history.set_index("epoch")

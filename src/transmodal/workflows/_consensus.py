@@ -59,6 +59,11 @@ def _train_runs(
         raise TypeError(f"build must be a callable seed -> CrossModalAE; got {type(build).__name__}")
     if "seed" in train_kwargs:
         raise ValueError(f"{caller} sets each run's seed: do not pass seed=")
+    if train_kwargs.get("checkpoint_dir") is not None:
+        raise ValueError(
+            f"{caller} trains several models: checkpoint_dir= saves one model's training "
+            "(every run would write it)"
+        )
     models: list[CrossModalAE] = []
     # each run's warnings pass on once, at the caller's line: Python shows a warning once per
     # line, but train() sets warning filters, which clears that record, so N runs showed

@@ -1,0 +1,27 @@
+"""Lightning callbacks of the training: periodic checkpoints in the model's own format."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lightning.pytorch.callbacks import Checkpoint
+
+
+class SaveEvery(Checkpoint):
+    """Every ``every`` epochs, once the epoch's history row is written, call ``save`` with the
+    rows of the epochs run so far (on the first process only).
+
+    A ``Checkpoint`` subclass, so that Lightning calls it after the training plan's
+    ``on_train_epoch_end`` (which writes the row, or raises where the epoch diverged); the
+    saving itself is the model's (its safetensors + JSON format, written atomically), as
+    scvi-tools' ``SaveCheckpoint`` calls ``model.save``.
+    """
+
+    def __init__(self, save: Callable[[list[dict[str, float]]], None], every: int) -> None:
+        self.save = save
+        self.every = int(every)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: D102
+        rows = pl_module.history_rows
+        if rows and len(rows) % self.every == 0 and trainer.is_global_zero:
+            self.save(list(rows))
