@@ -448,13 +448,27 @@ def _runs_config(workdir: Path, name: str, combine: str) -> Path:
     return _write_config(workdir / f"{name}.yaml", cfg)
 
 
-def test_config_checkpoint_dir_is_read_from_the_config_folder(workdir: Path, capsys):
+def test_train_checkpoints_and_resume(workdir: Path, capsys):
+    """train: checkpoint_dir (relative to the config); a job submitted again is refused
+    without --resume (its first checkpoint replaced the earlier run's), goes on with it."""
     cfg = _config(workdir, out="ckpt_model")
     cfg["train"].update(checkpoint_dir="ckpt", checkpoint_every=1)
-    assert main(["train", "--config", str(_write_config(workdir / "ckpt.yaml", cfg))]) == 0
-    saved = tm.CrossModalAE.load(workdir / "ckpt")  # the last checkpoint: the trained model
-    assert list(saved.history.index) == [0, 1]
-    # several runs would each write it: refused before any data are read
+    config = _write_config(workdir / "ckpt.yaml", cfg)
+    assert main(["train", "--config", str(config)]) == 0
+    assert list(tm.CrossModalAE.load(workdir / "ckpt").history.index) == [0, 1]
+    capsys.readouterr()
+    assert main(["train", "--config", str(config), "--overwrite"]) == 2
+    assert "holds a checkpoint of an earlier run; pass --resume" in capsys.readouterr().err
+    cfg["train"]["max_epochs"] = 4  # the whole training: 2 more epochs
+    config = _write_config(workdir / "ckpt.yaml", cfg)
+    assert main(["train", "--config", str(config), "--overwrite", "--resume"]) == 0
+    assert "going on from the checkpoint" in capsys.readouterr().err
+    assert list(tm.CrossModalAE.load(workdir / "ckpt_model").history.index) == [0, 1, 2, 3]
+    # the checkpoints' directory is not the output's; several runs would each write it
+    bad = dict(cfg, train={**cfg["train"], "checkpoint_dir": "ckpt_model"})
+    assert main(["train", "--config", str(_write_config(workdir / "b.yaml", bad)),
+                 "--overwrite"]) == 2
+    assert "checkpoint_dir is the output directory" in capsys.readouterr().err
     cfg["runs"] = {"seeds": [0, 1]}
     cfg["model"].pop("seed")
     assert main(["train", "--config", str(_write_config(workdir / "ckpt2.yaml", cfg))]) == 2

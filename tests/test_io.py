@@ -721,6 +721,8 @@ def test_load_names_a_config_python_cannot_parse(saved, paired_data, text, match
     ({"name": "gene", "kind": "string", "dtype": "S20000000"}, "object"),
     ({"name": "flag", "kind": "number", "dtype": "datetime64[ns]"}, "bool"),
     ({"name": "flag", "kind": "number", "dtype": "complex128"}, "bool"),
+    # a pyarrow dtype: not numeric with pyarrow, not buildable without (a NameError before)
+    ({"name": "flag", "kind": "number", "dtype": "timestamp[ns][pyarrow]"}, "bool"),
 ])
 def test_load_keeps_var_columns_as_read_where_the_dtype_was_never_saved(
     tmp_path, make_model, train, paired_data, column, kept
@@ -978,41 +980,112 @@ def test_feature_annotations_survive_a_load_without_data(tmp_path, make_model, t
 def test_checkpoints_resume_a_stopped_training(paired_data, make_model, train, tmp_path,
                                                monkeypatch):
     """train(checkpoint_dir=, checkpoint_every=) saves the model (its own format) every N
-    epochs and at the end: a run stopped after epoch 3 of 4 resumes from epoch 2's
-    checkpoint with the weights and history of epoch 2, and ends where an unstopped run
-    ends."""
-    from transmodal.train._plan import CrossModalPlan
+    epochs, on Ctrl+C and at the end; resume_training goes on from the last checkpoint for
+    the epochs left, also from a resumed run that stopped again (the README's first
+    recipe, epochs_run, over-trained then)."""
+    from transmodal.train._callbacks import SaveEvery
 
     ckpt = tmp_path / "ckpt"
     whole = train(make_model(paired_data, labels_key="label", anchor_fraction=0.5, seed=0),
-                  max_epochs=4, early_stopping=False)
-    real = CrossModalPlan.on_train_epoch_end
+                  max_epochs=10, early_stopping=False)
+    real = SaveEvery.on_train_epoch_end
 
-    def stopped_after_three(self):
-        real(self)
-        if len(self.history_rows) == 3:
-            raise KeyboardInterrupt
+    class Lost(Exception):
+        """The machine is gone (nothing after it runs)."""
+
+    def lost_after(n):
+        def hook(self, trainer, plan):
+            real(self, trainer, plan)
+            if len(plan.history_rows) == n:
+                raise Lost
+        return hook
 
     model = make_model(paired_data, labels_key="label", anchor_fraction=0.5, seed=0)
     with monkeypatch.context() as mp:
-        mp.setattr(CrossModalPlan, "on_train_epoch_end", stopped_after_three)
-        with pytest.raises(KeyboardInterrupt, match="after 3 complete epoch"):
-            train(model, max_epochs=4, early_stopping=False, checkpoint_dir=ckpt,
+        mp.setattr(SaveEvery, "on_train_epoch_end", lost_after(5))
+        with pytest.raises(Lost):
+            train(model, max_epochs=10, early_stopping=False, checkpoint_dir=ckpt,
                   checkpoint_every=2)
     assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors"]
-    resumed = tm.CrossModalAE.load(ckpt, paired_data)
-    assert list(resumed.history.index) == [0, 1]
-    assert resumed.train_params_["epochs_run"] == 2 and resumed.is_trained_
-    np.testing.assert_allclose(resumed.history.to_numpy(), whole.history.iloc[:2].to_numpy(),
+    saved = tm.CrossModalAE.load(ckpt, paired_data)
+    assert list(saved.history.index) == [0, 1, 2, 3] and not saved.train_params_["finished"]
+    np.testing.assert_allclose(saved.history.to_numpy(), whole.history.iloc[:4].to_numpy(),
                                rtol=1e-6)
-    # the run resumed for the epochs left: the history and the weights' scale go on
-    train(resumed, max_epochs=2, early_stopping=False, checkpoint_dir=ckpt, checkpoint_every=2)
-    assert list(resumed.history.index) == [0, 1, 2, 3]
-    # at the end the checkpoint is the trained model itself
+    with monkeypatch.context() as mp:  # resumed, and lost again
+        mp.setattr(SaveEvery, "on_train_epoch_end", lost_after(3))
+        with pytest.raises(Lost):
+            tm.workflows.resume_training(ckpt, paired_data, progress_bar=False)
+    assert len(tm.CrossModalAE.load(ckpt, paired_data).history) == 6
+    resumed = tm.workflows.resume_training(ckpt, paired_data, progress_bar=False)
+    assert list(resumed.history.index) == list(range(10))  # ten in all, numbered on
+    assert resumed.train_params_["finished"] and resumed.train_params_["adv_warmup_epochs"] == 0
+    # at the end the checkpoint is the trained model itself, and there is nothing to resume
     final = tm.CrossModalAE.load(ckpt, paired_data)
     np.testing.assert_array_equal(final.get_latent_representation("rna"),
                                   resumed.get_latent_representation("rna"))
-    assert list(final.history.index) == [0, 1, 2, 3]
+    with pytest.warns(UserWarning, match=r"the training ended \(10 epochs\); nothing to resume"):
+        tm.workflows.resume_training(ckpt, paired_data)
+    # Ctrl+C (or SIGTERM) saves the epochs done at once
+    from transmodal.train._plan import CrossModalPlan
+
+    plan_end = CrossModalPlan.on_train_epoch_end
+
+    def interrupted(self):
+        plan_end(self)
+        if len(self.history_rows) == 3:
+            raise KeyboardInterrupt
+
+    other = tmp_path / "other"
+    with monkeypatch.context() as mp:
+        mp.setattr(CrossModalPlan, "on_train_epoch_end", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(make_model(paired_data, seed=1), max_epochs=10, checkpoint_dir=other)
+    assert len(tm.CrossModalAE.load(other, paired_data).history) == 3  # (none at 10 epochs)
+
+
+def test_checkpoint_dir_holding_another_training_is_refused(paired_data, make_model, train,
+                                                            tmp_path):
+    """A new model's first checkpoint would replace another run's (a job submitted again),
+    a model or an ensemble saved there: refused before training."""
+    ckpt = tmp_path / "ckpt"
+    train(make_model(paired_data, seed=0), max_epochs=2, checkpoint_dir=ckpt)
+    fresh = make_model(paired_data, seed=0)
+    with pytest.raises(FileExistsError, match=r"holds a saved model \(2 epochs\) whose training "
+                       r"this one does not continue .*resume_training"):
+        fresh.train(max_epochs=1, checkpoint_dir=ckpt, progress_bar=False)
+    assert fresh.history is None
+    # the model whose checkpoint it is goes on writing there
+    own = tm.CrossModalAE.load(ckpt, paired_data)
+    train(own, max_epochs=1, checkpoint_dir=ckpt)
+    assert len(tm.CrossModalAE.load(ckpt, paired_data).history) == 3
+    ensemble = tmp_path / "ens"
+    tm.Ensemble([own, train(make_model(paired_data, seed=1), max_epochs=1)]).save(ensemble)
+    with pytest.raises(FileExistsError, match="holds a saved ensemble"):
+        train(own, max_epochs=1, checkpoint_dir=ensemble)
+
+
+def test_a_checkpoint_taken_while_the_anchor_pre_trains_says_so(paired_data, make_model, train,
+                                                                tmp_path, monkeypatch):
+    from transmodal.train._plan import CrossModalPlan
+
+    plan_end = CrossModalPlan.on_train_epoch_end
+
+    def interrupted(self):
+        plan_end(self)
+        raise KeyboardInterrupt
+
+    model = make_model(paired_data, prior="anchor:rna", anchor_fraction=0.5, seed=0)
+    with monkeypatch.context() as mp:
+        mp.setattr(CrossModalPlan, "on_train_epoch_end", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            train(model, max_epochs=8, pretrain_epochs=3, checkpoint_dir=tmp_path / "c")
+    saved = tm.CrossModalAE.load(tmp_path / "c", paired_data)
+    assert saved.train_params_["pretrain_left"] == 2
+    with pytest.warns(UserWarning, match=r"stopped while it pre-trained the anchor modality "
+                      r"'rna' \(2 epoch\(s\) left\): the other modalities' networks are untrained"):
+        saved.get_latent_representation("atac")
+    resumed = tm.workflows.resume_training(tmp_path / "c", paired_data, progress_bar=False)
+    assert len(resumed.history) == 8 and resumed.train_params_["pretrain_left"] == 0
 
 
 def test_checkpoint_options_are_checked_before_training(trained_model, tmp_path):
@@ -1027,3 +1100,5 @@ def test_checkpoint_options_are_checked_before_training(trained_model, tmp_path)
     assert len(trained_model.history) == epochs  # nothing trained
     with pytest.raises(TypeError, match="checkpointing.*checkpoint_dir="):
         trained_model.train(max_epochs=1, enable_checkpointing=True)
+    with pytest.warns(UserWarning, match="checkpoint_every=5 has no effect: no checkpoint_dir"):
+        trained_model.train(max_epochs=1, checkpoint_every=5, progress_bar=False)

@@ -127,8 +127,11 @@ def _subset_mask(obs, obs_key: str, value: Any, where: str):
 
 
 # ------------------------------------------------------------------------------- train
-def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> int:
-    """``transmodal train``: validate config, read data, train, save the model + history."""
+def cmd_train(
+    config: str, out: str | None = None, overwrite: bool = False, resume: bool = False
+) -> int:
+    """``transmodal train``: validate config, read data, train (or, ``resume``, go on from
+    the last checkpoint of ``train: checkpoint_dir``), save the model + history."""
     import yaml
 
     # (paths: "~" expanded, as the shell does not in --opt=~/x)
@@ -150,6 +153,7 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
     # holds nothing but train's outputs (checked before training; member dirs are models)
     outputs = (MODEL_CONFIG, MODEL_WEIGHTS, ENSEMBLE_CONFIG, *TRAIN_SIDE_FILES)
     check_output_directory(out_dir, overwrite=True, names=outputs)
+    checkpoint = _checkpoint_to_resume(cfg, out_dir, resume)
 
     if cfg.data is not None:
         data: Any = {n: _read(p, f"data {n!r}", ".h5ad") for n, p in cfg.data.items()}
@@ -173,9 +177,17 @@ def cmd_train(config: str, out: str | None = None, overwrite: bool = False) -> i
     train_kwargs = dict(cfg.train)
     agreement = None
     if cfg.runs is None:
-        with construction_bars(train_kwargs.get("progress_bar", True)):
-            result: Any = CrossModalAE(data, cfg.modalities, **cfg.model)
-        result.train(**train_kwargs)
+        if checkpoint is not None:
+            from ..workflows import resume_training
+
+            print(f"transmodal: going on from the checkpoint in {checkpoint}", file=sys.stderr)
+            result: Any = resume_training(
+                checkpoint, data, **{k: v for k, v in train_kwargs.items() if k != "checkpoint_dir"}
+            )
+        else:
+            with construction_bars(train_kwargs.get("progress_bar", True)):
+                result = CrossModalAE(data, cfg.modalities, **cfg.model)
+            result.train(**train_kwargs)
         hist = result.history
         done = f"trained {result.train_params_.get('epochs_run', '?')} epochs"
     else:
@@ -300,6 +312,31 @@ def _read_inputs(
             )
         out[name] = mods[name]
     return out
+
+
+def _checkpoint_to_resume(cfg: Any, out_dir: Path, resume: bool) -> Path | None:
+    """The config's ``train: checkpoint_dir`` if ``resume`` and it holds a checkpoint;
+    checked before any data are read: without ``resume`` a checkpoint there is refused (the
+    first new one would replace it), and it may not be the output directory."""
+    ckpt = cfg.train.get("checkpoint_dir")
+    if ckpt is None:
+        if resume:
+            raise ConfigError(f"{cfg.path}: --resume needs train: checkpoint_dir in the config")
+        return None
+    ckpt = Path(ckpt)
+    if os.path.abspath(ckpt) == os.path.abspath(out_dir):
+        raise ConfigError(
+            f"{cfg.path}: train: checkpoint_dir is the output directory {out_dir}; give the "
+            "checkpoints a directory of their own"
+        )
+    check_output_directory(ckpt, overwrite=True, names=(MODEL_CONFIG, MODEL_WEIGHTS))
+    held = (ckpt / MODEL_CONFIG).is_file()
+    if held and not resume:
+        raise ConfigError(
+            f"{cfg.path}: train: checkpoint_dir {ckpt} holds a checkpoint of an earlier run; "
+            "pass --resume to go on from it, or remove it to start anew"
+        )
+    return ckpt if held else None
 
 
 def _is_ensemble(model_dir: Path) -> bool:

@@ -150,12 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
             examples:
               transmodal train --config run.yaml
               transmodal train --config run.yaml --out runs/seed1 --overwrite
+              transmodal train --config run.yaml --resume   # train: {checkpoint_dir: ckpt}
             """
         ),
     )
     p.add_argument("--config", metavar="FILE", required=True, help="run config (.yaml/.yml or .json)")
     p.add_argument("--out", metavar="DIR", help="output directory (overrides `out:` of the config)")
     _add_overwrite(p, "output directory (replaced only once the new model is complete)")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="go on from the last checkpoint in the config's train: checkpoint_dir, if it "
+             "holds one (a stopped job submitted again), else start the training",
+    )
 
     # embed --------------------------------------------------------------------------------
     p = sub.add_parser(
@@ -318,7 +324,8 @@ def _run(args: argparse.Namespace) -> int:
     from . import _commands as c
 
     if args.command == "train":
-        return c.cmd_train(args.config, out=args.out, overwrite=args.overwrite)
+        return c.cmd_train(args.config, out=args.out, overwrite=args.overwrite,
+                           resume=args.resume)
     if args.command == "embed":
         return c.cmd_embed(
             args.model, args.data, args.out, modality=args.modality, key=args.key,

@@ -47,8 +47,9 @@ def write_skeleton(
                 "var": "the features' annotations (var)",
                 "uns": "the unstructured annotations (uns)", "obsm": "the cells' arrays (obsm)",
                 None: "the annotations of the cells or features (obs / var)"}[element]
+        mixed = element in ("obs", "var", None) and "implicitly convert" in str(err)
         fix = (f"; a column of mixed types in {element or 'obs / var'} can be made writable "
-               "with .astype(str)" if element in ("obs", "var", None) else "")
+               "with .astype(str)" if mixed else "")
         raise ValueError(
             f"cannot write {what} ({err}{'; ' + where if where else ''}){fix}"
         ) from None

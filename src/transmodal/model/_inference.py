@@ -63,11 +63,20 @@ class InferenceMixin:
             raise ValueError(f"unknown {what} {modality!r}; the model has {self.modality_names}")
 
     def _warn_untrained(self, what: str) -> None:
-        """Warn that ``what`` come from random weights (``train()`` never ran)."""
+        """Warn that ``what`` come from random weights (``train()`` never ran, or stopped
+        while pre-training the anchor modality, e.g. a checkpoint taken then)."""
         if not self.is_trained_:
             warnings.warn(
                 f"{what} come from an untrained model (random weights): call model.train() "
                 "first, or load a trained model with CrossModalAE.load",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
+        elif self.train_params_.get("pretrain_left"):
+            warnings.warn(
+                f"{what} come from a model whose training stopped while it pre-trained the "
+                f"anchor modality {self.anchor_modality_!r} ({self.train_params_['pretrain_left']} "
+                "epoch(s) left): the other modalities' networks are untrained; train further "
+                "(tm.workflows.resume_training for a checkpoint)",
                 UserWarning, stacklevel=user_stacklevel(),
             )
 

@@ -10,6 +10,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import pandas as pd
 import torch
 
 from .._utils import (
+    ENSEMBLE_CONFIG,
     MODEL_CONFIG,
     MODEL_WEIGHTS,
     argument_hints,
@@ -203,7 +205,8 @@ class TrainingMixin:
             Linear warm-up (integer >= 0 epochs) of the adversarial weight (default: a
             tenth of ``max_epochs``).
         early_stopping, patience
-            Stop when the validation reconstruction (+ classifier + anchor) loss has not
+            Stop when the validation reconstruction (+ classifier + anchor) loss, each a
+            mean over the validation cells (labelled cells, pairs), has not
             improved for ``patience`` (integer >= 0) epochs (default: a fifth of
             ``max_epochs``, >= 10). Needs validation cells in every modality
             (``validation_fraction`` > 0); without them it is off, with a warning. The
@@ -211,15 +214,17 @@ class TrainingMixin:
             the alignment, so its best epoch need not be the best aligned one).
         checkpoint_dir, checkpoint_every
             Save the model to the directory ``checkpoint_dir`` every ``checkpoint_every``
-            epochs (an integer >= 1) and when training ends, as :meth:`save` does (safetensors
-            + JSON, each checkpoint replacing the last one in one step; under DDP by the
-            first process). A run that stops (a job pre-empted, a machine lost) resumes from
-            its last checkpoint: ``CrossModalAE.load(checkpoint_dir, data).train(max_epochs=
-            <the epochs left>)`` goes on with its weights, history and, with an anchor prior,
-            the pre-training left; with new optimisers (see Notes), and the latent
-            statistics are set exactly once training ends (a checkpoint taken during
-            training holds the running ones). The directory must be new, empty or hold a
-            saved model; ``None`` (default): no checkpoints.
+            epochs (an integer >= 1), when training ends, and when it stops early (Ctrl+C,
+            SIGTERM, a divergence: the epochs done), as :meth:`save` does (safetensors +
+            JSON, each checkpoint replacing the last one in one step; under DDP by the
+            first process). The checkpoint is the latest epoch's model, not the best one
+            by the validation loss (scvi-tools' ``SaveCheckpoint`` keeps the best; here
+            early stopping ends the training). A run that stops (a job pre-empted, a
+            machine lost) goes on from its last checkpoint with
+            :func:`transmodal.workflows.resume_training` (CLI: ``transmodal train
+            --resume``). The directory must be new, empty or hold a checkpoint of this
+            model's training (refused otherwise, before training); ``None`` (default): no
+            checkpoints.
         accelerator, devices, strategy, num_nodes, precision
             Passed to the Lightning ``Trainer`` (CPU by default; ``precision`` one of
             ``"32-true"``, ``"64-true"``, ``"16-mixed"``, ``"bf16-mixed"``). Several GPUs / nodes:
@@ -261,8 +266,10 @@ class TrainingMixin:
 
         accelerator = lightning_accelerator(accelerator)
         if checkpoint_dir is not None:  # (before training: not refused after it)
-            check_output_directory(checkpoint_dir, overwrite=True,
-                                   names=(MODEL_CONFIG, MODEL_WEIGHTS))
+            self._check_checkpoint_dir(checkpoint_dir)
+        elif checkpoint_every != 10:
+            warnings.warn(f"checkpoint_every={checkpoint_every!r} has no effect: no "
+                          "checkpoint_dir", UserWarning, stacklevel=user_stacklevel())
         self._check_training_cells()
         if is_global_zero(launcher=True):
             self._warn_unknown_labels()
@@ -321,15 +328,22 @@ class TrainingMixin:
         )
         anchor = self.anchor_modality_
 
-        def record(epochs_run: int) -> dict[str, Any]:
-            """``train_params_`` once this call has run ``epochs_run`` epochs."""
+        done_before = 0 if self.history_ is None else int(len(self.history_))
+
+        def record(epochs_run: int, finished: bool = False) -> dict[str, Any]:
+            """``train_params_`` once this call has run ``epochs_run`` epochs (``finished``:
+            and ended, by its last epoch or early stopping)."""
             return jsonable({
                 # (any call's) classifier loss with a weight: predict_labels is no guess
                 "classifier_trained": bool(classifier_trained or (lam_cls > 0 and epochs_run)),
                 "max_epochs": max_epochs,
                 "epochs_run": epochs_run,  # by this call; history holds every call's
-                "epochs_total": epochs_run + (0 if self.history_ is None
-                                              else int(len(self.history_))),
+                "epochs_total": done_before + epochs_run,
+                # the epochs in all that this call trains towards, and whether it ended (a
+                # checkpoint's: what tm.workflows.resume_training continues)
+                "epochs_target": done_before + max_epochs,
+                "finished": finished,
+                "epochs_before": done_before,
                 "batch_size": batch_size,
                 **losses,
                 "pretrain_epochs": pretrain_epochs,
@@ -339,6 +353,7 @@ class TrainingMixin:
                 "early_stopping": early_stopping,
                 "patience": patience,
                 "seed": seed,
+                **({"checkpoint_every": checkpoint_every} if checkpoint_dir is not None else {}),
             })
 
         callbacks = []
@@ -361,10 +376,14 @@ class TrainingMixin:
                 f"step); raise batch_size (now {batch_size})",
                 UserWarning, stacklevel=user_stacklevel(),
             )
-        self.train_params_ = record(epochs_run)
+        self.train_params_ = record(epochs_run, finished=not interrupted and diverged is None)
         if epochs_run:  # (an interrupt within the first epoch adds nothing)
             self.history_ = self._history_with(history)
         self.is_trained_ = self.is_trained_ or epochs_run > 0
+        if checkpoint_dir is not None and epochs_run and (interrupted or diverged):
+            # the epochs done, at once (a pre-empted job has seconds left after SIGTERM):
+            # the last finite ones after a divergence
+            self._save_last_checkpoint(checkpoint_dir)
         if epochs_run:  # the anchor, once frozen, keeps the statistics set then
             self._recalibrate_latent_norm(
                 frozen=anchor if plan.anchor_frozen else None, batch_size=batch_size,
@@ -382,6 +401,46 @@ class TrainingMixin:
         if checkpoint_dir is not None:  # the trained model, as the last checkpoint
             self.save(checkpoint_dir, overwrite=True)
         return self
+
+    def _save_last_checkpoint(self, path: str | os.PathLike) -> None:
+        """Save the model to ``path`` after a training that stopped early (interrupted or
+        diverged), warning instead of raising if that fails (the stop's own error follows)."""
+        try:
+            self.save(path, overwrite=True)
+        except Exception as err:  # (any: the interrupt or divergence is what is raised)
+            warnings.warn(f"the checkpoint of the epochs done could not be written to "
+                          f"{path}: {err}", UserWarning, stacklevel=user_stacklevel())
+
+    def _check_checkpoint_dir(self, path: str | os.PathLike) -> None:
+        """Refuse a ``checkpoint_dir`` that holds anything but checkpoints of this model's
+        training: other files, an ensemble, or a saved model whose history this model's
+        does not begin with (another run's checkpoint, a model saved there), which the
+        first checkpoint would replace."""
+        from ._io import read_config
+
+        check_output_directory(path, overwrite=True, names=(MODEL_CONFIG, MODEL_WEIGHTS))
+        folder = Path(path)
+        if (folder / ENSEMBLE_CONFIG).exists():
+            raise FileExistsError(
+                f"checkpoint_dir {path} holds a saved ensemble; choose another directory"
+            )
+        if not (folder / MODEL_CONFIG).is_file():
+            return
+        saved = read_config(folder).get("history") or {}
+        epochs = len(saved.get("epoch", []))
+        mine = self.history_ if self.history_ is not None else pd.DataFrame()
+        loss = np.asarray(saved.get("train_loss", []), dtype=float)
+        ours = len(mine) >= epochs and (not epochs or (
+            "train_loss" in mine and np.allclose(mine["train_loss"].to_numpy()[:epochs], loss,
+                                                 rtol=1e-6, equal_nan=True)))
+        if not ours:
+            raise FileExistsError(
+                f"checkpoint_dir {path} holds a saved model ({epochs} epochs) whose training "
+                "this one does not continue (another run's checkpoint, or a model saved "
+                "there), which the first checkpoint would replace: resume it with "
+                f"tm.workflows.resume_training({str(path)!r}, data), or choose another "
+                "directory"
+            )
 
     def _history_with(self, history: pd.DataFrame) -> pd.DataFrame:
         """The history so far followed by ``history`` (a call's epochs, numbered on)."""
@@ -674,7 +733,7 @@ class TrainingMixin:
         and about a ``lam_batch`` that cannot act (no modality that this training updates,
         i.e. other than a ``frozen`` anchor, with two batches); return whether ``lam_batch``
         (> 0) can act."""
-        acts = False
+        acts = only_frozen = False
         for name, batches in self.batch_categories_.items():
             codes = self.mods[name].batches  # (-1: unknown, refused for training cells)
             counts = np.bincount(codes[~self.val_masks_[name]], minlength=len(batches))
@@ -695,14 +754,15 @@ class TrainingMixin:
                     "them, yet the default translation (the mean over the batches) includes them",
                     UserWarning, stacklevel=user_stacklevel(),
                 )
-            acts = acts or (name != frozen and int((counts >= 2).sum()) >= 2)
+            two = int((counts >= 2).sum()) >= 2
+            acts = acts or (two and name != frozen)
+            only_frozen = only_frozen or (two and name == frozen)
         if lam_batch > 0 and not acts:
             warnings.warn(
                 f"lam_batch={lam_batch} has no effect: no modality has two batches "
                 "(Modality(batch_key=...)) with at least 2 training cells each"
                 + (f", but the anchor modality {frozen!r}, which this training leaves as "
-                   "it is (frozen after its pre-training)"
-                   if frozen in self.batch_categories_ else ""),
+                   "it is (frozen after its pre-training)" if only_frozen else ""),
                 UserWarning, stacklevel=user_stacklevel(),
             )
         return lam_batch > 0 and acts

@@ -31,7 +31,10 @@ def _numbers(column: pd.Series) -> np.ndarray | None:
             return None
         values = column.to_numpy()
     elif pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
-        values = column.to_numpy(dtype=np.float64, na_value=np.nan)  # nullable: NA as NaN
+        try:  # nullable: NA as NaN
+            values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):  # (e.g. a sparse column of a nullable dtype)
+            return None
         if np.nanmax(np.abs(values), initial=0.0) > 2.0**53:  # integers beyond float64's
             return None
     else:
@@ -96,22 +99,25 @@ _NULLABLE = {*(f"{s}Int{b}" for s in ("", "U") for b in (8, 16, 32, 64)), "Float
 
 def _saved_dtype(dtype: str, kind: str) -> Any:
     """The dtype named ``dtype`` if :func:`encode_var` saves columns of it as ``kind``
-    (numbers: numpy booleans, integers and floats, pandas' nullable and sparse ones;
-    strings: object or pandas' string dtype); ``None`` for any other name (a file edited to
-    name, e.g., a bytes dtype of gigabytes per value: the column keeps the dtype it is
-    read with)."""
+    (numbers: booleans, integers and floats of numpy, pandas' nullable, sparse and pyarrow
+    dtypes; strings: object, pandas' and pyarrow's string dtypes); ``None`` for any other
+    name, or one this process cannot build (a file edited to name, e.g., a bytes dtype of
+    gigabytes per value; a pyarrow dtype without pyarrow): the column then keeps the dtype
+    it is read with."""
     if kind == "number" and dtype in _NULLABLE:
         return dtype
     if kind == "string" and dtype in ("object", "string", "str"):
         return dtype
-    if kind != "number":
-        return None
     try:
         parsed = pd.api.types.pandas_dtype(dtype)
-    except (TypeError, ValueError):
+    except Exception:  # (a name pandas cannot build here: TypeError, ImportError, NameError)
         return None
+    if kind == "string":
+        arrow = isinstance(parsed, pd.ArrowDtype) or str(parsed).startswith("string")
+        return parsed if arrow and pd.api.types.is_string_dtype(parsed) else None
     base = parsed.subtype if isinstance(parsed, pd.SparseDtype) else parsed
-    return parsed if isinstance(base, np.dtype) and base.kind in _TENSOR_KINDS else None
+    numeric = isinstance(base, (np.dtype, pd.ArrowDtype)) and base.kind in _TENSOR_KINDS
+    return parsed if kind == "number" and numeric else None
 
 
 def decode_var(

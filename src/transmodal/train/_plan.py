@@ -196,7 +196,9 @@ class CrossModalPlan(pl.LightningModule):
             if k not in sums:
                 sums[k], counts[k] = torch.zeros(()), torch.zeros(())
             if v is not None:
-                w = torch.as_tensor(weights.get(k, 1), dtype=torch.float32, device=v.device)
+                w = weights.get(k, 1)  # (a number filled on the device: no host sync)
+                w = (w.to(v.device, torch.float32) if torch.is_tensor(w)
+                     else v.new_full((), float(w), dtype=torch.float32))
                 sums[k] = sums[k].to(v.device) + v.detach().float() * w
                 counts[k] = counts[k].to(v.device) + w
 

@@ -1,0 +1,96 @@
+"""Going on with a training from the last checkpoint that ``train(checkpoint_dir=)`` wrote."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from .._utils import user_stacklevel
+from ..model import CrossModalAE
+from ..model._training import _device_of
+
+# train() settings a checkpoint records, passed on to the resumed call unless given anew
+_RESUMED = (
+    "batch_size", "lr", "lr_disc", "weight_decay", "lam_adv", "lam_cls", "lam_anchor",
+    "lam_latent", "n_disc_steps", "lam_mmd", "lam_batch", "beta", "anchor_distance",
+    "anchor_temperature", "early_stopping", "patience", "seed", "checkpoint_every",
+)
+
+
+def resume_training(
+    checkpoint_dir: str | os.PathLike,
+    data: Any,
+    *,
+    max_epochs: int | None = None,
+    check_data: bool = True,
+    **train_kwargs: Any,
+) -> CrossModalAE:
+    """Go on with a training from the last checkpoint it wrote (``train(checkpoint_dir=)``).
+
+    The checkpoint is loaded around ``data`` (the training cells, as for
+    :meth:`CrossModalAE.load`) and trained for the epochs it has left, with the settings it
+    was trained with (the learning rates, loss weights, batch size, seed, early stopping;
+    any of them given in ``train_kwargs`` instead), the pre-training of an anchor prior
+    that was left and what was left of the adversarial warm-up, writing its checkpoints
+    to ``checkpoint_dir`` again. It is a new call of :meth:`CrossModalAE.train`: its
+    optimisers start afresh and its batches are drawn anew, so it does not repeat an
+    unstopped run bit for bit.
+
+    Parameters
+    ----------
+    checkpoint_dir
+        The directory the stopped training wrote its checkpoints to.
+    data
+        ``{name: AnnData}`` or ``MuData``: the cells it trained on.
+    max_epochs
+        The epochs of the whole training, those done included (default: what the stopped
+        training was asked for).
+    check_data
+        Scan the matrices for values the likelihoods reject.
+    **train_kwargs
+        Further arguments of :meth:`CrossModalAE.train` (e.g. ``accelerator``,
+        ``progress_bar``).
+
+    Returns
+    -------
+    The model, trained. A checkpoint of a training that ended (all its epochs, or early
+    stopping) is returned as it is loaded, with a warning.
+    """
+    for key in ("pretrain_epochs", "checkpoint_dir"):
+        if key in train_kwargs:
+            raise ValueError(f"resume_training sets {key}= itself (from the checkpoint)")
+    model = CrossModalAE.load(checkpoint_dir, data, check_data=check_data)
+    done = 0 if model.history is None else len(model.history)
+    record = model.train_params_
+    if "epochs_target" not in record:
+        raise ValueError(
+            f"{checkpoint_dir} holds a saved model, not a checkpoint of a training "
+            "(train(checkpoint_dir=...)); train it further with model.train()"
+        )
+    target = record["epochs_target"] if max_epochs is None else max_epochs
+    if record.get("finished") and max_epochs is None:
+        warnings.warn(
+            f"{checkpoint_dir}: the training ended ({done} epochs"
+            + (", stopped early" if done < target else "") + "); nothing to resume",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
+        return model
+    left = int(target) - done
+    settings = {k: record[k] for k in _RESUMED if k in record}
+    settings.update(train_kwargs)
+    if left < 1:  # every epoch done, stopped before the end of training: finish it
+        frozen = model.anchor_modality_ if not record.get("pretrain_left") else None
+        model._recalibrate_latent_norm(
+            frozen=frozen, batch_size=settings["batch_size"], seed=settings["seed"],
+            device=_device_of(settings.get("accelerator", "cpu")),
+        )
+        model.train_params_ = {**record, "finished": True}
+        model.save(checkpoint_dir, overwrite=True)
+        return model
+    # what is left of the warm-up, which starts once the pre-training is over
+    warm_end = (record.get("epochs_before", 0) + record.get("pretrain_epochs", 0)
+                + record.get("adv_warmup_epochs", 0))
+    started = max(done, record.get("epochs_before", 0) + record.get("pretrain_epochs", 0))
+    settings.setdefault("adv_warmup_epochs", max(0, warm_end - started))
+    return model.train(max_epochs=left, checkpoint_dir=checkpoint_dir, **settings)
