@@ -452,7 +452,7 @@ def test_train_checkpoints_and_resume(workdir: Path, capsys):
     """train: checkpoint_dir (relative to the config); a job submitted again is refused
     without --resume (its first checkpoint replaced the earlier run's), goes on with it."""
     cfg = _config(workdir, out="ckpt_model")
-    cfg["train"].update(checkpoint_dir="ckpt", checkpoint_every=1)
+    cfg["train"].update(checkpoint_dir="ckpt", checkpoint_every=1, adv_warmup_epochs=1)
     config = _write_config(workdir / "ckpt.yaml", cfg)
     assert main(["train", "--config", str(config)]) == 0
     assert list(tm.CrossModalAE.load(workdir / "ckpt").history.index) == [0, 1]
@@ -463,12 +463,15 @@ def test_train_checkpoints_and_resume(workdir: Path, capsys):
     config = _write_config(workdir / "ckpt.yaml", cfg)
     assert main(["train", "--config", str(config), "--overwrite", "--resume"]) == 0
     assert "going on from the checkpoint" in capsys.readouterr().err
-    assert list(tm.CrossModalAE.load(workdir / "ckpt_model").history.index) == [0, 1, 2, 3]
+    resumed = tm.CrossModalAE.load(workdir / "ckpt_model")
+    assert list(resumed.history.index) == [0, 1, 2, 3]
+    assert resumed.train_params_["adv_warmup_epochs"] == 0  # (the config's 1 was over)
     # the checkpoints' directory is not the output's; several runs would each write it
-    bad = dict(cfg, train={**cfg["train"], "checkpoint_dir": "ckpt_model"})
-    assert main(["train", "--config", str(_write_config(workdir / "b.yaml", bad)),
-                 "--overwrite"]) == 2
-    assert "checkpoint_dir is the output directory" in capsys.readouterr().err
+    for inside in ("ckpt_model", "ckpt_model/ckpt"):
+        bad = dict(cfg, train={**cfg["train"], "checkpoint_dir": inside})
+        assert main(["train", "--config", str(_write_config(workdir / "b.yaml", bad)),
+                     "--overwrite"]) == 2
+        assert "is, holds or lies in the output directory" in capsys.readouterr().err
     cfg["runs"] = {"seeds": [0, 1]}
     cfg["model"].pop("seed")
     assert main(["train", "--config", str(_write_config(workdir / "ckpt2.yaml", cfg))]) == 2

@@ -1025,6 +1025,18 @@ def test_checkpoints_resume_a_stopped_training(paired_data, make_model, train, t
                                   resumed.get_latent_representation("rna"))
     with pytest.warns(UserWarning, match=r"the training ended \(10 epochs\); nothing to resume"):
         tm.workflows.resume_training(ckpt, paired_data)
+    with pytest.warns(UserWarning, match="nothing to resume"):  # (the target given again)
+        tm.workflows.resume_training(ckpt, paired_data, max_epochs=10)
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) of train\(\): \['n_epochs'\]"):
+        tm.workflows.resume_training(ckpt, paired_data, n_epochs=3)
+    # more epochs than the target: goes on; a new lr takes lr_disc along (it followed lr)
+    more = tm.workflows.resume_training(ckpt, paired_data, max_epochs=11, lr=1e-4,
+                                        progress_bar=False)
+    assert len(more.history) == 11 and more.train_params_["lr_disc"] == 1e-4
+    # a model saved by save() is no checkpoint
+    whole.save(tmp_path / "saved")
+    with pytest.raises(ValueError, match="holds a saved model, not a checkpoint"):
+        tm.workflows.resume_training(tmp_path / "saved", paired_data)
     # Ctrl+C (or SIGTERM) saves the epochs done at once
     from transmodal.train._plan import CrossModalPlan
 

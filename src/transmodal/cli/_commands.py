@@ -181,9 +181,11 @@ def cmd_train(
             from ..workflows import resume_training
 
             print(f"transmodal: going on from the checkpoint in {checkpoint}", file=sys.stderr)
-            result: Any = resume_training(
-                checkpoint, data, **{k: v for k, v in train_kwargs.items() if k != "checkpoint_dir"}
-            )
+            # (the schedule's epochs are the stopped run's: resume_training sets what is
+            # left of them)
+            kept = {k: v for k, v in train_kwargs.items()
+                    if k not in ("checkpoint_dir", "pretrain_epochs", "adv_warmup_epochs")}
+            result: Any = resume_training(checkpoint, data, **kept)
         else:
             with construction_bars(train_kwargs.get("progress_bar", True)):
                 result = CrossModalAE(data, cfg.modalities, **cfg.model)
@@ -324,10 +326,11 @@ def _checkpoint_to_resume(cfg: Any, out_dir: Path, resume: bool) -> Path | None:
             raise ConfigError(f"{cfg.path}: --resume needs train: checkpoint_dir in the config")
         return None
     ckpt = Path(ckpt)
-    if os.path.abspath(ckpt) == os.path.abspath(out_dir):
+    a, b = Path(os.path.abspath(ckpt)), Path(os.path.abspath(out_dir))
+    if a == b or a.is_relative_to(b) or b.is_relative_to(a):
         raise ConfigError(
-            f"{cfg.path}: train: checkpoint_dir is the output directory {out_dir}; give the "
-            "checkpoints a directory of their own"
+            f"{cfg.path}: train: checkpoint_dir {ckpt} is, holds or lies in the output "
+            f"directory {out_dir}; give the checkpoints a directory of their own"
         )
     check_output_directory(ckpt, overwrite=True, names=(MODEL_CONFIG, MODEL_WEIGHTS))
     held = (ckpt / MODEL_CONFIG).is_file()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from typing import Any
 
-from .._utils import user_stacklevel
+from .._utils import is_global_zero, lightning_accelerator, user_stacklevel
 from ..model import CrossModalAE
 from ..model._training import _device_of
 
@@ -34,7 +35,8 @@ def resume_training(
     any of them given in ``train_kwargs`` instead), the pre-training of an anchor prior
     that was left and what was left of the adversarial warm-up, writing its checkpoints
     to ``checkpoint_dir`` again. It is a new call of :meth:`CrossModalAE.train`: its
-    optimisers start afresh and its batches are drawn anew, so it does not repeat an
+    optimisers start afresh, and its epochs draw their batches as the stopped call's
+    first epochs did (the same seed; pass ``seed=`` for others), so it does not repeat an
     unstopped run bit for bit.
 
     Parameters
@@ -45,7 +47,7 @@ def resume_training(
         ``{name: AnnData}`` or ``MuData``: the cells it trained on.
     max_epochs
         The epochs of the whole training, those done included (default: what the stopped
-        training was asked for).
+        training was asked for; more than that goes on with a training that ended).
     check_data
         Scan the matrices for values the likelihoods reject.
     **train_kwargs
@@ -60,16 +62,19 @@ def resume_training(
     for key in ("pretrain_epochs", "checkpoint_dir"):
         if key in train_kwargs:
             raise ValueError(f"resume_training sets {key}= itself (from the checkpoint)")
+    unknown = sorted(set(train_kwargs) - set(inspect.signature(CrossModalAE.train).parameters))
+    if unknown:
+        raise TypeError(f"resume_training(): unknown argument(s) of train(): {unknown}")
     model = CrossModalAE.load(checkpoint_dir, data, check_data=check_data)
     done = 0 if model.history is None else len(model.history)
     record = model.train_params_
-    if "epochs_target" not in record:
+    if "checkpoint_every" not in record or "epochs_target" not in record:
         raise ValueError(
             f"{checkpoint_dir} holds a saved model, not a checkpoint of a training "
             "(train(checkpoint_dir=...)); train it further with model.train()"
         )
     target = record["epochs_target"] if max_epochs is None else max_epochs
-    if record.get("finished") and max_epochs is None:
+    if record.get("finished") and target == record["epochs_target"]:
         warnings.warn(
             f"{checkpoint_dir}: the training ended ({done} epochs"
             + (", stopped early" if done < target else "") + "); nothing to resume",
@@ -78,19 +83,26 @@ def resume_training(
         return model
     left = int(target) - done
     settings = {k: record[k] for k in _RESUMED if k in record}
+    if record.get("lr_disc") == record.get("lr"):  # (it followed lr: it follows a new one)
+        settings.pop("lr_disc", None)
     settings.update(train_kwargs)
+    pretrained_until = record.get("epochs_before", 0) + record.get("pretrain_epochs", 0)
     if left < 1:  # every epoch done, stopped before the end of training: finish it
-        frozen = model.anchor_modality_ if not record.get("pretrain_left") else None
+        CrossModalAE._check_train_params(settings)  # (as train() would)
+        accelerator = lightning_accelerator(settings.get("accelerator", "cpu"))
+        # the anchor was frozen, its statistics set, once its pre-training was over
+        frozen = model.anchor_modality_ if done > pretrained_until or not record.get(
+            "pretrain_epochs") else None
         model._recalibrate_latent_norm(
             frozen=frozen, batch_size=settings["batch_size"], seed=settings["seed"],
-            device=_device_of(settings.get("accelerator", "cpu")),
+            device=_device_of(accelerator),
         )
         model.train_params_ = {**record, "finished": True}
+        if is_global_zero(launcher=True):
+            model._warn_if_separable()
         model.save(checkpoint_dir, overwrite=True)
         return model
     # what is left of the warm-up, which starts once the pre-training is over
-    warm_end = (record.get("epochs_before", 0) + record.get("pretrain_epochs", 0)
-                + record.get("adv_warmup_epochs", 0))
-    started = max(done, record.get("epochs_before", 0) + record.get("pretrain_epochs", 0))
-    settings.setdefault("adv_warmup_epochs", max(0, warm_end - started))
+    warm_end = pretrained_until + record.get("adv_warmup_epochs", 0)
+    settings.setdefault("adv_warmup_epochs", max(0, warm_end - max(done, pretrained_until)))
     return model.train(max_epochs=left, checkpoint_dir=checkpoint_dir, **settings)
