@@ -230,7 +230,11 @@ class CrossModalPlan(pl.LightningModule):
                 buf.div_(world)
 
     # -- steps -----------------------------------------------------------------------------
-    def _losses(self, batch: dict, *, train: bool) -> dict[str, torch.Tensor]:
+    def _losses(
+        self, batch: dict, *, train: bool
+    ) -> tuple[dict[str, torch.Tensor | None], dict[str, torch.Tensor | int]]:
+        """The step's loss terms (``"loss"``: the autoencoders' objective; the
+        discriminator is updated here when ``train``) and what each term is a mean over."""
         m = self.module
         cells, pairs = batch["cells"], batch.get("pairs", {})
         names = [self.anchor] if self.pretraining else m.names
