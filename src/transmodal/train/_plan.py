@@ -109,8 +109,8 @@ class CrossModalPlan(pl.LightningModule):
         # the module's weights after the last epoch whose losses were finite (CPU copies)
         self._last_finite: dict[str, torch.Tensor] | None = None
         self.diverged = False  # set (with the weights put back) before FloatingPointError
-        self._sums: dict[str, dict[str, torch.Tensor]] = {}
-        self._counts: dict[str, dict[str, torch.Tensor]] = {}
+        self._sums: dict[str, dict[str, torch.Tensor | float]] = {}
+        self._counts: dict[str, dict[str, torch.Tensor | float]] = {}
         self._val_means: dict[str, float] = {}  # the last validation's, for the history
 
     # -- optimisers ------------------------------------------------------------------------
@@ -189,18 +189,15 @@ class CrossModalPlan(pl.LightningModule):
     ) -> None:
         """Add a step's loss terms to the epoch's sums, each weighted by what it is a mean
         over (``weights``: cells of a modality, labelled cells; 1 by default). A term that
-        is ``None`` (one this fit computes, absent from this step) adds nothing."""
+        is ``None`` (one this fit computes, absent from this step) adds nothing. The sums
+        stay on the terms' device (no host sync per step); a weight that is a plain number
+        is added as one."""
         sums = self._sums.setdefault(split, {})
         counts = self._counts.setdefault(split, {})
         for k, v in terms.items():
-            if k not in sums:
-                sums[k], counts[k] = torch.zeros(()), torch.zeros(())
-            if v is not None:
-                w = weights.get(k, 1)  # (a number filled on the device: no host sync)
-                w = (w.to(v.device, torch.float32) if torch.is_tensor(w)
-                     else v.new_full((), float(w), dtype=torch.float32))
-                sums[k] = sums[k].to(v.device) + v.detach().float() * w
-                counts[k] = counts[k].to(v.device) + w
+            w = weights.get(k, 1) if v is not None else 0
+            sums[k] = sums.get(k, 0.0) + (0.0 if v is None else v.detach().float() * w)
+            counts[k] = counts.get(k, 0.0) + w
 
     def _means(self, split: str) -> dict[str, float]:
         """Epoch means of the accumulated terms (weighted: per cell where a term is a mean
@@ -210,11 +207,13 @@ class CrossModalPlan(pl.LightningModule):
         counts = self._counts.pop(split, {})
         sums = self._sums.pop(split, {})
         keys = sorted(sums)
-        both = torch.stack([sums[k].float().to(self.device) for k in keys]
-                           + [counts[k].float().to(self.device) for k in keys]) if keys else None
-        if _distributed() and keys:
+        if not keys:
+            return {}
+        both = torch.stack([torch.as_tensor(x, dtype=torch.float32, device=self.device)
+                            for x in [*(sums[k] for k in keys), *(counts[k] for k in keys)]])
+        if _distributed():
             dist.all_reduce(both)
-        values = both.tolist() if keys else []
+        values = both.tolist()
         totals = dict(zip(keys, values[len(keys) :]))
         return {f"{split}_{k}": v / totals[k] for k, v in zip(keys, values) if totals[k] > 0}
 

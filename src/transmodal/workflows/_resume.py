@@ -11,12 +11,9 @@ from .._utils import is_global_zero, lightning_accelerator, user_stacklevel
 from ..model import CrossModalAE
 from ..model._training import _device_of
 
-# train() settings a checkpoint records, passed on to the resumed call unless given anew
-_RESUMED = (
-    "batch_size", "lr", "lr_disc", "weight_decay", "lam_adv", "lam_cls", "lam_anchor",
-    "lam_latent", "n_disc_steps", "lam_mmd", "lam_batch", "beta", "anchor_distance",
-    "anchor_temperature", "early_stopping", "patience", "seed", "checkpoint_every",
-)
+# train() settings a checkpoint records that the resumed call does not take as they are:
+# its epochs, pre-training and warm-up are what is left of them
+_NOT_RESUMED = ("max_epochs", "pretrain_epochs", "adv_warmup_epochs")
 
 
 def resume_training(
@@ -62,7 +59,8 @@ def resume_training(
     for key in ("pretrain_epochs", "checkpoint_dir"):
         if key in train_kwargs:
             raise ValueError(f"resume_training sets {key}= itself (from the checkpoint)")
-    unknown = sorted(set(train_kwargs) - set(inspect.signature(CrossModalAE.train).parameters))
+    parameters = inspect.signature(CrossModalAE.train).parameters
+    unknown = sorted(set(train_kwargs) - set(parameters))
     if unknown:
         raise TypeError(f"resume_training(): unknown argument(s) of train(): {unknown}")
     model = CrossModalAE.load(checkpoint_dir, data, check_data=check_data)
@@ -82,7 +80,7 @@ def resume_training(
         )
         return model
     left = int(target) - done
-    settings = {k: record[k] for k in _RESUMED if k in record}
+    settings = {k: v for k, v in record.items() if k in parameters and k not in _NOT_RESUMED}
     if record.get("lr_disc") == record.get("lr"):  # (it followed lr: it follows a new one)
         settings.pop("lr_disc", None)
     settings.update(train_kwargs)
