@@ -232,7 +232,7 @@ def test_bad_image_settings_name_the_modality_and_field():
 def test_gallery_of_real_and_translated_crops(tmp_path):
     img, feat = nuclei(n=10)
     crops = img.obsm["crops"]
-    fig = tm.pl.gallery({"real": crops, "noisy": np.clip(crops + 0.1, 0, 1)}, n=4)
+    fig = tm.pl.gallery({"real": crops, "noisy": np.clip(crops + 0.1, 0, 1)}, n=4, show=False)
     assert len(fig.axes) == 8
     tm.pl.gallery({"real": crops, "3-D": np.repeat(crops[:, :, None], 3, axis=2)}, path=tmp_path / "g.png")
     assert (tmp_path / "g.png").stat().st_size > 0

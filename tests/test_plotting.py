@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import anndata as ad  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -68,11 +69,39 @@ def test_saving_leaves_backend_and_pyplot_figures_alone(tmp_path):
         assert (tmp_path / "h.pdf").read_bytes()[:4] == b"%PDF"
         assert b"<svg" in (tmp_path / "g.svg").read_bytes()[:500]
 
-        # without path: a pyplot figure, returned as before
-        fig = tm.pl.latent({"rna": z})
+        # without path: a pyplot figure, returned with show=False
+        fig = tm.pl.latent({"rna": z}, show=False)
         assert fig.number in plt.get_fignums() and matplotlib.get_backend() == backend
     finally:
         plt.switch_backend(before_backend)
+
+
+def test_figures_are_shown_as_scanpy_shows_them(tmp_path, monkeypatch):
+    """Without path a figure is shown (pyplot.show) and None returned, as scanpy's plots do:
+    a figure returned at the end of a notebook cell is displayed twice; show=False returns
+    it; show=True with path writes it and shows it."""
+    z, labels = _blobs(3)
+    crops = np.random.default_rng(0).uniform(size=(4, 1, 8, 8))
+    shown = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: shown.append(plt.gcf()))
+    data = {"rna": ad.AnnData(obsm={"X_transmodal": z})}
+    calls = {
+        "latent": lambda **k: tm.pl.latent({"rna": z}, {"rna": labels}, **k),
+        "embedding": lambda **k: tm.pl.embedding(data, **k),
+        "history": lambda **k: tm.pl.history(_history(), **k),
+        "gallery": lambda **k: tm.pl.gallery({"real": crops}, n=3, **k),
+    }
+    for name, call in calls.items():
+        shown.clear()
+        assert call() is None and len(shown) == 1, name
+        assert shown[0].axes, name  # the drawn figure was the current one when shown
+        fig = call(show=False)
+        assert fig is not None and shown == [shown[0]], name
+        assert call(path=tmp_path / f"{name}.png") is None and len(shown) == 1, name
+        assert call(path=tmp_path / f"{name}2.png", show=True) is None and len(shown) == 2, name
+        assert (tmp_path / f"{name}2.png").read_bytes()[:4] == b"\x89PNG", name
+        with pytest.raises(TypeError, match="show must be True, False or None"):
+            call(show="no")
 
 
 def test_failed_save_leaves_no_pyplot_figure(tmp_path, monkeypatch):
@@ -100,7 +129,7 @@ def test_history_of_an_ensemble_draws_one_line_per_seed(paired_data, make_model,
     assert isinstance(hist.index, pd.MultiIndex) and list(hist.index.names) == ["seed", "epoch"]
     pd.testing.assert_frame_equal(hist.loc[1], members[1].history)
     for h in (hist, {0: members[0].history, 1: members[1].history}):
-        fig = tm.pl.history(h)
+        fig = tm.pl.history(h, show=False)
         first = fig.axes[0]
         texts = _legend_texts(first)
         assert "seed 0 train" in texts and "seed 1 train" in texts
@@ -115,14 +144,14 @@ def test_history_of_an_ensemble_draws_one_line_per_seed(paired_data, make_model,
 
 def test_history_runs_from_a_built_multiindex_and_bad_levels():
     h = pd.concat({3: _history(0), 7: _history(1, epochs=2)}, names=["seed"])
-    fig = tm.pl.history(h)
+    fig = tm.pl.history(h, show=False)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]  # term "loss"
     assert labels == ["seed 3 train", "seed 3 val", "seed 7 train", "seed 7 val"]
     lines = fig.axes[0].get_lines()
     assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()
     assert [len(line.get_xdata()) for line in lines] == [3, 3, 2, 2]
     # one model's history still draws train/val without seed labels
-    single = tm.pl.history(_history())
+    single = tm.pl.history(_history(), show=False)
     assert _legend_texts(single.axes[0]) == ["train", "val"]
     deep = pd.concat({"a": h}, names=["run"])
     nums = plt.get_fignums()
@@ -134,7 +163,7 @@ def test_history_runs_from_a_built_multiindex_and_bad_levels():
 # ----------------------------------------------------------------- 3. many classes
 def test_latent_gives_distinct_colours_to_many_classes():
     z, labels = _blobs(25)
-    fig = tm.pl.latent({"rna": z}, {"rna": labels})
+    fig = tm.pl.latent({"rna": z}, {"rna": labels}, show=False)
     label_ax = fig.axes[1]
     handles = label_ax.get_legend().legend_handles
     assert len(handles) == 25
@@ -169,20 +198,20 @@ def test_latent_single_cell_is_refused_clearly(tmp_path):
         tm.pl.latent({"rna": np.zeros((1, 2))}, {"rna": ["a"]}, path=tmp_path / "one.png")
     assert plt.get_fignums() == nums and not list(tmp_path.iterdir())
     # two cells, one per modality, are enough
-    fig = tm.pl.latent({"rna": np.zeros((1, 4)), "atac": np.ones((1, 4))})
+    fig = tm.pl.latent({"rna": np.zeros((1, 4)), "atac": np.ones((1, 4))}, show=False)
     assert len(fig.axes) == 1
 
 
 def test_latent_axis_labels_say_whether_pca_was_applied():
     z, labels = _blobs(3)
-    fig2 = tm.pl.latent({"rna": z[:, :2]}, {"rna": labels})
+    fig2 = tm.pl.latent({"rna": z[:, :2]}, {"rna": labels}, show=False)
     for ax in fig2.axes:
         assert (ax.get_xlabel(), ax.get_ylabel()) == ("latent 1", "latent 2")
     # a 2-D latent is drawn as it is
     np.testing.assert_allclose(
         np.sort(fig2.axes[0].collections[0].get_offsets()[:, 0]), np.sort(z[:, 0])
     )
-    fig4 = tm.pl.latent({"rna": z})
+    fig4 = tm.pl.latent({"rna": z}, show=False)
     axis_labels = (fig4.axes[0].get_xlabel(), fig4.axes[0].get_ylabel())
     assert axis_labels == ("PC1 of latent", "PC2 of latent")
 
@@ -268,20 +297,19 @@ def test_gallery_refuses_channels_last_crops_and_a_list_of_rows():
 
 
 def test_gallery_takes_anndata_rows_and_3d_masks():
-    import anndata as ad
 
     rng = np.random.default_rng(0)
     crops = np.zeros((3, 1, 5, 8, 8))
     masks = np.zeros((3, 5, 8, 8), bool)
     masks[:, 2, 2:6, 2:6] = True  # only the middle slice holds the nucleus
     crops[:, 0][masks] = 1.0
-    fig = tm.pl.gallery({"crop": ad.AnnData(obsm={"crops": crops}), "mask": masks})
+    fig = tm.pl.gallery({"crop": ad.AnnData(obsm={"crops": crops}), "mask": masks}, show=False)
     shown = [ax.get_images()[0].get_array() for ax in fig.axes[:6]]
     np.testing.assert_array_equal(shown[0], crops[0, 0, 2])  # middle slice of the crop
     np.testing.assert_array_equal(shown[3], masks[0, 2])  # ... and of the mask under it
     # a translation's AnnData: its one obsm entry of images
     other = ad.AnnData(obsm={"img": rng.random((3, 1, 8, 8)), "X_pca": rng.random((3, 2))})
-    assert tm.pl.gallery({"translated": other}) is not None
+    assert tm.pl.gallery({"translated": other}, show=False) is not None
     with pytest.raises(ValueError, match=r"row 'none': an AnnData without obsm\['crops'\] and "
                        r"with no image entries"):
         tm.pl.gallery({"none": ad.AnnData(obsm={"X_pca": rng.random((3, 2))})})
@@ -301,21 +329,22 @@ def test_embedding_plots_the_stored_latent_of_every_modality(tmp_path):
         a.obsm["X_transmodal"] = z if name == "rna" else rng.normal(size=(n, z.shape[1]))
         data[name] = a
     data["rna"].obs["cell_type"] = labels
-    fig = tm.pl.embedding(data, color="cell_type")
+    fig = tm.pl.embedding(data, color="cell_type", show=False)
     assert len(fig.axes) == 2 and fig.axes[1].get_legend().get_title().get_text() == "cell_type"
     # the unlabelled modality is drawn light grey, listed last, and the classes keep the
     # colours they have without it; the points are both modalities'
     assert _legend_texts(fig.axes[1])[-1] == "(no label)"
     handles = fig.axes[1].get_legend().legend_handles
     np.testing.assert_allclose(handles[-1].get_facecolor()[0], (0.85, 0.85, 0.85, 1.0))
-    alone = tm.pl.latent({"rna": z}, {"rna": labels}).axes[1].get_legend().legend_handles
+    alone = tm.pl.latent({"rna": z}, {"rna": labels}, show=False).axes[1]
+    alone = alone.get_legend().legend_handles
     for a, b in zip(alone, handles[:-1]):
         np.testing.assert_allclose(a.get_facecolor()[0], b.get_facecolor()[0])
     assert len(fig.axes[0].collections[0].get_offsets()) == len(z) + 20
     assert fig.axes[0].get_xlabel() == "PC1 of latent"
     for a in data.values():  # another basis names the axes
         a.obsm["X_umap"] = a.obsm["X_transmodal"][:, :2]
-    assert tm.pl.embedding(data, basis="X_umap").axes[0].get_xlabel() == "umap 1"
+    assert tm.pl.embedding(data, basis="X_umap", show=False).axes[0].get_xlabel() == "umap 1"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # mudata's notes on obs_names
         mdata = md.MuData(data)
@@ -353,14 +382,14 @@ def test_probe_findings_many_classes_measurements_single_epochs_and_clipped_tile
         a.obs["depth"] = rng.gamma(2.0, 100.0, size=120)
         data[name] = a
     data["atac"].obs.loc[data["atac"].obs_names[:5], "depth"] = np.nan
-    fig = tm.pl.embedding(data, color="cell_type")
+    fig = tm.pl.embedding(data, color="cell_type", show=False)
     legend = fig.axes[1].get_legend()
     assert len(legend.get_texts()) == 30 and _fits(fig, legend)
-    fig = tm.pl.embedding(data, color="depth")
+    fig = tm.pl.embedding(data, color="depth", show=False)
     assert fig.axes[1].get_legend() is None and len(fig.axes) == 3  # + the colour bar
     assert "grey: no value" in fig.axes[2].get_ylabel()
     one = _history(epochs=1)
-    fig = tm.pl.history(one)
+    fig = tm.pl.history(one, show=False)
     assert all(line.get_marker() == "." for ax in fig.axes for line in ax.get_lines())
     with pytest.warns(UserWarning, match=r"rows\['real'\]: \d+% of the drawn pixels lie outside"):
         tm.pl.gallery({"real": (rng.random((3, 1, 8, 8)) * 255).astype(np.uint8)})

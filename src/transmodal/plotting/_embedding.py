@@ -60,14 +60,22 @@ def _closing_on_error(fig) -> Iterator:
         raise
 
 
-def _subplots(path: str | os.PathLike | None, nrows: int, ncols: int, figsize: tuple[float, float]):
+def _check_show(show: bool | None, path: str | os.PathLike | None) -> bool:
+    """Whether to show the figure: ``show``, or by default when it is not written to ``path``."""
+    if show is not None and not isinstance(show, (bool, np.bool_)):
+        raise TypeError(f"show must be True, False or None, got {show!r}")
+    return path is None if show is None else bool(show)
+
+
+def _subplots(path: str | os.PathLike | None, nrows: int, ncols: int, figsize: tuple[float, float],
+              *, pyplot: bool = False):
     """A new figure and its ``(nrows, ncols)`` array of Axes.
 
-    Without ``path`` it is a pyplot figure (shown by the session's backend, returned to the
-    user).  With ``path`` it is a bare :class:`~matplotlib.figure.Figure` on an Agg canvas
-    that pyplot never sees: writing it leaves pyplot's backend and figure list as they were.
+    Without ``path`` (or with ``pyplot``: a figure to be shown) it is a pyplot figure.  With
+    ``path`` it is a bare :class:`~matplotlib.figure.Figure` on an Agg canvas that pyplot
+    never sees: writing it leaves pyplot's backend and figure list as they were.
     """
-    if path is None:
+    if path is None or pyplot:
         import matplotlib.pyplot as plt
 
         return plt.subplots(nrows, ncols, figsize=figsize, squeeze=False)
@@ -80,21 +88,30 @@ def _subplots(path: str | os.PathLike | None, nrows: int, ncols: int, figsize: t
         return fig, fig.subplots(nrows, ncols, squeeze=False)
 
 
-def _finish(fig, path, dpi: int):
-    """Lay out ``fig``; write it to ``path`` and close it, or return it when ``path`` is None.
+def _finish(fig, path, dpi: int, show: bool):
+    """Lay out ``fig``; write it to ``path`` if given; show it with pyplot if ``show``.
 
-    The figure is closed whenever this fails, too.
+    Returns the figure when it is neither shown nor written (``show=False`` without a path,
+    as scanpy's ``show=False`` returns its axes), else ``None``: a figure returned at the end
+    of a notebook cell is displayed a second time.  Written figures are closed unless shown;
+    the figure is closed whenever this fails, too.
     """
     import matplotlib
 
     with _closing_on_error(fig):
         fig.tight_layout()
-        if path is None:
-            return fig
-        # the format follows path's suffix (matplotlib's default format without one)
-        fmt = Path(path).suffix[1:].lower() or matplotlib.rcParams["savefig.format"]
-        with atomic_file(path, overwrite=True) as tmp:
-            fig.savefig(tmp, dpi=dpi, format=fmt)
+        if path is not None:
+            # the format follows path's suffix (matplotlib's default format without one)
+            fmt = Path(path).suffix[1:].lower() or matplotlib.rcParams["savefig.format"]
+            with atomic_file(path, overwrite=True) as tmp:
+                fig.savefig(tmp, dpi=dpi, format=fmt)
+    if show:
+        import matplotlib.pyplot as plt
+
+        plt.show()
+        return None
+    if path is None:
+        return fig
     _close(fig)
     return None
 
@@ -199,6 +216,7 @@ def latent(
     point_size: float = 6.0,
     continuous: bool = False,
     basis_name: str = "latent",
+    show: bool | None = None,
 ):
     """Scatter the joint latent space of several modalities in 2-D.
 
@@ -219,9 +237,9 @@ def latent(
         ``{modality: labels per cell}`` (optional; cells without a label, None / NaN, are
         drawn light grey as "(no label)").
     path
-        Write the figure there (PNG/PDF by extension) and close it; otherwise return it.
-        Written figures are drawn apart from pyplot: its backend and open figures are left
-        as they were.
+        Write the figure there (PNG/PDF by extension) and close it.  Written figures are
+        drawn apart from pyplot (its backend and open figures are left as they were) unless
+        they are shown too.
     title
         Figure title.
     label_name
@@ -233,10 +251,15 @@ def latent(
         map (NaN light grey) rather than as classes.
     basis_name
         The space's name on the axes.
+    show
+        Show the figure with :func:`matplotlib.pyplot.show` and return ``None``, as scanpy's
+        plots do; by default when it is not written to ``path``.  ``False`` returns the
+        figure instead, to draw on or save it (returned at the end of a notebook cell, a
+        shown figure would be displayed twice).
 
     Returns
     -------
-    The matplotlib figure, or ``None`` when ``path`` is given.
+    The matplotlib figure with ``show=False`` and no ``path``, else ``None``.
 
     Raises
     ------
@@ -259,6 +282,7 @@ def latent(
                     f"cell), got {np.asarray(lab).dtype} values"
                 )
     _check_path(path)
+    show = _check_show(show, path)
 
     names = list(embeddings)
     z = np.vstack([embeddings[n] for n in names])
@@ -269,11 +293,11 @@ def latent(
         xy, axis_names = z, (f"{basis_name} 1", f"{basis_name} 2")
     which = np.concatenate([[n] * len(embeddings[n]) for n in names])
     n_panels = 2 if labels else 1
-    fig, axes = _subplots(path, 1, n_panels, (5.2 * n_panels, 4.6))
+    fig, axes = _subplots(path, 1, n_panels, (5.2 * n_panels, 4.6), pyplot=show)
     with _closing_on_error(fig):
         _draw_latent(fig, axes, xy, axis_names, which, names, labels, title, label_name,
                      point_size, continuous)
-    return _finish(fig, path, 120)
+    return _finish(fig, path, 120, show)
 
 
 def embedding(
@@ -284,6 +308,7 @@ def embedding(
     path: str | os.PathLike | None = None,
     title: str | None = None,
     point_size: float = 6.0,
+    show: bool | None = None,
 ):
     """Scatter the joint latent space stored in the data, as :func:`scanpy.pl.embedding`
     does for one AnnData: every modality's ``obsm[basis]`` (as written by
@@ -304,12 +329,12 @@ def embedding(
         modality without the column (e.g. the one labels were not transferred to), are
         drawn light grey as "(no label)". A numeric column (not categorical) with more than
         20 distinct values is a measurement, drawn with a colour map, as scanpy draws it.
-    path, title, point_size
+    path, title, point_size, show
         As in :func:`latent`.
 
     Returns
     -------
-    The matplotlib figure, or ``None`` when ``path`` is given.
+    The matplotlib figure with ``show=False`` and no ``path``, else ``None``.
     """
     mods = getattr(data, "mod", data)
     if not isinstance(mods, Mapping):
@@ -349,7 +374,7 @@ def embedding(
     return latent(
         embeddings, labels or None, path=path, title=title, label_name=color or "label",
         point_size=point_size, continuous=bool(labels) and _continuous(labels),
-        basis_name=name,
+        basis_name=name, show=show,
     )
 
 
@@ -428,7 +453,9 @@ def _history_runs(h: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
     return [(f"{level} {key}", h.xs(key, level=0)) for key in keys]
 
 
-def history(model_history, *, path: str | os.PathLike | None = None):
+def history(
+    model_history, *, path: str | os.PathLike | None = None, show: bool | None = None
+):
     """Training curves: every loss term and the discriminator accuracy per epoch.
 
     Parameters
@@ -438,13 +465,12 @@ def history(model_history, *, path: str | os.PathLike | None = None):
         (``{"train_loss": [...], ...}``), or the history of several runs (an ensemble's):
         a DataFrame indexed by (seed, epoch) or a mapping ``{seed: model.history}``.  Each
         run is drawn as its own line ("seed N"; training solid, validation dashed).
-    path
-        Write the figure there and close it; otherwise return it.  Written figures are
-        drawn apart from pyplot: its backend and open figures are left as they were.
+    path, show
+        As in :func:`latent`.
 
     Returns
     -------
-    The matplotlib figure, or ``None`` when ``path`` is given.
+    The matplotlib figure with ``show=False`` and no ``path``, else ``None``.
 
     Raises
     ------
@@ -479,12 +505,13 @@ def history(model_history, *, path: str | os.PathLike | None = None):
             f"model_history: no 'train_*' or 'val_*' column with a value (columns: {list(h.columns)})"
         )
     _check_path(path)
+    show = _check_show(show, path)
 
     terms = sorted({c.split("_", 1)[1] for c in cols})
     n = len(terms)
     ncol = min(4, n)
     nrow = int(np.ceil(n / ncol))
-    fig, axes = _subplots(path, nrow, ncol, (3.3 * ncol, 2.6 * nrow))
+    fig, axes = _subplots(path, nrow, ncol, (3.3 * ncol, 2.6 * nrow), pyplot=show)
     with _closing_on_error(fig):
         colours = _palette(len(runs))
         for i, (ax, term) in enumerate(zip(axes.flat, terms)):
@@ -511,4 +538,4 @@ def history(model_history, *, path: str | os.PathLike | None = None):
                 ax.legend(fontsize=7, frameon=False)
         for ax in list(axes.flat)[n:]:
             ax.axis("off")
-    return _finish(fig, path, 110)
+    return _finish(fig, path, 110, show)

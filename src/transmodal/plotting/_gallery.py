@@ -11,7 +11,7 @@ import numpy as np
 from .._utils import check_int, user_stacklevel
 from ..data._modality import is_number
 from ..data._source import looks_channels_last
-from ._embedding import _check_path, _closing_on_error, _finish, _subplots
+from ._embedding import _check_path, _check_show, _closing_on_error, _finish, _subplots
 
 
 def _as_array(name: str, crops) -> np.ndarray:
@@ -81,6 +81,7 @@ def gallery(
     vmax: float | None = 1.0,
     size: float = 1.2,
     dpi: int = 120,
+    show: bool | None = None,
 ):
     """Show the same nuclei in several versions, one version per row.
 
@@ -96,18 +97,19 @@ def gallery(
     n
         Number of cells (columns) shown: the first ``n``.
     path
-        Write the figure there (PNG, ...) and return ``None``; otherwise return it.  Written
-        figures are drawn apart from pyplot: its backend and open figures are left as they
-        were.
+        Write the figure there (PNG, ...), as in :func:`transmodal.pl.latent`.
     cmap, vmin, vmax
         Colour map and intensity range (crops of :func:`transmodal.images.read_nuclei` are in
         ``[0, 1]``); ``None`` scales each image on its own.
     size, dpi
         Inches per image, and resolution of the written file.
+    show
+        As in :func:`transmodal.pl.latent`: shown by default when not written; ``False``
+        returns the figure.
 
     Returns
     -------
-    The matplotlib figure, or ``None`` when written to ``path``.
+    The matplotlib figure with ``show=False`` and no ``path``, else ``None``.
 
     Raises
     ------
@@ -136,6 +138,7 @@ def gallery(
     if n < 1:
         raise ValueError(f"rows: no cells to show ({counts})")
     _check_path(path)
+    show = _check_show(show, path)
     # drawn tiles whose values the colour range clips visibly (beyond 5 % of the range:
     # a decoder's noise around 0 is not worth a word)
     margin = 0.05 * (vmax - vmin) if vmin is not None and vmax is not None else 0.05
@@ -154,7 +157,8 @@ def gallery(
                 "ends; pass vmin= / vmax= for these data (None: each tile's own range)",
                 UserWarning, stacklevel=user_stacklevel(),
             )
-    fig, axes = _subplots(path, len(images), n, (size * n + 1.2, size * len(images)))
+    fig, axes = _subplots(path, len(images), n, (size * n + 1.2, size * len(images)),
+                          pyplot=show)
     with _closing_on_error(fig):
         for r, (name, imgs) in enumerate(images.items()):
             for c in range(n):
@@ -163,4 +167,4 @@ def gallery(
                 ax.set_xticks([])
                 ax.set_yticks([])
             axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center")
-    return _finish(fig, path, dpi)
+    return _finish(fig, path, dpi, show)
