@@ -588,6 +588,11 @@ def test_marker_arguments_are_checked():
     dup.index = ["g0"] + list(dup.index[1:-1]) + ["g0"]
     with pytest.raises(ValueError, match="pred: feature names are not unique"):
         compare_differential(dup, de)
+    # repeated names (raw gene symbols): one significant "g0" flagged both as markers
+    repeated = adata.copy()
+    repeated.var_names = ["g0"] + list(adata.var_names[1:-1]) + ["g0"]
+    with pytest.raises(ValueError, match="adata: feature names are not unique .*'g0'.*make_unique"):
+        differential_expression(repeated, "group", "A")
     with pytest.raises(ValueError, match="column must be"):
         compare_differential(de, de, column="direction")
     universe, sets, markers = gene_sets()

@@ -198,6 +198,17 @@ def test_knn_graph_checks_inputs():
     x = [[0.0, 1.0], [1.0, 2.0], [3.0, 4.0]]
     g = knn_graph(x, np.int64(1))  # a list, a numpy integer
     assert g.shape == (3, 3) and g.nnz == 4
+    # duplicated cells: no cell is its own neighbour (the copy may come first), and the
+    # edges are sklearn's symmetrised k-NN graph
+    from sklearn.neighbors import kneighbors_graph
+
+    rng = np.random.default_rng(0)
+    xd = rng.normal(size=(100, 5))
+    xd = np.vstack([xd, xd[:50]])
+    g = knn_graph(xd, 3)
+    assert (g.diagonal() == 0).all()
+    ref = kneighbors_graph(xd, 3, include_self=False)
+    assert ((g != 0) != (ref.maximum(ref.T) != 0)).nnz == 0
     with pytest.raises(ValueError, match="x contains NaN"):
         knn_graph(np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 4.0]]), 1)
     with pytest.raises(ValueError, match="x must be a 2-D"):

@@ -192,6 +192,12 @@ def differential_expression(
         raise ValueError(f"pseudocount must be a number >= 0, got {pseudocount!r}")
     check_int(block_bytes, "block_bytes", minimum=1)
     X, names = get_matrix(adata, layer, "adata")
+    if not pd.Index(names).is_unique:  # the table is indexed, and markers flagged, by name
+        dup = pd.Index(names)[pd.Index(names).duplicated()][0]
+        raise ValueError(
+            f"adata: feature names are not unique (e.g. {dup!r}), and the result is indexed "
+            "by name; call adata.var_names_make_unique() first"
+        )
     labels = get_labels(adata, groupby, X.shape[0], "groupby", allow_missing=True)
     in_group = _select(labels, group, "group")
     if isinstance(reference, str) and reference == "rest":

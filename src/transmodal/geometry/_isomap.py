@@ -58,8 +58,9 @@ def _knn_graph(x: np.ndarray, n_neighbors: int) -> sp.csr_matrix:
     n = x.shape[0]
     if n <= n_neighbors:
         raise ValueError(f"need more than n_neighbors = {n_neighbors} cells, got {n}")
-    dist, nbr = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(x).kneighbors(x)
-    dist, nbr = dist[:, 1:], nbr[:, 1:]
+    # without a query, each cell is left out of its own list (a duplicated cell's copy may
+    # come first among the exact distances, and dropping the first column kept a self-loop)
+    dist, nbr = NearestNeighbors(n_neighbors=n_neighbors).fit(x).kneighbors()
     g = sp.csr_matrix((np.ones(nbr.size), nbr.ravel(), np.arange(0, nbr.size + 1, n_neighbors)),
                       shape=(n, n))
     g = g.maximum(g.T).tocsr()
