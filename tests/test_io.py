@@ -1011,6 +1011,16 @@ def test_checkpoints_resume_a_stopped_training(paired_data, make_model, train, t
     assert list(saved.history.index) == [0, 1, 2, 3] and not saved.train_params_["finished"]
     np.testing.assert_allclose(saved.history.to_numpy(), whole.history.iloc[:4].to_numpy(),
                                rtol=1e-6)
+    # its latent statistics are set as at the end of a training (loaded as it is, it embeds
+    # as a finished model does), and checkpoints leave the training as it was
+    z = saved.get_latent_representation("rna")
+    saved._recalibrate_latent_norm(frozen=None, batch_size=saved.train_params_["batch_size"],
+                                   device="cpu", seed=saved.train_params_["seed"])
+    np.testing.assert_allclose(saved.get_latent_representation("rna"), z, atol=1e-5)
+    kept = train(make_model(paired_data, labels_key="label", anchor_fraction=0.5, seed=0),
+                 max_epochs=10, early_stopping=False, checkpoint_dir=tmp_path / "kept",
+                 checkpoint_every=2)
+    np.testing.assert_allclose(kept.history.to_numpy(), whole.history.to_numpy(), rtol=1e-6)
     with monkeypatch.context() as mp:  # resumed, and lost again
         mp.setattr(SaveEvery, "on_train_epoch_end", lost_after(3))
         with pytest.raises(Lost):
@@ -1048,11 +1058,19 @@ def test_checkpoints_resume_a_stopped_training(paired_data, make_model, train, t
             raise KeyboardInterrupt
 
     other = tmp_path / "other"
+    stopped = make_model(paired_data, seed=1)
+    stopped.mixing_accuracy_ = 0.5  # (as if measured by an earlier call)
     with monkeypatch.context() as mp:
         mp.setattr(CrossModalPlan, "on_train_epoch_end", interrupted)
         with pytest.raises(KeyboardInterrupt):
-            train(make_model(paired_data, seed=1), max_epochs=10, checkpoint_dir=other)
-    assert len(tm.CrossModalAE.load(other, paired_data).history) == 3  # (none at 10 epochs)
+            train(stopped, max_epochs=10, checkpoint_dir=other)
+    last = tm.CrossModalAE.load(other, paired_data)
+    assert len(last.history) == 3  # (none at 10 epochs)
+    # the checkpoint is the model the user holds (latent statistics set after the stop);
+    # the separability of earlier weights is not kept
+    np.testing.assert_array_equal(last.get_latent_representation("rna"),
+                                  stopped.get_latent_representation("rna"))
+    assert stopped.mixing_accuracy_ is None and stopped.disc_accuracy_ is None
 
 
 def test_checkpoint_dir_holding_another_training_is_refused(paired_data, make_model, train,

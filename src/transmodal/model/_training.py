@@ -219,7 +219,8 @@ class TrainingMixin:
             JSON, each checkpoint replacing the last one in one step; under DDP by the
             first process). The checkpoint is the latest epoch's model, not the best one
             by the validation loss (scvi-tools' ``SaveCheckpoint`` keeps the best; here
-            early stopping ends the training). A run that stops (a job pre-empted, a
+            early stopping ends the training), with its latent statistics set as at the
+            end of a training, so that it can also be loaded and used as it is. A run that stops (a job pre-empted, a
             machine lost) goes on from its last checkpoint with
             :func:`transmodal.workflows.resume_training` (CLI: ``transmodal train
             --resume``). The directory must be new, empty or hold a checkpoint of this
@@ -359,7 +360,10 @@ class TrainingMixin:
         callbacks = []
         if checkpoint_dir is not None:
             callbacks.append(SaveEvery(
-                lambda rows: self._save_checkpoint(checkpoint_dir, rows, record),
+                lambda rows: self._save_checkpoint(
+                    checkpoint_dir, rows, record, frozen=anchor if plan.anchor_frozen else None,
+                    batch_size=batch_size, seed=seed,
+                ),
                 checkpoint_every,
             ))
         history, interrupted, diverged = self._fit(
@@ -380,7 +384,8 @@ class TrainingMixin:
         if epochs_run:  # (an interrupt within the first epoch adds nothing)
             self.history_ = self._history_with(history)
         self.is_trained_ = self.is_trained_ or epochs_run > 0
-        if checkpoint_dir is not None and epochs_run and (interrupted or diverged):
+        stopped = checkpoint_dir is not None and epochs_run and (interrupted or diverged)
+        if stopped:
             # the epochs done, at once (a pre-empted job has seconds left after SIGTERM):
             # the last finite ones after a divergence
             self._save_last_checkpoint(checkpoint_dir)
@@ -389,6 +394,10 @@ class TrainingMixin:
                 frozen=anchor if plan.anchor_frozen else None, batch_size=batch_size,
                 device=_device_of(accelerator), seed=seed,
             )
+        if interrupted or diverged is not None:  # (not measured on these weights)
+            self.mixing_accuracy_ = self.disc_accuracy_ = None
+        if stopped:  # again, as the model now is (its latent statistics set)
+            self._save_last_checkpoint(checkpoint_dir)
         if diverged is not None:
             raise diverged
         if interrupted:
@@ -452,10 +461,15 @@ class TrainingMixin:
 
     def _save_checkpoint(
         self, path: str | os.PathLike, rows: list[dict[str, float]],
-        record: Callable[[int], dict[str, Any]],
+        record: Callable[[int], dict[str, Any]], *, frozen: str | None, batch_size: int,
+        seed: int,
     ) -> None:
         """Save the model as it is after this call's epochs ``rows`` (their history, and
-        ``record(len(rows))`` as its ``train_params_``) to ``path``, as :meth:`save` does."""
+        ``record(len(rows))`` as its ``train_params_``) to ``path``, as :meth:`save` does,
+        during training: with the latent statistics set as when training ends
+        (:meth:`_recalibrate_latent_norm`, where the networks are), so that a checkpoint
+        loaded as it is embeds as a finished model does; the training goes on with its
+        running averages, restored after the save (it trains as without checkpoints)."""
         from ..train._trainer import history_frame
         from ._io import save_model
 
@@ -463,7 +477,21 @@ class TrainingMixin:
         snapshot.history_ = self._history_with(history_frame(rows))
         snapshot.train_params_ = record(len(rows))
         snapshot.is_trained_ = True
-        save_model(snapshot, path, overwrite=True)
+        norms = [
+            e.standardize for e in self.module.encoders.values()
+            if isinstance(getattr(e, "standardize", None), torch.nn.BatchNorm1d)
+        ]
+        running = [(bn.running_mean.clone(), bn.running_var.clone()) for bn in norms]
+        try:
+            self._settle_latent_norm(
+                frozen=frozen, batch_size=batch_size, seed=seed,
+                device=next(self.module.parameters()).device,
+            )
+            save_model(snapshot, path, overwrite=True)
+        finally:
+            for bn, (mean, var) in zip(norms, running):
+                bn.running_mean.copy_(mean)
+                bn.running_var.copy_(var)
 
     def _check_training_cells(self) -> None:
         """Refuse to train on modalities without cells, with fewer than 2 training cells or
@@ -701,18 +729,26 @@ class TrainingMixin:
         The ``frozen`` anchor modality keeps the statistics the others were aligned to (set
         the same way when it was frozen; a fit that only pre-trains it recalibrates it).
         """
-        rng = np.random.default_rng(seed)
         self.module.to(device).eval()
         try:
-            for name, md in self.mods.items():
-                rows = np.flatnonzero(~self.val_masks_[name])
-                if name == frozen:
-                    continue
-                self.module.settle_latent_statistics(
-                    name, sampled_blocks(md.source, rows, batch_size, rng, max_cells), device, seed
-                )
+            self._settle_latent_norm(frozen=frozen, batch_size=batch_size, device=device,
+                                     seed=seed, max_cells=max_cells)
         finally:
             self.module.cpu().eval()
+
+    def _settle_latent_norm(
+        self, *, frozen: str | None, batch_size: int, device: torch.device, seed: int,
+        max_cells: int = 2**16,
+    ) -> None:
+        """:meth:`_recalibrate_latent_norm` of the networks on ``device``, where they are."""
+        rng = np.random.default_rng(seed)
+        for name, md in self.mods.items():
+            if name == frozen:
+                continue
+            rows = np.flatnonzero(~self.val_masks_[name])
+            self.module.settle_latent_statistics(
+                name, sampled_blocks(md.source, rows, batch_size, rng, max_cells), device, seed
+            )
 
     def _warn_unknown_labels(self) -> None:
         """Warn about cells whose label is not a class of the model (new data given to
