@@ -1518,11 +1518,21 @@ def test_marker_measured_in_one_modality_only_is_rejected(paired_data, make_mode
     assert loaded.get_latent_representation("atac").shape == (data["atac"].n_obs, N_LATENT)
 
 
-def test_disc_conditional_needs_labels_in_every_modality(paired_data, make_model):
-    paired_data["atac"].obs["label"] = np.nan
-    with pytest.raises(ValueError, match="disc_conditional=True: modality 'atac' has no labelled "
-                       "training cell"):
-        make_model(paired_data, labels_key="label", disc_conditional=True)
+def test_disc_conditional_classes_must_connect_the_modalities(paired_data, make_model):
+    # a modality without any label (labels to transfer to it) is conditioned on the
+    # classifier's predictions, as a mostly unlabelled one is (it was refused, while one
+    # label in 300 was not)
+    labels = paired_data["atac"].obs["label"]
+    for absent in (np.nan, None):
+        if absent is None:
+            del paired_data["atac"].obs["label"]
+        else:
+            paired_data["atac"].obs["label"] = absent
+        model = make_model(paired_data, labels_key="label", disc_conditional=True)
+        assert model.classes_seen["atac"] == model.classes_seen["rna"]
+        model.train(max_epochs=2, batch_size=64, progress_bar=False)
+        assert np.isfinite(model.history.to_numpy(dtype=float)).any()
+    paired_data["atac"].obs["label"] = labels
     # without conditioning the classifier may use one modality's labels only
     assert make_model(paired_data, labels_key="label").classes_seen["atac"]
     # classes named differently in each modality: the labels alone tell them apart

@@ -295,12 +295,9 @@ class PriorsMixin:
         self.module.marker_std.copy_(torch.from_numpy(std32))
 
     def _set_class_mask(self, train: dict[str, np.ndarray]) -> None:
-        """Record which label classes each modality's training cells carry.
-
-        With ``disc_conditional=True`` every modality needs a labelled training cell: the
-        discriminator sees the labels' one-hot (zeros when unlabelled), which would tell
-        a modality without labels apart by itself (``ValueError``).
-        """
+        """Record which label classes each modality's training cells carry (a modality
+        without any label keeps "all classes": with ``disc_conditional=True`` its cells are
+        conditioned on the classifier's predictions, as any unlabelled cell is)."""
         if not self.label_categories_:
             return
         mask = self.module.class_mask
@@ -308,13 +305,6 @@ class PriorsMixin:
         for k, (name, md) in enumerate(self.mods.items()):
             seen = np.unique(md.labels[train[name] & (md.labels >= 0)])
             trained[seen] = True
-            if not len(seen) and self.init_params_.get("disc_conditional"):
-                raise ValueError(
-                    f"disc_conditional=True: modality {name!r} has no labelled training cell "
-                    f"(labels_key {self.init_params_['labels_key']!r}); the discriminator would "
-                    "tell the modalities apart by the missing labels \u2014 conditioning needs "
-                    "labels in every modality"
-                )
             if len(seen):  # a modality without any label keeps "all classes"
                 mask[k] = False
                 mask[k, torch.from_numpy(seen)] = True
