@@ -1132,3 +1132,28 @@ def test_checkpoint_options_are_checked_before_training(trained_model, tmp_path)
         trained_model.train(max_epochs=1, enable_checkpointing=True)
     with pytest.warns(UserWarning, match="checkpoint_every=5 has no effect: no checkpoint_dir"):
         trained_model.train(max_epochs=1, checkpoint_every=5, progress_bar=False)
+
+
+def test_saved_feature_annotations_follow_the_model_features(paired_data, make_model, train,
+                                                            tmp_path):
+    """save() writes the target's var for the model's own features: an AnnData whose
+    features were reordered in place since keeps each annotation with its feature; one
+    whose features were filtered in place (sc.pp.filter_genes) saves none, with a warning
+    (it wrote a var of other length, and the model could not be loaded without data)."""
+    atac = paired_data["atac"]
+    atac.var["peak_id"] = [f"id_{v}" for v in atac.var_names]
+    model = train(make_model(paired_data, seed=0), max_epochs=1)
+    atac._inplace_subset_var(np.arange(atac.n_vars)[::-1])  # reordered in place
+    model.save(tmp_path / "reordered")
+    alone = tm.CrossModalAE.load(tmp_path / "reordered")
+    for got in (alone.translate(paired_data["rna"][:3].copy(), source="rna", target="atac"),
+                model.translate(paired_data["rna"][:3].copy(), source="rna", target="atac")):
+        assert list(got.var["peak_id"]) == [f"id_{v}" for v in got.var_names]
+    keep = np.ones(atac.n_vars, dtype=bool)
+    keep[:5] = False
+    atac._inplace_subset_var(keep)  # filtered in place
+    with pytest.warns(UserWarning, match="modality 'atac': its AnnData's var no longer lists"):
+        model.save(tmp_path / "filtered")
+    alone = tm.CrossModalAE.load(tmp_path / "filtered")
+    got = alone.translate(paired_data["rna"][:3].copy(), source="rna", target="atac")
+    assert got.n_vars == alone.mods["atac"].source.n_vars and "peak_id" not in got.var

@@ -105,6 +105,21 @@ class ModalityData:
         )
         self.source, self._digests = src, digests
 
+    def feature_annotations(self) -> pd.DataFrame | None:
+        """The AnnData's ``var`` (gene symbols, peak coordinates) for the model's features,
+        in the model's order; ``None`` where its features are not ``var``'s (an ``obsm``
+        entry) or ``var`` no longer lists each of them once (features filtered or renamed
+        in place since the model was built: a reordering is followed)."""
+        if self.spec.obsm_key is not None:
+            return None
+        var = self.adata.var
+        now = pd.Index(np.asarray(var.index, dtype=object).astype(str))
+        mine = np.asarray(self.var_names, dtype=object).astype(str)
+        if np.array_equal(np.asarray(now), mine):
+            return var
+        at = now.get_indexer(mine) if now.is_unique else None
+        return None if at is None or (at < 0).any() else var.iloc[at]
+
     def source_now(self) -> MatrixSource:
         """The rows to read: a matrix replaced in the AnnData since, as :meth:`check_current`
         reads it anew; the matrix the model holds where the AnnData changed beyond that

@@ -380,13 +380,8 @@ class InferenceMixin:
             )
 
         tmd = self.mods[target]
-        # the target's feature annotations (gene symbols, peak coordinates) where its
-        # features are the var of its AnnData
-        same = tmd.spec.obsm_key is None and np.array_equal(
-            np.asarray(tmd.adata.var_names, dtype=object).astype(str),
-            np.asarray(tmd.var_names).astype(str),
-        )
-        target_var = tmd.adata.var if same else None
+        # the target's feature annotations (gene symbols, peak coordinates)
+        target_var = tmd.feature_annotations()
         images = {}
         if tmd.source.image_shape is not None:
             images[tmd.spec.obsm_key] = tuple(tmd.source.image_shape)

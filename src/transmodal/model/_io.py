@@ -82,9 +82,19 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
     # loaded without the data
     var_meta = {}
     for name, md in model.mods.items():
-        if md.spec.obsm_key is None and len(md.adata.var.columns):
-            var_meta[name], var_tensors = encode_var(md.adata.var, f"var.{name}")
-            tensors.update(var_tensors)
+        if md.spec.obsm_key is not None or not len(md.adata.var.columns):
+            continue
+        var = md.feature_annotations()
+        if var is None:
+            warnings.warn(
+                f"modality {name!r}: its AnnData's var no longer lists the model's "
+                f"{len(md.var_names)} features (filtered or renamed in place since the "
+                "model was built); their annotations (var columns) are not saved",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
+            continue
+        var_meta[name], var_tensors = encode_var(var, f"var.{name}")
+        tensors.update(var_tensors)
     history = None
     if model.history_ is not None and len(model.history_):
         h = model.history_.reset_index()
