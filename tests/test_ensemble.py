@@ -342,8 +342,12 @@ def test_ensemble_of_a_model_loaded_without_data_needs_scales(ensemble, tmp_path
     m0, m1 = ensemble.models[:2]
     m1.save(tmp_path / "m1")
     bare = tm.CrossModalAE.load(tmp_path / "m1")
-    with pytest.raises(ValueError, match=r"models\[1\] holds no cells.*pass scales="):
+    with pytest.raises(ValueError, match=r"models\[1\] holds no cells of modality 'rna'.*scales="):
         tm.Ensemble([m0, bare])
+    # loaded with one modality's data only: named (it was a message to pass adata=)
+    part = tm.CrossModalAE.load(tmp_path / "m1", {"rna": m1.mods["rna"].adata})
+    with pytest.raises(ValueError, match=r"models\[1\] holds no cells of modality 'atac'.*scales="):
+        tm.Ensemble([m0, part])
     assert tm.Ensemble([m0, bare], scales=ensemble.scales_[:2]).scales_.tolist() == list(
         ensemble.scales_[:2]
     )

@@ -150,12 +150,16 @@ class Ensemble:
                     f"{models[0].batch_categories_} (translations are decoded per batch)"
                 )
         if scales is None:
-            empty = [i for i, m in enumerate(models) if not any(md.n_obs for md in m.mods.values())]
+            # (the scale is measured on every modality's training cells)
+            empty = [(i, n) for i, m in enumerate(models) for n, md in m.mods.items()
+                     if not md.n_obs]
             if empty:
+                i, name = empty[0]
                 raise ValueError(
-                    f"models[{empty[0]}] holds no cells (loaded without its data), so its "
-                    "latent scale cannot be measured; load it with its training data, or "
-                    "pass scales= (e.g. the scales_ of the ensemble it came from)"
+                    f"models[{i}] holds no cells of modality {name!r} (loaded without its "
+                    "data), so its latent scale cannot be measured; load it with its "
+                    "training data, or pass scales= (e.g. the scales_ of the ensemble it "
+                    "came from)"
                 )
             scales = [_latent_scale(m) for m in models]
         scales = np.asarray(scales, dtype=np.float64)

@@ -116,7 +116,8 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin):
         Seeds the weight initialisation, the validation split and the anchor choice. The
         networks are built, and the training batches drawn, in the order of
         ``modalities``: the same seed with the modalities in another order (also in a
-        config file) trains another model (the split and the anchors stay the same).
+        config file) trains another model (the validation split stays the same; the anchor
+        pairs, drawn pair of modalities by pair in that order, can differ).
     check_data
         Scan every matrix for values its likelihood rejects before building networks;
         :meth:`train` and the methods reading the model's own cells (``adata=None``) scan
