@@ -716,6 +716,38 @@ def test_config_values_as_documented(workdir: Path, tmp_path: Path):
     assert loaded.subset["value"] == "yes"
     path.write_text(text.replace("progress_bar: false", "progress_bar: False"))
     assert load_config(path).train["progress_bar"] is False
+    # integers in plain decimal only: IDs with leading zeros and YAML 1.1's octal,
+    # sexagesimal and hexadecimal forms stay strings (010 was 8, 1:30 was 90)
+    for value, expected in (("010", "010"), ("001", "001"), ("1:30", "1:30"),
+                            ("0x1A", "0x1A"), ("10", 10), ("0", 0), ("-3", -3)):
+        path.write_text(text.replace("value: yes", f"value: {value}"))
+        assert load_config(path).subset["value"] == expected, value
+
+
+def test_mudata_subset_by_each_modality_obs(workdir: Path, tmp_path: Path, capsys):
+    """subset: with a MuData selects each modality's cells by its own obs column, as with
+    data: (it was refused, the column not being in the MuData's obs; a prefixed column
+    dropped the other modality's unpaired cells)."""
+    import mudata as md
+
+    mods = {n: ad.read_h5ad(workdir / f"{n}.h5ad") for n in ("rna", "atac")}
+    atac = mods["atac"]
+    atac.obs_names = [f"{c}_atac" if i % 2 else c for i, c in enumerate(atac.obs_names)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        md.MuData(mods).write(tmp_path / "cells.h5mu")
+    cfg = _config(workdir)
+    del cfg["data"]
+    cfg["mudata"] = str(tmp_path / "cells.h5mu")
+    path = _write_config(tmp_path / "run.yaml", cfg)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 0
+    n_train = int((mods["rna"].obs["split"] == "train").sum())
+    err = capsys.readouterr().err
+    assert f"rna {n_train} x" in err and f"atac {n_train} x" in err, err
+    cfg["subset"]["obs_key"] = "batch"  # in no obs: named with the modality
+    path = _write_config(tmp_path / "run.yaml", cfg)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "m2")]) == 2
+    _assert_one_line_error(capsys, "modality 'rna'", "'batch' not found")
 
 
 def test_invalid_yaml_and_missing_config(tmp_path: Path, capsys):

@@ -170,8 +170,19 @@ def cmd_train(
                 f"(it holds {', '.join(data.mod)})"
             )
         if cfg.subset is not None:
-            mask = _subset_mask(data.obs, cfg.subset["obs_key"], cfg.subset["value"], str(cfg.mudata))
-            data = data[mask].copy()
+            key, value = cfg.subset["obs_key"], cfg.subset["value"]
+            if key in data.obs.columns:  # a column of the MuData's own obs
+                data = data[_subset_mask(data.obs, key, value, str(cfg.mudata))].copy()
+            else:  # each modality by its own obs column, as with data:
+                for name in cfg.modalities:
+                    mod = data.mod[name]
+                    where = f"{cfg.mudata}: modality {name!r} (the MuData's obs has no {key!r})"
+                    data.mod[name] = mod[_subset_mask(mod.obs, key, value, where)].copy()
+                with warnings.catch_warnings():  # (mudata 0.3's notice of a change in 0.4
+                    # to the global obs / var columns, which the model does not read)
+                    warnings.filterwarnings("ignore", category=FutureWarning,
+                                            message=r"From 0\.4 \.update\(\)")
+                    data.update()
 
     print(f"transmodal: training on {_describe(data, cfg.modalities)}", file=sys.stderr)
     train_kwargs = dict(cfg.train)

@@ -35,14 +35,20 @@ class _Loader(yaml.SafeLoader):
 
 
 # booleans as in YAML 1.2: yes / no / on / off (YAML 1.1 booleans) stay strings, so that
-# e.g. ``subset: {obs_key: qc, value: yes}`` selects the cells whose value is "yes"
-_BOOL = "tag:yaml.org,2002:bool"
+# e.g. ``subset: {obs_key: qc, value: yes}`` selects the cells whose value is "yes"; and
+# integers in plain decimal only: YAML 1.1's octal (010 -> 8), sexagesimal (1:30 -> 90)
+# and hexadecimal forms stay strings, as do numbers with leading zeros (IDs such as
+# donor "010", which YAML 1.2 would read as 10)
+_BOOL, _INT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int"
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
     _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    _INT, re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789")
 )
 
 # YAML 1.1 (PyYAML) needs a dot in floats ("1.0e-3"); accept the common "1e-3" as well.

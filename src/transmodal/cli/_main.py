@@ -40,7 +40,8 @@ config file (YAML, or JSON by .json suffix); relative paths are relative to the 
     max_epochs: 100
     batch_size: 128
     lr: 1e-3
-  subset: {obs_key: split, value: train}   # optional: train on these cells only
+  subset: {obs_key: split, value: train}   # optional: train on these cells only (each
+                             # modality's obs column; a MuData's own obs column if it has one)
   out: model_dir             # output directory (--out overrides)
   # optional, instead of model: seed: one model per seed, then keep the runs' medoid
   # (combine: consensus, the default) or all of them (combine: ensemble); k: the
