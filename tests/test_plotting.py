@@ -411,3 +411,14 @@ def test_probe_findings_many_classes_measurements_single_epochs_and_clipped_tile
     pred.index = ["a", "c", "b"]
     ax = tm.pl.de_scatter(pred, pred)
     assert ax.get_title().endswith("(2 features, 1 NaN left out)")
+    # markers of both results in opposite directions are not drawn as shared ones
+    idx = [f"g{i}" for i in range(4)]
+    pred = pd.DataFrame({"log2fc": [3.0, 2.5, 0.1, 0.0], "marker": [True, True, False, False],
+                         "direction": ["up", "up", "none", "none"]}, index=idx)
+    obs = pd.DataFrame({"log2fc": [-3.0, 2.0, 0.0, 0.1], "marker": [True, True, False, False],
+                        "direction": ["down", "up", "none", "none"]}, index=idx)
+    for p, o in ((pred, obs), (pred.drop(columns="direction"), obs)):  # (or by sign)
+        ax = tm.pl.de_scatter(p, o)
+        drawn = {c.get_label(): [tuple(xy) for xy in c.get_offsets()] for c in ax.collections}
+        assert drawn["marker: both"] == [(2.0, 2.5)]
+        assert drawn["marker: both, opposite directions"] == [(-3.0, 3.0)]

@@ -98,7 +98,8 @@ def de_scatter(
     ax
         Axes to draw into; default a new figure.
     highlight
-        Colour features that are markers (``marker`` column) in one or both results.
+        Colour features that are markers (``marker`` column) in one or both results (in
+        both: in the same direction, or in opposite ones).
     xlabel, ylabel
         Axis labels (the column name is appended).
     point_size
@@ -119,11 +120,19 @@ def de_scatter(
         if highlight and "marker" in pred and "marker" in obs:
             mp = pred.loc[common, "marker"].to_numpy(bool)
             mo = obs.loc[common, "marker"].to_numpy(bool)
+            # markers of both results in opposite directions (a translation with the
+            # sign wrong) are not shared ones, as compare_differential counts them
+            if "direction" in pred and "direction" in obs:
+                same = (pred.loc[common, "direction"].to_numpy()
+                        == obs.loc[common, "direction"].to_numpy())
+            else:
+                same = np.sign(x) == np.sign(y)
             groups = [
                 (~mp & ~mo, "lightgrey", "other"),
                 (mo & ~mp, "tab:blue", "marker: observed only"),
                 (mp & ~mo, "tab:orange", "marker: predicted only"),
-                (mp & mo, "tab:red", "marker: both"),
+                (mp & mo & same, "tab:red", "marker: both"),
+                (mp & mo & ~same, "tab:purple", "marker: both, opposite directions"),
             ]
             for mask, colour, label in groups:
                 if mask.any():
