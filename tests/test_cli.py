@@ -719,7 +719,8 @@ def test_config_values_as_documented(workdir: Path, tmp_path: Path):
     # integers in plain decimal only: IDs with leading zeros and YAML 1.1's octal,
     # sexagesimal and hexadecimal forms stay strings (010 was 8, 1:30 was 90)
     for value, expected in (("010", "010"), ("001", "001"), ("1:30", "1:30"),
-                            ("0x1A", "0x1A"), ("10", 10), ("0", 0), ("-3", -3)):
+                            ("0x1A", "0x1A"), ("1_2", "1_2"), ("1:30.5", "1:30.5"),
+                            ("10", 10), ("0", 0), ("-3", -3), ("2.5", 2.5), (".5", 0.5)):
         path.write_text(text.replace("value: yes", f"value: {value}"))
         assert load_config(path).subset["value"] == expected, value
 
@@ -744,6 +745,11 @@ def test_mudata_subset_by_each_modality_obs(workdir: Path, tmp_path: Path, capsy
     n_train = int((mods["rna"].obs["split"] == "train").sum())
     err = capsys.readouterr().err
     assert f"rna {n_train} x" in err and f"atac {n_train} x" in err, err
+    # a column of the MuData's own obs without a value for some cells: told
+    cfg["subset"]["obs_key"] = "rna:split"
+    path = _write_config(tmp_path / "run.yaml", cfg)
+    with pytest.warns(UserWarning, match=r"obs\['rna:split'\] has no value for \d+ of"):
+        assert main(["train", "--config", str(path), "--out", str(tmp_path / "m1")]) == 0
     cfg["subset"]["obs_key"] = "batch"  # in no obs: named with the modality
     path = _write_config(tmp_path / "run.yaml", cfg)
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "m2")]) == 2

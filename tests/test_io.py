@@ -1001,6 +1001,7 @@ def test_checkpoints_resume_a_stopped_training(paired_data, make_model, train, t
         return hook
 
     model = make_model(paired_data, labels_key="label", anchor_fraction=0.5, seed=0)
+    model.mixing_accuracy_ = model.disc_accuracy_ = 0.5  # (as if measured by an earlier call)
     with monkeypatch.context() as mp:
         mp.setattr(SaveEvery, "on_train_epoch_end", lost_after(5))
         with pytest.raises(Lost):
@@ -1009,6 +1010,7 @@ def test_checkpoints_resume_a_stopped_training(paired_data, make_model, train, t
     assert sorted(p.name for p in ckpt.iterdir()) == ["config.json", "model.safetensors"]
     saved = tm.CrossModalAE.load(ckpt, paired_data)
     assert list(saved.history.index) == [0, 1, 2, 3] and not saved.train_params_["finished"]
+    assert saved.mixing_accuracy_ is None and saved.disc_accuracy_ is None  # (not its weights')
     np.testing.assert_allclose(saved.history.to_numpy(), whole.history.iloc[:4].to_numpy(),
                                rtol=1e-6)
     # its latent statistics are set as at the end of a training (loaded as it is, it embeds

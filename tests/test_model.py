@@ -1532,6 +1532,7 @@ def test_disc_conditional_classes_must_connect_the_modalities(paired_data, make_
         assert model.classes_seen["atac"] == model.classes_seen["rna"]
         model.train(max_epochs=2, batch_size=64, progress_bar=False)
         assert np.isfinite(model.history.to_numpy(dtype=float)).any()
+        assert model.disc_accuracy_ is not None  # (scored with atac's predicted classes)
     paired_data["atac"].obs["label"] = labels
     # without conditioning the classifier may use one modality's labels only
     assert make_model(paired_data, labels_key="label").classes_seen["atac"]

@@ -180,6 +180,13 @@ def differential_expression(
         whose ``X`` is linear (``uns["transmodal"]["linear"]``: counts, probabilities,
         rates, or a Gaussian's values with log1p undone), or whole numbers only (in up to
         500 cells of the two groups).
+
+    Raises
+    ------
+    ValueError
+        For repeated feature names (the result is indexed by name: call
+        ``adata.var_names_make_unique()``), invalid settings, or a group or reference
+        without cells.
     """
     if not isinstance(adata, AnnData):
         if is_mudata(adata):

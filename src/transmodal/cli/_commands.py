@@ -9,7 +9,7 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,15 @@ def _subset_mask(obs, obs_key: str, value: Any, where: str):
     return mask
 
 
+@contextlib.contextmanager
+def _no_mudata_notice() -> Iterator[None]:
+    """Without mudata 0.3's notice, on updating a subset MuData, of a change in 0.4 to the
+    global obs / var columns (which the model does not read)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r"From 0\.4 \.update\(\)")
+        yield
+
+
 # ------------------------------------------------------------------------------- train
 def cmd_train(
     config: str, out: str | None = None, overwrite: bool = False, resume: bool = False
@@ -172,16 +181,24 @@ def cmd_train(
         if cfg.subset is not None:
             key, value = cfg.subset["obs_key"], cfg.subset["value"]
             if key in data.obs.columns:  # a column of the MuData's own obs
-                data = data[_subset_mask(data.obs, key, value, str(cfg.mudata))].copy()
+                unset = int(data.obs[key].isna().sum())
+                if unset:  # (e.g. "rna:split": NaN for the cells of other modalities only)
+                    warnings.warn(
+                        f"{cfg.mudata}: subset: the MuData's obs[{key!r}] has no value for "
+                        f"{unset} of its {data.n_obs} cells (cells measured in other "
+                        "modalities only?), which are left out; a column of each modality's "
+                        "obs (obs_key without a modality prefix) selects each modality's "
+                        "cells by its own", UserWarning, stacklevel=2,
+                    )
+                mask = _subset_mask(data.obs, key, value, str(cfg.mudata))
+                with _no_mudata_notice():
+                    data = data[mask].copy()
             else:  # each modality by its own obs column, as with data:
                 for name in cfg.modalities:
                     mod = data.mod[name]
                     where = f"{cfg.mudata}: modality {name!r} (the MuData's obs has no {key!r})"
                     data.mod[name] = mod[_subset_mask(mod.obs, key, value, where)].copy()
-                with warnings.catch_warnings():  # (mudata 0.3's notice of a change in 0.4
-                    # to the global obs / var columns, which the model does not read)
-                    warnings.filterwarnings("ignore", category=FutureWarning,
-                                            message=r"From 0\.4 \.update\(\)")
+                with _no_mudata_notice():
                     data.update()
 
     print(f"transmodal: training on {_describe(data, cfg.modalities)}", file=sys.stderr)

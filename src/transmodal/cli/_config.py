@@ -36,28 +36,29 @@ class _Loader(yaml.SafeLoader):
 
 # booleans as in YAML 1.2: yes / no / on / off (YAML 1.1 booleans) stay strings, so that
 # e.g. ``subset: {obs_key: qc, value: yes}`` selects the cells whose value is "yes"; and
-# integers in plain decimal only: YAML 1.1's octal (010 -> 8), sexagesimal (1:30 -> 90)
-# and hexadecimal forms stay strings, as do numbers with leading zeros (IDs such as
-# donor "010", which YAML 1.2 would read as 10)
-_BOOL, _INT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int"
+# integers in plain decimal only: YAML 1.1's octal (010 -> 8), sexagesimal (1:30 -> 90),
+# hexadecimal and digit-separated (1_2 -> 12) forms stay strings, as do numbers with
+# leading zeros (IDs such as donor "010", which YAML 1.2 would read as 10)
+_BOOL, _INT, _FLOAT = (f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float"))
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT)]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
     _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
 _Loader.add_implicit_resolver(
-    _INT, re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789")
+    _INT, re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")
 )
 
-# YAML 1.1 (PyYAML) needs a dot in floats ("1.0e-3"); accept the common "1e-3" as well.
+# floats as in YAML 1.2 too: "1e-3" (YAML 1.1 needs a dot, "1.0e-3"), without YAML 1.1's
+# sexagesimal form (1:30.5 -> 90.5) or digit separators (1_2.5)
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
+    _FLOAT,
     re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        r"""^(?:[-+]?[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9]+[eE][-+]?[0-9]+
+        |[-+]?\.[0-9]+(?:[eE][-+]?[0-9]+)?
         |[-+]?\.(?:inf|Inf|INF)
         |\.(?:nan|NaN|NAN))$""",
         re.X,

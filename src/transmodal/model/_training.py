@@ -219,8 +219,8 @@ class TrainingMixin:
             JSON, each checkpoint replacing the last one in one step; under DDP by the
             first process). The checkpoint is the latest epoch's model, not the best one
             by the validation loss (scvi-tools' ``SaveCheckpoint`` keeps the best; here
-            early stopping ends the training), with its latent statistics set as at the
-            end of a training, so that it can also be loaded and used as it is. A run that stops (a job pre-empted, a
+            early stopping ends the training), with its latent statistics set as at
+            the end of a training, so that it can also be loaded and used as it is. A run that stops (a job pre-empted, a
             machine lost) goes on from its last checkpoint with
             :func:`transmodal.workflows.resume_training` (CLI: ``transmodal train
             --resume``). The directory must be new, empty or hold a checkpoint of this
@@ -477,6 +477,8 @@ class TrainingMixin:
         snapshot.history_ = self._history_with(history_frame(rows))
         snapshot.train_params_ = record(len(rows))
         snapshot.is_trained_ = True
+        # (measured when a training ends, on its weights: not these)
+        snapshot.mixing_accuracy_ = snapshot.disc_accuracy_ = None
         norms = [
             e.standardize for e in self.module.encoders.values()
             if isinstance(getattr(e, "standardize", None), torch.nn.BatchNorm1d)
