@@ -1,0 +1,348 @@
+"""Details of training, resuming, inference and ensembles that a changed line could break
+without another test noticing (each test fails on such a change, found by mutation
+testing): optimiser options reaching their optimisers, the schedule's size-aware
+defaults, a resume's seed and warm-up, how loss terms are averaged and weighted, latent
+statistics of the training cells, block-wise translation with per-cell batches, label
+order, default pseudo-pairs, ensemble library sizes and histories."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import transmodal as tm
+
+
+def _quiet_train(model, **kw):
+    params = {"max_epochs": 1, "batch_size": 32, "progress_bar": False, **kw}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return model.train(**params)
+
+
+def _weights(model, prefix):
+    return torch.cat([v.flatten() for k, v in model.module.state_dict().items()
+                      if k.startswith(prefix) and v.is_floating_point()])
+
+
+@pytest.mark.parametrize("option, value, part", [
+    ("n_disc_steps", 3, "discriminator."),   # more discriminator updates per step
+    ("lr_disc", 5e-2, "discriminator."),     # the discriminator's own learning rate
+    ("weight_decay", 0.5, "encoders."),      # the autoencoders' weight decay
+])
+def test_each_optimiser_option_changes_the_weights_it_acts_on(paired_data, make_model,
+                                                              option, value, part):
+    """train()'s n_disc_steps, lr_disc and weight_decay must reach the optimisers: a seeded
+    1-epoch run with the option set ends with other weights than one with its default."""
+    base = _quiet_train(make_model(paired_data, seed=0))
+    other = _quiet_train(make_model(paired_data, seed=0), **{option: value})
+    assert other.train_params_[option] == value
+    assert not torch.allclose(_weights(base, part), _weights(other, part))
+
+
+def test_size_aware_defaults_of_the_schedule(paired_data, make_model, monkeypatch):
+    """The documented defaults: pretrain_epochs a quarter of max_epochs, adv_warmup_epochs a
+    tenth, patience a fifth (at least 10). (The fit itself is skipped: only the schedule.)"""
+    from transmodal.model._training import TrainingMixin
+
+    seen = {}
+
+    def no_fit(self, plan, train_batches, val_batches, *, max_epochs, **trainer):
+        seen.update(trainer, plan_pretrain=plan.pretrain_epochs,
+                    plan_warmup=plan.adv_warmup_epochs)
+        return pd.DataFrame(), False, None
+
+    monkeypatch.setattr(TrainingMixin, "_fit", no_fit)
+    model = make_model(paired_data, prior="anchor:rna", anchor_fraction=0.5, seed=0)
+    _quiet_train(model, max_epochs=40)
+    p = model.train_params_
+    assert (p["pretrain_epochs"], p["adv_warmup_epochs"], p["patience"]) == (10, 4, 10)
+    assert (seen["plan_pretrain"], seen["plan_warmup"], seen["patience"]) == (10, 4, 10)
+    assert seen["min_epochs"] == 14
+    _quiet_train(make_model(paired_data, seed=0), max_epochs=100)
+    assert seen["patience"] == 20
+
+
+def test_resume_keeps_the_seed_the_stopped_training_was_given(paired_data, make_model,
+                                                              tmp_path, monkeypatch):
+    """resume_training goes on "with the settings it was trained with (... seed ...)": a
+    train(seed=7) of a seed-0 model resumes with seed 7, not the model's seed."""
+    from transmodal.train._callbacks import SaveEvery
+
+    real = SaveEvery.on_train_epoch_end
+
+    class Lost(Exception):
+        pass
+
+    def lost_after_2(self, trainer, plan):
+        real(self, trainer, plan)
+        if len(plan.history_rows) == 2:
+            raise Lost
+
+    model = make_model(paired_data, anchor_fraction=0.5, seed=0)
+    with monkeypatch.context() as mp:
+        mp.setattr(SaveEvery, "on_train_epoch_end", lost_after_2)
+        with pytest.raises(Lost):
+            _quiet_train(model, max_epochs=4, seed=7, early_stopping=False,
+                         checkpoint_dir=tmp_path / "c", checkpoint_every=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        resumed = tm.workflows.resume_training(tmp_path / "c", paired_data, progress_bar=False)
+    assert len(resumed.history) == 4
+    assert resumed.train_params_["seed"] == 7
+
+
+def test_resume_during_pretraining_keeps_the_warm_up_that_follows_it(paired_data, make_model,
+                                                                      tmp_path, monkeypatch):
+    """A checkpoint taken in epoch 1 of 3 pre-training epochs, with a 2-epoch adversarial
+    warm-up after them: the resumed call pre-trains the 2 epochs left and then warms up
+    over 2 epochs (the warm-up starts once the pre-training is over), not 4."""
+    from transmodal.train._plan import CrossModalPlan
+
+    plan_end = CrossModalPlan.on_train_epoch_end
+
+    def interrupted(self):
+        plan_end(self)
+        raise KeyboardInterrupt
+
+    model = make_model(paired_data, prior="anchor:rna", anchor_fraction=0.5, seed=0)
+    with monkeypatch.context() as mp:
+        mp.setattr(CrossModalPlan, "on_train_epoch_end", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            _quiet_train(model, max_epochs=8, pretrain_epochs=3, adv_warmup_epochs=2,
+                         checkpoint_dir=tmp_path / "c")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        resumed = tm.workflows.resume_training(tmp_path / "c", paired_data, progress_bar=False)
+    p = resumed.train_params_
+    assert (p["pretrain_epochs"], p["adv_warmup_epochs"]) == (2, 2)
+    # the adversarial weight reaches lam_adv at the last warm-up epoch (epoch 4 of 8)
+    np.testing.assert_allclose(resumed.history["lam_adv_effective"].to_numpy(),
+                               [0, 0, 0, 0.5, 1, 1, 1, 1])
+
+
+def test_ensemble_translation_reports_the_library_size_its_profiles_sum_to(
+        paired_data, make_model):
+    """Members decode counts at their own training cells' median library size (each seed has
+    its own validation split); uns["transmodal"]["library_size"] is their mean, which the
+    ensemble's mean profiles sum to."""
+    models = [_quiet_train(make_model(paired_data, seed=s)) for s in (0, 1, 2)]
+    libs = [float(m.module.transforms["atac"].library_size) for m in models]
+    assert len(set(libs)) > 1  # (else this test tells nothing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        out = tm.Ensemble(models).translate(source="rna", target="atac")
+    assert out.uns["transmodal"]["library_size"] == pytest.approx(np.mean(libs))
+    np.testing.assert_allclose(out.X.sum(1), np.mean(libs), rtol=1e-4)
+
+
+def test_latent_statistics_are_those_of_the_training_cells(paired_data, make_model):
+    """The latent standardisation is set from the *training* cells (not the validation
+    ones): with dropout off, the training cells' embedding has mean 0 and variance 1."""
+    model = _quiet_train(make_model(paired_data, seed=0, validation_fraction=0.3, dropout=0.0),
+                         max_epochs=2, early_stopping=False)
+    for name in model.modality_names:
+        train_rows = ~model.val_masks_[name]
+        assert model.val_masks_[name].sum() >= 30
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            z = model.get_latent_representation(name)[train_rows]
+        assert np.abs(z.mean(0)).max() < 1e-4, name
+        np.testing.assert_allclose(z.var(0, ddof=1), 1.0, rtol=1e-3, err_msg=name)
+
+
+def test_separability_check_embeds_the_validation_cells(paired_data, make_model, monkeypatch):
+    """With 50+ validation cells per modality the after-training check scores the validation
+    cells' embeddings (RowSubset must map its rows to the source's rows)."""
+    import transmodal.metrics as metrics
+
+    model = _quiet_train(make_model(paired_data, seed=0, validation_fraction=0.4))
+    seen = []
+    real = metrics.mixing_accuracy_multi
+    monkeypatch.setattr(metrics, "mixing_accuracy_multi",
+                        lambda embs, **kw: (seen.append(embs), real(embs, **kw))[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model._warn_if_separable()
+        for name, z in zip(model.modality_names, seen[0]):
+            rows = np.flatnonzero(model.val_masks_[name])
+            assert len(rows) >= 50
+            np.testing.assert_allclose(z, model.get_latent_representation(name)[rows],
+                                       rtol=1e-5, atol=1e-6)
+
+
+def test_cells_with_some_non_finite_outputs_are_counted(trained_model, paired_data,
+                                                        monkeypatch):
+    """The NaN / infinity warning counts a cell whose outputs are partly non-finite."""
+    encode = trained_model.module.encode
+
+    def partly_nan(name, x):
+        z = encode(name, x).clone()
+        z[:3, 0] = float("nan")
+        return z
+
+    monkeypatch.setattr(trained_model.module, "encode", partly_nan)
+    with pytest.warns(UserWarning, match=r"the embeddings: 3 of 10 cell"):
+        trained_model.get_latent_representation("rna", paired_data["rna"][:10])
+
+
+def test_per_cell_target_batches_follow_the_cells_across_blocks():
+    """translate(target_batch=<one batch per cell>) decodes each cell in its own batch
+    whatever the block size: the per-cell codes must advance with the blocks."""
+    data = tm.datasets.synthetic(120, n_features={"rna": 30, "atac": 40}, n_batches={"rna": 2},
+                                 batch_effect=1.5, seed=0)
+    model = tm.CrossModalAE(data, {"rna": tm.Modality("nb", batch_key="batch"),
+                                   "atac": tm.Modality("bernoulli")},
+                            n_latent=4, hidden=(16,), anchor_fraction=0.3, seed=0)
+    _quiet_train(model, max_epochs=1)
+    per_cell = data["rna"].obs["batch"]
+    whole = model.translate(data["atac"], source="atac", target="rna", target_batch=per_cell)
+    blocks = model.translate(data["atac"], source="atac", target="rna", target_batch=per_cell,
+                             batch_size=16)
+    np.testing.assert_allclose(blocks.X, whole.X, rtol=1e-5, atol=1e-5)
+
+
+def test_ensemble_file_translation_in_per_cell_batches_block_by_block(tmp_path):
+    """Ensemble.translate(out=, target_batch=<per cell>) writes each block decoded in its own
+    cells' batches, and every block, down to a last one of a single cell (120 cells in
+    blocks of 17: 7 x 17 + 1), as the in-memory translation does."""
+    data = tm.datasets.synthetic(120, n_features={"rna": 30, "atac": 40}, n_batches={"rna": 2},
+                                 batch_effect=1.5, seed=0)
+    specs = {"rna": tm.Modality("nb", batch_key="batch"), "atac": tm.Modality("bernoulli")}
+    models = [_quiet_train(tm.CrossModalAE(data, specs, n_latent=4, hidden=(16,),
+                                           anchor_fraction=0.3, seed=s), max_epochs=1)
+              for s in (0, 1)]
+    ens = tm.Ensemble(models)
+    per_cell = data["rna"].obs["batch"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        want = ens.translate(data["atac"], source="atac", target="rna", target_batch=per_cell)
+        got = ens.translate(data["atac"], source="atac", target="rna", target_batch=per_cell,
+                            batch_size=17, out=tmp_path / "t.h5ad")
+    np.testing.assert_allclose(np.asarray(got.X[:]), want.X, rtol=1e-5, atol=1e-5)
+
+
+def _first_batch(model):
+    batches, _ = model._epoch_batches(32, 0, warn_no_validation=False, max_epochs=1)
+    return next(iter(batches))
+
+
+def test_classifier_term_is_weighed_by_the_labelled_cells_of_a_step(paired_data, make_model):
+    """The classifier loss is a mean over a step's labelled cells, so the epoch mean weighs
+    it by their number (not by all the cells of the step)."""
+    from transmodal.train._plan import CrossModalPlan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = make_model(paired_data, labels_key="label", seed=0)
+    batch = _first_batch(model)
+    batch["cells"]["rna"]["y"][:10] = -1  # 10 unlabelled cells in this step
+    _, weights = CrossModalPlan(model.module)._losses(batch, train=False)
+    labelled = sum(int((c["y"] >= 0).sum()) for c in batch["cells"].values())
+    assert int(weights["cls"]) == labelled == 2 * 32 - 10
+
+
+def test_adversarial_term_is_the_mean_over_the_modalities(three_mod_data, make_model):
+    """With three modalities the adversarial term is the mean of the modalities' adversarial
+    losses (lam_adv means the same whatever the number of modalities)."""
+    from transmodal.train._plan import CrossModalPlan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = make_model(three_mod_data, seed=0)
+    m = model.module.eval()
+    batch = _first_batch(model)
+    terms, _ = CrossModalPlan(m)._losses(batch, train=False)
+    with torch.no_grad():
+        each = [m.adversarial_loss(n, m.reconstruction(n, c["x"], None, None)[0], None,
+                                   None, None) for n, c in batch["cells"].items()]
+    assert len(each) == 3
+    assert float(terms["adv"].detach()) == pytest.approx(float(torch.stack(each).mean()), rel=1e-5)
+
+
+def test_predicted_labels_follow_the_order_of_classes_given(trained_model):
+    """predict_labels(classes=) in an order of the caller's: each cell's label is the class
+    of its highest probability (the labels must not be read in the model's class order)."""
+    classes = ["type2", "type0"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        proba = trained_model.predict_labels("rna", classes=classes, return_proba=True)
+        labels = trained_model.predict_labels("rna", classes=classes)
+    assert list(proba.columns) == classes
+    np.testing.assert_array_equal(labels, proba.idxmax(axis=1).to_numpy())
+    assert set(labels) == set(classes)
+
+
+def test_latent_prior_term_leaves_out_the_frozen_anchor(paired_data, make_model):
+    """After pre-training, lam_latent's term is the mean square latent of the modalities this
+    phase trains: the frozen anchor's (constant) latent would halve its weight."""
+    from transmodal.train._plan import CrossModalPlan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = make_model(paired_data, prior="anchor:rna", anchor_fraction=0.5, seed=0)
+    m = model.module.eval()
+    batch = _first_batch(model)
+    plan = CrossModalPlan(m, anchor="rna", pretrain_epochs=0, lam_latent=1.0)
+    assert not plan.pretraining
+    terms, _ = plan._losses(batch, train=False)
+    with torch.no_grad():
+        z = m.reconstruction("atac", batch["cells"]["atac"]["x"], None, None)[0]
+    assert float(terms["latent_l2"].detach()) == pytest.approx(float(z.pow(2).mean()), rel=1e-5)
+
+
+def test_default_pseudo_pairs_when_only_one_modality_is_labelled(paired_data, make_model):
+    """Labels on one modality tie nothing (no class that every modality holds): the
+    shape-based pseudo-pairs are on by default, and they pair training cells (rows of the
+    data, not positions among the cells they were computed on)."""
+    del paired_data["atac"].obs["label"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = make_model(paired_data, labels_key="label", anchor_fraction=0, seed=0)
+    assert "rna|atac" in model.geometric_pairs_
+    ra, rb = model.geometric_pairs_["rna|atac"]
+    assert len(ra) and not model.val_masks_["rna"][ra].any()
+    assert not model.val_masks_["atac"][rb].any()
+
+
+def test_checkpoint_dir_of_a_longer_training_is_refused_clearly(paired_data, make_model,
+                                                                tmp_path):
+    """A model with a shorter history than the checkpoint there (another run) is refused
+    with the FileExistsError that names resume_training, not a broadcasting error."""
+    ckpt = tmp_path / "ckpt"
+    _quiet_train(make_model(paired_data, seed=0), max_epochs=3, checkpoint_dir=ckpt)
+    shorter = _quiet_train(make_model(paired_data, seed=1), max_epochs=2)
+    with pytest.raises(FileExistsError, match="whose training this one does not continue"):
+        shorter.train(max_epochs=1, checkpoint_dir=ckpt, progress_bar=False)
+
+
+def test_ensemble_history_of_members_that_share_a_seed_is_indexed_by_member(paired_data,
+                                                                            make_model):
+    """Members with one seed (other architectures): the history is indexed by (member,
+    epoch), so its index stays unique."""
+    models = [_quiet_train(make_model(paired_data, seed=0, hidden=h)) for h in ((32,), (16,))]
+    hist = tm.Ensemble(models).history
+    assert hist.index.names[0] == "member"
+    assert hist.index.is_unique and len(hist) == 2
+
+
+def test_conditional_discriminator_links_a_modality_half_unlabelled(paired_data, make_model):
+    """A modality with (at least) half its training cells unlabelled links to every other
+    (its cells are conditioned on predictions), even where its labelled cells share no
+    class with the other modality."""
+    rna, atac = paired_data["rna"], paired_data["atac"]
+    labels = rna.obs["label"].astype(object).to_numpy()
+    labels[:] = "type0"
+    labels[: rna.n_obs // 2] = None  # exactly half unlabelled
+    rna.obs["label"] = pd.Categorical(labels, categories=["type0", "type1", "type2"])
+    atac.obs["label"] = pd.Categorical(
+        np.where(np.arange(atac.n_obs) % 2, "type1", "type2"),
+        categories=["type0", "type1", "type2"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        make_model(paired_data, labels_key="label", disc_conditional=True,
+                   validation_fraction=0.0, anchor_fraction=0, geometric_pairs=False, seed=0)
