@@ -3,6 +3,8 @@ counts (``Modality("binomial", layer=..., total_layer=...)``)."""
 
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import torch
 from scipy import stats
 
 import transmodal as tm
-from transmodal.data._source import RateSource, check_values, matrix_of
+from transmodal.data._source import MatrixSource, RateSource, check_values, matrix_of
 from transmodal.nn import get_likelihood
 
 SPECS = {
@@ -202,3 +204,21 @@ def test_trials_layer_set_again_is_named_and_read_anew():
                       r"layers\['coverage'\] was replaced"):
         model.get_latent_representation("met")
     assert model.mods["met"].source.totals.matrix is data["met"].layers["coverage"]
+
+
+def test_continuous_bernoulli_refuses_values_just_above_one():
+    x = np.full((5, 3), 0.5)
+    x[0, 0] = 1.5
+    with pytest.raises(ValueError, match="above 1"):
+        check_values(MatrixSource(x, name="img", where="X"), tm.Modality("continuous_bernoulli"))
+    x[0, 0] = 1.0  # the bound itself is fine
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_values(MatrixSource(x, name="img", where="X"), tm.Modality("continuous_bernoulli"))
+
+
+def test_rate_source_refuses_trials_of_another_shape():
+    for totals in (np.full((6, 3), 2.0), np.full((5, 4), 2.0)):
+        with pytest.raises(ValueError, match=r"\(trials\) has shape .* must match"):
+            RateSource(np.ones((5, 3)), totals, name="mc", where="X",
+                       total_where="layers['cov']")

@@ -13,6 +13,7 @@ from transmodal.geometry import (
     transport_pairs,
     wasserstein_procrustes,
 )
+from transmodal.geometry._pairs import _reduce
 
 
 def _clusters(rng, n, centres, sizes):
@@ -425,3 +426,53 @@ def test_geometric_pairs_returns_the_aligned_embeddings():
     cost = ot.dist(ea, eb)
     assert float((ot.emd(wa, wb, cost) * cost).sum()) == pytest.approx(m.cost, rel=1e-6)
     assert (la[m.rows_a] == lb[m.rows_b]).mean() > 0.8
+
+
+# ------------------------------------- details found unguarded by mutation testing
+def test_knn_graph_bridges_are_at_least_one_hop():
+    # pairs of cells 0.1 apart (k=1 components); the gap 0.1 -> 0.6 is a sixth of the
+    # median edge (3): the bridge still counts as one hop ("at least 1", docstring)
+    x = np.array([0, 0.1, 0.6, 0.7, 10, 13, 20, 23, 30, 33.0])[:, None]
+    g = knn_graph(x, 1)
+    assert g[1, 2] == pytest.approx(1.0)
+    assert g.data.min() >= 1.0
+
+
+def test_knn_graph_bridge_takes_the_closest_pair_seen_from_either_side():
+    # k=1 components A = rows 0-1, B = rows 2-3, C = rows 4-5. From A's side the nearest
+    # outside cell in B is b1 for a1 (1.64); row a2 looks at C. From B's side b1's nearest
+    # outside cell is a2 (1.3): "the closest such pair" is (a2, b1), not (a1, b1).
+    x = np.array([[0, 0], [0, 1], [1.3, 1], [2.3, 1], [0, 2.2], [0, 3.2]])
+    g = knn_graph(x, 1)
+    assert g[1, 2] == pytest.approx(1.3)
+    assert g[0, 2] == 0  # no second A-B bridge
+    assert g[1, 4] == pytest.approx(1.2)
+
+
+def test_landmark_isomap_caps_landmarks_at_the_number_of_cells():
+    # n_landmarks is "capped at the number of cells": asking for more gives the same
+    # embedding as asking for exactly n (geometric_pairs' default 300 on small data)
+    x = np.random.default_rng(0).normal(size=(40, 3))
+    e_big, w_big = landmark_isomap(x, n_components=2, n_neighbors=5, n_landmarks=300)
+    e_n, w_n = landmark_isomap(x, n_components=2, n_neighbors=5, n_landmarks=40)
+    np.testing.assert_allclose(w_big, w_n)
+    np.testing.assert_allclose(e_big, e_n, atol=1e-10)
+
+
+def test_geometric_pairs_seed_reaches_the_landmarks():
+    # seed is documented as the "seed of landmarks": b's (unrotated) embedding is the
+    # landmark Isomap of its reduced features under that seed
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(120, 4)), rng.normal(size=(100, 3))
+    for seed in (0, 3):
+        m = geometric_pairs(a, b, n_pca=30, n_landmarks=20, seed=seed)
+        e, _ = landmark_isomap(_reduce(b, 30, seed), n_components=5, n_neighbors=15,
+                               n_landmarks=20, seed=seed)
+        np.testing.assert_allclose(m.embedding_b, e)
+
+
+def test_geometric_pairs_names_the_modality_with_exactly_n_neighbors_cells():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"a has 15 cells; geometric_pairs needs more than "
+                                         r"n_neighbors=15"):
+        geometric_pairs(rng.normal(size=(15, 4)), rng.normal(size=(40, 4)), n_neighbors=15)

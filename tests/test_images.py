@@ -13,6 +13,7 @@ import tifffile
 
 import transmodal as tm
 from transmodal.datasets import data_dir
+from transmodal.images._radial import radial_profiles, segment_crops
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -797,3 +798,21 @@ def test_large_crops_warn_with_their_memory(tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match=r"2 nuclei in crops of \(32, 32\) x 1 channel\(s\) take "
                       r"0.0 GiB .*give crop_size per axis"):
         tm.images.read_nuclei([pair], crop_size=32)
+
+
+def _ring_with_dark_centre() -> np.ndarray:
+    yy, xx = np.mgrid[:32, :32]
+    r = np.hypot(yy - 15.5, xx - 15.5)
+    crop = np.where(r < 12, 0.9, 0.1)  # a decoded crop: no exact zeros, so segmented
+    crop[r < 4] = 0.1  # chromatin-poor centre, as dark as the background
+    return crop
+
+
+def test_segmented_decoded_nuclei_keep_their_dark_centre():
+    crop = _ring_with_dark_centre()
+    masks, n_segmented = segment_crops(crop[None])
+    assert n_segmented == 1
+    assert masks[0][15, 15] and masks[0][16, 16]  # holes filled
+    profile = radial_profiles(ad.AnnData(np.zeros((1, 1)), obsm={"crops": crop[None, None]})).X[0]
+    assert profile[0] < 0.5  # the dark centre shows in the innermost bin
+    assert profile[-1] == pytest.approx(1.0)

@@ -438,3 +438,12 @@ def test_custom_likelihoods_are_handled_by_what_they_are_not_by_name(clean_regis
         with pytest.raises(ValueError, match=r"modality 'rna': likelihood 'test_short' "
                            r"\(Short.mean\) returned \(\d+, \d+\); expected \(cells, \d+\)"):
             model.translate(source="atac", target="rna")
+
+
+def test_bernoulli_counts_fractions_and_counts_as_ones():
+    # 'bernoulli' models x > 0: 0.5 and 3 are both "1" (check_values' warning says so)
+    lik = get_likelihood("bernoulli")
+    logits = torch.tensor([[2.0, -1.0, 0.5]])
+    ones = lik.nll({"logits": logits}, torch.ones(1, 3), None)
+    for x in ([[0.5, 0.5, 0.5]], [[0.01, 3.0, 0.999]]):
+        torch.testing.assert_close(lik.nll({"logits": logits}, torch.tensor(x), None), ones)

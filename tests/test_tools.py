@@ -187,3 +187,27 @@ def test_integrate_warnings_point_at_the_callers_line():
     messages = {str(w.message)[:40]: w.filename for w in rec}
     assert any("not unique" in m for m in messages) and any("beta" in m for m in messages)
     assert set(messages.values()) == {__file__}, messages
+
+
+def _two_modalities():
+    rng = np.random.default_rng(0)
+    mods = {"a": ad.AnnData(rng.random((3, 2))), "b": ad.AnnData(rng.random((2, 2)))}
+    mods["a"].obs_names = ["c0", "c1", "c2"]
+    mods["b"].obs_names = ["c2", "c3"]
+    return mudata.MuData(mods)
+
+
+def test_joint_embedding_is_float32():
+    mdata = _two_modalities()
+    z = tm.tl.joint_embedding(mdata, {"a": np.ones((3, 2)), "b": np.zeros((2, 2))})
+    assert z.dtype == np.float32
+    row = {name: i for i, name in enumerate(mdata.obs_names)}
+    np.testing.assert_array_equal(z[row["c2"]], [0.5, 0.5])
+
+
+def test_joint_embedding_without_obsmap_refuses_cells_the_mudata_lacks():
+    mdata = _two_modalities()
+    del mdata.obsmap["a"]  # no obsmap: rows matched by obs_names
+    mdata.mod["a"].obs_names = ["c0", "c1", "zz"]  # 'zz' is not a cell of the MuData
+    with pytest.raises(ValueError, match="cells missing from the MuData's obs_names"):
+        tm.tl.joint_embedding(mdata, {"a": np.arange(6, dtype=np.float32).reshape(3, 2)})
