@@ -466,6 +466,14 @@ def test_train_checkpoints_and_resume(workdir: Path, capsys):
     resumed = tm.CrossModalAE.load(workdir / "ckpt_model")
     assert list(resumed.history.index) == [0, 1, 2, 3]
     assert resumed.train_params_["adv_warmup_epochs"] == 0  # (the config's 1 was over)
+    # a job array's task of another seed, sharing the checkpoint_dir, is refused (it went
+    # on from the other task's checkpoint, saving it under its own config)
+    other = dict(cfg, model={**cfg["model"], "seed": 1}, out="ckpt_other")
+    assert main(["train", "--config", str(_write_config(workdir / "o.yaml", other)),
+                 "--resume"]) == 2
+    _assert_one_line_error(capsys, "--resume", "built with other settings",
+                           "model: seed 1 (checkpoint: 0)")
+    assert not (workdir / "ckpt_other").exists()
     # the checkpoints' directory is not the output's; several runs would each write it
     for inside in ("ckpt_model", "ckpt_model/ckpt"):
         bad = dict(cfg, train={**cfg["train"], "checkpoint_dir": inside})
@@ -476,6 +484,34 @@ def test_train_checkpoints_and_resume(workdir: Path, capsys):
     cfg["model"].pop("seed")
     assert main(["train", "--config", str(_write_config(workdir / "ckpt2.yaml", cfg))]) == 2
     assert "checkpoint_dir saves one model's training" in capsys.readouterr().err
+
+
+def test_train_sigterm_saves_the_epochs_done(workdir: Path, tmp_path: Path, capsys,
+                                              monkeypatch):
+    """SIGTERM (a scheduler pre-empting the job) during `transmodal train` stops it as
+    Ctrl+C does: the epochs done are saved to checkpoint_dir, exit code 143 (the training
+    restored the weights from before it and saved nothing)."""
+    import os
+    import signal
+
+    from transmodal.train._plan import CrossModalPlan
+
+    plan_end = CrossModalPlan.on_train_epoch_end
+
+    def pre_empted(self):
+        plan_end(self)
+        if len(self.history_rows) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(CrossModalPlan, "on_train_epoch_end", pre_empted)
+    cfg = _config(workdir, out=str(tmp_path / "m"))
+    cfg["data"] = {n: str(workdir / p) for n, p in cfg["data"].items()}
+    cfg["train"].update(max_epochs=6, checkpoint_dir=str(tmp_path / "ckpt"),
+                        checkpoint_every=100, early_stopping=False)
+    assert main(["train", "--config", str(_write_config(tmp_path / "r.yaml", cfg))]) == 143
+    assert "terminated" in capsys.readouterr().err
+    assert list(tm.CrossModalAE.load(tmp_path / "ckpt").history.index) == [0, 1]
+    assert not (tmp_path / "m").exists()
 
 
 @pytest.mark.filterwarnings("ignore:.*(separable|disagree).*:UserWarning")

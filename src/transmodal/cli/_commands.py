@@ -367,7 +367,39 @@ def _checkpoint_to_resume(cfg: Any, out_dir: Path, resume: bool) -> Path | None:
             f"{cfg.path}: train: checkpoint_dir {ckpt} holds a checkpoint of an earlier run; "
             "pass --resume to go on from it, or remove it to start anew"
         )
+    if held:
+        _check_resumed_settings(cfg, ckpt)
     return ckpt if held else None
+
+
+def _check_resumed_settings(cfg: Any, ckpt: Path) -> None:
+    """``ConfigError`` unless the checkpoint in ``ckpt`` was built with the config's
+    ``model:`` and ``modalities:`` settings: another run's checkpoint (the tasks of a job
+    array sharing a checkpoint_dir) would otherwise be trained on, and saved, under this
+    config's name."""
+    from ..model._io import read_config
+
+    saved = read_config(ckpt)
+    init, mods = saved.get("init_params") or {}, saved.get("modalities") or {}
+    differ = [
+        f"model: {key} {jsonable(value)!r} (checkpoint: {init[key]!r})"
+        for key, value in cfg.model.items() if key in init and jsonable(value) != init[key]
+    ]
+    if list(mods) != list(cfg.modalities):
+        differ.append(f"modalities {list(cfg.modalities)} (checkpoint: {list(mods)})")
+    else:
+        for name, spec in cfg.modalities.items():
+            differ += [
+                f"modalities: {name}: {key} {value!r} (checkpoint: {mods[name].get(key)!r})"
+                for key, value in jsonable(spec.to_dict()).items()
+                if mods[name].get(key) != value
+            ]
+    if differ:
+        raise ConfigError(
+            f"{cfg.path}: --resume: the checkpoint in {ckpt} was built with other settings "
+            f"than this config's ({'; '.join(differ[:3])}): another run's checkpoint? Give "
+            "each run a checkpoint_dir of its own"
+        )
 
 
 def _is_ensemble(model_dir: Path) -> bool:

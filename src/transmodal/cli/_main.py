@@ -10,6 +10,8 @@ import textwrap
 import warnings
 from collections.abc import Iterator, Sequence
 
+from .._interrupts import Terminated
+
 PROG = "transmodal"
 
 # Errors a user can fix (bad config, missing file, existing output, wrong names): one line on
@@ -384,12 +386,6 @@ def _warnings_as_lines(traceback: bool) -> Iterator[None]:
         warnings.formatwarning = saved
 
 
-class Terminated(BaseException):
-    """SIGTERM (what ``timeout``, a pipeline's cancel or a scheduler sends) raised as an
-    exception, so that the temporary files of unfinished outputs are removed on the way
-    out, as they are after Ctrl+C."""
-
-
 def _raise_terminated(signum, frame) -> None:
     raise Terminated
 
@@ -440,11 +436,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROG}: error: {_message(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl+C; each output is written atomically: none is partial
-        if args.traceback:
-            raise
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
     except Terminated:  # SIGTERM: as Ctrl+C, nothing partial is left
         if args.traceback:
             raise
@@ -452,3 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if callable(signal.getsignal(signal.SIGTERM)):  # called in a program with its own
             signal.raise_signal(signal.SIGTERM)  # handler (restored): it gets the signal
         return 143  # the shell's code for SIGTERM
+    except KeyboardInterrupt:  # Ctrl+C; each output is written atomically: none is partial
+        if args.traceback:
+            raise
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

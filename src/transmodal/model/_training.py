@@ -400,8 +400,8 @@ class TrainingMixin:
             self._save_last_checkpoint(checkpoint_dir)
         if diverged is not None:
             raise diverged
-        if interrupted:
-            raise KeyboardInterrupt(
+        if interrupted:  # (Ctrl+C, or the command line's SIGTERM: raised as it came)
+            raise interrupted(
                 f"training interrupted after {epochs_run} complete epoch(s) of {max_epochs}; "
                 "the model keeps the weights trained so far (history_ lists those epochs)"
             )
@@ -683,8 +683,9 @@ class TrainingMixin:
         self, plan: Any, train_batches: EpochBatches, val_batches: EpochBatches | None,
         *, max_epochs: int, **trainer: Any,
     ) -> tuple[pd.DataFrame, bool, BaseException | None]:
-        """Run ``plan`` with Lightning; return the history of the epochs run, whether Ctrl+C
-        stopped it and the divergence error it ended with (the weights are those of the last
+        """Run ``plan`` with Lightning; return the history of the epochs run, the class of
+        the interrupt that stopped it (Ctrl+C's ``KeyboardInterrupt``, or a subclass; else
+        ``None``) and the divergence error it ended with (the weights are those of the last
         finite epoch). Any other error, or an interrupt within the first epoch, leaves the
         weights as they were before; afterwards the module is float32 on the CPU,
         trainable (the anchor was frozen) and in evaluation mode."""
@@ -693,12 +694,13 @@ class TrainingMixin:
         # an interrupt within the first epoch restores these: the model stays as it was
         before = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
         self.module.train()
-        interrupted, diverged = False, None
+        interrupted: type[KeyboardInterrupt] | None = None
+        diverged = None
         try:
             history = run_training(plan, train_batches, val_batches, max_epochs=max_epochs,
                                    **trainer)
         except TrainingInterrupted as err:  # Ctrl+C: record the epochs run, then re-raise
-            history, interrupted = err.history, True
+            history, interrupted = err.history, err.kind  # (as what it was: SIGTERM too)
         except TrainingDiverged as err:  # the last finite epoch's weights are back: record
             history, diverged = err.history, err  # the epochs up to it, then re-raise
         except BaseException:  # any other error: the model stays as it was (its history and
@@ -711,7 +713,7 @@ class TrainingMixin:
                 p.requires_grad_(True)
         if interrupted and not len(history):  # part of an epoch: the model stays as it was
             self.module.load_state_dict(before)
-            raise KeyboardInterrupt(
+            raise interrupted(
                 f"training interrupted within its first epoch (of {max_epochs}); the model "
                 "keeps the weights it had before this train() call"
             )

@@ -193,9 +193,12 @@ def run_training(
                 trainer.fit(plan, train_dataloaders=train_dl, val_dataloaders=val_dl)
             if trainer.interrupted:  # Lightning < 2.4 returned from fit after Ctrl+C
                 raise TrainingInterrupted(_history(plan))
-        except SystemExit:  # Lightning's answer to Ctrl+C: sys.exit(1) after its teardown
-            if trainer.interrupted:
-                raise TrainingInterrupted(_history(plan)) from None
+        except SystemExit as err:  # Lightning's answer to Ctrl+C: sys.exit(1) after its
+            if trainer.interrupted:  # teardown (the interrupt it caught: the context)
+                cause = err.__context__
+                raise TrainingInterrupted(
+                    _history(plan), cause if isinstance(cause, KeyboardInterrupt) else None
+                ) from None
             raise
         except FloatingPointError as err:
             if plan.diverged:  # the plan's check of the epoch (weights put back)
@@ -218,11 +221,14 @@ class TrainingDiverged(FloatingPointError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl+C during :func:`run_training`; ``history`` holds the epochs completed before it."""
+    """Ctrl+C during :func:`run_training`; ``history`` holds the epochs completed before it,
+    ``kind`` the class of the interrupt (``KeyboardInterrupt``, or a subclass such as the
+    command line's SIGTERM, :class:`~transmodal._interrupts.Terminated`)."""
 
-    def __init__(self, history: pd.DataFrame) -> None:
+    def __init__(self, history: pd.DataFrame, cause: KeyboardInterrupt | None = None) -> None:
         super().__init__(f"training interrupted after {len(history)} complete epoch(s)")
         self.history = history
+        self.kind: type[KeyboardInterrupt] = type(cause) if cause is not None else KeyboardInterrupt
 
 
 def _history(plan: CrossModalPlan) -> pd.DataFrame:
