@@ -1075,6 +1075,49 @@ def test_checkpoints_resume_a_stopped_training(paired_data, make_model, train, t
     assert stopped.mixing_accuracy_ is None and stopped.disc_accuracy_ is None
 
 
+def test_a_checkpoint_that_cannot_be_written_does_not_end_the_training(
+        paired_data, make_model, train, tmp_path, monkeypatch):
+    """Before each checkpoint the directory is checked again: another run's checkpoint
+    written there meanwhile (two jobs sharing checkpoint_dir) is left alone, with a
+    warning, as is a directory that can no longer be written; the training goes on
+    without checkpoints (it overwrote the other run's, or ended with the error)."""
+    from transmodal.model import _training
+
+    ckpt = tmp_path / "ckpt"
+    other = train(make_model(paired_data, seed=1), max_epochs=3)
+    real = _training.TrainingMixin._save_checkpoint
+    calls = []
+
+    def meanwhile(self, path, rows, *a, **k):
+        real(self, path, rows, *a, **k)
+        calls.append(len(rows))
+        if len(rows) == 1:  # the other job writes its checkpoint there
+            other.save(path, overwrite=True)
+
+    monkeypatch.setattr(_training.TrainingMixin, "_save_checkpoint", meanwhile)
+    with pytest.warns(UserWarning, match=r"(?s)after epoch 2 could not be written.*another "
+                      "run's checkpoint.*goes on without checkpoints") as record:
+        model = train(make_model(paired_data, seed=0), max_epochs=4, early_stopping=False,
+                      checkpoint_dir=ckpt, checkpoint_every=1)
+    assert len(model.history) == 4 and calls == [1]
+    assert any("could not be written" in str(w.message) and "epochs done" in str(w.message)
+               for w in record)  # (the last checkpoint, at the end, is not written either)
+    kept = tm.CrossModalAE.load(ckpt)
+    assert kept.init_params_["seed"] == 1 and len(kept.history) == 3
+    # a directory that cannot be written any more
+    monkeypatch.setattr(_training.TrainingMixin, "_save_checkpoint", real)
+
+    def unwritable(*a, **k):
+        raise PermissionError("cannot write there")
+
+    with monkeypatch.context() as mp:
+        mp.setattr("transmodal.model._io.save_model", unwritable)
+        with pytest.warns(UserWarning, match="after epoch 1 could not be written"):
+            model = train(make_model(paired_data, seed=2), max_epochs=3, early_stopping=False,
+                          checkpoint_dir=tmp_path / "c2", checkpoint_every=1)
+    assert len(model.history) == 3
+
+
 def test_checkpoint_dir_holding_another_training_is_refused(paired_data, make_model, train,
                                                             tmp_path):
     """A new model's first checkpoint would replace another run's (a job submitted again),

@@ -224,8 +224,10 @@ class TrainingMixin:
             machine lost) goes on from its last checkpoint with
             :func:`transmodal.workflows.resume_training` (CLI: ``transmodal train
             --resume``). The directory must be new, empty or hold a checkpoint of this
-            model's training (refused otherwise, before training); ``None`` (default): no
-            checkpoints.
+            model's training (refused otherwise, before training; checked again before
+            each checkpoint: one that cannot be written, or finds another run's checkpoint
+            there, warns and the training goes on without checkpoints); ``None``
+            (default): no checkpoints.
         accelerator, devices, strategy, num_nodes, precision
             Passed to the Lightning ``Trainer`` (CPU by default; ``precision`` one of
             ``"32-true"``, ``"64-true"``, ``"16-mixed"``, ``"bf16-mixed"``). Several GPUs / nodes:
@@ -408,23 +410,29 @@ class TrainingMixin:
         if is_global_zero(launcher=True):  # (under DDP every process holds the same model)
             self._warn_if_separable()
         if checkpoint_dir is not None:  # the trained model, as the last checkpoint
-            self.save(checkpoint_dir, overwrite=True)
+            self._save_last_checkpoint(checkpoint_dir)
         return self
 
     def _save_last_checkpoint(self, path: str | os.PathLike) -> None:
-        """Save the model to ``path`` after a training that stopped early (interrupted or
-        diverged), warning instead of raising if that fails (the stop's own error follows)."""
+        """Save the model to ``path`` after a training that ended or stopped early
+        (interrupted or diverged), warning instead of raising if that fails (the model in
+        memory is trained; a stop's own error follows)."""
         try:
+            self._check_checkpoint_dir(path)
             self.save(path, overwrite=True)
         except Exception as err:  # (any: the interrupt or divergence is what is raised)
             warnings.warn(f"the checkpoint of the epochs done could not be written to "
                           f"{path}: {err}", UserWarning, stacklevel=user_stacklevel())
 
-    def _check_checkpoint_dir(self, path: str | os.PathLike) -> None:
+    def _check_checkpoint_dir(
+        self, path: str | os.PathLike, history: pd.DataFrame | None = None
+    ) -> None:
         """Refuse a ``checkpoint_dir`` that holds anything but checkpoints of this model's
         training: other files, an ensemble, or a saved model whose history this model's
-        does not begin with (another run's checkpoint, a model saved there), which the
-        first checkpoint would replace."""
+        (or ``history``, that of the checkpoint about to be written) does not begin with
+        (another run's checkpoint, a model saved there), which the checkpoint would
+        replace. Checked before training and before each checkpoint (another run may write
+        there meanwhile)."""
         from ._io import read_config
 
         check_output_directory(path, overwrite=True, names=(MODEL_CONFIG, MODEL_WEIGHTS))
@@ -437,7 +445,8 @@ class TrainingMixin:
             return
         saved = read_config(folder).get("history") or {}
         epochs = len(saved.get("epoch", []))
-        mine = self.history_ if self.history_ is not None else pd.DataFrame()
+        mine = history if history is not None else self.history_
+        mine = mine if mine is not None else pd.DataFrame()
         loss = np.asarray(saved.get("train_loss", []), dtype=float)
         ours = len(mine) >= epochs and (not epochs or (
             "train_loss" in mine and np.allclose(mine["train_loss"].to_numpy()[:epochs], loss,
@@ -479,6 +488,7 @@ class TrainingMixin:
         snapshot.is_trained_ = True
         # (measured when a training ends, on its weights: not these)
         snapshot.mixing_accuracy_ = snapshot.disc_accuracy_ = None
+        self._check_checkpoint_dir(path, snapshot.history_)
         norms = [
             e.standardize for e in self.module.encoders.values()
             if isinstance(getattr(e, "standardize", None), torch.nn.BatchNorm1d)

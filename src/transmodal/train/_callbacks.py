@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 from lightning.pytorch.callbacks import Checkpoint
 
+from .._utils import user_stacklevel
+
 
 class SaveEvery(Checkpoint):
     """Every ``every`` epochs, once the epoch's history row is written, call ``save`` with the
-    rows of the epochs run so far (on the first process only).
+    rows of the epochs run so far (on the first process only). A save that fails warns and
+    ends the checkpoints, not the training.
 
     A ``Checkpoint`` subclass, so that Lightning calls it after the training plan's
     ``on_train_epoch_end`` (which writes the row, or raises where the epoch diverged); the
@@ -23,5 +27,13 @@ class SaveEvery(Checkpoint):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: D102
         rows = pl_module.history_rows
-        if rows and len(rows) % self.every == 0 and trainer.is_global_zero:
-            self.save(list(rows))
+        if self.every and rows and len(rows) % self.every == 0 and trainer.is_global_zero:
+            try:
+                self.save(list(rows))
+            except Exception as err:  # (the directory unwritable, another run's now, ...)
+                self.every = 0
+                warnings.warn(
+                    f"the checkpoint after epoch {len(rows)} could not be written ({err}); "
+                    "the training goes on without checkpoints", UserWarning,
+                    stacklevel=user_stacklevel(),
+                )
