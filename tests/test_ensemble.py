@@ -428,3 +428,26 @@ def test_ensemble_mods_names_the_features_its_errors_point_to(ensemble, paired_d
     fixed = shuffled[:, ens.mods["rna"].var_names].copy()
     np.testing.assert_allclose(ens.get_latent_representation("rna", fixed),
                                ens.get_latent_representation("rna", paired_data["rna"]))
+
+
+def test_an_ensemble_replaced_while_being_read_is_not_mixed(ensemble, tmp_path, monkeypatch):
+    """Another process saving an ensemble over the one being loaded (between its members)
+    gave members of both, silently; the manifest's checksums tell them apart."""
+    path = tmp_path / "ens"
+    ensemble.save(path)
+    assert tm.Ensemble.load(path).scales_.tolist() == ensemble.scales_.tolist()
+    other = tm.Ensemble(ensemble.models[::-1])
+    real = tm.CrossModalAE.load.__func__
+    loaded = []
+
+    def then_saved_over(cls, where, *a, **k):
+        model = real(cls, where, *a, **k)
+        loaded.append(where)
+        if len(loaded) == 1:  # (the other process)
+            other.save(path, overwrite=True)
+        return model
+
+    monkeypatch.setattr(tm.CrossModalAE, "load", classmethod(then_saved_over))
+    with pytest.raises(ValueError, match=r"member2 is not the member that .*ensemble.json "
+                                         r"lists .*replaced while being read"):
+        tm.Ensemble.load(path)

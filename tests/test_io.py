@@ -1202,3 +1202,29 @@ def test_saved_feature_annotations_follow_the_model_features(paired_data, make_m
     alone = tm.CrossModalAE.load(tmp_path / "filtered")
     got = alone.translate(paired_data["rna"][:3].copy(), source="rna", target="atac")
     assert got.n_vars == alone.mods["atac"].source.n_vars and "peak_id" not in got.var
+
+
+def test_a_model_replaced_while_being_read_is_not_mixed(trained_model, paired_data,
+                                                         make_model, train, tmp_path,
+                                                         monkeypatch):
+    """Another process saving a model over the one being loaded, between the weights'
+    checksum and their reading, gave one model's config with the other's weights,
+    silently: the weights file must be the one checked."""
+    from transmodal.model import _io
+
+    other = train(make_model(paired_data, seed=5), max_epochs=1)
+    path = tmp_path / "m"
+    trained_model.save(path)
+    real = _io._sha256
+
+    def then_saved_over(where):
+        digest = real(where)
+        monkeypatch.setattr(_io, "_sha256", real)
+        other.save(path, overwrite=True)  # (the other process)
+        return digest
+
+    monkeypatch.setattr(_io, "_sha256", then_saved_over)
+    with pytest.raises(ValueError, match="was replaced while being read.*load it again"):
+        tm.CrossModalAE.load(path)
+    assert tm.CrossModalAE.load(path).init_params_["seed"] == 5  # (whole: the other one)
+

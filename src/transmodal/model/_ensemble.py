@@ -427,6 +427,10 @@ class Ensemble:
                 "format_version": ENSEMBLE_FORMAT_VERSION,
                 "members": names,
                 "scales": self.scales_.tolist(),
+                # (loaded members are checked against them: all of this ensemble)
+                "weights_sha256": [
+                    read_json(tmp / name / MODEL_CONFIG)["weights_sha256"] for name in names
+                ],
             }
             (tmp / ENSEMBLE_CONFIG).write_text(json.dumps(config, indent=1))
 
@@ -437,7 +441,7 @@ class Ensemble:
         :meth:`CrossModalAE.load`: the model's ``var_names``; modalities it lacks, all with
         ``None``, stand in without cells, for embedding / translating new cells)."""
         path = Path(path)
-        names, scales = read_manifest(path)
+        names, scales, checksums = read_manifest(path)
         # each member's warnings (e.g. other cells than the training cells) once, at the
         # caller's line; an "error" filter still raises in the first member
         caught: list[warnings.WarningMessage] = []
@@ -457,15 +461,24 @@ class Ensemble:
                 pass_on()
             raise
         pass_on()
+        for i, (name, m) in enumerate(zip(names, members)):
+            if checksums is not None and getattr(m, "_weights_sha256", None) != checksums[i]:
+                raise ValueError(
+                    f"{path / name} is not the member that {path / ENSEMBLE_CONFIG} lists "
+                    "(the ensemble was replaced while being read, e.g. by another process "
+                    "saving one there): load it again"
+                )
         try:
             return cls(members, scales=scales)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
 
 
-def read_manifest(path: Path) -> tuple[list[str], list[float]]:
-    """The member directories (``member0``, ...) and latent scales listed by the ensemble
-    saved at ``path``; ``FileNotFoundError`` / ``ValueError`` naming the file otherwise."""
+def read_manifest(path: Path) -> tuple[list[str], list[float], list[str] | None]:
+    """The member directories (``member0``, ...), latent scales and the members' weight
+    checksums (``None`` for ensembles saved before they were recorded) listed by the
+    ensemble saved at ``path``; ``FileNotFoundError`` / ``ValueError`` naming the file
+    otherwise."""
     cfg = path / ENSEMBLE_CONFIG
     if not cfg.is_file():
         single = (path / MODEL_CONFIG).is_file()
@@ -496,4 +509,11 @@ def read_manifest(path: Path) -> tuple[list[str], list[float]]:
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in scales
     )):
         raise ValueError(f"{cfg}: 'scales' must list one number per member; got {scales!r}")
-    return names, scales
+    checksums = config.get("weights_sha256")
+    if checksums is not None and not (
+        isinstance(checksums, list) and len(checksums) == len(names)
+        and all(isinstance(c, str) for c in checksums)
+    ):
+        raise ValueError(f"{cfg}: 'weights_sha256' must list one checksum (a string) per "
+                         f"member; got {checksums!r}")
+    return names, scales, checksums

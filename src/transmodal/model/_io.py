@@ -7,6 +7,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import warnings
 from collections.abc import Callable, Mapping
 from itertools import combinations
@@ -173,6 +174,13 @@ def _as_trained(
                 specs[name], _extra={**specs[name]._extra, "trained": differ}
             )
     return out
+
+
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    """Device, inode, size and modification time of a file: another file saved under its
+    name (a model directory replaced whole) has another identity."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _sha256(path: Path) -> str:
@@ -398,14 +406,23 @@ def _read_weights(weights: Path, checksum: str | None = None) -> dict[str, torch
     the ``checksum`` recorded when it was saved, raises a ValueError naming it. Weights with
     NaN or infinite values (a training that diverged) load with a warning."""
     # (read twice, the second time from the page cache: reading the bytes once and parsing
-    # them would hold the file twice in memory)
-    if checksum is not None and _sha256(weights) != checksum:
-        raise ValueError(
-            f"{weights} does not match the checksum recorded in {CONFIG} when it was saved: "
-            "the file was changed or damaged since; save the model again or restore the file"
-        )
+    # them would hold the file twice in memory; the file must be the same both times)
+    replaced = (
+        "; or it was replaced while being read (another process saving a model there?): "
+        "load it again"
+    )
     try:
+        before = _identity(weights)
+        if checksum is not None and _sha256(weights) != checksum:
+            raise ValueError(
+                f"{weights} does not match the checksum recorded in {CONFIG} when it was "
+                "saved: the file was changed or damaged since (save the model again or "
+                f"restore the file){replaced}"
+            )
         tensors = load_file(str(weights))
+        if _identity(weights) != before:
+            raise ValueError(f"{weights} was replaced while being read (another process "
+                             "saving a model there?): load it again")
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{weights} is not a readable safetensors file: {err}") from None
     bad = [  # the networks' weights (saved var annotations may hold NaN: missing values)
@@ -747,4 +764,6 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
         history = pd.DataFrame(config["history"])
         history["epoch"] = history["epoch"].astype(int)
         model.history_ = history.set_index("epoch")
+    # (the weights' checksum: an ensemble's manifest lists those of its members)
+    model._weights_sha256 = config.get("weights_sha256")
     return model
