@@ -1228,3 +1228,37 @@ def test_a_model_replaced_while_being_read_is_not_mixed(trained_model, paired_da
         tm.CrossModalAE.load(path)
     assert tm.CrossModalAE.load(path).init_params_["seed"] == 5  # (whole: the other one)
 
+
+
+def test_writes_without_overwrite_never_replace_what_another_process_wrote(
+        tmp_path, trained_model):
+    """overwrite=False holds until the write is committed: a file or directory that
+    appeared meanwhile (another process writing the same output) is not replaced (both
+    writers reported success, one output silently lost)."""
+    from transmodal._utils import atomic_directory, atomic_file
+
+    target = tmp_path / "out.txt"
+    with pytest.raises(FileExistsError, match="was written while this was"):
+        with atomic_file(target) as tmp:
+            tmp.write_text("mine")
+            target.write_text("theirs")  # (the other process)
+    assert target.read_text() == "theirs" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+    with atomic_file(tmp_path / "new.txt") as tmp:  # (nothing there: written)
+        tmp.write_text("mine")
+    assert (tmp_path / "new.txt").read_text() == "mine"
+    folder = tmp_path / "model"
+    with pytest.raises(FileExistsError, match="exists"):
+        with atomic_directory(folder, overwrite=False) as tmp:
+            (tmp / "a.txt").write_text("mine")
+            trained_model.save(folder)  # (the other process)
+    assert tm.CrossModalAE.load(folder).init_params_ == trained_model.init_params_
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "new.txt", "out.txt"]
+    # the last step itself: a directory created between the check and the rename
+    from transmodal._utils import _rename_new
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x").write_text("mine")
+    for theirs in ("model", "new.txt"):  # (a directory, a file)
+        with pytest.raises(FileExistsError, match="was created while this was written"):
+            _rename_new(tmp_path / "a", tmp_path / theirs)
+    assert (tmp_path / "new.txt").read_text() == "mine" and (tmp_path / "a" / "x").exists()

@@ -706,7 +706,20 @@ def atomic_file(
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates private files
-        os.replace(tmp, target)
+        if overwrite:
+            os.replace(tmp, target)
+        else:  # a file written there meanwhile (another process) is not replaced
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                raise FileExistsError(
+                    f"{target} was written while this was (by another process?); pass "
+                    "overwrite=True to replace it"
+                ) from None
+            except OSError:  # a file system without hard links
+                os.replace(tmp, target)
+            else:
+                tmp.unlink()
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -729,9 +742,9 @@ def _sync(directory: Path) -> None:
             os.close(fd)
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap the entries ``a`` and ``b`` in one atomic step (Linux ``renameat2`` with
-    ``RENAME_EXCHANGE``); ``False`` where the system or its file system cannot."""
+def _renameat2(a: Path, b: Path, flags: int) -> bool:
+    """Linux ``renameat2(a, b, flags)``; ``False`` where the system or its file system
+    cannot, ``OSError`` if it fails otherwise."""
     if not sys.platform.startswith("linux"):
         return False
     import ctypes
@@ -741,13 +754,38 @@ def _exchange(a: Path, b: Path) -> bool:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (AttributeError, OSError):  # a C library without it (glibc < 2.28, musl)
         return False
-    at_fdcwd, rename_exchange = -100, 2
-    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), flags) == 0:
         return True
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
         return False
     raise OSError(err, os.strerror(err), os.fspath(b))
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the entries ``a`` and ``b`` in one atomic step (``RENAME_EXCHANGE``); ``False``
+    where the system or its file system cannot."""
+    return _renameat2(a, b, 2)
+
+
+def _rename_new(a: Path, b: Path) -> None:
+    """Rename ``a`` to ``b``, which must not exist: ``FileExistsError`` if ``b`` was created
+    meanwhile (by another process; ``RENAME_NOREPLACE`` where the system has it, else a
+    plain rename, which replaces an empty directory)."""
+    import errno
+
+    try:
+        if _renameat2(a, b, 1):
+            return
+        os.rename(a, b)
+    except OSError as err:
+        if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+        raise FileExistsError(
+            f"{b} was created while this was written (by another process?); write it again"
+            " to replace it"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -781,9 +819,10 @@ def atomic_directory(
     os.umask(umask)
     try:
         yield tmp
-        if target.exists():  # before anything existing is moved
+        if target.exists():  # before anything existing is moved (and not one that another
+            # process wrote there meanwhile, unless overwrite)
             written = {p.name for p in tmp.iterdir()}
-            check_output_directory(path, overwrite=True, names=written | set(replaceable))
+            check_output_directory(path, overwrite=overwrite, names=written | set(replaceable))
         # mkdtemp (and some writers) create private files; give them the usual permissions
         os.chmod(tmp, 0o777 & ~umask)
         for f in tmp.rglob("*"):
@@ -806,7 +845,7 @@ def atomic_directory(
             finally:
                 shutil.rmtree(hold, ignore_errors=True)
         else:
-            os.replace(tmp, target)
+            _rename_new(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -522,7 +522,7 @@ def cmd_embed(
     # failed write (a full disk) leaves none of them
     with contextlib.ExitStack() as stack:
         for name, path in targets.items():
-            tmp = stack.enter_context(atomic_file(path, overwrite=True, suffix=".h5ad"))
+            tmp = stack.enter_context(atomic_file(path, overwrite=overwrite, suffix=".h5ad"))
             _write_embedded(adatas[name], latents[name], key, tmp)
     for name, path in targets.items():
         print(f"transmodal: {name}: {adatas[name].n_obs} cells embedded (obsm[{key!r}]) -> "

@@ -361,6 +361,8 @@ def _message(err: BaseException) -> str:
     else:
         msg = str(err)
     msg = " ".join(part.strip() for part in msg.splitlines() if part.strip())
+    # (the library's advice in the command line's terms)
+    msg = msg.replace("pass overwrite=True", "pass --overwrite")
     return msg or type(err).__name__
 
 
