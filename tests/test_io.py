@@ -1153,7 +1153,8 @@ def test_a_checkpoint_taken_while_the_anchor_pre_trains_says_so(paired_data, mak
     with monkeypatch.context() as mp:
         mp.setattr(CrossModalPlan, "on_train_epoch_end", interrupted)
         with pytest.raises(KeyboardInterrupt):
-            train(model, max_epochs=8, pretrain_epochs=3, checkpoint_dir=tmp_path / "c")
+            train(model, max_epochs=8, pretrain_epochs=3, adv_warmup_epochs=2,
+                  checkpoint_dir=tmp_path / "c")
     saved = tm.CrossModalAE.load(tmp_path / "c", paired_data)
     assert saved.train_params_["pretrain_left"] == 2
     with pytest.warns(UserWarning, match=r"stopped while it pre-trained the anchor modality "
@@ -1161,6 +1162,12 @@ def test_a_checkpoint_taken_while_the_anchor_pre_trains_says_so(paired_data, mak
         saved.get_latent_representation("atac")
     resumed = tm.workflows.resume_training(tmp_path / "c", paired_data, progress_bar=False)
     assert len(resumed.history) == 8 and resumed.train_params_["pretrain_left"] == 0
+    # the 2 pre-training epochs left, then the warm-up over 2 epochs (it starts once the
+    # pre-training is over, not 4): the adversarial weight reaches lam_adv at epoch 4 of 8
+    p = resumed.train_params_
+    assert (p["pretrain_epochs"], p["adv_warmup_epochs"]) == (2, 2)
+    np.testing.assert_allclose(resumed.history["lam_adv_effective"].to_numpy(),
+                               [0, 0, 0, 0.5, 1, 1, 1, 1])
 
 
 def test_checkpoint_options_are_checked_before_training(trained_model, tmp_path):

@@ -1,7 +1,7 @@
 """Details of training, resuming, inference and ensembles that a changed line could break
 without another test noticing (each test fails on such a change, found by mutation
 testing): optimiser options reaching their optimisers, the schedule's size-aware
-defaults, a resume's seed and warm-up, how loss terms are averaged and weighted, latent
+defaults, a resume's seed, how loss terms are averaged and weighted, latent
 statistics of the training cells, block-wise translation with per-cell batches, label
 order, default pseudo-pairs, ensemble library sizes and histories."""
 
@@ -94,35 +94,6 @@ def test_resume_keeps_the_seed_the_stopped_training_was_given(paired_data, make_
         resumed = tm.workflows.resume_training(tmp_path / "c", paired_data, progress_bar=False)
     assert len(resumed.history) == 4
     assert resumed.train_params_["seed"] == 7
-
-
-def test_resume_during_pretraining_keeps_the_warm_up_that_follows_it(paired_data, make_model,
-                                                                      tmp_path, monkeypatch):
-    """A checkpoint taken in epoch 1 of 3 pre-training epochs, with a 2-epoch adversarial
-    warm-up after them: the resumed call pre-trains the 2 epochs left and then warms up
-    over 2 epochs (the warm-up starts once the pre-training is over), not 4."""
-    from transmodal.train._plan import CrossModalPlan
-
-    plan_end = CrossModalPlan.on_train_epoch_end
-
-    def interrupted(self):
-        plan_end(self)
-        raise KeyboardInterrupt
-
-    model = make_model(paired_data, prior="anchor:rna", anchor_fraction=0.5, seed=0)
-    with monkeypatch.context() as mp:
-        mp.setattr(CrossModalPlan, "on_train_epoch_end", interrupted)
-        with pytest.raises(KeyboardInterrupt):
-            _quiet_train(model, max_epochs=8, pretrain_epochs=3, adv_warmup_epochs=2,
-                         checkpoint_dir=tmp_path / "c")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        resumed = tm.workflows.resume_training(tmp_path / "c", paired_data, progress_bar=False)
-    p = resumed.train_params_
-    assert (p["pretrain_epochs"], p["adv_warmup_epochs"]) == (2, 2)
-    # the adversarial weight reaches lam_adv at the last warm-up epoch (epoch 4 of 8)
-    np.testing.assert_allclose(resumed.history["lam_adv_effective"].to_numpy(),
-                               [0, 0, 0, 0.5, 1, 1, 1, 1])
 
 
 def test_ensemble_translation_reports_the_library_size_its_profiles_sum_to(
