@@ -247,6 +247,27 @@ def test_embed_copies_the_input_file_and_adds_the_embedding(workdir: Path, train
         assert list(a.obs_names) == list(rna.obs_names) and list(a.layers) == list(rna.layers)
 
 
+def test_embed_refuses_an_input_changed_while_it_was_embedded(workdir: Path, trained: Path,
+                                                               tmp_path: Path, capsys,
+                                                               monkeypatch):
+    """The input file is copied by its name once its cells are embedded: replaced
+    meanwhile (the same cells in another order), the embeddings would have landed on other
+    cells, silently."""
+    import shutil
+
+    rna = ad.read_h5ad(workdir / "rna.h5ad")
+    rna.write_h5ad(tmp_path / "rna.h5ad")
+    rna[::-1].copy().write_h5ad(tmp_path / "reversed.h5ad")
+    copy = shutil.copyfile
+    monkeypatch.setattr(shutil, "copyfile",  # (another process replaced it meanwhile)
+                        lambda src, dst: copy(tmp_path / "reversed.h5ad", dst))
+    out = tmp_path / "emb.h5ad"
+    assert main(["embed", "--model", str(trained), "--data", f"rna={tmp_path / 'rna.h5ad'}",
+                 "--modality", "rna", "--out", str(out)]) == 2
+    _assert_one_line_error(capsys, "rna.h5ad was changed while its cells were embedded")
+    assert not out.exists()
+
+
 def test_embed_one_modality_to_file(workdir: Path, trained: Path):
     out = workdir / "rna_embedded.h5ad"
     args = ["embed", "--model", str(trained), *_data_args(workdir), "--modality", "rna"]

@@ -544,6 +544,16 @@ def _write_embedded(adata: Any, latent: Any, key: str, path: Path) -> None:
 
     shutil.copyfile(adata.filename, path)
     with h5py.File(path, "r+") as f:
+        # (copied by its name: the file must still hold the cells embedded)
+        from anndata.io import read_elem
+
+        index = f["obs"].attrs.get("_index", "_index")
+        copied = np.asarray(read_elem(f["obs"][index]), dtype=object).astype(str)
+        if not np.array_equal(copied, np.asarray(adata.obs_names, dtype=object).astype(str)):
+            raise ValueError(
+                f"{adata.filename} was changed while its cells were embedded (another "
+                "process writing it?); run the command again"
+            )
         if "obsm" not in f:
             write_elem(f, "obsm", {})
         if key in f["obsm"]:
