@@ -495,6 +495,23 @@ def test_train_checkpoints_and_resume(workdir: Path, capsys):
     _assert_one_line_error(capsys, "--resume", "built with other settings",
                            "model: seed 1 (checkpoint: 0)")
     assert not (workdir / "ckpt_other").exists()
+    # a setting left at its default is compared too (n_latent 32 against the checkpoint's 4),
+    # and the modalities' (a field the config leaves out)
+    other = dict(cfg, model={k: v for k, v in cfg["model"].items() if k != "n_latent"},
+                 out="ckpt_other")
+    assert main(["train", "--config", str(_write_config(workdir / "o.yaml", other)),
+                 "--resume"]) == 2
+    _assert_one_line_error(capsys, "model: n_latent 32 (checkpoint: 4)")
+    other = dict(cfg, modalities={**cfg["modalities"], "atac": {"likelihood": "nb"}},
+                 out="ckpt_other")
+    assert main(["train", "--config", str(_write_config(workdir / "o.yaml", other)),
+                 "--resume"]) == 2
+    _assert_one_line_error(capsys, "modalities: atac: likelihood 'nb' (checkpoint: 'poisson')")
+    # other cells (another task's subset) are refused by resume_training itself
+    other = dict(cfg, subset={"obs_key": "split", "value": "test"}, out="ckpt_other")
+    assert main(["train", "--config", str(_write_config(workdir / "o.yaml", other)),
+                 "--resume"]) == 2
+    _assert_one_line_error(capsys, "not the cells its training ran on")
     # the checkpoints' directory is not the output's; several runs would each write it
     for inside in ("ckpt_model", "ckpt_model/ckpt"):
         bad = dict(cfg, train={**cfg["train"], "checkpoint_dir": inside})

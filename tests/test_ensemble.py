@@ -451,3 +451,14 @@ def test_an_ensemble_replaced_while_being_read_is_not_mixed(ensemble, tmp_path, 
     with pytest.raises(ValueError, match=r"member2 is not the member that .*ensemble.json "
                                          r"lists .*replaced while being read"):
         tm.Ensemble.load(path)
+
+
+def test_only_the_first_process_saves_an_ensemble(ensemble, tmp_path, monkeypatch):
+    """Under DDP the other processes write nothing (as CrossModalAE.save): they crashed on
+    the members' files, which only the first process writes."""
+    from transmodal.model import _ensemble
+
+    monkeypatch.setattr(_ensemble, "is_global_zero", lambda *a, **k: False)
+    ensemble.save(tmp_path / "ens")
+    assert not (tmp_path / "ens").exists()
+

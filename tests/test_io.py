@@ -1260,6 +1260,13 @@ def test_writes_without_overwrite_never_replace_what_another_process_wrote(
             trained_model.save(folder)  # (the other process)
     assert tm.CrossModalAE.load(folder).init_params_ == trained_model.init_params_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "new.txt", "out.txt"]
+    # a link to a file not written yet is replaced by the file, as before
+    (tmp_path / "link.txt").symlink_to(tmp_path / "elsewhere.txt")
+    with atomic_file(tmp_path / "link.txt") as tmp:
+        tmp.write_text("mine")
+    assert not (tmp_path / "link.txt").is_symlink()
+    assert (tmp_path / "link.txt").read_text() == "mine"
+    (tmp_path / "link.txt").unlink()
     # the last step itself: a directory created between the check and the rename
     from transmodal._utils import _rename_new
 

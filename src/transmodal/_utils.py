@@ -706,7 +706,7 @@ def atomic_file(
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates private files
-        if overwrite:
+        if overwrite or target.is_symlink():  # (a link to nothing yet: replaced, as before)
             os.replace(tmp, target)
         else:  # a file written there meanwhile (another process) is not replaced
             try:
@@ -780,7 +780,7 @@ def _rename_new(a: Path, b: Path) -> None:
             return
         os.rename(a, b)
     except OSError as err:
-        if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+        if err.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
             raise
         raise FileExistsError(
             f"{b} was created while this was written (by another process?); write it again"

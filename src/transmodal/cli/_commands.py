@@ -377,22 +377,35 @@ def _check_resumed_settings(cfg: Any, ckpt: Path) -> None:
     ``model:`` and ``modalities:`` settings: another run's checkpoint (the tasks of a job
     array sharing a checkpoint_dir) would otherwise be trained on, and saved, under this
     config's name."""
+    import inspect
+
+    from ..data import Modality
+    from ..model import CrossModalAE
     from ..model._io import read_config
 
     saved = read_config(ckpt)
     init, mods = saved.get("init_params") or {}, saved.get("modalities") or {}
+    # the config's settings as a model saves them, its defaults spelt out (a key left out
+    # is the default)
+    defaults = {k: p.default for k, p in inspect.signature(CrossModalAE).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    given = CrossModalAE._check_params({**defaults, **cfg.model})
     differ = [
-        f"model: {key} {jsonable(value)!r} (checkpoint: {init[key]!r})"
-        for key, value in cfg.model.items() if key in init and jsonable(value) != init[key]
+        f"model: {key} {given[key]!r} (checkpoint: {value!r})"
+        for key, value in init.items() if key in given and given[key] != value
     ]
     if list(mods) != list(cfg.modalities):
         differ.append(f"modalities {list(cfg.modalities)} (checkpoint: {list(mods)})")
     else:
         for name, spec in cfg.modalities.items():
+            mine = jsonable(spec.to_dict())
+            try:
+                theirs = jsonable(Modality.from_dict(mods[name], name=name).to_dict())
+            except (TypeError, ValueError):
+                theirs = mods[name]
             differ += [
-                f"modalities: {name}: {key} {value!r} (checkpoint: {mods[name].get(key)!r})"
-                for key, value in jsonable(spec.to_dict()).items()
-                if mods[name].get(key) != value
+                f"modalities: {name}: {key} {mine.get(key)!r} (checkpoint: {theirs.get(key)!r})"
+                for key in sorted(set(mine) | set(theirs)) if mine.get(key) != theirs.get(key)
             ]
     if differ:
         raise ConfigError(

@@ -15,7 +15,7 @@ from anndata import AnnData, read_h5ad
 
 from .._utils import (
     ENSEMBLE_CONFIG, MODEL_CONFIG, argument_hints, atomic_directory, check_int,
-    process_state, user_stacklevel,
+    is_global_zero, process_state, user_stacklevel,
 )
 from ..data._h5ad import check_output_h5ad, write_rows_h5ad
 from ..data._source import CHUNK_VALUES
@@ -418,6 +418,8 @@ class Ensemble:
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Save to a directory: ``ensemble.json`` and one :meth:`CrossModalAE.save`
         directory per member (``member0``, ``member1``, ...), written atomically as a whole."""
+        if not is_global_zero():  # (as CrossModalAE.save: the first process writes)
+            return
         names = [f"member{i}" for i in range(len(self.models))]
         with atomic_directory(path, overwrite=overwrite) as tmp:
             for name, m in zip(names, self.models):
@@ -465,8 +467,9 @@ class Ensemble:
             if checksums is not None and getattr(m, "_weights_sha256", None) != checksums[i]:
                 raise ValueError(
                     f"{path / name} is not the member that {path / ENSEMBLE_CONFIG} lists "
-                    "(the ensemble was replaced while being read, e.g. by another process "
-                    "saving one there): load it again"
+                    "(its weights differ from those recorded there): saved again on its "
+                    "own since, or the ensemble replaced while being read (another process "
+                    "saving one there: load it again)"
                 )
         try:
             return cls(members, scales=scales)

@@ -764,6 +764,8 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
         history = pd.DataFrame(config["history"])
         history["epoch"] = history["epoch"].astype(int)
         model.history_ = history.set_index("epoch")
-    # (the weights' checksum: an ensemble's manifest lists those of its members)
+    # (the weights' checksum: an ensemble's manifest lists those of its members; whether
+    # the data are the cells it was trained on: a checkpoint resumes on them only)
     model._weights_sha256 = config.get("weights_sha256")
+    model._training_cells = bool(same_data) and not stand_ins
     return model

@@ -158,7 +158,7 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin):
     ) -> None:
         params = {
             "n_latent": n_latent,
-            "hidden": list(as_widths(hidden) or ()) or hidden,
+            "hidden": hidden,
             "dropout": dropout,
             "disc_noise": disc_noise,
             "disc_conditional": disc_conditional,
@@ -167,7 +167,7 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin):
             "prior": prior,
             "labels_key": labels_key,
             "marker_key": marker_key,
-            "anchor_fraction": 0.0 if anchor_fraction is None else anchor_fraction,
+            "anchor_fraction": anchor_fraction,
             "geometric_pairs": geometric_pairs,
             "validation_fraction": validation_fraction,
             "seed": seed,
@@ -207,7 +207,11 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin):
     @staticmethod
     def _check_params(p: dict[str, Any]) -> dict[str, Any]:
         """Check the constructor's arguments; return them as plain Python values (numpy
-        scalars converted), as they are saved."""
+        scalars converted, ``hidden`` a list, the default ``anchor_fraction`` 0), as they
+        are saved (``init_params_``)."""
+        p = {**p, "hidden": list(as_widths(p["hidden"]) or ()) or p["hidden"]}
+        if p.get("anchor_fraction", 0.0) is None:  # the default: 0, warning of pairs
+            p["anchor_fraction"] = 0.0
         check_number("n_latent", p["n_latent"], low=1, integer=True)
         check_number("n_private", p.get("n_private", 0), integer=True)
         if as_widths(p["hidden"]) is None:
@@ -228,8 +232,6 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin):
             ("dropout", 1, False), ("anchor_fraction", 1, True), ("validation_fraction", 1, False)
         ):
             value = p[key]
-            if key == "anchor_fraction" and value is None:  # the default: 0, warning of pairs
-                continue
             if not (is_number(value) and 0 <= value and (value <= high if closed else value < high)):
                 interval = f"[0, {high}]" if closed else f"[0, {high})"
                 raise ValueError(f"{key} must be a number in {interval}, got {value!r}")

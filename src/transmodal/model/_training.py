@@ -417,6 +417,8 @@ class TrainingMixin:
         """Save the model to ``path`` after a training that ended or stopped early
         (interrupted or diverged), warning instead of raising if that fails (the model in
         memory is trained; a stop's own error follows)."""
+        if not is_global_zero():  # (the first process writes it; the others, reading the
+            return  # directory while it is swapped, could warn for nothing)
         try:
             self._check_checkpoint_dir(path)
             self.save(path, overwrite=True)

@@ -14,8 +14,9 @@ from collections.abc import Iterator
 import lightning.pytorch as pl
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Checkpoint, EarlyStopping
+from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
 
+from .._interrupts import Terminated
 from .._utils import (
     check_parallel, is_global_zero, parse_devices, process_state, seeded, torch_defaults,
 )
@@ -147,7 +148,8 @@ def run_training(
     come in the same order either way and reading draws no random numbers, so the result
     does not change.
     """
-    cbs = list(callbacks or [])
+    last = _LastException()  # (which interrupt stopped it: Ctrl+C or SIGTERM)
+    cbs = [*(callbacks or []), last]
     if progress_bar:  # one bar over the epochs instead of Lightning's per-step bars
         cbs.append(EpochProgressBar())
     if early_stopping and val_batches is not None:
@@ -192,13 +194,10 @@ def run_training(
             with seeded(seed, trainer.strategy.root_device):
                 trainer.fit(plan, train_dataloaders=train_dl, val_dataloaders=val_dl)
             if trainer.interrupted:  # Lightning < 2.4 returned from fit after Ctrl+C
-                raise TrainingInterrupted(_history(plan))
-        except SystemExit as err:  # Lightning's answer to Ctrl+C: sys.exit(1) after its
-            if trainer.interrupted:  # teardown (the interrupt it caught: the context)
-                cause = err.__context__
-                raise TrainingInterrupted(
-                    _history(plan), cause if isinstance(cause, KeyboardInterrupt) else None
-                ) from None
+                raise TrainingInterrupted(_history(plan), last.exception)
+        except SystemExit:  # Lightning's answer to Ctrl+C: sys.exit(1) after its teardown
+            if trainer.interrupted:
+                raise TrainingInterrupted(_history(plan), last.exception) from None
             raise
         except FloatingPointError as err:
             if plan.diverged:  # the plan's check of the epoch (weights put back)
@@ -222,13 +221,25 @@ class TrainingDiverged(FloatingPointError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl+C during :func:`run_training`; ``history`` holds the epochs completed before it,
-    ``kind`` the class of the interrupt (``KeyboardInterrupt``, or a subclass such as the
-    command line's SIGTERM, :class:`~transmodal._interrupts.Terminated`)."""
+    ``kind`` the class to raise again: the command line's SIGTERM,
+    :class:`~transmodal._interrupts.Terminated`, or ``KeyboardInterrupt``."""
 
-    def __init__(self, history: pd.DataFrame, cause: KeyboardInterrupt | None = None) -> None:
+    def __init__(self, history: pd.DataFrame, cause: BaseException | None = None) -> None:
         super().__init__(f"training interrupted after {len(history)} complete epoch(s)")
         self.history = history
-        self.kind: type[KeyboardInterrupt] = type(cause) if cause is not None else KeyboardInterrupt
+        self.kind: type[KeyboardInterrupt] = (
+            Terminated if isinstance(cause, Terminated) else KeyboardInterrupt
+        )
+
+
+class _LastException(Callback):
+    """Keeps the exception that ended ``fit`` (Lightning calls ``on_exception`` in every
+    version, also where ``fit`` returns after Ctrl+C instead of exiting)."""
+
+    exception: BaseException | None = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:  # noqa: D102
+        self.exception = exception
 
 
 def _history(plan: CrossModalPlan) -> pd.DataFrame:

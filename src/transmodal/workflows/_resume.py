@@ -55,6 +55,13 @@ def resume_training(
     -------
     The model, trained. A checkpoint of a training that ended (all its epochs, or early
     stopping) is returned as it is loaded, with a warning.
+
+    Raises
+    ------
+    ValueError
+        If ``checkpoint_dir`` holds a saved model rather than a checkpoint, or ``data`` are
+        not the cells its training ran on (another run's checkpoint, e.g. of a job array's
+        task on other cells).
     """
     for key in ("pretrain_epochs", "checkpoint_dir"):
         if key in train_kwargs:
@@ -70,6 +77,12 @@ def resume_training(
         raise ValueError(
             f"{checkpoint_dir} holds a saved model, not a checkpoint of a training "
             "(train(checkpoint_dir=...)); train it further with model.train()"
+        )
+    if not getattr(model, "_training_cells", True):
+        raise ValueError(
+            f"{checkpoint_dir}: the data given are not the cells its training ran on (other "
+            "cells, or a subset of them): another run's checkpoint? Resume it with the data "
+            "it was trained on"
         )
     target = record["epochs_target"] if max_epochs is None else max_epochs
     if record.get("finished") and target == record["epochs_target"]:
