@@ -220,8 +220,9 @@ class TrainingMixin:
             first process). The checkpoint is the latest epoch's model, not the best one
             by the validation loss (scvi-tools' ``SaveCheckpoint`` keeps the best; here
             early stopping ends the training), with its latent statistics set as at
-            the end of a training, so that it can also be loaded and used as it is. A run that stops (a job pre-empted, a
-            machine lost) goes on from its last checkpoint with
+            the end of a training, so that it can also be loaded and used as it is. A
+            run that stops (a job pre-empted, a machine lost) goes on from its last
+            checkpoint with
             :func:`transmodal.workflows.resume_training` (CLI: ``transmodal train
             --resume``). The directory must be new, empty or hold a checkpoint of this
             model's training (refused otherwise, before training; checked again before
@@ -694,10 +695,11 @@ class TrainingMixin:
     def _fit(
         self, plan: Any, train_batches: EpochBatches, val_batches: EpochBatches | None,
         *, max_epochs: int, **trainer: Any,
-    ) -> tuple[pd.DataFrame, bool, BaseException | None]:
+    ) -> tuple[pd.DataFrame, type[KeyboardInterrupt] | None, BaseException | None]:
         """Run ``plan`` with Lightning; return the history of the epochs run, the class of
-        the interrupt that stopped it (Ctrl+C's ``KeyboardInterrupt``, or a subclass; else
-        ``None``) and the divergence error it ended with (the weights are those of the last
+        the interrupt that stopped it (``KeyboardInterrupt`` for Ctrl+C, the command line's
+        ``Terminated`` for SIGTERM; ``None`` if none did) and the divergence error it ended
+        with (the weights are those of the last
         finite epoch). Any other error, or an interrupt within the first epoch, leaves the
         weights as they were before; afterwards the module is float32 on the CPU,
         trainable (the anchor was frozen) and in evaluation mode."""
