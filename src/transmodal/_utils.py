@@ -675,6 +675,15 @@ def check_output_directory(
 
 
 @contextlib.contextmanager
+def no_mudata_notice() -> Iterator[None]:
+    """Without mudata 0.3's notice, on building or updating a MuData, of its defaults to
+    come in 0.4 (the global obs / var columns, which transmodal does not read)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*pull_on_update.*", category=FutureWarning)
+        yield
+
+
+@contextlib.contextmanager
 def atomic_file(
     path: str | os.PathLike, *, overwrite: bool = False, suffix: str = ""
 ) -> Iterator[Path]:

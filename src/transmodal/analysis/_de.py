@@ -199,12 +199,8 @@ def differential_expression(
         raise ValueError(f"pseudocount must be a number >= 0, got {pseudocount!r}")
     check_int(block_bytes, "block_bytes", minimum=1)
     X, names = get_matrix(adata, layer, "adata")
-    if not pd.Index(names).is_unique:  # the table is indexed, and markers flagged, by name
-        dup = pd.Index(names)[pd.Index(names).duplicated()][0]
-        raise ValueError(
-            f"adata: feature names are not unique (e.g. {dup!r}), and the result is indexed "
-            "by name; call adata.var_names_make_unique() first"
-        )
+    # the table is indexed, and markers flagged, by name
+    _check_unique_names(pd.Index(names), "adata", "adata.var_names_make_unique() first")
     labels = get_labels(adata, groupby, X.shape[0], "groupby", allow_missing=True)
     in_group = _select(labels, group, "group")
     if isinstance(reference, str) and reference == "rest":
@@ -401,12 +397,18 @@ def check_de_pair(pred: Any, obs: Any, column: str) -> None:
     for name, de in (("pred", pred), ("obs", obs)):
         if not isinstance(de, pd.DataFrame) or column not in de:
             raise ValueError(f"{name} must be a differential_expression DataFrame with column {column!r}")
-        if not de.index.is_unique:
-            dup = de.index[de.index.duplicated()][0]
-            raise ValueError(
-                f"{name}: feature names are not unique (e.g. {dup!r}); features are matched "
-                "by name — call var_names_make_unique() before differential_expression"
-            )
+        _check_unique_names(de.index, name,
+                            "var_names_make_unique() before differential_expression")
+
+
+def _check_unique_names(names: pd.Index, where: str, advice: str) -> None:
+    """``ValueError`` naming a repeated feature name of ``where`` (features are matched and
+    results indexed by name), with ``advice`` on what to call."""
+    if not names.is_unique:
+        raise ValueError(
+            f"{where}: feature names are not unique (e.g. {names[names.duplicated()][0]!r}); "
+            f"features are matched by name: call {advice}"
+        )
 
 
 def compare_differential(

@@ -9,7 +9,7 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from .._utils import (
     is_global_zero,
     names_are_numbers,
     jsonable,
+    no_mudata_notice,
 )
 from ._config import ConfigError, load_config
 
@@ -126,15 +127,6 @@ def _subset_mask(obs, obs_key: str, value: Any, where: str):
     return mask
 
 
-@contextlib.contextmanager
-def _no_mudata_notice() -> Iterator[None]:
-    """Without mudata 0.3's notice, on updating a subset MuData, of a change in 0.4 to the
-    global obs / var columns (which the model does not read)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r"From 0\.4 \.update\(\)")
-        yield
-
-
 # ------------------------------------------------------------------------------- train
 def cmd_train(
     config: str, out: str | None = None, overwrite: bool = False, resume: bool = False
@@ -191,14 +183,14 @@ def cmd_train(
                         "cells by its own", UserWarning, stacklevel=2,
                     )
                 mask = _subset_mask(data.obs, key, value, str(cfg.mudata))
-                with _no_mudata_notice():
+                with no_mudata_notice():
                     data = data[mask].copy()
             else:  # each modality by its own obs column, as with data:
                 for name in cfg.modalities:
                     mod = data.mod[name]
                     where = f"{cfg.mudata}: modality {name!r} (the MuData's obs has no {key!r})"
                     data.mod[name] = mod[_subset_mask(mod.obs, key, value, where)].copy()
-                with _no_mudata_notice():
+                with no_mudata_notice():
                     data.update()
 
     print(f"transmodal: training on {_describe(data, cfg.modalities)}", file=sys.stderr)
@@ -377,19 +369,12 @@ def _check_resumed_settings(cfg: Any, ckpt: Path) -> None:
     ``model:`` and ``modalities:`` settings: another run's checkpoint (the tasks of a job
     array sharing a checkpoint_dir) would otherwise be trained on, and saved, under this
     config's name."""
-    import inspect
-
     from ..data import Modality
-    from ..model import CrossModalAE
     from ..model._io import read_config
 
     saved = read_config(ckpt)
     init, mods = saved.get("init_params") or {}, saved.get("modalities") or {}
-    # the config's settings as a model saves them, its defaults spelt out (a key left out
-    # is the default)
-    defaults = {k: p.default for k, p in inspect.signature(CrossModalAE).parameters.items()
-                if p.default is not inspect.Parameter.empty}
-    given = CrossModalAE._check_params({**defaults, **cfg.model})
+    given = cfg.model_params  # (as the model saves them, defaults included)
     differ = [
         f"model: {key} {given[key]!r} (checkpoint: {value!r})"
         for key, value in init.items() if key in given and given[key] != value

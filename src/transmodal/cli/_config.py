@@ -259,6 +259,8 @@ class RunConfig:
     out: Path | None = None
     subset: dict[str, Any] | None = None
     runs: dict[str, Any] | None = None
+    # ``model`` as a model saves it (``init_params_``), defaults included (not written out)
+    model_params: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain representation (absolute paths) for writing next to the trained model."""
@@ -396,7 +398,7 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
     merged = {k: p.default for k, p in model_params.items()}
     merged.update(model)
     try:
-        CrossModalAE._check_params(merged)
+        model_saved = CrossModalAE._check_params(merged)
         check_prior(merged["prior"], list(modalities))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{f}: model: {err}") from None
@@ -475,6 +477,7 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         out=out,
         subset=subset,
         runs=runs,
+        model_params=model_saved,
     )
 
 

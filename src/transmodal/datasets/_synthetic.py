@@ -781,14 +781,11 @@ def synthetic(
 
         return {name: read_backed(Path(out) / f"{name}.h5ad") for name in cfg["modalities"]}
     if return_mudata:
-        import warnings
-
         from mudata import MuData
 
-        with warnings.catch_warnings():  # mudata 0.3's notice about its future defaults
-            warnings.filterwarnings(
-                "ignore", message=".*pull_on_update.*", category=FutureWarning
-            )
+        from .._utils import no_mudata_notice
+
+        with no_mudata_notice():
             return MuData(result)
     return result
 
