@@ -212,6 +212,21 @@ def test_embed_writes_all_files_or_none(workdir: Path, trained: Path, tmp_path: 
     assert main(["embed", "--model", str(trained), *_data_args(workdir), "--out", str(out)]) == 2
     assert "No space left" in capsys.readouterr().err
     assert written and not [p for p in out.rglob("*") if p.is_file()]
+    # another process writes the first output meanwhile: its file stays, and the output
+    # committed before that one failed is removed (not a partial set)
+    names = []
+
+    def other_writes_the_first(adata, latent, key, path):
+        write(adata, latent, key, path)
+        names.append(path)
+        if len(names) == 2:
+            (out / names[0].name.split(".")[1]).with_suffix(".h5ad").write_text("other")
+
+    monkeypatch.setattr(_commands, "_write_embedded", other_writes_the_first)
+    assert main(["embed", "--model", str(trained), *_data_args(workdir), "--out", str(out)]) == 2
+    assert "was written while this was" in capsys.readouterr().err
+    left = [p for p in out.rglob("*") if p.is_file()]
+    assert len(left) == 1 and left[0].read_text() == "other"
 
 
 def test_embed_copies_the_input_file_and_adds_the_embedding(workdir: Path, trained: Path,
@@ -511,7 +526,9 @@ def test_train_checkpoints_and_resume(workdir: Path, capsys):
     other = dict(cfg, subset={"obs_key": "split", "value": "test"}, out="ckpt_other")
     assert main(["train", "--config", str(_write_config(workdir / "o.yaml", other)),
                  "--resume"]) == 2
-    _assert_one_line_error(capsys, "not the cells its training ran on")
+    err = capsys.readouterr().err
+    assert "not the cells its training ran on" in err
+    assert "given to load()" not in err  # (no warning of a training that does not happen)
     # the checkpoints' directory is not the output's; several runs would each write it
     for inside in ("ckpt_model", "ckpt_model/ckpt"):
         bad = dict(cfg, train={**cfg["train"], "checkpoint_dir": inside})
@@ -797,6 +814,18 @@ def test_config_values_as_documented(workdir: Path, tmp_path: Path):
                             ("10", 10), ("0", 0), ("-3", -3), ("2.5", 2.5), (".5", 0.5)):
         path.write_text(text.replace("value: yes", f"value: {value}"))
         assert load_config(path).subset["value"] == expected, value
+    # run_config.yaml is written so that it reads back as it was: strings this loader or
+    # YAML 1.1 would read as numbers or booleans are quoted ("1e5" was read back as 1e5)
+    from transmodal.cli._config import _Loader, dump_config
+
+    values = {"a": "1e5", "b": "-.5", "c": "+.5", "d": "yes", "e": "010", "f": 1e-5,
+              "g": 10, "h": 0.5, "i": "1:30", "j": "true", "k": None, "l": [1, "2"]}
+    assert yaml.load(dump_config(values), Loader=_Loader) == values  # noqa: S506
+    assert yaml.safe_load(dump_config(values)) == values
+    path.write_text(text.replace("value: yes", "value: '1e5'"))
+    again = tmp_path / "again.yaml"
+    again.write_text(dump_config(load_config(path).to_dict()))
+    assert load_config(again).subset["value"] == "1e5"
 
 
 def test_mudata_subset_by_each_modality_obs(workdir: Path, tmp_path: Path, capsys):

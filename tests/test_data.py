@@ -327,6 +327,23 @@ def test_duplicated_var_names_warn(paired_data, specs):
         setup_data(paired_data, specs)
 
 
+def test_unused_feature_selection_warns(paired_data, specs):
+    """scanpy's var['highly_variable'] selects nothing (the model reads every feature): a
+    new model says so, once per modality that marks a strict subset; a trained model's
+    data, an all-True column or a column of another length stay silent."""
+    n = paired_data["rna"].n_vars
+    paired_data["rna"].var["highly_variable"] = np.arange(n) < 10
+    with pytest.warns(UserWarning, match=rf"'rna': var\['highly_variable'\] marks 10 of {n} "
+                      r"features, but the model reads every feature.*adata\[:, adata\.var"):
+        mods, _ = setup_data(paired_data, specs)
+    assert mods["rna"].source.n_vars == n
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        setup_data(paired_data, specs, trained=True)
+        paired_data["rna"].var["highly_variable"] = True
+        setup_data(paired_data, specs)
+
+
 def test_labels_key_missing_in_obs(paired_data, specs):
     del paired_data["atac"].obs["label"]  # the modality labels are transferred to
     mods, cats = setup_data(paired_data, specs, labels_key="label")
@@ -384,6 +401,23 @@ def test_numeric_classes_sort_by_value_and_none_strings_are_missing(paired_data,
     assert cats == ["1", "2", "10"]
     assert (mods["atac"].labels[:4] == -1).all()
     np.testing.assert_array_equal(mods["rna"].labels[:3], [1, 2, 0])
+
+
+def test_class_named_like_unlabelled_cells_warns(paired_data, specs):
+    """scANVI's "Unknown" marks unlabelled cells; here it would be a class: warned (as is
+    "NA" left a string)."""
+    atac = paired_data["atac"].obs
+    atac["label"] = atac["label"].astype(str)
+    atac.loc[atac.index[:5], "label"] = "Unknown"
+    atac.loc[atac.index[5:7], "label"] = "NA"
+    with pytest.warns(UserWarning, match=r"'label': 'NA', 'Unknown' are trained as classes.*"
+                      r"set those to NaN first \(obs\[key\] = obs\[key\]\.replace\(\['NA', "
+                      r"'Unknown'\], np\.nan\)\)"):
+        _, cats = setup_data(paired_data, specs, labels_key="label")
+    assert {"NA", "Unknown"} <= set(cats)
+    with warnings.catch_warnings():  # a trained model's categories: not again
+        warnings.simplefilter("error")
+        setup_data(paired_data, specs, labels_key="label", label_categories=cats)
 
 
 def test_labels_sharing_no_class_warn(paired_data, specs):

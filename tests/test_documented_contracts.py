@@ -1,7 +1,10 @@
 """Documented behaviours that no other test pinned down, one test each (found by mutation
 testing: each test fails when its behaviour is broken): the CLI's subset and runs settings,
 the metric directions of the evaluation workflows, posterior sampling, saved label order,
-baselines, image filters, the synthetic generator's pairs and labels.
+baselines, image filters, the synthetic generator's pairs and labels; the analyses on
+translated data (ROC, enrichment, cluster robustness), the input transform and its fitting,
+image augmentation, saved feature annotations, the consensus table, DCCA, optimal transport
+and the profile clustering.
 """
 from __future__ import annotations
 
@@ -14,8 +17,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from scipy import stats
+from sklearn.linear_model import LogisticRegression
 
 import transmodal as tm
+from transmodal.analysis import cluster_robustness, enrichment, read_gmt, translated_classifier_roc
 from transmodal.data import setup_data
 from transmodal.model._split import validation_masks
 
@@ -387,3 +393,433 @@ def test_save_load_keeps_the_order_of_numeric_label_classes(paired_data, make_mo
     np.testing.assert_array_equal(
         np.asarray(loaded.predict_labels("rna")), np.asarray(model.predict_labels("rna"))
     )
+
+
+# ============================================ mutation testing, fourth round
+def _roc_data(seed, n=120, n_classes=2, sep=3.0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % n_classes
+    x = rng.normal(size=(n, 8))
+    x[:, :n_classes] += sep * np.eye(n_classes)[y]
+    return x, np.array([f"t{c}" for c in y])
+
+
+# ----------------------------------------------------------------- ROC
+def test_roc_multiclass_leaves_classes_absent_from_translated_out():
+    """Docstring: per-class curves only for classes present among the translated cells;
+    the macro AUC leaves absent classes out."""
+    x, y = _roc_data(0, n_classes=3)
+    xt, yt = _roc_data(1, n_classes=3)
+    keep = yt != "t2"
+    res = translated_classifier_roc(x, y, xt[keep], yt[keep], classifier=LogisticRegression())
+    assert set(res.curves) == {"t0", "t1"}
+    assert np.isfinite(res.auc)
+    assert res.auc == pytest.approx(np.mean([res.curves[c].auc for c in ("t0", "t1")]))
+
+
+def test_roc_counts_train_and_test_cells_separately():
+    x, y = _roc_data(0, n=120)
+    xt, yt = _roc_data(1, n=60)
+    res = translated_classifier_roc(x, y, xt, yt, classifier=LogisticRegression())
+    assert (res.n_train, res.n_test) == (120, 60)
+    assert res.to_dict()["n_test"] == 60
+
+
+# ---------------------------------------------------------- enrichment
+def _sets():
+    universe = [f"G{i}" for i in range(100)]
+    sets = {"A": [f"G{i}" for i in range(10)] + ["X1", "X2"],  # 2 genes outside the universe
+            "B": [f"G{i}" for i in range(10, 40)],
+            "C": [f"G{i}" for i in range(40, 45)]}
+    markers = ["G3", "G1", "G2", "G11", "NOT_IN_U", "G1"]
+    return universe, sets, markers
+
+
+def test_enrichment_hand_computed_row():
+    """size = |S & U|, expected = |M| |S&U| / |U|, p = P(X >= overlap), markers outside U dropped,
+    genes in marker order."""
+    universe, sets, markers = _sets()
+    res = enrichment(markers, sets, universe=universe).set_index("set")
+    a = res.loc["A"]
+    n_m = 4  # G3, G1, G2, G11 (duplicates once, NOT_IN_U dropped)
+    assert a["size"] == 10 and a["overlap"] == 3
+    assert a["expected"] == pytest.approx(n_m * 10 / 100)
+    assert a["fold_enrichment"] == pytest.approx(3 / (n_m * 10 / 100))
+    assert a["pval"] == pytest.approx(stats.hypergeom.sf(2, 100, 10, n_m))
+    assert list(a["genes"]) == ["G3", "G1", "G2"]
+    assert res.attrs["n_markers"] == n_m and res.attrs["n_dropped"] == 1
+    assert res.attrs["n_universe"] == 100
+
+
+def test_enrichment_size_bounds_are_inclusive():
+    universe, sets, markers = _sets()
+    only = enrichment(markers, sets, universe=universe, min_size=10, max_size=10)
+    assert list(only["set"]) == ["A"]
+    assert set(enrichment(markers, sets, universe=universe, min_size=5, max_size=30)["set"]) == {"A", "B", "C"}
+
+
+def test_read_gmt_skips_description_and_keeps_duplicates_once(tmp_path):
+    p = tmp_path / "s.gmt"
+    p.write_text("S1\tsome description\tG1\tG2\tG1\t\tG3\n\nS2\thttp://x\tG4\n")
+    assert read_gmt(p) == {"S1": ["G1", "G2", "G3"], "S2": ["G4"]}
+
+
+# ---------------------------------------------------------- robustness
+def _blobs(n_per=40, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), n_per)
+    return 8.0 * np.eye(3, 2)[labels] + rng.normal(size=(3 * n_per, 2)), labels
+
+
+def test_cluster_robustness_ensemble_uses_each_method_s_own_labels():
+    """The gmm_k columns hold the Gaussian mixture's labels, not k-means'."""
+    from sklearn.mixture import GaussianMixture
+
+    x, _ = _blobs()
+    x = x * np.array([1.0, 6.0])  # anisotropic: k-means and a full-covariance GMM differ
+    res = cluster_robustness(x, k_range=[4], gmm_components=[1], knn=(10,), n_init=2,
+                             methods=("gmm",))
+    gm = GaussianMixture(4, n_init=2, random_state=0).fit(x)
+    np.testing.assert_array_equal(res.partitions["gmm_k4"].to_numpy(), gm.predict(x))
+
+
+def test_cluster_robustness_lifetime_ties_go_to_the_smaller_k():
+    """Docstring: 'Ties go to the smaller k'. Two nested k-means partitions (2 pairs of 2
+    tight blobs) give lifetimes 0.5 for k = 2 and k = 4 exactly."""
+    rng = np.random.default_rng(0)
+    centers = np.array([[0.0, 0.0], [10.0, 0.0], [1000.0, 0.0], [1010.0, 0.0]])
+    x = np.repeat(centers, 15, axis=0) + 0.01 * rng.normal(size=(60, 2))
+    res = cluster_robustness(x, k_range=[2, 4], methods=("kmeans",), knn=(10,),
+                             gmm_components=[1], n_init=2)
+    assert res.lifetimes[2] == pytest.approx(0.5) and res.lifetimes[4] == pytest.approx(0.5)
+    assert res.suggested_k == 2
+
+
+# ------------------------------------------------------------- inputs
+def test_roc_refuses_missing_labels():
+    """_inputs.get_labels: missing values are refused (no allow_missing here)."""
+    x, y = _roc_data(0)
+    xt, yt = _roc_data(1)
+    y = y.astype(object)
+    y[3] = None
+    with pytest.raises(ValueError, match="1 cells have no label"):
+        translated_classifier_roc(x, y, xt, yt, classifier=LogisticRegression())
+
+
+def test_cluster_robustness_refuses_non_finite_latent_with_its_own_message():
+    x, _ = _blobs()
+    x[5, 1] = np.nan
+    with pytest.raises(ValueError, match="latent holds NaN or infinite"):
+        cluster_robustness(x, k_range=[2, 3], knn=(10,), n_init=1)
+
+
+def test_roc_reads_the_named_layers():
+
+    x, y = _roc_data(0)
+    xt, yt = _roc_data(1)
+    rng = np.random.default_rng(5)
+    real = ad.AnnData(rng.normal(size=x.shape), layers={"signal": x})  # X: pure noise
+    trans = ad.AnnData(rng.normal(size=xt.shape), layers={"signal": xt})
+    res = translated_classifier_roc(real, y, trans, yt, layer_real="signal",
+                                    layer_translated="signal", classifier=LogisticRegression())
+    assert res.auc > 0.95
+
+
+# ------------------------------------------------------- preprocessing
+def _transform_fit(x, idx=None, **opts):
+    from transmodal.data import fit_preprocessing
+    from transmodal.data._source import MatrixSource
+    from transmodal.nn import InputTransform
+
+    o = tm.Modality("poisson", **opts).resolved()
+    t = InputTransform(x.shape[1], **o)
+    src = MatrixSource(x, name="m", where="X")
+    fit_preprocessing(t, src, np.arange(x.shape[0]) if idx is None else idx, seed=0)
+    return t
+
+
+def test_n_pca_up_to_min_of_training_cells_and_features_is_allowed():
+    """'n_pca exceeds min(n_train_cells, n_features)' is the error: equality is fine."""
+    x = np.random.default_rng(0).poisson(3.0, size=(30, 10)).astype(np.float32)
+    t = _transform_fit(x, idx=np.arange(8), n_pca=8)
+    assert t.n_input == 8
+
+
+def test_inverse_undoes_scaling_and_log1p():
+
+    x = np.random.default_rng(0).poisson(5.0, size=(40, 12)).astype(np.float32)
+    t = _transform_fit(x, normalize=True, log1p=True, scale=True)
+    assert float(t.std.min()) != 1.0 or float(t.mean.abs().max()) > 0  # really scaled
+    with torch.no_grad():
+        back = t.inverse(t.process(torch.from_numpy(x))).numpy()
+    lib = float(t.target_sum)
+    np.testing.assert_allclose(back, x / x.sum(1, keepdims=True) * lib, rtol=1e-4, atol=1e-4)
+
+
+def test_scaling_of_a_feature_in_tiny_units():
+    """_preprocess: constancy judged relative to the magnitude (x * 1e-7 is scaled)."""
+    from transmodal.data import fit_preprocessing
+    from transmodal.data._source import MatrixSource
+    from transmodal.nn import InputTransform
+
+    x = (np.random.default_rng(0).normal(size=(60, 3)) * np.array([1.0, 1e-7, 1.0])).astype(np.float32)
+    t = InputTransform(3, **tm.Modality("gaussian").resolved())
+    fit_preprocessing(t, MatrixSource(x, name="m", where="X"), np.arange(60))
+    assert float(t.std[1]) == pytest.approx(float(x[:, 1].std()), rel=1e-3)
+
+
+def test_all_zero_cell_is_processed_to_finite_values():
+    """Library normalisation of an all-zero cell (library 0) must not divide by zero."""
+    x = np.random.default_rng(0).poisson(5.0, size=(40, 12)).astype(np.float32)
+    t = _transform_fit(x, normalize=True, log1p=True, scale=True)
+    with torch.no_grad():
+        p = t.process(torch.zeros(2, 12))
+    assert torch.isfinite(p).all()
+
+
+def test_pca_input_is_centred_without_scaling():
+    """n_pca without scale: the encoder sees principal components (centred projections),
+    the same as sklearn's PCA.transform of the processed data."""
+
+    x = np.random.default_rng(0).poisson(5.0, size=(60, 12)).astype(np.float32)
+    t = _transform_fit(x, normalize=True, log1p=True, scale=False, n_pca=3)
+    with torch.no_grad():
+        enc = t.encoder_input(t.process(torch.from_numpy(x))).numpy()
+    np.testing.assert_allclose(enc.mean(0), 0.0, atol=1e-4)
+
+
+def test_inverse_gives_non_negative_normalised_values():
+    """inverse() returns normalised (count-like) units: never negative, even for decoded
+    values below the log1p of 0."""
+
+    x = np.random.default_rng(0).poisson(5.0, size=(40, 12)).astype(np.float32)
+    t = _transform_fit(x, normalize=True, log1p=True, scale=True)
+    with torch.no_grad():
+        back = t.inverse(torch.full((2, 12), -50.0))
+    assert (back >= 0).all()
+
+
+def test_library_counts_unmeasured_entries_as_zero():
+    """InputTransform.library: row sums of the raw data; unmeasured (NaN) entries count 0."""
+    from transmodal.nn import InputTransform
+
+    t = InputTransform(4, normalize=True, log1p=False, scale=False, missing=True)
+    x = torch.tensor([[1.0, float("nan"), 3.0, 4.0], [2.0, 2.0, 2.0, 2.0]])
+    torch.testing.assert_close(t.library(x), torch.tensor([8.0, 8.0]))
+    p = t.process(x)  # the measured entries of the first cell keep their normalised values
+    torch.testing.assert_close(p[0, [0, 2, 3]], torch.tensor([1.0, 3.0, 4.0]) / 8.0)
+
+
+# ------------------------------------------------------------------ conv
+def _views_seen(shape, n=400):
+    from transmodal.nn._conv import random_dihedral
+
+    torch.manual_seed(0)
+    one = torch.arange(int(np.prod(shape)), dtype=torch.float32)
+    y = random_dihedral(one.repeat(n, 1), shape)
+    return {tuple(r.tolist()) for r in y}
+
+
+def test_random_dihedral_draws_every_element_of_the_group():
+    """Square images: flips of every spatial axis and 90-degree rotations: all 8 elements
+    of the dihedral group; non-square: all 4 flips; z-stacks: the z flip too."""
+    assert len(_views_seen((1, 3, 3))) == 8
+    assert len(_views_seen((1, 2, 3))) == 4
+    assert len(_views_seen((1, 2, 3, 3))) == 16
+
+
+# ------------------------------------------------------------------- var
+def test_encode_var_leaves_out_nullable_integers_beyond_2_53_and_round_trips_the_rest():
+    from transmodal.model._var import decode_var, encode_var
+
+    var = pd.DataFrame({
+        "big": pd.array([2**60 + 1, None, 3], dtype="Int64"),
+        "small": pd.array([1, None, 3], dtype="Int64"),
+        "level": pd.Categorical(["b", "a", "b"], categories=["b", "a"], ordered=True),
+    }, index=["f0", "f1", "f2"])
+    meta, tensors = encode_var(var, "v")
+    assert [m["name"] for m in meta] == ["small", "level"]
+    back = decode_var(meta, tensors, "v", list(var.index), "var")
+    pd.testing.assert_frame_equal(back, var.drop(columns="big"), check_index_type=False)
+
+
+# ------------------------------------------------------------- baselines
+def test_dcca_last_small_batch_is_merged_into_the_previous():
+    """DCCA: a last batch smaller than max(batch_size // 2, 2 * n_components) is merged."""
+    from transmodal.baselines._dcca import _batches
+
+    sizes = [len(b) for b in _batches(np.arange(10), 4, 3)]
+    assert sizes == [4, 6]
+    assert [len(b) for b in _batches(np.arange(11), 4, 3)] == [4, 4, 3]
+
+
+def test_ot_geodesic_of_disconnected_graph_uses_largest_finite_distance():
+    """Pairs in different connected components get the largest finite distance; then all
+    is divided by the maximum (so the largest within-component distance is 1 too)."""
+    from transmodal.baselines import GromovWassersteinOT
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(20, 2))
+    feat = np.vstack([a, a + 1000.0])  # two components of a 3-NN graph
+    ot_ = GromovWassersteinOT(n_neighbors=3)
+    d = ot_._geodesic(feat)
+    assert np.isfinite(d).all() and d.max() == pytest.approx(1.0)
+    assert d[:20, :20].max() == pytest.approx(1.0)
+    np.testing.assert_allclose(d[:20, 20:], 1.0)
+
+
+def test_ot_solver_refuses_a_coupling_without_unit_mass(monkeypatch):
+    """_solve: a total mass other than 1 is a numerical failure (epsilon doubled)."""
+    import ot
+
+    from transmodal.baselines import GromovWassersteinOT
+
+    calls = []
+
+    def fake(cx, cy, p, q, **kw):
+        calls.append(kw["epsilon"])
+        t = np.outer(p, q)
+        return (t * 0.5 if len(calls) == 1 else t), {"gw_dist": 0.0}
+
+    monkeypatch.setattr(ot.gromov, "entropic_gromov_wasserstein", fake)
+    m = GromovWassersteinOT(epsilon=1e-2, n_retries=2)
+    c, eps, _ = m._solve(np.zeros((4, 4)), np.zeros((5, 5)))
+    assert calls == [1e-2, 2e-2] and eps == 2e-2
+    assert c.sum() == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------ image clusters
+def test_cluster_profiles_default_cut_is_the_paper_height():
+    """No n_clusters / height: cut at the largest merge height / 1.3 (Yang et al. 2021)."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from sklearn.metrics import adjusted_rand_score
+
+
+    x = np.random.default_rng(1).random((40, 8))
+    xc = x[np.lexsort(x.T[::-1])]  # the canonical order the function uses
+    tree = linkage(tm.images.spearman_distance(xc, condensed=True), "complete")
+    expected = fcluster(tree, tree[:, 2].max() / 1.3, "distance")
+    got = tm.images.cluster_profiles(xc, tie_break=None)
+    assert len(set(got)) == len(set(expected))
+    assert adjusted_rand_score(expected, got) == 1
+
+
+def test_cluster_stability_subsamples_the_given_fraction_and_resolves_ties_plainly(monkeypatch):
+    """subsample: a random subset of `fraction` of the rows; tie_order: no tie break."""
+    from transmodal.images import _cluster
+
+    rng = np.random.default_rng(0)
+    x = rng.random((30, 6))
+    sizes, tie_breaks = [], []
+    real_profiles, real_cut = _cluster.cluster_profiles, _cluster._cut
+
+    def profiles(p, **kw):
+        sizes.append(len(p))
+        return real_profiles(p, **kw)
+
+    def cut(p, n_clusters, height, tie_break):
+        tie_breaks.append(tie_break)
+        return real_cut(p, n_clusters, height, tie_break)
+
+    monkeypatch.setattr(_cluster, "cluster_profiles", profiles)
+    monkeypatch.setattr(_cluster, "_cut", cut)
+    tm.images.cluster_stability(x, n_clusters=2, n_resamples=2, fraction=0.5)
+    assert 15 in sizes
+    assert None in tie_breaks and "pearson" in tie_breaks
+
+
+# ----------------------------------------------------------------- checks
+def test_check_seed_and_prior_bounds():
+    from transmodal.model._checks import check_number, check_prior, check_seed
+
+    check_seed(2**63 - 1)
+    with pytest.raises(ValueError, match=r"\[0, 2\*\*63\)"):
+        check_seed(2**63)
+    with pytest.raises(ValueError, match="anchor modality 'protein' is not one of"):
+        check_prior("anchor:protein", ["rna", "atac"])
+    assert check_prior("anchor:rna", ["rna", "atac"]) == "rna"
+    with pytest.raises(ValueError, match="> 0"):
+        check_number("lr", 0.0, strict=True)
+
+
+def test_ot_project_x_with_unequal_cell_numbers_averages_x_by_columns():
+    """project='x': y_aligned = (T / T.sum(0)).T @ x_features, each y cell a weighted mean of
+    x cells (checked where n_x != n_y, so row and column sums differ)."""
+    from transmodal.baselines import GromovWassersteinOT
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 4)), rng.normal(size=(50, 4))
+    m = GromovWassersteinOT(n_neighbors=5, n_components=None, epsilon=5e-2, max_iter=30,
+                            project="x").fit(x, y)
+    t = m.coupling_
+    np.testing.assert_allclose(m.y_aligned_, (t / t.sum(0, keepdims=True)).T @ m.x_features_)
+
+
+def test_ot_scale_standardises_each_feature():
+    from transmodal.baselines import GromovWassersteinOT
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 3)) * np.array([1.0, 100.0, 0.01])
+    m = GromovWassersteinOT(n_neighbors=5, n_components=None, epsilon=5e-2, max_iter=10).fit(x, x)
+    np.testing.assert_allclose(m.x_features_.std(0), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(m.x_features_.mean(0), 0.0, atol=1e-9)
+
+
+def test_dcca_loss_is_shift_invariant():
+    """Canonical correlations do not change when a constant is added to an output."""
+    from transmodal.baselines._dcca import dcca_loss
+
+    g = torch.Generator().manual_seed(0)
+    h1, h2 = torch.randn(50, 3, generator=g), torch.randn(50, 3, generator=g)
+    h2 = h2 + 0.5 * h1
+    torch.testing.assert_close(dcca_loss(h1 + 5.0, h2 - 3.0), dcca_loss(h1, h2))
+
+
+def test_dcca_history_is_weighted_by_batch_size(monkeypatch):
+    """history_['loss']: mean minibatch loss weighted by batch size."""
+    from transmodal.baselines import DCCA, _dcca
+
+    real = _dcca.dcca_loss
+    monkeypatch.setattr(_dcca, "dcca_loss",
+                        lambda h1, h2, *a: real(h1, h2, *a) * 0.0 - float(h1.shape[0]))
+    rng = np.random.default_rng(0)
+    x, y = rng.poisson(3.0, size=(60, 6)).astype(float), rng.poisson(3.0, size=(60, 5)).astype(float)
+    m = DCCA(n_components=2, hidden=(4,), batch_size=25, max_epochs=1, n_pca=None).fit(x, y)
+    # batches of 25 and 25 + 10 (the last one, < max(25 // 2, 4), is merged)
+    assert m.history_["loss"][0] == pytest.approx(-(25 * 25 + 35 * 35) / 60)
+
+
+def test_cluster_profiles_cluster_one_is_the_largest():
+
+    rng = np.random.default_rng(0)
+    base = np.linspace(1, 0.3, 10)
+    x = np.vstack([base + 0.01 * rng.random((8, 10)), base[::-1] + 0.01 * rng.random((20, 10))])
+    labels = tm.images.cluster_profiles(x, n_clusters=2)
+    assert (labels == 1).sum() == 20 and (labels == 2).sum() == 8
+
+
+def test_cluster_profiles_tie_break_does_not_depend_on_units():
+    """The tie break adds 1e-6 * second / max(second): cut heights shift by at most 1e-6,
+    whatever the profiles' units."""
+
+    rng = np.random.default_rng(0)
+    x = rng.random((30, 8))
+    for tb in ("euclidean", "pearson"):
+        a = tm.images.cluster_profiles(x, height=0.5, tie_break=tb)
+        b = tm.images.cluster_profiles(x * 1e9, height=0.5, tie_break=tb)
+        np.testing.assert_array_equal(a, b)
+        assert len(set(a)) < 30
+
+
+def test_train_consensus_table_names_both_runs_seeds(paired_data, make_model):
+
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore")
+        run = tm.workflows.train_consensus(lambda s: make_model(paired_data, seed=s),
+                                           seeds=(7, 8, 9), k=10, max_epochs=1, batch_size=32,
+                                           progress_bar=False)
+    t = run.agreement
+    seeds = (7, 8, 9)
+    assert list(t["seed_a"]) == [seeds[i] for i in t["run_a"]]
+    assert list(t["seed_b"]) == [seeds[i] for i in t["run_b"]]
+    assert (t["seed_a"] != t["seed_b"]).all()

@@ -1073,6 +1073,14 @@ def test_checkpoints_resume_a_stopped_training(paired_data, make_model, train, t
     np.testing.assert_array_equal(last.get_latent_representation("rna"),
                                   stopped.get_latent_representation("rna"))
     assert stopped.mixing_accuracy_ is None and stopped.disc_accuracy_ is None
+    # other cells are refused, without load()'s warning that their pairs are dropped for a
+    # further training (none follows)
+    subset = {k: a[:40].copy() for k, a in paired_data.items()}
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="not the cells its training ran on"):
+            tm.workflows.resume_training(ckpt, subset)
+    assert not any("are dropped" in str(w.message) for w in told)
 
 
 def test_a_checkpoint_that_cannot_be_written_does_not_end_the_training(
@@ -1095,13 +1103,15 @@ def test_a_checkpoint_that_cannot_be_written_does_not_end_the_training(
             other.save(path, overwrite=True)
 
     monkeypatch.setattr(_training.TrainingMixin, "_save_checkpoint", meanwhile)
-    with pytest.warns(UserWarning, match=r"(?s)after epoch 2 could not be written.*another "
-                      "run's checkpoint.*goes on without checkpoints") as record:
+    with pytest.warns(UserWarning, match=r"after epoch 2 could not be written \(checkpoint_dir "
+                      r".* now holds a saved model \(3 epochs\) of another training \(another "
+                      r"run writing there.*which is kept\); the training goes on without "
+                      "checkpoints") as record:
         model = train(make_model(paired_data, seed=0), max_epochs=4, early_stopping=False,
                       checkpoint_dir=ckpt, checkpoint_every=1)
     assert len(model.history) == 4 and calls == [1]
-    assert any("could not be written" in str(w.message) and "epochs done" in str(w.message)
-               for w in record)  # (the last checkpoint, at the end, is not written either)
+    # said once: the last checkpoint, at the end, is not tried (checkpoints have ended)
+    assert sum("could not be written" in str(w.message) for w in record) == 1
     kept = tm.CrossModalAE.load(ckpt)
     assert kept.init_params_["seed"] == 1 and len(kept.history) == 3
     # a directory that cannot be written any more
@@ -1112,10 +1122,17 @@ def test_a_checkpoint_that_cannot_be_written_does_not_end_the_training(
 
     with monkeypatch.context() as mp:
         mp.setattr("transmodal.model._io.save_model", unwritable)
-        with pytest.warns(UserWarning, match="after epoch 1 could not be written"):
+        with pytest.warns(UserWarning, match="after epoch 1 could not be written") as record:
             model = train(make_model(paired_data, seed=2), max_epochs=3, early_stopping=False,
                           checkpoint_dir=tmp_path / "c2", checkpoint_every=1)
     assert len(model.history) == 3
+    assert sum("could not be written" in str(w.message) for w in record) == 1
+    # a final checkpoint that cannot be written is told as such
+    with monkeypatch.context() as mp:
+        mp.setattr("transmodal.model._io.save_model", unwritable)
+        with pytest.warns(UserWarning, match="the final checkpoint could not be written to"):
+            train(make_model(paired_data, seed=2), max_epochs=2, early_stopping=False,
+                  checkpoint_dir=tmp_path / "c3", checkpoint_every=5)
 
 
 def test_checkpoint_dir_holding_another_training_is_refused(paired_data, make_model, train,

@@ -531,6 +531,27 @@ def test_mixing_accuracy_is_balanced_for_unequal_sizes():
     assert mixing_accuracy(x, y) < 0.65  # plain accuracy would be about 0.9
 
 
+def test_mixing_accuracy_knn_sees_clouds_the_linear_classifier_cannot():
+    """Two clouds with the same mean and variance (as transmodal's standardised latents),
+    clusters in other places: the linear classifier reads them as mixed, the k-NN one as
+    apart; one distribution reads as mixed for both (also with unequal sizes)."""
+    rng = np.random.default_rng(0)
+    shift = np.zeros(4)
+    shift[:2] = 2.0
+    x = np.concatenate([rng.normal(-2, 0.3, (150, 4)), rng.normal(2, 0.3, (150, 4))])
+    flip = shift * np.array([1, -1, 0, 0])
+    y = np.concatenate([rng.normal(0, 0.3, (150, 4)) + flip, rng.normal(0, 0.3, (150, 4)) - flip])
+    assert mixing_accuracy(x, y) < 0.6
+    assert mixing_accuracy(x, y, classifier="knn") > 0.95
+    same = rng.normal(size=(900, 4)), rng.normal(size=(100, 4))
+    assert mixing_accuracy(*same, classifier="knn", n_neighbors=5) < 0.6
+    assert mixing_accuracy(x[:6], y[:6], classifier="knn") >= 0.5  # k above a fold's cells
+    with pytest.raises(ValueError, match="classifier must be 'linear' or 'knn'; got 'rf'"):
+        mixing_accuracy(x, y, classifier="rf")
+    with pytest.raises(ValueError, match="n_neighbors must be a positive integer; got 0"):
+        mixing_accuracy(x, y, classifier="knn", n_neighbors=0)
+
+
 def test_label_transfer_both_keeps_the_directions_apart():
     rng = np.random.default_rng(0)
     centers = np.array([[0, 0], [20, 0], [0, 20]], dtype=float)

@@ -511,6 +511,14 @@ def test_default_anchor_fraction_warns_that_known_pairs_go_unused(half_paired_da
         unpaired = {k: a.copy() for k, a in half_paired_data.items()}
         unpaired["atac"].obs_names = [f"x{i}" for i in range(unpaired["atac"].n_obs)]
         make_model(unpaired)  # nothing to use
+    # a few equal names (barcodes of two runs meeting by chance) are not advised as pairs
+    names = list(unpaired["atac"].obs_names)
+    names[:2] = unpaired["rna"].obs_names[:2]
+    unpaired["atac"].obs_names = names
+    with pytest.warns(UserWarning, match=r"few shared cell names: 'rna' and 'atac' share \d "
+                      r"of \d+ training cells' names. Barcodes of separate runs") as rec:
+        make_model(unpaired)
+    assert not any("known pairs unused" in str(w.message) for w in rec)
 
 
 def test_row_number_cell_names_are_not_advised_as_pairs(paired_data, make_model):
@@ -1495,6 +1503,17 @@ def test_translate_library_size_must_be_positive(paired_data, make_model, librar
         model.translate(source="atac", target="rna", library_size=library_size)
 
 
+def test_translate_library_size_per_cell_is_refused_briefly(paired_data, make_model):
+    """scGLUE's per-cell target_libsize: refused in a message of its own size, with the
+    way to get it (not the whole array)."""
+    model = make_model(paired_data)
+    sizes = np.full(paired_data["atac"].n_obs, 1e4)
+    with pytest.raises(ValueError) as err:
+        model.translate(source="atac", target="rna", library_size=sizes)
+    assert str(err.value).startswith("library_size must be one number") and len(str(err.value)) < 300
+    assert f"got ndarray of shape ({len(sizes)},); for one per cell, scale the rows" in str(err.value)
+
+
 # ------------------------------------------------------------------ conditioning must not leak
 def _with_marker(data, seed=0):
     rng = np.random.default_rng(seed)
@@ -2068,9 +2087,30 @@ def test_scvi_tools_spellings_name_the_transmodal_argument(paired_data, make_mod
         (lambda: make_model(paired_data, gene_likelihood="nb"),
          r"'gene_likelihood'; the likelihood is each modality's: Modality\('nb'\)"),
     ]
+    # scGLUE's spellings: the counterpart, not the nearest name (lam_align is no lam_latent)
+    cases += [
+        (lambda: model.train(lam_align=0.05), r"'lam_align'; .* lam_adv= .* lam_mmd="),
+        (lambda: model.train(lam_kl=1.0), r"'lam_kl'; the KL weight .* is beta="),
+        (lambda: model.train(lam_data=1.0), r"'lam_data'; the reconstruction has weight 1"),
+        (lambda: model.train(align_burnin=5), r"'align_burnin'; .* adv_warmup_epochs="),
+        (lambda: model.train(reduce_lr_patience=5), r"'reduce_lr_patience'; .*\(no scheduler\)"),
+        (lambda: model.translate(paired_data["rna"], source="rna", target="atac",
+                                 target_libsize=1e4), r"'target_libsize'; .* library_size="),
+        (lambda: make_model(paired_data, random_seed=0), r"'random_seed'; the seed is seed="),
+        (lambda: make_model(paired_data, use_cell_type="cell_type"),
+         r"'use_cell_type'; .* labels_key="),
+        (lambda: make_model(paired_data, use_highly_variable=True),
+         r"'use_highly_variable'; .* subset the AnnData first"),
+        (lambda: model.train(anchor_temp=0.2), r"did you mean anchor_temperature=\?"),
+    ]
     for call, message in cases:
         with pytest.raises(TypeError, match=message):
             call()
+    # no suggestion of a merely similar name
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'lam_graph'; there is no"):
+        model.train(lam_graph=0.02)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'lam_foo'$"):
+        model.train(lam_foo=1)
     assert not (tmp_path / "m").exists()
     assert list(inspect.signature(tm.CrossModalAE.train).parameters)[:2] == ["self", "max_epochs"]
     assert list(inspect.signature(tm.CrossModalAE.load).parameters)[:2] == ["path", "data"]

@@ -98,7 +98,9 @@ def test_figures_are_shown_as_scanpy_shows_them(tmp_path, monkeypatch):
         fig = call(show=False)
         assert fig is not None and shown == [shown[0]], name
         assert call(path=tmp_path / f"{name}.png") is None and len(shown) == 1, name
+        open_before = plt.get_fignums()
         assert call(path=tmp_path / f"{name}2.png", show=True) is None and len(shown) == 2, name
+        assert plt.get_fignums() == open_before, name  # written and shown: closed
         assert (tmp_path / f"{name}2.png").read_bytes()[:4] == b"\x89PNG", name
         with pytest.raises(TypeError, match="show must be True, False or None"):
             call(show="no")

@@ -321,9 +321,12 @@ def test_conditional_discriminator_links_a_modality_half_unlabelled(paired_data,
 
 def test_an_interrupt_of_the_callers_own_class_is_raised_as_a_keyboard_interrupt(
         paired_data, make_model, monkeypatch):
-    """Only the command line's SIGTERM (Terminated) keeps its class through a stopped
-    training; another KeyboardInterrupt subclass (whose constructor may take no message)
-    comes back as KeyboardInterrupt with the epochs done, not as a TypeError."""
+    """SIGTERM comes back as Terminated, the command line's (its own class) or
+    Lightning's in a script (SIGTERMException, a SystemExit); another KeyboardInterrupt
+    subclass (whose constructor may take no message) comes back as KeyboardInterrupt with
+    the epochs done, not as a TypeError."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from transmodal._interrupts import Terminated
     from transmodal.train._plan import CrossModalPlan
 
@@ -332,7 +335,8 @@ def test_an_interrupt_of_the_callers_own_class_is_raised_as_a_keyboard_interrupt
             super().__init__()
 
     plan_end = CrossModalPlan.on_train_epoch_end
-    for raised, expected in ((Mine, KeyboardInterrupt), (Terminated, Terminated)):
+    for raised, expected in ((Mine, KeyboardInterrupt), (Terminated, Terminated),
+                             (SIGTERMException, Terminated)):
         def stop(self, raised=raised):
             plan_end(self)
             raise raised()
@@ -340,7 +344,8 @@ def test_an_interrupt_of_the_callers_own_class_is_raised_as_a_keyboard_interrupt
         model = make_model(paired_data, seed=0)
         with monkeypatch.context() as mp:
             mp.setattr(CrossModalPlan, "on_train_epoch_end", stop)
-            with pytest.raises(KeyboardInterrupt, match="interrupted after 1 complete") as err:
+            with pytest.raises(KeyboardInterrupt, match="after 1 complete") as err:
                 _quiet_train(model, max_epochs=3)
         assert type(err.value) is expected and len(model.history) == 1
+        assert ("terminated (SIGTERM)" in str(err.value)) is (expected is Terminated)
 

@@ -92,6 +92,22 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
         "latent_distribution": "the latent is deterministic; variational=True gives "
                                "Gaussian posteriors, a VAE (train(beta=) weighs its KL "
                                "term)",
+        # scGLUE's (configure_dataset / init_kws)
+        "latent_dim": "the latent dimensions are n_latent=",
+        "h_dim": "the hidden layers' widths are hidden=, e.g. hidden=(256, 256)",
+        "h_depth": "the hidden layers are hidden=, one width per layer, e.g. hidden=(256, "
+                   "256)",
+        "random_seed": "the seed is seed=",
+        "use_cell_type": "the shared label column is labels_key=",
+        "use_batch": "batches are each modality's: Modality(..., batch_key=)",
+        "use_layer": "the layer is each modality's: Modality(..., layer=)",
+        "prob_model": "the likelihood is each modality's: Modality('nb'), Modality("
+                      "'bernoulli'), ...",
+        "use_highly_variable": "the model uses every feature of the matrix: subset the "
+                               "AnnData first (adata[:, adata.var['highly_variable']])",
+        "use_rep": "an encoder on principal components is Modality(..., n_pca=50) (fitted "
+                   "on the training cells); Modality(obsm_key='X_lsi') makes the "
+                   "embedding the modality itself",
     },
     "train": {
         "learning_rate": "the learning rate is lr=",
@@ -114,6 +130,21 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
                              "CrossModalAE(..., seed=)",
         "enable_progress_bar": "the progress bar is progress_bar=",
         "check_val_every_n_epoch": "validation cells are scored every epoch",
+        # scGLUE's (compile_kws / fit_kws)
+        "lam_align": "the weights of the alignment are lam_adv= (adversarial) and "
+                     "lam_mmd= (kernel MMD)",
+        "lam_kl": "the KL weight of a variational model is beta=",
+        "lam_sup": "the latent classifier's weight is lam_cls= (labels: CrossModalAE(..., "
+                   "labels_key=))",
+        "lam_data": "the reconstruction has weight 1; the other terms are weighed against "
+                    "it (lam_adv=, lam_mmd=, lam_cls=, lam_anchor=)",
+        "lam_graph": "there is no feature guidance graph",
+        "align_burnin": "the epochs before the adversarial term starts are "
+                        "adv_warmup_epochs=",
+        "directory": "checkpoints are written to checkpoint_dir=",
+        "random_seed": "the seed is seed=",
+        "reduce_lr_patience": "the learning rate is constant (no scheduler); the epochs "
+                              "without improvement before early stopping are patience=",
     },
     "get_latent_representation": {
         "*modality": _MODALITY_FIRST.format(method="get_latent_representation"),
@@ -125,6 +156,8 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
         "*target": "name the modalities: model.translate(adata, source='rna', target='atac')",
         "*positional": "source and target are named: model.translate(adata, source='rna', "
                        "target='atac')",
+        "target_libsize": "the library size of translated counts is library_size= (one "
+                          "number; for one per cell, scale the result's rows)",
     },
     "save": {
         "save_anndata": "the data are not saved with the model: load(path, data) takes them "
@@ -166,7 +199,10 @@ def argument_hints(func: Callable) -> Callable:
                 hint = hints.get(name)
                 if hint is None:  # a misspelt keyword
                     params = [p for p in sig.parameters if p not in ("self", "cls")]
-                    near = difflib.get_close_matches(name, params, 1)
+                    # (close spellings only: lam_align is not lam_latent, lam_kl not lam_cls)
+                    near = difflib.get_close_matches(name, params, 1, cutoff=0.8) or [
+                        p for p in params if len(name) >= 4 and p.startswith(name)]
+                    near = near if len(near) == 1 else None  # (one abbreviated, or none)
                     hint = f"did you mean {near[0]}=?" if near else None
             else:
                 text, quoted = str(err), re.search(r"missing .*'([^']+)'", str(err))

@@ -9,7 +9,7 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from .._utils import (
     jsonable,
     no_mudata_notice,
 )
-from ._config import ConfigError, load_config
+from ._config import ConfigError, dump_config, load_config
 
 OBSM_KEY = "X_transmodal"
 # files ``train`` writes into its output directory besides the saved model (or ensemble)
@@ -133,8 +133,6 @@ def cmd_train(
 ) -> int:
     """``transmodal train``: validate config, read data, train (or, ``resume``, go on from
     the last checkpoint of ``train: checkpoint_dir``), save the model + history."""
-    import yaml
-
     # (paths: "~" expanded, as the shell does not in --opt=~/x)
     cfg = load_config(os.path.expanduser(config))  # everything checked before data are read
     out_dir = Path(out).expanduser() if out is not None else cfg.out
@@ -241,7 +239,7 @@ def cmd_train(
             (tmp / "agreement.csv").write_text(agreement.to_csv(index=False))
         # the directory the model was written to (--out overrides the config's out)
         run_config = {**cfg.to_dict(), "out": str(out_dir.resolve())}
-        (tmp / "run_config.yaml").write_text(yaml.safe_dump(run_config, sort_keys=False))
+        (tmp / "run_config.yaml").write_text(dump_config(run_config))
     print(f"transmodal: {done}; model saved to {out_dir}", file=sys.stderr)
     return 0
 
@@ -517,15 +515,31 @@ def cmd_embed(
     # no partial set of outputs behind
     latents = {name: m.get_latent_representation(name, adatas[name]) for name in targets}
     # every file written under a temporary name, and all renamed once all are written: a
-    # failed write (a full disk) leaves none of them
-    with contextlib.ExitStack() as stack:
-        for name, path in targets.items():
-            tmp = stack.enter_context(atomic_file(path, overwrite=overwrite, suffix=".h5ad"))
-            _write_embedded(adatas[name], latents[name], key, tmp)
+    # failed write (a full disk) leaves none of them, nor does a failed commit of one (a
+    # file another process wrote meanwhile) leave the new files committed before it
+    done: list[Path] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            for name, path in targets.items():
+                tmp = stack.enter_context(_committed(path, overwrite, done))
+                _write_embedded(adatas[name], latents[name], key, tmp)
+    except BaseException:
+        if not overwrite:  # (new files, this call's)
+            for path in done:
+                path.unlink(missing_ok=True)
+        raise
     for name, path in targets.items():
         print(f"transmodal: {name}: {adatas[name].n_obs} cells embedded (obsm[{key!r}]) -> "
               f"{path}", file=sys.stderr)
     return 0
+
+
+@contextlib.contextmanager
+def _committed(path: Path, overwrite: bool, done: list[Path]) -> Iterator[Path]:
+    """:func:`atomic_file` of an ``.h5ad``, noting ``path`` in ``done`` once it is in place."""
+    with atomic_file(path, overwrite=overwrite, suffix=".h5ad") as tmp:
+        yield tmp
+    done.append(path)
 
 
 def _write_embedded(adata: Any, latent: Any, key: str, path: Path) -> None:

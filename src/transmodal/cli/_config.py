@@ -14,6 +14,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
@@ -65,6 +66,24 @@ _Loader.add_implicit_resolver(
     ),
     list("-+0123456789."),
 )
+
+
+class _Dumper(yaml.SafeDumper):
+    """Safe YAML dumper whose output :class:`_Loader` reads back as it was: a string that
+    it (``"1e5"``, ``"-.5"``) or YAML 1.1 (``"yes"``, ``"010"``) would read as another
+    type is quoted."""
+
+
+_Dumper.yaml_implicit_resolvers = {
+    first: [*resolvers] for first, resolvers in yaml.SafeDumper.yaml_implicit_resolvers.items()
+}
+for _first, _resolvers in _Loader.yaml_implicit_resolvers.items():
+    _Dumper.yaml_implicit_resolvers.setdefault(_first, []).extend(_resolvers)
+
+
+def dump_config(data: Mapping[str, Any]) -> str:
+    """``data`` as YAML that :func:`load_config` reads back as it is (keys in order)."""
+    return yaml.dump(dict(data), Dumper=_Dumper, sort_keys=False)
 
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:

@@ -520,6 +520,8 @@ def setup_data(
                 "are named by them — call adata.var_names_make_unique()",
                 UserWarning, stacklevel=user_stacklevel(),
             )
+        if not trained and spec.obsm_key is None:
+            _warn_unused_feature_selection(adata, name, src.n_vars)
         if spec.n_pca is not None and spec.n_pca >= src.n_vars:
             raise ValueError(
                 f"modality {name!r}: field 'n_pca' = {spec.n_pca} must be smaller than the "
@@ -579,7 +581,24 @@ def setup_data(
             seen = {n: set(np.unique(md.labels[md.labels >= 0]).tolist()) for n, md in out.items()}
             _warn_disjoint_labels(seen, categories, labels_key)
             _warn_near_duplicate_classes(seen, categories, labels_key)
+            _warn_unlabelled_markers(categories, labels_key)
     return out, categories
+
+
+def _warn_unused_feature_selection(adata: AnnData, name: str, n_vars: int) -> None:
+    """Warn that ``var["highly_variable"]`` (scanpy's selection, which scGLUE and
+    ``sc.pp.pca`` follow by default) selects nothing here: the model reads every feature."""
+    col = adata.var["highly_variable"] if "highly_variable" in adata.var else None
+    if col is None or len(col) != n_vars or not pd.api.types.is_bool_dtype(col):
+        return
+    n = int(col.sum())
+    if 0 < n < n_vars:
+        warnings.warn(
+            f"modality {name!r}: var['highly_variable'] marks {n} of {n_vars} features, but "
+            "the model reads every feature of its matrix; to model the selected ones, subset "
+            "first: adata[:, adata.var['highly_variable']].copy()",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
 
 
 def label_conflicts(
@@ -697,6 +716,32 @@ def _warn_near_duplicate_classes(
         "(e.g. obs[key].str.strip()) before building the model",
         UserWarning, stacklevel=user_stacklevel(),
     )
+
+
+# class names that often mark cells without a label (scANVI's unlabeled_category; "NA"
+# left as a string, where pandas.read_csv would have read a missing value)
+_UNLABELLED_NAMES = ("unknown", "unlabeled", "unlabelled", "unassigned", "undetermined",
+                     "na", "n/a")
+
+
+def _warn_unlabelled_markers(categories: list[str], labels_key: str) -> None:
+    """Warn about classes named like a marker of unlabelled cells ("Unknown"): they are
+    trained as a class (its cells pulled together, other cells assigned to it), not left
+    unlabelled as NaN is."""
+    found = [c for c in categories if " ".join(c.split()).casefold() in _UNLABELLED_NAMES]
+    if found:
+        names = ", ".join(map(repr, found))
+        arg = repr(found[0]) if len(found) == 1 else repr(found)
+        one = len(found) == 1
+        warnings.warn(
+            f"labels_key {labels_key!r}: {names} "
+            + ("is trained as a class" if one else "are trained as classes")
+            + " like any other (cells are pulled together by class, and other cells can be "
+            f"assigned to {'it' if one else 'them'}); if {'it marks' if one else 'they mark'} "
+            f"cells without a label, set those to NaN first (obs[key] = "
+            f"obs[key].replace({arg}, np.nan))",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
 
 
 def feature_mismatch(given, expected) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -19,12 +20,24 @@ def mixing_accuracy_multi(
     cv: int = 5,
     seed: int = 0,
     max_cells: int | None = None,
+    classifier: str = "linear",
+    n_neighbors: int = 15,
 ) -> float:
     """Cross-validated balanced accuracy of predicting the modality from the embedding.
 
-    A ``StandardScaler -> LogisticRegression`` pipeline is evaluated with stratified
+    A ``StandardScaler -> LogisticRegression`` pipeline (``classifier="linear"``) or a
+    ``n_neighbors``-nearest-neighbour classifier (``"knn"``) is evaluated with stratified
     ``cv``-fold cross-validation (shuffled with ``seed``).  Chance level is
     ``1 / len(embeddings)`` (perfect mixing); 1 means fully separable modalities.
+
+    The linear classifier sees where the modalities' clouds lie as a whole. transmodal's
+    encoders standardise each modality's latent (the same mean and variance), so for its
+    embeddings it reads near chance also for modalities that were never aligned (two
+    standardised clouds side by side in other directions, or folded differently); the
+    k-NN classifier asks whether each cell's neighbourhood holds the other modality's cells,
+    which alignment must achieve (on A549 trained without any alignment term: linear 0.48,
+    k-NN 0.97; aligned: 0.47 and 0.53). Cell types only one modality holds keep the k-NN
+    figure above chance also for a good alignment.
 
     Parameters
     ----------
@@ -37,11 +50,20 @@ def mixing_accuracy_multi(
         Seed for the subsampling and the fold shuffling.
     max_cells
         If given, randomly subsample each modality to at most this many rows.
+    classifier
+        ``"linear"`` (the figure the model stores and the README reports) or ``"knn"``.
+    n_neighbors
+        Neighbours of the ``"knn"`` classifier (Euclidean, uniform weights).
 
     Returns
     -------
     The mean balanced accuracy over folds.
     """
+    if classifier not in ("linear", "knn"):
+        raise ValueError(f"classifier must be 'linear' or 'knn'; got {classifier!r}")
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)) \
+            or n_neighbors < 1:
+        raise ValueError(f"n_neighbors must be a positive integer; got {n_neighbors!r}")
     if isinstance(embeddings, np.ndarray) or len(embeddings) < 2:
         raise ValueError("embeddings must be a list of at least two 2-D arrays")
     if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 2:
@@ -68,7 +90,11 @@ def mixing_accuracy_multi(
         parts.append(arr)
     features = np.concatenate(parts, axis=0)
     target = np.concatenate([np.full(p.shape[0], m) for m, p in enumerate(parts)])
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    if classifier == "knn":
+        fold_rows = len(target) + (-len(target) // int(cv))  # (the smallest training fold)
+        model = KNeighborsClassifier(min(int(n_neighbors), fold_rows))
+    else:
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     folds = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=seed)
     scores = cross_val_score(model, features, target, cv=folds, scoring="balanced_accuracy")
     return float(np.mean(scores))
@@ -81,10 +107,14 @@ def mixing_accuracy(
     cv: int = 5,
     seed: int = 0,
     max_cells: int | None = None,
+    classifier: str = "linear",
+    n_neighbors: int = 15,
 ) -> float:
     """Balanced accuracy of a classifier predicting modality ``x`` vs ``y``.
 
-    See :func:`mixing_accuracy_multi`.  0.5 = perfectly mixed, 1.0 = separable.
+    See :func:`mixing_accuracy_multi`.  0.5 = perfectly mixed, 1.0 = separable. For
+    transmodal's embeddings, whose modalities are standardised alike, the default linear
+    classifier reads near 0.5 also without any alignment: ``classifier="knn"`` tells.
 
     Parameters
     ----------
@@ -97,9 +127,15 @@ def mixing_accuracy(
         Seed for subsampling and fold shuffling.
     max_cells
         Optional per-modality subsample size.
+    classifier, n_neighbors
+        ``"linear"`` (logistic regression) or ``"knn"`` (``n_neighbors`` nearest
+        neighbours).
 
     Returns
     -------
     The cross-validated balanced accuracy.
     """
-    return mixing_accuracy_multi([x, y], cv=cv, seed=seed, max_cells=max_cells)
+    return mixing_accuracy_multi(
+        [x, y], cv=cv, seed=seed, max_cells=max_cells, classifier=classifier,
+        n_neighbors=n_neighbors,
+    )

@@ -18,7 +18,21 @@ def check_number(
     if is_number(value, integer=integer) and (value > low if strict else value >= low):
         return
     kind = "an integer" if integer else "a finite number"
-    raise ValueError(f"{name} must be {kind} {'>' if strict else '>='} {low:g}, got {value!r}")
+    raise ValueError(
+        f"{name} must be {kind} {'>' if strict else '>='} {low:g}, got {brief(value)}"
+    )
+
+
+def brief(value: Any) -> str:
+    """``repr(value)`` for a message, an array or a sequence told by its type and size."""
+    try:
+        shape = () if isinstance(value, (str, bytes)) else np.shape(value)
+    except ValueError:  # (a ragged sequence)
+        shape = (len(value),)
+    if not shape:
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+    return f"{type(value).__name__} of shape {shape}"
 
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -112,18 +112,35 @@ def choose_anchors(
     return out
 
 
+# below this share of the smaller modality's training cells, equal names may be chance
+FEW_SHARED = 0.05
+
+
 def warn_unused_pairs(mods: dict[str, ModalityData], train_masks: dict[str, np.ndarray]) -> None:
     """Warn that modalities share training cells whose pairs no loss uses (for a model
     whose ``anchor_fraction`` was left at its default, 0)."""
-    shared, positional = [], []
+    shared, positional, few = [], [], []
     for a, b in combinations(mods, 2):
         ia, ib = find_pairs(mods[a], mods[b])
         n = int(np.count_nonzero(train_masks[a][ia] & train_masks[b][ib]))
         advice = _row_number_pairs(mods, a, b, len(ia)) if n else None
+        smaller = min(int(train_masks[a].sum()), int(train_masks[b].sum()))
         if advice:
             positional.append(advice)
+        elif n and n < FEW_SHARED * smaller:  # (barcodes of two runs meet by chance)
+            few.append(f"{a!r} and {b!r} share {n} of {smaller} training cells' names")
         elif n:
             shared.append(f"{a!r} and {b!r} share {n} training cells")
+    if few:
+        warnings.warn(
+            f"few shared cell names: {'; '.join(few)}. Barcodes of separate runs can be equal "
+            "by chance: if these cells are not the same cells, make the names unique (e.g. "
+            "prefix each modality's obs_names with its sample); if they are, "
+            "anchor_fraction=1.0 uses them as pairs. No loss uses them now "
+            "(anchor_fraction=0); cells of equal names are kept in the same train / "
+            "validation split",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
     if positional:  # not advised as pairs to use: likely unrelated cells
         warnings.warn(
             f"cell names that are row numbers: {'; '.join(positional)}. Cells of equal names "

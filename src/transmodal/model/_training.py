@@ -49,6 +49,13 @@ MIN_DISC_CELLS = 20  # cells per modality below which the conditional check says
 _PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", 32, 64, 16, "32", "64", "16", "bf16")
 
 
+def _stopped_by(interrupt: type[KeyboardInterrupt]) -> str:
+    """How a stopped training is told in its message: SIGTERM or Ctrl+C."""
+    from .._interrupts import Terminated
+
+    return "terminated (SIGTERM)" if issubclass(interrupt, Terminated) else "interrupted"
+
+
 def _device_of(accelerator: str) -> torch.device:
     """The one device that Lightning's ``accelerator`` trains on in this process."""
     if accelerator == "cuda" or (accelerator in ("gpu", "auto") and torch.cuda.is_available()):
@@ -191,7 +198,8 @@ class TrainingMixin:
             Temperature of the contrastive anchor loss (cosine similarities are divided
             by it); ignored, with a warning, by the distances. The contrastive loss needs
             ``n_latent >= 2`` (it compares directions; ``ValueError`` otherwise). Options
-            that nothing in the model reads (``beta`` without ``variational``, ``lam_cls``
+            that nothing in the model reads (``beta`` or ``lam_latent`` without
+            ``variational``, ``lam_cls``
             without ``labels_key``, anchor options without pairs) warn that they have no
             effect.
         pretrain_epochs
@@ -362,13 +370,14 @@ class TrainingMixin:
 
         callbacks = []
         if checkpoint_dir is not None:
-            callbacks.append(SaveEvery(
+            saving = SaveEvery(
                 lambda rows: self._save_checkpoint(
                     checkpoint_dir, rows, record, frozen=anchor if plan.anchor_frozen else None,
                     batch_size=batch_size, seed=seed,
                 ),
                 checkpoint_every,
-            ))
+            )
+            callbacks.append(saving)
         history, interrupted, diverged = self._fit(
             plan, train_batches, val_batches, max_epochs=max_epochs, accelerator=accelerator,
             devices=devices, strategy=strategy, num_nodes=num_nodes, precision=precision,
@@ -387,6 +396,8 @@ class TrainingMixin:
         if epochs_run:  # (an interrupt within the first epoch adds nothing)
             self.history_ = self._history_with(history)
         self.is_trained_ = self.is_trained_ or epochs_run > 0
+        if checkpoint_dir is not None and saving.failed:  # (warned: checkpoints ended)
+            checkpoint_dir = None
         stopped = checkpoint_dir is not None and epochs_run and (interrupted or diverged)
         if stopped:
             # the epochs done, at once (a pre-empted job has seconds left after SIGTERM):
@@ -403,29 +414,31 @@ class TrainingMixin:
             self._save_last_checkpoint(checkpoint_dir)
         if diverged is not None:
             raise diverged
-        if interrupted:  # (Ctrl+C, or the command line's SIGTERM: raised as it came)
+        if interrupted:  # (Ctrl+C, or SIGTERM: raised as it came)
             raise interrupted(
-                f"training interrupted after {epochs_run} complete epoch(s) of {max_epochs}; "
+                f"training {_stopped_by(interrupted)} after {epochs_run} complete epoch(s) of "
+                f"{max_epochs}; "
                 "the model keeps the weights trained so far (history_ lists those epochs)"
             )
         if is_global_zero(launcher=True):  # (under DDP every process holds the same model)
             self._warn_if_separable()
         if checkpoint_dir is not None:  # the trained model, as the last checkpoint
-            self._save_last_checkpoint(checkpoint_dir)
+            self._save_last_checkpoint(checkpoint_dir, ended=True)
         return self
 
-    def _save_last_checkpoint(self, path: str | os.PathLike) -> None:
-        """Save the model to ``path`` after a training that ended or stopped early
-        (interrupted or diverged), warning instead of raising if that fails (the model in
-        memory is trained; a stop's own error follows)."""
+    def _save_last_checkpoint(self, path: str | os.PathLike, *, ended: bool = False) -> None:
+        """Save the model to ``path`` after a training that ended (``ended``) or stopped
+        early (interrupted or diverged), warning instead of raising if that fails (the model
+        in memory is trained; a stop's own error follows)."""
         if not is_global_zero():  # (the first process writes it; the others, reading the
             return  # directory while it is swapped, could warn for nothing)
         try:
-            self._check_checkpoint_dir(path)
+            self._check_checkpoint_dir(path, history=self.history_)
             self.save(path, overwrite=True)
         except Exception as err:  # (any: the interrupt or divergence is what is raised)
-            warnings.warn(f"the checkpoint of the epochs done could not be written to "
-                          f"{path}: {err}", UserWarning, stacklevel=user_stacklevel())
+            what = "the final checkpoint" if ended else "the checkpoint of the epochs done"
+            warnings.warn(f"{what} could not be written to {path}: {err}", UserWarning,
+                          stacklevel=user_stacklevel())
 
     def _check_checkpoint_dir(
         self, path: str | os.PathLike, history: pd.DataFrame | None = None
@@ -454,6 +467,12 @@ class TrainingMixin:
         ours = len(mine) >= epochs and (not epochs or (
             "train_loss" in mine and np.allclose(mine["train_loss"].to_numpy()[:epochs], loss,
                                                  rtol=1e-6, equal_nan=True)))
+        if not ours and history is not None:  # (written there since the training began)
+            raise FileExistsError(
+                f"checkpoint_dir {path} now holds a saved model ({epochs} epochs) of another "
+                "training (another run writing there, or a model saved there since this "
+                "training began), which is kept"
+            )
         if not ours:
             raise FileExistsError(
                 f"checkpoint_dir {path} holds a saved model ({epochs} epochs) whose training "
@@ -555,6 +574,9 @@ class TrainingMixin:
         idle = {
             "beta": None if self.init_params_.get("variational")
             else "the model is not variational (variational=True)",
+            "lam_latent": None if self.init_params_.get("variational")
+            else "the latent standardisation fixes the latent points' mean square in a "
+                 "model that is not variational (variational=True)",
             "lam_cls": None if self.module.classifier is not None
             else "the model has no latent classifier (labels_key)",
             **dict.fromkeys(("lam_anchor", "anchor_distance", "anchor_temperature"), no_pairs),
@@ -728,8 +750,8 @@ class TrainingMixin:
         if interrupted and not len(history):  # part of an epoch: the model stays as it was
             self.module.load_state_dict(before)
             raise interrupted(
-                f"training interrupted within its first epoch (of {max_epochs}); the model "
-                "keeps the weights it had before this train() call"
+                f"training {_stopped_by(interrupted)} within its first epoch (of {max_epochs}); "
+                "the model keeps the weights it had before this train() call"
             )
         return history, interrupted, diverged
 

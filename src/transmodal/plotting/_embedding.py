@@ -93,8 +93,8 @@ def _finish(fig, path, dpi: int, show: bool):
 
     Returns the figure when it is neither shown nor written (``show=False`` without a path,
     as scanpy's ``show=False`` returns its axes), else ``None``: a figure returned at the end
-    of a notebook cell is displayed a second time.  Written figures are closed unless shown;
-    the figure is closed whenever this fails, too.
+    of a notebook cell is displayed a second time.  Written figures are closed (after they
+    are shown); the figure is closed whenever this fails, too.
     """
     import matplotlib
 
@@ -109,6 +109,8 @@ def _finish(fig, path, dpi: int, show: bool):
         import matplotlib.pyplot as plt
 
         plt.show()
+        if path is not None:  # (written and shown: closed, as scanpy's save= and show=)
+            _close(fig)
         return None
     if path is None:
         return fig

@@ -133,8 +133,11 @@ def integrate(
     - ``.uns[key_added]`` (each modality's, and the MuData's) with ``"params"`` (the model's
       and the training's arguments, the modality specs and their order, in
       ``"modality_order"``, where the model was saved) and
-      ``"mixing_accuracy"`` (how well the modalities can be told apart in the latent;
-      0.5 for two modalities = mixed).
+      ``"mixing_accuracy"`` (how well a linear classifier tells the modalities apart in
+      the latent; 0.5 for two modalities = mixed. Every modality's latent is standardised
+      alike, so it also reads near 0.5 where the alignment failed: see
+      :func:`transmodal.metrics.mixing_accuracy` with ``classifier="knn"``; the model's
+      discriminator check warns after training).
 
     Use the class directly for translation and label transfer, or pass ``model_dir`` and
     load the saved model later with :meth:`CrossModalAE.load`.

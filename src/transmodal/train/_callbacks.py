@@ -24,6 +24,7 @@ class SaveEvery(Checkpoint):
     def __init__(self, save: Callable[[list[dict[str, float]]], None], every: int) -> None:
         self.save = save
         self.every = int(every)
+        self.failed = False  # (a save failed: no checkpoint is written any more)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: D102
         rows = pl_module.history_rows
@@ -31,7 +32,7 @@ class SaveEvery(Checkpoint):
             try:
                 self.save(list(rows))
             except Exception as err:  # (the directory unwritable, another run's now, ...)
-                self.every = 0
+                self.every, self.failed = 0, True
                 warnings.warn(
                     f"the checkpoint after epoch {len(rows)} could not be written ({err}); "
                     "the training goes on without checkpoints", UserWarning,

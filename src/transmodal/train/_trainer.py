@@ -221,15 +221,26 @@ class TrainingDiverged(FloatingPointError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl+C during :func:`run_training`; ``history`` holds the epochs completed before it,
-    ``kind`` the class to raise again: the command line's SIGTERM,
-    :class:`~transmodal._interrupts.Terminated`, or ``KeyboardInterrupt``."""
+    ``kind`` the class to raise again: for SIGTERM (the command line's, or Lightning's in
+    a script) :class:`~transmodal._interrupts.Terminated`, else ``KeyboardInterrupt``."""
 
     def __init__(self, history: pd.DataFrame, cause: BaseException | None = None) -> None:
         super().__init__(f"training interrupted after {len(history)} complete epoch(s)")
         self.history = history
         self.kind: type[KeyboardInterrupt] = (
-            Terminated if isinstance(cause, Terminated) else KeyboardInterrupt
+            Terminated if isinstance(cause, Terminated) or _lightning_sigterm(cause)
+            else KeyboardInterrupt
         )
+
+
+def _lightning_sigterm(cause: BaseException | None) -> bool:
+    """Whether ``cause`` is Lightning's own answer to SIGTERM (outside the command line,
+    whose handler raises :class:`~transmodal._interrupts.Terminated`; Lightning >= 2.4)."""
+    try:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+    except ImportError:  # (older Lightning: SIGTERM is not told apart)
+        return False
+    return isinstance(cause, SIGTERMException)
 
 
 class _LastException(Callback):

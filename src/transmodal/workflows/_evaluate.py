@@ -144,7 +144,8 @@ def evaluate_unpaired(
     other's cells of the shared classes; mean of both directions, plus
     ``label_transfer_{a}_to_{b}``: cells of ``a`` labelled from ``b``), ``cluster_accuracy``
     (+ directions; the label of the nearest other-modality cell, L1), ``mixing_accuracy``
-    (balanced accuracy of telling the modalities apart; 0.5 is perfect mixing),
+    (balanced accuracy of a linear classifier telling the modalities apart; 0.5 is perfect
+    mixing as far as it sees: see :func:`transmodal.metrics.mixing_accuracy`),
     ``shared_classes`` (their number) and ``n_cells_{a}`` / ``n_cells_{b}``.
 
     See Also
@@ -214,7 +215,8 @@ def evaluate_paired(
     directions, plus per direction) and its level under a random pairing
     ``knn_chance_l1_{k}`` (:func:`~transmodal.metrics.knn_accuracy_chance`),
     ``cluster_accuracy`` and ``label_transfer`` (+ directions, ``{a}_to_{b}``: cells of
-    ``a`` labelled from ``b``), ``mixing_accuracy``, ``translation_pearson_{a}_to_{b}`` and
+    ``a`` labelled from ``b``), ``mixing_accuracy`` (linear, as in
+    :func:`evaluate_unpaired`), ``translation_pearson_{a}_to_{b}`` and
     ``baseline_pearson_{a}_to_{b}`` (mean training profile) for both directions, ``n_cells``.
     With fewer than 5 cells the k-NN accuracies and the mixing accuracy are left out, and
     the label transfer with fewer than 5 labelled cells in either modality.

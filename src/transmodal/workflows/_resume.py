@@ -70,7 +70,9 @@ def resume_training(
     unknown = sorted(set(train_kwargs) - set(parameters))
     if unknown:
         raise TypeError(f"resume_training(): unknown argument(s) of train(): {unknown}")
-    model = CrossModalAE.load(checkpoint_dir, data, check_data=check_data)
+    with warnings.catch_warnings(record=True) as told:  # (kept until the cells are checked)
+        warnings.simplefilter("always")
+        model = CrossModalAE.load(checkpoint_dir, data, check_data=check_data)
     done = 0 if model.history is None else len(model.history)
     record = model.train_params_
     if "checkpoint_every" not in record or "epochs_target" not in record:
@@ -78,12 +80,14 @@ def resume_training(
             f"{checkpoint_dir} holds a saved model, not a checkpoint of a training "
             "(train(checkpoint_dir=...)); train it further with model.train()"
         )
-    if not getattr(model, "_training_cells", True):
+    if not getattr(model, "_training_cells", True):  # (load's warnings: of no use then)
         raise ValueError(
             f"{checkpoint_dir}: the data given are not the cells its training ran on (other "
             "cells, or a subset of them): another run's checkpoint? Resume it with the data "
             "it was trained on"
         )
+    for w in told:
+        warnings.warn(w.message, w.category, stacklevel=user_stacklevel())
     target = record["epochs_target"] if max_epochs is None else max_epochs
     if record.get("finished") and target == record["epochs_target"]:
         warnings.warn(
