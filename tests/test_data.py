@@ -411,8 +411,8 @@ def test_class_named_like_unlabelled_cells_warns(paired_data, specs):
     atac.loc[atac.index[:5], "label"] = "Unknown"
     atac.loc[atac.index[5:7], "label"] = "NA"
     with pytest.warns(UserWarning, match=r"'label': 'NA', 'Unknown' are trained as classes.*"
-                      r"set those to NaN first \(obs\[key\] = obs\[key\]\.replace\(\['NA', "
-                      r"'Unknown'\], np\.nan\)\)"):
+                      r"set those to NaN first \(obs\[key\] = obs\[key\]\.mask\(obs\[key\]"
+                      r"\.isin\(\['NA', 'Unknown'\]\)\)\)"):
         _, cats = setup_data(paired_data, specs, labels_key="label")
     assert {"NA", "Unknown"} <= set(cats)
     with warnings.catch_warnings():  # a trained model's categories: not again

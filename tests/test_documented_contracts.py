@@ -25,6 +25,8 @@ from transmodal.analysis import cluster_robustness, enrichment, read_gmt, transl
 from transmodal.data import setup_data
 from transmodal.model._split import validation_masks
 
+from test_analysis import roc_data  # (separable classes, as the ROC tests draw them)
+
 
 # ------------------------------------------------------------------ model/_split.py (S3)
 def test_validation_split_is_dropped_when_a_modality_keeps_under_two_training_cells():
@@ -396,20 +398,12 @@ def test_save_load_keeps_the_order_of_numeric_label_classes(paired_data, make_mo
 
 
 # ============================================ mutation testing, fourth round
-def _roc_data(seed, n=120, n_classes=2, sep=3.0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % n_classes
-    x = rng.normal(size=(n, 8))
-    x[:, :n_classes] += sep * np.eye(n_classes)[y]
-    return x, np.array([f"t{c}" for c in y])
-
-
 # ----------------------------------------------------------------- ROC
 def test_roc_multiclass_leaves_classes_absent_from_translated_out():
     """Docstring: per-class curves only for classes present among the translated cells;
     the macro AUC leaves absent classes out."""
-    x, y = _roc_data(0, n_classes=3)
-    xt, yt = _roc_data(1, n_classes=3)
+    x, y = roc_data(0, n_classes=3)
+    xt, yt = roc_data(1, n_classes=3)
     keep = yt != "t2"
     res = translated_classifier_roc(x, y, xt[keep], yt[keep], classifier=LogisticRegression())
     assert set(res.curves) == {"t0", "t1"}
@@ -418,8 +412,8 @@ def test_roc_multiclass_leaves_classes_absent_from_translated_out():
 
 
 def test_roc_counts_train_and_test_cells_separately():
-    x, y = _roc_data(0, n=120)
-    xt, yt = _roc_data(1, n=60)
+    x, y = roc_data(0, n=120)
+    xt, yt = roc_data(1, n=60)
     res = translated_classifier_roc(x, y, xt, yt, classifier=LogisticRegression())
     assert (res.n_train, res.n_test) == (120, 60)
     assert res.to_dict()["n_test"] == 60
@@ -498,8 +492,8 @@ def test_cluster_robustness_lifetime_ties_go_to_the_smaller_k():
 # ------------------------------------------------------------- inputs
 def test_roc_refuses_missing_labels():
     """_inputs.get_labels: missing values are refused (no allow_missing here)."""
-    x, y = _roc_data(0)
-    xt, yt = _roc_data(1)
+    x, y = roc_data(0)
+    xt, yt = roc_data(1)
     y = y.astype(object)
     y[3] = None
     with pytest.raises(ValueError, match="1 cells have no label"):
@@ -515,8 +509,8 @@ def test_cluster_robustness_refuses_non_finite_latent_with_its_own_message():
 
 def test_roc_reads_the_named_layers():
 
-    x, y = _roc_data(0)
-    xt, yt = _roc_data(1)
+    x, y = roc_data(0)
+    xt, yt = roc_data(1)
     rng = np.random.default_rng(5)
     real = ad.AnnData(rng.normal(size=x.shape), layers={"signal": x})  # X: pure noise
     trans = ad.AnnData(rng.normal(size=xt.shape), layers={"signal": xt})

@@ -546,6 +546,11 @@ def test_mixing_accuracy_knn_sees_clouds_the_linear_classifier_cannot():
     same = rng.normal(size=(900, 4)), rng.normal(size=(100, 4))
     assert mixing_accuracy(*same, classifier="knn", n_neighbors=5) < 0.6
     assert mixing_accuracy(x[:6], y[:6], classifier="knn") >= 0.5  # k above a fold's cells
+    # a small modality apart from a large one is told apart (the large one's votes do not
+    # outnumber it: as many cells of each)
+    big, small = rng.normal(size=(2000, 4)), rng.normal(size=(30, 4)) + np.r_[4.0, 0, 0, 0]
+    assert mixing_accuracy(big, small, classifier="knn") > 0.9
+    assert mixing_accuracy(big, rng.normal(size=(30, 4)), classifier="knn") < 0.65
     with pytest.raises(ValueError, match="classifier must be 'linear' or 'knn'; got 'rf'"):
         mixing_accuracy(x, y, classifier="rf")
     with pytest.raises(ValueError, match="n_neighbors must be a positive integer; got 0"):

@@ -1512,6 +1512,8 @@ def test_translate_library_size_per_cell_is_refused_briefly(paired_data, make_mo
         model.translate(source="atac", target="rna", library_size=sizes)
     assert str(err.value).startswith("library_size must be one number") and len(str(err.value)) < 300
     assert f"got ndarray of shape ({len(sizes)},); for one per cell, scale the rows" in str(err.value)
+    with pytest.raises(ValueError, match=r"got Tensor of shape \(3,\); for one per cell"):
+        model.translate(source="atac", target="rna", library_size=torch.ones(3))
 
 
 # ------------------------------------------------------------------ conditioning must not leak
@@ -2092,7 +2094,10 @@ def test_scvi_tools_spellings_name_the_transmodal_argument(paired_data, make_mod
         (lambda: model.train(lam_align=0.05), r"'lam_align'; .* lam_adv= .* lam_mmd="),
         (lambda: model.train(lam_kl=1.0), r"'lam_kl'; the KL weight .* is beta="),
         (lambda: model.train(lam_data=1.0), r"'lam_data'; the reconstruction has weight 1"),
-        (lambda: model.train(align_burnin=5), r"'align_burnin'; .* adv_warmup_epochs="),
+        (lambda: model.train(align_burnin=5), r"'align_burnin'; .* over adv_warmup_epochs="),
+        (lambda: model.train(temperature=0.1), r"did you mean anchor_temperature=\?"),
+        (lambda: model.train(sede=1), r"did you mean seed=\?"),
+        (lambda: model.train(lam_adversarial=1), r"did you mean lam_adv=\?"),
         (lambda: model.train(reduce_lr_patience=5), r"'reduce_lr_patience'; .*\(no scheduler\)"),
         (lambda: model.translate(paired_data["rna"], source="rna", target="atac",
                                  target_libsize=1e4), r"'target_libsize'; .* library_size="),

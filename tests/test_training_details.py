@@ -7,6 +7,7 @@ order, default pseudo-pairs, ensemble library sizes and histories."""
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -324,7 +325,7 @@ def test_an_interrupt_of_the_callers_own_class_is_raised_as_a_keyboard_interrupt
     """SIGTERM comes back as Terminated, the command line's (its own class) or
     Lightning's in a script (SIGTERMException, a SystemExit); another KeyboardInterrupt
     subclass (whose constructor may take no message) comes back as KeyboardInterrupt with
-    the epochs done, not as a TypeError."""
+    the epochs done, not as a TypeError; the caller's own SystemExit as it is."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from transmodal._interrupts import Terminated
@@ -348,4 +349,16 @@ def test_an_interrupt_of_the_callers_own_class_is_raised_as_a_keyboard_interrupt
                 _quiet_train(model, max_epochs=3)
         assert type(err.value) is expected and len(model.history) == 1
         assert ("terminated (SIGTERM)" in str(err.value)) is (expected is Terminated)
+    # the caller's own SystemExit (its SIGTERM handler's sys.exit(3)) comes back as it is,
+    # the epochs done kept
+    def leave(self):
+        plan_end(self)
+        sys.exit(3)
+
+    model = make_model(paired_data, seed=0)
+    with monkeypatch.context() as mp:
+        mp.setattr(CrossModalPlan, "on_train_epoch_end", leave)
+        with pytest.raises(SystemExit) as err:
+            _quiet_train(model, max_epochs=3)
+    assert err.value.code == 3 and len(model.history) == 1
 

@@ -139,8 +139,8 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
         "lam_data": "the reconstruction has weight 1; the other terms are weighed against "
                     "it (lam_adv=, lam_mmd=, lam_cls=, lam_anchor=)",
         "lam_graph": "there is no feature guidance graph",
-        "align_burnin": "the epochs before the adversarial term starts are "
-                        "adv_warmup_epochs=",
+        "align_burnin": "the adversarial weight rises linearly over adv_warmup_epochs= "
+                        "(it is on from the first epoch)",
         "directory": "checkpoints are written to checkpoint_dir=",
         "random_seed": "the seed is seed=",
         "reduce_lr_patience": "the learning rate is constant (no scheduler); the epochs "
@@ -199,9 +199,11 @@ def argument_hints(func: Callable) -> Callable:
                 hint = hints.get(name)
                 if hint is None:  # a misspelt keyword
                     params = [p for p in sig.parameters if p not in ("self", "cls")]
-                    # (close spellings only: lam_align is not lam_latent, lam_kl not lam_cls)
-                    near = difflib.get_close_matches(name, params, 1, cutoff=0.8) or [
-                        p for p in params if len(name) >= 4 and p.startswith(name)]
+                    # (loss weights: close spellings only, lam_align is not lam_latent)
+                    cutoff = 0.8 if name.startswith("lam_") else 0.6
+                    near = difflib.get_close_matches(name, params, 1, cutoff=cutoff) or [
+                        p for p in params if len(name) >= 4 and p.startswith(name)] or [
+                        p for p in params if len(p) >= 5 and name.startswith(p)]
                     near = near if len(near) == 1 else None  # (one abbreviated, or none)
                     hint = f"did you mean {near[0]}=?" if near else None
             else:

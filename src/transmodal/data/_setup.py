@@ -731,7 +731,6 @@ def _warn_unlabelled_markers(categories: list[str], labels_key: str) -> None:
     found = [c for c in categories if " ".join(c.split()).casefold() in _UNLABELLED_NAMES]
     if found:
         names = ", ".join(map(repr, found))
-        arg = repr(found[0]) if len(found) == 1 else repr(found)
         one = len(found) == 1
         warnings.warn(
             f"labels_key {labels_key!r}: {names} "
@@ -739,7 +738,7 @@ def _warn_unlabelled_markers(categories: list[str], labels_key: str) -> None:
             + " like any other (cells are pulled together by class, and other cells can be "
             f"assigned to {'it' if one else 'them'}); if {'it marks' if one else 'they mark'} "
             f"cells without a label, set those to NaN first (obs[key] = "
-            f"obs[key].replace({arg}, np.nan))",
+            f"obs[key].mask(obs[key].isin({list(found)!r})))",
             UserWarning, stacklevel=user_stacklevel(),
         )
 

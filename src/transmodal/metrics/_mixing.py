@@ -26,8 +26,11 @@ def mixing_accuracy_multi(
     """Cross-validated balanced accuracy of predicting the modality from the embedding.
 
     A ``StandardScaler -> LogisticRegression`` pipeline (``classifier="linear"``) or a
-    ``n_neighbors``-nearest-neighbour classifier (``"knn"``) is evaluated with stratified
-    ``cv``-fold cross-validation (shuffled with ``seed``).  Chance level is
+    ``n_neighbors``-nearest-neighbour classifier (``"knn"``; on as many cells of every
+    modality, the smallest one's number drawn with ``seed`` from the others, so that the
+    larger modality does not win every vote, and with at most that many neighbours per
+    training fold) is evaluated with stratified ``cv``-fold cross-validation (shuffled with
+    ``seed``).  Chance level is
     ``1 / len(embeddings)`` (perfect mixing); 1 means fully separable modalities.
 
     The linear classifier sees where the modalities' clouds lie as a whole. transmodal's
@@ -88,11 +91,15 @@ def mixing_accuracy_multi(
                 f"has {parts[0].shape[1]}, embeddings[{m}] has {arr.shape[1]}"
             )
         parts.append(arr)
+    if classifier == "knn":  # the same number of cells of every modality: the larger one
+        n = min(p.shape[0] for p in parts)  # would win every vote where they overlap
+        parts = [p if p.shape[0] == n else p[np.sort(rng.choice(p.shape[0], n, replace=False))]
+                 for p in parts]
     features = np.concatenate(parts, axis=0)
     target = np.concatenate([np.full(p.shape[0], m) for m, p in enumerate(parts)])
     if classifier == "knn":
-        fold_rows = len(target) + (-len(target) // int(cv))  # (the smallest training fold)
-        model = KNeighborsClassifier(min(int(n_neighbors), fold_rows))
+        per_class = n + (-n // int(cv))  # (a modality's cells in the smallest training fold)
+        model = KNeighborsClassifier(min(int(n_neighbors), per_class))
     else:
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     folds = StratifiedKFold(n_splits=int(cv), shuffle=True, random_state=seed)

@@ -23,12 +23,19 @@ def check_number(
     )
 
 
+def shape_of(value: Any) -> tuple[int, ...]:
+    """The shape of an array, tensor or sequence; ``()`` for a scalar or a string."""
+    if isinstance(value, (str, bytes)):
+        return ()
+    try:
+        return tuple(int(n) for n in np.shape(value))
+    except (ValueError, TypeError):  # (a ragged sequence)
+        return (len(value),) if hasattr(value, "__len__") else ()
+
+
 def brief(value: Any) -> str:
     """``repr(value)`` for a message, an array or a sequence told by its type and size."""
-    try:
-        shape = () if isinstance(value, (str, bytes)) else np.shape(value)
-    except ValueError:  # (a ragged sequence)
-        shape = (len(value),)
+    shape = shape_of(value)
     if not shape:
         text = repr(value)
         return text if len(text) <= 80 else text[:77] + "..."

@@ -18,7 +18,7 @@ from ..data._prefetch import Prefetcher
 from ..data._setup import features_differ, label_str, target_batch_codes, warn_unnamed_columns
 from ..data._source import CHUNK_VALUES, MatrixSource, check_values, matrix_of
 from ..nn._likelihoods import get_likelihood
-from ._checks import FLOAT32_MAX, brief, check_number, check_seed
+from ._checks import FLOAT32_MAX, brief, check_number, check_seed, shape_of
 
 
 def _collect(blocks: Iterator[np.ndarray], n: int) -> np.ndarray:
@@ -335,7 +335,7 @@ class InferenceMixin:
         """
         self._check_name(target, "target")
         if library_size is not None:
-            if " of shape (" in brief(library_size):  # (an array, a list: one per cell?)
+            if shape_of(library_size):  # (an array, a tensor, a list: one per cell?)
                 raise ValueError(
                     f"library_size must be one number (the library size of every translated "
                     f"cell), got {brief(library_size)}; for one per cell, scale the rows of "

@@ -234,8 +234,10 @@ class TrainingMixin:
             :func:`transmodal.workflows.resume_training` (CLI: ``transmodal train
             --resume``). The directory must be new, empty or hold a checkpoint of this
             model's training (refused otherwise, before training; checked again before
-            each checkpoint: one that cannot be written, or finds another run's checkpoint
-            there, warns and the training goes on without checkpoints); ``None``
+            each checkpoint: one that finds another run's checkpoint there warns and the
+            training goes on without checkpoints, leaving that one; one that cannot be
+            written warns, and only the last one is tried again when the training ends or
+            stops); ``None``
             (default): no checkpoints.
         accelerator, devices, strategy, num_nodes, precision
             Passed to the Lightning ``Trainer`` (CPU by default; ``precision`` one of
@@ -396,8 +398,8 @@ class TrainingMixin:
         if epochs_run:  # (an interrupt within the first epoch adds nothing)
             self.history_ = self._history_with(history)
         self.is_trained_ = self.is_trained_ or epochs_run > 0
-        if checkpoint_dir is not None and saving.failed:  # (warned: checkpoints ended)
-            checkpoint_dir = None
+        if checkpoint_dir is not None and isinstance(saving.error, FileExistsError):
+            checkpoint_dir = None  # (another run's directory now, kept: warned)
         stopped = checkpoint_dir is not None and epochs_run and (interrupted or diverged)
         if stopped:
             # the epochs done, at once (a pre-empted job has seconds left after SIGTERM):
@@ -414,6 +416,8 @@ class TrainingMixin:
             self._save_last_checkpoint(checkpoint_dir)
         if diverged is not None:
             raise diverged
+        if isinstance(interrupted, SystemExit):  # (the caller's own: as it is)
+            raise interrupted
         if interrupted:  # (Ctrl+C, or SIGTERM: raised as it came)
             raise interrupted(
                 f"training {_stopped_by(interrupted)} after {epochs_run} complete epoch(s) of "
@@ -717,10 +721,11 @@ class TrainingMixin:
     def _fit(
         self, plan: Any, train_batches: EpochBatches, val_batches: EpochBatches | None,
         *, max_epochs: int, **trainer: Any,
-    ) -> tuple[pd.DataFrame, type[KeyboardInterrupt] | None, BaseException | None]:
+    ) -> tuple[pd.DataFrame, type[KeyboardInterrupt] | SystemExit | None, BaseException | None]:
         """Run ``plan`` with Lightning; return the history of the epochs run, the class of
-        the interrupt that stopped it (``KeyboardInterrupt`` for Ctrl+C, the command line's
-        ``Terminated`` for SIGTERM; ``None`` if none did) and the divergence error it ended
+        the interrupt that stopped it (``KeyboardInterrupt`` for Ctrl+C, ``Terminated`` for
+        SIGTERM, or the caller's own ``SystemExit`` itself, e.g. of its SIGTERM handler;
+        ``None`` if none did) and the divergence error it ended
         with (the weights are those of the last
         finite epoch). Any other error, or an interrupt within the first epoch, leaves the
         weights as they were before; afterwards the module is float32 on the CPU,
@@ -730,13 +735,14 @@ class TrainingMixin:
         # an interrupt within the first epoch restores these: the model stays as it was
         before = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
         self.module.train()
-        interrupted: type[KeyboardInterrupt] | None = None
+        interrupted: type[KeyboardInterrupt] | SystemExit | None = None
         diverged = None
         try:
             history = run_training(plan, train_batches, val_batches, max_epochs=max_epochs,
                                    **trainer)
         except TrainingInterrupted as err:  # Ctrl+C: record the epochs run, then re-raise
-            history, interrupted = err.history, err.kind  # (as what it was: SIGTERM too)
+            history = err.history  # (as what it was: SIGTERM too, a caller's SystemExit)
+            interrupted = err.exit if err.exit is not None else err.kind
         except TrainingDiverged as err:  # the last finite epoch's weights are back: record
             history, diverged = err.history, err  # the epochs up to it, then re-raise
         except BaseException:  # any other error: the model stays as it was (its history and
@@ -749,6 +755,8 @@ class TrainingMixin:
                 p.requires_grad_(True)
         if interrupted and not len(history):  # part of an epoch: the model stays as it was
             self.module.load_state_dict(before)
+            if isinstance(interrupted, SystemExit):
+                raise interrupted
             raise interrupted(
                 f"training {_stopped_by(interrupted)} within its first epoch (of {max_epochs}); "
                 "the model keeps the weights it had before this train() call"

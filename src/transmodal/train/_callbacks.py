@@ -13,7 +13,7 @@ from .._utils import user_stacklevel
 class SaveEvery(Checkpoint):
     """Every ``every`` epochs, once the epoch's history row is written, call ``save`` with the
     rows of the epochs run so far (on the first process only). A save that fails warns and
-    ends the checkpoints, not the training.
+    ends the periodic checkpoints, not the training (``error`` keeps why).
 
     A ``Checkpoint`` subclass, so that Lightning calls it after the training plan's
     ``on_train_epoch_end`` (which writes the row, or raises where the epoch diverged); the
@@ -24,7 +24,7 @@ class SaveEvery(Checkpoint):
     def __init__(self, save: Callable[[list[dict[str, float]]], None], every: int) -> None:
         self.save = save
         self.every = int(every)
-        self.failed = False  # (a save failed: no checkpoint is written any more)
+        self.error: Exception | None = None  # (of a save that failed: none follows)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: D102
         rows = pl_module.history_rows
@@ -32,9 +32,11 @@ class SaveEvery(Checkpoint):
             try:
                 self.save(list(rows))
             except Exception as err:  # (the directory unwritable, another run's now, ...)
-                self.every, self.failed = 0, True
+                self.every, self.error = 0, err
+                taken = isinstance(err, FileExistsError)  # (another run's directory now)
                 warnings.warn(
                     f"the checkpoint after epoch {len(rows)} could not be written ({err}); "
-                    "the training goes on without checkpoints", UserWarning,
-                    stacklevel=user_stacklevel(),
+                    "the training goes on without " + ("checkpoints" if taken else
+                    "periodic checkpoints (the last one is tried when it ends or stops)"),
+                    UserWarning, stacklevel=user_stacklevel(),
                 )

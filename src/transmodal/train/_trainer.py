@@ -194,10 +194,12 @@ def run_training(
             with seeded(seed, trainer.strategy.root_device):
                 trainer.fit(plan, train_dataloaders=train_dl, val_dataloaders=val_dl)
             if trainer.interrupted:  # Lightning < 2.4 returned from fit after Ctrl+C
-                raise TrainingInterrupted(_history(plan), last.exception)
-        except SystemExit:  # Lightning's answer to Ctrl+C: sys.exit(1) after its teardown
-            if trainer.interrupted:
-                raise TrainingInterrupted(_history(plan), last.exception) from None
+                raise TrainingInterrupted(_history(plan), last.exception, trainer.received_sigterm)
+        except SystemExit:  # Lightning's answer to Ctrl+C: sys.exit(1) after its teardown;
+            if trainer.interrupted:  # its SIGTERMException; the caller's own SystemExit
+                raise TrainingInterrupted(
+                    _history(plan), last.exception, trainer.received_sigterm
+                ) from None
             raise
         except FloatingPointError as err:
             if plan.diverged:  # the plan's check of the epoch (weights put back)
@@ -222,15 +224,23 @@ class TrainingDiverged(FloatingPointError):
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl+C during :func:`run_training`; ``history`` holds the epochs completed before it,
     ``kind`` the class to raise again: for SIGTERM (the command line's, or Lightning's in
-    a script) :class:`~transmodal._interrupts.Terminated`, else ``KeyboardInterrupt``."""
+    a script) :class:`~transmodal._interrupts.Terminated`, else ``KeyboardInterrupt``;
+    ``exit`` a ``SystemExit`` of the caller's that stopped it (e.g. raised by its own SIGTERM
+    handler), to raise again as it is."""
 
-    def __init__(self, history: pd.DataFrame, cause: BaseException | None = None) -> None:
+    def __init__(
+        self, history: pd.DataFrame, cause: BaseException | None = None, sigterm: bool = False
+    ) -> None:
         super().__init__(f"training interrupted after {len(history)} complete epoch(s)")
         self.history = history
         self.kind: type[KeyboardInterrupt] = (
-            Terminated if isinstance(cause, Terminated) or _lightning_sigterm(cause)
+            Terminated if sigterm or isinstance(cause, Terminated) or _lightning_sigterm(cause)
             else KeyboardInterrupt
         )
+        # a SystemExit of the caller's (its own SIGTERM handler's, sys.exit in a callback):
+        # raised again once the epochs done are kept
+        self.exit = cause if isinstance(cause, SystemExit) and not _lightning_sigterm(cause) \
+            else None
 
 
 def _lightning_sigterm(cause: BaseException | None) -> bool:
