@@ -90,6 +90,27 @@ def test_dense_csr_backed_and_zarr_inputs_train_identically(small):
         )
 
 
+def test_a_backed_file_closed_and_opened_again_is_read_again(small):
+    """The model reads its own backed cells from their file as it is open now: refused by
+    name while the file is closed, read anew once opened again (its old handles are
+    invalid), also to train further."""
+    d, root = small
+    data = _inputs("backed", d, root)
+    model = _fit(data)
+    z = model.get_latent_representation("rna")
+    data["rna"].file.close()
+    with pytest.raises(ValueError, match=r"modality 'rna': its AnnData's file .*rna\.h5ad is "
+                       r"closed; open it again \(adata\.file\.open\(\)\)"):
+        model.get_latent_representation("rna")
+    data["rna"].file.open()
+    np.testing.assert_array_equal(model.get_latent_representation("rna"), z)
+    assert model.translate(source="rna", target="atac").n_obs == d["rna"].n_obs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.train(max_epochs=1, batch_size=64, progress_bar=False)
+    assert len(model.history) == 3
+
+
 def test_backed_rows_any_order_equal_memory(small, tmp_path):
     d, root = small
     x = d["atac"].X.toarray()

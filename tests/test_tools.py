@@ -172,6 +172,22 @@ def test_integrate_gives_each_object_its_own_uns():
     assert "modality" not in mdata.uns["transmodal"]
 
 
+def test_integrate_warns_of_an_earlier_embedding_it_leaves_in_place():
+    """A modality left out of this call keeps an earlier call's embedding: another model's
+    latent space, warned of (pl.embedding would draw it beside this call's)."""
+    data = tm.datasets.synthetic(40, n_features={"rna": 10, "atac": 12}, seed=0)
+    data["prot"] = ad.AnnData(np.zeros((5, 3), np.float32), obsm={"X_transmodal": np.ones((5, 4))})
+    with pytest.warns(UserWarning, match=r"modality 'prot' is not integrated by this call but "
+                      r"keeps obsm\['X_transmodal'\] of an earlier one") as rec:
+        tm.tl.integrate(data, SPECS, **{**FAST, "max_epochs": 1})
+    assert all(w.filename == __file__ for w in rec)
+    del data["prot"].obsm["X_transmodal"]
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        tm.tl.integrate(data, SPECS, **{**FAST, "max_epochs": 1})
+    assert not any("not integrated" in str(w.message) for w in rec)
+
+
 def test_integrate_warnings_point_at_the_callers_line():
     """Warnings of the model's construction and training, raised through integrate, point
     at the integrate(...) line, as for direct calls."""

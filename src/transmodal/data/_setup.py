@@ -70,6 +70,9 @@ class ModalityData:
                 f"({self.n_obs} -> {len(now)} cells, or other obs_names); pass the cells as "
                 "adata, or build the model again"
             )
+        if self.source.on_disk and getattr(self.adata, "isbacked", False) \
+                and self.spec.obsm_key is None and self.spec.layer is None:
+            self._follow_backed_file()
         held, stored = self.source.stored, stored_matrices(self.adata, self.spec)
         if held is None or stored is None:
             return
@@ -104,6 +107,29 @@ class ModalityData:
             UserWarning, stacklevel=user_stacklevel(),
         )
         self.source, self._digests = src, digests
+
+    def _follow_backed_file(self) -> None:
+        """A backed AnnData's ``X`` read from its file as it is open now: ``ValueError``
+        naming the file while it is closed; read anew after it was closed and opened again
+        (the handles the model held are then invalid)."""
+        file = self.adata.file
+        if not file.is_open:
+            raise ValueError(
+                f"modality {self.name!r}: its AnnData's file {file.filename} is closed; open "
+                "it again (adata.file.open()) or pass the cells as adata"
+            )
+        if self.source.readable:
+            return
+        src, var_names = matrix_of(self.adata, self.spec, self.name)
+        if src.n_vars != self.source.n_vars or features_differ(
+                var_names, self.var_names, self.spec):
+            raise ValueError(
+                f"modality {self.name!r}: its AnnData's file {file.filename} now holds other "
+                "features than when the model was built; pass the cells as adata, or build "
+                "the model again"
+            )
+        src.warned, src.stored = self.source.warned, self.source.stored
+        self.source = src
 
     def feature_annotations(self) -> pd.DataFrame | None:
         """The AnnData's ``var`` (gene symbols, peak coordinates) for the model's features,

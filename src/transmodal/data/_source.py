@@ -188,6 +188,14 @@ class MatrixSource:
         return None
 
     @property
+    def readable(self) -> bool:
+        """Whether the file handles it reads through are still valid (``False`` once their
+        h5py file was closed, also when it was opened again since)."""
+        obj = getattr(self.matrix, "group", self.matrix)  # anndata's backed sparse datasets
+        ident = getattr(obj, "id", None)
+        return ident is None or not hasattr(ident, "valid") or bool(ident.valid)
+
+    @property
     def n_vars(self) -> int:  # noqa: D102
         return self.shape[1]
 

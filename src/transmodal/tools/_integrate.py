@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Mapping
 from copy import deepcopy
 from typing import Any
@@ -11,7 +12,9 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from .._utils import MODEL_CONFIG, MODEL_WEIGHTS, check_output_directory, is_mudata, jsonable
+from .._utils import (
+    MODEL_CONFIG, MODEL_WEIGHTS, check_output_directory, is_mudata, jsonable, user_stacklevel,
+)
 from ..data import Modality
 from ..data._setup import _as_dict
 from ..model import CrossModalAE
@@ -249,4 +252,16 @@ def integrate(
     if is_mudata(data):
         data.obsm[obsm_key] = joint_embedding(data, latents)
         data.uns[key_added] = deepcopy(uns)
+    stale = [n for n, a in _adatas(data).items() if n not in model.mods
+             and isinstance(a, AnnData) and obsm_key in a.obsm]
+    if stale:  # (another model's latent space, which no plot or neighbour graph should mix)
+        warnings.warn(
+            f"modality {stale[0]!r}" + (f" (and {len(stale) - 1} more)" if len(stale) > 1
+                                        else "")
+            + f" is not integrated by this call but keeps obsm[{obsm_key!r}] of an earlier "
+            f"one: another model's latent space, which tm.pl.embedding would draw beside "
+            f"this call's; delete it (del adata.obsm[{obsm_key!r}]) or use another "
+            "key_added",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
     return data if copy else None
