@@ -2098,6 +2098,9 @@ def test_scvi_tools_spellings_name_the_transmodal_argument(paired_data, make_mod
         (lambda: model.train(temperature=0.1), r"did you mean anchor_temperature=\?"),
         (lambda: model.train(sede=1), r"did you mean seed=\?"),
         (lambda: model.train(lam_adversarial=1), r"did you mean lam_adv=\?"),
+        (lambda: model.train(batch=64), r"did you mean batch_size=\?"),
+        (lambda: make_model(paired_data, validation=0.2), r"did you mean validation_fraction"),
+        (lambda: model.train(n_latent=8), r"'n_latent'; .* CrossModalAE\(\.\.\., n_latent=\)"),
         (lambda: model.train(reduce_lr_patience=5), r"'reduce_lr_patience'; .*\(no scheduler\)"),
         (lambda: model.translate(paired_data["rna"], source="rna", target="atac",
                                  target_libsize=1e4), r"'target_libsize'; .* library_size="),
@@ -2114,8 +2117,9 @@ def test_scvi_tools_spellings_name_the_transmodal_argument(paired_data, make_mod
     # no suggestion of a merely similar name
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'lam_graph'; there is no"):
         model.train(lam_graph=0.02)
-    with pytest.raises(TypeError, match=r"unexpected keyword argument 'lam_foo'$"):
-        model.train(lam_foo=1)
+    for absurd in ("lam_foo", "mode", "max_cells", "batch_key"):  # (merely alike: none)
+        with pytest.raises(TypeError, match=rf"unexpected keyword argument '{absurd}'$"):
+            model.train(**{absurd: 1})
     assert not (tmp_path / "m").exists()
     assert list(inspect.signature(tm.CrossModalAE.train).parameters)[:2] == ["self", "max_epochs"]
     assert list(inspect.signature(tm.CrossModalAE.load).parameters)[:2] == ["path", "data"]

@@ -104,6 +104,22 @@ def test_a_backed_file_closed_and_opened_again_is_read_again(small):
         model.get_latent_representation("rna")
     data["rna"].file.open()
     np.testing.assert_array_equal(model.get_latent_representation("rna"), z)
+    # another file of fewer cells written there meanwhile: refused, the model unchanged
+    path = data["rna"].filename
+    data["rna"].file.close()
+    other = root / "other.h5ad"
+    d["rna"][:100].copy().write_h5ad(other)
+    moved = root / "moved.h5ad"
+    path.rename(moved)
+    other.rename(path)
+    data["rna"].file.open()
+    with pytest.raises(ValueError, match=r"now holds a matrix of other cells or features "
+                       r"\(100 x 30, built with 240 x 30\)"):
+        model.get_latent_representation("rna")
+    data["rna"].file.close()
+    moved.replace(path)
+    data["rna"].file.open()
+    np.testing.assert_array_equal(model.get_latent_representation("rna"), z)
     assert model.translate(source="rna", target="atac").n_obs == d["rna"].n_obs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

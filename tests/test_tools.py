@@ -182,6 +182,7 @@ def test_integrate_warns_of_an_earlier_embedding_it_leaves_in_place():
         tm.tl.integrate(data, SPECS, **{**FAST, "max_epochs": 1})
     assert all(w.filename == __file__ for w in rec)
     del data["prot"].obsm["X_transmodal"]
+    data["rna_again"] = data["rna"]  # (the same object: written by this call)
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         tm.tl.integrate(data, SPECS, **{**FAST, "max_epochs": 1})

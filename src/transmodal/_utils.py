@@ -105,6 +105,7 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
                       "'bernoulli'), ...",
         "use_highly_variable": "the model uses every feature of the matrix: subset the "
                                "AnnData first (adata[:, adata.var['highly_variable']])",
+        "validation_split": "the share of validation cells is validation_fraction=",
         "use_rep": "an encoder on principal components is Modality(..., n_pca=50) (fitted "
                    "on the training cells); Modality(obsm_key='X_lsi') makes the "
                    "embedding the modality itself",
@@ -130,6 +131,11 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
                              "CrossModalAE(..., seed=)",
         "enable_progress_bar": "the progress bar is progress_bar=",
         "check_val_every_n_epoch": "validation cells are scored every epoch",
+        "n_latent": "the latent dimensions are the model's: CrossModalAE(..., n_latent=)",
+        "latent_dim": "the latent dimensions are the model's: CrossModalAE(..., n_latent=)",
+        "num_workers": "rows are read by the training process itself (a file's ahead, in "
+                       "a background thread)",
+        "ckpt_dir": "checkpoints are written to checkpoint_dir=",
         # scGLUE's (compile_kws / fit_kws)
         "lam_align": "the weights of the alignment are lam_adv= (adversarial) and "
                      "lam_mmd= (kernel MMD)",
@@ -156,6 +162,7 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
         "*target": "name the modalities: model.translate(adata, source='rna', target='atac')",
         "*positional": "source and target are named: model.translate(adata, source='rna', "
                        "target='atac')",
+        "libsize": "the library size of translated counts is library_size=",
         "target_libsize": "the library size of translated counts is library_size= (one "
                           "number; for one per cell, scale the result's rows)",
     },
@@ -199,12 +206,16 @@ def argument_hints(func: Callable) -> Callable:
                 hint = hints.get(name)
                 if hint is None:  # a misspelt keyword
                     params = [p for p in sig.parameters if p not in ("self", "cls")]
-                    # (loss weights: close spellings only, lam_align is not lam_latent)
-                    cutoff = 0.8 if name.startswith("lam_") else 0.6
-                    near = difflib.get_close_matches(name, params, 1, cutoff=cutoff) or [
-                        p for p in params if len(name) >= 4 and p.startswith(name)] or [
+                    # a name cut short (batch -> batch_size) or lengthened (hidden_dims ->
+                    # hidden), else a close spelling (loss weights: closer, lam_align is
+                    # not lam_latent); none for names merely alike (validation is not
+                    # variational, num_workers not num_nodes)
+                    near = [p for p in params if len(name) >= 4 and p.startswith(name)] or [
                         p for p in params if len(p) >= 5 and name.startswith(p)]
-                    near = near if len(near) == 1 else None  # (one abbreviated, or none)
+                    if not near:
+                        cutoff = 0.8 if name.startswith("lam_") else 0.75
+                        near = difflib.get_close_matches(name, params, 1, cutoff=cutoff)
+                    near = near if len(near) == 1 else None  # (one, or none)
                     hint = f"did you mean {near[0]}=?" if near else None
             else:
                 text, quoted = str(err), re.search(r"missing .*'([^']+)'", str(err))

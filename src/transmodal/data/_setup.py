@@ -111,7 +111,9 @@ class ModalityData:
     def _follow_backed_file(self) -> None:
         """A backed AnnData's ``X`` read from its file as it is open now: ``ValueError``
         naming the file while it is closed; read anew after it was closed and opened again
-        (the handles the model held are then invalid)."""
+        (the handles the model held are then invalid), as long as it holds a matrix of the
+        same shape (the file must hold the same cells: their names are not in the file's
+        matrix, and the AnnData keeps those it read when opened)."""
         file = self.adata.file
         if not file.is_open:
             raise ValueError(
@@ -121,12 +123,13 @@ class ModalityData:
         if self.source.readable:
             return
         src, var_names = matrix_of(self.adata, self.spec, self.name)
-        if src.n_vars != self.source.n_vars or features_differ(
+        if src.n_obs != self.n_obs or src.n_vars != self.source.n_vars or features_differ(
                 var_names, self.var_names, self.spec):
             raise ValueError(
-                f"modality {self.name!r}: its AnnData's file {file.filename} now holds other "
-                "features than when the model was built; pass the cells as adata, or build "
-                "the model again"
+                f"modality {self.name!r}: its AnnData's file {file.filename} now holds a "
+                f"matrix of other cells or features ({src.n_obs} x {src.n_vars}, built with "
+                f"{self.n_obs} x {self.source.n_vars}) than when the model was built; pass "
+                "the cells as adata, or build the model again"
             )
         src.warned, src.stored = self.source.warned, self.source.stored
         self.source = src

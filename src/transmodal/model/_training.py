@@ -199,9 +199,8 @@ class TrainingMixin:
             by it); ignored, with a warning, by the distances. The contrastive loss needs
             ``n_latent >= 2`` (it compares directions; ``ValueError`` otherwise). Options
             that nothing in the model reads (``beta`` or ``lam_latent`` without
-            ``variational``, ``lam_cls``
-            without ``labels_key``, anchor options without pairs) warn that they have no
-            effect.
+            ``variational``, ``lam_cls`` without ``labels_key``, anchor options without
+            pairs) warn that they have no effect.
         pretrain_epochs
             Anchor prior only: epochs (an integer >= 0, at most ``max_epochs``) of
             pre-training the anchor autoencoder alone (default: a quarter of
@@ -267,10 +266,12 @@ class TrainingMixin:
         batches come in the same order as in the first call (pass another ``seed`` for
         others); the adversarial weight rises again over ``adv_warmup_epochs`` (pass 0 to
         continue at full weight), while a trained anchor is not pre-trained again. Ctrl+C
-        stops training with ``KeyboardInterrupt``; the model keeps the
-        weights trained so far and the history of the epochs completed. Any other error
-        raised while training (e.g. a file that cannot be read) leaves the model as it was
-        before this call, weights included.
+        stops training with ``KeyboardInterrupt`` (SIGTERM: its subclass
+        ``transmodal._interrupts.Terminated``; a ``SystemExit`` the caller's own code raises
+        meanwhile, e.g. its SIGTERM handler's, is raised again as it is); the model keeps
+        the weights trained so far and the history of the epochs completed (with
+        ``checkpoint_dir``, saved there). Any other error raised while training (e.g. a file
+        that cannot be read) leaves the model as it was before this call, weights included.
         """
         self._check_train_params(locals())
         # Lightning (about 2 s to import) is loaded only to train: embedding, translating
@@ -421,8 +422,8 @@ class TrainingMixin:
         if interrupted:  # (Ctrl+C, or SIGTERM: raised as it came)
             raise interrupted(
                 f"training {_stopped_by(interrupted)} after {epochs_run} complete epoch(s) of "
-                f"{max_epochs}; "
-                "the model keeps the weights trained so far (history_ lists those epochs)"
+                f"{max_epochs}; the model keeps the weights trained so far (history_ lists "
+                "those epochs)"
             )
         if is_global_zero(launcher=True):  # (under DDP every process holds the same model)
             self._warn_if_separable()
@@ -725,11 +726,10 @@ class TrainingMixin:
         """Run ``plan`` with Lightning; return the history of the epochs run, the class of
         the interrupt that stopped it (``KeyboardInterrupt`` for Ctrl+C, ``Terminated`` for
         SIGTERM, or the caller's own ``SystemExit`` itself, e.g. of its SIGTERM handler;
-        ``None`` if none did) and the divergence error it ended
-        with (the weights are those of the last
-        finite epoch). Any other error, or an interrupt within the first epoch, leaves the
-        weights as they were before; afterwards the module is float32 on the CPU,
-        trainable (the anchor was frozen) and in evaluation mode."""
+        ``None`` if none did) and the divergence error it ended with (the weights are those
+        of the last finite epoch). Any other error, or an interrupt within the first epoch,
+        leaves the weights as they were before; afterwards the module is float32 on the
+        CPU, trainable (the anchor was frozen) and in evaluation mode."""
         from ..train import TrainingDiverged, TrainingInterrupted, run_training
 
         # an interrupt within the first epoch restores these: the model stays as it was

@@ -252,8 +252,9 @@ def integrate(
     if is_mudata(data):
         data.obsm[obsm_key] = joint_embedding(data, latents)
         data.uns[key_added] = deepcopy(uns)
-    stale = [n for n, a in _adatas(data).items() if n not in model.mods
-             and isinstance(a, AnnData) and obsm_key in a.obsm]
+    written = {id(md.adata) for md in model.mods.values()}
+    stale = [n for n, a in _adatas(data).items() if n not in model.mods and id(a) not in
+             written and isinstance(a, AnnData) and obsm_key in a.obsm]
     if stale:  # (another model's latent space, which no plot or neighbour graph should mix)
         warnings.warn(
             f"modality {stale[0]!r}" + (f" (and {len(stale) - 1} more)" if len(stale) > 1
