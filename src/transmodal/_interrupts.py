@@ -9,4 +9,4 @@ class Terminated(KeyboardInterrupt):
     exception by the command line, so that the temporary files of unfinished outputs are
     removed on the way out, as they are after Ctrl+C. A :class:`KeyboardInterrupt`: a
     training stops as after Ctrl+C (the epochs done kept, a checkpoint of them written),
-    then this is raised again."""
+    then this is raised again; so is Lightning's own answer to SIGTERM in a script."""

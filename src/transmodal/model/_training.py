@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .._interrupts import Terminated
 from .._utils import (
     ENSEMBLE_CONFIG,
     MODEL_CONFIG,
@@ -51,8 +52,6 @@ _PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", 32, 64, 16, "32",
 
 def _stopped_by(interrupt: type[KeyboardInterrupt]) -> str:
     """How a stopped training is told in its message: SIGTERM or Ctrl+C."""
-    from .._interrupts import Terminated
-
     return "terminated (SIGTERM)" if issubclass(interrupt, Terminated) else "interrupted"
 
 
