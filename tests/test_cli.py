@@ -669,6 +669,28 @@ BAD_CONFIGS = {
         lambda c: c["train"].update(epochs=3),
         ("train", "unknown key 'epochs'"),
     ),
+    # other tools' names get the transmodal spelling, as in Python (not 'num_nodes' for
+    # num_workers, 'devices' for device, 'early_stopping' for early_stopping_patience)
+    "other tools' train keys": (
+        lambda c: c["train"].update(num_workers=4),
+        ("train", "unknown key 'num_workers' (rows are read by the training process"),
+    ),
+    "device as a train key": (
+        lambda c: c["train"].update(device="cuda"),
+        ("train", "unknown key 'device' (choose the device with accelerator="),
+    ),
+    "early stopping patience": (
+        lambda c: c["train"].update(early_stopping_patience=3),
+        ("train", "(the epochs without improvement are patience=)"),
+    ),
+    "scvi-tools model key": (
+        lambda c: c["model"].update(gene_likelihood="nb"),
+        ("model", "unknown key 'gene_likelihood' (the likelihood is each modality's"),
+    ),
+    "scvi-tools modality key": (
+        lambda c: c["modalities"]["rna"].update(gene_likelihood="nb"),
+        ("modalities", "gene_likelihood: the likelihood is the first argument"),
+    ),
     "unknown top-level key": (
         lambda c: c.update(trainer={"max_epochs": 2}),
         ("top level", "unknown key 'trainer'"),
@@ -1060,3 +1082,17 @@ def test_sigterm_exits_143_and_removes_unfinished_outputs(tmp_path: Path, capsys
     finally:
         signal.signal(signal.SIGTERM, before)
     assert seen == [signal.SIGTERM] and list(tmp_path.iterdir()) == []
+
+
+def test_training_line_gives_the_shape_the_model_reads():
+    """An obsm modality's shape is its matrix's (totalVI's proteins beside the RNA), not the
+    AnnData's genes."""
+    from transmodal.cli._commands import _describe
+
+    adata = ad.AnnData(np.zeros((5, 7), dtype=np.float32))
+    adata.obsm["prot"] = np.zeros((5, 3), dtype=np.float32)
+    adata.obsm["crops"] = np.zeros((5, 1, 8, 8), dtype=np.float32)
+    specs = {"rna": tm.Modality("nb"), "prot": tm.Modality("nb", obsm_key="prot"),
+             "image": tm.Modality("gaussian", obsm_key="crops")}
+    assert (_describe({n: adata for n in specs}, specs)
+            == "rna 5 x 7, prot 5 x 3, image 5 x 1 x 8 x 8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
 
@@ -97,7 +98,44 @@ def test_modality_from_dict_unknown_key():
     with pytest.raises(ValueError) as info:
         tm.Modality.from_dict({"likelihood": "nb", "layr": "counts"}, name="rna")
     msg = str(info.value)
-    assert "'rna'" in msg and "layr" in msg
+    assert "'rna'" in msg and "layr" in msg and "layr: did you mean 'layer'?" in msg
+    with pytest.raises(ValueError, match="gene_likelihood: the likelihood is the first argument"):
+        tm.Modality.from_dict({"gene_likelihood": "nb"}, name="rna")
+    # the dataclass's own constructor: named, with the spelling, its fields unchanged
+    with pytest.raises(TypeError, match=r"^Modality\(\): .*'layers'; did you mean layer=\?$"):
+        tm.Modality("nb", layers="counts")
+    assert tm.Modality("nb", layer="counts") == tm.Modality(likelihood="nb", layer="counts")
+    assert list(inspect.signature(tm.Modality).parameters)[:2] == ["likelihood", "layer"]
+
+
+def test_one_anndata_for_two_modalities_is_told_how():
+    """totalVI's habit (RNA in X, proteins in obsm of one AnnData): the refusal says how to
+    name the same AnnData once per modality."""
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(rng.poisson(2, (30, 10)).astype(np.float32))
+    with pytest.raises(ValueError, match=r"got AnnData \(one AnnData holding .*\{'rna': adata, "
+                                         r"'protein': adata\} with Modality\(\.\.\., obsm_key="):
+        tm.CrossModalAE(adata, {"rna": tm.Modality("nb"), "protein": tm.Modality("nb")})
+
+
+def test_duplicate_obsm_columns_warn_as_duplicate_var_names_do():
+    """A DataFrame in obsm names the features by its columns: repeated names warn (they
+    match features and name translations), as repeated var_names do."""
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(rng.poisson(2, (40, 10)).astype(np.float32))
+    adata.obs_names = [f"cell{i}" for i in range(40)]
+    adata.obsm["prot"] = pd.DataFrame(rng.poisson(3, (40, 4)).astype(np.float32),
+                                      index=adata.obs_names, columns=["CD3", "CD4", "CD3", "CD8"])
+    specs = {"rna": tm.Modality("nb"), "prot": tm.Modality("nb", obsm_key="prot")}
+    with pytest.warns(UserWarning, match=r"modality 'prot': the columns of obsm\['prot'\] are "
+                                         r"not unique \(e.g. 'CD3'\).*make_index_unique"):
+        tm.CrossModalAE({"rna": adata, "prot": adata}, specs, n_latent=4, hidden=(8,),
+                        anchor_fraction=1.0)
+    adata.obsm["prot"].columns = ["CD3", "CD4", "CD5", "CD8"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        tm.CrossModalAE({"rna": adata, "prot": adata}, specs, n_latent=4, hidden=(8,),
+                        anchor_fraction=1.0)
 
 
 def test_modality_dict_round_trip():

@@ -48,6 +48,12 @@ def test_ensemble_translation_is_the_members_mean(ensemble, paired_data):
     np.testing.assert_allclose(out.X, np.mean(each, axis=0), rtol=1e-5, atol=1e-6)
     assert list(out.var_names) == list(paired_data["atac"].var_names)
     assert out.uns["transmodal"]["ensemble"] == 3
+    # a draw asked of an ensemble is told that its translations are means (a model's hint
+    # would send it to sample=, which an ensemble has not)
+    for name in ("sample", "n_samples"):
+        with pytest.raises(TypeError, match=rf"^Ensemble.translate\(\): .*'{name}'; an "
+                           r"ensemble's translations are the mean of its members' \(no draws\)"):
+            ens.translate(paired_data["rna"], source="rna", target="atac", **{name: True})
 
 
 def test_ensemble_translation_to_a_file_equals_the_one_in_memory(ensemble, paired_data, tmp_path):

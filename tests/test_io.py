@@ -1039,7 +1039,8 @@ def test_checkpoints_resume_a_stopped_training(paired_data, make_model, train, t
         tm.workflows.resume_training(ckpt, paired_data)
     with pytest.warns(UserWarning, match="nothing to resume"):  # (the target given again)
         tm.workflows.resume_training(ckpt, paired_data, max_epochs=10)
-    with pytest.raises(TypeError, match=r"unknown argument\(s\) of train\(\): \['n_epochs'\]"):
+    with pytest.raises(TypeError, match=r"unknown argument\(s\) of train\(\): \['n_epochs'\]; "
+                       r"n_epochs: the number of epochs is max_epochs="):
         tm.workflows.resume_training(ckpt, paired_data, n_epochs=3)
     # more epochs than the target: goes on; a new lr takes lr_disc along (it followed lr)
     more = tm.workflows.resume_training(ckpt, paired_data, max_epochs=11, lr=1e-4,

@@ -854,9 +854,12 @@ def test_bad_device_and_modality_arguments_are_named(paired_data, make_model):
         np.testing.assert_allclose(model.get_latent_representation("rna", device="gpu"),
                                    model.get_latent_representation("rna"), atol=1e-4)
     else:
-        for device in ("gpu", "GPU:0"):
-            with pytest.raises(ValueError, match=f"device '{device}' requested but"):
+        for device in ("gpu", "GPU:0"):  # (no GPU of either kind, as training says)
+            with pytest.raises(ValueError, match=f"device '{device}' requested but no GPU is "
+                               r"available \(neither CUDA nor an Apple GPU\)"):
                 model.get_latent_representation("rna", device=device)
+        with pytest.raises(ValueError, match="device 'cuda' requested but CUDA is not"):
+            model.get_latent_representation("rna", device="cuda")
     for device in ("gpu:", "gpu:abc", "gpus"):
         with pytest.raises(ValueError, match=f"device must be .*got '{device}'"):
             model.get_latent_representation("rna", device=device)
@@ -2110,6 +2113,30 @@ def test_scvi_tools_spellings_name_the_transmodal_argument(paired_data, make_mod
         (lambda: make_model(paired_data, use_highly_variable=True),
          r"'use_highly_variable'; .* subset the AnnData first"),
         (lambda: model.train(anchor_temp=0.2), r"did you mean anchor_temperature=\?"),
+    ]
+    # the device: accelerator= in training, device= at inference, chosen per call (train's
+    # devices= is no device name); totalVI's and scvi-tools' inference names
+    rna = paired_data["rna"]
+    cases += [
+        (lambda: model.train(device="cuda"), r"'device'; choose the device with accelerator="),
+        (lambda: model.translate(rna, source="rna", target="atac", accelerator="cuda"),
+         r"'accelerator'; the device is device= \('cpu', 'cuda', 'gpu', 'mps' or 'auto'\)"),
+        (lambda: model.get_latent_representation("rna", use_gpu=True),
+         r"'use_gpu'; the device is device="),
+        (lambda: model.predict_labels("rna", accelerator="gpu"), r"the device is device="),
+        (lambda: make_model(paired_data, device="cuda"),
+         r"'device'; the device is chosen per call: train\(accelerator="),
+        (lambda: model.translate(rna, source="rna", target="atac", n_samples=25),
+         r"'n_samples'; translations decode each cell's latent .* sample=True decodes one"),
+        (lambda: model.translate(rna, source="rna", target="atac", transform_batch="b"),
+         r"'transform_batch'; .* target_batch="),
+        (lambda: make_model(paired_data, protein_expression_obsm_key="prot"),
+         r"'protein_expression_obsm_key'; .* Modality\('nb', obsm_key='protein_expression'\)"),
+        (lambda: make_model(paired_data, empirical_protein_background_prior=True),
+         r"there is no protein background model"),
+        (lambda: tm.Modality("nb", gene_likelihood="nb"),
+         r"^Modality\(\): .*'gene_likelihood'; the likelihood is the first argument"),
+        (lambda: tm.Modality("nb", hiden=(8,)), r"^Modality\(\): .*'hiden'; did you mean hidden="),
     ]
     for call, message in cases:
         with pytest.raises(TypeError, match=message):

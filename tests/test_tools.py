@@ -134,8 +134,12 @@ def test_integrate_rejects_bad_arguments_by_name(partly_paired, tmp_path):
         tm.tl.integrate(data, SPECS, model_kwargs={"seed": 3})
     with pytest.raises(ValueError, match="model_kwargs: unknown argument 'n_latnet'"):
         tm.tl.integrate(data, SPECS, model_kwargs={"n_latnet": 3})
-    with pytest.raises(ValueError, match="train_kwargs: unknown argument 'epochs'"):
+    with pytest.raises(ValueError, match=r"train_kwargs: unknown argument 'epochs' \(the number "
+                                         r"of epochs is max_epochs=\)"):
         tm.tl.integrate(data, SPECS, train_kwargs={"epochs": 3})
+    with pytest.raises(ValueError, match=r"model_kwargs: unknown argument 'device' \(the device "
+                                         r"is chosen per call"):
+        tm.tl.integrate(data, SPECS, model_kwargs={"device": "cuda"})
     with pytest.raises(ValueError, match="data must be a MuData or a dict of AnnData"):
         tm.tl.integrate([data["rna"], data["atac"]], SPECS)
     names = list(SPECS)

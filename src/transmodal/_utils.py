@@ -54,7 +54,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         )
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
+            what = ("no GPU is available (neither CUDA nor an Apple GPU)"
+                    if isinstance(device, str) and device.strip().lower().startswith("gpu")
+                    else "CUDA is not available")
+            raise ValueError(f"device {device!r} requested but {what}")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(
                 f"device {device!r}: {torch.cuda.device_count()} CUDA device(s) visible"
@@ -78,6 +81,13 @@ _MODALITY_FIRST = (
     "name the modality the cells come from first, e.g. model.{method}('rna', adata) "
     "(the model's modalities: model.modality_names)"
 )
+_INFERENCE_DEVICE = "the device is device= ('cpu', 'cuda', 'gpu', 'mps' or 'auto')"
+_TRAINING_DEVICE = ("choose the device with accelerator= ('cpu', 'gpu', 'cuda', 'mps' or "
+                    "'auto'), devices= how many")
+_PER_CALL_DEVICE = ("the device is chosen per call: train(accelerator='gpu'), "
+                    "get_latent_representation / translate / predict_labels(device='cuda')")
+_ADT_LIKELIHOOD = ("there is no protein background model: ADT counts take Modality('nb') "
+                   "(CLR-normalised values Modality('gaussian'))")
 _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
     "__init__": {
         "n_hidden": "the hidden layers' widths are hidden=, e.g. hidden=(256, 128) (per "
@@ -109,6 +119,30 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
         "use_rep": "an encoder on principal components is Modality(..., n_pca=50) (fitted "
                    "on the training cells); Modality(obsm_key='X_lsi') makes the "
                    "embedding the modality itself",
+        "device": _PER_CALL_DEVICE,
+        "accelerator": _PER_CALL_DEVICE,
+        "use_gpu": _PER_CALL_DEVICE,
+        # totalVI's
+        "protein_expression_obsm_key": "each modality is one entry of data with its "
+                                       "Modality: data={'rna': adata, 'protein': adata}, "
+                                       "modalities={'rna': Modality('nb'), 'protein': "
+                                       "Modality('nb', obsm_key='protein_expression')}",
+        "protein_names_uns_key": "an obsm matrix's feature names are its columns: store it "
+                                 "as a DataFrame (pd.DataFrame(x, index=adata.obs_names, "
+                                 "columns=names))",
+        "empirical_protein_background_prior": _ADT_LIKELIHOOD,
+        "protein_dispersion": "each count feature has its own dispersion (Modality('nb'))",
+    },
+    "Modality.__init__": {
+        "gene_likelihood": "the likelihood is the first argument: Modality('nb')",
+        "distribution": "the likelihood is the first argument: Modality('nb')",
+        "protein_expression_obsm_key": "a matrix in obsm is obsm_key=",
+        "n_hidden": "the hidden layers' widths are hidden=, e.g. hidden=(256, 128)",
+        "n_layers": "the hidden layers are hidden=, one width per layer, e.g. hidden=(256, "
+                    "128)",
+        "use_layer": "the layer is layer=",
+        "dropout": "the input's dropout is input_dropout= (the hidden layers': "
+                   "CrossModalAE(..., dropout=))",
     },
     "train": {
         "learning_rate": "the learning rate is lr=",
@@ -116,8 +150,9 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
         "max_kl_weight": "the KL weight of a variational model is beta=",
         "n_epochs": "the number of epochs is max_epochs=",
         "epochs": "the number of epochs is max_epochs=",
-        "use_gpu": "choose the device with accelerator='gpu' (or 'auto')",
-        "gpu": "choose the device with accelerator='gpu' (or 'auto'), devices= which ones",
+        "use_gpu": _TRAINING_DEVICE,
+        "gpu": _TRAINING_DEVICE,
+        "device": _TRAINING_DEVICE,
         "early_stopping_patience": "the epochs without improvement are patience=",
         "enable_checkpointing": "checkpoints (in the model's own format) are written to "
                                 "checkpoint_dir= every checkpoint_every= epochs",
@@ -155,9 +190,23 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
     "get_latent_representation": {
         "*modality": _MODALITY_FIRST.format(method="get_latent_representation"),
         "give_mean": "embeddings are the posterior means (translate(..., sample=True) draws)",
+        "mc_samples": "embeddings are the posterior means (translate(..., sample=True) "
+                      "draws)",
+        "accelerator": _INFERENCE_DEVICE,
+        "use_gpu": _INFERENCE_DEVICE,
     },
-    "predict_labels": {"*modality": _MODALITY_FIRST.format(method="predict_labels")},
+    "predict_labels": {
+        "*modality": _MODALITY_FIRST.format(method="predict_labels"),
+        "accelerator": _INFERENCE_DEVICE,
+        "use_gpu": _INFERENCE_DEVICE,
+    },
     "translate": {
+        "accelerator": _INFERENCE_DEVICE,
+        "use_gpu": _INFERENCE_DEVICE,
+        "n_samples": "translations decode each cell's latent (its posterior mean where "
+                     "variational=True); sample=True decodes one posterior draw (seed=): "
+                     "average calls with several seeds for a Monte Carlo mean",
+        "transform_batch": "the batch the cells are decoded in is target_batch=",
         "*source": "name the modalities: model.translate(adata, source='rna', target='atac')",
         "*target": "name the modalities: model.translate(adata, source='rna', target='atac')",
         "*positional": "source and target are named: model.translate(adata, source='rna', "
@@ -175,20 +224,52 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
                  "AnnData or a MuData",
     },
 }
+_ARGUMENT_HINTS["Ensemble.translate"] = {
+    **_ARGUMENT_HINTS["translate"],
+    "n_samples": "an ensemble's translations are the mean of its members' (no draws)",
+    "sample": "an ensemble's translations are the mean of its members' (no draws)",
+}
+
+
+def nearest_name(name: str, known: Collection[str]) -> str | None:
+    """The one name of ``known`` that ``name`` was most likely meant to be, or ``None``: a
+    name cut short (batch -> batch_size) or lengthened (hidden_dims -> hidden), else a close
+    spelling (loss weights: closer, lam_align is not lam_latent); none for names merely
+    alike (validation is not variational, num_workers not num_nodes)."""
+    import difflib
+
+    known = list(known)
+    near = [p for p in known if len(name) >= 4 and p.startswith(name)] or [
+        p for p in known if len(p) >= 5 and name.startswith(p)]
+    if not near:
+        cutoff = 0.8 if name.startswith("lam_") else 0.75
+        near = difflib.get_close_matches(name, known, 1, cutoff=cutoff)
+    return near[0] if len(near) == 1 else None
+
+
+def known_name_hint(where: str, name: str, known: Collection[str]) -> str | None:
+    """How transmodal spells an unknown argument ``name`` of ``where`` (a key of
+    ``_ARGUMENT_HINTS``: a method's name, ``"__init__"`` for the model, ``"Modality.__init__"``)
+    where it is one users of other tools type, else the nearest of ``known``
+    (``"did you mean x?"``), else ``None``."""
+    hint = _ARGUMENT_HINTS.get(where, {}).get(name)
+    if hint is None:
+        near = nearest_name(name, known)
+        hint = f"did you mean {near!r}?" if near else None
+    return hint
 
 
 def argument_hints(func: Callable) -> Callable:
     """Decorate a public method: a call Python would refuse with a bare ``TypeError`` (an
     unknown keyword, a missing argument) names the method and, for the names in
-    ``_ARGUMENT_HINTS[<method name>]`` (keywords given; ``"*name"``: a required argument left
+    ``_ARGUMENT_HINTS[<qualified name, else name>]`` (keywords given; ``"*name"``: a required argument left
     out; ``"*positional"``: too many positional arguments), how transmodal spells it; a
-    misspelt keyword gets the nearest. The signature is kept (``inspect.signature`` follows
-    ``__wrapped__``)."""
-    import difflib
+    misspelt keyword gets the nearest (:func:`nearest_name`). The signature is kept
+    (``inspect.signature`` follows ``__wrapped__``)."""
     import functools
     import inspect
 
-    hints = _ARGUMENT_HINTS.get(func.__name__, {})
+    hints = _ARGUMENT_HINTS.get(func.__qualname__, _ARGUMENT_HINTS.get(func.__name__, {}))
     sig = inspect.signature(func)
     any_keyword = any(q.kind is q.VAR_KEYWORD for q in sig.parameters.values())
     first = next(iter(sig.parameters), None)
@@ -205,18 +286,9 @@ def argument_hints(func: Callable) -> Callable:
                 name, text = unknown[0], f"got an unexpected keyword argument {unknown[0]!r}"
                 hint = hints.get(name)
                 if hint is None:  # a misspelt keyword
-                    params = [p for p in sig.parameters if p not in ("self", "cls")]
-                    # a name cut short (batch -> batch_size) or lengthened (hidden_dims ->
-                    # hidden), else a close spelling (loss weights: closer, lam_align is
-                    # not lam_latent); none for names merely alike (validation is not
-                    # variational, num_workers not num_nodes)
-                    near = [p for p in params if len(name) >= 4 and p.startswith(name)] or [
-                        p for p in params if len(p) >= 5 and name.startswith(p)]
-                    if not near:
-                        cutoff = 0.8 if name.startswith("lam_") else 0.75
-                        near = difflib.get_close_matches(name, params, 1, cutoff=cutoff)
-                    near = near if len(near) == 1 else None  # (one, or none)
-                    hint = f"did you mean {near[0]}=?" if near else None
+                    near = nearest_name(name, [p for p in sig.parameters
+                                               if p not in ("self", "cls")])
+                    hint = f"did you mean {near}=?" if near else None
             else:
                 text, quoted = str(err), re.search(r"missing .*'([^']+)'", str(err))
                 hint = hints.get(f"*{quoted.group(1)}") if quoted else None

@@ -245,8 +245,17 @@ def cmd_train(
 
 
 def _describe(data, modalities: Mapping[str, Any]) -> str:
+    """``rna 283 x 914, prot 283 x 30``: each modality's cells x features as the model reads
+    them (an ``obsm_key`` modality: that matrix's shape, an image's ``c x H x W``)."""
     mods = data.mod if hasattr(data, "mod") else data
-    return ", ".join(f"{n} {mods[n].n_obs} x {mods[n].n_vars}" for n in modalities)
+
+    def shape(name: str) -> tuple[int, ...]:
+        key = modalities[name].obsm_key
+        if key is not None and key in mods[name].obsm:
+            return tuple(mods[name].obsm[key].shape)
+        return (mods[name].n_obs, mods[name].n_vars)
+
+    return ", ".join(f"{n} {' x '.join(map(str, shape(n)))}" for n in modalities)
 
 
 # ---------------------------------------------------------------- model + data loading

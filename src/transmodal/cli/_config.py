@@ -7,7 +7,6 @@ with one line naming the file, the section and the key.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import json
 import os
@@ -240,22 +239,27 @@ def signature_params(func, skip: tuple[str, ...] = ("self",)) -> dict[str, inspe
     return out
 
 
-def _unknown_key(where: str, key: Any, known: list[str]) -> ConfigError:
-    hint = difflib.get_close_matches(str(key), known, n=1)
-    did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+def _unknown_key(where: str, key: Any, known: list[str], takes: str = "") -> ConfigError:
+    """An unknown ``key`` of a config section; ``takes``: the method whose arguments the
+    section holds (``"train"``, ``"__init__"``), for the names other tools use."""
+    from .._utils import known_name_hint  # (torch: only once a key is wrong)
+
+    hint = known_name_hint(takes, str(key), known)
     return ConfigError(
-        f"{where}: unknown key {key!r}{did_you_mean}; known keys: {', '.join(known)}"
+        f"{where}: unknown key {key!r}{f' ({hint})' if hint else ''}; known keys: "
+        f"{', '.join(known)}"
     )
 
 
 def check_kwargs(
-    section: dict[str, Any], params: dict[str, inspect.Parameter], where: str
+    section: dict[str, Any], params: dict[str, inspect.Parameter], where: str, takes: str = ""
 ) -> dict[str, Any]:
-    """Check a section's keys against a signature and its values against the annotations."""
+    """Check a section's keys against a signature (of ``takes``, see :func:`_unknown_key`)
+    and its values against the annotations."""
     known = list(params)
     for key, value in section.items():
         if key not in params:
-            raise _unknown_key(where, key, known)
+            raise _unknown_key(where, key, known, takes)
         exp = expected_type(params[key].annotation)
         if exp is not None and not exp[1](value):
             raise ConfigError(
@@ -409,9 +413,9 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
 
     # model / train ------------------------------------------------------------------------
     model_params = signature_params(CrossModalAE.__init__, ("self", "data", "modalities"))
-    model = check_kwargs(_section(raw, "model", f), model_params, f"{f}: model")
+    model = check_kwargs(_section(raw, "model", f), model_params, f"{f}: model", "__init__")
     train_params = signature_params(CrossModalAE.train)
-    train = check_kwargs(_section(raw, "train", f), train_params, f"{f}: train")
+    train = check_kwargs(_section(raw, "train", f), train_params, f"{f}: train", "train")
 
     # value checks the model does itself, but only after reading the data
     merged = {k: p.default for k, p in model_params.items()}

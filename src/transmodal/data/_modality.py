@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from torch.nn import ModuleDict
 
-from .._utils import jsonable
+from .._utils import argument_hints, jsonable, known_name_hint
 from ..nn._likelihoods import available_likelihoods, get_likelihood, skips_missing
 
 
@@ -287,7 +287,14 @@ class Modality:
         known = {f.name for f in fields(cls) if not f.name.startswith("_")}
         unknown = set(d) - known
         if unknown:
+            hints = [f"{k}: {h}" for k in sorted(unknown)
+                     if (h := known_name_hint("Modality.__init__", k, sorted(known)))]
             raise ValueError(
                 f"modality {name!r}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}"
+                + "".join(f"; {h}" for h in hints)
             )
         return cls(**d)
+
+
+# a bare TypeError for Modality(gene_likelihood=...) otherwise (the dataclass's own __init__)
+Modality.__init__ = argument_hints(Modality.__init__)  # type: ignore[method-assign]

@@ -217,8 +217,14 @@ def _as_dict(
         return mods, (keys or None)
     if isinstance(data, Mapping):
         return dict(data), None
+    one = ""
+    if isinstance(data, AnnData):  # totalVI's habit: the other modality in its obsm
+        one = (" (one AnnData holding a modality in obsm, as totalVI's protein_expression: "
+               "name it once per modality, {'rna': adata, 'protein': adata} with "
+               "Modality(..., obsm_key='protein_expression'))")
     raise ValueError(
-        f"data must be a dict of AnnData (one per modality) or a MuData, got {type(data).__name__}"
+        "data must be a dict of AnnData (one per modality) or a MuData, got "
+        f"{type(data).__name__}{one}"
     )
 
 
@@ -541,12 +547,17 @@ def setup_data(
             raise ValueError(f"modality {name!r}: {src.where} is empty (shape {src.shape})")
         obs_names = np.asarray(adata.obs_names, dtype=object)
         check_unique_obs_names(adata, name)
-        if spec.obsm_key is None and not pd.Index(var_names).is_unique:
+        if not pd.Index(var_names).is_unique:
             dup = pd.Index(var_names)[pd.Index(var_names).duplicated()][0]
+            what, fix = (("var_names", "call adata.var_names_make_unique()")
+                         if spec.obsm_key is None else
+                         (f"the columns of obsm[{spec.obsm_key!r}]",
+                          "make them unique: df.columns = anndata.utils."
+                          "make_index_unique(df.columns.astype(str))"))
             warnings.warn(
-                f"modality {name!r}: var_names are not unique (e.g. {dup!r}); features are "
+                f"modality {name!r}: {what} are not unique (e.g. {dup!r}); features are "
                 "matched by name when new data are embedded or translated and translations "
-                "are named by them — call adata.var_names_make_unique()",
+                f"are named by them — {fix}",
                 UserWarning, stacklevel=user_stacklevel(),
             )
         if not trained and spec.obsm_key is None:

@@ -233,7 +233,8 @@ class Ensemble:
             Cells per forward pass (fewer for wide data: at most 2^24 values read, or
             computed, per pass).
         device
-            ``"cpu"`` (default), ``"cuda"`` (or ``"gpu"``, as for training) or ``"auto"``.
+            ``"cpu"`` (default), ``"cuda"`` (or ``"gpu"``, as for training), ``"mps"`` (an
+            Apple GPU) or ``"auto"`` (CUDA, else MPS, where available).
         out, overwrite
             As in :meth:`CrossModalAE.get_latent_representation`: write the embedding
             (``var_names`` ``latent0...``, member by member) to this .h5ad file,

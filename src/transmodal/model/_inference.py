@@ -229,7 +229,8 @@ class InferenceMixin:
             Cells per forward pass (fewer for wide data: at most 2^24 values read, or
             computed, per pass).
         device
-            ``"cpu"`` (default), ``"cuda"`` (or ``"gpu"``, as for training) or ``"auto"``.
+            ``"cpu"`` (default), ``"cuda"`` (or ``"gpu"``, as for training), ``"mps"`` (an
+            Apple GPU) or ``"auto"`` (CUDA, else MPS, where available).
         out
             Write the embedding to this .h5ad file instead (``X`` = latent coordinates,
             ``var_names`` ``latent0...``, the cells' ``obs``), batch by batch, so memory
@@ -306,7 +307,8 @@ class InferenceMixin:
             array is taken by position); default: the mean of the decodings in every batch.
             Also for ``source == target`` (reconstruction: pass the cells' own batches).
         device
-            ``"cpu"`` (default), ``"cuda"`` (or ``"gpu"``, as for training) or ``"auto"``.
+            ``"cpu"`` (default), ``"cuda"`` (or ``"gpu"``, as for training), ``"mps"`` (an
+            Apple GPU) or ``"auto"`` (CUDA, else MPS, where available).
         out
             Write the result to this .h5ad file instead of memory, batch by batch (memory
             holds one batch); the file appears only once complete, and the result equals

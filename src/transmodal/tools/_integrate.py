@@ -13,7 +13,8 @@ import numpy as np
 from anndata import AnnData
 
 from .._utils import (
-    MODEL_CONFIG, MODEL_WEIGHTS, check_output_directory, is_mudata, jsonable, user_stacklevel,
+    MODEL_CONFIG, MODEL_WEIGHTS, check_output_directory, is_mudata, jsonable, known_name_hint,
+    user_stacklevel,
 )
 from ..data import Modality
 from ..data._setup import _as_dict
@@ -32,7 +33,9 @@ def _check_kwargs(kwargs: Mapping[str, Any] | None, func, taken: set[str], what:
         if key in taken:
             raise ValueError(f"{what}: pass {key!r} as integrate({key}=...), not inside {what}")
         if key not in allowed:
-            raise ValueError(f"{what}: unknown argument {key!r}; allowed: {sorted(set(allowed) - taken)}")
+            hint = known_name_hint(func.__name__, key, allowed)
+            raise ValueError(f"{what}: unknown argument {key!r}{f' ({hint})' if hint else ''}; "
+                             f"allowed: {sorted(set(allowed) - taken)}")
     return dict(kwargs)
 
 

@@ -7,7 +7,7 @@ import os
 import warnings
 from typing import Any
 
-from .._utils import is_global_zero, lightning_accelerator, user_stacklevel
+from .._utils import is_global_zero, known_name_hint, lightning_accelerator, user_stacklevel
 from ..model import CrossModalAE
 from ..model._training import _device_of
 
@@ -69,7 +69,9 @@ def resume_training(
     parameters = inspect.signature(CrossModalAE.train).parameters
     unknown = sorted(set(train_kwargs) - set(parameters))
     if unknown:
-        raise TypeError(f"resume_training(): unknown argument(s) of train(): {unknown}")
+        hint = known_name_hint("train", unknown[0], parameters)
+        raise TypeError(f"resume_training(): unknown argument(s) of train(): {unknown}"
+                        + (f"; {unknown[0]}: {hint}" if hint else ""))
     with warnings.catch_warnings(record=True) as told:  # (kept until the cells are checked)
         warnings.simplefilter("always")
         model = CrossModalAE.load(checkpoint_dir, data, check_data=check_data)
