@@ -177,3 +177,24 @@ def test_workflows_check_k_before_training():
     for train in (tm.workflows.train_consensus, tm.workflows.train_ensemble):
         with pytest.raises(ValueError, match="k must be an integer >= 1; got 0"):
             train(build, seeds=(0, 1), k=0)
+
+
+def test_named_frames_are_matched_by_their_cells_names():
+    """Runs given as DataFrames indexed by the cells' names are matched by those names, as
+    models are (the same run with its rows shuffled read 0.07 and warned that the data do
+    not determine the match); arrays are matched by position; other names are refused."""
+    rng = np.random.default_rng(0)
+    names = [f"c{i}" for i in range(60)]
+    run = {m: pd.DataFrame(rng.normal(size=(60, 4)), index=names) for m in ("rna", "atac")}
+    perm = rng.permutation(60)
+    shuffled = {m: z.iloc[perm] for m, z in run.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = tm.metrics.seed_agreement([run, shuffled], k=5)
+    assert table["agreement"].iloc[0] == pytest.approx(1.0)
+    as_arrays = {m: z.to_numpy() for m, z in shuffled.items()}  # (positions: other cells)
+    assert tm.metrics.seed_agreement([run, as_arrays], k=5, warn_below=None)[
+        "agreement"].iloc[0] < 0.5
+    renamed = {m: z.set_axis([f"d{i}" for i in range(60)]) for m, z in run.items()}
+    with pytest.raises(ValueError, match=r"runs\[1\]\['rna'\] embeds other cells than runs\[0\]"):
+        tm.metrics.seed_agreement([run, renamed], k=5)

@@ -375,6 +375,13 @@ def test_unused_feature_selection_warns(paired_data, specs):
                       r"features, but the model reads every feature.*adata\[:, adata\.var"):
         mods, _ = setup_data(paired_data, specs)
     assert mods["rna"].source.n_vars == n
+    # a categorical of booleans (as an .h5ad file may give the column back) and nullable
+    # booleans are counted alike (the categorical failed to sum: no model could be built)
+    for column in (pd.Categorical(np.arange(n) < 10),
+                   pd.array(np.where(np.arange(n) < 12, True, None), dtype="boolean")):
+        paired_data["rna"].var["highly_variable"] = column
+        with pytest.warns(UserWarning, match=r"marks 1[02] of"):
+            setup_data(paired_data, specs)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         setup_data(paired_data, specs, trained=True)

@@ -816,3 +816,21 @@ def test_segmented_decoded_nuclei_keep_their_dark_centre():
     profile = radial_profiles(ad.AnnData(np.zeros((1, 1)), obsm={"crops": crop[None, None]})).X[0]
     assert profile[0] < 0.5  # the dark centre shows in the innermost bin
     assert profile[-1] == pytest.approx(1.0)
+
+
+def test_radial_profile_refuses_what_is_no_image():
+    """A 1-D, 4-D or 0-D array or complex values are refused by name (a scalar gave a
+    profile of ones); infinite pixels are missing values, as NaN ones."""
+    g = np.indices((15, 15))
+    mask = ((g[0] - 7) ** 2 + (g[1] - 7) ** 2) <= 36
+    img = np.random.default_rng(0).random((15, 15))
+    for image, m in ((img[7], mask[7]), (img[None, None], mask[None, None]),
+                     (np.float64(1), np.bool_(True))):
+        with pytest.raises(ValueError, match=r"image must be 2-D \(H, W\) or 3-D"):
+            tm.images.radial_profile(image, m)
+    with pytest.raises(ValueError, match="real intensities, got complex"):
+        tm.images.radial_profile(img + 0j, mask)
+    row = mask & (g[0] == 7)
+    np.testing.assert_array_equal(
+        tm.images.radial_profile(np.where(row, np.inf, img), mask, n_bins=3),
+        tm.images.radial_profile(np.where(row, np.nan, img), mask, n_bins=3))

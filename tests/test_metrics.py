@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 from scipy import sparse
 from scipy.spatial.distance import cdist
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
+import transmodal as tm
 from transmodal.metrics import (
     cluster_accuracy,
     foscttm,
@@ -505,7 +508,6 @@ def test_probe_findings_collapsed_embeddings_duplicate_names_class_strings_nan_a
     import anndata as ad
     import pandas as pd
 
-    import transmodal as tm
 
     rng = np.random.default_rng(0)
     z, y = np.zeros((50, 4)), rng.normal(size=(50, 4))
@@ -568,3 +570,47 @@ def test_label_transfer_both_keeps_the_directions_apart():
     assert both["x_to_y"] == pytest.approx(label_transfer(y, ly, x, lx, k=5))  # x from y
     assert both["y_to_x"] == pytest.approx(label_transfer(x, lx, y, ly, k=5))
     assert both["x_to_y"] != pytest.approx(both["y_to_x"])
+
+
+def test_label_and_embedding_types_from_pandas_and_torch():
+    """Labels with pd.NA (a "string" / Int64 column with missing values), datetime labels,
+    nullable-dtype DataFrames and bfloat16 tensors are read as documented, not refused or
+    crashed on; values whose squared distances overflow are refused by name."""
+    x = np.array([[0.0], [10.0]])
+    y = np.array([[0.1], [10.1]])
+    ly = pd.Series(["a", "b"], dtype="string")
+    for lx in (pd.Series(["a", None], dtype="string"), np.array(["a", None], dtype=object)):
+        # the unlabelled x cell is not scored, and the y cell whose nearest x cell it is
+        # counts as wrong (pd.NA compared as a boolean failed)
+        assert tm.metrics.cluster_accuracy(x, y, lx, ly) == {
+            "x_to_y": 1.0, "y_to_x": 0.5, "mean": 0.75}
+    ints = pd.Series([1, pd.NA], dtype="Int64")
+    assert tm.metrics.cluster_accuracy(x, y, ints, pd.Series([1, 2], dtype="Int64"))["y_to_x"] == 0.5
+    dates = pd.Series(pd.to_datetime(["2020-01-01", "2020-01-02"]))
+    assert tm.metrics.cluster_accuracy(x, y, dates, dates)["mean"] == 1.0
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(20, 3))
+    w = z + rng.normal(scale=0.5, size=z.shape)
+    expected = tm.metrics.foscttm(z, w)
+    for frame in (pd.DataFrame(z).astype("Float64"), pd.DataFrame(z).convert_dtypes()):
+        assert tm.metrics.foscttm(frame, w) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="x contains NaN or infinite values"):
+        tm.metrics.foscttm(pd.DataFrame(z).astype("Float64").mask(pd.DataFrame(z) > 1), w)
+    t = torch.tensor(z, dtype=torch.bfloat16)
+    assert tm.metrics.foscttm(t, t.float().numpy()) == 0.0
+    with pytest.raises(ValueError, match=r"x has values beyond 1e\+150 in magnitude"):
+        tm.metrics.foscttm(z * 1e160, w * 1e160)
+
+
+def test_mixing_arguments_and_paired_cells_below_chance():
+    """A generator of embeddings and a bad seed are refused by name; identical embeddings of
+    paired cells read below chance with k-NN, as documented (their partners are in the
+    training folds)."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(300, 4))
+    with pytest.raises(ValueError, match="embeddings must be a list of at least two"):
+        tm.metrics.mixing_accuracy_multi(e for e in (z, z))
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        tm.metrics.mixing_accuracy(z, z, seed="a")
+    assert tm.metrics.mixing_accuracy(z, z, classifier="knn") < 0.4
+    assert 0.4 < tm.metrics.mixing_accuracy(z, rng.normal(size=(300, 4)), classifier="knn") < 0.6

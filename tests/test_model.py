@@ -1517,6 +1517,12 @@ def test_translate_library_size_per_cell_is_refused_briefly(paired_data, make_mo
     assert f"got ndarray of shape ({len(sizes)},); for one per cell, scale the rows" in str(err.value)
     with pytest.raises(ValueError, match=r"got Tensor of shape \(3,\); for one per cell"):
         model.translate(source="atac", target="rna", library_size=torch.ones(3))
+    # into a target without library sizes the advice is that none applies (its uns has no
+    # library_size to scale by)
+    other = make_model(paired_data, {"rna": tm.Modality("nb"), "atac": tm.Modality("bernoulli")})
+    with pytest.raises(ValueError, match=r"shape \(\d+,\); and none has any effect here: "
+                       r"target 'atac' has the 'bernoulli' likelihood, not a count one$"):
+        other.translate(source="rna", target="atac", library_size=sizes)
 
 
 # ------------------------------------------------------------------ conditioning must not leak
@@ -2137,6 +2143,12 @@ def test_scvi_tools_spellings_name_the_transmodal_argument(paired_data, make_mod
         (lambda: tm.Modality("nb", gene_likelihood="nb"),
          r"^Modality\(\): .*'gene_likelihood'; the likelihood is the first argument"),
         (lambda: tm.Modality("nb", hiden=(8,)), r"^Modality\(\): .*'hiden'; did you mean hidden="),
+        # a name that begins several: all of them; a short name lengthened; other tools'
+        (lambda: model.train(checkpoint="d"),
+         r"'checkpoint'; did you mean checkpoint_dir= or checkpoint_every=\?$"),
+        (lambda: model.train(beta_kl=0.1), r"'beta_kl'; did you mean beta=\?$"),
+        (lambda: model.train(checkpoint_freq=5), r"written every checkpoint_every= epochs"),
+        (lambda: make_model(paired_data, latent_size=8), r"latent dimensions are n_latent="),
     ]
     for call, message in cases:
         with pytest.raises(TypeError, match=message):

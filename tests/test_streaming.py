@@ -102,6 +102,11 @@ def test_a_backed_file_closed_and_opened_again_is_read_again(small):
     with pytest.raises(ValueError, match=r"modality 'rna': its AnnData's file .*rna\.h5ad is "
                        r"closed; open it again \(adata\.file\.open\(\)\)"):
         model.get_latent_representation("rna")
+    # also where only the model's own cells are read (the evaluation's baseline profile:
+    # a bare h5py OSError before)
+    with pytest.raises(ValueError, match=r"'rna': its AnnData's file .*rna\.h5ad is closed"):
+        tm.workflows.evaluate_paired(model, {"rna": d["rna"], "atac": d["atac"]},
+                                     source="atac", target="rna")
     data["rna"].file.open()
     np.testing.assert_array_equal(model.get_latent_representation("rna"), z)
     # another file of fewer cells written there meanwhile: refused, the model unchanged

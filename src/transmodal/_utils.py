@@ -104,6 +104,8 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
                                "term)",
         # scGLUE's (configure_dataset / init_kws)
         "latent_dim": "the latent dimensions are n_latent=",
+        "latent_size": "the latent dimensions are n_latent=",
+        "n_components": "the latent dimensions are n_latent=",
         "h_dim": "the hidden layers' widths are hidden=, e.g. hidden=(256, 256)",
         "h_depth": "the hidden layers are hidden=, one width per layer, e.g. hidden=(256, "
                    "256)",
@@ -171,6 +173,10 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
         "num_workers": "rows are read by the training process itself (a file's ahead, in "
                        "a background thread)",
         "ckpt_dir": "checkpoints are written to checkpoint_dir=",
+        "checkpoint_freq": "checkpoints are written every checkpoint_every= epochs (to "
+                           "checkpoint_dir=)",
+        "every_n_epochs": "checkpoints are written every checkpoint_every= epochs (to "
+                          "checkpoint_dir=)",
         # scGLUE's (compile_kws / fit_kws)
         "lam_align": "the weights of the alignment are lam_adv= (adversarial) and "
                      "lam_mmd= (kernel MMD)",
@@ -231,32 +237,36 @@ _ARGUMENT_HINTS["Ensemble.translate"] = {
 }
 
 
-def nearest_name(name: str, known: Collection[str]) -> str | None:
-    """The one name of ``known`` that ``name`` was most likely meant to be, or ``None``: a
-    name cut short (batch -> batch_size) or lengthened (hidden_dims -> hidden), else a close
-    spelling (loss weights: closer, lam_align is not lam_latent); none for names merely
-    alike (validation is not variational, num_workers not num_nodes)."""
+def nearest_names(name: str, known: Collection[str]) -> list[str]:
+    """The names of ``known`` that ``name`` was most likely meant to be (none, one, or
+    several a name cut short begins: checkpoint -> checkpoint_dir, checkpoint_every): a
+    name cut short (batch -> batch_size) or lengthened (hidden_dims -> hidden, beta_kl ->
+    beta), else the closest spelling (loss weights: closer, lam_align is not lam_latent);
+    none for names merely alike (validation is not variational, num_workers not
+    num_nodes)."""
     import difflib
 
     known = list(known)
     near = [p for p in known if len(name) >= 4 and p.startswith(name)] or [
-        p for p in known if len(p) >= 5 and name.startswith(p)]
+        p for p in known if len(p) >= 4 and name.startswith(p)]
     if not near:
         cutoff = 0.8 if name.startswith("lam_") else 0.75
         near = difflib.get_close_matches(name, known, 1, cutoff=cutoff)
-    return near[0] if len(near) == 1 else None
+    return near if len(near) <= 3 else []
+
+
+def _did_you_mean(near: list[str], form: str) -> str | None:
+    """``did you mean a= or b=?`` (``form``: how one name is written, e.g. ``"{}="``)."""
+    return f"did you mean {' or '.join(form.format(p) for p in near)}?" if near else None
 
 
 def known_name_hint(where: str, name: str, known: Collection[str]) -> str | None:
     """How transmodal spells an unknown argument ``name`` of ``where`` (a key of
     ``_ARGUMENT_HINTS``: a method's name, ``"__init__"`` for the model, ``"Modality.__init__"``)
     where it is one users of other tools type, else the nearest of ``known``
-    (``"did you mean x?"``), else ``None``."""
+    (``"did you mean 'x'?"``), else ``None``."""
     hint = _ARGUMENT_HINTS.get(where, {}).get(name)
-    if hint is None:
-        near = nearest_name(name, known)
-        hint = f"did you mean {near!r}?" if near else None
-    return hint
+    return hint if hint is not None else _did_you_mean(nearest_names(name, known), "{!r}")
 
 
 def argument_hints(func: Callable) -> Callable:
@@ -264,7 +274,7 @@ def argument_hints(func: Callable) -> Callable:
     unknown keyword, a missing argument) names the method and, for the names in
     ``_ARGUMENT_HINTS[<qualified name, else name>]`` (keywords given; ``"*name"``: a required argument left
     out; ``"*positional"``: too many positional arguments), how transmodal spells it; a
-    misspelt keyword gets the nearest (:func:`nearest_name`). The signature is kept
+    misspelt keyword gets the nearest (:func:`nearest_names`). The signature is kept
     (``inspect.signature`` follows ``__wrapped__``)."""
     import functools
     import inspect
@@ -286,9 +296,8 @@ def argument_hints(func: Callable) -> Callable:
                 name, text = unknown[0], f"got an unexpected keyword argument {unknown[0]!r}"
                 hint = hints.get(name)
                 if hint is None:  # a misspelt keyword
-                    near = nearest_name(name, [p for p in sig.parameters
-                                               if p not in ("self", "cls")])
-                    hint = f"did you mean {near}=?" if near else None
+                    hint = _did_you_mean(nearest_names(
+                        name, [p for p in sig.parameters if p not in ("self", "cls")]), "{}=")
             else:
                 text, quoted = str(err), re.search(r"missing .*'([^']+)'", str(err))
                 hint = hints.get(f"*{quoted.group(1)}") if quoted else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +20,11 @@ from ._modality import Modality, check_modality_name
 from ._source import (
     MatrixSource, check_values, matrix_of, obsm_feature_names, stored_matrices, values_digest,
 )
+
+
+class BackedFileUnreadable(ValueError):
+    """A backed AnnData's file closed, or opened again holding other cells: the model's own
+    rows cannot be read (:meth:`ModalityData.source_now` passes this on)."""
 
 
 @dataclass
@@ -116,7 +120,7 @@ class ModalityData:
         matrix, and the AnnData keeps those it read when opened)."""
         file = self.adata.file
         if not file.is_open:
-            raise ValueError(
+            raise BackedFileUnreadable(
                 f"modality {self.name!r}: its AnnData's file {file.filename} is closed; open "
                 "it again (adata.file.open()) or pass the cells as adata"
             )
@@ -125,7 +129,7 @@ class ModalityData:
         src, var_names = matrix_of(self.adata, self.spec, self.name)
         if src.n_obs != self.n_obs or src.n_vars != self.source.n_vars or features_differ(
                 var_names, self.var_names, self.spec):
-            raise ValueError(
+            raise BackedFileUnreadable(
                 f"modality {self.name!r}: its AnnData's file {file.filename} now holds a "
                 f"matrix of other cells or features ({src.n_obs} x {src.n_vars}, built with "
                 f"{self.n_obs} x {self.source.n_vars}) than when the model was built; pass "
@@ -154,8 +158,12 @@ class ModalityData:
         reads it anew; the matrix the model holds where the AnnData changed beyond that
         (cells or features removed, the matrix deleted), for what needs the model's own
         training data rather than the AnnData (a baseline profile, a comparison of runs)."""
-        with contextlib.suppress(ValueError):
+        try:
             self.check_current()
+        except BackedFileUnreadable:  # (its rows cannot be read at all)
+            raise
+        except ValueError:
+            pass
         return self.source
 
 
@@ -631,7 +639,8 @@ def _warn_unused_feature_selection(adata: AnnData, name: str, n_vars: int) -> No
     col = adata.var["highly_variable"] if "highly_variable" in adata.var else None
     if col is None or len(col) != n_vars or not pd.api.types.is_bool_dtype(col):
         return
-    n = int(col.sum())
+    # (a categorical of booleans, as an .h5ad file may give it back, or nullable booleans)
+    n = int(col.to_numpy(dtype=bool, na_value=False).sum())
     if 0 < n < n_vars:
         warnings.warn(
             f"modality {name!r}: var['highly_variable'] marks {n} of {n_vars} features, but "

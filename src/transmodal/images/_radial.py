@@ -80,10 +80,15 @@ def radial_profile(
     Returns
     -------
     ``(n_bins,)`` float64 profile with maximum 1; all NaN for an empty mask or a nucleus with
-    no positive intensity. NaN pixels of ``image`` are missing values, left out of the shell
-    means (the shells themselves come from ``mask``).
+    no positive intensity. NaN or infinite pixels of ``image`` are missing values, left out
+    of the shell means (the shells themselves come from ``mask``), as
+    :func:`~transmodal.images.read_nuclei` marks them.
     """
+    if np.iscomplexobj(image):
+        raise ValueError("image must hold real intensities, got complex values")
     image, mask = np.asarray(image, dtype=np.float64), np.asarray(mask).astype(bool)
+    if image.ndim not in (2, 3):
+        raise ValueError(f"image must be 2-D (H, W) or 3-D (D, H, W), got shape {image.shape}")
     if image.shape != mask.shape:
         raise ValueError(f"image shape {image.shape} differs from mask shape {mask.shape}")
     names = shell_names(n_bins)

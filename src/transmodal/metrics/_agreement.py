@@ -12,7 +12,7 @@ import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
 from .._utils import check_int, user_stacklevel
-from ._chunked import as_embedding, check_same_dims
+from ._chunked import as_embedding, axis_names, check_same_dims
 
 if TYPE_CHECKING:
     from ..model import Ensemble
@@ -34,8 +34,11 @@ def _embeddings(run: Any, i: int) -> tuple[dict[str, np.ndarray], dict[str, pd.I
         if mods is None:
             return embs, None
         return embs, {n: pd.Index(mods[n].obs_names) for n in run.modality_names}
-    if isinstance(run, Mapping):
-        return {str(n): as_embedding(z, f"runs[{i}][{n!r}]") for n, z in run.items()}, None
+    if isinstance(run, Mapping):  # (DataFrames, AnnData: their cells' names too, if unique)
+        names = {str(n): axis_names(z) for n, z in run.items()}
+        return ({str(n): as_embedding(z, f"runs[{i}][{n!r}]") for n, z in run.items()},
+                {n: pd.Index(v) for n, v in names.items()
+                 if v is not None and pd.Index(v).is_unique})
     raise TypeError(
         f"runs[{i}] must be a trained CrossModalAE or a {{modality: embedding}} mapping; "
         f"got {type(run).__name__}"
@@ -77,7 +80,8 @@ def seed_agreement(
         (embeddings of their training cells are used, matched by the cells' names, so
         the same cells stored in another order are the same), an :class:`~transmodal.Ensemble`
         (its members), or ``{modality: embedding}`` mappings with the same modalities and
-        cell order.
+        cells: DataFrames (or AnnData) indexed by the cells' names are matched by them, as
+        models are; arrays by their order.
     k
         Neighbours per cell (capped at the size of the smaller modality minus one).
     warn_below
@@ -124,7 +128,8 @@ def seed_agreement(
                     f"runs[{i}][{n!r}] has {e[n].shape[0]} cells; runs[0] has "
                     f"{embs[0][n].shape[0]} (the runs must embed the same cells)"
                 )
-            if cells[i] is not None and cells[0] is not None:  # models: match cells by name
+            if cells[i] is not None and cells[0] is not None and n in cells[i] \
+                    and n in cells[0]:  # cells matched by name (models, named frames)
                 order = cells[i][n].get_indexer(cells[0][n])
                 if (order < 0).any():
                     raise ValueError(

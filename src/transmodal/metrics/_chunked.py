@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy import sparse
 
@@ -73,6 +74,10 @@ def unwrap_anndata(x: Any, name: str) -> Any:
     return X
 
 
+# beyond this, squared distances overflow float64 (1e308)
+_HUGE = 1e150
+
+
 def as_embedding(
     x: Any, name: str, *, min_rows: int = 1, columns: str = "dimensions"
 ) -> np.ndarray:
@@ -103,7 +108,11 @@ def as_embedding(
     if sparse.issparse(x):
         raise ValueError(f"{name} must be a dense 2-D array, got a sparse matrix{hint}")
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        x = (x.double() if x.is_floating_point() else x).numpy()  # (bfloat16 has no numpy)
+    if isinstance(x, pd.DataFrame) and len(x.columns) and all(
+            pd.api.types.is_numeric_dtype(t) for t in x.dtypes):
+        x = x.to_numpy(dtype=np.float64, na_value=np.nan)  # (nullable Float64 / Int64 columns)
     arr = np.asarray(x)
     if arr.ndim != 2:
         raise ValueError(
@@ -120,6 +129,11 @@ def as_embedding(
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
+    if arr.size and np.abs(arr).max() > _HUGE:
+        raise ValueError(
+            f"{name} has values beyond {_HUGE:.0e} in magnitude: squared distances between "
+            "them overflow (every distance would tie); rescale it"
+        )
     if columns == "dimensions" and len(arr) > 1 and not np.ptp(arr, axis=0).any():
         warnings.warn(
             f"{name}: all {len(arr)} cells have the same coordinates (a collapsed embedding, "
@@ -191,7 +205,6 @@ def check_paired(
 def axis_names(x: Any, axis: str = "obs") -> Any:
     """The cell (``"obs"``) or feature (``"var"``) names of an AnnData or a DataFrame; ``None``
     for arrays and for a DataFrame's default RangeIndex (positions, not names)."""
-    import pandas as pd
     from anndata import AnnData
 
     if isinstance(x, AnnData):
@@ -244,7 +257,6 @@ def labelled(labels: np.ndarray) -> np.ndarray:
     """Boolean mask of the entries that carry a label: not None / NaN / pd.NA, nor a string
     that stands for one ("nan", "None", "<NA>", blank: what ``astype(str)`` leaves of them),
     as the model reads ``labels_key``."""
-    import pandas as pd
 
     if labels.dtype.kind in "biufcmM":  # numbers: only NaN / NaT are missing
         return ~np.asarray(pd.isna(labels), dtype=bool).reshape(labels.shape)
@@ -260,10 +272,9 @@ def labelled(labels: np.ndarray) -> np.ndarray:
 
 
 def _isin(values: np.ndarray, among: Any) -> np.ndarray:
-    """``np.isin`` by hashing, for labels of mixed types (``"0"`` and ``1``) too."""
-    import pandas as pd
-
-    return pd.Series(values, dtype=object).isin(list(among)).to_numpy()
+    """``np.isin`` by hashing, for labels of mixed types (``"0"`` and ``1``) too (both sides
+    made objects alike: datetimes as timestamps)."""
+    return pd.Series(values, dtype=object).isin(pd.Series(list(among), dtype=object)).to_numpy()
 
 
 def check_shared_labels(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> None:

@@ -74,8 +74,12 @@ def cluster_accuracy(
     kx, ky = labelled(lx), labelled(ly)
     if not kx.any() or not ky.any():
         raise ValueError("cluster_accuracy needs labelled cells in both labels_x and labels_y")
-    x_to_y = float(np.mean(ly[nn_x][kx] == lx[kx]))
-    y_to_x = float(np.mean(lx[nn_y][ky] == ly[ky]))
+    # labels compared as codes of one factorisation (pd.NA == x is no boolean), a
+    # neighbour without a label never matching
+    codes = pd.factorize(pd.Series(np.concatenate([lx, ly]), dtype=object))[0]
+    cx, cy = codes[: len(lx)], codes[len(lx):]
+    x_to_y = float(np.mean((cy[nn_x] == cx)[kx] & ky[nn_x][kx]))
+    y_to_x = float(np.mean((cx[nn_y] == cy)[ky] & kx[nn_y][ky]))
     return {"x_to_y": x_to_y, "y_to_x": y_to_x, "mean": 0.5 * (x_to_y + y_to_x)}
 
 

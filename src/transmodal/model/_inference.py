@@ -337,11 +337,16 @@ class InferenceMixin:
         """
         self._check_name(target, "target")
         if library_size is not None:
+            likelihood = self.mods[target].spec.likelihood
+            counts = get_likelihood(likelihood).counts
             if shape_of(library_size):  # (an array, a tensor, a list: one per cell?)
+                how = ("for one per cell, scale the rows of the result: X * sizes[:, None] / "
+                       "uns['transmodal']['library_size']" if counts else
+                       f"and none has any effect here: target {target!r} has the "
+                       f"{likelihood!r} likelihood, not a count one")
                 raise ValueError(
                     f"library_size must be one number (the library size of every translated "
-                    f"cell), got {brief(library_size)}; for one per cell, scale the rows of "
-                    "the result: X * sizes[:, None] / uns['transmodal']['library_size']"
+                    f"cell), got {brief(library_size)}; {how}"
                 )
             check_number("library_size", library_size, strict=True)
             if float(library_size) > FLOAT32_MAX:
@@ -349,11 +354,11 @@ class InferenceMixin:
                     f"library_size must be at most {FLOAT32_MAX:.3g} (translations "
                     f"are float32), got {library_size!r}"
                 )
-            if not get_likelihood(self.mods[target].spec.likelihood).counts:
+            if not counts:
                 warnings.warn(
                     f"library_size={library_size} has no effect: target {target!r} has the "
-                    f"{self.mods[target].spec.likelihood!r} likelihood, not a count one "
-                    "('nb', 'zinb', 'poisson')", UserWarning, stacklevel=user_stacklevel(),
+                    f"{likelihood!r} likelihood, not a count one ('nb', 'zinb', 'poisson')",
+                    UserWarning, stacklevel=user_stacklevel(),
                 )
         check_seed(seed)
         if sample and not self.init_params_.get("variational"):
