@@ -252,6 +252,58 @@ def test_load_training_cells_reordered_keeps_pairs_and_split(saved, paired_data)
         np.testing.assert_array_equal(back.anchors_["rna|atac"][i], model.anchors_["rna|atac"][i])
 
 
+def test_reordered_cells_of_a_file_without_their_names_are_told_why(saved, paired_data):
+    """A file saved before the cells' names were recorded (no cells.* tensors) cannot
+    recognise its training cells in another order: the warning says so, and how to load
+    them (it said only that they were not the training cells)."""
+    from safetensors.torch import load_file, save_file
+
+    _, path = saved
+    weights = path / "model.safetensors"
+    tensors = {k: v for k, v in load_file(str(weights)).items() if not k.startswith("cells.")}
+    save_file(tensors, str(weights), metadata={"format": "transmodal"})
+    _edit_config(path, lambda cfg: {k: v for k, v in cfg.items() if k != "weights_sha256"})
+    rng = np.random.default_rng(0)
+    shuffled = {n: a[rng.permutation(a.n_obs)].copy() for n, a in paired_data.items()}
+    with pytest.warns(UserWarning, match=r"not the cells the model was trained on; .* \(this "
+                      r"file, saved before the cells' names were recorded, knows its cells "
+                      r"only by their order: .* give them in the order they were trained in\)"):
+        tm.CrossModalAE.load(path, shuffled)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tm.CrossModalAE.load(path, paired_data)
+
+
+def test_a_file_saved_before_later_buffers_loads_with_their_meaning(saved, paired_data):
+    """A model saved before marker statistics and the per-modality class mask were kept
+    (the first day's files) loads as it was trained: no markers, every class open to every
+    modality (it was refused as a hand-edited config). Another mismatch names the version
+    only where the file's differs."""
+    from safetensors.torch import load_file, save_file
+
+    model, path = saved
+    weights = path / "model.safetensors"
+    tensors = load_file(str(weights))
+    old = {k: v for k, v in tensors.items()
+           if k not in ("module.marker_mean", "module.marker_std", "module.class_mask")}
+    assert len(old) == len(tensors) - 3
+    save_file(old, str(weights), metadata={"format": "transmodal"})
+    _edit_config(path, lambda cfg: {k: v for k, v in cfg.items() if k != "weights_sha256"})
+    loaded = tm.CrossModalAE.load(path, paired_data)
+    np.testing.assert_array_equal(loaded.get_latent_representation("rna"),
+                                  model.get_latent_representation("rna"))
+    assert loaded.module.class_mask.all()
+    del old[next(k for k in old if k.startswith("module.") and k.endswith("weight"))]
+    save_file(old, str(weights), metadata={"format": "transmodal"})
+    with pytest.raises(ValueError, match=r"its config was edited, or it was saved by a "
+                       r"development version of transmodal .* whose networks differed$"):
+        tm.CrossModalAE.load(path, paired_data)
+    _edit_config(path, lambda cfg: {**cfg, "transmodal_version": "0.0.1"})
+    with pytest.raises(ValueError, match=r"saved by transmodal 0\.0\.1 \(this is .*\), whose "
+                       r"networks differ, or its config was edited$"):
+        tm.CrossModalAE.load(path, paired_data)
+
+
 def test_load_other_cells_drops_anchors(saved, paired_data):
     model, path = saved
     subset = {n: a[:100].copy() for n, a in paired_data.items()}
@@ -767,6 +819,32 @@ def test_load_config_without_later_optional_params(saved, paired_data):
     assert np.array_equal(
         loaded.get_latent_representation("rna"), model.get_latent_representation("rna")
     )
+
+
+def test_config_resaved_with_sorted_keys_or_a_bom_loads_as_saved(saved, paired_data):
+    """A config.json re-saved by a JSON tool with its keys sorted (jq -S) keeps the order the
+    networks were built in (the discriminator's classes: they were swapped, and further
+    training went wrong silently); one written with a byte-order mark loads."""
+    import torch
+
+    model, path = saved
+    assert model.modality_names == ["rna", "atac"]  # (sorted: atac, rna)
+    text = (path / "config.json").read_text()
+    (path / "config.json").write_text(json.dumps(json.loads(text), sort_keys=True, indent=4))
+    loaded = tm.CrossModalAE.load(path, paired_data)
+    assert loaded.modality_names == ["rna", "atac"]
+    z = torch.from_numpy(model.get_latent_representation("rna"))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module.eval().discriminate(z),
+                                   model.module.eval().discriminate(z))
+    (path / "config.json").write_text("\ufeff" + text, encoding="utf-8")
+    assert tm.CrossModalAE.load(path, paired_data).modality_names == ["rna", "atac"]
+    # an order that does not list the modalities is refused by name
+    (path / "config.json").write_text(text)
+    _edit_config(path, lambda cfg: {**cfg, "modality_order": ["rna", "rna2"]})
+    with pytest.raises(ValueError, match=r"field 'modality_order' \['rna', 'rna2'\] does not "
+                       r"list the modalities \['atac', 'rna'\]"):
+        tm.CrossModalAE.load(path, paired_data)
 
 
 @pytest.mark.parametrize("keep", [0, 100])

@@ -1755,6 +1755,30 @@ def test_obsm_dataframe_features_are_matched_by_name(paired_data, make_model, tr
     np.testing.assert_allclose(alone.get_latent_representation("prot", prot), z, rtol=1e-5)
 
 
+def test_named_columns_for_a_model_that_knows_them_by_position(paired_data, make_model, train):
+    """A model trained on an obsm array (or saved before the columns' names were recorded)
+    takes a named DataFrame's columns by position: warned (a reordered panel went
+    unnoticed), as the opposite case is."""
+    rna = paired_data["rna"].copy()
+    rna.obsm["prot"] = np.asarray(paired_data["atac"].X[:, :6], dtype=np.float32)
+    arrays = {"rna": rna, "prot": rna}
+    specs = {"rna": tm.Modality("nb", layer="counts"),
+             "prot": tm.Modality("poisson", obsm_key="prot")}
+    model = train(make_model(arrays, specs), max_epochs=1)
+    named = rna.copy()
+    named.obsm["prot"] = pd.DataFrame(rna.obsm["prot"], index=rna.obs_names,
+                                      columns=[f"CD{i}" for i in range(6)])
+    with pytest.warns(UserWarning, match=r"modality 'prot': obsm\['prot'\] names its columns "
+                      r"\(\['CD0', .*only by position .* in the order given, unchecked"):
+        model.get_latent_representation("prot", named)
+    with warnings.catch_warnings(record=True) as told:  # (numbered: positions, no names)
+        warnings.simplefilter("always")
+        model.get_latent_representation("prot", rna)
+        named.obsm["prot"].columns = range(6)
+        model.get_latent_representation("prot", named)
+    assert not [w for w in told if "by position" in str(w.message)]
+
+
 def test_translation_keeps_the_target_var_columns(paired_data, make_model, train):
     data = {k: v.copy() for k, v in paired_data.items()}
     data["atac"].var["chrom"] = [f"chr{i % 3}" for i in range(data["atac"].n_vars)]

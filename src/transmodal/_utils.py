@@ -652,7 +652,7 @@ def _written_by_transmodal(path: Path) -> bool:
                     return False
                 header = json.loads(fh.read(size))
             return (header.get("__metadata__") or {}).get("format") == "transmodal"
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, ValueError, UnicodeDecodeError, AttributeError):
         return False
     if not isinstance(config, dict):

@@ -825,18 +825,27 @@ def features_differ(given, expected, spec: Modality) -> str:
 
 
 def warn_unnamed_columns(given, expected, spec: Modality, name: str) -> None:
-    """Warn when an ``obsm`` matrix comes as an array (columns by position) for a modality
-    whose model knows its columns by name (a DataFrame at training): a reordering would go
-    unnoticed."""
+    """Warn when an ``obsm`` matrix's columns are taken by position where one side names
+    them: an array for a modality whose model knows its columns by name (a DataFrame at
+    training), or named columns for a model that knows them only by position (trained on an
+    array, or saved before their names were recorded): a reordering would go unnoticed."""
     if spec.obsm_key is None or len(given) != len(expected):
         return
     default = list(map(str, obsm_feature_names(spec.obsm_key, len(given))))
     positions = [str(i) for i in range(len(expected))]  # columns named 0..n-1: positions
-    if list(map(str, given)) == default and list(map(str, expected)) not in (default, positions):
+    given, expected = list(map(str, given)), list(map(str, expected))
+    if given == default and expected not in (default, positions):
         warnings.warn(
             f"modality {name!r}: obsm[{spec.obsm_key!r}] is an array without column names, but "
-            f"the model knows its columns by name ({list(map(str, expected[:3]))}...): they are "
+            f"the model knows its columns by name ({expected[:3]}...): they are "
             "taken by position; pass a DataFrame with named columns to have them checked",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
+    elif expected == default and given not in (default, positions):
+        warnings.warn(
+            f"modality {name!r}: obsm[{spec.obsm_key!r}] names its columns ({given[:3]}...), "
+            "but the model knows them only by position (it was trained on an array, or saved "
+            "before their names were recorded): they are taken in the order given, unchecked",
             UserWarning, stacklevel=user_stacklevel(),
         )
 

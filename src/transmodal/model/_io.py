@@ -106,6 +106,9 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
         "transmodal_version": _version(),
         "init_params": model.init_params_,
         "modalities": {n: md.spec.to_dict() for n, md in model.mods.items()},
+        # the order the networks are built in (the discriminator's classes): kept where a
+        # JSON tool re-saves the file with its keys sorted
+        "modality_order": list(model.mods),
         # the preprocessing the weights were fitted under (a spec's unset options follow
         # its likelihood's defaults, which a registered class can change before load)
         "preprocessing": {
@@ -240,6 +243,7 @@ _CONFIG_FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
     "class": (True, lambda v: isinstance(v, str), "a string"),
     "init_params": (True, lambda v: isinstance(v, dict), "an object"),
     "modalities": (True, lambda v: isinstance(v, dict) and bool(v), "a non-empty object"),
+    "modality_order": (False, _distinct_strings, "a list of distinct strings"),
     "n_vars": (True, _object_of(lambda v: _json_kind(v) == "integer"), "an object of integers"),
     "var_names": (
         True, _object_of(_array_of(lambda v: isinstance(v, str))), "an object of lists of strings"
@@ -298,6 +302,12 @@ def _check_config(config: Any, cfg_path: Path) -> None:
             raise ValueError(
                 f"{cfg_path}: field {field!r} must be {wanted}, got {config[field]!r:.80}"
             )
+    order = config.get("modality_order")
+    if order is not None and sorted(order) != sorted(config["modalities"]):
+        raise ValueError(
+            f"{cfg_path}: field 'modality_order' {order} does not list the modalities "
+            f"{sorted(config['modalities'])}"
+        )
     for field in ("n_vars", "var_names"):
         missing = [n for n in config["modalities"] if n not in config[field]]
         if missing:
@@ -387,6 +397,9 @@ def read_config(path) -> dict:
         )
     config = read_json(cfg_path)
     _check_config(config, cfg_path)
+    order = config.get("modality_order")  # (else, in files saved before it, the keys' order)
+    if order is not None:
+        config["modalities"] = {n: config["modalities"][n] for n in order}
     return config
 
 
@@ -394,7 +407,8 @@ def read_json(path: Path) -> Any:
     """The JSON value of a UTF-8 file; ``ValueError`` naming it where it is not JSON (also
     nested too deeply for Python's parser, or with an integer beyond its digit limit)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        # (utf-8-sig: a byte-order mark, as some Windows editors write, is read past)
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except RecursionError:
         raise ValueError(f"{path}: its JSON is nested too deeply for a config") from None
     except (ValueError, UnicodeDecodeError) as err:  # (JSONDecodeError; a long integer)
@@ -530,13 +544,22 @@ def _module_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _check_architecture(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
-                        path: Path) -> None:
+                        path: Path, saved_version: Any = None) -> None:
     """``ValueError`` unless the saved network tensors are those of ``module`` (built from
     the config on the meta device, which allocates nothing), by name and shape: an edited
     size in the config would otherwise allocate its networks (gigabytes from a few edited
-    numbers) before the weights were found not to fit."""
-    state = _module_state(tensors)
+    numbers) before the weights were found not to fit. Buffers added since format_version 1
+    that a file saved before them lacks are added to ``tensors`` with the value it meant:
+    no markers' statistics, every class open to every modality."""
     expected = module.state_dict()
+    for key, built in expected.items():
+        if f"module.{key}" in tensors:
+            continue
+        if key in ("marker_mean", "marker_std") and built.numel() == 0:
+            tensors[f"module.{key}"] = torch.zeros(0, device="cpu")  # (not the build's meta)
+        elif key == "class_mask":
+            tensors[f"module.{key}"] = torch.ones(built.shape, dtype=torch.bool, device="cpu")
+    state = _module_state(tensors)
     shapes = [
         f"{k}: {tuple(v.shape)} saved, {tuple(expected[k].shape)} built"
         for k, v in state.items() if k in expected and v.shape != expected[k].shape
@@ -552,8 +575,11 @@ def _check_architecture(module: torch.nn.Module, tensors: dict[str, torch.Tensor
         return
     # e.g. a hand-edited config (hidden widths, batches), or networks built differently
     why = (
-        f"the model was saved by a transmodal whose networks differ from this one's "
-        f"({_version()}; {CONFIG} names the version that saved it), or its config was edited"
+        f"the model was saved by transmodal {saved_version} (this is {_version()}), whose "
+        "networks differ, or its config was edited"
+        if saved_version is not None and saved_version != _version() else
+        f"its config was edited, or it was saved by a development version of transmodal "
+        f"{_version()} whose networks differed"
     )
     detail = (f"tensor shapes differ: {'; '.join(shapes[:2])}" if shapes
               else f"tensor types differ: {'; '.join(kinds[:2])}" if kinds
@@ -674,7 +700,7 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
 
     def check_module(module: torch.nn.Module) -> None:  # (model.mods is set by then)
         _check_given_data(model, config)
-        _check_architecture(module, tensors, path)
+        _check_architecture(module, tensors, path, config.get("transmodal_version"))
 
     model._setup(
         data,
@@ -741,9 +767,14 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
             if any(k.startswith(f"{prefix}.") for k in tensors)
         ]
         if dropped and not stand_ins:  # without every modality there is no training anyway
+            unrecorded = ("" if any(k.startswith("cells.") for k in tensors) else
+                          " (this file, saved before the cells' names were recorded, knows its "
+                          "cells only by their order: if they are the training cells in another "
+                          "order, give them in the order they were trained in)")
             warnings.warn(
                 "the data given to load() are not the cells the model was trained on; the saved "
-                f"{' and '.join(dropped)} are dropped (further training uses no anchor loss)",
+                f"{' and '.join(dropped)} are dropped (further training uses no anchor loss)"
+                f"{unrecorded}",
                 UserWarning,
                 stacklevel=user_stacklevel(),
             )
