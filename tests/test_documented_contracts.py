@@ -23,6 +23,7 @@ from sklearn.linear_model import LogisticRegression
 import transmodal as tm
 from transmodal.analysis import cluster_robustness, enrichment, read_gmt, translated_classifier_roc
 from transmodal.data import setup_data
+from transmodal.metrics import cluster_accuracy, label_transfer
 from transmodal.model._split import validation_masks
 
 from test_analysis import roc_data  # (separable classes, as the ROC tests draw them)
@@ -817,3 +818,536 @@ def test_train_consensus_table_names_both_runs_seeds(paired_data, make_model):
     assert list(t["seed_a"]) == [seeds[i] for i in t["run_a"]]
     assert list(t["seed_b"]) == [seeds[i] for i in t["run_b"]]
     assert (t["seed_a"] != t["seed_b"]).all()
+
+
+# ----------------------------------------------- mutation testing, round 5 (metrics, nn,
+# data/_h5ad, images/_read, baselines/_gan, geometry/_procrustes, preprocessing, _utils)
+
+
+def _two_blobs(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    lab = np.repeat(["a", "b"], n // 2)
+    x = rng.normal(size=(n, 3)) + (lab == "b")[:, None] * 5.0
+    return x, lab
+
+
+def test_cluster_accuracy_needs_labels_on_both_sides():
+    x, lab = _two_blobs()
+    none = np.array([None] * len(lab), dtype=object)
+    for lx, ly in ((none, lab), (lab, none)):
+        with pytest.raises(ValueError, match="labelled cells in both"):
+            cluster_accuracy(x, x, lx, ly)
+
+
+def test_label_transfer_k_zero_is_refused_by_transmodal():
+    x, lab = _two_blobs()
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        label_transfer(x, lab, x, lab, k=0)
+
+
+def test_label_transfer_k_equal_to_the_reference_size_is_allowed():
+    x, lab = _two_blobs(n=10)
+    # documented range 1 <= k <= n_ref: k = n_ref votes over the whole reference
+    acc = label_transfer(x, lab, x, lab, k=10)
+    assert acc == pytest.approx(0.5)  # tie of 5 vs 5 -> the smallest class, "a"
+
+
+def test_label_transfer_ties_go_to_the_smallest_class_whatever_the_order():
+    # reference: "b" listed first; k=2 with one neighbour of each class is a tie, which
+    # sklearn (and the code's comment) resolves to the smallest class, "a"
+    x_ref = np.array([[0.0], [1.0], [10.0], [11.0]])
+    labels_ref = np.array(["b", "a", "a", "b"])
+    x_query = np.array([[0.5]])
+    assert label_transfer(x_ref, labels_ref, x_query, np.array(["a"]), k=2) == 1.0
+    assert label_transfer(x_ref, labels_ref, x_query, np.array(["b"]), k=2) == 0.0
+
+
+def test_mixing_accuracy_cv_one_is_refused_by_transmodal():
+    from transmodal.metrics import mixing_accuracy
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="cv must be an integer >= 2"):
+        mixing_accuracy(rng.normal(size=(20, 3)), rng.normal(size=(20, 3)), cv=1)
+
+
+def test_mixing_accuracy_accepts_as_many_rows_as_folds():
+    from transmodal.metrics import mixing_accuracy
+    rng = np.random.default_rng(0)
+    # documented: cv folds need cv rows per modality (fewer is the error)
+    acc = mixing_accuracy(rng.normal(size=(5, 2)), rng.normal(size=(5, 2)) + 10.0, cv=5)
+    assert acc == pytest.approx(1.0)
+
+
+def test_mixing_accuracy_linear_standardises_features_first():
+    from transmodal.metrics import mixing_accuracy
+    rng = np.random.default_rng(0)
+    # separable modalities in tiny units: without the documented StandardScaler the L2
+    # penalty of the logistic regression flattens the classifier to chance
+    x = rng.normal(size=(100, 2)) * 1e-4
+    y = rng.normal(size=(100, 2)) * 1e-4 + 1e-3
+    assert mixing_accuracy(x, y) > 0.95
+
+
+def test_mixing_accuracy_max_cells_zero_is_refused_by_its_own_check():
+    from transmodal.metrics import mixing_accuracy
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="max_cells must be a positive integer"):
+        mixing_accuracy(rng.normal(size=(20, 2)), rng.normal(size=(20, 2)), max_cells=0)
+
+
+def test_mixing_accuracy_max_cells_draws_rows_at_random_not_the_first():
+    from transmodal.metrics import mixing_accuracy
+    rng = np.random.default_rng(0)
+    # x: 200 cells of cluster A (far away) then 200 of cluster B; y: cluster B only.
+    # A random half of x holds both clusters (partly mixed with y); the first half only A.
+    x = np.concatenate([rng.normal(size=(200, 2)) - 20.0, rng.normal(size=(200, 2))])
+    y = rng.normal(size=(400, 2))
+    acc = mixing_accuracy(x, y, max_cells=200, classifier="knn")
+    assert acc < 0.9
+
+
+def test_translation_pearson_never_leaves_minus_one_to_one():
+    from transmodal.metrics import translation_pearson
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(2000, 7))
+    r = translation_pearson(p, 3.3 * p + 1.0)  # rounding puts many raw ratios above 1
+    assert np.all(r <= 1.0) and np.all(r >= -1.0)
+    np.testing.assert_allclose(r, 1.0)
+    r = translation_pearson(p, -2.0 * p + 1.0)
+    assert np.all(r >= -1.0)
+
+
+def test_pred_constant_over_the_measured_features_gives_nan():
+    from transmodal.metrics import translation_pearson
+    # pred is constant (0.1) over the three measured features of obs; its centred values
+    # are rounding errors (-1.4e-17), not zeros, so only the explicit check makes it NaN
+    pred = np.array([[0.1, 0.1, 0.1, 5.0]])
+    obs = np.array([[0.2, 0.5, 0.9, np.nan]])
+    r = translation_pearson(pred, obs, missing=True)
+    assert np.isnan(r[0])
+
+
+def test_translation_pearson_of_one_feature_is_an_error():
+    from transmodal.metrics import translation_pearson
+    with pytest.raises(ValueError, match="at least 2 features"):
+        translation_pearson(np.ones((3, 1)), np.ones((3, 1)))
+
+
+def test_a_transform_that_makes_non_finite_values_is_an_error():
+    from transmodal.metrics import translation_pearson
+    rng = np.random.default_rng(0)
+    pred = rng.uniform(1, 2, size=(4, 5))
+    obs = pred.copy()
+    obs[0, 0] = 0.0  # log(0) = -inf
+    with np.errstate(divide="ignore"):
+        with pytest.raises(ValueError, match="transform produced NaN or infinite"):
+            translation_pearson(pred, obs, transform=np.log)
+
+
+def test_procrustes_refuses_more_than_ten_dimensions():
+    from transmodal.geometry import wasserstein_procrustes
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(3, 11))
+    with pytest.raises(ValueError, match="at most 10 dimensions"):
+        wasserstein_procrustes(a, a, n_iter=0, n_search=2, n_refine=2)
+
+
+def test_procrustes_accepts_zero_refinement_iterations():
+    from transmodal.geometry import wasserstein_procrustes
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(50, 2)) * [3.0, 1.0]
+    q, cost = wasserstein_procrustes(a, a * [-1.0, 1.0], n_iter=0, n_search=50, n_refine=50)
+    np.testing.assert_allclose(q @ q.T, np.eye(2), atol=1e-8)
+    assert np.isfinite(cost)
+
+
+def _met():
+    import anndata as ad
+    mc = np.array([[1, 0, 2], [0, 3, 1]], dtype=float)
+    cov = np.array([[2, 0, 2], [1, 3, 4]], dtype=float)
+    a = ad.AnnData(np.zeros((2, 3), dtype=np.float32))
+    a.layers["mc"], a.layers["cov"] = mc, cov
+    return a
+
+
+def test_methylation_rates_key_added_with_slash_is_refused():
+    from transmodal.preprocessing import methylation_rates
+    with pytest.raises(ValueError, match="without '/'"):
+        methylation_rates(_met(), key_added="rates/x")
+
+
+def test_methylation_rates_error_names_the_cell_in_a_later_chunk():
+    import anndata as ad
+    from transmodal.preprocessing import methylation_rates
+    a = ad.AnnData(np.zeros((3, 2), dtype=np.float32))
+    a.obs_names, a.var_names = ["c0", "c1", "c2"], ["r0", "r1"]
+    a.layers["mc"] = np.array([[0, 0], [0, 0], [0, 5.0]])
+    a.layers["cov"] = np.array([[1, 1], [1, 1], [1, 2.0]])
+    with pytest.raises(ValueError, match="cell 'c2', region 'r1'"):
+        methylation_rates(a, chunk_size=1)
+
+
+def test_modality_hidden_width_zero_is_refused():
+    import transmodal as tm
+    with pytest.raises(ValueError, match="'hidden' must be a list of positive integers"):
+        tm.Modality("gaussian", hidden=(64, 0)).check("rna")
+
+
+def test_image_modalities_are_not_standardised_by_default():
+    import transmodal as tm
+    assert tm.Modality("gaussian").resolved(image=True)["scale"] is False
+    assert tm.Modality("gaussian").resolved(image=False)["scale"] is True
+    assert tm.Modality("gaussian", scale=True).resolved(image=True)["scale"] is True
+
+
+def test_output_file_suffix_is_case_insensitive(tmp_path):
+    from transmodal.data._h5ad import check_output_h5ad
+    check_output_h5ad(tmp_path / "out.H5AD", [None])  # accepted, as .h5ad
+    with pytest.raises(ValueError, match="must be an .h5ad file path"):
+        check_output_h5ad(tmp_path / "out.h5", [None])
+
+
+def test_too_few_rows_written_is_an_error_and_leaves_no_file(tmp_path):
+    from transmodal.data._h5ad import write_rows_h5ad
+    obs = pd.DataFrame(index=["a", "b", "c"])
+    var = pd.DataFrame(index=["g0", "g1"])
+    out = tmp_path / "x.h5ad"
+    with pytest.raises(ValueError, match="only 2 of 3 rows were written"):
+        write_rows_h5ad(out, iter([np.ones((2, 2), np.float32)]), n_obs=3, obs=obs, var=var)
+    assert not out.exists()
+
+
+def test_obs_of_another_length_than_n_obs_is_refused(tmp_path):
+    from transmodal.data._h5ad import write_rows_h5ad
+    obs = pd.DataFrame(index=["a", "b"])
+    var = pd.DataFrame(index=["g0", "g1"])
+    out = tmp_path / "x.h5ad"
+    with pytest.raises(ValueError, match="obs has 2 rows, expected 3"):
+        write_rows_h5ad(out, iter([np.ones((3, 2), np.float32)]), n_obs=3, obs=obs, var=var)
+    assert not out.exists()
+
+
+def test_the_block_generator_is_closed_at_once_when_writing_fails(tmp_path):
+    from transmodal.data._h5ad import write_rows_h5ad
+    closed = []
+
+    def blocks():
+        try:
+            while True:
+                yield np.ones((2, 2), np.float32)
+        finally:
+            closed.append(True)
+
+    gen = blocks()  # (held here: garbage collection would close it only later)
+    obs, var = pd.DataFrame(index=list("abc")), pd.DataFrame(index=["g0", "g1"])
+    with pytest.raises(ValueError, match="rows written"):
+        write_rows_h5ad(tmp_path / "x.h5ad", gen, n_obs=3, obs=obs, var=var)
+    assert closed == [True]
+
+
+def test_csr_block_with_other_columns_is_refused(tmp_path):
+    import h5py
+    from transmodal.data._h5ad import CSRRows
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        w = CSRRows(f, "X", n_obs=2, n_vars=2)
+        with pytest.raises(ValueError, match="block has 3 columns, expected 2"):
+            w.write(np.eye(2, 3, dtype=np.float32))
+
+
+def _nuclei_files(tmp_path, ndim=2):
+    import tifffile
+    shape = (40, 40) if ndim == 2 else (12, 40, 40)
+    labels = np.zeros(shape, np.uint16)
+    image = np.zeros(shape, np.float32)
+    sl = (slice(10, 20), slice(10, 20)) if ndim == 2 else (slice(3, 8), slice(10, 20), slice(10, 20))
+    labels[sl] = 1
+    image[sl] = 5.0
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "mask.tif", labels)
+    return tmp_path / "img.tif", tmp_path / "mask.tif"
+
+
+def test_crop_axes_are_channel_then_spatial_axes(tmp_path):
+    from transmodal.images import read_nuclei
+    img, mask = _nuclei_files(tmp_path, 2)
+    ad2 = read_nuclei([(img, mask)], crop_size=16, min_area=1)
+    assert ad2.uns["crops"]["axes"] == "cyx"
+    img, mask = _nuclei_files(tmp_path, 3)
+    ad3 = read_nuclei([(img, mask)], crop_size=(8, 16, 16), min_area=1)
+    assert ad3.uns["crops"]["axes"] == "czyx"
+
+
+def test_crop_size_zero_is_refused(tmp_path):
+    from transmodal.images import read_nuclei
+    img, mask = _nuclei_files(tmp_path, 2)
+    with pytest.raises(ValueError, match="crop_size=0: expected a positive integer"):
+        read_nuclei([(img, mask)], crop_size=0, min_area=1)
+
+
+def test_crops_over_4_gib_warn_before_allocation():
+    from transmodal.images._read import CROP_MEMORY_WARN, _warn_crop_memory
+    # 2**20 nuclei x 32 x 32 x (4 bytes x 1 channel + 1 byte mask) = 5 GiB
+    assert 2**20 * 32 * 32 * 5 > CROP_MEMORY_WARN
+    with pytest.warns(UserWarning, match="GiB"):
+        _warn_crop_memory(2**20, 1, (32, 32))
+
+
+def test_image_id_categories_keep_the_order_of_the_images(tmp_path):
+    import shutil
+    from transmodal.images import read_nuclei
+    img, mask = _nuclei_files(tmp_path, 2)
+    for name in ("b", "a"):
+        shutil.copy(img, tmp_path / f"{name}.tif")
+        shutil.copy(mask, tmp_path / f"{name}_mask.tif")
+    ad = read_nuclei([(tmp_path / "b.tif", tmp_path / "b_mask.tif"),
+                      (tmp_path / "a.tif", tmp_path / "a_mask.tif")], crop_size=16, min_area=1)
+    assert list(ad.obs["image_id"].cat.categories) == ["b", "a"]
+    assert list(ad.obs_names) == ["b_1", "a_1"]
+
+
+def test_crop_memory_counts_every_channel_and_the_masks():
+    from transmodal.images._read import _warn_crop_memory
+    # 2**18 nuclei x 32 x 32 x (4 bytes x 4 channels + 1) = 4.25 GiB
+    with pytest.warns(UserWarning, match="4 channel"):
+        _warn_crop_memory(2**18, 4, (32, 32))
+
+
+def test_cycle_loss_is_the_documented_l1():
+    import torch
+    from transmodal.baselines import CycleGAN
+    rng = np.random.default_rng(0)
+    x = rng.poisson(3.0, size=(32, 12)).astype(float)
+    y = rng.poisson(2.0, size=(32, 9)).astype(float)
+    # one full batch, a learning rate too small to move the weights: the logged cycle term
+    # is the loss of the final networks on all cells
+    m = CycleGAN(max_epochs=1, batch_size=32, lr=1e-12, n_pca=None, hidden_g=(16,),
+                 hidden_d=(8,)).fit(x, y)
+    fx, fy = m.x_features_, m.y_features_
+    with torch.no_grad():
+        tx, ty = torch.as_tensor(fx, dtype=torch.float32), torch.as_tensor(fy, dtype=torch.float32)
+        l1 = (m.f_(m.g_(tx)) - tx).abs().mean() + (m.g_(m.f_(ty)) - ty).abs().mean()
+    assert m.history_["cycle"][0] == pytest.approx(float(l1), rel=1e-4)
+
+
+def test_an_epoch_has_ceil_of_the_larger_modality_over_batch_size_steps(monkeypatch):
+    import transmodal.baselines._gan as gan
+    lengths = []
+    orig = gan._cycle_order
+    monkeypatch.setattr(gan, "_cycle_order", lambda rng, n, length: (lengths.append(length), orig(rng, n, length))[1])
+    rng = np.random.default_rng(0)
+    x = rng.poisson(3.0, size=(10, 6)).astype(float)
+    y = rng.poisson(2.0, size=(45, 5)).astype(float)
+    gan.CycleGAN(max_epochs=1, batch_size=10, n_pca=None, hidden_g=(8,), hidden_d=(8,)).fit(x, y)
+    assert lengths == [50, 50]  # ceil(45 / 10) = 5 steps of 10 cells of each modality
+
+
+def test_discriminator_loss_is_the_mean_of_the_two_halves():
+    import torch
+    from transmodal.baselines import CycleGAN
+    rng = np.random.default_rng(0)
+    x = rng.poisson(3.0, size=(32, 12)).astype(float)
+    y = rng.poisson(2.0, size=(32, 9)).astype(float)
+    m = CycleGAN(max_epochs=1, batch_size=32, lr=1e-12, n_pca=None, hidden_g=(16,),
+                 hidden_d=(8,)).fit(x, y)
+    tx = torch.as_tensor(m.x_features_, dtype=torch.float32)
+    ty = torch.as_tensor(m.y_features_, dtype=torch.float32)
+    mse = torch.nn.functional.mse_loss
+    with torch.no_grad():
+        dy_real, dy_fake = m.d_y_(ty), m.d_y_(m.g_(tx))
+        dx_real, dx_fake = m.d_x_(tx), m.d_x_(m.f_(ty))
+        want = 0.5 * (mse(dy_real, torch.ones_like(dy_real)) + mse(dy_fake, torch.zeros_like(dy_fake))
+                      + mse(dx_real, torch.ones_like(dx_real)) + mse(dx_fake, torch.zeros_like(dx_fake)))
+    assert m.history_["discriminator"][0] == pytest.approx(float(want), rel=1e-4)
+
+
+def test_embeddings_are_copies_the_caller_may_change():
+    from transmodal.baselines import CycleGAN
+    rng = np.random.default_rng(0)
+    x = rng.poisson(3.0, size=(20, 6)).astype(float)
+    y = rng.poisson(2.0, size=(20, 5)).astype(float)
+    m = CycleGAN(max_epochs=1, batch_size=10, n_pca=None, hidden_g=(8,), hidden_d=(8,)).fit(x, y)
+    for embed in (m.embed_x, m.embed_y):
+        e = embed()
+        before = e.copy()
+        e[:] = 0.0
+        np.testing.assert_array_equal(embed(), before)
+
+
+def test_adam_beta_of_one_is_refused():
+    from transmodal.baselines import CycleGAN
+    for betas in ((0.5, 1.0), (1.0, 0.999)):
+        with pytest.raises(ValueError, match=r"betas must be two numbers in \[0, 1\)"):
+            CycleGAN(betas=betas)
+
+
+def test_magan_pair_loss_covers_both_directions():
+    import torch
+    from transmodal.baselines import MAGAN
+    rng = np.random.default_rng(0)
+    x = rng.poisson(3.0, size=(32, 12)).astype(float)
+    y = rng.poisson(2.0, size=(32, 9)).astype(float)
+    ix = iy = np.arange(8)
+    m = MAGAN(max_epochs=1, batch_size=32, lr=1e-12, n_pca=None, hidden_g=(16,),
+              hidden_d=(8,), lam_pairs=2.0).fit(x, y, pairs=(ix, iy))
+    px = torch.as_tensor(m.x_features_[ix], dtype=torch.float32)
+    py = torch.as_tensor(m.y_features_[iy], dtype=torch.float32)
+    mse = torch.nn.functional.mse_loss
+    with torch.no_grad():
+        want = 2.0 * (mse(m.g_(px), py) + mse(m.f_(py), px))
+    assert m.history_["supervised"][0] == pytest.approx(float(want), rel=1e-4)
+
+
+def test_magan_with_pairs_is_deterministic_for_a_seed():
+    from transmodal.baselines import MAGAN
+    rng = np.random.default_rng(0)
+    x = rng.poisson(3.0, size=(24, 6)).astype(float)
+    y = rng.poisson(2.0, size=(24, 5)).astype(float)
+    ix = iy = np.arange(12)  # more pairs than a batch: the pair order matters
+
+    def fit():
+        return MAGAN(max_epochs=2, batch_size=4, n_pca=None, hidden_g=(8,), hidden_d=(8,),
+                     seed=3).fit(x, y, pairs=(ix, iy)).translate_x_to_y(x)
+
+    np.testing.assert_array_equal(fit(), fit())
+
+
+def test_lam_cycle_zero_turns_the_cycle_term_off_and_is_allowed():
+    from transmodal.baselines import CycleGAN
+    assert CycleGAN(lam_cycle=0.0).lam_cycle == 0.0
+    with pytest.raises(ValueError, match="lam_cycle must be a finite number >= 0"):
+        CycleGAN(lam_cycle=-1.0)
+
+
+def test_mlp_hidden_layers_are_layer_normalised():
+    from torch import nn
+    from transmodal.nn._mlp import mlp
+    kinds = [type(m) for m in mlp(4, (8, 6), 2)]
+    assert kinds == [nn.Linear, nn.LayerNorm, nn.LeakyReLU, nn.Linear, nn.LayerNorm,
+                     nn.LeakyReLU, nn.Linear]
+    assert nn.LayerNorm not in [type(m) for m in mlp(4, (8,), 2, norm=False)]
+
+
+def test_exact_statistics_of_a_single_cell_keep_the_old_ones():
+    import torch
+    from transmodal.nn._mlp import MLPEncoder
+    torch.manual_seed(0)
+    enc = MLPEncoder(3, 2, (4,))
+    before = enc.standardize.running_var.clone()
+    with enc.exact_statistics():
+        enc(torch.randn(1, 3))
+    torch.testing.assert_close(enc.standardize.running_var, before)
+
+
+def test_variational_log_variance_is_bounded():
+    import torch
+    from transmodal.nn._mlp import MLPEncoder
+    torch.manual_seed(0)
+    enc = MLPEncoder(3, 2, (4,), variational=True).eval()
+    with torch.no_grad():
+        enc.net[-1].bias[2:] = 100.0   # the log-variance half
+        _, hi = enc.distribution(torch.randn(5, 3))
+        enc.net[-1].bias[2:] = -100.0
+        _, lo = enc.distribution(torch.randn(5, 3))
+    assert float(hi.max()) <= 6.0 and float(lo.min()) >= -10.0
+
+
+def test_decoder_hands_its_last_hidden_width_to_the_head():
+    import torch
+    from transmodal.nn._mlp import MLPDecoder
+    dec = MLPDecoder(2, (8, 5))
+    assert dec.n_out == 5 == dec(torch.zeros(3, 2)).shape[1]
+    assert MLPDecoder(2, ()).n_out == 2
+
+
+def test_batch_moments_are_dropped_when_the_encoder_leaves_training():
+    import torch
+    from transmodal.nn._mlp import MLPEncoder
+    enc = MLPEncoder(3, 2, (4,)).train()
+    enc(torch.randn(40, 3))
+    assert enc.batch_moments is not None
+    enc.eval()
+    assert enc.batch_moments is None
+
+
+def test_exact_statistics_gives_back_the_mode_it_found():
+    import torch
+    from transmodal.nn._mlp import MLPEncoder
+    enc = MLPEncoder(3, 2, (4,)).eval()
+    with enc.exact_statistics():
+        enc(torch.randn(40, 3))
+    assert not enc.training and not enc.standardize.training
+
+
+def test_integer_arguments_refuse_booleans():
+    from transmodal.geometry import wasserstein_procrustes
+    a = np.random.default_rng(0).normal(size=(10, 2))
+    with pytest.raises(ValueError, match="n_iter must be an integer >= 0; got True"):
+        wasserstein_procrustes(a, a, n_iter=True)
+
+
+def test_missing_label_strings_are_read_in_any_case():
+    from transmodal._utils import is_missing_text
+    for text in ("nan", "NaN", "NAN", "None", "NONE", "<NA>", "<na>", " ", ""):
+        assert is_missing_text(text), text
+    assert not is_missing_text("nano")
+
+
+def _hinted():
+    from transmodal._utils import argument_hints
+
+    class Thing:
+        @argument_hints
+        def fit(self, batch_size=1, seed=0, n=0, batch_key=None):
+            return batch_size
+
+        @argument_hints
+        def __init__(self, hidden=1):
+            pass
+    return Thing
+
+
+def test_short_prefixes_get_no_guess_but_longer_ones_do():
+    Thing = _hinted()
+    with pytest.raises(TypeError, match=r"did you mean batch_size=\?"):
+        Thing().fit(batch_s=3)
+    with pytest.raises(TypeError) as err:
+        Thing().fit(se=3)  # two letters: too short to guess from (seed)
+    assert "did you mean" not in str(err.value)
+
+
+def test_constructor_errors_name_the_class_not___init__():
+    Thing = _hinted()
+    with pytest.raises(TypeError, match=r"^Thing\(\): got an unexpected keyword argument 'hiden'"):
+        Thing(hiden=3)
+
+
+def test_an_ambiguous_prefix_names_every_name_it_begins():
+    Thing = _hinted()
+    with pytest.raises(TypeError, match=r"'batch'; did you mean batch_size= or batch_key=\?$"):
+        Thing().fit(batch=3)
+
+
+def test_series_naming_a_cell_twice_is_refused():
+    from transmodal._utils import align_to_cells
+    s = pd.Series([1, 2, 3], index=["a", "a", "b"])
+    with pytest.raises(ValueError, match="does not name every cell once"):
+        align_to_cells(s, ["a", "b"], "labels")
+
+
+def test_jsonable_writes_non_finite_floats_as_none():
+    from transmodal._utils import jsonable
+    assert jsonable({"a": float("nan"), "b": [np.float64(np.inf), 1.5]}) == {"a": None, "b": [None, 1.5]}
+
+
+def test_feature_moments_skip_an_empty_first_block():
+    from transmodal._utils import FeatureMoments
+    m = FeatureMoments()
+    m.add(np.empty((0, 3)))
+    m.add(np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]]))
+    np.testing.assert_allclose(m.mean(), [2.0, 2.0, 2.0])
+
+
+def test_folds_are_shuffled_with_the_seed():
+    from transmodal.metrics import mixing_accuracy
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 2)), rng.normal(size=(60, 2)) + 0.3
+    assert len({mixing_accuracy(x, y, seed=s) for s in range(4)}) > 1
