@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -195,6 +196,9 @@ def test_named_frames_are_matched_by_their_cells_names():
     as_arrays = {m: z.to_numpy() for m, z in shuffled.items()}  # (positions: other cells)
     assert tm.metrics.seed_agreement([run, as_arrays], k=5, warn_below=None)[
         "agreement"].iloc[0] < 0.5
+    # AnnData's default row names (numbers) are positions, not names: matched by order
+    numbered = {m: ad.AnnData(z.to_numpy()) for m, z in run.items()}
+    assert tm.metrics.seed_agreement([run, numbered], k=5)["agreement"].iloc[0] == 1.0
     renamed = {m: z.set_axis([f"d{i}" for i in range(60)]) for m, z in run.items()}
     with pytest.raises(ValueError, match=r"runs\[1\]\['rna'\] embeds other cells than runs\[0\]"):
         tm.metrics.seed_agreement([run, renamed], k=5)

@@ -689,7 +689,12 @@ BAD_CONFIGS = {
     ),
     "scvi-tools modality key": (
         lambda c: c["modalities"]["rna"].update(gene_likelihood="nb"),
-        ("modalities", "gene_likelihood: the likelihood is the first argument"),
+        ("modalities", "gene_likelihood: the likelihood is the field 'likelihood' (e.g. "
+         "likelihood: nb)"),
+    ),
+    "a short key's spelling": (  # (as difflib finds it: out is shorter than the rules')
+        lambda c: c.update(output="run"),
+        ("top level", "unknown key 'output' (did you mean 'out'?)"),
     ),
     "unknown top-level key": (
         lambda c: c.update(trainer={"max_epochs": 2}),

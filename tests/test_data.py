@@ -99,7 +99,8 @@ def test_modality_from_dict_unknown_key():
         tm.Modality.from_dict({"likelihood": "nb", "layr": "counts"}, name="rna")
     msg = str(info.value)
     assert "'rna'" in msg and "layr" in msg and "layr: did you mean 'layer'?" in msg
-    with pytest.raises(ValueError, match="gene_likelihood: the likelihood is the first argument"):
+    with pytest.raises(ValueError, match=r"gene_likelihood: the likelihood is the field "
+                       r"'likelihood' \(e.g. likelihood: nb\)"):  # (a mapping's, a config's keys)
         tm.Modality.from_dict({"gene_likelihood": "nb"}, name="rna")
     # the dataclass's own constructor: named, with the spelling, its fields unchanged
     with pytest.raises(TypeError, match=r"^Modality\(\): .*'layers'; did you mean layer=\?$"):

@@ -54,6 +54,9 @@ def test_ensemble_translation_is_the_members_mean(ensemble, paired_data):
         with pytest.raises(TypeError, match=rf"^Ensemble.translate\(\): .*'{name}'; an "
                            r"ensemble's translations are the mean of its members' \(no draws\)"):
             ens.translate(paired_data["rna"], source="rna", target="atac", **{name: True})
+    with pytest.raises(TypeError, match=r"'give_mean'; an ensemble's embedding is its members' "
+                       r"posterior means side by side$"):
+        ens.get_latent_representation("rna", give_mean=False)
 
 
 def test_ensemble_translation_to_a_file_equals_the_one_in_memory(ensemble, paired_data, tmp_path):

@@ -1120,6 +1120,9 @@ def test_checkpoints_resume_a_stopped_training(paired_data, make_model, train, t
     with pytest.raises(TypeError, match=r"unknown argument\(s\) of train\(\): \['n_epochs'\]; "
                        r"n_epochs: the number of epochs is max_epochs="):
         tm.workflows.resume_training(ckpt, paired_data, n_epochs=3)
+    with pytest.raises(TypeError, match=r"ckpt_dir: the checkpoint is resume_training's first "
+                       r"argument"):  # (not checkpoint_dir=, which it sets itself)
+        tm.workflows.resume_training(ckpt, paired_data, ckpt_dir=ckpt)
     # more epochs than the target: goes on; a new lr takes lr_disc along (it followed lr)
     more = tm.workflows.resume_training(ckpt, paired_data, max_epochs=11, lr=1e-4,
                                         progress_bar=False)

@@ -600,6 +600,8 @@ def test_label_and_embedding_types_from_pandas_and_torch():
     assert tm.metrics.foscttm(t, t.float().numpy()) == 0.0
     with pytest.raises(ValueError, match=r"x has values beyond 1e\+150 in magnitude"):
         tm.metrics.foscttm(z * 1e160, w * 1e160)
+    with pytest.raises(ValueError, match="x must be numeric; got dtype complex128"):
+        tm.metrics.foscttm(pd.DataFrame(z + 5j), w)  # (not cast to its real part)
 
 
 def test_mixing_arguments_and_paired_cells_below_chance():
@@ -612,5 +614,8 @@ def test_mixing_arguments_and_paired_cells_below_chance():
         tm.metrics.mixing_accuracy_multi(e for e in (z, z))
     with pytest.raises(ValueError, match="seed must be an integer"):
         tm.metrics.mixing_accuracy(z, z, seed="a")
+    with pytest.raises(ValueError, match=r"seed must be below 2\*\*32"):
+        tm.metrics.mixing_accuracy(z, z, seed=2**32)
+    assert 0 <= tm.metrics.mixing_accuracy(z, z, seed=None) <= 1  # (random folds)
     assert tm.metrics.mixing_accuracy(z, z, classifier="knn") < 0.4
     assert 0.4 < tm.metrics.mixing_accuracy(z, rng.normal(size=(300, 4)), classifier="knn") < 0.6

@@ -2286,3 +2286,19 @@ def test_early_stopping_waits_for_patience_epochs_without_improvement():
     assert len(h) > 3 + 1
     if len(h) < 25:  # stopped early: the last 3 epochs did not improve on the best before
         assert h[-3:].min() >= h[:-3].min()
+
+
+def test_a_cuda_device_named_gpu_on_a_mac_points_to_the_apple_gpu(monkeypatch):
+    """'gpu:0' names a CUDA device: where only an Apple GPU is available the message says
+    how to reach it (it said no GPU was available); bare 'gpu' takes it."""
+    import transmodal._utils as utils
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(utils, "mps_available", lambda: True)
+    assert utils.resolve_device("gpu") == torch.device("mps")
+    with pytest.raises(ValueError, match=r"'gpu:0' requested but CUDA is not available \('gpu:0' "
+                       r"names a CUDA device; the Apple GPU is 'gpu' or 'mps'\)"):
+        utils.resolve_device("gpu:0")
+    monkeypatch.setattr(utils, "mps_available", lambda: False)
+    with pytest.raises(ValueError, match=r"no GPU is available \(neither CUDA nor an Apple GPU\)"):
+        utils.resolve_device("gpu:0")

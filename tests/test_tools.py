@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import anndata as ad
@@ -135,11 +136,17 @@ def test_integrate_rejects_bad_arguments_by_name(partly_paired, tmp_path):
     with pytest.raises(ValueError, match="model_kwargs: unknown argument 'n_latnet'"):
         tm.tl.integrate(data, SPECS, model_kwargs={"n_latnet": 3})
     with pytest.raises(ValueError, match=r"train_kwargs: unknown argument 'epochs' \(the number "
-                                         r"of epochs is max_epochs=\)"):
+                                         r"of epochs is integrate\(max_epochs=\)\)"):
         tm.tl.integrate(data, SPECS, train_kwargs={"epochs": 3})
-    with pytest.raises(ValueError, match=r"model_kwargs: unknown argument 'device' \(the device "
-                                         r"is chosen per call"):
-        tm.tl.integrate(data, SPECS, model_kwargs={"device": "cuda"})
+    # the device, the epochs and the seed are integrate's own arguments: hints name them so
+    for where, kw, said in (
+            ("model_kwargs", {"device": "cuda"}, "the device is integrate(accelerator=)"),
+            ("train_kwargs", {"use_gpu": True}, "the device is integrate(accelerator=)"),
+            ("train_kwargs", {"n_epochs": 3}, "the number of epochs is integrate(max_epochs=)"),
+            ("model_kwargs", {"seeds": 3}, "did you mean integrate(seed=)?")):
+        with pytest.raises(ValueError, match=rf"{where}: unknown argument '{next(iter(kw))}' "
+                           rf"\({re.escape(said)}"):
+            tm.tl.integrate(data, SPECS, **{where: kw})
     with pytest.raises(ValueError, match="data must be a MuData or a dict of AnnData"):
         tm.tl.integrate([data["rna"], data["atac"]], SPECS)
     names = list(SPECS)

@@ -54,9 +54,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         )
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            what = ("no GPU is available (neither CUDA nor an Apple GPU)"
-                    if isinstance(device, str) and device.strip().lower().startswith("gpu")
-                    else "CUDA is not available")
+            gpu = isinstance(device, str) and device.strip().lower().startswith("gpu")
+            what = ("CUDA is not available" if not gpu else
+                    f"CUDA is not available ({device!r} names a CUDA device; the Apple GPU is "
+                    "'gpu' or 'mps')" if mps_available() else
+                    "no GPU is available (neither CUDA nor an Apple GPU)")
             raise ValueError(f"device {device!r} requested but {what}")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(
@@ -230,10 +232,44 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
                  "AnnData or a MuData",
     },
 }
+_ENSEMBLE_MEANS = "an ensemble's translations are the mean of its members' (no draws)"
 _ARGUMENT_HINTS["Ensemble.translate"] = {
-    **_ARGUMENT_HINTS["translate"],
-    "n_samples": "an ensemble's translations are the mean of its members' (no draws)",
-    "sample": "an ensemble's translations are the mean of its members' (no draws)",
+    **_ARGUMENT_HINTS["translate"], "n_samples": _ENSEMBLE_MEANS, "sample": _ENSEMBLE_MEANS,
+}
+_ARGUMENT_HINTS["Ensemble.get_latent_representation"] = {
+    **_ARGUMENT_HINTS["get_latent_representation"],
+    "give_mean": "an ensemble's embedding is its members' posterior means side by side",
+    "mc_samples": "an ensemble's embedding is its members' posterior means side by side",
+}
+# a Modality's fields as keys of a mapping (a config file's modality section)
+_ARGUMENT_HINTS["Modality fields"] = {
+    "gene_likelihood": "the likelihood is the field 'likelihood' (e.g. likelihood: nb)",
+    "distribution": "the likelihood is the field 'likelihood' (e.g. likelihood: nb)",
+    "protein_expression_obsm_key": "a matrix in obsm is the field 'obsm_key'",
+    "n_hidden": "the hidden layers' widths are the field 'hidden' (e.g. hidden: [256, 128])",
+    "n_layers": "the hidden layers are the field 'hidden', one width per layer (e.g. "
+                "hidden: [256, 128])",
+    "use_layer": "the layer is the field 'layer'",
+    "dropout": "the input's dropout is the field 'input_dropout' (the hidden layers': the "
+               "model's dropout)",
+}
+# tl.integrate's model_kwargs / train_kwargs (the device and the epochs are its own)
+_INTEGRATE_DEVICE = "the device is integrate(accelerator=) ('cpu', 'gpu', 'cuda', 'mps', 'auto')"
+_INTEGRATE_EPOCHS = "the number of epochs is integrate(max_epochs=)"
+_ARGUMENT_HINTS["integrate.__init__"] = {
+    "device": _INTEGRATE_DEVICE, "accelerator": _INTEGRATE_DEVICE, "use_gpu": _INTEGRATE_DEVICE,
+    "random_seed": "the seed is integrate(seed=)",
+}
+_ARGUMENT_HINTS["integrate.train"] = {
+    "device": _INTEGRATE_DEVICE, "use_gpu": _INTEGRATE_DEVICE, "gpu": _INTEGRATE_DEVICE,
+    "n_epochs": _INTEGRATE_EPOCHS, "epochs": _INTEGRATE_EPOCHS,
+    "random_seed": "the seed is integrate(seed=)",
+}
+# resume_training's keyword arguments (its checkpoint is its first argument)
+_RESUMED_FROM = "the checkpoint is resume_training's first argument (it sets checkpoint_dir=)"
+_ARGUMENT_HINTS["resume_training"] = {
+    "ckpt_dir": _RESUMED_FROM, "directory": _RESUMED_FROM, "checkpoint": _RESUMED_FROM,
+    "pretrain": "resume_training sets the pre-training epochs from the checkpoint",
 }
 
 
@@ -260,13 +296,24 @@ def _did_you_mean(near: list[str], form: str) -> str | None:
     return f"did you mean {' or '.join(form.format(p) for p in near)}?" if near else None
 
 
-def known_name_hint(where: str, name: str, known: Collection[str]) -> str | None:
-    """How transmodal spells an unknown argument ``name`` of ``where`` (a key of
-    ``_ARGUMENT_HINTS``: a method's name, ``"__init__"`` for the model, ``"Modality.__init__"``)
-    where it is one users of other tools type, else the nearest of ``known``
-    (``"did you mean 'x'?"``), else ``None``."""
-    hint = _ARGUMENT_HINTS.get(where, {}).get(name)
-    return hint if hint is not None else _did_you_mean(nearest_names(name, known), "{!r}")
+def known_name_hint(
+    where: str | Sequence[str], name: str, known: Collection[str], *, loose: bool = False
+) -> str | None:
+    """How transmodal spells an unknown argument ``name`` of ``where`` (keys of
+    ``_ARGUMENT_HINTS``, the first that has ``name``: a method's name, ``"__init__"`` for the
+    model, ``"Modality fields"``) where it is one users of other tools type, else the nearest
+    of ``known`` (``"did you mean 'x'?"``; ``loose``: for a config file's keys, also a
+    spelling merely alike, as difflib's default finds), else ``None``."""
+    for table in ([where] if isinstance(where, str) else where):
+        hint = _ARGUMENT_HINTS.get(table, {}).get(name)
+        if hint is not None:
+            return hint
+    near = nearest_names(name, known)
+    if not near and loose:
+        import difflib
+
+        near = difflib.get_close_matches(name, list(known), 1)
+    return _did_you_mean(near, "{!r}")
 
 
 def argument_hints(func: Callable) -> Callable:

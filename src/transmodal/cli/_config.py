@@ -244,7 +244,7 @@ def _unknown_key(where: str, key: Any, known: list[str], takes: str = "") -> Con
     section holds (``"train"``, ``"__init__"``), for the names other tools use."""
     from .._utils import known_name_hint  # (torch: only once a key is wrong)
 
-    hint = known_name_hint(takes, str(key), known)
+    hint = known_name_hint(takes, str(key), known, loose=True)
     return ConfigError(
         f"{where}: unknown key {key!r}{f' ({hint})' if hint else ''}; known keys: "
         f"{', '.join(known)}"

@@ -288,7 +288,7 @@ class Modality:
         unknown = set(d) - known
         if unknown:
             hints = [f"{k}: {h}" for k in sorted(unknown)
-                     if (h := known_name_hint("Modality.__init__", k, sorted(known)))]
+                     if (h := known_name_hint("Modality fields", k, sorted(known), loose=True))]
             raise ValueError(
                 f"modality {name!r}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}"
                 + "".join(f"; {h}" for h in hints)

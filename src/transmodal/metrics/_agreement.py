@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.neighbors import NearestNeighbors
 
-from .._utils import check_int, user_stacklevel
+from .._utils import check_int, names_are_numbers, user_stacklevel
 from ._chunked import as_embedding, axis_names, check_same_dims
 
 if TYPE_CHECKING:
@@ -34,11 +34,13 @@ def _embeddings(run: Any, i: int) -> tuple[dict[str, np.ndarray], dict[str, pd.I
         if mods is None:
             return embs, None
         return embs, {n: pd.Index(mods[n].obs_names) for n in run.modality_names}
-    if isinstance(run, Mapping):  # (DataFrames, AnnData: their cells' names too, if unique)
+    if isinstance(run, Mapping):  # (DataFrames, AnnData: their cells' names too, where they
+        # are unique names, not numbers such as AnnData's default row names, which are
+        # positions)
         names = {str(n): axis_names(z) for n, z in run.items()}
         return ({str(n): as_embedding(z, f"runs[{i}][{n!r}]") for n, z in run.items()},
                 {n: pd.Index(v) for n, v in names.items()
-                 if v is not None and pd.Index(v).is_unique})
+                 if v is not None and pd.Index(v).is_unique and not names_are_numbers(v)})
     raise TypeError(
         f"runs[{i}] must be a trained CrossModalAE or a {{modality: embedding}} mapping; "
         f"got {type(run).__name__}"

@@ -111,7 +111,8 @@ def as_embedding(
         x = x.detach().cpu()
         x = (x.double() if x.is_floating_point() else x).numpy()  # (bfloat16 has no numpy)
     if isinstance(x, pd.DataFrame) and len(x.columns) and all(
-            pd.api.types.is_numeric_dtype(t) for t in x.dtypes):
+            pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_complex_dtype(t)
+            for t in x.dtypes):
         x = x.to_numpy(dtype=np.float64, na_value=np.nan)  # (nullable Float64 / Int64 columns)
     arr = np.asarray(x)
     if arr.ndim != 2:
@@ -129,7 +130,7 @@ def as_embedding(
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinite values")
-    if arr.size and np.abs(arr).max() > _HUGE:
+    if arr.size and max(arr.max(), -arr.min()) > _HUGE:  # (no copy of a large array)
         raise ValueError(
             f"{name} has values beyond {_HUGE:.0e} in magnitude: squared distances between "
             "them overflow (every distance would tie); rescale it"

@@ -19,7 +19,7 @@ def mixing_accuracy_multi(
     embeddings: Sequence[np.ndarray],
     *,
     cv: int = 5,
-    seed: int = 0,
+    seed: int | None = 0,
     max_cells: int | None = None,
     classifier: str = "linear",
     n_neighbors: int = 15,
@@ -54,7 +54,8 @@ def mixing_accuracy_multi(
     cv
         Number of folds (``>= 2``).
     seed
-        Seed for the subsampling and the fold shuffling.
+        Seed for the subsampling and the fold shuffling (below 2**32; ``None``: a random
+        draw, as scikit-learn's ``random_state``).
     max_cells
         If given, randomly subsample each modality to at most this many rows.
     classifier
@@ -74,7 +75,9 @@ def mixing_accuracy_multi(
     if isinstance(embeddings, np.ndarray) or not hasattr(embeddings, "__len__") \
             or len(embeddings) < 2:  # (a generator too)
         raise ValueError("embeddings must be a list of at least two 2-D arrays")
-    check_int(seed, "seed", minimum=0)
+    check_int(seed, "seed", minimum=0, allow_none=True)  # (None: random folds, as sklearn's)
+    if seed is not None and seed >= 2**32:
+        raise ValueError(f"seed must be below 2**32 (scikit-learn's folds), got {seed!r}")
     if isinstance(cv, bool) or not isinstance(cv, (int, np.integer)) or cv < 2:
         raise ValueError(f"cv must be an integer >= 2; got {cv!r}")
     if max_cells is not None and (
@@ -118,7 +121,7 @@ def mixing_accuracy(
     y: np.ndarray,
     *,
     cv: int = 5,
-    seed: int = 0,
+    seed: int | None = 0,
     max_cells: int | None = None,
     classifier: str = "linear",
     n_neighbors: int = 15,
@@ -138,7 +141,7 @@ def mixing_accuracy(
     cv
         Number of stratified folds.
     seed
-        Seed for subsampling and fold shuffling.
+        Seed for subsampling and fold shuffling (see :func:`mixing_accuracy_multi`).
     max_cells
         Optional per-modality subsample size.
     classifier, n_neighbors

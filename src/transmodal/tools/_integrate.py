@@ -14,7 +14,7 @@ from anndata import AnnData
 
 from .._utils import (
     MODEL_CONFIG, MODEL_WEIGHTS, check_output_directory, is_mudata, jsonable, known_name_hint,
-    user_stacklevel,
+    nearest_names, user_stacklevel,
 )
 from ..data import Modality
 from ..data._setup import _as_dict
@@ -33,7 +33,10 @@ def _check_kwargs(kwargs: Mapping[str, Any] | None, func, taken: set[str], what:
         if key in taken:
             raise ValueError(f"{what}: pass {key!r} as integrate({key}=...), not inside {what}")
         if key not in allowed:
-            hint = known_name_hint(func.__name__, key, allowed)
+            hint = known_name_hint((f"integrate.{func.__name__}", func.__name__), key,
+                                   sorted(set(allowed) - taken))
+            near = None if hint else nearest_names(key, sorted(taken))  # (integrate's own)
+            hint = hint or (near and f"did you mean integrate({near[0]}=)?")
             raise ValueError(f"{what}: unknown argument {key!r}{f' ({hint})' if hint else ''}; "
                              f"allowed: {sorted(set(allowed) - taken)}")
     return dict(kwargs)

@@ -69,7 +69,8 @@ def resume_training(
     parameters = inspect.signature(CrossModalAE.train).parameters
     unknown = sorted(set(train_kwargs) - set(parameters))
     if unknown:
-        hint = known_name_hint("train", unknown[0], parameters)
+        hint = known_name_hint(("resume_training", "train"), unknown[0], [
+            p for p in parameters if p not in ("self", "pretrain_epochs", "checkpoint_dir")])
         raise TypeError(f"resume_training(): unknown argument(s) of train(): {unknown}"
                         + (f"; {unknown[0]}: {hint}" if hint else ""))
     with warnings.catch_warnings(record=True) as told:  # (kept until the cells are checked)
