@@ -283,3 +283,74 @@ def test_translations_to_images_carry_the_recorded_voxel_spacing(tmp_path):
         img.uns["crops"] = other
         assert "crops" not in image_model(img, feat).translate(
             source="feat", target="img").uns
+
+
+def _spots(patches: np.ndarray, n_genes: int = 12, seed: int = 0) -> ad.AnnData:
+    """Spots with RNA counts in X and image patches in obsm["patch"] (a spatial user's)."""
+    rng = np.random.default_rng(seed)
+    spots = ad.AnnData(rng.poisson(3.0, (len(patches), n_genes)).astype(np.float32))
+    spots.obs_names = [f"spot{i}" for i in range(len(patches))]
+    spots.obsm["patch"] = patches
+    return spots
+
+
+def _build(spots: ad.AnnData, image: tm.Modality) -> tm.CrossModalAE:
+    return tm.CrossModalAE({"rna": spots, "img": spots}, {"rna": tm.Modality("nb"), "img": image},
+                           n_latent=4, hidden=(8,), anchor_fraction=1.0)
+
+
+def test_patches_of_other_tools_are_told_how_to_fit():
+    """Spatial users' patches: multiplexed channels-last ones are refused (5 channels passed
+    as 48 'channels' of 48 x 5 images, and augmentation then reversed the channels); 8-bit
+    intensities under 'bernoulli' (all made 1) and raw intensities under an unscaled
+    'gaussian' (a decoder far from reaching them) warn; 'continuous_bernoulli' on 8-bit
+    values says to divide by 255; grey stacks without a channel axis are told to add it."""
+    rng = np.random.default_rng(0)
+    last = _spots(rng.random((40, 24, 24, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"has shape \(40, 24, 24, 5\), which looks channels-last "
+                       r".*np\.moveaxis\(crops, -1, 1\)"):
+        _build(last, tm.Modality("continuous_bernoulli", obsm_key="patch"))
+    _build(_spots(np.moveaxis(last.obsm["patch"], -1, 1).copy()),
+           tm.Modality("continuous_bernoulli", obsm_key="patch"))
+    he = _spots(rng.integers(1, 256, (40, 3, 8, 8), dtype=np.uint8))
+    with pytest.warns(UserWarning, match=r"holds \d+ pixel\(s\) above 1; the 'bernoulli' "
+                      r"likelihood models whether a pixel is > 0.*x / 255"):
+        _build(he, tm.Modality("bernoulli", obsm_key="patch"))
+    with pytest.raises(ValueError, match=r"needs data in \[0, 1\] \(e\.g\. images normalised "
+                       r"per nucleus; uint8 images: divide by 255\)"):
+        _build(he, tm.Modality("continuous_bernoulli", obsm_key="patch"))
+    with pytest.warns(UserWarning, match=r"intensities up to 255, and image modalities are not "
+                      r"standardised by default.*Pass scale=True"):
+        _build(he, tm.Modality("gaussian", obsm_key="patch"))
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
+        _build(he, tm.Modality("gaussian", obsm_key="patch", scale=True))
+        _build(_spots(he.obsm["patch"] / np.float32(255)), tm.Modality("gaussian", obsm_key="patch"))
+    assert not [w for w in told if "intensit" in str(w.message)]
+    grey = _spots(rng.random((40, 8, 8), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"has 3 dimensions; .*grey images \(cells x H x W\) need "
+                       r"their channel axis: obsm\['patch'\] = x\[:, None\]"):
+        _build(grey, tm.Modality("continuous_bernoulli", obsm_key="patch"))
+
+
+def test_image_entries_outside_their_place_are_named(tmp_path):
+    """Patches in a MuData's own obsm (not a modality's) and translated images under another
+    key than "crops" are named with the way to reach them; a model loads with an image
+    modality given as None, as when left out."""
+    import mudata
+
+    rng = np.random.default_rng(0)
+    spots = _spots(rng.random((40, 1, 8, 8), dtype=np.float32))
+    mdata = mudata.MuData({"rna": spots})
+    mdata.obsm["patch"] = spots.obsm["patch"]
+    specs = {"rna": tm.Modality("nb"), "img": tm.Modality("continuous_bernoulli", obsm_key="patch")}
+    with pytest.raises(ValueError, match=r"modality 'img' has a spec but no data; .* \(the MuData's "
+                       r"own obsm\['patch'\] is not a modality: put it in an AnnData of its own"):
+        tm.CrossModalAE(mdata, specs)
+    model = _build(spots, specs["img"])
+    model.save(tmp_path / "m")
+    loaded = tm.CrossModalAE.load(tmp_path / "m", {"rna": spots, "img": None})
+    images = loaded.translate(spots, source="rna", target="img")
+    with pytest.raises(ValueError, match=r"obsm\['crops'\] not found \(keys: \['patch'\]\); pass "
+                       r"crops_key='patch'"):
+        tm.images.radial_profiles(images)

@@ -543,8 +543,13 @@ def setup_data(
         raise ValueError(f"need at least two modalities, got {list(specs)}")
     missing = [n for n in specs if n not in adatas]
     if missing:
+        key = specs[missing[0]].obsm_key
+        own = ""  # (a MuData's own obsm, e.g. image patches stored beside its modalities)
+        if key is not None and key in getattr(getattr(data, "obsm", None), "keys", list)():
+            own = (f" (the MuData's own obsm[{key!r}] is not a modality: put it in an "
+                   f"AnnData of its own, mdata.mod[{missing[0]!r}])")
         raise ValueError(
-            f"modality {missing[0]!r} has a spec but no data; data holds {sorted(adatas)}"
+            f"modality {missing[0]!r} has a spec but no data; data holds {sorted(adatas)}{own}"
         )
 
     out: dict[str, ModalityData] = {}

@@ -345,10 +345,15 @@ def looks_channels_last(image_shape: tuple[int, ...]) -> bool:
     ``(channels, [D,] H, W)``, looks channels-last instead: few "pixels" along the last
     axis (1, 3 or 4, as grey / RGB / RGBA) beside many rows, and many "channels" too for a
     2-D image (a z-stack of few slices, ``(D, H, W, 1)``, has few; a crop 1 pixel wide,
-    or a z-stack 3 or 4 pixels wide, is no image)."""
-    if image_shape[-1] not in (1, 3, 4) or image_shape[-2] <= 4:
-        return False
-    return image_shape[-1] == 1 or len(image_shape) == 4 or image_shape[0] > 4
+    or a z-stack 3 or 4 pixels wide, is no image); or another number of channels, at most
+    16 (multiplexed immunofluorescence), a quarter or less of each axis before it (48 x 48
+    x 5: "images" 48 x 5 pixels of 48 channels are none)."""
+    last = image_shape[-1]
+    if last in (1, 3, 4):
+        if image_shape[-2] <= 4:
+            return False
+        return last == 1 or len(image_shape) == 4 or image_shape[0] > 4
+    return last <= 16 and all(s >= 4 * last for s in image_shape[:-1])
 
 
 def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, np.ndarray]:
@@ -392,9 +397,11 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
             # a view for C-contiguous arrays; the width is explicit so that 0 cells work too
             m = np.asarray(m).reshape(m.shape[0], int(np.prod(image_shape)))
         elif ndim != 2:
+            grey = ("; grey images (cells x H x W) need their channel axis: "
+                    f"obsm[{spec.obsm_key!r}] = x[:, None]" if ndim == 3 else "")
             raise ValueError(
                 f"modality {name!r}: obsm[{spec.obsm_key!r}] has {ndim} dimensions; expected "
-                "a matrix (cells x features) or images (cells x channels x [D x] H x W)"
+                f"a matrix (cells x features) or images (cells x channels x [D x] H x W){grey}"
             )
         src = MatrixSource(m, name=name, where=f"obsm[{spec.obsm_key!r}]")
         src.image_shape = image_shape
@@ -571,6 +578,10 @@ def _n_empty_rows(indptr: np.ndarray, vals: np.ndarray) -> int:
     return int(len(stored) - nonzero.sum())
 
 
+# an unscaled Gaussian image holding values beyond this is in raw intensity units
+_RAW_INTENSITY = 10.0
+
+
 def check_values(
     src: MatrixSource, spec: Modality, *, chunk_size: int = 8192, new_cells: bool = False
 ) -> None:
@@ -606,7 +617,9 @@ def check_values(
         counts or binary data) whose spread is below float32's resolution at their
         magnitude (standard deviation < 1e-6 * |mean|): the model reads float32, so their
         variation is lost; and for a sparse matrix without NaN in a modality with
-        ``missing=True`` (the entries it leaves out are zeros, all measured). Each warning
+        ``missing=True`` (the entries it leaves out are zeros, all measured); for images,
+        a ``'bernoulli'`` one with pixels above 1 (intensities, all made 1) and an unscaled
+        ``'gaussian'`` one in raw intensity units (|x| > 10). Each warning
         is given once per source (``src.warned``). Duplicate entries of a sparse matrix are
         checked as the values they sum to.
     """
@@ -628,6 +641,11 @@ def check_values(
     dtype = getattr(m, "dtype", None)
     binary = isinstance(likelihood, Bernoulli)  # models x > 0
     n_fractions = 0  # values strictly between 0 and 1 of a 'bernoulli' modality
+    image = src.image_shape is not None
+    n_intensities = 0  # pixels above 1 of a 'bernoulli' image (intensities, all made 1)
+    # the largest |value| of an unscaled Gaussian image (raw intensities: its decoder,
+    # starting near 0, takes very long to reach them)
+    peak = 0.0 if image and not opts["scale"] and likelihood.name == "gaussian" else None
     # dense floats wider than float32 (float64): their per-feature spread, collected in the
     # same pass; not for counts (integers, exact in float32 up to 2**24) or binary data
     wide = dtype is not None and np.dtype(dtype).kind == "f" and np.dtype(dtype).itemsize > 4
@@ -720,9 +738,11 @@ def check_values(
                 f"needs non-negative data{fix}"
             )
         if likelihood.unit_interval and vals.max() > 1:
+            bits = (f"; {vals.dtype} images: divide by {np.iinfo(vals.dtype).max}"
+                    if image and vals.dtype.kind in "ui" else "")
             raise ValueError(
                 f"{where} holds values above 1; the {likelihood.name!r} likelihood needs data "
-                "in [0, 1] (e.g. images normalised per nucleus)"
+                f"in [0, 1] (e.g. images normalised per nucleus{bits})"
             )
         if likelihood.counts and not np.all(np.mod(vals, 1) == 0):
             fix = as_trained or (
@@ -734,6 +754,10 @@ def check_values(
             )
         if binary and vals.dtype.kind == "f":
             n_fractions += int(np.count_nonzero((vals > 0) & (vals < 1)))
+        if binary and image:
+            n_intensities += int(np.count_nonzero(vals > 1))
+        if peak is not None:
+            peak = max(peak, float(vals.max()), -float(vals.min()))
         if spread is not None:
             spread.add(spread_vals)
 
@@ -764,6 +788,21 @@ def check_values(
             "above 1 are binarised on purpose). For fractions or probabilities (e.g. "
             "methylation levels) use likelihood='continuous_bernoulli', which models values "
             "in [0, 1]"
+        )
+    if n_intensities:
+        warn(
+            f"{where} holds {n_intensities} pixel(s) above 1; the 'bernoulli' likelihood "
+            "models whether a pixel is > 0, so every lit pixel counts as 1 (the intensities "
+            "are lost). For intensities use likelihood='continuous_bernoulli' on images "
+            "scaled to [0, 1] (e.g. x / 255 for 8-bit ones)"
+        )
+    if peak is not None and peak > _RAW_INTENSITY:
+        warn(
+            f"{where} holds intensities up to {peak:.4g}, and image modalities are not "
+            "standardised by default: a Gaussian decoder, whose outputs start near 0, can "
+            "take very long to reach values this large (translations then stay far too "
+            "small). Pass scale=True (each pixel standardised) or divide the images by "
+            "their maximum (e.g. x / 255 for 8-bit ones)"
         )
     lost: np.ndarray = np.zeros(0, np.int64)
     if spread is not None and spread.n:  # features that vary, below float32's resolution

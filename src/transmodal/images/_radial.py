@@ -182,7 +182,11 @@ def radial_profiles(
         if labels is not None:
             raise ValueError("labels: only for an image array; an AnnData carries its masks in obsm")
         if crops_key not in data.obsm:
-            raise ValueError(f"obsm[{crops_key!r}] not found (keys: {list(data.obsm.keys())})")
+            images = [k for k in data.obsm if np.ndim(data.obsm[k]) in (4, 5)]
+            hint = (f"; pass crops_key={images[0]!r} (e.g. the images translate returns under "
+                    "their modality's obsm_key)" if len(images) == 1 else "")
+            raise ValueError(
+                f"obsm[{crops_key!r}] not found (keys: {list(data.obsm.keys())}){hint}")
         crops = np.asarray(data.obsm[crops_key])
         if crops.ndim not in (4, 5):
             raise ValueError(

@@ -453,7 +453,8 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin):
             The directory written by :meth:`save`.
         data
             ``{name: AnnData}`` or ``MuData`` with the model's ``var_names``. Modalities it
-            lacks (all of them with ``None``) stand in without cells: the model then embeds
+            lacks (all of them with ``data=None``; one left out, or given as ``None`` in the
+            dict) stand in without cells: the model then embeds
             and translates new cells passed as ``adata=`` (everything it needs is saved
             with it), but cannot train further.
         check_data
