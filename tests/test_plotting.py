@@ -424,3 +424,26 @@ def test_probe_findings_many_classes_measurements_single_epochs_and_clipped_tile
         drawn = {c.get_label(): [tuple(xy) for xy in c.get_offsets()] for c in ax.collections}
         assert drawn["marker: both"] == [(2.0, 2.5)]
         assert drawn["marker: both, opposite directions"] == [(-3.0, 3.0)]
+
+
+def test_gallery_shows_a_chosen_channel_or_three_as_colours():
+    """RGB patches (H&E) are drawn in colour with channel=(0, 1, 2) (they were drawn grey,
+    their red channel only), another channel of multiplexed patches with channel=k; a bad
+    choice is refused by name before drawing."""
+    x = np.zeros((4, 3, 16, 16), np.float32)
+    x[:, 0, :8] = 1.0
+    x[:, 1, 8:] = 1.0
+    x[:, 2, :, :8] = 0.5
+    fig = tm.pl.gallery({"real": x}, channel=(0, 1, 2), show=False)
+    tile = fig.axes[0].images[0].get_array()
+    assert tile.shape == (16, 16, 3)
+    np.testing.assert_allclose(tile[0, 0], [1.0, 0.0, 0.5])
+    np.testing.assert_allclose(tile[12, 12], [0.0, 1.0, 0.0])
+    plt.close(fig)
+    fig = tm.pl.gallery({"real": x}, channel=1, show=False)
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), x[0, 1])
+    plt.close(fig)
+    for bad, said in (((0, 1), "three of them"), ((0, 1, 5), r"channel=\(0, 1, 5\) is out of "
+                      r"range for its 3 channel"), (True, "three of them")):
+        with pytest.raises(ValueError, match=said):
+            tm.pl.gallery({"real": x}, channel=bad, show=False)

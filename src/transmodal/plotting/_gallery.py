@@ -34,10 +34,12 @@ def _as_array(name: str, crops) -> np.ndarray:
     return np.asarray(crops.obsm[found[0]])
 
 
-def _as_images(name: str, a: np.ndarray, volumes: bool = False) -> np.ndarray:
-    """``(n, H, W)`` images to show: first channel, middle z-slice of 3-D crops; with
-    ``volumes`` (another row holds ``(n, channels, D, H, W)`` crops), a 4-D row is
-    ``(n, D, H, W)``, such as the masks of 3-D crops."""
+def _as_images(name: str, a: np.ndarray, volumes: bool = False,
+               channel: int | tuple[int, ...] = 0) -> np.ndarray:
+    """``(n, H, W)`` images to show: ``channel`` (three channels: ``(n, H, W, 3)``, an RGB
+    composite), middle z-slice of 3-D crops; with ``volumes`` (another row holds
+    ``(n, channels, D, H, W)`` crops), a 4-D row is ``(n, D, H, W)``, such as the masks of
+    3-D crops."""
     if a.ndim == 3:
         return a
     if a.ndim in (4, 5) and looks_channels_last(a.shape[1:]):
@@ -45,10 +47,17 @@ def _as_images(name: str, a: np.ndarray, volumes: bool = False) -> np.ndarray:
             f"gallery row {name!r}: crops of shape {a.shape} look channels-last; pass them "
             f"channels-first (n, channels, [D,] H, W), e.g. np.moveaxis(crops, -1, 1)"
         )
-    if a.ndim == 4:
-        return a[:, a.shape[1] // 2] if volumes else a[:, 0]
-    if a.ndim == 5:
-        return a[:, 0, a.shape[2] // 2]
+    if a.ndim == 4 and volumes:
+        return a[:, a.shape[1] // 2]
+    if a.ndim in (4, 5):
+        picked = [channel] if isinstance(channel, int) else list(channel)
+        if max(picked) >= a.shape[1] or min(picked) < -a.shape[1]:
+            raise ValueError(
+                f"gallery row {name!r}: channel={channel!r} is out of range for its "
+                f"{a.shape[1]} channel(s)"
+            )
+        shown = a[:, picked] if a.ndim == 4 else a[:, picked, a.shape[2] // 2]
+        return shown[:, 0] if isinstance(channel, int) else np.moveaxis(shown, 1, -1)
     raise ValueError(
         f"gallery row {name!r}: expected crops (n, [channels, [D,]] H, W), got shape {a.shape}"
     )
@@ -82,6 +91,7 @@ def gallery(
     size: float = 1.2,
     dpi: int = 120,
     show: bool | None = None,
+    channel: int | tuple[int, int, int] = 0,
 ):
     """Show the same nuclei in several versions, one version per row.
 
@@ -90,7 +100,7 @@ def gallery(
     rows
         ``{row title: crops}``, every entry with the same cells in the same order, e.g.
         ``{"real": crops, "reconstructed": ..., "from profile": ...}``; crops are
-        ``(n, H, W)``, ``(n, channels, H, W)`` (first channel shown) or
+        ``(n, H, W)``, ``(n, channels, H, W)`` (``channel`` shown) or
         ``(n, channels, D, H, W)`` (middle z-slice shown; beside them, a 4-D row such as the
         masks is ``(n, D, H, W)``), or an AnnData holding them in ``obsm["crops"]`` (or in
         its one ``obsm`` entry of images, as ``translate`` returns them).
@@ -106,6 +116,11 @@ def gallery(
     show
         As in :func:`transmodal.pl.latent`: shown by default when not written; ``False``
         returns the figure.
+    channel
+        The channel shown (default the first, the DNA stain of
+        :func:`~transmodal.images.read_nuclei` crops), or three channels drawn as red,
+        green and blue (``(0, 1, 2)`` for RGB patches such as H&E; ``cmap`` then does not
+        apply, ``vmin`` / ``vmax`` scale all three).
 
     Returns
     -------
@@ -125,9 +140,15 @@ def gallery(
         )
     if not rows:
         raise ValueError("gallery needs at least one row of crops")
+    rgb = not isinstance(channel, (int, np.integer)) or isinstance(channel, bool)
+    if rgb and not (isinstance(channel, (tuple, list)) and len(channel) == 3 and all(
+            isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in channel)):
+        raise ValueError(f"channel must be a channel's index or three of them (red, green, "
+                         f"blue); got {channel!r}")
+    channel = tuple(int(c) for c in channel) if rgb else int(channel)
     arrays = {name: _as_array(name, c) for name, c in rows.items()}
     volumes = any(a.ndim == 5 for a in arrays.values())
-    images = {name: _as_images(name, a, volumes) for name, a in arrays.items()}
+    images = {name: _as_images(name, a, volumes, channel) for name, a in arrays.items()}
     counts = {name: len(a) for name, a in images.items()}
     if len(set(counts.values())) != 1:
         raise ValueError(f"gallery rows hold different numbers of cells: {counts}")
@@ -163,7 +184,14 @@ def gallery(
         for r, (name, imgs) in enumerate(images.items()):
             for c in range(n):
                 ax = axes[r, c]
-                ax.imshow(imgs[c], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+                tile = np.asarray(imgs[c], dtype=float)
+                if tile.ndim == 3:  # (H, W, 3): matplotlib takes colours in [0, 1]
+                    lo = np.nanmin(tile) if vmin is None else vmin
+                    hi = np.nanmax(tile) if vmax is None else vmax
+                    tile = np.clip((tile - lo) / (hi - lo if hi > lo else 1.0), 0.0, 1.0)
+                    ax.imshow(tile, interpolation="nearest")
+                else:
+                    ax.imshow(tile, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
             axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center")
