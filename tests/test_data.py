@@ -195,6 +195,15 @@ def test_layer_is_used_instead_of_X(paired_data, specs):
     # the layers it holds are named, with the spec that reads one
     assert "the AnnData holds layers ['counts']: if one of them has the raw counts, read it " \
         "with Modality('nb', layer='counts')" in str(info.value)
+    # SingleCellExperiment's names (zellkonverter): logcounts is no count layer to read
+    rna.layers["logcounts"] = rna.X.copy()
+    layers = {k: rna.layers.pop(k) for k in list(rna.layers)}
+    for key in ("logcounts", "counts"):
+        rna.layers[key] = layers[key]
+    with pytest.raises(ValueError, match=r"layers \['counts', 'logcounts'\]: if one of them has "
+                       r"the raw counts, read it with Modality\('nb', layer='counts'\)"):
+        setup_data(paired_data, {"rna": tm.Modality("nb"), "atac": specs["atac"]})
+    del rna.layers["logcounts"]
     # scanpy keeps counts in .raw: the error says it is not read and how to give them
     # (where no layer is named like counts, which it names instead)
     rna.raw = ad.AnnData(rna.layers["counts"], obs=rna.obs, var=rna.var)

@@ -438,8 +438,12 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
     else:
         src = MatrixSource(matrix, name=name, where=where)
     src.stored = stored_matrices(adata, spec)
-    # (where the counts may be: layers named like counts first, then .raw)
-    counts_like = [k for k in adata.layers if re.search("count|raw", str(k), re.IGNORECASE)]
+    # (where the counts may be: layers named like counts first, then .raw; not transformed
+    # ones, e.g. SingleCellExperiment's "logcounts", "normcounts")
+    counts_like = [
+        k for k in adata.layers if re.search("count|raw", str(k), re.IGNORECASE)
+        and not re.search("log|norm|scal|cpm|tpm|fpkm|rpkm|tfidf|tf-idf", str(k), re.IGNORECASE)
+    ]
     if where == "X" and len(adata.layers):
         layer = repr(counts_like[0]) if counts_like else "NAME"
         listed = counts_like + [k for k in adata.layers if k not in counts_like]
