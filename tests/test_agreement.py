@@ -199,6 +199,9 @@ def test_named_frames_are_matched_by_their_cells_names():
     # AnnData's default row names (numbers) are positions, not names: matched by order
     numbered = {m: ad.AnnData(z.to_numpy()) for m, z in run.items()}
     assert tm.metrics.seed_agreement([run, numbered], k=5)["agreement"].iloc[0] == 1.0
+    # ... unless both runs number the same cells: then the numbers name them
+    reordered = {m: a[perm] for m, a in numbered.items()}
+    assert tm.metrics.seed_agreement([numbered, reordered], k=5)["agreement"].iloc[0] == 1.0
     renamed = {m: z.set_axis([f"d{i}" for i in range(60)]) for m, z in run.items()}
     with pytest.raises(ValueError, match=r"runs\[1\]\['rna'\] embeds other cells than runs\[0\]"):
         tm.metrics.seed_agreement([run, renamed], k=5)

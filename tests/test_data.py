@@ -204,6 +204,10 @@ def test_layer_is_used_instead_of_X(paired_data, specs):
                        r"the raw counts, read it with Modality\('nb', layer='counts'\)"):
         setup_data(paired_data, {"rna": tm.Modality("nb"), "atac": specs["atac"]})
     del rna.layers["logcounts"]
+    rna.layers["counts_unnormalized"] = rna.layers.pop("counts")  # ("un-normalised" counts)
+    with pytest.raises(ValueError, match=r"layer='counts_unnormalized'\)"):
+        setup_data(paired_data, {"rna": tm.Modality("nb"), "atac": specs["atac"]})
+    rna.layers["counts"] = rna.layers.pop("counts_unnormalized")
     # scanpy keeps counts in .raw: the error says it is not read and how to give them
     # (where no layer is named like counts, which it names instead)
     rna.raw = ad.AnnData(rna.layers["counts"], obs=rna.obs, var=rna.var)

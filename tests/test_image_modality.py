@@ -317,7 +317,7 @@ def test_patches_of_other_tools_are_told_how_to_fit():
                       r"likelihood models whether a pixel is > 0.*x / 255"):
         _build(he, tm.Modality("bernoulli", obsm_key="patch"))
     with pytest.raises(ValueError, match=r"needs data in \[0, 1\] \(e\.g\. images normalised "
-                       r"per nucleus; uint8 images: divide by 255\)"):
+                       r"per nucleus; 8-bit images: divide by 255\)"):
         _build(he, tm.Modality("continuous_bernoulli", obsm_key="patch"))
     with pytest.warns(UserWarning, match=r"intensities up to 255, and image modalities are not "
                       r"standardised by default.*Pass scale=True"):
@@ -327,6 +327,25 @@ def test_patches_of_other_tools_are_told_how_to_fit():
         _build(he, tm.Modality("gaussian", obsm_key="patch", scale=True))
         _build(_spots(he.obsm["patch"] / np.float32(255)), tm.Modality("gaussian", obsm_key="patch"))
     assert not [w for w in told if "intensit" in str(w.message)]
+    # no advice where it does not apply: a mask stored as 0 / 255, crops standardised per
+    # crop (signed), cells given to a built model (its options are fixed)
+    mask = _spots((rng.random((40, 1, 8, 8)) > 0.5).astype(np.uint8) * np.uint8(255))
+    zscored = rng.normal(size=(40, 1, 8, 8)).astype(np.float32)
+    zscored[:, :, 4, 4] = 15.0
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
+        _build(mask, tm.Modality("bernoulli", obsm_key="patch"))
+        _build(_spots(zscored), tm.Modality("gaussian", obsm_key="patch"))
+        model = _build(he, tm.Modality("gaussian", obsm_key="patch"))
+        told.clear()
+        model.get_latent_representation("img", he)
+    assert not [w for w in told if "intensit" in str(w.message)]
+    wide = _spots(he.obsm["patch"].astype(np.int64))  # (8-bit values in a wide type)
+    with pytest.raises(ValueError, match=r"divide the images by their maximum, here at least 255"):
+        _build(wide, tm.Modality("continuous_bernoulli", obsm_key="patch"))
+    with pytest.raises(ValueError, match=r"an empty image shape \(3, 8, 0\)"):
+        _build(_spots(np.zeros((40, 3, 8, 0), np.float32)),
+               tm.Modality("continuous_bernoulli", obsm_key="patch"))
     grey = _spots(rng.random((40, 8, 8), dtype=np.float32))
     with pytest.raises(ValueError, match=r"has 3 dimensions; .*grey images \(cells x H x W\) need "
                        r"their channel axis: obsm\['patch'\] = x\[:, None\]"):
@@ -354,3 +373,10 @@ def test_image_entries_outside_their_place_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"obsm\['crops'\] not found \(keys: \['patch'\]\); pass "
                        r"crops_key='patch'"):
         tm.images.radial_profiles(images)
+    images.obsm["masks"] = images.obsm["patch"][:, 0] > 0.5  # (masks are no crops to name)
+    del images.obsm["patch"]
+    with pytest.raises(ValueError, match=r"not found \(keys: \['masks'\]\)$"):
+        tm.images.radial_profiles(images)
+    # a misspelt modality given as None is refused, not taken as left out
+    with pytest.raises(ValueError, match="data holds modality 'imgg', which the model does not"):
+        tm.CrossModalAE.load(tmp_path / "m", {"rna": spots, "imgg": None})

@@ -1123,6 +1123,12 @@ def test_checkpoints_resume_a_stopped_training(paired_data, make_model, train, t
     with pytest.raises(TypeError, match=r"ckpt_dir: the checkpoint is resume_training's first "
                        r"argument"):  # (not checkpoint_dir=, which it sets itself)
         tm.workflows.resume_training(ckpt, paired_data, ckpt_dir=ckpt)
+    with pytest.raises(TypeError, match=r"^resume_training\(\): missing a required argument: "
+                       r"'checkpoint_dir'; the checkpoint is its first argument"):
+        tm.workflows.resume_training(checkpoint=ckpt, data=paired_data)
+    # a modality without cells (left out, or given as None) is named: training needs it
+    with pytest.raises(ValueError, match=r"the data lack modality 'atac' .*which training needs"):
+        tm.workflows.resume_training(ckpt, {"rna": paired_data["rna"], "atac": None})
     # more epochs than the target: goes on; a new lr takes lr_disc along (it followed lr)
     more = tm.workflows.resume_training(ckpt, paired_data, max_epochs=11, lr=1e-4,
                                         progress_bar=False)

@@ -269,6 +269,7 @@ _ARGUMENT_HINTS["integrate.train"] = {
 _RESUMED_FROM = "the checkpoint is resume_training's first argument (it sets checkpoint_dir=)"
 _ARGUMENT_HINTS["resume_training"] = {
     "ckpt_dir": _RESUMED_FROM, "directory": _RESUMED_FROM, "checkpoint": _RESUMED_FROM,
+    "*checkpoint_dir": "the checkpoint is its first argument: resume_training('ckpt/', data)",
     "pretrain": "resume_training sets the pre-training epochs from the checkpoint",
 }
 

@@ -353,7 +353,7 @@ def looks_channels_last(image_shape: tuple[int, ...]) -> bool:
         if image_shape[-2] <= 4:
             return False
         return last == 1 or len(image_shape) == 4 or image_shape[0] > 4
-    return last <= 16 and all(s >= 4 * last for s in image_shape[:-1])
+    return 2 <= last <= 16 and all(s >= 4 * last for s in image_shape[:-1])
 
 
 def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, np.ndarray]:
@@ -442,7 +442,8 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
     # ones, e.g. SingleCellExperiment's "logcounts", "normcounts")
     counts_like = [
         k for k in adata.layers if re.search("count|raw", str(k), re.IGNORECASE)
-        and not re.search("log|norm|scal|cpm|tpm|fpkm|rpkm|tfidf|tf-idf", str(k), re.IGNORECASE)
+        and not re.search("log|(?<!un)norm|scal|cpm|tpm|fpkm|rpkm|tfidf|tf-idf", str(k),
+                          re.IGNORECASE)
     ]
     if where == "X" and len(adata.layers):
         layer = repr(counts_like[0]) if counts_like else "NAME"
@@ -621,9 +622,10 @@ def check_values(
         counts or binary data) whose spread is below float32's resolution at their
         magnitude (standard deviation < 1e-6 * |mean|): the model reads float32, so their
         variation is lost; and for a sparse matrix without NaN in a modality with
-        ``missing=True`` (the entries it leaves out are zeros, all measured); for images,
-        a ``'bernoulli'`` one with pixels above 1 (intensities, all made 1) and an unscaled
-        ``'gaussian'`` one in raw intensity units (|x| > 10). Each warning
+        ``missing=True`` (the entries it leaves out are zeros, all measured); for a new
+        model's images, a ``'bernoulli'`` one with pixels above 1 of several values
+        (intensities, all made 1) and an unscaled ``'gaussian'`` one in raw intensity units
+        (non-negative, up to more than 10). Each warning
         is given once per source (``src.warned``). Duplicate entries of a sparse matrix are
         checked as the values they sum to.
     """
@@ -646,10 +648,13 @@ def check_values(
     binary = isinstance(likelihood, Bernoulli)  # models x > 0
     n_fractions = 0  # values strictly between 0 and 1 of a 'bernoulli' modality
     image = src.image_shape is not None
-    n_intensities = 0  # pixels above 1 of a 'bernoulli' image (intensities, all made 1)
-    # the largest |value| of an unscaled Gaussian image (raw intensities: its decoder,
-    # starting near 0, takes very long to reach them)
-    peak = 0.0 if image and not opts["scale"] and likelihood.name == "gaussian" else None
+    # (advice on a new model's options: not for cells given to a built one)
+    n_intensities = 0  # pixels above 1 of a 'bernoulli' image (intensities, all made 1) ...
+    lit: set[float] = set()  # ... unless they take one value (a mask stored as 0 / 255)
+    # the largest value of an unscaled, non-negative Gaussian image (raw intensities: its
+    # decoder, starting near 0, takes very long to reach them; not z-scored crops)
+    peak = (0.0 if image and not new_cells and not opts["scale"]
+            and likelihood.name == "gaussian" else None)
     # dense floats wider than float32 (float64): their per-feature spread, collected in the
     # same pass; not for counts (integers, exact in float32 up to 2**24) or binary data
     wide = dtype is not None and np.dtype(dtype).kind == "f" and np.dtype(dtype).itemsize > 4
@@ -742,8 +747,9 @@ def check_values(
                 f"needs non-negative data{fix}"
             )
         if likelihood.unit_interval and vals.max() > 1:
-            bits = (f"; {vals.dtype} images: divide by {np.iinfo(vals.dtype).max}"
-                    if image and vals.dtype.kind in "ui" else "")
+            bits = ("; 8-bit images: divide by 255" if image and vals.dtype == np.uint8 else
+                    f"; divide the images by their maximum, here at least {vals.max():.6g}"
+                    if image and not new_cells else "")
             raise ValueError(
                 f"{where} holds values above 1; the {likelihood.name!r} likelihood needs data "
                 f"in [0, 1] (e.g. images normalised per nucleus{bits})"
@@ -758,10 +764,13 @@ def check_values(
             )
         if binary and vals.dtype.kind == "f":
             n_fractions += int(np.count_nonzero((vals > 0) & (vals < 1)))
-        if binary and image:
-            n_intensities += int(np.count_nonzero(vals > 1))
-        if peak is not None:
-            peak = max(peak, float(vals.max()), -float(vals.min()))
+        if binary and image and not new_cells:
+            above = vals[vals > 1]
+            n_intensities += above.size
+            if above.size and len(lit) < 2:
+                lit.update(np.unique(above)[:2].tolist())
+        if peak is not None:  # (signed values: standardised already, not raw)
+            peak = max(peak, float(vals.max())) if vals.min() >= 0 else None
         if spread is not None:
             spread.add(spread_vals)
 
@@ -793,7 +802,7 @@ def check_values(
             "methylation levels) use likelihood='continuous_bernoulli', which models values "
             "in [0, 1]"
         )
-    if n_intensities:
+    if n_intensities and len(lit) > 1:
         warn(
             f"{where} holds {n_intensities} pixel(s) above 1; the 'bernoulli' likelihood "
             "models whether a pixel is > 0, so every lit pixel counts as 1 (the intensities "

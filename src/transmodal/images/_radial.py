@@ -182,7 +182,8 @@ def radial_profiles(
         if labels is not None:
             raise ValueError("labels: only for an image array; an AnnData carries its masks in obsm")
         if crops_key not in data.obsm:
-            images = [k for k in data.obsm if np.ndim(data.obsm[k]) in (4, 5)]
+            images = [k for k in data.obsm if np.ndim(data.obsm[k]) in (4, 5)
+                      and k not in (masks_key, missing_key)]
             hint = (f"; pass crops_key={images[0]!r} (e.g. the images translate returns under "
                     "their modality's obsm_key)" if len(images) == 1 else "")
             raise ValueError(

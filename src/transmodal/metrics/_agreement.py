@@ -34,13 +34,11 @@ def _embeddings(run: Any, i: int) -> tuple[dict[str, np.ndarray], dict[str, pd.I
         if mods is None:
             return embs, None
         return embs, {n: pd.Index(mods[n].obs_names) for n in run.modality_names}
-    if isinstance(run, Mapping):  # (DataFrames, AnnData: their cells' names too, where they
-        # are unique names, not numbers such as AnnData's default row names, which are
-        # positions)
+    if isinstance(run, Mapping):  # (DataFrames, AnnData: their cells' names too, if unique)
         names = {str(n): axis_names(z) for n, z in run.items()}
         return ({str(n): as_embedding(z, f"runs[{i}][{n!r}]") for n, z in run.items()},
                 {n: pd.Index(v) for n, v in names.items()
-                 if v is not None and pd.Index(v).is_unique and not names_are_numbers(v)})
+                 if v is not None and pd.Index(v).is_unique})
     raise TypeError(
         f"runs[{i}] must be a trained CrossModalAE or a {{modality: embedding}} mapping; "
         f"got {type(run).__name__}"
@@ -130,8 +128,13 @@ def seed_agreement(
                     f"runs[{i}][{n!r}] has {e[n].shape[0]} cells; runs[0] has "
                     f"{embs[0][n].shape[0]} (the runs must embed the same cells)"
                 )
-            if cells[i] is not None and cells[0] is not None and n in cells[i] \
-                    and n in cells[0]:  # cells matched by name (models, named frames)
+            named = cells[i] is not None and cells[0] is not None and n in cells[i] \
+                and n in cells[0]  # cells matched by name (models, named frames) ...
+            if named and not set(cells[i][n]) == set(cells[0][n]) and (
+                    names_are_numbers(cells[i][n]) or names_are_numbers(cells[0][n])):
+                named = False  # ... but numbers of other sets (AnnData's default row names
+                # beside real names) are positions
+            if named:
                 order = cells[i][n].get_indexer(cells[0][n])
                 if (order < 0).any():
                     raise ValueError(

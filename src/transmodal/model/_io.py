@@ -597,7 +597,7 @@ def _with_stand_ins(
     all; a dict's entry ``None`` = that one); returns the data and the names of the
     stand-ins."""
     if isinstance(data, Mapping) and any(v is None for v in data.values()):
-        data = {k: v for k, v in data.items() if v is not None}
+        data = {k: v for k, v in data.items() if v is not None or k not in specs}
     adatas, _ = _as_dict({} if data is None else data, specs)
     unknown = [n for n in adatas if n not in specs]
     missing = tuple(n for n in specs if n not in adatas)

@@ -7,7 +7,9 @@ import os
 import warnings
 from typing import Any
 
-from .._utils import is_global_zero, known_name_hint, lightning_accelerator, user_stacklevel
+from .._utils import (
+    argument_hints, is_global_zero, known_name_hint, lightning_accelerator, user_stacklevel,
+)
 from ..model import CrossModalAE
 from ..model._training import _device_of
 
@@ -16,6 +18,7 @@ from ..model._training import _device_of
 _NOT_RESUMED = ("max_epochs", "pretrain_epochs", "adv_warmup_epochs")
 
 
+@argument_hints
 def resume_training(
     checkpoint_dir: str | os.PathLike,
     data: Any,
@@ -69,8 +72,8 @@ def resume_training(
     parameters = inspect.signature(CrossModalAE.train).parameters
     unknown = sorted(set(train_kwargs) - set(parameters))
     if unknown:
-        hint = known_name_hint(("resume_training", "train"), unknown[0], [
-            p for p in parameters if p not in ("self", "pretrain_epochs", "checkpoint_dir")])
+        hint = known_name_hint(("resume_training", "train"), unknown[0],
+                               [p for p in parameters if p != "self"])
         raise TypeError(f"resume_training(): unknown argument(s) of train(): {unknown}"
                         + (f"; {unknown[0]}: {hint}" if hint else ""))
     with warnings.catch_warnings(record=True) as told:  # (kept until the cells are checked)
@@ -82,6 +85,13 @@ def resume_training(
         raise ValueError(
             f"{checkpoint_dir} holds a saved model, not a checkpoint of a training "
             "(train(checkpoint_dir=...)); train it further with model.train()"
+        )
+    lacking = [n for n, md in model.mods.items() if md.n_obs == 0]  # (load's stand-ins)
+    if lacking:
+        raise ValueError(
+            f"{checkpoint_dir}: the data lack modality {lacking[0]!r} (or hold none of its "
+            f"cells), which training needs: resume with every modality's cells "
+            f"({model.modality_names})"
         )
     if not getattr(model, "_training_cells", True):  # (load's warnings: of no use then)
         raise ValueError(
