@@ -1111,12 +1111,17 @@ def test_crop_memory_counts_every_channel_and_the_masks():
         _warn_crop_memory(2**18, 4, (32, 32))
 
 
+def _gan_counts() -> tuple[np.ndarray, np.ndarray]:
+    """Two small count matrices (32 cells; 12 and 9 features) for the GAN baselines."""
+    rng = np.random.default_rng(0)
+    return (rng.poisson(3.0, size=(32, 12)).astype(float),
+            rng.poisson(2.0, size=(32, 9)).astype(float))
+
+
 def test_cycle_loss_is_the_documented_l1():
     import torch
     from transmodal.baselines import CycleGAN
-    rng = np.random.default_rng(0)
-    x = rng.poisson(3.0, size=(32, 12)).astype(float)
-    y = rng.poisson(2.0, size=(32, 9)).astype(float)
+    x, y = _gan_counts()
     # one full batch, a learning rate too small to move the weights: the logged cycle term
     # is the loss of the final networks on all cells
     m = CycleGAN(max_epochs=1, batch_size=32, lr=1e-12, n_pca=None, hidden_g=(16,),
@@ -1143,9 +1148,7 @@ def test_an_epoch_has_ceil_of_the_larger_modality_over_batch_size_steps(monkeypa
 def test_discriminator_loss_is_the_mean_of_the_two_halves():
     import torch
     from transmodal.baselines import CycleGAN
-    rng = np.random.default_rng(0)
-    x = rng.poisson(3.0, size=(32, 12)).astype(float)
-    y = rng.poisson(2.0, size=(32, 9)).astype(float)
+    x, y = _gan_counts()
     m = CycleGAN(max_epochs=1, batch_size=32, lr=1e-12, n_pca=None, hidden_g=(16,),
                  hidden_d=(8,)).fit(x, y)
     tx = torch.as_tensor(m.x_features_, dtype=torch.float32)
@@ -1182,9 +1185,7 @@ def test_adam_beta_of_one_is_refused():
 def test_magan_pair_loss_covers_both_directions():
     import torch
     from transmodal.baselines import MAGAN
-    rng = np.random.default_rng(0)
-    x = rng.poisson(3.0, size=(32, 12)).astype(float)
-    y = rng.poisson(2.0, size=(32, 9)).astype(float)
+    x, y = _gan_counts()
     ix = iy = np.arange(8)
     m = MAGAN(max_epochs=1, batch_size=32, lr=1e-12, n_pca=None, hidden_g=(16,),
               hidden_d=(8,), lam_pairs=2.0).fit(x, y, pairs=(ix, iy))
