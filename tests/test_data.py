@@ -1243,3 +1243,41 @@ def test_all_zero_cells_not_warned_for_gaussian_data(paired_data, specs):
         setup_data(paired_data, {"rna": tm.Modality("gaussian", layer=None), "atac": specs["atac"]})
     assert not [w for w in rec
                 if "no non-zero value" in str(w.message) and "'rna'" in str(w.message)]
+
+
+def test_r_converted_data_missing_integers_and_decorated_names():
+    """What R converters leave: NA_integer_ passed on as -2**31 in an integer obs column is
+    missing (it was a class, a batch, a marker value of -2.1e9), with a warning; paired cells
+    named with another suffix / a sample prefix ('X-1' against 'S1#X_1') are told as such
+    (they were aligned as unpaired without a word)."""
+    rng = np.random.default_rng(0)
+    a = ad.AnnData(rng.poisson(2, (80, 10)).astype(np.float32))
+    a.obs_names = [f"AAAC{i:04d}-1" for i in range(80)]
+    b = ad.AnnData(rng.poisson(1, (80, 12)).astype(np.float32))
+    b.obs_names = [f"S1#AAAC{i:04d}_1" for i in range(80)]
+    hours = np.tile(np.array([0, 1, 3, -(2**31)], dtype=np.int32), 20)
+    for x in (a, b):
+        x.obs["hours"] = hours
+    specs = {"rna": tm.Modality("nb"), "atac": tm.Modality("poisson")}
+    with pytest.warns(UserWarning, match=r"labels_key 'hours' holds -2147483648 in 20 cell\(s\): "
+                      r"R's NA_integer_"):
+        model = tm.CrossModalAE({"rna": a, "atac": b}, specs, labels_key="hours",
+                                n_latent=4, hidden=(8,))
+    assert model.label_categories_ == ["0", "1", "3"]
+    assert (model.mods["rna"].labels[hours == -(2**31)] == -1).all()
+    with pytest.warns(UserWarning, match=r"marker_key 'hours' holds -2147483648"):
+        marked = tm.CrossModalAE({"rna": a, "atac": b}, specs, marker_key="hours",
+                                 n_latent=4, hidden=(8,))
+    assert np.isnan(marked.mods["rna"].markers[hours == -(2**31)]).all()
+    with pytest.warns(UserWarning, match=r"cells named differently: 'rna' and 'atac' share no "
+                      r"cell name, but 80 of their cells match .* e\.g\. 'AAAC0000-1' and "
+                      r"'S1#AAAC0000_1'"):
+        tm.CrossModalAE({"rna": a, "atac": b}, specs, n_latent=4, hidden=(8,))
+    with pytest.raises(ValueError, match=r"share a cell: .* \('rna' and 'atac' share no cell "
+                       r"name, but 80 of their cells match"):
+        tm.CrossModalAE({"rna": a, "atac": b}, specs, anchor_fraction=1.0)
+    b.obs_names = [f"other{i}" for i in range(80)]  # (unrelated names: nothing to say)
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
+        tm.CrossModalAE({"rna": a, "atac": b}, specs, n_latent=4, hidden=(8,))
+    assert not [w for w in told if "named differently" in str(w.message)]

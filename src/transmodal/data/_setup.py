@@ -307,6 +307,26 @@ def sorted_classes(names) -> list[str]:
     return sorted(set(names), key=_class_key)
 
 
+# R's missing integer (NA_integer_), which reticulate (zellkonverter, sceasy) passes on as a
+# number in integer obs columns
+_R_NA_INTEGER = -(2**31)
+
+
+def r_integer_na(column: pd.Series, what: str) -> np.ndarray:
+    """Where an integer obs column holds R's ``NA_integer_`` (-2**31): warned, to be taken as
+    missing (it would be a class, a batch or a marker value of -2.1e9)."""
+    if not pd.api.types.is_integer_dtype(column.dtype):
+        return np.zeros(len(column), dtype=bool)
+    hit = column.to_numpy(dtype=np.float64, na_value=np.nan) == _R_NA_INTEGER
+    if hit.any():
+        warnings.warn(
+            f"{what} holds {_R_NA_INTEGER} in {int(hit.sum())} cell(s): R's NA_integer_, as "
+            "reticulate (zellkonverter, sceasy) passes it on; taken as missing",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
+    return hit
+
+
 def label_codes(
     adata: AnnData, labels_key: str, name: str, categories: list[str] | None,
     field: str = "labels_key",
@@ -324,7 +344,8 @@ def label_codes(
         )
     column = adata.obs[labels_key]
     raw = column.astype(object).to_numpy()
-    values = [label_str(v) for v in raw]
+    r_na = r_integer_na(column, f"modality {name!r}: {field} {labels_key!r}")
+    values = [None if na else label_str(v) for v, na in zip(raw, r_na)]
     if categories is None:
         categories = sorted_classes(v for v in values if v is not None)
         if pd.api.types.is_float_dtype(column.dtype):
@@ -468,6 +489,7 @@ def marker_values(
                 f"(a continuous marker), got dtype {col.dtype}"
             )
         values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        values[r_integer_na(col, f"modality {name!r}: marker_key {key!r}")] = np.nan
         if np.isinf(values).any():
             raise ValueError(f"modality {name!r}: marker_key {key!r} holds infinite values")
         if np.nanmax(np.abs(values), initial=0.0) > np.finfo(np.float32).max:

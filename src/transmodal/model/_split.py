@@ -64,6 +64,35 @@ def _row_number_pairs(mods: dict[str, ModalityData], a: str, b: str, n: int) -> 
     )
 
 
+def _decorated_pairs(mods: dict[str, ModalityData], a: str, b: str) -> str | None:
+    """The advice where ``a`` and ``b`` share no cell name but most of the smaller one's
+    names match once a converter's decoration is set aside (a sample prefix ``'S1#'``, as
+    ArchR writes, and a suffix ``'-1'`` / ``'_1'`` / ``'.1'``): the same cells, named
+    differently; ``None`` otherwise (also for a MuData's pairs, by its rows)."""
+    import pandas as pd
+
+    ma, mb = mods[a], mods[b]
+    if ma.pair_keys is not ma.obs_names or mb.pair_keys is not mb.obs_names:
+        return None
+
+    def bare(names: np.ndarray) -> pd.Index:
+        return pd.Index(np.asarray(names, dtype=str)).str.replace(
+            r"^.*#", "", regex=True).str.replace(r"[-_.]\d+$", "", regex=True)
+
+    na, nb = bare(ma.obs_names), bare(mb.obs_names)
+    if not (na.is_unique and nb.is_unique):
+        return None
+    n = int(na.isin(nb).sum())
+    if n < 0.5 * min(len(na), len(nb)) or not n:
+        return None
+    i = int(np.flatnonzero(na.isin(nb))[0])
+    j = int(nb.get_loc(na[i]))
+    return (f"{a!r} and {b!r} share no cell name, but {n} of their cells match once a "
+            f"sample prefix ('S#') or a suffix ('-1', '_1') is set aside, e.g. "
+            f"{ma.obs_names[i]!r} and {mb.obs_names[j]!r}: if these are the same cells, give "
+            "them the same obs_names")
+
+
 def choose_anchors(
     mods: dict[str, ModalityData],
     train_masks: dict[str, np.ndarray],
@@ -89,11 +118,12 @@ def choose_anchors(
     rng = np.random.default_rng([seed, 11])
     found = [(a, b, *find_pairs(mods[a], mods[b])) for a, b in combinations(mods, 2)]
     if not any(len(ia) for _, _, ia, _ in found):
+        decorated = [d for a, b, _, _ in found if (d := _decorated_pairs(mods, a, b))]
         raise ValueError(
             f"anchor_fraction={fraction} needs paired cells, but no two of the modalities "
             f"{list(mods)} share a cell: cells are paired by equal obs_names (for a MuData, "
             "by its per-modality obsmap). Give paired cells the same obs_names, or set "
-            "anchor_fraction=0."
+            "anchor_fraction=0." + "".join(f" ({d})" for d in decorated[:1])
         )
     for a, b, ia, ib in found:
         keep = train_masks[a][ia] & train_masks[b][ib]
@@ -119,10 +149,12 @@ FEW_SHARED = 0.05
 def warn_unused_pairs(mods: dict[str, ModalityData], train_masks: dict[str, np.ndarray]) -> None:
     """Warn that modalities share training cells whose pairs no loss uses (for a model
     whose ``anchor_fraction`` was left at its default, 0)."""
-    shared, positional, few = [], [], []
+    shared, positional, few, decorated = [], [], [], []
     for a, b in combinations(mods, 2):
         ia, ib = find_pairs(mods[a], mods[b])
         n = int(np.count_nonzero(train_masks[a][ia] & train_masks[b][ib]))
+        if not len(ia) and (advice := _decorated_pairs(mods, a, b)):
+            decorated.append(advice)
         advice = _row_number_pairs(mods, a, b, len(ia)) if n else None
         smaller = min(int(train_masks[a].sum()), int(train_masks[b].sum()))
         if advice:
@@ -131,6 +163,13 @@ def warn_unused_pairs(mods: dict[str, ModalityData], train_masks: dict[str, np.n
             few.append(f"{a!r} and {b!r} share {n} of {smaller} training cells' names")
         elif n:
             shared.append(f"{a!r} and {b!r} share {n} training cells")
+    if decorated:  # (pairs that training would not know of)
+        warnings.warn(
+            f"cells named differently: {'; '.join(decorated)} (e.g. adata.obs_names = "
+            "adata.obs_names.str.replace('_1$', '-1', regex=True)); then anchor_fraction="
+            "1.0 uses them as pairs. Until then the modalities are aligned as unpaired",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
     if few:
         warnings.warn(
             f"few shared cell names: {'; '.join(few)}. Barcodes of separate runs can be equal "
