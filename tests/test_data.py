@@ -1259,10 +1259,13 @@ def test_r_converted_data_missing_integers_and_decorated_names():
     for x in (a, b):
         x.obs["hours"] = hours
     specs = {"rna": tm.Modality("nb"), "atac": tm.Modality("poisson")}
-    with pytest.warns(UserWarning, match=r"labels_key 'hours' holds -2147483648 in 20 cell\(s\): "
-                      r"R's NA_integer_"):
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
         model = tm.CrossModalAE({"rna": a, "atac": b}, specs, labels_key="hours",
                                 n_latent=4, hidden=(8,))
+    said = [str(w.message) for w in told if "NA_integer_" in str(w.message)]
+    assert len(said) == 2 and "labels_key 'hours' holds -2147483648 in 20 cell(s)" in said[0]
+    # (once per modality: the column is read twice, for the classes and for the codes)
     assert model.label_categories_ == ["0", "1", "3"]
     assert (model.mods["rna"].labels[hours == -(2**31)] == -1).all()
     with pytest.warns(UserWarning, match=r"marker_key 'hours' holds -2147483648"):
@@ -1276,6 +1279,13 @@ def test_r_converted_data_missing_integers_and_decorated_names():
     with pytest.raises(ValueError, match=r"share a cell: .* \('rna' and 'atac' share no cell "
                        r"name, but 80 of their cells match"):
         tm.CrossModalAE({"rna": a, "atac": b}, specs, anchor_fraction=1.0)
+    # the advice, followed in both modalities, pairs them
+    for x in (a, b):
+        x.obs_names = x.obs_names.str.replace(r"^.*#", "", regex=True).str.replace(
+            r"[-_.]\d+$", "", regex=True)
+    paired = tm.CrossModalAE({"rna": a, "atac": b}, specs, anchor_fraction=1.0, n_latent=4,
+                             hidden=(8,))
+    assert len(paired.anchors_["rna|atac"][0]) > 60
     b.obs_names = [f"other{i}" for i in range(80)]  # (unrelated names: nothing to say)
     with warnings.catch_warnings(record=True) as told:
         warnings.simplefilter("always")

@@ -340,6 +340,15 @@ def test_patches_of_other_tools_are_told_how_to_fit():
         told.clear()
         model.get_latent_representation("img", he)
     assert not [w for w in told if "intensit" in str(w.message)]
+    # ... but raw intensities with a few negative pixels (background subtracted) are raw, and
+    # photon counts 0 / 1 / 2 are intensities
+    raw = he.obsm["patch"].astype(np.float32)
+    raw[:, 0, 0, 0] = -3.0
+    with pytest.warns(UserWarning, match="intensities up to 255"):
+        _build(_spots(raw), tm.Modality("gaussian", obsm_key="patch"))
+    with pytest.warns(UserWarning, match=r"pixel\(s\) above 1; the 'bernoulli'"):
+        _build(_spots(rng.integers(0, 3, (40, 1, 8, 8)).astype(np.float32)),
+               tm.Modality("bernoulli", obsm_key="patch"))
     wide = _spots(he.obsm["patch"].astype(np.int64))  # (8-bit values in a wide type)
     with pytest.raises(ValueError, match=r"divide the images by their maximum, here at least 255"):
         _build(wide, tm.Modality("continuous_bernoulli", obsm_key="patch"))

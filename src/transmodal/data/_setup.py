@@ -312,13 +312,13 @@ def sorted_classes(names) -> list[str]:
 _R_NA_INTEGER = -(2**31)
 
 
-def r_integer_na(column: pd.Series, what: str) -> np.ndarray:
-    """Where an integer obs column holds R's ``NA_integer_`` (-2**31): warned, to be taken as
-    missing (it would be a class, a batch or a marker value of -2.1e9)."""
+def r_integer_na(column: pd.Series, what: str, *, warn: bool = True) -> np.ndarray:
+    """Where an integer obs column holds R's ``NA_integer_`` (-2**31): warned (``warn``), to
+    be taken as missing (it would be a class, a batch or a marker value of -2.1e9)."""
     if not pd.api.types.is_integer_dtype(column.dtype):
         return np.zeros(len(column), dtype=bool)
     hit = column.to_numpy(dtype=np.float64, na_value=np.nan) == _R_NA_INTEGER
-    if hit.any():
+    if hit.any() and warn:
         warnings.warn(
             f"{what} holds {_R_NA_INTEGER} in {int(hit.sum())} cell(s): R's NA_integer_, as "
             "reticulate (zellkonverter, sceasy) passes it on; taken as missing",
@@ -329,13 +329,14 @@ def r_integer_na(column: pd.Series, what: str) -> np.ndarray:
 
 def label_codes(
     adata: AnnData, labels_key: str, name: str, categories: list[str] | None,
-    field: str = "labels_key",
+    field: str = "labels_key", *, warn: bool = True,
 ) -> tuple[np.ndarray, list[str]]:
     """Integer codes of ``adata.obs[labels_key]`` (-1 = missing, -2 = not in ``categories``).
 
     Without ``categories``, they are the classes the cells carry (sorted by
     :func:`sorted_classes`): unused categories of a categorical column are not classes.
-    ``field`` names the argument in messages (``"labels_key"`` or ``"batch_key"``).
+    ``field`` names the argument in messages (``"labels_key"`` or ``"batch_key"``);
+    ``warn``: whether to warn about the column (not where it is read a second time).
     """
     if labels_key not in adata.obs:
         raise ValueError(
@@ -344,14 +345,14 @@ def label_codes(
         )
     column = adata.obs[labels_key]
     raw = column.astype(object).to_numpy()
-    r_na = r_integer_na(column, f"modality {name!r}: {field} {labels_key!r}")
+    r_na = r_integer_na(column, f"modality {name!r}: {field} {labels_key!r}", warn=warn)
     values = [None if na else label_str(v) for v, na in zip(raw, r_na)]
     if categories is None:
         categories = sorted_classes(v for v in values if v is not None)
         if pd.api.types.is_float_dtype(column.dtype):
             finite = column.to_numpy(dtype=np.float64, na_value=np.nan)
             finite = finite[np.isfinite(finite)]
-            if np.any(finite != np.round(finite)) and field == "labels_key":  # continuous
+            if np.any(finite != np.round(finite)) and field == "labels_key" and warn:
                 warnings.warn(
                     f"modality {name!r}: labels_key {labels_key!r} holds non-integer numbers "
                     f"({len(categories)} distinct values), each of which becomes a class of "
@@ -632,7 +633,7 @@ def setup_data(
         if categories is None:  # union of every modality's categories
             found: set[str] = set()
             for name, md in labelled.items():
-                found |= set(label_codes(md.adata, labels_key, name, None)[1])
+                found |= set(label_codes(md.adata, labels_key, name, None, warn=False)[1])
             categories = sorted_classes(found)
         for name, md in out.items():
             if name not in labelled:

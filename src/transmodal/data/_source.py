@@ -650,11 +650,12 @@ def check_values(
     image = src.image_shape is not None
     # (advice on a new model's options: not for cells given to a built one)
     n_intensities = 0  # pixels above 1 of a 'bernoulli' image (intensities, all made 1) ...
-    lit: set[float] = set()  # ... unless they take one value (a mask stored as 0 / 255)
-    # the largest value of an unscaled, non-negative Gaussian image (raw intensities: its
-    # decoder, starting near 0, takes very long to reach them; not z-scored crops)
-    peak = (0.0 if image and not new_cells and not opts["scale"]
-            and likelihood.name == "gaussian" else None)
+    lit: set[float] = set()  # ... unless lit pixels take one value (a mask stored as 0 / 255)
+    # the largest and smallest values of an unscaled Gaussian image (raw intensities, if
+    # hardly negative: its decoder, starting near 0, takes very long to reach them; crops
+    # standardised by the user are as negative as positive)
+    peak = low = (0.0 if image and not new_cells and not opts["scale"]
+                  and likelihood.name == "gaussian" else None)
     # dense floats wider than float32 (float64): their per-feature spread, collected in the
     # same pass; not for counts (integers, exact in float32 up to 2**24) or binary data
     wide = dtype is not None and np.dtype(dtype).kind == "f" and np.dtype(dtype).itemsize > 4
@@ -765,12 +766,11 @@ def check_values(
         if binary and vals.dtype.kind == "f":
             n_fractions += int(np.count_nonzero((vals > 0) & (vals < 1)))
         if binary and image and not new_cells:
-            above = vals[vals > 1]
-            n_intensities += above.size
-            if above.size and len(lit) < 2:
-                lit.update(np.unique(above)[:2].tolist())
-        if peak is not None:  # (signed values: standardised already, not raw)
-            peak = max(peak, float(vals.max())) if vals.min() >= 0 else None
+            n_intensities += int(np.count_nonzero(vals > 1))
+            if len(lit) < 2:
+                lit.update(np.unique(vals[vals > 0])[:2].tolist())
+        if peak is not None:
+            peak, low = max(peak, float(vals.max())), min(low, float(vals.min()))
         if spread is not None:
             spread.add(spread_vals)
 
@@ -809,7 +809,7 @@ def check_values(
             "are lost). For intensities use likelihood='continuous_bernoulli' on images "
             "scaled to [0, 1] (e.g. x / 255 for 8-bit ones)"
         )
-    if peak is not None and peak > _RAW_INTENSITY:
+    if peak is not None and peak > _RAW_INTENSITY and low > -0.1 * peak:
         warn(
             f"{where} holds intensities up to {peak:.4g}, and image modalities are not "
             "standardised by default: a Gaussian decoder, whose outputs start near 0, can "

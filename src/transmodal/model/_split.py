@@ -75,7 +75,7 @@ def _decorated_pairs(mods: dict[str, ModalityData], a: str, b: str) -> str | Non
     if ma.pair_keys is not ma.obs_names or mb.pair_keys is not mb.obs_names:
         return None
 
-    def bare(names: np.ndarray) -> pd.Index:
+    def bare(names: np.ndarray) -> pd.Index:  # (as _BARE_NAMES advises)
         return pd.Index(np.asarray(names, dtype=str)).str.replace(
             r"^.*#", "", regex=True).str.replace(r"[-_.]\d+$", "", regex=True)
 
@@ -90,7 +90,12 @@ def _decorated_pairs(mods: dict[str, ModalityData], a: str, b: str) -> str | Non
     return (f"{a!r} and {b!r} share no cell name, but {n} of their cells match once a "
             f"sample prefix ('S#') or a suffix ('-1', '_1') is set aside, e.g. "
             f"{ma.obs_names[i]!r} and {mb.obs_names[j]!r}: if these are the same cells, give "
-            "them the same obs_names")
+            f"them the same obs_names, e.g. in both {_BARE_NAMES}")
+
+
+# the names _decorated_pairs compares, as a user sets them
+_BARE_NAMES = ("adata.obs_names = adata.obs_names.str.replace(r'^.*#', '', regex=True)"
+               ".str.replace(r'[-_.]\d+$', '', regex=True)")
 
 
 def choose_anchors(
@@ -165,9 +170,8 @@ def warn_unused_pairs(mods: dict[str, ModalityData], train_masks: dict[str, np.n
             shared.append(f"{a!r} and {b!r} share {n} training cells")
     if decorated:  # (pairs that training would not know of)
         warnings.warn(
-            f"cells named differently: {'; '.join(decorated)} (e.g. adata.obs_names = "
-            "adata.obs_names.str.replace('_1$', '-1', regex=True)); then anchor_fraction="
-            "1.0 uses them as pairs. Until then the modalities are aligned as unpaired",
+            f"cells named differently: {'; '.join(decorated)}; then anchor_fraction=1.0 uses "
+            "them as pairs. Until then the modalities are aligned as unpaired",
             UserWarning, stacklevel=user_stacklevel(),
         )
     if few:
