@@ -1293,7 +1293,7 @@ def test_missing_label_strings_are_read_in_any_case():
 
 
 def _hinted():
-    from transmodal._utils import argument_hints
+    from transmodal._hints import argument_hints
 
     class Thing:
         @argument_hints

@@ -242,7 +242,7 @@ def signature_params(func, skip: tuple[str, ...] = ("self",)) -> dict[str, inspe
 def _unknown_key(where: str, key: Any, known: list[str], takes: str = "") -> ConfigError:
     """An unknown ``key`` of a config section; ``takes``: the method whose arguments the
     section holds (``"train"``, ``"__init__"``), for the names other tools use."""
-    from .._utils import known_name_hint  # (torch: only once a key is wrong)
+    from .._hints import known_name_hint
 
     hint = known_name_hint(takes, str(key), known, loose=True)
     return ConfigError(

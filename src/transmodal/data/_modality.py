@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 from torch.nn import ModuleDict
 
-from .._utils import argument_hints, jsonable, known_name_hint
+from .._hints import argument_hints, known_name_hint
+from .._utils import jsonable
 from ..nn._likelihoods import available_likelihoods, get_likelihood, skips_missing
 
 

@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData, read_h5ad
 
+from .._hints import argument_hints
 from .._utils import (
-    ENSEMBLE_CONFIG, MODEL_CONFIG, argument_hints, atomic_directory, check_int,
-    is_global_zero, process_state, user_stacklevel,
+    ENSEMBLE_CONFIG, MODEL_CONFIG, atomic_directory, check_int, is_global_zero, process_state,
+    user_stacklevel,
 )
 from ..data._h5ad import check_output_h5ad, write_rows_h5ad
 from ..data._source import CHUNK_VALUES

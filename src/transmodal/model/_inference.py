@@ -12,7 +12,8 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from .._utils import argument_hints, resolve_device, user_stacklevel
+from .._hints import argument_hints
+from .._utils import resolve_device, user_stacklevel
 from ..data._h5ad import check_output_h5ad, write_rows_h5ad
 from ..data._prefetch import Prefetcher
 from ..data._setup import features_differ, label_str, target_batch_codes, warn_unnamed_columns

@@ -12,8 +12,8 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from .._hints import argument_hints
 from .._utils import (
-    argument_hints,
     check_path,
     is_global_zero,
     jsonable,

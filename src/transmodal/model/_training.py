@@ -18,11 +18,11 @@ import pandas as pd
 import torch
 
 from .._interrupts import Terminated
+from .._hints import argument_hints
 from .._utils import (
     ENSEMBLE_CONFIG,
     MODEL_CONFIG,
     MODEL_WEIGHTS,
-    argument_hints,
     check_output_directory,
     check_parallel,
     is_global_zero,

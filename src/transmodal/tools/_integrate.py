@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
+from .._hints import known_name_hint, nearest_names
 from .._utils import (
-    MODEL_CONFIG, MODEL_WEIGHTS, check_output_directory, is_mudata, jsonable, known_name_hint,
-    nearest_names, user_stacklevel,
+    MODEL_CONFIG, MODEL_WEIGHTS, check_output_directory, is_mudata, jsonable, user_stacklevel,
 )
 from ..data import Modality
 from ..data._setup import _as_dict

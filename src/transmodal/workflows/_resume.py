@@ -7,9 +7,8 @@ import os
 import warnings
 from typing import Any
 
-from .._utils import (
-    argument_hints, is_global_zero, known_name_hint, lightning_accelerator, user_stacklevel,
-)
+from .._hints import argument_hints, known_name_hint
+from .._utils import is_global_zero, lightning_accelerator, user_stacklevel
 from ..model import CrossModalAE
 from ..model._training import _device_of
 
