@@ -94,8 +94,8 @@ def _decorated_pairs(mods: dict[str, ModalityData], a: str, b: str) -> str | Non
 
 
 # the names _decorated_pairs compares, as a user sets them
-_BARE_NAMES = ("adata.obs_names = adata.obs_names.str.replace(r'^.*#', '', regex=True)"
-               ".str.replace(r'[-_.]\d+$', '', regex=True)")
+_BARE_NAMES = (r"adata.obs_names = adata.obs_names.str.replace(r'^.*#', '', regex=True)"
+               r".str.replace(r'[-_.]\d+$', '', regex=True)")
 
 
 def choose_anchors(
