@@ -490,7 +490,9 @@ def marker_values(
                 f"(a continuous marker), got dtype {col.dtype}"
             )
         values = col.to_numpy(dtype=np.float64, na_value=np.nan)
-        values[r_integer_na(col, f"modality {name!r}: marker_key {key!r}")] = np.nan
+        r_na = r_integer_na(col, f"modality {name!r}: marker_key {key!r}")
+        if r_na.any():  # (a new array: values may be the column's own, read-only, memory)
+            values = np.where(r_na, np.nan, values)
         if np.isinf(values).any():
             raise ValueError(f"modality {name!r}: marker_key {key!r} holds infinite values")
         if np.nanmax(np.abs(values), initial=0.0) > np.finfo(np.float32).max:

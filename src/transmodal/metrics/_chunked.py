@@ -258,7 +258,6 @@ def labelled(labels: np.ndarray) -> np.ndarray:
     """Boolean mask of the entries that carry a label: not None / NaN / pd.NA, nor a string
     that stands for one ("nan", "None", "<NA>", blank: what ``astype(str)`` leaves of them),
     as the model reads ``labels_key``."""
-
     if labels.dtype.kind in "biufcmM":  # numbers: only NaN / NaT are missing
         return ~np.asarray(pd.isna(labels), dtype=bool).reshape(labels.shape)
     # strings and objects: each distinct value judged once
