@@ -632,16 +632,17 @@ def setup_data(
                 f"labels_key {labels_key!r} is not an obs column of any modality; "
                 f"their columns: {columns}" + global_obs_hint(data, labels_key)
             )
-        if categories is None:  # union of every modality's categories
+        read = categories is None  # (the columns read once already: warned then)
+        if read:  # union of every modality's categories
             found: set[str] = set()
             for name, md in labelled.items():
-                found |= set(label_codes(md.adata, labels_key, name, None, warn=False)[1])
+                found |= set(label_codes(md.adata, labels_key, name, None)[1])
             categories = sorted_classes(found)
         for name, md in out.items():
             if name not in labelled:
                 md.labels = np.full(md.n_obs, -1, dtype=np.int64)
                 continue
-            codes, _ = label_codes(md.adata, labels_key, name, categories)
+            codes, _ = label_codes(md.adata, labels_key, name, categories, warn=not read)
             if (codes == -2).any() and not labels_optional:
                 bad = md.adata.obs[labels_key][codes == -2].iloc[0]
                 raise ValueError(
