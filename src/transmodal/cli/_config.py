@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from .._hints import known_name_hint
+
 TOP_LEVEL_KEYS = ("data", "mudata", "modalities", "model", "train", "runs", "out", "subset")
 SUBSET_KEYS = ("obs_key", "value")
 RUNS_KEYS = ("seeds", "combine", "k")
@@ -242,8 +244,6 @@ def signature_params(func, skip: tuple[str, ...] = ("self",)) -> dict[str, inspe
 def _unknown_key(where: str, key: Any, known: list[str], takes: str = "") -> ConfigError:
     """An unknown ``key`` of a config section; ``takes``: the method whose arguments the
     section holds (``"train"``, ``"__init__"``), for the names other tools use."""
-    from .._hints import known_name_hint
-
     hint = known_name_hint(takes, str(key), known, loose=True)
     return ConfigError(
         f"{where}: unknown key {key!r}{f' ({hint})' if hint else ''}; known keys: "

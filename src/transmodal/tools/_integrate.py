@@ -33,12 +33,12 @@ def _check_kwargs(kwargs: Mapping[str, Any] | None, func, taken: set[str], what:
         if key in taken:
             raise ValueError(f"{what}: pass {key!r} as integrate({key}=...), not inside {what}")
         if key not in allowed:
-            hint = known_name_hint((f"integrate.{func.__name__}", func.__name__), key,
-                                   sorted(set(allowed) - taken))
+            own = sorted(set(allowed) - taken)
+            hint = known_name_hint((f"integrate.{func.__name__}", func.__name__), key, own)
             near = None if hint else nearest_names(key, sorted(taken))  # (integrate's own)
             hint = hint or (near and f"did you mean integrate({near[0]}=)?")
             raise ValueError(f"{what}: unknown argument {key!r}{f' ({hint})' if hint else ''}; "
-                             f"allowed: {sorted(set(allowed) - taken)}")
+                             f"allowed: {own}")
     return dict(kwargs)
 
 

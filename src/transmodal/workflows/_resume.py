@@ -65,9 +65,8 @@ def resume_training(
         not the cells its training ran on (another run's checkpoint, e.g. of a job array's
         task on other cells).
     """
-    for key in ("pretrain_epochs", "checkpoint_dir"):
-        if key in train_kwargs:
-            raise ValueError(f"resume_training sets {key}= itself (from the checkpoint)")
+    if "pretrain_epochs" in train_kwargs:  # (checkpoint_dir is the first argument)
+        raise ValueError("resume_training sets pretrain_epochs= itself (from the checkpoint)")
     parameters = inspect.signature(CrossModalAE.train).parameters
     unknown = sorted(set(train_kwargs) - set(parameters))
     if unknown:
