@@ -1126,6 +1126,9 @@ def test_checkpoints_resume_a_stopped_training(paired_data, make_model, train, t
     with pytest.raises(TypeError, match=r"^resume_training\(\): missing a required argument: "
                        r"'checkpoint_dir'; the checkpoint is its first argument"):
         tm.workflows.resume_training(checkpoint=ckpt, data=paired_data)
+    with pytest.raises(TypeError, match=r"^resume_training\(\): multiple values for argument "
+                       r"'checkpoint_dir'; the checkpoint is its first argument"):
+        tm.workflows.resume_training(paired_data, checkpoint_dir=ckpt)  # (the data first)
     # a modality without cells (left out, or given as None) is named: training needs it
     with pytest.raises(ValueError, match=r"the data lack modality 'atac' .*which training needs"):
         tm.workflows.resume_training(ckpt, {"rna": paired_data["rna"], "atac": None})

@@ -253,7 +253,7 @@ def argument_hints(func: Callable) -> Callable:
     """Decorate a public method: a call Python would refuse with a bare ``TypeError`` (an
     unknown keyword, a missing argument) names the method and, for the names in
     ``_ARGUMENT_HINTS[<qualified name, else name>]`` (keywords given; ``"*name"``: a required argument left
-    out; ``"*positional"``: too many positional arguments), how transmodal spells it; a
+    out or given twice; ``"*positional"``: too many positional arguments), how transmodal spells it; a
     misspelt keyword gets the nearest (:func:`nearest_names`). The signature is kept
     (``inspect.signature`` follows ``__wrapped__``)."""
     import functools
@@ -279,7 +279,9 @@ def argument_hints(func: Callable) -> Callable:
                     hint = _did_you_mean(nearest_names(
                         name, [p for p in sig.parameters if p not in ("self", "cls")]), "{}=")
             else:
-                text, quoted = str(err), re.search(r"missing .*'([^']+)'", str(err))
+                text = str(err)  # a required argument left out, or given twice (by
+                # position and by name: the first positional taken for another argument)
+                quoted = re.search(r"(?:missing .*|multiple values for argument )'([^']+)'", text)
                 hint = hints.get(f"*{quoted.group(1)}") if quoted else None
                 if hint is None and "positional" in text:
                     hint = hints.get("*positional")
