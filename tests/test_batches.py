@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
 import transmodal as tm
 from transmodal.cli import main
@@ -145,6 +148,33 @@ def test_lam_batch_adds_a_batch_mmd_term(data):
         m.train(max_epochs=1, lam_batch=-1.0)
 
 
+def test_batch_mmd_is_the_mean_mmd_over_every_two_batches_of_two_or_more_cells():
+    """The batch MMD of a step, computed from one kernel for all batches, is the mean of
+    the pairwise MMDs (each modality's batches apart; a batch of one cell skipped), and
+    so is its gradient; no two batches of two cells: None."""
+    from transmodal.model._module import CrossModalModule
+
+    gen = torch.Generator().manual_seed(0)
+    zs = {n: torch.randn(64, 6, generator=gen, requires_grad=True) for n in ("rna", "atac")}
+    bs = {"rna": torch.randint(0, 9, (64,), generator=gen), "atac": torch.arange(64) % 2}
+    bs["rna"][5] = 40  # a batch of one cell
+    pairs = []
+    for name, codes in bs.items():
+        groups = [zs[name][codes == c] for c in torch.unique(codes)]
+        groups = [g for g in groups if len(g) >= 2]
+        pairs += [CrossModalModule._mmd(g, h) for i, g in enumerate(groups)
+                  for h in groups[i + 1:]]
+    assert len(pairs) == 36 + 1
+    expected = torch.stack(pairs).mean()
+    got = CrossModalModule.batch_mmd_loss(CrossModalModule, zs, bs)
+    torch.testing.assert_close(got, expected)
+    for name in zs:
+        torch.testing.assert_close(torch.autograd.grad(got, zs[name], retain_graph=True)[0],
+                                   torch.autograd.grad(expected, zs[name], retain_graph=True)[0])
+    alone = {"rna": torch.tensor([0, 1] + [2] * 62)}  # one batch of two or more cells
+    assert CrossModalModule.batch_mmd_loss(CrossModalModule, zs, alone) is None
+
+
 def test_batch_key_errors_name_the_modality_and_field(data):
     with pytest.raises(ValueError, match="'rna'.*'batch_key' must be a non-empty string"):
         tm.CrossModalAE(data, {"rna": tm.Modality("nb", batch_key=3), "atac": "bernoulli"})
@@ -153,7 +183,12 @@ def test_batch_key_errors_name_the_modality_and_field(data):
     holes = {k: v.copy() for k, v in data.items()}
     holes["rna"].obs["batch"] = holes["rna"].obs["batch"].astype(object)
     holes["rna"].obs.iloc[:3, holes["rna"].obs.columns.get_loc("batch")] = np.nan
-    with pytest.raises(ValueError, match="'rna'.*batch_key 'batch' is missing for 3 cell"):
+    with pytest.raises(ValueError, match=r"'rna'.*batch_key 'batch' is missing for 3 "
+                       r"cell\(s\); every cell"):
+        tm.CrossModalAE(holes, specs())
+    holes["rna"].obs.iloc[:3, holes["rna"].obs.columns.get_loc("batch")] = "None"  # a name
+    with pytest.raises(ValueError, match=r"missing for 3 cell\(s\) \(the text 'None' is read "
+                       r"as a missing value, as pandas writes one: rename that batch\)"):
         tm.CrossModalAE(holes, specs())
     # a continuous column given as batch_key: one batch per cell, said so (not as labels_key)
     per_cell = {k: v.copy() for k, v in data.items()}
@@ -162,6 +197,88 @@ def test_batch_key_errors_name_the_modality_and_field(data):
                       "their own") as record:
         tm.CrossModalAE(per_cell, specs("plate"), geometric_pairs=False)
     assert not any("labels_key" in str(w.message) for w in record)
+
+
+def test_obs_columns_edited_after_the_model_is_built_are_refused_for_training():
+    """A batch, label or marker column edited in place after the model is built (a sample
+    merged or renamed, a label corrected) is refused by train(): the model would train on
+    the codes it read then; re-typed or reordered columns are the same values."""
+    data = batched(120, seed=2)
+    rna = data["rna"]
+    for adata in data.values():
+        adata.obs["ratio"] = np.linspace(0.0, 1.0, adata.n_obs)
+    model = tm.CrossModalAE(data, specs(), labels_key="label", marker_key="ratio",
+                            n_latent=4, anchor_fraction=0.5, seed=0)
+    # the same values as another dtype, their categories reordered: not changed
+    rna.obs["batch"] = rna.obs["batch"].astype("category")
+    rna.obs["batch"] = rna.obs["batch"].cat.reorder_categories(
+        rna.obs["batch"].cat.categories[::-1])
+    rna.obs["label"] = rna.obs["label"].astype(str)
+    fit(model, max_epochs=1)
+    original = rna.obs.copy()
+    edits = {
+        "batch": lambda obs: obs.assign(batch=obs["batch"].astype(str).replace(
+            {"batch1": "batch0"})),  # two samples merged
+        "label": lambda obs: obs.assign(label=np.where(
+            np.arange(len(obs)) < 7, obs["label"].iloc[-1], obs["label"])),
+        "ratio": lambda obs: obs.assign(ratio=obs["ratio"] * 2),
+    }
+    for key, edit in edits.items():
+        rna.obs = edit(original.copy())
+        changed = int((rna.obs[key].astype(str) != original[key].astype(str)).sum())
+        with pytest.raises(ValueError, match=rf"modality 'rna': obs\['{key}'\] \({changed} "
+                           r"cell\(s\)\) changed since the model was built; it trains on the "
+                           r"batches, labels and markers it read then"):
+            fit(model, max_epochs=1)
+    rna.obs = original.drop(columns="ratio")
+    with pytest.raises(ValueError, match=r"obs\['ratio'\] \(removed\) changed"):
+        fit(model, max_epochs=1)
+    rna.obs = original  # restored: trains
+    fit(model, max_epochs=1)
+    assert len(model.history) == 2
+
+
+def test_barcodes_repeated_across_samples_are_told_to_keep_the_pairs():
+    """10x barcodes restart in each sample: the duplicate-name error advises a sample
+    prefix (the modality's batch_key), and cells paired by names made unique in file order
+    (obs_names_make_unique, the modalities' samples in different orders) warn that the
+    pairs lie in different batches."""
+    data = batched(200, seed=3)
+    rna, atac = data["rna"], data["atac"]
+    atac.obs["batch"] = rna.obs["batch"].to_numpy()
+    batch = rna.obs["batch"].astype(str).to_numpy()
+    barcodes = pd.Series(batch).groupby(batch).cumcount().map("AAAC{:04d}-1".format).to_numpy()
+    rna.obs_names = atac.obs_names = barcodes
+    rna.obs["barcode"] = atac.obs["barcode"] = barcodes
+    codes = rna.obs["batch"].cat.codes.to_numpy()
+    rna, atac = rna[np.argsort(codes, kind="stable")].copy(), \
+        atac[np.argsort(-codes, kind="stable")].copy()  # the files list the samples apart
+    both = {"rna": tm.Modality("nb", batch_key="batch"),
+            "atac": tm.Modality("bernoulli", batch_key="batch")}
+    with pytest.raises(ValueError, match=r"modality 'rna': obs_names are not unique .*"
+                       r"adata.obs_names = adata.obs\['batch'\].astype\(str\)"):
+        tm.CrossModalAE({"rna": rna, "atac": atac}, both)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # (anndata's own warning)
+        rna.obs_names_make_unique()
+        atac.obs_names_make_unique()
+    pairs = {"rna": rna, "atac": atac}
+    match = (r"(\d+) of the 200 cells that 'rna' and 'atac' pair by name lie in different "
+             r"batches \(obs\['batch'\] / obs\['batch'\]\)")
+    with pytest.warns(UserWarning, match="cells paired across batches: " + match):
+        tm.CrossModalAE(pairs, both, n_latent=4, geometric_pairs=False)
+    with pytest.warns(UserWarning, match="anchor pairs across batches: ") as record:
+        tm.CrossModalAE(pairs, both, n_latent=4, anchor_fraction=1.0,
+                        validation_fraction=0)
+    assert int(re.search(match, str(record[0].message)).group(1)) > 150
+    # named with their sample first, the pairs are the same cells: no warning
+    for adata in pairs.values():
+        adata.obs_names = adata.obs["batch"].astype(str) + "_" + adata.obs["barcode"]
+    assert (pairs["rna"].obs.loc[atac.obs_names, "true_cell"].to_numpy()
+            == atac.obs["true_cell"].to_numpy()).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tm.CrossModalAE(pairs, both, n_latent=4, anchor_fraction=1.0)
 
 
 def test_target_batch_errors(model):

@@ -1051,7 +1051,9 @@ def test_mudata_repeated_obs_name_is_named_like_dict():
 
     names = [f"c{i}" for i in range(12)]
     data = {"a": _tiny(names), "b": _tiny(names[:-1] + ["c0"], seed=1)}  # 'c0' twice in b
-    expected = r"modality 'b': obs_names are not unique \(e.g. 'c0'\).*obs_names_make_unique"
+    expected = (r"modality 'b': obs_names are not unique \(e.g. 'c0', .*prefixed with the "
+                r"sample: adata.obs_names = adata.obs\['sample'\].astype\(str\) \+ '_' \+ "
+                r"adata.obs_names .*obs_names_make_unique\(\) numbers the repeats in file order")
     with pytest.raises(ValueError, match=expected):
         setup_data(data, TINY_SPECS)
     mdata = mudata.MuData(data)
@@ -1134,10 +1136,21 @@ def test_column_only_in_mudata_global_obs_suggests_push_obs():
     mdata.mod["a"].obs["cluster"] = np.arange(12) % 3
     mdata.pull_obs(["cluster"])
     assert "a:cluster" in mdata.obs
-    with pytest.raises(ValueError, match=r"holds 'a:cluster', which is modality 'a''s own column "
-                       r"'cluster'.*pass 'cluster' instead") as err:
+    with pytest.raises(ValueError, match=r"holds 'a:cluster', the column 'cluster' of modality "
+                       r"'a' under mudata's prefix.*pass 'cluster' instead") as err:
         setup_data(mdata, TINY_SPECS, labels_key="a:cluster")
     assert "push_obs" not in str(err.value)
+    # the prefixed column of one modality given for another: copied there, as the hint says
+    specs = {"a": "gaussian", "b": tm.Modality("gaussian", batch_key="a:cluster")}
+    with pytest.raises(ValueError, match=r"modality 'b': batch_key 'a:cluster' not found in obs"
+                       r".*pass 'cluster', and copy the column into \['b'\], e.g. "
+                       r"mdata\['b'\].obs\['cluster'\] = mdata.obs.loc\[mdata\['b'\]."
+                       r"obs_names, 'a:cluster'\]$"):
+        setup_data(mdata, specs)
+    mdata["b"].obs["cluster"] = mdata.obs.loc[mdata["b"].obs_names, "a:cluster"]
+    mods, _ = setup_data(mdata, {"a": "gaussian", "b": tm.Modality("gaussian",
+                                                                   batch_key="cluster")})
+    np.testing.assert_array_equal(mods["b"].batches, np.arange(8) % 3)  # (b: c0-c7)
 
 
 def test_feature_moments_match_numpy_in_blocks_and_keep_large_offsets():

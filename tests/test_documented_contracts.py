@@ -973,6 +973,13 @@ def test_methylation_rates_key_added_with_slash_is_refused():
     from transmodal.preprocessing import methylation_rates
     with pytest.raises(ValueError, match="without '/'"):
         methylation_rates(_met(), key_added="rates/x")
+    # the rates never replace the read counts they are computed from
+    met = _met()
+    for layer, reads in (("mc", "methylated"), ("cov", "covering")):
+        with pytest.raises(ValueError, match=rf"key_added='{layer}' is the layer of the {reads} "
+                           r"reads; the rates go to a layer of their own"):
+            methylation_rates(met, key_added=layer)
+    np.testing.assert_array_equal(met.layers["mc"], _met().layers["mc"])
 
 
 def test_methylation_rates_error_names_the_cell_in_a_later_chunk():

@@ -620,6 +620,32 @@ def test_a_small_modality_beside_a_large_one_keeps_a_validation_split():
     assert model.val_masks_["rna"].sum() == 4 and model.val_masks_["atac"].sum() > 150
 
 
+def test_a_small_paired_modality_keeps_a_validation_split_with_its_partners():
+    """A CITE-seq-like subset (30 of 300 cells also measured in a second modality) or a
+    modality of 12 cells drew no validation cell for some seeds, which switched validation
+    off for every modality: the small one now draws at least 2 (paired ones with their
+    partners), for every seed."""
+    from transmodal.data import setup_data
+    from transmodal.model._split import validation_masks
+
+    d = tm.datasets.synthetic(300, seed=0, n_features=20,
+                              modalities={"rna": "nb", "prot": "gaussian"})
+    d["prot"] = d["prot"][:30].copy()
+    d["tiny"] = tm.datasets.synthetic(12, seed=1, n_features=5, paired=False,
+                                      modalities={"tiny": "gaussian", "x": "gaussian"})["tiny"]
+    mods, _ = setup_data(d, {"rna": "nb", "prot": "gaussian", "tiny": "gaussian"})
+    rows = pd.Index(d["rna"].obs_names).get_indexer(d["prot"].obs_names)
+    for seed in range(20):
+        masks = validation_masks(mods, 0.1, seed)
+        assert masks["prot"].sum() >= 2 and masks["tiny"].sum() >= 2, seed
+        assert 20 <= masks["rna"].sum() <= 40 and (~masks["tiny"]).sum() >= 2
+        np.testing.assert_array_equal(masks["rna"][rows], masks["prot"])  # partners together
+    # a modality of 3 cells cannot keep 2 validation and 2 training cells: none at all
+    d["tiny"] = d["tiny"][:3].copy()
+    mods, _ = setup_data(d, {"rna": "nb", "prot": "gaussian", "tiny": "gaussian"})
+    assert not any(m.any() for m in validation_masks(mods, 0.1, 0).values())
+
+
 def test_modalities_without_information_and_contrastive_in_one_dimension_are_named(
     paired_data, make_model, train
 ):
@@ -2173,6 +2199,17 @@ def test_scvi_tools_spellings_name_the_transmodal_argument(paired_data, make_mod
         (lambda: model.train(beta_kl=0.1), r"'beta_kl'; did you mean beta=\?$"),
         (lambda: model.train(checkpoint_freq=5), r"written every checkpoint_every= epochs"),
         (lambda: make_model(paired_data, latent_size=8), r"latent dimensions are n_latent="),
+        # batches (scvi-tools' setup_anndata(batch_key=, categorical_covariate_keys=))
+        (lambda: model.train(batch_key="b"),
+         r"'batch_key'; batches are set when the model is built: Modality\(\.\.\., batch_key="),
+        (lambda: tm.Modality("nb", categorical_covariate_keys=["b"]),
+         r"'categorical_covariate_keys'; a modality's batches are one column, batch_key="),
+        (lambda: make_model(paired_data, categorical_covariate_keys=["b"]),
+         r"'categorical_covariate_keys'; batches are each modality's"),
+        # the data given first: the modality is given twice (not its own value twice)
+        (lambda: model.get_latent_representation(rna, modality="rna"),
+         r"multiple values for argument 'modality'; name the modality the cells come from "
+         r"first"),
     ]
     for call, message in cases:
         with pytest.raises(TypeError, match=message):
@@ -2180,7 +2217,7 @@ def test_scvi_tools_spellings_name_the_transmodal_argument(paired_data, make_mod
     # no suggestion of a merely similar name
     with pytest.raises(TypeError, match=r"unexpected keyword argument 'lam_graph'; there is no"):
         model.train(lam_graph=0.02)
-    for absurd in ("lam_foo", "mode", "max_cells", "batch_key"):  # (merely alike: none)
+    for absurd in ("lam_foo", "mode", "max_cells"):  # (merely alike: none)
         with pytest.raises(TypeError, match=rf"unexpected keyword argument '{absurd}'$"):
             model.train(**{absurd: 1})
     assert not (tmp_path / "m").exists()
@@ -2196,6 +2233,21 @@ def test_scvi_tools_spellings_name_the_transmodal_argument(paired_data, make_mod
         model.translate(paired_data["rna"], source="rna", targt="atac")
     with pytest.raises(TypeError, match=r"multiple values for argument 'modality'$"):
         model.get_latent_representation("rna", modality="rna")
+    # other tools' methods: how transmodal does it (Python's 'Did you mean' kept for typos)
+    for call, message in [
+        (lambda: tm.CrossModalAE.setup_anndata, r"^type object 'CrossModalAE' has no attribute "
+         r"'setup_anndata'; there is no setup step: the model is built from the data"),
+        (lambda: model.get_normalized_expression, r"^'CrossModalAE' object has no attribute "
+         r"'get_normalized_expression'; .* translate\(adata, source='rna', target='rna'\) "
+         r"\(transform_batch: target_batch="),
+        (lambda: model.decode_data, r"translations are model.translate"),
+    ]:
+        with pytest.raises(AttributeError, match=message):
+            call()
+    with pytest.raises(AttributeError) as err:
+        model.get_latent_represntation
+    assert err.value.name == "get_latent_represntation" and err.value.obj is model
+    assert not hasattr(model, "foo") and not hasattr(tm.CrossModalAE, "foo")
 
 
 def test_cross_translation_ignores_the_source_private_part():

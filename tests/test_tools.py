@@ -81,6 +81,13 @@ def test_integrate_copy_leaves_the_input_untouched(partly_paired):
     # same seed, same result
     again = tm.tl.integrate(data, SPECS, copy=True, key_added="tm", **FAST)
     np.testing.assert_array_equal(again["rna"].obsm["X_tm"], out["rna"].obsm["X_tm"])
+    # a MuData copied: without mudata 0.3's notice of its update defaults
+    mdata = mudata.MuData(data)  # (whose own construction gives the notice)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        copied = tm.tl.integrate(mdata, SPECS, copy=True, **FAST)
+    assert "X_transmodal" in copied.obsm
+    assert not [w for w in record if "pull_on_update" in str(w.message)]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::FutureWarning")
@@ -147,6 +154,17 @@ def test_integrate_rejects_bad_arguments_by_name(partly_paired, tmp_path):
         with pytest.raises(ValueError, match=rf"{where}: unknown argument '{next(iter(kw))}' "
                            rf"\({re.escape(said)}"):
             tm.tl.integrate(data, SPECS, **{where: kw})
+    # a model's or training's argument given to integrate itself: where it goes
+    for kw, said in (({"n_latent": 8}, "CrossModalAE()'s n_latent= goes in model_kwargs="
+                                       "{'n_latent': ...}"),
+                     ({"lr": 1e-3}, "train()'s lr= goes in train_kwargs={'lr': ...}"),
+                     ({"batch_key": "b"}, "batches are each modality's: integrate(data, "
+                                          "{'rna': Modality('nb', batch_key='batch')"),
+                     ({"device": "cuda"}, "the device is integrate(accelerator=)"),
+                     ({"max_epoch": 2}, "did you mean max_epochs=?")):
+        with pytest.raises(TypeError, match=rf"^integrate\(\): got an unexpected keyword "
+                           rf"argument '{next(iter(kw))}'; {re.escape(said)}"):
+            tm.tl.integrate(data, SPECS, **kw)
     with pytest.raises(ValueError, match="data must be a MuData or a dict of AnnData"):
         tm.tl.integrate([data["rna"], data["atac"]], SPECS)
     names = list(SPECS)

@@ -32,6 +32,8 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
         "gene_likelihood": "the likelihood is each modality's: Modality('nb'), "
                            "Modality('zinb'), ...",
         "batch_key": "batches are each modality's: Modality(..., batch_key=)",
+        "categorical_covariate_keys": "batches are each modality's: Modality(..., "
+                                      "batch_key=)",
         "layer": "the layer is each modality's: Modality(..., layer=)",
         "latent_distribution": "the latent is deterministic; variational=True gives "
                                "Gaussian posteriors, a VAE (train(beta=) weighs its KL "
@@ -79,8 +81,13 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
         "use_layer": "the layer is layer=",
         "dropout": "the input's dropout is input_dropout= (the hidden layers': "
                    "CrossModalAE(..., dropout=))",
+        "categorical_covariate_keys": "a modality's batches are one column, batch_key=",
+        "continuous_covariate_keys": "continuous covariates are not modelled; a continuous "
+                                     "quantity shared by the modalities is "
+                                     "CrossModalAE(..., marker_key=)",
     },
     "train": {
+        "batch_key": "batches are set when the model is built: Modality(..., batch_key=)",
         "learning_rate": "the learning rate is lr=",
         "kl_weight": "the KL weight of a variational model is beta=",
         "max_kl_weight": "the KL weight of a variational model is beta=",
@@ -185,6 +192,38 @@ _ARGUMENT_HINTS["Modality fields"] = {
     "dropout": "the input's dropout is the field 'input_dropout' (the hidden layers': the "
                "model's dropout)",
 }
+# methods of other tools looked up on a CrossModalAE (model.<name> or CrossModalAE.<name>)
+_TRANSLATE_OWN = ("the decoder's expected values are translate(adata, source={m!r}, "
+                  "target={m!r}) (transform_batch: target_batch=; library_size=)")
+_ATTRIBUTE_HINTS: dict[str, str] = {
+    "setup_anndata": "there is no setup step: the model is built from the data, one "
+                     "Modality per modality, e.g. CrossModalAE(data, {'rna': Modality('nb', "
+                     "layer='counts', batch_key='batch'), 'atac': Modality('bernoulli')})",
+    "get_normalized_expression": _TRANSLATE_OWN.format(m="rna"),
+    "get_normalized_accessibility": _TRANSLATE_OWN.format(m="atac"),
+    "get_accessibility_estimates": _TRANSLATE_OWN.format(m="atac"),
+    "differential_expression": "differential expression, also on translated data, is "
+                               "tm.analysis.differential_expression(adata, groupby, group)",
+    "load_query_data": "new cells are embedded and translated without retraining: "
+                       "model.get_latent_representation('rna', query_adata)",
+    "get_elbo": "the losses of each epoch are model.history (train_* and val_* columns)",
+    "get_reconstruction_error": "the losses of each epoch are model.history (train_* and "
+                                "val_* columns)",
+    # scGLUE's
+    "encode_data": "embeddings are model.get_latent_representation(modality, adata)",
+    "decode_data": "translations are model.translate(adata, source=, target=)",
+}
+
+
+def attribute_hint(owner: str, name: str, *, of_class: bool = False) -> str:
+    """The ``AttributeError`` message for attribute ``name`` missing on a ``owner``
+    (an instance, or the class itself: ``of_class``), as Python words it, with how
+    transmodal does what other tools' methods of that name do."""
+    what = f"type object {owner!r}" if of_class else f"{owner!r} object"
+    hint = _ATTRIBUTE_HINTS.get(name)
+    return f"{what} has no attribute {name!r}" + (f"; {hint}" if hint else "")
+
+
 # tl.integrate's model_kwargs / train_kwargs (the device and the epochs are its own)
 _INTEGRATE_DEVICE = "the device is integrate(accelerator=) ('cpu', 'gpu', 'cuda', 'mps', 'auto')"
 _INTEGRATE_EPOCHS = "the number of epochs is integrate(max_epochs=)"
@@ -280,9 +319,17 @@ def argument_hints(func: Callable) -> Callable:
                         name, [p for p in sig.parameters if p not in ("self", "cls")]), "{}=")
             else:
                 text = str(err)  # a required argument left out, or given twice (by
-                # position and by name: the first positional taken for another argument)
+                # position and by name: another argument put in its place, not the same
+                # value twice)
                 quoted = re.search(r"(?:missing .*|multiple values for argument )'([^']+)'", text)
-                hint = hints.get(f"*{quoted.group(1)}") if quoted else None
+                name = quoted.group(1) if quoted else None
+                hint = hints.get(f"*{name}") if quoted else None
+                if hint and "multiple values" in text and name in sig.parameters:
+                    slot = list(sig.parameters).index(name)
+                    given = args[slot] if slot < len(args) else None
+                    if given is kwargs.get(name) or (isinstance(given, str)
+                                                     and given == kwargs.get(name)):
+                        hint = None
                 if hint is None and "positional" in text:
                     hint = hints.get("*positional")
             where = func.__qualname__.split(".")[-2:]

@@ -785,14 +785,23 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def check_unique_obs_names(adata: Any, name: str) -> None:
+def check_unique_obs_names(adata: Any, name: str, sample_key: str | None = None) -> None:
     """``ValueError`` naming modality ``name`` when ``adata.obs_names`` repeat a name (cells
-    are paired across modalities by their obs_names)."""
+    are paired across modalities by their obs_names). The advice keeps the pairs: a prefix
+    from the cells' sample (``sample_key``, e.g. the modality's batch_key, when given), the
+    same in every modality; ``obs_names_make_unique`` numbers repeats in file order, which
+    pairs the wrong cells where two modalities list them in different orders."""
     if not adata.obs_names.is_unique:
         dup = adata.obs_names[adata.obs_names.duplicated()][0]
+        key = sample_key or "sample"
         raise ValueError(
-            f"modality {name!r}: obs_names are not unique (e.g. {dup!r}); pairing between "
-            "modalities uses obs_names — call adata.obs_names_make_unique()"
+            f"modality {name!r}: obs_names are not unique (e.g. {dup!r}, as barcodes "
+            "repeat across samples); cells are paired between modalities by their obs_names, so "
+            "make them unique the same way in every modality, e.g. prefixed with the "
+            f"sample: adata.obs_names = adata.obs[{key!r}].astype(str) + '_' + "
+            "adata.obs_names (or anndata.concat(..., index_unique='_') with the same keys). "
+            "adata.obs_names_make_unique() numbers the repeats in file order, which pairs "
+            "the wrong cells where the modalities list them in different orders"
         )
 
 

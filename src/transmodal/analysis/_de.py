@@ -439,6 +439,13 @@ def compare_differential(
     :class:`DEComparison`: Pearson and Spearman correlations of the effects and, per
     direction, the marker overlap (counts, Jaccard index, hypergeometric p-value with the
     common features as universe).
+
+    Raises
+    ------
+    ValueError
+        When ``pred`` or ``obs`` is no :func:`differential_expression` table with
+        ``column`` (or repeats a feature name), they were made with different ``n_top`` or
+        ``alpha`` and neither is given, or they share fewer than 3 features.
     """
     if column not in ("mean_diff", "log2fc", "t"):
         raise ValueError(f"column must be 'mean_diff', 'log2fc' or 't', got {column!r}")

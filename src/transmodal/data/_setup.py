@@ -44,6 +44,8 @@ class ModalityData:
     batch_categories: list[str] | None = None
     # cells per label outside a trained model's label categories (new data given to load())
     unknown_labels: dict[str, int] | None = None
+    # {obs column: digest} of the batch / label / marker columns as they were read
+    obs_digests: dict[str, int | float | None] | None = None
 
     def __post_init__(self) -> None:
         self._digests = self._digests_of(self.source.stored)
@@ -111,6 +113,44 @@ class ModalityData:
             UserWarning, stacklevel=user_stacklevel(),
         )
         self.source, self._digests = src, digests
+
+    def obs_columns_changed(
+        self, labels_key: str | None, categories: list[str] | None,
+        marker_key: str | list[str] | None,
+    ) -> list[str]:
+        """The obs columns the model read when it was built (``spec.batch_key``,
+        ``labels_key`` in ``categories``, ``marker_key``) whose values have changed in
+        ``adata`` since (edited in place, e.g. a batch renamed or merged), each as
+        ``"obs['key'] (n cells)"``; a column only re-typed (e.g. made categorical) or with
+        its categories reordered has not changed."""
+        before = getattr(self, "obs_digests", None) or {}  # (None: pickled without)
+        changed = []
+        for key, then in before.items():
+            if _column_digest(self.adata, key) == then:
+                continue
+            if key == self.spec.batch_key:
+                now = self._codes_now(key, self.batch_categories, "batch_key")
+                differ = now != self.batches
+            elif key == labels_key:
+                now = self._codes_now(key, categories, "labels_key")
+                differ = now != self.labels
+            else:
+                now = marker_values(self.adata, key, self.name, optional=True, warn=False)[:, 0]
+                col = (marker_key if isinstance(marker_key, list) else [marker_key]).index(key)
+                was = self.markers[:, col]
+                differ = ~((now == was) | (np.isnan(now) & np.isnan(was)))
+            if key not in self.adata.obs:
+                changed.append(f"obs[{key!r}] (removed)")
+            elif differ.any():
+                changed.append(f"obs[{key!r}] ({int(differ.sum())} cell(s))")
+        return changed
+
+    def _codes_now(self, key: str, categories: list[str] | None, field: str) -> np.ndarray:
+        """Codes of obs column ``key`` as the model reads them (-1: missing or unknown)."""
+        if key not in self.adata.obs or categories is None:
+            return np.full(self.n_obs, -1, dtype=np.int64)
+        codes, _ = label_codes(self.adata, key, self.name, categories, field, warn=False)
+        return np.where(codes < 0, -1, codes)
 
     def _follow_backed_file(self) -> None:
         """A backed AnnData's ``X`` read from its file as it is open now: ``ValueError``
@@ -255,11 +295,14 @@ def global_obs_hint(data: Any, key: str, mods: list[str] | None = None) -> str:
         return ""
     mod, sep, col = key.partition(":")
     if sep and mod in data.mod and col in data.mod[mod].obs.columns:  # pulled, so prefixed
-        return (
-            f"; the MuData's global .obs holds {key!r}, which is modality {mod!r}'s own column "
-            f"{col!r} under mudata's prefix, and transmodal reads the modalities' own obs: "
-            f"pass {col!r} instead"
-        )
+        own = (f"; the MuData's global .obs holds {key!r}, the column {col!r} of modality "
+               f"{mod!r} under mudata's prefix, and transmodal reads the modalities' own obs: "
+               f"pass {col!r}")
+        others = [m for m in (mods or []) if m != mod]  # (lacking the column of another)
+        if not others:
+            return own + " instead"
+        return (own + f", and copy the column into {others}, e.g. mdata[{others[0]!r}].obs"
+                f"[{col!r}] = mdata.obs.loc[mdata[{others[0]!r}].obs_names, {key!r}]")
     where = "" if mods is None else f", mods={list(mods)!r}"
     if hasattr(type(data), "push_obs"):
         fix = f"copy it into the modalities with mdata.push_obs([{key!r}]{where})"
@@ -401,9 +444,13 @@ def batch_codes(
                 UserWarning, stacklevel=user_stacklevel(),
             )
     if (codes == -1).any():
+        texts = sorted({v for v in md.adata.obs[key].astype(object)[codes == -1]
+                        if isinstance(v, str)})  # ('None', 'nan', '': a missing value's text)
+        read = (f" (the text {texts[0]!r} is read as a missing value, as pandas writes one: "
+                "rename that batch)" if texts else "")
         raise ValueError(
             f"modality {name!r}: batch_key {key!r} is missing for {int((codes == -1).sum())} "
-            "cell(s); every cell needs a batch (name unknown ones, e.g. 'unknown')"
+            f"cell(s){read}; every cell needs a batch (name unknown ones, e.g. 'unknown')"
         )
     if (codes == -2).any():
         bad = md.adata.obs[key][codes == -2].iloc[0]
@@ -467,10 +514,12 @@ def marker_values(
     *,
     optional: bool = False,
     data: Any = None,
+    warn: bool = True,
 ) -> np.ndarray:
     """``(n_cells, n_markers)`` float32 marker values from ``obs`` (NaN = not measured).
     ``data``: the user's data, for a MuData whose global ``.obs`` holds a missing column
-    (:func:`global_obs_hint`)."""
+    (:func:`global_obs_hint`); ``warn``: whether to warn about R's missing integers (not
+    where the column is read a second time)."""
     keys = [marker_key] if isinstance(marker_key, str) else list(marker_key)
     cols = []
     for key in keys:
@@ -490,7 +539,7 @@ def marker_values(
                 f"(a continuous marker), got dtype {col.dtype}"
             )
         values = col.to_numpy(dtype=np.float64, na_value=np.nan)
-        r_na = r_integer_na(col, f"modality {name!r}: marker_key {key!r}")
+        r_na = r_integer_na(col, f"modality {name!r}: marker_key {key!r}", warn=warn)
         if r_na.any():  # (a new array: values may be the column's own, read-only, memory)
             values = np.where(r_na, np.nan, values)
         if np.isinf(values).any():
@@ -584,7 +633,7 @@ def setup_data(
         if (src.n_obs == 0 and name not in allow_empty) or src.n_vars == 0:
             raise ValueError(f"modality {name!r}: {src.where} is empty (shape {src.shape})")
         obs_names = np.asarray(adata.obs_names, dtype=object)
-        check_unique_obs_names(adata, name)
+        check_unique_obs_names(adata, name, spec.batch_key)
         if not pd.Index(var_names).is_unique:
             dup = pd.Index(var_names)[pd.Index(var_names).duplicated()][0]
             what, fix = (("var_names", "call adata.var_names_make_unique()")
@@ -661,7 +710,24 @@ def setup_data(
             _warn_disjoint_labels(seen, categories, labels_key)
             _warn_near_duplicate_classes(seen, categories, labels_key)
             _warn_unlabelled_markers(categories, labels_key)
+    markers = [] if marker_key is None else (
+        [marker_key] if isinstance(marker_key, str) else list(marker_key))
+    for md in out.values():  # (to tell the columns edited since: obs_columns_changed)
+        keys = [k for k in (md.spec.batch_key, labels_key) if k is not None] + markers
+        md.obs_digests = {k: _column_digest(md.adata, k) for k in keys}
     return out, categories
+
+
+def _column_digest(adata: AnnData, key: str) -> int | None:
+    """A digest of the values of ``adata.obs[key]`` (None: no such column; NaN, equal to
+    no digest: values that cannot be hashed, compared each time)."""
+    if key not in adata.obs:
+        return None
+    try:
+        hashed = pd.util.hash_pandas_object(adata.obs[key], index=False).to_numpy()
+    except TypeError:  # (e.g. a column of lists)
+        return float("nan")
+    return int(hashed.sum(dtype=np.uint64)) ^ len(hashed)
 
 
 def _warn_unused_feature_selection(adata: AnnData, name: str, n_vars: int) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from .._hints import argument_hints
+from .._hints import argument_hints, attribute_hint
 from .._utils import (
     check_path,
     is_global_zero,
@@ -34,7 +34,17 @@ from ._split import choose_anchors, names_digest, validation_masks, warn_unused_
 from ._training import TrainingMixin
 
 
-class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin):
+class _NamesOtherToolsUse(type):
+    """Metaclass: a class attribute of other tools' (``CrossModalAE.setup_anndata``)
+    missing is told how transmodal does it."""
+
+    def __getattr__(cls, name: str) -> Any:
+        # (name and obj kept: Python's 'Did you mean' for a misspelt one still works)
+        raise AttributeError(attribute_hint(cls.__name__, name, of_class=True),
+                             name=name, obj=cls)
+
+
+class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, metaclass=_NamesOtherToolsUse):
     """Cross-modal autoencoder (Yang et al., Nat. Commun. 2021) for any number of modalities.
 
     Each modality gets its own encoder / decoder; all encoders map into one shared latent
@@ -109,9 +119,10 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin):
         better than either alone, README).
     validation_fraction
         Fraction of cells held out for validation and early stopping (split over pairing
-        keys, so both measurements of a cell land on the same side; a small unpaired
-        modality that this draw leaves with fewer than 2 validation cells draws its own
-        share from its cells).
+        keys, so both measurements of a cell land on the same side; a small modality
+        that this draw leaves with fewer than 2 validation cells draws its own share, at
+        least 2 cells, from its cells: unpaired ones first, then paired ones with their
+        partners). None when a modality has fewer than 4 cells.
     seed
         Seeds the weight initialisation, the validation split and the anchor choice. The
         networks are built, and the training batches drawn, in the order of
@@ -358,6 +369,11 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin):
     def history(self) -> pd.DataFrame | None:
         """Per-epoch loss terms and discriminator accuracy (train and validation)."""
         return self.history_
+
+    def __getattr__(self, name: str) -> Any:
+        """Only for attributes not found: other tools' methods (``get_normalized_expression``)
+        are told how transmodal does it."""
+        raise AttributeError(attribute_hint(type(self).__name__, name), name=name, obj=self)
 
     def __repr__(self) -> str:
         parts = [

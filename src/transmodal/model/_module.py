@@ -351,11 +351,15 @@ class CrossModalModule(nn.Module):
     @staticmethod
     def _mmd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Multi-bandwidth Gaussian-kernel MMD between two sets of latent points."""
-        xy = torch.cat([x, y])
-        d2 = torch.cdist(xy, xy).pow(2)
-        k = sum(torch.exp(-d2 / (2.0 * s * s)) for s in (0.5, 1.0, 2.0, 4.0, 8.0))
+        k = CrossModalModule._kernel(torch.cat([x, y]))
         n = x.shape[0]
         return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+
+    @staticmethod
+    def _kernel(z: torch.Tensor) -> torch.Tensor:
+        """The multi-bandwidth Gaussian kernel between every two rows of ``z``."""
+        d2 = torch.cdist(z, z).pow(2)
+        return sum(torch.exp(-d2 / (2.0 * s * s)) for s in (0.5, 1.0, 2.0, 4.0, 8.0))
 
     def mmd_loss(self, zs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Multi-bandwidth Gaussian-kernel MMD between every pair of modalities' latents."""
@@ -368,13 +372,23 @@ class CrossModalModule(nn.Module):
     ) -> torch.Tensor | None:
         """Within each modality with batches, the MMD between every two of its batches'
         latent points in the step (batches with fewer than 2 cells are skipped); ``None``
-        when no step batch holds two batches."""
+        when no step batch holds two batches. One kernel over the step's cells serves every
+        pair: the mean kernel between batches g and h is ``(O^T K O)[g, h] / (n_g n_h)``
+        (``O`` one-hot), so many batches (samples of an atlas) cost one matrix product."""
         out = []
         for name, codes in bs.items():
-            groups = [zs[name][codes == c] for c in torch.unique(codes)]
-            groups = [g for g in groups if g.shape[0] >= 2]
-            out += [self._mmd(g, h) for i, g in enumerate(groups) for h in groups[i + 1 :]]
-        return torch.stack(out).mean() if out else None
+            _, group, counts = torch.unique(codes, return_inverse=True, return_counts=True)
+            kept = counts >= 2
+            if int(kept.sum()) < 2:
+                continue
+            cells = kept[group]
+            onehot = F.one_hot(group[cells], len(counts))[:, kept].to(zs[name].dtype)
+            n = counts[kept].to(zs[name].dtype)
+            mean = onehot.T @ self._kernel(zs[name][cells]) @ onehot / torch.outer(n, n)
+            within = torch.diagonal(mean)
+            i, j = torch.triu_indices(len(n), len(n), 1, device=mean.device)
+            out.append(within[i] + within[j] - 2 * mean[i, j])
+        return torch.cat(out).mean() if out else None
 
     # -- losses ----------------------------------------------------------------------------
     def discriminator_loss(

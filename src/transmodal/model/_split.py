@@ -21,8 +21,10 @@ def validation_masks(
     The split is drawn over pairing keys (``obs_names`` or MuData rows), so the two
     measurements of a paired cell always fall in the same split. A modality that this
     draw leaves with fewer than 2 validation cells (a small modality beside a large one)
-    draws its share from its own unpaired cells. Returns all-False masks when any
-    modality would still be left with fewer than 2 validation or training cells.
+    draws its share (``fraction`` of its cells, at least 2) from its own cells: its
+    unpaired ones first, then paired ones, whose partners join the validation cells too.
+    Returns all-False masks when any modality would still be left with fewer than 2
+    validation or training cells (a modality of fewer than 4 cells).
     """
     none = {n: np.zeros(md.n_obs, dtype=bool) for n, md in mods.items()}
     if fraction <= 0:
@@ -32,18 +34,27 @@ def validation_masks(
     val_keys = keys[rng.permutation(len(keys))[: int(round(fraction * len(keys)))]]
     masks = {n: np.isin(md.pair_keys.astype(str), val_keys) for n, md in mods.items()}
     for name, md in mods.items():
-        m, share = masks[name], int(round(fraction * md.n_obs))  # (its own share)
-        if m.sum() >= 2 or share < 2:
+        m = masks[name]
+        want = max(2, int(round(fraction * md.n_obs))) - int(m.sum())  # (its own share)
+        if m.sum() >= 2 or md.n_obs - int(m.sum()) - want < 2:
             continue
-        want = share - int(m.sum())
         own = md.pair_keys.astype(str)
         others = np.concatenate(
             [o.pair_keys.astype(str) for n, o in mods.items() if n != name] or [np.array([], str)]
         )
-        free = np.flatnonzero(~m & ~np.isin(own, others))  # (no other modality's split moves)
-        if len(free) >= want:  # seeded by the modality's name, not its place in the dict
-            rng_own = np.random.default_rng([seed, 7, zlib.crc32(name.encode())])
+        shared = np.isin(own, others)
+        free = np.flatnonzero(~m & ~shared)  # (no other modality's split moves)
+        # seeded by the modality's name, not its place in the dict
+        rng_own = np.random.default_rng([seed, 7, zlib.crc32(name.encode())])
+        if len(free) >= want:
             m[rng_own.choice(free, want, replace=False)] = True
+            continue
+        m[free] = True  # then paired cells, their partners with them
+        paired = rng_own.choice(np.flatnonzero(~m & shared), want - len(free), replace=False)
+        m[paired] = True
+        for other, o in mods.items():
+            if other != name:
+                masks[other] |= np.isin(o.pair_keys.astype(str), own[paired])
     for m in masks.values():
         if m.sum() < 2 or (~m).sum() < 2:
             return none
@@ -62,6 +73,40 @@ def _row_number_pairs(mods: dict[str, ModalityData], a: str, b: str, n: int) -> 
         "same cells, give each modality its own names (e.g. adata.obs_names = 'atac_' + "
         "adata.obs_names), else set the cell barcodes as obs_names"
     )
+
+
+def _pairs_across_batches(
+    mods: dict[str, ModalityData], a: str, b: str, ia: np.ndarray, ib: np.ndarray
+) -> str | None:
+    """The advice where most of the cells ``a`` and ``b`` pair by name (rows ``ia`` /
+    ``ib``) lie in differently named batches of two or more batch names both modalities
+    use: barcodes that repeat across samples, made unique in file order
+    (``obs_names_make_unique``), pair cells of different samples; ``None`` otherwise."""
+    ma, mb = mods[a], mods[b]
+    if ma.batches is None or mb.batches is None:
+        return None
+    shared = set(ma.batch_categories) & set(mb.batch_categories)
+    if len(shared) < 2:
+        return None
+
+    def names(md: ModalityData, rows: np.ndarray) -> np.ndarray:
+        codes = md.batches[rows]
+        out = np.asarray(md.batch_categories, dtype=object)[np.maximum(codes, 0)]
+        return np.where((codes >= 0) & np.isin(out, list(shared)), out, None)
+
+    na, nb = names(ma, ia), names(mb, ib)
+    both = (na != None) & (nb != None)  # noqa: E711 (elementwise)
+    n = int(both.sum())
+    apart = int((na[both] != nb[both]).sum())
+    if n < 20 or apart <= n / 2:
+        return None
+    key = ma.spec.batch_key
+    return (f"{apart} of the {n} cells that {a!r} and {b!r} pair by name lie in different "
+            f"batches (obs[{ma.spec.batch_key!r}] / obs[{mb.spec.batch_key!r}]): barcodes "
+            "that repeat across samples pair cells of different samples (as "
+            "obs_names_make_unique() numbers them in file order); if so, prefix the names "
+            f"with the sample in every modality, adata.obs_names = adata.obs[{key!r}]"
+            ".astype(str) + '_' + adata.obs_names")
 
 
 def _decorated_pairs(mods: dict[str, ModalityData], a: str, b: str) -> str | None:
@@ -144,6 +189,10 @@ def choose_anchors(
                 f"anchor pairs from row numbers: {advice}", UserWarning,
                 stacklevel=user_stacklevel(),
             )
+        advice = _pairs_across_batches(mods, a, b, ia, ib) if warn else None
+        if advice:
+            warnings.warn(f"anchor pairs across batches: {advice}", UserWarning,
+                          stacklevel=user_stacklevel())
     return out
 
 
@@ -154,12 +203,14 @@ FEW_SHARED = 0.05
 def warn_unused_pairs(mods: dict[str, ModalityData], train_masks: dict[str, np.ndarray]) -> None:
     """Warn that modalities share training cells whose pairs no loss uses (for a model
     whose ``anchor_fraction`` was left at its default, 0)."""
-    shared, positional, few, decorated = [], [], [], []
+    shared, positional, few, decorated, apart = [], [], [], [], []
     for a, b in combinations(mods, 2):
         ia, ib = find_pairs(mods[a], mods[b])
         n = int(np.count_nonzero(train_masks[a][ia] & train_masks[b][ib]))
         if not len(ia) and (advice := _decorated_pairs(mods, a, b)):
             decorated.append(advice)
+        if advice := _pairs_across_batches(mods, a, b, ia, ib):
+            apart.append(advice)
         advice = _row_number_pairs(mods, a, b, len(ia)) if n else None
         smaller = min(int(train_masks[a].sum()), int(train_masks[b].sum()))
         if advice:
@@ -168,6 +219,9 @@ def warn_unused_pairs(mods: dict[str, ModalityData], train_masks: dict[str, np.n
             few.append(f"{a!r} and {b!r} share {n} of {smaller} training cells' names")
         elif n:
             shared.append(f"{a!r} and {b!r} share {n} training cells")
+    if apart:  # (before the advice to use the pairs below)
+        warnings.warn(f"cells paired across batches: {'; '.join(apart)}", UserWarning,
+                      stacklevel=user_stacklevel())
     if decorated:  # (pairs that training would not know of)
         warnings.warn(
             f"cells named differently: {'; '.join(decorated)}; then anchor_fraction=1.0 uses "

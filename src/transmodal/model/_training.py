@@ -532,9 +532,9 @@ class TrainingMixin:
                 bn.running_var.copy_(var)
 
     def _check_training_cells(self) -> None:
-        """Refuse to train on modalities without cells, with fewer than 2 training cells or
-        with cells of no batch of the model; scan values edited in place since the model was
-        built (``check_data``)."""
+        """Refuse to train on modalities without cells, with fewer than 2 training cells,
+        with cells of no batch of the model or whose batch / label / marker columns were
+        edited since the model was built; scan values edited in place since (``check_data``)."""
         for name, mask in self.val_masks_.items():
             md = self.mods[name]
             if md.n_obs == 0:
@@ -543,6 +543,17 @@ class TrainingMixin:
                     "to train further, load it with data for every modality"
                 )
             md.check_current()
+            changed = md.obs_columns_changed(
+                self.init_params_["labels_key"], self.label_categories_,
+                self.init_params_.get("marker_key"),
+            )
+            if changed:  # (the decoders' batches, the classes are fixed when it is built)
+                raise ValueError(
+                    f"modality {name!r}: {', '.join(changed)} changed since the model was "
+                    "built; it trains on the batches, labels and markers it read then. To "
+                    "train on the new values build the model again (a trained one: "
+                    "CrossModalAE.load(path, data) reads them anew), or restore the column"
+                )
             if self._check_data:  # values edited in place since (e.g. sc.pp.log1p)
                 check_values(md.source, md.spec, new_cells=self.is_trained_)
             n_train = int((~mask).sum())

@@ -75,8 +75,9 @@ def methylation_rates(
     Raises
     ------
     ValueError
-        When a layer is missing, the shapes differ, counts are negative or non-integer, or
-        a region shows more methylated than covering reads (naming the first such cell).
+        When a layer is missing, the shapes differ, counts are negative or non-integer, a
+        region shows more methylated than covering reads (naming the first such cell), or
+        ``key_added`` names the layer of the reads.
 
     Examples
     --------
@@ -88,6 +89,12 @@ def methylation_rates(
     check_int(min_coverage, "min_coverage", minimum=1)
     if not isinstance(key_added, str) or not key_added or "/" in key_added:
         raise ValueError(f"key_added must be a non-empty string without '/', got {key_added!r}")
+    if key_added in (methylated, coverage):  # (the rates would replace the read counts)
+        raise ValueError(
+            f"key_added={key_added!r} is the layer of the "
+            + ("methylated" if key_added == methylated else "covering")
+            + " reads; the rates go to a layer of their own (e.g. 'methylation_rate')"
+        )
     mc = _layer(adata, methylated, "methylated reads")
     cov = _layer(adata, coverage, "covering reads")
     if mc.shape != cov.shape:

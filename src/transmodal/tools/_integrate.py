@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from .._hints import known_name_hint, nearest_names
+from .._hints import _ARGUMENT_HINTS, argument_hints, known_name_hint, nearest_names
 from .._utils import (
-    MODEL_CONFIG, MODEL_WEIGHTS, check_output_directory, is_mudata, jsonable, user_stacklevel,
+    MODEL_CONFIG, MODEL_WEIGHTS, check_output_directory, is_mudata, jsonable, no_mudata_notice,
+    user_stacklevel,
 )
 from ..data import Modality
 from ..data._setup import _as_dict
@@ -42,6 +43,25 @@ def _check_kwargs(kwargs: Mapping[str, Any] | None, func, taken: set[str], what:
     return dict(kwargs)
 
 
+def _integrate_hints() -> dict[str, str]:
+    """``integrate()``'s hints: a keyword of the model or of its training, given to
+    integrate itself, goes in ``model_kwargs`` / ``train_kwargs``."""
+    hints = {}
+    for func, owner, what in ((CrossModalAE.train, "train()", "train_kwargs"),
+                              (CrossModalAE.__init__, "CrossModalAE()", "model_kwargs")):
+        for p in inspect.signature(func).parameters:
+            if p not in ("self", "data", "modalities"):
+                hints[p] = f"{owner}'s {p}= goes in {what}={{{p!r}: ...}}"
+    for other in ("integrate.train", "integrate.__init__"):  # (the device, the epochs)
+        hints.update(_ARGUMENT_HINTS[other])
+    hints["batch_key"] = ("batches are each modality's: integrate(data, {'rna': "
+                          "Modality('nb', batch_key='batch'), ...})")
+    return hints
+
+
+_ARGUMENT_HINTS["integrate"] = _integrate_hints()  # (read when integrate is decorated)
+
+
 def _adatas(data) -> dict[str, AnnData]:
     """The AnnData of each modality of a MuData or a dict."""
     return dict(data.mod) if is_mudata(data) else dict(data)
@@ -58,7 +78,8 @@ def _copy(data):
         raise ValueError(lazy)
     try:  # matrices read lazily (tm.datasets.read_backed) cannot be copied either
         if is_mudata(data):
-            return data.copy()
+            with no_mudata_notice():  # (the copy is updated: mudata 0.3's notice)
+                return data.copy()
         return {name: adata.copy() for name, adata in data.items()}
     except (AttributeError, TypeError, NotImplementedError):
         raise ValueError(lazy) from None
@@ -116,6 +137,7 @@ def joint_embedding(data, latents: Mapping[str, np.ndarray]) -> np.ndarray:
         return (total / count[:, None]).astype(np.float32)
 
 
+@argument_hints
 def integrate(
     data,
     modalities: Mapping[str, Modality | dict | str],
