@@ -1,13 +1,16 @@
 """Documented behaviours that no other test pinned down, one test each (found by mutation
 testing: each test fails when its behaviour is broken): the CLI's subset and runs settings,
 the metric directions of the evaluation workflows, posterior sampling, saved label order,
-baselines, image filters, the synthetic generator's pairs and labels; the analyses on
-translated data (ROC, enrichment, cluster robustness), the input transform and its fitting,
-image augmentation, saved feature annotations, the consensus table, DCCA, optimal transport
-and the profile clustering.
+baselines, image filters, the synthetic generator's pairs, labels and simulation model; the
+analyses on translated data (ROC, enrichment, cluster robustness), the input transform and
+its fitting, image augmentation, saved feature annotations, the consensus table, DCCA,
+optimal transport, the profile clustering, Lightning's settings and the read-ahead threads.
 """
 from __future__ import annotations
 
+import logging
+import os
+import threading
 import warnings
 from pathlib import Path
 
@@ -1359,3 +1362,494 @@ def test_folds_are_shuffled_with_the_seed():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(60, 2)), rng.normal(size=(60, 2)) + 0.3
     assert len({mixing_accuracy(x, y, seed=s) for s in range(4)}) > 1
+
+
+# ------------------------------------------------------------------ mutation round 6:
+# train/_trainer.py, data/_prefetch.py, datasets/_synthetic.py
+
+# train/_trainer.py
+def test_resolve_strategy_one_listed_device_stays_one_process():
+    """A list naming a single device (or "1,") is one process: "auto" is left alone."""
+    from transmodal.train._trainer import resolve_strategy
+
+    assert resolve_strategy("auto", [0]) == "auto"
+    assert resolve_strategy("auto", "1,") == "auto"
+    assert resolve_strategy("auto", [0, 1]) == "ddp_find_unused_parameters_true"
+
+
+# train/_trainer.py
+def test_default_max_epochs_follows_the_documented_heuristic():
+    """400 epochs up to 20,000 cells, then proportionally fewer, at least 10."""
+    from transmodal.train import default_max_epochs
+
+    assert default_max_epochs(1) == 400
+    assert default_max_epochs(0) == 400
+    assert default_max_epochs(20_000) == 400
+    assert default_max_epochs(40_000) == 200
+    assert default_max_epochs(80_000) == 100
+    assert default_max_epochs(10**6) == 10  # 8 by the ratio: the floor
+    assert default_max_epochs(10**8) == 10
+    assert default_max_epochs(1000, cap=50, decay_at=100) == 10
+    assert default_max_epochs(200, cap=50, decay_at=1000) == 50
+
+
+# datasets/_synthetic.py
+@pytest.mark.parametrize("kw", [{"seed": True}, {"n_clusters": True}, {"n_latent": True},
+                                      {"n_features": True}, {"n_batches": True}])
+def test_synthetic_refuses_booleans_for_integer_arguments(kw):
+    from transmodal.datasets import synthetic
+
+    with pytest.raises(ValueError, match="must be an integer"):
+        synthetic(10, **kw)
+
+
+# datasets/_synthetic.py
+def test_synthetic_shares_round_of_the_paired_fraction():
+    """The first round(paired * n_cells) cells are shared (10 * 0.29 = 2.9: 3 cells)."""
+    from transmodal.datasets import synthetic, true_pairs
+
+    data = synthetic(10, paired=0.29, n_features=5, seed=0)
+    assert data["rna"].uns["synthetic"]["n_shared"] == 3
+    assert len(true_pairs(data, "rna", "atac")[0]) == 3
+    assert list(data["rna"].obs_names[:3]) == ["cell0", "cell1", "cell2"]
+    assert data["rna"].obs_names[3] == "rna_cell3"
+
+
+# datasets/_synthetic.py
+def test_synthetic_trajectory_branch_point_is_at_one_third():
+    """Stem pseudotimes fill [0, 1/3], branch pseudotimes [1/3, 1]."""
+    from transmodal.datasets import synthetic
+
+    obs = synthetic(600, shape="trajectory", modalities={"g": "gaussian"}, n_features=3,
+                    seed=0)["g"].obs
+    t = obs["pseudotime"].to_numpy()
+    stem = (obs["label"] == "stem").to_numpy()
+    assert t[stem].max() <= 1 / 3 and t[stem].max() > 0.3
+    assert t[~stem].min() >= 1 / 3 and t[~stem].min() < 0.37
+    assert t[~stem].max() > 0.97
+
+
+# datasets/_synthetic.py
+def test_synthetic_counts_have_a_per_gene_baseline():
+    """"nb": rate softmax(h + gene baseline): genes differ in mean expression by a log-normal
+    baseline of sd 1 besides their signal (log gene means spread by more than 1)."""
+    from transmodal.datasets import synthetic
+
+    for seed in (0, 1):
+        x = synthetic(1000, modalities={"rna": "nb"}, n_features=300, seed=seed)["rna"].X
+        means = np.asarray(x.mean(0)).ravel()
+        assert np.log(means + 1e-3).std() > 0.95
+
+
+# train/_trainer.py
+def test_quiet_lightning_sets_and_gives_back_logger_levels():
+    from transmodal.train._trainer import _quiet_lightning
+
+    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
+    before = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.DEBUG)
+        with _quiet_lightning():
+            assert [lg.level for lg in loggers] == [logging.WARNING] * 2
+        assert [lg.level for lg in loggers] == [logging.DEBUG] * 2
+    finally:
+        for lg, level in zip(loggers, before):
+            lg.setLevel(level)
+
+
+# train/_trainer.py
+@pytest.mark.parametrize("cublas", [None, ":16:8"])
+def test_process_state_restored_gives_back_every_flag(cublas, monkeypatch):
+    """Deterministic mode, cuDNN benchmark, CUBLAS_WORKSPACE_CONFIG (unset or the caller's
+    own value) and the SIGINT handler come back as they were."""
+    import signal
+
+    import torch
+
+    from transmodal.train._trainer import _process_state_restored
+
+    if cublas is None:
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", cublas)
+    det = (torch.are_deterministic_algorithms_enabled(),
+           torch.is_deterministic_algorithms_warn_only_enabled())
+    bench = torch.backends.cudnn.benchmark
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with _process_state_restored():
+            torch.use_deterministic_algorithms(not det[0], warn_only=not det[1])
+            torch.backends.cudnn.benchmark = not bench
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        assert (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled()) == det
+        assert torch.backends.cudnn.benchmark == bench
+        assert os.environ.get("CUBLAS_WORKSPACE_CONFIG") == cublas
+        assert signal.getsignal(signal.SIGINT) is handler
+    finally:
+        torch.use_deterministic_algorithms(det[0], warn_only=det[1])
+        torch.backends.cudnn.benchmark = bench
+        signal.signal(signal.SIGINT, handler)
+
+
+class _TrainerStopped(Exception):
+    pass
+
+
+def _recording_trainer(monkeypatch, seen, fit=None):
+    """Replace Lightning's Trainer in run_training by a recorder (no training)."""
+    import types
+
+    import torch
+
+    from transmodal.train import _trainer
+
+    class Fake:
+        interrupted = False
+        received_sigterm = False
+        world_size = 1
+
+        def __init__(self, **kw):
+            seen["init"] = kw
+            self.strategy = types.SimpleNamespace(root_device=torch.device("cpu"))
+            if fit is None:
+                raise _TrainerStopped
+
+        def fit(self, plan, train_dataloaders, val_dataloaders):
+            seen["fit"] = (train_dataloaders, val_dataloaders)
+            seen["limit_val_batches"] = getattr(self, "limit_val_batches", None)
+            fit(self)
+
+    monkeypatch.setattr(_trainer.pl, "Trainer", Fake)
+    return _trainer
+
+
+# train/_trainer.py
+def test_run_training_passes_its_settings_to_lightning(monkeypatch):
+    from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+
+    seen = {}
+    _trainer = _recording_trainer(monkeypatch, seen)
+    mine = Callback()
+    with pytest.raises(_TrainerStopped):
+        _trainer.run_training(None, [1], [2], max_epochs=7, min_epochs=3, patience=4,
+                              callbacks=[mine], progress_bar=False)
+    kw = seen["init"]
+    assert (kw["max_epochs"], kw["min_epochs"], kw["deterministic"]) == (7, 3, True)
+    assert kw["enable_checkpointing"] is False and kw["enable_progress_bar"] is False
+    assert kw["strategy"] == "auto" and kw["num_sanity_val_steps"] == 0
+    assert mine in kw["callbacks"]
+    stops = [cb for cb in kw["callbacks"] if isinstance(cb, EarlyStopping)]
+    assert len(stops) == 1 and stops[0].monitor == "val_monitor"
+    assert stops[0].patience == 4 and stops[0].mode == "min"
+    assert not any(type(cb).__name__ == "EpochProgressBar" for cb in kw["callbacks"])
+    # no validation cells, or early_stopping=False: no early stopping; a checkpoint
+    # callback switches Lightning's checkpointing on; the bar is there by default
+    for val, early in (([2], False), (None, True)):
+        with pytest.raises(_TrainerStopped):
+            _trainer.run_training(None, [1], val, max_epochs=2, early_stopping=early,
+                                  callbacks=[ModelCheckpoint()])
+        cbs = seen["init"]["callbacks"]
+        assert not any(isinstance(cb, EarlyStopping) for cb in cbs)
+        assert seen["init"]["enable_checkpointing"] is True
+        assert any(type(cb).__name__ == "EpochProgressBar" for cb in cbs)
+
+
+# train/_trainer.py
+def test_run_training_prefetch_default_and_history(monkeypatch):
+    """prefetch=None reads ahead (2) when a modality is read from a file, else not;
+    without validation batches Lightning's validation is switched off; the history is a
+    frame indexed by the integer epoch."""
+    import types
+
+    seen = {}
+    _trainer = _recording_trainer(monkeypatch, seen, fit=lambda trainer: None)
+
+    class OnDisk(list):
+        on_disk = True
+
+    plan = types.SimpleNamespace(history_rows=[{"epoch": 0.0, "loss": 2.0},
+                                               {"epoch": 1.0, "loss": 1.0}], diverged=False)
+    for train, val, expected in (([1], [2], 0), (OnDisk([1]), [2], 2), ([1], OnDisk([2]), 2),
+                                 ([1], None, 0)):
+        history = _trainer.run_training(plan, train, val, max_epochs=2, progress_bar=False)
+        train_dl, val_dl = seen["fit"]
+        assert train_dl.prefetch == expected
+        assert (val_dl is None) is (val is None)
+        assert val_dl is None or val_dl.prefetch == expected
+        assert seen["limit_val_batches"] == (0 if val is None else None)
+    history = _trainer.run_training(plan, [1], None, max_epochs=2, prefetch=3,
+                                    progress_bar=False)
+    assert seen["fit"][0].prefetch == 3
+    assert history.index.name == "epoch" and list(history.index) == [0, 1]
+    assert history.index.dtype.kind == "i" and list(history["loss"]) == [2.0, 1.0]
+
+
+# train/_trainer.py
+def test_run_training_turns_lightning_endings_into_its_own_errors(monkeypatch):
+    import types
+
+    from transmodal._interrupts import Terminated
+
+    plan = types.SimpleNamespace(history_rows=[{"epoch": 0, "loss": 1.0}], diverged=True)
+
+    def diverge(trainer):
+        raise FloatingPointError("diverged in epoch 1")
+
+    _trainer = _recording_trainer(monkeypatch, {}, fit=diverge)
+    with pytest.raises(_trainer.TrainingDiverged, match="epoch 1") as err:
+        _trainer.run_training(plan, [1], None, max_epochs=2, progress_bar=False)
+    assert list(err.value.history.index) == [0]
+    plan.diverged = False  # a FloatingPointError not of the plan's check goes through
+    with pytest.raises(FloatingPointError) as err:
+        _trainer.run_training(plan, [1], None, max_epochs=2, progress_bar=False)
+    assert type(err.value) is FloatingPointError
+
+    def sigterm_exit(trainer):  # Lightning's teardown after a SIGTERM: sys.exit(1)
+        trainer.interrupted, trainer.received_sigterm = True, True
+        raise SystemExit(1)
+
+    _trainer = _recording_trainer(monkeypatch, {}, fit=sigterm_exit)
+    with pytest.raises(_trainer.TrainingInterrupted, match="after 1 complete") as err:
+        _trainer.run_training(plan, [1], None, max_epochs=2, progress_bar=False)
+    assert err.value.kind is Terminated and err.value.exit is None
+
+    def own_exit(trainer):  # the caller's own SystemExit, not an interrupt: as it is
+        raise SystemExit(3)
+
+    _trainer = _recording_trainer(monkeypatch, {}, fit=own_exit)
+    with pytest.raises(SystemExit) as err:
+        _trainer.run_training(plan, [1], None, max_epochs=2, progress_bar=False)
+    assert err.value.code == 3
+
+
+# train/_trainer.py
+def test_training_interrupted_kind_and_exit():
+    import pandas as pd
+
+    from transmodal._interrupts import Terminated
+    from transmodal.train._trainer import TrainingInterrupted
+
+    assert issubclass(Terminated, KeyboardInterrupt)  # (a training stops as after Ctrl+C)
+    h = pd.DataFrame({"loss": [1.0]})
+    assert TrainingInterrupted(h).kind is KeyboardInterrupt
+    assert TrainingInterrupted(h, sigterm=True).kind is Terminated
+    assert TrainingInterrupted(h, Terminated()).kind is Terminated
+    own = SystemExit(3)
+    err = TrainingInterrupted(h, own)
+    assert err.exit is own and err.kind is KeyboardInterrupt
+    assert TrainingInterrupted(h, KeyboardInterrupt()).exit is None
+    assert isinstance(err, KeyboardInterrupt) and "after 1 complete" in str(err)
+
+
+# datasets/_synthetic.py
+def test_synthetic_noise_has_a_private_two_dimensional_factor():
+    """noise times a private 2-dimensional factor per cell plus iid noise: with much noise,
+    two directions carry a large share of the variance (iid noise alone would spread it)."""
+    from transmodal.datasets import synthetic
+
+    x = synthetic(1000, modalities={"g": "gaussian"}, n_features=50, noise=5.0, seed=0)["g"].X
+    ev = np.linalg.eigvalsh(np.cov(np.asarray(x, dtype=float).T))[::-1]
+    assert ev[:2].sum() / ev.sum() > 0.3
+    assert ev[2] / ev[1] < 0.5  # (the third is noise-sized)
+
+
+# datasets/_synthetic.py
+def test_synthetic_out_refuses_before_writing_anything(tmp_path):
+    """An existing file of any modality is refused before a file is written."""
+    from transmodal.datasets import synthetic
+
+    (tmp_path / "atac.h5ad").write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match="atac.h5ad exists"):
+        synthetic(20, n_features=5, out=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["atac.h5ad"]
+    assert (tmp_path / "atac.h5ad").read_bytes() == b"mine"
+
+
+# datasets/_synthetic.py
+def test_synthetic_unshared_cells_draw_their_own_batches():
+    """Cells of different modalities that are not the same cell are put in batches
+    independently (shared cells: the same batch in each modality)."""
+    from transmodal.datasets import synthetic
+
+    data = synthetic(200, paired=0.25, n_batches=3, n_features=5, seed=0)
+    rna, atac = (data[m].obs["batch"].cat.codes.to_numpy() for m in ("rna", "atac"))
+    np.testing.assert_array_equal(rna[:50], atac[:50])
+    assert (rna[50:] != atac[50:]).mean() > 0.4
+    assert (rna[50:] != rna[:150]).mean() > 0.4  # (not the shared cells' draws again)
+
+
+# datasets/_synthetic.py
+def test_synthetic_var_names_prefixed_only_for_a_shared_kind():
+    from transmodal.datasets import synthetic
+
+    data = synthetic(10, modalities={"a": "nb", "b": "nb", "c": "gaussian"}, n_features=3)
+    assert list(data["a"].var_names) == ["a_gene0", "a_gene1", "a_gene2"]
+    assert list(data["b"].var_names) == ["b_gene0", "b_gene1", "b_gene2"]
+    assert list(data["c"].var_names) == ["feat0", "feat1", "feat2"]
+
+
+# datasets/_synthetic.py
+def test_true_pairs_refuses_repeated_cells_in_the_second_modality():
+    from transmodal.datasets import synthetic, true_pairs
+
+    data = synthetic(10, n_features=3, seed=0)
+    data["atac"].obs["true_cell"] = ["cell0"] * 10
+    with pytest.raises(ValueError, match="'atac' is not unique"):
+        true_pairs(data, "rna", "atac")
+
+
+# datasets/_synthetic.py
+def test_synthetic_trajectory_needs_two_latent_dimensions():
+    from transmodal.datasets import synthetic
+
+    with pytest.raises(ValueError, match="n_latent must be >= 2"):
+        synthetic(10, shape="trajectory", n_latent=1, n_features=3)
+    assert synthetic(10, n_latent=1, n_features=3)["rna"].obsm["X_true"].shape == (10, 1)
+
+
+# datasets/_synthetic.py
+def test_synthetic_accessibility_has_a_per_cell_depth():
+    """"bernoulli": p = sigmoid(h + peak offset + cell depth), the depth N(0, 0.5) per cell:
+    cells of one state differ in their open fraction by about that much on the logit scale."""
+    from scipy.special import logit
+
+    from transmodal.datasets import synthetic
+
+    x = synthetic(1000, modalities={"atac": "bernoulli"}, n_features=1000,
+                  cluster_separation=0.0, seed=0)["atac"].X
+    frac = np.asarray(x.mean(1)).ravel()
+    assert 0.12 < frac.mean() < 0.18  # (about 0.15, as documented)
+    assert np.std(logit(np.clip(frac, 1e-3, 1 - 1e-3))) > 0.25
+
+
+# data/_prefetch.py
+def _next_in_thread(it, timeout=10.0):
+    """next(it) in a helper thread: ("value", x) / ("raised", exc) / ("blocked", None)."""
+    out = []
+
+    def run():
+        try:
+            out.append(("value", next(it)))
+        except BaseException as err:  # noqa: BLE001
+            out.append(("raised", err))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    return out[0] if out else ("blocked", None)
+
+
+# data/_prefetch.py
+def test_prefetcher_ends_for_good_after_the_last_item_or_an_error():
+    from transmodal.data._prefetch import Prefetcher
+
+    it = Prefetcher(iter([1, 2]), depth=1)
+    assert [next(it), next(it)] == [1, 2]
+    for _ in range(2):  # exhausted: StopIteration again, never a wait
+        kind, err = _next_in_thread(it)
+        assert kind == "raised" and isinstance(err, StopIteration)
+
+    def broken():
+        yield 1
+        raise OSError("disk")
+
+    it = Prefetcher(broken(), depth=2)
+    assert next(it) == 1
+    kind, err = _next_in_thread(it)
+    assert kind == "raised" and isinstance(err, OSError)
+    kind, err = _next_in_thread(it)
+    assert kind == "raised" and isinstance(err, StopIteration)
+    with pytest.raises(ValueError, match="depth must be >= 1"):
+        Prefetcher(iter([]), depth=0)
+    assert list(Prefetcher(iter(range(5)), depth=1)) == list(range(5))
+
+
+# data/_prefetch.py
+def test_prefetcher_reads_at_most_depth_items_ahead_and_close_stops_it():
+    import time
+
+    from transmodal.data._prefetch import Prefetcher
+
+    produced = []
+
+    def source():
+        for i in range(10_000):
+            produced.append(i)
+            yield i
+
+    it = Prefetcher(source(), depth=2)
+    assert next(it) == 0
+    time.sleep(0.3)
+    # one handed out, `depth` in the queue, one held by the reader waiting for room
+    assert len(produced) <= 1 + 2 + 1
+    thread = it._thread
+    it.close()
+    assert not thread.is_alive()  # close() waits for the reader
+    kind, err = _next_in_thread(it)
+    assert kind == "raised" and isinstance(err, StopIteration)
+
+
+# data/_prefetch.py
+def test_dropping_a_prefetcher_stops_its_reader():
+    import gc
+
+    from transmodal.data._prefetch import Prefetcher
+
+    it = Prefetcher(iter(range(10**9)), depth=2)
+    next(it)
+    thread = it._thread
+    del it
+    gc.collect()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+# data/_prefetch.py
+def test_prefetch_loader_reads_ahead_from_one_and_close_stops_every_reader():
+    from transmodal.data._prefetch import Prefetcher, PrefetchLoader
+
+    plain = PrefetchLoader(list(range(5)), batch_size=None, prefetch=0)
+    assert not isinstance(iter(plain), Prefetcher) and list(plain) == list(range(5))
+    one = PrefetchLoader(list(range(5)), batch_size=None, prefetch=1)
+    assert isinstance(iter(one), Prefetcher) and list(one) == list(range(5))
+    assert PrefetchLoader(list(range(5)), batch_size=None, prefetch=3).prefetch == 3
+
+    loader = PrefetchLoader(range(10**6), batch_size=None, prefetch=2)
+    readers = [iter(loader) for _ in range(3)]
+    for r in readers:
+        next(r)
+    threads = [r._thread for r in readers]
+    assert len(loader._readers) == 3  # (unfinished readers are all kept)
+    loader.close()
+    assert not any(t.is_alive() for t in threads)
+    assert all(r._finished for r in readers)
+
+
+# datasets/_synthetic.py
+def test_synthetic_trajectory_records_no_cluster_count():
+    """n_clusters is ignored for a trajectory: not recorded, and the data do not depend on it."""
+    from transmodal.datasets import synthetic
+
+    a = synthetic(30, shape="trajectory", n_clusters=2, n_features=4, seed=1)["rna"]
+    b = synthetic(30, shape="trajectory", n_clusters=7, n_features=4, seed=1)["rna"]
+    assert a.uns["synthetic"]["n_clusters"] is None
+    np.testing.assert_array_equal(a.X.toarray(), b.X.toarray())
+
+
+# datasets/_synthetic.py (found by the mutation round: a record shared between modalities)
+def test_synthetic_records_are_each_modality_s_own():
+    """uns['synthetic'] of each modality is its own: editing one's nested settings leaves
+    the others' as they were."""
+    from transmodal.datasets import synthetic
+
+    for mudata in (False, True):
+        data = synthetic(20, n_features=5, seed=0, return_mudata=mudata)
+        mods = data.mod if mudata else data
+        rna, atac = mods["rna"].uns["synthetic"], mods["atac"].uns["synthetic"]
+        rna["n_features"]["rna"] = 999
+        rna["library_size"].append(0)
+        assert atac["n_features"] == {"rna": 5, "atac": 5}
+        assert atac["library_size"] != rna["library_size"]

@@ -47,6 +47,7 @@ are added (for a given pairing).
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import os
@@ -761,7 +762,9 @@ def synthetic(
         )
         n_vars = cfg["n_features"][name]
         var = pd.DataFrame(index=pd.Index(_names(prefix, 0, n_vars), dtype=object))
-        uns = {"synthetic": {"modality": name, "kind": kind, **params}}
+        # (a record of its own: nested settings shared between modalities would be edited
+        # together)
+        uns = {"synthetic": {"modality": name, "kind": kind, **copy.deepcopy(params)}}
         if out is not None:
             path = Path(out) / f"{name}.h5ad"
             _write_modality(

@@ -699,27 +699,21 @@ class TrainingMixin:
 
     def _warn_no_validation(self, lacking: list[str], max_epochs: int) -> None:
         """Warn that early stopping is off: the modalities ``lacking`` have no validation
-        cells (and why, with the fraction that would give them some)."""
+        cells (and why: a modality of fewer than 4 cells, a fraction leaving too few)."""
         fraction = self.init_params_["validation_fraction"]
-        small = {n: md.n_obs for n, md in self.mods.items()
-                 if fraction > 0 and int(round(fraction * md.n_obs)) < 2}
-        fewest = min(small.values(), default=0)
-        advice = (
-            f"validation_fraction={math.ceil(200 / fewest) / 100:g} or more would give "
-            "it 2 (more where its cells are paired: a cell's measurements share a side)"
-            if fewest >= 4 else "no fraction leaves 2 validation and 2 training cells "
-            "in a modality of fewer than 4"
-        )
+        # (a modality of 4 cells or more draws 2 validation cells at any fraction)
+        small = {n: md.n_obs for n, md in self.mods.items() if fraction > 0 and md.n_obs < 4}
+        needs = "the split needs 2 validation and 2 training cells in every modality"
         why = (
             "load() dropped the saved validation split, since the cells given to it are "
             "not the training cells in their order (its former validation cells now "
             "train too; to keep the split, load with the training cells as they were)"
             if self._split_dropped else
-            f"validation_fraction={fraction}: the split needs 2 validation and 2 training "
-            "cells in every modality, and "
+            f"validation_fraction={fraction}: {needs}, and "
             + ", ".join(f"{n!r} ({k} cells)" for n, k in small.items())
-            + f" {'holds' if len(small) == 1 else 'hold'} too few for that; {advice}"
+            + f" {'holds' if len(small) == 1 else 'hold'} fewer than 4"
             if small else f"validation_fraction={fraction}"
+            + (f": {needs}" if fraction > 0 else "")
         )
         warnings.warn(
             f"early_stopping=True is off: no validation cells in "
