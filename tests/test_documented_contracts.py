@@ -8,6 +8,7 @@ optimal transport, the profile clustering, Lightning's settings and the read-ahe
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -15,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import anndata as ad
+import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,6 +32,9 @@ from transmodal.metrics import cluster_accuracy, label_transfer
 from transmodal.model._split import validation_masks
 
 from test_analysis import roc_data  # (separable classes, as the ROC tests draw them)
+
+matplotlib.use("Agg")  # (before pyplot is imported)
+import matplotlib.pyplot as plt  # noqa: E402
 
 
 # ------------------------------------------------------------------ model/_split.py (S3)
@@ -1853,3 +1858,455 @@ def test_synthetic_records_are_each_modality_s_own():
         rna["library_size"].append(0)
         assert atac["n_features"] == {"rna": 5, "atac": 5}
         assert atac["library_size"] != rna["library_size"]
+
+
+# ------------------------------------------------------------------ mutation round 6:
+# plotting/*, cli/_main.py, workflows/_demo.py
+
+def _two_latents(n=30, dims=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"rna": rng.normal(size=(n, dims)), "atac": rng.normal(size=(n, dims)) + 0.5}
+
+
+# ------------------------------------------------------------ plotting/_embedding.py
+def test_latent_refuses_a_folder_as_path_before_drawing(tmp_path):
+    """Documented: ValueError before drawing if path cannot be written; a folder is named."""
+    before = plt.get_fignums()
+    with pytest.raises(ValueError, match="is a folder, not a file name"):
+        tm.pl.latent(_two_latents(), path=tmp_path)
+    assert plt.get_fignums() == before
+
+
+# ------------------------------------------------------------ plotting/_analysis.py
+def test_roc_legend_gives_each_curves_auc_and_title_kind():
+    """One legend entry per curve with its AUC; title "AUC ..." for a binary problem,
+    "macro AUC ..." for several classes, and a given title replaces it."""
+    x, y = roc_data(0)
+    xt, yt = roc_data(1)
+    res = translated_classifier_roc(x, y, xt, yt)
+    ax = tm.pl.roc(res)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == [f"{c} (AUC {cv.auc:.3f})" for c, cv in res.curves.items()]
+    assert ax.get_title() == f"AUC {res.auc:.3f}"
+    x3, y3 = roc_data(0, n_classes=3)
+    res3 = translated_classifier_roc(x3, y3, x3, y3)
+    ax3 = tm.pl.roc(res3)
+    assert ax3.get_title() == f"macro AUC {res3.auc:.3f}"
+    assert len(ax3.get_legend().get_texts()) == len(res3.curves) == 3
+    assert tm.pl.roc(res3, title="mine").get_title() == "mine"
+    plt.close("all")
+
+
+def test_written_and_shown_figure_is_the_one_pyplot_shows(tmp_path, monkeypatch):
+    """show=True with path: the drawn figure is a pyplot figure when plt.show runs (not a
+    bare Agg figure that pyplot cannot show), and it is closed afterwards."""
+    current = []
+    monkeypatch.setattr(plt, "show", lambda *a, **k: current.append(
+        (plt.gcf(), [t.get_text() for ax in plt.gcf().axes for t in [ax.xaxis.label]])))
+    before = plt.get_fignums()
+    assert tm.pl.latent(_two_latents(), path=tmp_path / "l.png", show=True) is None
+    assert len(current) == 1
+    fig, xlabels = current[0]
+    assert xlabels == ["PC1 of latent"]  # the drawn panel, not a new empty figure
+    assert plt.get_fignums() == before
+    plt.close("all")
+
+
+def _de_table(effect, marker):
+    effect = np.asarray(effect, float)
+    return pd.DataFrame(
+        {"log2fc": effect, "marker": marker,
+         "direction": np.where(effect > 0, "up", np.where(effect < 0, "down", "none"))},
+        index=[f"f{i}" for i in range(len(effect))])
+
+
+def test_de_scatter_draws_observed_on_x_and_each_marker_group():
+    """Observed effect on x, predicted on y; markers of both results in opposite directions
+    get their own group (not counted as shared), as the docstring says."""
+    obs = _de_table([1, 2, -1, 0.5, 3, -2], [True, True, False, False, True, True])
+    pred = _de_table([1.5, -2, -1, 0.2, 2, 1], [True, True, True, False, False, False])
+    ax = tm.pl.de_scatter(pred, obs)
+    groups = {c.get_label(): np.asarray(c.get_offsets()) for c in ax.collections}
+    assert set(groups) == {"other", "marker: observed only", "marker: predicted only",
+                           "marker: both", "marker: both, opposite directions"}
+    np.testing.assert_array_equal(groups["marker: both"], [[1.0, 1.5]])
+    np.testing.assert_array_equal(groups["marker: both, opposite directions"], [[2.0, -2.0]])
+    np.testing.assert_array_equal(groups["marker: predicted only"], [[-1.0, -1.0]])
+    np.testing.assert_array_equal(groups["marker: observed only"], [[3.0, 2.0], [-2.0, 1.0]])
+    assert ax.get_xlabel() == "observed log2fc" and ax.get_ylabel() == "predicted log2fc"
+    r = np.corrcoef([1, 2, -1, 0.5, 3, -2], [1.5, -2, -1, 0.2, 2, 1])[0, 1]
+    assert ax.get_title() == f"Pearson r = {r:.3f} (6 features)"
+    plt.close("all")
+
+
+def test_de_scatter_title_counts_features_left_out_as_nan():
+    obs = _de_table([1, 2, -1, np.nan], [False] * 4)
+    pred = _de_table([1.5, -2, -1, 0.5], [False] * 4)
+    ax = tm.pl.de_scatter(pred, obs, highlight=False)
+    assert ax.get_title().endswith("(3 features, 1 NaN left out)")
+    plt.close("all")
+
+
+def _de_tables(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.gamma(2.0, 0.5, size=(60, 40))
+    x[:30, :5] += 3.0
+    x[30:, 5:10] += 3.0
+    obs = pd.DataFrame({"group": pd.Categorical(["A"] * 30 + ["B"] * 30)},
+                       index=[f"c{i}" for i in range(60)])
+    return ad.AnnData(x, obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(40)]))
+
+
+def test_marker_overlap_bars_are_grouped_per_direction_with_the_counts():
+    """Four bars per direction (predicted, observed, overlap, expected), centred on the
+    direction's tick, heights from result.overlap."""
+    from transmodal.analysis import compare_differential, differential_expression
+
+    obs = differential_expression(_de_tables(0), "group", "A", "B")
+    pred = differential_expression(_de_tables(1), "group", "A", "B")
+    res = compare_differential(pred, obs)
+    ax = tm.pl.marker_overlap(res)
+    bars = ax.patches
+    assert len(bars) == 8
+    centres = np.array([b.get_x() + b.get_width() / 2 for b in bars]).reshape(4, 2)
+    heights = np.array([b.get_height() for b in bars]).reshape(4, 2)
+    np.testing.assert_allclose(centres.mean(axis=0), [0.0, 1.0])  # centred on the ticks
+    np.testing.assert_allclose(np.diff(centres, axis=0), 0.2)  # side by side, in order
+    cols = ["n_pred", "n_obs", "n_overlap", "expected"]
+    np.testing.assert_allclose(heights, res.overlap.loc[["up", "down"], cols].to_numpy(float).T)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["up in group", "down in group"]
+    top = np.nanmax(heights)
+    assert ax.get_ylim()[1] == pytest.approx(top * 1.35 + 1)  # room for the p-values
+    assert ax.get_title() == f"marker overlap ({res.n_common} common features)"
+    plt.close("all")
+
+
+def test_coassociation_image_is_in_dendrogram_order_on_a_fixed_range():
+    from scipy.cluster.hierarchy import leaves_list
+
+    from transmodal.analysis import cluster_robustness
+
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(size=(15, 2)) + c for c in ([0, 0], [8, 0], [0, 8])])
+    x = x[rng.permutation(len(x))]  # clusters interleaved: the order matters
+    res = cluster_robustness(x, n_init=1, knn=(10,))
+    # (values within (0.25, 0.75): the colour range stays [0, 1], comparable across plots)
+    res = dataclasses.replace(res, coassociation=0.25 + 0.5 * res.coassociation)
+    ax = tm.pl.coassociation(res)
+    im = ax.get_images()[0]
+    order = leaves_list(res.linkage)
+    assert not np.array_equal(order, np.arange(len(order)))
+    np.testing.assert_array_equal(im.get_array(), res.coassociation[np.ix_(order, order)])
+    assert im.get_clim() == (0, 1)
+    assert ax.get_xlabel() == f"{len(order)} cells (dendrogram order)"
+    assert ax.get_title() == f"suggested k = {res.suggested_k}"
+    assert len(ax.figure.axes) == 2  # with its colour bar
+    assert len(tm.pl.coassociation(res, colorbar=False).figure.axes) == 1
+    plt.close("all")
+
+
+def test_lda_of_a_one_dimensional_latent_with_three_clusters():
+    """n_components is limited by the latent's width too: a 1-D latent gives one
+    discriminant (jittered rows), not an sklearn error."""
+    rng = np.random.default_rng(0)
+    lab = np.repeat(["a", "b", "c"], 20)
+    z = (np.repeat([0.0, 5.0, 10.0], 20) + rng.normal(size=60))[:, None]
+    ax = tm.pl.lda(z, lab)
+    assert ax.get_xlabel() == "LD1" and ax.get_ylabel() == ""
+    y = np.asarray(ax.collections[0].get_offsets())[:, 1]
+    assert 0 < np.ptp(y) <= 0.6 and np.abs(y).max() <= 0.3  # jitter around row 0
+    plt.close("all")
+
+
+def test_lda_draws_each_modality_as_its_own_row_and_marker():
+    """Two clusters: one discriminant on x, modality j drawn as row j (jittered), one
+    marker shape per modality; modality names are class names ("1" and 1 are one)."""
+    rng = np.random.default_rng(0)
+    lab = np.tile(["a", "b"], 40)
+    z = np.where(lab == "a", 0.0, 4.0)[:, None] + rng.normal(size=(80, 3))
+    data = {"rna": z[:40], "atac": z[40:]}
+    ax = tm.pl.lda(data, {"rna": lab[:40], "atac": lab[40:]})
+    rows = [np.asarray(c.get_offsets())[:, 1] for c in ax.collections[:2]]
+    assert np.all(np.abs(rows[0]) <= 0.3) and np.all(np.abs(rows[1] - 1) <= 0.3)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["rna", "atac"]
+    assert ax.get_ylabel() == "modality"
+    shapes = [c.get_paths()[0].vertices.tolist() for c in ax.collections[:2]]
+    assert shapes[0] != shapes[1]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["a", "b", "modality", "rna", "atac"]
+    mixed = np.array(["1"] * 40 + [1] * 40, dtype=object)  # one modality "1"
+    ax = tm.pl.lda(z, lab, modality=mixed)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["1"]
+    plt.close("all")
+
+
+def test_latent_draws_the_modalities_interleaved():
+    """Cells are drawn in a shuffled order: no modality is drawn on top of the other."""
+    z = _two_latents(n=50)
+    fig = tm.pl.latent(z, show=False)
+    colours = np.asarray(fig.axes[0].collections[0].get_facecolors())
+    first = (colours[:, :3] == colours[0, :3]).all(axis=1)
+    # the first modality's cells are spread over the drawing order, not a block
+    assert 0 < first[:50].sum() < 50 and 0 < first[50:].sum() < 50
+    plt.close("all")
+
+
+def test_latent_ten_classes_use_tab10_and_an_empty_label_mapping_draws_one_panel():
+    cmap = matplotlib.colormaps["tab10"]
+    z = {"rna": np.random.default_rng(0).normal(size=(40, 3))}
+    lab = {"rna": np.array([f"c{i}" for i in range(10)] * 4)}
+    fig = tm.pl.latent(z, lab, show=False)
+    handles = fig.axes[1].get_legend().legend_handles
+    got = [tuple(np.asarray(h.get_facecolor()).ravel()[:4]) for h in handles]
+    assert got == [tuple(cmap(i)) for i in range(10)]
+    fig = tm.pl.latent(z, {}, show=False)  # no labels: the modality panel only
+    assert len(fig.axes) == 1
+    plt.close("all")
+
+
+def test_embedding_colours_a_boolean_column_as_two_classes():
+    rng = np.random.default_rng(0)
+    a = ad.AnnData(obsm={"X_transmodal": rng.normal(size=(30, 2))})
+    a.obs["flag"] = np.arange(30) % 2 == 0
+    fig = tm.pl.embedding({"rna": a}, color="flag", show=False)
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["False", "True"]
+    plt.close("all")
+
+
+def test_latent_legends_keep_modality_order_and_list_unlabelled_last_in_grey():
+    z = _two_latents(n=12)
+    lab = {"rna": np.array(["b", None, "a"] * 4, dtype=object), "atac": np.array(["a"] * 12)}
+    fig = tm.pl.latent(z, lab, show=False)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["rna", "atac"]
+    leg = fig.axes[1].get_legend()
+    assert [t.get_text() for t in leg.get_texts()] == ["a", "b", "(no label)"]
+    grey = np.asarray(leg.legend_handles[-1].get_facecolor()).ravel()[:3]
+    np.testing.assert_allclose(grey, 0.85)
+    plt.close("all")
+
+
+def test_continuous_labels_draw_cells_without_a_value_in_grey():
+    z = _two_latents(n=30)
+    vals = {k: np.linspace(0, 1, 30) for k in z}
+    vals["atac"][:3] = np.nan
+    fig = tm.pl.latent(z, vals, continuous=True, show=False, label_name="size")
+    offsets = fig.axes[1].collections[0].get_offsets()
+    assert len(offsets) == 60 and np.ma.count_masked(offsets) == 0  # NaN cells drawn too
+    assert fig.axes[2].get_ylabel() == "size (grey: no value)"
+    plt.close("all")
+
+
+@pytest.mark.parametrize(("n_values", "colour_map"), [(20, False), (21, True)])
+def test_embedding_numeric_column_is_a_measurement_beyond_20_values(n_values, colour_map):
+    """Documented: a numeric obs column with more than 20 distinct values gets a colour map;
+    with 20 it is drawn as classes."""
+    rng = np.random.default_rng(0)
+    a = ad.AnnData(obsm={"X_transmodal": rng.normal(size=(42, 2))})
+    a.obs["x"] = np.arange(42) % n_values
+    fig = tm.pl.embedding({"rna": a}, color="x", show=False)
+    assert (len(fig.axes) == 3) is colour_map  # the colour bar's axes
+    assert (fig.axes[1].get_legend() is None) is colour_map
+    plt.close("all")
+
+
+# ------------------------------------------------------------ workflows/_demo.py
+def test_a549_model_is_the_documented_demo_setting():
+    """README: the demo model has n_latent=16 and labels_key="treatment_time", 0 % anchors
+    by default, NB likelihoods for both modalities; seed and anchor_fraction reach it."""
+    from transmodal.workflows._demo import a549_model
+
+    try:
+        data = tm.datasets.scicar_a549()
+    except FileNotFoundError:
+        pytest.skip("$TRANSMODAL_DATA/scicar_a549 missing")
+    train = {k: a[:200].copy() for k, a in data.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = a549_model(train)
+        other = a549_model(train, seed=3, anchor_fraction=0.5)
+    assert model.init_params_["n_latent"] == 16
+    assert model.init_params_["labels_key"] == "treatment_time"
+    assert model.init_params_["anchor_fraction"] == 0.0
+    assert {k: md.spec.likelihood for k, md in model.mods.items()} == {"rna": "nb", "atac": "nb"}
+    assert other.init_params_["seed"] == 3 and other.init_params_["anchor_fraction"] == 0.5
+
+
+def test_run_demo_passes_seed_and_epochs_to_the_model(tmp_path, monkeypatch):
+    """run_demo(seed=, max_epochs=, progress_bar=) reach the model and its training (spied:
+    the training stops at once), and the model is built on the train split's cells."""
+    from transmodal.workflows import _demo
+
+    try:
+        tm.datasets.dataset_dir("scicar_a549")
+    except FileNotFoundError:
+        pytest.skip("$TRANSMODAL_DATA/scicar_a549 missing")
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def spy(train, **kwargs):
+        seen["model"] = kwargs
+        seen["split"] = set(train["rna"].obs["yang2021_split"].astype(str))
+
+        class Model:
+            def train(self, **kw):
+                seen["train"] = kw
+                raise Stop
+
+        return Model()
+
+    monkeypatch.setattr(_demo, "a549_model", spy)
+    with pytest.raises(Stop):
+        _demo.run_demo(tmp_path / "demo", seed=7, max_epochs=3, progress_bar=False,
+                       verbose=False)
+    assert seen["model"] == {"seed": 7}
+    assert seen["train"] == {"max_epochs": 3, "progress_bar": False}
+    assert seen["split"] == {"train"}
+    assert not (tmp_path / "demo" / "metrics.json").exists()
+
+
+# ------------------------------------------------------------ plotting/_embedding.py, history
+def test_history_of_runs_names_them_by_the_index_level_and_dashes_validation():
+    one = pd.DataFrame({"train_loss": [3.0, 2.0, 1.5], "val_loss": [3.2, 2.4, 2.0]},
+                       index=pd.Index([0, 1, 2], name="epoch"))
+    h = pd.concat({0: one, 1: one + 0.1}, names=["run"])
+    fig = tm.pl.history(h, show=False)
+    ax = fig.axes[0]
+    labels = [ln.get_label() for ln in ax.get_lines()]
+    assert labels == ["run 0 train", "run 0 val", "run 1 train", "run 1 val"]
+    styles = [ln.get_linestyle() for ln in ax.get_lines()]
+    assert styles == ["-", "--", "-", "--"]
+    np.testing.assert_allclose(ax.get_lines()[3].get_ydata(), [3.3, 2.5, 2.1])
+    plt.close("all")
+
+
+def test_embedding_numeric_in_one_modality_and_classes_in_another_are_classes():
+    rng = np.random.default_rng(0)
+    a = ad.AnnData(obsm={"X_transmodal": rng.normal(size=(30, 2))})
+    b = ad.AnnData(obsm={"X_transmodal": rng.normal(size=(30, 2))})
+    a.obs["x"] = np.arange(30.0)  # numbers here,
+    b.obs["x"] = pd.Categorical(["p", "q"] * 15)  # classes there: drawn as classes
+    fig = tm.pl.embedding({"a": a, "b": b}, color="x", show=False)
+    assert len(fig.axes) == 2 and fig.axes[1].get_legend() is not None
+    plt.close("all")
+
+
+# ------------------------------------------------------------ plotting/_gallery.py
+def test_gallery_prefers_obsm_crops_of_an_anndata_row():
+    crops = np.random.default_rng(0).uniform(size=(3, 1, 6, 6))
+    a = ad.AnnData(np.zeros((3, 1)), obsm={"crops": crops, "masks": (crops > 0.5)[:, 0][:, None]})
+    fig = tm.pl.gallery({"real": a}, n=3, show=False)
+    np.testing.assert_allclose(fig.axes[0].get_images()[0].get_array(), crops[0, 0])
+    plt.close("all")
+
+
+def test_gallery_refuses_an_empty_colour_range():
+    crops = np.random.default_rng(0).uniform(size=(3, 1, 6, 6))
+    with pytest.raises(ValueError, match="vmin must be below vmax"):
+        tm.pl.gallery({"real": crops}, vmin=0.5, vmax=0.5, show=False)
+
+
+# ------------------------------------------------------------ cli/_main.py
+@pytest.mark.parametrize(
+    ("error", "code", "line"),
+    [
+        (KeyError("no modality 'x' in the model"), 2,
+         "transmodal: error: no modality 'x' in the model"),
+        (FileNotFoundError(2, "No such file or directory", "cells.h5ad"), 2,
+         "transmodal: error: No such file or directory: cells.h5ad"),
+        (ValueError("first line\n  second line\n"), 2, "transmodal: error: first line second line"),
+        (ValueError("out exists; pass overwrite=True to replace it"), 2,
+         "transmodal: error: out exists; pass --overwrite to replace it"),
+        (ValueError(""), 2, "transmodal: error: ValueError"),
+        (KeyboardInterrupt(), 130, "transmodal: interrupted"),
+    ],
+)
+def test_cli_main_turns_user_errors_into_one_line(error, code, line, monkeypatch, capsys,
+                                                       tmp_path):
+    """main's documented error policy: user errors (ValueError, KeyError, OSError, ...) print
+    one line 'transmodal: error: ...' and return 2 (KeyError without quotes, OSError as
+    'reason: file', the library's advice in the command line's terms); Ctrl+C returns 130."""
+    from transmodal.cli import _commands, main
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(_commands, "cmd_demo", fail)
+    assert main(["demo", "--out", str(tmp_path / "d")]) == code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [line]
+
+
+def test_cli_passes_each_option_to_its_command(monkeypatch, tmp_path):
+    from transmodal.cli import _commands, main
+
+    seen = {}
+
+    def record(name):
+        def f(*args, **kwargs):
+            seen[name] = (args, kwargs)
+            return 0
+        return f
+
+    for name in ("cmd_train", "cmd_embed", "cmd_translate", "cmd_evaluate", "cmd_demo"):
+        monkeypatch.setattr(_commands, name, record(name))
+    assert main(["train", "--config", "c.yaml", "--resume", "--out", "o"]) == 0
+    assert seen["cmd_train"][1] == {"out": "o", "overwrite": False, "resume": True}
+    assert main(["embed", "--model", "m", "--data", "rna=a.h5ad", "--data", "atac=b.h5ad",
+                 "--out", "o", "--key", "X_k", "--modality", "rna"]) == 0
+    assert seen["cmd_embed"][0][1] == ["rna=a.h5ad", "atac=b.h5ad"]  # --data twice: both
+    assert seen["cmd_embed"][1] == {"modality": "rna", "key": "X_k", "overwrite": False}
+    assert main(["embed", "--model", "m", "--data", "rna=a.h5ad", "--out", "o"]) == 0
+    assert seen["cmd_embed"][1]["key"] == "X_transmodal"
+    assert main(["translate", "--model", "m", "--data", "rna=a.h5ad", "--source", "rna",
+                 "--target", "atac", "--out", "o.h5ad", "--library-size", "1e4",
+                 "--target-batch", "b1", "--overwrite"]) == 0
+    assert seen["cmd_translate"][1] == {"library_size": 10000.0, "overwrite": True,
+                                        "target_batch": "b1"}
+    assert main(["evaluate", "--model", "m", "--data", "rna=a.h5ad", "--source", "rna",
+                 "--target", "atac", "--labels-key", "ct", "--train-data", "rna=t.h5ad"]) == 0
+    assert seen["cmd_evaluate"][1] == {"labels_key": "ct", "out": None, "overwrite": False,
+                                       "train_data": ["rna=t.h5ad"]}
+    assert main(["demo", "--out", "d", "--seed", "4", "--no-progress"]) == 0
+    assert seen["cmd_demo"][1] == {"seed": 4, "max_epochs": None, "progress_bar": False,
+                                   "data_path": None}
+
+
+def test_gallery_tiles_show_the_chosen_channel_on_the_colour_range_with_row_names():
+    rng = np.random.default_rng(0)
+    crops = rng.uniform(size=(3, 2, 5, 5))
+    fig = tm.pl.gallery({"real": crops}, n=2, channel=0, vmin=0.0, vmax=2.0, show=False)
+    assert len(fig.axes) == 2 and fig.axes[0].get_ylabel() == "real"
+    im = fig.axes[1].get_images()[0]
+    np.testing.assert_allclose(im.get_array(), crops[1, 0])
+    assert im.get_clim() == (0.0, 2.0)
+    rgb = tm.pl.gallery({"he": 10 * crops[:, [0, 1, 0]]}, n=1, channel=(0, 1, 2), vmin=0.0,
+                        vmax=10.0, show=False)
+    np.testing.assert_allclose(rgb.axes[0].get_images()[0].get_array(),
+                               np.moveaxis(crops[0, [0, 1, 0]], 0, -1))  # scaled to [0, 1]
+    plt.close("all")
+
+
+def test_gallery_warns_of_pixels_clipped_below_the_range_in_the_drawn_tiles():
+    crops = np.full((4, 1, 5, 5), 0.5)
+    low = crops.copy()
+    low[:2] = -0.5  # the drawn tiles: half of their pixels far below vmin=0
+    with pytest.warns(UserWarning, match="50% of the drawn pixels"):
+        tm.pl.gallery({"low": low}, n=4, show=False)
+    import warnings
+
+    hidden = crops.copy()
+    hidden[2:] = -0.5  # clipped values only in cells that are not drawn: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tm.pl.gallery({"low": hidden}, n=2, show=False)
+        tm.pl.gallery({"low": low}, n=4, vmin=None, vmax=None, show=False)
+    plt.close("all")
+
+
+def test_gallery_warns_of_clipping_against_a_one_sided_range():
+    high = np.full((2, 1, 5, 5), 3.0)
+    with pytest.warns(UserWarning, match="outside the colour range"):
+        tm.pl.gallery({"high": high}, vmin=None, vmax=1.0, show=False)
+    plt.close("all")
