@@ -173,6 +173,17 @@ def test_batch_mmd_is_the_mean_mmd_over_every_two_batches_of_two_or_more_cells()
                                    torch.autograd.grad(expected, zs[name], retain_graph=True)[0])
     alone = {"rna": torch.tensor([0, 1] + [2] * 62)}  # one batch of two or more cells
     assert CrossModalModule.batch_mmd_loss(CrossModalModule, zs, alone) is None
+    # under mixed precision (a half latent): computed in float32, as the pairwise sums
+    # were (a step of 256 cells, one batch of 230: sums of its kernel overflow float16)
+    z = torch.randn(256, 10, generator=gen, dtype=torch.float64) * 0.3
+    codes = {"rna": (torch.arange(256) >= 230).long()}
+    exact = CrossModalModule.batch_mmd_loss(CrossModalModule, {"rna": z}, codes)
+    for dtype in (torch.float16, torch.bfloat16):
+        with torch.autocast("cpu", dtype=dtype):
+            half = {"rna": z.float() @ torch.eye(10)}  # (a layer's output: half)
+            assert half["rna"].dtype == dtype
+            got = CrossModalModule.batch_mmd_loss(CrossModalModule, half, codes)
+        assert got.dtype == torch.float32 and abs(got.item() - exact.item()) < 1e-3, dtype
 
 
 def test_batch_key_errors_name_the_modality_and_field(data):
@@ -207,6 +218,7 @@ def test_obs_columns_edited_after_the_model_is_built_are_refused_for_training():
     rna = data["rna"]
     for adata in data.values():
         adata.obs["ratio"] = np.linspace(0.0, 1.0, adata.n_obs)
+    del data["atac"].obs["label"]  # (an unlabelled modality)
     model = tm.CrossModalAE(data, specs(), labels_key="label", marker_key="ratio",
                             n_latent=4, anchor_fraction=0.5, seed=0)
     # the same values as another dtype, their categories reordered: not changed
@@ -230,6 +242,15 @@ def test_obs_columns_edited_after_the_model_is_built_are_refused_for_training():
                            r"cell\(s\)\) changed since the model was built; it trains on the "
                            r"batches, labels and markers it read then"):
             fit(model, max_epochs=1)
+    # values moved to other cells (a table assigned in another order) are a change too
+    moved = original.copy()
+    moved["batch"] = moved["batch"].to_numpy()[::-1]
+    rna.obs = moved
+    changed = int((moved["batch"].astype(str) != original["batch"].astype(str)).sum())
+    with pytest.raises(ValueError, match=rf"obs\['batch'\] \({changed} cell\(s\)\) changed"):
+        fit(model, max_epochs=1)
+    # labels given to the unlabelled modality since: not read by the model, not refused
+    data["atac"].obs["label"] = "x"
     rna.obs = original.drop(columns="ratio")
     with pytest.raises(ValueError, match=r"obs\['ratio'\] \(removed\) changed"):
         fit(model, max_epochs=1)
@@ -279,6 +300,16 @@ def test_barcodes_repeated_across_samples_are_told_to_keep_the_pairs():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tm.CrossModalAE(pairs, both, n_latent=4, anchor_fraction=1.0)
+    # batches named alike but drawn apart in each modality (sequencing lanes '0', '1',
+    # '2' of each library): the pairs are right, no warning
+    rng = np.random.default_rng(0)
+    for adata in pairs.values():
+        adata.obs["lane"] = rng.integers(0, 3, adata.n_obs).astype(str)
+    lanes = {"rna": tm.Modality("nb", batch_key="lane"),
+             "atac": tm.Modality("bernoulli", batch_key="lane")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tm.CrossModalAE(pairs, lanes, n_latent=4, anchor_fraction=1.0)
 
 
 def test_target_batch_errors(model):

@@ -1052,8 +1052,9 @@ def test_mudata_repeated_obs_name_is_named_like_dict():
     names = [f"c{i}" for i in range(12)]
     data = {"a": _tiny(names), "b": _tiny(names[:-1] + ["c0"], seed=1)}  # 'c0' twice in b
     expected = (r"modality 'b': obs_names are not unique \(e.g. 'c0', .*prefixed with the "
-                r"sample: adata.obs_names = adata.obs\['sample'\].astype\(str\) \+ '_' \+ "
-                r"adata.obs_names .*obs_names_make_unique\(\) numbers the repeats in file order")
+                r"sample: when the samples are concatenated, anndata.concat\(samples, "
+                r"index_unique='_'\) .*obs_names_make_unique\(\) numbers the repeats in file "
+                r"order")  # (no batch_key: no column to name)
     with pytest.raises(ValueError, match=expected):
         setup_data(data, TINY_SPECS)
     mdata = mudata.MuData(data)

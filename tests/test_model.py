@@ -2248,6 +2248,11 @@ def test_scvi_tools_spellings_name_the_transmodal_argument(paired_data, make_mod
         model.get_latent_represntation
     assert err.value.name == "get_latent_represntation" and err.value.obj is model
     assert not hasattr(model, "foo") and not hasattr(tm.CrossModalAE, "foo")
+    import abc  # (the class keeps subclassing with abc.ABC possible)
+    assert issubclass(type("Mine", (tm.CrossModalAE, abc.ABC), {}), tm.CrossModalAE)
+    # the same path twice, as a Path and a string: no hint to do what was done
+    with pytest.raises(TypeError, match=r"multiple values for argument 'checkpoint_dir'$"):
+        tm.workflows.resume_training(tmp_path / "ckpt", checkpoint_dir=str(tmp_path / "ckpt"))
 
 
 def test_cross_translation_ignores_the_source_private_part():

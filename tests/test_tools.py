@@ -154,6 +154,14 @@ def test_integrate_rejects_bad_arguments_by_name(partly_paired, tmp_path):
         with pytest.raises(ValueError, match=rf"{where}: unknown argument '{next(iter(kw))}' "
                            rf"\({re.escape(said)}"):
             tm.tl.integrate(data, SPECS, **{where: kw})
+    # an argument of the model in train_kwargs, of train() in model_kwargs: where it goes
+    for where, kw, said in (("model_kwargs", {"lr": 1e-3}, "an argument of train(): pass it in "
+                             "train_kwargs"),
+                            ("train_kwargs", {"n_latent": 8}, "an argument of the model: pass "
+                             "it in model_kwargs")):
+        with pytest.raises(ValueError, match=rf"{where}: unknown argument '{next(iter(kw))}' "
+                           rf"\({re.escape(said)}\)"):
+            tm.tl.integrate(data, SPECS, **{where: kw})
     # a model's or training's argument given to integrate itself: where it goes
     for kw, said in (({"n_latent": 8}, "CrossModalAE()'s n_latent= goes in model_kwargs="
                                        "{'n_latent': ...}"),

@@ -5,6 +5,7 @@ methods (:func:`argument_hints`), config files and keyword dictionaries
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
@@ -22,7 +23,7 @@ _PER_CALL_DEVICE = ("the device is chosen per call: train(accelerator='gpu'), "
                     "get_latent_representation / translate / predict_labels(device='cuda')")
 _ADT_LIKELIHOOD = ("there is no protein background model: ADT counts take Modality('nb') "
                    "(CLR-normalised values Modality('gaussian'))")
-_ARGUMENT_HINTS: dict[str, dict[str, str]] = {
+_ARGUMENT_HINTS: dict[str, dict[str, str] | Callable[[], dict[str, str]]] = {
     "__init__": {
         "n_hidden": "the hidden layers' widths are hidden=, e.g. hidden=(256, 128) (per "
                     "modality: Modality(hidden=))",
@@ -82,9 +83,10 @@ _ARGUMENT_HINTS: dict[str, dict[str, str]] = {
         "dropout": "the input's dropout is input_dropout= (the hidden layers': "
                    "CrossModalAE(..., dropout=))",
         "categorical_covariate_keys": "a modality's batches are one column, batch_key=",
-        "continuous_covariate_keys": "continuous covariates are not modelled; a continuous "
-                                     "quantity shared by the modalities is "
-                                     "CrossModalAE(..., marker_key=)",
+        "continuous_covariate_keys": "continuous covariates are not modelled: regress them "
+                                     "out first (sc.pp.regress_out); CrossModalAE(..., "
+                                     "marker_key=) is no covariate but a quantity shared "
+                                     "by the modalities, which they are aligned on",
     },
     "train": {
         "batch_key": "batches are set when the model is built: Modality(..., batch_key=)",
@@ -277,7 +279,8 @@ def known_name_hint(
     of ``known`` (``"did you mean 'x'?"``; ``loose``: for a config file's keys, also a
     spelling merely alike, as difflib's default finds), else ``None``."""
     for table in ([where] if isinstance(where, str) else where):
-        hint = _ARGUMENT_HINTS.get(table, {}).get(name)
+        hints = _ARGUMENT_HINTS.get(table, {})
+        hint = (hints() if callable(hints) else hints).get(name)
         if hint is not None:
             return hint
     near = nearest_names(name, known)
@@ -288,17 +291,27 @@ def known_name_hint(
     return _did_you_mean(near, "{!r}")
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    """Whether an argument given twice is the same value twice (the same object, or equal
+    names or paths)."""
+    if a is b:
+        return True
+    paths = (str, os.PathLike)
+    return isinstance(a, paths) and isinstance(b, paths) and os.fspath(a) == os.fspath(b)
+
+
 def argument_hints(func: Callable) -> Callable:
     """Decorate a public method: a call Python would refuse with a bare ``TypeError`` (an
     unknown keyword, a missing argument) names the method and, for the names in
-    ``_ARGUMENT_HINTS[<qualified name, else name>]`` (keywords given; ``"*name"``: a required argument left
+    ``_ARGUMENT_HINTS[<qualified name, else name>]`` (a table, or a function making it when
+    a call fails; keywords given; ``"*name"``: a required argument left
     out or given twice; ``"*positional"``: too many positional arguments), how transmodal spells it; a
     misspelt keyword gets the nearest (:func:`nearest_names`). The signature is kept
     (``inspect.signature`` follows ``__wrapped__``)."""
     import functools
     import inspect
 
-    hints = _ARGUMENT_HINTS.get(func.__qualname__, _ARGUMENT_HINTS.get(func.__name__, {}))
+    table = _ARGUMENT_HINTS.get(func.__qualname__, _ARGUMENT_HINTS.get(func.__name__, {}))
     sig = inspect.signature(func)
     any_keyword = any(q.kind is q.VAR_KEYWORD for q in sig.parameters.values())
     first = next(iter(sig.parameters), None)
@@ -308,6 +321,7 @@ def argument_hints(func: Callable) -> Callable:
         try:
             sig.bind(*args, **kwargs)
         except TypeError as err:
+            hints = table() if callable(table) else table  # (a table made when needed)
             # an unknown keyword first, as Python's own call reports it (bind names a
             # missing argument first); else the argument the error names
             unknown = [] if any_keyword else [k for k in kwargs if k not in sig.parameters]
@@ -326,9 +340,7 @@ def argument_hints(func: Callable) -> Callable:
                 hint = hints.get(f"*{name}") if quoted else None
                 if hint and "multiple values" in text and name in sig.parameters:
                     slot = list(sig.parameters).index(name)
-                    given = args[slot] if slot < len(args) else None
-                    if given is kwargs.get(name) or (isinstance(given, str)
-                                                     and given == kwargs.get(name)):
+                    if _same_value(args[slot] if slot < len(args) else None, kwargs.get(name)):
                         hint = None
                 if hint is None and "positional" in text:
                     hint = hints.get("*positional")

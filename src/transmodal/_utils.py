@@ -793,13 +793,14 @@ def check_unique_obs_names(adata: Any, name: str, sample_key: str | None = None)
     pairs the wrong cells where two modalities list them in different orders."""
     if not adata.obs_names.is_unique:
         dup = adata.obs_names[adata.obs_names.duplicated()][0]
-        key = sample_key or "sample"
+        prefix = (f"adata.obs_names = adata.obs[{sample_key!r}].astype(str) + '_' + "
+                  "adata.obs_names, or " if sample_key is not None else "")
         raise ValueError(
             f"modality {name!r}: obs_names are not unique (e.g. {dup!r}, as barcodes "
             "repeat across samples); cells are paired between modalities by their obs_names, so "
             "make them unique the same way in every modality, e.g. prefixed with the "
-            f"sample: adata.obs_names = adata.obs[{key!r}].astype(str) + '_' + "
-            "adata.obs_names (or anndata.concat(..., index_unique='_') with the same keys). "
+            f"sample: {prefix}when the samples are concatenated, anndata.concat(samples, "
+            "index_unique='_') with the same keys for every modality. "
             "adata.obs_names_make_unique() numbers the repeats in file order, which pairs "
             "the wrong cells where the modalities list them in different orders"
         )

@@ -122,11 +122,13 @@ class ModalityData:
         ``labels_key`` in ``categories``, ``marker_key``) whose values have changed in
         ``adata`` since (edited in place, e.g. a batch renamed or merged), each as
         ``"obs['key'] (n cells)"``; a column only re-typed (e.g. made categorical) or with
-        its categories reordered has not changed."""
+        its categories reordered has not changed. A column the model did not find when it
+        was built (an unlabelled modality's labels added since) is left out: the model
+        does not read it."""
         before = getattr(self, "obs_digests", None) or {}  # (None: pickled without)
         changed = []
         for key, then in before.items():
-            if _column_digest(self.adata, key) == then:
+            if then is None or _column_digest(self.adata, key) == then:
                 continue
             if key == self.spec.batch_key:
                 now = self._codes_now(key, self.batch_categories, "batch_key")
@@ -723,11 +725,14 @@ def _column_digest(adata: AnnData, key: str) -> int | None:
     no digest: values that cannot be hashed, compared each time)."""
     if key not in adata.obs:
         return None
-    try:
+    import hashlib
+
+    try:  # (per value: a categorical hashes as its values, whatever its categories' order)
         hashed = pd.util.hash_pandas_object(adata.obs[key], index=False).to_numpy()
     except TypeError:  # (e.g. a column of lists)
         return float("nan")
-    return int(hashed.sum(dtype=np.uint64)) ^ len(hashed)
+    # in the cells' order: values moved to other cells are a change
+    return int.from_bytes(hashlib.blake2b(hashed.tobytes(), digest_size=8).digest(), "little")
 
 
 def _warn_unused_feature_selection(adata: AnnData, name: str, n_vars: int) -> None:

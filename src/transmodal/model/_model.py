@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import abc
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -34,9 +35,10 @@ from ._split import choose_anchors, names_digest, validation_masks, warn_unused_
 from ._training import TrainingMixin
 
 
-class _NamesOtherToolsUse(type):
+class _NamesOtherToolsUse(abc.ABCMeta):
     """Metaclass: a class attribute of other tools' (``CrossModalAE.setup_anndata``)
-    missing is told how transmodal does it."""
+    missing is told how transmodal does it. (An ``ABCMeta``, so that subclasses may also
+    derive from ``abc.ABC``.)"""
 
     def __getattr__(cls, name: str) -> Any:
         # (name and obj kept: Python's 'Did you mean' for a misspelt one still works)
@@ -122,7 +124,8 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, metaclass=_NamesO
         keys, so both measurements of a cell land on the same side; a small modality
         that this draw leaves with fewer than 2 validation cells draws its own share, at
         least 2 cells, from its cells: unpaired ones first, then paired ones with their
-        partners). None when a modality has fewer than 4 cells.
+        partners). None when a modality would keep fewer than 2 validation or training
+        cells (a modality of fewer than 4 cells).
     seed
         Seeds the weight initialisation, the validation split and the anchor choice. The
         networks are built, and the training batches drawn, in the order of

@@ -374,7 +374,8 @@ class CrossModalModule(nn.Module):
         latent points in the step (batches with fewer than 2 cells are skipped); ``None``
         when no step batch holds two batches. One kernel over the step's cells serves every
         pair: the mean kernel between batches g and h is ``(O^T K O)[g, h] / (n_g n_h)``
-        (``O`` one-hot), so many batches (samples of an atlas) cost one matrix product."""
+        (``O`` one-hot), so many batches (samples of an atlas) cost one matrix product. In
+        at least float32, also under mixed precision (sums of many kernel values)."""
         out = []
         for name, codes in bs.items():
             _, group, counts = torch.unique(codes, return_inverse=True, return_counts=True)
@@ -382,12 +383,16 @@ class CrossModalModule(nn.Module):
             if int(kept.sum()) < 2:
                 continue
             cells = kept[group]
-            onehot = F.one_hot(group[cells], len(counts))[:, kept].to(zs[name].dtype)
-            n = counts[kept].to(zs[name].dtype)
-            mean = onehot.T @ self._kernel(zs[name][cells]) @ onehot / torch.outer(n, n)
-            within = torch.diagonal(mean)
-            i, j = torch.triu_indices(len(n), len(n), 1, device=mean.device)
-            out.append(within[i] + within[j] - 2 * mean[i, j])
+            z = zs[name][cells]
+            with torch.autocast(z.device.type, enabled=False):
+                z = z.to(torch.promote_types(z.dtype, torch.float32))
+                # one-hot columns divided by the batch sizes: each entry a mean kernel
+                weights = F.one_hot(group[cells], len(counts))[:, kept].to(z.dtype)
+                weights = weights / counts[kept].to(z.dtype)
+                mean = weights.T @ self._kernel(z) @ weights
+                within = torch.diagonal(mean)
+                i, j = torch.triu_indices(len(within), len(within), 1, device=mean.device)
+                out.append(within[i] + within[j] - 2 * mean[i, j])
         return torch.cat(out).mean() if out else None
 
     # -- losses ----------------------------------------------------------------------------

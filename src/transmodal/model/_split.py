@@ -24,7 +24,8 @@ def validation_masks(
     draws its share (``fraction`` of its cells, at least 2) from its own cells: its
     unpaired ones first, then paired ones, whose partners join the validation cells too.
     Returns all-False masks when any modality would still be left with fewer than 2
-    validation or training cells (a modality of fewer than 4 cells).
+    validation or training cells (always for a modality of fewer than 4 cells; rarely for
+    small modalities whose partners' top-ups leave one too few training cells).
     """
     none = {n: np.zeros(md.n_obs, dtype=bool) for n, md in mods.items()}
     if fraction <= 0:
@@ -79,34 +80,40 @@ def _pairs_across_batches(
     mods: dict[str, ModalityData], a: str, b: str, ia: np.ndarray, ib: np.ndarray
 ) -> str | None:
     """The advice where most of the cells ``a`` and ``b`` pair by name (rows ``ia`` /
-    ``ib``) lie in differently named batches of two or more batch names both modalities
-    use: barcodes that repeat across samples, made unique in file order
-    (``obs_names_make_unique``), pair cells of different samples; ``None`` otherwise."""
+    ``ib``) lie in differently named batches, of two or more batch names both modalities
+    use, and each batch of ``a`` pairs mostly with one batch of ``b``: barcodes that repeat
+    across samples, made unique in file order (``obs_names_make_unique``), pair the cells
+    of one sample with those of another. ``None`` otherwise (also for batches drawn
+    independently in each modality, e.g. sequencing lanes named alike)."""
     ma, mb = mods[a], mods[b]
     if ma.batches is None or mb.batches is None:
         return None
-    shared = set(ma.batch_categories) & set(mb.batch_categories)
+    shared = sorted(set(ma.batch_categories) & set(mb.batch_categories))
     if len(shared) < 2:
         return None
 
-    def names(md: ModalityData, rows: np.ndarray) -> np.ndarray:
-        codes = md.batches[rows]
-        out = np.asarray(md.batch_categories, dtype=object)[np.maximum(codes, 0)]
-        return np.where((codes >= 0) & np.isin(out, list(shared)), out, None)
+    def codes(md: ModalityData, rows: np.ndarray) -> np.ndarray:  # in shared, -1: none
+        index = {c: i for i, c in enumerate(shared)}
+        to_shared = np.array([index.get(c, -1) for c in md.batch_categories] + [-1])
+        return to_shared[md.batches[rows]]  # (a code -1 reads the trailing -1)
 
-    na, nb = names(ma, ia), names(mb, ib)
-    both = (na != None) & (nb != None)  # noqa: E711 (elementwise)
+    ca, cb = codes(ma, ia), codes(mb, ib)
+    both = (ca >= 0) & (cb >= 0)
     n = int(both.sum())
-    apart = int((na[both] != nb[both]).sum())
-    if n < 20 or apart <= n / 2:
+    if n < 20:
+        return None
+    table = np.zeros((len(shared), len(shared)), dtype=np.int64)
+    np.add.at(table, (ca[both], cb[both]), 1)
+    apart = n - int(np.trace(table))
+    if apart <= n / 2 or table.max(axis=1).sum() < 0.8 * n:
         return None
     key = ma.spec.batch_key
     return (f"{apart} of the {n} cells that {a!r} and {b!r} pair by name lie in different "
-            f"batches (obs[{ma.spec.batch_key!r}] / obs[{mb.spec.batch_key!r}]): barcodes "
-            "that repeat across samples pair cells of different samples (as "
-            "obs_names_make_unique() numbers them in file order); if so, prefix the names "
-            f"with the sample in every modality, adata.obs_names = adata.obs[{key!r}]"
-            ".astype(str) + '_' + adata.obs_names")
+            f"batches (obs[{ma.spec.batch_key!r}] / obs[{mb.spec.batch_key!r}]), each batch "
+            "of one with another batch of the other: barcodes that repeat across samples "
+            "pair cells of different samples (as obs_names_make_unique() numbers them in "
+            "file order); if so, prefix the names with the sample in every modality, "
+            f"adata.obs_names = adata.obs[{key!r}].astype(str) + '_' + adata.obs_names")
 
 
 def _decorated_pairs(mods: dict[str, ModalityData], a: str, b: str) -> str | None:

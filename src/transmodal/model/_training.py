@@ -551,8 +551,9 @@ class TrainingMixin:
                 raise ValueError(
                     f"modality {name!r}: {', '.join(changed)} changed since the model was "
                     "built; it trains on the batches, labels and markers it read then. To "
-                    "train on the new values build the model again (a trained one: "
-                    "CrossModalAE.load(path, data) reads them anew), or restore the column"
+                    "train on the new values build the model again (a saved one loaded with "
+                    "CrossModalAE.load(path, data) reads them anew, but only within its "
+                    "batches and label classes), or restore the column"
                 )
             if self._check_data:  # values edited in place since (e.g. sc.pp.log1p)
                 check_values(md.source, md.spec, new_cells=self.is_trained_)
@@ -701,7 +702,7 @@ class TrainingMixin:
         """Warn that early stopping is off: the modalities ``lacking`` have no validation
         cells (and why: a modality of fewer than 4 cells, a fraction leaving too few)."""
         fraction = self.init_params_["validation_fraction"]
-        # (a modality of 4 cells or more draws 2 validation cells at any fraction)
+        # (a modality of 4 cells or more draws 2 validation cells at any fraction, as a rule)
         small = {n: md.n_obs for n, md in self.mods.items() if fraction > 0 and md.n_obs < 4}
         needs = "the split needs 2 validation and 2 training cells in every modality"
         why = (

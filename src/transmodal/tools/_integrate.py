@@ -23,19 +23,30 @@ from ..model import CrossModalAE
 from ..model._priors import construction_bars
 
 
+def _parameters(func) -> list[str]:
+    """The keyword arguments of ``func`` that ``integrate`` passes on."""
+    return [p for p in inspect.signature(func).parameters if p not in ("self", "data", "modalities")]
+
+
 def _check_kwargs(kwargs: Mapping[str, Any] | None, func, taken: set[str], what: str) -> dict:
-    """``kwargs`` for ``func``, rejecting unknown names and names ``integrate`` sets itself."""
+    """``kwargs`` for ``func``, rejecting unknown names and names ``integrate`` sets itself
+    (an argument of the other dict's function is told where it goes)."""
     if kwargs is None:
         return {}
     if not isinstance(kwargs, Mapping):
         raise ValueError(f"{what} must be a dict of keyword arguments, got {type(kwargs).__name__}")
-    allowed = [p for p in inspect.signature(func).parameters if p not in ("self", "data", "modalities")]
+    allowed = _parameters(func)
+    other, where = ((CrossModalAE.train, "train_kwargs") if what == "model_kwargs" else
+                    (CrossModalAE.__init__, "model_kwargs"))
     for key in kwargs:
         if key in taken:
             raise ValueError(f"{what}: pass {key!r} as integrate({key}=...), not inside {what}")
         if key not in allowed:
             own = sorted(set(allowed) - taken)
-            hint = known_name_hint((f"integrate.{func.__name__}", func.__name__), key, own)
+            hint = (f"an argument of {'train()' if where == 'train_kwargs' else 'the model'}: "
+                    f"pass it in {where}" if key in _parameters(other) else None)
+            hint = hint or known_name_hint((f"integrate.{func.__name__}", func.__name__), key,
+                                           own)
             near = None if hint else nearest_names(key, sorted(taken))  # (integrate's own)
             hint = hint or (near and f"did you mean integrate({near[0]}=)?")
             raise ValueError(f"{what}: unknown argument {key!r}{f' ({hint})' if hint else ''}; "
@@ -49,9 +60,8 @@ def _integrate_hints() -> dict[str, str]:
     hints = {}
     for func, owner, what in ((CrossModalAE.train, "train()", "train_kwargs"),
                               (CrossModalAE.__init__, "CrossModalAE()", "model_kwargs")):
-        for p in inspect.signature(func).parameters:
-            if p not in ("self", "data", "modalities"):
-                hints[p] = f"{owner}'s {p}= goes in {what}={{{p!r}: ...}}"
+        for p in _parameters(func):
+            hints[p] = f"{owner}'s {p}= goes in {what}={{{p!r}: ...}}"
     for other in ("integrate.train", "integrate.__init__"):  # (the device, the epochs)
         hints.update(_ARGUMENT_HINTS[other])
     hints["batch_key"] = ("batches are each modality's: integrate(data, {'rna': "
@@ -59,7 +69,8 @@ def _integrate_hints() -> dict[str, str]:
     return hints
 
 
-_ARGUMENT_HINTS["integrate"] = _integrate_hints()  # (read when integrate is decorated)
+# (made when a call fails: from the model's signatures as they are then)
+_ARGUMENT_HINTS["integrate"] = _integrate_hints
 
 
 def _adatas(data) -> dict[str, AnnData]:
