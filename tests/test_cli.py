@@ -452,8 +452,17 @@ def test_evaluate_unpaired_cells_by_their_labels(workdir: Path, trained: Path, c
     args = ["evaluate", "--model", str(trained), "--data", f"rna={workdir / 'rna.h5ad'}",
             f"atac={workdir / 'atac_apart.h5ad'}", "--source", "rna", "--target", "atac"]
     assert main(args) == 0  # the model's labels_key, which both files hold
-    printed = capsys.readouterr().out
+    res = capsys.readouterr()
+    printed = res.out
     assert "label_transfer_rna_to_atac" in printed and "foscttm" not in printed
+    assert "share 0 cell name(s): scored as cells measured apart, by their labels\n" in res.err
+    # names decorated by a converter (a suffix): said so, with the renaming that pairs them
+    renamed = ad.read_h5ad(workdir / "atac.h5ad")
+    renamed.obs_names = renamed.obs_names + "-1"
+    renamed.write_h5ad(workdir / "atac_renamed.h5ad")
+    assert main([*args[:5], f"atac={workdir / 'atac_renamed.h5ad'}", *args[6:]]) == 0
+    assert ("share 0 cell name(s): scored as cells measured apart, by their labels ('rna' and "
+            "'atac' share no cell name, but") in capsys.readouterr().err
     atac.obs = atac.obs.drop(columns="label")
     atac.write_h5ad(workdir / "atac_apart.h5ad")
     assert main(args) == 2
@@ -946,6 +955,20 @@ def test_wrong_file_types_are_one_line_errors(workdir: Path, trained: Path, tmp_
     assert main([*args, "--out", str(out)]) == 2
     _assert_one_line_error(capsys, "--data rna", "cannot read", "junk.h5ad")
     assert not out.exists()
+    # a 10x Genomics matrix (cellranger's .h5): how to read it; a MuData under data:
+    import h5py
+    with h5py.File(tmp_path / "filtered_feature_bc_matrix.h5", "w") as f:
+        f.create_group("matrix").create_group("features")
+    args[4] = f"rna={tmp_path / 'filtered_feature_bc_matrix.h5'}"
+    assert main([*args, "--out", str(out)]) == 2
+    _assert_one_line_error(capsys, "--data rna", "cannot read", "(a 10x Genomics matrix",
+                           "scanpy.read_10x_h5(path, gex_only=False)", "mudata.MuData(adata)")
+    cfg = _config(workdir)
+    cfg["data"]["rna"] = str(h5mu)
+    path = _write_config(workdir / "mu.yaml", cfg)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 2
+    _assert_one_line_error(capsys, "data 'rna'", "cannot read", "(a MuData: give it as "
+                           "'mudata:' in the config, or --data NAME=FILE.h5mu)")
 
 
 def test_embed_checks_key_and_writes_all_or_nothing(workdir: Path, trained: Path, tmp_path: Path,

@@ -312,6 +312,7 @@ def test_negative_values_rejected_for_bernoulli(paired_data, specs):
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_fractions_warn_for_bernoulli(paired_data, specs, sparse):
+    counts = np.asarray(paired_data["atac"].X, dtype=np.float32)
     x = (paired_data["atac"].X > 0).astype(np.float32)
     x[:3, :2] = 0.25  # e.g. methylation levels: bernoulli would read them as 1
     paired_data["atac"].X = sp.csr_matrix(x) if sparse else x
@@ -322,6 +323,22 @@ def test_fractions_warn_for_bernoulli(paired_data, specs, sparse):
         r"'continuous_bernoulli', which models values in \[0, 1\]",
     ):
         setup_data(paired_data, {"rna": specs["rna"], "atac": "bernoulli"})
+    # fractions beside non-integers above 1: normalised values (TF-IDF), the counts advised
+    paired_data["atac"].layers["counts"] = counts
+    tfidf = counts / np.maximum(counts.sum(1, keepdims=True), 1) * np.log1p(
+        len(counts) / np.maximum((counts > 0).sum(0), 1)) * 10
+    paired_data["atac"].X = sp.csr_matrix(tfidf) if sparse else tfidf
+    assert ((tfidf > 0) & (tfidf < 1)).any() and (tfidf > 1).any()
+    with pytest.warns(UserWarning, match=r"'atac': X holds non-integer values, also above 1: "
+                      r"normalised values \(e.g. TF-IDF.*give the modality its counts; the "
+                      r"AnnData holds layers \['counts'\]: .*Modality\('bernoulli', "
+                      r"layer='counts'\)") as record:
+        setup_data(paired_data, {"rna": specs["rna"], "atac": "bernoulli"})
+    assert not [w for w in record if "strictly between" in str(w.message)]
+    with warnings.catch_warnings():  # (the advice, followed: silent)
+        warnings.simplefilter("error")
+        setup_data(paired_data, {"rna": specs["rna"],
+                                 "atac": tm.Modality("bernoulli", layer="counts")})
 
 
 @pytest.mark.parametrize("sparse", [False, True])
@@ -527,6 +544,47 @@ def test_bad_data_container(specs):
         setup_data([1, 2], specs)
     with pytest.raises(ValueError, match="'atac'.*AnnData"):
         setup_data({"rna": ad.AnnData(np.ones((3, 2))), "atac": np.ones((3, 2))}, {"rna": "gaussian", "atac": "gaussian"})
+    # a MuData where one modality's cells are read (a model's translate(mdata, ...))
+    import mudata
+
+    from transmodal.data._source import matrix_of
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        mdata = mudata.MuData({"rna": ad.AnnData(np.ones((3, 2)))})
+    with pytest.raises(ValueError, match=r"modality 'rna': expected an AnnData, got MuData \(a "
+                       r"MuData: give its modality, mdata\['rna'\]\)"):
+        matrix_of(mdata, tm.Modality("gaussian"), "rna")
+
+
+def test_a_combined_10x_matrix_is_split_into_its_feature_types(paired_data):
+    """10x's Multiome matrix read as one AnnData (var['feature_types'] 'Gene Expression' and
+    'Peaks'): given alone, given for both modalities, or as one modality, the advice is
+    mudata.MuData(adata), which splits it; a modality read twice is refused."""
+    import mudata
+
+    rna, atac = paired_data["rna"], paired_data["atac"]
+    both = ad.concat([rna, atac], axis=1, merge="first")
+    both.var["feature_types"] = ["Gene Expression"] * rna.n_vars + ["Peaks"] * atac.n_vars
+    specs = {"rna": "nb", "atac": "poisson"}
+    split = r"var\['feature_types'\] holds 'Gene Expression', 'Peaks'.*mudata.MuData\(adata\)"
+    with pytest.raises(ValueError, match=r"data must be a dict of AnnData .* got AnnData "
+                       r"\(its " + split):
+        setup_data(both, specs)
+    with pytest.raises(ValueError, match=r"modalities 'rna' and 'atac' read the same matrix of "
+                       r"the same AnnData; .*" + split):
+        setup_data({"rna": both, "atac": both}, specs)
+    with pytest.warns(UserWarning, match=r"modality 'rna': the model reads every feature of "
+                      r"its matrix as one modality \(its " + split):
+        setup_data({"rna": both, "atac": atac}, specs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # (mudata 0.3's notice)
+        mdata = mudata.MuData(both)  # the advice: one modality per type
+    assert sorted(mdata.mod) == ["atac", "rna"] and mdata["rna"].n_vars == rna.n_vars
+    mods, _ = setup_data(mdata, specs)
+    assert mods["atac"].source.n_vars == atac.n_vars
+    # one AnnData read twice, from different places, is no repetition
+    rna.layers["counts"] = rna.X.copy()
+    setup_data({"rna": rna, "atac": rna}, {"rna": "nb", "atac": tm.Modality("nb", layer="counts")})
 
 
 def test_n_pca_not_smaller_than_features(paired_data, specs):
@@ -695,7 +753,7 @@ def test_mudata_gives_same_pairs_as_dict(pairing, specs):
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-@pytest.mark.parametrize("change", ["subset", "reorder"])
+@pytest.mark.parametrize("change", ["subset", "reorder", "rename"])
 def test_mudata_stale_obsmap_refused(change, specs):
     import mudata
 
@@ -705,10 +763,20 @@ def test_mudata_stale_obsmap_refused(change, specs):
     mdata = mudata.MuData({"rna": data["rna"], "atac": data["atac"]})
     atac = mdata.mod["atac"]
     order = np.arange(100) if change == "subset" else np.random.default_rng(0).permutation(150)
-    mdata.mod["atac"] = atac[order].copy()  # no mdata.update(): obsmap is stale
-    with pytest.raises(ValueError, match=r"obsmap\['atac'\].*mdata.update\(\)"):
+    if change == "rename":  # (a suffix set right in place: mdata.update() cannot follow)
+        order = np.arange(150)
+        mdata.mod["rna"].obs_names = mdata.mod["rna"].obs_names + "-1"
+        mdata.mod["atac"].obs_names = mdata.mod["atac"].obs_names + "-1"
+    else:
+        mdata.mod["atac"] = atac[order].copy()  # no mdata.update(): obsmap is stale
+    with pytest.raises(ValueError, match=r"obsmap\['(rna|atac)'\].*mdata.update\(\) first, or, "
+                       r"for renamed cells, build the MuData anew: mdata = "
+                       r"mudata.MuData\(dict\(mdata.mod\)\)"):
         setup_data(mdata, specs)
-    mdata.update()
+    if change == "rename":
+        mdata = mudata.MuData(dict(mdata.mod))
+    else:
+        mdata.update()
     mods, _ = setup_data(mdata, specs)
     ia, ib = find_pairs(mods["rna"], mods["atac"])
     assert len(ia) == len(order)
@@ -1293,6 +1361,15 @@ def test_r_converted_data_missing_integers_and_decorated_names():
     with pytest.raises(ValueError, match=r"share a cell: .* \('rna' and 'atac' share no cell "
                        r"name, but 80 of their cells match"):
         tm.CrossModalAE({"rna": a, "atac": b}, specs, anchor_fraction=1.0)
+    # a MuData of them (its rows pair the modalities): the same advice, and how to rebuild
+    import mudata
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # (mudata 0.3's notice)
+        mdata = mudata.MuData({"rna": a.copy(), "atac": b.copy()})
+    with pytest.warns(UserWarning, match=r"cells named differently: 'rna' and 'atac' share no "
+                      r"cell name, but 80 of their cells match .*in mdata\[name\] of both, then "
+                      r"build it anew: mdata = mudata.MuData\(dict\(mdata.mod\)\)"):
+        tm.CrossModalAE(mdata, specs, n_latent=4, hidden=(8,))
     # the advice, followed in both modalities, pairs them
     for x in (a, b):
         x.obs_names = x.obs_names.str.replace(r"^.*#", "", regex=True).str.replace(

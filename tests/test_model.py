@@ -519,6 +519,10 @@ def test_default_anchor_fraction_warns_that_known_pairs_go_unused(half_paired_da
                       r"of \d+ training cells' names. Barcodes of separate runs") as rec:
         make_model(unpaired)
     assert not any("known pairs unused" in str(w.message) for w in rec)
+    # used as anchors all the same: said so too
+    with pytest.warns(UserWarning, match=r"anchor pairs from few shared names: 'rna' and "
+                      r"'atac' share \d of \d+ training cells' names. Barcodes of separate runs"):
+        make_model(unpaired, anchor_fraction=1.0)
 
 
 def test_row_number_cell_names_are_not_advised_as_pairs(paired_data, make_model):

@@ -179,6 +179,12 @@ def test_integrate_rejects_bad_arguments_by_name(partly_paired, tmp_path):
     same = {names[0]: data[names[0]], names[1]: data[names[0]]}  # e.g. X and obsm of one object
     with pytest.raises(ValueError, match=f"{names[0]!r} and {names[1]!r} are the same AnnData"):
         tm.tl.integrate(same, SPECS)
+    combined = data[names[0]].copy()  # (a 10x matrix of two feature types: how to split it)
+    combined.var["feature_types"] = ["Gene Expression", "Peaks"] * (combined.n_vars // 2) \
+        + ["Peaks"] * (combined.n_vars % 2)
+    with pytest.raises(ValueError, match=r"are the same AnnData object.*var\['feature_types'\] "
+                       r"holds 'Gene Expression', 'Peaks'.*mudata.MuData\(adata\) splits it"):
+        tm.tl.integrate({names[0]: combined, names[1]: combined}, SPECS)
     (tmp_path / "run").mkdir()
     with pytest.raises(FileExistsError, match="pass overwrite=True"):
         tm.tl.integrate(data, SPECS, model_dir=tmp_path / "run")

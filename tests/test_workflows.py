@@ -31,7 +31,28 @@ needs_a549 = pytest.mark.skipif(not _has_a549(), reason="$TRANSMODAL_DATA/scicar
 
 
 def test_evaluate_paired_keys_and_ranges(trained_model, paired_data):
-    res = evaluate_paired(trained_model, paired_data, source="rna", target="atac", labels_key="label")
+    # the model's anchor pairs (half the training pairs) among the cells: said so, with
+    # the score on them and on the others
+    n_anchors = len(trained_model.anchors_["rna|atac"][0])
+    with pytest.warns(UserWarning, match=rf"evaluate_paired: {n_anchors} of the "
+                      rf"{paired_data['rna'].n_obs} pairs evaluated are anchor pairs of the model "
+                      r"\(trained to lie together: FOSCTTM 0.\d+ on them; 0.\d+ on the other "
+                      r"\d+\), so the metrics are optimistic") as record:
+        res = evaluate_paired(trained_model, paired_data, source="rna", target="atac",
+                              labels_key="label")
+    anchors = paired_data["rna"].obs_names.isin(
+        trained_model.mods["rna"].obs_names[trained_model.anchors_["rna|atac"][0]])
+    z_r = trained_model.get_latent_representation("rna", paired_data["rna"])
+    z_a = trained_model.get_latent_representation("atac", paired_data["atac"])
+    others = tm.metrics.foscttm(z_r[~anchors], z_a[~anchors])
+    assert f"on the other {(~anchors).sum()})" in str(record[0].message)
+    assert f"{others:.3f} on the other" in str(record[0].message)
+    # held-out cells only (no anchors among them): no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        held = {k: v[~anchors] for k, v in paired_data.items()}
+        assert evaluate_paired(trained_model, held, source="rna", target="atac")["foscttm"] \
+            == pytest.approx(others)
     assert res["n_cells"] == paired_data["rna"].n_obs
     for key in ("foscttm", "cluster_accuracy", "label_transfer", "mixing_accuracy", "knn_acc_l1_5",
                 "knn_acc_l1_50", "knn_chance_l1_5", "knn_chance_l1_50", "partner_top1",
@@ -41,8 +62,6 @@ def test_evaluate_paired_keys_and_ranges(trained_model, paired_data):
         assert -1.0 <= res[f"translation_pearson_{d}"] <= 1.0
         assert -1.0 <= res[f"baseline_pearson_{d}"] <= 1.0
     # cluster accuracy per direction: cells of the first modality labelled from the second
-    z_r = trained_model.get_latent_representation("rna", paired_data["rna"])
-    z_a = trained_model.get_latent_representation("atac", paired_data["atac"])
     lab = paired_data["rna"].obs["label"].astype(str).to_numpy()
     ca = tm.metrics.cluster_accuracy(z_r, z_a, lab, lab)
     assert res["cluster_accuracy_rna_to_atac"] == pytest.approx(ca["x_to_y"])

@@ -92,7 +92,31 @@ def _read(path: Path, where: str, fmt: str, backed: bool = False):
             raise
         except Exception as err:  # noqa: BLE001 - the readers raise many kinds
             reason = " ".join(str(err).split())[:200] or type(err).__name__
-            raise ValueError(f"{where}: cannot read {path} as {fmt}: {reason}") from None
+            raise ValueError(
+                f"{where}: cannot read {path} as {fmt}: {reason}{_file_kind_hint(path, where)}"
+            ) from None
+
+
+def _file_kind_hint(path: Path, where: str) -> str:
+    """What an HDF5 file that the reader refused holds, when it is a known other kind: a
+    10x Genomics matrix (cellranger's ``filtered_feature_bc_matrix.h5``), or a MuData
+    given where an AnnData is read."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            tenx = "matrix" in f and "features" in f["matrix"]
+            mudata = "mod" in f
+    except Exception:  # noqa: BLE001 - not HDF5: the reader's reason says enough
+        return ""
+    if tenx:
+        return (" (a 10x Genomics matrix, as cellranger writes it: read it with "
+                "scanpy.read_10x_h5(path, gex_only=False), split its feature types into "
+                "modalities with mudata.MuData(adata) and write that as .h5mu, given as "
+                "'mudata:' in a config or --data NAME=FILE.h5mu)")
+    if mudata and where.startswith("data "):
+        return " (a MuData: give it as 'mudata:' in the config, or --data NAME=FILE.h5mu)"
+    return ""
 
 
 def _rows_readable(path: Path) -> bool:
@@ -642,6 +666,7 @@ def cmd_evaluate(
     The model is rebuilt around ``train_data`` when given (then the mean-profile baseline is
     the training cells' mean), otherwise around ``data`` (baseline: the evaluated cells' mean).
     """
+    from ..model._split import decorated_names_advice
     from ..workflows import evaluate_paired, evaluate_unpaired, format_table
 
     model_dir = Path(model).expanduser()
@@ -694,15 +719,20 @@ def cmd_evaluate(
             print(f"transmodal: scoring the {len(common)} cells present in both --data "
                   f"{source} ({a.n_obs} cells) and {target} ({b.n_obs})", file=sys.stderr)
         metrics = evaluate_paired(m, adatas, source=source, target=target, labels_key=labels_key)
-    elif labels_key is not None:
+    else:
+        renamed = decorated_names_advice(source, target, a.obs_names, b.obs_names)
+        if labels_key is None:
+            raise ValueError(
+                f"--data {source} and --data {target} share {len(common)} cell(s) (equal "
+                "obs_names), so no cell can be paired; to score cells measured apart by their "
+                "labels, give --labels-key" + (f" ({renamed})" if renamed else "")
+            )
+        if not numbers:  # (said above)
+            print(f"transmodal: --data {source} and {target} share {len(common)} cell "
+                  "name(s): scored as cells measured apart, by their labels"
+                  + (f" ({renamed})" if renamed else ""), file=sys.stderr)
         metrics = evaluate_unpaired(m, adatas, source=source, target=target,
                                     labels_key=labels_key)
-    else:
-        raise ValueError(
-            f"--data {source} and --data {target} share {len(common)} cell(s) (equal obs_names), "
-            "so no cell can be paired; to score cells measured apart by their labels, give "
-            "--labels-key"
-        )
     if out_path is not None:  # before the table: a reader closing the pipe early loses nothing
         _write_text(json.dumps(jsonable(metrics), indent=1) + "\n", out_path)
         print(f"transmodal: metrics written to {out_path}", file=sys.stderr)

@@ -217,8 +217,10 @@ def _obsmap_keys(mdata, name: str, obsmap: np.ndarray, mod: AnnData) -> np.ndarr
     would pair the wrong cells, so it is refused.
     """
     stale = (
-        f"MuData: obsmap[{name!r}] does not match mod[{name!r}] (the modality was filtered or "
-        "reordered after the MuData was built); call mdata.update() first"
+        f"MuData: obsmap[{name!r}] does not match mod[{name!r}] (the modality was filtered, "
+        "reordered or its cells renamed after the MuData was built); call mdata.update() "
+        "first, or, for renamed cells, build the MuData anew: mdata = "
+        "mudata.MuData(dict(mdata.mod))"
     )
     obsmap = obsmap.ravel()
     if obsmap.shape[0] != mdata.n_obs or not np.issubdtype(obsmap.dtype, np.integer):
@@ -269,13 +271,30 @@ def _as_dict(
         return dict(data), None
     one = ""
     if isinstance(data, AnnData):  # totalVI's habit: the other modality in its obsm
-        one = (" (one AnnData holding a modality in obsm, as totalVI's protein_expression: "
-               "name it once per modality, {'rna': adata, 'protein': adata} with "
-               "Modality(..., obsm_key='protein_expression'))")
+        one = feature_types_hint(data) or (
+            " (one AnnData holding a modality in obsm, as totalVI's protein_expression: "
+            "name it once per modality, {'rna': adata, 'protein': adata} with "
+            "Modality(..., obsm_key='protein_expression'))")
     raise ValueError(
         "data must be a dict of AnnData (one per modality) or a MuData, got "
         f"{type(data).__name__}{one}"
     )
+
+
+def feature_types_hint(adata: Any) -> str:
+    """How to split an AnnData whose ``var['feature_types']`` holds several types (10x's
+    Multiome / CITE-seq matrix as ``sc.read_10x_h5(path, gex_only=False)`` reads it) into
+    one modality per type, to append to a message; ``""`` otherwise."""
+    var = getattr(adata, "var", None)
+    if var is None or "feature_types" not in var:
+        return ""
+    kinds = pd.unique(var["feature_types"].astype(object).to_numpy())
+    if len(kinds) < 2:
+        return ""
+    shown = ", ".join(repr(k) for k in kinds[:4])
+    return (f" (its var['feature_types'] holds {shown}, as 10x's combined matrix: "
+            "mudata.MuData(adata) splits it into one modality per type, e.g. 'rna' and "
+            "'atac'; or adata[:, adata.var['feature_types'] == 'Gene Expression'].copy())")
 
 
 def global_obs_hint(data: Any, key: str, mods: list[str] | None = None) -> str:
@@ -628,6 +647,16 @@ def setup_data(
             f"modality {missing[0]!r} has a spec but no data; data holds {sorted(adatas)}{own}"
         )
 
+    read: dict[tuple, str] = {}  # (one matrix read as two modalities)
+    for name, spec in specs.items():
+        where = (id(adatas[name]), spec.layer, spec.obsm_key)
+        if where in read:
+            raise ValueError(
+                f"modalities {read[where]!r} and {name!r} read the same matrix of the same "
+                "AnnData; each modality is its own features (a matrix in a layer or obsm: "
+                "Modality(layer=) / Modality(obsm_key=))" + feature_types_hint(adatas[name])
+            )
+        read[where] = name
     out: dict[str, ModalityData] = {}
     for name, spec in specs.items():
         adata = adatas[name]
@@ -651,6 +680,10 @@ def setup_data(
             )
         if not trained and spec.obsm_key is None:
             _warn_unused_feature_selection(adata, name, src.n_vars)
+            if hint := feature_types_hint(adata):
+                warnings.warn(f"modality {name!r}: the model reads every feature of its "
+                              f"matrix as one modality{hint}", UserWarning,
+                              stacklevel=user_stacklevel())
         if spec.n_pca is not None and spec.n_pca >= src.n_vars:
             raise ValueError(
                 f"modality {name!r}: field 'n_pca' = {spec.n_pca} must be smaller than the "

@@ -120,18 +120,24 @@ def _decorated_pairs(mods: dict[str, ModalityData], a: str, b: str) -> str | Non
     """The advice where ``a`` and ``b`` share no cell name but most of the smaller one's
     names match once a converter's decoration is set aside (a sample prefix ``'S1#'``, as
     ArchR writes, and a suffix ``'-1'`` / ``'_1'`` / ``'.1'``): the same cells, named
-    differently; ``None`` otherwise (also for a MuData's pairs, by its rows)."""
+    differently (in a MuData, the modalities' own names: its rows pair them); ``None``
+    otherwise."""
+    ma, mb = mods[a], mods[b]
+    return decorated_names_advice(a, b, ma.obs_names, mb.obs_names,
+                                  mudata=ma.pair_keys is not ma.obs_names)
+
+
+def decorated_names_advice(a: str, b: str, names_a, names_b, *, mudata: bool = False
+                           ) -> str | None:
+    """:func:`_decorated_pairs` of the cell names ``names_a`` / ``names_b`` of modalities
+    ``a`` and ``b`` (``mudata``: named in a MuData, to be built anew once renamed)."""
     import pandas as pd
 
-    ma, mb = mods[a], mods[b]
-    if ma.pair_keys is not ma.obs_names or mb.pair_keys is not mb.obs_names:
-        return None
-
-    def bare(names: np.ndarray) -> pd.Index:  # (as _BARE_NAMES advises)
+    def bare(names) -> pd.Index:  # (as _BARE_NAMES advises)
         return pd.Index(np.asarray(names, dtype=str)).str.replace(
             r"^.*#", "", regex=True).str.replace(r"[-_.]\d+$", "", regex=True)
 
-    na, nb = bare(ma.obs_names), bare(mb.obs_names)
+    na, nb = bare(names_a), bare(names_b)
     if not (na.is_unique and nb.is_unique):
         return None
     n = int(na.isin(nb).sum())
@@ -141,8 +147,10 @@ def _decorated_pairs(mods: dict[str, ModalityData], a: str, b: str) -> str | Non
     j = int(nb.get_loc(na[i]))
     return (f"{a!r} and {b!r} share no cell name, but {n} of their cells match once a "
             f"sample prefix ('S#') or a suffix ('-1', '_1') is set aside, e.g. "
-            f"{ma.obs_names[i]!r} and {mb.obs_names[j]!r}: if these are the same cells, give "
-            f"them the same obs_names, e.g. in both {_BARE_NAMES}")
+            f"{names_a[i]!r} and {names_b[j]!r}: if these are the same cells, give "
+            f"them the same obs_names, e.g. in both {_BARE_NAMES}"
+            + (" (for a MuData, in mdata[name] of both, then build it anew: mdata = "
+               "mudata.MuData(dict(mdata.mod)))" if mudata else ""))
 
 
 # the names _decorated_pairs compares, as a user sets them
@@ -200,6 +208,15 @@ def choose_anchors(
         if advice:
             warnings.warn(f"anchor pairs across batches: {advice}", UserWarning,
                           stacklevel=user_stacklevel())
+        smaller = min(int(train_masks[a].sum()), int(train_masks[b].sum()))
+        if warn and len(ia) < FEW_SHARED * smaller:  # (barcodes of two runs meet by chance)
+            warnings.warn(
+                f"anchor pairs from few shared names: {a!r} and {b!r} share {len(ia)} of "
+                f"{smaller} training cells' names. Barcodes of separate runs can be equal by "
+                "chance: if these cells are not the same cells, make the names unique (e.g. "
+                "prefix each modality's obs_names with its sample) or set anchor_fraction=0",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
     return out
 
 

@@ -18,7 +18,7 @@ from .._utils import (
     user_stacklevel,
 )
 from ..data import Modality
-from ..data._setup import _as_dict
+from ..data._setup import _as_dict, feature_types_hint
 from ..model import CrossModalAE
 from ..model._priors import construction_bars
 
@@ -247,7 +247,7 @@ def integrate(
                     f"modalities {seen[id(adata)]!r} and {name!r} are the same AnnData object; "
                     f"integrate writes each modality's obsm['X_{key_added}'] and "
                     f"uns[{key_added!r}], so one would overwrite the other - pass a copy, or "
-                    "use tm.CrossModalAE directly"
+                    "use tm.CrossModalAE directly" + feature_types_hint(adata)
                 )
             seen.setdefault(id(adata), name)
     for name, adata in _adatas(data).items():

@@ -98,6 +98,19 @@ def _check_arguments(
     check_unique_obs_names(data[target], target)
 
 
+def _anchor_names(model: CrossModalAE | Ensemble, source: str, target: str) -> set:
+    """The names of the cells whose ``source`` / ``target`` measurements the model (any
+    member of an ensemble) was trained to match as anchor pairs (none known for a model
+    loaded without its data)."""
+    names: set = set()
+    for member in getattr(model, "models", [model]):
+        for key, (ra, rb) in (getattr(member, "anchors_", None) or {}).items():
+            a, b = key.split("|")
+            if {a, b} == {source, target}:
+                names.update(member.mods[a].obs_names[ra])
+    return names
+
+
 def _labels(adata: AnnData, key: str) -> np.ndarray:
     """Class names as the model reads them; missing labels stay missing (not scored)."""
     return np.array([label_str(v) for v in adata.obs[key].astype(object)], dtype=object)
@@ -241,6 +254,18 @@ def evaluate_paired(
     zb = model.get_latent_representation(target, b)
     out: dict[str, Any] = {"n_cells": int(len(common))}
     out["foscttm"] = float(metrics.foscttm(za, zb))
+    anchors = np.isin(np.asarray(common, dtype=object),
+                      list(_anchor_names(model, source, target)))
+    if anchors.any():  # pairs the model was trained to match: memorised, not predicted
+        rest = (f"; {float(metrics.foscttm(za[~anchors], zb[~anchors])):.3f} on the other "
+                f"{int((~anchors).sum())}" if (~anchors).sum() >= 2 else "")
+        warnings.warn(
+            f"evaluate_paired: {int(anchors.sum())} of the {len(common)} pairs evaluated are "
+            f"anchor pairs of the model (trained to lie together: FOSCTTM "
+            f"{float(metrics.foscttm(za[anchors], zb[anchors])) if anchors.sum() >= 2 else 0:.3f}"
+            f" on them{rest}), so the metrics are optimistic; evaluate cells held out from "
+            "training", UserWarning, stacklevel=user_stacklevel(),
+        )
     tops = tuple(k for k in (1, 5, 10, 50) if k < len(common))  # (k >= n: 1 by definition)
     for k, v in metrics.partner_in_top_k(za, zb, k=tops).items():
         out[f"partner_top{k}"] = float(v)
