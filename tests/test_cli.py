@@ -961,14 +961,26 @@ def test_wrong_file_types_are_one_line_errors(workdir: Path, trained: Path, tmp_
         f.create_group("matrix").create_group("features")
     args[4] = f"rna={tmp_path / 'filtered_feature_bc_matrix.h5'}"
     assert main([*args, "--out", str(out)]) == 2
-    _assert_one_line_error(capsys, "--data rna", "cannot read", "(a 10x Genomics matrix",
+    _assert_one_line_error(capsys, "--data rna", "cannot read", "as .h5ad: a 10x Genomics matrix",
                            "scanpy.read_10x_h5(path, gex_only=False)", "mudata.MuData(adata)")
     cfg = _config(workdir)
     cfg["data"]["rna"] = str(h5mu)
     path = _write_config(workdir / "mu.yaml", cfg)
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 2
-    _assert_one_line_error(capsys, "data 'rna'", "cannot read", "(a MuData: give it as "
-                           "'mudata:' in the config, or --data NAME=FILE.h5mu)")
+    _assert_one_line_error(capsys, "data 'rna'", "cannot read", "as .h5ad: a MuData (give it "
+                           "as 'mudata:' in the config)")
+    misnamed = tmp_path / "cells_mu.h5ad"  # (a MuData named .h5ad)
+    misnamed.write_bytes(h5mu.read_bytes())
+    args[4] = f"rna={misnamed}"
+    assert main([*args, "--out", str(out)]) == 2
+    _assert_one_line_error(capsys, "--data rna", "cannot read", "as .h5ad: a MuData (name the "
+                           "file .h5mu, --data NAME=FILE.h5mu)")
+    # a file named for two modalities is read once: the one matrix is refused
+    cfg = _config(workdir)
+    cfg["data"]["atac"] = cfg["data"]["rna"]
+    path = _write_config(workdir / "twice.yaml", cfg)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 2
+    _assert_one_line_error(capsys, "modalities 'rna' and 'atac' read the same matrix")
 
 
 def test_embed_checks_key_and_writes_all_or_nothing(workdir: Path, trained: Path, tmp_path: Path,

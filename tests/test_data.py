@@ -329,12 +329,24 @@ def test_fractions_warn_for_bernoulli(paired_data, specs, sparse):
         len(counts) / np.maximum((counts > 0).sum(0), 1)) * 10
     paired_data["atac"].X = sp.csr_matrix(tfidf) if sparse else tfidf
     assert ((tfidf > 0) & (tfidf < 1)).any() and (tfidf > 1).any()
-    with pytest.warns(UserWarning, match=r"'atac': X holds non-integer values, also above 1: "
-                      r"normalised values \(e.g. TF-IDF.*give the modality its counts; the "
-                      r"AnnData holds layers \['counts'\]: .*Modality\('bernoulli', "
-                      r"layer='counts'\)") as record:
+    told = (r"'atac': X holds non-integer values above 1: normalised values \(e.g. TF-IDF.*"
+            r"give the modality its counts; the AnnData holds layers \['counts'\]: .*"
+            r"Modality\('bernoulli', layer='counts'\)")
+    with pytest.warns(UserWarning, match=told) as record:
         setup_data(paired_data, {"rna": specs["rna"], "atac": "bernoulli"})
     assert not [w for w in record if "strictly between" in str(w.message)]
+    # none below 1 (e.g. counts scaled up to 1e4 per cell): the same
+    scaled = counts / np.maximum(counts.sum(1, keepdims=True), 1) * 1e4
+    paired_data["atac"].X = sp.csr_matrix(scaled) if sparse else scaled
+    with pytest.warns(UserWarning, match=told):
+        setup_data(paired_data, {"rna": specs["rna"], "atac": "bernoulli"})
+    # cells given to a trained model (whose Modality is fixed): put counts where it reads
+    from transmodal.data._source import check_values, matrix_of
+    spec = tm.Modality("bernoulli")
+    with pytest.warns(UserWarning, match=r"normalised values .*but the encoder reads the values "
+                      r"themselves: the model reads these cells' X, as in training: put their "
+                      r"values there, in the training data's units$"):
+        check_values(matrix_of(paired_data["atac"], spec, "atac")[0], spec, new_cells=True)
     with warnings.catch_warnings():  # (the advice, followed: silent)
         warnings.simplefilter("error")
         setup_data(paired_data, {"rna": specs["rna"],
@@ -554,6 +566,9 @@ def test_bad_data_container(specs):
     with pytest.raises(ValueError, match=r"modality 'rna': expected an AnnData, got MuData \(a "
                        r"MuData: give its modality, mdata\['rna'\]\)"):
         matrix_of(mdata, tm.Modality("gaussian"), "rna")
+    mdata.var["feature_types"] = ["Gene Expression", "Peaks"]  # (not one matrix read twice)
+    with pytest.raises(ValueError, match=r"expected an AnnData, got MuData \(a MuData: give "):
+        setup_data({"rna": mdata, "atac": mdata}, {"rna": "gaussian", "atac": "gaussian"})
 
 
 def test_a_combined_10x_matrix_is_split_into_its_feature_types(paired_data):
@@ -582,6 +597,11 @@ def test_a_combined_10x_matrix_is_split_into_its_feature_types(paired_data):
     assert sorted(mdata.mod) == ["atac", "rna"] and mdata["rna"].n_vars == rna.n_vars
     mods, _ = setup_data(mdata, specs)
     assert mods["atac"].source.n_vars == atac.n_vars
+    # one type and missing values (an outer concat): nothing to split
+    rna.var["feature_types"] = ["Gene Expression"] * (rna.n_vars - 1) + [np.nan]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        setup_data({"rna": rna, "atac": atac}, specs)
     # one AnnData read twice, from different places, is no repetition
     rna.layers["counts"] = rna.X.copy()
     setup_data({"rna": rna, "atac": rna}, {"rna": "nb", "atac": tm.Modality("nb", layer="counts")})

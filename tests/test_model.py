@@ -519,7 +519,19 @@ def test_default_anchor_fraction_warns_that_known_pairs_go_unused(half_paired_da
                       r"of \d+ training cells' names. Barcodes of separate runs") as rec:
         make_model(unpaired)
     assert not any("known pairs unused" in str(w.message) for w in rec)
-    # used as anchors all the same: said so too
+    # used as anchors all the same: said so too where the names are barcodes (other names
+    # shared by few cells are taken for partly paired cells)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        make_model(unpaired, anchor_fraction=1.0)
+    assert not [w for w in rec if "few shared" in str(w.message)]
+    rng = np.random.default_rng(0)
+    for adata in unpaired.values():
+        adata.obs_names = ["".join(rng.choice(list("ACGT"), 16)) + "-1"
+                           for _ in range(adata.n_obs)]
+    names = list(unpaired["atac"].obs_names)
+    names[:2] = unpaired["rna"].obs_names[:2]
+    unpaired["atac"].obs_names = names
     with pytest.warns(UserWarning, match=r"anchor pairs from few shared names: 'rna' and "
                       r"'atac' share \d of \d+ training cells' names. Barcodes of separate runs"):
         make_model(unpaired, anchor_fraction=1.0)

@@ -193,6 +193,10 @@ _ARGUMENT_HINTS["Modality fields"] = {
     "use_layer": "the layer is the field 'layer'",
     "dropout": "the input's dropout is the field 'input_dropout' (the hidden layers': the "
                "model's dropout)",
+    "categorical_covariate_keys": "a modality's batches are one column, the field "
+                                  "'batch_key'",
+    "continuous_covariate_keys": _ARGUMENT_HINTS["Modality.__init__"][
+        "continuous_covariate_keys"],
 }
 # methods of other tools looked up on a CrossModalAE (model.<name> or CrossModalAE.<name>)
 _TRANSLATE_OWN = ("the decoder's expected values are translate(adata, source={m!r}, "

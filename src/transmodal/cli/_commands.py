@@ -76,6 +76,9 @@ def _read(path: Path, where: str, fmt: str, backed: bool = False):
         raise FileNotFoundError(f"{where}: file not found: {path}")
     if path.is_dir():
         raise IsADirectoryError(f"{where}: {path} is a directory, expected a {fmt} file")
+    if fmt == ".h5ad" and (other := _file_kind_hint(path, where)):  # (opened backed, a
+        # MuData reads as an AnnData without X)
+        raise ValueError(f"{where}: cannot read {path} as .h5ad:{other}")
     with warnings.catch_warnings():  # e.g. "not created by muon/mudata": the error says more
         warnings.simplefilter("ignore")
         try:
@@ -92,15 +95,13 @@ def _read(path: Path, where: str, fmt: str, backed: bool = False):
             raise
         except Exception as err:  # noqa: BLE001 - the readers raise many kinds
             reason = " ".join(str(err).split())[:200] or type(err).__name__
-            raise ValueError(
-                f"{where}: cannot read {path} as {fmt}: {reason}{_file_kind_hint(path, where)}"
-            ) from None
+            raise ValueError(f"{where}: cannot read {path} as {fmt}: {reason}") from None
 
 
 def _file_kind_hint(path: Path, where: str) -> str:
-    """What an HDF5 file that the reader refused holds, when it is a known other kind: a
-    10x Genomics matrix (cellranger's ``filtered_feature_bc_matrix.h5``), or a MuData
-    given where an AnnData is read."""
+    """What an HDF5 file given as an .h5ad holds, when it is a known other kind (``""``
+    otherwise): a 10x Genomics matrix (cellranger's ``filtered_feature_bc_matrix.h5``), or
+    a MuData."""
     import h5py
 
     try:
@@ -110,12 +111,14 @@ def _file_kind_hint(path: Path, where: str) -> str:
     except Exception:  # noqa: BLE001 - not HDF5: the reader's reason says enough
         return ""
     if tenx:
-        return (" (a 10x Genomics matrix, as cellranger writes it: read it with "
+        return (" a 10x Genomics matrix, as cellranger writes it (read it with "
                 "scanpy.read_10x_h5(path, gex_only=False), split its feature types into "
                 "modalities with mudata.MuData(adata) and write that as .h5mu, given as "
                 "'mudata:' in a config or --data NAME=FILE.h5mu)")
     if mudata and where.startswith("data "):
-        return " (a MuData: give it as 'mudata:' in the config, or --data NAME=FILE.h5mu)"
+        return " a MuData (give it as 'mudata:' in the config)"
+    if mudata:
+        return " a MuData (name the file .h5mu, --data NAME=FILE.h5mu)"
     return ""
 
 
@@ -179,11 +182,20 @@ def cmd_train(
     checkpoint = _checkpoint_to_resume(cfg, out_dir, resume)
 
     if cfg.data is not None:
-        data: Any = {n: _read(p, f"data {n!r}", ".h5ad") for n, p in cfg.data.items()}
+        files: dict[Path, Any] = {}  # (a file named twice is one AnnData, as in Python)
+        data: Any = {}
+        for name, path in cfg.data.items():
+            if Path(path).resolve() not in files:
+                files[Path(path).resolve()] = _read(path, f"data {name!r}", ".h5ad")
+            data[name] = files[Path(path).resolve()]
         if cfg.subset is not None:
+            subsets: dict[int, Any] = {}
             for name, adata in data.items():
-                mask = _subset_mask(adata.obs, cfg.subset["obs_key"], cfg.subset["value"], f"modality {name!r}")
-                data[name] = adata[mask].copy()
+                if id(adata) not in subsets:
+                    mask = _subset_mask(adata.obs, cfg.subset["obs_key"], cfg.subset["value"],
+                                        f"modality {name!r}")
+                    subsets[id(adata)] = adata[mask].copy()
+                data[name] = subsets[id(adata)]
     else:
         data = _read(cfg.mudata, "mudata", ".h5mu")
         missing = [n for n in cfg.modalities if n not in data.mod]
@@ -348,13 +360,15 @@ def _read_inputs(
 ) -> dict[str, Any]:
     """Read each modality's cells: an .h5ad file (``backed``: opened read-only, unless
     its matrix is stored by columns, which cannot be read by rows), or that modality of an
-    .h5mu file (each file read once)."""
+    .h5mu file (each file read once, also an .h5ad named for two modalities)."""
     files: dict[Path, Any] = {}
     out: dict[str, Any] = {}
     for name, path in paths.items():
         where = f"{option} {name}"
-        if not _is_mudata(path):
-            out[name] = _read(path, where, ".h5ad", backed=backed)
+        if not _is_mudata(path):  # (a file named twice is one AnnData, as in Python)
+            if path.resolve() not in files:
+                files[path.resolve()] = _read(path, where, ".h5ad", backed=backed)
+            out[name] = files[path.resolve()]
             continue
         if path not in files:
             files[path] = _read(path, where, ".h5mu")
@@ -727,7 +741,7 @@ def cmd_evaluate(
                 "obs_names), so no cell can be paired; to score cells measured apart by their "
                 "labels, give --labels-key" + (f" ({renamed})" if renamed else "")
             )
-        if not numbers:  # (said above)
+        if not (numbers and len(common)):  # (said above)
             print(f"transmodal: --data {source} and {target} share {len(common)} cell "
                   "name(s): scored as cells measured apart, by their labels"
                   + (f" ({renamed})" if renamed else ""), file=sys.stderr)

@@ -288,7 +288,7 @@ def feature_types_hint(adata: Any) -> str:
     var = getattr(adata, "var", None)
     if var is None or "feature_types" not in var:
         return ""
-    kinds = pd.unique(var["feature_types"].astype(object).to_numpy())
+    kinds = pd.unique(var["feature_types"].astype(object).dropna().to_numpy())
     if len(kinds) < 2:
         return ""
     shown = ", ".join(repr(k) for k in kinds[:4])
@@ -649,6 +649,8 @@ def setup_data(
 
     read: dict[tuple, str] = {}  # (one matrix read as two modalities)
     for name, spec in specs.items():
+        if not isinstance(adatas[name], AnnData):  # (refused below, by matrix_of)
+            continue
         where = (id(adatas[name]), spec.layer, spec.obsm_key)
         if where in read:
             raise ValueError(

@@ -622,8 +622,8 @@ def check_values(
     -----
     UserWarning
         For a ``'bernoulli'`` modality with values strictly between 0 and 1 (it models
-        ``x > 0``, so they all become 1; with non-integers above 1 too, normalised values
-        such as TF-IDF: the counts are advised), and for features of a dense float64 matrix (not
+        ``x > 0``, so they all become 1; non-integers above 1, normalised values such as
+        TF-IDF: the counts are advised), and for features of a dense float64 matrix (not
         counts or binary data) whose spread is below float32's resolution at their
         magnitude (standard deviation < 1e-6 * |mean|): the model reads float32, so their
         variation is lost; and for a sparse matrix without NaN in a modality with
@@ -652,7 +652,7 @@ def check_values(
     dtype = getattr(m, "dtype", None)
     binary = isinstance(likelihood, Bernoulli)  # models x > 0
     n_fractions = 0  # values strictly between 0 and 1 of a 'bernoulli' modality
-    n_scaled = 0  # ... and non-integers above 1 (normalised values: TF-IDF, log-normalised)
+    n_scaled = 0  # non-integers above 1 of one (normalised values: TF-IDF, log-normalised)
     image = src.image_shape is not None
     # (advice on a new model's options: not for cells given to a built one)
     n_intensities = 0  # pixels above 1 of a 'bernoulli' image (intensities, all made 1) ...
@@ -771,8 +771,9 @@ def check_values(
             )
         if binary and vals.dtype.kind == "f":
             n_fractions += int(np.count_nonzero((vals > 0) & (vals < 1)))
-            if not n_scaled:  # non-integers above 1 too: normalised values (TF-IDF)
-                n_scaled = int(np.count_nonzero((vals > 1) & (np.mod(vals, 1) != 0)))
+            if not n_scaled and not image:  # non-integers above 1: normalised values
+                above = vals[vals > 1]  # (none in binary data: cheap)
+                n_scaled = int(np.count_nonzero(np.mod(above, 1)))
         if binary and image and not new_cells:
             n_intensities += int(np.count_nonzero(vals > 1))
             if len(lit) < 2:
@@ -802,13 +803,13 @@ def check_values(
             "(absent ones as 0). Mark unmeasured entries with NaN in a dense matrix, or model "
             "read counts with likelihood='binomial' and total_layer= (coverage)"
         )
-    if n_fractions and n_scaled:  # (not fractions: normalised values)
+    if n_scaled:  # (non-integers above 1 are no counts, nor fractions: normalised values)
         warn(
-            f"{where} holds non-integer values, also above 1: normalised values (e.g. "
-            "TF-IDF, log-normalised counts)? The 'bernoulli' likelihood models whether a "
-            "value is > 0, but the encoder reads the values themselves: give the modality "
-            "its counts" + (src.hint or " (e.g. Modality('bernoulli', layer='counts'))")
-            + (as_trained or "")
+            f"{where} holds non-integer values above 1: normalised values (e.g. TF-IDF, "
+            "log-normalised counts)? The 'bernoulli' likelihood models whether a value is "
+            "> 0, but the encoder reads the values themselves: "
+            + (as_trained[2:] if as_trained else "give the modality its counts" + (
+                src.hint or " (e.g. Modality('bernoulli', layer='counts'))"))
         )
     elif n_fractions:
         warn(

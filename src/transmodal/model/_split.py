@@ -209,7 +209,9 @@ def choose_anchors(
             warnings.warn(f"anchor pairs across batches: {advice}", UserWarning,
                           stacklevel=user_stacklevel())
         smaller = min(int(train_masks[a].sum()), int(train_masks[b].sum()))
-        if warn and len(ia) < FEW_SHARED * smaller:  # (barcodes of two runs meet by chance)
+        if warn and len(ia) < FEW_SHARED * smaller and _barcodes(mods[a].obs_names[ia]):
+            # (barcodes of two runs meet by chance; other names shared by few cells are
+            # taken for the partly paired cells they may well be)
             warnings.warn(
                 f"anchor pairs from few shared names: {a!r} and {b!r} share {len(ia)} of "
                 f"{smaller} training cells' names. Barcodes of separate runs can be equal by "
@@ -222,6 +224,15 @@ def choose_anchors(
 
 # below this share of the smaller modality's training cells, equal names may be chance
 FEW_SHARED = 0.05
+
+
+def _barcodes(names: np.ndarray) -> bool:
+    """Whether most ``names`` are cell barcodes (12 or more of A, C, G, T, N first, as 10x
+    and others write them), which separate runs share by chance."""
+    import pandas as pd
+
+    return bool(len(names)) and float(
+        pd.Index(np.asarray(names, dtype=str)).str.match(r"^[ACGTN]{12,}").mean()) > 0.5
 
 
 def warn_unused_pairs(mods: dict[str, ModalityData], train_masks: dict[str, np.ndarray]) -> None:
