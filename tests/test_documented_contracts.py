@@ -29,6 +29,7 @@ import transmodal as tm
 from transmodal.analysis import cluster_robustness, enrichment, read_gmt, translated_classifier_roc
 from transmodal.data import setup_data
 from transmodal.metrics import cluster_accuracy, label_transfer
+from transmodal.model import _split
 from transmodal.model._split import validation_masks
 
 from test_analysis import roc_data  # (separable classes, as the ROC tests draw them)
@@ -2310,3 +2311,355 @@ def test_gallery_warns_of_clipping_against_a_one_sided_range():
     with pytest.warns(UserWarning, match="outside the colour range"):
         tm.pl.gallery({"high": high}, vmin=None, vmax=1.0, show=False)
     plt.close("all")
+
+
+# ------------------------------------------------------------------ mutation round 7:
+# data/_setup.py, _hints.py, model/_split.py
+def _named_adata(names, n_vars=2, obs=None):
+    return ad.AnnData(
+        np.zeros((len(names), n_vars), np.float32),
+        obs=pd.DataFrame(obs or {}, index=list(names)))
+
+
+def _set_up(data, order=None):
+    order = order or list(data)
+    mods, _ = setup_data({n: data[n] for n in order}, {n: "gaussian" for n in order})
+    return mods
+
+
+# model/_split.py: validation_masks
+def test_validation_share_is_rounded_not_cut():
+    """``fraction`` of the pairing keys is rounded: 0.1 of 37 paired cells is 4, not 3."""
+    names = [f"c{i}" for i in range(37)]
+    mods = _set_up({"a": _named_adata(names), "b": _named_adata(names)})
+    masks = _split.validation_masks(mods, 0.1, 0)
+    assert masks["a"].sum() == masks["b"].sum() == 4
+
+
+def test_small_modality_own_draw_does_not_depend_on_dict_order():
+    """A small modality's own validation draw is seeded by its name, not its place in the
+    dict: the same masks whatever order the modalities are given in."""
+    big = [f"c{i}" for i in range(200)]
+    data = {"big": _named_adata(big), "mid": _named_adata(big[:40]),
+            "tiny": _named_adata([f"t{i}" for i in range(12)])}
+    for seed in range(5):
+        one = _split.validation_masks(_set_up(data, ["big", "mid", "tiny"]), 0.05, seed)
+        two = _split.validation_masks(_set_up(data, ["tiny", "mid", "big"]), 0.05, seed)
+        assert one["tiny"].sum() >= 2
+        for n in data:
+            np.testing.assert_array_equal(one[n], two[n])
+
+
+# model/_split.py: names_digest
+def test_names_digest_separates_the_names():
+    """The digest of the training cells' names tells ['ab', 'c'] from ['a', 'bc']."""
+    d = _split.names_digest
+    assert d(np.array(["ab", "c"])) != d(np.array(["a", "bc"]))
+    assert d(np.array(["a", "bc"])) == d(["a", "bc"])
+
+
+def test_two_validation_cells_from_the_shared_draw_are_kept():
+    """Documented: only a modality the shared draw leaves with *fewer than 2* validation
+    cells draws its own share; one left with exactly 2 keeps them (and its partners' split
+    is not moved)."""
+    big = [f"c{i}" for i in range(200)]
+    mods = _set_up({"big": _named_adata(big), "mid": _named_adata(big[:40])})
+    kept = 0
+    for seed in range(60):
+        masks = _split.validation_masks(mods, 0.1, seed)
+        if masks["mid"].sum() == 2:
+            kept += 1
+            assert masks["big"].sum() == 20, seed
+    assert kept
+
+
+# data/_setup.py: ModalityData.check_current
+def test_check_current_refuses_cells_renamed_or_reordered_in_place():
+    """Documented: ValueError when the AnnData no longer holds the cells the model was built
+    with, also for as many cells under other names or in another order."""
+    names = [f"c{i}" for i in range(6)]
+    data = {"a": _named_adata(names), "b": _named_adata(names)}
+    mods = _set_up(data)
+    mods["a"].check_current()  # (unchanged: fine)
+    data["a"].obs_names = [f"x{i}" for i in range(6)]
+    with pytest.raises(ValueError, match=r"modality 'a': its AnnData has changed"):
+        mods["a"].check_current()
+    data["b"]._inplace_subset_obs(np.arange(6)[::-1])  # (reordered in place)
+    with pytest.raises(ValueError, match=r"modality 'b': its AnnData has changed"):
+        mods["b"].check_current()
+
+
+def test_validation_masks_are_all_or_nothing():
+    """Documented: all-False masks when any modality would be left with fewer than 2
+    validation or training cells; else every modality has at least 2 of each."""
+    data = {"big": _named_adata([f"c{i}" for i in range(100)]),
+            "small": _named_adata(["s0", "s1", "s2"])}
+    mods = _set_up(data)
+    seen_none = 0
+    for fraction in (0.02, 0.3, 0.5):
+        for seed in range(15):
+            masks = _split.validation_masks(mods, fraction, seed)
+            if not any(m.any() for m in masks.values()):
+                seen_none += 1
+                continue
+            for m in masks.values():
+                assert m.sum() >= 2 and (~m).sum() >= 2, (fraction, seed)
+    assert seen_none
+
+
+# data/_setup.py: ModalityData.obs_columns_changed
+def test_marker_cells_without_a_value_are_not_counted_as_changed():
+    """A marker column edited in one cell is one cell changed: cells without a value (NaN)
+    before and after are unchanged."""
+    names = [f"c{i}" for i in range(8)]
+    ratio = [0.1, np.nan, 0.3, np.nan, 0.5, 0.6, 0.7, 0.8]
+    data = {"a": _named_adata(names, obs={"m": ratio}), "b": _named_adata(names, obs={"m": ratio})}
+    mods, _ = setup_data(data, {"a": "gaussian", "b": "gaussian"}, marker_key="m")
+    assert mods["a"].obs_columns_changed(None, None, "m") == []
+    data["a"].obs["m"] = data["a"].obs["m"].astype("float32")  # (re-typed: not changed)
+    assert mods["a"].obs_columns_changed(None, None, "m") == []
+    data["a"].obs.loc["c0", "m"] = 0.9
+    assert mods["a"].obs_columns_changed(None, None, ["m"]) == ["obs['m'] (1 cell(s))"]
+    del data["b"].obs["m"]
+    assert mods["b"].obs_columns_changed(None, None, "m") == ["obs['m'] (removed)"]
+
+
+def test_unknown_labels_of_new_data_are_not_counted_as_changed():
+    """Labels outside a trained model's categories are missing (-1) when read and when read
+    again: an edit of one other cell is one cell changed."""
+    names = [f"c{i}" for i in range(6)]
+    lab = ["A", "B", "C", "C", "A", "B"]  # 'C' is no class of the model
+    data = {"a": _named_adata(names, obs={"y": lab}), "b": _named_adata(names, obs={"y": lab})}
+    mods, cats = setup_data(data, {"a": "gaussian", "b": "gaussian"}, labels_key="y",
+                                  label_categories=["A", "B"], labels_optional=True)
+    assert mods["a"].unknown_labels == {"C": 2}
+    data["a"].obs["y"] = ["B", "B", "C", "C", "A", "B"]
+    assert mods["a"].obs_columns_changed("y", cats, None) == ["obs['y'] (1 cell(s))"]
+
+
+# model/_split.py: _row_number_pairs / _pairs_across_batches (through warn_unused_pairs)
+def _unused_pair_warnings(data, batch_key=None):
+    mods, _ = setup_data(data, {n: tm.Modality("gaussian", batch_key=batch_key)
+                                      for n in data})
+    masks = {n: np.ones(md.n_obs, bool) for n, md in mods.items()}
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        _split.warn_unused_pairs(mods, masks)
+    return [str(w.message) for w in rec]
+
+
+def test_row_number_advice_only_where_both_modalities_are_named_by_numbers():
+    """Pairs are advised as row-number pairs only where both modalities' names are numbers;
+    one modality with real names makes equal names known pairs."""
+    nums = [str(i) for i in range(30)]
+    both = _unused_pair_warnings({"a": _named_adata(nums), "b": _named_adata(nums)})
+    assert any(m.startswith("cell names that are row numbers") for m in both)
+    mixed = _unused_pair_warnings(
+        {"a": _named_adata(nums), "b": _named_adata(nums + [f"AAAC-{i}" for i in range(5)])})
+    assert not any("row numbers" in m for m in mixed)
+    assert any(m.startswith("known pairs unused") for m in mixed)
+
+
+def test_pairs_across_batches_warn_only_when_most_lie_apart():
+    """'Most' pairs in different batches warn; a third of them does not."""
+    names = [f"c{i}" for i in range(60)]
+    a_batch = ["s1"] * 30 + ["s2"] * 30
+
+    def run(n_apart):
+        b_batch = list(a_batch)
+        for i in range(n_apart):  # the first n_apart cells: the other sample in 'b'
+            b_batch[i if i < 30 else i] = "s2" if a_batch[i] == "s1" else "s1"
+        return _unused_pair_warnings(
+            {"a": _named_adata(names, obs={"batch": a_batch}),
+             "b": _named_adata(names, obs={"batch": b_batch})}, batch_key="batch")
+
+    assert not any("across batches" in m for m in run(20))
+    warned = [m for m in run(40) if m.startswith("cells paired across batches")]
+    assert warned and "40 of the 60 cells" in warned[0]
+
+
+def test_pairs_across_batches_need_twenty_pairs():
+    """Under 20 pairs with a batch in both modalities, pairs in different batches do not
+    warn (too few to tell)."""
+    names = [f"c{i}" for i in range(12)]
+    a = _named_adata(names, obs={"batch": ["s1"] * 6 + ["s2"] * 6})
+    b = _named_adata(names, obs={"batch": ["s2"] * 6 + ["s1"] * 6})  # every pair apart
+    assert not any("across batches" in m
+                   for m in _unused_pair_warnings({"a": a, "b": b}, batch_key="batch"))
+
+
+def test_unhashable_obs_values_are_compared_each_time():
+    """A label column whose values cannot be hashed (lists) is still compared cell by cell
+    when it is edited."""
+    names = [f"c{i}" for i in range(4)]
+    lab = pd.Series([["A"], ["B"], ["A"], ["B"]], index=names, dtype=object)
+    data = {"a": _named_adata(names), "b": _named_adata(names)}
+    for ad_ in data.values():
+        ad_.obs["y"] = lab
+    mods, cats = setup_data(data, {"a": "gaussian", "b": "gaussian"}, labels_key="y")
+    assert mods["a"].obs_columns_changed("y", cats, None) == []
+    data["a"].obs["y"] = pd.Series([["B"], ["B"], ["A"], ["B"]], index=names, dtype=object)
+    assert mods["a"].obs_columns_changed("y", cats, None) == ["obs['y'] (1 cell(s))"]
+
+
+def test_pairs_across_batches_count_only_batch_names_both_use():
+    """Only batch names both modalities use are compared: a sample each modality names its
+    own way ('s3' / 's4') is not 'another batch'."""
+    names = [f"c{i}" for i in range(60)]
+    a = _named_adata(names, obs={"batch": ["s1"] * 10 + ["s2"] * 10 + ["s3"] * 40})
+    b = _named_adata(names, obs={"batch": ["s1"] * 10 + ["s2"] * 10 + ["s4"] * 40})
+    assert not any("across batches" in m
+                   for m in _unused_pair_warnings({"a": a, "b": b}, batch_key="batch"))
+
+
+# data/_setup.py: label_codes
+def test_label_categories_of_older_models_match_the_raw_text():
+    """Categories saved before numbers were normalised ('1.0') still match a float column's
+    values (by their raw text), not as unknown labels."""
+    from transmodal.data._setup import label_codes
+
+    names = [f"c{i}" for i in range(4)]
+    a = _named_adata(names, obs={"y": [1.0, 2.0, np.nan, 1.0]})
+    codes, cats = label_codes(a, "y", "a", ["1.0", "2.0"])
+    assert cats == ["1.0", "2.0"]
+    assert codes.tolist() == [0, 1, -1, 0]
+
+
+# model/_split.py: _decorated_pairs
+def test_decorated_name_advice_for_a_mudata_says_to_build_it_anew():
+    """The 'named differently' advice compares a MuData's modalities' own names too (its
+    rows pair them): renamed, the MuData is built anew."""
+    mudata = pytest.importorskip("mudata")
+    bare = [f"AAAC{i:03d}" for i in range(30)]
+    a = _named_adata([b + "-1" for b in bare])
+    b = _named_adata(["S1#" + n for n in bare])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        md = mudata.MuData({"a": a, "b": b})
+    mods, _ = setup_data(md, {"a": "gaussian", "b": "gaussian"})
+    assert "then build it anew: mdata = mudata.MuData" in _split._decorated_pairs(mods, "a", "b")
+    # (the same cells as a dict of AnnData: advised, without the MuData's part)
+    mods, _ = setup_data({"a": a, "b": b}, {"a": "gaussian", "b": "gaussian"})
+    advice = _split._decorated_pairs(mods, "a", "b")
+    assert "AAAC000-1" in advice and "MuData" not in advice
+
+
+# data/_setup.py: batch_codes
+def test_new_data_without_the_batch_column_get_unknown_batches():
+    """Documented (setup_data, batch_categories): with labels_optional, a missing batch
+    column gives code -1 (no error), an unknown batch too."""
+    names = [f"c{i}" for i in range(4)]
+    specs = {"a": tm.Modality("gaussian", batch_key="batch"), "b": "gaussian"}
+    data = {"a": _named_adata(names), "b": _named_adata(names)}
+    mods, _ = setup_data(data, specs, batch_categories={"a": ["s1", "s2"]},
+                               labels_optional=True)
+    assert mods["a"].batches.tolist() == [-1] * 4
+    assert mods["a"].batch_categories == ["s1", "s2"]
+    data["a"].obs["batch"] = ["s1", "s3", "s2", "s1"]
+    mods, _ = setup_data(data, specs, batch_categories={"a": ["s1", "s2"]},
+                               labels_optional=True)
+    assert mods["a"].batches.tolist() == [0, -1, 1, 0]
+
+
+# _hints.py: nearest_names / known_name_hint
+def test_nearest_names_follow_their_documented_examples():
+    from transmodal._hints import nearest_names
+
+    assert nearest_names("checkpoint", ["checkpoint_dir", "checkpoint_every", "seed"]) == [
+        "checkpoint_dir", "checkpoint_every"]
+    assert nearest_names("batch", ["batch_size", "seed"]) == ["batch_size"]
+    assert nearest_names("hidden_dims", ["hidden", "dropout"]) == ["hidden"]
+    assert nearest_names("beta_kl", ["beta", "seed"]) == ["beta"]
+    # names merely alike, short prefixes, loss weights of another term: none
+    assert nearest_names("validation", ["variational", "validation_fraction"]) == [
+        "validation_fraction"]
+    assert nearest_names("num_workers", ["num_nodes"]) == []
+    assert nearest_names("bat", ["batch_size", "batch_key"]) == []
+    assert nearest_names("lr_max", ["lr"]) == []
+    assert nearest_names("lam_kl", ["lam_cls", "lam_adv"]) == []  # (0.77 alike)
+    assert nearest_names("lam_advs", ["lam_cls", "lam_adv"]) == ["lam_adv"]
+    # a prefix of more than three names: no guess
+    assert nearest_names("lam_", ["lam_adv", "lam_cls", "lam_mmd", "lam_anchor"]) == []
+
+
+def test_known_name_hint_tables_then_loose_spelling():
+    from transmodal._hints import known_name_hint
+
+    # the first table that has the name answers; later tables are looked in too
+    assert "KL weight" in known_name_hint(("resume_training", "train"), "kl_weight", ["beta"])
+    assert "first argument" in known_name_hint(("resume_training", "train"), "ckpt_dir", [])
+    # a spelling merely alike: only for a config file's keys (loose)
+    assert known_name_hint("train", "out_folder", ["out_dir"], loose=True) == (
+        "did you mean 'out_dir'?")
+    assert known_name_hint("train", "out_folder", ["out_dir"]) is None
+
+
+def test_decorated_names_need_most_unique_matches():
+    """The 'named differently' advice needs the bare names unique in each modality and
+    matching at least half of the smaller one's cells."""
+    bare = [f"AAAC{i:03d}" for i in range(20)]
+
+    def advice(a_names, b_names):
+        mods, _ = setup_data({"a": _named_adata(a_names), "b": _named_adata(b_names)},
+                                   {"a": "gaussian", "b": "gaussian"})
+        return _split._decorated_pairs(mods, "a", "b")
+
+    assert advice([b + "-1" for b in bare], ["S1#" + b for b in bare])
+    # 6 of 20 match once decorations are set aside: no advice
+    assert advice([b + "-1" for b in bare],
+                  ["S1#" + b for b in bare[:6]] + [f"GGGT{i:03d}" for i in range(14)]) is None
+    # bare names that repeat (two suffixes of one barcode): no advice
+    assert advice([b + "-1" for b in bare[:10]] + [b + "-2" for b in bare[:10]],
+                  ["S1#" + b for b in bare]) is None
+
+
+def test_batch_of_its_own_warns_only_for_most_cells():
+    """The 'a batch of their own' warning needs more than half the cells alone in their
+    batch: 3 singletons among 10 cells are batches."""
+    names = [f"c{i}" for i in range(10)]
+    batch = ["p1", "p2", "p3"] + ["big"] * 7
+    data = {"a": _named_adata(names, obs={"batch": batch}), "b": _named_adata(names)}
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        setup_data(data, {"a": tm.Modality("gaussian", batch_key="batch"),
+                                "b": "gaussian"})
+    assert not any("batch of their own" in str(w.message) for w in rec)
+    data["a"].obs["batch"] = [f"p{i}" for i in range(6)] + ["big"] * 4
+    with pytest.warns(UserWarning, match=r"puts 6 of 10 cells in a batch of their own"):
+        setup_data(data, {"a": tm.Modality("gaussian", batch_key="batch"),
+                                "b": "gaussian"})
+
+
+def test_unknown_batch_is_an_error_where_batches_are_required():
+    """Without labels_optional, a batch outside the known batch_categories is an error that
+    names it (not a silent code)."""
+    names = [f"c{i}" for i in range(4)]
+    data = {"a": _named_adata(names, obs={"batch": ["s1", "s9", "s2", "s1"]}),
+            "b": _named_adata(names)}
+    with pytest.raises(ValueError, match=r"batch 's9' in obs\['batch'\] is not one of "
+                             r"the model's batches \['s1', 's2'\]"):
+        setup_data(data, {"a": tm.Modality("gaussian", batch_key="batch"),
+                                "b": "gaussian"}, batch_categories={"a": ["s1", "s2"]})
+
+
+# model/_split.py: choose_anchors
+def test_anchors_are_pairs_of_training_cells_in_both_modalities():
+    """Documented: anchors are drawn from the paired *training* cells: a pair whose cell is
+    a validation cell in either modality is no anchor."""
+    names = [f"c{i}" for i in range(10)]
+    mods = _set_up({"a": _named_adata(names), "b": _named_adata(names[::-1])})
+    train = {"a": np.ones(10, bool), "b": np.ones(10, bool)}
+    train["b"][:3] = False  # (b's rows 0-2: cells c9, c8, c7)
+    train["a"][0] = False
+    ia, ib = _split.choose_anchors(mods, train, 1.0, 0, warn=False)["a|b"]
+    assert sorted(np.asarray(names)[ia]) == [f"c{i}" for i in range(1, 7)]
+    np.testing.assert_array_equal(mods["a"].obs_names[ia], mods["b"].obs_names[ib])
+
+
+# data/_setup.py: marker_values
+def test_infinite_marker_values_are_refused():
+    names = [f"c{i}" for i in range(4)]
+    m = [0.1, np.inf, 0.3, np.nan]
+    data = {"a": _named_adata(names, obs={"m": m}), "b": _named_adata(names, obs={"m": m})}
+    with pytest.raises(ValueError, match=r"modality 'a': marker_key 'm' holds infinite"):
+        setup_data(data, {"a": "gaussian", "b": "gaussian"}, marker_key="m")

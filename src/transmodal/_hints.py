@@ -256,8 +256,8 @@ def nearest_names(name: str, known: Collection[str]) -> list[str]:
     several a name cut short begins: checkpoint -> checkpoint_dir, checkpoint_every): a
     name cut short (batch -> batch_size) or lengthened (hidden_dims -> hidden, beta_kl ->
     beta), else the closest spelling (loss weights: closer, lam_align is not lam_latent);
-    none for names merely alike (validation is not variational, num_workers not
-    num_nodes)."""
+    none for names merely alike (num_workers is not num_nodes; validation, which begins
+    validation_fraction, is taken for it, not for variational)."""
     import difflib
 
     known = list(known)
