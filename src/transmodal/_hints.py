@@ -308,9 +308,9 @@ def argument_hints(func: Callable) -> Callable:
     """Decorate a public method: a call Python would refuse with a bare ``TypeError`` (an
     unknown keyword, a missing argument) names the method and, for the names in
     ``_ARGUMENT_HINTS[<qualified name, else name>]`` (a table, or a function making it when
-    a call fails; keywords given; ``"*name"``: a required argument left
-    out or given twice; ``"*positional"``: too many positional arguments), how transmodal spells it; a
-    misspelt keyword gets the nearest (:func:`nearest_names`). The signature is kept
+    a call fails; keywords given; ``"*name"``: a required argument left out or given twice;
+    ``"*positional"``: too many positional arguments), how transmodal spells it; a misspelt
+    keyword gets the nearest (:func:`nearest_names`). The signature is kept
     (``inspect.signature`` follows ``__wrapped__``)."""
     import functools
     import inspect

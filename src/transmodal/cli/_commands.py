@@ -185,9 +185,10 @@ def cmd_train(
         files: dict[Path, Any] = {}  # (a file named twice is one AnnData, as in Python)
         data: Any = {}
         for name, path in cfg.data.items():
-            if Path(path).resolve() not in files:
-                files[Path(path).resolve()] = _read(path, f"data {name!r}", ".h5ad")
-            data[name] = files[Path(path).resolve()]
+            key = Path(path).resolve()
+            if key not in files:
+                files[key] = _read(path, f"data {name!r}", ".h5ad")
+            data[name] = files[key]
         if cfg.subset is not None:
             subsets: dict[int, Any] = {}
             for name, adata in data.items():
@@ -366,9 +367,10 @@ def _read_inputs(
     for name, path in paths.items():
         where = f"{option} {name}"
         if not _is_mudata(path):  # (a file named twice is one AnnData, as in Python)
-            if path.resolve() not in files:
-                files[path.resolve()] = _read(path, where, ".h5ad", backed=backed)
-            out[name] = files[path.resolve()]
+            key = path.resolve()
+            if key not in files:
+                files[key] = _read(path, where, ".h5ad", backed=backed)
+            out[name] = files[key]
             continue
         if path not in files:
             files[path] = _read(path, where, ".h5mu")

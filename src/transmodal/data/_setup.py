@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -760,8 +761,6 @@ def _column_digest(adata: AnnData, key: str) -> int | None:
     no digest: values that cannot be hashed, compared each time)."""
     if key not in adata.obs:
         return None
-    import hashlib
-
     try:  # (per value: a categorical hashes as its values, whatever its categories' order)
         hashed = pd.util.hash_pandas_object(adata.obs[key], index=False).to_numpy()
     except TypeError:  # (e.g. a column of lists)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import math
 import os
 import sys
 import warnings
