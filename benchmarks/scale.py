@@ -34,6 +34,9 @@ Parts (each runs in its own subprocess; its peak RSS is that child's own, from
   during the call (sampled every 5 ms) against the size of the output; and
   :func:`transmodal.images.cluster_profiles` of ``--cluster-profiles`` random 10-bin
   profiles against the size of the condensed distances that complete linkage needs.
+- ``batch_mmd``: seconds per training epoch with and without ``train(lam_batch=1)`` at
+  ``--mmd-cells`` cells whose RNA comes from each of ``--mmd-batches`` numbers of batches
+  (samples of an atlas).
 - ``wide``: fitting the preprocessing (library size, scaling, ``--wide-pca`` components) of
   a wide sparse binary matrix (``--wide-cells`` x ``--wide-features``, in memory): seconds
   and peak RSS against the sizes of the sparse and of the dense matrix.
@@ -45,6 +48,7 @@ Parts (each runs in its own subprocess; its peak RSS is that child's own, from
     .venv/bin/python benchmarks/scale.py --parts a --accelerator gpu --batch-size 1024
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts wide
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts infer
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts batch_mmd
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ import warnings
 
 import numpy as np
 
-PARTS = ("gen", "a", "b", "c", "d", "d_ot", "wide", "infer")
+PARTS = ("gen", "a", "b", "c", "d", "d_ot", "wide", "infer", "batch_mmd")
 FEATURES = {"rna": 2000, "atac": 5000}
 SPECS = {"rna": "nb", "atac": "bernoulli"}
 N_LATENT = 16
@@ -493,8 +497,38 @@ def part_infer(args) -> dict:
 
 
 # ------------------------------------------------------------------------------ driver
+# ------------------------------------------------------------------------------ batch_mmd
+def part_batch_mmd(args) -> dict:
+    """Seconds per training epoch with and without the batch MMD (``train(lam_batch=1)``)
+    at ``--mmd-cells`` cells whose RNA comes from each of ``--mmd-batches`` numbers of
+    batches (100 genes, 120 peaks, all pairs as anchors; the best of ``--repeats``)."""
+    import warnings
+
+    import transmodal as tm
+
+    out = {"n_cells": args.mmd_cells, "epochs": args.a_epochs}
+    for k in args.mmd_batches:
+        data = tm.datasets.synthetic(args.mmd_cells, n_batches={"rna": k},
+                                     n_features={"rna": 100, "atac": 120}, seed=args.seed)
+        specs = {"rna": tm.Modality("nb", batch_key="batch"), "atac": "bernoulli"}
+        for lam in (0.0, 1.0):
+            best = math.inf
+            for _ in range(args.repeats):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    model = tm.CrossModalAE(data, specs, anchor_fraction=1.0, n_latent=8,
+                                            seed=args.seed)
+                    t0 = time.perf_counter()
+                    model.train(max_epochs=args.a_epochs, lam_batch=lam, progress_bar=False,
+                                early_stopping=False)
+                best = min(best, (time.perf_counter() - t0) / args.a_epochs)
+            out[f"s_per_epoch_{k}_batches_lam{lam:g}"] = best
+    return out
+
+
 RUNNERS = {"gen": part_gen, "a": part_a, "b": part_b, "c": part_c, "d": part_d,
-           "d_ot": part_d_ot, "wide": part_wide, "infer": part_infer}
+           "d_ot": part_d_ot, "wide": part_wide, "infer": part_infer,
+           "batch_mmd": part_batch_mmd}
 
 
 def run_child(part: str, argv: list[str]) -> dict:
@@ -540,6 +574,8 @@ def main() -> None:
     ap.add_argument("--wide-density", type=float, default=0.02)
     ap.add_argument("--wide-pca", type=int, default=50)
     ap.add_argument("--infer-cells", type=int, default=100_000)
+    ap.add_argument("--mmd-cells", type=int, default=3000)
+    ap.add_argument("--mmd-batches", type=int, nargs="+", default=[5, 60])
     ap.add_argument("--cluster-profiles", type=int, default=8_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "transmodal_scale"))

@@ -185,6 +185,26 @@ def test_scale_throughput_part_runs():
     assert res["bare_cells_per_s"] > 0 and res["library_csr_cells_per_s"] > 0
 
 
+def test_scale_batch_mmd_part_runs():
+    """``benchmarks/scale.py --parts batch_mmd`` on a few hundred cells: one JSON line with
+    the seconds per epoch of each number of batches, with and without the batch MMD."""
+    import json
+    import os
+    import subprocess
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [sys.executable, str(BENCH / "scale.py"), "--parts", "batch_mmd", "--mmd-cells", "200",
+         "--mmd-batches", "2", "7", "--a-epochs", "1", "--repeats", "1"],
+        capture_output=True, text=True, env=env, timeout=300, check=True,
+    ).stdout
+    lines = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
+    assert len(lines) == 1 and "error" not in lines[0], out
+    for k in (2, 7):
+        for lam in ("0", "1"):
+            assert lines[0][f"s_per_epoch_{k}_batches_lam{lam}"] > 0
+
+
 def test_batches_benchmark_runs_and_summarises(tmp_path):
     """``benchmarks/batches.py``: one run of each method on a few hundred cells gives every
     metric, and the summary prints the table."""
