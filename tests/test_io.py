@@ -173,6 +173,17 @@ def test_features_in_another_order_are_named_as_such(saved, paired_data):
         model.get_latent_representation("atac", reordered)
     with pytest.raises(ValueError, match="'atac'.*the same 25 features in another order"):
         tm.CrossModalAE.load(path, {**paired_data, "atac": reordered})
+    # peaks written by another tool ('chr1-100-600' for 'chr1:100-600'): said so
+    peaks = paired_data["atac"].copy()
+    model.mods["atac"].var_names[:] = [f"chr1:{100 * i}-{100 * i + 50}" for i in range(25)]
+    peaks.var_names = [f"chr1-{100 * i}-{100 * i + 50}" for i in range(25)]
+    with pytest.raises(ValueError, match=r"'atac'.*the same 25 features named with other "
+                       r"separators \(e.g. 'chr1-0-50' here, 'chr1:0-50' in the model"):
+        model.get_latent_representation("atac", peaks)
+    # names that repeat cannot be put in order by name: said so
+    from transmodal.data._setup import feature_mismatch
+    assert "their names repeat, so they cannot be put in order by name" in feature_mismatch(
+        ["a", "b", "a"], ["a", "a", "b"])
 
 
 def test_load_without_data_embeds_and_translates_new_cells(saved, paired_data, train):

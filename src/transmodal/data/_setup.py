@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -935,10 +936,21 @@ def feature_mismatch(given, expected) -> str:
         return ""
     fix = "the model's features of a modality are model.mods[name].var_names"
     if sorted(given) == sorted(expected):
+        if len(set(given)) < len(given):  # (indexing by repeated names fails)
+            return (f"the same {len(given)} features in another order, and their names "
+                    "repeat, so they cannot be put in order by name: give them in the order "
+                    "the model was trained with")
         return f"the same {len(given)} features in another order; reorder them ({fix})"
     lacking = [v for v in expected if v not in set(given)]
     extra = [v for v in given if v not in set(expected)]
     parts = [f"{len(given)} features given, {len(expected)} expected"]
+    plain = {re.sub(r"[:_-]", "-", v): v for v in expected}  # (peaks: 'chr1:1-9', 'chr1-1-9')
+    renamed = [(v, plain[re.sub(r"[:_-]", "-", v)]) for v in extra
+               if re.sub(r"[:_-]", "-", v) in plain]
+    if lacking and len(renamed) == len(extra) == len(lacking):
+        return (f"the same {len(given)} features named with other separators (e.g. "
+                f"{renamed[0][0]!r} here, {renamed[0][1]!r} in the model, as peaks are "
+                f"written by different tools); name them as the model does ({fix})")
     if lacking:
         parts.append(f"{len(lacking)} missing (e.g. {lacking[:3]}); they must be added")
     if extra:
