@@ -98,6 +98,16 @@ def _read(path: Path, where: str, fmt: str, backed: bool = False):
             raise ValueError(f"{where}: cannot read {path} as {fmt}: {reason}") from None
 
 
+def _read_once(files: dict[Path, Any], path: Path, where: str, fmt: str,
+               backed: bool = False):
+    """:func:`_read`, each file once (``files``: those read, by resolved path): a file
+    named for two modalities is one object, as the same AnnData given twice in Python."""
+    key = path.resolve()
+    if key not in files:
+        files[key] = _read(path, where, fmt, backed=backed)
+    return files[key]
+
+
 def _file_kind_hint(path: Path, where: str) -> str:
     """What an HDF5 file given as an .h5ad holds, when it is a known other kind (``""``
     otherwise): a 10x Genomics matrix (cellranger's ``filtered_feature_bc_matrix.h5``), or
@@ -182,13 +192,9 @@ def cmd_train(
     checkpoint = _checkpoint_to_resume(cfg, out_dir, resume)
 
     if cfg.data is not None:
-        files: dict[Path, Any] = {}  # (a file named twice is one AnnData, as in Python)
-        data: Any = {}
-        for name, path in cfg.data.items():
-            key = Path(path).resolve()
-            if key not in files:
-                files[key] = _read(path, f"data {name!r}", ".h5ad")
-            data[name] = files[key]
+        files: dict[Path, Any] = {}
+        data: Any = {n: _read_once(files, Path(p), f"data {n!r}", ".h5ad")
+                     for n, p in cfg.data.items()}
         if cfg.subset is not None:
             subsets: dict[int, Any] = {}
             for name, adata in data.items():
@@ -366,15 +372,10 @@ def _read_inputs(
     out: dict[str, Any] = {}
     for name, path in paths.items():
         where = f"{option} {name}"
-        if not _is_mudata(path):  # (a file named twice is one AnnData, as in Python)
-            key = path.resolve()
-            if key not in files:
-                files[key] = _read(path, where, ".h5ad", backed=backed)
-            out[name] = files[key]
+        if not _is_mudata(path):
+            out[name] = _read_once(files, path, where, ".h5ad", backed=backed)
             continue
-        if path not in files:
-            files[path] = _read(path, where, ".h5mu")
-        mods = files[path].mod
+        mods = _read_once(files, path, where, ".h5mu").mod
         if name not in mods:
             raise ValueError(
                 f"{where}: {path} holds no modality {name!r} (it has {', '.join(mods) or 'none'})"
