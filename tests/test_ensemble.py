@@ -164,6 +164,18 @@ def test_ensemble_evaluates_and_round_trips(ensemble, paired_data, tmp_path):
         ens.save(tmp_path / "ens")
 
 
+def test_ensemble_tells_other_tools_methods(ensemble):
+    """An Ensemble answers other tools' method names as a model does (typos keep Python's
+    own 'Did you mean')."""
+    with pytest.raises(AttributeError, match=r"^'Ensemble' object has no attribute "
+                       r"'get_normalized_expression'; .* translate\(adata"):
+        ensemble.get_normalized_expression
+    with pytest.raises(AttributeError) as err:
+        ensemble.translat
+    assert err.value.name == "translat" and err.value.obj is ensemble
+    assert not hasattr(ensemble, "foo")
+
+
 def test_ensemble_errors(ensemble, paired_data, make_model, tmp_path):
     m0, m1 = ensemble.models[:2]
     with pytest.raises(ValueError, match="at least two models"):

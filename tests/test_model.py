@@ -2266,6 +2266,11 @@ def test_scvi_tools_spellings_name_the_transmodal_argument(paired_data, make_mod
     assert not hasattr(model, "foo") and not hasattr(tm.CrossModalAE, "foo")
     import abc  # (the class keeps subclassing with abc.ABC possible)
     assert issubclass(type("Mine", (tm.CrossModalAE, abc.ABC), {}), tm.CrossModalAE)
+    # an AttributeError inside a subclass's property is its own, not the property missing
+    mine = type("Mine", (tm.CrossModalAE,), {"broken": property(lambda self: self.nothing_)})
+    broken = object.__new__(mine)
+    with pytest.raises(AttributeError, match=r"^'Mine' object has no attribute 'nothing_'$"):
+        broken.broken
     # the same path twice, as a Path and a string: no hint to do what was done
     with pytest.raises(TypeError, match=r"multiple values for argument 'checkpoint_dir'$"):
         tm.workflows.resume_training(tmp_path / "ckpt", checkpoint_dir=str(tmp_path / "ckpt"))

@@ -230,6 +230,26 @@ def attribute_hint(owner: str, name: str, *, of_class: bool = False) -> str:
     return f"{what} has no attribute {name!r}" + (f"; {hint}" if hint else "")
 
 
+class AttributeHints:
+    """Mixin: an attribute missing on an instance (``model.get_normalized_expression``)
+    is told how transmodal does what other tools' methods of that name do. An
+    ``AttributeError`` raised inside a property (or another descriptor) of the class is
+    raised again as it was, not taken for the property missing."""
+
+    def __getattr__(self, name: str) -> Any:
+        import inspect
+
+        if inspect.getattr_static(type(self), name, _MISSING) is not _MISSING:
+            # Python calls __getattr__ when a descriptor raises AttributeError: run it
+            # again, without this fallback, so that its own error and traceback show
+            return object.__getattribute__(self, name)
+        # (name and obj kept: Python's 'Did you mean' for a misspelt one still works)
+        raise AttributeError(attribute_hint(type(self).__name__, name), name=name, obj=self)
+
+
+_MISSING = object()
+
+
 # tl.integrate's model_kwargs / train_kwargs (the device and the epochs are its own)
 _INTEGRATE_DEVICE = "the device is integrate(accelerator=) ('cpu', 'gpu', 'cuda', 'mps', 'auto')"
 _INTEGRATE_EPOCHS = "the number of epochs is integrate(max_epochs=)"

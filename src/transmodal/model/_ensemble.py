@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData, read_h5ad
 
-from .._hints import argument_hints
+from .._hints import AttributeHints, argument_hints
 from .._utils import (
     ENSEMBLE_CONFIG, MODEL_CONFIG, atomic_directory, check_int, is_global_zero, process_state,
     user_stacklevel,
@@ -54,7 +54,7 @@ def _latent_scale(model: CrossModalAE) -> float:
     return max(float(np.sqrt(((z - z.mean(0)) ** 2).sum(1).mean())), 1e-12)
 
 
-class Ensemble:
+class Ensemble(AttributeHints):
     """Several trained :class:`CrossModalAE` models of the same data, used as one model.
 
     A deep ensemble (Lakshminarayanan et al., NeurIPS 2017): models that differ only in

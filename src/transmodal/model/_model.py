@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
-from .._hints import argument_hints, attribute_hint
+from .._hints import AttributeHints, argument_hints, attribute_hint
 from .._utils import (
     check_path,
     is_global_zero,
@@ -46,7 +46,8 @@ class _NamesOtherToolsUse(abc.ABCMeta):
                              name=name, obj=cls)
 
 
-class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, metaclass=_NamesOtherToolsUse):
+class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
+                   metaclass=_NamesOtherToolsUse):
     """Cross-modal autoencoder (Yang et al., Nat. Commun. 2021) for any number of modalities.
 
     Each modality gets its own encoder / decoder; all encoders map into one shared latent
@@ -372,11 +373,6 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, metaclass=_NamesO
     def history(self) -> pd.DataFrame | None:
         """Per-epoch loss terms and discriminator accuracy (train and validation)."""
         return self.history_
-
-    def __getattr__(self, name: str) -> Any:
-        """Only for attributes not found: other tools' methods (``get_normalized_expression``)
-        are told how transmodal does it."""
-        raise AttributeError(attribute_hint(type(self).__name__, name), name=name, obj=self)
 
     def __repr__(self) -> str:
         parts = [
