@@ -2613,6 +2613,30 @@ def test_decorated_names_need_most_unique_matches():
                   ["S1#" + b for b in bare]) is None
 
 
+def test_decorated_names_set_aside_all_but_the_barcode():
+    """Cells named around their barcode otherwise (Seurat's merge: 'pbmc_<barcode>-1';
+    anndata.concat: '<barcode>-1_s1') are told as the same cells, with a renaming that pairs
+    them; barcodes that repeat within a modality once bare are not."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    codes = ["".join(rng.choice(list("ACGT"), 16)) for _ in range(30)]
+    seurat, plain = ["pbmc_" + c + "-1" for c in codes], [c + "-1" for c in codes]
+    advice = _split.decorated_names_advice("rna", "atac", seurat, plain)
+    assert "30 of their cells match once all but the barcode" in advice
+    rename = advice.split("e.g. in both ")[1]
+    renamed = [pd.Index(names).str.extract(r"([ACGTN]{12,})", expand=False)
+               for names in (seurat, plain)]
+    assert "str.extract(r'([ACGTN]{12,})', expand=False)" in rename
+    assert (renamed[0] == renamed[1]).all()
+    assert "all but the barcode" in _split.decorated_names_advice(
+        "rna", "atac", [c + "-1_s1" for c in codes], plain)
+    # (one modality from two samples: its bare barcodes repeat)
+    assert _split.decorated_names_advice(
+        "rna", "atac", ["a_" + c for c in codes[:15]] + ["b_" + c for c in codes[:15]],
+        plain) is None
+
+
 def test_batch_of_its_own_warns_only_for_most_cells():
     """The 'a batch of their own' warning needs more than half the cells alone in their
     batch: 3 singletons among 10 cells are batches."""

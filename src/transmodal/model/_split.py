@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import warnings
 import zlib
 from itertools import combinations
@@ -119,8 +120,8 @@ def _pairs_across_batches(
 def _decorated_pairs(mods: dict[str, ModalityData], a: str, b: str) -> str | None:
     """The advice where ``a`` and ``b`` share no cell name but most of the smaller one's
     names match once a converter's decoration is set aside (a sample prefix ``'S1#'``, as
-    ArchR writes, and a suffix ``'-1'`` / ``'_1'`` / ``'.1'``): the same cells, named
-    differently (in a MuData, the modalities' own names: its rows pair them); ``None``
+    ArchR writes, and a suffix ``'-1'`` / ``'_1'`` / ``'.1'``; else all but the barcode, as
+    Seurat's merge prefixes ``'pbmc_'``): the same cells, named differently (in a MuData, the modalities' own names: its rows pair them); ``None``
     otherwise."""
     ma, mb = mods[a], mods[b]
     return decorated_names_advice(a, b, ma.obs_names, mb.obs_names,
@@ -133,29 +134,39 @@ def decorated_names_advice(a: str, b: str, names_a, names_b, *, mudata: bool = F
     ``a`` and ``b`` (``mudata``: named in a MuData, to be built anew once renamed)."""
     import pandas as pd
 
-    def bare(names) -> pd.Index:  # (as _BARE_NAMES advises)
-        return pd.Index(np.asarray(names, dtype=str)).str.replace(
-            r"^.*#", "", regex=True).str.replace(r"[-_.]\d+$", "", regex=True)
+    for what, pattern, renaming in _DECORATIONS:
+        na = pd.Index(np.asarray(names_a, dtype=str))
+        nb = pd.Index(np.asarray(names_b, dtype=str))
+        for r in pattern:
+            na, nb = (x.str.replace(r, "", regex=True) if isinstance(r, str)
+                      else x.str.extract(r.pattern, expand=False) for x in (na, nb))
+        if na.hasnans or nb.hasnans or not (na.is_unique and nb.is_unique):
+            continue
+        n = int(na.isin(nb).sum())
+        if n < 0.5 * min(len(na), len(nb)) or not n:
+            continue
+        i = int(np.flatnonzero(na.isin(nb))[0])
+        j = int(nb.get_loc(na[i]))
+        return (f"{a!r} and {b!r} share no cell name, but {n} of their cells match once "
+                f"{what} is set aside, e.g. {names_a[i]!r} and {names_b[j]!r}: if these are "
+                f"the same cells, give them the same obs_names, e.g. in both {renaming}"
+                + (" (for a MuData, in mdata[name] of both, then build it anew: mdata = "
+                   "mudata.MuData(dict(mdata.mod)))" if mudata else ""))
+    return None
 
-    na, nb = bare(names_a), bare(names_b)
-    if not (na.is_unique and nb.is_unique):
-        return None
-    n = int(na.isin(nb).sum())
-    if n < 0.5 * min(len(na), len(nb)) or not n:
-        return None
-    i = int(np.flatnonzero(na.isin(nb))[0])
-    j = int(nb.get_loc(na[i]))
-    return (f"{a!r} and {b!r} share no cell name, but {n} of their cells match once a "
-            f"sample prefix ('S#') or a suffix ('-1', '_1') is set aside, e.g. "
-            f"{names_a[i]!r} and {names_b[j]!r}: if these are the same cells, give "
-            f"them the same obs_names, e.g. in both {_BARE_NAMES}"
-            + (" (for a MuData, in mdata[name] of both, then build it anew: mdata = "
-               "mudata.MuData(dict(mdata.mod)))" if mudata else ""))
 
-
-# the names _decorated_pairs compares, as a user sets them
-_BARE_NAMES = (r"adata.obs_names = adata.obs_names.str.replace(r'^.*#', '', regex=True)"
-               r".str.replace(r'[-_.]\d+$', '', regex=True)")
+# the decorations _decorated_pairs sets aside, in turn: (what, the replacements (a str: a
+# pattern removed) or the part kept (a compiled pattern), the renaming a user runs)
+_DECORATIONS = (
+    ("a sample prefix ('S#') or a suffix ('-1', '_1')", (r"^.*#", r"[-_.]\d+$"),
+     r"adata.obs_names = adata.obs_names.str.replace(r'^.*#', '', regex=True)"
+     r".str.replace(r'[-_.]\d+$', '', regex=True)"),
+    # any other prefix or suffix around a barcode (Seurat's merge: 'pbmc_AAAC...-1',
+    # anndata.concat's 'AAAC...-1_s1')
+    ("all but the barcode (a prefix as 'pbmc_', a suffix as '-1' or '-1_s1')",
+     (re.compile(r"([ACGTN]{12,})"),),
+     r"adata.obs_names = adata.obs_names.str.extract(r'([ACGTN]{12,})', expand=False)"),
+)
 
 
 def choose_anchors(
