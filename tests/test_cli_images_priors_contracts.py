@@ -3,9 +3,14 @@
 pinned down. Found by mutation testing (round 8): each test fails on a change of the code
 that the rest of the suite let pass."""
 
+import warnings
+
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage as ndi
+
+import transmodal as tm
 
 
 # images/_radial.py: a shell of width w is an erosion step (distances in ((k-1)w, kw])
@@ -435,3 +440,293 @@ def test_radial_profiles_without_finite_pixels_and_default_spacing():
     out = radial_profiles(np.ones((12, 12)), labels)
     assert out.uns["radial"]["spacing"] == [1.0, 1.0]
     assert out.uns["radial"]["shell_width"] == "per distance value"
+
+
+# images/_files.py (to_channels_first): channel_axis=-ndim (the first axis, counted from the
+# end) is in range: a (3, 1, H, W) image given channel_axis=-4 has its 3 channels on axis 0
+def test_channel_axis_minus_ndim_is_the_first_axis():
+    from transmodal.images._files import to_channels_first
+
+    img = np.arange(3 * 1 * 4 * 5, dtype=float).reshape(3, 1, 4, 5)
+    np.testing.assert_array_equal(to_channels_first(img, (4, 5), channel_axis=-4), img[:, 0])
+    with pytest.raises(ValueError, match="out of range for 4 axes"):
+        to_channels_first(img, (4, 5), channel_axis=-5)
+
+
+# model/_priors.py (_use_geometry): anchors that chain every modality are prior knowledge:
+# the default pseudo-pairs stay off silently (no "geometric_pairs=None has no effect" warning)
+def test_default_pseudo_pairs_off_without_warning_beside_anchors_of_every_modality():
+    import warnings
+
+    d = tm.datasets.synthetic(300, modalities={"a": "gaussian", "b": "gaussian"},
+                              n_features={"a": 12, "b": 10}, seed=0)
+    mods = {"a": tm.Modality("gaussian"), "b": tm.Modality("gaussian")}
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        model = tm.CrossModalAE(d, mods, n_latent=4, hidden=(8,), anchor_fraction=0.2, seed=0)
+    assert model.anchors_ and model.geometric_pairs_ == {}
+    assert not [w for w in seen if "geometric_pairs" in str(w.message)], \
+        [str(w.message) for w in seen]
+
+
+# cli/_commands.py (_subset_mask): subset values match obs values by their text too, so a
+# YAML number selects string IDs ("1") and a string selects integer codes
+def test_config_subset_value_matches_obs_values_by_text():
+    import pandas as pd
+
+    from transmodal.cli._commands import _subset_mask
+
+    obs = pd.DataFrame({"donor": ["1", "2", "1", "3"], "plate": [7, 8, 7, 9]})
+    np.testing.assert_array_equal(_subset_mask(obs, "donor", 1, "m"), [True, False, True, False])
+    np.testing.assert_array_equal(_subset_mask(obs, "plate", "7", "m"), [True, False, True, False])
+    np.testing.assert_array_equal(_subset_mask(obs, "donor", [2, "3"], "m"),
+                                  [False, True, False, True])
+
+
+# cli/_commands.py (cmd_train): an existing output directory is refused before any data are
+# read (not after the training)
+def test_train_refuses_an_existing_output_before_reading_data(tmp_path):
+    from test_cli import _config, _write_config
+    from transmodal.cli._commands import cmd_train
+
+    (tmp_path / "model").mkdir()
+    for name in ("rna", "atac"):  # not HDF5: reading them would fail
+        (tmp_path / f"{name}.h5ad").write_text("not an h5ad file")
+    cfg = _write_config(tmp_path / "run.yaml", _config(tmp_path))
+    with pytest.raises(FileExistsError, match="exists; pass --overwrite"):
+        cmd_train(str(cfg))
+
+
+def _g_fake_pseudo_pairs(monkeypatch):
+    import transmodal.model._priors as priors
+
+    monkeypatch.setattr(priors, "_pseudo_pairs",
+                        lambda xa, xb, sources, seed, label: (np.arange(3), np.arange(3)))
+
+
+def _g_gaussian(names, seed):
+    import anndata as ad
+    import pandas as pd
+
+    x = np.random.default_rng(seed).normal(size=(len(names), 8)).astype(np.float32)
+    return ad.AnnData(X=x, obs=pd.DataFrame(index=list(names)))
+
+
+# model/_priors.py (_geometric_pairs): by default, pseudo-pairs only between modalities that
+# no chain of anchors links: a|b and b|c anchored, d alone -> a|d, b|d, c|d (not a|c, which
+# the chain through b ties)
+def test_default_pseudo_pairs_skip_modalities_chained_through_a_third(monkeypatch):
+    _g_fake_pseudo_pairs(monkeypatch)
+    b = [f"x{i}" for i in range(120)]
+    names = {"a": b[:60] + [f"a{i}" for i in range(60)], "b": b,
+             "c": b[60:] + [f"c{i}" for i in range(60)], "d": [f"d{i}" for i in range(120)]}
+    data = {n: _g_gaussian(v, k) for k, (n, v) in enumerate(names.items())}
+    mods = {n: tm.Modality("gaussian") for n in data}
+    model = tm.CrossModalAE(data, mods, n_latent=4, hidden=(8,), validation_fraction=0,
+                            anchor_fraction=1.0, seed=0)
+    assert sorted(model.anchors_) == ["a|b", "b|c"]
+    assert sorted(model.geometric_pairs_) == ["a|d", "b|d", "c|d"]
+
+
+def _g_cli_workdir(tmp_path):
+    from test_cli import _simulate
+
+    for name, adata in _simulate().items():
+        adata.write_h5ad(tmp_path / f"{name}.h5ad")
+    return tmp_path
+
+
+# cli/_commands.py (cmd_train --resume): a config's train: pretrain_epochs is the stopped
+# run's schedule, not passed on to resume_training (which refuses it): the run goes on
+def test_train_resume_with_pretrain_epochs_in_the_config(tmp_path, capsys):
+    from test_cli import _config, _write_config
+    from transmodal.cli import main
+
+    work = _g_cli_workdir(tmp_path)
+    cfg = _config(work, out="m")
+    cfg["train"].update(checkpoint_dir="ck", checkpoint_every=1, pretrain_epochs=0, max_epochs=1)
+    assert main(["train", "--config", str(_write_config(work / "r.yaml", cfg))]) == 0
+    cfg["train"]["max_epochs"] = 2
+    assert main(["train", "--config", str(_write_config(work / "r.yaml", cfg)),
+                 "--overwrite", "--resume"]) == 0, capsys.readouterr().err
+    assert list(tm.CrossModalAE.load(work / "m").history.index) == [0, 1]
+
+
+# cli/_commands.py (cmd_train): train: progress_bar: false also turns off the progress bar
+# of the model's construction (construction_bars(False))
+def test_train_progress_bar_false_reaches_the_construction(tmp_path, monkeypatch):
+    import contextlib
+
+    import transmodal.model._priors as priors
+    from test_cli import _config, _write_config
+    from transmodal.cli._commands import cmd_train
+
+    shown = []
+
+    class _GStop(Exception):
+        pass
+
+    @contextlib.contextmanager
+    def record(show):
+        shown.append(show)
+        raise _GStop  # (the construction itself is not needed)
+        yield
+
+    monkeypatch.setattr(priors, "construction_bars", record)
+    work = _g_cli_workdir(tmp_path)
+    for bar in (False, True):
+        cfg = _config(work, out=f"m{bar}")
+        cfg["train"]["progress_bar"] = bar
+        with pytest.raises(_GStop):
+            cmd_train(str(_write_config(work / "r.yaml", cfg)))
+    assert shown == [False, True]
+
+
+# model/_priors.py (_pair_features): the pseudo-pairs use at most max_cells training cells
+# (max_values numbers) of each modality, but never fewer than 100 (wide inputs); all of
+# them where there are fewer than that
+def test_pseudo_pair_features_subsample_to_the_cap_but_not_below_100_cells():
+    from types import SimpleNamespace
+
+    d = tm.datasets.synthetic(150, modalities={"a": "gaussian", "b": "gaussian"},
+                              n_features={"a": 12, "b": 10}, paired=False, seed=0)
+    mods = {"a": tm.Modality("gaussian"), "b": tm.Modality("gaussian")}
+    m = tm.CrossModalAE({"a": d["a"], "b": d["b"]}, mods, n_latent=4, hidden=(8,),
+                        validation_fraction=0, geometric_pairs=False, seed=0)
+    bar = SimpleNamespace(set_postfix_str=lambda *a, **k: None, update=lambda *a: None)
+    train = {n: ~v for n, v in m.val_masks_.items()}
+
+    def sizes(**kw):
+        feats = m._pair_features(train, np.random.default_rng(0), bar, **kw)
+        return {n: len(v[0]) for n, v in feats.items()}
+
+    assert sizes(max_cells=20_000, max_values=12 * 50) == {"a": 100, "b": 100}
+    assert sizes(max_cells=120, max_values=10**9) == {"a": 120, "b": 120}
+    assert sizes(max_cells=20_000, max_values=10**9) == {"a": 150, "b": 150}
+
+
+# model/_priors.py (_set_marker_scale): marker mean / sd in float64: values ~1e20, whose
+# float32 squares overflow, still give a finite sd (not a "not a finite float32" refusal)
+def test_marker_sd_of_values_near_1e20_is_finite():
+    d = tm.datasets.synthetic(60, modalities={"a": "gaussian", "b": "gaussian"},
+                              n_features={"a": 12, "b": 10}, seed=0)
+    rng = np.random.default_rng(0)
+    for a in d.values():
+        a.obs["m"] = rng.normal(size=a.n_obs) * 1e20
+    mods = {"a": tm.Modality("gaussian"), "b": tm.Modality("gaussian")}
+    model = tm.CrossModalAE(d, mods, n_latent=4, hidden=(8,), marker_key="m",
+                            validation_fraction=0, anchor_fraction=0, seed=0)
+    values = np.concatenate([a.obs["m"].to_numpy(np.float32) for a in d.values()])
+    np.testing.assert_allclose(model.module.marker_std.item(), values.astype(np.float64).std(),
+                               rtol=1e-4)
+
+
+def _g_saved_model(tmp_path, modalities=None):
+    """The CLI tests' data written to tmp_path, and an (untrained) model saved to
+    tmp_path / "model" with the CLI config's settings."""
+    from test_cli import _simulate
+
+    data = _simulate()
+    for name, adata in data.items():
+        adata.write_h5ad(tmp_path / f"{name}.h5ad")
+    mods = modalities or {"rna": tm.Modality("nb"), "atac": tm.Modality("poisson")}
+    model = tm.CrossModalAE(data, mods, n_latent=4, hidden=[16], labels_key="label",
+                            validation_fraction=0.2, anchor_fraction=0, seed=0)
+    model.save(tmp_path / "model")
+    return tmp_path / "model"
+
+
+# cli/_commands.py (_check_resumed_settings): a checkpoint whose modalities come in another
+# order than the config's is another run's: --resume refuses it
+def test_resume_refuses_a_checkpoint_with_the_modalities_in_another_order(tmp_path):
+    from test_cli import _config, _write_config
+    from transmodal.cli._commands import _check_resumed_settings
+    from transmodal.cli._config import ConfigError, load_config
+
+    ckpt = _g_saved_model(tmp_path, {"atac": tm.Modality("poisson"), "rna": tm.Modality("nb")})
+    cfg = _config(tmp_path, out="m")
+    cfg["train"]["checkpoint_dir"] = "model"
+    loaded = load_config(_write_config(tmp_path / "r.yaml", cfg))
+    with pytest.raises(ConfigError, match=r"modalities \['rna', 'atac'\] \(checkpoint: "
+                                          r"\['atac', 'rna'\]\)"):
+        _check_resumed_settings(loaded, ckpt)
+
+
+# cli/_commands.py (cmd_embed): without --modality, an --out ending in .h5mu (as .h5ad) is
+# refused, not made a directory of NAME.h5ad files
+def test_embed_without_modality_refuses_an_h5mu_out(tmp_path):
+    from transmodal.cli._commands import cmd_embed
+
+    model = _g_saved_model(tmp_path)
+    data = [f"rna={tmp_path / 'rna.h5ad'}", f"atac={tmp_path / 'atac.h5ad'}"]
+    for out in ("emb.h5mu", "emb.H5AD"):
+        with pytest.raises(ValueError, match="without --modality every modality is embedded"):
+            cmd_embed(str(model), data, str(tmp_path / out))
+        assert not (tmp_path / out).exists()
+
+
+# cli/_commands.py (cmd_translate): --library-size 0 is refused by the CLI's own check,
+# before any data are read
+def test_translate_refuses_library_size_zero_before_reading_data(tmp_path):
+    from transmodal.cli._commands import cmd_translate
+
+    model = _g_saved_model(tmp_path)
+    (tmp_path / "bad.h5ad").write_text("not an h5ad file")
+    for size in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="--library-size must be a positive number"):
+            cmd_translate(str(model), [f"rna={tmp_path / 'bad.h5ad'}"], "rna", "atac",
+                          str(tmp_path / "t.h5ad"), library_size=size)
+
+
+# cli/_commands.py (cmd_evaluate): --source == --target is refused first, before the data
+# are checked (the error names the options)
+def test_evaluate_refuses_the_same_source_and_target_first(tmp_path):
+    from transmodal.cli._commands import cmd_evaluate
+
+    model = _g_saved_model(tmp_path)
+    with pytest.raises(ValueError, match="--source and --target must differ, both are 'rna'"):
+        cmd_evaluate(str(model), [f"rna={tmp_path / 'rna.h5ad'}"], "rna", "rna")
+
+
+# cli/_commands.py (cmd_evaluate): inputs that share a single cell name cannot be scored as
+# pairs (two at least): with labels they are scored as cells measured apart
+def test_evaluate_one_shared_cell_is_scored_by_labels(tmp_path, capsys):
+    import anndata as ad
+
+    from transmodal.cli._commands import cmd_evaluate
+
+    model = _g_saved_model(tmp_path)
+    atac = ad.read_h5ad(tmp_path / "atac.h5ad")
+    atac.obs_names = [n if i == 0 else f"x{i}" for i, n in enumerate(atac.obs_names)]
+    atac.write_h5ad(tmp_path / "atac1.h5ad")
+    with pytest.warns(UserWarning, match="untrained model"):  # (as saved: a small stand-in)
+        assert cmd_evaluate(str(model), [f"rna={tmp_path / 'rna.h5ad'}",
+                                         f"atac={tmp_path / 'atac1.h5ad'}"], "rna", "atac") == 0
+    res = capsys.readouterr()
+    assert "share 1 cell name(s): scored as cells measured apart" in res.err
+    assert "label_transfer_rna_to_atac" in res.out and "foscttm" not in res.out
+
+
+# model/_priors.py: labels whose every labelled cell is a validation cell act on nothing
+def test_labels_only_on_validation_cells_warn():
+    d = tm.datasets.synthetic(60, modalities={"a": "gaussian", "b": "gaussian"},
+                              n_features={"a": 12, "b": 10}, seed=0)
+    mods = {"a": tm.Modality("gaussian"), "b": tm.Modality("gaussian")}
+    kw = dict(n_latent=4, hidden=(8,), geometric_pairs=False, anchor_fraction=0, seed=0)
+    split = tm.CrossModalAE(d, mods, **kw).val_masks_  # (the labels leave the split as is)
+    for n in d:
+        d[n].obs["cls"] = pd.Categorical(np.where(split[n], "x", None), categories=["x"])
+    with pytest.warns(UserWarning, match=r"labels_key 'cls': no labelled cell is a training "
+                      r"cell \(all are validation cells\)"):
+        model = tm.CrossModalAE(d, mods, labels_key="cls", **kw)
+    assert all((model.val_masks_[n] == split[n]).all() for n in d)
+    # one training cell labelled: the classes it leaves untrained are named instead
+    d["a"].obs["cls"] = d["a"].obs["cls"].cat.add_categories(["y"])
+    d["a"].obs.loc[d["a"].obs_names[np.flatnonzero(~split["a"])[0]], "cls"] = "y"
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
+        tm.CrossModalAE(d, mods, labels_key="cls", **kw)
+    said = [str(w.message) for w in told]
+    assert any("class(es) ['x'] have no training cell" in m for m in said)
+    assert not any("no labelled cell is a training cell" in m for m in said)
+

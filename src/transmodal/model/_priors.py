@@ -309,9 +309,18 @@ class PriorsMixin:
                 mask[k] = False
                 mask[k, torch.from_numpy(seen)] = True
         untrained = [self.label_categories_[i] for i in np.flatnonzero(~trained)]
-        if untrained and trained.any():
+        key = self.init_params_["labels_key"]
+        if not trained.any():  # (labelled cells there are: setup_data refuses none)
             warnings.warn(
-                f"labels_key {self.init_params_['labels_key']!r}: class(es) {untrained[:5]}"
+                f"labels_key {key!r}: no labelled cell is a training cell (all are validation "
+                "cells): the labels act on nothing, the classifier learns nothing and "
+                "predict_labels scores with untrained weights. Label more cells, or give a "
+                "smaller validation_fraction",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
+        elif untrained:
+            warnings.warn(
+                f"labels_key {key!r}: class(es) {untrained[:5]}"
                 f"{' ...' if len(untrained) > 5 else ''} have no training cell in any modality "
                 "(all their cells are validation cells): the classifier never learns them, "
                 "yet predict_labels scores them unless classes= leaves them out. Give them "
