@@ -305,3 +305,332 @@ def test_load_warns_about_infinite_weights(tmp_path):
     _rewrite_weights(tmp_path / "m", edit)
     with pytest.warns(UserWarning, match="hold NaN or infinite weights"):
         tm.CrossModalAE.load(tmp_path / "m", data)
+
+
+def _e_data(n: int = 40, seed: int = 0):
+    """Two small paired modalities: Poisson counts 'a' (8 features), Gaussian 'b' (5)."""
+    rng = np.random.default_rng(seed)
+    names = pd.Index([f"c{i}" for i in range(n)], dtype=object)
+    z = rng.normal(size=(n, 2))
+    a = rng.poisson(np.exp(0.5 * z @ rng.normal(size=(2, 8)))).astype(np.float32)
+    b = (z @ rng.normal(size=(2, 5)) + 0.1 * rng.normal(size=(n, 5))).astype(np.float32)
+    return {
+        "a": ad.AnnData(a, obs=pd.DataFrame(index=names),
+                        var=pd.DataFrame(index=[f"g{i}" for i in range(8)])),
+        "b": ad.AnnData(b, obs=pd.DataFrame(index=names.copy()),
+                        var=pd.DataFrame(index=[f"p{i}" for i in range(5)])),
+    }
+
+
+def _e_model(data, specs=None, seed: int = 0, train: bool = True, **kw):
+    specs = specs or {"a": tm.Modality("poisson"), "b": tm.Modality("gaussian")}
+    kw.setdefault("anchor_fraction", 0.0)
+    model = tm.CrossModalAE(data, specs, n_latent=2, hidden=(8,), seed=seed, **kw)
+    if train:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.train(max_epochs=1, batch_size=20, progress_bar=False)
+    return model
+
+
+# model/_ensemble.py (_same_values): NaN entries (missing=True: unmeasured values) in the
+# same places of two copies of the data count as equal values, so an ensemble of members
+# trained on copies of data with missing values is accepted
+def test_ensemble_accepts_members_whose_data_hold_nan_in_the_same_places():
+    data = _e_data()
+    data["b"].X[0, 1] = np.nan
+    data["b"].X[3, 4] = np.nan
+    specs = {"a": tm.Modality("poisson"), "b": tm.Modality("gaussian", missing=True)}
+    copy = {k: v.copy() for k, v in data.items()}  # equal values, another AnnData
+    m0 = _e_model(data, specs, seed=0)
+    m1 = _e_model(copy, specs, seed=1)
+    ens = tm.Ensemble([m0, m1])
+    assert ens.n_latent == 4
+
+
+# model/_io.py (_with_stand_ins): a dict entry None under a name the model does not have,
+# while one of its modalities is left out, is taken for a misspelt name and refused (not
+# dropped, standing the left-out modality in without cells)
+def test_load_refuses_a_none_entry_under_an_unknown_name_beside_a_lacking_modality(tmp_path):
+    data = _e_data()
+    _e_model(data).save(tmp_path / "m")
+    with pytest.raises(ValueError, match="data holds modality 'bb', which the model does not "
+                                         "have, and lacks its modality 'b'"):
+        tm.CrossModalAE.load(tmp_path / "m", {"a": data["a"], "bb": None})
+    # the model's own name with None stands in without cells
+    loaded = tm.CrossModalAE.load(tmp_path / "m", {"a": data["a"], "b": None})
+    assert loaded.mods["b"].n_obs == 0 and loaded.mods["a"].n_obs == 40
+
+
+# model/_inference.py (_source_for): new cells whose obsm array (columns taken by position,
+# so not compared by name) has another number of columns than the model reads are refused
+# with a ValueError that counts them
+def test_new_cells_with_another_number_of_unnamed_obsm_columns_are_refused():
+    data = _e_data()
+    rng = np.random.default_rng(1)
+    data["b"].obsm["prot"] = rng.normal(size=(40, 4)).astype(np.float32)
+    specs = {"a": tm.Modality("poisson"), "b": tm.Modality("gaussian", obsm_key="prot")}
+    model = _e_model(data, specs)
+    new = data["b"][:6].copy()
+    new.obsm["prot"] = rng.normal(size=(6, 5)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"'b'.*5 features given, 4 expected"):
+        model.get_latent_representation("b", new)
+    with pytest.raises(ValueError, match=r"'b'.*5 features given, 4 expected"):
+        model.translate(new, source="b", target="a")
+
+
+# model/_inference.py (_source_for): values of new cells given to a built model are checked
+# as new cells: the advice is to put the data there as in training, not a likelihood or
+# layer option that only a new model takes
+def test_bad_values_of_new_cells_are_told_to_follow_the_training_data():
+    data = _e_data()
+    model = _e_model(data)
+    new = data["a"][:5].copy()
+    new.X = new.X + 0.5  # not counts
+    with pytest.raises(ValueError, match="non-integer values") as info:
+        model.get_latent_representation("a", new)
+    assert "as in training: put their raw counts there" in str(info.value)
+    assert "likelihood='gaussian'" not in str(info.value)
+
+
+def _e_images(n: int = 30, size: int = 8, seed: int = 0):
+    """Disc images (n, 1, size, size) in [0, 1] and a paired Gaussian modality."""
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(size=n)
+    yy, xx = np.mgrid[:size, :size]
+    r = np.sqrt((yy - (size - 1) / 2) ** 2 + (xx - (size - 1) / 2) ** 2) / (size / 2)
+    crops = np.stack([np.clip(1 - r, 0, 1) ** (0.5 + 2 * ti) for ti in t])[:, None]
+    img = ad.AnnData(np.zeros((n, 1), np.float32))
+    img.obsm["crops"] = crops.astype(np.float32)
+    img.obs_names = [f"n{i}" for i in range(n)]
+    feat = ad.AnnData(np.stack([t, t ** 2, np.sin(3 * t)], 1).astype(np.float32))
+    feat.obs_names = img.obs_names
+    return img, feat
+
+
+# model/_inference.py (_source_for): new cells whose images have the model's number of
+# pixels but another shape are refused, naming both shapes (not read as the model's shape)
+def test_new_images_of_another_shape_with_as_many_pixels_are_refused():
+    img, feat = _e_images()
+    specs = {"img": tm.Modality("gaussian", obsm_key="crops", hidden=(8, 16)),
+             "feat": tm.Modality("gaussian")}
+    model = tm.CrossModalAE({"img": img, "feat": feat}, specs, n_latent=3, seed=0,
+                            anchor_fraction=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.train(max_epochs=1, batch_size=15, progress_bar=False)
+    new = img[:4].copy()
+    new.obsm["crops"] = np.ascontiguousarray(
+        img.obsm["crops"][:4].reshape(4, 1, 4, 16))  # 64 pixels, other shape
+    with pytest.raises(ValueError, match=r"holds images of shape \(1, 4, 16\); the model was "
+                                         r"built for \(1, 8, 8\)"):
+        model.get_latent_representation("img", new)
+
+
+# model/_ensemble.py (Ensemble): members decoding by other batches (one built with a
+# batch_key, one without) are refused, naming the batches
+def test_ensemble_refuses_members_with_other_batches():
+    data = _e_data()
+    batch = pd.Categorical(np.where(np.arange(40) % 2 == 0, "b0", "b1"))
+    for v in data.values():
+        v.obs["batch"] = batch
+    with_batches = _e_model(data, {"a": tm.Modality("poisson", batch_key="batch"),
+                                   "b": tm.Modality("gaussian")}, seed=0)
+    without = _e_model(data, seed=1)
+    with pytest.raises(ValueError, match=r"models\[1\] has batches \{\}; models\[0\] has "
+                                         r"\{'a': \['b0', 'b1'\]\}"):
+        tm.Ensemble([with_batches, without])
+
+
+# model/_ensemble.py (Ensemble): scales must be one number per member: a list of another
+# length is refused (not cut to the members by zip)
+def test_ensemble_refuses_scales_of_another_length():
+    data = _e_data()
+    members = [_e_model(data, seed=s) for s in (0, 1)]
+    with pytest.raises(ValueError, match="scales must be 2 positive numbers"):
+        tm.Ensemble(members, scales=[1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="scales must be 2 positive numbers"):
+        tm.Ensemble(members, scales=[1.0])
+
+
+# model/_ensemble.py (Ensemble.history): members that share a seed are told apart by their
+# position: the history is indexed by (member, epoch) and holds every member's epochs
+def test_ensemble_history_of_members_sharing_a_seed_is_indexed_by_member():
+    data = _e_data()
+    members = [_e_model(data, seed=0) for _ in range(2)]
+    hist = tm.Ensemble(members).history
+    assert list(hist.index.names) == ["member", "epoch"]
+    assert sorted(set(hist.index.get_level_values("member"))) == [0, 1]
+    assert len(hist) == len(members[0].history) + len(members[1].history)
+
+
+# model/_ensemble.py (_write_by_blocks): written block by block, a last block of one cell
+# is written too (40 cells in blocks of 13: 13, 13, 13, 1)
+def test_ensemble_file_embedding_keeps_a_last_block_of_one_cell(tmp_path):
+    data = _e_data()
+    ens = tm.Ensemble([_e_model(data, seed=s) for s in (0, 1)])
+    memory = ens.get_latent_representation("a")
+    written = ens.get_latent_representation("a", batch_size=13, out=tmp_path / "z.h5ad")
+    assert written.n_obs == 40
+    np.testing.assert_allclose(np.asarray(written.X[:]), memory, rtol=1e-5, atol=1e-6)
+
+
+# model/_io.py (_check_sizes): a layer width edited in config.json to one more than the
+# largest dimension of the saved weights is refused as such, naming the field
+def test_load_refuses_a_width_one_above_the_largest_saved_dimension(tmp_path):
+    import json
+
+    data = _e_data()
+    model = _e_model(data)
+    largest = max(max(t.shape, default=1) for t in model.module.state_dict().values())
+    model.save(tmp_path / "m")
+    cfg = tmp_path / "m" / "config.json"
+    config = json.loads(cfg.read_text())
+    config["init_params"]["n_latent"] = largest + 1
+    cfg.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"init_params.n_latent = {largest + 1} is larger "
+                                         "than any dimension of the saved weights"):
+        tm.CrossModalAE.load(tmp_path / "m", data)
+
+
+
+# model/_inference.py (translate): uns['transmodal']['linear'] of a preprocessed target
+# (gaussian) says whether its values are linear: only where log1p was undone
+def test_translation_to_a_gaussian_target_without_log1p_is_not_linear():
+    data = _e_data()
+    model = _e_model(data)  # 'b': gaussian, no log1p
+    info = model.translate(source="a", target="b").uns["transmodal"]
+    assert info["linear"] is False
+    assert info["units"] == "preprocessing inverted"
+
+
+# model/_ensemble.py (translate): without library_size, members decode counts at their own
+# training cells' median library size (their validation splits differ by seed), and the
+# recorded library size is the mean of theirs
+def test_ensemble_translation_records_the_mean_of_the_members_library_sizes():
+    data = _e_data()
+    members = [_e_model(data, seed=s) for s in (1, 2)]
+    sizes = [float(m.module.transforms["a"].library_size) for m in members]
+    assert sizes[0] != sizes[1]  # (seeds 1 and 2 hold out other cells)
+    info = tm.Ensemble(members).translate(source="b", target="a").uns["transmodal"]
+    assert info["library_size"] == pytest.approx(np.mean(sizes))
+    assert info["ensemble"] == 2
+
+
+def _e_rewrite_weights(path, edit):
+    """Apply ``edit(tensors)`` to a saved model's weights and record the new checksum."""
+    import hashlib
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(path / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "transmodal"})
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["weights_sha256"] = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
+    (path / "config.json").write_text(json.dumps(cfg))
+
+
+# model/_io.py (_saved_pairs): a saved anchor row equal to the modality's number of cells
+# (one past its last row) is refused as outside its cells
+def test_load_refuses_a_saved_pair_row_one_past_the_last_cell(tmp_path):
+    data = _e_data()
+    model = _e_model(data, anchor_fraction=0.5)
+    assert len(model.anchors_["a|b"][0])
+    model.save(tmp_path / "m")
+
+    def edit(t):
+        rows = t["anchors.a|b.a"].clone()
+        rows[0] = 40  # the modality has rows 0..39
+        t["anchors.a|b.a"] = rows
+
+    _e_rewrite_weights(tmp_path / "m", edit)
+    with pytest.raises(ValueError, match=r"anchors.a\|b.a: rows outside modality 'a''s 40 cells"):
+        tm.CrossModalAE.load(tmp_path / "m", data)
+
+
+# model/_ensemble.py (read_manifest): an ensemble.json whose 'weights_sha256' lists another
+# number of checksums than members is refused, naming the field
+def test_ensemble_manifest_refuses_a_checksum_list_of_another_length(tmp_path):
+    import json
+
+    data = _e_data()
+    tm.Ensemble([_e_model(data, seed=s) for s in (0, 1)]).save(tmp_path / "e")
+    cfg = tmp_path / "e" / "ensemble.json"
+    manifest = json.loads(cfg.read_text())
+    for sums in (manifest["weights_sha256"] + ["0" * 64], manifest["weights_sha256"][:1]):
+        cfg.write_text(json.dumps({**manifest, "weights_sha256": sums}))
+        with pytest.raises(ValueError, match="'weights_sha256' must list one checksum"):
+            tm.Ensemble.load(tmp_path / "e", data)
+
+
+# model/_io.py (_reordering): the training cells plus further cells are not the training
+# cells in another order: the saved pairs and split are dropped with a warning, and the
+# model loads over all the given cells
+def test_load_with_the_training_cells_and_more_drops_the_saved_pairs(tmp_path):
+    data = _e_data()
+    _e_model(data, anchor_fraction=0.5).save(tmp_path / "m")
+    more = _e_data(n=50, seed=3)
+    for k in more:
+        more[k].obs_names = [f"c{i}" for i in range(50)]  # c0..c39 as trained, and 10 more
+    with pytest.warns(UserWarning, match="not the cells the model was trained on"):
+        loaded = tm.CrossModalAE.load(tmp_path / "m", more)
+    assert loaded.anchors_ == {} and loaded.mods["a"].n_obs == 50
+    assert not loaded.val_masks_["a"].any()
+
+
+# model/_ensemble.py (read_manifest): JSON booleans are not scales: an ensemble.json whose
+# 'scales' holds true is refused
+def test_ensemble_manifest_refuses_boolean_scales(tmp_path):
+    import json
+
+    data = _e_data()
+    tm.Ensemble([_e_model(data, seed=s) for s in (0, 1)]).save(tmp_path / "e")
+    cfg = tmp_path / "e" / "ensemble.json"
+    manifest = json.loads(cfg.read_text())
+    cfg.write_text(json.dumps({**manifest, "scales": [True, True]}))
+    with pytest.raises(ValueError, match="'scales' must list one number per member"):
+        tm.Ensemble.load(tmp_path / "e", data)
+
+
+# model/_io.py (load_model): a model loaded with a modality standing in without cells says
+# nothing of dropped anchor pairs (it cannot train anyway)
+def test_load_with_a_stand_in_does_not_warn_that_pairs_are_dropped(tmp_path):
+    data = _e_data()
+    _e_model(data, anchor_fraction=0.5).save(tmp_path / "m")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*not the cells the model was trained on")
+        loaded = tm.CrossModalAE.load(tmp_path / "m", {"a": data["a"], "b": None})
+    assert loaded.mods["b"].n_obs == 0
+
+
+# model/_io.py (load_model): training further a model loaded with other cells than its
+# training cells says that load() dropped the saved validation split
+def test_training_after_a_load_with_other_cells_names_the_dropped_split(tmp_path):
+    data = _e_data()
+    _e_model(data).save(tmp_path / "m")
+    other = {k: v.copy() for k, v in data.items()}
+    for v in other.values():
+        v.obs_names = [f"x{i}" for i in range(40)]
+    loaded = tm.CrossModalAE.load(tmp_path / "m", other)  # (no pairs saved: no warning)
+    with pytest.warns(UserWarning, match=r"load\(\) dropped the saved validation split"):
+        loaded.train(max_epochs=1, batch_size=20, progress_bar=False)
+
+
+# model/_io.py (_saved_mask): a saved validation mask must hold 0 / 1 values only: a 2 is
+# refused as damage (not read as True)
+def test_load_refuses_a_validation_mask_holding_a_value_above_one(tmp_path):
+    import torch
+
+    data = _e_data()
+    _e_model(data).save(tmp_path / "m")
+
+    def edit(t):
+        mask = t["validation.a"].clone()
+        mask[0] = 2
+        t["validation.a"] = mask.to(torch.uint8)
+
+    _e_rewrite_weights(tmp_path / "m", edit)
+    with pytest.raises(ValueError, match=r"validation.a is missing or does not hold one 0 / 1"):
+        tm.CrossModalAE.load(tmp_path / "m", data)

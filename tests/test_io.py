@@ -386,6 +386,12 @@ def test_load_with_cells_named_by_row_numbers_warns(tmp_path, make_model, train,
     with pytest.warns(UserWarning, match="cannot be told from their names") as rec:
         loaded = tm.CrossModalAE.load(tmp_path / "m", data)
     assert len(rec) == 1 and loaded.anchors_.keys() == model.anchors_.keys()
+    # nothing stored by row (no pairs, no validation cells): nothing to warn of
+    bare = make_model(data, anchor_fraction=0, geometric_pairs=False, validation_fraction=0)
+    bare.save(tmp_path / "bare")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tm.CrossModalAE.load(tmp_path / "bare", data)
 
 
 def test_load_not_a_model(tmp_path, paired_data):

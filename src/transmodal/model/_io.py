@@ -733,7 +733,7 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
         same_data
         and any(names_are_numbers(md.obs_names) for md in model.mods.values())
         and any(v.numel() and (not k.startswith("validation.") or bool(v.any()))
-                for k, v in record.items())
+                for k, v in record.items() if not k.startswith("cells."))
     ):
         warnings.warn(
             "the cells given to load() are named by numbers, as AnnData's default row numbers "
