@@ -121,8 +121,8 @@ def _decorated_pairs(mods: dict[str, ModalityData], a: str, b: str) -> str | Non
     """The advice where ``a`` and ``b`` share no cell name but most of the smaller one's
     names match once a converter's decoration is set aside (a sample prefix ``'S1#'``, as
     ArchR writes, and a suffix ``'-1'`` / ``'_1'`` / ``'.1'``; else all but the barcode, as
-    Seurat's merge prefixes ``'pbmc_'``): the same cells, named differently (in a MuData, the modalities' own names: its rows pair them); ``None``
-    otherwise."""
+    Seurat's merge prefixes ``'pbmc_'``): the same cells, named differently (in a MuData,
+    the modalities' own names: its rows pair them); ``None`` otherwise."""
     ma, mb = mods[a], mods[b]
     return decorated_names_advice(a, b, ma.obs_names, mb.obs_names,
                                   mudata=ma.pair_keys is not ma.obs_names)
@@ -134,12 +134,12 @@ def decorated_names_advice(a: str, b: str, names_a, names_b, *, mudata: bool = F
     ``a`` and ``b`` (``mudata``: named in a MuData, to be built anew once renamed)."""
     import pandas as pd
 
-    for what, pattern, renaming in _DECORATIONS:
+    for what, steps, renaming in _DECORATIONS:
         na = pd.Index(np.asarray(names_a, dtype=str))
         nb = pd.Index(np.asarray(names_b, dtype=str))
-        for r in pattern:
-            na, nb = (x.str.replace(r, "", regex=True) if isinstance(r, str)
-                      else x.str.extract(r.pattern, expand=False) for x in (na, nb))
+        for step in steps:
+            na, nb = (x.str.replace(step, "", regex=True) if isinstance(step, str)
+                      else x.str.extract(step.pattern, expand=False) for x in (na, nb))
         if na.hasnans or nb.hasnans or not (na.is_unique and nb.is_unique):
             continue
         n = int(na.isin(nb).sum())
