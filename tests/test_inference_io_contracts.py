@@ -35,7 +35,7 @@ def _data(n: int = 60, seed: int = 0, batches: bool = False, labels: bool = Fals
 
 
 def _model(data=None, seed: int = 0, batches: bool = False, labels: bool = False,
-               train: bool = True, **kw):
+           train: bool = True, **kw):
     data = _data(batches=batches, labels=labels) if data is None else data
     specs = {"a": tm.Modality("poisson", batch_key="batch" if batches else None),
              "b": tm.Modality("gaussian")}
@@ -517,21 +517,6 @@ def test_ensemble_translation_records_the_mean_of_the_members_library_sizes():
     assert info["ensemble"] == 2
 
 
-def _e_rewrite_weights(path, edit):
-    """Apply ``edit(tensors)`` to a saved model's weights and record the new checksum."""
-    import hashlib
-    import json
-
-    from safetensors.torch import load_file, save_file
-
-    tensors = load_file(str(path / "model.safetensors"))
-    edit(tensors)
-    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "transmodal"})
-    cfg = json.loads((path / "config.json").read_text())
-    cfg["weights_sha256"] = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
-    (path / "config.json").write_text(json.dumps(cfg))
-
-
 # model/_io.py (_saved_pairs): a saved anchor row equal to the modality's number of cells
 # (one past its last row) is refused as outside its cells
 def test_load_refuses_a_saved_pair_row_one_past_the_last_cell(tmp_path):
@@ -545,7 +530,7 @@ def test_load_refuses_a_saved_pair_row_one_past_the_last_cell(tmp_path):
         rows[0] = 40  # the modality has rows 0..39
         t["anchors.a|b.a"] = rows
 
-    _e_rewrite_weights(tmp_path / "m", edit)
+    _rewrite_weights(tmp_path / "m", edit)
     with pytest.raises(ValueError, match=r"anchors.a\|b.a: rows outside modality 'a''s 40 cells"):
         tm.CrossModalAE.load(tmp_path / "m", data)
 
@@ -631,6 +616,6 @@ def test_load_refuses_a_validation_mask_holding_a_value_above_one(tmp_path):
         mask[0] = 2
         t["validation.a"] = mask.to(torch.uint8)
 
-    _e_rewrite_weights(tmp_path / "m", edit)
+    _rewrite_weights(tmp_path / "m", edit)
     with pytest.raises(ValueError, match=r"validation.a is missing or does not hold one 0 / 1"):
         tm.CrossModalAE.load(tmp_path / "m", data)
