@@ -128,7 +128,8 @@ def test_a_record_without_classifier_trained_is_taken_as_trained():
     model.train_params_.pop("classifier_trained", None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model.predict_labels("a")
+        predicted = model.predict_labels("a")
+    assert len(predicted) == data["a"].n_obs
 
 
 # model/_io.py

@@ -944,9 +944,11 @@ def feature_mismatch(given, expected) -> str:
     lacking = [v for v in expected if v not in set(given)]
     extra = [v for v in given if v not in set(expected)]
     parts = [f"{len(given)} features given, {len(expected)} expected"]
-    plain = {re.sub(r"[:_-]", "-", v): v for v in expected}  # (peaks: 'chr1:1-9', 'chr1-1-9')
-    renamed = [(v, plain[re.sub(r"[:_-]", "-", v)]) for v in extra
-               if re.sub(r"[:_-]", "-", v) in plain]
+    def dashed(v: str) -> str:  # (peaks: 'chr1:1-9', 'chr1-1-9', 'chr1_1_9')
+        return re.sub(r"[:_-]", "-", v)
+
+    plain = {dashed(v): v for v in expected}
+    renamed = [(v, plain[dashed(v)]) for v in extra if dashed(v) in plain]
     if lacking and len(renamed) == len(extra) == len(lacking):
         return (f"the same {len(given)} features named with other separators (e.g. "
                 f"{renamed[0][0]!r} here, {renamed[0][1]!r} in the model, as peaks are "
