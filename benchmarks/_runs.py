@@ -92,3 +92,15 @@ def mean_sd(runs: list[dict], cols: Sequence[str]) -> list[str]:
         else:
             cells.append(f"{v.mean():.0f}" if c == "seconds" else f"{v.mean():.3f} ± {v.std():.3f}")
     return cells
+
+
+def scenario_table(path: str, scenarios: Sequence[str], methods: Sequence[str],
+                   cols: Sequence[str]) -> None:
+    """Print the README table of a (scenario, method) grid: mean ± sd of ``cols`` over the
+    seeds of each, in the order of ``scenarios`` and ``methods``."""
+    runs = grouped(path, lambda r: (r["scenario"], r["method"]))
+    print("| scenario | method | seeds | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 3) + "|")
+    for (scenario, method), rs in sorted(runs.items(), key=lambda kv: (
+            scenarios.index(kv[0][0]), methods.index(kv[0][1]))):
+        print(f"| {scenario} | {method} | {len(rs)} | " + " | ".join(mean_sd(rs, cols)) + " |")

@@ -39,7 +39,7 @@ import time
 import warnings
 
 import numpy as np
-from _runs import grid_main, grid_parser, grouped, mean_sd
+from _runs import grid_main, grid_parser, scenario_table
 
 SCENARIOS = ("balanced", "imbalanced", "unpaired")
 # the unpaired scenario: the settings of benchmarks/unpaired.py's synthetic data sets
@@ -141,14 +141,9 @@ def run_one(
 
 def summary(path: str) -> None:
     """Print the README table (mean ± sd over seeds) from saved JSON lines."""
-    runs = grouped(path, lambda r: (r["scenario"], r["method"]))
     cols = ("batch_mixing", "rna_label_purity", "foscttm", "label_transfer",
             "translation_pearson", "seconds")
-    print("| scenario | method | seeds | " + " | ".join(cols) + " |")
-    print("|---" * (len(cols) + 3) + "|")
-    for (scenario, method), rs in sorted(runs.items(), key=lambda kv: (
-            SCENARIOS.index(kv[0][0]), METHODS.index(kv[0][1]))):
-        print(f"| {scenario} | {method} | {len(rs)} | " + " | ".join(mean_sd(rs, cols)) + " |")
+    scenario_table(path, SCENARIOS, METHODS, cols)
 
 
 def main() -> None:

@@ -261,6 +261,32 @@ def test_methylation_benchmark_runs_and_summarises(tmp_path):
     assert res["anchor_fraction"] == 0 and 0 <= res["foscttm"] <= 1
 
 
+def test_reference_benchmark_runs_and_summarises(tmp_path):
+    """``benchmarks/reference.py``: one run of each method on a few hundred simulated cells
+    gives every metric (the reference's RNA embedding kept exactly by from_reference), and
+    the summary prints the table."""
+    import contextlib
+    import io
+    import json
+
+    ref = _load("reference")
+    lines = [ref.run_one("anchors10", method, 0, max_epochs=1, n_cells=300)
+             for method in ref.METHODS]
+    for res in lines:
+        assert res["epochs"] == 1 and res["seconds"] > 0
+        for key in ("foscttm_protein_rna", "foscttm_protein_atac", "label_transfer"):
+            assert 0 <= res[key] <= 1, (key, res)
+    assert lines[0]["rna_drift"] == 0 and lines[0]["reference_seconds"] > 0
+    assert np.isnan(lines[1]["rna_drift"])
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        ref.summary(str(tmp_path / "r.jsonl"))
+    rows = buf.getvalue().splitlines()
+    assert len(rows) == 4 and rows[2].startswith("| anchors10 | from_reference | 1 |")
+    assert "n/a" in rows[3]  # (the joint model has no reference to drift from)
+
+
 def _needs(*datasets):
     from transmodal.datasets import data_dir
 

@@ -1136,3 +1136,93 @@ def test_training_line_gives_the_shape_the_model_reads():
              "image": tm.Modality("gaussian", obsm_key="crops")}
     assert (_describe({n: adata for n in specs}, specs)
             == "rna 5 x 7, prot 5 x 3, image 5 x 1 x 8 x 8")
+
+
+# ----------------------------------------------------------------- train on a reference
+def _reference_config(workdir: Path, trained: Path, **overrides) -> dict:
+    """A config adding modality 'prot' to the trained model (``reference:``)."""
+    prot = workdir / "prot.h5ad"
+    if not prot.exists():
+        atac = ad.read_h5ad(workdir / "atac.h5ad")
+        X = np.log1p(atac.X[:, :12]) + np.random.default_rng(0).normal(0, 0.1, (atac.n_obs, 12))
+        ad.AnnData(X=X.astype(np.float32), obs=atac.obs,
+                   var=pd.DataFrame(index=[f"p{j}" for j in range(12)])).write_h5ad(prot)
+    cfg = {
+        "reference": {"path": str(trained)},
+        "data": {"rna": str(workdir / "rna.h5ad"), "prot": str(prot)},
+        "modalities": {"prot": {"likelihood": "gaussian"}},
+        "model": {"anchor_fraction": 1.0, "validation_fraction": 0.2, "seed": 0},
+        "train": {"max_epochs": 2, "batch_size": 32, "progress_bar": False},
+        "subset": {"obs_key": "split", "value": "train"},
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def test_train_on_a_reference(workdir: Path, trained: Path, tmp_path: Path, capsys):
+    """``reference:`` trains a new modality into a trained model's latent space
+    (CrossModalAE.from_reference): the anchor embeds as the reference does; the config
+    written beside the model names the reference; resume checks the modalities."""
+    cfg = _reference_config(workdir, trained)
+    cfg["train"]["checkpoint_dir"] = str(tmp_path / "ckpt")
+    path = _write_config(tmp_path / "run.yaml", cfg)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 0
+    assert "training on rna 90 x 30, prot 90 x 12" in capsys.readouterr().err
+    rna = ad.read_h5ad(workdir / "rna.h5ad")
+    model = tm.CrossModalAE.load(tmp_path / "m")
+    assert model.modality_names == ["rna", "prot"]
+    assert model.init_params_["prior"] == "anchor:rna" and model.init_params_["n_latent"] == 4
+    np.testing.assert_array_equal(
+        model.get_latent_representation("rna", rna),
+        tm.CrossModalAE.load(trained).get_latent_representation("rna", rna),
+    )
+    written = yaml.safe_load((tmp_path / "m" / "run_config.yaml").read_text())
+    assert written["reference"] == {"path": str(trained), "anchor": "rna"}
+    # the checkpoint of this run resumes under this config, not under another modality set
+    with pytest.warns(UserWarning, match="nothing to resume"):
+        assert main(["train", "--config", str(path), "--out", str(tmp_path / "m"),
+                     "--overwrite", "--resume"]) == 0
+    cfg["modalities"]["prot"]["likelihood"] = "continuous_bernoulli"
+    other = _write_config(tmp_path / "other.yaml", cfg)
+    assert main(["train", "--config", str(other), "--out", str(tmp_path / "m2"),
+                 "--resume"]) == 2
+    _assert_one_line_error(capsys, "--resume", "modalities: prot: likelihood")
+
+
+REFERENCE_CONFIGS = {
+    "no saved model": (lambda c, w: c["reference"].update(path=str(w / "nowhere")),
+                       ("reference:", "is not a saved transmodal model")),
+    "unknown key": (lambda c, w: c["reference"].update(modality="rna"),
+                    ("reference", "unknown key 'modality'")),
+    "anchor not in the reference": (lambda c, w: c["reference"].update(anchor="prot"),
+                                    ("reference: anchor 'prot' is not a modality of the "
+                                     "reference (rna, atac)",)),
+    "anchor not in the data": (lambda c, w: c["reference"].update(anchor="atac"),
+                               ("reference: anchor='atac' is not in data",)),
+    "the reference's modality given otherwise": (
+        lambda c, w: c["modalities"].update(rna={"likelihood": "poisson"}),
+        ("modalities: modality 'rna' is the reference's",)),
+    "other latent size": (lambda c, w: c["model"].update(n_latent=8),
+                          ("model: n_latent=8: the reference's networks were built with "
+                           "n_latent=4",)),
+    "a prior": (lambda c, w: c["model"].update(prior="learned"),
+                ("model: prior is 'anchor:<name>'",)),
+    "no reference modality in the data": (
+        lambda c, w: (c["data"].pop("rna"), c["data"].update(prot2=c["data"]["prot"]),
+                      c["modalities"].update(prot2={"likelihood": "gaussian"})),
+        ("data: none of the reference's modalities (rna, atac)",)),
+    "a modality nobody specifies": (lambda c, w: c["data"].update(other=c["data"]["prot"]),
+                                    ("data: 'other' has no spec", "the reference's: rna, atac")),
+}
+
+
+@pytest.mark.parametrize("case", list(REFERENCE_CONFIGS))
+def test_bad_reference_config(case, workdir: Path, trained: Path, tmp_path: Path, capsys):
+    """Every problem of a ``reference:`` config is one line, before any data are read."""
+    edit, needles = REFERENCE_CONFIGS[case]
+    cfg = _reference_config(workdir, trained)
+    edit(cfg, workdir)
+    path = _write_config(tmp_path / "run.yaml", cfg)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 2
+    _assert_one_line_error(capsys, str(path), *needles)
+    assert not (tmp_path / "m").exists()

@@ -211,7 +211,9 @@ _ATTRIBUTE_HINTS: dict[str, str] = {
     "differential_expression": "differential expression, also on translated data, is "
                                "tm.analysis.differential_expression(adata, groupby, group)",
     "load_query_data": "new cells are embedded and translated without retraining: "
-                       "model.get_latent_representation('rna', query_adata)",
+                       "model.get_latent_representation('rna', query_adata); a new "
+                       "modality joins a trained model's latent space through "
+                       "tm.CrossModalAE.from_reference(model, data, modalities)",
     "get_elbo": "the losses of each epoch are model.history (train_* and val_* columns)",
     "get_reconstruction_error": "the losses of each epoch are model.history (train_* and "
                                 "val_* columns)",

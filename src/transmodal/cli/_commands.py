@@ -190,6 +190,7 @@ def cmd_train(
     outputs = (MODEL_CONFIG, MODEL_WEIGHTS, ENSEMBLE_CONFIG, *TRAIN_SIDE_FILES)
     check_output_directory(out_dir, overwrite=True, names=outputs)
     checkpoint = _checkpoint_to_resume(cfg, out_dir, resume)
+    reference = None if cfg.reference is None else CrossModalAE.load(cfg.reference["path"])
 
     if cfg.data is not None:
         files: dict[Path, Any] = {}
@@ -211,6 +212,7 @@ def cmd_train(
                 f"{cfg.path}: modalities: modality {missing[0]!r} is not in {cfg.mudata} "
                 f"(it holds {', '.join(data.mod)})"
             )
+        used = _modalities_used(cfg, data)
         if cfg.subset is not None:
             key, value = cfg.subset["obs_key"], cfg.subset["value"]
             if key in data.obs.columns:  # a column of the MuData's own obs
@@ -227,16 +229,24 @@ def cmd_train(
                 with no_mudata_notice():
                     data = data[mask].copy()
             else:  # each modality by its own obs column, as with data:
-                for name in cfg.modalities:
+                for name in used:
                     mod = data.mod[name]
                     where = f"{cfg.mudata}: modality {name!r} (the MuData's obs has no {key!r})"
                     data.mod[name] = mod[_subset_mask(mod.obs, key, value, where)].copy()
                 with no_mudata_notice():
                     data.update()
 
-    print(f"transmodal: training on {_describe(data, cfg.modalities)}", file=sys.stderr)
+    print(f"transmodal: training on {_describe(data, _modalities_used(cfg, data))}",
+          file=sys.stderr)
     train_kwargs = dict(cfg.train)
     agreement = None
+
+    def build(**seed: int) -> CrossModalAE:
+        """The config's new model (``seed``: a run's, else the model section's)."""
+        if reference is None:
+            return CrossModalAE(data, cfg.modalities, **cfg.model, **seed)
+        return CrossModalAE.from_reference(reference, data, cfg.modalities,
+                                           anchor=cfg.reference["anchor"], **cfg.model, **seed)
     if cfg.runs is None:
         if checkpoint is not None:
             from ..workflows import resume_training
@@ -249,7 +259,7 @@ def cmd_train(
             result: Any = resume_training(checkpoint, data, **kept)
         else:
             with construction_bars(train_kwargs.get("progress_bar", True)):
-                result = CrossModalAE(data, cfg.modalities, **cfg.model)
+                result = build()
             result.train(**train_kwargs)
         hist = result.history
         done = f"trained {result.train_params_.get('epochs_run', '?')} epochs"
@@ -258,17 +268,17 @@ def cmd_train(
 
         seeds, k = cfg.runs["seeds"], cfg.runs["k"]
 
-        def build(seed: int) -> CrossModalAE:
-            return CrossModalAE(data, cfg.modalities, **cfg.model, seed=seed)
+        def build_seed(seed: int) -> CrossModalAE:
+            return build(seed=seed)
 
         if cfg.runs["combine"] == "consensus":
-            run = train_consensus(build, seeds, k=k, **train_kwargs)
+            run = train_consensus(build_seed, seeds, k=k, **train_kwargs)
             result, hist, agreement = run.model, run.model.history, run.agreement
             done = f"trained seeds {seeds}, kept seed {run.seed} " + (
                 "(the runs' medoid)" if len(seeds) > 2 else "(the first: two runs have no medoid)"
             )
         else:
-            result = train_ensemble(build, seeds, k=k, **train_kwargs)
+            result = train_ensemble(build_seed, seeds, k=k, **train_kwargs)
             hist = result.history  # indexed by (seed, epoch)
             done = f"trained seeds {seeds} as an ensemble"
     if not is_global_zero():  # a multi-process run: rank 0 alone writes the directory
@@ -285,6 +295,14 @@ def cmd_train(
         (tmp / "run_config.yaml").write_text(dump_config(run_config))
     print(f"transmodal: {done}; model saved to {out_dir}", file=sys.stderr)
     return 0
+
+
+def _modalities_used(cfg: Any, data: Any) -> dict[str, Any]:
+    """The specs of the modalities the config's model has: with a reference, those of its
+    modalities that ``data`` (a dict or a MuData) hold first."""
+    held = data.mod if hasattr(data, "mod") else data
+    ref = {} if cfg.reference is None else cfg.reference["specs"]
+    return {**{n: s for n, s in ref.items() if n in held}, **cfg.modalities}
 
 
 def _describe(data, modalities: Mapping[str, Any]) -> str:
@@ -427,10 +445,12 @@ def _check_resumed_settings(cfg: Any, ckpt: Path) -> None:
         f"model: {key} {given[key]!r} (checkpoint: {value!r})"
         for key, value in init.items() if key in given and given[key] != value
     ]
-    if list(mods) != list(cfg.modalities):
-        differ.append(f"modalities {list(cfg.modalities)} (checkpoint: {list(mods)})")
+    # (with a reference: its modalities in the data first; in a MuData, those it held)
+    expected = _modalities_used(cfg, cfg.data if cfg.data is not None else mods)
+    if list(mods) != list(expected):
+        differ.append(f"modalities {list(expected)} (checkpoint: {list(mods)})")
     else:
-        for name, spec in cfg.modalities.items():
+        for name, spec in expected.items():
             mine = jsonable(spec.to_dict())
             try:
                 theirs = jsonable(Modality.from_dict(mods[name], name=name).to_dict())

@@ -20,8 +20,11 @@ import yaml
 
 from .._hints import known_name_hint
 
-TOP_LEVEL_KEYS = ("data", "mudata", "modalities", "model", "train", "runs", "out", "subset")
+TOP_LEVEL_KEYS = (
+    "data", "mudata", "modalities", "reference", "model", "train", "runs", "out", "subset",
+)
 SUBSET_KEYS = ("obs_key", "value")
+REFERENCE_KEYS = ("path", "anchor")
 RUNS_KEYS = ("seeds", "combine", "k")
 COMBINE = ("consensus", "ensemble")
 
@@ -284,6 +287,10 @@ class RunConfig:
     runs: dict[str, Any] | None = None
     # ``model`` as a model saves it (``init_params_``), defaults included (not written out)
     model_params: dict[str, Any] = field(default_factory=dict)
+    # a trained model the new one joins (CrossModalAE.from_reference): ``path``, ``anchor``
+    # (None: chosen from the data) and ``specs``, its modalities' specs as the new model
+    # takes them (:func:`transmodal.model._reference.explicit_spec`)
+    reference: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain representation (absolute paths) for writing next to the trained model."""
@@ -295,6 +302,10 @@ class RunConfig:
         d["modalities"] = {k: v.to_dict() for k, v in self.modalities.items()}
         d["model"] = dict(self.model)
         d["train"] = dict(self.train)
+        if self.reference is not None:
+            d["reference"] = {"path": str(self.reference["path"])}
+            if self.reference["anchor"] is not None:
+                d["reference"]["anchor"] = self.reference["anchor"]
         if self.runs is not None:
             d["runs"] = dict(self.runs)
         if self.subset is not None:
@@ -339,11 +350,52 @@ def _existing_file(p: Path, where: str, config: Path | None = None) -> Path:
     return p
 
 
+def _reference_section(raw: dict, base: Path, f: str) -> dict[str, Any] | None:
+    """Section ``reference`` (a path, or ``{path, anchor}``): the trained model's directory,
+    its saved config read and checked (``saved``), the anchor named."""
+    from ..data._modality import Modality
+    from ..model._io import read_config
+    from ..model._reference import explicit_spec
+
+    value = raw.get("reference")
+    if value is None:
+        return None
+    sec = {"path": value} if isinstance(value, str) else _section(
+        raw, "reference", f, known=REFERENCE_KEYS)
+    if "path" not in sec:
+        raise ConfigError(
+            f"{f}: reference: missing key 'path' (the directory of a trained model, e.g. "
+            "reference: {path: run/, anchor: rna})"
+        )
+    ref = _resolve(base, sec["path"], f"{f}: reference: path")
+    try:
+        saved = read_config(ref)
+        specs = {n: Modality.from_dict(d, name=n) for n, d in saved["modalities"].items()}
+    except (OSError, ValueError, TypeError) as err:
+        raise ConfigError(f"{f}: reference: {err}") from None
+    if not saved.get("is_trained"):
+        raise ConfigError(f"{f}: reference: {ref} holds an untrained model (random weights)")
+    anchor = sec.get("anchor")
+    if anchor is not None and anchor not in specs:
+        raise ConfigError(
+            f"{f}: reference: anchor {anchor!r} is not a modality of the reference "
+            f"({', '.join(specs)})"
+        )
+    images = saved.get("image_shape") or {}
+    hidden = saved["init_params"].get("hidden")
+    return {
+        "path": ref, "anchor": anchor, "saved": saved,
+        "trained": specs,
+        "specs": {n: explicit_spec(s, hidden, n in images) for n, s in specs.items()},
+    }
+
+
 def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
     """Validate a parsed config; relative paths are relative to the config file's folder."""
     from ..data._modality import Modality, check_modality_name
     from ..model._checks import check_prior
     from ..model._model import CrossModalAE
+    from ..model._reference import check_reference_spec, choose_anchor, reference_params
 
     path = Path(path)
     # the folder the config was given in, a link's own (pipelines stage configs as links)
@@ -354,13 +406,17 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         if key not in TOP_LEVEL_KEYS:
             raise _unknown_key(f"{f}: top level", key, list(TOP_LEVEL_KEYS))
 
-    # modalities --------------------------------------------------------------------------
-    if "modalities" not in raw or raw["modalities"] is None:
+    # reference: a trained model whose latent space the new one joins ---------------------
+    reference = _reference_section(raw, base, f)
+    ref_specs = {} if reference is None else reference["specs"]
+
+    # modalities (with a reference: those it lacks) -----------------------------------------
+    if reference is None and ("modalities" not in raw or raw["modalities"] is None):
         raise ConfigError(
             f"{f}: missing section 'modalities' (e.g. modalities: {{rna: {{likelihood: nb}}}})"
         )
     mods_raw = _section(raw, "modalities", f)
-    if not mods_raw:
+    if not mods_raw and reference is None:
         raise ConfigError(f"{f}: section 'modalities' is empty")
     modalities: dict[str, Modality] = {}
     for name, spec in mods_raw.items():
@@ -368,10 +424,12 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
             check_modality_name(name)
             mod = Modality.from_dict(spec if spec is not None else {}, name=name)
             mod.check(name)
+            if name in ref_specs:
+                check_reference_spec(name, mod, reference["trained"][name], ref_specs[name])
         except (ValueError, TypeError) as err:
             raise ConfigError(f"{f}: modalities: {err}") from None
         modalities[name] = mod
-    if len(modalities) < 2:
+    if len(modalities) < 2 and reference is None:
         raise ConfigError(
             f"{f}: modalities: need at least two modalities, got {list(modalities)}"
         )
@@ -394,17 +452,37 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
                     f"(data has: {', '.join(data_raw) or 'nothing'})"
                 )
         for name in data_raw:
-            if name not in modalities:
+            if name not in modalities and name not in ref_specs:
                 raise ConfigError(
                     f"{f}: data: {name!r} has no spec in section 'modalities' "
-                    f"(modalities: {', '.join(modalities)})"
+                    f"(modalities: {', '.join(modalities)}"
+                    + (f"; the reference's: {', '.join(ref_specs)}" if reference else "") + ")"
                 )
+        # (a reference's modalities first, as the model orders them)
+        names = [n for n in ref_specs if n in data_raw] + [n for n in modalities
+                                                           if n not in ref_specs]
+        if reference is not None:
+            shared = [n for n in ref_specs if n in data_raw]
+            if not shared:
+                raise ConfigError(
+                    f"{f}: data: none of the reference's modalities ({', '.join(ref_specs)}); "
+                    "the new model keeps the networks of at least one of them"
+                )
+            if len(names) < 2:
+                raise ConfigError(f"{f}: data: need at least two modalities, got {names}")
+            try:
+                own = check_prior(reference["saved"]["init_params"].get("prior", "learned"),
+                                  list(ref_specs))
+                reference["anchor"] = choose_anchor(reference["anchor"], shared,
+                                                    list(ref_specs), own)
+            except ValueError as err:
+                raise ConfigError(f"{f}: reference: {err}") from None
         data = {
             name: _existing_file(
                 _resolve(base, data_raw[name], f"{f}: data: {name!r}"), f"{f}: data: {name!r}",
                 path,
             )
-            for name in modalities
+            for name in names
         }
     else:
         mudata = _existing_file(
@@ -418,11 +496,16 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
     train = check_kwargs(_section(raw, "train", f), train_params, f"{f}: train", "train")
 
     # value checks the model does itself, but only after reading the data
-    merged = {k: p.default for k, p in model_params.items()}
-    merged.update(model)
     try:
+        if reference is None:
+            merged = {k: p.default for k, p in model_params.items()}
+            merged.update(model)
+        else:  # (the reference's network sizes; its anchor not known yet for a MuData)
+            merged = reference_params(CrossModalAE, reference["saved"]["init_params"],
+                                      reference["anchor"], model)
         model_saved = CrossModalAE._check_params(merged)
-        check_prior(merged["prior"], list(modalities))
+        if "prior" in merged:
+            check_prior(merged["prior"], [*ref_specs, *modalities])
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{f}: model: {err}") from None
     try:
@@ -501,7 +584,10 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         subset=subset,
         runs=runs,
         model_params=model_saved,
+        reference=None if reference is None else {
+            k: reference[k] for k in ("path", "anchor", "specs")},
     )
+
 
 
 def load_config(path: str | os.PathLike) -> RunConfig:

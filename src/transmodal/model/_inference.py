@@ -63,9 +63,14 @@ class InferenceMixin:
         if modality not in self.mods:
             raise ValueError(f"unknown {what} {modality!r}; the model has {self.modality_names}")
 
-    def _warn_untrained(self, what: str) -> None:
+    def _warn_untrained(self, what: str, modalities: tuple[str, ...] = ()) -> None:
         """Warn that ``what`` come from random weights (``train()`` never ran, or stopped
-        while pre-training the anchor modality, e.g. a checkpoint taken then)."""
+        while pre-training the anchor modality, e.g. a checkpoint taken then), unless they
+        come from ``modalities`` that are all a reference's trained anchor
+        (:meth:`from_reference`)."""
+        if (self.train_params_.get("anchor_trained")
+                and modalities and set(modalities) == {self.anchor_modality_}):
+            return
         if not self.is_trained_:
             warnings.warn(
                 f"{what} come from an untrained model (random weights): call model.train() "
@@ -247,7 +252,7 @@ class InferenceMixin:
         or with ``out`` the written AnnData opened read-only (``backed="r"``).
         """
         src = self._source_for(modality, adata)
-        self._warn_untrained("Embeddings")
+        self._warn_untrained("Embeddings", (modality,))
 
         def fn(x):
             return self.module.encode(modality, x)
@@ -368,7 +373,7 @@ class InferenceMixin:
                 "the translation is the decoder's mean", UserWarning, stacklevel=user_stacklevel(),
             )
         src = self._source_for(source, adata)
-        self._warn_untrained("Translations")
+        self._warn_untrained("Translations", (source, target))
         cells = self.mods[source].adata if adata is None else adata
         batch_code = target_batch_codes(
             self.batch_categories_.get(target), target, target_batch, cells.obs_names

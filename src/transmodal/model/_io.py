@@ -516,15 +516,18 @@ def _check_sizes(
             )
 
 
-def _check_given_data(model: CrossModalAE, config: dict) -> None:
+def check_given_data(model: CrossModalAE, config: dict, what: str = "the saved model") -> None:
     """``ValueError`` unless the data given to :func:`load_model` (set up in ``model.mods``)
-    have the saved images' shape and features."""
+    have the saved images' shape and features (those of the modalities ``config`` names:
+    a reference model's for :meth:`CrossModalAE.from_reference`)."""
     for name, md in model.mods.items():
+        if name not in config["n_vars"]:
+            continue
         saved_shape = config.get("image_shape", {}).get(name)
         given_shape = None if md.source.image_shape is None else list(md.source.image_shape)
         if saved_shape != given_shape:
             raise ValueError(
-                f"modality {name!r}: the model was saved for images of shape {saved_shape}; "
+                f"modality {name!r}: {what} was trained on images of shape {saved_shape}; "
                 f"the given data hold {given_shape}"
             )
         saved_n = config["n_vars"][name]
@@ -533,7 +536,7 @@ def _check_given_data(model: CrossModalAE, config: dict) -> None:
         if md.source.n_vars != saved_n or differ:
             detail = differ or f"{md.source.n_vars} features given, {saved_n} saved"
             raise ValueError(
-                f"modality {name!r}: var_names of the given data do not match the saved model "
+                f"modality {name!r}: var_names of the given data do not match {what} "
                 f"({detail})"
             )
 
@@ -702,7 +705,7 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
     model = cls.__new__(cls)
 
     def check_module(module: torch.nn.Module) -> None:  # (model.mods is set by then)
-        _check_given_data(model, config)
+        check_given_data(model, config)
         _check_architecture(module, tensors, path, config.get("transmodal_version"))
 
     model._setup(

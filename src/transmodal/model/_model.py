@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import abc
+import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -187,22 +188,38 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
             "validation_fraction": validation_fraction,
             "seed": seed,
         }
-        params = self._check_params(params)
+        self._build(data, modalities, self._check_params(params), check_data=check_data,
+                    warn_unused=anchor_fraction is None)
+
+    def _build(
+        self, data, modalities, params: dict[str, Any], *, check_data: bool,
+        warn_unused: bool, batch_categories: Mapping[str, list[str]] | None = None,
+        check_module: Callable[[CrossModalModule], None] | None = None,
+        fitted: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    ) -> None:
+        """A new model's networks, preprocessing, split, anchor pairs and pseudo-pairs from
+        checked ``params`` (shared by ``__init__`` and :meth:`from_reference`, which passes
+        the reference's batches, a check of its modalities' features and their fitted
+        preprocessing statistics: a ``state_dict`` of each one's input transform)."""
         for name in modalities if isinstance(modalities, Mapping) else ():
             check_modality_name(name)
-        self._setup(data, modalities, params, label_categories=None, check_data=check_data)
+        self._setup(data, modalities, params, label_categories=None, check_data=check_data,
+                    batch_categories=batch_categories, check_module=check_module)
         seed = params["seed"]
         masks = validation_masks(self.mods, params["validation_fraction"], seed)
         self.val_masks_ = masks
         train = {n: ~m for n, m in masks.items()}
         self.anchors_ = choose_anchors(self.mods, train, params["anchor_fraction"], seed)
-        if anchor_fraction is None:
+        if warn_unused:
             warn_unused_pairs(self.mods, train)
         if self.anchors_ and self.label_categories_:
             warn_label_conflicts(self.mods, self.label_categories_, params["labels_key"])
         self._set_class_mask(train)
         self._set_marker_scale(train)
         for name, md in self.mods.items():
+            if fitted is not None and name in fitted:  # (before the pseudo-pairs use them)
+                self.module.transforms[name].load_state_dict(fitted[name])
+                continue
             fit_preprocessing(
                 self.module.transforms[name], md.source, np.flatnonzero(train[name]), seed=seed
             )
@@ -478,6 +495,71 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         from ._io import load_model
 
         return load_model(cls, path, data, check_data=check_data)
+
+    @classmethod
+    def from_reference(
+        cls, reference: CrossModalAE | str | os.PathLike, data: Mapping[str, AnnData] | Any,
+        modalities: Mapping[str, Modality | dict | str] | None = None, *,
+        anchor: str | None = None, **params: Any,
+    ) -> CrossModalAE:
+        """A new model in the latent space of a trained one, to add modalities to it.
+
+        The networks (preprocessing, encoder, decoder) of the reference's modalities that
+        ``data`` hold are copied from it; modality ``anchor`` among them stays frozen
+        (``prior="anchor:<anchor>"``, not pre-trained again), so it embeds its cells, the
+        reference's and new ones, exactly as the reference does, and :meth:`train` aligns
+        the new modalities (and fine-tunes the reference's other ones, started from the
+        reference's weights) to its latent space: the paper's pre-trained anchor
+        autoencoder, reused instead of trained again. Embeddings and cell types computed
+        with the reference (clusters, UMAPs, classifiers on its latent space) stay valid for
+        the anchor's cells and extend to the new modalities' cells.
+
+        Parameters
+        ----------
+        reference
+            A trained :class:`CrossModalAE`, or the directory of a saved one (loaded
+            without its data).
+        data
+            ``{name: AnnData}`` or a ``MuData`` holding the anchor modality (the reference's
+            cells or others, with the reference's features) and the new modalities.
+        modalities
+            ``{name: Modality(...)}`` of the modalities the reference lacks. Those it has
+            are taken from it (their networks were trained with its specs: one given
+            otherwise is refused).
+        anchor
+            The reference modality kept frozen. Default: the reference's own anchor (a
+            reference trained with ``prior="anchor:<name>"``) or the only reference
+            modality the data hold.
+        **params
+            The constructor's other keywords (``labels_key``, ``anchor_fraction``,
+            ``geometric_pairs``, ``validation_fraction``, ``seed``, ...; ``hidden`` and
+            ``dropout`` default to the reference's and size only the new modalities). The
+            latent space's ``n_latent``, ``variational`` and ``n_private`` are the
+            reference's; ``prior`` is ``"anchor:<anchor>"``.
+
+        Returns
+        -------
+        An untrained model, whose reference modalities carry the reference's weights;
+        call :meth:`train`.
+
+        Raises
+        ------
+        ValueError
+            If the reference is untrained, ``data`` hold none of its modalities, a reference
+            modality's features, image shape or batches differ from the reference's, or a
+            parameter contradicts the reference's latent space.
+
+        Examples
+        --------
+        >>> reference = tm.CrossModalAE.load("rna_atac_model")
+        >>> model = tm.CrossModalAE.from_reference(reference, {"rna": rna, "image": nuclei},
+        ...     {"image": tm.Modality("continuous_bernoulli", obsm_key="crops")}, anchor="rna")
+        >>> model.train()
+        >>> nuclei.obsm["X_transmodal"] = model.get_latent_representation("image")
+        """
+        from ._reference import model_from_reference
+
+        return model_from_reference(cls, reference, data, modalities, anchor, params)
 
     def _digests(self) -> dict[str, str]:
         return {n: names_digest(md.obs_names) for n, md in self.mods.items()}

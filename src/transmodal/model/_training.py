@@ -342,6 +342,7 @@ class TrainingMixin:
         anchor = self.anchor_modality_
 
         done_before = 0 if self.history_ is None else int(len(self.history_))
+        anchor_trained = bool(self.train_params_.get("anchor_trained"))
 
         def record(epochs_run: int, finished: bool = False) -> dict[str, Any]:
             """``train_params_`` once this call has run ``epochs_run`` epochs (``finished``:
@@ -367,6 +368,8 @@ class TrainingMixin:
                 "patience": patience,
                 "seed": seed,
                 **({"checkpoint_every": checkpoint_every} if checkpoint_dir is not None else {}),
+                # (a model from_reference: its anchor came trained, also before any epoch)
+                **({"anchor_trained": True} if anchor_trained else {}),
             })
 
         callbacks = []
@@ -624,10 +627,10 @@ class TrainingMixin:
         # pre-training epochs an interrupted call left undone (the anchor is not frozen yet)
         left = int(self.train_params_.get("pretrain_left", 0))
         owed = pretrain_epochs
-        if pretrain_epochs is None:  # a trained anchor autoencoder is not pre-trained again
-            pretrain_epochs = (
-                max(1, max_epochs // 4) if not self.is_trained_ else min(left, max_epochs)
-            )
+        # a trained anchor autoencoder (also one from_reference copied) is not pre-trained again
+        trained = self.is_trained_ or bool(self.train_params_.get("anchor_trained"))
+        if pretrain_epochs is None:
+            pretrain_epochs = max(1, max_epochs // 4) if not trained else min(left, max_epochs)
             owed = max(pretrain_epochs, left)
         elif left and pretrain_epochs < left:
             warnings.warn(
@@ -636,7 +639,7 @@ class TrainingMixin:
                 "and is frozen after this call's pre-training (by default the call finishes "
                 "it)", UserWarning, stacklevel=user_stacklevel(),
             )
-        if pretrain_epochs == 0 and not self.is_trained_:
+        if pretrain_epochs == 0 and not trained:
             raise ValueError(
                 f"pretrain_epochs=0 with prior {prior!r} on an untrained model: the anchor "
                 f"modality {anchor!r} is frozen after pre-training, so it would keep its "
