@@ -1165,6 +1165,7 @@ def test_train_on_a_reference(workdir: Path, trained: Path, tmp_path: Path, caps
     written beside the model names the reference; resume checks the modalities."""
     cfg = _reference_config(workdir, trained)
     cfg["train"]["checkpoint_dir"] = str(tmp_path / "ckpt")
+    cfg["modalities"]["rna"] = {"likelihood": "nb"}  # (the reference's spec may be given)
     path = _write_config(tmp_path / "run.yaml", cfg)
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 0
     assert "training on rna 90 x 30, prot 90 x 12" in capsys.readouterr().err

@@ -302,7 +302,8 @@ def _modalities_used(cfg: Any, data: Any) -> dict[str, Any]:
     modalities that ``data`` (a dict or a MuData) hold first."""
     held = data.mod if hasattr(data, "mod") else data
     ref = {} if cfg.reference is None else cfg.reference["specs"]
-    return {**{n: s for n, s in ref.items() if n in held}, **cfg.modalities}
+    used = {n: s for n, s in ref.items() if n in held}  # (as the model takes them)
+    return {**used, **{n: s for n, s in cfg.modalities.items() if n not in used}}
 
 
 def _describe(data, modalities: Mapping[str, Any]) -> str:
