@@ -195,3 +195,43 @@ def test_reference_batches(data):
                                          r"model's batches \['b0', 'b1'\]"):
         tm.CrossModalAE.from_reference(reference, {"rna": other, "protein": data["protein"]},
                                        {"protein": SPECS["protein"]})
+
+
+def test_copied_networks_are_not_called_random_and_retraining_the_anchor_is_warned(
+        reference, data):
+    """Before training, embeddings / translations / label predictions of the copied
+    networks (anchor, fine-tuned reference modality, copied classifier) give no warning of
+    random weights, nor does train(lam_cls=0); train(pretrain_epochs=k) warns that it trains
+    the anchor again, and does."""
+    model = tm.CrossModalAE.from_reference(
+        reference, data, {"protein": SPECS["protein"]}, anchor="rna", labels_key="label",
+        anchor_fraction=1.0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.get_latent_representation("atac")
+        model.translate(data["rna"][:5], source="rna", target="atac")
+        np.testing.assert_array_equal(model.predict_labels("rna"),
+                                      reference.predict_labels("rna"))
+        model.train(max_epochs=1, lam_cls=0, progress_bar=False)
+        model.predict_labels("protein")
+    with pytest.warns(UserWarning, match=r"pretrain_epochs=1 trains the anchor modality 'rna' "
+                                         r"again, whose networks came from the reference"):
+        model.train(max_epochs=2, pretrain_epochs=1, progress_bar=False)
+    assert not np.array_equal(model.get_latent_representation("rna"),
+                              reference.get_latent_representation("rna"))
+
+
+def test_classifier_of_other_classes_and_unspecified_modalities(reference, data):
+    """A labels_key whose classes differ from the reference's trains a new classifier
+    (warned); a dict holding a modality neither the reference's nor specified is refused."""
+    fewer = {k: data[k][data[k].obs["label"] != "cluster3"].copy() for k in ("rna", "protein")}
+    with pytest.warns(UserWarning, match=r"the reference's latent classifier .* is not copied"):
+        model = _new(reference, fewer, labels_key="label")
+    assert not torch.equal(model.module.classifier.weight[:3],
+                           reference.module.classifier.weight[:3])
+    with pytest.warns(UserWarning, match="untrained model"):
+        model.predict_labels("rna")
+    with pytest.raises(ValueError, match=r"data hold modality 'protein', which the reference "
+                                         r"lacks and modalities does not specify"):
+        tm.CrossModalAE.from_reference(reference, data, anchor="rna")

@@ -63,13 +63,16 @@ class InferenceMixin:
         if modality not in self.mods:
             raise ValueError(f"unknown {what} {modality!r}; the model has {self.modality_names}")
 
-    def _warn_untrained(self, what: str, modalities: tuple[str, ...] = ()) -> None:
+    def _warn_untrained(
+        self, what: str, modalities: tuple[str, ...] = (), classifier: bool = False
+    ) -> None:
         """Warn that ``what`` come from random weights (``train()`` never ran, or stopped
         while pre-training the anchor modality, e.g. a checkpoint taken then), unless they
-        come from ``modalities`` that are all a reference's trained anchor
-        (:meth:`from_reference`)."""
-        if (self.train_params_.get("anchor_trained")
-                and modalities and set(modalities) == {self.anchor_modality_}):
+        come from ``modalities`` (and the latent ``classifier``) that all carry a reference's
+        trained networks (:meth:`from_reference`)."""
+        copied = self.train_params_.get("reference_modalities") or ()
+        if (modalities and set(modalities) <= set(copied)
+                and (not classifier or self.train_params_.get("classifier_trained"))):
             return
         if not self.is_trained_:
             warnings.warn(
@@ -499,7 +502,7 @@ class InferenceMixin:
                 raise ValueError(f"classes {unknown} are not among the model's labels {cats}")
             keep = np.array([cats.index(c) for c in classes], dtype=np.int64)
         src = self._source_for(modality, adata)
-        self._warn_untrained("Label predictions")
+        self._warn_untrained("Label predictions", (modality,), classifier=True)
         if self.is_trained_ and not self.train_params_.get("classifier_trained", True):
             warnings.warn(
                 "label predictions come from an untrained latent classifier (every train() "

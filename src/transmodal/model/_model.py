@@ -507,12 +507,13 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         The networks (preprocessing, encoder, decoder) of the reference's modalities that
         ``data`` hold are copied from it; modality ``anchor`` among them stays frozen
         (``prior="anchor:<anchor>"``, not pre-trained again), so it embeds its cells, the
-        reference's and new ones, exactly as the reference does, and :meth:`train` aligns
-        the new modalities (and fine-tunes the reference's other ones, started from the
-        reference's weights) to its latent space: the paper's pre-trained anchor
-        autoencoder, reused instead of trained again. Embeddings and cell types computed
-        with the reference (clusters, UMAPs, classifiers on its latent space) stay valid for
-        the anchor's cells and extend to the new modalities' cells.
+        reference's and new ones, exactly as the reference does. :meth:`train` aligns the
+        new modalities to its latent space and fine-tunes the reference's other ones from
+        their copied weights: the paper's pre-trained anchor autoencoder, reused instead of
+        trained again (``train(pretrain_epochs=k)`` would train the anchor again, warned).
+        Embeddings and cell types computed with the reference (clusters, UMAPs, classifiers
+        on its latent space) stay valid for the anchor's cells and extend to the new
+        modalities' cells.
 
         Parameters
         ----------
@@ -523,19 +524,23 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
             ``{name: AnnData}`` or a ``MuData`` holding the anchor modality (the reference's
             cells or others, with the reference's features) and the new modalities.
         modalities
-            ``{name: Modality(...)}`` of the modalities the reference lacks. Those it has
-            are taken from it (their networks were trained with its specs: one given
-            otherwise is refused).
+            ``{name: Modality(...)}`` of the modalities the reference lacks (one in a dict
+            ``data`` without a spec is refused). Those it has are taken from it (their
+            networks were trained with its specs: one given otherwise is refused).
         anchor
             The reference modality kept frozen. Default: the reference's own anchor (a
             reference trained with ``prior="anchor:<name>"``) or the only reference
             modality the data hold.
         **params
             The constructor's other keywords (``labels_key``, ``anchor_fraction``,
-            ``geometric_pairs``, ``validation_fraction``, ``seed``, ...; ``hidden`` and
-            ``dropout`` default to the reference's and size only the new modalities). The
-            latent space's ``n_latent``, ``variational`` and ``n_private`` are the
-            reference's; ``prior`` is ``"anchor:<anchor>"``.
+            ``geometric_pairs``, ``validation_fraction``, ``seed``, ...). ``hidden``
+            defaults to the reference's and sizes only the new modalities' networks;
+            ``dropout`` defaults to the reference's and applies to every network that
+            trains (the frozen anchor runs without it). The latent space's ``n_latent``,
+            ``variational`` and ``n_private`` are the reference's; ``prior`` is
+            ``"anchor:<anchor>"``. With a ``labels_key`` whose classes in the data are the
+            reference's, the reference's latent classifier is copied too (and trained
+            further); with other classes, a new one is trained (warned).
 
         Returns
         -------

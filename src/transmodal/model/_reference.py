@@ -8,12 +8,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .._hints import nearest_names
+from .._utils import user_stacklevel
 from ..data._modality import Modality
 from ..data._setup import _as_dict
 
@@ -165,6 +167,14 @@ def model_from_reference(
     reference = _reference_model(cls, reference)
     adatas, _ = _as_dict(data, ())  # (the names only: no MuData pairing maps read)
     shared = [n for n in reference.mods if n in adatas]
+    given = modalities if isinstance(modalities, Mapping) else {}
+    unspecified = [n for n in adatas if n not in reference.mods and n not in given]
+    if unspecified and isinstance(data, Mapping):  # (a MuData may hold others, unused)
+        raise ValueError(
+            f"data hold modality {unspecified[0]!r}, which the reference lacks and modalities "
+            f"does not specify: pass modalities={{{unspecified[0]!r}: Modality(...)}} (the "
+            f"reference's modalities are {reference.modality_names})"
+        )
     if not shared:
         raise ValueError(
             f"data hold none of the reference's modalities {reference.modality_names} (data: "
@@ -190,15 +200,29 @@ def model_from_reference(
         check_module=lambda _: check_given_data(model, config, "the reference model"),
         fitted={n: reference.module.transforms[n].state_dict() for n in shared},
     )
+    copied = (model.module.classifier is not None and reference.module.classifier is not None
+              and model.label_categories_ == reference.label_categories_)
+    if model.module.classifier is not None and reference.module.classifier is not None \
+            and not copied:
+        warnings.warn(
+            f"the reference's latent classifier (classes {reference.label_categories_}) is not "
+            f"copied: the labels of the data name other classes ({model.label_categories_}); "
+            "the new model's classifier starts from random weights",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
     with torch.no_grad():
         for name in shared:
             for part in ("encoders", "decoders", "heads"):
                 getattr(model.module, part)[name].load_state_dict(
                     getattr(reference.module, part)[name].state_dict()
                 )
-        if (model.module.classifier is not None and reference.module.classifier is not None
-                and model.label_categories_ == reference.label_categories_):
+        if copied:
             model.module.classifier.load_state_dict(reference.module.classifier.state_dict())
-    # the anchor is trained: not pre-trained again (see TrainingMixin._pretraining)
-    model.train_params_ = {"anchor_trained": True}
+    # the anchor is trained: not pre-trained again (TrainingMixin._pretraining); the copied
+    # networks answer as the reference's before any training (no warning of random weights)
+    model.train_params_ = {
+        "anchor_trained": True, "reference_modalities": shared,
+        "classifier_trained": bool(
+            copied and reference.train_params_.get("classifier_trained", True)),
+    }
     return model

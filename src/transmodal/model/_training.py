@@ -342,7 +342,9 @@ class TrainingMixin:
         anchor = self.anchor_modality_
 
         done_before = 0 if self.history_ is None else int(len(self.history_))
-        anchor_trained = bool(self.train_params_.get("anchor_trained"))
+        # (a model from_reference: its anchor came trained, also before any epoch)
+        reference = {k: self.train_params_[k] for k in ("anchor_trained", "reference_modalities")
+                     if k in self.train_params_}
 
         def record(epochs_run: int, finished: bool = False) -> dict[str, Any]:
             """``train_params_`` once this call has run ``epochs_run`` epochs (``finished``:
@@ -368,8 +370,7 @@ class TrainingMixin:
                 "patience": patience,
                 "seed": seed,
                 **({"checkpoint_every": checkpoint_every} if checkpoint_dir is not None else {}),
-                # (a model from_reference: its anchor came trained, also before any epoch)
-                **({"anchor_trained": True} if anchor_trained else {}),
+                **reference,
             })
 
         callbacks = []
@@ -632,6 +633,13 @@ class TrainingMixin:
         if pretrain_epochs is None:
             pretrain_epochs = max(1, max_epochs // 4) if not trained else min(left, max_epochs)
             owed = max(pretrain_epochs, left)
+        elif pretrain_epochs and self.train_params_.get("anchor_trained"):
+            warnings.warn(
+                f"pretrain_epochs={pretrain_epochs} trains the anchor modality {anchor!r} again, "
+                "whose networks came from the reference (CrossModalAE.from_reference): its "
+                "embeddings will no longer be the reference's; leave pretrain_epochs out to "
+                "keep it frozen", UserWarning, stacklevel=user_stacklevel(),
+            )
         elif left and pretrain_epochs < left:
             warnings.warn(
                 f"pretrain_epochs={pretrain_epochs}: the anchor modality {anchor!r} is "
