@@ -1214,6 +1214,18 @@ REFERENCE_CONFIGS = {
         ("data: none of the reference's modalities (rna, atac)",)),
     "a modality nobody specifies": (lambda c, w: c["data"].update(other=c["data"]["prot"]),
                                     ("data: 'other' has no spec", "the reference's: rna, atac")),
+    "a list as anchor": (lambda c, w: c["reference"].update(anchor=["rna"]),
+                         ("reference: key 'anchor' must be a modality name", "['rna']")),
+    "the reference's spec given otherwise, only the difference named": (
+        lambda c, w: c["modalities"].update(rna={"likelihood": "nb", "hidden": [8]}),
+        ("modalities: modality 'rna' is the reference's", "(hidden=[8] (reference: [16]))")),
+    "a MuData without the anchor": (
+        lambda c, w: (c.pop("data"), c.update(mudata=str(w / "rna_prot.h5mu")),
+                      c["reference"].update(anchor="atac")),
+        ("reference: anchor='atac' is not in data",)),
+    "a MuData without a reference modality": (
+        lambda c, w: (c.pop("data"), c.update(mudata=str(w / "prot_only.h5mu"))),
+        ("mudata (", "none of the reference's modalities (rna, atac)")),
 }
 
 
@@ -1222,8 +1234,51 @@ def test_bad_reference_config(case, workdir: Path, trained: Path, tmp_path: Path
     """Every problem of a ``reference:`` config is one line, before any data are read."""
     edit, needles = REFERENCE_CONFIGS[case]
     cfg = _reference_config(workdir, trained)
+    if not (workdir / "prot_only.h5mu").exists():
+        import mudata as md
+
+        rna, prot = ad.read_h5ad(workdir / "rna.h5ad"), ad.read_h5ad(workdir / "prot.h5ad")
+        with warnings.catch_warnings():  # (mudata's notices about joining obs columns)
+            warnings.simplefilter("ignore")
+            md.MuData({"rna": rna, "prot": prot}).write(workdir / "rna_prot.h5mu")
+            md.MuData({"prot": prot, "prot2": prot.copy()}).write(workdir / "prot_only.h5mu")
     edit(cfg, workdir)
     path = _write_config(tmp_path / "run.yaml", cfg)
     assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 2
     _assert_one_line_error(capsys, str(path), *needles)
     assert not (tmp_path / "m").exists()
+
+
+def test_reference_is_never_written_and_resume_checks_it(workdir: Path, trained: Path,
+                                                         tmp_path: Path, capsys):
+    """The output and checkpoint directories may not be, hold or lie in the reference's; a
+    checkpoint built on another reference is not resumed; a reference modality's spec may
+    be given as null (taken from the reference)."""
+    before = (trained / "model.safetensors").read_bytes()
+    cfg = _reference_config(workdir, trained)
+    path = _write_config(tmp_path / "run.yaml", cfg)
+    assert main(["train", "--config", str(path), "--out", str(trained), "--overwrite"]) == 2
+    _assert_one_line_error(capsys, "the output directory", "is, holds or lies in the "
+                                   "reference model's directory")
+    cfg["train"]["checkpoint_dir"] = str(trained / "ckpt")
+    path = _write_config(tmp_path / "run.yaml", cfg)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 2
+    _assert_one_line_error(capsys, "train: checkpoint_dir", "reference model's directory")
+    assert (trained / "model.safetensors").read_bytes() == before
+    assert not (trained / "ckpt").exists()
+    # another reference: the same settings, other weights
+    other = tm.CrossModalAE.load(trained, {k: ad.read_h5ad(workdir / f"{k}.h5ad")
+                                           for k in ("rna", "atac")})
+    other.train(max_epochs=1, progress_bar=False, early_stopping=False)
+    other.save(tmp_path / "other_ref")
+    cfg = _reference_config(workdir, trained, modalities={"rna": None,
+                                                          "prot": {"likelihood": "gaussian"}})
+    cfg["train"]["checkpoint_dir"] = str(tmp_path / "ckpt")
+    path = _write_config(tmp_path / "run.yaml", cfg)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "m")]) == 0
+    cfg["reference"]["path"] = str(tmp_path / "other_ref")
+    path = _write_config(tmp_path / "run.yaml", cfg)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "m"), "--overwrite",
+                 "--resume"]) == 2
+    _assert_one_line_error(capsys, "--resume", "the checkpoint's anchor 'rna' holds other "
+                                   "networks: built on another reference?")

@@ -26,7 +26,7 @@ from .._utils import (
     jsonable,
     no_mudata_notice,
 )
-from ._config import ConfigError, dump_config, load_config
+from ._config import ConfigError, dump_config, h5mu_modalities, load_config
 
 OBSM_KEY = "X_transmodal"
 # files ``train`` writes into its output directory besides the saved model (or ensemble)
@@ -189,6 +189,14 @@ def cmd_train(
     # holds nothing but train's outputs (checked before training; member dirs are models)
     outputs = (MODEL_CONFIG, MODEL_WEIGHTS, ENSEMBLE_CONFIG, *TRAIN_SIDE_FILES)
     check_output_directory(out_dir, overwrite=True, names=outputs)
+    if cfg.reference is not None:  # (it would be replaced, or written into)
+        for what, where in (("the output directory", out_dir),
+                            ("train: checkpoint_dir", cfg.train.get("checkpoint_dir"))):
+            if where is not None and _nested(Path(where), cfg.reference["path"]):
+                raise ConfigError(
+                    f"{cfg.path}: {what} {where} is, holds or lies in the reference model's "
+                    f"directory {cfg.reference['path']}; give the new model another one"
+                )
     checkpoint = _checkpoint_to_resume(cfg, out_dir, resume)
     reference = None if cfg.reference is None else CrossModalAE.load(cfg.reference["path"])
 
@@ -328,17 +336,9 @@ def _is_mudata(path: Path) -> bool:
 def _mudata_modalities(path: Path, names: Sequence[str], option: str) -> list[str]:
     """The modalities among ``names`` that the .h5mu file ``path`` holds (read from the
     file's index alone, not its matrices)."""
-    import h5py
-
     if not path.is_file():
         raise FileNotFoundError(f"{option}: file not found: {path}")
-    try:
-        with h5py.File(path, "r") as f:
-            held = list(f["mod"].keys()) if isinstance(f.get("mod"), h5py.Group) else None
-    except OSError as err:
-        raise ValueError(f"{option}: cannot read {path} as .h5mu: {err}") from None
-    if held is None:
-        raise ValueError(f"{option}: {path} is not a MuData file (it has no 'mod' group)")
+    held = h5mu_modalities(path, option)
     found = [n for n in names if n in held]
     if not found:
         raise ValueError(
@@ -413,8 +413,7 @@ def _checkpoint_to_resume(cfg: Any, out_dir: Path, resume: bool) -> Path | None:
             raise ConfigError(f"{cfg.path}: --resume needs train: checkpoint_dir in the config")
         return None
     ckpt = Path(ckpt)
-    a, b = Path(os.path.abspath(ckpt)), Path(os.path.abspath(out_dir))
-    if a == b or a.is_relative_to(b) or b.is_relative_to(a):
+    if _nested(ckpt, out_dir):
         raise ConfigError(
             f"{cfg.path}: train: checkpoint_dir {ckpt} is, holds or lies in the output "
             f"directory {out_dir}; give the checkpoints a directory of their own"
@@ -429,6 +428,38 @@ def _checkpoint_to_resume(cfg: Any, out_dir: Path, resume: bool) -> Path | None:
     if held:
         _check_resumed_settings(cfg, ckpt)
     return ckpt if held else None
+
+
+def _nested(a: Path, b: Path) -> bool:
+    """Whether directories ``a`` and ``b`` are one, or one lies in the other."""
+    a, b = Path(os.path.abspath(a)), Path(os.path.abspath(b))
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def _reference_problem(cfg: Any, ckpt: Path, saved: Mapping[str, Any]) -> str | None:
+    """What differs if the checkpoint's anchor encoder (frozen) is not the config's
+    reference model's (a run on another reference), else ``None``."""
+    from safetensors import safe_open
+
+    from ..model._checks import check_prior
+
+    try:
+        anchor = check_prior((saved.get("init_params") or {}).get("prior", "learned"),
+                             list(saved.get("modalities") or {}))
+    except ValueError:
+        anchor = None
+    if anchor is None:
+        return f"no reference (checkpoint: prior {saved.get('init_params', {}).get('prior')!r})"
+    prefix = f"module.encoders.{anchor}."
+    with safe_open(str(ckpt / MODEL_WEIGHTS), "pt") as mine, \
+            safe_open(str(cfg.reference["path"] / MODEL_WEIGHTS), "pt") as theirs:
+        keys = sorted(k for k in mine.keys() if k.startswith(prefix))
+        same = bool(keys) and keys == sorted(k for k in theirs.keys() if k.startswith(prefix))
+        same = same and all(mine.get_tensor(k).equal(theirs.get_tensor(k)) for k in keys)
+    if same:
+        return None
+    return (f"reference {cfg.reference['path']} (the checkpoint's anchor {anchor!r} holds "
+            "other networks: built on another reference?)")
 
 
 def _check_resumed_settings(cfg: Any, ckpt: Path) -> None:
@@ -461,6 +492,10 @@ def _check_resumed_settings(cfg: Any, ckpt: Path) -> None:
                 f"modalities: {name}: {key} {mine.get(key)!r} (checkpoint: {theirs.get(key)!r})"
                 for key in sorted(set(mine) | set(theirs)) if mine.get(key) != theirs.get(key)
             ]
+    if cfg.reference is not None and not differ:
+        problem = _reference_problem(cfg, ckpt, saved)
+        if problem is not None:
+            differ.append(problem)
     if differ:
         raise ConfigError(
             f"{cfg.path}: --resume: the checkpoint in {ckpt} was built with other settings "

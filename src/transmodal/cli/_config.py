@@ -375,7 +375,18 @@ def _reference_section(raw: dict, base: Path, f: str) -> dict[str, Any] | None:
         raise ConfigError(f"{f}: reference: {err}") from None
     if not saved.get("is_trained"):
         raise ConfigError(f"{f}: reference: {ref} holds an untrained model (random weights)")
+    left = (saved.get("train_params") or {}).get("pretrain_left")
+    if left:
+        raise ConfigError(
+            f"{f}: reference: {ref} stopped while it pre-trained its anchor modality ({left} "
+            "epoch(s) left): its other modalities' networks are untrained; finish its training "
+            "first"
+        )
     anchor = sec.get("anchor")
+    if anchor is not None and not isinstance(anchor, str):
+        raise ConfigError(
+            f"{f}: reference: key 'anchor' must be a modality name (a string), got {anchor!r}"
+        )
     if anchor is not None and anchor not in specs:
         raise ConfigError(
             f"{f}: reference: anchor {anchor!r} is not a modality of the reference "
@@ -390,12 +401,50 @@ def _reference_section(raw: dict, base: Path, f: str) -> dict[str, Any] | None:
     }
 
 
+def h5mu_modalities(path: Path, where: str) -> list[str]:
+    """The names of the modalities the .h5mu file ``path`` holds, read from its index alone
+    (not its matrices); ``ValueError`` (prefixed ``where``) for a file that is no MuData."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            held = list(f["mod"].keys()) if isinstance(f.get("mod"), h5py.Group) else None
+    except OSError as err:
+        raise ValueError(f"{where}: cannot read {path} as .h5mu: {err}") from None
+    if held is None:
+        raise ValueError(f"{where}: {path} is not a MuData file (it has no 'mod' group)")
+    return held
+
+
+def _reference_data(reference: dict[str, Any], names: list[str], f: str, where: str) -> None:
+    """Check the modalities ``names`` of the new model (the reference's that the data hold,
+    then the new ones) and set the reference's anchor, as ``from_reference`` would."""
+    from ..model._checks import check_prior
+    from ..model._reference import choose_anchor
+
+    ref_specs = reference["specs"]
+    shared = [n for n in names if n in ref_specs]
+    if not shared:
+        raise ConfigError(
+            f"{f}: {where}: none of the reference's modalities ({', '.join(ref_specs)}); "
+            "the new model keeps the networks of at least one of them"
+        )
+    if len(names) < 2:
+        raise ConfigError(f"{f}: {where}: need at least two modalities, got {names}")
+    try:
+        own = check_prior(reference["saved"]["init_params"].get("prior", "learned"),
+                          list(ref_specs))
+        reference["anchor"] = choose_anchor(reference["anchor"], shared, list(ref_specs), own)
+    except ValueError as err:
+        raise ConfigError(f"{f}: reference: {err}") from None
+
+
 def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
     """Validate a parsed config; relative paths are relative to the config file's folder."""
     from ..data._modality import Modality, check_modality_name
     from ..model._checks import check_prior
     from ..model._model import CrossModalAE
-    from ..model._reference import check_reference_spec, choose_anchor, reference_params
+    from ..model._reference import check_reference_spec, reference_params
 
     path = Path(path)
     # the folder the config was given in, a link's own (pipelines stage configs as links)
@@ -420,6 +469,8 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         raise ConfigError(f"{f}: section 'modalities' is empty")
     modalities: dict[str, Modality] = {}
     for name, spec in mods_raw.items():
+        if spec is None and name in ref_specs:  # (taken from the reference)
+            continue
         try:
             check_modality_name(name)
             mod = Modality.from_dict(spec if spec is not None else {}, name=name)
@@ -462,21 +513,7 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         names = [n for n in ref_specs if n in data_raw] + [n for n in modalities
                                                            if n not in ref_specs]
         if reference is not None:
-            shared = [n for n in ref_specs if n in data_raw]
-            if not shared:
-                raise ConfigError(
-                    f"{f}: data: none of the reference's modalities ({', '.join(ref_specs)}); "
-                    "the new model keeps the networks of at least one of them"
-                )
-            if len(names) < 2:
-                raise ConfigError(f"{f}: data: need at least two modalities, got {names}")
-            try:
-                own = check_prior(reference["saved"]["init_params"].get("prior", "learned"),
-                                  list(ref_specs))
-                reference["anchor"] = choose_anchor(reference["anchor"], shared,
-                                                    list(ref_specs), own)
-            except ValueError as err:
-                raise ConfigError(f"{f}: reference: {err}") from None
+            _reference_data(reference, names, f, "data")
         data = {
             name: _existing_file(
                 _resolve(base, data_raw[name], f"{f}: data: {name!r}"), f"{f}: data: {name!r}",
@@ -488,6 +525,15 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         mudata = _existing_file(
             _resolve(base, raw["mudata"], f"{f}: mudata"), f"{f}: mudata", path
         )
+        if reference is not None:  # (the modalities the file holds: its index alone)
+            try:
+                held = h5mu_modalities(mudata, f"{f}: mudata")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+            _reference_data(
+                reference, [n for n in ref_specs if n in held]
+                + [n for n in modalities if n not in ref_specs], f, f"mudata ({mudata})",
+            )
 
     # model / train ------------------------------------------------------------------------
     model_params = signature_params(CrossModalAE.__init__, ("self", "data", "modalities"))
@@ -500,7 +546,7 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         if reference is None:
             merged = {k: p.default for k, p in model_params.items()}
             merged.update(model)
-        else:  # (the reference's network sizes; its anchor not known yet for a MuData)
+        else:  # (the reference's network sizes)
             merged = reference_params(CrossModalAE, reference["saved"]["init_params"],
                                       reference["anchor"], model)
         model_saved = CrossModalAE._check_params(merged)

@@ -50,7 +50,8 @@ config file (YAML, or JSON by .json suffix); relative paths are relative to the 
   # neighbours the runs' agreement is scored on (default 50)
   # runs: {seeds: [0, 1, 2], combine: consensus, k: 50}
   # optional: add modalities to a trained model (CrossModalAE.from_reference): its
-  # modalities in data need no spec; anchor (frozen) defaults to the only one data hold
+  # modalities in data need no spec; anchor (frozen) defaults to the reference's own
+  # anchor, else to the only one of its modalities that data hold
   # reference: {path: rna_atac_model/, anchor: rna}
 """
 

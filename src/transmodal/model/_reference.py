@@ -69,10 +69,13 @@ def check_reference_spec(name: str, given: Any, trained: Modality, explicit: Mod
         return
     mine = given if isinstance(given, Modality) else Modality.from_dict(given, name=name)
     if mine != trained and mine != explicit:
+        a, b = mine.to_dict(), (trained if mine.hidden is None else explicit).to_dict()
+        differ = ", ".join(f"{k}={a.get(k)!r} (reference: {b.get(k)!r})"
+                           for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
         raise ValueError(
-            f"modality {name!r} is the reference's, whose networks were trained with "
-            f"{trained!r}; leave it out of modalities (it is taken from the reference), or "
-            f"give a new modality another name (given: {mine!r})"
+            f"modality {name!r} is the reference's, whose networks were trained with another "
+            f"spec ({differ}); leave it out of modalities (it is taken from the reference), "
+            "or give a new modality another name"
         )
 
 
