@@ -24,6 +24,20 @@ def _load(name: str):
     return module
 
 
+def _summary_rows(bench, lines: list[dict], tmp_path) -> list[str]:
+    """The table lines a benchmark module's ``summary`` prints for ``lines`` (saved as JSON
+    lines first, as the scripts write them)."""
+    import contextlib
+    import io
+    import json
+
+    (tmp_path / "runs.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        bench.summary(str(tmp_path / "runs.jsonl"))
+    return buf.getvalue().splitlines()
+
+
 @pytest.fixture(scope="module")
 def a549():
     return _load("a549_translated_analysis")
@@ -208,8 +222,6 @@ def test_scale_batch_mmd_part_runs():
 def test_batches_benchmark_runs_and_summarises(tmp_path):
     """``benchmarks/batches.py``: one run of each method on a few hundred cells gives every
     metric, and the summary prints the table."""
-    import json
-
     batches = _load("batches")
     lines = [
         batches.run_one("imbalanced", method, 0, 1.0, max_epochs=1, n_cells=300)
@@ -220,14 +232,7 @@ def test_batches_benchmark_runs_and_summarises(tmp_path):
         for key in ("batch_mixing", "rna_label_purity", "foscttm", "label_transfer",
                     "translation_pearson"):
             assert 0 <= res[key] <= 1, (key, res)
-    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
-    import contextlib
-    import io
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        batches.summary(str(tmp_path / "b.jsonl"))
-    rows = buf.getvalue().splitlines()
+    rows = _summary_rows(batches, lines, tmp_path)
     assert len(rows) == 5 and rows[2].startswith("| imbalanced | none | 1 |")
     # unpaired: no anchors, pairs found again through obs["true_cell"]
     res = batches.run_one("unpaired", "batch_key", 0, 1.0, max_epochs=1, n_cells=300)
@@ -238,10 +243,6 @@ def test_methylation_benchmark_runs_and_summarises(tmp_path):
     """``benchmarks/methylation.py``: one run of each method on a few hundred simulated
     cells gives every metric, the sparse setting thins the coverage, and the summary prints
     the table."""
-    import contextlib
-    import io
-    import json
-
     meth = _load("methylation")
     lines = [meth.run_one("sparse", method, 0, max_epochs=1, n_cells=300) for method in meth.METHODS]
     for res in lines:
@@ -250,11 +251,7 @@ def test_methylation_benchmark_runs_and_summarises(tmp_path):
             assert 0 <= res[key] <= 1, (key, res)
         for key in ("pearson_rna_to_met", "pearson_met_to_rna", "region_pearson_rna_to_met"):
             assert -1 <= res[key] <= 1, (key, res)
-    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        meth.summary(str(tmp_path / "m.jsonl"))
-    rows = buf.getvalue().splitlines()
+    rows = _summary_rows(meth, lines, tmp_path)
     assert len(rows) == 2 + len(meth.METHODS) and rows[2].startswith("| sparse | 10% | missing | 1 |")
     # unpaired: the pairs hidden from the model, still scored on the true pairs
     res = meth.run_one("full", "missing", 0, max_epochs=1, n_cells=300, anchor_fraction=0.0)
@@ -265,10 +262,6 @@ def test_reference_benchmark_runs_and_summarises(tmp_path):
     """``benchmarks/reference.py``: one run of each method on a few hundred simulated cells
     gives every metric (the reference's RNA embedding kept exactly by from_reference), and
     the summary prints the table."""
-    import contextlib
-    import io
-    import json
-
     ref = _load("reference")
     lines = [ref.run_one("anchors10", method, 0, max_epochs=1, n_cells=300)
              for method in ref.METHODS]
@@ -278,11 +271,7 @@ def test_reference_benchmark_runs_and_summarises(tmp_path):
             assert 0 <= res[key] <= 1, (key, res)
     assert lines[0]["rna_drift"] == 0 and lines[0]["reference_seconds"] > 0
     assert np.isnan(lines[1]["rna_drift"])
-    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n")
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        ref.summary(str(tmp_path / "r.jsonl"))
-    rows = buf.getvalue().splitlines()
+    rows = _summary_rows(ref, lines, tmp_path)
     assert len(rows) == 4 and rows[2].startswith("| anchors10 | from_reference | 1 |")
     assert "n/a" in rows[3]  # (the joint model has no reference to drift from)
 
