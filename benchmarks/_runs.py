@@ -82,15 +82,16 @@ def grouped(path: str, key: Callable[[dict], tuple]) -> dict[tuple, list[dict]]:
 
 
 def mean_sd(runs: list[dict], cols: Sequence[str]) -> list[str]:
-    """Table cells of ``cols``: mean ± sd over the runs (``seconds``: the mean, rounded;
-    "n/a" where a run lacks the value: lines of an older version, or NaN)."""
+    """Table cells of ``cols``: mean ± sd over the runs (``seconds``, ``*_seconds``: the
+    mean, rounded; "n/a" where a run lacks the value: lines of an older version, or NaN)."""
     cells = []
     for c in cols:
         v = np.array([r.get(c, np.nan) for r in runs], dtype=float)
         if np.isnan(v).any():
             cells.append("n/a")
         else:
-            cells.append(f"{v.mean():.0f}" if c == "seconds" else f"{v.mean():.3f} ± {v.std():.3f}")
+            cells.append(f"{v.mean():.0f}" if c == "seconds" or c.endswith("_seconds")
+                         else f"{v.mean():.3f} ± {v.std():.3f}")
     return cells
 
 

@@ -21,7 +21,7 @@ reference's (``rna_drift``: the largest absolute coordinate difference; a joint 
 latent space is another one, so n/a), ``seconds`` (the new model's creation + training;
 ``reference_seconds``: the reference's, which ``from_reference`` reuses), ``peak_rss_mib``.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/reference.py --seeds 0 1 2 | tee benchmarks/out/reference.jsonl
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/reference.py --seeds 0 1 2 3 4 | tee benchmarks/out/reference.jsonl
     .venv/bin/python benchmarks/reference.py --summary benchmarks/out/reference.jsonl
 """
 

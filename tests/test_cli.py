@@ -1214,6 +1214,16 @@ REFERENCE_CONFIGS = {
         ("data: none of the reference's modalities (rna, atac)",)),
     "a modality nobody specifies": (lambda c, w: c["data"].update(other=c["data"]["prot"]),
                                     ("data: 'other' has no spec", "the reference's: rna, atac")),
+    "an ensemble as the reference": (
+        lambda c, w: (Path(c["data"]["prot"]).parent.joinpath("ens").mkdir(exist_ok=True),
+                      Path(c["data"]["prot"]).parent.joinpath("ens", "ensemble.json")
+                      .write_text("{}"),
+                      c["reference"].update(path=str(w / "ens"))),
+        ("reference:", "holds an ensemble, which has no single latent space")),
+    "two reference modalities, no anchor": (
+        lambda c, w: c["data"].update(atac=str(w / "atac.h5ad")),
+        ("reference: data hold the reference's modalities ['rna', 'atac']",
+         "with reference: {path: ..., anchor: <name>}")),
     "a list as anchor": (lambda c, w: c["reference"].update(anchor=["rna"]),
                          ("reference: key 'anchor' must be a modality name", "['rna']")),
     "the reference's spec given otherwise, only the difference named": (

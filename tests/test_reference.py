@@ -235,3 +235,30 @@ def test_classifier_of_other_classes_and_unspecified_modalities(reference, data)
     with pytest.raises(ValueError, match=r"data hold modality 'protein', which the reference "
                                          r"lacks and modalities does not specify"):
         tm.CrossModalAE.from_reference(reference, data, anchor="rna")
+
+
+def test_reference_saved_before_the_sizes_existed(reference, data, tmp_path):
+    """A reference file whose init_params lack variational / n_private (saved before those
+    options existed) gives the new model their defaults; an ensemble is refused by name."""
+    import json
+
+    reference.save(tmp_path / "ref")
+    cfg = json.loads((tmp_path / "ref" / "config.json").read_text())
+    for key in ("variational", "n_private"):
+        del cfg["init_params"][key]
+    (tmp_path / "ref" / "config.json").write_text(json.dumps(cfg))
+    model = _new(tmp_path / "ref", data)
+    assert model.init_params_["variational"] is False and model.init_params_["n_private"] == 0
+    (tmp_path / "ens").mkdir()
+    (tmp_path / "ens" / "ensemble.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"holds an ensemble, which has no single latent space"):
+        _new(tmp_path / "ens", data)
+
+
+def test_trained_model_warns_of_an_unfinished_pretraining_for_copied_modalities(reference, data):
+    """Once trained, the reference's modalities are no exception to the warnings: a training
+    that stopped while it pre-trained the anchor again is told for them too."""
+    model = _new(reference, data).train(max_epochs=1, progress_bar=False)
+    model.train_params_["pretrain_left"] = 2  # (as an interrupted train(pretrain_epochs=3))
+    with pytest.warns(UserWarning, match="stopped while it pre-trained"):
+        model.get_latent_representation("rna")

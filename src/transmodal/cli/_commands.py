@@ -198,7 +198,9 @@ def cmd_train(
                     f"directory {cfg.reference['path']}; give the new model another one"
                 )
     checkpoint = _checkpoint_to_resume(cfg, out_dir, resume)
-    reference = None if cfg.reference is None else CrossModalAE.load(cfg.reference["path"])
+    # (a resumed run goes on from its checkpoint, which holds the reference's networks)
+    reference = (CrossModalAE.load(cfg.reference["path"])
+                 if cfg.reference is not None and checkpoint is None else None)
 
     if cfg.data is not None:
         files: dict[Path, Any] = {}
@@ -251,7 +253,7 @@ def cmd_train(
 
     def build(**seed: int) -> CrossModalAE:
         """The config's new model (``seed``: a run's, else the model section's)."""
-        if reference is None:
+        if cfg.reference is None:
             return CrossModalAE(data, cfg.modalities, **cfg.model, **seed)
         return CrossModalAE.from_reference(reference, data, cfg.modalities,
                                            anchor=cfg.reference["anchor"], **cfg.model, **seed)
@@ -450,6 +452,8 @@ def _reference_problem(cfg: Any, ckpt: Path, saved: Mapping[str, Any]) -> str | 
         anchor = None
     if anchor is None:
         return f"no reference (checkpoint: prior {saved.get('init_params', {}).get('prior')!r})"
+    if (saved.get("train_params") or {}).get("pretrain_epochs"):
+        return None  # (its anchor was trained again, as warned: no longer the reference's)
     prefix = f"module.encoders.{anchor}."
     with safe_open(str(ckpt / MODEL_WEIGHTS), "pt") as mine, \
             safe_open(str(cfg.reference["path"] / MODEL_WEIGHTS), "pt") as theirs:

@@ -25,6 +25,7 @@ TOP_LEVEL_KEYS = (
 )
 SUBSET_KEYS = ("obs_key", "value")
 REFERENCE_KEYS = ("path", "anchor")
+_NAME_ANCHOR = "reference: {path: ..., anchor: <name>}"  # (how a config names the anchor)
 RUNS_KEYS = ("seeds", "combine", "k")
 COMBINE = ("consensus", "ensemble")
 
@@ -289,7 +290,7 @@ class RunConfig:
     model_params: dict[str, Any] = field(default_factory=dict)
     # a trained model the new one joins (CrossModalAE.from_reference): ``path``, ``anchor``
     # (None: chosen from the data) and ``specs``, its modalities' specs as the new model
-    # takes them (:func:`transmodal.model._reference.explicit_spec`)
+    # takes them (:func:`transmodal.model._reference.explicit_specs`)
     reference: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -355,7 +356,7 @@ def _reference_section(raw: dict, base: Path, f: str) -> dict[str, Any] | None:
     its saved config read and checked (``saved``), the anchor named."""
     from ..data._modality import Modality
     from ..model._io import read_config
-    from ..model._reference import explicit_spec
+    from ..model._reference import check_reference_record, explicit_specs
 
     value = raw.get("reference")
     if value is None:
@@ -369,19 +370,13 @@ def _reference_section(raw: dict, base: Path, f: str) -> dict[str, Any] | None:
         )
     ref = _resolve(base, sec["path"], f"{f}: reference: path")
     try:
+        check_reference_record(ref, True, {})  # (an ensemble: before read_config refuses it)
         saved = read_config(ref)
         specs = {n: Modality.from_dict(d, name=n) for n, d in saved["modalities"].items()}
+        check_reference_record(ref, bool(saved.get("is_trained")),
+                               saved.get("train_params") or {})
     except (OSError, ValueError, TypeError) as err:
         raise ConfigError(f"{f}: reference: {err}") from None
-    if not saved.get("is_trained"):
-        raise ConfigError(f"{f}: reference: {ref} holds an untrained model (random weights)")
-    left = (saved.get("train_params") or {}).get("pretrain_left")
-    if left:
-        raise ConfigError(
-            f"{f}: reference: {ref} stopped while it pre-trained its anchor modality ({left} "
-            "epoch(s) left): its other modalities' networks are untrained; finish its training "
-            "first"
-        )
     anchor = sec.get("anchor")
     if anchor is not None and not isinstance(anchor, str):
         raise ConfigError(
@@ -392,12 +387,10 @@ def _reference_section(raw: dict, base: Path, f: str) -> dict[str, Any] | None:
             f"{f}: reference: anchor {anchor!r} is not a modality of the reference "
             f"({', '.join(specs)})"
         )
-    images = saved.get("image_shape") or {}
-    hidden = saved["init_params"].get("hidden")
     return {
-        "path": ref, "anchor": anchor, "saved": saved,
-        "trained": specs,
-        "specs": {n: explicit_spec(s, hidden, n in images) for n, s in specs.items()},
+        "path": ref, "anchor": anchor, "saved": saved, "trained": specs,
+        "specs": explicit_specs(specs, saved["init_params"].get("hidden"),
+                                list(saved.get("image_shape") or {})),
     }
 
 
@@ -434,7 +427,8 @@ def _reference_data(reference: dict[str, Any], names: list[str], f: str, where: 
     try:
         own = check_prior(reference["saved"]["init_params"].get("prior", "learned"),
                           list(ref_specs))
-        reference["anchor"] = choose_anchor(reference["anchor"], shared, list(ref_specs), own)
+        reference["anchor"] = choose_anchor(reference["anchor"], shared, list(ref_specs), own,
+                                            how=_NAME_ANCHOR)
     except ValueError as err:
         raise ConfigError(f"{f}: reference: {err}") from None
 
@@ -548,10 +542,9 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
             merged.update(model)
         else:  # (the reference's network sizes)
             merged = reference_params(CrossModalAE, reference["saved"]["init_params"],
-                                      reference["anchor"], model)
+                                      reference["anchor"], model, how=_NAME_ANCHOR)
         model_saved = CrossModalAE._check_params(merged)
-        if "prior" in merged:
-            check_prior(merged["prior"], [*ref_specs, *modalities])
+        check_prior(merged["prior"], [*ref_specs, *modalities])
     except (ValueError, TypeError) as err:
         raise ConfigError(f"{f}: model: {err}") from None
     try:

@@ -71,8 +71,8 @@ class InferenceMixin:
         come from ``modalities`` (and the latent ``classifier``) that all carry a reference's
         trained networks (:meth:`from_reference`)."""
         copied = self.train_params_.get("reference_modalities") or ()
-        if (modalities and set(modalities) <= set(copied)
-                and (not classifier or self.train_params_.get("classifier_trained"))):
+        if not self.is_trained_ and modalities and set(modalities) <= set(copied) and (
+                not classifier or self.train_params_.get("classifier_trained")):
             return
         if not self.is_trained_:
             warnings.warn(

@@ -9,13 +9,14 @@ import dataclasses
 import inspect
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .._hints import nearest_names
-from .._utils import user_stacklevel
+from .._utils import ENSEMBLE_CONFIG, user_stacklevel
 from ..data._modality import Modality
 from ..data._setup import _as_dict
 
@@ -29,10 +30,33 @@ _FIXED = ("n_latent", "variational", "n_private")
 _INHERITED = ("hidden", "dropout")
 
 
+def check_reference_record(path: Any, is_trained: bool, train_params: Mapping[str, Any]) -> None:
+    """``ValueError`` unless a reference (saved at ``path``, if it is a directory) is one
+    trained model: not an ensemble, not untrained, not stopped in its anchor's
+    pre-training."""
+    if path is not None and (Path(path) / ENSEMBLE_CONFIG).is_file():
+        raise ValueError(
+            f"{path} holds an ensemble, which has no single latent space to join: give one "
+            "member's directory (member0, ...), or train the reference with one seed or by "
+            "consensus"
+        )
+    who = "reference" if path is None else f"reference {path}"
+    if not is_trained:
+        raise ValueError(f"{who} is an untrained model (random weights): train it first")
+    left = train_params.get("pretrain_left")
+    if left:
+        raise ValueError(
+            f"{who} stopped while it pre-trained its anchor modality ({left} epoch(s) left): "
+            "its other modalities' networks are untrained; finish its training first"
+        )
+
+
 def _reference_model(cls: type[CrossModalAE], reference: Any) -> CrossModalAE:
     """``reference`` as a trained model (a path: loaded without its data)."""
-    if isinstance(reference, (str, os.PathLike)):
-        reference = cls.load(reference)
+    path = reference if isinstance(reference, (str, os.PathLike)) else None
+    if path is not None:
+        check_reference_record(path, True, {})  # (an ensemble: said before load refuses it)
+        reference = cls.load(path)
     from ._model import CrossModalAE
 
     if not isinstance(reference, CrossModalAE):
@@ -40,25 +64,21 @@ def _reference_model(cls: type[CrossModalAE], reference: Any) -> CrossModalAE:
             f"reference must be a trained CrossModalAE or the path of a saved one, got a "
             f"{type(reference).__name__}"
         )
-    if not reference.is_trained_:
-        raise ValueError("reference is an untrained model (random weights): train it first")
-    left = reference.train_params_.get("pretrain_left")
-    if left:
-        raise ValueError(
-            f"reference stopped while it pre-trained its anchor modality "
-            f"{reference.anchor_modality_!r} ({left} epoch(s) left): its other modalities' "
-            "networks are untrained; finish its training first"
-        )
+    check_reference_record(path, reference.is_trained_, reference.train_params_)
     return reference
 
 
-def explicit_spec(spec: Modality, hidden: Any, image: bool) -> Modality:
-    """A reference modality's spec with the hidden widths its networks were built with
+def explicit_specs(
+    specs: Mapping[str, Modality], hidden: Any, images: Collection[str]
+) -> dict[str, Modality]:
+    """A reference's modality specs with the hidden widths its networks were built with
     (``hidden``: the reference's default) made explicit, so that a new model's ``hidden``
-    sizes only its new modalities (an image modality's default is its own)."""
-    if spec.hidden is None and not image:
-        return dataclasses.replace(spec, hidden=tuple(hidden))
-    return spec
+    sizes only its new modalities (``images``: modalities whose default is their own)."""
+    return {
+        name: dataclasses.replace(spec, hidden=tuple(hidden))
+        if spec.hidden is None and name not in images else spec
+        for name, spec in specs.items()
+    }
 
 
 def check_reference_spec(name: str, given: Any, trained: Modality, explicit: Modality) -> None:
@@ -83,20 +103,20 @@ def _specs(
     reference: CrossModalAE, names: list[str], modalities: Mapping[str, Any] | None
 ) -> dict[str, Modality]:
     """The new model's modalities: the reference's ones among ``names`` (the data's) with
-    the reference's specs (:func:`explicit_spec`), then the given ones it lacks."""
+    the reference's specs (:func:`explicit_specs`), then the given ones it lacks."""
     given = {} if modalities is None else modalities
     if not isinstance(given, Mapping):
         raise ValueError(
             "modalities must be a dict {name: Modality(...)} of the modalities the reference "
             f"lacks, got a {type(given).__name__}"
         )
-    specs: dict[str, Modality] = {}
-    for name in [n for n in reference.mods if n in names]:
-        md = reference.mods[name]
-        spec = explicit_spec(md.spec, reference.init_params_["hidden"],
-                             md.source.image_shape is not None)
-        check_reference_spec(name, given.get(name), md.spec, spec)
-        specs[name] = spec
+    mods = {n: md for n, md in reference.mods.items() if n in names}
+    specs = explicit_specs(
+        {n: md.spec for n, md in mods.items()}, reference.init_params_["hidden"],
+        [n for n, md in mods.items() if md.source.image_shape is not None],
+    )
+    for name, spec in specs.items():
+        check_reference_spec(name, given.get(name), mods[name].spec, spec)
     for name, spec in given.items():
         if name not in specs:
             specs[name] = spec
@@ -104,21 +124,22 @@ def _specs(
 
 
 def reference_params(
-    cls: type[CrossModalAE], init_params: Mapping[str, Any], anchor: str | None,
-    params: Mapping[str, Any],
+    cls: type[CrossModalAE], init_params: Mapping[str, Any], anchor: str,
+    params: Mapping[str, Any], how: str = "anchor=",
 ) -> dict[str, Any]:
     """The constructor's keywords for a model on a reference built with ``init_params``:
-    its defaults, the reference's network sizes, ``params``, and the prior that freezes
-    ``anchor`` (``None``: not known yet, no prior)."""
+    its defaults, the reference's network sizes (a size a file saved before it existed
+    lacks: the default), ``params``, and the prior that freezes ``anchor`` (``how``: where
+    the user names it, for the errors)."""
     sig = inspect.signature(cls.__init__)
     allowed = [k for k, p in sig.parameters.items()
                if p.kind is p.KEYWORD_ONLY and k != "prior"]
+    init = {k: init_params.get(k, sig.parameters[k].default) for k in (*_FIXED, *_INHERITED)}
     for key, value in params.items():
         if key == "prior":
             raise ValueError(
-                "prior is 'anchor:<name>' for a model built on a reference"
-                + (f" (here 'anchor:{anchor}')" if anchor else "")
-                + ": choose the reference modality it keeps with anchor="
+                f"prior is 'anchor:<name>' for a model built on a reference (here "
+                f"'anchor:{anchor}'): choose the reference modality it keeps with {how}"
             )
         if key not in allowed:
             near = nearest_names(key, allowed)
@@ -127,23 +148,22 @@ def reference_params(
                 + (f"; did you mean {near[0]}=?" if near else "")
                 + f" (it takes the constructor's keywords: {allowed})"
             )
-        if key in _FIXED and value != init_params[key]:
+        if key in _FIXED and value != init[key]:
             raise ValueError(
                 f"{key}={value!r}: the reference's networks were built with "
-                f"{key}={init_params[key]!r}, which the new model shares"
+                f"{key}={init[key]!r}, which the new model shares"
             )
     defaults = {k: sig.parameters[k].default for k in allowed}
-    inherited = {k: init_params[k] for k in (*_FIXED, *_INHERITED)}
-    prior = {} if anchor is None else {"prior": f"anchor:{anchor}"}
-    return {**defaults, **inherited, **params, **prior}
+    return {**defaults, **init, **params, "prior": f"anchor:{anchor}"}
 
 
 def choose_anchor(
-    anchor: str | None, shared: list[str], modalities: list[str], own: str | None
+    anchor: str | None, shared: list[str], modalities: list[str], own: str | None,
+    how: str = "anchor=",
 ) -> str:
     """The reference modality that stays frozen: ``anchor`` if given (one of ``shared``,
     the reference's ``modalities`` that the data hold), else the reference's own anchor
-    ``own`` or the only shared modality."""
+    ``own`` or the only shared modality (``how``: where the user names it)."""
     if anchor is None:
         if own in shared:
             return own
@@ -151,7 +171,7 @@ def choose_anchor(
             return shared[0]
         raise ValueError(
             f"data hold the reference's modalities {shared}: choose the one whose networks "
-            "stay frozen with anchor="
+            f"stay frozen with {how}"
         )
     if anchor not in shared:
         where = "data" if anchor in modalities else "the reference"

@@ -633,19 +633,19 @@ class TrainingMixin:
         if pretrain_epochs is None:
             pretrain_epochs = max(1, max_epochs // 4) if not trained else min(left, max_epochs)
             owed = max(pretrain_epochs, left)
-        elif pretrain_epochs and self.train_params_.get("anchor_trained"):
-            warnings.warn(
-                f"pretrain_epochs={pretrain_epochs} trains the anchor modality {anchor!r} again, "
-                "whose networks came from the reference (CrossModalAE.from_reference): its "
-                "embeddings will no longer be the reference's; leave pretrain_epochs out to "
-                "keep it frozen", UserWarning, stacklevel=user_stacklevel(),
-            )
         elif left and pretrain_epochs < left:
             warnings.warn(
                 f"pretrain_epochs={pretrain_epochs}: the anchor modality {anchor!r} is "
                 f"{left} epoch(s) short of the pre-training an interrupted call asked for, "
                 "and is frozen after this call's pre-training (by default the call finishes "
                 "it)", UserWarning, stacklevel=user_stacklevel(),
+            )
+        if pretrain_epochs and self.train_params_.get("anchor_trained"):
+            warnings.warn(
+                f"pretrain_epochs={pretrain_epochs} trains the anchor modality {anchor!r} again, "
+                "whose networks came from the reference (CrossModalAE.from_reference): its "
+                "embeddings will no longer be the reference's; leave pretrain_epochs out to "
+                "keep it frozen", UserWarning, stacklevel=user_stacklevel(),
             )
         if pretrain_epochs == 0 and not trained:
             raise ValueError(
