@@ -289,8 +289,8 @@ class RunConfig:
     # ``model`` as a model saves it (``init_params_``), defaults included (not written out)
     model_params: dict[str, Any] = field(default_factory=dict)
     # a trained model the new one joins (CrossModalAE.from_reference): ``path``, ``anchor``
-    # (None: chosen from the data) and ``specs``, its modalities' specs as the new model
-    # takes them (:func:`transmodal.model._reference.explicit_specs`)
+    # (the config's, or as chosen from the data) and ``specs``, its modalities' specs as
+    # the new model takes them (:func:`transmodal.model._reference.explicit_specs`)
     reference: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -304,9 +304,8 @@ class RunConfig:
         d["model"] = dict(self.model)
         d["train"] = dict(self.train)
         if self.reference is not None:
-            d["reference"] = {"path": str(self.reference["path"])}
-            if self.reference["anchor"] is not None:
-                d["reference"]["anchor"] = self.reference["anchor"]
+            d["reference"] = {"path": str(self.reference["path"]),
+                              "anchor": self.reference["anchor"]}
         if self.runs is not None:
             d["runs"] = dict(self.runs)
         if self.subset is not None:
@@ -409,6 +408,14 @@ def h5mu_modalities(path: Path, where: str) -> list[str]:
     return held
 
 
+def _model_names(
+    ref_specs: Mapping[str, Any], held: Any, modalities: Mapping[str, Any]
+) -> list[str]:
+    """The new model's modalities, as it orders them: a reference's that the data hold
+    (``held``: their names) first, then the others given in ``modalities``."""
+    return [n for n in ref_specs if n in held] + [n for n in modalities if n not in ref_specs]
+
+
 def _reference_data(reference: dict[str, Any], names: list[str], f: str, where: str) -> None:
     """Check the modalities ``names`` of the new model (the reference's that the data hold,
     then the new ones) and set the reference's anchor, as ``from_reference`` would."""
@@ -503,9 +510,7 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
                     f"(modalities: {', '.join(modalities)}"
                     + (f"; the reference's: {', '.join(ref_specs)}" if reference else "") + ")"
                 )
-        # (a reference's modalities first, as the model orders them)
-        names = [n for n in ref_specs if n in data_raw] + [n for n in modalities
-                                                           if n not in ref_specs]
+        names = _model_names(ref_specs, data_raw, modalities)
         if reference is not None:
             _reference_data(reference, names, f, "data")
         data = {
@@ -524,10 +529,8 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
                 held = h5mu_modalities(mudata, f"{f}: mudata")
             except ValueError as err:
                 raise ConfigError(str(err)) from None
-            _reference_data(
-                reference, [n for n in ref_specs if n in held]
-                + [n for n in modalities if n not in ref_specs], f, f"mudata ({mudata})",
-            )
+            _reference_data(reference, _model_names(ref_specs, held, modalities), f,
+                            f"mudata ({mudata})")
 
     # model / train ------------------------------------------------------------------------
     model_params = signature_params(CrossModalAE.__init__, ("self", "data", "modalities"))

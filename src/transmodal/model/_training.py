@@ -627,7 +627,7 @@ class TrainingMixin:
             return 0, 0  # nor does it delay early stopping (min_epochs)
         # pre-training epochs an interrupted call left undone (the anchor is not frozen yet)
         left = int(self.train_params_.get("pretrain_left", 0))
-        owed = pretrain_epochs
+        owed = given = pretrain_epochs  # (given: by the caller)
         # a trained anchor autoencoder (also one from_reference copied) is not pre-trained again
         trained = self.is_trained_ or bool(self.train_params_.get("anchor_trained"))
         if pretrain_epochs is None:
@@ -640,7 +640,7 @@ class TrainingMixin:
                 "and is frozen after this call's pre-training (by default the call finishes "
                 "it)", UserWarning, stacklevel=user_stacklevel(),
             )
-        if pretrain_epochs and self.train_params_.get("anchor_trained"):
+        if given and self.train_params_.get("anchor_trained"):
             warnings.warn(
                 f"pretrain_epochs={pretrain_epochs} trains the anchor modality {anchor!r} again, "
                 "whose networks came from the reference (CrossModalAE.from_reference): its "
