@@ -35,18 +35,18 @@ def _data(n: int = 60, seed: int = 0, batches: bool = False, labels: bool = Fals
 
 
 def _model(data=None, seed: int = 0, batches: bool = False, labels: bool = False,
-           train: bool = True, **kw):
+           train: bool = True, specs=None, n_latent: int = 3, batch_size: int = 32, **kw):
     data = _data(batches=batches, labels=labels) if data is None else data
-    specs = {"a": tm.Modality("poisson", batch_key="batch" if batches else None),
-             "b": tm.Modality("gaussian")}
+    specs = specs or {"a": tm.Modality("poisson", batch_key="batch" if batches else None),
+                      "b": tm.Modality("gaussian")}
     if labels:
         kw.setdefault("labels_key", "label")
     kw.setdefault("anchor_fraction", 0.0)
-    model = tm.CrossModalAE(data, specs, n_latent=3, hidden=(8,), seed=seed, **kw)
+    model = tm.CrossModalAE(data, specs, n_latent=n_latent, hidden=(8,), seed=seed, **kw)
     if train:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model.train(max_epochs=1, batch_size=32, progress_bar=False)
+            model.train(max_epochs=1, batch_size=batch_size, progress_bar=False)
     return model, data
 
 
@@ -324,14 +324,8 @@ def _e_data(n: int = 40, seed: int = 0):
 
 
 def _e_model(data, specs=None, seed: int = 0, train: bool = True, **kw):
-    specs = specs or {"a": tm.Modality("poisson"), "b": tm.Modality("gaussian")}
-    kw.setdefault("anchor_fraction", 0.0)
-    model = tm.CrossModalAE(data, specs, n_latent=2, hidden=(8,), seed=seed, **kw)
-    if train:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.train(max_epochs=1, batch_size=20, progress_bar=False)
-    return model
+    """:func:`_model` of these data, smaller (2 latent dimensions, batches of 20 cells)."""
+    return _model(data, seed, train=train, specs=specs, n_latent=2, batch_size=20, **kw)[0]
 
 
 # model/_ensemble.py (_same_values): NaN entries (missing=True: unmeasured values) in the

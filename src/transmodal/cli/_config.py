@@ -355,7 +355,7 @@ def _reference_section(raw: dict, base: Path, f: str) -> dict[str, Any] | None:
     its saved config read and checked (``saved``), the anchor named."""
     from ..data._modality import Modality
     from ..model._io import read_config
-    from ..model._reference import check_reference_record, explicit_specs
+    from ..model._reference import check_reference_record, explicit_specs, refuse_ensemble
 
     value = raw.get("reference")
     if value is None:
@@ -369,7 +369,7 @@ def _reference_section(raw: dict, base: Path, f: str) -> dict[str, Any] | None:
         )
     ref = _resolve(base, sec["path"], f"{f}: reference: path")
     try:
-        check_reference_record(ref, True, {})  # (an ensemble: before read_config refuses it)
+        refuse_ensemble(ref)
         saved = read_config(ref)
         specs = {n: Modality.from_dict(d, name=n) for n, d in saved["modalities"].items()}
         check_reference_record(ref, bool(saved.get("is_trained")),

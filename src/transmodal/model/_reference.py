@@ -30,16 +30,20 @@ _FIXED = ("n_latent", "variational", "n_private")
 _INHERITED = ("hidden", "dropout")
 
 
-def check_reference_record(path: Any, is_trained: bool, train_params: Mapping[str, Any]) -> None:
-    """``ValueError`` unless a reference (saved at ``path``, if it is a directory) is one
-    trained model: not an ensemble, not untrained, not stopped in its anchor's
-    pre-training."""
-    if path is not None and (Path(path) / ENSEMBLE_CONFIG).is_file():
+def refuse_ensemble(path: Any) -> None:
+    """``ValueError`` if directory ``path`` holds an ensemble (said before loading it as a
+    model fails with advice that does not fit here)."""
+    if (Path(path) / ENSEMBLE_CONFIG).is_file():
         raise ValueError(
             f"{path} holds an ensemble, which has no single latent space to join: give one "
             "member's directory (member0, ...), or train the reference with one seed or by "
             "consensus"
         )
+
+
+def check_reference_record(path: Any, is_trained: bool, train_params: Mapping[str, Any]) -> None:
+    """``ValueError`` unless a reference (saved at ``path``, if any) is trained, and not
+    stopped in its anchor's pre-training."""
     who = "reference" if path is None else f"reference {path}"
     if not is_trained:
         raise ValueError(f"{who} is an untrained model (random weights): train it first")
@@ -55,7 +59,7 @@ def _reference_model(cls: type[CrossModalAE], reference: Any) -> CrossModalAE:
     """``reference`` as a trained model (a path: loaded without its data)."""
     path = reference if isinstance(reference, (str, os.PathLike)) else None
     if path is not None:
-        check_reference_record(path, True, {})  # (an ensemble: said before load refuses it)
+        refuse_ensemble(path)
         reference = cls.load(path)
     from ._model import CrossModalAE
 
@@ -223,10 +227,9 @@ def model_from_reference(
         check_module=lambda _: check_given_data(model, config, "the reference model"),
         fitted={n: reference.module.transforms[n].state_dict() for n in shared},
     )
-    copied = (model.module.classifier is not None and reference.module.classifier is not None
-              and model.label_categories_ == reference.label_categories_)
-    if model.module.classifier is not None and reference.module.classifier is not None \
-            and not copied:
+    both = model.module.classifier is not None and reference.module.classifier is not None
+    copied = both and model.label_categories_ == reference.label_categories_
+    if both and not copied:
         warnings.warn(
             f"the reference's latent classifier (classes {reference.label_categories_}) is not "
             f"copied: the labels of the data name other classes ({model.label_categories_}); "
@@ -244,7 +247,7 @@ def model_from_reference(
     # the anchor is trained: not pre-trained again (TrainingMixin._pretraining); the copied
     # networks answer as the reference's before any training (no warning of random weights)
     model.train_params_ = {
-        "anchor_trained": True, "reference_modalities": shared,
+        "reference_modalities": shared,
         "classifier_trained": bool(
             copied and reference.train_params_.get("classifier_trained", True)),
     }

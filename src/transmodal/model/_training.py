@@ -342,9 +342,8 @@ class TrainingMixin:
         anchor = self.anchor_modality_
 
         done_before = 0 if self.history_ is None else int(len(self.history_))
-        # (a model from_reference: its anchor came trained, also before any epoch)
-        reference = {k: self.train_params_[k] for k in ("anchor_trained", "reference_modalities")
-                     if k in self.train_params_}
+        # (a model from_reference: the modalities whose networks came trained, kept)
+        copied = self.train_params_.get("reference_modalities")
 
         def record(epochs_run: int, finished: bool = False) -> dict[str, Any]:
             """``train_params_`` once this call has run ``epochs_run`` epochs (``finished``:
@@ -370,7 +369,7 @@ class TrainingMixin:
                 "patience": patience,
                 "seed": seed,
                 **({"checkpoint_every": checkpoint_every} if checkpoint_dir is not None else {}),
-                **reference,
+                **({"reference_modalities": copied} if copied else {}),
             })
 
         callbacks = []
@@ -629,7 +628,8 @@ class TrainingMixin:
         left = int(self.train_params_.get("pretrain_left", 0))
         owed = given = pretrain_epochs  # (given: by the caller)
         # a trained anchor autoencoder (also one from_reference copied) is not pre-trained again
-        trained = self.is_trained_ or bool(self.train_params_.get("anchor_trained"))
+        from_reference = anchor in (self.train_params_.get("reference_modalities") or ())
+        trained = self.is_trained_ or from_reference
         if pretrain_epochs is None:
             pretrain_epochs = max(1, max_epochs // 4) if not trained else min(left, max_epochs)
             owed = max(pretrain_epochs, left)
@@ -640,7 +640,7 @@ class TrainingMixin:
                 "and is frozen after this call's pre-training (by default the call finishes "
                 "it)", UserWarning, stacklevel=user_stacklevel(),
             )
-        if given and self.train_params_.get("anchor_trained"):
+        if given and from_reference:
             warnings.warn(
                 f"pretrain_epochs={pretrain_epochs} trains the anchor modality {anchor!r} again, "
                 "whose networks came from the reference (CrossModalAE.from_reference): its "
