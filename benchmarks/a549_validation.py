@@ -15,6 +15,9 @@ replaced:
     # model / training arguments (JSON), ensembles of N members (seed s: sN ... sN + N - 1)
     .venv/bin/python benchmarks/a549_validation.py --model '{"n_latent": 8}' --train '{"batch_size": 256}'
     .venv/bin/python benchmarks/a549_validation.py --fractions 1 --seeds 0 1 --members 10
+    # a registered network architecture (the module that registers it imported first)
+    .venv/bin/python benchmarks/a549_validation.py --import benchmarks/plugins/residual.py \
+        --modality rna '{"architecture": "residual"}' --modality atac '{"architecture": "residual"}'
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import replace
 import numpy as np
 
 import transmodal as tm
+from transmodal.cli._main import import_plugins
 from transmodal.workflows._demo import (
     A549_CONTRASTIVE_PCA,
     A549_CONTRASTIVE_TRAIN,
@@ -59,9 +63,13 @@ def main() -> None:
                    help="Modality fields replacing the setting's for modality NAME")
     p.add_argument("--setting", choices=("contrastive", "demo"), default="contrastive",
                    help="the variant's base: the contrastive setting or the demo's (L1 anchors)")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import a module first (a name or a .py file), e.g. one that registers "
+                        "an architecture")
     p.add_argument("--n-validation", type=int, default=307)
     p.add_argument("--split-seed", type=int, default=123)
     args = p.parse_args()
+    import_plugins(args.imports)
 
     data = tm.datasets.scicar_a549()
     split = data["rna"].obs["yang2021_split"].astype(str).to_numpy()

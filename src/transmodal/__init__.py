@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # what the names below resolve to, for type checkers and IDEs
     from . import tools as tl
     from .data import Modality
     from .model import CrossModalAE, Ensemble
-    from .nn import register_likelihood
+    from .nn import register_architecture, register_likelihood
 
 try:
     from importlib.metadata import version as _version
@@ -43,7 +43,7 @@ _SUBPACKAGES = {
 }
 _CLASSES = {
     "CrossModalAE": "model", "Ensemble": "model", "Modality": "data",
-    "register_likelihood": "nn",
+    "register_architecture": "nn", "register_likelihood": "nn",
 }
 
 
@@ -77,6 +77,7 @@ __all__ = [
     "plotting",
     "pp",
     "preprocessing",
+    "register_architecture",
     "register_likelihood",
     "tl",
     "tools",

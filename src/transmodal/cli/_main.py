@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import importlib.util
 import signal
 import sys
 import textwrap
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from .._interrupts import Terminated
 
@@ -132,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     # value stands)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=tb_help)
+    common.add_argument(
+        "--import", dest="imports", metavar="MODULE", action="append",
+        help="import a Python module (a name on the path, or a .py file) first, e.g. one "
+             "that registers a likelihood or network architecture the config or the model "
+             "uses (tm.register_likelihood / tm.register_architecture); repeatable",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     # train --------------------------------------------------------------------------------
@@ -327,8 +336,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def import_plugins(names: Sequence[str]) -> None:
+    """Import the modules named by ``--import`` (module names, or paths of ``.py`` files),
+    so that the likelihoods and architectures they register exist before a config is
+    checked or a model loaded; a module that fails is a one-line error naming it."""
+    for name in names:
+        try:
+            if name.endswith(".py"):
+                path = Path(name)
+                if not path.is_file():
+                    raise FileNotFoundError(f"no such file: {name}")
+                spec = importlib.util.spec_from_file_location(path.stem, path)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(name)
+        except Exception as err:  # the user's module: its error, with what was imported
+            raise ValueError(f"--import {name}: {type(err).__name__}: {err}") from err
+
+
 def _run(args: argparse.Namespace) -> int:
     from . import _commands as c
+
+    import_plugins(args.imports or ())
 
     if args.command == "train":
         return c.cmd_train(args.config, out=args.out, overwrite=args.overwrite,

@@ -10,6 +10,7 @@ from torch.nn import ModuleDict
 
 from .._hints import argument_hints, known_name_hint
 from .._utils import jsonable
+from ..nn._architectures import check_architecture_options, get_architecture, json_options
 from ..nn._likelihoods import available_likelihoods, get_likelihood, skips_missing
 
 
@@ -99,7 +100,16 @@ class Modality:
     hidden
         Hidden layer widths of this modality's encoder (the decoder mirrors them). ``None``
         uses the model's default. For an image modality: the channels of the stride-2
-        convolution stages (default ``(32, 64, 128)``).
+        convolution stages (default ``(32, 64, 128)``). Not with ``architecture``.
+    architecture
+        Name of a network architecture registered with
+        :func:`transmodal.nn.register_architecture` (a subclass of
+        :class:`transmodal.nn.Architecture` giving the encoder and decoder bodies), instead
+        of the built-in MLP. For matrix modalities (images use the built-in convolutional
+        networks).
+    architecture_options
+        Keyword options of ``architecture`` (JSON values, recorded in saved models), e.g.
+        ``{"width": 512}``.
     input_dropout
         Dropout on the encoder input (denoising), in [0, 1).
     augment
@@ -140,6 +150,8 @@ class Modality:
     batch_key: str | None = None
     missing: bool = False
     total_layer: str | None = None
+    architecture: str | None = None
+    architecture_options: dict[str, Any] | None = None
     _extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -150,6 +162,13 @@ class Modality:
         for key in ("normalize", "log1p", "scale", "augment", "missing"):  # numpy bools: plain
             if isinstance(getattr(self, key), np.bool_):
                 object.__setattr__(self, key, bool(getattr(self, key)))
+        options = self.architecture_options
+        if isinstance(options, dict) and all(isinstance(k, str) for k in options):
+            try:  # as a saved model reloads them (a copy: the caller's dict may change)
+                options = json_options(options)
+            except (TypeError, ValueError):  # (named by check)
+                options = dict(options)
+            object.__setattr__(self, "architecture_options", options)
 
     # -- resolved options ---------------------------------------------------------------
     def resolved(self, *, image: bool = False) -> dict[str, Any]:
@@ -261,6 +280,34 @@ class Modality:
                 f"modality {name!r}: field 'input_dropout' must be a number in [0, 1), "
                 f"got {self.input_dropout!r}"
             )
+        self._check_architecture(name)
+
+    def _check_architecture(self, name: str) -> None:
+        if self.architecture is None:
+            if self.architecture_options is not None:
+                raise ValueError(
+                    f"modality {name!r}: field 'architecture_options' needs 'architecture' "
+                    "(the built-in networks take 'hidden')"
+                )
+            return
+        if not isinstance(self.architecture, str):
+            raise ValueError(
+                f"modality {name!r}: field 'architecture' must be the name of a registered "
+                f"architecture (a string), got {self.architecture!r}"
+            )
+        if self.hidden is not None:
+            raise ValueError(
+                f"modality {name!r}: field 'hidden' sets the built-in networks' widths; "
+                f"architecture {self.architecture!r} takes its sizes in 'architecture_options'"
+            )
+        try:
+            get_architecture(self.architecture)
+        except ValueError as err:
+            raise ValueError(f"modality {name!r}: field 'architecture': {err}") from None
+        try:
+            check_architecture_options(self.architecture, self.architecture_options)
+        except ValueError as err:
+            raise ValueError(f"modality {name!r}: field 'architecture_options': {err}") from None
 
     # -- (de)serialisation ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -270,8 +317,9 @@ class Modality:
         # the defaults: files stay readable by versions without the fields
         if not d["missing"]:
             d.pop("missing")
-        if d["total_layer"] is None:
-            d.pop("total_layer")
+        for key in ("total_layer", "architecture", "architecture_options"):
+            if d[key] is None:
+                d.pop(key)
         return jsonable(d)  # numpy scalars (n_pca=np.int64(50)) as Python numbers
 
     @classmethod

@@ -1019,6 +1019,12 @@ def check_image_spec(spec: Modality, image_shape: tuple[int, ...], name: str) ->
         raise ValueError(
             f"modality {name!r}: fields 'normalize' / 'log1p' are not supported for images"
         )
+    if spec.architecture is not None:
+        raise ValueError(
+            f"modality {name!r}: field 'architecture': registered architectures are for "
+            f"matrix modalities; images {image_shape} use the built-in convolutional "
+            "networks ('hidden' sets their channels)"
+        )
 
 
 def find_pairs(a: ModalityData, b: ModalityData) -> tuple[np.ndarray, np.ndarray]:

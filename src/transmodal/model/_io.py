@@ -33,6 +33,7 @@ from .._utils import (
 )
 from ..data._modality import Modality
 from ..data._setup import _as_dict, features_differ, warn_unnamed_columns
+from ..nn._architectures import available_architectures
 from ..nn._likelihoods import PREPROCESSING_OPTIONS, available_likelihoods
 from ._var import decode_var, encode_var
 
@@ -150,8 +151,15 @@ def _as_trained(
             raise ValueError(
                 f"{path}: modality {name!r} was saved with likelihood {spec.likelihood!r}, "
                 "which is not registered in this process: register its class with "
-                "tm.register_likelihood before loading (registered: "
-                f"{available_likelihoods()})"
+                "tm.register_likelihood before loading, on the command line with --import "
+                f"MODULE (registered: {available_likelihoods()})"
+            )
+        if isinstance(spec.architecture, str) and spec.architecture not in available_architectures():
+            raise ValueError(
+                f"{path}: modality {name!r} was saved with architecture {spec.architecture!r}, "
+                "which is not registered in this process: register its class with "
+                "tm.register_architecture before loading, on the command line with --import "
+                f"MODULE (registered: {available_architectures() or 'none'})"
             )
         try:  # (before the spec's options are resolved below)
             spec.check(name)
@@ -499,7 +507,9 @@ def _check_sizes(
     for name, spec in specs.items():
         if spec.hidden:
             widths[f"modalities.{name}.hidden"] = list(spec.hidden)
-        elif name not in images:  # (image modalities' default is their own channels)
+        elif name not in images and spec.architecture is None:
+            # (image modalities' default is their own channels; an architecture's sizes are
+            # its options)
             widths["init_params.hidden"] = params.get("hidden") or []
     for field, values in widths.items():
         bad = [v for v in values if isinstance(v, int) and v > largest]
@@ -547,13 +557,15 @@ def _module_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _check_architecture(module: torch.nn.Module, tensors: dict[str, torch.Tensor],
-                        path: Path, saved_version: Any = None) -> None:
+                        path: Path, saved_version: Any = None,
+                        custom: Mapping[str, str] | None = None) -> None:
     """``ValueError`` unless the saved network tensors are those of ``module`` (built from
     the config on the meta device, which allocates nothing), by name and shape: an edited
     size in the config would otherwise allocate its networks (gigabytes from a few edited
     numbers) before the weights were found not to fit. Buffers added since format_version 1
     that a file saved before them lacks are added to ``tensors`` with the value it meant:
-    no markers' statistics, every class open to every modality."""
+    no markers' statistics, every class open to every modality. ``custom``: the registered
+    architecture of each modality built with one (its class may have changed since)."""
     expected = module.state_dict()
     for key, built in expected.items():
         if f"module.{key}" in tensors:
@@ -577,7 +589,13 @@ def _check_architecture(module: torch.nn.Module, tensors: dict[str, torch.Tensor
     if not (shapes or kinds or missing or unexpected):
         return
     # e.g. a hand-edited config (hidden widths, batches), or networks built differently
+    changed = [n for n in custom or {}
+               if any(k.split(".")[1:2] == [n] for k in shapes + kinds + missing + unexpected)]
     why = (
+        f"modality {changed[0]!r} was built by architecture {custom[changed[0]]!r} as "
+        "registered in this process, whose networks differ from those saved: register the "
+        "class (and code) the model was trained with"
+        if changed else
         f"the model was saved by transmodal {saved_version} (this is {_version()}), whose "
         "networks differ, or its config was edited"
         if saved_version is not None and saved_version != _version() else
@@ -706,7 +724,8 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
 
     def check_module(module: torch.nn.Module) -> None:  # (model.mods is set by then)
         check_given_data(model, config)
-        _check_architecture(module, tensors, path, config.get("transmodal_version"))
+        _check_architecture(module, tensors, path, config.get("transmodal_version"),
+                            {n: sp.architecture for n, sp in specs.items() if sp.architecture})
 
     model._setup(
         data,

@@ -333,10 +333,13 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
             image = md.source.image_shape
             opts = md.spec.resolved(image=image is not None)
             default_hidden = DEFAULT_CHANNELS if image is not None else tuple(params["hidden"])
+            custom = md.spec.architecture is not None  # (its sizes are its options)
             archs[name] = ModalityArch(
                 n_vars=md.source.n_vars,
                 likelihood=md.spec.likelihood,
-                hidden=md.spec.hidden or default_hidden,
+                hidden=() if custom else md.spec.hidden or default_hidden,
+                architecture=md.spec.architecture,
+                architecture_options=md.spec.architecture_options,
                 input_dropout=md.spec.input_dropout,
                 image_shape=image,
                 augment=bool(md.spec.augment and image is not None),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import seeded
+from ..nn._architectures import build_bodies
 from ..nn._conv import ConvDecoder, ConvEncoder, ImageHead, random_dihedral
 from ..nn._likelihoods import get_likelihood
-from ..nn._mlp import MLPDecoder, MLPEncoder, mlp
+from ..nn._mlp import DecoderBody, LatentEncoder, MLPDecoder, MLPEncoder, mlp
 from ..nn._transform import InputTransform
 
 
@@ -37,6 +39,8 @@ class ModalityArch:
     augment: bool = False  # random flips / rotations of training images
     n_batches: int = 0  # categories of the modality's batch_key (0 = none): decoder covariate
     missing: bool = False  # NaN entries are unmeasured (skipped by the reconstruction loss)
+    architecture: str | None = None  # a registered Architecture's name (None: built-in MLP)
+    architecture_options: dict[str, Any] | None = None
 
 
 class CrossModalModule(nn.Module):
@@ -121,6 +125,18 @@ class CrossModalModule(nn.Module):
                     n_out_channels=len(keys) * a.image_shape[0],
                 )
                 self.heads[name] = ImageHead(keys, a.image_shape[0])
+                continue
+            if a.architecture is not None:
+                n_out = n_code * (2 if variational else 1)
+                body, dec_body, width = build_bodies(
+                    a.architecture, a.architecture_options, n_in=t.n_input, n_out=n_out,
+                    n_latent_in=n_code + a.n_batches, dropout=dropout, modality=name,
+                )
+                self.encoders[name] = LatentEncoder(
+                    body, n_code, input_dropout=a.input_dropout, variational=variational
+                )
+                self.decoders[name] = DecoderBody(dec_body, width)
+                self.heads[name] = self.likelihoods[name].head(width, a.n_vars)
                 continue
             self.encoders[name] = MLPEncoder(
                 t.n_input,

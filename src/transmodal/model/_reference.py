@@ -77,10 +77,11 @@ def explicit_specs(
 ) -> dict[str, Modality]:
     """A reference's modality specs with the hidden widths its networks were built with
     (``hidden``: the reference's default) made explicit, so that a new model's ``hidden``
-    sizes only its new modalities (``images``: modalities whose default is their own)."""
+    sizes only its new modalities (``images``: modalities whose default is their own; a
+    registered architecture's sizes are its options)."""
     return {
         name: dataclasses.replace(spec, hidden=tuple(hidden))
-        if spec.hidden is None and name not in images else spec
+        if spec.hidden is None and spec.architecture is None and name not in images else spec
         for name, spec in specs.items()
     }
 

@@ -215,7 +215,28 @@ class MLPEncoder(LatentEncoder):
         )
 
 
-class MLPDecoder(nn.Module):
+class DecoderBody(nn.Module):
+    """A decoder: a network mapping a latent point (and batch covariates) to the hidden
+    representation of width ``n_out`` that a likelihood head consumes.
+
+    Parameters
+    ----------
+    net
+        The network.
+    n_out
+        Width of its output.
+    """
+
+    def __init__(self, net: nn.Module, n_out: int) -> None:
+        super().__init__()
+        self.net = net
+        self.n_out = n_out
+
+    def forward(self, z):  # noqa: D102
+        return self.net(z)
+
+
+class MLPDecoder(DecoderBody):
     """Map a latent point to the hidden representation consumed by a likelihood head.
 
     Parameters
@@ -229,9 +250,6 @@ class MLPDecoder(nn.Module):
     """
 
     def __init__(self, n_latent: int, hidden: Sequence[int], *, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.net = mlp(n_latent, hidden, None, dropout=dropout)
-        self.n_out = hidden[-1] if len(hidden) else n_latent
-
-    def forward(self, z):  # noqa: D102
-        return self.net(z)
+        super().__init__(
+            mlp(n_latent, hidden, None, dropout=dropout), hidden[-1] if len(hidden) else n_latent
+        )

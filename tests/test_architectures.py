@@ -1,0 +1,351 @@
+"""Registered network architectures: a modality's encoder / decoder bodies plugged in by name."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import transmodal as tm
+from transmodal.nn import _architectures
+
+N_LATENT = 6
+
+
+@pytest.fixture(autouse=True)
+def registry(monkeypatch):
+    """Each test registers into its own copy of the registry (nothing leaks out)."""
+    monkeypatch.setattr(_architectures, "_REGISTRY", dict(_architectures._REGISTRY))
+
+
+class Residual(tm.nn.Architecture):
+    """Residual blocks in the encoder; an encoder-only and a decoder-only option."""
+
+    name = "residual"
+
+    def encoder(self, n_in, n_out, *, dropout, width=32, depth=2):
+        return _ResidualNet(n_in, n_out, width, depth, dropout)
+
+    def decoder(self, n_in, *, dropout, width=32, activation="gelu"):
+        act = {"gelu": nn.GELU, "relu": nn.ReLU}[activation]
+        return nn.Sequential(nn.Linear(n_in, width), act()), width
+
+
+class _ResidualNet(nn.Module):
+    def __init__(self, n_in, n_out, width, depth, dropout):
+        super().__init__()
+        self.inp = nn.Linear(n_in, width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(),
+                          nn.Dropout(dropout))
+            for _ in range(depth)
+        )
+        self.out = nn.Linear(width, n_out)
+
+    def forward(self, x):
+        h = self.inp(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.out(h)
+
+
+class SameAsBuiltIn(tm.nn.Architecture):
+    """The built-in MLP, written as a registered architecture."""
+
+    name = "same_mlp"
+
+    def encoder(self, n_in, n_out, *, dropout, hidden=(32,)):
+        return tm.nn.mlp(n_in, hidden, n_out, dropout=dropout)
+
+    def decoder(self, n_in, *, dropout, hidden=(32,)):
+        return tm.nn.mlp(n_in, tuple(reversed(hidden)), None, dropout=dropout), hidden[0]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tm.datasets.synthetic(
+        300, modalities={"rna": "nb", "atac": "bernoulli"},
+        n_features={"rna": 60, "atac": 80}, seed=1,
+    )
+
+
+def _model(data, rna=None, **kw):
+    specs = {"rna": rna or tm.Modality("nb", architecture="residual"),
+             "atac": tm.Modality("bernoulli")}
+    kw.setdefault("anchor_fraction", 1.0)
+    kw.setdefault("hidden", (32,))
+    return tm.CrossModalAE(data, specs, n_latent=N_LATENT, seed=0, **kw)
+
+
+# -------------------------------------------------------------------------- registration
+def test_registration_refuses_what_it_cannot_use():
+    with pytest.raises(TypeError, match="pass the class itself"):
+        tm.register_architecture(Residual())
+    with pytest.raises(TypeError, match="Architecture subclass"):
+        tm.register_architecture(nn.Linear)
+
+    class NoDecoder(tm.nn.Architecture):
+        name = "no_decoder"
+
+        def encoder(self, n_in, n_out, *, dropout):
+            return nn.Linear(n_in, n_out)
+
+    with pytest.raises(TypeError, match="must implement decoder"):
+        tm.register_architecture(NoDecoder)
+    for name, match in (("", "non-empty"), ("mlp", "reserved"), ("Conv", "reserved")):
+        cls = type("A", (Residual,), {"name": name})
+        with pytest.raises(ValueError, match=match):
+            tm.register_architecture(cls)
+    assert tm.register_architecture(Residual) is Residual  # (a decorator)
+    assert tm.nn.available_architectures() == ["residual"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tm.register_architecture(Residual)  # the same class again (a cell re-run): quiet
+    other = type("Other", (Residual,), {"name": "residual"})
+    with pytest.warns(UserWarning, match="Other replaces Residual"):
+        tm.register_architecture(other)
+
+
+def test_spec_errors_name_the_modality_and_field(data):
+    tm.register_architecture(Residual)
+    cases = [
+        (tm.Modality("nb", architecture="resnet"), re.escape(
+            "field 'architecture': unknown architecture 'resnet'; registered: ['residual']")),
+        (tm.Modality("nb", architecture_options={"width": 8}),
+         "field 'architecture_options' needs 'architecture'"),
+        (tm.Modality("nb", architecture="residual", hidden=(8,)), "field 'hidden'"),
+        (tm.Modality("nb", architecture="residual", architecture_options={"widht": 8}),
+         "takes no option 'widht'.*options: \\['activation', 'depth', 'width'\\]"),
+        (tm.Modality("nb", architecture="residual", architecture_options={"activation": nn.ReLU}),
+         "JSON values.*a type is not a JSON value"),
+        (tm.Modality("nb", architecture="residual", architecture_options=[("width", 8)]),
+         "mapping"),
+        (tm.Modality("nb", architecture=3), "field 'architecture' must be the name"),
+    ]
+    for spec, match in cases:
+        with pytest.raises(ValueError, match="modality 'rna': .*" + match):
+            _model(data, spec)
+
+
+def test_images_keep_the_built_in_convolutional_networks():
+    tm.register_architecture(Residual)
+    rng = np.random.default_rng(0)
+    import anndata as ad
+
+    img = ad.AnnData(np.zeros((20, 1)), obsm={"crops": rng.random((20, 1, 8, 8))})
+    vec = ad.AnnData(rng.random((20, 5)).astype(np.float32))
+    for a in (img, vec):
+        a.obs_names = [f"c{i}" for i in range(20)]
+    with pytest.raises(ValueError, match="modality 'img': field 'architecture'.*convolutional"):
+        tm.CrossModalAE({"img": img, "vec": vec}, {
+            "img": tm.Modality("gaussian", obsm_key="crops", architecture="residual"),
+            "vec": tm.Modality("gaussian")})
+
+
+# ------------------------------------------------------------------------------- building
+def test_bodies_get_their_sizes_and_options(data):
+    tm.register_architecture(Residual)
+    spec = tm.Modality("nb", architecture="residual", batch_key=None,
+                       architecture_options={"width": 24, "depth": 3, "activation": "relu"})
+    module = _model(data, spec, variational=True, n_private=2).module
+    enc, dec = module.encoders["rna"], module.decoders["rna"]
+    body = enc.net
+    assert isinstance(body, _ResidualNet) and len(body.blocks) == 3  # encoder-only option
+    assert body.inp.in_features == 60 and body.out.out_features == 2 * (N_LATENT + 2)
+    assert isinstance(dec.net[1], nn.ReLU) and dec.n_out == 24  # decoder-only option
+    assert dec.net[0].in_features == N_LATENT + 2
+    # what the library adds: the latent standardisation, the likelihood's head
+    assert isinstance(enc.standardize, nn.BatchNorm1d)
+    z = enc(torch.zeros(4, 60))
+    assert z.shape == (4, N_LATENT + 2)
+    # n_pca: the encoder sees the components; batches: the decoder their one-hot
+    data2 = {k: v.copy() for k, v in data.items()}
+    data2["rna"].obs["sample"] = np.where(np.arange(data2["rna"].n_obs) % 2, "s1", "s2")
+    spec = tm.Modality("nb", architecture="residual", n_pca=10, batch_key="sample")
+    module = _model(data2, spec).module
+    assert module.encoders["rna"].net.inp.in_features == 10
+    assert module.decoders["rna"].net[0].in_features == N_LATENT + 2
+
+
+def test_bodies_that_do_not_fit_are_named(data):
+    class WrongWidth(Residual):
+        name = "wrong_width"
+
+        def encoder(self, n_in, n_out, *, dropout):
+            return nn.Linear(n_in, n_out + 1)
+
+    class NotAModule(Residual):
+        name = "not_a_module"
+
+        def decoder(self, n_in, *, dropout):
+            return nn.Linear(n_in, 8)  # (the width is missing)
+
+    class Raises(Residual):
+        name = "raises"
+
+        def encoder(self, n_in, n_out, *, dropout):
+            raise RuntimeError("out of ideas")
+
+    class FailsForward(Residual):
+        name = "fails_forward"
+
+        def encoder(self, n_in, n_out, *, dropout):
+            return nn.Linear(n_in + 1, n_out)
+
+    cases = {
+        WrongWidth: r"its encoder maps \(2, 60\) to shape \(2, 7\), expected a float tensor "
+                    r"of shape \(2, 6\)",
+        NotAModule: r"its decoder must return \(nn.Module, output width\)",
+        Raises: r"its encoder\(60, 6, 'dropout=0.1'\) raised RuntimeError: out of ideas",
+        FailsForward: r"its encoder failed on an input of shape \(2, 60\): RuntimeError",
+    }
+    for cls, match in cases.items():
+        tm.register_architecture(cls)
+        with pytest.raises(ValueError, match=f"modality 'rna': architecture {cls.name!r}: {match}"):
+            _model(data, tm.Modality("nb", architecture=cls.name))
+
+
+def test_the_built_in_mlp_as_an_architecture_trains_bit_identically(data):
+    """The library wraps a registered body exactly as its own MLP's: same weights drawn,
+    same training, same embedding (and the dry runs draw no random numbers)."""
+    tm.register_architecture(SameAsBuiltIn)
+    kw = dict(dropout=0.1, anchor_fraction=0.5)
+    built_in = _model(data, tm.Modality("nb"), **kw)
+    plugged = _model(data, tm.Modality("nb", architecture="same_mlp"), **kw)
+    a, b = built_in.module.state_dict(), plugged.module.state_dict()
+    assert list(a) == list(b)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    for m in (built_in, plugged):
+        m.train(max_epochs=3, progress_bar=False)
+    np.testing.assert_array_equal(built_in.get_latent_representation("rna"),
+                                  plugged.get_latent_representation("rna"))
+
+
+# ------------------------------------------------------------------- training, save, load
+def test_trains_translates_saves_and_loads(data, tmp_path):
+    tm.register_architecture(Residual)
+    model = _model(data, tm.Modality("nb", architecture="residual",
+                                     architecture_options={"width": 48}))
+    before = model.module.encoders["rna"].net.out.weight.detach().clone()
+    model.train(max_epochs=20, progress_bar=False)
+    assert not torch.equal(before, model.module.encoders["rna"].net.out.weight)
+    hist = model.history_
+    assert hist["train_recon_rna"].iloc[-1] < hist["train_recon_rna"].iloc[0]
+    z_rna = model.get_latent_representation("rna")
+    z_atac = model.get_latent_representation("atac")
+    assert tm.metrics.foscttm(z_rna, z_atac) < 0.3  # every pair an anchor: aligned
+    out = model.translate(data["atac"], source="atac", target="rna")
+    assert out.shape == data["rna"].shape and np.all(np.asarray(out.X) >= 0)
+
+    model.save(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())["modalities"]
+    assert saved["rna"]["architecture"] == "residual"
+    assert saved["rna"]["architecture_options"] == {"width": 48}
+    assert "architecture" not in saved["atac"]  # (files of the built-in stay as they were)
+    loaded = tm.CrossModalAE.load(tmp_path / "m", data)
+    np.testing.assert_array_equal(loaded.get_latent_representation("rna"), z_rna)
+
+    # not registered in the process that loads it: said so, with how to
+    _architectures._REGISTRY.clear()
+    with pytest.raises(ValueError, match="modality 'rna' was saved with architecture "
+                       "'residual', which is not registered.*--import MODULE"):
+        tm.CrossModalAE.load(tmp_path / "m", data)
+    # registered again, but building other networks (the class was edited since)
+    edited = type("Residual", (Residual,), {
+        "encoder": lambda self, n_in, n_out, *, dropout, width=32, depth=2:
+        _ResidualNet(n_in, n_out, width, depth + 1, dropout)})
+    tm.register_architecture(edited)
+    with pytest.raises(ValueError, match="modality 'rna' was built by architecture 'residual' "
+                       "as registered in this process"):
+        tm.CrossModalAE.load(tmp_path / "m", data)
+
+
+def test_a_reference_built_with_an_architecture_is_extended(data):
+    tm.register_architecture(Residual)
+    reference = _model(data, tm.Modality("nb", architecture="residual"), hidden=(16,))
+    reference.train(max_epochs=3, progress_bar=False)
+    protein = data["rna"].copy()
+    protein.X = np.log1p(protein.X.toarray().astype(np.float32))
+    protein.var_names = [f"p{i}" for i in range(protein.n_vars)]
+    model = tm.CrossModalAE.from_reference(
+        reference, {"rna": data["rna"], "protein": protein},
+        {"protein": tm.Modality("gaussian")}, anchor_fraction=1.0,
+    )
+    assert model.mods["rna"].spec.architecture == "residual"
+    assert model.mods["rna"].spec.hidden is None  # (its widths are its options)
+    np.testing.assert_array_equal(model.get_latent_representation("rna"),
+                                  reference.get_latent_representation("rna"))
+
+
+# ---------------------------------------------------------------------------- command line
+PLUGIN = '''
+from torch import nn
+import transmodal as tm
+
+
+@tm.register_architecture
+class Wide(tm.nn.Architecture):
+    name = "wide"
+
+    def encoder(self, n_in, n_out, *, dropout, width=32):
+        return nn.Sequential(nn.Linear(n_in, width), nn.SiLU(), nn.Linear(width, n_out))
+
+    def decoder(self, n_in, *, dropout, width=32):
+        return nn.Sequential(nn.Linear(n_in, width), nn.SiLU()), width
+'''
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("transmodal: error:")]
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+def test_command_line_imports_the_module_that_registers_it(data, tmp_path, capsys):
+    import yaml
+
+    from transmodal.cli import main
+
+    for name, adata in data.items():
+        adata.write_h5ad(tmp_path / f"{name}.h5ad")
+    plugin = tmp_path / "my_networks.py"
+    plugin.write_text(PLUGIN)
+    cfg = {
+        "data": {"rna": "rna.h5ad", "atac": "atac.h5ad"},
+        "modalities": {"rna": {"likelihood": "nb", "architecture": "wide",
+                               "architecture_options": {"width": 24}},
+                       "atac": "bernoulli"},
+        "model": {"n_latent": 4, "anchor_fraction": 1.0},
+        "train": {"max_epochs": 2, "progress_bar": False},
+        "out": "model",
+    }
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    train = ["train", "--config", str(tmp_path / "run.yaml")]
+    assert main(train) == 2  # not registered: refused before any data are read
+    line = _one_error_line(capsys)
+    assert "field 'architecture': unknown architecture 'wide'" in line and "--import" in line
+    assert main([*train, "--import", "no_such_module_xyz"]) == 2
+    assert ("--import no_such_module_xyz: ModuleNotFoundError"
+            in _one_error_line(capsys))
+    assert main([*train, "--import", str(plugin)]) == 0
+    saved = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert saved["modalities"]["rna"]["architecture_options"] == {"width": 24}
+
+    _architectures._REGISTRY.clear()  # a new process: only what --import registers
+    embed = ["embed", "--model", str(tmp_path / "model"), "--data",
+             f"rna={tmp_path / 'rna.h5ad'}", "--modality", "rna"]
+    assert main([*embed, "--out", str(tmp_path / "z.h5ad")]) == 2
+    line = _one_error_line(capsys)
+    assert "architecture 'wide', which is not registered" in line and "--import" in line
+    assert main([*embed, "--out", str(tmp_path / "z.h5ad"), "--import", str(plugin)]) == 0
+    import anndata as ad
+
+    z = ad.read_h5ad(tmp_path / "z.h5ad").obsm["X_transmodal"]
+    assert z.shape == (data["rna"].n_obs, 4)
