@@ -66,6 +66,11 @@ class SameAsBuiltIn(tm.nn.Architecture):
         return tm.nn.mlp(n_in, tuple(reversed(hidden)), None, dropout=dropout), hidden[0]
 
 
+class _Double(nn.Module):
+    def forward(self, x):
+        return x.double()
+
+
 @pytest.fixture(scope="module")
 def data():
     return tm.datasets.synthetic(
@@ -97,7 +102,8 @@ def test_registration_refuses_what_it_cannot_use():
 
     with pytest.raises(TypeError, match="must implement decoder"):
         tm.register_architecture(NoDecoder)
-    for name, match in (("", "non-empty"), ("mlp", "reserved"), ("Conv", "reserved")):
+    for name, match in (("", "non-empty"), (5, "a non-empty string"), (" lead", "spaces"),
+                        ("mlp", "reserved"), ("Conv", "reserved")):
         cls = type("A", (Residual,), {"name": name})
         with pytest.raises(ValueError, match=match):
             tm.register_architecture(cls)
@@ -126,6 +132,10 @@ def test_spec_errors_name_the_modality_and_field(data):
         (tm.Modality("nb", architecture="residual", architecture_options=[("width", 8)]),
          "mapping"),
         (tm.Modality("nb", architecture=3), "field 'architecture' must be the name"),
+        (tm.Modality("nb", architecture="residual", architecture_options={"n_in": 8}),
+         "option 'n_in' of architecture 'residual' is one the library passes itself"),
+        (tm.Modality("nb", architecture="residual", architecture_options={"width": {1: 2}}),
+         "key 1 is not a string"),
     ]
     for spec, match in cases:
         with pytest.raises(ValueError, match="modality 'rna': .*" + match):
@@ -161,6 +171,7 @@ def test_bodies_get_their_sizes_and_options(data):
     assert dec.net[0].in_features == N_LATENT + 2
     # what the library adds: the latent standardisation, the likelihood's head
     assert isinstance(enc.standardize, nn.BatchNorm1d)
+    assert "rna: 300 x 60 (nb, architecture 'residual')" in repr(_model(data))
     z = enc(torch.zeros(4, 60))
     assert z.shape == (4, N_LATENT + 2)
     # n_pca: the encoder sees the components; batches: the decoder their one-hot
@@ -197,17 +208,63 @@ def test_bodies_that_do_not_fit_are_named(data):
         def encoder(self, n_in, n_out, *, dropout):
             return nn.Linear(n_in + 1, n_out)
 
+    class Float64(Residual):
+        name = "float64"
+
+        def encoder(self, n_in, n_out, *, dropout):
+            return nn.Linear(n_in, n_out).double()
+
+    class ReturnsFloat64(Residual):
+        name = "returns_float64"
+
+        def decoder(self, n_in, *, dropout):
+            return nn.Sequential(nn.Linear(n_in, 8), _Double()), 8
+
+    class Lazy(Residual):
+        name = "lazy"
+
+        def encoder(self, n_in, n_out, *, dropout):
+            return nn.Sequential(nn.LazyLinear(16), nn.GELU(), nn.Linear(16, n_out))
+
+    class Tied(Residual):
+        name = "tied"
+
+        def encoder(self, n_in, n_out, *, dropout):
+            layer = nn.Linear(16, 16)
+            return nn.Sequential(nn.Linear(n_in, 16), layer, nn.GELU(), layer,
+                                 nn.Linear(16, n_out))
+
+    shared = nn.Linear(N_LATENT, 16)
+
+    class SharedAcrossModalities(Residual):  # (one module object for both modalities)
+        name = "shared"
+
+        def decoder(self, n_in, *, dropout):
+            return shared, 16
+
     cases = {
-        WrongWidth: r"its encoder maps \(2, 60\) to shape \(2, 7\), expected a float tensor "
+        WrongWidth: r"its encoder maps \(2, 60\) to shape \(2, 7\), expected a float32 tensor "
                     r"of shape \(2, 6\)",
         NotAModule: r"its decoder must return \(nn.Module, output width\)",
-        Raises: r"its encoder\(60, 6, 'dropout=0.1'\) raised RuntimeError: out of ideas",
+        Raises: r"its encoder\(60, 6, dropout=0.1\) raised RuntimeError: out of ideas",
         FailsForward: r"its encoder failed on an input of shape \(2, 60\): RuntimeError",
+        Float64: r"its encoder has torch.float64 tensors \('weight'\): build them in float32",
+        ReturnsFloat64: r"its decoder maps \(2, 6\) to shape \(2, 8\) of torch.float64, "
+                        r"expected a float32 tensor",
+        Lazy: r"its encoder has parameters of a lazy module \('0.weight'\)",
     }
     for cls, match in cases.items():
         tm.register_architecture(cls)
         with pytest.raises(ValueError, match=f"modality 'rna': architecture {cls.name!r}: {match}"):
             _model(data, tm.Modality("nb", architecture=cls.name))
+    tm.register_architecture(Tied)
+    with pytest.raises(ValueError, match=r"one tensor under two names, 'encoders.rna.net.1.weight' "
+                       r"and 'encoders.rna.net.3.weight'"):
+        _model(data, tm.Modality("nb", architecture="tied"))
+    tm.register_architecture(SharedAcrossModalities)
+    with pytest.raises(ValueError, match=r"'decoders.rna.net.weight' and 'decoders.atac.net"):
+        tm.CrossModalAE(data, {k: tm.Modality(lik, architecture="shared") for k, lik in
+                               (("rna", "nb"), ("atac", "bernoulli"))}, n_latent=N_LATENT)
 
 
 def test_the_built_in_mlp_as_an_architecture_trains_bit_identically(data):
@@ -225,6 +282,40 @@ def test_the_built_in_mlp_as_an_architecture_trains_bit_identically(data):
         m.train(max_epochs=3, progress_bar=False)
     np.testing.assert_array_equal(built_in.get_latent_representation("rna"),
                                   plugged.get_latent_representation("rna"))
+
+
+class WithBatchNorm(tm.nn.Architecture):
+    name = "batchnorm"
+
+    def encoder(self, n_in, n_out, *, dropout):
+        return nn.Sequential(nn.Linear(n_in, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                             nn.Linear(16, n_out))
+
+    def decoder(self, n_in, *, dropout):
+        return nn.Sequential(nn.Linear(n_in, 16), nn.BatchNorm1d(16), nn.ReLU()), 16
+
+
+def test_batch_norm_in_a_body_is_left_as_training_set_it(data):
+    """The latent statistics recomputed after training pass the cells in blocks with the
+    encoder in training mode (its dropout): a body's batch norms stay in evaluation mode
+    there, as at inference, so their running statistics are not moved and a block of one
+    cell does not fail."""
+    tm.register_architecture(WithBatchNorm)
+    model = _model(data, tm.Modality("nb", architecture="batchnorm"))
+    enc = model.module.encoders["rna"]
+    bn = enc.net[1]
+    bn.running_mean.fill_(0.5)
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    x = torch.randn(5, 60)
+    with enc.exact_statistics():
+        enc(x[:4])
+        enc(x[4:])  # (one cell)
+    for k, v in bn.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    assert not torch.equal(enc.standardize.running_mean, torch.zeros(N_LATENT))  # (recorded)
+    # end to end: 270 training cells in steps of 269 (the last block of the recalibration: 1)
+    model.train(max_epochs=2, batch_size=269, progress_bar=False)
+    assert np.isfinite(model.get_latent_representation("rna")).all()
 
 
 # ------------------------------------------------------------------- training, save, load
@@ -266,6 +357,51 @@ def test_trains_translates_saves_and_loads(data, tmp_path):
         tm.CrossModalAE.load(tmp_path / "m", data)
 
 
+def test_options_are_recorded_with_the_defaults_they_were_built_with(data, tmp_path):
+    """A saved model records every option its networks were built with, the class's
+    defaults included, and is rebuilt with them where the class's defaults changed since
+    (warned); options given as any mapping save as JSON."""
+    import types
+
+    tm.register_architecture(Residual)
+    spec = tm.Modality("nb", architecture="residual",
+                       architecture_options=types.MappingProxyType({"depth": np.int64(1)}))
+    assert spec.architecture_options == {"depth": 1}
+    assert hash(spec) == hash(tm.Modality("nb", architecture="residual"))  # (hashable)
+    model = _model(data, spec).train(max_epochs=2, progress_bar=False)
+    z = model.get_latent_representation("rna")
+    model.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["modalities"]["rna"]["architecture_options"] == {"depth": 1}  # as given
+    assert config["architecture_options"] == {"rna": {  # as built, each body's defaults
+        "encoder": {"depth": 1, "width": 32}, "decoder": {"width": 32, "activation": "gelu"}}}
+
+    # an option both bodies name, with defaults of their own: each gets its own default
+    two = type("TwoWidths", (Residual,), {"name": "two_widths", "decoder": lambda self, n_in, *,
+                                          dropout, width=16: (nn.Linear(n_in, width), width)})
+    tm.register_architecture(two)
+    module = _model(data, tm.Modality("nb", architecture="two_widths")).module
+    assert module.encoders["rna"].net.inp.out_features == 32
+    assert module.decoders["rna"].n_out == 16
+    module = _model(data, tm.Modality("nb", architecture="two_widths",
+                                      architecture_options={"width": 8})).module
+    assert module.encoders["rna"].net.inp.out_features == 8 == module.decoders["rna"].n_out
+
+    wider = type("Residual", (Residual,), {
+        "encoder": lambda self, n_in, n_out, *, dropout, width=48, depth=2:
+        _ResidualNet(n_in, n_out, width, depth, dropout),
+        "decoder": lambda self, n_in, *, dropout, width=48, activation="relu":
+        (nn.Sequential(nn.Linear(n_in, width), nn.ReLU()), width)})
+    tm.register_architecture(wider)
+    with pytest.warns(UserWarning, match=r"architecture 'residual' now builds with .*'width': "
+                      r"48.*but the model was trained with .*'width': 32.*keeps what it was"):
+        loaded = tm.CrossModalAE.load(tmp_path / "m", data)
+    np.testing.assert_array_equal(loaded.get_latent_representation("rna"), z)
+    loaded.save(tmp_path / "again")  # (and saved again with them)
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert again["architecture_options"] == config["architecture_options"]
+
+
 def test_a_reference_built_with_an_architecture_is_extended(data):
     tm.register_architecture(Residual)
     reference = _model(data, tm.Modality("nb", architecture="residual"), hidden=(16,))
@@ -284,9 +420,22 @@ def test_a_reference_built_with_an_architecture_is_extended(data):
 
 
 # ---------------------------------------------------------------------------- command line
+# (a dataclass, which looks its module up by name, and a sibling module's import: as a
+# script run by Python would)
 PLUGIN = '''
+from __future__ import annotations
+
+from dataclasses import dataclass
+
 from torch import nn
 import transmodal as tm
+
+from my_layers import activation
+
+
+@dataclass
+class Sizes:
+    width: int
 
 
 @tm.register_architecture
@@ -294,10 +443,11 @@ class Wide(tm.nn.Architecture):
     name = "wide"
 
     def encoder(self, n_in, n_out, *, dropout, width=32):
-        return nn.Sequential(nn.Linear(n_in, width), nn.SiLU(), nn.Linear(width, n_out))
+        w = Sizes(width).width
+        return nn.Sequential(nn.Linear(n_in, w), activation(), nn.Linear(w, n_out))
 
     def decoder(self, n_in, *, dropout, width=32):
-        return nn.Sequential(nn.Linear(n_in, width), nn.SiLU()), width
+        return nn.Sequential(nn.Linear(n_in, width), activation()), width
 '''
 
 
@@ -308,15 +458,23 @@ def _one_error_line(capsys) -> str:
     return lines[0]
 
 
-def test_command_line_imports_the_module_that_registers_it(data, tmp_path, capsys):
+def test_command_line_imports_the_module_that_registers_it(data, tmp_path, capsys, monkeypatch,
+                                                         request):
+    import sys
+
     import yaml
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # (--import puts the file's folder there)
+    request.addfinalizer(lambda: [sys.modules.pop(m, None) for m in ("my_networks", "my_layers")])
 
     from transmodal.cli import main
 
     for name, adata in data.items():
         adata.write_h5ad(tmp_path / f"{name}.h5ad")
-    plugin = tmp_path / "my_networks.py"
+    plugin = tmp_path / "plugins" / "my_networks.py"
+    plugin.parent.mkdir()
     plugin.write_text(PLUGIN)
+    (plugin.parent / "my_layers.py").write_text("from torch import nn\nactivation = nn.SiLU\n")
     cfg = {
         "data": {"rna": "rna.h5ad", "atac": "atac.h5ad"},
         "modalities": {"rna": {"likelihood": "nb", "architecture": "wide",
@@ -332,9 +490,10 @@ def test_command_line_imports_the_module_that_registers_it(data, tmp_path, capsy
     line = _one_error_line(capsys)
     assert "field 'architecture': unknown architecture 'wide'" in line and "--import" in line
     assert main([*train, "--import", "no_such_module_xyz"]) == 2
-    assert ("--import no_such_module_xyz: ModuleNotFoundError"
-            in _one_error_line(capsys))
-    assert main([*train, "--import", str(plugin)]) == 0
+    assert ("--import no_such_module_xyz: ModuleNotFoundError: No module named "
+            "'no_such_module_xyz' (not on the Python path; a file is given by its path, e.g. "
+            "--import no_such_module_xyz.py)" in _one_error_line(capsys))
+    assert main(["--import", str(plugin), *train]) == 0  # (before the command too)
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["modalities"]["rna"]["architecture_options"] == {"width": 24}
 

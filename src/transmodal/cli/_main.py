@@ -131,16 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     tb_help = "on errors, show the full Python traceback instead of one line"
     parser.add_argument("--traceback", action="store_true", help=tb_help)
+    import_help = (
+        "import a Python module (a name on the path, or a .py file) first, e.g. one that "
+        "registers a likelihood or network architecture the config or the model uses "
+        "(tm.register_likelihood / tm.register_architecture); repeatable"
+    )
+    parser.add_argument("--import", dest="imports_before", metavar="MODULE", action="append",
+                        help=import_help)  # (a dest of its own: the command's would replace it)
     # --traceback is also taken after the command (SUPPRESS: absent there, the top-level
     # value stands)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=tb_help)
-    common.add_argument(
-        "--import", dest="imports", metavar="MODULE", action="append",
-        help="import a Python module (a name on the path, or a .py file) first, e.g. one "
-             "that registers a likelihood or network architecture the config or the model "
-             "uses (tm.register_likelihood / tm.register_architecture); repeatable",
-    )
+    common.add_argument("--import", dest="imports", metavar="MODULE", action="append",
+                        default=argparse.SUPPRESS, help=import_help)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     # train --------------------------------------------------------------------------------
@@ -342,23 +345,35 @@ def import_plugins(names: Sequence[str]) -> None:
     checked or a model loaded; a module that fails is a one-line error naming it."""
     for name in names:
         try:
-            if name.endswith(".py"):
-                path = Path(name)
+            if name.endswith(".py"):  # as Python runs a script: its folder on the path
+                path = Path(name).expanduser().resolve()
                 if not path.is_file():
                     raise FileNotFoundError(f"no such file: {name}")
+                if str(path.parent) not in sys.path:
+                    sys.path.insert(0, str(path.parent))
                 spec = importlib.util.spec_from_file_location(path.stem, path)
                 module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
+                sys.modules[spec.name] = module  # (dataclasses, pickle-free lookups by name)
+                try:
+                    spec.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[spec.name]
+                    raise
             else:
                 importlib.import_module(name)
         except Exception as err:  # the user's module: its error, with what was imported
-            raise ValueError(f"--import {name}: {type(err).__name__}: {err}") from err
+            hint = (f" (not on the Python path; a file is given by its path, e.g. --import "
+                    f"{name.replace('.', '/')}.py)"
+                    if isinstance(err, ModuleNotFoundError) and err.name is not None
+                    and (name == err.name or name.startswith(err.name + "."))
+                    else "")
+            raise ValueError(f"--import {name}: {type(err).__name__}: {err}{hint}") from err
 
 
 def _run(args: argparse.Namespace) -> int:
     from . import _commands as c
 
-    import_plugins(args.imports or ())
+    import_plugins([*(args.imports_before or ()), *(getattr(args, "imports", None) or ())])
 
     if args.command == "train":
         return c.cmd_train(args.config, out=args.out, overwrite=args.overwrite,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -10,7 +11,12 @@ from torch.nn import ModuleDict
 
 from .._hints import argument_hints, known_name_hint
 from .._utils import jsonable
-from ..nn._architectures import check_architecture_options, get_architecture, json_options
+from ..nn._architectures import (
+    check_architecture_options,
+    get_architecture,
+    json_options,
+    resolve_options,
+)
 from ..nn._likelihoods import available_likelihoods, get_likelihood, skips_missing
 
 
@@ -151,7 +157,7 @@ class Modality:
     missing: bool = False
     total_layer: str | None = None
     architecture: str | None = None
-    architecture_options: dict[str, Any] | None = None
+    architecture_options: dict[str, Any] | None = field(default=None, hash=False)
     _extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -163,7 +169,7 @@ class Modality:
             if isinstance(getattr(self, key), np.bool_):
                 object.__setattr__(self, key, bool(getattr(self, key)))
         options = self.architecture_options
-        if isinstance(options, dict) and all(isinstance(k, str) for k in options):
+        if isinstance(options, Mapping):
             try:  # as a saved model reloads them (a copy: the caller's dict may change)
                 options = json_options(options)
             except (TypeError, ValueError):  # (named by check)
@@ -188,6 +194,18 @@ class Modality:
             # a loaded model's preprocessing where the likelihood's defaults changed since
             **self._extra.get("trained", {}),
         }
+
+    def resolved_architecture_options(self) -> dict[str, dict[str, Any]] | None:
+        """The options ``architecture`` builds each body with, ``{"encoder": {...},
+        "decoder": {...}}`` (its methods' defaults filled in; those a loaded model was
+        trained with where the defaults changed since), or ``None`` for the built-in
+        networks."""
+        if self.architecture is None:
+            return None
+        trained = self._extra.get("architecture_options")
+        return trained if trained is not None else resolve_options(
+            self.architecture, self.architecture_options
+        )
 
     def check(self, name: str) -> None:
         """Validate the spec itself (not the data); errors name the modality and field."""

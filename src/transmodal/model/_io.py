@@ -117,6 +117,12 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
                 .items() if k in PREPROCESSING_OPTIONS}
             for n, md in model.mods.items()
         },
+        # the options a registered architecture built the networks with (its defaults too,
+        # which the class can change before load)
+        "architecture_options": {
+            n: md.spec.resolved_architecture_options()
+            for n, md in model.mods.items() if md.spec.architecture is not None
+        },
         "n_vars": {n: int(md.source.n_vars) for n, md in model.mods.items()},
         "image_shape": {
             n: list(md.source.image_shape)
@@ -184,6 +190,21 @@ def _as_trained(
             out[name] = dataclasses.replace(
                 specs[name], _extra={**specs[name]._extra, "trained": differ}
             )
+    for name, trained in (config.get("architecture_options") or {}).items():
+        spec = out[name]
+        if spec.architecture is None:
+            continue
+        now = spec.resolved_architecture_options()
+        if now != trained:
+            warnings.warn(
+                f"{path}: modality {name!r}: architecture {spec.architecture!r} now builds "
+                f"with {now}, but the model was trained with {trained}: the model keeps what "
+                "it was trained with (the class registered now has other defaults)",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
+        out[name] = dataclasses.replace(
+            spec, _extra={**spec._extra, "architecture_options": trained}
+        )
     return out
 
 
@@ -273,6 +294,11 @@ _CONFIG_FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
         False, _object_of(_trained_options),
         f"an object of objects of options {list(PREPROCESSING_OPTIONS)}, each true or false",
     ),
+    "architecture_options": (
+        False, _object_of(lambda v: isinstance(v, dict) and set(v) == {"encoder", "decoder"}
+                          and all(isinstance(o, dict) for o in v.values())),
+        "an object of {encoder: {...}, decoder: {...}} option objects",
+    ),
     "image_spacing": (
         False, _or_null(_object_of(_array_of(_positive_number))),
         "null or an object of lists of positive numbers",
@@ -329,7 +355,8 @@ def _check_config(config: Any, cfg_path: Path) -> None:
                 f"{cfg_path}: modality {name!r}: n_vars is {n_vars} but var_names lists "
                 f"{len(names)} features"
             )
-    for field in ("image_shape", "image_spacing", "preprocessing", "batch_categories", "var"):
+    for field in ("image_shape", "image_spacing", "preprocessing", "batch_categories", "var",
+                  "architecture_options"):
         unknown = [n for n in config.get(field) or {} if n not in config["modalities"]]
         if unknown:
             raise ValueError(

@@ -339,7 +339,7 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
                 likelihood=md.spec.likelihood,
                 hidden=() if custom else md.spec.hidden or default_hidden,
                 architecture=md.spec.architecture,
-                architecture_options=md.spec.architecture_options,
+                architecture_options=md.spec.resolved_architecture_options(),
                 input_dropout=md.spec.input_dropout,
                 image_shape=image,
                 augment=bool(md.spec.augment and image is not None),
@@ -397,6 +397,7 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
     def __repr__(self) -> str:
         parts = [
             f"{n}: {md.n_obs} x {md.source.n_vars} ({md.spec.likelihood}"
+            + (f", architecture {md.spec.architecture!r}" if md.spec.architecture else "")
             + (f", {len(self.batch_categories_[n])} batches" if n in self.batch_categories_ else "")
             + ")"
             for n, md in self.mods.items()

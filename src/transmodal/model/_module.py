@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._utils import seeded
-from ..nn._architectures import build_bodies
+from ..nn._architectures import build_bodies, check_unshared
 from ..nn._conv import ConvDecoder, ConvEncoder, ImageHead, random_dihedral
 from ..nn._likelihoods import get_likelihood
 from ..nn._mlp import DecoderBody, LatentEncoder, MLPDecoder, MLPEncoder, mlp
@@ -165,6 +165,8 @@ class CrossModalModule(nn.Module):
         self.classifier = nn.Linear(n_latent, n_labels) if n_labels > 0 else None
         # classes seen in each modality's training labels (set by the model class)
         self.register_buffer("class_mask", torch.ones(len(archs), max(n_labels, 1), dtype=torch.bool))
+        if any(a.architecture is not None for a in archs.values()):  # (the user's networks)
+            check_unshared(self)
 
     # -- forward pieces --------------------------------------------------------------------
     def encode(self, name: str, x: torch.Tensor, like_batch: bool = False) -> torch.Tensor:

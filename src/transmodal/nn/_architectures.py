@@ -116,8 +116,11 @@ def _check_architecture_class(architecture: Any) -> None:
                 if isinstance(architecture, Architecture) else repr(architecture))
         raise TypeError(f"register_architecture takes an Architecture subclass, got {what}")
     name = architecture.name
-    if not isinstance(name, str) or not name:
-        raise ValueError("an architecture class needs a non-empty `name`")
+    if not isinstance(name, str) or not name or name != name.strip():
+        raise ValueError(
+            f"architecture class {architecture.__name__} needs a `name`: a non-empty string "
+            f"without surrounding spaces, got {name!r}"
+        )
     if name.lower() in RESERVED:
         raise ValueError(
             f"architecture name {name!r} is reserved for the built-in networks (leave "
@@ -196,24 +199,54 @@ def _takes(method: Any) -> tuple[set[str], bool]:
     return names, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
+#: what the library passes to the methods itself (no option may take these names)
+_SIZES = ("n_in", "n_out", "dropout")
+
+
 def _split_options(arch: Architecture, options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """``options`` by the method that takes them (``encoder`` / ``decoder``); ``ValueError``
     naming an option that neither takes."""
+    sizes = [k for k in options if k in _SIZES]
+    if sizes:
+        raise ValueError(
+            f"option {sizes[0]!r} of architecture {arch.name!r} is one the library passes "
+            f"itself ({', '.join(_SIZES)}: the sizes and the model's dropout)"
+        )
     out: dict[str, dict[str, Any]] = {}
-    sizes = {"encoder": {"self", "n_in", "n_out", "dropout"}, "decoder": {"self", "n_in", "dropout"}}
     for method in ("encoder", "decoder"):
         names, var = _takes(getattr(arch, method))
-        out[method] = {k: v for k, v in options.items()
-                       if k not in sizes[method] and (var or k in names)}
-    taken = set(out["encoder"]) | set(out["decoder"])
-    unknown = [k for k in options if k not in taken]
+        out[method] = {k: v for k, v in options.items() if var or k in names}
+    unknown = [k for k in options if k not in out["encoder"] and k not in out["decoder"]]
     if unknown:
-        known = sorted((_takes(arch.encoder)[0] | _takes(arch.decoder)[0])
-                       - sizes["encoder"])
         raise ValueError(
             f"architecture {arch.name!r} takes no option {unknown[0]!r} (neither its encoder "
-            f"nor its decoder names it; options: {known or 'none'})"
+            f"nor its decoder names it; options: {_option_names(arch) or 'none'})"
         )
+    return out
+
+
+def _option_names(arch: Architecture) -> list[str]:
+    """The keyword options the architecture's methods name (not the sizes)."""
+    names = _takes(arch.encoder)[0] | _takes(arch.decoder)[0]
+    return sorted(names - {"self", *_SIZES})
+
+
+def resolve_options(name: str, options: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The keyword options architecture ``name`` builds each body with, ``{"encoder": {...},
+    "decoder": {...}}``: those of ``options`` that the method names, and the defaults of
+    the other options it names (JSON values only), so that a saved model records them and
+    is rebuilt alike where the class's defaults change later."""
+    arch = get_architecture(name)
+    out = _split_options(arch, options or {})
+    for method in ("encoder", "decoder"):
+        for p in inspect.signature(getattr(arch, method)).parameters.values():
+            if (p.name in out[method] or p.name in _SIZES or p.default is p.empty
+                    or p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)):
+                continue
+            try:
+                out[method][p.name] = json_options({p.name: p.default})[p.name]
+            except (TypeError, ValueError):  # (a default JSON cannot hold: not recorded)
+                continue
     return out
 
 
@@ -223,11 +256,31 @@ def _numpy_scalar(value: Any) -> Any:
     raise TypeError(f"a {type(value).__name__} is not a JSON value")
 
 
+def _string_keys(value: Any) -> None:
+    """``TypeError`` for a mapping key (at any depth) that is not a string (JSON would
+    turn ``1`` into ``"1"`` and ``None`` into ``"null"``)."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"key {k!r} is not a string")
+            _string_keys(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _string_keys(v)
+
+
 def json_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` as a saved model records and reloads them (numpy scalars as numbers,
-    tuples as lists), so that a new model's architecture gets what a loaded one will;
-    ``TypeError`` / ``ValueError`` for values JSON cannot hold."""
-    return json.loads(json.dumps(dict(options), allow_nan=False, default=_numpy_scalar))
+    tuples as lists, mappings as dicts), so that a new model's architecture gets what a
+    loaded one will; ``TypeError`` / ``ValueError`` for values JSON cannot hold."""
+    _string_keys(options)
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Mapping):  # (a MappingProxyType, a UserDict, an OmegaConf dict)
+            return dict(value)
+        return _numpy_scalar(value)
+
+    return json.loads(json.dumps(dict(options), allow_nan=False, default=plain))
 
 
 def check_architecture_options(name: str, options: Any) -> None:
@@ -238,7 +291,8 @@ def check_architecture_options(name: str, options: Any) -> None:
         return
     if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
         raise ValueError(
-            f"architecture_options must be a mapping of option names to values, got {options!r}"
+            f"architecture_options must be a mapping of option names (strings) to values, "
+            f"got {options!r}"
         )
     try:
         json_options(options)
@@ -267,31 +321,69 @@ def _dry_run(module: nn.Module, n_in: int, width: int, what: str) -> None:
     finally:
         module.train(was_training)
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
-    if shape != (2, width) or not out.is_floating_point():
+    if shape != (2, width) or out.dtype != torch.float32:
         got = (f"a {type(out).__name__}" if shape is None
-               else f"shape {shape}" + ("" if out.is_floating_point() else f" of {out.dtype}"))
+               else f"shape {shape}" + ("" if out.dtype == torch.float32 else f" of {out.dtype}"))
         raise ValueError(
-            f"{what} maps (2, {n_in}) to {got}, expected a float tensor of shape (2, {width})"
+            f"{what} maps (2, {n_in}) to {got}, expected a float32 tensor of shape (2, {width})"
         )
 
 
+def _check_parameters(module: nn.Module, what: str) -> None:
+    """``ValueError`` for parameters whose shape is left to the first input (lazy
+    modules: a saved model's networks are built, and checked, before any input) or whose
+    precision is not float32 (the model's; mixed precision is the trainer's)."""
+    state = module.state_dict(keep_vars=True)
+    lazy = [k for k, v in state.items() if nn.parameter.is_lazy(v)]
+    if lazy:
+        raise ValueError(
+            f"{what} has parameters of a lazy module ({lazy[0]!r}): give the layer its input "
+            "size (n_in is passed to the method), e.g. nn.Linear(n_in, width)"
+        )
+    other = [(k, v.dtype) for k, v in state.items()
+             if v.is_floating_point() and v.dtype != torch.float32]
+    if other:
+        raise ValueError(
+            f"{what} has {other[0][1]} tensors ({other[0][0]!r}): build them in float32, "
+            "the model's precision (train(precision='bf16-mixed') trains in lower precision)"
+        )
+
+
+def check_unshared(module: nn.Module) -> None:
+    """``ValueError`` naming a tensor that ``module`` holds under two names (a module
+    placed twice: tied weights, or one module returned for two modalities), which a saved
+    model cannot store (safetensors holds each tensor once)."""
+    seen: dict[int, str] = {}
+    for k, v in module.state_dict(keep_vars=True).items():
+        if id(v) in seen:
+            raise ValueError(
+                f"the networks hold one tensor under two names, {seen[id(v)]!r} and {k!r} (a "
+                "module placed twice: tied weights, or one module returned for two "
+                "modalities), which a saved model cannot store; place each module once "
+                "(a module may be called twice in forward())"
+            )
+        seen[id(v)] = k
+
+
 def build_bodies(
-    name: str, options: Mapping[str, Any] | None, *, n_in: int, n_out: int, n_latent_in: int,
-    dropout: float, modality: str,
+    name: str, options: Mapping[str, Mapping[str, Any]], *, n_in: int, n_out: int,
+    n_latent_in: int, dropout: float, modality: str,
 ) -> tuple[nn.Module, nn.Module, int]:
     """The encoder body, the decoder body and its output width of architecture ``name`` for
-    ``modality``, each checked on two rows; errors name the modality and the architecture."""
+    ``modality`` (``options``: each method's, as :func:`resolve_options` gives them), each
+    checked on two rows; errors name the modality and the architecture."""
     arch = get_architecture(name)
     where = f"modality {modality!r}: architecture {name!r}"
-    split = _split_options(arch, options or {})
+    split = {method: dict(options.get(method) or {}) for method in ("encoder", "decoder")}
     built = []
     for method, args in (("encoder", (n_in, n_out)), ("decoder", (n_latent_in,))):
         try:
             value = getattr(arch, method)(*args, dropout=dropout, **split[method])
         except Exception as err:
+            call = ", ".join([*map(str, args), f"dropout={dropout}",
+                              *(f"{k}={v!r}" for k, v in split[method].items())])
             raise ValueError(
-                f"{where}: its {method}{args + (f'dropout={dropout}',)} raised "
-                f"{type(err).__name__}: {err}"
+                f"{where}: its {method}({call}) raised {type(err).__name__}: {err}"
             ) from err
         built.append(value)
     encoder, dec = built
@@ -303,8 +395,10 @@ def build_bodies(
         raise ValueError(f"{where}: its decoder must return (nn.Module, output width), got "
                          f"{dec!r:.200}")
     decoder, width = dec
-    _dry_run(encoder, n_in, n_out, f"{where}: its encoder")
-    _dry_run(decoder, n_latent_in, width, f"{where}: its decoder")
+    for module, n, w, which in ((encoder, n_in, n_out, "encoder"),
+                                (decoder, n_latent_in, width, "decoder")):
+        _check_parameters(module, f"{where}: its {which}")
+        _dry_run(module, n, w, f"{where}: its {which}")
     return encoder, decoder, width
 
 

@@ -112,7 +112,8 @@ class LatentEncoder(nn.Module):
         """Recompute the running statistics of the latent standardisation exactly.
 
         Within the block the encoder is in training mode (dropout as in training) while its
-        batch norm only records its inputs: their mean and variance over every cell passed,
+        batch norms (the latent's, and any in the body) are in evaluation mode, the latent's
+        only recording its inputs: their mean and variance over every cell passed,
         whatever the batches (sums in float64), replace the running statistics on leaving.
         Those are otherwise an exponential average (momentum 0.01) that lags behind the
         weights by a few hundred steps. Yields whether there is a standardisation to
@@ -130,6 +131,9 @@ class LatentEncoder(nn.Module):
         was_training = self.training
         self.train()
         bn.eval()  # normalises with the old statistics, which nothing reads, and keeps them
+        for module in self.net.modules():  # (a registered architecture's body may hold
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):  # some: its statistics
+                module.eval()  # are used as at inference and left as training set them)
         hook = bn.register_forward_pre_hook(record)
         try:
             yield True
