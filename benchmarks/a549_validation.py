@@ -30,7 +30,7 @@ from dataclasses import replace
 import numpy as np
 
 import transmodal as tm
-from transmodal.cli._main import import_plugins
+from transmodal.nn._registry import import_modules
 from transmodal.workflows._demo import (
     A549_CONTRASTIVE_PCA,
     A549_CONTRASTIVE_TRAIN,
@@ -69,7 +69,7 @@ def main() -> None:
     p.add_argument("--n-validation", type=int, default=307)
     p.add_argument("--split-seed", type=int, default=123)
     args = p.parse_args()
-    import_plugins(args.imports)
+    import_modules(args.imports)
 
     data = tm.datasets.scicar_a549()
     split = data["rna"].obs["yang2021_split"].astype(str).to_numpy()

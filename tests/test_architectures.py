@@ -107,6 +107,31 @@ def test_registration_refuses_what_it_cannot_use():
         cls = type("A", (Residual,), {"name": name})
         with pytest.raises(ValueError, match=match):
             tm.register_architecture(cls)
+    class NoDropout(Residual):
+        name = "no_dropout"
+
+        def decoder(self, n_in, width=8):
+            return nn.Linear(n_in, width), width
+
+    class TypeDefault(Residual):
+        name = "type_default"
+
+        def decoder(self, n_in, *, dropout, activation=nn.GELU):
+            return nn.Sequential(nn.Linear(n_in, 8), activation()), 8
+
+    class NeedsArguments(Residual):
+        name = "needs_arguments"
+
+        def __init__(self, depth):
+            self.depth = depth
+
+    with pytest.raises(TypeError, match=r"decoder must take \(n_in, \*, dropout, \*\*options\)"):
+        tm.register_architecture(NoDropout)
+    with pytest.raises(ValueError, match="the default of decoder option 'activation' .* cannot "
+                       "be recorded in a saved model"):
+        tm.register_architecture(TypeDefault)
+    with pytest.raises(TypeError, match=r"NeedsArguments\(\) failed .* built without arguments"):
+        tm.register_architecture(NeedsArguments)
     assert tm.register_architecture(Residual) is Residual  # (a decorator)
     assert tm.nn.available_architectures() == ["residual"]
     with warnings.catch_warnings():
@@ -133,7 +158,10 @@ def test_spec_errors_name_the_modality_and_field(data):
          "mapping"),
         (tm.Modality("nb", architecture=3), "field 'architecture' must be the name"),
         (tm.Modality("nb", architecture="residual", architecture_options={"n_in": 8}),
-         "option 'n_in' of architecture 'residual' is one the library passes itself"),
+         "option 'n_in' of architecture 'residual' is one the library passes its encoder "
+         "itself"),
+        (tm.Modality("nb", architecture="residual", architecture_options={"dropout": 0.5}),
+         "option 'dropout' of architecture 'residual' is one the library passes"),
         (tm.Modality("nb", architecture="residual", architecture_options={"width": {1: 2}}),
          "key 1 is not a string"),
     ]
@@ -242,6 +270,14 @@ def test_bodies_that_do_not_fit_are_named(data):
         def decoder(self, n_in, *, dropout):
             return shared, 16
 
+    class SharedMemory(Residual):
+        name = "shared_memory"
+
+        def encoder(self, n_in, n_out, *, dropout):
+            a, b = nn.Linear(16, 16), nn.Linear(16, 16)
+            b.weight = nn.Parameter(a.weight.data)  # (two parameters, one memory)
+            return nn.Sequential(nn.Linear(n_in, 16), a, b, nn.Linear(16, n_out))
+
     cases = {
         WrongWidth: r"its encoder maps \(2, 60\) to shape \(2, 7\), expected a float32 tensor "
                     r"of shape \(2, 6\)",
@@ -261,6 +297,10 @@ def test_bodies_that_do_not_fit_are_named(data):
     with pytest.raises(ValueError, match=r"one tensor under two names, 'encoders.rna.net.1.weight' "
                        r"and 'encoders.rna.net.3.weight'"):
         _model(data, tm.Modality("nb", architecture="tied"))
+    tm.register_architecture(SharedMemory)
+    with pytest.raises(ValueError, match=r"one tensor under two names, 'encoders.rna.net.1.weight' "
+                       r"and 'encoders.rna.net.2.weight' \(.*parameters sharing memory"):
+        _model(data, tm.Modality("nb", architecture="shared_memory"))
     tm.register_architecture(SharedAcrossModalities)
     with pytest.raises(ValueError, match=r"'decoders.rna.net.weight' and 'decoders.atac.net"):
         tm.CrossModalAE(data, {k: tm.Modality(lik, architecture="shared") for k, lik in
@@ -387,19 +427,54 @@ def test_options_are_recorded_with_the_defaults_they_were_built_with(data, tmp_p
                                       architecture_options={"width": 8})).module
     assert module.encoders["rna"].net.inp.out_features == 8 == module.decoders["rna"].n_out
 
+    # a default stays the method's own (a tuple), given options arrive as JSON (a list)
+    seen = []
+
+    class TupleDefault(Residual):
+        name = "tuple_default"
+
+        def decoder(self, n_in, *, dropout, widths=(8, 4)):
+            seen.append(widths)
+            sizes = (n_in, *widths)
+            return nn.Sequential(*(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))), sizes[-1]
+
+    tm.register_architecture(TupleDefault)
+    _model(data, tm.Modality("nb", architecture="tuple_default"))
+    _model(data, tm.Modality("nb", architecture="tuple_default",
+                             architecture_options={"widths": (6, 3)}))
+    assert seen == [(8, 4), [6, 3]]
+
     wider = type("Residual", (Residual,), {
         "encoder": lambda self, n_in, n_out, *, dropout, width=48, depth=2:
         _ResidualNet(n_in, n_out, width, depth, dropout),
         "decoder": lambda self, n_in, *, dropout, width=48, activation="relu":
         (nn.Sequential(nn.Linear(n_in, width), nn.ReLU()), width)})
     tm.register_architecture(wider)
-    with pytest.warns(UserWarning, match=r"architecture 'residual' now builds with .*'width': "
-                      r"48.*but the model was trained with .*'width': 32.*keeps what it was"):
+    with pytest.warns(UserWarning, match=r"architecture 'residual' resolves its options to .*"
+                      r"'width': 48.*but the model was trained with .*'width': 32.*built with "
+                      r"the options it was trained with"):
         loaded = tm.CrossModalAE.load(tmp_path / "m", data)
     np.testing.assert_array_equal(loaded.get_latent_representation("rna"), z)
     loaded.save(tmp_path / "again")  # (and saved again with them)
     again = json.loads((tmp_path / "again" / "config.json").read_text())
     assert again["architecture_options"] == config["architecture_options"]
+
+    # a default the class no longer names (its networks the same): built without it, warned
+    fewer = type("Residual", (Residual,), {
+        "decoder": lambda self, n_in, *, dropout, width=32:
+        (nn.Sequential(nn.Linear(n_in, width), nn.GELU()), width)})
+    tm.register_architecture(fewer)
+    with pytest.warns(UserWarning, match="where the class still takes them"):
+        loaded = tm.CrossModalAE.load(tmp_path / "m", data)
+    np.testing.assert_array_equal(loaded.get_latent_representation("rna"), z)
+    # an option given when it was trained that the class no longer takes: refused, named
+    fewer = type("Residual", (Residual,), {
+        "encoder": lambda self, n_in, n_out, *, dropout, width=32:
+        _ResidualNet(n_in, n_out, width, 1, dropout)})
+    tm.register_architecture(fewer)
+    with pytest.raises(ValueError, match=r"config.json: modalities: modality 'rna': field "
+                       r"'architecture_options': architecture 'residual' takes no option 'depth'"):
+        tm.CrossModalAE.load(tmp_path / "m", data)
 
 
 def test_a_reference_built_with_an_architecture_is_extended(data):
@@ -498,6 +573,8 @@ def test_command_line_imports_the_module_that_registers_it(data, tmp_path, capsy
     assert saved["modalities"]["rna"]["architecture_options"] == {"width": 24}
 
     _architectures._REGISTRY.clear()  # a new process: only what --import registers
+    for module in ("my_networks", "my_layers"):
+        sys.modules.pop(module, None)
     embed = ["embed", "--model", str(tmp_path / "model"), "--data",
              f"rna={tmp_path / 'rna.h5ad'}", "--modality", "rna"]
     assert main([*embed, "--out", str(tmp_path / "z.h5ad")]) == 2
@@ -508,3 +585,50 @@ def test_command_line_imports_the_module_that_registers_it(data, tmp_path, capsy
 
     z = ad.read_h5ad(tmp_path / "z.h5ad").obsm["X_transmodal"]
     assert z.shape == (data["rna"].n_obs, 4)
+
+
+def test_a_failed_import_leaves_the_interpreter_as_it_was(tmp_path, monkeypatch):
+    import sys
+
+    from transmodal.nn._registry import import_modules
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "json.py").write_text("x = 1\n")  # (a file named as a module imported already)
+    with pytest.raises(ValueError, match=r"json.py: ImportError: a module named 'json' is "
+                       r"imported already .*rename the file"):
+        import_modules([str(tmp_path / "json.py")])
+    assert json.dumps({}) == "{}" and sys.modules["json"] is json
+    broken = tmp_path / "broken_plugin.py"
+    broken.write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(ValueError, match="broken_plugin.py: RuntimeError: boom"):
+        import_modules([str(broken)])
+    assert "broken_plugin" not in sys.modules and str(tmp_path) not in sys.path
+
+
+def test_checkpoints_resume_and_ensembles_carry_the_architecture(data, tmp_path):
+    """A run stopped and resumed from its checkpoint, and an ensemble saved and loaded, are
+    rebuilt with the registered architecture and its options (a body with batch norms:
+    its running statistics are saved and restored with the weights)."""
+    tm.register_architecture(WithBatchNorm)
+    tm.register_architecture(Residual)
+    spec = tm.Modality("nb", architecture="batchnorm")
+    model = _model(data, spec)
+    model.train(max_epochs=4, checkpoint_dir=tmp_path / "ckpt", checkpoint_every=2,
+                progress_bar=False)
+    resumed = tm.workflows.resume_training(tmp_path / "ckpt", data, max_epochs=6)
+    assert len(resumed.history_) == 6
+    assert resumed.mods["rna"].spec.architecture == "batchnorm"
+    bn = resumed.module.encoders["rna"].net[1]
+    assert int(bn.num_batches_tracked) > 0
+
+    spec = tm.Modality("nb", architecture="residual", architecture_options={"depth": 1})
+    ensemble = tm.workflows.train_ensemble(
+        lambda s: tm.CrossModalAE(data, {"rna": spec, "atac": tm.Modality("bernoulli")},
+                                  n_latent=N_LATENT, anchor_fraction=1.0, seed=s),
+        seeds=(0, 1), max_epochs=2, progress_bar=False,
+    )
+    z = ensemble.get_latent_representation("rna")
+    ensemble.save(tmp_path / "ens")
+    loaded = tm.Ensemble.load(tmp_path / "ens", data)
+    np.testing.assert_array_equal(loaded.get_latent_representation("rna"), z)
+    assert all(len(m.module.encoders["rna"].net.blocks) == 1 for m in loaded.models)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
-import importlib.util
 import signal
 import sys
 import textwrap
 import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 from .._interrupts import Terminated
 
@@ -339,41 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def import_plugins(names: Sequence[str]) -> None:
-    """Import the modules named by ``--import`` (module names, or paths of ``.py`` files),
-    so that the likelihoods and architectures they register exist before a config is
-    checked or a model loaded; a module that fails is a one-line error naming it."""
-    for name in names:
-        try:
-            if name.endswith(".py"):  # as Python runs a script: its folder on the path
-                path = Path(name).expanduser().resolve()
-                if not path.is_file():
-                    raise FileNotFoundError(f"no such file: {name}")
-                if str(path.parent) not in sys.path:
-                    sys.path.insert(0, str(path.parent))
-                spec = importlib.util.spec_from_file_location(path.stem, path)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[spec.name] = module  # (dataclasses, pickle-free lookups by name)
-                try:
-                    spec.loader.exec_module(module)
-                except BaseException:
-                    del sys.modules[spec.name]
-                    raise
-            else:
-                importlib.import_module(name)
-        except Exception as err:  # the user's module: its error, with what was imported
-            hint = (f" (not on the Python path; a file is given by its path, e.g. --import "
-                    f"{name.replace('.', '/')}.py)"
-                    if isinstance(err, ModuleNotFoundError) and err.name is not None
-                    and (name == err.name or name.startswith(err.name + "."))
-                    else "")
-            raise ValueError(f"--import {name}: {type(err).__name__}: {err}{hint}") from err
-
-
 def _run(args: argparse.Namespace) -> int:
     from . import _commands as c
 
-    import_plugins([*(args.imports_before or ()), *(getattr(args, "imports", None) or ())])
+    from ..nn._registry import import_modules
+
+    import_modules([*(args.imports_before or ()), *(getattr(args, "imports", None) or ())])
 
     if args.command == "train":
         return c.cmd_train(args.config, out=args.out, overwrite=args.overwrite,

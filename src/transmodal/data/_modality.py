@@ -12,6 +12,7 @@ from torch.nn import ModuleDict
 from .._hints import argument_hints, known_name_hint
 from .._utils import jsonable
 from ..nn._architectures import (
+    build_options,
     check_architecture_options,
     get_architecture,
     json_options,
@@ -196,16 +197,24 @@ class Modality:
         }
 
     def resolved_architecture_options(self) -> dict[str, dict[str, Any]] | None:
-        """The options ``architecture`` builds each body with, ``{"encoder": {...},
-        "decoder": {...}}`` (its methods' defaults filled in; those a loaded model was
-        trained with where the defaults changed since), or ``None`` for the built-in
-        networks."""
+        """Every option ``architecture`` builds each body with, ``{"encoder": {...},
+        "decoder": {...}}``, its methods' defaults included (a loaded model's: those it was
+        trained with), as a saved model records them; ``None`` for the built-in networks."""
         if self.architecture is None:
             return None
         trained = self._extra.get("architecture_options")
         return trained if trained is not None else resolve_options(
             self.architecture, self.architecture_options
         )
+
+    def architecture_build_options(self) -> dict[str, dict[str, Any]] | None:
+        """The keyword options passed to each body's method (see
+        :func:`transmodal.nn._architectures.build_options`); ``None`` for the built-in
+        networks."""
+        if self.architecture is None:
+            return None
+        return build_options(self.architecture, self.architecture_options,
+                             self._extra.get("architecture_options"))
 
     def check(self, name: str) -> None:
         """Validate the spec itself (not the data); errors name the modality and field."""
@@ -298,9 +307,9 @@ class Modality:
                 f"modality {name!r}: field 'input_dropout' must be a number in [0, 1), "
                 f"got {self.input_dropout!r}"
             )
-        self._check_architecture(name)
+        self._check_architecture_fields(name)
 
-    def _check_architecture(self, name: str) -> None:
+    def _check_architecture_fields(self, name: str) -> None:
         if self.architecture is None:
             if self.architecture_options is not None:
                 raise ValueError(

@@ -150,23 +150,20 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
 def _as_trained(
     specs: dict[str, Modality], config: Mapping[str, Any], path: Path
 ) -> dict[str, Modality]:
-    """The saved specs, their likelihoods registered, with the preprocessing recorded at
-    save time where the likelihood's defaults now resolve otherwise (warned)."""
+    """The saved specs, their likelihoods and architectures registered, with the
+    preprocessing and the architecture options recorded at save time where the classes'
+    defaults now resolve otherwise (warned)."""
+    registries = (("likelihood", available_likelihoods), ("architecture", available_architectures))
     for name, spec in specs.items():
-        if isinstance(spec.likelihood, str) and spec.likelihood not in available_likelihoods():
-            raise ValueError(
-                f"{path}: modality {name!r} was saved with likelihood {spec.likelihood!r}, "
-                "which is not registered in this process: register its class with "
-                "tm.register_likelihood before loading, on the command line with --import "
-                f"MODULE (registered: {available_likelihoods()})"
-            )
-        if isinstance(spec.architecture, str) and spec.architecture not in available_architectures():
-            raise ValueError(
-                f"{path}: modality {name!r} was saved with architecture {spec.architecture!r}, "
-                "which is not registered in this process: register its class with "
-                "tm.register_architecture before loading, on the command line with --import "
-                f"MODULE (registered: {available_architectures() or 'none'})"
-            )
+        for field_, available in registries:
+            value = getattr(spec, field_)
+            if isinstance(value, str) and value not in available():
+                raise ValueError(
+                    f"{path}: modality {name!r} was saved with {field_} {value!r}, which is "
+                    f"not registered in this process: register its class with "
+                    f"tm.register_{field_} before loading, on the command line with --import "
+                    f"MODULE (registered: {available() or 'none'})"
+                )
         try:  # (before the spec's options are resolved below)
             spec.check(name)
         except ValueError as err:
@@ -197,9 +194,11 @@ def _as_trained(
         now = spec.resolved_architecture_options()
         if now != trained:
             warnings.warn(
-                f"{path}: modality {name!r}: architecture {spec.architecture!r} now builds "
-                f"with {now}, but the model was trained with {trained}: the model keeps what "
-                "it was trained with (the class registered now has other defaults)",
+                f"{path}: modality {name!r}: architecture {spec.architecture!r} resolves its "
+                f"options to {now} now, but the model was trained with {trained} (the class "
+                "registered now has other defaults, or the config was edited): the networks "
+                "are built with the options it was trained with, where the class still takes "
+                "them",
                 UserWarning, stacklevel=user_stacklevel(),
             )
         out[name] = dataclasses.replace(

@@ -40,7 +40,7 @@ class ModalityArch:
     n_batches: int = 0  # categories of the modality's batch_key (0 = none): decoder covariate
     missing: bool = False  # NaN entries are unmeasured (skipped by the reconstruction loss)
     architecture: str | None = None  # a registered Architecture's name (None: built-in MLP)
-    architecture_options: dict[str, Any] | None = None
+    architecture_options: dict[str, dict[str, Any]] | None = None  # each body's keywords
 
 
 class CrossModalModule(nn.Module):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._utils import user_stacklevel
+from ._registry import check_class, put
 
 #: names the built-in networks go by in messages, which no registered class may take
 RESERVED = ("mlp", "conv", "cnn", "default")
@@ -33,10 +32,13 @@ class Architecture:
 
     Subclass it, give it a ``name`` and both methods, and register it with
     :func:`register_architecture`; ``Modality(architecture=name, architecture_options={...})``
-    then builds the modality's networks with it. Every option in ``architecture_options`` is
-    passed as a keyword to each method whose signature names it (or takes ``**kwargs``), so
-    the two methods may share options (a width) or have their own; options must be JSON
-    values, since a saved model records them.
+    then builds the modality's networks with it. Each method takes its sizes by position
+    and ``dropout`` by keyword. Every option in ``architecture_options`` is passed as a
+    keyword to each method whose signature names it (or takes ``**kwargs``), so the two
+    methods may share options (a width) or have their own. A saved model records every
+    option each body was built with, its defaults included, so options and defaults must be
+    JSON values (numbers, strings, booleans, lists, mappings, ``None``), and the options
+    given arrive as JSON gives them back (a tuple as a list).
 
     What the library adds around the bodies: input dropout (``Modality(input_dropout=)``)
     before the encoder body; after it, the split into mean and log-variance of a
@@ -46,10 +48,10 @@ class Architecture:
     feature. The input is the modality's preprocessed matrix (after ``normalize`` /
     ``log1p`` / ``scale`` / ``n_pca``), one row per cell, float32.
 
-    Class attributes
-    ----------------
+    Attributes
+    ----------
     name
-        Registry name (``Modality(architecture=name)``).
+        Registry name (``Modality(architecture=name)``), a class attribute.
 
     Examples
     --------
@@ -109,30 +111,50 @@ class Architecture:
 _REGISTRY: dict[str, Architecture] = {}
 
 
-def _check_architecture_class(architecture: Any) -> None:
-    """Refuse what :func:`register_architecture` cannot use, naming the problem."""
-    if not (isinstance(architecture, type) and issubclass(architecture, Architecture)):
-        what = (f"an instance of {type(architecture).__name__}; pass the class itself"
-                if isinstance(architecture, Architecture) else repr(architecture))
-        raise TypeError(f"register_architecture takes an Architecture subclass, got {what}")
-    name = architecture.name
-    if not isinstance(name, str) or not name or name != name.strip():
-        raise ValueError(
-            f"architecture class {architecture.__name__} needs a `name`: a non-empty string "
-            f"without surrounding spaces, got {name!r}"
-        )
-    if name.lower() in RESERVED:
-        raise ValueError(
-            f"architecture name {name!r} is reserved for the built-in networks (leave "
-            f"Modality(architecture=) unset for them); give {architecture.__name__} another name"
-        )
-    lacking = [m for m in ("encoder", "decoder")
-               if getattr(architecture, m) is getattr(Architecture, m)]
-    if lacking:
-        raise TypeError(
-            f"architecture class {architecture.__name__} ({name!r}) must implement "
-            f"{' and '.join(lacking)}"
-        )
+#: the positional sizes each method takes first, before ``dropout`` and the options
+_N_SIZES = {"encoder": 2, "decoder": 1}
+
+
+def _signature(method: Any, n_sizes: int) -> tuple[list[inspect.Parameter], bool]:
+    """The option parameters of an architecture's bound ``method`` (those after its
+    ``n_sizes`` positional sizes, but ``dropout``) and whether it takes ``**kwargs``."""
+    params = list(inspect.signature(method).parameters.values())
+    options = [p for p in params[n_sizes:]
+               if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "dropout"]
+    return options, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _check_signatures(architecture: type[Architecture], name: str) -> None:
+    """``TypeError`` unless each method takes its sizes by position and ``dropout`` by
+    keyword; ``ValueError`` for a default that a saved model could not record."""
+    bare = architecture.__new__(architecture)  # (bound methods, without running __init__)
+    for method, n_sizes in _N_SIZES.items():
+        fn = getattr(bare, method)
+        params = list(inspect.signature(fn).parameters.values())
+        positional = [p for p in params[:n_sizes]
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        var_args = any(p.kind is p.VAR_POSITIONAL for p in params)
+        keywords = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        options, var_kw = _signature(fn, n_sizes)
+        if (len(positional) < n_sizes and not var_args) or not (
+                "dropout" in keywords or var_kw):
+            wanted = "n_in, n_out" if n_sizes == 2 else "n_in"
+            raise TypeError(
+                f"architecture class {architecture.__name__} ({name!r}): {method} must take "
+                f"({wanted}, *, dropout, **options): the sizes by position, dropout by keyword"
+            )
+        for p in options:
+            if p.default is p.empty:
+                continue
+            try:
+                json_options({p.name: p.default})
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"architecture class {architecture.__name__} ({name!r}): the default of "
+                    f"{method} option {p.name!r} ({p.default!r}) cannot be recorded in a saved "
+                    f"model ({err}): give a JSON value (a number, string, boolean, list, "
+                    "mapping or None), e.g. the name of an activation rather than its class"
+                ) from None
 
 
 def register_architecture(architecture: type[Architecture]) -> type[Architecture]:
@@ -155,20 +177,22 @@ def register_architecture(architecture: type[Architecture]) -> type[Architecture
     Raises
     ------
     TypeError
-        For anything but an :class:`Architecture` subclass, or one that lacks ``encoder``
-        or ``decoder``.
+        For anything but an :class:`Architecture` subclass, one that lacks ``encoder`` or
+        ``decoder``, or whose methods do not take their sizes by position and ``dropout``
+        by keyword.
     ValueError
-        For an empty name or one of the built-in networks' (``"mlp"``, ``"conv"``, ...).
+        For an empty name, one of the built-in networks' (``"mlp"``, ``"conv"``, ...), or an
+        option's default that JSON cannot hold (a saved model records every option).
     """
-    _check_architecture_class(architecture)
-    old = _REGISTRY.get(architecture.name)
-    if old is not None and type(old).__qualname__ != architecture.__qualname__:
-        warnings.warn(
-            f"register_architecture: {architecture.__name__} replaces "
-            f"{type(old).__name__} as architecture {architecture.name!r}", UserWarning,
-            stacklevel=user_stacklevel(),
+    name = check_class(architecture, Architecture, "register_architecture",
+                       ("encoder", "decoder"))
+    if name.lower() in RESERVED:
+        raise ValueError(
+            f"architecture name {name!r} is reserved for the built-in networks (leave "
+            f"Modality(architecture=) unset for them); give {architecture.__name__} another name"
         )
-    _REGISTRY[architecture.name] = architecture()
+    _check_signatures(architecture, name)
+    put(_REGISTRY, architecture, "register_architecture", "architecture")
     return architecture
 
 
@@ -190,63 +214,74 @@ def get_architecture(name: str) -> Architecture:
         ) from None
 
 
-def _takes(method: Any) -> tuple[set[str], bool]:
-    """The keyword names ``method`` takes after its positional sizes, and whether it takes
-    ``**kwargs``."""
-    params = inspect.signature(method).parameters.values()
-    names = {p.name for p in params
-             if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
-    return names, any(p.kind is p.VAR_KEYWORD for p in params)
-
-
-#: what the library passes to the methods itself (no option may take these names)
-_SIZES = ("n_in", "n_out", "dropout")
+def _accepts(arch: Architecture, method: str) -> tuple[set[str], bool]:
+    """The option names ``method`` of ``arch`` takes, and whether it takes ``**kwargs``."""
+    options, var_kw = _signature(getattr(arch, method), _N_SIZES[method])
+    return {p.name for p in options}, var_kw
 
 
 def _split_options(arch: Architecture, options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """``options`` by the method that takes them (``encoder`` / ``decoder``); ``ValueError``
-    naming an option that neither takes."""
-    sizes = [k for k in options if k in _SIZES]
-    if sizes:
-        raise ValueError(
-            f"option {sizes[0]!r} of architecture {arch.name!r} is one the library passes "
-            f"itself ({', '.join(_SIZES)}: the sizes and the model's dropout)"
-        )
+    naming an option that neither takes, or one named as what the library passes."""
     out: dict[str, dict[str, Any]] = {}
-    for method in ("encoder", "decoder"):
-        names, var = _takes(getattr(arch, method))
-        out[method] = {k: v for k, v in options.items() if var or k in names}
+    for method in _N_SIZES:
+        names, var_kw = _accepts(arch, method)
+        params = list(inspect.signature(getattr(arch, method)).parameters)
+        passed = {"dropout", *params[:_N_SIZES[method]]}
+        clash = [k for k in options if k in passed]
+        if clash:
+            raise ValueError(
+                f"option {clash[0]!r} of architecture {arch.name!r} is one the library passes "
+                f"its {method} itself (the sizes and the model's dropout)"
+            )
+        out[method] = {k: v for k, v in options.items() if var_kw or k in names}
     unknown = [k for k in options if k not in out["encoder"] and k not in out["decoder"]]
     if unknown:
+        named = sorted(_accepts(arch, "encoder")[0] | _accepts(arch, "decoder")[0])
         raise ValueError(
             f"architecture {arch.name!r} takes no option {unknown[0]!r} (neither its encoder "
-            f"nor its decoder names it; options: {_option_names(arch) or 'none'})"
+            f"nor its decoder names it; options: {named or 'none'})"
         )
     return out
 
 
-def _option_names(arch: Architecture) -> list[str]:
-    """The keyword options the architecture's methods name (not the sizes)."""
-    names = _takes(arch.encoder)[0] | _takes(arch.decoder)[0]
-    return sorted(names - {"self", *_SIZES})
-
-
 def resolve_options(name: str, options: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """The keyword options architecture ``name`` builds each body with, ``{"encoder": {...},
-    "decoder": {...}}``: those of ``options`` that the method names, and the defaults of
-    the other options it names (JSON values only), so that a saved model records them and
-    is rebuilt alike where the class's defaults change later."""
+    """Every option architecture ``name`` builds each body with, ``{"encoder": {...},
+    "decoder": {...}}``: those of ``options`` that the method takes and the defaults of the
+    others it names (as JSON values): what a saved model records, to be rebuilt alike where
+    the class's defaults change later."""
     arch = get_architecture(name)
     out = _split_options(arch, options or {})
-    for method in ("encoder", "decoder"):
-        for p in inspect.signature(getattr(arch, method)).parameters.values():
-            if (p.name in out[method] or p.name in _SIZES or p.default is p.empty
-                    or p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)):
-                continue
-            try:
+    for method in _N_SIZES:
+        for p in _signature(getattr(arch, method), _N_SIZES[method])[0]:
+            if p.name not in out[method] and p.default is not p.empty:
                 out[method][p.name] = json_options({p.name: p.default})[p.name]
-            except (TypeError, ValueError):  # (a default JSON cannot hold: not recorded)
-                continue
+    return out
+
+
+def build_options(
+    name: str, options: Mapping[str, Any] | None,
+    trained: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """What each body of architecture ``name`` is built with: the ``options`` given, by the
+    method that takes them (the class's defaults stay the method's own, tuples included);
+    for a model trained with other defaults (``trained``: its recorded
+    :func:`resolve_options`), the recorded value of each default that differs now and that
+    the method still takes."""
+    arch = get_architecture(name)
+    out = _split_options(arch, options or {})
+    if trained:
+        now = resolve_options(name, options)
+        for method, recorded in trained.items():
+            var_kw = _accepts(arch, method)[1]
+            for k, v in recorded.items():
+                if k in out[method]:  # (given)
+                    continue
+                if k in now[method]:  # a default, maybe another now
+                    if now[method][k] != v:
+                        out[method][k] = v
+                elif var_kw:  # (a default no longer named, which **kwargs may read)
+                    out[method][k] = v
     return out
 
 
@@ -353,16 +388,21 @@ def check_unshared(module: nn.Module) -> None:
     """``ValueError`` naming a tensor that ``module`` holds under two names (a module
     placed twice: tied weights, or one module returned for two modalities), which a saved
     model cannot store (safetensors holds each tensor once)."""
-    seen: dict[int, str] = {}
+    seen: dict[Any, str] = {}
     for k, v in module.state_dict(keep_vars=True).items():
-        if id(v) in seen:
-            raise ValueError(
-                f"the networks hold one tensor under two names, {seen[id(v)]!r} and {k!r} (a "
-                "module placed twice: tied weights, or one module returned for two "
-                "modalities), which a saved model cannot store; place each module once "
-                "(a module may be called twice in forward())"
-            )
-        seen[id(v)] = k
+        keys = [("tensor", id(v))]
+        if not v.is_meta and v.numel() > 0:  # (tensors sharing memory, e.g. tied .data)
+            keys.append(("memory", v.untyped_storage().data_ptr()))
+        for key in keys:
+            if key in seen:
+                raise ValueError(
+                    f"the networks hold one tensor under two names, {seen[key]!r} and {k!r} "
+                    "(a module placed twice, or parameters sharing memory: tied weights, or "
+                    "one module returned for two modalities), which a saved model cannot "
+                    "store; place each module once (a module may be called twice in "
+                    "forward())"
+                )
+            seen[key] = k
 
 
 def build_bodies(

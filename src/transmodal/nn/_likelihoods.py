@@ -8,15 +8,14 @@ the mean of the distribution it predicts. Adding a data type is one subclass of
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._utils import user_stacklevel
+from ._registry import check_class, put
 
 _EPS = 1e-8
 
@@ -484,28 +483,6 @@ _BUILT_IN: set[str] = set()  # (filled below, once the built-in classes are regi
 PREPROCESSING_OPTIONS = ("normalize", "log1p", "scale")
 
 
-def _check_likelihood_class(likelihood: Any) -> None:
-    """Refuse what :func:`register_likelihood` cannot use, naming the problem."""
-    if not (isinstance(likelihood, type) and issubclass(likelihood, Likelihood)):
-        what = (f"an instance of {type(likelihood).__name__}; pass the class itself"
-                if isinstance(likelihood, Likelihood) else repr(likelihood))
-        raise TypeError(f"register_likelihood takes a Likelihood subclass, got {what}")
-    if not isinstance(likelihood.name, str) or not likelihood.name:
-        raise ValueError("a likelihood class needs a non-empty `name`")
-    where = f"likelihood class {likelihood.__name__} ({likelihood.name!r})"
-    lacking = [m for m in ("head", "nll", "mean")
-               if getattr(likelihood, m) is getattr(Likelihood, m)]
-    if lacking:
-        raise TypeError(f"{where} must implement {', '.join(lacking)}")
-    d = likelihood.defaults
-    if (not isinstance(d, Mapping) or set(d) != set(PREPROCESSING_OPTIONS)
-            or not all(isinstance(v, bool) for v in d.values())):
-        raise ValueError(
-            f"{where}: defaults must give each of {list(PREPROCESSING_OPTIONS)} as True / False "
-            f"(e.g. {Likelihood.defaults}); got {d!r}"
-        )
-
-
 def register_likelihood(likelihood: type[Likelihood]) -> type[Likelihood]:
     """Register a :class:`Likelihood` subclass under its ``name`` (usable as a decorator).
 
@@ -532,21 +509,21 @@ def register_likelihood(likelihood: type[Likelihood]) -> type[Likelihood]:
     ValueError
         For an empty ``name``, a built-in one, or incomplete ``defaults``.
     """
-    _check_likelihood_class(likelihood)
-    name = likelihood.name
+    name = check_class(likelihood, Likelihood, "register_likelihood", ("head", "nll", "mean"))
+    d = likelihood.defaults
+    if (not isinstance(d, Mapping) or set(d) != set(PREPROCESSING_OPTIONS)
+            or not all(isinstance(v, bool) for v in d.values())):
+        raise ValueError(
+            f"likelihood class {likelihood.__name__} ({name!r}): defaults must give each of "
+            f"{list(PREPROCESSING_OPTIONS)} as True / False (e.g. {Likelihood.defaults}); "
+            f"got {d!r}"
+        )
     old = _REGISTRY.get(name)
-    if old is not None and type(old) is not likelihood:
-        if name in _BUILT_IN:
-            raise ValueError(
-                f"likelihood {name!r} is built in; give {likelihood.__name__} another name"
-            )
-        if type(old).__qualname__ != likelihood.__qualname__:
-            warnings.warn(
-                f"register_likelihood: {likelihood.__name__} replaces "
-                f"{type(old).__name__} as likelihood {name!r}", UserWarning,
-                stacklevel=user_stacklevel(),
-            )
-    _REGISTRY[name] = likelihood()
+    if old is not None and type(old) is not likelihood and name in _BUILT_IN:
+        raise ValueError(
+            f"likelihood {name!r} is built in; give {likelihood.__name__} another name"
+        )
+    put(_REGISTRY, likelihood, "register_likelihood", "likelihood")
     return likelihood
 
 
