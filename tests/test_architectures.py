@@ -156,7 +156,7 @@ def test_spec_errors_name_the_modality_and_field(data):
          "JSON values.*a type is not a JSON value"),
         (tm.Modality("nb", architecture="residual", architecture_options=[("width", 8)]),
          "mapping"),
-        (tm.Modality("nb", architecture=3), "field 'architecture' must be the name"),
+        (tm.Modality("nb", architecture=3), "field 'architecture' must be an architecture name"),
         (tm.Modality("nb", architecture="residual", architecture_options={"n_in": 8}),
          "option 'n_in' of architecture 'residual' is one the library passes its encoder "
          "itself"),

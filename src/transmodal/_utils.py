@@ -768,6 +768,11 @@ def check_int(
         )
 
 
+def with_article(word: str) -> str:
+    """``word`` after its indefinite article ("a likelihood", "an architecture")."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def jsonable(value: Any) -> Any:
     """``value`` as plain JSON types: dicts with string keys, lists, Python scalars (numpy
     scalars converted), non-finite floats as ``None`` (also what h5ad ``uns`` can store)."""

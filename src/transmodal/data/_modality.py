@@ -10,7 +10,7 @@ import numpy as np
 from torch.nn import ModuleDict
 
 from .._hints import argument_hints, known_name_hint
-from .._utils import jsonable
+from .._utils import jsonable, with_article
 from ..nn._architectures import (
     build_options,
     check_architecture_options,
@@ -218,15 +218,7 @@ class Modality:
 
     def check(self, name: str) -> None:
         """Validate the spec itself (not the data); errors name the modality and field."""
-        if not isinstance(self.likelihood, str):
-            raise ValueError(
-                f"modality {name!r}: field 'likelihood' must be a likelihood name (a string), "
-                f"got {self.likelihood!r}"
-            )
-        try:
-            get_likelihood(self.likelihood)
-        except ValueError as err:
-            raise ValueError(f"modality {name!r}: field 'likelihood': {err}") from None
+        self._check_registered(name, "likelihood", get_likelihood)
         if self.layer is not None and self.obsm_key is not None:
             raise ValueError(
                 f"modality {name!r}: give either 'layer' or 'obsm_key', not both"
@@ -309,6 +301,20 @@ class Modality:
             )
         self._check_architecture_fields(name)
 
+    def _check_registered(self, name: str, field_: str, lookup: Any) -> None:
+        """``ValueError`` naming modality ``name`` and field ``field_`` unless its value is
+        a name that ``lookup`` (``get_likelihood``, ``get_architecture``) finds."""
+        value = getattr(self, field_)
+        if not isinstance(value, str):
+            raise ValueError(
+                f"modality {name!r}: field {field_!r} must be {with_article(field_)} name (a "
+                f"string), got {value!r}"
+            )
+        try:
+            lookup(value)
+        except ValueError as err:
+            raise ValueError(f"modality {name!r}: field {field_!r}: {err}") from None
+
     def _check_architecture_fields(self, name: str) -> None:
         if self.architecture is None:
             if self.architecture_options is not None:
@@ -317,20 +323,12 @@ class Modality:
                     "(the built-in networks take 'hidden')"
                 )
             return
-        if not isinstance(self.architecture, str):
-            raise ValueError(
-                f"modality {name!r}: field 'architecture' must be the name of a registered "
-                f"architecture (a string), got {self.architecture!r}"
-            )
+        self._check_registered(name, "architecture", get_architecture)
         if self.hidden is not None:
             raise ValueError(
                 f"modality {name!r}: field 'hidden' sets the built-in networks' widths; "
                 f"architecture {self.architecture!r} takes its sizes in 'architecture_options'"
             )
-        try:
-            get_architecture(self.architecture)
-        except ValueError as err:
-            raise ValueError(f"modality {name!r}: field 'architecture': {err}") from None
         try:
             check_architecture_options(self.architecture, self.architecture_options)
         except ValueError as err:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .._utils import user_stacklevel
+from .._utils import user_stacklevel, with_article
 
 
 def check_class(cls: Any, base: type, register: str, required: tuple[str, ...]) -> str:
@@ -24,7 +24,7 @@ def check_class(cls: Any, base: type, register: str, required: tuple[str, ...]) 
     if not (isinstance(cls, type) and issubclass(cls, base)):
         what = (f"an instance of {type(cls).__name__}; pass the class itself"
                 if isinstance(cls, base) else repr(cls))
-        raise TypeError(f"{register} takes {_article(kind)} {kind} subclass, got {what}")
+        raise TypeError(f"{register} takes {with_article(kind)} subclass, got {what}")
     name = cls.name
     if not isinstance(name, str) or not name or name != name.strip():
         raise ValueError(
@@ -58,10 +58,6 @@ def put(registry: dict[str, Any], cls: type, register: str, kind: str) -> None:
             "without arguments (its options go to its methods)"
         ) from None
     registry[cls.name] = instance
-
-
-def _article(word: str) -> str:
-    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def import_modules(names: Sequence[str]) -> None:
