@@ -125,8 +125,16 @@ def test_registration_refuses_what_it_cannot_use():
         def __init__(self, depth):
             self.depth = depth
 
+    class StarSizes(Residual):
+        name = "star_sizes"
+
+        def encoder(self, *sizes, dropout, width=8):
+            return nn.Linear(sizes[0], sizes[1])
+
     with pytest.raises(TypeError, match=r"decoder must take \(n_in, \*, dropout, \*\*options\)"):
         tm.register_architecture(NoDropout)
+    with pytest.raises(TypeError, match=r"encoder must take \(n_in, n_out, \*, dropout"):
+        tm.register_architecture(StarSizes)
     with pytest.raises(ValueError, match="the default of decoder option 'activation' .* cannot "
                        "be recorded in a saved model"):
         tm.register_architecture(TypeDefault)
@@ -427,7 +435,8 @@ def test_options_are_recorded_with_the_defaults_they_were_built_with(data, tmp_p
                                       architecture_options={"width": 8})).module
     assert module.encoders["rna"].net.inp.out_features == 8 == module.decoders["rna"].n_out
 
-    # a default stays the method's own (a tuple), given options arrive as JSON (a list)
+    # a default stays the method's own; a list given (a tuple, as JSON records it) for an
+    # option whose default is a tuple arrives as a tuple
     seen = []
 
     class TupleDefault(Residual):
@@ -442,7 +451,7 @@ def test_options_are_recorded_with_the_defaults_they_were_built_with(data, tmp_p
     _model(data, tm.Modality("nb", architecture="tuple_default"))
     _model(data, tm.Modality("nb", architecture="tuple_default",
                              architecture_options={"widths": (6, 3)}))
-    assert seen == [(8, 4), [6, 3]]
+    assert seen == [(8, 4), (6, 3)]
 
     wider = type("Residual", (Residual,), {
         "encoder": lambda self, n_in, n_out, *, dropout, width=48, depth=2:
@@ -450,9 +459,10 @@ def test_options_are_recorded_with_the_defaults_they_were_built_with(data, tmp_p
         "decoder": lambda self, n_in, *, dropout, width=48, activation="relu":
         (nn.Sequential(nn.Linear(n_in, width), nn.ReLU()), width)})
     tm.register_architecture(wider)
-    with pytest.warns(UserWarning, match=r"architecture 'residual' resolves its options to .*"
-                      r"'width': 48.*but the model was trained with .*'width': 32.*built with "
-                      r"the options it was trained with"):
+    with pytest.warns(UserWarning, match=r"the options of architecture 'residual' differ from "
+                      r"those the model was trained with: encoder option 'width' defaults to 48 "
+                      r"now: built with 32, as trained; decoder option 'activation' defaults to "
+                      r"'relu' now: built with 'gelu', as trained; decoder option 'width'"):
         loaded = tm.CrossModalAE.load(tmp_path / "m", data)
     np.testing.assert_array_equal(loaded.get_latent_representation("rna"), z)
     loaded.save(tmp_path / "again")  # (and saved again with them)
@@ -464,9 +474,18 @@ def test_options_are_recorded_with_the_defaults_they_were_built_with(data, tmp_p
         "decoder": lambda self, n_in, *, dropout, width=32:
         (nn.Sequential(nn.Linear(n_in, width), nn.GELU()), width)})
     tm.register_architecture(fewer)
-    with pytest.warns(UserWarning, match="where the class still takes them"):
+    with pytest.warns(UserWarning, match=r"decoder option 'activation' \(trained: 'gelu'\) is "
+                      r"no longer taken by the class: left out"):
         loaded = tm.CrossModalAE.load(tmp_path / "m", data)
     np.testing.assert_array_equal(loaded.get_latent_representation("rna"), z)
+    # an option added to the class since (the networks' shapes the same): named
+    more = type("Residual", (Residual,), {
+        "decoder": lambda self, n_in, *, dropout, width=32, activation="gelu", bias=True:
+        (nn.Sequential(nn.Linear(n_in, width, bias=bias), nn.GELU()), width)})
+    tm.register_architecture(more)
+    with pytest.warns(UserWarning, match=r"decoder option 'bias' was not recorded \(added to "
+                      r"the class since\?\): built with the class's default True"):
+        tm.CrossModalAE.load(tmp_path / "m", data)
     # an option given when it was trained that the class no longer takes: refused, named
     fewer = type("Residual", (Residual,), {
         "encoder": lambda self, n_in, n_out, *, dropout, width=32:
@@ -632,3 +651,66 @@ def test_checkpoints_resume_and_ensembles_carry_the_architecture(data, tmp_path)
     loaded = tm.Ensemble.load(tmp_path / "ens", data)
     np.testing.assert_array_equal(loaded.get_latent_representation("rna"), z)
     assert all(len(m.module.encoders["rna"].net.blocks) == 1 for m in loaded.models)
+
+
+class Pretrained(tm.nn.Architecture):
+    """A body whose first layer its author froze (a pretrained layer), that reads its
+    weights' values while it is built, and that counts its calls (state a forward sets)."""
+
+    name = "pretrained"
+
+    def encoder(self, n_in, n_out, *, dropout, frozen=True):
+        body = _Counting(nn.Linear(n_in, 16), nn.GELU(), nn.Linear(16, n_out))
+        if float(body[0].weight.detach().abs().max()) > 0 and frozen:  # (a value: not meta)
+            body[0].requires_grad_(False)
+        return body
+
+    def decoder(self, n_in, *, dropout):
+        return nn.Sequential(nn.Linear(n_in, 16), nn.GELU()), 16
+
+
+class _Counting(nn.Sequential):
+    def __init__(self, *layers):
+        super().__init__(*layers)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x):
+        self.calls += 1
+        return super().forward(x)
+
+
+def test_a_body_is_built_trained_and_loaded_as_its_author_wrote_it(data, tmp_path):
+    """The shape check leaves no trace in the body (it runs on a copy); the layers the
+    body's author froze stay frozen through training (also the anchor's pre-training and
+    freezing); a body that reads its weights' values while built loads (the check of a
+    saved model's shapes builds it on the CPU where the meta device holds no values)."""
+    tm.register_architecture(Pretrained)
+    for prior in ("learned", "anchor:rna"):
+        model = _model(data, tm.Modality("nb", architecture="pretrained"), prior=prior)
+        body = model.module.encoders["rna"].net
+        assert int(body.calls) == 0  # (the dry run ran on a copy)
+        frozen = body[0].weight.detach().clone()
+        pretrain = {"pretrain_epochs": 1} if prior != "learned" else {}
+        for _ in range(2):
+            model.train(max_epochs=2, progress_bar=False, **pretrain)
+        assert int(body.calls) > 0 and not body[0].weight.requires_grad
+        torch.testing.assert_close(body[0].weight, frozen, rtol=0, atol=0)
+        assert body[2].weight.requires_grad  # (the rest trains)
+    model.save(tmp_path / "m")
+    loaded = tm.CrossModalAE.load(tmp_path / "m", data)
+    np.testing.assert_array_equal(loaded.get_latent_representation("rna"),
+                                  model.get_latent_representation("rna"))
+
+
+def test_a_required_option_left_out_is_named_by_the_spec_check():
+    class Required(Residual):
+        name = "required"
+
+        def encoder(self, n_in, n_out, *, dropout, width):
+            return nn.Linear(n_in, n_out)
+
+    tm.register_architecture(Required)
+    with pytest.raises(ValueError, match="modality 'rna': field 'architecture_options': "
+                       "architecture 'required': its encoder needs option 'width' "):
+        tm.Modality("nb", architecture="required").check("rna")
+    tm.Modality("nb", architecture="required", architecture_options={"width": 4}).check("rna")

@@ -33,7 +33,7 @@ from .._utils import (
 )
 from ..data._modality import Modality
 from ..data._setup import _as_dict, features_differ, warn_unnamed_columns
-from ..nn._architectures import available_architectures
+from ..nn._architectures import available_architectures, option_changes
 from ..nn._likelihoods import PREPROCESSING_OPTIONS, available_likelihoods
 from ._var import decode_var, encode_var
 
@@ -191,14 +191,12 @@ def _as_trained(
         spec = out[name]
         if spec.architecture is None:
             continue
-        now = spec.resolved_architecture_options()
-        if now != trained:
+        changes = option_changes(spec.architecture, spec.architecture_options, trained)
+        if changes:  # (the class registered now has other defaults, or the config was edited)
             warnings.warn(
-                f"{path}: modality {name!r}: architecture {spec.architecture!r} resolves its "
-                f"options to {now} now, but the model was trained with {trained} (the class "
-                "registered now has other defaults, or the config was edited): the networks "
-                "are built with the options it was trained with, where the class still takes "
-                "them",
+                f"{path}: modality {name!r}: the options of architecture "
+                f"{spec.architecture!r} differ from those the model was trained with: "
+                + "; ".join(changes),
                 UserWarning, stacklevel=user_stacklevel(),
             )
         out[name] = dataclasses.replace(

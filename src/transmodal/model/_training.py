@@ -749,6 +749,7 @@ class TrainingMixin:
 
         # an interrupt within the first epoch restores these: the model stays as it was
         before = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        trainable = [p.requires_grad for p in self.module.parameters()]  # (the caller's)
         self.module.train()
         interrupted: type[KeyboardInterrupt] | SystemExit | None = None
         diverged = None
@@ -764,10 +765,11 @@ class TrainingMixin:
             self.module.load_state_dict(before)  # flags tell of the weights before the call)
             raise
         finally:  # also after a failure or an interrupt: float32 weights on the CPU,
-            # trainable (the anchor was frozen), in evaluation mode
+            # trainable as they were before (the anchor was frozen; a registered
+            # architecture's body may hold layers its author froze), in evaluation mode
             self.module.float().cpu().eval()
-            for p in self.module.parameters():
-                p.requires_grad_(True)
+            for p, was in zip(self.module.parameters(), trainable):
+                p.requires_grad_(was)
         if interrupted and not len(history):  # part of an epoch: the model stays as it was
             self.module.load_state_dict(before)
             if isinstance(interrupted, SystemExit):

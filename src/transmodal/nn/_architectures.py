@@ -12,6 +12,7 @@ and the weights (safetensors): loading one needs the same registration, never pi
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 from collections.abc import Mapping
@@ -133,11 +134,9 @@ def _check_signatures(architecture: type[Architecture], name: str) -> None:
         params = list(inspect.signature(fn).parameters.values())
         positional = [p for p in params[:n_sizes]
                       if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        var_args = any(p.kind is p.VAR_POSITIONAL for p in params)
         keywords = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
         options, var_kw = _signature(fn, n_sizes)
-        if (len(positional) < n_sizes and not var_args) or not (
-                "dropout" in keywords or var_kw):
+        if len(positional) < n_sizes or not ("dropout" in keywords or var_kw):
             wanted = "n_in, n_out" if n_sizes == 2 else "n_in"
             raise TypeError(
                 f"architecture class {architecture.__name__} ({name!r}): {method} must take "
@@ -220,6 +219,14 @@ def _accepts(arch: Architecture, method: str) -> tuple[set[str], bool]:
     return {p.name for p in options}, var_kw
 
 
+def _as_default_type(arch: Architecture, method: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with a list given for an option whose default is a tuple as a tuple
+    (JSON, which a saved model records, has only lists)."""
+    defaults = {p.name: p.default for p in _signature(getattr(arch, method), _N_SIZES[method])[0]}
+    return {k: tuple(v) if isinstance(v, list) and isinstance(defaults.get(k), tuple) else v
+            for k, v in options.items()}
+
+
 def _split_options(arch: Architecture, options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """``options`` by the method that takes them (``encoder`` / ``decoder``); ``ValueError``
     naming an option that neither takes, or one named as what the library passes."""
@@ -282,6 +289,29 @@ def build_options(
                         out[method][k] = v
                 elif var_kw:  # (a default no longer named, which **kwargs may read)
                     out[method][k] = v
+    return {method: _as_default_type(arch, method, o) for method, o in out.items()}
+
+
+def option_changes(
+    name: str, options: Mapping[str, Any] | None, trained: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
+    """How the options architecture ``name`` resolves to now differ from those a model
+    was ``trained`` with (its recorded :func:`resolve_options`), one phrase per option."""
+    now = resolve_options(name, options)
+    out = []
+    for method in _N_SIZES:
+        recorded, current = trained.get(method) or {}, now[method]
+        var_kw = _accepts(get_architecture(name), method)[1]
+        for k in sorted(set(recorded) | set(current)):
+            if k not in current and not var_kw:
+                out.append(f"{method} option {k!r} (trained: {recorded[k]!r}) is no longer "
+                           "taken by the class: left out")
+            elif k not in recorded:
+                out.append(f"{method} option {k!r} was not recorded (added to the class "
+                           f"since?): built with the class's default {current[k]!r}")
+            elif k in current and current[k] != recorded[k]:
+                out.append(f"{method} option {k!r} defaults to {current[k]!r} now: built "
+                           f"with {recorded[k]!r}, as trained")
     return out
 
 
@@ -323,7 +353,7 @@ def check_architecture_options(name: str, options: Any) -> None:
     of JSON values, with string keys that its encoder or decoder takes."""
     arch = get_architecture(name)
     if options is None:
-        return
+        options = {}
     if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
         raise ValueError(
             f"architecture_options must be a mapping of option names (strings) to values, "
@@ -337,24 +367,29 @@ def check_architecture_options(name: str, options: Any) -> None:
             f"mappings), since a saved model records them: {err}"
         ) from None
     _split_options(arch, options)
+    for method in _N_SIZES:
+        missing = [p.name for p in _signature(getattr(arch, method), _N_SIZES[method])[0]
+                   if p.default is p.empty and p.name not in options]
+        if missing:
+            raise ValueError(
+                f"architecture {arch.name!r}: its {method} needs option {missing[0]!r} (no "
+                "default)"
+            )
 
 
 def _dry_run(module: nn.Module, n_in: int, width: int, what: str) -> None:
-    """Pass two zero rows through a freshly built body (in eval mode, the random state
-    untouched) and check the output's shape; nothing is checked on the meta device."""
+    """Pass two zero rows through a copy of a freshly built body (in eval mode, the random
+    state untouched: nothing the body sets on its first input, nor any counter, is moved)
+    and check the output's shape; nothing is checked on the meta device."""
     if torch.empty(0).is_meta:
         return
-    was_training = module.training
-    module.eval()
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            out = module(torch.zeros(2, n_in))
+            out = copy.deepcopy(module).eval()(torch.zeros(2, n_in))
     except Exception as err:  # the user's code: its message, with where it ran
         raise ValueError(
             f"{what} failed on an input of shape (2, {n_in}): {type(err).__name__}: {err}"
         ) from err
-    finally:
-        module.train(was_training)
     shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
     if shape != (2, width) or out.dtype != torch.float32:
         got = (f"a {type(out).__name__}" if shape is None
@@ -418,7 +453,15 @@ def build_bodies(
     built = []
     for method, args in (("encoder", (n_in, n_out)), ("decoder", (n_latent_in,))):
         try:
-            value = getattr(arch, method)(*args, dropout=dropout, **split[method])
+            try:
+                value = getattr(arch, method)(*args, dropout=dropout, **split[method])
+            except Exception:
+                if not torch.empty(0).is_meta:
+                    raise
+                # the meta device (a saved model's networks, checked before they are
+                # allocated) holds no values, which a body may read while it is built
+                with torch.device("cpu"):
+                    value = getattr(arch, method)(*args, dropout=dropout, **split[method])
         except Exception as err:
             call = ", ".join([*map(str, args), f"dropout={dropout}",
                               *(f"{k}={v!r}" for k, v in split[method].items())])

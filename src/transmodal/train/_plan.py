@@ -158,10 +158,14 @@ class CrossModalPlan(pl.LightningModule):
         self._snapshot()  # weights put back after a divergence keep these statistics
 
     def _set_anchor_frozen(self, frozen: bool) -> None:
+        """Freeze the anchor's networks; unfrozen, they stay as the caller left them (a
+        body's own frozen layers too: ``train()`` restores every flag when it ends)."""
+        if not frozen:
+            return
         m = self.module
         for part in (m.encoders, m.decoders, m.heads):
             for p in part[self.anchor].parameters():
-                p.requires_grad_(not frozen)
+                p.requires_grad_(False)
 
     def _snapshot(self) -> None:
         self._last_finite = {
