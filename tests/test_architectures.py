@@ -494,6 +494,14 @@ def test_options_are_recorded_with_the_defaults_they_were_built_with(data, tmp_p
     with pytest.raises(ValueError, match=r"config.json: modalities: modality 'rna': field "
                        r"'architecture_options': architecture 'residual' takes no option 'depth'"):
         tm.CrossModalAE.load(tmp_path / "m", data)
+    # the spec's options edited in config.json: built as the spec says, named
+    tm.register_architecture(Residual)
+    config["modalities"]["rna"]["architecture_options"]["activation"] = "relu"
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.warns(UserWarning, match=r"decoder option 'activation' is 'relu' in the spec but "
+                      r"was 'gelu' when trained: built with 'relu'"):
+        loaded = tm.CrossModalAE.load(tmp_path / "m", data)
+    assert isinstance(loaded.module.decoders["rna"].net[1], nn.ReLU)
 
 
 def test_a_reference_built_with_an_architecture_is_extended(data):

@@ -39,7 +39,8 @@ class Architecture:
     methods may share options (a width) or have their own. A saved model records every
     option each body was built with, its defaults included, so options and defaults must be
     JSON values (numbers, strings, booleans, lists, mappings, ``None``), and the options
-    given arrive as JSON gives them back (a tuple as a list).
+    given arrive as JSON gives them back (a list; a tuple where the option's default is
+    one). Layers a body freezes (``requires_grad_(False)``) stay frozen in training.
 
     What the library adds around the bodies: input dropout (``Modality(input_dropout=)``)
     before the encoder body; after it, the split into mean and log-variance of a
@@ -271,10 +272,10 @@ def build_options(
     trained: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """What each body of architecture ``name`` is built with: the ``options`` given, by the
-    method that takes them (the class's defaults stay the method's own, tuples included);
-    for a model trained with other defaults (``trained``: its recorded
-    :func:`resolve_options`), the recorded value of each default that differs now and that
-    the method still takes."""
+    method that takes them (the class's defaults stay the method's own); for a model
+    trained with other defaults (``trained``: its recorded :func:`resolve_options`), the
+    recorded value of each default that differs now and that the method still takes. A
+    list for an option whose default is a tuple is passed as a tuple."""
     arch = get_architecture(name)
     out = _split_options(arch, options or {})
     if trained:
@@ -297,13 +298,18 @@ def option_changes(
 ) -> list[str]:
     """How the options architecture ``name`` resolves to now differ from those a model
     was ``trained`` with (its recorded :func:`resolve_options`), one phrase per option."""
-    now = resolve_options(name, options)
+    arch = get_architecture(name)
+    now, given = resolve_options(name, options), _split_options(arch, options or {})
     out = []
     for method in _N_SIZES:
         recorded, current = trained.get(method) or {}, now[method]
-        var_kw = _accepts(get_architecture(name), method)[1]
+        var_kw = _accepts(arch, method)[1]
         for k in sorted(set(recorded) | set(current)):
-            if k not in current and not var_kw:
+            if k in given[method] and k in recorded and given[method][k] != recorded[k]:
+                out.append(f"{method} option {k!r} is {given[method][k]!r} in the spec but "
+                           f"was {recorded[k]!r} when trained: built with "
+                           f"{given[method][k]!r}")
+            elif k not in current and not var_kw:
                 out.append(f"{method} option {k!r} (trained: {recorded[k]!r}) is no longer "
                            "taken by the class: left out")
             elif k not in recorded:
