@@ -66,6 +66,15 @@ class SameAsBuiltIn(tm.nn.Architecture):
         return tm.nn.mlp(n_in, tuple(reversed(hidden)), None, dropout=dropout), hidden[0]
 
 
+class _Pair(nn.Module):  # (scVI's encoders return mean and log-variance)
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return self.layer(x), self.layer(x)
+
+
 class _Double(nn.Module):
     def forward(self, x):
         return x.double()
@@ -232,6 +241,12 @@ def test_bodies_that_do_not_fit_are_named(data):
         def decoder(self, n_in, *, dropout):
             return nn.Linear(n_in, 8)  # (the width is missing)
 
+    class ReturnsTuple(Residual):
+        name = "returns_tuple"
+
+        def encoder(self, n_in, n_out, *, dropout):
+            return _Pair(nn.Linear(n_in, n_out))
+
     class Raises(Residual):
         name = "raises"
 
@@ -289,7 +304,9 @@ def test_bodies_that_do_not_fit_are_named(data):
     cases = {
         WrongWidth: r"its encoder maps \(2, 60\) to shape \(2, 7\), expected a float32 tensor "
                     r"of shape \(2, 6\)",
-        NotAModule: r"its decoder must return \(nn.Module, output width\)",
+        NotAModule: r"its decoder must return \(nn.Module, output width: a positive int\)",
+        ReturnsTuple: r"its encoder maps \(2, 60\) to a tuple, expected a float32 tensor of "
+                      r"shape \(2, 6\); return one tensor \(the library splits",
         Raises: r"its encoder\(60, 6, dropout=0.1\) raised RuntimeError: out of ideas",
         FailsForward: r"its encoder failed on an input of shape \(2, 60\): RuntimeError",
         Float64: r"its encoder has torch.float64 tensors \('weight'\): build them in float32",
@@ -491,8 +508,10 @@ def test_options_are_recorded_with_the_defaults_they_were_built_with(data, tmp_p
         "encoder": lambda self, n_in, n_out, *, dropout, width=32:
         _ResidualNet(n_in, n_out, width, 1, dropout)})
     tm.register_architecture(fewer)
-    with pytest.raises(ValueError, match=r"config.json: modalities: modality 'rna': field "
-                       r"'architecture_options': architecture 'residual' takes no option 'depth'"):
+    with pytest.raises(ValueError, match=r"config.json: modality 'rna' was trained with the "
+                       r"options \{'depth': 1\} of architecture 'residual', which the class "
+                       r"registered now does not take \(architecture 'residual' takes no option "
+                       r"'depth'.*register the class the model was trained with"):
         tm.CrossModalAE.load(tmp_path / "m", data)
     # the spec's options edited in config.json: built as the spec says, named
     tm.register_architecture(Residual)
@@ -722,3 +741,11 @@ def test_a_required_option_left_out_is_named_by_the_spec_check():
                        "architecture 'required': its encoder needs option 'width' "):
         tm.Modality("nb", architecture="required").check("rna")
     tm.Modality("nb", architecture="required", architecture_options={"width": 4}).check("rna")
+
+
+def test_the_docstring_example_runs():
+    import doctest
+
+    result = doctest.testmod(_architectures, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 3 and result.failed == 0
+    assert "my_mlp" in tm.nn.available_architectures()

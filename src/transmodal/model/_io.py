@@ -33,7 +33,11 @@ from .._utils import (
 )
 from ..data._modality import Modality
 from ..data._setup import _as_dict, features_differ, warn_unnamed_columns
-from ..nn._architectures import available_architectures, option_changes
+from ..nn._architectures import (
+    available_architectures,
+    check_architecture_options,
+    option_changes,
+)
 from ..nn._likelihoods import PREPROCESSING_OPTIONS, available_likelihoods
 from ._var import decode_var, encode_var
 
@@ -164,6 +168,17 @@ def _as_trained(
                     f"tm.register_{field_} before loading, on the command line with --import "
                     f"MODULE (registered: {available() or 'none'})"
                 )
+        if isinstance(spec.architecture, str):  # (the class may have changed since)
+            try:
+                check_architecture_options(spec.architecture, spec.architecture_options)
+            except ValueError as err:
+                raise ValueError(
+                    f"{path / CONFIG}: modality {name!r} was trained with the options "
+                    f"{spec.architecture_options} of architecture {spec.architecture!r}, "
+                    f"which the class registered now does not take ({err}): register the "
+                    "class the model was trained with (an option renamed since: rename it "
+                    f"in 'architecture_options' of {CONFIG})"
+                ) from None
         try:  # (before the spec's options are resolved below)
             spec.check(name)
         except ValueError as err:

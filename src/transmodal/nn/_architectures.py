@@ -57,17 +57,22 @@ class Architecture:
 
     Examples
     --------
-    >>> import torch.nn as nn
+    The built-in MLP, written as an architecture (it trains bit for bit as the built-in
+    one; ``hidden`` is the model's, ``CrossModalAE(hidden=(256, 128))``, and ``dropout`` the
+    model's, ``CrossModalAE(dropout=0.1)``):
+
     >>> import transmodal as tm
-    >>> @tm.nn.register_architecture
-    ... class Residual(tm.nn.Architecture):
-    ...     name = "residual"
-    ...     def encoder(self, n_in, n_out, *, dropout, width=256):
-    ...         return nn.Sequential(nn.Linear(n_in, width), nn.GELU(), nn.Linear(width, n_out))
-    ...     def decoder(self, n_in, *, dropout, width=256):
-    ...         return nn.Sequential(nn.Linear(n_in, width), nn.GELU()), width
-    >>> tm.Modality("nb", architecture="residual", architecture_options={"width": 128})
+    >>> @tm.register_architecture
+    ... class MLP(tm.nn.Architecture):
+    ...     name = "my_mlp"
+    ...     def encoder(self, n_in, n_out, *, dropout, hidden=(256, 128)):
+    ...         return tm.nn.mlp(n_in, hidden, n_out, dropout=dropout)
+    ...     def decoder(self, n_in, *, dropout, hidden=(256, 128)):
+    ...         return tm.nn.mlp(n_in, hidden[::-1], None, dropout=dropout), hidden[0]
+    >>> tm.Modality("nb", architecture="my_mlp", architecture_options={"hidden": [512, 64]})
     Modality(likelihood='nb', ...)
+
+    ``benchmarks/plugins/residual.py`` (in the repository) is a residual one.
     """
 
     name: ClassVar[str] = ""
@@ -400,8 +405,11 @@ def _dry_run(module: nn.Module, n_in: int, width: int, what: str) -> None:
     if shape != (2, width) or out.dtype != torch.float32:
         got = (f"a {type(out).__name__}" if shape is None
                else f"shape {shape}" + ("" if out.dtype == torch.float32 else f" of {out.dtype}"))
+        hint = ("; return one tensor (the library splits a variational encoder's output into "
+                "mean and log-variance)" if isinstance(out, (tuple, list)) else "")
         raise ValueError(
-            f"{what} maps (2, {n_in}) to {got}, expected a float32 tensor of shape (2, {width})"
+            f"{what} maps (2, {n_in}) to {got}, expected a float32 tensor of shape "
+            f"(2, {width}){hint}"
         )
 
 
@@ -481,8 +489,8 @@ def build_bodies(
                          "nn.Module")
     if (not isinstance(dec, tuple) or len(dec) != 2 or not isinstance(dec[0], nn.Module)
             or not isinstance(dec[1], int) or isinstance(dec[1], bool) or dec[1] < 1):
-        raise ValueError(f"{where}: its decoder must return (nn.Module, output width), got "
-                         f"{dec!r:.200}")
+        raise ValueError(f"{where}: its decoder must return (nn.Module, output width: a "
+                         f"positive int), got {dec!r:.200}")
     decoder, width = dec
     for module, n, w, which in ((encoder, n_in, n_out, "encoder"),
                                 (decoder, n_latent_in, width, "decoder")):
