@@ -749,3 +749,17 @@ def test_the_docstring_example_runs():
     result = doctest.testmod(_architectures, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 3 and result.failed == 0
     assert "my_mlp" in tm.nn.available_architectures()
+
+
+def test_a_class_registered_again_after_the_build_does_not_change_what_is_saved(data, tmp_path):
+    """A notebook cell defining the class run again with other defaults after the model was
+    built: the model saves the options its networks were built with."""
+    tm.register_architecture(Residual)
+    model = _model(data, tm.Modality("nb", architecture="residual"))
+    wider = type("Residual", (Residual,), {
+        "decoder": lambda self, n_in, *, dropout, width=32, activation="relu":
+        (nn.Sequential(nn.Linear(n_in, width), nn.ReLU()), width)})
+    tm.register_architecture(wider)
+    model.save(tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())["architecture_options"]
+    assert saved["rna"]["decoder"]["activation"] == "gelu"  # (as built)

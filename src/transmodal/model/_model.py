@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -334,6 +335,10 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
             opts = md.spec.resolved(image=image is not None)
             default_hidden = DEFAULT_CHANNELS if image is not None else tuple(params["hidden"])
             custom = md.spec.architecture is not None  # (its sizes are its options)
+            if custom:  # every option as the class resolves them now: what a save records
+                md.spec = dataclasses.replace(md.spec, _extra={
+                    **md.spec._extra,
+                    "architecture_options": md.spec.resolved_architecture_options()})
             archs[name] = ModalityArch(
                 n_vars=md.source.n_vars,
                 likelihood=md.spec.likelihood,

@@ -459,7 +459,7 @@ def build_bodies(
     n_latent_in: int, dropout: float, modality: str,
 ) -> tuple[nn.Module, nn.Module, int]:
     """The encoder body, the decoder body and its output width of architecture ``name`` for
-    ``modality`` (``options``: each method's, as :func:`resolve_options` gives them), each
+    ``modality`` (``options``: each method's keywords, as :func:`build_options` gives them), each
     checked on two rows; errors name the modality and the architecture."""
     arch = get_architecture(name)
     where = f"modality {modality!r}: architecture {name!r}"

@@ -55,7 +55,7 @@ def put(registry: dict[str, Any], cls: type, register: str, kind: str) -> None:
     except TypeError as err:
         raise TypeError(
             f"{register}: {cls.__name__}() failed ({err}); a registered class is built "
-            "without arguments (its options go to its methods)"
+            "without arguments"
         ) from None
     registry[cls.name] = instance
 
