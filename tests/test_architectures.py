@@ -763,3 +763,20 @@ def test_a_class_registered_again_after_the_build_does_not_change_what_is_saved(
     model.save(tmp_path / "m")
     saved = json.loads((tmp_path / "m" / "config.json").read_text())["architecture_options"]
     assert saved["rna"]["decoder"]["activation"] == "gelu"  # (as built)
+
+
+def test_the_example_plugin_registers_and_trains(data, monkeypatch):
+    """``benchmarks/plugins/residual.py``, imported as ``--import`` does."""
+    import sys
+    from pathlib import Path
+
+    from transmodal.nn._registry import import_modules
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    plugin = Path(__file__).resolve().parents[1] / "benchmarks" / "plugins" / "residual.py"
+    import_modules([str(plugin)])
+    monkeypatch.delitem(sys.modules, "residual")
+    spec = tm.Modality("nb", architecture="residual", architecture_options={"width": 32})
+    model = _model(data, spec).train(max_epochs=2, progress_bar=False)
+    assert len(model.module.encoders["rna"].net.blocks) == 2
+    assert np.isfinite(model.get_latent_representation("rna")).all()
