@@ -632,6 +632,25 @@ def test_command_line_imports_the_module_that_registers_it(data, tmp_path, capsy
     z = ad.read_h5ad(tmp_path / "z.h5ad").obsm["X_transmodal"]
     assert z.shape == (data["rna"].n_obs, 4)
 
+    # the config's own import section (relative to it), recorded in run_config.yaml, which
+    # then trains again as it is
+    _architectures._REGISTRY.clear()
+    for module in ("my_networks", "my_layers"):
+        sys.modules.pop(module, None)
+    cfg["import"] = ["plugins/my_networks.py"]
+    cfg["out"] = "model2"
+    (tmp_path / "run2.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(tmp_path / "run2.yaml")]) == 0
+    recorded = yaml.safe_load((tmp_path / "model2" / "run_config.yaml").read_text())
+    assert recorded["import"] == [str(plugin)]
+    assert main(["train", "--config", str(tmp_path / "model2" / "run_config.yaml"),
+                 "--out", str(tmp_path / "model3")]) == 0
+    cfg["import"] = "plugins/no_such_file.py"
+    (tmp_path / "run3.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(tmp_path / "run3.yaml")]) == 2
+    line = _one_error_line(capsys)
+    assert "run3.yaml: import: " in line and "no_such_file.py: FileNotFoundError" in line
+
 
 def test_a_failed_import_leaves_the_interpreter_as_it_was(tmp_path, monkeypatch):
     import sys

@@ -21,7 +21,8 @@ import yaml
 from .._hints import known_name_hint
 
 TOP_LEVEL_KEYS = (
-    "data", "mudata", "modalities", "reference", "model", "train", "runs", "out", "subset",
+    "import", "data", "mudata", "modalities", "reference", "model", "train", "runs", "out",
+    "subset",
 )
 SUBSET_KEYS = ("obs_key", "value")
 REFERENCE_KEYS = ("path", "anchor")
@@ -292,10 +293,15 @@ class RunConfig:
     # (the config's, or as chosen from the data) and ``specs``, its modalities' specs as
     # the new model takes them (:func:`transmodal.model._reference.explicit_specs`)
     reference: dict[str, Any] | None = None
+    # modules imported before the rest was checked (they register likelihoods or
+    # architectures): module names, and .py files by absolute path
+    imports: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain representation (absolute paths) for writing next to the trained model."""
         d: dict[str, Any] = {}
+        if self.imports:
+            d["import"] = list(self.imports)
         if self.data is not None:
             d["data"] = {k: str(v) for k, v in self.data.items()}
         if self.mudata is not None:
@@ -455,6 +461,9 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
             raise _unknown_key(f"{f}: top level", key, list(TOP_LEVEL_KEYS))
+
+    # import: modules that register likelihoods / architectures, before they are named ------
+    imports = _imports(raw.get("import"), base, f)
 
     # reference: a trained model whose latent space the new one joins ---------------------
     reference = _reference_section(raw, base, f)
@@ -628,7 +637,27 @@ def validate_config(raw: dict[str, Any], path: str | os.PathLike) -> RunConfig:
         model_params=model_saved,
         reference=None if reference is None else {
             k: reference[k] for k in ("path", "anchor", "specs")},
+        imports=imports,
     )
+
+
+def _imports(value: Any, base: Path, f: str) -> list[str]:
+    """Import the modules of a config's ``import`` (a name or a list of names; ``.py``
+    files relative to the config's folder); returns them as ``run_config.yaml`` records
+    them (files by absolute path)."""
+    from ..nn._registry import import_modules
+
+    if value is None:
+        return []
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise ConfigError(
+            f"{f}: import must be a module name or .py file, or a list of them, got {value!r}"
+        )
+    resolved = [str(_resolve(base, n, f"{f}: import")) if n.endswith(".py") else n
+                for n in names]
+    import_modules(resolved, where=f"{f}: import:")
+    return resolved
 
 
 

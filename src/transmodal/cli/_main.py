@@ -53,6 +53,9 @@ config file (YAML, or JSON by .json suffix); relative paths are relative to the 
   # modalities in data need no spec; anchor (frozen) defaults to the reference's own
   # anchor, else to the only one of its modalities that data hold
   # reference: {path: rna_atac_model/, anchor: rna}
+  # optional: modules imported first (module names or .py files), e.g. one registering a
+  # network architecture named in modalities (rna: {likelihood: nb, architecture: mine})
+  # import: [my_networks.py]
 """
 
 

@@ -60,10 +60,11 @@ def put(registry: dict[str, Any], cls: type, register: str, kind: str) -> None:
     registry[cls.name] = instance
 
 
-def import_modules(names: Sequence[str]) -> None:
+def import_modules(names: Sequence[str], where: str = "--import") -> None:
     """Import the modules named by ``--import`` (module names, or paths of ``.py`` files),
     so that the likelihoods and architectures they register exist before a config is
-    checked or a model loaded; a module that fails is a ``ValueError`` naming it.
+    checked or a model loaded; a module that fails is a ``ValueError`` naming it (and
+    ``where`` it was named: the option, or a config's section).
 
     A file is imported as Python runs a script: under its file name, with its folder on
     ``sys.path`` (so that it can import the modules beside it); a file named as a module
@@ -82,7 +83,7 @@ def import_modules(names: Sequence[str]) -> None:
                     if isinstance(err, ModuleNotFoundError) and err.name is not None
                     and (name == err.name or name.startswith(err.name + "."))
                     else "")
-            raise ValueError(f"--import {name}: {type(err).__name__}: {err}{hint}") from err
+            raise ValueError(f"{where} {name}: {type(err).__name__}: {err}{hint}") from err
 
 
 def _import_file(path: Path, given: str) -> None:
