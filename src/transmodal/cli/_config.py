@@ -660,7 +660,6 @@ def _imports(value: Any, base: Path, f: str) -> list[str]:
     return resolved
 
 
-
 def load_config(path: str | os.PathLike) -> RunConfig:
     """Read and validate a run config (no data are touched beyond checking files exist)."""
     return validate_config(read_config_file(path), path)
