@@ -521,6 +521,20 @@ def test_options_are_recorded_with_the_defaults_they_were_built_with(data, tmp_p
                       r"was 'gelu' when trained: built with 'relu'"):
         loaded = tm.CrossModalAE.load(tmp_path / "m", data)
     assert isinstance(loaded.module.decoders["rna"].net[1], nn.ReLU)
+    # saved again, the record is what was built: it loads again without a word
+    loaded.save(tmp_path / "edited")
+    record = json.loads((tmp_path / "edited" / "config.json").read_text())
+    assert record["architecture_options"]["rna"]["decoder"]["activation"] == "relu"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tm.CrossModalAE.load(tmp_path / "edited", data)
+    # an option added to the class since: recorded with the default it was built with
+    tm.register_architecture(more)
+    with pytest.warns(UserWarning, match="'bias' was not recorded"):
+        loaded = tm.CrossModalAE.load(tmp_path / "edited", data)
+    loaded.save(tmp_path / "more")
+    record = json.loads((tmp_path / "more" / "config.json").read_text())
+    assert record["architecture_options"]["rna"]["decoder"]["bias"] is True
 
 
 def test_a_reference_built_with_an_architecture_is_extended(data):
@@ -615,6 +629,8 @@ def test_command_line_imports_the_module_that_registers_it(data, tmp_path, capsy
             "'no_such_module_xyz' (not on the Python path; a file is given by its path, e.g. "
             "--import no_such_module_xyz.py)" in _one_error_line(capsys))
     assert main(["--import", str(plugin), *train]) == 0  # (before the command too)
+    recorded = yaml.safe_load((tmp_path / "model" / "run_config.yaml").read_text())
+    assert recorded["import"] == [str(plugin)]  # (so that it trains again as it is)
     saved = json.loads((tmp_path / "model" / "config.json").read_text())
     assert saved["modalities"]["rna"]["architecture_options"] == {"width": 24}
 
@@ -650,6 +666,11 @@ def test_command_line_imports_the_module_that_registers_it(data, tmp_path, capsy
     assert main(["train", "--config", str(tmp_path / "run3.yaml")]) == 2
     line = _one_error_line(capsys)
     assert "run3.yaml: import: " in line and "no_such_file.py: FileNotFoundError" in line
+    cfg["import"] = ["no_such_module_xyz"]
+    (tmp_path / "run3.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(tmp_path / "run3.yaml")]) == 2
+    assert ("(not on the Python path; a file is given by its path, e.g. import: "
+            "[no_such_module_xyz.py], relative to the config)" in _one_error_line(capsys))
 
 
 def test_a_failed_import_leaves_the_interpreter_as_it_was(tmp_path, monkeypatch):

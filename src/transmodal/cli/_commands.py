@@ -166,12 +166,19 @@ def _subset_mask(obs, obs_key: str, value: Any, where: str):
 
 # ------------------------------------------------------------------------------- train
 def cmd_train(
-    config: str, out: str | None = None, overwrite: bool = False, resume: bool = False
+    config: str, out: str | None = None, overwrite: bool = False, resume: bool = False,
+    imports: Sequence[str] = (),
 ) -> int:
     """``transmodal train``: validate config, read data, train (or, ``resume``, go on from
-    the last checkpoint of ``train: checkpoint_dir``), save the model + history."""
+    the last checkpoint of ``train: checkpoint_dir``), save the model + history.
+    ``imports``: the modules of ``--import`` (imported already), recorded in
+    ``run_config.yaml`` beside the config's own."""
     # (paths: "~" expanded, as the shell does not in --opt=~/x)
     cfg = load_config(os.path.expanduser(config))  # everything checked before data are read
+    for name in imports:  # (files by absolute path, as the config's own)
+        name = str(Path(name).expanduser().resolve()) if name.endswith(".py") else name
+        if name not in cfg.imports:
+            cfg.imports.append(name)
     out_dir = Path(out).expanduser() if out is not None else cfg.out
     if out_dir is None:
         raise ConfigError(

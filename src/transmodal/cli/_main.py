@@ -344,11 +344,12 @@ def _run(args: argparse.Namespace) -> int:
 
     from ..nn._registry import import_modules
 
-    import_modules([*(args.imports_before or ()), *(getattr(args, "imports", None) or ())])
+    imports = [*(args.imports_before or ()), *(getattr(args, "imports", None) or ())]
+    import_modules(imports)
 
     if args.command == "train":
         return c.cmd_train(args.config, out=args.out, overwrite=args.overwrite,
-                           resume=args.resume)
+                           resume=args.resume, imports=imports)
     if args.command == "embed":
         return c.cmd_embed(
             args.model, args.data, args.out, modality=args.modality, key=args.key,

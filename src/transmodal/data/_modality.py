@@ -13,10 +13,10 @@ from .._hints import argument_hints, known_name_hint
 from .._utils import jsonable, with_article
 from ..nn._architectures import (
     build_options,
+    built_options,
     check_architecture_options,
     get_architecture,
     json_options,
-    resolve_options,
 )
 from ..nn._likelihoods import available_likelihoods, get_likelihood, skips_missing
 
@@ -198,14 +198,13 @@ class Modality:
 
     def resolved_architecture_options(self) -> dict[str, dict[str, Any]] | None:
         """Every option ``architecture`` builds each body with, ``{"encoder": {...},
-        "decoder": {...}}``, its methods' defaults included (a loaded model's: those it was
-        trained with), as a saved model records them; ``None`` for the built-in networks."""
+        "decoder": {...}}``, its methods' defaults included (a loaded model's: the values it
+        was trained with where the class still takes them), as a saved model records them;
+        ``None`` for the built-in networks."""
         if self.architecture is None:
             return None
-        trained = self._extra.get("architecture_options")
-        return trained if trained is not None else resolve_options(
-            self.architecture, self.architecture_options
-        )
+        return built_options(self.architecture, self.architecture_options,
+                             self._extra.get("architecture_options"))
 
     def architecture_build_options(self) -> dict[str, dict[str, Any]] | None:
         """The keyword options passed to each body's method (see

@@ -335,7 +335,7 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
             opts = md.spec.resolved(image=image is not None)
             default_hidden = DEFAULT_CHANNELS if image is not None else tuple(params["hidden"])
             custom = md.spec.architecture is not None  # (its sizes are its options)
-            if custom:  # every option as the class resolves them now: what a save records
+            if custom:  # every option the bodies are built with: what a save records
                 md.spec = dataclasses.replace(md.spec, _extra={
                     **md.spec._extra,
                     "architecture_options": md.spec.resolved_architecture_options()})

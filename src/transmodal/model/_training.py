@@ -744,7 +744,8 @@ class TrainingMixin:
         ``None`` if none did) and the divergence error it ended with (the weights are those
         of the last finite epoch). Any other error, or an interrupt within the first epoch,
         leaves the weights as they were before; afterwards the module is float32 on the
-        CPU, trainable (the anchor was frozen) and in evaluation mode."""
+        CPU, each parameter trainable as before the call (the anchor was frozen in it) and in
+        evaluation mode."""
         from ..train import TrainingDiverged, TrainingInterrupted, run_training
 
         # an interrupt within the first epoch restores these: the model stays as it was

@@ -214,8 +214,8 @@ def get_architecture(name: str) -> Architecture:
         known = available_architectures()
         raise ValueError(
             f"unknown architecture {name!r}; registered: {known or 'none'} (register a class "
-            "with tm.register_architecture first, on the command line with --import MODULE; "
-            "leave architecture unset for the built-in networks)"
+            "with tm.register_architecture first; on the command line, --import MODULE or a "
+            "config's import: section; leave architecture unset for the built-in networks)"
         ) from None
 
 
@@ -296,6 +296,18 @@ def build_options(
                 elif var_kw:  # (a default no longer named, which **kwargs may read)
                     out[method][k] = v
     return {method: _as_default_type(arch, method, o) for method, o in out.items()}
+
+
+def built_options(
+    name: str, options: Mapping[str, Any] | None,
+    trained: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Every option each body of architecture ``name`` is built with, as a saved model
+    records it: what :func:`build_options` passes and the defaults of the other options the
+    method names (equal to :func:`resolve_options` for a new model)."""
+    now = resolve_options(name, options)
+    passed = build_options(name, options, trained)
+    return {m: {**now[m], **json_options(passed[m])} for m in _N_SIZES}
 
 
 def option_changes(

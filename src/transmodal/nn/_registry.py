@@ -78,8 +78,10 @@ def import_modules(names: Sequence[str], where: str = "--import") -> None:
             else:
                 importlib.import_module(name)
         except Exception as err:  # the user's module: its error, with what was imported
-            hint = (f" (not on the Python path; a file is given by its path, e.g. --import "
-                    f"{name.replace('.', '/')}.py)"
+            as_file = f"{name.replace('.', '/')}.py"
+            hint = (" (not on the Python path; a file is given by its path, e.g. "
+                    + (f"--import {as_file})" if where == "--import"
+                       else f"import: [{as_file}], relative to the config)")
                     if isinstance(err, ModuleNotFoundError) and err.name is not None
                     and (name == err.name or name.startswith(err.name + "."))
                     else "")
