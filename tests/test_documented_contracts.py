@@ -2253,7 +2253,8 @@ def test_cli_passes_each_option_to_its_command(monkeypatch, tmp_path):
     for name in ("cmd_train", "cmd_embed", "cmd_translate", "cmd_evaluate", "cmd_demo"):
         monkeypatch.setattr(_commands, name, record(name))
     assert main(["train", "--config", "c.yaml", "--resume", "--out", "o"]) == 0
-    assert seen["cmd_train"][1] == {"out": "o", "overwrite": False, "resume": True}
+    assert seen["cmd_train"][1] == {"out": "o", "overwrite": False, "resume": True,
+                                    "imports": []}
     assert main(["embed", "--model", "m", "--data", "rna=a.h5ad", "--data", "atac=b.h5ad",
                  "--out", "o", "--key", "X_k", "--modality", "rna"]) == 0
     assert seen["cmd_embed"][0][1] == ["rna=a.h5ad", "atac=b.h5ad"]  # --data twice: both
