@@ -13,6 +13,7 @@ import torch.distributed as dist
 
 from ..data._source import sampled_blocks
 from ..model._module import CrossModalModule
+from ..nn._optim import adam
 
 
 def _distributed() -> bool:
@@ -119,8 +120,8 @@ class CrossModalPlan(pl.LightningModule):
         ``weight_decay``), and the discriminator (``lr_disc``)."""
         m = self.module
         ae = [p for n, p in m.named_parameters() if not n.startswith("discriminator.")]
-        opt_ae = torch.optim.Adam(ae, lr=self.lr, weight_decay=self.weight_decay)
-        opt_d = torch.optim.Adam(m.discriminator.parameters(), lr=self.lr_disc)
+        opt_ae = adam(ae, lr=self.lr, weight_decay=self.weight_decay)
+        opt_d = adam(m.discriminator.parameters(), lr=self.lr_disc)
         return [opt_ae, opt_d]
 
     # -- phases ----------------------------------------------------------------------------
