@@ -9,7 +9,7 @@ Parts (each runs in its own subprocess; its peak RSS is that child's own, from
 - ``a``: training throughput (cells/s) of ``CrossModalAE.train`` on in-memory data
   (``--a-cells`` cells, the same 2,000 + 5,000 features, dense and CSR) against a bare torch
   loop over the same networks (a fresh copy of the model's module, same initial weights):
-  the same losses, batch size, Adam optimisers and number of steps, on dense torch tensors,
+  the same losses, batch size, (fused) Adam optimisers and number of steps, on dense torch tensors,
   in the same process. Repeated ``--repeats`` times, best time of each; ratio = library /
   bare cells per second. ``cells`` count every modality's cells of a step. With
   ``--accelerator gpu`` both train on the first CUDA GPU, the data staying in host memory
@@ -34,6 +34,8 @@ Parts (each runs in its own subprocess; its peak RSS is that child's own, from
   during the call (sampled every 5 ms) against the size of the output; and
   :func:`transmodal.images.cluster_profiles` of ``--cluster-profiles`` random 10-bin
   profiles against the size of the condensed distances that complete linkage needs.
+- ``evaluate``: seconds of :func:`transmodal.workflows.evaluate_paired` (labels given) on
+  ``--eval-cells`` new paired cells (the model of ``infer``), and its metrics.
 - ``batch_mmd``: seconds per training epoch with and without ``train(lam_batch=1)`` at
   ``--mmd-cells`` cells whose RNA comes from each of ``--mmd-batches`` numbers of batches
   (samples of an atlas).
@@ -48,6 +50,7 @@ Parts (each runs in its own subprocess; its peak RSS is that child's own, from
     .venv/bin/python benchmarks/scale.py --parts a --accelerator gpu --batch-size 1024
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts wide
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts infer
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts evaluate
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py --parts batch_mmd
 """
 
@@ -67,7 +70,7 @@ import warnings
 
 import numpy as np
 
-PARTS = ("gen", "a", "b", "c", "d", "d_ot", "wide", "infer", "batch_mmd")
+PARTS = ("gen", "a", "b", "c", "d", "d_ot", "wide", "infer", "evaluate", "batch_mmd")
 FEATURES = {"rna": 2000, "atac": 5000}
 SPECS = {"rna": "nb", "atac": "bernoulli"}
 N_LATENT = 16
@@ -137,8 +140,9 @@ def _bare_loop(module, data: dict, *, steps: int, batch_size: int, seed: int, de
     module.to(device)
     pin = device.type == "cuda"
     ae = [p for n, p in module.named_parameters() if not n.startswith("discriminator.")]
-    opt_ae = torch.optim.Adam(ae, lr=1e-3)
-    opt_d = torch.optim.Adam(module.discriminator.parameters(), lr=1e-3)
+    # (fused, as the library's: one kernel per step where the device has it)
+    opt_ae = torch.optim.Adam(ae, lr=1e-3, fused=True)
+    opt_d = torch.optim.Adam(module.discriminator.parameters(), lr=1e-3, fused=True)
     module.train()
     names = list(data)
     n = {k: v.shape[0] for k, v in data.items()}
@@ -459,24 +463,51 @@ def _rise_mib(fn) -> tuple[float, float]:
     return seconds, max(high[0], current()) - start
 
 
+SMALL_FEATURES = {"rna": 500, "atac": 1000}
+
+
+def _small_model(args, seed: int):
+    """A model of ``SMALL_FEATURES`` trained one epoch on 2,000 labelled cells (``infer``,
+    ``evaluate``)."""
+    import transmodal as tm
+
+    train = tm.datasets.synthetic(2000, n_features=SMALL_FEATURES, seed=args.seed)
+    model = tm.CrossModalAE(train, modalities=_modalities(), n_latent=N_LATENT,
+                            labels_key="label", seed=seed)
+    return model.train(max_epochs=1, progress_bar=False)
+
+
+def part_evaluate(args) -> dict:
+    """Seconds of ``tm.workflows.evaluate_paired`` (labels given) on ``--eval-cells`` new
+    paired cells, whose neighbour metrics compare every cell with every other."""
+    import transmodal as tm
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = _small_model(args, args.seed)
+        cells = tm.datasets.synthetic(args.eval_cells, n_features=SMALL_FEATURES,
+                                      seed=args.seed + 1)
+        t0 = time.perf_counter()
+        res = tm.workflows.evaluate_paired(model, cells, source="rna", target="atac",
+                                          labels_key="label")
+    keys = ("foscttm", "partner_top5", "knn_acc_l1_50", "knn_chance_l1_50",
+            "cluster_accuracy", "label_transfer")
+    return {"n_cells": args.eval_cells, "seconds": time.perf_counter() - t0,
+            **{k: res[k] for k in keys}}
+
+
 def part_infer(args) -> dict:
     """In-memory outputs: RSS rise of translate, Ensemble.translate and cluster_profiles."""
     import gc
 
     import transmodal as tm
 
-    features = {"rna": 500, "atac": 1000}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        models = []
-        for seed in (0, 1):
-            train = tm.datasets.synthetic(2000, n_features=features, seed=args.seed)
-            model = tm.CrossModalAE(train, modalities=_modalities(), n_latent=N_LATENT,
-                                    labels_key="label", seed=seed)
-            models.append(model.train(max_epochs=1, progress_bar=False))
-        cells = tm.datasets.synthetic(args.infer_cells, n_features=features,
+        models = [_small_model(args, seed) for seed in (0, 1)]
+        cells = tm.datasets.synthetic(args.infer_cells, n_features=SMALL_FEATURES,
                                       seed=args.seed + 1)["rna"]
-        out_mib = args.infer_cells * features["atac"] * 4 / 2**20
+        out_mib = args.infer_cells * SMALL_FEATURES["atac"] * 4 / 2**20
         res: dict = {"n_cells": args.infer_cells, "output_mib": out_mib}
         for name, fn in (
             ("translate", lambda: models[0].translate(cells, source="rna", target="atac")),
@@ -527,7 +558,7 @@ def part_batch_mmd(args) -> dict:
 
 
 RUNNERS = {"gen": part_gen, "a": part_a, "b": part_b, "c": part_c, "d": part_d,
-           "d_ot": part_d_ot, "wide": part_wide, "infer": part_infer,
+           "d_ot": part_d_ot, "wide": part_wide, "infer": part_infer, "evaluate": part_evaluate,
            "batch_mmd": part_batch_mmd}
 
 
@@ -574,6 +605,7 @@ def main() -> None:
     ap.add_argument("--wide-density", type=float, default=0.02)
     ap.add_argument("--wide-pca", type=int, default=50)
     ap.add_argument("--infer-cells", type=int, default=100_000)
+    ap.add_argument("--eval-cells", type=int, default=20_000)
     ap.add_argument("--mmd-cells", type=int, default=3000)
     ap.add_argument("--mmd-batches", type=int, nargs="+", default=[5, 60])
     ap.add_argument("--cluster-profiles", type=int, default=8_000)

@@ -75,6 +75,42 @@ def test_evaluate_paired_keys_and_ranges(trained_model, paired_data):
     assert res["label_transfer_atac_to_rna"] == pytest.approx(lt["y_to_x"])
 
 
+def test_evaluate_paired_runs_each_neighbour_search_once(trained_model, paired_data,
+                                                         monkeypatch):
+    """FOSCTTM and partner top-k share the partner ranks, k-NN accuracy and cluster
+    accuracy the nearest cells, and the k-NN accuracy's two uses of the distances among a
+    modality's cells (neighbour positions, chance level) one pass: two Euclidean and four
+    L1 passes over the blocks of distances in all (twelve before), with the public
+    functions' results."""
+    from transmodal.metrics import _chunked, _matching
+
+    anchors = paired_data["rna"].obs_names.isin(
+        trained_model.mods["rna"].obs_names[trained_model.anchors_["rna|atac"][0]])
+    held = {k: v[~anchors] for k, v in paired_data.items()}  # (no anchor warning's passes)
+    passes = []
+    real = _chunked.blocks
+
+    def spy(dist, chunk_size):
+        passes.append(dist.metric)
+        return real(dist, chunk_size)
+
+    monkeypatch.setattr(_chunked, "blocks", spy)
+    monkeypatch.setattr(_matching, "blocks", spy)
+    res = evaluate_paired(trained_model, held, source="rna", target="atac", labels_key="label")
+    assert sorted(passes) == ["euclidean"] * 2 + ["l1"] * 4
+    monkeypatch.undo()
+    z_r = trained_model.get_latent_representation("rna", held["rna"])
+    z_a = trained_model.get_latent_representation("atac", held["atac"])
+    lab = held["rna"].obs["label"].astype(str).to_numpy()
+    assert res["foscttm"] == tm.metrics.foscttm(z_r, z_a)
+    top = tm.metrics.partner_in_top_k(z_r, z_a, k=(1, 5, 10, 50))
+    assert [res[f"partner_top{k}"] for k in (1, 5, 10, 50)] == list(top.values())
+    knn, chance = tm.metrics.knn_accuracy_and_chance(z_r, z_a, k=(5, 50), metric="l1")
+    assert [res[f"knn_acc_l1_{k}"] for k in (5, 50)] == list(knn["mean"].values())
+    assert [res[f"knn_chance_l1_{k}"] for k in (5, 50)] == list(chance["mean"].values())
+    assert res["cluster_accuracy"] == tm.metrics.cluster_accuracy(z_r, z_a, lab, lab)["mean"]
+
+
 def test_evaluate_paired_scores_given_cells_after_the_training_data_changed(paired_data,
                                                                            make_model, train):
     """Cells given to evaluate: its baseline profile comes from the model's training matrix,

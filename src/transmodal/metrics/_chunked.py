@@ -438,6 +438,22 @@ class _BlockDistance:
         return out
 
 
+def blocks(
+    dist: _BlockDistance, chunk_size: int | None
+) -> Iterable[tuple[int, int, np.ndarray, np.ndarray]]:
+    """``(start, stop, scores, mask)`` of the query rows ``start:stop``: their scores
+    against every reference row, and a boolean array of the same shape to work in, chunk
+    by chunk (both buffers are reused, so a block is valid until the next is drawn: no
+    page faults per chunk)."""
+    nq = dist.n_query
+    chunk = resolve_chunk_size(chunk_size, nq, dist.n_ref)
+    buf = dist.make_buffer(chunk)
+    mask_buf = np.empty((chunk, dist.n_ref), dtype=bool)
+    for s in range(0, nq, chunk):
+        e = min(s + chunk, nq)
+        yield s, e, dist.scores(s, e, buf), mask_buf[: e - s]
+
+
 def nearest(dist: _BlockDistance, chunk_size: int | None) -> np.ndarray:
     """Index of the nearest reference row of every query row.
 
@@ -454,18 +470,12 @@ def nearest(dist: _BlockDistance, chunk_size: int | None) -> np.ndarray:
     -------
     int64 indices into the reference rows.
     """
-    nq = dist.n_query
-    chunk = resolve_chunk_size(chunk_size, nq, dist.n_ref)
-    buf = dist.make_buffer(chunk)
-    mask_buf = np.empty((chunk, dist.n_ref), dtype=bool)
-    idx = np.empty(nq, dtype=np.int64)
-    for s in range(0, nq, chunk):
-        e = min(s + chunk, nq)
-        scores = dist.scores(s, e, buf)
+    idx = np.empty(dist.n_query, dtype=np.int64)
+    for s, e, scores, mask in blocks(dist, chunk_size):
         idx[s:e] = scores.argmax(axis=1)
         # exact_j <= exact_min  =>  S_j >= S_max - 2 tol: the candidates
         floor = (scores.max(axis=1) - 2.0 * dist.tol(s, e))[:, None]
-        mask = np.greater_equal(scores, floor, out=mask_buf[: e - s])
+        np.greater_equal(scores, floor, out=mask)
         multi = np.flatnonzero(np.count_nonzero(mask, axis=1) > 1)
         if multi.size == 0:
             continue
@@ -499,37 +509,96 @@ def count_before(
     -------
     int64 counts, one per query row.
     """
-    nq = dist.n_query
-    chunk = resolve_chunk_size(chunk_size, nq, dist.n_ref)
-    buf = dist.make_buffer(chunk)
-    mask_buf = np.empty((chunk, dist.n_ref), dtype=bool)
-    counts = np.zeros(nq, dtype=np.int64)
-    thresholds = np.asarray(thresholds, dtype=np.float64)
-    for s in range(0, nq, chunk):
-        e = min(s + chunk, nq)
-        m = e - s
-        scores = dist.scores(s, e, buf)
-        if exclude is not None:
-            scores[np.arange(m), exclude[s:e]] = -np.inf
-        # D < t  <=>  S > offset - t ; certain above hi, undecided in [lo, hi]
-        base = dist.offset(s, e) - thresholds[s:e]
-        tol = dist.tol(s, e)
-        hi = (base + tol)[:, None]
-        lo = (base - tol)[:, None]
-        mask = mask_buf[:m]
-        n_sure = np.count_nonzero(np.greater(scores, hi, out=mask), axis=1)
-        n_maybe = np.count_nonzero(np.greater_equal(scores, lo, out=mask), axis=1)
-        counts[s:e] = n_sure
-        amb = np.flatnonzero(n_maybe != n_sure)
-        if amb.size == 0:
-            continue
-        sub = scores[amb]
-        r_idx, c_idx = np.nonzero((sub >= lo[amb]) & (sub <= hi[amb]))
-        rows = s + amb[r_idx]
-        ex = dist.exact(rows, c_idx)
-        tr = thresholds[rows]
-        hit = ex < tr
-        if tie_before is not None:
-            hit |= (ex == tr) & (c_idx < tie_before[rows])
-        counts[s:e] += np.bincount(amb[r_idx[hit]], minlength=m)
+    counts = np.zeros(dist.n_query, dtype=np.int64)
+    for s, e, scores, mask in blocks(dist, chunk_size):
+        count_block(dist, s, e, scores, mask, thresholds, tie_before=tie_before,
+                    exclude=exclude, out=counts)
     return counts
+
+
+def count_block(
+    dist: _BlockDistance,
+    s: int,
+    e: int,
+    scores: np.ndarray,
+    mask: np.ndarray,
+    thresholds: np.ndarray,
+    *,
+    tie_before: np.ndarray | None,
+    exclude: np.ndarray | None,
+    out: np.ndarray,
+) -> None:
+    """:func:`count_before` of the query rows ``s:e`` from their block of ``scores`` (its
+    ``exclude`` entries are overwritten; ``mask``: a boolean work array of its shape),
+    written to ``out[s:e]``."""
+    m = e - s
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    if exclude is not None:
+        scores[np.arange(m), exclude[s:e]] = -np.inf
+    # D < t  <=>  S > offset - t ; certain above hi, undecided in [lo, hi]
+    base = dist.offset(s, e) - thresholds[s:e]
+    tol = dist.tol(s, e)
+    hi = (base + tol)[:, None]
+    lo = (base - tol)[:, None]
+    n_sure = np.count_nonzero(np.greater(scores, hi, out=mask), axis=1)
+    n_maybe = np.count_nonzero(np.greater_equal(scores, lo, out=mask), axis=1)
+    out[s:e] = n_sure
+    amb = np.flatnonzero(n_maybe != n_sure)
+    if amb.size == 0:
+        return
+    sub = scores[amb]
+    r_idx, c_idx = np.nonzero((sub >= lo[amb]) & (sub <= hi[amb]))
+    rows = s + amb[r_idx]
+    ex = dist.exact(rows, c_idx)
+    tr = thresholds[rows]
+    hit = ex < tr
+    if tie_before is not None:
+        hit |= (ex == tr) & (c_idx < tie_before[rows])
+    out[s:e] += np.bincount(amb[r_idx[hit]], minlength=m)
+
+
+def _partner_ranks(q: np.ndarray, r: np.ndarray, chunk_size: int | None) -> np.ndarray:
+    """For every row i: number of rows of ``r`` strictly closer (Euclidean) to ``q_i``
+    than its partner ``r_i``."""
+    dist = _BlockDistance(q, r, "euclidean")
+    diag = np.arange(q.shape[0], dtype=np.int64)
+    thr = dist.exact(diag, diag)
+    return count_before(dist, thr, tie_before=None, exclude=diag, chunk_size=chunk_size)
+
+
+class Searches:
+    """The neighbour searches between two embeddings that several metrics share, each run
+    once, when first asked for (its results take memory ``O(n)``): a caller scoring one
+    embedding with several metrics (:func:`~transmodal.workflows.evaluate_paired`) passes
+    one object to each.
+
+    Parameters
+    ----------
+    x, y
+        Checked float64 embeddings (:func:`as_embedding`) with the same columns.
+    chunk_size
+        Query rows per block (``None``: about 64 MiB per block).
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, chunk_size: int | None = None) -> None:
+        self.x, self.y, self.chunk_size = x, y, chunk_size
+        self._ranks: tuple[np.ndarray, np.ndarray] | None = None
+        self._nearest: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def partner_ranks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Of paired rows: for each row of ``x``, the rows of ``y`` strictly closer
+        (Euclidean) than its partner, and the same for ``y`` against ``x``."""
+        if self._ranks is None:
+            self._ranks = (_partner_ranks(self.x, self.y, self.chunk_size),
+                           _partner_ranks(self.y, self.x, self.chunk_size))
+        return self._ranks
+
+    def nearest(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """The nearest row of ``y`` to each row of ``x``, and of ``x`` to each of ``y``
+        (:func:`nearest`; ``metric`` canonical)."""
+        if metric not in self._nearest:
+            self._nearest[metric] = (
+                nearest(_BlockDistance(self.x, self.y, metric), self.chunk_size),
+                nearest(_BlockDistance(self.y, self.x, metric), self.chunk_size),
+            )
+        return self._nearest[metric]

@@ -15,16 +15,15 @@ import pandas as pd
 from sklearn.neighbors import KNeighborsClassifier
 
 from ._chunked import (
-    _BlockDistance,
+    Searches,
     _isin,
     as_embedding,
     axis_names,
     check_labels,
     check_metric,
+    check_same_dims,
     check_shared_labels,
     labelled,
-    check_same_dims,
-    nearest,
 )
 
 
@@ -66,14 +65,23 @@ def cluster_accuracy(
     xa = as_embedding(x, "x")
     ya = as_embedding(y, "y")
     check_same_dims(xa, ya, ("x", "y"))
-    lx = check_labels(labels_x, xa.shape[0], "labels_x", axis_names(x))
-    ly = check_labels(labels_y, ya.shape[0], "labels_y", axis_names(y))
-    nn_x = nearest(_BlockDistance(xa, ya, met), chunk_size)
-    nn_y = nearest(_BlockDistance(ya, xa, met), chunk_size)
+    return cluster_accuracy_of(Searches(xa, ya, chunk_size), met, labels_x, labels_y,
+                               cells=(axis_names(x), axis_names(y)))
+
+
+def cluster_accuracy_of(
+    searches: Searches, metric: str, labels_x: Any, labels_y: Any, *,
+    cells: tuple[Any, Any] = (None, None),
+) -> dict[str, float]:
+    """:func:`cluster_accuracy` of the embeddings of ``searches`` (``metric`` canonical;
+    ``cells``: the names a label Series is aligned to, as there)."""
+    lx = check_labels(labels_x, searches.x.shape[0], "labels_x", cells[0])
+    ly = check_labels(labels_y, searches.y.shape[0], "labels_y", cells[1])
     check_shared_labels(lx, ly, ("labels_x", "labels_y"))
     kx, ky = labelled(lx), labelled(ly)
     if not kx.any() or not ky.any():
         raise ValueError("cluster_accuracy needs labelled cells in both labels_x and labels_y")
+    nn_x, nn_y = searches.nearest(metric)
     # labels compared as codes of one factorisation (pd.NA == x is no boolean), a
     # neighbour without a label never matching
     codes = pd.factorize(pd.Series(np.concatenate([lx, ly]), dtype=object))[0]

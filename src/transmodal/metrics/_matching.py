@@ -7,24 +7,14 @@ from collections.abc import Iterable
 import numpy as np
 
 from ._chunked import (
+    Searches,
     _BlockDistance,
+    blocks,
     check_ks,
     check_metric,
     check_paired,
-    count_before,
-    nearest,
-    resolve_chunk_size,
+    count_block,
 )
-
-
-def _partner_ranks(q: np.ndarray, r: np.ndarray, chunk_size: int | None) -> np.ndarray:
-    """For every row i: number of rows of ``r`` strictly closer (Euclidean) to ``q_i``
-    than its partner ``r_i``.
-    """
-    dist = _BlockDistance(q, r, "euclidean")
-    diag = np.arange(q.shape[0], dtype=np.int64)
-    thr = dist.exact(diag, diag)
-    return count_before(dist, thr, tie_before=None, exclude=diag, chunk_size=chunk_size)
 
 
 def foscttm(
@@ -58,9 +48,16 @@ def foscttm(
     ``(value, per_cell_x, per_cell_y)`` if ``return_per_cell``.
     """
     xa, ya = check_paired(x, y, min_rows=2)
-    n = xa.shape[0]
-    fx = _partner_ranks(xa, ya, chunk_size) / (n - 1)
-    fy = _partner_ranks(ya, xa, chunk_size) / (n - 1)
+    return foscttm_of(Searches(xa, ya, chunk_size), return_per_cell=return_per_cell)
+
+
+def foscttm_of(
+    searches: Searches, *, return_per_cell: bool = False
+) -> float | tuple[float, np.ndarray, np.ndarray]:
+    """:func:`foscttm` of the paired embeddings of ``searches`` (at least 2 rows)."""
+    n = searches.x.shape[0]
+    rx, ry = searches.partner_ranks()
+    fx, fy = rx / (n - 1), ry / (n - 1)
     value = float(0.5 * (fx.mean() + fy.mean()))
     if return_per_cell:
         return value, fx, fy
@@ -96,9 +93,13 @@ def partner_in_top_k(
     """
     ks = check_ks(k)
     xa, ya = check_paired(x, y)
-    n = xa.shape[0]
-    rx = _partner_ranks(xa, ya, chunk_size)
-    ry = _partner_ranks(ya, xa, chunk_size)
+    return partner_in_top_k_of(Searches(xa, ya, chunk_size), ks)
+
+
+def partner_in_top_k_of(searches: Searches, ks: tuple[int, ...]) -> dict[int, float]:
+    """:func:`partner_in_top_k` of the paired embeddings of ``searches`` (``ks`` checked)."""
+    n = searches.x.shape[0]
+    rx, ry = searches.partner_ranks()
     out: dict[int, float] = {}
     for kk in ks:
         kc = min(kk, n)
@@ -106,14 +107,25 @@ def partner_in_top_k(
     return out
 
 
-def _knn_positions(
-    a: np.ndarray, nn: np.ndarray, metric: str, chunk_size: int | None
-) -> np.ndarray:
-    """Position of ``nn[i]`` (``nn_A(b_i)``) in the stable neighbour order of ``a_i`` among
-    ``a``."""
+def _within_reference(
+    a: np.ndarray, nn: np.ndarray, metric: str, ks: tuple[int, ...], chunk_size: int | None,
+    *, accuracy: bool, chance: bool,
+) -> tuple[np.ndarray | None, dict[int, np.ndarray] | None]:
+    """What the k-NN scores need of the distances among the reference rows ``a``, in one
+    pass over them: the position of ``nn[i]`` (``nn_A(b_i)``) in the stable neighbour order
+    of ``a_i`` among ``a`` (``accuracy``), and :func:`_occurrence_block`'s counts
+    (``chance``)."""
     d_aa = _BlockDistance(a, a, metric)
-    thr = d_aa.exact(np.arange(a.shape[0], dtype=np.int64), nn)
-    return count_before(d_aa, thr, tie_before=nn, exclude=nn, chunk_size=chunk_size)
+    n = a.shape[0]
+    pos = np.zeros(n, dtype=np.int64) if accuracy else None
+    thr = d_aa.exact(np.arange(n, dtype=np.int64), nn) if accuracy else None
+    occurrence = {kk: np.zeros(n, dtype=np.int64) for kk in ks} if chance else None
+    for s, e, scores, mask in blocks(d_aa, chunk_size):
+        if occurrence is not None:  # (first: count_block overwrites entries of the block)
+            _occurrence_block(d_aa, s, e, scores, ks, occurrence)
+        if pos is not None:
+            count_block(d_aa, s, e, scores, mask, thr, tie_before=nn, exclude=nn, out=pos)
+    return pos, occurrence
 
 
 def _knn_arguments(
@@ -177,16 +189,25 @@ def _knn_scores(
 ) -> tuple[dict[str, dict[int, float]] | None, dict[str, dict[int, float]] | None]:
     """:func:`knn_accuracy` and / or :func:`knn_accuracy_chance`, sharing one nearest-row
     search per direction."""
-    ks, met, xa, ya, n = _knn_arguments(x, y, k, metric)
+    ks, met, xa, ya, _ = _knn_arguments(x, y, k, metric)
+    return knn_scores_of(Searches(xa, ya, chunk_size), ks, met, accuracy=accuracy,
+                         chance=chance)
+
+
+def knn_scores_of(
+    searches: Searches, ks: tuple[int, ...], metric: str, *, accuracy: bool, chance: bool
+) -> tuple[dict[str, dict[int, float]] | None, dict[str, dict[int, float]] | None]:
+    """:func:`_knn_scores` of the paired embeddings of ``searches`` (``ks`` checked, each at
+    most the number of rows; ``metric`` canonical)."""
+    xa, ya, n = searches.x, searches.y, searches.x.shape[0]
     acc: dict[str, dict[int, float]] = {}
     level: dict[str, dict[int, float]] = {}
-    for key, ref, query in (("x_to_y", ya, xa), ("y_to_x", xa, ya)):
-        nn = nearest(_BlockDistance(query, ref, met), chunk_size)
-        if accuracy:
-            pos = _knn_positions(ref, nn, met, chunk_size)
+    for key, ref, nn in zip(("x_to_y", "y_to_x"), (ya, xa), searches.nearest(metric)):
+        pos, occurrence = _within_reference(ref, nn, metric, ks, searches.chunk_size,
+                                            accuracy=accuracy, chance=chance)
+        if pos is not None:
             acc[key] = {kk: float(np.mean(pos < kk)) for kk in ks}
-        if chance:
-            occurrence = _k_occurrence(ref, met, ks, chunk_size)
+        if occurrence is not None:
             level[key] = {kk: float(occurrence[kk][nn].mean() / n) for kk in ks}
     for scores in (acc, level):
         if scores:
@@ -207,32 +228,27 @@ def knn_accuracy_and_chance(
     return _knn_scores(x, y, k, metric, chunk_size, accuracy=True, chance=True)
 
 
-def _k_occurrence(
-    a: np.ndarray, metric: str, ks: tuple[int, ...], chunk_size: int | None
-) -> dict[int, np.ndarray]:
-    """``N_k(h)``: in how many rows' ``k`` nearest rows of ``a`` (the row itself included)
+def _occurrence_block(
+    dist: _BlockDistance, s: int, e: int, scores: np.ndarray, ks: tuple[int, ...],
+    occurrence: dict[int, np.ndarray],
+) -> None:
+    """Add the rows ``s:e`` of ``dist`` (the reference against itself; ``scores``: their
+    block) to ``N_k(h)``: in how many rows' ``k`` nearest rows (the row itself included)
     row ``h`` appears, for every ``k`` in ``ks``. Neighbours are ranked by exact distance,
     the lower row first among equal ones (as :func:`knn_accuracy` ranks them): the block's
     approximate distances only choose the candidates, every row within rounding of its
     ``k``-th nearest."""
-    dist = _BlockDistance(a, a, metric)
-    n, k_max = a.shape[0], min(max(ks), a.shape[0])
-    chunk = resolve_chunk_size(chunk_size, n, n)
-    buf = dist.make_buffer(chunk)
-    occurrence = {kk: np.zeros(n, dtype=np.int64) for kk in ks}
-    for s in range(0, n, chunk):
-        e = min(s + chunk, n)
-        scores = dist.scores(s, e, buf)  # larger score = closer
-        kth = np.partition(scores, n - k_max, axis=1)[:, n - k_max]  # k-th largest
-        # exact_j within the k nearest  =>  S_j >= S_(k) - 2 tol
-        r_idx, c_idx = np.nonzero(scores >= (kth - 2.0 * dist.tol(s, e))[:, None])
-        exact = dist.exact(s + r_idx, c_idx)
-        order = np.lexsort((c_idx, exact, r_idx))
-        rows, cols = r_idx[order], c_idx[order]
-        rank = np.arange(rows.size) - np.searchsorted(rows, rows)  # position within its row
-        for kk in ks:
-            occurrence[kk] += np.bincount(cols[rank < kk], minlength=n)
-    return occurrence
+    n = dist.n_ref
+    k_max = min(max(ks), n)
+    kth = np.partition(scores, n - k_max, axis=1)[:, n - k_max]  # k-th largest (a copy)
+    # exact_j within the k nearest  =>  S_j >= S_(k) - 2 tol
+    r_idx, c_idx = np.nonzero(scores >= (kth - 2.0 * dist.tol(s, e))[:, None])
+    exact = dist.exact(s + r_idx, c_idx)
+    order = np.lexsort((c_idx, exact, r_idx))
+    rows, cols = r_idx[order], c_idx[order]
+    rank = np.arange(rows.size) - np.searchsorted(rows, rows)  # position within its row
+    for kk in ks:
+        occurrence[kk] += np.bincount(cols[rank < kk], minlength=n)
 
 
 def knn_accuracy_chance(

@@ -14,6 +14,9 @@ from anndata import AnnData
 from .. import metrics
 from .._utils import check_unique_obs_names, user_stacklevel
 from ..data._setup import label_str
+from ..metrics._chunked import Searches, check_paired
+from ..metrics._labels import cluster_accuracy_of
+from ..metrics._matching import foscttm_of, knn_scores_of, partner_in_top_k_of
 from ..model import CrossModalAE, Ensemble
 from ..nn._likelihoods import Bernoulli, get_likelihood
 
@@ -257,8 +260,9 @@ def evaluate_paired(
     batch when the partners carry known batches, else averaged over the batches.
 
     The neighbour metrics compare every cell with every other (memory stays per block,
-    time grows as ``n^2``): on 2 cores about 1 minute at 20,000 cells and 10 minutes at
-    60,000; evaluate a random subset of the cells for a quicker answer.
+    time grows as ``n^2``; each search is done once for all the metrics that need it): on
+    one CPU thread 36-49 s at 20,000 cells (``benchmarks/scale.py --parts evaluate``), so
+    about 6 minutes at 60,000; evaluate a random subset of the cells for a quicker answer.
     """
     _check_arguments(model, data, source, target, labels_key)
     a, b = data[source], data[target]
@@ -273,7 +277,9 @@ def evaluate_paired(
     za = model.get_latent_representation(source, a)
     zb = model.get_latent_representation(target, b)
     out: dict[str, Any] = {"n_cells": int(len(common))}
-    out["foscttm"] = float(metrics.foscttm(za, zb))
+    # (each neighbour search done once, for every metric that needs it)
+    searches = Searches(*check_paired(za, zb, min_rows=2))
+    out["foscttm"] = float(foscttm_of(searches))
     anchors = _anchor_cells(model, source, target, a)
     if anchors.any():  # pairs the model was trained to match: memorised, not predicted
         scores = [f"FOSCTTM {float(metrics.foscttm(za[m], zb[m])):.3f} on {what}"
@@ -286,10 +292,11 @@ def evaluate_paired(
             "evaluate cells held out from training", UserWarning, stacklevel=user_stacklevel(),
         )
     tops = tuple(k for k in (1, 5, 10, 50) if k < len(common))  # (k >= n: 1 by definition)
-    for k, v in metrics.partner_in_top_k(za, zb, k=tops).items():
+    for k, v in partner_in_top_k_of(searches, tops).items():
         out[f"partner_top{k}"] = float(v)
     ks = tuple(k for k in (5, 50) if k <= len(common))  # none below 5 cells
-    knn, chance = metrics.knn_accuracy_and_chance(za, zb, k=ks, metric="l1") if ks else ({}, {})
+    knn, chance = (knn_scores_of(searches, ks, "l1", accuracy=True, chance=True) if ks
+                   else ({}, {}))
     for k in ks:
         out[f"knn_acc_l1_{k}"] = float(knn["mean"][k])
         out[f"knn_chance_l1_{k}"] = float(chance["mean"][k])
@@ -297,7 +304,7 @@ def evaluate_paired(
         out[f"knn_acc_l1_{k}_{target}_to_{source}"] = float(knn["y_to_x"][k])
     if labels_key is not None:
         la, lb = _labels(a, labels_key), _labels(b, labels_key)
-        ca = metrics.cluster_accuracy(za, zb, la, lb, metric="l1")
+        ca = cluster_accuracy_of(searches, "l1", la, lb)
         # "{a}_to_{b}": cells of a are queried against (get the label of their nearest) b
         out["cluster_accuracy"] = float(ca["mean"])
         out[f"cluster_accuracy_{source}_to_{target}"] = float(ca["x_to_y"])
