@@ -178,23 +178,28 @@ def test_unpaired_medoid_summary(tmp_path):
     assert table[2] == "| a549 | transmodal | 3 | 0.233 ± 0.189 | 0.100 ± 0.000 | 1 |"
 
 
-def test_scale_throughput_part_runs():
-    """``benchmarks/scale.py --parts a`` on a few hundred cells: one JSON line, library and
-    bare loop both timed, with the requested batch size and accelerator."""
+def _scale_part(*args: str) -> dict:
+    """The one JSON line of ``benchmarks/scale.py --parts ...`` (one thread), checked to hold
+    no error."""
     import json
     import os
     import subprocess
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
-        [sys.executable, str(BENCH / "scale.py"), "--parts", "a", "--a-cells", "300",
-         "--a-epochs", "1", "--repeats", "1", "--batch-size", "64"],
+        [sys.executable, str(BENCH / "scale.py"), "--parts", *args],
         capture_output=True, text=True, env=env, timeout=300, check=True,
     ).stdout
     lines = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
-    assert len(lines) == 1, out
-    res = lines[0]
-    assert "error" not in res, res
+    assert len(lines) == 1 and "error" not in lines[0], out
+    return lines[0]
+
+
+def test_scale_throughput_part_runs():
+    """``benchmarks/scale.py --parts a`` on a few hundred cells: one JSON line, library and
+    bare loop both timed, with the requested batch size and accelerator."""
+    res = _scale_part("a", "--a-cells", "300", "--a-epochs", "1", "--repeats", "1",
+                      "--batch-size", "64")
     assert res["batch_size"] == 64 and res["accelerator"] == "cpu" and res["steps"] == 5
     assert res["bare_cells_per_s"] > 0 and res["library_csr_cells_per_s"] > 0
 
@@ -202,21 +207,19 @@ def test_scale_throughput_part_runs():
 def test_scale_batch_mmd_part_runs():
     """``benchmarks/scale.py --parts batch_mmd`` on a few hundred cells: one JSON line with
     the seconds per epoch of each number of batches, with and without the batch MMD."""
-    import json
-    import os
-    import subprocess
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [sys.executable, str(BENCH / "scale.py"), "--parts", "batch_mmd", "--mmd-cells", "200",
-         "--mmd-batches", "2", "7", "--a-epochs", "1", "--repeats", "1"],
-        capture_output=True, text=True, env=env, timeout=300, check=True,
-    ).stdout
-    lines = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
-    assert len(lines) == 1 and "error" not in lines[0], out
+    res = _scale_part("batch_mmd", "--mmd-cells", "200", "--mmd-batches", "2", "7",
+                      "--a-epochs", "1", "--repeats", "1")
     for k in (2, 7):
         for lam in ("0", "1"):
-            assert lines[0][f"s_per_epoch_{k}_batches_lam{lam}"] > 0
+            assert res[f"s_per_epoch_{k}_batches_lam{lam}"] > 0
+
+
+def test_scale_evaluate_part_runs():
+    """``benchmarks/scale.py --parts evaluate`` on a few hundred cells: the seconds of
+    evaluate_paired and its metrics."""
+    res = _scale_part("evaluate", "--eval-cells", "300")
+    assert res["n_cells"] == 300 and res["seconds"] > 0
+    assert 0 <= res["foscttm"] <= 1 and 0 <= res["cluster_accuracy"] <= 1
 
 
 def test_batches_benchmark_runs_and_summarises(tmp_path):

@@ -130,15 +130,15 @@ def _within_reference(
 
 def _knn_arguments(
     x: np.ndarray, y: np.ndarray, k: int | Iterable[int], metric: str
-) -> tuple[tuple[int, ...], str, np.ndarray, np.ndarray, int]:
-    """Checked ``(ks, metric, x, y, n_cells)`` of the k-NN accuracy functions."""
+) -> tuple[tuple[int, ...], str, np.ndarray, np.ndarray]:
+    """Checked ``(ks, metric, x, y)`` of the k-NN accuracy functions."""
     ks = check_ks(k)
     met = check_metric(metric)
     xa, ya = check_paired(x, y)
     n = xa.shape[0]
     if max(ks) > n:
         raise ValueError(f"k={max(ks)} is larger than the number of cells ({n})")
-    return ks, met, xa, ya, n
+    return ks, met, xa, ya
 
 
 def knn_accuracy(
@@ -189,7 +189,7 @@ def _knn_scores(
 ) -> tuple[dict[str, dict[int, float]] | None, dict[str, dict[int, float]] | None]:
     """:func:`knn_accuracy` and / or :func:`knn_accuracy_chance`, sharing one nearest-row
     search per direction."""
-    ks, met, xa, ya, _ = _knn_arguments(x, y, k, metric)
+    ks, met, xa, ya = _knn_arguments(x, y, k, metric)
     return knn_scores_of(Searches(xa, ya, chunk_size), ks, met, accuracy=accuracy,
                          chance=chance)
 
