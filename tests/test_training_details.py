@@ -401,8 +401,10 @@ def test_training_uses_fused_adam_with_adams_update(paired_data, make_model, mon
 
 def test_fused_adam_only_where_every_parameter_allows_it():
     """Mixed device types, integer tensors and tensor subclasses (FSDP's sharded
-    parameters) are left to torch's own choice; so is an empty list."""
-    from transmodal.nn._optim import fusable
+    parameters) are left to torch's own choice; so is an empty list. A parameter viewing
+    part of a larger tensor (columns of a pretrained weight) is updated by the loop over
+    tensors, inside its view: the fused kernel wrote outside it."""
+    from transmodal.nn._optim import adam, fusable
 
     class Sub(torch.Tensor):
         pass
@@ -412,3 +414,12 @@ def test_fused_adam_only_where_every_parameter_allows_it():
     assert not fusable([torch.zeros(3).as_subclass(Sub)])
     assert not fusable([torch.zeros(3), torch.zeros(3, device="meta")])
     assert not fusable([])
+    assert not fusable([torch.zeros(3, 1).expand(3, 4)])
+    big = torch.zeros(3, 4)
+    w = torch.nn.Parameter(big[:, :2])
+    opt = adam([w], lr=0.1)
+    w.grad = torch.ones(3, 2)  # (contiguous, as autograd gives it)
+    opt.step()
+    assert not opt.defaults["fused"]
+    torch.testing.assert_close(big[:, :2], torch.full((3, 2), -0.1))
+    assert not big[:, 2:].any()

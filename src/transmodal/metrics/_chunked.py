@@ -443,8 +443,9 @@ def blocks(
 ) -> Iterable[tuple[int, int, np.ndarray, np.ndarray]]:
     """``(start, stop, scores, mask)`` of the query rows ``start:stop``: their scores
     against every reference row, and a boolean array of the same shape to work in, chunk
-    by chunk (both buffers are reused, so a block is valid until the next is drawn: no
-    page faults per chunk)."""
+    by chunk. The mask, and the scores where the distance has a buffer
+    (:meth:`_BlockDistance.make_buffer`), are reused: a block is valid until the next is
+    drawn (no page faults per chunk)."""
     nq = dist.n_query
     chunk = resolve_chunk_size(chunk_size, nq, dist.n_ref)
     buf = dist.make_buffer(chunk)
