@@ -9,8 +9,8 @@ Parts (each runs in its own subprocess; its peak RSS is that child's own, from
 - ``a``: training throughput (cells/s) of ``CrossModalAE.train`` on in-memory data
   (``--a-cells`` cells, the same 2,000 + 5,000 features, dense and CSR) against a bare torch
   loop over the same networks (a fresh copy of the model's module, same initial weights):
-  the same losses, batch size, (fused) Adam optimisers and number of steps, on dense torch tensors,
-  in the same process. Repeated ``--repeats`` times, best time of each; ratio = library /
+  the same losses, batch size, (fused) Adam optimisers and number of steps, on dense torch
+  tensors, in the same process. Repeated ``--repeats`` times, best time of each; ratio = library /
   bare cells per second. ``cells`` count every modality's cells of a step. With
   ``--accelerator gpu`` both train on the first CUDA GPU, the data staying in host memory
   (the bare loop copies each batch from pinned memory).
@@ -35,7 +35,7 @@ Parts (each runs in its own subprocess; its peak RSS is that child's own, from
   :func:`transmodal.images.cluster_profiles` of ``--cluster-profiles`` random 10-bin
   profiles against the size of the condensed distances that complete linkage needs.
 - ``evaluate``: seconds of :func:`transmodal.workflows.evaluate_paired` (labels given) on
-  ``--eval-cells`` new paired cells (the model of ``infer``), and its metrics.
+  ``--eval-cells`` new paired cells (a model like ``infer``'s), and its metrics.
 - ``batch_mmd``: seconds per training epoch with and without ``train(lam_batch=1)`` at
   ``--mmd-cells`` cells whose RNA comes from each of ``--mmd-batches`` numbers of batches
   (samples of an atlas).

@@ -1,4 +1,4 @@
-"""The optimiser every network of the library trains with."""
+"""The optimiser the cross-modal autoencoders (and their discriminator) train with."""
 
 from __future__ import annotations
 
