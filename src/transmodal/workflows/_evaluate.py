@@ -261,8 +261,9 @@ def evaluate_paired(
 
     The neighbour metrics compare every cell with every other (memory stays per block,
     time grows as ``n^2``; each search is done once for all the metrics that need it): on
-    one CPU thread 36-49 s at 20,000 cells (``benchmarks/scale.py --parts evaluate``), so
-    about 6 minutes at 60,000; evaluate a random subset of the cells for a quicker answer.
+    one CPU thread 36-49 s at 20,000 cells and 5 minutes at 60,000
+    (``benchmarks/scale.py --parts evaluate``); evaluate a random subset of the cells for a
+    quicker answer.
     """
     _check_arguments(model, data, source, target, labels_key)
     a, b = data[source], data[target]
