@@ -619,3 +619,20 @@ def test_mixing_arguments_and_paired_cells_below_chance():
     assert 0 <= tm.metrics.mixing_accuracy(z, z, seed=None) <= 1  # (random folds)
     assert tm.metrics.mixing_accuracy(z, z, classifier="knn") < 0.4
     assert 0.4 < tm.metrics.mixing_accuracy(z, rng.normal(size=(300, 4)), classifier="knn") < 0.6
+
+
+@pytest.mark.parametrize("metric", ["l1", "euclidean"])
+@pytest.mark.parametrize("chunk_size", [None, 1, 7])
+def test_nearest_both_directions_from_one_pass_as_two_searches(rng, metric, chunk_size):
+    """The columns of one pass give each reference row's nearest query row as a search of
+    its own does, the lowest index among exactly equidistant rows (duplicated rows, a
+    grid of ties) included."""
+    from transmodal.metrics._chunked import _BlockDistance, nearest, nearest_both
+
+    x = rng.integers(0, 3, size=(60, 2)).astype(float)
+    y = np.concatenate([rng.normal(size=(30, 2)), rng.integers(0, 3, size=(25, 2))])
+    y[40:45] = y[0]
+    for a, b in ((x, y), (y, x), (x, x)):
+        fwd, back = nearest_both(_BlockDistance(a, b, metric), chunk_size)
+        np.testing.assert_array_equal(fwd, nearest(_BlockDistance(a, b, metric), chunk_size))
+        np.testing.assert_array_equal(back, nearest(_BlockDistance(b, a, metric), chunk_size))

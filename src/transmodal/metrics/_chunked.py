@@ -473,21 +473,64 @@ def nearest(dist: _BlockDistance, chunk_size: int | None) -> np.ndarray:
     """
     idx = np.empty(dist.n_query, dtype=np.int64)
     for s, e, scores, mask in blocks(dist, chunk_size):
-        idx[s:e] = scores.argmax(axis=1)
-        # exact_j <= exact_min  =>  S_j >= S_max - 2 tol: the candidates
-        floor = (scores.max(axis=1) - 2.0 * dist.tol(s, e))[:, None]
-        np.greater_equal(scores, floor, out=mask)
-        multi = np.flatnonzero(np.count_nonzero(mask, axis=1) > 1)
-        if multi.size == 0:
-            continue
-        r_idx, c_idx = np.nonzero(scores[multi] >= floor[multi])
-        ex = dist.exact(s + multi[r_idx], c_idx)
-        order = np.lexsort((c_idx, ex, r_idx))
-        r_sorted = r_idx[order]
-        first = np.ones(r_sorted.shape[0], dtype=bool)
-        first[1:] = r_sorted[1:] != r_sorted[:-1]
-        idx[s + multi[r_sorted[first]]] = c_idx[order][first]
+        _nearest_block(dist, s, e, scores, mask, idx)
     return idx
+
+
+def nearest_both(dist: _BlockDistance, chunk_size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nearest` of the query rows among the reference rows, and of the reference rows
+    among the query rows, from one pass over the blocks.
+
+    The second comes from the blocks' columns: each column's two smallest approximate
+    distances are kept; where they differ by more than twice the largest error bound of any
+    entry, the smaller is the nearest query row (no other can be as near); the other
+    columns (equidistant rows, duplicated cells) are searched again as :func:`nearest`
+    searches, so the lowest index wins among exactly equidistant rows.
+    """
+    n_ref = dist.n_ref
+    idx = np.empty(dist.n_query, dtype=np.int64)
+    best = np.full(n_ref, np.inf)
+    second = np.full(n_ref, np.inf)
+    back = np.zeros(n_ref, dtype=np.int64)
+    cols = np.arange(n_ref)
+    for s, e, scores, mask in blocks(dist, chunk_size):
+        approx = dist.offset(s, e)[:, None] - scores  # (a new array: D ~= offset - S)
+        _nearest_block(dist, s, e, scores, mask, idx)
+        rows = approx.argmin(axis=0)
+        low = approx[rows, cols]
+        approx[rows, cols] = np.inf
+        next_low = approx.min(axis=0)
+        second = np.minimum(np.minimum(second, next_low), np.maximum(best, low))
+        better = low < best
+        back[better] = s + rows[better]
+        best = np.minimum(best, low)
+    close = np.flatnonzero(second - best <= 2.0 * dist.tol(0, dist.n_query).max())
+    if close.size:
+        back[close] = nearest(_BlockDistance(dist.ref[close], dist.query, dist.metric),
+                              chunk_size)
+    return idx, back
+
+
+def _nearest_block(
+    dist: _BlockDistance, s: int, e: int, scores: np.ndarray, mask: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """:func:`nearest` of the query rows ``s:e`` from their block of ``scores`` (``mask``: a
+    boolean work array of its shape), written to ``out[s:e]``."""
+    out[s:e] = scores.argmax(axis=1)
+    # exact_j <= exact_min  =>  S_j >= S_max - 2 tol: the candidates
+    floor = (scores.max(axis=1) - 2.0 * dist.tol(s, e))[:, None]
+    np.greater_equal(scores, floor, out=mask)
+    multi = np.flatnonzero(np.count_nonzero(mask, axis=1) > 1)
+    if multi.size == 0:
+        return
+    r_idx, c_idx = np.nonzero(scores[multi] >= floor[multi])
+    ex = dist.exact(s + multi[r_idx], c_idx)
+    order = np.lexsort((c_idx, ex, r_idx))
+    r_sorted = r_idx[order]
+    first = np.ones(r_sorted.shape[0], dtype=bool)
+    first[1:] = r_sorted[1:] != r_sorted[:-1]
+    out[s + multi[r_sorted[first]]] = c_idx[order][first]
 
 
 def count_before(
@@ -596,10 +639,8 @@ class Searches:
 
     def nearest(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
         """The nearest row of ``y`` to each row of ``x``, and of ``x`` to each of ``y``
-        (:func:`nearest`; ``metric`` canonical)."""
+        (:func:`nearest_both`; ``metric`` canonical)."""
         if metric not in self._nearest:
-            self._nearest[metric] = (
-                nearest(_BlockDistance(self.x, self.y, metric), self.chunk_size),
-                nearest(_BlockDistance(self.y, self.x, metric), self.chunk_size),
-            )
+            self._nearest[metric] = nearest_both(_BlockDistance(self.x, self.y, metric),
+                                                 self.chunk_size)
         return self._nearest[metric]
