@@ -261,7 +261,7 @@ def evaluate_paired(
 
     The neighbour metrics compare every cell with every other (memory stays per block,
     time grows as ``n^2``; each search is done once for all the metrics that need it): on
-    one CPU thread 28-40 s at 20,000 cells and 4 minutes at 60,000
+    one CPU thread 26-37 s at 20,000 cells and 4 minutes at 60,000
     (``benchmarks/scale.py --parts evaluate``); evaluate a random subset of the cells for a
     quicker answer.
     """
