@@ -511,6 +511,11 @@ def test_train_checkpoints_and_resume(workdir: Path, capsys):
     resumed = tm.CrossModalAE.load(workdir / "ckpt_model")
     assert list(resumed.history.index) == [0, 1, 2, 3]
     assert resumed.train_params_["adv_warmup_epochs"] == 0  # (the config's 1 was over)
+    # the job submitted once more, after it finished: its output is refused as any, saying so
+    assert main(["train", "--config", str(config), "--resume"]) == 2
+    _assert_one_line_error(capsys, "ckpt_model exists (the output of a finished run? --resume "
+                           "goes on only where a run stopped before saving its model); pass "
+                           "--overwrite")
     # a job array's task of another seed, sharing the checkpoint_dir, is refused (it went
     # on from the other task's checkpoint, saving it under its own config)
     other = dict(cfg, model={**cfg["model"], "seed": 1}, out="ckpt_other")

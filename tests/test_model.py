@@ -2134,6 +2134,71 @@ def test_new_cells_in_other_units_are_told_to_match_the_training_data(paired_dat
         tm.CrossModalAE.load(tmp_path / "m", {**paired_data, "rna": new})
 
 
+def test_new_cells_in_other_units_than_the_training_cells_are_warned_of(
+    paired_data, make_model, train, tmp_path
+):
+    """A Gaussian modality reads any values, so raw counts given to a model trained on
+    log-normalised values (or log values to one that normalises counts itself) pass every
+    check: warned of, naming the modality and field, at embedding, translation, load and
+    from_reference; cells in the training units, binary ones and files saved before the
+    record are not."""
+    counts = paired_data["rna"].layers["counts"].toarray()
+    log = np.log1p(counts / counts.sum(1, keepdims=True) * 1e3).astype(np.float32)
+    data = {"rna": paired_data["rna"].copy(), "atac": paired_data["atac"]}
+    data["rna"].X = log
+    specs = {"rna": tm.Modality("gaussian"), "atac": tm.Modality("poisson")}
+    model = train(make_model(data, specs), max_epochs=1)
+    assert model.integer_input_ == {"rna": False, "atac": True}
+    raw = data["rna"][:20].copy()
+    raw.X = counts[:20].astype(np.float32)
+    told = (r"modality 'rna': X of the given cells holds only integers \(raw counts\?\), but "
+            r"the model was trained on non-integer values .* preprocess them as the training "
+            r"cells were \(e.g. sc.pp.normalize_total, sc.pp.log1p\)$")
+    with pytest.warns(UserWarning, match=told):
+        model.get_latent_representation("rna", raw)
+    with pytest.warns(UserWarning, match=told):
+        model.translate(raw, source="rna", target="atac")
+
+    def quiet(call):  # no warning of units
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            out = call()
+        assert not [w for w in got if "of the given cells holds" in str(w.message)]
+        return out
+
+    quiet(lambda: model.translate(data["rna"][:20], source="rna", target="atac"))
+    binary = raw.copy()
+    binary.X = (counts[:20] > 0).astype(np.float32)  # (0 / 1: no units to tell)
+    quiet(lambda: model.get_latent_representation("rna", binary))
+    model.save(tmp_path / "m")
+    with pytest.warns(UserWarning, match=told):
+        loaded = tm.CrossModalAE.load(tmp_path / "m", {"rna": raw, "atac": data["atac"][:20]})
+    assert loaded.integer_input_ == model.integer_input_
+    with pytest.warns(UserWarning, match=told):
+        tm.CrossModalAE.from_reference(model, {"rna": raw, "atac": data["atac"][:20]},
+                                       anchor="atac")
+    # a file saved before the record: nothing to compare with
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    del config["integer_input"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    old = quiet(lambda: tm.CrossModalAE.load(tmp_path / "m", {"rna": raw,
+                                                                "atac": data["atac"][:20]}))
+    assert old.integer_input_ == {}
+    quiet(lambda: old.get_latent_representation("rna", raw))
+    # the other way round: counts that the model normalises and log-transforms itself
+    data["rna"].X = counts.astype(np.float32)
+    own = tm.Modality("gaussian", normalize=True, log1p=True)
+    model = train(make_model(data, {**specs, "rna": own}), max_epochs=1)
+    new = data["rna"][:20].copy()
+    new.X = log[:20]
+    with pytest.warns(UserWarning, match=r"modality 'rna': X of the given cells holds "
+                      r"non-integer values .* trained on integers only \(e.g. raw counts, which "
+                      r"it transforms itself: normalize=True, log1p=True\).*give their raw "
+                      r"values, as for the training cells$"):
+        model.get_latent_representation("rna", new)
+    quiet(lambda: model.get_latent_representation("rna", data["rna"][:20]))
+
+
 def test_scvi_tools_spellings_name_the_transmodal_argument(paired_data, make_model, tmp_path):
     """What scvi-tools users type fails with the method's name and the transmodal spelling,
     not a bare TypeError; the signatures stay what they are."""

@@ -187,7 +187,11 @@ def cmd_train(
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"output {out_dir} exists and is not a directory; give a directory")
     if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"output directory {out_dir} exists; pass --overwrite to replace it")
+        finished = (" (the output of a finished run? --resume goes on only where a run stopped "
+                    "before saving its model)" if resume else "")
+        raise FileExistsError(
+            f"output directory {out_dir} exists{finished}; pass --overwrite to replace it"
+        )
 
     from ..model import CrossModalAE
     from ..model._priors import construction_bars

@@ -48,6 +48,9 @@ class ModalityData:
     unknown_labels: dict[str, int] | None = None
     # {obs column: digest} of the batch / label / marker columns as they were read
     obs_digests: dict[str, int | float | None] | None = None
+    # whether every measured value of the matrix was an integer when it was checked (None:
+    # not checked, no non-zero value, or successes out of trials; see check_values)
+    integers: bool | None = None
 
     def __post_init__(self) -> None:
         self._digests = self._digests_of(self.source.stored)
@@ -695,10 +698,10 @@ def setup_data(
             )
         if src.image_shape is not None:
             check_image_spec(spec, src.image_shape, name)
-        if check_data:
-            check_values(src, spec, new_cells=trained)
+        integers = check_values(src, spec, new_cells=trained) if check_data else None
         keys = mudata_keys[name] if mudata_keys is not None else obs_names
         out[name] = ModalityData(name, spec, adata, src, var_names, obs_names, keys)
+        out[name].integers = integers
     if marker_key is not None:
         for name, md in out.items():
             md.markers = marker_values(

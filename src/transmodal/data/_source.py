@@ -593,7 +593,7 @@ _RAW_INTENSITY = 10.0
 
 def check_values(
     src: MatrixSource, spec: Modality, *, chunk_size: int = 8192, new_cells: bool = False
-) -> None:
+) -> bool | None:
     """Scan the matrix once (in chunks) for values the modality's likelihood or its
     preprocessing cannot take. For successes out of trials (a :class:`RateSource`), only
     :func:`check_trials` runs: both matrices must be read counts.
@@ -609,6 +609,14 @@ def check_values(
     new_cells
         The cells are given to a built model (embedding, translation): errors advise to
         give the data as the model was trained on, not options that only a new model takes.
+
+    Returns
+    -------
+    Whether every measured value is an integer (raw counts; not normalised, log-transformed
+    or scaled values): what :func:`warn_other_units` compares between a model's training
+    cells and new ones. ``None`` where no measured value is non-zero, where every one is an
+    integer of at most 1 in magnitude (binary data: no units to tell), and for successes
+    out of trials.
 
     Raises
     ------
@@ -636,7 +644,7 @@ def check_values(
     """
     if isinstance(src, RateSource):
         _check_counts(src, chunk_size=chunk_size)
-        return
+        return None
     where = f"modality {src.name!r}: {src.where}"
     likelihood = get_likelihood(spec.likelihood)
     opts = spec.resolved(image=src.image_shape is not None)
@@ -674,6 +682,9 @@ def check_values(
     # normalised profile is all zeros), so they embed as one and the same average-looking cell
     count_empty = src.image_shape is None and (likelihood.counts or binary or opts["normalize"])
     n_empty = 0
+    # every measured value an integer (counts: checked below, else an error), any non-zero,
+    # any beyond +-1 (integers of at most 1 are binary data, in no telling units)
+    integers, nonzero, beyond_one = True, False, False
     # stored values of sparse rows are sliced without densifying; dense rows in bounded blocks
     step = chunk_size if src.sparse else src.chunk_rows(chunk_size)
     for start in range(0, src.n_obs, step):
@@ -769,6 +780,11 @@ def check_values(
                 f"{where} holds non-integer values; the {likelihood.name!r} likelihood needs "
                 f"raw counts{fix}"
             )
+        nonzero = nonzero or bool(np.any(vals))
+        if integers and not likelihood.counts and vals.dtype.kind == "f":
+            integers = bool(np.all(np.mod(vals, 1) == 0))
+        if integers and not beyond_one:
+            beyond_one = bool(np.any(np.abs(vals) > 1))
         if binary and vals.dtype.kind == "f":
             n_fractions += int(np.count_nonzero((vals > 0) & (vals < 1)))
             if not n_scaled and not image:  # non-integers above 1: normalised values
@@ -848,3 +864,39 @@ def check_values(
             f"{np.dtype(dtype)}, e.g. x - x.mean(0)) from {src.where} before building the "
             "model"
         )
+    return None if not nonzero or (integers and not beyond_one) else integers
+
+
+def warn_other_units(
+    src: MatrixSource, spec: Modality, integers: bool | None, trained: bool | None
+) -> None:
+    """Warn where cells given to a built model hold integers only and its training cells did
+    not, or the other way round (what :func:`check_values` returns of each): raw counts
+    given to a model trained on log-normalised values, or log-normalised values to one that
+    normalises counts itself. The model reads the values as they are, so cells in other
+    units embed and translate wrongly, without an error. Not for likelihoods that check
+    this themselves (counts, binary data) or whose values lie in [0, 1]."""
+    likelihood = get_likelihood(spec.likelihood)
+    if integers is None or trained is None or integers == trained:
+        return
+    if likelihood.counts or isinstance(likelihood, Bernoulli) or likelihood.unit_interval:
+        return
+    if integers:
+        given = "only integers (raw counts?)"
+        trained_on = "non-integer values (e.g. log-normalised or scaled data)"
+        fix = "preprocess them as the training cells were (e.g. sc.pp.normalize_total, sc.pp.log1p)"
+    else:
+        opts = spec.resolved(image=src.image_shape is not None)
+        own = [k for k in ("normalize", "log1p") if opts[k]]
+        given = "non-integer values (normalised, log-transformed or scaled data?)"
+        trained_on = "integers only (e.g. raw counts" + (
+            f", which it transforms itself: {', '.join(f'{k}=True' for k in own)})" if own else ")")
+        fix = "give their raw values, as for the training cells"
+    message = (
+        f"modality {src.name!r}: {src.where} of the given cells holds {given}, but the "
+        f"model was trained on {trained_on}. The encoder reads the values as they are, so "
+        f"cells in other units embed and translate wrongly: {fix}"
+    )
+    if message not in src.warned:
+        src.warned.add(message)
+        warnings.warn(message, UserWarning, stacklevel=user_stacklevel())

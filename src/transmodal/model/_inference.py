@@ -17,7 +17,9 @@ from .._utils import resolve_device, user_stacklevel
 from ..data._h5ad import check_output_h5ad, write_rows_h5ad
 from ..data._prefetch import Prefetcher
 from ..data._setup import features_differ, label_str, target_batch_codes, warn_unnamed_columns
-from ..data._source import CHUNK_VALUES, MatrixSource, check_values, matrix_of
+from ..data._source import (
+    CHUNK_VALUES, MatrixSource, check_values, matrix_of, warn_other_units,
+)
 from ..nn._likelihoods import get_likelihood
 from ._checks import FLOAT32_MAX, brief, check_number, check_seed, shape_of
 
@@ -100,7 +102,8 @@ class InferenceMixin:
                 )
             md.check_current()
             if check and self._check_data:  # values edited in place since (sc.pp.log1p)
-                check_values(md.source, md.spec, new_cells=self.is_trained_)
+                self._warn_other_units(md.source, check_values(
+                    md.source, md.spec, new_cells=self.is_trained_))
             return md.source
         src, var_names = matrix_of(adata, md.spec, modality)
         if src.image_shape != md.source.image_shape:
@@ -117,8 +120,14 @@ class InferenceMixin:
                 f"model's var_names ({detail})"
             )
         if check:
-            check_values(src, md.spec, new_cells=True)
+            self._warn_other_units(src, check_values(src, md.spec, new_cells=True))
         return src
+
+    def _warn_other_units(self, src: MatrixSource, integers: bool | None) -> None:
+        """:func:`~transmodal.data._source.warn_other_units` for cells of modality
+        ``src.name`` given to this model, against its training cells' record."""
+        warn_other_units(src, self.mods[src.name].spec, integers,
+                         self.integer_input_.get(src.name))
 
     def _iter_apply(
         self, src: MatrixSource, fn, *, batch_size: int, device, what: str | None = None,

@@ -137,6 +137,7 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
         "var": var_meta,
         "label_categories": model.label_categories_,
         "image_spacing": model.image_spacing_,
+        "integer_input": model.integer_input_,
         "batch_categories": model.batch_categories_,
         "obs_digest": model._digests() if carried is None else carried[1],
         "train_params": model.train_params_,
@@ -780,6 +781,13 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
     )
     model.module.load_state_dict(_module_state(tensors))  # (shapes checked before it was built)
     model.module.eval()
+    # the training cells' units (integers or not), against which the cells given here and
+    # later are checked (files saved before it was recorded: no check)
+    model.integer_input_ = {
+        n: bool(v) for n, v in (config.get("integer_input") or {}).items() if n in model.mods
+    }
+    for md in model.mods.values():
+        model._warn_other_units(md.source, md.integers)
     same_data = model._digests() == config.get("obs_digest")
     # the training cells in another order (e.g. sorted by a label): the saved pairs and
     # split, stored by row, are moved to where each cell now is

@@ -317,6 +317,12 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
             for n, md in mods.items()
             if md.batch_categories is not None
         }
+        # whether each modality's training values were integers only (raw counts) or not
+        # (normalised, log-transformed, scaled): new cells in other units are warned of
+        # (load() puts the saved record in its place)
+        self.integer_input_: dict[str, bool] = {
+            n: md.integers for n, md in mods.items() if md.integers is not None
+        }
         # image modalities: the pixel (voxel) spacing read_nuclei recorded, passed on to
         # translations so that their radial profiles measure as the real crops' do
         self.image_spacing_: dict[str, list[float]] = {}

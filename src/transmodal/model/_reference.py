@@ -228,6 +228,10 @@ def model_from_reference(
         check_module=lambda _: check_given_data(model, config, "the reference model"),
         fitted={n: reference.module.transforms[n].state_dict() for n in shared},
     )
+    for name in shared:  # the copied preprocessing and encoders read the reference's units
+        if name in reference.integer_input_:
+            model.integer_input_[name] = reference.integer_input_[name]
+            model._warn_other_units(model.mods[name].source, model.mods[name].integers)
     both = model.module.classifier is not None and reference.module.classifier is not None
     copied = both and model.label_categories_ == reference.label_categories_
     if both and not copied:

@@ -297,7 +297,8 @@ def warn_unused_pairs(mods: dict[str, ModalityData], train_masks: dict[str, np.n
             "obsmap), but anchor_fraction defaults to 0, so training uses none of their pairs "
             "and aligns the modalities as if they were unpaired (the paper's setting). Pass "
             "anchor_fraction=1.0 to use every pair (or a fraction of them), or "
-            "anchor_fraction=0 to keep this and silence the warning",
+            "anchor_fraction=0 to keep this and silence the warning (in a config file: "
+            "model: {anchor_fraction: 1.0})",
             UserWarning, stacklevel=user_stacklevel(),
         )
 

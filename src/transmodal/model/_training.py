@@ -558,7 +558,8 @@ class TrainingMixin:
                     "batches and label classes), or restore the column"
                 )
             if self._check_data:  # values edited in place since (e.g. sc.pp.log1p)
-                check_values(md.source, md.spec, new_cells=self.is_trained_)
+                self._warn_other_units(md.source, check_values(
+                    md.source, md.spec, new_cells=self.is_trained_))
             n_train = int((~mask).sum())
             if n_train < 2:
                 raise ValueError(
