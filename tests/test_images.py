@@ -293,6 +293,15 @@ def test_radial_profiles_from_crops_and_arrays(tmp_path):
     np.testing.assert_allclose(profiles.X[0], direct.X[0], atol=1e-5)
     np.testing.assert_allclose(profiles.X[1], direct.X[3], atol=0.05)  # downscaled nucleus
 
+    # a masks / missing key given must be there (a misspelt one would segment the crops)
+    assert profiles.uns["radial"]["masks"] == {"obsm['masks']": nuclei.n_obs}
+    same = tm.images.radial_profiles(nuclei, masks_key="masks")
+    np.testing.assert_array_equal(same.X, profiles.X)
+    with pytest.raises(ValueError, match=r"^masks_key='mask': obsm\['mask'\] not found \(keys: "
+                       r"\['crops', 'masks'\]\); the masks of read_nuclei are obsm\['masks'\]$"):
+        tm.images.radial_profiles(nuclei, masks_key="mask")
+    with pytest.raises(ValueError, match=r"^missing_key='nan': obsm\['nan'\] not found"):
+        tm.images.radial_profiles(nuclei, missing_key="nan")
     # without stored masks, the nucleus is where the crop is > 0
     del nuclei.obsm["masks"]
     np.testing.assert_allclose(tm.images.radial_profiles(nuclei).X, profiles.X, atol=1e-6)

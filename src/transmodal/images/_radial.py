@@ -127,13 +127,27 @@ def radial_profile(
     return profile / top if top > 0 else np.full(len(names), np.nan)
 
 
+def _obsm_key(data: AnnData, given: str | None, default: str, crops_key: str) -> str | None:
+    """``given`` (which must be in ``data.obsm``), else ``default`` where it is, else
+    ``None``."""
+    if given is None:
+        return default if default in data.obsm else None
+    if given not in data.obsm:
+        others = [k for k in data.obsm if k != crops_key]
+        raise ValueError(
+            f"{default}_key={given!r}: obsm[{given!r}] not found (keys: {list(data.obsm.keys())})"
+            + (f"; the {default} of read_nuclei are obsm[{default!r}]" if default in others else "")
+        )
+    return given
+
+
 def radial_profiles(
     data: AnnData | np.ndarray,
     labels: np.ndarray | None = None,
     *,
     crops_key: str = "crops",
-    masks_key: str = "masks",
-    missing_key: str = "missing",
+    masks_key: str | None = None,
+    missing_key: str | None = None,
     channel: int = 0,
     spacing: Sequence[float] | None = None,
     shell_width: float | None = None,
@@ -155,10 +169,13 @@ def radial_profiles(
         Instance label image of the shape of ``data`` when ``data`` is an array (0 =
         background; a boolean mask is one nucleus).
     crops_key, masks_key
-        Keys of the crops ``(n, channels, *spatial)`` and masks ``(n, *spatial)`` in ``obsm``.
+        Keys of the crops ``(n, channels, *spatial)`` and masks ``(n, *spatial)`` in ``obsm``;
+        ``masks_key`` defaults to ``"masks"`` where it is present (else the crops are
+        segmented, as above); a key given must be present.
     missing_key
-        Key of the pixels to leave out ``(n, *spatial)`` in ``obsm``, if present (NaN or
-        infinite pixels of the images, marked by :func:`~transmodal.images.read_nuclei`).
+        Key of the pixels to leave out ``(n, *spatial)`` in ``obsm`` (NaN or infinite pixels
+        of the images, marked by :func:`~transmodal.images.read_nuclei`); defaults to
+        ``"missing"`` where it is present; a key given must be present.
     channel
         Channel of the crops to profile (the DNA stain).
     spacing, shell_width, n_bins
@@ -183,6 +200,8 @@ def radial_profiles(
     if isinstance(data, AnnData):
         if labels is not None:
             raise ValueError("labels: only for an image array; an AnnData carries its masks in obsm")
+        masks_key = _obsm_key(data, masks_key, "masks", crops_key)
+        missing_key = _obsm_key(data, missing_key, "missing", crops_key)
         if crops_key not in data.obsm:
             images = [k for k in data.obsm if np.ndim(data.obsm[k]) in (4, 5)
                       and k not in (masks_key, missing_key)]
@@ -204,7 +223,7 @@ def radial_profiles(
             spacing = recorded_spacing(data, crops.ndim - 1)
             kw["spacing"] = spacing
         check_spacing(spacing, crops.ndim - 1)
-        if masks_key in data.obsm:
+        if masks_key is not None:
             masks = np.asarray(data.obsm[masks_key])
             if masks.shape != crops.shape:
                 raise ValueError(
@@ -214,7 +233,7 @@ def radial_profiles(
         else:
             masks, n_segmented = segment_crops(crops)
             mask_rule = {"crop > 0": int(crops.shape[0] - n_segmented), "otsu": n_segmented}
-        if missing_key in data.obsm:
+        if missing_key is not None:
             missing = np.asarray(data.obsm[missing_key])
             if missing.shape != crops.shape:
                 raise ValueError(
