@@ -437,6 +437,35 @@ def test_cluster_robustness_subsample_fixed_k_and_anndata():
     assert res.suggested_k == 3
 
 
+def test_cluster_robustness_does_not_depend_on_the_cells_order():
+    """The same cells in another order (e.g. after a concat) give the same numbers, the
+    per-cell results reordered with them, also when a subsample is analysed."""
+    from scipy.cluster.hierarchy import cophenet
+    from scipy.spatial.distance import squareform
+
+    z = np.random.default_rng(1).normal(size=(240, 6))  # (no structure: initialisations matter)
+    perm = np.random.default_rng(2).permutation(len(z))
+    kw = {"n_init": 2, "knn": (10, 30), "k_range": range(2, 6)}
+    for extra in ({}, {"max_cells": 100}):
+        res, other = (cluster_robustness(x, **kw, **extra) for x in (z, z[perm]))
+        assert (res.suggested_k, res.silhouette_k, res.bic_k) == (
+            other.suggested_k, other.silhouette_k, other.bic_k)
+        pd.testing.assert_frame_equal(res.silhouette, other.silhouette)
+        pd.testing.assert_frame_equal(res.bic, other.bic)
+        pd.testing.assert_series_equal(res.lifetimes, other.lifetimes)
+        # the same cells, and each one's results
+        cells = perm[other.indices]
+        assert sorted(cells) == list(res.indices)
+        at = np.searchsorted(res.indices, cells)  # (row of res of each row of other)
+        np.testing.assert_array_equal(other.labels, res.labels[at])
+        np.testing.assert_array_equal(other.coassociation, res.coassociation[np.ix_(at, at)])
+        pd.testing.assert_frame_equal(
+            other.partitions, res.partitions.iloc[at].reset_index(drop=True))
+        np.testing.assert_allclose(
+            squareform(cophenet(other.linkage)), squareform(cophenet(res.linkage))[np.ix_(at, at)])
+    assert len(res.indices) == 100 and np.all(np.diff(res.indices) > 0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

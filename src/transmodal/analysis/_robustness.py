@@ -164,6 +164,11 @@ def cluster_robustness(
        1 on three seeds, where k = 2 ... 8 alone suggested 2-3).  A cloud in 2-4
        dimensions can be cut into stable slices, so read ``bic_k`` beside it.
 
+    The result does not depend on the order of the cells: they are analysed sorted by their
+    coordinates (k-means' and the mixtures' initialisations, the subsample and the
+    hierarchy's ties follow that order), and every result is given back in the order of
+    ``indices``.
+
     The co-association matrix takes ``O(m^2)`` memory (the float32 matrix plus condensed
     distances for the hierarchy: at most about 10 bytes x m^2, ~90 MiB for m = 3000) and
     silhouette and the hierarchy ``O(m^2)`` time, so above ``max_cells`` cells a random
@@ -215,10 +220,13 @@ def cluster_robustness(
     check_int(n_clusters, "n_clusters", minimum=2, allow_none=True)
     if n < 3:
         raise ValueError(f"need at least 3 cells, got {n}")
-    indices = np.arange(n)
+    # the cells sorted by their coordinates: every choice below (the subsample, the
+    # clusterings' initialisations, the ties of the hierarchy) is made in this order, so that
+    # reordering the cells reorders the results but changes none
+    order = np.lexsort(z.T[::-1])
     if max_cells is not None and n > max_cells:
-        indices = np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))
-        z = z[indices]
+        order = order[np.sort(np.random.default_rng(seed).choice(n, max_cells, replace=False))]
+    z = z[order]
     m = z.shape[0]
     ks = [k for k in _ints(k_range, "k_range") if 2 <= k < m]
     if not ks:
@@ -272,16 +280,26 @@ def cluster_robustness(
     lifetimes.index.name = "k"
     suggested = int(lifetimes.idxmax())
     sil = silhouette["silhouette"]
+    labels = fcluster(tree, suggested, criterion="maxclust") - 1
+    # back to the cells' own order (ascending indices); the tree's leaves renumbered
+    back = np.argsort(order, kind="stable")
+    leaf = np.empty(m, dtype=np.int64)
+    leaf[back] = np.arange(m)  # (sorted position -> position in the result)
+    tree = tree.copy()
+    for col in (0, 1):
+        ids = tree[:, col].astype(np.int64)
+        is_leaf = ids < m
+        tree[is_leaf, col] = leaf[ids[is_leaf]]
     return ClusterRobustness(
         silhouette=silhouette,
         bic=bic,
-        coassociation=coassoc,
-        partitions=partitions,
-        indices=indices,
+        coassociation=coassoc[np.ix_(back, back)],
+        partitions=partitions.iloc[back].reset_index(drop=True),
+        indices=order[back],
         linkage=tree,
         lifetimes=lifetimes,
         suggested_k=suggested,
         silhouette_k=None if sil.isna().all() else int(sil.idxmax()),
         bic_k=int(bic["bic"].idxmin()) if len(bic) else None,
-        labels=fcluster(tree, suggested, criterion="maxclust") - 1,
+        labels=labels[back],
     )
