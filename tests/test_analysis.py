@@ -147,6 +147,19 @@ def test_differential_expression_sparse_equals_dense_and_rest():
     np.testing.assert_allclose(swapped.loc[dense.index, "mean_diff"], -dense["mean_diff"])
 
 
+@pytest.mark.parametrize("sparse_x", [False, True])
+def test_differential_expression_and_roc_read_backed_files(tmp_path, sparse_x):
+    """A backed AnnData (sparse: anndata's CSR dataset, not an array) gives the in-memory
+    results."""
+    adata = de_data(sparse_x=sparse_x)
+    adata.write_h5ad(tmp_path / "x.h5ad")
+    backed = ad.read_h5ad(tmp_path / "x.h5ad", backed="r")
+    pd.testing.assert_frame_equal(differential_expression(backed, "group", "A", "B"),
+                                  differential_expression(adata, "group", "A", "B"))
+    roc = translated_classifier_roc(backed, "group", adata, "group")
+    assert roc.auc == translated_classifier_roc(adata, "group", adata, "group").auc
+
+
 def test_differential_expression_leaves_unlabelled_cells_out():
     adata = de_data()
     labels = adata.obs["group"].astype(object).to_numpy()

@@ -15,8 +15,8 @@ from .._utils import align_to_cells, is_mudata
 def get_matrix(data: Any, layer: str | None, name: str):
     """``(matrix, feature_names)`` from an AnnData (``X`` or ``layers[layer]``) or an array.
 
-    Sparse matrices stay sparse; dense input becomes a 2-D numpy array.  ``feature_names``
-    is ``None`` for arrays.
+    Sparse matrices stay sparse (a backed one is read into memory); dense input becomes a
+    2-D numpy array.  ``feature_names`` is ``None`` for arrays.
     """
     if is_mudata(data):
         raise ValueError(
@@ -37,6 +37,8 @@ def get_matrix(data: Any, layer: str | None, name: str):
         if layer is not None:
             raise ValueError(f"{name}: layer={layer!r} needs an AnnData, got {type(data).__name__}")
         X, names = data, None
+    if hasattr(X, "to_memory"):  # a backed sparse matrix (anndata's CSR / CSC dataset)
+        X = X.to_memory()
     if not sparse.issparse(X):
         X = np.asarray(X)
     if X.ndim != 2:
