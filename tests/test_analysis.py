@@ -242,6 +242,9 @@ def test_compare_differential_overlap_against_hypergeometric():
     assert down["n_overlap"] == 0 and down["pval"] == 1.0 and down["jaccard"] == 0
     assert res.n_common == 100
     assert res.to_dict()["overlap"]["up"]["n_overlap"] == 5
+    assert repr(res) == (  # (the marker lists by their sizes, not hundreds of names)
+        f"DEComparison(n_common=100, pearson={res.pearson:.3f}, spearman={res.spearman:.3f}, "
+        "markers={'pred': {'up': 10, 'down': 5}, 'obs': {'up': 10, 'down': 5}})")
 
 
 def test_compare_differential_takes_the_results_settings_and_checks_their_groups():

@@ -363,6 +363,7 @@ def test_spearman_distance_and_cluster_errors():
     from scipy.stats import spearmanr
 
     np.testing.assert_allclose(d, 1 - spearmanr(x, axis=1).statistic, atol=1e-12)
+    np.testing.assert_array_equal(tm.images.spearman_distance(ad.AnnData(x)), d)  # (as cluster_profiles)
     flat = tm.images.spearman_distance(np.vstack([x[:2], np.ones(10)]))
     np.testing.assert_allclose(flat[2, :2], 1)
     # the condensed form (what linkage takes) is the square's upper triangle, computed in

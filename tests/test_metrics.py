@@ -299,6 +299,8 @@ def test_label_transfer(rng):
         label_transfer(x, lx, y, ly, classes=[7])
     with pytest.raises(ValueError, match="larger"):
         label_transfer(x[:3], lx[:3], y, ly, k=5)
+    with pytest.raises(ValueError, match=r"^labels_ref: no reference cell has a label"):
+        label_transfer(x, np.full(len(x), np.nan, dtype=object), y, ly)
 
 
 # ------------------------------------------------------------------------- mixing

@@ -315,6 +315,13 @@ def test_gallery_takes_anndata_rows_and_3d_masks():
     with pytest.raises(ValueError, match=r"row 'none': an AnnData without obsm\['crops'\] and "
                        r"with no image entries"):
         tm.pl.gallery({"none": ad.AnnData(obsm={"X_pca": rng.random((3, 2))})})
+    # AnnData rows of the same cells in another order would show other nuclei side by side
+    real = ad.AnnData(obsm={"crops": crops})
+    real.obs_names = ["n0", "n1", "n2"]
+    with pytest.raises(ValueError, match=r"rows\['real'\] and rows\['translated'\] hold the "
+                       r"same cells in another order \('n0' is row 0 of rows\['real'\] and row 2"):
+        tm.pl.gallery({"real": real, "translated": real[::-1].copy()})
+    assert tm.pl.gallery({"real": real, "translated": real.copy()}, show=False) is not None
 
 
 def test_embedding_plots_the_stored_latent_of_every_modality(tmp_path):
@@ -407,6 +414,9 @@ def test_probe_findings_many_classes_measurements_single_epochs_and_clipped_tile
     assert _fits(ax.figure, ax.get_legend())
     with pytest.raises(TypeError, match="result: expected the ROCResult"):
         tm.pl.roc(None)
+    with pytest.raises(TypeError, match=r"result: expected the ClusterRobustness of "
+                       r"transmodal.analysis.cluster_robustness, got DataFrame"):
+        tm.pl.coassociation(pd.DataFrame())
     pred = pd.DataFrame({"log2fc": [1.0, 2.0, np.nan]}, index=["a", "a", "b"])
     with pytest.raises(ValueError, match="pred: feature names are not unique"):
         tm.pl.de_scatter(pred, pred.iloc[[0, 2]])

@@ -322,7 +322,7 @@ def top_markers(
     return {d: sig.index[sig["direction"].to_numpy() == d][:n_top].tolist() for d in DIRECTIONS}
 
 
-@dataclass
+@dataclass(repr=False)
 class DEComparison:
     """Result of :func:`compare_differential`.
 
@@ -346,6 +346,11 @@ class DEComparison:
     spearman: float
     overlap: pd.DataFrame
     markers: dict[str, dict[str, list[str]]]
+
+    def __repr__(self) -> str:  # (the marker lists, hundreds of names, by their sizes)
+        sizes = {k: {d: len(v) for d, v in m.items()} for k, m in self.markers.items()}
+        return (f"DEComparison(n_common={self.n_common}, pearson={self.pearson:.3f}, "
+                f"spearman={self.spearman:.3f}, markers={sizes})")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly summary (no marker lists)."""
@@ -432,7 +437,7 @@ def compare_differential(
         p-value below ``alpha``, chosen among the common features. Default: the values both
         results were made with (``attrs``; else the paper's 50 and 0.05).
     column
-        The effect compared by correlation (``"mean_diff"`` or ``"log2fc"``).
+        The effect compared by correlation (``"mean_diff"``, ``"log2fc"`` or ``"t"``).
 
     Returns
     -------

@@ -10,7 +10,7 @@ import numpy as np
 import warnings
 
 from .._utils import check_int, names_are_numbers, user_stacklevel  # noqa: F401
-from ..metrics._chunked import _check_same_rows, as_dense_matrix, axis_names  # noqa: F401
+from ..metrics._chunked import as_dense_matrix, axis_names, check_same_rows  # noqa: F401
 
 
 def check_row_pairs(x: Any, y: Any, method: str, takes_pairs: bool = True) -> None:
@@ -34,7 +34,7 @@ def check_row_pairs(x: Any, y: Any, method: str, takes_pairs: bool = True) -> No
                 UserWarning, stacklevel=user_stacklevel(),
             )
         return
-    _check_same_rows(a, b, ("x", "y"))
+    check_same_rows(a, b, ("x", "y"))
     if not (a.is_unique and b.is_unique):
         return
     shared = a.intersection(b)

@@ -20,8 +20,9 @@ TIE_BREAK_EPS = 1e-6  # far below the gaps between distinct Spearman distances
 PAPER_HEIGHT_DIVISOR = 1.3  # Yang et al. (2021): cutree(h = max(height) / 1.3)
 
 
-def spearman_distance(profiles: np.ndarray, *, condensed: bool = False) -> np.ndarray:
-    """1 - Spearman correlation between the rows of ``profiles``: a square matrix, or with
+def spearman_distance(profiles: AnnData | np.ndarray, *, condensed: bool = False) -> np.ndarray:
+    """1 - Spearman correlation between the rows of ``profiles`` (an ``(n, bins)`` array, or
+    an AnnData: its ``X``, as :func:`cluster_profiles` takes): a square matrix, or with
     ``condensed`` the upper triangle in :func:`scipy.spatial.distance.pdist`'s layout (what
     :func:`scipy.cluster.hierarchy.linkage` takes; half the memory of the square).
 
@@ -30,7 +31,8 @@ def spearman_distance(profiles: np.ndarray, *, condensed: bool = False) -> np.nd
     row has correlation 0 with every other row (distance 1). Rows are compared in blocks, so
     that beside the result only a few megabytes are needed.
     """
-    x = np.asarray(profiles, dtype=np.float64)
+    x = profiles.X if isinstance(profiles, AnnData) else profiles
+    x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
     if not (x.ndim == 2 and x.shape[0] == 0):  # (no profiles: 0 x 0 distances)
         x = _as_matrix(x)  # (n, bins), finite: NaN would be ranked as a value
     n, m = x.shape

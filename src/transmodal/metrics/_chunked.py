@@ -191,7 +191,7 @@ def check_paired(
     the same cells (AnnData ``obs_names``, a DataFrame's index: the same set of unique
     names), they must be in the same order; other names (each modality's own, e.g. with a
     suffix) pair by position."""
-    _check_same_rows(axis_names(x), axis_names(y), names)
+    check_same_rows(axis_names(x), axis_names(y), names)
     xa = as_embedding(x, names[0], min_rows=min_rows)
     ya = as_embedding(y, names[1], min_rows=min_rows)
     if xa.shape[0] != ya.shape[0]:
@@ -216,7 +216,7 @@ def axis_names(x: Any, axis: str = "obs") -> Any:
     return None
 
 
-def _check_same_rows(a: Any, b: Any, names: tuple[str, str]) -> None:
+def check_same_rows(a: Any, b: Any, names: tuple[str, str]) -> None:
     """``ValueError`` if ``a`` and ``b`` name the same cells (each name once, the same set)
     in another order."""
     if a is None or b is None or len(a) != len(b) or a.equals(b):

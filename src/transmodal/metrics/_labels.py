@@ -138,6 +138,11 @@ def label_transfer(
     check_shared_labels(lr, lq, ("labels_ref", "labels_query"))
     keep_ref = labelled(lr)
     xr, lr = xr[keep_ref], lr[keep_ref]
+    if xr.shape[0] == 0:
+        raise ValueError(
+            "labels_ref: no reference cell has a label (all missing); label transfer needs "
+            "labelled reference cells"
+        )
     if k > xr.shape[0]:
         raise ValueError(
             f"k={k} is larger than the number of labelled reference cells ({xr.shape[0]})"

@@ -246,6 +246,7 @@ def coassociation(
     """
     from scipy.cluster.hierarchy import leaves_list
 
+    _check_result(result, ClusterRobustness, "cluster_robustness")
     order = leaves_list(result.linkage)
     with _axes(ax, (4.8, 4.2)) as ax:
         im = ax.imshow(result.coassociation[np.ix_(order, order)], cmap=cmap, vmin=0, vmax=1,

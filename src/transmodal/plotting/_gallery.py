@@ -11,6 +11,7 @@ import numpy as np
 from .._utils import check_int, user_stacklevel
 from ..data._modality import is_number
 from ..data._source import looks_channels_last
+from ..metrics._chunked import check_same_rows
 from ._embedding import _check_path, _check_show, _closing_on_error, _finish, _subplots
 
 
@@ -129,7 +130,8 @@ def gallery(
     Raises
     ------
     ValueError
-        Before drawing, if the rows are empty, of other shapes or lengths, the drawing
+        Before drawing, if the rows are empty, of other shapes or lengths, AnnData rows
+        hold the same cells in another order (their ``obs_names``), the drawing
         settings are invalid (unknown ``cmap``, ``vmin >= vmax``, ``size`` or ``dpi`` not
         positive), or ``path`` cannot be written (no such folder, unknown type).
     """
@@ -146,6 +148,11 @@ def gallery(
         raise ValueError(f"channel must be a channel's index or three of them (red, green, "
                          f"blue); got {channel!r}")
     channel = tuple(int(c) for c in channel) if rgb else int(channel)
+    from anndata import AnnData
+
+    annotated = [(name, c.obs_names) for name, c in rows.items() if isinstance(c, AnnData)]
+    for name, cells in annotated[1:]:  # (the same cells in another order: a mismatched row)
+        check_same_rows(annotated[0][1], cells, (f"rows[{annotated[0][0]!r}]", f"rows[{name!r}]"))
     arrays = {name: _as_array(name, c) for name, c in rows.items()}
     volumes = any(a.ndim == 5 for a in arrays.values())
     images = {name: _as_images(name, a, volumes, channel) for name, a in arrays.items()}
