@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -343,6 +344,21 @@ def test_translation_pearson(rng):
     r = translation_pearson(pred2, obs2)
     assert np.isnan(r[3]) and np.isnan(r[7]) and np.isfinite(np.delete(r, [3, 7])).all()
     assert translation_pearson_summary(pred2, obs2) == pytest.approx(np.nanmean(r))
+    # a modality modelled from a layer: layer= compares with it (X holds something else)
+    adata = ad.AnnData(np.zeros_like(obs), layers={"rates": obs})
+    adata.var_names = [f"f{j}" for j in range(30)]
+    np.testing.assert_array_equal(translation_pearson(pred, adata, layer="rates"),
+                                  translation_pearson(pred, obs))
+    assert translation_pearson_summary(pred, adata, layer="rates") == pytest.approx(
+        np.nanmean(expected))
+    # (the layer keeps the AnnData's names: features reordered by them, as for X)
+    named = ad.AnnData(pred[:, ::-1].copy(), var=pd.DataFrame(index=adata.var_names[::-1]))
+    np.testing.assert_allclose(translation_pearson(named, adata, layer="rates"), expected,
+                               atol=1e-12)
+    with pytest.raises(ValueError, match=r"^obs: layer 'rate' not found; layers are \['rates'\]"):
+        translation_pearson(pred, adata, layer="rate")
+    with pytest.raises(ValueError, match=r"^obs: layer='rates' needs an AnnData, got ndarray"):
+        translation_pearson(pred, obs, layer="rates")
 
 
 def test_mean_profile_baseline(rng):
@@ -354,6 +370,9 @@ def test_mean_profile_baseline(rng):
         expected = np.array([np.corrcoef(mu, o[i])[0, 1] for i in range(30)])
         got = mean_profile_baseline(tr, sparse.csr_matrix(obs), transform=tf, chunk_size=6)
         np.testing.assert_allclose(got, expected, atol=1e-12)
+    layered = [ad.AnnData(np.zeros_like(m), layers={"c": m}) for m in (train, obs)]
+    np.testing.assert_array_equal(mean_profile_baseline(*layered, layer="c"),
+                                  mean_profile_baseline(train, obs))
 
 
 # --------------------------------------------------------------------------- errors

@@ -7,7 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+from anndata import AnnData
 from scipy import sparse
 
 from ._chunked import axis_names, resolve_chunk_size, unwrap_anndata
@@ -106,6 +108,18 @@ def _check_features(n_features: int) -> None:
         )
 
 
+def _with_layer(data: Any, layer: str | None, name: str) -> Any:
+    """``data``, or for ``layer`` an AnnData of ``data.layers[layer]`` (``data``'s names)."""
+    if layer is None:
+        return data
+    if not isinstance(data, AnnData):
+        raise ValueError(f"{name}: layer={layer!r} needs an AnnData, got {type(data).__name__}")
+    if layer not in data.layers:
+        raise ValueError(f"{name}: layer {layer!r} not found; layers are {list(data.layers)}")
+    return AnnData(data.layers[layer], obs=pd.DataFrame(index=data.obs_names),
+                   var=pd.DataFrame(index=data.var_names))
+
+
 def _align_features(ref: Any, other: Any, *, names: tuple[str, str], cells: bool) -> Any:
     """``other`` with ``ref``'s features in ``ref``'s order, where both name their features
     (AnnData ``var_names``, DataFrame columns); with ``cells``, their cells too must be the
@@ -145,6 +159,7 @@ def translation_pearson(
     transform: Transform | None = None,
     chunk_size: int | None = None,
     missing: bool = False,
+    layer: str | None = None,
 ) -> np.ndarray:
     """Per-cell Pearson correlation between translated and observed profiles.
 
@@ -167,12 +182,17 @@ def translation_pearson(
         NaN entries of ``obs`` are unmeasured values (e.g. regions without coverage, a
         modality built with ``Modality(missing=True)``): each cell is correlated over its
         measured features. Without it NaN in ``obs`` is an error.
+    layer
+        ``obs`` given as an AnnData: compare with ``obs.layers[layer]`` instead of ``X``
+        (the matrix the modality was modelled from, e.g. ``Modality(layer=...)``: a
+        translation is in its units).
 
     Returns
     -------
     float64 array of length ``n_cells``; NaN where either row is constant (over the cell's
     measured features) or fewer than two features are measured.
     """
+    obs = _with_layer(obs, layer, "obs")
     obs = _align_features(pred, obs, names=("pred", "obs"), cells=True)
     p = _as_matrix(pred, "pred")
     o = _as_matrix(obs, "obs")
@@ -192,7 +212,8 @@ def translation_pearson(
 
 
 def translation_pearson_summary(
-    pred: Any, obs: Any, *, transform: Transform | None = None, missing: bool = False
+    pred: Any, obs: Any, *, transform: Transform | None = None, missing: bool = False,
+    layer: str | None = None,
 ) -> float:
     """Mean per-cell Pearson correlation, ignoring NaN cells.
 
@@ -204,12 +225,14 @@ def translation_pearson_summary(
         Optional callable applied to both.
     missing
         NaN entries of ``obs`` are unmeasured values (see :func:`translation_pearson`).
+    layer
+        ``obs``'s layer compared (see :func:`translation_pearson`).
 
     Returns
     -------
     ``nanmean`` of :func:`translation_pearson` (NaN if every cell is NaN).
     """
-    r = translation_pearson(pred, obs, transform=transform, missing=missing)
+    r = translation_pearson(pred, obs, transform=transform, missing=missing, layer=layer)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(np.nanmean(r))
@@ -222,6 +245,7 @@ def mean_profile_baseline(
     transform: Transform | None = None,
     chunk_size: int | None = None,
     missing: bool = False,
+    layer: str | None = None,
 ) -> np.ndarray:
     """Per-cell Pearson correlation of the mean training profile with each observed cell.
 
@@ -244,12 +268,16 @@ def mean_profile_baseline(
         feature's mean over the rows that measure it, each cell is correlated over its
         measured features (as in :func:`translation_pearson`), and features unmeasured in
         every training row are left out. Without it NaN is an error.
+    layer
+        ``train`` and ``obs`` given as AnnData: their ``layers[layer]`` instead of ``X``
+        (see :func:`translation_pearson`).
 
     Returns
     -------
     float64 array of length ``n_cells``; NaN where a row (or the mean profile) is
     constant.
     """
+    train, obs = _with_layer(train, layer, "train"), _with_layer(obs, layer, "obs")
     obs = _align_features(train, obs, names=("train", "obs"), cells=False)
     t = _as_matrix(train, "train")
     o = _as_matrix(obs, "obs")
