@@ -588,3 +588,22 @@ def test_lam_batch_on_a_frozen_anchor_names_the_anchor():
         model.train(max_epochs=1, lam_batch=1.0, batch_size=200, progress_bar=False)
     said = [str(w.message) for w in caught if "lam_batch" in str(w.message)]
     assert len(said) == 1 and "but the anchor modality 'rna', which this training" in said[0]
+
+
+def test_a_number_and_its_text_in_one_column_are_one_batch_said_so():
+    """anndata.concat of objects whose sample ids had other types leaves 1 and '1' in one
+    object column: one batch (labels likewise one class), with a warning naming both."""
+    data = batched(120)
+    data["rna"].obs["sample"] = np.array([1] * 60 + ["1"] * 60, dtype=object)
+    data["rna"].obs["kind"] = np.array([2] * 40 + ["2"] * 40 + ["x"] * 40, dtype=object)
+    with pytest.warns(UserWarning, match=r"modality 'rna': batch_key 'sample' holds the number "
+                      r"1 and the text '1', read as one batch '1'") as got:
+        model = tm.CrossModalAE(data, specs("sample"), labels_key="kind", geometric_pairs=False)
+    assert any("labels_key 'kind' holds the number 2 and the text '2', read as one class '2'"
+               in str(w.message) for w in got)
+    assert model.batch_categories_ == {"rna": ["1"]} and model.label_categories_ == ["2", "x"]
+    data["rna"].obs["sample"] = np.array(["1"] * 60 + ["2"] * 60, dtype=object)  # (texts: quiet)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        tm.CrossModalAE(data, specs("sample"), geometric_pairs=False)
+    assert not [w for w in got if "holds the number" in str(w.message)]

@@ -418,6 +418,19 @@ def label_codes(
     values = [None if na else label_str(v) for v, na in zip(raw, r_na)]
     if categories is None:
         categories = sorted_classes(v for v in values if v is not None)
+        if warn and column.dtype == object:  # a number and its text: one class, said so
+            texts = {v for v, r in zip(values, raw) if v is not None and isinstance(r, str)}
+            both = sorted(v for v, r in zip(values, raw)
+                          if v in texts and v is not None and not isinstance(r, str))
+            if both:
+                warnings.warn(
+                    f"modality {name!r}: {field} {labels_key!r} holds the number {both[0]} "
+                    f"and the text {both[0]!r}, read as one "
+                    f"{ {'batch_key': 'batch', 'labels_key': 'class'}.get(field, 'value')} "
+                    f"{both[0]!r} (e.g. from concatenating AnnData whose ids had other "
+                    "types); if they differ, rename one",
+                    UserWarning, stacklevel=user_stacklevel(),
+                )
         if pd.api.types.is_float_dtype(column.dtype):
             finite = column.to_numpy(dtype=np.float64, na_value=np.nan)
             finite = finite[np.isfinite(finite)]
