@@ -477,6 +477,11 @@ def test_evaluate_paired_warns_about_unknown_partner_batches(model, data):
     odd["rna"].obs.iloc[0, odd["rna"].obs.columns.get_loc("batch")] = "zzz"
     with pytest.warns(UserWarning, match="1 partner cell\\(s\\) have no batch of the model"):
         tm.workflows.evaluate_paired(model, odd, source="atac", target="rna")
+    # partners without the column at all: averaged likewise, said likewise
+    del odd["rna"].obs["batch"]
+    with pytest.warns(UserWarning, match=r"modality 'rna': the partner cells have no "
+                      r"obs\['batch'\] column .* translated as the mean over the batches"):
+        tm.workflows.evaluate_paired(model, odd, source="atac", target="rna")
 
 
 def test_config_batches_must_fit_the_weights(model, tmp_path):

@@ -60,7 +60,15 @@ def _partner_batches(model: CrossModalAE, target: str, adata: AnnData) -> np.nda
     translations are averaged over the batches)."""
     key = model.mods[target].spec.batch_key
     known = model.batch_categories_.get(target)
-    if key is None or known is None or key not in adata.obs:
+    if key is None or known is None:
+        return None
+    if key not in adata.obs:
+        warnings.warn(
+            f"modality {target!r}: the partner cells have no obs[{key!r}] column (the "
+            f"model decodes {target!r} per batch: {known}); every cell is translated as the "
+            "mean over the batches",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
         return None
     values = np.array([label_str(v) for v in adata.obs[key].astype(object)], dtype=object)
     unknown = [v for v in values if v not in known]
