@@ -131,6 +131,17 @@ def test_source_reads_rates_and_check_values_names_bad_counts():
         check_values(src, spec)
     rates = ad.AnnData(np.where(n > 0, k / np.maximum(n, 1), 0), layers={"cov": n})
     src, _ = matrix_of(rates, spec, "met")
+    told = (r"^modality 'met': X holds rates \(values in \[0, 1\], e.g. row 0, column 1: 0.5\), "
+            r"not read counts: .* out of layers\['cov'\]; name their layer, e.g. "
+            r"Modality\('binomial', layer='methylated', total_layer=...\)$")
+    with pytest.raises(ValueError, match=told):
+        check_values(src, spec)
+    rates.X = np.where(n > 0, rates.X, np.nan)  # (NaN where unmeasured, as rates are kept)
+    src, _ = matrix_of(rates, spec, "met")
+    with pytest.raises(ValueError, match=told):
+        check_values(src, spec)
+    above = ad.AnnData(np.where(n > 0, k + 0.5, 0), layers={"cov": n})  # (no rates: as before)
+    src, _ = matrix_of(above, spec, "met")
     with pytest.raises(ValueError, match=r"'met': X holds negative or non-integer.*not rates"):
         check_values(src, spec)
     nan = ad.AnnData(k, layers={"cov": np.where(n > 0, n, np.nan)})
@@ -222,3 +233,13 @@ def test_rate_source_refuses_trials_of_another_shape():
         with pytest.raises(ValueError, match=r"\(trials\) has shape .* must match"):
             RateSource(np.ones((5, 3)), totals, name="mc", where="X",
                        total_where="layers['cov']")
+
+
+def test_cells_without_reads_are_named_by_their_coverage(paired):
+    """Cells whose coverage is 0 everywhere: the warning names the coverage layer too."""
+    data = {k: v.copy() for k, v in paired.items()}
+    for layer in ("coverage", "methylated"):
+        data["met"].layers[layer][:4] = 0
+    with pytest.warns(UserWarning, match=r"'met': \d training cell\(s\) have no measured entry "
+                      r"in layers\['methylated'\] \(no reads in layers\['coverage'\]\)"):
+        tm.CrossModalAE(data, SPECS, n_latent=8, geometric_pairs=False)

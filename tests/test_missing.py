@@ -160,7 +160,8 @@ def test_translation_pearson_skips_unmeasured_entries():
     obs = pred + 0.3 * rng.random((6, 10))
     obs[rng.random(obs.shape) < 0.3] = np.nan
     obs[5, :9] = np.nan  # one measured value: no correlation
-    with pytest.raises(ValueError, match="obs contains NaN"):  # NaN as unmeasured: opt-in
+    with pytest.raises(ValueError, match=r"obs contains NaN or infinite values \(rows 0:6\); if "
+                       r"NaN marks unmeasured entries .* pass missing=True$"):  # (opt-in)
         tm.metrics.translation_pearson(pred, obs)
     r = tm.metrics.translation_pearson(pred, obs, missing=True)
     for i in range(5):
@@ -176,7 +177,7 @@ def test_translation_pearson_skips_unmeasured_entries():
         o = obs[i, [0, 1, 2, 4, 5, 6, 7, 8, 9]]
         keep = ~np.isnan(o)
         assert base[i] == pytest.approx(np.corrcoef(profile[keep], o[keep])[0, 1], rel=1e-12)
-    with pytest.raises(ValueError, match="pred contains NaN"):
+    with pytest.raises(ValueError, match=r"pred contains NaN or infinite values \(rows 0:6\)$"):
         tm.metrics.translation_pearson(obs, pred, missing=True)
     # a row constant over its measured values has no correlation, whatever the chunking
     obs2 = obs[:3].copy()

@@ -128,7 +128,8 @@ class Modality:
         The encoder sees them as the feature's training mean (0 after the scaling that is
         then on by default), and the reconstruction loss counts only measured entries. For
         likelihoods without a library size (``"gaussian"``, ``"continuous_bernoulli"``,
-        ``"bernoulli"``); not for images.
+        ``"bernoulli"``); not for images. ``"binomial"`` / ``"betabinomial"`` always treat
+        entries without trials as unmeasured (``missing=True`` is implied).
         Without it NaN values are refused.
     batch_key
         ``obs`` column of this modality's batches (samples, donors, plates). The decoder

@@ -91,10 +91,13 @@ def fit_preprocessing(
             UserWarning, stacklevel=user_stacklevel(),
         )
     elif empty_cells:
+        # (successes out of trials: unmeasured where the trials are 0)
+        where = (f"{src.where} (no reads in {src.totals.where})" if src.totals is not None
+                 else src.where)
         warnings.warn(
             f"modality {src.name!r}: {empty_cells} training cell(s) have no measured entry in "
-            f"{src.where}; the encoder sees only the fill values for them, so they all embed "
-            "at one point - filter them out (e.g. by coverage) before training",
+            f"{where}; the encoder sees only the fill values for them, so they all embed at "
+            "one point - filter them out (e.g. by coverage) before training",
             UserWarning, stacklevel=user_stacklevel(),
         )
     libs = np.concatenate(libs)

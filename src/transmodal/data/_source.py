@@ -541,6 +541,17 @@ def check_trials(
 
     for vals, where in ((k, successes), (n, trials)):
         finite = np.isfinite(vals)
+        # successes given as rates (in [0, 1], NaN where unmeasured): the layer not named?
+        rates = (vals is k and finite.any() and 0 <= vals[finite].min()
+                 and vals[finite].max() <= 1 and not all_integers(vals[finite]))
+        if rates:
+            fraction = finite & (np.mod(np.where(finite, vals, 0.0), 1) != 0)
+            raise ValueError(
+                f"{prefix}{where} holds rates (values in [0, 1], e.g. {first(fraction)}: "
+                f"{vals[fraction][0]:g}), not read counts: the successes are "
+                f"the methylated (or otherwise counted) reads, out of {trials}; name their "
+                "layer, e.g. Modality('binomial', layer='methylated', total_layer=...)"
+            )
         if not finite.all():
             raise ValueError(
                 f"{prefix}{where} holds NaN or infinite values (e.g. {first(~finite)}); an entry "

@@ -52,7 +52,11 @@ def _dense_rows(
     nan = np.isnan(block) if missing else None
     if not np.isfinite(block[~nan] if missing else block).all():
         what = "infinite" if missing else "NaN or infinite"
-        raise ValueError(f"{name} contains {what} values (rows {start}:{stop})")
+        # (obs / train: where NaN marks unmeasured entries, missing=True skips them)
+        hint = ("; if NaN marks unmeasured entries (e.g. regions without coverage), pass "
+                "missing=True" if not missing and name != "pred" and np.isnan(block).any()
+                else "")
+        raise ValueError(f"{name} contains {what} values (rows {start}:{stop}){hint}")
     if transform is not None:
         out = np.asarray(transform(block), dtype=np.float64)
         if out.shape != block.shape:
