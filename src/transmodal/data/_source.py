@@ -542,9 +542,9 @@ def check_trials(
     for vals, where in ((k, successes), (n, trials)):
         finite = np.isfinite(vals)
         # successes given as rates (in [0, 1], NaN where unmeasured): the layer not named?
-        rates = (vals is k and finite.any() and 0 <= vals[finite].min()
-                 and vals[finite].max() <= 1 and not all_integers(vals[finite]))
-        if rates:
+        measured = vals[finite] if vals is k and finite.any() else None
+        if measured is not None and 0 <= measured.min() and measured.max() <= 1 \
+                and not all_integers(measured):
             fraction = finite & (np.mod(np.where(finite, vals, 0.0), 1) != 0)
             raise ValueError(
                 f"{prefix}{where} holds rates (values in [0, 1], e.g. {first(fraction)}: "
@@ -912,13 +912,14 @@ def warn_other_units(
     if integers:
         given = "only integers (raw counts?)"
         trained_on = "non-integer values (e.g. log-normalised or scaled data)"
-        fix = "preprocess them as the training cells were (e.g. sc.pp.normalize_total, sc.pp.log1p)"
+        fix = ("preprocess them as the training cells were (e.g. sc.pp.normalize_total, "
+               "sc.pp.log1p)")
     else:
         opts = spec.resolved(image=src.image_shape is not None)
         own = [k for k in ("normalize", "log1p") if opts[k]]
         given = "non-integer values (normalised, log-transformed or scaled data?)"
-        trained_on = "integers only (e.g. raw counts" + (
-            f", which it transforms itself: {', '.join(f'{k}=True' for k in own)})" if own else ")")
+        itself = f", which it transforms itself: {', '.join(f'{k}=True' for k in own)}"
+        trained_on = f"integers only (e.g. raw counts{itself if own else ''})"
         fix = "give their raw values, as for the training cells"
     message = (
         f"modality {src.name!r}: {src.where} of the given cells holds {given}, but the "

@@ -133,11 +133,10 @@ def _obsm_key(data: AnnData, given: str | None, default: str, crops_key: str) ->
     if given is None:
         return default if default in data.obsm else None
     if given not in data.obsm:
-        others = [k for k in data.obsm if k != crops_key]
-        raise ValueError(
-            f"{default}_key={given!r}: obsm[{given!r}] not found (keys: {list(data.obsm.keys())})"
-            + (f"; the {default} of read_nuclei are obsm[{default!r}]" if default in others else "")
-        )
+        hint = (f"; the {default} of read_nuclei are obsm[{default!r}]"
+                if default in data.obsm and default != crops_key else "")
+        raise ValueError(f"{default}_key={given!r}: obsm[{given!r}] not found (keys: "
+                         f"{list(data.obsm.keys())}){hint}")
     return given
 
 
