@@ -150,6 +150,17 @@ def test_ensemble_evaluates_and_round_trips(ensemble, paired_data, tmp_path):
     res = tm.workflows.evaluate_paired(ens, paired_data, source="rna", target="atac",
                                        labels_key="label")
     assert 0 <= res["foscttm"] <= 1 and "translation_pearson_rna_to_atac" in res
+    # the observed profiles in the translations' units: the members' mean library size
+    from transmodal.workflows import comparison_space
+
+    pred = ens.translate(paired_data["rna"], source="rna", target="atac")
+    libs = [float(m.module.transforms["atac"].library_size) for m in ens.models]
+    assert len(set(libs)) > 1 and pred.uns["transmodal"]["library_size"] == np.mean(libs)
+    to_units, compare = comparison_space(ens.models[0], "atac",
+                                         pred.uns["transmodal"]["library_size"])
+    by_hand = tm.metrics.translation_pearson_summary(
+        compare(pred.X), compare(to_units(paired_data["atac"].X)))
+    assert res["translation_pearson_rna_to_atac"] == pytest.approx(by_hand, rel=1e-9)
     ens.save(tmp_path / "ens")
     cfg = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
     assert cfg["members"] == ["member0", "member1", "member2"]

@@ -21,19 +21,22 @@ from ..model import CrossModalAE, Ensemble
 from ..nn._likelihoods import Bernoulli, get_likelihood
 
 
-def comparison_space(model: CrossModalAE, modality: str):
+def comparison_space(model: CrossModalAE, modality: str, library_size: float | None = None):
     """How translations into ``modality`` are compared with observed profiles.
 
     Returns ``(to_units, compare)``: ``to_units`` maps raw observed rows into the units of
-    :meth:`CrossModalAE.translate` (counts scaled to the modality's median training library
-    for count data or normalised input, presence for Bernoulli, raw values otherwise), and
+    :meth:`CrossModalAE.translate` (counts scaled to the modality's median training library,
+    or ``library_size`` - a translation's ``uns["transmodal"]["library_size"]``, e.g. an
+    ensemble's, the mean of its members' -, for count data or normalised input, presence
+    for Bernoulli, raw values otherwise), and
     ``compare`` maps those units into the space where Pearson correlations are taken
     (``log1p`` for count data and library-normalised input, whether or not the modality
     takes ``log1p`` of its input, and for other data where it does; raw values otherwise).
     """
     md = model.mods[modality]
     opts = md.spec.resolved()
-    lib = float(model.module.transforms[modality].library_size)
+    lib = float(model.module.transforms[modality].library_size if library_size is None
+                else library_size)
     ident = lambda v: np.asarray(v, dtype=np.float64)  # noqa: E731
     log = lambda v: np.log1p(np.maximum(np.asarray(v, dtype=np.float64), 0.0))  # noqa: E731
     likelihood = get_likelihood(md.spec.likelihood)
@@ -261,7 +264,13 @@ def evaluate_paired(
     ``cluster_accuracy`` and ``label_transfer`` (+ directions, ``{a}_to_{b}``: cells of
     ``a`` labelled from ``b``), ``mixing_accuracy`` (linear, as in
     :func:`evaluate_unpaired`), ``translation_pearson_{a}_to_{b}`` and
-    ``baseline_pearson_{a}_to_{b}`` (mean training profile) for both directions, ``n_cells``.
+    ``baseline_pearson_{a}_to_{b}`` for both directions, ``n_cells``. The baseline is the
+    mean profile of the target's training cells (not its validation cells; the evaluated
+    cells' own for a model loaded without its data) in the translations' units - the mean
+    of the profiles, then ``log1p`` where the profiles are compared in log space, as a
+    translation is a mean - correlated with each observed cell:
+    :func:`~transmodal.metrics.mean_profile_baseline` of that one profile (the function's
+    own ``transform=`` would average the logs instead).
     With fewer than 5 cells the k-NN accuracies and the mixing accuracy are left out, and
     the label transfer with fewer than 5 labelled cells in either modality.
     Into a target with batches (``batch_key``) each cell is translated in its partner's
@@ -328,9 +337,13 @@ def evaluate_paired(
 
     data_model = model.models[0] if isinstance(model, Ensemble) else model  # same data in all
     for s, t, adata_s, adata_t in ((source, target, a, b), (target, source, b, a)):
-        pred = model.translate(adata_s, source=s, target=t,
-                               target_batch=_partner_batches(data_model, t, adata_t)).X
-        to_units, compare = comparison_space(data_model, t)
+        translated = model.translate(adata_s, source=s, target=t,
+                                     target_batch=_partner_batches(data_model, t, adata_t))
+        pred = translated.X
+        # (the observed profiles in the translation's units: an ensemble's library size is
+        # its members' mean)
+        to_units, compare = comparison_space(
+            data_model, t, translated.uns["transmodal"].get("library_size"))
         partners = data_model._source_for(t, adata_t, check=False)
         # baseline: the mean training profile, in the same units, compared the same way
         # (the evaluated cells' mean for a model loaded without its training data)
