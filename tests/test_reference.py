@@ -165,8 +165,13 @@ def test_refused_data_and_references(reference, data):
                                 {k: SPECS[k] for k in ("rna", "atac")}, anchor_fraction=0)
     with pytest.raises(ValueError, match=r"reference is an untrained model"):
         _new(untrained, data)
-    with pytest.raises(TypeError, match=r"reference must be a trained CrossModalAE"):
+    with pytest.raises(TypeError, match=r"reference must be a trained CrossModalAE or the path "
+                       r"of a saved one, got dict$"):
         _new({"rna": data["rna"]}, data)
+    ensemble = tm.Ensemble.__new__(tm.Ensemble)  # (its type is all that is read)
+    with pytest.raises(TypeError, match=r"got Ensemble; an Ensemble's members are models: pass "
+                       r"one of them, e.g. ensemble.models\[0\]$"):
+        _new(ensemble, data)
 
 
 def test_reference_batches(data):

@@ -565,12 +565,13 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         Raises
         ------
         TypeError
-            If ``reference`` is no model (nor a path), or a keyword is not the
-            constructor's.
+            If ``reference`` is no model (nor a path; an :class:`~transmodal.Ensemble`
+            object included), or a keyword is not the constructor's.
         ValueError
-            If the reference is untrained (or an ensemble), ``data`` hold none of its
-            modalities, a reference modality's features, image shape or batches differ from
-            the reference's, or a parameter contradicts the reference's latent space.
+            If the reference is untrained (or the path of a saved ensemble), ``data`` hold
+            none of its modalities, a reference modality's features, image shape or batches
+            differ from the reference's, or a parameter contradicts the reference's latent
+            space.
 
         Examples
         --------

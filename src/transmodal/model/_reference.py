@@ -64,9 +64,11 @@ def _reference_model(cls: type[CrossModalAE], reference: Any) -> CrossModalAE:
     from ._model import CrossModalAE
 
     if not isinstance(reference, CrossModalAE):
+        member = ("; an Ensemble's members are models: pass one of them, e.g. "
+                  "ensemble.models[0]" if type(reference).__name__ == "Ensemble" else "")
         raise TypeError(
-            f"reference must be a trained CrossModalAE or the path of a saved one, got a "
-            f"{type(reference).__name__}"
+            f"reference must be a trained CrossModalAE or the path of a saved one, got "
+            f"{type(reference).__name__}{member}"
         )
     check_reference_record(path, reference.is_trained_, reference.train_params_)
     return reference
@@ -113,7 +115,7 @@ def _specs(
     if not isinstance(given, Mapping):
         raise ValueError(
             "modalities must be a dict {name: Modality(...)} of the modalities the reference "
-            f"lacks, got a {type(given).__name__}"
+            f"lacks, got {type(given).__name__}"
         )
     mods = {n: md for n, md in reference.mods.items() if n in names}
     specs = explicit_specs(
