@@ -100,6 +100,12 @@ def test_transport_refuses_new_cells_with_a_message(fitted, data):
         with pytest.raises(NotImplementedError, match=rf"cannot embed new {which} cells: "
                            "transport aligns the cells it was fitted on only"):
             embed(cells)
+    # nor translates them: the base class's refusal, as DCCA's
+    for translate, cells in ((fitted.translate_x_to_y, x), (fitted.translate_y_to_x, y)):
+        with pytest.raises(NotImplementedError, match=r"^GromovWassersteinOT cannot translate "
+                           r"between modalities: it couples the fitted cells .* Use CCA, "
+                           r"CycleGAN or MAGAN \(or CrossModalAE\) for translation.$"):
+            translate(cells)
 
 
 def test_deterministic_and_fit_transform(fitted, data):

@@ -13,6 +13,17 @@ from .._utils import check_int, names_are_numbers, user_stacklevel  # noqa: F401
 from ..metrics._chunked import as_dense_matrix, axis_names, check_same_rows  # noqa: F401
 
 
+def refuse_constant(xa: np.ndarray, ya: np.ndarray, consequence: str) -> None:
+    """``ValueError`` if every cell of ``xa`` or of ``ya`` is the same (constant input);
+    ``consequence`` says what that leaves the method."""
+    for name, a in (("x", xa), ("y", ya)):
+        if (a == a[0]).all():
+            raise ValueError(
+                f"{name}: all {a.shape[0]} cells are identical (constant input), so "
+                f"{consequence}; check the data"
+            )
+
+
 def check_row_pairs(x: Any, y: Any, method: str, takes_pairs: bool = True) -> None:
     """For a fit that takes row ``i`` of ``x`` and of ``y`` as one cell: refuse AnnData /
     DataFrames whose cell names say otherwise (the same cells in another order, or a name
@@ -102,6 +113,9 @@ class Baseline(abc.ABC):
 
     #: Whether row ``i`` of ``x`` and ``y`` must be the same cell.
     paired: bool = False
+    #: Why the method cannot translate (subclasses that translate override the
+    #: ``translate_*`` methods).
+    cannot_translate: str = "it aligns embeddings but has no decoder back to features"
 
     @abc.abstractmethod
     def fit(self, x: Any, y: Any) -> Baseline:
@@ -147,6 +161,19 @@ class Baseline(abc.ABC):
         ``(x_aligned, y_aligned)`` of shapes ``(n_x, d)`` and ``(n_y, d)``.
         """
         return self.embed_x(), self.embed_y()
+
+    def translate_x_to_y(self, x_new: Any, **kwargs: Any) -> np.ndarray:
+        """Translate ``x`` cells into ``y``'s features: CCA, CycleGAN and MAGAN do; the
+        others raise ``NotImplementedError`` saying why."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot translate between modalities: "
+            f"{self.cannot_translate}. Use CCA, CycleGAN or MAGAN (or CrossModalAE) for "
+            "translation."
+        )
+
+    def translate_y_to_x(self, y_new: Any, **kwargs: Any) -> np.ndarray:
+        """Translate ``y`` cells into ``x``'s features (see :meth:`translate_x_to_y`)."""
+        return Baseline.translate_x_to_y(self, y_new, **kwargs)
 
     def fit_transform(self, x: Any, y: Any, **fit_kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`fit` then :meth:`transform`.

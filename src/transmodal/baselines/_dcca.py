@@ -184,6 +184,8 @@ class DCCA(_PreprocessedBaseline):
     """
 
     paired = True
+    cannot_translate = ("it learns two encoders into a maximally correlated space but no "
+                        "decoder back to features")
 
     def __init__(
         self,
@@ -384,14 +386,3 @@ class DCCA(_PreprocessedBaseline):
         h = _apply(self.net_y_, self._features(y, "y"), self.device)
         return self._finish((h - self.mean_y_) @ self.y_weights_)
 
-    def translate_x_to_y(self, x_new: Any, **kwargs: Any) -> np.ndarray:
-        """Not available: DCCA has encoders into a correlated space but no decoders."""
-        raise NotImplementedError(
-            "DCCA cannot translate between modalities: it learns two encoders into a "
-            "maximally correlated space but no decoder back to features. Use CCA, "
-            "CycleGAN or MAGAN (or CrossModalAE) for translation."
-        )
-
-    def translate_y_to_x(self, y_new: Any, **kwargs: Any) -> np.ndarray:
-        """Not available: DCCA has encoders into a correlated space but no decoders."""
-        return self.translate_x_to_y(y_new)

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._utils import resolve_device
-from ._base import as_dense_matrix, check_float, check_int, check_row_pairs
+from ._base import as_dense_matrix, check_float, check_int, check_row_pairs, refuse_constant
 from ._cca import _check_space, _parse_pairs, _PreprocessedBaseline
 from ._dcca import _apply, _check_hidden, _mlp, _seeded
 
@@ -116,6 +116,7 @@ class _CycleGANBase(_PreprocessedBaseline):
     def _fit(self, x: Any, y: Any, pairs: Any) -> _CycleGANBase:
         xa = as_dense_matrix(x, "x", min_rows=2)
         ya = as_dense_matrix(y, "y", min_rows=2)
+        refuse_constant(xa, ya, f"{type(self).__name__} has no distribution to match")
         if isinstance(pairs, str) and pairs == "all":
             check_row_pairs(x, y, type(self).__name__)
         self._fitted = False

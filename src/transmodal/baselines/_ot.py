@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._base import Baseline, as_dense_matrix, check_float, check_int
+from ._base import Baseline, as_dense_matrix, check_float, check_int, refuse_constant
 
 _MODES = ("connectivity", "distance")
 _PROJECT = ("x", "y")
@@ -112,6 +112,8 @@ class GromovWassersteinOT(Baseline):
     """
 
     paired = False
+    cannot_translate = ("it couples the fitted cells of both modalities (a transport plan), "
+                        "with no map of new cells' features")
 
     def __init__(
         self,
@@ -278,12 +280,7 @@ class GromovWassersteinOT(Baseline):
                     f"{name} has {a.shape[0]} cells; the k-NN graph needs more than "
                     f"n_neighbors={self.n_neighbors} cells (lower n_neighbors)"
                 )
-        for name, a in (("x", xa), ("y", ya)):
-            if (a == a[0]).all():
-                raise ValueError(
-                    f"{name}: all {a.shape[0]} cells are identical (constant input), so its "
-                    "k-NN graph, and the alignment, would be arbitrary; check the data"
-                )
+        refuse_constant(xa, ya, "its k-NN graph, and the alignment, would be arbitrary")
         self._fitted = False
         x_feat = self._features(xa)
         y_feat = self._features(ya)
