@@ -151,6 +151,14 @@ def test_train_consensus_names_the_kept_seed_when_runs_disagree(paired_data, mak
                                                seeds=(4, 9, 2), max_epochs=1, batch_size=32,
                                                progress_bar=False)
     assert run.seed == 9  # run 1: agreement 0.1 + 0.8, the highest
+    # runs tied by known pairs (every cell an anchor): the medoid is kept, without the
+    # warning, whose advice (add prior knowledge) they have followed
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        run = tm.workflows.train_consensus(
+            lambda s: make_model(paired_data, seed=s, anchor_fraction=1.0), seeds=(4, 9, 2),
+            max_epochs=1, batch_size=32, progress_bar=False)
+    assert run.seed == 9 and not [w for w in got if "disagree" in str(w.message)]
 
 
 def test_train_consensus_errors(paired_data, make_model):

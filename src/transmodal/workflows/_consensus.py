@@ -167,14 +167,16 @@ def _anchored(model: CrossModalAE) -> bool:
 
 
 def _agreement(
-    models: list[CrossModalAE], seeds: list[int], k: int, advice: Callable[[pd.DataFrame], str]
+    models: list[CrossModalAE], seeds: list[int], k: int,
+    advice: Callable[[pd.DataFrame], str] | None,
 ) -> pd.DataFrame:
     """:func:`~transmodal.metrics.seed_agreement` of the runs (named by their seeds); its
-    warnings are passed on to the workflow's caller with ``advice(table)`` appended."""
+    warnings are passed on to the workflow's caller with ``advice(table)`` appended
+    (``None``: not passed on)."""
     with process_state(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         table = metrics.seed_agreement(models, k=k, run_names=[f"seed {s}" for s in seeds])
-    for w in caught:
+    for w in caught if advice is not None else ():
         warnings.warn(f"{w.message} {advice(table)}", w.category, stacklevel=user_stacklevel())
     return table
 
@@ -217,7 +219,8 @@ def train_consensus(
     ConsensusRun
         The chosen model, its seed and the agreement table. Warns (as
         :func:`~transmodal.metrics.seed_agreement` does) when runs disagree, also those
-        outside the majority. If a run raises (Ctrl+C too), the exception names its seed
+        outside the majority, unless every run's anchor loss ties every two modalities by
+        at least 50 known pairs (as :func:`train_ensemble`). If a run raises (Ctrl+C too), the exception names its seed
         and holds the finished runs' models as ``.runs``.
 
     Examples
@@ -236,8 +239,10 @@ def train_consensus(
             "seeds for the majority's run",
             UserWarning, stacklevel=user_stacklevel(),
         )
+    # runs tied by enough known pairs share their alignment: their low agreement is the
+    # noise of near neighbours, not another alignment (not warned of, as train_ensemble)
     table = _agreement(
-        models, seeds, k, lambda t: (
+        models, seeds, k, None if all(_anchored(m) for m in models) else lambda t: (
             f"train_consensus kept seed {seeds[metrics.medoid_run(t)]}, the run that agrees "
             "most with the others." if len(seeds) > 2 else
             f"train_consensus kept the first seed, {seeds[0]} (two runs have no medoid)."
