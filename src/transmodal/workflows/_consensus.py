@@ -220,8 +220,9 @@ def train_consensus(
         The chosen model, its seed and the agreement table. Warns (as
         :func:`~transmodal.metrics.seed_agreement` does) when runs disagree, also those
         outside the majority, unless every run's anchor loss ties every two modalities by
-        at least 50 known pairs (as :func:`train_ensemble`). If a run raises (Ctrl+C too), the exception names its seed
-        and holds the finished runs' models as ``.runs``.
+        at least 50 known pairs (as :func:`train_ensemble`). If a run raises (Ctrl+C
+        too), the exception names its seed and holds the finished runs' models as
+        ``.runs``.
 
     Examples
     --------
