@@ -6,6 +6,7 @@ import json
 import os
 import warnings
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -313,6 +314,45 @@ def test_a_file_saved_before_later_buffers_loads_with_their_meaning(saved, paire
     with pytest.raises(ValueError, match=r"saved by transmodal 0\.0\.1 \(this is .*\), whose "
                        r"networks differ, or its config was edited$"):
         tm.CrossModalAE.load(path, paired_data)
+
+
+def test_load_tells_other_values_under_the_training_names(saved, paired_data, tmp_path):
+    """The cells' names match, but they hold other values (another draw, another run's
+    data): other cells, their saved pairs dropped, said so. The training cells in another
+    storage (dense, float64), order or file are still recognised."""
+    import scipy.sparse as sp
+
+    model, path = saved
+    same = {n: a.copy() for n, a in paired_data.items()}
+    for a in same.values():
+        for key in [None, *a.layers]:
+            m = a.X if key is None else a.layers[key]
+            m = (m.toarray() if sp.issparse(m) else sp.csr_matrix(m)).astype(np.float64)
+            if key is None:
+                a.X = m
+            else:
+                a.layers[key] = m
+    same = {n: a[::-1].copy() for n, a in same.items()}
+    same["rna"].write_h5ad(tmp_path / "rna.h5ad")
+    same["rna"] = ad.read_h5ad(tmp_path / "rna.h5ad", backed="r")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = tm.CrossModalAE.load(path, same)
+    assert loaded._training_cells and len(loaded.anchors_["rna|atac"][0]) > 0
+    other = {n: a.copy() for n, a in paired_data.items()}
+    other["atac"].X = other["atac"].X[::-1].copy()  # (the names stay)
+    with pytest.warns(UserWarning, match=r"not the cells the model was trained on; the saved "
+                      r"anchor pairs .* \(modality 'atac': its cells carry the training cells' "
+                      r"names but hold other values\)"):
+        loaded = tm.CrossModalAE.load(path, other)
+    assert not loaded._training_cells and loaded.anchors_ == {}
+    # a file saved before the fingerprint: the names decide, as they did
+    config = json.loads((path / "config.json").read_text())
+    del config["values_fingerprint"]
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    (tmp_path / "old" / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
+    assert tm.CrossModalAE.load(tmp_path / "old", other)._training_cells
 
 
 def test_load_other_cells_drops_anchors(saved, paired_data):
@@ -1189,6 +1229,12 @@ def test_checkpoints_resume_a_stopped_training(paired_data, make_model, train, t
         with pytest.raises(ValueError, match="not the cells its training ran on"):
             tm.workflows.resume_training(ckpt, subset)
     assert not any("are dropped" in str(w.message) for w in told)
+    # ... as are other values under the training cells' names (another draw of a simulator)
+    redrawn = {k: a.copy() for k, a in paired_data.items()}
+    redrawn["atac"].X = redrawn["atac"].X[::-1].copy()
+    with pytest.raises(ValueError, match=r"not the cells its training ran on \(other cells, a "
+                       r"subset of them, or other values under their names\)"):
+        tm.workflows.resume_training(ckpt, redrawn)
 
 
 def test_a_checkpoint_that_cannot_be_written_does_not_end_the_training(

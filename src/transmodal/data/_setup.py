@@ -214,6 +214,16 @@ class ModalityData:
         return self.source
 
 
+def row_sums(md: ModalityData, names: list[str]) -> list[list[float]] | None:
+    """The sum and the sum of squares (float64; unmeasured entries left out) of the rows of
+    cells ``names`` of ``md`` (``None`` where one of them is not among its cells)."""
+    idx = pd.Index([str(v) for v in md.obs_names]).get_indexer(list(names))
+    if len(idx) == 0 or (idx < 0).any():
+        return None
+    rows = np.asarray(md.source.rows(idx), dtype=np.float64)
+    return [[float(np.nansum(r)), float(np.nansum(r * r))] for r in rows]
+
+
 def _obsmap_keys(mdata, name: str, obsmap: np.ndarray, mod: AnnData) -> np.ndarray:
     """Global row of each cell of ``mod`` from ``mdata.obsmap[name]``, checked to be current.
 

@@ -32,7 +32,7 @@ from .._utils import (
     user_stacklevel,
 )
 from ..data._modality import Modality
-from ..data._setup import _as_dict, features_differ, warn_unnamed_columns
+from ..data._setup import _as_dict, features_differ, row_sums, warn_unnamed_columns
 from ..nn._architectures import (
     available_architectures,
     check_architecture_options,
@@ -140,6 +140,9 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
         "integer_input": model.integer_input_,
         "batch_categories": model.batch_categories_,
         "obs_digest": model._digests() if carried is None else carried[1],
+        # what the training cells hold (told from other cells of the same names on load)
+        "values_fingerprint": (model._values_fingerprint() if carried is None
+                               else carried[2]),
         "train_params": model.train_params_,
         "is_trained": model.is_trained_,
         "mixing_accuracy": jsonable(model.mixing_accuracy_),
@@ -745,6 +748,25 @@ def _saved_mask(tensors: dict[str, torch.Tensor], name: str, n: int, path: Path)
     return t.numpy().astype(bool)
 
 
+def _other_values(model: CrossModalAE, saved: Any) -> str | None:
+    """The first modality whose cells of the saved fingerprint's names hold other values
+    than those recorded (:meth:`CrossModalAE._values_fingerprint`), else ``None``."""
+    if not isinstance(saved, Mapping):
+        return None
+    for name, record in saved.items():
+        md = model.mods.get(name)
+        if md is None or not md.n_obs or not isinstance(record, Mapping):
+            continue
+        sums = row_sums(md, [str(v) for v in record.get("names") or []])
+        expected = record.get("sums")
+        if sums is None or expected is None or np.shape(sums) != np.shape(expected):
+            return name
+        if not np.allclose(sums, np.asarray(expected, dtype=np.float64), rtol=1e-6,
+                           atol=1e-9, equal_nan=True):
+            return name
+    return None
+
+
 def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE:
     """Rebuild a model from ``path`` around ``data`` (see :meth:`CrossModalAE.load`)."""
     path = Path(path)
@@ -793,11 +815,18 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
     # split, stored by row, are moved to where each cell now is
     moved = None if same_data or stand_ins else _reordering(model, tensors)
     same_data = same_data or moved is not None
+    # ... unless other values carry the training cells' names (another draw, another run's
+    # data; files saved before the fingerprint: the names decide)
+    other_values = same_data and not stand_ins and _other_values(
+        model, config.get("values_fingerprint"))
+    if other_values:
+        same_data, moved = False, None
     record = {
         k: v for k, v in tensors.items() if k.split(".")[0] in (*_PAIRS, "validation", "cells")
     }
     if stand_ins:  # not trainable: a save passes on what the file says of the training cells
-        model._training_record = (record, config.get("obs_digest"))
+        model._training_record = (record, config.get("obs_digest"),
+                                  config.get("values_fingerprint"))
     elif (
         same_data
         and any(names_are_numbers(md.obs_names) for md in model.mods.values())
@@ -843,6 +872,9 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
                           " (this file, saved before the cells' names were recorded, knows its "
                           "cells only by their order: if they are the training cells in another "
                           "order, give them in the order they were trained in)")
+            if other_values:
+                unrecorded = (f" (modality {other_values!r}: its cells carry the training "
+                              "cells' names but hold other values)")
             warnings.warn(
                 "the data given to load() are not the cells the model was trained on; the saved "
                 f"{' and '.join(dropped)} are dropped (further training uses no anchor loss)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import heapq
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +27,7 @@ from .._utils import (
 )
 from ..data._modality import Modality, as_widths, check_modality_name, is_number
 from ..data._preprocess import fit_preprocessing
-from ..data._setup import ModalityData, setup_data, warn_label_conflicts
+from ..data._setup import ModalityData, row_sums, setup_data, warn_label_conflicts
 from ..images._radial import recorded_spacing
 from ..nn._conv import DEFAULT_CHANNELS
 from ._checks import check_number, check_prior, check_seed
@@ -382,7 +383,7 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         self._split_dropped = False  # load() had to drop the saved validation split
         # (saved pair and validation tensors, obs digests) of a model loaded without its
         # data, passed on when it is saved again
-        self._training_record: tuple[dict, dict] | None = None
+        self._training_record: tuple[dict, dict, dict | None] | None = None
 
     @property
     def modality_names(self) -> list[str]:
@@ -587,3 +588,15 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
 
     def _digests(self) -> dict[str, str]:
         return {n: names_digest(md.obs_names) for n, md in self.mods.items()}
+
+    def _values_fingerprint(self, k: int = 32) -> dict[str, dict[str, list]]:
+        """Per modality, the row sums and sums of squares of the ``k`` cells first in the
+        order of their names: what the cells hold, whatever the matrix's storage (dense,
+        sparse, backed) or the cells' order. ``load`` compares it to tell the training
+        cells from other cells of the same names."""
+        out = {}
+        for name, md in self.mods.items():
+            if md.n_obs:
+                names = heapq.nsmallest(k, (str(v) for v in md.obs_names))
+                out[name] = {"names": names, "sums": row_sums(md, names)}
+        return out

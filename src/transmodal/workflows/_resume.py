@@ -94,8 +94,8 @@ def resume_training(
     if not getattr(model, "_training_cells", True):  # (load's warnings: of no use then)
         raise ValueError(
             f"{checkpoint_dir}: the data given are not the cells its training ran on (other "
-            "cells, or a subset of them): another run's checkpoint? Resume it with the data "
-            "it was trained on"
+            "cells, a subset of them, or other values under their names): another run's "
+            "checkpoint? Resume it with the data it was trained on"
         )
     for w in told:
         warnings.warn(w.message, w.category, stacklevel=user_stacklevel())
