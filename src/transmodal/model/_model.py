@@ -381,8 +381,8 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         self.mixing_accuracy_: float | None = None
         self.disc_accuracy_: float | None = None
         self._split_dropped = False  # load() had to drop the saved validation split
-        # (saved pair and validation tensors, obs digests) of a model loaded without its
-        # data, passed on when it is saved again
+        # (saved pair and validation tensors, obs digests, values fingerprint) of a model
+        # loaded without its data, passed on when it is saved again
         self._training_record: tuple[dict, dict, dict | None] | None = None
 
     @property
