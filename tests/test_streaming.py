@@ -132,6 +132,44 @@ def test_a_backed_file_closed_and_opened_again_is_read_again(small):
     assert len(model.history) == 3
 
 
+def test_a_file_rewritten_on_disk_is_refused_not_read(small, tmp_path):
+    """A zarr store or .h5ad file rewritten under a built model (the same cells in another
+    order, fewer cells) is refused by name: it was read silently (rows of neither dataset
+    from a zarr store's cached metadata, a crash inside zarr for another shape, the new
+    order under the old names from a reopened .h5ad)."""
+    import shutil
+
+    from transmodal.data._setup import BackedFileUnreadable
+
+    d, _ = small
+    perm = np.random.default_rng(0).permutation(d["rna"].n_obs)
+    store = tmp_path / "rna.zarr"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d["rna"].write_zarr(store)
+        model = _fit({"rna": read_backed(store), "atac": d["atac"]}, max_epochs=1)
+        z = model.get_latent_representation("rna")
+        told = (r"^modality 'rna': the file its X is read from holds other values than when "
+                r"the model was built \(rewritten on disk since")
+        for rewritten in (d["rna"][perm], d["rna"][:100]):
+            shutil.rmtree(store)
+            rewritten.copy().write_zarr(store)
+            with pytest.raises(BackedFileUnreadable, match=told):
+                model.get_latent_representation("rna")
+        shutil.rmtree(store)
+        d["rna"].write_zarr(store)  # (the same values again: read as before)
+        np.testing.assert_array_equal(model.get_latent_representation("rna"), z)
+        path = tmp_path / "rna.h5ad"
+        d["rna"].write_h5ad(path)
+        backed = ad.read_h5ad(path, backed="r")
+        model = _fit({"rna": backed, "atac": d["atac"]}, max_epochs=1)
+        backed.file.close()
+        d["rna"][perm].copy().write_h5ad(path)
+        backed.file.open()
+        with pytest.raises(BackedFileUnreadable, match=told):
+            model.translate(source="rna", target="atac")
+
+
 def test_backed_rows_any_order_equal_memory(small, tmp_path):
     d, root = small
     x = d["atac"].X.toarray()

@@ -54,6 +54,36 @@ class ModalityData:
 
     def __post_init__(self) -> None:
         self._digests = self._digests_of(self.source.stored)
+        # a matrix read from a file: what a few of its rows hold, to tell the file rewritten
+        # since (another order, other cells) from the one the model was built on
+        self._disk_print = self._rows_print() if self.source.on_disk else None
+
+    def _rows_print(self) -> list[list[float]] | None:
+        """Sums and sums of squares of up to 16 rows spread over the matrix."""
+        rows = np.unique(np.linspace(0, self.n_obs - 1, min(16, self.n_obs)).astype(np.int64))
+        if not len(rows):
+            return None
+        block = np.asarray(self.source.rows(rows), dtype=np.float64)
+        return [[float(np.nansum(r)), float(np.nansum(r * r))] for r in block]
+
+    def _check_file_unchanged(self) -> None:
+        """``BackedFileUnreadable`` if the file the matrix is read from now holds other
+        values in the rows :meth:`_rows_print` read when the model was built (rewritten on
+        disk since: other cells, or the same in another order), or cannot be read as
+        before."""
+        then = getattr(self, "_disk_print", None)  # (None: pickled by a version without)
+        if then is None or not self.source.on_disk:
+            return
+        told = (f"modality {self.name!r}: the file its {self.source.where} is read from "
+                "holds other values than when the model was built (rewritten on disk since: "
+                "other cells, or the same in another order?); pass the cells as adata, or "
+                "build the model again")
+        try:
+            now = self._rows_print()
+        except Exception as err:  # (a store rewritten under its cached metadata, e.g. zarr)
+            raise BackedFileUnreadable(f"{told} ({type(err).__name__}: {err})") from err
+        if now is None or not np.allclose(now, then, rtol=1e-6, atol=1e-9, equal_nan=True):
+            raise BackedFileUnreadable(told)
 
     def _digests_of(self, stored: tuple | None) -> tuple | None:
         """:func:`values_digest` of each matrix in ``stored``."""
@@ -84,6 +114,7 @@ class ModalityData:
         if self.source.on_disk and getattr(self.adata, "isbacked", False) \
                 and self.spec.obsm_key is None and self.spec.layer is None:
             self._follow_backed_file()
+        self._check_file_unchanged()
         held, stored = self.source.stored, stored_matrices(self.adata, self.spec)
         if held is None or stored is None:
             return
