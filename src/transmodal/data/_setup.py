@@ -63,8 +63,7 @@ class ModalityData:
         rows = np.unique(np.linspace(0, self.n_obs - 1, min(16, self.n_obs)).astype(np.int64))
         if not len(rows):
             return None
-        block = np.asarray(self.source.rows(rows), dtype=np.float64)
-        return [[float(np.nansum(r)), float(np.nansum(r * r))] for r in block]
+        return _row_moments(self.source.rows(rows))
 
     def _check_file_unchanged(self) -> None:
         """``BackedFileUnreadable`` if the file the matrix is read from now holds other
@@ -245,14 +244,19 @@ class ModalityData:
         return self.source
 
 
+def _row_moments(block: np.ndarray) -> list[list[float]]:
+    """The sum and the sum of squares of each row (float64; unmeasured entries left out)."""
+    block = np.asarray(block, dtype=np.float64)
+    return [[float(np.nansum(r)), float(np.nansum(r * r))] for r in block]
+
+
 def row_sums(md: ModalityData, names: list[str]) -> list[list[float]] | None:
-    """The sum and the sum of squares (float64; unmeasured entries left out) of the rows of
-    cells ``names`` of ``md`` (``None`` where one of them is not among its cells)."""
+    """:func:`_row_moments` of the rows of cells ``names`` of ``md`` (``None`` where one of
+    them is not among its cells)."""
     idx = pd.Index([str(v) for v in md.obs_names]).get_indexer(list(names))
     if len(idx) == 0 or (idx < 0).any():
         return None
-    rows = np.asarray(md.source.rows(idx), dtype=np.float64)
-    return [[float(np.nansum(r)), float(np.nansum(r * r))] for r in rows]
+    return _row_moments(md.source.rows(idx))
 
 
 def _obsmap_keys(mdata, name: str, obsmap: np.ndarray, mod: AnnData) -> np.ndarray:
