@@ -49,7 +49,7 @@ class ModalityData:
     # {obs column: digest} of the batch / label / marker columns as they were read
     obs_digests: dict[str, int | float | None] | None = None
     # whether every measured value of the matrix was an integer when it was checked (None:
-    # not checked, no non-zero value, or successes out of trials; see check_values)
+    # not checked, or nothing to tell; see check_values)
     integers: bool | None = None
 
     def __post_init__(self) -> None:
@@ -758,8 +758,8 @@ def setup_data(
             check_image_spec(spec, src.image_shape, name)
         integers = check_values(src, spec, new_cells=trained) if check_data else None
         keys = mudata_keys[name] if mudata_keys is not None else obs_names
-        out[name] = ModalityData(name, spec, adata, src, var_names, obs_names, keys)
-        out[name].integers = integers
+        out[name] = ModalityData(name, spec, adata, src, var_names, obs_names, keys,
+                                 integers=integers)
     if marker_key is not None:
         for name, md in out.items():
             md.markers = marker_values(

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._utils import FeatureMoments, user_stacklevel
-from ..nn._likelihoods import Bernoulli, get_likelihood, skips_missing
+from ..nn._likelihoods import Bernoulli, Likelihood, get_likelihood, skips_missing
 from ._modality import Modality
 
 
@@ -642,9 +642,9 @@ def check_values(
     -------
     Whether every measured value is an integer (raw counts; not normalised, log-transformed
     or scaled values): what :func:`warn_other_units` compares between a model's training
-    cells and new ones. ``None`` where no measured value is non-zero, where every one is an
-    integer of at most 1 in magnitude (binary data: no units to tell), and for successes
-    out of trials.
+    cells and new ones. ``None`` for likelihoods it does not check (:func:`units_told`),
+    where no measured value is non-zero, where every one is an integer of at most 1 in
+    magnitude (binary data: no units to tell), and for successes out of trials.
 
     Raises
     ------
@@ -710,8 +710,9 @@ def check_values(
     # normalised profile is all zeros), so they embed as one and the same average-looking cell
     count_empty = src.image_shape is None and (likelihood.counts or binary or opts["normalize"])
     n_empty = 0
-    # every measured value an integer (counts: checked below, else an error), any non-zero,
-    # any beyond +-1 (integers of at most 1 are binary data, in no telling units)
+    # for the units record (units_told): every measured value an integer, any non-zero, any
+    # beyond +-1 (integers of at most 1 are binary data, in no telling units)
+    told = units_told(likelihood)
     integers, nonzero, beyond_one = True, False, False
     # stored values of sparse rows are sliced without densifying; dense rows in bounded blocks
     step = chunk_size if src.sparse else src.chunk_rows(chunk_size)
@@ -808,11 +809,10 @@ def check_values(
                 f"{where} holds non-integer values; the {likelihood.name!r} likelihood needs "
                 f"raw counts{fix}"
             )
-        nonzero = nonzero or bool(np.any(vals))
-        if integers and not likelihood.counts:
-            integers = all_integers(vals)
-        if integers and not beyond_one:
-            beyond_one = bool(np.any(np.abs(vals) > 1))
+        if told:
+            nonzero = nonzero or bool(np.any(vals))
+            integers = integers and all_integers(vals)
+            beyond_one = beyond_one or (integers and bool(np.any(np.abs(vals) > 1)))
         if binary and vals.dtype.kind == "f":
             n_fractions += int(np.count_nonzero((vals > 0) & (vals < 1)))
             if not n_scaled and not image:  # non-integers above 1: normalised values
@@ -895,6 +895,15 @@ def check_values(
     return None if not nonzero or (integers and not beyond_one) else integers
 
 
+def units_told(likelihood: Likelihood) -> bool:
+    """Whether new cells' units are checked against the training cells' for a modality of
+    ``likelihood`` (:func:`warn_other_units`): not where the likelihood checks them itself
+    (counts refuse non-integers, Bernoulli warns on normalised values) or its values lie in
+    [0, 1]."""
+    return not (likelihood.counts or isinstance(likelihood, Bernoulli)
+                or likelihood.unit_interval)
+
+
 def warn_other_units(
     src: MatrixSource, spec: Modality, integers: bool | None, trained: bool | None
 ) -> None:
@@ -904,10 +913,9 @@ def warn_other_units(
     normalises counts itself. The model reads the values as they are, so cells in other
     units embed and translate wrongly, without an error. Not for likelihoods that check
     this themselves (counts, binary data) or whose values lie in [0, 1]."""
-    likelihood = get_likelihood(spec.likelihood)
     if integers is None or trained is None or integers == trained:
         return
-    if likelihood.counts or isinstance(likelihood, Bernoulli) or likelihood.unit_interval:
+    if not units_told(get_likelihood(spec.likelihood)):
         return
     if integers:
         given = "only integers (raw counts?)"
