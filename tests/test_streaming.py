@@ -199,6 +199,37 @@ def test_backed_rows_any_order_equal_memory(small, tmp_path):
         np.testing.assert_array_equal(src.rows(np.arange(5, 90)), x[5:90])
         np.testing.assert_array_equal(np.concatenate(list(src.chunks(chunk_size=100))), x)
         assert src.rows(np.zeros(0, np.int64)).shape == (0, x.shape[1])
+        # a part of it (a view of a backed AnnData): rows and columns in any order
+        rows, cols = np.array([9, 4, 200, 4, 0]), np.array([5, 1, 30])
+        part = MatrixSource(m, name="atac", where="X", rows=rows, cols=cols)
+        assert part.shape == (5, 3) and part.part
+        np.testing.assert_array_equal(part.rows(np.array([4, 0, 2])), x[rows[[4, 0, 2]]][:, cols])
+        np.testing.assert_array_equal(np.concatenate(list(part.chunks(chunk_size=2))),
+                                      x[rows][:, cols])
+
+
+def test_a_view_of_a_backed_anndata_is_read_from_its_file(small):
+    """A view of a backed AnnData (e.g. cells kept by a QC filter) is read row by row from the
+    file, as the whole file is (its X would load every selected row into memory), and gives
+    what the same cells in memory give: in training, embedding and translation."""
+    d, root = small
+    backed = {k: ad.read_h5ad(root / f"{k}.h5ad", backed="r") for k in d}
+    keep = np.r_[200:240, 5, 3, 100:150][::-1]  # any order
+    views = {k: b[keep] for k, b in backed.items()}
+    in_memory = {k: a[keep].copy() for k, a in d.items()}
+    model = _fit(views, max_epochs=1)
+    assert all(md.source.on_disk and md.source.part for md in model.mods.values())
+    reference = _fit(in_memory, max_epochs=1)
+    for p, q in zip(model.module.parameters(), reference.module.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    z = model.get_latent_representation("rna", backed["rna"][keep])
+    np.testing.assert_array_equal(z, model.get_latent_representation("rna", in_memory["rna"]))
+    t = model.translate(backed["rna"][keep], source="rna", target="atac")
+    np.testing.assert_array_equal(
+        t.X, model.translate(in_memory["rna"], source="rna", target="atac").X)
+    # the view's features: fewer than the model's are named, as for cells in memory
+    with pytest.raises(ValueError, match="features of the given data do not match"):
+        model.get_latent_representation("rna", backed["rna"][keep, backed["rna"].var_names[:10]])
 
 
 def test_outputs_stream_to_h5ad_and_equal_memory(small, tmp_path):

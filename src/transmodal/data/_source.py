@@ -126,15 +126,24 @@ class MatrixSource:
         Modality name, for error messages.
     where
         Human-readable location of the matrix (``"X"``, ``"layers['counts']"``, ...).
+    rows, cols
+        The positions in ``matrix`` of the rows and columns to read (any order), for a part
+        of an on-disk matrix (a view of a backed AnnData, read from its file rather than
+        loaded); default all, in order.
     """
 
-    def __init__(self, matrix, *, name: str, where: str) -> None:
+    def __init__(self, matrix, *, name: str, where: str, rows: np.ndarray | None = None,
+                 cols: np.ndarray | None = None) -> None:
         shape = getattr(matrix, "shape", None)
         if shape is None or len(shape) != 2:
             raise ValueError(
                 f"modality {name!r}: {where} must be a 2-D matrix (cells x features), "
                 f"got shape {shape}"
             )
+        self._row_at = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self._col_at = None if cols is None else np.asarray(cols, dtype=np.int64)
+        shape = (shape[0] if rows is None else len(self._row_at),
+                 shape[1] if cols is None else len(self._col_at))
         dtype = getattr(matrix, "dtype", None)
         if dtype is not None and np.dtype(dtype).kind not in "biuf":
             raise ValueError(
@@ -208,18 +217,34 @@ class MatrixSource:
         """
         idx = np.asarray(idx, dtype=np.int64)
         m = self.matrix
-        if isinstance(m, np.ndarray):
+        if not self.part and isinstance(m, np.ndarray):
             return np.asarray(m[idx], dtype=np.float32)
-        if sp.issparse(m):  # CSR (converted on construction)
+        if not self.part and sp.issparse(m):  # CSR (converted on construction)
             block = _gather(m.data, m.indices, np.asarray(m.indptr), idx, self.n_vars)
             return np.asarray(block.toarray(), dtype=np.float32)
+        block = self.block(idx)
+        if sp.issparse(block):
+            block = block.toarray()
+        return np.asarray(block, dtype=np.float32)
+
+    @property
+    def part(self) -> bool:
+        """Whether it reads some rows or columns of its matrix only (``rows`` / ``cols``)."""
+        return self._row_at is not None or self._col_at is not None
+
+    def block(self, idx: np.ndarray):
+        """Rows ``idx`` (any order, repeats allowed) as they are read: CSR or dense, not
+        yet float32."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if self._row_at is not None:
+            idx = self._row_at[idx]
         uniq = np.unique(idx)
         block = self._read_unique(uniq)
         if len(uniq) != len(idx) or (len(idx) > 1 and not np.all(idx[1:] > idx[:-1])):
             block = block[np.searchsorted(uniq, idx)]
-        if sp.issparse(block):
-            block = block.toarray()
-        return np.asarray(block, dtype=np.float32)
+        if self._col_at is not None:
+            block = block[:, self._col_at]
+        return block
 
     def _read_unique(self, uniq: np.ndarray):
         """Rows ``uniq`` (sorted, unique) of an on-disk matrix: CSR or dense."""
@@ -268,10 +293,13 @@ class RateSource(MatrixSource):
         Modality name, for error messages.
     where, total_where
         Their locations (``"X"``, ``"layers['mc']"``, ``"layers['cov']"``).
+    rows, cols
+        As for :class:`MatrixSource`, of ``successes`` only (``totals`` are read whole).
     """
 
-    def __init__(self, successes, totals, *, name: str, where: str, total_where: str) -> None:
-        super().__init__(successes, name=name, where=where)
+    def __init__(self, successes, totals, *, name: str, where: str, total_where: str,
+                 rows: np.ndarray | None = None, cols: np.ndarray | None = None) -> None:
+        super().__init__(successes, name=name, where=where, rows=rows, cols=cols)
         self.totals = MatrixSource(totals, name=name, where=total_where)
         if self.totals.shape != self.shape:
             raise ValueError(
@@ -421,8 +449,17 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
                 f"modality {name!r}: {field} {key!r} not found; "
                 f"available: {sorted(adata.layers.keys())}"
             )
+    part: dict[str, np.ndarray] = {}
     if spec.layer is not None:
         matrix, where = adata.layers[spec.layer], f"layers[{spec.layer!r}]"
+    elif adata.isbacked and adata.is_view:
+        # the view's rows and columns read from the file as needed (its X would read them
+        # all into memory); the file's own cells and features are what the view selects
+        parent = adata._adata_ref
+        matrix, where = parent.X, "X"
+        rows, cols = np.arange(parent.n_obs)[adata._oidx], np.arange(parent.n_vars)[adata._vidx]
+        part = {"rows": rows,
+                "cols": None if np.array_equal(cols, np.arange(parent.n_vars)) else cols}
     else:
         if adata.X is None:
             layers = sorted(adata.layers.keys())
@@ -437,10 +474,10 @@ def matrix_of(adata: AnnData, spec: Modality, name: str) -> tuple[MatrixSource, 
     if spec.total_layer is not None:
         src = RateSource(
             matrix, adata.layers[spec.total_layer], name=name, where=where,
-            total_where=f"layers[{spec.total_layer!r}]",
+            total_where=f"layers[{spec.total_layer!r}]", **part,
         )
     else:
-        src = MatrixSource(matrix, name=name, where=where)
+        src = MatrixSource(matrix, name=name, where=where, **part)
     src.stored = stored_matrices(adata, spec)
     # (where the counts may be: layers named like counts first, then .raw; not transformed
     # ones, e.g. SingleCellExperiment's "logcounts", "normcounts")
@@ -705,6 +742,7 @@ def check_values(
         FeatureMoments() if wide and not src.sparse and not (likelihood.counts or binary) else None
     )
     canonical = not sp.issparse(m) or m.has_canonical_format  # (no duplicate entries)
+    in_memory_csr = sp.issparse(m) and not src.part
     saw_nan = False
     # cells without a single non-zero value carry no signal in counts or binary data (their
     # normalised profile is all zeros), so they embed as one and the same average-looking cell
@@ -718,23 +756,23 @@ def check_values(
     step = chunk_size if src.sparse else src.chunk_rows(chunk_size)
     for start in range(0, src.n_obs, step):
         stop = min(start + step, src.n_obs)
-        if sp.issparse(m) and not canonical:  # duplicate entries: the values they sum to
+        if in_memory_csr and not canonical:  # duplicate entries: the values they sum to
             block = m[start:stop]
             block.sum_duplicates()
             vals = block.data
             if count_empty:
                 n_empty += _n_empty_rows(block.indptr, vals)
-        elif sp.issparse(m):  # CSR: the stored values of these rows, without copying indices
+        elif in_memory_csr:  # CSR: the stored values of these rows, without copying indices
             vals = m.data[int(m.indptr[start]) : int(m.indptr[stop])]
             if count_empty:
                 n_empty += _n_empty_rows(m.indptr[start : stop + 1], vals)
-        elif reader is not None:  # backed CSR: read only the values
+        elif reader is not None and not src.part:  # backed CSR: read only the values
             indptr = np.asarray(reader.indptr[start : stop + 1])
             vals = np.asarray(reader.data[int(indptr[0]) : int(indptr[-1])])
             if count_empty:
                 n_empty += _n_empty_rows(indptr, vals)
         else:
-            block = m[start:stop]
+            block = src.block(np.arange(start, stop)) if src.part else m[start:stop]
             if sp.issparse(block):
                 block = sp.csr_matrix(block)
                 vals = np.asarray(block.data)
