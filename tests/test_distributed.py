@@ -69,6 +69,26 @@ def test_two_process_ddp_without_validation_cells_writes_checkpoints(tmp_path):
     assert json.loads((ckpt / "config.json").read_text())["train_params"]["epochs_run"] == 3
 
 
+def test_trainings_after_one_on_two_processes_in_the_same_script(tmp_path):
+    """Lightning keeps the process group of a training on two processes: a later training
+    on one process in each of them trains on its own (its losses and batch-norm statistics
+    were averaged with the other process's), and one asking for another number of
+    processes is refused (it ran in the old group, skipping part of every epoch)."""
+    worker = str(WORKER.with_name("ddp_worker_after.py"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port())}
+    res = subprocess.run([sys.executable, worker, "run", "ddp"], capture_output=True, text=True,
+                         env=env, cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for rank in (0, 1):
+        _run([sys.executable, worker, f"alone_{rank}.json", "single", str(10 + rank)], tmp_path)
+        after = json.loads((tmp_path / f"run_after_{rank}.json").read_text())
+        assert after == json.loads((tmp_path / f"alone_{rank}.json").read_text()), rank
+        refused = (tmp_path / f"run_refused_{rank}.txt").read_text()
+        assert "asks for 3 process(es), but this process already belongs to a group of 2" \
+            in refused
+
+
 def test_strategy_resolution():
     from transmodal.train._trainer import resolve_strategy
 
@@ -83,6 +103,13 @@ def test_strategy_resolution():
     for child in ("ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_spawn_find_unused_parameters_true"):
         with pytest.raises(ValueError, match="child processes"):
             resolve_strategy(child)
+    # (named before the data are read, not by torch's DDP reducer during the first step)
+    with pytest.raises(ValueError, match="DDP must look for unused ones; use strategy='ddp'"):
+        resolve_strategy("ddp_find_unused_parameters_false")
+    from transmodal._utils import check_parallel
+
+    with pytest.raises(ValueError, match="strategy must be 'auto', .* got None"):
+        check_parallel({"strategy": None})
 
 
 def test_processes_asked_for_must_fit_how_the_program_was_started(monkeypatch):
@@ -93,8 +120,16 @@ def test_processes_asked_for_must_fit_how_the_program_was_started(monkeypatch):
     from transmodal._utils import check_parallel
 
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match=r"WORLD_SIZE=2 .* devices=1 x num_nodes=1"):
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(ValueError, match=r"WORLD_SIZE=2 processes \(started by torchrun .* "
+                       "devices=1 x num_nodes=1"):
         check_parallel({"devices": 1, "num_nodes": 1})
+    monkeypatch.delenv("RANK")  # Lightning's own launcher: the script run again
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ValueError, match="running this script again from its start, so every "
+                       "training before that one runs again"):
+        check_parallel({"devices": 1, "num_nodes": 1})
+    monkeypatch.delenv("LOCAL_RANK")
     check_parallel({"devices": 2, "num_nodes": 1})
     check_parallel({"devices": 1, "num_nodes": 2})
     monkeypatch.delenv("WORLD_SIZE")

@@ -244,9 +244,21 @@ def check_parallel(p: Any) -> None:
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"num_nodes must be a positive integer, got {n!r}")
     if "devices" in p:
-        _check_launch(parse_devices(p["devices"]), int(p.get("num_nodes", 1)))
+        strategy = p.get("strategy", "auto")
+        ddp = isinstance(strategy, str) and strategy.lower().startswith("ddp")
+        _check_launch(parse_devices(p["devices"]), int(p.get("num_nodes", 1)), ddp=ddp)
+    if "strategy" in p and p["strategy"] is None:  # (Lightning refuses it after the data)
+        raise ValueError("strategy must be 'auto', a Lightning strategy name (e.g. 'ddp') or "
+                         "a strategy object, got None")
     if "strategy" in p and isinstance(p["strategy"], str):
         name = p["strategy"].lower()  # as Lightning reads it
+        if name.endswith("find_unused_parameters_false"):
+            raise ValueError(
+                f"strategy={p['strategy']!r}: each training step runs two backward passes "
+                "(discriminator, then autoencoders) that each use part of the parameters, so "
+                "DDP must look for unused ones; use strategy='ddp' (transmodal makes it "
+                "'ddp_find_unused_parameters_true')"
+            )
         if name.startswith(CHILD_PROCESS_STRATEGIES):  # also "ddp_spawn_find_unused_..."
             raise ValueError(
                 f"strategy={p['strategy']!r} trains in child processes, whose history would be "
@@ -263,23 +275,48 @@ def check_parallel(p: Any) -> None:
             )
 
 
-def _check_launch(devices: Any, num_nodes: int) -> None:
+def _check_launch(devices: Any, num_nodes: int, *, ddp: bool = False) -> None:
     """Check that the processes asked for fit how this one was started: under a launcher
     (``WORLD_SIZE`` set, e.g. by ``torchrun``) ``devices x num_nodes`` must be its number of
     processes, else each process would train the whole model alone; without one, several
     processes are started by Lightning re-running the script, which needs a script file
-    (``python -c``, standard input, a REPL or a notebook cannot be re-run)."""
+    (``python -c``, standard input, a REPL or a notebook cannot be re-run). Once a training
+    on several processes (or a ``ddp`` one, ``ddp=True``) has run, torch keeps its process
+    group, and Lightning would train in it: a later one (or a later ``ddp`` one) must ask
+    for as many processes; one process alone trains on its own."""
+    import torch.distributed as dist
+
     count = devices if isinstance(devices, int) and devices > 0 else (
         len(devices) if isinstance(devices, list) else None
     )
+    if count is not None and dist.is_available() and dist.is_initialized():
+        group = dist.get_world_size()
+        if (count * num_nodes > 1 or ddp) and count * num_nodes != group:
+            raise ValueError(
+                f"devices={count} x num_nodes={num_nodes} asks for {count * num_nodes} "
+                f"process(es), but this process already belongs to a group of {group} from "
+                "an earlier training on several processes in this program: torch keeps it "
+                "until the program ends, and Lightning would train in it with the wrong "
+                f"number of processes; ask for {group} here too, train on one process "
+                "(devices=1, without strategy='ddp'), or train in another program"
+            )
     world = os.environ.get("WORLD_SIZE", "").strip()
     if world.isdigit() and int(world) > 1:
         if count is not None and count * num_nodes != int(world):
+            # Lightning's own launcher sets LOCAL_RANK and WORLD_SIZE, torchrun RANK too
+            rerun = "RANK" not in os.environ and "TORCHELASTIC_RUN_ID" not in os.environ
+            started = (
+                f"Lightning started it to train on {world} processes by running this "
+                "script again from its start, so every training before that one runs again "
+                f"in it, and each must ask for devices={int(world) // num_nodes} (put a "
+                "training on fewer processes after it, or in another script)"
+                if rerun else "started by torchrun or another launcher"
+            )
             raise ValueError(
-                f"this process is one of WORLD_SIZE={world} processes (started by torchrun "
-                f"or another launcher), but devices={count} x num_nodes={num_nodes} asks for "
-                f"{count * num_nodes}: each process would train the whole model on its own; "
-                f"pass devices={int(world) // num_nodes} (processes per node) and num_nodes"
+                f"this process is one of WORLD_SIZE={world} processes ({started}), but "
+                f"devices={count} x num_nodes={num_nodes} asks for {count * num_nodes}: "
+                "each process would train the whole model on its own; pass "
+                f"devices={int(world) // num_nodes} (processes per node) and num_nodes"
             )
         return
     if count is None or count * num_nodes < 2 or num_nodes > 1:  # (nodes: srun starts them)
