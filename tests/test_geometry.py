@@ -289,6 +289,14 @@ def test_model_uses_geometric_pairs_only_without_prior_knowledge(tmp_path):
     apart = tm.CrossModalAE({"a": a, "b": disjoint}, mods, n_latent=4, hidden=(16,),
                             labels_key="label")
     assert "a|b" in apart.geometric_pairs_
+    # one class for every cell (a constant column, e.g. cell_line): warned of, ties nothing
+    constant = {k: v.copy() for k, v in (("a", a), ("b", b))}
+    for v in constant.values():
+        v.obs["cell_line"] = "A549"
+    with pytest.warns(UserWarning, match=r"labels_key 'cell_line': every labelled cell is of "
+                      r"one class \('A549'\)"):
+        single = tm.CrossModalAE(constant, mods, n_latent=4, hidden=(16,), labels_key="cell_line")
+    assert "a|b" in single.geometric_pairs_
     # on by default but impossible (every cell alone in its batch): a warning, no pairs
     lonely = b.copy()
     lonely.obs["cell"] = lonely.obs_names.to_numpy()

@@ -1854,6 +1854,27 @@ def test_training_data_changed_in_place_is_noticed(paired_data, make_model, trai
             call()
 
 
+def test_var_names_renamed_in_place_are_warned_of(paired_data, make_model, train):
+    """var_names renamed after building (e.g. to gene symbols), the matrix unchanged: the
+    model's own cells are read as built, with a warning naming the renaming (it was silent,
+    while the same AnnData given as adata is refused)."""
+    data = {k: v.copy() for k, v in paired_data.items()}
+    model = train(make_model(data), max_epochs=1)
+    z = model.get_latent_representation("rna")
+    old = data["rna"].var_names.copy()
+    data["rna"].var_names = [f"SYMBOL{i}" for i in range(data["rna"].n_vars)]
+    with pytest.warns(UserWarning, match=rf"modality 'rna': its AnnData's var_names have "
+                      rf"changed since the model was built \({len(old)} of {len(old)} renamed, "
+                      rf"e.g. '{old[0]}' -> 'SYMBOL0'\)"):
+        np.testing.assert_array_equal(model.get_latent_representation("rna"), z)
+    with pytest.raises(ValueError, match="features of the given data do not match"):
+        model.get_latent_representation("rna", data["rna"])
+    data["rna"].var_names = old  # named back: silent again
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model.get_latent_representation("rna")
+
+
 def test_a_matrix_replaced_in_the_training_anndata_is_read_anew(paired_data, make_model, train):
     """adata.X = ... (or a layer set again) after building: the methods on the model's own
     cells and train() read the AnnData as it is now (they kept the first matrix), e.g. the

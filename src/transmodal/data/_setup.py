@@ -84,6 +84,29 @@ class ModalityData:
         if now is None or not np.allclose(now, then, rtol=1e-6, atol=1e-9, equal_nan=True):
             raise BackedFileUnreadable(told)
 
+    def _check_var_names(self) -> None:
+        """Warn if ``var_names`` were renamed in place since the model was built (its matrix
+        unchanged, e.g. to gene symbols): the model reads the matrix as it was built, by the
+        features' positions, and names them as then (translations too); the same AnnData
+        given as ``adata`` is refused for the new names."""
+        if self.spec.obsm_key is not None:
+            return
+        now = np.asarray(self.adata.var_names, dtype=object).astype(str)
+        then = np.asarray(self.var_names, dtype=object).astype(str)
+        # (other numbers of features: the matrix changed too, which check_current tells)
+        renamed = np.flatnonzero(now != then) if len(now) == len(then) else []
+        if not len(renamed):
+            return
+        i = renamed[0]
+        warnings.warn(
+            f"modality {self.name!r}: its AnnData's var_names have changed since the model "
+            f"was built ({len(renamed)} of {len(now)} renamed, e.g. {str(then[i])!r} -> "
+            f"{str(now[i])!r}); the model reads its matrix by the features' positions, as when "
+            f"it was built, and names them as then (model.mods[{self.name!r}].var_names): if "
+            "the renaming reordered or replaced features, build the model again",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
+
     def _digests_of(self, stored: tuple | None) -> tuple | None:
         """:func:`values_digest` of each matrix in ``stored``."""
         if stored is None:
@@ -123,6 +146,7 @@ class ModalityData:
         changed = [r or (before is not None and d != d0)
                    for r, d, d0 in zip(replaced, digests, before or digests)]
         if not any(changed):
+            self._check_var_names()
             return
         src, var_names = matrix_of(self.adata, self.spec, self.name)  # (names one gone)
         differ = features_differ(var_names, self.var_names, self.spec)
@@ -807,6 +831,7 @@ def setup_data(
         if label_categories is None:
             # the classes each labelled modality's cells hold
             seen = {n: set(np.unique(md.labels[md.labels >= 0]).tolist()) for n, md in out.items()}
+            _warn_one_class(seen, categories, labels_key)
             _warn_disjoint_labels(seen, categories, labels_key)
             _warn_near_duplicate_classes(seen, categories, labels_key)
             _warn_unlabelled_markers(categories, labels_key)
@@ -915,6 +940,23 @@ def class_groups(classes: Mapping[str, set | None]) -> list[list[str]]:
     return linked_groups(
         list(classes),
         lambda a, b: classes[a] is None or classes[b] is None or bool(classes[a] & classes[b]),
+    )
+
+
+def _warn_one_class(seen: dict[str, set[int]], categories: list[str], labels_key: str) -> None:
+    """Warn where every labelled cell is of one class (a constant column such as
+    ``cell_line`` or ``organism``): the classifier has nothing to tell apart, and the
+    labels cannot align the modalities (so they do not turn the shape-based pseudo-pairs
+    off either). ``seen``: the classes (codes) of each modality's cells."""
+    found = set().union(*seen.values()) if seen else set()
+    if len(found) != 1:
+        return
+    warnings.warn(
+        f"labels_key {labels_key!r}: every labelled cell is of one class "
+        f"({categories[found.pop()]!r}), so the latent classifier has nothing to tell apart "
+        "and the labels cannot align the modalities; leave labels_key out, or give a column "
+        "of cell types",
+        UserWarning, stacklevel=user_stacklevel(),
     )
 
 

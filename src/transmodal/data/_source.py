@@ -826,10 +826,12 @@ def check_values(
                 f"{likelihood.name!r} likelihood needs {need}{as_trained or ''}"
             )
         if nonnegative_for is not None and vals.min() < 0:
-            fix = as_trained or " (set it to False for centred or signed features)"
+            both = " and " in nonnegative_for
+            fix = as_trained or (f" (set {'them' if both else 'it'} to False for centred or "
+                                 "signed features)")
             raise ValueError(
                 f"{where} holds negative values (min {vals.min():.3g}); {nonnegative_for} "
-                f"needs non-negative data{fix}"
+                f"{'need' if both else 'needs'} non-negative data{fix}"
             )
         if likelihood.unit_interval and vals.max() > 1:
             bits = ("; 8-bit images: divide by 255" if image and vals.dtype == np.uint8 else

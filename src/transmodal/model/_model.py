@@ -111,7 +111,8 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         landmark Isomap of each modality, overlaid by Wasserstein-Procrustes, each cell
         matched to its nearest partner), added to the anchor loss for modality pairs
         without known anchors. ``None`` (default): on only when no ``marker_key``, no
-        ``labels_key`` class that the training cells of every modality hold and no chain
+        ``labels_key`` class that the training cells of every modality hold (of two
+        classes or more: a column of one value for every cell is warned of) and no chain
         of anchor pairs ties every modality to the others, i.e. when nothing else can tell
         which alignment of the latent distributions is the right one (and every modality
         has at least 100 training cells), and then only between modalities that no anchors

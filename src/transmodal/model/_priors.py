@@ -145,7 +145,9 @@ class PriorsMixin:
             else set(np.unique(md.labels[~self.val_masks_[n] & (md.labels >= 0)]).tolist())
             for n, md in self.mods.items()
         ]
-        labels_tie = p["labels_key"] is not None and bool(set.intersection(*classes))
+        # (and only with two classes or more: one class for every cell tells nothing)
+        labels_tie = (p["labels_key"] is not None and bool(set.intersection(*classes))
+                      and len(set.union(*classes)) > 1)
         # anchors tie the modalities they chain together; a modality outside the chain
         # (e.g. a third one measured on other cells) is tied by nothing
         no_prior = (not labels_tie and p["marker_key"] is None
