@@ -128,6 +128,47 @@ def test_new_data_with_unknown_labels_warn_when_training(tmp_path, make_model, t
     assert len(messages) == 2 and all("7 cell(s)" in m and "['typeNEW']" in m for m in messages)
 
 
+def test_training_further_without_any_label_is_refused(tmp_path, make_model, train):
+    """A model trained with a latent classifier, loaded with data whose labels_key column is
+    gone (renamed): training further would silently leave the classifier out (the
+    constructor refuses such data), so it is refused, naming the column."""
+    data = make_data()
+    model = train(make_model(data, labels_key="label"))
+    model.save(tmp_path / "m")
+    renamed = {n: a.copy() for n, a in data.items()}
+    for a in renamed.values():
+        a.obs = a.obs.rename(columns={"label": "cell_type"})
+    loaded = tm.CrossModalAE.load(tmp_path / "m", renamed)  # (embedding needs no labels)
+    assert loaded.get_latent_representation("rna").shape[0] == data["rna"].n_obs
+    with pytest.raises(ValueError, match=r"labels_key 'label': no cell of the data holds a "
+                       r"label .* would train further without it"):
+        train(loaded, max_epochs=1)
+    renamed["rna"].obs["label"] = np.nan  # unlabelled cells marked NaN, one modality
+    renamed["atac"].obs["label"] = data["atac"].obs["label"].to_numpy()  # labelled: trains
+    train(tm.CrossModalAE.load(tmp_path / "m", renamed), max_epochs=1)
+
+
+def test_a_model_saved_after_its_cells_were_edited_records_them_as_trained(
+        tmp_path, make_model, train):
+    """Trained on counts, then the AnnData normalised in place (sc.pp.normalize_total /
+    log1p), then saved: loading it with the counts it was trained on finds its training
+    cells (the fingerprint was of the edited values, so they were taken for other cells
+    and their pairs and split dropped)."""
+    data = make_data()
+    model = train(make_model(data, anchor_fraction=1.0), max_epochs=1)
+    edited = model.mods["rna"].adata.layers["counts"]  # (what the modality reads)
+    values = edited.data if hasattr(edited, "data") else edited
+    np.log1p(values, out=values)
+    model.save(tmp_path / "m")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        loaded = tm.CrossModalAE.load(tmp_path / "m", make_data())
+    assert loaded._training_cells and len(loaded.anchors_["rna|atac"][0]) > 0
+    loaded.save(tmp_path / "again")  # (passed on as loaded)
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["values_fingerprint"] \
+        == json.loads((tmp_path / "m" / "config.json").read_text())["values_fingerprint"]
+
+
 def test_round_trip_anchor_prior_and_three_modalities(tmp_path, make_model, train):
     data = make_data(pairing="half", n_mods=3)
     model = train(make_model(data, prior="anchor:rna", seed=1), max_epochs=2, pretrain_epochs=1)
@@ -559,6 +600,52 @@ def test_overwrite_refuses_directory_with_foreign_files(saved):
     assert "figs/" in str(err.value) and "rna.h5ad" in str(err.value) and str(path) in str(err.value)
     assert _tree(path) == before  # nothing moved, replaced or deleted
     assert sorted(p.name for p in path.parent.iterdir()) == ["model"]  # no temporary left
+
+
+def test_overwrite_refuses_the_command_lines_output_saying_so(saved):
+    """A directory written by `transmodal train` (the model beside history.csv and
+    run_config.yaml) is not replaced by model.save (those files would describe another
+    run), with a message that says whose files they are."""
+    model, path = saved
+    (path / "history.csv").write_text("epoch\n0\n")
+    (path / "run_config.yaml").write_text("out: model\n")
+    before = _tree(path)
+    with pytest.raises(FileExistsError, match=r"is the output of the command line's train "
+                       r"\(its history.csv, run_config.yaml would go on describing"):
+        model.save(path, overwrite=True)
+    assert _tree(path) == before
+
+
+def test_a_save_removes_what_killed_saves_left_and_refuses_a_read_only_model(
+        saved, tmp_path, monkeypatch):
+    """A save killed (SIGKILL: no clean-up runs) leaves its hidden temporary directory; the
+    next save of the same path removes those of processes of this host that no longer run
+    (a job pre-empted while checkpointing filled the disk with them), and leaves those of
+    running processes and other hosts. A read-only model directory is not replaced."""
+    import subprocess
+    import sys
+
+    from transmodal._utils import _host
+
+    model, path = saved
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(gone.stdout)
+    left = {
+        f".{path.name}.{_host()}-{dead}-abc123.tmp": False,  # a killed save: removed
+        f".{path.name}.old-{_host()}-{dead}-def456": False,  # its replaced model: removed
+        f".{path.name}.{_host()}-{os.getpid()}-ghi789.tmp": True,  # this process: kept
+        f".{path.name}.otherhost-{dead}-jkl012.tmp": True,  # another host's: kept
+        f".other.{_host()}-{dead}-mno345.tmp": True,  # another path's: kept
+    }
+    for name in left:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"x" * 10)
+    model.save(path, overwrite=True)
+    assert {n: (tmp_path / n).exists() for n in left} == left
+    monkeypatch.setattr("transmodal._utils.os.access", lambda *a, **k: False)  # (root: no
+    with pytest.raises(PermissionError, match=r"is read-only .* refusing to replace it"):
+        model.save(path, overwrite=True)  # read-only directories of its own)
 
 
 def test_overwrite_project_folder_is_refused(trained_model, tmp_path):
@@ -1190,9 +1277,15 @@ def test_checkpoints_resume_a_stopped_training(paired_data, make_model, train, t
     with pytest.raises(ValueError, match=r"the data lack modality 'atac' .*which training needs"):
         tm.workflows.resume_training(ckpt, {"rna": paired_data["rna"], "atac": None})
     # more epochs than the target: goes on; a new lr takes lr_disc along (it followed lr)
-    more = tm.workflows.resume_training(ckpt, paired_data, max_epochs=11, lr=1e-4,
-                                        progress_bar=False)
+    # (said so: the record lists the new settings alone)
+    with pytest.warns(UserWarning, match=r"the epochs left train with other settings than the "
+                      r"10 done \(lr .* -> 0.0001\); the model's train_params_ will list"):
+        more = tm.workflows.resume_training(ckpt, paired_data, max_epochs=11, lr=1e-4,
+                                            progress_bar=False)
     assert len(more.history) == 11 and more.train_params_["lr_disc"] == 1e-4
+    with pytest.warns(UserWarning, match=r"max_epochs=5 is below the 11 epochs done; the "
+                      r"training is finished as it stands"):
+        tm.workflows.resume_training(ckpt, paired_data, max_epochs=5, progress_bar=False)
     # a model saved by save() is no checkpoint
     whole.save(tmp_path / "saved")
     with pytest.raises(ValueError, match="holds a saved model, not a checkpoint"):

@@ -433,6 +433,9 @@ MODEL_WEIGHTS = "model.safetensors"
 # a saved ensemble (model/_ensemble.py): this file and one saved model per member<N>/
 ENSEMBLE_CONFIG = "ensemble.json"
 _SHOWN_ENTRIES = 5  # foreign entries named in an error message
+# files the command line's ``train`` writes into its output directory besides the saved
+# model (or ensemble)
+TRAIN_SIDE_FILES = ("history.csv", "agreement.csv", "run_config.yaml")
 
 
 def _written_by_transmodal(path: Path) -> bool:
@@ -591,6 +594,12 @@ def check_output_directory(
                 ours = not is_dir and entry.name in names
             if not (ours or _is_ensemble_member(entry)):
                 foreign.append(f"{entry.name}/" if is_dir else entry.name)
+        if foreign and set(foreign) <= set(TRAIN_SIDE_FILES) and not set(names) & set(foreign):
+            raise FileExistsError(
+                f"{given} is the output of the command line's train (its "
+                f"{', '.join(foreign)} would go on describing the run that wrote it); "
+                "refusing to replace it - save to a new path, or delete those files first"
+            )
         if foreign:
             shown = ", ".join(foreign[:_SHOWN_ENTRIES])
             n_more = len(foreign) - _SHOWN_ENTRIES
@@ -609,6 +618,53 @@ def no_mudata_notice() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*pull_on_update.*", category=FutureWarning)
         yield
+
+
+def _temporary_prefix(target: Path, kind: str = "") -> str:
+    """The prefix of the temporary names beside ``target`` (``kind``: ``"old-"`` for a
+    replaced directory on its way out): hidden, naming this host and process, so that a
+    later write can tell those left by a process killed meanwhile
+    (:func:`_remove_stale_temporaries`)."""
+    return f".{target.name}.{kind}{_host()}-{os.getpid()}-"
+
+
+def _host() -> str:
+    """This host's name as it stands in temporary names."""
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Remove the temporary files and directories beside ``target`` that a write of it by
+    a process of this host left when it was killed (SIGKILL, a pre-empted job: no clean-up
+    ran), so that repeated kills do not fill the disk; those of running processes, of other
+    hosts (a shared file system) and of other names are left alone."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:old-)?{re.escape(_host())}-(\d+)-")
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        found = pattern.match(entry.name)
+        if found is None or int(found.group(1)) == os.getpid() or _alive(int(found.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -635,7 +691,9 @@ def atomic_file(
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    _remove_stale_temporaries(target)
+    fd, name = tempfile.mkstemp(prefix=_temporary_prefix(target), suffix=f".tmp{suffix}",
+                                dir=target.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -750,8 +808,16 @@ def atomic_directory(
         kinds of run), which may be replaced too.
     """
     target = check_output_directory(path, overwrite=overwrite)
+    if target.is_dir() and not os.access(target, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"{os.fspath(path)!r} is read-only (its permissions forbid changing what it "
+            "holds); refusing to replace it - make it writable (chmod u+w) or choose "
+            "another path"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target), suffix=".tmp",
+                                dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
     try:
@@ -766,11 +832,12 @@ def atomic_directory(
             os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
         _sync(tmp)  # on disk before its name is: a crash leaves the old or the new, whole
         if target.exists() and _exchange(tmp, target):  # one step: no moment without either
-            shutil.rmtree(tmp, ignore_errors=True)  # (now the old directory)
+            _remove_replaced(tmp, target)  # (now the old directory)
         elif target.exists():
             # the old directory waits in a fresh hidden folder (a unique name) until the
             # new one is in place; if that rename fails, it goes back
-            hold = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            hold = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target, "old-"),
+                                         dir=target.parent))
             old = hold / target.name
             try:
                 os.replace(target, old)
@@ -780,12 +847,27 @@ def atomic_directory(
                     os.replace(old, target)
                     raise
             finally:
-                shutil.rmtree(hold, ignore_errors=True)
+                _remove_replaced(hold, target)
         else:
             _rename_new(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _remove_replaced(old: Path, target: Path) -> None:
+    """Delete ``old``, the directory that ``target`` replaced; warn, naming it, where some
+    of it cannot be deleted (its permissions), rather than leave it hidden unsaid."""
+    failed: list[str] = []
+    handler = {"onexc" if sys.version_info >= (3, 12) else "onerror":
+               lambda *args: failed.append(str(args[1]))}
+    shutil.rmtree(old, **handler)
+    if failed and old.exists():
+        warnings.warn(
+            f"{target} was replaced, but the directory it replaced could not be deleted "
+            f"entirely ({len(failed)} entries, e.g. {failed[0]}); it is left at {old}",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
 
 
 def check_int(

@@ -17,6 +17,7 @@ from .._utils import (
     ENSEMBLE_CONFIG,
     MODEL_CONFIG,
     MODEL_WEIGHTS,
+    TRAIN_SIDE_FILES,
     atomic_directory,
     atomic_file,
     check_output_directory,
@@ -29,8 +30,6 @@ from .._utils import (
 from ._config import ConfigError, dump_config, h5mu_modalities, load_config
 
 OBSM_KEY = "X_transmodal"
-# files ``train`` writes into its output directory besides the saved model (or ensemble)
-TRAIN_SIDE_FILES = ("history.csv", "agreement.csv", "run_config.yaml")
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -141,8 +141,9 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
         "batch_categories": model.batch_categories_,
         "obs_digest": model._digests() if carried is None else carried[1],
         # what the training cells hold (told from other cells of the same names on load)
-        "values_fingerprint": (model._values_fingerprint() if carried is None
-                               else carried[2]),
+        "values_fingerprint": (
+            carried[2] if carried is not None
+            else getattr(model, "_trained_values", None) or model._values_fingerprint()),
         "train_params": model.train_params_,
         "is_trained": model.is_trained_,
         "mixing_accuracy": jsonable(model.mixing_accuracy_),
@@ -821,6 +822,8 @@ def load_model(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE
         model, config.get("values_fingerprint"))
     if other_values:
         same_data, moved = False, None
+    elif same_data and not stand_ins:  # (the cells as trained, whatever is edited later)
+        model._trained_values = config.get("values_fingerprint")
     record = {
         k: v for k, v in tensors.items() if k.split(".")[0] in (*_PAIRS, "validation", "cells")
     }

@@ -385,6 +385,9 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         # (saved pair and validation tensors, obs digests, values fingerprint) of a model
         # loaded without its data, passed on when it is saved again
         self._training_record: tuple[dict, dict, dict | None] | None = None
+        # the values fingerprint (_values_fingerprint) of the cells as last trained on, or
+        # as saved (a model loaded with its training cells); None: not trained here
+        self._trained_values: dict[str, dict[str, list]] | None = None
 
     @property
     def modality_names(self) -> list[str]:
@@ -594,10 +597,12 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         """Per modality, the row sums and sums of squares of the ``k`` cells first in the
         order of their names: what the cells hold, whatever the matrix's storage (dense,
         sparse, backed) or the cells' order. ``load`` compares it to tell the training
-        cells from other cells of the same names."""
+        cells from other cells of the same names (by their names alone for a modality
+        whose file was closed since)."""
         out = {}
         for name, md in self.mods.items():
-            if md.n_obs:
+            # (a file closed since: left out, as for files saved before the fingerprint)
+            if md.n_obs and md.source.readable:
                 names = heapq.nsmallest(k, (str(v) for v in md.obs_names))
                 out[name] = {"names": names, "sums": row_sums(md, names)}
         return out

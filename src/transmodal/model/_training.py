@@ -577,6 +577,19 @@ class TrainingMixin:
                     "decoder needs each training and validation cell's batch"
                 )
 
+        labels_key = self.init_params_["labels_key"]
+        if labels_key is not None and not any(
+                md.labels is not None and (md.labels >= 0).any() for md in self.mods.values()):
+            raise ValueError(
+                f"labels_key {labels_key!r}: no cell of the data holds a label (obs"
+                f"[{labels_key!r}] missing or empty in every modality), and the model, built "
+                "with a latent classifier on these labels, would train further without it; "
+                "give the data with the column (NaN for cells without a label)"
+            )
+        # what the cells trained on hold (saved with the model: a later load tells them
+        # from other cells of the same names, also once the AnnData is edited in place)
+        self._trained_values = self._values_fingerprint()
+
     def _check_options_used(self, given: Mapping[str, Any]) -> None:
         """Warn about options of :meth:`train` in ``given``, set away from their default,
         that nothing in this model reads; refuse the contrastive anchor loss in one latent

@@ -100,6 +100,24 @@ def resume_training(
     for w in told:
         warnings.warn(w.message, w.category, stacklevel=user_stacklevel())
     target = record["epochs_target"] if max_epochs is None else max_epochs
+    if target < done:
+        warnings.warn(
+            f"{checkpoint_dir}: max_epochs={target} is below the {done} epochs done; the "
+            "training is finished as it stands (its record keeps the epochs it was asked "
+            f"for, {record['epochs_target']})",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
+    # settings given otherwise than those trained with: the epochs left use them, and the
+    # record (train_params_) lists them alone, so say so
+    other = {k: (record[k], v) for k, v in train_kwargs.items()
+             if k in record and k not in (*_NOT_RESUMED, "checkpoint_every") and record[k] != v}
+    if other:
+        listed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in sorted(other.items()))
+        warnings.warn(
+            f"{checkpoint_dir}: the epochs left train with other settings than the "
+            f"{done} done ({listed}); the model's train_params_ will list the new ones",
+            UserWarning, stacklevel=user_stacklevel(),
+        )
     if record.get("finished") and target == record["epochs_target"]:
         warnings.warn(
             f"{checkpoint_dir}: the training ended ({done} epochs"
