@@ -133,6 +133,13 @@ def test_processes_asked_for_must_fit_how_the_program_was_started(monkeypatch):
     check_parallel({"devices": 2, "num_nodes": 1})
     check_parallel({"devices": 1, "num_nodes": 2})
     monkeypatch.delenv("WORLD_SIZE")
+    # python -i script.py: the script runs first, and Lightning can run it again
+    monkeypatch.setattr(sys, "flags", types.SimpleNamespace(interactive=1))
+    check_parallel({"devices": 2})
+    monkeypatch.setattr(sys, "ps1", ">>> ", raising=False)  # at the prompt after it: refused
+    with pytest.raises(ValueError, match="not started from a script file"):
+        check_parallel({"devices": 2})
+    monkeypatch.delattr(sys, "ps1")
     monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))  # python -c
     with pytest.raises(ValueError, match="not started from a script file"):
         check_parallel({"devices": 2})

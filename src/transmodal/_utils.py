@@ -323,7 +323,9 @@ def _check_launch(devices: Any, num_nodes: int, *, ddp: bool = False) -> None:
         return
     main = sys.modules.get("__main__")
     script = getattr(main, "__file__", None)
-    interactive = hasattr(sys, "ps1") or bool(sys.flags.interactive)
+    # (a REPL's prompt; `python -i script.py` runs the script first, which Lightning can
+    # re-run, without -i, for the other processes)
+    interactive = hasattr(sys, "ps1")
     if script is None or not os.path.isfile(script) or interactive:
         raise ValueError(
             f"devices={count}: Lightning starts the other {count - 1} process(es) by running "

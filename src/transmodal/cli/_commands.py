@@ -256,8 +256,9 @@ def cmd_train(
                 with no_mudata_notice():
                     data.update()
 
-    print(f"transmodal: training on {_describe(data, _modalities_used(cfg, data))}",
-          file=sys.stderr)
+    if is_global_zero(launcher=True):  # (once, not by each process of a DDP run)
+        print(f"transmodal: training on {_describe(data, _modalities_used(cfg, data))}",
+              file=sys.stderr)
     train_kwargs = dict(cfg.train)
     agreement = None
 
@@ -271,7 +272,9 @@ def cmd_train(
         if checkpoint is not None:
             from ..workflows import resume_training
 
-            print(f"transmodal: going on from the checkpoint in {checkpoint}", file=sys.stderr)
+            if is_global_zero(launcher=True):
+                print(f"transmodal: going on from the checkpoint in {checkpoint}",
+                      file=sys.stderr)
             # (the schedule's epochs are the stopped run's: resume_training sets what is
             # left of them)
             kept = {k: v for k, v in train_kwargs.items()
