@@ -369,6 +369,47 @@ def test_embedding_plots_the_stored_latent_of_every_modality(tmp_path):
         tm.pl.embedding(mdata, color="celltype")
 
 
+def test_embedding_takes_scanpy_basis_names_stored_colours_and_muon_colour_names():
+    """scanpy / muon conventions: basis="umap" finds obsm["X_umap"]; a categorical column's
+    colours stored by scanpy (uns["<key>_colors"]) are used, or those given as palette=;
+    "<modality>:<column>" colours that modality's cells by its own column."""
+    import matplotlib.colors as mcolors
+
+    rng = np.random.default_rng(0)
+    data = {}
+    for name in ("rna", "atac"):
+        a = ad.AnnData(obs=pd.DataFrame(index=[f"{name}{i}" for i in range(30)]))
+        a.obsm["X_cmae"] = rng.normal(size=(30, 3))
+        a.obs["group"] = pd.Categorical(["b", "a", "c"] * 10, categories=["a", "b", "c"])
+        data[name] = a
+    data["rna"].uns["group_colors"] = ["#ff0000", "#00ff00", "#0000ff"]  # a, b, c
+
+    def colours(fig):
+        handles = fig.axes[1].get_legend().legend_handles
+        return {t.get_text(): mcolors.to_hex(h.get_facecolor()[0])
+                for t, h in zip(fig.axes[1].get_legend().get_texts(), handles)}
+
+    fig = tm.pl.embedding(data, basis="cmae", color="group", show=False)
+    assert fig.axes[0].get_xlabel() == "PC1 of cmae"
+    assert colours(fig) == {"a": "#ff0000", "b": "#00ff00", "c": "#0000ff"}
+    given = tm.pl.embedding(data, basis="cmae", color="group", palette={"b": "black"},
+                            show=False)
+    # (a palette given replaces the stored one: the other classes keep the defaults)
+    assert colours(given) == {"a": mcolors.to_hex("tab:blue"), "b": "#000000",
+                              "c": mcolors.to_hex("tab:green")}
+    data["rna"].uns["group_colors"] = ["#ff0000"]  # stale (other categories): not used
+    assert colours(tm.pl.embedding(data, basis="cmae", color="group", show=False))["a"] \
+        == mcolors.to_hex("tab:blue")
+    data["atac"].obs["peaks_only"] = "x"  # muon's modality-prefixed column name
+    data["rna"].obs["peaks_only"] = "y"  # (not read: the prefix names atac's)
+    fig = tm.pl.embedding(data, basis="cmae", color="atac:peaks_only", show=False)
+    assert list(colours(fig)) == ["x", "(no label)"]
+    with pytest.raises(ValueError, match=r"palette\['b'\]: 'nocolour' is not a colour"):
+        tm.pl.embedding(data, basis="cmae", color="group", palette={"b": "nocolour"})
+    with pytest.raises(ValueError, match=r"palette: 1 colour\(s\) for 3 classes"):
+        tm.pl.embedding(data, basis="cmae", color="group", palette=["red"])
+
+
 def _fits(fig, artist) -> bool:
     fig.canvas.draw()
     box, frame = artist.get_window_extent(), fig.bbox

@@ -201,7 +201,7 @@ class InferenceMixin:
         index = pd.Index(np.asarray(var_names).astype(str))
         if var_annotations is not None:
             var = var_annotations.copy()
-            var.index = index
+            var.index = index.rename(var_annotations.index.name)  # (e.g. "gene_ids")
         else:
             var = pd.DataFrame(index=index)
         if out is not None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -218,6 +219,7 @@ def latent(
     point_size: float = 6.0,
     continuous: bool = False,
     basis_name: str = "latent",
+    palette: Mapping[str, Any] | Sequence[Any] | None = None,
     show: bool | None = None,
 ):
     """Scatter the joint latent space of several modalities in 2-D.
@@ -253,6 +255,10 @@ def latent(
         map (NaN light grey) rather than as classes.
     basis_name
         The space's name on the axes.
+    palette
+        Colours of the label classes, as scanpy takes them: ``{class: colour}`` (classes
+        it leaves out keep the default colours) or a list of colours in the classes' sorted
+        order; any colour matplotlib reads (``"#ff0000"``, ``"red"``, an RGB tuple).
     show
         Show the figure with :func:`matplotlib.pyplot.show` and return ``None``, as scanpy's
         plots do; by default when it is not written to ``path``.  ``False`` returns the
@@ -285,6 +291,7 @@ def latent(
                 )
     _check_path(path)
     show = _check_show(show, path)
+    palette = _check_palette(palette, labels, continuous)
 
     names = list(embeddings)
     z = np.vstack([embeddings[n] for n in names])
@@ -298,7 +305,7 @@ def latent(
     fig, axes = _subplots(path, 1, n_panels, (5.2 * n_panels, 4.6), pyplot=show)
     with _closing_on_error(fig):
         _draw_latent(fig, axes, xy, axis_names, which, names, labels, title, label_name,
-                     point_size, continuous)
+                     point_size, continuous, palette)
     return _finish(fig, path, 120, show)
 
 
@@ -310,6 +317,7 @@ def embedding(
     path: str | os.PathLike | None = None,
     title: str | None = None,
     point_size: float = 6.0,
+    palette: Mapping[str, Any] | Sequence[Any] | None = None,
     show: bool | None = None,
 ):
     """Scatter the joint latent space stored in the data, as :func:`scanpy.pl.embedding`
@@ -325,12 +333,18 @@ def embedding(
         ``obsm`` key of the embeddings (the same width in every modality), in one space
         shared by the modalities: an embedding computed for each modality on its own (e.g.
         each one's UMAP) has a frame of its own, and overlaying them compares nothing. The
-        axes are named after it (``"X_umap"``: "umap 1", "umap 2").
+        axes are named after it (``"X_umap"``: "umap 1", "umap 2"). As in scanpy, a name
+        without its ``X_`` is found with it (``"umap"``: ``obsm["X_umap"]``).
     color
         ``obs`` column of labels for a second panel; cells without a label, and those of a
         modality without the column (e.g. the one labels were not transferred to), are
         drawn light grey as "(no label)". A numeric column (not categorical) with more than
         20 distinct values is a measurement, drawn with a colour map, as scanpy draws it.
+        muon's ``"<modality>:<column>"`` colours that modality's cells by its column (the
+        other modalities' grey).
+    palette
+        Colours of the classes, as in :func:`latent`; by default those scanpy stored for a
+        categorical column (``uns[f"{color}_colors"]``), where a modality holds them.
     path, title, point_size, show
         As in :func:`latent`.
 
@@ -348,10 +362,20 @@ def embedding(
             f"data: expected a MuData or a {{modality: AnnData}} mapping, got "
             f"{type(data).__name__}{hint}"
         )
-    embeddings, labels = {}, {}
     for name, adata in mods.items():
         if not hasattr(adata, "obsm"):
             raise TypeError(f"modality {name!r}: expected an AnnData, got {type(adata).__name__}")
+    if not all(basis in a.obsm for a in mods.values()) \
+            and all(f"X_{basis}" in a.obsm for a in mods.values()):
+        basis = f"X_{basis}"  # (scanpy's basis="umap" for obsm["X_umap"])
+    # muon's "<modality>:<column>": that modality's column alone
+    where, column_name = None, color
+    if color is not None and not any(color in a.obs.columns for a in mods.values()):
+        prefix, _, rest = color.partition(":")
+        if prefix in mods and rest in mods[prefix].obs.columns:
+            where, column_name = prefix, rest
+    embeddings, labels = {}, {}
+    for name, adata in mods.items():
         if basis not in adata.obsm:
             raise ValueError(
                 f"modality {name!r}: obsm[{basis!r}] not found (obsm holds {list(adata.obsm)}); "
@@ -359,7 +383,8 @@ def embedding(
             )
         embeddings[name] = adata.obsm[basis]
         if color is not None:  # numbers stay numbers (a measurement gets a colour map)
-            column = adata.obs[color] if color in adata.obs.columns else None
+            column = (adata.obs[column_name] if column_name in adata.obs.columns
+                      and where in (None, name) else None)
             numeric = (column is not None and pd.api.types.is_numeric_dtype(column)
                        and not pd.api.types.is_bool_dtype(column))
             labels[name] = (
@@ -367,30 +392,42 @@ def embedding(
                 else column.to_numpy(dtype=float, na_value=np.nan) if numeric
                 else column.to_numpy(dtype=object)
             )
-    if color is not None and not any(color in a.obs.columns for a in mods.values()):
+    if color is not None and where is None \
+            and not any(color in a.obs.columns for a in mods.values()):
         raise ValueError(
             f"color {color!r}: not an obs column of any modality ({list(mods)})"
             + global_obs_hint(data, color)
         )
+    continuous = bool(labels) and _continuous(labels)
+    if palette is None and color is not None and not continuous:
+        palette = _stored_palette(mods if where is None else {where: mods[where]}, column_name)
     name = "latent" if basis == "X_transmodal" else basis.removeprefix("X_")
     return latent(
         embeddings, labels or None, path=path, title=title, label_name=color or "label",
-        point_size=point_size, continuous=bool(labels) and _continuous(labels),
-        basis_name=name, show=show,
+        point_size=point_size, continuous=continuous, basis_name=name, palette=palette,
+        show=show,
     )
 
 
 def _draw_latent(
-    fig, axes, xy, axis_names, which, names, labels, title, label_name, point_size, continuous
+    fig, axes, xy, axis_names, which, names, labels, title, label_name, point_size, continuous,
+    palette=None,
 ) -> None:
     """Draw the panels of :func:`latent` (by modality, and by label if ``labels``)."""
     rng = np.random.default_rng(0)
     order = rng.permutation(len(xy))  # no modality drawn on top of the other
 
-    def panel(ax, groups, legend_title, *, sort, missing=None):
+    def panel(ax, groups, legend_title, *, sort, missing=None, given=None):
         cats = sorted_classes(groups.tolist()) if sort else list(dict.fromkeys(groups.tolist()))
         named = [c for c in cats if c != missing]
         colour = dict(zip(named, _palette(len(named))))  # the classes' colours as without it
+        if isinstance(given, Mapping):
+            colour.update({c: given[c] for c in named if c in given})
+        elif given is not None:
+            if len(given) < len(named):
+                raise ValueError(f"palette: {len(given)} colour(s) for {len(named)} classes "
+                                 f"{named[:5]}{' ...' if len(named) > 5 else ''}")
+            colour.update(zip(named, given))
         if missing in cats:  # cells without a label: light grey, listed last
             colour[missing] = (0.85, 0.85, 0.85, 1.0)
             cats = [*named, missing]
@@ -425,9 +462,52 @@ def _draw_latent(
         bare(ax)
     elif labels:
         lab = np.concatenate([_class_names(labels[n], n, missing=UNLABELLED) for n in names])
-        panel(axes[0, 1], lab, label_name, sort=True, missing=UNLABELLED)
+        panel(axes[0, 1], lab, label_name, sort=True, missing=UNLABELLED, given=palette)
     if title:
         fig.suptitle(title)
+
+
+def _check_palette(palette, labels, continuous: bool):
+    """``palette`` checked: ``{class name: colour}`` (keys as the plots name classes) or a
+    list of colours; ``None`` where not given. ``ValueError`` for a colour matplotlib
+    cannot read, or a palette without class labels to colour."""
+    from matplotlib.colors import is_color_like
+
+    if palette is None:
+        return None
+    if not labels or continuous:
+        raise ValueError("palette colours label classes: give class labels (color=) to use it")
+    if isinstance(palette, str) or not isinstance(palette, (Mapping, Sequence, np.ndarray)):
+        raise ValueError(f"palette: expected {{class: colour}} or a list of colours, got "
+                         f"{palette!r}")
+    items = palette.items() if isinstance(palette, Mapping) else enumerate(palette)
+    for key, c in items:
+        if not is_color_like(c):
+            raise ValueError(f"palette[{key!r}]: {c!r} is not a colour")
+    if isinstance(palette, Mapping):
+        return {label_str(k): v for k, v in palette.items()}
+    return list(palette)
+
+
+def _stored_palette(mods: Mapping[str, Any], color: str) -> dict[str, Any] | None:
+    """The colours scanpy stored for categorical ``obs[color]`` (``uns[f"{color}_colors"]``,
+    one per category in their order) in the modalities that hold them, as
+    ``{class: colour}`` (the first modality's where two differ); ``None`` without any."""
+    from matplotlib.colors import is_color_like
+
+    found: dict[str, Any] = {}
+    for adata in mods.values():
+        column = adata.obs[color] if color in adata.obs.columns else None
+        stored = adata.uns.get(f"{color}_colors")
+        if not isinstance(getattr(column, "dtype", None), pd.CategoricalDtype) or stored is None:
+            continue
+        colours = list(np.asarray(stored, dtype=object).ravel())
+        cats = list(column.cat.categories)
+        if len(colours) != len(cats) or not all(is_color_like(c) for c in colours):
+            continue  # (stale: the categories changed since scanpy stored them)
+        for cat, c in zip(cats, colours):
+            found.setdefault(label_str(cat), c)
+    return found or None
 
 
 def _continuous(labels: Mapping[str, np.ndarray], max_classes: int = 20) -> bool:
