@@ -16,6 +16,15 @@ from ..model._module import CrossModalModule
 from ..nn._optim import adam
 
 
+def _distributed(plan) -> bool:
+    """Whether ``plan``'s fit runs in several processes: by its trainer, not by the process
+    group, which Lightning keeps after a fit (a one-process training later in the same
+    script must not average its losses and statistics with the other processes')."""
+    trainer = getattr(plan, "_trainer", None)
+    return (trainer is not None and trainer.world_size > 1 and dist.is_available()
+            and dist.is_initialized())
+
+
 class CrossModalPlan(pl.LightningModule):
     """Adversarial training of a :class:`~transmodal.model.CrossModalModule`.
 
@@ -212,24 +221,16 @@ class CrossModalPlan(pl.LightningModule):
             return {}
         both = torch.stack([torch.as_tensor(x, dtype=torch.float32, device=self.device)
                             for x in [*(sums[k] for k in keys), *(counts[k] for k in keys)]])
-        if self._distributed():
+        if _distributed(self):
             dist.all_reduce(both)
         values = both.tolist()
         totals = dict(zip(keys, values[len(keys) :]))
         return {f"{split}_{k}": v / totals[k] for k, v in zip(keys, values) if totals[k] > 0}
 
-    def _distributed(self) -> bool:
-        """Whether this fit runs in several processes: by its trainer, not by the process
-        group, which Lightning keeps after a fit (a one-process training later in the same
-        script must not average its losses and statistics with the other processes')."""
-        trainer = self._trainer
-        return (trainer is not None and trainer.world_size > 1 and dist.is_available()
-                and dist.is_initialized())
-
     def _average_buffers(self) -> None:
         """Under DDP, average floating-point buffers (batch-norm statistics) over processes,
         so every rank ends with identical networks."""
-        if not self._distributed():
+        if not _distributed(self):
             return
         world = dist.get_world_size()
         for buf in self.module.buffers():
