@@ -578,7 +578,9 @@ def test_train_sigterm_saves_the_epochs_done(workdir: Path, tmp_path: Path, caps
     cfg["train"].update(max_epochs=6, checkpoint_dir=str(tmp_path / "ckpt"),
                         checkpoint_every=100, early_stopping=False)
     assert main(["train", "--config", str(_write_config(tmp_path / "r.yaml", cfg))]) == 143
-    assert "terminated" in capsys.readouterr().err
+    err = capsys.readouterr().err  # (how far it came, and how to go on)
+    assert "transmodal: training terminated (SIGTERM) after 2 complete epoch(s) of 6" in err
+    assert f"they are saved in {tmp_path / 'ckpt'} (go on with " in err and "--resume" in err
     assert list(tm.CrossModalAE.load(tmp_path / "ckpt").history.index) == [0, 1]
     assert not (tmp_path / "m").exists()
 

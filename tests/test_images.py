@@ -689,6 +689,11 @@ def test_z_stack_with_a_2d_mask_is_not_read_as_channels(tmp_path):
     with pytest.warns(UserWarning, match=r"does not name its axes: the axis that its 2-D mask "
                       r"lacks is read as channels"):
         tm.images.read_nuclei([(tmp_path / "q.tif", mask)], crop_size=16)
+    # ... also 3 or 4 planes, which tifffile takes for RGB samples ("SYX") by its guess
+    tifffile.imwrite(tmp_path / "q3.tif", stack[:3])
+    with pytest.warns(UserWarning, match="does not name its axes"):
+        three = tm.images.read_nuclei([(tmp_path / "q3.tif", mask)], crop_size=16)
+    assert three.obsm["crops"].shape == (1, 3, 16, 16)
     # multi-page TIFFs of other writers name their pages I: the same warning
     from PIL import Image
 
@@ -711,6 +716,10 @@ def test_z_stack_with_a_2d_mask_is_not_read_as_channels(tmp_path):
         # channels named in the file (ImageJ's C) and RGB samples read silently
         tifffile.imwrite(tmp_path / "c.tif", stack[:3], imagej=True, metadata={"axes": "CYX"})
         assert tm.images.read_nuclei([(tmp_path / "c.tif", mask)], crop_size=16).obsm[
+            "crops"].shape == (1, 3, 16, 16)
+        rgb = (np.moveaxis(stack[:3], 0, -1) * 255).astype(np.uint8)  # interleaved: pixels
+        tifffile.imwrite(tmp_path / "rgb.tif", rgb)
+        assert tm.images.read_nuclei([(tmp_path / "rgb.tif", mask)], crop_size=16).obsm[
             "crops"].shape == (1, 3, 16, 16)
 
 

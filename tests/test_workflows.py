@@ -129,6 +129,20 @@ def test_evaluate_paired_scores_given_cells_after_the_training_data_changed(pair
     assert moved["foscttm"] == want["foscttm"]
 
 
+def test_evaluations_give_each_warning_once(trained_model, paired_data):
+    """A matrix read by several steps of an evaluation (embedding, translation) is checked
+    by each: its warning (here: cells without a non-zero value) is given once, at the
+    caller's line, also where the steps' own warning filters would repeat it."""
+    test = {k: v[:60].copy() for k, v in paired_data.items()}
+    test["atac"].X[:3] = 0  # (poisson counts: empty cells warned of)
+    for evaluate, kw in ((evaluate_paired, {}), (evaluate_unpaired, {"labels_key": "label"})):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            evaluate(trained_model, test, source="rna", target="atac", **kw)
+        empty = [w for w in caught if "hold no non-zero value" in str(w.message)]
+        assert len(empty) == 1 and empty[0].filename == __file__, evaluate.__name__
+
+
 def test_evaluate_paired_needs_shared_cells(trained_model, paired_data):
     rna = paired_data["rna"].copy()
     rna.obs_names = [f"other{i}" for i in range(rna.n_obs)]

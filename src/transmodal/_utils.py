@@ -82,7 +82,9 @@ def user_stacklevel() -> int:
     """The ``stacklevel`` that makes a warning of the function calling this one point at the
     first frame outside transmodal: the user's line, whichever public call led there."""
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+    # (and the standard library's context managers: a transmodal one that warns on exit)
+    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+                                 or frame.f_code.co_filename == contextlib.__file__):
         frame, level = frame.f_back, level + 1
     return level
 
@@ -382,6 +384,41 @@ def process_state() -> Iterator[None]:
     blocks that change it run one thread at a time (re-entered freely by the holder)."""
     with _PROCESS_STATE:
         yield
+
+
+@contextlib.contextmanager
+def warnings_once() -> Iterator[None]:
+    """Give each distinct warning (category and message) of the block once, at the
+    caller's line, however often the block gave it (one matrix checked by two steps of a
+    workflow, or by every member of an ensemble); also when the block fails, before its
+    error. The caller's filters apply inside: an "error" filter raises at the first."""
+    caught: list[warnings.WarningMessage] = []
+
+    def pass_on() -> None:
+        for category, message in dict.fromkeys((w.category, str(w.message)) for w in caught):
+            warnings.warn(message, category, stacklevel=user_stacklevel())
+
+    try:
+        with process_state(), warnings.catch_warnings(record=True) as caught:
+            yield
+    except BaseException:  # the block's warnings, then its failure
+        with contextlib.suppress(Warning):
+            pass_on()
+        raise
+    pass_on()
+
+
+def passes_warnings_once(func: Callable) -> Callable:
+    """Decorate a workflow whose steps may give one warning several times:
+    :func:`warnings_once` over its body."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with warnings_once():
+            return func(*args, **kwargs)
+
+    return wrapper
 
 
 @contextlib.contextmanager

@@ -105,7 +105,7 @@ class GromovWassersteinOT(Baseline):
 
     Examples
     --------
-    >>> ot_ = GromovWassersteinOT(n_neighbors=15)  # doctest: +SKIP
+    >>> ot_ = tm.baselines.GromovWassersteinOT(n_neighbors=15)  # doctest: +SKIP
     >>> x_aligned, y_aligned = ot_.fit_transform(rna, atac)  # doctest: +SKIP
     >>> ot_.coupling_.shape  # doctest: +SKIP
     (n_rna_cells, n_atac_cells)

@@ -459,15 +459,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{PROG}: error: {_message(err)}", file=sys.stderr)
         return 2
-    except Terminated:  # SIGTERM: as Ctrl+C, nothing partial is left
+    except Terminated as err:  # SIGTERM: as Ctrl+C, nothing partial is left
         if args.traceback:
             raise
-        print(f"{PROG}: terminated", file=sys.stderr)
+        print(f"{PROG}: {str(err) or 'terminated'}", file=sys.stderr)  # (a training: how far)
         if callable(signal.getsignal(signal.SIGTERM)):  # called in a program with its own
             signal.raise_signal(signal.SIGTERM)  # handler (restored): it gets the signal
         return 143  # the shell's code for SIGTERM
-    except KeyboardInterrupt:  # Ctrl+C; each output is written atomically: none is partial
+    except KeyboardInterrupt as err:  # Ctrl+C; each output is written atomically: none is partial
         if args.traceback:
             raise
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{PROG}: {str(err) or 'interrupted'}", file=sys.stderr)
         return 130

@@ -688,8 +688,8 @@ def synthetic(
 
     Examples
     --------
-    >>> data = synthetic(500, paired=0.3, seed=1)
-    >>> rows_rna, rows_atac = true_pairs(data, "rna", "atac")
+    >>> data = tm.datasets.synthetic(500, paired=0.3, seed=1)
+    >>> rows_rna, rows_atac = tm.datasets.true_pairs(data, "rna", "atac")
     >>> len(rows_rna)
     150
     """

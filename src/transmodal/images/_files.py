@@ -87,15 +87,22 @@ def check_extra_axis(
 
 
 def _tiff_axes(path: PathLike) -> str | None:
-    """The axis letters tifffile reports for a TIFF's first series (e.g. ``"ZCYX"``), or
-    ``None`` (not a TIFF, or no axis metadata)."""
+    """The axis letters tifffile reports for a TIFF's first series (e.g. ``"ZCYX"``; an
+    axis tifffile only guessed, ``"Q"``), or ``None`` (not a TIFF, or no axis metadata)."""
     if Path(path).suffix.lower() not in (".tif", ".tiff"):
         return None
     try:
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
-            return str(tif.series[0].axes)
+            axes = str(tif.series[0].axes)
+            shaped = tif.shaped_metadata or ()
+            # a stack written by tifffile.imwrite without axes: 3 or 4 planes before the
+            # image's rows are taken for RGB(A) samples ("S...") by tifffile's guess, not
+            # by the writer's word: unnamed (interleaved samples, "YXS", are RGB pixels)
+            if shaped and not any("axes" in m for m in shaped) and axes.startswith("S"):
+                axes = "Q" + axes[1:]
+            return axes
     except Exception:  # noqa: BLE001 - metadata is a hint only
         return None
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,8 +13,7 @@ from anndata import AnnData, read_h5ad
 
 from .._hints import AttributeHints, argument_hints
 from .._utils import (
-    ENSEMBLE_CONFIG, MODEL_CONFIG, atomic_directory, check_int, is_global_zero, process_state,
-    user_stacklevel,
+    ENSEMBLE_CONFIG, MODEL_CONFIG, atomic_directory, check_int, is_global_zero, warnings_once,
 )
 from ..data._h5ad import check_output_h5ad, write_rows_h5ad
 from ..data._source import CHUNK_VALUES
@@ -448,23 +445,11 @@ class Ensemble(AttributeHints):
         names, scales, checksums = read_manifest(path)
         # each member's warnings (e.g. other cells than the training cells) once, at the
         # caller's line; an "error" filter still raises in the first member
-        caught: list[warnings.WarningMessage] = []
-
-        def pass_on() -> None:
-            for category, message in dict.fromkeys((w.category, str(w.message)) for w in caught):
-                warnings.warn(message, category, stacklevel=user_stacklevel())
-
-        try:
-            with process_state(), warnings.catch_warnings(record=True) as caught:
-                members = [
-                    CrossModalAE.load(path / name, data, check_data=check_data and i == 0)
-                    for i, name in enumerate(names)
-                ]
-        except BaseException:  # the loaded members' warnings, then the failure itself
-            with contextlib.suppress(Warning):
-                pass_on()
-            raise
-        pass_on()
+        with warnings_once():
+            members = [
+                CrossModalAE.load(path / name, data, check_data=check_data and i == 0)
+                for i, name in enumerate(names)
+            ]
         for i, (name, m) in enumerate(zip(names, members)):
             if checksums is not None and getattr(m, "_weights_sha256", None) != checksums[i]:
                 raise ValueError(

@@ -421,10 +421,13 @@ class TrainingMixin:
         if isinstance(interrupted, SystemExit):  # (the caller's own: as it is)
             raise interrupted
         if interrupted:  # (Ctrl+C, or SIGTERM: raised as it came)
+            saved = (f"; they are saved in {checkpoint_dir} (go on with "
+                     "tm.workflows.resume_training, or the command line's --resume)"
+                     if stopped else "")
             raise interrupted(
                 f"training {_stopped_by(interrupted)} after {epochs_run} complete epoch(s) of "
                 f"{max_epochs}; the model keeps the weights trained so far (history_ lists "
-                "those epochs)"
+                f"those epochs){saved}"
             )
         if is_global_zero(launcher=True):  # (under DDP every process holds the same model)
             self._warn_if_separable()

@@ -179,7 +179,8 @@ def integrate(
       the latent; 0.5 for two modalities = mixed. Every modality's latent is standardised
       alike, so it also reads near 0.5 where the alignment failed: see
       :func:`transmodal.metrics.mixing_accuracy` with ``classifier="knn"``; the model's
-      discriminator check warns after training).
+      discriminator check warns after training); each modality's also with
+      ``"modality"``, its name in the model.
 
     Use the class directly for translation and label transfer, or pass ``model_dir`` and
     load the saved model later with :meth:`CrossModalAE.load`.

@@ -12,7 +12,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import metrics
-from .._utils import check_unique_obs_names, user_stacklevel
+from .._utils import check_unique_obs_names, passes_warnings_once, user_stacklevel
 from ..data._setup import label_str
 from ..metrics._chunked import Searches, check_paired
 from ..metrics._labels import cluster_accuracy_of
@@ -150,6 +150,7 @@ def _labels(adata: AnnData, key: str) -> np.ndarray:
     return np.array([label_str(v) for v in adata.obs[key].astype(object)], dtype=object)
 
 
+@passes_warnings_once  # (each modality's cells are checked by more than one step)
 def evaluate_unpaired(
     model: CrossModalAE | Ensemble,
     data: Mapping[str, AnnData],
@@ -231,6 +232,7 @@ def evaluate_unpaired(
     return out
 
 
+@passes_warnings_once
 def evaluate_paired(
     model: CrossModalAE | Ensemble,
     data: Mapping[str, AnnData],
