@@ -1163,8 +1163,11 @@ def test_feature_annotations_survive_a_load_without_data(tmp_path, make_model, t
                                   categories=["low", "mid", "high"], ordered=True)
     var["cluster"] = pd.Categorical(np.arange(n) % 3)
     var["obj"] = [object()] * n
+    var.index.name = "peak_id"  # (its name too, in memory and loaded)
     model = make_model(paired_data)
     train(model)
+    assert model.translate(paired_data["rna"][:5], source="rna",
+                           target="atac").var.index.name == "peak_id"
     model.save(tmp_path / "m")
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     saved = [c["name"] for c in cfg["var"]["atac"]]

@@ -135,6 +135,11 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
         },
         "var_names": {n: [str(v) for v in md.var_names] for n, md in model.mods.items()},
         "var": var_meta,
+        # the name of each var index (e.g. "gene_ids"), which translations keep
+        "var_index_name": {
+            n: md.adata.var.index.name for n, md in model.mods.items()
+            if md.spec.obsm_key is None and isinstance(md.adata.var.index.name, str)
+        },
         "label_categories": model.label_categories_,
         "image_spacing": model.image_spacing_,
         "integer_input": model.integer_input_,
@@ -307,6 +312,7 @@ _CONFIG_FIELDS: dict[str, tuple[bool, Callable[[Any], bool], str]] = {
     ),
     "var": (False, _object_of(_array_of(lambda v: isinstance(v, dict))),
             "an object of lists of column descriptions"),
+    "var_index_name": (False, _object_of(lambda v: isinstance(v, str)), "an object of strings"),
     "preprocessing": (
         False, _object_of(_trained_options),
         f"an object of objects of options {list(PREPROCESSING_OPTIONS)}, each true or false",
@@ -373,7 +379,7 @@ def _check_config(config: Any, cfg_path: Path) -> None:
                 f"{len(names)} features"
             )
     for field in ("image_shape", "image_spacing", "preprocessing", "batch_categories", "var",
-                  "architecture_options"):
+                  "var_index_name", "architecture_options"):
         unknown = [n for n in config.get(field) or {} if n not in config["modalities"]]
         if unknown:
             raise ValueError(
@@ -507,10 +513,10 @@ def _read_weights(weights: Path, checksum: str | None = None) -> dict[str, torch
 
 def _stand_in(
     spec: Modality, var_names: list[str], image_shape: list[int] | None,
-    var: pd.DataFrame | None = None,
+    var: pd.DataFrame | None = None, index_name: str | None = None,
 ) -> AnnData:
     """A cell-less AnnData shaped like a modality's data (``var``: its saved feature
-    annotations), for a model loaded without them."""
+    annotations, ``index_name`` its index's name), for a model loaded without them."""
     obs = pd.DataFrame(index=pd.Index([], dtype=object))
     if spec.obsm_key is not None:
         adata = AnnData(obs=obs)
@@ -524,6 +530,7 @@ def _stand_in(
         return adata
     if var is None:
         var = pd.DataFrame(index=pd.Index(var_names, dtype=object))
+    var.index.name = index_name
     empty = sparse.csr_matrix((0, len(var_names)), dtype=np.float32)
     adata = AnnData(X=empty if spec.layer is None else None, obs=obs, var=var)
     for layer in (spec.layer, spec.total_layer):  # total_layer: the trials of binomial data
@@ -686,6 +693,7 @@ def _with_stand_ins(
             None if columns is None else decode_var(
                 columns, tensors, f"var.{name}", var_names, f"{cfg_path}: var[{name!r}]"
             ),
+            (config.get("var_index_name") or {}).get(name),
         )
     return out, missing
 
