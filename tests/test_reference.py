@@ -194,12 +194,32 @@ def test_reference_batches(data):
     assert model.batch_categories_["rna"] == ["b0", "b1"]
     np.testing.assert_array_equal(model.get_latent_representation("rna"),
                                   reference.get_latent_representation("rna", only_b1))
+    # a new batch of the frozen anchor's cells (scArches' query mapping): its encoder reads
+    # no batch, so they embed as the reference embeds them, with a warning; its decoder is
+    # not trained while it stays frozen, and training it again is refused
     other = rna.copy()
     other.obs["batch"] = "b2"
+    with pytest.warns(UserWarning, match=r"modality 'rna' \(the frozen anchor\): \d+ of its "
+                      r"\d+ cells are of batches the reference lacks \(\['b2'\]"):
+        new = tm.CrossModalAE.from_reference(
+            reference, {"rna": other, "protein": data["protein"]}, {"protein": SPECS["protein"]},
+            anchor_fraction=1.0)
+    np.testing.assert_array_equal(new.get_latent_representation("rna"),
+                                  reference.get_latent_representation("rna", other))
+    new.train(max_epochs=1, progress_bar=False)
+    np.testing.assert_array_equal(new.get_latent_representation("rna"),
+                                  reference.get_latent_representation("rna", other))
+    assert new.translate(data["protein"], source="protein", target="rna").n_obs == \
+        data["protein"].n_obs
+    with pytest.raises(ValueError, match=r"modality 'rna': \d+ cell\(s\) .*have no batch of "
+                       r"the model .* holding a batch other than \['b0', 'b1'\]"):
+        new.train(max_epochs=1, pretrain_epochs=1, progress_bar=False)
+    # a reference modality that trains on (not the anchor) keeps refusing them
     with pytest.raises(ValueError, match=r"modality 'rna': batch 'b2' .* is not one of the "
                                          r"model's batches \['b0', 'b1'\]"):
-        tm.CrossModalAE.from_reference(reference, {"rna": other, "protein": data["protein"]},
-                                       {"protein": SPECS["protein"]})
+        tm.CrossModalAE.from_reference(reference, {"rna": other, "atac": data["atac"],
+                                                   "protein": data["protein"]},
+                                       {"protein": SPECS["protein"]}, anchor="atac")
 
 
 def test_copied_networks_are_not_called_random_and_retraining_the_anchor_is_warned(

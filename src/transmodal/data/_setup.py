@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
@@ -673,6 +673,7 @@ def setup_data(
     allow_empty: tuple[str, ...] = (),
     batch_categories: Mapping[str, list[str]] | None = None,
     trained: bool = False,
+    batches_optional: Collection[str] = (),
 ) -> tuple[dict[str, ModalityData], list[str] | None]:
     """Validate inputs and collect everything the model needs about each modality.
 
@@ -703,6 +704,9 @@ def setup_data(
         Known batches of the modalities with a ``batch_key`` (a trained model's); without
         them, each modality's batches are the values its cells carry. With
         ``labels_optional``, a missing column or an unknown batch gives code -1.
+    batches_optional
+        Modalities whose cells may carry batches outside ``batch_categories`` (code -1,
+        as with ``labels_optional``): a reference model's frozen anchor.
     trained
         The data are given to a trained model (its options fixed): errors of the value scan
         advise to give the data as it was trained on (see :func:`check_values`).
@@ -793,7 +797,7 @@ def setup_data(
         if md.spec.batch_key is not None:
             known = None if batch_categories is None else batch_categories.get(name)
             md.batches, md.batch_categories = batch_codes(
-                md, known, optional=labels_optional, data=data
+                md, known, optional=labels_optional or name in batches_optional, data=data
             )
     categories = list(label_categories) if label_categories is not None else None
     if labels_key is not None:

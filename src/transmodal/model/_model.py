@@ -199,6 +199,7 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         warn_unused: bool, batch_categories: Mapping[str, list[str]] | None = None,
         check_module: Callable[[CrossModalModule], None] | None = None,
         fitted: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+        batches_optional: tuple[str, ...] = (),
     ) -> None:
         """A new model's networks, preprocessing, split, anchor pairs and pseudo-pairs from
         checked ``params`` (shared by ``__init__`` and :meth:`from_reference`, which passes
@@ -207,7 +208,8 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         for name in modalities if isinstance(modalities, Mapping) else ():
             check_modality_name(name)
         self._setup(data, modalities, params, label_categories=None, check_data=check_data,
-                    batch_categories=batch_categories, check_module=check_module)
+                    batch_categories=batch_categories, check_module=check_module,
+                    batches_optional=batches_optional)
         seed = params["seed"]
         masks = validation_masks(self.mods, params["validation_fraction"], seed)
         self.val_masks_ = masks
@@ -291,6 +293,7 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         self, data, modalities, params, *, label_categories, check_data, labels_optional=False,
         allow_empty: tuple[str, ...] = (), batch_categories: Mapping[str, list[str]] | None = None,
         trained: bool = False, check_module: Callable[[CrossModalModule], None] | None = None,
+        batches_optional: tuple[str, ...] = (),
     ) -> None:
         """Validate data, then build the networks (seeded); shared by ``__init__`` and ``load``
         (whose ``check_module`` is given the networks built on the meta device first: their
@@ -309,6 +312,7 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
             allow_empty=allow_empty,
             batch_categories=batch_categories,
             trained=trained,
+            batches_optional=batches_optional,
         )
         self.anchor_modality_ = check_prior(params["prior"], list(mods))
         self.init_params_ = params

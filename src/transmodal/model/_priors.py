@@ -213,7 +213,8 @@ class PriorsMixin:
                 x = [transform.process(torch.from_numpy(c)).numpy() for c in md.source.chunks(idx)]
             x = np.concatenate(x)
             if md.batches is not None:
-                codes = md.batches[idx]
+                # (cells of no batch of the model, -1: a frozen anchor's new ones, one group)
+                codes = np.unique(md.batches[idx], return_inverse=True)[1].ravel()
                 alone = int((np.bincount(codes)[codes] < 2).sum())
                 if 2 * alone > len(codes):  # centring would erase most cells
                     raise ValueError(

@@ -189,6 +189,27 @@ def choose_anchor(
     return anchor
 
 
+def _warn_new_anchor_batches(model: CrossModalAE, anchor: str) -> None:
+    """Warn of the frozen anchor's cells of batches the reference lacks (code -1): its
+    encoder reads no batch, so they embed as they are, with their batch's effects."""
+    md = model.mods[anchor]
+    if md.batches is None or not (md.batches < 0).any():
+        return
+    key = md.spec.batch_key
+    unknown = (sorted({str(v) for v in md.adata.obs[key][md.batches < 0]})
+               if key in md.adata.obs else None)
+    which = (f"of batches the reference lacks ({unknown[:5]}; the reference's: "
+             f"{md.batch_categories})" if unknown else f"without obs[{key!r}]")
+    warnings.warn(
+        f"modality {anchor!r} (the frozen anchor): {int((md.batches < 0).sum())} of its "
+        f"{md.n_obs} cells are {which}: its encoder reads no batch, so they embed as they "
+        "are (what their batch changes stays in their embeddings). Translations into "
+        f"{anchor!r} are decoded in the reference's batches (their mean, or target_batch=), "
+        "and training the anchor again (pretrain_epochs > 0) is refused",
+        UserWarning, stacklevel=user_stacklevel(),
+    )
+
+
 def model_from_reference(
     cls: type[CrossModalAE], reference: Any, data: Any,
     modalities: Mapping[str, Any] | None, anchor: str | None, params: dict[str, Any],
@@ -229,7 +250,10 @@ def model_from_reference(
         batch_categories={n: c for n, c in reference.batch_categories_.items() if n in shared},
         check_module=lambda _: check_given_data(model, config, "the reference model"),
         fitted={n: reference.module.transforms[n].state_dict() for n in shared},
+        # the frozen anchor's encoder reads no batch: cells of new batches embed as they are
+        batches_optional=(anchor,),
     )
+    _warn_new_anchor_batches(model, anchor)
     for name in shared:  # the copied preprocessing and encoders read the reference's units
         if name in reference.integer_input_:
             model.integer_input_[name] = reference.integer_input_[name]

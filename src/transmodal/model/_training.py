@@ -283,7 +283,8 @@ class TrainingMixin:
         elif checkpoint_every != 10:
             warnings.warn(f"checkpoint_every={checkpoint_every!r} has no effect: no "
                           "checkpoint_dir", UserWarning, stacklevel=user_stacklevel())
-        self._check_training_cells()
+        # (the anchor's batches: checked below, where this call trains it)
+        self._check_training_cells(frozen=self.anchor_modality_)
         if is_global_zero(launcher=True):
             self._warn_unknown_labels()
         seed = self.init_params_["seed"] if seed is None else seed
@@ -300,6 +301,8 @@ class TrainingMixin:
         pretrain_epochs, pretrain_owed = self._pretraining(pretrain_epochs, max_epochs)
         # the anchor modality trains only while it is pre-trained (then it is frozen)
         frozen = self.anchor_modality_ if pretrain_epochs == 0 else None
+        if self.anchor_modality_ is not None and frozen is None:
+            self._refuse_unknown_batches(self.anchor_modality_)
         batch_loss_acts = False  # (whether lam_batch can act: warned about if not)
         if is_global_zero(launcher=True):
             batch_loss_acts = self._warn_batches(lam_batch, frozen)
@@ -536,10 +539,12 @@ class TrainingMixin:
                 bn.running_mean.copy_(mean)
                 bn.running_var.copy_(var)
 
-    def _check_training_cells(self) -> None:
+    def _check_training_cells(self, frozen: str | None = None) -> None:
         """Refuse to train on modalities without cells, with fewer than 2 training cells,
-        with cells of no batch of the model or whose batch / label / marker columns were
-        edited since the model was built; scan values edited in place since (``check_data``)."""
+        with cells of no batch of the model (but ``frozen``, an anchor whose networks this
+        call does not train: see :meth:`_refuse_unknown_batches`) or whose batch / label /
+        marker columns were edited since the model was built; scan values edited in place
+        since (``check_data``)."""
         for name, mask in self.val_masks_.items():
             md = self.mods[name]
             if md.n_obs == 0:
@@ -569,16 +574,8 @@ class TrainingMixin:
                     f"modality {name!r} has {n_train} training cell(s); training needs at "
                     "least 2 per modality (batch normalisation)"
                 )
-            batches = md.batches
-            if batches is not None and (batches < 0).any():  # (validation cells are decoded too)
-                n_val = int((batches[mask] < 0).sum())
-                raise ValueError(
-                    f"modality {name!r}: {int((batches < 0).sum())} cell(s) "
-                    + (f"({n_val} of them validation cells) " if n_val else "")
-                    + f"have no batch of the model (obs[{md.spec.batch_key!r}] missing, empty "
-                    f"or holding a batch other than {self.batch_categories_[name]}); the "
-                    "decoder needs each training and validation cell's batch"
-                )
+            if name != frozen:
+                self._refuse_unknown_batches(name)
 
         labels_key = self.init_params_["labels_key"]
         if labels_key is not None and not any(
@@ -592,6 +589,21 @@ class TrainingMixin:
         # what the cells trained on hold (saved with the model: a later load tells them
         # from other cells of the same names, also once the AnnData is edited in place)
         self._trained_values = self._values_fingerprint()
+
+    def _refuse_unknown_batches(self, name: str) -> None:
+        """``ValueError`` if cells of modality ``name`` have no batch of the model: its
+        decoder, trained, needs each training and validation cell's batch."""
+        md, mask = self.mods[name], self.val_masks_[name]
+        batches = md.batches
+        if batches is not None and (batches < 0).any():  # (validation cells are decoded too)
+            n_val = int((batches[mask] < 0).sum())
+            raise ValueError(
+                f"modality {name!r}: {int((batches < 0).sum())} cell(s) "
+                + (f"({n_val} of them validation cells) " if n_val else "")
+                + f"have no batch of the model (obs[{md.spec.batch_key!r}] missing, empty "
+                f"or holding a batch other than {self.batch_categories_[name]}); the "
+                "decoder needs each training and validation cell's batch"
+            )
 
     def _check_options_used(self, given: Mapping[str, Any]) -> None:
         """Warn about options of :meth:`train` in ``given``, set away from their default,
@@ -854,11 +866,14 @@ class TrainingMixin:
         (> 0) can act."""
         acts = only_frozen = False
         for name, batches in self.batch_categories_.items():
-            codes = self.mods[name].batches  # (-1: unknown, refused for training cells)
-            counts = np.bincount(codes[~self.val_masks_[name]], minlength=len(batches))
+            # (-1: unknown; refused for training cells but a frozen anchor's, whose
+            # decoder this training leaves as it is: nothing to warn of)
+            codes = self.mods[name].batches
+            training = codes[~self.val_masks_[name]]
+            counts = np.bincount(training[training >= 0], minlength=len(batches))
             held = np.bincount(codes[codes >= 0], minlength=len(batches))
-            idle = [b for b, k in zip(batches, counts) if k == 0]
-            absent = [b for b, k in zip(batches, held) if k == 0]
+            idle = [b for b, k in zip(batches, counts) if k == 0] if name != frozen else []
+            absent = [b for b, k in zip(batches, held) if k == 0] if name != frozen else []
             if absent:  # e.g. a loaded model trained further on cells of some batches
                 warnings.warn(
                     f"modality {name!r}: batch(es) {absent[:3]} of the model hold no cell of "
