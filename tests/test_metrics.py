@@ -191,6 +191,39 @@ def test_knn_accuracy_matches_sklearn_paper_code(rng):
     assert got["x_to_y"][k] == pytest.approx(paper(y, x))
 
 
+def test_knn_accuracy_of_held_out_cells_as_the_paper_scores_them(rng):
+    """score=: neighbours searched among every cell, the accuracy of the scored (held-out)
+    cells alone, as the paper's code reports its test cells (its knn_accuracy over all
+    1,874 cells, the TEST_SET's hits over its size); a mask and indices agree, and the
+    chance level is averaged over the same cells."""
+    x, y = noisy_pair(rng, n=150, noise=0.6)
+    test = np.sort(rng.choice(150, 40, replace=False))
+    k = 10
+
+    def paper(a, b):
+        nbrs = NearestNeighbors(n_neighbors=k, metric="manhattan").fit(a)
+        _, idx_a = nbrs.kneighbors(a)
+        _, idx_b = nbrs.kneighbors(b, n_neighbors=1)
+        return np.mean([idx_b[i, 0] in idx_a[i] for i in test])
+
+    got = knn_accuracy(x, y, k=k, score=test)
+    assert got["y_to_x"][k] == pytest.approx(paper(x, y))
+    assert got["x_to_y"][k] == pytest.approx(paper(y, x))
+    mask = np.zeros(150, bool)
+    mask[test] = True
+    assert knn_accuracy(x, y, k=k, score=mask) == got
+    # (not the accuracy of the held-out cells searched among themselves)
+    assert knn_accuracy(x[test], y[test], k=k)["mean"][k] > got["mean"][k]
+    level, alone = knn_accuracy_chance(x, y, k=k, score=test), knn_accuracy_chance(x, y, k=k)
+    both = tm.metrics.knn_accuracy_and_chance(x, y, k=k, score=test)
+    assert both == (got, level) and level != alone
+    for bad, message in ((mask[:10], "a boolean mask of 10 entries for 150 cells"),
+                         (np.array([0, 150]), r"in \[0, 150\)"), (np.zeros(0, int), "non-empty"),
+                         (np.array([0.5]), "boolean mask or integer row indices")):
+        with pytest.raises(ValueError, match=message):
+            knn_accuracy(x, y, k=k, score=bad)
+
+
 def test_knn_accuracy_perfect(rng):
     x = rng.normal(size=(60, 5))
     x[5] = x[3]  # duplicates still give a perfect score

@@ -149,6 +149,7 @@ def knn_accuracy(
     k: int | Iterable[int] = (5, 50),
     metric: str = "l1",
     chunk_size: int | None = None,
+    score: np.ndarray | None = None,
 ) -> dict[str, dict[int, float]]:
     """k-NN accuracy of Yang et al. (2021, Nat. Commun., cross-modal autoencoders).
 
@@ -168,6 +169,14 @@ def knn_accuracy(
         ``"l1"`` (manhattan, as in the paper) or ``"euclidean"``.
     chunk_size
         Query rows processed at once; ``None`` picks about 64 MiB per block.
+    score
+        The rows whose accuracy is averaged (a boolean mask or row indices; default all).
+        The paper's code scores its held-out test cells this way: neighbours are searched
+        among *all* cells, training and test, and the test cells' accuracy is reported;
+        scored among the test cells alone, each cell has fewer rows to be confused with,
+        and the same embedding scores higher (on 1,874 synthetic cells with 340 held out:
+        0.66 / 0.87 at ``k = 5`` / 50 against 0.43 / 0.59 the paper's way), so only this
+        way compares with its published numbers.
 
     Returns
     -------
@@ -175,7 +184,8 @@ def knn_accuracy(
     queries ``x`` cells against ``y`` (``A = y``, ``B = x``) and ``"y_to_x"`` queries
     ``y`` cells against ``x`` (``A = x``, ``B = y``).  1 = perfect.
     """
-    return _knn_scores(x, y, k, metric, chunk_size, accuracy=True, chance=False)[0]
+    return _knn_scores(x, y, k, metric, chunk_size, accuracy=True, chance=False,
+                       score=score)[0]
 
 
 def _knn_scores(
@@ -187,29 +197,52 @@ def _knn_scores(
     *,
     accuracy: bool,
     chance: bool,
+    score: np.ndarray | None = None,
 ) -> tuple[dict[str, dict[int, float]] | None, dict[str, dict[int, float]] | None]:
     """:func:`knn_accuracy` and / or :func:`knn_accuracy_chance`, sharing one nearest-row
     search per direction."""
     ks, met, xa, ya = _knn_arguments(x, y, k, metric)
     return knn_scores_of(Searches(xa, ya, chunk_size), ks, met, accuracy=accuracy,
-                         chance=chance)
+                         chance=chance, score=_scored_rows(score, xa.shape[0]))
+
+
+def _scored_rows(score: np.ndarray | None, n: int) -> np.ndarray | None:
+    """``score`` (a boolean mask or row indices of ``n`` rows) as sorted unique row indices;
+    ``None`` for all rows. ``ValueError`` for a wrong length, out-of-range or no rows."""
+    if score is None:
+        return None
+    a = np.asarray(score)
+    if a.dtype == bool:
+        if a.shape != (n,):
+            raise ValueError(f"score: a boolean mask of {a.size} entries for {n} cells")
+        a = np.flatnonzero(a)
+    elif a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
+        raise ValueError("score: expected a boolean mask or integer row indices")
+    a = np.unique(a.astype(np.int64))
+    if not a.size or a[0] < 0 or a[-1] >= n:
+        raise ValueError(f"score: row indices must be non-empty and in [0, {n}), got "
+                         f"{a[:5].tolist()}{' ...' if a.size > 5 else ''}")
+    return a
 
 
 def knn_scores_of(
-    searches: Searches, ks: tuple[int, ...], metric: str, *, accuracy: bool, chance: bool
+    searches: Searches, ks: tuple[int, ...], metric: str, *, accuracy: bool, chance: bool,
+    score: np.ndarray | None = None,
 ) -> tuple[dict[str, dict[int, float]] | None, dict[str, dict[int, float]] | None]:
     """:func:`_knn_scores` of the paired embeddings of ``searches`` (``ks`` checked, each at
-    most the number of rows; ``metric`` canonical)."""
+    most the number of rows; ``metric`` canonical), averaged over the rows ``score``
+    (:func:`_scored_rows`; ``None``: all)."""
     xa, ya, n = searches.x, searches.y, searches.x.shape[0]
+    rows = slice(None) if score is None else score
     acc: dict[str, dict[int, float]] = {}
     level: dict[str, dict[int, float]] = {}
     for key, ref, nn in zip(("x_to_y", "y_to_x"), (ya, xa), searches.nearest(metric)):
         pos, occurrence = _within_reference(ref, nn, metric, ks, searches.chunk_size,
                                             accuracy=accuracy, chance=chance)
         if pos is not None:
-            acc[key] = {kk: float(np.mean(pos < kk)) for kk in ks}
+            acc[key] = {kk: float(np.mean(pos[rows] < kk)) for kk in ks}
         if occurrence is not None:
-            level[key] = {kk: float(occurrence[kk][nn].mean() / n) for kk in ks}
+            level[key] = {kk: float(occurrence[kk][nn[rows]].mean() / n) for kk in ks}
     for scores in (acc, level):
         if scores:
             scores["mean"] = {kk: 0.5 * (scores["x_to_y"][kk] + scores["y_to_x"][kk]) for kk in ks}
@@ -223,10 +256,11 @@ def knn_accuracy_and_chance(
     k: int | Iterable[int] = (5, 50),
     metric: str = "l1",
     chunk_size: int | None = None,
+    score: np.ndarray | None = None,
 ) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, float]]]:
     """``(knn_accuracy(...), knn_accuracy_chance(...))`` in one pass: the nearest-row search
     of each direction is done once for both (same arguments and results)."""
-    return _knn_scores(x, y, k, metric, chunk_size, accuracy=True, chance=True)
+    return _knn_scores(x, y, k, metric, chunk_size, accuracy=True, chance=True, score=score)
 
 
 def _occurrence_block(
@@ -260,6 +294,7 @@ def knn_accuracy_chance(
     k: int | Iterable[int] = (5, 50),
     metric: str = "l1",
     chunk_size: int | None = None,
+    score: np.ndarray | None = None,
 ) -> dict[str, dict[int, float]]:
     """The :func:`knn_accuracy` that the same embeddings score under a random pairing.
 
@@ -289,10 +324,13 @@ def knn_accuracy_chance(
         ``"l1"`` (manhattan, as in the paper) or ``"euclidean"``.
     chunk_size
         Rows processed at once; ``None`` picks about 64 MiB per block.
+    score
+        The rows whose level is averaged, as in :func:`knn_accuracy` (default all).
 
     Returns
     -------
     The structure of :func:`knn_accuracy`: ``{"x_to_y": {k: level}, "y_to_x": {k: level},
     "mean": {k: level}}``.
     """
-    return _knn_scores(x, y, k, metric, chunk_size, accuracy=False, chance=True)[1]
+    return _knn_scores(x, y, k, metric, chunk_size, accuracy=False, chance=True,
+                       score=score)[1]
