@@ -103,7 +103,8 @@ def label_transfer(
     """Accuracy of a k-NN classifier fitted on a reference embedding, on a query.
 
     Uses :class:`sklearn.neighbors.KNeighborsClassifier` (Euclidean, uniform weights),
-    which works in bounded memory.
+    which works in bounded memory; among equidistant neighbours (duplicated rows) it
+    picks as its search finds them, not by row index as the other metrics do.
 
     Parameters
     ----------
