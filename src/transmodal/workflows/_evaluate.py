@@ -242,7 +242,11 @@ def evaluate_paired(
     labels_key: str | None = None,
     mixing_seed: int = 0,
 ) -> dict[str, Any]:
-    """All metrics of design §6 on cells measured in both ``source`` and ``target``.
+    """The matching, label, mixing and translation metrics of :mod:`transmodal.metrics` on
+    cells measured in both ``source`` and ``target`` (the classifier-on-translated-data ROC
+    of the paper's Fig. 4c is :func:`transmodal.analysis.translated_classifier_roc`). Its
+    k-NN accuracy searches among the cells given; the paper's code scores held-out cells
+    among all cells (:func:`transmodal.metrics.knn_accuracy` with ``score=``).
 
     Parameters
     ----------
