@@ -385,6 +385,9 @@ class TrainingMixin:
                 checkpoint_every,
             )
             callbacks.append(saving)
+        # what the cells trained on hold (saved with the model: a later load tells them
+        # from other cells of the same names, also once the AnnData is edited in place)
+        self._trained_values = self._values_fingerprint()
         history, interrupted, diverged = self._fit(
             plan, train_batches, val_batches, max_epochs=max_epochs, accelerator=accelerator,
             devices=devices, strategy=strategy, num_nodes=num_nodes, precision=precision,
@@ -586,9 +589,6 @@ class TrainingMixin:
                 "with a latent classifier on these labels, would train further without it; "
                 "give the data with the column (NaN for cells without a label)"
             )
-        # what the cells trained on hold (saved with the model: a later load tells them
-        # from other cells of the same names, also once the AnnData is edited in place)
-        self._trained_values = self._values_fingerprint()
 
     def _refuse_unknown_batches(self, name: str) -> None:
         """``ValueError`` if cells of modality ``name`` have no batch of the model: its
