@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -115,6 +117,18 @@ def test_foscttm_ties(rng, chunk_size):
     same = np.ones((20, 4))
     with pytest.warns(UserWarning, match="same coordinates"):  # a collapsed embedding: named
         assert foscttm(same, same + 1.0) == 0.0
+    # partly collapsed (all cells but one on one point): near-perfect by ties, named too
+    part = np.zeros((200, 4))
+    part[0] = 1.0
+    with pytest.warns(UserWarning, match=r"x: 199 of 200 cells share their coordinates with "
+                      r"another cell \(a partly collapsed embedding\?\)"):
+        assert foscttm(part, part.copy()) < 0.01
+    # a few duplicates (e.g. cells without a count, embedded alike): silent
+    few = rng.normal(size=(200, 4))
+    few[1:3] = few[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        foscttm(few, few + 0.1)
 
 
 def test_foscttm_perfect_and_random(rng):

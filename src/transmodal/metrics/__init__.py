@@ -36,7 +36,7 @@ against (and labelled from) ``y``.  Distance-based metrics process query rows in
 ``n x n`` matrix.  Ties are exact: distances are compared as computed by one
 deterministic float64 routine, so duplicated rows are exactly equidistant; "strictly
 closer" excludes ties (FOSCTTM, partner-in-top-k: a tie counts in the cell's favour, as
-the definitions read; an embedding whose cells all coincide is warned of), and neighbour
+the definitions read; an embedding whose cells mostly coincide is warned of), and neighbour
 lists order equal distances by row index, but :func:`label_transfer`'s, which
 scikit-learn's classifier breaks as it finds them.
 """

@@ -142,6 +142,17 @@ def as_embedding(
             "metrics, which count a tie as not closer, score such ties as matches",
             UserWarning, stacklevel=user_stacklevel(),
         )
+    elif columns == "dimensions" and len(arr) > 3:
+        # (partly collapsed: most cells on a few points; hashed rows, O(n))
+        shared = int(pd.DataFrame(arr).duplicated(keep=False).sum())
+        if 2 * shared > len(arr):
+            warnings.warn(
+                f"{name}: {shared} of {len(arr)} cells share their coordinates with another "
+                "cell (a partly collapsed embedding?); distances tie among them, and the "
+                "matching metrics (FOSCTTM, partner-in-top-k), which count a tie as not "
+                "closer, score such ties as matches",
+                UserWarning, stacklevel=user_stacklevel(),
+            )
     return arr
 
 
