@@ -633,7 +633,7 @@ def check_output_directory(
                 ours = not is_dir and entry.name in names
             if not (ours or _is_ensemble_member(entry)):
                 foreign.append(f"{entry.name}/" if is_dir else entry.name)
-        if foreign and set(foreign) <= set(TRAIN_SIDE_FILES) and not set(names) & set(foreign):
+        if foreign and set(foreign) <= set(TRAIN_SIDE_FILES):
             raise FileExistsError(
                 f"{given} is the output of the command line's train (its "
                 f"{', '.join(foreign)} would go on describing the run that wrote it); "
@@ -701,7 +701,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except OSError:  # (PermissionError: another user's process)
         return True
     return True
 

@@ -89,8 +89,9 @@ class ModalityData:
         unchanged, e.g. to gene symbols): the model reads the matrix as it was built, by the
         features' positions, and names them as then (translations too); the same AnnData
         given as ``adata`` is refused for the new names."""
-        if self.spec.obsm_key is not None:
-            return
+        if self.spec.obsm_key is not None or np.array_equal(
+                np.asarray(self.adata.var_names, dtype=object), self.var_names):
+            return  # (the common case, without converting 10^5 names to compare them)
         now = np.asarray(self.adata.var_names, dtype=object).astype(str)
         then = np.asarray(self.var_names, dtype=object).astype(str)
         # (other numbers of features: the matrix changed too, which check_current tells)

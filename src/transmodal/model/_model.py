@@ -579,8 +579,9 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         ValueError
             If the reference is untrained (or the path of a saved ensemble), ``data`` hold
             none of its modalities, a reference modality's features, image shape or batches
-            differ from the reference's, or a parameter contradicts the reference's latent
-            space.
+            differ from the reference's (the frozen anchor's cells may carry batches the
+            reference lacks: warned of, as its encoder reads no batch), or a parameter
+            contradicts the reference's latent space.
 
         Examples
         --------
