@@ -2036,14 +2036,17 @@ def test_epoch_means_weigh_cells_and_the_monitor_is_built_from_them():
     """Each term's epoch mean is over what it averages: a step of 2 cells weighed as much as
     one of 128 (the validation's last step), a step without a labelled cell diluted the
     classifier's mean, a step without the batch MMD its mean; the monitored validation
-    loss is the sum of those means."""
+    loss and the history's loss are weighted sums of those means."""
     from types import SimpleNamespace
 
     from transmodal.train._plan import CrossModalPlan
 
     plan = SimpleNamespace(_sums={}, _counts={}, device=torch.device("cpu"), lam_cls=2.0,
                            lam_anchor=0.5, current_epoch=5, pretrain_epochs=0,
-                           adv_warmup_epochs=1, _val_means={})
+                           adv_warmup_epochs=1, _val_means={}, lam_adv=1.0, lam_latent=0.0,
+                           lam_mmd=0.0, lam_batch=3.0, beta=0.0, pretraining=False)
+    plan._adv_weight = lambda: CrossModalPlan._adv_weight(plan)
+    plan._objective = lambda terms: CrossModalPlan._objective(plan, terms)
     plan._means = lambda split: CrossModalPlan._means(plan, split)
     logged = {}
     plan.log = lambda name, value, **kw: logged.update({name: value})
@@ -2064,6 +2067,8 @@ def test_epoch_means_weigh_cells_and_the_monitor_is_built_from_them():
     assert means["val_batch_mmd"] == pytest.approx(2.0)  # (1.0 over every step)
     monitor = means["val_recon_a"] + 2.0 * 0.5 + 0.5 * 3.0
     assert means["val_monitor"] == pytest.approx(monitor) == logged["val_monitor"]
+    # the loss: the objective of the means (the batch MMD weighed by lam_batch)
+    assert means["val_loss"] == pytest.approx(monitor + 3.0 * 2.0)
     # nothing accumulated (no validation cells): no means, nothing to stack
     assert CrossModalPlan._means(plan, "val") == {}
 

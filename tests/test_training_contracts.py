@@ -29,6 +29,19 @@ def _first_batch(model, batch_size=32):
     return next(iter(batches))
 
 
+def _bind_objective(plan, lam_adv=1.0, lam_latent=0.0, lam_mmd=0.0, lam_batch=0.0, beta=0.0):
+    """Give a stand-in plan the objective (the history's loss) of CrossModalPlan."""
+    from transmodal.train._plan import CrossModalPlan
+
+    for k, v in dict(lam_adv=lam_adv, lam_latent=lam_latent, lam_mmd=lam_mmd,
+                     lam_batch=lam_batch, beta=beta).items():
+        setattr(plan, k, v)
+    plan._adv_weight = lambda: CrossModalPlan._adv_weight(plan)
+    plan.pretraining = False
+    plan._objective = lambda terms: CrossModalPlan._objective(plan, terms)
+    return plan
+
+
 def _monitor_plan(current_epoch, pretrain_epochs, adv_warmup_epochs):
     """A stand-in for CrossModalPlan holding what on_validation_epoch_end reads."""
     from transmodal.train._plan import CrossModalPlan
@@ -37,6 +50,7 @@ def _monitor_plan(current_epoch, pretrain_epochs, adv_warmup_epochs):
                            lam_anchor=1.0, current_epoch=current_epoch,
                            pretrain_epochs=pretrain_epochs,
                            adv_warmup_epochs=adv_warmup_epochs, _val_means={})
+    _bind_objective(plan)
     plan._means = lambda split: CrossModalPlan._means(plan, split)
     plan.logged = {}
     plan.log = lambda name, value, **kw: plan.logged.update({name: value})
@@ -71,6 +85,32 @@ def test_plan_objective_is_the_documented_weighted_sum_of_its_terms(paired_data)
     latent = np.mean([float(z.pow(2).mean()) for z in zs.values()])
     assert float(terms["latent_l2"]) == pytest.approx(latent, rel=1e-5)
     assert float(terms["mmd"]) == pytest.approx(float(m.mmd_loss(zs)), rel=1e-5)
+
+
+def test_history_loss_is_the_weighted_sum_of_the_terms_beside_it(paired_data):
+    """Each epoch's history ``loss`` (train and validation) is the objective of the terms'
+    epoch means, which are per cell: the mean of the steps' objectives weighed a short
+    last step (8 of 40 cells) as a full one, and the history's loss was 0.24 off the
+    weighted sum of the columns beside it."""
+    w = dict(beta=0.3, lam_latent=0.7, lam_adv=1.3, lam_mmd=2.1, lam_cls=0.4,
+             lam_anchor=1.7)
+    model = _model(paired_data, labels_key="label", anchor_fraction=0.5, variational=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.train(max_epochs=3, batch_size=32, adv_warmup_epochs=2, progress_bar=False,
+                    **w)
+    h = model.history
+    for split in ("train", "val"):
+        expected = (
+            sum(h[f"{split}_recon_{n}"] + w["beta"] * h[f"{split}_kl_{n}"]
+                for n in ("rna", "atac"))
+            + w["lam_latent"] * h[f"{split}_latent_l2"]
+            + h["lam_adv_effective"] * h[f"{split}_adv"]
+            + w["lam_mmd"] * h[f"{split}_mmd"] + w["lam_cls"] * h[f"{split}_cls"]
+            + w["lam_anchor"] * h[f"{split}_anchor"]
+        )
+        np.testing.assert_allclose(h[f"{split}_loss"], expected, rtol=1e-5)
+    assert list(h["lam_adv_effective"]) == [0.65, 1.3, 1.3]
 
 
 def test_plan_without_mmd_weight_leaves_the_mmd_out(paired_data):

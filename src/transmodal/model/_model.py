@@ -411,7 +411,10 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
 
     @property
     def history(self) -> pd.DataFrame | None:
-        """Per-epoch loss terms and discriminator accuracy (train and validation)."""
+        """Per-epoch loss terms and discriminator accuracy (train and validation): each
+        term's mean over what it averages (cells, labelled cells, pairs, steps), and
+        ``train_loss`` / ``val_loss`` the objective of those means (their weighted sum,
+        the adversarial term weighed by the epoch's ``lam_adv_effective``)."""
         return self.history_
 
     def __repr__(self) -> str:

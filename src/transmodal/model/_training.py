@@ -156,7 +156,12 @@ class TrainingMixin:
             classifier, ``lr_disc`` of the discriminator (defaults to ``lr``; the
             discriminator is not weight-decayed).
         lam_adv, lam_cls, lam_anchor
-            Weights of the adversarial alignment, latent classifier and anchor loss.
+            Weights of the adversarial alignment, latent classifier and anchor loss, each
+            against a reconstruction weight of 1 per modality. The adversarial term is the
+            mean over the aligned modalities of their terms (the anchor loss: over pairs
+            and pairs of modalities), so a weight does not grow with the number of
+            modalities (the design's sum of per-modality losses would weigh it by their
+            number).
         lam_latent
             Weight of a Gaussian prior on latent coordinates (the mean square of the batch's
             latent points). The latent standardisation already fixes a batch's mean square
@@ -180,7 +185,11 @@ class TrainingMixin:
             posterior means are standardised per modality like every embedding (unit
             variance per dimension), so the KL's mean term stays near ``(n_latent +
             n_private) / 2`` per cell and ``beta`` acts on the posterior variances: a large
-            one widens them towards 1, as wide as the spread of the means. Early stopping
+            one widens them towards 1, as wide as the spread of the means. The
+            reconstruction is a mean over the modality's features and the KL a sum over
+            latent dimensions, so the ELBO's weighting is ``beta = 1 / n_features`` (the
+            default 1e-3 is twice it for 2,000 genes, a twentieth of it for 50 features);
+            a small ``beta`` keeps the latent space close to a deterministic one. Early stopping
             follows the validation loss without the KL (computed in evaluation, it follows
             the batch norm's running statistics, which lag behind the weights).
         anchor_distance
@@ -208,7 +217,8 @@ class TrainingMixin:
             is frozen after it, so an untrained model needs at least 1.
         adv_warmup_epochs
             Linear warm-up (integer >= 0 epochs) of the adversarial weight (default: a
-            tenth of ``max_epochs``).
+            tenth of ``max_epochs``): ``lam_adv * k / adv_warmup_epochs`` in the k-th epoch
+            after pre-training (the history's ``lam_adv_effective``).
         early_stopping, patience
             Stop when the validation reconstruction (+ classifier + anchor) loss, each a
             mean over the validation cells (labelled cells, pairs), has not

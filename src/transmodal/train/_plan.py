@@ -5,6 +5,8 @@ optimisation), loss bookkeeping and the per-epoch history.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -64,8 +66,8 @@ class CrossModalPlan(pl.LightningModule):
     pretrain_epochs
         Epochs of anchor-only pre-training (anchor prior only).
     adv_warmup_epochs
-        The adversarial weight rises linearly from 0 to ``lam_adv`` over these epochs
-        (counted after pre-training).
+        The adversarial weight rises linearly to ``lam_adv`` over these epochs (counted
+        after pre-training): ``lam_adv * k / adv_warmup_epochs`` in the k-th of them.
     batches
         The training :class:`~transmodal.data.EpochBatches` (its epoch is advanced here).
     """
@@ -205,6 +207,8 @@ class CrossModalPlan(pl.LightningModule):
         sums = self._sums.setdefault(split, {})
         counts = self._counts.setdefault(split, {})
         for k, v in terms.items():
+            if k == "loss":  # (the epoch's is composed from its terms' means: _means)
+                continue
             w = weights.get(k, 1) if v is not None else 0
             sums[k] = sums.get(k, 0.0) + (0.0 if v is None else v.detach().float() * w)
             counts[k] = counts.get(k, 0.0) + w
@@ -213,7 +217,7 @@ class CrossModalPlan(pl.LightningModule):
         """Epoch means of the accumulated terms (weighted: per cell where a term is a mean
         over cells), over every process under DDP (every process holds the same terms:
         those a step lacks are accumulated as ``None``); a term that nothing weighed is
-        left out."""
+        left out. ``loss`` is the objective of these means (:meth:`_objective`)."""
         counts = self._counts.pop(split, {})
         sums = self._sums.pop(split, {})
         keys = sorted(sums)
@@ -225,7 +229,9 @@ class CrossModalPlan(pl.LightningModule):
             dist.all_reduce(both)
         values = both.tolist()
         totals = dict(zip(keys, values[len(keys) :]))
-        return {f"{split}_{k}": v / totals[k] for k, v in zip(keys, values) if totals[k] > 0}
+        means = {k: v / totals[k] for k, v in zip(keys, values) if totals[k] > 0}
+        means["loss"] = float(self._objective(means))
+        return {f"{split}_{k}": v for k, v in means.items()}
 
     def _average_buffers(self) -> None:
         """Under DDP, average floating-point buffers (batch-norm statistics) over processes,
@@ -249,7 +255,6 @@ class CrossModalPlan(pl.LightningModule):
         names = [self.anchor] if self.pretraining else m.names
         zs, terms = {}, {}
         weights: dict[str, torch.Tensor | int] = {}  # what each term is a mean over
-        recon = []
         for name in names:
             if self.anchor == name and not self.pretraining:
                 zs[name] = m.encode_frozen(name, cells[name]["x"])  # the pre-trained anchor
@@ -260,11 +265,8 @@ class CrossModalPlan(pl.LightningModule):
             zs[name] = z
             terms[f"recon_{name}"] = nll.mean()
             weights[f"recon_{name}"] = weights[f"kl_{name}"] = len(z)
-            recon.append(terms[f"recon_{name}"])
             if kl is not None:
                 terms[f"kl_{name}"] = kl.mean()
-                recon.append(self.beta * terms[f"kl_{name}"])
-        objective = torch.stack(recon).sum() if recon else torch.zeros((), device=self.device)
         # the modalities this phase trains (not the frozen anchor): by name, so that the
         # validation losses (no gradients) hold the same terms as the training ones (their
         # values differ: validation standardises latents with the running statistics)
@@ -273,7 +275,6 @@ class CrossModalPlan(pl.LightningModule):
             trained = [zs[n] for n in training]
             if trained:
                 terms["latent_l2"] = torch.stack([z.pow(2).mean() for z in trained]).mean()
-                objective = objective + self.lam_latent * terms["latent_l2"]
 
         ys = {n: cells[n]["y"] for n in zs if "y" in cells[n]}
         ms = {n: cells[n]["m"] for n in zs if "m" in cells[n]}
@@ -299,30 +300,50 @@ class CrossModalPlan(pl.LightningModule):
                 if n != self.anchor
             ]
             terms["adv"] = torch.stack(adv).mean()
-            objective = objective + self._adv_weight() * terms["adv"]
             if self.lam_mmd > 0:
                 terms["mmd"] = m.mmd_loss(zs)
-                objective = objective + self.lam_mmd * terms["mmd"]
         bs = {n: cells[n]["b"] for n in training if "b" in cells[n]}
         if bs and self.lam_batch > 0:
             # (None where no modality's step holds two cells each of two batches: counted
             # as absent in the epoch's mean)
             terms["batch_mmd"] = m.batch_mmd_loss(zs, bs)
-            if terms["batch_mmd"] is not None:
-                objective = objective + self.lam_batch * terms["batch_mmd"]
 
         cls = m.classifier_loss(zs, ys) if ys else None
         if cls is not None:
             terms["cls"] = cls  # (a mean over the step's labelled cells: 0 without any)
             weights["cls"] = sum((y >= 0).sum() for y in ys.values())
-            objective = objective + self.lam_cls * cls
         if pairs and not self.pretraining:
             terms["anchor"] = m.anchor_loss(
                 pairs, self.anchor_distance, frozen=self.anchor, temperature=self.anchor_temperature
             )
-            objective = objective + self.lam_anchor * terms["anchor"]
-        terms["loss"] = objective
+        terms["loss"] = self._objective(terms)
         return terms, weights
+
+    def _objective(self, terms: Mapping[str, Any]) -> Any:
+        """The autoencoders' objective from its terms, each times its weight: the
+        reconstructions (+ ``beta`` x KL), ``lam_latent``, the adversarial weight of the
+        epoch, ``lam_mmd``, ``lam_batch``, ``lam_cls`` and ``lam_anchor``; a term absent
+        (or ``None``) adds nothing. Of one step's terms (tensors: what is optimised), and
+        of an epoch's means (numbers: its history's ``loss``, so that the history's loss
+        is the weighted sum of the terms beside it; the mean of the steps' objectives
+        would weigh a short last step as a full one, the terms by their cells)."""
+        weight = {"latent_l2": self.lam_latent, "mmd": self.lam_mmd,
+                  "batch_mmd": self.lam_batch, "cls": self.lam_cls, "anchor": self.lam_anchor}
+        if "adv" in terms:
+            weight["adv"] = self._adv_weight()
+        parts = []
+        for k, v in terms.items():
+            if v is None:
+                continue
+            if k.startswith("recon_"):
+                parts.append(v)
+            elif k.startswith("kl_"):
+                parts.append(self.beta * v)
+            elif k in weight:
+                parts.append(weight[k] * v)
+        if not parts:
+            return torch.zeros((), device=self.device)
+        return sum(parts[1:], parts[0])
 
     def training_step(self, batch, batch_idx):
         """One step of the autoencoders on every loss term of ``batch`` (the discriminator's
