@@ -7,8 +7,6 @@ import pytest
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-pytest.importorskip("ot")
-
 from transmodal.baselines import Baseline, GromovWassersteinOT
 from transmodal.metrics import foscttm, label_transfer
 

@@ -634,10 +634,24 @@ def test_subcommand_help(command: str, capsys):
 
 
 def test_version(capsys):
+    """One version, that of the code that runs: written once (transmodal/_version.py, which
+    pyproject.toml reads), printed by --version (it came from whichever installed
+    distribution was called transmodal, 'unknown' from a source tree)."""
+    import tomllib
+
+    from transmodal._version import __version__
+
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0
-    assert capsys.readouterr().out.startswith("transmodal ")
+    assert capsys.readouterr().out == f"transmodal {__version__}\n"
+    assert tm.__version__ == __version__
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "transmodal._version.__version__"}
+    assert "py.typed" in project["tool"]["setuptools"]["package-data"]["transmodal"]
+    assert (Path(tm.__file__).parent / "py.typed").is_file()  # (PEP 561: typed)
 
 
 def test_console_script_help():

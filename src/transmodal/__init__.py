@@ -25,12 +25,7 @@ if TYPE_CHECKING:  # what the names below resolve to, for type checkers and IDEs
     from .model import CrossModalAE, Ensemble
     from .nn import register_architecture, register_likelihood
 
-try:
-    from importlib.metadata import version as _version
-
-    __version__ = _version("transmodal")
-except Exception:  # pragma: no cover
-    __version__ = "unknown"
+from ._version import __version__
 
 _SUBPACKAGES = {
     "analysis": "analysis", "baselines": "baselines", "datasets": "datasets",

@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 from .._interrupts import Terminated
+from .._version import __version__
 
 PROG = "transmodal"
 
@@ -59,13 +60,6 @@ config file (YAML, or JSON by .json suffix); relative paths are relative to the 
 """
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("transmodal")
-    except Exception:  # pragma: no cover - running from a bare source tree
-        return "unknown"
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -128,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
             """
         ),
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     tb_help = "on errors, show the full Python traceback instead of one line"
     parser.add_argument("--traceback", action="store_true", help=tb_help)
     import_help = (

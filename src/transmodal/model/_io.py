@@ -31,6 +31,7 @@ from .._utils import (
     names_are_numbers,
     user_stacklevel,
 )
+from .._version import __version__
 from ..data._modality import Modality
 from ..data._setup import _as_dict, features_differ, row_sums, warn_unnamed_columns
 from ..nn._architectures import (
@@ -59,13 +60,6 @@ _PAIRS = {
 }
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("transmodal")
-    except Exception:  # pragma: no cover - running from a source tree
-        return "unknown"
 
 
 def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
@@ -108,7 +102,7 @@ def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
     config = {
         "format_version": FORMAT_VERSION,
         "class": type(model).__name__,
-        "transmodal_version": _version(),
+        "transmodal_version": __version__,
         "init_params": model.init_params_,
         "modalities": {n: md.spec.to_dict() for n, md in model.mods.items()},
         # the order the networks are built in (the discriminator's classes): kept where a
@@ -647,11 +641,11 @@ def _check_architecture(module: torch.nn.Module, tensors: dict[str, torch.Tensor
         "registered in this process, whose networks differ from those saved: register the "
         "class (and code) the model was trained with"
         if changed else
-        f"the model was saved by transmodal {saved_version} (this is {_version()}), whose "
+        f"the model was saved by transmodal {saved_version} (this is {__version__}), whose "
         "networks differ, or its config was edited"
-        if saved_version is not None and saved_version != _version() else
+        if saved_version is not None and saved_version != __version__ else
         f"its config was edited, or it was saved by a development version of transmodal "
-        f"{_version()} whose networks differed"
+        f"{__version__} whose networks differed"
     )
     detail = (f"tensor shapes differ: {'; '.join(shapes[:2])}" if shapes
               else f"tensor types differ: {'; '.join(kinds[:2])}" if kinds

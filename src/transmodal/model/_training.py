@@ -6,11 +6,10 @@ from __future__ import annotations
 import copy
 import inspect
 import os
-import sys
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -36,10 +35,6 @@ from ._checks import check_number, check_seed
 from ._inference import RowSubset
 from ._split import choose_anchors
 
-if sys.version_info >= (3, 11):
-    from typing import Self
-else:  # (installed with torch)
-    from typing_extensions import Self
 
 SEPARABLE_ACCURACY = 0.8
 DISC_SEPARABLE_ACCURACY = 0.9  # aligned runs measured 0.50-0.68, unaligned ones 1.00
