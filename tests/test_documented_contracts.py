@@ -1351,6 +1351,18 @@ def test_series_naming_a_cell_twice_is_refused():
         align_to_cells(s, ["a", "b"], "labels")
 
 
+def test_series_indexed_by_numbers_of_string_names_says_so():
+    """obs_names '0', '1', ... and a Series indexed by the integers 0, 1, ... (not a
+    RangeIndex): the message named cells '0', '1' that seemed to be in the index."""
+    from transmodal._utils import align_to_cells
+    s = pd.Series(["x", "y", "z"], index=pd.Index([2, 0, 1]))
+    with pytest.raises(ValueError, match=r"holds them as int64 values, not as the strings of "
+                       r"the obs_names: give it series.index.astype\(str\)"):
+        align_to_cells(s, ["0", "1", "2"], "target_batch")
+    s.index = s.index.astype(str)
+    assert list(align_to_cells(s, ["0", "1", "2"], "target_batch")) == ["y", "z", "x"]
+
+
 def test_jsonable_writes_non_finite_floats_as_none():
     from transmodal._utils import jsonable
     assert jsonable({"a": float("nan"), "b": [np.float64(np.inf), 1.5]}) == {"a": None, "b": [None, 1.5]}

@@ -984,9 +984,15 @@ def align_to_cells(values: Any, obs_names: Any, name: str) -> Any:
     lacking = obs_names.difference(index)
     if len(lacking) or not index.is_unique:
         example = list(lacking[:3]) or list(index[index.duplicated()][:3])
+        kinds = ""
+        if (len(lacking) and index.dtype != obs_names.dtype
+                and index.astype(str).isin(lacking.astype(str)).any()):  # (e.g. 0 for "0")
+            kinds = (f" - its index holds them as {index.dtype} values, not as the strings "
+                     "of the obs_names: give it series.index.astype(str)")
         raise ValueError(
-            f"{name} is a Series whose index does not name every cell once (e.g. {example}); "
-            "index it by the cells' obs_names, or pass .to_numpy() to give values by position"
+            f"{name} is a Series whose index does not name every cell once (e.g. {example})"
+            f"{kinds}; index it by the cells' obs_names, or pass .to_numpy() to give values "
+            "by position"
         )
     return values.reindex(obs_names)
 

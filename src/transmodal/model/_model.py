@@ -102,7 +102,9 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         Fraction (0-1) of the paired training cells whose pairing is used by the anchor
         loss (rounded, at least one pair), drawn for every two modalities on its own (with
         three modalities measured on the same cells, 0.25 uses the pairing of more than a
-        quarter of the cells: about 58 %); the seeded choice is saved with the model. Above
+        quarter of the cells: about 58 %); the seeded choice is saved with the model (it
+        is drawn in the row order of the first of the two modalities, so the same cells
+        listed in another order draw other pairs; the validation split is drawn by name). Above
         0 it needs two modalities that share cells (a ``ValueError`` otherwise). ``None``
         (default): 0, the paper's unpaired setting, with a warning where modalities share
         training cells (their pairs would go unused); pass 0 to keep that silently.
