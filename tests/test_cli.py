@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -652,6 +653,41 @@ def test_version(capsys):
         "attr": "transmodal._version.__version__"}
     assert "py.typed" in project["tool"]["setuptools"]["package-data"]["transmodal"]
     assert (Path(tm.__file__).parent / "py.typed").is_file()  # (PEP 561: typed)
+
+
+def test_broken_pipe_leaves_a_calling_program_its_stdout(monkeypatch, tmp_path):
+    """main() called from a program whose stdout's reader has gone returns 1 and leaves the
+    program's file descriptor 1 as it was (it pointed it at /dev/null for good, and leaked
+    the descriptor opened for it)."""
+    import transmodal.cli._main as cli
+
+    def broken(args):
+        raise BrokenPipeError
+
+    monkeypatch.setattr(cli, "_run", broken)
+    before = os.readlink("/proc/self/fd/1") if Path("/proc/self/fd/1").exists() else None
+    fds = len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").exists() else None
+    assert main(["demo", "--out", str(tmp_path / "d")]) == 1
+    if before is not None:
+        assert os.readlink("/proc/self/fd/1") == before
+        assert len(os.listdir("/proc/self/fd")) == fds
+
+
+def test_the_executable_exits_quietly_into_a_closed_pipe(tmp_path):
+    """`transmodal ... | head -c 1`: exit code 1 and no broken-pipe error at exit."""
+    script = (
+        "import transmodal.cli._main as cli, sys\n"
+        "cli._run = lambda args: print('x' * 2_000_000) or 0\n"
+        f"sys.argv = ['transmodal', 'demo', '--out', {str(tmp_path / 'd')!r}]\n"
+        "cli.console()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.read(1) == b"x"
+    proc.stdout.close()  # the reader goes
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1, err
+    assert "BrokenPipe" not in err and "Exception ignored" not in err, err
 
 
 def test_console_script_help():

@@ -384,6 +384,33 @@ def _f_separability(model, monkeypatch, acc, disc):
     return [str(w.message) for w in told if "remain separable" in str(w.message)], sizes[0]
 
 
+def test_separability_probe_holds_the_process_state(_f_sep_model, monkeypatch):
+    """The linear probe after training (scikit-learn, whose workers save and rebuild the
+    warning filters) runs holding the process-state lock, so that two trainings in two
+    threads cannot restore each other's filters (one thread's list was left in place)."""
+    import threading
+
+    import transmodal.metrics as tm_metrics
+    from transmodal import _utils
+
+    free = []
+
+    def probe(embs, **kwargs):
+        def other():  # another thread cannot take the lock while the probe runs
+            got = _utils._PROCESS_STATE.acquire(blocking=False)
+            free.append(got)
+            if got:
+                _utils._PROCESS_STATE.release()
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+        return 0.5
+
+    monkeypatch.setattr(tm_metrics, "mixing_accuracy_multi", probe)
+    _f_sep_model._warn_if_separable()
+    assert free == [False]
+
+
 def test_separability_warns_above_linear_accuracy_0_8_and_discriminator_0_9(
         _f_sep_model, monkeypatch):
     """Two modalities: the warning comes when the linear probe's balanced accuracy exceeds

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -1061,6 +1062,30 @@ def test_loading_embedding_and_translating_do_not_import_lightning(saved, paired
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=300)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc")
+def test_atomic_writes_follow_the_umask_without_setting_it(tmp_path, monkeypatch):
+    """Saved files and directories get the modes the umask asks for; the umask is read, not
+    set to 0 for a moment (a file another thread created then was world-writable)."""
+    from transmodal import _utils
+
+    old = os.umask(0o027)
+    try:
+        def refuse(mask):
+            raise AssertionError(f"os.umask({mask:o}) called")
+
+        monkeypatch.setattr(_utils.os, "umask", refuse)
+        with _utils.atomic_file(tmp_path / "f.json") as tmp:
+            tmp.write_text("{}")
+        with _utils.atomic_directory(tmp_path / "d", overwrite=False) as tmp:
+            (tmp / "config.json").write_text("{}")
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+    assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o750
+    assert (tmp_path / "d" / "config.json").stat().st_mode & 0o777 == 0o640
 
 
 def test_atomic_directory_restores_the_old_directory_if_the_swap_fails(tmp_path, monkeypatch):

@@ -706,6 +706,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status; elsewhere
+    set and put back at once, which a file created by another thread in between would
+    feel)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
 def atomic_file(
     path: str | os.PathLike, *, overwrite: bool = False, suffix: str = ""
@@ -737,9 +753,7 @@ def atomic_file(
     tmp = Path(name)
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates private files
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates private files
         if overwrite or target.is_symlink():  # (a link to nothing yet: replaced, as before)
             os.replace(tmp, target)
         else:  # a file written there meanwhile (another process) is not replaced
@@ -857,8 +871,7 @@ def atomic_directory(
     _remove_stale_temporaries(target)
     tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target), suffix=".tmp",
                                 dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = _umask()
     try:
         yield tmp
         if target.exists():  # before anything existing is moved (and not one that another

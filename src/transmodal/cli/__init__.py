@@ -4,6 +4,6 @@ Run ``transmodal --help`` (or ``python -m transmodal --help``) for the commands 
 ``transmodal COMMAND --help`` for their options and examples.
 """
 
-from ._main import build_parser, main
+from ._main import build_parser, console, main
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "console", "main"]

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import NoReturn
 
 from .._interrupts import Terminated
 from .._version import __version__
@@ -425,6 +426,25 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def console() -> NoReturn:
+    """The ``transmodal`` executable (and ``python -m transmodal``): :func:`main`'s exit
+    code, with stdout flushed first; where its reader has gone (``| head``), stdout is
+    pointed at ``os.devnull`` so that Python exits without a broken-pipe error, as Python's
+    documentation advises, just before the process exits (:func:`main` called from a
+    program leaves the program's stdout as it is)."""
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        code = code or 1
+    sys.exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``transmodal`` command; returns the exit code.
 
@@ -443,10 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _sigterm_raises(), _warnings_as_lines(args.traceback):
             return _run(args)
-    except BrokenPipeError:  # stdout's reader stopped early (| head): quiet, as Python advises
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+    except BrokenPipeError:  # stdout's reader stopped early (| head): quiet (see console)
         return 1
     except (*USER_ERRORS, yaml.YAMLError) as err:
         if args.traceback:

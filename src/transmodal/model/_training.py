@@ -26,6 +26,7 @@ from .._utils import (
     is_global_zero,
     jsonable,
     lightning_accelerator,
+    process_state,
     resolve_device,
     user_stacklevel,
 )
@@ -944,7 +945,9 @@ class TrainingMixin:
                 device=None,
             )
         try:
-            acc = float(mixing_accuracy_multi(list(embs.values()), cv=3, seed=0))
+            with process_state():  # (scikit-learn's workers save and rebuild the warning
+                # filters: two threads' doing so at once left one's list in place)
+                acc = float(mixing_accuracy_multi(list(embs.values()), cv=3, seed=0))
         except ValueError:  # too few cells to cross-validate
             acc = None
         self.mixing_accuracy_ = acc
