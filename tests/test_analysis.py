@@ -228,6 +228,55 @@ def test_differential_expression_needs_two_cells_per_group():
 
 
 # -------------------------------------------------------------- comparison
+@pytest.mark.parametrize("as_sparse", [False, True])
+def test_de_of_a_feature_with_one_value_everywhere_is_no_marker(as_sparse):
+    """float64 0.1 (or 0.7) in every cell: its group means differed by 1e-16 and its
+    variances were 1e-33 - t = 9.4, p = 7e-15, the top marker (scipy's ttest_ind gives the
+    same); now t = 0, p = 1 as documented, stored densely or sparsely. A feature with one
+    value per group that differs between them is the documented infinite t."""
+    adata = de_data()
+    x = np.asarray(adata.X, dtype=np.float64)
+    x[:, 0], x[:, 1] = 0.1, 0.7
+    x[:N_PER_GROUP, 2], x[N_PER_GROUP:, 2] = 0.3, 0.1
+    adata = ad.AnnData(sparse.csr_matrix(x) if as_sparse else x, obs=adata.obs, var=adata.var)
+    de = differential_expression(adata, "group", "A", log1p=False)
+    for g in ("g0", "g1"):
+        assert (de.loc[g, "t"], de.loc[g, "pval"], de.loc[g, "mean_diff"]) == (0.0, 1.0, 0.0)
+        assert not de.loc[g, "marker"] and de.loc[g, "direction"] == "none"
+    assert de.loc["g2", "t"] == np.inf and de.loc["g2", "pval"] == 0.0
+
+
+def test_de_scatter_colours_the_markers_compare_differential_counts():
+    """pred covers 90 % of obs's features: the scatter coloured each table's own markers
+    (chosen among all of its features), compare_differential and marker_overlap those
+    chosen among the common ones (12 against 14 observed markers)."""
+    obs = differential_expression(de_data(seed=1, up=range(30), down=range(30, 60)), "group",
+                                  "A", n_top=20)
+    pred = differential_expression(de_data(seed=2, up=range(30), down=range(30, 60)),
+                                   "group", "A", n_top=20)
+    pred = pred.drop(index=[f"g{j}" for j in range(0, 60, 4)])  # (markers only obs has)
+    res = compare_differential(pred, obs)
+    ax = tm.pl.de_scatter(pred, obs)
+    drawn = {c.get_label(): len(c.get_offsets()) for c in ax.collections}
+    observed = sum(drawn.get(k, 0) for k in ("marker: observed only", "marker: both",
+                                              "marker: both, opposite directions"))
+    predicted = sum(drawn.get(k, 0) for k in ("marker: predicted only", "marker: both",
+                                               "marker: both, opposite directions"))
+    assert observed == res.overlap["n_obs"].sum() and predicted == res.overlap["n_pred"].sum()
+    assert drawn["marker: both"] == res.overlap["n_overlap"].sum()
+    # (the tables' own marker columns would have coloured another count)
+    assert obs.loc[pred.index, "marker"].sum() != res.overlap["n_obs"].sum()
+
+
+def test_marker_overlap_says_no_markers_rather_than_a_nan_jaccard():
+    universe = [f"g{i}" for i in range(100)]
+    res = compare_differential(de_frame(universe[:10], [], universe),
+                               de_frame(universe[:5], [], universe))
+    ax = tm.pl.marker_overlap(res)
+    texts = [t.get_text() for t in ax.texts]
+    assert "no markers" in texts and not any("nan" in t for t in texts)
+
+
 def test_compare_differential_overlap_against_hypergeometric():
     universe = [f"g{i}" for i in range(100)]
     pred = de_frame(universe[:10], universe[50:55], universe)

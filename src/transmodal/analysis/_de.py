@@ -53,13 +53,19 @@ def _column_blocks(X, rows: np.ndarray, block_bytes: int):
 
 
 def _mean_var(X, rows: np.ndarray, block_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and unbiased variance over ``rows``, read in column chunks."""
+    """Per-feature mean and unbiased variance over ``rows``, read in column chunks; a
+    feature with one value in every row gets that value and a variance of exactly 0 (the
+    sums leave rounding noise: 0.1 in every cell averaged to a variance of 1e-33 and a
+    difference of 1e-16 from another group of 0.1, which made it the top marker)."""
     mean = np.empty(X.shape[1])
     var = np.empty(X.shape[1])
     for start, block in _column_blocks(X, rows, block_bytes):
         stop = start + block.shape[1]
-        mean[start:stop] = block.mean(0)
-        var[start:stop] = block.var(0, ddof=1)
+        m, v = block.mean(0), block.var(0, ddof=1)
+        if len(block):
+            const = (block == block[:1]).all(0)
+            m[const], v[const] = block[0, const], 0.0
+        mean[start:stop], var[start:stop] = m, v
     return mean, var
 
 
@@ -157,7 +163,8 @@ def differential_expression(
         pseudocount))``, which for the default pseudocount 1 is ``mean_diff / ln 2`` (the
         mean difference in log2 units); with ``log1p=False`` (linear values such as
         translated counts), ``log2fc = log2((mean_group + pseudocount) / (mean_reference +
-        pseudocount))``, NaN where a shifted mean is not positive.
+        pseudocount))``. Either way NaN where a shifted mean is not positive (e.g. a mean of 0
+        with ``pseudocount=0``; scanpy's 1e-9 gives a large finite value there).
     pseudocount
         Added to the linear-scale means before the ratio (default 1).
     block_bytes
@@ -416,6 +423,21 @@ def _check_unique_names(names: pd.Index, where: str, advice: str) -> None:
         )
 
 
+def shared_markers(
+    pred: pd.DataFrame, obs: pd.DataFrame, *, n_top: int | None = None,
+    alpha: float | None = None,
+) -> dict[str, dict[str, list[str]]]:
+    """Each result's markers chosen among the features of both (:func:`top_markers` of
+    their common rows; ``n_top`` / ``alpha``: given, else those both were made with, else 50
+    and 0.05), as :func:`compare_differential` counts them:
+    ``{"pred": {"up": [...], "down": [...]}, "obs": {...}}``."""
+    n_top = _shared_setting("n_top", n_top, pred, obs, 50)
+    alpha = _shared_setting("alpha", alpha, pred, obs, 0.05)
+    common = pred.index.intersection(obs.index, sort=False)
+    return {"pred": top_markers(pred.loc[common], n_top=n_top, alpha=alpha),
+            "obs": top_markers(obs.loc[common], n_top=n_top, alpha=alpha)}
+
+
 def compare_differential(
     pred: pd.DataFrame,
     obs: pd.DataFrame,
@@ -480,10 +502,7 @@ def compare_differential(
         raise ValueError(f"pred and obs share {len(common)} features; need at least 3")
     p, o = pred.loc[common], obs.loc[common]
     pearson, spearman = effect_correlations(p[column].to_numpy(float), o[column].to_numpy(float))
-    markers = {
-        "pred": top_markers(p, n_top=n_top, alpha=alpha),
-        "obs": top_markers(o, n_top=n_top, alpha=alpha),
-    }
+    markers = shared_markers(pred, obs, n_top=n_top, alpha=alpha)
     rows = {}
     for d in DIRECTIONS:
         a, b = set(markers["pred"][d]), set(markers["obs"][d])

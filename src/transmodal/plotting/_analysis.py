@@ -15,7 +15,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ..analysis import ClusterRobustness, DEComparison, ROCResult
-from ..analysis._de import DIRECTIONS, check_de_pair, effect_correlations
+from ..analysis._de import DIRECTIONS, check_de_pair, effect_correlations, shared_markers
 from ..analysis._inputs import get_labels, get_latent
 from ..data._setup import sorted_classes
 from ._embedding import _class_names, _closing_on_error, _palette, _subplots
@@ -94,12 +94,16 @@ def de_scatter(
         Outputs of :func:`transmodal.analysis.differential_expression`; features in both
         are drawn.
     column
-        The effect drawn: ``"log2fc"`` (default) or ``"mean_diff"``.
+        The effect drawn: ``"log2fc"`` (default) or ``"mean_diff"`` (the effect whose
+        correlation :func:`~transmodal.analysis.compare_differential` reports by default;
+        the two correlate alike for log1p data with pseudocount 1).
     ax
         Axes to draw into; default a new figure.
     highlight
-        Colour features that are markers (``marker`` column) in one or both results (in
-        both: in the same direction, or in opposite ones).
+        Colour features that are markers in one or both results (in both: in the same
+        direction, or in opposite ones), chosen among the features of both as
+        :func:`~transmodal.analysis.compare_differential` and :func:`marker_overlap` count
+        them (tables without p-values: their ``marker`` column).
     xlabel, ylabel
         Axis labels (the column name is appended).
     point_size
@@ -117,9 +121,15 @@ def de_scatter(
     y = pred.loc[common, column].to_numpy(float)
     drawn = int((np.isfinite(x) & np.isfinite(y)).sum())  # NaN effects are not drawn
     with _axes(ax, (4.4, 4.2)) as ax:
-        if highlight and "marker" in pred and "marker" in obs:
-            mp = pred.loc[common, "marker"].to_numpy(bool)
-            mo = obs.loc[common, "marker"].to_numpy(bool)
+        masks = None
+        if highlight and all({"t", "pval", "pval_adj", "direction"} <= set(de.columns)
+                             for de in (pred, obs)):
+            chosen = shared_markers(pred, obs)
+            masks = [common.isin(chosen[k]["up"] + chosen[k]["down"]) for k in ("pred", "obs")]
+        elif highlight and "marker" in pred and "marker" in obs:
+            masks = [de.loc[common, "marker"].to_numpy(bool) for de in (pred, obs)]
+        if masks is not None:
+            mp, mo = masks
             # markers of both results in opposite directions (a translation with the
             # sign wrong) are not shared ones, as compare_differential counts them
             if "direction" in pred and "direction" in obs:
@@ -210,7 +220,9 @@ def marker_overlap(
             ax.bar(pos + offset, ov.loc[list(DIRECTIONS), col], width, label=label, color=colour)
         for p, d in zip(pos, DIRECTIONS):
             row = ov.loc[d]
-            ax.text(p, top * 1.05 + 0.5, f"p = {row['pval']:.2g}\nJaccard {row['jaccard']:.2f}",
+            text = (f"p = {row['pval']:.2g}\nJaccard {row['jaccard']:.2f}"
+                    if row["n_pred"] + row["n_obs"] else "no markers")
+            ax.text(p, top * 1.05 + 0.5, text,
                     ha="center", va="bottom", fontsize=8)
         ax.set_ylim(0, top * 1.35 + 1)
         ax.set_xticks(pos)
