@@ -362,9 +362,9 @@ class WithBatchNorm(tm.nn.Architecture):
 
 def test_batch_norm_in_a_body_is_left_as_training_set_it(data):
     """The latent statistics recomputed after training pass the cells in blocks with the
-    encoder in training mode (its dropout): a body's batch norms stay in evaluation mode
-    there, as at inference, so their running statistics are not moved and a block of one
-    cell does not fail."""
+    encoder as it embeds: a body's batch norms stay in evaluation mode there, as at
+    inference, so their running statistics are not moved and a block of one cell does not
+    fail."""
     tm.register_architecture(WithBatchNorm)
     model = _model(data, tm.Modality("nb", architecture="batchnorm"))
     enc = model.module.encoders["rna"]

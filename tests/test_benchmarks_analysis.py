@@ -304,6 +304,7 @@ def _needs(*datasets):
          "--wide-pca", "5"],  # simulated
         ["methylation.py", "--coverages", "deep", "--methods", "binomial", "--seeds", "0",
          "--max-epochs", "1", "--n-cells", "300"],  # simulated; the grid runner of _runs.py
+        ["latent_calibration.py", "--dropouts", "0.5", "--epochs", "1", "--cells", "60"],
     ],
     ids=lambda argv: argv[0],
 )

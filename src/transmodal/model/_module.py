@@ -487,8 +487,9 @@ class CrossModalModule(nn.Module):
     ) -> None:
         """Set modality ``name``'s latent standardisation (batch norm) to the exact mean and
         variance of its encoder's output over the rows of ``blocks`` (raw data, read only if
-        there is a standardisation), dropout as in training with RNG ``seed``, the global
-        RNG untouched (:meth:`~transmodal.nn._mlp.LatentEncoder.exact_statistics`)."""
+        there is a standardisation), the encoder as it embeds (no dropout; a registered
+        body's randomness, if any, drawn with RNG ``seed``, the global RNG untouched)
+        (:meth:`~transmodal.nn._mlp.LatentEncoder.exact_statistics`)."""
         encoder = self.encoders[name]
         with encoder.exact_statistics() as active, seeded(seed, device):
             for x in blocks if active else ():

@@ -822,7 +822,7 @@ class TrainingMixin:
     ) -> None:
         """Set each trained encoder's latent standardisation (batch norm) to the mean and
         variance of its input over the training cells (at most ``max_cells`` per modality,
-        drawn with ``seed``) with the final weights, dropout as in training
+        drawn with ``seed``) with the final weights, the encoder as it embeds (no dropout)
         (:meth:`~transmodal.nn._mlp.LatentEncoder.exact_statistics`; no image augmentation).
         Training keeps an exponential average that lags behind the weights, so after few
         steps the modalities' embeddings came out shifted against each other (300 synthetic
