@@ -290,6 +290,35 @@ def test_signed_images_reaching_a_fifth_of_their_peak_get_no_raw_intensity_advic
         _f_build_image(_f_spots(raw), tm.Modality("gaussian", obsm_key="patch"))
 
 
+@pytest.mark.parametrize("factor, told", [(1000.0, "can take very long to reach values "
+                                               "this large"),
+                                              (1e-6, "values this small drown"), (1.0, None)])
+@pytest.mark.parametrize("as_sparse", [False, True])
+def test_unscaled_gaussian_matrix_far_from_unit_scale_warns(factor, told, as_sparse):
+    """A Gaussian matrix with scale=False holding raw intensities (x1000, about 5,000) or
+    values of 1e-6 trained silently into a collapsed modality (reconstruction flat at
+    1.3e7, FOSCTTM at chance): warned, sparse or dense; unit-scale values are not."""
+    from scipy import sparse
+
+    d = tm.datasets.synthetic(60, modalities={"rna": "nb", "prot": "gaussian"},
+                              n_features={"rna": 20, "prot": 10}, seed=0)
+    x = (np.asarray(d["prot"].X, dtype=np.float64) + 5.0) * factor
+    x[:, 0] = 0.0  # (zeros a sparse matrix leaves out count as values)
+    d["prot"].X = sparse.csr_matrix(x) if as_sparse else x.astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tm.CrossModalAE(d, {"rna": "nb", "prot": tm.Modality("gaussian", scale=False)},
+                        n_latent=4, hidden=(8,), anchor_fraction=1.0)
+        tm.CrossModalAE(d, {"rna": "nb", "prot": tm.Modality("gaussian")},  # (scale=True)
+                        n_latent=4, hidden=(8,), anchor_fraction=1.0)
+    said = [str(w.message) for w in caught if "root mean square" in str(w.message)]
+    if told is None:
+        assert said == []
+    else:
+        assert len(said) == 1 and told in said[0] and "Pass scale=True" in said[0], said
+        assert said[0].startswith("modality 'prot'")
+
+
 # --- transmodal.workflows._evaluate: which evaluated cells are anchor pairs ------------
 @pytest.fixture(scope="module")
 def _f_shuffled_anchor_model():

@@ -654,6 +654,9 @@ def all_integers(vals: np.ndarray, *, piece: int = 1 << 16) -> bool:
 
 # an unscaled Gaussian image holding values beyond this is in raw intensity units
 _RAW_INTENSITY = 10.0
+# the root mean square an unscaled Gaussian matrix may have (log-normalised values, principal
+# components and fractions lie within; raw intensities of thousands, or 1e-6, do not)
+_UNIT_SCALE = (1e-2, 1e2)
 
 
 def check_values(
@@ -735,6 +738,11 @@ def check_values(
     # standardised by the user are as negative as positive)
     peak = low = (0.0 if image and not new_cells and not opts["scale"]
                   and likelihood.name == "gaussian" else None)
+    # the root mean square of an unstandardised Gaussian matrix (scale=False): far from the
+    # likelihood's unit variance, its decoder cannot reach the values, or they drown in it
+    unscaled = (likelihood.name == "gaussian" and not image and not new_cells
+                and not opts["scale"])
+    square_sum, n_entries = 0.0, 0
     # dense floats wider than float32 (float64): their per-feature spread, collected in the
     # same pass; not for counts (integers, exact in float32 up to 2**24) or binary data
     wide = dtype is not None and np.dtype(dtype).kind == "f" and np.dtype(dtype).itemsize > 4
@@ -864,6 +872,9 @@ def check_values(
                 lit.update(np.unique(vals[vals > 0])[:2].tolist())
         if peak is not None:
             peak, low = max(peak, float(vals.max())), min(low, float(vals.min()))
+        if unscaled:  # (a sparse block's zeros are measured values too)
+            square_sum += float(np.square(vals, dtype=np.float64).sum())
+            n_entries += (stop - start) * src.n_vars if src.sparse else vals.size
         if spread is not None:
             spread.add(spread_vals)
 
@@ -917,6 +928,18 @@ def check_values(
             "take very long to reach values this large (translations then stay far too "
             "small). Pass scale=True (each pixel standardised) or divide the images by "
             "their maximum (e.g. x / 255 for 8-bit ones)"
+        )
+    rms = np.sqrt(square_sum / n_entries) if n_entries else None
+    if rms is not None and not _UNIT_SCALE[0] <= rms <= _UNIT_SCALE[1]:
+        fate = ("its decoder, whose outputs start near 0, can take very long to reach "
+                "values this large (the reconstruction barely falls, translations stay far "
+                "too small)" if rms > 1 else "values this small drown in that variance (the "
+                "modality's embedding collapses)")
+        warn(
+            f"{where} holds values of root mean square {rms:.3g}, and the modality has "
+            "scale=False: the 'gaussian' likelihood has unit variance on the values it is "
+            f"given, so {fate}. Pass scale=True (each feature standardised; translations "
+            "come back in the data's units) or rescale the values"
         )
     lost: np.ndarray = np.zeros(0, np.int64)
     if spread is not None and spread.n:  # features that vary, below float32's resolution
