@@ -413,6 +413,23 @@ def _f_separability(model, monkeypatch, acc, disc):
     return [str(w.message) for w in told if "remain separable" in str(w.message)], sizes[0]
 
 
+def test_a_collapsed_modality_is_named_after_training(_f_sep_model, monkeypatch):
+    """A modality all of whose cells embed at one point is warned of by its name (the
+    linear probe's metric said 'embeddings[1]: ... the matching metrics ... score such ties
+    as matches', of metrics the user never called)."""
+    model = _f_sep_model
+    real = model.module.encode
+    monkeypatch.setattr(model.module, "encode",
+                        lambda n, x, *a, **kw: real(n, x, *a, **kw) * (n != "atac"))
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
+        model._warn_if_separable()
+    said = [str(w.message) for w in told]
+    assert any(m.startswith("modality 'atac': all ") and "cells embed at one point after "
+               "training" in m for m in said), said
+    assert not any("embeddings[" in m or "modality 'rna'" in m for m in said), said
+
+
 def test_separability_probe_holds_the_process_state(_f_sep_model, monkeypatch):
     """The linear probe after training (scikit-learn, whose workers save and rebuild the
     warning filters) runs holding the process-state lock, so that two trainings in two

@@ -143,8 +143,7 @@ def as_embedding(
             UserWarning, stacklevel=user_stacklevel(),
         )
     elif columns == "dimensions" and len(arr) > 3:
-        # (partly collapsed: most cells on a few points; hashed rows, O(n))
-        shared = int(pd.DataFrame(arr).duplicated(keep=False).sum())
+        shared = shared_coordinates(arr)  # (partly collapsed: most cells on a few points)
         if 2 * shared > len(arr):
             warnings.warn(
                 f"{name}: {shared} of {len(arr)} cells share their coordinates with another "
@@ -154,6 +153,11 @@ def as_embedding(
                 UserWarning, stacklevel=user_stacklevel(),
             )
     return arr
+
+
+def shared_coordinates(arr: np.ndarray) -> int:
+    """How many rows of ``arr`` equal another row (hashed rows, O(n))."""
+    return int(pd.DataFrame(arr).duplicated(keep=False).sum())
 
 
 def as_dense_matrix(a: Any, name: str, *, min_rows: int = 1) -> np.ndarray:

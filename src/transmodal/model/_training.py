@@ -928,6 +928,7 @@ class TrainingMixin:
         it while the modalities stay linearly separable.
         """
         from ..metrics import mixing_accuracy_multi
+        from ..metrics._chunked import shared_coordinates
 
         rng = np.random.default_rng(self.init_params_["seed"])
         embs, chosen = {}, {}
@@ -944,9 +945,24 @@ class TrainingMixin:
                 batch_size=1024,
                 device=None,
             )
+        for name, z in embs.items():  # (said here by name, not by the metric's list index)
+            shared = shared_coordinates(z) if len(z) > 3 else 0
+            if 2 * shared > len(z):
+                where = (f"all {len(z)} cells embed at one point" if shared == len(z) else
+                         f"{shared} of {len(z)} cells share their point with another cell")
+                warnings.warn(
+                    f"modality {name!r}: {where} after training (a collapsed embedding): its "
+                    "encoder found nothing that tells them apart. "
+                    "Check the modality's data (a layer or column that does not vary, values "
+                    "far from unit scale with scale=False) or its training (lr, epochs)",
+                    UserWarning, stacklevel=user_stacklevel(),
+                )
         try:
-            with process_state():  # (scikit-learn's workers save and rebuild the warning
-                # filters: two threads' doing so at once left one's list in place)
+            with process_state(), warnings.catch_warnings():  # (scikit-learn's workers save
+                # and rebuild the warning filters: two threads' doing so at once left one's
+                # list in place)
+                warnings.filterwarnings("ignore", message=r"embeddings\[\d+\]: .* (same|share "
+                                        r"their) coordinates")  # (said above by name)
                 acc = float(mixing_accuracy_multi(list(embs.values()), cv=3, seed=0))
         except ValueError:  # too few cells to cross-validate
             acc = None
