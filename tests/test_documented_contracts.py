@@ -1351,6 +1351,13 @@ def test_series_naming_a_cell_twice_is_refused():
         align_to_cells(s, ["a", "b"], "labels")
 
 
+def test_lists_cut_short_in_messages_say_how_many_more():
+    """A warning listing 3 of 20 batches said nothing of the other 17."""
+    from transmodal._utils import first_few
+    assert first_few([f"s{i}" for i in range(20)]) == "['s0', 's1', 's2'] and 17 more"
+    assert first_few(["a", "b", "c"]) == "['a', 'b', 'c']" and first_few([]) == "[]"
+
+
 def test_series_indexed_by_numbers_of_string_names_says_so():
     """obs_names '0', '1', ... and a Series indexed by the integers 0, 1, ... (not a
     RangeIndex): the message named cells '0', '1' that seemed to be in the index."""

@@ -650,6 +650,14 @@ def check_output_directory(
     return target
 
 
+def first_few(items: Sequence[Any], k: int = 3) -> str:
+    """``items`` for a message: the first ``k`` as a list, and how many more there are
+    (``"['a', 'b', 'c'] and 17 more"``)."""
+    items = list(items)
+    more = f" and {len(items) - k} more" if len(items) > k else ""
+    return f"{items[:k]}{more}"
+
+
 @contextlib.contextmanager
 def no_mudata_notice() -> Iterator[None]:
     """Without mudata 0.3's notice, on building or updating a MuData, of its defaults to

@@ -16,7 +16,8 @@ from anndata import AnnData
 
 from ..nn._likelihoods import get_likelihood
 from .._utils import (
-    align_to_cells, check_unique_obs_names, is_missing_text, linked_groups, user_stacklevel,
+    align_to_cells, check_unique_obs_names, first_few, is_missing_text, linked_groups,
+    user_stacklevel,
 )
 from ._modality import Modality, check_modality_name
 from ._source import (
@@ -607,7 +608,7 @@ def target_batch_codes(
     unknown = sorted({str(v) for v, n in zip(values, names) if n not in batches})
     if unknown:
         raise ValueError(
-            f"{what}: {unknown[:3]} {'is' if len(unknown) == 1 else 'are'} not "
+            f"{what}: {first_few(unknown)} {'is' if len(unknown) == 1 else 'are'} not "
             f"{'a batch' if len(unknown) == 1 else 'batches'} of modality {target!r}; its "
             f"batches: {batches}"
         )

@@ -23,6 +23,7 @@ from .._utils import (
     MODEL_WEIGHTS,
     check_output_directory,
     check_parallel,
+    first_few,
     is_global_zero,
     jsonable,
     lightning_accelerator,
@@ -882,14 +883,14 @@ class TrainingMixin:
             absent = [b for b, k in zip(batches, held) if k == 0] if name != frozen else []
             if absent:  # e.g. a loaded model trained further on cells of some batches
                 warnings.warn(
-                    f"modality {name!r}: batch(es) {absent[:3]} of the model hold no cell of "
+                    f"modality {name!r}: batch(es) {first_few(absent)} of the model hold no cell of "
                     "these data; this training does not update what the decoder learnt of "
                     "them, yet the default translation (the mean over the batches) includes "
                     "them", UserWarning, stacklevel=user_stacklevel(),
                 )
             if len(idle) > len(absent):
                 warnings.warn(
-                    f"modality {name!r}: batch(es) {[b for b in idle if b not in absent][:3]} "
+                    f"modality {name!r}: batch(es) {first_few([b for b in idle if b not in absent])} "
                     "hold no training cell (only validation cells); the decoder does not learn "
                     "them, yet the default translation (the mean over the batches) includes them",
                     UserWarning, stacklevel=user_stacklevel(),
