@@ -86,7 +86,12 @@ class Prefetcher(Iterator[T]):
         self._finished = True
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
+            try:
+                thread.join(timeout=5)
+            except RuntimeError:  # Ctrl+C inside start(): not known to have started (it
+                # stops at the event if it has); the interrupt, not this, goes on (it was
+                # replaced by "cannot join thread before it is started", losing the epochs)
+                pass
 
     def __del__(self) -> None:  # pragma: no cover - timing of garbage collection
         stop = getattr(self, "_stop", None)
