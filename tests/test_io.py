@@ -1064,6 +1064,36 @@ def test_loading_embedding_and_translating_do_not_import_lightning(saved, paired
     assert out.stdout.strip() == "[]", out.stdout
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGXFSZ"), reason="POSIX limits")
+def test_a_full_disk_while_writing_out_is_said_so(tmp_path):
+    """translate(out=) onto a disk that fills up (a file-size limit): h5py's "Can't
+    decrement id ref count (unable to extend file properly, errno = 27)" became an OSError
+    naming the file and the likely cause; nothing is left at the path."""
+    import subprocess
+    import sys
+
+    script = f"""
+import resource, signal, warnings
+import numpy as np, transmodal as tm
+warnings.simplefilter("ignore")
+d = tm.datasets.synthetic(400, n_features={{"rna": 50, "atac": 600}}, seed=0)
+m = tm.CrossModalAE(d, {{"rna": "nb", "atac": "bernoulli"}}, n_latent=4, hidden=(8,),
+                    anchor_fraction=1.0, seed=0)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))
+try:
+    m.translate(d["rna"], source="rna", target="atac", out={str(tmp_path / "t.h5ad")!r},
+                batch_size=32)
+except OSError as err:
+    print("OSError:", err)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert "OSError: writing " in out.stdout and "is the disk full, or a file-size limit " \
+        "reached? (nothing was written at the path)" in out.stdout, out.stdout + out.stderr
+    assert not (tmp_path / "t.h5ad").exists()
+
+
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc")
 def test_atomic_writes_follow_the_umask_without_setting_it(tmp_path, monkeypatch):
     """Saved files and directories get the modes the umask asks for; the umask is read, not

@@ -173,18 +173,41 @@ def write_rows_h5ad(
 
     if len(obs) != n_obs:
         raise ValueError(f"obs has {len(obs)} rows, expected {n_obs}")
+
+    failed = []  # the blocks' own error (the model's computation), passed on as it is
+
+    def rows() -> Iterator[np.ndarray]:
+        it = iter(blocks)
+        while True:
+            try:
+                block = next(it)
+            except StopIteration:
+                return
+            except BaseException:
+                failed.append(True)
+                raise
+            yield block
+
     try:
         with atomic_file(path, overwrite=overwrite) as tmp:
-            write_skeleton(tmp, obs=obs, var=var, uns=uns)
-            with h5py.File(tmp, "r+") as f:
-                writers = [DenseRows(f, "X", n_obs, (len(var),))]
-                for key, shape in (images or {}).items():
-                    writers.append(DenseRows(f, f"obsm/{key}", n_obs, tuple(shape)))
-                for block in blocks:
+            try:
+                write_skeleton(tmp, obs=obs, var=var, uns=uns)
+                with h5py.File(tmp, "r+") as f:
+                    writers = [DenseRows(f, "X", n_obs, (len(var),))]
+                    for key, shape in (images or {}).items():
+                        writers.append(DenseRows(f, f"obsm/{key}", n_obs, tuple(shape)))
+                    for block in rows():
+                        for w in writers:
+                            w.write(block)
                     for w in writers:
-                        w.write(block)
-                for w in writers:
-                    w.close()
+                        w.close()
+            except (OSError, RuntimeError) as err:  # (h5py's words for a full disk)
+                if failed:
+                    raise
+                raise OSError(
+                    f"writing {path} failed: {err} - is the disk full, or a file-size limit "
+                    "reached? (nothing was written at the path)"
+                ) from err
     finally:
         close = getattr(blocks, "close", None)
         if close is not None:  # a generator's clean-up runs now, not at garbage collection
