@@ -57,9 +57,11 @@ class Architecture:
 
     Examples
     --------
-    The built-in MLP, written as an architecture (it trains bit for bit as the built-in
-    one; ``hidden`` is the model's, ``CrossModalAE(hidden=(256, 128))``, and ``dropout`` the
-    model's, ``CrossModalAE(dropout=0.1)``):
+    The built-in MLP, written as an architecture (at the model's defaults it trains bit for
+    bit as the built-in one). An architecture gets the model's ``dropout``
+    (``CrossModalAE(dropout=0.1)``) but not its ``hidden``: widths are the architecture's
+    own options (here ``hidden``, defaulting to the model's default (256, 128)), set
+    through ``architecture_options``:
 
     >>> import transmodal as tm
     >>> @tm.register_architecture
