@@ -61,8 +61,6 @@ config file (YAML, or JSON by .json suffix); relative paths are relative to the 
 """
 
 
-
-
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=30)

@@ -60,8 +60,6 @@ _PAIRS = {
 }
 
 
-
-
 def save_model(model: CrossModalAE, path, *, overwrite: bool = False) -> None:
     """Write ``model`` to directory ``path`` atomically (see :meth:`CrossModalAE.save`)."""
     tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}

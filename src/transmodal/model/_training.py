@@ -883,14 +883,15 @@ class TrainingMixin:
             absent = [b for b, k in zip(batches, held) if k == 0] if name != frozen else []
             if absent:  # e.g. a loaded model trained further on cells of some batches
                 warnings.warn(
-                    f"modality {name!r}: batch(es) {first_few(absent)} of the model hold no cell of "
-                    "these data; this training does not update what the decoder learnt of "
+                    f"modality {name!r}: batch(es) {first_few(absent)} of the model hold no "
+                    "cell of these data; this training does not update what the decoder learnt of "
                     "them, yet the default translation (the mean over the batches) includes "
                     "them", UserWarning, stacklevel=user_stacklevel(),
                 )
             if len(idle) > len(absent):
+                lacking = first_few([b for b in idle if b not in absent])
                 warnings.warn(
-                    f"modality {name!r}: batch(es) {first_few([b for b in idle if b not in absent])} "
+                    f"modality {name!r}: batch(es) {lacking} "
                     "hold no training cell (only validation cells); the decoder does not learn "
                     "them, yet the default translation (the mean over the batches) includes them",
                     UserWarning, stacklevel=user_stacklevel(),
