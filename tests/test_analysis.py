@@ -266,6 +266,14 @@ def test_de_scatter_colours_the_markers_compare_differential_counts():
     assert drawn["marker: both"] == res.overlap["n_overlap"].sum()
     # (the tables' own marker columns would have coloured another count)
     assert obs.loc[pred.index, "marker"].sum() != res.overlap["n_obs"].sum()
+    # tables made with different n_top: their own marker columns (no comparison to follow)
+    other = pred.copy()
+    other.attrs["n_top"] = 10
+    ax = tm.pl.de_scatter(other, obs)
+    drawn = {c.get_label(): len(c.get_offsets()) for c in ax.collections}
+    observed = sum(drawn.get(k, 0) for k in ("marker: observed only", "marker: both",
+                                              "marker: both, opposite directions"))
+    assert observed == obs.loc[pred.index, "marker"].sum()
 
 
 def test_marker_overlap_says_no_markers_rather_than_a_nan_jaccard():

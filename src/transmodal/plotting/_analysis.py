@@ -103,7 +103,8 @@ def de_scatter(
         Colour features that are markers in one or both results (in both: in the same
         direction, or in opposite ones), chosen among the features of both as
         :func:`~transmodal.analysis.compare_differential` and :func:`marker_overlap` count
-        them (tables without p-values: their ``marker`` column).
+        them (tables without p-values, or made with different ``n_top`` / ``alpha``: their
+        ``marker`` columns).
     xlabel, ylabel
         Axis labels (the column name is appended).
     point_size
@@ -124,9 +125,13 @@ def de_scatter(
         masks = None
         if highlight and all({"t", "pval", "pval_adj", "direction"} <= set(de.columns)
                              for de in (pred, obs)):
-            chosen = shared_markers(pred, obs)
-            masks = [common.isin(chosen[k]["up"] + chosen[k]["down"]) for k in ("pred", "obs")]
-        elif highlight and "marker" in pred and "marker" in obs:
+            try:
+                chosen = shared_markers(pred, obs)
+                masks = [common.isin(chosen[k]["up"] + chosen[k]["down"])
+                         for k in ("pred", "obs")]
+            except ValueError:  # (made with different n_top / alpha: their own markers)
+                pass
+        if highlight and masks is None and "marker" in pred and "marker" in obs:
             masks = [de.loc[common, "marker"].to_numpy(bool) for de in (pred, obs)]
         if masks is not None:
             mp, mo = masks
