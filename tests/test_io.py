@@ -27,6 +27,17 @@ def saved(trained_model, tmp_path):
     return trained_model, path
 
 
+def test_repr_of_a_model_loaded_without_a_modality_says_its_pairs_are_not_loaded(
+        saved, paired_data):
+    """Loaded without one modality's cells, the model's repr said "0 anchor pairs" while
+    the other modalities' pairs are in its data (training it is refused, clearly)."""
+    model, path = saved
+    assert " anchor pairs, " in repr(model) and "not loaded" not in repr(model)
+    loaded = tm.CrossModalAE.load(path, {"rna": paired_data["rna"]})
+    assert "pairs not loaded (no cells of 'atac')" in repr(loaded)
+    assert "pairs not loaded (no cells of 'rna', 'atac')" in repr(tm.CrossModalAE.load(path))
+
+
 def _snapshot(path):
     return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
 

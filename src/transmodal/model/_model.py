@@ -430,10 +430,13 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         n_params = sum(p.numel() for p in self.module.parameters())
         anchors = sum(len(v[0]) for v in self.anchors_.values())
         geometric = sum(len(v[0]) for v in self.geometric_pairs_.values())
+        missing = [n for n, md in self.mods.items() if md.n_obs == 0]
+        pairs = (f"{anchors} anchor pairs, {geometric} geometric pairs" if not missing else
+                 f"pairs not loaded (no cells of {', '.join(map(repr, missing))})")
         return (
             f"CrossModalAE(n_latent={self.init_params_['n_latent']}, prior="
-            f"{self.init_params_['prior']!r}, {n_params:,} parameters, {anchors} anchor pairs, "
-            f"{geometric} geometric pairs, trained={self.is_trained_})\n  " + "\n  ".join(parts)
+            f"{self.init_params_['prior']!r}, {n_params:,} parameters, {pairs}, "
+            f"trained={self.is_trained_})\n  " + "\n  ".join(parts)
         )
 
     def __deepcopy__(self, memo: dict) -> CrossModalAE:
