@@ -117,6 +117,13 @@ def test_foscttm_ties(rng, chunk_size):
     same = np.ones((20, 4))
     with pytest.warns(UserWarning, match="same coordinates"):  # a collapsed embedding: named
         assert foscttm(same, same + 1.0) == 0.0
+    # (said by the matching metrics, whose ties it concerns: not by the others, to which
+    # its words about ties do not apply)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*(same|share their) coordinates")
+        tm.metrics.mixing_accuracy(same, same + 1.0)
+        tm.metrics.label_transfer(same, np.array(["a", "b"] * 10), same,
+                                  np.array(["a", "b"] * 10))
     # partly collapsed (all cells but one on one point): near-perfect by ties, named too
     part = np.zeros((200, 4))
     part[0] = 1.0

@@ -79,7 +79,7 @@ _HUGE = 1e150
 
 
 def as_embedding(
-    x: Any, name: str, *, min_rows: int = 1, columns: str = "dimensions"
+    x: Any, name: str, *, min_rows: int = 1, columns: str = "dimensions", ties: bool = False
 ) -> np.ndarray:
     """Validate an embedding and return it as a C-contiguous float64 array.
 
@@ -94,6 +94,10 @@ def as_embedding(
         Minimum number of rows required.
     columns
         What the columns are, for the error messages (``"dimensions"``, ``"features"``).
+    ties
+        The caller is a matching metric, which counts a tie as not closer: warn where all,
+        or more than half, of the cells share their coordinates (a collapsed embedding
+        scores near-perfect by ties).
 
     Returns
     -------
@@ -135,14 +139,14 @@ def as_embedding(
             f"{name} has values beyond {_HUGE:.0e} in magnitude: squared distances between "
             "them overflow (every distance would tie); rescale it"
         )
-    if columns == "dimensions" and len(arr) > 1 and not np.ptp(arr, axis=0).any():
+    if ties and len(arr) > 1 and not np.ptp(arr, axis=0).any():
         warnings.warn(
             f"{name}: all {len(arr)} cells have the same coordinates (a collapsed embedding, "
             "e.g. an untrained or dead network); distances tie everywhere, and the matching "
             "metrics, which count a tie as not closer, score such ties as matches",
             UserWarning, stacklevel=user_stacklevel(),
         )
-    elif columns == "dimensions" and len(arr) > 3:
+    elif ties and len(arr) > 3:
         shared = shared_coordinates(arr)  # (partly collapsed: most cells on a few points)
         if 2 * shared > len(arr):
             warnings.warn(
@@ -207,8 +211,8 @@ def check_paired(
     names), they must be in the same order; other names (each modality's own, e.g. with a
     suffix) pair by position."""
     check_same_rows(axis_names(x), axis_names(y), names)
-    xa = as_embedding(x, names[0], min_rows=min_rows)
-    ya = as_embedding(y, names[1], min_rows=min_rows)
+    xa = as_embedding(x, names[0], min_rows=min_rows, ties=True)
+    ya = as_embedding(y, names[1], min_rows=min_rows, ties=True)
     if xa.shape[0] != ya.shape[0]:
         raise ValueError(
             f"{names[0]} and {names[1]} must be paired (same number of rows, row i = "

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .._hints import nearest_names
-from .._utils import ENSEMBLE_CONFIG, user_stacklevel
+from .._utils import ENSEMBLE_CONFIG, first_few, user_stacklevel
 from ..data._modality import Modality
 from ..data._setup import _as_dict
 
@@ -198,7 +198,7 @@ def _warn_new_anchor_batches(model: CrossModalAE, anchor: str) -> None:
     key = md.spec.batch_key
     unknown = (sorted({str(v) for v in md.adata.obs[key][md.batches < 0]})
                if key in md.adata.obs else None)
-    which = (f"of batches the reference lacks ({unknown[:5]}; the reference's: "
+    which = (f"of batches the reference lacks ({first_few(unknown, 5)}; the reference's: "
              f"{md.batch_categories})" if unknown else f"without obs[{key!r}]")
     warnings.warn(
         f"modality {anchor!r} (the frozen anchor): {int((md.batches < 0).sum())} of its "

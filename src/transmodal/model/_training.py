@@ -960,11 +960,8 @@ class TrainingMixin:
                     UserWarning, stacklevel=user_stacklevel(),
                 )
         try:
-            with process_state(), warnings.catch_warnings():  # (scikit-learn's workers save
-                # and rebuild the warning filters: two threads' doing so at once left one's
-                # list in place)
-                warnings.filterwarnings("ignore", message=r"embeddings\[\d+\]: .* (same|share "
-                                        r"their) coordinates")  # (said above by name)
+            with process_state():  # (scikit-learn's workers save and rebuild the warning
+                # filters: two threads' doing so at once left one's list in place)
                 acc = float(mixing_accuracy_multi(list(embs.values()), cv=3, seed=0))
         except ValueError:  # too few cells to cross-validate
             acc = None
