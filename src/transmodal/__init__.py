@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what the names below resolve to, for type checkers and IDEs
     from . import (
-        analysis, baselines, datasets, images, metrics, plotting, preprocessing, tools,
-        workflows,
+        analysis, baselines, data, datasets, geometry, images, metrics, nn, plotting,
+        preprocessing, tools, train, workflows,
     )
     from . import plotting as pl
     from . import preprocessing as pp
@@ -31,10 +31,10 @@ _SUBPACKAGES = {
     "analysis": "analysis", "baselines": "baselines", "datasets": "datasets",
     "images": "images", "metrics": "metrics", "plotting": "plotting", "pl": "plotting",
     "preprocessing": "preprocessing", "pp": "preprocessing", "tools": "tools", "tl": "tools",
-    "workflows": "workflows",
-    # (the internal ones, reachable as attributes as they were when all were imported)
-    "cli": "cli", "data": "data", "geometry": "geometry", "model": "model", "nn": "nn",
+    "workflows": "workflows", "data": "data", "geometry": "geometry", "nn": "nn",
     "train": "train",
+    # (the internal ones, reachable as attributes as they were when all were imported)
+    "cli": "cli", "model": "model",
 }
 _CLASSES = {
     "CrossModalAE": "model", "Ensemble": "model", "Modality": "data",
@@ -65,9 +65,12 @@ __all__ = [
     "__version__",
     "analysis",
     "baselines",
+    "data",
     "datasets",
+    "geometry",
     "images",
     "metrics",
+    "nn",
     "pl",
     "plotting",
     "pp",
@@ -76,5 +79,6 @@ __all__ = [
     "register_likelihood",
     "tl",
     "tools",
+    "train",
     "workflows",
 ]

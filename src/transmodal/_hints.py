@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
 
 # what users of scvi-tools / scanpy type, and the transmodal way (see argument_hints)
@@ -326,7 +326,10 @@ def _same_value(a: Any, b: Any) -> bool:
     return isinstance(a, paths) and isinstance(b, paths) and os.fspath(a) == os.fspath(b)
 
 
-def argument_hints(func: Callable) -> Callable:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def argument_hints(func: _F) -> _F:
     """Decorate a public method: a call Python would refuse with a bare ``TypeError`` (an
     unknown keyword, a missing argument) names the method and, for the names in
     ``_ARGUMENT_HINTS[<qualified name, else name>]`` (a table, or a function making it when
@@ -381,4 +384,4 @@ def argument_hints(func: Callable) -> Callable:
             ) from None
         return func(*args, **kwargs)
 
-    return checked
+    return cast(_F, checked)

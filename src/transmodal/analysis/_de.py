@@ -77,9 +77,20 @@ def welch_ttest(m1, v1, n1: int, m2, v2, n2: int) -> tuple[np.ndarray, np.ndarra
     ``t = 0, p = 1`` when the means are equal and ``t = +-inf, p = 0`` when they differ
     (scipy returns NaN for the former).
 
+    Parameters
+    ----------
+    m1
+        Means of group 1 (a number or an array, e.g. one per feature).
+    v1
+        Unbiased variances (``ddof=1``) of group 1, finite and >= 0.
+    n1
+        Number of cells in group 1 (>= 2).
+    m2, v2, n2
+        The same for group 2.
+
     Returns
     -------
-    ``(t, pval)`` arrays.
+    ``(t, pval)`` arrays: the t statistics (group 1 minus group 2) and two-sided p-values.
 
     Raises
     ------
@@ -360,7 +371,14 @@ class DEComparison:
                 f"spearman={self.spearman:.3f}, markers={sizes})")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly summary (no marker lists)."""
+        """A JSON-friendly summary (no marker lists).
+
+        Returns
+        -------
+        ``{"n_common", "pearson", "spearman", "overlap"}``: the number of common
+        features, the correlations of the predicted and observed effects, and the marker
+        overlap per direction (``{direction: {column: value}}``), as plain Python numbers.
+        """
         return {
             "n_common": self.n_common,
             "pearson": self.pearson,

@@ -74,7 +74,15 @@ class ClusterRobustness:
     labels: np.ndarray
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly summary (no matrices)."""
+        """A JSON-friendly summary (no matrices).
+
+        Returns
+        -------
+        ``{"suggested_k", "silhouette_k", "bic_k", "silhouette", "bic", "n_cells",
+        "n_clusterings"}``: the numbers of clusters chosen (as the attributes), the
+        silhouette and BIC by number of clusters (``{k: value}``), and the numbers of
+        cells and of clusterings, as plain Python numbers.
+        """
         return {
             "suggested_k": self.suggested_k,
             "silhouette_k": self.silhouette_k,

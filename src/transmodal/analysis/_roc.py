@@ -60,7 +60,13 @@ class ROCResult:
         return {c: curve.auc for c, curve in self.curves.items()}
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly summary: AUC, per-class AUCs and cell counts."""
+        """A JSON-friendly summary: AUC, per-class AUCs and cell counts.
+
+        Returns
+        -------
+        ``{"auc", "auc_per_class", "positive", "n_train", "n_test"}``, with the classes
+        (and the positive class, if any) as strings.
+        """
         return {
             "auc": self.auc,
             "auc_per_class": {str(c): a for c, a in self.auc_per_class.items()},

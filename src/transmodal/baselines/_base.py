@@ -136,11 +136,21 @@ class Baseline(abc.ABC):
 
     @abc.abstractmethod
     def embed_x(self) -> np.ndarray:
-        """Embedding of the fitted ``x`` cells in the common space, ``(n_x, d)``."""
+        """Embedding of the fitted ``x`` cells in the common space, ``(n_x, d)``.
+
+        Returns
+        -------
+        The ``(n_x, d)`` embedding.
+        """
 
     @abc.abstractmethod
     def embed_y(self) -> np.ndarray:
-        """Embedding of the fitted ``y`` cells in the common space, ``(n_y, d)``."""
+        """Embedding of the fitted ``y`` cells in the common space, ``(n_y, d)``.
+
+        Returns
+        -------
+        The ``(n_y, d)`` embedding.
+        """
 
     @property
     def is_fitted(self) -> bool:
@@ -164,7 +174,24 @@ class Baseline(abc.ABC):
 
     def translate_x_to_y(self, x_new: Any, **kwargs: Any) -> np.ndarray:
         """Translate ``x`` cells into ``y``'s features: CCA, CycleGAN and MAGAN do; the
-        others raise ``NotImplementedError`` saying why."""
+        others raise ``NotImplementedError`` saying why.
+
+        Parameters
+        ----------
+        x_new
+            Cells of modality 1, ``(m, p)``, with the features of the fitted ``x``.
+        **kwargs
+            Options of the subclass's translation (e.g. ``space=``).
+
+        Returns
+        -------
+        The ``(m, q)`` translation of the cells into ``y``'s features.
+
+        Raises
+        ------
+        NotImplementedError
+            If the baseline cannot translate.
+        """
         raise NotImplementedError(
             f"{type(self).__name__} cannot translate between modalities: "
             f"{self.cannot_translate}. Use CCA, CycleGAN or MAGAN (or CrossModalAE) for "
@@ -172,7 +199,24 @@ class Baseline(abc.ABC):
         )
 
     def translate_y_to_x(self, y_new: Any, **kwargs: Any) -> np.ndarray:
-        """Translate ``y`` cells into ``x``'s features (see :meth:`translate_x_to_y`)."""
+        """Translate ``y`` cells into ``x``'s features (see :meth:`translate_x_to_y`).
+
+        Parameters
+        ----------
+        y_new
+            Cells of modality 2, ``(m, q)``, with the features of the fitted ``y``.
+        **kwargs
+            Options of the subclass's translation (e.g. ``space=``).
+
+        Returns
+        -------
+        The ``(m, p)`` translation of the cells into ``x``'s features.
+
+        Raises
+        ------
+        NotImplementedError
+            If the baseline cannot translate.
+        """
         return Baseline.translate_x_to_y(self, y_new, **kwargs)
 
     def fit_transform(self, x: Any, y: Any, **fit_kwargs: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -406,6 +406,11 @@ class CCA(_PreprocessedBaseline):
         x
             New cells of modality 1 (same features as in :meth:`fit`); ``None`` returns
             the embedding of the training cells.
+
+        Returns
+        -------
+        The ``(n, n_components_)`` embedding (L2-normalised per cell when
+        ``l2_normalize``).
         """
         self._check_fitted()
         if x is None:
@@ -413,7 +418,19 @@ class CCA(_PreprocessedBaseline):
         return self._finish(self._scores_x(self._features(x, "x")))
 
     def embed_y(self, y: Any = None) -> np.ndarray:
-        """Common-space embedding of ``y`` cells (``None``: the training cells)."""
+        """Common-space embedding of ``y`` cells, ``(n, n_components_)``.
+
+        Parameters
+        ----------
+        y
+            New cells of modality 2 (same features as in :meth:`fit`); ``None`` returns
+            the embedding of the training cells.
+
+        Returns
+        -------
+        The ``(n, n_components_)`` embedding (L2-normalised per cell when
+        ``l2_normalize``).
+        """
         self._check_fitted()
         if y is None:
             return self._y_emb.copy()
@@ -437,7 +454,7 @@ class CCA(_PreprocessedBaseline):
 
         Returns
         -------
-        ``(m, q)`` (or ``(m, d_y)`` for ``"features"``).
+        The predicted ``y`` features, ``(m, q)`` (or ``(m, d_y)`` for ``"features"``).
         """
         self._check_fitted()
         _check_space(space)
@@ -448,7 +465,21 @@ class CCA(_PreprocessedBaseline):
     def translate_y_to_x(
         self, y_new: Any, *, space: Literal["features", "log", "input"] = "input"
     ) -> np.ndarray:
-        """Predict modality ``x`` of cells measured in ``y`` (see :meth:`translate_x_to_y`)."""
+        """Predict modality ``x`` of cells measured in ``y``.
+
+        Parameters
+        ----------
+        y_new
+            Cells of modality 2, ``(m, q)``.
+        space
+            Output space, as in :meth:`translate_x_to_y` with the roles of ``x`` and ``y``
+            swapped: ``"features"`` (``x``'s preprocessed features), ``"log"`` (``x``'s
+            original features on the log1p scale) or ``"input"`` (``x``'s input units).
+
+        Returns
+        -------
+        The predicted ``x`` features, ``(m, p)`` (or ``(m, d_x)`` for ``"features"``).
+        """
         self._check_fitted()
         _check_space(space)
         u = self._scores_y(self._features(y_new, "y", "y_new"))

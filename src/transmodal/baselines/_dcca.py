@@ -371,6 +371,11 @@ class DCCA(_PreprocessedBaseline):
         x
             New cells of modality 1 (same features as in :meth:`fit`); ``None`` returns
             the embedding of all cells given to :meth:`fit`.
+
+        Returns
+        -------
+        The ``(n, n_components)`` embedding: the network outputs projected onto the
+        canonical directions (L2-normalised per cell when ``l2_normalize``).
         """
         self._check_fitted()
         if x is None:
@@ -379,7 +384,19 @@ class DCCA(_PreprocessedBaseline):
         return self._finish((h - self.mean_x_) @ self.x_weights_)
 
     def embed_y(self, y: Any = None) -> np.ndarray:
-        """Common-space embedding of ``y`` cells (``None``: the cells given to :meth:`fit`)."""
+        """Common-space embedding of ``y`` cells, ``(n, n_components)``.
+
+        Parameters
+        ----------
+        y
+            New cells of modality 2 (same features as in :meth:`fit`); ``None`` returns
+            the embedding of all cells given to :meth:`fit`.
+
+        Returns
+        -------
+        The ``(n, n_components)`` embedding: the network outputs projected onto the
+        canonical directions (L2-normalised per cell when ``l2_normalize``).
+        """
         self._check_fitted()
         if y is None:
             return self._y_emb.copy()

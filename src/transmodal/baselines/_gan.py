@@ -206,6 +206,10 @@ class _CycleGANBase(_PreprocessedBaseline):
         x
             New cells of modality 1 (same features as in :meth:`fit`); ``None`` returns
             the embedding of the training cells.
+
+        Returns
+        -------
+        The ``(n, d_y)`` embedding ``G(x)``.
         """
         self._check_fitted()
         if x is None:
@@ -213,8 +217,18 @@ class _CycleGANBase(_PreprocessedBaseline):
         return _apply(self.g_, self._features(x, "x"), self.device)
 
     def embed_y(self, y: Any = None) -> np.ndarray:
-        """``y`` cells as themselves: their preprocessed features, ``(n, d_y)``
-        (``None``: the training cells)."""
+        """``y`` cells as themselves: their preprocessed features, ``(n, d_y)``.
+
+        Parameters
+        ----------
+        y
+            New cells of modality 2 (same features as in :meth:`fit`); ``None`` returns
+            the embedding of the training cells.
+
+        Returns
+        -------
+        The ``(n, d_y)`` preprocessed features of the cells.
+        """
         self._check_fitted()
         if y is None:
             return self.y_features_.copy()
@@ -234,6 +248,10 @@ class _CycleGANBase(_PreprocessedBaseline):
             rescaled; equals :meth:`embed_x`); ``"log"``: ``y``'s original features on the
             log1p scale (PCA reconstruction); ``"input"``: ``y``'s input units (``"log"``
             then ``expm1``, clipped at 0; same as ``"log"`` when ``log1p=False``).
+
+        Returns
+        -------
+        The translated cells, ``(m, q)`` (or ``(m, d_y)`` for ``"features"``).
         """
         self._check_fitted()
         _check_space(space)
@@ -243,8 +261,22 @@ class _CycleGANBase(_PreprocessedBaseline):
     def translate_y_to_x(
         self, y_new: Any, *, space: Literal["features", "log", "input"] = "input"
     ) -> np.ndarray:
-        """Translate ``y`` cells to modality ``x`` with the generator ``F`` (see
-        :meth:`translate_x_to_y` for ``space``)."""
+        """Translate ``y`` cells to modality ``x`` with the generator ``F``.
+
+        Parameters
+        ----------
+        y_new
+            Cells of modality 2, ``(m, q)``.
+        space
+            ``"features"``: ``x``'s preprocessed space (log1p, standardised, PCA,
+            rescaled); ``"log"``: ``x``'s original features on the log1p scale (PCA
+            reconstruction); ``"input"``: ``x``'s input units (``"log"`` then ``expm1``,
+            clipped at 0; same as ``"log"`` when ``log1p=False``).
+
+        Returns
+        -------
+        The translated cells, ``(m, p)`` (or ``(m, d_x)`` for ``"features"``).
+        """
         self._check_fitted()
         _check_space(space)
         fy = self._features(y_new, "y", "y_new")
@@ -313,8 +345,20 @@ class CycleGAN(_CycleGANBase):
     paired = False
 
     def fit(self, x: Any, y: Any) -> CycleGAN:
-        """Train on unpaired cells ``x`` ``(n_x, p)`` and ``y`` ``(n_y, q)`` (dense or
-        scipy sparse); returns ``self``."""
+        """Train on unpaired cells.
+
+        Parameters
+        ----------
+        x
+            Modality 1, ``(n_x, p)``: dense array, scipy sparse matrix or AnnData.
+        y
+            Modality 2, ``(n_y, q)``, likewise; its rows need not correspond to those of
+            ``x``.
+
+        Returns
+        -------
+        ``self``.
+        """
         return self._fit(x, y, None)
 
 
@@ -341,6 +385,9 @@ class MAGAN(_CycleGANBase):
         ``None``: without pairs MAGAN then reduces to :class:`CycleGAN`.
     lam_correspondence
         Its weight.
+    **kwargs
+        The remaining keyword arguments, those of :class:`CycleGAN` (``hidden_g`` to
+        ``verbose`` above).
 
     Attributes
     ----------

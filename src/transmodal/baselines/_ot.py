@@ -317,14 +317,34 @@ class GromovWassersteinOT(Baseline):
         return self
 
     def embed_x(self, x: Any = None) -> np.ndarray:
-        """Aligned embedding of the fitted ``x`` cells, ``(n_x, d)`` (a copy). Transport
-        aligns only the cells it was fitted on: new cells (``x``) are refused."""
+        """Aligned embedding of the fitted ``x`` cells, ``(n_x, d)`` (a copy).
+
+        Parameters
+        ----------
+        x
+            Must be ``None``: transport aligns only the cells it was fitted on, so new
+            cells are refused (``NotImplementedError``).
+
+        Returns
+        -------
+        The ``(n_x, d)`` aligned embedding of the fitted ``x`` cells (``x_aligned_``).
+        """
         self._no_new_cells(x, "x")
         return self.x_aligned_.copy()
 
     def embed_y(self, y: Any = None) -> np.ndarray:
-        """Aligned embedding of the fitted ``y`` cells, ``(n_y, d)`` (a copy); new cells
-        (``y``) are refused, as by :meth:`embed_x`."""
+        """Aligned embedding of the fitted ``y`` cells, ``(n_y, d)`` (a copy).
+
+        Parameters
+        ----------
+        y
+            Must be ``None``: new cells are refused (``NotImplementedError``), as by
+            :meth:`embed_x`.
+
+        Returns
+        -------
+        The ``(n_y, d)`` aligned embedding of the fitted ``y`` cells (``y_aligned_``).
+        """
         self._no_new_cells(y, "y")
         return self.y_aligned_.copy()
 

@@ -225,6 +225,15 @@ def read_backed(path: str | os.PathLike) -> AnnData:
     so: ``anndata.read_h5ad`` reads it), and files written by anndata before 0.7 are refused
     (re-save them with anndata). The file stays open as long as the returned object is in
     use.
+
+    Parameters
+    ----------
+    path
+        An ``.h5ad`` file, or a ``.zarr`` store (a directory).
+
+    Returns
+    -------
+    An AnnData whose ``X`` and layers are read from ``path`` on demand.
     """
     p = Path(path)
     if p.is_dir():

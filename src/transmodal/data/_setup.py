@@ -706,12 +706,12 @@ def setup_data(
         Known batches of the modalities with a ``batch_key`` (a trained model's); without
         them, each modality's batches are the values its cells carry. With
         ``labels_optional``, a missing column or an unknown batch gives code -1.
-    batches_optional
-        Modalities whose cells may carry batches outside ``batch_categories`` (code -1,
-        as with ``labels_optional``): a reference model's frozen anchor.
     trained
         The data are given to a trained model (its options fixed): errors of the value scan
         advise to give the data as it was trained on (see :func:`check_values`).
+    batches_optional
+        Modalities whose cells may carry batches outside ``batch_categories`` (code -1,
+        as with ``labels_optional``): a reference model's frozen anchor.
 
     Returns
     -------
@@ -1137,7 +1137,20 @@ def check_image_spec(spec: Modality, image_shape: tuple[int, ...], name: str) ->
 
 
 def find_pairs(a: ModalityData, b: ModalityData) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices ``(ia, ib)`` of cells present in both modalities (equal pairing keys)."""
+    """Row indices ``(ia, ib)`` of cells present in both modalities (equal pairing keys).
+
+    Parameters
+    ----------
+    a
+        The first validated modality.
+    b
+        The second validated modality.
+
+    Returns
+    -------
+    Two int64 arrays ``(ia, ib)`` of equal length: row ``ia[k]`` of ``a`` and row ``ib[k]``
+    of ``b`` have the same pairing key, in the order of the rows of ``a``.
+    """
     pos_b = pd.Index(b.pair_keys)
     ib = pos_b.get_indexer(a.pair_keys)
     ia = np.flatnonzero(ib >= 0)

@@ -645,10 +645,10 @@ def synthetic(
     seed
         Seed (>= 0). The same arguments and seed give the same data; a modality's data are
         keyed by its name, so adding modalities does not change the others.
-    block_size
-        Cells assembled per block (memory only: the data do not depend on it).
     return_mudata
         Return a :class:`mudata.MuData` instead of a dict.
+    block_size
+        Cells assembled per block (memory only: the data do not depend on it).
     out
         A directory: write each modality to ``<out>/<name>.h5ad`` block by block
         (``block_size`` cells at a time, sparse matrices as CSR on disk) and return the

@@ -30,6 +30,19 @@ def spearman_distance(profiles: AnnData | np.ndarray, *, condensed: bool = False
     which are integers, so every entry is exact and independent of the row order. A constant
     row has correlation 0 with every other row (distance 1). Rows are compared in blocks, so
     that beside the result only a few megabytes are needed.
+
+    Parameters
+    ----------
+    profiles
+        The ``(n, bins)`` profiles, one per row: an array or an AnnData (its ``X``).
+    condensed
+        Return the condensed upper triangle instead of the square matrix.
+
+    Returns
+    -------
+    The ``(n, n)`` distances in [0, 2] (zero diagonal), or with ``condensed`` their
+    ``n * (n - 1) / 2`` entries above the diagonal in :func:`~scipy.spatial.distance.pdist`
+    order.
     """
     x = profiles.X if isinstance(profiles, AnnData) else profiles
     x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)

@@ -28,6 +28,15 @@ def shell_names(n_bins: int = 10) -> list[str]:
     """Names of the radial bins, centre first: ``shell_0-10%`` ... ``shell_90-100%`` for 10 bins.
 
     The same names as the variables of the T-cell radial chromatin data of Yang et al. (2021).
+
+    Parameters
+    ----------
+    n_bins
+        Number of radial bins (a positive integer), of equal width in percent.
+
+    Returns
+    -------
+    ``n_bins`` names ``shell_<from>-<to>%``, from the centre to the periphery.
     """
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
         raise ValueError(f"n_bins={n_bins!r}: expected a positive integer")

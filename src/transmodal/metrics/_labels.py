@@ -8,7 +8,7 @@ from) ``y``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,10 +26,13 @@ from ._chunked import (
     labelled,
 )
 
+if TYPE_CHECKING:
+    from ._chunked import EmbeddingLike
+
 
 def cluster_accuracy(
-    x: np.ndarray,
-    y: np.ndarray,
+    x: EmbeddingLike,
+    y: EmbeddingLike,
     labels_x: Any,
     labels_y: Any,
     *,
@@ -92,9 +95,9 @@ def cluster_accuracy_of(
 
 
 def label_transfer(
-    x_ref: np.ndarray,
+    x_ref: EmbeddingLike,
     labels_ref: Any,
-    x_query: np.ndarray,
+    x_query: EmbeddingLike,
     labels_query: Any,
     *,
     k: int = 5,
@@ -170,9 +173,9 @@ def label_transfer(
 
 
 def label_transfer_both(
-    x: np.ndarray,
+    x: EmbeddingLike,
     labels_x: Any,
-    y: np.ndarray,
+    y: EmbeddingLike,
     labels_y: Any,
     *,
     k: int = 5,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Literal, overload
 
 import numpy as np
 import torch
@@ -17,10 +18,27 @@ from ._chunked import (
     count_block,
 )
 
+if TYPE_CHECKING:
+    from ._chunked import EmbeddingLike
+
+
+@overload
+def foscttm(
+    x: EmbeddingLike, y: EmbeddingLike, *, chunk_size: int | None = ...,
+    return_per_cell: Literal[False] = ...,
+) -> float: ...
+
+
+@overload
+def foscttm(
+    x: EmbeddingLike, y: EmbeddingLike, *, chunk_size: int | None = ...,
+    return_per_cell: Literal[True],
+) -> tuple[float, np.ndarray, np.ndarray]: ...
+
 
 def foscttm(
-    x: np.ndarray,
-    y: np.ndarray,
+    x: EmbeddingLike,
+    y: EmbeddingLike,
     *,
     chunk_size: int | None = None,
     return_per_cell: bool = False,
@@ -66,8 +84,8 @@ def foscttm_of(
 
 
 def partner_in_top_k(
-    x: np.ndarray,
-    y: np.ndarray,
+    x: EmbeddingLike,
+    y: EmbeddingLike,
     *,
     k: int | Iterable[int] = (1, 5, 10, 50),
     chunk_size: int | None = None,
@@ -143,8 +161,8 @@ def _knn_arguments(
 
 
 def knn_accuracy(
-    x: np.ndarray,
-    y: np.ndarray,
+    x: EmbeddingLike,
+    y: EmbeddingLike,
     *,
     k: int | Iterable[int] = (5, 50),
     metric: str = "l1",
@@ -250,8 +268,8 @@ def knn_scores_of(
 
 
 def knn_accuracy_and_chance(
-    x: np.ndarray,
-    y: np.ndarray,
+    x: EmbeddingLike,
+    y: EmbeddingLike,
     *,
     k: int | Iterable[int] = (5, 50),
     metric: str = "l1",
@@ -259,7 +277,17 @@ def knn_accuracy_and_chance(
     score: np.ndarray | None = None,
 ) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, float]]]:
     """``(knn_accuracy(...), knn_accuracy_chance(...))`` in one pass: the nearest-row search
-    of each direction is done once for both (same arguments and results)."""
+    of each direction is done once for both (same arguments and results).
+
+    Parameters
+    ----------
+    x, y, k, metric, chunk_size, score
+        As in :func:`knn_accuracy`.
+
+    Returns
+    -------
+    The results of :func:`knn_accuracy` and :func:`knn_accuracy_chance`.
+    """
     return _knn_scores(x, y, k, metric, chunk_size, accuracy=True, chance=True, score=score)
 
 
@@ -288,8 +316,8 @@ def _occurrence_block(
 
 
 def knn_accuracy_chance(
-    x: np.ndarray,
-    y: np.ndarray,
+    x: EmbeddingLike,
+    y: EmbeddingLike,
     *,
     k: int | Iterable[int] = (5, 50),
     metric: str = "l1",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -14,9 +15,12 @@ from sklearn.preprocessing import StandardScaler
 from .._utils import check_int
 from ._chunked import as_embedding
 
+if TYPE_CHECKING:
+    from ._chunked import EmbeddingLike
+
 
 def mixing_accuracy_multi(
-    embeddings: Sequence[np.ndarray],
+    embeddings: Sequence[EmbeddingLike],
     *,
     cv: int = 5,
     seed: int | None = 0,
@@ -117,8 +121,8 @@ def mixing_accuracy_multi(
 
 
 def mixing_accuracy(
-    x: np.ndarray,
-    y: np.ndarray,
+    x: EmbeddingLike,
+    y: EmbeddingLike,
     *,
     cv: int = 5,
     seed: int | None = 0,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -283,14 +284,51 @@ class Ensemble(AttributeHints):
         """Translate cells of ``source`` into ``target``: the mean of the members'
         :meth:`CrossModalAE.translate` (the mean of the mixture of their predictions).
 
-        Parameters are those of :meth:`CrossModalAE.translate`, less ``sample`` and
+        The parameters are those of :meth:`CrossModalAE.translate`, less ``sample`` and
         ``seed`` (means only); the result is in the same units, with the same ``obs``,
-        ``var_names`` and image ``obsm``; by default each member decodes counts at its own
-        training cells' median library size, and ``uns["transmodal"]["library_size"]``
-        holds their mean, which the translated profiles sum to. With ``out`` the cells are
-        translated and written ``batch_size`` at a time (memory holds one block of every
-        member's translation), and the written file is returned opened read-only
-        (``backed="r"``).
+        ``var_names`` and image ``obsm``.
+
+        Parameters
+        ----------
+        adata
+            Cells of the source modality; default: its training data. Backed (``.h5ad``
+            opened with ``backed="r"``) and zarr data are read batch by batch.
+        source, target
+            Modality names.
+        batch_size
+            Cells per forward pass of each member (fewer for wide data: at most 2^24 values
+            read, or computed, per pass); with ``out``, also the cells written per block.
+        library_size
+            Count likelihoods: library size of the translated profiles, a finite number
+            > 0. Default: each member decodes counts at its own training cells' median
+            library size, and the translated profiles sum to their mean.
+        target_batch
+            A target with a ``batch_key``: decode every cell as if measured in this batch
+            (one of ``model.batch_categories_[target]``, which the members share), or each
+            cell in its own (one batch per cell, e.g. the ``obs`` column of the cells'
+            partners in the target; a pandas Series is aligned to the cells by its index,
+            one with a default RangeIndex or an array is taken by position); default: the
+            mean of the decodings in every batch.
+        device
+            ``"cpu"`` (default), ``"cuda"`` (or ``"gpu"``, as for training), ``"mps"`` (an
+            Apple GPU) or ``"auto"`` (CUDA, else MPS, where available).
+        out
+            Write the result to this .h5ad file instead of memory, ``batch_size`` cells at a
+            time (memory holds one block of the members' summed translation and one
+            member's); the file appears only once complete, and the result equals the
+            in-memory one.
+        overwrite
+            Replace an existing ``out``.
+
+        Returns
+        -------
+        AnnData with the source cells' ``obs`` and the target's ``var_names``; ``X`` is the
+        members' mean translation, in the target's original units as for
+        :meth:`CrossModalAE.translate` (for an image target also the images in
+        ``obsm[<the target's obsm_key>]``). ``uns["transmodal"]`` is a member's, with
+        ``"ensemble"`` the number of members and, for count likelihoods without
+        ``library_size``, ``"library_size"`` the mean of the members' library sizes. With
+        ``out``: the written file, opened read-only (``backed="r"``).
         """
         if out is None:
             return self._translate_rows(adata, source, target, batch_size, library_size,
@@ -397,11 +435,35 @@ class Ensemble(AttributeHints):
         device: str | None = None,
     ) -> np.ndarray | pd.DataFrame:
         """Transfer labels with the members' latent classifiers: the class with the highest
-        mean probability over members (parameters of :meth:`CrossModalAE.predict_labels`).
+        mean probability over members (needs ``labels_key``).
+
+        Parameters
+        ----------
+        modality
+            Which encoder the cells come from.
+        adata
+            Cells to label; default: the modality's training data.
+        classes
+            Restrict predictions to these classes (e.g. the classes shared between
+            modalities): each member's probabilities are taken over these classes only;
+            default: every class the ensemble knows (the members share their classes).
+            Numbers name classes as they do in ``labels_key`` (``[0, 1]`` for the classes
+            ``"0"``, ``"1"``).
+        return_proba
+            Return a DataFrame of the members' mean class probabilities (cells x classes)
+            instead of labels.
+        batch_size
+            Cells per forward pass of each member (fewer for wide data: at most 2^24 values
+            read, or computed, per pass).
+        device
+            ``"cpu"`` (default), ``"cuda"`` (or ``"gpu"``, as for training), ``"mps"`` (an
+            Apple GPU) or ``"auto"`` (CUDA, else MPS, where available).
 
         Returns
         -------
-        The predicted label per cell, or (``return_proba``) the mean class probabilities.
+        The predicted label per cell (the class with the highest mean probability), or with
+        ``return_proba`` the mean class probabilities. Labels are the model's class names,
+        strings as in :meth:`CrossModalAE.predict_labels`.
         """
         proba = sum(
             m.predict_labels(modality, adata, classes=classes, return_proba=True,
@@ -416,7 +478,18 @@ class Ensemble(AttributeHints):
     @argument_hints
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Save to a directory: ``ensemble.json`` and one :meth:`CrossModalAE.save`
-        directory per member (``member0``, ``member1``, ...), written atomically as a whole."""
+        directory per member (``member0``, ``member1``, ...), written atomically as a whole.
+
+        In a multi-process (``torch.distributed``) run only rank 0 writes.
+
+        Parameters
+        ----------
+        path
+            The directory to write (created; it must not exist unless ``overwrite``).
+        overwrite
+            Replace ``path`` if it holds a saved ensemble or model (and nothing else); any
+            other existing directory or file is refused, never deleted.
+        """
         if not is_global_zero():  # (as CrossModalAE.save: the first process writes)
             return
         names = [f"member{i}" for i in range(len(self.models))]
@@ -437,10 +510,36 @@ class Ensemble(AttributeHints):
 
     @classmethod
     @argument_hints
-    def load(cls, path: str | os.PathLike, data=None, *, check_data: bool = True) -> Ensemble:
-        """Load an ensemble saved with :meth:`save` around ``data`` (as
-        :meth:`CrossModalAE.load`: the model's ``var_names``; modalities it lacks, all with
-        ``None``, stand in without cells, for embedding / translating new cells)."""
+    def load(
+        cls, path: str | os.PathLike, data: Mapping[str, AnnData] | Any = None, *,
+        check_data: bool = True,
+    ) -> Ensemble:
+        """Load an ensemble saved with :meth:`save`, re-validating ``data`` against it.
+
+        Parameters
+        ----------
+        path
+            The directory written by :meth:`save`.
+        data
+            ``{name: AnnData}`` or ``MuData`` with the model's ``var_names``, given to every
+            member's :meth:`CrossModalAE.load`. Modalities it lacks (all of them with
+            ``data=None``; one left out, or given as ``None`` in the dict) stand in
+            without cells: the ensemble then embeds and translates new cells passed as
+            ``adata=``.
+        check_data
+            Scan the matrices for values the likelihoods reject (once, by the first
+            member's load: the members share the data).
+
+        Returns
+        -------
+        The ensemble of the loaded members, with the saved per-member scales.
+
+        Raises
+        ------
+        ValueError
+            If a member directory is not the one the ensemble recorded (its weights
+            differ), or the members do not form an ensemble.
+        """
         path = Path(path)
         names, scales, checksums = read_manifest(path)
         # each member's warnings (e.g. other cells than the training cells) once, at the

@@ -477,7 +477,7 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         return self.__dict__
 
     @argument_hints
-    def save(self, path, *, overwrite: bool = False) -> None:
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
         """Save to a directory: ``model.safetensors`` (tensors) + ``config.json``.
 
         The directory is written to a temporary sibling and renamed into place, so an
@@ -508,7 +508,10 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
 
     @classmethod
     @argument_hints
-    def load(cls, path, data=None, *, check_data: bool = True) -> CrossModalAE:
+    def load(
+        cls, path: str | os.PathLike, data: Mapping[str, AnnData] | Any = None, *,
+        check_data: bool = True,
+    ) -> CrossModalAE:
         """Load a model saved with :meth:`save`, re-validating ``data`` against it.
 
         Parameters
@@ -523,6 +526,10 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
             with it), but cannot train further.
         check_data
             Scan the matrices for values the likelihoods reject.
+
+        Returns
+        -------
+        The trained model, with the weights, preprocessing and history it was saved with.
         """
         from ._io import load_model
 

@@ -272,7 +272,7 @@ class TrainingMixin:
         others); the adversarial weight rises again over ``adv_warmup_epochs`` (pass 0 to
         continue at full weight), while a trained anchor is not pre-trained again. Ctrl+C
         stops training with ``KeyboardInterrupt`` (SIGTERM: its subclass
-        ``transmodal._interrupts.Terminated``; a ``SystemExit`` the caller's own code raises
+        :class:`transmodal.train.Terminated`; a ``SystemExit`` the caller's own code raises
         meanwhile, e.g. its SIGTERM handler's, is raised again as it is); the model keeps
         the weights trained so far and the history of the epochs completed (with
         ``checkpoint_dir``, saved there). Any other error raised while training (e.g. a file

@@ -204,12 +204,32 @@ def register_architecture(architecture: type[Architecture]) -> type[Architecture
 
 
 def available_architectures() -> list[str]:
-    """Names of all registered architectures (the built-in networks are not among them)."""
+    """Names of all registered architectures (the built-in networks are not among them).
+
+    Returns
+    -------
+    The registered names, sorted.
+    """
     return sorted(_REGISTRY)
 
 
 def get_architecture(name: str) -> Architecture:
-    """Return the registered architecture called ``name``."""
+    """Return the registered architecture called ``name``.
+
+    Parameters
+    ----------
+    name
+        The name the architecture was registered under (its class's ``name``).
+
+    Returns
+    -------
+    The registered instance of the architecture class.
+
+    Raises
+    ------
+    ValueError
+        If no architecture of that name is registered.
+    """
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):

@@ -528,7 +528,23 @@ def register_likelihood(likelihood: type[Likelihood]) -> type[Likelihood]:
 
 
 def get_likelihood(name: str) -> Likelihood:
-    """Return the registered likelihood called ``name``."""
+    """Return the registered likelihood called ``name``.
+
+    Parameters
+    ----------
+    name
+        The likelihood's name, e.g. ``"nb"``, ``"bernoulli"`` or ``"gaussian"`` (see
+        :func:`available_likelihoods`).
+
+    Returns
+    -------
+    The registered instance of the likelihood class.
+
+    Raises
+    ------
+    ValueError
+        If no likelihood of that name is registered.
+    """
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -543,7 +559,12 @@ def get_likelihood(name: str) -> Likelihood:
 
 
 def available_likelihoods() -> list[str]:
-    """Names of all registered likelihoods."""
+    """Names of all registered likelihoods.
+
+    Returns
+    -------
+    The registered names, built-in and user-registered, sorted.
+    """
     return sorted(_REGISTRY)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,9 @@ from ..analysis._de import DIRECTIONS, check_de_pair, effect_correlations, share
 from ..analysis._inputs import get_labels, get_latent
 from ..data._setup import sorted_classes
 from ._embedding import _class_names, _closing_on_error, _palette, _subplots
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 _MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*")
 
@@ -44,7 +47,7 @@ def _check_result(result: Any, cls: type, made_by: str) -> None:
         )
 
 
-def roc(result: ROCResult, *, ax=None, title: str | None = None):
+def roc(result: ROCResult, *, ax: Axes | None = None, title: str | None = None) -> Axes:
     """ROC curve(s) of :func:`transmodal.analysis.translated_classifier_roc`.
 
     Parameters
@@ -80,12 +83,12 @@ def de_scatter(
     obs: pd.DataFrame,
     *,
     column: str = "log2fc",
-    ax=None,
+    ax: Axes | None = None,
     highlight: bool = True,
     xlabel: str = "observed",
     ylabel: str = "predicted",
     point_size: float = 6.0,
-):
+) -> Axes:
     """Scatter of the predicted vs observed effect per feature (two DE results).
 
     Parameters
@@ -172,8 +175,11 @@ def de_scatter(
 
 
 def marker_overlap(
-    result: DEComparison, *, ax=None, labels: tuple[str, str] = ("predicted", "observed")
-):
+    result: DEComparison,
+    *,
+    ax: Axes | None = None,
+    labels: tuple[str, str] = ("predicted", "observed"),
+) -> Axes:
     """Bars of the marker overlap of :func:`transmodal.analysis.compare_differential`.
 
     Per direction: markers in each result, their overlap and the overlap expected by
@@ -239,8 +245,12 @@ def marker_overlap(
 
 
 def coassociation(
-    result: ClusterRobustness, *, ax=None, cmap: str = "viridis", colorbar: bool = True
-):
+    result: ClusterRobustness,
+    *,
+    ax: Axes | None = None,
+    cmap: str = "viridis",
+    colorbar: bool = True,
+) -> Axes:
     """Heat map of the co-association matrix of :func:`transmodal.analysis.cluster_robustness`.
 
     Rows and columns are ordered by the leaves of its average-linkage dendrogram, so stable
@@ -283,11 +293,11 @@ def lda(
     *,
     modality: str | Any | None = None,
     use_rep: str | None = "X_transmodal",
-    ax=None,
+    ax: Axes | None = None,
     point_size: float = 10.0,
     title: str | None = None,
     seed: int = 0,
-):
+) -> Axes:
     """Linear discriminant projection of a joint latent space, coloured by cluster.
 
     The paper's Fig. 4b: :class:`sklearn.discriminant_analysis.LinearDiscriminantAnalysis`

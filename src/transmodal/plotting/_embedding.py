@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -14,6 +14,9 @@ import pandas as pd
 from .._utils import atomic_file
 from ..data._setup import global_obs_hint, label_str, sorted_classes
 from ..metrics._chunked import as_embedding
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 # the legend entry of cells without a label, drawn grey (a class of this name joins them)
@@ -221,7 +224,7 @@ def latent(
     basis_name: str = "latent",
     palette: Mapping[str, Any] | Sequence[Any] | None = None,
     show: bool | None = None,
-):
+) -> Figure | None:
     """Scatter the joint latent space of several modalities in 2-D.
 
     Embeddings with more than two dimensions are projected on the first two principal
@@ -319,7 +322,7 @@ def embedding(
     point_size: float = 6.0,
     palette: Mapping[str, Any] | Sequence[Any] | None = None,
     show: bool | None = None,
-):
+) -> Figure | None:
     """Scatter the joint latent space stored in the data, as :func:`scanpy.pl.embedding`
     does for one AnnData: every modality's ``obsm[basis]`` (as written by
     :func:`transmodal.tl.integrate` or ``adata.obsm["X_transmodal"] =
@@ -342,10 +345,12 @@ def embedding(
         20 distinct values is a measurement, drawn with a colour map, as scanpy draws it.
         muon's ``"<modality>:<column>"`` colours that modality's cells by its column (the
         other modalities' grey).
+    path, title, point_size
+        As in :func:`latent`.
     palette
         Colours of the classes, as in :func:`latent`; by default those scanpy stored for a
         categorical column (``uns[f"{color}_colors"]``), where a modality holds them.
-    path, title, point_size, show
+    show
         As in :func:`latent`.
 
     Returns
@@ -537,7 +542,7 @@ def _history_runs(h: pd.DataFrame) -> list[tuple[str | None, pd.DataFrame]]:
 
 def history(
     model_history, *, path: str | os.PathLike | None = None, show: bool | None = None
-):
+) -> Figure | None:
     """Training curves: every loss term and the discriminator accuracy per epoch.
 
     Parameters

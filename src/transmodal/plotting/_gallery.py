@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,6 +14,9 @@ from ..data._modality import is_number
 from ..data._source import looks_channels_last
 from ..metrics._chunked import check_same_rows
 from ._embedding import _check_path, _check_show, _closing_on_error, _finish, _subplots
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def _as_array(name: str, crops) -> np.ndarray:
@@ -93,7 +97,7 @@ def gallery(
     dpi: int = 120,
     show: bool | None = None,
     channel: int | tuple[int, int, int] = 0,
-):
+) -> Figure | None:
     """Show the same nuclei in several versions, one version per row.
 
     Parameters

@@ -162,7 +162,7 @@ def integrate(
     overwrite: bool = False,
     model_kwargs: Mapping[str, Any] | None = None,
     train_kwargs: Mapping[str, Any] | None = None,
-):
+) -> Any:
     """Train a cross-modal autoencoder and write every cell's shared embedding into ``data``.
 
     The scanpy-style counterpart of :class:`~transmodal.CrossModalAE` (``sc.tl.umap``-like):

@@ -224,7 +224,7 @@ class TrainingDiverged(FloatingPointError):
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl+C during :func:`run_training`; ``history`` holds the epochs completed before it,
     ``kind`` the class to raise again: for SIGTERM (the command line's, or Lightning's in
-    a script) :class:`~transmodal._interrupts.Terminated`, else ``KeyboardInterrupt``;
+    a script) :class:`~transmodal.train.Terminated`, else ``KeyboardInterrupt``;
     ``exit`` a ``SystemExit`` of the caller's that stopped it (e.g. raised by its own SIGTERM
     handler), to raise again as it is."""
 
@@ -245,7 +245,7 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 def _lightning_sigterm(cause: BaseException | None) -> bool:
     """Whether ``cause`` is Lightning's own answer to SIGTERM (outside the command line,
-    whose handler raises :class:`~transmodal._interrupts.Terminated`; Lightning >= 2.4)."""
+    whose handler raises :class:`~transmodal.train.Terminated`; Lightning >= 2.4)."""
     try:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
     except ImportError:  # (older Lightning: SIGTERM is not told apart)
