@@ -5,12 +5,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
+
+
+def json_line(record: Any, **kwargs: Any) -> str:
+    """``record`` as one line of strict JSON: a NaN or an infinity (a value that does not
+    apply, e.g. a joint model's drift from a reference it does not have) is written as
+    ``null``, which every JSON parser reads (``NaN`` is Python's extension)."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(record), allow_nan=False, **kwargs)
 
 
 def run_each(script: str, runs: Iterable[Sequence], options: Sequence[str] = ()) -> None:
@@ -22,7 +40,11 @@ def run_each(script: str, runs: Iterable[Sequence], options: Sequence[str] = ())
         if res.returncode:
             sys.stderr.write(res.stderr)
             raise SystemExit(f"run {' / '.join(map(str, run))} failed")
-        print(res.stdout.strip().splitlines()[-1], flush=True)
+        lines = res.stdout.strip().splitlines()
+        if not lines:
+            sys.stderr.write(res.stderr)
+            raise SystemExit(f"run {' / '.join(map(str, run))} printed no result")
+        print(lines[-1], flush=True)
 
 
 def grid_parser(
@@ -33,10 +55,14 @@ def grid_parser(
     and seeds: ``--max-epochs`` (default ``max_epochs``; ``None``: the script chooses, as
     ``epochs_help`` says), ``--summary FILE`` and the internal ``--one`` of
     :func:`run_each`; a script adds its own before :func:`grid_main`."""
-    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-    parser.add_argument(f"--{axis}s", nargs="+", choices=list(values), default=list(values))
-    parser.add_argument("--methods", nargs="+", choices=list(methods), default=list(methods))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser = argparse.ArgumentParser(
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(f"--{axis}s", nargs="+", choices=list(values), default=list(values),
+                        help=f"{axis}s to run (default: all)")
+    parser.add_argument("--methods", nargs="+", choices=list(methods), default=list(methods),
+                        help="methods to run (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2],
+                        help="seeds, one run each (default: 0 1 2)")
     parser.add_argument("--max-epochs", type=int, default=max_epochs,
                         help=epochs_help or f"epochs per run (default {max_epochs})")
     parser.add_argument("--summary", metavar="FILE", help="print the table of saved lines")
@@ -62,7 +88,7 @@ def grid_main(
         return
     if args.one:
         value, method, seed = args.one
-        print(json.dumps(run_one(args, value, method, int(seed))))
+        print(json_line(run_one(args, value, method, int(seed))))
         return
     runs = [(value, method, seed) for value in getattr(args, f"{axis}s") for seed in args.seeds
             for method in args.methods]

@@ -12,7 +12,6 @@ per model family and direction.
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import numpy as np
@@ -24,6 +23,7 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.neural_network import MLPRegressor
 
 import transmodal as tm
+from _runs import json_line
 
 
 def lognorm(x) -> np.ndarray:
@@ -71,7 +71,7 @@ def main() -> None:
                         f = tm.metrics.foscttm(reg.predict(xs[test]), yt[test])
                         if f < best[0]:
                             best = (f, f"{src} PCs {ks} -> {tgt} PCs {kt}, {reg!r}")
-            print(json.dumps({"model": family, "direction": f"{src}_to_{tgt}",
+            print(json_line({"model": family, "direction": f"{src}_to_{tgt}",
                               "best_test_foscttm": round(float(best[0]), 4),
                               "setting": best[1]}), flush=True)
 

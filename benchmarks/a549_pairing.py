@@ -38,6 +38,7 @@ from transmodal.workflows import evaluate_paired
 from transmodal.workflows._demo import (
     A549_CONTRASTIVE_TRAIN, a549_model, paper_knn_accuracy, peak_rss_mib,
 )
+from _runs import json_line
 
 # which anchor fractions each method is run at (the paper's Fig. 2 design)
 FRACTIONS = {
@@ -254,7 +255,7 @@ def main() -> None:
                     "peak_rss_mib": peak_rss_mib(),
                 }
                 results.append(row)
-                print(json.dumps(row), flush=True)
+                print(json_line(row), flush=True)
     plot(results, Path(args.figure))
 
 

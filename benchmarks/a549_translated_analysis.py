@@ -39,7 +39,6 @@ reference lines (the same metrics, seed-independent, printed first):
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from typing import Any
 
@@ -56,6 +55,7 @@ from transmodal.analysis import (
 )
 from transmodal.analysis._stats import overlap_pvalue
 from transmodal.workflows._demo import a549_model, peak_rss_mib
+from _runs import json_line
 
 GROUP, REFERENCE = "3h", "0h"
 DIRECTIONS = (("atac", "rna"), ("rna", "atac"))
@@ -243,11 +243,11 @@ def main() -> None:
     train, test = split_a549()
     if not args.no_references:
         for row in references(train, test):
-            print(json.dumps(row), flush=True)
+            print(json_line(row), flush=True)
     for fraction in args.fractions:
         for seed in args.seeds:
             for row in run_transmodal(train, test, fraction, seed, args.max_epochs):
-                print(json.dumps(row), flush=True)
+                print(json_line(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ translations. Prints one JSON line.
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
 import transmodal as tm
+from _runs import json_line
 
 
 def _normalised(x, target: float) -> np.ndarray:
@@ -69,7 +69,7 @@ def main() -> None:
         y = a.obs["treatment_time"].astype(str).to_numpy()
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000))
         out[f"treatment_time_accuracy_from_{name}_alone"] = float(clf.fit(x[tr], y[tr]).score(x[te], y[te]))
-    print(json.dumps(out))
+    print(json_line(out))
 
 
 if __name__ == "__main__":

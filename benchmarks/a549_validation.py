@@ -37,6 +37,7 @@ from transmodal.workflows._demo import (
     a549_modalities,
     a549_model,
 )
+from _runs import json_line
 
 
 def validation_split(train: dict, n_validation: int, seed: int) -> tuple[dict, dict]:
@@ -104,7 +105,7 @@ def main() -> None:
 
             zv = latents(val)
             knn, chance = tm.metrics.knn_accuracy_and_chance(*zv, k=(5, 50), metric="l1")
-            print(json.dumps({
+            print(json_line({
                 "setting": args.setting, "anchor_fraction": fraction, "seed": seed,
                 "members": args.members, "model": args.model, "train": args.train,
                 "modality": fields,

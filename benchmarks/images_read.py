@@ -11,10 +11,10 @@ profiles of all kept nuclei.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
+from _runs import json_line
 
 
 def _peak_rss_mib() -> float:
@@ -33,6 +33,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     import transmodal as tm
+    import transmodal.images  # noqa: F401 - (``import transmodal`` alone imports it lazily)
 
     t_import = time.perf_counter() - t0
     rss_import = _peak_rss_mib()
@@ -57,7 +58,7 @@ def main() -> None:
         tm.images.radial_profiles(nuclei)
         result["radial_seconds"] = round(time.perf_counter() - t0, 2)
     result["peak_rss_mib"] = round(_peak_rss_mib(), 1)
-    print(json.dumps(result))
+    print(json_line(result))
 
 
 if __name__ == "__main__":

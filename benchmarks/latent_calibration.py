@@ -11,13 +11,13 @@ apart (balanced accuracy, 0.5 = mixed) and FOSCTTM. One JSON line per dropout ra
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 
 import numpy as np
 
 import transmodal as tm
+from _runs import json_line
 
 
 def calibration(z_a: np.ndarray, z_b: np.ndarray) -> dict[str, float]:
@@ -55,7 +55,7 @@ def main() -> None:
             warnings.simplefilter("ignore", UserWarning)  # (separability, after few epochs)
             model.train(max_epochs=args.epochs, progress_bar=False, **pretrain)
         z = [model.get_latent_representation(n) for n in ("rna", "atac")]
-        print(json.dumps({"benchmark": "latent_calibration", "dropout": dropout,
+        print(json_line({"benchmark": "latent_calibration", "dropout": dropout,
                           "prior": args.prior, "pretrain_epochs": args.pretrain_epochs,
                           "epochs": args.epochs, "cells": args.cells, "seed": args.seed,
                           **calibration(*z), "seconds": time.perf_counter() - start}))

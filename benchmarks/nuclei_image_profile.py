@@ -23,7 +23,7 @@ translated against real crops; image -> profile per-nucleus Pearson over the 10 
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -34,6 +34,7 @@ import pandas as pd
 
 import transmodal as tm
 from transmodal.workflows._demo import peak_rss_mib
+from _runs import json_line
 
 # the benchmark's default setting, shared by run() and the command line
 CHANNELS = (16, 32, 64)
@@ -201,11 +202,11 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     image, profile = load(args.crop_size)
-    print(json.dumps({"load_seconds": round(time.perf_counter() - t0, 1),
-                      "n_nuclei": int(image.n_obs)}), flush=True)
+    print(f"loaded {image.n_obs} nuclei in {time.perf_counter() - t0:.1f} s", file=sys.stderr,
+          flush=True)
     for seed in args.seeds:
         for fraction in args.fractions:
-            print(json.dumps(run(image, profile, fraction, seed, args.max_epochs, Path(args.out),
+            print(json_line(run(image, profile, fraction, seed, args.max_epochs, Path(args.out),
                                  tuple(args.channels), args.n_private, args.prior,
                                  args.pretrain_epochs,
                                  None if args.patience < 0 else args.patience,

@@ -60,7 +60,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -69,6 +68,7 @@ import time
 import warnings
 
 import numpy as np
+from _runs import json_line
 
 PARTS = ("gen", "a", "b", "c", "d", "d_ot", "wide", "infer", "evaluate", "batch_mmd")
 FEATURES = {"rna": 2000, "atac": 5000}
@@ -413,6 +413,7 @@ def part_wide(args) -> dict:
 
     from transmodal.data import MatrixSource, Modality, fit_preprocessing
     from transmodal.nn import InputTransform
+    from transmodal.workflows._demo import peak_rss_mib
 
     rng = np.random.default_rng(args.seed)
     n, g = args.wide_cells, args.wide_features
@@ -422,7 +423,7 @@ def part_wide(args) -> dict:
     x = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(n, g))
     x.sum_duplicates()
     x.data[:] = 1.0
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_rss_mib()
     opts = Modality("bernoulli", n_pca=args.wide_pca).resolved()
     t = InputTransform(g, normalize=opts["normalize"], log1p=opts["log1p"],
                        scale=opts["scale"], n_pca=opts["n_pca"])
@@ -621,7 +622,7 @@ def main() -> None:
         t0 = time.perf_counter()
         res = RUNNERS[args.one](args)
         res = {"part": args.one, **res, "wall_s": time.perf_counter() - t0}
-        print(json.dumps(_round(res), default=str), flush=True)
+        print(json_line(_round(res), default=str), flush=True)
         return
     os.makedirs(args.workdir, exist_ok=True)
     argv = [a for a in sys.argv[1:] if a != "--cleanup"]
@@ -630,7 +631,7 @@ def main() -> None:
         for part in args.parts:
             res = run_child(part, argv)
             failed += "error" in res
-            print(json.dumps(res), flush=True)
+            print(json_line(res), flush=True)
     finally:
         if args.cleanup:
             shutil.rmtree(args.workdir, ignore_errors=True)

@@ -53,7 +53,6 @@ features (they are not among pbmc68k_reduced's 765 genes: reported as unavailabl
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -73,6 +72,7 @@ from transmodal.analysis import (
 from transmodal.analysis._stats import overlap_pvalue
 from transmodal.datasets import dataset_dir
 from transmodal.workflows._demo import peak_rss_mib
+from _runs import json_line
 
 GROUP, REFERENCE = "peripheral", "central"
 CLUSTER_KEY, RATIO_KEY, POPULATION_KEY = "chromatin_cluster", "log2_coro1a_rpl10a", "population"
@@ -309,9 +309,9 @@ def main() -> None:
         row["populations"] = args.populations
         de.to_csv(out / f"de_translated_rna_{args.populations}_seed{seed}.csv")
         des[seed] = de
-        print(json.dumps(row), flush=True)
+        print(json_line(row), flush=True)
     if len(des) > 1:
-        print(json.dumps(seed_stability(des, latents)), flush=True)
+        print(json_line(seed_stability(des, latents)), flush=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ line with the adjusted Rand index (ARI) against the published ``chromatin_cluste
 from __future__ import annotations
 
 import argparse
-import json
 
 import anndata as ad
 import numpy as np
@@ -29,6 +28,7 @@ from sklearn.metrics import adjusted_rand_score
 
 import transmodal as tm
 from transmodal.datasets import dataset_dir
+from _runs import json_line
 
 
 def plain_scipy(x: np.ndarray, order: np.ndarray, k: int = 2) -> np.ndarray:
@@ -124,7 +124,7 @@ def main() -> None:
         },
         "r_hclust_paper_order": {"ari_k2": ari(r_labels), "sizes": np.bincount(r_labels)[1:].tolist()},
     }
-    print(json.dumps(result))
+    print(json_line(result))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ import warnings
 from collections import defaultdict
 
 import numpy as np
+from _runs import json_line
 
 DATASETS = ("a549", "pbmc", "syn_clusters", "syn_trajectory", "syn_unequal", "syn_noise", "nuclei")
 METHODS = ("transmodal", "transmodal_overlay", "transmodal_transport", "adversarial", "ot")
@@ -315,7 +316,7 @@ def main() -> None:
         return
     if args.one:
         d, m, s = args.one
-        print(json.dumps(run_one(d, m, int(s), args.save_dir, args.max_epochs, args.data_seed)),
+        print(json_line(run_one(d, m, int(s), args.save_dir, args.max_epochs, args.data_seed)),
               flush=True)
         return
     failed = 0
@@ -331,7 +332,7 @@ def main() -> None:
                 lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
                 if res.returncode or not lines:
                     failed += 1
-                    print(json.dumps({"dataset": d, "method": m, "seed": s,
+                    print(json_line({"dataset": d, "method": m, "seed": s,
                                       "error": res.stderr.strip().splitlines()[-3:]}), flush=True)
                 else:
                     for note in res.stderr.splitlines():  # (e.g. replaced embeddings)

@@ -192,6 +192,13 @@ def test_top_markers_limits_and_layer():
     ordered = de.loc[m["up"], "pval"].to_numpy()
     assert np.all(np.diff(ordered) >= 0)
     assert top_markers(de, n_top=50, alpha=1e-300) == {"up": [], "down": []}
+    # "below alpha": an adjusted p-value equal to alpha is no marker (alpha=1 leaves out
+    # the features whose adjusted p-value is 1)
+    at = de["pval_adj"].sort_values().iloc[2]
+    below = set(de.index[de["pval_adj"] < at])
+    assert set(sum(top_markers(de, n_top=50, alpha=at).values(), [])) == below
+    everything = top_markers(de, n_top=10**6, alpha=1.0)
+    assert set(sum(everything.values(), [])) == set(de.index[de["pval_adj"] < 1.0])
     labels = adata.obs["group"].to_numpy()
     by_array = differential_expression(adata, labels, ["A"], ["B"], layer="raw")
     pd.testing.assert_series_equal(by_array["t"], de["t"])
@@ -437,6 +444,15 @@ def test_enrichment_ranks_planted_set_first():
     assert (res["pval_adj"].iloc[1:] > 0.05).all()
     np.testing.assert_allclose(res["pval_adj"], stats.false_discovery_control(res["pval"]))
     assert res.attrs["n_universe"] == 1000 and res.attrs["n_markers"] == 20
+
+
+def test_enrichment_ties_of_underflowed_p_values_go_by_the_larger_overlap():
+    """Sets whose p-values both underflow to 0 rank by overlap, the larger first."""
+    universe = [f"G{i}" for i in range(10_000)]
+    sets = {"small": universe[:1000], "large": universe[:1500]}
+    res = enrichment(universe[:2000], sets, universe=universe)
+    assert (res["pval"] == 0).all()
+    assert res["set"].tolist() == ["large", "small"]
 
 
 def test_read_gmt_and_enrichment_from_file(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -261,6 +262,18 @@ def test_methylation_benchmark_runs_and_summarises(tmp_path):
     assert res["anchor_fraction"] == 0 and 0 <= res["foscttm"] <= 1
 
 
+def test_benchmark_lines_are_strict_json():
+    """A value that does not apply (NaN: a joint model's drift from a reference, a region
+    score without enough reads) is written as null, which every JSON parser reads (``NaN``
+    is Python's extension); the summaries read null as n/a."""
+    runs = _load("_runs")
+    line = runs.json_line({"a": float("nan"), "b": [1.5, float("inf")], "c": {"d": np.nan}})
+    assert line == '{"a": null, "b": [1.5, null], "c": {"d": null}}'
+    assert json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in a line")) == {
+        "a": None, "b": [1.5, None], "c": {"d": None}}
+    assert runs.mean_sd([json.loads(line), {"a": 1.0}], ["a"]) == ["n/a"]
+
+
 def test_reference_benchmark_runs_and_summarises(tmp_path):
     """``benchmarks/reference.py``: one run of each method on a few hundred simulated cells
     gives every metric (the reference's RNA embedding kept exactly by from_reference), and
@@ -270,7 +283,8 @@ def test_reference_benchmark_runs_and_summarises(tmp_path):
              for method in ref.METHODS]
     for res in lines:
         assert res["epochs"] == 1 and res["seconds"] > 0
-        for key in ("foscttm_protein_rna", "foscttm_protein_atac", "label_transfer"):
+        for key in ("foscttm_protein_rna", "foscttm_protein_atac", "foscttm_protein_rna_all",
+                    "label_transfer"):
             assert 0 <= res[key] <= 1, (key, res)
     assert lines[0]["rna_drift"] == 0 and lines[0]["reference_seconds"] > 0
     assert np.isnan(lines[1]["rna_drift"])

@@ -115,6 +115,21 @@ def test_normalize_minmax_and_h5ad_roundtrip(tmp_path):
     assert back.uns["nuclei_filter"]["n_kept"] == nuclei.n_obs
 
 
+@pytest.mark.parametrize("rule", ["minmax", "max"])
+def test_a_constant_channel_is_one_if_positive_else_zero(rule):
+    """A channel of one intensity throughout the nucleus becomes 1 where it is positive and
+    0 where it is 0 or negative (an empty stain channel stays dark, not a bright nucleus);
+    outside the mask everything is 0."""
+    from transmodal.images._crops import normalize_nucleus
+
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[1:3, 1:3] = True
+    region = np.stack([np.zeros((4, 4)), np.full((4, 4), 7.0), np.full((4, 4), -1.0)])
+    out = normalize_nucleus(region, mask, rule)
+    np.testing.assert_array_equal(out[:, mask], [[0] * 4, [1] * 4, [0] * 4])
+    assert not out[:, ~mask].any()
+
+
 def test_read_3d_tiff_with_channels(tmp_path):
     shape = (14, 40, 40)
     labels = np.zeros(shape, np.uint16)

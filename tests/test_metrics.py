@@ -623,6 +623,22 @@ def test_mixing_accuracy_knn_sees_clouds_the_linear_classifier_cannot():
     same = rng.normal(size=(900, 4)), rng.normal(size=(100, 4))
     assert mixing_accuracy(*same, classifier="knn", n_neighbors=5) < 0.6
     assert mixing_accuracy(x[:6], y[:6], classifier="knn") >= 0.5  # k above a fold's cells
+
+
+def test_mixing_accuracy_knn_takes_at_most_a_training_folds_cells_of_a_modality():
+    """n_neighbors larger than a modality's cells in a training fold is capped at them, as
+    documented: the same score as scikit-learn's k-NN with that k on the same folds."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(10, 2)), rng.normal(size=(10, 2)) + 0.7
+    got = mixing_accuracy(x, y, classifier="knn", n_neighbors=15, cv=5, seed=0)
+    reference = cross_val_score(  # (8 of a modality's 10 cells in each training fold)
+        KNeighborsClassifier(8), np.vstack([x, y]), np.repeat([0, 1], 10),
+        cv=StratifiedKFold(5, shuffle=True, random_state=0), scoring="balanced_accuracy",
+    ).mean()
+    assert got == pytest.approx(reference)
     # a small modality apart from a large one is told apart (the large one's votes do not
     # outnumber it: as many cells of each)
     big, small = rng.normal(size=(2000, 4)), rng.normal(size=(30, 4)) + np.r_[4.0, 0, 0, 0]
@@ -663,6 +679,12 @@ def test_label_and_embedding_types_from_pandas_and_torch():
     assert tm.metrics.cluster_accuracy(x, y, ints, pd.Series([1, 2], dtype="Int64"))["y_to_x"] == 0.5
     dates = pd.Series(pd.to_datetime(["2020-01-01", "2020-01-02"]))
     assert tm.metrics.cluster_accuracy(x, y, dates, dates)["mean"] == 1.0
+    # (numpy.datetime64 objects, as a list of an array holds, against the array's
+    # timestamps: their hashes agree on some numpy versions only, so they are made alike)
+    from transmodal.metrics._chunked import _isin
+
+    days = dates.to_numpy()
+    assert _isin(days, list(days)).all() and _isin(days, set(days)).all()
     rng = np.random.default_rng(0)
     z = rng.normal(size=(20, 3))
     w = z + rng.normal(scale=0.5, size=z.shape)

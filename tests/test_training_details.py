@@ -218,6 +218,26 @@ def test_classifier_term_is_weighed_by_the_labelled_cells_of_a_step(paired_data,
     assert int(weights["cls"]) == labelled == 2 * 32 - 10
 
 
+def test_reconstruction_and_kl_terms_are_weighed_by_the_cells_of_a_step(paired_data,
+                                                                        make_model):
+    """A modality's reconstruction (and KL) term is a mean over the step's cells of it, so
+    the epoch means weigh it by their number: a short last step counts as few cells, not
+    as a full step."""
+    from transmodal.train._plan import CrossModalPlan
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = make_model(paired_data, variational=True, seed=0)
+    batch = _first_batch(model)
+    batch["cells"]["atac"] = {k: v[:7] if torch.is_tensor(v) and len(v) == 32 else v
+                              for k, v in batch["cells"]["atac"].items()}
+    terms, weights = CrossModalPlan(model.module)._losses(batch, train=False)
+    for name, cells in batch["cells"].items():
+        n = len(cells["x"])
+        assert int(weights[f"recon_{name}"]) == n == (32 if name == "rna" else 7), name
+        assert int(weights[f"kl_{name}"]) == n and f"kl_{name}" in terms
+
+
 def test_adversarial_term_is_the_mean_over_the_modalities(three_mod_data, make_model):
     """With three modalities the adversarial term is the mean of the modalities' adversarial
     losses (lam_adv means the same whatever the number of modalities)."""

@@ -336,3 +336,31 @@ def test_demo_without_data_creates_nothing(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="not a directory"):
         run_demo(tmp_path / "file", max_epochs=1, progress_bar=False, verbose=False)
+
+
+def test_evaluate_unpaired_warns_when_scoring_the_labels_the_model_trained_on(
+    trained_model, paired_data
+):
+    """Label transfer on cells whose labels trained the latent classifier measures how well
+    it fits them: evaluate_unpaired says so, counting the training cells (not validation
+    cells) by name and values; cells of another run named alike, and labels of another
+    obs column, are not counted."""
+    val = {n: trained_model.val_masks_[n] for n in paired_data}
+    with pytest.warns(UserWarning, match="labels_key 'label' labels") as caught:
+        evaluate_unpaired(trained_model, paired_data, source="rna", target="atac",
+                          labels_key="label")
+    text = next(str(w.message) for w in caught if "labels_key 'label' labels" in str(w.message))
+    n = paired_data["rna"].n_obs
+    assert (f"{int((~val['rna']).sum())} of the {n} 'rna' cells and "
+            f"{int((~val['atac']).sum())} of the {n} 'atac' cells scored") in text, text
+    other_cells = {k: v.copy() for k, v in paired_data.items()}
+    other_cells["rna"].obs_names = [f"r{i}" for i in range(n)]  # not the training cells
+    other_cells["atac"].X = other_cells["atac"].X + 1.0  # named as them, other values
+    other_key = {k: v.copy() for k, v in paired_data.items()}
+    for v in other_key.values():
+        v.obs["other"] = v.obs["label"].to_numpy()
+    for data, key in ((other_cells, "label"), (other_key, "other")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            evaluate_unpaired(trained_model, data, source="rna", target="atac", labels_key=key)
+        assert not [w for w in caught if "was trained on the labels_key" in str(w.message)], key

@@ -15,7 +15,7 @@ import threading
 import warnings
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -408,7 +408,10 @@ def warnings_once() -> Iterator[None]:
     pass_on()
 
 
-def passes_warnings_once(func: Callable) -> Callable:
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def passes_warnings_once(func: _F) -> _F:
     """Decorate a workflow whose steps may give one warning several times:
     :func:`warnings_once` over its body."""
     import functools
@@ -418,7 +421,7 @@ def passes_warnings_once(func: Callable) -> Callable:
         with warnings_once():
             return func(*args, **kwargs)
 
-    return wrapper
+    return cast(_F, wrapper)
 
 
 @contextlib.contextmanager
@@ -704,7 +707,11 @@ def _remove_stale_temporaries(target: Path) -> None:
 
 
 def _alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this host (one of another user's counts)."""
+    """Whether a process ``pid`` runs on this host (one of another user's counts). On
+    Windows every process counts as running: its ``os.kill`` terminates the process,
+    whatever the signal, so a leftover of another process is left alone there."""
+    if os.name == "nt":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

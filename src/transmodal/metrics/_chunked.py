@@ -21,12 +21,22 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy import sparse
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from anndata import AnnData
+    from numpy.typing import ArrayLike
+
+    #: What the metrics take as an embedding (:func:`as_embedding`): an array, a tensor,
+    #: a numeric DataFrame, or an AnnData standing for its ``X``.
+    EmbeddingLike: TypeAlias = ArrayLike | AnnData | pd.DataFrame | torch.Tensor
 
 from .._utils import align_to_cells, is_missing_text, user_stacklevel
 
@@ -292,8 +302,13 @@ def labelled(labels: np.ndarray) -> np.ndarray:
 
 def _isin(values: np.ndarray, among: Any) -> np.ndarray:
     """``np.isin`` by hashing, for labels of mixed types (``"0"`` and ``1``) too (both sides
-    made objects alike: datetimes as timestamps)."""
-    return pd.Series(values, dtype=object).isin(pd.Series(list(among), dtype=object)).to_numpy()
+    made objects alike: datetimes as timestamps, also ``numpy.datetime64`` objects, whose
+    hashes match timestamps' on some numpy versions only)."""
+    def objects(v: Any) -> pd.Series:
+        s = pd.Series(v if isinstance(v, np.ndarray) else list(v), dtype=object)
+        return s.infer_objects().astype(object)
+
+    return objects(values).isin(objects(among)).to_numpy()
 
 
 def check_shared_labels(a: np.ndarray, b: np.ndarray, names: tuple[str, str]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 import warnings
@@ -44,7 +43,12 @@ DEMO_N_LATENT = 16
 
 
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process in MiB."""
+    """Peak resident memory of this process in MiB: the peak so far, over all the process
+    has done (NaN where the platform does not say: Windows has no ``resource`` module)."""
+    try:
+        import resource
+    except ImportError:
+        return float("nan")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
@@ -138,6 +142,13 @@ def run_demo(
         Show the training progress bar.
     verbose
         Print the results table.
+
+    Returns
+    -------
+    The metrics written to ``out/metrics.json``: ``{name: value}`` of the test-cell
+    metrics (FOSCTTM, cluster and k-NN accuracies, mixing, translation correlations, ...),
+    with the run's seconds, peak memory (MiB), seed, epochs trained and number of test
+    cells.
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -207,7 +218,18 @@ def paper_knn_accuracy(
 
 
 def format_table(metrics: dict[str, Any]) -> str:
-    """The demo metrics as an aligned two-column text table."""
+    """The demo metrics as an aligned two-column text table.
+
+    Parameters
+    ----------
+    metrics
+        ``{name: value}``, as returned by :func:`run_demo`; floats are shown with four
+        decimals.
+
+    Returns
+    -------
+    The table, one line per metric below a header, without a final newline.
+    """
     rows = [(k, v) for k, v in metrics.items()]
     width = max(len(k) for k, _ in rows)
     lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  -----"]

@@ -4,7 +4,7 @@ labelled cells of two modalities measured apart (unpaired)."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -24,10 +24,22 @@ from ..nn._likelihoods import Bernoulli, get_likelihood
 def comparison_space(model: CrossModalAE, modality: str, library_size: float | None = None):
     """How translations into ``modality`` are compared with observed profiles.
 
-    Returns ``(to_units, compare)``: ``to_units`` maps raw observed rows into the units of
+    Parameters
+    ----------
+    model
+        The trained model.
+    modality
+        The target modality of the translations.
+    library_size
+        Library size that observed count rows are scaled to: a translation's
+        ``uns["transmodal"]["library_size"]`` (e.g. an ensemble's, the mean of its
+        members'); ``None``: the modality's median training library of ``model``.
+
+    Returns
+    -------
+    ``(to_units, compare)``: ``to_units`` maps raw observed rows into the units of
     :meth:`CrossModalAE.translate` (counts scaled to the modality's median training library,
-    or ``library_size`` - a translation's ``uns["transmodal"]["library_size"]``, e.g. an
-    ensemble's, the mean of its members' -, for count data or normalised input, presence
+    or ``library_size``, for count data or normalised input, presence
     for Bernoulli, raw values otherwise), and
     ``compare`` maps those units into the space where Pearson correlations are taken
     (``log1p`` for count data and library-normalised input, whether or not the modality
@@ -113,29 +125,28 @@ def _check_arguments(
     check_unique_obs_names(data[target], target)
 
 
-def _anchor_cells(model: CrossModalAE | Ensemble, source: str, target: str,
-                  cells: AnnData) -> np.ndarray:
-    """Which of the ``source`` cells ``cells`` the model (any member of an ensemble) was
-    trained to match with their ``target`` measurement as anchor pairs: named as one and
-    holding its values (up to 20 of them compared; cells of another run named alike, as
-    barcodes repeat, are not). None found for a model loaded without its data."""
+def _trained_cells(model: CrossModalAE | Ensemble, name: str, cells: AnnData,
+                   rows_of: Callable[[CrossModalAE], list[np.ndarray]]) -> np.ndarray:
+    """Which of the ``name`` cells ``cells`` a member of ``model`` was trained on as one of
+    its rows ``rows_of(member)``: named as one and holding its values (up to 20 of them
+    compared; cells of another run named alike, as barcodes repeat, are not). None found
+    for a model loaded without its data."""
     from ..data._source import matrix_of
 
     names = pd.Index(cells.obs_names)
     found = np.zeros(len(names), dtype=bool)
     for member in getattr(model, "models", [model]):
-        md = member.mods[source]
-        for key, rows in (getattr(member, "anchors_", None) or {}).items():
-            if set(key.split("|")) != {source, target} or md.n_obs == 0:
-                continue
-            trained = md.obs_names[rows[key.split("|").index(source)]]
-            hit = names.isin(trained)
+        md = member.mods[name]
+        if md.n_obs == 0:
+            continue
+        for rows in rows_of(member):
+            hit = names.isin(md.obs_names[rows])
             if not hit.any():
                 continue
             sample = np.flatnonzero(hit)[:20]
             at = pd.Index(md.obs_names).get_indexer(names[sample])
             try:
-                given, var_names = matrix_of(cells[sample], md.spec, source)
+                given, var_names = matrix_of(cells[sample], md.spec, name)
                 same = list(var_names) == list(md.var_names) and np.allclose(
                     given.rows(np.arange(len(sample))), md.source.rows(at), equal_nan=True)
             except Exception:  # noqa: BLE001 - not comparable (other features, a closed file)
@@ -143,6 +154,36 @@ def _anchor_cells(model: CrossModalAE | Ensemble, source: str, target: str,
             if same:
                 found |= hit
     return found
+
+
+def _anchor_cells(model: CrossModalAE | Ensemble, source: str, target: str,
+                  cells: AnnData) -> np.ndarray:
+    """Which of the ``source`` cells ``cells`` the model was trained to match with their
+    ``target`` measurement as anchor pairs (:func:`_trained_cells`)."""
+    def rows_of(member: CrossModalAE) -> list[np.ndarray]:
+        return [rows[key.split("|").index(source)]
+                for key, rows in (getattr(member, "anchors_", None) or {}).items()
+                if set(key.split("|")) == {source, target}]
+
+    return _trained_cells(model, source, cells, rows_of)
+
+
+def _labelled_cells(model: CrossModalAE | Ensemble, name: str, cells: AnnData,
+                    labels_key: str) -> np.ndarray:
+    """Which of the ``name`` cells ``cells`` the model was trained on with their
+    ``labels_key`` label (not a validation cell): its latent classifier (or its
+    label-conditioned discriminator) was fitted to it (:func:`_trained_cells`)."""
+    def rows_of(member: CrossModalAE) -> list[np.ndarray]:
+        params = member.init_params_
+        labels = member.mods[name].labels
+        lam_cls = (getattr(member, "train_params_", None) or {}).get("lam_cls", 1.0)
+        if params.get("labels_key") != labels_key or labels is None or not (
+                lam_cls > 0 or params.get("disc_conditional")):
+            return []
+        validation = member.val_masks_.get(name, np.zeros(len(labels), dtype=bool))
+        return [np.flatnonzero((labels >= 0) & ~validation)]
+
+    return _trained_cells(model, name, cells, rows_of)
 
 
 def _labels(adata: AnnData, key: str) -> np.ndarray:
@@ -167,7 +208,10 @@ def evaluate_unpaired(
     other modality's cells of the same class. Only classes that both modalities hold are
     scored (a class measured in one modality alone has no right answer in the other); a
     cell whose nearest other-modality cell is of a class the other modality alone holds
-    counts as wrong.
+    counts as wrong. Scored on cells whose labels the model trained on (same
+    ``labels_key``), the label metrics measure how well its latent classifier fits them,
+    not a transfer, and a warning says so: hide (set missing) the labels of the cells to
+    score when training.
 
     Parameters
     ----------
@@ -210,6 +254,17 @@ def evaluate_unpaired(
             f"right answer in the other modality (classes of {source!r}: "
             f"{sorted(set(la[la != None].tolist()))[:10]}, of {target!r}: "  # noqa: E711
             f"{sorted(set(lb[lb != None].tolist()))[:10]})"
+        )
+    fitted = {n: _labelled_cells(model, n, data[n], labels_key) for n in (source, target)}
+    if any(m.any() for m in fitted.values()):
+        warnings.warn(
+            f"evaluate_unpaired: the model was trained on the labels_key {labels_key!r} labels "
+            "of " + " and ".join(f"{int(m.sum())} of the {len(m)} {n!r} cells"
+                                 for n, m in fitted.items() if m.any())
+            + " scored (its latent classifier was fitted to them), so label transfer and "
+            "cluster accuracy measure how well it fits them, not a transfer; to measure a "
+            "transfer, score cells whose labels were hidden (missing) in training",
+            UserWarning, stacklevel=user_stacklevel(),
         )
     za = model.get_latent_representation(source, a)
     zb = model.get_latent_representation(target, b)
