@@ -1160,6 +1160,35 @@ def test_atomic_directory_restores_the_old_directory_if_the_swap_fails(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_atomic_directory_looks_again_at_what_was_written_there_meanwhile(
+    tmp_path, monkeypatch, overwrite
+):
+    """Two writers of one new path (two threads saving models there): the one that finds
+    the other's directory when it is about to put its own in place does not replace it
+    unseen - without overwrite it raises FileExistsError (both had reported success, one
+    model lost), with overwrite only a directory of what may be replaced goes."""
+    from transmodal import _utils
+
+    target = tmp_path / "m"
+    real_sync = _utils._sync
+    other = {"config.json": json.dumps({"class": "CrossModalAE", "format_version": 1}),
+             "notes.txt": "not a model's"}
+
+    def sync_then_another_writer(path):  # the other writer finishes while this one syncs
+        real_sync(path)
+        target.mkdir()
+        for name, text in other.items():
+            (target / name).write_text(text)
+
+    monkeypatch.setattr(_utils, "_sync", sync_then_another_writer)
+    with pytest.raises(FileExistsError):
+        with _utils.atomic_directory(target, overwrite=overwrite) as tmp:
+            (tmp / "config.json").write_text("new")
+    assert {p.name: p.read_text() for p in target.iterdir()} == other
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # nothing left behind
+
+
 def test_atomic_directory_swaps_old_and_new_in_one_step(tmp_path, monkeypatch):
     """Where the system can exchange two directories atomically, an existing one is replaced
     without a moment in which neither is at the path (no two renames)."""

@@ -889,18 +889,22 @@ def atomic_directory(
     umask = _umask()
     try:
         yield tmp
-        if target.exists():  # before anything existing is moved (and not one that another
-            # process wrote there meanwhile, unless overwrite)
-            written = {p.name for p in tmp.iterdir()}
-            check_output_directory(path, overwrite=overwrite, names=written | set(replaceable))
         # mkdtemp (and some writers) create private files; give them the usual permissions
         os.chmod(tmp, 0o777 & ~umask)
         for f in tmp.rglob("*"):
             os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~umask)
         _sync(tmp)  # on disk before its name is: a crash leaves the old or the new, whole
-        if target.exists() and _exchange(tmp, target):  # one step: no moment without either
+        # checked last, just before anything existing is moved: a directory that another
+        # thread or process wrote there meanwhile is replaced only with overwrite, and only
+        # if it holds what may be replaced; one written after this look makes the rename
+        # of a new directory fail (_rename_new) rather than be replaced unseen
+        exists = target.exists()
+        if exists:
+            written = {p.name for p in tmp.iterdir()}
+            check_output_directory(path, overwrite=overwrite, names=written | set(replaceable))
+        if exists and _exchange(tmp, target):  # one step: no moment without either
             _remove_replaced(tmp, target)  # (now the old directory)
-        elif target.exists():
+        elif exists:
             # the old directory waits in a fresh hidden folder (a unique name) until the
             # new one is in place; if that rename fails, it goes back
             hold = Path(tempfile.mkdtemp(prefix=_temporary_prefix(target, "old-"),
