@@ -443,3 +443,26 @@ def test_fused_adam_only_where_every_parameter_allows_it():
     assert not opt.defaults["fused"]
     torch.testing.assert_close(big[:, :2], torch.full((3, 2), -0.1))
     assert not big[:, 2:].any()
+
+
+def test_training_leaves_other_warning_blocks_alone():
+    """The Lightning warnings a training ignores are filters added and taken out one by
+    one: a catch_warnings(record=True) block of another thread that opens before a training
+    and closes while it runs records its own warnings and stops recording when it closes
+    (with the training's catch_warnings, the warnings after it went on into the closed
+    block's list), and the process's filters are as before."""
+    from transmodal.train._trainer import _quiet_lightning
+
+    filters, show = list(warnings.filters), warnings.showwarning
+    quiet = _quiet_lightning()
+    with warnings.catch_warnings(record=True) as recorded:  # (another thread's block)
+        warnings.simplefilter("always")
+        quiet.__enter__()  # a training starts
+        warnings.warn("inside the block")
+    quiet.__exit__(None, None, None)  # (the block closed while the training ran)
+    with warnings.catch_warnings(record=True) as after:
+        warnings.simplefilter("always")
+        warnings.warn("after both")
+    assert [str(w.message) for w in recorded] == ["inside the block"]
+    assert [str(w.message) for w in after] == ["after both"]
+    assert warnings.filters == filters and warnings.showwarning is show

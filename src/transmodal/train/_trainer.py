@@ -67,25 +67,41 @@ def default_max_epochs(n_obs: int, *, cap: int = 400, decay_at: int = 20_000) ->
     return int(max(10, min(cap, round(cap * decay_at / max(n_obs, 1)))))
 
 
+#: Lightning's known-harmless warnings, ignored while a model trains.
+_LIGHTNING_NOISE = (
+    ".*does not have many workers.*",
+    ".*GPU available but not used.*",
+    ".*The number of training batches.*",
+    ".*LeafSpec.*",
+    ".*defined a `validation_step` but have no `val_dataloader`.*",
+)
+
+
 @contextlib.contextmanager
 def _quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's informational logging and known-harmless warnings, then restore."""
+    """Silence Lightning's informational logging and known-harmless warnings, then restore.
+
+    The warnings' filters are added to the process's filter list and taken out again one by
+    one, not by ``warnings.catch_warnings``: that would hold a copy of the process-wide list
+    and ``showwarning`` for the whole training and put them back at its end, over what
+    other threads' ``catch_warnings`` blocks opened or closed meanwhile (a block's recorded
+    warnings lost, or kept recording after it closed)."""
     loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.WARNING)
+    added = []
     try:
-        with warnings.catch_warnings():
-            for msg in (
-                ".*does not have many workers.*",
-                ".*GPU available but not used.*",
-                ".*The number of training batches.*",
-                ".*LeafSpec.*",
-                ".*defined a `validation_step` but have no `val_dataloader`.*",
-            ):
-                warnings.filterwarnings("ignore", message=msg)
-            yield
+        for msg in _LIGHTNING_NOISE:
+            before = len(warnings.filters)
+            warnings.filterwarnings("ignore", message=msg)
+            if len(warnings.filters) > before:  # (not the caller's own filter, moved first)
+                added.append(warnings.filters[0])
+        yield
     finally:
+        for entry in added:  # (an ignore filter: no warning registry holds its decisions)
+            with contextlib.suppress(ValueError):  # (gone with another block's list)
+                warnings.filters.remove(entry)
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
 
