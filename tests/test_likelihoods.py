@@ -39,6 +39,8 @@ def test_builtin_registry():
     assert not get_likelihood("gaussian").counts and not get_likelihood("gaussian").nonnegative
     with pytest.raises(ValueError, match="unknown likelihood 'nope'"):
         get_likelihood("nope")
+    with pytest.raises(ValueError, match=r"unknown likelihood \['nb'\]; choose one of"):
+        get_likelihood(["nb"])  # (not hashable: named, as get_architecture does)
 
 
 def test_poisson_nll(counts):

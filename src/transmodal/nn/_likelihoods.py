@@ -547,7 +547,7 @@ def get_likelihood(name: str) -> Likelihood:
     """
     try:
         return _REGISTRY[name]
-    except KeyError:
+    except (KeyError, TypeError):  # (TypeError: an unhashable name, e.g. a list)
         hint = (
             " (an image modality is one whose obsm_key holds crops, cells x channels x [D x] "
             "H x W, with e.g. likelihood 'gaussian' or 'continuous_bernoulli')"
