@@ -340,24 +340,25 @@ def test_reordered_cells_of_a_file_without_their_names_are_told_why(saved, paire
 
 
 def test_a_file_saved_before_later_buffers_loads_with_their_meaning(saved, paired_data):
-    """A model saved before marker statistics and the per-modality class mask were kept
-    (the first day's files) loads as it was trained: no markers, every class open to every
-    modality (it was refused as a hand-edited config). Another mismatch names the version
-    only where the file's differs."""
+    """A model saved before marker statistics, the per-modality class mask and the aligned
+    classes were kept (the first day's files) loads as it was trained: no markers, every
+    class open to every modality and aligned (it was refused as a hand-edited config).
+    Another mismatch names the version only where the file's differs."""
     from safetensors.torch import load_file, save_file
 
     model, path = saved
     weights = path / "model.safetensors"
     tensors = load_file(str(weights))
-    old = {k: v for k, v in tensors.items()
-           if k not in ("module.marker_mean", "module.marker_std", "module.class_mask")}
-    assert len(old) == len(tensors) - 3
+    later = ("module.marker_mean", "module.marker_std", "module.class_mask",
+             "module.aligned_classes")
+    old = {k: v for k, v in tensors.items() if k not in later}
+    assert len(old) == len(tensors) - 4
     save_file(old, str(weights), metadata={"format": "transmodal"})
     _edit_config(path, lambda cfg: {k: v for k, v in cfg.items() if k != "weights_sha256"})
     loaded = tm.CrossModalAE.load(path, paired_data)
     np.testing.assert_array_equal(loaded.get_latent_representation("rna"),
                                   model.get_latent_representation("rna"))
-    assert loaded.module.class_mask.all()
+    assert loaded.module.class_mask.all() and loaded.module.aligned_classes.all()
     del old[next(k for k in old if k.startswith("module.") and k.endswith("weight"))]
     save_file(old, str(weights), metadata={"format": "transmodal"})
     with pytest.raises(ValueError, match=r"its config was edited, or it was saved by a "
@@ -970,7 +971,7 @@ def test_load_config_without_later_optional_params(saved, paired_data):
     """Parameters added after format_version 1 (n_private, geometric_pairs, ...) default."""
     model, path = saved
     optional = ("disc_noise", "disc_conditional", "variational", "n_private", "marker_key",
-                "geometric_pairs")
+                "geometric_pairs", "partial_alignment")
     _edit_config(path, lambda cfg: {**cfg, "init_params": {
         k: v for k, v in cfg["init_params"].items() if k not in optional}})
     loaded = tm.CrossModalAE.load(path, paired_data)

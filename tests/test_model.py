@@ -1322,6 +1322,96 @@ def test_partly_shared_classes_and_predict_labels(make_model, train):
         model.predict_labels("rna", classes=["nope"])
 
 
+def _private_type2_data():
+    """make_data() with atac's "type2" cells unlabelled (a third of them): rna holds all
+    three classes, atac two, so "type2" is private to rna."""
+    data = make_data()
+    lab = data["atac"].obs["label"].astype(object)
+    lab[lab == "type2"] = None
+    data["atac"].obs["label"] = pd.Categorical(lab, categories=["type0", "type1"])
+    return data
+
+
+def test_partial_alignment_leaves_private_classes_out(make_model, train):
+    """With classes partly shared, the alignment terms weigh a labelled cell of a private
+    class 0 (no gradient reaches it from the adversary; the discriminator and MMD are those
+    of the other cells), one of a shared class 1, an unlabelled cell the classifier's
+    probability of the shared classes."""
+    data = _private_type2_data()
+    model = train(make_model(data, labels_key="label", seed=0), max_epochs=1)
+    module = model.module.eval()
+    assert module.aligned_classes.tolist() == [True, True, False]
+    off = make_model(data, labels_key="label", partial_alignment=False).module
+    assert off.aligned_classes.all()
+    zs = {n: torch.from_numpy(model.get_latent_representation(n)) for n in data}
+    ys = {n: torch.from_numpy(md.labels) for n, md in model.mods.items()}
+    private = ys["rna"] == 2
+    assert 0 < int(private.sum()) < len(private) and (ys["atac"] < 0).any()
+    w = module.alignment_weights("rna", zs["rna"], ys["rna"])
+    assert torch.equal(w, (~private).float())
+    unlabelled = ys["atac"] < 0
+    w = module.alignment_weights("atac", zs["atac"], ys["atac"])
+    with torch.no_grad():
+        proba = module.classifier(zs["atac"]).softmax(-1)
+    torch.testing.assert_close(w[unlabelled], proba[unlabelled, :2].sum(-1))
+    assert (w[~unlabelled] == 1).all()
+    # the adversary's gradient reaches no private cell, and every shared one
+    z = zs["rna"].clone().requires_grad_(True)
+    module.adversarial_loss("rna", z, None, ys["rna"]).backward()
+    grad = z.grad.abs().sum(-1)
+    assert (grad[private] == 0).all() and (grad[~private] > 0).all()
+    # discriminator and MMD: as if the private cells were not there
+    shared = {"rna": zs["rna"][~private], "atac": zs["atac"]}
+    shared_ys = {"rna": ys["rna"][~private], "atac": ys["atac"]}
+    for got, expected in zip(module.discriminator_loss(zs, ys),
+                             module.discriminator_loss(shared, shared_ys)):
+        torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(module.mmd_loss(zs, ys), module.mmd_loss(shared, shared_ys))
+    assert not torch.allclose(module.mmd_loss(zs), module.mmd_loss(zs, ys))
+    # the check for separable modalities looks at the aligned cells
+    embs = {n: z.numpy() for n, z in zs.items()}
+    kept = model._aligned_points(embs, {n: np.arange(len(z)) for n, z in embs.items()})
+    np.testing.assert_array_equal(kept["rna"], embs["rna"][~private.numpy()])
+    assert len(kept["atac"]) == int((w >= 0.5).sum())
+
+
+def test_partial_alignment_is_saved(make_model, train, tmp_path):
+    """A loaded model aligns the classes it was trained to align (the buffer is saved and
+    the host-side flag follows a loaded state)."""
+    data = _private_type2_data()
+    model = train(make_model(data, labels_key="label", seed=0), max_epochs=1)
+    model.save(tmp_path / "m")
+    loaded = tm.CrossModalAE.load(tmp_path / "m", data)
+    assert loaded.module.aligned_classes.tolist() == [True, True, False]
+    z = torch.from_numpy(loaded.get_latent_representation("rna"))
+    y = torch.from_numpy(loaded.mods["rna"].labels)
+    torch.testing.assert_close(loaded.module.alignment_weights("rna", z, y),
+                               model.module.alignment_weights("rna", z, y))
+    everything = make_model(data, labels_key="label", partial_alignment=False).module
+    everything.load_state_dict(model.module.state_dict())
+    assert everything.alignment_weights("rna", z, y) is not None
+    everything.load_state_dict(make_model(data, labels_key="label",
+                                          partial_alignment=False).module.state_dict())
+    assert everything.alignment_weights("rna", z, y) is None
+
+
+def test_partial_alignment_which_classes_are_aligned(make_model):
+    """A modality whose training cells are mostly unlabelled counts as holding every class
+    (every class aligned); modalities sharing no class align every cell (the setup warns)."""
+    data = make_data()
+    lab = data["atac"].obs["label"].astype(object)
+    lab[lab != "type0"] = None  # two thirds unlabelled
+    data["atac"].obs["label"] = pd.Categorical(lab, categories=["type0"])
+    assert make_model(data, labels_key="label").module.aligned_classes.all()
+    data = make_data()
+    data["atac"].obs["label"] = pd.Categorical(["other"] * data["atac"].n_obs)
+    with pytest.warns(UserWarning, match="share no label class"):
+        model = make_model(data, labels_key="label")
+    assert model.module.aligned_classes.all()
+    with pytest.raises(ValueError, match="partial_alignment must be True or False"):
+        make_model(data, labels_key="label", partial_alignment="yes")
+
+
 def test_anchor_distance_l2(paired_data, make_model, train):
     model = train(make_model(paired_data, anchor_fraction=0.5), anchor_distance="l2")
     assert model.history["train_anchor"].notna().all()

@@ -477,7 +477,8 @@ class InferenceMixin:
             a modality whose labels name all its cell types, ``classes=
             model.classes_seen[modality]`` keeps them off the other modalities' private
             classes (where alignment has laid two private classes on top of each other, the
-            default can confuse them). Numbers name classes as they do in ``labels_key``
+            default can confuse them: see ``partial_alignment``). Numbers name classes as
+            they do in ``labels_key``
             (``[0, 1]`` for the classes ``"0"``, ``"1"``).
         return_proba
             Return a DataFrame of class probabilities (cells x classes) instead of labels.

@@ -43,6 +43,23 @@ class ModalityArch:
     architecture_options: dict[str, dict[str, Any]] | None = None  # each body's keywords
 
 
+_EPS = 1e-6
+
+
+def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The mean of ``values`` weighed by ``weights`` (``None``: the plain mean; 0 where
+    every weight is 0)."""
+    if weights is None:
+        return values.mean()
+    return (values * weights).sum() / weights.sum().clamp_min(_EPS)
+
+
+def _refresh_every_class_aligned(module: CrossModalModule, *_: Any) -> None:
+    """Record on the host whether ``module`` aligns every class (also a state-dict post
+    hook: a loaded model's buffer says which classes it aligns)."""
+    module._every_class_aligned = bool(module.aligned_classes.all())
+
+
 class CrossModalModule(nn.Module):
     """Per-modality encoders / decoders around one shared latent space.
 
@@ -163,8 +180,14 @@ class CrossModalModule(nn.Module):
             n_latent + n_cond, disc_hidden, len(archs), dropout=0.0, norm=False
         )
         self.classifier = nn.Linear(n_latent, n_labels) if n_labels > 0 else None
-        # classes seen in each modality's training labels (set by the model class)
+        # classes seen in each modality's training labels, and the classes whose cells the
+        # alignment terms act on (both set by the model class; all: every class, every cell)
         self.register_buffer("class_mask", torch.ones(len(archs), max(n_labels, 1), dtype=torch.bool))
+        self.register_buffer("aligned_classes", torch.ones(max(n_labels, 1), dtype=torch.bool))
+        # (said by the buffer; kept on the host so that a training step does not wait for
+        # the device to read it, and refreshed whenever a state dict is loaded)
+        self._every_class_aligned = True
+        self.register_load_state_dict_post_hook(_refresh_every_class_aligned)
         if any(a.architecture is not None for a in archs.values()):  # (the user's networks)
             check_unshared(self)
 
@@ -367,11 +390,24 @@ class CrossModalModule(nn.Module):
         return dict(zip(names, out.split([len(ms[n]) for n in names])))
 
     @staticmethod
-    def _mmd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Multi-bandwidth Gaussian-kernel MMD between two sets of latent points."""
+    def _mmd(
+        x: torch.Tensor, y: torch.Tensor,
+        wx: torch.Tensor | None = None, wy: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Multi-bandwidth Gaussian-kernel MMD between two sets of latent points, each
+        point weighed by ``wx`` / ``wy`` (``None``: equally; the MMD of the two weighted
+        empirical distributions)."""
         k = CrossModalModule._kernel(torch.cat([x, y]))
         n = x.shape[0]
-        return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+        if wx is None and wy is None:
+            return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
+        a, b = (
+            (torch.ones(len(v), dtype=k.dtype, device=k.device) if w is None else w.to(k.dtype))
+            for v, w in ((x, wx), (y, wy))
+        )
+        a = a / a.sum().clamp_min(_EPS)
+        b = b / b.sum().clamp_min(_EPS)
+        return a @ k[:n, :n] @ a + b @ k[n:, n:] @ b - 2 * a @ k[:n, n:] @ b
 
     @staticmethod
     def _kernel(z: torch.Tensor) -> torch.Tensor:
@@ -379,10 +415,16 @@ class CrossModalModule(nn.Module):
         d2 = torch.cdist(z, z).pow(2)
         return sum(torch.exp(-d2 / (2.0 * s * s)) for s in (0.5, 1.0, 2.0, 4.0, 8.0))
 
-    def mmd_loss(self, zs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Multi-bandwidth Gaussian-kernel MMD between every pair of modalities' latents."""
+    def mmd_loss(
+        self, zs: dict[str, torch.Tensor], ys: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Multi-bandwidth Gaussian-kernel MMD between every pair of modalities' latents,
+        each cell weighed by :meth:`alignment_weights` (``ys``: label codes, -1 =
+        unlabelled)."""
         names = list(zs)
-        out = [self._mmd(zs[a], zs[b]) for i, a in enumerate(names) for b in names[i + 1 :]]
+        w = {n: self.alignment_weights(n, zs[n], (ys or {}).get(n)) for n in names}
+        out = [self._mmd(zs[a], zs[b], w[a], w[b])
+               for i, a in enumerate(names) for b in names[i + 1 :]]
         return torch.stack(out).mean()
 
     def batch_mmd_loss(
@@ -421,14 +463,17 @@ class CrossModalModule(nn.Module):
         ms: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of the discriminator telling the modalities apart (each weighted
-        equally) and its balanced accuracy.
+        equally) and its balanced accuracy; within a modality each cell weighed by
+        :meth:`alignment_weights`.
         """
         losses, accs = [], []
         for k, name in enumerate(self.names):
-            logits = self.discriminate(zs[name], (ys or {}).get(name), (ms or {}).get(name))
+            y = (ys or {}).get(name)
+            logits = self.discriminate(zs[name], y, (ms or {}).get(name))
             target = torch.full((logits.shape[0],), k, dtype=torch.long, device=logits.device)
-            losses.append(F.cross_entropy(logits, target))
-            accs.append((logits.argmax(-1) == target).float().mean())
+            w = self.alignment_weights(name, zs[name], y)
+            losses.append(_weighted_mean(F.cross_entropy(logits, target, reduction="none"), w))
+            accs.append(_weighted_mean((logits.argmax(-1) == target).float(), w))
         return torch.stack(losses).mean(), torch.stack(accs).mean()
 
     def adversarial_loss(
@@ -439,7 +484,8 @@ class CrossModalModule(nn.Module):
         y: torch.Tensor | None = None,
         m: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Encoder loss for fooling the discriminator.
+        """Encoder loss for fooling the discriminator (a mean over the cells, each weighed
+        by :meth:`alignment_weights`).
 
         With a learned prior every encoder pushes the discriminator's output towards the
         uniform distribution over modalities (maximal confusion; unlike flipped labels this
@@ -453,7 +499,34 @@ class CrossModalModule(nn.Module):
             target[self.names.index(anchor)] = 1.0
         else:
             target = torch.full((n,), 1.0 / n, device=z.device)
-        return -(F.log_softmax(logits, -1) * target).sum(-1).mean()
+        per_cell = -(F.log_softmax(logits, -1) * target).sum(-1)
+        return _weighted_mean(per_cell, self.alignment_weights(name, z, y))
+
+    def alignment_weights(
+        self, name: str, z: torch.Tensor, y: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """Each cell's weight in the alignment terms (discriminator, adversarial, MMD) of
+        modality ``name``: the probability that its class is one of
+        ``aligned_classes`` (partial alignment: a class that only one modality holds has no
+        counterpart to be aligned with, and aligning it anyway lays it onto another
+        modality's private class). A labelled cell (``y`` >= 0) weighs 1 or 0, an unlabelled
+        one the latent classifier's probability (from ``z``, without gradient) of the
+        aligned classes. ``None`` (every cell weighs 1) without a classifier or where every
+        class is aligned."""
+        if self.classifier is None or self._every_class_aligned:
+            return None
+        aligned = self.aligned_classes.to(z.device)
+        with torch.no_grad():
+            w = (self.classifier(z).float().softmax(-1) * aligned).sum(-1)
+            if y is not None:
+                y = y.to(device=z.device, dtype=torch.long)
+                w = torch.where(y >= 0, aligned[y.clamp_min(0)].to(w.dtype), w)
+        return w.to(z.dtype)
+
+    def set_aligned_classes(self, aligned: torch.Tensor) -> None:
+        """Set the classes the alignment terms act on (see :meth:`alignment_weights`)."""
+        self.aligned_classes.copy_(aligned)
+        _refresh_every_class_aligned(self)
 
     def classifier_loss(
         self, zs: dict[str, torch.Tensor], ys: dict[str, torch.Tensor]
@@ -467,9 +540,11 @@ class CrossModalModule(nn.Module):
         modality's softmax to its own classes was measured to be worse on PBMC RNA / ATAC
         with partly shared cell types: it lets the private classes of the two modalities
         overlap, and up to 51 % of the RNA-only cells were then classified as ATAC-only
-        types, against 3 % with the full softmax (``benchmarks/pbmc_shared_classes.py``). The push is not a guarantee: where the
-        adversarial alignment of two distributions with different class mixtures lays the
-        private classes onto each other, they overlap all the same.)
+        types, against 3 % with the full softmax (``benchmarks/pbmc_shared_classes.py``).
+        The push holds the labelled cells only: where the alignment of two distributions
+        with different class mixtures lays the private classes onto each other, cells of
+        those classes whose labels were not given overlap all the same, hence partial
+        alignment, :meth:`alignment_weights`.)
         """
         if self.classifier is None:
             return None

@@ -300,7 +300,9 @@ class PriorsMixin:
     def _set_class_mask(self, train: dict[str, np.ndarray]) -> None:
         """Record which label classes each modality's training cells carry (a modality
         without any label keeps "all classes": with ``disc_conditional=True`` its cells are
-        conditioned on the classifier's predictions, as any unlabelled cell is)."""
+        conditioned on the classifier's predictions, as any unlabelled cell is), and, with
+        ``partial_alignment``, which classes the alignment terms act on (see
+        :meth:`_set_aligned_classes`)."""
         if not self.label_categories_:
             return
         mask = self.module.class_mask
@@ -332,18 +334,46 @@ class PriorsMixin:
             )
         if self.init_params_.get("disc_conditional"):
             self._check_classes_connect(train)
+        if self.init_params_.get("partial_alignment"):
+            self._set_aligned_classes(train)
+
+    def _classes_held(self, train: dict[str, np.ndarray]) -> dict[str, set[int] | None]:
+        """The label classes (codes) each modality holds: those of its labelled training
+        cells; ``None`` (any class) for a modality with at least half its training cells
+        (or all: none) unlabelled, whose cell types are mostly unknown."""
+        mask = self.module.class_mask.cpu().numpy()
+        held: dict[str, set[int] | None] = {}
+        for k, (n, md) in enumerate(self.mods.items()):
+            labels = md.labels[train[n]]
+            mostly_unlabelled = not labels.size or (labels < 0).mean() >= 0.5
+            held[n] = None if mostly_unlabelled else set(np.flatnonzero(mask[k]).tolist())
+        return held
+
+    def _set_aligned_classes(self, train: dict[str, np.ndarray]) -> None:
+        """Partial alignment: the alignment terms act on the classes that at least two
+        modalities hold (:meth:`_classes_held`); a class of one modality only is left out.
+        Where no class is held by two modalities, every class stays aligned: leaving them
+        all out would align nothing."""
+        if len(self.mods) < 2:
+            return
+        held = self._classes_held(train)
+        count = np.zeros(len(self.label_categories_), dtype=np.int64)
+        for classes in held.values():
+            if classes is None:
+                count += 1
+            else:
+                count[sorted(classes)] += 1
+        aligned = count >= 2
+        if not aligned.any():  # (said at setup: the modalities share no label class)
+            return
+        self.module.set_aligned_classes(torch.from_numpy(aligned))
 
     def _check_classes_connect(self, train: dict[str, np.ndarray]) -> None:
         """With a conditional discriminator, modalities are aligned class by class: refuse
         modalities that no chain of shared classes links (each group would be told apart
         by its labels alone). A modality with at least half its training cells unlabelled
         links to every other: those cells are conditioned on the classifier's predictions."""
-        mask = self.module.class_mask.cpu().numpy()
-        groups = class_groups({
-            n: None if (md.labels[train[n]] < 0).mean() >= 0.5
-            else set(np.flatnonzero(mask[k]).tolist())
-            for k, (n, md) in enumerate(self.mods.items())
-        })
+        groups = class_groups(self._classes_held(train))
         if len(groups) > 1:
             raise ValueError(
                 f"disc_conditional=True: the modalities {' / '.join(map(str, groups))} share "

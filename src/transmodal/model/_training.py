@@ -914,7 +914,8 @@ class TrainingMixin:
 
         A cross-validated logistic regression predicts the modality from the latent points
         of up to ``max_cells`` cells per modality (validation cells when there are enough);
-        its balanced accuracy is stored in ``self.mixing_accuracy_``. Every encoder
+        its balanced accuracy is stored in ``self.mixing_accuracy_`` (with partial
+        alignment on the cells of the aligned classes, :meth:`_aligned_points`). Every encoder
         standardises its latent per modality (equal mean and variance on the training cells),
         so this check sees only differences beyond those and can stay silent for modalities
         trained without any alignment term (two equally standardised clouds overlap). So it
@@ -959,10 +960,11 @@ class TrainingMixin:
                     "far from unit scale with scale=False) or its training (lr, epochs)",
                     UserWarning, stacklevel=user_stacklevel(),
                 )
+        aligned = self._aligned_points(embs, chosen)
         try:
             with process_state():  # (scikit-learn's workers save and rebuild the warning
                 # filters: two threads' doing so at once left one's list in place)
-                acc = float(mixing_accuracy_multi(list(embs.values()), cv=3, seed=0))
+                acc = float(mixing_accuracy_multi(list(aligned.values()), cv=3, seed=0))
         except ValueError:  # too few cells to cross-validate
             acc = None
         self.mixing_accuracy_ = acc
@@ -995,6 +997,28 @@ class TrainingMixin:
                 stacklevel=user_stacklevel(),
             )
 
+    def _aligned_points(
+        self, embs: dict[str, np.ndarray], rows: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """With partial alignment, each modality's latent points ``embs`` (of its ``rows``)
+        whose alignment weight is at least 1/2 (the cells of the classes the model aligns,
+        :meth:`~transmodal.model._module.CrossModalModule.alignment_weights`): a private
+        cell type tells its modality by itself. All points otherwise, and where fewer than
+        :data:`MIN_DISC_CELLS` of a modality's would remain."""
+        kept = {}
+        for name, z in embs.items():
+            y = self.mods[name].labels
+            y = None if y is None else torch.from_numpy(y[rows[name]])
+            with torch.no_grad():
+                w = self.module.alignment_weights(
+                    name, torch.from_numpy(np.ascontiguousarray(z)), y)
+            if w is None:  # (every class aligned, or no classifier)
+                return embs
+            kept[name] = w.numpy() >= 0.5
+        if min(int(k.sum()) for k in kept.values()) < MIN_DISC_CELLS:
+            return embs
+        return {n: z[kept[n]] for n, z in embs.items()}
+
     def _disc_accuracy(
         self, embs: dict[str, np.ndarray], rows: dict[str, np.ndarray]
     ) -> float | None:
@@ -1005,7 +1029,8 @@ class TrainingMixin:
         prediction) and scored on the cells of the classes that every modality holds only:
         a class of one modality tells the modality by itself (with partly shared cell types
         it read 0.95 for a good alignment); ``None`` with fewer than
-        :data:`MIN_DISC_CELLS` such cells in a modality."""
+        :data:`MIN_DISC_CELLS` such cells in a modality. With partial alignment each cell
+        counts with its alignment weight, as in training."""
         if self.module.n_markers or not all(len(z) for z in embs.values()):
             return None
         zs = {n: torch.from_numpy(np.ascontiguousarray(z)) for n, z in embs.items()}

@@ -301,7 +301,7 @@ class CrossModalPlan(pl.LightningModule):
             ]
             terms["adv"] = torch.stack(adv).mean()
             if self.lam_mmd > 0:
-                terms["mmd"] = m.mmd_loss(zs)
+                terms["mmd"] = m.mmd_loss(zs, ys)
         bs = {n: cells[n]["b"] for n in training if "b" in cells[n]}
         if bs and self.lam_batch > 0:
             # (None where no modality's step holds two cells each of two batches: counted
