@@ -309,14 +309,14 @@ def dsb2018_nuclei(
     """
     from ..datasets import dataset_dir
 
+    if n_images is not None and (not is_number(n_images, integer=True) or n_images < 1):
+        raise ValueError(f"n_images={n_images!r}: expected a positive number of images")
     folder = dataset_dir(DSB2018, path)
     index = pd.read_csv(folder / "index.csv")
     if "image_id" not in index.columns:
         raise ValueError(f"{folder / 'index.csv'}: no 'image_id' column")
     ids = index["image_id"].astype(str).tolist()
     if n_images is not None:
-        if not is_number(n_images, integer=True) or n_images < 1:
-            raise ValueError(f"n_images={n_images!r}: expected a positive number of images")
         ids = ids[:n_images]
     pairs = [(folder / "images" / f"{i}.png", folder / "labels" / f"{i}.png") for i in ids]
     return read_nuclei(pairs, **kwargs)

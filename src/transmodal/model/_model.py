@@ -92,7 +92,8 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         alignment 2 % / 4 % (``benchmarks/pbmc_shared_classes.py --holdout 0.2``; the
         weights are Cao et al.'s partial domain adaptation). A modality whose training
         cells are mostly unlabelled counts as holding every class (its cell types are
-        unknown), so with one labelled and one unlabelled modality every cell is aligned.
+        unknown), so with one labelled and one unlabelled modality every cell is aligned;
+        with three or more modalities a class that two of them hold is aligned among all.
         ``False``: every cell weighs 1 (no effect without private classes).
     variational
         VAE variant: Gaussian posteriors, a KL term weighted by ``beta`` in :meth:`train`;
