@@ -70,7 +70,8 @@ def _hide_labels(data: dict, fraction: float, seed: int) -> tuple[dict, dict]:
 
 
 def run(seed: int, n_latent: int, disc_conditional: bool, lam_mmd: float,
-        holdout: float = 0.0, partial_alignment: bool = True) -> dict:
+        holdout: float = 0.0, partial_alignment: bool = True,
+        max_epochs: int | None = None) -> dict:
     data = tm.datasets.pbmc_rna_atac_unpaired()
     labels = {n: a.obs["cell_type"].astype(str).to_numpy() for n, a in data.items()}
     shared = set(PBMC_SHARED_CLASSES)
@@ -86,7 +87,7 @@ def run(seed: int, n_latent: int, disc_conditional: bool, lam_mmd: float,
         partial_alignment=partial_alignment,
         seed=seed,
     )
-    model.train(progress_bar=False, lam_mmd=lam_mmd)
+    model.train(progress_bar=False, lam_mmd=lam_mmd, max_epochs=max_epochs)
     seconds = time.perf_counter() - t0
     z = {n: model.get_latent_representation(n) for n in data}
     out = {"seed": seed, "n_latent": n_latent, "disc_conditional": disc_conditional,
@@ -142,6 +143,8 @@ def main() -> None:
     ap.add_argument("--no-partial-alignment", dest="partial_alignment", action="store_false",
                     help="align every cell, the private types' too (partial_alignment=False)")
     ap.add_argument("--lam-mmd", type=float, default=1.0, help="train(lam_mmd=...)")
+    ap.add_argument("--max-epochs", type=int, default=None,
+                    help="training epochs (default: the library's, with early stopping)")
     ap.add_argument("--holdout", type=float, default=0.0,
                     help="fraction of each modality's cells whose labels are hidden in "
                          "training and scored apart (heldout_* fields)")
@@ -150,7 +153,7 @@ def main() -> None:
         ap.error(f"--holdout must be in [0, 1), got {args.holdout}")
     for seed in args.seeds:
         res = run(seed, args.n_latent, args.disc_conditional, args.lam_mmd, args.holdout,
-                  args.partial_alignment)
+                  args.partial_alignment, args.max_epochs)
         print(json_line({k: (round(v, 4) if isinstance(v, float) else v)
                           for k, v in res.items()}), flush=True)
 

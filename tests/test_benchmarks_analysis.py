@@ -314,6 +314,8 @@ def _needs(*datasets):
                      marks=_needs("tcell_chromatin_radial", "pbmc")),
         pytest.param(["tcell_radial_clusters.py", "--n-resamples", "1"],
                      marks=_needs("tcell_chromatin_radial")),
+        pytest.param(["pbmc_shared_classes.py", "--seeds", "0", "--max-epochs", "2",
+                      "--holdout", "0.2"], marks=_needs("pbmc_rna_atac_unpaired")),
         ["scale.py", "--parts", "wide", "--wide-cells", "300", "--wide-features", "2000",
          "--wide-pca", "5"],  # simulated
         ["methylation.py", "--coverages", "deep", "--methods", "binomial", "--seeds", "0",
