@@ -18,9 +18,14 @@ from _runs import json_line
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--out", default="benchmarks/out/a549_demo")
-    p.add_argument("--max-epochs", type=int, default=None)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="seeds, one run each (default: 0 1 2)")
+    p.add_argument("--out", default="benchmarks/out/a549_demo",
+                   help="output directory; each seed writes metrics.json and latent.png to "
+                        "OUT/seed<N>")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="training epochs (default: the model's size-aware default, with early "
+                        "stopping)")
     args = p.parse_args()
     runs = [
         run_demo(f"{args.out}/seed{s}", seed=s, max_epochs=args.max_epochs, progress_bar=False, verbose=False)
@@ -30,7 +35,8 @@ def main() -> None:
     summary = {
         "dataset": "scicar_a549",
         "method": "transmodal.CrossModalAE",
-        "settings": {"anchor_fraction": 0.0, "labels_key": "treatment_time", "split": "yang2021"},
+        "settings": {"anchor_fraction": 0.0, "labels_key": "treatment_time", "split": "yang2021",
+                     "max_epochs": args.max_epochs},
         "seeds": args.seeds,
         "mean": {k: float(np.mean([r[k] for r in runs])) for k in keys},
         "std": {k: float(np.std([r[k] for r in runs])) for k in keys},

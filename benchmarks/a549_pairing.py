@@ -196,12 +196,17 @@ def summary(results: list[dict]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.05, 0.25, 0.5, 1.0])
-    p.add_argument("--methods", nargs="+", default=list(FRACTIONS), choices=list(FRACTIONS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="seeds, one run each per method and fraction (default: 0 1 2)")
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.05, 0.25, 0.5, 1.0],
+                   help="anchor fractions in [0, 1]: share of the train cells given as known "
+                        "pairs (cca runs at 1 only, cyclegan at 0 only)")
+    p.add_argument("--methods", nargs="+", default=list(FRACTIONS), choices=list(FRACTIONS),
+                   help="methods to run (default: all)")
     p.add_argument("--ensemble-size", type=int, default=3,
                    help="members of the *_ensemble methods (seed s trains seeds s*N ... s*N+N-1)")
-    p.add_argument("--figure", default="benchmarks/out/a549_pairing.png")
+    p.add_argument("--figure", default="benchmarks/out/a549_pairing.png",
+                   help="PNG file the Fig. 2 panels are written to (also with --summary)")
     p.add_argument("--summary", metavar="JSONL",
                    help="print the README table of saved JSON lines and redraw the figure")
     args = p.parse_args()

@@ -235,8 +235,11 @@ def run_transmodal(train, test, fraction: float, seed: int, max_epochs: int | No
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.25])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="seeds, one model each per fraction (default: 0)")
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.25],
+                   help="anchor fractions: share of the train cells given as anchor pairs "
+                        "(default: 0 0.25)")
     p.add_argument("--max-epochs", type=int, default=None, help="default: the model's size-aware default")
     p.add_argument("--no-references", action="store_true", help="skip the reference lines")
     args = p.parse_args()

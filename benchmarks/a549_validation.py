@@ -53,8 +53,11 @@ def validation_split(train: dict, n_validation: int, seed: int) -> tuple[dict, d
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.25])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="model seeds, one run each per fraction (default: 0 1 2)")
+    p.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.25],
+                   help="anchor fractions: share of the fitted cells given as anchor pairs "
+                        "(default: 1 0.25)")
     p.add_argument("--members", type=int, default=1, help="ensemble members per seed")
     p.add_argument("--model", type=json.loads, default={}, metavar="JSON",
                    help="CrossModalAE arguments replacing the setting's")
@@ -67,8 +70,11 @@ def main() -> None:
     p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                    help="import a module first (a name or a .py file), e.g. one that registers "
                         "an architecture")
-    p.add_argument("--n-validation", type=int, default=307)
-    p.add_argument("--split-seed", type=int, default=123)
+    p.add_argument("--n-validation", type=int, default=307,
+                   help="validation cells held out of the 1,534 train cells (default 307 = 20 %%)")
+    p.add_argument("--split-seed", type=int, default=123,
+                   help="seed of the validation split, the same for every --seeds run "
+                        "(default 123)")
     args = p.parse_args()
     import_modules(args.imports)
 

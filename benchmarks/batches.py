@@ -151,7 +151,9 @@ def main() -> None:
         __doc__, "scenario", SCENARIOS, METHODS, max_epochs=None,
         epochs_help=f"epochs per run (default {EPOCHS}; {UNPAIRED_EPOCHS} for 'unpaired')",
     )
-    parser.add_argument("--batch-effect", type=float, default=1.0)
+    parser.add_argument("--batch-effect", type=float, default=1.0,
+                        help="sd of each RNA batch's per-gene log fold change (default 1; 0: no "
+                             "batch effect)")
     grid_main(
         parser, __file__, "scenario", summary,
         lambda a, scenario, method, seed: run_one(

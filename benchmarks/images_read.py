@@ -24,8 +24,10 @@ def _peak_rss_mib() -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--crop-size", type=int, default=64)
-    p.add_argument("--min-area", type=int, default=30)
+    p.add_argument("--crop-size", type=int, default=64,
+                   help="crop edge in pixels (default 64; larger nuclei are downscaled to fit)")
+    p.add_argument("--min-area", type=int, default=30,
+                   help="drop nuclei with fewer pixels than this (default 30)")
     p.add_argument("--keep-border", action="store_true", help="do not drop border-touching nuclei")
     p.add_argument("--radial", action="store_true", help="also time radial_profiles on the crops")
     p.add_argument("--data", default=None, help="data root (default $TRANSMODAL_DATA)")

@@ -35,10 +35,14 @@ def calibration(z_a: np.ndarray, z_b: np.ndarray) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dropouts", type=float, nargs="+", default=[0.1, 0.5])
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--cells", type=int, default=300)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dropouts", type=float, nargs="+", default=[0.1, 0.5],
+                   help="dropout rates, one model and JSON line each (default: 0.1 0.5)")
+    p.add_argument("--epochs", type=int, default=10,
+                   help="training epochs per model (train's max_epochs; default 10)")
+    p.add_argument("--cells", type=int, default=300,
+                   help="simulated paired cells, all used as anchor pairs (default 300)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the simulated data and of every model (default 0)")
     p.add_argument("--prior", default="learned", help='"learned" or "anchor:rna"')
     p.add_argument("--pretrain-epochs", type=int, default=None,
                    help="anchor prior: epochs of pre-training the anchor (within --epochs)")

@@ -179,10 +179,17 @@ def run(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.1])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--crop-size", type=int, default=32)
-    ap.add_argument("--max-epochs", type=int, default=80)
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.0, 0.1],
+                    help="anchor fractions: share of the training nuclei given as known pairs "
+                    "(default: 0 0.1)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="seeds of the train / test split and the model, one run each per "
+                    "fraction (default: 0)")
+    ap.add_argument("--crop-size", type=int, default=32,
+                    help="crop edge of the image modality in pixels (default 32)")
+    ap.add_argument("--max-epochs", type=int, default=80,
+                    help="training epochs (default 80, all of them unless --patience turns on "
+                    "early stopping)")
     ap.add_argument("--channels", type=int, nargs="+", default=list(CHANNELS),
                     help="channels of the convolution stages of the image autoencoder")
     ap.add_argument("--n-private", type=int, default=N_PRIVATE,
@@ -198,7 +205,9 @@ def main() -> None:
                     "-1: the library's default)")
     ap.add_argument("--anchor-distance", default="l1", choices=["l1", "l2", "contrastive"],
                     help="anchor loss of the known pairs (train(anchor_distance=...))")
-    ap.add_argument("--out", default="benchmarks/out")
+    ap.add_argument("--out", default="benchmarks/out",
+                    help="directory of nuclei_gallery.png (written by the seed-0 runs with "
+                    "anchors)")
     args = ap.parse_args()
     t0 = time.perf_counter()
     image, profile = load(args.crop_size)

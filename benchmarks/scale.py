@@ -585,13 +585,22 @@ def run_child(part: str, argv: list[str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS,
+                    help="parts to run, each in its own subprocess (default: all)")
     ap.add_argument("--n-cells", type=int, default=1_000_000, help="cells per modality (gen, b, c)")
-    ap.add_argument("--a-cells", type=int, default=20_000)
-    ap.add_argument("--a-epochs", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--d-cells", type=int, default=10_000)
-    ap.add_argument("--d-epochs", type=int, default=30)
+    ap.add_argument("--a-cells", type=int, default=20_000,
+                    help="part a: in-memory cells per modality (default 20,000)")
+    ap.add_argument("--a-epochs", type=int, default=2,
+                    help="parts a, batch_mmd: training epochs per timed run, no early stopping "
+                    "(default 2)")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="parts a, batch_mmd: timed runs per setting, the best one reported "
+                    "(default 2)")
+    ap.add_argument("--d-cells", type=int, default=10_000,
+                    help="parts d, d_ot: cells per modality, pairs hidden (default 10,000)")
+    ap.add_argument("--d-epochs", type=int, default=30,
+                    help="part d: the library's max_epochs (default 30; early stopping may end "
+                    "it sooner)")
     ap.add_argument("--ot-max-iter", type=int, default=None,
                     help="part d_ot: stop the OT solver after this many iterations (a lower "
                     "bound of its time; same memory)")
@@ -601,17 +610,33 @@ def main() -> None:
                     help="cells per modality per step (a, b)")
     ap.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu",
                     help="train (a, b) and embed (c) on the CPU or the first CUDA GPU")
-    ap.add_argument("--wide-cells", type=int, default=10_000)
-    ap.add_argument("--wide-features", type=int, default=50_000)
-    ap.add_argument("--wide-density", type=float, default=0.02)
-    ap.add_argument("--wide-pca", type=int, default=50)
-    ap.add_argument("--infer-cells", type=int, default=100_000)
-    ap.add_argument("--eval-cells", type=int, default=20_000)
-    ap.add_argument("--mmd-cells", type=int, default=3000)
-    ap.add_argument("--mmd-batches", type=int, nargs="+", default=[5, 60])
-    ap.add_argument("--cluster-profiles", type=int, default=8_000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "transmodal_scale"))
+    ap.add_argument("--wide-cells", type=int, default=10_000,
+                    help="part wide: cells (rows) of the sparse binary matrix (default 10,000)")
+    ap.add_argument("--wide-features", type=int, default=50_000,
+                    help="part wide: features (columns) of the matrix (default 50,000)")
+    ap.add_argument("--wide-density", type=float, default=0.02,
+                    help="part wide: share of non-zero entries drawn per row, a little less "
+                    "after duplicates merge (default 0.02)")
+    ap.add_argument("--wide-pca", type=int, default=50,
+                    help="part wide: PCA components of the preprocessing fit (default 50)")
+    ap.add_argument("--infer-cells", type=int, default=100_000,
+                    help="part infer: new cells translated into 1,000 features (default 100,000)")
+    ap.add_argument("--eval-cells", type=int, default=20_000,
+                    help="part evaluate: new paired cells scored by evaluate_paired "
+                    "(default 20,000)")
+    ap.add_argument("--mmd-cells", type=int, default=3000,
+                    help="part batch_mmd: simulated cells per number of batches (default 3,000)")
+    ap.add_argument("--mmd-batches", type=int, nargs="+", default=[5, 60],
+                    help="part batch_mmd: numbers of RNA batches, one data set each "
+                    "(default: 5 60)")
+    ap.add_argument("--cluster-profiles", type=int, default=8_000,
+                    help="part infer: random 10-bin profiles given to cluster_profiles "
+                    "(default 8,000)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of every part's simulated data and models (default 0)")
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "transmodal_scale"),
+                    help="directory of the gen files and of the model b saves for c (default: "
+                    "transmodal_scale in the system's temporary directory)")
     ap.add_argument("--cleanup", action="store_true", help="delete --workdir at the end")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()

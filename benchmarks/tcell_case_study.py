@@ -292,9 +292,15 @@ def seed_stability(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--populations", choices=sorted(POPULATIONS), default="t_cells")
-    p.add_argument("--n-latent", type=int, default=N_LATENT)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0],
+                   help="seeds, one model and JSON line each; with several, a final "
+                        "seed-stability line (default: 0)")
+    p.add_argument("--populations", choices=sorted(POPULATIONS), default="t_cells",
+                   help="RNA cells: t_cells = 192 cells of five T-cell populations, cd4 = the "
+                        "95 CD4+ ones (default t_cells)")
+    p.add_argument("--n-latent", type=int, default=N_LATENT,
+                   help=f"latent dimensions (default {N_LATENT}, below the image side's 10 "
+                        "features)")
     p.add_argument("--max-epochs", type=int, default=None, help="default: the model's size-aware default")
     p.add_argument("--data", default=None, help="data root (default $TRANSMODAL_DATA)")
     p.add_argument("--out", default="benchmarks/out/tcell_case_study", help="DE tables (CSV) go here")

@@ -78,8 +78,11 @@ def r_hclust_complete(dist: np.ndarray, k: int = 2) -> np.ndarray:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=None, help="data root (default $TRANSMODAL_DATA)")
-    p.add_argument("--n-resamples", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-resamples", type=int, default=50,
+                   help="random row orders for plain scipy, and resamples of each kind for "
+                        "cluster_stability (default 50)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random row orders and of cluster_stability (default 0)")
     args = p.parse_args()
 
     tcell = ad.read_h5ad(dataset_dir("tcell_chromatin_radial", args.data) / "tcell_radial_chromatin.h5ad")

@@ -293,12 +293,17 @@ def summary(path: str, save_dir: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS,
+                    help="data sets to run (default: all)")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                    help="methods to run (default: all)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                    help="seeds, one run each per data set and method; each also draws new "
+                         "synthetic data unless --data-seed (default: 0 1 2 3 4)")
     ap.add_argument("--summary", metavar="FILE", help="print the table of saved JSON lines")
     ap.add_argument("--medoid", type=int, metavar="K", default=None,
-                    help="with --summary: FOSCTTM of the medoid of K saved runs instead")
+                    help="with --summary: FOSCTTM of the medoid of K >= 2 saved runs instead "
+                         "(data sets with fewer saved runs are left out)")
     ap.add_argument("--save-dir", default="benchmarks/out/unpaired",
                     help="where each run's embeddings are saved (for seed agreement)")
     ap.add_argument("--max-epochs", type=int, default=None,
@@ -308,6 +313,11 @@ def main() -> None:
                          "the methods); default: a new draw per seed")
     ap.add_argument("--one", nargs=3, metavar=("DATASET", "METHOD", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.medoid is not None and args.medoid < 2:  # (0 would print the plain summary)
+        ap.error(f"--medoid must be at least 2 (the medoid of K >= 2 saved runs); "
+                 f"got {args.medoid}")
+    if args.medoid is not None and not args.summary:  # (it would run the whole benchmark)
+        ap.error("--medoid reads saved runs: give it with --summary FILE")
     if args.summary:
         if args.medoid:
             print(medoid_summary(args.summary, args.save_dir, args.medoid))
