@@ -350,7 +350,7 @@ def test_a_file_saved_before_later_buffers_loads_with_their_meaning(saved, paire
     weights = path / "model.safetensors"
     tensors = load_file(str(weights))
     later = ("module.marker_mean", "module.marker_std", "module.class_mask",
-             "module.aligned_classes")
+             "module.held_classes")
     old = {k: v for k, v in tensors.items() if k not in later}
     assert len(old) == len(tensors) - 4
     save_file(old, str(weights), metadata={"format": "transmodal"})

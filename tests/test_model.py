@@ -1395,6 +1395,74 @@ def test_partial_alignment_is_saved(make_model, train, tmp_path):
     assert everything.alignment_weights("rna", z, y) is None
 
 
+def _relabel(adata, mapping):
+    lab = adata.obs["label"].astype(object).map(lambda v: mapping.get(v, v))
+    adata.obs["label"] = pd.Categorical(lab)
+
+
+def test_partial_alignment_of_three_modalities_acts_pair_by_pair(make_model):
+    """Three modalities holding a chain of classes (rna: type0, type1; atac: type1, type2;
+    prot: type2 and its own): each class is aligned among the modalities that hold it, so
+    rna's type1 cells are not pushed onto prot's type2 cells; a pair sharing no class adds
+    nothing to the MMD, and a modality without weight is left out of the discriminator's
+    means (it counted as accuracy 0, which hid a perfect discriminator)."""
+    data = make_data(n_mods=3)
+    _relabel(data["rna"], {"type2": None})
+    _relabel(data["atac"], {"type0": None})
+    _relabel(data["prot"], {"type0": "own", "type1": None})
+    model = make_model(data, labels_key="label", seed=0)
+    module = model.module.eval()
+    cats = model.label_categories_
+    held = {n: sorted(cats[i] for i in np.flatnonzero(module.held_classes[k].numpy()))
+            for k, n in enumerate(model.modality_names)}
+    assert held == {"rna": ["type0", "type1"], "atac": ["type1", "type2"],
+                    "prot": ["own", "type2"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (untrained)
+        zs = {n: torch.from_numpy(model.get_latent_representation(n)) for n in data}
+    ys = {n: torch.from_numpy(md.labels) for n, md in model.mods.items()}
+    code = {c: i for i, c in enumerate(cats)}
+    # rna and prot share no class: no rna cell has weight towards prot
+    assert (module.alignment_weights("rna", zs["rna"], ys["rna"], other="prot")[
+        ys["rna"] >= 0] == 0).all()
+    expected = torch.stack([
+        module._mmd(zs[a], zs[b],
+                    module.alignment_weights(a, zs[a], ys[a], other=b),
+                    module.alignment_weights(b, zs[b], ys[b], other=a))
+        for a, b in (("rna", "atac"), ("atac", "prot"))
+    ]).mean()
+    torch.testing.assert_close(module.mmd_loss(zs, ys), expected)
+    # the adversary's target for a labelled type1 rna cell: rna or atac, evenly
+    one = ys["rna"] == code["type1"]
+    i = int(np.flatnonzero(one.numpy())[0])
+    with torch.no_grad():
+        log_q = F.log_softmax(module.discriminate(zs["rna"][i : i + 1]), -1)[0]
+        got = module.adversarial_loss("rna", zs["rna"][i : i + 1], None, ys["rna"][i : i + 1])
+    names = model.modality_names
+    torch.testing.assert_close(
+        got, -(0.5 * log_q[names.index("rna")] + 0.5 * log_q[names.index("atac")]))
+    # a modality whose every cell is of its own class: left out of the discriminator
+    data = make_data(n_mods=3)
+    data["prot"].obs["label"] = pd.Categorical(["own"] * data["prot"].n_obs)
+    model = make_model(data, labels_key="label", seed=0)
+    module = model.module.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zs = {n: torch.from_numpy(model.get_latent_representation(n)) for n in data}
+    ys = {n: torch.from_numpy(md.labels) for n, md in model.mods.items()}
+    assert (module.alignment_weights("prot", zs["prot"], ys["prot"]) == 0).all()
+    with torch.no_grad():
+        losses, accs = [], []
+        for k, n in enumerate(("rna", "atac")):
+            logits = module.discriminate(zs[n])
+            target = torch.full((len(logits),), names.index(n))
+            losses.append(F.cross_entropy(logits, target))
+            accs.append((logits.argmax(-1) == target).float().mean())
+        loss, acc = module.discriminator_loss(zs, ys)
+    torch.testing.assert_close(loss, torch.stack(losses).mean())
+    torch.testing.assert_close(acc, torch.stack(accs).mean())
+
+
 def test_partial_alignment_which_classes_are_aligned(make_model):
     """A modality whose training cells are mostly unlabelled counts as holding every class
     (every class aligned); modalities sharing no class align every cell (the setup warns)."""

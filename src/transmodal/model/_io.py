@@ -607,7 +607,7 @@ def _check_architecture(module: torch.nn.Module, tensors: dict[str, torch.Tensor
     size in the config would otherwise allocate its networks (gigabytes from a few edited
     numbers) before the weights were found not to fit. Buffers added since format_version 1
     that a file saved before them lacks are added to ``tensors`` with the value it meant:
-    no markers' statistics, every class open to every modality and aligned. ``custom``:
+    no markers' statistics, every class open to and held by every modality. ``custom``:
     the registered architecture of each modality built with one (its class may have
     changed since)."""
     expected = module.state_dict()
@@ -616,7 +616,7 @@ def _check_architecture(module: torch.nn.Module, tensors: dict[str, torch.Tensor
             continue
         if key in ("marker_mean", "marker_std") and built.numel() == 0:
             tensors[f"module.{key}"] = torch.zeros(0, device="cpu")  # (not the build's meta)
-        elif key in ("class_mask", "aligned_classes"):
+        elif key in ("class_mask", "held_classes"):
             tensors[f"module.{key}"] = torch.ones(built.shape, dtype=torch.bool, device="cpu")
     state = _module_state(tensors)
     shapes = [

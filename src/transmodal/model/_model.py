@@ -89,12 +89,14 @@ class CrossModalAE(PriorsMixin, TrainingMixin, InferenceMixin, AttributeHints,
         private types onto each other: on PBMC RNA / ATAC with partly shared types, 51 % /
         72 % (ATAC / RNA) of the cells of a private type whose labels were hidden in
         training were classified as the other modality's private types; with partial
-        alignment 2 % / 4 % (``benchmarks/pbmc_shared_classes.py --holdout 0.2``; the
+        alignment 1 % / 5 % (``benchmarks/pbmc_shared_classes.py --holdout 0.2``; the
         weights are Cao et al.'s partial domain adaptation). A modality whose training
         cells are mostly unlabelled counts as holding every class (its cell types are
-        unknown), so with one labelled and one unlabelled modality every cell is aligned;
-        with three or more modalities a class that two of them hold is aligned among all.
-        ``False``: every cell weighs 1 (no effect without private classes).
+        unknown), so with one labelled and one unlabelled modality every cell is aligned.
+        With three or more modalities each class is aligned among those that hold it (the
+        adversary's target for a cell is the modalities that hold its class, and the MMD of
+        two modalities weighs the classes both hold). ``False``: every cell weighs 1 (no
+        effect without private classes).
     variational
         VAE variant: Gaussian posteriors, a KL term weighted by ``beta`` in :meth:`train`;
         embeddings are posterior means and translation can sample.

@@ -55,9 +55,10 @@ def _weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.
 
 
 def _refresh_every_class_aligned(module: CrossModalModule, *_: Any) -> None:
-    """Record on the host whether ``module`` aligns every class (also a state-dict post
-    hook: a loaded model's buffer says which classes it aligns)."""
-    module._every_class_aligned = bool(module.aligned_classes.all())
+    """Record on the host whether every modality of ``module`` holds every class, so that
+    partial alignment has nothing to leave out (also a state-dict post hook: a loaded
+    model's buffer says which classes each modality holds)."""
+    module._every_class_aligned = bool(module.held_classes.all())
 
 
 class CrossModalModule(nn.Module):
@@ -180,10 +181,10 @@ class CrossModalModule(nn.Module):
             n_latent + n_cond, disc_hidden, len(archs), dropout=0.0, norm=False
         )
         self.classifier = nn.Linear(n_latent, n_labels) if n_labels > 0 else None
-        # classes seen in each modality's training labels, and the classes whose cells the
-        # alignment terms act on (both set by the model class; all: every class, every cell)
+        # classes seen in each modality's training labels, and the classes each modality
+        # holds for partial alignment (both set by the model class; all: every class)
         self.register_buffer("class_mask", torch.ones(len(archs), max(n_labels, 1), dtype=torch.bool))
-        self.register_buffer("aligned_classes", torch.ones(max(n_labels, 1), dtype=torch.bool))
+        self.register_buffer("held_classes", torch.ones_like(self.class_mask))
         # (said by the buffer; kept on the host so that a training step does not wait for
         # the device to read it, and refreshed whenever a state dict is loaded)
         self._every_class_aligned = True
@@ -419,13 +420,24 @@ class CrossModalModule(nn.Module):
         self, zs: dict[str, torch.Tensor], ys: dict[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
         """Multi-bandwidth Gaussian-kernel MMD between every pair of modalities' latents,
-        each cell weighed by :meth:`alignment_weights` (``ys``: label codes, -1 =
-        unlabelled)."""
+        each cell weighed by :meth:`alignment_weights` for that pair (``ys``: label codes,
+        -1 = unlabelled), averaged over the pairs where both sides have weight."""
         names = list(zs)
-        w = {n: self.alignment_weights(n, zs[n], (ys or {}).get(n)) for n in names}
-        out = [self._mmd(zs[a], zs[b], w[a], w[b])
-               for i, a in enumerate(names) for b in names[i + 1 :]]
-        return torch.stack(out).mean()
+        ys = ys or {}
+        out, valid = [], []
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                wa = self.alignment_weights(a, zs[a], ys.get(a), other=b)
+                wb = self.alignment_weights(b, zs[b], ys.get(b), other=a)
+                value = self._mmd(zs[a], zs[b], wa, wb)
+                if wa is None:
+                    out.append(value)
+                    valid.append(torch.ones((), device=value.device))
+                else:  # a pair without a class in common adds nothing (no host sync)
+                    has = (wa.sum() > 0) & (wb.sum() > 0)
+                    out.append(torch.where(has, value, torch.zeros_like(value)))
+                    valid.append(has.to(value.dtype))
+        return torch.stack(out).sum() / torch.stack(valid).sum().clamp_min(1.0)
 
     def batch_mmd_loss(
         self, zs: dict[str, torch.Tensor], bs: dict[str, torch.Tensor]
@@ -464,9 +476,10 @@ class CrossModalModule(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of the discriminator telling the modalities apart (each weighted
         equally) and its balanced accuracy; within a modality each cell weighed by
-        :meth:`alignment_weights`.
+        :meth:`alignment_weights`, and a modality without weight (every cell of a class it
+        alone holds) left out of both means (0 without any).
         """
-        losses, accs = [], []
+        losses, accs, valid = [], [], []
         for k, name in enumerate(self.names):
             y = (ys or {}).get(name)
             logits = self.discriminate(zs[name], y, (ms or {}).get(name))
@@ -474,7 +487,13 @@ class CrossModalModule(nn.Module):
             w = self.alignment_weights(name, zs[name], y)
             losses.append(_weighted_mean(F.cross_entropy(logits, target, reduction="none"), w))
             accs.append(_weighted_mean((logits.argmax(-1) == target).float(), w))
-        return torch.stack(losses).mean(), torch.stack(accs).mean()
+            if w is not None:
+                valid.append((w.sum() > 0).to(losses[-1].dtype))
+        if not valid:  # (every class aligned: the plain means)
+            return torch.stack(losses).mean(), torch.stack(accs).mean()
+        v = torch.stack(valid)
+        n = v.sum().clamp_min(1.0)
+        return (torch.stack(losses) * v).sum() / n, (torch.stack(accs) * v).sum() / n
 
     def adversarial_loss(
         self,
@@ -489,43 +508,75 @@ class CrossModalModule(nn.Module):
 
         With a learned prior every encoder pushes the discriminator's output towards the
         uniform distribution over modalities (maximal confusion; unlike flipped labels this
-        does not make two modalities chase each other's position). With an anchor modality
-        the target is the anchor's label (the non-saturating GAN loss).
+        does not make two modalities chase each other's position); with partial alignment
+        the uniform distribution over the modalities that hold the cell's class (expected
+        over the class probabilities of an unlabelled cell). With an anchor modality the
+        target is the anchor's label (the non-saturating GAN loss), a cell weighed by the
+        probability that the anchor holds its class.
         """
         logits = self.discriminate(z, y, m)
         n = len(self.names)
+        log_q = F.log_softmax(logits, -1)
         if anchor is not None:
             target = torch.zeros(n, device=z.device)
             target[self.names.index(anchor)] = 1.0
-        else:
-            target = torch.full((n,), 1.0 / n, device=z.device)
-        per_cell = -(F.log_softmax(logits, -1) * target).sum(-1)
-        return _weighted_mean(per_cell, self.alignment_weights(name, z, y))
-
-    def alignment_weights(
-        self, name: str, z: torch.Tensor, y: torch.Tensor | None = None
-    ) -> torch.Tensor | None:
-        """Each cell's weight in the alignment terms (discriminator, adversarial, MMD) of
-        modality ``name``: the probability that its class is one of
-        ``aligned_classes`` (partial alignment: a class that only one modality holds has no
-        counterpart to be aligned with, and aligning it anyway lays it onto another
-        modality's private class). A labelled cell (``y`` >= 0) weighs 1 or 0, an unlabelled
-        one the latent classifier's probability (from ``z``, without gradient) of the
-        aligned classes. ``None`` (every cell weighs 1) without a classifier or where every
-        class is aligned."""
+            w = self.alignment_weights(name, z, y, other=anchor)
+            return _weighted_mean(-(log_q * target).sum(-1), w)
         if self.classifier is None or self._every_class_aligned:
-            return None
-        aligned = self.aligned_classes.to(z.device)
+            return -(log_q * torch.full((n,), 1.0 / n, device=z.device)).sum(-1).mean()
+        # each cell's target: its class probabilities over the classes its modality holds
+        # with another, times the uniform distribution over the modalities holding each
+        # (rows sum to the cell's weight)
+        held = self.held_classes.to(device=z.device, dtype=torch.float32)
+        k = self.names.index(name)
+        count = held.sum(0)
+        shared = held[k] * (count >= 2)
+        target = (self._class_probabilities(z, y) * shared) @ (held / count.clamp_min(1.0)).T
+        target = target.to(log_q.dtype)
+        return -(log_q * target).sum() / target.sum().clamp_min(_EPS)
+
+    @property
+    def aligned_classes(self) -> torch.Tensor:
+        """The classes that two or more modalities hold (``held_classes``): the classes
+        whose cells the alignment terms act on."""
+        return self.held_classes.sum(0) >= 2
+
+    def _class_probabilities(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        """Each cell's class probabilities (cells x classes, float32, without gradient): a
+        labelled cell's (``y`` >= 0) one-hot, an unlabelled one's latent classifier's."""
         with torch.no_grad():
-            w = (self.classifier(z).float().softmax(-1) * aligned).sum(-1)
+            p = self.classifier(z).float().softmax(-1)
             if y is not None:
                 y = y.to(device=z.device, dtype=torch.long)
-                w = torch.where(y >= 0, aligned[y.clamp_min(0)].to(w.dtype), w)
-        return w.to(z.dtype)
+                onehot = F.one_hot(y.clamp_min(0), p.shape[-1]).to(p.dtype)
+                p = torch.where((y >= 0)[:, None], onehot, p)
+        return p
 
-    def set_aligned_classes(self, aligned: torch.Tensor) -> None:
-        """Set the classes the alignment terms act on (see :meth:`alignment_weights`)."""
-        self.aligned_classes.copy_(aligned)
+    def alignment_weights(
+        self, name: str, z: torch.Tensor, y: torch.Tensor | None = None,
+        other: str | None = None,
+    ) -> torch.Tensor | None:
+        """Each cell's weight in the alignment terms (discriminator, adversarial, MMD) of
+        modality ``name``: the probability that its class is one that ``name`` and another
+        modality hold (``other``: that modality; default any), from
+        :meth:`_class_probabilities` (1 or 0 for a labelled cell). Partial alignment: a
+        class that only one modality holds has no counterpart to be aligned with, and
+        aligning it anyway lays it onto another modality's private class. ``None`` (every
+        cell weighs 1) without a classifier or where every modality holds every class."""
+        if self.classifier is None or self._every_class_aligned:
+            return None
+        held = self.held_classes.to(z.device)
+        k = self.names.index(name)
+        if other is None:
+            classes = held[k] & (held.sum(0) >= 2)
+        else:
+            classes = held[k] & held[self.names.index(other)]
+        return (self._class_probabilities(z, y) * classes).sum(-1).to(z.dtype)
+
+    def set_held_classes(self, held: torch.Tensor) -> None:
+        """Set the classes each modality holds (modalities x classes; see
+        :meth:`alignment_weights`)."""
+        self.held_classes.copy_(held)
         _refresh_every_class_aligned(self)
 
     def classifier_loss(

@@ -302,7 +302,7 @@ class PriorsMixin:
         without any label keeps "all classes": with ``disc_conditional=True`` its cells are
         conditioned on the classifier's predictions, as any unlabelled cell is), and, with
         ``partial_alignment``, which classes the alignment terms act on (see
-        :meth:`_set_aligned_classes`)."""
+        :meth:`_set_held_classes`)."""
         if not self.label_categories_:
             return
         mask = self.module.class_mask
@@ -335,7 +335,7 @@ class PriorsMixin:
         if self.init_params_.get("disc_conditional"):
             self._check_classes_connect(train)
         if self.init_params_.get("partial_alignment"):
-            self._set_aligned_classes(train)
+            self._set_held_classes(train)
 
     def _classes_held(self, train: dict[str, np.ndarray]) -> dict[str, set[int] | None]:
         """The label classes (codes) each modality holds: those of its labelled training
@@ -349,24 +349,22 @@ class PriorsMixin:
             held[n] = None if mostly_unlabelled else set(np.flatnonzero(mask[k]).tolist())
         return held
 
-    def _set_aligned_classes(self, train: dict[str, np.ndarray]) -> None:
-        """Partial alignment: the alignment terms act on the classes that at least two
-        modalities hold (:meth:`_classes_held`); a class of one modality only is left out.
-        Where no class is held by two modalities, every class stays aligned: leaving them
-        all out would align nothing."""
+    def _set_held_classes(self, train: dict[str, np.ndarray]) -> None:
+        """Partial alignment: record the classes each modality holds
+        (:meth:`_classes_held`), so that the alignment terms act on each class among the
+        modalities that hold it; a class of one modality only is left out. Where no class
+        is held by two modalities, every class stays aligned: leaving them all out would
+        align nothing."""
         if len(self.mods) < 2:
             return
-        held = self._classes_held(train)
-        count = np.zeros(len(self.label_categories_), dtype=np.int64)
-        for classes in held.values():
-            if classes is None:
-                count += 1
-            else:
-                count[sorted(classes)] += 1
-        aligned = count >= 2
-        if not aligned.any():  # (said at setup: the modalities share no label class)
+        held = np.ones((len(self.mods), len(self.label_categories_)), dtype=bool)
+        for k, classes in enumerate(self._classes_held(train).values()):
+            if classes is not None:
+                held[k] = False
+                held[k, sorted(classes)] = True
+        if not (held.sum(0) >= 2).any():  # (said at setup: they share no label class)
             return
-        self.module.set_aligned_classes(torch.from_numpy(aligned))
+        self.module.set_held_classes(torch.from_numpy(held))
 
     def _check_classes_connect(self, train: dict[str, np.ndarray]) -> None:
         """With a conditional discriminator, modalities are aligned class by class: refuse

@@ -968,7 +968,7 @@ class TrainingMixin:
         except ValueError:  # too few cells to cross-validate
             acc = None
         self.mixing_accuracy_ = acc
-        chance = 1.0 / len(self.mods)
+        chance = 1.0 / len(aligned)
         found = []
         if acc is not None and acc > max(SEPARABLE_ACCURACY, chance + 0.3):
             found.append(
@@ -1003,8 +1003,9 @@ class TrainingMixin:
         """With partial alignment, each modality's latent points ``embs`` (of its ``rows``)
         whose alignment weight is at least 1/2 (the cells of the classes the model aligns,
         :meth:`~transmodal.model._module.CrossModalModule.alignment_weights`): a private
-        cell type tells its modality by itself. All points otherwise, and where fewer than
-        :data:`MIN_DISC_CELLS` of a modality's would remain."""
+        cell type tells its modality by itself. A modality with fewer than
+        :data:`MIN_DISC_CELLS` such points is left out; all points of every modality
+        without partial alignment, or where fewer than two modalities would remain."""
         kept = {}
         for name, z in embs.items():
             y = self.mods[name].labels
@@ -1015,9 +1016,10 @@ class TrainingMixin:
             if w is None:  # (every class aligned, or no classifier)
                 return embs
             kept[name] = w.numpy() >= 0.5
-        if min(int(k.sum()) for k in kept.values()) < MIN_DISC_CELLS:
+        enough = {n: k for n, k in kept.items() if int(k.sum()) >= MIN_DISC_CELLS}
+        if len(enough) < 2:
             return embs
-        return {n: z[kept[n]] for n, z in embs.items()}
+        return {n: embs[n][k] for n, k in enough.items()}
 
     def _disc_accuracy(
         self, embs: dict[str, np.ndarray], rows: dict[str, np.ndarray]
