@@ -397,7 +397,8 @@ class CrossModalModule(nn.Module):
     ) -> torch.Tensor:
         """Multi-bandwidth Gaussian-kernel MMD between two sets of latent points, each
         point weighed by ``wx`` / ``wy`` (``None``: equally; the MMD of the two weighted
-        empirical distributions)."""
+        empirical distributions; a side whose weights are all 0 leaves the other side's own
+        kernel mean, so :meth:`mmd_loss` leaves such a pair out)."""
         k = CrossModalModule._kernel(torch.cat([x, y]))
         n = x.shape[0]
         if wx is None and wy is None:
