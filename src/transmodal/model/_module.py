@@ -418,18 +418,21 @@ class CrossModalModule(nn.Module):
         return sum(torch.exp(-d2 / (2.0 * s * s)) for s in (0.5, 1.0, 2.0, 4.0, 8.0))
 
     def mmd_loss(
-        self, zs: dict[str, torch.Tensor], ys: dict[str, torch.Tensor] | None = None
+        self, zs: dict[str, torch.Tensor], ys: dict[str, torch.Tensor] | None = None,
+        probs: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Multi-bandwidth Gaussian-kernel MMD between every pair of modalities' latents,
         each cell weighed by :meth:`alignment_weights` for that pair (``ys``: label codes,
-        -1 = unlabelled), averaged over the pairs where both sides have weight."""
+        -1 = unlabelled; ``probs``: the step's :meth:`class_probabilities`, computed here
+        if not given), averaged over the pairs where both sides have weight."""
         names = list(zs)
         ys = ys or {}
+        probs = probs or self.class_probabilities(zs, ys) or {}
         out, valid = [], []
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
-                wa = self.alignment_weights(a, zs[a], ys.get(a), other=b)
-                wb = self.alignment_weights(b, zs[b], ys.get(b), other=a)
+                wa = self.alignment_weights(a, zs[a], ys.get(a), other=b, probs=probs.get(a))
+                wb = self.alignment_weights(b, zs[b], ys.get(b), other=a, probs=probs.get(b))
                 value = self._mmd(zs[a], zs[b], wa, wb)
                 if wa is None:
                     out.append(value)
@@ -474,18 +477,21 @@ class CrossModalModule(nn.Module):
         zs: dict[str, torch.Tensor],
         ys: dict[str, torch.Tensor] | None = None,
         ms: dict[str, torch.Tensor] | None = None,
+        probs: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of the discriminator telling the modalities apart (each weighted
         equally) and its balanced accuracy; within a modality each cell weighed by
-        :meth:`alignment_weights`, and a modality without weight (every cell of a class it
-        alone holds) left out of both means (0 without any).
+        :meth:`alignment_weights` (``probs``: the step's :meth:`class_probabilities`,
+        computed here if not given), and a modality without weight (every cell of a class
+        it alone holds) left out of both means (0 without any).
         """
+        probs = probs or self.class_probabilities(zs, ys) or {}
         losses, accs, valid = [], [], []
         for k, name in enumerate(self.names):
             y = (ys or {}).get(name)
             logits = self.discriminate(zs[name], y, (ms or {}).get(name))
             target = torch.full((logits.shape[0],), k, dtype=torch.long, device=logits.device)
-            w = self.alignment_weights(name, zs[name], y)
+            w = self.alignment_weights(name, zs[name], y, probs=probs.get(name))
             losses.append(_weighted_mean(F.cross_entropy(logits, target, reduction="none"), w))
             accs.append(_weighted_mean((logits.argmax(-1) == target).float(), w))
             if w is not None:
@@ -503,9 +509,11 @@ class CrossModalModule(nn.Module):
         anchor: str | None,
         y: torch.Tensor | None = None,
         m: torch.Tensor | None = None,
+        probs: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Encoder loss for fooling the discriminator (a mean over the cells, each weighed
-        by :meth:`alignment_weights`).
+        by :meth:`alignment_weights`; ``probs``: the cells' :meth:`class_probabilities`,
+        computed here if not given).
 
         With a learned prior every encoder pushes the discriminator's output towards the
         uniform distribution over modalities (maximal confusion; unlike flipped labels this
@@ -521,7 +529,7 @@ class CrossModalModule(nn.Module):
         if anchor is not None:
             target = torch.zeros(n, device=z.device)
             target[self.names.index(anchor)] = 1.0
-            w = self.alignment_weights(name, z, y, other=anchor)
+            w = self.alignment_weights(name, z, y, other=anchor, probs=probs)
             return _weighted_mean(-(log_q * target).sum(-1), w)
         if self.classifier is None or self._every_class_aligned:
             return -(log_q * torch.full((n,), 1.0 / n, device=z.device)).sum(-1).mean()
@@ -532,7 +540,9 @@ class CrossModalModule(nn.Module):
         k = self.names.index(name)
         count = held.sum(0)
         shared = held[k] * (count >= 2)
-        target = (self._class_probabilities(z, y) * shared) @ (held / count.clamp_min(1.0)).T
+        if probs is None:
+            probs = self._class_probabilities(z, y)
+        target = (probs * shared) @ (held / count.clamp_min(1.0)).T
         target = target.to(log_q.dtype)
         return -(log_q * target).sum() / target.sum().clamp_min(_EPS)
 
@@ -553,17 +563,28 @@ class CrossModalModule(nn.Module):
                 p = torch.where((y >= 0)[:, None], onehot, p)
         return p
 
+    def class_probabilities(
+        self, zs: dict[str, torch.Tensor], ys: dict[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor] | None:
+        """Each modality's :meth:`_class_probabilities`, computed once for a step's terms;
+        ``None`` where partial alignment has nothing to weigh (no classifier, or every
+        modality holds every class)."""
+        if self.classifier is None or self._every_class_aligned:
+            return None
+        return {n: self._class_probabilities(z, (ys or {}).get(n)) for n, z in zs.items()}
+
     def alignment_weights(
         self, name: str, z: torch.Tensor, y: torch.Tensor | None = None,
-        other: str | None = None,
+        other: str | None = None, *, probs: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """Each cell's weight in the alignment terms (discriminator, adversarial, MMD) of
         modality ``name``: the probability that its class is one that ``name`` and another
         modality hold (``other``: that modality; default any), from
         :meth:`_class_probabilities` (1 or 0 for a labelled cell). Partial alignment: a
         class that only one modality holds has no counterpart to be aligned with, and
-        aligning it anyway lays it onto another modality's private class. ``None`` (every
-        cell weighs 1) without a classifier or where every modality holds every class."""
+        aligning it anyway lays it onto another modality's private class (``probs``: the
+        cells' class probabilities if already computed). ``None`` (every cell weighs 1)
+        without a classifier or where every modality holds every class."""
         if self.classifier is None or self._every_class_aligned:
             return None
         held = self.held_classes.to(z.device)
@@ -572,7 +593,9 @@ class CrossModalModule(nn.Module):
             classes = held[k] & (held.sum(0) >= 2)
         else:
             classes = held[k] & held[self.names.index(other)]
-        return (self._class_probabilities(z, y) * classes).sum(-1).to(z.dtype)
+        if probs is None:
+            probs = self._class_probabilities(z, y)
+        return (probs * classes).sum(-1).to(z.dtype)
 
     def set_held_classes(self, held: torch.Tensor) -> None:
         """Set the classes each modality holds (modalities x classes; see

@@ -282,7 +282,10 @@ class CrossModalPlan(pl.LightningModule):
         if not self.pretraining:
             if ms:  # unmeasured markers take the nearest measured cell's value
                 ms = m.impute_markers(zs, ms)
-            d_loss, d_acc = m.discriminator_loss({n: z.detach() for n, z in zs.items()}, ys, ms)
+            # (partial alignment's class probabilities, once for every alignment term)
+            probs = m.class_probabilities(zs, ys) or {}
+            d_loss, d_acc = m.discriminator_loss(
+                {n: z.detach() for n, z in zs.items()}, ys, ms, probs)
             terms["disc"] = d_loss
             terms["disc_acc"] = d_acc
             if train:
@@ -290,18 +293,18 @@ class CrossModalPlan(pl.LightningModule):
                 detached = {n: z.detach() for n, z in zs.items()}
                 for k in range(self.n_disc_steps):
                     if k:
-                        d_loss, _ = m.discriminator_loss(detached, ys, ms)
+                        d_loss, _ = m.discriminator_loss(detached, ys, ms, probs)
                     opt_d.zero_grad(set_to_none=True)
                     self.manual_backward(d_loss)
                     opt_d.step()
             adv = [
-                m.adversarial_loss(n, zs[n], self.anchor, ys.get(n), ms.get(n))
+                m.adversarial_loss(n, zs[n], self.anchor, ys.get(n), ms.get(n), probs.get(n))
                 for n in names
                 if n != self.anchor
             ]
             terms["adv"] = torch.stack(adv).mean()
             if self.lam_mmd > 0:
-                terms["mmd"] = m.mmd_loss(zs, ys)
+                terms["mmd"] = m.mmd_loss(zs, ys, probs)
         bs = {n: cells[n]["b"] for n in training if "b" in cells[n]}
         if bs and self.lam_batch > 0:
             # (None where no modality's step holds two cells each of two batches: counted
