@@ -675,18 +675,16 @@ def test_ot_geodesic_of_disconnected_graph_uses_largest_finite_distance():
 
 def test_ot_solver_refuses_a_coupling_without_unit_mass(monkeypatch):
     """_solve: a total mass other than 1 is a numerical failure (epsilon doubled)."""
-    import ot
-
-    from transmodal.baselines import GromovWassersteinOT
+    from transmodal.baselines import GromovWassersteinOT, _ot
 
     calls = []
 
-    def fake(cx, cy, p, q, **kw):
-        calls.append(kw["epsilon"])
-        t = np.outer(p, q)
-        return (t * 0.5 if len(calls) == 1 else t), {"gw_dist": 0.0}
+    def fake(cx, cy, epsilon, **kw):
+        calls.append(epsilon)
+        t = np.full((len(cx), len(cy)), 1.0 / (len(cx) * len(cy)))
+        return (t * 0.5 if len(calls) == 1 else t), 0.0
 
-    monkeypatch.setattr(ot.gromov, "entropic_gromov_wasserstein", fake)
+    monkeypatch.setattr(_ot, "entropic_gw", fake)
     m = GromovWassersteinOT(epsilon=1e-2, n_retries=2)
     c, eps, _ = m._solve(np.zeros((4, 4)), np.zeros((5, 5)))
     assert calls == [1e-2, 2e-2] and eps == 2e-2
