@@ -422,6 +422,35 @@ def test_wasserstein_procrustes_recovers_a_non_symmetric_rotation():
     assert cost < 0.01
 
 
+def test_procrustes_refinement_stops_once_the_plan_repeats(monkeypatch):
+    """_refine ends when a transport plan repeats the last, with the rotation and cost that
+    all n_iter alternations give (from then on each would repeat the last)."""
+    import ot
+
+    from transmodal.geometry import _procrustes
+
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(150, 3)) * [3.0, 1.5, 0.5]
+    c, s = np.cos(0.3), np.sin(0.3)
+    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    b = (a @ rot)[rng.permutation(150)] + rng.normal(scale=0.05, size=(150, 3))
+    w = np.full(150, 1 / 150)
+    q_all = np.eye(3)
+    for _ in range(30):  # every alternation, no early end
+        plan = ot.emd(w, w, ot.dist(a @ q_all, b))
+        u, _, vt = np.linalg.svd(a.T @ plan @ b)
+        q_all = u @ vt
+    cost_all = ot.dist(a @ q_all, b)
+    cost_all = float((ot.emd(w, w, cost_all) * cost_all).sum())
+    calls = []
+    emd = ot.emd
+    monkeypatch.setattr(ot, "emd", lambda *args, **kw: calls.append(1) or emd(*args, **kw))
+    q, cost = _procrustes._refine(a, b, np.eye(3), 30)
+    assert len(calls) < 31  # (30 alternations and the final cost's plan without the end)
+    np.testing.assert_array_equal(q, q_all)
+    assert cost == cost_all
+
+
 def test_geometric_pairs_returns_the_aligned_embeddings():
     """The embeddings returned are the ones matched (the first rotated onto the second):
     their exact transport cost is the cost reported, and the pairs share labels."""

@@ -17,13 +17,18 @@ def _subsample(rng: np.random.Generator, x: np.ndarray, n: int) -> np.ndarray:
 def _refine(
     a: np.ndarray, b: np.ndarray, q: np.ndarray, n_iter: int
 ) -> tuple[np.ndarray, float]:
-    """Alternate an exact transport plan and an orthogonal Procrustes fit."""
+    """Alternate an exact transport plan and an orthogonal Procrustes fit, ``n_iter`` times
+    or until the plan repeats (from then on every iteration would repeat the last)."""
     import ot
 
     wa = np.full(len(a), 1.0 / len(a))
     wb = np.full(len(b), 1.0 / len(b))
+    last = None
     for _ in range(n_iter):
         plan = ot.emd(wa, wb, ot.dist(a @ q, b))
+        if last is not None and np.array_equal(plan, last):
+            break
+        last = plan
         u, _, vt = np.linalg.svd(a.T @ plan @ b)
         q = u @ vt
     cost = ot.dist(a @ q, b)
