@@ -537,12 +537,10 @@ class CrossModalModule(nn.Module):
         # with another, times the uniform distribution over the modalities holding each
         # (rows sum to the cell's weight)
         held = self.held_classes.to(device=z.device, dtype=torch.float32)
-        k = self.names.index(name)
-        count = held.sum(0)
-        shared = held[k] * (count >= 2)
         if probs is None:
             probs = self._class_probabilities(z, y)
-        target = (probs * shared) @ (held / count.clamp_min(1.0)).T
+        shared = self._classes_aligned(name, device=z.device)
+        target = (probs * shared) @ (held / held.sum(0).clamp_min(1.0)).T
         target = target.to(log_q.dtype)
         return -(log_q * target).sum() / target.sum().clamp_min(_EPS)
 
@@ -551,6 +549,17 @@ class CrossModalModule(nn.Module):
         """The classes that two or more modalities hold (``held_classes``): the classes
         whose cells the alignment terms act on."""
         return self.held_classes.sum(0) >= 2
+
+    def _classes_aligned(
+        self, name: str, other: str | None = None, *, device: torch.device | None = None
+    ) -> torch.Tensor:
+        """The classes (a boolean mask) on which modality ``name`` is aligned: those it
+        holds with ``other``, or (``None``) with any other modality."""
+        held = self.held_classes.to(device)
+        mine = held[self.names.index(name)]
+        if other is None:
+            return mine & (held.sum(0) >= 2)
+        return mine & held[self.names.index(other)]
 
     def _class_probabilities(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         """Each cell's class probabilities (cells x classes, float32, without gradient): a
@@ -587,14 +596,9 @@ class CrossModalModule(nn.Module):
         without a classifier or where every modality holds every class."""
         if self.classifier is None or self._every_class_aligned:
             return None
-        held = self.held_classes.to(z.device)
-        k = self.names.index(name)
-        if other is None:
-            classes = held[k] & (held.sum(0) >= 2)
-        else:
-            classes = held[k] & held[self.names.index(other)]
         if probs is None:
             probs = self._class_probabilities(z, y)
+        classes = self._classes_aligned(name, other, device=z.device)
         return (probs * classes).sum(-1).to(z.dtype)
 
     def set_held_classes(self, held: torch.Tensor) -> None:
