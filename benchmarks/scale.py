@@ -27,7 +27,8 @@ Parts (each runs in its own subprocess; its peak RSS is that child's own, from
   of ``benchmarks/unpaired.py``): wall time and FOSCTTM of the library (``--d-epochs``).
 - ``d_ot``: the same data through :class:`~transmodal.baselines.GromovWassersteinOT`
   (entropic Gromov-Wasserstein, POT, SCOT's settings) in its own process; with
-  ``--ot-max-iter`` only its first iterations (a lower bound of its time, its full memory).
+  ``--ot-max-iter`` only its first iterations (a lower bound of the time of a full solve that
+  needs more, its full memory).
 - ``infer``: peak memory of in-memory outputs at ``--infer-cells`` new cells (a model of
   500 + 1,000 features trained one epoch on 2,000 cells): ``translate`` into 1,000 features
   and a two-member :class:`~transmodal.Ensemble`'s ``translate``, each as the rise of RSS
@@ -602,7 +603,7 @@ def main() -> None:
                     "it sooner)")
     ap.add_argument("--ot-max-iter", type=int, default=None,
                     help="part d_ot: stop the OT solver after this many iterations (a lower "
-                    "bound of its time; same memory)")
+                    "bound of the full solve's time where that needs more; same memory)")
     ap.add_argument("--queries", type=int, default=10_000,
                     help="part c: query cells per direction of the FOSCTTM estimate")
     ap.add_argument("--batch-size", type=int, default=128,
